@@ -1,0 +1,67 @@
+"""Dashboard sessions: who is looking at a page, with a silent refresh before expiry.
+
+For every non-API page the access cookie is verified (the same checks as the
+API). When it is missing, expired or close to expiry and the refresh cookie is
+still good, the pair is rotated and the new cookies go out with the page, so
+the user never notices. A dead session clears its cookies.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.utils import timezone
+
+from apps.accounts import services, tokens
+from apps.accounts.cookies import clear_session_cookies, set_session_cookies
+from apps.apikeys.authentication import ACCESS_COOKIE, MAX_CREDENTIAL_LENGTH, REFRESH_COOKIE
+from apps.orgs.access import Principal
+from sigsentry.errors import AuthError
+
+REFRESH_AHEAD = timedelta(hours=1)
+_SKIP_PREFIXES = ("/v1/", "/static/", "/admin/")
+
+
+def _principal_from_access(token: str) -> tuple[Principal, datetime]:
+    claims = tokens.decode(token, "access")
+    session = tokens.session_for_claims(claims)
+    return Principal(user=session.user, session=session), datetime.fromtimestamp(
+        claims["exp"], tz=UTC
+    )
+
+
+class DashboardSessionMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request.principal = None
+        request.session_expires_at = None
+        if request.path.startswith(_SKIP_PREFIXES):
+            return self.get_response(request)
+        access = request.COOKIES.get(ACCESS_COOKIE, "")[:MAX_CREDENTIAL_LENGTH]
+        refresh = request.COOKIES.get(REFRESH_COOKIE, "")[:MAX_CREDENTIAL_LENGTH]
+        pair = None
+        stale = False
+        if access:
+            try:
+                request.principal, request.session_expires_at = _principal_from_access(access)
+            except AuthError:
+                stale = True
+        needs_refresh = request.principal is None or (
+            request.session_expires_at - timezone.now() < REFRESH_AHEAD
+        )
+        if refresh and needs_refresh:
+            try:
+                pair = services.refresh(refresh_token=refresh)
+                request.principal, request.session_expires_at = _principal_from_access(pair.access)
+            except AuthError:
+                stale = stale or request.principal is None
+        elif refresh and request.principal is None:
+            stale = True
+        response = self.get_response(request)
+        if pair is not None:
+            set_session_cookies(response, pair)
+        elif stale and not getattr(response, "sets_session", False):
+            clear_session_cookies(response)
+        return response

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    @classmethod
+    def normalize_email(cls, email: str | None) -> str:
+        # Logins are case-insensitive: store one canonical spelling.
+        return (email or "").strip().lower()
+
+    def get_by_natural_key(self, username: str) -> User:
+        return self.get(email__iexact=username)
+
+    def create_user(self, email: str, password: str | None = None, **extra) -> User:
+        if not email:
+            raise ValueError("An email address is required.")
+        user = self.model(email=self.normalize_email(email), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra) -> User:
+        extra.setdefault("is_staff", True)
+        extra.setdefault("is_superuser", True)
+        return self.create_user(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """A person. Logs in with their email (case-insensitive, unique)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    email = models.EmailField(max_length=254, unique=True)
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class AuthSession(models.Model):
+    """One dashboard/API login. Every JWT carries its id (`sid`).
+
+    A token is accepted only while its session is open, so ending the session
+    (logout, password change, deactivation) kills its access and refresh
+    tokens on the next request, on every server process. `refresh_jti` is the
+    only refresh token of the session that may still be used: rotation is a
+    conditional update on it, so of two concurrent refreshes exactly one wins.
+    """
+
+    class EndReason(models.TextChoices):
+        LOGOUT = "logout", "Logged out"
+        PASSWORD_CHANGED = "password_changed", "Password changed"
+        DEACTIVATED = "deactivated", "User deactivated"
+        REFRESH_REUSED = "refresh_reused", "A rotated refresh token was reused"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="auth_sessions")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(help_text="Absolute cap: JWT_SESSION_MAX_AGE after login.")
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
+    refresh_jti = models.CharField(max_length=64)
+    # Django's session auth hash at login: a password change makes it stale.
+    password_fingerprint = models.CharField(max_length=128)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=256, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "ended_at"], name="accounts_session_user_open")]
+
+    def __str__(self) -> str:
+        return f"session {self.id} of {self.user_id}"

@@ -1,0 +1,200 @@
+"""Sign-up, login, refresh, logout and the session rules (SPEC §2.4).
+
+Shared by the API (`/v1/auth/*`) and the dashboard pages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from apps.accounts import tokens
+from apps.accounts.models import AuthSession, User
+from apps.accounts.tokens import TokenPair
+from apps.orgs.models import Organization
+from apps.orgs.services import organization_create
+from sigsentry import throttling
+from sigsentry.errors import InvalidCredentials, RateLimited, TokenInvalid, ValidationFailed
+from sigsentry.net import client_ip, user_agent
+
+#: A refresh token reused within this window lost a benign race (two tabs);
+#: later reuse means a stolen token, and the whole session is ended.
+REUSE_RACE_WINDOW = timedelta(seconds=10)
+
+
+@dataclass(frozen=True, slots=True)
+class SignupResult:
+    user: User
+    organization: Organization
+    tokens: TokenPair
+
+
+def _clean_email(email: Any) -> str:
+    if not isinstance(email, str) or not email.strip():
+        raise ValidationFailed({"email": ["An email address is required."]})
+    email = User.objects.normalize_email(email)
+    try:
+        validate_email(email)
+    except DjangoValidationError as exc:
+        raise ValidationFailed({"email": ["Enter a valid email address."]}) from exc
+    return email
+
+
+def _clean_org_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationFailed({"organizationName": ["An organization name is required."]})
+    if len(name.strip()) > 100:
+        raise ValidationFailed({"organizationName": ["At most 100 characters."]})
+    return name.strip()
+
+
+def start_session(user: User, request: HttpRequest | None = None) -> TokenPair:
+    now = timezone.now()
+    jti = tokens.new_jti()
+    session = AuthSession.objects.create(
+        user=user,
+        created_at=now,
+        expires_at=now + settings.JWT_SESSION_MAX_AGE,
+        refresh_jti=jti,
+        password_fingerprint=tokens.session_fingerprint(user),
+        ip=client_ip(request) if request is not None else None,
+        user_agent=user_agent(request) if request is not None else "",
+    )
+    return tokens.issue_pair(session, jti, now)
+
+
+def signup(
+    *, email: Any, password: Any, organization_name: Any, request: HttpRequest | None = None
+) -> SignupResult:
+    """Create a user, their organization (they own it) and a first session."""
+    errors: dict[str, list[str]] = {}
+    clean: dict[str, Any] = {}
+    for field, cleaner, value in (
+        ("email", _clean_email, email),
+        ("organizationName", _clean_org_name, organization_name),
+    ):
+        try:
+            clean[field] = cleaner(value)
+        except ValidationFailed as exc:
+            errors.update(exc.details["fields"])
+    if not isinstance(password, str) or not password:
+        errors["password"] = ["A password is required."]
+    elif "email" in clean:
+        try:
+            validate_password(password, User(email=clean["email"]))
+        except DjangoValidationError as exc:
+            errors["password"] = list(exc.messages)
+    if errors:
+        raise ValidationFailed(errors)
+    if request is not None:
+        throttling.enforce("signup_ip", client_ip(request))
+    try:
+        with transaction.atomic():
+            if User.objects.filter(email__iexact=clean["email"]).exists():
+                raise ValidationFailed({"email": ["An account with this email already exists."]})
+            user = User.objects.create_user(clean["email"], password)
+            organization = organization_create(
+                actor=user, name=clean["organizationName"], request=request
+            )
+            pair = start_session(user, request)
+    except IntegrityError as exc:
+        raise ValidationFailed({"email": ["An account with this email already exists."]}) from exc
+    return SignupResult(user=user, organization=organization, tokens=pair)
+
+
+def login(*, email: Any, password: Any, request: HttpRequest | None = None) -> TokenPair:
+    """One answer (INVALID_CREDENTIALS) for an unknown email and a wrong password.
+
+    Django's ModelBackend runs the password hasher even for unknown emails, so
+    the two cases also take the same time. Throttled per account and per client.
+    """
+    if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
+        fields = {}
+        if not isinstance(email, str) or not email:
+            fields["email"] = ["An email address is required."]
+        if not isinstance(password, str) or not password:
+            fields["password"] = ["A password is required."]
+        raise ValidationFailed(fields)
+    account = User.objects.normalize_email(email)[:254]
+    ip = client_ip(request) if request is not None else None
+    for scope, ident in (("login_account", account), ("login_ip", ip)):
+        retry_after = throttling.is_limited(scope, ident)
+        if retry_after is not None:
+            raise RateLimited(retry_after)
+    throttling.hit("login_ip", ip)
+    user = authenticate(request, email=account, password=password)
+    if user is None:
+        throttling.hit("login_account", account)
+        raise InvalidCredentials()
+    return start_session(user, request)
+
+
+def refresh(*, refresh_token: Any) -> TokenPair:
+    """Rotate: the presented refresh token dies, a new pair is issued.
+
+    The rotation is a conditional update on the session's current refresh jti,
+    so of two concurrent refreshes exactly one wins. A token that was already
+    rotated (and is not a near-simultaneous race) ends the whole session.
+    """
+    if not isinstance(refresh_token, str) or not refresh_token or len(refresh_token) > 4096:
+        raise TokenInvalid()
+    claims = tokens.decode(refresh_token, "refresh")
+    now = timezone.now()
+    session = tokens.session_for_claims(claims, now)
+    jti = str(claims["jti"])
+    if session.refresh_jti != jti:
+        raced = session.last_refreshed_at and now - session.last_refreshed_at < REUSE_RACE_WINDOW
+        if not raced:
+            end_session(session, AuthSession.EndReason.REFRESH_REUSED)
+        raise TokenInvalid()
+    new_jti = tokens.new_jti()
+    with transaction.atomic():
+        won = AuthSession.objects.filter(
+            id=session.id, refresh_jti=jti, ended_at__isnull=True
+        ).update(refresh_jti=new_jti, last_refreshed_at=now)
+        if not won:
+            raise TokenInvalid()
+        tokens.blacklist_jti(jti)
+        return tokens.issue_pair(session, new_jti, now)
+
+
+def end_session(session: AuthSession, reason: str) -> None:
+    AuthSession.objects.filter(id=session.id, ended_at__isnull=True).update(
+        ended_at=timezone.now(), end_reason=reason
+    )
+
+
+def logout(*, session: AuthSession) -> None:
+    """The session's access and refresh tokens are rejected from the next request on."""
+    end_session(session, AuthSession.EndReason.LOGOUT)
+    tokens.blacklist_jti(session.refresh_jti)
+
+
+def end_user_sessions(user: User, reason: str) -> int:
+    return AuthSession.objects.filter(user=user, ended_at__isnull=True).update(
+        ended_at=timezone.now(), end_reason=reason
+    )
+
+
+def change_password(*, user: User, new_password: str) -> None:
+    validate_password(new_password, user)
+    with transaction.atomic():
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        end_user_sessions(user, AuthSession.EndReason.PASSWORD_CHANGED)
+
+
+def deactivate_user(*, user: User) -> None:
+    with transaction.atomic():
+        User.objects.filter(pk=user.pk).update(is_active=False)
+        end_user_sessions(user, AuthSession.EndReason.DEACTIVATED)

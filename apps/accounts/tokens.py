@@ -1,0 +1,140 @@
+"""JWT session tokens (simplejwt), bound to an `AuthSession`.
+
+Claims: ``iss``, ``aud``, ``exp``, ``iat``, ``jti``, ``typ`` (access|refresh),
+``sub`` (user id) and ``sid`` (session id). HS256 is pinned on both signing and
+verification, so `alg: none` and algorithm confusion are rejected. An access
+token is accepted only while its session is open, its user active and the
+user's password unchanged since login: one indexed query per request.
+
+Refresh tokens are tracked in simplejwt's token blacklist by `jti` only; the
+token text itself is never written to the database (it is a credential).
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from django.conf import settings
+from django.utils import timezone
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+from apps.accounts.models import AuthSession, User
+from sigsentry.errors import TokenExpired, TokenInvalid
+
+ACCESS_LIFETIME = timedelta(hours=24)
+ALGORITHM = "HS256"
+_REQUIRED_CLAIMS = ["exp", "iat", "jti", "iss", "aud", "sub", "sid", "typ"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access: str
+    refresh: str
+    access_expires_at: datetime
+    refresh_expires_at: datetime
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def issue_pair(session: AuthSession, refresh_jti: str, now: datetime | None = None) -> TokenPair:
+    """Sign a new access/refresh pair for `session`; neither outlives the session's cap."""
+    now = now or timezone.now()
+    refresh = RefreshToken()
+    refresh[jwt_settings.JTI_CLAIM] = refresh_jti
+    refresh_expires_at = min(now + jwt_settings.REFRESH_TOKEN_LIFETIME, session.expires_at)
+    refresh.set_iat(at_time=now)
+    refresh.payload["exp"] = _epoch(refresh_expires_at)
+    refresh["sub"] = str(session.user_id)
+    refresh["sid"] = str(session.id)
+
+    access = AccessToken()
+    access.set_iat(at_time=now)
+    access_expires_at = min(now + ACCESS_LIFETIME, session.expires_at)
+    access.payload["exp"] = _epoch(access_expires_at)
+    access["sub"] = str(session.user_id)
+    access["sid"] = str(session.id)
+
+    OutstandingToken.objects.create(
+        user_id=session.user_id,
+        jti=refresh_jti,
+        token="",  # the token is a credential: keep only its jti
+        created_at=now,
+        expires_at=refresh_expires_at,
+    )
+    return TokenPair(
+        access=str(access),
+        refresh=str(refresh),
+        access_expires_at=datetime.fromtimestamp(_epoch(access_expires_at), tz=UTC),
+        refresh_expires_at=datetime.fromtimestamp(_epoch(refresh_expires_at), tz=UTC),
+    )
+
+
+def new_jti() -> str:
+    return uuid.uuid4().hex
+
+
+def decode(token: str, expected_type: str) -> dict:
+    """Verify signature (HS256 only), issuer, audience, expiry and token type."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.JWT_SIGNING_KEY,
+            algorithms=[ALGORITHM],
+            audience=jwt_settings.AUDIENCE,
+            issuer=jwt_settings.ISSUER,
+            options={"require": _REQUIRED_CLAIMS},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenExpired() from exc
+    except jwt.PyJWTError as exc:
+        raise TokenInvalid() from exc
+    if claims.get("typ") != expected_type:
+        raise TokenInvalid()
+    return claims
+
+
+def session_for_claims(claims: dict, now: datetime | None = None) -> AuthSession:
+    """The open session the claims name, with its user; TOKEN_INVALID otherwise. One query."""
+    try:
+        session_id = uuid.UUID(str(claims["sid"]))
+    except ValueError as exc:
+        raise TokenInvalid() from exc
+    session = AuthSession.objects.select_related("user").filter(id=session_id).first()
+    if session is None or not session_is_valid(session, str(claims["sub"]), now):
+        raise TokenInvalid()
+    return session
+
+
+def session_is_valid(session: AuthSession, subject: str, now: datetime | None = None) -> bool:
+    now = now or timezone.now()
+    user: User = session.user
+    return (
+        session.ended_at is None
+        and session.expires_at > now
+        and str(session.user_id) == subject
+        and user.is_active
+        and session_fingerprint_matches(session, user)
+    )
+
+
+def session_fingerprint(user: User) -> str:
+    """Changes whenever the password does (Django's session auth hash)."""
+    return user.get_session_auth_hash()
+
+
+def session_fingerprint_matches(session: AuthSession, user: User) -> bool:
+    return hmac.compare_digest(session.password_fingerprint, session_fingerprint(user))
+
+
+def blacklist_jti(jti: str) -> None:
+    outstanding = OutstandingToken.objects.filter(jti=jti).first()
+    if outstanding is not None:
+        BlacklistedToken.objects.get_or_create(token=outstanding)

@@ -1,0 +1,5 @@
+from django.contrib import admin
+
+from apps.analyses.models import Analysis
+
+admin.site.register([Analysis])

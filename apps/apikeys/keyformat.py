@@ -1,0 +1,142 @@
+"""The API-key format: one module owns generating, parsing, checksums and digests.
+
+Format (SPEC §2.1)::
+
+    <prefix><random><checksum>
+    prefix   ss_pub_ | ss_secret_ | ss_org_
+    random   32 base62 characters from `secrets` (~190 bits)
+    checksum 6 base62 characters: zlib.crc32 of the UTF-8 text before it,
+             alphabet 0-9A-Za-z, most significant digit first, left-padded with 0
+
+Regular expression for secret scanners: ``\\bss_(pub|secret|org)_[0-9A-Za-z]{38}\\b``.
+
+Invariants:
+* the plaintext key is never stored: the database keeps `digest()` (SHA-256 hex)
+  and `display_prefix()` (type prefix + first 8 random characters);
+* a candidate whose checksum does not match is rejected here, without any
+  database work, and the comparison is constant-time;
+* legacy keys (`tb_`, `ss_live_`) have no checksum; they are recognised by
+  prefix and looked up by digest like the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import zlib
+from dataclasses import dataclass
+from enum import Enum
+
+BASE62_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+RANDOM_LENGTH = 32
+CHECKSUM_LENGTH = 6
+DISPLAY_RANDOM_LENGTH = 8
+LEGACY_PREFIXES: tuple[str, ...] = ("tb_", "ss_live_")
+# Legacy keys were free-form; bound them so garbage cannot pass as one.
+LEGACY_KEY_PATTERN = re.compile(r"(?:tb_|ss_live_)[0-9A-Za-z_\-]{8,200}")
+
+
+class KeyKind(Enum):
+    """What a prefix mints: (prefix, type, scope)."""
+
+    PUBLIC = ("ss_pub_", "public", "project")
+    SECRET = ("ss_secret_", "secret", "project")
+    ORGANIZATION = ("ss_org_", "secret", "organization")
+
+    def __init__(self, prefix: str, key_type: str, scope: str) -> None:
+        self.prefix = prefix
+        self.key_type = key_type
+        self.scope = scope
+
+
+KIND_BY_PREFIX: dict[str, KeyKind] = {kind.prefix: kind for kind in KeyKind}
+KEY_PATTERN = re.compile(
+    rf"(ss_pub_|ss_secret_|ss_org_)([0-9A-Za-z]{{{RANDOM_LENGTH}}})([0-9A-Za-z]{{{CHECKSUM_LENGTH}}})"
+)
+
+
+class Shape(Enum):
+    """How a bearer credential is routed, decided from its text alone."""
+
+    KEY = "key"
+    LEGACY_KEY = "legacy_key"
+    JWT = "jwt"
+    NOT_A_CREDENTIAL = "garbage"
+
+
+def to_base62(number: int, width: int) -> str:
+    digits = []
+    while number:
+        number, remainder = divmod(number, 62)
+        digits.append(BASE62_ALPHABET[remainder])
+    return "".join(reversed(digits)).rjust(width, "0")
+
+
+def checksum(body: str) -> str:
+    """The 6-character base62 CRC32 of `body` (the key text before the checksum)."""
+    return to_base62(zlib.crc32(body.encode("utf-8")), CHECKSUM_LENGTH)
+
+
+def generate(kind: KeyKind) -> str:
+    """A new key of `kind`. The only place a key's randomness is drawn."""
+    body = kind.prefix + "".join(secrets.choice(BASE62_ALPHABET) for _ in range(RANDOM_LENGTH))
+    return body + checksum(body)
+
+
+def digest(key: str) -> str:
+    """SHA-256 hex digest of the full key: what the database stores and indexes."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def digests_match(stored: str, computed: str) -> bool:
+    return hmac.compare_digest(stored.encode("ascii"), computed.encode("ascii"))
+
+
+def legacy_prefix_of(candidate: str) -> str | None:
+    for prefix in LEGACY_PREFIXES:
+        if candidate.startswith(prefix):
+            return prefix
+    return None
+
+
+def display_prefix(key: str) -> str:
+    """Type prefix + the first 8 characters after it (for new and legacy keys)."""
+    prefix = legacy_prefix_of(key) or KEY_PATTERN.match(key).group(1)  # type: ignore[union-attr]
+    return key[: len(prefix) + DISPLAY_RANDOM_LENGTH]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    kind: KeyKind
+    key: str
+
+
+def parse(candidate: str) -> ParsedKey | None:
+    """A well-formed key with a valid checksum, or None. Never touches the database."""
+    match = KEY_PATTERN.fullmatch(candidate)
+    if match is None:
+        return None
+    body_end = len(candidate) - CHECKSUM_LENGTH
+    if not hmac.compare_digest(checksum(candidate[:body_end]), candidate[body_end:]):
+        return None
+    return ParsedKey(kind=KIND_BY_PREFIX[match.group(1)], key=candidate)
+
+
+def is_legacy_key(candidate: str) -> bool:
+    return LEGACY_KEY_PATTERN.fullmatch(candidate) is not None
+
+
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
+
+
+def shape_of(credential: str) -> Shape:
+    """Route a bearer credential by its shape: key prefixes first, then JWT, else garbage."""
+    if credential.startswith(("ss_pub_", "ss_secret_", "ss_org_")):
+        return Shape.KEY
+    if legacy_prefix_of(credential):
+        return Shape.LEGACY_KEY
+    if _JWT_SHAPE.fullmatch(credential):
+        return Shape.JWT
+    return Shape.NOT_A_CREDENTIAL

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.orgs.models import Organization
+from apps.projects.models import Project
+
+
+class KeyType(models.TextChoices):
+    PUBLIC = "public", "Public (SDK)"
+    SECRET = "secret", "Secret"
+
+
+class KeyScope(models.TextChoices):
+    PROJECT = "project", "Project"
+    ORGANIZATION = "organization", "Organization"
+
+
+class KeyStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    REVOKED = "revoked", "Revoked"
+    EXPIRED = "expired", "Expired"
+
+
+class ApiKey(models.Model):
+    """An API key. Stores only the SHA-256 digest of the key and a display prefix.
+
+    The plaintext key exists only in the return value of the mint service (and
+    the one response or page that shows it). `digest` is unique, so one indexed
+    lookup finds the key; `prefix` is the type prefix plus the first 8
+    characters of the random part, enough to recognise a key, never to use it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="api_keys", null=True, blank=True
+    )
+    type = models.CharField(max_length=16, choices=KeyType.choices)
+    scope = models.CharField(max_length=16, choices=KeyScope.choices)
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=32, db_index=True)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    permissions = models.JSONField(default=list)
+    legacy = models.BooleanField(default=False)
+    allowed_origins = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    revoked_reason = models.CharField(max_length=32, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_project = models.ForeignKey(
+        Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    replaces = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="replaced_by",
+        help_text="The key this one was rolled from or minted to replace.",
+    )
+
+    class Meta:
+        verbose_name = "API key"
+        indexes = [
+            models.Index(fields=["project", "-created_at"], name="apikeys_project_created"),
+            models.Index(
+                fields=["organization", "scope", "-created_at"], name="apikeys_org_scope_created"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(scope=KeyScope.PROJECT) & Q(project__isnull=False))
+                | (Q(scope=KeyScope.ORGANIZATION) & Q(project__isnull=True)),
+                name="apikeys_project_iff_project_scope",
+            ),
+            models.CheckConstraint(condition=Q(type__in=KeyType.values), name="apikeys_type_known"),
+            models.CheckConstraint(
+                condition=~Q(type=KeyType.PUBLIC) | Q(scope=KeyScope.PROJECT, legacy=False),
+                name="apikeys_public_keys_are_project_keys",
+            ),
+            models.CheckConstraint(
+                condition=Q(legacy=False) | Q(scope=KeyScope.PROJECT, type=KeyType.SECRET),
+                name="apikeys_legacy_keys_are_project_secret_keys",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def status_at(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return KeyStatus.REVOKED
+        if self.expires_at is not None and self.expires_at <= now:
+            return KeyStatus.EXPIRED
+        return KeyStatus.ACTIVE
+
+    @property
+    def status(self) -> str:
+        return self.status_at(timezone.now())
+
+    @property
+    def is_project_key(self) -> bool:
+        return self.scope == KeyScope.PROJECT

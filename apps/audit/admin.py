@@ -1,0 +1,5 @@
+from django.contrib import admin
+
+from apps.audit.models import AuditEvent
+
+admin.site.register([AuditEvent])

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from apps.orgs.models import Organization
+from apps.projects.models import Project
+
+
+class AuditEvent(models.Model):
+    """Who did what to which key, member or project. Append-only.
+
+    Written only by apps.audit.services.record_event; nothing in the API or
+    the admin edits or deletes one. Actor and target labels are snapshots so an
+    event still reads correctly after the user or key is gone.
+    """
+
+    class ActorType(models.TextChoices):
+        USER = "user", "User"
+        KEY = "key", "API key"
+        ANONYMOUS = "anonymous", "Anonymous"
+        SYSTEM = "system", "System"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="audit_events"
+    )
+    project = models.ForeignKey(
+        Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    action = models.CharField(max_length=64)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_key = models.ForeignKey(
+        "apikeys.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(max_length=254, blank=True)
+    target_type = models.CharField(max_length=32, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=254, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=256, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="audit_org_created"),
+            models.Index(fields=["organization", "action", "-created_at"], name="audit_org_action"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_label or self.actor_type}"

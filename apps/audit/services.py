@@ -1,0 +1,82 @@
+"""Writing audit events: the only code that creates an AuditEvent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+from apps.audit.models import AuditEvent
+from sigsentry.net import client_ip, user_agent
+
+
+class Action:
+    KEY_MINTED = "key.minted"
+    KEY_REVOKED = "key.revoked"
+    KEY_ROLLED = "key.rolled"
+    KEY_REVOKED_BY_LEAK_REPORT = "key.revoked_by_leak_report"
+    KEY_ORIGINS_CHANGED = "key.allowed_origins_changed"
+    LEGACY_KEYS_IMPORTED = "legacy_keys.imported"
+    MEMBER_ADDED = "member.added"
+    MEMBER_ROLE_CHANGED = "member.role_changed"
+    MEMBER_REMOVED = "member.removed"
+    PROJECT_CREATED = "project.created"
+    ORGANIZATION_CREATED = "organization.created"
+
+    ALL = (
+        KEY_MINTED,
+        KEY_REVOKED,
+        KEY_ROLLED,
+        KEY_REVOKED_BY_LEAK_REPORT,
+        KEY_ORIGINS_CHANGED,
+        LEGACY_KEYS_IMPORTED,
+        MEMBER_ADDED,
+        MEMBER_ROLE_CHANGED,
+        MEMBER_REMOVED,
+        PROJECT_CREATED,
+        ORGANIZATION_CREATED,
+    )
+
+
+def record_event(
+    *,
+    action: str,
+    organization_id: Any,
+    actor_user: Any = None,
+    actor_key: Any = None,
+    actor_type: str | None = None,
+    project_id: Any = None,
+    target_type: str = "",
+    target_id: Any = "",
+    target_label: str = "",
+    request: HttpRequest | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event. Never stores a secret: labels are emails and key prefixes."""
+    if actor_type is None:
+        if actor_key is not None:
+            actor_type = AuditEvent.ActorType.KEY
+        elif actor_user is not None:
+            actor_type = AuditEvent.ActorType.USER
+        else:
+            actor_type = AuditEvent.ActorType.SYSTEM
+    actor_label = ""
+    if actor_key is not None:
+        actor_label = actor_key.prefix
+    elif actor_user is not None:
+        actor_label = actor_user.email
+    return AuditEvent.objects.create(
+        action=action,
+        organization_id=organization_id,
+        project_id=project_id,
+        actor_type=actor_type,
+        actor_user=actor_user,
+        actor_key=actor_key,
+        actor_label=actor_label,
+        target_type=target_type,
+        target_id=str(target_id or ""),
+        target_label=target_label,
+        ip=client_ip(request) if request is not None else None,
+        user_agent=user_agent(request) if request is not None else "",
+        details=details or {},
+    )

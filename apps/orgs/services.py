@@ -1,0 +1,174 @@
+"""Writes on organizations, memberships and projects, with their role rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+
+from apps.audit.services import Action, record_event
+from apps.orgs.models import Membership, Organization
+from apps.orgs.permissions import Role
+from apps.projects.models import Project
+from sigsentry.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
+
+
+def _clean_name(value: Any, field: str = "name") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationFailed({field: ["A name is required."]})
+    if len(value.strip()) > 100:
+        raise ValidationFailed({field: ["At most 100 characters."]})
+    return value.strip()
+
+
+def _clean_role(value: Any) -> str:
+    if value not in Role.values:
+        raise ValidationFailed({"role": [f"One of: {', '.join(Role.values)}."]})
+    return value
+
+
+def organization_create(
+    *, actor: Any, name: Any, request: HttpRequest | None = None
+) -> Organization:
+    """A new organization owned by `actor`."""
+    name = _clean_name(name)
+    with transaction.atomic():
+        organization = Organization.objects.create(name=name)
+        Membership.objects.create(organization=organization, user=actor, role=Role.OWNER)
+        record_event(
+            action=Action.ORGANIZATION_CREATED,
+            organization_id=organization.id,
+            actor_user=actor,
+            target_type="organization",
+            target_id=organization.id,
+            target_label=name,
+            request=request,
+        )
+    return organization
+
+
+def project_create(
+    *, actor: Any, organization: Organization, name: Any, request: HttpRequest | None = None
+) -> Project:
+    name = _clean_name(name)
+    with transaction.atomic():
+        project = Project.objects.create(organization=organization, name=name)
+        record_event(
+            action=Action.PROJECT_CREATED,
+            organization_id=organization.id,
+            project_id=project.id,
+            actor_user=actor,
+            target_type="project",
+            target_id=project.id,
+            target_label=name,
+            request=request,
+        )
+    return project
+
+
+def _lock_owners(organization_id: Any) -> list[Membership]:
+    """Lock the organization's owner rows, serialising changes that could remove the last one."""
+    return list(
+        Membership.objects.select_for_update()
+        .filter(organization_id=organization_id, role=Role.OWNER)
+        .order_by("id")
+    )
+
+
+def _guard_target(actor_membership: Membership, target: Membership) -> None:
+    # Admins manage members and admins, never owners.
+    if actor_membership.role != Role.OWNER and target.role == Role.OWNER:
+        raise PermissionDenied(message="Only owners can change or remove owners.")
+
+
+def member_add(
+    *,
+    actor_membership: Membership,
+    email: Any,
+    role: Any,
+    request: HttpRequest | None = None,
+) -> Membership:
+    from apps.accounts.models import User
+
+    role = _clean_role(role)
+    if not isinstance(email, str) or not email.strip():
+        raise ValidationFailed({"email": ["An email address is required."]})
+    if role == Role.OWNER and actor_membership.role != Role.OWNER:
+        raise PermissionDenied(message="Only owners can add owners.")
+    user = User.objects.filter(email__iexact=email.strip()).first()
+    if user is None:
+        raise NotFound("No user with this email.")
+    organization = actor_membership.organization
+    try:
+        with transaction.atomic():
+            membership = Membership.objects.create(organization=organization, user=user, role=role)
+            record_event(
+                action=Action.MEMBER_ADDED,
+                organization_id=organization.id,
+                actor_user=actor_membership.user,
+                target_type="user",
+                target_id=user.id,
+                target_label=user.email,
+                request=request,
+                details={"role": role},
+            )
+    except IntegrityError as exc:
+        raise ValidationFailed({"email": ["This user is already a member."]}) from exc
+    return membership
+
+
+def member_change_role(
+    *,
+    actor_membership: Membership,
+    target: Membership,
+    role: Any,
+    request: HttpRequest | None = None,
+) -> Membership:
+    role = _clean_role(role)
+    _guard_target(actor_membership, target)
+    if role == Role.OWNER and actor_membership.role != Role.OWNER:
+        raise PermissionDenied(message="Only owners can make owners.")
+    with transaction.atomic():
+        owners = _lock_owners(target.organization_id)
+        target = Membership.objects.select_for_update().get(pk=target.pk)
+        if target.role == role:
+            return target
+        if target.role == Role.OWNER and len(owners) <= 1:
+            raise LastOwner()
+        previous = target.role
+        target.role = role
+        target.save(update_fields=["role"])
+        record_event(
+            action=Action.MEMBER_ROLE_CHANGED,
+            organization_id=target.organization_id,
+            actor_user=actor_membership.user,
+            target_type="user",
+            target_id=target.user_id,
+            target_label=target.user.email,
+            request=request,
+            details={"from": previous, "to": role},
+        )
+    return target
+
+
+def member_remove(
+    *, actor_membership: Membership, target: Membership, request: HttpRequest | None = None
+) -> None:
+    _guard_target(actor_membership, target)
+    with transaction.atomic():
+        owners = _lock_owners(target.organization_id)
+        target = Membership.objects.select_for_update().select_related("user").get(pk=target.pk)
+        if target.role == Role.OWNER and len(owners) <= 1:
+            raise LastOwner()
+        target.delete()
+        record_event(
+            action=Action.MEMBER_REMOVED,
+            organization_id=target.organization_id,
+            actor_user=actor_membership.user,
+            target_type="user",
+            target_id=target.user_id,
+            target_label=target.user.email,
+            request=request,
+            details={"role": target.role},
+        )

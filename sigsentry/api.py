@@ -1,0 +1,138 @@
+"""Base classes for `/v1` views: authentication, project scope, pagination, headers.
+
+* `ApiView`: any authenticated endpoint (JSON only, errors through one handler).
+* `ProjectScopedView`: resolves the project from the credential and
+  `X-Project-Id`, then checks the method's permission — through
+  `apps.orgs.access`, the one place that decides.
+* `ManagementView`: JWT users only; API keys get KEY_MANAGEMENT_FORBIDDEN.
+
+After the response, the key that was used has its `lastUsedAt` recorded (off
+the request's critical path), and legacy keys get Deprecation/Sunset headers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from email.utils import format_datetime
+from typing import Any
+
+from django.conf import settings
+from rest_framework.exceptions import NotFound as DrfNotFound
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.apikeys.services import record_key_use
+from apps.orgs.access import Principal, forbid_keys, require_permission, resolve_project
+from sigsentry.errors import ValidationFailed
+
+
+class JsonOnlyNegotiation(BaseContentNegotiation):
+    """The API speaks JSON whatever `Accept` says (no 406 outside SPEC §3)."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+def legacy_headers() -> dict[str, str]:
+    """RFC 9745 Deprecation and RFC 8594 Sunset headers for legacy-key responses."""
+    return {
+        "Deprecation": f"@{int(settings.LEGACY_KEYS_DEPRECATED_AT.timestamp())}",
+        "Sunset": format_datetime(settings.LEGACY_KEYS_SUNSET_AT, usegmt=True),
+    }
+
+
+class ApiView(APIView):
+    content_negotiation_class = JsonOnlyNegotiation
+    #: The project the request acts on, for project-scoped views.
+    project = None
+
+    @property
+    def principal(self) -> Principal:
+        return self.request.user
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Cache-Control"] = "no-store"
+        principal = getattr(request._request, "sigsentry_principal", None)
+        if principal is not None and principal.key is not None:
+            key = principal.key
+            if key.legacy:
+                for name, value in legacy_headers().items():
+                    response[name] = value
+            project_id = self.project.id if self.project is not None else None
+            response._resource_closers.append(lambda: record_key_use(key, project_id))
+        return response
+
+
+class ProjectScopedView(ApiView):
+    """Subclasses map each method to the permission it needs (SPEC §2.2)."""
+
+    permission_by_method: dict[str, str] = {}
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        self.project = resolve_project(self.principal, request.META.get("HTTP_X_PROJECT_ID"))
+        required = self.permission_by_method.get(request.method)
+        if required is not None:
+            require_permission(self.principal, self.project, required)
+
+
+class ManagementView(ApiView):
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        forbid_keys(self.principal)
+
+
+class Pagination(CursorPagination):
+    """Cursor pagination: `{"results": [...], "next": <url or null>}`, `?limit=` ≤ 100."""
+
+    page_size = 50
+    max_page_size = 100
+    page_size_query_param = "limit"
+    ordering = ("-created_at", "-id")
+    cursor_query_param = "cursor"
+
+    def get_page_size(self, request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise ValidationFailed({"limit": [f"A whole number from 1 to {self.max_page_size}."]})
+        return int(raw)
+
+    def paginate_queryset(self, queryset, request, view=None):
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except DrfNotFound as exc:
+            raise ValidationFailed({"cursor": ["Invalid cursor."]}) from exc
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response({"results": data, "next": self.get_next_link()})
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["results", "next"],
+            "properties": {
+                "results": schema,
+                "next": {"type": "string", "format": "uri", "nullable": True},
+            },
+        }
+
+
+def paginate(view: ApiView, queryset, serialize) -> Response:
+    paginator = Pagination()
+    page = paginator.paginate_queryset(queryset, view.request, view=view)
+    return paginator.get_paginated_response([serialize(item) for item in page])
+
+
+def iso(moment) -> str | None:
+    """ISO 8601 UTC with a Z, as every time in the API."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

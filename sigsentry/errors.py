@@ -1,0 +1,265 @@
+"""Every `/v1` error as one JSON body: ``{"error": {"code", "message", "details"}}``.
+
+Views and services raise `ApiError` subclasses; `api_exception_handler` turns
+those, DRF's own exceptions and database outages into the SPEC §3 body. Error
+bodies never echo the credential that was sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import DatabaseError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+logger = logging.getLogger("sigsentry.errors")
+
+WWW_AUTHENTICATE = 'Bearer realm="sigsentry"'
+WWW_AUTHENTICATE_INVALID = 'Bearer realm="sigsentry", error="invalid_token"'
+RETRY_AFTER_UNAVAILABLE = "5"
+
+
+class ApiError(drf_exceptions.APIException):
+    status_code = 400
+    code = "VALIDATION_ERROR"
+    message = "The request is invalid."
+
+    def __init__(self, message: str | None = None, details: dict[str, Any] | None = None):
+        self.message = message or self.message
+        self.details = details or {}
+        super().__init__(detail=self.message, code=self.code)
+
+
+class AuthError(ApiError):
+    """A 401. `credential_sent` picks the WWW-Authenticate variant (RFC 6750 §3)."""
+
+    status_code = 401
+    credential_sent = True
+
+
+class AuthenticationRequired(AuthError):
+    code = "AUTHENTICATION_REQUIRED"
+    message = "Authentication credentials were not provided."
+    credential_sent = False
+
+
+class AuthorizationMalformed(AuthError):
+    code = "AUTHORIZATION_MALFORMED"
+    message = "The Authorization header must be 'Bearer <token>'."
+
+
+class KeyInvalid(AuthError):
+    code = "KEY_INVALID"
+    message = "This API key is not valid."
+
+
+class KeyRevoked(AuthError):
+    code = "KEY_REVOKED"
+    message = "This API key was revoked."
+
+
+class KeyExpired(AuthError):
+    code = "KEY_EXPIRED"
+    message = "This API key has expired."
+
+
+class KeyFormatDeprecated(AuthError):
+    code = "KEY_FORMAT_DEPRECATED"
+    message = "Legacy API key formats stopped working at their sunset date. Mint a new key."
+
+
+class TokenInvalid(AuthError):
+    code = "TOKEN_INVALID"
+    message = "The session token is not valid."
+
+
+class TokenExpired(AuthError):
+    code = "TOKEN_EXPIRED"
+    message = "The session token has expired."
+
+
+class InvalidCredentials(AuthError):
+    code = "INVALID_CREDENTIALS"
+    message = "The email or password is incorrect."
+    credential_sent = False
+
+
+class ProjectIdRequired(ApiError):
+    code = "PROJECT_ID_REQUIRED"
+    message = "This endpoint needs an X-Project-Id header."
+
+
+class ProjectIdInvalid(ApiError):
+    code = "PROJECT_ID_INVALID"
+    message = "X-Project-Id must be a project UUID."
+
+
+class ProjectMismatch(ApiError):
+    status_code = 403
+    code = "PROJECT_MISMATCH"
+    message = "This key belongs to another project than X-Project-Id names."
+
+
+class ProjectNotFound(ApiError):
+    status_code = 404
+    code = "PROJECT_NOT_FOUND"
+    message = "Project not found."
+
+
+class PermissionDenied(ApiError):
+    status_code = 403
+    code = "PERMISSION_DENIED"
+    message = "You do not have permission to do this."
+
+    def __init__(self, required: str | None = None, message: str | None = None):
+        details = {"required": required} if required else {}
+        if required and message is None:
+            message = f"This needs the {required} permission."
+        super().__init__(message, details)
+
+
+class KeyManagementForbidden(ApiError):
+    status_code = 403
+    code = "KEY_MANAGEMENT_FORBIDDEN"
+    message = "API keys cannot manage keys, organizations, projects or members."
+
+
+class PermissionsLocked(ApiError):
+    code = "PERMISSIONS_LOCKED"
+    message = "SDK keys always have exactly analysis:create and analysis:read."
+
+
+class ValidationFailed(ApiError):
+    code = "VALIDATION_ERROR"
+    message = "The request is invalid."
+
+    def __init__(self, fields: dict[str, list[str]], message: str | None = None):
+        super().__init__(message, {"fields": fields})
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "NOT_FOUND"
+    message = "Not found."
+
+
+class OriginNotAllowed(ApiError):
+    status_code = 403
+    code = "ORIGIN_NOT_ALLOWED"
+    message = "This key may not be used from this origin."
+
+
+class LastOwner(ApiError):
+    status_code = 409
+    code = "LAST_OWNER"
+    message = "An organization must keep at least one owner."
+
+
+class RateLimited(ApiError):
+    status_code = 429
+    code = "RATE_LIMITED"
+    message = "Too many requests. Try again later."
+
+    def __init__(self, retry_after: int):
+        self.retry_after = max(1, int(retry_after))
+        super().__init__()
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
+    message = "The service is temporarily unavailable. Try again shortly."
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _flatten(detail: Any) -> list[str]:
+    if isinstance(detail, dict):
+        return [f"{k}: {m}" for k, v in detail.items() for m in _flatten(v)]
+    if isinstance(detail, list):
+        return [m for item in detail for m in _flatten(item)]
+    return [str(detail)]
+
+
+def validation_fields(detail: Any) -> dict[str, list[str]]:
+    if isinstance(detail, dict):
+        return {
+            ("nonFieldErrors" if k == "non_field_errors" else _camel(str(k))): _flatten(v)
+            for k, v in detail.items()
+        }
+    return {"nonFieldErrors": _flatten(detail)}
+
+
+def _translate(exc: Exception) -> ApiError | None:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, DatabaseError):
+        logger.error("database unavailable: %s", type(exc).__name__)
+        return ServiceUnavailable()
+    if isinstance(exc, drf_exceptions.ValidationError):
+        return ValidationFailed(validation_fields(exc.detail))
+    if isinstance(exc, drf_exceptions.ParseError | drf_exceptions.UnsupportedMediaType):
+        return ValidationFailed(
+            {"body": [str(exc.detail)]}, "The request body must be a JSON object."
+        )
+    if isinstance(exc, drf_exceptions.NotAuthenticated):
+        return AuthenticationRequired()
+    if isinstance(exc, drf_exceptions.AuthenticationFailed):
+        return TokenInvalid()
+    if isinstance(exc, drf_exceptions.MethodNotAllowed):
+        err = ApiError("Method not allowed.")
+        err.status_code, err.code = 405, "METHOD_NOT_ALLOWED"
+        return err
+    if isinstance(exc, drf_exceptions.Throttled):
+        return RateLimited(int(exc.wait or 1))
+    if isinstance(exc, drf_exceptions.NotFound | Http404):
+        return NotFound()
+    if isinstance(exc, drf_exceptions.PermissionDenied | DjangoPermissionDenied):
+        return PermissionDenied()
+    return None
+
+
+def error_headers(err: ApiError) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if isinstance(err, AuthError):
+        headers["WWW-Authenticate"] = (
+            WWW_AUTHENTICATE_INVALID if err.credential_sent else WWW_AUTHENTICATE
+        )
+    if isinstance(err, RateLimited):
+        headers["Retry-After"] = str(err.retry_after)
+    if isinstance(err, ServiceUnavailable):
+        headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
+    return headers
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    err = _translate(exc)
+    if err is None:
+        logger.exception("unhandled error in API view", exc_info=exc)
+        return Response(
+            error_body("INTERNAL_ERROR", "Something went wrong on our side."), status=500
+        )
+    return Response(
+        error_body(err.code, err.message, err.details),
+        status=err.status_code,
+        headers=error_headers(err),
+    )
+
+
+def json_error_response(err: ApiError) -> JsonResponse:
+    response = JsonResponse(error_body(err.code, err.message, err.details), status=err.status_code)
+    for name, value in error_headers(err).items():
+        response[name] = value
+    response["Cache-Control"] = "no-store"
+    return response

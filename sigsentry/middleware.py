@@ -1,0 +1,88 @@
+"""Cross-cutting HTTP behaviour: fail closed on database outages, security headers."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+
+from sigsentry.errors import ServiceUnavailable, json_error_response
+
+logger = logging.getLogger("sigsentry.errors")
+
+API_PREFIX = "/v1/"
+
+# Dashboard pages: scripts and styles only from our own origin, no inline code.
+DASHBOARD_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+# Django's admin and the API docs page use inline styles of their own.
+ADMIN_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIX) or path == "/v1"
+
+
+def unavailable_response(request: HttpRequest) -> HttpResponse:
+    if is_api_path(request.path):
+        return json_error_response(ServiceUnavailable())
+    try:
+        body = render_to_string("errors/503.html", request=None)
+    except Exception:
+        body = "<h1>SigSentry is temporarily unavailable</h1><p>Please try again shortly.</p>"
+    response = HttpResponse(body, status=503)
+    response["Retry-After"] = "5"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class ServiceUnavailableMiddleware:
+    """The database unreachable → 503, from any layer; never a success or an anonymous page."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            return self.get_response(request)
+        except DatabaseError:
+            logger.error("database unavailable while serving %s", request.path)
+            return unavailable_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        if isinstance(exception, DatabaseError):
+            logger.error("database unavailable while serving %s", request.path)
+            return unavailable_response(request)
+        return None
+
+
+class SecurityHeadersMiddleware:
+    """Content-Security-Policy per area, and no caching of anything personal."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        path = request.path
+        if is_api_path(path) and not path.startswith("/v1/docs"):
+            policy = API_CSP
+        elif path.startswith(("/admin/", "/v1/docs")):
+            policy = ADMIN_CSP
+        else:
+            policy = DASHBOARD_CSP
+        response.setdefault("Content-Security-Policy", policy)
+        response.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        if not path.startswith("/static/"):
+            response.setdefault("Cache-Control", "no-store")
+        return response

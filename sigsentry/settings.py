@@ -1,0 +1,287 @@
+"""SigSentry settings, read from the environment (and `.env` when present).
+
+Only the variables of SPEC §8 are read; everything else is fixed here so that a
+deployment cannot drift into an insecure combination by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+_DEV_SECRET_KEY = "django-insecure-dev-only-key-never-use-in-production-0123456789"
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set the SECRET_KEY environment variable "
+            "(or DEBUG=true for a local development run)."
+        )
+    SECRET_KEY = _DEV_SECRET_KEY
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+HTTPS_ONLY = env.bool("HTTPS_ONLY", default=not DEBUG)
+NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+if NUM_PROXIES < 0:
+    raise ImproperlyConfigured("NUM_PROXIES must be 0 or a positive integer.")
+
+
+def _parse_duration(value: str, name: str) -> timedelta:
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", value)
+    if not match:
+        raise ImproperlyConfigured(f"{name} must look like 30d, 12h, 45m or 3600s, not {value!r}.")
+    amount, unit = int(match.group(1)), match.group(2) or "s"
+    return timedelta(seconds=amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+
+
+def _parse_instant(value: str, name: str) -> datetime:
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an ISO 8601 time, not {value!r}.") from exc
+    if instant.tzinfo is None:
+        raise ImproperlyConfigured(f"{name} must carry a time zone (for example ...Z).")
+    return instant
+
+
+JWT_SIGNING_KEY = (
+    env.str("JWT_SIGNING_KEY", default="")
+    or hmac.new(SECRET_KEY.encode(), b"sigsentry.jwt.signing-key", hashlib.sha256).hexdigest()
+)
+JWT_SESSION_MAX_AGE = _parse_duration(
+    env.str("JWT_SESSION_MAX_AGE", default="30d"), "JWT_SESSION_MAX_AGE"
+)
+LEGACY_KEYS_DEPRECATED_AT = _parse_instant(
+    env.str("LEGACY_KEYS_DEPRECATED_AT", default="2026-11-26T00:00:00Z"),
+    "LEGACY_KEYS_DEPRECATED_AT",
+)
+LEGACY_KEYS_SUNSET_AT = _parse_instant(
+    env.str("LEGACY_KEYS_SUNSET_AT", default="2027-05-26T00:00:00Z"), "LEGACY_KEYS_SUNSET_AT"
+)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "corsheaders",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "apps.accounts",
+    "apps.orgs",
+    "apps.projects",
+    "apps.apikeys",
+    "apps.analyses",
+    "apps.audit",
+]
+
+MIDDLEWARE = [
+    "sigsentry.middleware.ServiceUnavailableMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "apps.apikeys.middleware.KeyOriginCorsMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "sigsentry.middleware.SecurityHeadersMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "apps.accounts.middleware.DashboardSessionMiddleware",
+]
+
+ROOT_URLCONF = "sigsentry.urls"
+WSGI_APPLICATION = "sigsentry.wsgi.application"
+AUTH_USER_MODEL = "accounts.User"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A short connect timeout turns an unreachable database into a fast 503.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "sigsentry",
+            "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 10},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+LOGIN_URL = "/login/"
+
+# Requests bodies and headers: reject the oversized cleanly, long before parsing.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
+
+# Security headers (the CSP is set by sigsentry.middleware.SecurityHeadersMiddleware).
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = False  # the page scripts send it back in X-CSRFToken
+SESSION_COOKIE_SECURE = HTTPS_ONLY
+CSRF_COOKIE_SECURE = HTTPS_ONLY
+SECURE_SSL_REDIRECT = HTTPS_ONLY
+SECURE_HSTS_SECONDS = 31_536_000 if HTTPS_ONLY else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS_ONLY
+SECURE_HSTS_PRELOAD = HTTPS_ONLY
+if NUM_PROXIES:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = False
+CSRF_FAILURE_VIEW = "sigsentry.views.csrf_failure"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["apps.apikeys.authentication.BearerAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["sigsentry.permissions.IsAuthenticatedPrincipal"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "sigsentry.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": None,
+    "DEFAULT_THROTTLE_CLASSES": [],
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SigSentry API",
+    "DESCRIPTION": "Identity and access for the SigSentry log-analysis API.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/v1",
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(hours=24),
+    "REFRESH_TOKEN_LIFETIME": JWT_SESSION_MAX_AGE,
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": JWT_SIGNING_KEY,
+    "VERIFYING_KEY": None,
+    "AUDIENCE": "sigsentry-api",
+    "ISSUER": "sigsentry",
+    "LEEWAY": 0,
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "sub",
+    "TOKEN_TYPE_CLAIM": "typ",
+    "JTI_CLAIM": "jti",
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+
+# CORS for the browser SDK: analysis endpoints (and /v1/me) from any origin, with
+# the two headers the SDK sends. Per-key allowed origins are enforced by
+# apps.apikeys.middleware.KeyOriginCorsMiddleware and the authentication class.
+CORS_URLS_REGEX = r"^/v1/(analyses|me)(/.*)?$"
+CORS_ALLOW_ALL_ORIGINS = True
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = ["authorization", "content-type", "x-project-id"]
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+CORS_PREFLIGHT_MAX_AGE = 600
+
+# Throttle rates: (requests, seconds).
+THROTTLE_RATES = {
+    "failed_auth_ip": (60, 60),
+    "login_account": (10, 300),
+    "login_ip": (30, 300),
+    "signup_ip": (20, 3600),
+    "mint_org": (60, 60),
+    "leak_report_ip": (20, 60),
+    "refresh_ip": (120, 60),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "sigsentry": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
+}

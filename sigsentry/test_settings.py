@@ -1,0 +1,22 @@
+"""Settings for the test suite: the production settings with a test secret and a fast hasher.
+
+Everything else (the database from DATABASE_URL, HTTPS off for plain-HTTP
+loopback runs) comes from the same environment variables as production.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789abcdef")
+os.environ.setdefault("HTTPS_ONLY", "false")
+
+from sigsentry.settings import *  # noqa: F403
+from sigsentry.settings import PASSWORD_HASHERS
+
+# Argon2 stays in the list (stored hashes still verify); new hashes in tests are fast.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *PASSWORD_HASHERS]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

@@ -1,0 +1,74 @@
+"""Fixed-window counters in the shared cache (Redis when REDIS_URL is set).
+
+Throttling fails open: if the cache is unreachable the counter is skipped and a
+warning is logged, so an outage of Redis never blocks authentication. Keys are
+hashed, so no email or IP address is written to the cache in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+
+from sigsentry.errors import RateLimited
+
+logger = logging.getLogger("sigsentry.throttling")
+
+
+def _cache_key(scope: str, ident: str, window: int) -> str:
+    digest = hashlib.sha256(f"{scope}:{ident}".encode()).hexdigest()[:32]
+    return f"throttle:{scope}:{digest}:{window}"
+
+
+def _window(scope: str) -> tuple[int, int, int, int]:
+    limit, period = settings.THROTTLE_RATES[scope]
+    now = int(time.time())
+    window = now // period
+    retry_after = (window + 1) * period - now
+    return limit, period, window, retry_after
+
+
+def hit(scope: str, ident: str | None) -> int | None:
+    """Count one event; return seconds to wait if the limit is now exceeded, else None."""
+    if not ident:
+        return None
+    limit, period, window, retry_after = _window(scope)
+    key = _cache_key(scope, ident, window)
+    try:
+        count = 1 if cache.add(key, 1, timeout=period + 1) else cache.incr(key)
+    except Exception:  # the cache is down: degrade to no throttling, never to an error
+        logger.warning("throttle cache unavailable; %s not counted", scope)
+        return None
+    return retry_after if count > limit else None
+
+
+def is_limited(scope: str, ident: str | None) -> int | None:
+    """Seconds to wait if `ident` is over the limit in this window (without counting)."""
+    if not ident:
+        return None
+    limit, _period, window, retry_after = _window(scope)
+    try:
+        count = cache.get(_cache_key(scope, ident, window)) or 0
+    except Exception:
+        logger.warning("throttle cache unavailable; %s not checked", scope)
+        return None
+    return retry_after if count >= limit else None
+
+
+def enforce(scope: str, ident: str | None) -> None:
+    """Count one event and raise 429 RATE_LIMITED when over the limit."""
+    retry_after = hit(scope, ident)
+    if retry_after is not None:
+        raise RateLimited(retry_after)
+
+
+def reset(scope: str, ident: str) -> None:
+    _limit, _period, window, _retry = _window(scope)
+    try:
+        cache.delete(_cache_key(scope, ident, window))
+    except Exception:
+        logger.warning("throttle cache unavailable; %s not reset", scope)

@@ -1,0 +1,52 @@
+"""Error pages: JSON (SPEC §3) under /v1, friendly pages elsewhere."""
+
+from __future__ import annotations
+
+from django.shortcuts import render
+
+from sigsentry.errors import (
+    ApiError,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+    json_error_response,
+)
+from sigsentry.middleware import is_api_path
+
+
+def _page(request, template: str, status: int):
+    return render(request, template, status=status)
+
+
+def bad_request(request, exception=None):
+    if is_api_path(request.path):
+        return json_error_response(
+            ValidationFailed({"request": ["The request could not be read."]})
+        )
+    return _page(request, "errors/400.html", 400)
+
+
+def permission_denied(request, exception=None):
+    if is_api_path(request.path):
+        return json_error_response(PermissionDenied())
+    return _page(request, "errors/403.html", 403)
+
+
+def page_not_found(request, exception=None):
+    if is_api_path(request.path):
+        return json_error_response(NotFound())
+    return _page(request, "errors/404.html", 404)
+
+
+def server_error(request):
+    if is_api_path(request.path):
+        err = ApiError("Something went wrong on our side.")
+        err.status_code, err.code = 500, "INTERNAL_ERROR"
+        return json_error_response(err)
+    return _page(request, "errors/500.html", 500)
+
+
+def csrf_failure(request, reason: str = ""):
+    if is_api_path(request.path):
+        return json_error_response(PermissionDenied(message="CSRF check failed."))
+    return render(request, "errors/403_csrf.html", status=403)

@@ -1,0 +1,83 @@
+"""Named fixtures: an organization with a project, its owner, admin, member and
+viewer, and an outsider who belongs to another organization."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from apps.accounts import services as account_services
+from apps.orgs.permissions import Role
+from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def organization(db):
+    return OrganizationFactory(name="Acme")
+
+
+@pytest.fixture
+def project(organization):
+    return ProjectFactory(organization=organization, name="Checkout")
+
+
+@pytest.fixture
+def other_project(organization):
+    return ProjectFactory(organization=organization, name="Billing")
+
+
+def _member(organization, role):
+    return MembershipFactory(organization=organization, role=role).user
+
+
+@pytest.fixture
+def owner(organization):
+    return _member(organization, Role.OWNER)
+
+
+@pytest.fixture
+def admin(organization):
+    return _member(organization, Role.ADMIN)
+
+
+@pytest.fixture
+def member(organization):
+    return _member(organization, Role.MEMBER)
+
+
+@pytest.fixture
+def viewer(organization):
+    return _member(organization, Role.VIEWER)
+
+
+@pytest.fixture
+def outsider(db):
+    other = OrganizationFactory(name="Elsewhere")
+    ProjectFactory(organization=other, name="Theirs")
+    return _member(other, Role.OWNER)
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def access_token_for(user) -> str:
+    return account_services.start_session(user).access
+
+
+@pytest.fixture
+def user_token():
+    return access_token_for

@@ -1,0 +1,82 @@
+"""Factories for the whole suite (factory_boy)."""
+
+from __future__ import annotations
+
+import factory
+
+from apps.accounts.models import User
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.services import mint_key
+from apps.orgs.models import Membership, Organization
+from apps.orgs.permissions import ALL_PERMISSIONS, Role
+from apps.projects.models import Project
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    email = factory.Sequence(lambda n: f"user{n}@example.com")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def _save(obj, create, extracted, **kwargs):
+        if create:
+            obj.save()
+
+
+class OrganizationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Organization
+
+    name = factory.Sequence(lambda n: f"Org {n}")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    organization = factory.SubFactory(OrganizationFactory)
+    user = factory.SubFactory(UserFactory)
+    role = Role.MEMBER
+
+
+class ProjectFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Project
+
+    organization = factory.SubFactory(OrganizationFactory)
+    name = factory.Sequence(lambda n: f"Project {n}")
+
+
+def make_key(
+    kind: KeyKind,
+    *,
+    project: Project | None = None,
+    organization: Organization | None = None,
+    permissions=None,
+    actor: User | None = None,
+    **kwargs,
+):
+    """Mint a key through the real service; returns (api_key, plaintext)."""
+    if kind is KeyKind.ORGANIZATION:
+        organization = organization or (project.organization if project else OrganizationFactory())
+        project = None
+    else:
+        project = project or ProjectFactory(organization=organization or OrganizationFactory())
+        organization = project.organization
+    if permissions is None and kind is not KeyKind.PUBLIC:
+        permissions = list(ALL_PERMISSIONS)
+    minted = mint_key(
+        actor=actor,
+        kind=kind,
+        organization=organization,
+        project=project,
+        name=kwargs.pop("name", "test key"),
+        permissions=permissions,
+        **kwargs,
+    )
+    return minted.api_key, minted.key

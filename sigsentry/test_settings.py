@@ -10,7 +10,7 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use
 os.environ.setdefault("HTTPS_ONLY", "false")
 
 from sigsentry.settings import *  # noqa: F403
-from sigsentry.settings import PASSWORD_HASHERS
+from sigsentry.settings import BASE_DIR, DATABASES, PASSWORD_HASHERS
 
 # Argon2 stays in the list (stored hashes still verify); new hashes in tests are fast.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *PASSWORD_HASHERS]
@@ -20,3 +20,11 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# Gunicorn servers started by tests (tests/servers.py) must see the test database,
+# so on SQLite it is a file rather than in memory.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(BASE_DIR / "test-artifacts" / f"test-{os.getpid()}.sqlite3")
+    }
+    (BASE_DIR / "test-artifacts").mkdir(exist_ok=True)

@@ -81,3 +81,23 @@ def access_token_for(user) -> str:
 @pytest.fixture
 def user_token():
     return access_token_for
+
+
+@pytest.fixture(scope="session")
+def gunicorn_server(django_db_setup, django_db_blocker):
+    """One gunicorn (2 workers) on the test database for the whole session.
+
+    Tests that use it must commit their data: depend on `live_url`, which
+    brings `transactional_db`.
+    """
+    from tests.servers import GunicornServer
+
+    with django_db_blocker.unblock():
+        server = GunicornServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_url(gunicorn_server, transactional_db):
+    return gunicorn_server.url

@@ -1,5 +1,142 @@
-from django.contrib import admin
+"""Operators' admin for users and their sessions (SPEC §2.4, §6).
 
-from apps.accounts.models import User
+Deactivating a user here — the action or unticking "active" — goes through
+`deactivate_user`, which ends every session of the user at once. A password set
+here ends the user's sessions too (their tokens carry the old password's
+fingerprint, and the sessions are closed with the reason recorded).
+"""
 
-admin.site.register(User)
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm
+from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
+from django.core.exceptions import ValidationError
+
+from apps.accounts.models import AuthSession, User
+from apps.accounts.services import deactivate_user, end_session, end_user_sessions
+from apps.orgs.admin import protect_last_owners
+from apps.orgs.models import Membership
+
+
+class UserCreationForm(AdminUserCreationForm):
+    class Meta:
+        model = User
+        fields = ("email",)
+
+    def clean_email(self) -> str:
+        email = User.objects.normalize_email(self.cleaned_data.get("email"))
+        if User.objects.filter(email__iexact=email).exists():
+            raise ValidationError("A user with this email already exists.")
+        return email
+
+
+class UserChangeForm(DjangoUserChangeForm):
+    class Meta:
+        model = User
+        fields = "__all__"
+
+
+class PasswordChangeEndsSessionsForm(AdminPasswordChangeForm):
+    """The admin's "set password" form, closing the user's sessions when it saves."""
+
+    def save(self, commit: bool = True) -> User:
+        user = super().save(commit=commit)
+        if commit:
+            end_user_sessions(user, AuthSession.EndReason.PASSWORD_CHANGED)
+        return user
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    form = UserChangeForm
+    add_form = UserCreationForm
+    change_password_form = PasswordChangeEndsSessionsForm
+    list_display = ("email", "is_active", "is_staff", "is_superuser", "date_joined", "last_login")
+    list_filter = ("is_active", "is_staff", "is_superuser")
+    search_fields = ("email",)
+    ordering = ("email",)
+    readonly_fields = ("last_login", "date_joined")
+    fieldsets = (
+        (None, {"fields": ("email", "password")}),
+        (
+            "Permissions",
+            {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
+        ),
+        ("Important dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": ("email", "usable_password", "password1", "password2"),
+            },
+        ),
+    )
+    actions = ("deactivate_users",)
+
+    def save_model(self, request, obj: User, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            deactivate_user(user=obj)
+
+    @admin.action(
+        description="Deactivate selected users (ends their sessions)", permissions=["change"]
+    )
+    def deactivate_users(self, request, queryset) -> None:
+        users = list(queryset)
+        for user in users:
+            deactivate_user(user=user)
+        self.message_user(
+            request, f"Deactivated {len(users)} user(s); their sessions ended.", messages.SUCCESS
+        )
+
+    def get_deleted_objects(self, objs, request):
+        users = list(objs)
+        memberships = Membership.objects.filter(user__in=users)
+        return protect_last_owners(memberships, super().get_deleted_objects(users, request))
+
+
+@admin.register(AuthSession)
+class AuthSessionAdmin(admin.ModelAdmin):
+    """Read-only. The refresh jti and the password fingerprint are never shown."""
+
+    list_display = ("id", "user", "created_at", "expires_at", "ended_at", "end_reason", "ip")
+    list_filter = ("end_reason", ("ended_at", admin.EmptyFieldListFilter))
+    search_fields = ("user__email", "=id", "ip")
+    list_select_related = ("user",)
+    fields = (
+        "id",
+        "user",
+        "created_at",
+        "expires_at",
+        "last_refreshed_at",
+        "ended_at",
+        "end_reason",
+        "ip",
+        "user_agent",
+    )
+    readonly_fields = fields
+    ordering = ("-created_at",)
+    actions = ("end_sessions",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_end_permission(self, request) -> bool:
+        return request.user.has_perm("accounts.change_authsession")
+
+    @admin.action(description="End selected sessions (log them out)", permissions=["end"])
+    def end_sessions(self, request, queryset) -> None:
+        sessions = list(queryset.filter(ended_at__isnull=True))
+        for session in sessions:
+            end_session(session, AuthSession.EndReason.LOGOUT)
+        self.message_user(request, f"Ended {len(sessions)} session(s).", messages.SUCCESS)

@@ -1,5 +1,106 @@
-from django.contrib import admin
+"""Operators' admin for API keys (SPEC §6).
 
-from apps.apikeys.models import ApiKey
+Invariants: the digest is never displayed, searched or editable; no form can
+create a key or set one (keys are minted in the dashboard or imported); every
+field is read-only; the only write is the `Revoke` action, which goes through
+`revoke_key` — the same code, audit event included, as the dashboard and API.
+"""
 
-admin.site.register([ApiKey])
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.apikeys.models import ApiKey, KeyStatus
+from apps.apikeys.services import revoke_key
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return KeyStatus.choices
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        if self.value() == KeyStatus.ACTIVE:
+            return queryset.filter(unexpired, revoked_at__isnull=True)
+        if self.value() == KeyStatus.REVOKED:
+            return queryset.filter(revoked_at__isnull=False)
+        if self.value() == KeyStatus.EXPIRED:
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        return queryset
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "prefix",
+        "type",
+        "scope",
+        "status",
+        "legacy",
+        "organization",
+        "project",
+        "created_at",
+        "last_used_at",
+    )
+    list_filter = ("type", "scope", StatusFilter, "legacy")
+    search_fields = ("prefix", "name")
+    search_help_text = "Search by prefix (e.g. ss_secret_AbCd1234) or name. Never paste a full key."
+    list_select_related = ("organization", "project")
+    ordering = ("-created_at",)
+    fields = (
+        "id",
+        "name",
+        "prefix",
+        "type",
+        "scope",
+        "legacy",
+        "status",
+        "permissions",
+        "allowed_origins",
+        "organization",
+        "project",
+        "created_by",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "last_used_project",
+        "revoked_at",
+        "revoked_by",
+        "revoked_reason",
+        "replaces",
+    )
+    readonly_fields = fields
+    exclude = ("digest",)
+    actions = ("revoke_keys",)
+
+    @admin.display(description="Status")
+    def status(self, obj: ApiKey) -> str:
+        return KeyStatus(obj.status).label
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Revoked keys stay, for audit (SPEC §2.1).
+        return False
+
+    def has_revoke_permission(self, request) -> bool:
+        return request.user.has_perm("apikeys.change_apikey")
+
+    @admin.action(description="Revoke selected keys", permissions=["revoke"])
+    def revoke_keys(self, request, queryset) -> None:
+        revoked = 0
+        for api_key in queryset.filter(revoked_at__isnull=True):
+            revoke_key(actor=request.user, api_key=api_key, request=request, reason="admin")
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)

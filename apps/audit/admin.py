@@ -1,5 +1,66 @@
+"""Operators' admin for audit events: read-only, as the log is append-only (SPEC §6)."""
+
+from __future__ import annotations
+
 from django.contrib import admin
 
 from apps.audit.models import AuditEvent
+from apps.audit.services import Action
 
-admin.site.register([AuditEvent])
+
+class ActionFilter(admin.SimpleListFilter):
+    title = "action"
+    parameter_name = "action"
+
+    def lookups(self, request, model_admin):
+        return [(action, action) for action in Action.ALL]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(action=self.value())
+        return queryset
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "action",
+        "organization",
+        "project",
+        "actor_type",
+        "actor_label",
+        "target_type",
+        "target_label",
+        "ip",
+    )
+    list_filter = (ActionFilter, "actor_type")
+    search_fields = ("actor_label", "target_label", "=target_id", "organization__name", "ip")
+    list_select_related = ("organization", "project")
+    fields = (
+        "id",
+        "created_at",
+        "action",
+        "organization",
+        "project",
+        "actor_type",
+        "actor_user",
+        "actor_key",
+        "actor_label",
+        "target_type",
+        "target_id",
+        "target_label",
+        "ip",
+        "user_agent",
+        "details",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

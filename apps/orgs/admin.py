@@ -1,5 +1,148 @@
+"""Operators' admin for organizations and memberships (SPEC §6).
+
+The product rule "an organization always keeps an owner" holds here too: the
+member forms and every delete that would remove an organization's last owner
+are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
 from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import Count
+from django.forms.models import BaseInlineFormSet
 
 from apps.orgs.models import Membership, Organization
+from apps.orgs.permissions import Role
+from apps.projects.models import Project
 
-admin.site.register([Organization, Membership])
+LAST_OWNER_MESSAGE = "An organization must keep at least one owner."
+
+
+def organizations_left_without_owner(removed: Iterable[Membership]) -> list[Organization]:
+    """Organizations whose every owner membership is among `removed`."""
+    removed_ids_by_org: dict = {}
+    for membership in removed:
+        if membership.role == Role.OWNER:
+            removed_ids_by_org.setdefault(membership.organization_id, set()).add(membership.pk)
+    orphaned = []
+    for organization_id, removed_ids in removed_ids_by_org.items():
+        remaining = (
+            Membership.objects.filter(organization_id=organization_id, role=Role.OWNER)
+            .exclude(pk__in=removed_ids)
+            .exists()
+        )
+        if not remaining:
+            orphaned.append(Organization.objects.get(pk=organization_id))
+    return orphaned
+
+
+def protect_last_owners(
+    removed: Iterable[Membership], deleted_objects: tuple
+) -> tuple[list, dict, set, list]:
+    """Add a "protected" entry (which makes the admin refuse the delete) per orphaned org."""
+    to_delete, model_count, perms_needed, protected = deleted_objects
+    protected = list(protected) + [
+        f"{organization} (its last owner: {LAST_OWNER_MESSAGE.lower()})"
+        for organization in organizations_left_without_owner(removed)
+    ]
+    return to_delete, model_count, perms_needed, protected
+
+
+class MembershipInlineFormSet(BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        owners = [
+            form
+            for form in self.forms
+            if form.cleaned_data
+            and not form.cleaned_data.get("DELETE")
+            and form.cleaned_data.get("role") == Role.OWNER
+        ]
+        if not owners:
+            raise ValidationError(LAST_OWNER_MESSAGE)
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    formset = MembershipInlineFormSet
+    fields = ("user", "role", "created_at")
+    readonly_fields = ("created_at",)
+    raw_id_fields = ("user",)
+    extra = 0
+
+
+class ProjectInline(admin.TabularInline):
+    model = Project
+    fields = ("name", "created_at")
+    readonly_fields = ("created_at",)
+    show_change_link = True
+    # Deleting a project deletes its keys and analyses: do it from the project's
+    # own page, where the admin lists everything that goes with it.
+    can_delete = False
+    extra = 0
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ("name", "id", "member_count", "project_count", "created_at")
+    search_fields = ("name", "=id")
+    readonly_fields = ("id", "created_at")
+    fields = ("id", "name", "created_at")
+    inlines = (MembershipInline, ProjectInline)
+    ordering = ("name",)
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                member_total=Count("memberships", distinct=True),
+                project_total=Count("projects", distinct=True),
+            )
+        )
+
+    @admin.display(description="Members", ordering="member_total")
+    def member_count(self, obj: Organization) -> int:
+        return obj.member_total
+
+    @admin.display(description="Projects", ordering="project_total")
+    def project_count(self, obj: Organization) -> int:
+        return obj.project_total
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "organization", "role", "created_at")
+    list_filter = ("role",)
+    search_fields = ("user__email", "organization__name")
+    list_select_related = ("user", "organization")
+    raw_id_fields = ("user", "organization")
+    ordering = ("organization__name", "user__email")
+
+    def get_readonly_fields(self, request, obj=None):
+        # A membership moves neither to another user nor to another organization.
+        return ("user", "organization", "created_at") if obj else ("created_at",)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        guarded = obj
+
+        class LastOwnerGuardForm(form):
+            def clean(self):
+                cleaned = super().clean()
+                demoted = (
+                    guarded is not None
+                    and guarded.role == Role.OWNER
+                    and cleaned.get("role") != Role.OWNER
+                )
+                if demoted and organizations_left_without_owner([guarded]):
+                    raise ValidationError(LAST_OWNER_MESSAGE)
+                return cleaned
+
+        return LastOwnerGuardForm
+
+    def get_deleted_objects(self, objs, request):
+        return protect_last_owners(list(objs), super().get_deleted_objects(objs, request))

@@ -1,0 +1,526 @@
+"""The operators' admin (SPEC §6): every page loads, keys are never exposed, writes are guarded."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.apps import apps
+from django.contrib.auth.models import Permission as AuthPermission
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from apps.accounts.models import AuthSession, User
+from apps.accounts.services import start_session
+from apps.analyses.models import Analysis, Feedback, FollowUp
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.legacy import LegacyKeySpec, import_legacy_keys
+from apps.apikeys.models import ApiKey
+from apps.audit.models import AuditEvent
+from apps.audit.services import Action
+from apps.orgs.models import Membership, Organization
+from apps.orgs.permissions import Role
+from apps.projects.models import Channel, LogSource
+from tests.conftest import bearer
+from tests.factories import PASSWORD, MembershipFactory, UserFactory, make_key
+
+LEGACY_KEY = "tb_AdminLegacyKey12345"
+NEW_PASSWORD = "a-brand-new-passphrase-42"
+
+
+@pytest.fixture
+def superuser(db):
+    return UserFactory(email="ops@sigsentry.dev", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def ops(superuser) -> Client:
+    client = Client()
+    client.force_login(superuser)
+    return client
+
+
+@pytest.fixture
+def keys(project, owner) -> dict[str, tuple[ApiKey, str]]:
+    """One key of every kind, a revoked and an expired one, and an imported legacy key."""
+    made = {
+        "sdk": make_key(KeyKind.PUBLIC, project=project, actor=owner, name="SDK"),
+        "secret": make_key(KeyKind.SECRET, project=project, actor=owner, name="Secret"),
+        "org": make_key(KeyKind.ORGANIZATION, organization=project.organization, name="Org"),
+        "revoked": make_key(KeyKind.SECRET, project=project, name="Revoked"),
+        "expired": make_key(KeyKind.SECRET, project=project, name="Expired"),
+    }
+    ApiKey.objects.filter(pk=made["revoked"][0].pk).update(revoked_at=timezone.now())
+    ApiKey.objects.filter(pk=made["expired"][0].pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    import_legacy_keys(
+        specs=[LegacyKeySpec(key=LEGACY_KEY, project=project, name="Legacy", permissions=[])]
+    )
+    made["legacy"] = (ApiKey.objects.get(legacy=True), LEGACY_KEY)
+    for name, (api_key, plaintext) in made.items():
+        api_key.refresh_from_db()
+        made[name] = (api_key, plaintext)
+    return made
+
+
+@pytest.fixture
+def populated(project, owner, viewer, keys):
+    """Rows of every model the admin shows."""
+    analysis = Analysis.objects.create(
+        project=project,
+        title="502s",
+        input="upstream timed out",
+        created_by_type="user",
+        created_by_user=owner,
+        created_by_label=owner.email,
+    )
+    authored = {"created_by_type": "key", "created_by_label": keys["secret"][0].prefix}
+    FollowUp.objects.create(analysis=analysis, question="Why?", **authored)
+    Feedback.objects.create(analysis=analysis, rating="up", **authored)
+    LogSource.objects.create(project=project, name="HTTP intake", kind="http")
+    Channel.objects.create(
+        project=project, name="Slack", kind="slack", target="https://hooks.slack.com/T0/B0/XyZ"
+    )
+    start_session(owner)
+    return analysis
+
+
+def changelist(model) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+
+
+def change_url(obj) -> str:
+    meta = obj._meta
+    return reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+
+
+def delete_url(obj) -> str:
+    meta = obj._meta
+    return reverse(f"admin:{meta.app_label}_{meta.model_name}_delete", args=[obj.pk])
+
+
+def results(response) -> list:
+    return list(response.context["cl"].result_list)
+
+
+def assert_no_secret(content: bytes, keys) -> None:
+    text = content.decode()
+    for api_key, plaintext in keys.values():
+        assert api_key.digest not in text
+        assert plaintext not in text
+
+
+CHANGELIST_QUERIES = [
+    ("accounts.User", ""),
+    ("accounts.User", "?q=example.com&is_active__exact=1&is_staff__exact=0"),
+    ("accounts.AuthSession", ""),
+    ("accounts.AuthSession", "?end_reason__exact=logout&ended_at__isempty=1&q=example"),
+    ("orgs.Organization", "?q=Acme&o=2"),
+    ("orgs.Membership", "?role__exact=owner&q=example.com"),
+    ("projects.Project", "?q=Checkout"),
+    ("apikeys.ApiKey", ""),
+    ("apikeys.ApiKey", "?type__exact=secret&scope__exact=project&legacy__exact=1&status=active"),
+    ("apikeys.ApiKey", "?q=ss_secret_&o=-9"),
+    ("audit.AuditEvent", "?action=key.minted&actor_type__exact=user&q=example.com"),
+    ("analyses.Analysis", "?status__exact=queued&q=502"),
+    ("auth.Group", ""),
+]
+
+
+@pytest.mark.parametrize(("label", "query"), CHANGELIST_QUERIES)
+def test_changelists_load_with_filters_and_search(ops, populated, keys, label, query):
+    response = ops.get(changelist(apps.get_model(label)) + query)
+
+    assert response.status_code == 200
+    assert "errornote" not in response.content.decode()
+    assert_no_secret(response.content, keys)
+
+
+def test_change_pages_load_for_every_model(ops, populated, keys, project, owner, superuser):
+    objects = [
+        owner,
+        AuthSession.objects.filter(user=owner).first(),
+        project.organization,
+        Membership.objects.filter(user=owner).first(),
+        project,
+        AuditEvent.objects.first(),
+        populated,
+        *(api_key for api_key, _ in keys.values()),
+    ]
+
+    for obj in objects:
+        response = ops.get(change_url(obj))
+        assert response.status_code == 200, obj
+        assert_no_secret(response.content, keys)
+    password_page = ops.get(reverse("admin:auth_user_password_change", args=[owner.pk]))
+    assert password_page.status_code == 200
+    for page in ("admin:accounts_user_add", "admin:orgs_organization_add", "admin:index"):
+        assert ops.get(reverse(page)).status_code == 200
+
+
+def test_api_key_page_shows_the_prefix_and_never_the_digest(ops, keys):
+    for api_key, plaintext in keys.values():
+        content = ops.get(change_url(api_key)).content.decode()
+
+        assert api_key.prefix in content
+        assert api_key.digest not in content
+        assert plaintext not in content
+        assert "digest" not in content.lower()
+
+
+def test_api_keys_cannot_be_found_by_their_digest(ops, keys):
+    api_key, _ = keys["secret"]
+
+    assert results(ops.get(changelist(ApiKey) + f"?q={api_key.digest}")) == []
+    assert results(ops.get(changelist(ApiKey) + f"?q={api_key.prefix}")) == [api_key]
+    expired, _ = keys["expired"]
+    assert results(ops.get(changelist(ApiKey) + "?q=expired")) == [expired]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("?status=active", {"sdk", "secret", "org", "legacy"}),
+        ("?status=revoked", {"revoked"}),
+        ("?status=expired", {"expired"}),
+        ("?legacy__exact=1", {"legacy"}),
+        ("?type__exact=public", {"sdk"}),
+        ("?scope__exact=organization", {"org"}),
+    ],
+)
+def test_api_key_filters_select_the_right_keys(ops, keys, query, expected):
+    by_id = {api_key.pk: name for name, (api_key, _) in keys.items()}
+
+    found = {by_id[api_key.pk] for api_key in results(ops.get(changelist(ApiKey) + query))}
+
+    assert found == expected
+
+
+def test_api_keys_cannot_be_added_changed_or_deleted(ops, keys):
+    api_key, _ = keys["secret"]
+    add_url = reverse("admin:apikeys_apikey_add")
+
+    assert ops.get(add_url).status_code == 403
+    assert ops.post(add_url, {"name": "x", "digest": "0" * 64}).status_code == 403
+    changed = ops.post(change_url(api_key), {"name": "Renamed", "digest": "0" * 64})
+    deleted = ops.post(delete_url(api_key), {"post": "yes"})
+
+    assert changed.status_code == 403
+    assert deleted.status_code == 403
+    after = ApiKey.objects.get(pk=api_key.pk)
+    assert (after.name, after.digest) == ("Secret", api_key.digest)
+    assert ApiKey.objects.count() == len(keys)
+
+
+def test_revoke_action_revokes_through_the_service_with_an_audit_event(
+    ops, superuser, keys, api_client
+):
+    secret, plaintext = keys["secret"]
+    already_revoked, _ = keys["revoked"]
+    events_before = AuditEvent.objects.filter(action=Action.KEY_REVOKED).count()
+
+    response = ops.post(
+        changelist(ApiKey),
+        {"action": "revoke_keys", "_selected_action": [secret.pk, already_revoked.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert "Revoked 1 key(s)." in response.content.decode()
+    secret.refresh_from_db()
+    assert secret.revoked_at is not None
+    assert (secret.revoked_by, secret.revoked_reason) == (superuser, "admin")
+    events = AuditEvent.objects.filter(action=Action.KEY_REVOKED)
+    assert events.count() == events_before + 1
+    event = events.get(target_id=str(secret.pk))
+    assert (event.actor_user, event.actor_label) == (superuser, superuser.email)
+    assert event.details == {"name": "Secret", "reason": "admin"}
+    me = api_client.get("/v1/me", **bearer(plaintext))
+    assert me.json()["error"]["code"] == "KEY_REVOKED"
+
+
+def test_revoke_action_revokes_legacy_keys_too(ops, keys, api_client):
+    legacy, plaintext = keys["legacy"]
+
+    ops.post(changelist(ApiKey), {"action": "revoke_keys", "_selected_action": [legacy.pk]})
+
+    assert api_client.get("/v1/me", **bearer(plaintext)).json()["error"]["code"] == "KEY_REVOKED"
+
+
+def test_staff_who_may_only_view_keys_cannot_revoke(keys):
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(AuthPermission.objects.get(codename="view_apikey"))
+    client = Client()
+    client.force_login(staff)
+    secret, _ = keys["secret"]
+
+    listed = client.get(changelist(ApiKey))
+    client.post(changelist(ApiKey), {"action": "revoke_keys", "_selected_action": [secret.pk]})
+
+    assert listed.status_code == 200
+    assert "revoke_keys" not in listed.content.decode()
+    secret.refresh_from_db()
+    assert secret.revoked_at is None
+
+
+def test_audit_events_are_read_only(ops, populated):
+    event = AuditEvent.objects.first()
+    snapshot = (event.action, event.actor_label, event.details)
+
+    assert ops.get(change_url(event)).status_code == 200
+    assert ops.get(reverse("admin:audit_auditevent_add")).status_code == 403
+    assert ops.post(change_url(event), {"action": "forged", "actor_label": "x"}).status_code == 403
+    assert ops.post(delete_url(event), {"post": "yes"}).status_code == 403
+    bulk = ops.post(
+        changelist(AuditEvent), {"action": "delete_selected", "_selected_action": [event.pk]}
+    )
+
+    assert bulk.status_code in (200, 302)
+    event.refresh_from_db()
+    assert (event.action, event.actor_label, event.details) == snapshot
+
+
+def test_audit_event_action_filter_selects_that_action(ops, populated):
+    found = results(ops.get(changelist(AuditEvent) + "?action=legacy_keys.imported"))
+
+    assert [event.action for event in found] == ["legacy_keys.imported"]
+
+
+def test_sessions_are_read_only_and_hide_their_token_material(ops, owner):
+    start_session(owner)
+    session = AuthSession.objects.get(user=owner)
+
+    page = ops.get(change_url(session)).content.decode()
+    changed = ops.post(change_url(session), {"ended_at": "2020-01-01 00:00:00"})
+
+    assert session.refresh_jti not in page
+    assert session.password_fingerprint not in page
+    assert changed.status_code == 403
+    session.refresh_from_db()
+    assert session.ended_at is None
+
+
+def test_end_sessions_action_logs_the_user_out(ops, owner, api_client):
+    token = start_session(owner).access
+    session = AuthSession.objects.get(user=owner)
+
+    ops.post(changelist(AuthSession), {"action": "end_sessions", "_selected_action": [session.pk]})
+
+    assert api_client.get("/v1/me", **bearer(token)).json()["error"]["code"] == "TOKEN_INVALID"
+    session.refresh_from_db()
+    assert session.end_reason == AuthSession.EndReason.LOGOUT
+
+
+def user_form(user, **overrides) -> dict:
+    data = {"email": user.email, "is_active": "on", "is_staff": "", "is_superuser": ""}
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v != ""}
+
+
+def test_unticking_active_ends_every_session_of_the_user(ops, member, api_client):
+    tokens = [start_session(member).access for _ in range(2)]
+
+    response = ops.post(change_url(member), user_form(member, is_active=""))
+
+    assert response.status_code == 302
+    member.refresh_from_db()
+    assert member.is_active is False
+    for token in tokens:
+        assert api_client.get("/v1/me", **bearer(token)).json()["error"]["code"] == "TOKEN_INVALID"
+    assert set(AuthSession.objects.filter(user=member).values_list("end_reason", flat=True)) == {
+        AuthSession.EndReason.DEACTIVATED
+    }
+
+
+def test_saving_a_user_without_deactivating_keeps_their_sessions(ops, member, api_client):
+    token = start_session(member).access
+
+    ops.post(change_url(member), user_form(member, is_staff="on"))
+
+    assert api_client.get("/v1/me", **bearer(token)).status_code == 200
+
+
+def test_deactivate_action_ends_sessions(ops, member, viewer, api_client):
+    token = start_session(member).access
+    other = start_session(viewer).access
+
+    ops.post(
+        changelist(User),
+        {"action": "deactivate_users", "_selected_action": [member.pk]},
+    )
+
+    member.refresh_from_db()
+    assert member.is_active is False
+    assert api_client.get("/v1/me", **bearer(token)).json()["error"]["code"] == "TOKEN_INVALID"
+    assert api_client.get("/v1/me", **bearer(other)).status_code == 200
+
+
+def test_setting_a_password_in_the_admin_ends_the_users_sessions(ops, member, api_client):
+    token = start_session(member).access
+    url = reverse("admin:auth_user_password_change", args=[member.pk])
+
+    response = ops.post(
+        url, {"usable_password": "true", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD}
+    )
+
+    assert response.status_code == 302
+    assert api_client.get("/v1/me", **bearer(token)).json()["error"]["code"] == "TOKEN_INVALID"
+    assert AuthSession.objects.get(user=member).end_reason == (
+        AuthSession.EndReason.PASSWORD_CHANGED
+    )
+    member.refresh_from_db()
+    assert member.check_password(NEW_PASSWORD)
+
+
+def test_users_are_created_with_a_normalised_email(ops):
+    response = ops.post(
+        reverse("admin:accounts_user_add"),
+        {
+            "email": "  New.Person@Example.COM ",
+            "usable_password": "true",
+            "password1": NEW_PASSWORD,
+            "password2": NEW_PASSWORD,
+        },
+    )
+
+    assert response.status_code == 302
+    user = User.objects.get(email="new.person@example.com")
+    assert user.check_password(NEW_PASSWORD)
+
+
+def test_a_duplicate_email_in_another_case_is_refused(ops, member):
+    response = ops.post(
+        reverse("admin:accounts_user_add"),
+        {
+            "email": member.email.upper(),
+            "usable_password": "true",
+            "password1": NEW_PASSWORD,
+            "password2": NEW_PASSWORD,
+        },
+    )
+
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
+
+
+def membership_inline_data(organization, roles: dict) -> dict:
+    memberships = list(Membership.objects.filter(organization=organization).order_by("created_at"))
+    data = {
+        "name": organization.name,
+        "memberships-TOTAL_FORMS": str(len(memberships)),
+        "memberships-INITIAL_FORMS": str(len(memberships)),
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+        "projects-TOTAL_FORMS": "0",
+        "projects-INITIAL_FORMS": "0",
+        "projects-MIN_NUM_FORMS": "0",
+        "projects-MAX_NUM_FORMS": "1000",
+    }
+    for index, membership in enumerate(memberships):
+        data[f"memberships-{index}-id"] = str(membership.pk)
+        data[f"memberships-{index}-organization"] = str(organization.pk)
+        data[f"memberships-{index}-user"] = str(membership.user_id)
+        data[f"memberships-{index}-role"] = roles.get(membership.user_id, membership.role)
+    return data
+
+
+def test_organization_inline_refuses_to_demote_the_last_owner(ops, owner, member):
+    organization = Organization.objects.get(memberships__user=owner)
+
+    response = ops.post(
+        change_url(organization), membership_inline_data(organization, {owner.pk: Role.ADMIN})
+    )
+
+    assert response.status_code == 200
+    assert "must keep at least one owner" in response.content.decode()
+    assert Membership.objects.get(user=owner).role == Role.OWNER
+
+
+def test_organization_inline_may_hand_ownership_over(ops, owner, member):
+    organization = Organization.objects.get(memberships__user=owner)
+
+    response = ops.post(
+        change_url(organization),
+        membership_inline_data(organization, {owner.pk: Role.ADMIN, member.pk: Role.OWNER}),
+    )
+
+    assert response.status_code == 302
+    assert Membership.objects.get(user=member).role == Role.OWNER
+
+
+def test_membership_admin_refuses_to_demote_or_delete_the_last_owner(ops, owner):
+    membership = Membership.objects.get(user=owner)
+
+    demoted = ops.post(change_url(membership), {"role": Role.MEMBER})
+    deleted = ops.post(delete_url(membership), {"post": "yes"})
+
+    assert "must keep at least one owner" in demoted.content.decode()
+    assert deleted.status_code == 200
+    assert Membership.objects.get(pk=membership.pk).role == Role.OWNER
+
+
+def test_membership_admin_changes_roles_when_an_owner_remains(ops, owner, member):
+    MembershipFactory(organization=Membership.objects.get(user=owner).organization, role="owner")
+    membership = Membership.objects.get(user=owner)
+
+    response = ops.post(change_url(membership), {"role": Role.ADMIN})
+
+    assert response.status_code == 302
+    assert Membership.objects.get(pk=membership.pk).role == Role.ADMIN
+
+
+def test_deleting_the_only_owner_user_is_refused(ops, owner):
+    response = ops.post(delete_url(owner), {"post": "yes"})
+
+    assert response.status_code == 200
+    assert Membership.objects.filter(user=owner).exists()
+
+
+def test_a_project_never_moves_to_another_organization(ops, project, outsider):
+    elsewhere = Organization.objects.get(memberships__user=outsider)
+
+    response = ops.post(
+        change_url(project),
+        {
+            "name": "Renamed",
+            "organization": str(elsewhere.pk),
+            **{
+                f"{prefix}-{field}": "0"
+                for prefix in ("log_sources", "channels")
+                for field in ("TOTAL_FORMS", "INITIAL_FORMS", "MIN_NUM_FORMS")
+            },
+            "log_sources-MAX_NUM_FORMS": "1000",
+            "channels-MAX_NUM_FORMS": "1000",
+        },
+    )
+
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.name == "Renamed"
+    assert project.organization_id != elsewhere.pk
+
+
+def test_channel_targets_are_not_shown_on_the_project_page(ops, populated, project):
+    content = ops.get(change_url(project)).content.decode()
+
+    assert "HTTP intake" in content
+    assert "hooks.slack.com" not in content
+
+
+def test_analyses_are_read_only(ops, populated):
+    assert ops.post(change_url(populated), {"title": "changed"}).status_code == 403
+    assert ops.post(delete_url(populated), {"post": "yes"}).status_code == 403
+    populated.refresh_from_db()
+    assert populated.title == "502s"
+
+
+def test_non_staff_users_cannot_reach_the_admin(member):
+    client = Client()
+    client.login(email=member.email, password=PASSWORD)
+
+    response = client.get(changelist(ApiKey))
+
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]

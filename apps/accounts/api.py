@@ -1,14 +1,44 @@
-"""`/v1/me` and the `/v1/auth/*` endpoints."""
+"""`/v1/me` and the `/v1/auth/*` endpoints (SPEC §4.1): thin views over apps.accounts.services.
+
+* signup and login answer the token pair in the body and also set it as the
+  dashboard's HttpOnly cookies;
+* refresh takes `refresh` from the body or, when the body has none, from the
+  `ss_refresh` cookie. Only the cookie path needs the CSRF token, and only the
+  cookie path answers with new cookies, so a forged cross-site request can
+  never plant a session in a browser;
+* logout ends the caller's session (Bearer JWT, or the cookie plus CSRF token)
+  and clears the cookies.
+
+Every response is `Cache-Control: no-store` (ApiView): most carry tokens.
+"""
 
 from __future__ import annotations
 
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
+from rest_framework import serializers
 from rest_framework.response import Response
+from rest_framework.utils.mediatypes import media_type_matches
 
-from apps.orgs.models import Membership
-from sigsentry.api import ApiView
+from apps.accounts import services
+from apps.accounts.cookies import clear_session_cookies, set_session_cookies
+from apps.accounts.tokens import TokenPair
+from apps.apikeys.authentication import REFRESH_COOKIE, enforce_csrf
+from apps.apikeys.schema import error_responses
+from apps.orgs.access import Principal
+from apps.orgs.permissions import Role
+from apps.orgs.selectors import memberships_of
+from sigsentry import throttling
+from sigsentry.api import ApiView, JsonOnlyNegotiation, json_object
+from sigsentry.errors import PermissionDenied, ValidationFailed
+from sigsentry.net import client_ip
 
 
-def me_payload(principal) -> dict:
+def me_payload(principal: Principal) -> dict:
+    """Who is calling (SPEC §4.1): the user and their memberships, or the key."""
     if principal.key is not None:
         key = principal.key
         return {
@@ -28,11 +58,6 @@ def me_payload(principal) -> dict:
             ),
         }
     user = principal.user
-    memberships = (
-        Membership.objects.filter(user=user)
-        .select_related("organization")
-        .order_by("organization__name", "organization__id")
-    )
     return {
         "type": "user",
         "user": {"id": str(user.id), "email": user.email},
@@ -41,11 +66,260 @@ def me_payload(principal) -> dict:
                 "organization": {"id": str(m.organization_id), "name": m.organization.name},
                 "role": m.role,
             }
-            for m in memberships
+            for m in memberships_of(user)
         ],
     }
 
 
+def token_pair_json(pair: TokenPair) -> dict[str, str]:
+    return {"access": pair.access, "refresh": pair.refresh}
+
+
+class JsonBodyNegotiation(JsonOnlyNegotiation):
+    """Parse a body only when it is declared `application/json`.
+
+    An HTML form on another site can post `text/plain` that happens to be valid
+    JSON, but it cannot send `application/json` without a CORS preflight, which
+    `/v1/auth` never grants. So no other site can sign a browser in to an
+    account of its choosing (login CSRF).
+    """
+
+    def select_parser(self, request, parsers):
+        for parser in parsers:
+            if media_type_matches(parser.media_type, request.content_type):
+                return parser
+        return None
+
+
+class CredentialFreeView(ApiView):
+    """Needs no credential; a stale Authorization header or cookie is ignored."""
+
+    authentication_classes = []
+    permission_classes = []
+    content_negotiation_class = JsonBodyNegotiation
+
+
+# OpenAPI shapes of the request and response bodies.
+
+
+class UserRefSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    email = serializers.EmailField()
+
+
+class OrganizationRefSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField(help_text="Access JWT (24 hours).")
+    refresh = serializers.CharField(help_text="Refresh JWT; single use (rotated on refresh).")
+
+
+class SignupInputSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    password = serializers.CharField(min_length=10)
+    organizationName = serializers.CharField(max_length=100)
+
+
+class SignupResponseSerializer(TokenPairSerializer):
+    user = UserRefSerializer()
+    organization = OrganizationRefSerializer()
+
+
+class LoginInputSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+    password = serializers.CharField()
+
+
+class RefreshInputSerializer(serializers.Serializer):
+    refresh = serializers.CharField(
+        required=False,
+        help_text=(
+            "The refresh token. When omitted, the `ss_refresh` cookie is used; the request "
+            "must then carry the CSRF token (`X-CSRFToken`) and the new pair is also set "
+            "as cookies."
+        ),
+    )
+
+
+class LogoutInputSerializer(serializers.Serializer):
+    refresh = serializers.CharField(
+        required=False,
+        help_text="Optional; if it belongs to another of the caller's sessions, that one ends too.",
+    )
+
+
+class MembershipRefSerializer(serializers.Serializer):
+    organization = OrganizationRefSerializer()
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MeUserSerializer(serializers.Serializer):
+    type = serializers.CharField(help_text='Always "user".')
+    user = UserRefSerializer()
+    memberships = MembershipRefSerializer(many=True)
+
+
+class MeKeyDetailSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+    type = serializers.CharField(help_text='"public" or "secret".')
+    scope = serializers.CharField(help_text='"project" or "organization".')
+    permissions = serializers.ListField(child=serializers.CharField())
+    legacy = serializers.BooleanField()
+
+
+class ProjectRefSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+
+
+class MeKeySerializer(serializers.Serializer):
+    type = serializers.CharField(help_text='Always "key".')
+    key = MeKeyDetailSerializer()
+    organization = OrganizationRefSerializer()
+    project = ProjectRefSerializer(allow_null=True, help_text="Null for organization keys.")
+
+
 class MeView(ApiView):
+    @extend_schema(
+        operation_id="me",
+        summary="Who is calling",
+        tags=["auth"],
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="Me",
+                serializers={"user": MeUserSerializer, "key": MeKeySerializer},
+                resource_type_field_name="type",
+            ),
+            **error_responses(401, 403, 429),
+        },
+    )
     def get(self, request):
         return Response(me_payload(self.principal))
+
+
+class SignupView(CredentialFreeView):
+    @extend_schema(
+        operation_id="auth_signup",
+        summary="Create an account and its organization",
+        description="The new user owns the new organization. Also sets the session cookies.",
+        tags=["auth"],
+        request=SignupInputSerializer,
+        responses={201: SignupResponseSerializer, **error_responses(400, 429)},
+    )
+    def post(self, request):
+        body = json_object(request)
+        result = services.signup(
+            email=body.get("email"),
+            password=body.get("password"),
+            organization_name=body.get("organizationName"),
+            request=request._request,
+        )
+        response = Response(
+            {
+                "user": {"id": str(result.user.id), "email": result.user.email},
+                "organization": {
+                    "id": str(result.organization.id),
+                    "name": result.organization.name,
+                },
+                **token_pair_json(result.tokens),
+            },
+            status=201,
+        )
+        set_session_cookies(response, result.tokens)
+        return response
+
+
+class LoginView(CredentialFreeView):
+    @extend_schema(
+        operation_id="auth_login",
+        summary="Log in",
+        description=(
+            "A wrong password and an unknown email get the same 401 INVALID_CREDENTIALS. "
+            "Also sets the session cookies. Throttled per account and per client."
+        ),
+        tags=["auth"],
+        request=LoginInputSerializer,
+        responses={200: TokenPairSerializer, **error_responses(400, 401, 429)},
+    )
+    def post(self, request):
+        body = json_object(request)
+        pair = services.login(
+            email=body.get("email"), password=body.get("password"), request=request._request
+        )
+        response = Response(token_pair_json(pair))
+        set_session_cookies(response, pair)
+        return response
+
+
+class RefreshView(CredentialFreeView):
+    """Rotate the pair named in the body, or in the cookie (then with the CSRF token).
+
+    A failed refresh leaves the cookies alone: when two tabs race, the loser's
+    401 must not wipe the cookies the winner's response has just set.
+    """
+
+    @extend_schema(
+        operation_id="auth_refresh",
+        summary="Rotate the token pair",
+        description=(
+            "The refresh token presented dies; reusing it later ends the whole session. "
+            "A session never outlives JWT_SESSION_MAX_AGE after login."
+        ),
+        tags=["auth"],
+        request=RefreshInputSerializer,
+        responses={200: TokenPairSerializer, **error_responses(400, 401, 403, 429)},
+    )
+    def post(self, request):
+        throttling.enforce("refresh_ip", client_ip(request))
+        body = json_object(request)
+        token = body.get("refresh")
+        from_cookie = False
+        if token is None:
+            token = request.COOKIES.get(REFRESH_COOKIE)
+            if not token:
+                raise ValidationFailed({"refresh": ["A refresh token is required."]})
+            from_cookie = True
+            enforce_csrf(request._request)
+        elif not isinstance(token, str) or not token:
+            raise ValidationFailed({"refresh": ["Must be a refresh token."]})
+        pair = services.refresh(refresh_token=token)
+        response = Response(token_pair_json(pair))
+        if from_cookie:
+            set_session_cookies(response, pair)
+        return response
+
+
+class LogoutView(ApiView):
+    #: A person's session only: API keys have none (documented in the OpenAPI security).
+    session_only = True
+
+    @extend_schema(
+        operation_id="auth_logout",
+        summary="End the session",
+        description=(
+            "The session's access and refresh tokens are rejected from the next request "
+            "on. Clears the session cookies."
+        ),
+        tags=["auth"],
+        request=LogoutInputSerializer,
+        responses={
+            204: OpenApiResponse(description="Logged out."),
+            **error_responses(400, 401, 403),
+        },
+    )
+    def post(self, request):
+        if self.principal.key is not None:
+            raise PermissionDenied(message="API keys have no session to end; revoke the key.")
+        body = json_object(request)
+        refresh_token = body.get("refresh")
+        if refresh_token is not None and not isinstance(refresh_token, str):
+            raise ValidationFailed({"refresh": ["Must be a refresh token."]})
+        services.logout(session=self.principal.session, refresh_token=refresh_token)
+        response = Response(status=204)
+        clear_session_cookies(response)
+        return response

@@ -24,7 +24,13 @@ from apps.accounts.tokens import TokenPair
 from apps.orgs.models import Organization
 from apps.orgs.services import organization_create
 from sigsentry import throttling
-from sigsentry.errors import InvalidCredentials, RateLimited, TokenInvalid, ValidationFailed
+from sigsentry.errors import (
+    AuthError,
+    InvalidCredentials,
+    RateLimited,
+    TokenInvalid,
+    ValidationFailed,
+)
 from sigsentry.net import client_ip, user_agent
 
 #: A refresh token reused within this window lost a benign race (two tabs);
@@ -174,10 +180,24 @@ def end_session(session: AuthSession, reason: str) -> None:
     )
 
 
-def logout(*, session: AuthSession) -> None:
-    """The session's access and refresh tokens are rejected from the next request on."""
+def logout(*, session: AuthSession, refresh_token: Any = None) -> None:
+    """The session's access and refresh tokens are rejected from the next request on.
+
+    A `refresh_token` of another open session of the same user ends that
+    session too (whoever holds it could use it anyway); a dead, forged or
+    foreign token is ignored, so logging out never fails.
+    """
     end_session(session, AuthSession.EndReason.LOGOUT)
     tokens.blacklist_jti(session.refresh_jti)
+    if not isinstance(refresh_token, str) or not refresh_token or len(refresh_token) > 4096:
+        return
+    try:
+        other = tokens.session_for_claims(tokens.decode(refresh_token, "refresh"))
+    except AuthError:
+        return
+    if other.user_id == session.user_id and other.id != session.id:
+        end_session(other, AuthSession.EndReason.LOGOUT)
+        tokens.blacklist_jti(other.refresh_jti)
 
 
 def end_user_sessions(user: User, reason: str) -> int:

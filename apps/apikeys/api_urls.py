@@ -1,3 +1,27 @@
-from django.urls import path  # noqa: F401
+"""The three key collections (SPEC §4.3) and the public leak report (§4.7)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from apps.apikeys import api
+from apps.apikeys.keyformat import KeyKind
+
+_COLLECTIONS = (
+    ("projects/<str:project_id>/sdk-keys", KeyKind.PUBLIC, "api-sdk-keys", api.SdkKeyView),
+    ("projects/<str:project_id>/api-keys", KeyKind.SECRET, "api-project-keys", api.KeyView),
+    ("organizations/<str:org_id>/api-keys", KeyKind.ORGANIZATION, "api-org-keys", api.KeyView),
+)
+
+urlpatterns = [
+    path("leaked-keys", api.LeakedKeysView.as_view(), name="api-leaked-keys"),
+]
+for base, kind, name, detail_view in _COLLECTIONS:
+    urlpatterns += [
+        path(base, api.KeysView.as_view(kind=kind), name=name),
+        path(f"{base}/<str:key_id>", detail_view.as_view(kind=kind), name=f"{name}-detail"),
+        path(
+            f"{base}/<str:key_id>/revoke",
+            api.KeyRevokeView.as_view(kind=kind),
+            name=f"{name}-revoke",
+        ),
+        path(f"{base}/<str:key_id>/roll", api.KeyRollView.as_view(kind=kind), name=f"{name}-roll"),
+    ]

@@ -5,3 +5,7 @@ class ApikeysConfig(AppConfig):
     name = "apps.apikeys"
     label = "apikeys"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the OpenAPI description of the /v1 authentication class.
+        from apps.apikeys import schema  # noqa: F401

@@ -1,3 +1,11 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from apps.audit import api
+
+urlpatterns = [
+    path(
+        "organizations/<str:org_id>/audit-events",
+        api.AuditEventsView.as_view(),
+        name="api-audit-events",
+    ),
+]

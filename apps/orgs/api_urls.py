@@ -1,3 +1,22 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from apps.orgs import api
+
+urlpatterns = [
+    path("organizations", api.OrganizationsView.as_view(), name="api-organizations"),
+    path(
+        "organizations/<str:org_id>/projects",
+        api.ProjectsView.as_view(),
+        name="api-organization-projects",
+    ),
+    path(
+        "organizations/<str:org_id>/members",
+        api.MembersView.as_view(),
+        name="api-organization-members",
+    ),
+    path(
+        "organizations/<str:org_id>/members/<str:user_id>",
+        api.MemberView.as_view(),
+        name="api-organization-member",
+    ),
+]

@@ -1,0 +1,290 @@
+"""Key management (SPEC §4.3, §4.7) and the public leaked-key report.
+
+Three collections, one set of views; the URL decides the kind of key, never
+the body:
+
+* `/v1/projects/{project_id}/sdk-keys`       → `ss_pub_`
+* `/v1/projects/{project_id}/api-keys`       → `ss_secret_` (legacy keys listed here too)
+* `/v1/organizations/{org_id}/api-keys`      → `ss_org_`
+
+Order of checks: an API key is refused (KEY_MANAGEMENT_FORBIDDEN) → the
+collection is resolved (an unreachable project is PROJECT_NOT_FOUND, an
+unreachable organization NOT_FOUND) → writes need owner or admin
+(PERMISSION_DENIED) → the key id must be in this very collection (NOT_FOUND)
+→ the body is validated by the services.
+
+The full key appears only in the mint and roll responses.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+
+from apps.apikeys import services
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey
+from apps.apikeys.schema import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
+from apps.apikeys.selectors import key_in_collection, keys_in_collection
+from apps.apikeys.serializers import (
+    AllowedOriginsInputSerializer,
+    KeySerializer,
+    LeakReportInputSerializer,
+    LeakReportResponseSerializer,
+    MintedKeySerializer,
+    MintKeyInputSerializer,
+    RollKeyInputSerializer,
+    key_json,
+    minted_key_json,
+)
+from apps.orgs.access import membership_for, project_for_user, require_manager
+from apps.orgs.models import Membership
+from apps.projects.models import Project
+from sigsentry import throttling
+from sigsentry.api import ApiView, ManagementView, json_object, paginate
+from sigsentry.errors import ProjectNotFound, ValidationFailed
+from sigsentry.net import client_ip
+
+#: Every accepted leak report takes at least this long, matched keys or not.
+LEAK_REPORT_MIN_SECONDS = 0.15
+
+
+def parse_expires_at(value: Any) -> datetime | None:
+    """`expiresAt` from a body: an ISO 8601 time with a time zone, or null."""
+    if value is None:
+        return None
+    message = "An ISO 8601 time with a time zone (for example 2030-01-31T12:00:00Z), or null."
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValidationFailed({"expiresAt": [message]})
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise ValidationFailed({"expiresAt": [message]}) from exc
+    if moment.tzinfo is None:
+        raise ValidationFailed({"expiresAt": ["Give a time zone (for example ...Z)."]})
+    return moment
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """One key collection, reached through the caller's membership of its organization."""
+
+    kind: KeyKind
+    membership: Membership
+    project: Project | None
+
+    @property
+    def project_id(self) -> uuid.UUID | None:
+        return self.project.id if self.project is not None else None
+
+    def keys(self) -> QuerySet[ApiKey]:
+        return keys_in_collection(
+            self.kind, organization_id=self.membership.organization_id, project_id=self.project_id
+        )
+
+    def key(self, key_id: Any) -> ApiKey:
+        """A key of this very collection; any other key id is 404 NOT_FOUND."""
+        return key_in_collection(
+            self.kind,
+            key_id,
+            organization_id=self.membership.organization_id,
+            project_id=self.project_id,
+        )
+
+
+class KeyManagementView(ManagementView):
+    """Base of the key collection views; `kind` is set per URL pattern."""
+
+    schema = IdPathAutoSchema()
+    #: Set by each URL pattern (apps.apikeys.api_urls).
+    kind: KeyKind | None = None
+
+    def collection(self) -> Collection:
+        """The URL's collection if the caller is a member of its organization.
+
+        A project outside the caller's organizations is PROJECT_NOT_FOUND, an
+        organization they are not in is NOT_FOUND: both indistinguishable from
+        ids that do not exist.
+        """
+        user = self.principal.user
+        if self.kind is KeyKind.ORGANIZATION:
+            return Collection(self.kind, membership_for(user, self.kwargs["org_id"]), None)
+        try:
+            project_id = uuid.UUID(str(self.kwargs["project_id"]))
+        except ValueError as exc:
+            raise ProjectNotFound() from exc
+        project, _role = project_for_user(user, project_id)
+        return Collection(self.kind, membership_for(user, project.organization_id), project)
+
+    def managed_collection(self) -> Collection:
+        """The collection, for a caller who may change it (owner or admin)."""
+        collection = self.collection()
+        require_manager(collection.membership)
+        return collection
+
+
+class KeysView(KeyManagementView):
+    @extend_schema(
+        summary="List keys",
+        parameters=PAGE_PARAMETERS,
+        description="Any member of the organization. Newest first; revoked keys included.",
+        tags=["keys"],
+        responses={
+            200: paginated(KeySerializer, "KeyList"),
+            **error_responses(400, 401, 403, 404),
+        },
+    )
+    def get(self, request, **kwargs):
+        now = timezone.now()
+        return paginate(self, self.collection().keys(), lambda key: key_json(key, now))
+
+    @extend_schema(
+        summary="Mint a key",
+        description=(
+            "Owners and admins. The response carries the full key in `key`: it is shown this "
+            "once and cannot be retrieved again. Throttled per organization."
+        ),
+        tags=["keys"],
+        request=MintKeyInputSerializer,
+        responses={201: MintedKeySerializer, **error_responses(400, 401, 403, 404, 429)},
+    )
+    def post(self, request, **kwargs):
+        collection = self.managed_collection()
+        body = json_object(request)
+        minted = services.mint_key(
+            actor=self.principal.user,
+            kind=self.kind,
+            organization=collection.membership.organization,
+            project=collection.project,
+            name=body.get("name"),
+            permissions=body.get("permissions"),
+            expires_at=parse_expires_at(body.get("expiresAt")),
+            allowed_origins=body.get("allowedOrigins"),
+            request=request._request,
+        )
+        return Response(minted_key_json(minted, timezone.now()), status=201)
+
+
+class KeyView(KeyManagementView):
+    @extend_schema(
+        summary="One key",
+        description="Any member of the organization.",
+        tags=["keys"],
+        responses={200: KeySerializer, **error_responses(401, 403, 404)},
+    )
+    def get(self, request, key_id, **kwargs):
+        return Response(key_json(self.collection().key(key_id), timezone.now()))
+
+
+class SdkKeyView(KeyView):
+    @extend_schema(
+        summary="Change an SDK key's allowed origins",
+        description="Owners and admins. An empty list allows any origin.",
+        tags=["keys"],
+        request=AllowedOriginsInputSerializer,
+        responses={200: KeySerializer, **error_responses(400, 401, 403, 404)},
+    )
+    def patch(self, request, key_id, **kwargs):
+        collection = self.managed_collection()
+        api_key = collection.key(key_id)
+        body = json_object(request)
+        if "allowedOrigins" not in body:
+            raise ValidationFailed({"allowedOrigins": ["A list of origins is required."]})
+        api_key = services.set_allowed_origins(
+            actor=self.principal.user,
+            api_key=api_key,
+            origins=body["allowedOrigins"],
+            request=request._request,
+        )
+        return Response(key_json(api_key, timezone.now()))
+
+
+class KeyRevokeView(KeyManagementView):
+    @extend_schema(
+        summary="Revoke a key",
+        description=(
+            "Owners and admins. Immediate and final; revoking a revoked key changes nothing."
+        ),
+        tags=["keys"],
+        request=None,
+        responses={200: KeySerializer, **error_responses(401, 403, 404)},
+    )
+    def post(self, request, key_id, **kwargs):
+        collection = self.managed_collection()
+        api_key = services.revoke_key(
+            actor=self.principal.user, api_key=collection.key(key_id), request=request._request
+        )
+        return Response(key_json(api_key, timezone.now()))
+
+
+class KeyRollView(KeyManagementView):
+    @extend_schema(
+        summary="Roll a key",
+        description=(
+            "Owners and admins. Mints a successor with the same name, permissions and allowed "
+            "origins (its full key is in `key`, shown once); the old key expires after "
+            "`graceSeconds`."
+        ),
+        tags=["keys"],
+        request=RollKeyInputSerializer,
+        responses={201: MintedKeySerializer, **error_responses(400, 401, 403, 404, 429)},
+    )
+    def post(self, request, key_id, **kwargs):
+        collection = self.managed_collection()
+        api_key = collection.key(key_id)
+        body = json_object(request)
+        minted = services.roll_key(
+            actor=self.principal.user,
+            api_key=api_key,
+            grace_seconds=body.get("graceSeconds"),
+            request=request._request,
+        )
+        return Response(minted_key_json(minted, timezone.now()), status=201)
+
+
+class LeakedKeysView(ApiView):
+    """Anyone may report leaked keys; the answer never says whether one existed.
+
+    Every accepted report is padded to `LEAK_REPORT_MIN_SECONDS`, so a report
+    that revoked a key and one that matched nothing look the same, in body,
+    status and time.
+    """
+
+    authentication_classes = []
+    permission_classes = []
+
+    @extend_schema(
+        operation_id="leaked_keys_report",
+        summary="Report leaked keys",
+        description=(
+            "No credential needed. Every active SigSentry key in `keys` (at most 100 strings) "
+            "is revoked at once. The answer is always 202 and never says whether a key "
+            "existed. Throttled per client."
+        ),
+        tags=["keys"],
+        request=LeakReportInputSerializer,
+        responses={202: LeakReportResponseSerializer, **error_responses(400, 429)},
+    )
+    def post(self, request):
+        started = time.monotonic()
+        throttling.enforce("leak_report_ip", client_ip(request))
+        candidates = json_object(request).get("keys")
+        if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
+            raise ValidationFailed({"keys": ["A list of strings is required."]})
+        if len(candidates) > services.MAX_LEAK_REPORT_KEYS:
+            raise ValidationFailed(
+                {"keys": [f"At most {services.MAX_LEAK_REPORT_KEYS} keys per report."]}
+            )
+        services.report_leaked_keys(candidates=candidates, request=request._request)
+        remaining = LEAK_REPORT_MIN_SECONDS - (time.monotonic() - started)
+        if remaining > 0:
+            time.sleep(remaining)
+        return Response({"received": len(candidates)}, status=202)

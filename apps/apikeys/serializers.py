@@ -1,0 +1,120 @@
+"""The key object of SPEC §4.3, for the API and the dashboard.
+
+`key_json` is what every response that shows a key returns. It never holds the
+plaintext key: only the mint and roll responses add `key`, from the
+`MintedKey` the service returned. The serializer classes below describe the
+same shapes for the OpenAPI document (tests check the two agree).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rest_framework import serializers
+
+from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, KeyType
+from apps.apikeys.services import MintedKey
+from apps.orgs.permissions import ALL_PERMISSIONS
+from sigsentry.api import iso
+
+
+def key_json(api_key: ApiKey, now: datetime) -> dict[str, Any]:
+    """A key as the API shows it (no plaintext, no digest); `status` as of `now`."""
+    created_by = api_key.created_by
+    body: dict[str, Any] = {
+        "id": str(api_key.id),
+        "name": api_key.name,
+        "type": str(api_key.type),
+        "scope": str(api_key.scope),
+        "prefix": api_key.prefix,
+        "permissions": list(api_key.permissions),
+        "status": str(api_key.status_at(now)),
+        "legacy": api_key.legacy,
+        "createdAt": iso(api_key.created_at),
+        "createdBy": (
+            {"id": str(created_by.id), "email": created_by.email} if created_by else None
+        ),
+        "expiresAt": iso(api_key.expires_at),
+        "lastUsedAt": iso(api_key.last_used_at),
+        "revokedAt": iso(api_key.revoked_at),
+        "allowedOrigins": list(api_key.allowed_origins),
+    }
+    if api_key.scope == KeyScope.ORGANIZATION:
+        project_id = api_key.last_used_project_id
+        body["lastUsedProjectId"] = str(project_id) if project_id else None
+    return body
+
+
+def minted_key_json(minted: MintedKey, now: datetime) -> dict[str, Any]:
+    """The mint/roll response: the key object plus the full key, shown this once."""
+    return key_json(minted.api_key, now) | {"key": minted.key}
+
+
+class KeyCreatorSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    email = serializers.EmailField()
+
+
+class KeySerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    type = serializers.ChoiceField(choices=KeyType.choices)
+    scope = serializers.ChoiceField(choices=KeyScope.choices)
+    prefix = serializers.CharField(help_text="The type prefix and the next 8 characters.")
+    permissions = serializers.ListField(child=serializers.ChoiceField(choices=ALL_PERMISSIONS))
+    status = serializers.ChoiceField(choices=KeyStatus.choices)
+    legacy = serializers.BooleanField()
+    createdAt = serializers.DateTimeField()
+    createdBy = KeyCreatorSerializer(allow_null=True)
+    expiresAt = serializers.DateTimeField(allow_null=True)
+    lastUsedAt = serializers.DateTimeField(allow_null=True)
+    revokedAt = serializers.DateTimeField(allow_null=True)
+    allowedOrigins = serializers.ListField(child=serializers.CharField())
+    lastUsedProjectId = serializers.UUIDField(
+        allow_null=True, required=False, help_text="Organization keys only."
+    )
+
+
+class MintedKeySerializer(serializers.Serializer):
+    """A key object plus `key`; documented as `allOf: [Key, {key}]` (apps.apikeys.schema)."""
+
+
+class MintKeyInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    permissions = serializers.ListField(
+        child=serializers.ChoiceField(choices=ALL_PERMISSIONS),
+        required=False,
+        help_text=(
+            "A non-empty list of permissions. SDK keys: omit it or send exactly "
+            "`analysis:create` and `analysis:read` (anything else: PERMISSIONS_LOCKED)."
+        ),
+    )
+    expiresAt = serializers.DateTimeField(
+        allow_null=True, required=False, help_text="A future time with a time zone, or null."
+    )
+    allowedOrigins = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="SDK keys only: `https://host[:port]` origins; empty means any origin.",
+    )
+
+
+class RollKeyInputSerializer(serializers.Serializer):
+    graceSeconds = serializers.IntegerField(
+        min_value=0,
+        max_value=604800,
+        help_text="How long the old key keeps working (its new `expiresAt` is now + grace).",
+    )
+
+
+class AllowedOriginsInputSerializer(serializers.Serializer):
+    allowedOrigins = serializers.ListField(child=serializers.CharField())
+
+
+class LeakReportInputSerializer(serializers.Serializer):
+    keys = serializers.ListField(child=serializers.CharField(), max_length=100)
+
+
+class LeakReportResponseSerializer(serializers.Serializer):
+    received = serializers.IntegerField(help_text="How many strings were received.")

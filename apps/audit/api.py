@@ -1,0 +1,109 @@
+"""The audit log of an organization (SPEC §4.7): owners and admins, read-only.
+
+There is no write, update or delete endpoint: other methods answer 405, and
+no code path outside apps.audit.services touches an event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+
+from apps.apikeys.schema import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
+from apps.audit.models import AuditEvent
+from apps.audit.selectors import events_of
+from apps.audit.services import Action
+from apps.orgs.access import membership_for, require_manager
+from sigsentry.api import ManagementView, iso, paginate
+from sigsentry.errors import ValidationFailed
+
+
+def actor_json(event: AuditEvent) -> dict[str, Any]:
+    """Who acted, from the snapshot taken when the event was written."""
+    if event.actor_type == AuditEvent.ActorType.USER:
+        user_id = event.actor_user_id
+        return {
+            "type": "user",
+            "id": str(user_id) if user_id else None,
+            "email": event.actor_label,
+        }
+    if event.actor_type == AuditEvent.ActorType.KEY:
+        key_id = event.actor_key_id
+        return {"type": "key", "id": str(key_id) if key_id else None, "prefix": event.actor_label}
+    return {"type": str(event.actor_type)}
+
+
+def event_json(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": str(event.id),
+        "action": event.action,
+        "actor": actor_json(event),
+        "target": (
+            {"type": event.target_type, "id": event.target_id or None, "label": event.target_label}
+            if event.target_type
+            else None
+        ),
+        "projectId": str(event.project_id) if event.project_id else None,
+        "ip": event.ip,
+        "createdAt": iso(event.created_at),
+    }
+
+
+class AuditActorSerializer(serializers.Serializer):
+    type = serializers.CharField(help_text='"user", "key", "anonymous" or "system".')
+    id = serializers.UUIDField(
+        required=False, allow_null=True, help_text="Users and keys; null once deleted."
+    )
+    email = serializers.EmailField(required=False, help_text="Users only.")
+    prefix = serializers.CharField(required=False, help_text="Keys only.")
+
+
+class AuditTargetSerializer(serializers.Serializer):
+    type = serializers.CharField(help_text='"key", "user", "project" or "organization".')
+    id = serializers.CharField(allow_null=True)
+    label = serializers.CharField(help_text="An email, key prefix or name; never a secret.")
+
+
+class AuditEventSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    action = serializers.CharField(help_text=f"One of: {', '.join(Action.ALL)}.")
+    actor = AuditActorSerializer()
+    target = AuditTargetSerializer(allow_null=True)
+    projectId = serializers.UUIDField(allow_null=True)
+    ip = serializers.IPAddressField(allow_null=True)
+    createdAt = serializers.DateTimeField()
+
+
+class AuditEventsView(ManagementView):
+    schema = IdPathAutoSchema()
+
+    @extend_schema(
+        operation_id="audit_events_list",
+        summary="The organization's audit events",
+        description="Owners and admins. Newest first. Read-only: events cannot be changed.",
+        tags=["audit"],
+        parameters=[
+            *PAGE_PARAMETERS,
+            OpenApiParameter(
+                "action",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
+                enum=list(Action.ALL),
+                description="Only events of this action.",
+            ),
+        ],
+        responses={
+            200: paginated(AuditEventSerializer, "AuditEventList"),
+            **error_responses(400, 401, 403, 404),
+        },
+    )
+    def get(self, request, org_id):
+        membership = membership_for(self.principal.user, org_id)
+        require_manager(membership)
+        action = request.query_params.get("action")
+        if action is not None and action not in Action.ALL:
+            raise ValidationFailed({"action": [f"One of: {', '.join(Action.ALL)}."]})
+        return paginate(self, events_of(membership, action=action), event_json)

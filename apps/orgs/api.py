@@ -1,0 +1,243 @@
+"""Organizations, projects and members (SPEC §4.2). People only: API keys get 403.
+
+Every organization path resolves the caller's membership first
+(`membership_for`: 404 NOT_FOUND for outsiders), then writes need owner or
+admin (`require_manager`), then the services apply the role rules (admins
+never touch owners; an organization keeps one owner).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from apps.apikeys.schema import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
+from apps.orgs import selectors, services
+from apps.orgs.access import membership_for, require_manager
+from apps.orgs.models import Membership
+from apps.orgs.permissions import Role
+from apps.projects.models import Project
+from sigsentry.api import ManagementView, iso, json_object, paginate
+
+
+def organization_json(membership: Membership) -> dict[str, Any]:
+    return {
+        "id": str(membership.organization_id),
+        "name": membership.organization.name,
+        "role": membership.role,
+    }
+
+
+def project_json(project: Project) -> dict[str, Any]:
+    return {
+        "id": str(project.id),
+        "name": project.name,
+        "organizationId": str(project.organization_id),
+        "createdAt": iso(project.created_at),
+    }
+
+
+def member_json(membership: Membership) -> dict[str, Any]:
+    user = membership.user
+    return {"user": {"id": str(user.id), "email": user.email}, "role": membership.role}
+
+
+# OpenAPI shapes of the request and response bodies.
+
+
+class OrganizationSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices, help_text="The caller's role.")
+
+
+class NameInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+
+
+class ProjectSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    organizationId = serializers.UUIDField()
+    createdAt = serializers.DateTimeField()
+
+
+class MemberUserSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    email = serializers.EmailField()
+
+
+class MemberSerializer(serializers.Serializer):
+    user = MemberUserSerializer()
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberAddInputSerializer(serializers.Serializer):
+    email = serializers.EmailField(help_text="An existing user (404 NOT_FOUND otherwise).")
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberRoleInputSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class OrgManagementView(ManagementView):
+    """People only; `*_id` path variables documented as UUIDs."""
+
+    schema = IdPathAutoSchema()
+
+
+class OrganizationsView(OrgManagementView):
+    @extend_schema(
+        operation_id="organizations_list",
+        summary="The caller's organizations",
+        tags=["organizations"],
+        responses={
+            200: paginated(OrganizationSerializer, "OrganizationList"),
+            **error_responses(401, 403),
+        },
+    )
+    def get(self, request):
+        memberships = selectors.memberships_of(self.principal.user)
+        return Response({"results": [organization_json(m) for m in memberships], "next": None})
+
+    @extend_schema(
+        operation_id="organizations_create",
+        summary="Create an organization",
+        description="The caller becomes its owner.",
+        tags=["organizations"],
+        request=NameInputSerializer,
+        responses={201: OrganizationSerializer, **error_responses(400, 401, 403)},
+    )
+    def post(self, request):
+        body = json_object(request)
+        organization = services.organization_create(
+            actor=self.principal.user, name=body.get("name"), request=request._request
+        )
+        return Response(
+            {"id": str(organization.id), "name": organization.name, "role": Role.OWNER.value},
+            status=201,
+        )
+
+
+class ProjectsView(OrgManagementView):
+    @extend_schema(
+        operation_id="projects_list",
+        summary="Projects of an organization",
+        parameters=PAGE_PARAMETERS,
+        description="Any member. Newest first.",
+        tags=["organizations"],
+        responses={
+            200: paginated(ProjectSerializer, "ProjectList"),
+            **error_responses(400, 401, 403, 404),
+        },
+    )
+    def get(self, request, org_id):
+        membership = membership_for(self.principal.user, org_id)
+        return paginate(self, selectors.projects_of(membership), project_json)
+
+    @extend_schema(
+        operation_id="projects_create",
+        summary="Create a project",
+        description="Owners and admins.",
+        tags=["organizations"],
+        request=NameInputSerializer,
+        responses={201: ProjectSerializer, **error_responses(400, 401, 403, 404)},
+    )
+    def post(self, request, org_id):
+        membership = membership_for(self.principal.user, org_id)
+        organization = require_manager(membership)
+        body = json_object(request)
+        project = services.project_create(
+            actor=self.principal.user,
+            organization=organization,
+            name=body.get("name"),
+            request=request._request,
+        )
+        return Response(project_json(project), status=201)
+
+
+class MembersView(OrgManagementView):
+    @extend_schema(
+        operation_id="members_list",
+        summary="Members of an organization",
+        description="Any member. By email.",
+        tags=["organizations"],
+        responses={
+            200: paginated(MemberSerializer, "MemberList"),
+            **error_responses(401, 403, 404),
+        },
+    )
+    def get(self, request, org_id):
+        membership = membership_for(self.principal.user, org_id)
+        members = selectors.members_of(membership)
+        return Response({"results": [member_json(m) for m in members], "next": None})
+
+    @extend_schema(
+        operation_id="members_add",
+        summary="Add a member",
+        description="Owners and admins; only owners add owners. The user must already exist.",
+        tags=["organizations"],
+        request=MemberAddInputSerializer,
+        responses={201: MemberSerializer, **error_responses(400, 401, 403, 404)},
+    )
+    def post(self, request, org_id):
+        membership = membership_for(self.principal.user, org_id)
+        require_manager(membership)
+        body = json_object(request)
+        added = services.member_add(
+            actor_membership=membership,
+            email=body.get("email"),
+            role=body.get("role"),
+            request=request._request,
+        )
+        return Response(member_json(added), status=201)
+
+
+class MemberView(OrgManagementView):
+    @extend_schema(
+        operation_id="members_update",
+        summary="Change a member's role",
+        description=(
+            "Owners and admins; admins cannot change owners or make owners. Demoting the "
+            "last owner is 409 LAST_OWNER."
+        ),
+        tags=["organizations"],
+        request=MemberRoleInputSerializer,
+        responses={200: MemberSerializer, **error_responses(400, 401, 403, 404, 409)},
+    )
+    def patch(self, request, org_id, user_id):
+        membership = membership_for(self.principal.user, org_id)
+        require_manager(membership)
+        target = selectors.member_of(membership, user_id)
+        body = json_object(request)
+        changed = services.member_change_role(
+            actor_membership=membership,
+            target=target,
+            role=body.get("role"),
+            request=request._request,
+        )
+        return Response(member_json(changed))
+
+    @extend_schema(
+        operation_id="members_remove",
+        summary="Remove a member",
+        description=(
+            "Owners and admins; admins cannot remove owners. Removing the last owner is "
+            "409 LAST_OWNER."
+        ),
+        tags=["organizations"],
+        responses={
+            204: OpenApiResponse(description="Removed."),
+            **error_responses(401, 403, 404, 409),
+        },
+    )
+    def delete(self, request, org_id, user_id):
+        membership = membership_for(self.principal.user, org_id)
+        require_manager(membership)
+        target = selectors.member_of(membership, user_id)
+        services.member_remove(actor_membership=membership, target=target, request=request._request)
+        return Response(status=204)

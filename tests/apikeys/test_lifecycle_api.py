@@ -1,0 +1,296 @@
+"""Key lifecycle beyond mint and revoke: roll with a grace period, leak reports (SPEC §4.7)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from django.utils import timezone
+
+from apps.apikeys import api as keys_api
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey
+from apps.audit.models import AuditEvent
+from tests.factories import ProjectFactory, make_key
+from tests.orgs.helpers import (
+    LEGACY_KEY,
+    bearer_client,
+    collection_url,
+    error_code,
+    error_fields,
+    key_url,
+    legacy_key,
+    user_client,
+)
+
+pytestmark = pytest.mark.django_db
+
+LEAKED = "/v1/leaked-keys"
+KINDS = list(KeyKind)
+KIND_IDS = ["sdk-keys", "project-api-keys", "org-api-keys"]
+
+
+def works(plaintext: str, project) -> bool:
+    return (
+        bearer_client(plaintext).get("/v1/me", HTTP_X_PROJECT_ID=str(project.id)).status_code == 200
+    )
+
+
+def roll(client, kind, project, api_key, grace_seconds):
+    return client.post(
+        key_url(kind, project, api_key, "roll"), {"graceSeconds": grace_seconds}, format="json"
+    )
+
+
+# Roll
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
+def test_roll_mints_a_successor_and_the_old_key_works_until_the_grace_ends(owner, project, kind):
+    old, old_plaintext = make_key(
+        kind,
+        project=project,
+        name="Deploys",
+        permissions=None if kind is KeyKind.PUBLIC else ["analysis:read"],
+    )
+    before = timezone.now()
+
+    response = roll(user_client(owner), kind, project, old, 3600)
+
+    assert response.status_code == 201
+    new = response.json()
+    assert new["key"] != old_plaintext
+    assert new["id"] != str(old.id)
+    assert (new["name"], new["permissions"]) == ("Deploys", list(old.permissions))
+    assert new["key"].startswith(kind.prefix)
+    old.refresh_from_db()
+    assert (
+        before + timedelta(seconds=3600)
+        <= old.expires_at
+        <= timezone.now() + timedelta(seconds=3600)
+    )
+    assert works(old_plaintext, project)
+    assert works(new["key"], project)
+
+    # The grace period ends.
+    ApiKey.objects.filter(pk=old.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    rejected = bearer_client(old_plaintext).get("/v1/me", HTTP_X_PROJECT_ID=str(project.id))
+    assert rejected.status_code == 401
+    assert error_code(rejected) == "KEY_EXPIRED"
+    assert works(new["key"], project)
+
+
+def test_roll_with_no_grace_retires_the_old_key_at_once(owner, project):
+    old, old_plaintext = make_key(KeyKind.SECRET, project=project)
+
+    response = roll(user_client(owner), KeyKind.SECRET, project, old, 0)
+
+    assert response.status_code == 201
+    assert error_code(bearer_client(old_plaintext).get("/v1/me")) == "KEY_EXPIRED"
+    assert works(response.json()["key"], project)
+
+
+def test_roll_keeps_an_sdk_keys_allowed_origins(owner, project):
+    old, _ = make_key(KeyKind.PUBLIC, project=project, allowed_origins=["https://shop.example.com"])
+
+    new = roll(user_client(owner), KeyKind.PUBLIC, project, old, 60).json()
+
+    assert new["allowedOrigins"] == ["https://shop.example.com"]
+
+
+def test_the_old_keys_list_entry_shows_its_new_expiry_and_the_successor_comes_first(admin, project):
+    old, _ = make_key(KeyKind.SECRET, project=project)
+    client = user_client(admin)
+    new = roll(client, KeyKind.SECRET, project, old, 600).json()
+
+    results = client.get(collection_url(KeyKind.SECRET, project)).json()["results"]
+
+    assert [k["id"] for k in results] == [new["id"], str(old.id)]
+    assert results[1]["expiresAt"] is not None
+    assert results[1]["status"] == "active"
+    assert new["key"] not in str(results)
+
+
+def test_roll_is_audited(owner, project):
+    old, _ = make_key(KeyKind.SECRET, project=project)
+
+    new = roll(user_client(owner), KeyKind.SECRET, project, old, 60).json()
+
+    event = AuditEvent.objects.get(action="key.rolled")
+    assert event.target_id == new["id"]
+    assert event.details["replaces"] == str(old.id)
+    assert new["key"] not in str(event.details)
+
+
+@pytest.mark.parametrize(
+    "grace",
+    [-1, 604801, "60", 1.5, True, None],
+    ids=["negative", "over-a-week", "string", "float", "bool", "missing"],
+)
+def test_roll_needs_a_grace_of_0_to_604800_seconds(owner, project, grace):
+    old, _ = make_key(KeyKind.SECRET, project=project)
+
+    response = roll(user_client(owner), KeyKind.SECRET, project, old, grace)
+
+    assert "graceSeconds" in error_fields(response)
+    old.refresh_from_db()
+    assert old.expires_at is None
+    assert ApiKey.objects.count() == 1
+
+
+def test_a_week_of_grace_is_allowed(owner, project):
+    old, _ = make_key(KeyKind.SECRET, project=project)
+
+    assert roll(user_client(owner), KeyKind.SECRET, project, old, 604800).status_code == 201
+
+
+@pytest.mark.parametrize("state", ["revoked", "expired"])
+def test_only_an_active_key_can_be_rolled(owner, project, state):
+    old, _ = make_key(KeyKind.SECRET, project=project)
+    field = "revoked_at" if state == "revoked" else "expires_at"
+    ApiKey.objects.filter(pk=old.pk).update(**{field: timezone.now() - timedelta(seconds=1)})
+
+    response = roll(user_client(owner), KeyKind.SECRET, project, old, 60)
+
+    assert response.status_code == 400
+    assert error_code(response) == "VALIDATION_ERROR"
+    assert ApiKey.objects.count() == 1
+
+
+# Leaked-key reports
+
+
+def report(client, keys):
+    return client.post(LEAKED, {"keys": keys}, format="json")
+
+
+def test_a_reported_key_is_dead_on_the_next_request(api_client, project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+
+    response = report(api_client, [plaintext])
+
+    assert response.status_code == 202
+    assert response.json() == {"received": 1}
+    rejected = bearer_client(plaintext).get("/v1/me")
+    assert rejected.status_code == 401
+    assert error_code(rejected) == "KEY_REVOKED"
+    api_key.refresh_from_db()
+    assert api_key.revoked_reason == "leak_report"
+
+
+def test_a_leak_report_is_audited_in_the_keys_organization(api_client, owner, project):
+    api_key, plaintext = make_key(KeyKind.PUBLIC, project=project)
+
+    report(api_client, [f"  {plaintext}\n"])
+
+    events = (
+        user_client(owner)
+        .get(
+            f"/v1/organizations/{project.organization_id}/audit-events",
+            {"action": "key.revoked_by_leak_report"},
+        )
+        .json()["results"]
+    )
+    assert len(events) == 1
+    assert events[0]["actor"] == {"type": "anonymous"}
+    assert events[0]["target"] == {"type": "key", "id": str(api_key.id), "label": api_key.prefix}
+    assert events[0]["projectId"] == str(project.id)
+    assert events[0]["ip"] == "127.0.0.1"
+    assert plaintext not in str(AuditEvent.objects.values())
+
+
+def test_the_answer_is_the_same_for_a_real_key_and_for_garbage(api_client, project):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+    _other, unknown = make_key(KeyKind.SECRET, project=ProjectFactory())
+    ApiKey.objects.filter(pk=_other.pk).delete()  # well-formed, valid checksum, never existed
+
+    answers = []
+    for keys in ([plaintext], [unknown], ["not a key at all"]):
+        started = time.monotonic()
+        response = report(api_client, keys)
+        answers.append(
+            (
+                response.status_code,
+                response.content,
+                response["Content-Type"],
+                time.monotonic() - started,
+            )
+        )
+
+    assert {answer[:3] for answer in answers} == {(202, b'{"received":1}', "application/json")}
+    assert all(elapsed >= keys_api.LEAK_REPORT_MIN_SECONDS for *_rest, elapsed in answers)
+
+
+def test_a_report_revokes_keys_of_every_kind_and_tenant_at_once(api_client, project):
+    keys = [make_key(kind, project=ProjectFactory()) for kind in KINDS]
+    legacy = legacy_key(project)
+    plaintexts = [plaintext for _key, plaintext in keys] + [LEGACY_KEY, "junk"]
+
+    response = report(api_client, plaintexts)
+
+    assert response.json() == {"received": 5}
+    assert not ApiKey.objects.filter(revoked_at__isnull=True).exists()
+    assert AuditEvent.objects.filter(action="key.revoked_by_leak_report").count() == 4
+    legacy.refresh_from_db()
+    assert legacy.revoked_at is not None
+
+
+def test_reporting_a_revoked_key_again_changes_nothing(api_client, project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    report(api_client, [plaintext])
+    api_key.refresh_from_db()
+    first_revoked_at = api_key.revoked_at
+
+    response = report(api_client, [plaintext])
+
+    assert response.status_code == 202
+    api_key.refresh_from_db()
+    assert api_key.revoked_at == first_revoked_at
+    assert AuditEvent.objects.filter(action="key.revoked_by_leak_report").count() == 1
+
+
+def test_a_report_needs_no_credential_and_ignores_a_bad_one(api_client, project):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+
+    response = api_client.post(
+        LEAKED, {"keys": [plaintext]}, format="json", HTTP_AUTHORIZATION="Bearer junk"
+    )
+
+    assert response.status_code == 202
+    assert not works(plaintext, project)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"keys": ["k"] * 101}, {"keys": "ss_secret_x"}, {"keys": [1, 2]}, {}, {"keys": None}],
+    ids=["101-keys", "string", "numbers", "missing", "null"],
+)
+def test_a_malformed_report_is_a_validation_error(api_client, body):
+    response = api_client.post(LEAKED, body, format="json")
+
+    assert response.status_code == 400
+    assert "keys" in error_fields(response)
+
+
+def test_a_report_of_exactly_100_strings_is_accepted(api_client):
+    response = report(api_client, ["x"] * 100)
+
+    assert response.json() == {"received": 100}
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"leak_report_ip": (2, 60)})
+def test_reports_are_throttled_per_client(api_client, project):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+    for _ in range(2):
+        assert report(api_client, ["junk"]).status_code == 202
+
+    response = report(api_client, [plaintext])
+
+    assert response.status_code == 429
+    assert error_code(response) == "RATE_LIMITED"
+    assert int(response["Retry-After"]) > 0
+    assert works(plaintext, project)

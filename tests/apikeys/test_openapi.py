@@ -1,0 +1,279 @@
+"""The OpenAPI document (/v1/schema) and its page (/v1/docs) (SPEC §4.8).
+
+Besides shape checks on the document, real responses of the management and
+auth endpoints are validated against the schemas it publishes, so the
+documentation cannot drift from what the API answers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from jsonschema import Draft202012Validator
+from rest_framework.test import APIClient
+
+from apps.accounts import services as account_services
+from apps.apikeys.keyformat import KeyKind
+from apps.audit.services import Action, record_event
+from tests.factories import make_key
+from tests.orgs.helpers import bearer_client, collection_url, key_url, user_client
+
+pytestmark = pytest.mark.django_db
+
+#: Every endpoint of SPEC §4.1 to §4.3 and §4.7, with its methods.
+MANAGEMENT_AND_AUTH_OPERATIONS = {
+    "/v1/auth/signup": {"post"},
+    "/v1/auth/login": {"post"},
+    "/v1/auth/refresh": {"post"},
+    "/v1/auth/logout": {"post"},
+    "/v1/me": {"get"},
+    "/v1/organizations": {"get", "post"},
+    "/v1/organizations/{org_id}/projects": {"get", "post"},
+    "/v1/organizations/{org_id}/members": {"get", "post"},
+    "/v1/organizations/{org_id}/members/{user_id}": {"patch", "delete"},
+    "/v1/projects/{project_id}/sdk-keys": {"get", "post"},
+    "/v1/projects/{project_id}/sdk-keys/{key_id}": {"get", "patch"},
+    "/v1/projects/{project_id}/sdk-keys/{key_id}/revoke": {"post"},
+    "/v1/projects/{project_id}/sdk-keys/{key_id}/roll": {"post"},
+    "/v1/projects/{project_id}/api-keys": {"get", "post"},
+    "/v1/projects/{project_id}/api-keys/{key_id}": {"get"},
+    "/v1/projects/{project_id}/api-keys/{key_id}/revoke": {"post"},
+    "/v1/projects/{project_id}/api-keys/{key_id}/roll": {"post"},
+    "/v1/organizations/{org_id}/api-keys": {"get", "post"},
+    "/v1/organizations/{org_id}/api-keys/{key_id}": {"get"},
+    "/v1/organizations/{org_id}/api-keys/{key_id}/revoke": {"post"},
+    "/v1/organizations/{org_id}/api-keys/{key_id}/roll": {"post"},
+    "/v1/organizations/{org_id}/audit-events": {"get"},
+    "/v1/leaked-keys": {"post"},
+}
+CREDENTIAL_FREE = {"/v1/auth/signup", "/v1/auth/login", "/v1/auth/refresh", "/v1/leaked-keys"}
+PEOPLE_ONLY = [{"jwtAuth": []}, {"sessionCookie": []}]
+
+
+@pytest.fixture(scope="module")
+def document(django_db_blocker) -> dict[str, Any]:
+    with django_db_blocker.unblock():
+        response = APIClient().get("/v1/schema", {"format": "json"})
+    assert response.status_code == 200
+    return response.json()
+
+
+def json_schema(node: Any) -> Any:
+    """OpenAPI 3.0 schema → JSON Schema: `nullable: true` becomes a null alternative."""
+    if isinstance(node, list):
+        return [json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {k: json_schema(v) for k, v in node.items() if k != "nullable"}
+    if not node.get("nullable"):
+        return converted
+    if "type" in converted:
+        converted["type"] = [converted["type"], "null"]
+        return converted
+    return {"anyOf": [converted, {"type": "null"}]}
+
+
+def assert_matches(document: dict, response, status: int | None = None) -> None:
+    """The response body is valid against the schema the document gives for it."""
+    path, method = response.wsgi_request.resolver_match.route, response.wsgi_request.method
+    template = "/" + re.sub(r"<str:(\w+)>", r"{\1}", path)
+    operation = document["paths"][template][method.lower()]
+    content = operation["responses"][str(status or response.status_code)]["content"]
+    schema = content["application/json"]["schema"]
+    root = {"$defs": {}, "components": json_schema(document["components"])}
+    validator = Draft202012Validator(root | json_schema(schema))
+    errors = [error.message for error in validator.iter_errors(response.json())]
+    assert not errors, (template, method, errors)
+
+
+# The document
+
+
+def test_schema_is_an_openapi_3_document(document):
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["title"] == "SigSentry API"
+
+
+def test_schema_describes_every_auth_and_management_endpoint(document):
+    for path, methods in MANAGEMENT_AND_AUTH_OPERATIONS.items():
+        assert path in document["paths"], path
+        assert methods <= set(document["paths"][path]), path
+
+
+def test_schema_types_path_ids_as_uuids(document):
+    parameters = document["paths"]["/v1/projects/{project_id}/sdk-keys/{key_id}/roll"]["post"][
+        "parameters"
+    ]
+
+    assert {p["name"]: p["schema"] for p in parameters if p["in"] == "path"} == {
+        "project_id": {"type": "string", "format": "uuid"},
+        "key_id": {"type": "string", "format": "uuid"},
+    }
+
+
+def test_schema_declares_both_bearer_credentials_and_the_session_cookie(document):
+    schemes = document["components"]["securitySchemes"]
+
+    assert schemes["apiKeyAuth"] == schemes["apiKeyAuth"] | {"type": "http", "scheme": "bearer"}
+    assert schemes["jwtAuth"] == schemes["jwtAuth"] | {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
+    assert schemes["sessionCookie"] == schemes["sessionCookie"] | {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "ss_access",
+    }
+
+
+def test_management_endpoints_accept_people_only_and_me_accepts_keys(document):
+    for path, methods in MANAGEMENT_AND_AUTH_OPERATIONS.items():
+        for method in methods:
+            security = document["paths"][path][method].get("security")
+            if path in CREDENTIAL_FREE:
+                assert not security, (path, method)
+            elif path == "/v1/me":
+                assert {"apiKeyAuth": []} in security
+            else:
+                assert security == PEOPLE_ONLY, (path, method)
+
+
+def test_every_error_response_is_the_error_body(document):
+    error = document["components"]["schemas"]["Error"]
+    assert error["required"] == ["error"]
+    for path, methods in MANAGEMENT_AND_AUTH_OPERATIONS.items():
+        for method in methods:
+            responses = document["paths"][path][method]["responses"]
+            errors = {status: r for status, r in responses.items() if status.startswith(("4", "5"))}
+            assert errors, (path, method)
+            for response in errors.values():
+                assert response["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/Error"
+                }
+
+
+def test_schema_generation_validates_without_warnings(tmp_path):
+    call_command(
+        "spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml")
+    )
+
+    assert (tmp_path / "schema.yaml").read_text().startswith("openapi: 3")
+
+
+# Real responses match the document
+
+
+def test_auth_responses_match_the_document(document, owner):
+    client = APIClient()
+    signup = client.post(
+        "/v1/auth/signup",
+        {
+            "email": "doc@example.com",
+            "password": "a-long-enough-passphrase",
+            "organizationName": "D",
+        },
+        format="json",
+    )
+    login = client.post(
+        "/v1/auth/login",
+        {"email": "doc@example.com", "password": "a-long-enough-passphrase"},
+        format="json",
+    )
+    refresh = client.post("/v1/auth/refresh", {"refresh": login.json()["refresh"]}, format="json")
+    bad_login = client.post(
+        "/v1/auth/login", {"email": "x@example.com", "password": "x"}, format="json"
+    )
+    invalid = client.post("/v1/auth/signup", {}, format="json")
+
+    for response in (signup, login, refresh, bad_login, invalid):
+        assert_matches(document, response)
+
+
+def test_me_responses_match_the_document(document, owner, project):
+    _key, plaintext = make_key(KeyKind.ORGANIZATION, project=project)
+
+    assert_matches(document, user_client(owner).get("/v1/me"))
+    assert_matches(document, bearer_client(plaintext).get("/v1/me"))
+    assert_matches(document, APIClient().get("/v1/me"))
+
+
+def test_organization_responses_match_the_document(document, owner, member, organization, project):
+    client = user_client(owner)
+    orgs = f"/v1/organizations/{organization.id}"
+
+    responses = [
+        client.get("/v1/organizations"),
+        client.post("/v1/organizations", {"name": "Second"}, format="json"),
+        client.get(f"{orgs}/projects"),
+        client.post(f"{orgs}/projects", {"name": "Third"}, format="json"),
+        client.get(f"{orgs}/members"),
+        client.patch(f"{orgs}/members/{member.id}", {"role": "viewer"}, format="json"),
+        client.patch(f"{orgs}/members/{owner.id}", {"role": "viewer"}, format="json"),
+    ]
+
+    assert [r.status_code for r in responses] == [200, 201, 200, 201, 200, 200, 409]
+    for response in responses:
+        assert_matches(document, response)
+
+
+@pytest.mark.parametrize("kind", list(KeyKind), ids=lambda kind: kind.name.lower())
+def test_key_responses_match_the_document(document, owner, project, kind):
+    client = user_client(owner)
+    body = {"name": "Doc"} | ({} if kind is KeyKind.PUBLIC else {"permissions": ["analysis:read"]})
+    minted = client.post(collection_url(kind, project), body, format="json")
+    key_id = minted.json()["id"]
+
+    responses = [
+        minted,
+        client.get(collection_url(kind, project)),
+        client.get(key_url(kind, project, key_id)),
+        client.post(key_url(kind, project, key_id, "roll"), {"graceSeconds": 10}, format="json"),
+        client.post(key_url(kind, project, key_id, "revoke")),
+        client.post(key_url(kind, project, key_id, "roll"), {"graceSeconds": 10}, format="json"),
+    ]
+
+    assert [r.status_code for r in responses] == [201, 200, 200, 201, 200, 400]
+    for response in responses:
+        assert_matches(document, response)
+
+
+def test_audit_and_leak_report_responses_match_the_document(document, owner, organization, project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    record_event(action=Action.KEY_REVOKED, organization_id=organization.id, actor_key=api_key)
+    leak = APIClient().post("/v1/leaked-keys", {"keys": [plaintext]}, format="json")
+    account_services.start_session(owner)
+
+    events = user_client(owner).get(f"/v1/organizations/{organization.id}/audit-events")
+
+    assert len(events.json()["results"]) == 3
+    assert_matches(document, leak)
+    assert_matches(document, events)
+
+
+# The page
+
+
+def test_docs_page_loads_every_asset_from_this_server(client):
+    response = client.get("/v1/docs")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets
+    assert not [asset for asset in assets if not asset.startswith("/")]
+    assert "//" not in "".join(assets)
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self';" in policy
+
+
+def test_docs_page_script_loads_our_schema(client):
+    script = client.get("/v1/docs", {"script": ""})
+
+    assert script.status_code == 200
+    assert "/v1/schema" in script.content.decode()

@@ -1,0 +1,112 @@
+"""Analyses API (SPEC §4.4): list, create, read, follow-ups and feedback.
+
+Project-scoped: the project comes from the credential and `X-Project-Id`;
+reading needs `analysis:read`, every POST `analysis:create`. An analysis of
+another project is 404 NOT_FOUND. These endpoints answer CORS for the
+browser SDK (settings.CORS_URLS_REGEX).
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.response import Response
+
+from apps.analyses import selectors, services
+from apps.analyses.serializers import (
+    AnalysisInputSerializer,
+    AnalysisPageSerializer,
+    AnalysisSerializer,
+    FeedbackInputSerializer,
+    FeedbackSerializer,
+    FollowUpInputSerializer,
+    FollowUpSerializer,
+)
+from apps.orgs.permissions import Permission
+from apps.projects.api import PROJECT_HEADER
+from apps.projects.serializers import validated
+from sigsentry.api import ProjectScopedView, paginate
+
+CREATE_ONLY = {"POST": Permission.ANALYSIS_CREATE}
+PAGE_PARAMETERS = [
+    OpenApiParameter("limit", OpenApiTypes.INT, description="Page size, 1 to 100 (default 50)."),
+    OpenApiParameter("cursor", OpenApiTypes.STR, description="From the previous page's `next`."),
+]
+
+
+def _analysis_json(analysis) -> dict:
+    return AnalysisSerializer(analysis).data
+
+
+class AnalysisCollectionView(ProjectScopedView):
+    """The project's analyses, newest first (`analysis:read`); POST queues a new one
+    (`analysis:create`)."""
+
+    permission_by_method = {"GET": Permission.ANALYSIS_READ, "POST": Permission.ANALYSIS_CREATE}
+
+    @extend_schema(
+        operation_id="analyses_list",
+        parameters=[PROJECT_HEADER, *PAGE_PARAMETERS],
+        responses={200: AnalysisPageSerializer},
+    )
+    def get(self, request):
+        return paginate(self, selectors.analyses_of(project=self.project), _analysis_json)
+
+    @extend_schema(
+        parameters=[PROJECT_HEADER],
+        request=AnalysisInputSerializer,
+        responses={201: AnalysisSerializer},
+    )
+    def post(self, request):
+        data = validated(AnalysisInputSerializer, request.data)
+        analysis = services.analysis_create(principal=self.principal, project=self.project, **data)
+        return Response(_analysis_json(analysis), status=201)
+
+
+class AnalysisDetailView(ProjectScopedView):
+    """One analysis with its follow-ups and feedback (`analysis:read`)."""
+
+    permission_by_method = {"GET": Permission.ANALYSIS_READ}
+
+    @extend_schema(parameters=[PROJECT_HEADER], responses={200: AnalysisSerializer})
+    def get(self, request, analysis_id):
+        analysis = selectors.analysis_in_project(project=self.project, analysis_id=analysis_id)
+        return Response(_analysis_json(analysis))
+
+
+class FollowUpCollectionView(ProjectScopedView):
+    """Ask a follow-up question about an analysis (`analysis:create`)."""
+
+    permission_by_method = CREATE_ONLY
+
+    @extend_schema(
+        parameters=[PROJECT_HEADER],
+        request=FollowUpInputSerializer,
+        responses={201: FollowUpSerializer},
+    )
+    def post(self, request, analysis_id):
+        analysis = selectors.analysis_in_project(
+            project=self.project, analysis_id=analysis_id, with_thread=False
+        )
+        data = validated(FollowUpInputSerializer, request.data)
+        follow_up = services.follow_up_create(principal=self.principal, analysis=analysis, **data)
+        return Response(FollowUpSerializer(follow_up).data, status=201)
+
+
+class FeedbackCollectionView(ProjectScopedView):
+    """Rate an analysis up or down, with an optional comment (`analysis:create`)."""
+
+    permission_by_method = CREATE_ONLY
+
+    @extend_schema(
+        parameters=[PROJECT_HEADER],
+        request=FeedbackInputSerializer,
+        responses={201: FeedbackSerializer},
+    )
+    def post(self, request, analysis_id):
+        analysis = selectors.analysis_in_project(
+            project=self.project, analysis_id=analysis_id, with_thread=False
+        )
+        data = validated(FeedbackInputSerializer, request.data)
+        feedback = services.feedback_create(principal=self.principal, analysis=analysis, **data)
+        return Response(FeedbackSerializer(feedback).data, status=201)

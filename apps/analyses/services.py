@@ -1,0 +1,47 @@
+"""Writes on analyses, follow-ups and feedback (SPEC §4.4).
+
+Each record keeps who created it: the user (JWT) or the API key, with a
+snapshot label (email or key prefix, never a secret) that survives deletion.
+Callers pass a project or analysis they resolved for the caller.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apps.analyses.models import Analysis, Feedback, FollowUp
+from apps.orgs.access import Principal
+from apps.projects.models import Project
+
+
+def _authored_by(principal: Principal) -> dict[str, Any]:
+    if principal.key is not None:
+        return {
+            "created_by_type": "key",
+            "created_by_key": principal.key,
+            "created_by_label": principal.key.prefix,
+        }
+    return {
+        "created_by_type": "user",
+        "created_by_user": principal.user,
+        "created_by_label": principal.user.email,
+    }
+
+
+def analysis_create(*, principal: Principal, project: Project, title: str, input: str) -> Analysis:
+    """A new analysis, queued, with no follow-ups or feedback yet."""
+    return Analysis.objects.create(
+        project=project, title=title, input=input, **_authored_by(principal)
+    )
+
+
+def follow_up_create(*, principal: Principal, analysis: Analysis, question: str) -> FollowUp:
+    return FollowUp.objects.create(analysis=analysis, question=question, **_authored_by(principal))
+
+
+def feedback_create(
+    *, principal: Principal, analysis: Analysis, rating: str, comment: str = ""
+) -> Feedback:
+    return Feedback.objects.create(
+        analysis=analysis, rating=rating, comment=comment, **_authored_by(principal)
+    )

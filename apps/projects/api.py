@@ -1,0 +1,134 @@
+"""Project configuration API (SPEC §4.5): `/v1/config`, log sources and channels.
+
+Every view is project-scoped: the project comes from the credential and
+`X-Project-Id`, reading needs `config:read` and writing `config:write`, and a
+row of another project is 404 NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.response import Response
+
+from apps.orgs.permissions import Permission
+from apps.projects import selectors, services
+from apps.projects.serializers import (
+    ChannelInputSerializer,
+    ChannelSerializer,
+    ConfigSerializer,
+    LogSourceInputSerializer,
+    LogSourceSerializer,
+    validated,
+)
+from sigsentry.api import ProjectScopedView
+
+PROJECT_HEADER = OpenApiParameter(
+    "X-Project-Id",
+    OpenApiTypes.UUID,
+    OpenApiParameter.HEADER,
+    description="The project; required for organization keys and dashboard sessions.",
+)
+CONFIG_WRITE = {
+    "POST": Permission.CONFIG_WRITE,
+    "PATCH": Permission.CONFIG_WRITE,
+    "DELETE": Permission.CONFIG_WRITE,
+}
+
+
+class ConfigView(ProjectScopedView):
+    """The project's log sources and notification channels (`config:read`)."""
+
+    permission_by_method = {"GET": Permission.CONFIG_READ}
+
+    @extend_schema(parameters=[PROJECT_HEADER], responses={200: ConfigSerializer})
+    def get(self, request):
+        config = SimpleNamespace(
+            log_sources=selectors.log_sources_of(project=self.project),
+            channels=selectors.channels_of(project=self.project),
+        )
+        return Response(ConfigSerializer(config).data)
+
+
+class LogSourceCollectionView(ProjectScopedView):
+    """Add a log source (`config:write`)."""
+
+    permission_by_method = CONFIG_WRITE
+
+    @extend_schema(
+        parameters=[PROJECT_HEADER],
+        request=LogSourceInputSerializer,
+        responses={201: LogSourceSerializer},
+    )
+    def post(self, request):
+        data = validated(LogSourceInputSerializer, request.data)
+        log_source = services.log_source_create(project=self.project, **data)
+        return Response(LogSourceSerializer(log_source).data, status=201)
+
+
+class LogSourceDetailView(ProjectScopedView):
+    """Change or remove a log source (`config:write`)."""
+
+    permission_by_method = CONFIG_WRITE
+
+    @extend_schema(
+        parameters=[PROJECT_HEADER],
+        request=LogSourceInputSerializer(partial=True),
+        responses={200: LogSourceSerializer},
+    )
+    def patch(self, request, log_source_id):
+        log_source = selectors.log_source_in_project(
+            project=self.project, log_source_id=log_source_id
+        )
+        changes = validated(LogSourceInputSerializer, request.data, partial=True)
+        log_source = services.log_source_update(log_source=log_source, changes=changes)
+        return Response(LogSourceSerializer(log_source).data)
+
+    @extend_schema(parameters=[PROJECT_HEADER], responses={204: None})
+    def delete(self, request, log_source_id):
+        log_source = selectors.log_source_in_project(
+            project=self.project, log_source_id=log_source_id
+        )
+        services.log_source_delete(log_source=log_source)
+        return Response(status=204)
+
+
+class ChannelCollectionView(ProjectScopedView):
+    """Add a notification channel (`config:write`)."""
+
+    permission_by_method = CONFIG_WRITE
+
+    @extend_schema(
+        parameters=[PROJECT_HEADER],
+        request=ChannelInputSerializer,
+        responses={201: ChannelSerializer},
+    )
+    def post(self, request):
+        data = validated(ChannelInputSerializer, request.data)
+        channel = services.channel_create(project=self.project, **data)
+        return Response(ChannelSerializer(channel).data, status=201)
+
+
+class ChannelDetailView(ProjectScopedView):
+    """Change or remove a notification channel (`config:write`)."""
+
+    permission_by_method = CONFIG_WRITE
+
+    @extend_schema(
+        parameters=[PROJECT_HEADER],
+        request=ChannelInputSerializer(partial=True),
+        responses={200: ChannelSerializer},
+    )
+    def patch(self, request, channel_id):
+        channel = selectors.channel_in_project(project=self.project, channel_id=channel_id)
+        changes = validated(ChannelInputSerializer, request.data, partial=True)
+        channel = services.channel_update(channel=channel, changes=changes)
+        return Response(ChannelSerializer(channel).data)
+
+    @extend_schema(parameters=[PROJECT_HEADER], responses={204: None})
+    def delete(self, request, channel_id):
+        channel = selectors.channel_in_project(project=self.project, channel_id=channel_id)
+        services.channel_delete(channel=channel)
+        return Response(status=204)

@@ -1,0 +1,88 @@
+"""Shapes of the configuration API (SPEC §4.5): request bodies in, JSON out.
+
+Input serializers check types and lengths only; the rules of a channel target
+and of log-source settings live in `apps.projects.services`, which enforces
+them for every caller.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from apps.projects.models import Channel, LogSource
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string, never a number or boolean coerced into one (DRF's default).
+
+    DRF's CharField already refuses NUL and lone surrogate characters, which
+    the databases cannot store.
+    """
+
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field(OpenApiTypes.OBJECT)
+class StrictJsonObjectField(serializers.Field):
+    """A JSON object (dict); its contents are checked by the service."""
+
+    default_error_messages = {"not_an_object": "Must be a JSON object."}
+
+    def to_internal_value(self, data: Any) -> dict:
+        if not isinstance(data, dict):
+            self.fail("not_an_object")
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class LogSourceInputSerializer(serializers.Serializer):
+    name = StrictCharField(max_length=100)
+    kind = serializers.ChoiceField(choices=LogSource.Kind.choices)
+    settings = StrictJsonObjectField(required=False)
+
+
+class ChannelInputSerializer(serializers.Serializer):
+    name = StrictCharField(max_length=100)
+    kind = serializers.ChoiceField(choices=Channel.Kind.choices)
+    target = StrictCharField(max_length=500)
+
+
+class LogSourceSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=LogSource.Kind.choices)
+    settings = serializers.DictField()
+    createdAt = serializers.DateTimeField(source="created_at")
+    updatedAt = serializers.DateTimeField(source="updated_at")
+
+
+class ChannelSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=Channel.Kind.choices)
+    target = serializers.CharField()
+    createdAt = serializers.DateTimeField(source="created_at")
+    updatedAt = serializers.DateTimeField(source="updated_at")
+
+
+class ConfigSerializer(serializers.Serializer):
+    logSources = LogSourceSerializer(many=True, source="log_sources")
+    channels = ChannelSerializer(many=True)
+
+
+def validated(serializer_class: type[serializers.Serializer], data: Any, *, partial=False) -> dict:
+    """The validated body, or 400 VALIDATION_ERROR with `details.fields` (camelCase)."""
+    serializer = serializer_class(data=data, partial=partial)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)

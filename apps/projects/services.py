@@ -1,0 +1,178 @@
+"""Writes on project configuration (SPEC §4.5): log sources and notification channels.
+
+Callers pass a project they already resolved for the caller (with its
+permission checked), or a row fetched through `apps.projects.selectors`, so
+every write stays inside one tenant. The rules of a channel target and of
+log-source settings are enforced here, whoever the caller is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import EmailValidator, URLValidator
+from django.db import transaction
+from django.utils import timezone
+
+from apps.projects.models import Channel, LogSource, Project
+from sigsentry.errors import NotFound, ValidationFailed
+
+MAX_SETTINGS_BYTES = 10 * 1024
+MAX_SETTINGS_KEYS = 50
+MAX_SETTINGS_DEPTH = 8
+MAX_TARGET_LENGTH = 500
+
+_SLACK_WEBHOOK = re.compile(r"https://hooks\.slack\.com/[A-Za-z0-9_\-/]+")
+_SLACK_CHANNEL = re.compile(r"#[a-z0-9][a-z0-9_\-]{0,79}")
+_validate_email = EmailValidator()
+_validate_https_url = URLValidator(schemes=["https"])
+
+
+def _settings_error(message: str) -> ValidationFailed:
+    return ValidationFailed({"settings": [message]})
+
+
+def clean_log_source_settings(value: Any) -> dict[str, Any]:
+    """A JSON object of at most 50 keys and 10 KB (compact UTF-8), that both databases store.
+
+    Refused anywhere inside: nesting deeper than 8, NUL characters (PostgreSQL
+    `jsonb` cannot hold them) and non-finite numbers (not JSON).
+    """
+    if not isinstance(value, dict):
+        raise _settings_error("Must be a JSON object.")
+    if len(value) > MAX_SETTINGS_KEYS:
+        raise _settings_error(f"At most {MAX_SETTINGS_KEYS} keys.")
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_SETTINGS_DEPTH:
+                raise _settings_error(f"Nested at most {MAX_SETTINGS_DEPTH} levels deep.")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise _settings_error("Text may not contain NUL characters.")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise _settings_error("Numbers must be finite.")
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise _settings_error("Text must be valid Unicode.") from exc
+    if size > MAX_SETTINGS_BYTES:
+        raise _settings_error(f"At most {MAX_SETTINGS_BYTES} bytes as JSON.")
+    return value
+
+
+def _is_private_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return not address.is_global
+
+
+def clean_channel_target(kind: str, target: Any) -> str:
+    """The channel's destination, checked for its kind.
+
+    * email: one email address;
+    * slack: an incoming-webhook URL on `https://hooks.slack.com/` or a `#channel-name`;
+    * webhook: an `https://` URL without credentials and not aimed at a
+      loopback, private or link-local address.
+    """
+    if not isinstance(target, str) or not target.strip():
+        raise ValidationFailed({"target": ["A target is required."]})
+    target = target.strip()
+    if len(target) > MAX_TARGET_LENGTH:
+        raise ValidationFailed({"target": [f"At most {MAX_TARGET_LENGTH} characters."]})
+    if kind == Channel.Kind.EMAIL:
+        try:
+            _validate_email(target)
+        except DjangoValidationError as exc:
+            raise ValidationFailed({"target": ["Must be an email address."]}) from exc
+    elif kind == Channel.Kind.SLACK:
+        if not (_SLACK_WEBHOOK.fullmatch(target) or _SLACK_CHANNEL.fullmatch(target)):
+            raise ValidationFailed(
+                {"target": ["Must be a https://hooks.slack.com/ URL or a #channel-name."]}
+            )
+    elif kind == Channel.Kind.WEBHOOK:
+        try:
+            _validate_https_url(target)
+        except DjangoValidationError as exc:
+            raise ValidationFailed({"target": ["Must be an https:// URL."]}) from exc
+        parts = urlsplit(target)
+        if parts.username is not None or parts.password is not None:
+            raise ValidationFailed({"target": ["Must not contain a user name or password."]})
+        if _is_private_host((parts.hostname or "").lower()):
+            raise ValidationFailed({"target": ["Must be a public address."]})
+    else:
+        raise ValidationFailed({"kind": [f"One of: {', '.join(Channel.Kind.values)}."]})
+    return target
+
+
+def _locked(model: type[LogSource] | type[Channel], pk: Any) -> Any:
+    """The row, locked for this transaction; NOT_FOUND if it was deleted meanwhile."""
+    row = model.objects.select_for_update().filter(pk=pk).first()
+    if row is None:
+        raise NotFound()
+    return row
+
+
+def _apply(row: LogSource | Channel, changes: dict[str, Any]) -> None:
+    for field, value in changes.items():
+        setattr(row, field, value)
+    row.updated_at = timezone.now()
+    row.save(update_fields=[*changes, "updated_at"])
+
+
+def log_source_create(*, project: Project, name: str, kind: str, settings: Any = None) -> LogSource:
+    settings = clean_log_source_settings({} if settings is None else settings)
+    return LogSource.objects.create(project=project, name=name, kind=kind, settings=settings)
+
+
+def log_source_update(*, log_source: LogSource, changes: dict[str, Any]) -> LogSource:
+    """Apply `changes` (any of name, kind, settings) and bump `updated_at`."""
+    if "settings" in changes:
+        changes = changes | {"settings": clean_log_source_settings(changes["settings"])}
+    with transaction.atomic():
+        log_source = _locked(LogSource, log_source.pk)
+        _apply(log_source, changes)
+    return log_source
+
+
+def log_source_delete(*, log_source: LogSource) -> None:
+    log_source.delete()
+
+
+def channel_create(*, project: Project, name: str, kind: str, target: Any) -> Channel:
+    target = clean_channel_target(kind, target)
+    return Channel.objects.create(project=project, name=name, kind=kind, target=target)
+
+
+def channel_update(*, channel: Channel, changes: dict[str, Any]) -> Channel:
+    """Apply `changes` (any of name, kind, target); the target is re-checked for the kind.
+
+    Changing the kind alone re-checks the stored target, so a channel never
+    holds a target of another kind. The row is locked so that two concurrent
+    updates (one of the kind, one of the target) cannot combine into one.
+    """
+    with transaction.atomic():
+        channel = _locked(Channel, channel.pk)
+        if "kind" in changes or "target" in changes:
+            kind = changes.get("kind", channel.kind)
+            target = changes.get("target", channel.target)
+            changes = changes | {"target": clean_channel_target(kind, target)}
+        _apply(channel, changes)
+    return channel
+
+
+def channel_delete(*, channel: Channel) -> None:
+    channel.delete()

@@ -1,0 +1,172 @@
+"""The key format (SPEC §2.1): prefix, 32 base62 random characters, 6-character CRC32."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from apps.apikeys import keyformat
+from apps.apikeys.keyformat import KeyKind, Shape
+
+#: The alphabet as SPEC §2.1 states it: 0-9A-Za-z, in that order.
+SPEC_ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
+#: The regular expression published for secret scanners (keyformat's docstring).
+SCANNER_PATTERN = re.compile(r"\bss_(pub|secret|org)_[0-9A-Za-z]{38}\b")
+
+
+def spec_checksum(body: str) -> str:
+    """SPEC §2.1 checksum written independently: CRC32 in base62, MSD first, 6 digits."""
+    value = zlib.crc32(body.encode("utf-8"))
+    digits = ""
+    for _ in range(6):
+        digits = SPEC_ALPHABET[value % 62] + digits
+        value //= 62
+    assert value == 0  # 62**6 > 2**32: six digits always suffice
+    return digits
+
+
+@pytest.mark.parametrize(
+    ("kind", "prefix", "key_type", "scope"),
+    [
+        (KeyKind.PUBLIC, "ss_pub_", "public", "project"),
+        (KeyKind.SECRET, "ss_secret_", "secret", "project"),
+        (KeyKind.ORGANIZATION, "ss_org_", "secret", "organization"),
+    ],
+)
+def test_generated_key_has_prefix_random_part_and_checksum(kind, prefix, key_type, scope):
+    key = keyformat.generate(kind)
+    assert (kind.prefix, kind.key_type, kind.scope) == (prefix, key_type, scope)
+    assert key.startswith(prefix)
+    random_part, check = key[len(prefix) : -6], key[-6:]
+    assert len(random_part) == 32
+    assert set(random_part) <= set(SPEC_ALPHABET)
+    assert check == spec_checksum(key[:-6])
+    assert SCANNER_PATTERN.search(f"leaked: {key}.") is not None
+    assert keyformat.parse(key) == keyformat.ParsedKey(kind=kind, key=key)
+
+
+def test_base62_is_most_significant_digit_first_and_zero_padded():
+    assert keyformat.BASE62_ALPHABET == SPEC_ALPHABET
+    assert keyformat.to_base62(0, 6) == "000000"
+    assert keyformat.to_base62(61, 6) == "00000z"
+    assert keyformat.to_base62(62, 6) == "000010"
+    assert keyformat.to_base62(2**32 - 1, 6) == "4gfFC3"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("ss_secret_" + "0" * 32, "1m7BwF"),
+        ("ss_pub_" + "A" * 32, "2uhlnK"),
+        ("ss_org_abcdefghijklmnopqrstuvwxyz012345", "0kIsME"),
+    ],
+)
+def test_checksum_matches_known_vectors(body, expected):
+    """Fixed values, so secret scanners built from SPEC §2.1 keep agreeing with us."""
+    assert keyformat.checksum(body) == expected == spec_checksum(body)
+    assert keyformat.parse(body + expected) is not None
+
+
+def test_random_parts_do_not_repeat_and_use_the_whole_alphabet():
+    keys = [keyformat.generate(KeyKind.SECRET) for _ in range(2000)]
+    random_parts = [k[10:-6] for k in keys]
+    assert len(set(random_parts)) == len(random_parts)
+    # 64 000 draws from 62 symbols: every symbol appears, none dominates.
+    counts = {c: 0 for c in SPEC_ALPHABET}
+    for part in random_parts:
+        for char in part:
+            counts[char] += 1
+    assert min(counts.values()) > 700 and max(counts.values()) < 1400
+
+
+def test_display_prefix_is_the_type_prefix_and_eight_random_characters():
+    key = keyformat.generate(KeyKind.ORGANIZATION)
+    assert keyformat.display_prefix(key) == key[: len("ss_org_") + 8]
+    assert keyformat.display_prefix("tb_abcdefghijklmnop") == "tb_abcdefgh"
+    assert keyformat.display_prefix("ss_live_abcdefghijklmnop") == "ss_live_abcdefgh"
+
+
+def test_digest_is_the_sha256_hex_of_the_whole_key():
+    key = keyformat.generate(KeyKind.PUBLIC)
+    assert keyformat.digest(key) == hashlib.sha256(key.encode()).hexdigest()
+    assert keyformat.digests_match(keyformat.digest(key), hashlib.sha256(key.encode()).hexdigest())
+    assert not keyformat.digests_match(keyformat.digest(key), keyformat.digest(key + "x"))
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        "",
+        "ss_secret_",
+        "ss_pub_" + "a" * 38,  # right shape, wrong checksum
+        "ss_foo_" + "a" * 38,
+        "SS_SECRET_" + "a" * 38,
+        "ss_secret_" + "a" * 31 + "-" + "000000",
+        "ss_secret_" + "é" * 32 + "000000",
+        " ss_pub_" + "a" * 38,
+    ],
+)
+def test_parse_refuses_anything_but_a_well_formed_key(candidate):
+    assert keyformat.parse(candidate) is None
+
+
+def test_parse_refuses_whitespace_around_a_valid_key():
+    key = keyformat.generate(KeyKind.SECRET)
+    for candidate in (f" {key}", f"{key}\n", f"{key} "):
+        assert keyformat.parse(candidate) is None
+
+
+@given(
+    kind=st.sampled_from(list(KeyKind)),
+    data=st.data(),
+)
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_any_single_character_substitution_breaks_the_checksum(kind, data):
+    key = keyformat.generate(kind)
+    position = data.draw(st.integers(min_value=len(kind.prefix), max_value=len(key) - 1))
+    replacement = data.draw(st.sampled_from(SPEC_ALPHABET).filter(lambda c: c != key[position]))
+    assert keyformat.parse(key[:position] + replacement + key[position + 1 :]) is None
+
+
+@pytest.mark.parametrize(
+    ("credential", "shape"),
+    [
+        ("ss_pub_anything", Shape.KEY),
+        ("ss_secret_anything", Shape.KEY),
+        ("ss_org_anything", Shape.KEY),
+        ("tb_legacykey123", Shape.LEGACY_KEY),
+        ("ss_live_legacykey123", Shape.LEGACY_KEY),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", Shape.JWT),
+        ("a.b.", Shape.JWT),
+        ("ss_foo_abc", Shape.NOT_A_CREDENTIAL),
+        ("ss_", Shape.NOT_A_CREDENTIAL),
+        ("hello", Shape.NOT_A_CREDENTIAL),
+        ("a.b", Shape.NOT_A_CREDENTIAL),
+        ("sk_live_abc", Shape.NOT_A_CREDENTIAL),
+    ],
+)
+def test_credentials_are_routed_by_shape(credential, shape):
+    assert keyformat.shape_of(credential) is shape
+
+
+@pytest.mark.parametrize(
+    ("candidate", "is_legacy"),
+    [
+        ("tb_abcdefgh", True),
+        ("ss_live_ABC-def_12345", True),
+        ("tb_short", False),
+        ("tb_" + "a" * 201, False),
+        ("tb_abc def gh", False),
+        ("tb_abcdefgh.ijk", False),
+        ("ss_secret_abcdefgh", False),
+    ],
+)
+def test_legacy_keys_are_recognised_by_prefix_and_bounded_shape(candidate, is_legacy):
+    assert keyformat.is_legacy_key(candidate) is is_legacy

@@ -1,0 +1,232 @@
+"""Production settings from the environment (SPEC §8), each read in a fresh interpreter.
+
+Every case runs `sigsentry.settings` in a subprocess with a clean environment,
+so nothing from the test run (test settings, DATABASE_URL, REDIS_URL) leaks in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = {"SECRET_KEY": "a-production-secret-key-for-the-settings-tests-0123456789"}
+
+_PROBE = """
+import json, os, sys
+import django
+os.environ["DJANGO_SETTINGS_MODULE"] = "sigsentry.settings"
+from django.conf import settings
+
+def plain(value):
+    if hasattr(value, "total_seconds"):
+        return value.total_seconds()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+names = sys.argv[1:]
+print(json.dumps({name: plain(getattr(settings, name)) for name in names}, default=str))
+"""
+
+
+def run_settings(env: dict[str, str], *names: str) -> subprocess.CompletedProcess:
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", **env}
+    return subprocess.run(
+        [sys.executable, "-c", _PROBE, *names],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def read_settings(env: dict[str, str], *names: str) -> dict:
+    result = run_settings(env, *names)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def refused(env: dict[str, str], *mentions: str) -> str:
+    result = run_settings(env, "DEBUG")
+    assert result.returncode != 0
+    assert "django.core.exceptions.ImproperlyConfigured" in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    for mention in mentions:
+        assert mention in last_line
+    return last_line
+
+
+def test_without_debug_a_missing_secret_key_is_a_clear_error():
+    refused({}, "SECRET_KEY")
+    refused({"SECRET_KEY": ""}, "SECRET_KEY")
+    refused({"DEBUG": "false"}, "SECRET_KEY")
+
+
+def test_debug_runs_with_a_development_secret_key():
+    values = read_settings({"DEBUG": "true"}, "DEBUG", "SECRET_KEY")
+    assert values["DEBUG"] is True
+    assert "insecure" in values["SECRET_KEY"] and "dev" in values["SECRET_KEY"]
+
+
+def test_debug_defaults_to_false():
+    assert read_settings(SECRET, "DEBUG")["DEBUG"] is False
+
+
+def test_default_database_is_sqlite_in_the_project_directory():
+    database = read_settings(SECRET, "DATABASES")["DATABASES"]["default"]
+    assert database["ENGINE"] == "django.db.backends.sqlite3"
+    assert Path(database["NAME"]) == ROOT / "db.sqlite3"
+
+
+def test_postgres_url_uses_the_postgresql_engine_with_psycopg_3():
+    env = SECRET | {"DATABASE_URL": "postgres://sigsentry@db.internal:5432/sigsentry"}
+    database = read_settings(env, "DATABASES")["DATABASES"]["default"]
+    assert database["ENGINE"] == "django.db.backends.postgresql"
+    assert (database["NAME"], database["USER"], database["HOST"], database["PORT"]) == (
+        "sigsentry",
+        "sigsentry",
+        "db.internal",
+        5432,
+    )
+    assert database["OPTIONS"]["connect_timeout"] == 3
+    driver = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from django.db.backends.postgresql.psycopg_any import is_psycopg3; "
+            "import psycopg; print(is_psycopg3, psycopg.__version__.split('.')[0])",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert driver.stdout.split() == ["True", "3"], driver.stderr
+
+
+def test_argon2_hashes_passwords_in_production():
+    hashers = read_settings(SECRET, "PASSWORD_HASHERS")["PASSWORD_HASHERS"]
+    assert hashers[0] == "django.contrib.auth.hashers.Argon2PasswordHasher"
+
+
+HTTPS_SETTINGS = (
+    "HTTPS_ONLY",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+)
+
+
+def test_https_only_is_the_default_without_debug():
+    values = read_settings(SECRET, *HTTPS_SETTINGS)
+    assert values == {
+        "HTTPS_ONLY": True,
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_HSTS_SECONDS": 31_536_000,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+    }
+
+
+@pytest.mark.parametrize(
+    "env", [{"DEBUG": "true"}, SECRET | {"HTTPS_ONLY": "false"}], ids=["debug", "explicit"]
+)
+def test_https_only_is_off_with_debug_or_when_turned_off(env):
+    values = read_settings(env, *HTTPS_SETTINGS)
+    assert values == {
+        "HTTPS_ONLY": False,
+        "SECURE_SSL_REDIRECT": False,
+        "SECURE_HSTS_SECONDS": 0,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": False,
+        "SESSION_COOKIE_SECURE": False,
+        "CSRF_COOKIE_SECURE": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, timedelta(days=30)),
+        ("30d", timedelta(days=30)),
+        ("12h", timedelta(hours=12)),
+        ("45m", timedelta(minutes=45)),
+        ("3600s", timedelta(hours=1)),
+        ("7200", timedelta(hours=2)),
+        (" 2d ", timedelta(days=2)),
+    ],
+)
+def test_session_max_age_is_parsed(value, expected):
+    env = SECRET if value is None else SECRET | {"JWT_SESSION_MAX_AGE": value}
+    values = read_settings(env, "JWT_SESSION_MAX_AGE", "SIMPLE_JWT")
+    assert values["JWT_SESSION_MAX_AGE"] == expected.total_seconds()
+    assert values["SIMPLE_JWT"]["REFRESH_TOKEN_LIFETIME"] == str(expected)
+
+
+@pytest.mark.parametrize("value", ["forever", "30 days", "-1d", "1.5h", "d"])
+def test_unreadable_session_max_age_is_a_clear_error(value):
+    refused(SECRET | {"JWT_SESSION_MAX_AGE": value}, "JWT_SESSION_MAX_AGE")
+
+
+def test_legacy_dates_default_to_the_launch_and_sunset():
+    values = read_settings(SECRET, "LEGACY_KEYS_DEPRECATED_AT", "LEGACY_KEYS_SUNSET_AT")
+    assert values == {
+        "LEGACY_KEYS_DEPRECATED_AT": "2026-11-26T00:00:00+00:00",
+        "LEGACY_KEYS_SUNSET_AT": "2027-05-26T00:00:00+00:00",
+    }
+
+
+def test_legacy_dates_are_read_from_the_environment():
+    env = SECRET | {
+        "LEGACY_KEYS_DEPRECATED_AT": "2026-01-01T12:00:00+02:00",
+        "LEGACY_KEYS_SUNSET_AT": "2026-07-01T00:00:00Z",
+    }
+    values = read_settings(env, "LEGACY_KEYS_DEPRECATED_AT", "LEGACY_KEYS_SUNSET_AT")
+    assert values == {
+        "LEGACY_KEYS_DEPRECATED_AT": "2026-01-01T12:00:00+02:00",
+        "LEGACY_KEYS_SUNSET_AT": "2026-07-01T00:00:00+00:00",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LEGACY_KEYS_SUNSET_AT", "2027-05-26T00:00:00"),
+        ("LEGACY_KEYS_SUNSET_AT", "next spring"),
+        ("LEGACY_KEYS_DEPRECATED_AT", "2026-13-01T00:00:00Z"),
+    ],
+    ids=["no-time-zone", "not-a-time", "no-such-month"],
+)
+def test_unreadable_legacy_dates_are_a_clear_error(name, value):
+    refused(SECRET | {name: value}, name)
+
+
+def test_redis_url_selects_the_shared_cache():
+    shared = read_settings(SECRET | {"REDIS_URL": "redis://127.0.0.1:6379/5"}, "CACHES")
+    assert shared["CACHES"]["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    local = read_settings(SECRET, "CACHES")
+    assert local["CACHES"]["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
+
+
+def test_hosts_and_proxies_have_safe_defaults():
+    values = read_settings(SECRET, "ALLOWED_HOSTS", "NUM_PROXIES")
+    assert values == {"ALLOWED_HOSTS": ["localhost", "127.0.0.1"], "NUM_PROXIES": 0}
+    refused(SECRET | {"NUM_PROXIES": "-1"}, "NUM_PROXIES")
+
+
+def test_jwt_signing_key_is_derived_from_the_secret_key_unless_set():
+    derived = read_settings(SECRET, "JWT_SIGNING_KEY")["JWT_SIGNING_KEY"]
+    other = read_settings({"SECRET_KEY": "another-secret"}, "JWT_SIGNING_KEY")["JWT_SIGNING_KEY"]
+    assert derived != other and SECRET["SECRET_KEY"] not in derived
+    explicit = read_settings(SECRET | {"JWT_SIGNING_KEY": "k" * 40}, "JWT_SIGNING_KEY")
+    assert explicit["JWT_SIGNING_KEY"] == "k" * 40

@@ -1,9 +1,15 @@
+"""Decorators for dashboard pages: who may see a page, and how refusals look."""
+
 from __future__ import annotations
 
 from functools import wraps
 from urllib.parse import urlencode
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
 from django.shortcuts import redirect
+
+from sigsentry.errors import NotFound, PermissionDenied, ProjectNotFound
 
 
 def login_required_page(view):
@@ -14,5 +20,27 @@ def login_required_page(view):
         if request.principal is None:
             return redirect("/login/?" + urlencode({"next": request.get_full_path()}))
         return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def dashboard_page(view):
+    """A logged-in page whose access checks speak the API's errors.
+
+    The access helpers (`project_for_user`, `membership_for`, `require_manager`)
+    raise the SPEC §3 errors; on a page they become the friendly 404 page
+    (outsiders cannot tell a foreign object from a missing one) and the 403
+    page (a member without the rights).
+    """
+
+    @login_required_page
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except (ProjectNotFound, NotFound) as exc:
+            raise Http404 from exc
+        except PermissionDenied as exc:
+            raise DjangoPermissionDenied(exc.message) from exc
 
     return wrapper

@@ -4,6 +4,10 @@ For every non-API page the access cookie is verified (the same checks as the
 API). When it is missing, expired or close to expiry and the refresh cookie is
 still good, the pair is rotated and the new cookies go out with the page, so
 the user never notices. A dead session clears its cookies.
+
+A view that writes the cookies itself marks its response: `sets_session`
+(login, signup: their new pair wins over a rotation done here) or
+`ends_session` (logout: nothing is written back but the cleared cookies).
 """
 
 from __future__ import annotations
@@ -60,8 +64,10 @@ class DashboardSessionMiddleware:
         elif refresh and request.principal is None:
             stale = True
         response = self.get_response(request)
+        if getattr(response, "sets_session", False) or getattr(response, "ends_session", False):
+            return response
         if pair is not None:
             set_session_cookies(response, pair)
-        elif stale and not getattr(response, "sets_session", False):
+        elif stale:
             clear_session_cookies(response)
         return response

@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from apps.audit import views
+
+urlpatterns = [
+    path("orgs/<uuid:org_id>/audit-log/", views.audit_log, name="audit-log"),
+]

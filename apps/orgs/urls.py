@@ -1,3 +1,15 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from apps.orgs import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("orgs/<uuid:org_id>/projects/", views.project_create, name="project-create"),
+    path("orgs/<uuid:org_id>/members/", views.members, name="members"),
+    path("orgs/<uuid:org_id>/members/<uuid:user_id>/role/", views.member_role, name="member-role"),
+    path(
+        "orgs/<uuid:org_id>/members/<uuid:user_id>/remove/",
+        views.member_remove,
+        name="member-remove",
+    ),
+]

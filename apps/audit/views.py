@@ -1,0 +1,51 @@
+"""Organization → Audit log: owners and admins read who did what, newest first."""
+
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_http_methods
+
+from apps.accounts.decorators import dashboard_page
+from apps.audit.models import AuditEvent
+from apps.audit.services import Action
+from apps.orgs.access import membership_for, require_manager
+
+PER_PAGE = 50
+
+
+def _details(details: dict) -> list[tuple[str, str]]:
+    """Event details as readable pairs (they hold names, roles, prefixes — never secrets)."""
+    if not isinstance(details, dict):
+        return []
+    return [
+        (name, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+        for name, value in details.items()
+    ]
+
+
+@dashboard_page
+@require_http_methods(["GET"])
+def audit_log(request: HttpRequest, org_id) -> HttpResponse:
+    """404 for outsiders (as every organization page); 403 for members without rights."""
+    membership = membership_for(request.principal.user, org_id)
+    request.dashboard_org = membership.organization
+    organization = require_manager(membership)
+    action = request.GET.get("action", "")
+    events = AuditEvent.objects.filter(organization=organization).select_related("project")
+    if action in Action.ALL:
+        events = events.filter(action=action)
+    else:
+        action = ""
+    page = Paginator(events.order_by("-created_at", "-id"), PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    context = {
+        "organization": organization,
+        "page": page,
+        "events": [(event, _details(event.details)) for event in page],
+        "actions": Action.ALL,
+        "action": action,
+    }
+    return render(request, "audit/log.html", context)

@@ -1,0 +1,174 @@
+"""Pages: the organizations overview (`/`) and members of an organization."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from apps.accounts.decorators import dashboard_page
+from apps.orgs import services
+from apps.orgs.access import can_manage, membership_for, require_manager
+from apps.orgs.context_processors import dashboard_nav
+from apps.orgs.forms import MemberAddForm, MemberRoleForm, ProjectForm, role_choices
+from apps.orgs.models import Membership
+from apps.orgs.permissions import Role
+from sigsentry.errors import ApiError, NotFound, PermissionDenied, ValidationFailed
+
+#: Owners first, then by decreasing rights.
+ROLE_ORDER = {Role.OWNER: 0, Role.ADMIN: 1, Role.MEMBER: 2, Role.VIEWER: 3}
+
+
+@dashboard_page
+@require_http_methods(["GET"])
+def home(request: HttpRequest) -> HttpResponse:
+    return _render_home(request)
+
+
+def _render_home(request: HttpRequest, failed_org=None, failed_form=None) -> HttpResponse:
+    nav = dashboard_nav(request)
+    sections = [
+        {
+            "entry": entry,
+            "form": failed_form if entry.organization == failed_org else ProjectForm(),
+        }
+        for entry in nav.orgs
+    ]
+    return render(request, "orgs/home.html", {"sections": sections})
+
+
+@dashboard_page
+@require_POST
+def project_create(request: HttpRequest, org_id) -> HttpResponse:
+    membership = membership_for(request.principal.user, org_id)
+    organization = require_manager(membership)
+    form = ProjectForm(request.POST)
+    if form.is_valid():
+        try:
+            project = services.project_create(
+                actor=request.principal.user,
+                organization=organization,
+                name=form.cleaned_data["name"],
+                request=request,
+            )
+        except ValidationFailed as exc:
+            form.add_service_errors(exc.details["fields"], {"name": "name"})
+        else:
+            messages.success(request, f"Project “{project.name}” created.")
+            return redirect(f"/projects/{project.id}/")
+    return _render_home(request, failed_org=organization, failed_form=form)
+
+
+def _members_page(
+    request: HttpRequest,
+    membership: Membership,
+    *,
+    add_form: MemberAddForm | None = None,
+    row_errors: dict | None = None,
+) -> HttpResponse:
+    request.dashboard_org = membership.organization
+    members = sorted(
+        Membership.objects.filter(organization=membership.organization).select_related("user"),
+        key=lambda m: (ROLE_ORDER.get(m.role, 9), m.user.email),
+    )
+    manager = can_manage(membership.role)
+    rows = [
+        {
+            "membership": m,
+            "is_self": m.user_id == membership.user_id,
+            # Admins manage members and admins, never owners.
+            "editable": manager and (membership.role == Role.OWNER or m.role != Role.OWNER),
+            "error": (row_errors or {}).get(m.user_id),
+        }
+        for m in members
+    ]
+    context = {
+        "organization": membership.organization,
+        "my_role": membership.role,
+        "can_manage": manager,
+        "rows": rows,
+        "role_choices": role_choices(membership.role),
+        "add_form": add_form or MemberAddForm(actor_role=membership.role),
+    }
+    return render(request, "orgs/members.html", context)
+
+
+@dashboard_page
+@require_http_methods(["GET", "POST"])
+def members(request: HttpRequest, org_id) -> HttpResponse:
+    membership = membership_for(request.principal.user, org_id)
+    if request.method == "GET":
+        return _members_page(request, membership)
+    require_manager(membership)
+    form = MemberAddForm(request.POST, actor_role=membership.role)
+    if form.is_valid():
+        try:
+            added = services.member_add(
+                actor_membership=membership,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                request=request,
+            )
+        except ValidationFailed as exc:
+            form.add_service_errors(exc.details["fields"], {"email": "email", "role": "role"})
+        except NotFound:
+            form.add_error(
+                "email", "No SigSentry account uses this email. Ask them to sign up first."
+            )
+        except PermissionDenied as exc:
+            form.add_error("role", exc.message)
+        else:
+            messages.success(request, f"{added.user.email} added as {added.get_role_display()}.")
+            return redirect(f"/orgs/{membership.organization_id}/members/")
+    return _members_page(request, membership, add_form=form)
+
+
+def _target(membership: Membership, user_id) -> Membership:
+    target = (
+        Membership.objects.select_related("user", "organization")
+        .filter(organization_id=membership.organization_id, user_id=user_id)
+        .first()
+    )
+    if target is None:
+        raise NotFound()
+    return target
+
+
+@dashboard_page
+@require_POST
+def member_role(request: HttpRequest, org_id, user_id) -> HttpResponse:
+    membership = membership_for(request.principal.user, org_id)
+    require_manager(membership)
+    target = _target(membership, user_id)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        return _members_page(request, membership, row_errors={target.user_id: "Choose a role."})
+    try:
+        changed = services.member_change_role(
+            actor_membership=membership,
+            target=target,
+            role=form.cleaned_data["role"],
+            request=request,
+        )
+    except ApiError as exc:
+        return _members_page(request, membership, row_errors={target.user_id: exc.message})
+    messages.success(request, f"{changed.user.email} is now {changed.get_role_display()}.")
+    return redirect(f"/orgs/{membership.organization_id}/members/")
+
+
+@dashboard_page
+@require_POST
+def member_remove(request: HttpRequest, org_id, user_id) -> HttpResponse:
+    membership = membership_for(request.principal.user, org_id)
+    require_manager(membership)
+    target = _target(membership, user_id)
+    try:
+        services.member_remove(actor_membership=membership, target=target, request=request)
+    except ApiError as exc:
+        return _members_page(request, membership, row_errors={target.user_id: exc.message})
+    if target.user_id == membership.user_id:
+        messages.success(request, f"You left {membership.organization.name}.")
+        return redirect("/")
+    messages.success(request, f"{target.user.email} was removed.")
+    return redirect(f"/orgs/{membership.organization_id}/members/")

@@ -1,0 +1,157 @@
+/* SigSentry dashboard behaviour, hooked on data-* attributes (the CSP forbids inline code). */
+(function () {
+  "use strict";
+
+  /* Forms that destroy something ask first: <form data-confirm="Revoke …?"> */
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!(form instanceof HTMLFormElement)) return;
+    var question = form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+      return;
+    }
+    /* One click, one request: a double click must not send the form twice. */
+    if (form.method.toLowerCase() === "post") {
+      if (form.getAttribute("data-submitted")) {
+        event.preventDefault();
+        return;
+      }
+      form.setAttribute("data-submitted", "true");
+    }
+  });
+
+  /* Back/forward cache: a restored page may submit again. */
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) return;
+    document.querySelectorAll("form[data-submitted]").forEach(function (form) {
+      form.removeAttribute("data-submitted");
+    });
+  });
+
+  /* Copy buttons: <button data-copy-target="element-id">. */
+  function selectText(element) {
+    var range = document.createRange();
+    range.selectNodeContents(element);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  function flash(button, label) {
+    var original = button.getAttribute("data-label") || button.textContent;
+    button.setAttribute("data-label", original);
+    button.textContent = label;
+    window.setTimeout(function () { button.textContent = original; }, 2000);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("[data-copy-target]") : null;
+    if (!button) return;
+    var target = document.getElementById(button.getAttribute("data-copy-target"));
+    if (!target) return;
+    var text = target.textContent.trim();
+    var fallback = function () {
+      selectText(target);
+      var copied = false;
+      try { copied = document.execCommand("copy"); } catch (e) { copied = false; }
+      flash(button, copied ? (button.getAttribute("data-copied-label") || "Copied") : "Press Ctrl+C");
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () {
+        flash(button, button.getAttribute("data-copied-label") || "Copied");
+      }, fallback);
+    } else {
+      fallback();
+    }
+  });
+
+  /* The dialog showing a new key: modal when supported; a reload must not POST again,
+     and once closed the key leaves the page. */
+  var secretDialog = document.querySelector("[data-secret-dialog]");
+  if (secretDialog) {
+    var cleanUrl = secretDialog.getAttribute("data-clean-url");
+    if (cleanUrl && window.history && window.history.replaceState) {
+      window.history.replaceState(null, "", cleanUrl);
+    }
+    if (typeof secretDialog.showModal === "function") {
+      secretDialog.close();
+      secretDialog.showModal();
+    }
+    var secretValue = secretDialog.querySelector("[data-secret]");
+    if (secretValue) {
+      secretValue.addEventListener("dblclick", function () { selectText(secretValue); });
+    }
+    /* Leaving the page drops the key, so the back/forward cache never brings it back. */
+    window.addEventListener("pagehide", function () {
+      if (secretValue) secretValue.textContent = "";
+      secretDialog.remove();
+    });
+    secretDialog.addEventListener("close", function () {
+      /* close() above (to reopen as modal) fires a late "close" event: ignore it. */
+      if (secretDialog.open) return;
+      if (secretValue) secretValue.textContent = "";
+      secretDialog.remove();
+    });
+  }
+
+  /* Popovers and switchers built on <details data-dismissable>: one open at a time,
+     closed by Escape or a click elsewhere. */
+  var popovers = Array.prototype.slice.call(document.querySelectorAll("details[data-dismissable]"));
+  popovers.forEach(function (details) {
+    details.addEventListener("toggle", function () {
+      if (!details.open) return;
+      popovers.forEach(function (other) { if (other !== details) other.open = false; });
+      var first = details.querySelector("input, select, textarea, a, button:not([type=hidden])");
+      if (first && details.classList.contains("popover")) first.focus();
+    });
+  });
+  document.addEventListener("click", function (event) {
+    popovers.forEach(function (details) {
+      if (details.open && !details.contains(event.target)) details.open = false;
+    });
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    popovers.forEach(function (details) {
+      if (details.open) {
+        details.open = false;
+        var summary = details.querySelector("summary");
+        if (summary) summary.focus();
+      }
+    });
+  });
+
+  /* Narrow screens: the sidebar navigation collapses behind a Menu button. */
+  var toggle = document.querySelector("[data-nav-toggle]");
+  var nav = document.querySelector("[data-nav]");
+  if (toggle && nav) {
+    var narrow = window.matchMedia("(max-width: 900px)");
+    var apply = function () {
+      if (narrow.matches) {
+        toggle.hidden = false;
+        var open = toggle.getAttribute("aria-expanded") === "true" && nav.classList.contains("is-open");
+        toggle.setAttribute("aria-expanded", open ? "true" : "false");
+        nav.classList.toggle("is-collapsed", !open);
+      } else {
+        toggle.hidden = true;
+        nav.classList.remove("is-collapsed");
+      }
+    };
+    toggle.addEventListener("click", function () {
+      var open = toggle.getAttribute("aria-expanded") !== "true";
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      nav.classList.toggle("is-open", open);
+      nav.classList.toggle("is-collapsed", !open);
+    });
+    if (narrow.addEventListener) narrow.addEventListener("change", apply);
+    apply();
+  }
+
+  /* Filters that apply as soon as they change. */
+  document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
+    select.addEventListener("change", function () {
+      if (select.form) select.form.requestSubmit ? select.form.requestSubmit() : select.form.submit();
+    });
+  });
+})();

@@ -1,0 +1,109 @@
+/* Project overview: the analyses come from the API, with this project in X-Project-Id.
+   Same-origin fetch: the session cookie authenticates it. Built with DOM APIs and
+   textContent only, so nothing from the API is ever parsed as HTML. */
+(function () {
+  "use strict";
+
+  var root = document.querySelector("[data-analyses]");
+  if (!root) return;
+  var projectId = root.getAttribute("data-project-id");
+  var endpoint = root.getAttribute("data-endpoint");
+  var body = root.querySelector("[data-analyses-body]");
+  var more = root.querySelector("[data-analyses-more]");
+  var errorMessage = root.querySelector("[data-error-message]");
+
+  function show(state) {
+    root.querySelectorAll("[data-state]").forEach(function (element) {
+      element.hidden = element.getAttribute("data-state") !== state;
+    });
+    root.setAttribute("aria-busy", state === "loading" ? "true" : "false");
+  }
+
+  function relative(iso) {
+    var then = Date.parse(iso);
+    if (isNaN(then)) return "";
+    var seconds = Math.round((Date.now() - then) / 1000);
+    if (seconds < 60) return "just now";
+    var units = [["year", 31536000], ["month", 2592000], ["week", 604800], ["day", 86400], ["hour", 3600], ["minute", 60]];
+    for (var i = 0; i < units.length; i++) {
+      var count = Math.floor(seconds / units[i][1]);
+      if (count >= 1) return count + " " + units[i][0] + (count === 1 ? "" : "s") + " ago";
+    }
+    return "just now";
+  }
+
+  function cell(row, text, className) {
+    var td = document.createElement("td");
+    if (className) td.className = className;
+    td.textContent = text;
+    row.appendChild(td);
+    return td;
+  }
+
+  function creator(createdBy) {
+    if (!createdBy) return "—";
+    if (createdBy.type === "key") return (createdBy.prefix || "API key") + "…";
+    return createdBy.email || "—";
+  }
+
+  function render(results) {
+    body.textContent = "";
+    results.forEach(function (analysis) {
+      var row = document.createElement("tr");
+      cell(row, analysis.title || "Untitled", "cell-name");
+      var status = cell(row, "");
+      var badge = document.createElement("span");
+      badge.className = "badge badge-status-" + String(analysis.status || "").replace(/[^a-z_-]/g, "");
+      badge.textContent = analysis.status || "unknown";
+      status.appendChild(badge);
+      cell(row, creator(analysis.createdBy));
+      var created = cell(row, "", "cell-nowrap");
+      var time = document.createElement("time");
+      time.dateTime = analysis.createdAt || "";
+      time.title = analysis.createdAt || "";
+      time.textContent = relative(analysis.createdAt);
+      created.appendChild(time);
+      cell(row, String((analysis.followUps || []).length), "num");
+      body.appendChild(row);
+    });
+  }
+
+  function describe(response, payload) {
+    if (response.status === 401) return "Your session has ended. Reload the page to log in again.";
+    if (response.status === 403) return "Your role cannot read analyses of this project.";
+    var error = payload && payload.error;
+    return (error && error.message) || "The server answered " + response.status + ". Try again.";
+  }
+
+  function load() {
+    show("loading");
+    fetch(endpoint + "?limit=50", {
+      method: "GET",
+      credentials: "same-origin",
+      headers: { "Accept": "application/json", "X-Project-Id": projectId }
+    }).then(function (response) {
+      return response.json().catch(function () { return null; }).then(function (payload) {
+        if (!response.ok || !payload || !Array.isArray(payload.results)) {
+          errorMessage.textContent = describe(response, payload);
+          show("error");
+          return;
+        }
+        if (payload.results.length === 0) {
+          show("empty");
+          return;
+        }
+        render(payload.results);
+        more.hidden = !payload.next;
+        show("list");
+      });
+    }, function () {
+      errorMessage.textContent = "The network request failed. Check your connection and try again.";
+      show("error");
+    });
+  }
+
+  root.querySelectorAll("[data-analyses-reload]").forEach(function (button) {
+    button.addEventListener("click", load);
+  });
+  load();
+})();

@@ -1,0 +1,68 @@
+/* Keeps a dashboard tab's session alive: a few minutes before the access cookie
+   expires, POST /v1/auth/refresh (the refresh cookie authenticates it; the CSRF
+   token proves the page is ours). The tokens stay in HttpOnly cookies: this
+   script never sees them. When the session cannot be extended any more, the
+   page says so instead of failing on the next click. */
+(function () {
+  "use strict";
+
+  var body = document.body;
+  var expiresAt = Date.parse(body.getAttribute("data-session-expires-at") || "");
+  var endsAt = Date.parse(body.getAttribute("data-session-ends-at") || "");
+  var lifetimeMs = 1000 * parseInt(body.getAttribute("data-session-lifetime") || "0", 10);
+  var AHEAD_MS = 5 * 60 * 1000;
+  var RETRY_MS = 60 * 1000;
+  var MAX_TIMER_MS = 0x7fffffff;
+  if (isNaN(expiresAt)) return;
+
+  function csrfToken() {
+    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    if (match) return decodeURIComponent(match[1]);
+    var field = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return field ? field.value : "";
+  }
+
+  function sessionEnded() {
+    var notice = document.querySelector("[data-session-notice]");
+    if (notice) notice.hidden = false;
+  }
+
+  function schedule(at) {
+    var delay = Math.max(0, Math.min(at - AHEAD_MS - Date.now(), MAX_TIMER_MS));
+    window.setTimeout(refresh, delay);
+  }
+
+  function refresh() {
+    fetch("/v1/auth/refresh", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "X-CSRFToken": csrfToken()
+      },
+      body: "{}"
+    }).then(function (response) {
+      if (response.ok) {
+        var next = Date.now() + lifetimeMs;
+        expiresAt = isNaN(endsAt) ? next : Math.min(next, endsAt);
+        if (expiresAt - AHEAD_MS > Date.now()) {
+          schedule(expiresAt);
+        } else {
+          /* The session's 30-day cap: it cannot be extended, so say so when it ends. */
+          window.setTimeout(sessionEnded, Math.max(0, Math.min(expiresAt - Date.now(), MAX_TIMER_MS)));
+        }
+        return;
+      }
+      if (response.status === 401 || response.status === 403) {
+        sessionEnded();
+      } else {
+        window.setTimeout(refresh, RETRY_MS);
+      }
+    }, function () {
+      window.setTimeout(refresh, RETRY_MS);
+    });
+  }
+
+  schedule(expiresAt);
+})();

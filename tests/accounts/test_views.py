@@ -1,0 +1,351 @@
+"""Dashboard sign-up, login, logout, the session cookies and the pages' shared rules."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.test import Client, override_settings
+from django.utils import timezone
+
+from apps.accounts import tokens
+from apps.accounts.models import AuthSession, User
+from apps.apikeys.authentication import ACCESS_COOKIE, REFRESH_COOKIE
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey, KeyScope, KeyType
+from apps.audit.services import Action, record_event
+from apps.orgs.models import Membership
+from tests.conftest import bearer
+from tests.factories import PASSWORD, UserFactory, make_key
+from tests.pages import assert_no_inline_code, html, logged_in
+
+pytestmark = pytest.mark.django_db
+
+STRONG_PASSWORD = "a-long-and-unusual-passphrase-42"
+
+
+def label_for(page: str, text: str) -> str:
+    """The id of the input labelled exactly `text` (fails when there is no such label)."""
+    match = re.search(rf'<label for="([^"]+)">{re.escape(text)}</label>', page)
+    assert match, f"no label {text!r}"
+    return match.group(1)
+
+
+def session_cookies_set(response) -> bool:
+    return all(
+        response.cookies.get(name) is not None and response.cookies[name].value
+        for name in (ACCESS_COOKIE, REFRESH_COOKIE)
+    )
+
+
+# Sign-up --------------------------------------------------------------------------
+
+
+def test_signup_page_has_the_three_labelled_fields_and_button():
+    page = html(Client().get("/signup/"))
+    for label, name in (
+        ("Email", "email"),
+        ("Password", "password"),
+        ("Organization name", "organization_name"),
+    ):
+        assert re.search(rf'name="{name}"[^>]*id="{label_for(page, label)}"', page)
+    assert ">Sign up</button>" in page
+    assert "csrfmiddlewaretoken" in page
+
+
+def test_signup_creates_the_user_and_organization_and_logs_in_with_httponly_cookies():
+    client = Client()
+    response = client.post(
+        "/signup/",
+        {"email": "New@Example.com", "password": STRONG_PASSWORD, "organization_name": "Acme"},
+    )
+    assert response.status_code == 302 and response["Location"] == "/"
+    user = User.objects.get(email="new@example.com")
+    membership = Membership.objects.get(user=user)
+    assert membership.role == "owner" and membership.organization.name == "Acme"
+    assert session_cookies_set(response)
+    for name in (ACCESS_COOKIE, REFRESH_COOKIE):
+        cookie = response.cookies[name]
+        assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/"
+    assert response["Cache-Control"] == "no-store"
+    home = client.get("/")
+    assert home.status_code == 200
+    assert "Acme" in html(home) and "new@example.com" in html(home)
+
+
+def test_signup_errors_are_shown_next_to_their_fields():
+    UserFactory(email="taken@example.com")
+    response = Client().post(
+        "/signup/", {"email": "taken@example.com", "password": "short", "organization_name": ""}
+    )
+    page = html(response)
+    assert response.status_code == 200
+    assert 'id="id_password_error">This password is too short.' in page
+    assert 'id="id_organization_name_error">An organization name is required.' in page
+    assert not session_cookies_set(response)
+    response = Client().post(
+        "/signup/",
+        {"email": "taken@example.com", "password": STRONG_PASSWORD, "organization_name": "X"},
+    )
+    assert 'id="id_email_error">An account with this email already exists.' in html(response)
+    assert not session_cookies_set(response)
+    assert User.objects.filter(email="taken@example.com").count() == 1
+
+
+@override_settings(THROTTLE_RATES={"signup_ip": (1, 3600)})
+def test_signup_throttle_shows_a_friendly_message():
+    client = Client()
+    client.post(
+        "/signup/",
+        {"email": "one@example.com", "password": STRONG_PASSWORD, "organization_name": "One"},
+    )
+    response = Client().post(
+        "/signup/",
+        {"email": "two@example.com", "password": STRONG_PASSWORD, "organization_name": "Two"},
+    )
+    assert response.status_code == 200
+    assert "Too many attempts. Please wait about" in html(response)
+    assert not User.objects.filter(email="two@example.com").exists()
+
+
+# Login ------------------------------------------------------------------------------
+
+
+def test_login_page_has_labelled_fields_and_button():
+    page = html(Client().get("/login/"))
+    assert label_for(page, "Email") and label_for(page, "Password")
+    assert ">Log in</button>" in page
+
+
+def test_login_sets_the_session_cookies_and_goes_home(owner):
+    client = Client()
+    response = client.post("/login/", {"email": owner.email, "password": PASSWORD})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert session_cookies_set(response)
+    claims = tokens.decode(response.cookies[ACCESS_COOKIE].value, "access")
+    assert claims["sub"] == str(owner.id)
+    assert client.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("email", ["known", "unknown@example.com"])
+def test_wrong_password_and_unknown_email_show_the_same_error(owner, email):
+    email = owner.email if email == "known" else email
+    response = Client().post("/login/", {"email": email, "password": "not-the-password"})
+    assert response.status_code == 200
+    assert "The email or password is incorrect." in html(response)
+    assert not session_cookies_set(response)
+    assert not AuthSession.objects.exists()
+
+
+@override_settings(THROTTLE_RATES={"login_account": (2, 300), "login_ip": (30, 300)})
+def test_login_throttle_shows_a_friendly_message(owner):
+    for _ in range(2):
+        Client().post("/login/", {"email": owner.email, "password": "wrong-password"})
+    response = Client().post("/login/", {"email": owner.email, "password": PASSWORD})
+    assert response.status_code == 200
+    assert "Too many attempts. Please wait about" in html(response)
+    assert not session_cookies_set(response)
+
+
+def test_login_redirects_to_a_same_site_next(owner, project):
+    target = f"/projects/{project.id}/api-keys/?page=2"
+    response = Client().post(
+        "/login/", {"email": owner.email, "password": PASSWORD, "next": target}
+    )
+    assert response["Location"] == target
+
+
+def test_login_form_carries_next_from_the_query_string(project):
+    page = html(Client().get(f"/login/?next=/projects/{project.id}/"))
+    assert f'name="next" value="/projects/{project.id}/"' in page
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.com",
+        "https://evil.com",
+        "/\\evil.com",
+        "\\\\evil.com",
+        "http://testserver.evil.com/",
+        "javascript:alert(1)",
+        "/\t/evil.com",
+        "evil.com",
+        "///evil.com",
+        "",
+    ],
+)
+def test_open_redirect_attempts_go_home(owner, target):
+    response = Client().post(
+        "/login/", {"email": owner.email, "password": PASSWORD, "next": target}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+
+
+@pytest.mark.parametrize("path", ["/login/", "/signup/"])
+def test_logged_in_users_skip_login_and_signup(owner, path):
+    response = logged_in(owner).get(path)
+    assert response.status_code == 302 and response["Location"] == "/"
+
+
+# Logout -------------------------------------------------------------------------------
+
+
+def test_logout_is_post_only(owner):
+    client = logged_in(owner)
+    assert client.get("/logout/").status_code == 405
+    assert client.get("/").status_code == 200
+
+
+def test_logout_ends_the_session_and_clears_the_cookies(owner, api_client):
+    client = logged_in(owner)
+    access = client.cookies[ACCESS_COOKIE].value
+    response = client.post("/logout/")
+    assert response.status_code == 302 and response["Location"] == "/login/"
+    for name in (ACCESS_COOKIE, REFRESH_COOKIE):
+        assert response.cookies[name].value == ""
+        assert response.cookies[name]["max-age"] == 0
+    assert AuthSession.objects.get(user=owner).ended_at is not None
+    assert api_client.get("/v1/me", **bearer(access)).status_code == 401
+    stale = Client()
+    stale.cookies[ACCESS_COOKIE] = access
+    assert stale.get("/").status_code == 302
+
+
+def test_logout_after_a_silent_refresh_does_not_write_new_cookies(owner):
+    client = logged_in(owner)
+    del client.cookies[ACCESS_COOKIE]  # the middleware will rotate the pair first
+    response = client.post("/logout/")
+    assert response.status_code == 302
+    assert response.cookies[ACCESS_COOKIE].value == ""
+    assert response.cookies[REFRESH_COOKIE].value == ""
+    assert not AuthSession.objects.filter(user=owner, ended_at__isnull=True).exists()
+
+
+# Session cookies on pages ---------------------------------------------------------------------
+
+
+def test_anonymous_home_redirects_to_login():
+    response = Client().get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/login/?next=%2F"
+
+
+def test_missing_access_cookie_is_silently_refreshed(owner):
+    client = logged_in(owner)
+    del client.cookies[ACCESS_COOKIE]
+    old_refresh = client.cookies[REFRESH_COOKIE].value
+    response = client.get("/")
+    assert response.status_code == 200
+    assert session_cookies_set(response)
+    assert response.cookies[REFRESH_COOKIE].value != old_refresh
+
+
+def test_dead_session_clears_cookies_and_asks_to_log_in(owner):
+    client = logged_in(owner)
+    AuthSession.objects.update(ended_at=timezone.now())
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response.cookies[ACCESS_COOKIE].value == ""
+
+
+def test_pages_expose_the_session_expiry_for_the_refresh_script(owner):
+    page = html(logged_in(owner).get("/"))
+    expires = re.search(r'data-session-expires-at="([^"]+)"', page).group(1)
+    assert expires.startswith(str((timezone.now() + timedelta(hours=24)).year))
+    assert 'data-session-lifetime="86400"' in page
+    assert "js/session.js" in page
+
+
+# CSRF -----------------------------------------------------------------------------------
+
+
+def test_forms_without_the_csrf_token_are_refused(owner):
+    client = Client(enforce_csrf_checks=True)
+    client.get("/login/")
+    response = client.post("/login/", {"email": owner.email, "password": PASSWORD})
+    assert response.status_code == 403
+    assert not session_cookies_set(response)
+    signup = client.post(
+        "/signup/",
+        {"email": "x@example.com", "password": STRONG_PASSWORD, "organization_name": "X"},
+    )
+    assert signup.status_code == 403
+    assert not User.objects.filter(email="x@example.com").exists()
+    session = logged_in(owner, Client(enforce_csrf_checks=True))
+    assert session.post("/logout/").status_code == 403
+    assert AuthSession.objects.filter(user=owner, ended_at__isnull=True).exists()
+
+
+def test_login_with_the_csrf_token_works(owner):
+    client = Client(enforce_csrf_checks=True)
+    page = html(client.get("/login/"))
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    response = client.post(
+        "/login/", {"email": owner.email, "password": PASSWORD, "csrfmiddlewaretoken": token}
+    )
+    assert response.status_code == 302
+
+
+# Every page: no inline code, no caching -----------------------------------------------------------
+
+
+def test_no_page_has_inline_script_style_or_event_handler(owner, project, outsider):
+    make_key(KeyKind.PUBLIC, project=project)
+    make_key(KeyKind.ORGANIZATION, organization=project.organization)
+    ApiKey.objects.create(
+        organization=project.organization,
+        project=project,
+        type=KeyType.SECRET,
+        scope=KeyScope.PROJECT,
+        legacy=True,
+        name="legacy",
+        prefix="tb_abcdefgh",
+        digest="0" * 64,
+        permissions=["analysis:read"],
+        last_used_at=timezone.now(),
+    )
+    record_event(
+        action=Action.KEY_MINTED, organization_id=project.organization_id, actor_user=owner
+    )
+    org = project.organization
+    client = logged_in(owner)
+    pages = [
+        "/",
+        f"/projects/{project.id}/",
+        f"/projects/{project.id}/sdk-keys/",
+        f"/projects/{project.id}/api-keys/",
+        f"/orgs/{org.id}/api-keys/",
+        f"/orgs/{org.id}/members/",
+        f"/orgs/{org.id}/audit-log/",
+        f"/orgs/{org.id}/audit-log/?action=key.minted",
+        "/no-such-page/",
+    ]
+    for path in pages:
+        response = client.get(path)
+        assert response.status_code in (200, 404), path
+        assert response["Cache-Control"] == "no-store", path
+        assert "script-src 'self'" in response["Content-Security-Policy"], path
+        assert_no_inline_code(html(response))
+    minted = client.post(
+        f"/projects/{project.id}/api-keys/",
+        {
+            "name": "x",
+            "permissions": ["analysis:read"],
+            "nonce": re.search(
+                r'name="nonce" value="([^"]+)"',
+                html(client.get(f"/projects/{project.id}/api-keys/")),
+            ).group(1),
+        },
+    )
+    assert "data-secret-dialog" in html(minted)
+    assert_no_inline_code(html(minted))
+    member_only = logged_in(outsider)
+    for path in (f"/orgs/{org.id}/members/", f"/projects/{project.id}/"):
+        not_found = member_only.get(path)
+        assert not_found.status_code == 404
+        assert_no_inline_code(html(not_found))
+    for path in ("/login/", "/signup/"):
+        assert_no_inline_code(html(Client().get(path)))

@@ -1,0 +1,376 @@
+"""The dashboard in Chromium: sign-up to revoked key, login and logout, legacy keys, roles."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.apikeys import keyformat
+from apps.apikeys.authentication import ACCESS_COOKIE, REFRESH_COOKIE
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey, KeyScope, KeyType
+from apps.orgs.permissions import Role
+from apps.projects.models import Project
+from tests.browser.conftest import call_api
+from tests.factories import (
+    PASSWORD,
+    MembershipFactory,
+    OrganizationFactory,
+    ProjectFactory,
+    make_key,
+)
+
+pytestmark = pytest.mark.browser
+
+STRONG_PASSWORD = "browser-tests-passphrase-2026"
+
+
+def mint_from_page(ui, path: str, name: str, permissions=(), shot: str | None = None) -> str:
+    """Create a key on a key page; return the full key read from the dialog's <code>."""
+    ui.goto(path)
+    page = ui.page
+    page.get_by_label("Name", exact=True).fill(name)
+    for permission in permissions:
+        page.get_by_label(permission, exact=True).check()
+    page.get_by_role("button", name="Create key").click()
+    dialog = page.locator("dialog[data-secret-dialog]")
+    dialog.wait_for(state="visible")
+    assert page.evaluate("document.querySelector('dialog[data-secret-dialog]').matches(':modal')")
+    assert "will not be shown again" in dialog.inner_text()
+    key = dialog.locator("code[data-secret]").inner_text().strip()
+    assert page.url == ui.url(path), "the POST result must be replaced by the list's URL"
+    if shot:
+        ui.shot(shot)
+    return key
+
+
+def row_for(ui, name: str):
+    return ui.page.locator("tr.key-row", has_text=name)
+
+
+def close_dialog(ui) -> None:
+    ui.page.get_by_role("button", name="I have copied it").click()
+    ui.page.locator("dialog[data-secret-dialog]").wait_for(state="detached")
+
+
+def test_signup_to_revoked_key(ui):
+    page = ui.page
+    ui.goto("/signup/")
+    ui.shot("signup")
+    page.get_by_label("Email", exact=True).fill("founder@example.com")
+    page.get_by_label("Password", exact=True).fill(STRONG_PASSWORD)
+    page.get_by_label("Organization name", exact=True).fill("Browser Co")
+    page.get_by_role("button", name="Sign up").click()
+    page.wait_for_url(ui.url("/"))
+    assert "Browser Co" in page.inner_text("main")
+    ui.shot("home-new-account")
+
+    page.get_by_label("Project name").fill("Storefront")
+    with page.expect_request(lambda request: "/v1/analyses" in request.url) as analyses:
+        page.get_by_role("button", name="Create project").click()
+    project = Project.objects.get(name="Storefront")
+    assert page.url == ui.url(f"/projects/{project.id}/")
+    request = analyses.value
+    assert request.headers["x-project-id"] == str(project.id)
+    assert request.response().status == 200
+    page.get_by_text("No analyses yet").wait_for()
+    ui.shot("project-overview")
+
+    # SDK key: locked permissions, shown once, works, then revoked.
+    sdk_path = f"/projects/{project.id}/sdk-keys/"
+    ui.goto(sdk_path)
+    for permission in ("analysis:create", "analysis:read"):
+        box = page.get_by_label(permission, exact=True)
+        assert box.is_checked() and box.is_disabled()
+    for permission in ("config:read", "config:write"):
+        assert page.get_by_label(permission, exact=True).is_disabled()
+    ui.shot("sdk-keys-empty")
+    sdk_key = mint_from_page(ui, sdk_path, "Web shop", shot="sdk-key-created")
+    assert sdk_key.startswith("ss_pub_")
+    page.get_by_role("button", name="Copy").click()
+    assert page.evaluate("navigator.clipboard.readText()") == sdk_key
+    status, body, _ = call_api(ui.base, "/v1/me", sdk_key)
+    assert status == 200 and body["key"]["type"] == "public"
+    assert sorted(body["key"]["permissions"]) == ["analysis:create", "analysis:read"]
+
+    page.reload()
+    assert page.locator("dialog[data-secret-dialog]").count() == 0
+    assert sdk_key not in page.content()
+    ui.shot("sdk-keys")
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    row_for(ui, "Web shop").get_by_role("button", name="Revoke").click()
+    assert call_api(ui.base, "/v1/me", sdk_key)[0] == 200  # dismissed: nothing happened
+    page.once("dialog", lambda dialog: dialog.accept())
+    row_for(ui, "Web shop").get_by_role("button", name="Revoke").click()
+    page.get_by_text("It stopped working.").wait_for()
+    assert "Revoked" in row_for(ui, "Web shop").inner_text()
+    status, body, _ = call_api(ui.base, "/v1/me", sdk_key)
+    assert status == 401 and body["error"]["code"] == "KEY_REVOKED"
+
+    # Project API key with chosen permissions.
+    api_path = f"/projects/{project.id}/api-keys/"
+    secret = mint_from_page(
+        ui, api_path, "CI", permissions=("analysis:read", "config:read"), shot="api-key-created"
+    )
+    assert secret.startswith("ss_secret_")
+    status, body, _ = call_api(ui.base, "/v1/me", secret)
+    assert status == 200 and body["key"]["permissions"] == ["analysis:read", "config:read"]
+    assert body["project"]["id"] == str(project.id)
+    close_dialog(ui)
+    ui.shot("api-keys")
+
+    # Organization key, then rolled from the page with a grace period.
+    org_path = f"/orgs/{project.organization_id}/api-keys/"
+    org_key = mint_from_page(ui, org_path, "Reporting", permissions=("analysis:read",))
+    status, body, _ = call_api(ui.base, "/v1/me", org_key)
+    assert status == 200 and body["key"]["scope"] == "organization"
+    close_dialog(ui)
+    row_for(ui, "Reporting").locator("summary", has_text="Roll").click()
+    ui.shot("org-key-roll-choices")
+    page.get_by_label("24 hours").check()
+    page.get_by_role("button", name="Roll key").click()
+    page.locator("dialog[data-secret-dialog]").wait_for(state="visible")
+    rolled = page.locator("code[data-secret]").inner_text().strip()
+    assert page.url == ui.url(org_path)
+    assert rolled.startswith("ss_org_") and rolled != org_key
+    ui.shot("org-key-rolled")
+    assert call_api(ui.base, "/v1/me", rolled)[0] == 200
+    assert call_api(ui.base, "/v1/me", org_key)[0] == 200  # within its grace period
+    page.reload()
+    old_row = ui.page.locator(f"tr.key-row[data-prefix='{keyformat.display_prefix(org_key)}']")
+    assert "Expiring" in old_row.inner_text()
+    assert (
+        f"replaces {keyformat.display_prefix(org_key)}"
+        in row_for(ui, "Reporting").first.inner_text()
+    )
+    ui.shot("org-api-keys")
+
+
+def test_login_errors_logout_and_dead_cookies(ui, owner):
+    page = ui.page
+    ui.goto("/login/")
+    ui.shot("login")
+    page.get_by_label("Email", exact=True).fill(owner.email)
+    page.get_by_label("Password", exact=True).fill("not-the-password")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_text("The email or password is incorrect.").wait_for()
+    assert page.get_by_role("alert").inner_text().strip() == "The email or password is incorrect."
+    ui.shot("login-error")
+    page.get_by_label("Email", exact=True).fill("nobody@example.com")
+    page.get_by_label("Password", exact=True).fill("not-the-password")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_text("The email or password is incorrect.").wait_for()
+
+    ui.login(owner.email, PASSWORD)
+    old_cookies = page.context.cookies()
+    access = ui.cookie(ACCESS_COOKIE)
+    assert access and ui.cookie(REFRESH_COOKIE)
+    assert call_api(ui.base, "/v1/me", access)[0] == 200
+    assert owner.email in page.locator("header.topbar").inner_text()
+
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(ui.url("/login/"))
+    assert ui.cookie(ACCESS_COOKIE) is None
+    status, body, _ = call_api(ui.base, "/v1/me", access)
+    assert status == 401 and body["error"]["code"] == "TOKEN_INVALID"
+    page.context.add_cookies(old_cookies)
+    ui.goto("/")
+    assert page.url.startswith(ui.url("/login/"))
+
+
+def test_login_returns_to_the_page_asked_for(ui, owner, project):
+    ui.goto(f"/projects/{project.id}/api-keys/")
+    assert ui.page.url == ui.url(f"/login/?next=%2Fprojects%2F{project.id}%2Fapi-keys%2F")
+    ui.page.get_by_label("Email", exact=True).fill(owner.email)
+    ui.page.get_by_label("Password", exact=True).fill(PASSWORD)
+    ui.page.get_by_role("button", name="Log in").click()
+    ui.page.wait_for_url(ui.url(f"/projects/{project.id}/api-keys/"))
+
+
+def make_legacy_key(project, name: str, **extra) -> str:
+    plaintext = "tb_" + secrets.token_hex(12)
+    ApiKey.objects.create(
+        organization=project.organization,
+        project=project,
+        type=KeyType.SECRET,
+        scope=KeyScope.PROJECT,
+        legacy=True,
+        name=name,
+        prefix=keyformat.display_prefix(plaintext),
+        digest=keyformat.digest(plaintext),
+        permissions=["analysis:read", "config:read"],
+        **extra,
+    )
+    return plaintext
+
+
+def test_legacy_banner_replace_members_and_audit_log(ui, owner, member, viewer, project):
+    legacy = make_legacy_key(
+        project, "Traceback import", last_used_at=timezone.now() - timedelta(minutes=3)
+    )
+    make_legacy_key(project, "Dormant import")
+    page = ui.page
+    ui.login(owner.email, PASSWORD)
+    api_path = f"/projects/{project.id}/api-keys/"
+    ui.goto(api_path)
+    banner = page.locator("[data-legacy-banner]")
+    assert "2 legacy keys stop working on 26 May 2027" in banner.inner_text()
+    assert "Traceback import" in banner.inner_text() and "3 minutes ago" in banner.inner_text()
+    ui.shot("api-keys-legacy-banner")
+
+    row_for(ui, "Traceback import").get_by_role("button", name="Replace").click()
+    page.locator("dialog[data-secret-dialog]").wait_for(state="visible")
+    replacement = page.locator("code[data-secret]").inner_text().strip()
+    assert replacement.startswith("ss_secret_")
+    assert page.url == ui.url(api_path)
+    ui.shot("legacy-key-replaced")
+    status, body, _ = call_api(ui.base, "/v1/me", replacement)
+    assert status == 200 and body["key"]["name"] == "Traceback import"
+    assert body["key"]["permissions"] == ["analysis:read", "config:read"]
+    status, _, headers = call_api(ui.base, "/v1/me", legacy)
+    assert status == 200 and "Sunset" in headers  # the legacy key keeps working
+    page.reload()
+    new_row = ui.page.locator("tr.key-row", has_text="replaces").first
+    assert f"replaces {keyformat.display_prefix(legacy)}" in new_row.inner_text()
+
+    ui.goto(f"/orgs/{project.organization_id}/api-keys/")
+    assert (
+        "2 legacy keys stop working on 26 May 2027"
+        in page.locator("[data-legacy-banner]").inner_text()
+    )
+    ui.shot("org-api-keys-legacy-banner")
+
+    ui.goto(f"/orgs/{project.organization_id}/members/")
+    page.get_by_label("Email", exact=True).fill("ghost@example.com")
+    page.get_by_role("button", name="Add member").click()
+    page.get_by_text("No SigSentry account uses this email.").wait_for()
+    page.get_by_label(f"Role of {member.email}").select_option("viewer")
+    page.locator("tr", has_text=member.email).get_by_role("button", name="Change role").click()
+    page.get_by_text(f"{member.email} is now Viewer.").wait_for()
+    ui.shot("members")
+
+    ui.goto(f"/orgs/{project.organization_id}/audit-log/")
+    assert "member.role_changed" in page.locator("table").inner_text()
+    page.get_by_label("Action").select_option("key.minted")
+    page.wait_for_url(re.compile(r".*action=key\.minted"))
+    assert "member.role_changed" not in page.locator("table").inner_text()
+    ui.shot("audit-log")
+
+
+def test_viewer_sees_lists_without_controls_and_error_pages(ui, viewer, project):
+    ui.login(viewer.email, PASSWORD)
+    page = ui.page
+    for path, name in (
+        (f"/projects/{project.id}/sdk-keys/", "sdk-keys-viewer"),
+        (f"/projects/{project.id}/api-keys/", None),
+        (f"/orgs/{project.organization_id}/api-keys/", None),
+    ):
+        ui.goto(path)
+        assert page.get_by_role("button", name="Create key").count() == 0
+        assert page.get_by_role("button", name="Revoke").count() == 0
+        if name:
+            ui.shot(name)
+    assert page.get_by_role("link", name="Audit log").count() == 0
+    ui.goto(f"/orgs/{project.organization_id}/audit-log/", status=403)
+    assert "Not allowed" in page.inner_text("h1")
+    ui.shot("error-403")
+    ui.goto("/projects/00000000-0000-0000-0000-000000000000/", status=404)
+    assert "Page not found" in page.inner_text("h1")
+    ui.shot("error-404")
+
+
+def test_switchers_and_narrow_screen(ui_factory, owner, project, other_project):
+    second = OrganizationFactory(name="Second Org")
+    MembershipFactory(organization=second, user=owner, role=Role.MEMBER)
+    ProjectFactory(organization=second, name="Side project")
+    wide = ui_factory()
+    wide.login(owner.email, PASSWORD)
+    wide.goto(f"/projects/{project.id}/")
+    wide.page.locator("summary", has_text="Project").click()
+    wide.page.get_by_role("link", name=other_project.name).click()
+    wide.page.wait_for_url(wide.url(f"/projects/{other_project.id}/"))
+    wide.page.locator("summary", has_text="Organization").click()
+    wide.shot("org-switcher")
+    wide.page.get_by_role("link", name="Second Org").click()
+    wide.page.wait_for_url(re.compile(r".*/projects/[0-9a-f-]+/$"))
+    assert "Side project" in wide.page.inner_text("main")
+
+    narrow = ui_factory(viewport={"width": 390, "height": 844})
+    narrow.login(owner.email, PASSWORD)
+    toggle = narrow.page.locator("[data-nav-toggle]")
+    assert toggle.is_visible()
+    side_link = narrow.page.locator("[data-nav]").get_by_role("link", name="Members")
+    assert not side_link.is_visible()
+    narrow.shot("home-narrow")
+    toggle.click()
+    assert side_link.is_visible()
+    assert toggle.get_attribute("aria-expanded") == "true"
+    narrow.shot("home-narrow-menu")
+    narrow.goto(f"/projects/{project.id}/api-keys/")
+    narrow.shot("api-keys-narrow")
+    width = narrow.page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, "nothing may overflow the viewport sideways"
+
+
+def test_open_tab_refreshes_its_session_before_expiry(ui, owner):
+    ui.page.clock.install()
+    ui.login(owner.email, PASSWORD)
+    first_access = ui.cookie(ACCESS_COOKIE)
+    with ui.page.expect_response(lambda response: "/v1/auth/refresh" in response.url) as refreshed:
+        ui.page.clock.fast_forward("23:56:00")
+    response = refreshed.value
+    assert response.status == 200
+    assert response.request.headers.get("x-csrftoken")
+    assert ui.cookie(ACCESS_COOKIE) not in (None, first_access)
+    assert call_api(ui.base, "/v1/me", ui.cookie(ACCESS_COOKIE))[0] == 200
+    assert User.objects.get(pk=owner.pk).auth_sessions.get().last_refreshed_at is not None
+
+    # A session ended elsewhere (password change, logout in another tab): the tab says so.
+    User.objects.get(pk=owner.pk).auth_sessions.update(ended_at=timezone.now())
+    with ui.page.expect_response(lambda response: "/v1/auth/refresh" in response.url) as failed:
+        ui.page.clock.fast_forward("24:00:00")
+    assert failed.value.status == 401
+    notice = ui.page.locator("[data-session-notice]")
+    notice.wait_for(state="visible")
+    assert "Your session has ended." in notice.inner_text()
+    ui.expect_console_error("status of 401")
+    ui.shot("session-ended-notice")
+
+
+def test_overview_lists_analyses_and_shows_load_errors(ui, owner, project):
+    _, key = make_key(KeyKind.SECRET, project=project, permissions=["analysis:create"])
+    for title in ("Checkout 502s after deploy", "Payment webhook retries"):
+        status, _, _ = call_api(
+            ui.base, "/v1/analyses", key, body={"title": title, "input": "log lines"}
+        )
+        assert status == 201
+    ui.login(owner.email, PASSWORD)
+    ui.goto(f"/projects/{project.id}/")
+    rows = ui.page.locator("[data-analyses-body] tr")
+    rows.first.wait_for()
+    assert rows.count() == 2
+    assert "Payment webhook retries" in rows.first.inner_text()  # newest first
+    assert "queued" in rows.first.inner_text()
+    assert keyformat.display_prefix(key) in rows.first.inner_text()
+    ui.shot("project-overview-analyses")
+
+    ui.page.route(
+        "**/v1/analyses*",
+        lambda route: route.fulfill(
+            status=503,
+            content_type="application/json",
+            body='{"error": {"code": "SERVICE_UNAVAILABLE", "message": "Try again shortly."}}',
+        ),
+    )
+    ui.page.get_by_role("button", name="Refresh").click()
+    error = ui.page.locator('[data-state="error"]')
+    error.wait_for(state="visible")
+    assert "Try again shortly." in error.inner_text()
+    ui.expect_console_error("status of 503")
+    ui.shot("project-overview-error")

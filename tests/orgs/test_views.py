@@ -1,0 +1,266 @@
+"""Pages: `/` (organizations and projects, project creation) and organization members."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from apps.orgs.models import Membership
+from apps.orgs.permissions import Role
+from apps.projects.models import Project
+from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory, UserFactory
+from tests.pages import assert_no_inline_code, html, logged_in
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ["owner", "admin", "member", "viewer"]
+
+
+def members_url(organization) -> str:
+    return f"/orgs/{organization.id}/members/"
+
+
+# Home ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_home_lists_the_users_organizations_and_projects(request, role, project, other_project):
+    user = request.getfixturevalue(role)
+    second = OrganizationFactory(name="Second Org")
+    MembershipFactory(organization=second, user=user, role=Role.VIEWER)
+    ProjectFactory(organization=second, name="Side project")
+    page = html(logged_in(user).get("/"))
+    for name in ("Acme", "Second Org", "Checkout", "Billing", "Side project"):
+        assert name in page
+    assert f'href="/projects/{project.id}/"' in page
+    assert "Theirs" not in page  # the outsider fixture's project is not listed
+    assert_no_inline_code(page)
+
+
+def test_home_never_lists_other_organizations(outsider, project):
+    page = html(logged_in(outsider).get("/"))
+    assert "Elsewhere" in page
+    assert "Acme" not in page and str(project.id) not in page
+
+
+@pytest.mark.parametrize("role", ["owner", "admin"])
+def test_managers_get_a_create_project_form(request, role, organization):
+    page = html(logged_in(request.getfixturevalue(role)).get("/"))
+    assert f'action="/orgs/{organization.id}/projects/"' in page
+    assert ">Create project</button>" in page
+
+
+@pytest.mark.parametrize("role", ["member", "viewer"])
+def test_members_and_viewers_get_no_create_project_form(request, role, organization):
+    page = html(logged_in(request.getfixturevalue(role)).get("/"))
+    assert "Create project" not in page
+
+
+def test_owner_creates_a_project_and_lands_on_it(owner, organization):
+    response = logged_in(owner).post(f"/orgs/{organization.id}/projects/", {"name": "Payments"})
+    project = Project.objects.get(name="Payments")
+    assert project.organization == organization
+    assert response.status_code == 302 and response["Location"] == f"/projects/{project.id}/"
+
+
+def test_project_name_errors_show_next_to_the_field(owner, organization):
+    response = logged_in(owner).post(f"/orgs/{organization.id}/projects/", {"name": "  "})
+    assert response.status_code == 200
+    assert f'id="project-name-{organization.id}-error"' in html(response)
+    assert not Project.objects.filter(organization=organization).exists()
+
+
+@pytest.mark.parametrize("role", ["member", "viewer"])
+def test_members_and_viewers_cannot_create_projects(request, role, organization):
+    client = logged_in(request.getfixturevalue(role))
+    response = client.post(f"/orgs/{organization.id}/projects/", {"name": "Sneaky"})
+    assert response.status_code == 403
+    assert not Project.objects.filter(name="Sneaky").exists()
+
+
+def test_outsider_cannot_create_projects_in_another_organization(outsider, organization):
+    response = logged_in(outsider).post(f"/orgs/{organization.id}/projects/", {"name": "Sneaky"})
+    assert response.status_code == 404
+    assert not Project.objects.filter(name="Sneaky").exists()
+
+
+def test_home_is_get_only(owner):
+    assert logged_in(owner).post("/").status_code == 405
+
+
+# Sidebar --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_sidebar_shows_switchers_and_audit_log_only_to_managers(request, role, project):
+    page = html(logged_in(request.getfixturevalue(role)).get(f"/projects/{project.id}/"))
+    org = project.organization
+    for link in (
+        f'href="/projects/{project.id}/sdk-keys/"',
+        f'href="/projects/{project.id}/api-keys/"',
+        f'href="/orgs/{org.id}/api-keys/"',
+        f'href="/orgs/{org.id}/members/"',
+    ):
+        assert link in page
+    assert (f'href="/orgs/{org.id}/audit-log/"' in page) == (role in ("owner", "admin"))
+    assert 'aria-label="Switch organization"' in page
+    assert 'aria-label="Switch project"' in page
+    assert 'action="/logout/"' in page
+
+
+# Members --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_members_page_lists_members_and_roles_for_every_role(
+    request, role, organization, owner, admin, member, viewer
+):
+    response = logged_in(request.getfixturevalue(role)).get(members_url(organization))
+    assert response.status_code == 200
+    page = html(response)
+    for user in (owner, admin, member, viewer):
+        assert user.email in page
+    assert ("Add member" in page) == (role in ("owner", "admin"))
+    assert_no_inline_code(page)
+
+
+@pytest.mark.parametrize("role", ["member", "viewer"])
+def test_members_and_viewers_see_no_member_controls(request, role, organization, owner):
+    page = html(logged_in(request.getfixturevalue(role)).get(members_url(organization)))
+    assert "Change role" not in page and ">Remove<" not in page and "<select" not in page
+
+
+def test_outsider_gets_404_on_the_members_page_and_actions(outsider, organization, member):
+    client = logged_in(outsider)
+    assert client.get(members_url(organization)).status_code == 404
+    add = client.post(members_url(organization), {"email": outsider.email, "role": "owner"})
+    assert add.status_code == 404
+    role_url = f"{members_url(organization)}{member.id}/role/"
+    assert client.post(role_url, {"role": "viewer"}).status_code == 404
+    assert client.post(f"{members_url(organization)}{member.id}/remove/").status_code == 404
+    assert not Membership.objects.filter(organization=organization, user=outsider).exists()
+    assert Membership.objects.get(organization=organization, user=member).role == Role.MEMBER
+
+
+def test_owner_adds_an_existing_user_by_email(owner, organization):
+    newcomer = UserFactory(email="newcomer@example.com")
+    client = logged_in(owner)
+    response = client.post(
+        members_url(organization), {"email": "NewComer@example.com", "role": "admin"}
+    )
+    assert response.status_code == 302
+    assert Membership.objects.get(organization=organization, user=newcomer).role == Role.ADMIN
+    assert "newcomer@example.com added as Admin." in html(client.get(members_url(organization)))
+
+
+def test_unknown_email_is_an_error_next_to_the_email_field(owner, organization):
+    response = logged_in(owner).post(
+        members_url(organization), {"email": "ghost@example.com", "role": "member"}
+    )
+    assert response.status_code == 200
+    assert 'id="id_email_error">No SigSentry account uses this email.' in html(response)
+
+
+def test_adding_an_existing_member_is_an_error(owner, member, organization):
+    response = logged_in(owner).post(
+        members_url(organization), {"email": member.email, "role": "viewer"}
+    )
+    assert "This user is already a member." in html(response)
+    assert Membership.objects.get(organization=organization, user=member).role == Role.MEMBER
+
+
+def test_admins_cannot_hand_out_the_owner_role(admin, organization):
+    newcomer = UserFactory()
+    client = logged_in(admin)
+    page = html(client.get(members_url(organization)))
+    assert '<option value="owner"' not in page.split("Add a member")[1].split("</form>")[0]
+    response = client.post(members_url(organization), {"email": newcomer.email, "role": "owner"})
+    assert response.status_code == 200
+    assert not Membership.objects.filter(user=newcomer).exists()
+
+
+def test_owner_changes_a_role(owner, member, organization):
+    response = logged_in(owner).post(
+        f"{members_url(organization)}{member.id}/role/", {"role": "viewer"}
+    )
+    assert response.status_code == 302
+    assert Membership.objects.get(organization=organization, user=member).role == Role.VIEWER
+
+
+def test_last_owner_cannot_be_demoted_and_the_error_shows_on_the_row(owner, organization):
+    response = logged_in(owner).post(
+        f"{members_url(organization)}{owner.id}/role/", {"role": "admin"}
+    )
+    assert response.status_code == 200
+    assert (
+        f'id="member-error-{owner.id}" role="alert">An organization must keep at least one owner.'
+        in html(response)
+    )
+    assert Membership.objects.get(organization=organization, user=owner).role == Role.OWNER
+
+
+def test_last_owner_cannot_leave(owner, organization):
+    response = logged_in(owner).post(f"{members_url(organization)}{owner.id}/remove/")
+    assert "An organization must keep at least one owner." in html(response)
+    assert Membership.objects.filter(organization=organization, user=owner).exists()
+
+
+def test_admin_cannot_change_or_remove_an_owner(admin, owner, organization):
+    client = logged_in(admin)
+    page = html(client.get(members_url(organization)))
+    assert f"/members/{owner.id}/role/" not in page and f"/members/{owner.id}/remove/" not in page
+    response = client.post(f"{members_url(organization)}{owner.id}/role/", {"role": "viewer"})
+    assert "Only owners can change or remove owners." in html(response)
+    response = client.post(f"{members_url(organization)}{owner.id}/remove/")
+    assert "Only owners can change or remove owners." in html(response)
+    assert Membership.objects.get(organization=organization, user=owner).role == Role.OWNER
+
+
+def test_owner_removes_a_member_after_confirming(owner, member, organization):
+    client = logged_in(owner)
+    page = html(client.get(members_url(organization)))
+    assert (
+        f'/members/{member.id}/remove/" class="inline-form" data-confirm="Remove {member.email}'
+        in page
+    )
+    response = client.post(f"{members_url(organization)}{member.id}/remove/")
+    assert response.status_code == 302
+    assert not Membership.objects.filter(organization=organization, user=member).exists()
+
+
+def test_member_leaving_goes_home(owner, admin, organization):
+    response = logged_in(admin).post(f"{members_url(organization)}{admin.id}/remove/")
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert not Membership.objects.filter(organization=organization, user=admin).exists()
+
+
+@pytest.mark.parametrize("role", ["member", "viewer"])
+def test_members_and_viewers_cannot_manage_members(request, role, organization, owner, member):
+    client = logged_in(request.getfixturevalue(role))
+    newcomer = UserFactory()
+    assert (
+        client.post(
+            members_url(organization), {"email": newcomer.email, "role": "viewer"}
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(f"{members_url(organization)}{owner.id}/role/", {"role": "viewer"}).status_code
+        == 403
+    )
+    assert client.post(f"{members_url(organization)}{owner.id}/remove/").status_code == 403
+    assert not Membership.objects.filter(user=newcomer).exists()
+    assert Membership.objects.get(organization=organization, user=owner).role == Role.OWNER
+
+
+def test_member_of_another_organization_is_404_as_a_target(owner, organization, outsider):
+    client = logged_in(owner)
+    response = client.post(f"{members_url(organization)}{outsider.id}/remove/")
+    assert response.status_code == 404
+    assert Membership.objects.filter(user=outsider).exists()
+
+
+def test_member_forms_need_the_csrf_token(owner, member, organization):
+    client = logged_in(owner, Client(enforce_csrf_checks=True))
+    assert client.post(f"{members_url(organization)}{member.id}/remove/").status_code == 403
+    assert Membership.objects.filter(organization=organization, user=member).exists()

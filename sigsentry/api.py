@@ -18,24 +18,59 @@ from typing import Any
 
 from django.conf import settings
 from rest_framework.exceptions import NotFound as DrfNotFound
-from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.exceptions import ParseError
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.apikeys.services import record_key_use
 from apps.orgs.access import Principal, forbid_keys, require_permission, resolve_project
-from sigsentry.errors import ValidationFailed
+from sigsentry.errors import PermissionDenied, ValidationFailed
 
 
 class JsonOnlyNegotiation(BaseContentNegotiation):
-    """The API speaks JSON whatever `Accept` says (no 406 outside SPEC §3)."""
+    """The API answers JSON whatever `Accept` says (no 406 outside SPEC §3).
+
+    Bodies are parsed only when sent as `application/json`: anything else is a
+    400, so a cross-site form post can never smuggle a JSON body in.
+    """
 
     def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
+        return DefaultContentNegotiation().select_parser(request, parsers)
 
     def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
+
+
+class JsonParser(JSONParser):
+    """DRF's JSON parser, but JSON nested deeper than Python's decoder follows is a 400.
+
+    The decoder raises RecursionError (not a ValueError) there, which DRF would let
+    through as a 500. Body size is bounded by DATA_UPLOAD_MAX_MEMORY_SIZE, since DRF
+    reads JSON through `request.body`.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise ParseError("The JSON is nested too deeply.") from exc
+        if _has_nul(data):
+            # PostgreSQL text cannot hold NUL: refuse it here, not as a database error.
+            raise ParseError("Strings must not contain NUL (\\u0000) characters.")
+        return data
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def legacy_headers() -> dict[str, str]:
@@ -48,6 +83,7 @@ def legacy_headers() -> dict[str, str]:
 
 class ApiView(APIView):
     content_negotiation_class = JsonOnlyNegotiation
+    parser_classes = [JsonParser]
     #: The project the request acts on, for project-scoped views.
     project = None
 
@@ -70,16 +106,23 @@ class ApiView(APIView):
 
 
 class ProjectScopedView(ApiView):
-    """Subclasses map each method to the permission it needs (SPEC §2.2)."""
+    """Subclasses map each method to the permission it needs (SPEC §2.2).
+
+    HEAD runs the GET handler (Django), so it needs GET's permission.
+    """
 
     permission_by_method: dict[str, str] = {}
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         self.project = resolve_project(self.principal, request.META.get("HTTP_X_PROJECT_ID"))
-        required = self.permission_by_method.get(request.method)
+        method = "GET" if request.method == "HEAD" else request.method
+        required = self.permission_by_method.get(method)
         if required is not None:
             require_permission(self.principal, self.project, required)
+        elif method != "OPTIONS" and hasattr(self, method.lower()):
+            # Fail closed: a handler whose permission was never declared serves nobody.
+            raise PermissionDenied()
 
 
 class ManagementView(ApiView):
@@ -123,6 +166,16 @@ class Pagination(CursorPagination):
                 "next": {"type": "string", "format": "uri", "nullable": True},
             },
         }
+
+
+def json_object(request) -> dict[str, Any]:
+    """The JSON object body of a request (an empty body counts as `{}`); else VALIDATION_ERROR."""
+    data = request.data
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            {"body": ["Send a JSON object."]}, "The request body must be a JSON object."
+        )
+    return data
 
 
 def paginate(view: ApiView, queryset, serialize) -> Response:

@@ -32,7 +32,7 @@ from apps.orgs.access import Principal
 from apps.orgs.permissions import Role
 from apps.orgs.selectors import memberships_of
 from sigsentry import throttling
-from sigsentry.api import ApiView, JsonOnlyNegotiation, json_object
+from sigsentry.api import ApiView, JsonOnlyNegotiation, iso, json_object
 from sigsentry.errors import PermissionDenied, ValidationFailed
 from sigsentry.net import client_ip
 
@@ -259,7 +259,8 @@ class LoginView(CredentialFreeView):
 class RefreshView(CredentialFreeView):
     """Rotate the pair named in the body, or in the cookie (then with the CSRF token).
 
-    A failed refresh leaves the cookies alone: when two tabs race, the loser's
+    Cookie mode returns `{accessExpiresAt}` instead of the tokens. A failed
+    refresh leaves the cookies alone: when two tabs race, the loser's
     401 must not wipe the cookies the winner's response has just set.
     """
 
@@ -288,9 +289,12 @@ class RefreshView(CredentialFreeView):
         elif not isinstance(token, str) or not token:
             raise ValidationFailed({"refresh": ["Must be a refresh token."]})
         pair = services.refresh(refresh_token=token)
-        response = Response(token_pair_json(pair))
-        if from_cookie:
-            set_session_cookies(response, pair)
+        if not from_cookie:
+            return Response(token_pair_json(pair))
+        # The cookies are HttpOnly so that page scripts never hold a token: the
+        # cookie route answers with the new expiry only.
+        response = Response({"accessExpiresAt": iso(pair.access_expires_at)})
+        set_session_cookies(response, pair)
         return response
 
 

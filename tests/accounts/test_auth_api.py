@@ -248,7 +248,9 @@ def test_refresh_from_the_cookie_needs_the_csrf_token(owner):
 
     assert response.status_code == 200
     assert_session_cookies_set(response)
-    assert response.cookies[REFRESH_COOKIE].value == response.json()["refresh"]
+    # The cookies are HttpOnly: the body must not hand the tokens to page scripts.
+    assert set(response.json()) == {"accessExpiresAt"}
+    assert response.cookies[ACCESS_COOKIE].value not in response.content.decode()
 
 
 def test_a_refresh_that_lost_a_race_leaves_the_cookies_alone(owner):

@@ -49,7 +49,9 @@ class JsonParser(JSONParser):
 
     The decoder raises RecursionError (not a ValueError) there, which DRF would let
     through as a 500. Body size is bounded by DATA_UPLOAD_MAX_MEMORY_SIZE, since DRF
-    reads JSON through `request.body`.
+    reads JSON through `request.body`. A NUL character in any string is a
+    VALIDATION_ERROR naming the top-level field: PostgreSQL text cannot store it, and
+    it must not surface as a database error.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
@@ -57,10 +59,22 @@ class JsonParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:
             raise ParseError("The JSON is nested too deeply.") from exc
-        if _has_nul(data):
-            # PostgreSQL text cannot hold NUL: refuse it here, not as a database error.
-            raise ParseError("Strings must not contain NUL (\\u0000) characters.")
+        field = _nul_field(data)
+        if field is not None:
+            raise ValidationFailed({field: ["Null characters are not allowed."]})
         return data
+
+
+def _nul_field(data: Any) -> str | None:
+    """The top-level field whose value holds a NUL character; `body` for anywhere else."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if _has_nul(key):
+                return "body"
+            if _has_nul(value):
+                return key
+        return None
+    return "body" if _has_nul(data) else None
 
 
 def _has_nul(value: Any) -> bool:

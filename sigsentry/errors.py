@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError, InterfaceError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -201,10 +201,18 @@ def validation_fields(detail: Any) -> dict[str, list[str]]:
     return {"nonFieldErrors": _flatten(detail)}
 
 
+def is_outage(exc: BaseException | None) -> bool:
+    """A database error that means "unreachable or broken", not "this value was refused"."""
+    return isinstance(exc, DatabaseError | InterfaceError) and not isinstance(exc, DataError)
+
+
 def _translate(exc: Exception) -> ApiError | None:
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, DataError):  # a value the database refuses: bad input, not an outage
+        logger.error("unvalidated input reached the database: %s", type(exc).__name__)
+        return ValidationFailed({"body": ["A value cannot be stored."]})
+    if is_outage(exc):
         logger.error("database unavailable: %s", type(exc).__name__)
         return ServiceUnavailable()
     if isinstance(exc, drf_exceptions.ValidationError):

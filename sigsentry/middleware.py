@@ -1,14 +1,19 @@
-"""Cross-cutting HTTP behaviour: fail closed on database outages, security headers."""
+"""Cross-cutting HTTP behaviour: fail closed on database outages, security headers, body size."""
 
 from __future__ import annotations
 
 import logging
 
-from django.db import DatabaseError
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
-from sigsentry.errors import ServiceUnavailable, json_error_response
+from sigsentry.errors import (
+    ServiceUnavailable,
+    ValidationFailed,
+    is_outage,
+    json_error_response,
+)
 
 logger = logging.getLogger("sigsentry.errors")
 
@@ -47,20 +52,22 @@ def unavailable_response(request: HttpRequest) -> HttpResponse:
 
 
 class ServiceUnavailableMiddleware:
-    """The database unreachable → 503, from any layer; never a success or an anonymous page."""
+    """The database unreachable while a view runs → 503; never a success or an anonymous page.
+
+    Django turns an exception raised inside a middleware into a response
+    before the middleware above it sees it, so outages met by other
+    middlewares (the dashboard session check) are answered by the 500 handler,
+    `sigsentry.views.server_error`, which sends the same 503.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        try:
-            return self.get_response(request)
-        except DatabaseError:
-            logger.error("database unavailable while serving %s", request.path)
-            return unavailable_response(request)
+        return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception):
-        if isinstance(exception, DatabaseError):
+        if is_outage(exception):
             logger.error("database unavailable while serving %s", request.path)
             return unavailable_response(request)
         return None
@@ -86,3 +93,32 @@ class SecurityHeadersMiddleware:
         if not path.startswith("/static/"):
             response.setdefault("Cache-Control", "no-store")
         return response
+
+
+class RequestSizeLimitMiddleware:
+    """A body larger than DATA_UPLOAD_MAX_MEMORY_SIZE is refused before anything reads it.
+
+    Django enforces the limit only where it parses a body itself, and a view
+    that ignores its body would otherwise accept any size. Under /v1 the answer
+    is 400 VALIDATION_ERROR, elsewhere the 400 page; nothing is authenticated
+    or queried first.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if limit is not None and length > limit:
+            if is_api_path(request.path):
+                return json_error_response(
+                    ValidationFailed(
+                        {"body": [f"At most {limit} bytes."]}, "The request body is too large."
+                    )
+                )
+            return HttpResponse(render_to_string("errors/400.html"), status=400)
+        return self.get_response(request)

@@ -13,19 +13,23 @@ def client_ip(request: HttpRequest) -> str | None:
 
     Each trusted proxy appends the address it received the request from, so only
     the rightmost N entries are trustworthy; anything further left is the
-    client's own claim and is ignored.
+    client's own claim and is ignored. Entries are counted as sent (empty ones
+    included), and when the trusted entry is missing or not an IP address the
+    peer address is used: a client can never pick the address it is counted under.
     """
-    remote = request.META.get("REMOTE_ADDR")
     proxies = settings.NUM_PROXIES
     if proxies:
-        forwarded = [
-            part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
-        ]
-        forwarded = [part for part in forwarded if part]
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
         if len(forwarded) >= proxies:
-            remote = forwarded[-proxies]
+            trusted = _ip(forwarded[-proxies])
+            if trusted is not None:
+                return trusted
+    return _ip(request.META.get("REMOTE_ADDR"))
+
+
+def _ip(value: str | None) -> str | None:
     try:
-        return str(ipaddress.ip_address(remote)) if remote else None
+        return str(ipaddress.ip_address(value.strip())) if value else None
     except ValueError:
         return None
 

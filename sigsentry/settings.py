@@ -71,7 +71,6 @@ LEGACY_KEYS_DEPRECATED_AT = _parse_instant(
 LEGACY_KEYS_SUNSET_AT = _parse_instant(
     env.str("LEGACY_KEYS_SUNSET_AT", default="2027-05-26T00:00:00Z"), "LEGACY_KEYS_SUNSET_AT"
 )
-
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -100,6 +99,7 @@ MIDDLEWARE = [
     "apps.apikeys.middleware.KeyOriginCorsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "sigsentry.middleware.SecurityHeadersMiddleware",
+    "sigsentry.middleware.RequestSizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -123,6 +123,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "apps.orgs.context_processors.sidebar",
             ],
         },
     },
@@ -185,7 +186,7 @@ WHITENOISE_USE_FINDERS = DEBUG
 LOGIN_URL = "/login/"
 
 # Requests bodies and headers: reject the oversized cleanly, long before parsing.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # an analysis input is up to 100,000 characters
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 
 # Security headers (the CSP is set by sigsentry.middleware.SecurityHeadersMiddleware).
@@ -230,6 +231,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "LogSourceKindEnum": "apps.projects.models.LogSource.Kind",
+        "ChannelKindEnum": "apps.projects.models.Channel.Kind",
+    },
 }
 
 SIMPLE_JWT = {
@@ -272,13 +277,14 @@ THROTTLE_RATES = {
     "refresh_ip": (120, 60),
 }
 
+# Structured logs (sigsentry.logging.JsonFormatter): one JSON object per line, with the
+# authentication decision's fields (auth_outcome, client_ip, key_id, key_prefix, user_id)
+# as top-level fields. No credential, digest or password is ever logged.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"json": {"()": "sigsentry.logging.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "sigsentry": {"handlers": ["console"], "level": "INFO", "propagate": False},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from django.shortcuts import render
 
 from sigsentry.errors import (
@@ -9,9 +11,10 @@ from sigsentry.errors import (
     NotFound,
     PermissionDenied,
     ValidationFailed,
+    is_outage,
     json_error_response,
 )
-from sigsentry.middleware import is_api_path
+from sigsentry.middleware import is_api_path, unavailable_response
 
 
 def _page(request, template: str, status: int):
@@ -39,6 +42,9 @@ def page_not_found(request, exception=None):
 
 
 def server_error(request):
+    """A 500, except for a database outage, which is the 503 of `unavailable_response`."""
+    if is_outage(sys.exc_info()[1]):
+        return unavailable_response(request)
     if is_api_path(request.path):
         err = ApiError("Something went wrong on our side.")
         err.status_code, err.code = 500, "INTERNAL_ERROR"

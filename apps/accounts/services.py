@@ -49,6 +49,8 @@ def _clean_email(email: Any) -> str:
     if not isinstance(email, str) or not email.strip():
         raise ValidationFailed({"email": ["An email address is required."]})
     email = User.objects.normalize_email(email)
+    if len(email) > User._meta.get_field("email").max_length:
+        raise ValidationFailed({"email": ["Enter a valid email address."]})
     try:
         validate_email(email)
     except DjangoValidationError as exc:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -70,7 +70,10 @@ def parse_expires_at(value: Any) -> datetime | None:
         raise ValidationFailed({"expiresAt": [message]}) from exc
     if moment.tzinfo is None:
         raise ValidationFailed({"expiresAt": ["Give a time zone (for example ...Z)."]})
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:59:59-14:00 is past the last representable time
+        raise ValidationFailed({"expiresAt": [message]}) from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Membership, Organization
-from apps.orgs.permissions import Role
+from apps.orgs.permissions import MANAGER_ROLES, Role
 from apps.projects.models import Project
 from sigsentry.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
 
@@ -82,6 +82,31 @@ def _guard_target(actor_membership: Membership, target: Membership) -> None:
         raise PermissionDenied(message="Only owners can change or remove owners.")
 
 
+def _lock_for_change(
+    actor_membership: Membership, target: Membership
+) -> tuple[list[Membership], Membership, Membership]:
+    """Inside a transaction: lock the owners, then re-read actor and target under the lock.
+
+    Roles are checked on the locked rows, not on what the caller read earlier, so
+    an actor demoted a moment ago cannot still demote or remove an owner.
+    """
+    owners = _lock_owners(target.organization_id)
+    rows = {
+        m.pk: m
+        for m in Membership.objects.select_for_update()
+        .select_related("user")
+        .filter(pk__in=[actor_membership.pk, target.pk])
+        .order_by("id")
+    }
+    actor, current = rows.get(actor_membership.pk), rows.get(target.pk)
+    if actor is None or actor.role not in MANAGER_ROLES:
+        raise PermissionDenied(message="Only owners and admins can do this.")
+    if current is None:
+        raise NotFound()
+    _guard_target(actor, current)
+    return owners, actor, current
+
+
 def member_add(
     *,
     actor_membership: Membership,
@@ -130,8 +155,9 @@ def member_change_role(
     if role == Role.OWNER and actor_membership.role != Role.OWNER:
         raise PermissionDenied(message="Only owners can make owners.")
     with transaction.atomic():
-        owners = _lock_owners(target.organization_id)
-        target = Membership.objects.select_for_update().get(pk=target.pk)
+        owners, actor, target = _lock_for_change(actor_membership, target)
+        if role == Role.OWNER and actor.role != Role.OWNER:
+            raise PermissionDenied(message="Only owners can make owners.")
         if target.role == role:
             return target
         if target.role == Role.OWNER and len(owners) <= 1:
@@ -157,8 +183,7 @@ def member_remove(
 ) -> None:
     _guard_target(actor_membership, target)
     with transaction.atomic():
-        owners = _lock_owners(target.organization_id)
-        target = Membership.objects.select_for_update().select_related("user").get(pk=target.pk)
+        owners, _actor, target = _lock_for_change(actor_membership, target)
         if target.role == Role.OWNER and len(owners) <= 1:
             raise LastOwner()
         target.delete()

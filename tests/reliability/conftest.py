@@ -1,0 +1,34 @@
+"""Fixtures for the reliability tests: extra gunicorn servers and the database vendor."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tests.servers import GunicornServer
+
+requires_postgres = pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+    reason="needs PostgreSQL: row locks and concurrent writers (SQLite serialises all writes)",
+)
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def start_server(django_db_blocker):
+    """Start gunicorn servers with extra environment; every one is stopped after the test."""
+    started: list[GunicornServer] = []
+
+    def start(env: dict[str, str] | None = None, workers: int = 2) -> GunicornServer:
+        with django_db_blocker.unblock():
+            server = GunicornServer(env=env, workers=workers)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,181 @@
+"""Helpers for the reliability tests: a TCP proxy to cut the database, and plain HTTP calls.
+
+Everything here talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to an upstream address, in threads.
+
+    `stop()` closes the listening socket and every forwarded connection, so the
+    upstream becomes unreachable for anyone behind the proxy (established
+    connections break, new ones are refused). `start()` again listens on the
+    same port.
+    """
+
+    def __init__(self, upstream: tuple[str, int], port: int = 0) -> None:
+        self.upstream = upstream
+        self.port = port
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._accept_thread: threading.Thread | None = None
+
+    def start(self) -> TcpProxy:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.05)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._stopping.clear()
+        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._accept_thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            _close(sock)
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._sockets) // 2
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=3)
+            except OSError:
+                _close(client)
+                continue
+            client.settimeout(None)
+            upstream.settimeout(None)
+            with self._lock:
+                if self._stopping.is_set():
+                    _close(client)
+                    _close(upstream)
+                    return
+                self._sockets |= {client, upstream}
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._sockets -= {source, target}
+            _close(source)
+            _close(target)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    started_at: float = 0.0
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def code(self) -> str | None:
+        try:
+            return self.json["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+def call(
+    base_url: str,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: Any = None,
+    timeout: float = 15,
+) -> Reply:
+    """One HTTP request on a fresh connection (so each one may land on any worker)."""
+    parts = urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    payload = None
+    headers = dict(headers or {})
+    if body is not None:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    started_at = time.monotonic()
+    try:
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        raw_headers = response.getheaders()
+    finally:
+        conn.close()
+    cookies = {}
+    for name, value in raw_headers:
+        if name.lower() == "set-cookie":
+            cookie_name, _, rest = value.partition("=")
+            cookies[cookie_name.strip()] = rest.split(";", 1)[0]
+    return Reply(
+        status=response.status,
+        headers={name.lower(): value for name, value in raw_headers},
+        body=data,
+        started_at=started_at,
+        cookies=cookies,
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,392 @@
+"""No secret in logs, URLs, error bodies or the database; one structured line per auth decision.
+
+`test_a_full_run_logs_no_secret` drives signup, logins (good and bad
+passwords), refreshes, minting, rolling, key use (good, bad, revoked),
+leak reports, logout, the dashboard and the admin, while every record of
+every logger is captured at DEBUG; then it looks for each plaintext key, its
+random part, its digest, each JWT (and its signature), and each password in
+the records' messages, arguments, extra fields and formatted output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+
+import pytest
+from django.apps import apps
+from django.test import Client, override_settings
+
+from apps.accounts.models import User
+from apps.apikeys import keyformat
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey
+from apps.orgs.permissions import ALL_PERMISSIONS
+from sigsentry.logging import JsonFormatter
+from tests.reliability.helpers import call
+
+HIGH_RATES = override_settings(
+    THROTTLE_RATES={
+        scope: (10_000, 60)
+        for scope in (
+            "failed_auth_ip",
+            "login_account",
+            "login_ip",
+            "signup_ip",
+            "mint_org",
+            "leak_report_ip",
+            "refresh_ip",
+        )
+    }
+)
+SIGNUP_PASSWORD = "Tr0ub4dor-and-3-horses"
+NEW_PASSWORD = "another-secret-Pa55phrase"
+WRONG_PASSWORD = "wrong-but-still-secret-9"
+ADMIN_PASSWORD = "operators-only-Pa55word"
+_URL_ATTRIBUTE = re.compile(rb"""(?:href|action|src)\s*=\s*["']([^"']*)["']""")
+
+
+@dataclass
+class Secrets:
+    values: dict[str, str] = field(default_factory=dict)
+
+    def key(self, plaintext: str) -> None:
+        assert plaintext, "expected a key"
+        self.values[f"key {plaintext[:12]}"] = plaintext
+        prefix = next(
+            p
+            for p in (*keyformat.KIND_BY_PREFIX, *keyformat.LEGACY_PREFIXES)
+            if plaintext.startswith(p)
+        )
+        random_part = plaintext[len(prefix) :]
+        if plaintext.startswith(tuple(keyformat.KIND_BY_PREFIX)):
+            random_part = random_part[: keyformat.RANDOM_LENGTH]
+        self.values[f"random part of {plaintext[:12]}"] = random_part
+        self.values[f"digest of {plaintext[:12]}"] = keyformat.digest(plaintext)
+
+    def token(self, jwt: str) -> None:
+        assert jwt and jwt.count(".") == 2, "expected a JWT"
+        self.values[f"jwt {jwt[-8:]}"] = jwt
+        self.values[f"jwt signature {jwt[-8:]}"] = jwt.rsplit(".", 1)[1]
+
+    def password(self, password: str) -> None:
+        self.values[f"password {password[:3]}"] = password
+
+    def found_in(self, text: str) -> list[str]:
+        return [name for name, value in self.values.items() if value in text]
+
+
+class Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: dict[int, logging.LogRecord] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records[id(record)] = record
+
+
+@pytest.fixture
+def every_log_record():
+    """Every record of every logger, at DEBUG, for the duration of the test."""
+    collector = Collector()
+    names = ["", "django", "django.request", "django.server", "django.security", "gunicorn"]
+    names += list(logging.Logger.manager.loggerDict)
+    loggers = {name: logging.getLogger(name) for name in names}
+    saved = {name: logger.level for name, logger in loggers.items()}
+    for logger in loggers.values():
+        logger.addHandler(collector)
+        logger.setLevel(logging.DEBUG)
+    yield collector.records
+    for name, logger in loggers.items():
+        logger.removeHandler(collector)
+        logger.setLevel(saved[name])
+
+
+def _texts_of(record: logging.LogRecord) -> list[str]:
+    texts = [str(record.msg), record.getMessage(), JsonFormatter().format(record)]
+    args = record.args if isinstance(record.args, tuple) else (record.args,)
+    texts += [repr(arg) for arg in args]
+    texts += [repr(value) for value in record.__dict__.values()]
+    if record.exc_info:
+        texts.append(logging.Formatter().formatException(record.exc_info))
+    return texts
+
+
+def _json(response) -> dict:
+    return json.loads(response.content)
+
+
+def _api(client: Client, method: str, path: str, token: str | None = None, body=None, **extra):
+    if token is not None:
+        extra["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    if body is not None:
+        return getattr(client, method)(
+            path, json.dumps(body), content_type="application/json", **extra
+        )
+    return getattr(client, method)(path, **extra)
+
+
+class Run:
+    """Every response of the scenario, to check error bodies and URLs too."""
+
+    def __init__(self, client: Client, secrets: Secrets) -> None:
+        self.client = client
+        self.secrets = secrets
+        self.responses = []
+
+    def api(self, method, path, token=None, body=None, **extra):
+        response = _api(self.client, method, path, token, body, **extra)
+        self.responses.append(response)
+        return response
+
+    def page(self, method, path, data=None):
+        response = getattr(self.client, method)(path, data or {})
+        self.responses.append(response)
+        return response
+
+
+def _nonce(page) -> str:
+    match = re.search(rb'name="nonce" value="([^"]+)"', page.content)
+    assert match, "the key page has a create form with a nonce"
+    return match.group(1).decode()
+
+
+def run_scenario(run: Run) -> None:
+    secrets = run.secrets
+    secrets.password(SIGNUP_PASSWORD)
+    secrets.password(NEW_PASSWORD)
+    secrets.password(WRONG_PASSWORD)
+    secrets.password(ADMIN_PASSWORD)
+
+    signup = run.api(
+        "post",
+        "/v1/auth/signup",
+        body={"email": "ada@example.com", "password": SIGNUP_PASSWORD, "organizationName": "Ada"},
+    )
+    assert signup.status_code == 201, signup.content
+    body = _json(signup)
+    secrets.token(body["access"])
+    secrets.token(body["refresh"])
+    org_id = body["organization"]["id"]
+    run.client.cookies.clear()
+
+    assert run.api("post", "/v1/auth/signup", body={"email": "bad", "password": NEW_PASSWORD})
+    failed = run.api(
+        "post", "/v1/auth/login", body={"email": "ada@example.com", "password": WRONG_PASSWORD}
+    )
+    assert failed.status_code == 401
+    run.api(
+        "post", "/v1/auth/login", body={"email": "nobody@example.com", "password": NEW_PASSWORD}
+    )
+    login = run.api(
+        "post", "/v1/auth/login", body={"email": "ada@example.com", "password": SIGNUP_PASSWORD}
+    )
+    assert login.status_code == 200
+    run.client.cookies.clear()
+    access, refresh = _json(login)["access"], _json(login)["refresh"]
+    secrets.token(access)
+    secrets.token(refresh)
+    rotated = run.api("post", "/v1/auth/refresh", body={"refresh": refresh})
+    assert rotated.status_code == 200
+    secrets.token(_json(rotated)["access"])
+    secrets.token(_json(rotated)["refresh"])
+    access = _json(rotated)["access"]
+    assert run.api("post", "/v1/auth/refresh", body={"refresh": refresh}).status_code == 401
+    assert run.api("get", "/v1/me", token=refresh).status_code == 401
+
+    project = run.api(
+        "post", f"/v1/organizations/{org_id}/projects", token=access, body={"name": "Web"}
+    )
+    assert project.status_code == 201, project.content
+    project_id = _json(project)["id"]
+
+    keys = {}
+    for kind, path in (
+        ("sdk", f"/v1/projects/{project_id}/sdk-keys"),
+        ("secret", f"/v1/projects/{project_id}/api-keys"),
+        ("org", f"/v1/organizations/{org_id}/api-keys"),
+    ):
+        permissions = None if kind == "sdk" else list(ALL_PERMISSIONS)
+        body = {"name": kind, **({"permissions": permissions} if permissions else {})}
+        minted = run.api("post", path, token=access, body=body)
+        assert minted.status_code == 201, minted.content
+        secrets.key(_json(minted)["key"])
+        keys[kind] = (_json(minted)["id"], _json(minted)["key"], path)
+
+    key_id, secret_key, path = keys["secret"]
+    rolled = run.api("post", f"{path}/{key_id}/roll", token=access, body={"graceSeconds": 60})
+    assert rolled.status_code == 201
+    secrets.key(_json(rolled)["key"])
+    secret_key = _json(rolled)["key"]
+    _, org_key, _ = keys["org"]
+    _, sdk_key, _ = keys["sdk"]
+    tampered = secret_key[:-1] + ("A" if secret_key[-1] != "A" else "B")
+    secrets.key(tampered)
+
+    project_header = {"HTTP_X_PROJECT_ID": project_id}
+    for token in (secret_key, sdk_key, access):
+        assert run.api("get", "/v1/me", token=token).status_code == 200
+        run.api(
+            "post", "/v1/analyses", token=token, body={"title": "t", "input": "i"}, **project_header
+        )
+    assert run.api("get", "/v1/analyses", token=org_key, **project_header).status_code == 200
+    run.api("get", "/v1/analyses", token=org_key)  # PROJECT_ID_REQUIRED
+    run.api("post", f"/v1/projects/{project_id}/api-keys", token=secret_key, body={"name": "x"})
+    for bad in (tampered, secret_key + "x", f"Token {secret_key}", secret_key.upper()):
+        run.api("get", "/v1/me", HTTP_AUTHORIZATION=bad if " " in bad else f"Bearer {bad}")
+    run.api("get", "/v1/me", HTTP_AUTHORIZATION=f"Bearer {secret_key}", HTTP_ORIGIN="https://x")
+
+    leaked = run.api("post", "/v1/leaked-keys", body={"keys": [sdk_key, tampered, "junk"]})
+    assert leaked.status_code == 202
+    assert run.api("get", "/v1/me", token=sdk_key).status_code == 401
+    revoke = run.api("post", f"{path}/{_json(rolled)['id']}/revoke", token=access)
+    assert revoke.status_code == 200
+    assert run.api("get", "/v1/me", token=secret_key).status_code == 401
+
+    # The dashboard: log in with the form, mint a key on the page, change the password.
+    run.page("get", "/login/")
+    logged_in = run.page(
+        "post", "/login/", {"email": "ada@example.com", "password": SIGNUP_PASSWORD}
+    )
+    assert logged_in.status_code == 302
+    for name in ("ss_access", "ss_refresh"):
+        secrets.token(run.client.cookies[name].value)
+    keys_page = run.page("get", f"/projects/{project_id}/api-keys/")
+    assert keys_page.status_code == 200
+    shown = run.page(
+        "post",
+        f"/projects/{project_id}/api-keys/",
+        {"name": "from the page", "permissions": ["analysis:read"], "nonce": _nonce(keys_page)},
+    )
+    minted_on_page = re.search(rb"ss_secret_[0-9A-Za-z]{38}", shown.content)
+    assert minted_on_page, "the page shows the new key once"
+    secrets.key(minted_on_page.group().decode())
+    run.page("get", "/")
+    run.page("post", "/logout/")
+    run.page("post", "/login/", {"email": "ada@example.com", "password": WRONG_PASSWORD})
+
+    # The admin: an operator logs in and revokes a key with the admin action.
+    User.objects.create_superuser("ops@example.com", ADMIN_PASSWORD)
+    admin_client = Client()
+    admin_login = admin_client.post(
+        "/admin/login/?next=/admin/", {"username": "ops@example.com", "password": ADMIN_PASSWORD}
+    )
+    assert admin_login.status_code == 302
+    org_key_id = keys["org"][0]
+    admin_client.get("/admin/apikeys/apikey/")
+    admin_client.get(f"/admin/apikeys/apikey/{org_key_id}/change/")
+    admin_client.post(
+        "/admin/apikeys/apikey/", {"action": "revoke_keys", "_selected_action": [org_key_id]}
+    )
+    assert ApiKey.objects.get(id=org_key_id).revoked_at is not None
+    assert run.api("get", "/v1/me", token=org_key).status_code == 401
+    run.api("post", "/v1/auth/logout", token=access, body={"refresh": _json(rotated)["refresh"]})
+    assert run.api("get", "/v1/me", token=access).status_code == 401
+
+
+@pytest.fixture
+def scenario(db, every_log_record):
+    secrets = Secrets()
+    run = Run(Client(REMOTE_ADDR="198.51.100.77"), secrets)
+    with HIGH_RATES:
+        run_scenario(run)
+    return run, every_log_record
+
+
+def test_a_full_run_logs_no_secret(scenario):
+    run, records = scenario
+    assert len(run.secrets.values) > 30
+    leaks = {
+        f"{record.name}: {record.getMessage()[:120]}": found
+        for record in records.values()
+        for found in [sorted({s for text in _texts_of(record) for s in run.secrets.found_in(text)})]
+        if found
+    }
+    assert leaks == {}
+
+
+def test_every_authentication_decision_is_one_structured_line(scenario):
+    _run, records = scenario
+    decisions = [r for r in records.values() if r.name == "sigsentry.auth"]
+    assert len(decisions) >= 15
+    for record in decisions:
+        line = json.loads(JsonFormatter().format(record))
+        assert line["auth_outcome"], line
+        assert line["client_ip"] == "198.51.100.77", line
+        if line["auth_outcome"] == "ok":
+            assert ("key_id" in line and "key_prefix" in line) or "user_id" in line, line
+    outcomes = {r.auth_outcome for r in decisions}
+    assert {
+        "ok",
+        "KEY_INVALID",
+        "KEY_REVOKED",
+        "AUTHORIZATION_MALFORMED",
+        "TOKEN_INVALID",
+    } <= outcomes
+
+
+def test_no_secret_in_responses_urls_or_error_bodies(scenario):
+    run, _records = scenario
+    for response in run.responses:
+        location = response.get("Location", "")
+        assert not run.secrets.found_in(location), location
+        if response.status_code >= 400:
+            assert not run.secrets.found_in(response.content.decode(errors="replace"))
+        for url in _URL_ATTRIBUTE.findall(response.content):
+            assert not run.secrets.found_in(url.decode(errors="replace")), url
+
+
+def test_no_secret_is_stored_in_the_database(scenario):
+    run, _records = scenario
+    passwords_and_tokens = Secrets(
+        {k: v for k, v in run.secrets.values.items() if not k.startswith("digest")}
+    )
+    for model in apps.get_models():
+        for row in model.objects.all().values():
+            text = " ".join(str(value) for value in row.values())
+            assert not passwords_and_tokens.found_in(text), (model.__name__, row)
+
+
+@pytest.mark.slow
+def test_gunicorn_access_and_error_logs_hold_no_secret(
+    transactional_db, project, owner, start_server
+):
+    from apps.accounts import services as account_services
+    from tests.factories import PASSWORD, make_key
+
+    server = start_server(env={"GUNICORN_CMD_ARGS": "--access-logfile - --error-logfile -"})
+    secrets = Secrets()
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+    secrets.key(plaintext)
+    secrets.password(PASSWORD)
+    pair = account_services.start_session(owner)
+    secrets.token(pair.access)
+    secrets.token(pair.refresh)
+
+    call(server.url, "GET", "/v1/me", headers={"Authorization": f"Bearer {plaintext}"})
+    call(server.url, "GET", "/v1/me", headers={"Authorization": f"Bearer {plaintext}x"})
+    call(server.url, "GET", "/v1/me", headers={"Authorization": f"Bearer {pair.access}"})
+    login = call(
+        server.url, "POST", "/v1/auth/login", body={"email": owner.email, "password": PASSWORD}
+    )
+    assert login.status == 200
+    secrets.token(login.json["access"])
+    secrets.token(login.json["refresh"])
+    form = f"email={owner.email}&password={PASSWORD}".encode()
+    page = call(
+        server.url,
+        "POST",
+        "/login/",
+        body=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert page.status in (200, 302, 403)
+    call(server.url, "POST", "/v1/leaked-keys", body={"keys": [plaintext]})
+    call(server.url, "GET", "/v1/me", headers={"Authorization": f"Bearer {plaintext}"})
+    server.stop()
+
+    log = server.log_path.read_text()
+    assert '"GET /v1/me HTTP/1.1" 200' in log  # the access log was written
+    assert secrets.found_in(log) == []

@@ -1,0 +1,315 @@
+"""Throttling: what is counted, per what, who is never locked out, and how it is shared.
+
+In-process tests lower the limits with override_settings; servers get them from
+`tests.reliability.low_rate_settings`. Windows are an hour long, so a test
+never straddles a window boundary.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from apps.accounts import services as account_services
+from apps.apikeys.keyformat import KeyKind, generate
+from apps.orgs.permissions import ALL_PERMISSIONS
+from sigsentry import throttling
+from sigsentry.errors import RateLimited
+from tests.conftest import bearer as api_bearer
+from tests.factories import PASSWORD, OrganizationFactory, UserFactory, make_key
+from tests.reliability.helpers import bearer, call, closed_port
+from tests.reliability.low_rate_settings import LOW_LIMIT
+
+LIMIT = 3
+WINDOW = 3600
+LOW_RATE_SETTINGS = "tests.reliability.low_rate_settings"
+
+
+def rates(**scopes: int):
+    """override_settings with `scope=limit` lowered (one-hour windows)."""
+    return override_settings(
+        THROTTLE_RATES={
+            **settings.THROTTLE_RATES,
+            **{scope: (limit, WINDOW) for scope, limit in scopes.items()},
+        }
+    )
+
+
+def assert_rate_limited(response) -> None:
+    assert response.status_code == 429, response.content
+    assert response.json()["error"]["code"] == "RATE_LIMITED"
+    assert 0 < int(response["Retry-After"]) <= WINDOW
+
+
+def _fail(api_client, ip: str = "198.51.100.1"):
+    return api_client.get(
+        "/v1/me", HTTP_AUTHORIZATION=f"Bearer {generate(KeyKind.SECRET)}", REMOTE_ADDR=ip
+    )
+
+
+# Failed credentials per client IP ------------------------------------------------------------
+
+
+@rates(failed_auth_ip=LIMIT)
+def test_failed_credentials_per_ip_are_throttled_after_the_limit(db, api_client):
+    for _ in range(LIMIT):
+        assert _fail(api_client).json()["error"]["code"] == "KEY_INVALID"
+    assert_rate_limited(_fail(api_client))
+
+
+@rates(failed_auth_ip=LIMIT)
+def test_other_clients_are_not_throttled_by_one_clients_failures(db, api_client):
+    for _ in range(LIMIT + 1):
+        _fail(api_client, "198.51.100.1")
+    assert _fail(api_client, "198.51.100.2").status_code == 401
+
+
+@rates(failed_auth_ip=LIMIT)
+def test_valid_credentials_from_a_throttled_ip_still_work(db, api_client, project, owner):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+    token = account_services.start_session(owner).access
+    for _ in range(LIMIT + 2):
+        _fail(api_client)
+    assert_rate_limited(_fail(api_client))
+
+    ok = api_client.get("/v1/me", REMOTE_ADDR="198.51.100.1", **api_bearer(plaintext))
+    assert ok.status_code == 200
+    ok = api_client.get("/v1/me", REMOTE_ADDR="198.51.100.1", **api_bearer(token))
+    assert ok.status_code == 200
+
+
+@rates(failed_auth_ip=LIMIT)
+def test_successful_requests_are_not_counted(db, api_client, project):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+    for _ in range(LIMIT * 3):
+        ok = api_client.get("/v1/me", REMOTE_ADDR="198.51.100.1", **api_bearer(plaintext))
+        assert ok.status_code == 200
+    assert _fail(api_client).status_code == 401
+
+
+@rates(failed_auth_ip=LIMIT)
+@pytest.mark.parametrize(
+    "authorization",
+    ["Basic dXNlcjpwYXNz", "Bearer ss_secret_garbage", "Bearer not.a.jwt", "Bearer tb_0123456789"],
+)
+def test_every_kind_of_bad_credential_counts(db, api_client, authorization):
+    for _ in range(LIMIT):
+        response = api_client.get(
+            "/v1/me", HTTP_AUTHORIZATION=authorization, REMOTE_ADDR="198.51.100.3"
+        )
+        assert response.status_code == 401
+    assert_rate_limited(
+        api_client.get("/v1/me", HTTP_AUTHORIZATION=authorization, REMOTE_ADDR="198.51.100.3")
+    )
+
+
+# Logins per account and per client -----------------------------------------------------------
+
+
+def _login(api_client, email: str, password: str, ip: str):
+    return api_client.post(
+        "/v1/auth/login", {"email": email, "password": password}, format="json", REMOTE_ADDR=ip
+    )
+
+
+@rates(login_account=LIMIT)
+def test_failed_logins_lock_the_account_whatever_the_client(db, api_client):
+    user = UserFactory()
+    for n in range(LIMIT):
+        response = _login(api_client, user.email, "wrong-password", f"198.51.100.{n + 10}")
+        assert response.json()["error"]["code"] == "INVALID_CREDENTIALS"
+    assert_rate_limited(_login(api_client, user.email, PASSWORD, "198.51.100.99"))
+    assert_rate_limited(_login(api_client, user.email.upper(), PASSWORD, "198.51.100.98"))
+
+    other = UserFactory()
+    assert _login(api_client, other.email, PASSWORD, "198.51.100.99").status_code == 200
+
+
+@rates(login_account=LIMIT)
+def test_successful_logins_do_not_count_against_the_account(db, api_client):
+    user = UserFactory()
+    for n in range(LIMIT * 2):
+        assert _login(api_client, user.email, PASSWORD, f"198.51.100.{n + 10}").status_code == 200
+
+
+@rates(login_ip=LIMIT)
+def test_logins_per_client_are_throttled_across_accounts(db, api_client):
+    users = [UserFactory() for _ in range(LIMIT + 1)]
+    for user in users[:LIMIT]:
+        assert _login(api_client, user.email, PASSWORD, "198.51.100.20").status_code == 200
+    assert_rate_limited(_login(api_client, users[LIMIT].email, PASSWORD, "198.51.100.20"))
+    assert _login(api_client, users[LIMIT].email, PASSWORD, "198.51.100.21").status_code == 200
+
+
+@rates(login_ip=LIMIT)
+def test_unknown_emails_count_against_the_client(db, api_client):
+    for n in range(LIMIT):
+        response = _login(api_client, f"nobody{n}@example.com", PASSWORD, "198.51.100.22")
+        assert response.json()["error"]["code"] == "INVALID_CREDENTIALS"
+    assert_rate_limited(_login(api_client, "nobody@example.com", PASSWORD, "198.51.100.22"))
+
+
+@rates(signup_ip=LIMIT)
+def test_signups_per_client_are_throttled(db, api_client):
+    def signup(ip):
+        body = {
+            "email": f"s-{uuid.uuid4().hex[:10]}@example.com",
+            "password": "a-long-enough-password-1",
+            "organizationName": "Org",
+        }
+        return api_client.post("/v1/auth/signup", body, format="json", REMOTE_ADDR=ip)
+
+    for _ in range(LIMIT):
+        assert signup("198.51.100.30").status_code == 201
+    assert_rate_limited(signup("198.51.100.30"))
+    assert signup("198.51.100.31").status_code == 201
+
+
+@rates(refresh_ip=LIMIT)
+def test_refreshes_per_client_are_throttled(db, api_client, owner):
+    refresh = account_services.start_session(owner).refresh
+    for _ in range(LIMIT):
+        response = api_client.post(
+            "/v1/auth/refresh", {"refresh": refresh}, format="json", REMOTE_ADDR="198.51.100.40"
+        )
+        assert response.status_code == 200
+        refresh = response.json()["refresh"]
+    assert_rate_limited(
+        api_client.post(
+            "/v1/auth/refresh", {"refresh": refresh}, format="json", REMOTE_ADDR="198.51.100.40"
+        )
+    )
+
+
+# Minting per organization --------------------------------------------------------------------
+
+
+@rates(mint_org=LIMIT)
+def test_minting_is_throttled_per_organization_by_the_service(db, project):
+    for _ in range(LIMIT):
+        make_key(KeyKind.SECRET, project=project)
+    with pytest.raises(RateLimited):
+        make_key(KeyKind.ORGANIZATION, organization=project.organization)
+    make_key(KeyKind.SECRET, organization=OrganizationFactory())  # another organization
+
+
+@rates(mint_org=LIMIT)
+def test_minting_through_the_api_answers_429_past_the_limit(db, api_client, project, owner):
+    token = account_services.start_session(owner).access
+    body = {"name": "ci", "permissions": list(ALL_PERMISSIONS)}
+    url = f"/v1/projects/{project.id}/api-keys"
+    minted = [api_client.post(url, body, format="json", **api_bearer(token)) for _ in range(LIMIT)]
+    assert [r.status_code for r in minted] == [201] * LIMIT
+    assert_rate_limited(api_client.post(url, body, format="json", **api_bearer(token)))
+    # Rolling mints a key too, so it is no way around the limit.
+    roll = f"{url}/{minted[0].json()['id']}/roll"
+    assert_rate_limited(
+        api_client.post(roll, {"graceSeconds": 0}, format="json", **api_bearer(token))
+    )
+
+
+# Leak reports per client ---------------------------------------------------------------------
+
+
+@rates(leak_report_ip=LIMIT)
+def test_leak_reports_per_client_are_throttled(db, api_client):
+    def report(ip):
+        body = {"keys": [generate(KeyKind.SECRET)]}
+        return api_client.post("/v1/leaked-keys", body, format="json", REMOTE_ADDR=ip)
+
+    for _ in range(LIMIT):
+        assert report("198.51.100.50").status_code == 202
+    assert_rate_limited(report("198.51.100.50"))
+    assert report("198.51.100.51").status_code == 202
+
+
+# The counter itself --------------------------------------------------------------------------
+
+
+@rates(failed_auth_ip=LIMIT)
+def test_counters_are_stored_under_hashed_keys(db):
+    from django.core.cache import cache
+
+    for _ in range(LIMIT):
+        throttling.hit("failed_auth_ip", "198.51.100.60")
+    key = throttling._cache_key(
+        "failed_auth_ip", "198.51.100.60", throttling._window("failed_auth_ip")[2]
+    )
+    assert "198.51.100.60" not in key
+    assert cache.get(key) == LIMIT
+
+
+@rates(failed_auth_ip=1)
+def test_an_unreachable_cache_means_no_throttling_not_an_error(db, api_client, caplog):
+    unreachable = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+        }
+    }
+    with override_settings(CACHES=unreachable):
+        codes = [_fail(api_client).json()["error"]["code"] for _ in range(3)]
+    assert codes == ["KEY_INVALID"] * 3
+    assert "throttle cache unavailable" in caplog.text
+
+
+# Real servers: sharing through Redis, X-Forwarded-For -----------------------------------------
+
+
+requires_redis = pytest.mark.skipif(
+    not settings.REDIS_URL, reason="throttles are shared across processes only through REDIS_URL"
+)
+
+
+@pytest.mark.slow
+@requires_redis
+def test_failures_spread_over_two_servers_add_up(transactional_db, start_server):
+    env = {"DJANGO_SETTINGS_MODULE": LOW_RATE_SETTINGS, "REDIS_URL": settings.REDIS_URL}
+    servers = [start_server(env=env, workers=1), start_server(env=env, workers=1)]
+    replies = [
+        call(servers[n % 2].url, "GET", "/v1/me", headers=bearer(generate(KeyKind.SECRET)))
+        for n in range(LOW_LIMIT + 2)
+    ]
+    assert [r.code for r in replies[:LOW_LIMIT]] == ["KEY_INVALID"] * LOW_LIMIT
+    # Each server saw only half of the failures: only a shared counter throttles here.
+    assert [r.code for r in replies[LOW_LIMIT:]] == ["RATE_LIMITED"] * 2
+    assert {r.status for r in replies[LOW_LIMIT:]} == {429}
+
+
+@pytest.mark.slow
+def test_spoofed_forwarded_for_does_not_escape_the_throttle_without_proxies(
+    transactional_db, start_server
+):
+    server = start_server(
+        env={"DJANGO_SETTINGS_MODULE": LOW_RATE_SETTINGS, "NUM_PROXIES": "0"}, workers=1
+    )
+
+    def fail(forwarded_for):
+        headers = {**bearer(generate(KeyKind.SECRET)), "X-Forwarded-For": forwarded_for}
+        return call(server.url, "GET", "/v1/me", headers=headers)
+
+    codes = [fail(f"203.0.113.{n}").code for n in range(LOW_LIMIT + 1)]
+    assert codes == ["KEY_INVALID"] * LOW_LIMIT + ["RATE_LIMITED"]
+
+
+@pytest.mark.slow
+def test_behind_one_proxy_the_rightmost_forwarded_address_is_the_client(
+    transactional_db, start_server
+):
+    server = start_server(
+        env={"DJANGO_SETTINGS_MODULE": LOW_RATE_SETTINGS, "NUM_PROXIES": "1"}, workers=1
+    )
+
+    def fail(forwarded_for):
+        headers = {**bearer(generate(KeyKind.SECRET)), "X-Forwarded-For": forwarded_for}
+        return call(server.url, "GET", "/v1/me", headers=headers)
+
+    # The client varies what it claims; the proxy's entry (rightmost) stays the same.
+    codes = [fail(f"10.9.9.{n}, 203.0.113.7").code for n in range(LOW_LIMIT + 1)]
+    assert codes == ["KEY_INVALID"] * LOW_LIMIT + ["RATE_LIMITED"]
+    # Another client behind the same proxy is not throttled.
+    assert fail("203.0.113.8").code == "KEY_INVALID"

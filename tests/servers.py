@@ -44,8 +44,9 @@ class GunicornServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
         self.log_path.parent.mkdir(exist_ok=True)
+        inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
         self.env = {
-            **os.environ,
+            **inherited,
             "DJANGO_SETTINGS_MODULE": "sigsentry.test_settings",
             "DATABASE_URL": test_database_url(),
             "HTTPS_ONLY": "false",

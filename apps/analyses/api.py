@@ -23,7 +23,7 @@ from apps.analyses.serializers import (
     FollowUpSerializer,
 )
 from apps.orgs.permissions import Permission
-from apps.projects.api import PROJECT_HEADER
+from apps.projects.api import PROJECT_ERRORS, PROJECT_HEADER
 from apps.projects.serializers import validated
 from sigsentry.api import ProjectScopedView, paginate
 
@@ -47,7 +47,7 @@ class AnalysisCollectionView(ProjectScopedView):
     @extend_schema(
         operation_id="analyses_list",
         parameters=[PROJECT_HEADER, *PAGE_PARAMETERS],
-        responses={200: AnalysisPageSerializer},
+        responses={200: AnalysisPageSerializer, **PROJECT_ERRORS},
     )
     def get(self, request):
         return paginate(self, selectors.analyses_of(project=self.project), _analysis_json)
@@ -55,7 +55,7 @@ class AnalysisCollectionView(ProjectScopedView):
     @extend_schema(
         parameters=[PROJECT_HEADER],
         request=AnalysisInputSerializer,
-        responses={201: AnalysisSerializer},
+        responses={201: AnalysisSerializer, **PROJECT_ERRORS},
     )
     def post(self, request):
         data = validated(AnalysisInputSerializer, request.data)
@@ -68,7 +68,9 @@ class AnalysisDetailView(ProjectScopedView):
 
     permission_by_method = {"GET": Permission.ANALYSIS_READ}
 
-    @extend_schema(parameters=[PROJECT_HEADER], responses={200: AnalysisSerializer})
+    @extend_schema(
+        parameters=[PROJECT_HEADER], responses={200: AnalysisSerializer, **PROJECT_ERRORS}
+    )
     def get(self, request, analysis_id):
         analysis = selectors.analysis_in_project(project=self.project, analysis_id=analysis_id)
         return Response(_analysis_json(analysis))
@@ -82,7 +84,7 @@ class FollowUpCollectionView(ProjectScopedView):
     @extend_schema(
         parameters=[PROJECT_HEADER],
         request=FollowUpInputSerializer,
-        responses={201: FollowUpSerializer},
+        responses={201: FollowUpSerializer, **PROJECT_ERRORS},
     )
     def post(self, request, analysis_id):
         analysis = selectors.analysis_in_project(
@@ -101,7 +103,7 @@ class FeedbackCollectionView(ProjectScopedView):
     @extend_schema(
         parameters=[PROJECT_HEADER],
         request=FeedbackInputSerializer,
-        responses={201: FeedbackSerializer},
+        responses={201: FeedbackSerializer, **PROJECT_ERRORS},
     )
     def post(self, request, analysis_id):
         analysis = selectors.analysis_in_project(

@@ -13,6 +13,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 
+from apps.apikeys.schema import error_responses
 from apps.orgs.permissions import Permission
 from apps.projects import selectors, services
 from apps.projects.serializers import (
@@ -31,6 +32,8 @@ PROJECT_HEADER = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="The project; required for organization keys and dashboard sessions.",
 )
+#: What any project-scoped operation can answer besides success (SPEC §3).
+PROJECT_ERRORS = error_responses(400, 401, 403, 404, 429)
 CONFIG_WRITE = {
     "POST": Permission.CONFIG_WRITE,
     "PATCH": Permission.CONFIG_WRITE,
@@ -43,7 +46,7 @@ class ConfigView(ProjectScopedView):
 
     permission_by_method = {"GET": Permission.CONFIG_READ}
 
-    @extend_schema(parameters=[PROJECT_HEADER], responses={200: ConfigSerializer})
+    @extend_schema(parameters=[PROJECT_HEADER], responses={200: ConfigSerializer, **PROJECT_ERRORS})
     def get(self, request):
         config = SimpleNamespace(
             log_sources=selectors.log_sources_of(project=self.project),
@@ -60,7 +63,7 @@ class LogSourceCollectionView(ProjectScopedView):
     @extend_schema(
         parameters=[PROJECT_HEADER],
         request=LogSourceInputSerializer,
-        responses={201: LogSourceSerializer},
+        responses={201: LogSourceSerializer, **PROJECT_ERRORS},
     )
     def post(self, request):
         data = validated(LogSourceInputSerializer, request.data)
@@ -76,7 +79,7 @@ class LogSourceDetailView(ProjectScopedView):
     @extend_schema(
         parameters=[PROJECT_HEADER],
         request=LogSourceInputSerializer(partial=True),
-        responses={200: LogSourceSerializer},
+        responses={200: LogSourceSerializer, **PROJECT_ERRORS},
     )
     def patch(self, request, log_source_id):
         log_source = selectors.log_source_in_project(
@@ -86,7 +89,7 @@ class LogSourceDetailView(ProjectScopedView):
         log_source = services.log_source_update(log_source=log_source, changes=changes)
         return Response(LogSourceSerializer(log_source).data)
 
-    @extend_schema(parameters=[PROJECT_HEADER], responses={204: None})
+    @extend_schema(parameters=[PROJECT_HEADER], responses={204: None, **PROJECT_ERRORS})
     def delete(self, request, log_source_id):
         log_source = selectors.log_source_in_project(
             project=self.project, log_source_id=log_source_id
@@ -103,7 +106,7 @@ class ChannelCollectionView(ProjectScopedView):
     @extend_schema(
         parameters=[PROJECT_HEADER],
         request=ChannelInputSerializer,
-        responses={201: ChannelSerializer},
+        responses={201: ChannelSerializer, **PROJECT_ERRORS},
     )
     def post(self, request):
         data = validated(ChannelInputSerializer, request.data)
@@ -119,7 +122,7 @@ class ChannelDetailView(ProjectScopedView):
     @extend_schema(
         parameters=[PROJECT_HEADER],
         request=ChannelInputSerializer(partial=True),
-        responses={200: ChannelSerializer},
+        responses={200: ChannelSerializer, **PROJECT_ERRORS},
     )
     def patch(self, request, channel_id):
         channel = selectors.channel_in_project(project=self.project, channel_id=channel_id)
@@ -127,7 +130,7 @@ class ChannelDetailView(ProjectScopedView):
         channel = services.channel_update(channel=channel, changes=changes)
         return Response(ChannelSerializer(channel).data)
 
-    @extend_schema(parameters=[PROJECT_HEADER], responses={204: None})
+    @extend_schema(parameters=[PROJECT_HEADER], responses={204: None, **PROJECT_ERRORS})
     def delete(self, request, channel_id):
         channel = selectors.channel_in_project(project=self.project, channel_id=channel_id)
         services.channel_delete(channel=channel)

@@ -49,7 +49,9 @@ HOST = "sigsentry.example.com"
 
 
 def _production_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("HTTPS_ONLY", "DEBUG", "NUM_PROXIES")}
+    # DJANGO_ALLOW_ASYNC_UNSAFE is set for the browser tests' process, never in production.
+    dropped = ("HTTPS_ONLY", "DEBUG", "NUM_PROXIES", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     return env | PRODUCTION_ENV
 
 

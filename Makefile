@@ -48,8 +48,9 @@ bench: install-dev
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) bench/auth_overhead.py
 
-load: install
-	bash bench/load.sh
+load: install-dev
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	PY=$(PY) bash bench/load.sh
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -26,6 +26,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from apps.accounts.models import AuthSession, User
 from sigsentry.errors import TokenExpired, TokenInvalid
+from sigsentry.rawselect import JoinedRowSelect
 
 ACCESS_LIFETIME = timedelta(hours=24)
 ALGORITHM = "HS256"
@@ -101,13 +102,24 @@ def decode(token: str, expected_type: str) -> dict:
     return claims
 
 
+# Every JWT request reads its session: a precompiled statement (see sigsentry.rawselect),
+# equal to AuthSession.objects.select_related("user").filter(id=...).first().
+_SESSION_BY_ID = JoinedRowSelect(
+    AuthSession, related=("user",), lookup_field="id", name="sigsentry_session_by_id"
+)
+
+
 def session_for_claims(claims: dict, now: datetime | None = None) -> AuthSession:
-    """The open session the claims name, with its user; TOKEN_INVALID otherwise. One query."""
+    """The open session the claims name, with its user; TOKEN_INVALID otherwise. One query.
+
+    Read from the database on every call (no cache): logout, password change
+    and deactivation end the session for the next request on every process.
+    """
     try:
         session_id = uuid.UUID(str(claims["sid"]))
     except ValueError as exc:
         raise TokenInvalid() from exc
-    session = AuthSession.objects.select_related("user").filter(id=session_id).first()
+    session = _SESSION_BY_ID.get(session_id)
     if session is None or not session_is_valid(session, str(claims["sub"]), now):
         raise TokenInvalid()
     return session

@@ -7,6 +7,12 @@ checksum → one database lookup → revoked → expired (project resolution and
 permission follow in the view). Malformed, checksum-failing and sunset legacy
 credentials are rejected without a database query.
 
+Every request comes through here, so the path is kept lean: one precompiled
+statement reads the key with its organization and project
+(`selectors.key_by_digest`, see `sigsentry.rawselect`), or the session with its
+user for a JWT; nothing about a credential's validity is cached in the process,
+so a revocation or logout applies to the next request on every process.
+
 Credentials are read from the `Authorization` header only, never from the
 query string. The dashboard's HttpOnly access cookie is accepted when no
 header is sent, and then unsafe methods must pass Django's CSRF check.
@@ -75,19 +81,23 @@ def parse_authorization(header: str) -> str:
 
 
 def log_decision(request, outcome: str, principal: Principal | None = None) -> None:
-    """One structured line per authentication decision; never a credential or digest."""
-    extra = {"auth_outcome": outcome, "client_ip": client_ip(request)}
+    """One structured line per authentication decision; never a credential or digest.
+
+    Runs on every request, so nothing is computed when INFO is off for this logger.
+    """
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    ip = client_ip(request)
+    extra = {"auth_outcome": outcome, "client_ip": ip}
+    who = ""
     if principal is not None and principal.key is not None:
-        extra |= {"key_id": str(principal.key.id), "key_prefix": principal.key.prefix}
+        extra["key_id"] = key_id = str(principal.key.id)
+        extra["key_prefix"] = principal.key.prefix
+        who = f"key_id={key_id} key_prefix={principal.key.prefix}"
     elif principal is not None and principal.user is not None:
-        extra |= {"user_id": str(principal.user.id)}
-    logger.info(
-        "auth outcome=%s %s ip=%s",
-        outcome,
-        " ".join(f"{k}={v}" for k, v in extra.items() if k.startswith(("key_", "user_"))),
-        extra["client_ip"],
-        extra=extra,
-    )
+        extra["user_id"] = user_id = str(principal.user.id)
+        who = f"user_id={user_id}"
+    logger.info("auth outcome=%s %s ip=%s", outcome, who, ip, extra=extra)
 
 
 def authenticate_key(credential: str, shape: Shape, request) -> Principal:
@@ -125,7 +135,7 @@ class BearerAuthentication(BaseAuthentication):
     """DRF authentication for every `/v1` view. See the module docstring."""
 
     def authenticate(self, request):
-        header = request.META.get("HTTP_AUTHORIZATION")
+        header = request._request.META.get("HTTP_AUTHORIZATION")
         try:
             if header is None:
                 cookie = request._request.COOKIES.get(ACCESS_COOKIE)

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `make bench` and `make load`. See bench/README.md."""

@@ -1,0 +1,53 @@
+"""Settings for the benchmarks only: production settings plus the peer libraries.
+
+The peers (DRF's authtoken, django-rest-knox, djangorestframework-api-key) are
+installed here and nowhere else, so the product never ships their tables. The
+database is the benchmark's own PostgreSQL database; DEBUG is off (no query
+log), HTTPS redirects are off (plain WSGI calls on loopback) and the secret key
+is random per process. The connection is persistent (`CONN_MAX_AGE` from the
+production settings) and health checks stay off, as in production.
+"""
+
+import os
+import secrets
+
+# The entry points (auth_overhead.py, load_fixtures.py, load.sh) set DATABASE_URL
+# to a benchmark database; see bench/db.py.
+os.environ.setdefault("DATABASE_URL", "postgres://root@127.0.0.1:5432/sigsentry_bench")
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+os.environ["DEBUG"] = "false"
+os.environ["HTTPS_ONLY"] = "false"
+
+from sigsentry.settings import *  # noqa: F403
+from sigsentry.settings import INSTALLED_APPS
+
+INSTALLED_APPS = [
+    *INSTALLED_APPS,
+    "rest_framework.authtoken",
+    "knox",
+    "rest_framework_api_key",
+]
+ROOT_URLCONF = "bench.urls"
+# No collected static files in a benchmark checkout; nothing here renders a page.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# The per-request authentication decision is logged at INFO as in production,
+# but written to /dev/null: its formatting and write are measured, not printed.
+LOGGING = {
+    **LOGGING,  # noqa: F405
+    "handlers": {
+        **LOGGING["handlers"],  # noqa: F405
+        "devnull": {
+            **LOGGING["handlers"]["console"],  # noqa: F405
+            "class": "logging.FileHandler",
+            "filename": os.devnull,
+        },
+    },
+    "loggers": {
+        **LOGGING["loggers"],  # noqa: F405
+        "sigsentry.auth": {"handlers": ["devnull"], "level": "INFO", "propagate": False},
+    },
+}

@@ -1,0 +1,269 @@
+"""Precompiled single-row SELECTs for the authentication hot path.
+
+Why raw SQL: every `/v1` request authenticates, always with the same question
+("the key with this digest, with its organization and project"; "the session
+with this id, with its user"). Through the ORM, building and compiling that
+queryset cost more than the indexed lookup itself, and on PostgreSQL parsing
+and planning the three-table join cost several times what executing it does.
+So:
+
+* the statement is written once per database vendor from the models' metadata
+  (every concrete column of the model and of each to-one relation, in the
+  ORM's order), and only the parameter changes;
+* on PostgreSQL (psycopg 3, client-side binding: Django's default) it is
+  prepared once per database session with SQL ``PREPARE`` — sent together
+  with the first ``EXECUTE``, so that request still makes one round trip —
+  and then run with ``EXECUTE``. Prepared statements live as long as the
+  session and survive rollbacks. Outside a transaction, if the server does
+  not know the statement (a transaction-mode pooler handed us another
+  backend, or ``DISCARD ALL``) it is prepared again, and if it already knows
+  it, it is executed; inside one, that error stands like any other. Elsewhere
+  (SQLite, server-side binding) the plain statement runs; Python's sqlite3
+  caches compiled statements by their text anyway.
+
+The connection, cursor, error wrapping and query logging are Django's
+(`connection.cursor()`): the query shows in `CaptureQueriesContext` and a
+database outage still becomes 503.
+
+The result is exactly what the ORM returns for
+``Model.objects.select_related(*related).filter(<field>=value).first()`` when
+`<field>` is unique: values go through the ORM's own converters (SQLite keeps
+UUIDs as 32-hex text, JSON and times as text; PostgreSQL hands JSON back as
+text too; PostgreSQL timestamps are read as UTC wall-clock time, see
+`_reads_utc_wall_clock`), instances are built as `Model.from_db` builds them
+(see `_from_db`), and the relation cache is filled (None for a missing nullable
+relation). tests/test_performance.py proves the equality on PostgreSQL and
+SQLite.
+
+Nothing is cached but SQL text and converters: every call reads the database,
+so a revoked key or an ended session fails on the next request, on every
+process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from django.conf import settings
+from django.db import ProgrammingError, connections
+from django.db.models import Field, Model
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
+
+M = TypeVar("M", bound=Model)
+
+#: SQLSTATEs of a prepared statement the server does not have / already has.
+_STATEMENT_UNKNOWN = "26000"
+_STATEMENT_EXISTS = "42P05"
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One model in the row: its columns are row[start:stop]."""
+
+    model: type[Model]
+    start: int
+    stop: int
+    #: Position of the primary key within the part: NULL there means "no related row".
+    pk_offset: int
+    #: The foreign key of the main model that this part fills (None for the main model).
+    via: Field | None
+    #: Attribute names of the columns, in order.
+    attnames: tuple[str, ...]
+    #: The model keeps Django's own `__init__` and `from_db`.
+    plain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    parts: tuple[_Part, ...]
+    converters: tuple[tuple[int, tuple[Callable[..., Any], ...], Any], ...]
+    #: "PREPARE name AS ...; EXECUTE name(%s)" and "EXECUTE name(%s)", or None.
+    prepare_and_execute: str | None
+    execute: str | None
+
+
+class JoinedRowSelect(Generic[M]):
+    """``SELECT <model + to-one relations> WHERE <unique field> = %s``, compiled once per vendor.
+
+    `related` names forward foreign keys of `model`; a nullable one is a LEFT
+    JOIN, as in the ORM. `name` names the prepared statement on PostgreSQL.
+    """
+
+    def __init__(
+        self, model: type[M], *, related: Sequence[str], lookup_field: str, name: str
+    ) -> None:
+        self.model = model
+        self.related = tuple(model._meta.get_field(field) for field in related)
+        self.lookup_field = model._meta.get_field(lookup_field)
+        if not (self.lookup_field.unique or self.lookup_field.primary_key):
+            raise ValueError("JoinedRowSelect looks rows up by a unique field only")
+        self.name = name
+        self._compiled: dict[tuple[str, str, bool], _Compiled] = {}
+        #: Database sessions (driver connections) that have the statement prepared.
+        self._prepared_on: weakref.WeakSet = weakref.WeakSet()
+
+    def get(self, value: Any, using: str = "default") -> M | None:
+        """The row whose lookup field equals `value`, or None. One query."""
+        connection = connections[using]
+        key = (using, connection.vendor, settings.USE_TZ)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = self._compile(connection)
+        param = self.lookup_field.get_db_prep_value(value, connection, prepared=False)
+        with connection.cursor() as cursor:
+            if compiled.execute is None:
+                cursor.execute(compiled.sql, [param])
+                row = cursor.fetchone()
+            else:
+                row = self._execute_prepared(connection, cursor, compiled, param)
+        if row is None:
+            return None
+        return self._instance(using, connection, compiled, list(row))
+
+    def _execute_prepared(self, connection, cursor, compiled: _Compiled, param: Any):
+        session = connection.connection
+        for _attempt in range(3):
+            try:
+                if session in self._prepared_on:
+                    cursor.execute(compiled.execute, [param])
+                else:
+                    cursor.execute(compiled.prepare_and_execute, [param])
+                    cursor.nextset()  # from PREPARE's result to EXECUTE's rows
+                    self._prepared_on.add(session)
+                return cursor.fetchone()
+            except ProgrammingError as exc:
+                state = getattr(exc.__cause__, "sqlstate", None)
+                if connection.in_atomic_block or state not in (
+                    _STATEMENT_UNKNOWN,
+                    _STATEMENT_EXISTS,
+                ):
+                    raise
+                if state == _STATEMENT_UNKNOWN:
+                    self._prepared_on.discard(session)
+                else:
+                    self._prepared_on.add(session)
+        cursor.execute(compiled.sql, [param])
+        return cursor.fetchone()
+
+    def _instance(self, using: str, connection, compiled: _Compiled, row: list) -> M:
+        for index, functions, col in compiled.converters:
+            value = row[index]
+            for convert in functions:
+                value = convert(value, col, connection)
+            row[index] = value
+        main, *related_parts = compiled.parts
+        instance = _from_db(main, using, row[main.start : main.stop])
+        for part in related_parts:
+            values = row[part.start : part.stop]
+            related = None
+            if values[part.pk_offset] is not None:
+                related = _from_db(part, using, values)
+            part.via.set_cached_value(instance, related)  # type: ignore[union-attr]
+        return instance
+
+    def _compile(self, connection) -> _Compiled:
+        quote = connection.ops.quote_name
+        columns: list[str] = []
+        parts: list[_Part] = []
+        converters = []
+        tables = [(self.model, "t0", None)] + [
+            (fk.related_model, f"t{i}", fk) for i, fk in enumerate(self.related, start=1)
+        ]
+        utc_wall_clock = _reads_utc_wall_clock(connection)
+        for model, alias, via in tables:
+            start = len(columns)
+            for field in model._meta.concrete_fields:
+                col = field.get_col(alias)
+                column = f"{alias}.{quote(field.column)}"
+                found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+                if utc_wall_clock and field.get_internal_type() == "DateTimeField":
+                    column = f"({column} AT TIME ZONE 'UTC')"
+                    found = [_attach_utc, *found]
+                if found:
+                    converters.append((len(columns), tuple(found), col))
+                columns.append(column)
+            pk_offset = model._meta.concrete_fields.index(model._meta.pk)
+            attnames = tuple(field.attname for field in model._meta.concrete_fields)
+            plain = (
+                model.__init__ is Model.__init__
+                and model.from_db.__func__ is Model.from_db.__func__  # type: ignore[attr-defined]
+            )
+            parts.append(_Part(model, start, len(columns), pk_offset, via, attnames, plain))
+        joins = [
+            f"{'LEFT OUTER' if fk.null else 'INNER'} JOIN {quote(fk.related_model._meta.db_table)}"
+            f" t{i} ON t{i}.{quote(fk.target_field.column)} = t0.{quote(fk.column)}"
+            for i, fk in enumerate(self.related, start=1)
+        ]
+        body = " ".join(
+            [
+                f"SELECT {', '.join(columns)}",
+                f"FROM {quote(self.model._meta.db_table)} t0",
+                *joins,
+                f"WHERE t0.{quote(self.lookup_field.column)} = ",
+            ]
+        )
+        prepare_and_execute = execute = None
+        if _can_prepare(connection):
+            name = quote(self.name)
+            execute = f"EXECUTE {name}(%s)"
+            prepare_and_execute = f"PREPARE {name} AS {body}$1; {execute}"
+        return _Compiled(body + "%s", tuple(parts), tuple(converters), prepare_and_execute, execute)
+
+
+def _from_db(part: _Part, using: str, values: list) -> Model:
+    """`Model.from_db`, without running `__init__` when nothing could observe the difference.
+
+    For a model with Django's own `__init__` and `from_db` (`part.plain`) and
+    no pre_init / post_init receivers, `__init__` only sets `_state` and one
+    attribute per column; setting them directly is what deferred-field loading
+    does too, at a fraction of the cost. Anything else goes through `from_db`.
+    """
+    model = part.model
+    if (
+        not part.plain
+        or (pre_init.receivers and pre_init.has_listeners(model))
+        or (post_init.receivers and post_init.has_listeners(model))
+    ):
+        return model.from_db(using, None, values)
+    instance = model.__new__(model)
+    state = instance._state = ModelState()
+    state.adding = False
+    state.db = using
+    instance.__dict__.update(zip(part.attnames, values, strict=True))
+    return instance
+
+
+def _reads_utc_wall_clock(connection) -> bool:
+    """Read PostgreSQL timestamps as UTC wall-clock time, then attach UTC in Python.
+
+    Django loads `timestamptz` with a pure-Python loader; `timestamp` has
+    psycopg's C loader, which is several times faster. Same instant, same
+    tzinfo (the connection's, UTC), so the same value as the ORM's.
+    """
+    return (
+        connection.vendor == "postgresql"
+        and settings.USE_TZ
+        and connection.timezone_name == "UTC"
+        and connection.timezone is dt.UTC
+    )
+
+
+def _attach_utc(value, expression, connection):
+    return value if value is None else value.replace(tzinfo=dt.UTC)
+
+
+def _can_prepare(connection) -> bool:
+    """SQL PREPARE/EXECUTE in one round trip needs psycopg 3 with client-side binding."""
+    if connection.vendor != "postgresql":
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return (
+        is_psycopg3 and connection.settings_dict["OPTIONS"].get("server_side_binding") is not True
+    )

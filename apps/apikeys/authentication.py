@@ -35,6 +35,7 @@ from apps.apikeys.selectors import key_by_digest
 from apps.orgs.access import Principal
 from sigsentry import throttling
 from sigsentry.errors import (
+    ApiError,
     AuthError,
     AuthorizationMalformed,
     KeyExpired,
@@ -114,15 +115,21 @@ def authenticate_key(credential: str, shape: Shape, request) -> Principal:
     if api_key is None or not keyformat.digests_match(api_key.digest, digest):
         raise KeyInvalid()
     if api_key.revoked_at is not None:
-        raise KeyRevoked()
+        raise _refusing(KeyRevoked(), api_key)
     if api_key.expires_at is not None and api_key.expires_at <= now:
-        raise KeyExpired()
+        raise _refusing(KeyExpired(), api_key)
     origin = request.META.get("HTTP_ORIGIN")
     if api_key.allowed_origins and (
         origin is None or origin.lower() not in api_key.allowed_origins
     ):
-        raise OriginNotAllowed()
+        raise _refusing(OriginNotAllowed(), api_key)
     return Principal(key=api_key)
+
+
+def _refusing(err: ApiError, api_key) -> ApiError:
+    """Attach the known key to a refusal so the decision's log line names it."""
+    err.api_key = api_key
+    return err
 
 
 def authenticate_jwt(credential: str) -> Principal:
@@ -147,8 +154,14 @@ class BearerAuthentication(BaseAuthentication):
         except (AuthError, OriginNotAllowed) as err:
             if isinstance(err, OriginNotAllowed):
                 request._request.sigsentry_origin_denied = True
-            self._count_failure(request)
-            log_decision(request, err.code)
+            api_key = getattr(err, "api_key", None)
+            refused_key = Principal(key=api_key) if api_key is not None else None
+            try:
+                self._count_failure(request)
+            except RateLimited as limited:
+                log_decision(request, limited.code, refused_key)
+                raise
+            log_decision(request, err.code, refused_key)
             raise
         log_decision(request, "ok", principal)
         request._request.sigsentry_principal = principal

@@ -31,11 +31,17 @@ from sigsentry.errors import (
     ProjectMismatch,
     ProjectNotFound,
 )
+from sigsentry.rawselect import JoinedRowSelect
 
 if TYPE_CHECKING:
     from apps.accounts.models import AuthSession, User
     from apps.apikeys.models import ApiKey
     from apps.orgs.models import Organization
+
+
+_PROJECT_BY_ID = JoinedRowSelect(
+    Project, related=("organization",), lookup_field="id", name="sigsentry_project_by_id"
+)
 
 
 @dataclass(slots=True)
@@ -96,12 +102,10 @@ def resolve_project(principal: Principal, header_value: str | None) -> Project:
         return key.project
     project_id = parse_project_id(header_value)
     if key is not None:
-        project = (
-            Project.objects.select_related("organization")
-            .filter(id=project_id, organization_id=key.organization_id)
-            .first()
-        )
-        if project is None:
+        # Organization keys name a project on every request: the same precompiled
+        # single-row select as the key lookup, then the tenant check on the row.
+        project = _PROJECT_BY_ID.get(project_id)
+        if project is None or project.organization_id != key.organization_id:
             raise ProjectNotFound()
         return project
     project, role = project_for_user(principal.user, project_id)

@@ -59,6 +59,10 @@ class DashboardSessionMiddleware:
             try:
                 pair = services.refresh(refresh_token=refresh)
                 request.principal, request.session_expires_at = _principal_from_access(pair.access)
+            except services.RefreshRaced:
+                # Another tab's request just rotated the pair and is setting the new
+                # cookies: clearing them here would log the user out of every tab.
+                stale = False
             except AuthError:
                 stale = stale or request.principal is None
         elif refresh and request.principal is None:

@@ -38,6 +38,14 @@ from sigsentry.net import client_ip, user_agent
 REUSE_RACE_WINDOW = timedelta(seconds=10)
 
 
+class RefreshRaced(TokenInvalid):
+    """Another request rotated this refresh token a moment ago: a benign race (two tabs).
+
+    Still a 401 for the caller, but the session lives on, so whoever holds the
+    winner's new tokens must keep them (nobody clears the cookies over it).
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class SignupResult:
     user: User
@@ -164,14 +172,15 @@ def refresh(*, refresh_token: Any) -> TokenPair:
         raced = session.last_refreshed_at and now - session.last_refreshed_at < REUSE_RACE_WINDOW
         if not raced:
             end_session(session, AuthSession.EndReason.REFRESH_REUSED)
-        raise TokenInvalid()
+            raise TokenInvalid()
+        raise RefreshRaced()
     new_jti = tokens.new_jti()
     with transaction.atomic():
         won = AuthSession.objects.filter(
             id=session.id, refresh_jti=jti, ended_at__isnull=True
         ).update(refresh_jti=new_jti, last_refreshed_at=now)
         if not won:
-            raise TokenInvalid()
+            raise RefreshRaced()
         tokens.blacklist_jti(jti)
         return tokens.issue_pair(session, new_jti, now)
 

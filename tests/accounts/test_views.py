@@ -243,6 +243,22 @@ def test_missing_access_cookie_is_silently_refreshed(owner):
     assert response.cookies[REFRESH_COOKIE].value != old_refresh
 
 
+def test_a_tab_that_lost_a_refresh_race_leaves_the_winners_cookies_alone(owner):
+    first_tab = logged_in(owner)
+    del first_tab.cookies[ACCESS_COOKIE]
+    second_tab = Client()
+    second_tab.cookies[REFRESH_COOKIE] = first_tab.cookies[REFRESH_COOKIE].value
+    assert session_cookies_set(first_tab.get("/"))  # the winner rotates the pair
+
+    loser = second_tab.get("/")
+
+    assert loser.status_code == 302
+    assert ACCESS_COOKIE not in loser.cookies
+    assert REFRESH_COOKIE not in loser.cookies
+    assert AuthSession.objects.get().ended_at is None
+    assert first_tab.get("/").status_code == 200
+
+
 def test_dead_session_clears_cookies_and_asks_to_log_in(owner):
     client = logged_in(owner)
     AuthSession.objects.update(ended_at=timezone.now())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -301,6 +302,30 @@ def key_revoke(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
     return redirect(collection.url)
 
 
+def _mint_from_row(
+    request: HttpRequest,
+    collection: Collection,
+    api_key,
+    *,
+    how: str,
+    mint: Callable[[], services.MintedKey],
+    form_error: str | None = None,
+):
+    """A row action that mints a successor (roll, replace): one-time nonce, errors on
+    the key's row, the new key shown once."""
+    nonce = consume_nonce(request)
+    if nonce == "used":
+        return _already_submitted(request, collection)
+    error = "This form expired; try again." if nonce == "invalid" else form_error
+    if error:
+        return _render(request, collection, row_errors={api_key.id: error})
+    try:
+        minted = mint()
+    except (ValidationFailed, RateLimited) as exc:
+        return _render(request, collection, row_errors={api_key.id: _first_message(exc)})
+    return _render(request, collection, minted=minted, minted_how=how, previous=api_key)
+
+
 @dashboard_page
 @require_POST
 def key_roll(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
@@ -308,27 +333,21 @@ def key_roll(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_i
     collection = _collection(request, kind, project_id, org_id)
     _require_manager(collection)
     api_key = collection.key(key_id)
-    nonce = consume_nonce(request)
-    if nonce == "used":
-        return _already_submitted(request, collection)
     form = RollForm(request.POST)
-    if nonce == "invalid" or not form.is_valid():
-        error = (
-            "This form expired; try again."
-            if nonce == "invalid"
-            else "Choose when the old key stops working."
-        )
-        return _render(request, collection, row_errors={api_key.id: error})
-    try:
-        minted = services.roll_key(
+    valid = form.is_valid()
+    return _mint_from_row(
+        request,
+        collection,
+        api_key,
+        how="rolled",
+        form_error=None if valid else "Choose when the old key stops working.",
+        mint=lambda: services.roll_key(
             actor=request.principal.user,
             api_key=api_key,
             grace_seconds=form.cleaned_data["grace_seconds"],
             request=request,
-        )
-    except (ValidationFailed, RateLimited) as exc:
-        return _render(request, collection, row_errors={api_key.id: _first_message(exc)})
-    return _render(request, collection, minted=minted, minted_how="rolled", previous=api_key)
+        ),
+    )
 
 
 @dashboard_page
@@ -338,20 +357,15 @@ def key_replace(request: HttpRequest, kind: KeyKind, key_id, project_id=None, or
     collection = _collection(request, kind, project_id, org_id)
     _require_manager(collection)
     api_key = collection.key(key_id)
-    nonce = consume_nonce(request)
-    if nonce == "used":
-        return _already_submitted(request, collection)
-    if nonce == "invalid":
-        return _render(
-            request, collection, row_errors={api_key.id: "This form expired; try again."}
-        )
-    try:
-        minted = services.replace_legacy_key(
+    return _mint_from_row(
+        request,
+        collection,
+        api_key,
+        how="replaced",
+        mint=lambda: services.replace_legacy_key(
             actor=request.principal.user, api_key=api_key, request=request
-        )
-    except (ValidationFailed, RateLimited) as exc:
-        return _render(request, collection, row_errors={api_key.id: _first_message(exc)})
-    return _render(request, collection, minted=minted, minted_how="replaced", previous=api_key)
+        ),
+    )
 
 
 @dashboard_page

@@ -18,6 +18,7 @@ from apps.accounts.models import AuthSession, User
 from apps.accounts.services import deactivate_user, end_session, end_user_sessions
 from apps.orgs.admin import protect_last_owners
 from apps.orgs.models import Membership
+from sigsentry.admin import ReadOnlyAdminMixin
 
 
 class UserCreationForm(AdminUserCreationForm):
@@ -100,7 +101,7 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(AuthSession)
-class AuthSessionAdmin(admin.ModelAdmin):
+class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only. The refresh jti and the password fingerprint are never shown."""
 
     list_display = ("id", "user", "created_at", "expires_at", "ended_at", "end_reason", "ip")
@@ -121,15 +122,6 @@ class AuthSessionAdmin(admin.ModelAdmin):
     readonly_fields = fields
     ordering = ("-created_at",)
     actions = ("end_sessions",)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_end_permission(self, request) -> bool:
         return request.user.has_perm("accounts.change_authsession")

@@ -5,19 +5,9 @@ from __future__ import annotations
 from django.contrib import admin
 
 from apps.analyses.models import Analysis, Feedback, FollowUp
+from sigsentry.admin import ReadOnlyAdminMixin
 
 AUTHORED_FIELDS = ("created_by_type", "created_by_label", "created_at")
-
-
-class ReadOnlyAdminMixin:
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class FollowUpInline(ReadOnlyAdminMixin, admin.TabularInline):

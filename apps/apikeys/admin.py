@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from apps.apikeys.models import ApiKey, KeyStatus
 from apps.apikeys.services import revoke_key
+from sigsentry.admin import ReadOnlyAdminMixin
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -36,7 +37,7 @@ class StatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "prefix",
@@ -83,16 +84,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="Status")
     def status(self, obj: ApiKey) -> str:
         return KeyStatus(obj.status).label
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        # Revoked keys stay, for audit (SPEC §2.1).
-        return False
 
     def has_revoke_permission(self, request) -> bool:
         return request.user.has_perm("apikeys.change_apikey")

@@ -32,6 +32,7 @@ from sigsentry.errors import (
     ValidationFailed,
 )
 from sigsentry.net import client_ip, user_agent
+from sigsentry.validation import clean_name
 
 #: A refresh token reused within this window lost a benign race (two tabs);
 #: later reuse means a stolen token, and the whole session is ended.
@@ -67,11 +68,7 @@ def _clean_email(email: Any) -> str:
 
 
 def _clean_org_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationFailed({"organizationName": ["An organization name is required."]})
-    if len(name.strip()) > 100:
-        raise ValidationFailed({"organizationName": ["At most 100 characters."]})
-    return name.strip()
+    return clean_name(name, "organizationName", "An organization name is required.")
 
 
 def start_session(user: User, request: HttpRequest | None = None) -> TokenPair:

@@ -29,6 +29,7 @@ from apps.projects.models import Project
 from sigsentry import throttling
 from sigsentry.errors import PermissionsLocked, ValidationFailed
 from sigsentry.net import client_ip, user_agent
+from sigsentry.validation import clean_name
 
 logger = logging.getLogger("sigsentry.apikeys")
 
@@ -46,15 +47,6 @@ _ORIGIN_RE = re.compile(
 class MintedKey:
     api_key: ApiKey
     key: str  # shown once, never stored
-
-
-def validate_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationFailed({"name": ["A name is required."]})
-    name = name.strip()
-    if len(name) > 100:
-        raise ValidationFailed({"name": ["At most 100 characters."]})
-    return name
 
 
 def validate_permissions(kind: KeyKind, permissions: Any) -> list[str]:
@@ -144,7 +136,7 @@ def mint_key(
         raise ValueError("project keys need a project; organization keys must not have one")
     if project is not None and project.organization_id != organization.id:
         raise ValueError("the project belongs to another organization")
-    name = validate_name(name)
+    name = clean_name(name)
     permissions = validate_permissions(kind, permissions)
     expires_at = validate_expires_at(expires_at, now)
     allowed_origins = validate_allowed_origins(kind, allowed_origins)

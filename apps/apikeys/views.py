@@ -334,13 +334,12 @@ def key_roll(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_i
     _require_manager(collection)
     api_key = collection.key(key_id)
     form = RollForm(request.POST)
-    valid = form.is_valid()
     return _mint_from_row(
         request,
         collection,
         api_key,
         how="rolled",
-        form_error=None if valid else "Choose when the old key stops working.",
+        form_error=None if form.is_valid() else "Choose when the old key stops working.",
         mint=lambda: services.roll_key(
             actor=request.principal.user,
             api_key=api_key,

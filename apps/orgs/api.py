@@ -14,6 +14,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from apps.accounts.api import UserRefSerializer
 from apps.apikeys.schema import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
 from apps.orgs import selectors, services
 from apps.orgs.access import membership_for, require_manager
@@ -65,13 +66,8 @@ class ProjectSerializer(serializers.Serializer):
     createdAt = serializers.DateTimeField()
 
 
-class MemberUserSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    email = serializers.EmailField()
-
-
 class MemberSerializer(serializers.Serializer):
-    user = MemberUserSerializer()
+    user = UserRefSerializer()
     role = serializers.ChoiceField(choices=Role.choices)
 
 

@@ -12,14 +12,7 @@ from apps.orgs.models import Membership, Organization
 from apps.orgs.permissions import MANAGER_ROLES, Role
 from apps.projects.models import Project
 from sigsentry.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
-
-
-def _clean_name(value: Any, field: str = "name") -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationFailed({field: ["A name is required."]})
-    if len(value.strip()) > 100:
-        raise ValidationFailed({field: ["At most 100 characters."]})
-    return value.strip()
+from sigsentry.validation import clean_name
 
 
 def _clean_role(value: Any) -> str:
@@ -32,7 +25,7 @@ def organization_create(
     *, actor: Any, name: Any, request: HttpRequest | None = None
 ) -> Organization:
     """A new organization owned by `actor`."""
-    name = _clean_name(name)
+    name = clean_name(name)
     with transaction.atomic():
         organization = Organization.objects.create(name=name)
         Membership.objects.create(organization=organization, user=actor, role=Role.OWNER)
@@ -51,7 +44,7 @@ def organization_create(
 def project_create(
     *, actor: Any, organization: Organization, name: Any, request: HttpRequest | None = None
 ) -> Project:
-    name = _clean_name(name)
+    name = clean_name(name)
     with transaction.atomic():
         project = Project.objects.create(organization=organization, name=name)
         record_event(

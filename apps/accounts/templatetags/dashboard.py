@@ -9,6 +9,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince, timeuntil
 
+from sigsentry.api import iso
+
 register = template.Library()
 
 JUST_NOW = timedelta(seconds=60)
@@ -44,7 +46,7 @@ def when(value: datetime | None, never: str = "Never"):
         return never
     return format_html(
         '<time datetime="{}" title="{}">{}</time>',
-        value.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        iso(value),
         utc_text(value),
         relative(value),
     )

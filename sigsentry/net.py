@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from django.conf import settings
@@ -27,7 +28,9 @@ def client_ip(request: HttpRequest) -> str | None:
     return _ip(request.META.get("REMOTE_ADDR"))
 
 
+@functools.lru_cache(maxsize=1024)
 def _ip(value: str | None) -> str | None:
+    """The normalized address, or None. Cached: runs on every request, for few distinct values."""
     try:
         return str(ipaddress.ip_address(value.strip())) if value else None
     except ValueError:

@@ -47,6 +47,7 @@ from sigsentry.errors import (
     TokenInvalid,
 )
 from sigsentry.errors import PermissionDenied as CsrfFailed
+from sigsentry.logging import log_fields
 from sigsentry.net import client_ip
 
 logger = logging.getLogger("sigsentry.auth")
@@ -84,21 +85,39 @@ def parse_authorization(header: str) -> str:
 def log_decision(request, outcome: str, principal: Principal | None = None) -> None:
     """One structured line per authentication decision; never a credential or digest.
 
-    Runs on every request, so nothing is computed when INFO is off for this logger.
+    Runs on every request: nothing is computed when INFO is off for this
+    logger, and the record is built by `log_fields` (no caller lookup).
     """
     if not logger.isEnabledFor(logging.INFO):
         return
     ip = client_ip(request)
-    extra = {"auth_outcome": outcome, "client_ip": ip}
-    who = ""
-    if principal is not None and principal.key is not None:
-        extra["key_id"] = key_id = str(principal.key.id)
-        extra["key_prefix"] = principal.key.prefix
-        who = f"key_id={key_id} key_prefix={principal.key.prefix}"
+    key = principal.key if principal is not None else None
+    if key is not None:
+        key_id = str(key.id)
+        log_fields(
+            logger,
+            logging.INFO,
+            "auth outcome=%s key_id=%s key_prefix=%s ip=%s",
+            (outcome, key_id, key.prefix, ip),
+            {"auth_outcome": outcome, "client_ip": ip, "key_id": key_id, "key_prefix": key.prefix},
+        )
     elif principal is not None and principal.user is not None:
-        extra["user_id"] = user_id = str(principal.user.id)
-        who = f"user_id={user_id}"
-    logger.info("auth outcome=%s %s ip=%s", outcome, who, ip, extra=extra)
+        user_id = str(principal.user.id)
+        log_fields(
+            logger,
+            logging.INFO,
+            "auth outcome=%s user_id=%s ip=%s",
+            (outcome, user_id, ip),
+            {"auth_outcome": outcome, "client_ip": ip, "user_id": user_id},
+        )
+    else:
+        log_fields(
+            logger,
+            logging.INFO,
+            "auth outcome=%s ip=%s",
+            (outcome, ip),
+            {"auth_outcome": outcome, "client_ip": ip},
+        )
 
 
 def authenticate_key(credential: str, shape: Shape, request) -> Principal:

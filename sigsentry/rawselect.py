@@ -26,14 +26,18 @@ The connection, cursor, error wrapping and query logging are Django's
 database outage still becomes 503.
 
 The result is exactly what the ORM returns for
-``Model.objects.select_related(*related).filter(<field>=value).first()`` when
-`<field>` is unique: values go through the ORM's own converters (SQLite keeps
-UUIDs as 32-hex text, JSON and times as text; PostgreSQL hands JSON back as
-text too; PostgreSQL timestamps are read as UTC wall-clock time, see
-`_reads_utc_wall_clock`), instances are built as `Model.from_db` builds them
-(see `_from_db`), and the relation cache is filled (None for a missing nullable
-relation). tests/test_performance.py proves the equality on PostgreSQL and
-SQLite.
+``Model.objects.select_related(*related).only(*only).filter(<field>=value).first()``
+when `<field>` is unique (without `only`, every column): values go through the
+ORM's own converters (SQLite keeps UUIDs as 32-hex text, JSON and times as
+text; PostgreSQL hands JSON back as text too; PostgreSQL timestamps are read as
+UTC wall-clock time, see `_reads_utc_wall_clock`), instances are built as
+`Model.from_db` builds them (see `_from_db`), and the relation cache is filled
+(None for a missing nullable relation). Fields left out by `only` are deferred,
+as the ORM defers them: reading one loads it with a query of its own. Each
+column costs the server and the driver a little on every request, so the hot
+paths read only what they use. A related row's primary key is not selected when
+the join is on it: it is the foreign key's value. tests/test_performance.py
+proves the equality on PostgreSQL and SQLite.
 
 Nothing is cached but SQL text and converters: every call reads the database,
 so a revoked key or an ended session fails on the next request, on every
@@ -68,12 +72,15 @@ class _Part:
     model: type[Model]
     start: int
     stop: int
-    #: Position of the primary key within the part: NULL there means "no related row".
-    pk_offset: int
+    #: Position within the part of a column that is never NULL in a row: NULL there
+    #: means "no related row" (a LEFT JOIN). None when the row is always there.
+    presence_offset: int | None
     #: The foreign key of the main model that this part fills (None for the main model).
     via: Field | None
-    #: Attribute names of the columns, in order.
+    #: Attribute names of the selected columns, in order.
     attnames: tuple[str, ...]
+    #: Attribute name of the primary key when it is not selected but is `via`'s value.
+    pk_from_via: str | None
     #: The model keeps Django's own `__init__` and `from_db`.
     plain: bool
 
@@ -92,11 +99,20 @@ class JoinedRowSelect(Generic[M]):
     """``SELECT <model + to-one relations> WHERE <unique field> = %s``, compiled once per vendor.
 
     `related` names forward foreign keys of `model`; a nullable one is a LEFT
-    JOIN, as in the ORM. `name` names the prepared statement on PostgreSQL.
+    JOIN, as in the ORM. `only` names the fields to load, as `QuerySet.only`
+    does (`"field"` for the model, `"relation__field"` for a related model;
+    primary keys are always loaded); the others are deferred. `name` names the
+    prepared statement on PostgreSQL.
     """
 
     def __init__(
-        self, model: type[M], *, related: Sequence[str], lookup_field: str, name: str
+        self,
+        model: type[M],
+        *,
+        related: Sequence[str],
+        lookup_field: str,
+        name: str,
+        only: Sequence[str] | None = None,
     ) -> None:
         self.model = model
         self.related = tuple(model._meta.get_field(field) for field in related)
@@ -104,9 +120,27 @@ class JoinedRowSelect(Generic[M]):
         if not (self.lookup_field.unique or self.lookup_field.primary_key):
             raise ValueError("JoinedRowSelect looks rows up by a unique field only")
         self.name = name
+        self.only = None if only is None else self._loaded_fields(only)
         self._compiled: dict[tuple[str, str, bool], _Compiled] = {}
         #: Database sessions (driver connections) that have the statement prepared.
         self._prepared_on: weakref.WeakSet = weakref.WeakSet()
+
+    def _loaded_fields(self, only: Sequence[str]) -> dict[str | None, frozenset[Field]]:
+        """The fields to load per part: None for the model, else the relation's name."""
+        names: dict[str | None, set[str]] = {None: set()} | {fk.name: set() for fk in self.related}
+        for entry in only:
+            relation, _, field = entry.rpartition("__")
+            if (relation or None) not in names:
+                raise ValueError(f"{entry!r}: {relation!r} is not one of the related fields")
+            names[relation or None].add(field)
+        names[None] |= {self.lookup_field.name} | {fk.name for fk in self.related}
+        models = {None: self.model} | {fk.name: fk.related_model for fk in self.related}
+        return {
+            part: frozenset(
+                {models[part]._meta.get_field(name) for name in fields} | {models[part]._meta.pk}
+            )
+            for part, fields in names.items()
+        }
 
     def get(self, value: Any, using: str = "default") -> M | None:
         """The row whose lookup field equals `value`, or None. One query."""
@@ -162,10 +196,22 @@ class JoinedRowSelect(Generic[M]):
         for part in related_parts:
             values = row[part.start : part.stop]
             related = None
-            if values[part.pk_offset] is not None:
-                related = _from_db(part, using, values)
+            if part.presence_offset is None or values[part.presence_offset] is not None:
+                if part.pk_from_via is not None:
+                    pk = getattr(instance, part.via.attname)  # type: ignore[union-attr]
+                    if pk is not None:
+                        related = _from_db(part, using, values, pk)
+                else:
+                    related = _from_db(part, using, values)
             part.via.set_cached_value(instance, related)  # type: ignore[union-attr]
         return instance
+
+    def _fields_of(self, model: type[Model], via: Field | None) -> list[Field]:
+        """The columns to select for one part, in the model's field order."""
+        if self.only is None:
+            return list(model._meta.concrete_fields)
+        wanted = self.only[None if via is None else via.name]
+        return [field for field in model._meta.concrete_fields if field in wanted]
 
     def _compile(self, connection) -> _Compiled:
         quote = connection.ops.quote_name
@@ -178,7 +224,19 @@ class JoinedRowSelect(Generic[M]):
         utc_wall_clock = _reads_utc_wall_clock(connection)
         for model, alias, via in tables:
             start = len(columns)
-            for field in model._meta.concrete_fields:
+            loaded = self._fields_of(model, via)
+            presence_offset = pk_from_via = None
+            if via is not None and via.target_field.primary_key:
+                # The join is on the related primary key: its value is the foreign key's.
+                # A LEFT JOIN still needs a never-NULL column to tell "no row" apart.
+                others = [field for field in loaded if not field.primary_key]
+                marker = next((i for i, f in enumerate(others) if not f.null), None)
+                if not via.null or marker is not None:
+                    loaded, pk_from_via = others, model._meta.pk.attname
+                    presence_offset = marker if via.null else None
+            if via is not None and via.null and pk_from_via is None:
+                presence_offset = loaded.index(model._meta.pk)
+            for field in loaded:
                 col = field.get_col(alias)
                 column = f"{alias}.{quote(field.column)}"
                 found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
@@ -188,13 +246,16 @@ class JoinedRowSelect(Generic[M]):
                 if found:
                     converters.append((len(columns), tuple(found), col))
                 columns.append(column)
-            pk_offset = model._meta.concrete_fields.index(model._meta.pk)
-            attnames = tuple(field.attname for field in model._meta.concrete_fields)
+            attnames = tuple(field.attname for field in loaded)
             plain = (
                 model.__init__ is Model.__init__
                 and model.from_db.__func__ is Model.from_db.__func__  # type: ignore[attr-defined]
             )
-            parts.append(_Part(model, start, len(columns), pk_offset, via, attnames, plain))
+            parts.append(
+                _Part(
+                    model, start, len(columns), presence_offset, via, attnames, pk_from_via, plain
+                )
+            )
         joins = [
             f"{'LEFT OUTER' if fk.null else 'INNER'} JOIN {quote(fk.related_model._meta.db_table)}"
             f" t{i} ON t{i}.{quote(fk.target_field.column)} = t0.{quote(fk.column)}"
@@ -216,13 +277,15 @@ class JoinedRowSelect(Generic[M]):
         return _Compiled(body + "%s", tuple(parts), tuple(converters), prepare_and_execute, execute)
 
 
-def _from_db(part: _Part, using: str, values: list) -> Model:
+def _from_db(part: _Part, using: str, values: list, pk: Any = None) -> Model:
     """`Model.from_db`, without running `__init__` when nothing could observe the difference.
 
     For a model with Django's own `__init__` and `from_db` (`part.plain`) and
     no pre_init / post_init receivers, `__init__` only sets `_state` and one
-    attribute per column; setting them directly is what deferred-field loading
-    does too, at a fraction of the cost. Anything else goes through `from_db`.
+    attribute per loaded column (a deferred field has no attribute); setting
+    them directly is what deferred-field loading does too, at a fraction of the
+    cost. Anything else goes through `from_db`. `pk` is the primary key when
+    it was not selected (`part.pk_from_via`).
     """
     model = part.model
     if (
@@ -230,12 +293,23 @@ def _from_db(part: _Part, using: str, values: list) -> Model:
         or (pre_init.receivers and pre_init.has_listeners(model))
         or (post_init.receivers and post_init.has_listeners(model))
     ):
-        return model.from_db(using, None, values)
+        loaded = dict(zip(part.attnames, values, strict=True))
+        if part.pk_from_via is not None:
+            loaded[part.pk_from_via] = pk
+        fields = model._meta.concrete_fields
+        if len(loaded) == len(fields):
+            return model.from_db(using, None, [loaded[field.attname] for field in fields])
+        return model.from_db(
+            using, list(loaded), [loaded[f.attname] for f in fields if f.attname in loaded]
+        )
     instance = model.__new__(model)
     state = instance._state = ModelState()
     state.adding = False
     state.db = using
-    instance.__dict__.update(zip(part.attnames, values, strict=True))
+    attributes = instance.__dict__
+    if part.pk_from_via is not None:
+        attributes[part.pk_from_via] = pk
+    attributes.update(zip(part.attnames, values, strict=True))
     return instance
 
 

@@ -10,10 +10,12 @@ what the ORM would.
 from __future__ import annotations
 
 import secrets
+import uuid
 from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext
 from django.urls import path
 from django.utils import timezone
@@ -24,9 +26,11 @@ from apps.accounts.models import AuthSession
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
-from apps.apikeys.selectors import key_by_digest
+from apps.apikeys.selectors import KEY_FIELDS_FOR_REQUESTS, key_by_digest
 from apps.apikeys.services import revoke_key
+from apps.orgs.models import Organization
 from apps.orgs.permissions import ALL_PERMISSIONS, Permission
+from apps.projects.models import Project
 from sigsentry.api import ApiView, ProjectScopedView
 from sigsentry.urls import urlpatterns as product_urlpatterns
 from tests.conftest import bearer
@@ -202,15 +206,21 @@ def test_a_burst_of_requests_writes_last_used_at_once(api_client, project):
 
 
 def field_values(instance) -> dict:
-    """Every concrete column, with its Python type (a UUID is not its hex string)."""
+    """Every loaded column, with its Python type (a UUID is not its hex string).
+
+    Read from the instance's attributes: reading a deferred field would load it.
+    """
+    loaded = instance.__dict__
     return {
-        field.attname: (getattr(instance, field.attname), type(getattr(instance, field.attname)))
+        field.attname: (loaded[field.attname], type(loaded[field.attname]))
         for field in type(instance)._meta.concrete_fields
+        if field.attname in loaded
     }
 
 
 def assert_same_instance(raw, orm) -> None:
     assert type(raw) is type(orm)
+    assert raw.get_deferred_fields() == orm.get_deferred_fields()
     assert field_values(raw) == field_values(orm)
     assert (raw._state.db, raw._state.adding) == (orm._state.db, orm._state.adding)
     assert raw._state.fields_cache.keys() == orm._state.fields_cache.keys()
@@ -218,11 +228,18 @@ def assert_same_instance(raw, orm) -> None:
         if related is None:
             assert raw._state.fields_cache[name] is None
         else:
-            assert field_values(raw._state.fields_cache[name]) == field_values(related)
+            raw_related = raw._state.fields_cache[name]
+            assert raw_related.get_deferred_fields() == related.get_deferred_fields()
+            assert field_values(raw_related) == field_values(related)
 
 
 def orm_key(digest: str) -> ApiKey | None:
-    return ApiKey.objects.select_related("organization", "project").filter(digest=digest).first()
+    return (
+        ApiKey.objects.select_related("organization", "project")
+        .only(*KEY_FIELDS_FOR_REQUESTS)
+        .filter(digest=digest)
+        .first()
+    )
 
 
 @pytest.mark.parametrize("kind", [KeyKind.SECRET, KeyKind.PUBLIC, KeyKind.ORGANIZATION])
@@ -239,7 +256,13 @@ def test_key_by_digest_equals_the_orm(project, owner, kind):
     raw = key_by_digest(digest)
     assert_same_instance(raw, orm_key(digest))
     assert (raw.project is None) == (kind is KeyKind.ORGANIZATION)
-    assert raw.organization.name == "Acme"
+    with CaptureQueriesContext(connection) as ctx:
+        assert raw.organization.name == "Acme"
+        assert raw.project is None or raw.project.name == project.name
+    assert ctx.captured_queries == []
+    # A field left out for requests is deferred: it loads, as the ORM would load it.
+    assert "created_at" in raw.get_deferred_fields()
+    assert raw.created_at == api_key.created_at
 
 
 def test_key_by_digest_equals_the_orm_for_a_revoked_legacy_key(project, owner):
@@ -260,6 +283,40 @@ def test_session_lookup_equals_the_orm(owner, user_token):
     orm = AuthSession.objects.select_related("user").filter(id=claims["sid"]).first()
     assert_same_instance(raw, orm)
     assert raw.user.email == owner.email
+
+
+def test_project_lookup_for_org_keys_equals_the_orm(project):
+    from apps.orgs.access import _PROJECT_BY_ID
+
+    raw = _PROJECT_BY_ID.get(project.id)
+    orm = Project.objects.select_related("organization").filter(id=project.id).first()
+    assert_same_instance(raw, orm)
+    assert _PROJECT_BY_ID.get(uuid.uuid4()) is None
+
+
+@pytest.mark.parametrize("kind", [KeyKind.SECRET, KeyKind.ORGANIZATION])
+def test_lookup_with_init_receivers_builds_instances_through_from_db(project, kind):
+    """With pre_init/post_init receivers the instances go through Model.__init__ (deferred too)."""
+    _api_key, key = make_key(kind, project=project)
+    digest = keyformat.digest(key)
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append((sender, instance.get_deferred_fields()))
+
+    for model in (ApiKey, Organization, Project):
+        post_init.connect(receiver, sender=model)
+    try:
+        raw = key_by_digest(digest)
+        from_raw, seen[:] = seen[:], []
+        orm = orm_key(digest)
+        from_orm = seen[:]
+    finally:
+        for model in (ApiKey, Organization, Project):
+            post_init.disconnect(receiver, sender=model)
+    assert_same_instance(raw, orm)
+    assert from_raw == from_orm
+    assert ApiKey in {sender for sender, _ in from_raw}
 
 
 # PostgreSQL keeps the statement prepared per session; it recovers when the server lost it.

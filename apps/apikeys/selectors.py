@@ -12,11 +12,32 @@ from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from sigsentry.errors import NotFound
 from sigsentry.rawselect import JoinedRowSelect
 
+#: What a request reads of the key it authenticated with: the checks (revoked,
+#: expiry, origins), the permissions, `lastUsedAt` tracking and `GET /v1/me`.
+#: The other columns (who created or revoked it, when, what it replaced) are
+#: for the management pages, which load keys through the ORM.
+KEY_FIELDS_FOR_REQUESTS = (
+    "type",
+    "scope",
+    "name",
+    "prefix",
+    "digest",
+    "permissions",
+    "legacy",
+    "allowed_origins",
+    "expires_at",
+    "revoked_at",
+    "last_used_at",
+    "organization__name",
+    "project__organization",
+    "project__name",
+)
 _KEY_BY_DIGEST = JoinedRowSelect(
     ApiKey,
     related=("organization", "project"),
     lookup_field="digest",
     name="sigsentry_key_by_digest",
+    only=KEY_FIELDS_FOR_REQUESTS,
 )
 
 
@@ -25,7 +46,8 @@ def key_by_digest(digest: str) -> ApiKey | None:
 
     Runs on every API-key request, so the statement is precompiled raw SQL
     (see `sigsentry.rawselect`); the result equals
-    ``ApiKey.objects.select_related("organization", "project").filter(digest=digest).first()``.
+    ``ApiKey.objects.select_related("organization", "project")
+    .only(*KEY_FIELDS_FOR_REQUESTS).filter(digest=digest).first()``.
     Nothing is cached between calls: revocation applies on the next request.
     """
     return _KEY_BY_DIGEST.get(digest)

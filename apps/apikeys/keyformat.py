@@ -113,15 +113,22 @@ class ParsedKey:
     key: str
 
 
-def parse(candidate: str) -> ParsedKey | None:
-    """A well-formed key with a valid checksum, or None. Never touches the database."""
-    match = KEY_PATTERN.fullmatch(candidate)
-    if match is None:
-        return None
+def is_valid_key(candidate: str) -> bool:
+    """A well-formed key with a valid checksum. Never touches the database.
+
+    The authentication path asks only this (it runs on every request).
+    """
+    if KEY_PATTERN.fullmatch(candidate) is None:
+        return False
     body_end = len(candidate) - CHECKSUM_LENGTH
-    if not hmac.compare_digest(checksum(candidate[:body_end]), candidate[body_end:]):
+    return hmac.compare_digest(checksum(candidate[:body_end]), candidate[body_end:])
+
+
+def parse(candidate: str) -> ParsedKey | None:
+    """A well-formed key with a valid checksum, and its kind; None otherwise."""
+    if not is_valid_key(candidate):
         return None
-    return ParsedKey(kind=KIND_BY_PREFIX[match.group(1)], key=candidate)
+    return ParsedKey(kind=KIND_BY_PREFIX[KEY_PATTERN.match(candidate).group(1)], key=candidate)  # type: ignore[union-attr]
 
 
 def is_legacy_key(candidate: str) -> bool:

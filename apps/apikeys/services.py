@@ -290,7 +290,7 @@ def _candidate_digest(candidate: Any) -> str | None:
     if not isinstance(candidate, str) or len(candidate) > 512:
         return None
     candidate = candidate.strip()
-    if keyformat.parse(candidate) is not None or keyformat.is_legacy_key(candidate):
+    if keyformat.is_valid_key(candidate) or keyformat.is_legacy_key(candidate):
         return keyformat.digest(candidate)
     return None
 

@@ -20,6 +20,7 @@ call site. Handlers, filters, levels and propagation are the standard ones.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -27,21 +28,25 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
-from json.encoder import c_make_encoder, encode_basestring
+from json.encoder import encode_basestring
 
-_STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-_PLAIN = (str, int, float, bool, type(None))
+#: What LogRecord.__init__ sets, in the order it sets them ("name" first).
+_RECORD_ATTRIBUTES = tuple(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+_STANDARD_ATTRIBUTES = frozenset(_RECORD_ATTRIBUTES) | {"message", "asctime", "taskName"}
+#: The entry's own fields: an extra field of the same name is left out.
+_RESERVED = frozenset({"time", "level", "logger", "message", "exception"})
+_encode_other = json.JSONEncoder(ensure_ascii=False).encode
 
 
 class JsonFormatter(logging.Formatter):
     """Runs for every request (the authentication decision), so it stays lean.
 
-    The timestamp text is cached per second and only the extra fields are
-    visited (a set difference), not every attribute of the record.
+    The line is written directly rather than through a dict and the JSON
+    encoder: strings go through the encoder's own escaping, numbers through the
+    encoder, anything else is left out. The timestamp text is cached per
+    second. Extra fields come after the attributes LogRecord sets itself (the
+    record's attributes keep their insertion order), so only those are visited;
+    a record whose attributes were set in another order is searched whole.
     """
 
     _second: int = -1
@@ -55,58 +60,44 @@ class JsonFormatter(logging.Formatter):
         return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self._time(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        parts = [
+            '{"time": "',
+            self._time(record.created),
+            '", "level": ',
+            encode_basestring(record.levelname),
+            ', "logger": ',
+            encode_basestring(record.name),
+            ', "message": ',
+            encode_basestring(record.getMessage()),
+        ]
         attributes = record.__dict__
-        extra = attributes.keys() - _STANDARD_ATTRIBUTES
-        if extra:
-            for name in sorted(extra):
-                value = attributes[name]
-                if not name.startswith("_") and isinstance(value, _PLAIN):
-                    entry.setdefault(name, value)
+        extra = attributes.items()
+        if len(attributes) > len(_RECORD_ATTRIBUTES) and next(iter(attributes)) == "name":
+            extra = itertools.islice(extra, len(_RECORD_ATTRIBUTES), None)
+        for name, value in extra:
+            if name in _STANDARD_ATTRIBUTES or name in _RESERVED or name[0] == "_":
+                continue
+            text = _json_value(value)
+            if text is not None:
+                parts += (", ", encode_basestring(name), ": ", text)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return _encode(entry)
+            parts += (', "exception": ', encode_basestring(self.formatException(record.exc_info)))
+        parts.append("}")
+        return "".join(parts)
 
 
-def _encoder():
-    """`json.JSONEncoder(ensure_ascii=False).encode`, same output, less work per call.
+def _json_value(value: object) -> str | None:
+    """A plain value as JSON text (what `json.dumps` writes), or None for anything else."""
+    if isinstance(value, str):
+        return encode_basestring(value)
+    if value is None or isinstance(value, int | float):  # bool is an int
+        return _encode_other(value)
+    return None
 
-    `encode` sets up the C encoder anew on every call; this sets it up once (with
-    the arguments `JSONEncoder.iterencode` passes it, minus the circular-reference
-    check a flat dict of plain values does not need). Anything it refuses goes
-    through `encode`, and without the C encoder `encode` is used throughout.
-    """
-    plain = json.JSONEncoder(ensure_ascii=False).encode
-
-    def refuse(value):
-        raise TypeError(type(value).__name__)
-
-    try:
-        encode = c_make_encoder(  # type: ignore[misc]
-            None, refuse, encode_basestring, None, ": ", ", ", False, False, True
-        )
-    except TypeError:  # no C encoder (None), or another signature
-        return plain
-
-    def fast(entry: dict) -> str:
-        try:
-            return "".join(encode(entry, 0))
-        except (TypeError, ValueError):
-            return plain(entry)
-
-    return fast
-
-
-_encode = _encoder()
 
 # ---------------------------------------------------------------------- log_fields
 
-#: Per process: (logger name, level, code object of the call site) -> the record's constant part.
+#: Per process: (logger name, level, the calling function) -> the record's constant part.
 _templates: dict[tuple, dict] = {}
 os.register_at_fork(after_in_child=_templates.clear)
 _new_record = object.__new__
@@ -136,14 +127,15 @@ def log_fields(logger: logging.Logger, level: int, msg: str, args: tuple, fields
         )
         logger.handle(record)
         return
-    site = (logger.name, level, frame.f_code)
+    code = frame.f_code
+    # Strings cache their hashes; a code object's hash is computed on every call.
+    site = (logger.name, level, code.co_filename, code.co_qualname, code.co_firstlineno)
     template = _templates.get(site)
     if template is None:
-        template = _templates[site] = _template(logger.name, level, frame.f_code)
+        template = _templates[site] = _template(logger.name, level, code)
     now = time.time()
     record = _new_record(logging.LogRecord)
-    attributes = record.__dict__
-    attributes.update(template)
+    record.__dict__ = attributes = template.copy()  # a clone of the table: no rehashing
     attributes["msg"] = msg
     attributes["args"] = args
     attributes["lineno"] = frame.f_lineno

@@ -47,16 +47,19 @@ process.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import ProgrammingError, connections
-from django.db.models import Field, Model
+from django.db.models import Field, JSONField, Model
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
+from django.dispatch import receiver
 
 M = TypeVar("M", bound=Model)
 
@@ -93,6 +96,8 @@ class _Compiled:
     #: "PREPARE name AS ...; EXECUTE name(%s)" and "EXECUTE name(%s)", or None.
     prepare_and_execute: str | None
     execute: str | None
+    #: "EXECUTE name", for a parameter written as a literal (see `_plain_literal`).
+    execute_named: str | None
 
 
 class JoinedRowSelect(Generic[M]):
@@ -121,9 +126,13 @@ class JoinedRowSelect(Generic[M]):
             raise ValueError("JoinedRowSelect looks rows up by a unique field only")
         self.name = name
         self.only = None if only is None else self._loaded_fields(only)
-        self._compiled: dict[tuple[str, str, bool], _Compiled] = {}
+        #: By database alias; emptied when a setting it depends on changes (tests).
+        self._compiled: dict[str, _Compiled] = {}
         #: Database sessions (driver connections) that have the statement prepared.
         self._prepared_on: weakref.WeakSet = weakref.WeakSet()
+        #: A `str` needs no preparing for a text column (CharField.get_prep_value is identity).
+        self._text_lookup = self.lookup_field.get_internal_type() in ("CharField", "TextField")
+        _selects.add(self)
 
     def _loaded_fields(self, only: Sequence[str]) -> dict[str | None, frozenset[Field]]:
         """The fields to load per part: None for the model, else the relation's name."""
@@ -145,11 +154,13 @@ class JoinedRowSelect(Generic[M]):
     def get(self, value: Any, using: str = "default") -> M | None:
         """The row whose lookup field equals `value`, or None. One query."""
         connection = connections[using]
-        key = (using, connection.vendor, settings.USE_TZ)
-        compiled = self._compiled.get(key)
+        compiled = self._compiled.get(using)
         if compiled is None:
-            compiled = self._compiled[key] = self._compile(connection)
-        param = self.lookup_field.get_db_prep_value(value, connection, prepared=False)
+            compiled = self._compiled[using] = self._compile(connection)
+        if self._text_lookup and type(value) is str:
+            param = value
+        else:
+            param = self.lookup_field.get_db_prep_value(value, connection, prepared=False)
         with connection.cursor() as cursor:
             if compiled.execute is None:
                 cursor.execute(compiled.sql, [param])
@@ -165,7 +176,11 @@ class JoinedRowSelect(Generic[M]):
         for _attempt in range(3):
             try:
                 if session in self._prepared_on:
-                    cursor.execute(compiled.execute, [param])
+                    literal = _plain_literal(param)
+                    if literal is not None:
+                        cursor.execute(f"{compiled.execute_named}({literal})")
+                    else:
+                        cursor.execute(compiled.execute, [param])
                 else:
                     cursor.execute(compiled.prepare_and_execute, [param])
                     cursor.nextset()  # from PREPARE's result to EXECUTE's rows
@@ -193,17 +208,24 @@ class JoinedRowSelect(Generic[M]):
             row[index] = value
         main, *related_parts = compiled.parts
         instance = _from_db(main, using, row[main.start : main.stop])
+        cache: dict[str, Any] = {}
+        pending: dict[str, tuple[_Part, list, Any]] = {}
         for part in related_parts:
             values = row[part.start : part.stop]
-            related = None
-            if part.presence_offset is None or values[part.presence_offset] is not None:
-                if part.pk_from_via is not None:
-                    pk = getattr(instance, part.via.attname)  # type: ignore[union-attr]
-                    if pk is not None:
-                        related = _from_db(part, using, values, pk)
-                else:
-                    related = _from_db(part, using, values)
-            part.via.set_cached_value(instance, related)  # type: ignore[union-attr]
+            name = part.via.cache_name  # type: ignore[union-attr]
+            pk = None
+            if part.pk_from_via is not None:
+                pk = instance.__dict__[part.via.attname]  # type: ignore[union-attr]
+            marker = part.presence_offset
+            if (marker is not None and values[marker] is None) or (
+                part.pk_from_via is not None and pk is None
+            ):
+                cache[name] = None
+            elif _without_init(part):
+                pending[name] = (part, values, pk)
+            else:  # init signals or a custom from_db: build now, as the ORM would
+                cache[name] = _from_db(part, using, values, pk)
+        instance._state.fields_cache = _RelationCache(using, cache, pending) if pending else cache
         return instance
 
     def _fields_of(self, model: type[Model], via: Field | None) -> list[Field]:
@@ -243,6 +265,10 @@ class JoinedRowSelect(Generic[M]):
                 if utc_wall_clock and field.get_internal_type() == "DateTimeField":
                     column = f"({column} AT TIME ZONE 'UTC')"
                     found = [_attach_utc, *found]
+                if found == [getattr(field, "from_db_value", None)] and isinstance(
+                    field, JSONField
+                ):
+                    found = [_MemoizedJsonArrays(field.from_db_value)]
                 if found:
                     converters.append((len(columns), tuple(found), col))
                 columns.append(column)
@@ -269,12 +295,157 @@ class JoinedRowSelect(Generic[M]):
                 f"WHERE t0.{quote(self.lookup_field.column)} = ",
             ]
         )
-        prepare_and_execute = execute = None
+        prepare_and_execute = execute = execute_named = None
         if _can_prepare(connection):
-            name = quote(self.name)
-            execute = f"EXECUTE {name}(%s)"
-            prepare_and_execute = f"PREPARE {name} AS {body}$1; {execute}"
-        return _Compiled(body + "%s", tuple(parts), tuple(converters), prepare_and_execute, execute)
+            execute_named = f"EXECUTE {quote(self.name)}"
+            execute = f"{execute_named}(%s)"
+            prepare_and_execute = f"PREPARE {quote(self.name)} AS {body}$1; {execute}"
+        return _Compiled(
+            body + "%s",
+            tuple(parts),
+            tuple(converters),
+            prepare_and_execute,
+            execute,
+            execute_named,
+        )
+
+
+class _RelationCache(dict):
+    """A model's relation cache (`_state.fields_cache`) that builds related instances when read.
+
+    The row holds the related columns, but building a model instance costs
+    more than a request that never reads the relation should pay: a related
+    instance is built on its first read (`instance.organization`), and then
+    kept, as the ORM's cache keeps it. Django reads this mapping by key, tests
+    membership, sets, deletes and copies it; every other view of it builds
+    everything first. Only models that `_from_db` builds without `__init__` are
+    deferred, so no init signal fires late.
+    """
+
+    __slots__ = ("_pending", "_using")
+
+    def __init__(self, using: str, built: dict, pending: dict[str, tuple[_Part, list, Any]]):
+        super().__init__(built)
+        self._using = using
+        self._pending = pending
+
+    def __missing__(self, name: str):
+        if name not in self._pending:
+            raise KeyError(name)
+        part, values, pk = self._pending.pop(name)
+        related = _from_db(part, self._using, values, pk)
+        dict.__setitem__(self, name, related)
+        return related
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or name in self._pending
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._pending.pop(name, None)
+        dict.__setitem__(self, name, value)
+
+    def __delitem__(self, name: str) -> None:
+        if self._pending.pop(name, None) is None:  # a name is pending or built, never both
+            dict.__delitem__(self, name)
+
+    def _build_all(self) -> None:
+        for name in list(self._pending):
+            self.__missing__(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def copy(self) -> dict:
+        self._build_all()
+        return dict(self)
+
+    def __reduce__(self):
+        return (dict, (self.copy(),))
+
+    def __iter__(self):
+        self._build_all()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        return dict.__len__(self) + len(self._pending)
+
+    def __eq__(self, other: object) -> bool:
+        self._build_all()
+        return dict.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._build_all()
+        return dict.__repr__(self)
+
+    def keys(self):
+        self._build_all()
+        return dict.keys(self)
+
+    def values(self):
+        self._build_all()
+        return dict.values(self)
+
+    def items(self):
+        self._build_all()
+        return dict.items(self)
+
+
+class _MemoizedJsonArrays:
+    """A JSONField's `from_db_value`, parsing each JSON array of strings once per process.
+
+    The hot paths read short arrays of strings on every request (a key's
+    permissions and allowed origins), with few distinct texts: each text is
+    parsed once, and every call still gets a list of its own. Any other value
+    is converted as before; the memo is bounded.
+    """
+
+    __slots__ = ("arrays", "convert")
+    MAX_ENTRIES = 256
+    MAX_TEXT = 2048
+
+    def __init__(self, convert: Callable[..., Any]) -> None:
+        self.convert = convert
+        self.arrays: dict[str, tuple[str, ...]] = {}
+
+    def __call__(self, value, expression, connection):
+        strings = self.arrays.get(value) if type(value) is str else None
+        if strings is not None:
+            return list(strings)
+        parsed = self.convert(value, expression, connection)
+        if (
+            type(parsed) is list
+            and len(value) <= self.MAX_TEXT
+            and len(self.arrays) < self.MAX_ENTRIES
+            and all(type(item) is str for item in parsed)
+        ):
+            self.arrays[value] = tuple(parsed)
+        return parsed
+
+
+#: Every JoinedRowSelect, so a settings change can make them compile again.
+_selects: weakref.WeakSet[JoinedRowSelect] = weakref.WeakSet()
+
+
+@receiver(setting_changed)
+def _compile_again(*, setting: str, **kwargs) -> None:
+    """The SQL and converters depend on these settings (override_settings in tests)."""
+    if setting in ("DATABASES", "USE_TZ", "TIME_ZONE"):
+        for select in list(_selects):
+            select._compiled.clear()
+
+
+def _without_init(part: _Part) -> bool:
+    """Nothing could tell an instance built without `__init__` from one built with it."""
+    model = part.model
+    return part.plain and not (
+        (pre_init.receivers and pre_init.has_listeners(model))
+        or (post_init.receivers and post_init.has_listeners(model))
+    )
 
 
 def _from_db(part: _Part, using: str, values: list, pk: Any = None) -> Model:
@@ -288,11 +459,7 @@ def _from_db(part: _Part, using: str, values: list, pk: Any = None) -> Model:
     it was not selected (`part.pk_from_via`).
     """
     model = part.model
-    if (
-        not part.plain
-        or (pre_init.receivers and pre_init.has_listeners(model))
-        or (post_init.receivers and post_init.has_listeners(model))
-    ):
+    if not _without_init(part):
         loaded = dict(zip(part.attnames, values, strict=True))
         if part.pk_from_via is not None:
             loaded[part.pk_from_via] = pk
@@ -309,7 +476,7 @@ def _from_db(part: _Part, using: str, values: list, pk: Any = None) -> Model:
     attributes = instance.__dict__
     if part.pk_from_via is not None:
         attributes[part.pk_from_via] = pk
-    attributes.update(zip(part.attnames, values, strict=True))
+    attributes.update(zip(part.attnames, values, strict=False))  # same lengths, by _compile
     return instance
 
 
@@ -330,6 +497,22 @@ def _reads_utc_wall_clock(connection) -> bool:
 
 def _attach_utc(value, expression, connection):
     return value if value is None else value.replace(tzinfo=dt.UTC)
+
+
+def _plain_literal(param: Any) -> str | None:
+    """`param` as a SQL string literal when quoting it changes nothing, else None.
+
+    With client-side binding psycopg writes every parameter into the statement
+    as a quoted literal anyway; for a UUID, or text of ASCII letters and digits
+    (a SHA-256 hex digest), that literal is the text between two quotes, so it
+    is written here without psycopg's per-call conversion, which costs more
+    than the lookup's own work. Anything else goes through psycopg.
+    """
+    if type(param) is uuid.UUID:
+        return f"'{param}'"
+    if type(param) is str and param.isascii() and param.isalnum():
+        return f"'{param}'"
+    return None
 
 
 def _can_prepare(connection) -> bool:

@@ -9,6 +9,8 @@ what the ORM would.
 
 from __future__ import annotations
 
+import copy
+import pickle
 import secrets
 import uuid
 from datetime import timedelta
@@ -32,6 +34,7 @@ from apps.orgs.models import Organization
 from apps.orgs.permissions import ALL_PERMISSIONS, Permission
 from apps.projects.models import Project
 from sigsentry.api import ApiView, ProjectScopedView
+from sigsentry.rawselect import _plain_literal
 from sigsentry.urls import urlpatterns as product_urlpatterns
 from tests.conftest import bearer
 from tests.factories import make_key
@@ -272,6 +275,74 @@ def test_key_by_digest_equals_the_orm_for_a_revoked_legacy_key(project, owner):
     assert_same_instance(key_by_digest(digest), orm_key(digest))
 
 
+def test_key_by_digest_compiles_again_when_the_time_zone_settings_change(project, settings):
+    """The statement and its converters depend on USE_TZ: a changed setting is followed."""
+    api_key, key = make_key(
+        KeyKind.SECRET, project=project, expires_at=timezone.now() + timedelta(1)
+    )
+    digest = keyformat.digest(key)
+    assert key_by_digest(digest).expires_at.tzinfo is not None
+    settings.USE_TZ = False
+    raw = key_by_digest(digest)
+    assert raw.expires_at.tzinfo is None
+    assert_same_instance(raw, orm_key(digest))
+    settings.USE_TZ = True
+    assert key_by_digest(digest).expires_at == api_key.expires_at
+
+
+def test_each_lookup_gets_permission_lists_of_its_own(project):
+    """JSON arrays are parsed once per process, but a caller may change its list safely."""
+    _api_key, key = make_key(KeyKind.SECRET, project=project)
+    digest = keyformat.digest(key)
+    first = key_by_digest(digest)
+    first.permissions.append("config:write")
+    first.allowed_origins.append("https://evil.example")
+    second = key_by_digest(digest)
+    assert second.permissions == orm_key(digest).permissions
+    assert second.allowed_origins == []
+    assert second.permissions is not first.permissions
+
+
+@pytest.mark.parametrize(
+    "text", ['["a", "b"]', '{"a": ["b"]}', '[1, "a"]', '[["a"]]', '"a"', "null", "[]"]
+)
+def test_memoized_json_converts_like_the_field(text):
+    from sigsentry.rawselect import _MemoizedJsonArrays
+
+    field = ApiKey._meta.get_field("permissions")
+    memo = _MemoizedJsonArrays(field.from_db_value)
+    once, twice = memo(text, None, connection), memo(text, None, connection)
+    assert once == twice == field.from_db_value(text, None, connection)
+    if isinstance(once, list | dict):
+        assert once is not twice
+
+
+def test_related_rows_become_instances_when_first_read(project, django_assert_num_queries):
+    """The organization and project are built from the row on first read: no query, kept."""
+    _api_key, key = make_key(KeyKind.SECRET, project=project)
+    raw = key_by_digest(keyformat.digest(key))
+    cache = raw._state.fields_cache
+    assert dict.__len__(cache) == 0  # nothing built yet
+    project_field = ApiKey._meta.get_field("project")
+    with django_assert_num_queries(0):
+        assert project_field.is_cached(raw)
+        assert raw.project is raw.project
+        assert raw.project.name == project.name
+        assert dict.__len__(cache) == 1
+        clone = pickle.loads(pickle.dumps(raw))  # builds the rest, copies plain values
+        assert clone.organization.name == raw.organization.name == "Acme"
+        assert copy.deepcopy(raw).project.id == project.id
+    other = Project.objects.create(organization=project.organization, name="Other")
+    fresh = key_by_digest(keyformat.digest(key))
+    fresh.project = other  # an assignment replaces what was pending
+    assert fresh.project is other
+    fresh = key_by_digest(keyformat.digest(key))
+    project_field.delete_cached_value(fresh)  # as refresh_from_db does: read again from the db
+    assert not project_field.is_cached(fresh)
+    with django_assert_num_queries(1):
+        assert fresh.project == project
+
+
 def test_key_by_digest_of_an_unknown_digest_is_none(project):
     make_key(KeyKind.SECRET, project=project)
     assert key_by_digest(keyformat.digest(keyformat.generate(KeyKind.SECRET))) is None
@@ -370,3 +441,38 @@ def test_statement_is_prepared_once_per_database_session(project):
         key_by_digest(digest)
         key_by_digest(digest)
     assert [q["sql"].split(" ", 1)[0] for q in ctx.captured_queries] == ["EXECUTE", "EXECUTE"]
+
+
+@needs_postgresql
+@pytest.mark.parametrize(
+    "digest", ["' OR '1'='1", "abc'; DROP TABLE apikeys_apikey; --", "ä" * 64, "a\\'b", ""]
+)
+def test_a_lookup_value_that_needs_quoting_goes_through_the_driver(project, digest):
+    """Only ASCII letters and digits are written as a literal; anything else is a parameter."""
+    _api_key, key = make_key(KeyKind.SECRET, project=project)
+    key_by_digest(keyformat.digest(key))  # prepared: later lookups take the literal path
+    with CaptureQueriesContext(connection) as ctx:
+        assert key_by_digest(digest) is None
+        assert key_by_digest(keyformat.digest(key)) is not None
+    assert ApiKey.objects.count() == 1
+    assert ctx.captured_queries[1]["sql"].endswith(f"('{keyformat.digest(key)}')")
+    assert _plain_literal(digest) is None
+
+
+def test_only_values_quoting_cannot_change_are_written_as_literals():
+    assert _plain_literal("0a" * 32) == "'" + "0a" * 32 + "'"
+    some_id = uuid.uuid4()
+    assert _plain_literal(some_id) == f"'{some_id}'"
+    for value in ("a'b", "a b", "a-b", "ä", "", "a\\b", 7, None, b"ab", some_id.hex.upper() + "'"):
+        assert _plain_literal(value) is None
+
+
+@needs_postgresql
+def test_lookups_by_uuid_write_the_uuid_as_a_literal(owner, user_token, project):
+    from apps.orgs.access import _PROJECT_BY_ID
+
+    _PROJECT_BY_ID.get(project.id)
+    with CaptureQueriesContext(connection) as ctx:
+        assert _PROJECT_BY_ID.get(project.id).name == project.name
+        assert _PROJECT_BY_ID.get(uuid.uuid4()) is None
+    assert ctx.captured_queries[0]["sql"].endswith(f"('{project.id}')")

@@ -38,6 +38,10 @@ _RESERVED = frozenset({"time", "level", "logger", "message", "exception"})
 _encode_other = json.JSONEncoder(ensure_ascii=False).encode
 
 
+#: ".000Z" to ".999Z": the end of a timestamp, by millisecond.
+_MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
 class JsonFormatter(logging.Formatter):
     """Runs for every request (the authentication decision), so it stays lean.
 
@@ -57,7 +61,7 @@ class JsonFormatter(logging.Formatter):
         if second != self._second:
             self._second_text = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
             self._second = second
-        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
+        return self._second_text + _MILLISECONDS[int((created - second) * 1000)]
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [

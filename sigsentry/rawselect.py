@@ -86,12 +86,16 @@ class _Part:
     pk_from_via: str | None
     #: The model keeps Django's own `__init__` and `from_db`.
     plain: bool
+    #: `via`'s attribute name and relation-cache name (None for the main model).
+    via_attname: str | None = None
+    cache_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
     parts: tuple[_Part, ...]
+    related_parts: tuple[_Part, ...]
     converters: tuple[tuple[int, tuple[Callable[..., Any], ...], Any], ...]
     #: "PREPARE name AS ...; EXECUTE name(%s)" and "EXECUTE name(%s)", or None.
     prepare_and_execute: str | None
@@ -206,16 +210,15 @@ class JoinedRowSelect(Generic[M]):
             for convert in functions:
                 value = convert(value, col, connection)
             row[index] = value
-        main, *related_parts = compiled.parts
+        main = compiled.parts[0]
         instance = _from_db(main, using, row[main.start : main.stop])
+        attributes = instance.__dict__
         cache: dict[str, Any] = {}
         pending: dict[str, tuple[_Part, list, Any]] = {}
-        for part in related_parts:
+        for part in compiled.related_parts:
             values = row[part.start : part.stop]
-            name = part.via.cache_name  # type: ignore[union-attr]
-            pk = None
-            if part.pk_from_via is not None:
-                pk = instance.__dict__[part.via.attname]  # type: ignore[union-attr]
+            name = part.cache_name
+            pk = None if part.pk_from_via is None else attributes[part.via_attname]
             marker = part.presence_offset
             if (marker is not None and values[marker] is None) or (
                 part.pk_from_via is not None and pk is None
@@ -279,7 +282,16 @@ class JoinedRowSelect(Generic[M]):
             )
             parts.append(
                 _Part(
-                    model, start, len(columns), presence_offset, via, attnames, pk_from_via, plain
+                    model,
+                    start,
+                    len(columns),
+                    presence_offset,
+                    via,
+                    attnames,
+                    pk_from_via,
+                    plain,
+                    via_attname=None if via is None else via.attname,
+                    cache_name=None if via is None else via.cache_name,
                 )
             )
         joins = [
@@ -303,6 +315,7 @@ class JoinedRowSelect(Generic[M]):
         return _Compiled(
             body + "%s",
             tuple(parts),
+            tuple(parts[1:]),
             tuple(converters),
             prepare_and_execute,
             execute,
@@ -441,11 +454,10 @@ def _compile_again(*, setting: str, **kwargs) -> None:
 
 def _without_init(part: _Part) -> bool:
     """Nothing could tell an instance built without `__init__` from one built with it."""
+    if not (pre_init.receivers or post_init.receivers):
+        return part.plain
     model = part.model
-    return part.plain and not (
-        (pre_init.receivers and pre_init.has_listeners(model))
-        or (post_init.receivers and post_init.has_listeners(model))
-    )
+    return part.plain and not (pre_init.has_listeners(model) or post_init.has_listeners(model))
 
 
 def _from_db(part: _Part, using: str, values: list, pk: Any = None) -> Model:

@@ -112,9 +112,11 @@ def test_json_lines_are_what_the_json_module_writes(fields):
     record = logging.LogRecord("sigsentry.auth", logging.INFO, __file__, 1, "m %s", ("x",), None)
     record.__dict__.update(fields)
     record.request = object()  # not a plain value: left out
+    record.created = 1_700_000_000.1239
     line = JsonFormatter().format(record)
     entry = json.loads(line)
     assert line == json.dumps(entry, ensure_ascii=False)
     assert {name: entry[name] for name in fields} == json.loads(json.dumps(fields))
     assert (entry["level"], entry["logger"], entry["message"]) == ("INFO", "sigsentry.auth", "m x")
     assert "request" not in entry
+    assert entry["time"] == "2023-11-14T22:13:20.123Z"

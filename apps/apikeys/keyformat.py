@@ -74,9 +74,18 @@ def to_base62(number: int, width: int) -> str:
     return "".join(reversed(digits)).rjust(width, "0")
 
 
+#: Every two-digit base62 text, by value: the checksum is three of them.
+_BASE62_PAIRS = tuple(a + b for a in BASE62_ALPHABET for b in BASE62_ALPHABET)
+
+
 def checksum(body: str) -> str:
-    """The 6-character base62 CRC32 of `body` (the key text before the checksum)."""
-    return to_base62(zlib.crc32(body.encode("utf-8")), CHECKSUM_LENGTH)
+    """The 6-character base62 CRC32 of `body` (the key text before the checksum).
+
+    Equal to ``to_base62(crc, 6)``, in two divisions (it runs on every request).
+    """
+    high, low = divmod(zlib.crc32(body.encode("utf-8")), 62 * 62)
+    high, middle = divmod(high, 62 * 62)
+    return _BASE62_PAIRS[high] + _BASE62_PAIRS[middle] + _BASE62_PAIRS[low]
 
 
 def generate(kind: KeyKind) -> str:

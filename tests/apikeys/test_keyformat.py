@@ -74,6 +74,18 @@ def test_checksum_matches_known_vectors(body, expected):
     assert keyformat.parse(body + expected) is not None
 
 
+@given(st.text(max_size=60))
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_checksum_is_the_spec_checksum_for_any_body(body):
+    assert keyformat.checksum(body) == spec_checksum(body)
+
+
+@pytest.mark.parametrize("crc", [0, 1, 61, 62, 3843, 3844, 14776335, 14776336, 2**31, 2**32 - 1])
+def test_checksum_digits_at_the_boundaries(crc, monkeypatch):
+    monkeypatch.setattr(keyformat.zlib, "crc32", lambda data: crc)
+    assert keyformat.checksum("any") == keyformat.to_base62(crc, 6)
+
+
 def test_random_parts_do_not_repeat_and_use_the_whole_alphabet():
     keys = [keyformat.generate(KeyKind.SECRET) for _ in range(2000)]
     random_parts = [k[10:-6] for k in keys]

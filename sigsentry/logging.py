@@ -20,7 +20,6 @@ call site. Handlers, filters, levels and propagation are the standard ones.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -40,6 +39,10 @@ _encode_other = json.JSONEncoder(ensure_ascii=False).encode
 
 #: ".000Z" to ".999Z": the end of a timestamp, by millisecond.
 _MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
+#: (level name, logger name) -> the JSON text between the time and the message.
+_HEADS: dict[tuple[str, str], str] = {}
 
 
 class JsonFormatter(logging.Formatter):
@@ -64,24 +67,27 @@ class JsonFormatter(logging.Formatter):
         return self._second_text + _MILLISECONDS[int((created - second) * 1000)]
 
     def format(self, record: logging.LogRecord) -> str:
+        head = _HEADS.get((record.levelname, record.name))
+        if head is None:
+            head = _HEADS[record.levelname, record.name] = (
+                f'", "level": {encode_basestring(record.levelname)}, '
+                f'"logger": {encode_basestring(record.name)}, "message": '
+            )
         parts = [
             '{"time": "',
             self._time(record.created),
-            '", "level": ',
-            encode_basestring(record.levelname),
-            ', "logger": ',
-            encode_basestring(record.name),
-            ', "message": ',
+            head,
             encode_basestring(record.getMessage()),
         ]
         attributes = record.__dict__
-        extra = attributes.items()
-        if len(attributes) > len(_RECORD_ATTRIBUTES) and next(iter(attributes)) == "name":
-            extra = itertools.islice(extra, len(_RECORD_ATTRIBUTES), None)
-        for name, value in extra:
+        names = list(attributes)
+        if len(names) > len(_RECORD_ATTRIBUTES) and names[0] == "name":
+            names = names[len(_RECORD_ATTRIBUTES) :]
+        for name in names:
             if name in _STANDARD_ATTRIBUTES or name in _RESERVED or name[0] == "_":
                 continue
-            text = _json_value(value)
+            value = attributes[name]
+            text = encode_basestring(value) if type(value) is str else _json_value(value)
             if text is not None:
                 parts += (", ", encode_basestring(name), ": ", text)
         if record.exc_info:
@@ -101,8 +107,8 @@ def _json_value(value: object) -> str | None:
 
 # ---------------------------------------------------------------------- log_fields
 
-#: Per process: (logger name, level, the calling function) -> the record's constant part.
-_templates: dict[tuple, dict] = {}
+#: Per process, by the calling function's code id: (code, logger, level, constant attributes).
+_templates: dict[int, tuple] = {}
 os.register_at_fork(after_in_child=_templates.clear)
 _new_record = object.__new__
 _current_thread = threading.current_thread
@@ -132,11 +138,11 @@ def log_fields(logger: logging.Logger, level: int, msg: str, args: tuple, fields
         logger.handle(record)
         return
     code = frame.f_code
-    # Strings cache their hashes; a code object's hash is computed on every call.
-    site = (logger.name, level, code.co_filename, code.co_qualname, code.co_firstlineno)
-    template = _templates.get(site)
-    if template is None:
-        template = _templates[site] = _template(logger.name, level, code)
+    # By the code object's id (its hash is computed on every call), checked on use.
+    site = _templates.get(id(code))
+    if site is None or site[0] is not code or site[1] is not logger or site[2] != level:
+        site = _templates[id(code)] = (code, logger, level, _template(logger.name, level, code))
+    template = site[3]
     now = time.time()
     record = _new_record(logging.LogRecord)
     record.__dict__ = attributes = template.copy()  # a clone of the table: no rehashing

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 
 urlpatterns = [
+    path("v1/", include("sigsentry.api_urls")),  # first: tried on every API request
     path("admin/", admin.site.urls),
-    path("v1/", include("sigsentry.api_urls")),
     path("", include("apps.accounts.urls")),
     path("", include("apps.orgs.urls")),
     path("", include("apps.projects.urls")),

@@ -12,10 +12,10 @@ scan every record of a full run for them.
 
 `log_fields` is `logger.log(level, msg, *args, extra=fields)` for the lines
 written on every request (the authentication decision). It builds the same
-record with less work: no stack walk to find the caller (the caller passes
-where it is), and what `LogRecord.__init__` looks up per record (process,
-file and module names) is copied from a record made once per process and
-call site. Handlers, filters, levels and propagation are the standard ones.
+record with less work: no stack walk to find the caller (it is one frame up),
+and what `LogRecord.__init__` looks up per record (process, file and module
+names) is copied from a record made once per process and call site.
+Handlers, filters, levels and propagation are the standard ones.
 """
 
 from __future__ import annotations

@@ -86,16 +86,12 @@ class _Part:
     pk_from_via: str | None
     #: The model keeps Django's own `__init__` and `from_db`.
     plain: bool
-    #: `via`'s attribute name and relation-cache name (None for the main model).
-    via_attname: str | None = None
-    cache_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
     parts: tuple[_Part, ...]
-    related_parts: tuple[_Part, ...]
     converters: tuple[tuple[int, tuple[Callable[..., Any], ...], Any], ...]
     #: "PREPARE name AS ...; EXECUTE name(%s)" and "EXECUTE name(%s)", or None.
     prepare_and_execute: str | None
@@ -215,10 +211,11 @@ class JoinedRowSelect(Generic[M]):
         attributes = instance.__dict__
         cache: dict[str, Any] = {}
         pending: dict[str, tuple[_Part, list, Any]] = {}
-        for part in compiled.related_parts:
+        for part in compiled.parts[1:]:
             values = row[part.start : part.stop]
-            name = part.cache_name
-            pk = None if part.pk_from_via is None else attributes[part.via_attname]
+            via: Field = part.via  # type: ignore[assignment]
+            name = via.cache_name
+            pk = None if part.pk_from_via is None else attributes[via.attname]
             marker = part.presence_offset
             if (marker is not None and values[marker] is None) or (
                 part.pk_from_via is not None and pk is None
@@ -282,16 +279,7 @@ class JoinedRowSelect(Generic[M]):
             )
             parts.append(
                 _Part(
-                    model,
-                    start,
-                    len(columns),
-                    presence_offset,
-                    via,
-                    attnames,
-                    pk_from_via,
-                    plain,
-                    via_attname=None if via is None else via.attname,
-                    cache_name=None if via is None else via.cache_name,
+                    model, start, len(columns), presence_offset, via, attnames, pk_from_via, plain
                 )
             )
         joins = [
@@ -315,7 +303,6 @@ class JoinedRowSelect(Generic[M]):
         return _Compiled(
             body + "%s",
             tuple(parts),
-            tuple(parts[1:]),
             tuple(converters),
             prepare_and_execute,
             execute,

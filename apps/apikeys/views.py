@@ -112,6 +112,15 @@ def _require_manager(collection: Collection) -> None:
         raise PermissionDenied(message="Only owners and admins can manage keys.")
 
 
+def _managed_key(
+    request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None
+) -> tuple[Collection, ApiKey]:
+    """For a row action: the collection (404 outside it), a manager's role (403), the key (404)."""
+    collection = _collection(request, kind, project_id, org_id)
+    _require_manager(collection)
+    return collection, collection.key(key_id)
+
+
 # One-time form nonces -------------------------------------------------------
 
 
@@ -293,11 +302,8 @@ def key_collection(request: HttpRequest, kind: KeyKind, project_id=None, org_id=
 @dashboard_page
 @require_POST
 def key_revoke(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
-    collection = _collection(request, kind, project_id, org_id)
-    _require_manager(collection)
-    api_key = services.revoke_key(
-        actor=request.principal.user, api_key=collection.key(key_id), request=request
-    )
+    collection, api_key = _managed_key(request, kind, key_id, project_id, org_id)
+    api_key = services.revoke_key(actor=request.principal.user, api_key=api_key, request=request)
     messages.success(request, f"Revoked “{api_key.name}” ({api_key.prefix}…). It stopped working.")
     return redirect(collection.url)
 
@@ -330,9 +336,7 @@ def _mint_from_row(
 @require_POST
 def key_roll(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
     """Mint a successor and show it once; the old key expires after the chosen grace."""
-    collection = _collection(request, kind, project_id, org_id)
-    _require_manager(collection)
-    api_key = collection.key(key_id)
+    collection, api_key = _managed_key(request, kind, key_id, project_id, org_id)
     form = RollForm(request.POST)
     return _mint_from_row(
         request,
@@ -353,9 +357,7 @@ def key_roll(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_i
 @require_POST
 def key_replace(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
     """A legacy key gets an `ss_secret_` successor, shown once; the legacy key keeps working."""
-    collection = _collection(request, kind, project_id, org_id)
-    _require_manager(collection)
-    api_key = collection.key(key_id)
+    collection, api_key = _managed_key(request, kind, key_id, project_id, org_id)
     return _mint_from_row(
         request,
         collection,
@@ -370,9 +372,7 @@ def key_replace(request: HttpRequest, kind: KeyKind, key_id, project_id=None, or
 @dashboard_page
 @require_POST
 def key_origins(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
-    collection = _collection(request, kind, project_id, org_id)
-    _require_manager(collection)
-    api_key = collection.key(key_id)
+    collection, api_key = _managed_key(request, kind, key_id, project_id, org_id)
     form = OriginsForm(request.POST)
     if not form.is_valid():
         return _render(

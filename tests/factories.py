@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
+
 import factory
 
 from apps.accounts.models import User
+from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.apikeys.services import mint_key
 from apps.orgs.models import Membership, Organization
 from apps.orgs.permissions import ALL_PERMISSIONS, Role
@@ -80,3 +84,28 @@ def make_key(
         **kwargs,
     )
     return minted.api_key, minted.key
+
+
+def make_legacy_key(
+    project: Project,
+    *,
+    plaintext: str | None = None,
+    name: str = "Old integration",
+    permissions=None,
+    **fields,
+) -> tuple[ApiKey, str]:
+    """A legacy key row as the import writes it (digest and prefix only); (api_key, plaintext)."""
+    plaintext = plaintext or "tb_" + secrets.token_hex(16)
+    api_key = ApiKey.objects.create(
+        organization=project.organization,
+        project=project,
+        type=KeyType.SECRET,
+        scope=KeyScope.PROJECT,
+        legacy=True,
+        name=name,
+        prefix=keyformat.display_prefix(plaintext),
+        digest=keyformat.digest(plaintext),
+        permissions=list(ALL_PERMISSIONS) if permissions is None else permissions,
+        **fields,
+    )
+    return api_key, plaintext

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-import secrets
 import uuid
 from datetime import timedelta
 
@@ -27,17 +26,17 @@ from apps.accounts import tokens
 from apps.accounts.models import AuthSession
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
-from apps.apikeys.models import ApiKey, KeyScope, KeyType
+from apps.apikeys.models import ApiKey
 from apps.apikeys.selectors import KEY_FIELDS_FOR_REQUESTS, key_by_digest
 from apps.apikeys.services import revoke_key
 from apps.orgs.models import Organization
-from apps.orgs.permissions import ALL_PERMISSIONS, Permission
+from apps.orgs.permissions import Permission
 from apps.projects.models import Project
 from sigsentry.api import ApiView, ProjectScopedView
 from sigsentry.rawselect import _plain_literal
 from sigsentry.urls import urlpatterns as product_urlpatterns
 from tests.conftest import bearer
-from tests.factories import make_key
+from tests.factories import make_key, make_legacy_key
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
@@ -63,22 +62,6 @@ urlpatterns = [
     path("v1/probe/scoped", ProjectScopedProbe.as_view()),
     *product_urlpatterns,
 ]
-
-
-def make_legacy_key(project) -> tuple[ApiKey, str]:
-    key = "tb_" + secrets.token_hex(16)
-    api_key = ApiKey.objects.create(
-        organization=project.organization,
-        project=project,
-        type=KeyType.SECRET,
-        scope=KeyScope.PROJECT,
-        name="legacy",
-        prefix=keyformat.display_prefix(key),
-        digest=keyformat.digest(key),
-        permissions=list(ALL_PERMISSIONS),
-        legacy=True,
-    )
-    return api_key, key
 
 
 @pytest.fixture

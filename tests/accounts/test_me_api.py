@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
-from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.orgs.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS, Role
-from tests.factories import MembershipFactory, OrganizationFactory, make_key
+from tests.factories import MembershipFactory, OrganizationFactory, make_key, make_legacy_key
 from tests.orgs.helpers import bearer_client, error_code, user_client
 
 pytestmark = pytest.mark.django_db
@@ -78,17 +76,8 @@ def test_me_with_a_key_describes_the_key(project, kind, key_type, scope, permiss
 
 
 def test_me_with_a_legacy_key_says_legacy_and_carries_the_deprecation_headers(project):
-    legacy = "tb_LegacyKey0123456789abcdef"
-    ApiKey.objects.create(
-        organization=project.organization,
-        project=project,
-        type=KeyType.SECRET,
-        scope=KeyScope.PROJECT,
-        name="Old CI",
-        prefix=keyformat.display_prefix(legacy),
-        digest=keyformat.digest(legacy),
-        permissions=list(ALL_PERMISSIONS),
-        legacy=True,
+    _api_key, legacy = make_legacy_key(
+        project, plaintext="tb_LegacyKey0123456789abcdef", name="Old CI"
     )
 
     response = bearer_client(legacy).get(ME)

@@ -13,11 +13,10 @@ from apps.accounts import tokens
 from apps.accounts.models import AuthSession, User
 from apps.apikeys.authentication import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.apikeys.keyformat import KeyKind
-from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Membership
 from tests.conftest import bearer
-from tests.factories import PASSWORD, UserFactory, make_key
+from tests.factories import PASSWORD, UserFactory, make_key, make_legacy_key
 from tests.pages import assert_no_inline_code, html, logged_in
 
 pytestmark = pytest.mark.django_db
@@ -311,17 +310,8 @@ def test_login_with_the_csrf_token_works(owner):
 def test_no_page_has_inline_script_style_or_event_handler(owner, project, outsider):
     make_key(KeyKind.PUBLIC, project=project)
     make_key(KeyKind.ORGANIZATION, organization=project.organization)
-    ApiKey.objects.create(
-        organization=project.organization,
-        project=project,
-        type=KeyType.SECRET,
-        scope=KeyScope.PROJECT,
-        legacy=True,
-        name="legacy",
-        prefix="tb_abcdefgh",
-        digest="0" * 64,
-        permissions=["analysis:read"],
-        last_used_at=timezone.now(),
+    make_legacy_key(
+        project, name="legacy", permissions=["analysis:read"], last_used_at=timezone.now()
     )
     record_event(
         action=Action.KEY_MINTED, organization_id=project.organization_id, actor_user=owner

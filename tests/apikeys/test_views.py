@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import re
-import secrets
 from datetime import UTC, timedelta
 
 import pytest
@@ -16,6 +16,7 @@ from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.audit.models import AuditEvent
+from tests import factories
 from tests.factories import make_key
 from tests.pages import assert_no_inline_code, html, logged_in
 
@@ -66,21 +67,10 @@ def mint(client: Client, url: str, **data):
     return client.post(url, data)
 
 
-def make_legacy_key(project, name="Old integration", last_used_at=None) -> tuple[ApiKey, str]:
-    plaintext = "tb_" + secrets.token_hex(16)
-    api_key = ApiKey.objects.create(
-        organization=project.organization,
-        project=project,
-        type=KeyType.SECRET,
-        scope=KeyScope.PROJECT,
-        legacy=True,
-        name=name,
-        prefix=keyformat.display_prefix(plaintext),
-        digest=keyformat.digest(plaintext),
-        permissions=["analysis:read", "config:read"],
-        last_used_at=last_used_at,
-    )
-    return api_key, plaintext
+#: Legacy keys on these pages carry read permissions only.
+make_legacy_key = functools.partial(
+    factories.make_legacy_key, permissions=["analysis:read", "config:read"]
+)
 
 
 def bulk_secret_keys(project, count: int, actor=None) -> list[ApiKey]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 from datetime import timedelta
 
 import pytest
@@ -13,7 +12,6 @@ from apps.accounts.models import User
 from apps.apikeys import keyformat
 from apps.apikeys.authentication import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.apikeys.keyformat import KeyKind
-from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.orgs.permissions import Role
 from apps.projects.models import Project
 from tests.browser.conftest import call_api
@@ -23,6 +21,7 @@ from tests.factories import (
     OrganizationFactory,
     ProjectFactory,
     make_key,
+    make_legacy_key,
 )
 
 pytestmark = pytest.mark.browser
@@ -193,28 +192,14 @@ def test_login_returns_to_the_page_asked_for(ui, owner, project):
     ui.page.wait_for_url(ui.url(f"/projects/{project.id}/api-keys/"))
 
 
-def make_legacy_key(project, name: str, **extra) -> str:
-    plaintext = "tb_" + secrets.token_hex(12)
-    ApiKey.objects.create(
-        organization=project.organization,
-        project=project,
-        type=KeyType.SECRET,
-        scope=KeyScope.PROJECT,
-        legacy=True,
-        name=name,
-        prefix=keyformat.display_prefix(plaintext),
-        digest=keyformat.digest(plaintext),
-        permissions=["analysis:read", "config:read"],
-        **extra,
-    )
-    return plaintext
-
-
 def test_legacy_banner_replace_members_and_audit_log(ui, owner, member, viewer, project):
-    legacy = make_legacy_key(
-        project, "Traceback import", last_used_at=timezone.now() - timedelta(minutes=3)
+    _api_key, legacy = make_legacy_key(
+        project,
+        name="Traceback import",
+        permissions=["analysis:read", "config:read"],
+        last_used_at=timezone.now() - timedelta(minutes=3),
     )
-    make_legacy_key(project, "Dormant import")
+    make_legacy_key(project, name="Dormant import", permissions=["analysis:read", "config:read"])
     page = ui.page
     ui.login(owner.email, PASSWORD)
     api_path = f"/projects/{project.id}/api-keys/"

@@ -7,11 +7,10 @@ from typing import Any
 from rest_framework.test import APIClient
 
 from apps.accounts import services as account_services
-from apps.apikeys import keyformat
 from apps.apikeys.authentication import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.apikeys.keyformat import KeyKind
-from apps.apikeys.models import ApiKey, KeyScope, KeyType
-from apps.orgs.permissions import ALL_PERMISSIONS
+from apps.apikeys.models import ApiKey
+from tests.factories import make_legacy_key
 
 #: Every caller a role-matrix test tries, as fixture names of tests/conftest.py.
 ROLES = ("owner", "admin", "member", "viewer", "outsider")
@@ -81,14 +80,4 @@ def key_url(kind: KeyKind, project, api_key, action: str = "") -> str:
 
 def legacy_key(project, plaintext: str = LEGACY_KEY) -> ApiKey:
     """A legacy key row as the import command writes it (digest and prefix only)."""
-    return ApiKey.objects.create(
-        organization=project.organization,
-        project=project,
-        type=KeyType.SECRET,
-        scope=KeyScope.PROJECT,
-        name="Old CI",
-        prefix=keyformat.display_prefix(plaintext),
-        digest=keyformat.digest(plaintext),
-        permissions=list(ALL_PERMISSIONS),
-        legacy=True,
-    )
+    return make_legacy_key(project, plaintext=plaintext, name="Old CI")[0]

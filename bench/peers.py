@@ -1,6 +1,6 @@
 """Trivial views for the benchmark: the same view behind each authentication scheme.
 
-Every view derives from `sigsentry.api.ApiView` (same content negotiation,
+Every view derives from `core.api.ApiView` (same content negotiation,
 renderer and `finalize_response`, which records key use) and returns the same
 tiny body; only the authentication and permission classes differ. The
 difference between a view here and `NoAuthView` is therefore what the scheme
@@ -19,8 +19,8 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from apps.apikeys.authentication import BearerAuthentication
 from apps.orgs.permissions import Permission
-from sigsentry.api import ApiView, ProjectScopedView
-from sigsentry.permissions import IsAuthenticatedPrincipal
+from core.api import ApiView, ProjectScopedView
+from core.permissions import IsAuthenticatedPrincipal
 
 
 class _TrivialView(ApiView):

@@ -93,13 +93,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "sigsentry.middleware.ServiceUnavailableMiddleware",
+    "core.middleware.ServiceUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "apps.apikeys.middleware.KeyOriginCorsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    "sigsentry.middleware.SecurityHeadersMiddleware",
-    "sigsentry.middleware.RequestSizeLimitMiddleware",
+    "core.middleware.SecurityHeadersMiddleware",
+    "core.middleware.RequestSizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -189,7 +189,7 @@ LOGIN_URL = "/login/"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # an analysis input is up to 100,000 characters
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 
-# Security headers (the CSP is set by sigsentry.middleware.SecurityHeadersMiddleware).
+# Security headers (the CSP is set by core.middleware.SecurityHeadersMiddleware).
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
@@ -207,14 +207,14 @@ SECURE_HSTS_PRELOAD = HTTPS_ONLY
 if NUM_PROXIES:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = False
-CSRF_FAILURE_VIEW = "sigsentry.views.csrf_failure"
+CSRF_FAILURE_VIEW = "core.views.csrf_failure"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.apikeys.authentication.BearerAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["sigsentry.permissions.IsAuthenticatedPrincipal"],
+    "DEFAULT_PERMISSION_CLASSES": ["core.permissions.IsAuthenticatedPrincipal"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "sigsentry.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": None,
@@ -277,13 +277,13 @@ THROTTLE_RATES = {
     "refresh_ip": (120, 60),
 }
 
-# Structured logs (sigsentry.logging.JsonFormatter): one JSON object per line, with the
+# Structured logs (core.logging.JsonFormatter): one JSON object per line, with the
 # authentication decision's fields (auth_outcome, client_ip, key_id, key_prefix, user_id)
 # as top-level fields. No credential, digest or password is ever logged.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "sigsentry.logging.JsonFormatter"}},
+    "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {

@@ -11,7 +11,7 @@ urlpatterns = [
     path("", include("apps.audit.urls")),
 ]
 
-handler400 = "sigsentry.views.bad_request"
-handler403 = "sigsentry.views.permission_denied"
-handler404 = "sigsentry.views.page_not_found"
-handler500 = "sigsentry.views.server_error"
+handler400 = "core.views.bad_request"
+handler403 = "core.views.permission_denied"
+handler404 = "core.views.page_not_found"
+handler500 = "core.views.server_error"

@@ -1,4 +1,4 @@
-"""`sigsentry.logging`: the JSON line format and `log_fields`, the hot-path record builder."""
+"""`core.logging`: the JSON line format and `log_fields`, the hot-path record builder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from sigsentry.logging import JsonFormatter, log_fields
+from core.logging import JsonFormatter, log_fields
 
 #: Set per record, so never equal between two records.
 PER_RECORD = {"created", "msecs", "relativeCreated", "lineno"}

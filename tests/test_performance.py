@@ -32,8 +32,8 @@ from apps.apikeys.services import revoke_key
 from apps.orgs.models import Organization
 from apps.orgs.permissions import Permission
 from apps.projects.models import Project
-from sigsentry.api import ApiView, ProjectScopedView
-from sigsentry.rawselect import _plain_literal
+from core.api import ApiView, ProjectScopedView
+from core.rawselect import _plain_literal
 from sigsentry.urls import urlpatterns as product_urlpatterns
 from tests.conftest import bearer
 from tests.factories import make_key, make_legacy_key
@@ -290,7 +290,7 @@ def test_each_lookup_gets_permission_lists_of_its_own(project):
     "text", ['["a", "b"]', '{"a": ["b"]}', '[1, "a"]', '[["a"]]', '"a"', "null", "[]"]
 )
 def test_memoized_json_converts_like_the_field(text):
-    from sigsentry.rawselect import _MemoizedJsonArrays
+    from core.rawselect import _MemoizedJsonArrays
 
     field = ApiKey._meta.get_field("permissions")
     memo = _MemoizedJsonArrays(field.from_db_value)

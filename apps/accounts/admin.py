@@ -18,7 +18,7 @@ from apps.accounts.models import AuthSession, User
 from apps.accounts.services import deactivate_user, end_session, end_user_sessions
 from apps.orgs.admin import protect_last_owners
 from apps.orgs.models import Membership
-from sigsentry.admin import ReadOnlyAdminMixin
+from core.admin import ReadOnlyAdminMixin
 
 
 class UserCreationForm(AdminUserCreationForm):

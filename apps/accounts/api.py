@@ -27,14 +27,14 @@ from apps.accounts import services
 from apps.accounts.cookies import clear_session_cookies, set_session_cookies
 from apps.accounts.tokens import TokenPair
 from apps.apikeys.authentication import REFRESH_COOKIE, enforce_csrf
-from apps.apikeys.schema import error_responses
 from apps.orgs.access import Principal
 from apps.orgs.permissions import Role
 from apps.orgs.selectors import memberships_of
-from sigsentry import throttling
-from sigsentry.api import ApiView, JsonOnlyNegotiation, iso, json_object
-from sigsentry.errors import PermissionDenied, ValidationFailed
-from sigsentry.net import client_ip
+from core import throttling
+from core.api import ApiView, JsonOnlyNegotiation, iso, json_object
+from core.errors import PermissionDenied, ValidationFailed
+from core.net import client_ip
+from core.openapi import error_responses
 
 
 def me_payload(principal: Principal) -> dict:

@@ -9,7 +9,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect
 
-from sigsentry.errors import NotFound, PermissionDenied, ProjectNotFound
+from core.errors import NotFound, PermissionDenied, ProjectNotFound
 
 
 def login_required_page(view):

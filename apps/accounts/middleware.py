@@ -20,7 +20,7 @@ from apps.accounts import services, tokens
 from apps.accounts.cookies import clear_session_cookies, set_session_cookies
 from apps.apikeys.authentication import ACCESS_COOKIE, MAX_CREDENTIAL_LENGTH, REFRESH_COOKIE
 from apps.orgs.access import Principal
-from sigsentry.errors import AuthError
+from core.errors import AuthError
 
 REFRESH_AHEAD = timedelta(hours=1)
 _SKIP_PREFIXES = ("/v1/", "/static/", "/admin/")

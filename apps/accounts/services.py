@@ -23,16 +23,16 @@ from apps.accounts.models import AuthSession, User
 from apps.accounts.tokens import TokenPair
 from apps.orgs.models import Organization
 from apps.orgs.services import organization_create
-from sigsentry import throttling
-from sigsentry.errors import (
+from core import throttling
+from core.errors import (
     AuthError,
     InvalidCredentials,
     RateLimited,
     TokenInvalid,
     ValidationFailed,
 )
-from sigsentry.net import client_ip, user_agent
-from sigsentry.validation import clean_name
+from core.net import client_ip, user_agent
+from core.validation import clean_name
 
 #: A refresh token reused within this window lost a benign race (two tabs);
 #: later reuse means a stolen token, and the whole session is ended.

@@ -25,8 +25,8 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from apps.accounts.models import AuthSession, User
-from sigsentry.errors import TokenExpired, TokenInvalid
-from sigsentry.rawselect import JoinedRowSelect
+from core.errors import TokenExpired, TokenInvalid
+from core.rawselect import JoinedRowSelect
 
 ACCESS_LIFETIME = timedelta(hours=24)
 ALGORITHM = "HS256"
@@ -102,7 +102,7 @@ def decode(token: str, expected_type: str) -> dict:
     return claims
 
 
-# Every JWT request reads its session: a precompiled statement (see sigsentry.rawselect),
+# Every JWT request reads its session: a precompiled statement (see core.rawselect),
 # equal to AuthSession.objects.select_related("user").filter(id=...).first().
 _SESSION_BY_ID = JoinedRowSelect(
     AuthSession, related=("user",), lookup_field="id", name="sigsentry_session_by_id"

@@ -11,7 +11,7 @@ from apps.accounts import services
 from apps.accounts.cookies import clear_session_cookies, set_session_cookies
 from apps.accounts.forms import SERVICE_FIELDS, LoginForm, SignupForm
 from apps.accounts.tokens import TokenPair
-from sigsentry.errors import InvalidCredentials, RateLimited, ValidationFailed
+from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 
 
 def safe_next(request: HttpRequest) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from apps.analyses.models import Analysis, Feedback, FollowUp
-from sigsentry.admin import ReadOnlyAdminMixin
+from core.admin import ReadOnlyAdminMixin
 
 AUTHORED_FIELDS = ("created_by_type", "created_by_label", "created_at")
 

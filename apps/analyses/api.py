@@ -25,7 +25,7 @@ from apps.analyses.serializers import (
 from apps.orgs.permissions import Permission
 from apps.projects.api import PROJECT_ERRORS, PROJECT_HEADER
 from apps.projects.serializers import validated
-from sigsentry.api import ProjectScopedView, paginate
+from core.api import ProjectScopedView, paginate
 
 CREATE_ONLY = {"POST": Permission.ANALYSIS_CREATE}
 PAGE_PARAMETERS = [

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 
 from apps.analyses.models import Analysis
 from apps.projects.models import Project
-from sigsentry.errors import NotFound
+from core.errors import NotFound
 
 
 def analyses_of(*, project: Project) -> QuerySet[Analysis]:

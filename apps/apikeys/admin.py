@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from apps.apikeys.models import ApiKey, KeyStatus
 from apps.apikeys.services import revoke_key
-from sigsentry.admin import ReadOnlyAdminMixin
+from core.admin import ReadOnlyAdminMixin
 
 
 class StatusFilter(admin.SimpleListFilter):

@@ -32,7 +32,6 @@ from rest_framework.response import Response
 from apps.apikeys import services
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
-from apps.apikeys.schema import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
 from apps.apikeys.selectors import key_in_collection, keys_in_collection
 from apps.apikeys.serializers import (
     AllowedOriginsInputSerializer,
@@ -48,10 +47,11 @@ from apps.apikeys.serializers import (
 from apps.orgs.access import membership_for, project_for_user, require_manager
 from apps.orgs.models import Membership
 from apps.projects.models import Project
-from sigsentry import throttling
-from sigsentry.api import ApiView, ManagementView, json_object, paginate
-from sigsentry.errors import ProjectNotFound, ValidationFailed
-from sigsentry.net import client_ip
+from core import throttling
+from core.api import ApiView, ManagementView, json_object, paginate
+from core.errors import ProjectNotFound, ValidationFailed
+from core.net import client_ip
+from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
 
 #: Every accepted leak report takes at least this long, matched keys or not.
 LEAK_REPORT_MIN_SECONDS = 0.15

@@ -9,7 +9,7 @@ credentials are rejected without a database query.
 
 Every request comes through here, so the path is kept lean: one precompiled
 statement reads the key with its organization and project
-(`selectors.key_by_digest`, see `sigsentry.rawselect`), or the session with its
+(`selectors.key_by_digest`, see `core.rawselect`), or the session with its
 user for a JWT; nothing about a credential's validity is cached in the process,
 so a revocation or logout applies to the next request on every process.
 
@@ -34,8 +34,8 @@ from apps.apikeys import keyformat
 from apps.apikeys.keyformat import Shape
 from apps.apikeys.selectors import key_by_digest
 from apps.orgs.access import Principal
-from sigsentry import throttling
-from sigsentry.errors import (
+from core import throttling
+from core.errors import (
     ApiError,
     AuthError,
     AuthorizationMalformed,
@@ -47,9 +47,9 @@ from sigsentry.errors import (
     RateLimited,
     TokenInvalid,
 )
-from sigsentry.errors import PermissionDenied as CsrfFailed
-from sigsentry.logging import log_fields
-from sigsentry.net import client_ip
+from core.errors import PermissionDenied as CsrfFailed
+from core.logging import log_fields
+from core.net import client_ip
 
 logger = logging.getLogger("sigsentry.auth")
 #: str(uuid) builds the text anew each time; the same few ids recur on every request.

@@ -9,8 +9,8 @@ from django.db.models import QuerySet
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
-from sigsentry.errors import NotFound
-from sigsentry.rawselect import JoinedRowSelect
+from core.errors import NotFound
+from core.rawselect import JoinedRowSelect
 
 #: What a request reads of the key it authenticated with: the checks (revoked,
 #: expiry, origins), the permissions, `lastUsedAt` tracking and `GET /v1/me`.
@@ -45,7 +45,7 @@ def key_by_digest(digest: str) -> ApiKey | None:
     """The key with this digest, with its organization and project: one indexed query.
 
     Runs on every API-key request, so the statement is precompiled raw SQL
-    (see `sigsentry.rawselect`); the result equals
+    (see `core.rawselect`); the result equals
     ``ApiKey.objects.select_related("organization", "project")
     .only(*KEY_FIELDS_FOR_REQUESTS).filter(digest=digest).first()``.
     Nothing is cached between calls: revocation applies on the next request.

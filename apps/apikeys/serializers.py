@@ -16,7 +16,7 @@ from rest_framework import serializers
 from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, KeyType
 from apps.apikeys.services import MintedKey
 from apps.orgs.permissions import ALL_PERMISSIONS
-from sigsentry.api import iso
+from core.api import iso
 
 
 def key_json(api_key: ApiKey, now: datetime) -> dict[str, Any]:

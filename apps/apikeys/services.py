@@ -26,10 +26,10 @@ from apps.audit.services import Action, record_event
 from apps.orgs.models import Organization
 from apps.orgs.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS, normalize_permissions
 from apps.projects.models import Project
-from sigsentry import throttling
-from sigsentry.errors import PermissionsLocked, ValidationFailed
-from sigsentry.net import client_ip, user_agent
-from sigsentry.validation import clean_name
+from core import throttling
+from core.errors import PermissionsLocked, ValidationFailed
+from core.net import client_ip, user_agent
+from core.validation import clean_name
 
 logger = logging.getLogger("sigsentry.apikeys")
 

@@ -42,7 +42,7 @@ from apps.apikeys.selectors import key_in_collection, keys_in_collection, legacy
 from apps.orgs.access import can_manage, membership_for, project_for_user
 from apps.orgs.models import Organization
 from apps.projects.models import Project
-from sigsentry.errors import (
+from core.errors import (
     ApiError,
     PermissionDenied,
     PermissionsLocked,

@@ -6,7 +6,7 @@ from django.contrib import admin
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
-from sigsentry.admin import ReadOnlyAdminMixin
+from core.admin import ReadOnlyAdminMixin
 
 
 class ActionFilter(admin.SimpleListFilter):

@@ -12,13 +12,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 
-from apps.apikeys.schema import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
 from apps.audit.models import AuditEvent
 from apps.audit.selectors import events_of
 from apps.audit.services import Action
 from apps.orgs.access import membership_for, require_manager
-from sigsentry.api import ManagementView, iso, paginate
-from sigsentry.errors import ValidationFailed
+from core.api import ManagementView, iso, paginate
+from core.errors import ValidationFailed
+from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
 
 
 def actor_json(event: AuditEvent) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 from django.http import HttpRequest
 
 from apps.audit.models import AuditEvent
-from sigsentry.net import client_ip, user_agent
+from core.net import client_ip, user_agent
 
 
 class Action:

@@ -22,7 +22,7 @@ from django.db.models import F
 from apps.orgs.models import Membership
 from apps.orgs.permissions import MANAGER_ROLES, ROLE_PERMISSIONS
 from apps.projects.models import Project
-from sigsentry.errors import (
+from core.errors import (
     KeyManagementForbidden,
     NotFound,
     PermissionDenied,
@@ -31,7 +31,7 @@ from sigsentry.errors import (
     ProjectMismatch,
     ProjectNotFound,
 )
-from sigsentry.rawselect import JoinedRowSelect
+from core.rawselect import JoinedRowSelect
 
 if TYPE_CHECKING:
     from apps.accounts.models import AuthSession, User

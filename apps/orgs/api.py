@@ -15,13 +15,13 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from apps.accounts.api import UserRefSerializer
-from apps.apikeys.schema import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
 from apps.orgs import selectors, services
 from apps.orgs.access import membership_for, require_manager
 from apps.orgs.models import Membership
 from apps.orgs.permissions import Role
 from apps.projects.models import Project
-from sigsentry.api import ManagementView, iso, json_object, paginate
+from core.api import ManagementView, iso, json_object, paginate
+from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
 
 
 def organization_json(membership: Membership) -> dict[str, Any]:

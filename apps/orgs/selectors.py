@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 
 from apps.orgs.models import Membership
 from apps.projects.models import Project
-from sigsentry.errors import NotFound
+from core.errors import NotFound
 
 
 def memberships_of(user: Any) -> QuerySet[Membership]:

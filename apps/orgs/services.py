@@ -11,8 +11,8 @@ from apps.audit.services import Action, record_event
 from apps.orgs.models import Membership, Organization
 from apps.orgs.permissions import MANAGER_ROLES, Role
 from apps.projects.models import Project
-from sigsentry.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
-from sigsentry.validation import clean_name
+from core.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
+from core.validation import clean_name
 
 
 def _clean_role(value: Any) -> str:

@@ -14,7 +14,7 @@ from apps.orgs.context_processors import dashboard_nav
 from apps.orgs.forms import MemberAddForm, MemberRoleForm, ProjectForm, role_choices
 from apps.orgs.models import Membership
 from apps.orgs.permissions import Role
-from sigsentry.errors import ApiError, NotFound, PermissionDenied, ValidationFailed
+from core.errors import ApiError, NotFound, PermissionDenied, ValidationFailed
 
 #: Owners first, then by decreasing rights.
 ROLE_ORDER = {Role.OWNER: 0, Role.ADMIN: 1, Role.MEMBER: 2, Role.VIEWER: 3}

@@ -13,7 +13,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 
-from apps.apikeys.schema import error_responses
 from apps.orgs.permissions import Permission
 from apps.projects import selectors, services
 from apps.projects.serializers import (
@@ -24,7 +23,8 @@ from apps.projects.serializers import (
     LogSourceSerializer,
     validated,
 )
-from sigsentry.api import ProjectScopedView
+from core.api import ProjectScopedView
+from core.openapi import error_responses
 
 PROJECT_HEADER = OpenApiParameter(
     "X-Project-Id",

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from apps.projects.models import Channel, LogSource, Project
-from sigsentry.errors import NotFound
+from core.errors import NotFound
 
 
 def log_sources_of(*, project: Project) -> QuerySet[LogSource]:

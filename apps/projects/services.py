@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.projects.models import Channel, LogSource, Project
-from sigsentry.errors import NotFound, ValidationFailed
+from core.errors import NotFound, ValidationFailed
 
 MAX_SETTINGS_BYTES = 10 * 1024
 MAX_SETTINGS_KEYS = 50

@@ -10,7 +10,7 @@ from apps.analyses import selectors, services
 from apps.analyses.models import Analysis
 from apps.apikeys.keyformat import KeyKind
 from apps.orgs.access import Principal
-from sigsentry.errors import NotFound
+from core.errors import NotFound
 from tests.factories import make_key
 
 pytestmark = pytest.mark.django_db

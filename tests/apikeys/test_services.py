@@ -23,7 +23,7 @@ from apps.apikeys.services import (
     set_allowed_origins,
 )
 from apps.audit.models import AuditEvent
-from sigsentry.errors import PermissionsLocked, RateLimited, ValidationFailed
+from core.errors import PermissionsLocked, RateLimited, ValidationFailed
 from tests.factories import ProjectFactory, make_key
 
 pytestmark = pytest.mark.django_db

@@ -3,7 +3,7 @@ import pytest
 from apps.orgs import services
 from apps.orgs.models import Membership
 from apps.orgs.permissions import Role
-from sigsentry.errors import PermissionDenied
+from core.errors import PermissionDenied
 from tests.factories import MembershipFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db

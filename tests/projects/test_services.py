@@ -8,7 +8,7 @@ import pytest
 
 from apps.projects import selectors, services
 from apps.projects.models import Channel, LogSource
-from sigsentry.errors import NotFound, ValidationFailed
+from core.errors import NotFound, ValidationFailed
 
 pytestmark = pytest.mark.django_db
 

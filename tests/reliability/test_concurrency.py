@@ -21,7 +21,7 @@ from apps.apikeys.services import revoke_key
 from apps.orgs import services as org_services
 from apps.orgs.models import Membership
 from apps.orgs.permissions import Role
-from sigsentry.errors import LastOwner, PermissionDenied, TokenInvalid
+from core.errors import LastOwner, PermissionDenied, TokenInvalid
 from tests.factories import MembershipFactory, OrganizationFactory, make_key
 from tests.reliability.conftest import requires_postgres
 from tests.reliability.helpers import bearer, call

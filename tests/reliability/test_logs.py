@@ -24,7 +24,7 @@ from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.orgs.permissions import ALL_PERMISSIONS
-from sigsentry.logging import JsonFormatter
+from core.logging import JsonFormatter
 from tests.reliability.helpers import call
 
 HIGH_RATES = override_settings(

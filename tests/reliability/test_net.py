@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import RequestFactory, override_settings
 
-from sigsentry.net import client_ip
+from core.net import client_ip
 
 
 def _request(remote: str = "10.0.0.1", forwarded: str | None = None):

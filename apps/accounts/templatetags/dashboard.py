@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince, timeuntil
 
-from sigsentry.api import iso
+from core.api import iso
 
 register = template.Library()
 

@@ -8,14 +8,14 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
-from sigsentry.errors import (
+from core.errors import (
     ServiceUnavailable,
     ValidationFailed,
     is_outage,
     json_error_response,
 )
 
-logger = logging.getLogger("sigsentry.errors")
+logger = logging.getLogger("core.errors")
 
 API_PREFIX = "/v1/"
 
@@ -57,7 +57,7 @@ class ServiceUnavailableMiddleware:
     Django turns an exception raised inside a middleware into a response
     before the middleware above it sees it, so outages met by other
     middlewares (the dashboard session check) are answered by the 500 handler,
-    `sigsentry.views.server_error`, which sends the same 503.
+    `core.views.server_error`, which sends the same 503.
     """
 
     def __init__(self, get_response):

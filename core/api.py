@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 
 from apps.apikeys.services import record_key_use
 from apps.orgs.access import Principal, forbid_keys, require_permission, resolve_project
-from sigsentry.errors import PermissionDenied, ValidationFailed
+from core.errors import PermissionDenied, ValidationFailed
 
 
 class JsonOnlyNegotiation(BaseContentNegotiation):

@@ -6,7 +6,7 @@ import sys
 
 from django.shortcuts import render
 
-from sigsentry.errors import (
+from core.errors import (
     ApiError,
     NotFound,
     PermissionDenied,
@@ -14,7 +14,7 @@ from sigsentry.errors import (
     is_outage,
     json_error_response,
 )
-from sigsentry.middleware import is_api_path, unavailable_response
+from core.middleware import is_api_path, unavailable_response
 
 
 def _page(request, template: str, status: int):

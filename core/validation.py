@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sigsentry.errors import ValidationFailed
+from core.errors import ValidationFailed
 
 MAX_NAME_LENGTH = 100
 

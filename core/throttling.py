@@ -14,9 +14,9 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
-from sigsentry.errors import RateLimited
+from core.errors import RateLimited
 
-logger = logging.getLogger("sigsentry.throttling")
+logger = logging.getLogger("core.throttling")
 
 
 def _cache_key(scope: str, ident: str, window: int) -> str:

@@ -16,7 +16,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
-logger = logging.getLogger("sigsentry.errors")
+logger = logging.getLogger("core.errors")
 
 WWW_AUTHENTICATE = 'Bearer realm="sigsentry"'
 WWW_AUTHENTICATE_INVALID = 'Bearer realm="sigsentry", error="invalid_token"'

@@ -22,7 +22,7 @@ from apps.accounts import tokens
 from apps.accounts.models import AuthSession, User
 from apps.accounts.tokens import TokenPair
 from apps.orgs.models import Organization
-from apps.orgs.services import organization_create
+from apps.orgs.services import create_organization
 from core import throttling
 from core.errors import (
     AuthError,
@@ -116,7 +116,7 @@ def signup(
             if User.objects.filter(email__iexact=clean["email"]).exists():
                 raise ValidationFailed({"email": ["An account with this email already exists."]})
             user = User.objects.create_user(clean["email"], password)
-            organization = organization_create(
+            organization = create_organization(
                 actor=user, name=clean["organizationName"], request=request
             )
             pair = start_session(user, request)

@@ -59,7 +59,7 @@ class AnalysisCollectionView(ProjectScopedView):
     )
     def post(self, request):
         data = validated(AnalysisInputSerializer, request.data)
-        analysis = services.analysis_create(principal=self.principal, project=self.project, **data)
+        analysis = services.create_analysis(principal=self.principal, project=self.project, **data)
         return Response(_analysis_json(analysis), status=201)
 
 
@@ -91,7 +91,7 @@ class FollowUpCollectionView(ProjectScopedView):
             project=self.project, analysis_id=analysis_id, with_thread=False
         )
         data = validated(FollowUpInputSerializer, request.data)
-        follow_up = services.follow_up_create(principal=self.principal, analysis=analysis, **data)
+        follow_up = services.create_follow_up(principal=self.principal, analysis=analysis, **data)
         return Response(FollowUpSerializer(follow_up).data, status=201)
 
 
@@ -110,5 +110,5 @@ class FeedbackCollectionView(ProjectScopedView):
             project=self.project, analysis_id=analysis_id, with_thread=False
         )
         data = validated(FeedbackInputSerializer, request.data)
-        feedback = services.feedback_create(principal=self.principal, analysis=analysis, **data)
+        feedback = services.create_feedback(principal=self.principal, analysis=analysis, **data)
         return Response(FeedbackSerializer(feedback).data, status=201)

@@ -28,18 +28,18 @@ def _authored_by(principal: Principal) -> dict[str, Any]:
     }
 
 
-def analysis_create(*, principal: Principal, project: Project, title: str, input: str) -> Analysis:
+def create_analysis(*, principal: Principal, project: Project, title: str, input: str) -> Analysis:
     """A new analysis, queued, with no follow-ups or feedback yet."""
     return Analysis.objects.create(
         project=project, title=title, input=input, **_authored_by(principal)
     )
 
 
-def follow_up_create(*, principal: Principal, analysis: Analysis, question: str) -> FollowUp:
+def create_follow_up(*, principal: Principal, analysis: Analysis, question: str) -> FollowUp:
     return FollowUp.objects.create(analysis=analysis, question=question, **_authored_by(principal))
 
 
-def feedback_create(
+def create_feedback(
     *, principal: Principal, analysis: Analysis, rating: str, comment: str = ""
 ) -> Feedback:
     return Feedback.objects.create(

@@ -110,7 +110,7 @@ class OrganizationsView(OrgManagementView):
     )
     def post(self, request):
         body = json_object(request)
-        organization = services.organization_create(
+        organization = services.create_organization(
             actor=self.principal.user, name=body.get("name"), request=request._request
         )
         return Response(
@@ -147,7 +147,7 @@ class ProjectsView(OrgManagementView):
         membership = membership_for(self.principal.user, org_id)
         organization = require_manager(membership)
         body = json_object(request)
-        project = services.project_create(
+        project = services.create_project(
             actor=self.principal.user,
             organization=organization,
             name=body.get("name"),
@@ -184,7 +184,7 @@ class MembersView(OrgManagementView):
         membership = membership_for(self.principal.user, org_id)
         require_manager(membership)
         body = json_object(request)
-        added = services.member_add(
+        added = services.add_member(
             actor_membership=membership,
             email=body.get("email"),
             role=body.get("role"),
@@ -210,7 +210,7 @@ class MemberView(OrgManagementView):
         require_manager(membership)
         target = selectors.member_of(membership, user_id)
         body = json_object(request)
-        changed = services.member_change_role(
+        changed = services.change_member_role(
             actor_membership=membership,
             target=target,
             role=body.get("role"),
@@ -235,5 +235,5 @@ class MemberView(OrgManagementView):
         membership = membership_for(self.principal.user, org_id)
         require_manager(membership)
         target = selectors.member_of(membership, user_id)
-        services.member_remove(actor_membership=membership, target=target, request=request._request)
+        services.remove_member(actor_membership=membership, target=target, request=request._request)
         return Response(status=204)

@@ -21,7 +21,7 @@ def _clean_role(value: Any) -> str:
     return value
 
 
-def organization_create(
+def create_organization(
     *, actor: Any, name: Any, request: HttpRequest | None = None
 ) -> Organization:
     """A new organization owned by `actor`."""
@@ -41,7 +41,7 @@ def organization_create(
     return organization
 
 
-def project_create(
+def create_project(
     *, actor: Any, organization: Organization, name: Any, request: HttpRequest | None = None
 ) -> Project:
     name = clean_name(name)
@@ -100,7 +100,7 @@ def _lock_for_change(
     return owners, actor, current
 
 
-def member_add(
+def add_member(
     *,
     actor_membership: Membership,
     email: Any,
@@ -136,7 +136,7 @@ def member_add(
     return membership
 
 
-def member_change_role(
+def change_member_role(
     *,
     actor_membership: Membership,
     target: Membership,
@@ -171,7 +171,7 @@ def member_change_role(
     return target
 
 
-def member_remove(
+def remove_member(
     *, actor_membership: Membership, target: Membership, request: HttpRequest | None = None
 ) -> None:
     _guard_target(actor_membership, target)

@@ -4,12 +4,12 @@ from apps.orgs import views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("orgs/<uuid:org_id>/projects/", views.project_create, name="project-create"),
+    path("orgs/<uuid:org_id>/projects/", views.create_project, name="project-create"),
     path("orgs/<uuid:org_id>/members/", views.members, name="members"),
     path("orgs/<uuid:org_id>/members/<uuid:user_id>/role/", views.member_role, name="member-role"),
     path(
         "orgs/<uuid:org_id>/members/<uuid:user_id>/remove/",
-        views.member_remove,
+        views.remove_member,
         name="member-remove",
     ),
 ]

@@ -40,13 +40,13 @@ def _render_home(request: HttpRequest, failed_org=None, failed_form=None) -> Htt
 
 @dashboard_page
 @require_POST
-def project_create(request: HttpRequest, org_id) -> HttpResponse:
+def create_project(request: HttpRequest, org_id) -> HttpResponse:
     membership = membership_for(request.principal.user, org_id)
     organization = require_manager(membership)
     form = ProjectForm(request.POST)
     if form.is_valid():
         try:
-            project = services.project_create(
+            project = services.create_project(
                 actor=request.principal.user,
                 organization=organization,
                 name=form.cleaned_data["name"],
@@ -104,7 +104,7 @@ def members(request: HttpRequest, org_id) -> HttpResponse:
     form = MemberAddForm(request.POST, actor_role=membership.role)
     if form.is_valid():
         try:
-            added = services.member_add(
+            added = services.add_member(
                 actor_membership=membership,
                 email=form.cleaned_data["email"],
                 role=form.cleaned_data["role"],
@@ -145,7 +145,7 @@ def member_role(request: HttpRequest, org_id, user_id) -> HttpResponse:
     if not form.is_valid():
         return _members_page(request, membership, row_errors={target.user_id: "Choose a role."})
     try:
-        changed = services.member_change_role(
+        changed = services.change_member_role(
             actor_membership=membership,
             target=target,
             role=form.cleaned_data["role"],
@@ -159,12 +159,12 @@ def member_role(request: HttpRequest, org_id, user_id) -> HttpResponse:
 
 @dashboard_page
 @require_POST
-def member_remove(request: HttpRequest, org_id, user_id) -> HttpResponse:
+def remove_member(request: HttpRequest, org_id, user_id) -> HttpResponse:
     membership = membership_for(request.principal.user, org_id)
     require_manager(membership)
     target = _target(membership, user_id)
     try:
-        services.member_remove(actor_membership=membership, target=target, request=request)
+        services.remove_member(actor_membership=membership, target=target, request=request)
     except ApiError as exc:
         return _members_page(request, membership, row_errors={target.user_id: exc.message})
     if target.user_id == membership.user_id:

@@ -67,7 +67,7 @@ class LogSourceCollectionView(ProjectScopedView):
     )
     def post(self, request):
         data = validated(LogSourceInputSerializer, request.data)
-        log_source = services.log_source_create(project=self.project, **data)
+        log_source = services.create_log_source(project=self.project, **data)
         return Response(LogSourceSerializer(log_source).data, status=201)
 
 
@@ -86,7 +86,7 @@ class LogSourceDetailView(ProjectScopedView):
             project=self.project, log_source_id=log_source_id
         )
         changes = validated(LogSourceInputSerializer, request.data, partial=True)
-        log_source = services.log_source_update(log_source=log_source, changes=changes)
+        log_source = services.update_log_source(log_source=log_source, changes=changes)
         return Response(LogSourceSerializer(log_source).data)
 
     @extend_schema(parameters=[PROJECT_HEADER], responses={204: None, **PROJECT_ERRORS})
@@ -94,7 +94,7 @@ class LogSourceDetailView(ProjectScopedView):
         log_source = selectors.log_source_in_project(
             project=self.project, log_source_id=log_source_id
         )
-        services.log_source_delete(log_source=log_source)
+        services.delete_log_source(log_source=log_source)
         return Response(status=204)
 
 
@@ -110,7 +110,7 @@ class ChannelCollectionView(ProjectScopedView):
     )
     def post(self, request):
         data = validated(ChannelInputSerializer, request.data)
-        channel = services.channel_create(project=self.project, **data)
+        channel = services.create_channel(project=self.project, **data)
         return Response(ChannelSerializer(channel).data, status=201)
 
 
@@ -127,11 +127,11 @@ class ChannelDetailView(ProjectScopedView):
     def patch(self, request, channel_id):
         channel = selectors.channel_in_project(project=self.project, channel_id=channel_id)
         changes = validated(ChannelInputSerializer, request.data, partial=True)
-        channel = services.channel_update(channel=channel, changes=changes)
+        channel = services.update_channel(channel=channel, changes=changes)
         return Response(ChannelSerializer(channel).data)
 
     @extend_schema(parameters=[PROJECT_HEADER], responses={204: None, **PROJECT_ERRORS})
     def delete(self, request, channel_id):
         channel = selectors.channel_in_project(project=self.project, channel_id=channel_id)
-        services.channel_delete(channel=channel)
+        services.delete_channel(channel=channel)
         return Response(status=204)

@@ -133,12 +133,12 @@ def _apply(row: LogSource | Channel, changes: dict[str, Any]) -> None:
     row.save(update_fields=[*changes, "updated_at"])
 
 
-def log_source_create(*, project: Project, name: str, kind: str, settings: Any = None) -> LogSource:
+def create_log_source(*, project: Project, name: str, kind: str, settings: Any = None) -> LogSource:
     settings = clean_log_source_settings({} if settings is None else settings)
     return LogSource.objects.create(project=project, name=name, kind=kind, settings=settings)
 
 
-def log_source_update(*, log_source: LogSource, changes: dict[str, Any]) -> LogSource:
+def update_log_source(*, log_source: LogSource, changes: dict[str, Any]) -> LogSource:
     """Apply `changes` (any of name, kind, settings) and bump `updated_at`."""
     if "settings" in changes:
         changes = changes | {"settings": clean_log_source_settings(changes["settings"])}
@@ -148,16 +148,16 @@ def log_source_update(*, log_source: LogSource, changes: dict[str, Any]) -> LogS
     return log_source
 
 
-def log_source_delete(*, log_source: LogSource) -> None:
+def delete_log_source(*, log_source: LogSource) -> None:
     log_source.delete()
 
 
-def channel_create(*, project: Project, name: str, kind: str, target: Any) -> Channel:
+def create_channel(*, project: Project, name: str, kind: str, target: Any) -> Channel:
     target = clean_channel_target(kind, target)
     return Channel.objects.create(project=project, name=name, kind=kind, target=target)
 
 
-def channel_update(*, channel: Channel, changes: dict[str, Any]) -> Channel:
+def update_channel(*, channel: Channel, changes: dict[str, Any]) -> Channel:
     """Apply `changes` (any of name, kind, target); the target is re-checked for the kind.
 
     Changing the kind alone re-checks the stored target, so a channel never
@@ -174,5 +174,5 @@ def channel_update(*, channel: Channel, changes: dict[str, Any]) -> Channel:
     return channel
 
 
-def channel_delete(*, channel: Channel) -> None:
+def delete_channel(*, channel: Channel) -> None:
     channel.delete()

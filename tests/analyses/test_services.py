@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 def test_analysis_created_with_a_key_is_credited_to_the_key_prefix(project):
     api_key, _ = make_key(KeyKind.PUBLIC, project=project)
-    analysis = services.analysis_create(
+    analysis = services.create_analysis(
         principal=Principal(key=api_key), project=project, title="t", input="i"
     )
     assert analysis.status == Analysis.Status.QUEUED
@@ -27,7 +27,7 @@ def test_analysis_created_with_a_key_is_credited_to_the_key_prefix(project):
 
 
 def test_creator_label_survives_the_deletion_of_the_user(project, member):
-    analysis = services.analysis_create(
+    analysis = services.create_analysis(
         principal=Principal(user=member), project=project, title="t", input="i"
     )
     email = member.email
@@ -39,13 +39,13 @@ def test_creator_label_survives_the_deletion_of_the_user(project, member):
 
 def test_follow_ups_and_feedback_record_their_own_author(project, member):
     api_key, _ = make_key(KeyKind.SECRET, project=project)
-    analysis = services.analysis_create(
+    analysis = services.create_analysis(
         principal=Principal(user=member), project=project, title="t", input="i"
     )
-    follow_up = services.follow_up_create(
+    follow_up = services.create_follow_up(
         principal=Principal(key=api_key), analysis=analysis, question="why?"
     )
-    feedback = services.feedback_create(
+    feedback = services.create_feedback(
         principal=Principal(user=member), analysis=analysis, rating="down"
     )
     assert follow_up.created_by == {"type": "key", "prefix": api_key.prefix}
@@ -56,10 +56,10 @@ def test_follow_ups_and_feedback_record_their_own_author(project, member):
 
 
 def test_selectors_never_reach_into_another_project(project, other_project, member):
-    mine = services.analysis_create(
+    mine = services.create_analysis(
         principal=Principal(user=member), project=project, title="mine", input="i"
     )
-    theirs = services.analysis_create(
+    theirs = services.create_analysis(
         principal=Principal(user=member), project=other_project, title="theirs", input="i"
     )
     assert list(selectors.analyses_of(project=project)) == [mine]

@@ -168,8 +168,8 @@ def world(project):
         created_by_type="user",
         created_by_label="someone@example.com",
     )
-    log_source = config_services.log_source_create(project=project, name="our-source", kind="http")
-    channel = config_services.channel_create(
+    log_source = config_services.create_log_source(project=project, name="our-source", kind="http")
+    channel = config_services.create_channel(
         project=project, name="our-channel", kind="slack", target="#ours"
     )
     return {"analysis": analysis.id, "log_source": log_source.id, "channel": channel.id}

@@ -19,7 +19,7 @@ def test_an_actor_demoted_since_reading_its_membership_cannot_remove_an_owner():
     Membership.objects.filter(pk=actor.pk).update(role=Role.ADMIN)  # actor still says "owner"
 
     with pytest.raises(PermissionDenied):
-        services.member_remove(actor_membership=actor, target=target)
+        services.remove_member(actor_membership=actor, target=target)
 
     assert Membership.objects.filter(pk=target.pk, role=Role.OWNER).exists()
 
@@ -30,7 +30,7 @@ def test_an_actor_demoted_since_reading_its_membership_cannot_make_owners():
     Membership.objects.filter(pk=actor.pk).update(role=Role.ADMIN)
 
     with pytest.raises(PermissionDenied):
-        services.member_change_role(actor_membership=actor, target=member, role=Role.OWNER)
+        services.change_member_role(actor_membership=actor, target=member, role=Role.OWNER)
 
     member.refresh_from_db()
     assert member.role == Role.MEMBER
@@ -42,4 +42,4 @@ def test_a_removed_actor_cannot_change_anyone():
     Membership.objects.filter(pk=actor.pk).delete()
 
     with pytest.raises(PermissionDenied):
-        services.member_change_role(actor_membership=actor, target=member, role=Role.VIEWER)
+        services.change_member_role(actor_membership=actor, target=member, role=Role.VIEWER)

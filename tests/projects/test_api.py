@@ -28,14 +28,14 @@ def key(project):
 
 @pytest.fixture
 def log_source(project):
-    return services.log_source_create(
+    return services.create_log_source(
         project=project, name="edge", kind="http", settings={"path": "/ingest"}
     )
 
 
 @pytest.fixture
 def channel(project):
-    return services.channel_create(
+    return services.create_channel(
         project=project, name="on-call", kind="email", target="oncall@example.com"
     )
 
@@ -44,8 +44,8 @@ def channel(project):
 def foreign_rows(other_project):
     """A log source and a channel of another project of the same organization."""
     return (
-        services.log_source_create(project=other_project, name="theirs", kind="s3"),
-        services.channel_create(project=other_project, name="theirs", kind="slack", target="#x"),
+        services.create_log_source(project=other_project, name="theirs", kind="s3"),
+        services.create_channel(project=other_project, name="theirs", kind="slack", target="#x"),
     )
 
 

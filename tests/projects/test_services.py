@@ -108,11 +108,11 @@ def test_invalid_settings_are_refused(settings):
 
 
 def test_log_source_update_changes_only_what_is_given(project):
-    log_source = services.log_source_create(
+    log_source = services.create_log_source(
         project=project, name="edge", kind="http", settings={"a": 1}
     )
     created_at, updated_at = log_source.created_at, log_source.updated_at
-    services.log_source_update(log_source=log_source, changes={"name": "edge-2"})
+    services.update_log_source(log_source=log_source, changes={"name": "edge-2"})
     log_source.refresh_from_db()
     assert (log_source.name, log_source.kind, log_source.settings) == ("edge-2", "http", {"a": 1})
     assert log_source.created_at == created_at
@@ -120,30 +120,30 @@ def test_log_source_update_changes_only_what_is_given(project):
 
 
 def test_changing_a_channel_kind_rechecks_the_stored_target(project):
-    channel = services.channel_create(
+    channel = services.create_channel(
         project=project, name="ops", kind="email", target="ops@example.com"
     )
     with pytest.raises(ValidationFailed) as exc_info:
-        services.channel_update(channel=channel, changes={"kind": "webhook"})
+        services.update_channel(channel=channel, changes={"kind": "webhook"})
     assert list(fields(exc_info)) == ["target"]
     channel.refresh_from_db()
     assert (channel.kind, channel.target) == ("email", "ops@example.com")
-    services.channel_update(channel=channel, changes={"kind": "slack", "target": "#ops"})
+    services.update_channel(channel=channel, changes={"kind": "slack", "target": "#ops"})
     channel.refresh_from_db()
     assert (channel.kind, channel.target) == ("slack", "#ops")
 
 
 def test_updating_a_row_deleted_meanwhile_is_not_found(project):
-    channel = services.channel_create(project=project, name="c", kind="slack", target="#c")
+    channel = services.create_channel(project=project, name="c", kind="slack", target="#c")
     Channel.objects.filter(pk=channel.pk).delete()
     with pytest.raises(NotFound):
-        services.channel_update(channel=channel, changes={"name": "again"})
+        services.update_channel(channel=channel, changes={"name": "again"})
 
 
 def test_selectors_never_reach_into_another_project(project, other_project):
-    mine = services.log_source_create(project=project, name="mine", kind="s3")
-    theirs = services.log_source_create(project=other_project, name="theirs", kind="s3")
-    theirs_channel = services.channel_create(
+    mine = services.create_log_source(project=project, name="mine", kind="s3")
+    theirs = services.create_log_source(project=other_project, name="theirs", kind="s3")
+    theirs_channel = services.create_channel(
         project=other_project, name="theirs", kind="slack", target="#x"
     )
     assert list(selectors.log_sources_of(project=project)) == [mine]

@@ -127,13 +127,13 @@ def test_concurrent_mutual_demotions_keep_an_owner(transactional_db):
         first, second = _two_owners()
         results = run_concurrently(
             partial(
-                org_services.member_change_role,
+                org_services.change_member_role,
                 actor_membership=first,
                 target=second,
                 role=Role.ADMIN,
             ),
             partial(
-                org_services.member_change_role,
+                org_services.change_member_role,
                 actor_membership=second,
                 target=first,
                 role=Role.MEMBER,
@@ -148,7 +148,7 @@ def test_concurrent_self_demotions_keep_an_owner(transactional_db):
         results = run_concurrently(
             *[
                 (
-                    lambda m=m: org_services.member_change_role(
+                    lambda m=m: org_services.change_member_role(
                         actor_membership=m, target=m, role=Role.VIEWER
                     )
                 )
@@ -162,8 +162,8 @@ def test_concurrent_mutual_removals_keep_an_owner(transactional_db):
     for _ in range(ROUNDS):
         first, second = _two_owners()
         results = run_concurrently(
-            partial(org_services.member_remove, actor_membership=first, target=second),
-            partial(org_services.member_remove, actor_membership=second, target=first),
+            partial(org_services.remove_member, actor_membership=first, target=second),
+            partial(org_services.remove_member, actor_membership=second, target=first),
         )
         _assert_one_won_one_refused(results, first)
 
@@ -172,9 +172,9 @@ def test_concurrent_removal_and_demotion_keep_an_owner(transactional_db):
     for _ in range(ROUNDS):
         first, second = _two_owners()
         results = run_concurrently(
-            partial(org_services.member_remove, actor_membership=first, target=first),
+            partial(org_services.remove_member, actor_membership=first, target=first),
             partial(
-                org_services.member_change_role,
+                org_services.change_member_role,
                 actor_membership=second,
                 target=second,
                 role=Role.ADMIN,
@@ -189,7 +189,7 @@ def test_many_concurrent_owner_changes_never_leave_an_organization_ownerless(tra
     results = run_concurrently(
         *[
             (
-                lambda m=m: org_services.member_change_role(
+                lambda m=m: org_services.change_member_role(
                     actor_membership=m, target=m, role=Role.MEMBER
                 )
             )

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.analyses.models import Analysis
-from apps.analyses.services import analysis_create, feedback_create, follow_up_create
+from apps.analyses.services import create_analysis, create_feedback, create_follow_up
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.legacy import LegacyKeySpec, import_legacy_keys
@@ -31,9 +31,9 @@ from apps.apikeys.services import mint_key, revoke_key
 from apps.orgs.access import Principal
 from apps.orgs.models import Membership, Organization
 from apps.orgs.permissions import Permission, Role
-from apps.orgs.services import member_add, organization_create, project_create
+from apps.orgs.services import add_member, create_organization, create_project
 from apps.projects.models import Channel, LogSource, Project
-from apps.projects.services import channel_create, log_source_create
+from apps.projects.services import create_channel, create_log_source
 
 LOGIN_URL = "http://127.0.0.1:8000/login/"
 DEMO_EMAIL = "demo@sigsentry.dev"
@@ -83,7 +83,7 @@ class Command(BaseCommand):
                 .first()
             )
             if membership is None:
-                organization = organization_create(actor=user, name=DEMO_ORGANIZATION)
+                organization = create_organization(actor=user, name=DEMO_ORGANIZATION)
                 membership = Membership.objects.get(user=user, organization=organization)
             organization = membership.organization
             projects = [self.ensure_project(user, organization, name) for name in DEMO_PROJECTS]
@@ -101,14 +101,14 @@ class Command(BaseCommand):
 
     def ensure_project(self, user: User, organization: Organization, name: str) -> Project:
         project = Project.objects.filter(organization=organization, name=name).first()
-        return project or project_create(actor=user, organization=organization, name=name)
+        return project or create_project(actor=user, organization=organization, name=name)
 
     def ensure_viewer(self, owner_membership: Membership) -> None:
         viewer = _get_user(DEMO_VIEWER_EMAIL)
         if not Membership.objects.filter(
             user=viewer, organization=owner_membership.organization
         ).exists():
-            member_add(actor_membership=owner_membership, email=viewer.email, role=Role.VIEWER)
+            add_member(actor_membership=owner_membership, email=viewer.email, role=Role.VIEWER)
 
     def ensure_keys(
         self, user: User, organization: Organization, project: Project
@@ -189,14 +189,14 @@ class Command(BaseCommand):
             if Analysis.objects.filter(project=project, title=title).exists():
                 continue
             author = by_key if index == 1 else by_user
-            analysis = analysis_create(principal=author, project=project, title=title, input=text)
+            analysis = create_analysis(principal=author, project=project, title=title, input=text)
             if index == 0:
-                follow_up_create(
+                create_follow_up(
                     principal=by_user,
                     analysis=analysis,
                     question="Did the upstream pool shrink in this deploy?",
                 )
-                feedback_create(
+                create_feedback(
                     principal=by_user,
                     analysis=analysis,
                     rating="up",
@@ -205,14 +205,14 @@ class Command(BaseCommand):
 
     def ensure_configuration(self, project: Project) -> None:
         if not LogSource.objects.filter(project=project, name="Production HTTP intake").exists():
-            log_source_create(
+            create_log_source(
                 project=project,
                 name="Production HTTP intake",
                 kind=LogSource.Kind.HTTP,
                 settings={"format": "json"},
             )
         if not Channel.objects.filter(project=project, name="On-call email").exists():
-            channel_create(
+            create_channel(
                 project=project,
                 name="On-call email",
                 kind=Channel.Kind.EMAIL,

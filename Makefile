@@ -30,7 +30,7 @@ run: install
 	@echo "  SigSentry is running at http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
 	@echo ""
 	DEBUG=true HTTPS_ONLY=false $(VENV)/bin/gunicorn sigsentry.wsgi:application \
-		--bind $(HOST):$(PORT) --workers 2 --access-logfile -
+		--bind $(HOST):$(PORT) --workers 2
 
 ## make test: install with the dev extra and run the whole suite (PostgreSQL when DATABASE_URL names one)
 test: install-dev

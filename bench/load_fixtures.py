@@ -37,8 +37,8 @@ def main(out: Path) -> None:
     from apps.apikeys.keyformat import KeyKind
     from apps.apikeys.services import mint_key, revoke_key
     from apps.orgs.models import Membership, Organization
-    from apps.orgs.permissions import ALL_PERMISSIONS, Role
     from apps.projects.models import Project
+    from core.permissions import ALL_PERMISSIONS, Role
 
     call_command("migrate", verbosity=0, interactive=False)
     call_command("flush", verbosity=0, interactive=False)

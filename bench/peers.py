@@ -18,9 +18,8 @@ from rest_framework_api_key.permissions import HasAPIKey
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from apps.apikeys.authentication import BearerAuthentication
-from apps.orgs.permissions import Permission
 from core.api import ApiView, ProjectScopedView
-from core.permissions import IsAuthenticatedPrincipal
+from core.permissions import IsAuthenticatedPrincipal, Permission
 
 
 class _TrivialView(ApiView):

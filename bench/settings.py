@@ -34,8 +34,8 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
-# The per-request authentication decision is logged at INFO as in production,
-# but written to /dev/null: its formatting and write are measured, not printed.
+# The per-request access line (with the authentication decision) is logged at INFO as
+# in production, but written to /dev/null: its formatting and write are measured, not printed.
 LOGGING = {
     **LOGGING,  # noqa: F405
     "handlers": {
@@ -48,6 +48,6 @@ LOGGING = {
     },
     "loggers": {
         **LOGGING["loggers"],  # noqa: F405
-        "sigsentry.auth": {"handlers": ["devnull"], "level": "INFO", "propagate": False},
+        "sigsentry.access": {"handlers": ["devnull"], "level": "INFO", "propagate": False},
     },
 }

@@ -6,17 +6,21 @@
   `apps.orgs.access`, the one place that decides.
 * `ManagementView`: JWT users only; API keys get KEY_MANAGEMENT_FORBIDDEN.
 
-After the response, the key that was used has its `lastUsedAt` recorded (off
-the request's critical path), and legacy keys get Deprecation/Sunset headers.
+The core imports no app: the module that decides access (`settings.ACCESS_POLICY`,
+`apps.orgs.access`) is loaded by name, as DRF loads its authentication classes.
+What happens after the response for a key (`lastUsedAt`, legacy headers) is the
+key app's middleware.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC
-from email.utils import format_datetime
+from types import ModuleType
 from typing import Any
 
 from django.conf import settings
+from django.utils.module_loading import import_module
 from rest_framework.exceptions import NotFound as DrfNotFound
 from rest_framework.exceptions import ParseError
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
@@ -25,9 +29,8 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.apikeys.services import record_key_use
-from apps.orgs.access import Principal, forbid_keys, require_permission, resolve_project
-from core.errors import PermissionDenied, ValidationFailed
+from core.errors import KeyManagementForbidden, PermissionDenied, ValidationFailed
+from core.principal import Principal
 
 
 class JsonOnlyNegotiation(BaseContentNegotiation):
@@ -87,12 +90,14 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def legacy_headers() -> dict[str, str]:
-    """RFC 9745 Deprecation and RFC 8594 Sunset headers for legacy-key responses."""
-    return {
-        "Deprecation": f"@{int(settings.LEGACY_KEYS_DEPRECATED_AT.timestamp())}",
-        "Sunset": format_datetime(settings.LEGACY_KEYS_SUNSET_AT, usegmt=True),
-    }
+#: The `request.META` key (a WSGI environ extension) naming the project a request acted on.
+PROJECT_ID = "sigsentry.project_id"
+
+
+@functools.cache
+def access_policy() -> ModuleType:
+    """The module that decides (`resolve_project`, `require_permission`): ACCESS_POLICY."""
+    return import_module(settings.ACCESS_POLICY)
 
 
 class ApiView(APIView):
@@ -108,14 +113,6 @@ class ApiView(APIView):
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
         response["Cache-Control"] = "no-store"
-        principal = getattr(request._request, "sigsentry_principal", None)
-        if principal is not None and principal.key is not None:
-            key = principal.key
-            if key.legacy:
-                for name, value in legacy_headers().items():
-                    response[name] = value
-            project_id = self.project.id if self.project is not None else None
-            response._resource_closers.append(lambda: record_key_use(key, project_id))
         return response
 
 
@@ -129,20 +126,26 @@ class ProjectScopedView(ApiView):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        self.project = resolve_project(self.principal, request.META.get("HTTP_X_PROJECT_ID"))
+        access = access_policy()
+        self.project = access.resolve_project(self.principal, request.META.get("HTTP_X_PROJECT_ID"))
+        # For what runs after the response (an org key's last use names its project).
+        request.META[PROJECT_ID] = self.project.id
         method = "GET" if request.method == "HEAD" else request.method
         required = self.permission_by_method.get(method)
         if required is not None:
-            require_permission(self.principal, self.project, required)
+            access.require_permission(self.principal, self.project, required)
         elif method != "OPTIONS" and hasattr(self, method.lower()):
             # Fail closed: a handler whose permission was never declared serves nobody.
             raise PermissionDenied()
 
 
 class ManagementView(ApiView):
+    """Programmatic keys never manage keys, organizations, projects or members."""
+
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        forbid_keys(self.principal)
+        if self.principal.key is not None:
+            raise KeyManagementForbidden()
 
 
 class Pagination(CursorPagination):

@@ -90,12 +90,16 @@ INSTALLED_APPS = [
     "apps.apikeys",
     "apps.analyses",
     "apps.audit",
+    # The wiring, for commands that span every app (seed_demo).
+    "sigsentry",
 ]
 
 MIDDLEWARE = [
+    "core.middleware.AccessLogMiddleware",
     "core.middleware.ServiceUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "apps.apikeys.middleware.KeyUseMiddleware",
     "apps.apikeys.middleware.KeyOriginCorsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "core.middleware.SecurityHeadersMiddleware",
@@ -123,7 +127,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "apps.orgs.context_processors.sidebar",
+                "apps.accounts.context_processors.sidebar",
             ],
         },
     },
@@ -208,6 +212,9 @@ if NUM_PROXIES:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = False
 CSRF_FAILURE_VIEW = "core.views.csrf_failure"
+
+# The module that decides access (core.api loads it by name: the core imports no app).
+ACCESS_POLICY = "apps.orgs.access"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.apikeys.authentication.BearerAuthentication"],

@@ -6,9 +6,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("apps.accounts.urls")),
     path("", include("apps.orgs.urls")),
-    path("", include("apps.projects.urls")),
     path("", include("apps.apikeys.urls")),
-    path("", include("apps.audit.urls")),
+    path("", include("apps.analyses.urls")),
 ]
 
 handler400 = "core.views.bad_request"

@@ -8,7 +8,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from apps.accounts import services as account_services
-from apps.orgs.permissions import Role
+from core.permissions import Role
 from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory
 
 

@@ -12,8 +12,8 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.apikeys.services import mint_key
 from apps.orgs.models import Membership, Organization
-from apps.orgs.permissions import ALL_PERMISSIONS, Role
 from apps.projects.models import Project
+from core.permissions import ALL_PERMISSIONS, Role
 
 PASSWORD = "correct-horse-battery-staple"
 

@@ -6,8 +6,8 @@ import re
 
 from django.test import Client
 
+from apps.accounts.cookies import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.accounts.services import start_session
-from apps.apikeys.authentication import ACCESS_COOKIE, REFRESH_COOKIE
 
 # A <script> without src that has content, a style= attribute, a <style> element or an
 # inline event handler: all forbidden by the dashboard's CSP (script-src/style-src 'self').

@@ -20,8 +20,8 @@ from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization
-from apps.orgs.permissions import Role
 from apps.projects.models import Channel, LogSource
+from core.permissions import Role
 from tests.conftest import bearer
 from tests.factories import PASSWORD, MembershipFactory, UserFactory, make_key
 

@@ -9,14 +9,11 @@ what the ORM would.
 
 from __future__ import annotations
 
-import copy
-import pickle
 import uuid
 from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext
 from django.urls import path
 from django.utils import timezone
@@ -27,13 +24,14 @@ from apps.accounts.models import AuthSession
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
-from apps.apikeys.selectors import KEY_FIELDS_FOR_REQUESTS, key_by_digest
+from apps.apikeys.selectors import KeyRecord, key_by_digest
 from apps.apikeys.services import revoke_key
-from apps.orgs.models import Organization
-from apps.orgs.permissions import Permission
+from apps.orgs.access import project_for_member
 from apps.projects.models import Project
+from apps.projects.selectors import ProjectRecord, project_by_id
 from core.api import ApiView, ProjectScopedView
-from core.rawselect import _plain_literal
+from core.errors import ProjectNotFound
+from core.permissions import Permission
 from sigsentry.urls import urlpatterns as product_urlpatterns
 from tests.conftest import bearer
 from tests.factories import make_key, make_legacy_key
@@ -188,44 +186,38 @@ def test_a_burst_of_requests_writes_last_used_at_once(api_client, project):
     assert api_key.last_used_at is not None
 
 
-# The raw lookups return exactly what the ORM returns.
+# The lookups return exactly what the ORM reads.
 
 
-def field_values(instance) -> dict:
-    """Every loaded column, with its Python type (a UUID is not its hex string).
-
-    Read from the instance's attributes: reading a deferred field would load it.
-    """
-    loaded = instance.__dict__
-    return {
-        field.attname: (loaded[field.attname], type(loaded[field.attname]))
-        for field in type(instance)._meta.concrete_fields
-        if field.attname in loaded
-    }
-
-
-def assert_same_instance(raw, orm) -> None:
-    assert type(raw) is type(orm)
-    assert raw.get_deferred_fields() == orm.get_deferred_fields()
-    assert field_values(raw) == field_values(orm)
-    assert (raw._state.db, raw._state.adding) == (orm._state.db, orm._state.adding)
-    assert raw._state.fields_cache.keys() == orm._state.fields_cache.keys()
-    for name, related in orm._state.fields_cache.items():
-        if related is None:
-            assert raw._state.fields_cache[name] is None
-        else:
-            raw_related = raw._state.fields_cache[name]
-            assert raw_related.get_deferred_fields() == related.get_deferred_fields()
-            assert field_values(raw_related) == field_values(related)
-
-
-def orm_key(digest: str) -> ApiKey | None:
-    return (
-        ApiKey.objects.select_related("organization", "project")
-        .only(*KEY_FIELDS_FOR_REQUESTS)
-        .filter(digest=digest)
-        .first()
+def orm_key_record(digest: str) -> KeyRecord | None:
+    """What `key_by_digest` must return, read through the ORM."""
+    k = ApiKey.objects.select_related("organization", "project").filter(digest=digest).first()
+    if k is None:
+        return None
+    return KeyRecord(
+        id=k.id,
+        organization_id=k.organization_id,
+        organization_name=k.organization.name,
+        project_id=k.project_id,
+        project_name=k.project.name if k.project else None,
+        type=k.type,
+        scope=k.scope,
+        name=k.name,
+        prefix=k.prefix,
+        digest=k.digest,
+        permissions=tuple(k.permissions),
+        legacy=k.legacy,
+        allowed_origins=tuple(k.allowed_origins),
+        expires_at=k.expires_at,
+        revoked_at=k.revoked_at,
+        last_used_at=k.last_used_at,
     )
+
+
+def assert_same_record(raw, orm) -> None:
+    assert raw == orm
+    for name in raw.__slots__:
+        assert type(getattr(raw, name)) is type(getattr(orm, name)), name
 
 
 @pytest.mark.parametrize("kind", [KeyKind.SECRET, KeyKind.PUBLIC, KeyKind.ORGANIZATION])
@@ -240,90 +232,21 @@ def test_key_by_digest_equals_the_orm(project, owner, kind):
     ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
     digest = keyformat.digest(key)
     raw = key_by_digest(digest)
-    assert_same_instance(raw, orm_key(digest))
+    assert_same_record(raw, orm_key_record(digest))
+    assert raw.expires_at is not None and raw.last_used_at is not None
     assert (raw.project is None) == (kind is KeyKind.ORGANIZATION)
-    with CaptureQueriesContext(connection) as ctx:
-        assert raw.organization.name == "Acme"
-        assert raw.project is None or raw.project.name == project.name
-    assert ctx.captured_queries == []
-    # A field left out for requests is deferred: it loads, as the ORM would load it.
-    assert "created_at" in raw.get_deferred_fields()
-    assert raw.created_at == api_key.created_at
+    assert raw.project is None or raw.project == ProjectRecord(
+        project.id, project.name, project.organization_id
+    )
 
 
 def test_key_by_digest_equals_the_orm_for_a_revoked_legacy_key(project, owner):
     api_key, key = make_legacy_key(project)
     revoke_key(actor=owner, api_key=api_key)
     digest = keyformat.digest(key)
-    assert_same_instance(key_by_digest(digest), orm_key(digest))
-
-
-def test_key_by_digest_compiles_again_when_the_time_zone_settings_change(project, settings):
-    """The statement and its converters depend on USE_TZ: a changed setting is followed."""
-    api_key, key = make_key(
-        KeyKind.SECRET, project=project, expires_at=timezone.now() + timedelta(1)
-    )
-    digest = keyformat.digest(key)
-    assert key_by_digest(digest).expires_at.tzinfo is not None
-    settings.USE_TZ = False
     raw = key_by_digest(digest)
-    assert raw.expires_at.tzinfo is None
-    assert_same_instance(raw, orm_key(digest))
-    settings.USE_TZ = True
-    assert key_by_digest(digest).expires_at == api_key.expires_at
-
-
-def test_each_lookup_gets_permission_lists_of_its_own(project):
-    """JSON arrays are parsed once per process, but a caller may change its list safely."""
-    _api_key, key = make_key(KeyKind.SECRET, project=project)
-    digest = keyformat.digest(key)
-    first = key_by_digest(digest)
-    first.permissions.append("config:write")
-    first.allowed_origins.append("https://evil.example")
-    second = key_by_digest(digest)
-    assert second.permissions == orm_key(digest).permissions
-    assert second.allowed_origins == []
-    assert second.permissions is not first.permissions
-
-
-@pytest.mark.parametrize(
-    "text", ['["a", "b"]', '{"a": ["b"]}', '[1, "a"]', '[["a"]]', '"a"', "null", "[]"]
-)
-def test_memoized_json_converts_like_the_field(text):
-    from core.rawselect import _MemoizedJsonArrays
-
-    field = ApiKey._meta.get_field("permissions")
-    memo = _MemoizedJsonArrays(field.from_db_value)
-    once, twice = memo(text, None, connection), memo(text, None, connection)
-    assert once == twice == field.from_db_value(text, None, connection)
-    if isinstance(once, list | dict):
-        assert once is not twice
-
-
-def test_related_rows_become_instances_when_first_read(project, django_assert_num_queries):
-    """The organization and project are built from the row on first read: no query, kept."""
-    _api_key, key = make_key(KeyKind.SECRET, project=project)
-    raw = key_by_digest(keyformat.digest(key))
-    cache = raw._state.fields_cache
-    assert dict.__len__(cache) == 0  # nothing built yet
-    project_field = ApiKey._meta.get_field("project")
-    with django_assert_num_queries(0):
-        assert project_field.is_cached(raw)
-        assert raw.project is raw.project
-        assert raw.project.name == project.name
-        assert dict.__len__(cache) == 1
-        clone = pickle.loads(pickle.dumps(raw))  # builds the rest, copies plain values
-        assert clone.organization.name == raw.organization.name == "Acme"
-        assert copy.deepcopy(raw).project.id == project.id
-    other = Project.objects.create(organization=project.organization, name="Other")
-    fresh = key_by_digest(keyformat.digest(key))
-    fresh.project = other  # an assignment replaces what was pending
-    assert fresh.project is other
-    fresh = key_by_digest(keyformat.digest(key))
-    project_field.delete_cached_value(fresh)  # as refresh_from_db does: read again from the db
-    assert not project_field.is_cached(fresh)
-    with django_assert_num_queries(1):
-        assert fresh.project == project
+    assert_same_record(raw, orm_key_record(digest))
+    assert raw.revoked_at is not None and raw.legacy is True
 
 
 def test_key_by_digest_of_an_unknown_digest_is_none(project):
@@ -331,131 +254,57 @@ def test_key_by_digest_of_an_unknown_digest_is_none(project):
     assert key_by_digest(keyformat.digest(keyformat.generate(KeyKind.SECRET))) is None
 
 
-def test_session_lookup_equals_the_orm(owner, user_token):
-    claims = tokens.decode(user_token(owner), "access")
-    raw = tokens.session_for_claims(claims)
-    orm = AuthSession.objects.select_related("user").filter(id=claims["sid"]).first()
-    assert_same_instance(raw, orm)
-    assert raw.user.email == owner.email
+def test_a_digest_shaped_like_sql_is_only_ever_a_value(project):
+    api_key, key = make_key(KeyKind.SECRET, project=project)
+    assert key_by_digest("' OR '1'='1") is None
+    assert key_by_digest(keyformat.digest(key) + "' OR 1=1 --") is None
+    assert ApiKey.objects.filter(pk=api_key.pk).exists()
 
 
 def test_project_lookup_for_org_keys_equals_the_orm(project):
-    from apps.orgs.access import _PROJECT_BY_ID
-
-    raw = _PROJECT_BY_ID.get(project.id)
-    orm = Project.objects.select_related("organization").filter(id=project.id).first()
-    assert_same_instance(raw, orm)
-    assert _PROJECT_BY_ID.get(uuid.uuid4()) is None
-
-
-@pytest.mark.parametrize("kind", [KeyKind.SECRET, KeyKind.ORGANIZATION])
-def test_lookup_with_init_receivers_builds_instances_through_from_db(project, kind):
-    """With pre_init/post_init receivers the instances go through Model.__init__ (deferred too)."""
-    _api_key, key = make_key(kind, project=project)
-    digest = keyformat.digest(key)
-    seen = []
-
-    def receiver(sender, instance, **kwargs):
-        seen.append((sender, instance.get_deferred_fields()))
-
-    for model in (ApiKey, Organization, Project):
-        post_init.connect(receiver, sender=model)
-    try:
-        raw = key_by_digest(digest)
-        from_raw, seen[:] = seen[:], []
-        orm = orm_key(digest)
-        from_orm = seen[:]
-    finally:
-        for model in (ApiKey, Organization, Project):
-            post_init.disconnect(receiver, sender=model)
-    assert_same_instance(raw, orm)
-    assert from_raw == from_orm
-    assert ApiKey in {sender for sender, _ in from_raw}
+    orm = Project.objects.get(id=project.id)
+    assert_same_record(
+        project_by_id(project.id), ProjectRecord(orm.id, orm.name, orm.organization_id)
+    )
+    assert project_by_id(uuid.uuid4()) is None
 
 
-# PostgreSQL keeps the statement prepared per session; it recovers when the server lost it.
+def test_project_lookup_for_members_equals_the_orm(project, member, outsider):
+    record, role = project_for_member(member.pk, project.id)
+    orm = Project.objects.get(id=project.id)
+    assert_same_record(record, ProjectRecord(orm.id, orm.name, orm.organization_id))
+    assert role == "member"
+    with pytest.raises(ProjectNotFound):
+        project_for_member(outsider.pk, project.id)
 
 
-needs_postgresql = pytest.mark.skipif(
+def test_session_lookup_reads_the_session_and_its_user(owner, user_token):
+    claims = tokens.decode(user_token(owner), "access")
+    session = tokens.session_for_claims(claims)
+    assert session == AuthSession.objects.get(id=claims["sid"])
+    assert session.user == owner
+
+
+@pytest.mark.skipif(
     connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's"
 )
-
-
-@needs_postgresql
-@pytest.mark.django_db(transaction=True)
-def test_lookup_prepares_again_when_the_server_forgot_the_statement(project):
-    _api_key, key = make_key(KeyKind.SECRET, project=project)
-    digest = keyformat.digest(key)
-    assert key_by_digest(digest) is not None
+def test_a_pooled_backend_holding_other_statements_still_reads_the_right_row(
+    api_client, project, owner
+):
+    """A backend shared through a pooler may hold statements prepared by another release,
+    under the names the old lookup and psycopg use. The lookups prepare nothing, so they
+    can never run someone else's SQL: a revoked key stays revoked."""
+    api_key, key = make_key(KeyKind.SECRET, project=project)
+    revoke_key(actor=owner, api_key=api_key)
     with connection.cursor() as cursor:
-        cursor.execute("DEALLOCATE ALL")  # as a pooler handing over another backend would
-    assert key_by_digest(digest).digest == digest
-
-
-@needs_postgresql
-@pytest.mark.django_db(transaction=True)
-def test_lookup_executes_when_the_server_already_has_the_statement(project):
-    from apps.apikeys import selectors
-
-    _api_key, key = make_key(KeyKind.SECRET, project=project)
-    digest = keyformat.digest(key)
-    assert key_by_digest(digest) is not None
-    selectors._KEY_BY_DIGEST._prepared_on.clear()  # a new process on a pooled backend
-    assert key_by_digest(digest).digest == digest
-
-
-@needs_postgresql
-@pytest.mark.django_db(transaction=True)
-def test_first_lookup_on_a_new_connection_prepares_in_the_same_query(project):
-    _api_key, key = make_key(KeyKind.SECRET, project=project)
-    digest = keyformat.digest(key)
-    connection.close()
-    with CaptureQueriesContext(connection) as ctx:
-        assert key_by_digest(digest).digest == digest
-    assert [q["sql"].split(" ", 1)[0] for q in ctx.captured_queries] == ["PREPARE"]
-
-
-@needs_postgresql
-def test_statement_is_prepared_once_per_database_session(project):
-    _api_key, key = make_key(KeyKind.SECRET, project=project)
-    digest = keyformat.digest(key)
-    key_by_digest(digest)
-    with CaptureQueriesContext(connection) as ctx:
-        key_by_digest(digest)
-        key_by_digest(digest)
-    assert [q["sql"].split(" ", 1)[0] for q in ctx.captured_queries] == ["EXECUTE", "EXECUTE"]
-
-
-@needs_postgresql
-@pytest.mark.parametrize(
-    "digest", ["' OR '1'='1", "abc'; DROP TABLE apikeys_apikey; --", "ä" * 64, "a\\'b", ""]
-)
-def test_a_lookup_value_that_needs_quoting_goes_through_the_driver(project, digest):
-    """Only ASCII letters and digits are written as a literal; anything else is a parameter."""
-    _api_key, key = make_key(KeyKind.SECRET, project=project)
-    key_by_digest(keyformat.digest(key))  # prepared: later lookups take the literal path
-    with CaptureQueriesContext(connection) as ctx:
-        assert key_by_digest(digest) is None
-        assert key_by_digest(keyformat.digest(key)) is not None
-    assert ApiKey.objects.count() == 1
-    assert ctx.captured_queries[1]["sql"].endswith(f"('{keyformat.digest(key)}')")
-    assert _plain_literal(digest) is None
-
-
-def test_only_values_quoting_cannot_change_are_written_as_literals():
-    assert _plain_literal("0a" * 32) == "'" + "0a" * 32 + "'"
-    some_id = uuid.uuid4()
-    assert _plain_literal(some_id) == f"'{some_id}'"
-    for value in ("a'b", "a b", "a-b", "ä", "", "a\\b", 7, None, b"ab", some_id.hex.upper() + "'"):
-        assert _plain_literal(value) is None
-
-
-@needs_postgresql
-def test_lookups_by_uuid_write_the_uuid_as_a_literal(owner, user_token, project):
-    from apps.orgs.access import _PROJECT_BY_ID
-
-    _PROJECT_BY_ID.get(project.id)
-    with CaptureQueriesContext(connection) as ctx:
-        assert _PROJECT_BY_ID.get(project.id).name == project.name
-        assert _PROJECT_BY_ID.get(uuid.uuid4()) is None
-    assert ctx.captured_queries[0]["sql"].endswith(f"('{project.id}')")
+        for name in ("sigsentry_key_by_digest", "sigsentry_project_by_id", "_pg3_0", "_pg3_1"):
+            cursor.execute(f"PREPARE {name} (text) AS SELECT $1, NULL::timestamptz AS revoked_at")
+    try:
+        digest = keyformat.digest(key)
+        assert_same_record(key_by_digest(digest), orm_key_record(digest))
+        assert key_by_digest(digest).revoked_at is not None
+        response = api_client.get("/v1/probe/auth", **bearer(key))
+        assert response.json()["error"]["code"] == "KEY_REVOKED"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")

@@ -19,8 +19,8 @@ from apps.apikeys.selectors import legacy_keys_in_scope
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization
-from apps.orgs.permissions import Role
 from apps.projects.models import Channel, LogSource, Project
+from core.permissions import Role
 
 pytestmark = pytest.mark.django_db
 

@@ -24,17 +24,22 @@ from rest_framework.response import Response
 from rest_framework.utils.mediatypes import media_type_matches
 
 from apps.accounts import services
-from apps.accounts.cookies import clear_session_cookies, set_session_cookies
+from apps.accounts.cookies import (
+    REFRESH_COOKIE,
+    clear_session_cookies,
+    enforce_csrf,
+    set_session_cookies,
+)
 from apps.accounts.tokens import TokenPair
-from apps.apikeys.authentication import REFRESH_COOKIE, enforce_csrf
-from apps.orgs.access import Principal
-from apps.orgs.permissions import Role
 from apps.orgs.selectors import memberships_of
+from apps.orgs.serializers import UserRefSerializer
 from core import throttling
 from core.api import ApiView, JsonOnlyNegotiation, iso, json_object
 from core.errors import PermissionDenied, ValidationFailed
 from core.net import client_ip
 from core.openapi import error_responses
+from core.permissions import Role
+from core.principal import Principal
 
 
 def me_payload(principal: Principal) -> dict:
@@ -52,9 +57,9 @@ def me_payload(principal: Principal) -> dict:
                 "permissions": list(key.permissions),
                 "legacy": key.legacy,
             },
-            "organization": {"id": str(key.organization_id), "name": key.organization.name},
+            "organization": {"id": str(key.organization_id), "name": key.organization_name},
             "project": (
-                {"id": str(key.project_id), "name": key.project.name} if key.project_id else None
+                {"id": str(key.project_id), "name": key.project_name} if key.project_id else None
             ),
         }
     user = principal.user
@@ -100,11 +105,6 @@ class CredentialFreeView(ApiView):
 
 
 # OpenAPI shapes of the request and response bodies.
-
-
-class UserRefSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    email = serializers.EmailField()
 
 
 class OrganizationRefSerializer(serializers.Serializer):
@@ -217,7 +217,7 @@ class SignupView(CredentialFreeView):
             email=body.get("email"),
             password=body.get("password"),
             organization_name=body.get("organizationName"),
-            request=request._request,
+            request=request,
         )
         response = Response(
             {
@@ -249,7 +249,7 @@ class LoginView(CredentialFreeView):
     def post(self, request):
         body = json_object(request)
         pair = services.login(
-            email=body.get("email"), password=body.get("password"), request=request._request
+            email=body.get("email"), password=body.get("password"), request=request
         )
         response = Response(token_pair_json(pair))
         set_session_cookies(response, pair)
@@ -285,7 +285,7 @@ class RefreshView(CredentialFreeView):
             if not token:
                 raise ValidationFailed({"refresh": ["A refresh token is required."]})
             from_cookie = True
-            enforce_csrf(request._request)
+            enforce_csrf(request)
         elif not isinstance(token, str) or not token:
             raise ValidationFailed({"refresh": ["Must be a refresh token."]})
         pair = services.refresh(refresh_token=token)

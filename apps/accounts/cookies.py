@@ -8,10 +8,27 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
 from apps.accounts.tokens import TokenPair
-from apps.apikeys.authentication import ACCESS_COOKIE, REFRESH_COOKIE
+from core.errors import PermissionDenied
+
+ACCESS_COOKIE = "ss_access"
+REFRESH_COOKIE = "ss_refresh"
+
+
+def enforce_csrf(request) -> None:
+    """Django's CSRF check for a request authenticated by the session cookies.
+
+    The cookies travel with any cross-site request, so an unsafe method sent
+    with them must carry the CSRF token (`X-CSRFToken`), as a form would. The
+    middleware answers a refusal with a response of its own; here it is an API error.
+    """
+    check = CsrfViewMiddleware(lambda req: None)
+    check.process_request(request)
+    if check.process_view(request, None, (), {}) is not None:
+        raise PermissionDenied(message="CSRF check failed: send the X-CSRFToken header.")
 
 
 def set_session_cookies(response: HttpResponse, pair: TokenPair) -> None:

@@ -4,25 +4,10 @@ from __future__ import annotations
 
 from django import forms
 
+from core.forms import DashboardForm
+
 #: Service error fields (SPEC camelCase) → form field names.
 SERVICE_FIELDS = {"email": "email", "password": "password", "organizationName": "organization_name"}
-
-
-class DashboardForm(forms.Form):
-    """Labels exactly as written (no trailing colon); errors from services land on fields."""
-
-    #: Whether field.html marks fields that are not required as "optional".
-    mark_optional = True
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("label_suffix", "")
-        super().__init__(*args, **kwargs)
-
-    def add_service_errors(self, fields: dict[str, list[str]], mapping: dict[str, str]) -> None:
-        for name, messages in fields.items():
-            field = mapping.get(name)
-            for message in messages:
-                self.add_error(field if field in self.fields else None, message)
 
 
 class LoginForm(DashboardForm):

@@ -17,10 +17,15 @@ from datetime import UTC, datetime, timedelta
 from django.utils import timezone
 
 from apps.accounts import services, tokens
-from apps.accounts.cookies import clear_session_cookies, set_session_cookies
-from apps.apikeys.authentication import ACCESS_COOKIE, MAX_CREDENTIAL_LENGTH, REFRESH_COOKIE
-from apps.orgs.access import Principal
+from apps.accounts.cookies import (
+    ACCESS_COOKIE,
+    REFRESH_COOKIE,
+    clear_session_cookies,
+    set_session_cookies,
+)
+from apps.accounts.tokens import MAX_CREDENTIAL_LENGTH
 from core.errors import AuthError
+from core.principal import Principal
 
 REFRESH_AHEAD = timedelta(hours=1)
 _SKIP_PREFIXES = ("/v1/", "/static/", "/admin/")

@@ -26,9 +26,10 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from apps.accounts.models import AuthSession, User
 from core.errors import TokenExpired, TokenInvalid
-from core.rawselect import JoinedRowSelect
 
 ACCESS_LIFETIME = timedelta(hours=24)
+#: The longest bearer credential (API key or JWT) the service reads; longer is refused unread.
+MAX_CREDENTIAL_LENGTH = 4096
 ALGORITHM = "HS256"
 _REQUIRED_CLAIMS = ["exp", "iat", "jti", "iss", "aud", "sub", "sid", "typ"]
 
@@ -102,13 +103,6 @@ def decode(token: str, expected_type: str) -> dict:
     return claims
 
 
-# Every JWT request reads its session: a precompiled statement (see core.rawselect),
-# equal to AuthSession.objects.select_related("user").filter(id=...).first().
-_SESSION_BY_ID = JoinedRowSelect(
-    AuthSession, related=("user",), lookup_field="id", name="sigsentry_session_by_id"
-)
-
-
 def session_for_claims(claims: dict, now: datetime | None = None) -> AuthSession:
     """The open session the claims name, with its user; TOKEN_INVALID otherwise. One query.
 
@@ -119,7 +113,7 @@ def session_for_claims(claims: dict, now: datetime | None = None) -> AuthSession
         session_id = uuid.UUID(str(claims["sid"]))
     except ValueError as exc:
         raise TokenInvalid() from exc
-    session = _SESSION_BY_ID.get(session_id)
+    session = AuthSession.objects.select_related("user").filter(id=session_id).first()
     if session is None or not session_is_valid(session, str(claims["sub"]), now):
         raise TokenInvalid()
     return session

@@ -22,10 +22,10 @@ from apps.analyses.serializers import (
     FollowUpInputSerializer,
     FollowUpSerializer,
 )
-from apps.orgs.permissions import Permission
 from apps.projects.api import PROJECT_ERRORS, PROJECT_HEADER
 from apps.projects.serializers import validated
 from core.api import ProjectScopedView, paginate
+from core.permissions import Permission
 
 CREATE_ONLY = {"POST": Permission.ANALYSIS_CREATE}
 PAGE_PARAMETERS = [

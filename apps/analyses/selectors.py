@@ -8,21 +8,21 @@ from typing import Any
 from django.db.models import QuerySet
 
 from apps.analyses.models import Analysis
-from apps.projects.models import Project
+from apps.projects.selectors import ProjectLike
 from core.errors import NotFound
 
 
-def analyses_of(*, project: Project) -> QuerySet[Analysis]:
+def analyses_of(*, project: ProjectLike) -> QuerySet[Analysis]:
     """The project's analyses, newest first, follow-ups and feedback in two more queries."""
     return (
-        Analysis.objects.filter(project=project)
+        Analysis.objects.filter(project_id=project.id)
         .prefetch_related("follow_ups", "feedback")
         .order_by("-created_at", "-id")
     )
 
 
 def analysis_in_project(
-    *, project: Project, analysis_id: Any, with_thread: bool = True
+    *, project: ProjectLike, analysis_id: Any, with_thread: bool = True
 ) -> Analysis:
     """One analysis of the project; a malformed id or another project's is 404 NOT_FOUND.
 
@@ -33,7 +33,7 @@ def analysis_in_project(
         analysis_uuid = uuid.UUID(str(analysis_id))
     except ValueError as exc:
         raise NotFound() from exc
-    queryset = Analysis.objects.filter(project=project)
+    queryset = Analysis.objects.filter(project_id=project.id)
     if with_thread:
         queryset = queryset.prefetch_related("follow_ups", "feedback")
     analysis = queryset.filter(id=analysis_uuid).first()

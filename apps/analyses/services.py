@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from apps.analyses.models import Analysis, Feedback, FollowUp
-from apps.orgs.access import Principal
-from apps.projects.models import Project
+from apps.projects.selectors import ProjectLike
+from core.principal import Principal
 
 
 def _authored_by(principal: Principal) -> dict[str, Any]:
     if principal.key is not None:
         return {
             "created_by_type": "key",
-            "created_by_key": principal.key,
+            "created_by_key_id": principal.key.id,
             "created_by_label": principal.key.prefix,
         }
     return {
@@ -28,10 +28,12 @@ def _authored_by(principal: Principal) -> dict[str, Any]:
     }
 
 
-def create_analysis(*, principal: Principal, project: Project, title: str, input: str) -> Analysis:
+def create_analysis(
+    *, principal: Principal, project: ProjectLike, title: str, input: str
+) -> Analysis:
     """A new analysis, queued, with no follow-ups or feedback yet."""
     return Analysis.objects.create(
-        project=project, title=title, input=input, **_authored_by(principal)
+        project_id=project.id, title=title, input=input, **_authored_by(principal)
     )
 
 

@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from apps.analyses import views
+
+urlpatterns = [
+    path("projects/<uuid:project_id>/", views.overview, name="project-overview"),
+]

@@ -171,7 +171,7 @@ class KeysView(KeyManagementView):
             permissions=body.get("permissions"),
             expires_at=parse_expires_at(body.get("expiresAt")),
             allowed_origins=body.get("allowedOrigins"),
-            request=request._request,
+            request=request,
         )
         return Response(minted_key_json(minted, timezone.now()), status=201)
 
@@ -205,7 +205,7 @@ class SdkKeyView(KeyView):
             actor=self.principal.user,
             api_key=api_key,
             origins=body["allowedOrigins"],
-            request=request._request,
+            request=request,
         )
         return Response(key_json(api_key, timezone.now()))
 
@@ -223,7 +223,7 @@ class KeyRevokeView(KeyManagementView):
     def post(self, request, key_id, **kwargs):
         collection = self.managed_collection()
         api_key = services.revoke_key(
-            actor=self.principal.user, api_key=collection.key(key_id), request=request._request
+            actor=self.principal.user, api_key=collection.key(key_id), request=request
         )
         return Response(key_json(api_key, timezone.now()))
 
@@ -248,7 +248,7 @@ class KeyRollView(KeyManagementView):
             actor=self.principal.user,
             api_key=api_key,
             grace_seconds=body.get("graceSeconds"),
-            request=request._request,
+            request=request,
         )
         return Response(minted_key_json(minted, timezone.now()), status=201)
 
@@ -286,7 +286,7 @@ class LeakedKeysView(ApiView):
             raise ValidationFailed(
                 {"keys": [f"At most {services.MAX_LEAK_REPORT_KEYS} keys per report."]}
             )
-        services.report_leaked_keys(candidates=candidates, request=request._request)
+        services.report_leaked_keys(candidates=candidates, request=request)
         remaining = LEAK_REPORT_MIN_SECONDS - (time.monotonic() - started)
         if remaining > 0:
             time.sleep(remaining)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django import forms
 
-from apps.accounts.forms import DashboardForm
 from apps.apikeys.keyformat import KeyKind
-from apps.orgs.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS
+from core.forms import DashboardForm
+from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS
 
 #: Service error fields (SPEC camelCase) → form fields.
 SERVICE_FIELDS = {

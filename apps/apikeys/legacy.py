@@ -38,8 +38,8 @@ from apps.apikeys import keyformat
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
-from apps.orgs.permissions import ALL_PERMISSIONS, normalize_permissions
 from apps.projects.models import Project
+from core.permissions import ALL_PERMISSIONS, normalize_permissions
 
 logger = logging.getLogger("sigsentry.apikeys")
 

@@ -1,13 +1,26 @@
-"""CORS for origin-bound SDK keys (SPEC §4.7).
+"""What the key app does around a `/v1` response, from the request's `AuthDecision`.
 
-django-cors-headers answers preflights and marks analysis responses as
-readable from any origin. This middleware runs after it on the way out and
-narrows the answer for keys bound to `allowedOrigins`: such a response echoes
-the request's origin only when it is allowed, and carries no
-Access-Control-Allow-Origin at all otherwise.
+* `KeyOriginCorsMiddleware` (SPEC §4.7): django-cors-headers answers preflights
+  and marks analysis responses as readable from any origin. This runs after it on
+  the way out and narrows the answer for keys bound to `allowedOrigins`: such a
+  response echoes the request's origin only when it is allowed, and carries no
+  Access-Control-Allow-Origin at all otherwise.
+* `KeyUseMiddleware`: a request accepted with a key has the key's use recorded
+  (`lastUsedAt`, at most one write per key per minute, never failing the
+  request), and a legacy key's response carries the RFC 9745 `Deprecation` and
+  RFC 8594 `Sunset` headers.
 """
 
 from __future__ import annotations
+
+from email.utils import format_datetime
+
+from django.conf import settings
+
+from apps.apikeys.services import record_key_use
+from core.api import PROJECT_ID
+from core.errors import OriginNotAllowed
+from core.principal import AUTH_DECISION
 
 ACAO = "Access-Control-Allow-Origin"
 
@@ -18,17 +31,40 @@ class KeyOriginCorsMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if getattr(request, "sigsentry_origin_denied", False):
-            if ACAO in response:
-                del response[ACAO]
+        decision = request.META.get(AUTH_DECISION)
+        if decision is None or decision.key is None or ACAO not in response:
             return response
-        principal = getattr(request, "sigsentry_principal", None)
-        key = principal.key if principal is not None else None
-        if key is not None and key.allowed_origins and ACAO in response:
-            origin = request.META.get("HTTP_ORIGIN", "").lower()
-            if origin in key.allowed_origins:
-                response[ACAO] = request.META["HTTP_ORIGIN"]
+        allowed_origins = decision.key.allowed_origins
+        if decision.outcome == OriginNotAllowed.code:
+            del response[ACAO]
+        elif allowed_origins:
+            origin = request.META.get("HTTP_ORIGIN", "")
+            if origin.lower() in allowed_origins:
+                response[ACAO] = origin
                 response.setdefault("Vary", "Origin")
             else:
                 del response[ACAO]
+        return response
+
+
+def legacy_headers() -> dict[str, str]:
+    """RFC 9745 Deprecation and RFC 8594 Sunset headers for legacy-key responses."""
+    return {
+        "Deprecation": f"@{int(settings.LEGACY_KEYS_DEPRECATED_AT.timestamp())}",
+        "Sunset": format_datetime(settings.LEGACY_KEYS_SUNSET_AT, usegmt=True),
+    }
+
+
+class KeyUseMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        decision = request.META.get(AUTH_DECISION)
+        if decision is not None and decision.key is not None and decision.outcome == "ok":
+            if decision.key.legacy:
+                for name, value in legacy_headers().items():
+                    response[name] = value
+            record_key_use(decision.key, request.META.get(PROJECT_ID))
         return response

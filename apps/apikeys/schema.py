@@ -19,7 +19,7 @@ from drf_spectacular.extensions import (
     OpenApiSerializerExtension,
 )
 
-from apps.apikeys.authentication import ACCESS_COOKIE
+from apps.accounts.cookies import ACCESS_COOKIE
 from apps.apikeys.serializers import KeySerializer
 from core.api import ManagementView
 

@@ -15,8 +15,8 @@ from rest_framework import serializers
 
 from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, KeyType
 from apps.apikeys.services import MintedKey
-from apps.orgs.permissions import ALL_PERMISSIONS
 from core.api import iso
+from core.permissions import ALL_PERMISSIONS
 
 
 def key_json(api_key: ApiKey, now: datetime) -> dict[str, Any]:

@@ -21,14 +21,15 @@ from django.utils import timezone
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, KeyType
+from apps.apikeys.selectors import KeyRecord
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Organization
-from apps.orgs.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS, normalize_permissions
 from apps.projects.models import Project
 from core import throttling
 from core.errors import PermissionsLocked, ValidationFailed
 from core.net import client_ip, user_agent
+from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS, normalize_permissions
 from core.validation import clean_name
 
 logger = logging.getLogger("sigsentry.apikeys")
@@ -338,10 +339,12 @@ def report_leaked_keys(*, candidates: Iterable[Any], request: HttpRequest | None
     return len(leaked)
 
 
-def record_key_use(api_key: ApiKey, project_id: Any, now: datetime | None = None) -> None:
+def record_key_use(
+    api_key: KeyRecord | ApiKey, project_id: Any, now: datetime | None = None
+) -> None:
     """Track `lastUsedAt` with at most one write per key per 60 s, across processes.
 
-    Called after the response is sent. The in-memory check skips the write
+    Called by `KeyUseMiddleware` once the response is ready. The in-memory check skips the write
     when the row read for authentication is fresh; the conditional UPDATE makes
     concurrent processes race for a single write. A failure is logged and
     swallowed: tracking must never fail a request, nor poison a transaction.
@@ -356,8 +359,8 @@ def record_key_use(api_key: ApiKey, project_id: Any, now: datetime | None = None
     try:
         if connection.in_atomic_block:
             with transaction.atomic():
-                ApiKey.objects.filter(stale, pk=api_key.pk).update(**changes)
+                ApiKey.objects.filter(stale, pk=api_key.id).update(**changes)
         else:
-            ApiKey.objects.filter(stale, pk=api_key.pk).update(**changes)
+            ApiKey.objects.filter(stale, pk=api_key.id).update(**changes)
     except Exception:
-        logger.warning("could not record last use of key %s", api_key.pk, exc_info=True)
+        logger.warning("could not record last use of key %s", api_key.id, exc_info=True)

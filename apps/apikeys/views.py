@@ -26,7 +26,6 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts.decorators import dashboard_page
 from apps.apikeys import services
 from apps.apikeys.forms import (
     GRACE_CHOICES,
@@ -42,6 +41,7 @@ from apps.apikeys.selectors import key_in_collection, keys_in_collection, legacy
 from apps.orgs.access import can_manage, membership_for, project_for_user
 from apps.orgs.models import Organization
 from apps.projects.models import Project
+from core.decorators import dashboard_page
 from core.errors import (
     ApiError,
     PermissionDenied,

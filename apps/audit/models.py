@@ -6,9 +6,6 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from apps.orgs.models import Organization
-from apps.projects.models import Project
-
 
 class AuditEvent(models.Model):
     """Who did what to which key, member or project. Append-only.
@@ -26,10 +23,10 @@ class AuditEvent(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="audit_events"
+        "orgs.Organization", on_delete=models.CASCADE, related_name="audit_events"
     )
     project = models.ForeignKey(
-        Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "projects.Project", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     action = models.CharField(max_length=64)
     actor_type = models.CharField(max_length=16, choices=ActorType.choices)

@@ -14,14 +14,13 @@ The same functions serve API keys, JWT users and dashboard pages:
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.db.models import F
 
 from apps.orgs.models import Membership
-from apps.orgs.permissions import MANAGER_ROLES, ROLE_PERMISSIONS
 from apps.projects.models import Project
+from apps.projects.selectors import ProjectRecord, project_by_id
 from core.errors import (
     KeyManagementForbidden,
     NotFound,
@@ -31,43 +30,14 @@ from core.errors import (
     ProjectMismatch,
     ProjectNotFound,
 )
-from core.rawselect import JoinedRowSelect
+from core.permissions import MANAGER_ROLES, ROLE_PERMISSIONS
+from core.principal import Principal
+from core.rows import as_uuid, bind, fetch_one
 
 if TYPE_CHECKING:
-    from apps.accounts.models import AuthSession, User
-    from apps.apikeys.models import ApiKey
+    from django.contrib.auth.models import AbstractBaseUser as User
+
     from apps.orgs.models import Organization
-
-
-_PROJECT_BY_ID = JoinedRowSelect(
-    Project, related=("organization",), lookup_field="id", name="sigsentry_project_by_id"
-)
-
-
-@dataclass(slots=True)
-class Principal:
-    """The authenticated caller: a user (JWT) or an API key. `request.user` under /v1."""
-
-    user: User | None = None
-    key: ApiKey | None = None
-    session: AuthSession | None = None
-    #: Roles by organization id, filled as projects are resolved for a user.
-    roles: dict[uuid.UUID, str] = field(default_factory=dict)
-
-    is_authenticated = True
-    is_anonymous = False
-
-    @property
-    def is_key(self) -> bool:
-        return self.key is not None
-
-    @property
-    def pk(self) -> uuid.UUID:
-        return self.key.pk if self.key is not None else self.user.pk  # type: ignore[union-attr]
-
-    @property
-    def label(self) -> str:
-        return self.key.prefix if self.key is not None else self.user.email  # type: ignore[union-attr]
 
 
 def parse_project_id(value: str | None) -> uuid.UUID:
@@ -92,7 +62,26 @@ def project_for_user(user: User, project_id: uuid.UUID) -> tuple[Project, str]:
     return project, project.caller_role
 
 
-def resolve_project(principal: Principal, header_value: str | None) -> Project:
+_PROJECT_FOR_MEMBER = f"""
+    SELECT p.id, p.name, p.organization_id, m.role
+    FROM {Project._meta.db_table} p
+    JOIN {Membership._meta.db_table} m ON m.organization_id = p.organization_id
+    WHERE p.id = %s AND m.user_id = %s
+"""  # noqa: S608 (table names from the models; values are bound parameters)
+
+
+def project_for_member(user_id: uuid.UUID, project_id: uuid.UUID) -> tuple[ProjectRecord, str]:
+    """The project and the user's role in its organization; 404 for outsiders. One query."""
+    row = fetch_one(
+        _PROJECT_FOR_MEMBER,
+        [bind(Project._meta.pk, project_id), bind(Membership._meta.get_field("user"), user_id)],
+    )
+    if row is None:
+        raise ProjectNotFound()
+    return ProjectRecord(as_uuid(row[0]), row[1], as_uuid(row[2])), row[3]
+
+
+def resolve_project(principal: Principal, header_value: str | None) -> ProjectRecord:
     """The project a project-scoped request acts on (SPEC §2.1, §2.2)."""
     key = principal.key
     if key is not None and key.is_project_key:
@@ -102,18 +91,17 @@ def resolve_project(principal: Principal, header_value: str | None) -> Project:
         return key.project
     project_id = parse_project_id(header_value)
     if key is not None:
-        # Organization keys name a project on every request: the same precompiled
-        # single-row select as the key lookup, then the tenant check on the row.
-        project = _PROJECT_BY_ID.get(project_id)
+        # Organization keys name a project on every request; the tenant check is on the row.
+        project = project_by_id(project_id)
         if project is None or project.organization_id != key.organization_id:
             raise ProjectNotFound()
         return project
-    project, role = project_for_user(principal.user, project_id)
+    project, role = project_for_member(principal.user.pk, project_id)
     principal.roles[project.organization_id] = role
     return project
 
 
-def has_permission(principal: Principal, project: Project, permission: str) -> bool:
+def has_permission(principal: Principal, project: ProjectRecord, permission: str) -> bool:
     if principal.key is not None:
         key = principal.key
         if key.organization_id != project.organization_id:
@@ -125,7 +113,7 @@ def has_permission(principal: Principal, project: Project, permission: str) -> b
     return role is not None and permission in ROLE_PERMISSIONS[role]
 
 
-def require_permission(principal: Principal, project: Project, permission: str) -> None:
+def require_permission(principal: Principal, project: ProjectRecord, permission: str) -> None:
     if not has_permission(principal, project, permission):
         raise PermissionDenied(required=permission)
 

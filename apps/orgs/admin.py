@@ -15,8 +15,8 @@ from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 
 from apps.orgs.models import Membership, Organization
-from apps.orgs.permissions import Role
 from apps.projects.models import Project
+from core.permissions import Role
 
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner."
 

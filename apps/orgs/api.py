@@ -14,14 +14,16 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from apps.accounts.api import UserRefSerializer
 from apps.orgs import selectors, services
 from apps.orgs.access import membership_for, require_manager
 from apps.orgs.models import Membership
-from apps.orgs.permissions import Role
+from apps.orgs.serializers import UserRefSerializer
+from apps.projects import selectors as project_selectors
+from apps.projects import services as project_services
 from apps.projects.models import Project
 from core.api import ManagementView, iso, json_object, paginate
 from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
+from core.permissions import Role
 
 
 def organization_json(membership: Membership) -> dict[str, Any]:
@@ -111,7 +113,7 @@ class OrganizationsView(OrgManagementView):
     def post(self, request):
         body = json_object(request)
         organization = services.create_organization(
-            actor=self.principal.user, name=body.get("name"), request=request._request
+            actor=self.principal.user, name=body.get("name"), request=request
         )
         return Response(
             {"id": str(organization.id), "name": organization.name, "role": Role.OWNER.value},
@@ -133,7 +135,7 @@ class ProjectsView(OrgManagementView):
     )
     def get(self, request, org_id):
         membership = membership_for(self.principal.user, org_id)
-        return paginate(self, selectors.projects_of(membership), project_json)
+        return paginate(self, project_selectors.projects_of(membership), project_json)
 
     @extend_schema(
         operation_id="projects_create",
@@ -147,11 +149,11 @@ class ProjectsView(OrgManagementView):
         membership = membership_for(self.principal.user, org_id)
         organization = require_manager(membership)
         body = json_object(request)
-        project = services.create_project(
+        project = project_services.create_project(
             actor=self.principal.user,
             organization=organization,
             name=body.get("name"),
-            request=request._request,
+            request=request,
         )
         return Response(project_json(project), status=201)
 
@@ -188,7 +190,7 @@ class MembersView(OrgManagementView):
             actor_membership=membership,
             email=body.get("email"),
             role=body.get("role"),
-            request=request._request,
+            request=request,
         )
         return Response(member_json(added), status=201)
 
@@ -214,7 +216,7 @@ class MemberView(OrgManagementView):
             actor_membership=membership,
             target=target,
             role=body.get("role"),
-            request=request._request,
+            request=request,
         )
         return Response(member_json(changed))
 
@@ -235,5 +237,5 @@ class MemberView(OrgManagementView):
         membership = membership_for(self.principal.user, org_id)
         require_manager(membership)
         target = selectors.member_of(membership, user_id)
-        services.remove_member(actor_membership=membership, target=target, request=request._request)
+        services.remove_member(actor_membership=membership, target=target, request=request)
         return Response(status=204)

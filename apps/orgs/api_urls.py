@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.orgs import api
+from apps.orgs import api, audit_api
 
 urlpatterns = [
     path("organizations", api.OrganizationsView.as_view(), name="api-organizations"),
@@ -18,5 +18,10 @@ urlpatterns = [
         "organizations/<str:org_id>/members/<str:user_id>",
         api.MemberView.as_view(),
         name="api-organization-member",
+    ),
+    path(
+        "organizations/<str:org_id>/audit-events",
+        audit_api.AuditEventsView.as_view(),
+        name="api-audit-events",
     ),
 ]

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.utils.functional import SimpleLazyObject
-
-from apps.accounts.tokens import ACCESS_LIFETIME
 from apps.orgs.access import can_manage
 from apps.orgs.models import Membership, Organization
 from apps.projects.models import Project
@@ -71,12 +68,3 @@ def dashboard_nav(request) -> Nav:
     )
     request._dashboard_nav = nav
     return nav
-
-
-def sidebar(request) -> dict:
-    if getattr(request, "principal", None) is None:
-        return {}
-    return {
-        "nav": SimpleLazyObject(lambda: dashboard_nav(request)),
-        "session_lifetime_seconds": int(ACCESS_LIFETIME.total_seconds()),
-    }

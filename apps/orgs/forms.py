@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django import forms
 
-from apps.accounts.forms import DashboardForm
-from apps.orgs.permissions import Role
+from core.forms import DashboardForm
+from core.permissions import Role
 
 
 class ProjectForm(DashboardForm):

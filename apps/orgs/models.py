@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from apps.orgs.permissions import Role
+from core.permissions import Role
 
 
 class Organization(models.Model):

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from apps.audit.models import AuditEvent
 from apps.orgs.models import Membership
-from apps.projects.models import Project
 from core.errors import NotFound
 
 
@@ -23,13 +23,6 @@ def memberships_of(user: Any) -> QuerySet[Membership]:
         Membership.objects.filter(user=user)
         .select_related("organization")
         .order_by("organization__name", "organization__id")
-    )
-
-
-def projects_of(membership: Membership) -> QuerySet[Project]:
-    """The projects of the caller's organization, newest first."""
-    return Project.objects.filter(organization_id=membership.organization_id).order_by(
-        "-created_at", "-id"
     )
 
 
@@ -52,3 +45,11 @@ def member_of(membership: Membership, user_id: Any) -> Membership:
     if target is None:
         raise NotFound()
     return target
+
+
+def events_of(membership: Membership, *, action: str | None = None) -> QuerySet[AuditEvent]:
+    """The events of the caller's organization, newest first; optionally one action only."""
+    events = AuditEvent.objects.filter(organization_id=membership.organization_id)
+    if action is not None:
+        events = events.filter(action=action)
+    return events.order_by("-created_at", "-id")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Membership, Organization
-from apps.orgs.permissions import MANAGER_ROLES, Role
-from apps.projects.models import Project
 from core.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
+from core.permissions import MANAGER_ROLES, Role
 from core.validation import clean_name
 
 
@@ -39,25 +39,6 @@ def create_organization(
             request=request,
         )
     return organization
-
-
-def create_project(
-    *, actor: Any, organization: Organization, name: Any, request: HttpRequest | None = None
-) -> Project:
-    name = clean_name(name)
-    with transaction.atomic():
-        project = Project.objects.create(organization=organization, name=name)
-        record_event(
-            action=Action.PROJECT_CREATED,
-            organization_id=organization.id,
-            project_id=project.id,
-            actor_user=actor,
-            target_type="project",
-            target_id=project.id,
-            target_label=name,
-            request=request,
-        )
-    return project
 
 
 def _lock_owners(organization_id: Any) -> list[Membership]:
@@ -107,14 +88,12 @@ def add_member(
     role: Any,
     request: HttpRequest | None = None,
 ) -> Membership:
-    from apps.accounts.models import User
-
     role = _clean_role(role)
     if not isinstance(email, str) or not email.strip():
         raise ValidationFailed({"email": ["An email address is required."]})
     if role == Role.OWNER and actor_membership.role != Role.OWNER:
         raise PermissionDenied(message="Only owners can add owners.")
-    user = User.objects.filter(email__iexact=email.strip()).first()
+    user = get_user_model().objects.filter(email__iexact=email.strip()).first()
     if user is None:
         raise NotFound("No user with this email.")
     organization = actor_membership.organization

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.orgs import views
+from apps.orgs import audit_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -12,4 +12,5 @@ urlpatterns = [
         views.remove_member,
         name="member-remove",
     ),
+    path("orgs/<uuid:org_id>/audit-log/", audit_views.audit_log, name="audit-log"),
 ]

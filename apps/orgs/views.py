@@ -7,14 +7,15 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts.decorators import dashboard_page
 from apps.orgs import services
 from apps.orgs.access import can_manage, membership_for, require_manager
 from apps.orgs.context_processors import dashboard_nav
 from apps.orgs.forms import MemberAddForm, MemberRoleForm, ProjectForm, role_choices
 from apps.orgs.models import Membership
-from apps.orgs.permissions import Role
+from apps.projects import services as project_services
+from core.decorators import dashboard_page
 from core.errors import ApiError, NotFound, PermissionDenied, ValidationFailed
+from core.permissions import Role
 
 #: Owners first, then by decreasing rights.
 ROLE_ORDER = {Role.OWNER: 0, Role.ADMIN: 1, Role.MEMBER: 2, Role.VIEWER: 3}
@@ -46,7 +47,7 @@ def create_project(request: HttpRequest, org_id) -> HttpResponse:
     form = ProjectForm(request.POST)
     if form.is_valid():
         try:
-            project = services.create_project(
+            project = project_services.create_project(
                 actor=request.principal.user,
                 organization=organization,
                 name=form.cleaned_data["name"],

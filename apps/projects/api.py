@@ -13,7 +13,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 
-from apps.orgs.permissions import Permission
 from apps.projects import selectors, services
 from apps.projects.serializers import (
     ChannelInputSerializer,
@@ -25,6 +24,7 @@ from apps.projects.serializers import (
 )
 from core.api import ProjectScopedView
 from core.openapi import error_responses
+from core.permissions import Permission
 
 PROJECT_HEADER = OpenApiParameter(
     "X-Project-Id",

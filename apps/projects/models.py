@@ -5,13 +5,11 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-from apps.orgs.models import Organization
-
 
 class Project(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="projects"
+        "orgs.Organization", on_delete=models.CASCADE, related_name="projects"
     )
     name = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now)

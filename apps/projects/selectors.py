@@ -3,20 +3,52 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import QuerySet
 
 from apps.projects.models import Channel, LogSource, Project
 from core.errors import NotFound
+from core.rows import as_uuid, bind, fetch_one
 
 
-def log_sources_of(*, project: Project) -> QuerySet[LogSource]:
-    return LogSource.objects.filter(project=project).order_by("created_at", "id")
+@dataclass(frozen=True, slots=True)
+class ProjectRecord:
+    """The project a `/v1` request acts on (`ProjectScopedView.project`)."""
+
+    id: uuid.UUID
+    name: str
+    organization_id: uuid.UUID
 
 
-def channels_of(*, project: Project) -> QuerySet[Channel]:
-    return Channel.objects.filter(project=project).order_by("created_at", "id")
+#: What reads and writes scoped to a project accept: the request's record or a model instance.
+ProjectLike = ProjectRecord | Project
+
+_PROJECT_BY_ID = f"SELECT id, name, organization_id FROM {Project._meta.db_table} WHERE id = %s"  # noqa: S608
+
+
+def project_by_id(project_id: uuid.UUID) -> ProjectRecord | None:
+    """One query by primary key. Callers check the organization (tenant) themselves."""
+    row = fetch_one(_PROJECT_BY_ID, [bind(Project._meta.pk, project_id)])
+    if row is None:
+        return None
+    return ProjectRecord(as_uuid(row[0]), row[1], as_uuid(row[2]))
+
+
+def projects_of(membership: Any) -> QuerySet[Project]:
+    """The projects of the caller's organization, newest first."""
+    return Project.objects.filter(organization_id=membership.organization_id).order_by(
+        "-created_at", "-id"
+    )
+
+
+def log_sources_of(*, project: ProjectLike) -> QuerySet[LogSource]:
+    return LogSource.objects.filter(project_id=project.id).order_by("created_at", "id")
+
+
+def channels_of(*, project: ProjectLike) -> QuerySet[Channel]:
+    return Channel.objects.filter(project_id=project.id).order_by("created_at", "id")
 
 
 def _one_in_project(queryset: QuerySet, row_id: Any):
@@ -31,9 +63,9 @@ def _one_in_project(queryset: QuerySet, row_id: Any):
     return row
 
 
-def log_source_in_project(*, project: Project, log_source_id: Any) -> LogSource:
+def log_source_in_project(*, project: ProjectLike, log_source_id: Any) -> LogSource:
     return _one_in_project(log_sources_of(project=project), log_source_id)
 
 
-def channel_in_project(*, project: Project, channel_id: Any) -> Channel:
+def channel_in_project(*, project: ProjectLike, channel_id: Any) -> Channel:
     return _one_in_project(channels_of(project=project), channel_id)

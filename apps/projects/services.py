@@ -18,10 +18,14 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import EmailValidator, URLValidator
 from django.db import transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
+from apps.audit.services import Action, record_event
 from apps.projects.models import Channel, LogSource, Project
+from apps.projects.selectors import ProjectLike
 from core.errors import NotFound, ValidationFailed
+from core.validation import clean_name
 
 MAX_SETTINGS_BYTES = 10 * 1024
 MAX_SETTINGS_KEYS = 50
@@ -133,9 +137,11 @@ def _apply(row: LogSource | Channel, changes: dict[str, Any]) -> None:
     row.save(update_fields=[*changes, "updated_at"])
 
 
-def create_log_source(*, project: Project, name: str, kind: str, settings: Any = None) -> LogSource:
+def create_log_source(
+    *, project: ProjectLike, name: str, kind: str, settings: Any = None
+) -> LogSource:
     settings = clean_log_source_settings({} if settings is None else settings)
-    return LogSource.objects.create(project=project, name=name, kind=kind, settings=settings)
+    return LogSource.objects.create(project_id=project.id, name=name, kind=kind, settings=settings)
 
 
 def update_log_source(*, log_source: LogSource, changes: dict[str, Any]) -> LogSource:
@@ -152,9 +158,9 @@ def delete_log_source(*, log_source: LogSource) -> None:
     log_source.delete()
 
 
-def create_channel(*, project: Project, name: str, kind: str, target: Any) -> Channel:
+def create_channel(*, project: ProjectLike, name: str, kind: str, target: Any) -> Channel:
     target = clean_channel_target(kind, target)
-    return Channel.objects.create(project=project, name=name, kind=kind, target=target)
+    return Channel.objects.create(project_id=project.id, name=name, kind=kind, target=target)
 
 
 def update_channel(*, channel: Channel, changes: dict[str, Any]) -> Channel:
@@ -176,3 +182,23 @@ def update_channel(*, channel: Channel, changes: dict[str, Any]) -> Channel:
 
 def delete_channel(*, channel: Channel) -> None:
     channel.delete()
+
+
+def create_project(
+    *, actor: Any, organization: Any, name: Any, request: HttpRequest | None = None
+) -> Project:
+    """A new project of `organization`; the caller has checked that `actor` may manage it."""
+    name = clean_name(name)
+    with transaction.atomic():
+        project = Project.objects.create(organization=organization, name=name)
+        record_event(
+            action=Action.PROJECT_CREATED,
+            organization_id=organization.id,
+            project_id=project.id,
+            actor_user=actor,
+            target_type="project",
+            target_id=project.id,
+            target_label=name,
+            request=request,
+        )
+    return project

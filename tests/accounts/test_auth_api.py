@@ -10,11 +10,11 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from apps.accounts import services
+from apps.accounts.cookies import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.accounts.models import AuthSession, User
-from apps.apikeys.authentication import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.apikeys.keyformat import KeyKind
 from apps.orgs.models import Membership
-from apps.orgs.permissions import Role
+from core.permissions import Role
 from tests.factories import PASSWORD, UserFactory, make_key
 from tests.orgs.helpers import (
     bearer_client,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apps.apikeys.keyformat import KeyKind
-from apps.orgs.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS, Role
+from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS, Role
 from tests.factories import MembershipFactory, OrganizationFactory, make_key, make_legacy_key
 from tests.orgs.helpers import bearer_client, error_code, user_client
 

@@ -10,8 +10,8 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from apps.accounts import tokens
+from apps.accounts.cookies import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.accounts.models import AuthSession, User
-from apps.apikeys.authentication import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Membership

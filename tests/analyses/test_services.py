@@ -9,8 +9,8 @@ import pytest
 from apps.analyses import selectors, services
 from apps.analyses.models import Analysis
 from apps.apikeys.keyformat import KeyKind
-from apps.orgs.access import Principal
 from core.errors import NotFound
+from core.principal import Principal
 from tests.factories import make_key
 
 pytestmark = pytest.mark.django_db

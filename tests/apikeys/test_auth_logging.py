@@ -15,12 +15,12 @@ pytestmark = pytest.mark.django_db
 
 
 def _decisions(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "sigsentry.auth"]
+    return [r for r in caplog.records if r.name == "sigsentry.access"]
 
 
 @pytest.fixture
 def auth_log(caplog):
-    caplog.set_level(logging.INFO, logger="sigsentry.auth")
+    caplog.set_level(logging.INFO, logger="sigsentry.access")
     return caplog
 
 

@@ -35,9 +35,9 @@ from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import report_leaked_keys, revoke_key, roll_key
-from apps.orgs.permissions import ALL_PERMISSIONS
 from apps.projects import services as config_services
 from apps.projects.models import Channel, LogSource
+from core.permissions import ALL_PERMISSIONS
 from tests.analyses.helpers import error_code, send
 from tests.factories import OrganizationFactory, ProjectFactory, make_key
 

@@ -14,7 +14,7 @@ from apps.apikeys.legacy import LegacyImportError, LegacyKeySpec, import_legacy_
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
-from apps.orgs.permissions import ALL_PERMISSIONS
+from core.permissions import ALL_PERMISSIONS
 from tests.factories import ProjectFactory
 
 HEADER = "key,project_id,name,permissions"

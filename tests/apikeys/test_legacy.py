@@ -24,8 +24,9 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.legacy import LegacyKeySpec, import_legacy_keys
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import revoke_key
-from apps.orgs.access import Principal, has_permission, resolve_project
-from apps.orgs.permissions import Permission
+from apps.orgs.access import has_permission, resolve_project
+from core.permissions import Permission
+from core.principal import Principal
 from tests.conftest import bearer
 from tests.factories import make_key
 from tests.servers import GunicornServer

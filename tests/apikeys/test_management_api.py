@@ -14,7 +14,7 @@ from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
-from apps.orgs.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS
+from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS
 from tests.factories import ProjectFactory, make_key
 from tests.orgs.helpers import (
     LEGACY_KEY,

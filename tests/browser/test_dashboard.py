@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.accounts.cookies import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.accounts.models import User
 from apps.apikeys import keyformat
-from apps.apikeys.authentication import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.apikeys.keyformat import KeyKind
-from apps.orgs.permissions import Role
 from apps.projects.models import Project
+from core.permissions import Role
 from tests.browser.conftest import call_api
 from tests.factories import (
     PASSWORD,

@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework.test import APIClient
 
 from apps.accounts import services as account_services
-from apps.apikeys.authentication import ACCESS_COOKIE, REFRESH_COOKIE
+from apps.accounts.cookies import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from tests.factories import make_legacy_key

@@ -9,8 +9,8 @@ import pytest
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.models import AuditEvent
 from apps.orgs.models import Membership
-from apps.orgs.permissions import Role
 from apps.projects.models import Project
+from core.permissions import Role
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory, make_key
 from tests.orgs.helpers import (
     MANAGERS,

@@ -2,8 +2,8 @@ import pytest
 
 from apps.orgs import services
 from apps.orgs.models import Membership
-from apps.orgs.permissions import Role
 from core.errors import PermissionDenied
+from core.permissions import Role
 from tests.factories import MembershipFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db

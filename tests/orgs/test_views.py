@@ -6,8 +6,8 @@ import pytest
 from django.test import Client
 
 from apps.orgs.models import Membership
-from apps.orgs.permissions import Role
 from apps.projects.models import Project
+from core.permissions import Role
 from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory, UserFactory
 from tests.pages import assert_no_inline_code, html, logged_in
 

@@ -20,8 +20,8 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.services import revoke_key
 from apps.orgs import services as org_services
 from apps.orgs.models import Membership
-from apps.orgs.permissions import Role
 from core.errors import LastOwner, PermissionDenied, TokenInvalid
+from core.permissions import Role
 from tests.factories import MembershipFactory, OrganizationFactory, make_key
 from tests.reliability.conftest import requires_postgres
 from tests.reliability.helpers import bearer, call

@@ -28,8 +28,8 @@ from apps.accounts import services as account_services
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import record_key_use, revoke_key
-from apps.orgs.permissions import Role
 from core.errors import api_exception_handler
+from core.permissions import Role
 from tests.factories import PASSWORD, MembershipFactory, make_key
 from tests.reliability.conftest import is_postgres
 from tests.reliability.endpoints import api_endpoints, param_values

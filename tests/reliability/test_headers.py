@@ -20,7 +20,7 @@ from django.test import Client, override_settings
 
 from apps.accounts import services as account_services
 from apps.apikeys.keyformat import KeyKind
-from apps.orgs.permissions import ALL_PERMISSIONS
+from core.permissions import ALL_PERMISSIONS
 from tests.factories import PASSWORD, make_key
 
 ROOT = Path(__file__).resolve().parents[2]

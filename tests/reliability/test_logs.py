@@ -23,8 +23,8 @@ from apps.accounts.models import User
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
-from apps.orgs.permissions import ALL_PERMISSIONS
 from core.logging import JsonFormatter
+from core.permissions import ALL_PERMISSIONS
 from tests.reliability.helpers import call
 
 HIGH_RATES = override_settings(
@@ -307,10 +307,14 @@ def test_a_full_run_logs_no_secret(scenario):
     assert leaks == {}
 
 
-def test_every_authentication_decision_is_one_structured_line(scenario):
+def test_every_request_is_one_structured_line_with_its_authentication_decision(scenario):
     _run, records = scenario
-    decisions = [r for r in records.values() if r.name == "sigsentry.auth"]
+    lines = [r for r in records.values() if r.name == "sigsentry.access"]
+    decisions = [r for r in lines if hasattr(r, "auth_outcome")]
     assert len(decisions) >= 15
+    # Pages carry no decision: only credentialed /v1 requests do.
+    assert all(r.route.startswith("/v1/") for r in decisions)
+    assert any(not r.route.startswith("/v1/") for r in lines)
     for record in decisions:
         line = json.loads(JsonFormatter().format(record))
         assert line["auth_outcome"], line

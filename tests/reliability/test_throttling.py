@@ -15,9 +15,9 @@ from django.test import override_settings
 
 from apps.accounts import services as account_services
 from apps.apikeys.keyformat import KeyKind, generate
-from apps.orgs.permissions import ALL_PERMISSIONS
 from core import throttling
 from core.errors import RateLimited
+from core.permissions import ALL_PERMISSIONS
 from tests.conftest import bearer as api_bearer
 from tests.factories import PASSWORD, OrganizationFactory, UserFactory, make_key
 from tests.reliability.helpers import bearer, call, closed_port

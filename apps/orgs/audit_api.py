@@ -13,9 +13,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 
 from apps.audit.models import AuditEvent
-from apps.audit.selectors import events_of
 from apps.audit.services import Action
 from apps.orgs.access import membership_for, require_manager
+from apps.orgs.selectors import events_of
 from core.api import ManagementView, iso, paginate
 from core.errors import ValidationFailed
 from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated

@@ -1,4 +1,4 @@
-"""The project overview page. Its analyses are loaded by static/js/overview.js from /v1."""
+"""The project overview page: its analyses are loaded by static/js/overview.js from /v1."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from apps.accounts.decorators import dashboard_page
 from apps.apikeys.models import ApiKey, KeyType
 from apps.orgs.access import can_manage, project_for_user
-from apps.orgs.permissions import ROLE_PERMISSIONS, Permission
+from core.decorators import dashboard_page
+from core.permissions import ROLE_PERMISSIONS, Permission
 
 
 @dashboard_page

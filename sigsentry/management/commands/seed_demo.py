@@ -28,12 +28,12 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.legacy import LegacyKeySpec, import_legacy_keys
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import mint_key, revoke_key
-from apps.orgs.access import Principal
 from apps.orgs.models import Membership, Organization
-from apps.orgs.permissions import Permission, Role
-from apps.orgs.services import add_member, create_organization, create_project
+from apps.orgs.services import add_member, create_organization
 from apps.projects.models import Channel, LogSource, Project
-from apps.projects.services import create_channel, create_log_source
+from apps.projects.services import create_channel, create_log_source, create_project
+from core.permissions import Permission, Role
+from core.principal import Principal
 
 LOGIN_URL = "http://127.0.0.1:8000/login/"
 DEMO_EMAIL = "demo@sigsentry.dev"

@@ -7,10 +7,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
-from apps.accounts.decorators import dashboard_page
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
 from apps.orgs.access import membership_for, require_manager
+from core.decorators import dashboard_page
 
 PER_PAGE = 50
 

@@ -1,7 +1,0 @@
-from django.urls import path
-
-from apps.projects import views
-
-urlpatterns = [
-    path("projects/<uuid:project_id>/", views.overview, name="project-overview"),
-]

@@ -1,0 +1,58 @@
+"""One parameterized statement, one row: the read layer of the authentication path.
+
+The hot lookups (an API key by digest, a project by id) run on every request,
+where building a queryset and a model instance costs more than the database
+round trip itself. Each is one explicit statement through `connection.cursor()`
+with its values as bound parameters, returning a small frozen record. A test
+holds every record field for field equal to what the ORM reads.
+
+The database adapters hand back a few column types differently (SQLite: UUIDs as
+hex text, JSON as text, naive UTC datetimes), so the readers below bring both to
+what the ORM returns.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection
+from django.db.models import Field
+
+
+def fetch_one(sql: str, params: Sequence[Any]) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+def bind(field: Field, value: Any) -> Any:
+    """A value as the database stores `field` (a UUID is hex text on SQLite)."""
+    return field.get_db_prep_value(value, connection)
+
+
+def as_uuid(value: Any) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(value)
+
+
+def as_datetime(value: Any) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)  # Django stores UTC (USE_TZ) where the adapter drops it
+
+
+def as_strings(value: Any) -> tuple[str, ...]:
+    """A JSON array of strings as a tuple (records are immutable)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return tuple(value or ())
+
+
+def as_json(value: Any) -> Any:
+    """A JSON object or array column (or null) as Python values."""
+    return json.loads(value) if isinstance(value, str) else value

@@ -19,20 +19,16 @@ The full key appears only in the mint and roll responses.
 from __future__ import annotations
 
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
 from apps.apikeys import services
 from apps.apikeys.keyformat import KeyKind
-from apps.apikeys.models import ApiKey
-from apps.apikeys.selectors import key_in_collection, keys_in_collection
+from apps.apikeys.selectors import Collection, collection_for
 from apps.apikeys.serializers import (
     AllowedOriginsInputSerializer,
     KeySerializer,
@@ -44,12 +40,9 @@ from apps.apikeys.serializers import (
     key_json,
     minted_key_json,
 )
-from apps.orgs.access import membership_for, project_for_user, require_manager
-from apps.orgs.models import Membership
-from apps.projects.models import Project
 from core import throttling
 from core.api import ApiView, ManagementView, json_object, paginate
-from core.errors import ProjectNotFound, ValidationFailed
+from core.errors import ValidationFailed
 from core.net import client_ip
 from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
 
@@ -76,33 +69,6 @@ def parse_expires_at(value: Any) -> datetime | None:
         raise ValidationFailed({"expiresAt": [message]}) from exc
 
 
-@dataclass(frozen=True, slots=True)
-class Collection:
-    """One key collection, reached through the caller's membership of its organization."""
-
-    kind: KeyKind
-    membership: Membership
-    project: Project | None
-
-    @property
-    def project_id(self) -> uuid.UUID | None:
-        return self.project.id if self.project is not None else None
-
-    def keys(self) -> QuerySet[ApiKey]:
-        return keys_in_collection(
-            self.kind, organization_id=self.membership.organization_id, project_id=self.project_id
-        )
-
-    def key(self, key_id: Any) -> ApiKey:
-        """A key of this very collection; any other key id is 404 NOT_FOUND."""
-        return key_in_collection(
-            self.kind,
-            key_id,
-            organization_id=self.membership.organization_id,
-            project_id=self.project_id,
-        )
-
-
 class KeyManagementView(ManagementView):
     """Base of the key collection views; `kind` is set per URL pattern."""
 
@@ -111,27 +77,17 @@ class KeyManagementView(ManagementView):
     kind: KeyKind | None = None
 
     def collection(self) -> Collection:
-        """The URL's collection if the caller is a member of its organization.
-
-        A project outside the caller's organizations is PROJECT_NOT_FOUND, an
-        organization they are not in is NOT_FOUND: both indistinguishable from
-        ids that do not exist.
-        """
-        user = self.principal.user
-        if self.kind is KeyKind.ORGANIZATION:
-            return Collection(self.kind, membership_for(user, self.kwargs["org_id"]), None)
-        try:
-            project_id = uuid.UUID(str(self.kwargs["project_id"]))
-        except ValueError as exc:
-            raise ProjectNotFound() from exc
-        project, _role = project_for_user(user, project_id)
-        return Collection(self.kind, membership_for(user, project.organization_id), project)
+        """The URL's collection, if the caller is a member of its organization."""
+        return collection_for(
+            self.principal.user,
+            self.kind,
+            project_id=self.kwargs.get("project_id"),
+            org_id=self.kwargs.get("org_id"),
+        )
 
     def managed_collection(self) -> Collection:
         """The collection, for a caller who may change it (owner or admin)."""
-        collection = self.collection()
-        require_manager(collection.membership)
-        return collection
+        return self.collection().require_manager()
 
 
 class KeysView(KeyManagementView):
@@ -165,7 +121,7 @@ class KeysView(KeyManagementView):
         minted = services.mint_key(
             actor=self.principal.user,
             kind=self.kind,
-            organization=collection.membership.organization,
+            organization=collection.organization,
             project=collection.project,
             name=body.get("name"),
             permissions=body.get("permissions"),

@@ -11,10 +11,11 @@ from django.db.models import QuerySet
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
+from apps.orgs.access import can_manage, membership_for, project_for_user
 from apps.orgs.models import Organization
 from apps.projects.models import Project
 from apps.projects.selectors import ProjectRecord
-from core.errors import NotFound
+from core.errors import NotFound, PermissionDenied, ProjectNotFound
 from core.rows import as_datetime, as_strings, as_uuid, fetch_one
 
 
@@ -145,3 +146,66 @@ def legacy_keys_in_scope(*, organization_id: Any, project_id: Any = None) -> Que
     return (
         ApiKey.objects.filter(**filters).select_related("project").order_by("-last_used_at", "name")
     )
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One key collection (SPEC §4.3) as the caller reaches it, with their role in its
+    organization. The API and the dashboard pages both get it from `collection_for`."""
+
+    kind: KeyKind
+    organization: Organization
+    project: Project | None
+    role: str
+
+    @property
+    def can_manage(self) -> bool:
+        return can_manage(self.role)
+
+    @property
+    def url(self) -> str:
+        """The dashboard page of the collection."""
+        if self.kind is KeyKind.ORGANIZATION:
+            return f"/orgs/{self.organization.id}/api-keys/"
+        segment = "sdk-keys" if self.kind is KeyKind.PUBLIC else "api-keys"
+        return f"/projects/{self.project.id}/{segment}/"
+
+    @property
+    def scope_ids(self) -> dict:
+        return {
+            "organization_id": self.organization.id,
+            "project_id": self.project.id if self.project else None,
+        }
+
+    def keys(self) -> QuerySet[ApiKey]:
+        return keys_in_collection(self.kind, **self.scope_ids)
+
+    def key(self, key_id: Any) -> ApiKey:
+        """A key of this very collection; any other key id is 404 NOT_FOUND."""
+        return key_in_collection(self.kind, key_id, **self.scope_ids)
+
+    def require_manager(self) -> Collection:
+        """Owners and admins mint, revoke, roll and change keys; others get 403."""
+        if not self.can_manage:
+            raise PermissionDenied(message="Only owners and admins can manage keys.")
+        return self
+
+
+def collection_for(
+    user: Any, kind: KeyKind, *, project_id: Any = None, org_id: Any = None
+) -> Collection:
+    """The collection a URL names, if `user` is a member of its organization.
+
+    A project outside the caller's organizations is PROJECT_NOT_FOUND, an
+    organization they are not in NOT_FOUND: both indistinguishable from ids that
+    do not exist.
+    """
+    if kind is KeyKind.ORGANIZATION:
+        membership = membership_for(user, org_id)
+        return Collection(kind, membership.organization, None, membership.role)
+    try:
+        project_uuid = uuid.UUID(str(project_id))
+    except ValueError as exc:
+        raise ProjectNotFound() from exc
+    project, role = project_for_user(user, project_uuid)
+    return Collection(kind, project.organization, project, role)

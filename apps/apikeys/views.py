@@ -37,14 +37,10 @@ from apps.apikeys.forms import (
 )
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyStatus
-from apps.apikeys.selectors import key_in_collection, keys_in_collection, legacy_keys_in_scope
-from apps.orgs.access import can_manage, membership_for, project_for_user
-from apps.orgs.models import Organization
-from apps.projects.models import Project
+from apps.apikeys.selectors import Collection, collection_for, legacy_keys_in_scope
 from core.decorators import dashboard_page
 from core.errors import (
     ApiError,
-    PermissionDenied,
     PermissionsLocked,
     RateLimited,
     ValidationFailed,
@@ -59,65 +55,20 @@ NONCE_SALT = "sigsentry.dashboard.secret-form"
 NONCE_MAX_AGE = 12 * 3600
 
 
-@dataclass(frozen=True)
-class Collection:
-    """One key collection as the caller sees it (SPEC §4.3), with their role."""
-
-    kind: KeyKind
-    organization: Organization
-    project: Project | None
-    role: str
-
-    @property
-    def can_manage(self) -> bool:
-        return can_manage(self.role)
-
-    @property
-    def url(self) -> str:
-        if self.kind is KeyKind.ORGANIZATION:
-            return f"/orgs/{self.organization.id}/api-keys/"
-        segment = "sdk-keys" if self.kind is KeyKind.PUBLIC else "api-keys"
-        return f"/projects/{self.project.id}/{segment}/"
-
-    @property
-    def scope_ids(self) -> dict:
-        return {
-            "organization_id": self.organization.id,
-            "project_id": self.project.id if self.project else None,
-        }
-
-    def keys(self):
-        return keys_in_collection(self.kind, **self.scope_ids).select_related("replaces")
-
-    def key(self, key_id) -> ApiKey:
-        return key_in_collection(self.kind, key_id, **self.scope_ids)
-
-
 def _collection(request: HttpRequest, kind: KeyKind, project_id=None, org_id=None) -> Collection:
-    """The collection named by the URL; 404 for anyone outside its organization."""
-    user = request.principal.user
-    if kind is KeyKind.ORGANIZATION:
-        membership = membership_for(user, org_id)
-        organization, project, role = membership.organization, None, membership.role
-    else:
-        project, role = project_for_user(user, project_id)
-        organization = project.organization
-    request.dashboard_org = organization
-    request.dashboard_project = project
-    return Collection(kind=kind, organization=organization, project=project, role=role)
-
-
-def _require_manager(collection: Collection) -> None:
-    if not collection.can_manage:
-        raise PermissionDenied(message="Only owners and admins can manage keys.")
+    """The collection named by the URL (404 for anyone outside its organization); the
+    page's sidebar shows where it is."""
+    collection = collection_for(request.principal.user, kind, project_id=project_id, org_id=org_id)
+    request.dashboard_org = collection.organization
+    request.dashboard_project = collection.project
+    return collection
 
 
 def _managed_key(
     request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None
 ) -> tuple[Collection, ApiKey]:
     """For a row action: the collection (404 outside it), a manager's role (403), the key (404)."""
-    collection = _collection(request, kind, project_id, org_id)
-    _require_manager(collection)
+    collection = _collection(request, kind, project_id, org_id).require_manager()
     return collection, collection.key(key_id)
 
 
@@ -240,7 +191,9 @@ def _render(
     row_errors: dict | None = None,
 ) -> HttpResponse:
     now = timezone.now()
-    page = Paginator(collection.keys(), PER_PAGE).get_page(request.GET.get("page"))
+    page = Paginator(collection.keys().select_related("replaces"), PER_PAGE).get_page(
+        request.GET.get("page")
+    )
     context = {
         "collection": collection,
         "kind": collection.kind.name.lower(),
@@ -273,7 +226,7 @@ def key_collection(request: HttpRequest, kind: KeyKind, project_id=None, org_id=
     collection = _collection(request, kind, project_id, org_id)
     if request.method == "GET":
         return _render(request, collection)
-    _require_manager(collection)
+    collection.require_manager()
     form = KeyCreateForm(request.POST, kind=kind)
     nonce = consume_nonce(request)
     if nonce == "used":

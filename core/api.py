@@ -119,21 +119,28 @@ class ApiView(APIView):
 class ProjectScopedView(ApiView):
     """Subclasses map each method to the permission it needs (SPEC §2.2).
 
+    In SPEC §4.10's order: the project is resolved in `check_permissions` (which
+    DRF runs right after authentication), the key's own rate limit is DRF's
+    throttle step, and the method's permission is checked last.
     HEAD runs the GET handler (Django), so it needs GET's permission.
     """
 
     permission_by_method: dict[str, str] = {}
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        access = access_policy()
-        self.project = access.resolve_project(self.principal, request.META.get("HTTP_X_PROJECT_ID"))
+    def check_permissions(self, request):
+        super().check_permissions(request)
+        self.project = access_policy().resolve_project(
+            self.principal, request.META.get("HTTP_X_PROJECT_ID")
+        )
         # For what runs after the response (an org key's last use names its project).
         request.META[PROJECT_ID] = self.project.id
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
         method = "GET" if request.method == "HEAD" else request.method
         required = self.permission_by_method.get(method)
         if required is not None:
-            access.require_permission(self.principal, self.project, required)
+            access_policy().require_permission(self.principal, self.project, required)
         elif method != "OPTIONS" and hasattr(self, method.lower()):
             # Fail closed: a handler whose permission was never declared serves nobody.
             raise PermissionDenied()

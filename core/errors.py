@@ -16,6 +16,8 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
+from core.principal import AUTH_DECISION
+
 logger = logging.getLogger("core.errors")
 
 WWW_AUTHENTICATE = 'Bearer realm="sigsentry"'
@@ -153,6 +155,12 @@ class OriginNotAllowed(ApiError):
     message = "This key may not be used from this origin."
 
 
+class IpNotAllowed(ApiError):
+    status_code = 403
+    code = "IP_NOT_ALLOWED"
+    message = "This key may not be used from this IP address."
+
+
 class LastOwner(ApiError):
     status_code = 409
     code = "LAST_OWNER"
@@ -251,8 +259,29 @@ def error_headers(err: ApiError) -> dict[str, str]:
     return headers
 
 
+#: Refusals of the authentication and authorization steps (SPEC §4.9 `refused`).
+REFUSALS = (
+    AuthError,
+    OriginNotAllowed,
+    IpNotAllowed,
+    ProjectMismatch,
+    ProjectNotFound,
+    ProjectIdRequired,
+    ProjectIdInvalid,
+    RateLimited,
+    PermissionDenied,
+    KeyManagementForbidden,
+)
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     err = _translate(exc)
+    request = context.get("request")
+    decision = request.META.get(AUTH_DECISION) if request is not None else None
+    if decision is not None and decision.outcome == "ok" and isinstance(err, REFUSALS):
+        # Refused after authentication (project, rate limit, permission): the request's
+        # log line and the key's usage name the refusal.
+        decision.outcome = err.code
     if err is None:
         logger.exception("unhandled error in API view", exc_info=exc)
         return Response(

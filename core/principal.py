@@ -53,3 +53,6 @@ class AuthDecision:
     outcome: str
     key: Any = None
     user: Any = None
+    #: Whether authentication accepted the credential (a later refusal, such as a
+    #: missing permission, changes `outcome` but not this).
+    accepted: bool = False

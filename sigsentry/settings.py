@@ -216,7 +216,13 @@ CSRF_FAILURE_VIEW = "core.views.csrf_failure"
 # The module that decides access (core.api loads it by name: the core imports no app).
 ACCESS_POLICY = "apps.orgs.access"
 
+# Key usage counters are copied to the database this often per process (0: only by
+# the worker and `manage.py flush_usage`).
+USAGE_FLUSH_SECONDS = env.int("USAGE_FLUSH_SECONDS", default=60)
+
 REST_FRAMEWORK = {
+    # A key's own rate limit (SPEC §4.10), at DRF's throttle step.
+    "DEFAULT_THROTTLE_CLASSES": ["apps.apikeys.gate.KeyRateLimit"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.apikeys.authentication.BearerAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["core.permissions.IsAuthenticatedPrincipal"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -225,7 +231,6 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": None,
-    "DEFAULT_THROTTLE_CLASSES": [],
 }
 
 SPECTACULAR_SETTINGS = {

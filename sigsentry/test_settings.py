@@ -28,3 +28,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": str(BASE_DIR / "test-artifacts" / f"test-{os.getpid()}.sqlite3")
     }
     (BASE_DIR / "test-artifacts").mkdir(exist_ok=True)
+
+# Tests copy usage counters when they mean to (`flush_usage`), not from a background thread.
+USAGE_FLUSH_SECONDS = 0

@@ -211,6 +211,10 @@ def orm_key_record(digest: str) -> KeyRecord | None:
         expires_at=k.expires_at,
         revoked_at=k.revoked_at,
         last_used_at=k.last_used_at,
+        allowed_ips=tuple(k.allowed_ips),
+        project_ids=tuple(k.project_ids),
+        rate_limit_requests=k.rate_limit_requests,
+        rate_limit_seconds=k.rate_limit_seconds,
     )
 
 
@@ -229,11 +233,19 @@ def test_key_by_digest_equals_the_orm(project, owner, kind):
         expires_at=timezone.now() + timedelta(days=3),
         **({"allowed_origins": ["https://app.example.com"]} if kind is KeyKind.PUBLIC else {}),
     )
-    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+    ApiKey.objects.filter(pk=api_key.pk).update(
+        last_used_at=timezone.now(),
+        allowed_ips=["203.0.113.0/24", "2001:db8::/32"],
+        rate_limit_requests=5,
+        rate_limit_seconds=60,
+        **({"project_ids": [str(project.id)]} if kind is KeyKind.ORGANIZATION else {}),
+    )
     digest = keyformat.digest(key)
     raw = key_by_digest(digest)
     assert_same_record(raw, orm_key_record(digest))
     assert raw.expires_at is not None and raw.last_used_at is not None
+    assert raw.allowed_ips == ("203.0.113.0/24", "2001:db8::/32")
+    assert (raw.rate_limit_requests, raw.rate_limit_seconds) == (5, 60)
     assert (raw.project is None) == (kind is KeyKind.ORGANIZATION)
     assert raw.project is None or raw.project == ProjectRecord(
         project.id, project.name, project.organization_id

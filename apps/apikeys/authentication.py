@@ -3,8 +3,8 @@
 A bearer credential is routed by its shape (SPEC §2): API-key prefixes to the
 key path, JWT-shaped text to the session path, anything else is KEY_INVALID.
 Checks run in SPEC §3's order: header shape → prefix → legacy sunset →
-checksum → one database lookup → revoked → expired → origin (project
-resolution and permission follow in the view). Malformed, checksum-failing and
+checksum → one database lookup → revoked → expired → origin → IP (project,
+rate limit and permission follow in the view, SPEC §4.10). Malformed, checksum-failing and
 sunset legacy credentials are rejected without a database query.
 
 Speed comes from what is decided, not from internals: the checksum before any
@@ -25,6 +25,8 @@ header is sent, and then unsafe methods must pass Django's CSRF check.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 
 from django.conf import settings
@@ -42,6 +44,7 @@ from core.errors import (
     ApiError,
     AuthError,
     AuthorizationMalformed,
+    IpNotAllowed,
     KeyExpired,
     KeyFormatDeprecated,
     KeyInvalid,
@@ -89,7 +92,25 @@ def authenticate_key(credential: str, shape: Shape, request) -> Principal:
         origin is None or origin.lower() not in api_key.allowed_origins
     ):
         raise _refusing(OriginNotAllowed(), api_key)
+    if api_key.allowed_ips and not ip_allowed(client_ip(request), api_key.allowed_ips):
+        raise _refusing(IpNotAllowed(), api_key)
     return Principal(key=api_key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _networks(allowed_ips: tuple[str, ...]) -> tuple:
+    """Parsed once per distinct list (records are immutable, so the tuple is a fine key)."""
+    return tuple(ipaddress.ip_network(cidr) for cidr in allowed_ips)
+
+
+def ip_allowed(ip: str | None, allowed_ips: tuple[str, ...]) -> bool:
+    """Whether the client IP (per NUM_PROXIES) is in a key's allowlist (SPEC §4.10)."""
+    if ip is None:
+        return False
+    address = ipaddress.ip_address(ip)
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in _networks(allowed_ips))
 
 
 def _refusing(err: ApiError, api_key: KeyRecord) -> ApiError:
@@ -117,7 +138,7 @@ class BearerAuthentication(BaseAuthentication):
                 principal = self._from_cookie(request, cookie)
             else:
                 principal = self._from_header(request, parse_authorization(header))
-        except (AuthError, OriginNotAllowed) as err:
+        except (AuthError, OriginNotAllowed, IpNotAllowed) as err:
             decision = AuthDecision(err.code, key=getattr(err, "api_key", None))
             request.META[AUTH_DECISION] = decision
             retry_after = throttling.hit("failed_auth_ip", client_ip(request))
@@ -127,7 +148,9 @@ class BearerAuthentication(BaseAuthentication):
                 decision.outcome = RateLimited.code
                 raise RateLimited(retry_after) from err
             raise
-        request.META[AUTH_DECISION] = AuthDecision("ok", key=principal.key, user=principal.user)
+        request.META[AUTH_DECISION] = AuthDecision(
+            "ok", key=principal.key, user=principal.user, accepted=True
+        )
         return principal, principal.key or principal.session
 
     def _from_header(self, request, credential: str) -> Principal:

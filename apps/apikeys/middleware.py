@@ -5,10 +5,12 @@
   the way out and narrows the answer for keys bound to `allowedOrigins`: such a
   response echoes the request's origin only when it is allowed, and carries no
   Access-Control-Allow-Origin at all otherwise.
-* `KeyUseMiddleware`: a request accepted with a key has the key's use recorded
-  (`lastUsedAt`, at most one write per key per minute, never failing the
-  request), and a legacy key's response carries the RFC 9745 `Deprecation` and
-  RFC 8594 `Sunset` headers.
+* `KeyUseMiddleware`: every request that presented a known key is counted
+  (`apps.apikeys.gate`: requests and refusals, no database write), a rate-limited
+  key's response carries `X-RateLimit-*`; a request accepted with a key records
+  `lastUsedAt` with its IP and user agent (at most one write per key per minute,
+  never failing the request), and a legacy key's response carries the RFC 9745
+  `Deprecation` and RFC 8594 `Sunset` headers.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from email.utils import format_datetime
 
 from django.conf import settings
 
+from apps.apikeys.gate import RATE_LIMIT, record_use_counts
 from apps.apikeys.services import record_key_use
+from apps.apikeys.usage import maybe_flush
 from core.api import PROJECT_ID
 from core.errors import OriginNotAllowed
+from core.net import client_ip
 from core.principal import AUTH_DECISION
 
 ACAO = "Access-Control-Allow-Origin"
@@ -62,9 +67,23 @@ class KeyUseMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         decision = request.META.get(AUTH_DECISION)
-        if decision is not None and decision.key is not None and decision.outcome == "ok":
-            if decision.key.legacy:
+        if decision is None or decision.key is None:
+            return response
+        key = decision.key
+        limit_state = request.META.get(RATE_LIMIT)
+        if limit_state is not None:
+            for name, value in limit_state.headers().items():
+                response[name] = value
+        record_use_counts(request, refused=decision.outcome != "ok")
+        if decision.accepted:
+            if key.legacy:
                 for name, value in legacy_headers().items():
                     response[name] = value
-            record_key_use(decision.key, request.META.get(PROJECT_ID))
+            record_key_use(
+                key,
+                request.META.get(PROJECT_ID),
+                ip=client_ip(request),
+                user_agent=request.META.get("HTTP_USER_AGENT"),
+            )
+        maybe_flush()
         return response

@@ -74,6 +74,17 @@ class ApiKey(models.Model):
     last_used_project = models.ForeignKey(
         Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    #: Written with `last_used_at` (at most once a minute): the client IP per NUM_PROXIES,
+    #: and the first 200 characters of its User-Agent (text, never rendered unescaped).
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    last_used_user_agent = models.CharField(max_length=200, blank=True, default="")
+    #: Guardrails (SPEC §4.10). A rate limit is both numbers or neither.
+    rate_limit_requests = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit_seconds = models.PositiveIntegerField(null=True, blank=True)
+    #: Normalized CIDRs (secret and org keys); empty: any client IP.
+    allowed_ips = models.JSONField(default=list, blank=True)
+    #: Project ids (text) an org key is confined to; empty: every project of its organization.
+    project_ids = models.JSONField(default=list, blank=True)
     replaces = models.ForeignKey(
         "self",
         on_delete=models.SET_NULL,
@@ -106,10 +117,26 @@ class ApiKey(models.Model):
                 condition=Q(legacy=False) | Q(scope=KeyScope.PROJECT, type=KeyType.SECRET),
                 name="apikeys_legacy_keys_are_project_secret_keys",
             ),
+            models.CheckConstraint(
+                condition=Q(rate_limit_requests__isnull=True, rate_limit_seconds__isnull=True)
+                | Q(
+                    rate_limit_requests__gte=1,
+                    rate_limit_requests__lte=100_000,
+                    rate_limit_seconds__gte=1,
+                    rate_limit_seconds__lte=86_400,
+                ),
+                name="apikeys_rate_limit_both_or_neither",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def rate_limit(self) -> dict | None:
+        if self.rate_limit_requests is None:
+            return None
+        return {"requests": self.rate_limit_requests, "perSeconds": self.rate_limit_seconds}
 
     def status_at(self, now: datetime) -> str:
         if self.revoked_at is not None:
@@ -125,3 +152,55 @@ class ApiKey(models.Model):
     @property
     def is_project_key(self) -> bool:
         return self.scope == KeyScope.PROJECT
+
+
+class Granularity(models.TextChoices):
+    HOUR = "hour", "Hour"
+    DAY = "day", "Day"
+
+
+class KeyUsage(models.Model):
+    """Requests and refusals of one key in one UTC hour or day (SPEC §4.9).
+
+    Counted in Redis on the request path and copied here at least once a minute
+    (`apps.apikeys.usage`). Redis counters are cumulative within an `epoch` (the id
+    of one Redis lifetime); a row holds the largest value seen for its epoch, so a
+    copy can be repeated or run concurrently without counting twice, and a Redis
+    restart starts a new epoch instead of lowering a count.
+    """
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    granularity = models.CharField(max_length=4, choices=Granularity.choices)
+    start = models.DateTimeField()
+    epoch = models.CharField(max_length=32)
+    requests = models.BigIntegerField(default=0)
+    refused = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "granularity", "start", "epoch"], name="apikeys_usage_bucket"
+            ),
+        ]
+        indexes = [models.Index(fields=["granularity", "start"], name="apikeys_usage_age")]
+
+    def __str__(self) -> str:
+        return f"{self.granularity} {self.start:%Y-%m-%d %H:00}: {self.requests}"
+
+
+class KeyUsageIp(models.Model):
+    """A client IP seen with a key: cumulative requests per epoch, and when it was last seen."""
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    ip = models.GenericIPAddressField()
+    epoch = models.CharField(max_length=32)
+    requests = models.BigIntegerField(default=0)
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "ip", "epoch"], name="apikeys_usage_ip"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.ip}: {self.requests}"

@@ -41,6 +41,10 @@ class KeyRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    allowed_ips: tuple[str, ...]
+    project_ids: tuple[str, ...]
+    rate_limit_requests: int | None
+    rate_limit_seconds: int | None
 
     @property
     def is_project_key(self) -> bool:
@@ -56,7 +60,8 @@ class KeyRecord:
 _KEY_BY_DIGEST = f"""
     SELECT k.id, k.organization_id, o.name, k.project_id, p.name, k.type, k.scope, k.name,
            k.prefix, k.digest, k.permissions, k.legacy, k.allowed_origins, k.expires_at,
-           k.revoked_at, k.last_used_at
+           k.revoked_at, k.last_used_at, k.allowed_ips, k.project_ids, k.rate_limit_requests,
+           k.rate_limit_seconds
     FROM {ApiKey._meta.db_table} k
     JOIN {Organization._meta.db_table} o ON o.id = k.organization_id
     LEFT JOIN {Project._meta.db_table} p ON p.id = k.project_id
@@ -88,6 +93,10 @@ def key_by_digest(digest: str) -> KeyRecord | None:
         as_datetime(row[13]),
         as_datetime(row[14]),
         as_datetime(row[15]),
+        as_strings(row[16]),
+        as_strings(row[17]),
+        row[18],
+        row[19],
     )
 
 

@@ -39,10 +39,15 @@ def key_json(api_key: ApiKey, now: datetime) -> dict[str, Any]:
         "lastUsedAt": iso(api_key.last_used_at),
         "revokedAt": iso(api_key.revoked_at),
         "allowedOrigins": list(api_key.allowed_origins),
+        "allowedIps": list(api_key.allowed_ips),
+        "rateLimit": api_key.rate_limit,
+        "lastUsedIp": api_key.last_used_ip,
+        "lastUsedUserAgent": api_key.last_used_user_agent or None,
     }
     if api_key.scope == KeyScope.ORGANIZATION:
         project_id = api_key.last_used_project_id
         body["lastUsedProjectId"] = str(project_id) if project_id else None
+        body["projectIds"] = list(api_key.project_ids)
     return body
 
 
@@ -54,6 +59,11 @@ def minted_key_json(minted: MintedKey, now: datetime) -> dict[str, Any]:
 class KeyCreatorSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     email = serializers.EmailField()
+
+
+class RateLimitSerializer(serializers.Serializer):
+    requests = serializers.IntegerField(min_value=1, max_value=100_000)
+    perSeconds = serializers.IntegerField(min_value=1, max_value=86_400)
 
 
 class KeySerializer(serializers.Serializer):
@@ -71,8 +81,19 @@ class KeySerializer(serializers.Serializer):
     lastUsedAt = serializers.DateTimeField(allow_null=True)
     revokedAt = serializers.DateTimeField(allow_null=True)
     allowedOrigins = serializers.ListField(child=serializers.CharField())
+    allowedIps = serializers.ListField(
+        child=serializers.CharField(), help_text="CIDRs; empty means any client IP."
+    )
+    rateLimit = RateLimitSerializer(allow_null=True)
+    lastUsedIp = serializers.IPAddressField(allow_null=True)
+    lastUsedUserAgent = serializers.CharField(allow_null=True, help_text="First 200 characters.")
     lastUsedProjectId = serializers.UUIDField(
         allow_null=True, required=False, help_text="Organization keys only."
+    )
+    projectIds = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        help_text="Organization keys only: the projects it is confined to; empty means all.",
     )
 
 

@@ -340,19 +340,30 @@ def report_leaked_keys(*, candidates: Iterable[Any], request: HttpRequest | None
 
 
 def record_key_use(
-    api_key: KeyRecord | ApiKey, project_id: Any, now: datetime | None = None
+    api_key: KeyRecord | ApiKey,
+    project_id: Any,
+    now: datetime | None = None,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
 ) -> None:
-    """Track `lastUsedAt` with at most one write per key per 60 s, across processes.
+    """Track `lastUsedAt` with the client's IP and user agent, at most one write per key
+    per 60 s, across processes.
 
-    Called by `KeyUseMiddleware` once the response is ready. The in-memory check skips the write
-    when the row read for authentication is fresh; the conditional UPDATE makes
-    concurrent processes race for a single write. A failure is logged and
-    swallowed: tracking must never fail a request, nor poison a transaction.
+    Called by `KeyUseMiddleware` once the response is ready. The in-memory check
+    skips the write when the row read for authentication is fresh; the
+    conditional UPDATE makes concurrent processes race for a single write. The
+    user agent is cut to 200 characters and stored as text. A failure is logged
+    and swallowed: tracking must never fail a request, nor poison a transaction.
     """
     now = now or timezone.now()
     if api_key.last_used_at is not None and now - api_key.last_used_at < LAST_USED_INTERVAL:
         return
-    changes: dict[str, Any] = {"last_used_at": now}
+    changes: dict[str, Any] = {
+        "last_used_at": now,
+        "last_used_ip": ip,
+        "last_used_user_agent": (user_agent or "")[:200],
+    }
     if api_key.scope == KeyScope.ORGANIZATION and project_id is not None:
         changes["last_used_project_id"] = project_id
     stale = Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_INTERVAL)

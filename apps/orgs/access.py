@@ -95,6 +95,8 @@ def resolve_project(principal: Principal, header_value: str | None) -> ProjectRe
         project = project_by_id(project_id)
         if project is None or project.organization_id != key.organization_id:
             raise ProjectNotFound()
+        if key.project_ids and str(project.id) not in key.project_ids:
+            raise ProjectMismatch()  # an org key confined to other projects (SPEC §4.10)
         return project
     project, role = project_for_member(principal.user.pk, project_id)
     principal.roles[project.organization_id] = role

@@ -13,9 +13,19 @@ class Organization(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now)
+    #: Key lifetime policy (SPEC §4.10): secret and org keys minted or rolled must expire
+    #: within this many days. Null: no policy.
+    key_max_lifetime_days = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(key_max_lifetime_days__isnull=True)
+                | models.Q(key_max_lifetime_days__gte=1, key_max_lifetime_days__lte=3650),
+                name="orgs_key_max_lifetime_days_range",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

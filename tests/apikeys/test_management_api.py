@@ -49,6 +49,10 @@ KEY_FIELDS = {
     "lastUsedAt",
     "revokedAt",
     "allowedOrigins",
+    "allowedIps",
+    "rateLimit",
+    "lastUsedIp",
+    "lastUsedUserAgent",
 }
 KINDS = list(KeyKind)
 KIND_IDS = ["sdk-keys", "project-api-keys", "org-api-keys"]
@@ -77,7 +81,7 @@ def test_mint_returns_the_key_object_and_the_full_key_once(owner, project, kind)
     body = response.json()
     expected_fields = KEY_FIELDS | {"key"}
     if kind is KeyKind.ORGANIZATION:
-        expected_fields |= {"lastUsedProjectId"}
+        expected_fields |= {"lastUsedProjectId", "projectIds"}
     assert set(body) == expected_fields
     assert keyformat.parse(body["key"]).kind is kind
     api_key = ApiKey.objects.get(id=body["id"])
@@ -88,7 +92,8 @@ def test_mint_returns_the_key_object_and_the_full_key_once(owner, project, kind)
     assert body["legacy"] is False
     assert body["createdBy"] == {"id": str(owner.id), "email": owner.email}
     assert body["revokedAt"] is body["lastUsedAt"] is body["expiresAt"] is None
-    assert body["allowedOrigins"] == []
+    assert body["allowedOrigins"] == body["allowedIps"] == []
+    assert body["rateLimit"] is body["lastUsedIp"] is body["lastUsedUserAgent"] is None
     assert bearer_client(body["key"]).get("/v1/me").status_code == 200
 
 

@@ -109,11 +109,15 @@ class LimitState:
     allowed: bool
     limit: int
     remaining: int
-    reset_at: int  # Unix seconds when the oldest request leaves the window
+    reset_ms: int  # Unix milliseconds when the oldest request leaves the window
+
+    @property
+    def reset_at(self) -> int:
+        return math.ceil(self.reset_ms / 1000)
 
     @property
     def retry_after(self) -> int:
-        return max(1, math.ceil(self.reset_at - time.time()))
+        return max(1, math.ceil((self.reset_ms - time.time() * 1000) / 1000))
 
     def headers(self) -> dict[str, str]:
         return {
@@ -201,7 +205,7 @@ def hit(
     except redis.RedisError:
         logger.warning("usage store unavailable: key use not counted, rate limit not enforced")
         return None
-    return LimitState(bool(allowed), limit_n, int(remaining), math.ceil(int(reset_ms) / 1000))
+    return LimitState(bool(allowed), limit_n, int(remaining), int(reset_ms))
 
 
 class LocalStore:

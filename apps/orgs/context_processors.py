@@ -42,7 +42,7 @@ class Nav:
 
 def dashboard_nav(request) -> Nav:
     """The caller's organizations with their projects, and what the page is about."""
-    cached = getattr(request, "_dashboard_nav", None)
+    cached = getattr(request, "dashboard_nav_cache", None)
     if cached is not None:
         return cached
     user = request.principal.user
@@ -66,5 +66,5 @@ def dashboard_nav(request) -> Nav:
         project=project,
         url_name=match.url_name if match else "",
     )
-    request._dashboard_nav = nav
+    request.dashboard_nav_cache = nav
     return nav

@@ -14,6 +14,7 @@ from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreation
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.core.exceptions import ValidationError
 
+from apps.accounts.emails import normalize_email
 from apps.accounts.models import AuthSession, User
 from apps.accounts.services import deactivate_user, end_session, end_user_sessions
 from apps.orgs.admin import protect_last_owners
@@ -27,8 +28,8 @@ class UserCreationForm(AdminUserCreationForm):
         fields = ("email",)
 
     def clean_email(self) -> str:
-        email = User.objects.normalize_email(self.cleaned_data.get("email"))
-        if User.objects.filter(email__iexact=email).exists():
+        email = normalize_email(self.cleaned_data.get("email") or "")
+        if User.objects.filter(email=email).exists():
             raise ValidationError("A user with this email already exists.")
         return email
 
@@ -37,6 +38,12 @@ class UserChangeForm(DjangoUserChangeForm):
     class Meta:
         model = User
         fields = "__all__"
+
+    def clean_email(self) -> str:
+        email = normalize_email(self.cleaned_data.get("email") or "")
+        if User.objects.filter(email=email).exclude(pk=self.instance.pk).exists():
+            raise ValidationError("A user with this email already exists.")
+        return email
 
 
 class PasswordChangeEndsSessionsForm(AdminPasswordChangeForm):

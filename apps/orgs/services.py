@@ -114,7 +114,8 @@ def add_member(
         raise ValidationFailed({"email": ["An email address is required."]})
     if role == Role.OWNER and actor_membership.role != Role.OWNER:
         raise PermissionDenied(message="Only owners can add owners.")
-    user = User.objects.filter(email__iexact=email.strip()).first()
+    # Emails are stored normalized: match the normalized spelling exactly.
+    user = User.objects.filter(email=User.objects.normalize_email(email)).first()
     if user is None:
         raise NotFound("No user with this email.")
     organization = actor_membership.organization

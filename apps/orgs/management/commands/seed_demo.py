@@ -67,7 +67,7 @@ ANALYSES = (
 
 
 def _get_user(email: str) -> User:
-    user = User.objects.filter(email__iexact=email).first()
+    user = User.objects.filter(email=User.objects.normalize_email(email)).first()
     return user or User.objects.create_user(email, DEMO_PASSWORD)
 
 

@@ -4,6 +4,9 @@ Deactivating a user here — the action or unticking "active" — goes through
 `deactivate_user`, which ends every session of the user at once. A password set
 here ends the user's sessions too (their tokens carry the old password's
 fingerprint, and the sessions are closed with the reason recorded).
+
+simplejwt's own admin pages for its token blacklist are removed: they list and
+search every refresh token's jti, which the session admin keeps hidden.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.core.exceptions import ValidationError
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import AuthSession, User
@@ -139,3 +143,8 @@ class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         for session in sessions:
             end_session(session, AuthSession.EndReason.LOGOUT)
         self.message_user(request, f"Ended {len(sessions)} session(s).", messages.SUCCESS)
+
+
+for token_model in (OutstandingToken, BlacklistedToken):
+    if admin.site.is_registered(token_model):
+        admin.site.unregister(token_model)

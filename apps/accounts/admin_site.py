@@ -1,10 +1,13 @@
-"""The operators' admin site (SPEC §6, §7): Django's, with a login no attacker can guess at.
+"""The operators' admin site (SPEC §6, §7): Django's, with two guards no admin can skip.
 
 * Its login goes through `authenticate_login`, the same throttles as the
   dashboard and `/v1/auth/login` (per normalized account and per client, one
   mechanism: `core.throttling`). Staff accounts can revoke anyone's keys, so
   their password must not be open to guessing. Past a limit the page answers
   `429` with `Retry-After`, and the right password does not get in either.
+* Every ModelAdmin registered on it refuses list-filter lookups on secret
+  fields (`core.admin.SecretLookupGuardMixin`), including the ones Django and
+  third-party apps register.
 
 Installed through `SigSentryAdminConfig` (in INSTALLED_APPS instead of
 `django.contrib.admin`), so `admin.site` is this site everywhere.
@@ -19,6 +22,7 @@ from django.template.response import TemplateResponse
 
 from apps.accounts.services import authenticate_login
 from apps.accounts.views import throttled_message
+from core.admin import SecretLookupGuardMixin
 from core.errors import InvalidCredentials, RateLimited
 
 
@@ -56,3 +60,13 @@ class SigSentryAdminSite(admin.AdminSite):
             response.status_code = 429
             response["Retry-After"] = str(retry_after)
         return response
+
+    def register(self, model_or_iterable, admin_class=None, **options):
+        admin_class = admin_class or admin.ModelAdmin
+        if not issubclass(admin_class, SecretLookupGuardMixin):
+            admin_class = type(
+                admin_class.__name__,
+                (SecretLookupGuardMixin, admin_class),
+                {"__module__": admin_class.__module__},
+            )
+        super().register(model_or_iterable, admin_class, **options)

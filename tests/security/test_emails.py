@@ -14,7 +14,7 @@ import importlib
 import pytest
 from django.apps import apps
 from django.conf import settings
-from django.test import override_settings
+from django.test import Client, override_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -207,3 +207,43 @@ def test_the_migration_leaves_a_colliding_look_alike_to_the_operator(capsys):
     assert str(twin.pk) in capsys.readouterr().out
     # Whatever spelling is typed, the login reaches the holder's account only.
     assert User.objects.get_by_natural_key(twin.email) == holder
+
+
+# The admin's user forms ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ops_client(db):
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def test_the_admin_refuses_a_new_user_with_a_look_alike_email(ops_client, sam):
+    password = "a-brand-new-passphrase-42"
+    response = ops_client.post(
+        "/admin/accounts/user/add/",
+        {
+            "email": LOOK_ALIKES["long-s"],
+            "usable_password": "true",
+            "password1": password,
+            "password2": password,
+        },
+    )
+
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
+    assert User.objects.filter(email__in=[ADDRESS, LOOK_ALIKES["long-s"]]).count() == 1
+
+
+def test_an_email_changed_in_the_admin_is_stored_normalized(ops_client):
+    user = UserFactory()
+
+    response = ops_client.post(
+        f"/admin/accounts/user/{user.pk}/change/",
+        {"email": LOOK_ALIKES["long-s"], "is_active": "on"},
+    )
+
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.email == ADDRESS

@@ -357,12 +357,7 @@ def flag_leaked_sdk_keys(
     """
     AuditEvent.objects.bulk_create(
         _leak_report_event(
-            Action.KEY_LEAK_REPORTED,
-            k,
-            "reported as leaked; SDK keys are public and stay active",
-            ip,
-            user_agent,
-            now,
+            Action.KEY_LEAK_REPORTED, k, "flagged by leak report", ip, user_agent, now
         )
         for k in api_keys
     )

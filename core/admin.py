@@ -18,3 +18,34 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+#: Names of fields whose values are secrets or stand in for one: key digests, token ids
+#: (`refresh_jti`, simplejwt's `jti`), password hashes and their fingerprints, webhook
+#: secrets. Matched on every part of a lookup path, so `actor_key__digest` counts too.
+SECRET_FIELD_SUFFIXES = ("digest", "jti", "fingerprint", "secret", "token")
+SECRET_FIELD_PREFIXES = ("password",)
+
+
+def is_secret_field(name: str) -> bool:
+    return name.startswith(SECRET_FIELD_PREFIXES) or name.endswith(SECRET_FIELD_SUFFIXES)
+
+
+def is_secret_lookup(lookup: str) -> bool:
+    """Whether an admin query parameter like `digest__startswith` touches a secret field."""
+    return any(is_secret_field(part) for part in lookup.split("__"))
+
+
+class SecretLookupGuardMixin:
+    """A list filter never reads a secret field: such a lookup is a 400 (SPEC §7).
+
+    A filter narrows the list, so `?digest__startswith=a1` would let staff
+    recover a digest one character at a time (Django's UserAdmin refuses
+    `password` lookups for the same reason). Mixed into every ModelAdmin by
+    the admin site (`apps.accounts.admin_site`), so no admin can forget it.
+    """
+
+    def lookup_allowed(self, lookup: str, value: str, request) -> bool:
+        if is_secret_lookup(lookup):
+            return False
+        return super().lookup_allowed(lookup, value, request)

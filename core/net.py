@@ -39,3 +39,29 @@ def _ip(value: str | None) -> str | None:
 
 def user_agent(request: HttpRequest) -> str:
     return request.META.get("HTTP_USER_AGENT", "")[:256]
+
+
+#: An IPv6 client is counted by its /64: one subscriber's LAN gets a whole /64
+#: (RFC 6177), so it can rotate through 2**64 addresses at no cost.
+IPV6_CLIENT_PREFIX = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def throttle_subject(ip: str | None) -> str | None:
+    """What a per-client throttle counts for `ip`: an IPv4 address as it is, an IPv6 one by its /64.
+
+    An IPv4-mapped IPv6 address (`::ffff:198.51.100.7`) counts as its IPv4
+    address. Anything that is not an address (or is already a /64, so applying
+    this twice changes nothing) comes back unchanged; None stays None.
+    """
+    if not ip:
+        return ip
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))

@@ -3,6 +3,11 @@
 Throttling fails open: if the cache is unreachable the counter is skipped and a
 warning is logged, so an outage of Redis never blocks authentication. Keys are
 hashed, so no email or IP address is written to the cache in clear.
+
+Scopes named `*_ip` count clients: their ident is a client IP address, and it
+is counted as `core.net.throttle_subject` says (an IPv6 client by its /64), so
+no caller can forget it. Other scopes count what their ident names (a
+normalized email, an organization id).
 """
 
 from __future__ import annotations
@@ -15,11 +20,19 @@ from django.conf import settings
 from django.core.cache import cache
 
 from core.errors import RateLimited
+from core.net import throttle_subject
 
 logger = logging.getLogger("core.throttling")
 
 
+def is_client_scope(scope: str) -> bool:
+    """Whether `scope` counts clients by IP address (see the module docstring)."""
+    return scope.endswith("_ip")
+
+
 def _cache_key(scope: str, ident: str, window: int) -> str:
+    if is_client_scope(scope):
+        ident = throttle_subject(ident) or ident
     digest = hashlib.sha256(f"{scope}:{ident}".encode()).hexdigest()[:32]
     return f"throttle:{scope}:{digest}:{window}"
 

@@ -72,7 +72,7 @@ LEGACY_KEYS_SUNSET_AT = _parse_instant(
     env.str("LEGACY_KEYS_SUNSET_AT", default="2027-05-26T00:00:00Z"), "LEGACY_KEYS_SUNSET_AT"
 )
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "apps.accounts.apps.SigSentryAdminConfig",  # django.contrib.admin, with our site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -25,7 +25,7 @@ from core.permissions import Role
 from tests.conftest import bearer
 from tests.factories import PASSWORD, MembershipFactory, UserFactory, make_key
 
-LEGACY_KEY = "tb_AdminLegacyKey12345"
+LEGACY_KEY = "tb_AdminLegacyKey1234567890"
 NEW_PASSWORD = "a-brand-new-passphrase-42"
 
 

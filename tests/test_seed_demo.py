@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.apps import apps
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from apps.accounts.models import User
@@ -28,9 +28,15 @@ DEMO_EMAIL = "demo@sigsentry.dev"
 DEMO_PASSWORD = "sigsentry-demo-2026"
 
 
-def seed() -> str:
+@pytest.fixture(autouse=True)
+def _debug_on(settings):
+    """As `make run` and CI's migration round trip run it: DEBUG=true."""
+    settings.DEBUG = True
+
+
+def seed(*args: str) -> str:
     out = io.StringIO()
-    call_command("seed_demo", stdout=out)
+    call_command("seed_demo", *args, stdout=out)
     return out.getvalue()
 
 
@@ -146,3 +152,22 @@ def test_seed_prints_how_to_log_in_and_no_key():
     assert keyformat.LEGACY_KEY_PATTERN.search(output) is None
     for api_key in ApiKey.objects.all():
         assert api_key.prefix not in output
+
+
+def test_seed_refuses_to_run_with_debug_off(settings):
+    settings.DEBUG = False
+    before = row_counts()
+
+    with pytest.raises(CommandError, match=r"published password.*--force"):
+        seed()
+
+    assert row_counts() == before
+    assert not User.objects.filter(email=DEMO_EMAIL).exists()
+
+
+def test_seed_runs_with_debug_off_when_forced(settings):
+    settings.DEBUG = False
+
+    seed("--force")
+
+    assert login(email=DEMO_EMAIL, password=DEMO_PASSWORD).access

@@ -4,6 +4,9 @@ Deactivating a user here — the action or unticking "active" — goes through
 `deactivate_user`, which ends every session of the user at once. A password set
 here ends the user's sessions too (their tokens carry the old password's
 fingerprint, and the sessions are closed with the reason recorded).
+
+simplejwt's own admin pages for its token blacklist are removed: they list and
+search every refresh token's jti, which the session admin keeps hidden.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.core.exceptions import ValidationError
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
+from apps.accounts.emails import normalize_email
 from apps.accounts.models import AuthSession, User
 from apps.accounts.services import deactivate_user, end_session, end_user_sessions
 from apps.orgs.admin import protect_last_owners
@@ -27,8 +32,8 @@ class UserCreationForm(AdminUserCreationForm):
         fields = ("email",)
 
     def clean_email(self) -> str:
-        email = User.objects.normalize_email(self.cleaned_data.get("email"))
-        if User.objects.filter(email__iexact=email).exists():
+        email = normalize_email(self.cleaned_data.get("email") or "")
+        if User.objects.filter(email=email).exists():
             raise ValidationError("A user with this email already exists.")
         return email
 
@@ -37,6 +42,12 @@ class UserChangeForm(DjangoUserChangeForm):
     class Meta:
         model = User
         fields = "__all__"
+
+    def clean_email(self) -> str:
+        email = normalize_email(self.cleaned_data.get("email") or "")
+        if User.objects.filter(email=email).exclude(pk=self.instance.pk).exists():
+            raise ValidationError("A user with this email already exists.")
+        return email
 
 
 class PasswordChangeEndsSessionsForm(AdminPasswordChangeForm):
@@ -132,3 +143,8 @@ class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         for session in sessions:
             end_session(session, AuthSession.EndReason.LOGOUT)
         self.message_user(request, f"Ended {len(sessions)} session(s).", messages.SUCCESS)
+
+
+for token_model in (OutstandingToken, BlacklistedToken):
+    if admin.site.is_registered(token_model):
+        admin.site.unregister(token_model)

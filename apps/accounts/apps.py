@@ -1,10 +1,23 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class AccountsConfig(AppConfig):
+    default = True
     name = "apps.accounts"
     label = "accounts"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from apps.accounts import checks  # noqa: F401  (registers the system checks)
+
+
+class SigSentryAdminConfig(admin_apps.AdminConfig):
+    """`django.contrib.admin` with `apps.accounts.admin_site.SigSentryAdminSite` as `admin.site`.
+
+    Listed in INSTALLED_APPS in place of "django.contrib.admin". `default = False`
+    keeps Django from taking it for the accounts app's own config.
+    """
+
+    default = False
+    default_site = "apps.accounts.admin_site.SigSentryAdminSite"

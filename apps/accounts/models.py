@@ -7,17 +7,21 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from apps.accounts.emails import normalize_email
+
 
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
     @classmethod
     def normalize_email(cls, email: str | None) -> str:
-        # Logins are case-insensitive: store one canonical spelling.
-        return (email or "").strip().lower()
+        """`apps.accounts.emails.normalize_email`: the one spelling stored and matched."""
+        return normalize_email(email or "")
 
     def get_by_natural_key(self, username: str) -> User:
-        return self.get(email__iexact=username)
+        # Stored emails are normalized, so an exact match on the normalized
+        # spelling is the whole lookup (never __iexact: see apps.accounts.emails).
+        return self.get(email=normalize_email(username))
 
     def create_user(self, email: str, password: str | None = None, **extra) -> User:
         if not email:
@@ -34,7 +38,7 @@ class UserManager(BaseUserManager["User"]):
 
 
 class User(AbstractBaseUser, PermissionsMixin):
-    """A person. Logs in with their email (case-insensitive, unique)."""
+    """A person. Logs in with their email, stored normalized (`normalize_email`) and unique."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     email = models.EmailField(max_length=254, unique=True)
@@ -55,6 +59,11 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return self.email
+
+    def clean(self) -> None:
+        # Model forms (the admin's) store the normalized spelling too.
+        super().clean()
+        self.email = normalize_email(self.email or "")
 
 
 class AuthSession(models.Model):

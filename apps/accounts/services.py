@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.accounts import tokens
+from apps.accounts.emails import normalize_email
 from apps.accounts.models import AuthSession, User
 from apps.accounts.tokens import TokenPair
 from apps.orgs.models import Organization
@@ -55,9 +56,10 @@ class SignupResult:
 
 
 def _clean_email(email: Any) -> str:
+    """The normalized address (`normalize_email`), checked for shape and length."""
     if not isinstance(email, str) or not email.strip():
         raise ValidationFailed({"email": ["An email address is required."]})
-    email = User.objects.normalize_email(email)
+    email = normalize_email(email)
     if len(email) > User._meta.get_field("email").max_length:
         raise ValidationFailed({"email": ["Enter a valid email address."]})
     try:
@@ -113,7 +115,7 @@ def signup(
         throttling.enforce("signup_ip", client_ip(request))
     try:
         with transaction.atomic():
-            if User.objects.filter(email__iexact=clean["email"]).exists():
+            if User.objects.filter(email=clean["email"]).exists():
                 raise ValidationFailed({"email": ["An account with this email already exists."]})
             user = User.objects.create_user(clean["email"], password)
             organization = create_organization(
@@ -125,20 +127,17 @@ def signup(
     return SignupResult(user=user, organization=organization, tokens=pair)
 
 
-def login(*, email: Any, password: Any, request: HttpRequest | None = None) -> TokenPair:
-    """One answer (INVALID_CREDENTIALS) for an unknown email and a wrong password.
+def authenticate_login(*, email: str, password: str, request: HttpRequest | None) -> User:
+    """The user these credentials belong to, behind the login throttles; else 401 or 429.
 
-    Django's ModelBackend runs the password hasher even for unknown emails, so
-    the two cases also take the same time. Throttled per account and per client.
+    One answer (INVALID_CREDENTIALS) for an unknown email and a wrong password;
+    Django's ModelBackend runs the password hasher for unknown emails too, so
+    the two cases also take the same time. Throttled per account (failed
+    attempts, counted by the normalized email, so look-alike spellings share
+    one counter) and per client (every attempt; an IPv6 client by its /64).
+    Shared by `/v1/auth/login`, the login page and the Django admin's login.
     """
-    if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
-        fields = {}
-        if not isinstance(email, str) or not email:
-            fields["email"] = ["An email address is required."]
-        if not isinstance(password, str) or not password:
-            fields["password"] = ["A password is required."]
-        raise ValidationFailed(fields)
-    account = User.objects.normalize_email(email)[:254]
+    account = normalize_email(email)[:254]
     ip = client_ip(request) if request is not None else None
     for scope, ident in (("login_account", account), ("login_ip", ip)):
         retry_after = throttling.is_limited(scope, ident)
@@ -149,6 +148,19 @@ def login(*, email: Any, password: Any, request: HttpRequest | None = None) -> T
     if user is None:
         throttling.hit("login_account", account)
         raise InvalidCredentials()
+    return user
+
+
+def login(*, email: Any, password: Any, request: HttpRequest | None = None) -> TokenPair:
+    """A new session for the user, after `authenticate_login` accepts the credentials."""
+    if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
+        fields = {}
+        if not isinstance(email, str) or not email:
+            fields["email"] = ["An email address is required."]
+        if not isinstance(password, str) or not password:
+            fields["password"] = ["A password is required."]
+        raise ValidationFailed(fields)
+    user = authenticate_login(email=email, password=password, request=request)
     return start_session(user, request)
 
 

@@ -34,7 +34,7 @@ def safe_next(request: HttpRequest) -> str:
     return "/"
 
 
-def _throttled_message(exc: RateLimited) -> str:
+def throttled_message(exc: RateLimited) -> str:
     minutes = max(1, round(exc.retry_after / 60))
     unit = "minute" if minutes == 1 else "minutes"
     return f"Too many attempts. Please wait about {minutes} {unit} and try again."
@@ -63,7 +63,7 @@ def login_page(request: HttpRequest) -> HttpResponse:
         except InvalidCredentials as exc:
             form.add_error(None, exc.message)
         except RateLimited as exc:
-            form.add_error(None, _throttled_message(exc))
+            form.add_error(None, throttled_message(exc))
         except ValidationFailed as exc:
             form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
         else:
@@ -85,7 +85,7 @@ def signup_page(request: HttpRequest) -> HttpResponse:
                 request=request,
             )
         except RateLimited as exc:
-            form.add_error(None, _throttled_message(exc))
+            form.add_error(None, throttled_message(exc))
         except ValidationFailed as exc:
             form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
         else:

@@ -224,9 +224,11 @@ class LeakedKeysView(ApiView):
         operation_id="leaked_keys_report",
         summary="Report leaked keys",
         description=(
-            "No credential needed. Every active SigSentry key in `keys` (at most 100 strings) "
-            "is revoked at once. The answer is always 202 and never says whether a key "
-            "existed. Throttled per client."
+            "No credential needed. Every active secret SigSentry key in `keys` (at most 100 "
+            "strings: `ss_secret_`, `ss_org_`, legacy) is revoked at once; an SDK key "
+            "(`ss_pub_`, public by design) is never revoked, only flagged to its owners "
+            "(audit event `key.leak_reported`). The answer is always 202 and never says "
+            "whether a key existed. Throttled per client."
         ),
         tags=["keys"],
         request=LeakReportInputSerializer,

@@ -12,7 +12,8 @@ Regular expression for secret scanners: ``\\bss_(pub|secret|org)_[0-9A-Za-z]{38}
 
 Invariants:
 * the plaintext key is never stored: the database keeps `digest()` (SHA-256 hex)
-  and `display_prefix()` (type prefix + first 8 random characters);
+  and `display_prefix()` (type prefix + first 8 random characters; for a
+  legacy key at most a quarter of its secret part);
 * a candidate whose checksum does not match is rejected here, without any
   database work, and the comparison is constant-time;
 * legacy keys (`tb_`, `ss_live_`) have no checksum; they are recognised by
@@ -36,6 +37,10 @@ DISPLAY_RANDOM_LENGTH = 8
 LEGACY_PREFIXES: tuple[str, ...] = ("tb_", "ss_live_")
 # Legacy keys were free-form; bound them so garbage cannot pass as one.
 LEGACY_KEY_PATTERN = re.compile(r"(?:tb_|ss_live_)[0-9A-Za-z_\-]{8,200}")
+#: The import refuses a legacy key with a shorter secret part (after its prefix):
+#: too weak to keep, and a display prefix of it would give away too much of it.
+#: Keys imported before this rule still authenticate (LEGACY_KEY_PATTERN).
+LEGACY_MIN_SECRET_LENGTH = 20
 
 
 class KeyKind(Enum):
@@ -111,9 +116,24 @@ def legacy_prefix_of(candidate: str) -> str | None:
 
 
 def display_prefix(key: str) -> str:
-    """Type prefix + the first 8 characters after it (for new and legacy keys)."""
-    prefix = legacy_prefix_of(key) or KEY_PATTERN.match(key).group(1)  # type: ignore[union-attr]
-    return key[: len(prefix) + DISPLAY_RANDOM_LENGTH]
+    """What may be shown of a key: its type prefix and the first few secret characters.
+
+    A new key shows 8 of its 38 secret characters. A legacy key shows at most 8
+    and at most a quarter of its secret part (the part after `tb_` /
+    `ss_live_`), so a short legacy key is never shown whole or nearly whole.
+    """
+    legacy = legacy_prefix_of(key)
+    if legacy is None:
+        prefix = KEY_PATTERN.match(key).group(1)  # type: ignore[union-attr]
+        return key[: len(prefix) + DISPLAY_RANDOM_LENGTH]
+    shown = min(DISPLAY_RANDOM_LENGTH, (len(key) - len(legacy)) // 4)
+    return key[: len(legacy) + shown]
+
+
+def legacy_key_too_short(key: str) -> bool:
+    """Whether a legacy key's secret part is shorter than LEGACY_MIN_SECRET_LENGTH."""
+    prefix = legacy_prefix_of(key) or ""
+    return len(key) - len(prefix) < LEGACY_MIN_SECRET_LENGTH
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,11 @@ Two steps, so nothing is written unless everything is valid:
 
 Invariants: the plaintext key lives only in memory (`LegacyKeySpec.key`, kept
 out of its repr); the row stores `keyformat.digest()` and
-`keyformat.display_prefix()` like every other key. Error messages name the line
-and the reason and never echo a cell that could hold a key (only UUIDs and
-permission-shaped words are quoted back).
+`keyformat.display_prefix()` like every other key. A key with fewer than
+`keyformat.LEGACY_MIN_SECRET_LENGTH` characters after its prefix is a bad row:
+too weak to keep. Error messages name the line and the reason and never echo a
+cell that could hold a key (only UUIDs and permission-shaped words are quoted
+back).
 """
 
 from __future__ import annotations
@@ -111,9 +113,20 @@ def _clean_project_id(raw: str, projects: dict[uuid.UUID, Project]) -> Project |
 
 
 def _key_error(key: str) -> str | None:
-    if keyformat.is_legacy_key(key):
-        return None
-    return "key is not a legacy key (tb_ or ss_live_ followed by 8 to 200 letters, digits, _ or -)"
+    """Why `key` cannot be imported, in words that never quote it (nor its length)."""
+    shape = (
+        f"tb_ or ss_live_ followed by {keyformat.LEGACY_MIN_SECRET_LENGTH} to 200 letters, "
+        "digits, _ or -"
+    )
+    if not keyformat.is_legacy_key(key):
+        return f"key is not a legacy key ({shape})"
+    if keyformat.legacy_key_too_short(key):
+        return (
+            f"key is too short to keep: a legacy key needs at least "
+            f"{keyformat.LEGACY_MIN_SECRET_LENGTH} characters after its prefix "
+            "(issue a new key to its owner instead)"
+        )
+    return None
 
 
 def _name_error(name: str) -> str | None:

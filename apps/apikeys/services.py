@@ -296,47 +296,91 @@ def _candidate_digest(candidate: Any) -> str | None:
     return None
 
 
-def report_leaked_keys(*, candidates: Iterable[Any], request: HttpRequest | None = None) -> int:
-    """Revoke every active key among `candidates` (GitHub-style public revocation).
+@dataclass(frozen=True, slots=True)
+class LeakReport:
+    """What a leak report did, for the audit and tests only: the API never tells the reporter."""
 
-    Returns how many were revoked, for the audit and tests only: the API never
-    tells the reporter. Strings that are not well-formed keys cost no query.
+    revoked: int
+    flagged: int
+
+
+def report_leaked_keys(
+    *, candidates: Iterable[Any], request: HttpRequest | None = None
+) -> LeakReport:
+    """Revoke every active secret key among `candidates`; flag every active SDK key (SPEC §4.7).
+
+    Secret, organization and legacy keys are revoked at once (GitHub-style
+    public revocation), each with a `key.revoked_by_leak_report` audit event.
+    SDK keys (`ss_pub_`) are public by design, so a report never revokes one:
+    `flag_leaked_sdk_keys` records it for the owners instead. Strings that are
+    not well-formed keys cost no query.
     """
     digests = {d for d in (_candidate_digest(c) for c in candidates) if d}
     if not digests:
-        return 0
+        return LeakReport(revoked=0, flagged=0)
     now = timezone.now()
     ip, agent = (client_ip(request), user_agent(request)) if request is not None else (None, "")
     with transaction.atomic():
-        leaked = list(
+        found = list(
             ApiKey.objects.select_for_update()
             .filter(digest__in=digests, revoked_at__isnull=True)
-            .only("id", "organization_id", "project_id", "prefix", "name")
+            .only("id", "organization_id", "project_id", "prefix", "name", "type")
         )
-        if not leaked:
-            return 0
-        ApiKey.objects.filter(pk__in=[k.pk for k in leaked]).update(
-            revoked_at=now, revoked_reason="leak_report"
-        )
-        AuditEvent.objects.bulk_create(
-            AuditEvent(
-                action=Action.KEY_REVOKED_BY_LEAK_REPORT,
-                organization_id=k.organization_id,
-                project_id=k.project_id,
-                actor_type=AuditEvent.ActorType.ANONYMOUS,
-                actor_label="leak report",
-                target_type="key",
-                target_id=str(k.id),
-                target_label=k.prefix,
-                ip=ip,
-                user_agent=agent,
-                details={"name": k.name, "reason": "revoked by leak report"},
-                created_at=now,
+        sdk_keys = [k for k in found if k.type == KeyType.PUBLIC]
+        leaked = [k for k in found if k.type != KeyType.PUBLIC]
+        if leaked:
+            ApiKey.objects.filter(pk__in=[k.pk for k in leaked]).update(
+                revoked_at=now, revoked_reason="leak_report"
             )
-            for k in leaked
+            AuditEvent.objects.bulk_create(
+                _leak_report_event(
+                    Action.KEY_REVOKED_BY_LEAK_REPORT, k, "revoked by leak report", ip, agent, now
+                )
+                for k in leaked
+            )
+        if sdk_keys:
+            flag_leaked_sdk_keys(api_keys=sdk_keys, ip=ip, user_agent=agent, now=now)
+    if leaked:
+        logger.warning("leak report revoked %d key(s)", len(leaked))
+    return LeakReport(revoked=len(leaked), flagged=len(sdk_keys))
+
+
+def flag_leaked_sdk_keys(
+    *, api_keys: Iterable[ApiKey], ip: str | None, user_agent: str, now: datetime
+) -> None:
+    """Record that SDK keys were reported as leaked, and leave them working.
+
+    An SDK key lives in web pages, so anyone can find and report it: revoking
+    it would let any visitor break a customer's site, again after every new
+    key. The owners are told instead. Runs in the report's transaction; one
+    `key.leak_reported` audit event per key. The single place a flag is
+    recorded: the organization's email notification (SPEC §4.11) hooks in here.
+    """
+    AuditEvent.objects.bulk_create(
+        _leak_report_event(
+            Action.KEY_LEAK_REPORTED, k, "flagged by leak report", ip, user_agent, now
         )
-    logger.warning("leak report revoked %d key(s)", len(leaked))
-    return len(leaked)
+        for k in api_keys
+    )
+
+
+def _leak_report_event(
+    action: str, api_key: ApiKey, reason: str, ip: str | None, agent: str, now: datetime
+) -> AuditEvent:
+    return AuditEvent(
+        action=action,
+        organization_id=api_key.organization_id,
+        project_id=api_key.project_id,
+        actor_type=AuditEvent.ActorType.ANONYMOUS,
+        actor_label="leak report",
+        target_type="key",
+        target_id=str(api_key.id),
+        target_label=api_key.prefix,
+        ip=ip,
+        user_agent=agent,
+        details={"name": api_key.name, "reason": reason},
+        created_at=now,
+    )
 
 
 def record_key_use(

@@ -15,6 +15,7 @@ class Action:
     KEY_REVOKED = "key.revoked"
     KEY_ROLLED = "key.rolled"
     KEY_REVOKED_BY_LEAK_REPORT = "key.revoked_by_leak_report"
+    KEY_LEAK_REPORTED = "key.leak_reported"
     KEY_ORIGINS_CHANGED = "key.allowed_origins_changed"
     LEGACY_KEYS_IMPORTED = "legacy_keys.imported"
     MEMBER_ADDED = "member.added"
@@ -28,6 +29,7 @@ class Action:
         KEY_REVOKED,
         KEY_ROLLED,
         KEY_REVOKED_BY_LEAK_REPORT,
+        KEY_LEAK_REPORTED,
         KEY_ORIGINS_CHANGED,
         LEGACY_KEYS_IMPORTED,
         MEMBER_ADDED,

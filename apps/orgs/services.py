@@ -93,7 +93,9 @@ def add_member(
         raise ValidationFailed({"email": ["An email address is required."]})
     if role == Role.OWNER and actor_membership.role != Role.OWNER:
         raise PermissionDenied(message="Only owners can add owners.")
-    user = get_user_model().objects.filter(email__iexact=email.strip()).first()
+    # Emails are stored normalized: match the normalized spelling exactly.
+    users = get_user_model().objects
+    user = users.filter(email=users.normalize_email(email)).first()
     if user is None:
         raise NotFound("No user with this email.")
     organization = actor_membership.organization

@@ -84,7 +84,7 @@ def test_me_with_a_legacy_key_says_legacy_and_carries_the_deprecation_headers(pr
 
     assert response.status_code == 200
     assert response.json()["key"]["legacy"] is True
-    assert response.json()["key"]["prefix"] == "tb_LegacyKe"
+    assert response.json()["key"]["prefix"] == "tb_Legacy"  # a quarter of 25
     assert "Deprecation" in response
     assert "Sunset" in response
 

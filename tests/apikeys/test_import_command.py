@@ -64,14 +64,14 @@ def test_import_stores_legacy_project_secret_keys_with_digest_and_prefix_only(tm
 
     assert output.strip() == "Imported 2, skipped 0 (already imported)."
     tb = ApiKey.objects.get(digest=keyformat.digest(TB_KEY))
-    assert tb.prefix == "tb_9fKq2LmN"
+    assert tb.prefix == "tb_9fKq2L"  # a quarter of its 24 secret characters
     assert (tb.legacy, tb.type, tb.scope) == (True, KeyType.SECRET, KeyScope.PROJECT)
     assert (tb.project_id, tb.organization_id) == (project.id, project.organization_id)
     assert tb.name == "Traceback CI"
     assert tb.permissions == ["analysis:create", "analysis:read"]
     assert tb.created_by is None and tb.revoked_at is None and tb.expires_at is None
     live = ApiKey.objects.get(digest=keyformat.digest(LIVE_KEY))
-    assert live.prefix == "ss_live_Zx81Ab_c"
+    assert live.prefix == "ss_live_Zx81A"  # a quarter of 20
     assert live.permissions == ["config:read"]
 
 
@@ -171,6 +171,7 @@ BAD_ROWS = {
     "new-format key": ("{new},{project},Name,", "not a legacy key"),
     "unknown prefix": ("sk_live_abcdefgh12345678,{project},Name,", "not a legacy key"),
     "legacy key too short": ("tb_abc,{project},Name,", "not a legacy key"),
+    "legacy key under 20 characters": ("tb_Ab3dE6gH0123456789,{project},Name,", "too short"),
     "legacy key with bad characters": ("tb_abcdefgh.12345,{project},Name,", "not a legacy key"),
     "unknown project": ("{key},{unknown},Name,", "does not exist"),
     "project id not a uuid": ("{key},project-1,Name,", "not a UUID"),
@@ -301,7 +302,7 @@ def test_key_never_reaches_output_or_logs(tmp_path, project, caplog):
 
 
 def test_a_large_file_imports_in_one_go(tmp_path, project):
-    rows = [f"tb_bulk{n:08d}abcdef,{project.id},Key {n}," for n in range(1200)]
+    rows = [f"tb_bulk{n:08d}abcdefgh,{project.id},Key {n}," for n in range(1200)]
     path = write_csv(tmp_path, csv_text(*rows))
 
     assert run_import(path).strip() == "Imported 1200, skipped 0 (already imported)."

@@ -101,8 +101,38 @@ def test_random_parts_do_not_repeat_and_use_the_whole_alphabet():
 def test_display_prefix_is_the_type_prefix_and_eight_random_characters():
     key = keyformat.generate(KeyKind.ORGANIZATION)
     assert keyformat.display_prefix(key) == key[: len("ss_org_") + 8]
-    assert keyformat.display_prefix("tb_abcdefghijklmnop") == "tb_abcdefgh"
-    assert keyformat.display_prefix("ss_live_abcdefghijklmnop") == "ss_live_abcdefgh"
+    assert keyformat.display_prefix("tb_" + "abcdefghij" * 4) == "tb_abcdefgh"
+    assert keyformat.display_prefix("ss_live_" + "abcdefghij" * 4) == "ss_live_abcdefgh"
+
+
+@pytest.mark.parametrize(
+    ("key", "prefix"),
+    [
+        ("tb_abcdefghijklmnopqrst", "tb_abcde"),  # 20 secret characters: a quarter is 5
+        ("tb_abcdefghijklmnopqrstuvwxyzABCDEF", "tb_abcdefgh"),  # 32: at most 8
+        ("ss_live_abcdefghijklmnopqrstu", "ss_live_abcde"),  # 21: 5
+        ("tb_Ab3dE6gH", "tb_Ab"),  # the reviewer's 8-character key: 2, never the whole key
+    ],
+)
+def test_a_legacy_display_prefix_shows_at_most_a_quarter_of_the_secret_part(key, prefix):
+    assert keyformat.display_prefix(key) == prefix
+
+
+@given(
+    kind=st.sampled_from([*keyformat.LEGACY_PREFIXES, *(k.prefix for k in KeyKind)]),
+    length=st.integers(min_value=8, max_value=200),
+)
+def test_no_display_prefix_shows_more_than_8_nor_a_quarter_of_a_legacy_secret(kind, length):
+    if kind in keyformat.LEGACY_PREFIXES:
+        key = kind + "x" * length
+    else:
+        key = keyformat.generate(keyformat.KIND_BY_PREFIX[kind])
+    secret_part = len(key) - len(kind)
+
+    shown = len(keyformat.display_prefix(key)) - len(kind)
+
+    assert shown <= 8
+    assert shown <= secret_part // 4
 
 
 def test_digest_is_the_sha256_hex_of_the_whole_key():

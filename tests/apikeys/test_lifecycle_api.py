@@ -182,17 +182,24 @@ def test_a_reported_key_is_dead_on_the_next_request(api_client, project):
     assert api_key.revoked_reason == "leak_report"
 
 
-def test_a_leak_report_is_audited_in_the_keys_organization(api_client, owner, project):
-    api_key, plaintext = make_key(KeyKind.PUBLIC, project=project)
+@pytest.mark.parametrize(
+    ("kind", "action"),
+    [
+        (KeyKind.SECRET, "key.revoked_by_leak_report"),
+        (KeyKind.PUBLIC, "key.leak_reported"),
+    ],
+    ids=["secret-revoked", "sdk-flagged"],
+)
+def test_a_leak_report_is_audited_in_the_keys_organization(
+    api_client, owner, project, kind, action
+):
+    api_key, plaintext = make_key(kind, project=project)
 
     report(api_client, [f"  {plaintext}\n"])
 
     events = (
         user_client(owner)
-        .get(
-            f"/v1/organizations/{project.organization_id}/audit-events",
-            {"action": "key.revoked_by_leak_report"},
-        )
+        .get(f"/v1/organizations/{project.organization_id}/audit-events", {"action": action})
         .json()["results"]
     )
     assert len(events) == 1
@@ -225,16 +232,22 @@ def test_the_answer_is_the_same_for_a_real_key_and_for_garbage(api_client, proje
     assert all(elapsed >= keys_api.LEAK_REPORT_MIN_SECONDS for *_rest, elapsed in answers)
 
 
-def test_a_report_revokes_keys_of_every_kind_and_tenant_at_once(api_client, project):
-    keys = [make_key(kind, project=ProjectFactory()) for kind in KINDS]
+def test_a_report_revokes_secret_keys_of_every_kind_and_tenant_and_flags_sdk_keys(
+    api_client, project
+):
+    keys = {kind: make_key(kind, project=ProjectFactory()) for kind in KINDS}
     legacy = legacy_key(project)
-    plaintexts = [plaintext for _key, plaintext in keys] + [LEGACY_KEY, "junk"]
+    plaintexts = [plaintext for _key, plaintext in keys.values()] + [LEGACY_KEY, "junk"]
 
     response = report(api_client, plaintexts)
 
     assert response.json() == {"received": 5}
-    assert not ApiKey.objects.filter(revoked_at__isnull=True).exists()
-    assert AuditEvent.objects.filter(action="key.revoked_by_leak_report").count() == 4
+    sdk_key, sdk_plaintext = keys[KeyKind.PUBLIC]
+    assert list(ApiKey.objects.filter(revoked_at__isnull=True)) == [sdk_key]
+    assert AuditEvent.objects.filter(action="key.revoked_by_leak_report").count() == 3
+    flagged = AuditEvent.objects.get(action="key.leak_reported")
+    assert flagged.target_id == str(sdk_key.id)
+    assert works(sdk_plaintext, sdk_key.project)
     legacy.refresh_from_db()
     assert legacy.revoked_at is not None
 

@@ -316,7 +316,7 @@ def test_project_api_keys_include_the_projects_legacy_keys(member, project):
     results = user_client(member).get(collection_url(KeyKind.SECRET, project)).json()["results"]
 
     assert [(k["id"], k["legacy"], k["prefix"]) for k in results] == [
-        (str(legacy.id), True, "tb_LegacyKe")
+        (str(legacy.id), True, "tb_Legacy")
     ]
     assert results[0]["createdBy"] is None
 

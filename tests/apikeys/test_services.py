@@ -15,6 +15,7 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import (
     LAST_USED_INTERVAL,
+    LeakReport,
     mint_key,
     record_key_use,
     report_leaked_keys,
@@ -268,7 +269,7 @@ class TestLeakReport:
         safe, _ = make_key(KeyKind.PUBLIC, project=project)
         gone, gone_text = make_key(KeyKind.ORGANIZATION, organization=project.organization)
         revoke_key(actor=owner, api_key=gone)
-        count = report_leaked_keys(
+        report = report_leaked_keys(
             candidates=[
                 leaked_text,
                 f"  {leaked_text}  ",
@@ -276,7 +277,7 @@ class TestLeakReport:
                 keyformat.generate(KeyKind.SECRET),
             ]
         )
-        assert count == 1
+        assert report == LeakReport(revoked=1, flagged=0)
         leaked.refresh_from_db()
         safe.refresh_from_db()
         assert (leaked.status, leaked.revoked_reason, safe.status) == (
@@ -291,7 +292,7 @@ class TestLeakReport:
     def test_strings_that_are_not_keys_cost_no_query(self):
         garbage = ["", "hello", 42, None, "ss_secret_" + "a" * 38, "x" * 10_000, ["nested"]]
         with CaptureQueriesContext(connection) as ctx:
-            assert report_leaked_keys(candidates=garbage) == 0
+            assert report_leaked_keys(candidates=garbage) == LeakReport(revoked=0, flagged=0)
         assert ctx.captured_queries == []
 
 

@@ -238,9 +238,13 @@ def run_scenario(run: Run) -> None:
         run.api("get", "/v1/me", HTTP_AUTHORIZATION=bad if " " in bad else f"Bearer {bad}")
     run.api("get", "/v1/me", HTTP_AUTHORIZATION=f"Bearer {secret_key}", HTTP_ORIGIN="https://x")
 
-    leaked = run.api("post", "/v1/leaked-keys", body={"keys": [sdk_key, tampered, "junk"]})
+    rolled_over = keys["secret"][1]  # the key before the roll, still in its grace period
+    leaked = run.api(
+        "post", "/v1/leaked-keys", body={"keys": [sdk_key, rolled_over, tampered, "junk"]}
+    )
     assert leaked.status_code == 202
-    assert run.api("get", "/v1/me", token=sdk_key).status_code == 401
+    assert run.api("get", "/v1/me", token=rolled_over).status_code == 401
+    assert run.api("get", "/v1/me", token=sdk_key).status_code == 200  # flagged, not revoked
     revoke = run.api("post", f"{path}/{_json(rolled)['id']}/revoke", token=access)
     assert revoke.status_code == 200
     assert run.api("get", "/v1/me", token=secret_key).status_code == 401

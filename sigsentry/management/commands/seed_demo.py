@@ -9,6 +9,10 @@ Everything is created through the product's services, so audit events are the
 real ones. Each item is looked up by name first: running the command again
 creates nothing. Key plaintexts are never printed (the product shows a key
 once, at mint; the demo only needs the rows).
+
+The demo accounts have a published password (it is in the README), so the
+command refuses to run with DEBUG off unless given `--force`: an operator who
+runs it on a production database by mistake gets an error, not a backdoor.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
@@ -67,14 +72,30 @@ ANALYSES = (
 
 
 def _get_user(email: str) -> User:
-    user = User.objects.filter(email__iexact=email).first()
+    user = User.objects.filter(email=User.objects.normalize_email(email)).first()
     return user or User.objects.create_user(email, DEMO_PASSWORD)
 
 
 class Command(BaseCommand):
-    help = "Create a demo user, organization, projects, keys and analyses (safe to run again)."
+    help = (
+        "Create a demo user, organization, projects, keys and analyses (safe to run again). "
+        "Development only: refuses to run with DEBUG off unless given --force."
+    )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="run even with DEBUG off (creates accounts with a published password)",
+        )
+
+    def handle(self, *args, force: bool = False, **options):
+        if not settings.DEBUG and not force:
+            raise CommandError(
+                "seed_demo creates accounts with a published password, and DEBUG is off: "
+                "this looks like a production database. Run it with DEBUG=true on a "
+                "development machine, or pass --force if you really mean it."
+            )
         with transaction.atomic():
             user = _get_user(DEMO_EMAIL)
             membership = (

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('apikeys', '0001_initial'),
+        ('apikeys', '0002_shorten_legacy_prefixes'),
         ('orgs', '0002_key_max_lifetime_days'),
         ('projects', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),

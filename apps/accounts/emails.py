@@ -1,0 +1,32 @@
+"""The one spelling of an email address: what is stored, looked up and throttled (SPEC §7).
+
+Every place that takes an email from outside (sign-up, login, the admin login,
+member add, password reset, invitations) passes it through `normalize_email`
+and then stores it or matches it exactly (`email=...`, never `email__iexact`):
+a database's case-insensitive match is not Python's (PostgreSQL's UPPER() turns
+the long s U+017F into S and the dotless i U+0131 into I), so a lookup and a
+throttle that disagree on which spellings are one account let an attacker
+rotate spellings past the limit.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+
+def normalize_email(value: str) -> str:
+    """`value` in its one canonical spelling: NFKC, trimmed, case-folded.
+
+    Look-alike spellings of an address are one account: NFKC folds compatibility
+    forms (fullwidth letters U+FF41..., ligatures), `str.casefold` folds case
+    (the long s U+017F to s, the Kelvin sign U+212A to k, sharp s to ss), and
+    the Turkic dotless i U+0131, the one letter `casefold` keeps apart although
+    it uppercases to I, becomes i. NFKC runs again at the end because folding
+    can undo it. Idempotent: ``normalize_email(normalize_email(x)) ==
+    normalize_email(x)``.
+
+    It does not validate; callers that store an address also check its shape
+    and length (at most 254 characters, counted after normalizing).
+    """
+    text = unicodedata.normalize("NFKC", value).strip()
+    return unicodedata.normalize("NFKC", text.casefold().replace("\u0131", "i"))

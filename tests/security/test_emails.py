@@ -1,0 +1,249 @@
+"""Finding 2: look-alike spellings of an email are one account (SPEC §7).
+
+The attack: the throttle keyed on Python's `.lower()` while the lookup was
+`email__iexact` (PostgreSQL's UPPER(), where the long s U+017F is S and the
+dotless i U+0131 is I), so wrong passwords spread over spellings never met the
+per-account limit, and an unused spelling then logged in. Runs on SQLite and
+PostgreSQL alike (CI runs the suite on both).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from django.apps import apps
+from django.conf import settings
+from django.test import Client, override_settings
+from hypothesis import given
+from hypothesis import strategies as st
+
+from apps.accounts.emails import normalize_email
+from apps.accounts.models import User
+from apps.accounts.services import authenticate_login
+from apps.orgs.models import Membership
+from core.errors import InvalidCredentials, RateLimited
+from tests.factories import PASSWORD, UserFactory
+from tests.orgs.helpers import error_code, error_fields, user_client
+
+pytestmark = pytest.mark.django_db
+
+LONG_S = "\u017f"  # the long s: uppercases to S, casefolds to s
+DOTLESS_I = "\u0131"  # the dotless i: uppercases to I; casefold keeps it
+KELVIN = "\u212a"  # the Kelvin sign: NFKC and casefold give k
+ADDRESS = "sam.kim@example.com"
+
+
+def fullwidth(text: str) -> str:
+    """The fullwidth form of each ASCII character (U+FF01..U+FF5E): NFKC maps it back."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+#: Spellings of ADDRESS that a reader (and PostgreSQL's UPPER) takes for the same address.
+LOOK_ALIKES = {
+    "upper-case": "SAM.KIM@EXAMPLE.COM",
+    "long-s": f"{LONG_S}am.kim@example.com",
+    "dotless-i": f"sam.k{DOTLESS_I}m@example.com",
+    "kelvin": f"sam.{KELVIN}im@example.com",
+    "fullwidth": fullwidth(ADDRESS),
+    "padded": f"  {ADDRESS}\t",
+}
+SPELLINGS = pytest.mark.parametrize("spelling", LOOK_ALIKES.values(), ids=LOOK_ALIKES.keys())
+LIMIT = 3
+
+
+def login(client, email: str, password: str, ip: str = "198.51.100.7"):
+    return client.post(
+        "/v1/auth/login", {"email": email, "password": password}, format="json", REMOTE_ADDR=ip
+    )
+
+
+@pytest.fixture
+def sam(db):
+    return UserFactory(email=ADDRESS)
+
+
+# The function ----------------------------------------------------------------------------------
+
+
+@SPELLINGS
+def test_every_look_alike_spelling_normalizes_to_the_one_address(spelling):
+    assert normalize_email(spelling) == ADDRESS
+
+
+def test_normalizing_folds_sharp_s_and_ligatures():
+    assert normalize_email("Stra\u00dfe@Example.com") == "strasse@example.com"
+    assert normalize_email("\ufb01nance@example.com") == "finance@example.com"  # the fi ligature
+
+
+@given(st.text(max_size=40))
+def test_normalizing_twice_changes_nothing(text):
+    assert normalize_email(normalize_email(text)) == normalize_email(text)
+
+
+# Sign-up ---------------------------------------------------------------------------------------
+
+
+@SPELLINGS
+def test_signup_with_a_look_alike_of_an_existing_email_is_refused(api_client, sam, spelling):
+    response = api_client.post(
+        "/v1/auth/signup",
+        {"email": spelling, "password": "a-long-enough-passphrase", "organizationName": "Twin"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert error_code(response) == "VALIDATION_ERROR"
+    assert "email" in error_fields(response)
+    assert User.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "spelling", [LOOK_ALIKES["long-s"], LOOK_ALIKES["fullwidth"]], ids=["long-s", "fullwidth"]
+)
+def test_signup_stores_the_normalized_email(api_client, spelling):
+    response = api_client.post(
+        "/v1/auth/signup",
+        {"email": spelling, "password": "a-long-enough-passphrase", "organizationName": "New"},
+        format="json",
+    )
+
+    assert response.status_code == 201
+    assert response.json()["user"]["email"] == ADDRESS
+    assert User.objects.get().email == ADDRESS
+
+
+# Login and its per-account throttle ------------------------------------------------------------
+
+
+@SPELLINGS
+def test_any_spelling_with_the_right_password_is_the_same_account(api_client, sam, spelling):
+    response = login(api_client, spelling, PASSWORD)
+
+    assert response.status_code == 200
+    me = api_client.get("/v1/me", HTTP_AUTHORIZATION=f"Bearer {response.json()['access']}")
+    assert me.json()["user"]["id"] == str(sam.id)
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"login_account": (LIMIT, 3600)})
+@SPELLINGS
+def test_wrong_passwords_in_one_spelling_lock_every_spelling(api_client, sam, spelling):
+    for n in range(LIMIT):
+        assert login(api_client, spelling, "wrong-password", f"198.51.100.{n}").status_code == 401
+
+    for other in {ADDRESS, *LOOK_ALIKES.values()}:
+        response = login(api_client, other, PASSWORD, "203.0.113.9")
+        assert response.status_code == 429, other
+        assert error_code(response) == "RATE_LIMITED"
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"login_account": (LIMIT, 3600)})
+def test_wrong_passwords_spread_over_spellings_and_clients_add_up(api_client, sam):
+    """The reviewer's attack: each spelling and each client stays under every limit alone."""
+    spellings = list(LOOK_ALIKES.values())
+    for n in range(LIMIT):
+        wrong = login(api_client, spellings[n % len(spellings)], "wrong-password", f"10.0.0.{n}")
+        assert wrong.status_code == 401
+
+    unused = fullwidth(ADDRESS.upper())
+    assert login(api_client, unused, PASSWORD, "10.0.1.1").status_code == 429
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"login_account": (LIMIT, 3600)})
+def test_the_throttle_counts_the_normalized_address_in_the_service(sam):
+    for spelling in list(LOOK_ALIKES.values())[:LIMIT]:
+        with pytest.raises(InvalidCredentials):
+            authenticate_login(email=spelling, password="wrong-password", request=None)
+
+    with pytest.raises(RateLimited):
+        authenticate_login(email=ADDRESS, password=PASSWORD, request=None)
+
+
+# Member add ------------------------------------------------------------------------------------
+
+
+@SPELLINGS
+def test_adding_a_member_by_a_look_alike_spelling_adds_that_user(owner, organization, spelling):
+    sam = UserFactory(email=ADDRESS)
+
+    response = user_client(owner).post(
+        f"/v1/organizations/{organization.id}/members",
+        {"email": spelling, "role": "member"},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.content
+    assert Membership.objects.get(organization=organization, user=sam).role == "member"
+
+
+# Existing rows ---------------------------------------------------------------------------------
+
+normalize_emails_migration = importlib.import_module(
+    "apps.accounts.migrations.0002_normalize_emails"
+)
+
+
+def test_the_migration_stores_existing_emails_normalized():
+    legacy = User.objects.create(email=f"  {LONG_S}AM@Example.COM")
+    wide = User.objects.create(email=fullwidth("wide@example.com"))
+
+    normalize_emails_migration.normalize_stored_emails(apps, None)
+
+    legacy.refresh_from_db()
+    wide.refresh_from_db()
+    assert (legacy.email, wide.email) == ("sam@example.com", "wide@example.com")
+
+
+def test_the_migration_leaves_a_colliding_look_alike_to_the_operator(capsys):
+    holder = User.objects.create(email="sam@example.com")
+    twin = User.objects.create(email=f"{LONG_S}am@example.com")
+
+    normalize_emails_migration.normalize_stored_emails(apps, None)
+
+    holder.refresh_from_db()
+    twin.refresh_from_db()
+    assert holder.email == "sam@example.com"
+    assert twin.email == f"{LONG_S}am@example.com"  # not merged, not renamed over the holder
+    assert str(twin.pk) in capsys.readouterr().out
+    # Whatever spelling is typed, the login reaches the holder's account only.
+    assert User.objects.get_by_natural_key(twin.email) == holder
+
+
+# The admin's user forms ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ops_client(db):
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def test_the_admin_refuses_a_new_user_with_a_look_alike_email(ops_client, sam):
+    password = "a-brand-new-passphrase-42"
+    response = ops_client.post(
+        "/admin/accounts/user/add/",
+        {
+            "email": LOOK_ALIKES["long-s"],
+            "usable_password": "true",
+            "password1": password,
+            "password2": password,
+        },
+    )
+
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
+    assert User.objects.filter(email__in=[ADDRESS, LOOK_ALIKES["long-s"]]).count() == 1
+
+
+def test_an_email_changed_in_the_admin_is_stored_normalized(ops_client):
+    user = UserFactory()
+
+    response = ops_client.post(
+        f"/admin/accounts/user/{user.pk}/change/",
+        {"email": LOOK_ALIKES["long-s"], "is_active": "on"},
+    )
+
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.email == ADDRESS

@@ -183,7 +183,7 @@ def test_a_reported_key_is_dead_on_the_next_request(api_client, project):
 
 
 def test_a_leak_report_is_audited_in_the_keys_organization(api_client, owner, project):
-    api_key, plaintext = make_key(KeyKind.PUBLIC, project=project)
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
 
     report(api_client, [f"  {plaintext}\n"])
 
@@ -225,7 +225,7 @@ def test_the_answer_is_the_same_for_a_real_key_and_for_garbage(api_client, proje
     assert all(elapsed >= keys_api.LEAK_REPORT_MIN_SECONDS for *_rest, elapsed in answers)
 
 
-def test_a_report_revokes_keys_of_every_kind_and_tenant_at_once(api_client, project):
+def test_a_report_revokes_secret_keys_of_every_kind_and_tenant_at_once(api_client, project):
     keys = [make_key(kind, project=ProjectFactory()) for kind in KINDS]
     legacy = legacy_key(project)
     plaintexts = [plaintext for _key, plaintext in keys] + [LEGACY_KEY, "junk"]
@@ -233,10 +233,25 @@ def test_a_report_revokes_keys_of_every_kind_and_tenant_at_once(api_client, proj
     response = report(api_client, plaintexts)
 
     assert response.json() == {"received": 5}
-    assert not ApiKey.objects.filter(revoked_at__isnull=True).exists()
-    assert AuditEvent.objects.filter(action="key.revoked_by_leak_report").count() == 4
+    still_active = ApiKey.objects.filter(revoked_at__isnull=True)
+    assert [k.type for k in still_active] == ["public"]
+    assert AuditEvent.objects.filter(action="key.revoked_by_leak_report").count() == 3
+    assert AuditEvent.objects.filter(action="key.leak_reported").count() == 1
     legacy.refresh_from_db()
     assert legacy.revoked_at is not None
+
+
+def test_a_reported_sdk_key_keeps_working_and_is_flagged_once_a_day(api_client, project):
+    api_key, plaintext = make_key(KeyKind.PUBLIC, project=project)
+
+    for _ in range(3):
+        assert report(api_client, [plaintext]).status_code == 202
+
+    assert works(plaintext, project)
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is None
+    flagged = AuditEvent.objects.filter(action="key.leak_reported")
+    assert [(e.target_id, e.actor_type) for e in flagged] == [(str(api_key.id), "anonymous")]
 
 
 def test_reporting_a_revoked_key_again_changes_nothing(api_client, project):

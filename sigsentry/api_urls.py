@@ -9,6 +9,8 @@ from apps.apikeys import api_urls as apikeys_urls
 from apps.audit import api_urls as audit_urls
 from apps.orgs import api_urls as orgs_urls
 from apps.projects import api_urls as projects_urls
+from apps.secretscanning import api_urls as secretscanning_urls
+from apps.webhooks import api_urls as webhooks_urls
 
 # Django tries these in order. An include that does not match raises and
 # reports every pattern it tried (it cost 26 µs to reach /v1/analyses behind
@@ -21,6 +23,8 @@ urlpatterns = [
     *apikeys_urls.urlpatterns,
     *orgs_urls.urlpatterns,
     *audit_urls.urlpatterns,
+    *webhooks_urls.urlpatterns,
+    *secretscanning_urls.urlpatterns,
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]

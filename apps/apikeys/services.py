@@ -308,7 +308,7 @@ def set_allowed_origins(
     return api_key
 
 
-def _candidate_digest(candidate: Any) -> str | None:
+def candidate_digest(candidate: Any) -> str | None:
     if not isinstance(candidate, str) or len(candidate) > 512:
         return None
     candidate = candidate.strip()
@@ -348,7 +348,7 @@ def handle_leak_reports(
     """
     urls: dict[str, str] = {}
     for report in reports:
-        digest = _candidate_digest(report.candidate)
+        digest = candidate_digest(report.candidate)
         if digest is not None:
             urls.setdefault(digest, report.url if isinstance(report.url, str) else "")
     if not urls:

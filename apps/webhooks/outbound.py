@@ -48,8 +48,9 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
-def post(target: Target, body: bytes, headers: dict[str, str], timeout: float = TIMEOUT_SECONDS):
+def post(target: Target, body: bytes, headers: dict[str, str]) -> Outcome:
     """POST `body`; an Outcome with the status code or why there was none. Never raises."""
+    timeout = TIMEOUT_SECONDS
     connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
     error = "connection failed"
     for address in target.addresses:

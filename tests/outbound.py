@@ -41,6 +41,7 @@ class Receiver:
     status: int = 200
     delay: float = 0.0
     requests: list[Received] = field(default_factory=list)
+    in_flight: int = 0  # requests read but not yet answered
 
     def __post_init__(self) -> None:
         receiver = self
@@ -49,9 +50,11 @@ class Receiver:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                receiver.in_flight += 1
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 receiver.requests.append(Received(self.path, dict(self.headers.items()), body))
+                receiver.in_flight -= 1
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()

@@ -239,6 +239,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "LogSourceKindEnum": "apps.projects.models.LogSource.Kind",
         "ChannelKindEnum": "apps.projects.models.Channel.Kind",
+        "WebhookEventTypeEnum": "apps.webhooks.models.EventType",
+        "DeliveryStatusEnum": "apps.webhooks.models.DeliveryStatus",
+        "WebhookStatusEnum": ["enabled", "disabled"],
     },
 }
 

@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from apps.orgs.access import membership_for, require_manager
 from apps.orgs.models import Organization
 from apps.webhooks import services
-from apps.webhooks.models import Delivery, EventType, Webhook
+from apps.webhooks.models import Delivery, DeliveryStatus, EventType, Webhook
 from apps.webhooks.selectors import deliveries_of, webhook_of, webhooks_of
 from core.api import ManagementView, iso, json_object, paginate
 from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
@@ -54,7 +54,7 @@ def delivery_json(delivery: Delivery) -> dict[str, Any]:
 class WebhookSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     url = serializers.URLField()
-    events = serializers.ListField(child=serializers.ChoiceField(choices=EventType.values))
+    events = serializers.ListField(child=serializers.ChoiceField(choices=EventType.choices))
     createdAt = serializers.DateTimeField()
     status = serializers.ChoiceField(choices=["enabled", "disabled"])
     disabledAt = serializers.DateTimeField(allow_null=True)
@@ -70,13 +70,13 @@ class CreateWebhookInputSerializer(serializers.Serializer):
     url = serializers.CharField(
         help_text="An https:// URL that resolves to public addresses only (SSRF guard)."
     )
-    events = serializers.ListField(child=serializers.ChoiceField(choices=EventType.values))
+    events = serializers.ListField(child=serializers.ChoiceField(choices=EventType.choices))
 
 
 class DeliverySerializer(serializers.Serializer):
     eventId = serializers.UUIDField(help_text="The event's `id`: the same on every attempt.")
-    type = serializers.ChoiceField(choices=EventType.values)
-    status = serializers.ChoiceField(choices=["pending", "delivered", "failed"])
+    type = serializers.ChoiceField(choices=EventType.choices)
+    status = serializers.ChoiceField(choices=DeliveryStatus.choices)
     attempts = serializers.IntegerField()
     lastStatusCode = serializers.IntegerField(allow_null=True)
     lastAttemptAt = serializers.DateTimeField(allow_null=True)

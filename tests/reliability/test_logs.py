@@ -238,9 +238,10 @@ def run_scenario(run: Run) -> None:
         run.api("get", "/v1/me", HTTP_AUTHORIZATION=bad if " " in bad else f"Bearer {bad}")
     run.api("get", "/v1/me", HTTP_AUTHORIZATION=f"Bearer {secret_key}", HTTP_ORIGIN="https://x")
 
-    leaked = run.api("post", "/v1/leaked-keys", body={"keys": [sdk_key, tampered, "junk"]})
+    leaked = run.api("post", "/v1/leaked-keys", body={"keys": [sdk_key, org_key, tampered, "junk"]})
     assert leaked.status_code == 202
-    assert run.api("get", "/v1/me", token=sdk_key).status_code == 401
+    assert run.api("get", "/v1/me", token=org_key).status_code == 401
+    assert run.api("get", "/v1/me", token=sdk_key).status_code == 200  # flagged, not revoked
     revoke = run.api("post", f"{path}/{_json(rolled)['id']}/revoke", token=access)
     assert revoke.status_code == 200
     assert run.api("get", "/v1/me", token=secret_key).status_code == 401

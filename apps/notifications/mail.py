@@ -134,6 +134,7 @@ def compose(kind: str, organization: Organization, reminders: list[Reminder]) ->
     sunset = settings.LEGACY_KEYS_SUNSET_AT.strftime("%d %B %Y, %H:%M UTC")
     what = f"{len(keys)} API keys" if len(keys) != 1 else "An API key"
     subject = copy.subject.format(what=what, s="" if len(keys) != 1 else "s", org=organization.name)
+    subject = " ".join(subject.split())  # one line, whatever the organization's name holds
     if kind in (ReminderKind.LEGACY_SUNSET_30D, ReminderKind.LEGACY_SUNSET_7D):
         action_url = f"{settings.SITE_URL}/orgs/{organization.id}/api-keys/"
     elif kind == ReminderKind.WEBHOOK_DISABLED:

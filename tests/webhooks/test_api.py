@@ -11,6 +11,8 @@ from apps.apikeys.keyformat import KeyKind
 from apps.audit.models import AuditEvent
 from apps.webhooks import crypto
 from apps.webhooks.models import Delivery, EventType, Webhook
+from tests.apikeys.test_openapi import assert_matches
+from tests.apikeys.test_openapi import document as openapi_document
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, error_code, error_fields, user_client
 
@@ -197,3 +199,25 @@ def test_a_disabled_webhook_is_enabled_again_with_one_call(owner, organization):
     webhook = Webhook.objects.get()
     assert (webhook.is_enabled, webhook.consecutive_failures) == (True, 0)
     assert AuditEvent.objects.filter(action="webhook.enabled").count() == 1
+
+
+document = openapi_document  # the module-scoped fixture, shared
+
+
+def test_responses_match_the_openapi_document(document, settings, owner, organization, project):
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    client = user_client(owner)
+    created = create(client, organization, url="http://127.0.0.1:9/hook")
+    make_key(KeyKind.SECRET, project=project)
+    base = f"{hooks_url(organization)}/{created.json()['id']}"
+
+    for response in (
+        created,
+        client.get(hooks_url(organization)),
+        client.get(base),
+        client.get(f"{base}/deliveries"),
+        client.post(f"{base}/enable"),
+        create(client, organization, url="ftp://x"),
+        client.get(f"{hooks_url(organization)}/{organization.id}"),
+    ):
+        assert_matches(document, response)

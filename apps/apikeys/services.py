@@ -363,7 +363,8 @@ def handle_leak_reports(
         recently_flagged = set()
         if public:
             recently_flagged = set(
-                AuditEvent.objects.filter(
+                AuditEvent.objects.filter(  # the (organization, action, time) index
+                    organization_id__in={k.organization_id for k in public},
                     action=Action.KEY_LEAK_REPORTED,
                     target_type="key",
                     target_id__in=[str(k.id) for k in public],

@@ -30,11 +30,13 @@ run: install
 	@echo ""
 	@echo "  SigSentry is running at http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
 	@echo ""
-	@# One worker (webhook deliveries, emails, scheduled checks) beside the web server;
-	@# Ctrl+C or the server exiting stops both.
+	@# One worker (webhook deliveries, emails, scheduled checks) beside the web server.
+	@# Ctrl+C reaches both (the worker finishes its task); if the server stops by itself,
+	@# the worker gets one SIGTERM (a second signal would cut its task short).
 	DEBUG=true HTTPS_ONLY=false WEBHOOKS_ALLOW_PRIVATE=$${WEBHOOKS_ALLOW_PRIVATE:-true} sh -c '\
 		$(PY) manage.py run_worker & worker=$$!; \
-		trap "kill -TERM $$worker 2>/dev/null; wait $$worker" EXIT INT TERM; \
+		trap "interrupted=1" INT; \
+		trap "[ -n \"\$$interrupted\" ] || kill -TERM $$worker 2>/dev/null; wait $$worker" EXIT; \
 		$(VENV)/bin/gunicorn sigsentry.wsgi:application \
 			--bind $(HOST):$(PORT) --workers 2 --access-logfile -'
 

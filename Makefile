@@ -23,14 +23,22 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 ## make run: install, migrate the SQLite default, seed the demo, serve on http://$(HOST):$(PORT)
+## with one worker beside the web server
 run: install
 	DEBUG=true $(PY) manage.py migrate --noinput
 	DEBUG=true $(PY) manage.py seed_demo
 	@echo ""
 	@echo "  SigSentry is running at http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
 	@echo ""
-	DEBUG=true HTTPS_ONLY=false $(VENV)/bin/gunicorn sigsentry.wsgi:application \
-		--bind $(HOST):$(PORT) --workers 2
+	@# One worker (webhook deliveries, emails, scheduled checks) beside the web server.
+	@# Ctrl+C reaches both (the worker finishes its task); if the server stops by itself,
+	@# the worker gets one SIGTERM (a second signal would cut its task short).
+	DEBUG=true HTTPS_ONLY=false WEBHOOKS_ALLOW_PRIVATE=$${WEBHOOKS_ALLOW_PRIVATE:-true} sh -c '\
+		$(PY) manage.py run_worker & worker=$$!; \
+		trap "interrupted=1" INT; \
+		trap "[ -n \"\$$interrupted\" ] || kill -TERM $$worker 2>/dev/null; wait $$worker" EXIT; \
+		$(VENV)/bin/gunicorn sigsentry.wsgi:application \
+			--bind $(HOST):$(PORT) --workers 2'
 
 ## make test: install with the dev extra and run the whole suite (PostgreSQL when DATABASE_URL names one)
 test: install-dev

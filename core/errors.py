@@ -90,6 +90,12 @@ class InvalidCredentials(AuthError):
     credential_sent = False
 
 
+class SignatureInvalid(AuthError):
+    code = "SIGNATURE_INVALID"
+    message = "The request signature is missing or does not verify."
+    credential_sent = False
+
+
 class ProjectIdRequired(ApiError):
     code = "PROJECT_ID_REQUIRED"
     message = "This endpoint needs an X-Project-Id header."

@@ -8,6 +8,8 @@ from apps.analyses import api_urls as analyses_urls
 from apps.apikeys import api_urls as apikeys_urls
 from apps.orgs import api_urls as orgs_urls
 from apps.projects import api_urls as projects_urls
+from apps.secretscanning import api_urls as secretscanning_urls
+from apps.webhooks import api_urls as webhooks_urls
 
 # Django tries these in order. An include that does not match raises and
 # reports every pattern it tried (it cost 26 µs to reach /v1/analyses behind
@@ -19,6 +21,8 @@ urlpatterns = [
     *projects_urls.urlpatterns,
     *apikeys_urls.urlpatterns,
     *orgs_urls.urlpatterns,
+    *webhooks_urls.urlpatterns,
+    *secretscanning_urls.urlpatterns,
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]

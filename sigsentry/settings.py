@@ -90,6 +90,11 @@ INSTALLED_APPS = [
     "apps.apikeys",
     "apps.analyses",
     "apps.audit",
+    "apps.webhooks",
+    "apps.notifications",
+    "apps.secretscanning",
+    "django_tasks",
+    "django_tasks_db",
     # The wiring, for commands that span every app (seed_demo).
     "sigsentry",
 ]
@@ -246,6 +251,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "LogSourceKindEnum": "apps.projects.models.LogSource.Kind",
         "ChannelKindEnum": "apps.projects.models.Channel.Kind",
+        "WebhookEventTypeEnum": "apps.webhooks.models.EventType",
+        "DeliveryStatusEnum": "apps.webhooks.models.DeliveryStatus",
+        "WebhookStatusEnum": ["enabled", "disabled"],
     },
 }
 
@@ -288,6 +296,32 @@ THROTTLE_RATES = {
     "leak_report_ip": (20, 60),
     "refresh_ip": (120, 60),
 }
+
+# Outbound work (webhook deliveries, emails, scheduled checks) runs in `manage.py run_worker`.
+# The queue is a table in the same database (django-tasks' ORM backend), so a task is
+# enqueued inside the transaction of the change that caused it.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+
+# Email (SPEC §4.11): django-environ's EMAIL_URL, e.g. smtp+tls://user:pass@host:587.
+# Without it, DEBUG prints mail to the console; otherwise mail fails (and is retried)
+# until it is set: the worker logs "EMAIL_URL is not set".
+if env.str("EMAIL_URL", default=""):
+    globals().update(env.email_url("EMAIL_URL"))
+elif DEBUG:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+else:
+    EMAIL_BACKEND = "core.mail.UnconfiguredEmailBackend"
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="SigSentry <no-reply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+# Webhooks (SPEC §4.11): only https:// URLs resolving to public addresses, unless this
+# development/test switch is on.
+WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
+
+# GitHub secret scanning (SPEC §4.12): path of GitHub's public keys (JSON); unset → 401.
+GITHUB_SECRET_SCANNING_KEYS = env.str("GITHUB_SECRET_SCANNING_KEYS", default="")
 
 # Structured logs (core.logging.JsonFormatter): one JSON object per line, with the
 # authentication decision's fields (auth_outcome, client_ip, key_id, key_prefix, user_id)

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", include("apps.orgs.urls")),
     path("", include("apps.apikeys.urls")),
     path("", include("apps.analyses.urls")),
+    path("", include("apps.webhooks.urls")),
 ]
 
 handler400 = "core.views.bad_request"

@@ -9,14 +9,16 @@ same shapes for the OpenAPI document (tests check the two agree).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
 from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, KeyType
-from apps.apikeys.services import MintedKey
 from core.api import iso
 from core.permissions import ALL_PERMISSIONS
+
+if TYPE_CHECKING:  # the services import key_json for webhook events
+    from apps.apikeys.services import MintedKey
 
 
 def key_json(api_key: ApiKey, now: datetime) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Organization
 from apps.projects.models import Project
+from apps.webhooks.models import EventType
+from apps.webhooks.services import KeyEvent, record_key_events
 from core import throttling
 from core.errors import PermissionsLocked, ValidationFailed
 from core.net import client_ip, user_agent
@@ -111,6 +113,20 @@ def validate_allowed_origins(kind: KeyKind, origins: Any) -> list[str]:
     return cleaned
 
 
+def key_event(event_type: str, api_key: ApiKey, now: datetime | None = None) -> KeyEvent:
+    """A webhook event about `api_key`, carrying the key object of SPEC §4.3 (never the key)."""
+    # Imported here: the serializers import core.api, which imports this module.
+    from apps.apikeys.serializers import key_json
+
+    return KeyEvent(event_type, api_key.organization_id, key_json(api_key, now or timezone.now()))
+
+
+def record_key_updated(*, api_key: ApiKey) -> None:
+    """The `key.updated` event; call it inside the transaction that changed the key."""
+    api_key.refresh_from_db()
+    record_key_events([key_event(EventType.KEY_UPDATED, api_key)])
+
+
 def kind_of(api_key: ApiKey) -> KeyKind:
     if api_key.scope == KeyScope.ORGANIZATION:
         return KeyKind.ORGANIZATION
@@ -171,6 +187,9 @@ def mint_key(
             details={"name": name, "kind": kind.name.lower(), "permissions": permissions}
             | ({"replaces": str(replaces.id)} if replaces else {}),
         )
+        rolled = audit_action == Action.KEY_ROLLED
+        event_type = EventType.KEY_ROLLED if rolled else EventType.KEY_MINTED
+        record_key_events([key_event(event_type, api_key, now)])
     return MintedKey(api_key=api_key, key=key)
 
 
@@ -199,6 +218,8 @@ def revoke_key(
                 request=request,
                 details={"name": api_key.name, "reason": reason},
             )
+            api_key.refresh_from_db()
+            record_key_events([key_event(EventType.KEY_REVOKED, api_key, now)])
     api_key.refresh_from_db()
     return api_key
 
@@ -283,17 +304,29 @@ def set_allowed_origins(
             request=request,
             details={"allowedOrigins": cleaned},
         )
+        record_key_updated(api_key=api_key)
     api_key.refresh_from_db()
     return api_key
 
 
-def _candidate_digest(candidate: Any) -> str | None:
+def candidate_digest(candidate: Any) -> str | None:
     if not isinstance(candidate, str) or len(candidate) > 512:
         return None
     candidate = candidate.strip()
     if keyformat.is_valid_key(candidate) or keyformat.is_legacy_key(candidate):
         return keyformat.digest(candidate)
     return None
+
+
+#: An SDK key is flagged (audit, webhook, email) at most once per this interval:
+#: anyone can report a public key, so reports must not flood its owners.
+LEAK_FLAG_INTERVAL = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class LeakCandidate:
+    candidate: Any
+    url: str = ""  # where the key was found, when the reporter says (GitHub does)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,83 +337,104 @@ class LeakReport:
     flagged: int
 
 
-def report_leaked_keys(
-    *, candidates: Iterable[Any], request: HttpRequest | None = None
-) -> LeakReport:
-    """Revoke every active secret key among `candidates`; flag every active SDK key (SPEC §4.7).
+@dataclass(frozen=True, slots=True)
+class LeakOutcome:
+    known_digests: frozenset[str]  # existing SigSentry keys among the candidates, any status
+    revoked: int
+    flagged: int
 
-    Secret, organization and legacy keys are revoked at once (GitHub-style
-    public revocation), each with a `key.revoked_by_leak_report` audit event.
-    SDK keys (`ss_pub_`) are public by design, so a report never revokes one:
-    `flag_leaked_sdk_keys` records it for the owners instead. Strings that are
-    not well-formed keys cost no query.
+
+def handle_leak_reports(
+    *, reports: Iterable[LeakCandidate], reporter: str = "leak report", request=None
+) -> LeakOutcome:
+    """Act on leaked-key reports (SPEC §4.7, §4.12), one query for all candidates.
+
+    Active secret keys (`ss_secret_`, `ss_org_`, legacy) are revoked with a
+    `key.revoked_by_leak_report` event. SDK keys are public by design, so a report
+    never revokes one — anyone could break a customer's site — it records
+    `key.leak_reported` (at most once a day per key) and the organization is
+    notified. Strings that are not well-formed keys cost no query.
     """
-    digests = {d for d in (_candidate_digest(c) for c in candidates) if d}
-    if not digests:
-        return LeakReport(revoked=0, flagged=0)
+    urls: dict[str, str] = {}
+    for report in reports:
+        digest = candidate_digest(report.candidate)
+        if digest is not None:
+            urls.setdefault(digest, report.url if isinstance(report.url, str) else "")
+    if not urls:
+        return LeakOutcome(frozenset(), 0, 0)
     now = timezone.now()
     ip, agent = (client_ip(request), user_agent(request)) if request is not None else (None, "")
     with transaction.atomic():
-        found = list(
-            ApiKey.objects.select_for_update()
-            .filter(digest__in=digests, revoked_at__isnull=True)
-            .only("id", "organization_id", "project_id", "prefix", "name", "type")
-        )
-        sdk_keys = [k for k in found if k.type == KeyType.PUBLIC]
-        leaked = [k for k in found if k.type != KeyType.PUBLIC]
-        if leaked:
-            ApiKey.objects.filter(pk__in=[k.pk for k in leaked]).update(
+        found = list(ApiKey.objects.select_for_update().filter(digest__in=urls))
+        live = [k for k in found if k.revoked_at is None]
+        to_revoke = [k for k in live if k.type != KeyType.PUBLIC]
+        public = [k for k in live if k.type == KeyType.PUBLIC]
+        recently_flagged = set()
+        if public:
+            recently_flagged = set(
+                AuditEvent.objects.filter(  # the (organization, action, time) index
+                    organization_id__in={k.organization_id for k in public},
+                    action=Action.KEY_LEAK_REPORTED,
+                    target_type="key",
+                    target_id__in=[str(k.id) for k in public],
+                    created_at__gte=now - LEAK_FLAG_INTERVAL,
+                ).values_list("target_id", flat=True)
+            )
+        to_flag = [k for k in public if str(k.id) not in recently_flagged]
+        if to_revoke:
+            ApiKey.objects.filter(pk__in=[k.pk for k in to_revoke]).update(
                 revoked_at=now, revoked_reason="leak_report"
             )
-            AuditEvent.objects.bulk_create(
-                _leak_report_event(
-                    Action.KEY_REVOKED_BY_LEAK_REPORT, k, "revoked by leak report", ip, agent, now
-                )
-                for k in leaked
+
+        def audit(key: ApiKey, action: str, reason: str) -> AuditEvent:
+            url = urls[key.digest][:500]
+            return AuditEvent(
+                action=action,
+                organization_id=key.organization_id,
+                project_id=key.project_id,
+                actor_type=AuditEvent.ActorType.ANONYMOUS,
+                actor_label=reporter,
+                target_type="key",
+                target_id=str(key.id),
+                target_label=key.prefix,
+                ip=ip,
+                user_agent=agent,
+                details={"name": key.name, "reason": reason} | ({"url": url} if url else {}),
+                created_at=now,
             )
-        if sdk_keys:
-            flag_leaked_sdk_keys(api_keys=sdk_keys, ip=ip, user_agent=agent, now=now)
-    if leaked:
-        logger.warning("leak report revoked %d key(s)", len(leaked))
-    return LeakReport(revoked=len(leaked), flagged=len(sdk_keys))
 
-
-def flag_leaked_sdk_keys(
-    *, api_keys: Iterable[ApiKey], ip: str | None, user_agent: str, now: datetime
-) -> None:
-    """Record that SDK keys were reported as leaked, and leave them working.
-
-    An SDK key lives in web pages, so anyone can find and report it: revoking
-    it would let any visitor break a customer's site, again after every new
-    key. The owners are told instead. Runs in the report's transaction; one
-    `key.leak_reported` audit event per key. The single place a flag is
-    recorded: the organization's email notification (SPEC §4.11) hooks in here.
-    """
-    AuditEvent.objects.bulk_create(
-        _leak_report_event(
-            Action.KEY_LEAK_REPORTED, k, "flagged by leak report", ip, user_agent, now
+        AuditEvent.objects.bulk_create(
+            [
+                audit(k, Action.KEY_REVOKED_BY_LEAK_REPORT, "revoked by leak report")
+                for k in to_revoke
+            ]
+            + [audit(k, Action.KEY_LEAK_REPORTED, "flagged by leak report") for k in to_flag]
         )
-        for k in api_keys
-    )
+        changed = {k.pk for k in to_revoke} | {k.pk for k in to_flag}
+        if changed:
+            event_types = {k.pk: EventType.KEY_REVOKED_BY_LEAK_REPORT for k in to_revoke} | {
+                k.pk: EventType.KEY_LEAK_REPORTED for k in to_flag
+            }
+            record_key_events(
+                key_event(event_types[k.pk], k, now)
+                for k in ApiKey.objects.filter(pk__in=changed).select_related("created_by")
+            )
+    if changed:
+        logger.warning(
+            "%s: %d key(s) revoked, %d SDK key(s) flagged", reporter, len(to_revoke), len(to_flag)
+        )
+    return LeakOutcome(frozenset(k.digest for k in found), len(to_revoke), len(to_flag))
 
 
-def _leak_report_event(
-    action: str, api_key: ApiKey, reason: str, ip: str | None, agent: str, now: datetime
-) -> AuditEvent:
-    return AuditEvent(
-        action=action,
-        organization_id=api_key.organization_id,
-        project_id=api_key.project_id,
-        actor_type=AuditEvent.ActorType.ANONYMOUS,
-        actor_label="leak report",
-        target_type="key",
-        target_id=str(api_key.id),
-        target_label=api_key.prefix,
-        ip=ip,
-        user_agent=agent,
-        details={"name": api_key.name, "reason": reason},
-        created_at=now,
+def report_leaked_keys(
+    *, candidates: Iterable[Any], request: HttpRequest | None = None
+) -> LeakReport:
+    """The public leak report (SPEC §4.7): what it did, for the audit and tests only; the
+    API never tells the reporter."""
+    outcome = handle_leak_reports(
+        reports=[LeakCandidate(candidate) for candidate in candidates], request=request
     )
+    return LeakReport(revoked=outcome.revoked, flagged=outcome.flagged)
 
 
 def record_key_use(

@@ -11,15 +11,12 @@ a second key: it is redirected to the list instead.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
-from django.core import signing
-from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -45,14 +42,13 @@ from core.errors import (
     RateLimited,
     ValidationFailed,
 )
+from core.nonce import consume_nonce, issue_nonce
 
 logger = logging.getLogger("sigsentry.dashboard")
 
 PER_PAGE = 50
 EXPIRING_WITHIN = timedelta(days=7)
 RECENT_LEGACY_SHOWN = 5
-NONCE_SALT = "sigsentry.dashboard.secret-form"
-NONCE_MAX_AGE = 12 * 3600
 
 
 def _collection(request: HttpRequest, kind: KeyKind, project_id=None, org_id=None) -> Collection:
@@ -70,39 +66,6 @@ def _managed_key(
     """For a row action: the collection (404 outside it), a manager's role (403), the key (404)."""
     collection = _collection(request, kind, project_id, org_id).require_manager()
     return collection, collection.key(key_id)
-
-
-# One-time form nonces -------------------------------------------------------
-
-
-def issue_nonce(request: HttpRequest) -> str:
-    """A signed, user-bound random token for one secret-producing submission."""
-    payload = {"u": str(request.principal.user.pk), "n": secrets.token_urlsafe(16)}
-    return signing.dumps(payload, salt=NONCE_SALT)
-
-
-def consume_nonce(request: HttpRequest) -> str:
-    """`fresh` exactly once per issued nonce; then `used`. `invalid` if forged or stale.
-
-    The first use is claimed with `cache.add`, which is atomic (one of two
-    concurrent submissions wins) and shared by every process when the cache
-    is Redis. If the cache is unreachable the submission counts as fresh: the
-    worst case is a duplicate key, never a key shown twice.
-    """
-    try:
-        payload = signing.loads(
-            request.POST.get("nonce", ""), salt=NONCE_SALT, max_age=NONCE_MAX_AGE
-        )
-    except signing.BadSignature:
-        return "invalid"
-    if not isinstance(payload, dict) or payload.get("u") != str(request.principal.user.pk):
-        return "invalid"
-    try:
-        claimed = cache.add(f"dashboard:nonce:{payload['n']}", 1, timeout=NONCE_MAX_AGE + 60)
-    except Exception:
-        logger.warning("nonce cache unavailable; treating the submission as fresh")
-        return "fresh"
-    return "fresh" if claimed else "used"
 
 
 def _already_submitted(request: HttpRequest, collection: Collection) -> HttpResponse:

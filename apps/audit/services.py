@@ -17,12 +17,18 @@ class Action:
     KEY_REVOKED_BY_LEAK_REPORT = "key.revoked_by_leak_report"
     KEY_LEAK_REPORTED = "key.leak_reported"
     KEY_ORIGINS_CHANGED = "key.allowed_origins_changed"
+    KEY_UPDATED = "key.updated"
+    KEY_LEAK_REPORTED = "key.leak_reported"
     LEGACY_KEYS_IMPORTED = "legacy_keys.imported"
     MEMBER_ADDED = "member.added"
     MEMBER_ROLE_CHANGED = "member.role_changed"
     MEMBER_REMOVED = "member.removed"
     PROJECT_CREATED = "project.created"
     ORGANIZATION_CREATED = "organization.created"
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_DELETED = "webhook.deleted"
+    WEBHOOK_DISABLED = "webhook.disabled"
+    WEBHOOK_ENABLED = "webhook.enabled"
 
     ALL = (
         KEY_MINTED,
@@ -31,12 +37,18 @@ class Action:
         KEY_REVOKED_BY_LEAK_REPORT,
         KEY_LEAK_REPORTED,
         KEY_ORIGINS_CHANGED,
+        KEY_UPDATED,
+        KEY_LEAK_REPORTED,
         LEGACY_KEYS_IMPORTED,
         MEMBER_ADDED,
         MEMBER_ROLE_CHANGED,
         MEMBER_REMOVED,
         PROJECT_CREATED,
         ORGANIZATION_CREATED,
+        WEBHOOK_CREATED,
+        WEBHOOK_DELETED,
+        WEBHOOK_DISABLED,
+        WEBHOOK_ENABLED,
     )
 
 

@@ -252,6 +252,19 @@ def test_a_report_revokes_secret_keys_of_every_kind_and_tenant_and_flags_sdk_key
     assert legacy.revoked_at is not None
 
 
+def test_a_reported_sdk_key_keeps_working_and_is_flagged_once_a_day(api_client, project):
+    api_key, plaintext = make_key(KeyKind.PUBLIC, project=project)
+
+    for _ in range(3):
+        assert report(api_client, [plaintext]).status_code == 202
+
+    assert works(plaintext, project)
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is None
+    flagged = AuditEvent.objects.filter(action="key.leak_reported")
+    assert [(e.target_id, e.actor_type) for e in flagged] == [(str(api_key.id), "anonymous")]
+
+
 def test_reporting_a_revoked_key_again_changes_nothing(api_client, project):
     api_key, plaintext = make_key(KeyKind.SECRET, project=project)
     report(api_client, [plaintext])

@@ -7,6 +7,7 @@ place. Redis outages are a closed port.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import time
@@ -35,6 +36,7 @@ from tests.reliability.conftest import is_postgres
 from tests.reliability.endpoints import api_endpoints, param_values
 from tests.reliability.helpers import TcpProxy, bearer, call, closed_port
 from tests.reliability.low_rate_settings import LOW_LIMIT
+from tests.secretscanning.keys import SigningKey, write_keys
 
 #: Bodies for the endpoints that need no credential: with the database down
 #: each must still answer 503 (they all need the database for a real request).
@@ -58,6 +60,18 @@ def _public_body(route: str, ctx: dict):
     raise AssertionError(f"add a realistic body for the public endpoint {route} to PUBLIC_BODIES")
 
 
+def _public_request(route: str, ctx: dict) -> tuple[dict[str, str], object]:
+    """(headers, body): GitHub's report is signed, so that it gets past the signature check."""
+    if route.rstrip("/").endswith("secret-scanning/github"):
+        body = json.dumps([{"token": ctx["key"], "type": "t", "url": "u", "source": "s"}])
+        signer: SigningKey = ctx["github"]
+        return {
+            "Github-Public-Key-Identifier": signer.identifier,
+            "Github-Public-Key-Signature": signer.sign(body.encode()),
+        }, body.encode()
+    return {}, _public_body(route, ctx)
+
+
 def _assert_unavailable(reply, what: str) -> None:
     assert reply.status == 503, f"{what}: {reply.status} {reply.body[:300]!r}"
     assert reply.code == "SERVICE_UNAVAILABLE", what
@@ -77,8 +91,10 @@ def _outage_requests(ctx: dict):
         path = endpoint.path(param_values(endpoint.route, ctx["ids"]))
         for method in endpoint.methods:
             if endpoint.is_public:
-                body = _public_body(endpoint.route, ctx) if method != "get" else None
-                yield f"{method.upper()} {path} (public)", method, path, {}, body
+                headers, body = (
+                    _public_request(endpoint.route, ctx) if method != "get" else ({}, None)
+                )
+                yield f"{method.upper()} {path} (public)", method, path, headers, body
                 continue
             for label, headers in credentials.items():
                 body = {} if method in ("post", "put", "patch") else None
@@ -88,8 +104,10 @@ def _outage_requests(ctx: dict):
 
 
 @pytest.fixture
-def outage_context(transactional_db, organization, project, owner):
+def outage_context(transactional_db, organization, project, owner, tmp_path):
     from apps.apikeys.keyformat import generate
+
+    github = SigningKey.new("outage-test")
 
     api_key, plaintext = make_key(KeyKind.SECRET, project=project, actor=owner)
     _org_key, org_plaintext = make_key(KeyKind.ORGANIZATION, organization=organization)
@@ -101,6 +119,8 @@ def outage_context(transactional_db, organization, project, owner):
         "access": pair.access,
         "refresh": pair.refresh,
         "email": owner.email,
+        "github": github,
+        "github_keys": str(write_keys(tmp_path / "github-keys.json", github)),
         "ids": {
             "organization": str(organization.id),
             "project": str(project.id),
@@ -142,7 +162,8 @@ def test_postgres_outage_answers_503_everywhere_and_recovers(outage_context, sta
         server = start_server(
             env={
                 "DATABASE_URL": f"postgres://{db.get('USER') or 'root'}@127.0.0.1:{proxy.port}"
-                f"/{db['NAME']}"
+                f"/{db['NAME']}",
+                "GITHUB_SECRET_SCANNING_KEYS": outage_context["github_keys"],
             }
         )
         for _ in range(4):  # warm both workers' persistent connections through the proxy
@@ -172,7 +193,12 @@ def test_sqlite_outage_answers_503_everywhere_and_recovers(
     # directory unreadable would not do: the tests run as root, which ignores permissions.
     database = tmp_path / "outage.sqlite3"
     shutil.copyfile(connection.settings_dict["NAME"], database)
-    server = start_server(env={"DATABASE_URL": f"sqlite:///{database}"})
+    server = start_server(
+        env={
+            "DATABASE_URL": f"sqlite:///{database}",
+            "GITHUB_SECRET_SCANNING_KEYS": outage_context["github_keys"],
+        }
+    )
     assert call(server.url, "GET", "/v1/me", headers=bearer(outage_context["key"])).status == 200
     _wait_for_last_used_write(database)  # else its commit could rewrite the damaged header
 

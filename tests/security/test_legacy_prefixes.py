@@ -27,7 +27,7 @@ from apps.apikeys.legacy import LegacyImportError, LegacyKeySpec, import_legacy_
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import revoke_key
 from apps.audit.models import AuditEvent
-from apps.orgs.access import Principal
+from core.principal import Principal
 from tests.factories import make_key, make_legacy_key
 from tests.orgs.helpers import bearer_client, user_client
 

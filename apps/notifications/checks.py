@@ -1,0 +1,288 @@
+"""The scheduled notification checks (SPEC §4.11), safe to run any number of times.
+
+Each check finds what is due and writes a `Reminder` per finding; its unique
+`dedupe_key` makes the second writer fail, so a reminder — its email and its
+`key.expiring` / `key.unused` webhook event, written in the same transaction —
+happens once however many workers or `send_notifications` runs find it.
+`send_pending_emails` then mails every reminder not yet accepted by the mail
+server, one message per organization, kind and recipient.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.apikeys.models import ApiKey
+from apps.apikeys.services import key_event
+from apps.notifications import mail
+from apps.notifications.models import Reminder, ReminderKind
+from apps.orgs.models import Organization
+from apps.webhooks.models import Event, EventType, Webhook
+from apps.webhooks.services import record_key_events
+
+logger = logging.getLogger("sigsentry.notifications")
+
+UNUSED_AFTER = timedelta(days=90)
+LEAK_EVENTS_WITHIN = timedelta(days=2)
+DISABLED_WEBHOOKS_WITHIN = timedelta(days=7)
+EMAIL_LEASE = timedelta(minutes=5)
+EMAIL_GIVE_UP_AFTER = timedelta(days=3)
+EMAIL_BATCH = 500
+
+
+@dataclass
+class Found:
+    """A due reminder, before it is claimed."""
+
+    kind: str
+    dedupe_key: str
+    organization_id: object
+    api_key: ApiKey | None = None
+    webhook: Webhook | None = None
+    event_type: str | None = None  # a webhook event to record with the reminder
+
+
+@dataclass
+class Report:
+    created: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    emails_sent: int = 0
+    email_failures: int = 0
+
+    def __str__(self) -> str:
+        made = ", ".join(f"{kind}: {n}" for kind, n in sorted(self.created.items())) or "none"
+        return (
+            f"reminders created: {made}; emails sent: {self.emails_sent}; "
+            f"email failures: {self.email_failures}"
+        )
+
+
+def _stamp(moment: datetime | None) -> str:
+    return str(int(moment.timestamp())) if moment else "never"
+
+
+def _active_keys(now: datetime):
+    return ApiKey.objects.filter(revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+
+
+def expiring_keys(now: datetime) -> Iterable[Found]:
+    """Active keys expiring within 7 days: the 7-day notice, then the 1-day notice.
+
+    A key already inside its last day gets only the 1-day notice; a rolled key
+    (whose successor exists) gets none: its expiry is the grace period chosen.
+    """
+    keys = _active_keys(now).filter(
+        expires_at__lte=now + timedelta(days=7), replaced_by__isnull=True
+    )
+    for key in keys.select_related("project", "organization"):
+        last_day = key.expires_at <= now + timedelta(days=1)
+        kind = ReminderKind.KEY_EXPIRING_1D if last_day else ReminderKind.KEY_EXPIRING_7D
+        yield Found(
+            kind,
+            f"{kind}:{key.id}:{_stamp(key.expires_at)}",
+            key.organization_id,
+            api_key=key,
+            event_type=EventType.KEY_EXPIRING,
+        )
+
+
+def unused_keys(now: datetime) -> Iterable[Found]:
+    """Active keys unused for 90 days (or never used in 90 days); once per idle spell."""
+    cutoff = now - UNUSED_AFTER
+    keys = _active_keys(now).filter(
+        Q(last_used_at__lte=cutoff) | Q(last_used_at__isnull=True, created_at__lte=cutoff)
+    )
+    for key in keys.select_related("project", "organization"):
+        kind = ReminderKind.KEY_UNUSED
+        yield Found(
+            kind,
+            f"{kind}:{key.id}:{_stamp(key.last_used_at)}",
+            key.organization_id,
+            api_key=key,
+            event_type=EventType.KEY_UNUSED,
+        )
+
+
+def legacy_sunset(now: datetime) -> Iterable[Found]:
+    """Organizations with active legacy keys, 30 and 7 days before the sunset; once each."""
+    sunset = settings.LEGACY_KEYS_SUNSET_AT
+    if now >= sunset or now < sunset - timedelta(days=30):
+        return
+    last_week = now >= sunset - timedelta(days=7)
+    kind = ReminderKind.LEGACY_SUNSET_7D if last_week else ReminderKind.LEGACY_SUNSET_30D
+    org_ids = (
+        _active_keys(now).filter(legacy=True).values_list("organization_id", flat=True).distinct()
+    )
+    for org_id in org_ids:
+        yield Found(kind, f"{kind}:{org_id}:{_stamp(sunset)}", org_id)
+
+
+def leak_reports(now: datetime) -> Iterable[Found]:
+    """Keys revoked or SDK keys flagged by a leak report (the outbox holds each report)."""
+    kinds = {
+        EventType.KEY_REVOKED_BY_LEAK_REPORT: ReminderKind.KEY_REVOKED_BY_LEAK_REPORT,
+        EventType.KEY_LEAK_REPORTED: ReminderKind.KEY_LEAK_REPORTED,
+    }
+    events = list(
+        Event.objects.filter(type__in=kinds, created_at__gte=now - LEAK_EVENTS_WITHIN).values_list(
+            "id", "type", "organization_id", "data"
+        )
+    )
+    keys = ApiKey.objects.select_related("project", "organization").in_bulk(
+        {data["key"]["id"] for _id, _type, _org, data in events}
+    )
+    for event_id, event_type, org_id, data in events:
+        key = keys.get(uuid.UUID(str(data["key"]["id"])))
+        if key is not None:
+            kind = kinds[event_type]
+            yield Found(kind, f"{kind}:{event_id}", org_id, api_key=key)
+
+
+def disabled_webhooks(now: datetime) -> Iterable[Found]:
+    for webhook in Webhook.objects.filter(
+        disabled_at__isnull=False, disabled_at__gte=now - DISABLED_WEBHOOKS_WITHIN
+    ):
+        kind = ReminderKind.WEBHOOK_DISABLED
+        yield Found(
+            kind,
+            f"{kind}:{webhook.id}:{_stamp(webhook.disabled_at)}",
+            webhook.organization_id,
+            webhook=webhook,
+        )
+
+
+def claim(found: Iterable[Found], now: datetime, report: Report) -> None:
+    """Write each reminder not written yet (and its webhook event) in its own transaction."""
+    found = list(found)
+    if not found:
+        return
+    known = set(
+        Reminder.objects.filter(dedupe_key__in=[f.dedupe_key for f in found]).values_list(
+            "dedupe_key", flat=True
+        )
+    )
+    for item in found:
+        if item.dedupe_key in known:
+            continue
+        try:
+            with transaction.atomic():
+                Reminder.objects.create(
+                    kind=item.kind,
+                    dedupe_key=item.dedupe_key,
+                    organization_id=item.organization_id,
+                    api_key=item.api_key,
+                    webhook=item.webhook,
+                    created_at=now,
+                    next_email_at=now,
+                )
+                if item.event_type and item.api_key is not None:
+                    record_key_events([key_event(item.event_type, item.api_key, now)])
+        except IntegrityError:
+            continue  # another worker wrote it first
+        report.created[item.kind] += 1
+
+
+def find_urgent(now: datetime, report: Report) -> None:
+    """What must go out within a minute: leak reports and disabled webhooks."""
+    claim(leak_reports(now), now, report)
+    claim(disabled_webhooks(now), now, report)
+
+
+def find_scheduled(now: datetime, report: Report) -> None:
+    claim(expiring_keys(now), now, report)
+    claim(unused_keys(now), now, report)
+    claim(legacy_sunset(now), now, report)
+
+
+def _claim_unsent(now: datetime) -> list[Reminder]:
+    due = list(
+        Reminder.objects.filter(
+            Q(locked_until__isnull=True) | Q(locked_until__lt=now),
+            emailed_at__isnull=True,
+            next_email_at__lte=now,
+            created_at__gte=now - EMAIL_GIVE_UP_AFTER,
+        ).values_list("pk", flat=True)[:EMAIL_BATCH]
+    )
+    if not due:
+        return []
+    lease = now + EMAIL_LEASE
+    claimed = []
+    for pk in due:
+        if (
+            Reminder.objects.filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now), pk=pk)
+            .filter(emailed_at__isnull=True)
+            .update(locked_until=lease)
+        ):
+            claimed.append(pk)
+    return list(
+        Reminder.objects.filter(pk__in=claimed).select_related(
+            "organization", "api_key__project", "webhook"
+        )
+    )
+
+
+def email_retry_delay(attempts: int) -> timedelta:
+    return timedelta(seconds=min(30 * 2 ** max(0, attempts - 1), 3600))
+
+
+def send_pending_emails(now: datetime, report: Report) -> None:
+    groups: dict[tuple[object, str], list[Reminder]] = defaultdict(list)
+    for reminder in _claim_unsent(now):
+        groups[reminder.organization_id, reminder.kind].append(reminder)
+    for (_org_id, kind), reminders in groups.items():
+        organization: Organization = reminders[0].organization
+        creators = {r.api_key.created_by_id for r in reminders if r.api_key is not None}
+        to = mail.recipients(organization.id, {c for c in creators if c})
+        ids = [r.pk for r in reminders]
+        try:
+            if to:
+                mail.send_reminder_email(kind, organization, reminders, to)
+        except Exception as exc:
+            reason = type(exc).__name__
+            mail.count_email_failure(reason)
+            report.email_failures += 1
+            logger.warning(
+                "reminder email failed: %s", reason, extra={"organization_id": str(organization.id)}
+            )
+            for reminder in reminders:
+                attempts = reminder.email_attempts + 1
+                Reminder.objects.filter(pk=reminder.pk).update(
+                    email_attempts=attempts,
+                    next_email_at=timezone.now() + email_retry_delay(attempts),
+                    locked_until=None,
+                    last_error=reason[:200],
+                )
+            continue
+        Reminder.objects.filter(pk__in=ids).update(
+            emailed_at=timezone.now(), locked_until=None, last_error=""
+        )
+        report.emails_sent += len(to)
+
+
+def run_urgent_checks(now: datetime | None = None) -> Report:
+    now = now or timezone.now()
+    report = Report()
+    find_urgent(now, report)
+    send_pending_emails(now, report)
+    return report
+
+
+def run_all_checks(now: datetime | None = None) -> Report:
+    """Every check, then every pending email: what `send_notifications` runs."""
+    now = now or timezone.now()
+    report = Report()
+    find_urgent(now, report)
+    find_scheduled(now, report)
+    send_pending_emails(now, report)
+    return report

@@ -1,0 +1,96 @@
+"""`python manage.py run_worker`: webhook deliveries, emails and the scheduled checks.
+
+The one long-running process besides the web server; run as many as you like.
+Tasks live in the database (django-tasks' ORM backend): a worker claims one
+with SELECT … FOR UPDATE SKIP LOCKED on PostgreSQL (an exclusive transaction on
+SQLite), so two workers never run the same task. Between batches it queues the
+periodic checks that are due (apps.notifications.tasks.enqueue_due).
+
+SIGTERM or SIGINT: the task being run is finished, then the worker exits; a
+second signal stops it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand
+from django.db import DatabaseError, close_old_connections
+from django.utils.crypto import get_random_string
+from django_tasks_db.management.commands.db_worker import Worker
+from django_tasks_db.models import DBTaskResult
+
+from apps.notifications.tasks import CHECKS_EVERY, URGENT_EVERY, enqueue_due
+
+logger = logging.getLogger("sigsentry.worker")
+
+#: Tasks run between two looks at the schedules.
+TASKS_PER_ROUND = 20
+OUTAGE_PAUSE_SECONDS = 5.0
+
+
+class Command(BaseCommand):
+    help = "Run the worker: webhook deliveries, notification emails and scheduled checks."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--poll-interval",
+            type=float,
+            default=1.0,
+            help="Seconds to wait when no task is ready (default 1).",
+        )
+        parser.add_argument(
+            "--checks-every",
+            type=float,
+            default=CHECKS_EVERY.total_seconds(),
+            help="Seconds between the expiry/unused/legacy checks (default 300).",
+        )
+        parser.add_argument(
+            "--urgent-every",
+            type=float,
+            default=URGENT_EVERY.total_seconds(),
+            help="Seconds between leak-report and disabled-webhook checks (default 15).",
+        )
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="Queue what is due, run every ready task, then exit (for cron and tests).",
+        )
+
+    def handle(self, *args, poll_interval, checks_every, urgent_every, once, **options):
+        worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{get_random_string(8)}"
+        every = {
+            "checks_every": timedelta(seconds=checks_every),
+            "urgent_every": timedelta(seconds=urgent_every),
+        }
+        logger.warning("worker %s started", worker_id)
+        while True:
+            worker = Worker(
+                queue_names=["default"],
+                interval=0,
+                batch=True,
+                backend_name="default",
+                startup_delay=False,
+                max_tasks=TASKS_PER_ROUND,
+                worker_id=worker_id,
+                excluded_queue_names=[],
+            )
+            worker.configure_signals()
+            try:
+                enqueue_due(**every)
+                worker.run()
+                more = worker.running and DBTaskResult.objects.ready().exists()
+            except DatabaseError:
+                logger.exception("worker: database unavailable; retrying")
+                close_old_connections()
+                time.sleep(OUTAGE_PAUSE_SECONDS)
+                continue
+            if not worker.running or (once and not more):
+                break
+            if not more:
+                time.sleep(poll_interval)
+        logger.warning("worker %s stopped", worker_id)

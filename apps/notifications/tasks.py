@@ -1,0 +1,88 @@
+"""The worker's periodic jobs: queued tasks, claimed once per run by one worker.
+
+`enqueue_due` is called by every `run_worker` loop. Each schedule is one row
+whose `next_run_at` a conditional UPDATE moves forward: the worker whose UPDATE
+changed the row queues the run (in the same transaction), the others do nothing.
+Running the job as a task means SIGTERM lets it finish, like any other task.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_tasks import task
+
+from apps.apikeys.usage import flush_usage, prune_usage
+from apps.notifications import checks
+from apps.notifications.models import Schedule
+from apps.webhooks.delivery import requeue_overdue
+
+logger = logging.getLogger("sigsentry.notifications")
+
+#: Expiry, unused and legacy checks (SPEC §4.11: every 5 minutes).
+CHECKS_EVERY = timedelta(minutes=5)
+#: Leak-report and disabled-webhook emails must go out within a minute.
+URGENT_EVERY = timedelta(seconds=15)
+
+
+#: Key usage counters copied to the database (SPEC §4.9: a Redis restart loses nothing
+#: older than a minute).
+USAGE_EVERY = timedelta(seconds=30)
+
+
+#: Ahead of webhook deliveries, so a delivery backlog does not hold up emails.
+PRIORITY = 10
+
+
+@task(priority=PRIORITY)
+def scheduled_checks() -> str:
+    report = checks.run_all_checks()
+    requeued = requeue_overdue()
+    if requeued:
+        logger.warning("requeued %d overdue webhook deliveries", requeued)
+    return str(report)
+
+
+@task(priority=PRIORITY)
+def urgent_checks() -> str:
+    return str(checks.run_urgent_checks())
+
+
+@task(priority=PRIORITY)
+def copy_usage() -> str:
+    return f"copied {flush_usage()} counters, pruned {prune_usage()} rows"
+
+
+def schedules(checks_every: timedelta, urgent_every: timedelta):
+    return (
+        ("notifications.checks", checks_every, scheduled_checks),
+        ("notifications.urgent", urgent_every, urgent_checks),
+        ("usage.copy", USAGE_EVERY, copy_usage),
+    )
+
+
+def enqueue_due(
+    now: datetime | None = None,
+    *,
+    checks_every: timedelta = CHECKS_EVERY,
+    urgent_every: timedelta = URGENT_EVERY,
+) -> list[str]:
+    """Queue each schedule whose time has come, once across all workers; names queued."""
+    now = now or timezone.now()
+    queued = []
+    for name, every, job in schedules(checks_every, urgent_every):
+        try:
+            with transaction.atomic():
+                Schedule.objects.get_or_create(name=name, defaults={"next_run_at": now})
+        except IntegrityError:
+            pass  # another worker created it at the same moment
+        with transaction.atomic():
+            if Schedule.objects.filter(name=name, next_run_at__lte=now).update(
+                next_run_at=now + every
+            ):
+                job.enqueue()
+                queued.append(name)
+    return queued

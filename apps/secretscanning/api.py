@@ -1,0 +1,116 @@
+"""`POST /v1/secret-scanning/github`: GitHub reports SigSentry keys found in public code.
+
+Order: the signature over the raw body is checked before anything else reads
+it (401 SIGNATURE_INVALID, nothing happens); then the body must be a JSON list
+of at most 1000 `{token, type, url, source}` objects (400); then every token is
+handled as a leak report (secret keys revoked, SDK keys flagged, the `url` in
+the audit event, owners emailed by the worker) in one query, and the answer
+labels each token for GitHub.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from apps.apikeys.services import LeakCandidate, candidate_digest, handle_leak_reports
+from apps.secretscanning import github
+from core.api import ApiView
+from core.errors import SignatureInvalid, ValidationFailed
+from core.openapi import error_responses
+
+MAX_TOKENS = 1000
+FIELD_LIMITS = {"token": 512, "type": 100, "url": 2048, "source": 100}
+REPORTER = "GitHub secret scanning"
+
+
+def parse_report(body: bytes) -> list[dict[str, str]]:
+    try:
+        items = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ValidationFailed({"body": ["Send a JSON array."]}) from exc
+    if not isinstance(items, list):
+        raise ValidationFailed({"body": ["Send a JSON array."]})
+    if len(items) > MAX_TOKENS:
+        raise ValidationFailed({"body": [f"At most {MAX_TOKENS} tokens per report."]})
+    cleaned = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("token"), str):
+            raise ValidationFailed({"body": [f"Item {index} needs a string `token`."]})
+        for name, limit in FIELD_LIMITS.items():
+            value = item.get(name, "")
+            if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+                raise ValidationFailed(
+                    {"body": [f"Item {index}: `{name}` must be a string of at most {limit}."]}
+                )
+        cleaned.append({name: item.get(name, "") for name in FIELD_LIMITS})
+    return cleaned
+
+
+class ReportItemSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=512)
+    type = serializers.CharField(max_length=100)
+    url = serializers.CharField(max_length=2048, help_text="Where GitHub found the token.")
+    source = serializers.CharField(max_length=100)
+
+
+class LabelSerializer(serializers.Serializer):
+    token_raw = serializers.CharField()
+    token_type = serializers.CharField()
+    label = serializers.ChoiceField(choices=["true_positive", "false_positive"])
+
+
+class GitHubSecretScanningView(ApiView):
+    authentication_classes = []
+    permission_classes = []
+
+    @extend_schema(
+        operation_id="secret_scanning_github",
+        summary="GitHub secret-scanning partner endpoint",
+        description=(
+            "Called by GitHub with a signed list of tokens it found in public code (at most "
+            "1000). Secret keys among them are revoked, SDK keys flagged; each token is "
+            "labelled `true_positive` (a SigSentry key) or `false_positive`."
+        ),
+        tags=["keys"],
+        parameters=[
+            OpenApiParameter(github.KEY_ID_HEADER, str, OpenApiParameter.HEADER, required=True),
+            OpenApiParameter(
+                github.SIGNATURE_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="Base64 ECDSA P-256 / SHA-256 signature of the raw body.",
+            ),
+        ],
+        request=ReportItemSerializer(many=True),
+        responses={200: LabelSerializer(many=True), **error_responses(400, 401)},
+    )
+    def post(self, request):
+        body = request.body
+        if not github.verify(
+            body,
+            request.headers.get(github.KEY_ID_HEADER),
+            request.headers.get(github.SIGNATURE_HEADER),
+        ):
+            raise SignatureInvalid()
+        items = parse_report(body)
+        outcome = handle_leak_reports(
+            reports=[LeakCandidate(item["token"], item["url"]) for item in items],
+            reporter=REPORTER,
+            request=request._request,
+        )
+        return Response([_label(item, outcome.known_digests) for item in items])
+
+
+def _label(item: dict[str, Any], known: frozenset[str]) -> dict[str, str]:
+    digest = candidate_digest(item["token"])
+    return {
+        "token_raw": item["token"],
+        "token_type": item["type"],
+        "label": "true_positive" if digest is not None and digest in known else "false_positive",
+    }

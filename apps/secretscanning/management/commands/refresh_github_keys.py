@@ -1,0 +1,65 @@
+"""`python manage.py refresh_github_keys`: fetch GitHub's secret-scanning public keys.
+
+Writes GitHub's JSON document to `GITHUB_SECRET_SCANNING_KEYS` (or `--output`)
+after checking that every key is an ECDSA P-256 public key; the file is
+replaced atomically, and a bad answer leaves the old file in place. Run it from
+cron (daily is plenty: GitHub announces rotations in advance).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.secretscanning.github import parse_keys_document
+
+GITHUB_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
+MAX_DOCUMENT_BYTES = 1024 * 1024
+
+
+class Command(BaseCommand):
+    help = "Fetch GitHub's secret-scanning public keys into GITHUB_SECRET_SCANNING_KEYS."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default=GITHUB_KEYS_URL, help="Where to fetch the keys.")
+        parser.add_argument(
+            "--output", default="", help="File to write (default: GITHUB_SECRET_SCANNING_KEYS)."
+        )
+        parser.add_argument("--timeout", type=float, default=10.0)
+
+    def handle(self, *args, url, output, timeout, **options):
+        output = output or settings.GITHUB_SECRET_SCANNING_KEYS
+        if not output:
+            raise CommandError("Set GITHUB_SECRET_SCANNING_KEYS or pass --output.")
+        if not url.startswith(("https://", "http://")):
+            raise CommandError("--url must be an http(s) URL.")
+        request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
+            url,
+            headers={"Accept": "application/json", "User-Agent": "SigSentry-refresh-github-keys"},
+        )
+        token = os.environ.get("GITHUB_TOKEN")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                raw = response.read(MAX_DOCUMENT_BYTES + 1)
+        except OSError as exc:
+            raise CommandError(f"Could not fetch the keys: {exc}") from exc
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            raise CommandError("The answer is too large to be GitHub's key list.")
+        try:
+            keys = parse_keys_document(raw)
+        except ValueError as exc:
+            raise CommandError(f"Not GitHub's public_keys document: {exc}") from exc
+        target = Path(output)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".tmp") as tmp:
+            tmp.write(raw)
+        os.chmod(tmp.name, 0o644)
+        os.replace(tmp.name, target)
+        self.stdout.write(f"{len(keys)} key(s) written to {target}")

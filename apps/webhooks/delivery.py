@@ -1,0 +1,169 @@
+"""Delivering one event to one webhook: lease, sign, POST, record, retry or give up.
+
+At least once: the outcome and the next attempt's queued task are written in
+one transaction, so a crash leaves the delivery either recorded or still due.
+Never twice at once: an attempt first takes the row's lease with a conditional
+UPDATE (`locked_until`), which exactly one worker wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from datetime import datetime, timedelta
+
+from cryptography.fernet import InvalidToken
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django_tasks import task
+
+from apps.audit.models import AuditEvent
+from apps.audit.services import Action, record_event
+from apps.webhooks import crypto, outbound, urlsafety
+from apps.webhooks.metrics import count_delivery_failure
+from apps.webhooks.models import Delivery, DeliveryStatus, Webhook
+
+logger = logging.getLogger("sigsentry.webhooks")
+
+RETRY_FOR = timedelta(hours=24)
+LEASE = timedelta(seconds=60)
+FIRST_RETRY_SECONDS = 10
+MAX_RETRY_SECONDS = 3600
+DISABLE_AFTER_FAILED_EVENTS = 100
+#: A pending delivery this far past due has lost its queued task (a worker died mid-attempt).
+OVERDUE = timedelta(minutes=5)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff with jitter: ~10 s, 20 s, 40 s … capped at an hour, ±25 %."""
+    base = min(FIRST_RETRY_SECONDS * 2 ** max(0, attempts - 1), MAX_RETRY_SECONDS)
+    return timedelta(seconds=base * random.uniform(0.75, 1.25))
+
+
+def enqueue_delivery(delivery_id: uuid.UUID | str, run_after: datetime | None = None) -> None:
+    """Queue an attempt; inside the caller's transaction, like the rows it belongs to."""
+    runner = deliver_webhook.using(run_after=run_after) if run_after else deliver_webhook
+    runner.enqueue(str(delivery_id))
+
+
+def _claim(delivery_id: str, now: datetime) -> bool:
+    return bool(
+        Delivery.objects.filter(
+            Q(locked_until__isnull=True) | Q(locked_until__lt=now),
+            pk=delivery_id,
+            status=DeliveryStatus.PENDING,
+            next_attempt_at__lte=now,
+        ).update(locked_until=now + LEASE)
+    )
+
+
+def attempt_delivery(delivery_id: str) -> str:
+    """One attempt if the delivery is due and unclaimed; returns what happened (for logs)."""
+    now = timezone.now()
+    if not _claim(delivery_id, now):
+        return "skipped"
+    delivery = Delivery.objects.select_related("event", "webhook").get(pk=delivery_id)
+    webhook = delivery.webhook
+    if not webhook.is_enabled:
+        Delivery.objects.filter(pk=delivery.pk).update(
+            status=DeliveryStatus.FAILED, last_error="webhook disabled", locked_until=None
+        )
+        return "webhook disabled"
+    body = delivery.event.body()
+    try:
+        target = urlsafety.resolve(webhook.url)  # DNS may have changed since creation
+        secret = crypto.decrypt_secret(webhook.secret_ciphertext)
+    except urlsafety.UnsafeUrl:
+        outcome = outbound.Outcome(None, "address not allowed")
+    except InvalidToken:
+        outcome = outbound.Outcome(None, "secret unreadable (SECRET_KEY changed)")
+    else:
+        header = crypto.signature(secret, int(time.time()), body)
+        outcome = outbound.post(target, body, {crypto.SIGNATURE_HEADER: header})
+    _record(delivery, outcome, timezone.now())
+    return "delivered" if outcome.ok else (outcome.error or f"http {outcome.status_code}")
+
+
+def _record(delivery: Delivery, outcome: outbound.Outcome, now: datetime) -> None:
+    attempt = {
+        "attempts": F("attempts") + 1,
+        "last_status_code": outcome.status_code,
+        "last_error": outcome.error[:200],
+        "last_attempt_at": now,
+        "locked_until": None,
+    }
+    rows = Delivery.objects.filter(pk=delivery.pk)
+    with transaction.atomic():
+        if outcome.ok:
+            rows.update(status=DeliveryStatus.DELIVERED, **attempt)
+            Webhook.objects.filter(pk=delivery.webhook_id, consecutive_failures__gt=0).update(
+                consecutive_failures=0
+            )
+            return
+        reason = outcome.error or f"http {outcome.status_code}"
+        count_delivery_failure(reason)
+        logger.info(
+            "webhook delivery failed: %s",
+            reason,
+            extra={"webhook_id": str(delivery.webhook_id), "event_id": str(delivery.event_id)},
+        )
+        if now - delivery.event.created_at >= RETRY_FOR:
+            rows.update(status=DeliveryStatus.FAILED, **attempt)
+            Webhook.objects.filter(pk=delivery.webhook_id).update(
+                consecutive_failures=F("consecutive_failures") + 1
+            )
+            webhook = Webhook.objects.select_for_update().get(pk=delivery.webhook_id)
+            if webhook.is_enabled and webhook.consecutive_failures >= DISABLE_AFTER_FAILED_EVENTS:
+                disable_webhook(webhook=webhook, now=now)
+            return
+        next_attempt_at = now + retry_delay(delivery.attempts + 1)
+        rows.update(next_attempt_at=next_attempt_at, **attempt)
+        enqueue_delivery(delivery.pk, run_after=next_attempt_at)
+
+
+def disable_webhook(*, webhook: Webhook, now: datetime) -> None:
+    """Stop sending to a dead endpoint (as Stripe does); the owners are emailed by the worker."""
+    with transaction.atomic():
+        if not Webhook.objects.filter(pk=webhook.pk, disabled_at__isnull=True).update(
+            disabled_at=now
+        ):
+            return
+        Delivery.objects.filter(webhook=webhook, status=DeliveryStatus.PENDING).update(
+            status=DeliveryStatus.FAILED, last_error="webhook disabled", locked_until=None
+        )
+        record_event(
+            action=Action.WEBHOOK_DISABLED,
+            organization_id=webhook.organization_id,
+            actor_type=AuditEvent.ActorType.SYSTEM,
+            target_type="webhook",
+            target_id=webhook.id,
+            target_label=webhook.url_host,
+            details={"consecutiveFailedEvents": webhook.consecutive_failures},
+        )
+    logger.warning("webhook disabled after failed events", extra={"webhook_id": str(webhook.pk)})
+
+
+def requeue_overdue(now: datetime | None = None) -> int:
+    """Queue again the pending deliveries whose task was lost; a duplicate attempt is a no-op."""
+    now = now or timezone.now()
+    overdue = list(
+        Delivery.objects.filter(
+            Q(locked_until__isnull=True) | Q(locked_until__lt=now),
+            status=DeliveryStatus.PENDING,
+            next_attempt_at__lt=now - OVERDUE,
+        ).values_list("pk", flat=True)[:1000]
+    )
+    with transaction.atomic():
+        # Due now, so the next sweep does not queue them again while this task waits.
+        Delivery.objects.filter(pk__in=overdue).update(next_attempt_at=now)
+        for delivery_id in overdue:
+            enqueue_delivery(delivery_id)
+    return len(overdue)
+
+
+@task()
+def deliver_webhook(delivery_id: str) -> str:
+    return attempt_delivery(delivery_id)

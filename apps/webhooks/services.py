@@ -1,0 +1,162 @@
+"""Writes on webhooks (SPEC §4.11): create, delete, re-enable, and the key-event outbox.
+
+Invariants: the plaintext secret exists only in the `CreatedWebhook` that
+`create_webhook` returns (the row holds a Fernet token); audit events and logs
+name a webhook by its host, never by its full URL (a path can hold a token).
+
+`record_key_events` is called by apps.apikeys inside the transaction that
+changed the key, with the key object already serialized (apps.apikeys owns that
+shape); it writes the event, one delivery per subscribed webhook and a queued
+task per delivery, all in that same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from apps.audit.services import Action, record_event
+from apps.orgs.models import Organization
+from apps.webhooks import crypto, urlsafety
+from apps.webhooks.delivery import enqueue_delivery
+from apps.webhooks.models import Delivery, Event, EventType, Webhook
+from core.errors import ValidationFailed
+
+MAX_WEBHOOKS_PER_ORGANIZATION = 20
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedWebhook:
+    webhook: Webhook
+    secret: str  # shown once, never stored in clear
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEvent:
+    """What happened to a key; `key` is the SPEC §4.3 key object (never the key itself)."""
+
+    type: str
+    organization_id: Any
+    key: dict[str, Any]
+
+
+def validate_url(url: Any) -> str:
+    try:
+        urlsafety.resolve(url)
+    except urlsafety.UnsafeUrl as exc:
+        raise ValidationFailed({"url": [str(exc)]}) from exc
+    return url.strip()
+
+
+def validate_events(events: Any) -> list[str]:
+    if not isinstance(events, list | tuple) or not events:
+        raise ValidationFailed({"events": ["Choose at least one event."]})
+    unknown = [e for e in events if not isinstance(e, str) or e not in EventType.values]
+    if unknown:
+        raise ValidationFailed({"events": [f"Unknown event: {str(e)[:60]}" for e in unknown[:5]]})
+    return [e for e in EventType.values if e in events]
+
+
+def create_webhook(
+    *,
+    actor: Any,
+    organization: Organization,
+    url: Any,
+    events: Any,
+    request: HttpRequest | None = None,
+) -> CreatedWebhook:
+    events = validate_events(events)
+    url = validate_url(url)
+    secret = crypto.generate_secret()
+    with transaction.atomic():
+        Organization.objects.select_for_update().filter(pk=organization.pk).first()
+        if Webhook.objects.filter(organization=organization).count() >= (
+            MAX_WEBHOOKS_PER_ORGANIZATION
+        ):
+            raise ValidationFailed(
+                {"url": [f"At most {MAX_WEBHOOKS_PER_ORGANIZATION} webhooks per organization."]}
+            )
+        webhook = Webhook.objects.create(
+            organization=organization,
+            url=url,
+            events=events,
+            secret_ciphertext=crypto.encrypt_secret(secret),
+            created_by=actor,
+        )
+        _audit(Action.WEBHOOK_CREATED, webhook, actor, request, {"events": events})
+    return CreatedWebhook(webhook=webhook, secret=secret)
+
+
+def delete_webhook(*, actor: Any, webhook: Webhook, request: HttpRequest | None = None) -> None:
+    """Remove the webhook and its delivery log; queued attempts find nothing and stop."""
+    with transaction.atomic():
+        if Webhook.objects.filter(pk=webhook.pk).delete()[0]:
+            _audit(Action.WEBHOOK_DELETED, webhook, actor, request, {})
+
+
+def enable_webhook(*, actor: Any, webhook: Webhook, request: HttpRequest | None = None) -> Webhook:
+    """Re-enable a disabled webhook: new events go out again, the failure count restarts."""
+    with transaction.atomic():
+        if Webhook.objects.filter(pk=webhook.pk, disabled_at__isnull=False).update(
+            disabled_at=None, consecutive_failures=0
+        ):
+            _audit(Action.WEBHOOK_ENABLED, webhook, actor, request, {})
+    webhook.refresh_from_db()
+    return webhook
+
+
+def _audit(action: str, webhook: Webhook, actor: Any, request, details: dict) -> None:
+    record_event(
+        action=action,
+        organization_id=webhook.organization_id,
+        actor_user=actor,
+        target_type="webhook",
+        target_id=webhook.id,
+        target_label=webhook.url_host,
+        request=request,
+        details=details,
+    )
+
+
+def record_key_events(events: Iterable[KeyEvent], now: datetime | None = None) -> list[Event]:
+    """The outbox write: events, their deliveries and the queued attempts, in one transaction."""
+    events = list(events)
+    if not events:
+        return []
+    now = now or timezone.now()
+    with transaction.atomic():
+        rows = Event.objects.bulk_create(
+            Event(
+                organization_id=uuid.UUID(str(e.organization_id)),
+                type=e.type,
+                data={"key": e.key},
+                created_at=now,
+            )
+            for e in events
+        )
+        webhooks = list(
+            Webhook.objects.filter(
+                organization_id__in={row.organization_id for row in rows},
+                disabled_at__isnull=True,
+            ).only("id", "organization_id", "events")
+        )
+        deliveries = Delivery.objects.bulk_create(
+            Delivery(event=row, webhook=webhook, next_attempt_at=now, created_at=now)
+            for row in rows
+            for webhook in webhooks
+            if webhook.organization_id == row.organization_id and row.type in webhook.events
+        )
+        for delivery in deliveries:
+            enqueue_delivery(delivery.pk)
+    return rows
+
+
+def record_key_event(*, event_type: str, organization_id: Any, key: dict[str, Any]) -> Event:
+    return record_key_events([KeyEvent(event_type, organization_id, key)])[0]

@@ -1,0 +1,126 @@
+"""Where a webhook may point (SSRF guard), checked at creation and again at every delivery.
+
+A URL must be `https://`, carry no user name or password, and every address its
+host resolves to must be public: no loopback, private (RFC 1918), link-local
+(cloud metadata at 169.254.169.254 included), CGNAT (100.64.0.0/10), multicast,
+reserved, unspecified or IPv6 unique-local address, nor an IPv6 form that embeds
+one (IPv4-mapped, NAT64, 6to4). Deliveries connect to the very address that was
+checked (no second resolution an attacker's DNS could answer differently) and
+never follow redirects.
+
+`WEBHOOKS_ALLOW_PRIVATE=true` (development and tests only) lifts the address
+rule and allows `http://`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+MAX_URL_LENGTH = 2048
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_TEREDO = ipaddress.ip_network("2001::/32")
+
+
+class UnsafeUrl(ValueError):
+    """The URL may not be used; the message is safe to show to the webhook's owner."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str  # path and query, what goes on the request line
+    addresses: tuple[str, ...]
+
+
+def is_public_address(text: str) -> bool:
+    """True only for a globally routable unicast address."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            if not is_public_address(str(ip.sixtofour)):
+                return False
+        elif ip in _TEREDO or any(ip in net for net in _NAT64):
+            return False
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
+        return False
+    return (
+        ip.is_global
+        and not ip.is_private
+        and not ip.is_loopback
+        and not ip.is_link_local
+        and not ip.is_multicast
+        and not ip.is_reserved
+        and not ip.is_unspecified
+        and not (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
+    )
+
+
+def allow_private() -> bool:
+    return bool(settings.WEBHOOKS_ALLOW_PRIVATE)
+
+
+def parse_url(url: object) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) of a webhook URL, or UnsafeUrl. No network use."""
+    if not isinstance(url, str) or not url.strip():
+        raise UnsafeUrl("A URL is required.")
+    url = url.strip()
+    if len(url) > MAX_URL_LENGTH:
+        raise UnsafeUrl(f"At most {MAX_URL_LENGTH} characters.")
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise UnsafeUrl("The URL may not contain spaces or control characters.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeUrl("Not a valid URL.") from exc
+    scheme = parts.scheme.lower()
+    allowed = ("https", "http") if allow_private() else ("https",)
+    if scheme not in allowed:
+        raise UnsafeUrl("The URL must start with https://.")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeUrl("The URL may not contain a user name or password.")
+    if parts.fragment:
+        raise UnsafeUrl("The URL may not contain a #fragment.")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise UnsafeUrl("The URL needs a host name.")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return scheme, host, port or (443 if scheme == "https" else 80), path
+
+
+def resolve(url: object) -> Target:
+    """Parse, resolve and check every address; UnsafeUrl if any is not allowed.
+
+    The addresses are those the delivery connects to.
+    """
+    scheme, host, port, path = parse_url(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise UnsafeUrl("The host name does not resolve.") from exc
+    addresses = tuple(dict.fromkeys(info[4][0] for info in infos))
+    if not addresses:
+        raise UnsafeUrl("The host name does not resolve.")
+    if not allow_private():
+        for address in addresses:
+            if not is_public_address(address):
+                raise UnsafeUrl(
+                    "The URL must point to a public address (not loopback, private, "
+                    "link-local or multicast)."
+                )
+    return Target(scheme=scheme, host=host, port=port, path=path, addresses=addresses)

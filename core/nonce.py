@@ -1,0 +1,50 @@
+"""One-time form nonces for dashboard forms that reveal a secret once (a key, a webhook secret).
+
+A resubmitted POST (reload, back button, double click) must never create a
+second secret: each such form carries a signed, user-bound random token that is
+accepted once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from django.core import signing
+from django.core.cache import cache
+from django.http import HttpRequest
+
+logger = logging.getLogger("sigsentry.dashboard")
+
+NONCE_SALT = "sigsentry.dashboard.secret-form"
+NONCE_MAX_AGE = 12 * 3600
+
+
+def issue_nonce(request: HttpRequest) -> str:
+    """A signed, user-bound random token for one secret-producing submission."""
+    payload = {"u": str(request.principal.user.pk), "n": secrets.token_urlsafe(16)}
+    return signing.dumps(payload, salt=NONCE_SALT)
+
+
+def consume_nonce(request: HttpRequest) -> str:
+    """`fresh` exactly once per issued nonce; then `used`. `invalid` if forged or stale.
+
+    The first use is claimed with `cache.add`, which is atomic (one of two
+    concurrent submissions wins) and shared by every process when the cache
+    is Redis. If the cache is unreachable the submission counts as fresh: the
+    worst case is a duplicate key, never a key shown twice.
+    """
+    try:
+        payload = signing.loads(
+            request.POST.get("nonce", ""), salt=NONCE_SALT, max_age=NONCE_MAX_AGE
+        )
+    except signing.BadSignature:
+        return "invalid"
+    if not isinstance(payload, dict) or payload.get("u") != str(request.principal.user.pk):
+        return "invalid"
+    try:
+        claimed = cache.add(f"dashboard:nonce:{payload['n']}", 1, timeout=NONCE_MAX_AGE + 60)
+    except Exception:
+        logger.warning("nonce cache unavailable; treating the submission as fresh")
+        return "fresh"
+    return "fresh" if claimed else "used"

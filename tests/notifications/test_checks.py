@@ -1,0 +1,202 @@
+"""Scheduled notification checks and their emails (SPEC §4.11), with a real SMTP server."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey
+from apps.apikeys.services import report_leaked_keys, roll_key
+from apps.notifications import checks, mail
+from apps.notifications.models import Reminder
+from apps.webhooks.models import Event, Webhook
+from core.permissions import Role
+from tests.factories import MembershipFactory, make_key, make_legacy_key
+from tests.outbound import text_of
+
+pytestmark = pytest.mark.django_db
+
+
+def subjects(smtp) -> list[str]:
+    return sorted(str(m["Subject"]) for m in smtp.messages)
+
+
+def test_7_day_and_1_day_reminders_go_out_once_each(smtp, owner, project):
+    now = timezone.now()
+    soon, soon_text = make_key(
+        KeyKind.SECRET, project=project, name="Weekly", expires_at=now + timedelta(days=5)
+    )
+    _tomorrow, tomorrow_text = make_key(
+        KeyKind.SECRET, project=project, name="Nightly", expires_at=now + timedelta(hours=20)
+    )
+    make_key(KeyKind.SECRET, project=project, name="Far", expires_at=now + timedelta(days=30))
+
+    call_command("send_notifications")
+    call_command("send_notifications")
+
+    assert subjects(smtp) == [
+        "An API key of Acme expires in 7 days",
+        "An API key of Acme expires tomorrow",
+    ]
+    [week] = [m for m in smtp.messages if "7 days" in str(m["Subject"])]
+    plain, html = text_of(week)
+    assert "Weekly" in plain and soon.prefix in plain and "Checkout" in plain
+    assert f"https://sigsentry.test/projects/{project.id}/api-keys/" in plain
+    assert "Weekly" in html and soon.prefix in html
+    for message in smtp.messages:
+        assert str(message["To"]) == owner.email
+        raw = message.as_string()
+        assert soon_text not in raw and tomorrow_text not in raw
+    assert Event.objects.filter(type="key.expiring").count() == 2
+
+    # Three days later the weekly key enters its last day: now the 1-day notice.
+    checks.run_all_checks(now + timedelta(days=4, hours=6))
+    assert subjects(smtp).count("An API key of Acme expires tomorrow") == 2
+    checks.run_all_checks(now + timedelta(days=4, hours=7))
+    assert len(smtp.messages) == 3
+
+
+def test_a_rolled_keys_grace_expiry_is_not_announced(smtp, owner, project):
+    old, _ = make_key(KeyKind.SECRET, project=project)
+    roll_key(actor=owner, api_key=old, grace_seconds=3600)
+
+    checks.run_all_checks()
+
+    assert smtp.messages == []
+
+
+def test_unused_keys_are_announced_once_per_idle_spell(smtp, owner, project):
+    now = timezone.now()
+    idle, _ = make_key(KeyKind.SECRET, project=project, name="Idle")
+    ApiKey.objects.filter(pk=idle.pk).update(created_at=now - timedelta(days=200))
+    used, _ = make_key(KeyKind.SECRET, project=project, name="Busy")
+    ApiKey.objects.filter(pk=used.pk).update(
+        created_at=now - timedelta(days=200), last_used_at=now - timedelta(days=3)
+    )
+
+    checks.run_all_checks(now)
+    checks.run_all_checks(now)
+
+    assert subjects(smtp) == ["An API key of Acme unused for 90 days"]
+    assert "Idle" in text_of(smtp.messages[0])[0]
+    assert "Busy" not in text_of(smtp.messages[0])[0]
+    assert Event.objects.filter(type="key.unused").count() == 1
+
+    ApiKey.objects.filter(pk=idle.pk).update(last_used_at=now - timedelta(days=91))
+    checks.run_all_checks(now)
+    assert len(smtp.messages) == 2
+
+
+def test_legacy_sunset_is_announced_30_and_7_days_before_once_per_organization(
+    smtp, settings, owner, project, other_project
+):
+    sunset = settings.LEGACY_KEYS_SUNSET_AT
+    in_use = {"last_used_at": sunset - timedelta(days=1)}  # no "unused" notice in this test
+    make_legacy_key(project, plaintext="tb_" + "a" * 30, **in_use)
+    make_legacy_key(other_project, plaintext="tb_" + "b" * 30, **in_use)
+
+    checks.run_all_checks(sunset - timedelta(days=40))
+    assert smtp.messages == []
+    checks.run_all_checks(sunset - timedelta(days=29))
+    checks.run_all_checks(sunset - timedelta(days=20))
+    checks.run_all_checks(sunset - timedelta(days=6))
+    checks.run_all_checks(sunset - timedelta(days=5))
+
+    assert subjects(smtp) == [
+        "Legacy API keys of Acme stop working in 30 days",
+        "Legacy API keys of Acme stop working in 7 days",
+    ]
+    plain, _ = text_of(smtp.messages[0])
+    assert f"https://sigsentry.test/orgs/{project.organization_id}/api-keys/" in plain
+
+
+def test_a_leak_report_emails_about_the_revoked_and_the_flagged_key(smtp, owner, member, project):
+    secret, secret_text = make_key(KeyKind.SECRET, project=project, name="Server", actor=member)
+    _sdk, sdk_text = make_key(KeyKind.PUBLIC, project=project, name="Website")
+
+    report_leaked_keys(candidates=[secret_text, sdk_text])
+    checks.run_urgent_checks()
+    checks.run_urgent_checks()
+
+    by_subject = {str(m["Subject"]): m for m in smtp.to(owner.email)}
+    assert set(by_subject) == {
+        "An API key of Acme revoked after a leak report",
+        "An API key of Acme reported as leaked",
+    }
+    revoked_text, _ = text_of(by_subject["An API key of Acme revoked after a leak report"])
+    assert "Server" in revoked_text and secret.prefix in revoked_text
+    flagged_text, _ = text_of(by_subject["An API key of Acme reported as leaked"])
+    assert "Website" in flagged_text and "keep working" in flagged_text
+    # The member created the revoked key: they hear about it, not about the SDK key.
+    assert [str(m["Subject"]) for m in smtp.to(member.email)] == [
+        "An API key of Acme revoked after a leak report"
+    ]
+    for message in smtp.messages:
+        assert secret_text not in message.as_string() and sdk_text not in message.as_string()
+    assert len(smtp.messages) == 3
+
+
+def test_a_creator_who_left_the_organization_is_not_emailed(smtp, owner, project):
+    leaver = MembershipFactory(organization=project.organization, role=Role.MEMBER)
+    _key, plaintext = make_key(KeyKind.SECRET, project=project, actor=leaver.user)
+    leaver.delete()
+
+    report_leaked_keys(candidates=[plaintext])
+    checks.run_urgent_checks()
+
+    assert [str(m["To"]) for m in smtp.messages] == [owner.email]
+
+
+def test_viewers_and_members_who_created_nothing_are_not_emailed(
+    smtp, owner, admin, member, viewer, outsider, project
+):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+
+    report_leaked_keys(candidates=[plaintext])
+    checks.run_urgent_checks()
+
+    assert sorted(str(m["To"]) for m in smtp.messages) == sorted([owner.email, admin.email])
+
+
+def test_an_smtp_outage_loses_no_reminder(smtp, settings, owner, project):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+    report_leaked_keys(candidates=[plaintext])
+    settings.EMAIL_PORT = smtp.port + 1 if smtp.port < 65535 else smtp.port - 1  # nobody there
+    before = sum(mail.email_failures.values())
+
+    report = checks.run_urgent_checks()
+
+    assert report.email_failures == 1 and sum(mail.email_failures.values()) == before + 1
+    reminder = Reminder.objects.get()
+    assert reminder.emailed_at is None and reminder.email_attempts == 1
+    assert smtp.messages == []
+
+    settings.EMAIL_PORT = smtp.port
+    checks.run_urgent_checks(timezone.now() + timedelta(minutes=5))
+    assert len(smtp.messages) == 1
+    reminder.refresh_from_db()
+    assert reminder.emailed_at is not None
+
+
+def test_owners_are_emailed_when_a_webhook_is_disabled(smtp, settings, owner, organization):
+    from apps.webhooks.delivery import disable_webhook
+    from apps.webhooks.services import create_webhook
+
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    webhook = create_webhook(
+        actor=owner, organization=organization, url="http://127.0.0.1:9/x", events=["key.minted"]
+    ).webhook
+    disable_webhook(webhook=webhook, now=timezone.now())
+    checks.run_urgent_checks()
+    checks.run_urgent_checks()
+
+    [message] = smtp.messages
+    assert str(message["Subject"]) == "A webhook of Acme was disabled"
+    plain, _ = text_of(message)
+    assert f"https://sigsentry.test/orgs/{organization.id}/webhooks/" in plain
+    assert "127.0.0.1" in plain and "/x" not in plain.split("127.0.0.1")[1][:3]
+    assert Webhook.objects.get().disabled_at is not None

@@ -1,0 +1,200 @@
+"""Real receivers for outbound traffic, all on 127.0.0.1: an HTTP endpoint, an SMTP
+server (aiosmtpd) and the `run_worker` process.
+
+Tests never send anything to another address: SSRF refusals are tested by
+validation of literal addresses, which needs no traffic.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import hmac
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+
+from tests.servers import ROOT, free_port, test_database_url
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint answering `status` (after `delay` seconds) and recording every POST."""
+
+    status: int = 200
+    delay: float = 0.0
+    requests: list[Received] = field(default_factory=list)
+    in_flight: int = 0  # requests read but not yet answered
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                receiver.in_flight += 1
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                receiver.requests.append(Received(self.path, dict(self.headers.items()), body))
+                receiver.in_flight -= 1
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            do_GET = do_POST
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/sigsentry"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(self.requests)
+
+
+class _SmtpHandler:
+    def __init__(self, sink: SmtpSink) -> None:
+        self.sink = sink
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.sink.messages.append(message)
+        return "250 Message accepted"
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.port = free_port()
+        self.controller = Controller(_SmtpHandler(self), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def settings(self) -> dict:
+        return {
+            "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "EMAIL_HOST": "127.0.0.1",
+            "EMAIL_PORT": self.port,
+            "EMAIL_USE_TLS": False,
+            "EMAIL_HOST_USER": "",
+            "EMAIL_HOST_PASSWORD": "",
+        }
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if address in str(m["To"])]
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> list[EmailMessage]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [m for m in self.messages if predicate(m)]
+            if found:
+                return found
+            time.sleep(0.1)
+        return []
+
+
+def text_of(message: EmailMessage) -> tuple[str, str]:
+    """(plain text, HTML) parts of a message."""
+    plain = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    return (plain.get_content() if plain else "", html.get_content() if html else "")
+
+
+def verify_signature(header: str, body: bytes, secret: str, tolerance: int = 300) -> bool:
+    """The README's verification example, as a receiver would write it."""
+    parts = dict(item.split("=", 1) for item in header.split(","))
+    timestamp, received = int(parts["t"]), parts["v1"]
+    if abs(time.time() - timestamp) > tolerance:
+        return False
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return hmac.compare_digest(expected.hexdigest(), received)
+
+
+class WorkerProcess:
+    """`python manage.py run_worker` on the test database, with fast schedules."""
+
+    def __init__(self, env: dict[str, str] | None = None, *args: str) -> None:
+        self.log_path = ROOT / "test-artifacts" / f"worker-{free_port()}.log"
+        inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+        self.env = {
+            **inherited,
+            "DJANGO_SETTINGS_MODULE": "sigsentry.test_settings",
+            "DATABASE_URL": test_database_url(),
+            "DEBUG": "false",
+            "WEBHOOKS_ALLOW_PRIVATE": "true",
+            "SITE_URL": "https://sigsentry.test",
+            **(env or {}),
+        }
+        self.args = args or ("--poll-interval", "0.2", "--urgent-every", "1")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        Path(self.log_path).parent.mkdir(exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_worker", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait: the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

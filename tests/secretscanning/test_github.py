@@ -1,0 +1,236 @@
+"""GitHub secret scanning (SPEC §4.12): signature first, then the report acts as a leak report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from apps.apikeys import keyformat
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey
+from apps.audit.models import AuditEvent
+from apps.webhooks.models import Event
+from tests.factories import make_key
+from tests.orgs.helpers import bearer_client, error_code, error_fields
+from tests.secretscanning.keys import SigningKey, write_keys
+
+pytestmark = pytest.mark.django_db
+
+URL = "/v1/secret-scanning/github"
+FOUND_AT = "https://github.com/someone/repo/blob/abc123/config.py#L4"
+
+
+@pytest.fixture
+def github_key(tmp_path, settings):
+    key = SigningKey.new("bcb53661c06b4728e59d897fb6165d5c9cda0fd9cdf9d09ead458168deb7518c")
+    rotated = SigningKey.new("90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a")
+    settings.GITHUB_SECRET_SCANNING_KEYS = str(write_keys(tmp_path / "keys.json", key, rotated))
+    return key
+
+
+def post(body: bytes, headers: dict[str, str]):
+    return APIClient().generic("POST", URL, body, content_type="application/json", **headers)
+
+
+def report_body(*tokens: str) -> bytes:
+    return json.dumps(
+        [
+            {"token": t, "type": "sigsentry_api_key", "url": FOUND_AT, "source": "content"}
+            for t in tokens
+        ]
+    ).encode()
+
+
+def nothing_changed() -> bool:
+    return (
+        not ApiKey.objects.filter(revoked_at__isnull=False).exists()
+        and not AuditEvent.objects.filter(action__startswith="key.")
+        .exclude(action="key.minted")
+        .exists()
+    )
+
+
+def test_a_valid_report_labels_tokens_revokes_secret_keys_and_keeps_sdk_keys(github_key, project):
+    secret, secret_text = make_key(KeyKind.SECRET, project=project)
+    org_key, org_text = make_key(KeyKind.ORGANIZATION, organization=project.organization)
+    sdk, sdk_text = make_key(KeyKind.PUBLIC, project=project)
+    stranger = keyformat.generate(KeyKind.SECRET)  # well-formed, never minted
+    body = report_body(secret_text, org_text, sdk_text, stranger, "not-a-key")
+
+    response = post(body, github_key.headers(body))
+
+    assert response.status_code == 200
+    assert response.json() == [
+        {"token_raw": secret_text, "token_type": "sigsentry_api_key", "label": "true_positive"},
+        {"token_raw": org_text, "token_type": "sigsentry_api_key", "label": "true_positive"},
+        {"token_raw": sdk_text, "token_type": "sigsentry_api_key", "label": "true_positive"},
+        {"token_raw": stranger, "token_type": "sigsentry_api_key", "label": "false_positive"},
+        {"token_raw": "not-a-key", "token_type": "sigsentry_api_key", "label": "false_positive"},
+    ]
+    for key in (secret, org_key, sdk):
+        key.refresh_from_db()
+    assert (secret.revoked_reason, org_key.revoked_reason) == ("leak_report", "leak_report")
+    assert sdk.revoked_at is None
+    sdk_works = bearer_client(sdk_text).get("/v1/me")
+    assert sdk_works.status_code == 200
+    revoked = AuditEvent.objects.filter(action="key.revoked_by_leak_report")
+    assert {e.details["url"] for e in revoked} == {FOUND_AT}
+    assert {e.actor_label for e in revoked} == {"GitHub secret scanning"}
+    flagged = AuditEvent.objects.get(action="key.leak_reported")
+    assert flagged.details["url"] == FOUND_AT
+    assert set(Event.objects.values_list("type", flat=True)) >= {
+        "key.revoked_by_leak_report",
+        "key.leak_reported",
+    }
+    assert secret_text not in str(AuditEvent.objects.values())
+
+
+def test_a_key_already_revoked_is_still_a_true_positive(github_key, project, owner):
+    from apps.apikeys.services import revoke_key
+
+    key, text = make_key(KeyKind.SECRET, project=project)
+    revoke_key(actor=owner, api_key=key)
+    body = report_body(text)
+
+    assert post(body, github_key.headers(body)).json()[0]["label"] == "true_positive"
+
+
+def test_a_signature_by_another_key_is_refused_and_changes_nothing(github_key, project):
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    body = report_body(text)
+    forger = SigningKey(github_key.identifier, SigningKey.new("x").private)
+
+    response = post(body, forger.headers(body))
+
+    assert response.status_code == 401
+    assert error_code(response) == "SIGNATURE_INVALID"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert nothing_changed()
+
+
+def test_an_unknown_key_identifier_is_refused(github_key, project):
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    body = report_body(text)
+    stranger = SigningKey.new("not-in-the-file")
+
+    response = post(body, stranger.headers(body))
+
+    assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
+    assert nothing_changed()
+
+
+def test_a_tampered_body_is_refused(github_key, project):
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    _other, other_text = make_key(KeyKind.SECRET, project=project)
+    signed = report_body(other_text)
+    tampered = report_body(text)
+
+    response = post(tampered, github_key.headers(signed))
+
+    assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
+    assert nothing_changed()
+
+
+KNOWN = "known-id"  # replaced by the configured key's identifier
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": KNOWN},
+        {"HTTP_GITHUB_PUBLIC_KEY_SIGNATURE": "MEUCIQ=="},
+        {"HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": KNOWN, "HTTP_GITHUB_PUBLIC_KEY_SIGNATURE": "%%%"},
+        {"HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": KNOWN, "HTTP_GITHUB_PUBLIC_KEY_SIGNATURE": "QUJD"},
+    ],
+    ids=["none", "no-signature", "no-identifier", "not-base64", "not-der"],
+)
+def test_missing_or_garbage_signature_headers_are_refused(github_key, project, headers):
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    headers = {
+        name: github_key.identifier if value == KNOWN else value for name, value in headers.items()
+    }
+
+    response = post(report_body(text), headers)
+
+    assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
+    assert nothing_changed()
+
+
+def test_without_configured_keys_every_report_is_refused(settings, github_key, project):
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    body = report_body(text)
+    settings.GITHUB_SECRET_SCANNING_KEYS = ""
+
+    response = post(body, github_key.headers(body))
+
+    assert response.status_code == 401
+    assert nothing_changed()
+
+
+def test_a_key_on_another_curve_in_the_file_is_not_trusted(tmp_path, settings, project):
+    p384 = SigningKey.new("p384", ec.SECP384R1())
+    settings.GITHUB_SECRET_SCANNING_KEYS = str(write_keys(tmp_path / "k.json", p384))
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    body = report_body(text)
+
+    assert post(body, p384.headers(body)).status_code == 401
+    assert nothing_changed()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b'{"token": "x"}',
+        b'"ss_secret_"',
+        json.dumps([{"token": "x"}] * 1001).encode(),
+        json.dumps([{"token": "x" * 600}]).encode(),
+        json.dumps([{"token": "x", "url": "u" * 5000}]).encode(),
+        json.dumps([{"token": 42}]).encode(),
+        json.dumps(["ss_secret_x"]).encode(),
+        b"[" * 100_000,
+    ],
+    ids=[
+        "not-json",
+        "object",
+        "string",
+        "1001",
+        "huge-token",
+        "huge-url",
+        "number",
+        "strings",
+        "deep",
+    ],
+)
+def test_a_signed_but_malformed_body_is_a_validation_error(github_key, body):
+    response = post(body, github_key.headers(body))
+
+    assert response.status_code == 400
+    assert "body" in error_fields(response)
+
+
+def test_a_malformed_body_without_a_valid_signature_is_401(github_key):
+    response = post(b"not json", {"HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": github_key.identifier})
+
+    assert response.status_code == 401
+
+
+def test_1000_tokens_are_looked_up_in_one_query(github_key, project):
+    tokens = [keyformat.generate(KeyKind.SECRET) for _ in range(999)]
+    _key, real = make_key(KeyKind.SECRET, project=project)
+    body = report_body(real, *tokens)
+
+    with CaptureQueriesContext(connection) as ctx:
+        response = post(body, github_key.headers(body))
+
+    assert response.status_code == 200
+    labels = [item["label"] for item in response.json()]
+    assert labels.count("true_positive") == 1 and len(labels) == 1000
+    lookups = [q["sql"] for q in ctx.captured_queries if 'FROM "apikeys_apikey"' in q["sql"]]
+    assert len([q for q in lookups if '"digest" IN' in q]) == 1

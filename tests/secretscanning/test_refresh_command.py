@@ -1,0 +1,86 @@
+"""`refresh_github_keys` against a local HTTP server standing in for GitHub's API."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from apps.secretscanning import github
+from tests.secretscanning.keys import SigningKey, keys_document
+
+
+@pytest.fixture
+def github_api():
+    state = {"body": b"", "status": 200, "paths": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            state["paths"].append(self.path)
+            self.send_response(state["status"])
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(state["body"])
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/meta/public_keys/secret_scanning"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_keys_are_fetched_checked_and_written(github_api, tmp_path, settings):
+    key = SigningKey.new("abc123")
+    github_api["body"] = keys_document(key, SigningKey.new("def456")).encode()
+    target = tmp_path / "github-keys.json"
+    settings.GITHUB_SECRET_SCANNING_KEYS = str(target)
+
+    call_command("refresh_github_keys", "--url", github_api["url"])
+
+    assert github_api["paths"] == ["/meta/public_keys/secret_scanning"]
+    assert set(json.loads(target.read_text())["public_keys"][0]) == {
+        "key_identifier",
+        "key",
+        "is_current",
+    }
+    body = b'[{"token":"x","type":"t","url":"u","source":"s"}]'
+    assert github.verify(body, "abc123", key.sign(body))
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"not json", 200),
+        (b'{"public_keys": []}', 200),
+        (b'{"public_keys": [{"key_identifier": "a", "key": "not a pem"}]}', 200),
+        (b'{"message": "API rate limit exceeded"}', 403),
+    ],
+    ids=["not-json", "empty", "bad-pem", "http-403"],
+)
+def test_a_bad_answer_keeps_the_old_file(github_api, tmp_path, body, status):
+    target = tmp_path / "github-keys.json"
+    target.write_text("previous")
+    github_api["body"], github_api["status"] = body, status
+
+    with pytest.raises(CommandError):
+        call_command("refresh_github_keys", "--url", github_api["url"], "--output", str(target))
+
+    assert target.read_text() == "previous"
+
+
+def test_a_p384_key_is_refused(github_api, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    github_api["body"] = keys_document(SigningKey.new("p384", ec.SECP384R1())).encode()
+
+    with pytest.raises(CommandError, match="P-256"):
+        call_command(
+            "refresh_github_keys", "--url", github_api["url"], "--output", str(tmp_path / "k")
+        )

@@ -1,0 +1,279 @@
+"""Delivering events (SPEC §4.11) to a real HTTP endpoint on 127.0.0.1, in process."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.services import revoke_key
+from apps.audit.models import AuditEvent
+from apps.webhooks import delivery as deliveries
+from apps.webhooks import outbound
+from apps.webhooks.models import Delivery, Event, EventType, Webhook
+from tests.factories import make_key
+from tests.outbound import Receiver, verify_signature
+
+pytestmark = pytest.mark.django_db
+
+
+def only_delivery() -> Delivery:
+    return Delivery.objects.select_related("event").get()
+
+
+def test_a_mint_records_event_delivery_and_queued_task_in_its_transaction(
+    make_webhook, receiver, project
+):
+    make_webhook(receiver.url)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        make_key(KeyKind.SECRET, project=project)
+        assert (Event.objects.count(), Delivery.objects.count()) == (1, 1)
+        raise RuntimeError("the change is rolled back")
+
+    assert (Event.objects.count(), Delivery.objects.count()) == (0, 0)
+    assert not DBTaskResult.objects.filter(task_path__endswith="deliver_webhook").exists()
+
+    make_key(KeyKind.SECRET, project=project)
+    delivery = only_delivery()
+    task = DBTaskResult.objects.get(task_path="apps.webhooks.delivery.deliver_webhook")
+    assert task.args_kwargs == {"args": [str(delivery.pk)], "kwargs": {}}
+
+
+def test_a_delivery_is_signed_and_carries_the_key_object_but_never_the_key(
+    make_webhook, receiver, project, organization
+):
+    created = make_webhook(receiver.url)
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project, name="Deploy bot")
+
+    assert deliveries.attempt_delivery(str(only_delivery().pk)) == "delivered"
+
+    [request] = receiver.requests
+    assert request.path == "/hooks/sigsentry"
+    assert request.headers["Content-Type"] == "application/json"
+    assert verify_signature(request.headers["SigSentry-Signature"], request.body, created.secret)
+    assert re.fullmatch(r"t=\d+,v1=[0-9a-f]{64}", request.headers["SigSentry-Signature"])
+    body = json.loads(request.body)
+    assert set(body) == {"id", "type", "createdAt", "organizationId", "data"}
+    assert (body["type"], body["organizationId"]) == ("key.minted", str(organization.id))
+    assert body["data"]["key"]["id"] == str(api_key.id)
+    assert body["data"]["key"]["prefix"] == api_key.prefix
+    assert body["data"]["key"]["name"] == "Deploy bot"
+    assert "key" not in body["data"]["key"]  # the key object, never the plaintext `key`
+    assert plaintext not in request.body.decode()
+    assert plaintext[len(api_key.prefix) :] not in request.body.decode()
+    delivery = only_delivery()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
+    assert str(delivery.event_id) == body["id"]
+
+
+def test_a_signature_with_another_secret_does_not_verify(make_webhook, receiver, project):
+    make_webhook(receiver.url)
+    make_key(KeyKind.SECRET, project=project)
+    deliveries.attempt_delivery(str(only_delivery().pk))
+
+    [request] = receiver.requests
+    other = make_webhook(receiver.url).secret
+    assert not verify_signature(request.headers["SigSentry-Signature"], request.body, other)
+    assert not verify_signature(
+        request.headers["SigSentry-Signature"],
+        request.body + b" ",
+        make_webhook(receiver.url).secret,
+    )
+
+
+def test_a_failed_attempt_is_recorded_and_retried_later_with_the_same_event_id(
+    make_webhook, project
+):
+    failing = Receiver(status=500)
+    try:
+        make_webhook(failing.url)
+        make_key(KeyKind.SECRET, project=project)
+        delivery = only_delivery()
+
+        assert deliveries.attempt_delivery(str(delivery.pk)) == "http 500"
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
+            "pending",
+            1,
+            500,
+        )
+        assert delivery.next_attempt_at > timezone.now() + timedelta(seconds=5)
+        retry = DBTaskResult.objects.filter(task_path__endswith="deliver_webhook").latest(
+            "enqueued_at"
+        )
+        assert retry.run_after == delivery.next_attempt_at
+        # Not due yet: a duplicate task does nothing.
+        assert deliveries.attempt_delivery(str(delivery.pk)) == "skipped"
+
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+        deliveries.attempt_delivery(str(delivery.pk))
+        ids = {json.loads(r.body)["id"] for r in failing.requests}
+        assert ids == {str(delivery.event_id)} and len(failing.requests) == 2
+    finally:
+        failing.stop()
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_an_hour():
+    for attempts, base in [(1, 10), (2, 20), (3, 40), (9, 2560), (12, 3600), (40, 3600)]:
+        delays = {deliveries.retry_delay(attempts).total_seconds() for _ in range(20)}
+        assert all(0.75 * base <= d <= 1.25 * base for d in delays)
+        assert len(delays) > 1
+
+
+def test_after_24_hours_of_failures_the_delivery_is_marked_failed(make_webhook, project):
+    failing = Receiver(status=503)
+    try:
+        webhook = make_webhook(failing.url).webhook
+        make_key(KeyKind.SECRET, project=project)
+        Event.objects.update(created_at=timezone.now() - timedelta(hours=24, minutes=1))
+
+        deliveries.attempt_delivery(str(only_delivery().pk))
+
+        delivery = only_delivery()
+        assert (delivery.status, delivery.last_status_code) == ("failed", 503)
+        webhook.refresh_from_db()
+        assert (webhook.consecutive_failures, webhook.is_enabled) == (1, True)
+    finally:
+        failing.stop()
+
+
+def test_the_hundredth_failed_event_in_a_row_disables_the_webhook(
+    make_webhook, project, organization
+):
+    failing = Receiver(status=500)
+    try:
+        webhook = make_webhook(failing.url).webhook
+        Webhook.objects.filter(pk=webhook.pk).update(consecutive_failures=99)
+        make_key(KeyKind.SECRET, project=project)
+        make_key(KeyKind.SECRET, project=project)
+        first, second = Delivery.objects.order_by("created_at", "id")
+        Event.objects.filter(pk=first.event_id).update(
+            created_at=timezone.now() - timedelta(days=2)
+        )
+
+        deliveries.attempt_delivery(str(first.pk))
+
+        webhook.refresh_from_db()
+        assert webhook.consecutive_failures == 100 and not webhook.is_enabled
+        second.refresh_from_db()
+        assert (second.status, second.last_error) == ("failed", "webhook disabled")
+        audit = AuditEvent.objects.get(action="webhook.disabled")
+        assert (audit.actor_type, audit.target_label) == ("system", "127.0.0.1")
+        assert audit.organization_id == organization.id
+    finally:
+        failing.stop()
+
+
+def test_a_success_resets_the_failure_count(make_webhook, receiver, project):
+    webhook = make_webhook(receiver.url).webhook
+    Webhook.objects.filter(pk=webhook.pk).update(consecutive_failures=42)
+    make_key(KeyKind.SECRET, project=project)
+
+    deliveries.attempt_delivery(str(only_delivery().pk))
+
+    webhook.refresh_from_db()
+    assert webhook.consecutive_failures == 0
+
+
+def test_a_timeout_is_recorded_as_such(make_webhook, project, monkeypatch):
+    slow = Receiver(delay=1.5)
+    monkeypatch.setattr(outbound, "TIMEOUT_SECONDS", 0.5)
+    try:
+        make_webhook(slow.url)
+        make_key(KeyKind.SECRET, project=project)
+
+        assert deliveries.attempt_delivery(str(only_delivery().pk)) == "timeout"
+        delivery = only_delivery()
+        assert (delivery.status, delivery.last_status_code, delivery.last_error) == (
+            "pending",
+            None,
+            "timeout",
+        )
+    finally:
+        slow.stop()
+
+
+def test_redirects_are_not_followed(make_webhook, project):
+    redirecting = Receiver(status=302)
+    try:
+        make_webhook(redirecting.url)
+        make_key(KeyKind.SECRET, project=project)
+
+        deliveries.attempt_delivery(str(only_delivery().pk))
+
+        assert len(redirecting.requests) == 1
+        assert only_delivery().last_status_code == 302
+        assert only_delivery().status == "pending"
+    finally:
+        redirecting.stop()
+
+
+def test_the_address_is_checked_again_at_delivery(make_webhook, receiver, project, settings):
+    make_webhook(receiver.url)
+    make_key(KeyKind.SECRET, project=project)
+    settings.WEBHOOKS_ALLOW_PRIVATE = False
+
+    assert deliveries.attempt_delivery(str(only_delivery().pk)) == "address not allowed"
+
+    assert receiver.requests == []
+    assert only_delivery().last_error == "address not allowed"
+
+
+def test_only_one_worker_wins_the_lease(make_webhook, receiver, project):
+    make_webhook(receiver.url)
+    make_key(KeyKind.SECRET, project=project)
+    delivery_id = str(only_delivery().pk)
+    now = timezone.now()
+
+    assert deliveries._claim(delivery_id, now) is True
+    assert deliveries._claim(delivery_id, now) is False
+    assert deliveries.attempt_delivery(delivery_id) == "skipped"
+    assert receiver.requests == []
+
+
+def test_only_subscribed_enabled_webhooks_of_the_organization_get_an_event(
+    make_webhook, receiver, project, outsider
+):
+    revoked_only = make_webhook(receiver.url, events=[EventType.KEY_REVOKED]).webhook
+    everything = make_webhook(receiver.url).webhook
+    disabled = make_webhook(receiver.url).webhook
+    Webhook.objects.filter(pk=disabled.pk).update(disabled_at=timezone.now())
+    elsewhere = make_webhook(
+        receiver.url,
+        org=outsider.memberships.get().organization,
+        actor=outsider,
+    ).webhook
+
+    api_key, _ = make_key(KeyKind.SECRET, project=project)
+    revoke_key(actor=None, api_key=api_key)
+
+    got = {(d.webhook_id, d.event.type) for d in Delivery.objects.select_related("event").all()}
+    assert got == {
+        (everything.id, "key.minted"),
+        (everything.id, "key.revoked"),
+        (revoked_only.id, "key.revoked"),
+    }
+    assert not Delivery.objects.filter(webhook__in=[disabled, elsewhere]).exists()
+
+
+def test_a_lost_task_is_queued_again_and_a_duplicate_sends_once(make_webhook, receiver, project):
+    make_webhook(receiver.url)
+    make_key(KeyKind.SECRET, project=project)
+    delivery = only_delivery()
+    Delivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now() - timedelta(minutes=10)
+    )
+
+    assert deliveries.requeue_overdue() == 1
+    assert deliveries.requeue_overdue() == 0  # due now, not overdue: not queued twice
+
+    for _ in range(2):
+        deliveries.attempt_delivery(str(delivery.pk))
+    assert len(receiver.requests) == 1

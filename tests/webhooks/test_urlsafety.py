@@ -1,0 +1,107 @@
+"""The SSRF guard (SPEC §4.11). Only literal addresses and `localhost`: no traffic leaves
+this machine, and refusals are decided before any connection."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from apps.webhooks.urlsafety import UnsafeUrl, is_public_address, resolve
+
+REFUSED_ADDRESSES = [
+    "127.0.0.1",
+    "127.8.9.10",
+    "10.0.0.1",
+    "172.16.5.4",
+    "192.168.1.1",
+    "169.254.169.254",  # cloud metadata
+    "100.64.0.1",  # CGNAT
+    "0.0.0.0",
+    "224.0.0.1",
+    "239.255.255.250",
+    "255.255.255.255",
+    "::1",
+    "::",
+    "fe80::1",
+    "fd00:ec2::254",  # unique-local (AWS IPv6 metadata)
+    "fc00::1",
+    "ff02::1",
+    "::ffff:127.0.0.1",  # IPv4-mapped loopback
+    "::ffff:10.0.0.1",
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+    "2001::1",  # Teredo
+    "192.0.2.1",  # documentation
+    "198.18.0.1",  # benchmarking
+]
+
+
+@pytest.mark.parametrize("address", REFUSED_ADDRESSES)
+def test_non_public_addresses_are_refused(address):
+    assert is_public_address(address) is False
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
+def test_public_addresses_are_allowed(address):
+    assert is_public_address(address) is True
+
+
+@override_settings(WEBHOOKS_ALLOW_PRIVATE=False)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/hook",
+        "https://localhost/hook",
+        "https://10.0.0.1/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[::1]:8443/hook",
+        "https://[fd00::1]/hook",
+        "https://100.64.1.1/",
+        "https://224.0.0.1/",
+    ],
+)
+def test_urls_resolving_to_private_addresses_are_refused(url):
+    with pytest.raises(UnsafeUrl, match="public address"):
+        resolve(url)
+
+
+@override_settings(WEBHOOKS_ALLOW_PRIVATE=False)
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://8.8.8.8/hook", "https://"),
+        ("ftp://8.8.8.8/hook", "https://"),
+        ("file:///etc/passwd", "https://"),
+        ("gopher://8.8.8.8/", "https://"),
+        ("https://user:pass@8.8.8.8/", "user name or password"),
+        ("https://8.8.8.8/#frag", "fragment"),
+        ("https:///nohost", "host"),
+        ("https://8.8.8.8:99999/", "valid URL"),
+        ("https://8.8.8.8/a b", "spaces"),
+        ("", "required"),
+        ("https://8.8.8.8/" + "a" * 3000, "2048"),
+    ],
+)
+def test_malformed_or_non_https_urls_are_refused(url, reason):
+    with pytest.raises(UnsafeUrl, match=reason):
+        resolve(url)
+
+
+@override_settings(WEBHOOKS_ALLOW_PRIVATE=False)
+def test_a_public_literal_address_is_accepted_without_any_connection():
+    target = resolve("https://8.8.8.8:8443/hooks?a=1")
+    assert (target.scheme, target.host, target.port, target.path, target.addresses) == (
+        "https",
+        "8.8.8.8",
+        8443,
+        "/hooks?a=1",
+        ("8.8.8.8",),
+    )
+
+
+@override_settings(WEBHOOKS_ALLOW_PRIVATE=True)
+def test_the_development_switch_allows_loopback_and_plain_http():
+    target = resolve("http://127.0.0.1:8080/hook")
+    assert target.addresses == ("127.0.0.1",)
+    with pytest.raises(UnsafeUrl):
+        resolve("ftp://127.0.0.1/hook")

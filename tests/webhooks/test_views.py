@@ -1,0 +1,126 @@
+"""Organization → Webhooks page: owners and admins; outsiders 404; the secret shown once."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from apps.apikeys.keyformat import KeyKind
+from apps.webhooks.models import Delivery, Webhook
+from tests.factories import make_key
+from tests.pages import assert_no_inline_code, html, logged_in
+
+pytestmark = pytest.mark.django_db
+
+PUBLIC_URL = "https://8.8.8.8/hooks/sigsentry"
+
+
+def page_url(organization) -> str:
+    return f"/orgs/{organization.id}/webhooks/"
+
+
+def nonce_of(page: str) -> str:
+    return re.search(r'name="nonce" value="([^"]+)"', page).group(1)
+
+
+def add(client, organization, url=PUBLIC_URL, events=("key.minted", "key.revoked")):
+    nonce = nonce_of(html(client.get(page_url(organization))))
+    return client.post(page_url(organization), {"url": url, "events": list(events), "nonce": nonce})
+
+
+@pytest.mark.parametrize("role", ["owner", "admin"])
+def test_managers_add_a_webhook_and_see_its_secret_once(request, role, organization):
+    client = logged_in(request.getfixturevalue(role))
+
+    response = add(client, organization)
+
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    page = html(response)
+    [secret] = re.findall(r"whsec_[0-9A-Za-z]{32}", page)
+    assert "This secret will not be shown again" in page
+    assert_no_inline_code(page)
+    webhook = Webhook.objects.get()
+    assert webhook.events == ["key.minted", "key.revoked"]
+    assert secret not in html(client.get(page_url(organization)))
+
+
+def test_a_resubmitted_form_creates_nothing_new(owner, organization):
+    client = logged_in(owner)
+    nonce = nonce_of(html(client.get(page_url(organization))))
+    form = {"url": PUBLIC_URL, "events": ["key.minted"], "nonce": nonce}
+
+    first = client.post(page_url(organization), form)
+    again = client.post(page_url(organization), form)
+
+    assert first.status_code == 200
+    assert again.status_code == 302
+    assert Webhook.objects.count() == 1
+
+
+def test_an_unsafe_url_is_refused_with_the_reason(owner, organization, settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE = False
+
+    response = add(logged_in(owner), organization, url="https://169.254.169.254/latest")
+
+    assert response.status_code == 400
+    assert "public address" in html(response)
+    assert not Webhook.objects.exists()
+
+
+@pytest.mark.parametrize("role", ["member", "viewer"])
+def test_members_and_viewers_get_403(request, role, organization):
+    response = logged_in(request.getfixturevalue(role)).get(page_url(organization))
+
+    assert response.status_code == 403
+
+
+def test_outsiders_get_404_for_the_page_and_its_actions(outsider, owner, organization):
+    add(logged_in(owner), organization)
+    webhook = Webhook.objects.get()
+    client = logged_in(outsider)
+
+    assert client.get(page_url(organization)).status_code == 404
+    assert client.post(f"{page_url(organization)}{webhook.id}/delete/").status_code == 404
+    assert client.post(f"{page_url(organization)}{webhook.id}/enable/").status_code == 404
+    theirs = outsider.memberships.get().organization
+    assert client.post(f"{page_url(theirs)}{webhook.id}/delete/").status_code == 404
+    assert Webhook.objects.count() == 1
+
+
+def test_remove_and_enable_need_the_csrf_token(owner, organization):
+    add(logged_in(owner), organization)
+    webhook = Webhook.objects.get()
+    client = logged_in(owner, Client(enforce_csrf_checks=True))
+
+    assert client.post(f"{page_url(organization)}{webhook.id}/delete/").status_code == 403
+    assert Webhook.objects.count() == 1
+
+
+def test_recent_deliveries_and_re_enable(owner, organization, project, settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    client = logged_in(owner)
+    add(client, organization, url="http://127.0.0.1:9/hook")
+    make_key(KeyKind.SECRET, project=project)
+    Delivery.objects.update(attempts=3, last_status_code=500)
+    Webhook.objects.update(disabled_at=timezone.now(), consecutive_failures=100)
+
+    page = html(client.get(page_url(organization)))
+    assert "key.minted" in page and "HTTP 500" in page and "Disabled" in page
+    assert "Enable again" in page
+
+    response = client.post(f"{page_url(organization)}{Webhook.objects.get().id}/enable/")
+    assert response.status_code == 302
+    assert Webhook.objects.get().is_enabled
+    response = client.post(f"{page_url(organization)}{Webhook.objects.get().id}/delete/")
+    assert response.status_code == 302
+    assert not Webhook.objects.exists()
+
+
+def test_the_organization_menu_links_the_page_for_managers_only(owner, member, organization):
+    link = f'href="{page_url(organization)}"'
+    assert link in html(logged_in(owner).get(f"/orgs/{organization.id}/members/"))
+    assert link not in html(logged_in(member).get(f"/orgs/{organization.id}/members/"))

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", include("apps.projects.urls")),
     path("", include("apps.apikeys.urls")),
     path("", include("apps.audit.urls")),
+    path("", include("apps.invitations.urls")),
 ]
 
 handler400 = "core.views.bad_request"

@@ -7,6 +7,7 @@ from apps.accounts import api_urls as accounts_urls
 from apps.analyses import api_urls as analyses_urls
 from apps.apikeys import api_urls as apikeys_urls
 from apps.audit import api_urls as audit_urls
+from apps.invitations import api_urls as invitations_urls
 from apps.orgs import api_urls as orgs_urls
 from apps.projects import api_urls as projects_urls
 
@@ -21,6 +22,7 @@ urlpatterns = [
     *apikeys_urls.urlpatterns,
     *orgs_urls.urlpatterns,
     *audit_urls.urlpatterns,
+    *invitations_urls.urlpatterns,
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]

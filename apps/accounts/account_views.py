@@ -30,12 +30,13 @@ def _account_page(
     enable_form: TwoFactorEnableForm | None = None,
     disable_form: TwoFactorDisableForm | None = None,
     recovery_codes: list[str] | None = None,
-    status: int = 200,
 ) -> HttpResponse:
     principal = request.principal
     user = principal.user
     device = twofactor.confirmed_device(user)
-    sessions = list(open_sessions_of(user))
+    current_id = principal.session.id if principal.session else None
+    # This browser first, then the others, newest first.
+    sessions = sorted(open_sessions_of(user), key=lambda s: s.id != current_id)
     context = {
         "password_form": password_form or PasswordChangeForm(),
         "two_factor_on": device is not None,
@@ -46,10 +47,10 @@ def _account_page(
         "disable_form": disable_form or TwoFactorDisableForm(),
         "recovery_codes": recovery_codes,
         "sessions": sessions,
-        "current_session_id": principal.session.id if principal.session else None,
-        "other_sessions": sum(1 for s in sessions if s.id != principal.session.id),
+        "current_session_id": current_id,
+        "other_sessions": sum(1 for s in sessions if s.id != current_id),
     }
-    return render(request, "accounts/account.html", context, status=status)
+    return render(request, "accounts/account.html", context)
 
 
 @dashboard_page
@@ -81,7 +82,7 @@ def change_password(request: HttpRequest) -> HttpResponse:
                 request, "Password changed. Every other session was logged out; this one goes on."
             )
             return start_page_session(pair, ACCOUNT_URL)
-    return _account_page(request, password_form=form, status=400)
+    return _account_page(request, password_form=form)
 
 
 @dashboard_page
@@ -110,7 +111,7 @@ def enable_two_factor(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, "Two-factor authentication is on.")
             return _account_page(request, recovery_codes=codes)
-    return _account_page(request, enable_form=form, status=400)
+    return _account_page(request, enable_form=form)
 
 
 @dashboard_page
@@ -133,7 +134,7 @@ def disable_two_factor(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, "Two-factor authentication is off.")
             return redirect(f"{ACCOUNT_URL}#two-factor")
-    return _account_page(request, disable_form=form, status=400)
+    return _account_page(request, disable_form=form)
 
 
 @dashboard_page

@@ -58,7 +58,7 @@ def invite(request: HttpRequest, org_id) -> HttpResponse:
                 f"Invitation sent to {invitation.email} as {invitation.get_role_display()}.",
             )
             return redirect(_members_url(membership))
-    return members_page(request, membership, extra_context={"invite_form": form}, status=400)
+    return members_page(request, membership, extra_context={"invite_form": form})
 
 
 @dashboard_page

@@ -66,7 +66,6 @@ def members_page(
     *,
     row_errors: dict | None = None,
     extra_context: dict | None = None,
-    status: int = 200,
 ) -> HttpResponse:
     """The members page. Apps above this one add to it through `extra_context`
     (the invitations panel reads its failed form from there)."""
@@ -95,7 +94,7 @@ def members_page(
         "role_choices": role_choices(membership.role),
         **(extra_context or {}),
     }
-    return render(request, "orgs/members.html", context, status=status)
+    return render(request, "orgs/members.html", context)
 
 
 @dashboard_page

@@ -40,7 +40,7 @@ class InviterSerializer(serializers.Serializer):
 
 class InvitationSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    email = serializers.CharField(help_text="Normalized (NFKC, case-folded).")
+    email = serializers.CharField(help_text="As the inviter typed it; the email goes there.")
     role = serializers.ChoiceField(choices=Role.choices)
     expiresAt = serializers.DateTimeField(help_text="Seven days after it was sent.")
     createdAt = serializers.DateTimeField()

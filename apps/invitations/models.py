@@ -15,8 +15,9 @@ class Invitation(models.Model):
 
     Only the SHA-256 digest of the token is stored (unique index); the token
     itself exists only in the link of the invitation email. `email` is the
-    normalized address (NFKC, case-folded): only a user whose normalized email
-    equals it may accept. An invitation is pending until it is accepted,
+    address as the inviter typed it, in NFKC (the mail goes there);
+    `normalized_email` is it case-folded too: only a user whose normalized
+    email equals it may accept. An invitation is pending until it is accepted,
     cancelled or past `expires_at`.
     """
 
@@ -25,6 +26,7 @@ class Invitation(models.Model):
         Organization, on_delete=models.CASCADE, related_name="invitations"
     )
     email = models.CharField(max_length=254)
+    normalized_email = models.CharField(max_length=254)
     role = models.CharField(max_length=16, choices=Role.choices)
     token_digest = models.CharField(max_length=64, unique=True)
     invited_by = models.ForeignKey(
@@ -41,7 +43,7 @@ class Invitation(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["organization", "email"], name="invitations_org_email"),
+            models.Index(fields=["organization", "normalized_email"], name="invitations_org_email"),
         ]
         constraints = [
             models.CheckConstraint(

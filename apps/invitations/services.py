@@ -6,7 +6,7 @@
 * Inviting answers the same whether or not an account uses the address, so the
   invitation form cannot be used to find out who has an account.
 * An invitation is valid seven days and accepted once, by a user whose
-  normalized email (NFKC, case-folded) equals the invited one; to anyone else
+  normalized email (NFKC, case-folded) equals the invited one's; to anyone else
   it does not exist (404). Inviting an address again replaces its pending
   invitation (the old link dies).
 * Audit events: `member.invited`, `member.invitation_cancelled`, and
@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -44,13 +45,16 @@ MAX_EMAIL_LENGTH = 254
 
 
 def _clean_email(value: Any) -> str:
+    """The address as typed, in NFKC (full-width letters become ASCII) but not case-folded:
+    folding could change where the mail goes (`ß` becomes `ss`)."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationFailed({"email": ["An email address is required."]})
-    email = normalize_email(value)
-    if len(email) > MAX_EMAIL_LENGTH:
+    email = unicodedata.normalize("NFKC", value.strip())
+    if len(email) > MAX_EMAIL_LENGTH or len(normalize_email(email)) > MAX_EMAIL_LENGTH:
         raise ValidationFailed({"email": ["Enter a valid email address."]})
     try:
         validate_email(email)
+        validate_email(normalize_email(email))
     except DjangoValidationError as exc:
         raise ValidationFailed({"email": ["Enter a valid email address."]}) from exc
     return email
@@ -95,7 +99,8 @@ def invite_member(
     if errors:
         raise ValidationFailed(errors)
     address, role = clean["email"], clean["role"]
-    if _is_member(organization.id, address):
+    normalized = normalize_email(address)
+    if _is_member(organization.id, normalized):
         raise ValidationFailed({"email": ["This person is already a member."]})
     throttling.enforce("invite_org", str(organization.id))
     token = secrets.token_urlsafe(32)
@@ -103,13 +108,14 @@ def invite_member(
     with transaction.atomic():
         Invitation.objects.filter(
             organization=organization,
-            email=address,
+            normalized_email=normalized,
             accepted_at__isnull=True,
             cancelled_at__isnull=True,
         ).update(cancelled_at=now)
         invitation = Invitation.objects.create(
             organization=organization,
             email=address,
+            normalized_email=normalized,
             role=role,
             token_digest=token_digest(token),
             invited_by=actor_membership.user,
@@ -189,7 +195,7 @@ def invitation_for_user(token: Any, user: User) -> Invitation:
     if (
         invitation is None
         or not invitation.is_pending()
-        or normalize_email(user.email) != invitation.email
+        or normalize_email(user.email) != invitation.normalized_email
     ):
         raise NotFound("This invitation does not exist, has expired or was already used.")
     return invitation
@@ -205,7 +211,7 @@ def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = N
     if (
         invitation is not None
         and invitation.accepted_by_id == user.pk
-        and normalize_email(user.email) == invitation.email
+        and normalize_email(user.email) == invitation.normalized_email
     ):
         membership = Membership.objects.filter(
             organization_id=invitation.organization_id, user=user

@@ -88,7 +88,7 @@ def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
         return _invalid(request)
     principal = request.principal
     if principal is not None:
-        if normalize_email(principal.user.email) != invitation.email:
+        if normalize_email(principal.user.email) != invitation.normalized_email:
             return render(request, "invitations/other_account.html", {"next": request.path})
         if request.method == "POST":
             try:

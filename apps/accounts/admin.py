@@ -177,7 +177,16 @@ class UserAdmin(DjangoUserAdmin):
 class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only. The refresh jti and the password fingerprint are never shown."""
 
-    list_display = ("id", "user", "created_at", "expires_at", "ended_at", "end_reason", "ip")
+    list_display = (
+        "id",
+        "user",
+        "created_at",
+        "last_seen_at",
+        "expires_at",
+        "ended_at",
+        "end_reason",
+        "ip",
+    )
     list_filter = ("end_reason", ("ended_at", admin.EmptyFieldListFilter))
     search_fields = ("user__email", "=id", "ip")
     list_select_related = ("user",)
@@ -187,6 +196,7 @@ class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
         "expires_at",
         "last_refreshed_at",
+        "last_seen_at",
         "ended_at",
         "end_reason",
         "ip",

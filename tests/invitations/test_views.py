@@ -178,3 +178,19 @@ def test_the_accept_form_needs_the_csrf_token(owner, organization, mailbox):
     client = Client(enforce_csrf_checks=True)
     assert client.post(path, {"password": "newcomer-passphrase-2026"}).status_code == 403
     assert not User.objects.filter(email="newcomer@example.com").exists()
+
+
+def test_operators_see_invitations_but_never_their_digest(owner, organization, mailbox):
+    invite(owner, organization, mailbox)
+    invitation = Invitation.objects.get()
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(staff)
+    listing = client.get("/admin/invitations/invitation/")
+    assert listing.status_code == 200 and "newcomer@example.com" in html(listing)
+    detail = html(client.get(f"/admin/invitations/invitation/{invitation.id}/change/"))
+    assert invitation.token_digest not in html(listing) and invitation.token_digest not in detail
+    probe = client.get(
+        "/admin/invitations/invitation/", {"token_digest__startswith": invitation.token_digest[0]}
+    )
+    assert probe.status_code == 400

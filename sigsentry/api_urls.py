@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from apps.accounts import api_urls as accounts_urls
 from apps.analyses import api_urls as analyses_urls
 from apps.apikeys import api_urls as apikeys_urls
+from apps.invitations import api_urls as invitations_urls
 from apps.orgs import api_urls as orgs_urls
 from apps.projects import api_urls as projects_urls
 from apps.secretscanning import api_urls as secretscanning_urls
@@ -23,6 +24,7 @@ urlpatterns = [
     *orgs_urls.urlpatterns,
     *webhooks_urls.urlpatterns,
     *secretscanning_urls.urlpatterns,
+    *invitations_urls.urlpatterns,
     path("schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "apps.secretscanning",
     "django_tasks",
     "django_tasks_db",
+    "apps.invitations",
     # The wiring, for commands that span every app (seed_demo).
     "sigsentry",
 ]
@@ -193,6 +194,22 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 
 LOGIN_URL = "/login/"
+
+# Email (SPEC §8): django-environ's email URL, e.g. smtp://user:pass@host:587. Without it,
+# development prints mail to the console; production uses Django's SMTP default
+# (localhost:25), and a send that fails is logged, never shown to the user.
+EMAIL_URL = env.str("EMAIL_URL", default="")
+if EMAIL_URL:
+    globals().update(env.email_url_config(EMAIL_URL))
+elif DEBUG:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="SigSentry <no-reply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+#: The base of every link in an email.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Reset links die after an hour, and at once when the password changes (SPEC §4.13).
+PASSWORD_RESET_TIMEOUT = 3600
 
 # Requests bodies and headers: reject the oversized cleanly, long before parsing.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # an analysis input is up to 100,000 characters
@@ -295,6 +312,12 @@ THROTTLE_RATES = {
     "mint_org": (60, 60),
     "leak_report_ip": (20, 60),
     "refresh_ip": (120, 60),
+    # Account security (SPEC §4.13): reset mails per client and per normalized address,
+    # wrong second-factor codes per account (as wrong passwords), invitations per org.
+    "password_reset_ip": (20, 3600),
+    "password_reset_account": (5, 3600),
+    "mfa_account": (10, 300),
+    "invite_org": (50, 3600),
 }
 
 # Outbound work (webhook deliveries, emails, scheduled checks) runs in `manage.py run_worker`.

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", include("apps.apikeys.urls")),
     path("", include("apps.analyses.urls")),
     path("", include("apps.webhooks.urls")),
+    path("", include("apps.invitations.urls")),
 ]
 
 handler400 = "core.views.bad_request"

@@ -84,16 +84,42 @@ def user_token():
 
 
 @pytest.fixture(scope="session")
-def gunicorn_server(django_db_setup, django_db_blocker):
+def smtp_server():
+    """One real SMTP server (aiosmtpd) for the whole session; see `mailbox`."""
+    from tests.mailbox import SmtpMailbox
+
+    server = SmtpMailbox().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server, settings):
+    """The session's SMTP server, emptied, with Django's mail sent to it (not to locmem)."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = smtp_server.port
+    settings.EMAIL_USE_TLS = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    smtp_server.clear()
+    yield smtp_server
+    smtp_server.clear()
+
+
+@pytest.fixture(scope="session")
+def gunicorn_server(django_db_setup, django_db_blocker, smtp_server):
     """One gunicorn (2 workers) on the test database for the whole session.
 
-    Tests that use it must commit their data: depend on `live_url`, which
-    brings `transactional_db`.
+    It mails through the session's SMTP server, with links to itself. Tests
+    that use it must commit their data: depend on `live_url`, which brings
+    `transactional_db` (and `mailbox` to read what it sent).
     """
     from tests.servers import GunicornServer
 
+    server = GunicornServer(env={"EMAIL_URL": smtp_server.url})
+    server.env["SITE_URL"] = server.url
     with django_db_blocker.unblock():
-        server = GunicornServer().start()
+        server.start()
     yield server
     server.stop()
 

@@ -1,4 +1,4 @@
-"""Operators' admin for users and their sessions (SPEC §2.4, §6).
+"""Operators' admin for users and their sessions (SPEC §2.4, §6, §4.13).
 
 Deactivating a user here — the action or unticking "active" — goes through
 `deactivate_user`, which ends every session of the user at once. A password set
@@ -7,10 +7,13 @@ fingerprint, and the sessions are closed with the reason recorded).
 
 simplejwt's own admin pages for its token blacklist are removed: they list and
 search every refresh token's jti, which the session admin keeps hidden.
+The admin's login asks staff with two-factor on for their code too
+(`TwoFactorAdminLoginForm`); wrong codes are throttled as on the dashboard.
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm
@@ -18,12 +21,15 @@ from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.core.exceptions import ValidationError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
+from apps.accounts import twofactor
+from apps.accounts.admin_site import ThrottledAdminLoginForm
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import AuthSession, User
 from apps.accounts.services import deactivate_user, end_session, end_user_sessions
 from apps.orgs.admin import protect_last_owners
 from apps.orgs.models import Membership
 from core.admin import ReadOnlyAdminMixin
+from core.errors import InvalidCredentials, RateLimited
 
 
 class UserCreationForm(AdminUserCreationForm):
@@ -60,12 +66,61 @@ class PasswordChangeEndsSessionsForm(AdminPasswordChangeForm):
         return user
 
 
+class TwoFactorAdminLoginForm(ThrottledAdminLoginForm):
+    """Email and password (throttled, `ThrottledAdminLoginForm`), then for staff with
+    two-factor on a TOTP or recovery code.
+
+    The code is checked by the same service as the dashboard's login (one use
+    per code, wrong codes counted per account and per client).
+    """
+
+    code = forms.CharField(
+        label="Two-factor code",
+        required=False,
+        max_length=64,
+        help_text="Only if two-factor authentication is on for your account.",
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autocapitalize": "off"}),
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        user = self.get_user()
+        if user is None or not twofactor.is_enabled(user):
+            return cleaned
+        code = (self.cleaned_data.get("code") or "").strip()
+        if not code:
+            raise ValidationError(
+                "Enter the code of your authenticator app (or a recovery code).",
+                code="two_factor_required",
+            )
+        try:
+            twofactor.check_second_factor(user=user, code=code, request=self.request)
+        except RateLimited as exc:
+            self.retry_after = exc.retry_after
+            raise ValidationError("Too many attempts. Try again later.", code="throttled") from exc
+        except InvalidCredentials as exc:
+            raise ValidationError("The two-factor code is not valid.", code="invalid_code") from exc
+        return cleaned
+
+
+admin.site.login_form = TwoFactorAdminLoginForm
+admin.site.login_template = "admin/sigsentry_login.html"
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     form = UserChangeForm
     add_form = UserCreationForm
     change_password_form = PasswordChangeEndsSessionsForm
-    list_display = ("email", "is_active", "is_staff", "is_superuser", "date_joined", "last_login")
+    list_display = (
+        "email",
+        "is_active",
+        "is_staff",
+        "is_superuser",
+        "two_factor",
+        "date_joined",
+        "last_login",
+    )
     list_filter = ("is_active", "is_staff", "is_superuser")
     search_fields = ("email",)
     ordering = ("email",)
@@ -87,7 +142,15 @@ class UserAdmin(DjangoUserAdmin):
             },
         ),
     )
-    actions = ("deactivate_users",)
+    actions = ("deactivate_users", "turn_off_two_factor")
+
+    @admin.display(boolean=True, description="Two-factor")
+    def two_factor(self, obj: User) -> bool:
+        device = getattr(obj, "totp_device", None)  # a missing row raises an AttributeError
+        return device is not None and device.confirmed_at is not None
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("totp_device")
 
     def save_model(self, request, obj: User, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -105,6 +168,17 @@ class UserAdmin(DjangoUserAdmin):
             request, f"Deactivated {len(users)} user(s); their sessions ended.", messages.SUCCESS
         )
 
+    @admin.action(
+        description="Turn off two-factor (the user lost their device)", permissions=["change"]
+    )
+    def turn_off_two_factor(self, request, queryset) -> None:
+        users = list(queryset)
+        for user in users:
+            twofactor.reset_for_operator(user=user)
+        self.message_user(
+            request, f"Two-factor turned off for {len(users)} user(s).", messages.SUCCESS
+        )
+
     def get_deleted_objects(self, objs, request):
         users = list(objs)
         memberships = Membership.objects.filter(user__in=users)
@@ -115,7 +189,16 @@ class UserAdmin(DjangoUserAdmin):
 class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only. The refresh jti and the password fingerprint are never shown."""
 
-    list_display = ("id", "user", "created_at", "expires_at", "ended_at", "end_reason", "ip")
+    list_display = (
+        "id",
+        "user",
+        "created_at",
+        "last_seen_at",
+        "expires_at",
+        "ended_at",
+        "end_reason",
+        "ip",
+    )
     list_filter = ("end_reason", ("ended_at", admin.EmptyFieldListFilter))
     search_fields = ("user__email", "=id", "ip")
     list_select_related = ("user",)
@@ -125,6 +208,7 @@ class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
         "expires_at",
         "last_refreshed_at",
+        "last_seen_at",
         "ended_at",
         "end_reason",
         "ip",

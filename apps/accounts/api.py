@@ -234,25 +234,43 @@ class SignupView(CredentialFreeView):
         return response
 
 
+class MfaRequiredSerializer(serializers.Serializer):
+    mfaRequired = serializers.BooleanField(help_text="Always true.")
+    mfaToken = serializers.CharField(
+        help_text="Send it to /v1/auth/login/2fa with a code, within 5 minutes; works once."
+    )
+
+
 class LoginView(CredentialFreeView):
     @extend_schema(
         operation_id="auth_login",
         summary="Log in",
         description=(
             "A wrong password and an unknown email get the same 401 INVALID_CREDENTIALS. "
-            "Also sets the session cookies. Throttled per account and per client."
+            "Also sets the session cookies. Throttled per account and per client. With "
+            "two-factor on, the answer is `{mfaRequired: true, mfaToken}` instead of tokens: "
+            "finish with POST /v1/auth/login/2fa."
         ),
         tags=["auth"],
         request=LoginInputSerializer,
-        responses={200: TokenPairSerializer, **error_responses(400, 401, 429)},
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="LoginResult",
+                serializers=[TokenPairSerializer, MfaRequiredSerializer],
+                resource_type_field_name=None,
+            ),
+            **error_responses(400, 401, 429),
+        },
     )
     def post(self, request):
         body = json_object(request)
-        pair = services.login(
+        result = services.login(
             email=body.get("email"), password=body.get("password"), request=request
         )
-        response = Response(token_pair_json(pair))
-        set_session_cookies(response, pair)
+        if isinstance(result, services.MfaChallenge):
+            return Response({"mfaRequired": True, "mfaToken": result.mfa_token})
+        response = Response(token_pair_json(result))
+        set_session_cookies(response, result)
         return response
 
 

@@ -9,7 +9,7 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from apps.accounts import checks  # noqa: F401  (registers the system checks)
+        from apps.accounts import checks, mail  # noqa: F401  (system checks, mail signal receivers)
 
 
 class SigSentryAdminConfig(admin_apps.AdminConfig):

@@ -55,3 +55,77 @@ class SignupForm(DashboardForm):
         required=False,
         widget=forms.TextInput(attrs={"autocomplete": "organization", "required": True}),
     )
+
+
+class PasswordResetRequestForm(DashboardForm):
+    email = forms.CharField(
+        label="Email",
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True}),
+    )
+
+
+class NewPasswordForm(DashboardForm):
+    password = forms.CharField(
+        label="New password",
+        max_length=4096,
+        strip=False,
+        help_text="At least 10 characters; not a common password.",
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password", "autofocus": True}),
+    )
+
+
+def _code_widget(**attrs) -> forms.TextInput:
+    return forms.TextInput(
+        attrs={
+            "autocomplete": "one-time-code",
+            "autocapitalize": "off",
+            "spellcheck": "false",
+            **attrs,
+        }
+    )
+
+
+class SecondFactorForm(DashboardForm):
+    """The login's second step: a code of the authenticator app, or a recovery code."""
+
+    code = forms.CharField(
+        label="Authentication code",
+        max_length=64,
+        help_text="The 6 digits your authenticator app shows, or one of your recovery codes.",
+        widget=_code_widget(autofocus=True),
+    )
+
+
+class PasswordChangeForm(DashboardForm):
+    current_password = forms.CharField(
+        label="Current password",
+        max_length=4096,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+    new_password = forms.CharField(
+        label="New password",
+        max_length=4096,
+        strip=False,
+        help_text="At least 10 characters. Every other session is logged out.",
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+
+class TwoFactorEnableForm(DashboardForm):
+    code = forms.CharField(
+        label="Code from the app",
+        max_length=64,
+        widget=_code_widget(inputmode="numeric", pattern="[0-9 ]*"),
+    )
+
+
+class TwoFactorDisableForm(DashboardForm):
+    password = forms.CharField(
+        label="Password",
+        max_length=4096,
+        strip=False,
+        help_text="Your current password, to turn two-factor authentication off.",
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )

@@ -3,7 +3,8 @@
 For every non-API page the access cookie is verified (the same checks as the
 API). When it is missing, expired or close to expiry and the refresh cookie is
 still good, the pair is rotated and the new cookies go out with the page, so
-the user never notices. A dead session clears its cookies.
+the user never notices. A dead session clears its cookies. The session's
+"last seen" is recorded (at most once a minute) for the account page's list.
 
 A view that writes the cookies itself marks its response: `sets_session`
 (login, signup: their new pair wins over a rotation done here) or
@@ -72,6 +73,8 @@ class DashboardSessionMiddleware:
                 stale = stale or request.principal is None
         elif refresh and request.principal is None:
             stale = True
+        if request.principal is not None:
+            services.touch_session(request.principal.session, request)
         response = self.get_response(request)
         if getattr(response, "sets_session", False) or getattr(response, "ends_session", False):
             return response

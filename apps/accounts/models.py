@@ -92,6 +92,9 @@ class AuthSession(models.Model):
     # Django's session auth hash at login: a password change makes it stale.
     password_fingerprint = models.CharField(max_length=128)
     last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    #: When the session last made a request; written at most once a minute (touch_session).
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    #: Where the session was last seen from (at login, then with `last_seen_at`).
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=256, blank=True)
 
@@ -100,3 +103,48 @@ class AuthSession(models.Model):
 
     def __str__(self) -> str:
         return f"session {self.id} of {self.user_id}"
+
+
+class TotpDevice(models.Model):
+    """A user's authenticator app: TOTP (RFC 6238; SHA-1, 6 digits, 30-second steps).
+
+    `encrypted_secret` is the shared secret encrypted with Fernet under a key
+    derived from SECRET_KEY (apps.accounts.twofactor); the plain secret is never
+    stored. Two-factor is on once `confirmed_at` is set (the user proved the app
+    works with a first code). `last_used_step` is the time step of the last code
+    accepted: no code of that step or an earlier one is accepted again (replay).
+    """
+
+    user = models.OneToOneField(
+        User, on_delete=models.CASCADE, primary_key=True, related_name="totp_device"
+    )
+    encrypted_secret = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    last_used_step = models.BigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"authenticator of {self.user_id}"
+
+
+class RecoveryCode(models.Model):
+    """A single-use login code for a user with two-factor on (ten at a time).
+
+    Only the SHA-256 digest of the normalized code is stored (the codes carry 80
+    random bits, so a fast hash is enough); the code is shown once, when made.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="recovery_codes")
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "digest"], name="accounts_recovery_code_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"recovery code of {self.user_id}"

@@ -15,12 +15,14 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apps.accounts import tokens
+from apps.accounts import mail, tokens, twofactor
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import AuthSession, User
+from apps.accounts.selectors import open_session_of
 from apps.accounts.tokens import TokenPair
 from apps.orgs.models import Organization
 from apps.orgs.services import create_organization
@@ -28,6 +30,7 @@ from core import throttling
 from core.errors import (
     AuthError,
     InvalidCredentials,
+    NotFound,
     RateLimited,
     TokenInvalid,
     ValidationFailed,
@@ -38,6 +41,8 @@ from core.validation import clean_name
 #: A refresh token reused within this window lost a benign race (two tabs);
 #: later reuse means a stolen token, and the whole session is ended.
 REUSE_RACE_WINDOW = timedelta(seconds=10)
+#: A session's `last_seen_at` (and IP, user agent) is written at most this often.
+LAST_SEEN_INTERVAL = timedelta(seconds=60)
 
 
 class RefreshRaced(TokenInvalid):
@@ -46,6 +51,16 @@ class RefreshRaced(TokenInvalid):
     Still a 401 for the caller, but the session lives on, so whoever holds the
     winner's new tokens must keep them (nobody clears the cookies over it).
     """
+
+
+@dataclass(frozen=True, slots=True)
+class MfaChallenge:
+    """The password was right and the account has two-factor on: the code comes next.
+
+    `mfa_token` is what `login_with_second_factor` takes back (5 minutes, once).
+    """
+
+    mfa_token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +97,7 @@ def start_session(user: User, request: HttpRequest | None = None) -> TokenPair:
         expires_at=now + settings.JWT_SESSION_MAX_AGE,
         refresh_jti=jti,
         password_fingerprint=tokens.session_fingerprint(user),
+        last_seen_at=now,
         ip=client_ip(request) if request is not None else None,
         user_agent=user_agent(request) if request is not None else "",
     )
@@ -127,6 +143,31 @@ def signup(
     return SignupResult(user=user, organization=organization, tokens=pair)
 
 
+def create_account(*, email: Any, password: Any, request: HttpRequest | None = None) -> User:
+    """A user without an organization of their own (they join one by invitation).
+
+    The same rules as `signup`: a valid email no other account uses, a password
+    that passes the validators, sign-ups throttled per client.
+    """
+    clean_email = _clean_email(email)
+    if not isinstance(password, str) or not password:
+        raise ValidationFailed({"password": ["A password is required."]})
+    try:
+        validate_password(password, User(email=clean_email))
+    except DjangoValidationError as exc:
+        raise ValidationFailed({"password": list(exc.messages)}) from exc
+    if request is not None:
+        throttling.enforce("signup_ip", client_ip(request))
+    taken = ValidationFailed({"email": ["An account with this email already exists."]})
+    if User.objects.filter(email=clean_email).exists():
+        raise taken
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(clean_email, password)
+    except IntegrityError as exc:
+        raise taken from exc
+
+
 def authenticate_login(*, email: str, password: str, request: HttpRequest | None) -> User:
     """The user these credentials belong to, behind the login throttles; else 401 or 429.
 
@@ -151,8 +192,13 @@ def authenticate_login(*, email: str, password: str, request: HttpRequest | None
     return user
 
 
-def login(*, email: Any, password: Any, request: HttpRequest | None = None) -> TokenPair:
-    """A new session for the user, after `authenticate_login` accepts the credentials."""
+def login(
+    *, email: Any, password: Any, request: HttpRequest | None = None
+) -> TokenPair | MfaChallenge:
+    """A new session for the user, after `authenticate_login` accepts the credentials.
+
+    A user with two-factor on gets an `MfaChallenge` instead of a session.
+    """
     if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
         fields = {}
         if not isinstance(email, str) or not email:
@@ -161,6 +207,30 @@ def login(*, email: Any, password: Any, request: HttpRequest | None = None) -> T
             fields["password"] = ["A password is required."]
         raise ValidationFailed(fields)
     user = authenticate_login(email=email, password=password, request=request)
+    if twofactor.is_enabled(user):
+        return MfaChallenge(mfa_token=twofactor.issue_mfa_token(user))
+    return start_session(user, request)
+
+
+def login_with_second_factor(
+    *, mfa_token: Any, code: Any, request: HttpRequest | None = None
+) -> TokenPair:
+    """The login's second step: the mfaToken of the first, and a TOTP or recovery code.
+
+    A wrong code, an expired, used or forged mfaToken → 401 INVALID_CREDENTIALS;
+    wrong codes are throttled like wrong passwords (twofactor.check_second_factor).
+    """
+    fields = {}
+    if not isinstance(mfa_token, str) or not mfa_token:
+        fields["mfaToken"] = ["The mfaToken of the login answer is required."]
+    if not isinstance(code, str) or not code.strip():
+        fields["code"] = ["A code from the authenticator app, or a recovery code, is required."]
+    if fields:
+        raise ValidationFailed(fields)
+    user, nonce = twofactor.user_for_mfa_token(mfa_token)
+    twofactor.check_second_factor(user=user, code=code, request=request)
+    if not twofactor.mark_mfa_token_used(nonce):
+        raise twofactor.MfaTokenInvalid()
     return start_session(user, request)
 
 
@@ -226,12 +296,77 @@ def end_user_sessions(user: User, reason: str) -> int:
     )
 
 
-def change_password(*, user: User, new_password: str) -> None:
-    validate_password(new_password, user)
+def touch_session(session: AuthSession, request: HttpRequest | None = None) -> None:
+    """Record that `session` is in use: `last_seen_at`, IP and user agent, at most once a minute.
+
+    Costs no query when the session was seen less than a minute ago (the value
+    read with the session decides); otherwise one conditional UPDATE, so
+    concurrent requests write once.
+    """
+    now = timezone.now()
+    if session.last_seen_at is not None and now - session.last_seen_at < LAST_SEEN_INTERVAL:
+        return
+    fields = {"last_seen_at": now}
+    if request is not None:
+        fields["ip"] = client_ip(request)
+        fields["user_agent"] = user_agent(request)
+    stale = Q(last_seen_at__isnull=True) | Q(last_seen_at__lte=now - LAST_SEEN_INTERVAL)
+    AuthSession.objects.filter(stale, id=session.id).update(**fields)
+    session.last_seen_at = now
+
+
+def end_own_session(*, user: User, session_id: Any) -> None:
+    """End one open session of `user` (any of their devices); 404 NOT_FOUND for any other."""
+    session = open_session_of(user, session_id)
+    if session is None:
+        raise NotFound()
+    end_session(session, AuthSession.EndReason.LOGOUT)
+    tokens.blacklist_jti(session.refresh_jti)
+
+
+def end_other_sessions(*, user: User, keep: AuthSession) -> int:
+    """ "Log out everywhere else": every open session of `user` but `keep`; returns how many."""
+    return (
+        AuthSession.objects.filter(user=user, ended_at__isnull=True)
+        .exclude(id=keep.id)
+        .update(ended_at=timezone.now(), end_reason=AuthSession.EndReason.LOGOUT)
+    )
+
+
+def change_password(*, user: User, new_password: Any, request: HttpRequest | None = None) -> None:
+    """Set a new password: every session of the user ends, and an email says so."""
+    if not isinstance(new_password, str) or not new_password:
+        raise ValidationFailed({"password": ["A new password is required."]})
+    try:
+        validate_password(new_password, user)
+    except DjangoValidationError as exc:
+        raise ValidationFailed({"password": list(exc.messages)}) from exc
     with transaction.atomic():
         user.set_password(new_password)
         user.save(update_fields=["password"])
         end_user_sessions(user, AuthSession.EndReason.PASSWORD_CHANGED)
+    mail.send_password_changed(
+        to=user.email,
+        when=timezone.now(),
+        ip=client_ip(request) if request is not None else None,
+    )
+
+
+def change_own_password(
+    *,
+    user: User,
+    current_password: Any,
+    new_password: Any,
+    request: HttpRequest | None = None,
+) -> TokenPair:
+    """The account page's password change: the current password first (throttled as logins).
+
+    Every session ends, this one included; the caller gets a fresh session so
+    the browser that changed the password stays logged in.
+    """
+    twofactor.check_password(user=user, password=current_password, request=request)
+    change_password(user=user, new_password=new_password, request=request)
+    return start_session(user, request)
 
 
 def deactivate_user(*, user: User) -> None:

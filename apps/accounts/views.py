@@ -1,16 +1,29 @@
-"""Sign-up, login and logout pages. The JWT pair travels in HttpOnly cookies."""
+"""Sign-up, login (with its two-factor step), logout and password reset pages.
+
+The JWT pair travels in HttpOnly cookies. The login's second step carries the
+mfaToken in a hidden field of the page it renders (never in a URL).
+"""
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts import services
+from apps.accounts import password_reset, services
 from apps.accounts.cookies import clear_session_cookies, set_session_cookies
-from apps.accounts.forms import SERVICE_FIELDS, LoginForm, SignupForm
+from apps.accounts.forms import (
+    SERVICE_FIELDS,
+    LoginForm,
+    NewPasswordForm,
+    PasswordResetRequestForm,
+    SecondFactorForm,
+    SignupForm,
+)
 from apps.accounts.tokens import TokenPair
+from apps.accounts.twofactor import MfaTokenInvalid
 from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 
 
@@ -40,7 +53,8 @@ def throttled_message(exc: RateLimited) -> str:
     return f"Too many attempts. Please wait about {minutes} {unit} and try again."
 
 
-def _start(pair: TokenPair, target: str) -> HttpResponse:
+def start_page_session(pair: TokenPair, target: str) -> HttpResponse:
+    """Redirect to `target` with the new session's cookies (they win over a silent refresh)."""
     response = redirect(target)
     set_session_cookies(response, pair)
     response.sets_session = True
@@ -67,8 +81,42 @@ def login_page(request: HttpRequest) -> HttpResponse:
         except ValidationFailed as exc:
             form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
         else:
-            return _start(pair, next_url)
+            if isinstance(pair, services.MfaChallenge):
+                return _second_factor_page(request, pair.mfa_token, next_url, SecondFactorForm())
+            return start_page_session(pair, next_url)
     return render(request, "accounts/login.html", {"form": form, "next": next_url})
+
+
+def _second_factor_page(
+    request: HttpRequest, mfa_token: str, next_url: str, form: SecondFactorForm
+) -> HttpResponse:
+    context = {"form": form, "mfa_token": mfa_token, "next": next_url}
+    return render(request, "accounts/login_2fa.html", context)
+
+
+@require_POST
+def login_second_factor_page(request: HttpRequest) -> HttpResponse:
+    """The code step of a login with two-factor on (after the password step above)."""
+    next_url = safe_next(request)
+    mfa_token = request.POST.get("mfa_token", "")
+    form = SecondFactorForm(request.POST)
+    if form.is_valid():
+        try:
+            pair = services.login_with_second_factor(
+                mfa_token=mfa_token, code=form.cleaned_data["code"], request=request
+            )
+        except MfaTokenInvalid as exc:
+            messages.error(request, exc.message)
+            return redirect("/login/")
+        except InvalidCredentials as exc:
+            form.add_error("code", exc.message)
+        except RateLimited as exc:
+            form.add_error(None, throttled_message(exc))
+        except ValidationFailed as exc:
+            form.add_service_errors(exc.details["fields"], {"code": "code"})
+        else:
+            return start_page_session(pair, next_url)
+    return _second_factor_page(request, mfa_token, next_url, form)
 
 
 @require_http_methods(["GET", "POST"])
@@ -89,7 +137,7 @@ def signup_page(request: HttpRequest) -> HttpResponse:
         except ValidationFailed as exc:
             form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
         else:
-            return _start(result.tokens, "/")
+            return start_page_session(result.tokens, "/")
     return render(request, "accounts/signup.html", {"form": form})
 
 
@@ -102,3 +150,50 @@ def logout_page(request: HttpRequest) -> HttpResponse:
     clear_session_cookies(response)
     response.ends_session = True
     return response
+
+
+@require_http_methods(["GET", "POST"])
+def password_reset_page(request: HttpRequest) -> HttpResponse:
+    """ "Forgot password?": the same answer whether or not an account uses the email."""
+    form = PasswordResetRequestForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            password_reset.request_password_reset(email=form.cleaned_data["email"], request=request)
+        except RateLimited as exc:
+            form.add_error(None, throttled_message(exc))
+        except ValidationFailed as exc:
+            form.add_service_errors(exc.details["fields"], {"email": "email"})
+        else:
+            messages.success(
+                request,
+                "If an account uses this email, a link to reset its password is on its way. "
+                "It works once, for one hour.",
+            )
+            return redirect("/login/")
+    return render(request, "accounts/password_reset.html", {"form": form})
+
+
+@require_http_methods(["GET", "POST"])
+def password_reset_confirm_page(request: HttpRequest, token: str) -> HttpResponse:
+    """The emailed link: choose a new password. Every session ends; log in again after."""
+    if password_reset.user_for_reset_token(token) is None:
+        return render(request, "accounts/password_reset_invalid.html", status=400)
+    form = NewPasswordForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            password_reset.confirm_password_reset(
+                token=token, password=form.cleaned_data["password"], request=request
+            )
+        except RateLimited as exc:
+            form.add_error(None, throttled_message(exc))
+        except ValidationFailed as exc:
+            if "token" in exc.details["fields"]:
+                return render(request, "accounts/password_reset_invalid.html", status=400)
+            form.add_service_errors(exc.details["fields"], {"password": "password"})
+        else:
+            messages.success(request, "Your password was changed. Log in with the new one.")
+            response = redirect("/login/")
+            clear_session_cookies(response)
+            response.ends_session = True
+            return response
+    return render(request, "accounts/password_reset_confirm.html", {"form": form})

@@ -35,6 +35,7 @@ from rest_framework.authentication import BaseAuthentication
 
 from apps.accounts import tokens
 from apps.accounts.cookies import ACCESS_COOKIE, enforce_csrf
+from apps.accounts.services import touch_session
 from apps.accounts.tokens import MAX_CREDENTIAL_LENGTH
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import Shape
@@ -151,6 +152,8 @@ class BearerAuthentication(BaseAuthentication):
         request.META[AUTH_DECISION] = AuthDecision(
             "ok", key=principal.key, user=principal.user, accepted=True
         )
+        if principal.session is not None:
+            touch_session(principal.session, request)  # last seen: at most one write a minute
         return principal, principal.key or principal.session
 
     def _from_header(self, request, credential: str) -> Principal:

@@ -21,6 +21,8 @@ class Action:
     KEY_LEAK_REPORTED = "key.leak_reported"
     LEGACY_KEYS_IMPORTED = "legacy_keys.imported"
     MEMBER_ADDED = "member.added"
+    MEMBER_INVITED = "member.invited"
+    MEMBER_INVITATION_CANCELLED = "member.invitation_cancelled"
     MEMBER_ROLE_CHANGED = "member.role_changed"
     MEMBER_REMOVED = "member.removed"
     PROJECT_CREATED = "project.created"
@@ -41,6 +43,8 @@ class Action:
         KEY_LEAK_REPORTED,
         LEGACY_KEYS_IMPORTED,
         MEMBER_ADDED,
+        MEMBER_INVITED,
+        MEMBER_INVITATION_CANCELLED,
         MEMBER_ROLE_CHANGED,
         MEMBER_REMOVED,
         PROJECT_CREATED,

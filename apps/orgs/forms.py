@@ -21,16 +21,5 @@ def role_choices(actor_role: str) -> list[tuple[str, str]]:
     ]
 
 
-class MemberAddForm(DashboardForm):
-    email = forms.CharField(
-        label="Email", max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "off"})
-    )
-    role = forms.ChoiceField(label="Role", initial=Role.MEMBER)
-
-    def __init__(self, *args, actor_role: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["role"].choices = role_choices(actor_role)
-
-
 class MemberRoleForm(DashboardForm):
     role = forms.ChoiceField(label="Role", choices=Role.choices)

@@ -10,11 +10,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.orgs import services
 from apps.orgs.access import can_manage, membership_for, require_manager
 from apps.orgs.context_processors import dashboard_nav
-from apps.orgs.forms import MemberAddForm, MemberRoleForm, ProjectForm, role_choices
+from apps.orgs.forms import MemberRoleForm, ProjectForm, role_choices
 from apps.orgs.models import Membership
 from apps.projects import services as project_services
 from core.decorators import dashboard_page
-from core.errors import ApiError, NotFound, PermissionDenied, ValidationFailed
+from core.errors import ApiError, NotFound, ValidationFailed
 from core.permissions import Role
 
 #: Owners first, then by decreasing rights.
@@ -61,13 +61,15 @@ def create_project(request: HttpRequest, org_id) -> HttpResponse:
     return _render_home(request, failed_org=organization, failed_form=form)
 
 
-def _members_page(
+def members_page(
     request: HttpRequest,
     membership: Membership,
     *,
-    add_form: MemberAddForm | None = None,
     row_errors: dict | None = None,
+    extra_context: dict | None = None,
 ) -> HttpResponse:
+    """The members page. Apps above this one add to it through `extra_context`
+    (the invitations panel reads its failed form from there)."""
     request.dashboard_org = membership.organization
     members = sorted(
         Membership.objects.filter(organization=membership.organization).select_related("user"),
@@ -85,44 +87,21 @@ def _members_page(
         for m in members
     ]
     context = {
+        "membership": membership,
         "organization": membership.organization,
         "my_role": membership.role,
         "can_manage": manager,
         "rows": rows,
         "role_choices": role_choices(membership.role),
-        "add_form": add_form or MemberAddForm(actor_role=membership.role),
+        **(extra_context or {}),
     }
     return render(request, "orgs/members.html", context)
 
 
 @dashboard_page
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET"])
 def members(request: HttpRequest, org_id) -> HttpResponse:
-    membership = membership_for(request.principal.user, org_id)
-    if request.method == "GET":
-        return _members_page(request, membership)
-    require_manager(membership)
-    form = MemberAddForm(request.POST, actor_role=membership.role)
-    if form.is_valid():
-        try:
-            added = services.add_member(
-                actor_membership=membership,
-                email=form.cleaned_data["email"],
-                role=form.cleaned_data["role"],
-                request=request,
-            )
-        except ValidationFailed as exc:
-            form.add_service_errors(exc.details["fields"], {"email": "email", "role": "role"})
-        except NotFound:
-            form.add_error(
-                "email", "No SigSentry account uses this email. Ask them to sign up first."
-            )
-        except PermissionDenied as exc:
-            form.add_error("role", exc.message)
-        else:
-            messages.success(request, f"{added.user.email} added as {added.get_role_display()}.")
-            return redirect(f"/orgs/{membership.organization_id}/members/")
-    return _members_page(request, membership, add_form=form)
+    return members_page(request, membership_for(request.principal.user, org_id))
 
 
 def _target(membership: Membership, user_id) -> Membership:
@@ -144,7 +123,7 @@ def member_role(request: HttpRequest, org_id, user_id) -> HttpResponse:
     target = _target(membership, user_id)
     form = MemberRoleForm(request.POST)
     if not form.is_valid():
-        return _members_page(request, membership, row_errors={target.user_id: "Choose a role."})
+        return members_page(request, membership, row_errors={target.user_id: "Choose a role."})
     try:
         changed = services.change_member_role(
             actor_membership=membership,
@@ -153,7 +132,7 @@ def member_role(request: HttpRequest, org_id, user_id) -> HttpResponse:
             request=request,
         )
     except ApiError as exc:
-        return _members_page(request, membership, row_errors={target.user_id: exc.message})
+        return members_page(request, membership, row_errors={target.user_id: exc.message})
     messages.success(request, f"{changed.user.email} is now {changed.get_role_display()}.")
     return redirect(f"/orgs/{membership.organization_id}/members/")
 
@@ -167,7 +146,7 @@ def remove_member(request: HttpRequest, org_id, user_id) -> HttpResponse:
     try:
         services.remove_member(actor_membership=membership, target=target, request=request)
     except ApiError as exc:
-        return _members_page(request, membership, row_errors={target.user_id: exc.message})
+        return members_page(request, membership, row_errors={target.user_id: exc.message})
     if target.user_id == membership.user_id:
         messages.success(request, f"You left {membership.organization.name}.")
         return redirect("/")

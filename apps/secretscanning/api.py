@@ -102,7 +102,7 @@ class GitHubSecretScanningView(ApiView):
         outcome = handle_leak_reports(
             reports=[LeakCandidate(item["token"], item["url"]) for item in items],
             reporter=REPORTER,
-            request=request._request,
+            request=request,
         )
         return Response([_label(item, outcome.known_digests) for item in items])
 

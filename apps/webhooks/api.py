@@ -132,7 +132,7 @@ class WebhooksView(OrgWebhookView):
             organization=organization,
             url=body.get("url"),
             events=body.get("events"),
-            request=request._request,
+            request=request,
         )
         return Response(webhook_json(created.webhook) | {"secret": created.secret}, status=201)
 
@@ -157,9 +157,7 @@ class WebhookView(OrgWebhookView):
         responses={204: None, **error_responses(401, 403, 404)},
     )
     def delete(self, request, **kwargs):
-        services.delete_webhook(
-            actor=self.principal.user, webhook=self.webhook(), request=request._request
-        )
+        services.delete_webhook(actor=self.principal.user, webhook=self.webhook(), request=request)
         return Response(status=204)
 
 
@@ -177,7 +175,7 @@ class WebhookEnableView(OrgWebhookView):
     )
     def post(self, request, **kwargs):
         webhook = services.enable_webhook(
-            actor=self.principal.user, webhook=self.webhook(), request=request._request
+            actor=self.principal.user, webhook=self.webhook(), request=request
         )
         return Response(webhook_json(webhook))
 

@@ -233,8 +233,8 @@ def test_legacy_banner_replace_members_and_audit_log(ui, owner, member, viewer, 
 
     ui.goto(f"/orgs/{project.organization_id}/members/")
     page.get_by_label("Email", exact=True).fill("ghost@example.com")
-    page.get_by_role("button", name="Add member").click()
-    page.get_by_text("No SigSentry account uses this email.").wait_for()
+    page.get_by_role("button", name="Invite").click()
+    page.get_by_text("Invitation sent to ghost@example.com as Member.").wait_for()
     page.get_by_label(f"Role of {member.email}").select_option("viewer")
     page.locator("tr", has_text=member.email).get_by_role("button", name="Change role").click()
     page.get_by_text(f"{member.email} is now Viewer.").wait_for()

@@ -120,7 +120,7 @@ def test_members_page_lists_members_and_roles_for_every_role(
     page = html(response)
     for user in (owner, admin, member, viewer):
         assert user.email in page
-    assert ("Add member" in page) == (role in ("owner", "admin"))
+    assert (">Invite</button>" in page) == (role in ("owner", "admin"))
     assert_no_inline_code(page)
 
 
@@ -133,8 +133,10 @@ def test_members_and_viewers_see_no_member_controls(request, role, organization,
 def test_outsider_gets_404_on_the_members_page_and_actions(outsider, organization, member):
     client = logged_in(outsider)
     assert client.get(members_url(organization)).status_code == 404
-    add = client.post(members_url(organization), {"email": outsider.email, "role": "owner"})
-    assert add.status_code == 404
+    invite = client.post(
+        f"/orgs/{organization.id}/invitations/", {"email": "x@example.com", "role": "owner"}
+    )
+    assert invite.status_code == 404
     role_url = f"{members_url(organization)}{member.id}/role/"
     assert client.post(role_url, {"role": "viewer"}).status_code == 404
     assert client.post(f"{members_url(organization)}{member.id}/remove/").status_code == 404
@@ -142,41 +144,14 @@ def test_outsider_gets_404_on_the_members_page_and_actions(outsider, organizatio
     assert Membership.objects.get(organization=organization, user=member).role == Role.MEMBER
 
 
-def test_owner_adds_an_existing_user_by_email(owner, organization):
+def test_the_members_page_no_longer_adds_by_email(owner, organization):
+    """Adding by email told whether an account existed; invitations replaced it (issue 18)."""
     newcomer = UserFactory(email="newcomer@example.com")
-    client = logged_in(owner)
-    response = client.post(
-        members_url(organization), {"email": "NewComer@example.com", "role": "admin"}
-    )
-    assert response.status_code == 302
-    assert Membership.objects.get(organization=organization, user=newcomer).role == Role.ADMIN
-    assert "newcomer@example.com added as Admin." in html(client.get(members_url(organization)))
-
-
-def test_unknown_email_is_an_error_next_to_the_email_field(owner, organization):
     response = logged_in(owner).post(
-        members_url(organization), {"email": "ghost@example.com", "role": "member"}
+        members_url(organization), {"email": newcomer.email, "role": "admin"}
     )
-    assert response.status_code == 200
-    assert 'id="id_email_error">No SigSentry account uses this email.' in html(response)
-
-
-def test_adding_an_existing_member_is_an_error(owner, member, organization):
-    response = logged_in(owner).post(
-        members_url(organization), {"email": member.email, "role": "viewer"}
-    )
-    assert "This user is already a member." in html(response)
-    assert Membership.objects.get(organization=organization, user=member).role == Role.MEMBER
-
-
-def test_admins_cannot_hand_out_the_owner_role(admin, organization):
-    newcomer = UserFactory()
-    client = logged_in(admin)
-    page = html(client.get(members_url(organization)))
-    assert '<option value="owner"' not in page.split("Add a member")[1].split("</form>")[0]
-    response = client.post(members_url(organization), {"email": newcomer.email, "role": "owner"})
-    assert response.status_code == 200
-    assert not Membership.objects.filter(user=newcomer).exists()
+    assert response.status_code == 405
+    assert not Membership.objects.filter(organization=organization, user=newcomer).exists()
 
 
 def test_owner_changes_a_role(owner, member, organization):
@@ -238,12 +213,8 @@ def test_member_leaving_goes_home(owner, admin, organization):
 def test_members_and_viewers_cannot_manage_members(request, role, organization, owner, member):
     client = logged_in(request.getfixturevalue(role))
     newcomer = UserFactory()
-    assert (
-        client.post(
-            members_url(organization), {"email": newcomer.email, "role": "viewer"}
-        ).status_code
-        == 403
-    )
+    invite_url = f"/orgs/{organization.id}/invitations/"
+    assert client.post(invite_url, {"email": newcomer.email, "role": "viewer"}).status_code == 403
     assert (
         client.post(f"{members_url(organization)}{owner.id}/role/", {"role": "viewer"}).status_code
         == 403

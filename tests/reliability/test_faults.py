@@ -26,6 +26,8 @@ from django.db import (
 )
 
 from apps.accounts import services as account_services
+from apps.accounts.password_reset import make_reset_token
+from apps.accounts.twofactor import issue_mfa_token
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import record_key_use, revoke_key
@@ -50,6 +52,12 @@ PUBLIC_BODIES = {
     "refresh": lambda ctx: {"refresh": ctx["refresh"]},
     "logout": lambda ctx: {"refresh": ctx["refresh"]},
     "leaked-keys": lambda ctx: {"keys": [ctx["key"]]},
+    "login/2fa": lambda ctx: {"mfaToken": ctx["mfa_token"], "code": "123456"},
+    "password-reset": lambda ctx: {"email": ctx["email"]},
+    "password-reset/confirm": lambda ctx: {
+        "token": ctx["reset_token"],
+        "password": "a-long-enough-password-1",
+    },
 }
 
 
@@ -121,6 +129,8 @@ def outage_context(transactional_db, organization, project, owner, tmp_path):
         "email": owner.email,
         "github": github,
         "github_keys": str(write_keys(tmp_path / "github-keys.json", github)),
+        "mfa_token": issue_mfa_token(owner),
+        "reset_token": make_reset_token(owner),
         "ids": {
             "organization": str(organization.id),
             "project": str(project.id),

@@ -58,18 +58,7 @@ SPEC_ERRORS = {
 }
 ENDPOINTS = api_endpoints()
 NO_THROTTLING = override_settings(
-    THROTTLE_RATES={
-        scope: (1_000_000, 60)
-        for scope in (
-            "failed_auth_ip",
-            "login_account",
-            "login_ip",
-            "signup_ip",
-            "mint_org",
-            "leak_report_ip",
-            "refresh_ip",
-        )
-    }
+    THROTTLE_RATES={scope: (1_000_000, 60) for scope in django_settings.THROTTLE_RATES}
 )
 FUZZ_SETTINGS = settings(
     max_examples=40,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from django.apps import apps
+from django.conf import settings as django_settings
 from django.test import Client, override_settings
 
 from apps.accounts.models import User
@@ -28,18 +29,7 @@ from core.permissions import ALL_PERMISSIONS
 from tests.reliability.helpers import call
 
 HIGH_RATES = override_settings(
-    THROTTLE_RATES={
-        scope: (10_000, 60)
-        for scope in (
-            "failed_auth_ip",
-            "login_account",
-            "login_ip",
-            "signup_ip",
-            "mint_org",
-            "leak_report_ip",
-            "refresh_ip",
-        )
-    }
+    THROTTLE_RATES={scope: (10_000, 60) for scope in django_settings.THROTTLE_RATES}
 )
 SIGNUP_PASSWORD = "Tr0ub4dor-and-3-horses"
 NEW_PASSWORD = "another-secret-Pa55phrase"

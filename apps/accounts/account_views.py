@@ -1,0 +1,170 @@
+"""`/account/`: the password, two-factor set-up (QR code) and the active sessions (SPEC §5).
+
+One page; each form posts to its own small view, which redirects back (or
+renders the page again with its errors). Turning two-factor on shows the
+recovery codes once, in the response to that POST (no-store), never again.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.accounts import services, twofactor
+from apps.accounts.cookies import clear_session_cookies
+from apps.accounts.forms import PasswordChangeForm, TwoFactorDisableForm, TwoFactorEnableForm
+from apps.accounts.selectors import open_sessions_of
+from apps.accounts.views import start_page_session, throttled_message
+from core.decorators import dashboard_page
+from core.errors import InvalidCredentials, NotFound, RateLimited, ValidationFailed
+
+ACCOUNT_URL = "/account/"
+
+
+def _account_page(
+    request: HttpRequest,
+    *,
+    password_form: PasswordChangeForm | None = None,
+    enable_form: TwoFactorEnableForm | None = None,
+    disable_form: TwoFactorDisableForm | None = None,
+    recovery_codes: list[str] | None = None,
+) -> HttpResponse:
+    principal = request.principal
+    user = principal.user
+    device = twofactor.confirmed_device(user)
+    current_id = principal.session.id if principal.session else None
+    # This browser first, then the others, newest first.
+    sessions = sorted(open_sessions_of(user), key=lambda s: s.id != current_id)
+    context = {
+        "password_form": password_form or PasswordChangeForm(),
+        "two_factor_on": device is not None,
+        "two_factor_since": device.confirmed_at if device is not None else None,
+        "recovery_codes_left": twofactor.recovery_codes_left(user) if device else 0,
+        "setup": None if device is not None else twofactor.pending_setup(user),
+        "enable_form": enable_form or TwoFactorEnableForm(),
+        "disable_form": disable_form or TwoFactorDisableForm(),
+        "recovery_codes": recovery_codes,
+        "sessions": sessions,
+        "current_session_id": current_id,
+        "other_sessions": sum(1 for s in sessions if s.id != current_id),
+    }
+    return render(request, "accounts/account.html", context)
+
+
+@dashboard_page
+@require_GET
+def account(request: HttpRequest) -> HttpResponse:
+    return _account_page(request)
+
+
+@dashboard_page
+@require_POST
+def change_password(request: HttpRequest) -> HttpResponse:
+    form = PasswordChangeForm(request.POST)
+    if form.is_valid():
+        try:
+            pair = services.change_own_password(
+                user=request.principal.user,
+                current_password=form.cleaned_data["current_password"],
+                new_password=form.cleaned_data["new_password"],
+                request=request,
+            )
+        except InvalidCredentials as exc:
+            form.add_error("current_password", exc.message)
+        except RateLimited as exc:
+            form.add_error(None, throttled_message(exc))
+        except ValidationFailed as exc:
+            form.add_service_errors(exc.details["fields"], {"password": "new_password"})
+        else:
+            messages.success(
+                request, "Password changed. Every other session was logged out; this one goes on."
+            )
+            return start_page_session(pair, ACCOUNT_URL)
+    return _account_page(request, password_form=form)
+
+
+@dashboard_page
+@require_POST
+def start_two_factor(request: HttpRequest) -> HttpResponse:
+    try:
+        twofactor.start_setup(user=request.principal.user)
+    except ValidationFailed as exc:
+        messages.error(request, exc.details["fields"]["nonFieldErrors"][0])
+    return redirect(f"{ACCOUNT_URL}#two-factor")
+
+
+@dashboard_page
+@require_POST
+def enable_two_factor(request: HttpRequest) -> HttpResponse:
+    form = TwoFactorEnableForm(request.POST)
+    if form.is_valid():
+        try:
+            codes = twofactor.enable(
+                user=request.principal.user, code=form.cleaned_data["code"], request=request
+            )
+        except RateLimited as exc:
+            form.add_error(None, throttled_message(exc))
+        except ValidationFailed as exc:
+            form.add_service_errors(exc.details["fields"], {"code": "code"})
+        else:
+            messages.success(request, "Two-factor authentication is on.")
+            return _account_page(request, recovery_codes=codes)
+    return _account_page(request, enable_form=form)
+
+
+@dashboard_page
+@require_POST
+def disable_two_factor(request: HttpRequest) -> HttpResponse:
+    form = TwoFactorDisableForm(request.POST)
+    if form.is_valid():
+        try:
+            twofactor.disable(
+                user=request.principal.user,
+                password=form.cleaned_data["password"],
+                request=request,
+            )
+        except InvalidCredentials as exc:
+            form.add_error("password", exc.message)
+        except RateLimited as exc:
+            form.add_error(None, throttled_message(exc))
+        except ValidationFailed as exc:
+            form.add_service_errors(exc.details["fields"], {"password": "password"})
+        else:
+            messages.success(request, "Two-factor authentication is off.")
+            return redirect(f"{ACCOUNT_URL}#two-factor")
+    return _account_page(request, disable_form=form)
+
+
+@dashboard_page
+@require_POST
+def end_session(request: HttpRequest, session_id) -> HttpResponse:
+    """Log one session out (another browser, or this one)."""
+    principal = request.principal
+    try:
+        services.end_own_session(user=principal.user, session_id=session_id)
+    except NotFound:
+        messages.info(request, "That session had already ended.")
+        return redirect(f"{ACCOUNT_URL}#sessions")
+    if principal.session is not None and principal.session.id == session_id:
+        response = redirect("/login/")
+        clear_session_cookies(response)
+        response.ends_session = True
+        return response
+    messages.success(request, "That session was logged out.")
+    return redirect(f"{ACCOUNT_URL}#sessions")
+
+
+@dashboard_page
+@require_POST
+def end_other_sessions(request: HttpRequest) -> HttpResponse:
+    principal = request.principal
+    ended = services.end_other_sessions(user=principal.user, keep=principal.session)
+    messages.success(
+        request,
+        f"Logged out {ended} other session{'s' if ended != 1 else ''}."
+        if ended
+        else "There were no other sessions.",
+    )
+    return redirect(f"{ACCOUNT_URL}#sessions")

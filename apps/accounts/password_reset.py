@@ -1,0 +1,111 @@
+"""Password reset by email (SPEC §4.13).
+
+The token is `<user id>.<Django reset token>`: the user id as URL-safe base64
+of its 16 bytes, then Django's `PasswordResetTokenGenerator` token (a
+timestamp and an HMAC-SHA256 under SECRET_KEY of the user id, password hash,
+last login, email and timestamp). Nothing about it is stored: it is valid for
+PASSWORD_RESET_TIMEOUT (one hour), and single use because setting the
+password changes the hash it signs. It appears only in the emailed link
+(`/reset/<token>/`) and in the confirm request, never in a log or an error.
+
+Asking for a reset answers the same whether or not an account uses the email
+(the mail itself goes out after the response, apps.accounts.mail), and is
+throttled per client and per normalized address so nobody can flood an inbox.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.auth.tokens import PasswordResetTokenGenerator
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
+
+from apps.accounts import mail, services
+from apps.accounts.emails import normalize_email
+from apps.accounts.models import User
+from apps.accounts.selectors import user_by_email
+from core import throttling
+from core.errors import RateLimited, ValidationFailed
+from core.net import client_ip
+
+MAX_TOKEN_LENGTH = 128
+INVALID_TOKEN = "This reset link is invalid, was already used or has expired. Ask for a new one."
+
+
+class ResetTokenGenerator(PasswordResetTokenGenerator):
+    key_salt = "sigsentry.accounts.password-reset"
+
+
+reset_tokens = ResetTokenGenerator()
+
+
+def make_reset_token(user: User) -> str:
+    return f"{urlsafe_base64_encode(user.pk.bytes)}.{reset_tokens.make_token(user)}"
+
+
+def _split(token: Any) -> tuple[uuid.UUID, str] | None:
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    uid, _, signed = token.partition(".")
+    try:
+        return uuid.UUID(bytes=urlsafe_base64_decode(uid)), signed
+    except (ValueError, TypeError):
+        return None
+
+
+def user_for_reset_token(token: Any) -> User | None:
+    """The active user a valid, unexpired, unused reset token names; None otherwise."""
+    parts = _split(token)
+    if parts is None:
+        return None
+    user_id, signed = parts
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None or not reset_tokens.check_token(user, signed):
+        return None
+    return user
+
+
+def request_password_reset(*, email: Any, request: HttpRequest | None = None) -> None:
+    """Mail a reset link if an active account uses `email`; the caller cannot tell which."""
+    if not isinstance(email, str) or not email.strip():
+        raise ValidationFailed({"email": ["An email address is required."]})
+    if len(email) > User._meta.get_field("email").max_length:
+        raise ValidationFailed({"email": ["Enter a valid email address."]})
+    account = normalize_email(email)
+    ip = client_ip(request) if request is not None else None
+    throttling.enforce("password_reset_ip", ip)
+    throttling.enforce("password_reset_account", account)
+    user = user_by_email(account)
+    if user is None or not user.is_active or not user.has_usable_password():
+        return
+    mail.send_password_reset(to=user.email, token=make_reset_token(user))
+
+
+def confirm_password_reset(
+    *, token: Any, password: Any, request: HttpRequest | None = None
+) -> User:
+    """Set the new password with a reset token: every session ends, an email says so.
+
+    A bad, used or expired token is a 400 on `token` and changes nothing;
+    failures count against the client like failed credentials. Two requests
+    with one token: the user row is locked and the token checked again under
+    the lock, so only the first sets a password.
+    """
+    ip = client_ip(request) if request is not None else None
+    retry_after = throttling.is_limited("failed_auth_ip", ip)
+    if retry_after is not None:
+        raise RateLimited(retry_after)
+    user = user_for_reset_token(token)
+    if user is None:
+        throttling.hit("failed_auth_ip", ip)
+        raise ValidationFailed({"token": [INVALID_TOKEN]})
+    _user_id, signed = _split(token)
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        if not reset_tokens.check_token(locked, signed):
+            raise ValidationFailed({"token": [INVALID_TOKEN]})
+        services.change_password(user=locked, new_password=password, request=request)
+    return locked

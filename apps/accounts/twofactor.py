@@ -1,0 +1,403 @@
+"""Two-factor authentication: TOTP (RFC 6238) and recovery codes (SPEC §4.13).
+
+What is stored, and what never is:
+
+* the shared secret (32 base32 characters, 160 bits, from `secrets`) only
+  encrypted: Fernet under a key derived with HKDF-SHA256 from SECRET_KEY
+  (SECRET_KEY_FALLBACKS still decrypt, so rotating the key keeps every
+  authenticator working);
+* recovery codes only as SHA-256 digests: 16 characters of a 32-letter
+  alphabet (80 random bits) each, shown once when made;
+* the time step of the last accepted TOTP code.
+
+Rules:
+
+* a TOTP code is checked against the current 30-second step and one step on
+  either side, each with a constant-time comparison; it is accepted only if
+  its step is later than the last accepted one, recorded by a conditional
+  UPDATE, so one code never logs in twice, even from two concurrent requests;
+* a recovery code is used by a conditional UPDATE of its row: once only;
+* the `mfaToken` that a password login answers when a second factor is
+  needed is signed (django.core.signing: HMAC-SHA256 under SECRET_KEY),
+  carries the user id, a random nonce and a fingerprint of the password hash,
+  is valid 5 minutes, dies when the password changes, and finishes one login
+  only (its nonce is recorded in the cache);
+* wrong codes count like wrong passwords: per account (`mfa_account`) and per
+  client (`login_ip`), answered 429 past the limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyotp
+import segno
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q
+from django.http import HttpRequest
+from django.utils import timezone
+
+from apps.accounts import mail
+from apps.accounts.emails import normalize_email
+from apps.accounts.models import RecoveryCode, TotpDevice, User
+from core import throttling
+from core.errors import InvalidCredentials, RateLimited, ValidationFailed
+from core.net import client_ip
+
+ISSUER = "SigSentry"
+STEP_SECONDS = 30
+DIGITS = 6
+#: Steps accepted on either side of the current one (clock drift, a slow typist).
+DRIFT_STEPS = 1
+RECOVERY_CODE_COUNT = 10
+RECOVERY_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lower case
+RECOVERY_CODE_LENGTH = 16
+MFA_TOKEN_MAX_AGE = timedelta(minutes=5)
+_MFA_TOKEN_SALT = "sigsentry.accounts.mfa-login"
+_SECRET_KEY_INFO = b"sigsentry.accounts.totp-secret"
+#: Longest code or token text looked at; anything longer is simply wrong.
+MAX_INPUT_LENGTH = 64
+MAX_MFA_TOKEN_LENGTH = 512
+
+WRONG_CODE = "The code is not valid."
+EXPIRED_LOGIN = "The login has expired. Log in again."
+
+
+class MfaTokenInvalid(InvalidCredentials):
+    """An mfaToken that is forged, expired, used or outdated: the login starts over."""
+
+    message = EXPIRED_LOGIN
+
+
+@dataclass(frozen=True, slots=True)
+class TotpSetup:
+    """A secret waiting for its first code: shown to the user for their app."""
+
+    secret: str
+    otpauth_url: str
+
+    @property
+    def grouped_secret(self) -> str:
+        """The secret in groups of four, easier to type by hand."""
+        return " ".join(self.secret[i : i + 4] for i in range(0, len(self.secret), 4))
+
+    def qr_svg(self) -> str:
+        """The otpauth URL as a QR code, an inline `<svg>` (no image service, no script)."""
+        return segno.make(self.otpauth_url, error="m").svg_inline(
+            scale=1,
+            border=4,
+            dark="#000",
+            light="#fff",
+            omitsize=True,
+            svgclass="qr-code",
+            title="QR code for your authenticator app",
+        )
+
+
+# Secret encryption -----------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _fernet(secret_keys: tuple[str, ...]) -> MultiFernet:
+    def derive(secret_key: str) -> Fernet:
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SECRET_KEY_INFO)
+        return Fernet(base64.urlsafe_b64encode(hkdf.derive(secret_key.encode())))
+
+    return MultiFernet([derive(key) for key in secret_keys])
+
+
+def _cipher() -> MultiFernet:
+    return _fernet((settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())))
+
+
+def encrypt_secret(secret: str) -> str:
+    return _cipher().encrypt(secret.encode()).decode()
+
+
+def decrypt_secret(encrypted: str) -> str:
+    return _cipher().decrypt(encrypted.encode()).decode()
+
+
+# Reads --------------------------------------------------------------------------------
+
+
+def confirmed_device(user: User) -> TotpDevice | None:
+    return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).first()
+
+
+def is_enabled(user: User) -> bool:
+    return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).exists()
+
+
+def pending_setup(user: User) -> TotpSetup | None:
+    """The set-up in progress (a secret without a first code yet), if any."""
+    device = TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).first()
+    if device is None:
+        return None
+    try:
+        return _setup_for(user, decrypt_secret(device.encrypted_secret))
+    except InvalidToken:
+        return None  # encrypted under a key that is gone: start again
+
+
+def recovery_codes_left(user: User) -> int:
+    return RecoveryCode.objects.filter(user=user, used_at__isnull=True).count()
+
+
+def _setup_for(user: User, secret: str) -> TotpSetup:
+    url = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).provisioning_uri(
+        name=user.email, issuer_name=ISSUER
+    )
+    return TotpSetup(secret=secret, otpauth_url=url)
+
+
+# Codes --------------------------------------------------------------------------------
+
+
+def _clean_code(code: Any) -> str | None:
+    if not isinstance(code, str):
+        return None
+    cleaned = "".join(code.split()).replace("-", "").lower()
+    if not cleaned or len(cleaned) > MAX_INPUT_LENGTH:
+        return None
+    return cleaned
+
+
+def _is_totp_shape(code: str) -> bool:
+    return len(code) == DIGITS and code.isascii() and code.isdigit()
+
+
+def _matching_step(secret: str, code: str, now: datetime) -> int | None:
+    """The step among current ± DRIFT_STEPS whose code is `code`; each compared in constant time."""
+    totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
+    current = int(now.timestamp()) // STEP_SECONDS
+    matched = None
+    for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            matched = step
+    return matched
+
+
+def _accept_totp(device: TotpDevice, code: str, now: datetime) -> bool:
+    """True once per step: the step is recorded only if it is later than the last one used."""
+    try:
+        secret = decrypt_secret(device.encrypted_secret)
+    except InvalidToken:
+        return False
+    step = _matching_step(secret, code, now)
+    if step is None:
+        return False
+    return (
+        TotpDevice.objects.filter(pk=device.pk)
+        .filter(Q(last_used_step__isnull=True) | Q(last_used_step__lt=step))
+        .update(last_used_step=step)
+        == 1
+    )
+
+
+def _recovery_digest(code: str) -> str:
+    # Crockford's base32 reads I and L as 1, O as 0: a mistyped code still matches.
+    normalized = code.lower().translate(str.maketrans("ilo", "110"))
+    return hashlib.sha256(normalized.encode()).hexdigest()
+
+
+def _use_recovery_code(user: User, code: str, now: datetime) -> bool:
+    if len(code) != RECOVERY_CODE_LENGTH:
+        return False
+    return (
+        RecoveryCode.objects.filter(
+            user=user, digest=_recovery_digest(code), used_at__isnull=True
+        ).update(used_at=now)
+        == 1
+    )
+
+
+def _new_recovery_codes(user: User, now: datetime) -> list[str]:
+    """Replace the user's recovery codes with ten new ones; returns them (the only time)."""
+    codes = [
+        "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_CODE_LENGTH))
+        for _ in range(RECOVERY_CODE_COUNT)
+    ]
+    RecoveryCode.objects.filter(user=user).delete()
+    RecoveryCode.objects.bulk_create(
+        RecoveryCode(user=user, digest=_recovery_digest(code), created_at=now) for code in codes
+    )
+    return ["-".join(code[i : i + 4] for i in range(0, len(code), 4)) for code in codes]
+
+
+def _throttle_check(user: User, ip: str | None) -> None:
+    for scope, ident in (("mfa_account", str(user.pk)), ("login_ip", ip)):
+        retry_after = throttling.is_limited(scope, ident)
+        if retry_after is not None:
+            raise RateLimited(retry_after)
+
+
+def check_second_factor(*, user: User, code: Any, request: HttpRequest | None = None) -> None:
+    """Accept a TOTP code or an unused recovery code of `user`, or raise.
+
+    Wrong → 401 INVALID_CREDENTIALS, counted per account and per client; past
+    the limit every attempt (a right code too) → 429 RATE_LIMITED.
+    """
+    ip = client_ip(request) if request is not None else None
+    _throttle_check(user, ip)
+    throttling.hit("login_ip", ip)
+    device = confirmed_device(user)
+    cleaned = _clean_code(code)
+    now = timezone.now()
+    accepted = False
+    if device is not None and cleaned is not None:
+        if _is_totp_shape(cleaned):
+            accepted = _accept_totp(device, cleaned, now)
+        else:
+            accepted = _use_recovery_code(user, cleaned, now)
+    if not accepted:
+        throttling.hit("mfa_account", str(user.pk))
+        raise InvalidCredentials(WRONG_CODE)
+
+
+# The login's second step --------------------------------------------------------------
+
+
+def _password_mark(user: User) -> str:
+    """Changes with the password; a hash of Django's session hash, not the hash itself."""
+    return hashlib.sha256(user.get_session_auth_hash().encode()).hexdigest()[:16]
+
+
+def issue_mfa_token(user: User) -> str:
+    payload = {"u": str(user.pk), "n": secrets.token_urlsafe(16), "p": _password_mark(user)}
+    return signing.dumps(payload, salt=_MFA_TOKEN_SALT)
+
+
+def _used_key(nonce: str) -> str:
+    return f"mfa-token-used:{hashlib.sha256(nonce.encode()).hexdigest()[:32]}"
+
+
+def user_for_mfa_token(token: Any) -> tuple[User, str]:
+    """The user an unexpired, unused mfaToken names, and its nonce; else INVALID_CREDENTIALS."""
+    if not isinstance(token, str) or not token or len(token) > MAX_MFA_TOKEN_LENGTH:
+        raise MfaTokenInvalid()
+    try:
+        payload = signing.loads(
+            token, salt=_MFA_TOKEN_SALT, max_age=MFA_TOKEN_MAX_AGE.total_seconds()
+        )
+        user_id = uuid.UUID(str(payload["u"]))
+        nonce, mark = str(payload["n"]), str(payload["p"])
+    except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
+        raise MfaTokenInvalid() from exc
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None or not hmac.compare_digest(mark, _password_mark(user)) or _was_used(nonce):
+        raise MfaTokenInvalid()
+    return user, nonce
+
+
+def _was_used(nonce: str) -> bool:
+    try:
+        return cache.get(_used_key(nonce)) is not None
+    except Exception:  # the cache is down: the code itself is still single use
+        return False
+
+
+def mark_mfa_token_used(nonce: str) -> bool:
+    """Record the nonce; False if another request used this token first."""
+    try:
+        return cache.add(_used_key(nonce), 1, timeout=int(MFA_TOKEN_MAX_AGE.total_seconds()) + 1)
+    except Exception:
+        return True
+
+
+# Services -----------------------------------------------------------------------------
+
+
+def start_setup(*, user: User) -> TotpSetup:
+    """A new secret for the user's app, waiting for a first code (`enable`).
+
+    Starting again replaces a set-up in progress; with two-factor already on
+    it is refused (turn it off first), so a stolen session cannot swap the
+    authenticator.
+    """
+    if is_enabled(user):
+        raise ValidationFailed(
+            {"nonFieldErrors": ["Two-factor authentication is already on. Turn it off first."]}
+        )
+    secret = pyotp.random_base32(length=32)
+    TotpDevice.objects.update_or_create(
+        user=user,
+        defaults={
+            "encrypted_secret": encrypt_secret(secret),
+            "created_at": timezone.now(),
+            "confirmed_at": None,
+            "last_used_step": None,
+        },
+    )
+    return _setup_for(user, secret)
+
+
+def enable(*, user: User, code: Any, request: HttpRequest | None = None) -> list[str]:
+    """Turn two-factor on with a first code from the app; returns the 10 recovery codes (once)."""
+    device = TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).first()
+    if device is None:
+        if is_enabled(user):
+            raise ValidationFailed({"code": ["Two-factor authentication is already on."]})
+        raise ValidationFailed({"code": ["Start the set-up first: POST /v1/auth/2fa/setup."]})
+    ip = client_ip(request) if request is not None else None
+    _throttle_check(user, ip)
+    cleaned = _clean_code(code)
+    now = timezone.now()
+    if cleaned is None or not _is_totp_shape(cleaned) or not _accept_totp(device, cleaned, now):
+        throttling.hit("mfa_account", str(user.pk))
+        raise ValidationFailed(
+            {"code": ["That code is not right. Enter the 6 digits your app shows now."]}
+        )
+    with transaction.atomic():
+        TotpDevice.objects.filter(pk=device.pk).update(confirmed_at=now)
+        codes = _new_recovery_codes(user, now)
+    mail.send_two_factor_changed(to=user.email, enabled=True, when=now, ip=ip)
+    return codes
+
+
+def disable(*, user: User, password: Any, request: HttpRequest | None = None) -> None:
+    """Turn two-factor off; needs the password (wrong → 401, throttled like a login)."""
+    check_password(user=user, password=password, request=request)
+    with transaction.atomic():
+        deleted, _ = TotpDevice.objects.filter(user=user).delete()
+        RecoveryCode.objects.filter(user=user).delete()
+    if deleted:
+        ip = client_ip(request) if request is not None else None
+        mail.send_two_factor_changed(to=user.email, enabled=False, when=timezone.now(), ip=ip)
+
+
+def reset_for_operator(*, user: User) -> None:
+    """An operator turns two-factor off for a user who lost their device (the admin)."""
+    with transaction.atomic():
+        TotpDevice.objects.filter(user=user).delete()
+        RecoveryCode.objects.filter(user=user).delete()
+
+
+def check_password(*, user: User, password: Any, request: HttpRequest | None = None) -> None:
+    """The user's current password, or 401 INVALID_CREDENTIALS; throttled as logins are."""
+    if not isinstance(password, str) or not password:
+        raise ValidationFailed({"password": ["Your current password is required."]})
+    account = normalize_email(user.email)
+    ip = client_ip(request) if request is not None else None
+    for scope, ident in (("login_account", account), ("login_ip", ip)):
+        retry_after = throttling.is_limited(scope, ident)
+        if retry_after is not None:
+            raise RateLimited(retry_after)
+    throttling.hit("login_ip", ip)
+    if not user.check_password(password):
+        throttling.hit("login_account", account)
+        raise InvalidCredentials("The password is incorrect.")

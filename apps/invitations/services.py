@@ -1,0 +1,259 @@
+"""Inviting people to an organization by email, and accepting (SPEC §4.13).
+
+* The token is 32 random bytes from `secrets` (URL-safe base64); only its
+  SHA-256 digest is stored. It exists in the invitation email's link only:
+  never in an API answer, a log line or an audit event.
+* Inviting answers the same whether or not an account uses the address, so the
+  invitation form cannot be used to find out who has an account.
+* An invitation is valid seven days and accepted once, by a user whose
+  normalized email (NFKC, case-folded) equals the invited one's; to anyone else
+  it does not exist (404). Inviting an address again replaces its pending
+  invitation (the old link dies).
+* Audit events: `member.invited`, `member.invitation_cancelled`, and
+  `member.added` when the invitee joins.
+"""
+
+from __future__ import annotations
+
+import secrets
+import unicodedata
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from apps.accounts import mail
+from apps.accounts.emails import normalize_email
+from apps.accounts.models import User
+from apps.accounts.services import create_account, start_session
+from apps.accounts.tokens import TokenPair
+from apps.audit.services import Action, record_event
+from apps.invitations.models import Invitation
+from apps.invitations.selectors import invitation_for_token, token_digest
+from apps.orgs.models import Membership
+from core import throttling
+from core.errors import NotFound, PermissionDenied, ValidationFailed
+from core.permissions import MANAGER_ROLES, Role
+
+INVITATION_LIFETIME = timedelta(days=7)
+MAX_EMAIL_LENGTH = 254
+
+
+def _clean_email(value: Any) -> str:
+    """The address as typed, in NFKC (full-width letters become ASCII) but not case-folded:
+    folding could change where the mail goes (`ß` becomes `ss`)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationFailed({"email": ["An email address is required."]})
+    email = unicodedata.normalize("NFKC", value.strip())
+    if len(email) > MAX_EMAIL_LENGTH or len(normalize_email(email)) > MAX_EMAIL_LENGTH:
+        raise ValidationFailed({"email": ["Enter a valid email address."]})
+    try:
+        validate_email(email)
+        validate_email(normalize_email(email))
+    except DjangoValidationError as exc:
+        raise ValidationFailed({"email": ["Enter a valid email address."]}) from exc
+    return email
+
+
+def _clean_role(value: Any, actor_role: str) -> str:
+    if value not in Role.values:
+        raise ValidationFailed({"role": [f"One of: {', '.join(Role.values)}."]})
+    if value == Role.OWNER and actor_role != Role.OWNER:
+        raise PermissionDenied(message="Only owners can invite owners.")
+    return value
+
+
+def _is_member(organization_id: Any, email: str) -> bool:
+    candidates = Membership.objects.filter(
+        organization_id=organization_id, user__email__iexact=email
+    ).select_related("user")
+    return any(normalize_email(m.user.email) == email for m in candidates)
+
+
+def invite_member(
+    *,
+    actor_membership: Membership,
+    email: Any,
+    role: Any,
+    request: HttpRequest | None = None,
+) -> Invitation:
+    """Invite `email` as `role` and mail them the link. Owners and admins; owners by owners only."""
+    if actor_membership.role not in MANAGER_ROLES:
+        raise PermissionDenied(message="Only owners and admins can do this.")
+    organization = actor_membership.organization
+    errors: dict[str, list[str]] = {}
+    clean: dict[str, str] = {}
+    for field, cleaner in (
+        ("email", lambda: _clean_email(email)),
+        ("role", lambda: _clean_role(role, actor_membership.role)),
+    ):
+        try:
+            clean[field] = cleaner()
+        except ValidationFailed as exc:
+            errors.update(exc.details["fields"])
+    if errors:
+        raise ValidationFailed(errors)
+    address, role = clean["email"], clean["role"]
+    normalized = normalize_email(address)
+    if _is_member(organization.id, normalized):
+        raise ValidationFailed({"email": ["This person is already a member."]})
+    throttling.enforce("invite_org", str(organization.id))
+    token = secrets.token_urlsafe(32)
+    now = timezone.now()
+    with transaction.atomic():
+        Invitation.objects.filter(
+            organization=organization,
+            normalized_email=normalized,
+            accepted_at__isnull=True,
+            cancelled_at__isnull=True,
+        ).update(cancelled_at=now)
+        invitation = Invitation.objects.create(
+            organization=organization,
+            email=address,
+            normalized_email=normalized,
+            role=role,
+            token_digest=token_digest(token),
+            invited_by=actor_membership.user,
+            created_at=now,
+            expires_at=now + INVITATION_LIFETIME,
+        )
+        record_event(
+            action=Action.MEMBER_INVITED,
+            organization_id=organization.id,
+            actor_user=actor_membership.user,
+            target_type="invitation",
+            target_id=invitation.id,
+            target_label=address,
+            request=request,
+            details={"role": role},
+        )
+    mail.send_invitation(
+        to=address,
+        token=token,
+        organization_name=organization.name,
+        inviter_email=actor_membership.user.email,
+        role_label=Role(role).label,
+        expires_at=invitation.expires_at,
+    )
+    return invitation
+
+
+def cancel_invitation(
+    *, actor_membership: Membership, invitation_id: Any, request: HttpRequest | None = None
+) -> None:
+    """Cancel a pending invitation of the caller's organization; its link dies. 404 otherwise."""
+    if actor_membership.role not in MANAGER_ROLES:
+        raise PermissionDenied(message="Only owners and admins can do this.")
+    now = timezone.now()
+    with transaction.atomic():
+        invitation = (
+            Invitation.objects.select_for_update()
+            .filter(
+                organization_id=actor_membership.organization_id,
+                pk=_uuid_or_404(invitation_id),
+                accepted_at__isnull=True,
+                cancelled_at__isnull=True,
+                expires_at__gt=now,
+            )
+            .first()
+        )
+        if invitation is None:
+            raise NotFound()
+        invitation.cancelled_at = now
+        invitation.save(update_fields=["cancelled_at"])
+        record_event(
+            action=Action.MEMBER_INVITATION_CANCELLED,
+            organization_id=invitation.organization_id,
+            actor_user=actor_membership.user,
+            target_type="invitation",
+            target_id=invitation.id,
+            target_label=invitation.email,
+            request=request,
+            details={"role": invitation.role},
+        )
+
+
+def _uuid_or_404(value: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise NotFound() from exc
+
+
+def invitation_for_user(token: Any, user: User) -> Invitation:
+    """The pending invitation `token` names, if it was sent to `user`'s email; 404 otherwise.
+
+    An unknown, cancelled, expired or used token and another person's
+    invitation all look the same.
+    """
+    invitation = invitation_for_token(token)
+    if (
+        invitation is None
+        or not invitation.is_pending()
+        or normalize_email(user.email) != invitation.normalized_email
+    ):
+        raise NotFound("This invitation does not exist, has expired or was already used.")
+    return invitation
+
+
+def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = None) -> Membership:
+    """Join the organization with the invited role; the invitation is used up.
+
+    Accepting twice is harmless (the second answer is the same membership).
+    Someone who already belongs to the organization keeps their role.
+    """
+    invitation = invitation_for_token(token)
+    if (
+        invitation is not None
+        and invitation.accepted_by_id == user.pk
+        and normalize_email(user.email) == invitation.normalized_email
+    ):
+        membership = Membership.objects.filter(
+            organization_id=invitation.organization_id, user=user
+        ).first()
+        if membership is not None:
+            return membership
+    invitation = invitation_for_user(token, user)
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
+        if not locked.is_pending(now):
+            raise NotFound("This invitation does not exist, has expired or was already used.")
+        membership, created = Membership.objects.get_or_create(
+            organization_id=locked.organization_id, user=user, defaults={"role": locked.role}
+        )
+        locked.accepted_at = now
+        locked.accepted_by = user
+        locked.save(update_fields=["accepted_at", "accepted_by"])
+        if created:
+            record_event(
+                action=Action.MEMBER_ADDED,
+                organization_id=locked.organization_id,
+                actor_user=user,
+                target_type="user",
+                target_id=user.pk,
+                target_label=user.email,
+                request=request,
+                details={"role": locked.role, "invitationId": str(locked.pk)},
+            )
+    membership.organization = invitation.organization
+    return membership
+
+
+def sign_up_and_accept(
+    *, token: Any, password: Any, request: HttpRequest | None = None
+) -> tuple[Membership, TokenPair]:
+    """A new account for the invited email, in the organization at once, logged in."""
+    invitation = invitation_for_token(token)
+    if invitation is None or not invitation.is_pending():
+        raise NotFound("This invitation does not exist, has expired or was already used.")
+    with transaction.atomic():
+        user = create_account(email=invitation.email, password=password, request=request)
+        membership = accept_invitation(user=user, token=token, request=request)
+        pair = start_session(user, request)
+    return membership, pair

@@ -1,0 +1,135 @@
+"""Pages: the Invite form of the members page, cancelling, and `/invitations/<token>/`.
+
+The invitation page serves whoever opens the emailed link:
+
+* logged in with the invited email: an "Accept invitation" button;
+* logged in as someone else: a way to log out, and nothing about the invitation;
+* not logged in: the organization and role, a way to log in (and come back),
+  and a short sign-up form for the invited email that lands in the organization.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from apps.accounts.emails import normalize_email
+from apps.accounts.views import start_page_session, throttled_message
+from apps.invitations import services
+from apps.invitations.forms import InvitationSignupForm, InviteForm
+from apps.invitations.selectors import invitation_for_token
+from apps.orgs.access import membership_for, require_manager
+from apps.orgs.views import members_page
+from core.decorators import dashboard_page
+from core.errors import NotFound, PermissionDenied, RateLimited, ValidationFailed
+
+
+def _members_url(membership) -> str:
+    return f"/orgs/{membership.organization_id}/members/"
+
+
+@dashboard_page
+@require_POST
+def invite(request: HttpRequest, org_id) -> HttpResponse:
+    membership = membership_for(request.principal.user, org_id)
+    require_manager(membership)
+    form = InviteForm(request.POST, actor_role=membership.role)
+    if form.is_valid():
+        try:
+            invitation = services.invite_member(
+                actor_membership=membership,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                request=request,
+            )
+        except ValidationFailed as exc:
+            form.add_service_errors(exc.details["fields"], {"email": "email", "role": "role"})
+        except PermissionDenied as exc:
+            form.add_error("role", exc.message)
+        except RateLimited as exc:
+            form.add_error(None, throttled_message(exc))
+        else:
+            messages.success(
+                request,
+                f"Invitation sent to {invitation.email} as {invitation.get_role_display()}.",
+            )
+            return redirect(_members_url(membership))
+    return members_page(request, membership, extra_context={"invite_form": form})
+
+
+@dashboard_page
+@require_POST
+def cancel(request: HttpRequest, org_id, invitation_id) -> HttpResponse:
+    membership = membership_for(request.principal.user, org_id)
+    require_manager(membership)
+    try:
+        services.cancel_invitation(
+            actor_membership=membership, invitation_id=invitation_id, request=request
+        )
+    except NotFound:
+        messages.info(request, "That invitation was no longer pending.")
+    else:
+        messages.success(request, "Invitation cancelled.")
+    return redirect(_members_url(membership))
+
+
+def _invalid(request: HttpRequest) -> HttpResponse:
+    return render(request, "invitations/invalid.html", status=404)
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
+    invitation = invitation_for_token(token)
+    if invitation is None or not invitation.is_pending():
+        return _invalid(request)
+    principal = request.principal
+    if principal is not None:
+        if normalize_email(principal.user.email) != invitation.normalized_email:
+            return render(request, "invitations/other_account.html", {"next": request.path})
+        if request.method == "POST":
+            try:
+                membership = services.accept_invitation(
+                    user=principal.user, token=token, request=request
+                )
+            except NotFound:
+                return _invalid(request)
+            messages.success(
+                request,
+                f"You joined {membership.organization.name} as {membership.get_role_display()}.",
+            )
+            return redirect("/")
+        return render(request, "invitations/accept.html", {"invitation": invitation})
+    form = InvitationSignupForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            membership, pair = services.sign_up_and_accept(
+                token=token, password=form.cleaned_data["password"], request=request
+            )
+        except NotFound:
+            return _invalid(request)
+        except RateLimited as exc:
+            form.add_error(None, throttled_message(exc))
+        except ValidationFailed as exc:
+            fields = exc.details["fields"]
+            if "email" in fields:
+                form.add_error(None, "An account already uses this email: log in to accept.")
+            form.add_service_errors(
+                {k: v for k, v in fields.items() if k != "email"}, {"password": "password"}
+            )
+        else:
+            messages.success(
+                request,
+                f"Welcome! You joined {membership.organization.name} "
+                f"as {membership.get_role_display()}.",
+            )
+            return start_page_session(pair, "/")
+    context = {
+        "invitation": invitation,
+        "form": form,
+        "login_url": "/login/?" + urlencode({"next": request.path}),
+    }
+    return render(request, "invitations/join.html", context)

@@ -1,0 +1,242 @@
+"""Password reset by email (SPEC §4.13): the API, the pages, and the mail on a real SMTP server."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.test import Client, override_settings
+
+from apps.accounts.models import AuthSession
+from apps.accounts.password_reset import make_reset_token
+from tests.factories import PASSWORD, UserFactory
+from tests.orgs.helpers import bearer_client, error_code, error_fields
+from tests.pages import assert_no_inline_code, html, logged_in
+
+pytestmark = pytest.mark.django_db
+
+RESET = "/v1/auth/password-reset"
+CONFIRM = "/v1/auth/password-reset/confirm"
+NEW_PASSWORD = "a-brand-new-passphrase-2026"
+
+
+def ask_reset(client, email, **extra):
+    return client.post(RESET, {"email": email}, format="json", **extra)
+
+
+def confirm(client, token, password=NEW_PASSWORD):
+    return client.post(CONFIRM, {"token": token, "password": password}, format="json")
+
+
+def token_from(mail) -> str:
+    """The token of the reset link in a received email (its path is /reset/<token>/)."""
+    path = urlsplit(mail.link("/reset/")).path
+    assert path.startswith("/reset/") and path.endswith("/")
+    return path.removeprefix("/reset/").removesuffix("/")
+
+
+def test_reset_answers_the_same_for_known_and_unknown_emails_and_mails_only_the_known(
+    api_client, mailbox, owner
+):
+    known = ask_reset(api_client, owner.email)
+    unknown = ask_reset(api_client, "nobody@example.com")
+
+    assert known.status_code == unknown.status_code == 202
+    assert known.json() == unknown.json()
+    assert mailbox.messages("nobody@example.com") == []
+    [mail] = mailbox.messages(owner.email)
+    assert mail.subject == "Reset your SigSentry password"
+    assert mail.sender == "SigSentry <no-reply@localhost>"
+    link = mail.link("/reset/")
+    assert link.startswith("http://127.0.0.1:8000/reset/")
+    assert link in mail.html  # the HTML part carries the same link
+
+
+def test_the_mailed_link_works_once_ends_every_session_and_changes_the_password(
+    api_client, mailbox, owner, user_token
+):
+    old_session = bearer_client(user_token(owner))
+    ask_reset(api_client, owner.email)
+    token = token_from(mailbox.wait_for(owner.email)[0])
+    mailbox.clear()
+
+    page = Client().get(f"/reset/{token}/")
+    assert page.status_code == 200 and "Choose a new password" in html(page)
+    response = confirm(api_client, token)
+
+    assert response.status_code == 204
+    owner.refresh_from_db()
+    assert owner.check_password(NEW_PASSWORD)
+    assert old_session.get("/v1/me").status_code == 401
+    assert not AuthSession.objects.filter(user=owner, ended_at__isnull=True).exists()
+    [changed] = mailbox.messages(owner.email)
+    assert changed.subject == "Your SigSentry password was changed"
+    assert token not in changed.text and token not in changed.html
+
+    again = confirm(api_client, token, "yet-another-passphrase-9")
+    assert again.status_code == 400 and "token" in error_fields(again)
+    owner.refresh_from_db()
+    assert owner.check_password(NEW_PASSWORD)
+    assert Client().get(f"/reset/{token}/").status_code == 400
+
+
+def test_links_live_one_hour():
+    assert settings.PASSWORD_RESET_TIMEOUT == 3600
+
+
+def test_an_expired_token_is_refused_and_changes_nothing(api_client, owner):
+    token = make_reset_token(owner)
+    with override_settings(PASSWORD_RESET_TIMEOUT=-1):  # every token is older than this
+        response = confirm(api_client, token)
+    assert response.status_code == 400 and "token" in error_fields(response)
+    owner.refresh_from_db()
+    assert owner.check_password(PASSWORD)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda token: token[:-1] + ("a" if token[-1] != "a" else "b"),
+        lambda token: token.split(".")[0],
+        lambda token: "." + token.split(".")[1],
+        lambda token: "garbage",
+        lambda token: token + "x" * 200,
+    ],
+    ids=["signature", "no-token", "no-user", "garbage", "too-long"],
+)
+def test_a_tampered_token_is_refused_and_changes_nothing(api_client, owner, tamper):
+    response = confirm(api_client, tamper(make_reset_token(owner)))
+    assert response.status_code == 400 and "token" in error_fields(response)
+    owner.refresh_from_db()
+    assert owner.check_password(PASSWORD)
+
+
+def test_a_token_cannot_be_moved_to_another_user(api_client, owner, member):
+    uid_of_member = make_reset_token(member).split(".")[0]
+    signed_for_owner = make_reset_token(owner).split(".")[1]
+    response = confirm(api_client, f"{uid_of_member}.{signed_for_owner}")
+    assert response.status_code == 400
+    member.refresh_from_db()
+    assert member.check_password(PASSWORD)
+
+
+def test_a_weak_password_is_refused_and_the_link_still_works(api_client, owner):
+    token = make_reset_token(owner)
+    weak = confirm(api_client, token, "password")
+    assert weak.status_code == 400 and "password" in error_fields(weak)
+    assert confirm(api_client, token).status_code == 204
+
+
+def test_inactive_users_and_unusable_passwords_get_no_mail(api_client, mailbox):
+    inactive = UserFactory(is_active=False)
+    no_password = UserFactory()
+    no_password.set_unusable_password()
+    no_password.save()
+    for user in (inactive, no_password):
+        assert ask_reset(api_client, user.email).status_code == 202
+    assert mailbox.messages() == []
+
+
+def test_look_alike_spellings_reach_the_account(api_client, mailbox):
+    user = UserFactory(email="sam@example.com")
+    ask_reset(api_client, "  \uff33AM@EXAMPLE.COM ")  # a full-width S, upper case, spaces
+    assert len(mailbox.messages(user.email)) == 1
+
+
+@override_settings(
+    THROTTLE_RATES=settings.THROTTLE_RATES
+    | {"password_reset_account": (2, 3600), "password_reset_ip": (1000, 3600)}
+)
+def test_reset_is_throttled_per_normalized_account(api_client, mailbox, owner):
+    spellings = [owner.email, owner.email.upper(), f" {owner.email.title()} "]
+    answers = [ask_reset(api_client, email) for email in spellings]
+    assert [a.status_code for a in answers] == [202, 202, 429]
+    assert error_code(answers[2]) == "RATE_LIMITED" and int(answers[2]["Retry-After"]) > 0
+    assert len(mailbox.messages(owner.email)) == 2
+    # An unknown address is throttled alike: a 429 tells nothing about the account.
+    ghost = [ask_reset(api_client, "ghost@example.com").status_code for _ in range(3)]
+    assert ghost == [202, 202, 429]
+
+
+@override_settings(
+    THROTTLE_RATES=settings.THROTTLE_RATES
+    | {"password_reset_ip": (3, 3600), "password_reset_account": (1000, 3600)}
+)
+def test_reset_is_throttled_per_client(api_client):
+    statuses = [
+        ask_reset(api_client, f"person{n}@example.com", REMOTE_ADDR="198.51.100.7").status_code
+        for n in range(4)
+    ]
+    assert statuses == [202, 202, 202, 429]
+    assert ask_reset(api_client, "other@example.com", REMOTE_ADDR="198.51.100.8").status_code == 202
+
+
+def test_smtp_down_answers_the_same_and_logs_without_secrets(api_client, owner, settings, caplog):
+    from tests.servers import free_port
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()  # nothing listens
+    with caplog.at_level(logging.INFO):
+        known = ask_reset(api_client, owner.email)
+    unknown = ask_reset(api_client, "nobody@example.com")
+
+    assert known.status_code == unknown.status_code == 202
+    assert known.json() == unknown.json()
+    failures = [r for r in caplog.records if r.name == "sigsentry.mail"]
+    assert [r.getMessage() for r in failures] == [
+        "email not sent: password_reset (ConnectionRefusedError)"
+    ]
+    assert owner.email not in caplog.text and "/reset/" not in caplog.text
+
+
+# Pages -------------------------------------------------------------------------------
+
+
+def test_login_page_links_to_the_reset_page():
+    page = html(Client().get("/login/"))
+    assert '<a href="/reset/">Forgot password?</a>' in page
+
+
+def test_reset_pages_ask_mail_and_set_the_password(mailbox, owner):
+    client = Client()
+    form = client.get("/reset/")
+    assert form.status_code == 200 and "Send reset link" in html(form)
+    assert_no_inline_code(html(form))
+    sent = client.post("/reset/", {"email": owner.email}, follow=True)
+    assert "If an account uses this email" in html(sent)
+    token = token_from(mailbox.wait_for(owner.email)[0])
+
+    page = client.get(f"/reset/{token}/")
+    assert_no_inline_code(html(page))
+    weak = client.post(f"/reset/{token}/", {"password": "short"})
+    assert weak.status_code == 200 and 'id="id_password_error"' in html(weak)
+    done = client.post(f"/reset/{token}/", {"password": NEW_PASSWORD})
+    assert done.status_code == 302 and done["Location"] == "/login/"
+    owner.refresh_from_db()
+    assert owner.check_password(NEW_PASSWORD)
+    used = client.get(f"/reset/{token}/")
+    assert used.status_code == 400 and "This link no longer works" in html(used)
+
+
+def test_an_unknown_email_on_the_page_gets_the_same_answer(mailbox):
+    answer = Client().post("/reset/", {"email": "nobody@example.com"}, follow=True)
+    assert "If an account uses this email" in html(answer)
+    assert mailbox.messages() == []
+
+
+def test_reset_forms_need_the_csrf_token(owner):
+    client = Client(enforce_csrf_checks=True)
+    assert client.post("/reset/", {"email": owner.email}).status_code == 403
+    token = make_reset_token(owner)
+    assert client.post(f"/reset/{token}/", {"password": NEW_PASSWORD}).status_code == 403
+    owner.refresh_from_db()
+    assert owner.check_password(PASSWORD)
+
+
+def test_a_reset_ends_the_dashboard_session_too(owner):
+    browser = logged_in(owner)
+    assert browser.get("/").status_code == 200
+    Client().post(f"/reset/{make_reset_token(owner)}/", {"password": NEW_PASSWORD})
+    assert browser.get("/")["Location"].startswith("/login/")

@@ -1,0 +1,455 @@
+"""Two-factor authentication (SPEC §4.13): set-up, logins with a code or recovery code, admin."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import timedelta
+
+import pyotp
+import pytest
+from django.conf import settings
+from django.core import mail as django_mail
+from django.test import Client, override_settings
+
+from apps.accounts import twofactor
+from apps.accounts.cookies import ACCESS_COOKIE
+from apps.accounts.models import RecoveryCode, TotpDevice
+from apps.accounts.services import change_password
+from apps.apikeys.keyformat import KeyKind
+from tests.factories import PASSWORD, UserFactory, make_key
+from tests.orgs.helpers import bearer_client, error_code, error_fields, user_client
+from tests.pages import assert_no_inline_code, html, logged_in
+
+pytestmark = pytest.mark.django_db
+
+LOGIN = "/v1/auth/login"
+LOGIN_2FA = "/v1/auth/login/2fa"
+SETUP = "/v1/auth/2fa/setup"
+ENABLE = "/v1/auth/2fa/enable"
+DISABLE = "/v1/auth/2fa/disable"
+
+
+def fresh_step(margin: float = 4.0) -> None:
+    """Wait, if needed, so that the next `margin` seconds stay within one 30-second step."""
+    into = time.time() % 30
+    if into > 30 - margin:
+        time.sleep(30 - into + 0.05)
+
+
+def code_at(secret: str, offset_steps: int = 0) -> str:
+    return pyotp.TOTP(secret).at(time.time() + 30 * offset_steps)
+
+
+def enable_two_factor(user) -> tuple[str, list[str]]:
+    """Turn two-factor on through the API; (secret, recovery codes)."""
+    client = user_client(user)
+    secret = client.post(SETUP).json()["secret"]
+    fresh_step()
+    codes = client.post(ENABLE, {"code": code_at(secret)}, format="json").json()["recoveryCodes"]
+    # Later logins in the same step would be replays of this code: start the tests one step on.
+    TotpDevice.objects.filter(user=user).update(last_used_step=None)
+    return secret, codes
+
+
+def password_step(client, user, **extra):
+    return client.post(LOGIN, {"email": user.email, "password": PASSWORD}, format="json", **extra)
+
+
+def mfa_token(client, user) -> str:
+    response = password_step(client, user)
+    assert response.status_code == 200 and response.json()["mfaRequired"] is True
+    return response.json()["mfaToken"]
+
+
+def second_step(client, token, code, **extra):
+    return client.post(LOGIN_2FA, {"mfaToken": token, "code": code}, format="json", **extra)
+
+
+# Set-up --------------------------------------------------------------------------------
+
+
+def test_setup_gives_a_secret_and_an_otpauth_url_stored_encrypted(owner):
+    response = user_client(owner).post(SETUP)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"secret", "otpauthUrl"}
+    assert len(body["secret"]) == 32
+    parsed = pyotp.parse_uri(body["otpauthUrl"])
+    assert parsed.secret == body["secret"] and parsed.issuer == "SigSentry"
+    assert parsed.name == owner.email
+    device = TotpDevice.objects.get(user=owner)
+    assert device.confirmed_at is None
+    assert body["secret"] not in device.encrypted_secret
+    assert twofactor.decrypt_secret(device.encrypted_secret) == body["secret"]
+    assert not twofactor.is_enabled(owner)
+
+
+def test_enable_needs_a_right_code_and_answers_ten_recovery_codes_stored_hashed(owner):
+    client = user_client(owner)
+    secret = client.post(SETUP).json()["secret"]
+    wrong = client.post(ENABLE, {"code": "000000"}, format="json")
+    assert wrong.status_code == 400 and "code" in error_fields(wrong)
+    assert not twofactor.is_enabled(owner)
+
+    fresh_step()
+    response = client.post(ENABLE, {"code": code_at(secret)}, format="json")
+
+    assert response.status_code == 200
+    codes = response.json()["recoveryCodes"]
+    assert len(codes) == len(set(codes)) == 10
+    assert twofactor.is_enabled(owner)
+    stored = set(RecoveryCode.objects.filter(user=owner).values_list("digest", flat=True))
+    assert len(stored) == 10
+    for code in codes:
+        assert code not in stored
+        plain = code.replace("-", "")
+        assert hashlib.sha256(plain.encode()).hexdigest() in stored
+    assert [m.subject for m in django_mail.outbox] == [
+        "Two-factor authentication turned on for your SigSentry account"
+    ]
+
+
+def test_setup_is_refused_while_two_factor_is_on(owner):
+    enable_two_factor(owner)
+    response = user_client(owner).post(SETUP)
+    assert response.status_code == 400
+    assert twofactor.is_enabled(owner)
+
+
+def test_api_keys_have_no_two_factor_or_sessions(project):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+    client = bearer_client(plaintext)
+    for path in (SETUP, ENABLE, DISABLE):
+        response = client.post(path, {}, format="json")
+        assert response.status_code == 403 and error_code(response) == "PERMISSION_DENIED"
+    assert client.get("/v1/auth/sessions").status_code == 403
+
+
+# Login ---------------------------------------------------------------------------------
+
+
+def test_login_asks_for_the_code_then_gives_tokens(api_client, owner):
+    secret, _codes = enable_two_factor(owner)
+    first = password_step(api_client, owner)
+
+    assert first.status_code == 200
+    assert set(first.json()) == {"mfaRequired", "mfaToken"}
+    assert ACCESS_COOKIE not in first.cookies  # no session before the code
+    fresh_step()
+    second = second_step(api_client, first.json()["mfaToken"], code_at(secret))
+
+    assert second.status_code == 200 and set(second.json()) == {"access", "refresh"}
+    assert second.cookies[ACCESS_COOKIE].value
+    assert bearer_client(second.json()["access"]).get("/v1/me").status_code == 200
+
+
+def test_a_code_is_never_accepted_twice(api_client, owner):
+    secret, _codes = enable_two_factor(owner)
+    fresh_step()
+    code = code_at(secret)
+    assert second_step(api_client, mfa_token(api_client, owner), code).status_code == 200
+
+    replay = second_step(api_client, mfa_token(api_client, owner), code)
+
+    assert replay.status_code == 401 and error_code(replay) == "INVALID_CREDENTIALS"
+
+
+def test_codes_of_the_neighbouring_steps_are_accepted_and_older_ones_are_not(api_client, owner):
+    secret, _codes = enable_two_factor(owner)
+    fresh_step()
+    too_old = second_step(api_client, mfa_token(api_client, owner), code_at(secret, -2))
+    assert too_old.status_code == 401
+    previous = second_step(api_client, mfa_token(api_client, owner), code_at(secret, -1))
+    assert previous.status_code == 200
+    TotpDevice.objects.filter(user=owner).update(last_used_step=None)
+    too_new = second_step(api_client, mfa_token(api_client, owner), code_at(secret, 2))
+    assert too_new.status_code == 401
+    following = second_step(api_client, mfa_token(api_client, owner), code_at(secret, 1))
+    assert following.status_code == 200
+    # After the next step's code, the current step's code is a step back in time: refused.
+    late = second_step(api_client, mfa_token(api_client, owner), code_at(secret))
+    assert late.status_code == 401
+
+
+def test_a_recovery_code_logs_in_once(api_client, owner):
+    _secret, codes = enable_two_factor(owner)
+    token = mfa_token(api_client, owner)
+    typed = codes[0].upper().replace("-", " ")  # as a person may type it
+
+    assert second_step(api_client, token, typed).status_code == 200
+    again = second_step(api_client, mfa_token(api_client, owner), codes[0])
+    assert again.status_code == 401 and error_code(again) == "INVALID_CREDENTIALS"
+    assert second_step(api_client, mfa_token(api_client, owner), codes[1]).status_code == 200
+    assert twofactor.recovery_codes_left(owner) == 8
+
+
+def test_a_wrong_code_is_invalid_credentials(api_client, owner):
+    enable_two_factor(owner)
+    token = mfa_token(api_client, owner)
+    for code in ("123456", "abcd-efgh-jkmn-pqrs", "x" * 500):
+        response = second_step(api_client, token, code)
+        assert response.status_code == 401 and error_code(response) == "INVALID_CREDENTIALS"
+        assert response.json()["error"]["message"] == "The code is not valid."
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"mfa_account": (3, 300)})
+def test_wrong_codes_are_throttled_per_account_even_across_clients(api_client, owner):
+    secret, _codes = enable_two_factor(owner)
+    token = mfa_token(api_client, owner)
+    for n in range(3):
+        ip = f"203.0.113.{n}"
+        assert second_step(api_client, token, "000000", REMOTE_ADDR=ip).status_code == 401
+    fresh_step()
+    right = second_step(api_client, token, code_at(secret), REMOTE_ADDR="203.0.113.99")
+    assert right.status_code == 429 and error_code(right) == "RATE_LIMITED"
+    assert int(right["Retry-After"]) > 0
+
+
+def test_an_expired_mfa_token_is_refused(api_client, owner, monkeypatch):
+    secret, _codes = enable_two_factor(owner)
+    token = mfa_token(api_client, owner)
+    monkeypatch.setattr(twofactor, "MFA_TOKEN_MAX_AGE", timedelta(seconds=-1))
+    fresh_step()
+    response = second_step(api_client, token, code_at(secret))
+    assert response.status_code == 401 and error_code(response) == "INVALID_CREDENTIALS"
+
+
+def test_the_mfa_token_lives_five_minutes():
+    assert timedelta(minutes=5) == twofactor.MFA_TOKEN_MAX_AGE
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"), lambda t: "x", lambda t: ""],
+    ids=["signature", "garbage", "empty"],
+)
+def test_a_forged_mfa_token_is_refused(api_client, owner, tamper):
+    _secret, codes = enable_two_factor(owner)
+    response = second_step(api_client, tamper(mfa_token(api_client, owner)), codes[0])
+    assert response.status_code in (400, 401)
+    assert twofactor.recovery_codes_left(owner) == 10
+
+
+def test_an_mfa_token_finishes_one_login_only(api_client, owner):
+    _secret, codes = enable_two_factor(owner)
+    token = mfa_token(api_client, owner)
+    assert second_step(api_client, token, codes[0]).status_code == 200
+    reused = second_step(api_client, token, codes[1])
+    assert reused.status_code == 401
+    assert twofactor.recovery_codes_left(owner) == 9  # the second code was not spent
+
+
+def test_a_password_change_kills_outstanding_mfa_tokens(api_client, owner):
+    _secret, codes = enable_two_factor(owner)
+    token = mfa_token(api_client, owner)
+    change_password(user=owner, new_password="a-completely-new-passphrase")
+    assert second_step(api_client, token, codes[0]).status_code == 401
+
+
+def test_a_wrong_password_never_reaches_the_code_step(api_client, owner):
+    enable_two_factor(owner)
+    response = api_client.post(LOGIN, {"email": owner.email, "password": "nope"}, format="json")
+    assert response.status_code == 401 and "mfaToken" not in response.json()
+
+
+# Disable -------------------------------------------------------------------------------
+
+
+def test_disable_needs_the_password(owner, api_client):
+    enable_two_factor(owner)
+    client = user_client(owner)
+    wrong = client.post(DISABLE, {"password": "wrong-password"}, format="json")
+    assert wrong.status_code == 401 and error_code(wrong) == "INVALID_CREDENTIALS"
+    assert twofactor.is_enabled(owner)
+
+    assert client.post(DISABLE, {"password": PASSWORD}, format="json").status_code == 204
+
+    assert not twofactor.is_enabled(owner)
+    assert not TotpDevice.objects.filter(user=owner).exists()
+    assert not RecoveryCode.objects.filter(user=owner).exists()
+    assert set(password_step(api_client, owner).json()) == {"access", "refresh"}
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"login_account": (2, 300)})
+def test_wrong_passwords_to_disable_are_throttled(owner):
+    enable_two_factor(owner)
+    client = user_client(owner)
+    statuses = [
+        client.post(DISABLE, {"password": "wrong-password"}, format="json").status_code
+        for _ in range(2)
+    ]
+    throttled = client.post(DISABLE, {"password": PASSWORD}, format="json")
+    assert statuses == [401, 401] and throttled.status_code == 429
+    assert twofactor.is_enabled(owner)
+
+
+# Secret at rest ----------------------------------------------------------------------------
+
+
+def test_the_secret_survives_a_secret_key_rotation(owner, settings):
+    secret, _codes = enable_two_factor(owner)
+    old_key = settings.SECRET_KEY
+    settings.SECRET_KEY = "a-new-secret-key-after-rotation-0123456789abcdefghij"
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    device = TotpDevice.objects.get(user=owner)
+    assert twofactor.decrypt_secret(device.encrypted_secret) == secret
+
+
+# Dashboard login ---------------------------------------------------------------------------
+
+
+def test_dashboard_login_asks_for_the_code_on_a_second_page(owner):
+    secret, _codes = enable_two_factor(owner)
+    client = Client()
+    first = client.post(
+        "/login/", {"email": owner.email, "password": PASSWORD, "next": "/account/"}
+    )
+
+    assert first.status_code == 200
+    assert ACCESS_COOKIE not in first.cookies
+    page = html(first)
+    assert "Two-factor authentication" in page and 'name="mfa_token"' in page
+    assert_no_inline_code(page)
+    token = page.split('name="mfa_token" value="')[1].split('"')[0]
+
+    wrong = client.post("/login/2fa/", {"mfa_token": token, "code": "000000", "next": "/account/"})
+    assert wrong.status_code == 200 and "The code is not valid." in html(wrong)
+    fresh_step()
+    done = client.post(
+        "/login/2fa/", {"mfa_token": token, "code": code_at(secret), "next": "/account/"}
+    )
+    assert done.status_code == 302 and done["Location"] == "/account/"
+    assert done.cookies[ACCESS_COOKIE].value
+    assert client.get("/account/").status_code == 200
+
+
+def test_an_expired_login_on_the_code_page_starts_over(owner):
+    _secret, codes = enable_two_factor(owner)
+    response = Client().post("/login/2fa/", {"mfa_token": "forged", "code": codes[0]})
+    assert response.status_code == 302 and response["Location"] == "/login/"
+    assert twofactor.recovery_codes_left(owner) == 10
+
+
+def test_the_code_page_needs_the_csrf_token(owner):
+    _secret, codes = enable_two_factor(owner)
+    token = twofactor.issue_mfa_token(owner)
+    client = Client(enforce_csrf_checks=True)
+    assert client.post("/login/2fa/", {"mfa_token": token, "code": codes[0]}).status_code == 403
+    assert twofactor.recovery_codes_left(owner) == 10
+
+
+# Admin login -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def staff(db):
+    return UserFactory(is_staff=True, is_superuser=True)
+
+
+def admin_login(client, user, code=None):
+    data = {"username": user.email, "password": PASSWORD, "next": "/admin/"}
+    if code is not None:
+        data["code"] = code
+    return client.post("/admin/login/", data)
+
+
+def test_admin_login_asks_staff_with_two_factor_for_the_code(staff):
+    secret, _codes = enable_two_factor(staff)
+    client = Client()
+    page = html(client.get("/admin/login/"))
+    assert 'name="code"' in page and "Two-factor code" in page
+
+    missing = admin_login(client, staff)
+    assert missing.status_code == 200 and "Enter the code of your authenticator app" in html(
+        missing
+    )
+    wrong = admin_login(client, staff, "000000")
+    assert wrong.status_code == 200 and "The two-factor code is not valid." in html(wrong)
+    assert client.get("/admin/").status_code == 302  # still logged out
+
+    fresh_step()
+    assert admin_login(client, staff, code_at(secret)).status_code == 302
+    assert client.get("/admin/").status_code == 200
+
+
+def test_admin_login_accepts_a_recovery_code_once(staff):
+    _secret, codes = enable_two_factor(staff)
+    assert admin_login(Client(), staff, codes[0]).status_code == 302
+    assert admin_login(Client(), staff, codes[0]).status_code == 200
+
+
+def test_admin_login_without_two_factor_needs_no_code(staff):
+    client = Client()
+    assert admin_login(client, staff).status_code == 302
+    assert client.get("/admin/").status_code == 200
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"mfa_account": (2, 300)})
+def test_admin_login_codes_are_throttled_like_the_dashboards(staff):
+    secret, _codes = enable_two_factor(staff)
+    for _ in range(2):
+        admin_login(Client(), staff, "000000")
+    fresh_step()
+    blocked = admin_login(Client(), staff, code_at(secret))
+    assert blocked.status_code == 429 and "Too many attempts" in html(blocked)
+    assert int(blocked["Retry-After"]) >= 1
+
+
+def test_operators_can_turn_two_factor_off_for_a_user(staff, owner):
+    enable_two_factor(owner)
+    client = Client()
+    client.force_login(staff)
+    response = client.post(
+        "/admin/accounts/user/",
+        {"action": "turn_off_two_factor", "_selected_action": [str(owner.pk)]},
+    )
+    assert response.status_code == 302
+    assert not twofactor.is_enabled(owner)
+
+
+# Account page ------------------------------------------------------------------------------
+
+
+def test_account_page_sets_up_two_factor_with_a_qr_code(owner):
+    client = logged_in(owner)
+    off = html(client.get("/account/"))
+    assert "Set up two-factor authentication" in off
+    client.post("/account/2fa/setup/")
+    page = html(client.get("/account/"))
+    assert_no_inline_code(page)
+    assert '<svg viewBox="0 0 ' in page and 'class="qr-code"' in page
+    setup = twofactor.pending_setup(owner)
+    assert setup.grouped_secret in page
+
+    wrong = client.post("/account/2fa/enable/", {"code": "000000"})
+    assert wrong.status_code == 200 and not twofactor.is_enabled(owner)
+    fresh_step()
+    enabled = client.post("/account/2fa/enable/", {"code": code_at(setup.secret)})
+
+    assert enabled.status_code == 200 and twofactor.is_enabled(owner)
+    shown = html(enabled)
+    assert "These codes will not be shown again." in shown
+    assert shown.count("<li><code>") == 10
+    assert enabled["Cache-Control"] == "no-store"
+    again = html(client.get("/account/"))
+    assert "These codes will not be shown again." not in again
+    assert "10</strong> of 10 recovery codes left" in again
+
+
+def test_account_page_turns_two_factor_off_with_the_password(owner):
+    enable_two_factor(owner)
+    client = logged_in(owner)
+    wrong = client.post("/account/2fa/disable/", {"password": "not-my-password"})
+    assert wrong.status_code == 200 and "The password is incorrect." in html(wrong)
+    assert twofactor.is_enabled(owner)
+    assert client.post("/account/2fa/disable/", {"password": PASSWORD}).status_code == 302
+    assert not twofactor.is_enabled(owner)
+
+
+def test_account_forms_need_the_csrf_token(owner):
+    client = logged_in(owner, Client(enforce_csrf_checks=True))
+    for path in ("/account/2fa/setup/", "/account/2fa/enable/", "/account/2fa/disable/"):
+        assert client.post(path, {"code": "000000", "password": PASSWORD}).status_code == 403
+    assert not TotpDevice.objects.filter(user=owner).exists()

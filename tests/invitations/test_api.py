@@ -1,0 +1,276 @@
+"""Invitations over the API (SPEC §4.13): invite, list, cancel, accept; the email on real SMTP."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.apikeys.keyformat import KeyKind
+from apps.audit.models import AuditEvent
+from apps.invitations.models import Invitation
+from apps.orgs.models import Membership
+from core.permissions import Role
+from tests.factories import UserFactory, make_key
+from tests.orgs.helpers import ROLES, bearer_client, error_code, error_fields, user_client
+
+pytestmark = pytest.mark.django_db
+
+
+def invitations_url(organization) -> str:
+    return f"/v1/organizations/{organization.id}/invitations"
+
+
+def invite(client, organization, email="newcomer@example.com", role="member"):
+    return client.post(invitations_url(organization), {"email": email, "role": role}, format="json")
+
+
+def token_from(mail) -> str:
+    path = urlsplit(mail.link("/invitations/")).path
+    return path.removeprefix("/invitations/").removesuffix("/")
+
+
+def accept(user, token):
+    return user_client(user).post(f"/v1/invitations/{token}/accept")
+
+
+def test_an_invitation_answers_the_same_whether_or_not_an_account_exists(
+    owner, organization, mailbox
+):
+    UserFactory(email="has-account@example.com")
+    client = user_client(owner)
+
+    existing = invite(client, organization, "has-account@example.com")
+    new = invite(client, organization, "no-account@example.com")
+
+    assert existing.status_code == new.status_code == 201
+    assert set(existing.json()) == set(new.json())
+    body = new.json()
+    assert body["email"] == "no-account@example.com" and body["role"] == "member"
+    assert {"id", "email", "role", "expiresAt"} <= set(body)
+    for address in ("has-account@example.com", "no-account@example.com"):
+        [mail] = mailbox.messages(address)
+        assert mail.subject == "You are invited to join Acme on SigSentry"
+        assert owner.email in mail.text
+        assert mail.link("/invitations/") in mail.html
+
+
+def test_the_token_lives_only_in_the_email(owner, organization, mailbox, caplog):
+    with caplog.at_level(logging.INFO):
+        response = invite(user_client(owner), organization)
+    token = token_from(mailbox.messages("newcomer@example.com")[0])
+
+    assert len(token) >= 43
+    assert token not in response.content.decode()
+    invitation = Invitation.objects.get()
+    assert token not in invitation.token_digest and len(invitation.token_digest) == 64
+    event = AuditEvent.objects.get(action="member.invited")
+    assert token not in str(event.details) and event.target_label == "newcomer@example.com"
+    assert token not in caplog.text
+
+
+def test_invitations_are_valid_seven_days(owner, organization):
+    body = invite(user_client(owner), organization).json()
+    invitation = Invitation.objects.get(id=body["id"])
+    assert invitation.expires_at - invitation.created_at == timedelta(days=7)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_only_owners_and_admins_invite_list_and_cancel(request, role, organization, owner):
+    pending = invite(user_client(owner), organization, "pending@example.com").json()
+    client = user_client(request.getfixturevalue(role))
+
+    created = invite(client, organization, "someone@example.com")
+    listed = client.get(invitations_url(organization))
+    cancelled = client.delete(f"{invitations_url(organization)}/{pending['id']}")
+
+    expected = {"owner": 201, "admin": 201, "outsider": 404}.get(role, 403)
+    assert created.status_code == expected
+    assert listed.status_code == (200 if expected == 201 else expected)
+    assert cancelled.status_code == (204 if expected == 201 else expected)
+
+
+def test_api_keys_cannot_invite_or_accept(project, organization):
+    _key, plaintext = make_key(KeyKind.ORGANIZATION, organization=organization)
+    client = bearer_client(plaintext)
+    response = invite(client, organization)
+    assert response.status_code == 403 and error_code(response) == "KEY_MANAGEMENT_FORBIDDEN"
+    accept_answer = client.post("/v1/invitations/anything/accept")
+    assert accept_answer.status_code == 403
+    assert not Invitation.objects.exists()
+
+
+def test_admins_cannot_invite_owners(admin, organization):
+    response = invite(user_client(admin), organization, role="owner")
+    assert response.status_code == 403 and error_code(response) == "PERMISSION_DENIED"
+    assert not Invitation.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "not-an-email", "role": "member"}, "email"),
+        ({"email": "", "role": "member"}, "email"),
+        ({"email": "x@example.com", "role": "boss"}, "role"),
+        ({"role": "member"}, "email"),
+    ],
+)
+def test_bad_invitations_are_validation_errors(owner, organization, body, field):
+    response = user_client(owner).post(invitations_url(organization), body, format="json")
+    assert response.status_code == 400 and field in error_fields(response)
+
+
+def test_inviting_a_member_is_an_error(owner, member, organization):
+    response = invite(user_client(owner), organization, member.email.upper())
+    assert response.status_code == 400 and "email" in error_fields(response)
+
+
+def test_inviting_again_replaces_the_pending_invitation(owner, organization, mailbox):
+    client = user_client(owner)
+    invite(client, organization)
+    first_token = token_from(mailbox.messages("newcomer@example.com")[0])
+    mailbox.clear()
+    invite(client, organization, role="viewer")
+    second_token = token_from(mailbox.messages("newcomer@example.com")[0])
+    newcomer = UserFactory(email="newcomer@example.com")
+
+    assert accept(newcomer, first_token).status_code == 404
+    assert accept(newcomer, second_token).json()["role"] == "viewer"
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"invite_org": (2, 3600)})
+def test_invitations_are_throttled_per_organization(owner, organization):
+    client = user_client(owner)
+    statuses = [invite(client, organization, f"p{n}@example.com").status_code for n in range(3)]
+    assert statuses == [201, 201, 429]
+
+
+def test_list_shows_pending_invitations_only(owner, organization):
+    client = user_client(owner)
+    kept = invite(client, organization, "kept@example.com").json()
+    gone = invite(client, organization, "gone@example.com").json()
+    old = invite(client, organization, "old@example.com").json()
+    client.delete(f"{invitations_url(organization)}/{gone['id']}")
+    Invitation.objects.filter(id=old["id"]).update(expires_at=timezone.now())
+
+    results = client.get(invitations_url(organization)).json()["results"]
+
+    assert [r["id"] for r in results] == [kept["id"]]
+    assert results[0]["invitedBy"] == {"id": str(owner.id), "email": owner.email}
+
+
+def test_cancelling_kills_the_link_and_is_audited(owner, organization, mailbox):
+    client = user_client(owner)
+    created = invite(client, organization).json()
+    token = token_from(mailbox.messages("newcomer@example.com")[0])
+
+    assert client.delete(f"{invitations_url(organization)}/{created['id']}").status_code == 204
+    assert client.delete(f"{invitations_url(organization)}/{created['id']}").status_code == 404
+    event = AuditEvent.objects.get(action="member.invitation_cancelled")
+    assert event.target_id == created["id"] and event.actor_user == owner
+    newcomer = UserFactory(email="newcomer@example.com")
+    assert accept(newcomer, token).status_code == 404
+
+
+def test_another_organizations_invitation_cannot_be_cancelled(owner, organization, outsider):
+    created = invite(user_client(owner), organization).json()
+    other_org = Membership.objects.get(user=outsider).organization
+    client = user_client(outsider)
+    response = client.delete(f"{invitations_url(other_org)}/{created['id']}")
+    assert response.status_code == 404
+    assert Invitation.objects.get(id=created["id"]).cancelled_at is None
+    garbage = client.delete(f"{invitations_url(other_org)}/not-a-uuid")
+    assert garbage.status_code == 404
+
+
+# Accepting -----------------------------------------------------------------------------
+
+
+def test_the_invitee_accepts_and_becomes_a_member(owner, organization, mailbox):
+    client = user_client(owner)
+    invite(client, organization, "Newcomer@Example.com", role="admin")
+    token = token_from(mailbox.wait_for("Newcomer@Example.com")[0])  # as typed
+    newcomer = UserFactory(email="newcomer@example.com")
+
+    response = accept(newcomer, token)
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "organization": {"id": str(organization.id), "name": "Acme"},
+        "role": "admin",
+    }
+    assert Membership.objects.get(organization=organization, user=newcomer).role == Role.ADMIN
+    assert client.get(invitations_url(organization)).json()["results"] == []
+    event = AuditEvent.objects.get(action="member.added")
+    assert event.target_id == str(newcomer.id) and event.details["role"] == "admin"
+    assert accept(newcomer, token).status_code == 200  # accepting again is harmless
+    assert AuditEvent.objects.filter(action="member.added").count() == 1
+
+
+def test_a_stranger_cannot_accept(owner, organization, mailbox, outsider):
+    invite(user_client(owner), organization)
+    token = token_from(mailbox.messages("newcomer@example.com")[0])
+
+    response = accept(outsider, token)
+
+    assert response.status_code == 404 and error_code(response) == "NOT_FOUND"
+    assert not Membership.objects.filter(organization=organization, user=outsider).exists()
+    newcomer = UserFactory(email="newcomer@example.com")
+    assert accept(newcomer, token).status_code == 200  # still pending for the invitee
+    assert accept(outsider, token).status_code == 404  # nor after it was used
+
+
+def test_look_alike_spellings_are_the_same_invitee(owner, organization, mailbox):
+    invite(user_client(owner), organization, "\uff4eewcomer@EXAMPLE.com")  # full-width n
+    token = token_from(mailbox.messages("newcomer@EXAMPLE.com")[0])
+    assert accept(UserFactory(email="newcomer@example.com"), token).status_code == 200
+
+
+def test_an_expired_invitation_cannot_be_accepted(owner, organization, mailbox):
+    invite(user_client(owner), organization)
+    token = token_from(mailbox.messages("newcomer@example.com")[0])
+    Invitation.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = accept(UserFactory(email="newcomer@example.com"), token)
+    assert response.status_code == 404
+    assert Membership.objects.filter(organization=organization).count() == 1
+
+
+@pytest.mark.parametrize("token", ["garbage", "x" * 300, str(uuid.uuid4())])
+def test_unknown_tokens_are_404(owner, token):
+    assert accept(owner, token).status_code == 404
+
+
+def test_an_existing_member_keeps_their_role(owner, organization, mailbox):
+    invite(user_client(owner), organization, "later@example.com", role="viewer")
+    token = token_from(mailbox.messages("later@example.com")[0])
+    later = UserFactory(email="later@example.com")
+    Membership.objects.create(organization=organization, user=later, role=Role.ADMIN)
+    assert accept(later, token).json()["role"] == "admin"
+
+
+def test_signing_up_then_accepting_over_the_api(owner, organization, mailbox, api_client):
+    invite(user_client(owner), organization, "fresh@example.com")
+    token = token_from(mailbox.messages("fresh@example.com")[0])
+    signup = api_client.post(
+        "/v1/auth/signup",
+        {
+            "email": "fresh@example.com",
+            "password": "fresh-person-passphrase",
+            "organizationName": "Mine",
+        },
+        format="json",
+    )
+    access = signup.json()["access"]
+
+    response = bearer_client(access).post(f"/v1/invitations/{token}/accept")
+
+    assert response.status_code == 200
+    fresh = User.objects.get(email="fresh@example.com")
+    assert Membership.objects.get(organization=organization, user=fresh).role == Role.MEMBER

@@ -1,0 +1,204 @@
+"""Account security over HTTP against gunicorn (production settings) and a real SMTP server.
+
+The checks of issue 18, as an outside client runs them: password reset, two-factor
+login, sessions and invitations, following the links of the emails received.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import pyotp
+import pytest
+
+from core.permissions import Role
+from tests.factories import PASSWORD, MembershipFactory, OrganizationFactory, UserFactory
+from tests.reliability.helpers import bearer, call
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+NEW_PASSWORD = "a-fresh-passphrase-for-live"
+
+
+def login(base: str, email: str, password: str = PASSWORD):
+    return call(base, "POST", "/v1/auth/login", body={"email": email, "password": password})
+
+
+def access_of(base: str, email: str, password: str = PASSWORD) -> str:
+    reply = login(base, email, password)
+    assert reply.status == 200, reply.body
+    return reply.json["access"]
+
+
+def path_of(link: str) -> str:
+    return urlsplit(link).path
+
+
+def test_password_reset_over_http(live_url, mailbox):
+    user = UserFactory(email="reset-live@example.com")
+    old_access = access_of(live_url, user.email)
+
+    known = call(live_url, "POST", "/v1/auth/password-reset", body={"email": user.email})
+    unknown = call(live_url, "POST", "/v1/auth/password-reset", body={"email": "x@example.com"})
+    assert known.status == unknown.status == 202 and known.body == unknown.body
+    [mail] = mailbox.wait_for(user.email)
+    time.sleep(0.5)
+    assert mailbox.messages("x@example.com") == []
+
+    link = mail.link("/reset/")
+    assert link.startswith(live_url + "/reset/")
+    page = call(live_url, "GET", path_of(link))
+    assert page.status == 200 and b"Choose a new password" in page.body
+    token = path_of(link).removeprefix("/reset/").removesuffix("/")
+    body = {"token": token, "password": NEW_PASSWORD}
+    assert call(live_url, "POST", "/v1/auth/password-reset/confirm", body=body).status == 204
+
+    assert call(live_url, "GET", "/v1/me", headers=bearer(old_access)).status == 401
+    assert login(live_url, user.email).status == 401
+    assert login(live_url, user.email, NEW_PASSWORD).status == 200
+    again = call(live_url, "POST", "/v1/auth/password-reset/confirm", body=body)
+    assert again.status == 400 and again.code == "VALIDATION_ERROR"
+    mailbox.wait_for(user.email, count=2)  # "your password was changed"
+
+
+def test_the_reset_answer_does_not_wait_for_the_mail_server(live_url, mailbox):
+    user = UserFactory(email="slow-mail@example.com")
+    mailbox.delay = 2.0
+    started = time.monotonic()
+    reply = call(live_url, "POST", "/v1/auth/password-reset", body={"email": user.email})
+    elapsed = time.monotonic() - started
+    assert reply.status == 202
+    assert elapsed < 1.5, f"the answer took {elapsed:.2f} s: it waited for SMTP"
+    mailbox.wait_for(user.email)
+
+
+def test_two_factor_over_http(live_url):
+    user = UserFactory(email="totp-live@example.com")
+    access = access_of(live_url, user.email)
+    setup = call(live_url, "POST", "/v1/auth/2fa/setup", headers=bearer(access))
+    assert setup.status == 200
+    totp = pyotp.TOTP(setup.json["secret"])
+    if time.time() % 30 > 25:
+        time.sleep(30 - time.time() % 30 + 0.1)
+    code = totp.now()
+    enable = call(
+        live_url, "POST", "/v1/auth/2fa/enable", headers=bearer(access), body={"code": code}
+    )
+    assert enable.status == 200
+    recovery = enable.json["recoveryCodes"]
+    assert len(recovery) == 10
+
+    first = login(live_url, user.email)
+    assert first.status == 200 and first.json["mfaRequired"] is True
+    assert "access" not in first.json
+    replay = call(
+        live_url,
+        "POST",
+        "/v1/auth/login/2fa",
+        body={"mfaToken": first.json["mfaToken"], "code": code},
+    )
+    assert replay.status == 401 and replay.code == "INVALID_CREDENTIALS"  # used to enable
+    done = call(  # the next step's code: within the ±1 step window, and not a replay
+        live_url,
+        "POST",
+        "/v1/auth/login/2fa",
+        body={"mfaToken": first.json["mfaToken"], "code": totp.at(time.time() + 30)},
+    )
+    assert done.status == 200 and set(done.json) == {"access", "refresh"}
+
+    with_recovery = {"mfaToken": login(live_url, user.email).json["mfaToken"], "code": recovery[0]}
+    assert call(live_url, "POST", "/v1/auth/login/2fa", body=with_recovery).status == 200
+    reused = {"mfaToken": login(live_url, user.email).json["mfaToken"], "code": recovery[0]}
+    assert call(live_url, "POST", "/v1/auth/login/2fa", body=reused).status == 401
+
+    session = done.json["access"]
+    wrong = call(
+        live_url, "POST", "/v1/auth/2fa/disable", headers=bearer(session), body={"password": "no"}
+    )
+    assert wrong.status == 401
+    off = call(
+        live_url,
+        "POST",
+        "/v1/auth/2fa/disable",
+        headers=bearer(session),
+        body={"password": PASSWORD},
+    )
+    assert off.status == 204
+    assert set(login(live_url, user.email).json) == {"access", "refresh"}
+
+
+def test_sessions_over_http(live_url):
+    user = UserFactory(email="sessions-live@example.com")
+    mine = access_of(live_url, user.email)
+    other = access_of(live_url, user.email)
+
+    listed = call(live_url, "GET", "/v1/auth/sessions", headers=bearer(mine))
+    assert listed.status == 200
+    results = listed.json["results"]
+    assert len(results) == 2
+    [current] = [s for s in results if s["current"]]
+    [theirs] = [s for s in results if not s["current"]]
+
+    ended = call(live_url, "POST", f"/v1/auth/sessions/{theirs['id']}/end", headers=bearer(mine))
+    assert ended.status == 204
+    for _ in range(4):  # every worker refuses it at once
+        assert call(live_url, "GET", "/v1/me", headers=bearer(other)).status == 401
+        assert call(live_url, "GET", "/v1/me", headers=bearer(mine)).status == 200
+    stranger = access_of(live_url, UserFactory().email)
+    foreign = call(
+        live_url, "POST", f"/v1/auth/sessions/{current['id']}/end", headers=bearer(stranger)
+    )
+    assert foreign.status == 404
+
+
+def test_invitation_over_http(live_url, mailbox):
+    owner = UserFactory(email="inviter-live@example.com")
+    organization = OrganizationFactory(name="Live Co")
+    MembershipFactory(organization=organization, user=owner, role=Role.OWNER)
+    owner_access = access_of(live_url, owner.email)
+    invitations = f"/v1/organizations/{organization.id}/invitations"
+
+    created = call(
+        live_url,
+        "POST",
+        invitations,
+        headers=bearer(owner_access),
+        body={"email": "invitee-live@example.com", "role": "member"},
+    )
+    assert created.status == 201
+    [mail] = mailbox.wait_for("invitee-live@example.com")
+    token = path_of(mail.link("/invitations/")).removeprefix("/invitations/").removesuffix("/")
+    assert call(live_url, "GET", f"/invitations/{token}/").status == 200
+
+    stranger = access_of(live_url, UserFactory().email)
+    refused = call(live_url, "POST", f"/v1/invitations/{token}/accept", headers=bearer(stranger))
+    assert refused.status == 404 and refused.code == "NOT_FOUND"
+
+    signup = call(
+        live_url,
+        "POST",
+        "/v1/auth/signup",
+        body={
+            "email": "invitee-live@example.com",
+            "password": "invitee-passphrase-2026",
+            "organizationName": "Own",
+        },
+    )
+    assert signup.status == 201
+    invitee = signup.json["access"]
+    accepted = call(live_url, "POST", f"/v1/invitations/{token}/accept", headers=bearer(invitee))
+    assert accepted.status == 200
+    assert accepted.json == {
+        "organization": {"id": str(organization.id), "name": "Live Co"},
+        "role": "member",
+    }
+    members = call(
+        live_url,
+        "GET",
+        f"/v1/organizations/{organization.id}/members",
+        headers=bearer(owner_access),
+    )
+    assert "invitee-live@example.com" in {m["user"]["email"] for m in members.json["results"]}
+    pending = call(live_url, "GET", invitations, headers=bearer(owner_access))
+    assert pending.json["results"] == []

@@ -121,7 +121,9 @@ def assert_error(response, status: int, code: str) -> dict:
 
 
 def mutate(text: str, position: int) -> str:
-    """`text` with the character at `position` replaced by another one."""
+    """`text` with the character at `position` (negative counts from the end) replaced by
+    another one; the length stays the same."""
+    position %= len(text)
     alphabet = keyformat.BASE62_ALPHABET
     old = text[position]
     new = alphabet[(alphabet.index(old) + 1) % len(alphabet)] if old in alphabet else "x"

@@ -4,6 +4,7 @@ and rolled keys, in one process and across server processes."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -35,8 +36,16 @@ def _unknown_key(kind: KeyKind) -> str:
     return keyformat.generate(kind)
 
 
+#: SPEC §2.1's shape, written out: only the checksum comparison can refuse a key of this shape.
+WELL_FORMED = re.compile(r"ss_(pub|secret|org)_[0-9A-Za-z]{38}")
+
+
 def _bad_checksum(kind: KeyKind) -> str:
-    return mutate(keyformat.generate(kind), -1)
+    """A well-formed key whose last checksum character is wrong."""
+    key = keyformat.generate(kind)
+    candidate = mutate(key, -1)
+    assert WELL_FORMED.fullmatch(candidate) and candidate[:-1] == key[:-1] != candidate
+    return candidate
 
 
 @pytest.mark.parametrize(

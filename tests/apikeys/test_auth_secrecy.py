@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 import pytest
@@ -10,8 +12,10 @@ from django.db import connection
 from apps.apikeys import keyformat
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import report_leaked_keys, revoke_key, roll_key
+from core.logging import JsonFormatter
 from tests.analyses.helpers import send
 from tests.apikeys.auth_helpers import ENDPOINTS, call, mutate
+from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +37,7 @@ def test_credentials_are_never_echoed_in_responses_or_logs(
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="sigsentry")
     creds = [credential(who) for who in ("pub", "secret", "org", "member")]
+    caplog.clear()  # the factories log the test users' password at DEBUG; the app must not
     responses = []
     for cred in creds:
         for endpoint in ENDPOINTS:
@@ -53,14 +58,35 @@ def test_credentials_are_never_echoed_in_responses_or_logs(
         revoke_key(actor=owner, api_key=api_key)
     for cred in creds[:3]:
         responses.append(send(api_client, "GET", "/v1/analyses", credential=cred.token))
-    secrets = [c.token for c in creds] + [p for c in creds[:3] for p in _hidden_parts(c.token)]
+    keys = [c.token for c in creds[:3]]
+    session_token = creds[3].token
+    secrets = [
+        *keys,
+        *(part for key in keys for part in _hidden_parts(key)),
+        *(hashlib.sha256(key.encode()).hexdigest() for key in keys),
+        session_token,
+        session_token.rsplit(".", 1)[1],  # the JWT's signature
+        PASSWORD,  # every factory user's
+    ]
     for response in responses:
         exposed = response.content.decode() + repr(sorted(response.items()))
         for secret in secrets:
             assert secret not in exposed
-    for secret in secrets:
-        assert secret not in caplog.text
+    lines = _log_lines(caplog.records)
+    decisions = [entry for entry in map(json.loads, lines) if entry["logger"] == "sigsentry.auth"]
+    # The scan reads the structured fields, not only the messages.
+    assert {"auth_outcome", "client_ip", "key_id", "key_prefix", "user_id"} <= {
+        name for entry in decisions for name in entry
+    }
+    leaks = [(secret[:12], line) for line in lines for secret in secrets if secret in line]
+    assert leaks == []
     assert {r.status_code for r in responses} >= {200, 201, 204, 400, 401, 403}
+
+
+def _log_lines(records: list[logging.LogRecord]) -> list[str]:
+    """Each record as the line that reaches the log: the JSON object, fields included."""
+    formatter = JsonFormatter()
+    return [formatter.format(record) for record in records]
 
 
 def _database_text() -> list[tuple[str, str]]:

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from django.db import connection
+from time_machine import escape_hatch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,11 +59,16 @@ class GunicornServer:
 
     def start(self) -> GunicornServer:
         log = self.log_path.open("wb")
+        runner, env = "gunicorn", self.env
+        if escape_hatch.is_travelling():  # the test moved its clock: the server keeps it
+            runner = "tests.clocked_gunicorn"
+            offset = time.time() - escape_hatch.time.time()
+            env = {**env, "SIGSENTRY_TEST_CLOCK_OFFSET": repr(offset)}
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "gunicorn",
+                runner,
                 "sigsentry.wsgi:application",
                 "--bind",
                 f"127.0.0.1:{self.port}",
@@ -72,7 +78,7 @@ class GunicornServer:
                 "30",
             ],
             cwd=ROOT,
-            env=self.env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

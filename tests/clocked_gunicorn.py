@@ -1,0 +1,21 @@
+"""gunicorn on the clock of the test run that started it (`pytest --clock`, `before_the_sunset`).
+
+`tests.servers.GunicornServer` runs this instead of gunicorn when the test process's
+clock is moved: it passes how far that clock is from the real one, this process moves
+its own clock as far (still ticking) before gunicorn starts, and the workers gunicorn
+forks inherit it. A token minted by the test then means the same to the server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import time_machine
+from gunicorn.app.wsgiapp import run
+
+if __name__ == "__main__":
+    offset = float(os.environ["SIGSENTRY_TEST_CLOCK_OFFSET"])
+    time_machine.travel(time.time() + offset, tick=True).start()
+    sys.exit(run())

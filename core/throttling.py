@@ -3,6 +3,10 @@
 Throttling fails open: if the cache is unreachable the counter is skipped and a
 warning is logged, so an outage of Redis never blocks authentication. Keys are
 hashed, so no email or IP address is written to the cache in clear.
+
+Windows are aligned to `clock()` (seconds since the epoch, `time.time` unless
+replaced): a window of `period` seconds is `clock() // period`, and Retry-After
+is the time left in it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.cache import cache
@@ -17,6 +22,10 @@ from django.core.cache import cache
 from core.errors import RateLimited
 
 logger = logging.getLogger("core.throttling")
+
+#: Where the windows read the time. Tests replace it to hold a window still, so that no
+#: window boundary passes in the middle of a test (tests/conftest.py `throttle_clock`).
+clock: Callable[[], float] = time.time
 
 
 def _cache_key(scope: str, ident: str, window: int) -> str:
@@ -26,7 +35,7 @@ def _cache_key(scope: str, ident: str, window: int) -> str:
 
 def _window(scope: str) -> tuple[int, int, int, int]:
     limit, period = settings.THROTTLE_RATES[scope]
-    now = int(time.time())
+    now = int(clock())
     window = now // period
     retry_after = (window + 1) * period - now
     return limit, period, window, retry_after

@@ -1,9 +1,11 @@
-"""gunicorn on the clock of the test run that started it (`pytest --clock`, `before_the_sunset`).
+"""gunicorn on a moved clock: the test run's (`pytest --clock`, `before_the_sunset`) or one
+a test asks for (`GunicornServer(clock=...)`).
 
-`tests.servers.GunicornServer` runs this instead of gunicorn when the test process's
-clock is moved: it passes how far that clock is from the real one, this process moves
-its own clock as far (still ticking) before gunicorn starts, and the workers gunicorn
-forks inherit it. A token minted by the test then means the same to the server.
+`tests.servers.GunicornServer` runs this instead of gunicorn when the clock is to be
+moved: it passes how far the server's clock is to be from the real one, this process
+moves its own clock as far (still ticking) before gunicorn starts, and the workers
+gunicorn forks inherit it. A token minted by a test on a moved clock then means the
+same to the server.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from apps.accounts import services as account_services
 from apps.orgs.permissions import Role
+from core import throttling
 from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory
 
 
@@ -58,6 +59,32 @@ def before_the_sunset(settings, time_machine):
     settings.LEGACY_KEYS_DEPRECATED_AT = LEGACY_DEPRECATED_AT
     settings.LEGACY_KEYS_SUNSET_AT = LEGACY_SUNSET_AT
     time_machine.move_to(BEFORE_THE_SUNSET)
+
+
+class ThrottleClock:
+    """Stands in for `core.throttling.clock`: still, until `advance` moves it."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+#: The first second of a window of every period the throttle uses, a minute to a day.
+WINDOW_START = 1_799_971_200  # 2027-01-15T00:00:00Z
+
+
+@pytest.fixture
+def throttle_clock(monkeypatch) -> ThrottleClock:
+    """The throttle's clock held at the first second of a window, for the tests that expect
+    a 429: no window boundary passes mid-test, wherever in the minute the test runs."""
+    clock = ThrottleClock(WINDOW_START)
+    monkeypatch.setattr(throttling, "clock", clock)
+    return clock
 
 
 @pytest.fixture(autouse=True)

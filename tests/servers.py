@@ -40,7 +40,12 @@ def test_database_url() -> str:
 
 
 class GunicornServer:
-    def __init__(self, env: dict[str, str] | None = None, workers: int = 2) -> None:
+    """gunicorn on the test database. Its clock is the test process's (moved or not), or
+    starts at `clock` (seconds since the epoch, still ticking) when given."""
+
+    def __init__(
+        self, env: dict[str, str] | None = None, workers: int = 2, clock: float | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
@@ -55,14 +60,18 @@ class GunicornServer:
             **(env or {}),
         }
         self.workers = workers
+        self.clock = clock
         self.process: subprocess.Popen | None = None
 
     def start(self) -> GunicornServer:
         log = self.log_path.open("wb")
         runner, env = "gunicorn", self.env
-        if escape_hatch.is_travelling():  # the test moved its clock: the server keeps it
+        if self.clock is not None or escape_hatch.is_travelling():
+            # A moved clock (tests/clocked_gunicorn.py): this one's, or the one asked for.
+            now = time.time() if self.clock is None else self.clock
+            real = escape_hatch.time.time() if escape_hatch.is_travelling() else time.time()
             runner = "tests.clocked_gunicorn"
-            offset = time.time() - escape_hatch.time.time()
+            offset = now - real
             env = {**env, "SIGSENTRY_TEST_CLOCK_OFFSET": repr(offset)}
         self.process = subprocess.Popen(
             [

@@ -92,6 +92,7 @@ def test_signup_errors_are_shown_next_to_their_fields():
     assert User.objects.filter(email="taken@example.com").count() == 1
 
 
+@pytest.mark.usefixtures("throttle_clock")
 @override_settings(THROTTLE_RATES={"signup_ip": (1, 3600)})
 def test_signup_throttle_shows_a_friendly_message():
     client = Client()
@@ -137,6 +138,7 @@ def test_wrong_password_and_unknown_email_show_the_same_error(owner, email):
     assert not AuthSession.objects.exists()
 
 
+@pytest.mark.usefixtures("throttle_clock")
 @override_settings(THROTTLE_RATES={"login_account": (2, 300), "login_ip": (30, 300)})
 def test_login_throttle_shows_a_friendly_message(owner):
     for _ in range(2):

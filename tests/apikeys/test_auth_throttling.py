@@ -10,6 +10,7 @@ from tests.apikeys.auth_helpers import assert_error, fresh_ip, mutate
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.usefixtures("throttle_clock")
 def test_repeated_failures_from_one_address_are_rate_limited_but_valid_keys_are_not(
     api_client, credential, settings
 ):

@@ -25,13 +25,17 @@ class Keep(logging.Handler):
 
 @pytest.fixture
 def kept():
+    """A logger whose records are kept; its level, propagation, handlers and filters are
+    put back afterwards, so the tests after this one find it as it was."""
     logger = logging.getLogger("sigsentry.test_logging")
+    saved = (logger.level, logger.propagate, list(logger.handlers), list(logger.filters))
     handler = Keep()
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     yield logger, handler.records
-    logger.removeHandler(handler)
+    level, logger.propagate, logger.handlers[:], logger.filters[:] = saved
+    logger.setLevel(level)
 
 
 FIELDS = {"auth_outcome": "ok", "client_ip": "203.0.113.7", "key_id": "k-1"}

@@ -18,8 +18,10 @@ from tests.analyses.helpers import send
 READ, CREATE = "analysis:read", "analysis:create"
 CONFIG_READ, CONFIG_WRITE = "config:read", "config:write"
 
+#: RFC 6750 §3 challenges: no credential; a credential refused; a header not `Bearer <token>`.
 WWW_AUTHENTICATE = 'Bearer realm="sigsentry"'
 WWW_AUTHENTICATE_INVALID = 'Bearer realm="sigsentry", error="invalid_token"'
+WWW_AUTHENTICATE_MALFORMED = 'Bearer realm="sigsentry", error="invalid_request"'
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,11 @@ def assert_error(response, status: int, code: str) -> dict:
     assert body["error"]["code"] == code
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     if status == 401:
-        assert response["WWW-Authenticate"] in (WWW_AUTHENTICATE, WWW_AUTHENTICATE_INVALID)
+        challenges = {
+            "AUTHENTICATION_REQUIRED": WWW_AUTHENTICATE,
+            "AUTHORIZATION_MALFORMED": WWW_AUTHENTICATE_MALFORMED,
+        }
+        assert response["WWW-Authenticate"] == challenges.get(code, WWW_AUTHENTICATE_INVALID)
     else:
         assert "WWW-Authenticate" not in response
     return body["error"]

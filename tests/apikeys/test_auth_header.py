@@ -11,8 +11,10 @@ from tests.apikeys.auth_helpers import (
     ENDPOINTS,
     WWW_AUTHENTICATE,
     WWW_AUTHENTICATE_INVALID,
+    WWW_AUTHENTICATE_MALFORMED,
     assert_error,
     call,
+    mutate,
 )
 
 pytestmark = pytest.mark.django_db
@@ -54,8 +56,20 @@ def test_malformed_authorization_is_refused_without_a_query(api_client, world, h
     with CaptureQueriesContext(connection) as ctx:
         response = api_client.get("/v1/analyses", HTTP_AUTHORIZATION=header)
     assert_error(response, 401, "AUTHORIZATION_MALFORMED")
-    assert response["WWW-Authenticate"] == WWW_AUTHENTICATE_INVALID
+    # RFC 6750 §3.1: a request that is not `Bearer <token>` is invalid_request.
+    assert response["WWW-Authenticate"] == WWW_AUTHENTICATE_MALFORMED
     assert ctx.captured_queries == []
+
+
+def test_a_malformed_header_and_a_refused_credential_get_different_challenges(
+    api_client, credential
+):
+    key = credential("secret").token
+    malformed = api_client.get("/v1/me", HTTP_AUTHORIZATION=f"Basic {key}")
+    refused = api_client.get("/v1/me", HTTP_AUTHORIZATION=f"Bearer {mutate(key, -1)}")
+    assert (malformed.status_code, refused.status_code) == (401, 401)
+    assert malformed["WWW-Authenticate"] == WWW_AUTHENTICATE_MALFORMED
+    assert refused["WWW-Authenticate"] == WWW_AUTHENTICATE_INVALID
 
 
 def test_credentials_in_the_query_string_are_ignored(api_client, credential, project):

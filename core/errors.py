@@ -21,7 +21,6 @@ from core.principal import AUTH_DECISION
 logger = logging.getLogger("core.errors")
 
 WWW_AUTHENTICATE = 'Bearer realm="sigsentry"'
-WWW_AUTHENTICATE_INVALID = 'Bearer realm="sigsentry", error="invalid_token"'
 RETRY_AFTER_UNAVAILABLE = "5"
 
 
@@ -37,21 +36,25 @@ class ApiError(drf_exceptions.APIException):
 
 
 class AuthError(ApiError):
-    """A 401. `credential_sent` picks the WWW-Authenticate variant (RFC 6750 §3)."""
+    """A 401. `bearer_error` is the RFC 6750 §3.1 error code its WWW-Authenticate
+    challenge names: invalid_token for a credential that was refused, invalid_request
+    for an Authorization header that is not `Bearer <token>`, none when no credential
+    was sent."""
 
     status_code = 401
-    credential_sent = True
+    bearer_error: str | None = "invalid_token"
 
 
 class AuthenticationRequired(AuthError):
     code = "AUTHENTICATION_REQUIRED"
     message = "Authentication credentials were not provided."
-    credential_sent = False
+    bearer_error = None
 
 
 class AuthorizationMalformed(AuthError):
     code = "AUTHORIZATION_MALFORMED"
     message = "The Authorization header must be 'Bearer <token>'."
+    bearer_error = "invalid_request"
 
 
 class KeyInvalid(AuthError):
@@ -87,7 +90,7 @@ class TokenExpired(AuthError):
 class InvalidCredentials(AuthError):
     code = "INVALID_CREDENTIALS"
     message = "The email or password is incorrect."
-    credential_sent = False
+    bearer_error = None
 
 
 class SignatureInvalid(AuthError):
@@ -256,7 +259,9 @@ def error_headers(err: ApiError) -> dict[str, str]:
     headers: dict[str, str] = {}
     if isinstance(err, AuthError):
         headers["WWW-Authenticate"] = (
-            WWW_AUTHENTICATE_INVALID if err.credential_sent else WWW_AUTHENTICATE
+            WWW_AUTHENTICATE
+            if err.bearer_error is None
+            else f'{WWW_AUTHENTICATE}, error="{err.bearer_error}"'
         )
     if isinstance(err, RateLimited):
         headers["Retry-After"] = str(err.retry_after)

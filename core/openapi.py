@@ -37,7 +37,9 @@ _ERROR_DESCRIPTIONS = {
     401: "`AUTHENTICATION_REQUIRED`, `AUTHORIZATION_MALFORMED`, `KEY_INVALID`, `KEY_REVOKED`, "
     "`KEY_EXPIRED`, `KEY_FORMAT_DEPRECATED`, `TOKEN_INVALID`, `TOKEN_EXPIRED`, "
     "`INVALID_CREDENTIALS`, `SIGNATURE_INVALID`. "
-    'Carries `WWW-Authenticate: Bearer realm="sigsentry"`.',
+    'Carries `WWW-Authenticate: Bearer realm="sigsentry"`, with '
+    '`error="invalid_request"` for a malformed Authorization header and '
+    '`error="invalid_token"` for a credential that was refused.',
     403: "`PERMISSION_DENIED` (`details.required`), `KEY_MANAGEMENT_FORBIDDEN`, "
     "`PROJECT_MISMATCH`, `ORIGIN_NOT_ALLOWED`.",
     404: "`NOT_FOUND`, or `PROJECT_NOT_FOUND` for a project outside the caller's reach.",

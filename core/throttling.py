@@ -8,6 +8,10 @@ Scopes named `*_ip` count clients: their ident is a client IP address, and it
 is counted as `core.net.throttle_subject` says (an IPv6 client by its /64), so
 no caller can forget it. Other scopes count what their ident names (a
 normalized email, an organization id).
+
+Windows are aligned to `clock()` (seconds since the epoch, `time.time` unless
+replaced): a window of `period` seconds is `clock() // period`, and Retry-After
+is the time left in it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.cache import cache
@@ -23,6 +28,10 @@ from core.errors import RateLimited
 from core.net import throttle_subject
 
 logger = logging.getLogger("core.throttling")
+
+#: Where the windows read the time. Tests replace it to hold a window still, so that no
+#: window boundary passes in the middle of a test (tests/conftest.py `throttle_clock`).
+clock: Callable[[], float] = time.time
 
 
 def is_client_scope(scope: str) -> bool:
@@ -39,7 +48,7 @@ def _cache_key(scope: str, ident: str, window: int) -> str:
 
 def _window(scope: str) -> tuple[int, int, int, int]:
     limit, period = settings.THROTTLE_RATES[scope]
-    now = int(time.time())
+    now = int(clock())
     window = now // period
     retry_after = (window + 1) * period - now
     return limit, period, window, retry_after

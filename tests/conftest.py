@@ -1,15 +1,90 @@
 """Named fixtures: an organization with a project, its owner, admin, member and
-viewer, and an outsider who belongs to another organization."""
+viewer, and an outsider who belongs to another organization.
+
+Also the clock: `--clock 2027-06-01` runs the suite with the clock moved (CI does, for
+the date-sensitive tests), and `before_the_sunset` pins the legacy-key moments."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
+import time_machine
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from apps.accounts import services as account_services
+from core import throttling
 from core.permissions import Role
 from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--clock",
+        metavar="ISO_DATE",
+        help="run with the clock moved to this UTC moment (still ticking; the servers the "
+        "tests start keep it too), e.g. 2027-06-01: no test may depend on today's date",
+    )
+
+
+def pytest_configure(config):
+    moment = config.getoption("--clock")
+    if moment:
+        destination = datetime.fromisoformat(moment)
+        if destination.tzinfo is None:
+            destination = destination.replace(tzinfo=UTC)
+        traveller = time_machine.travel(destination, tick=True)
+        traveller.start()
+        config.add_cleanup(traveller.stop)
+
+
+#: LEGACY_KEYS_DEPRECATED_AT and LEGACY_KEYS_SUNSET_AT as SPEC §8 sets them, written out.
+LEGACY_DEPRECATED_AT = datetime(2026, 11, 26, tzinfo=UTC)
+LEGACY_SUNSET_AT = datetime(2027, 5, 26, tzinfo=UTC)
+#: A moment between the two: legacy keys work and their responses carry the headers.
+BEFORE_THE_SUNSET = datetime(2027, 1, 15, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def before_the_sunset(settings, time_machine):
+    """Legacy keys still work, on any day the suite runs: the two legacy moments pinned to
+    SPEC §8's defaults and the clock moved between them (it keeps ticking).
+
+    Apply it with `@pytest.mark.usefixtures("before_the_sunset")` so that it runs before
+    the test's own fixtures: sessions and tokens minted earlier would carry the real time.
+    A server the test starts itself keeps the moved clock (tests/servers.py); the shared
+    `live_url` server, started before, does not.
+    """
+    settings.LEGACY_KEYS_DEPRECATED_AT = LEGACY_DEPRECATED_AT
+    settings.LEGACY_KEYS_SUNSET_AT = LEGACY_SUNSET_AT
+    time_machine.move_to(BEFORE_THE_SUNSET)
+
+
+class ThrottleClock:
+    """Stands in for `core.throttling.clock`: still, until `advance` moves it."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+#: The first second of a window of every period the throttle uses, a minute to a day.
+WINDOW_START = 1_799_971_200  # 2027-01-15T00:00:00Z
+
+
+@pytest.fixture
+def throttle_clock(monkeypatch) -> ThrottleClock:
+    """The throttle's clock held at the first second of a window, for the tests that expect
+    a 429: no window boundary passes mid-test, wherever in the minute the test runs."""
+    clock = ThrottleClock(WINDOW_START)
+    monkeypatch.setattr(throttling, "clock", clock)
+    return clock
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from django.db import connection
+from time_machine import escape_hatch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +40,12 @@ def test_database_url() -> str:
 
 
 class GunicornServer:
-    def __init__(self, env: dict[str, str] | None = None, workers: int = 2) -> None:
+    """gunicorn on the test database. Its clock is the test process's (moved or not), or
+    starts at `clock` (seconds since the epoch, still ticking) when given."""
+
+    def __init__(
+        self, env: dict[str, str] | None = None, workers: int = 2, clock: float | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
@@ -54,15 +60,24 @@ class GunicornServer:
             **(env or {}),
         }
         self.workers = workers
+        self.clock = clock
         self.process: subprocess.Popen | None = None
 
     def start(self) -> GunicornServer:
         log = self.log_path.open("wb")
+        runner, env = "gunicorn", self.env
+        if self.clock is not None or escape_hatch.is_travelling():
+            # A moved clock (tests/clocked_gunicorn.py): this one's, or the one asked for.
+            now = time.time() if self.clock is None else self.clock
+            real = escape_hatch.time.time() if escape_hatch.is_travelling() else time.time()
+            runner = "tests.clocked_gunicorn"
+            offset = now - real
+            env = {**env, "SIGSENTRY_TEST_CLOCK_OFFSET": repr(offset)}
         self.process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "gunicorn",
+                runner,
                 "sigsentry.wsgi:application",
                 "--bind",
                 f"127.0.0.1:{self.port}",
@@ -72,7 +87,7 @@ class GunicornServer:
                 "30",
             ],
             cwd=ROOT,
-            env=self.env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -241,6 +241,7 @@ def test_revoke_action_revokes_through_the_service_with_an_audit_event(
     assert me.json()["error"]["code"] == "KEY_REVOKED"
 
 
+@pytest.mark.usefixtures("before_the_sunset")
 def test_revoke_action_revokes_legacy_keys_too(ops, keys, api_client):
     legacy, plaintext = keys["legacy"]
 

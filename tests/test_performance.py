@@ -89,6 +89,7 @@ def count_queries(client, url: str, **headers) -> tuple[int, list[str]]:
     return len(ctx.captured_queries), [q["sql"] for q in ctx.captured_queries]
 
 
+@pytest.mark.usefixtures("before_the_sunset")
 @pytest.mark.parametrize("credential", ["secret key", "SDK key", "legacy key"], indirect=True)
 @pytest.mark.parametrize("url", ["/v1/me", "/v1/probe/auth", "/v1/probe/scoped"])
 def test_project_key_request_makes_exactly_one_query(api_client, credential, url):
@@ -137,6 +138,7 @@ def _bad_checksum(project) -> str:
     return key[:-1] + ("A" if key[-1] != "A" else "B")
 
 
+@pytest.mark.usefixtures("before_the_sunset")
 @pytest.mark.parametrize(
     ("header", "code"),
     [

@@ -180,6 +180,7 @@ def test_login_without_fields_is_a_validation_error(api_client):
     assert set(error_fields(response)) == {"email", "password"}
 
 
+@pytest.mark.usefixtures("throttle_clock")
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"login_account": (2, 300)})
 def test_repeated_failed_logins_for_one_account_are_throttled(api_client, owner):
     for _ in range(2):
@@ -292,6 +293,7 @@ def test_refresh_with_garbage_is_token_invalid(api_client):
     assert "not-a-jwt" not in response.content.decode()
 
 
+@pytest.mark.usefixtures("throttle_clock")
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"refresh_ip": (2, 60)})
 def test_refreshes_are_throttled_per_client(api_client, owner):
     for _ in range(2):

@@ -75,6 +75,7 @@ def test_me_with_a_key_describes_the_key(project, kind, key_type, scope, permiss
     assert plaintext not in response.content.decode()
 
 
+@pytest.mark.usefixtures("before_the_sunset")
 def test_me_with_a_legacy_key_says_legacy_and_carries_the_deprecation_headers(project):
     _api_key, legacy = make_legacy_key(
         project, plaintext="tb_LegacyKey0123456789abcdef", name="Old CI"

@@ -37,6 +37,7 @@ def test_a_refused_known_key_is_named_in_its_log_line(api_client, project, auth_
     assert plaintext not in json.dumps(record.__dict__, default=str)
 
 
+@pytest.mark.usefixtures("throttle_clock")
 @override_settings(THROTTLE_RATES={"failed_auth_ip": (1, 60)})
 def test_a_throttled_failure_is_still_logged(api_client, project, auth_log):
     for _ in range(3):

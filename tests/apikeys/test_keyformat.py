@@ -6,6 +6,7 @@ import hashlib
 import re
 import string
 import zlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -19,6 +20,23 @@ from apps.apikeys.keyformat import KeyKind, Shape
 SPEC_ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
 #: The regular expression published for secret scanners (keyformat's docstring).
 SCANNER_PATTERN = re.compile(r"\bss_(pub|secret|org)_[0-9A-Za-z]{38}\b")
+
+
+def readme_scanner() -> dict:
+    """The README's secret-scanner snippet ("API keys: format, for secret scanners"), run
+    as published: an oracle written for scanners, not by the code under test."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (snippet,) = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+        if "def looks_like_sigsentry_key" in block
+    ]
+    namespace: dict = {}
+    exec(snippet, namespace)
+    return namespace
+
+
+README = readme_scanner()
 
 
 def spec_checksum(body: str) -> str:
@@ -80,10 +98,37 @@ def test_checksum_is_the_spec_checksum_for_any_body(body):
     assert keyformat.checksum(body) == spec_checksum(body)
 
 
-@pytest.mark.parametrize("crc", [0, 1, 61, 62, 3843, 3844, 14776335, 14776336, 2**31, 2**32 - 1])
-def test_checksum_digits_at_the_boundaries(crc, monkeypatch):
+@pytest.mark.parametrize(
+    ("crc", "digits"),
+    [
+        (0, "000000"),
+        (1, "000001"),
+        (61, "00000z"),
+        (62, "000010"),
+        (62**2 - 1, "0000zz"),
+        (62**2, "000100"),
+        (62**4 - 1, "00zzzz"),
+        (62**4, "010000"),
+        (2**31, "2LKcb2"),  # 2·62⁵ + 21·62⁴ + 20·62³ + 38·62² + 37·62 + 2, by hand
+        (2**32 - 1, "4gfFC3"),
+    ],
+)
+def test_checksum_digits_at_the_boundaries(crc, digits, monkeypatch):
+    assert README["base62"](crc) == digits  # the scanners' own conversion agrees
     monkeypatch.setattr(keyformat.zlib, "crc32", lambda data: crc)
-    assert keyformat.checksum("any") == keyformat.to_base62(crc, 6)
+    assert keyformat.checksum("any") == digits
+
+
+@pytest.mark.parametrize("kind", list(KeyKind), ids=lambda k: k.name.lower())
+def test_the_readme_scanner_accepts_our_keys_and_refuses_a_changed_checksum(kind):
+    for _ in range(20):
+        key = keyformat.generate(kind)
+        assert README["looks_like_sigsentry_key"](key), key[:12]
+        for position in range(len(key) - 6, len(key)):
+            for other in SPEC_ALPHABET.replace(key[position], ""):
+                changed = key[:position] + other + key[position + 1 :]
+                assert not README["looks_like_sigsentry_key"](changed)
+                assert not keyformat.is_valid_key(changed)
 
 
 def test_random_parts_do_not_repeat_and_use_the_whole_alphabet():

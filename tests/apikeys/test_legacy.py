@@ -27,16 +27,19 @@ from apps.apikeys.services import revoke_key
 from apps.orgs.access import has_permission, resolve_project
 from core.permissions import Permission
 from core.principal import Principal
-from tests.conftest import bearer
+from tests.conftest import LEGACY_DEPRECATED_AT, LEGACY_SUNSET_AT, bearer
 from tests.factories import make_key
 from tests.servers import GunicornServer
 
 TB_KEY = "tb_7Hq2Wm9ZxR4tLp0sVb3N"
 LIVE_KEY = "ss_live_Kc81_dE-fG5hJ6kLmN0p"
 UNKNOWN_LEGACY_KEY = "tb_NeverImported12345678"
-# LEGACY_KEYS_DEPRECATED_AT and LEGACY_KEYS_SUNSET_AT defaults, written out.
+#: The headers for the moments `before_the_sunset` pins (SPEC §8's defaults), written out.
 EXPECTED_HEADERS = {"Deprecation": "@1795651200", "Sunset": "Wed, 26 May 2027 00:00:00 GMT"}
-PAST_SUNSET = timezone.now() - timedelta(seconds=1)
+
+# Every test here starts between the deprecation and the sunset, whatever today's date;
+# the tests about the sunset move it themselves.
+pytestmark = pytest.mark.usefixtures("before_the_sunset")
 
 
 def import_key(project, key: str, permissions: list[str], name: str = "Legacy") -> ApiKey:
@@ -212,7 +215,7 @@ def test_after_the_sunset_every_legacy_credential_is_deprecated_without_a_query(
     import_key(project, LIVE_KEY, [Permission.CONFIG_READ], name="Live")
 
     with (
-        override_settings(LEGACY_KEYS_SUNSET_AT=PAST_SUNSET),
+        override_settings(LEGACY_KEYS_SUNSET_AT=timezone.now() - timedelta(seconds=1)),
         CaptureQueriesContext(connection) as queries,
     ):
         response = api_client.get("/v1/analyses", **bearer(credential))
@@ -257,10 +260,22 @@ def _get(url: str, credential: str) -> tuple[int, dict, dict]:
 
 
 @pytest.mark.slow
-def test_real_server_serves_a_legacy_key_with_deprecation_headers(live_url, project):
+def test_real_server_serves_a_legacy_key_with_deprecation_headers(transactional_db, project):
     import_key(project, TB_KEY, [Permission.ANALYSIS_READ])
-
-    status, headers, body = _get(live_url + "/v1/analyses", TB_KEY)
+    # A server of its own: it keeps this test's clock (tests/clocked_gunicorn.py), and its
+    # legacy moments are pinned like this process's.
+    server = GunicornServer(
+        env={
+            "LEGACY_KEYS_DEPRECATED_AT": LEGACY_DEPRECATED_AT.isoformat(),
+            "LEGACY_KEYS_SUNSET_AT": LEGACY_SUNSET_AT.isoformat(),
+        },
+        workers=1,
+    )
+    server.start()
+    try:
+        status, headers, body = _get(server.url + "/v1/analyses", TB_KEY)
+    finally:
+        server.stop()
 
     assert status == 200, body
     assert {name: headers[name] for name in EXPECTED_HEADERS} == EXPECTED_HEADERS

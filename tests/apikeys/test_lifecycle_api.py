@@ -308,6 +308,7 @@ def test_a_report_of_exactly_100_strings_is_accepted(api_client):
     assert response.json() == {"received": 100}
 
 
+@pytest.mark.usefixtures("throttle_clock")
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"leak_report_ip": (2, 60)})
 def test_reports_are_throttled_per_client(api_client, project):
     _key, plaintext = make_key(KeyKind.SECRET, project=project)

@@ -270,6 +270,7 @@ def test_minting_is_audited(admin, project):
     assert event.target_label == body["prefix"]
 
 
+@pytest.mark.usefixtures("throttle_clock")
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"mint_org": (2, 60)})
 def test_minting_is_throttled_per_organization(owner, admin, project):
     mint(user_client(owner), KeyKind.SECRET, project)

@@ -188,6 +188,7 @@ class TestMint:
                 permissions=ALL,
             )
 
+    @pytest.mark.usefixtures("throttle_clock")
     def test_minting_is_throttled_per_organization(self, project, settings):
         settings.THROTTLE_RATES = settings.THROTTLE_RATES | {"mint_org": (3, 60)}
         for _ in range(3):

@@ -537,6 +537,7 @@ def test_key_list_is_paginated(owner, project):
 # Legacy banner ------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("before_the_sunset")
 def test_legacy_banner_on_project_api_keys_counts_keys_and_names_the_sunset(owner, project):
     make_legacy_key(project, name="Recent", last_used_at=timezone.now() - timedelta(minutes=10))
     make_legacy_key(project, name="Dormant")
@@ -549,6 +550,7 @@ def test_legacy_banner_on_project_api_keys_counts_keys_and_names_the_sunset(owne
     assert "data-legacy-banner" not in html(client.get(sdk_url(project)))
 
 
+@pytest.mark.usefixtures("before_the_sunset")
 def test_legacy_banner_on_org_api_keys_covers_every_project(owner, project, other_project):
     make_legacy_key(project)
     make_legacy_key(other_project, name="Billing legacy", last_used_at=timezone.now())

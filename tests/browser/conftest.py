@@ -16,10 +16,6 @@ from pathlib import Path
 
 import pytest
 
-# Playwright's sync API runs an event loop in this thread, and Django refuses ORM
-# calls from a thread with a running loop; the tests' ORM use is synchronous.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -34,8 +30,15 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screensh
 TIMEOUT_MS = 15_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    """One Chromium for the browser tests, closed after the last of them.
+
+    While Playwright's sync API is open it runs an event loop in this thread, and
+    Django refuses ORM calls from a thread with a running loop; the tests' own ORM
+    use is synchronous, so DJANGO_ALLOW_ASYNC_UNSAFE is set for exactly that long.
+    The tests after this package get Django's check back.
+    """
     if not os.path.exists(CHROMIUM):
         reason = f"Chromium is not installed at {CHROMIUM}; browser tests need it."
         if os.environ.get("CI"):
@@ -43,7 +46,8 @@ def browser():
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )

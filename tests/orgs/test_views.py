@@ -51,8 +51,11 @@ def test_managers_get_a_create_project_form(request, role, organization):
 
 
 @pytest.mark.parametrize("role", ["member", "viewer"])
-def test_members_and_viewers_get_no_create_project_form(request, role, organization):
-    page = html(logged_in(request.getfixturevalue(role)).get("/"))
+def test_members_and_viewers_get_no_create_project_form(request, role, organization, project):
+    response = logged_in(request.getfixturevalue(role)).get("/")
+    assert response.status_code == 200
+    page = html(response)
+    assert f'href="/projects/{project.id}/"' in page  # the home page, not an error page
     assert "Create project" not in page
 
 
@@ -126,7 +129,10 @@ def test_members_page_lists_members_and_roles_for_every_role(
 
 @pytest.mark.parametrize("role", ["member", "viewer"])
 def test_members_and_viewers_see_no_member_controls(request, role, organization, owner):
-    page = html(logged_in(request.getfixturevalue(role)).get(members_url(organization)))
+    response = logged_in(request.getfixturevalue(role)).get(members_url(organization))
+    assert response.status_code == 200
+    page = html(response)
+    assert owner.email in page  # the members page, not an error page
     assert "Change role" not in page and ">Remove<" not in page and "<select" not in page
 
 

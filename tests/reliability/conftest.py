@@ -23,9 +23,11 @@ def start_server(django_db_blocker):
     """Start gunicorn servers with extra environment; every one is stopped after the test."""
     started: list[GunicornServer] = []
 
-    def start(env: dict[str, str] | None = None, workers: int = 2) -> GunicornServer:
+    def start(
+        env: dict[str, str] | None = None, workers: int = 2, clock: float | None = None
+    ) -> GunicornServer:
         with django_db_blocker.unblock():
-            server = GunicornServer(env=env, workers=workers)
+            server = GunicornServer(env=env, workers=workers, clock=clock)
         started.append(server)
         return server.start()
 

@@ -179,3 +179,13 @@ def call(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+#: Every key `recording_key_function` was given, in order (see CACHES' KEY_FUNCTION).
+RECORDED_CACHE_KEYS: list[str] = []
+
+
+def recording_key_function(key: str, key_prefix: str, version: int) -> str:
+    """Django's default cache KEY_FUNCTION, remembering the keys callers use."""
+    RECORDED_CACHE_KEYS.append(key)
+    return f"{key_prefix}:{version}:{key}"

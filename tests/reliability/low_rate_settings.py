@@ -1,6 +1,7 @@
 """Test settings with low throttle limits, for gunicorn servers started by the throttling tests.
 
-Long windows, so that a test never straddles a window boundary.
+One-hour windows; the throttling tests start these servers at the first second of an
+hour (`start_server(clock=WINDOW_START)`), so no window boundary passes mid-test.
 """
 
 from sigsentry.test_settings import *  # noqa: F403

@@ -63,20 +63,25 @@ def test_requests_started_after_a_revocation_commits_are_rejected(
     lock = threading.Lock()
     after_revoke_per_thread = 6  # few enough to stay under the failed-credential throttle
 
-    def hammer() -> None:
+    through = [threading.Event() for _ in range(4)]  # each client had a 200 before revoking
+
+    def hammer(got_through: threading.Event) -> None:
         seen_after = 0
         deadline = time.monotonic() + 20
         while seen_after < after_revoke_per_thread and time.monotonic() < deadline:
             reply = call(server.url, "GET", "/v1/me", headers=bearer(plaintext))
             with lock:
                 replies.append(reply)
+            if reply.status == 200:
+                got_through.set()
             if revoked_at and reply.started_at > revoked_at[0]:
                 seen_after += 1
 
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    threads = [threading.Thread(target=hammer, args=(event,)) for event in through]
     for thread in threads:
         thread.start()
-    time.sleep(0.4)
+    for event in through:
+        assert event.wait(timeout=20), "a client never got a 200 before the revocation"
     revoke_key(actor=owner, api_key=api_key)
     revoked_at.append(time.monotonic())  # the revocation has committed by now
     for thread in threads:

@@ -1,8 +1,9 @@
 """Throttling: what is counted, per what, who is never locked out, and how it is shared.
 
-In-process tests lower the limits with override_settings; servers get them from
-`tests.reliability.low_rate_settings`. Windows are an hour long, so a test
-never straddles a window boundary.
+In-process tests lower the limits with override_settings and hold the throttle's
+clock at the first second of a window (`throttle_clock`); servers get their limits
+from `tests.reliability.low_rate_settings` (one-hour windows) and start their clock
+at the first second of an hour. So no window boundary passes mid-test.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import uuid
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.test import override_settings
 
 from apps.accounts import services as account_services
@@ -18,14 +20,23 @@ from apps.apikeys.keyformat import KeyKind, generate
 from core import throttling
 from core.errors import RateLimited
 from core.permissions import ALL_PERMISSIONS
+from tests.conftest import WINDOW_START
 from tests.conftest import bearer as api_bearer
 from tests.factories import PASSWORD, OrganizationFactory, UserFactory, make_key
-from tests.reliability.helpers import bearer, call, closed_port
+from tests.reliability.helpers import (
+    RECORDED_CACHE_KEYS,
+    bearer,
+    call,
+    closed_port,
+    recording_key_function,
+)
 from tests.reliability.low_rate_settings import LOW_LIMIT
 
 LIMIT = 3
 WINDOW = 3600
 LOW_RATE_SETTINGS = "tests.reliability.low_rate_settings"
+
+pytestmark = pytest.mark.usefixtures("throttle_clock")
 
 
 def rates(**scopes: int):
@@ -231,15 +242,36 @@ def test_leak_reports_per_client_are_throttled(db, api_client):
 
 @rates(failed_auth_ip=LIMIT)
 def test_counters_are_stored_under_hashed_keys(db):
-    from django.core.cache import cache
+    recording = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "KEY_FUNCTION": f"{recording_key_function.__module__}.recording_key_function",
+        }
+    }
+    RECORDED_CACHE_KEYS.clear()
+    with override_settings(CACHES=recording):
+        for _ in range(LIMIT):
+            throttling.hit("failed_auth_ip", "198.51.100.60")
+        assert throttling.is_limited("failed_auth_ip", "198.51.100.60") == WINDOW
+        (key,) = set(RECORDED_CACHE_KEYS)  # one counter for one client in one window
+        assert cache.get(key) == LIMIT
+    assert "198.51.100.60" not in key and "198-51-100-60" not in key
 
+
+@rates(failed_auth_ip=LIMIT)
+def test_retry_after_is_what_is_left_of_the_window_and_the_next_window_starts_afresh(
+    db, throttle_clock
+):
+    throttle_clock.advance(WINDOW - 10)  # the window's last 10 seconds
     for _ in range(LIMIT):
-        throttling.hit("failed_auth_ip", "198.51.100.60")
-    key = throttling._cache_key(
-        "failed_auth_ip", "198.51.100.60", throttling._window("failed_auth_ip")[2]
-    )
-    assert "198.51.100.60" not in key
-    assert cache.get(key) == LIMIT
+        assert throttling.hit("failed_auth_ip", "198.51.100.61") is None
+    assert throttling.hit("failed_auth_ip", "198.51.100.61") == 10
+    assert throttling.is_limited("failed_auth_ip", "198.51.100.61") == 10
+
+    throttle_clock.advance(10)
+
+    assert throttling.is_limited("failed_auth_ip", "198.51.100.61") is None
+    assert throttling.hit("failed_auth_ip", "198.51.100.61") is None
 
 
 @rates(failed_auth_ip=1)
@@ -269,7 +301,10 @@ requires_redis = pytest.mark.skipif(
 @requires_redis
 def test_failures_spread_over_two_servers_add_up(transactional_db, start_server):
     env = {"DJANGO_SETTINGS_MODULE": LOW_RATE_SETTINGS, "REDIS_URL": settings.REDIS_URL}
-    servers = [start_server(env=env, workers=1), start_server(env=env, workers=1)]
+    servers = [
+        start_server(env=env, workers=1, clock=WINDOW_START),
+        start_server(env=env, workers=1, clock=WINDOW_START),
+    ]
     replies = [
         call(servers[n % 2].url, "GET", "/v1/me", headers=bearer(generate(KeyKind.SECRET)))
         for n in range(LOW_LIMIT + 2)
@@ -285,7 +320,9 @@ def test_spoofed_forwarded_for_does_not_escape_the_throttle_without_proxies(
     transactional_db, start_server
 ):
     server = start_server(
-        env={"DJANGO_SETTINGS_MODULE": LOW_RATE_SETTINGS, "NUM_PROXIES": "0"}, workers=1
+        env={"DJANGO_SETTINGS_MODULE": LOW_RATE_SETTINGS, "NUM_PROXIES": "0"},
+        workers=1,
+        clock=WINDOW_START,
     )
 
     def fail(forwarded_for):
@@ -301,7 +338,9 @@ def test_behind_one_proxy_the_rightmost_forwarded_address_is_the_client(
     transactional_db, start_server
 ):
     server = start_server(
-        env={"DJANGO_SETTINGS_MODULE": LOW_RATE_SETTINGS, "NUM_PROXIES": "1"}, workers=1
+        env={"DJANGO_SETTINGS_MODULE": LOW_RATE_SETTINGS, "NUM_PROXIES": "1"},
+        workers=1,
+        clock=WINDOW_START,
     )
 
     def fail(forwarded_for):

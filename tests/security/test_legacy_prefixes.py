@@ -171,7 +171,7 @@ def test_after_the_migration_the_auth_log_names_the_key_by_4_characters(
     imported_before_the_fix, caplog
 ):
     shorten_migration.shorten_legacy_prefixes(apps, None)
-    caplog.set_level(logging.INFO, logger="sigsentry.auth")
+    caplog.set_level(logging.INFO, logger="sigsentry.access")
 
     bearer_client("tb_" + "A" * 32).get("/v1/me")  # revoked: refused, and logged by prefix
 

@@ -1,13 +1,17 @@
-"""Cross-cutting HTTP behaviour: fail closed on database outages, security headers, body size."""
+"""Cross-cutting HTTP behaviour: request metrics, fail closed on database outages, security
+headers, body size."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
+from core import metrics
 from core.errors import (
     ServiceUnavailable,
     ValidationFailed,
@@ -49,6 +53,39 @@ def unavailable_response(request: HttpRequest) -> HttpResponse:
     response["Retry-After"] = "5"
     response["Cache-Control"] = "no-store"
     return response
+
+
+class RequestMetricsMiddleware:
+    """Counts and times every request by route template and status (core.metrics).
+
+    The outermost middleware after the operations endpoints, so the time covers
+    the whole stack and every answer is counted, including those other
+    middlewares give (redirects, 503s, refused bodies). The label is the URL
+    pattern that matched (`v1/keys/<uuid:key_id>`), never the path: ids, and
+    whatever a scanner tries, do not become series. Off (not in the chain)
+    while METRICS_TOKEN is unset.
+    """
+
+    def __init__(self, get_response):
+        if not metrics.enabled():
+            raise MiddlewareNotUsed
+        self.get_response = get_response
+        self.static_prefix = "/" + settings.STATIC_URL.lstrip("/")
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = request.resolver_match
+        if match is not None:
+            route = match.route
+        elif request.path_info.startswith(self.static_prefix):
+            route = "static"
+        else:
+            route = "unmatched"
+        metrics.record_request(
+            route, request.method, response.status_code, time.perf_counter() - started
+        )
+        return response
 
 
 class ServiceUnavailableMiddleware:

@@ -26,12 +26,11 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.services import revoke_key
 from tests import pgbouncer
 from tests.factories import make_key
-from tests.reliability.conftest import requires_postgres
 from tests.reliability.helpers import TcpProxy, bearer, call
 
 pytestmark = [
     pytest.mark.slow,
-    requires_postgres,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="PgBouncer fronts PostgreSQL"),
     pytest.mark.skipif(
         not pgbouncer.available() and os.environ.get("CI") != "true",
         reason="needs Debian's pgbouncer (apt-get install pgbouncer); CI installs it",

@@ -14,6 +14,8 @@ CI installs PgBouncer; elsewhere these tests skip without it.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -164,3 +166,54 @@ def test_servers_reach_the_database_through_the_session_pgbouncer(live_url, keys
     log = pgbouncer.session_pgbouncer.log()
     assert f"{connection.settings_dict['NAME']}/" in log
     assert "new connection to server" in log
+
+
+_ATOMIC_LOOKUP = """
+import os, sys
+import django
+django.setup()
+import psycopg
+from django.db import transaction
+from apps.apikeys.selectors import key_by_digest
+
+key_by_digest("0" * 64)  # outside a transaction: on whichever server session PgBouncer lends
+holder = psycopg.connect(os.environ["DATABASE_URL"].replace("postgres://", "postgresql://"))
+holder.execute("SELECT 1")  # an open transaction keeps one server session busy
+with transaction.atomic():  # so this transaction runs on another one
+    key_by_digest("0" * 64)
+    key_by_digest("0" * 64)
+holder.rollback()
+print("ok")
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core.rawselect PREPAREs its statements per client session; behind PgBouncer in "
+    "transaction mode an EXECUTE inside a transaction can land on a server session without "
+    "them. Needs `_can_prepare` to be False when settings.DATABASE_POOLER == 'pgbouncer'.",
+)
+def test_key_lookup_inside_a_transaction_works_behind_pgbouncer(transactional_db):
+    settings = connection.settings_dict
+    bouncer = pgbouncer.PgBouncer(
+        (settings.get("HOST") or "127.0.0.1", int(settings.get("PORT") or 5432))
+    ).start()
+    try:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "sigsentry.test_settings",
+            "DATABASE_URL": bouncer.database_url(settings.get("USER") or "root", settings["NAME"]),
+            "DATABASE_POOLER": "pgbouncer",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", _ATOMIC_LOOKUP],
+            cwd=pgbouncer.ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        bouncer.close()
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert result.stdout.strip() == "ok"

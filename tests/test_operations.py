@@ -3,6 +3,7 @@ tests/reliability/test_operations.py."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 
@@ -236,3 +237,24 @@ def test_queue_probes_are_read_at_scrape_time(metrics_on, client):
     assert value(second, "sigsentry_worker_oldest_undelivered_age_seconds", queue="webhooks") == 0
     # A failing probe leaves its queue out instead of failing the scrape.
     assert ("sigsentry_worker_queue_depth", (("queue", "email"),)) not in first
+
+
+def test_a_failing_probe_writes_no_error_line(db, client, monkeypatch):
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    request_logger = logging.getLogger("django.request")
+    handler = Collect()
+    request_logger.addHandler(handler)
+    monkeypatch.setattr(ops, "_check_database", lambda: 1 / 0)
+    try:
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/no-such-page/").status_code == 404  # logged at WARNING: filtered
+        logging.getLogger("django.request").error("Service Unavailable: /v1/me", extra={})
+    finally:
+        request_logger.removeHandler(handler)
+    # Django's line for the probe's 503 is dropped; other lines still pass the filter.
+    assert [r.getMessage() for r in records] == ["Service Unavailable: /v1/me"]

@@ -14,7 +14,9 @@
 #   key on GET /v1/me (200), a revoked key and a garbage key on GET /v1/me (401, then 429 once
 #   the client's failures pass the failed_auth_ip limit), and the valid key on GET
 #   /v1/organizations, which API keys may not use (403 KEY_MANAGEMENT_FORBIDDEN).
-# * While the mixed run goes, PgBouncer's SHOW POOLS is sampled every second.
+# * While the mixed run goes, PgBouncer's SHOW POOLS is sampled every second, and the CPU time
+#   the gunicorn workers and PgBouncer use is read from /proc: CPU per request gives requests
+#   per second per core, a sizing figure that holds even when other work shares the machine.
 # * Checks (exit status 1 if one fails): every valid request 200, every refused one 403, the
 #   revoked and garbage ones only 401 or 429, no 5xx, no socket error, and the server's own
 #   request count (/metrics, added up over the workers) equal to the answers wrk received
@@ -95,6 +97,19 @@ print(int(sum(
 )))'
 }
 
+cpu_seconds() {  # cpu_seconds <pid>...: user + system CPU time those processes have used
+  "$PY" - "$@" <<'EOF2'
+import os, sys
+tick = os.sysconf("SC_CLK_TCK")
+total = 0
+for pid in sys.argv[1:]:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    total += int(fields[11]) + int(fields[12])  # utime, stime
+print(f"{total / tick:.2f}")
+EOF2
+}
+
 wrk_run() {  # wrk_run <connections> <duration> <path> <mode>  → the RESULT line
   wrk -t1 -c"$1" -d"$2" --latency -s bench/wrk.lua "$URL$3" -- "$4" "$CREDENTIALS" |
     sed -n 's/^RESULT //p'
@@ -115,6 +130,11 @@ BEFORE="$(metrics_total)"
   done
 ) >"$WORKDIR/pools" &
 SAMPLER_PID=$!
+WEB_PIDS=$(pgrep -P "$SERVER_PID" | tr '\n' ' ')
+BOUNCER_PID=$(cat "$BOUNCER_DIR/pgbouncer.pid")
+# shellcheck disable=SC2086
+WEB_CPU_BEFORE=$(cpu_seconds $WEB_PIDS)
+BOUNCER_CPU_BEFORE=$(cpu_seconds "$BOUNCER_PID")
 CLIENTS=()
 for run in "valid /v1/me bearer:valid" "revoked /v1/me bearer:revoked" \
   "garbage /v1/me bearer:garbage" "refused /v1/organizations bearer:valid"; do
@@ -123,6 +143,9 @@ for run in "valid /v1/me bearer:valid" "revoked /v1/me bearer:revoked" \
   CLIENTS+=($!)
 done
 wait "${CLIENTS[@]}"
+# shellcheck disable=SC2086
+WEB_CPU_AFTER=$(cpu_seconds $WEB_PIDS)
+BOUNCER_CPU_AFTER=$(cpu_seconds "$BOUNCER_PID")
 kill "$SAMPLER_PID"
 wait "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=""
@@ -131,13 +154,16 @@ AFTER="$(metrics_total)"
 ELAPSED=$((SECONDS - STARTED))
 
 "$PY" - "$WORKDIR" "$((AFTER - BEFORE))" "$((CONNECTIONS * 4))" "$ELAPSED" "$RESULTS" \
-  "$WORKERS" "$DURATION" "$CONNECTIONS" <<'EOF'
+  "$WORKERS" "$DURATION" "$CONNECTIONS" "$WEB_CPU_BEFORE" "$WEB_CPU_AFTER" \
+  "$BOUNCER_CPU_BEFORE" "$BOUNCER_CPU_AFTER" <<'EOF'
 import json, os, sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 workdir, counted, in_flight, elapsed, out = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 workers, duration, connections = sys.argv[6], sys.argv[7], sys.argv[8]
+web_cpu = round(float(sys.argv[10]) - float(sys.argv[9]), 2)
+bouncer_cpu = round(float(sys.argv[12]) - float(sys.argv[11]), 2)
 runs = {name: json.loads((workdir / name).read_text()) for name in ("noauth", "valid", "revoked", "garbage", "refused")}
 expected = {"valid": {"200"}, "revoked": {"401", "429"}, "garbage": {"401", "429"}, "refused": {"403"}}
 mixed = {name: runs[name] for name in expected}
@@ -172,7 +198,17 @@ print(f"\nPgBouncer SHOW POOLS ({pools['samples']} samples, 1 s apart): server c
       f"at most {pools['max_server_connections_active']}, open at most "
       f"{pools['max_server_connections_open']}; clients active at most "
       f"{pools['max_clients_active']}, waiting at most {pools['max_clients_waiting']}")
-print(f"requests answered (wrk): {answered}; counted by the server (/metrics): {counted}\n")
+print(f"requests answered (wrk): {answered}; counted by the server (/metrics): {counted}")
+cpu = {
+    "web_cpu_seconds": web_cpu,
+    "pgbouncer_cpu_seconds": bouncer_cpu,
+    "web_cpu_ms_per_request": round(web_cpu * 1000 / max(answered, 1), 3),
+    "pgbouncer_cpu_ms_per_request": round(bouncer_cpu * 1000 / max(answered, 1), 3),
+}
+cpu["requests_per_core_second"] = round(1000 / max(cpu["web_cpu_ms_per_request"], 0.001))
+print(f"CPU per request (mixed run): gunicorn workers {cpu['web_cpu_ms_per_request']} ms, "
+      f"PgBouncer {cpu['pgbouncer_cpu_ms_per_request']} ms  → about "
+      f"{cpu['requests_per_core_second']} requests per second per core for the web tier\n")
 
 checks = {
     "every valid request answered 200": set(runs["valid"]["statuses"]) == {"200"},
@@ -197,6 +233,7 @@ with open(out, "w") as handle:
         "runs": runs,
         "mixed_rps": round(total_rps, 1),
         "pgbouncer_pools": pools,
+        "cpu": cpu,
         "server_counted_requests": counted,
         "checks": checks,
     }, handle, indent=1)

@@ -89,19 +89,34 @@ def enabled() -> bool:
     return bool(settings.METRICS_TOKEN)
 
 
+#: The labelled series met so far in this process, so a request skips `labels()` (it
+#: validates and looks the labels up again under a lock: measured 4 µs of 6).
+_request_series: dict[tuple[str, str, int], tuple] = {}
+_auth_series: dict[str, object] = {}
+
+
 def record_request(route: str, method: str, status: int, seconds: float) -> None:
     """One answered request. `route` is the URL pattern, never the path itself."""
     if not enabled():
         return
-    method = method if method in HTTP_METHODS else "other"
-    REQUESTS.labels(route, method, str(status)).inc()
-    LATENCY.labels(route, method).observe(seconds)
+    series = _request_series.get((route, method, status))
+    if series is None:
+        label = method if method in HTTP_METHODS else "other"
+        series = (REQUESTS.labels(route, label, str(status)), LATENCY.labels(route, label))
+        if label == method:  # a made-up method is not kept: the cache stays bounded
+            _request_series[route, method, status] = series
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def record_auth_decision(outcome: str) -> None:
     """`outcome` is "ok" or the SPEC §3 code of the refusal (KEY_INVALID, KEY_REVOKED, ...)."""
-    if enabled():
-        AUTH_DECISIONS.labels(outcome).inc()
+    if not enabled():
+        return
+    series = _auth_series.get(outcome)
+    if series is None:
+        series = _auth_series[outcome] = AUTH_DECISIONS.labels(outcome)
+    series.inc()
 
 
 def record_rate_limited() -> None:

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev lint format bench load clean
+.PHONY: run test install install-dev lint format bench load load-scale clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench: install-dev
 load: install-dev
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	PY=$(PY) bash bench/load.sh
+
+## make load-scale: 4 gunicorn workers behind PgBouncer (transaction mode), mixed keys, ~2 min
+load-scale: install-dev
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	PY=$(PY) bash bench/load_pgbouncer.sh
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

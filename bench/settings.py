@@ -5,7 +5,9 @@ installed here and nowhere else, so the product never ships their tables. The
 database is the benchmark's own PostgreSQL database; DEBUG is off (no query
 log), HTTPS redirects are off (plain WSGI calls on loopback) and the secret key
 is random per process. The connection is persistent (`CONN_MAX_AGE` from the
-production settings) and health checks stay off, as in production.
+production settings) with `CONN_HEALTH_CHECKS` on, as in production: a persistent
+connection is checked (one `SELECT 1`) before its first use in each request, by every variant
+that touches the database, the reference round trip included.
 """
 
 import os

@@ -16,6 +16,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
+from core import metrics
 from core.principal import AUTH_DECISION
 
 logger = logging.getLogger("core.errors")
@@ -177,6 +178,9 @@ class LastOwner(ApiError):
 
 
 class RateLimited(ApiError):
+    """A refusal for being over a limit. Every refusal creates exactly one (the API's 429,
+    the dashboard's form error), so `sigsentry_rate_limited_total` is counted here."""
+
     status_code = 429
     code = "RATE_LIMITED"
     message = "Too many requests. Try again later."
@@ -184,6 +188,7 @@ class RateLimited(ApiError):
     def __init__(self, retry_after: int):
         self.retry_after = max(1, int(retry_after))
         super().__init__()
+        metrics.record_rate_limited()
 
 
 class ServiceUnavailable(ApiError):

@@ -1,5 +1,5 @@
-"""Cross-cutting HTTP behaviour: the access log, fail closed on database outages, security
-headers, body size."""
+"""Cross-cutting HTTP behaviour: the access log and request metrics, fail closed on database
+outages, security headers, body size."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
+from core import metrics
 from core.errors import (
     ServiceUnavailable,
     ValidationFailed,
@@ -57,7 +58,8 @@ def unavailable_response(request: HttpRequest) -> HttpResponse:
 
 
 class AccessLogMiddleware:
-    """One JSON line per request, carrying the authentication decision.
+    """One JSON line per request, carrying the authentication decision, and the same
+    request in the Prometheus series (`core.metrics`, when METRICS_TOKEN is set).
 
     `method`, `route` (the URL pattern, so tokens in paths such as
     `/reset/<token>/` are never written; the path only when nothing matched),
@@ -65,20 +67,38 @@ class AccessLogMiddleware:
     `auth_outcome` with `key_id` + `key_prefix` or `user_id`. Never a
     credential, digest or query string. It replaces a separate decision line and
     the server's own access line: nothing on the request path is written twice.
+    The metrics take the route pattern (or `static` / `unmatched`) and the
+    decision's outcome, never a key, user, path or IP.
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.static_prefix = "/" + settings.STATIC_URL.lstrip("/")
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response = self.get_response(request)
+        if metrics.enabled():
+            self.record_metrics(request, response, time.perf_counter() - started)
         if access_logger.isEnabledFor(logging.INFO):
             fields = access_fields(request, response, started)
             access_logger.info(
                 "%s %s %s", fields["method"], fields["route"], fields["status"], extra=fields
             )
         return response
+
+    def record_metrics(self, request: HttpRequest, response: HttpResponse, seconds: float) -> None:
+        match = request.resolver_match
+        if match is not None:
+            route = match.route
+        elif request.path_info.startswith(self.static_prefix):
+            route = "static"
+        else:
+            route = "unmatched"
+        metrics.record_request(route, request.method, response.status_code, seconds)
+        decision = request.META.get(AUTH_DECISION)
+        if decision is not None:
+            metrics.record_auth_decision(decision.outcome)
 
 
 def access_fields(request: HttpRequest, response: HttpResponse, started: float) -> dict:

@@ -1,7 +1,8 @@
 """Fixed-window counters in the shared cache (Redis when REDIS_URL is set).
 
-Throttling fails open: if the cache is unreachable the counter is skipped and a
-warning is logged, so an outage of Redis never blocks authentication. Keys are
+Throttling fails open: if the cache is unreachable the counter is skipped, a
+warning is logged and `sigsentry_redis_fail_open_total` counts it, so an
+outage of Redis never blocks authentication. Keys are
 hashed, so no email or IP address is written to the cache in clear.
 
 Scopes named `*_ip` count clients: their ident is a client IP address, and it
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.cache import cache
 
+from core import metrics
 from core.errors import RateLimited
 from core.net import throttle_subject
 
@@ -64,6 +66,7 @@ def hit(scope: str, ident: str | None) -> int | None:
         count = 1 if cache.add(key, 1, timeout=period + 1) else cache.incr(key)
     except Exception:  # the cache is down: degrade to no throttling, never to an error
         logger.warning("throttle cache unavailable; %s not counted", scope)
+        metrics.record_redis_fail_open(scope)
         return None
     return retry_after if count > limit else None
 
@@ -77,6 +80,7 @@ def is_limited(scope: str, ident: str | None) -> int | None:
         count = cache.get(_cache_key(scope, ident, window)) or 0
     except Exception:
         logger.warning("throttle cache unavailable; %s not checked", scope)
+        metrics.record_redis_fail_open(scope)
         return None
     return retry_after if count >= limit else None
 
@@ -94,3 +98,4 @@ def reset(scope: str, ident: str) -> None:
         cache.delete(_cache_key(scope, ident, window))
     except Exception:
         logger.warning("throttle cache unavailable; %s not reset", scope)
+        metrics.record_redis_fail_open(scope)

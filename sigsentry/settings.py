@@ -33,6 +33,11 @@ if not SECRET_KEY:
     SECRET_KEY = _DEV_SECRET_KEY
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS is empty: every request would be refused. Set ALLOWED_HOSTS to the "
+        "host names the service answers to (for example sigsentry.example.com)."
+    )
 HTTPS_ONLY = env.bool("HTTPS_ONLY", default=not DEBUG)
 NUM_PROXIES = env.int("NUM_PROXIES", default=0)
 if NUM_PROXIES < 0:
@@ -71,6 +76,14 @@ LEGACY_KEYS_DEPRECATED_AT = _parse_instant(
 LEGACY_KEYS_SUNSET_AT = _parse_instant(
     env.str("LEGACY_KEYS_SUNSET_AT", default="2027-05-26T00:00:00Z"), "LEGACY_KEYS_SUNSET_AT"
 )
+# /metrics (core.ops) answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is off.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN is too short: use at least 32 random characters, for example "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'."
+    )
+
 INSTALLED_APPS = [
     "apps.accounts.apps.SigSentryAdminConfig",  # django.contrib.admin, with our site
     "django.contrib.auth",
@@ -101,6 +114,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.ops.OperationsMiddleware",  # /healthz, /readyz, /metrics: before everything else
     "core.middleware.AccessLogMiddleware",
     "core.middleware.ServiceUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -143,9 +157,32 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+# A persistent connection broken by a database or pooler restart is replaced before a
+# request uses it, instead of failing that request.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+if _POSTGRES:
     # A short connect timeout turns an unreachable database into a fast 503.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+
+# DATABASE_POOLER=pgbouncer: DATABASE_URL points at PgBouncer in transaction pooling mode,
+# where consecutive transactions of one connection may run on different server sessions.
+# Nothing may outlive a transaction on the server then: no server-side cursors (named
+# cursors span fetches) and no prepared statements (PgBouncer before 1.21 cannot follow
+# them; psycopg would prepare a query run five times, which Django turns off by default
+# and this pins). See README "Production".
+DATABASE_POOLER = env.str("DATABASE_POOLER", default="")
+if DATABASE_POOLER not in ("", "pgbouncer"):
+    raise ImproperlyConfigured(
+        f"DATABASE_POOLER must be unset or 'pgbouncer', not {DATABASE_POOLER!r}."
+    )
+if DATABASE_POOLER == "pgbouncer":
+    if not _POSTGRES:
+        raise ImproperlyConfigured(
+            "DATABASE_POOLER=pgbouncer needs a PostgreSQL DATABASE_URL (PgBouncer's address)."
+        )
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -353,10 +390,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
+    "filters": {"skip_operations_paths": {"()": "core.ops.SkipOperationsPaths"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "sigsentry": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        "django.request": {
+            "handlers": ["console"],
+            "level": "ERROR",
+            "propagate": False,
+            "filters": ["skip_operations_paths"],
+        },
     },
 }

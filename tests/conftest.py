@@ -158,6 +158,32 @@ def user_token():
     return access_token_for
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _servers_via_pgbouncer(request):
+    """With TEST_SERVERS_VIA_PGBOUNCER on (and PostgreSQL), one PgBouncer in transaction mode
+    in front of the test database for the session; tests/servers.py points servers at it.
+
+    Started after the test database exists and stopped before it is dropped (PgBouncer
+    keeps server connections open, and DROP DATABASE refuses while any is).
+    """
+    from django.db import connection
+
+    from tests import pgbouncer
+
+    if not pgbouncer.servers_via_pgbouncer() or connection.vendor != "postgresql":
+        yield None
+        return
+    request.getfixturevalue("django_db_setup")
+    settings = connection.settings_dict
+    bouncer = pgbouncer.PgBouncer(
+        (settings.get("HOST") or "127.0.0.1", int(settings.get("PORT") or 5432))
+    ).start()
+    pgbouncer.session_pgbouncer = bouncer
+    yield bouncer
+    pgbouncer.session_pgbouncer = None
+    bouncer.close()
+
+
 @pytest.fixture(scope="session")
 def smtp_server():
     """One real SMTP server (aiosmtpd) for the whole session; see `mailbox`."""

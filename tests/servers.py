@@ -3,7 +3,8 @@
 A server runs `sigsentry.wsgi` with the test settings against the test
 database that pytest-django created, so tests that use it must commit their
 data (`transactional_db`). On SQLite the test database is a file for the same
-reason (see sigsentry/test_settings.py).
+reason (see sigsentry/test_settings.py). With TEST_SERVERS_VIA_PGBOUNCER on, servers
+reach PostgreSQL through a PgBouncer in transaction mode (tests/pgbouncer.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from django.db import connection
 from time_machine import escape_hatch
 
+from tests import pgbouncer
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,10 +36,21 @@ def test_database_url() -> str:
     settings = connection.settings_dict
     if connection.vendor == "postgresql":
         user = settings.get("USER") or "root"
+        if pgbouncer.session_pgbouncer is not None:
+            return pgbouncer.session_pgbouncer.database_url(user, settings["NAME"])
         host = settings.get("HOST") or "127.0.0.1"
         port = settings.get("PORT") or 5432
         return f"postgres://{user}@{host}:{port}/{settings['NAME']}"
     return f"sqlite:///{settings['NAME']}"
+
+
+def database_environment() -> dict[str, str]:
+    """DATABASE_URL for a server on the test database (through the session's PgBouncer
+    when TEST_SERVERS_VIA_PGBOUNCER is on, with DATABASE_POOLER=pgbouncer)."""
+    env = {"DATABASE_URL": test_database_url()}
+    if connection.vendor == "postgresql" and pgbouncer.session_pgbouncer is not None:
+        env["DATABASE_POOLER"] = "pgbouncer"
+    return env
 
 
 class GunicornServer:
@@ -54,7 +68,7 @@ class GunicornServer:
         self.env = {
             **inherited,
             "DJANGO_SETTINGS_MODULE": "sigsentry.test_settings",
-            "DATABASE_URL": test_database_url(),
+            **database_environment(),
             "HTTPS_ONLY": "false",
             "DEBUG": "false",
             **(env or {}),

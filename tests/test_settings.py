@@ -230,3 +230,41 @@ def test_jwt_signing_key_is_derived_from_the_secret_key_unless_set():
     assert derived != other and SECRET["SECRET_KEY"] not in derived
     explicit = read_settings(SECRET | {"JWT_SIGNING_KEY": "k" * 40}, "JWT_SIGNING_KEY")
     assert explicit["JWT_SIGNING_KEY"] == "k" * 40
+
+
+def test_an_empty_allowed_hosts_is_a_clear_error():
+    refused(SECRET | {"ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS")
+
+
+def test_metrics_are_off_without_a_token_and_a_short_token_is_refused():
+    assert read_settings(SECRET, "METRICS_TOKEN")["METRICS_TOKEN"] == ""
+    refused(SECRET | {"METRICS_TOKEN": "short-and-guessable"}, "METRICS_TOKEN")
+    token = "m" * 32
+    assert read_settings(SECRET | {"METRICS_TOKEN": token}, "METRICS_TOKEN") == {
+        "METRICS_TOKEN": token
+    }
+
+
+def test_persistent_connections_are_health_checked():
+    database = read_settings(SECRET, "DATABASES")["DATABASES"]["default"]
+    assert database["CONN_HEALTH_CHECKS"] is True
+    assert database["CONN_MAX_AGE"] == 60
+
+
+POSTGRES = {"DATABASE_URL": "postgres://sigsentry@pgbouncer.internal:6432/sigsentry"}
+
+
+def test_pgbouncer_mode_keeps_nothing_on_the_server_across_transactions():
+    database = read_settings(SECRET | POSTGRES | {"DATABASE_POOLER": "pgbouncer"}, "DATABASES")[
+        "DATABASES"
+    ]["default"]
+    assert database["DISABLE_SERVER_SIDE_CURSORS"] is True
+    assert database["OPTIONS"]["prepare_threshold"] is None
+    assert database["CONN_HEALTH_CHECKS"] is True
+    direct = read_settings(SECRET | POSTGRES, "DATABASES")["DATABASES"]["default"]
+    assert direct.get("DISABLE_SERVER_SIDE_CURSORS", False) is False
+
+
+def test_an_unknown_pooler_or_pgbouncer_without_postgresql_is_a_clear_error():
+    refused(SECRET | POSTGRES | {"DATABASE_POOLER": "pgpool"}, "DATABASE_POOLER")
+    refused(SECRET | {"DATABASE_POOLER": "pgbouncer"}, "DATABASE_POOLER", "PostgreSQL")

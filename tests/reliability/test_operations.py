@@ -1,0 +1,180 @@
+"""Operations under real gunicorn: probes, multi-process metrics, graceful stop, start-up refusal.
+
+SPEC §4.14. The in-process details (labels, token checks, counters) are in
+tests/test_operations.py; here is what only a real server shows: the
+readiness of a server whose database or Redis is really unreachable, counts
+added up across worker processes, the access log, SIGTERM with a request in
+flight, and a server that refuses to start without its settings.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connection
+from prometheus_client.parser import text_string_to_metric_families
+
+from apps.apikeys.keyformat import KeyKind, generate
+from tests.factories import make_key
+from tests.reliability.helpers import bearer, call, closed_port
+from tests.servers import GunicornServer
+
+pytestmark = pytest.mark.slow
+
+TOKEN = secrets.token_urlsafe(32)
+REQUESTS = 24
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def unreachable_database_url() -> str:
+    if connection.vendor == "postgresql":
+        return f"postgres://root@127.0.0.1:{closed_port()}/sigsentry"
+    return "sqlite:////nonexistent-directory/sigsentry.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def metrics_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    access_log = tmp_path_factory.mktemp("access") / "access.log"
+    with django_db_blocker.unblock():
+        server = GunicornServer(
+            env={"METRICS_TOKEN": TOKEN, "GUNICORN_CMD_ARGS": f"--access-logfile {access_log}"}
+        )
+    server.access_log = access_log
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def server(metrics_server, transactional_db):
+    return metrics_server
+
+
+def test_a_healthy_server_is_live_and_ready(server):
+    health = call(server.url, "GET", "/healthz")
+    assert (health.status, health.json) == (200, {"status": "ok"})
+    ready = call(server.url, "GET", "/readyz")
+    assert ready.status == 200
+    expected = {"database": "ok"} | ({"redis": "ok"} if os.environ.get("REDIS_URL") else {})
+    assert ready.json == {"status": "ok", "checks": expected}
+
+
+def test_a_server_whose_database_is_unreachable_is_live_but_not_ready(start_server):
+    server = start_server(env={"DATABASE_URL": unreachable_database_url()})
+    assert call(server.url, "GET", "/healthz").status == 200
+    started = time.monotonic()
+    ready = call(server.url, "GET", "/readyz")
+    assert time.monotonic() - started < 3
+    assert ready.status == 503
+    assert ready.json["failed"] == ["database"]
+    assert ready.json["checks"]["database"] == "unavailable"
+    for secret in (b"127.0.0.1", b"root", b"nonexistent", b"postgres", b"sqlite"):
+        assert secret not in ready.body
+    # And the API fails closed, as ever.
+    assert call(server.url, "GET", "/v1/me", headers=bearer(generate(KeyKind.SECRET))).status == 503
+
+
+def test_a_server_whose_redis_is_unreachable_is_not_ready(transactional_db, start_server):
+    port = closed_port()
+    server = start_server(env={"REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    ready = call(server.url, "GET", "/readyz")
+    assert ready.status == 503
+    assert ready.json == {
+        "status": "unavailable",
+        "checks": {"database": "ok", "redis": "unavailable"},
+        "failed": ["redis"],
+    }
+    assert str(port).encode() not in ready.body
+
+
+def test_metrics_need_the_token(server):
+    assert call(server.url, "GET", "/metrics").status == 401
+    assert call(server.url, "GET", "/metrics", headers=bearer("x" * 43)).status == 401
+    assert call(server.url, "GET", "/metrics", headers=bearer(TOKEN)).status == 200
+
+
+def test_metrics_add_up_every_worker_process(server):
+    def scrape():
+        reply = call(server.url, "GET", "/metrics", headers=bearer(TOKEN))
+        assert reply.status == 200
+        return samples(reply.body.decode())
+
+    labels = (("method", "GET"), ("route", "v1/me"), ("status", "401"))
+    before = scrape().get(("sigsentry_http_requests_total", labels), 0)
+    # Concurrent requests on fresh connections: both sync workers serve some of them.
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: call(server.url, "GET", "/v1/me").status, range(24)))
+    assert statuses == [401] * REQUESTS
+    # Whichever worker answers the scrape, it reports every worker's count.
+    for _ in range(4):
+        assert scrape()[("sigsentry_http_requests_total", labels)] - before == REQUESTS
+
+
+def test_metrics_count_authentication_outcomes_and_show_no_key(server, project, owner):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project, actor=owner)
+    garbage = generate(KeyKind.SECRET)[:-1] + "0"
+    assert call(server.url, "GET", "/v1/me", headers=bearer(plaintext)).status == 200
+    assert call(server.url, "GET", "/v1/me", headers=bearer(garbage)).code == "KEY_INVALID"
+    text = call(server.url, "GET", "/metrics", headers=bearer(TOKEN)).body.decode()
+    outcomes = {
+        labels: count
+        for (name, labels), count in samples(text).items()
+        if name == "sigsentry_auth_decisions_total"
+    }
+    assert outcomes[(("outcome", "KEY_INVALID"),)] >= 1
+    assert outcomes[(("outcome", "ok"),)] >= 1
+    for secret in (plaintext, plaintext[:18], garbage, garbage[:18]):
+        assert secret not in text
+
+
+def test_probes_and_scrapes_stay_out_of_the_access_log(server):
+    for path in ("/healthz", "/readyz"):
+        assert call(server.url, "GET", path).status == 200
+    call(server.url, "GET", "/metrics", headers=bearer(TOKEN))
+    assert call(server.url, "GET", "/v1/me").status == 401
+    deadline = time.monotonic() + 5
+    while "/v1/me" not in server.access_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = server.access_log.read_text()
+    assert "/v1/me" in log
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert path not in log
+
+
+def test_sigterm_lets_the_request_in_flight_finish(transactional_db, start_server):
+    server = start_server(env={"DJANGO_SETTINGS_MODULE": "tests.reliability.slow_settings"})
+    replies = []
+    request = threading.Thread(target=lambda: replies.append(call(server.url, "GET", "/slow")))
+    request.start()
+    time.sleep(0.5)  # the request is in a worker now
+    server.process.send_signal(signal.SIGTERM)
+    request.join(timeout=10)
+    assert [(reply.status, reply.body) for reply in replies] == [(200, b"finished")]
+    assert server.process.wait(timeout=10) == 0
+    with pytest.raises(OSError):  # and it is gone: nothing listens any more
+        call(server.url, "GET", "/healthz", timeout=2)
+
+
+def test_start_up_without_a_secret_key_fails_naming_the_variable(db):
+    server = GunicornServer(
+        env={"DJANGO_SETTINGS_MODULE": "sigsentry.settings", "SECRET_KEY": "", "DEBUG": "false"}
+    )
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="gunicorn exited"):
+        server.start()  # the master stops when its workers cannot boot, rather than retrying
+    assert time.monotonic() - started < 20
+    assert "ImproperlyConfigured: SECRET_KEY is not set" in server.log_path.read_text()

@@ -1,0 +1,260 @@
+"""/healthz, /readyz and /metrics in process (SPEC §4.14); the gunicorn side is in
+tests/reliability/test_operations.py."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+import pytest
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from apps.apikeys.keyformat import KeyKind
+from core import metrics, ops
+from core.errors import RateLimited
+from tests.factories import make_key
+from tests.reliability.helpers import closed_port
+
+TOKEN = secrets.token_urlsafe(32)
+
+
+@pytest.fixture
+def metrics_on(settings):
+    settings.METRICS_TOKEN = TOKEN
+    return TOKEN
+
+
+def scrape(client: Client, token: str = TOKEN) -> dict[tuple[str, tuple], float]:
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+# ------------------------------------------------------------------------ health
+
+
+def test_healthz_answers_without_touching_the_database(client):
+    # No `db` fixture: pytest-django refuses any database access in this test.
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_need_no_credential_and_ignore_allowed_hosts_and_https(db, settings, path):
+    settings.ALLOWED_HOSTS = ["sigsentry.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+    # A load balancer calls the instance by its address, over plain HTTP.
+    response = Client().get(path, HTTP_HOST="10.0.0.7:8000")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    # Anything else still gets Django's host check and the HTTPS redirect.
+    assert Client().get("/login/", HTTP_HOST="10.0.0.7:8000").status_code == 400
+    assert Client().get("/login/", HTTP_HOST="sigsentry.example.com").status_code == 301
+
+
+def test_readyz_checks_the_database_and_redis_when_configured(db, client, settings):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    expected = {"database": "ok"} | ({"redis": "ok"} if settings.REDIS_URL else {})
+    assert response.json() == {"status": "ok", "checks": expected}
+
+
+def test_readyz_answers_503_within_the_deadline_when_a_check_hangs(db, client, monkeypatch):
+    monkeypatch.setattr(ops, "_check_database", lambda: time.sleep(3))
+    started = time.monotonic()
+    response = client.get("/readyz")
+    assert time.monotonic() - started < ops.READINESS_TIMEOUT + 0.5
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["status"], body["failed"]) == ("unavailable", ["database"])
+    assert body["checks"]["database"] == "unavailable"
+    assert response["Retry-After"]
+
+
+def test_probes_refuse_other_methods(client):
+    response = client.post("/healthz")
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"
+
+
+def test_probes_are_never_throttled(db, client, settings):
+    settings.THROTTLE_RATES = {scope: (1, 3600) for scope in settings.THROTTLE_RATES}
+    assert {client.get("/readyz").status_code for _ in range(5)} == {200}
+
+
+# ------------------------------------------------------------------------ metrics
+
+
+def test_metrics_are_off_without_a_token(client, settings):
+    settings.METRICS_TOKEN = ""
+    assert client.get("/metrics").status_code == 404
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer anything").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "Bearer", "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x", TOKEN],
+    ids=["none", "empty", "no-token", "wrong", "basic", "longer", "no-scheme"],
+)
+def test_metrics_refuse_a_missing_or_wrong_token(client, metrics_on, header):
+    extra = {} if header is None else {"HTTP_AUTHORIZATION": header}
+    response = client.get("/metrics", **extra)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert b"sigsentry_" not in response.content
+
+
+def test_token_comparison_is_constant_time_on_the_whole_token():
+    assert ops.token_matches(f"Bearer {TOKEN}", TOKEN)
+    assert ops.token_matches(f"bearer {TOKEN}", TOKEN)
+    assert not ops.token_matches(f"Bearer {TOKEN[:-1]}", TOKEN)
+    assert not ops.token_matches(None, TOKEN)
+
+
+def test_requests_are_counted_by_route_template_and_status(
+    transactional_db, metrics_on, project, owner
+):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project, actor=owner)
+    client = Client()
+    before = scrape(client)
+    for _ in range(3):
+        assert client.get("/v1/me", HTTP_AUTHORIZATION=f"Bearer {plaintext}").status_code == 200
+    assert client.get("/v1/me").status_code == 401
+    assert client.get(f"/v1/projects/{project.id}/api-keys").status_code == 401
+    assert client.get("/no-such-page/").status_code == 404
+    assert client.generic("BREW", "/v1/me").status_code in (401, 405)
+    after = scrape(client)
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    requests = "sigsentry_http_requests_total"
+    assert delta(requests, route="v1/me", method="GET", status="200") == 3
+    assert delta(requests, route="v1/me", method="GET", status="401") == 1
+    # The path's id is not a label: the pattern is.
+    route = "v1/projects/<str:project_id>/api-keys"
+    assert delta(requests, route=route, method="GET", status="401") == 1
+    assert delta(requests, route="unmatched", method="GET", status="404") == 1
+    assert sum(
+        delta(requests, route="v1/me", method="other", status=status) for status in ("401", "405")
+    )
+    latency = "sigsentry_http_request_duration_seconds_count"
+    assert delta(latency, route="v1/me", method="GET") == 4
+    # The probes and the scrapes themselves are not API requests.
+    assert not any("healthz" in str(labels) or "metrics" in str(labels) for _n, labels in after)
+    text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
+    assert plaintext not in text
+    assert plaintext[:16] not in text
+    assert str(project.id) not in text
+
+
+def test_nothing_is_recorded_while_metrics_are_off(client, settings):
+    settings.METRICS_TOKEN = ""
+    before = metrics.LOCAL_REGISTRY.get_sample_value("sigsentry_rate_limited_total") or 0
+    RateLimited(30)
+    after = metrics.LOCAL_REGISTRY.get_sample_value("sigsentry_rate_limited_total") or 0
+    assert after == before
+
+
+def test_rate_limit_refusals_are_counted(db, metrics_on, settings):
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "failed_auth_ip": (2, 3600)}
+    client = Client()
+    before = scrape(client)
+    codes = [
+        client.get("/v1/me", HTTP_AUTHORIZATION="Bearer not-a-key").json()["error"]["code"]
+        for _ in range(4)
+    ]
+    assert codes.count("RATE_LIMITED") == 2
+    after = scrape(client)
+    assert value(after, "sigsentry_rate_limited_total") - value(
+        before, "sigsentry_rate_limited_total"
+    ) == codes.count("RATE_LIMITED")
+
+
+def test_redis_fail_open_events_are_counted(db, metrics_on, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.1, "socket_timeout": 0.1},
+        }
+    }
+    client = Client()
+    before = scrape(client)
+    reply = client.get("/v1/me", HTTP_AUTHORIZATION="Bearer not-a-key")
+    assert reply.json()["error"]["code"] == "KEY_INVALID"  # not throttled, not an error
+    after = scrape(client)
+    name = "sigsentry_redis_fail_open_total"
+    assert (
+        value(after, name, scope="failed_auth_ip") - value(before, name, scope="failed_auth_ip")
+        == 1
+    )
+
+
+def test_worker_failures_are_counted(metrics_on, client):
+    before = scrape(client)
+    metrics.record_delivery_failure()
+    metrics.record_delivery_failure()
+    metrics.record_email_failure()
+    after = scrape(client)
+    for name, expected in (
+        ("sigsentry_worker_delivery_failures_total", 2),
+        ("sigsentry_worker_email_failures_total", 1),
+    ):
+        assert value(after, name) - value(before, name) == expected
+
+
+def test_queue_probes_are_read_at_scrape_time(metrics_on, client):
+    states = iter([metrics.QueueState(3, 42.5), metrics.QueueState(0, None)])
+    metrics.register_queue_probe("webhooks", lambda: next(states))
+
+    def broken():
+        raise RuntimeError("database unavailable")
+
+    metrics.register_queue_probe("email", broken)
+    try:
+        first = scrape(client)
+        second = scrape(client)
+    finally:
+        metrics.unregister_queue_probe("webhooks")
+        metrics.unregister_queue_probe("email")
+    assert value(first, "sigsentry_worker_queue_depth", queue="webhooks") == 3
+    assert value(first, "sigsentry_worker_oldest_undelivered_age_seconds", queue="webhooks") == 42.5
+    assert value(second, "sigsentry_worker_queue_depth", queue="webhooks") == 0
+    assert value(second, "sigsentry_worker_oldest_undelivered_age_seconds", queue="webhooks") == 0
+    # A failing probe leaves its queue out instead of failing the scrape.
+    assert ("sigsentry_worker_queue_depth", (("queue", "email"),)) not in first
+
+
+def test_a_failing_probe_writes_no_error_line(db, client, monkeypatch):
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    request_logger = logging.getLogger("django.request")
+    handler = Collect()
+    request_logger.addHandler(handler)
+    monkeypatch.setattr(ops, "_check_database", lambda: 1 / 0)
+    try:
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/no-such-page/").status_code == 404  # logged at WARNING: filtered
+        logging.getLogger("django.request").error("Service Unavailable: /v1/me", extra={})
+    finally:
+        request_logger.removeHandler(handler)
+    # Django's line for the probe's 503 is dropped; other lines still pass the filter.
+    assert [r.getMessage() for r in records] == ["Service Unavailable: /v1/me"]

@@ -15,6 +15,8 @@ class Action:
     KEY_REVOKED = "key.revoked"
     KEY_ROLLED = "key.rolled"
     KEY_REVOKED_BY_LEAK_REPORT = "key.revoked_by_leak_report"
+    KEY_UPDATED = "key.updated"
+    #: Written before `key.updated` covered origin changes; kept so old events still filter.
     KEY_ORIGINS_CHANGED = "key.allowed_origins_changed"
     LEGACY_KEYS_IMPORTED = "legacy_keys.imported"
     MEMBER_ADDED = "member.added"
@@ -22,12 +24,14 @@ class Action:
     MEMBER_REMOVED = "member.removed"
     PROJECT_CREATED = "project.created"
     ORGANIZATION_CREATED = "organization.created"
+    ORGANIZATION_UPDATED = "organization.updated"
 
     ALL = (
         KEY_MINTED,
         KEY_REVOKED,
         KEY_ROLLED,
         KEY_REVOKED_BY_LEAK_REPORT,
+        KEY_UPDATED,
         KEY_ORIGINS_CHANGED,
         LEGACY_KEYS_IMPORTED,
         MEMBER_ADDED,
@@ -35,6 +39,7 @@ class Action:
         MEMBER_REMOVED,
         PROJECT_CREATED,
         ORGANIZATION_CREATED,
+        ORGANIZATION_UPDATED,
     )
 
 

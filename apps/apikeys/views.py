@@ -443,6 +443,8 @@ def key_limits(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
                 request=request,
             )
         except ValidationFailed as exc:
+            if "keyId" in exc.details["fields"]:  # revoked or expired meanwhile: no dialog left
+                return _render(request, collection, row_errors={api_key.id: _first_message(exc)})
             form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
         else:
             messages.success(request, f"Saved the limits of “{api_key.name}”.")

@@ -147,10 +147,14 @@ class ProjectScopedView(ApiView):
 
 
 class ManagementView(ApiView):
-    """Programmatic keys never manage keys, organizations, projects or members."""
+    """Programmatic keys never manage keys, organizations, projects or members.
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
+    Refused at DRF's permission step, before the throttles: a key's own rate limit is
+    not spent on a request it may never make, and its answer is this 403, not a 429.
+    """
+
+    def check_permissions(self, request):
+        super().check_permissions(request)
         if self.principal.key is not None:
             raise KeyManagementForbidden()
 

@@ -41,11 +41,14 @@ _ERROR_DESCRIPTIONS = {
     '`error="invalid_request"` for a malformed Authorization header and '
     '`error="invalid_token"` for a credential that was refused.',
     403: "`PERMISSION_DENIED` (`details.required`), `KEY_MANAGEMENT_FORBIDDEN`, "
-    "`PROJECT_MISMATCH`, `ORIGIN_NOT_ALLOWED`.",
+    "`PROJECT_MISMATCH` (also an organization key outside its `projectIds`), "
+    "`ORIGIN_NOT_ALLOWED`, `IP_NOT_ALLOWED` (a client IP outside the key's `allowedIps`).",
     404: "`NOT_FOUND`, or `PROJECT_NOT_FOUND` for a project outside the caller's reach.",
     405: "`METHOD_NOT_ALLOWED`.",
     409: "`LAST_OWNER`: an organization always keeps one owner.",
-    429: "`RATE_LIMITED`; `Retry-After` says when to try again.",
+    429: "`RATE_LIMITED`: throttled, or over the key's own `rateLimit`; `Retry-After` says "
+    "when to try again. Every response to a key with a `rateLimit` carries "
+    "`X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (Unix seconds).",
     503: "`SERVICE_UNAVAILABLE`: the database is unreachable.",
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apps.apikeys.keyformat import KeyKind
-from apps.apikeys.services import set_allowed_origins
+from apps.apikeys.services import update_key
 from tests.factories import make_key
 
 pytestmark = pytest.mark.django_db
@@ -114,9 +114,9 @@ def test_key_without_allowed_origins_works_from_any_origin(api_client, project):
 def test_changing_allowed_origins_applies_to_the_next_request(api_client, sdk_key, owner):
     api_key, key = sdk_key
     assert get_analyses(api_client, key, EVIL).status_code == 403
-    set_allowed_origins(actor=owner, api_key=api_key, origins=[APP, EVIL])
+    update_key(actor=owner, api_key=api_key, changes={"allowedOrigins": [APP, EVIL]})
     assert get_analyses(api_client, key, EVIL).status_code == 200
-    set_allowed_origins(actor=owner, api_key=api_key, origins=[])
+    update_key(actor=owner, api_key=api_key, changes={"allowedOrigins": []})
     assert get_analyses(api_client, key, "https://anyone.example.org").status_code == 200
 
 

@@ -30,13 +30,13 @@ from apps.apikeys import services
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.selectors import Collection, collection_for
 from apps.apikeys.serializers import (
-    AllowedOriginsInputSerializer,
     KeySerializer,
     LeakReportInputSerializer,
     LeakReportResponseSerializer,
     MintedKeySerializer,
     MintKeyInputSerializer,
     RollKeyInputSerializer,
+    UpdateKeyInputSerializer,
     key_json,
     minted_key_json,
 )
@@ -127,6 +127,9 @@ class KeysView(KeyManagementView):
             permissions=body.get("permissions"),
             expires_at=parse_expires_at(body.get("expiresAt")),
             allowed_origins=body.get("allowedOrigins"),
+            rate_limit=body.get("rateLimit"),
+            allowed_ips=body.get("allowedIps"),
+            project_ids=body.get("projectIds"),
             request=request,
         )
         return Response(minted_key_json(minted, timezone.now()), status=201)
@@ -142,25 +145,26 @@ class KeyView(KeyManagementView):
     def get(self, request, key_id, **kwargs):
         return Response(key_json(self.collection().key(key_id), timezone.now()))
 
-
-class SdkKeyView(KeyView):
     @extend_schema(
-        summary="Change an SDK key's allowed origins",
-        description="Owners and admins. An empty list allows any origin.",
+        summary="Change a key's name or guardrails",
+        description=(
+            "Owners and admins. Any of `name`, `rateLimit`, `allowedIps` (secret and "
+            "organization keys), `allowedOrigins` (SDK keys) and `projectIds` (organization "
+            "keys); fields not sent keep their values. Permissions never change (mint a new "
+            "key instead); `permissions` or any other field is a VALIDATION_ERROR, and so is "
+            "a revoked or expired key (`details.fields.keyId`). In force from the next "
+            "request; audited as `key.updated` with the values before and after."
+        ),
         tags=["keys"],
-        request=AllowedOriginsInputSerializer,
+        request=UpdateKeyInputSerializer,
         responses={200: KeySerializer, **error_responses(400, 401, 403, 404)},
     )
     def patch(self, request, key_id, **kwargs):
         collection = self.managed_collection()
-        api_key = collection.key(key_id)
-        body = json_object(request)
-        if "allowedOrigins" not in body:
-            raise ValidationFailed({"allowedOrigins": ["A list of origins is required."]})
-        api_key = services.set_allowed_origins(
+        api_key = services.update_key(
             actor=self.principal.user,
-            api_key=api_key,
-            origins=body["allowedOrigins"],
+            api_key=collection.key(key_id),
+            changes=json_object(request),
             request=request,
         )
         return Response(key_json(api_key, timezone.now()))
@@ -188,9 +192,11 @@ class KeyRollView(KeyManagementView):
     @extend_schema(
         summary="Roll a key",
         description=(
-            "Owners and admins. Mints a successor with the same name, permissions and allowed "
-            "origins (its full key is in `key`, shown once); the old key expires after "
-            "`graceSeconds`."
+            "Owners and admins. Mints a successor with the same name, permissions, allowed "
+            "origins and guardrails (its full key is in `key`, shown once); the old key "
+            "expires after `graceSeconds`. The successor expires at `expiresAt` when sent "
+            "(null: never), else when the old key would have; under an organization's "
+            "`keyMaxLifetimeDays` a secret or organization key's must fall within it."
         ),
         tags=["keys"],
         request=RollKeyInputSerializer,
@@ -204,6 +210,9 @@ class KeyRollView(KeyManagementView):
             actor=self.principal.user,
             api_key=api_key,
             grace_seconds=body.get("graceSeconds"),
+            expires_at=(
+                parse_expires_at(body["expiresAt"]) if "expiresAt" in body else services.INHERIT
+            ),
             request=request,
         )
         return Response(minted_key_json(minted, timezone.now()), status=201)

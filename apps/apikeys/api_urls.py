@@ -6,18 +6,18 @@ from apps.apikeys import api
 from apps.apikeys.keyformat import KeyKind
 
 _COLLECTIONS = (
-    ("projects/<str:project_id>/sdk-keys", KeyKind.PUBLIC, "api-sdk-keys", api.SdkKeyView),
-    ("projects/<str:project_id>/api-keys", KeyKind.SECRET, "api-project-keys", api.KeyView),
-    ("organizations/<str:org_id>/api-keys", KeyKind.ORGANIZATION, "api-org-keys", api.KeyView),
+    ("projects/<str:project_id>/sdk-keys", KeyKind.PUBLIC, "api-sdk-keys"),
+    ("projects/<str:project_id>/api-keys", KeyKind.SECRET, "api-project-keys"),
+    ("organizations/<str:org_id>/api-keys", KeyKind.ORGANIZATION, "api-org-keys"),
 )
 
 urlpatterns = [
     path("leaked-keys", api.LeakedKeysView.as_view(), name="api-leaked-keys"),
 ]
-for base, kind, name, detail_view in _COLLECTIONS:
+for base, kind, name in _COLLECTIONS:
     urlpatterns += [
         path(base, api.KeysView.as_view(kind=kind), name=name),
-        path(f"{base}/<str:key_id>", detail_view.as_view(kind=kind), name=f"{name}-detail"),
+        path(f"{base}/<str:key_id>", api.KeyView.as_view(kind=kind), name=f"{name}-detail"),
         path(
             f"{base}/<str:key_id>/revoke",
             api.KeyRevokeView.as_view(kind=kind),

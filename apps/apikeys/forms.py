@@ -15,6 +15,9 @@ SERVICE_FIELDS = {
     "expiresAt": "expires_at",
     "allowedOrigins": "allowed_origins",
     "graceSeconds": "grace_seconds",
+    "rateLimit": "rate_limit_requests",
+    "allowedIps": "allowed_ips",
+    "projectIds": "project_ids",
 }
 
 PERMISSION_HELP = {
@@ -32,7 +35,69 @@ def origins_from_text(text: str) -> list[str]:
     return [part.strip() for part in text.replace(",", "\n").splitlines() if part.strip()]
 
 
-class KeyCreateForm(DashboardForm):
+def lines_from_text(text: str) -> list[str]:
+    """One entry per line (commas and spaces tolerated); blank lines ignored."""
+    return text.replace(",", " ").split()
+
+
+class GuardrailsForm(DashboardForm):
+    """The optional guardrails of a key (SPEC §4.10), for the create form and the
+    "Edit limits" dialog: a rate limit (both numbers or neither), allowed IPs (secret
+    and org keys) and projects (org keys; `projects` are the organization's)."""
+
+    rate_limit_requests = forms.IntegerField(
+        label="Requests", required=False, min_value=1, max_value=100_000
+    )
+    rate_limit_seconds = forms.IntegerField(
+        label="per seconds", required=False, min_value=1, max_value=86_400
+    )
+    allowed_ips = forms.CharField(
+        label="Allowed IPs", required=False, max_length=4000, widget=forms.Textarea
+    )
+    project_ids = forms.MultipleChoiceField(
+        label="Projects", required=False, widget=forms.CheckboxSelectMultiple
+    )
+
+    def __init__(self, *args, kind: KeyKind, projects=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+        if kind is KeyKind.PUBLIC:
+            del self.fields["allowed_ips"]
+        if kind is KeyKind.ORGANIZATION:
+            self.fields["project_ids"].choices = [(str(p.id), p.name) for p in projects]
+        else:
+            del self.fields["project_ids"]
+
+    def clean(self):
+        data = super().clean()
+        requests, seconds = data.get("rate_limit_requests"), data.get("rate_limit_seconds")
+        invalid = self.has_error("rate_limit_requests") or self.has_error("rate_limit_seconds")
+        if (requests is None) != (seconds is None) and not invalid:
+            self.add_error(
+                "rate_limit_requests", "Give both numbers, or leave both empty for no limit."
+            )
+        return data
+
+    @property
+    def rate_limit_errors(self) -> list[str]:
+        """The rate limit is one setting in two inputs: its errors show under both."""
+        return [*self["rate_limit_requests"].errors, *self["rate_limit_seconds"].errors]
+
+    def guardrail_changes(self) -> dict:
+        """The guardrails as `update_key` (and, renamed, `mint_key`) take them."""
+        data = self.cleaned_data
+        requests, seconds = data.get("rate_limit_requests"), data.get("rate_limit_seconds")
+        changes: dict = {
+            "rateLimit": None if requests is None else {"requests": requests, "perSeconds": seconds}
+        }
+        if "allowed_ips" in self.fields:
+            changes["allowedIps"] = lines_from_text(data.get("allowed_ips", ""))
+        if "project_ids" in self.fields:
+            changes["projectIds"] = list(data.get("project_ids", []))
+        return changes
+
+
+class KeyCreateForm(GuardrailsForm):
     name = forms.CharField(label="Name", max_length=100)
     permissions = forms.MultipleChoiceField(
         label="Permissions",
@@ -51,9 +116,8 @@ class KeyCreateForm(DashboardForm):
         label="Allowed origins", required=False, max_length=4000, widget=forms.Textarea
     )
 
-    def __init__(self, *args, kind: KeyKind, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.kind = kind
+    def __init__(self, *args, kind: KeyKind, projects=(), **kwargs):
+        super().__init__(*args, kind=kind, projects=projects, **kwargs)
         if kind is KeyKind.PUBLIC:
             # Locked: whatever the browser sends, the form keeps the SDK set.
             self.fields["permissions"].disabled = True
@@ -85,12 +149,52 @@ class KeyCreateForm(DashboardForm):
         }
         if self.locked:
             arguments["allowed_origins"] = origins_from_text(data.get("allowed_origins", ""))
+        guardrails = self.guardrail_changes()
+        arguments["rate_limit"] = guardrails["rateLimit"]
+        if "allowedIps" in guardrails:
+            arguments["allowed_ips"] = guardrails["allowedIps"]
+        if "projectIds" in guardrails:
+            arguments["project_ids"] = guardrails["projectIds"]
         return arguments
+
+
+class LimitsForm(GuardrailsForm):
+    """The "Edit limits" dialog of one key: its current guardrails as initial values."""
+
+    mark_optional = False
+
+    @classmethod
+    def for_key(cls, api_key, kind: KeyKind, projects=(), data=None) -> LimitsForm:
+        initial = {
+            "rate_limit_requests": api_key.rate_limit_requests,
+            "rate_limit_seconds": api_key.rate_limit_seconds,
+            "allowed_ips": "\n".join(api_key.allowed_ips),
+            "project_ids": list(api_key.project_ids),
+        }
+        return cls(
+            data,
+            kind=kind,
+            projects=projects,
+            initial=initial,
+            auto_id=f"limits-{api_key.id}-%s",
+        )
 
 
 class RollForm(DashboardForm):
     grace_seconds = forms.TypedChoiceField(
         label="Old key stops working", choices=GRACE_CHOICES, coerce=int, initial=3600
+    )
+    # Sent by secret and org keys' roll forms (empty: no expiry); SDK keys keep the old expiry.
+    expires_at = forms.DateTimeField(
+        label="New key expires (UTC)",
+        required=False,
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+    )
+
+
+class PolicyForm(DashboardForm):
+    key_max_lifetime_days = forms.IntegerField(
+        label="Maximum key lifetime (days)", required=False, min_value=1, max_value=3650
     )
 
 

@@ -56,14 +56,20 @@ _SCRIPT = """
 local key_id, now_ms = ARGV[1], tonumber(ARGV[2])
 local count_req, count_ref, ip = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local limit_n, limit_ms, member = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local peek = ARGV[16] == '1'
 redis.call('SET', 'ss:u:epoch', ARGV[13], 'NX')
 local epoch = redis.call('GET', 'ss:u:epoch')
 local allowed, remaining, reset_ms = 1, -1, 0
 if limit_n > 0 then
+  -- The window follows Redis's clock, the same for every server process.
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local rl = 'ss:rl:' .. key_id
   redis.call('ZREMRANGEBYSCORE', rl, '-inf', now_ms - limit_ms)
   local used = redis.call('ZCARD', rl)
-  if used < limit_n then
+  if peek then
+    -- refused before the limit's step: the window as it is, no budget used
+  elseif used < limit_n then
     redis.call('ZADD', rl, now_ms, member)
     used = used + 1
   else
@@ -98,7 +104,7 @@ if count_req > 0 and ip ~= '' then
   redis.call('EXPIRE', seen, ARGV[15])
   redis.call('SADD', 'ss:u:dirty', epoch .. '|' .. key_id .. '|ip|')
 end
-return {allowed, remaining, reset_ms, epoch}
+return {allowed, remaining, reset_ms, epoch, now_ms}
 """
 
 
@@ -110,6 +116,7 @@ class LimitState:
     limit: int
     remaining: int
     reset_ms: int  # Unix milliseconds when the oldest request leaves the window
+    now_ms: int  # the window's clock when it was read
 
     @property
     def reset_at(self) -> int:
@@ -117,7 +124,7 @@ class LimitState:
 
     @property
     def retry_after(self) -> int:
-        return max(1, math.ceil((self.reset_ms - time.time() * 1000) / 1000))
+        return max(1, math.ceil((self.reset_ms - self.now_ms) / 1000))
 
     def headers(self) -> dict[str, str]:
         return {
@@ -168,12 +175,14 @@ def hit(
     count_request: bool,
     refused: bool,
     limit: tuple[int, int] | None = None,
+    peek: bool = False,
     now: float | None = None,
 ) -> LimitState | None:
     """Count one use of the key (and check its rate limit); None when Redis is unreachable.
 
     `limit` is (requests, per seconds). Without a limit the answer is an allowed state
-    with limit 0.
+    with limit 0. With `peek` the window is only read (a request refused before the
+    rate-limit step still gets the X-RateLimit-* headers, and uses no budget).
     """
     now = time.time() if now is None else now
     moment = datetime.fromtimestamp(now, tz=UTC)
@@ -195,17 +204,18 @@ def hit(
         secrets.token_hex(16),
         RECENT_IPS_KEPT,
         IP_TTL_SECONDS,
+        int(peek),
     ]
     client = redis_client()
     try:
         if client is None:
-            allowed, remaining, reset_ms, _epoch = local_store().run(args)
+            allowed, remaining, reset_ms, _epoch, now_ms = local_store().run(args)
         else:
-            allowed, remaining, reset_ms, _epoch = _script(client)(args=args)
+            allowed, remaining, reset_ms, _epoch, now_ms = _script(client)(args=args)
     except redis.RedisError:
         logger.warning("usage store unavailable: key use not counted, rate limit not enforced")
         return None
-    return LimitState(bool(allowed), limit_n, int(remaining), int(reset_ms))
+    return LimitState(bool(allowed), limit_n, int(remaining), int(reset_ms), int(now_ms))
 
 
 class LocalStore:
@@ -219,20 +229,20 @@ class LocalStore:
         self.ips: dict[str, dict[str, tuple[int, int]]] = {}
         self.dirty: set[tuple[str, str, str]] = set()
 
-    def run(self, args: list) -> tuple[int, int, int, str]:
+    def run(self, args: list) -> tuple[int, int, int, str, int]:
         key_id, now_ms, count_req, count_ref, ip = args[0], args[1], args[2], args[3], args[4]
-        limit_n, limit_ms = args[5], args[6]
+        limit_n, limit_ms, peek = args[5], args[6], args[15]
         allowed, remaining, reset_ms = 1, -1, 0
         with self.lock:
             if limit_n:
                 window = [t for t in self.windows.get(key_id, []) if t > now_ms - limit_ms]
-                if len(window) < limit_n:
+                if not peek and len(window) < limit_n:
                     window.append(now_ms)
-                else:
+                elif not peek:
                     allowed, count_ref = 0, 1
                 self.windows[key_id] = window
                 remaining = limit_n - len(window)
-                reset_ms = window[0] + limit_ms
+                reset_ms = (window[0] if window else now_ms) + limit_ms
             for granularity, start in (("hour", str(args[8])), ("day", str(args[10]))):
                 bucket = self.buckets.setdefault((key_id, granularity, start), {"r": 0, "f": 0})
                 bucket["r"] += count_req
@@ -245,7 +255,7 @@ class LocalStore:
                 for old in sorted(seen, key=lambda a: seen[a][1])[:-RECENT_IPS_KEPT]:
                     del seen[old]
                 self.dirty.add((key_id, "ip", ""))
-        return allowed, remaining, reset_ms, self.epoch
+        return allowed, remaining, reset_ms, self.epoch, now_ms
 
 
 @functools.cache
@@ -292,7 +302,8 @@ class KeyRateLimit(BaseThrottle):
 
 def record_use_counts(request, refused: bool) -> None:
     """After the response: count the request on its key, unless the rate limit did already
-    (then only a refusal that came after it is added)."""
+    (then only a refusal that came after it is added). A rate-limited key refused before
+    the limit's step reads its window without using it, for the X-RateLimit-* headers."""
     key = decision_key(request)
     if key is None:
         return
@@ -301,4 +312,16 @@ def record_use_counts(request, refused: bool) -> None:
             return
         hit(str(key.id), ip=None, count_request=False, refused=True)
         return
-    hit(str(key.id), ip=client_ip(request), count_request=True, refused=refused)
+    limit = None
+    if key.rate_limit_requests is not None:
+        limit = (key.rate_limit_requests, key.rate_limit_seconds)
+    state = hit(
+        str(key.id),
+        ip=client_ip(request),
+        count_request=True,
+        refused=refused,
+        limit=limit,
+        peek=True,
+    )
+    if state is not None and limit is not None:
+        request.META[RATE_LIMIT] = state

@@ -70,11 +70,11 @@ class KeyUseMiddleware:
         if decision is None or decision.key is None:
             return response
         key = decision.key
+        record_use_counts(request, refused=decision.outcome != "ok")
         limit_state = request.META.get(RATE_LIMIT)
         if limit_state is not None:
             for name, value in limit_state.headers().items():
                 response[name] = value
-        record_use_counts(request, refused=decision.outcome != "ok")
         if decision.accepted:
             if key.legacy:
                 for name, value in legacy_headers().items():

@@ -64,6 +64,8 @@ class KeyCreatorSerializer(serializers.Serializer):
 
 
 class RateLimitSerializer(serializers.Serializer):
+    """At most `requests` requests with the key succeed in any `perSeconds`-second window."""
+
     requests = serializers.IntegerField(min_value=1, max_value=100_000)
     perSeconds = serializers.IntegerField(min_value=1, max_value=86_400)
 
@@ -103,6 +105,49 @@ class MintedKeySerializer(serializers.Serializer):
     """A key object plus `key`; documented as `allOf: [Key, {key}]` (apps.apikeys.schema)."""
 
 
+def _allowed_ips_field(**kwargs) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        max_length=50,
+        help_text=(
+            "Secret and organization keys: CIDRs or addresses, IPv4 or IPv6 (at most 50), "
+            "stored normalized (`203.0.113.7` → `203.0.113.7/32`). A request from any "
+            "other client IP is 403 IP_NOT_ALLOWED. Empty means any IP. On an SDK key a "
+            "non-empty list is a VALIDATION_ERROR."
+        ),
+        **kwargs,
+    )
+
+
+def _project_ids_field(**kwargs) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.UUIDField(),
+        max_length=100,
+        help_text=(
+            "Organization keys: projects of the key's organization it is confined to "
+            "(any other X-Project-Id is 403 PROJECT_MISMATCH). Empty means every project. "
+            "On other keys, or with another organization's project: VALIDATION_ERROR."
+        ),
+        **kwargs,
+    )
+
+
+def _allowed_origins_field(**kwargs) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(),
+        help_text="SDK keys only: `https://host[:port]` origins; empty means any origin.",
+        **kwargs,
+    )
+
+
+def _rate_limit_field(**kwargs) -> RateLimitSerializer:
+    return RateLimitSerializer(
+        allow_null=True,
+        help_text="The key's own rate limit, across every server process; null for none.",
+        **kwargs,
+    )
+
+
 class MintKeyInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     permissions = serializers.ListField(
@@ -114,13 +159,27 @@ class MintKeyInputSerializer(serializers.Serializer):
         ),
     )
     expiresAt = serializers.DateTimeField(
-        allow_null=True, required=False, help_text="A future time with a time zone, or null."
-    )
-    allowedOrigins = serializers.ListField(
-        child=serializers.CharField(),
+        allow_null=True,
         required=False,
-        help_text="SDK keys only: `https://host[:port]` origins; empty means any origin.",
+        help_text=(
+            "A future time with a time zone, or null. Under the organization's "
+            "`keyMaxLifetimeDays`, secret and organization keys need one within it."
+        ),
     )
+    allowedOrigins = _allowed_origins_field(required=False)
+    rateLimit = _rate_limit_field(required=False)
+    allowedIps = _allowed_ips_field(required=False)
+    projectIds = _project_ids_field(required=False)
+
+
+class UpdateKeyInputSerializer(serializers.Serializer):
+    """`PATCH <collection>/{keyId}`: any of these; permissions never change."""
+
+    name = serializers.CharField(max_length=100, required=False)
+    rateLimit = _rate_limit_field(required=False)
+    allowedIps = _allowed_ips_field(required=False)
+    allowedOrigins = _allowed_origins_field(required=False)
+    projectIds = _project_ids_field(required=False)
 
 
 class RollKeyInputSerializer(serializers.Serializer):
@@ -129,10 +188,15 @@ class RollKeyInputSerializer(serializers.Serializer):
         max_value=604800,
         help_text="How long the old key keeps working (its new `expiresAt` is now + grace).",
     )
-
-
-class AllowedOriginsInputSerializer(serializers.Serializer):
-    allowedOrigins = serializers.ListField(child=serializers.CharField())
+    expiresAt = serializers.DateTimeField(
+        allow_null=True,
+        required=False,
+        help_text=(
+            "When the new key expires (null: never). Omitted: when the old key would have. "
+            "Under the organization's `keyMaxLifetimeDays`, secret and organization keys "
+            "need one within it."
+        ),
+    )
 
 
 class LeakReportInputSerializer(serializers.Serializer):

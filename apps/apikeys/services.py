@@ -1,4 +1,5 @@
-"""Writes on API keys: mint, revoke, roll, replace, leak reports, allowed origins, last use.
+"""Writes on API keys: mint, revoke, roll, replace, update (name and guardrails), leak
+reports, last use.
 
 Invariant: the plaintext key exists only in the `MintedKey` these functions
 return; the row holds its SHA-256 digest and display prefix, nothing more.
@@ -18,7 +19,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apps.apikeys import keyformat
+from apps.apikeys import guardrails, keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, KeyType
 from apps.apikeys.selectors import KeyRecord
@@ -32,7 +33,7 @@ from core import throttling
 from core.errors import PermissionsLocked, ValidationFailed
 from core.net import client_ip, user_agent
 from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS, normalize_permissions
-from core.validation import clean_name
+from core.validation import FieldErrors, clean_name
 
 logger = logging.getLogger("sigsentry.apikeys")
 
@@ -143,20 +144,35 @@ def mint_key(
     permissions: Any = None,
     expires_at: datetime | None = None,
     allowed_origins: Any = None,
+    rate_limit: Any = None,
+    allowed_ips: Any = None,
+    project_ids: Any = None,
     replaces: ApiKey | None = None,
     request: HttpRequest | None = None,
     audit_action: str = Action.KEY_MINTED,
 ) -> MintedKey:
-    """Mint a key of `kind` (the collection decides the kind; there is no type parameter)."""
+    """Mint a key of `kind` (the collection decides the kind; there is no type parameter).
+
+    Every invalid field is reported at once (VALIDATION_ERROR, `details.fields`); the
+    guardrails follow `apps.apikeys.guardrails`, and a secret or org key must expire
+    within its organization's `keyMaxLifetimeDays`.
+    """
     now = timezone.now()
     if (kind.scope == KeyScope.PROJECT) != (project is not None):
         raise ValueError("project keys need a project; organization keys must not have one")
     if project is not None and project.organization_id != organization.id:
         raise ValueError("the project belongs to another organization")
-    name = clean_name(name)
-    permissions = validate_permissions(kind, permissions)
-    expires_at = validate_expires_at(expires_at, now)
-    allowed_origins = validate_allowed_origins(kind, allowed_origins)
+    errors = FieldErrors()
+    name = errors.check(clean_name, name)
+    permissions = errors.check(validate_permissions, kind, permissions)
+    expires_at = errors.check(validate_expires_at, expires_at, now)
+    if not errors.failed("expiresAt"):
+        errors.check(guardrails.validate_lifetime, kind, organization, expires_at, now)
+    allowed_origins = errors.check(validate_allowed_origins, kind, allowed_origins)
+    limit = errors.check(guardrails.validate_rate_limit, rate_limit)
+    allowed_ips = errors.check(guardrails.validate_allowed_ips, kind, allowed_ips)
+    project_ids = errors.check(guardrails.validate_project_ids, kind, organization, project_ids)
+    errors.raise_any()
     throttling.enforce("mint_org", str(organization.id))
     key = keyformat.generate(kind)
     with transaction.atomic():
@@ -170,6 +186,10 @@ def mint_key(
             digest=keyformat.digest(key),
             permissions=permissions,
             allowed_origins=allowed_origins,
+            rate_limit_requests=limit[0] if limit else None,
+            rate_limit_seconds=limit[1] if limit else None,
+            allowed_ips=allowed_ips,
+            project_ids=project_ids,
             created_by=actor,
             created_at=now,
             expires_at=expires_at,
@@ -185,12 +205,24 @@ def mint_key(
             target_label=api_key.prefix,
             request=request,
             details={"name": name, "kind": kind.name.lower(), "permissions": permissions}
+            | _guardrail_values(api_key)
             | ({"replaces": str(replaces.id)} if replaces else {}),
         )
         rolled = audit_action == Action.KEY_ROLLED
         event_type = EventType.KEY_ROLLED if rolled else EventType.KEY_MINTED
         record_key_events([key_event(event_type, api_key, now)])
     return MintedKey(api_key=api_key, key=key)
+
+
+def _guardrail_values(api_key: ApiKey) -> dict[str, Any]:
+    """The key's guardrails that are set, as the API names them (for audit details)."""
+    values = {
+        "rateLimit": api_key.rate_limit,
+        "allowedIps": list(api_key.allowed_ips),
+        "projectIds": list(api_key.project_ids),
+        "allowedOrigins": list(api_key.allowed_origins),
+    }
+    return {field: value for field, value in values.items() if value}
 
 
 def revoke_key(
@@ -224,10 +256,25 @@ def revoke_key(
     return api_key
 
 
+#: `roll_key`'s default expiry: the old key's, if it is still in the future.
+INHERIT = object()
+
+
 def roll_key(
-    *, actor: Any, api_key: ApiKey, grace_seconds: Any, request: HttpRequest | None = None
+    *,
+    actor: Any,
+    api_key: ApiKey,
+    grace_seconds: Any,
+    expires_at: Any = INHERIT,
+    request: HttpRequest | None = None,
 ) -> MintedKey:
-    """Mint a successor (same name, permissions, origins); the old key expires after the grace."""
+    """Mint a successor (same name, permissions, origins and guardrails); the old key
+    expires after the grace.
+
+    The successor's `expires_at` is the one given (None: no expiry), by default the
+    old key's when still in the future; a secret or org key's must fit its
+    organization's lifetime policy, as at mint.
+    """
     if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int):
         raise ValidationFailed({"graceSeconds": ["A whole number of seconds is required."]})
     if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
@@ -236,6 +283,8 @@ def roll_key(
     if api_key.status_at(now) != KeyStatus.ACTIVE:
         raise ValidationFailed({"keyId": ["Only an active key can be rolled."]})
     kind = kind_of(api_key)
+    if expires_at is INHERIT:
+        expires_at = api_key.expires_at if api_key.expires_at and api_key.expires_at > now else None
     with transaction.atomic():
         locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
         if locked.status_at(now) != KeyStatus.ACTIVE:
@@ -245,12 +294,13 @@ def roll_key(
             kind=kind,
             organization=api_key.organization,
             project=api_key.project,
-            name=api_key.name,
-            permissions=list(api_key.permissions) if kind is not KeyKind.PUBLIC else None,
-            expires_at=api_key.expires_at
-            if api_key.expires_at and api_key.expires_at > now
-            else None,
-            allowed_origins=list(api_key.allowed_origins),
+            name=locked.name,
+            permissions=list(locked.permissions) if kind is not KeyKind.PUBLIC else None,
+            expires_at=expires_at,
+            allowed_origins=list(locked.allowed_origins),
+            rate_limit=locked.rate_limit,
+            allowed_ips=list(locked.allowed_ips),
+            project_ids=list(locked.project_ids),
             replaces=api_key,
             request=request,
             audit_action=Action.KEY_ROLLED,
@@ -267,7 +317,8 @@ def replace_legacy_key(
 ) -> MintedKey:
     """Mint an `ss_secret_` key for the legacy key's project, permissions and name.
 
-    The legacy key keeps working until someone revokes it (or the sunset).
+    The legacy key keeps working until someone revokes it (or the sunset). Under an
+    organization lifetime policy the new key gets the longest expiry it allows.
     """
     if not api_key.legacy:
         raise ValidationFailed({"keyId": ["Only legacy keys are replaced this way."]})
@@ -280,31 +331,102 @@ def replace_legacy_key(
         project=api_key.project,
         name=api_key.name,
         permissions=list(api_key.permissions),
+        expires_at=guardrails.latest_expiry(api_key.organization, timezone.now()),
         replaces=api_key,
         request=request,
     )
 
 
-def set_allowed_origins(
-    *, actor: Any, api_key: ApiKey, origins: Any, request: HttpRequest | None = None
+#: What `PATCH <collection>/{keyId}` may change (SPEC §4.10); permissions never change.
+UPDATABLE_FIELDS = ("name", "rateLimit", "allowedIps", "allowedOrigins", "projectIds")
+
+
+def _key_values(api_key: ApiKey) -> dict[str, Any]:
+    return {
+        "name": api_key.name,
+        "rateLimit": api_key.rate_limit,
+        "allowedIps": list(api_key.allowed_ips),
+        "allowedOrigins": list(api_key.allowed_origins),
+        "projectIds": list(api_key.project_ids),
+    }
+
+
+def update_key(
+    *, actor: Any, api_key: ApiKey, changes: dict[str, Any], request: HttpRequest | None = None
 ) -> ApiKey:
-    if kind_of(api_key) is not KeyKind.PUBLIC:
-        raise ValidationFailed({"allowedOrigins": ["Only SDK keys can be bound to origins."]})
-    cleaned = validate_allowed_origins(KeyKind.PUBLIC, origins)
-    with transaction.atomic():
-        ApiKey.objects.filter(pk=api_key.pk).update(allowed_origins=cleaned)
-        record_event(
-            action=Action.KEY_ORIGINS_CHANGED,
-            organization_id=api_key.organization_id,
-            project_id=api_key.project_id,
-            actor_user=actor,
-            target_type="key",
-            target_id=api_key.id,
-            target_label=api_key.prefix,
-            request=request,
-            details={"allowedOrigins": cleaned},
+    """Change a key's name and guardrails; in force from the next request on every process.
+
+    `changes` maps API field names (`UPDATABLE_FIELDS`) to their new values; fields not
+    named keep their values. `permissions` or any other field is a VALIDATION_ERROR, as
+    is a revoked or expired key (a dead key has nothing left to guard). Nothing about a
+    key is cached, so the authentication of the next request reads the new values.
+    Records `key.updated` with the changed fields and their values before and after;
+    a change to nothing records nothing.
+    """
+    if not isinstance(changes, dict) or not changes:
+        raise ValidationFailed({"body": [f"Send at least one of: {', '.join(UPDATABLE_FIELDS)}."]})
+    errors = FieldErrors()
+    for field in changes:
+        if field == "permissions":
+            errors.fields["permissions"] = [
+                "Permissions never change: mint a key with the permissions you need."
+            ]
+        elif field not in UPDATABLE_FIELDS:
+            errors.fields[str(field)[:64]] = ["Unknown field."]
+    errors.raise_any()
+    kind = kind_of(api_key)
+    cleaned: dict[str, Any] = {}
+    if "name" in changes:
+        cleaned["name"] = errors.check(clean_name, changes["name"])
+    if "rateLimit" in changes:
+        limit = errors.check(guardrails.validate_rate_limit, changes["rateLimit"])
+        cleaned["rateLimit"] = guardrails.rate_limit_json(limit)
+    if "allowedIps" in changes:
+        cleaned["allowedIps"] = errors.check(
+            guardrails.validate_allowed_ips, kind, changes["allowedIps"]
         )
-        record_key_updated(api_key=api_key)
+    if "allowedOrigins" in changes:
+        cleaned["allowedOrigins"] = errors.check(
+            validate_allowed_origins, kind, changes["allowedOrigins"]
+        )
+    if "projectIds" in changes:
+        cleaned["projectIds"] = errors.check(
+            guardrails.validate_project_ids, kind, api_key.organization, changes["projectIds"]
+        )
+    errors.raise_any()
+    with transaction.atomic():
+        locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+        if locked.status_at(timezone.now()) != KeyStatus.ACTIVE:
+            raise ValidationFailed({"keyId": ["Only an active key can be changed."]})
+        before = _key_values(locked)
+        changed = [field for field in UPDATABLE_FIELDS if field in cleaned]
+        changed = [field for field in changed if cleaned[field] != before[field]]
+        if changed:
+            limit = cleaned.get("rateLimit", before["rateLimit"])
+            ApiKey.objects.filter(pk=locked.pk).update(
+                name=cleaned.get("name", locked.name),
+                rate_limit_requests=limit["requests"] if limit else None,
+                rate_limit_seconds=limit["perSeconds"] if limit else None,
+                allowed_ips=cleaned.get("allowedIps", locked.allowed_ips),
+                allowed_origins=cleaned.get("allowedOrigins", locked.allowed_origins),
+                project_ids=cleaned.get("projectIds", locked.project_ids),
+            )
+            record_event(
+                action=Action.KEY_UPDATED,
+                organization_id=locked.organization_id,
+                project_id=locked.project_id,
+                actor_user=actor,
+                target_type="key",
+                target_id=locked.id,
+                target_label=locked.prefix,
+                request=request,
+                details={
+                    "fields": changed,
+                    "before": {field: before[field] for field in changed},
+                    "after": {field: cleaned[field] for field in changed},
+                },
+            )
+            record_key_updated(api_key=locked)  # the webhook event, in this transaction
     api_key.refresh_from_db()
     return api_key
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -23,18 +23,22 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.apikeys import services
+from apps.apikeys import guardrails, services
 from apps.apikeys.forms import (
     GRACE_CHOICES,
     SERVICE_FIELDS,
     KeyCreateForm,
+    LimitsForm,
     OriginsForm,
+    PolicyForm,
     RollForm,
     origins_from_text,
 )
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyStatus
 from apps.apikeys.selectors import Collection, collection_for, legacy_keys_in_scope
+from apps.orgs import services as org_services
+from apps.orgs.access import membership_for
 from core.decorators import dashboard_page
 from core.errors import (
     ApiError,
@@ -43,10 +47,12 @@ from core.errors import (
     ValidationFailed,
 )
 from core.nonce import consume_nonce, issue_nonce
+from core.permissions import Role
 
 logger = logging.getLogger("sigsentry.dashboard")
 
 PER_PAGE = 50
+POLICY_KEYS_SHOWN = 20
 EXPIRING_WITHIN = timedelta(days=7)
 RECENT_LEGACY_SHOWN = 5
 
@@ -86,23 +92,82 @@ class KeyRow:
     status: str
     expiring: bool
     manageable: bool
+    #: Guardrails (SPEC §4.10): the "Edit limits" form, the roll form's default expiry,
+    #: whether the key outlives its organization's lifetime policy.
+    limits: LimitsForm | None = None
+    roll_expiry: str = ""
+    outlives_policy: bool = False
+    rate_label: str = ""
+    project_labels: list[str] = field(default_factory=list)
 
 
-def _rows(keys, now, collection: Collection) -> list[KeyRow]:
+def _rows(keys, now, collection: Collection, projects=(), failed_limits=None) -> list[KeyRow]:
     rows = []
+    organization = collection.organization
+    project_names = {str(p.id): p.name for p in projects}
     for key in keys:
         status = key.status_at(now)
-        rows.append(
-            KeyRow(
-                key=key,
-                status=status,
-                expiring=status == KeyStatus.ACTIVE
-                and key.expires_at is not None
-                and key.expires_at - now <= EXPIRING_WITHIN,
-                manageable=collection.can_manage and status == KeyStatus.ACTIVE,
-            )
+        row = KeyRow(
+            key=key,
+            status=status,
+            expiring=status == KeyStatus.ACTIVE
+            and key.expires_at is not None
+            and key.expires_at - now <= EXPIRING_WITHIN,
+            manageable=collection.can_manage and status == KeyStatus.ACTIVE,
+            project_labels=[project_names.get(pid, "a deleted project") for pid in key.project_ids],
         )
+        if key.rate_limit_requests is not None:
+            row.rate_label = guardrails.rate_limit_label(
+                key.rate_limit_requests, key.rate_limit_seconds
+            )
+        if status == KeyStatus.ACTIVE and collection.kind is not KeyKind.PUBLIC:
+            row.outlives_policy = guardrails.exceeds_lifetime(
+                key.expires_at, organization, key.created_at
+            )
+        if row.manageable:
+            if failed_limits is not None and failed_limits[0] == key.id:
+                row.limits = failed_limits[1]
+            else:
+                row.limits = LimitsForm.for_key(key, collection.kind, projects)
+            row.roll_expiry = _roll_expiry(key, collection, now)
+        rows.append(row)
     return rows
+
+
+def _roll_expiry(key: ApiKey, collection: Collection, now) -> str:
+    """The roll form's suggested expiry for the successor (datetime-local text, UTC): the old
+    key's, or under a lifetime policy the latest the policy allows when that is sooner."""
+    expiry = key.expires_at if key.expires_at and key.expires_at > now else None
+    latest = guardrails.latest_expiry(collection.organization, now)
+    if collection.kind is not KeyKind.PUBLIC and latest and (expiry is None or expiry > latest):
+        expiry = latest
+    return expiry.strftime("%Y-%m-%dT%H:%M") if expiry else ""
+
+
+def _projects(collection: Collection) -> list:
+    """The projects an org key can be confined to (the organization's), by name."""
+    if collection.kind is not KeyKind.ORGANIZATION:
+        return []
+    return list(collection.organization.projects.order_by("name", "id"))
+
+
+def _policy(collection: Collection, now, form: PolicyForm | None = None) -> dict | None:
+    """The organization's key lifetime policy and the keys that outlive it (org page only)."""
+    if collection.kind is not KeyKind.ORGANIZATION:
+        return None
+    organization = collection.organization
+    outliving = guardrails.keys_outliving_policy(organization, now)
+    shown = list(outliving[:POLICY_KEYS_SHOWN])
+    count = outliving.count() if len(shown) == POLICY_KEYS_SHOWN else len(shown)
+    return {
+        "days": organization.key_max_lifetime_days,
+        "can_set": collection.role == Role.OWNER,
+        "form": form
+        or PolicyForm(initial={"key_max_lifetime_days": organization.key_max_lifetime_days}),
+        "outliving": shown,
+        "outliving_count": count,
+        "outliving_more": count - len(shown),
+    }
 
 
 def _legacy_banner(collection: Collection) -> dict | None:
@@ -152,18 +217,22 @@ def _render(
     minted_how: str = "created",
     previous: ApiKey | None = None,
     row_errors: dict | None = None,
+    failed_limits: tuple | None = None,
+    policy_form: PolicyForm | None = None,
 ) -> HttpResponse:
     now = timezone.now()
     page = Paginator(collection.keys().select_related("replaces"), PER_PAGE).get_page(
         request.GET.get("page")
     )
+    projects = _projects(collection)
     context = {
         "collection": collection,
         "kind": collection.kind.name.lower(),
         "text": PAGE_TEXT[collection.kind],
         "page": page,
-        "rows": _rows(page, now, collection),
-        "form": form or KeyCreateForm(kind=collection.kind),
+        "rows": _rows(page, now, collection, projects, failed_limits),
+        "policy": _policy(collection, now, policy_form),
+        "form": form or KeyCreateForm(kind=collection.kind, projects=projects),
         "roll_choices": GRACE_CHOICES,
         "banner": _legacy_banner(collection),
         "minted": minted,
@@ -190,7 +259,7 @@ def key_collection(request: HttpRequest, kind: KeyKind, project_id=None, org_id=
     if request.method == "GET":
         return _render(request, collection)
     collection.require_manager()
-    form = KeyCreateForm(request.POST, kind=kind)
+    form = KeyCreateForm(request.POST, kind=kind, projects=_projects(collection))
     nonce = consume_nonce(request)
     if nonce == "used":
         return _already_submitted(request, collection)
@@ -254,16 +323,25 @@ def key_roll(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_i
     """Mint a successor and show it once; the old key expires after the chosen grace."""
     collection, api_key = _managed_key(request, kind, key_id, project_id, org_id)
     form = RollForm(request.POST)
+    error = None
+    if not form.is_valid():
+        error = next(iter(form.errors.values()))[0]
+        if "grace_seconds" in form.errors:
+            error = "Choose when the old key stops working."
     return _mint_from_row(
         request,
         collection,
         api_key,
         how="rolled",
-        form_error=None if form.is_valid() else "Choose when the old key stops working.",
+        form_error=error,
         mint=lambda: services.roll_key(
             actor=request.principal.user,
             api_key=api_key,
             grace_seconds=form.cleaned_data["grace_seconds"],
+            # Secret and org keys' roll forms send the new key's expiry (empty: none).
+            expires_at=form.cleaned_data["expires_at"]
+            if "expires_at" in request.POST
+            else services.INHERIT,
             request=request,
         ),
     )
@@ -296,8 +374,11 @@ def key_origins(request: HttpRequest, kind: KeyKind, key_id, project_id=None, or
         )
     origins = origins_from_text(form.cleaned_data["allowed_origins"])
     try:
-        services.set_allowed_origins(
-            actor=request.principal.user, api_key=api_key, origins=origins, request=request
+        services.update_key(
+            actor=request.principal.user,
+            api_key=api_key,
+            changes={"allowedOrigins": origins},
+            request=request,
         )
     except ValidationFailed as exc:
         return _render(request, collection, row_errors={api_key.id: _first_message(exc)})
@@ -308,6 +389,60 @@ def key_origins(request: HttpRequest, kind: KeyKind, key_id, project_id=None, or
     else:
         messages.success(request, f"“{api_key.name}” now works from any origin.")
     return redirect(collection.url)
+
+
+@dashboard_page
+@require_POST
+def key_limits(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
+    """The "Edit limits" dialog: a key's rate limit, allowed IPs and projects."""
+    collection, api_key = _managed_key(request, kind, key_id, project_id, org_id)
+    form = LimitsForm.for_key(api_key, kind, _projects(collection), data=request.POST)
+    if form.is_valid():
+        try:
+            services.update_key(
+                actor=request.principal.user,
+                api_key=api_key,
+                changes=form.guardrail_changes(),
+                request=request,
+            )
+        except ValidationFailed as exc:
+            if "keyId" in exc.details["fields"]:  # revoked or expired meanwhile: no dialog left
+                return _render(request, collection, row_errors={api_key.id: _first_message(exc)})
+            form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
+        else:
+            messages.success(request, f"Saved the limits of “{api_key.name}”.")
+            return redirect(collection.url)
+    return _render(request, collection, failed_limits=(api_key.id, form))
+
+
+@dashboard_page
+@require_POST
+def key_policy(request: HttpRequest, org_id):
+    """Owners set the organization's key lifetime policy (Organization → API Keys)."""
+    collection = _collection(request, KeyKind.ORGANIZATION, org_id=org_id)
+    membership = membership_for(request.principal.user, org_id)
+    org_services.require_owner(membership)
+    form = PolicyForm(request.POST)
+    if form.is_valid():
+        days = form.cleaned_data["key_max_lifetime_days"]
+        try:
+            org_services.set_key_lifetime_policy(
+                actor_membership=membership, days=days, request=request
+            )
+        except ValidationFailed as exc:
+            form.add_service_errors(
+                exc.details["fields"], {"keyMaxLifetimeDays": "key_max_lifetime_days"}
+            )
+        else:
+            if days:
+                messages.success(
+                    request,
+                    f"New secret and organization keys must now expire within {days} days.",
+                )
+            else:
+                messages.success(request, "Keys may again be created without an expiry.")
+            return redirect(collection.url)
+    return _render(request, collection, policy_form=form)
 
 
 def _first_message(exc: ApiError) -> str:

@@ -16,9 +16,9 @@ class Action:
     KEY_ROLLED = "key.rolled"
     KEY_REVOKED_BY_LEAK_REPORT = "key.revoked_by_leak_report"
     KEY_LEAK_REPORTED = "key.leak_reported"
-    KEY_ORIGINS_CHANGED = "key.allowed_origins_changed"
     KEY_UPDATED = "key.updated"
-    KEY_LEAK_REPORTED = "key.leak_reported"
+    #: Written before `key.updated` covered origin changes; kept so old events still filter.
+    KEY_ORIGINS_CHANGED = "key.allowed_origins_changed"
     LEGACY_KEYS_IMPORTED = "legacy_keys.imported"
     MEMBER_ADDED = "member.added"
     MEMBER_INVITED = "member.invited"
@@ -31,6 +31,7 @@ class Action:
     WEBHOOK_DELETED = "webhook.deleted"
     WEBHOOK_DISABLED = "webhook.disabled"
     WEBHOOK_ENABLED = "webhook.enabled"
+    ORGANIZATION_UPDATED = "organization.updated"
 
     ALL = (
         KEY_MINTED,
@@ -38,9 +39,8 @@ class Action:
         KEY_ROLLED,
         KEY_REVOKED_BY_LEAK_REPORT,
         KEY_LEAK_REPORTED,
-        KEY_ORIGINS_CHANGED,
         KEY_UPDATED,
-        KEY_LEAK_REPORTED,
+        KEY_ORIGINS_CHANGED,
         LEGACY_KEYS_IMPORTED,
         MEMBER_ADDED,
         MEMBER_INVITED,
@@ -53,6 +53,7 @@ class Action:
         WEBHOOK_DELETED,
         WEBHOOK_DISABLED,
         WEBHOOK_ENABLED,
+        ORGANIZATION_UPDATED,
     )
 
 

@@ -22,15 +22,18 @@ from apps.projects import selectors as project_selectors
 from apps.projects import services as project_services
 from apps.projects.models import Project
 from core.api import ManagementView, iso, json_object, paginate
+from core.errors import ValidationFailed
 from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
 from core.permissions import Role
 
 
 def organization_json(membership: Membership) -> dict[str, Any]:
+    organization = membership.organization
     return {
-        "id": str(membership.organization_id),
-        "name": membership.organization.name,
+        "id": str(organization.id),
+        "name": organization.name,
         "role": membership.role,
+        "keyMaxLifetimeDays": organization.key_max_lifetime_days,
     }
 
 
@@ -55,6 +58,24 @@ class OrganizationSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
     role = serializers.ChoiceField(choices=Role.choices, help_text="The caller's role.")
+    keyMaxLifetimeDays = serializers.IntegerField(
+        allow_null=True,
+        min_value=services.MIN_KEY_LIFETIME_DAYS,
+        max_value=services.MAX_KEY_LIFETIME_DAYS,
+        help_text=(
+            "Key lifetime policy: secret and organization keys minted or rolled must "
+            "expire within this many days. Null: no policy."
+        ),
+    )
+
+
+class OrganizationUpdateInputSerializer(serializers.Serializer):
+    keyMaxLifetimeDays = serializers.IntegerField(
+        allow_null=True,
+        min_value=services.MIN_KEY_LIFETIME_DAYS,
+        max_value=services.MAX_KEY_LIFETIME_DAYS,
+        help_text="1 to 3650 days, or null to lift the policy. Existing keys are not touched.",
+    )
 
 
 class NameInputSerializer(serializers.Serializer):
@@ -116,9 +137,40 @@ class OrganizationsView(OrgManagementView):
             actor=self.principal.user, name=body.get("name"), request=request
         )
         return Response(
-            {"id": str(organization.id), "name": organization.name, "role": Role.OWNER.value},
+            organization_json(Membership(organization=organization, role=Role.OWNER)),
             status=201,
         )
+
+
+class OrganizationView(OrgManagementView):
+    @extend_schema(
+        operation_id="organizations_update",
+        summary="Set the organization's key lifetime policy",
+        description=(
+            "Owners only (admins and members: 403 PERMISSION_DENIED). With "
+            "`keyMaxLifetimeDays` set, minting or rolling a secret or organization key needs "
+            "an `expiresAt` no later than now + that many days (400 VALIDATION_ERROR, "
+            "`details.fields.expiresAt`); SDK keys and existing keys are not affected. "
+            "Audited as `organization.updated`."
+        ),
+        tags=["organizations"],
+        request=OrganizationUpdateInputSerializer,
+        responses={200: OrganizationSerializer, **error_responses(400, 401, 403, 404)},
+    )
+    def patch(self, request, org_id):
+        membership = membership_for(self.principal.user, org_id)
+        services.require_owner(membership)
+        body = json_object(request)
+        unknown = sorted(str(field)[:64] for field in body if field != "keyMaxLifetimeDays")
+        if unknown or "keyMaxLifetimeDays" not in body:
+            raise ValidationFailed(
+                {field: ["Unknown field."] for field in unknown}
+                or {"keyMaxLifetimeDays": ["Required: a number of days, or null."]}
+            )
+        services.set_key_lifetime_policy(
+            actor_membership=membership, days=body["keyMaxLifetimeDays"], request=request
+        )
+        return Response(organization_json(membership))
 
 
 class ProjectsView(OrgManagementView):

@@ -4,6 +4,7 @@ from apps.orgs import api, audit_api
 
 urlpatterns = [
     path("organizations", api.OrganizationsView.as_view(), name="api-organizations"),
+    path("organizations/<str:org_id>", api.OrganizationView.as_view(), name="api-organization"),
     path(
         "organizations/<str:org_id>/projects",
         api.ProjectsView.as_view(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -19,10 +21,16 @@ def _details(details: dict) -> list[tuple[str, str]]:
     """Event details as readable pairs (they hold names, roles, prefixes — never secrets)."""
     if not isinstance(details, dict):
         return []
-    return [
-        (name, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
-        for name, value in details.items()
-    ]
+    return [(name, _readable(value)) for name, value in details.items()]
+
+
+def _readable(value) -> str:
+    """Lists as `a, b`; objects (a key.updated's before and after) as compact JSON."""
+    if isinstance(value, list):
+        return ", ".join(_readable(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
+    return str(value)
 
 
 @dashboard_page

@@ -14,6 +14,9 @@ from core.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
 from core.permissions import MANAGER_ROLES, Role
 from core.validation import clean_name
 
+MIN_KEY_LIFETIME_DAYS = 1
+MAX_KEY_LIFETIME_DAYS = 3650
+
 
 def _clean_role(value: Any) -> str:
     if value not in Role.values:
@@ -171,3 +174,64 @@ def remove_member(
             request=request,
             details={"role": target.role},
         )
+
+
+def require_owner(membership: Membership) -> None:
+    """Organization settings are the owners' (admins manage keys, projects and members)."""
+    if membership.role != Role.OWNER:
+        raise PermissionDenied(message="Only owners can change the organization's settings.")
+
+
+def set_key_lifetime_policy(
+    *, actor_membership: Membership, days: Any, request: HttpRequest | None = None
+) -> Organization:
+    """Owners set `keyMaxLifetimeDays` (1 to 3650, or None for no policy; SPEC §4.10).
+
+    From now on, secret and org keys minted or rolled in the organization must expire
+    within that many days (`apps.apikeys.guardrails`); existing keys are not touched.
+    Audited as `organization.updated` with the values before and after.
+    """
+    require_owner(actor_membership)
+    if days is not None and (
+        isinstance(days, bool)
+        or not isinstance(days, int)
+        or not MIN_KEY_LIFETIME_DAYS <= days <= MAX_KEY_LIFETIME_DAYS
+    ):
+        raise ValidationFailed(
+            {
+                "keyMaxLifetimeDays": [
+                    f"A whole number of days from {MIN_KEY_LIFETIME_DAYS} to "
+                    f"{MAX_KEY_LIFETIME_DAYS}, or null for no limit."
+                ]
+            }
+        )
+    with transaction.atomic():
+        organization = Organization.objects.select_for_update().get(
+            pk=actor_membership.organization_id
+        )
+        # The role is read again under the lock: an owner demoted a moment ago cannot.
+        role = (
+            Membership.objects.filter(pk=actor_membership.pk).values_list("role", flat=True).first()
+        )
+        if role != Role.OWNER:
+            raise PermissionDenied(message="Only owners can change the organization's settings.")
+        before = organization.key_max_lifetime_days
+        if before != days:
+            organization.key_max_lifetime_days = days
+            organization.save(update_fields=["key_max_lifetime_days"])
+            record_event(
+                action=Action.ORGANIZATION_UPDATED,
+                organization_id=organization.id,
+                actor_user=actor_membership.user,
+                target_type="organization",
+                target_id=organization.id,
+                target_label=organization.name,
+                request=request,
+                details={
+                    "fields": ["keyMaxLifetimeDays"],
+                    "before": {"keyMaxLifetimeDays": before},
+                    "after": {"keyMaxLifetimeDays": days},
+                },
+            )
+    actor_membership.organization = organization
+    return organization

@@ -6,6 +6,8 @@
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement)) return;
+    /* A dialog's Cancel (formmethod="dialog") only closes it: nothing is sent. */
+    if (event.submitter && event.submitter.getAttribute("formmethod") === "dialog") return;
     var question = form.getAttribute("data-confirm");
     if (question && !window.confirm(question)) {
       event.preventDefault();
@@ -94,6 +96,28 @@
       secretDialog.remove();
     });
   }
+
+  /* Form dialogs ("Edit limits"): <button data-dialog-open="dialog-id"> opens a native
+     <dialog> as a modal; one rendered with server-side errors (data-dialog-autoopen) opens
+     at once, so the errors show next to their fields. Cancel is formmethod="dialog". */
+  function openModal(dialog) {
+    if (typeof dialog.showModal !== "function") {
+      dialog.setAttribute("open", "");
+      return;
+    }
+    if (dialog.open) dialog.close();
+    dialog.showModal();
+    var invalid = dialog.querySelector("[aria-invalid=true]");
+    var first = invalid || dialog.querySelector("input:not([type=hidden]), textarea, select");
+    if (first) first.focus();
+  }
+  document.addEventListener("click", function (event) {
+    var opener = event.target.closest ? event.target.closest("[data-dialog-open]") : null;
+    if (!opener) return;
+    var dialog = document.getElementById(opener.getAttribute("data-dialog-open"));
+    if (dialog && dialog.tagName === "DIALOG") openModal(dialog);
+  });
+  document.querySelectorAll("dialog[data-dialog-autoopen]").forEach(openModal);
 
   /* Popovers and switchers built on <details data-dismissable>: one open at a time,
      closed by Escape or a click elsewhere. */

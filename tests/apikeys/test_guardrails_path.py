@@ -118,6 +118,8 @@ def test_a_request_refused_before_the_rate_limit_consumes_no_budget(
             "/v1/analyses", HTTP_X_PROJECT_ID=str(other_project.id), **bearer(key)
         )
         assert code(refused) == "PROJECT_MISMATCH"
+        # Every answer to a rate-limited key carries the headers; this one used no budget.
+        assert (refused["X-RateLimit-Limit"], refused["X-RateLimit-Remaining"]) == ("2", "2")
 
     ok = [
         api_client.get("/v1/analyses", HTTP_X_PROJECT_ID=str(project.id), **bearer(key))

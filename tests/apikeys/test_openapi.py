@@ -31,6 +31,7 @@ MANAGEMENT_AND_AUTH_OPERATIONS = {
     "/v1/auth/logout": {"post"},
     "/v1/me": {"get"},
     "/v1/organizations": {"get", "post"},
+    "/v1/organizations/{org_id}": {"patch"},
     "/v1/organizations/{org_id}/projects": {"get", "post"},
     "/v1/organizations/{org_id}/members": {"get", "post"},
     "/v1/organizations/{org_id}/members/{user_id}": {"patch", "delete"},
@@ -39,11 +40,11 @@ MANAGEMENT_AND_AUTH_OPERATIONS = {
     "/v1/projects/{project_id}/sdk-keys/{key_id}/revoke": {"post"},
     "/v1/projects/{project_id}/sdk-keys/{key_id}/roll": {"post"},
     "/v1/projects/{project_id}/api-keys": {"get", "post"},
-    "/v1/projects/{project_id}/api-keys/{key_id}": {"get"},
+    "/v1/projects/{project_id}/api-keys/{key_id}": {"get", "patch"},
     "/v1/projects/{project_id}/api-keys/{key_id}/revoke": {"post"},
     "/v1/projects/{project_id}/api-keys/{key_id}/roll": {"post"},
     "/v1/organizations/{org_id}/api-keys": {"get", "post"},
-    "/v1/organizations/{org_id}/api-keys/{key_id}": {"get"},
+    "/v1/organizations/{org_id}/api-keys/{key_id}": {"get", "patch"},
     "/v1/organizations/{org_id}/api-keys/{key_id}/revoke": {"post"},
     "/v1/organizations/{org_id}/api-keys/{key_id}/roll": {"post"},
     "/v1/organizations/{org_id}/audit-events": {"get"},
@@ -213,9 +214,12 @@ def test_organization_responses_match_the_document(document, owner, member, orga
         client.get(f"{orgs}/members"),
         client.patch(f"{orgs}/members/{member.id}", {"role": "viewer"}, format="json"),
         client.patch(f"{orgs}/members/{owner.id}", {"role": "viewer"}, format="json"),
+        client.patch(orgs, {"keyMaxLifetimeDays": 30}, format="json"),
+        client.patch(orgs, {"keyMaxLifetimeDays": 0}, format="json"),
+        client.patch(orgs, {"keyMaxLifetimeDays": None}, format="json"),
     ]
 
-    assert [r.status_code for r in responses] == [200, 201, 200, 201, 200, 200, 409]
+    assert [r.status_code for r in responses] == [200, 201, 200, 201, 200, 200, 409, 200, 400, 200]
     for response in responses:
         assert_matches(document, response)
 
@@ -237,6 +241,29 @@ def test_key_responses_match_the_document(document, owner, project, kind):
     ]
 
     assert [r.status_code for r in responses] == [201, 200, 200, 201, 200, 400]
+    for response in responses:
+        assert_matches(document, response)
+
+
+@pytest.mark.parametrize("kind", list(KeyKind), ids=lambda kind: kind.name.lower())
+def test_guardrail_responses_match_the_document(document, owner, project, kind):
+    client = user_client(owner)
+    guardrails = {"rateLimit": {"requests": 5, "perSeconds": 60}}
+    if kind is not KeyKind.PUBLIC:
+        guardrails |= {"permissions": ["analysis:read"], "allowedIps": ["203.0.113.0/24"]}
+    if kind is KeyKind.ORGANIZATION:
+        guardrails["projectIds"] = [str(project.id)]
+    minted = client.post(collection_url(kind, project), {"name": "Doc"} | guardrails, format="json")
+    url = key_url(kind, project, minted.json()["id"])
+
+    responses = [
+        minted,
+        client.patch(url, {"name": "Renamed", "rateLimit": None}, format="json"),
+        client.patch(url, {"permissions": ["analysis:read"]}, format="json"),
+        bearer_client(minted.json()["key"]).patch(url, {"rateLimit": None}, format="json"),
+    ]
+
+    assert [r.status_code for r in responses] == [201, 200, 400, 403]
     for response in responses:
         assert_matches(document, response)
 

@@ -21,7 +21,7 @@ from apps.apikeys.services import (
     report_leaked_keys,
     revoke_key,
     roll_key,
-    set_allowed_origins,
+    update_key,
 )
 from apps.audit.models import AuditEvent
 from core.errors import PermissionsLocked, RateLimited, ValidationFailed
@@ -300,12 +300,16 @@ class TestLeakReport:
 class TestAllowedOrigins:
     def test_origins_can_be_changed_on_sdk_keys_only(self, project, owner):
         sdk, _ = make_key(KeyKind.PUBLIC, project=project)
-        set_allowed_origins(actor=owner, api_key=sdk, origins=["https://shop.example.com"])
+        update_key(
+            actor=owner, api_key=sdk, changes={"allowedOrigins": ["https://shop.example.com"]}
+        )
         sdk.refresh_from_db()
         assert sdk.allowed_origins == ["https://shop.example.com"]
         secret, _ = make_key(KeyKind.SECRET, project=project)
         with pytest.raises(ValidationFailed):
-            set_allowed_origins(actor=owner, api_key=secret, origins=[])
+            update_key(
+                actor=owner, api_key=secret, changes={"allowedOrigins": ["https://a.example"]}
+            )
 
 
 class TestRecordKeyUse:

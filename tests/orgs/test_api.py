@@ -26,6 +26,8 @@ from tests.orgs.helpers import (
 
 pytestmark = pytest.mark.django_db
 
+NO_POLICY = {"keyMaxLifetimeDays": None}
+
 ORGS = "/v1/organizations"
 
 
@@ -58,8 +60,8 @@ def test_organizations_lists_the_callers_organizations_with_their_role(owner, or
     assert response["Cache-Control"] == "no-store"
     assert response.json() == {
         "results": [
-            {"id": str(organization.id), "name": "Acme", "role": "owner"},
-            {"id": str(other.id), "name": other.name, "role": "viewer"},
+            {"id": str(organization.id), "name": "Acme", "role": "owner", **NO_POLICY},
+            {"id": str(other.id), "name": other.name, "role": "viewer", **NO_POLICY},
         ],
         "next": None,
     }

@@ -13,7 +13,7 @@ from apps.apikeys.services import (
     report_leaked_keys,
     revoke_key,
     roll_key,
-    set_allowed_origins,
+    update_key,
 )
 from apps.webhooks import metrics
 from apps.webhooks.models import Event
@@ -32,7 +32,9 @@ def test_each_key_change_records_its_event_with_the_key_object(owner, project, o
     revoke_key(actor=owner, api_key=secret)
     revoke_key(actor=owner, api_key=secret)  # idempotent: no second event
     rolled = roll_key(actor=owner, api_key=sdk, grace_seconds=60)
-    set_allowed_origins(actor=owner, api_key=rolled.api_key, origins=["https://shop.example"])
+    update_key(
+        actor=owner, api_key=rolled.api_key, changes={"allowedOrigins": ["https://shop.example"]}
+    )
     leaked, leaked_text = make_key(KeyKind.ORGANIZATION, organization=organization)
     report_leaked_keys(candidates=[leaked_text, rolled.key])
 

@@ -26,7 +26,8 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.apikeys import services
+from apps.apikeys import services, usage_views
+from apps.apikeys.charts import Chart
 from apps.apikeys.forms import (
     GRACE_CHOICES,
     SERVICE_FIELDS,
@@ -123,6 +124,8 @@ class KeyRow:
     status: str
     expiring: bool
     manageable: bool
+    #: Its 30-day request chart (`usage_views.add_row_usage`).
+    usage: Chart | None = None
 
 
 def _rows(keys, now, collection: Collection) -> list[KeyRow]:
@@ -191,15 +194,20 @@ def _render(
     row_errors: dict | None = None,
 ) -> HttpResponse:
     now = timezone.now()
-    page = Paginator(collection.keys().select_related("replaces"), PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+    unused = usage_views.unused_days(request)
+    keys = usage_views.only_unused(collection.keys(), unused, now)
+    page = Paginator(keys.select_related("replaces"), PER_PAGE).get_page(request.GET.get("page"))
+    rows = _rows(page, now, collection)
+    usage_views.add_row_usage(rows, now)
     context = {
         "collection": collection,
         "kind": collection.kind.name.lower(),
         "text": PAGE_TEXT[collection.kind],
         "page": page,
-        "rows": _rows(page, now, collection),
+        "rows": rows,
+        "unused": unused,
+        "unused_choices": usage_views.filter_choices(unused),
+        "unused_query": f"unused={unused}" if unused else "",
         "form": form or KeyCreateForm(kind=collection.kind),
         "roll_choices": GRACE_CHOICES,
         "banner": _legacy_banner(collection),

@@ -29,5 +29,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     (BASE_DIR / "test-artifacts").mkdir(exist_ok=True)
 
-# Tests copy usage counters when they mean to (`flush_usage`), not from a background thread.
-USAGE_FLUSH_SECONDS = 0
+# Tests copy usage counters when they mean to (`flush_usage`), not from a background thread,
+# unless a server started by a test asks for it.
+USAGE_FLUSH_SECONDS = int(os.environ.get("USAGE_FLUSH_SECONDS", "0"))

@@ -16,6 +16,7 @@ from apps.analyses.models import Analysis
 from apps.apikeys import keyformat
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.apikeys.selectors import legacy_keys_in_scope
+from apps.apikeys.usage import key_usage
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.django_db
 
 DEMO_EMAIL = "demo@sigsentry.dev"
 DEMO_PASSWORD = "sigsentry-demo-2026"
+LEGACY_NAME = "Traceback integration (legacy)"
 
 
 @pytest.fixture(autouse=True)
@@ -87,9 +89,28 @@ def test_seed_creates_keys_of_every_kind():
     secret = [k for k in keys.values() if k.type == KeyType.SECRET and k.scope == "project"]
     assert len([k for k in secret if not k.legacy]) == 2
     assert [k.status for k in secret if k.revoked_at is not None] == ["revoked"]
-    recently_used = [k for k in keys.values() if k.last_used_at is not None]
-    assert len(recently_used) == 1
-    assert timezone.now() - recently_used[0].last_used_at < timedelta(minutes=10)
+    recently_used = [
+        k.name
+        for k in keys.values()
+        if k.last_used_at is not None and timezone.now() - k.last_used_at < timedelta(minutes=10)
+    ]
+    assert sorted(recently_used) == ["CI deploy pipeline", "Checkout web SDK"]
+
+
+def test_seed_gives_the_demo_keys_a_usage_history_and_one_unused_key():
+    seed()
+    seed()
+
+    keys = {k.name: k for k in ApiKey.objects.filter(organization__name="Demo Org")}
+    ci = key_usage(keys["CI deploy pipeline"], "day")
+    assert ci["total"]["requests"] > 1000
+    assert ci["recentIps"]
+    hourly = key_usage(keys["Checkout web SDK"], "hour")
+    assert hourly["total"]["requests"] == sum(bucket["requests"] for bucket in hourly["series"])
+    assert hourly["total"]["refused"] > 0
+    reporting = keys["Org-wide reporting"]
+    assert timezone.now() - reporting.last_used_at > timedelta(days=30)
+    assert key_usage(keys[LEGACY_NAME], "day")["total"]["requests"] == 0
 
 
 def test_seed_imports_a_legacy_key_so_the_banner_shows():
@@ -138,7 +159,7 @@ def test_seed_keeps_the_recent_key_recent():
 
     seed()
 
-    used = ApiKey.objects.exclude(last_used_at=None).get()
+    used = ApiKey.objects.get(name="CI deploy pipeline")
     assert timezone.now() - used.last_used_at < timedelta(minutes=10)
 
 

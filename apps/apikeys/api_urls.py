@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from apps.apikeys import api
+from apps.apikeys import api, usage_api
 from apps.apikeys.keyformat import KeyKind
 
 _COLLECTIONS = (
@@ -25,3 +25,13 @@ for base, kind, name in _COLLECTIONS:
         ),
         path(f"{base}/<str:key_id>/roll", api.KeyRollView.as_view(kind=kind), name=f"{name}-roll"),
     ]
+
+# Usage per key (SPEC §4.9).
+urlpatterns += [
+    path(
+        f"{base}/<str:key_id>/usage",
+        usage_api.KeyUsageView.as_view(kind=kind),
+        name=f"{name}-usage",
+    )
+    for base, kind, name, *_views in _COLLECTIONS
+]

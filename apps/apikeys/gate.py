@@ -12,7 +12,9 @@ One Lua script does a request's Redis work atomically:
   day buckets a few minutes after their period ends (they are copied to the
   database at least once a minute, `apps.apikeys.usage`), IPs after two days.
   Counters are cumulative within an *epoch* (one Redis lifetime, `ss:u:epoch`),
-  so the copy can keep the largest value seen and never count twice.
+  so the copy can keep the largest value seen and never count twice. The IP
+  counts can expire and start again within an epoch (a key used weekly), so
+  their hash carries its own epoch in the field `#`, set when it is created.
 
 Without `REDIS_URL` the same operations run in the process's memory: limits and
 counts are then per process (the SQLite demo). When Redis cannot be reached in
@@ -92,6 +94,7 @@ for _, b in ipairs(buckets) do
 end
 if count_req > 0 and ip ~= '' then
   local ips, seen = base .. ':ip', base .. ':seen'
+  redis.call('HSETNX', ips, '#', ARGV[13])
   redis.call('HINCRBY', ips, ip, 1)
   redis.call('ZADD', seen, now_ms, ip)
   local extra = redis.call('ZCARD', seen) - tonumber(ARGV[14])
@@ -308,7 +311,10 @@ def record_use_counts(request, refused: bool) -> None:
     if key is None:
         return
     if request.META.get(COUNTED):
-        if not refused or (RATE_LIMIT in request.META and not request.META[RATE_LIMIT].allowed):
+        state = request.META.get(RATE_LIMIT)
+        # Nothing to add unless refused after an allowed limit check; no second try either
+        # when that check found Redis unreachable (a request waits 250 ms at most).
+        if not refused or state is None or not state.allowed:
             return
         hit(str(key.id), ip=None, count_request=False, refused=True)
         return

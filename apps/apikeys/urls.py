@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from apps.apikeys import views
+from apps.apikeys import usage_views, views
 from apps.apikeys.keyformat import KeyKind
 
 SDK = {"kind": KeyKind.PUBLIC}
@@ -16,16 +16,19 @@ _KEY = "<uuid:key_id>/"
 
 urlpatterns = [
     path(_SDK, views.key_collection, SDK, name="sdk-keys"),
+    path(_SDK + _KEY, usage_views.key_detail, SDK, name="sdk-key"),
     path(_SDK + _KEY + "revoke/", views.key_revoke, SDK, name="sdk-key-revoke"),
     path(_SDK + _KEY + "roll/", views.key_roll, SDK, name="sdk-key-roll"),
     path(_SDK + _KEY + "origins/", views.key_origins, SDK, name="sdk-key-origins"),
     path(_SDK + _KEY + "limits/", views.key_limits, SDK, name="sdk-key-limits"),
     path(_SECRET, views.key_collection, SECRET, name="api-keys"),
+    path(_SECRET + _KEY, usage_views.key_detail, SECRET, name="api-key"),
     path(_SECRET + _KEY + "revoke/", views.key_revoke, SECRET, name="api-key-revoke"),
     path(_SECRET + _KEY + "roll/", views.key_roll, SECRET, name="api-key-roll"),
     path(_SECRET + _KEY + "replace/", views.key_replace, SECRET, name="api-key-replace"),
     path(_SECRET + _KEY + "limits/", views.key_limits, SECRET, name="api-key-limits"),
     path(_ORG, views.key_collection, ORG, name="org-api-keys"),
+    path(_ORG + _KEY, usage_views.key_detail, ORG, name="org-api-key"),
     path(_ORG + _KEY + "revoke/", views.key_revoke, ORG, name="org-api-key-revoke"),
     path(_ORG + _KEY + "roll/", views.key_roll, ORG, name="org-api-key-roll"),
     path(_ORG + _KEY + "limits/", views.key_limits, ORG, name="org-api-key-limits"),

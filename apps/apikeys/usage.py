@@ -3,10 +3,10 @@
 `apps.apikeys.gate` counts on the request path (Redis, or this process's memory
 without `REDIS_URL`). `flush_usage` copies every counter touched since the last
 copy into `KeyUsage` / `KeyUsageIp`, keeping per (bucket, epoch) the largest
-value seen, so copies may repeat or overlap without counting twice. It runs at
-least once a minute: from the worker, and from a background thread that the
-request path starts at most once per `USAGE_FLUSH_SECONDS` per process. A Redis
-restart therefore loses at most the last minute.
+value seen, so copies may repeat or overlap without counting twice. Each process
+that counts a key use makes sure a copy runs within `USAGE_FLUSH_SECONDS` (a
+background timer), and `manage.py flush_usage` runs one for cron and operators.
+A Redis restart therefore loses at most the last minute.
 
 `key_usage` answers SPEC §4.9: stored rows merged with the counters not yet
 copied, so a request shows within a moment, on every process.
@@ -29,7 +29,13 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from apps.apikeys.gate import bucket_start, local_store, redis_client
+from apps.apikeys.gate import (
+    BUCKET_GRACE_SECONDS,
+    bucket_end,
+    bucket_start,
+    local_store,
+    redis_client,
+)
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 
 logger = logging.getLogger("sigsentry.usage")
@@ -105,7 +111,7 @@ def flush_usage() -> int:
         if kind == "ip":
             counts, seen = next(results), next(results)
             by_ip = {ip.decode(): (int(counts.get(ip, 0)), int(score)) for ip, score in seen}
-            ip_entries.append((epoch, key_id, by_ip))
+            ip_entries.append((_ip_epoch(counts, epoch), key_id, by_ip))
             checks.append((member, name, "ip", repr(seen[-1][1]) if seen else "", ""))
         else:
             values = {k.decode(): int(v) for k, v in next(results).items()}
@@ -118,6 +124,12 @@ def flush_usage() -> int:
         # Forget the counter only if it did not move since it was read.
         clean(args=[member, name, kind, first if kind != "ip" else _score_text(first), second])
     return len(members)
+
+
+def _ip_epoch(counts: dict, epoch: str) -> str:
+    """The epoch of a key's IP counts: set when their hash was created (`#`, see gate)."""
+    own = counts.get(b"#")
+    return own.decode() if own else epoch
 
 
 def _score_text(value: str) -> str:
@@ -179,98 +191,178 @@ def prune_usage(now: datetime | None = None) -> int:
 
 _flush_lock = threading.Lock()
 _last_flush = [0.0]
+_flush_pending = [False]
 
 
 def maybe_flush() -> None:
-    """From the request path: start a copy in the background at most every USAGE_FLUSH_SECONDS."""
+    """From the request path, after a key use was counted: make sure a copy runs within
+    USAGE_FLUSH_SECONDS, in the background.
+
+    A timer rather than "copy now if the last copy is old": the counts of a burst
+    that ends a quiet process's traffic are then copied too, before their Redis
+    bucket expires and before a Redis restart could lose them.
+    """
     interval = settings.USAGE_FLUSH_SECONDS
-    now = time.monotonic()
-    if not interval or now - _last_flush[0] < interval or not _flush_lock.acquire(blocking=False):
+    if not interval:
         return
-    _last_flush[0] = now
-    threading.Thread(target=_flush_in_background, daemon=True, name="usage-flush").start()
+    with _flush_lock:
+        if _flush_pending[0]:
+            return
+        _flush_pending[0] = True
+        delay = max(0.0, _last_flush[0] + interval - time.monotonic())
+    timer = threading.Timer(delay, _flush_in_background)
+    timer.daemon = True
+    timer.name = "usage-flush"
+    timer.start()
 
 
 def _flush_in_background() -> None:
+    with _flush_lock:
+        # Counts arriving from now on need the next copy.
+        _flush_pending[0] = False
+        _last_flush[0] = time.monotonic()
     try:
         flush_usage()
         prune_usage()
-    except Exception:  # never let a copy failure reach anything else; the next one retries
+    except Exception:  # never let a copy failure reach anything else
         logger.warning("usage copy failed; counters kept for the next copy", exc_info=True)
+        maybe_flush()
     finally:
         connections.close_all()
-        _flush_lock.release()
 
 
 # ------------------------------------------------------------------ the answer
 
 
-def _live(key_id: str, granularity: str, starts: list[datetime]):
-    """The current epoch and its not-yet-copied counters: per bucket (r, f), and per IP."""
+def bucket_starts(granularity: str, now: datetime, count: int | None = None) -> list[datetime]:
+    """The starts of the last `count` buckets (SPAN by default), oldest first, now's last."""
+    count = SPAN[granularity] if count is None else count
+    newest = bucket_start(now, granularity)
+    return [newest - STEP[granularity] * i for i in range(count - 1, -1, -1)]
+
+
+def _open(start: datetime, granularity: str, now: datetime) -> bool:
+    """Whether the bucket's Redis hash may still exist (it expires after its period + grace)."""
+    return bucket_end(start, granularity) + timedelta(seconds=BUCKET_GRACE_SECONDS + 60) > now
+
+
+def _live_counts(key_ids: list[str], granularity: str, starts: list[datetime], now: datetime):
+    """The current epoch and the counters not yet copied: {(key id, start): {"r", "f"}}."""
     client = redis_client()
     if client is None:
         store = local_store()
         with store.lock:
-            buckets = {
-                s: store.buckets.get((key_id, granularity, str(int(s.timestamp()))), {})
+            live = {
+                (key_id, s): dict(store.buckets[bucket])
+                for key_id in key_ids
                 for s in starts
+                if (bucket := (key_id, granularity, str(int(s.timestamp())))) in store.buckets
             }
-            seen = dict(store.ips.get(key_id, {}))
-        return store.epoch, buckets, seen
+        return store.epoch, live
+    wanted = [(key_id, s) for key_id in key_ids for s in starts if _open(s, granularity, now)]
     try:
         epoch = client.get("ss:u:epoch")
         if epoch is None:
-            return None, {}, {}
+            return None, {}
         epoch = epoch.decode()
-        base = f"ss:u:{epoch}:{key_id}"
         pipe = client.pipeline(transaction=False)
-        for s in starts:
-            pipe.hgetall(f"{base}:{granularity}:{int(s.timestamp())}")
-        pipe.hgetall(base + ":ip")
-        pipe.zrange(base + ":seen", 0, -1, withscores=True)
-        *hashes, counts, seen = pipe.execute()
+        for key_id, s in wanted:
+            pipe.hgetall(f"ss:u:{epoch}:{key_id}:{granularity}:{int(s.timestamp())}")
+        hashes = pipe.execute()
     except redis.RedisError:
         logger.warning("usage store unavailable: the usage answer shows copied counts only")
-        return None, {}, {}
-    buckets = {
-        s: {k.decode(): int(v) for k, v in h.items()} for s, h in zip(starts, hashes, strict=True)
+        return None, {}
+    live = {
+        bucket: {k.decode(): int(v) for k, v in h.items()}
+        for bucket, h in zip(wanted, hashes, strict=True)
+        if h
     }
-    ips = {ip.decode(): (int(counts.get(ip, 0)), int(score)) for ip, score in seen}
-    return epoch, buckets, ips
+    return epoch, live
+
+
+def usage_series(
+    key_ids: list, granularity: str, starts: list[datetime], now: datetime | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Per key id (text): `{"start", "requests", "refused"}` for each of `starts` (oldest
+    first, zero buckets included), copied rows merged with the counters not yet copied.
+
+    Rows of past epochs add up; for the current epoch the larger of the copy and the
+    live counter wins (the copy may be older, never larger).
+    """
+    now = now or timezone.now()
+    ids = [str(key_id) for key_id in key_ids]
+    epoch, live = _live_counts(ids, granularity, starts, now)
+    past: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
+    current: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
+    rows = KeyUsage.objects.filter(
+        key_id__in=ids, granularity=granularity, start__gte=starts[0], start__lte=starts[-1]
+    ).values_list("key_id", "start", "epoch", "requests", "refused")
+    for key_id, start, row_epoch, requests, refused in rows:
+        target = current if row_epoch == epoch else past
+        counts = target[(str(key_id), start)]
+        counts[0] += requests
+        counts[1] += refused
+    series: dict[str, list[dict[str, Any]]] = {}
+    for key_id in ids:
+        buckets = []
+        for start in starts:
+            bucket = (key_id, start)
+            counts = live.get(bucket, {})
+            stored, copied = past.get(bucket, (0, 0)), current.get(bucket, (0, 0))
+            buckets.append(
+                {
+                    "start": start,
+                    "requests": stored[0] + max(copied[0], counts.get("r", 0)),
+                    "refused": stored[1] + max(copied[1], counts.get("f", 0)),
+                }
+            )
+        series[key_id] = buckets
+    return series
 
 
 def key_usage(api_key: ApiKey, granularity: str, now: datetime | None = None) -> dict[str, Any]:
     """SPEC §4.9's answer: buckets oldest first (zero ones included), totals, recent IPs."""
     now = now or timezone.now()
-    newest = bucket_start(now, granularity)
-    starts = [newest - STEP[granularity] * i for i in range(SPAN[granularity] - 1, -1, -1)]
-    epoch, live, live_ips = _live(str(api_key.id), granularity, starts)
-    stored: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
-    current: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
-    rows = KeyUsage.objects.filter(key=api_key, granularity=granularity, start__gte=starts[0])
-    for row in rows.values_list("start", "epoch", "requests", "refused"):
-        target = current if row[1] == epoch else stored
-        target[row[0]][0] += row[2]
-        target[row[0]][1] += row[3]
-    series = []
-    for start in starts:
-        counts = live.get(start, {})
-        requests = stored[start][0] + max(current[start][0], counts.get("r", 0))
-        refused = stored[start][1] + max(current[start][1], counts.get("f", 0))
-        series.append({"start": start, "requests": requests, "refused": refused})
+    series = usage_series([api_key.id], granularity, bucket_starts(granularity, now), now)
+    buckets = series[str(api_key.id)]
     return {
         "keyId": api_key.id,
         "granularity": granularity,
-        "series": series,
+        "series": buckets,
         "total": {
-            "requests": sum(b["requests"] for b in series),
-            "refused": sum(b["refused"] for b in series),
+            "requests": sum(b["requests"] for b in buckets),
+            "refused": sum(b["refused"] for b in buckets),
         },
-        "recentIps": recent_ips(api_key, epoch, live_ips),
+        "recentIps": recent_ips(api_key),
     }
 
 
-def recent_ips(api_key: ApiKey, epoch: str | None, live: dict) -> list[dict[str, Any]]:
+def _live_ips(key_id: str) -> tuple[str | None, dict[str, tuple[int, int]]]:
+    """The epoch of the key's IP counters and, per IP, (requests, last seen in ms)."""
+    client = redis_client()
+    if client is None:
+        store = local_store()
+        with store.lock:
+            return store.epoch, dict(store.ips.get(key_id, {}))
+    try:
+        epoch = client.get("ss:u:epoch")
+        if epoch is None:
+            return None, {}
+        base = f"ss:u:{epoch.decode()}:{key_id}"
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(base + ":ip")
+        pipe.zrange(base + ":seen", 0, -1, withscores=True)
+        counts, seen = pipe.execute()
+    except redis.RedisError:
+        logger.warning("usage store unavailable: the usage answer shows copied counts only")
+        return None, {}
+    ips = {ip.decode(): (int(counts.get(ip, 0)), int(score)) for ip, score in seen}
+    return _ip_epoch(counts, epoch.decode()), ips
+
+
+def recent_ips(api_key: ApiKey) -> list[dict[str, Any]]:
+    """The RECENT_IPS_SHOWN most recently seen client IPs, newest first, with their requests."""
+    epoch, live = _live_ips(str(api_key.id))
     requests: dict[str, int] = defaultdict(int)
     current: dict[str, int] = defaultdict(int)
     last_seen: dict[str, datetime] = {}

@@ -23,7 +23,8 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.apikeys import guardrails, services
+from apps.apikeys import guardrails, services, usage_views
+from apps.apikeys.charts import Chart
 from apps.apikeys.forms import (
     GRACE_CHOICES,
     SERVICE_FIELDS,
@@ -99,6 +100,8 @@ class KeyRow:
     outlives_policy: bool = False
     rate_label: str = ""
     project_labels: list[str] = field(default_factory=list)
+    #: Its 30-day request chart (`usage_views.add_row_usage`).
+    usage: Chart | None = None
 
 
 def _rows(keys, now, collection: Collection, projects=(), failed_limits=None) -> list[KeyRow]:
@@ -221,16 +224,21 @@ def _render(
     policy_form: PolicyForm | None = None,
 ) -> HttpResponse:
     now = timezone.now()
-    page = Paginator(collection.keys().select_related("replaces"), PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+    unused = usage_views.unused_days(request)
+    keys = usage_views.only_unused(collection.keys(), unused, now)
+    page = Paginator(keys.select_related("replaces"), PER_PAGE).get_page(request.GET.get("page"))
     projects = _projects(collection)
+    rows = _rows(page, now, collection, projects, failed_limits)
+    usage_views.add_row_usage(rows, now)
     context = {
         "collection": collection,
         "kind": collection.kind.name.lower(),
         "text": PAGE_TEXT[collection.kind],
         "page": page,
-        "rows": _rows(page, now, collection, projects, failed_limits),
+        "rows": rows,
+        "unused": unused,
+        "unused_choices": usage_views.filter_choices(unused),
+        "unused_query": f"unused={unused}" if unused else "",
         "policy": _policy(collection, now, policy_form),
         "form": form or KeyCreateForm(kind=collection.kind, projects=projects),
         "roll_choices": GRACE_CHOICES,

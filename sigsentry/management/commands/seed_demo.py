@@ -2,8 +2,9 @@
 
 A demo owner and a viewer in "Demo Org", two projects, keys of every kind (an
 SDK key, two secret keys — one revoked, one used a few minutes ago — an
-organization key and an imported legacy key, so the legacy banner shows),
-three analyses with a follow-up and feedback, a log source and a channel.
+organization key and an imported legacy key, so the legacy banner shows) with
+a usage history for the key pages' charts (the organization key unused for
+over a month), three analyses with a follow-up and feedback, a log source and a channel.
 
 Everything is created through the product's services, so audit events are the
 real ones. Each item is looked up by name first: running the command again
@@ -29,6 +30,7 @@ from apps.accounts.models import User
 from apps.analyses.models import Analysis
 from apps.analyses.services import create_analysis, create_feedback, create_follow_up
 from apps.apikeys import keyformat
+from apps.apikeys.demo import seed_demo_usage
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.legacy import LegacyKeySpec, import_legacy_keys
 from apps.apikeys.models import ApiKey
@@ -110,6 +112,7 @@ class Command(BaseCommand):
             projects = [self.ensure_project(user, organization, name) for name in DEMO_PROJECTS]
             self.ensure_viewer(membership)
             keys = self.ensure_keys(user, organization, projects[0])
+            seed_demo_usage(list(keys.values()))
             self.ensure_analyses(user, projects[0], keys[RECENT_KEY_NAME])
             self.ensure_configuration(projects[0])
         self.stdout.write(

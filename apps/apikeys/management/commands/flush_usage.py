@@ -1,0 +1,27 @@
+"""`manage.py flush_usage`: copy key usage counters to the database and prune old usage, once."""
+
+from __future__ import annotations
+
+import redis
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.apikeys.usage import flush_usage, prune_usage
+
+
+class Command(BaseCommand):
+    help = (
+        "Copy the key usage counters touched since the last copy from Redis (REDIS_URL) to "
+        "the database, then delete hourly usage older than 48 hours, daily usage older than "
+        "90 days and client IPs unseen for 90 days. Safe to repeat and to run alongside the "
+        "web processes, which copy at least once a minute by themselves; for cron and "
+        "operators (for example before restarting Redis). Without REDIS_URL only this "
+        "process's counters exist, so there is nothing to copy."
+    )
+
+    def handle(self, *args, **options):
+        try:
+            copied = flush_usage()
+        except redis.RedisError as exc:
+            raise CommandError(f"The usage store (REDIS_URL) is unreachable: {exc}") from exc
+        pruned = prune_usage()
+        self.stdout.write(f"Copied {copied} usage counter(s); pruned {pruned} old usage row(s).")

@@ -1,0 +1,441 @@
+"""Counting key use on the request path, the copy to the database and its lifecycle (SPEC §4.9).
+
+These run in one process through Django's test client: with REDIS_URL set the
+counters are in Redis, without it in the process's memory. The two-server
+checks are in test_usage_servers.py.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from apps.apikeys import keyformat
+from apps.apikeys.gate import bucket_start, redis_client
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
+from apps.apikeys.serializers import key_json
+from apps.apikeys.services import revoke_key
+from apps.apikeys.usage import flush_usage, key_usage, prune_usage
+from tests.apikeys.usage_helpers import counted_key_ids, requires_redis, set_rate_limit
+from tests.factories import make_key
+from tests.orgs.helpers import bearer_client, user_client
+from tests.reliability.helpers import closed_port
+
+pytestmark = pytest.mark.django_db
+
+ANALYSIS = {"title": "Checkout errors", "input": "ERROR payment declined"}
+
+
+def totals(api_key, granularity: str = "hour") -> dict:
+    return key_usage(api_key, granularity)["total"]
+
+
+def reader(project):
+    """A secret key that may read analyses but not create them."""
+    return make_key(KeyKind.SECRET, project=project, permissions=["analysis:read"])
+
+
+def use(plaintext: str, **headers) -> int:
+    return bearer_client(plaintext).get("/v1/me", **headers).status_code
+
+
+def create_analysis(plaintext: str) -> int:
+    return bearer_client(plaintext).post("/v1/analyses", ANALYSIS, format="json").status_code
+
+
+# What counts
+
+
+def test_accepted_and_refused_requests_count_on_their_key(owner, project):
+    api_key, plaintext = reader(project)
+    revoked, revoked_plaintext = make_key(KeyKind.SECRET, project=project)
+    revoke_key(actor=owner, api_key=revoked)
+    expired, expired_plaintext = make_key(
+        KeyKind.SECRET, project=project, expires_at=timezone.now() + timedelta(seconds=1)
+    )
+    ApiKey.objects.filter(id=expired.id).update(expires_at=timezone.now())
+
+    assert [use(plaintext), use(plaintext), create_analysis(plaintext)] == [200, 200, 403]
+    assert [use(revoked_plaintext), use(expired_plaintext)] == [401, 401]
+
+    assert totals(api_key) == {"requests": 3, "refused": 1}
+    assert totals(api_key, "day") == {"requests": 3, "refused": 1}
+    assert totals(revoked) == {"requests": 1, "refused": 1}
+    assert totals(expired) == {"requests": 1, "refused": 1}
+
+
+def test_requests_over_the_keys_rate_limit_count_as_refused(project):
+    api_key, plaintext = reader(project)
+    set_rate_limit(api_key, 2, 3600)
+
+    statuses = [use(plaintext) for _ in range(4)] + [create_analysis(plaintext)]
+
+    assert statuses == [200, 200, 429, 429, 429]
+    assert totals(api_key) == {"requests": 5, "refused": 3}
+
+
+def test_a_refusal_after_an_allowed_rate_limit_check_counts_once(project):
+    api_key, plaintext = reader(project)
+    set_rate_limit(api_key, 5, 3600)
+
+    assert create_analysis(plaintext) == 403
+
+    assert totals(api_key) == {"requests": 1, "refused": 1}
+
+
+def test_unknown_keys_are_counted_nowhere(project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    use(plaintext)
+    before = counted_key_ids()
+    unknown = [keyformat.generate(kind) for kind in KeyKind]
+
+    assert {use(key) for key in unknown} == {401}
+    assert use("ss_secret_not-even-a-key") == 401
+
+    assert counted_key_ids() == before
+    assert str(api_key.id) in before
+    flush_usage()
+    assert set(KeyUsage.objects.values_list("key_id", flat=True)) == {api_key.id}
+
+
+def test_jwt_requests_count_on_no_key(owner, project):
+    before = counted_key_ids()
+
+    assert user_client(owner).get("/v1/me").status_code == 200
+
+    assert counted_key_ids() == before
+
+
+# Client IPs and last use
+
+
+def test_a_spoofed_forwarded_for_never_becomes_a_recorded_ip(project, settings):
+    settings.NUM_PROXIES = 1
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+
+    use(plaintext, HTTP_X_FORWARDED_FOR="6.6.6.6, 198.51.100.7", HTTP_USER_AGENT="ci/1.0")
+    use(plaintext, HTTP_X_FORWARDED_FOR="6.6.6.6", REMOTE_ADDR="192.0.2.10")
+    settings.NUM_PROXIES = 0
+    use(plaintext, HTTP_X_FORWARDED_FOR="6.6.6.6", REMOTE_ADDR="192.0.2.20")
+
+    ips = {ip["ip"]: ip["requests"] for ip in key_usage(api_key, "hour")["recentIps"]}
+    assert ips == {"198.51.100.7": 1, "6.6.6.6": 1, "192.0.2.20": 1}
+    api_key.refresh_from_db()
+    assert api_key.last_used_ip == "198.51.100.7"
+
+
+def test_a_spoofed_entry_left_of_the_trusted_proxies_is_ignored(project, settings):
+    settings.NUM_PROXIES = 1
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+
+    use(plaintext, HTTP_X_FORWARDED_FOR="6.6.6.6, 7.7.7.7, 203.0.113.9")
+
+    assert [ip["ip"] for ip in key_usage(api_key, "hour")["recentIps"]] == ["203.0.113.9"]
+
+
+def test_last_use_records_ip_and_user_agent_cut_to_200_characters(project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    agent = "<script>alert(1)</script>" + "x" * 300
+
+    use(plaintext, HTTP_USER_AGENT=agent, REMOTE_ADDR="192.0.2.44")
+
+    api_key.refresh_from_db()
+    body = key_json(api_key, timezone.now())
+    assert body["lastUsedIp"] == "192.0.2.44"
+    assert body["lastUsedUserAgent"] == agent[:200]
+    assert body["lastUsedAt"] is not None
+
+
+def test_a_refused_request_does_not_move_last_use(owner, project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    revoke_key(actor=owner, api_key=api_key)
+
+    use(plaintext, HTTP_USER_AGENT="attacker/1.0")
+
+    api_key.refresh_from_db()
+    assert (api_key.last_used_at, api_key.last_used_ip, api_key.last_used_user_agent) == (
+        None,
+        None,
+        "",
+    )
+
+
+# The copy to the database
+
+
+def test_the_answer_is_the_same_before_and_after_the_copy(project, settings):
+    settings.NUM_PROXIES = 1
+    api_key, plaintext = reader(project)
+    for ip in ("198.51.100.1", "198.51.100.2", "198.51.100.1"):
+        use(plaintext, HTTP_X_FORWARDED_FOR=ip)
+    create_analysis(plaintext)
+    before = {g: key_usage(api_key, g) for g in Granularity.values}
+
+    flush_usage()
+    copied = {g: key_usage(api_key, g) for g in Granularity.values}
+    flush_usage()
+    again = {g: key_usage(api_key, g) for g in Granularity.values}
+
+    assert copied == before == again
+    assert before["hour"]["total"] == {"requests": 4, "refused": 1}
+    assert KeyUsage.objects.filter(key=api_key).count() == 2
+    rows = KeyUsageIp.objects.filter(key=api_key)
+    assert sorted(rows.values_list("ip", "requests")) == [
+        ("127.0.0.1", 1),
+        ("198.51.100.1", 2),
+        ("198.51.100.2", 1),
+    ]
+
+
+def test_counts_after_a_copy_add_to_it(project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    use(plaintext)
+    flush_usage()
+    use(plaintext)
+    use(plaintext)
+
+    assert totals(api_key) == {"requests": 3, "refused": 0}
+    flush_usage()
+    assert totals(api_key) == {"requests": 3, "refused": 0}
+    assert KeyUsage.objects.get(key=api_key, granularity="hour").requests == 3
+
+
+@requires_redis
+def test_a_redis_restart_loses_nothing_already_copied(project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    for _ in range(3):
+        use(plaintext)
+    flush_usage()
+
+    redis_client().flushdb()  # what a restart without persistence leaves
+    use(plaintext)
+    use(plaintext)
+
+    assert totals(api_key) == {"requests": 5, "refused": 0}
+    flush_usage()
+    assert totals(api_key) == {"requests": 5, "refused": 0}
+    assert KeyUsage.objects.filter(key=api_key, granularity="hour").count() == 2
+
+
+@requires_redis
+def test_ip_counts_that_expired_in_redis_start_again_without_losing_the_copy(project, settings):
+    """A key used every few days: its IP counters expire in between, then count from 1 again."""
+    settings.NUM_PROXIES = 1
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    use(plaintext, HTTP_X_FORWARDED_FOR="198.51.100.9")
+    use(plaintext, HTTP_X_FORWARDED_FOR="198.51.100.9")
+    flush_usage()
+    client = redis_client()
+    epoch = client.get("ss:u:epoch").decode()
+    client.delete(f"ss:u:{epoch}:{api_key.id}:ip", f"ss:u:{epoch}:{api_key.id}:seen")
+
+    use(plaintext, HTTP_X_FORWARDED_FOR="198.51.100.9")
+    (live,) = key_usage(api_key, "hour")["recentIps"]
+    flush_usage()
+    (copied,) = key_usage(api_key, "hour")["recentIps"]
+
+    assert live["requests"] == copied["requests"] == 3
+
+
+def test_the_copy_runs_within_the_flush_interval_after_the_last_use(
+    transactional_db, project, settings
+):
+    """Not only on the next request: a burst that ends a quiet process's traffic is copied."""
+    settings.USAGE_FLUSH_SECONDS = 1
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+
+    def copied_requests(expected: int) -> int | None:
+        deadline = time.monotonic() + 5
+        found = None
+        while time.monotonic() < deadline:
+            found = (
+                KeyUsage.objects.filter(key=api_key, granularity="hour")
+                .values_list("requests", flat=True)
+                .first()
+            )
+            if found == expected:
+                break
+            time.sleep(0.1)
+        return found
+
+    use(plaintext)
+    assert copied_requests(1) == 1
+    use(plaintext)  # within the interval of the first copy; no request follows
+    assert copied_requests(2) == 2
+    settings.USAGE_FLUSH_SECONDS = 0
+    time.sleep(0.2)  # let the copy thread finish before the tables are emptied
+
+
+def test_flush_usage_command_copies_and_prunes(project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    use(plaintext)
+    use(plaintext)
+    old = bucket_start(timezone.now(), "hour") - timedelta(hours=60)
+    KeyUsage.objects.create(key=api_key, granularity="hour", start=old, epoch="e", requests=9)
+    out = StringIO()
+
+    call_command("flush_usage", stdout=out)
+
+    assert KeyUsage.objects.get(key=api_key, granularity="hour").requests == 2
+    assert KeyUsage.objects.get(key=api_key, granularity="day").requests == 2
+    assert not KeyUsage.objects.filter(start=old).exists()
+    assert "pruned 1 old usage row" in out.getvalue()
+    call_command("flush_usage", stdout=StringIO())
+    assert KeyUsage.objects.get(key=api_key, granularity="day").requests == 2
+
+
+def test_flush_usage_command_fails_loudly_when_redis_is_unreachable(settings):
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+
+    with pytest.raises(CommandError, match="unreachable"):
+        call_command("flush_usage", stdout=StringIO())
+
+
+# Lifecycle
+
+
+def test_prune_keeps_48_hours_of_hourly_and_90_days_of_daily_usage(owner, project):
+    api_key, _ = make_key(KeyKind.SECRET, project=project)
+    revoke_key(actor=owner, api_key=api_key)
+    now = timezone.now()
+    hour, day = bucket_start(now, "hour"), bucket_start(now, "day")
+
+    def row(granularity, start):
+        return KeyUsage.objects.create(
+            key=api_key, granularity=granularity, start=start, epoch="e", requests=1
+        )
+
+    kept = [
+        row("hour", hour),
+        row("hour", hour - timedelta(hours=47)),
+        row("hour", hour - timedelta(hours=48)),
+        row("day", day),
+        row("day", day - timedelta(days=90)),
+    ]
+    gone = [row("hour", hour - timedelta(hours=49)), row("day", day - timedelta(days=91))]
+    recent_ip = KeyUsageIp.objects.create(
+        key=api_key, ip="192.0.2.1", epoch="e", requests=1, last_seen_at=now - timedelta(days=89)
+    )
+    KeyUsageIp.objects.create(
+        key=api_key, ip="192.0.2.2", epoch="e", requests=1, last_seen_at=now - timedelta(days=91)
+    )
+
+    assert prune_usage(now) == 3
+
+    assert set(KeyUsage.objects.filter(key=api_key)) == set(kept)
+    assert not KeyUsage.objects.filter(id__in=[r.id for r in gone]).exists()
+    assert list(KeyUsageIp.objects.filter(key=api_key)) == [recent_ip]
+
+
+def test_a_revoked_key_keeps_its_history(owner, project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    use(plaintext)
+    flush_usage()
+
+    revoke_key(actor=owner, api_key=api_key)
+    prune_usage()
+
+    assert totals(api_key) == {"requests": 1, "refused": 0}
+    assert KeyUsage.objects.filter(key=api_key).count() == 2
+
+
+# Redis down
+
+
+def test_with_redis_unreachable_requests_are_served_never_refused_and_a_warning_logged(
+    project, settings, caplog
+):
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    api_key, plaintext = reader(project)
+    set_rate_limit(api_key, 1, 3600)
+
+    started = time.monotonic()
+    statuses = [use(plaintext) for _ in range(3)]
+    elapsed = time.monotonic() - started
+
+    assert statuses == [200, 200, 200]
+    assert elapsed < 3 * 0.25 + 1
+    assert "usage store unavailable" in caplog.text
+    caplog.clear()
+    assert create_analysis(plaintext) == 403
+    assert caplog.text.count("usage store unavailable") == 1, "one try per request"
+
+
+# Random sequences
+
+
+ACTIONS = st.lists(
+    st.sampled_from(["valid", "denied", "revoked", "limited", "unknown", "copy"]),
+    min_size=1,
+    max_size=25,
+)
+
+
+@hypothesis_settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(actions=ACTIONS)
+def test_random_sequences_of_requests_are_counted_exactly(owner, project, actions):
+    good, good_plaintext = reader(project)
+    revoked, revoked_plaintext = make_key(KeyKind.SECRET, project=project)
+    revoke_key(actor=owner, api_key=revoked)
+    limited, limited_plaintext = make_key(KeyKind.PUBLIC, project=project)
+    set_rate_limit(limited, 3, 3600)
+    ours = {str(k.id) for k in (good, revoked, limited)}
+    before = counted_key_ids()
+    expected = {k: [0, 0] for k in ours}
+
+    for action in actions:
+        if action == "valid":
+            assert use(good_plaintext) == 200
+            expected[str(good.id)][0] += 1
+        elif action == "denied":
+            assert create_analysis(good_plaintext) == 403
+            expected[str(good.id)][0] += 1
+            expected[str(good.id)][1] += 1
+        elif action == "revoked":
+            assert use(revoked_plaintext) in (401, 429)
+            expected[str(revoked.id)][0] += 1
+            expected[str(revoked.id)][1] += 1
+        elif action == "limited":
+            counts = expected[str(limited.id)]
+            assert use(limited_plaintext) == (200 if counts[0] < 3 else 429)
+            counts[1] += counts[0] >= 3
+            counts[0] += 1
+        elif action == "unknown":
+            assert use(keyformat.generate(KeyKind.SECRET)) in (401, 429)
+        else:
+            answers = [totals(k) for k in (good, revoked, limited)]
+            flush_usage()
+            assert [totals(k) for k in (good, revoked, limited)] == answers
+
+    for api_key in (good, revoked, limited):
+        for granularity in Granularity.values:
+            assert totals(api_key, granularity) == dict(
+                zip(("requests", "refused"), expected[str(api_key.id)], strict=True)
+            )
+    counted = {k for k, (requests, _) in expected.items() if requests}
+    assert counted_key_ids() - before == counted, "unknown keys are counted nowhere"
+
+
+def test_buckets_are_utc_hours(project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    use(plaintext)
+
+    (bucket,) = [b for b in key_usage(api_key, "hour")["series"] if b["requests"]]
+
+    assert bucket["start"] == timezone.now().astimezone(UTC).replace(
+        minute=0, second=0, microsecond=0
+    )

@@ -150,6 +150,7 @@ class Credentials:
     organization: Organization
     project: Project
     secret: str
+    guarded: str
     sdk: str
     org: str
     legacy: str
@@ -220,6 +221,12 @@ def make_credentials() -> Credentials:
         organization=organization,
         project=project,
         secret=mint(KeyKind.SECRET),
+        # A rate limit the run never reaches, and an IP list the bench's client is in.
+        guarded=mint(
+            KeyKind.SECRET,
+            rate_limit={"requests": 100_000, "perSeconds": 86_400},
+            allowed_ips=["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32", "127.0.0.0/8"],
+        ),
         sdk=mint(KeyKind.PUBLIC),
         org=mint(KeyKind.ORGANIZATION),
         legacy=make_legacy_key(project),
@@ -343,8 +350,14 @@ def main() -> int:
 
     baseline = Variant("no-auth view (baseline)", "/v1/bench/noauth")
     round_trip = Variant("reference: one SELECT 1, no auth", "/v1/bench/round-trip")
+    redis_trip = Variant("reference: one Redis PING, no auth", "/v1/bench/redis-round-trip")
     ours = {
         "secret": Variant("ours: secret key", "/v1/bench/ours", bearer(creds.secret)),
+        "guarded": Variant(
+            "ours: secret key + rate limit + 4 allowed networks",
+            "/v1/bench/ours",
+            bearer(creds.guarded),
+        ),
         "sdk": Variant("ours: SDK key", "/v1/bench/ours", bearer(creds.sdk)),
         "org": Variant(
             "ours: org key + X-Project-Id", "/v1/bench/ours", bearer(creds.org), project_header
@@ -389,6 +402,7 @@ def main() -> int:
     variants = [
         baseline,
         round_trip,
+        redis_trip,
         *ours.values(),
         *scoped.values(),
         *me.values(),
@@ -427,7 +441,7 @@ def main() -> int:
 
     comparisons = [
         (ours[k], peer)
-        for k in ("secret", "sdk", "org", "legacy")
+        for k in ("secret", "guarded", "sdk", "org", "legacy")
         for peer in peers.values()
         if peer is not peers["simplejwt"]
     ] + [(ours["jwt"], peers["simplejwt"])]
@@ -451,7 +465,11 @@ def main() -> int:
     drf, jwt_peer = peers["drf_token"].name, peers["simplejwt"].name
     goals = {}
     for metric, values in (("wall clock", overhead), ("CPU", cpu_overhead)):
-        for key, label in (("secret", "secret key"), ("sdk", "SDK key")):
+        for key, label in (
+            ("secret", "secret key"),
+            ("guarded", "secret key with rate limit and IP list"),
+            ("sdk", "SDK key"),
+        ):
             goals[f"{label} overhead <= 0.5 x DRF TokenAuthentication ({metric})"] = (
                 values[ours[key].name] <= 0.5 * values[drf]
             )

@@ -18,6 +18,7 @@ from rest_framework_api_key.permissions import HasAPIKey
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from apps.apikeys.authentication import BearerAuthentication
+from apps.apikeys.gate import redis_client
 from core.api import ApiView, ProjectScopedView
 from core.permissions import IsAuthenticatedPrincipal, Permission
 
@@ -44,6 +45,19 @@ class _OneRoundTrip(BaseAuthentication):
 
 class RoundTripView(_TrivialView):
     authentication_classes = (_OneRoundTrip,)
+    permission_classes = (AllowAny,)
+
+
+class _OneRedisRoundTrip(BaseAuthentication):
+    """Not an authentication: one Redis `PING`, what the usage counting and rate limit pay."""
+
+    def authenticate(self, request):
+        redis_client().ping()
+        return None
+
+
+class RedisRoundTripView(_TrivialView):
+    authentication_classes = (_OneRedisRoundTrip,)
     permission_classes = (AllowAny,)
 
 

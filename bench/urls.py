@@ -9,6 +9,7 @@ from sigsentry.urls import urlpatterns as product_urlpatterns
 urlpatterns = [
     path("v1/bench/noauth", peers.NoAuthView.as_view()),
     path("v1/bench/round-trip", peers.RoundTripView.as_view()),
+    path("v1/bench/redis-round-trip", peers.RedisRoundTripView.as_view()),
     path("v1/bench/ours", peers.OursView.as_view()),
     path("v1/bench/scoped", peers.ScopedView.as_view()),
     path("v1/bench/drf-token", peers.DrfTokenView.as_view()),

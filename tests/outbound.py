@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
-from tests.servers import ROOT, free_port, test_database_url
+from tests.servers import ROOT, database_environment, free_port
 
 
 @dataclass
@@ -148,7 +148,8 @@ def verify_signature(header: str, body: bytes, secret: str, tolerance: int = 300
 
 
 class WorkerProcess:
-    """`python manage.py run_worker` on the test database, with fast schedules."""
+    """`python manage.py run_worker` on the test database (as the servers reach it), with fast
+    schedules."""
 
     def __init__(self, env: dict[str, str] | None = None, *args: str) -> None:
         self.log_path = ROOT / "test-artifacts" / f"worker-{free_port()}.log"
@@ -156,7 +157,8 @@ class WorkerProcess:
         self.env = {
             **inherited,
             "DJANGO_SETTINGS_MODULE": "sigsentry.test_settings",
-            "DATABASE_URL": test_database_url(),
+            # Through the session's PgBouncer too when TEST_SERVERS_VIA_PGBOUNCER is on.
+            **database_environment(),
             "DEBUG": "false",
             "WEBHOOKS_ALLOW_PRIVATE": "true",
             "SITE_URL": "https://sigsentry.test",

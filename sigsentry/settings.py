@@ -278,6 +278,9 @@ ACCESS_POLICY = "apps.orgs.access"
 # Key usage counters are copied to the database this often per process (0: only by
 # the worker and `manage.py flush_usage`).
 USAGE_FLUSH_SECONDS = env.int("USAGE_FLUSH_SECONDS", default=60)
+# Each web process sends its key use counts to Redis this often, in one round trip (0: in
+# the request itself). Keys with a rate limit always check it in the request.
+USAGE_BATCH_SECONDS = env.float("USAGE_BATCH_SECONDS", default=1.0)
 
 REST_FRAMEWORK = {
     # A key's own rate limit (SPEC §4.10), at DRF's throttle step.

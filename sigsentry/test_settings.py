@@ -32,3 +32,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # Tests copy usage counters when they mean to (`flush_usage`), not from a background thread,
 # unless a server started by a test asks for it.
 USAGE_FLUSH_SECONDS = int(os.environ.get("USAGE_FLUSH_SECONDS", "0"))
+# In-process tests read usage right after their requests: counted in the request, unless a
+# server started by a test asks for batches.
+USAGE_BATCH_SECONDS = float(os.environ.get("USAGE_BATCH_SECONDS", "0"))

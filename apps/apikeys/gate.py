@@ -25,9 +25,11 @@ because Redis is down).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -59,6 +61,7 @@ local key_id, now_ms = ARGV[1], tonumber(ARGV[2])
 local count_req, count_ref, ip = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local limit_n, limit_ms, member = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local peek = ARGV[16] == '1'
+local ip_count, ip_last = tonumber(ARGV[17]), tonumber(ARGV[18])
 redis.call('SET', 'ss:u:epoch', ARGV[13], 'NX')
 local epoch = redis.call('GET', 'ss:u:epoch')
 local allowed, remaining, reset_ms = 1, -1, 0
@@ -92,11 +95,11 @@ for _, b in ipairs(buckets) do
   redis.call('EXPIREAT', name, b[3])
   redis.call('SADD', 'ss:u:dirty', epoch .. '|' .. key_id .. '|' .. b[1] .. '|' .. b[2])
 end
-if count_req > 0 and ip ~= '' then
+if ip_count > 0 and ip ~= '' then
   local ips, seen = base .. ':ip', base .. ':seen'
   redis.call('HSETNX', ips, '#', ARGV[13])
-  redis.call('HINCRBY', ips, ip, 1)
-  redis.call('ZADD', seen, now_ms, ip)
+  redis.call('HINCRBY', ips, ip, ip_count)
+  redis.call('ZADD', seen, ip_last, ip)
   local extra = redis.call('ZCARD', seen) - tonumber(ARGV[14])
   if extra > 0 then
     local old = redis.call('ZRANGE', seen, 0, extra - 1)
@@ -171,6 +174,43 @@ def _script(client: redis.Redis):
     return client.register_script(_SCRIPT)
 
 
+def _args(
+    key_id: str,
+    *,
+    ip: str | None,
+    requests: int,
+    refused: int,
+    limit: tuple[int, int] | None,
+    peek: bool,
+    now: float,
+    ip_count: int | None = None,
+) -> list:
+    """The script's arguments: the counts to add, at `now` (which picks the buckets)."""
+    moment = datetime.fromtimestamp(now, tz=UTC)
+    hour, day = bucket_start(moment, "hour"), bucket_start(moment, "day")
+    limit_n, limit_s = limit or (0, 0)
+    return [
+        key_id,
+        int(now * 1000),
+        requests,
+        refused,
+        ip or "",
+        limit_n,
+        limit_s * 1000,
+        f"{int(now * 1_000_000)}-{secrets.token_hex(4)}",
+        int(hour.timestamp()),
+        int(bucket_end(hour, "hour").timestamp()) + BUCKET_GRACE_SECONDS,
+        int(day.timestamp()),
+        int(bucket_end(day, "day").timestamp()) + BUCKET_GRACE_SECONDS,
+        secrets.token_hex(16),
+        RECENT_IPS_KEPT,
+        IP_TTL_SECONDS,
+        int(peek),
+        requests if ip_count is None else ip_count,
+        int(now * 1000),
+    ]
+
+
 def hit(
     key_id: str,
     *,
@@ -188,27 +228,16 @@ def hit(
     rate-limit step still gets the X-RateLimit-* headers, and uses no budget).
     """
     now = time.time() if now is None else now
-    moment = datetime.fromtimestamp(now, tz=UTC)
-    hour, day = bucket_start(moment, "hour"), bucket_start(moment, "day")
-    limit_n, limit_s = limit or (0, 0)
-    args = [
+    limit_n = limit[0] if limit else 0
+    args = _args(
         key_id,
-        int(now * 1000),
-        int(count_request),
-        int(refused),
-        ip or "",
-        limit_n,
-        limit_s * 1000,
-        f"{int(now * 1_000_000)}-{secrets.token_hex(4)}",
-        int(hour.timestamp()),
-        int(bucket_end(hour, "hour").timestamp()) + BUCKET_GRACE_SECONDS,
-        int(day.timestamp()),
-        int(bucket_end(day, "day").timestamp()) + BUCKET_GRACE_SECONDS,
-        secrets.token_hex(16),
-        RECENT_IPS_KEPT,
-        IP_TTL_SECONDS,
-        int(peek),
-    ]
+        ip=ip,
+        requests=int(count_request),
+        refused=int(refused),
+        limit=limit,
+        peek=peek,
+        now=now,
+    )
     client = redis_client()
     try:
         if client is None:
@@ -251,10 +280,10 @@ class LocalStore:
                 bucket["r"] += count_req
                 bucket["f"] += count_ref
                 self.dirty.add((key_id, granularity, start))
-            if count_req and ip:
+            if args[16] and ip:
                 seen = self.ips.setdefault(key_id, {})
                 count, _last = seen.get(ip, (0, 0))
-                seen[ip] = (count + 1, now_ms)
+                seen[ip] = (count + args[16], args[17])
                 for old in sorted(seen, key=lambda a: seen[a][1])[:-RECENT_IPS_KEPT]:
                     del seen[old]
                 self.dirty.add((key_id, "ip", ""))
@@ -264,6 +293,84 @@ class LocalStore:
 @functools.cache
 def local_store() -> LocalStore:
     return LocalStore()
+
+
+class UsageBatch:
+    """Key uses not yet sent to Redis, per process: a background thread sends them every
+    USAGE_BATCH_SECONDS in one pipelined round trip, so counting adds no Redis round trip
+    to a request (a rate-limited key still pays one, at its limit's step).
+
+    Counts reach Redis (and so every process's usage answer) within that interval. A
+    process that exits normally sends what it holds (atexit); one killed hard loses at
+    most one interval's counts, as does one whose send finds Redis unreachable (logged).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        #: (key id, hour start) -> [requests, refused, last seen, {ip: [count, last seen]}]
+        self.pending: dict[tuple[str, int], list] = {}
+        self.pid = 0
+
+    def add(self, key_id: str, ip: str | None, requests: int, refused: int) -> None:
+        now = time.time()
+        with self.lock:
+            if self.pid != os.getpid():  # first use in this process (or a forked child)
+                self.pid, self.pending = os.getpid(), {}
+                threading.Thread(target=self._run, daemon=True, name="usage-batch").start()
+            entry = self.pending.get((key_id, int(now // 3600)))
+            if entry is None:
+                entry = self.pending[key_id, int(now // 3600)] = [0, 0, now, {}]
+            entry[0] += requests
+            entry[1] += refused
+            entry[2] = now
+            if ip and requests:
+                seen = entry[3].setdefault(ip, [0, now])
+                seen[0] += requests
+                seen[1] = now
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(settings.USAGE_BATCH_SECONDS)
+            self.send()
+
+    def send(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, {}
+        client = redis_client()
+        if not pending or client is None:
+            return
+        pipe = client.pipeline(transaction=False)
+        script = _script(client)
+        for (key_id, _hour), (requests, refused, last, ips) in pending.items():
+            common = {"limit": None, "peek": False}
+            script(
+                args=_args(key_id, ip=None, requests=requests, refused=refused, now=last, **common),
+                client=pipe,
+            )
+            for ip, (count, seen_at) in ips.items():
+                script(
+                    args=_args(
+                        key_id, ip=ip, requests=0, refused=0, now=seen_at, ip_count=count, **common
+                    ),
+                    client=pipe,
+                )
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            logger.warning("usage store unavailable: %d key counters not counted", len(pending))
+
+
+_batch = UsageBatch()
+atexit.register(_batch.send)
+
+
+def count_use(key_id: str, ip: str | None, requests: int, refused: int) -> None:
+    """Count a key's use without a rate limit: batched when Redis counts (USAGE_BATCH_SECONDS),
+    at once otherwise (this process's memory, or a batch interval of 0)."""
+    if settings.USAGE_BATCH_SECONDS and redis_client() is not None:
+        _batch.add(key_id, ip, requests, refused)
+    else:
+        hit(key_id, ip=ip, count_request=bool(requests), refused=bool(refused))
 
 
 def decision_key(request):
@@ -316,11 +423,12 @@ def record_use_counts(request, refused: bool) -> None:
         # when that check found Redis unreachable (a request waits 250 ms at most).
         if not refused or state is None or not state.allowed:
             return
-        hit(str(key.id), ip=None, count_request=False, refused=True)
+        count_use(str(key.id), None, requests=0, refused=1)
         return
-    limit = None
-    if key.rate_limit_requests is not None:
-        limit = (key.rate_limit_requests, key.rate_limit_seconds)
+    if key.rate_limit_requests is None:
+        count_use(str(key.id), client_ip(request), requests=1, refused=int(refused))
+        return
+    limit = (key.rate_limit_requests, key.rate_limit_seconds)
     state = hit(
         str(key.id),
         ip=client_ip(request),
@@ -329,5 +437,5 @@ def record_use_counts(request, refused: bool) -> None:
         limit=limit,
         peek=True,
     )
-    if state is not None and limit is not None:
+    if state is not None:
         request.META[RATE_LIMIT] = state

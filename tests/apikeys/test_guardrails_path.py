@@ -8,6 +8,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+from apps.apikeys import gate
 from apps.apikeys.gate import local_store, redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyUsage
@@ -195,3 +196,23 @@ def test_lost_counters_leave_the_copied_counts(api_client, project):
     api_client.get("/v1/analyses", **bearer(key))
 
     assert totals(api_key) == (3, 0)
+
+
+def test_batched_counts_reach_the_shared_store_in_one_send(api_client, project, settings):
+    """With Redis, a process sends its counts in batches (USAGE_BATCH_SECONDS): nothing is
+    counted twice or lost, and a rate-limited key is still checked in its request."""
+    if redis_client() is None:
+        pytest.skip("batches go to Redis; without REDIS_URL counting is in process memory")
+    settings.USAGE_BATCH_SECONDS = 3600  # the background send never runs during the test
+    api_key, key = make_key(KeyKind.SECRET, project=project, permissions=["analysis:read"])
+    for _ in range(3):
+        api_client.get("/v1/analyses", **bearer(key))
+    api_client.get("/v1/config", **bearer(key))  # PERMISSION_DENIED
+    assert totals(api_key) == (0, 0)  # still in this process's batch
+
+    gate._batch.send()
+    gate._batch.send()  # nothing left: sending again adds nothing
+
+    usage = key_usage(api_key, "hour")
+    assert usage["total"] == {"requests": 4, "refused": 1}
+    assert [(ip["ip"], ip["requests"]) for ip in usage["recentIps"]] == [("127.0.0.1", 4)]

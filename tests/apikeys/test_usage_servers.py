@@ -36,7 +36,8 @@ FRESH_WITHIN = 2.0
 
 @pytest.fixture(scope="module")
 def two_servers(django_db_blocker):
-    env = {"REDIS_URL": settings.REDIS_URL, "NUM_PROXIES": "1"}
+    # Counts go to Redis in per-process batches, as in production (USAGE_BATCH_SECONDS).
+    env = {"REDIS_URL": settings.REDIS_URL, "NUM_PROXIES": "1", "USAGE_BATCH_SECONDS": "1"}
     with django_db_blocker.unblock():
         servers = [GunicornServer(env=env, workers=1), GunicornServer(env=env, workers=1)]
     try:

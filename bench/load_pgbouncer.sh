@@ -8,7 +8,8 @@
 # * PgBouncer: a private one (.ci/pgbouncer: pool_mode = transaction, default_pool_size = 10)
 #   in front of that PostgreSQL; the server connects through it with DATABASE_POOLER=pgbouncer.
 # * Server: gunicorn sigsentry.wsgi (bench settings), LOAD_WORKERS sync workers (default 4),
-#   METRICS_TOKEN set (so the metrics cost is in the figures), Redis when LOAD_REDIS_URL is set.
+#   METRICS_TOKEN set (so the metrics cost is in the figures), Redis (LOAD_REDIS_URL, default db 13,
+#   emptied): usage is counted there, and the keys' usage must equal the requests sent with them.
 # * Runs: the no-auth view for LOAD_BASELINE (default 10s), then for LOAD_DURATION (default
 #   60s) four wrk clients at once, LOAD_CONNECTIONS connections each (default 3): a valid secret
 #   key on GET /v1/me (200), a revoked key and a garbage key on GET /v1/me (401, then 429 once
@@ -74,9 +75,11 @@ bash .ci/pgbouncer start "$BOUNCER_DIR" "$BOUNCER_PORT" "$DB_HOST" "$DB_PORT"
 
 PORT="$(free_port)"
 URL="http://127.0.0.1:$PORT"
+LOAD_REDIS="${LOAD_REDIS_URL:-redis://127.0.0.1:6379/13}"
+redis-cli -u "$LOAD_REDIS" flushdb >/dev/null
 env DJANGO_SETTINGS_MODULE=bench.settings DEBUG=false HTTPS_ONLY=false \
   DATABASE_URL="postgres://$DB_USER@127.0.0.1:$BOUNCER_PORT/$DB_NAME" DATABASE_POOLER=pgbouncer \
-  REDIS_URL="${LOAD_REDIS_URL:-}" METRICS_TOKEN="$METRICS_TOKEN" \
+  REDIS_URL="$LOAD_REDIS" METRICS_TOKEN="$METRICS_TOKEN" \
   "$PY" -m gunicorn sigsentry.wsgi:application --bind "127.0.0.1:$PORT" --workers "$WORKERS" \
   --timeout 30 >"$WORKDIR/gunicorn.log" 2>&1 &
 SERVER_PID=$!
@@ -95,6 +98,24 @@ print(int(sum(
     s.value for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples
     if s.name == "sigsentry_http_requests_total" and s.labels["route"] in ("v1/me", "v1/organizations")
 )))'
+}
+
+usage_total() {  # requests counted on the load's two keys (valid, revoked), as the usage API says
+  DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL="$DATABASE_URL" REDIS_URL="$LOAD_REDIS" \
+    "$PY" - "$CREDENTIALS" <<'EOF3'
+import sys
+import django
+sys.path.insert(0, ".")
+django.setup()
+from apps.apikeys import keyformat
+from apps.apikeys.models import ApiKey
+from apps.apikeys.usage import key_usage
+credentials = dict(line.split("=", 1) for line in open(sys.argv[1]).read().split())
+print(sum(
+    key_usage(ApiKey.objects.get(digest=keyformat.digest(credentials[name])), "hour")["total"]["requests"]
+    for name in ("valid", "revoked")
+))
+EOF3
 }
 
 cpu_seconds() {  # cpu_seconds <pid>...: user + system CPU time those processes have used
@@ -120,7 +141,9 @@ echo "gunicorn: $WORKERS workers behind PgBouncer (transaction mode); $(nproc) c
 # Warm every worker (imports, database connection) before measuring or counting.
 wrk_run $((CONNECTIONS * 4)) 2s /v1/me bearer:valid >/dev/null
 wrk_run $((CONNECTIONS * 4)) "$BASELINE" /v1/bench/noauth none >"$WORKDIR/noauth"
+sleep 2  # the warm-up's usage batches reach Redis
 BEFORE="$(metrics_total)"
+USAGE_BEFORE="$(usage_total)"
 
 (
   while true; do
@@ -151,11 +174,13 @@ wait "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=""
 sleep 1
 AFTER="$(metrics_total)"
+sleep 2  # the last usage batches reach Redis (USAGE_BATCH_SECONDS=1)
+USAGE_AFTER="$(usage_total)"
 ELAPSED=$((SECONDS - STARTED))
 
 "$PY" - "$WORKDIR" "$((AFTER - BEFORE))" "$((CONNECTIONS * 4))" "$ELAPSED" "$RESULTS" \
   "$WORKERS" "$DURATION" "$CONNECTIONS" "$WEB_CPU_BEFORE" "$WEB_CPU_AFTER" \
-  "$BOUNCER_CPU_BEFORE" "$BOUNCER_CPU_AFTER" <<'EOF'
+  "$BOUNCER_CPU_BEFORE" "$BOUNCER_CPU_AFTER" "$((USAGE_AFTER - USAGE_BEFORE))" <<'EOF'
 import json, os, sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,6 +189,7 @@ workdir, counted, in_flight, elapsed, out = Path(sys.argv[1]), int(sys.argv[2]),
 workers, duration, connections = sys.argv[6], sys.argv[7], sys.argv[8]
 web_cpu = round(float(sys.argv[10]) - float(sys.argv[9]), 2)
 bouncer_cpu = round(float(sys.argv[12]) - float(sys.argv[11]), 2)
+usage_counted = int(sys.argv[13])
 runs = {name: json.loads((workdir / name).read_text()) for name in ("noauth", "valid", "revoked", "garbage", "refused")}
 expected = {"valid": {"200"}, "revoked": {"401", "429"}, "garbage": {"401", "429"}, "refused": {"403"}}
 mixed = {name: runs[name] for name in expected}
@@ -199,6 +225,8 @@ print(f"\nPgBouncer SHOW POOLS ({pools['samples']} samples, 1 s apart): server c
       f"{pools['max_server_connections_open']}; clients active at most "
       f"{pools['max_clients_active']}, waiting at most {pools['max_clients_waiting']}")
 print(f"requests answered (wrk): {answered}; counted by the server (/metrics): {counted}")
+with_keys = sum(runs[name]["requests"] for name in ("valid", "revoked", "refused"))
+print(f"requests sent with a key (wrk): {with_keys}; counted by the keys' usage: {usage_counted}")
 cpu = {
     "web_cpu_seconds": web_cpu,
     "pgbouncer_cpu_seconds": bouncer_cpu,
@@ -219,6 +247,9 @@ checks = {
     "no 5xx": not any(s.startswith("5") for r in runs.values() for s in r["statuses"]),
     "no socket errors": all(r["socket_errors"] == 0 for r in runs.values()),
     "server count = answers (+ in flight)": answered <= counted <= answered + in_flight,
+    "usage counted = requests sent with a key (+ in flight)": (
+        with_keys <= usage_counted <= with_keys + in_flight
+    ),
 }
 for name, ok in checks.items():
     print(f"  {'PASS' if ok else 'FAIL'}  {name}")
@@ -235,6 +266,7 @@ with open(out, "w") as handle:
         "pgbouncer_pools": pools,
         "cpu": cpu,
         "server_counted_requests": counted,
+        "usage_counted_requests": usage_counted,
         "checks": checks,
     }, handle, indent=1)
     handle.write("\n")

@@ -18,8 +18,10 @@ import secrets
 os.environ.setdefault("DATABASE_URL", "postgres://root@127.0.0.1:5432/sigsentry_bench")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 os.environ["DEBUG"] = "false"
-# Usage counting and rate limits go through Redis, as in production (BENCH_REDIS_URL).
-os.environ["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+# Usage counting and rate limits go through Redis, as in production (REDIS_URL, else
+# BENCH_REDIS_URL).
+if not os.environ.get("REDIS_URL"):
+    os.environ["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ["HTTPS_ONLY"] = "false"
 
 from sigsentry.settings import *  # noqa: F403

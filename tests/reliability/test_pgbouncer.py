@@ -136,8 +136,10 @@ def test_postgresql_restart_behind_pgbouncer_is_503_then_recovers(rig):
         proxy.start()
         wait_for(server.url, valid, 200)
         time.sleep(0.5)
+    # PgBouncer may hold a request while PostgreSQL is gone and run it when it is back, so
+    # the load need not see a 503 itself (wait_for did): it must only never see a wrong one.
     assert_only_right_decisions_or_503(load)
-    assert load.tally()[("valid", 503, "SERVICE_UNAVAILABLE")], load.tally()
+    assert load.tally()[("valid", 200, None)], load.tally()
     assert call(server.url, "GET", "/readyz").status == 200
 
 

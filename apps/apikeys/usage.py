@@ -112,17 +112,18 @@ def flush_usage() -> int:
             counts, seen = next(results), next(results)
             by_ip = {ip.decode(): (int(counts.get(ip, 0)), int(score)) for ip, score in seen}
             ip_entries.append((_ip_epoch(counts, epoch), key_id, by_ip))
-            checks.append((member, name, "ip", repr(seen[-1][1]) if seen else "", ""))
+            checks.append((member, name, "ip", _score_text(seen[-1][1]) if seen else "", ""))
         else:
             values = {k.decode(): int(v) for k, v in next(results).items()}
             entries.append((epoch, key_id, kind, start, values))
             r, f = values.get("r", 0), values.get("f", 0)
             checks.append((member, f"{name}:{kind}:{start}", kind, str(r), str(f)))
     _store(entries, ip_entries)
-    clean = client.register_script(_CLEAN)
+    # Forget each counter only if it did not move since it was read: one round trip for all.
+    clean, pipe = client.register_script(_CLEAN), client.pipeline(transaction=False)
     for member, name, kind, first, second in checks:
-        # Forget the counter only if it did not move since it was read.
-        clean(args=[member, name, kind, first if kind != "ip" else _score_text(first), second])
+        clean(args=[member, name, kind, first, second], client=pipe)
+    pipe.execute()
     return len(members)
 
 
@@ -132,12 +133,9 @@ def _ip_epoch(counts: dict, epoch: str) -> str:
     return own.decode() if own else epoch
 
 
-def _score_text(value: str) -> str:
+def _score_text(score: float) -> str:
     """A sorted-set score as Redis writes it back (integers without a decimal point)."""
-    if not value:
-        return ""
-    number = float(value)
-    return str(int(number)) if number == int(number) else value
+    return str(int(score)) if score == int(score) else repr(score)
 
 
 def _store(entries: list, ip_entries: list) -> None:

@@ -216,3 +216,22 @@ def test_batched_counts_reach_the_shared_store_in_one_send(api_client, project, 
     usage = key_usage(api_key, "hour")
     assert usage["total"] == {"requests": 4, "refused": 1}
     assert [(ip["ip"], ip["requests"]) for ip in usage["recentIps"]] == [("127.0.0.1", 4)]
+
+
+def test_a_copy_forgets_the_counters_it_copied_and_keeps_the_ones_that_moved(api_client, project):
+    client = redis_client()
+    if client is None:
+        pytest.skip("the pending-copy markers are Redis's; process memory has its own")
+    api_key, key = make_key(KeyKind.SECRET, project=project)
+
+    def markers() -> set[str]:
+        return {m.decode() for m in client.smembers("ss:u:dirty") if str(api_key.id) in m.decode()}
+
+    api_client.get("/v1/analyses", **bearer(key))
+    assert {m.split("|")[2] for m in markers()} == {"hour", "day", "ip"}
+    flush_usage()
+    assert markers() == set()  # copied and unchanged: nothing left to copy
+    api_client.get("/v1/analyses", **bearer(key))
+    assert len(markers()) == 3
+    flush_usage()
+    assert totals(api_key) == (2, 0)

@@ -6,6 +6,13 @@ round trip itself. Each is one explicit statement through `connection.cursor()`
 with its values as bound parameters, returning a small frozen record. A test
 holds every record field for field equal to what the ORM reads.
 
+Straight to PostgreSQL the values are bound by the server and psycopg prepares a
+statement its connection has run five times (settings: Django's
+`server_side_binding`, psycopg's `prepare_threshold`), so these statements are
+parsed and planned once per connection, not once per request. Behind PgBouncer
+in transaction mode nothing is prepared. Nothing here names or manages a
+prepared statement.
+
 The database adapters hand back a few column types differently (SQLite: UUIDs as
 hex text, JSON as text, naive UTC datetimes), so the readers below bring both to
 what the ORM returns.

@@ -165,12 +165,19 @@ if _POSTGRES:
     # A short connect timeout turns an unreachable database into a fast 503.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 
+# Straight to PostgreSQL, statements are bound and prepared by the server (Django's
+# documented `server_side_binding` and psycopg's automatic prepared statements): a query
+# a connection runs a fifth time is parsed and planned once and then only executed. The
+# key lookup runs on every request, so it is parsed once per connection instead of once
+# per request. psycopg names each statement itself, per connection, so two releases never
+# share a name: a direct connection is one server session.
+#
 # DATABASE_POOLER=pgbouncer: DATABASE_URL points at PgBouncer in transaction pooling mode,
 # where consecutive transactions of one connection may run on different server sessions.
 # Nothing may outlive a transaction on the server then: no server-side cursors (named
 # cursors span fetches) and no prepared statements (PgBouncer before 1.21 cannot follow
-# them; psycopg would prepare a query run five times, which Django turns off by default
-# and this pins). See README "Production".
+# them, and a statement prepared on one session would be looked for on another), so values
+# are bound client-side as Django does by default. See README "Production".
 DATABASE_POOLER = env.str("DATABASE_POOLER", default="")
 if DATABASE_POOLER not in ("", "pgbouncer"):
     raise ImproperlyConfigured(
@@ -183,6 +190,9 @@ if DATABASE_POOLER == "pgbouncer":
         )
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
     DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
+elif _POSTGRES:
+    DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

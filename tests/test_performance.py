@@ -299,26 +299,94 @@ def test_session_lookup_reads_the_session_and_its_user(owner, user_token):
     assert session.user == owner
 
 
-@pytest.mark.skipif(
+POSTGRESQL_ONLY = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's"
 )
-def test_a_pooled_backend_holding_other_statements_still_reads_the_right_row(
-    api_client, project, owner
-):
-    """A backend shared through a pooler may hold statements prepared by another release,
-    under the names the old lookup and psycopg use. The lookups prepare nothing, so they
-    can never run someone else's SQL: a revoked key stays revoked."""
+PLANTED = "SELECT $1, NULL::timestamptz AS revoked_at"
+
+
+def prepared_statements() -> dict[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, statement FROM pg_prepared_statements")
+        return dict(cursor.fetchall())
+
+
+def plant(names) -> None:
+    """Statements of another release, under names this session has not used yet."""
+    taken = prepared_statements()
+    with connection.cursor() as cursor:
+        for name in names:
+            if name not in taken:
+                cursor.execute(f"PREPARE {name} (text) AS {PLANTED}")
+
+
+def deallocate_all() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    connection.close()  # psycopg's own list of what it prepared is gone with the statements
+
+
+@POSTGRESQL_ONLY
+def test_a_direct_connection_prepares_the_key_lookup_and_still_reads_each_change(project, owner):
+    """Straight to PostgreSQL, psycopg prepares the lookup once it has run a few times
+    (server-side binding); the plan is kept, the row is read afresh on every call."""
+    api_key, key = make_key(KeyKind.SECRET, project=project)
+    digest = keyformat.digest(key)
+    assert connection.connection is None or connection.connection.prepare_threshold == 5
+    for _ in range(6):
+        assert_same_record(key_by_digest(digest), orm_key_record(digest))
+    assert any(
+        name.startswith("_pg3_") and "WHERE k.digest = $1" in statement
+        for name, statement in prepared_statements().items()
+    )
+    revoke_key(actor=owner, api_key=api_key)
+    assert key_by_digest(digest).revoked_at is not None
+    assert_same_record(key_by_digest(digest), orm_key_record(digest))
+
+
+@POSTGRESQL_ONLY
+@pytest.mark.django_db(transaction=True)  # autocommit, as a request runs
+def test_a_statement_already_under_the_name_psycopg_picks_is_never_run(api_client, project, owner):
+    """psycopg names what it prepares itself, per connection, and only runs a name it has
+    prepared on that connection. Should a session already hold the next name (only
+    possible behind a transaction pooler, which DATABASE_POOLER=pgbouncer serves without
+    prepared statements), preparing fails: the request is refused with 503, it never
+    reads the other statement's row."""
     api_key, key = make_key(KeyKind.SECRET, project=project)
     revoke_key(actor=owner, api_key=api_key)
-    with connection.cursor() as cursor:
-        for name in ("sigsentry_key_by_digest", "sigsentry_project_by_id", "_pg3_0", "_pg3_1"):
-            cursor.execute(f"PREPARE {name} (text) AS SELECT $1, NULL::timestamptz AS revoked_at")
+    plant(f"_pg3_{n}" for n in range(500))
+    try:
+        answers = {api_client.get("/v1/probe/auth", **bearer(key)).status_code for _ in range(8)}
+        assert answers <= {401, 503} and 503 in answers  # 401: KEY_REVOKED, before preparing
+        assert 200 not in answers
+    finally:
+        deallocate_all()
+
+
+@POSTGRESQL_ONLY
+@pytest.mark.django_db(transaction=True)
+def test_without_prepared_statements_a_pooled_backend_holding_others_reads_the_right_row(
+    api_client, project, owner
+):
+    """Behind PgBouncer in transaction mode (DATABASE_POOLER=pgbouncer) nothing is prepared
+    (`prepare_threshold` None, tests/test_settings.py), so the statements another release
+    left on a shared backend, under any name, can never be run by a lookup: a revoked key
+    stays revoked however often it is tried."""
+    api_key, key = make_key(KeyKind.SECRET, project=project)
+    revoke_key(actor=owner, api_key=api_key)
+    deallocate_all()
+    connection.ensure_connection()
+    connection.connection.prepare_threshold = None  # what DATABASE_POOLER=pgbouncer sets
+    plant(["sigsentry_key_by_digest", "sigsentry_project_by_id"])
+    plant(f"_pg3_{n}" for n in range(50))
     try:
         digest = keyformat.digest(key)
-        assert_same_record(key_by_digest(digest), orm_key_record(digest))
-        assert key_by_digest(digest).revoked_at is not None
-        response = api_client.get("/v1/probe/auth", **bearer(key))
-        assert response.json()["error"]["code"] == "KEY_REVOKED"
+        for _ in range(8):
+            assert_same_record(key_by_digest(digest), orm_key_record(digest))
+            response = api_client.get("/v1/probe/auth", **bearer(key))
+            assert response.json()["error"]["code"] == "KEY_REVOKED"
+        assert set(prepared_statements().values()) == {
+            f"PREPARE {name} (text) AS {PLANTED}" for name in prepared_statements()
+        }
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute("DEALLOCATE ALL")
+        deallocate_all()

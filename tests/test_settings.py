@@ -261,8 +261,19 @@ def test_pgbouncer_mode_keeps_nothing_on_the_server_across_transactions():
     assert database["DISABLE_SERVER_SIDE_CURSORS"] is True
     assert database["OPTIONS"]["prepare_threshold"] is None
     assert database["CONN_HEALTH_CHECKS"] is True
+    assert "server_side_binding" not in database["OPTIONS"]  # Django's client-side binding
     direct = read_settings(SECRET | POSTGRES, "DATABASES")["DATABASES"]["default"]
     assert direct.get("DISABLE_SERVER_SIDE_CURSORS", False) is False
+
+
+def test_a_direct_postgresql_connection_binds_and_prepares_on_the_server():
+    """Straight to PostgreSQL, psycopg prepares a statement run a fifth time on a connection
+    (the key lookup, once per connection instead of once per request)."""
+    direct = read_settings(SECRET | POSTGRES, "DATABASES")["DATABASES"]["default"]
+    assert direct["OPTIONS"]["server_side_binding"] is True
+    assert direct["OPTIONS"]["prepare_threshold"] == 5
+    sqlite = read_settings(SECRET, "DATABASES")["DATABASES"]["default"]
+    assert "server_side_binding" not in sqlite.get("OPTIONS", {})
 
 
 def test_an_unknown_pooler_or_pgbouncer_without_postgresql_is_a_clear_error():

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from apps.apikeys.keyformat import KeyKind
 from core import metrics, ops
 from core.errors import RateLimited
+from tests.apikeys.usage_helpers import set_rate_limit
 from tests.factories import make_key
 from tests.reliability.helpers import closed_port
 
@@ -202,6 +203,24 @@ def test_redis_fail_open_events_are_counted(db, metrics_on, settings):
         value(after, name, scope="failed_auth_ip") - value(before, name, scope="failed_auth_ip")
         == 1
     )
+
+
+def test_a_key_rate_limit_skipped_for_an_unreachable_redis_is_counted(
+    metrics_on, settings, project
+):
+    """Issue 16: Redis down, a key's own limit is skipped (fail open), logged and counted."""
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    set_rate_limit(api_key, 1, 3600)
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    client = Client()
+    before = scrape(client)
+    statuses = [
+        client.get("/v1/me", HTTP_AUTHORIZATION=f"Bearer {plaintext}").status_code for _ in range(2)
+    ]
+    assert statuses == [200, 200]  # a limit of 1: enforced, the second would be 429
+    after = scrape(client)
+    name = "sigsentry_redis_fail_open_total"
+    assert value(after, name, scope="key_usage") - value(before, name, scope="key_usage") == 2
 
 
 def test_worker_failures_are_counted(metrics_on, client):

@@ -92,7 +92,18 @@ def flush_usage() -> int:
         ip_entries = [(store.epoch, key_id, seen) for key_id, seen in ips.items()]
         _store(entries, ip_entries)
         return len(dirty)
-    members = [m.decode() for m in client.smembers("ss:u:dirty")]
+    members, foreign = [], []
+    for member in client.smembers("ss:u:dirty"):
+        text = member.decode(errors="replace")
+        parts = text.split("|")
+        if len(parts) == 4 and _key_uuid(parts[1]) is not None:
+            members.append(text)
+        else:
+            foreign.append(member)
+    if foreign:
+        # Not written by this code (a key id is a UUID): forgotten, never blocking the copy.
+        client.srem("ss:u:dirty", *foreign)
+        logger.warning("usage copy: %d foreign counter names ignored", len(foreign))
     if not members:
         return 0
     parsed = [m.split("|") for m in members]
@@ -136,6 +147,13 @@ def _ip_epoch(counts: dict, epoch: str) -> str:
 def _score_text(score: float) -> str:
     """A sorted-set score as Redis writes it back (integers without a decimal point)."""
     return str(int(score)) if score == int(score) else repr(score)
+
+
+def _key_uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 def _store(entries: list, ip_entries: list) -> None:

@@ -228,6 +228,20 @@ def test_a_redis_restart_loses_nothing_already_copied(project):
 
 
 @requires_redis
+def test_foreign_names_in_the_copy_list_are_dropped_and_never_block_the_copy(project, caplog):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    use(plaintext)
+    client = redis_client()
+    client.sadd("ss:u:dirty", "garbage", "epoch|not-a-key|hour|0", b"\xff|\xfe")
+
+    flush_usage()
+
+    assert KeyUsage.objects.get(key=api_key, granularity="hour").requests == 1
+    assert client.smembers("ss:u:dirty") == set()
+    assert "3 foreign counter names ignored" in caplog.text
+
+
+@requires_redis
 def test_ip_counts_that_expired_in_redis_start_again_without_losing_the_copy(project, settings):
     """A key used every few days: its IP counters expire in between, then count from 1 again."""
     settings.NUM_PROXIES = 1

@@ -113,8 +113,12 @@ def session_for_claims(claims: dict, now: datetime | None = None) -> AuthSession
         session_id = uuid.UUID(str(claims["sid"]))
     except ValueError as exc:
         raise TokenInvalid() from exc
-    session = AuthSession.objects.select_related("user").filter(id=session_id).first()
-    if session is None or not session_is_valid(session, str(claims["sub"]), now):
+    try:
+        # get(), not filter().first(): no ORDER BY to build and run for a primary key.
+        session = AuthSession.objects.select_related("user").get(id=session_id)
+    except AuthSession.DoesNotExist as exc:
+        raise TokenInvalid() from exc
+    if not session_is_valid(session, str(claims["sub"]), now):
         raise TokenInvalid()
     return session
 

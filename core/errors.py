@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.db import DatabaseError, DataError, InterfaceError
+from django.db import DatabaseError, DataError, InterfaceError, connection
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -228,6 +228,23 @@ def is_outage(exc: BaseException | None) -> bool:
     return isinstance(exc, DatabaseError | InterfaceError) and not isinstance(exc, DataError)
 
 
+#: PostgreSQL's SQLSTATE for, among others, a prepared plan made stale by a migration.
+FEATURE_NOT_SUPPORTED = "0A000"
+
+
+def end_refusing_session(exc: BaseException | None) -> None:
+    """After an outage error (every 503 calls this): end a session that can only fail again.
+
+    PostgreSQL refuses a prepared statement whose result columns a migration changed
+    ("cached plan must not change result type", SQLSTATE 0A000) for as long as its session
+    lives: every request on that connection would fail until CONN_MAX_AGE. Closing the
+    connection drops its plans; the next request connects and prepares afresh.
+    """
+    if getattr(getattr(exc, "__cause__", None), "sqlstate", None) == FEATURE_NOT_SUPPORTED:
+        logger.warning("the database session refused a prepared plan: reconnecting")
+        connection.close()
+
+
 def _translate(exc: Exception) -> ApiError | None:
     if isinstance(exc, ApiError):
         return exc
@@ -236,6 +253,7 @@ def _translate(exc: Exception) -> ApiError | None:
         return ValidationFailed({"body": ["A value cannot be stored."]})
     if is_outage(exc):
         logger.error("database unavailable: %s", type(exc).__name__)
+        end_refusing_session(exc)
         return ServiceUnavailable()
     if isinstance(exc, drf_exceptions.ValidationError):
         return ValidationFailed(validation_fields(exc.detail))

@@ -14,6 +14,7 @@ from core import metrics
 from core.errors import (
     ServiceUnavailable,
     ValidationFailed,
+    end_refusing_session,
     is_outage,
     json_error_response,
 )
@@ -139,6 +140,7 @@ class ServiceUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception):
         if is_outage(exception):
             logger.error("database unavailable while serving %s", request.path)
+            end_refusing_session(exception)
             return unavailable_response(request)
         return None
 

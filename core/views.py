@@ -11,6 +11,7 @@ from core.errors import (
     NotFound,
     PermissionDenied,
     ValidationFailed,
+    end_refusing_session,
     is_outage,
     json_error_response,
 )
@@ -44,6 +45,7 @@ def page_not_found(request, exception=None):
 def server_error(request):
     """A 500, except for a database outage, which is the 503 of `unavailable_response`."""
     if is_outage(sys.exc_info()[1]):
+        end_refusing_session(sys.exc_info()[1])
         return unavailable_response(request)
     if is_api_path(request.path):
         err = ApiError("Something went wrong on our side.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -390,3 +391,30 @@ def test_without_prepared_statements_a_pooled_backend_holding_others_reads_the_r
         }
     finally:
         deallocate_all()
+
+
+@POSTGRESQL_ONLY
+@pytest.mark.django_db(transaction=True)
+def test_a_plan_made_stale_by_a_migration_costs_one_request_not_a_minute(api_client, project):
+    """A migration in another process changes the type of a column the prepared key lookup
+    returns: PostgreSQL refuses that plan for the rest of the session. The request that meets
+    it gets 503 (fail closed) and ends the session; the next one prepares afresh."""
+    _, key = make_key(KeyKind.SECRET, project=project)
+    for _ in range(6):
+        assert api_client.get("/v1/probe/auth", **bearer(key)).status_code == 200
+    assert any("WHERE k.digest = $1" in sql for sql in prepared_statements().values())
+    settings = connection.get_connection_params()
+    migration = psycopg.connect(**settings, autocommit=True)
+    table = ApiKey._meta.db_table
+    try:
+        migration.execute(f"ALTER TABLE {table} ALTER COLUMN name TYPE varchar(101)")
+        first = api_client.get("/v1/probe/auth", **bearer(key))
+        assert first.status_code == 503
+        assert first.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+        assert [api_client.get("/v1/probe/auth", **bearer(key)).status_code for _ in range(7)] == [
+            200
+        ] * 7
+    finally:
+        migration.execute(f"ALTER TABLE {table} ALTER COLUMN name TYPE varchar(100)")
+        migration.close()
+        connection.close()

@@ -228,35 +228,19 @@ def check_limit(key_id: str, limit: tuple[int, int], *, peek: bool = False) -> L
     return LimitState(bool(allowed), limit_n, int(remaining), int(reset_ms), int(now_ms))
 
 
-def add_counts(
-    key_id: str,
-    *,
-    ip: str | None,
-    requests: int,
-    refused: int,
-    now: float | None = None,
-    ip_count: int | None = None,
-) -> bool:
-    """Add to the key's counters at once (one round trip); False when Redis is unreachable."""
-    now = time.time() if now is None else now
+def add_counts(key_id: str, *, ip: str | None, requests: int, refused: int) -> None:
+    """Add one use to the key's counters at once (one round trip to Redis, or this process)."""
     args = _count_args(
-        key_id,
-        ip=ip,
-        requests=requests,
-        refused=refused,
-        now=now,
-        ip_count=requests if ip_count is None else ip_count,
+        key_id, ip=ip, requests=requests, refused=refused, now=time.time(), ip_count=requests
     )
     client = redis_client()
     if client is None:
         local_store().count(args)
-        return True
+        return
     try:
         _scripts(client)[1](args=args)
     except redis.RedisError:
         _fail_open("key use not counted")
-        return False
-    return True
 
 
 class LocalStore:
@@ -284,7 +268,7 @@ class LocalStore:
             reset_ms = (window[0] if window else now_ms) + limit_ms
         return allowed, limit_n - len(window), reset_ms, now_ms
 
-    def count(self, args: list) -> str:
+    def count(self, args: list) -> None:
         key_id, count_req, count_ref, ip = args[0], args[1], args[2], args[3]
         ip_count, ip_last = args[11], args[12]
         with self.lock:
@@ -301,7 +285,6 @@ class LocalStore:
                 for old in sorted(seen, key=lambda a: seen[a][1])[:-RECENT_IPS_KEPT]:
                     del seen[old]
                 self.dirty.add((key_id, "ip", ""))
-        return self.epoch
 
 
 @functools.cache

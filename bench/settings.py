@@ -6,8 +6,8 @@ database is the benchmark's own PostgreSQL database; DEBUG is off (no query
 log), HTTPS redirects are off (plain WSGI calls on loopback) and the secret key
 is random per process. The connection is persistent (`CONN_MAX_AGE` from the
 production settings) with `CONN_HEALTH_CHECKS` on, as in production: a persistent
-connection is checked (one `SELECT 1`) before its first use in each request, by every variant
-that touches the database, the reference round trip included.
+connection is checked before its first use in each request, by every variant that touches the
+database, the reference round trip included (a poll of the socket, `core.postgres`).
 """
 
 import os

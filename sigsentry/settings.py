@@ -158,10 +158,13 @@ DATABASES = {
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
 # A persistent connection broken by a database or pooler restart is replaced before a
-# request uses it, instead of failing that request.
+# request uses it, instead of failing that request (on PostgreSQL, checked by polling the
+# socket rather than with a `SELECT 1`: core/postgres/base.py).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 _POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 if _POSTGRES:
+    # Django's backend, with a health check that costs no round trip (core/postgres/base.py).
+    DATABASES["default"]["ENGINE"] = "core.postgres"
     # A short connect timeout turns an unreachable database into a fast 503.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 

@@ -9,7 +9,7 @@ from django.db import connection
 from tests.servers import GunicornServer
 
 requires_postgres = pytest.mark.skipif(
-    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+    settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3",
     reason="needs PostgreSQL: row locks and concurrent writers (SQLite serialises all writes)",
 )
 

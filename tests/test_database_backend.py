@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 from django.db import close_old_connections, connection, connections
-from django.db.utils import DataError, OperationalError
+from django.db.utils import OperationalError
 
 from apps.apikeys.selectors import key_by_digest
 
@@ -102,14 +102,21 @@ def test_without_health_checks_the_dropped_connection_fails_the_request(
         key_by_digest("0" * 64)
 
 
-def test_after_a_database_error_the_check_is_a_real_statement(persistent_connection):
-    """A connection that raised is checked with Django's `SELECT 1`, as without this backend."""
-    with pytest.raises(DataError), connection.cursor() as cursor:
-        cursor.execute("SELECT 1/0")
-    pid = connection.connection.info.backend_pid
-    connection.errors_occurred = True
+def test_a_connection_in_a_failed_transaction_is_not_usable(persistent_connection):
+    connection.connection.autocommit = False
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        connection.connection.execute("SELECT 1/0")
+    assert not connection.is_usable()
+    connection.connection.rollback()
     assert connection.is_usable()
-    assert last_statement_of(pid) == "SELECT 1"
+    connection.connection.autocommit = True
+
+
+def test_a_connection_broken_under_a_query_is_not_usable(persistent_connection):
+    terminate(connection.connection.info.backend_pid)
+    with pytest.raises(OperationalError), connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    assert not connection.is_usable()
 
 
 def test_a_closed_connection_is_not_usable(persistent_connection):

@@ -5,8 +5,8 @@ in a request, whether the connection still works; Django's answer is a `SELECT 1
 one more round trip on every request. A server, pooler or idle timeout that drops
 the connection sends its last message and closes the socket, so between requests
 an idle connection has nothing to read unless it is going away: the check is one
-non-blocking poll of the socket. After a database error the connection is still
-checked with Django's `SELECT 1`, as before. Subclassing the built-in backend is
+non-blocking poll of the socket. A connection psycopg found broken, or left busy or in
+a failed transaction, is not usable either. Subclassing the built-in backend is
 Django's documented way to change its behaviour (docs: "Subclassing the built-in
 database backends").
 """
@@ -26,8 +26,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection = self.connection
         if connection is None or connection.closed:
             return False
-        if self.errors_occurred:
-            return super().is_usable()
         if connection.info.transaction_status not in _READY:
             return False
         poll = select.poll()

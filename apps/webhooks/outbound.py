@@ -1,14 +1,19 @@
 """One signed POST to a webhook URL, pinned to the addresses the SSRF guard checked.
 
 `http.client` follows no redirects; the TLS certificate is verified against the
-URL's host name while the socket goes to the checked address.
+URL's host name while the socket goes to the checked address. A socket timeout only
+bounds each read, so a receiver that answers a byte at a time could hold a worker
+for hours: the whole attempt has one deadline, and a timer cuts the socket then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 
 from apps.webhooks.urlsafety import Target
@@ -48,13 +53,31 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
+def _cut(connection: http.client.HTTPConnection, fired: threading.Event) -> None:
+    """Unblock whatever the attempt is waiting for: the deadline has passed."""
+    fired.set()
+    if connection.sock is not None:
+        with contextlib.suppress(OSError):
+            connection.sock.shutdown(socket.SHUT_RDWR)
+
+
 def post(target: Target, body: bytes, headers: dict[str, str]) -> Outcome:
-    """POST `body`; an Outcome with the status code or why there was none. Never raises."""
-    timeout = TIMEOUT_SECONDS
+    """POST `body`; an Outcome with the status code or why there was none. Never raises.
+
+    Every address together, from connecting to the answer's first bytes, gets
+    TIMEOUT_SECONDS."""
+    deadline = time.monotonic() + TIMEOUT_SECONDS
     connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
     error = "connection failed"
     for address in target.addresses:
-        connection = connection_class(target, address, timeout)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Outcome(None, "timeout")
+        connection = connection_class(target, address, remaining)
+        fired = threading.Event()
+        cutoff = threading.Timer(remaining, _cut, args=(connection, fired))
+        cutoff.daemon = True
+        cutoff.start()
         try:
             connection.request(
                 "POST",
@@ -68,7 +91,8 @@ def post(target: Target, body: bytes, headers: dict[str, str]) -> Outcome:
             )
             response = connection.getresponse()
             response.read(MAX_RESPONSE_BYTES)
-            return Outcome(response.status, "")
+            if not fired.is_set():  # a cut answer can parse as a whole one
+                return Outcome(response.status, "")
         except TimeoutError:
             return Outcome(None, "timeout")
         except ssl.SSLError:
@@ -76,5 +100,8 @@ def post(target: Target, body: bytes, headers: dict[str, str]) -> Outcome:
         except (OSError, http.client.HTTPException):
             error = "connection failed"
         finally:
+            cutoff.cancel()
             connection.close()
+        if fired.is_set():
+            return Outcome(None, "timeout")
     return Outcome(None, error)

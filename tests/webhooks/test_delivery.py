@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -198,6 +202,50 @@ def test_a_timeout_is_recorded_as_such(make_webhook, project, monkeypatch):
         )
     finally:
         slow.stop()
+
+
+class TricklingReceiver:
+    """Answers a POST one header byte every 0.1 s for `seconds`: each read is quick, the
+    answer never ends."""
+
+    def __init__(self, seconds: float) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hooks/sigsentry"
+        self.seconds = seconds
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.server.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            end = time.monotonic() + self.seconds
+            with contextlib.suppress(OSError):
+                while time.monotonic() < end:
+                    connection.sendall(b"X")
+                    time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.server.close()
+
+
+def test_a_receiver_answering_a_byte_at_a_time_is_cut_off_at_the_timeout(
+    make_webhook, project, monkeypatch
+):
+    """The timeout bounds the whole attempt, not each read (a worker is never held)."""
+    trickling = TricklingReceiver(seconds=8)
+    monkeypatch.setattr(outbound, "TIMEOUT_SECONDS", 1.0)
+    try:
+        make_webhook(trickling.url)
+        make_key(KeyKind.SECRET, project=project)
+
+        started = time.monotonic()
+        assert deliveries.attempt_delivery(str(only_delivery().pk)) == "timeout"
+        assert time.monotonic() - started < 3
+        assert only_delivery().last_error == "timeout"
+    finally:
+        trickling.stop()
 
 
 def test_redirects_are_not_followed(make_webhook, project):

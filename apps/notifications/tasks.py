@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_tasks import task
@@ -18,7 +19,7 @@ from django_tasks import task
 from apps.apikeys.usage import flush_usage, prune_usage
 from apps.notifications import checks
 from apps.notifications.models import Schedule
-from apps.webhooks.delivery import requeue_overdue
+from apps.webhooks.delivery import prune_events, requeue_overdue
 
 logger = logging.getLogger("sigsentry.notifications")
 
@@ -32,6 +33,10 @@ URGENT_EVERY = timedelta(seconds=15)
 #: older than a minute).
 USAGE_EVERY = timedelta(seconds=30)
 
+
+#: Old webhook events and finished task results are deleted once a day.
+HOUSEKEEPING_EVERY = timedelta(days=1)
+TASK_RESULTS_KEPT_DAYS = 7
 
 #: Ahead of webhook deliveries, so a delivery backlog does not hold up emails.
 PRIORITY = 10
@@ -56,11 +61,24 @@ def copy_usage() -> str:
     return f"copied {flush_usage()} counters, pruned {prune_usage()} rows"
 
 
+@task(priority=PRIORITY)
+def housekeeping() -> str:
+    """Without it the event and task tables grow by every delivery and every scheduled run
+    (about 9,000 task rows a day from the schedules alone)."""
+    events = prune_events()
+    call_command(
+        "prune_db_task_results", "--min-age-days", str(TASK_RESULTS_KEPT_DAYS), verbosity=0
+    )
+    kept = TASK_RESULTS_KEPT_DAYS
+    return f"pruned {events} webhook events and task results older than {kept} days"
+
+
 def schedules(checks_every: timedelta, urgent_every: timedelta):
     return (
         ("notifications.checks", checks_every, scheduled_checks),
         ("notifications.urgent", urgent_every, urgent_checks),
         ("usage.copy", USAGE_EVERY, copy_usage),
+        ("housekeeping", HOUSEKEEPING_EVERY, housekeeping),
     )
 
 

@@ -24,7 +24,7 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
 from apps.webhooks import crypto, outbound, urlsafety
 from apps.webhooks.metrics import count_delivery_failure
-from apps.webhooks.models import Delivery, DeliveryStatus, Webhook
+from apps.webhooks.models import Delivery, DeliveryStatus, Event, Webhook
 
 logger = logging.getLogger("sigsentry.webhooks")
 
@@ -35,6 +35,9 @@ MAX_RETRY_SECONDS = 3600
 DISABLE_AFTER_FAILED_EVENTS = 100
 #: A pending delivery this far past due has lost its queued task (a worker died mid-attempt).
 OVERDUE = timedelta(minutes=5)
+#: Events and their deliveries are kept this long (the deliveries list, the leak-report
+#: emails' two-day look-back), then deleted by the worker's daily housekeeping.
+EVENT_RETENTION = timedelta(days=30)
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -162,6 +165,17 @@ def requeue_overdue(now: datetime | None = None) -> int:
         for delivery_id in overdue:
             enqueue_delivery(delivery_id)
     return len(overdue)
+
+
+def prune_events(now: datetime | None = None) -> int:
+    """Delete events older than EVENT_RETENTION, with their deliveries; an event with a
+    delivery still pending is kept until that delivery is done. The number of events."""
+    now = now or timezone.now()
+    old = Event.objects.filter(created_at__lt=now - EVENT_RETENTION).exclude(
+        deliveries__status=DeliveryStatus.PENDING
+    )
+    _total, by_model = old.delete()
+    return by_model.get(Event._meta.label, 0)
 
 
 @task()

@@ -1,0 +1,75 @@
+"""The worker's daily housekeeping: old webhook events and finished task results go."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from apps.apikeys.keyformat import KeyKind
+from apps.notifications import tasks
+from apps.notifications.models import Schedule
+from apps.webhooks.delivery import EVENT_RETENTION, prune_events
+from apps.webhooks.models import Delivery, DeliveryStatus, Event
+from tests.factories import make_key
+
+pytestmark = pytest.mark.django_db
+
+
+def event_aged(project, age: timedelta, status: str) -> Event:
+    make_key(KeyKind.SECRET, project=project)
+    event = Event.objects.latest("created_at")
+    Event.objects.filter(pk=event.pk).update(created_at=timezone.now() - age)
+    Delivery.objects.filter(event=event).update(status=status)
+    return event
+
+
+def test_events_past_retention_go_with_their_deliveries(make_webhook, receiver, project):
+    make_webhook(receiver.url)
+    old = EVENT_RETENTION + timedelta(hours=1)
+    gone = event_aged(project, old, DeliveryStatus.DELIVERED)
+    gone_failed = event_aged(project, old, DeliveryStatus.FAILED)
+    still_pending = event_aged(project, old, DeliveryStatus.PENDING)
+    recent = event_aged(project, EVENT_RETENTION - timedelta(hours=1), DeliveryStatus.DELIVERED)
+
+    assert prune_events() == 2
+
+    assert set(Event.objects.values_list("pk", flat=True)) == {still_pending.pk, recent.pk}
+    assert not Delivery.objects.filter(event_id__in=[gone.pk, gone_failed.pk]).exists()
+    assert Delivery.objects.filter(event=still_pending).exists()
+    assert prune_events() == 0  # repeatable
+
+
+def finished_task_result(age: timedelta) -> DBTaskResult:
+    result = DBTaskResult.objects.get(pk=tasks.copy_usage.enqueue().id)
+    DBTaskResult.objects.filter(pk=result.pk).update(
+        status="SUCCESSFUL", finished_at=timezone.now() - age
+    )
+    return result
+
+
+def test_housekeeping_prunes_events_and_week_old_task_results(make_webhook, receiver, project):
+    make_webhook(receiver.url)
+    event_aged(project, EVENT_RETENTION + timedelta(days=1), DeliveryStatus.DELIVERED)
+    week = timedelta(days=tasks.TASK_RESULTS_KEPT_DAYS)
+    old_result = finished_task_result(week + timedelta(hours=1))
+    kept_result = finished_task_result(week - timedelta(hours=1))
+    waiting = DBTaskResult.objects.get(pk=tasks.copy_usage.enqueue().id)
+
+    assert tasks.housekeeping.call().startswith("pruned 1 webhook events")
+
+    remaining = set(DBTaskResult.objects.values_list("pk", flat=True))
+    assert old_result.pk not in remaining
+    assert {kept_result.pk, waiting.pk} <= remaining
+
+
+def test_housekeeping_is_queued_once_a_day_across_workers():
+    now = timezone.now()
+    assert "housekeeping" in tasks.enqueue_due(now)
+    assert "housekeeping" not in tasks.enqueue_due(now + timedelta(hours=23))
+    assert "housekeeping" in tasks.enqueue_due(now + timedelta(days=1, seconds=1))
+    assert Schedule.objects.get(name="housekeeping").next_run_at > now + timedelta(days=1)
+    queued = DBTaskResult.objects.filter(task_path="apps.notifications.tasks.housekeeping")
+    assert queued.count() == 2

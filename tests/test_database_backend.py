@@ -25,17 +25,13 @@ pytestmark = [
 
 
 def other_session() -> psycopg.Connection:
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("prepare_threshold", None)
-    return psycopg.connect(**params, autocommit=True)
+    return psycopg.connect(**connection.get_connection_params(), autocommit=True)
 
 
 def last_statement_of(pid: int) -> str:
     with other_session() as other:
-        return other.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[
-            0
-        ]
+        row = other.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+    return row[0]
 
 
 def terminate(pid: int) -> None:
@@ -47,12 +43,11 @@ def terminate(pid: int) -> None:
 
 
 @pytest.fixture
-def persistent_connection(settings):
-    """A reused connection as in production (the test settings may not keep one)."""
+def persistent_connection():
+    """A reused, health-checked connection as in production (never closed for its age)."""
     connection.ensure_connection()
     connection.close_at = None
-    connection.settings_dict["CONN_HEALTH_CHECKS"] = True
-    connection.health_check_enabled = True
+    assert connection.health_check_enabled
     yield connection
     connection.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from apps.apikeys.gate import local_store, redis_client
 from apps.apikeys.models import ApiKey
@@ -12,8 +13,7 @@ requires_redis = pytest.mark.skipif(
     not settings.REDIS_URL, reason="counts are shared across processes only through REDIS_URL"
 )
 requires_postgres_and_redis = pytest.mark.skipif(
-    settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
-    or not settings.REDIS_URL,
+    connection.vendor != "postgresql" or not settings.REDIS_URL,
     reason="two servers counting exactly need PostgreSQL and REDIS_URL (run with both set)",
 )
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from tests.servers import GunicornServer
 
 requires_postgres = pytest.mark.skipif(
-    settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3",
+    connection.vendor != "postgresql",
     reason="needs PostgreSQL: row locks and concurrent writers (SQLite serialises all writes)",
 )
 

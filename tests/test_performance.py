@@ -10,7 +10,7 @@ what the ORM would.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -262,6 +262,41 @@ def test_key_by_digest_equals_the_orm_for_a_revoked_legacy_key(project, owner):
     raw = key_by_digest(digest)
     assert_same_record(raw, orm_key_record(digest))
     assert raw.revoked_at is not None and raw.legacy is True
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC),  # no fraction: the text has none
+        datetime(2027, 1, 2, 3, 4, 5, 120000, tzinfo=UTC),  # trailing zeros dropped
+        datetime(2027, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+def test_key_by_digest_reads_every_timestamp_exactly(project, owner, moment):
+    """The key's timestamps are read as ISO 8601 text (Django's timestamptz loader is
+    pure Python); every shape of that text must give back the stored instant."""
+    api_key, key = make_key(KeyKind.SECRET, project=project, actor=owner)
+    ApiKey.objects.filter(pk=api_key.pk).update(
+        expires_at=moment, revoked_at=moment, last_used_at=moment
+    )
+    raw = key_by_digest(keyformat.digest(key))
+    assert_same_record(raw, orm_key_record(keyformat.digest(key)))
+    assert raw.expires_at == raw.revoked_at == raw.last_used_at == moment
+    assert raw.expires_at.utcoffset() == timedelta(0)
+
+
+def test_key_by_digest_reads_the_instant_whatever_the_session_time_zone(project, owner):
+    """Django sets the session's time zone to UTC; the text carries its offset, so the
+    record holds the same instant (in UTC) even on a session that says otherwise."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no session time zone")
+    moment = datetime(2027, 1, 2, 3, 4, 5, 678900, tzinfo=UTC)
+    _, key = make_key(KeyKind.SECRET, project=project, actor=owner, expires_at=moment)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL TIME ZONE 'Asia/Kolkata'")  # +05:30, until the test's rollback
+    raw = key_by_digest(keyformat.digest(key))
+    assert raw.expires_at == moment
+    assert raw.expires_at.tzinfo is UTC
 
 
 def test_key_by_digest_of_an_unknown_digest_is_none(project):

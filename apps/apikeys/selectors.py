@@ -59,9 +59,9 @@ class KeyRecord:
 
 _KEY_BY_DIGEST = f"""
     SELECT k.id, k.organization_id, o.name, k.project_id, p.name, k.type, k.scope, k.name,
-           k.prefix, k.digest, k.permissions, k.legacy, k.allowed_origins, k.expires_at,
-           k.revoked_at, k.last_used_at, k.allowed_ips, k.project_ids, k.rate_limit_requests,
-           k.rate_limit_seconds
+           k.prefix, k.digest, k.permissions, k.legacy, k.allowed_origins,
+           CAST(k.expires_at AS TEXT), CAST(k.revoked_at AS TEXT), CAST(k.last_used_at AS TEXT),
+           k.allowed_ips, k.project_ids, k.rate_limit_requests, k.rate_limit_seconds
     FROM {ApiKey._meta.db_table} k
     JOIN {Organization._meta.db_table} o ON o.id = k.organization_id
     LEFT JOIN {Project._meta.db_table} p ON p.id = k.project_id

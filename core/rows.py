@@ -20,7 +20,8 @@ what the ORM returns. Timestamps are selected as ISO 8601 text
 library's `datetime.fromisoformat`: Django's timestamptz loader is a pure-Python
 subclass of psycopg's (it replaces the C one for every cursor) and cost the key
 lookup ~25 µs a request; the text carries its UTC offset, so the instant does not
-depend on the session's time zone.
+depend on the session's time zone. It needs PostgreSQL's default `DateStyle` (ISO),
+as psycopg's own text loader does.
 """
 
 from __future__ import annotations

@@ -98,11 +98,14 @@ def test_daily_usage_is_90_utc_days_oldest_first(member, project):
     assert body["total"] == {"requests": 6, "refused": 2}, "the 91st day is outside the answer"
 
 
-def test_recent_ips_are_listed_with_their_requests(member, project, settings):
+def test_recent_ips_are_listed_with_their_requests(member, project, settings, time_machine):
     settings.NUM_PROXIES = 1
     api_key, plaintext = make_key(KeyKind.SECRET, project=project)
     caller = bearer_client(plaintext)
-    for ip, times in (("198.51.100.7", 2), ("2001:db8::1", 1)):
+    start = timezone.now()
+    for step, (ip, times) in enumerate((("198.51.100.7", 2), ("2001:db8::1", 1))):
+        # Last-seen times are kept to the millisecond: a second apart, the order is certain.
+        time_machine.move_to(start + timedelta(seconds=step), tick=True)
         for _ in range(times):
             caller.get("/v1/me", HTTP_X_FORWARDED_FOR=f"10.0.0.1, {ip}")
 

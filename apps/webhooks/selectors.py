@@ -27,4 +27,9 @@ def webhook_of(organization_id: Any, webhook_id: Any) -> Webhook:
 
 
 def deliveries_of(webhook: Webhook) -> QuerySet[Delivery]:
-    return Delivery.objects.filter(webhook=webhook).select_related("event")
+    """Newest first: the page shows the first few, the API pages through them."""
+    return (
+        Delivery.objects.filter(webhook=webhook)
+        .select_related("event")
+        .order_by("-created_at", "-id")
+    )

@@ -124,3 +124,18 @@ def test_the_organization_menu_links_the_page_for_managers_only(owner, member, o
     link = f'href="{page_url(organization)}"'
     assert link in html(logged_in(owner).get(f"/orgs/{organization.id}/members/"))
     assert link not in html(logged_in(member).get(f"/orgs/{organization.id}/members/"))
+
+
+def test_the_page_lists_each_webhooks_newest_deliveries(
+    make_webhook, receiver, owner, organization, project
+):
+    """The page shows the most recent deliveries, never the first ones forever."""
+    make_webhook(receiver.url, events=["key.minted"])
+    for number in range(15):
+        make_key(KeyKind.SECRET, project=project, name=f"key {number}")
+    newest_first = Delivery.objects.order_by("-created_at", "-id")
+
+    page = html(logged_in(owner).get(page_url(organization)))
+
+    assert str(newest_first.first().event_id) in page
+    assert str(newest_first.last().event_id) not in page

@@ -2,8 +2,12 @@
 
 `http.client` follows no redirects; the TLS certificate is verified against the
 URL's host name while the socket goes to the checked address. A socket timeout only
-bounds each read, so a receiver that answers a byte at a time could hold a worker
-for hours: the whole attempt has one deadline, and a timer cuts the socket then.
+bounds each read, so a receiver that answers a byte at a time (or sends its TLS
+handshake that way) could hold a worker for hours: the whole attempt has one
+deadline, and a timer cuts the socket then. The connection keeps its socket where
+the timer can reach it from the moment it is connected, the TLS handshake included,
+and checks the deadline once more after connecting, in case the timer fired while
+there was nothing to cut yet.
 """
 
 from __future__ import annotations
@@ -34,23 +38,36 @@ class Outcome:
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, target: Target, address: str, timeout: float):
+    def __init__(self, target: Target, address: str, timeout: float, fired: threading.Event):
         super().__init__(target.host, target.port, timeout=timeout)
         self._address = address
+        self._fired = fired
 
     def connect(self) -> None:
         self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        _check_deadline(self._fired)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, target: Target, address: str, timeout: float):
+    def __init__(self, target: Target, address: str, timeout: float, fired: threading.Event):
         self._tls = ssl.create_default_context()
         super().__init__(target.host, target.port, timeout=timeout, context=self._tls)
         self._address = address
+        self._fired = fired
 
     def connect(self) -> None:
         sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+        # Wrapped first, shaken hands after: the timer can cut a handshake in progress.
+        self.sock = self._tls.wrap_socket(
+            sock, server_hostname=self.host, do_handshake_on_connect=False
+        )
+        _check_deadline(self._fired)
+        self.sock.do_handshake()
+
+
+def _check_deadline(fired: threading.Event) -> None:
+    if fired.is_set():
+        raise TimeoutError("the attempt's deadline passed while connecting")
 
 
 def _cut(connection: http.client.HTTPConnection, fired: threading.Event) -> None:
@@ -73,8 +90,8 @@ def post(target: Target, body: bytes, headers: dict[str, str]) -> Outcome:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return Outcome(None, "timeout")
-        connection = connection_class(target, address, remaining)
         fired = threading.Event()
+        connection = connection_class(target, address, remaining, fired)
         cutoff = threading.Timer(remaining, _cut, args=(connection, fired))
         cutoff.daemon = True
         cutoff.start()
@@ -99,6 +116,8 @@ def post(target: Target, body: bytes, headers: dict[str, str]) -> Outcome:
             error = "TLS error"
         except (OSError, http.client.HTTPException):
             error = "connection failed"
+        except ValueError:  # what http.client refuses to send (never expected: parse_url)
+            error = "request failed"
         finally:
             cutoff.cancel()
             connection.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
@@ -68,6 +68,11 @@ def is_public_address(text: str) -> bool:
     )
 
 
+#: What `quote` leaves as it is in a path and query besides letters, digits and "_.-~":
+#: RFC 3986's delimiters and "%" (an existing escape).
+_PATH_SAFE = "!$%&'()*+,/:;=?@[]~"
+
+
 def allow_private() -> bool:
     return bool(settings.WEBHOOKS_ALLOW_PRIVATE)
 
@@ -100,6 +105,9 @@ def parse_url(url: object) -> tuple[str, str, int, str]:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
+    # The request line is ASCII: other characters are percent-encoded as a browser does
+    # ("/café" → "/caf%C3%A9"); escapes already there and the URL's delimiters stay.
+    path = quote(path, safe=_PATH_SAFE)
     return scheme, host, port or (443 if scheme == "https" else 80), path
 
 

@@ -21,6 +21,7 @@ from apps.audit.models import AuditEvent
 from apps.webhooks import delivery as deliveries
 from apps.webhooks import outbound
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
+from apps.webhooks.urlsafety import Target
 from tests.factories import make_key
 from tests.outbound import Receiver, verify_signature
 
@@ -246,6 +247,79 @@ def test_a_receiver_answering_a_byte_at_a_time_is_cut_off_at_the_timeout(
         assert only_delivery().last_error == "timeout"
     finally:
         trickling.stop()
+
+
+class TricklingTlsServer:
+    """Accepts, then sends a TLS record header announcing 16 KB and one byte of it every
+    0.05 s: each read of the handshake is quick, the handshake never ends."""
+
+    def __init__(self, seconds: float) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.seconds = seconds
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            connection, _ = self.server.accept()
+            with connection:
+                connection.sendall(b"\x16\x03\x03\x40\x00")  # handshake record, 16,384 bytes
+                end = time.monotonic() + self.seconds
+                while time.monotonic() < end:
+                    connection.sendall(b"\x00")
+                    time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.close()
+
+
+def test_a_tls_handshake_sent_a_byte_at_a_time_is_cut_off_at_the_timeout(monkeypatch):
+    """The deadline holds during the TLS handshake too."""
+    trickling = TricklingTlsServer(seconds=8)
+    monkeypatch.setattr(outbound, "TIMEOUT_SECONDS", 1.0)
+    target = Target("https", "hooks.example.com", trickling.port, "/", ("127.0.0.1",))
+    try:
+        started = time.monotonic()
+        assert outbound.post(target, b"{}", {}) == outbound.Outcome(None, "timeout")
+        assert time.monotonic() - started < 3
+    finally:
+        trickling.stop()
+
+
+def test_an_answer_trickling_after_a_connect_that_outlasted_the_deadline_is_not_read(
+    monkeypatch,
+):
+    """The timer fires while the connection is still being made (nothing to cut yet): the
+    attempt stops once connected instead of reading a trickling answer a byte at a time."""
+    trickling = TricklingReceiver(seconds=8)
+    monkeypatch.setattr(outbound, "TIMEOUT_SECONDS", 1.0)
+    connect = socket.create_connection
+
+    def slow_connect(address, timeout=None, *args, **kwargs):
+        time.sleep(1.2)  # a SYN lost and sent again, say
+        return connect(address, timeout, *args, **kwargs)
+
+    monkeypatch.setattr(outbound.socket, "create_connection", slow_connect)
+    port = trickling.server.getsockname()[1]
+    target = Target("http", "127.0.0.1", port, "/hooks/sigsentry", ("127.0.0.1",))
+    try:
+        started = time.monotonic()
+        assert outbound.post(target, b"{}", {}) == outbound.Outcome(None, "timeout")
+        assert time.monotonic() - started < 3
+    finally:
+        trickling.stop()
+
+
+def test_a_path_with_other_than_ascii_characters_is_delivered_encoded(
+    make_webhook, receiver, project
+):
+    make_webhook(receiver.url + "/café")
+    make_key(KeyKind.SECRET, project=project)
+
+    assert deliveries.attempt_delivery(str(only_delivery().pk)) == "delivered"
+
+    assert [r.path for r in receiver.requests] == ["/hooks/sigsentry/caf%C3%A9"]
 
 
 def test_redirects_are_not_followed(make_webhook, project):

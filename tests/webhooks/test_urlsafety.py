@@ -105,3 +105,19 @@ def test_the_development_switch_allows_loopback_and_plain_http():
     assert target.addresses == ("127.0.0.1",)
     with pytest.raises(UnsafeUrl):
         resolve("ftp://127.0.0.1/hook")
+
+
+@override_settings(WEBHOOKS_ALLOW_PRIVATE=False)
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("https://8.8.8.8/hooks/café", "/hooks/caf%C3%A9"),
+        ("https://8.8.8.8/hooks?team=Zürich&x=1", "/hooks?team=Z%C3%BCrich&x=1"),
+        ("https://8.8.8.8/a%20b/c;v=1?q=a+b&r=%2F", "/a%20b/c;v=1?q=a+b&r=%2F"),  # as it was
+        ("https://8.8.8.8/{x}|^", "/%7Bx%7D%7C%5E"),
+    ],
+)
+def test_the_request_path_is_ascii_percent_encoded_as_a_browser_would(url, path):
+    """http.client sends an ASCII request line: a URL people type with other characters is
+    encoded, never left to fail every delivery."""
+    assert resolve(url).path == path

@@ -8,11 +8,17 @@ written: an object such as Django's request (whose text would include the query
 string) becomes null rather than text.
 
 Callers never pass a credential, digest or password; the reliability tests scan
-every line of a full run for them.
+every line of a full run for them. A request's path is never written either: a reset
+or invitation link carries a live token in its path, so lines name the URL pattern
+(`request_route`), and Django's own lines that name the path ("Forbidden (CSRF cookie
+not set.): /reset/…/", "Service Unavailable: /invitations/…/") have it replaced by
+the pattern (`RedactRequestPath`, on those loggers and on the console handler).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from typing import Any
 
@@ -38,3 +44,37 @@ class JsonFormatter(_BaseJsonFormatter):
         kwargs.setdefault("rename_fields", RENAMED)
         kwargs.setdefault("json_default", _plain_only)
         super().__init__(*args, **kwargs)
+
+
+#: A path segment of 20 characters or more: in an unmatched path, it may be a token.
+_LONG_SEGMENT = re.compile(r"[^/]{20,}")
+
+
+def request_route(request: Any) -> str:
+    """What a log line may say about a request's path: its URL pattern
+    (`/reset/<str:token>/`). A path that matched nothing is written with its long
+    segments masked (`/reset/…`): it may be a token link typed or cut wrong."""
+    match = getattr(request, "resolver_match", None)
+    if match is not None:
+        return "/" + match.route
+    return _LONG_SEGMENT.sub("…", request.path)
+
+
+class RedactRequestPath(logging.Filter):
+    """Replaces the request's path among a record's arguments with `request_route`.
+
+    Django passes the request as `extra` on its per-response lines (`django.request`,
+    `django.security.*`), and the path as an argument, escaped as `unicode_escape`
+    (Django's `log_response`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        path = getattr(request, "path", None)
+        if isinstance(path, str) and isinstance(record.args, tuple) and record.args:
+            paths = {path, path.encode("unicode_escape").decode("ascii")}
+            if any(isinstance(arg, str) and arg in paths for arg in record.args):
+                route = request_route(request)
+                record.args = tuple(
+                    route if isinstance(arg, str) and arg in paths else arg for arg in record.args
+                )
+        return True

@@ -18,6 +18,7 @@ from core.errors import (
     is_outage,
     json_error_response,
 )
+from core.logging import request_route
 from core.net import client_ip
 from core.principal import AUTH_DECISION
 
@@ -63,7 +64,8 @@ class AccessLogMiddleware:
     request in the Prometheus series (`core.metrics`, when METRICS_TOKEN is set).
 
     `method`, `route` (the URL pattern, so tokens in paths such as
-    `/reset/<token>/` are never written; the path only when nothing matched),
+    `/reset/<token>/` are never written; when nothing matched, the path with its long
+    segments masked: `core.logging.request_route`),
     `status`, `duration_ms`, `client_ip`, and for `/v1` requests the decision:
     `auth_outcome` with `key_id` + `key_prefix` or `user_id`. Never a
     credential, digest or query string. It replaces a separate decision line and
@@ -103,10 +105,9 @@ class AccessLogMiddleware:
 
 
 def access_fields(request: HttpRequest, response: HttpResponse, started: float) -> dict:
-    match = request.resolver_match
     fields = {
         "method": request.method,
-        "route": "/" + match.route if match is not None else request.path,
+        "route": request_route(request),
         "status": response.status_code,
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         "client_ip": client_ip(request),
@@ -139,7 +140,7 @@ class ServiceUnavailableMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception):
         if is_outage(exception):
-            logger.error("database unavailable while serving %s", request.path)
+            logger.error("database unavailable while serving %s", request_route(request))
             end_refusing_session(exception)
             return unavailable_response(request)
         return None

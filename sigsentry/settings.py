@@ -406,8 +406,19 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
-    "filters": {"skip_operations_paths": {"()": "core.ops.SkipOperationsPaths"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "filters": {
+        "skip_operations_paths": {"()": "core.ops.SkipOperationsPaths"},
+        # A path can carry a live token (reset, invitation links): Django's own lines get the
+        # URL pattern instead, at their loggers (before any handler) and at the console.
+        "redact_request_path": {"()": "core.logging.RedactRequestPath"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["redact_request_path"],
+        }
+    },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "sigsentry": {"handlers": ["console"], "level": "INFO", "propagate": False},
@@ -415,7 +426,8 @@ LOGGING = {
             "handlers": ["console"],
             "level": "ERROR",
             "propagate": False,
-            "filters": ["skip_operations_paths"],
+            "filters": ["skip_operations_paths", "redact_request_path"],
         },
+        "django.security.csrf": {"level": "WARNING", "filters": ["redact_request_path"]},
     },
 }

@@ -3,13 +3,21 @@ per request, carrying the authentication decision."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
 import pytest
+from django.core import mail
+from django.db import OperationalError
+from django.test import Client
 
+from apps.accounts import password_reset
 from apps.apikeys.keyformat import KeyKind
-from core.logging import JsonFormatter
+from apps.invitations import services as invitations
+from apps.invitations import views as invitation_views
+from apps.orgs.models import Membership
+from core.logging import JsonFormatter, request_route
 from tests.conftest import bearer
 from tests.factories import make_key
 
@@ -100,3 +108,84 @@ def test_a_route_with_a_token_in_its_path_logs_the_pattern_not_the_path(api_clie
     (record,) = access_log()
     assert record.route == "/v1/organizations/<str:org_id>/members"
     assert "some-secret-looking-id" not in JsonFormatter().format(record)
+
+
+# No live token from a path in any line: reset and invitation links carry one.
+
+
+@pytest.fixture
+def console():
+    """What the configured console handler writes (its stream swapped for the test)."""
+    handler = next(h for h in logging.getLogger().handlers if h.get_name() == "console")
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous)
+
+
+def reset_link(user) -> tuple[str, str]:
+    token = password_reset.make_reset_token(user)
+    return f"/reset/{token}/", token
+
+
+def invitation_link(owner, organization) -> tuple[str, str]:
+    membership = Membership.objects.get(user=owner, organization=organization)
+    invitations.invite_member(actor_membership=membership, email="new@example.com", role="admin")
+    token = mail.outbox[-1].body.split("/invitations/")[1].split("/")[0]
+    return f"/invitations/{token}/", token
+
+
+def logged(caplog, console) -> str:
+    """Every record as its logger made it (caplog) and as the console wrote it."""
+    return "\n".join(r.getMessage() for r in caplog.records) + "\n" + console.getvalue()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("link", [reset_link, invitation_link])
+def test_a_refused_csrf_check_names_the_route_not_the_token(
+    link, owner, organization, caplog, console, settings
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    path, token = link(owner) if link is reset_link else link(owner, organization)
+    caplog.set_level(logging.DEBUG)
+
+    response = Client(enforce_csrf_checks=True).post(path, {"password": "a-new-Pa55phrase-2026"})
+
+    assert response.status_code == 403
+    text = logged(caplog, console)
+    assert "Forbidden (CSRF cookie not set.)" in console.getvalue()
+    assert token not in text
+    assert "/<str:token>/" in text
+
+
+@pytest.mark.django_db
+def test_a_503_on_a_token_page_names_the_route_not_the_token(
+    owner, organization, caplog, console, settings, monkeypatch
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    path, token = invitation_link(owner, organization)
+
+    def unreachable(_token):
+        raise OperationalError("the database is unreachable")
+
+    monkeypatch.setattr(invitation_views, "invitation_for_token", unreachable)
+    caplog.set_level(logging.DEBUG)
+
+    response = Client(raise_request_exception=False).get(path)
+
+    assert response.status_code == 503
+    text = logged(caplog, console)
+    assert "Service Unavailable" in console.getvalue()
+    assert "database unavailable while serving /invitations/<str:token>/" in text
+    assert token not in text
+
+
+def test_a_path_that_matched_nothing_is_written_with_its_long_segments_masked(rf):
+    request = rf.get("/reset/" + "A" * 43)  # a token link with its slash cut off
+    request.resolver_match = None
+    assert request_route(request) == "/reset/…"
+    request = rf.get("/v1/nothing/here")
+    request.resolver_match = None
+    assert request_route(request) == "/v1/nothing/here"

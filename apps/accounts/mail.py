@@ -4,9 +4,9 @@ Each message is plain text plus HTML, rendered from `templates/emails/<name>.txt
 and `.html` with `SITE_URL` as the base of its links; the sender is
 `DEFAULT_FROM_EMAIL` and the transport `EMAIL_URL` (Django's mail).
 
-During a request a message is sent after the response has gone out (Django's
-`request_finished`, which the server sends once the body is written), so an
-answer takes the same time whether or not an email was sent: the password
+During a request a message is rendered and sent after the response has gone out
+(Django's `request_finished`, which the server sends once the body is written), so
+an answer takes the same time whether or not an email was sent: the password
 reset answer cannot tell whether an account exists by its timing. Outside a
 request (a management command, a shell) it is sent at once. A failed send (SMTP
 down, a refused recipient) is logged with the kind of message and the error's
@@ -16,6 +16,7 @@ class only, never the address, link or token, and never reaches the user.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import datetime
 
@@ -26,8 +27,9 @@ from django.template.loader import render_to_string
 
 logger = logging.getLogger("sigsentry.mail")
 
-#: Messages waiting for the end of the current request; None outside a request.
-_pending: ContextVar[list[tuple[str, EmailMultiAlternatives]] | None] = ContextVar(
+#: Messages (their kind, and how to compose them) waiting for the end of the current
+#: request; None outside a request.
+_pending: ContextVar[list[tuple[str, Callable[[], EmailMultiAlternatives]]] | None] = ContextVar(
     "sigsentry_pending_mail", default=None
 )
 
@@ -39,36 +41,41 @@ def _request_started(**kwargs) -> None:
 def _request_finished(**kwargs) -> None:
     queued = _pending.get()
     _pending.set(None)
-    for kind, message in queued or ():
-        _send(kind, message)
+    for kind, compose in queued or ():
+        _send(kind, compose)
 
 
 request_started.connect(_request_started, dispatch_uid="sigsentry.mail.request_started")
 request_finished.connect(_request_finished, dispatch_uid="sigsentry.mail.request_finished")
 
 
-def _send(kind: str, message: EmailMultiAlternatives) -> None:
+def _send(kind: str, compose: Callable[[], EmailMultiAlternatives]) -> None:
     try:
-        message.send()
+        compose().send()
     except Exception as exc:  # the answer is already given: log and go on
         logger.error("email not sent: %s (%s)", kind, type(exc).__name__)
 
 
 def _deliver(kind: str, to: str, subject: str, template: str, context: dict) -> None:
     context = {"site_url": settings.SITE_URL, **context}
-    message = EmailMultiAlternatives(
-        # Names come from users: a line break must not reach a header.
-        subject=" ".join(subject.split()),
-        body=render_to_string(f"emails/{template}.txt", context),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[to],
-    )
-    message.attach_alternative(render_to_string(f"emails/{template}.html", context), "text/html")
+
+    def compose() -> EmailMultiAlternatives:
+        message = EmailMultiAlternatives(
+            # Names come from users: a line break must not reach a header.
+            subject=" ".join(subject.split()),
+            body=render_to_string(f"emails/{template}.txt", context),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[to],
+        )
+        html = render_to_string(f"emails/{template}.html", context)
+        message.attach_alternative(html, "text/html")
+        return message
+
     queued = _pending.get()
     if queued is None:
-        _send(kind, message)
+        _send(kind, compose)
     else:
-        queued.append((kind, message))
+        queued.append((kind, compose))
 
 
 def link(path: str) -> str:

@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
+from apps.accounts import mail, password_reset
 from apps.accounts.models import AuthSession
 from apps.accounts.password_reset import make_reset_token
 from tests.factories import PASSWORD, UserFactory
@@ -52,6 +53,35 @@ def test_reset_answers_the_same_for_known_and_unknown_emails_and_mails_only_the_
     link = mail.link("/reset/")
     assert link.startswith("http://127.0.0.1:8000/reset/")
     assert link in mail.html  # the HTML part carries the same link
+
+
+def test_the_reset_mail_is_composed_after_the_answer_not_before(
+    api_client, mailbox, owner, monkeypatch
+):
+    """Rendering the message happens only for an account that exists: it waits for the end
+    of the request with the sending, so the answer's timing says nothing about the account."""
+    events: list[str] = []
+    render, service = mail.render_to_string, password_reset.request_password_reset
+
+    def rendering(template, *args, **kwargs):
+        events.append(f"render {template}")
+        return render(template, *args, **kwargs)
+
+    def answering(*args, **kwargs):
+        service(*args, **kwargs)
+        events.append("answer ready")
+
+    monkeypatch.setattr(mail, "render_to_string", rendering)
+    monkeypatch.setattr(password_reset, "request_password_reset", answering)
+
+    assert ask_reset(api_client, owner.email).status_code == 202
+
+    assert events == [
+        "answer ready",
+        "render emails/password_reset.txt",
+        "render emails/password_reset.html",
+    ]
+    assert len(mailbox.messages(owner.email)) == 1
 
 
 def test_the_mailed_link_works_once_ends_every_session_and_changes_the_password(

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.module_loading import import_module
 from rest_framework.exceptions import NotFound as DrfNotFound
 from rest_framework.exceptions import ParseError
@@ -172,14 +173,15 @@ class Pagination(CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.max_page_size:
             raise ValidationFailed({"limit": [f"A whole number from 1 to {self.max_page_size}."]})
         return int(raw)
 
     def paginate_queryset(self, queryset, request, view=None):
         try:
             return super().paginate_queryset(queryset, request, view)
-        except DrfNotFound as exc:
+        except (DrfNotFound, DjangoValidationError) as exc:
+            # Not base64, or a position that is not a time: both are a cursor we never made.
             raise ValidationFailed({"cursor": ["Invalid cursor."]}) from exc
 
     def get_paginated_response(self, data: Any) -> Response:

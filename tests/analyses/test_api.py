@@ -201,7 +201,18 @@ class TestList:
         # The key lookup, the page, its follow-ups and its feedback.
         assert few[0] == many[0] == 4
 
-    @pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=ten", "cursor=bogus"])
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "limit=0",
+            "limit=101",
+            "limit=ten",
+            "limit=%C2%B2",  # "²": a digit to str.isdigit, not to int()
+            "cursor=bogus",
+            "cursor=cD1nYXJiYWdl",  # base64 of "p=garbage": decodes, holds no time
+            "cursor=cD0yMDI3LTEzLTQ1VDAwOjAwOjAw",  # "p=2027-13-45T00:00:00"
+        ],
+    )
     def test_bad_paging_parameters_are_validation_errors(self, api_client, secret_key, query):
         response = send(api_client, "GET", f"/v1/analyses?{query}", credential=secret_key[1])
         assert response.status_code == 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 import pytest
@@ -129,11 +130,21 @@ def test_projects_are_paginated_with_a_cursor(member, organization):
     assert second["next"] is None
 
 
-@pytest.mark.parametrize("limit", ["0", "101", "x"])
+@pytest.mark.parametrize("limit", ["0", "101", "x", "²", "①"])
 def test_projects_page_size_outside_1_to_100_is_a_validation_error(member, organization, limit):
     response = user_client(member).get(projects_url(organization), {"limit": limit})
 
     assert "limit" in error_fields(response)
+
+
+@pytest.mark.parametrize("position", ["garbage", "2027-13-45T00:00:00", "2020-01-01%00"])
+def test_a_cursor_whose_position_is_not_a_time_is_a_validation_error(
+    member, organization, position
+):
+    cursor = base64.b64encode(f"p={position}".encode()).decode()
+    response = user_client(member).get(projects_url(organization), {"cursor": cursor})
+
+    assert "cursor" in error_fields(response)
 
 
 def test_admin_creates_a_project_and_it_is_audited(admin, organization):

@@ -294,7 +294,16 @@ def test_fuzzed_requests_get_only_spec_answers(endpoint, world, api_client):
         if draw(st.booleans()):
             path += "?" + draw(
                 st.sampled_from(
-                    ["limit=0", "limit=abc", "cursor=zz", "action=x", "action=%00", "limit=%00"]
+                    [
+                        "limit=0",
+                        "limit=abc",
+                        "limit=%C2%B2",
+                        "cursor=zz",
+                        "cursor=cD1nYXJiYWdl",  # decodes to "p=garbage"
+                        "action=x",
+                        "action=%00",
+                        "limit=%00",
+                    ]
                 )
             )
         handler = getattr(api_client, method)

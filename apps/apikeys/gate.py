@@ -15,9 +15,12 @@ Two Lua scripts, each atomic:
   their period ends (they are copied to the database at least once a minute,
   `apps.apikeys.usage`), IPs after two days. Counters are cumulative within an
   *epoch* (one Redis lifetime, `ss:u:epoch`), so the copy can keep the largest value
-  seen and never count twice. The IP counts can expire and start again within an
-  epoch (a key used weekly), so their hash carries its own epoch in the field `#`,
-  set when it is created.
+  seen and never count twice. A Redis that comes back from a snapshot, or a replica
+  promoted in its place, holds counters older than what was copied: the epoch is
+  tied to the server's `run_id` (`ss:u:run`), so a new server lifetime starts a new
+  epoch (each batch checks it first, `_EPOCH_SCRIPT`). An IP's count can start again
+  within an epoch (expired for a key used weekly, or pushed out of the kept IPs and
+  back), so each IP carries its own epoch (field `e:<ip>`), set when it enters.
 
 Without `REDIS_URL` the same operations run in the process's memory: limits and
 counts are then per process (the SQLite demo). When Redis cannot be reached in
@@ -82,6 +85,15 @@ redis.call('PEXPIRE', KEYS[1], limit_ms)
 return {allowed, limit_n - used, reset_ms, now_ms}
 """
 
+_EPOCH_SCRIPT = """
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+if redis.call('GET', 'ss:u:run') ~= run or redis.call('EXISTS', 'ss:u:epoch') == 0 then
+  redis.call('SET', 'ss:u:epoch', ARGV[1])
+  redis.call('SET', 'ss:u:run', run)
+end
+return redis.call('GET', 'ss:u:epoch')
+"""
+
 _COUNT_SCRIPT = """
 local key_id = ARGV[1]
 local count_req, count_ref, ip = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
@@ -101,14 +113,18 @@ if count_req > 0 or count_ref > 0 then
 end
 if ip_count > 0 and ip ~= '' then
   local ips, seen = base .. ':ip', base .. ':seen'
-  redis.call('HSETNX', ips, '#', ARGV[9])
+  if redis.call('HEXISTS', ips, ip) == 0 then
+    redis.call('HSET', ips, 'e:' .. ip, string.sub(ARGV[9], 1, 16))
+  end
   redis.call('HINCRBY', ips, ip, ip_count)
   redis.call('ZADD', seen, ip_last, ip)
   local extra = redis.call('ZCARD', seen) - tonumber(ARGV[10])
   if extra > 0 then
     local old = redis.call('ZRANGE', seen, 0, extra - 1)
     redis.call('ZREM', seen, unpack(old))
-    redis.call('HDEL', ips, unpack(old))
+    for _, gone in ipairs(old) do
+      redis.call('HDEL', ips, gone, 'e:' .. gone)
+    end
   end
   redis.call('EXPIRE', ips, ARGV[11])
   redis.call('EXPIRE', seen, ARGV[11])
@@ -175,7 +191,11 @@ setting_changed.connect(_forget_client)
 
 @functools.cache
 def _scripts(client: redis.Redis):
-    return client.register_script(_LIMIT_SCRIPT), client.register_script(_COUNT_SCRIPT)
+    return (
+        client.register_script(_LIMIT_SCRIPT),
+        client.register_script(_COUNT_SCRIPT),
+        client.register_script(_EPOCH_SCRIPT),
+    )
 
 
 def _fail_open(what: str) -> None:
@@ -237,8 +257,12 @@ def add_counts(key_id: str, *, ip: str | None, requests: int, refused: int) -> N
     if client is None:
         local_store().count(args)
         return
+    _limit, count, epoch = _scripts(client)
+    pipe = client.pipeline(transaction=False)
+    epoch(args=[secrets.token_hex(16)], client=pipe)
+    count(args=args, client=pipe)
     try:
-        _scripts(client)[1](args=args)
+        pipe.execute()
     except redis.RedisError:
         _fail_open("key use not counted")
 
@@ -251,7 +275,8 @@ class LocalStore:
         self.epoch = secrets.token_hex(16)
         self.windows: dict[str, list[int]] = {}
         self.buckets: dict[tuple[str, str, str], dict[str, int]] = {}
-        self.ips: dict[str, dict[str, tuple[int, int]]] = {}
+        #: key id -> {ip: (requests, last seen in ms, the IP's epoch)}
+        self.ips: dict[str, dict[str, tuple[int, int, str]]] = {}
         self.dirty: set[tuple[str, str, str]] = set()
 
     def limit(
@@ -280,8 +305,8 @@ class LocalStore:
                     self.dirty.add((key_id, granularity, start))
             if ip_count and ip:
                 seen = self.ips.setdefault(key_id, {})
-                count, _last = seen.get(ip, (0, 0))
-                seen[ip] = (count + ip_count, ip_last)
+                count, _last, ip_epoch = seen.get(ip, (0, 0, secrets.token_hex(8)))
+                seen[ip] = (count + ip_count, ip_last, ip_epoch)
                 for old in sorted(seen, key=lambda a: seen[a][1])[:-RECENT_IPS_KEPT]:
                     del seen[old]
                 self.dirty.add((key_id, "ip", ""))
@@ -337,7 +362,8 @@ class UsageBatch:
         if not pending or client is None:
             return
         pipe = client.pipeline(transaction=False)
-        script = _scripts(client)[1]
+        _limit, script, epoch = _scripts(client)
+        epoch(args=[secrets.token_hex(16)], client=pipe)  # a new server lifetime: a new epoch
         for (key_id, _hour), (requests, refused, last, ips) in pending.items():
             args = _count_args(
                 key_id, ip=None, requests=requests, refused=refused, now=last, ip_count=0
@@ -356,6 +382,11 @@ class UsageBatch:
 
 _batch = UsageBatch()
 atexit.register(_batch.send)
+
+
+def send_pending_counts() -> None:
+    """Send this process's batch now (the copy to the database does, before it reads)."""
+    _batch.send()
 
 
 def count_use(key_id: str, ip: str | None, requests: int, refused: int) -> None:

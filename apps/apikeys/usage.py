@@ -35,6 +35,7 @@ from apps.apikeys.gate import (
     bucket_start,
     local_store,
     redis_client,
+    send_pending_counts,
 )
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 
@@ -79,7 +80,10 @@ def _keep_largest(model, lookup: dict, values: dict) -> None:
 
 
 def flush_usage() -> int:
-    """Copy the counters touched since the last copy; the number of counters copied."""
+    """Copy the counters touched since the last copy; the number of counters copied.
+
+    This process's own counts not yet sent to Redis (its batch) are sent first, so a
+    copy never misses what the process that runs it has counted."""
     client = redis_client()
     if client is None:
         store = local_store()
@@ -89,9 +93,10 @@ def flush_usage() -> int:
             buckets = {d: dict(store.buckets.get(d, {})) for d in dirty}
             ips = {k: dict(v) for k, v in store.ips.items() if (k, "ip", "") in dirty}
         entries = [(store.epoch, *d, buckets[d]) for d in dirty if d[1] != "ip"]
-        ip_entries = [(store.epoch, key_id, seen) for key_id, seen in ips.items()]
+        ip_entries = [(key_id, seen) for key_id, seen in ips.items()]
         _store(entries, ip_entries)
         return len(dirty)
+    send_pending_counts()
     members, foreign = [], []
     for member in client.smembers("ss:u:dirty"):
         text = member.decode(errors="replace")
@@ -121,8 +126,7 @@ def flush_usage() -> int:
         name = f"ss:u:{epoch}:{key_id}"
         if kind == "ip":
             counts, seen = next(results), next(results)
-            by_ip = {ip.decode(): (int(counts.get(ip, 0)), int(score)) for ip, score in seen}
-            ip_entries.append((_ip_epoch(counts, epoch), key_id, by_ip))
+            ip_entries.append((key_id, _ips_of(counts, seen, epoch)))
             checks.append((member, name, "ip", _score_text(seen[-1][1]) if seen else "", ""))
         else:
             values = {k.decode(): int(v) for k, v in next(results).items()}
@@ -138,10 +142,22 @@ def flush_usage() -> int:
     return len(members)
 
 
-def _ip_epoch(counts: dict, epoch: str) -> str:
-    """The epoch of a key's IP counts: set when their hash was created (`#`, see gate)."""
-    own = counts.get(b"#")
-    return own.decode() if own else epoch
+def _ips_of(counts: dict, seen: list, epoch: str) -> dict[str, tuple[int, int, str]]:
+    """Per IP of a key's Redis counters: (requests, last seen in ms, the IP's epoch).
+
+    Each IP has its own epoch, set when it entered the hash (`e:<ip>`, see gate); a hash
+    written before that has one for all its IPs (`#`), and before that the Redis epoch."""
+    shared = counts.get(b"#")
+    shared = shared.decode() if shared else epoch
+    ips = {}
+    for raw_ip, score in seen:
+        own = counts.get(b"e:" + raw_ip)
+        ips[raw_ip.decode()] = (
+            int(counts.get(raw_ip, 0)),
+            int(score),
+            own.decode() if own else shared,
+        )
+    return ips
 
 
 def _score_text(score: float) -> str:
@@ -157,7 +173,7 @@ def _key_uuid(text: str) -> uuid.UUID | None:
 
 
 def _store(entries: list, ip_entries: list) -> None:
-    key_ids = {uuid.UUID(e[1]) for e in entries} | {uuid.UUID(e[1]) for e in ip_entries}
+    key_ids = {uuid.UUID(e[1]) for e in entries} | {uuid.UUID(e[0]) for e in ip_entries}
     known = {str(k) for k in ApiKey.objects.filter(id__in=key_ids).values_list("id", flat=True)}
     for epoch, key_id, kind, start, values in entries:
         if key_id in known and values:
@@ -171,13 +187,13 @@ def _store(entries: list, ip_entries: list) -> None:
                 },
                 {"requests": values.get("r", 0), "refused": values.get("f", 0)},
             )
-    for epoch, key_id, by_ip in ip_entries:
+    for key_id, by_ip in ip_entries:
         if key_id not in known:
             continue
-        for ip, (count, last_ms) in by_ip.items():
+        for ip, (count, last_ms, ip_epoch) in by_ip.items():
             _keep_largest(
                 KeyUsageIp,
-                {"key_id": key_id, "ip": ip, "epoch": epoch},
+                {"key_id": key_id, "ip": ip, "epoch": ip_epoch},
                 {
                     "requests": count,
                     "last_seen_at": datetime.fromtimestamp(last_ms / 1000, tz=UTC),
@@ -353,17 +369,17 @@ def key_usage(api_key: ApiKey, granularity: str, now: datetime | None = None) ->
     }
 
 
-def _live_ips(key_id: str) -> tuple[str | None, dict[str, tuple[int, int]]]:
-    """The epoch of the key's IP counters and, per IP, (requests, last seen in ms)."""
+def _live_ips(key_id: str) -> dict[str, tuple[int, int, str]]:
+    """The key's IP counters not yet copied: per IP, (requests, last seen in ms, epoch)."""
     client = redis_client()
     if client is None:
         store = local_store()
         with store.lock:
-            return store.epoch, dict(store.ips.get(key_id, {}))
+            return dict(store.ips.get(key_id, {}))
     try:
         epoch = client.get("ss:u:epoch")
         if epoch is None:
-            return None, {}
+            return {}
         base = f"ss:u:{epoch.decode()}:{key_id}"
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(base + ":ip")
@@ -371,23 +387,26 @@ def _live_ips(key_id: str) -> tuple[str | None, dict[str, tuple[int, int]]]:
         counts, seen = pipe.execute()
     except redis.RedisError:
         logger.warning("usage store unavailable: the usage answer shows copied counts only")
-        return None, {}
-    ips = {ip.decode(): (int(counts.get(ip, 0)), int(score)) for ip, score in seen}
-    return _ip_epoch(counts, epoch.decode()), ips
+        return {}
+    return _ips_of(counts, seen, epoch.decode())
 
 
 def recent_ips(api_key: ApiKey) -> list[dict[str, Any]]:
-    """The RECENT_IPS_SHOWN most recently seen client IPs, newest first, with their requests."""
-    epoch, live = _live_ips(str(api_key.id))
+    """The RECENT_IPS_SHOWN most recently seen client IPs, newest first, with their requests.
+
+    Copied rows of an IP's other epochs add up; for its live epoch the larger of the copy
+    and the live counter wins (the copy may be older, never larger)."""
+    live = _live_ips(str(api_key.id))
     requests: dict[str, int] = defaultdict(int)
     current: dict[str, int] = defaultdict(int)
     last_seen: dict[str, datetime] = {}
     for ip, row_epoch, count, seen_at in KeyUsageIp.objects.filter(key=api_key).values_list(
         "ip", "epoch", "requests", "last_seen_at"
     ):
-        (current if row_epoch == epoch else requests)[ip] += count
+        live_epoch = live[ip][2] if ip in live else None
+        (current if row_epoch == live_epoch else requests)[ip] += count
         last_seen[ip] = max(last_seen.get(ip, seen_at), seen_at)
-    for ip, (count, last_ms) in live.items():
+    for ip, (count, last_ms, _epoch) in live.items():
         current[ip] = max(current[ip], count)
         moment = datetime.fromtimestamp(last_ms / 1000, tz=UTC)
         last_seen[ip] = max(last_seen.get(ip, moment), moment)

@@ -7,11 +7,15 @@ checks are in test_usage_servers.py.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import subprocess
 import time
 from datetime import UTC, timedelta
 from io import StringIO
 
 import pytest
+import redis
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
@@ -20,7 +24,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from apps.apikeys import keyformat
-from apps.apikeys.gate import bucket_start, redis_client
+from apps.apikeys.gate import RECENT_IPS_KEPT, bucket_start, redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 from apps.apikeys.serializers import key_json
@@ -227,6 +231,99 @@ def test_a_redis_restart_loses_nothing_already_copied(project):
     assert KeyUsage.objects.filter(key=api_key, granularity="hour").count() == 2
 
 
+@contextlib.contextmanager
+def private_redis(directory):
+    """A Redis of this test's own that saves its snapshot in `directory`; yields its URL
+    and a function that restarts it (it then loads the snapshot, as after a crash)."""
+    port = closed_port()
+    command = [
+        "redis-server",
+        *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)),
+        *("--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no"),
+    ]
+    url = f"redis://127.0.0.1:{port}/0"
+    server = None
+
+    def start() -> None:
+        nonlocal server
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "the private Redis did not start"
+                time.sleep(0.05)
+
+    def restart() -> None:
+        with contextlib.suppress(redis.ConnectionError):
+            redis.Redis.from_url(url).shutdown(nosave=True)
+        server.wait(10)
+        start()
+        redis_client().ping()  # the pooled connection to the old server is replaced
+
+    start()
+    try:
+        yield url, restart
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_a_redis_back_from_a_snapshot_starts_a_new_epoch_and_loses_no_count(
+    project, settings, tmp_path
+):
+    """The snapshot holds counters older than the copy: counting on under the old epoch
+    would hide new requests behind the larger copied value."""
+    with private_redis(tmp_path) as (url, restart):
+        settings.REDIS_URL = url
+        api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+        for _ in range(10):
+            use(plaintext)
+        flush_usage()
+        redis_client().save()
+        for _ in range(10):
+            use(plaintext)
+        flush_usage()
+        assert totals(api_key) == {"requests": 20, "refused": 0}
+
+        restart()  # back with the snapshot: 10 counted under the old epoch
+        for _ in range(5):
+            use(plaintext)
+
+        assert totals(api_key) == {"requests": 25, "refused": 0}
+        flush_usage()
+        assert totals(api_key) == {"requests": 25, "refused": 0}
+        assert KeyUsage.objects.filter(key=api_key, granularity="hour").count() == 2
+
+
+def test_an_ip_pushed_out_of_the_kept_ips_and_back_keeps_its_count(project, settings, time_machine):
+    """Each client IP has its own epoch: counted again from 1 after it was pushed out of
+    the kept IPs, it adds to its copied count instead of hiding behind it."""
+    settings.NUM_PROXIES = 1
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    start = timezone.now()
+
+    def requests_of(ip: str) -> int:
+        return {r["ip"]: r["requests"] for r in key_usage(api_key, "hour")["recentIps"]}[ip]
+
+    for _ in range(5):
+        use(plaintext, HTTP_X_FORWARDED_FOR="198.51.100.1")
+    flush_usage()
+    time_machine.move_to(start + timedelta(seconds=1), tick=True)
+    for number in range(RECENT_IPS_KEPT):  # the first IP is now the oldest: pushed out
+        use(plaintext, HTTP_X_FORWARDED_FOR=f"203.0.113.{number + 1}")
+    time_machine.move_to(start + timedelta(seconds=2), tick=True)
+    for _ in range(3):
+        use(plaintext, HTTP_X_FORWARDED_FOR="198.51.100.1")
+
+    assert requests_of("198.51.100.1") == 8
+    flush_usage()
+    assert requests_of("198.51.100.1") == 8
+
+
 @requires_redis
 def test_foreign_names_in_the_copy_list_are_dropped_and_never_block_the_copy(project, caplog):
     api_key, plaintext = make_key(KeyKind.SECRET, project=project)
@@ -259,6 +356,24 @@ def test_ip_counts_that_expired_in_redis_start_again_without_losing_the_copy(pro
     (copied,) = key_usage(api_key, "hour")["recentIps"]
 
     assert live["requests"] == copied["requests"] == 3
+
+
+@requires_redis
+def test_a_copy_sends_this_processs_unsent_counts_first(transactional_db, project, settings):
+    """On a quiet process the copy runs at once, before the batch's own send: it sends
+    the batch itself, so the request is copied without waiting for the worker."""
+    settings.USAGE_BATCH_SECONDS = 3600  # the batch's own send never runs in this test
+    settings.USAGE_FLUSH_SECONDS = 1
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    try:
+        use(plaintext)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not KeyUsage.objects.filter(key=api_key).exists():
+            time.sleep(0.1)
+        assert KeyUsage.objects.get(key=api_key, granularity="hour").requests == 1
+    finally:
+        settings.USAGE_FLUSH_SECONDS = 0
+        time.sleep(0.2)  # let the copy thread finish before the tables are emptied
 
 
 def test_the_copy_runs_within_the_flush_interval_after_the_last_use(

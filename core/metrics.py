@@ -16,7 +16,9 @@ process's own.
 
 Queue figures (depth, age of the oldest undelivered item) are not counted but
 read when scraped: the app that owns a queue registers a probe at start-up
-with `register_queue_probe`.
+with `register_queue_probe`. The worker's failures are counted in the database
+(`core.counters`: the worker is not the process a scrape reaches) and read when
+scraped too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -73,16 +75,11 @@ REDIS_FAIL_OPEN = Counter(
     ["scope"],
     registry=LOCAL_REGISTRY,
 )
-DELIVERY_FAILURES = Counter(
-    "sigsentry_worker_delivery_failures",
-    "Webhook delivery attempts that failed (each retry counts).",
-    registry=LOCAL_REGISTRY,
-)
-EMAIL_FAILURES = Counter(
-    "sigsentry_worker_email_failures",
-    "Emails the worker failed to send (each retry counts).",
-    registry=LOCAL_REGISTRY,
-)
+#: Counted in the database by the worker (`core.counters`), read at scrape time.
+WORKER_COUNTERS = {
+    "delivery_failures": "Webhook delivery attempts that failed (each retry counts).",
+    "email_failures": "Emails the worker failed to send (each retry counts).",
+}
 
 
 def enabled() -> bool:
@@ -131,13 +128,19 @@ def record_redis_fail_open(scope: str) -> None:
 
 
 def record_delivery_failure() -> None:
-    if enabled():
-        DELIVERY_FAILURES.inc()
+    """A failed webhook attempt, counted in the database whether or not /metrics is on (the
+    worker may run without METRICS_TOKEN): call it in the transaction that records it."""
+    _count_in_database("delivery_failures")
 
 
 def record_email_failure() -> None:
-    if enabled():
-        EMAIL_FAILURES.inc()
+    _count_in_database("email_failures")
+
+
+def _count_in_database(name: str) -> None:
+    from core import counters  # a model: importable once the app registry is ready
+
+    counters.add(name)
 
 
 # ------------------------------------------------------------------------ queue probes
@@ -197,8 +200,27 @@ class QueueCollector(Collector):
         yield age
 
 
+class WorkerCounterCollector(Collector):
+    """The worker's counters, read from the database at scrape time (left out if it cannot
+    be read: the scrape still answers)."""
+
+    def collect(self) -> Iterator[Metric]:
+        from core import counters  # a model: importable once the app registry is ready
+
+        try:
+            stored = counters.values()
+        except Exception:
+            logger.warning("worker counters unreadable", exc_info=True)
+            return
+        for name, documentation in WORKER_COUNTERS.items():
+            yield CounterMetricFamily(
+                f"sigsentry_worker_{name}", documentation, value=stored.get(name, 0)
+            )
+
+
 _QUEUE_REGISTRY = CollectorRegistry(auto_describe=False)
 _QUEUE_REGISTRY.register(QueueCollector())
+_QUEUE_REGISTRY.register(WorkerCounterCollector())
 
 
 def multiprocess_dir() -> str | None:

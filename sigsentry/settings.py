@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "core",  # its one table: the worker's counters for /metrics (core.counters)
     "apps.accounts",
     "apps.orgs",
     "apps.projects",

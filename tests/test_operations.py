@@ -12,6 +12,9 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from apps.apikeys.keyformat import KeyKind
+from apps.webhooks import delivery as deliveries
+from apps.webhooks import services as webhook_services
+from apps.webhooks.models import Delivery
 from core import metrics, ops
 from core.errors import RateLimited
 from tests.apikeys.usage_helpers import set_rate_limit
@@ -223,7 +226,7 @@ def test_a_key_rate_limit_skipped_for_an_unreachable_redis_is_counted(
     assert value(after, name, scope="key_usage") - value(before, name, scope="key_usage") == 2
 
 
-def test_worker_failures_are_counted(metrics_on, client):
+def test_worker_failures_are_counted(metrics_on, db, client):
     before = scrape(client)
     metrics.record_delivery_failure()
     metrics.record_delivery_failure()
@@ -236,26 +239,54 @@ def test_worker_failures_are_counted(metrics_on, client):
         assert value(after, name) - value(before, name) == expected
 
 
-def test_queue_probes_are_read_at_scrape_time(metrics_on, client):
+def test_queue_probes_are_read_at_scrape_time(metrics_on, db, client):
     states = iter([metrics.QueueState(3, 42.5), metrics.QueueState(0, None)])
-    metrics.register_queue_probe("webhooks", lambda: next(states))
+    metrics.register_queue_probe("probe-test", lambda: next(states))
 
     def broken():
         raise RuntimeError("database unavailable")
 
-    metrics.register_queue_probe("email", broken)
+    metrics.register_queue_probe("broken-test", broken)
     try:
         first = scrape(client)
         second = scrape(client)
     finally:
-        metrics.unregister_queue_probe("webhooks")
-        metrics.unregister_queue_probe("email")
-    assert value(first, "sigsentry_worker_queue_depth", queue="webhooks") == 3
-    assert value(first, "sigsentry_worker_oldest_undelivered_age_seconds", queue="webhooks") == 42.5
-    assert value(second, "sigsentry_worker_queue_depth", queue="webhooks") == 0
-    assert value(second, "sigsentry_worker_oldest_undelivered_age_seconds", queue="webhooks") == 0
+        metrics.unregister_queue_probe("probe-test")
+        metrics.unregister_queue_probe("broken-test")
+    depth, age = "sigsentry_worker_queue_depth", "sigsentry_worker_oldest_undelivered_age_seconds"
+    assert value(first, depth, queue="probe-test") == 3
+    assert value(first, age, queue="probe-test") == 42.5
+    assert value(second, depth, queue="probe-test") == 0
+    assert value(second, age, queue="probe-test") == 0
     # A failing probe leaves its queue out instead of failing the scrape.
-    assert ("sigsentry_worker_queue_depth", (("queue", "email"),)) not in first
+    assert (depth, (("queue", "broken-test"),)) not in first
+
+
+def test_a_failed_delivery_shows_in_the_queue_and_the_failures_as_the_worker_records_it(
+    metrics_on, client, settings, owner, organization, project
+):
+    """Issue 17 / SPEC §4.14: the worker's failures and queue depth reach /metrics, with
+    nothing registered by the test (the worker is another process: the database carries
+    them)."""
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    webhook_services.create_webhook(
+        actor=owner,
+        organization=organization,
+        url=f"http://127.0.0.1:{closed_port()}/hooks",
+        events=["key.minted"],
+    )
+    before = scrape(client)
+    make_key(KeyKind.SECRET, project=project)
+    (delivery,) = Delivery.objects.all()
+
+    assert deliveries.attempt_delivery(str(delivery.pk)) == "connection failed"
+
+    after = scrape(client)
+    name = "sigsentry_worker_delivery_failures_total"
+    assert value(after, name) - value(before, name) == 1
+    assert value(after, "sigsentry_worker_queue_depth", queue="webhooks") == 1
+    assert value(after, "sigsentry_worker_oldest_undelivered_age_seconds", queue="webhooks") >= 0
+    assert ("sigsentry_worker_queue_depth", (("queue", "emails"),)) in after
 
 
 def test_a_failing_probe_writes_no_error_line(db, client, monkeypatch):

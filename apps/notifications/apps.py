@@ -5,3 +5,9 @@ class NotificationsConfig(AppConfig):
     name = "apps.notifications"
     label = "notifications"
     verbose_name = "Notifications"
+
+    def ready(self) -> None:
+        from apps.notifications.checks import email_queue_state
+        from core.metrics import register_queue_probe
+
+        register_queue_probe("emails", email_queue_state)  # /metrics: read at scrape time

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from apps.apikeys.models import ApiKey
@@ -29,6 +29,7 @@ from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Organization
 from apps.webhooks.models import Event, EventType, Webhook
 from apps.webhooks.services import record_key_events
+from core import metrics
 
 logger = logging.getLogger("sigsentry.notifications")
 
@@ -203,6 +204,16 @@ def find_scheduled(now: datetime, report: Report) -> None:
     claim(expiring_keys(now), now, report)
     claim(unused_keys(now), now, report)
     claim(legacy_sunset(now), now, report)
+
+
+def email_queue_state() -> metrics.QueueState:
+    """The `emails` queue for /metrics: reminders not yet emailed that are still tried."""
+    waiting = Reminder.objects.filter(
+        emailed_at__isnull=True, created_at__gte=timezone.now() - EMAIL_GIVE_UP_AFTER
+    ).aggregate(depth=Count("pk"), oldest=Min("created_at"))
+    oldest = waiting["oldest"]
+    age = None if oldest is None else max(0.0, (timezone.now() - oldest).total_seconds())
+    return metrics.QueueState(waiting["depth"], age)
 
 
 def _claim_unsent(now: datetime) -> list[Reminder]:

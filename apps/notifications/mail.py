@@ -21,6 +21,7 @@ from django.template.loader import render_to_string
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Membership, Organization
+from core import metrics
 from core.permissions import MANAGER_ROLES
 
 logger = logging.getLogger("sigsentry.notifications")
@@ -30,7 +31,9 @@ email_failures: Counter[str] = Counter()
 
 
 def count_email_failure(reason: str) -> None:
+    """In this process by reason, and in the database for /metrics (the worker sends)."""
     email_failures[reason] += 1
+    metrics.record_email_failure()
 
 
 @dataclass(frozen=True)

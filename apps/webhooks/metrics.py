@@ -1,8 +1,10 @@
 """Numbers about outbound delivery, for /metrics (SPEC §4.14).
 
-`queue_depth()` and `oldest_undelivered_age_seconds()` are read on demand;
-`count_delivery_failure()` is the one place a failed webhook attempt is counted,
-so a Prometheus counter can be attached here later without touching callers.
+`queue_depth()` and `oldest_undelivered_age_seconds()` are read on demand (the
+app registers them as the `webhooks` queue's probe, `queue_state`);
+`count_delivery_failure()` is the one place a failed webhook attempt is counted:
+in this process by reason, and in the database for /metrics (the worker that
+fails is not the process a scrape reaches).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from apps.webhooks.models import Delivery, DeliveryStatus
+from core import metrics
 
 logger = logging.getLogger("sigsentry.webhooks")
 
@@ -22,7 +25,14 @@ delivery_failures: Counter[str] = Counter()
 
 
 def count_delivery_failure(reason: str) -> None:
+    """Call it in the transaction that records the failed attempt."""
     delivery_failures[reason] += 1
+    metrics.record_delivery_failure()
+
+
+def queue_state() -> metrics.QueueState:
+    depth = queue_depth()
+    return metrics.QueueState(depth, oldest_undelivered_age_seconds() if depth else None)
 
 
 def queue_depth() -> int:

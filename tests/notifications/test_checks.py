@@ -14,6 +14,7 @@ from apps.apikeys.services import report_leaked_keys, roll_key
 from apps.notifications import checks, mail
 from apps.notifications.models import Reminder
 from apps.webhooks.models import Event, Webhook
+from core import counters
 from core.permissions import Role
 from tests.factories import MembershipFactory, make_key, make_legacy_key
 from tests.outbound import text_of
@@ -171,6 +172,7 @@ def test_an_smtp_outage_loses_no_reminder(smtp, settings, owner, project):
     report = checks.run_urgent_checks()
 
     assert report.email_failures == 1 and sum(mail.email_failures.values()) == before + 1
+    assert counters.values()["email_failures"] == 1  # what /metrics reads, on any process
     reminder = Reminder.objects.get()
     assert reminder.emailed_at is None and reminder.email_attempts == 1
     assert smtp.messages == []

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
-from core import metrics
+from core import failopen, metrics
 from core.errors import (
     ServiceUnavailable,
     ValidationFailed,
@@ -80,6 +80,7 @@ class AccessLogMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
+        failopen.new_request()  # a Redis that gave up on the last request is tried again
         response = self.get_response(request)
         if metrics.enabled():
             self.record_metrics(request, response, time.perf_counter() - started)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.cache import cache
 
-from core import metrics
+from core import failopen, metrics
 from core.errors import RateLimited
 from core.net import throttle_subject
 
@@ -62,11 +62,14 @@ def hit(scope: str, ident: str | None) -> int | None:
         return None
     limit, period, window, retry_after = _window(scope)
     key = _cache_key(scope, ident, window)
+    if failopen.given_up():
+        return None  # the cache did not answer earlier in this request: not waited for again
     try:
         count = 1 if cache.add(key, 1, timeout=period + 1) else cache.incr(key)
     except Exception:  # the cache is down: degrade to no throttling, never to an error
         logger.warning("throttle cache unavailable; %s not counted", scope)
         metrics.record_redis_fail_open(scope)
+        failopen.gave_up()
         return None
     return retry_after if count > limit else None
 
@@ -76,11 +79,14 @@ def is_limited(scope: str, ident: str | None) -> int | None:
     if not ident:
         return None
     limit, _period, window, retry_after = _window(scope)
+    if failopen.given_up():
+        return None
     try:
         count = cache.get(_cache_key(scope, ident, window)) or 0
     except Exception:
         logger.warning("throttle cache unavailable; %s not checked", scope)
         metrics.record_redis_fail_open(scope)
+        failopen.gave_up()
         return None
     return retry_after if count >= limit else None
 

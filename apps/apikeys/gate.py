@@ -47,7 +47,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from rest_framework.throttling import BaseThrottle
 
-from core import metrics
+from core import failopen, metrics
 from core.net import client_ip
 from core.principal import AUTH_DECISION
 
@@ -201,6 +201,7 @@ def _scripts(client: redis.Redis):
 def _fail_open(what: str) -> None:
     logger.warning("usage store unavailable: %s", what)
     metrics.record_redis_fail_open("key_usage")
+    failopen.gave_up()
 
 
 def _count_args(
@@ -236,6 +237,8 @@ def check_limit(key_id: str, limit: tuple[int, int], *, peek: bool = False) -> L
         allowed, remaining, reset_ms, now_ms = local_store().limit(
             key_id, limit_n, limit_s * 1000, peek, int(time.time() * 1000)
         )
+    elif failopen.given_up():
+        return None  # Redis did not answer earlier in this request: not waited for again
     else:
         member = f"{time.time_ns() // 1000}-{secrets.token_hex(4)}"
         try:
@@ -257,6 +260,8 @@ def add_counts(key_id: str, *, ip: str | None, requests: int, refused: int) -> N
     if client is None:
         local_store().count(args)
         return
+    if failopen.given_up():
+        return  # Redis did not answer earlier in this request: this use is not counted
     _limit, count, epoch = _scripts(client)
     pipe = client.pipeline(transaction=False)
     epoch(args=[secrets.token_hex(16)], client=pipe)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from datetime import UTC, timedelta
 from io import StringIO
@@ -498,6 +500,52 @@ def test_with_redis_unreachable_requests_are_served_never_refused_and_a_warning_
     caplog.clear()
     assert create_analysis(plaintext) == 403
     assert caplog.text.count("usage store unavailable") == 1, "one try per request"
+
+
+class SilentRedis:
+    """Accepts connections and never answers: a Redis that hangs."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.server.getsockname()[1]}/0"
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.connections.append(self.server.accept()[0])
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def test_a_refused_key_waits_for_a_hanging_redis_once_not_at_each_step(project, settings):
+    """A revoked key with a rate limit meets Redis twice (the failed-credential throttle,
+    then its window for the X-RateLimit-* headers): after the first 250 ms wait the
+    second step is skipped, so no request waits longer than that for Redis."""
+    silent = SilentRedis()
+    try:
+        settings.REDIS_URL = silent.url
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": silent.url,
+                "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+            }
+        }
+        api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+        set_rate_limit(api_key, 5, 60)
+        ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+
+        assert use(plaintext) == 401
+        assert len(silent.connections) == 1, "one step waited for Redis, the other skipped"
+        assert use(plaintext) == 401  # the next request tries Redis again
+        assert len(silent.connections) == 2
+    finally:
+        silent.close()
 
 
 # Random sequences

@@ -1,0 +1,28 @@
+"""Fail open, and wait for an unreachable Redis once per request.
+
+Throttles (`core.throttling`) and a key's rate limit and counts (`apps.apikeys.gate`)
+give up on Redis after 250 ms and let the request go on. Once one of them has given
+up, the request's later Redis steps are skipped, so a request waits at most 250 ms
+for Redis however many steps it has (a refused key with a rate limit has two). The
+mark lives in a context variable, cleared when a request starts
+(`core.middleware.AccessLogMiddleware`).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+_gave_up: ContextVar[bool] = ContextVar("sigsentry_redis_gave_up", default=False)
+
+
+def gave_up() -> None:
+    """Redis did not answer in time in this request."""
+    _gave_up.set(True)
+
+
+def given_up() -> bool:
+    return _gave_up.get()
+
+
+def new_request() -> None:
+    _gave_up.set(False)

@@ -53,8 +53,9 @@ REQUESTS = Counter(
 )
 LATENCY = Histogram(
     "sigsentry_http_request_duration_seconds",
-    "Time from the request entering Django to the response leaving it, by route template.",
-    ["route", "method"],
+    "Time from the request entering Django to the response leaving it, by route template "
+    "and status.",
+    ["route", "method", "status"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=LOCAL_REGISTRY,
 )
@@ -99,7 +100,10 @@ def record_request(route: str, method: str, status: int, seconds: float) -> None
     series = _request_series.get((route, method, status))
     if series is None:
         label = method if method in HTTP_METHODS else "other"
-        series = (REQUESTS.labels(route, label, str(status)), LATENCY.labels(route, label))
+        series = (
+            REQUESTS.labels(route, label, str(status)),
+            LATENCY.labels(route, label, str(status)),
+        )
         if label == method:  # a made-up method is not kept: the cache stays bounded
             _request_series[route, method, status] = series
     series[0].inc()

@@ -155,8 +155,9 @@ def test_requests_are_counted_by_route_template_and_status(
     assert sum(
         delta(requests, route="v1/me", method="other", status=status) for status in ("401", "405")
     )
-    latency = "sigsentry_http_request_duration_seconds_count"
-    assert delta(latency, route="v1/me", method="GET") == 4
+    latency = "sigsentry_http_request_duration_seconds_count"  # by route and status (SPEC §4.14)
+    assert delta(latency, route="v1/me", method="GET", status="200") == 3
+    assert delta(latency, route="v1/me", method="GET", status="401") == 1
     # The probes and the scrapes themselves are not API requests.
     assert not any("healthz" in str(labels) or "metrics" in str(labels) for _n, labels in after)
     text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()

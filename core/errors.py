@@ -97,7 +97,7 @@ class InvalidCredentials(AuthError):
 class SignatureInvalid(AuthError):
     code = "SIGNATURE_INVALID"
     message = "The request signature is missing or does not verify."
-    credential_sent = False
+    bearer_error = None  # no bearer credential was sent (SPEC §3: error= only when one was)
 
 
 class ProjectIdRequired(ApiError):

@@ -159,6 +159,8 @@ def test_missing_or_garbage_signature_headers_are_refused(github_key, project, h
     response = post(report_body(text), headers)
 
     assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
+    # No bearer credential was sent: the challenge names no bearer error (SPEC §3).
+    assert response["WWW-Authenticate"] == 'Bearer realm="sigsentry"'
     assert nothing_changed()
 
 

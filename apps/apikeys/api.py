@@ -193,7 +193,8 @@ class KeyRollView(KeyManagementView):
         summary="Roll a key",
         description=(
             "Owners and admins. Mints a successor with the same name, permissions, allowed "
-            "origins and guardrails (its full key is in `key`, shown once); the old key "
+            "origins (an SDK key's may be changed with `allowedOrigins`) and guardrails (its "
+            "full key is in `key`, shown once); the old key "
             "expires after `graceSeconds`. The successor expires at `expiresAt` when sent "
             "(null: never), else when the old key would have; under an organization's "
             "`keyMaxLifetimeDays` a secret or organization key's must fall within it."
@@ -213,6 +214,7 @@ class KeyRollView(KeyManagementView):
             expires_at=(
                 parse_expires_at(body["expiresAt"]) if "expiresAt" in body else services.INHERIT
             ),
+            allowed_origins=body.get("allowedOrigins", services.INHERIT),
             request=request,
         )
         return Response(minted_key_json(minted, timezone.now()), status=201)

@@ -197,6 +197,7 @@ class RollKeyInputSerializer(serializers.Serializer):
             "need one within it."
         ),
     )
+    allowedOrigins = _allowed_origins_field(required=False)
 
 
 class LeakReportInputSerializer(serializers.Serializer):

@@ -266,6 +266,7 @@ def roll_key(
     api_key: ApiKey,
     grace_seconds: Any,
     expires_at: Any = INHERIT,
+    allowed_origins: Any = INHERIT,
     request: HttpRequest | None = None,
 ) -> MintedKey:
     """Mint a successor (same name, permissions, origins and guardrails); the old key
@@ -273,7 +274,8 @@ def roll_key(
 
     The successor's `expires_at` is the one given (None: no expiry), by default the
     old key's when still in the future; a secret or org key's must fit its
-    organization's lifetime policy, as at mint.
+    organization's lifetime policy, as at mint. An SDK key's `allowed_origins` may be
+    set at roll (SPEC §4.7), validated as at mint; by default the old key's.
     """
     if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int):
         raise ValidationFailed({"graceSeconds": ["A whole number of seconds is required."]})
@@ -297,7 +299,9 @@ def roll_key(
             name=locked.name,
             permissions=list(locked.permissions) if kind is not KeyKind.PUBLIC else None,
             expires_at=expires_at,
-            allowed_origins=list(locked.allowed_origins),
+            allowed_origins=(
+                list(locked.allowed_origins) if allowed_origins is INHERIT else allowed_origins
+            ),
             rate_limit=locked.rate_limit,
             allowed_ips=list(locked.allowed_ips),
             project_ids=list(locked.project_ids),

@@ -102,6 +102,45 @@ def test_roll_keeps_an_sdk_keys_allowed_origins(owner, project):
     assert new["allowedOrigins"] == ["https://shop.example.com"]
 
 
+def test_roll_sets_an_sdk_keys_allowed_origins_when_sent(owner, project):
+    """SPEC §4.7: origins are set at mint or roll; an unbound key rolled with origins must
+    not stay open to every origin."""
+    old, _ = make_key(KeyKind.PUBLIC, project=project)
+    body = {"graceSeconds": 0, "allowedOrigins": ["https://Shop.Example.com:443"]}
+
+    response = user_client(owner).post(
+        key_url(KeyKind.PUBLIC, project, old, "roll"), body, format="json"
+    )
+
+    assert response.status_code == 201
+    assert response.json()["allowedOrigins"] == ["https://shop.example.com"]
+    assert ApiKey.objects.get(id=response.json()["id"]).allowed_origins == [
+        "https://shop.example.com"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "origins"),
+    [(KeyKind.PUBLIC, ["http://shop.example.com"]), (KeyKind.SECRET, ["https://a.example"])],
+)
+def test_roll_with_bad_or_misplaced_origins_is_refused_and_changes_nothing(
+    owner, project, kind, origins
+):
+    old, _ = make_key(kind, project=project)
+
+    response = user_client(owner).post(
+        key_url(kind, project, old, "roll"),
+        {"graceSeconds": 0, "allowedOrigins": origins},
+        format="json",
+    )
+
+    assert (response.status_code, error_code(response)) == (400, "VALIDATION_ERROR")
+    assert "allowedOrigins" in error_fields(response)
+    assert ApiKey.objects.filter(project=project).count() == 1
+    old.refresh_from_db()
+    assert old.expires_at is None
+
+
 def test_the_old_keys_list_entry_shows_its_new_expiry_and_the_successor_comes_first(admin, project):
     old, _ = make_key(KeyKind.SECRET, project=project)
     client = user_client(admin)

@@ -208,8 +208,12 @@ def json_object(request) -> dict[str, Any]:
     return data
 
 
-def paginate(view: ApiView, queryset, serialize) -> Response:
+def paginate(view: ApiView, queryset, serialize, ordering: tuple[str, ...] = ()) -> Response:
+    """One page of `queryset`, newest first unless `ordering` names other fields of its rows
+    (the first one, a field or an annotation, is what the cursor holds)."""
     paginator = Pagination()
+    if ordering:
+        paginator.ordering = ordering
     page = paginator.paginate_queryset(queryset, view.request, view=view)
     return paginator.get_paginated_response([serialize(item) for item in page])
 

@@ -113,7 +113,9 @@ class OrganizationsView(OrgManagementView):
     @extend_schema(
         operation_id="organizations_list",
         summary="The caller's organizations",
+        description="By name.",
         tags=["organizations"],
+        parameters=PAGE_PARAMETERS,
         responses={
             200: paginated(OrganizationSerializer, "OrganizationList"),
             **error_responses(401, 403),
@@ -121,7 +123,9 @@ class OrganizationsView(OrgManagementView):
     )
     def get(self, request):
         memberships = selectors.memberships_of(self.principal.user)
-        return Response({"results": [organization_json(m) for m in memberships], "next": None})
+        return paginate(
+            self, memberships, organization_json, ordering=selectors.BY_ORGANIZATION_NAME
+        )
 
     @extend_schema(
         operation_id="organizations_create",
@@ -216,6 +220,7 @@ class MembersView(OrgManagementView):
         summary="Members of an organization",
         description="Any member. By email.",
         tags=["organizations"],
+        parameters=PAGE_PARAMETERS,
         responses={
             200: paginated(MemberSerializer, "MemberList"),
             **error_responses(401, 403, 404),
@@ -224,7 +229,7 @@ class MembersView(OrgManagementView):
     def get(self, request, org_id):
         membership = membership_for(self.principal.user, org_id)
         members = selectors.members_of(membership)
-        return Response({"results": [member_json(m) for m in members], "next": None})
+        return paginate(self, members, member_json, ordering=selectors.BY_EMAIL)
 
     @extend_schema(
         operation_id="members_add",

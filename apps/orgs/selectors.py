@@ -10,11 +10,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from apps.audit.models import AuditEvent
 from apps.orgs.models import Membership
 from core.errors import NotFound
+
+#: The order of `memberships_of` and `members_of`, as a cursor paginator takes it.
+BY_ORGANIZATION_NAME = ("organization_name", "id")
+BY_EMAIL = ("user_email", "id")
 
 
 def memberships_of(user: Any) -> QuerySet[Membership]:
@@ -22,7 +26,8 @@ def memberships_of(user: Any) -> QuerySet[Membership]:
     return (
         Membership.objects.filter(user=user)
         .select_related("organization")
-        .order_by("organization__name", "organization__id")
+        .annotate(organization_name=F("organization__name"))
+        .order_by(*BY_ORGANIZATION_NAME)
     )
 
 
@@ -31,7 +36,8 @@ def members_of(membership: Membership) -> QuerySet[Membership]:
     return (
         Membership.objects.filter(organization_id=membership.organization_id)
         .select_related("user", "organization")
-        .order_by("user__email", "id")
+        .annotate(user_email=F("user__email"))
+        .order_by(*BY_EMAIL)
     )
 
 

@@ -185,6 +185,44 @@ def test_members_lists_everyone_with_their_role(member, organization, owner, adm
     }
 
 
+def pages_of(client, url: str) -> list[list]:
+    """Every page of a list at ?limit=1, following `next` (SPEC §4: cursor pagination)."""
+    pages, next_url = [], f"{url}?limit=1"
+    while next_url:
+        body = client.get(next_url).json()
+        pages.append(body["results"])
+        next_url = body["next"]
+    return pages
+
+
+def test_members_are_paged_by_email_with_a_cursor(member, organization, owner, admin, viewer):
+    pages = pages_of(user_client(member), members_url(organization))
+
+    assert all(len(page) == 1 for page in pages)
+    emails = [page[0]["user"]["email"] for page in pages]
+    assert emails == sorted(u.email for u in (owner, admin, member, viewer))
+
+
+def test_organizations_are_paged_by_name_with_a_cursor(owner, organization):
+    for name in ("Zeta", "Beta", "Acme"):  # a second "Acme": equal names still page once each
+        MembershipFactory(user=owner, role=Role.VIEWER, organization__name=name)
+
+    pages = pages_of(user_client(owner), ORGS)
+
+    assert all(len(page) == 1 for page in pages)
+    assert [page[0]["name"] for page in pages] == ["Acme", "Acme", "Beta", "Zeta"]
+    assert len({page[0]["id"] for page in pages}) == 4
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "x"])
+def test_members_and_organizations_pages_outside_1_to_100_are_validation_errors(
+    member, organization, limit
+):
+    client = user_client(member)
+    for url in (ORGS, members_url(organization)):
+        assert "limit" in error_fields(client.get(url, {"limit": limit}))
+
+
 def test_admin_adds_an_existing_user_as_a_member(admin, organization):
     newcomer = UserFactory(email="newcomer@example.com")
 

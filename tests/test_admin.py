@@ -472,6 +472,71 @@ def test_membership_admin_changes_roles_when_an_owner_remains(ops, owner, member
     assert Membership.objects.get(pk=membership.pk).role == Role.ADMIN
 
 
+def actions_on(organization) -> list[tuple[str, dict]]:
+    return list(
+        AuditEvent.objects.filter(organization_id=organization.pk)
+        .order_by("created_at")
+        .values_list("action", "details")
+    )
+
+
+def test_membership_changes_in_the_admin_are_audited_like_the_apis(ops, superuser, owner, outsider):
+    """An operator's add, role change and removal land in the organization's audit log,
+    the operator as actor (never a silent way to make someone owner)."""
+    organization = Membership.objects.get(user=owner).organization
+    AuditEvent.objects.filter(organization_id=organization.pk).delete()
+
+    added = ops.post(
+        reverse("admin:orgs_membership_add"),
+        {"user": str(outsider.pk), "organization": str(organization.pk), "role": Role.ADMIN},
+    )
+    membership = Membership.objects.get(user=outsider, organization=organization)
+    changed = ops.post(change_url(membership), {"role": Role.OWNER})
+    removed = ops.post(delete_url(membership), {"post": "yes"})
+
+    assert (added.status_code, changed.status_code, removed.status_code) == (302, 302, 302)
+    assert actions_on(organization) == [
+        (Action.MEMBER_ADDED, {"role": "admin"}),
+        (Action.MEMBER_ROLE_CHANGED, {"from": "admin", "to": "owner"}),
+        (Action.MEMBER_REMOVED, {"role": "owner"}),
+    ]
+    assert set(
+        AuditEvent.objects.filter(organization_id=organization.pk).values_list(
+            "actor_user_id", flat=True
+        )
+    ) == {superuser.pk}
+
+
+def test_organization_inline_changes_are_audited(ops, owner, member):
+    organization = Organization.objects.get(memberships__user=owner)
+    AuditEvent.objects.filter(organization_id=organization.pk).delete()
+
+    response = ops.post(
+        change_url(organization),
+        membership_inline_data(organization, {owner.pk: Role.ADMIN, member.pk: Role.OWNER}),
+    )
+
+    assert response.status_code == 302
+    assert sorted(actions_on(organization), key=lambda pair: pair[1]["from"]) == [
+        (Action.MEMBER_ROLE_CHANGED, {"from": "member", "to": "owner"}),
+        (Action.MEMBER_ROLE_CHANGED, {"from": "owner", "to": "admin"}),
+    ]
+
+
+def test_organization_inline_never_moves_a_membership_to_another_user(ops, owner, member, outsider):
+    organization = Organization.objects.get(memberships__user=owner)
+    data = membership_inline_data(organization, {})
+    index = next(i for i in range(5) if data[f"memberships-{i}-user"] == str(member.pk))
+    data[f"memberships-{index}-user"] = str(outsider.pk)
+
+    response = ops.post(change_url(organization), data)
+
+    assert response.status_code == 200
+    assert "does not move to another user" in response.content.decode()
+    assert Membership.objects.filter(user=member, organization=organization).exists()
+    assert not Membership.objects.filter(user=outsider, organization=organization).exists()
+
+
 def test_deleting_the_only_owner_user_is_refused(ops, owner):
     response = ops.post(delete_url(owner), {"post": "yes"})
 

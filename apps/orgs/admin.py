@@ -2,7 +2,10 @@
 
 The product rule "an organization always keeps an owner" holds here too: the
 member forms and every delete that would remove an organization's last owner
-are refused.
+are refused. Every membership an operator adds, changes or removes here is in the
+organization's audit log as the API's are (`member.added`, `member.role_changed`,
+`member.removed`, the operator as actor), in the same transaction; a membership
+never moves to another user.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from collections.abc import Iterable
 
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 
+from apps.audit.services import Action, record_event
 from apps.orgs.models import Membership, Organization
 from apps.projects.models import Project
 from core.permissions import Role
@@ -51,9 +56,43 @@ def protect_last_owners(
     return to_delete, model_count, perms_needed, protected
 
 
+def audit_membership(request, action: str, membership: Membership, details: dict) -> None:
+    """The operator's change in the organization's audit log, as the API records it."""
+    record_event(
+        action=action,
+        organization_id=membership.organization_id,
+        actor_user=request.user,
+        target_type="user",
+        target_id=membership.user_id,
+        target_label=membership.user.email,
+        request=request,
+        details=details,
+    )
+
+
+def save_membership(request, membership: Membership, previous_role: str | None) -> None:
+    """Save an added (`previous_role` None) or changed membership, with its audit event."""
+    membership.save()
+    if previous_role is None:
+        audit_membership(request, Action.MEMBER_ADDED, membership, {"role": membership.role})
+    elif previous_role != membership.role:
+        details = {"from": previous_role, "to": membership.role}
+        audit_membership(request, Action.MEMBER_ROLE_CHANGED, membership, details)
+
+
+def delete_membership(request, membership: Membership) -> None:
+    membership.delete()
+    audit_membership(request, Action.MEMBER_REMOVED, membership, {"role": membership.role})
+
+
 class MembershipInlineFormSet(BaseInlineFormSet):
     def clean(self) -> None:
         super().clean()
+        for form in self.initial_forms:
+            if "user" in form.changed_data:
+                raise ValidationError(
+                    "A membership does not move to another user: remove it and add theirs."
+                )
         owners = [
             form
             for form in self.forms
@@ -93,6 +132,19 @@ class OrganizationAdmin(admin.ModelAdmin):
     fields = ("id", "name", "created_at")
     inlines = (MembershipInline, ProjectInline)
     ordering = ("name",)
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        formset.save(commit=False)  # sets each new membership's organization
+        for membership in formset.deleted_objects:
+            delete_membership(request, membership)
+        changed = [f for f in formset.forms if f.has_changed() and f not in formset.deleted_forms]
+        for inline_form in changed:
+            existing = inline_form in formset.initial_forms
+            previous = inline_form.initial.get("role") if existing else None
+            save_membership(request, inline_form.instance, previous)
+        return None
 
     def get_queryset(self, request):
         return (
@@ -146,3 +198,14 @@ class MembershipAdmin(admin.ModelAdmin):
 
     def get_deleted_objects(self, objs, request):
         return protect_last_owners(list(objs), super().get_deleted_objects(objs, request))
+
+    def save_model(self, request, obj, form, change):
+        save_membership(request, obj, form.initial.get("role") if change else None)
+
+    def delete_model(self, request, obj):
+        delete_membership(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for membership in queryset.select_related("user"):
+                delete_membership(request, membership)

@@ -118,9 +118,20 @@ class TokenPairSerializer(serializers.Serializer):
 
 
 class SignupInputSerializer(serializers.Serializer):
-    email = serializers.EmailField()
-    password = serializers.CharField(min_length=10)
-    organizationName = serializers.CharField(max_length=100)
+    """The schema of the signup body: what the view enforces, as far as a schema can say."""
+
+    email = serializers.EmailField(max_length=254)
+    password = serializers.RegexField(
+        r"\D",
+        min_length=10,
+        help_text=(
+            "At least 10 characters, not all digits, not a common password and not too "
+            "similar to the email (Django's password validators)."
+        ),
+    )
+    organizationName = serializers.RegexField(
+        r"\S", max_length=100, help_text="1 to 100 characters once stripped."
+    )
 
 
 class SignupResponseSerializer(TokenPairSerializer):

@@ -18,8 +18,9 @@ from django.db import transaction
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 
-from apps.audit.services import Action, record_event
+from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization
+from apps.orgs.services import record_membership_event
 from apps.projects.models import Project
 from core.permissions import Role
 
@@ -58,16 +59,7 @@ def protect_last_owners(
 
 def audit_membership(request, action: str, membership: Membership, details: dict) -> None:
     """The operator's change in the organization's audit log, as the API records it."""
-    record_event(
-        action=action,
-        organization_id=membership.organization_id,
-        actor_user=request.user,
-        target_type="user",
-        target_id=membership.user_id,
-        target_label=membership.user.email,
-        request=request,
-        details=details,
-    )
+    record_membership_event(action, membership, request.user, request, details)
 
 
 def save_membership(request, membership: Membership, previous_role: str | None) -> None:

@@ -59,6 +59,26 @@ def _guard_target(actor_membership: Membership, target: Membership) -> None:
         raise PermissionDenied(message="Only owners can change or remove owners.")
 
 
+def record_membership_event(
+    action: str,
+    membership: Membership,
+    actor_user: Any,
+    request: HttpRequest | None,
+    details: dict[str, Any],
+) -> None:
+    """A membership's change in its organization's audit log (the API's and the admin's)."""
+    record_event(
+        action=action,
+        organization_id=membership.organization_id,
+        actor_user=actor_user,
+        target_type="user",
+        target_id=membership.user_id,
+        target_label=membership.user.email,
+        request=request,
+        details=details,
+    )
+
+
 def _lock_for_change(
     actor_membership: Membership, target: Membership
 ) -> tuple[list[Membership], Membership, Membership]:
@@ -105,15 +125,8 @@ def add_member(
     try:
         with transaction.atomic():
             membership = Membership.objects.create(organization=organization, user=user, role=role)
-            record_event(
-                action=Action.MEMBER_ADDED,
-                organization_id=organization.id,
-                actor_user=actor_membership.user,
-                target_type="user",
-                target_id=user.id,
-                target_label=user.email,
-                request=request,
-                details={"role": role},
+            record_membership_event(
+                Action.MEMBER_ADDED, membership, actor_membership.user, request, {"role": role}
             )
     except IntegrityError as exc:
         raise ValidationFailed({"email": ["This user is already a member."]}) from exc
@@ -142,15 +155,12 @@ def change_member_role(
         previous = target.role
         target.role = role
         target.save(update_fields=["role"])
-        record_event(
-            action=Action.MEMBER_ROLE_CHANGED,
-            organization_id=target.organization_id,
-            actor_user=actor_membership.user,
-            target_type="user",
-            target_id=target.user_id,
-            target_label=target.user.email,
-            request=request,
-            details={"from": previous, "to": role},
+        record_membership_event(
+            Action.MEMBER_ROLE_CHANGED,
+            target,
+            actor_membership.user,
+            request,
+            {"from": previous, "to": role},
         )
     return target
 
@@ -164,15 +174,8 @@ def remove_member(
         if target.role == Role.OWNER and len(owners) <= 1:
             raise LastOwner()
         target.delete()
-        record_event(
-            action=Action.MEMBER_REMOVED,
-            organization_id=target.organization_id,
-            actor_user=actor_membership.user,
-            target_type="user",
-            target_id=target.user_id,
-            target_label=target.user.email,
-            request=request,
-            details={"role": target.role},
+        record_membership_event(
+            Action.MEMBER_REMOVED, target, actor_membership.user, request, {"role": target.role}
         )
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Min, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.apikeys.models import ApiKey
@@ -210,10 +210,8 @@ def email_queue_state() -> metrics.QueueState:
     """The `emails` queue for /metrics: reminders not yet emailed that are still tried."""
     waiting = Reminder.objects.filter(
         emailed_at__isnull=True, created_at__gte=timezone.now() - EMAIL_GIVE_UP_AFTER
-    ).aggregate(depth=Count("pk"), oldest=Min("created_at"))
-    oldest = waiting["oldest"]
-    age = None if oldest is None else max(0.0, (timezone.now() - oldest).total_seconds())
-    return metrics.QueueState(waiting["depth"], age)
+    )
+    return metrics.queue_state_of(waiting, "created_at")
 
 
 def _claim_unsent(now: datetime) -> list[Reminder]:

@@ -1,7 +1,8 @@
 """Numbers about outbound delivery, for /metrics (SPEC §4.14).
 
-`queue_depth()` and `oldest_undelivered_age_seconds()` are read on demand (the
-app registers them as the `webhooks` queue's probe, `queue_state`);
+`queue_state()` (the `webhooks` queue's probe, registered by the app; one query) and
+its two figures, `queue_depth()` and `oldest_undelivered_age_seconds()`, are read on
+demand;
 `count_delivery_failure()` is the one place a failed webhook attempt is counted:
 in this process by reason, and in the database for /metrics (the worker that
 fails is not the process a scrape reaches).
@@ -11,9 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-
-from django.db.models import Min
-from django.utils import timezone
 
 from apps.webhooks.models import Delivery, DeliveryStatus
 from core import metrics
@@ -31,20 +29,16 @@ def count_delivery_failure(reason: str) -> None:
 
 
 def queue_state() -> metrics.QueueState:
-    depth = queue_depth()
-    return metrics.QueueState(depth, oldest_undelivered_age_seconds() if depth else None)
+    """The `webhooks` queue: deliveries not yet made, and the age of the oldest one's event."""
+    pending = Delivery.objects.filter(status=DeliveryStatus.PENDING)
+    return metrics.queue_state_of(pending, "event__created_at")
 
 
 def queue_depth() -> int:
     """Deliveries not yet made (waiting for their first attempt or a retry)."""
-    return Delivery.objects.filter(status=DeliveryStatus.PENDING).count()
+    return queue_state().depth
 
 
 def oldest_undelivered_age_seconds() -> float:
     """Age of the oldest event with a pending delivery; 0 when nothing waits."""
-    oldest = Delivery.objects.filter(status=DeliveryStatus.PENDING).aggregate(
-        oldest=Min("event__created_at")
-    )["oldest"]
-    if oldest is None:
-        return 0.0
-    return max(0.0, (timezone.now() - oldest).total_seconds())
+    return queue_state().oldest_age_seconds or 0.0

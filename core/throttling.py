@@ -56,6 +56,13 @@ def _window(scope: str) -> tuple[int, int, int, int]:
     return limit, period, window, retry_after
 
 
+def _fail_open(what: str, scope: str) -> None:
+    """The cache did not answer: logged, counted, and not waited for again in this request."""
+    logger.warning("throttle cache unavailable; %s %s", scope, what)
+    metrics.record_redis_fail_open(scope)
+    failopen.gave_up()
+
+
 def hit(scope: str, ident: str | None) -> int | None:
     """Count one event; return seconds to wait if the limit is now exceeded, else None."""
     if not ident:
@@ -67,9 +74,7 @@ def hit(scope: str, ident: str | None) -> int | None:
     try:
         count = 1 if cache.add(key, 1, timeout=period + 1) else cache.incr(key)
     except Exception:  # the cache is down: degrade to no throttling, never to an error
-        logger.warning("throttle cache unavailable; %s not counted", scope)
-        metrics.record_redis_fail_open(scope)
-        failopen.gave_up()
+        _fail_open("not counted", scope)
         return None
     return retry_after if count > limit else None
 
@@ -84,9 +89,7 @@ def is_limited(scope: str, ident: str | None) -> int | None:
     try:
         count = cache.get(_cache_key(scope, ident, window)) or 0
     except Exception:
-        logger.warning("throttle cache unavailable; %s not checked", scope)
-        metrics.record_redis_fail_open(scope)
-        failopen.gave_up()
+        _fail_open("not checked", scope)
         return None
     return retry_after if count >= limit else None
 
@@ -100,8 +103,9 @@ def enforce(scope: str, ident: str | None) -> None:
 
 def reset(scope: str, ident: str) -> None:
     _limit, _period, window, _retry = _window(scope)
+    if failopen.given_up():
+        return
     try:
         cache.delete(_cache_key(scope, ident, window))
     except Exception:
-        logger.warning("throttle cache unavailable; %s not reset", scope)
-        metrics.record_redis_fail_open(scope)
+        _fail_open("not reset", scope)

@@ -57,24 +57,23 @@ def protect_last_owners(
     return to_delete, model_count, perms_needed, protected
 
 
-def audit_membership(request, action: str, membership: Membership, details: dict) -> None:
-    """The operator's change in the organization's audit log, as the API records it."""
-    record_membership_event(action, membership, request.user, request, details)
-
-
 def save_membership(request, membership: Membership, previous_role: str | None) -> None:
     """Save an added (`previous_role` None) or changed membership, with its audit event."""
     membership.save()
     if previous_role is None:
-        audit_membership(request, Action.MEMBER_ADDED, membership, {"role": membership.role})
+        details = {"role": membership.role}
+        record_membership_event(Action.MEMBER_ADDED, membership, request.user, request, details)
     elif previous_role != membership.role:
         details = {"from": previous_role, "to": membership.role}
-        audit_membership(request, Action.MEMBER_ROLE_CHANGED, membership, details)
+        record_membership_event(
+            Action.MEMBER_ROLE_CHANGED, membership, request.user, request, details
+        )
 
 
 def delete_membership(request, membership: Membership) -> None:
     membership.delete()
-    audit_membership(request, Action.MEMBER_REMOVED, membership, {"role": membership.role})
+    details = {"role": membership.role}
+    record_membership_event(Action.MEMBER_REMOVED, membership, request.user, request, details)
 
 
 class MembershipInlineFormSet(BaseInlineFormSet):

@@ -91,12 +91,14 @@ def resolve_project(principal: Principal, header_value: str | None) -> ProjectRe
         return key.project
     project_id = parse_project_id(header_value)
     if key is not None:
+        if key.project_ids and str(project_id) not in key.project_ids:
+            # An org key confined to other projects (SPEC §4.10), whether or not the named
+            # project exists: the answer must not tell a confined key which ids do.
+            raise ProjectMismatch()
         # Organization keys name a project on every request; the tenant check is on the row.
         project = project_by_id(project_id)
         if project is None or project.organization_id != key.organization_id:
             raise ProjectNotFound()
-        if key.project_ids and str(project.id) not in key.project_ids:
-            raise ProjectMismatch()  # an org key confined to other projects (SPEC §4.10)
         return project
     project, role = project_for_member(principal.user.pk, project_id)
     principal.roles[project.organization_id] = role

@@ -3,7 +3,9 @@ limits, and the order of the checks. The same over HTTP on two servers: test_gua
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.test import override_settings
@@ -110,10 +112,29 @@ def test_an_org_key_confined_to_one_project_is_refused_on_the_other(owner, proje
     assert analyses(plaintext, other_project).status_code == 200
 
 
-def test_a_confined_org_key_still_needs_a_project_of_its_organization(project, outsider):
+def test_a_confined_org_key_gets_one_answer_for_every_project_outside_its_list(
+    project, other_project, outsider
+):
+    """SPEC §4.10: outside the list is PROJECT_MISMATCH, whether the id is another project
+    of the organization, another organization's or no project at all: a confined key
+    cannot tell which project ids exist."""
     _api_key, plaintext = make_key(
         KeyKind.ORGANIZATION, project=project, project_ids=[str(project.id)]
     )
+    foreign = outsider.memberships.get().organization.projects.get()
+    unknown = SimpleNamespace(id=uuid.uuid4())
+
+    answers = {
+        (response.status_code, error_code(response), response.json()["error"]["message"])
+        for response in (analyses(plaintext, p) for p in (other_project, foreign, unknown))
+    }
+
+    assert len(answers) == 1
+    assert next(iter(answers))[:2] == (403, "PROJECT_MISMATCH")
+
+
+def test_an_unconfined_org_key_still_needs_a_project_of_its_organization(project, outsider):
+    _api_key, plaintext = make_key(KeyKind.ORGANIZATION, project=project)
     foreign = outsider.memberships.get().organization.projects.get()
 
     response = analyses(plaintext, foreign)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import environ
@@ -59,7 +59,7 @@ def _parse_instant(value: str, name: str) -> datetime:
         raise ImproperlyConfigured(f"{name} must be an ISO 8601 time, not {value!r}.") from exc
     if instant.tzinfo is None:
         raise ImproperlyConfigured(f"{name} must carry a time zone (for example ...Z).")
-    return instant
+    return instant.astimezone(UTC)  # HTTP dates (Sunset) and the emails say it in UTC
 
 
 JWT_SIGNING_KEY = (

@@ -186,14 +186,17 @@ def test_legacy_dates_default_to_the_launch_and_sunset():
     }
 
 
-def test_legacy_dates_are_read_from_the_environment():
+def test_legacy_dates_are_read_from_the_environment_and_kept_in_utc():
+    """Any offset is accepted and brought to UTC: the `Sunset` header is an HTTP date (GMT;
+    `format_datetime(usegmt=True)` refuses any other zone, a 500 on every legacy-key
+    request) and the reminder emails print the moment as UTC."""
     env = SECRET | {
         "LEGACY_KEYS_DEPRECATED_AT": "2026-01-01T12:00:00+02:00",
         "LEGACY_KEYS_SUNSET_AT": "2026-07-01T00:00:00Z",
     }
     values = read_settings(env, "LEGACY_KEYS_DEPRECATED_AT", "LEGACY_KEYS_SUNSET_AT")
     assert values == {
-        "LEGACY_KEYS_DEPRECATED_AT": "2026-01-01T12:00:00+02:00",
+        "LEGACY_KEYS_DEPRECATED_AT": "2026-01-01T10:00:00+00:00",
         "LEGACY_KEYS_SUNSET_AT": "2026-07-01T00:00:00+00:00",
     }
 

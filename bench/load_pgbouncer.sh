@@ -6,7 +6,7 @@
 #   the name must contain "bench": it is emptied), prepared by bench/load_fixtures.py, which
 #   mints the credentials into a mode-600 temporary file (never printed).
 # * PgBouncer: a private one (.ci/pgbouncer: pool_mode = transaction, default_pool_size = 10)
-#   in front of that PostgreSQL; the server connects through it with DATABASE_POOLER=pgbouncer.
+#   in front of that PostgreSQL; the server connects through it with the default settings.
 # * Server: gunicorn sigsentry.wsgi (bench settings), LOAD_WORKERS sync workers (default 4),
 #   METRICS_TOKEN set (so the metrics cost is in the figures), Redis (LOAD_REDIS_URL, default db 13,
 #   emptied): usage is counted there, and the keys' usage must equal the requests sent with them.
@@ -78,7 +78,7 @@ URL="http://127.0.0.1:$PORT"
 LOAD_REDIS="${LOAD_REDIS_URL:-redis://127.0.0.1:6379/13}"
 redis-cli -u "$LOAD_REDIS" flushdb >/dev/null
 env DJANGO_SETTINGS_MODULE=bench.settings DEBUG=false HTTPS_ONLY=false \
-  DATABASE_URL="postgres://$DB_USER@127.0.0.1:$BOUNCER_PORT/$DB_NAME" DATABASE_POOLER=pgbouncer \
+  DATABASE_URL="postgres://$DB_USER@127.0.0.1:$BOUNCER_PORT/$DB_NAME" DATABASE_POOLER= \
   REDIS_URL="$LOAD_REDIS" METRICS_TOKEN="$METRICS_TOKEN" \
   "$PY" -m gunicorn sigsentry.wsgi:application --bind "127.0.0.1:$PORT" --workers "$WORKERS" \
   --timeout 30 >"$WORKDIR/gunicorn.log" 2>&1 &

@@ -17,6 +17,9 @@ import secrets
 # to a benchmark database; see bench/db.py.
 os.environ.setdefault("DATABASE_URL", "postgres://root@127.0.0.1:5432/sigsentry_bench")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+# Straight to PostgreSQL, as a direct deployment declares it: values bound by the server,
+# repeated statements prepared (README → Production). load_pgbouncer.sh sets `pgbouncer`.
+os.environ.setdefault("DATABASE_POOLER", "none")
 os.environ["DEBUG"] = "false"
 # Usage counting and rate limits go through Redis, as in production (REDIS_URL, else
 # BENCH_REDIS_URL).

@@ -169,34 +169,37 @@ if _POSTGRES:
     # A short connect timeout turns an unreachable database into a fast 503.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 
-# Straight to PostgreSQL, statements are bound and prepared by the server (Django's
-# documented `server_side_binding` and psycopg's automatic prepared statements): a query
-# a connection runs a fifth time is parsed and planned once and then only executed. The
-# key lookup runs on every request, so it is parsed once per connection instead of once
-# per request. psycopg names each statement itself, per connection, so two releases never
-# share a name: a direct connection is one server session.
+# Where DATABASE_URL leads decides what may outlive a transaction on the server.
 #
-# DATABASE_POOLER=pgbouncer: DATABASE_URL points at PgBouncer in transaction pooling mode,
-# where consecutive transactions of one connection may run on different server sessions.
-# Nothing may outlive a transaction on the server then: no server-side cursors (named
-# cursors span fetches) and no prepared statements (PgBouncer before 1.21 cannot follow
-# them, and a statement prepared on one session would be looked for on another), so values
-# are bound client-side as Django does by default. See README "Production".
+# By default (DATABASE_POOLER unset, or `pgbouncer`) nothing does, so the service runs
+# unchanged straight to PostgreSQL and behind PgBouncer in transaction pooling mode (SPEC
+# §4.14), where consecutive transactions of one connection may run on different server
+# sessions: no server-side cursors (named cursors span fetches) and no prepared statements
+# (PgBouncer before 1.21 cannot follow them; psycopg would run a name it prepared on one
+# session on another, where another client may hold that name for other SQL), so values are
+# bound client-side as Django does by default.
+#
+# DATABASE_POOLER=none declares that DATABASE_URL is PostgreSQL itself (or a session-mode
+# pooler): values are then bound by the server and psycopg prepares a statement a
+# connection runs a fifth time (Django's documented `server_side_binding`, psycopg's
+# `prepare_threshold`), so the key lookup is planned once per connection, not per request.
+# See README "Production".
 DATABASE_POOLER = env.str("DATABASE_POOLER", default="")
-if DATABASE_POOLER not in ("", "pgbouncer"):
+if DATABASE_POOLER not in ("", "pgbouncer", "none"):
     raise ImproperlyConfigured(
-        f"DATABASE_POOLER must be unset or 'pgbouncer', not {DATABASE_POOLER!r}."
+        f"DATABASE_POOLER must be unset, 'pgbouncer' or 'none', not {DATABASE_POOLER!r}."
     )
-if DATABASE_POOLER == "pgbouncer":
-    if not _POSTGRES:
-        raise ImproperlyConfigured(
-            "DATABASE_POOLER=pgbouncer needs a PostgreSQL DATABASE_URL (PgBouncer's address)."
-        )
-    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
-    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
-elif _POSTGRES:
+if DATABASE_POOLER and not _POSTGRES:
+    raise ImproperlyConfigured(
+        f"DATABASE_POOLER={DATABASE_POOLER} needs a PostgreSQL DATABASE_URL "
+        "(PgBouncer's address, or PostgreSQL's for 'none')."
+    )
+if DATABASE_POOLER == "none":
     DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
     DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
+elif _POSTGRES:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -2,8 +2,8 @@
 
 `TEST_SERVERS_VIA_PGBOUNCER=1` (CI sets it for one run of the reliability and
 server suites) puts one in front of the test database for the whole session
-and points every gunicorn server of tests/servers.py at it with
-`DATABASE_POOLER=pgbouncer`; the test process itself keeps its direct
+and points every gunicorn server of tests/servers.py at it with the default
+settings (no `DATABASE_POOLER`: SPEC §4.14, unchanged); the test process itself keeps its direct
 connection (pytest-django creates and drops the test database, which needs a
 session of its own). The PgBouncer fault tests start their own.
 """

@@ -46,10 +46,10 @@ def test_database_url() -> str:
 
 def database_environment() -> dict[str, str]:
     """DATABASE_URL for a server on the test database (through the session's PgBouncer
-    when TEST_SERVERS_VIA_PGBOUNCER is on, with DATABASE_POOLER=pgbouncer)."""
+    when TEST_SERVERS_VIA_PGBOUNCER is on, with the default settings: no DATABASE_POOLER)."""
     env = {"DATABASE_URL": test_database_url()}
     if connection.vendor == "postgresql" and pgbouncer.session_pgbouncer is not None:
-        env["DATABASE_POOLER"] = "pgbouncer"
+        env["DATABASE_POOLER"] = ""  # SPEC §4.14: runs unchanged behind PgBouncer
     return env
 
 

@@ -339,6 +339,11 @@ def test_session_lookup_reads_the_session_and_its_user(owner, user_token):
 POSTGRESQL_ONLY = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's"
 )
+PREPARED_ONLY = pytest.mark.skipif(
+    connection.vendor != "postgresql"
+    or not connection.settings_dict["OPTIONS"].get("prepare_threshold"),
+    reason="statements are prepared with DATABASE_POOLER=none only (CI's PostgreSQL suite)",
+)
 PLANTED = "SELECT $1, NULL::timestamptz AS revoked_at"
 
 
@@ -363,7 +368,7 @@ def deallocate_all() -> None:
     connection.close()  # psycopg's own list of what it prepared is gone with the statements
 
 
-@POSTGRESQL_ONLY
+@PREPARED_ONLY
 def test_a_direct_connection_prepares_the_key_lookup_and_still_reads_each_change(project, owner):
     """Straight to PostgreSQL, psycopg prepares the lookup once it has run a few times
     (server-side binding); the plan is kept, the row is read afresh on every call."""
@@ -381,12 +386,12 @@ def test_a_direct_connection_prepares_the_key_lookup_and_still_reads_each_change
     assert_same_record(key_by_digest(digest), orm_key_record(digest))
 
 
-@POSTGRESQL_ONLY
+@PREPARED_ONLY
 @pytest.mark.django_db(transaction=True)  # autocommit, as a request runs
 def test_a_statement_already_under_the_name_psycopg_picks_is_never_run(api_client, project, owner):
     """psycopg names what it prepares itself, per connection, and only runs a name it has
     prepared on that connection. Should a session already hold the next name (only
-    possible behind a transaction pooler, which DATABASE_POOLER=pgbouncer serves without
+    possible behind a transaction pooler, which the default settings serve without
     prepared statements), preparing fails: the request is refused with 503, it never
     reads the other statement's row."""
     api_key, key = make_key(KeyKind.SECRET, project=project)
@@ -405,7 +410,7 @@ def test_a_statement_already_under_the_name_psycopg_picks_is_never_run(api_clien
 def test_without_prepared_statements_a_pooled_backend_holding_others_reads_the_right_row(
     api_client, project, owner
 ):
-    """Behind PgBouncer in transaction mode (DATABASE_POOLER=pgbouncer) nothing is prepared
+    """By default (and so behind PgBouncer in transaction mode) nothing is prepared
     (`prepare_threshold` None, tests/test_settings.py), so the statements another release
     left on a shared backend, under any name, can never be run by a lookup: a revoked key
     stays revoked however often it is tried."""
@@ -413,7 +418,7 @@ def test_without_prepared_statements_a_pooled_backend_holding_others_reads_the_r
     revoke_key(actor=owner, api_key=api_key)
     deallocate_all()
     connection.ensure_connection()
-    connection.connection.prepare_threshold = None  # what DATABASE_POOLER=pgbouncer sets
+    connection.connection.prepare_threshold = None  # what the default settings set
     plant(["sigsentry_key_by_digest", "sigsentry_project_by_id"])
     plant(f"_pg3_{n}" for n in range(50))
     try:
@@ -429,7 +434,7 @@ def test_without_prepared_statements_a_pooled_backend_holding_others_reads_the_r
         deallocate_all()
 
 
-@POSTGRESQL_ONLY
+@PREPARED_ONLY
 @pytest.mark.django_db(transaction=True)
 def test_a_plan_made_stale_by_a_migration_costs_one_request_not_a_minute(api_client, project):
     """A migration in another process changes the type of a column the prepared key lookup

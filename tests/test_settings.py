@@ -257,24 +257,28 @@ def test_persistent_connections_are_health_checked():
 POSTGRES = {"DATABASE_URL": "postgres://sigsentry@pgbouncer.internal:6432/sigsentry"}
 
 
-def test_pgbouncer_mode_keeps_nothing_on_the_server_across_transactions():
-    database = read_settings(SECRET | POSTGRES | {"DATABASE_POOLER": "pgbouncer"}, "DATABASES")[
-        "DATABASES"
-    ]["default"]
+@pytest.mark.parametrize("pooler", [{}, {"DATABASE_POOLER": "pgbouncer"}], ids=["unset", "pgbouncer"])
+def test_by_default_nothing_outlives_a_transaction_on_the_server(pooler):
+    """SPEC §4.14: the service runs unchanged behind PgBouncer in transaction mode, so the
+    default keeps nothing on a server session between transactions: no prepared statement
+    (psycopg would run a name it prepared on one session on another, where another client
+    may hold it for other SQL) and no server-side cursor."""
+    database = read_settings(SECRET | POSTGRES | pooler, "DATABASES")["DATABASES"]["default"]
     assert database["DISABLE_SERVER_SIDE_CURSORS"] is True
     assert database["OPTIONS"]["prepare_threshold"] is None
     assert database["CONN_HEALTH_CHECKS"] is True
     assert "server_side_binding" not in database["OPTIONS"]  # Django's client-side binding
-    direct = read_settings(SECRET | POSTGRES, "DATABASES")["DATABASES"]["default"]
-    assert direct.get("DISABLE_SERVER_SIDE_CURSORS", False) is False
 
 
-def test_a_direct_postgresql_connection_binds_and_prepares_on_the_server():
-    """Straight to PostgreSQL, psycopg prepares a statement run a fifth time on a connection
+def test_a_declared_direct_postgresql_connection_binds_and_prepares_on_the_server():
+    """DATABASE_POOLER=none: psycopg prepares a statement run a fifth time on a connection
     (the key lookup, once per connection instead of once per request)."""
-    direct = read_settings(SECRET | POSTGRES, "DATABASES")["DATABASES"]["default"]
+    direct = read_settings(SECRET | POSTGRES | {"DATABASE_POOLER": "none"}, "DATABASES")[
+        "DATABASES"
+    ]["default"]
     assert direct["OPTIONS"]["server_side_binding"] is True
     assert direct["OPTIONS"]["prepare_threshold"] == 5
+    assert direct.get("DISABLE_SERVER_SIDE_CURSORS", False) is False
     sqlite = read_settings(SECRET, "DATABASES")["DATABASES"]["default"]
     assert "server_side_binding" not in sqlite.get("OPTIONS", {})
 
@@ -282,3 +286,4 @@ def test_a_direct_postgresql_connection_binds_and_prepares_on_the_server():
 def test_an_unknown_pooler_or_pgbouncer_without_postgresql_is_a_clear_error():
     refused(SECRET | POSTGRES | {"DATABASE_POOLER": "pgpool"}, "DATABASE_POOLER")
     refused(SECRET | {"DATABASE_POOLER": "pgbouncer"}, "DATABASE_POOLER", "PostgreSQL")
+    refused(SECRET | {"DATABASE_POOLER": "none"}, "DATABASE_POOLER", "PostgreSQL")

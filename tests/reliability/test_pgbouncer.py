@@ -1,8 +1,8 @@
 """Behind PgBouncer in transaction mode: outages of PostgreSQL and of PgBouncer itself, under load.
 
 A private PgBouncer (tests/pgbouncer.py, `.ci/pgbouncer`) reaches PostgreSQL
-through a TCP proxy the test can cut, and a gunicorn server (2 workers,
-`DATABASE_POOLER=pgbouncer`) reaches PgBouncer. While a client thread keeps
+through a TCP proxy the test can cut, and a gunicorn server (2 workers, default
+settings: no `DATABASE_POOLER`) reaches PgBouncer. While a client thread keeps
 sending requests with a valid and a revoked key, PostgreSQL goes away and
 comes back, then PgBouncer is restarted. Every answer must be the right
 decision or a 503 (never a 401 for the valid key, a 200 for the revoked one,
@@ -115,7 +115,7 @@ def rig(keys, start_server):
                 "DATABASE_URL": bouncer.database_url(
                     settings.get("USER") or "root", settings["NAME"]
                 ),
-                "DATABASE_POOLER": "pgbouncer",
+                "DATABASE_POOLER": "",  # SPEC §4.14: unchanged, the default settings
             }
         )
         yield server, proxy, bouncer, keys
@@ -189,7 +189,9 @@ print("ok")
 """
 
 
-def test_key_lookup_inside_a_transaction_works_behind_pgbouncer(transactional_db):
+def run_behind_pgbouncer(script: str) -> subprocess.CompletedProcess:
+    """`script` in a process with the default settings (no DATABASE_POOLER: SPEC §4.14 says
+    the service runs unchanged) whose DATABASE_URL is a private PgBouncer."""
     settings = connection.settings_dict
     bouncer = pgbouncer.PgBouncer(
         (settings.get("HOST") or "127.0.0.1", int(settings.get("PORT") or 5432))
@@ -199,10 +201,10 @@ def test_key_lookup_inside_a_transaction_works_behind_pgbouncer(transactional_db
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "sigsentry.test_settings",
             "DATABASE_URL": bouncer.database_url(settings.get("USER") or "root", settings["NAME"]),
-            "DATABASE_POOLER": "pgbouncer",
         }
-        result = subprocess.run(
-            [sys.executable, "-c", _ATOMIC_LOOKUP],
+        env.pop("DATABASE_POOLER", None)
+        return subprocess.run(
+            [sys.executable, "-c", script],
             cwd=pgbouncer.ROOT,
             env=env,
             capture_output=True,
@@ -211,5 +213,46 @@ def test_key_lookup_inside_a_transaction_works_behind_pgbouncer(transactional_db
         )
     finally:
         bouncer.close()
+
+
+def test_key_lookup_inside_a_transaction_works_behind_pgbouncer(transactional_db):
+    result = run_behind_pgbouncer(_ATOMIC_LOOKUP)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert result.stdout.strip() == "ok"
+
+
+_CONNECTIONS_IN_TURN = """
+import threading
+import django
+django.setup()
+from django.db import connections
+from apps.accounts.models import User
+from apps.apikeys.selectors import key_by_digest
+
+errors = []
+
+def requests_of_one_connection():
+    try:
+        for _ in range(8):  # more than psycopg's prepare_threshold
+            key_by_digest("0" * 64)
+            list(User.objects.filter(email="nobody@example.com"))
+    except Exception as exc:
+        errors.append(repr(exc))
+    connections.close_all()
+
+for _ in range(2):  # the second client connection gets the first one's server session
+    worker = threading.Thread(target=requests_of_one_connection)
+    worker.start()
+    worker.join()
+print(errors or "ok")
+"""
+
+
+def test_default_settings_run_unchanged_behind_pgbouncer(transactional_db):
+    """Statements psycopg prepared for one client connection stay on the server session
+    PgBouncer lent it; the next client to get that session must not meet them (with
+    preparation on: `prepared statement "_pg3_0" already exists`, or another client's SQL
+    run under a name this one prepared elsewhere)."""
+    result = run_behind_pgbouncer(_CONNECTIONS_IN_TURN)
     assert result.returncode == 0, result.stderr[-1500:]
     assert result.stdout.strip() == "ok"

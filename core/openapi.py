@@ -4,6 +4,9 @@
   to the statuses an operation can answer.
 * `IdPathAutoSchema` types the `*_id` path variables as UUIDs; `paginated()` and
   `PAGE_PARAMETERS` describe the `{results, next}` lists.
+* `SchemaView` (`/v1/schema`) and `DocsView` (`/v1/docs`) serve the document and its
+  page to anyone (SPEC §4.8; `SERVE_AUTHENTICATION` reads no credential) and answer
+  their errors with the SPEC §3 body.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import uritemplate
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -109,3 +114,27 @@ PAGE_PARAMETERS = [
         description="Opaque; follow the `next` URL of the previous page.",
     ),
 ]
+
+
+class JsonErrorsMixin:
+    """Errors as the SPEC §3 JSON body, whatever renders the view's own answers.
+
+    The exception handler builds the body; DRF then renders it with the renderer
+    the request negotiated (or the view's first one when negotiation itself
+    failed, as for an unknown `?format`): a YAML document or an HTML template
+    that knows no error. Choosing JSON here, before the response is finalized,
+    is what DRF reads from `request.accepted_renderer`.
+    """
+
+    def handle_exception(self, exc):
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+
+class SchemaView(JsonErrorsMixin, SpectacularAPIView):
+    """`GET /v1/schema`: the OpenAPI document, YAML or JSON by `?format` or `Accept`."""
+
+
+class DocsView(JsonErrorsMixin, SpectacularSwaggerSplitView):
+    """`GET /v1/docs`: Swagger UI for the document; `?script` serves its init script."""

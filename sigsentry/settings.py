@@ -317,6 +317,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Identity and access for the SigSentry log-analysis API.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The document and its page are public: no credential is read, so a stale
+    # dashboard cookie or a wrong bearer still gets them (SPEC §4.8).
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -19,7 +19,7 @@ from apps.accounts import services as account_services
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.services import Action, record_event
 from tests.factories import make_key
-from tests.orgs.helpers import bearer_client, collection_url, key_url, user_client
+from tests.orgs.helpers import bearer_client, collection_url, cookie_client, key_url, user_client
 
 pytestmark = pytest.mark.django_db
 
@@ -304,3 +304,71 @@ def test_docs_page_script_loads_our_schema(client):
 
     assert script.status_code == 200
     assert "/v1/schema" in script.content.decode()
+
+
+# Public: no credential is read, and every error is the SPEC §3 body
+
+
+def assert_error(response, status: int, code: str) -> None:
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] | {"message": ""} == {
+        "code": code,
+        "message": "",
+        "details": {},
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "status", "code"),
+    [
+        ("post", "/v1/schema", 405, "METHOD_NOT_ALLOWED"),
+        ("delete", "/v1/schema?format=json", 405, "METHOD_NOT_ALLOWED"),
+        ("get", "/v1/schema?format=bogus", 404, "NOT_FOUND"),
+        ("post", "/v1/docs", 405, "METHOD_NOT_ALLOWED"),
+        ("put", "/v1/docs?script", 405, "METHOD_NOT_ALLOWED"),
+    ],
+    ids=["post-schema", "delete-schema", "unknown-format", "post-docs", "put-docs-script"],
+)
+def test_schema_and_docs_errors_are_the_error_body(method, url, status, code):
+    response = getattr(APIClient(), method)(url)
+
+    assert_error(response, status, code)
+    assert response["Cache-Control"] == "no-store"
+    assert response["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("credential", ["junk", "ss_secret_notAKey", "a.b.c"])
+def test_a_bad_bearer_credential_still_gets_the_schema_and_the_docs(credential):
+    client = bearer_client(credential)
+
+    schema = client.get("/v1/schema")
+    as_json = client.get("/v1/schema", {"format": "json"})
+    page = client.get("/v1/docs")
+    script = client.get("/v1/docs", {"script": ""})
+
+    assert schema.status_code == 200
+    assert schema["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert schema.content.startswith(b"openapi: 3")
+    assert as_json.status_code == 200
+    assert as_json.json()["openapi"].startswith("3.")
+    assert (page.status_code, page["Content-Type"]) == (200, "text/html; charset=utf-8")
+    assert b"swagger-ui" in page.content
+    assert (script.status_code, script["Content-Type"]) == (200, "application/javascript")
+
+
+def test_an_ended_dashboard_session_still_gets_the_docs_page(owner):
+    client = cookie_client(owner)
+    account_services.end_user_sessions(owner, "logout")
+    assert client.get("/v1/me").status_code == 401  # the cookie is refused elsewhere
+
+    page = client.get("/v1/docs")
+    script = client.get("/v1/docs", {"script": ""})
+    schema = client.get("/v1/schema")
+
+    assert (page.status_code, page["Content-Type"]) == (200, "text/html; charset=utf-8")
+    assert "script-src 'self';" in page["Content-Security-Policy"]
+    assert script.status_code == 200
+    assert "/v1/schema" in script.content.decode()
+    assert schema.status_code == 200
+    assert schema["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"

@@ -9,6 +9,7 @@ import time
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
+from django.urls import Resolver404, resolve
 
 from core import failopen, metrics
 from core.errors import (
@@ -170,12 +171,15 @@ class SecurityHeadersMiddleware:
 
 
 class RequestSizeLimitMiddleware:
-    """A body larger than DATA_UPLOAD_MAX_MEMORY_SIZE is refused before anything reads it.
+    """A body larger than its endpoint allows is refused before anything reads it.
 
-    Django enforces the limit only where it parses a body itself, and a view
-    that ignores its body would otherwise accept any size. Under /v1 the answer
-    is 400 VALIDATION_ERROR, elsewhere the 400 page; nothing is authenticated
-    or queried first.
+    The limit is DATA_UPLOAD_MAX_MEMORY_SIZE, except for an endpoint whose valid
+    bodies are larger: its view declares `max_body_size` (GitHub's secret-scanning
+    reports). The URL is resolved only for a body over the default, so every
+    other request pays nothing for that. Django enforces the limit only where it
+    parses a body itself, and a view that ignores its body would otherwise accept
+    any size. Under /v1 the answer is 400 VALIDATION_ERROR, elsewhere the 400
+    page; nothing is authenticated or queried first.
     """
 
     def __init__(self, get_response):
@@ -188,11 +192,22 @@ class RequestSizeLimitMiddleware:
         except ValueError:
             length = 0
         if limit is not None and length > limit:
-            if is_api_path(request.path):
-                return json_error_response(
-                    ValidationFailed(
-                        {"body": [f"At most {limit} bytes."]}, "The request body is too large."
+            limit = max(limit, self.view_limit(request) or 0)
+            if length > limit:
+                if is_api_path(request.path):
+                    return json_error_response(
+                        ValidationFailed(
+                            {"body": [f"At most {limit} bytes."]}, "The request body is too large."
+                        )
                     )
-                )
-            return HttpResponse(render_to_string("errors/400.html"), status=400)
+                return HttpResponse(render_to_string("errors/400.html"), status=400)
         return self.get_response(request)
+
+    @staticmethod
+    def view_limit(request: HttpRequest) -> int | None:
+        """The `max_body_size` the view at this path declares, if any."""
+        try:
+            match = resolve(request.path_info, getattr(request, "urlconf", None))
+        except Resolver404:
+            return None
+        return getattr(getattr(match.func, "view_class", None), "max_body_size", None)

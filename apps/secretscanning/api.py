@@ -1,11 +1,12 @@
 """`POST /v1/secret-scanning/github`: GitHub reports SigSentry keys found in public code.
 
-Order: the signature over the raw body is checked before anything else reads
-it (401 SIGNATURE_INVALID, nothing happens); then the body must be a JSON list
-of at most 1000 `{token, type, url, source}` objects (400); then every token is
-handled as a leak report (secret keys revoked, SDK keys flagged, the `url` in
-the audit event, owners emailed by the worker) in one query, and the answer
-labels each token for GitHub.
+Order: a body over MAX_REPORT_BYTES is refused unread (400, by
+core.middleware.RequestSizeLimitMiddleware); the signature over the raw body is
+checked before anything else reads it (401 SIGNATURE_INVALID, nothing happens);
+then the body must be a JSON list of at most 1000 `{token, type, url, source}`
+objects (400); then every token is handled as a leak report (secret keys
+revoked, SDK keys flagged, the `url` in the audit event, owners emailed by the
+worker) in one query, and the answer labels each token for GitHub.
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ from core.openapi import error_responses
 MAX_TOKENS = 1000
 FIELD_LIMITS = {"token": 512, "type": 100, "url": 2048, "source": 100}
 REPORTER = "GitHub secret scanning"
+
+#: The most bytes one character takes in UTF-8.
+UTF8_MAX_BYTES = 4
+#: The largest valid report in bytes: MAX_TOKENS items with every field at its limit,
+#: each character taking UTF8_MAX_BYTES, laid out as `json.dumps` writes it (about
+#: 11 MB). The endpoint's body limit: DATA_UPLOAD_MAX_MEMORY_SIZE (1 MiB) would refuse
+#: a signed report of 1000 long URLs before its signature is even checked.
+MAX_REPORT_BYTES = (
+    len("[]")
+    + MAX_TOKENS * (len(json.dumps(dict.fromkeys(FIELD_LIMITS, ""))) + len(", "))
+    + UTF8_MAX_BYTES * MAX_TOKENS * sum(FIELD_LIMITS.values())
+)
 
 
 def parse_report(body: bytes) -> list[dict[str, str]]:
@@ -67,6 +80,8 @@ class LabelSerializer(serializers.Serializer):
 class GitHubSecretScanningView(ApiView):
     authentication_classes = []
     permission_classes = []
+    #: Read by core.middleware.RequestSizeLimitMiddleware, which refuses anything longer.
+    max_body_size = MAX_REPORT_BYTES
 
     @extend_schema(
         operation_id="secret_scanning_github",
@@ -91,7 +106,9 @@ class GitHubSecretScanningView(ApiView):
         responses={200: LabelSerializer(many=True), **error_responses(400, 401)},
     )
     def post(self, request):
-        body = request.body
+        # Not `request.body`: Django refuses it over DATA_UPLOAD_MAX_MEMORY_SIZE. The
+        # middleware has held this body to max_body_size (Content-Length bounds the read).
+        body = request.read()
         if not github.verify(
             body,
             request.headers.get(github.KEY_ID_HEADER),

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.conf import settings as django_settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
@@ -14,6 +15,7 @@ from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
+from apps.secretscanning.api import FIELD_LIMITS, MAX_REPORT_BYTES, MAX_TOKENS, parse_report
 from apps.webhooks.models import Event
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, error_code, error_fields
@@ -236,3 +238,77 @@ def test_1000_tokens_are_looked_up_in_one_query(github_key, project):
     assert labels.count("true_positive") == 1 and len(labels) == 1000
     lookups = [q["sql"] for q in ctx.captured_queries if 'FROM "apikeys_apikey"' in q["sql"]]
     assert len([q for q in lookups if '"digest" IN' in q]) == 1
+
+
+# Body size: the endpoint's own limit fits its largest valid report
+
+
+def largest_report(token: str, character: str) -> list[dict[str, str]]:
+    """MAX_TOKENS items with every field at its limit in `character`; the first carries
+    `token` (a real key is shorter than the field allows)."""
+    widest = {name: character * limit for name, limit in FIELD_LIMITS.items()}
+    widest["url"] = (FOUND_AT + "?" + character * FIELD_LIMITS["url"])[: FIELD_LIMITS["url"]]
+    return [widest | {"token": token}] + [widest] * (MAX_TOKENS - 1)
+
+
+@pytest.mark.parametrize("character", ["a", "\U0001f511"], ids=["ascii", "4-byte-utf8"])
+def test_a_signed_report_of_1000_items_at_the_field_limits_revokes_the_key(
+    github_key, project, character
+):
+    key, text = make_key(KeyKind.SECRET, project=project)
+    items = largest_report(text, character)
+    body = json.dumps(items, ensure_ascii=False).encode()
+    assert django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE < len(body) <= MAX_REPORT_BYTES
+
+    response = post(body, github_key.headers(body))
+
+    assert response.status_code == 200, response.content[:300]
+    labels = [item["label"] for item in response.json()]
+    assert labels == ["true_positive"] + ["false_positive"] * (MAX_TOKENS - 1)
+    key.refresh_from_db()
+    assert key.revoked_reason == "leak_report"
+    revoked = AuditEvent.objects.get(action="key.revoked_by_leak_report")
+    assert revoked.details["url"].startswith(FOUND_AT)  # kept in full up to its audit limit
+
+
+def test_the_largest_valid_report_fits_the_limit_exactly():
+    widest = {name: "\U0001f511" * limit for name, limit in FIELD_LIMITS.items()}
+    body = json.dumps([widest] * MAX_TOKENS, ensure_ascii=False).encode()
+
+    assert len(parse_report(body)) == MAX_TOKENS
+    assert MAX_REPORT_BYTES - len(", ") <= len(body) <= MAX_REPORT_BYTES
+
+
+def test_a_signed_report_over_the_limit_is_refused_unread(github_key, project):
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    report = report_body(text)
+    body = report[:-1] + b" " * (MAX_REPORT_BYTES + 1 - len(report)) + b"]"  # valid, padded
+    assert len(body) == MAX_REPORT_BYTES + 1
+
+    response = post(body, github_key.headers(body))
+
+    assert response.status_code == 400
+    assert error_fields(response) == {"body": [f"At most {MAX_REPORT_BYTES} bytes."]}
+    assert nothing_changed()
+
+
+def test_an_unsigned_report_over_one_mib_is_refused_by_its_signature(github_key, project):
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    body = json.dumps(largest_report(text, "a")).encode()
+
+    response = post(body, {"HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": github_key.identifier})
+
+    assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
+    assert nothing_changed()
+
+
+@pytest.mark.parametrize("path", ["/v1/leaked-keys", "/v1/auth/login", "/login/"])
+def test_every_other_endpoint_keeps_the_default_limit(path):
+    limit = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    body = json.dumps({"keys": ["x" * limit]}).encode()
+
+    response = APIClient().generic("POST", path, body, content_type="application/json")
+
+    assert response.status_code == 400
+    if path.startswith("/v1/"):
+        assert error_fields(response) == {"body": [f"At most {limit} bytes."]}

@@ -69,6 +69,15 @@ def parse_expires_at(value: Any) -> datetime | None:
         raise ValidationFailed({"expiresAt": [message]}) from exc
 
 
+def body_permissions(body: dict[str, Any], omitted: Any) -> Any:
+    """`permissions` from a body for the services: `omitted` when not sent. An explicit
+    null was sent, so it is `services.SENT_NULL` and refused as any other non-list is
+    (SPEC §4.3: an SDK key's permissions are omitted or exactly the locked set)."""
+    if "permissions" not in body:
+        return omitted
+    return services.SENT_NULL if body["permissions"] is None else body["permissions"]
+
+
 class KeyManagementView(ManagementView):
     """Base of the key collection views; `kind` is set per URL pattern."""
 
@@ -124,7 +133,7 @@ class KeysView(KeyManagementView):
             organization=collection.organization,
             project=collection.project,
             name=body.get("name"),
-            permissions=body.get("permissions"),
+            permissions=body_permissions(body, omitted=None),
             expires_at=parse_expires_at(body.get("expiresAt")),
             allowed_origins=body.get("allowedOrigins"),
             rate_limit=body.get("rateLimit"),
@@ -150,9 +159,10 @@ class KeyView(KeyManagementView):
         description=(
             "Owners and admins. Any of `name`, `rateLimit`, `allowedIps` (secret and "
             "organization keys), `allowedOrigins` (SDK keys) and `projectIds` (organization "
-            "keys); fields not sent keep their values. Permissions never change (mint a new "
-            "key instead); `permissions` or any other field is a VALIDATION_ERROR, and so is "
-            "a revoked or expired key (`details.fields.keyId`). In force from the next "
+            "keys); fields not sent keep their values. Permissions never change (roll the key "
+            "with `permissions` to give its successor others); `permissions` or any other "
+            "field is a VALIDATION_ERROR, and so is a revoked or expired key "
+            "(`details.fields.keyId`). In force from the next "
             "request; audited as `key.updated` with the values before and after."
         ),
         tags=["keys"],
@@ -192,12 +202,14 @@ class KeyRollView(KeyManagementView):
     @extend_schema(
         summary="Roll a key",
         description=(
-            "Owners and admins. Mints a successor with the same name, permissions, allowed "
-            "origins (an SDK key's may be changed with `allowedOrigins`) and guardrails (its "
-            "full key is in `key`, shown once); the old key "
-            "expires after `graceSeconds`. The successor expires at `expiresAt` when sent "
+            "Owners and admins. Mints a successor with the same name, permissions (others "
+            "with `permissions`, validated as at mint: an SDK key takes only the locked set, "
+            "else PERMISSIONS_LOCKED), allowed origins (an SDK key's may be changed with "
+            "`allowedOrigins`) and guardrails (its full key is in `key`, shown once); the old "
+            "key expires after `graceSeconds`. The successor expires at `expiresAt` when sent "
             "(null: never), else when the old key would have; under an organization's "
-            "`keyMaxLifetimeDays` a secret or organization key's must fall within it."
+            "`keyMaxLifetimeDays` a secret or organization key's must fall within it. A "
+            "refused roll changes nothing."
         ),
         tags=["keys"],
         request=RollKeyInputSerializer,
@@ -215,6 +227,7 @@ class KeyRollView(KeyManagementView):
                 parse_expires_at(body["expiresAt"]) if "expiresAt" in body else services.INHERIT
             ),
             allowed_origins=body.get("allowedOrigins", services.INHERIT),
+            permissions=body_permissions(body, omitted=services.INHERIT),
             request=request,
         )
         return Response(minted_key_json(minted, timezone.now()), status=201)

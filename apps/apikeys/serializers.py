@@ -173,7 +173,7 @@ class MintKeyInputSerializer(serializers.Serializer):
 
 
 class UpdateKeyInputSerializer(serializers.Serializer):
-    """`PATCH <collection>/{keyId}`: any of these; permissions never change."""
+    """`PATCH <collection>/{keyId}`: any of these; permissions never change (roll instead)."""
 
     name = serializers.CharField(max_length=100, required=False)
     rateLimit = _rate_limit_field(required=False)
@@ -198,6 +198,15 @@ class RollKeyInputSerializer(serializers.Serializer):
         ),
     )
     allowedOrigins = _allowed_origins_field(required=False)
+    permissions = serializers.ListField(
+        child=serializers.ChoiceField(choices=ALL_PERMISSIONS),
+        required=False,
+        help_text=(
+            "The new key's permissions, validated as at mint (SDK keys: exactly "
+            "`analysis:create` and `analysis:read`, anything else PERMISSIONS_LOCKED). "
+            "Omitted: the old key's. The old key's own permissions never change."
+        ),
+    )
 
 
 class LeakReportInputSerializer(serializers.Serializer):

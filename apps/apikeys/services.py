@@ -53,7 +53,16 @@ class MintedKey:
     key: str  # shown once, never stored
 
 
+#: `"permissions": null` in a request body. To Python callers None means "not given" (the
+#: dashboard form, seed data and factories pass it for an SDK key's default); a JSON null
+#: was given, and is no list, so the API passes this instead (SPEC §4.3).
+SENT_NULL: Any = object()
+
+
 def validate_permissions(kind: KeyKind, permissions: Any) -> list[str]:
+    """The key's permissions in canonical order. None: not given (an SDK key gets the
+    locked set, other kinds have no default); an SDK key takes nothing but the locked set
+    (PERMISSIONS_LOCKED), other kinds a non-empty list of known permissions."""
     if kind is KeyKind.PUBLIC:
         if permissions is None:
             return list(SDK_LOCKED_PERMISSIONS)
@@ -206,12 +215,20 @@ def mint_key(
             request=request,
             details={"name": name, "kind": kind.name.lower(), "permissions": permissions}
             | _guardrail_values(api_key)
-            | ({"replaces": str(replaces.id)} if replaces else {}),
+            | ({"replaces": str(replaces.id)} if replaces else {})
+            | _previous_permissions(replaces, permissions),
         )
         rolled = audit_action == Action.KEY_ROLLED
         event_type = EventType.KEY_ROLLED if rolled else EventType.KEY_MINTED
         record_key_events([key_event(event_type, api_key, now)])
     return MintedKey(api_key=api_key, key=key)
+
+
+def _previous_permissions(replaces: ApiKey | None, permissions: list[str]) -> dict[str, Any]:
+    """The replaced key's permissions when its successor's differ (a roll may change them)."""
+    if replaces is None or list(replaces.permissions) == permissions:
+        return {}
+    return {"previousPermissions": list(replaces.permissions)}
 
 
 def _guardrail_values(api_key: ApiKey) -> dict[str, Any]:
@@ -256,7 +273,7 @@ def revoke_key(
     return api_key
 
 
-#: `roll_key`'s default expiry: the old key's, if it is still in the future.
+#: `roll_key`'s default for a field: the old key's (for the expiry, only if still ahead).
 INHERIT = object()
 
 
@@ -267,6 +284,7 @@ def roll_key(
     grace_seconds: Any,
     expires_at: Any = INHERIT,
     allowed_origins: Any = INHERIT,
+    permissions: Any = INHERIT,
     request: HttpRequest | None = None,
 ) -> MintedKey:
     """Mint a successor (same name, permissions, origins and guardrails); the old key
@@ -275,7 +293,10 @@ def roll_key(
     The successor's `expires_at` is the one given (None: no expiry), by default the
     old key's when still in the future; a secret or org key's must fit its
     organization's lifetime policy, as at mint. An SDK key's `allowed_origins` may be
-    set at roll (SPEC §4.7), validated as at mint; by default the old key's.
+    set at roll (SPEC §4.7), validated as at mint; by default the old key's. So may
+    `permissions`: a key's own never change (SPEC §4.10), its successor's may, validated
+    exactly as at mint (an SDK key's: only the locked set). A refused roll changes
+    nothing, the old key's expiry included.
     """
     if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int):
         raise ValidationFailed({"graceSeconds": ["A whole number of seconds is required."]})
@@ -291,13 +312,15 @@ def roll_key(
         locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
         if locked.status_at(now) != KeyStatus.ACTIVE:
             raise ValidationFailed({"keyId": ["Only an active key can be rolled."]})
+        if permissions is INHERIT:  # an SDK key's: the locked set, whatever the row holds
+            permissions = list(locked.permissions) if kind is not KeyKind.PUBLIC else None
         minted = mint_key(
             actor=actor,
             kind=kind,
             organization=api_key.organization,
             project=api_key.project,
             name=locked.name,
-            permissions=list(locked.permissions) if kind is not KeyKind.PUBLIC else None,
+            permissions=permissions,
             expires_at=expires_at,
             allowed_origins=(
                 list(locked.allowed_origins) if allowed_origins is INHERIT else allowed_origins
@@ -373,7 +396,7 @@ def update_key(
     for field in changes:
         if field == "permissions":
             errors.fields["permissions"] = [
-                "Permissions never change: mint a key with the permissions you need."
+                "Permissions never change: roll the key to give its successor other permissions."
             ]
         elif field not in UPDATABLE_FIELDS:
             errors.fields[str(field)[:64]] = ["Unknown field."]

@@ -11,16 +11,20 @@ Two Lua scripts, each atomic:
   batched per process, `UsageBatch`, so no round trip on the request): cumulative
   `r` (requests) and `f` (refused) fields in the key's UTC hour and day hashes, and
   per client IP a count and a last-seen time (the `RECENT_IPS_KEPT` most recent
-  IPs). Every counter carries an expiry: hour and day buckets a few minutes after
-  their period ends (they are copied to the database at least once a minute,
-  `apps.apikeys.usage`), IPs after two days. Counters are cumulative within an
-  *epoch* (one Redis lifetime, `ss:u:epoch`), so the copy can keep the largest value
-  seen and never count twice. A Redis that comes back from a snapshot, or a replica
-  promoted in its place, holds counters older than what was copied: the epoch is
-  tied to the server's `run_id` (`ss:u:run`), so a new server lifetime starts a new
-  epoch (each batch checks it first, `_EPOCH_SCRIPT`). An IP's count can start again
-  within an epoch (expired for a key used weekly, or pushed out of the kept IPs and
-  back), so each IP carries its own epoch (field `e:<ip>`), set when it enters.
+  IPs). An IP pushed out of those keeps its count until the next copy has stored it
+  (sorted set `:gone`; at most `EVICTED_IPS_KEPT` per key, the oldest dropped beyond
+  that), so one that comes back in between counts on. Every counter carries an
+  expiry: hour and day buckets a few minutes after their period ends (they are copied
+  to the database at least once a minute, `apps.apikeys.usage`), IPs after two days.
+  Counters are cumulative within an *epoch* (one Redis lifetime, `ss:u:epoch`), so
+  the copy can keep the largest value seen and never count twice. A Redis that comes
+  back from a snapshot, or a replica promoted in its place, holds counters older than
+  what was copied: the epoch is tied to the server's `run_id` (`ss:u:run`), so a new
+  server lifetime starts a new epoch (each batch checks it first, `_EPOCH_SCRIPT`).
+  An IP's count can start again within an epoch (expired for a key used weekly, or
+  back after its count was stored and forgotten), so each IP carries its own epoch
+  (field `e:<ip>`), set when it enters. Field `#n` counts the changes to a key's IPs,
+  so a copy can tell whether they moved since it read them.
 
 Without `REDIS_URL` the same operations run in the process's memory: limits and
 counts are then per process (the SQLite demo). When Redis cannot be reached in
@@ -59,6 +63,9 @@ RATE_LIMIT = "sigsentry.rate_limit"
 LIMIT_CHECKED = "sigsentry.limit_checked"
 
 RECENT_IPS_KEPT = 10
+#: Per key, IPs pushed out of the kept ones whose counts wait for a copy (the oldest
+#: dropped beyond it): 10 + 50 IPs stay within Redis's compact 128-field hash encoding.
+EVICTED_IPS_KEPT = 50
 BUCKET_GRACE_SECONDS = 300
 IP_TTL_SECONDS = 2 * 86400
 REDIS_TIMEOUT_SECONDS = 0.25
@@ -112,22 +119,33 @@ if count_req > 0 or count_ref > 0 then
   end
 end
 if ip_count > 0 and ip ~= '' then
-  local ips, seen = base .. ':ip', base .. ':seen'
+  local ips, seen, gone = base .. ':ip', base .. ':seen', base .. ':gone'
   if redis.call('HEXISTS', ips, ip) == 0 then
     redis.call('HSET', ips, 'e:' .. ip, string.sub(ARGV[9], 1, 16))
   end
   redis.call('HINCRBY', ips, ip, ip_count)
-  redis.call('ZADD', seen, ip_last, ip)
+  redis.call('HINCRBY', ips, '#n', 1)
+  if redis.call('ZADD', seen, ip_last, ip) == 1 then
+    redis.call('ZREM', gone, ip)
+  end
   local extra = redis.call('ZCARD', seen) - tonumber(ARGV[10])
   if extra > 0 then
-    local old = redis.call('ZRANGE', seen, 0, extra - 1)
-    redis.call('ZREM', seen, unpack(old))
-    for _, gone in ipairs(old) do
-      redis.call('HDEL', ips, gone, 'e:' .. gone)
+    local old = redis.call('ZRANGE', seen, 0, extra - 1, 'WITHSCORES')
+    for i = 1, #old, 2 do
+      redis.call('ZREM', seen, old[i])
+      redis.call('ZADD', gone, old[i + 1], old[i])
+    end
+    local over = redis.call('ZCARD', gone) - tonumber(ARGV[14])
+    if over > 0 then
+      for _, lost in ipairs(redis.call('ZRANGE', gone, 0, over - 1)) do
+        redis.call('ZREM', gone, lost)
+        redis.call('HDEL', ips, lost, 'e:' .. lost)
+      end
     end
   end
   redis.call('EXPIRE', ips, ARGV[11])
   redis.call('EXPIRE', seen, ARGV[11])
+  redis.call('EXPIRE', gone, ARGV[11])
   redis.call('SADD', 'ss:u:dirty', epoch .. '|' .. key_id .. '|ip|')
 end
 return epoch
@@ -224,6 +242,7 @@ def _count_args(
         IP_TTL_SECONDS,
         ip_count,
         int(now * 1000),
+        EVICTED_IPS_KEPT,
     ]
 
 
@@ -280,8 +299,10 @@ class LocalStore:
         self.epoch = secrets.token_hex(16)
         self.windows: dict[str, list[int]] = {}
         self.buckets: dict[tuple[str, str, str], dict[str, int]] = {}
-        #: key id -> {ip: (requests, last seen in ms, the IP's epoch)}
+        #: key id -> {ip: (requests, last seen in ms, the IP's epoch)}: the kept IPs, and
+        #: those pushed out of them whose counts wait for the copy
         self.ips: dict[str, dict[str, tuple[int, int, str]]] = {}
+        self.gone: dict[str, dict[str, tuple[int, int, str]]] = {}
         self.dirty: set[tuple[str, str, str]] = set()
 
     def limit(
@@ -310,10 +331,14 @@ class LocalStore:
                     self.dirty.add((key_id, granularity, start))
             if ip_count and ip:
                 seen = self.ips.setdefault(key_id, {})
-                count, _last, ip_epoch = seen.get(ip, (0, 0, secrets.token_hex(8)))
+                entry = seen.get(ip) or self.gone.get(key_id, {}).pop(ip, None)
+                count, _last, ip_epoch = entry or (0, 0, secrets.token_hex(8))
                 seen[ip] = (count + ip_count, ip_last, ip_epoch)
                 for old in sorted(seen, key=lambda a: seen[a][1])[:-RECENT_IPS_KEPT]:
-                    del seen[old]
+                    gone = self.gone.setdefault(key_id, {})
+                    gone[old] = seen.pop(old)
+                    while len(gone) > EVICTED_IPS_KEPT:
+                        del gone[min(gone, key=lambda a: gone[a][1])]
                 self.dirty.add((key_id, "ip", ""))
 
 

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any
 
 import redis
@@ -50,8 +51,18 @@ _CLEAN = """
 local name, kind = ARGV[2], ARGV[3]
 local same
 if kind == 'ip' then
+  local ips, gone = name .. ':ip', name .. ':gone'
   local last = redis.call('ZRANGE', name .. ':seen', -1, -1, 'WITHSCORES')
-  same = (last[2] or '') == ARGV[4]
+  same = (last[2] or '') == ARGV[4] and (redis.call('HGET', ips, '#n') or '') == ARGV[5]
+  -- pushed-out IPs this copy stored (ip, count, epoch): forgotten unless counted since
+  for i = 6, #ARGV, 3 do
+    local ip = ARGV[i]
+    if redis.call('ZSCORE', gone, ip) and redis.call('HGET', ips, ip) == ARGV[i + 1]
+        and (redis.call('HGET', ips, 'e:' .. ip) or '') == ARGV[i + 2] then
+      redis.call('ZREM', gone, ip)
+      redis.call('HDEL', ips, ip, 'e:' .. ip)
+    end
+  end
 else
   same = (redis.call('HGET', name, 'r') or '0') == ARGV[4]
     and (redis.call('HGET', name, 'f') or '0') == ARGV[5]
@@ -92,9 +103,16 @@ def flush_usage() -> int:
             store.dirty.clear()
             buckets = {d: dict(store.buckets.get(d, {})) for d in dirty}
             ips = {k: dict(v) for k, v in store.ips.items() if (k, "ip", "") in dirty}
+            gone = {k: dict(store.gone.get(k, {})) for k in ips}
         entries = [(store.epoch, *d, buckets[d]) for d in dirty if d[1] != "ip"]
-        ip_entries = [(key_id, seen) for key_id, seen in ips.items()]
+        ip_entries = [(key_id, seen | gone[key_id]) for key_id, seen in ips.items()]
         _store(entries, ip_entries)
+        with store.lock:  # pushed-out IPs now stored: forgotten unless counted since
+            for key_id, stored in gone.items():
+                waiting = store.gone.get(key_id, {})
+                for ip, value in stored.items():
+                    if waiting.get(ip) == value:
+                        del waiting[ip]
         return len(dirty)
     send_pending_counts()
     members, foreign = [], []
@@ -118,6 +136,7 @@ def flush_usage() -> int:
         if kind == "ip":
             pipe.hgetall(name + ":ip")
             pipe.zrange(name + ":seen", 0, -1, withscores=True)
+            pipe.zrange(name + ":gone", 0, -1, withscores=True)
         else:
             pipe.hgetall(f"{name}:{kind}:{start}")
     results = iter(pipe.execute())
@@ -125,25 +144,30 @@ def flush_usage() -> int:
     for member, (epoch, key_id, kind, start) in zip(members, parsed, strict=True):
         name = f"ss:u:{epoch}:{key_id}"
         if kind == "ip":
-            counts, seen = next(results), next(results)
-            ip_entries.append((key_id, _ips_of(counts, seen, epoch)))
-            checks.append((member, name, "ip", _score_text(seen[-1][1]) if seen else "", ""))
+            counts, seen, gone = next(results), next(results), next(results)
+            ip_entries.append((key_id, _ips_of(counts, [*seen, *gone], epoch)))
+            last = _score_text(seen[-1][1]) if seen else ""
+            stored = [
+                (ip, counts[ip], counts.get(b"e:" + ip, b"")) for ip, _ in gone if ip in counts
+            ]
+            checks.append((member, name, "ip", [last, counts.get(b"#n", b""), *chain(*stored)]))
         else:
             values = {k.decode(): int(v) for k, v in next(results).items()}
             entries.append((epoch, key_id, kind, start, values))
             r, f = values.get("r", 0), values.get("f", 0)
-            checks.append((member, f"{name}:{kind}:{start}", kind, str(r), str(f)))
+            checks.append((member, f"{name}:{kind}:{start}", kind, [str(r), str(f)]))
     _store(entries, ip_entries)
     # Forget each counter only if it did not move since it was read: one round trip for all.
     clean, pipe = client.register_script(_CLEAN), client.pipeline(transaction=False)
-    for member, name, kind, first, second in checks:
-        clean(args=[member, name, kind, first, second], client=pipe)
+    for member, name, kind, read in checks:
+        clean(args=[member, name, kind, *read], client=pipe)
     pipe.execute()
     return len(members)
 
 
 def _ips_of(counts: dict, seen: list, epoch: str) -> dict[str, tuple[int, int, str]]:
-    """Per IP of a key's Redis counters: (requests, last seen in ms, the IP's epoch).
+    """Per IP of a key's Redis counters (`seen`: the kept and pushed-out IPs with their
+    last-seen scores): (requests, last seen in ms, the IP's epoch).
 
     Each IP has its own epoch, set when it entered the hash (`e:<ip>`, see gate); a hash
     written before that has one for all its IPs (`#`), and before that the Redis epoch."""
@@ -375,7 +399,7 @@ def _live_ips(key_id: str) -> dict[str, tuple[int, int, str]]:
     if client is None:
         store = local_store()
         with store.lock:
-            return dict(store.ips.get(key_id, {}))
+            return {**store.gone.get(key_id, {}), **store.ips.get(key_id, {})}
     try:
         epoch = client.get("ss:u:epoch")
         if epoch is None:
@@ -384,11 +408,12 @@ def _live_ips(key_id: str) -> dict[str, tuple[int, int, str]]:
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(base + ":ip")
         pipe.zrange(base + ":seen", 0, -1, withscores=True)
-        counts, seen = pipe.execute()
+        pipe.zrange(base + ":gone", 0, -1, withscores=True)
+        counts, seen, gone = pipe.execute()
     except redis.RedisError:
         logger.warning("usage store unavailable: the usage answer shows copied counts only")
         return {}
-    return _ips_of(counts, seen, epoch.decode())
+    return _ips_of(counts, [*seen, *gone], epoch.decode())
 
 
 def recent_ips(api_key: ApiKey) -> list[dict[str, Any]]:

@@ -1,0 +1,174 @@
+"""A client IP pushed out of the kept recent IPs keeps its count until a copy stores it
+(SPEC §4.9: counts are exact; `recentIps` carries each IP's requests).
+
+Each test runs with Redis (REDIS_URL set) and without it (this process's memory).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from apps.apikeys import gate, usage
+from apps.apikeys.gate import RECENT_IPS_KEPT, add_counts, local_store, redis_client
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import KeyUsageIp
+from apps.apikeys.usage import flush_usage, key_usage
+from tests.factories import make_key
+from tests.orgs.helpers import bearer_client, collection_url, user_client
+
+pytestmark = pytest.mark.django_db
+
+RETURNING = "198.51.100.1"
+OTHERS = [f"203.0.113.{number + 10}" for number in range(RECENT_IPS_KEPT)]
+
+
+def requests_by_ip(api_key) -> dict[str, int]:
+    return {row["ip"]: row["requests"] for row in key_usage(api_key, "hour")["recentIps"]}
+
+
+def stored_requests(api_key, ip: str) -> int:
+    return sum(KeyUsageIp.objects.filter(key=api_key, ip=ip).values_list("requests", flat=True))
+
+
+def counted_ips(key_id: str) -> set[str]:
+    """The IPs whose counts the live store holds for the key, kept or pushed out."""
+    client = redis_client()
+    if client is None:
+        store = local_store()
+        with store.lock:
+            return set(store.ips.get(key_id, {})) | set(store.gone.get(key_id, {}))
+    epoch = client.get("ss:u:epoch")
+    fields = client.hkeys(f"ss:u:{epoch.decode()}:{key_id}:ip") if epoch else []
+    return {f.decode() for f in fields if not f.startswith((b"e:", b"#"))}
+
+
+def test_recent_ip_count_survives_eviction(settings, project, owner):
+    settings.USAGE_FLUSH_SECONDS = 0
+    settings.USAGE_BATCH_SECONDS = 0
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    client = bearer_client(plaintext)
+    client.get("/v1/config", REMOTE_ADDR=RETURNING)
+    flush_usage()
+    client.get("/v1/config", REMOTE_ADDR=RETURNING)
+    for ip in OTHERS:  # the last one pushes RETURNING out of the kept IPs, not yet copied
+        client.get("/v1/config", REMOTE_ADDR=ip)
+    client.get("/v1/config", REMOTE_ADDR=RETURNING)
+    live = requests_by_ip(api_key)
+    flush_usage()
+
+    url = f"{collection_url(KeyKind.SECRET, project)}/{api_key.id}/usage"
+    body = user_client(owner).get(url).json()
+    assert body["total"]["requests"] == 2 + RECENT_IPS_KEPT + 1
+    assert next(i for i in body["recentIps"] if i["ip"] == RETURNING)["requests"] == 3
+    assert live[RETURNING] == 3
+    assert stored_requests(api_key, RETURNING) == 3
+
+
+@pytest.fixture
+def count(time_machine):
+    """`count(key_id, ip)`: one request from `ip`, a second after the one before it."""
+    time_machine.move_to(timezone.now(), tick=False)
+
+    def one(key_id: str, ip: str) -> None:
+        time_machine.shift(1)
+        add_counts(key_id, ip=ip, requests=1, refused=0)
+
+    return one
+
+
+def test_a_pushed_out_ip_is_stored_by_the_next_copy_and_then_forgotten(project, count):
+    """Its count waits in the live store for the copy, then leaves it: memory stays bounded."""
+    api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    key_id = str(api_key.id)
+    count(key_id, RETURNING)
+    count(key_id, RETURNING)
+    for ip in OTHERS:
+        count(key_id, ip)
+    assert RETURNING in counted_ips(key_id)
+    assert RETURNING not in requests_by_ip(api_key)  # not among the 5 most recent
+
+    flush_usage()
+
+    assert stored_requests(api_key, RETURNING) == 2
+    assert counted_ips(key_id) == set(OTHERS)
+    count(key_id, RETURNING)  # back after the copy: a new count of its own
+    assert requests_by_ip(api_key)[RETURNING] == 3
+    flush_usage()
+    assert requests_by_ip(api_key)[RETURNING] == 3
+    assert stored_requests(api_key, RETURNING) == 3
+
+
+def test_a_pushed_out_ip_counted_during_the_copy_is_kept_for_the_next(project, count, monkeypatch):
+    """The IP comes back and is pushed out again between the copy's read and its clean: its
+    count moved, so the copy leaves it for the next one instead of forgetting it."""
+    api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    key_id = str(api_key.id)
+    count(key_id, RETURNING)
+    for ip in OTHERS:
+        count(key_id, ip)
+    real_store, during = usage._store, []
+
+    def store_then_count(*args):
+        real_store(*args)
+        if not during:
+            during.append(True)
+            count(key_id, RETURNING)  # back among the kept IPs
+            for number in range(RECENT_IPS_KEPT):  # and pushed out again
+                count(key_id, f"192.0.2.{number + 1}")
+
+    monkeypatch.setattr(usage, "_store", store_then_count)
+    flush_usage()
+    assert during
+    assert stored_requests(api_key, RETURNING) == 1
+    assert RETURNING in counted_ips(key_id)
+    assert requests_by_ip(api_key).get(RETURNING) is None  # pushed out: not shown
+
+    flush_usage()
+    assert stored_requests(api_key, RETURNING) == 2
+    assert RETURNING not in counted_ips(key_id)
+
+
+def test_pushed_out_ips_beyond_the_cap_are_dropped_oldest_first(project, count, monkeypatch):
+    """The bound on memory: at most EVICTED_IPS_KEPT pushed-out IPs wait for a copy per key."""
+    monkeypatch.setattr(gate, "EVICTED_IPS_KEPT", 3)
+    api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    key_id = str(api_key.id)
+    waiting = [f"192.0.2.{number + 1}" for number in range(5)]
+    for ip in [*waiting, *OTHERS]:
+        count(key_id, ip)
+
+    assert counted_ips(key_id) == {*waiting[2:], *OTHERS}
+    flush_usage()
+    assert {ip for ip in waiting if stored_requests(api_key, ip)} == set(waiting[2:])
+    assert counted_ips(key_id) == set(OTHERS)
+
+
+@hypothesis_settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@example(steps=[0, 0, *range(1, RECENT_IPS_KEPT + 1), 0])
+@given(steps=st.lists(st.sampled_from([*range(RECENT_IPS_KEPT + 4), "copy"]), max_size=60))
+def test_every_shown_ip_count_is_exact_whatever_the_order_of_uses_and_copies(project, count, steps):
+    cache.clear()  # a key per example: never over the mint throttle
+    api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    key_id = str(api_key.id)
+    expected: dict[str, int] = {}
+    for step in steps:
+        if step == "copy":
+            flush_usage()
+            continue
+        ip = f"192.0.2.{step + 1}"
+        count(key_id, ip)
+        expected[ip] = expected.get(ip, 0) + 1
+    live = requests_by_ip(api_key)
+    flush_usage()
+    copied = requests_by_ip(api_key)
+    assert live == copied == {ip: expected[ip] for ip in copied}
+    assert len(counted_ips(key_id)) <= RECENT_IPS_KEPT

@@ -257,7 +257,9 @@ def test_persistent_connections_are_health_checked():
 POSTGRES = {"DATABASE_URL": "postgres://sigsentry@pgbouncer.internal:6432/sigsentry"}
 
 
-@pytest.mark.parametrize("pooler", [{}, {"DATABASE_POOLER": "pgbouncer"}], ids=["unset", "pgbouncer"])
+@pytest.mark.parametrize(
+    "pooler", [{}, {"DATABASE_POOLER": "pgbouncer"}], ids=["unset", "pgbouncer"]
+)
 def test_by_default_nothing_outlives_a_transaction_on_the_server(pooler):
     """SPEC §4.14: the service runs unchanged behind PgBouncer in transaction mode, so the
     default keeps nothing on a server session between transactions: no prepared statement

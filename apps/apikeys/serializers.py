@@ -148,15 +148,17 @@ def _rate_limit_field(**kwargs) -> RateLimitSerializer:
     )
 
 
+def _permissions_field(help_text: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.ChoiceField(choices=ALL_PERMISSIONS), required=False, help_text=help_text
+    )
+
+
 class MintKeyInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
-    permissions = serializers.ListField(
-        child=serializers.ChoiceField(choices=ALL_PERMISSIONS),
-        required=False,
-        help_text=(
-            "A non-empty list of permissions. SDK keys: omit it or send exactly "
-            "`analysis:create` and `analysis:read` (anything else: PERMISSIONS_LOCKED)."
-        ),
+    permissions = _permissions_field(
+        "A non-empty list of permissions. SDK keys: omit it or send exactly "
+        "`analysis:create` and `analysis:read` (anything else: PERMISSIONS_LOCKED)."
     )
     expiresAt = serializers.DateTimeField(
         allow_null=True,
@@ -198,14 +200,10 @@ class RollKeyInputSerializer(serializers.Serializer):
         ),
     )
     allowedOrigins = _allowed_origins_field(required=False)
-    permissions = serializers.ListField(
-        child=serializers.ChoiceField(choices=ALL_PERMISSIONS),
-        required=False,
-        help_text=(
-            "The new key's permissions, validated as at mint (SDK keys: exactly "
-            "`analysis:create` and `analysis:read`, anything else PERMISSIONS_LOCKED). "
-            "Omitted: the old key's. The old key's own permissions never change."
-        ),
+    permissions = _permissions_field(
+        "The new key's permissions, validated as at mint (SDK keys: exactly "
+        "`analysis:create` and `analysis:read`, anything else PERMISSIONS_LOCKED). "
+        "Omitted: the old key's. The old key's own permissions never change."
     )
 
 

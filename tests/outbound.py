@@ -36,10 +36,12 @@ class Received:
 
 @dataclass
 class Receiver:
-    """An HTTP endpoint answering `status` (after `delay` seconds) and recording every POST."""
+    """An HTTP endpoint answering `status` with `headers` (after `delay` seconds) and recording
+    every POST."""
 
     status: int = 200
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. a redirect's Location
     requests: list[Received] = field(default_factory=list)
     in_flight: int = 0  # requests read but not yet answered
 
@@ -56,6 +58,8 @@ class Receiver:
                 receiver.requests.append(Received(self.path, dict(self.headers.items()), body))
                 receiver.in_flight -= 1
                 self.send_response(receiver.status)
+                for name, value in receiver.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")

@@ -25,6 +25,8 @@ REFUSED_ADDRESSES = [
     "fe80::1",
     "fd00:ec2::254",  # unique-local (AWS IPv6 metadata)
     "fc00::1",
+    "fec0::1",  # site-local (deprecated, RFC 3879): Python 3.11 calls it global
+    "fec0:1::5",
     "ff02::1",
     "::ffff:127.0.0.1",  # IPv4-mapped loopback
     "::ffff:10.0.0.1",

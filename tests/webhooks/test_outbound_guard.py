@@ -1,0 +1,121 @@
+"""The SSRF guard at delivery time (SPEC §4.11): the address checked is the address connected
+to, a name that resolves elsewhere since creation is refused, and a redirect goes nowhere.
+
+Real receivers on 127.0.0.1; only DNS answers are faked (a public name resolving to a private
+address cannot be had otherwise), and no connection ever leaves this machine.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from apps.apikeys.keyformat import KeyKind
+from apps.webhooks import delivery as deliveries
+from apps.webhooks import outbound, services
+from apps.webhooks.models import Delivery, EventType
+from apps.webhooks.urlsafety import Target
+from tests.factories import make_key
+from tests.outbound import Receiver
+
+pytestmark = pytest.mark.django_db
+
+HOST = "hooks.example.com"
+
+
+@pytest.fixture
+def dns(monkeypatch):
+    """Faked answers for the names set in the returned dict; every other name resolves as usual."""
+    answers: dict[str, str] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host not in answers:
+            return real(host, port, *args, **kwargs)
+        address = answers[host]
+        if ":" in address:
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+def only_delivery() -> Delivery:
+    return Delivery.objects.get()
+
+
+@pytest.mark.parametrize("private", ["10.0.0.1", "127.0.0.1", "169.254.169.254", "fd00:ec2::254"])
+def test_a_name_resolving_to_a_private_address_at_delivery_is_refused_without_connecting(
+    dns, private, settings, owner, organization, project, monkeypatch
+):
+    """Public when the webhook was created, private when it is delivered (DNS rebinding):
+    refused before any connection, recorded as such, and tried again later."""
+    settings.WEBHOOKS_ALLOW_PRIVATE = False
+    dns[HOST] = "93.184.216.34"
+    services.create_webhook(
+        actor=owner,
+        organization=organization,
+        url=f"https://{HOST}/hooks/sigsentry",
+        events=list(EventType.values),
+    )
+    make_key(KeyKind.SECRET, project=project)
+    dns[HOST] = private
+    connections = []
+
+    def no_connection(address, *args, **kwargs):
+        connections.append(address)
+        raise ConnectionRefusedError("this test allows no connection")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(outbound.socket, "create_connection", no_connection)
+        outcome = deliveries.attempt_delivery(str(only_delivery().pk))
+
+    assert outcome == "address not allowed"
+    assert connections == []
+    delivery = only_delivery()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (
+        "pending",
+        1,
+        "address not allowed",
+    )
+    assert delivery.last_status_code is None
+
+
+def test_plain_http_connects_to_the_checked_address_not_the_host_name(receiver):
+    """The host name is what the request names (Host header); the socket goes to the address
+    the guard checked, even when the name would resolve to nothing (or elsewhere) now."""
+    port = receiver.server.server_address[1]
+    target = Target("http", "pinned.invalid", port, "/hooks/sigsentry", ("127.0.0.1",))
+
+    assert outbound.post(target, b"{}", {}) == outbound.Outcome(200, "")
+
+    [received] = receiver.requests
+    assert received.path == "/hooks/sigsentry"
+    assert received.headers["Host"] == f"pinned.invalid:{port}"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_with_a_location_is_a_failed_attempt_and_is_not_followed(
+    make_webhook, project, status
+):
+    elsewhere = Receiver()
+    redirecting = Receiver(status=status, headers={"Location": elsewhere.url})
+    try:
+        make_webhook(redirecting.url)
+        make_key(KeyKind.SECRET, project=project)
+
+        assert deliveries.attempt_delivery(str(only_delivery().pk)) == f"http {status}"
+
+        assert len(redirecting.requests) == 1
+        assert elsewhere.requests == []
+        delivery = only_delivery()
+        assert (delivery.status, delivery.attempts, delivery.last_status_code) == (
+            "pending",
+            1,
+            status,
+        )
+    finally:
+        redirecting.stop()
+        elsewhere.stop()

@@ -1,0 +1,141 @@
+"""Every secret comparison on a real request path is constant-time (hmac.compare_digest).
+
+A `==` on a secret leaks, through timing, how much of a guess is right. The
+comparisons cannot be timed reliably in a test, so each module's `hmac` is
+replaced by `HmacWitness`: the real module, whose `compare_digest` also notes
+its operands. A request then drives each path, and the test asserts that the
+secret-bearing values went through `compare_digest`: a `==` in its place
+leaves the witness without that call.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+import pytest
+
+from apps.accounts import tokens, twofactor
+from apps.apikeys import keyformat
+from apps.apikeys.keyformat import KeyKind
+from core import ops
+from tests.accounts.test_two_factor import (
+    code_at,
+    enable_two_factor,
+    fresh_step,
+    mfa_token,
+    second_step,
+)
+from tests.factories import make_key
+from tests.orgs.helpers import bearer_client, user_client
+
+pytestmark = pytest.mark.django_db
+
+ME = "/v1/me"
+
+
+class HmacWitness:
+    """Stands in for `hmac` in one module: the real functions, every `compare_digest` noted."""
+
+    def __init__(self) -> None:
+        self.compared: list[tuple] = []
+
+    def __getattr__(self, name: str):
+        return getattr(hmac, name)
+
+    def compare_digest(self, a, b) -> bool:
+        self.compared.append((a, b))
+        return hmac.compare_digest(a, b)
+
+
+@pytest.fixture
+def witness(monkeypatch):
+    """`witness(module)`: a HmacWitness installed as that module's `hmac`."""
+
+    def install(module) -> HmacWitness:
+        spy = HmacWitness()
+        monkeypatch.setattr(module, "hmac", spy)
+        return spy
+
+    return install
+
+
+# API keys -----------------------------------------------------------------------------
+
+
+def test_a_key_request_compares_checksum_and_digest_in_constant_time(project, witness):
+    _api_key, key = make_key(KeyKind.SECRET, project=project)
+    digest = keyformat.digest(key).encode("ascii")
+    spy = witness(keyformat)
+
+    assert bearer_client(key).get(ME).status_code == 200
+
+    assert (key[-6:], key[-6:]) in spy.compared  # the checksum, before any query
+    assert (digest, digest) in spy.compared  # the stored digest against the computed one
+
+
+def test_a_wrong_checksum_is_refused_by_the_constant_time_compare(project, witness):
+    _api_key, key = make_key(KeyKind.SECRET, project=project)
+    tail = key[-6:]
+    wrong = tail[:-1] + ("A" if tail[-1] != "A" else "B")
+    spy = witness(keyformat)
+
+    assert bearer_client(key[:-6] + wrong).get(ME).status_code == 401
+
+    assert spy.compared == [(tail, wrong)]  # and no digest compared: nothing was looked up
+
+
+# Two-factor login ---------------------------------------------------------------------
+
+
+def test_a_totp_code_is_compared_in_constant_time_against_each_step(api_client, owner, witness):
+    secret, _codes = enable_two_factor(owner)
+    fresh_step()
+    token = mfa_token(api_client, owner)
+    code = code_at(secret)
+    spy = witness(twofactor)
+
+    assert second_step(api_client, token, code).status_code == 200
+
+    against_code = [pair for pair in spy.compared if pair[1] == code]
+    assert len(against_code) == 2 * twofactor.DRIFT_STEPS + 1  # every step of the window
+    assert (code, code) in against_code
+
+
+def test_the_mfa_tokens_password_mark_is_compared_in_constant_time(api_client, owner, witness):
+    _secret, codes = enable_two_factor(owner)
+    token = mfa_token(api_client, owner)
+    mark = twofactor._password_mark(owner)
+    spy = witness(twofactor)
+
+    assert second_step(api_client, token, codes[0]).status_code == 200
+
+    assert (mark, mark) in spy.compared
+
+
+# Metrics ------------------------------------------------------------------------------
+
+
+def test_the_metrics_token_is_compared_in_constant_time(client, settings, witness):
+    token = secrets.token_urlsafe(32)
+    settings.METRICS_TOKEN = token
+    wrong = secrets.token_urlsafe(32)
+    spy = witness(ops)
+
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {wrong}").status_code == 401
+
+    assert spy.compared == [(token.encode(), token.encode()), (wrong.encode(), token.encode())]
+
+
+# JWT sessions -------------------------------------------------------------------------
+
+
+def test_a_jwt_request_compares_the_password_fingerprint_in_constant_time(owner, witness):
+    client = user_client(owner)
+    fingerprint = owner.get_session_auth_hash()
+    spy = witness(tokens)
+
+    assert client.get(ME).status_code == 200
+
+    assert (fingerprint, fingerprint) in spy.compared

@@ -19,7 +19,7 @@ from core import metrics, ops
 from core.errors import RateLimited
 from tests.apikeys.usage_helpers import set_rate_limit
 from tests.factories import make_key
-from tests.reliability.helpers import closed_port
+from tests.reliability.helpers import closed_port, unreachable_cache
 
 TOKEN = secrets.token_urlsafe(32)
 
@@ -190,13 +190,7 @@ def test_rate_limit_refusals_are_counted(db, metrics_on, settings):
 
 
 def test_redis_fail_open_events_are_counted(db, metrics_on, settings):
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
-            "OPTIONS": {"socket_connect_timeout": 0.1, "socket_timeout": 0.1},
-        }
-    }
+    settings.CACHES = unreachable_cache(timeout=0.1)
     client = Client()
     before = scrape(client)
     reply = client.get("/v1/me", HTTP_AUTHORIZATION="Bearer not-a-key")

@@ -16,7 +16,7 @@ from apps.accounts.password_reset import make_reset_token
 from tests.accounts.test_two_factor import code_at, enable_two_factor, fresh_step
 from tests.factories import PASSWORD
 from tests.orgs.helpers import bearer_client
-from tests.reliability.helpers import closed_port
+from tests.reliability.helpers import unreachable_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -27,14 +27,7 @@ CONFIRM = "/v1/auth/password-reset/confirm"
 
 @contextlib.contextmanager
 def cache_down(caplog):
-    unreachable = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
-            "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
-        }
-    }
-    with override_settings(CACHES=unreachable):
+    with override_settings(CACHES=unreachable_cache()):
         yield
     assert "throttle cache unavailable" in caplog.text  # the outage was real
 

@@ -115,6 +115,17 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+def unreachable_cache(timeout: float = 0.25) -> dict:
+    """CACHES whose Redis is a closed port: every cache call fails (an outage)."""
+    return {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+            "OPTIONS": {"socket_connect_timeout": timeout, "socket_timeout": timeout},
+        }
+    }
+
+
 @dataclass
 class Reply:
     status: int

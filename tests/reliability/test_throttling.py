@@ -27,8 +27,8 @@ from tests.reliability.helpers import (
     RECORDED_CACHE_KEYS,
     bearer,
     call,
-    closed_port,
     recording_key_function,
+    unreachable_cache,
 )
 from tests.reliability.low_rate_settings import LOW_LIMIT
 
@@ -276,14 +276,7 @@ def test_retry_after_is_what_is_left_of_the_window_and_the_next_window_starts_af
 
 @rates(failed_auth_ip=1)
 def test_an_unreachable_cache_means_no_throttling_not_an_error(db, api_client, caplog):
-    unreachable = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
-            "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
-        }
-    }
-    with override_settings(CACHES=unreachable):
+    with override_settings(CACHES=unreachable_cache()):
         codes = [_fail(api_client).json()["error"]["code"] for _ in range(3)]
     assert codes == ["KEY_INVALID"] * 3
     assert "throttle cache unavailable" in caplog.text

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -84,16 +85,36 @@ def current_keys() -> dict[str, ec.EllipticCurvePublicKey]:
         return _cache["keys"]
 
 
-def verify(body: bytes, key_id: str | None, signature_b64: str | None) -> bool:
-    """True only if a configured key with this id signed exactly `body`."""
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a request's headers claim: a configured key and its signature of the body."""
+
+    key: ec.EllipticCurvePublicKey
+    signature: bytes
+
+    def signed(self, body: bytes) -> bool:
+        try:
+            self.key.verify(self.signature, body, ec.ECDSA(hashes.SHA256()))
+        except (ValueError, InvalidSignature):
+            return False
+        return True
+
+
+def claim_of(key_id: str | None, signature_b64: str | None) -> Claim | None:
+    """The claim of these headers, or None when no configured key could have signed: a
+    body is then refused unread."""
     if not key_id or not signature_b64 or len(signature_b64) > MAX_SIGNATURE_LENGTH:
-        return False
+        return None
     key = current_keys().get(key_id)
     if key is None:
-        return False
+        return None
     try:
-        signature = base64.b64decode(signature_b64, validate=True)
-        key.verify(signature, body, ec.ECDSA(hashes.SHA256()))
-    except (binascii.Error, ValueError, InvalidSignature):
-        return False
-    return True
+        return Claim(key, base64.b64decode(signature_b64, validate=True))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def verify(body: bytes, key_id: str | None, signature_b64: str | None) -> bool:
+    """True only if a configured key with this id signed exactly `body`."""
+    claim = claim_of(key_id, signature_b64)
+    return claim is not None and claim.signed(body)

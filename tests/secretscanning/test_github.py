@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings as django_settings
 from django.db import connection
+from django.http import HttpRequest
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
@@ -15,7 +16,7 @@ from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
-from apps.secretscanning.api import FIELD_LIMITS, MAX_REPORT_BYTES, MAX_TOKENS, parse_report
+from apps.secretscanning.api import FIELD_LIMITS, MAX_REPORT_BYTES, MAX_TOKENS
 from apps.webhooks.models import Event
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, error_code, error_fields
@@ -240,24 +241,20 @@ def test_1000_tokens_are_looked_up_in_one_query(github_key, project):
     assert len([q for q in lookups if '"digest" IN' in q]) == 1
 
 
-# Body size: the endpoint's own limit fits its largest valid report
+# Body size: the endpoint's own limit fits a full report
 
 
-def largest_report(token: str, character: str) -> list[dict[str, str]]:
-    """MAX_TOKENS items with every field at its limit in `character`; the first carries
-    `token` (a real key is shorter than the field allows)."""
-    widest = {name: character * limit for name, limit in FIELD_LIMITS.items()}
-    widest["url"] = (FOUND_AT + "?" + character * FIELD_LIMITS["url"])[: FIELD_LIMITS["url"]]
+def largest_report(token: str) -> list[dict[str, str]]:
+    """MAX_TOKENS items with every field at its limit (ASCII, as GitHub sends them); the
+    first carries `token` (a real key is shorter than the field allows)."""
+    widest = {name: "a" * limit for name, limit in FIELD_LIMITS.items()}
+    widest["url"] = (FOUND_AT + "?" + "a" * FIELD_LIMITS["url"])[: FIELD_LIMITS["url"]]
     return [widest | {"token": token}] + [widest] * (MAX_TOKENS - 1)
 
 
-@pytest.mark.parametrize("character", ["a", "\U0001f511"], ids=["ascii", "4-byte-utf8"])
-def test_a_signed_report_of_1000_items_at_the_field_limits_revokes_the_key(
-    github_key, project, character
-):
+def test_a_signed_report_of_1000_items_at_the_field_limits_revokes_the_key(github_key, project):
     key, text = make_key(KeyKind.SECRET, project=project)
-    items = largest_report(text, character)
-    body = json.dumps(items, ensure_ascii=False).encode()
+    body = json.dumps(largest_report(text)).encode()
     assert django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE < len(body) <= MAX_REPORT_BYTES
 
     response = post(body, github_key.headers(body))
@@ -271,15 +268,22 @@ def test_a_signed_report_of_1000_items_at_the_field_limits_revokes_the_key(
     assert revoked.details["url"].startswith(FOUND_AT)  # kept in full up to its audit limit
 
 
-def test_the_largest_valid_report_fits_the_limit_exactly():
-    widest = {name: "\U0001f511" * limit for name, limit in FIELD_LIMITS.items()}
-    body = json.dumps([widest] * MAX_TOKENS, ensure_ascii=False).encode()
+@pytest.fixture
+def body_reads(monkeypatch):
+    """Every read of a request body (the view reads it with `request.read()`)."""
+    reads = []
+    real = HttpRequest.read
 
-    assert len(parse_report(body)) == MAX_TOKENS
-    assert MAX_REPORT_BYTES - len(", ") <= len(body) <= MAX_REPORT_BYTES
+    def read(self, *args, **kwargs):
+        data = real(self, *args, **kwargs)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(HttpRequest, "read", read)
+    return reads
 
 
-def test_a_signed_report_over_the_limit_is_refused_unread(github_key, project):
+def test_a_signed_report_over_the_limit_is_refused_unread(github_key, project, body_reads):
     _key, text = make_key(KeyKind.SECRET, project=project)
     report = report_body(text)
     body = report[:-1] + b" " * (MAX_REPORT_BYTES + 1 - len(report)) + b"]"  # valid, padded
@@ -289,12 +293,37 @@ def test_a_signed_report_over_the_limit_is_refused_unread(github_key, project):
 
     assert response.status_code == 400
     assert error_fields(response) == {"body": [f"At most {MAX_REPORT_BYTES} bytes."]}
+    assert body_reads == []
+    assert nothing_changed()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": "unknown"}, "no signature", "not base64"],
+    ids=["no headers", "unknown key", "no signature", "not base64"],
+)
+def test_a_large_body_whose_headers_no_key_could_have_signed_is_refused_unread(
+    github_key, project, body_reads, headers
+):
+    """Up to MAX_REPORT_BYTES may reach the view, from anyone: nothing reads it before the
+    headers name a configured key and carry a signature."""
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    body = json.dumps(largest_report(text)).encode()
+    if headers == "no signature":
+        headers = {"HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": github_key.identifier}
+    elif headers == "not base64":
+        headers = github_key.headers(body) | {"HTTP_GITHUB_PUBLIC_KEY_SIGNATURE": "%%%"}
+
+    response = post(body, headers)
+
+    assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
+    assert body_reads == []
     assert nothing_changed()
 
 
 def test_an_unsigned_report_over_one_mib_is_refused_by_its_signature(github_key, project):
     _key, text = make_key(KeyKind.SECRET, project=project)
-    body = json.dumps(largest_report(text, "a")).encode()
+    body = json.dumps(largest_report(text)).encode()
 
     response = post(body, {"HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": github_key.identifier})
 

@@ -17,6 +17,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework import serializers
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 
 
@@ -116,6 +118,17 @@ PAGE_PARAMETERS = [
 ]
 
 
+class AnyAcceptNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, but an `Accept` that matches none of the renderers gets the first
+    (the document as YAML, the page as HTML) rather than a 406 (no 406 in SPEC §3)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type
+
+
 class JsonErrorsMixin:
     """Errors as the SPEC §3 JSON body, whatever renders the view's own answers.
 
@@ -125,6 +138,8 @@ class JsonErrorsMixin:
     that knows no error. Choosing JSON here, before the response is finalized,
     is what DRF reads from `request.accepted_renderer`.
     """
+
+    content_negotiation_class = AnyAcceptNegotiation
 
     def handle_exception(self, exc):
         self.request.accepted_renderer = JSONRenderer()

@@ -338,6 +338,27 @@ def test_schema_and_docs_errors_are_the_error_body(method, url, status, code):
     assert response["Content-Security-Policy"]
 
 
+@pytest.mark.parametrize(
+    ("url", "accept", "content_type"),
+    [
+        ("/v1/schema", "text/html", "application/vnd.oai.openapi"),
+        ("/v1/schema", "application/xml", "application/vnd.oai.openapi"),
+        ("/v1/docs", "application/json", "text/html"),
+        ("/v1/docs?script", "application/json", "application/javascript"),
+    ],
+)
+def test_an_accept_no_renderer_matches_gets_the_document_not_an_error(
+    url, accept, content_type, caplog
+):
+    """No 406 in SPEC §3, and no 500 either (it was one, with a traceback in the log, for
+    anyone to trigger): the first renderer answers."""
+    response = APIClient().get(url, HTTP_ACCEPT=accept)
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith(content_type)
+    assert "unhandled error" not in caplog.text
+
+
 @pytest.mark.parametrize("credential", ["junk", "ss_secret_notAKey", "a.b.c"])
 def test_a_bad_bearer_credential_still_gets_the_schema_and_the_docs(credential):
     client = bearer_client(credential)

@@ -70,12 +70,11 @@ def parse_expires_at(value: Any) -> datetime | None:
 
 
 def body_permissions(body: dict[str, Any], omitted: Any) -> Any:
-    """`permissions` from a body for the services: `omitted` when not sent. An explicit
-    null was sent, so it is `services.SENT_NULL` and refused as any other non-list is
-    (SPEC §4.3: an SDK key's permissions are omitted or exactly the locked set)."""
+    """`permissions` as sent, `omitted` when not. A sent null is no permissions at all, and
+    refused as such (SPEC §4.3: an SDK key's are omitted or exactly the locked set)."""
     if "permissions" not in body:
         return omitted
-    return services.SENT_NULL if body["permissions"] is None else body["permissions"]
+    return [] if body["permissions"] is None else body["permissions"]
 
 
 class KeyManagementView(ManagementView):

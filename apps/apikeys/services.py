@@ -53,12 +53,6 @@ class MintedKey:
     key: str  # shown once, never stored
 
 
-#: `"permissions": null` in a request body. To Python callers None means "not given" (the
-#: dashboard form, seed data and factories pass it for an SDK key's default); a JSON null
-#: was given, and is no list, so the API passes this instead (SPEC §4.3).
-SENT_NULL: Any = object()
-
-
 def validate_permissions(kind: KeyKind, permissions: Any) -> list[str]:
     """The key's permissions in canonical order. None: not given (an SDK key gets the
     locked set, other kinds have no default); an SDK key takes nothing but the locked set

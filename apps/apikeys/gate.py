@@ -8,23 +8,27 @@ Two Lua scripts, each atomic:
   edges too, across every process, on Redis's clock. A refused request is not
   logged, so it consumes no budget.
 * **Counting** (every request that presented a known key, rate-limited or not;
-  batched per process, `UsageBatch`, so no round trip on the request): cumulative
-  `r` (requests) and `f` (refused) fields in the key's UTC hour and day hashes, and
-  per client IP a count and a last-seen time (the `RECENT_IPS_KEPT` most recent
-  IPs). An IP pushed out of those keeps its count until the next copy has stored it
-  (sorted set `:gone`; at most `EVICTED_IPS_KEPT` per key, the oldest dropped beyond
-  that), so one that comes back in between counts on. Every counter carries an
-  expiry: hour and day buckets a few minutes after their period ends (they are copied
-  to the database at least once a minute, `apps.apikeys.usage`), IPs after two days.
-  Counters are cumulative within an *epoch* (one Redis lifetime, `ss:u:epoch`), so
-  the copy can keep the largest value seen and never count twice. A Redis that comes
-  back from a snapshot, or a replica promoted in its place, holds counters older than
-  what was copied: the epoch is tied to the server's `run_id` (`ss:u:run`), so a new
-  server lifetime starts a new epoch (each batch checks it first, `_EPOCH_SCRIPT`).
-  An IP's count can start again within an epoch (expired for a key used weekly, or
-  back after its count was stored and forgotten), so each IP carries its own epoch
-  (field `e:<ip>`), set when it enters. Field `#n` counts the changes to a key's IPs,
-  so a copy can tell whether they moved since it read them.
+  batched per process, `UsageBatch`, so no round trip on the request), per key:
+
+  - cumulative `r` (requests) and `f` (refused) fields in its UTC hour and day hashes,
+    which expire a few minutes after their period ends (they are copied to the database
+    at least once a minute, `apps.apikeys.usage`);
+  - per client IP a count (hash `:ip`) and a last-seen time (sorted set `:seen`) for the
+    `RECENT_IPS_KEPT` most recent IPs; one pushed out of those keeps its count until the
+    next copy has stored it (sorted set `:gone`, at most `EVICTED_IPS_KEPT`, the oldest
+    dropped beyond that), so one that comes back in between counts on; IPs expire after
+    two idle days;
+  - field `#n` of `:ip` counts the changes to the key's IPs, so a copy can tell whether
+    they moved since it read them.
+
+  Counters are cumulative within an *epoch* (one Redis lifetime, `ss:u:epoch`), so the
+  copy can keep the largest value seen and never count twice. A Redis that comes back
+  from a snapshot, or a replica promoted in its place, holds counters older than what
+  was copied: the epoch is tied to the server's `run_id` (`ss:u:run`), so a new server
+  lifetime starts a new epoch (each batch checks it first, `_EPOCH_SCRIPT`). An IP's
+  count can start again within an epoch (expired for a key used weekly, or back after
+  its count was stored and forgotten), so each IP carries its own epoch (field
+  `e:<ip>`), set when it enters.
 
 Without `REDIS_URL` the same operations run in the process's memory: limits and
 counts are then per process (the SQLite demo). When Redis cannot be reached in
@@ -228,21 +232,21 @@ def _count_args(
     """The counting script's arguments: the counts to add, at `now` (which picks the buckets)."""
     moment = datetime.fromtimestamp(now, tz=UTC)
     hour, day = bucket_start(moment, "hour"), bucket_start(moment, "day")
-    return [
-        key_id,
-        requests,
-        refused,
-        ip or "",
-        int(hour.timestamp()),
-        int(bucket_end(hour, "hour").timestamp()) + BUCKET_GRACE_SECONDS,
-        int(day.timestamp()),
-        int(bucket_end(day, "day").timestamp()) + BUCKET_GRACE_SECONDS,
-        secrets.token_hex(16),  # the epoch, should this Redis have none yet
-        RECENT_IPS_KEPT,
-        IP_TTL_SECONDS,
-        ip_count,
-        int(now * 1000),
-        EVICTED_IPS_KEPT,
+    return [  # _COUNT_SCRIPT's ARGV[1] to ARGV[14], in order (LocalStore.count reads them too)
+        key_id,  # 1
+        requests,  # 2
+        refused,  # 3
+        ip or "",  # 4
+        int(hour.timestamp()),  # 5: the hour bucket
+        int(bucket_end(hour, "hour").timestamp()) + BUCKET_GRACE_SECONDS,  # 6: its expiry
+        int(day.timestamp()),  # 7: the day bucket
+        int(bucket_end(day, "day").timestamp()) + BUCKET_GRACE_SECONDS,  # 8: its expiry
+        secrets.token_hex(16),  # 9: the epoch, should this Redis have none yet
+        RECENT_IPS_KEPT,  # 10
+        IP_TTL_SECONDS,  # 11
+        ip_count,  # 12: requests from `ip` (0: no IP to count)
+        int(now * 1000),  # 13: when `ip` was last seen
+        EVICTED_IPS_KEPT,  # 14
     ]
 
 

@@ -47,6 +47,10 @@ STEP = {Granularity.HOUR: timedelta(hours=1), Granularity.DAY: timedelta(days=1)
 RECENT_IPS_SHOWN = 5
 IP_HISTORY = timedelta(days=90)
 
+# Forget what a copy stored, unless it moved since the copy read it. ARGV: 1 the dirty
+# marker, 2 the counters' name, 3 the kind ('ip', 'hour', 'day'), 4-5 what the copy read
+# (ip: the newest last-seen score and `#n`; a bucket: `r` and `f`), then for 'ip' one
+# (ip, count, epoch) triple per pushed-out IP it stored.
 _CLEAN = """
 local name, kind = ARGV[2], ARGV[3]
 local same

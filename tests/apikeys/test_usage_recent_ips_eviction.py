@@ -1,7 +1,8 @@
 """A client IP pushed out of the kept recent IPs keeps its count until a copy stores it
 (SPEC §4.9: counts are exact; `recentIps` carries each IP's requests).
 
-Each test runs with Redis (REDIS_URL set) and without it (this process's memory).
+Each test runs on the store of the run: Redis when REDIS_URL is set (CI's PostgreSQL
+suite), this process's memory otherwise (CI's SQLite suite).
 """
 
 from __future__ import annotations

@@ -342,7 +342,7 @@ POSTGRESQL_ONLY = pytest.mark.skipif(
 PREPARED_ONLY = pytest.mark.skipif(
     connection.vendor != "postgresql"
     or not connection.settings_dict["OPTIONS"].get("prepare_threshold"),
-    reason="statements are prepared with DATABASE_POOLER=none only (CI's PostgreSQL suite)",
+    reason="statements are prepared with DATABASE_POOLER=none only (a step of .ci/run)",
 )
 PLANTED = "SELECT $1, NULL::timestamptz AS revoked_at"
 

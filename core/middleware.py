@@ -179,8 +179,17 @@ class RequestSizeLimitMiddleware:
     other request pays nothing for that. Django enforces the limit only where it
     parses a body itself, and a view that ignores its body would otherwise accept
     any size. Under /v1 the answer is 400 VALIDATION_ERROR, elsewhere the 400
-    page; nothing is authenticated or queried first.
+    page; nothing is authenticated or queried first, and nothing parses or keeps
+    the body.
+
+    A body at most LINGER_BYTES over its limit is read to its end and dropped
+    before the answer (a lingering close, as nginx does): the server's socket then
+    closes with nothing unread, so the client, still sending, gets the 400 rather
+    than a connection reset. A larger one is cut off.
     """
+
+    LINGER_BYTES = 1024 * 1024
+    CHUNK_BYTES = 64 * 1024
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -194,6 +203,9 @@ class RequestSizeLimitMiddleware:
         if limit is not None and length > limit:
             limit = max(limit, self.view_limit(request) or 0)
             if length > limit:
+                if length <= limit + self.LINGER_BYTES:
+                    while request.read(self.CHUNK_BYTES):
+                        pass
                 if is_api_path(request.path):
                     return json_error_response(
                         ValidationFailed(

@@ -10,10 +10,13 @@ and through gunicorn.
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import string
+import time
 import uuid
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from django.conf import settings as django_settings
@@ -422,3 +425,29 @@ def test_oversized_input_through_gunicorn_is_rejected_cleanly(live_url, project,
     # Beyond what even the server accepts: refused before the application, still a 4xx.
     reply = call(live_url, "GET", "/v1/me", headers={"Authorization": "Bearer " + "a" * 40_000})
     assert 400 <= reply.status < 500
+
+
+@pytest.mark.slow
+def test_a_client_still_sending_an_oversized_body_gets_the_400_not_a_reset(live_url):
+    """The server answers an oversized body without parsing it, but reads a body a little
+    over the limit to its end first: closing a socket with unread data sends a reset, and
+    a client still sending (here: the second half, sent after a pause) would see that
+    instead of the answer (a flaky BrokenPipeError in CI before)."""
+    body = _big_json()
+    head = (
+        f"POST /v1/auth/login HTTP/1.1\r\nHost: {urlsplit(live_url).netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    half = len(body) // 2
+    parts = urlsplit(live_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=15) as sock:
+        sock.sendall(head + body[:half])
+        time.sleep(0.5)  # without the lingering read, the server has answered and closed
+        sock.sendall(body[half:])
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        data = answer.read()
+
+    assert answer.status == 400
+    assert json.loads(data)["error"]["code"] == "VALIDATION_ERROR"

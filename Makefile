@@ -24,6 +24,8 @@ install-dev: $(VENV)/.installed-dev
 
 ## make run: install, migrate the SQLite default, seed the demo, serve on http://$(HOST):$(PORT)
 ## with one worker beside the web server
+# Links in the demo's emails and output point at this server unless SITE_URL says otherwise.
+run: export SITE_URL ?= http://$(HOST):$(PORT)
 run: install
 	DEBUG=true $(PY) manage.py migrate --noinput
 	DEBUG=true $(PY) manage.py seed_demo

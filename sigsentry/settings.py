@@ -249,19 +249,6 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 LOGIN_URL = "/login/"
 
-# Email (SPEC §8): django-environ's email URL, e.g. smtp://user:pass@host:587. Without it,
-# development prints mail to the console; production uses Django's SMTP default
-# (localhost:25), and a send that fails is logged, never shown to the user.
-EMAIL_URL = env.str("EMAIL_URL", default="")
-if EMAIL_URL:
-    globals().update(env.email_url_config(EMAIL_URL))
-elif DEBUG:
-    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
-EMAIL_TIMEOUT = 10
-DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="SigSentry <no-reply@localhost>")
-SERVER_EMAIL = DEFAULT_FROM_EMAIL
-#: The base of every link in an email.
-SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 # Reset links die after an hour, and at once when the password changes (SPEC §4.13).
 PASSWORD_RESET_TIMEOUT = 3600
 
@@ -398,6 +385,7 @@ else:
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="SigSentry <no-reply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+#: The base of every link in an email.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
 # Webhooks (SPEC §4.11): only https:// URLs resolving to public addresses, unless this

@@ -42,7 +42,6 @@ from apps.projects.services import create_channel, create_log_source, create_pro
 from core.permissions import Permission, Role
 from core.principal import Principal
 
-LOGIN_URL = "http://127.0.0.1:8000/login/"
 DEMO_EMAIL = "demo@sigsentry.dev"
 DEMO_PASSWORD = "sigsentry-demo-2026"
 DEMO_VIEWER_EMAIL = "viewer@sigsentry.dev"
@@ -117,7 +116,7 @@ class Command(BaseCommand):
             self.ensure_configuration(projects[0])
         self.stdout.write(
             self.style.SUCCESS("Demo data ready.")
-            + f"\n  Log in at {LOGIN_URL}"
+            + f"\n  Log in at {settings.SITE_URL}/login/"
             + f"\n    email:    {DEMO_EMAIL}"
             + f"\n    password: {DEMO_PASSWORD}"
             + f"\n  A viewer of {DEMO_ORGANIZATION}: {DEMO_VIEWER_EMAIL}, same password.\n"

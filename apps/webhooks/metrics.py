@@ -1,8 +1,7 @@
 """Numbers about outbound delivery, for /metrics (SPEC §4.14).
 
-`queue_state()` (the `webhooks` queue's probe, registered by the app; one query) and
-its two figures, `queue_depth()` and `oldest_undelivered_age_seconds()`, are read on
-demand;
+`queue_state()` (the `webhooks` queue's probe, registered by the app; one query) is
+read on demand;
 `count_delivery_failure()` is the one place a failed webhook attempt is counted:
 in this process by reason, and in the database for /metrics (the worker that
 fails is not the process a scrape reaches).
@@ -32,13 +31,3 @@ def queue_state() -> metrics.QueueState:
     """The `webhooks` queue: deliveries not yet made, and the age of the oldest one's event."""
     pending = Delivery.objects.filter(status=DeliveryStatus.PENDING)
     return metrics.queue_state_of(pending, "event__created_at")
-
-
-def queue_depth() -> int:
-    """Deliveries not yet made (waiting for their first attempt or a retry)."""
-    return queue_state().depth
-
-
-def oldest_undelivered_age_seconds() -> float:
-    """Age of the oldest event with a pending delivery; 0 when nothing waits."""
-    return queue_state().oldest_age_seconds or 0.0

@@ -112,9 +112,3 @@ def claim_of(key_id: str | None, signature_b64: str | None) -> Claim | None:
         return Claim(key, base64.b64decode(signature_b64, validate=True))
     except (binascii.Error, ValueError):
         return None
-
-
-def verify(body: bytes, key_id: str | None, signature_b64: str | None) -> bool:
-    """True only if a configured key with this id signed exactly `body`."""
-    claim = claim_of(key_id, signature_b64)
-    return claim is not None and claim.signed(body)

@@ -51,7 +51,8 @@ def test_the_keys_are_fetched_checked_and_written(github_api, tmp_path, settings
         "is_current",
     }
     body = b'[{"token":"x","type":"t","url":"u","source":"s"}]'
-    assert github.verify(body, "abc123", key.sign(body))
+    claim = github.claim_of("abc123", key.sign(body))
+    assert claim is not None and claim.signed(body)
 
 
 @pytest.mark.parametrize(

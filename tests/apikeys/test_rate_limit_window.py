@@ -1,0 +1,73 @@
+"""The rate limit's window at its edges (SPEC §4.10): across every process, at most `n`
+requests with a key succeed in any `s`-second window, and the rest are refused.
+
+Each step is held against a model built from the window's own clock (the `now_ms`
+each answer reports: Redis's clock, or this process's without Redis): a request is
+admitted exactly when fewer than `n` admitted requests lie in the `s` seconds before
+it, and the answer's remaining budget and reset time follow from the same list.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+
+import pytest
+
+from apps.apikeys.gate import LimitState, check_limit, local_store
+
+LIMIT_N = 3
+
+
+class Window:
+    """What the answers must say, from the times of the requests admitted so far."""
+
+    def __init__(self, limit_n: int, limit_ms: int) -> None:
+        self.limit_n, self.limit_ms = limit_n, limit_ms
+        self.admitted: list[int] = []
+
+    def check(self, state: LimitState, *, peek: bool = False) -> None:
+        live = [t for t in self.admitted if t > state.now_ms - self.limit_ms]
+        expect_allowed = len(live) < self.limit_n
+        if not peek and expect_allowed:
+            live.append(state.now_ms)
+            self.admitted.append(state.now_ms)
+        assert peek or state.allowed is expect_allowed, (state, live)  # a peek uses none
+        assert state.remaining == self.limit_n - len(live), (state, live)
+        assert state.reset_ms == (live[0] if live else state.now_ms) + self.limit_ms, (state, live)
+
+
+def test_the_redis_window_admits_exactly_n_in_any_window_at_its_edges(settings):
+    """Requests land just before and just after the moment the oldest admitted one
+    leaves the window (1 s here), as Redis's clock tells it, with reads in between."""
+    if not settings.REDIS_URL:
+        pytest.skip("the shared window needs REDIS_URL; the local one is tested below")
+    key_id, rng = str(uuid.uuid4()), random.Random(1604)
+    window = Window(LIMIT_N, 1000)
+    state = check_limit(key_id, (LIMIT_N, 1))
+    window.check(state)
+    for _ in range(6):
+        for _ in range(rng.choice((1, 1, 2, 4))):
+            state = check_limit(key_id, (LIMIT_N, 1))
+            window.check(state)
+        peeked = check_limit(key_id, (LIMIT_N, 1), peek=True)
+        window.check(peeked, peek=True)
+        # Next: a few ms either side of the oldest admitted request's expiry.
+        edge_ms = peeked.reset_ms - peeked.now_ms + rng.choice((-25, -8, 3, 12, 30))
+        time.sleep(max(0, edge_ms) / 1000)
+    assert len(window.admitted) >= 2 * LIMIT_N  # the window moved on several times
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_local_window_admits_exactly_n_in_any_window_at_its_edges(seed):
+    """Without Redis (the SQLite demo) each process holds the window: the same rule on
+    a clock the test sets, to the millisecond either side of each edge."""
+    store, key_id, rng = local_store(), str(uuid.uuid4()), random.Random(seed)
+    limit_ms = rng.choice((1000, 60_000))
+    window, now_ms = Window(LIMIT_N, limit_ms), 1_700_000_000_000
+    for _ in range(200):
+        peek = rng.random() < 0.2
+        allowed, remaining, reset_ms, at = store.limit(key_id, LIMIT_N, limit_ms, peek, now_ms)
+        window.check(LimitState(bool(allowed), LIMIT_N, remaining, reset_ms, at), peek=peek)
+        now_ms = rng.choice((now_ms, now_ms + 1, reset_ms - 1, reset_ms, reset_ms + 1))

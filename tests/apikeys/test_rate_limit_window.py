@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from apps.apikeys.gate import LimitState, check_limit, local_store
+from apps.apikeys.gate import LimitState, check_limit, local_store, redis_client
 
 LIMIT_N = 3
 
@@ -59,6 +59,31 @@ def test_the_redis_window_admits_exactly_n_in_any_window_at_its_edges(settings):
     assert len(window.admitted) >= 2 * LIMIT_N  # the window moved on several times
 
 
+def test_the_redis_window_drops_exactly_the_times_that_left_however_many_at_once(settings):
+    """Fifty admitted in five bursts; later requests each find a different number of them
+    gone (none, one burst, several, all), which the log finds by galloping and bisection."""
+    if not settings.REDIS_URL:
+        pytest.skip("the shared window needs REDIS_URL; the local one is tested below")
+    key_id, limit = str(uuid.uuid4()), (50, 1)
+    window = Window(50, 1000)
+    for _ in range(5):
+        for _ in range(10):
+            window.check(check_limit(key_id, limit))
+        time.sleep(0.12)
+    for wait_ms in (0, 350, 130, 260, 600):
+        time.sleep(wait_ms / 1000)
+        for _ in range(3):
+            window.check(check_limit(key_id, limit))
+    assert len(window.admitted) > 50  # the first bursts left the window and made room
+    # A read keeps the log a window longer than its newest time: later, every time
+    # kept has left at once.
+    time.sleep(0.6)
+    window.check(check_limit(key_id, limit, peek=True), peek=True)
+    time.sleep(0.5)
+    for _ in range(3):
+        window.check(check_limit(key_id, limit))
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_the_local_window_admits_exactly_n_in_any_window_at_its_edges(seed):
     """Without Redis (the SQLite demo) each process holds the window: the same rule on
@@ -71,3 +96,15 @@ def test_the_local_window_admits_exactly_n_in_any_window_at_its_edges(seed):
         allowed, remaining, reset_ms, at = store.limit(key_id, LIMIT_N, limit_ms, peek, now_ms)
         window.check(LimitState(bool(allowed), LIMIT_N, remaining, reset_ms, at), peek=peek)
         now_ms = rng.choice((now_ms, now_ms + 1, reset_ms - 1, reset_ms, reset_ms + 1))
+
+
+def test_the_redis_window_holds_an_admitted_request_in_about_ten_bytes(settings):
+    """A window's memory grows with the requests it admits (README → Memory): a list of
+    times, ~10 bytes each, where a sorted set took ~115 once past 128 entries."""
+    if not settings.REDIS_URL:
+        pytest.skip("the shared window needs REDIS_URL")
+    key_id = str(uuid.uuid4())
+    states = [check_limit(key_id, (1000, 60)) for _ in range(1000)]
+
+    assert all(state.allowed for state in states)
+    assert redis_client().memory_usage(f"ss:rlog:{key_id}") < 16 * 1000

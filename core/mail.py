@@ -1,4 +1,5 @@
-"""Email plumbing shared by the apps that send mail (only the worker sends any)."""
+"""Email plumbing shared by the apps that send mail (the worker, and account emails after
+the response)."""
 
 from __future__ import annotations
 

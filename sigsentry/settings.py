@@ -1,7 +1,8 @@
 """SigSentry settings, read from the environment (and `.env` when present).
 
-Only the variables of SPEC §8 are read; everything else is fixed here so that a
-deployment cannot drift into an insecure combination by accident.
+The variables of SPEC §8 and a few operational ones (README → Configuration);
+everything else is fixed here so that a deployment cannot drift into an insecure
+combination by accident.
 """
 
 from __future__ import annotations
@@ -180,8 +181,8 @@ if _POSTGRES:
 # bound client-side as Django does by default.
 #
 # DATABASE_POOLER=none declares that DATABASE_URL is PostgreSQL itself (or a session-mode
-# pooler): values are then bound by the server and psycopg prepares a statement a
-# connection runs a fifth time (Django's documented `server_side_binding`, psycopg's
+# pooler): values are then bound by the server and psycopg prepares a statement once a
+# connection has run it five times (Django's documented `server_side_binding`, psycopg's
 # `prepare_threshold`), so the key lookup is planned once per connection, not per request.
 # See README "Production".
 DATABASE_POOLER = env.str("DATABASE_POOLER", default="")

@@ -1,4 +1,4 @@
-"""Every email the account features send, in one module (it moves to the worker later).
+"""Every email the account features send, in one module.
 
 Each message is plain text plus HTML, rendered from `templates/emails/<name>.txt`
 and `.html` with `SITE_URL` as the base of its links; the sender is
@@ -10,7 +10,9 @@ an answer takes the same time whether or not an email was sent: the password
 reset answer cannot tell whether an account exists by its timing. Outside a
 request (a management command, a shell) it is sent at once. A failed send (SMTP
 down, a refused recipient) is logged with the kind of message and the error's
-class only, never the address, link or token, and never reaches the user.
+class only, never the address, link or token, and never reaches the user. These are
+not queued for the worker: the queue is a database table, and a one-time link must
+never be written there; a user whose email did not arrive asks again.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Fail open, and wait for an unreachable Redis once per request.
 
-Throttles (`core.throttling`) and a key's rate limit and counts (`apps.apikeys.gate`)
-give up on Redis after 250 ms and let the request go on. Once one of them has given
-up, the request's later Redis steps are skipped, so a request waits at most 250 ms
-for Redis however many steps it has (a refused key with a rate limit has two). The
-mark lives in a context variable, cleared when a request starts
+Throttles (`core.throttling`), a key's rate limit and counts (`apps.apikeys.gate`), the
+dashboard's form nonces (`core.nonce`) and the two-factor token marks
+(`apps.accounts.twofactor`) give up on Redis after 250 ms and let the request go on.
+Once one of them has given up, the request's later Redis steps are skipped, so a
+request waits at most 250 ms for Redis however many steps it has (a two-factor login
+has three). The mark lives in a context variable, cleared when a request starts
 (`core.middleware.AccessLogMiddleware`).
 """
 

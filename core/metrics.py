@@ -74,7 +74,7 @@ RATE_LIMITED = Counter(
 )
 REDIS_FAIL_OPEN = Counter(
     "sigsentry_redis_fail_open",
-    "Throttle counters skipped because the shared cache (Redis) was unreachable.",
+    "Redis steps skipped (fail open) because the shared cache (Redis) was unreachable.",
     ["scope"],
     registry=LOCAL_REGISTRY,
 )
@@ -128,7 +128,7 @@ def record_rate_limited() -> None:
 
 
 def record_redis_fail_open(scope: str) -> None:
-    """The shared cache was unreachable and the throttle `scope` was skipped (fail open)."""
+    """The shared cache was unreachable and the step `scope` was skipped (fail open)."""
     if enabled():
         REDIS_FAIL_OPEN.labels(scope).inc()
 

@@ -14,6 +14,8 @@ from django.core import signing
 from django.core.cache import cache
 from django.http import HttpRequest
 
+from core import failopen, metrics
+
 logger = logging.getLogger("sigsentry.dashboard")
 
 NONCE_SALT = "sigsentry.dashboard.secret-form"
@@ -32,7 +34,8 @@ def consume_nonce(request: HttpRequest) -> str:
     The first use is claimed with `cache.add`, which is atomic (one of two
     concurrent submissions wins) and shared by every process when the cache
     is Redis. If the cache is unreachable the submission counts as fresh: the
-    worst case is a duplicate key, never a key shown twice.
+    worst case is a duplicate key, never a key shown twice. Like every Redis step
+    it is not waited for again once one has given up in the request (`core.failopen`).
     """
     try:
         payload = signing.loads(
@@ -42,9 +45,13 @@ def consume_nonce(request: HttpRequest) -> str:
         return "invalid"
     if not isinstance(payload, dict) or payload.get("u") != str(request.principal.user.pk):
         return "invalid"
+    if failopen.given_up():
+        return "fresh"
     try:
         claimed = cache.add(f"dashboard:nonce:{payload['n']}", 1, timeout=NONCE_MAX_AGE + 60)
     except Exception:
         logger.warning("nonce cache unavailable; treating the submission as fresh")
+        metrics.record_redis_fail_open("dashboard_nonce")
+        failopen.gave_up()
         return "fresh"
     return "fresh" if claimed else "used"

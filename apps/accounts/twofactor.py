@@ -32,6 +32,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -54,9 +55,11 @@ from django.utils import timezone
 from apps.accounts import mail
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import RecoveryCode, TotpDevice, User
-from core import throttling
+from core import failopen, metrics, throttling
 from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 from core.net import client_ip
+
+logger = logging.getLogger("sigsentry.accounts")
 
 ISSUER = "SigSentry"
 STEP_SECONDS = 30
@@ -304,19 +307,36 @@ def user_for_mfa_token(token: Any) -> tuple[User, str]:
     return user, nonce
 
 
+# With the cache down a code is still accepted once per time step (`_accept_totp`, in the
+# database), so these marks fail open, and are not waited for again once a Redis step has
+# given up in the request (`core.failopen`).
+
+
 def _was_used(nonce: str) -> bool:
+    if failopen.given_up():
+        return False
     try:
         return cache.get(_used_key(nonce)) is not None
-    except Exception:  # the cache is down: the code itself is still single use
+    except Exception:
+        _mark_unavailable()
         return False
 
 
 def mark_mfa_token_used(nonce: str) -> bool:
     """Record the nonce; False if another request used this token first."""
+    if failopen.given_up():
+        return True
     try:
         return cache.add(_used_key(nonce), 1, timeout=int(MFA_TOKEN_MAX_AGE.total_seconds()) + 1)
     except Exception:
+        _mark_unavailable()
         return True
+
+
+def _mark_unavailable() -> None:
+    logger.warning("two-factor token cache unavailable; the code stays single use")
+    metrics.record_redis_fail_open("mfa_token")
+    failopen.gave_up()
 
 
 # Services -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from datetime import UTC, timedelta
 
 import pytest
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -19,6 +19,7 @@ from apps.audit.models import AuditEvent
 from tests import factories
 from tests.factories import make_key
 from tests.pages import assert_no_inline_code, html, logged_in
+from tests.reliability.helpers import hung_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -595,3 +596,16 @@ def test_expiry_input_is_labelled_as_utc(owner, project):
     page = html(logged_in(owner).get(api_url(project)))
     assert re.search(r"<label[^>]*>Expires \(UTC\)", page)
     assert 'type="datetime-local"' in page
+
+
+def test_minting_with_a_hung_cache_waits_for_it_once_and_mints_once(owner, project):
+    """The form's nonce and the mint throttle are two Redis steps: once one has waited its
+    250 ms, the other goes on without (`core.failopen`); the key is minted and shown once."""
+    client, url = logged_in(owner), api_url(project)
+    nonce = nonce_of(client, url)
+    with hung_cache() as (caches, tried), override_settings(CACHES=caches):
+        response = mint(client, url, nonce=nonce)
+        assert len(tried) == 1
+
+    minted_key_of(response)
+    assert ApiKey.objects.filter(name="CI deploys").count() == 1

@@ -126,6 +126,41 @@ def unreachable_cache(timeout: float = 0.25) -> dict:
     }
 
 
+@contextlib.contextmanager
+def hung_cache(timeout: float = 0.25):
+    """CACHES whose Redis accepts connections and never answers (a hung server): every
+    cache call waits its `timeout`. Yields (the settings, the connections it accepted):
+    one connection per Redis step tried, since a timed-out connection is dropped."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    accepted: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def accept() -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    caches = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"socket_connect_timeout": timeout, "socket_timeout": timeout},
+        }
+    }
+    try:
+        yield caches, accepted
+    finally:
+        stopping.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
 @dataclass
 class Reply:
     status: int

@@ -15,7 +15,7 @@ handler with a prebuilt environ: the same call for every variant.
 * CPU: per chunk, the CPU time of this process and of its PostgreSQL backend
   (/proc/PID/schedstat), per request; the median over chunks.
 * Queries per request are counted on one request after warm-up.
-* The 100,000-keys case compares the overhead with 10 rows in the key table
+* The 100,000-keys case compares the overhead with 20 rows in the key table
   and with 100,000 (bulk-inserted rows with random digests), alternating
   CYCLES times; the change is the median of the cycles' changes.
 * The lastUsedAt rule: UPDATE statements over a burst of requests with one key.
@@ -35,7 +35,7 @@ import secrets
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,10 +53,13 @@ REQUESTS_PER_ROUND = int(os.environ.get("BENCH_REQUESTS", "300"))
 CHUNK = 30
 WARMUP = 50
 BIG_TABLE_ROWS = 100_000
-SMALL_TABLE_ROWS = 10
+SMALL_TABLE_ROWS = 20  # the bench's own keys, and filler up to this
 CYCLES = 4
 ROUNDS_PER_PHASE = max(2, ROUNDS // 2)
 FILLER_NAME = "bench filler"
+#: An IP list the bench's client (127.0.0.1) is in, last; and an origin the SDK key allows.
+BENCH_NETWORKS = ["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32", "127.0.0.0/8"]
+BENCH_ORIGIN = "https://bench.example"
 BURST = 500
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 
@@ -151,7 +154,11 @@ class Credentials:
     project: Project
     secret: str
     guarded: str
+    ip_listed: str
+    limited: str
     sdk: str
+    sdk_origins: str
+    org_confined: str
     org: str
     legacy: str
     revoked: str
@@ -201,6 +208,7 @@ def make_credentials() -> Credentials:
     organization = Organization.objects.create(name="Bench Org")
     Membership.objects.create(organization=organization, user=user, role=Role.OWNER)
     project = Project.objects.create(organization=organization, name="Bench Project")
+    other_project = Project.objects.create(organization=organization, name="Bench Other")
 
     def mint(kind: KeyKind, **kwargs) -> str:
         permissions = None if kind is KeyKind.PUBLIC else list(ALL_PERMISSIONS)
@@ -225,9 +233,16 @@ def make_credentials() -> Credentials:
         guarded=mint(
             KeyKind.SECRET,
             rate_limit={"requests": 100_000, "perSeconds": 86_400},
-            allowed_ips=["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32", "127.0.0.0/8"],
+            allowed_ips=BENCH_NETWORKS,
         ),
+        # Each guardrail alone, for the cost of each check.
+        ip_listed=mint(KeyKind.SECRET, allowed_ips=BENCH_NETWORKS),
+        limited=mint(KeyKind.SECRET, rate_limit={"requests": 100_000, "perSeconds": 86_400}),
         sdk=mint(KeyKind.PUBLIC),
+        sdk_origins=mint(KeyKind.PUBLIC, allowed_origins=[BENCH_ORIGIN, "https://app.example"]),
+        org_confined=mint(
+            KeyKind.ORGANIZATION, project_ids=[str(project.id), str(other_project.id)]
+        ),
         org=mint(KeyKind.ORGANIZATION),
         legacy=make_legacy_key(project),
         revoked=revoked,
@@ -358,7 +373,25 @@ def main() -> int:
             "/v1/bench/ours",
             bearer(creds.guarded),
         ),
+        "ip_listed": Variant(
+            "ours: secret key + 4 allowed networks", "/v1/bench/ours", bearer(creds.ip_listed)
+        ),
+        "limited": Variant(
+            "ours: secret key + rate limit", "/v1/bench/ours", bearer(creds.limited)
+        ),
         "sdk": Variant("ours: SDK key", "/v1/bench/ours", bearer(creds.sdk)),
+        "sdk_origins": Variant(
+            "ours: SDK key bound to 2 origins + Origin",
+            "/v1/bench/ours",
+            bearer(creds.sdk_origins),
+            {"HTTP_ORIGIN": BENCH_ORIGIN},
+        ),
+        "org_confined": Variant(
+            "ours: org key confined to 2 projects + X-Project-Id",
+            "/v1/bench/ours",
+            bearer(creds.org_confined),
+            project_header,
+        ),
         "org": Variant(
             "ours: org key + X-Project-Id", "/v1/bench/ours", bearer(creds.org), project_header
         ),
@@ -457,6 +490,22 @@ def main() -> int:
         for mine, peer in comparisons
     }
 
+    # Each guardrail alone: the variant with it minus the same key without it.
+    checks = {
+        "IP allowlist, 4 networks": (ours["ip_listed"], ours["secret"]),
+        "rate limit (one Redis round trip)": (ours["limited"], ours["secret"]),
+        "IP allowlist and rate limit": (ours["guarded"], ours["secret"]),
+        "origin, 2 allowed, Origin sent": (ours["sdk_origins"], ours["sdk"]),
+        "project list, 2 projects": (ours["org_confined"], ours["org"]),
+    }
+    check_costs = {
+        label: {
+            "wall_us": round(overhead[mine.name] - overhead[without.name], 1),
+            "cpu_us": round(cpu_overhead[mine.name] - cpu_overhead[without.name], 1),
+        }
+        for label, (mine, without) in checks.items()
+    }
+
     failures = failure_paths(call, creds)
     big_table = hundred_thousand_keys(call, creds, baseline)
     burst = last_used_burst(call, creds)
@@ -499,12 +548,15 @@ def main() -> int:
             failures[name]["queries"] == 0
             for name in ("malformed header", "garbage", "bad checksum", "legacy after sunset")
         ),
-        "overhead with 100,000 keys within 10 % of 10 keys": abs(big_table["change"]) <= 0.10,
+        f"overhead with 100,000 keys within 10 % of {SMALL_TABLE_ROWS} keys": (
+            abs(big_table["change"]) <= 0.10
+        ),
         "at most one lastUsedAt write per key per minute": burst["updates"] <= 1,
     }
 
-    print_report(rows, ratios, failures, big_table, burst, goals, load_before, load_after)
-    write_json(started, rows, ratios, failures, big_table, burst, goals, load_before, load_after)
+    results = Results(rows, ratios, check_costs, failures, big_table, burst, goals)
+    print_report(results, load_before, load_after)
+    write_json(started, results, load_before, load_after)
     return 0 if all(goals.values()) else 1
 
 
@@ -534,7 +586,7 @@ def failure_paths(call: Caller, creds: Credentials) -> dict[str, dict[str, int]]
 
 
 def hundred_thousand_keys(call: Caller, creds: Credentials, baseline: Variant) -> dict:
-    """Overhead of a secret key with 10 rows in the key table and with 100,000.
+    """Overhead of a secret key with 20 rows in the key table and with 100,000.
 
     The table alternates between the two states CYCLES times (TRUNCATE and
     re-insert, so the small state really has a small index; VACUUM ANALYZE, so
@@ -624,7 +676,20 @@ def last_used_burst(call: Caller, creds: Credentials) -> dict:
     }
 
 
-def print_report(rows, ratios, failures, big_table, burst, goals, load_before, load_after):
+@dataclass
+class Results:
+    rows: list[dict]
+    ratios: dict[str, dict]
+    checks: dict[str, dict]
+    rejected: dict[str, dict]
+    hundred_thousand_keys: dict
+    last_used_burst: dict
+    goals: dict[str, bool]
+
+
+def print_report(results: Results, load_before, load_after):
+    rows, ratios, failures = results.rows, results.ratios, results.rejected
+    big_table, burst, goals = results.hundred_thousand_keys, results.last_used_burst, results.goals
     width = max(len(row["variant"]) for row in rows)
     print()
     print(
@@ -644,11 +709,15 @@ def print_report(rows, ratios, failures, big_table, burst, goals, load_before, l
             f"  {value['wall']:>5.2f}  {value['cpu']:>5.2f}  {value['beyond_round_trip']:>5.2f}"
             f"  {name}"
         )
+    print("\ncost of each check, µs over the same key without it: wall clock, CPU")
+    for name, cost in results.checks.items():
+        print(f"  {cost['wall_us']:>6.0f}  {cost['cpu_us']:>6.0f}  {name}")
     print("\nrejected credentials (status, queries):")
     for name, result in failures.items():
         print(f"  {result['status']}  {result['queries']} queries  {name}")
     print(
-        f"\n100,000 keys: overhead {big_table['overhead_us_10_keys']} µs with 10 keys, "
+        f"\n100,000 keys: overhead {big_table[f'overhead_us_{SMALL_TABLE_ROWS}_keys']} µs with "
+        f"{SMALL_TABLE_ROWS} keys, "
         f"{big_table['overhead_us_100000_keys']} µs with 100,000; change per cycle "
         f"{', '.join(f'{c:+.1%}' for c in big_table['cycle_changes'])}, "
         f"median {big_table['change']:+.1%}"
@@ -665,7 +734,7 @@ def print_report(rows, ratios, failures, big_table, burst, goals, load_before, l
         print(f"  {'PASS' if ok else 'FAIL'}  {name}")
 
 
-def write_json(started, rows, ratios, failures, big_table, burst, goals, load_before, load_after):
+def write_json(started, results: Results, load_before, load_after):
     import django as dj
     import rest_framework
 
@@ -692,12 +761,7 @@ def write_json(started, rows, ratios, failures, big_table, burst, goals, load_be
                     "djangorestframework": rest_framework.VERSION,
                     "postgresql": pg_version,
                 },
-                "rows": rows,
-                "ratios": ratios,
-                "rejected": failures,
-                "hundred_thousand_keys": big_table,
-                "last_used_burst": burst,
-                "goals": goals,
+                **asdict(results),
             },
             indent=1,
         )

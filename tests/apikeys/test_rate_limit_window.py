@@ -56,7 +56,7 @@ def test_the_redis_window_admits_exactly_n_in_any_window_at_its_edges(settings):
         # Next: a few ms either side of the oldest admitted request's expiry.
         edge_ms = peeked.reset_ms - peeked.now_ms + rng.choice((-25, -8, 3, 12, 30))
         time.sleep(max(0, edge_ms) / 1000)
-    assert len(window.admitted) >= 2 * LIMIT_N  # the window moved on several times
+    assert len(window.admitted) > LIMIT_N  # the window moved on
 
 
 def test_the_redis_window_drops_exactly_the_times_that_left_however_many_at_once(settings):

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from core import metrics
+
 _gave_up: ContextVar[bool] = ContextVar("sigsentry_redis_gave_up", default=False)
 
 
-def gave_up() -> None:
-    """Redis did not answer in time in this request."""
+def gave_up(scope: str) -> None:
+    """Redis did not answer in time in this request, at the step `scope`: counted in
+    `sigsentry_redis_fail_open_total`, and not waited for again."""
+    metrics.record_redis_fail_open(scope)
     _gave_up.set(True)
 
 

@@ -14,7 +14,7 @@ from django.core import signing
 from django.core.cache import cache
 from django.http import HttpRequest
 
-from core import failopen, metrics
+from core import failopen
 
 logger = logging.getLogger("sigsentry.dashboard")
 
@@ -51,7 +51,6 @@ def consume_nonce(request: HttpRequest) -> str:
         claimed = cache.add(f"dashboard:nonce:{payload['n']}", 1, timeout=NONCE_MAX_AGE + 60)
     except Exception:
         logger.warning("nonce cache unavailable; treating the submission as fresh")
-        metrics.record_redis_fail_open("dashboard_nonce")
-        failopen.gave_up()
+        failopen.gave_up("dashboard_nonce")
         return "fresh"
     return "fresh" if claimed else "used"

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.cache import cache
 
-from core import failopen, metrics
+from core import failopen
 from core.errors import RateLimited
 from core.net import throttle_subject
 
@@ -59,8 +59,7 @@ def _window(scope: str) -> tuple[int, int, int, int]:
 def _fail_open(what: str, scope: str) -> None:
     """The cache did not answer: logged, counted, and not waited for again in this request."""
     logger.warning("throttle cache unavailable; %s %s", scope, what)
-    metrics.record_redis_fail_open(scope)
-    failopen.gave_up()
+    failopen.gave_up(scope)
 
 
 def hit(scope: str, ident: str | None) -> int | None:

@@ -55,7 +55,7 @@ from django.utils import timezone
 from apps.accounts import mail
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import RecoveryCode, TotpDevice, User
-from core import failopen, metrics, throttling
+from core import failopen, throttling
 from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 from core.net import client_ip
 
@@ -335,8 +335,7 @@ def mark_mfa_token_used(nonce: str) -> bool:
 
 def _mark_unavailable() -> None:
     logger.warning("two-factor token cache unavailable; the code stays single use")
-    metrics.record_redis_fail_open("mfa_token")
-    failopen.gave_up()
+    failopen.gave_up("mfa_token")
 
 
 # Services -----------------------------------------------------------------------------

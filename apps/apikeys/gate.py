@@ -57,7 +57,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from rest_framework.throttling import BaseThrottle
 
-from core import failopen, metrics
+from core import failopen
 from core.net import client_ip
 from core.principal import AUTH_DECISION
 
@@ -237,8 +237,7 @@ def _scripts(client: redis.Redis):
 
 def _fail_open(what: str) -> None:
     logger.warning("usage store unavailable: %s", what)
-    metrics.record_redis_fail_open("key_usage")
-    failopen.gave_up()
+    failopen.gave_up("key_usage")
 
 
 def _count_args(

@@ -81,7 +81,7 @@ REDIS_FAIL_OPEN = Counter(
 #: Counted in the database by the worker (`core.counters`), read at scrape time.
 WORKER_COUNTERS = {
     "delivery_failures": "Webhook delivery attempts that failed (each retry counts).",
-    "email_failures": "Emails the worker failed to send (each retry counts).",
+    "email_failures": "Email sends that failed (each retry counts, the account emails' too).",
 }
 
 

@@ -59,6 +59,10 @@ class _Handler:
         self.box = box
 
     async def handle_DATA(self, server, session, envelope):
+        with self.box.lock:
+            if self.box.refusing:
+                self.box.refusing -= 1
+                return "451 4.3.0 Try again later"  # a transient failure: the sender retries
         if self.box.delay:
             time.sleep(self.box.delay)  # a slow mail server: the SMTP conversation waits
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -76,6 +80,8 @@ class SmtpMailbox:
         self.lock = threading.Lock()
         #: Seconds the server waits before accepting a message (a slow server).
         self.delay = 0.0
+        #: How many of the next messages it refuses with a temporary error (451).
+        self.refusing = 0
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
 
     @property
@@ -94,6 +100,7 @@ class SmtpMailbox:
         with self.lock:
             self.received.clear()
         self.delay = 0.0
+        self.refusing = 0
 
     def messages(self, to: str | None = None) -> list[Mail]:
         with self.lock:

@@ -11,9 +11,13 @@ from urllib.parse import urlsplit
 
 import pyotp
 import pytest
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
+from apps.accounts import mail
 from core.permissions import Role
 from tests.factories import PASSWORD, MembershipFactory, OrganizationFactory, UserFactory
+from tests.outbound import WorkerProcess
 from tests.reliability.helpers import bearer, call
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -71,6 +75,30 @@ def test_the_reset_answer_does_not_wait_for_the_mail_server(live_url, mailbox):
     assert reply.status == 202
     assert elapsed < 1.5, f"the answer took {elapsed:.2f} s: it waited for SMTP"
     mailbox.wait_for(user.email)
+
+
+def test_a_refused_reset_email_reaches_the_user_through_the_worker(live_url, mailbox):
+    """The server's try is refused (451); the `run_worker` process sends it with a new link."""
+    user = UserFactory(email="retry-live@example.com")
+    mailbox.refusing = 1
+    reply = call(live_url, "POST", "/v1/auth/password-reset", body={"email": user.email})
+    assert reply.status == 202
+    retries = DBTaskResult.objects.filter(task_path=mail.resend_email.module_path)
+    deadline = time.monotonic() + 10
+    while not retries.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server tries, and queues the retry, after its answer
+    assert mailbox.messages() == []
+    retries.update(run_after=timezone.now())  # due now, rather than in ~30 s
+
+    worker = WorkerProcess({"EMAIL_URL": mailbox.url}).start()
+    try:
+        [mail_] = mailbox.wait_for(user.email, timeout=30)
+    finally:
+        worker.stop()
+    assert retries.get().status == "SUCCESSFUL"
+    token = path_of(mail_.link("/reset/")).removeprefix("/reset/").removesuffix("/")
+    body = {"token": token, "password": NEW_PASSWORD}
+    assert call(live_url, "POST", "/v1/auth/password-reset/confirm", body=body).status == 204
 
 
 def test_two_factor_over_http(live_url):

@@ -9,7 +9,8 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from apps.accounts import checks, mail  # noqa: F401  (system checks, mail signal receivers)
+        # System checks, the mail signal receivers, and how a failed reset email is rebuilt.
+        from apps.accounts import checks, mail, password_reset  # noqa: F401
 
 
 class SigSentryAdminConfig(admin_apps.AdminConfig):

@@ -1,4 +1,4 @@
-"""Every email the account features send, in one module.
+"""Every email the account features send, in one module, and their retries.
 
 Each message is plain text plus HTML, rendered from `templates/emails/<name>.txt`
 and `.html` with `SITE_URL` as the base of its links; the sender is
@@ -10,28 +10,86 @@ an answer takes the same time whether or not an email was sent: the password
 reset answer cannot tell whether an account exists by its timing. Outside a
 request (a management command, a shell) it is sent at once. A failed send (SMTP
 down, a refused recipient) is logged with the kind of message and the error's
-class only, never the address, link or token, and never reaches the user. These are
-not queued for the worker: the queue is a database table, and a one-time link must
-never be written there; a user whose email did not arrive asks again.
+class only, never the address, link or token, and never reaches the user.
+
+A failed send is tried again by the worker (`resend_email`, backing off from 30 s
+to 30 minutes) until it goes out or its kind's time is up (a reset link's hour, an
+invitation's seven days, a day for the notices). The queued task holds the kind and
+ids only, never a link: a one-time link must never be written to the database, so
+each kind registers how its message is built again from those ids at send time
+(`rebuilds`), minting a new link where it has one, or building nothing once the
+message has lost its point (the account gone, the invitation accepted or cancelled).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 from collections.abc import Callable
 from contextvars import ContextVar
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.signals import request_finished, request_started
+from django.db import DatabaseError
 from django.template.loader import render_to_string
+from django.utils import timezone
+from django_tasks import task
+
+from apps.accounts.models import User
+from core import metrics
 
 logger = logging.getLogger("sigsentry.mail")
 
-#: Messages (their kind, and how to compose them) waiting for the end of the current
-#: request; None outside a request.
-_pending: ContextVar[list[tuple[str, Callable[[], EmailMultiAlternatives]]] | None] = ContextVar(
+FIRST_RETRY_SECONDS = 30
+MAX_RETRY_SECONDS = 1800
+NOTICE_RETRY_FOR = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Letter:
+    """One message, ready to render: where it goes, its subject and template, its values."""
+
+    to: str
+    subject: str
+    template: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def compose(self) -> EmailMultiAlternatives:
+        context = {"site_url": settings.SITE_URL, **self.context}
+        message = EmailMultiAlternatives(
+            # Names come from users: a line break must not reach a header.
+            subject=" ".join(self.subject.split()),
+            body=render_to_string(f"emails/{self.template}.txt", context),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[self.to],
+        )
+        message.attach_alternative(
+            render_to_string(f"emails/{self.template}.html", context), "text/html"
+        )
+        return message
+
+
+#: kind -> (how the worker builds the letter again from the queued ids, how long it tries)
+_rebuilds: dict[str, tuple[Callable[[dict], Letter | None], timedelta]] = {}
+
+
+def rebuilds(kind: str, *, retry_for: timedelta):
+    """Register how a failed `kind` is built again at send time, from ids only (no secret)."""
+
+    def register(rebuild: Callable[[dict], Letter | None]) -> Callable[[dict], Letter | None]:
+        _rebuilds[kind] = (rebuild, retry_for)
+        return rebuild
+
+    return register
+
+
+#: Messages waiting for the end of the current request; None outside a request.
+_pending: ContextVar[list[tuple[str, Letter, dict]] | None] = ContextVar(
     "sigsentry_pending_mail", default=None
 )
 
@@ -43,41 +101,72 @@ def _request_started(**kwargs) -> None:
 def _request_finished(**kwargs) -> None:
     queued = _pending.get()
     _pending.set(None)
-    for kind, compose in queued or ():
-        _send(kind, compose)
+    for kind, letter, ids in queued or ():
+        _send(kind, letter, ids)
 
 
 request_started.connect(_request_started, dispatch_uid="sigsentry.mail.request_started")
 request_finished.connect(_request_finished, dispatch_uid="sigsentry.mail.request_finished")
 
 
-def _send(kind: str, compose: Callable[[], EmailMultiAlternatives]) -> None:
+def _send(kind: str, letter: Letter, ids: dict) -> None:
     try:
-        compose().send()
-    except Exception as exc:  # the answer is already given: log and go on
-        logger.error("email not sent: %s (%s)", kind, type(exc).__name__)
+        letter.compose().send()
+    except Exception as exc:  # the answer is already given: log, and let the worker retry
+        _failed(kind, exc)
+        _retry_later(kind, ids, attempt=1, since=timezone.now())
 
 
-def _deliver(kind: str, to: str, subject: str, template: str, context: dict) -> None:
-    context = {"site_url": settings.SITE_URL, **context}
+def _failed(kind: str, exc: Exception) -> None:
+    """Logged (kind and error class, never an address or link) and counted for /metrics."""
+    logger.error("email not sent: %s (%s)", kind, type(exc).__name__)
+    with contextlib.suppress(DatabaseError):  # down too: queueing the retry fails, and logs it
+        metrics.record_email_failure()
 
-    def compose() -> EmailMultiAlternatives:
-        message = EmailMultiAlternatives(
-            # Names come from users: a line break must not reach a header.
-            subject=" ".join(subject.split()),
-            body=render_to_string(f"emails/{template}.txt", context),
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            to=[to],
-        )
-        html = render_to_string(f"emails/{template}.html", context)
-        message.attach_alternative(html, "text/html")
-        return message
 
+def _deliver(kind: str, letter: Letter, ids: dict) -> None:
+    """Send after the response (at once outside a request); `ids` rebuild it for a retry."""
     queued = _pending.get()
     if queued is None:
-        _send(kind, compose)
+        _send(kind, letter, ids)
     else:
-        queued.append((kind, compose))
+        queued.append((kind, letter, ids))
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """~30 s, 1 min, 2 min … capped at 30 minutes, ±25 %."""
+    base = min(FIRST_RETRY_SECONDS * 2 ** max(0, attempt - 1), MAX_RETRY_SECONDS)
+    return timedelta(seconds=base * random.uniform(0.75, 1.25))
+
+
+def _retry_later(kind: str, ids: dict, *, attempt: int, since: datetime) -> str:
+    now = timezone.now()
+    if kind not in _rebuilds or now - since >= _rebuilds[kind][1]:
+        logger.error("email given up: %s after %d attempts", kind, attempt)
+        return "given up"
+    try:
+        resend_email.using(run_after=now + retry_delay(attempt)).enqueue(
+            kind, ids, attempt, since.isoformat()
+        )
+    except Exception as exc:  # the database is down too: nothing left to keep it in
+        logger.error("email retry not queued: %s (%s)", kind, type(exc).__name__)
+        return "lost"
+    return "retry queued"
+
+
+@task()
+def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
+    """The worker's next try of an email whose last try failed (`attempts` so far)."""
+    rebuild, _retry_for = _rebuilds[kind]
+    letter = rebuild(ids)
+    if letter is None:
+        return "no longer needed"
+    try:
+        letter.compose().send()
+    except Exception as exc:
+        _failed(kind, exc)
+        return _retry_later(kind, ids, attempt=attempts + 1, since=datetime.fromisoformat(since))
+    return "sent"
 
 
 def link(path: str) -> str:
@@ -85,10 +174,13 @@ def link(path: str) -> str:
     return f"{settings.SITE_URL}{path}"
 
 
-def send_password_reset(*, to: str, token: str) -> None:
+def _active_user(ids: dict) -> User | None:
+    return User.objects.filter(pk=ids["user_id"], is_active=True).first()
+
+
+def password_reset_letter(*, to: str, token: str) -> Letter:
     """The reset link (single use, one hour). The token appears only in this message."""
-    _deliver(
-        "password_reset",
+    return Letter(
         to,
         "Reset your SigSentry password",
         "password_reset",
@@ -96,9 +188,17 @@ def send_password_reset(*, to: str, token: str) -> None:
     )
 
 
-def send_password_changed(*, to: str, when: datetime, ip: str | None) -> None:
+def send_password_reset(*, user: User, token: str) -> None:
+    """Retried with a new link (apps.accounts.password_reset registers how)."""
     _deliver(
-        "password_changed",
+        "password_reset",
+        password_reset_letter(to=user.email, token=token),
+        {"user_id": str(user.pk)},
+    )
+
+
+def _password_changed_letter(*, to: str, when: datetime, ip: str | None) -> Letter:
+    return Letter(
         to,
         "Your SigSentry password was changed",
         "password_changed",
@@ -106,10 +206,24 @@ def send_password_changed(*, to: str, when: datetime, ip: str | None) -> None:
     )
 
 
-def send_two_factor_changed(*, to: str, enabled: bool, when: datetime, ip: str | None) -> None:
+def send_password_changed(*, user: User, when: datetime, ip: str | None) -> None:
+    ids = {"user_id": str(user.pk), "when": when.isoformat(), "ip": ip}
+    _deliver("password_changed", _password_changed_letter(to=user.email, when=when, ip=ip), ids)
+
+
+@rebuilds("password_changed", retry_for=NOTICE_RETRY_FOR)
+def _password_changed_again(ids: dict) -> Letter | None:
+    user = _active_user(ids)
+    if user is None:
+        return None
+    return _password_changed_letter(
+        to=user.email, when=datetime.fromisoformat(ids["when"]), ip=ids["ip"]
+    )
+
+
+def _two_factor_letter(*, to: str, enabled: bool, when: datetime, ip: str | None) -> Letter:
     state = "on" if enabled else "off"
-    _deliver(
-        f"two_factor_{state}",
+    return Letter(
         to,
         f"Two-factor authentication turned {state} for your SigSentry account",
         "two_factor_changed",
@@ -117,7 +231,29 @@ def send_two_factor_changed(*, to: str, enabled: bool, when: datetime, ip: str |
     )
 
 
-def send_invitation(
+def send_two_factor_changed(*, user: User, enabled: bool, when: datetime, ip: str | None) -> None:
+    ids = {"user_id": str(user.pk), "enabled": enabled, "when": when.isoformat(), "ip": ip}
+    letter = _two_factor_letter(to=user.email, enabled=enabled, when=when, ip=ip)
+    _deliver(f"two_factor_{'on' if enabled else 'off'}", letter, ids)
+
+
+def _two_factor_again(ids: dict) -> Letter | None:
+    user = _active_user(ids)
+    if user is None:
+        return None
+    return _two_factor_letter(
+        to=user.email,
+        enabled=ids["enabled"],
+        when=datetime.fromisoformat(ids["when"]),
+        ip=ids["ip"],
+    )
+
+
+rebuilds("two_factor_on", retry_for=NOTICE_RETRY_FOR)(_two_factor_again)
+rebuilds("two_factor_off", retry_for=NOTICE_RETRY_FOR)(_two_factor_again)
+
+
+def invitation_letter(
     *,
     to: str,
     token: str,
@@ -125,10 +261,9 @@ def send_invitation(
     inviter_email: str | None,
     role_label: str,
     expires_at: datetime,
-) -> None:
+) -> Letter:
     """The invitation link (single use, seven days). The token appears only in this message."""
-    _deliver(
-        "invitation",
+    return Letter(
         to,
         f"You are invited to join {organization_name} on SigSentry",
         "invitation",
@@ -141,3 +276,8 @@ def send_invitation(
             "email": to,
         },
     )
+
+
+def send_invitation(*, letter: Letter, invitation_id: Any) -> None:
+    """Retried with a new link (apps.invitations.services registers how)."""
+    _deliver("invitation", letter, {"invitation_id": str(invitation_id)})

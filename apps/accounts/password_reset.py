@@ -7,6 +7,8 @@ last login, email and timestamp). Nothing about it is stored: it is valid for
 PASSWORD_RESET_TIMEOUT (one hour), and single use because setting the
 password changes the hash it signs. It appears only in the emailed link
 (`/reset/<token>/`) and in the confirm request, never in a log or an error.
+A send that failed is retried by the worker with a newly minted link (the queued
+task holds the user id only).
 
 Asking for a reset answers the same whether or not an account uses the email
 (the mail itself goes out after the response, apps.accounts.mail), and is
@@ -16,8 +18,10 @@ throttled per client and per normalized address so nobody can flood an inbox.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.tokens import PasswordResetTokenGenerator
 from django.db import transaction
 from django.http import HttpRequest
@@ -44,6 +48,15 @@ reset_tokens = ResetTokenGenerator()
 
 def make_reset_token(user: User) -> str:
     return f"{urlsafe_base64_encode(user.pk.bytes)}.{reset_tokens.make_token(user)}"
+
+
+@mail.rebuilds("password_reset", retry_for=timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT))
+def _reset_letter_again(ids: dict) -> mail.Letter | None:
+    """A retry mints a new link (nothing about the first one was kept)."""
+    user = User.objects.filter(pk=ids["user_id"], is_active=True).first()
+    if user is None or not user.has_usable_password():
+        return None
+    return mail.password_reset_letter(to=user.email, token=make_reset_token(user))
 
 
 def _split(token: Any) -> tuple[uuid.UUID, str] | None:
@@ -81,7 +94,7 @@ def request_password_reset(*, email: Any, request: HttpRequest | None = None) ->
     user = user_by_email(account)
     if user is None or not user.is_active or not user.has_usable_password():
         return
-    mail.send_password_reset(to=user.email, token=make_reset_token(user))
+    mail.send_password_reset(user=user, token=make_reset_token(user))
 
 
 def confirm_password_reset(

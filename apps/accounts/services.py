@@ -346,7 +346,7 @@ def change_password(*, user: User, new_password: Any, request: HttpRequest | Non
         user.save(update_fields=["password"])
         end_user_sessions(user, AuthSession.EndReason.PASSWORD_CHANGED)
     mail.send_password_changed(
-        to=user.email,
+        user=user,
         when=timezone.now(),
         ip=client_ip(request) if request is not None else None,
     )

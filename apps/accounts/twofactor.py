@@ -384,7 +384,7 @@ def enable(*, user: User, code: Any, request: HttpRequest | None = None) -> list
     with transaction.atomic():
         TotpDevice.objects.filter(pk=device.pk).update(confirmed_at=now)
         codes = _new_recovery_codes(user, now)
-    mail.send_two_factor_changed(to=user.email, enabled=True, when=now, ip=ip)
+    mail.send_two_factor_changed(user=user, enabled=True, when=now, ip=ip)
     return codes
 
 
@@ -396,7 +396,7 @@ def disable(*, user: User, password: Any, request: HttpRequest | None = None) ->
         RecoveryCode.objects.filter(user=user).delete()
     if deleted:
         ip = client_ip(request) if request is not None else None
-        mail.send_two_factor_changed(to=user.email, enabled=False, when=timezone.now(), ip=ip)
+        mail.send_two_factor_changed(user=user, enabled=False, when=timezone.now(), ip=ip)
 
 
 def reset_for_operator(*, user: User) -> None:

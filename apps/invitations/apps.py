@@ -12,3 +12,7 @@ class InvitationsConfig(AppConfig):
     name = "apps.invitations"
     label = "invitations"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # How the worker rebuilds a failed invitation email (apps.accounts.mail.rebuilds).
+        from apps.invitations import services  # noqa: F401

@@ -2,7 +2,8 @@
 
 * The token is 32 random bytes from `secrets` (URL-safe base64); only its
   SHA-256 digest is stored. It exists in the invitation email's link only:
-  never in an API answer, a log line or an audit event.
+  never in an API answer, a log line, an audit event or a queued task (a failed
+  send is retried by the worker with a new token, `_invitation_letter_again`).
 * Inviting answers the same whether or not an account uses the address, so the
   invitation form cannot be used to find out who has an account.
 * An invitation is valid seven days and accepted once, by a user whose
@@ -132,15 +133,41 @@ def invite_member(
             request=request,
             details={"role": role},
         )
-    mail.send_invitation(
-        to=address,
+    mail.send_invitation(letter=_letter(invitation, token), invitation_id=invitation.id)
+    return invitation
+
+
+def _letter(invitation: Invitation, token: str) -> mail.Letter:
+    return mail.invitation_letter(
+        to=invitation.email,
         token=token,
-        organization_name=organization.name,
-        inviter_email=actor_membership.user.email,
-        role_label=Role(role).label,
+        organization_name=invitation.organization.name,
+        inviter_email=invitation.invited_by.email if invitation.invited_by else None,
+        role_label=Role(invitation.role).label,
         expires_at=invitation.expires_at,
     )
-    return invitation
+
+
+@mail.rebuilds("invitation", retry_for=INVITATION_LIFETIME)
+def _invitation_letter_again(ids: dict) -> mail.Letter | None:
+    """A retry issues a new link: the token was never stored, so the pending invitation's
+    digest is replaced (the link of an earlier try, should it have arrived after all, dies);
+    nothing once the invitation was accepted, cancelled or has expired."""
+    invitation = (
+        Invitation.objects.select_related("organization", "invited_by")
+        .filter(pk=ids["invitation_id"])
+        .first()
+    )
+    if invitation is None or not invitation.is_pending():
+        return None
+    token = secrets.token_urlsafe(32)
+    replaced = Invitation.objects.filter(
+        pk=invitation.pk,
+        token_digest=invitation.token_digest,
+        accepted_at__isnull=True,
+        cancelled_at__isnull=True,
+    ).update(token_digest=token_digest(token))
+    return _letter(invitation, token) if replaced else None
 
 
 def cancel_invitation(

@@ -1,0 +1,146 @@
+"""Account emails that fail are tried again by the worker, built again from ids only.
+
+The SMTP server is real (aiosmtpd) and refuses with a temporary error (451) as a
+busy mail server does; the retry is the queued task, run as the worker runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from apps.accounts import mail
+from apps.accounts.password_reset import make_reset_token
+from apps.invitations.models import Invitation
+from apps.invitations.selectors import token_digest
+from core import counters
+from tests.accounts.test_password_reset import ask_reset, confirm, token_from
+from tests.factories import UserFactory
+from tests.invitations.test_api import accept, invite
+from tests.invitations.test_api import token_from as invitation_token_from
+from tests.orgs.helpers import user_client
+
+pytestmark = pytest.mark.django_db
+
+RESEND = mail.resend_email.module_path
+
+
+def queued_retries() -> list[DBTaskResult]:
+    return list(DBTaskResult.objects.filter(task_path=RESEND, status="READY").order_by("run_after"))
+
+
+def run_retry(row: DBTaskResult):
+    """Run one queued retry as the worker does, and mark it done."""
+    args_kwargs = row.args_kwargs
+    result = mail.resend_email.call(*args_kwargs["args"], **args_kwargs["kwargs"])
+    DBTaskResult.objects.filter(pk=row.pk).update(status="SUCCESSFUL")
+    return result
+
+
+def stored(row: DBTaskResult) -> str:
+    """Everything the queue holds of a task, as text."""
+    return json.dumps(row.args_kwargs) + row.task_path + str(row.return_value)
+
+
+def test_a_refused_reset_email_is_sent_again_with_a_new_working_link(api_client, mailbox, owner):
+    mailbox.refusing = 1
+    before = timezone.now()
+    assert ask_reset(api_client, owner.email).status_code == 202
+    assert mailbox.messages() == []
+
+    [row] = queued_retries()
+    assert row.args_kwargs["args"][:3] == ["password_reset", {"user_id": str(owner.pk)}, 1]
+    assert before + timedelta(seconds=22) <= row.run_after <= timezone.now() + timedelta(seconds=38)
+    assert "reset" not in json.dumps(row.args_kwargs["args"][1])
+
+    assert counters.values().get("email_failures") == 1  # sigsentry_worker_email_failures_total
+    assert run_retry(row) == "sent"
+    [message] = mailbox.messages(owner.email)
+    token = token_from(message)
+    assert token not in stored(DBTaskResult.objects.get(pk=row.pk))
+    assert confirm(api_client, token).status_code == 204
+
+
+def test_a_retry_that_fails_again_backs_off_then_gives_up_after_the_links_hour(
+    api_client, mailbox, owner, time_machine, caplog
+):
+    time_machine.move_to(timezone.now(), tick=False)
+    mailbox.refusing = 100
+    ask_reset(api_client, owner.email)
+    [first] = queued_retries()
+
+    assert run_retry(first) == "retry queued"
+    [second] = queued_retries()
+    assert second.args_kwargs["args"][2] == 2  # attempts so far
+    delay = second.run_after - timezone.now()
+    assert timedelta(seconds=45) <= delay <= timedelta(seconds=75)  # 60 s ± 25 %
+
+    time_machine.shift(timedelta(hours=1))
+    with caplog.at_level(logging.ERROR, logger="sigsentry.mail"):
+        assert run_retry(second) == "given up"
+    assert queued_retries() == []
+    assert "email given up: password_reset after 3 attempts" in caplog.text
+    assert owner.email not in caplog.text
+
+
+def test_a_reset_retry_for_a_deactivated_account_sends_nothing(api_client, mailbox, owner):
+    mailbox.refusing = 1
+    ask_reset(api_client, owner.email)
+    owner.is_active = False
+    owner.save(update_fields=["is_active"])
+
+    assert run_retry(queued_retries()[0]) == "no longer needed"
+    assert mailbox.messages() == [] and queued_retries() == []
+
+
+def test_a_refused_invitation_is_sent_again_and_only_the_new_link_works(
+    owner, organization, mailbox
+):
+    invitee = UserFactory(email="retry-invitee@example.com")
+    mailbox.refusing = 1
+    assert invite(user_client(owner), organization, email=invitee.email).status_code == 201
+    invitation = Invitation.objects.get(email=invitee.email)
+    first_digest = invitation.token_digest
+    [row] = queued_retries()
+    assert row.args_kwargs["args"][:2] == ["invitation", {"invitation_id": str(invitation.pk)}]
+
+    assert run_retry(row) == "sent"
+    [message] = mailbox.messages(invitee.email)
+    token = invitation_token_from(message)
+    invitation.refresh_from_db()
+    assert invitation.token_digest == token_digest(token) != first_digest
+    assert token not in stored(DBTaskResult.objects.get(pk=row.pk))
+    assert accept(invitee, token).status_code == 200
+
+
+@pytest.mark.parametrize("change", ["cancel", "accept"])
+def test_no_invitation_retry_once_it_is_cancelled_or_accepted(change, owner, organization, mailbox):
+    mailbox.refusing = 1
+    invite(user_client(owner), organization, email="gone@example.com")
+    field = "cancelled_at" if change == "cancel" else "accepted_at"
+    Invitation.objects.update(**{field: timezone.now()})
+
+    assert run_retry(queued_retries()[0]) == "no longer needed"
+    assert mailbox.messages() == []
+
+
+def test_a_refused_password_changed_notice_is_sent_again_with_its_time_and_ip(
+    api_client, mailbox, owner
+):
+    mailbox.refusing = 1
+    response = confirm(api_client, make_reset_token(owner))
+    assert response.status_code == 204
+    [row] = queued_retries()
+    kind, ids, attempts, _since = row.args_kwargs["args"]
+    assert (kind, attempts) == ("password_changed", 1)
+    assert set(ids) == {"user_id", "when", "ip"} and ids["ip"] == "127.0.0.1"
+
+    assert run_retry(row) == "sent"
+    [notice] = mailbox.messages(owner.email)
+    assert notice.subject == "Your SigSentry password was changed"
+    assert "127.0.0.1" in notice.text

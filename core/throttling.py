@@ -21,6 +21,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.cache import cache
@@ -76,6 +77,62 @@ def hit(scope: str, ident: str | None) -> int | None:
         _fail_open("not counted", scope)
         return None
     return retry_after if count > limit else None
+
+
+def attempt(scope: str, ident: str | None) -> Callable[[], None]:
+    """Count an attempt before it is checked: 429 RATE_LIMITED past the limit. Returns what
+    gives the count back, for an attempt that succeeds (scopes that count failures).
+
+    Counting first is what makes the limit hold under concurrency: a check made before
+    any attempt is counted lets a burst of simultaneous attempts all pass it (ten wrong
+    passwords allowed, fifty verified). The count given back is the same window's.
+    """
+    if not ident:
+        return _nothing
+    limit, period, window, retry_after = _window(scope)
+    key = _cache_key(scope, ident, window)
+    if failopen.given_up():
+        return _nothing
+    try:
+        count = 1 if cache.add(key, 1, timeout=period + 1) else cache.incr(key)
+    except Exception:
+        _fail_open("not counted", scope)
+        return _nothing
+    if count > limit:
+        raise RateLimited(retry_after)
+
+    def give_back() -> None:
+        if failopen.given_up():
+            return
+        try:
+            cache.decr(key)
+        except ValueError:
+            pass  # the window ended and its count expired
+        except Exception:
+            _fail_open("not given back", scope)
+
+    return give_back
+
+
+def _nothing() -> None:
+    return None
+
+
+@contextmanager
+def counting_failures(failures: tuple[str, str | None], *, every: tuple[str, str | None]):
+    """Around a credential check: `every` counts each attempt, `failures` each one the block
+    ends with an exception (a wrong password or code), both counted before the check runs,
+    so a burst of simultaneous guesses cannot pass before any is counted; a block that
+    ends normally gives its `failures` count back. 429 RATE_LIMITED past either limit.
+    """
+    give_back = attempt(*failures)
+    try:
+        enforce(*every)
+    except RateLimited:
+        give_back()  # not checked: not a failure
+        raise
+    yield
+    give_back()
 
 
 def is_limited(scope: str, ident: str | None) -> int | None:

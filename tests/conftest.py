@@ -14,7 +14,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from apps.accounts import services as account_services
-from core import throttling
+from core import failopen, throttling
 from core.permissions import Role
 from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory
 
@@ -90,6 +90,9 @@ def throttle_clock(monkeypatch) -> ThrottleClock:
 @pytest.fixture(autouse=True)
 def _clear_cache():
     cache.clear()
+    # A test that ran Redis steps outside a request may leave this thread's "gave up on
+    # Redis" mark set (core.failopen; a request clears it when it starts): not the next test.
+    failopen.new_request()
     yield
     cache.clear()
 

@@ -31,7 +31,6 @@ from core.errors import (
     AuthError,
     InvalidCredentials,
     NotFound,
-    RateLimited,
     TokenInvalid,
     ValidationFailed,
 )
@@ -180,15 +179,10 @@ def authenticate_login(*, email: str, password: str, request: HttpRequest | None
     """
     account = normalize_email(email)[:254]
     ip = client_ip(request) if request is not None else None
-    for scope, ident in (("login_account", account), ("login_ip", ip)):
-        retry_after = throttling.is_limited(scope, ident)
-        if retry_after is not None:
-            raise RateLimited(retry_after)
-    throttling.hit("login_ip", ip)
-    user = authenticate(request, email=account, password=password)
-    if user is None:
-        throttling.hit("login_account", account)
-        raise InvalidCredentials()
+    with throttling.counting_failures(("login_account", account), every=("login_ip", ip)):
+        user = authenticate(request, email=account, password=password)
+        if user is None:
+            raise InvalidCredentials()
     return user
 
 

@@ -56,7 +56,7 @@ from apps.accounts import mail
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import RecoveryCode, TotpDevice, User
 from core import failopen, throttling
-from core.errors import InvalidCredentials, RateLimited, ValidationFailed
+from core.errors import InvalidCredentials, ValidationFailed
 from core.net import client_ip
 
 logger = logging.getLogger("sigsentry.accounts")
@@ -242,13 +242,6 @@ def _new_recovery_codes(user: User, now: datetime) -> list[str]:
     return ["-".join(code[i : i + 4] for i in range(0, len(code), 4)) for code in codes]
 
 
-def _throttle_check(user: User, ip: str | None) -> None:
-    for scope, ident in (("mfa_account", str(user.pk)), ("login_ip", ip)):
-        retry_after = throttling.is_limited(scope, ident)
-        if retry_after is not None:
-            raise RateLimited(retry_after)
-
-
 def check_second_factor(*, user: User, code: Any, request: HttpRequest | None = None) -> None:
     """Accept a TOTP code or an unused recovery code of `user`, or raise.
 
@@ -256,20 +249,18 @@ def check_second_factor(*, user: User, code: Any, request: HttpRequest | None = 
     the limit every attempt (a right code too) → 429 RATE_LIMITED.
     """
     ip = client_ip(request) if request is not None else None
-    _throttle_check(user, ip)
-    throttling.hit("login_ip", ip)
-    device = confirmed_device(user)
-    cleaned = _clean_code(code)
-    now = timezone.now()
-    accepted = False
-    if device is not None and cleaned is not None:
-        if _is_totp_shape(cleaned):
-            accepted = _accept_totp(device, cleaned, now)
-        else:
-            accepted = _use_recovery_code(user, cleaned, now)
-    if not accepted:
-        throttling.hit("mfa_account", str(user.pk))
-        raise InvalidCredentials(WRONG_CODE)
+    with throttling.counting_failures(("mfa_account", str(user.pk)), every=("login_ip", ip)):
+        device = confirmed_device(user)
+        cleaned = _clean_code(code)
+        now = timezone.now()
+        accepted = False
+        if device is not None and cleaned is not None:
+            if _is_totp_shape(cleaned):
+                accepted = _accept_totp(device, cleaned, now)
+            else:
+                accepted = _use_recovery_code(user, cleaned, now)
+        if not accepted:
+            raise InvalidCredentials(WRONG_CODE)
 
 
 # The login's second step --------------------------------------------------------------
@@ -373,14 +364,13 @@ def enable(*, user: User, code: Any, request: HttpRequest | None = None) -> list
             raise ValidationFailed({"code": ["Two-factor authentication is already on."]})
         raise ValidationFailed({"code": ["Start the set-up first: POST /v1/auth/2fa/setup."]})
     ip = client_ip(request) if request is not None else None
-    _throttle_check(user, ip)
-    cleaned = _clean_code(code)
     now = timezone.now()
-    if cleaned is None or not _is_totp_shape(cleaned) or not _accept_totp(device, cleaned, now):
-        throttling.hit("mfa_account", str(user.pk))
-        raise ValidationFailed(
-            {"code": ["That code is not right. Enter the 6 digits your app shows now."]}
-        )
+    with throttling.counting_failures(("mfa_account", str(user.pk)), every=("login_ip", ip)):
+        cleaned = _clean_code(code)
+        if cleaned is None or not _is_totp_shape(cleaned) or not _accept_totp(device, cleaned, now):
+            raise ValidationFailed(
+                {"code": ["That code is not right. Enter the 6 digits your app shows now."]}
+            )
     with transaction.atomic():
         TotpDevice.objects.filter(pk=device.pk).update(confirmed_at=now)
         codes = _new_recovery_codes(user, now)
@@ -412,11 +402,6 @@ def check_password(*, user: User, password: Any, request: HttpRequest | None = N
         raise ValidationFailed({"password": ["Your current password is required."]})
     account = normalize_email(user.email)
     ip = client_ip(request) if request is not None else None
-    for scope, ident in (("login_account", account), ("login_ip", ip)):
-        retry_after = throttling.is_limited(scope, ident)
-        if retry_after is not None:
-            raise RateLimited(retry_after)
-    throttling.hit("login_ip", ip)
-    if not user.check_password(password):
-        throttling.hit("login_account", account)
-        raise InvalidCredentials("The password is incorrect.")
+    with throttling.counting_failures(("login_account", account), every=("login_ip", ip)):
+        if not user.check_password(password):
+            raise InvalidCredentials("The password is incorrect.")

@@ -11,6 +11,9 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         # System checks, the mail signal receivers, and how a failed reset email is rebuilt.
         from apps.accounts import checks, mail, password_reset  # noqa: F401
+        from core.metrics import register_queue_probe
+
+        register_queue_probe("account_emails", mail.retry_queue_state)  # read at scrape time
 
 
 class SigSentryAdminConfig(admin_apps.AdminConfig):

@@ -38,7 +38,8 @@ from django.core.signals import request_finished, request_started
 from django.db import DatabaseError
 from django.template.loader import render_to_string
 from django.utils import timezone
-from django_tasks import task
+from django_tasks import TaskResultStatus, task
+from django_tasks_db.models import DBTaskResult
 
 from apps.accounts.models import User
 from core import metrics
@@ -167,6 +168,15 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
         _failed(kind, exc)
         return _retry_later(kind, ids, attempt=attempts + 1, since=datetime.fromisoformat(since))
     return "sent"
+
+
+def retry_queue_state() -> metrics.QueueState:
+    """/metrics, queue `account_emails`: account emails waiting for the worker's next try
+    (the age is since the latest failed try)."""
+    waiting = DBTaskResult.objects.filter(
+        task_path=resend_email.module_path, status=TaskResultStatus.READY
+    )
+    return metrics.queue_state_of(waiting, "enqueued_at")
 
 
 def link(path: str) -> str:

@@ -11,6 +11,7 @@ import logging
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -24,6 +25,7 @@ from tests.factories import UserFactory
 from tests.invitations.test_api import accept, invite
 from tests.invitations.test_api import token_from as invitation_token_from
 from tests.orgs.helpers import user_client
+from tests.test_operations import TOKEN, scrape, value
 
 pytestmark = pytest.mark.django_db
 
@@ -144,3 +146,15 @@ def test_a_refused_password_changed_notice_is_sent_again_with_its_time_and_ip(
     [notice] = mailbox.messages(owner.email)
     assert notice.subject == "Your SigSentry password was changed"
     assert "127.0.0.1" in notice.text
+
+
+def test_waiting_retries_show_in_the_metrics(mailbox, owner, settings):
+    settings.METRICS_TOKEN = TOKEN
+    mailbox.refusing = 2
+    mail.send_password_changed(user=owner, when=timezone.now(), ip=None)
+    mail.send_two_factor_changed(user=owner, enabled=True, when=timezone.now(), ip=None)
+
+    depth = "sigsentry_worker_queue_depth"
+    assert value(scrape(Client()), depth, queue="account_emails") == 2
+    run_retry(queued_retries()[0])
+    assert value(scrape(Client()), depth, queue="account_emails") == 1

@@ -169,6 +169,19 @@ if _POSTGRES:
     DATABASES["default"]["ENGINE"] = "core.postgres"
     # A short connect timeout turns an unreachable database into a fast 503.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+    # A database that vanished without a word (host powered off, network cut) is noticed in
+    # seconds, not after TCP's ~15 minutes of retransmissions: a query it does not acknowledge
+    # fails after 10 s (a 503, before gunicorn's 30 s worker timeout), and an idle persistent
+    # connection is probed after 30 s, so the health check's poll sees it broken (libpq's
+    # documented TCP options; DATABASE_URL's own values win).
+    for _option, _value in (
+        ("keepalives", 1),
+        ("keepalives_idle", 30),
+        ("keepalives_interval", 10),
+        ("keepalives_count", 3),
+        ("tcp_user_timeout", 10_000),
+    ):
+        DATABASES["default"]["OPTIONS"].setdefault(_option, _value)
 
 # Where DATABASE_URL leads decides what may outlive a transaction on the server.
 #

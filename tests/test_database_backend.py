@@ -7,6 +7,8 @@ it (never a failed request), and a healthy one must not pay a statement for the 
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 import psycopg
@@ -117,3 +119,21 @@ def test_a_connection_broken_under_a_query_is_not_usable(persistent_connection):
 def test_a_closed_connection_is_not_usable(persistent_connection):
     connection.connection.close()
     assert not connection.is_usable()
+
+
+def test_a_vanished_database_is_noticed_in_seconds_not_after_tcp_gives_up():
+    """A peer gone without a word: unacknowledged data fails the query after 10 s (a 503),
+    and an idle connection is probed after 30 s; without these the kernel retries for ~15
+    minutes and the request hangs until gunicorn kills its worker."""
+    connection.ensure_connection()
+    sock = socket.socket(fileno=os.dup(connection.connection.fileno()))
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            pytest.skip("DATABASE_URL is a Unix socket: no TCP to lose")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 10_000
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    finally:
+        sock.close()

@@ -539,11 +539,12 @@ def test_a_refused_key_waits_for_a_hanging_redis_once_not_at_each_step(project, 
         api_key, plaintext = make_key(KeyKind.SECRET, project=project)
         set_rate_limit(api_key, 5, 60)
         ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+        before = len(silent.connections)  # minting met the hanging Redis too (its throttle)
 
         assert use(plaintext) == 401
-        assert len(silent.connections) == 1, "one step waited for Redis, the other skipped"
+        assert len(silent.connections) - before == 1, "one step waited, the other skipped"
         assert use(plaintext) == 401  # the next request tries Redis again
-        assert len(silent.connections) == 2
+        assert len(silent.connections) - before == 2
     finally:
         silent.close()
 

@@ -119,7 +119,9 @@ def _nothing() -> None:
 
 
 @contextmanager
-def counting_failures(failures: tuple[str, str | None], *, every: tuple[str, str | None]):
+def counting_failures(
+    failures: tuple[str, str | None], *, every: tuple[str, str | None] | None = None
+):
     """Around a credential check: `every` counts each attempt, `failures` each one the block
     ends with an exception (a wrong password or code), both counted before the check runs,
     so a burst of simultaneous guesses cannot pass before any is counted; a block that
@@ -127,7 +129,8 @@ def counting_failures(failures: tuple[str, str | None], *, every: tuple[str, str
     """
     give_back = attempt(*failures)
     try:
-        enforce(*every)
+        if every is not None:
+            enforce(*every)
     except RateLimited:
         give_back()  # not checked: not a failure
         raise

@@ -35,7 +35,6 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.signals import request_finished, request_started
-from django.db import DatabaseError
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django_tasks import TaskResultStatus, task
@@ -121,7 +120,7 @@ def _send(kind: str, letter: Letter, ids: dict) -> None:
 def _failed(kind: str, exc: Exception) -> None:
     """Logged (kind and error class, never an address or link) and counted for /metrics."""
     logger.error("email not sent: %s (%s)", kind, type(exc).__name__)
-    with contextlib.suppress(DatabaseError):  # down too: queueing the retry fails, and logs it
+    with contextlib.suppress(Exception):  # the database down too: queueing the retry says so
         metrics.record_email_failure()
 
 
@@ -158,15 +157,19 @@ def _retry_later(kind: str, ids: dict, *, attempt: int, since: datetime) -> str:
 @task()
 def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
     """The worker's next try of an email whose last try failed (`attempts` so far)."""
-    rebuild, _retry_for = _rebuilds[kind]
-    letter = rebuild(ids)
-    if letter is None:
-        return "no longer needed"
+    first_failed = datetime.fromisoformat(since)
+    if kind not in _rebuilds or timezone.now() - first_failed >= _rebuilds[kind][1]:
+        # A worker that was down or behind: a reset link asked for hours ago is not sent.
+        logger.error("email given up: %s after %d attempts", kind, attempts)
+        return "given up"
     try:
+        letter = _rebuilds[kind][0](ids)
+        if letter is None:
+            return "no longer needed"
         letter.compose().send()
-    except Exception as exc:
+    except Exception as exc:  # the database or the mail server: this try failed, not the email
         _failed(kind, exc)
-        return _retry_later(kind, ids, attempt=attempts + 1, since=datetime.fromisoformat(since))
+        return _retry_later(kind, ids, attempt=attempts + 1, since=first_failed)
     return "sent"
 
 
@@ -198,12 +201,13 @@ def password_reset_letter(*, to: str, token: str) -> Letter:
     )
 
 
-def send_password_reset(*, user: User, token: str) -> None:
-    """Retried with a new link (apps.accounts.password_reset registers how)."""
+def send_password_reset(*, user: User, token: str, mark: str) -> None:
+    """Retried with a new link while `mark` (the account's state the link is signed over,
+    hashed) is unchanged (apps.accounts.password_reset registers how)."""
     _deliver(
         "password_reset",
         password_reset_letter(to=user.email, token=token),
-        {"user_id": str(user.pk)},
+        {"user_id": str(user.pk), "mark": mark},
     )
 
 

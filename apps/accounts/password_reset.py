@@ -17,6 +17,7 @@ throttled per client and per normalized address so nobody can flood an inbox.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -52,11 +53,19 @@ def make_reset_token(user: User) -> str:
 
 @mail.rebuilds("password_reset", retry_for=timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT))
 def _reset_letter_again(ids: dict) -> mail.Letter | None:
-    """A retry mints a new link (nothing about the first one was kept)."""
+    """A retry mints a new link (nothing about the first one was kept); none once the password
+    changed or the user logged in since the request (the first link would have died too)."""
     user = User.objects.filter(pk=ids["user_id"], is_active=True).first()
-    if user is None or not user.has_usable_password():
+    if user is None or not user.has_usable_password() or _state_mark(user) != ids["mark"]:
         return None
     return mail.password_reset_letter(to=user.email, token=make_reset_token(user))
+
+
+def _state_mark(user: User) -> str:
+    """Changes with the password and the last login, which a reset token is signed over; a
+    hash of Django's session hash (an HMAC of the password hash), never the hash itself."""
+    state = f"{user.get_session_auth_hash()}|{user.last_login}"
+    return hashlib.sha256(state.encode()).hexdigest()[:16]
 
 
 def _split(token: Any) -> tuple[uuid.UUID, str] | None:
@@ -94,7 +103,7 @@ def request_password_reset(*, email: Any, request: HttpRequest | None = None) ->
     user = user_by_email(account)
     if user is None or not user.is_active or not user.has_usable_password():
         return
-    mail.send_password_reset(user=user, token=make_reset_token(user))
+    mail.send_password_reset(user=user, token=make_reset_token(user), mark=_state_mark(user))
 
 
 def confirm_password_reset(

@@ -56,7 +56,7 @@ from apps.accounts import mail
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import RecoveryCode, TotpDevice, User
 from core import failopen, throttling
-from core.errors import InvalidCredentials, ValidationFailed
+from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 from core.net import client_ip
 
 logger = logging.getLogger("sigsentry.accounts")
@@ -364,8 +364,11 @@ def enable(*, user: User, code: Any, request: HttpRequest | None = None) -> list
             raise ValidationFailed({"code": ["Two-factor authentication is already on."]})
         raise ValidationFailed({"code": ["Start the set-up first: POST /v1/auth/2fa/setup."]})
     ip = client_ip(request) if request is not None else None
+    retry_after = throttling.is_limited("login_ip", ip)  # checked, not counted: not a login
+    if retry_after is not None:
+        raise RateLimited(retry_after)
     now = timezone.now()
-    with throttling.counting_failures(("mfa_account", str(user.pk)), every=("login_ip", ip)):
+    with throttling.counting_failures(("mfa_account", str(user.pk))):
         cleaned = _clean_code(code)
         if cleaned is None or not _is_totp_shape(cleaned) or not _accept_totp(device, cleaned, now):
             raise ValidationFailed(

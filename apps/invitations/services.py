@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import unicodedata
 import uuid
@@ -249,7 +250,11 @@ def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = N
     now = timezone.now()
     with transaction.atomic():
         locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
-        if not locked.is_pending(now):
+        # Under the lock, the token must still be the invitation's: a retried email may
+        # have replaced it (`_invitation_letter_again`) since the lookup.
+        if not locked.is_pending(now) or not hmac.compare_digest(
+            locked.token_digest, invitation.token_digest
+        ):
             raise NotFound("This invitation does not exist, has expired or was already used.")
         membership, created = Membership.objects.get_or_create(
             organization_id=locked.organization_id, user=user, defaults={"role": locked.role}

@@ -56,7 +56,9 @@ def test_a_refused_reset_email_is_sent_again_with_a_new_working_link(api_client,
     assert mailbox.messages() == []
 
     [row] = queued_retries()
-    assert row.args_kwargs["args"][:3] == ["password_reset", {"user_id": str(owner.pk)}, 1]
+    kind, ids, attempts, _since = row.args_kwargs["args"]
+    assert (kind, attempts) == ("password_reset", 1)
+    assert set(ids) == {"user_id", "mark"} and ids["user_id"] == str(owner.pk)
     assert before + timedelta(seconds=22) <= row.run_after <= timezone.now() + timedelta(seconds=38)
     assert "reset" not in json.dumps(row.args_kwargs["args"][1])
 
@@ -86,7 +88,8 @@ def test_a_retry_that_fails_again_backs_off_then_gives_up_after_the_links_hour(
     with caplog.at_level(logging.ERROR, logger="sigsentry.mail"):
         assert run_retry(second) == "given up"
     assert queued_retries() == []
-    assert "email given up: password_reset after 3 attempts" in caplog.text
+    # Due after the link's hour: not tried at all (two tries made).
+    assert "email given up: password_reset after 2 attempts" in caplog.text
     assert owner.email not in caplog.text
 
 
@@ -158,3 +161,63 @@ def test_waiting_retries_show_in_the_metrics(mailbox, owner, settings):
     assert value(scrape(Client()), depth, queue="account_emails") == 2
     run_retry(queued_retries()[0])
     assert value(scrape(Client()), depth, queue="account_emails") == 1
+
+
+def test_a_retry_past_its_time_is_not_sent_even_if_the_worker_was_late(mailbox, owner, caplog):
+    """A worker down for hours does not mail a reset link asked for hours ago."""
+    ids = {"user_id": str(owner.pk), "mark": "irrelevant"}
+    since = (timezone.now() - timedelta(hours=3)).isoformat()
+    with caplog.at_level(logging.ERROR, logger="sigsentry.mail"):
+        assert mail.resend_email.call("password_reset", ids, 4, since) == "given up"
+    assert mailbox.messages() == []
+    assert "email given up: password_reset after 4 attempts" in caplog.text
+
+
+def test_an_unknown_kind_is_given_up_not_failed(mailbox):
+    """A task queued by a release that knew a kind this one does not (a rolling deploy)."""
+    assert mail.resend_email.call("retired_kind", {}, 1, timezone.now().isoformat()) == "given up"
+
+
+@pytest.mark.parametrize("since_then", ["password changed", "logged in"])
+def test_no_reset_retry_once_the_password_changed_or_the_user_logged_in(
+    since_then, api_client, mailbox, owner
+):
+    """The first link would have died then too (the token is signed over both)."""
+    mailbox.refusing = 1
+    ask_reset(api_client, owner.email)
+    if since_then == "password changed":
+        owner.set_password("another-passphrase-2026")
+        owner.save(update_fields=["password"])
+    else:
+        owner.last_login = timezone.now()
+        owner.save(update_fields=["last_login"])
+
+    assert run_retry(queued_retries()[0]) == "no longer needed"
+    assert mailbox.messages() == []
+
+
+def test_an_acceptance_racing_a_retried_invitation_finds_the_old_link_dead(
+    owner, organization, mailbox, monkeypatch
+):
+    """The retry replaces the token between the acceptance's lookup and its lock: the link
+    looked up is dead under the lock, and only the new one is accepted."""
+    from apps.invitations import services as invitation_services
+
+    invitee = UserFactory(email="racing-invitee@example.com")
+    invite(user_client(owner), organization, email=invitee.email)
+    old_token = invitation_token_from(mailbox.messages(invitee.email)[0])
+    invitation = Invitation.objects.get(email=invitee.email)
+    looked_up = invitation_services.invitation_for_user
+
+    def then_a_retry_replaces_the_token(token, user):
+        found = looked_up(token, user)
+        letter = invitation_services._invitation_letter_again({"invitation_id": str(invitation.pk)})
+        letter.compose().send()
+        return found
+
+    monkeypatch.setattr(invitation_services, "invitation_for_user", then_a_retry_replaces_the_token)
+    assert accept(invitee, old_token).status_code == 404
+    monkeypatch.undo()
+
+    new_token = invitation_token_from(mailbox.messages(invitee.email)[1])
+    assert accept(invitee, new_token).status_code == 200

@@ -96,3 +96,20 @@ def test_a_right_password_gives_its_count_back(settings):
         services.authenticate_login(email=user.email, password="wrong", request=None)
     with pytest.raises(RateLimited):
         services.authenticate_login(email=user.email, password=PASSWORD, request=None)
+
+
+def test_setting_up_two_factor_does_not_use_the_clients_login_budget(settings):
+    """Enabling checks the client's login limit but does not count against it."""
+    from tests.orgs.helpers import user_client
+
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "login_ip": (2, 300)}
+    user = UserFactory(email="enabling@example.com")
+    client = user_client(user)
+    client.post("/v1/auth/2fa/setup")
+    for _ in range(3):
+        wrong = client.post("/v1/auth/2fa/enable", {"code": "000000"}, format="json")
+        assert wrong.status_code == 400
+    login = client.post(
+        "/v1/auth/login", {"email": user.email, "password": PASSWORD}, format="json"
+    )
+    assert login.status_code == 200

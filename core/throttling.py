@@ -63,8 +63,9 @@ def _fail_open(what: str, scope: str) -> None:
     failopen.gave_up(scope)
 
 
-def hit(scope: str, ident: str | None) -> int | None:
-    """Count one event; return seconds to wait if the limit is now exceeded, else None."""
+def _count(scope: str, ident: str | None) -> tuple[int, int, str, int] | None:
+    """Count one event in `ident`'s current window: (count, limit, cache key, Retry-After),
+    or None when there is nothing to count or the cache does not answer (fail open)."""
     if not ident:
         return None
     limit, period, window, retry_after = _window(scope)
@@ -76,6 +77,15 @@ def hit(scope: str, ident: str | None) -> int | None:
     except Exception:  # the cache is down: degrade to no throttling, never to an error
         _fail_open("not counted", scope)
         return None
+    return count, limit, key, retry_after
+
+
+def hit(scope: str, ident: str | None) -> int | None:
+    """Count one event; return seconds to wait if the limit is now exceeded, else None."""
+    counted = _count(scope, ident)
+    if counted is None:
+        return None
+    count, limit, _key, retry_after = counted
     return retry_after if count > limit else None
 
 
@@ -87,17 +97,10 @@ def attempt(scope: str, ident: str | None) -> Callable[[], None]:
     any attempt is counted lets a burst of simultaneous attempts all pass it (ten wrong
     passwords allowed, fifty verified). The count given back is the same window's.
     """
-    if not ident:
+    counted = _count(scope, ident)
+    if counted is None:
         return _nothing
-    limit, period, window, retry_after = _window(scope)
-    key = _cache_key(scope, ident, window)
-    if failopen.given_up():
-        return _nothing
-    try:
-        count = 1 if cache.add(key, 1, timeout=period + 1) else cache.incr(key)
-    except Exception:
-        _fail_open("not counted", scope)
-        return _nothing
+    count, limit, key, retry_after = counted
     if count > limit:
         raise RateLimited(retry_after)
 

@@ -139,13 +139,20 @@ def retry_delay(attempt: int) -> timedelta:
     return timedelta(seconds=base * random.uniform(0.75, 1.25))
 
 
+def _time_up(kind: str, since: datetime, attempts: int) -> bool:
+    """Whether `kind` (first failed at `since`) is past its time, or unknown to this release;
+    logged as given up."""
+    if kind in _rebuilds and timezone.now() - since < _rebuilds[kind][1]:
+        return False
+    logger.error("email given up: %s after %d attempts", kind, attempts)
+    return True
+
+
 def _retry_later(kind: str, ids: dict, *, attempt: int, since: datetime) -> str:
-    now = timezone.now()
-    if kind not in _rebuilds or now - since >= _rebuilds[kind][1]:
-        logger.error("email given up: %s after %d attempts", kind, attempt)
+    if _time_up(kind, since, attempt):
         return "given up"
     try:
-        resend_email.using(run_after=now + retry_delay(attempt)).enqueue(
+        resend_email.using(run_after=timezone.now() + retry_delay(attempt)).enqueue(
             kind, ids, attempt, since.isoformat()
         )
     except Exception as exc:  # the database is down too: nothing left to keep it in
@@ -158,10 +165,8 @@ def _retry_later(kind: str, ids: dict, *, attempt: int, since: datetime) -> str:
 def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
     """The worker's next try of an email whose last try failed (`attempts` so far)."""
     first_failed = datetime.fromisoformat(since)
-    if kind not in _rebuilds or timezone.now() - first_failed >= _rebuilds[kind][1]:
-        # A worker that was down or behind: a reset link asked for hours ago is not sent.
-        logger.error("email given up: %s after %d attempts", kind, attempts)
-        return "given up"
+    if _time_up(kind, first_failed, attempts):
+        return "given up"  # a worker that was down or behind: no reset link hours late
     try:
         letter = _rebuilds[kind][0](ids)
         if letter is None:

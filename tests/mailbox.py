@@ -6,6 +6,7 @@ at it, then read the messages and follow the links in them as a person would.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
@@ -58,6 +59,14 @@ class _Handler:
     def __init__(self, box: SmtpMailbox) -> None:
         self.box = box
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.box.lock:
+            self.box.held += self.box.holding
+        while self.box.holding:  # a server that hangs mid-conversation; others still served
+            await asyncio.sleep(0.02)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         with self.box.lock:
             if self.box.refusing:
@@ -82,6 +91,10 @@ class SmtpMailbox:
         self.delay = 0.0
         #: How many of the next messages it refuses with a temporary error (451).
         self.refusing = 0
+        #: While true, the server answers no recipient (a hung server, before the message);
+        #: `held` counts the conversations it stopped so.
+        self.holding = False
+        self.held = 0
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
 
     @property
@@ -101,6 +114,8 @@ class SmtpMailbox:
             self.received.clear()
         self.delay = 0.0
         self.refusing = 0
+        self.holding = False
+        self.held = 0
 
     def messages(self, to: str | None = None) -> list[Mail]:
         with self.lock:

@@ -6,7 +6,10 @@ login, sessions and invitations, following the links of the emails received.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pyotp
@@ -19,6 +22,7 @@ from core.permissions import Role
 from tests.factories import PASSWORD, MembershipFactory, OrganizationFactory, UserFactory
 from tests.outbound import WorkerProcess
 from tests.reliability.helpers import bearer, call
+from tests.servers import GunicornServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -77,6 +81,13 @@ def test_the_reset_answer_does_not_wait_for_the_mail_server(live_url, mailbox):
     mailbox.wait_for(user.email)
 
 
+def wait_until(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
+        time.sleep(0.05)
+
+
 def test_a_refused_reset_email_reaches_the_user_through_the_worker(live_url, mailbox):
     """The server's try is refused (451); the `run_worker` process sends it with a new link."""
     user = UserFactory(email="retry-live@example.com")
@@ -84,12 +95,16 @@ def test_a_refused_reset_email_reaches_the_user_through_the_worker(live_url, mai
     reply = call(live_url, "POST", "/v1/auth/password-reset", body={"email": user.email})
     assert reply.status == 202
     retries = DBTaskResult.objects.filter(task_path=mail.resend_email.module_path)
-    deadline = time.monotonic() + 10
-    while not retries.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the server tries, and queues the retry, after its answer
+    # the server queues the retry, then tries (refused) after its answer
+    wait_until(lambda: mailbox.refusing == 0 and retries.exists(), "the server's try")
     assert mailbox.messages() == []
-    retries.update(run_after=timezone.now())  # due now, rather than in ~30 s
+    reset_through_the_worker(live_url, mailbox, user)
 
+
+def reset_through_the_worker(base: str, mailbox, user) -> None:
+    """The queued retry, due now, run by the `run_worker` process: its link resets."""
+    retries = DBTaskResult.objects.filter(task_path=mail.resend_email.module_path)
+    retries.update(run_after=timezone.now())  # due now, rather than in ~30 s
     worker = WorkerProcess({"EMAIL_URL": mailbox.url}).start()
     try:
         [mail_] = mailbox.wait_for(user.email, timeout=30)
@@ -98,7 +113,35 @@ def test_a_refused_reset_email_reaches_the_user_through_the_worker(live_url, mai
     assert retries.get().status == "SUCCESSFUL"
     token = path_of(mail_.link("/reset/")).removeprefix("/reset/").removesuffix("/")
     body = {"token": token, "password": NEW_PASSWORD}
-    assert call(live_url, "POST", "/v1/auth/password-reset/confirm", body=body).status == 204
+    assert call(base, "POST", "/v1/auth/password-reset/confirm", body=body).status == 204
+
+
+def test_a_reset_email_survives_the_web_worker_killed_while_it_sends(transactional_db, mailbox):
+    """The mail server hangs mid-conversation and the web worker waiting on it is killed (a
+    deploy's SIGKILL, the OOM killer): the retry queued before the try reaches the user
+    through the worker, and the killed try delivered nothing."""
+    user = UserFactory(email="killed-mid-send@example.com")
+    server = GunicornServer(env={"EMAIL_URL": mailbox.url}, workers=1)
+    server.env["SITE_URL"] = server.url
+    server.start()
+    try:
+        mailbox.holding = True
+        reply = call(server.url, "POST", "/v1/auth/password-reset", body={"email": user.email})
+        assert reply.status == 202
+        wait_until(lambda: mailbox.held == 1, "the server's try")
+        master = server.process.pid
+        [web_worker] = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        os.kill(int(web_worker), signal.SIGKILL)
+        wait_until(lambda: not os.path.exists(f"/proc/{web_worker}/stat"), "the kill")
+        mailbox.holding = False
+
+        [retry] = DBTaskResult.objects.filter(task_path=mail.resend_email.module_path)
+        assert retry.status == "READY" and mailbox.messages() == []
+        # gunicorn started a new web worker in the killed one's place: it takes the link
+        reset_through_the_worker(server.url, mailbox, user)
+    finally:
+        mailbox.holding = False
+        server.stop()
 
 
 def test_two_factor_over_http(live_url):

@@ -12,13 +12,19 @@ request (a management command, a shell) it is sent at once. A failed send (SMTP
 down, a refused recipient) is logged with the kind of message and the error's
 class only, never the address, link or token, and never reaches the user.
 
-A failed send is tried again by the worker (`resend_email`, backing off from 30 s
-to 30 minutes) until it goes out or its kind's time is up (a reset link's hour, an
-invitation's seven days, a day for the notices). The queued task holds the kind and
-ids only, never a link: a one-time link must never be written to the database, so
-each kind registers how its message is built again from those ids at send time
-(`rebuilds`), minting a new link where it has one, or building nothing once the
-message has lost its point (the account gone, the invitation accepted or cancelled).
+Before the first try, its retry is queued for the worker (`resend_email`, due in
+30 s) and withdrawn once the message went out: a process killed during the try (a
+hung mail server, a deploy) or a try that failed leaves the retry in place, so no
+message is lost with the process that was sending it. The worker tries again,
+backing off from 30 s to 30 minutes, until it goes out or its kind's time is up (a
+reset link's hour, an invitation's seven days, a day for the notices). A try that
+takes longer than the first delay (at least 22 s) and still succeeds can be sent
+twice (a second link replaces the first): a duplicate beats a loss. The queued
+task holds the kind and ids only, never a link: a one-time link must never be
+written to the database, so each kind registers how its message is built again from
+those ids at send time (`rebuilds`), minting a new link where it has one, or building
+nothing once the message has lost its point (the account gone, the invitation
+accepted or cancelled).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.core.signals import request_finished, request_started
 from django.template.loader import render_to_string
 from django.utils import timezone
-from django_tasks import TaskResultStatus, task
+from django_tasks import TaskResult, TaskResultStatus, task
 from django_tasks_db.models import DBTaskResult
 
 from apps.accounts.models import User
@@ -110,11 +116,18 @@ request_finished.connect(_request_finished, dispatch_uid="sigsentry.mail.request
 
 
 def _send(kind: str, letter: Letter, ids: dict) -> None:
+    """Queue the retry, try, and withdraw the retry once the message went out."""
+    retry = _queue_retry(kind, ids, attempt=1, since=timezone.now())
     try:
         letter.compose().send()
-    except Exception as exc:  # the answer is already given: log, and let the worker retry
+    except Exception as exc:  # the answer is already given: log; the queued retry stands
         _failed(kind, exc)
-        _retry_later(kind, ids, attempt=1, since=timezone.now())
+        if retry is None:
+            logger.error("email lost: %s (no retry could be queued)", kind)
+        return
+    if retry is not None:
+        with contextlib.suppress(Exception):  # the database gone since: one message twice
+            DBTaskResult.objects.filter(id=retry.id, status=TaskResultStatus.READY).delete()
 
 
 def _failed(kind: str, exc: Exception) -> None:
@@ -148,17 +161,18 @@ def _time_up(kind: str, since: datetime, attempts: int) -> bool:
     return True
 
 
-def _retry_later(kind: str, ids: dict, *, attempt: int, since: datetime) -> str:
+def _queue_retry(kind: str, ids: dict, *, attempt: int, since: datetime) -> TaskResult | None:
+    """The worker's next try, after `attempt` tries; None once the kind's time is up, or
+    when the database cannot keep it (logged)."""
     if _time_up(kind, since, attempt):
-        return "given up"
+        return None
     try:
-        resend_email.using(run_after=timezone.now() + retry_delay(attempt)).enqueue(
+        return resend_email.using(run_after=timezone.now() + retry_delay(attempt)).enqueue(
             kind, ids, attempt, since.isoformat()
         )
     except Exception as exc:  # the database is down too: nothing left to keep it in
         logger.error("email retry not queued: %s (%s)", kind, type(exc).__name__)
-        return "lost"
-    return "retry queued"
+        return None
 
 
 @task()
@@ -174,7 +188,8 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
         letter.compose().send()
     except Exception as exc:  # the database or the mail server: this try failed, not the email
         _failed(kind, exc)
-        return _retry_later(kind, ids, attempt=attempts + 1, since=first_failed)
+        queued = _queue_retry(kind, ids, attempt=attempts + 1, since=first_failed)
+        return "retry queued" if queued is not None else "given up"
     return "sent"
 
 

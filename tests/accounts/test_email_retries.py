@@ -70,6 +70,24 @@ def test_a_refused_reset_email_is_sent_again_with_a_new_working_link(api_client,
     assert confirm(api_client, token).status_code == 204
 
 
+def test_a_sent_email_withdraws_the_retry_queued_before_its_try(
+    api_client, mailbox, owner, monkeypatch
+):
+    queued_during_the_try = []
+    compose = mail.Letter.compose
+
+    def composing(letter):
+        queued_during_the_try.extend(queued_retries())
+        return compose(letter)
+
+    monkeypatch.setattr(mail.Letter, "compose", composing)
+    assert ask_reset(api_client, owner.email).status_code == 202
+    [during] = queued_during_the_try  # a process killed now leaves the email to the worker
+    assert during.args_kwargs["args"][0] == "password_reset"
+    assert len(mailbox.messages(owner.email)) == 1
+    assert not DBTaskResult.objects.filter(task_path=RESEND).exists()
+
+
 def test_a_retry_that_fails_again_backs_off_then_gives_up_after_the_links_hour(
     api_client, mailbox, owner, time_machine, caplog
 ):

@@ -33,7 +33,7 @@ from apps.accounts.emails import normalize_email
 from apps.accounts.models import User
 from apps.accounts.selectors import user_by_email
 from core import throttling
-from core.errors import RateLimited, ValidationFailed
+from core.errors import ValidationFailed
 from core.net import client_ip
 
 MAX_TOKEN_LENGTH = 128
@@ -106,6 +106,18 @@ def request_password_reset(*, email: Any, request: HttpRequest | None = None) ->
     mail.send_password_reset(user=user, token=make_reset_token(user), mark=_state_mark(user))
 
 
+def checked_reset_token(token: Any, request: HttpRequest | None) -> User:
+    """The user a reset token is good for, checked as a credential is: counted against the
+    client (`failed_auth_ip`) before the check, so a burst of guesses cannot all be checked,
+    and given back when it is good. 429 RATE_LIMITED past the limit, 400 on `token`."""
+    ip = client_ip(request) if request is not None else None
+    with throttling.counting_failures(("failed_auth_ip", ip)):
+        user = user_for_reset_token(token)
+        if user is None:
+            raise ValidationFailed({"token": [INVALID_TOKEN]})
+    return user
+
+
 def confirm_password_reset(
     *, token: Any, password: Any, request: HttpRequest | None = None
 ) -> User:
@@ -116,14 +128,7 @@ def confirm_password_reset(
     with one token: the user row is locked and the token checked again under
     the lock, so only the first sets a password.
     """
-    ip = client_ip(request) if request is not None else None
-    retry_after = throttling.is_limited("failed_auth_ip", ip)
-    if retry_after is not None:
-        raise RateLimited(retry_after)
-    user = user_for_reset_token(token)
-    if user is None:
-        throttling.hit("failed_auth_ip", ip)
-        raise ValidationFailed({"token": [INVALID_TOKEN]})
+    user = checked_reset_token(token, request)
     _user_id, signed = _split(token)
     with transaction.atomic():
         locked = User.objects.select_for_update().get(pk=user.pk)

@@ -176,7 +176,12 @@ def password_reset_page(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def password_reset_confirm_page(request: HttpRequest, token: str) -> HttpResponse:
     """The emailed link: choose a new password. Every session ends; log in again after."""
-    if password_reset.user_for_reset_token(token) is None:
+    try:
+        password_reset.checked_reset_token(token, request)
+    except RateLimited as exc:
+        context = {"throttled": throttled_message(exc)}
+        return render(request, "accounts/password_reset_invalid.html", context, status=429)
+    except ValidationFailed:
         return render(request, "accounts/password_reset_invalid.html", status=400)
     form = NewPasswordForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():

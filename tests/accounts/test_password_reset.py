@@ -270,3 +270,27 @@ def test_a_reset_ends_the_dashboard_session_too(owner):
     assert browser.get("/").status_code == 200
     Client().post(f"/reset/{make_reset_token(owner)}/", {"password": NEW_PASSWORD})
     assert browser.get("/")["Location"].startswith("/login/")
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"failed_auth_ip": (3, 300)})
+def test_bad_links_on_the_reset_page_count_against_the_client_like_the_api(owner, throttle_clock):
+    client = Client(REMOTE_ADDR="198.51.100.9")
+    pages = [client.get(f"/reset/{owner.pk}-bad{n}/").status_code for n in range(4)]
+    assert pages == [400, 400, 400, 429]
+    limited = client.get(f"/reset/{owner.pk}-bad/")
+    assert "Too many attempts" in limited.content.decode()
+    # one budget for the page and the API: a good token is refused too, until the window ends
+    good = make_reset_token(owner)
+    api = Client(REMOTE_ADDR="198.51.100.9")
+    answer = api.post(
+        CONFIRM, {"token": good, "password": NEW_PASSWORD}, content_type="application/json"
+    )
+    assert answer.status_code == 429 and error_code(answer) == "RATE_LIMITED"
+    assert Client(REMOTE_ADDR="198.51.100.10").get(f"/reset/{good}/").status_code == 200
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"failed_auth_ip": (2, 300)})
+def test_a_good_reset_link_gives_its_count_back(owner, throttle_clock):
+    client = Client(REMOTE_ADDR="198.51.100.11")
+    good = make_reset_token(owner)
+    assert [client.get(f"/reset/{good}/").status_code for _ in range(5)] == [200] * 5

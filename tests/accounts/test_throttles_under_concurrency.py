@@ -9,14 +9,16 @@ so at most the limit are ever checked (apps.accounts, core.throttling.counting_f
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.contrib.auth.hashers import make_password
 from django.db import connection, connections
+from django.test import RequestFactory
 
-from apps.accounts import services, twofactor
-from core.errors import InvalidCredentials, RateLimited
+from apps.accounts import password_reset, services, twofactor
+from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 from tests.accounts.test_two_factor import code_at, enable_two_factor
 from tests.factories import PASSWORD, UserFactory
 
@@ -41,7 +43,7 @@ def all_at_once(guess) -> list[str]:
         try:
             guess(i)
             return "accepted"
-        except InvalidCredentials:
+        except (InvalidCredentials, ValidationFailed):
             return "wrong"
         except RateLimited:
             return "limited"
@@ -113,3 +115,25 @@ def test_setting_up_two_factor_does_not_use_the_clients_login_budget(settings):
         "/v1/auth/login", {"email": user.email, "password": PASSWORD}, format="json"
     )
     assert login.status_code == 200
+
+
+def test_simultaneous_bad_reset_tokens_are_checked_at_most_the_limit(settings, monkeypatch):
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "failed_auth_ip": (LIMIT, 300)}
+    user = UserFactory(email="burst-reset@example.com")
+    lookup = password_reset.user_for_reset_token
+
+    def slow_lookup(token):  # a loaded database: each check takes long enough for the others
+        time.sleep(0.2)
+        return lookup(token)
+
+    monkeypatch.setattr(password_reset, "user_for_reset_token", slow_lookup)
+    request = RequestFactory().post("/v1/auth/password-reset/confirm", REMOTE_ADDR="203.0.113.5")
+
+    outcomes = all_at_once(
+        lambda i: password_reset.confirm_password_reset(
+            token=f"{user.pk}-guess{i}", password="a-new-passphrase-2026", request=request
+        )
+    )
+
+    assert outcomes.count("wrong") == LIMIT
+    assert outcomes.count("limited") == GUESSES - LIMIT

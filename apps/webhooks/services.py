@@ -95,9 +95,15 @@ def create_webhook(
 
 
 def delete_webhook(*, actor: Any, webhook: Webhook, request: HttpRequest | None = None) -> None:
-    """Remove the webhook and its delivery log; queued attempts find nothing and stop."""
+    """Remove the webhook and its delivery log; queued attempts find nothing and stop.
+
+    The row is locked before its deliveries are collected: a key change that has just
+    read the webhook (`record_key_events`) commits its delivery first, and is deleted
+    with the rest, rather than left pointing at a deleted webhook.
+    """
     with transaction.atomic():
-        if Webhook.objects.filter(pk=webhook.pk).delete()[0]:
+        if Webhook.objects.select_for_update().filter(pk=webhook.pk).exists():
+            Webhook.objects.filter(pk=webhook.pk).delete()
             _audit(Action.WEBHOOK_DELETED, webhook, actor, request, {})
 
 
@@ -141,11 +147,16 @@ def record_key_events(events: Iterable[KeyEvent], now: datetime | None = None) -
             )
             for e in events
         )
+        # Locked (in one order), so a webhook deleted meanwhile waits for this transaction
+        # or is not read: a revocation never fails on a delivery to a deleted webhook.
         webhooks = list(
-            Webhook.objects.filter(
+            Webhook.objects.select_for_update(no_key=True)
+            .filter(
                 organization_id__in={row.organization_id for row in rows},
                 disabled_at__isnull=True,
-            ).only("id", "organization_id", "events")
+            )
+            .only("id", "organization_id", "events")
+            .order_by("id")
         )
         deliveries = Delivery.objects.bulk_create(
             Delivery(event=row, webhook=webhook, next_attempt_at=now, created_at=now)

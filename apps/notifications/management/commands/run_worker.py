@@ -3,8 +3,10 @@
 The one long-running process besides the web server; run as many as you like.
 Tasks live in the database (django-tasks' ORM backend): a worker claims one
 with SELECT … FOR UPDATE SKIP LOCKED on PostgreSQL (an exclusive transaction on
-SQLite), so two workers never run the same task. Between batches it queues the
-periodic checks that are due (apps.notifications.tasks.enqueue_due).
+SQLite), so two workers never run the same task. Between two tasks (at most once
+a second) it queues the periodic checks that are due
+(apps.notifications.tasks.enqueue_due): the urgent ones, due while a delivery
+waited on a slow endpoint, run next, not after a round of slow deliveries.
 
 SIGTERM or SIGINT: the task being run is finished, then the worker exits; a
 second signal stops it at once.
@@ -28,8 +30,8 @@ from apps.notifications.tasks import CHECKS_EVERY, URGENT_EVERY, enqueue_due
 
 logger = logging.getLogger("sigsentry.worker")
 
-#: Tasks run between two looks at the schedules.
-TASKS_PER_ROUND = 20
+#: The shortest time between two looks at the schedules (each is a few queries).
+SCHEDULES_EVERY_SECONDS = 1.0
 OUTAGE_PAUSE_SECONDS = 5.0
 
 
@@ -68,6 +70,7 @@ class Command(BaseCommand):
             "urgent_every": timedelta(seconds=urgent_every),
         }
         logger.warning("worker %s started", worker_id)
+        looked_at = float("-inf")
         while True:
             worker = Worker(
                 queue_names=["default"],
@@ -75,13 +78,15 @@ class Command(BaseCommand):
                 batch=True,
                 backend_name="default",
                 startup_delay=False,
-                max_tasks=TASKS_PER_ROUND,
+                max_tasks=1,
                 worker_id=worker_id,
                 excluded_queue_names=[],
             )
             worker.configure_signals()
             try:
-                enqueue_due(**every)
+                if time.monotonic() - looked_at >= SCHEDULES_EVERY_SECONDS:
+                    enqueue_due(**every)
+                    looked_at = time.monotonic()
                 worker.run()
                 more = worker.running and DBTaskResult.objects.ready().exists()
             except DatabaseError:

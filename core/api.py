@@ -123,7 +123,7 @@ class ProjectScopedView(ApiView):
     In SPEC §4.10's order: the project is resolved in `check_permissions` (which
     DRF runs right after authentication), the key's own rate limit is DRF's
     throttle step, and the method's permission is checked last.
-    HEAD runs the GET handler (Django), so it needs GET's permission.
+    HEAD runs the GET handler (Django), so it needs GET's permission; so does OPTIONS.
     """
 
     permission_by_method: dict[str, str] = {}
@@ -138,13 +138,20 @@ class ProjectScopedView(ApiView):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        method = "GET" if request.method == "HEAD" else request.method
-        required = self.permission_by_method.get(method)
+        required = self._permission_for(request.method)
         if required is not None:
             access_policy().require_permission(self.principal, self.project, required)
-        elif method != "OPTIONS" and hasattr(self, method.lower()):
+        elif hasattr(self, request.method.lower()):
             # Fail closed: a handler whose permission was never declared serves nobody.
             raise PermissionDenied()
+
+    def _permission_for(self, method: str) -> str | None:
+        """HEAD runs GET; OPTIONS (a view's description, not a CORS preflight, which the
+        middleware answers) needs GET's permission, or a write-only view's first one."""
+        declared = self.permission_by_method
+        if method == "OPTIONS":
+            return declared.get("GET") or next(iter(declared.values()), None)
+        return declared.get("GET" if method == "HEAD" else method)
 
 
 class ManagementView(ApiView):

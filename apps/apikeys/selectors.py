@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
@@ -114,11 +114,13 @@ def collection_filter(kind: KeyKind, *, organization_id: Any, project_id: Any = 
 def keys_in_collection(
     kind: KeyKind, *, organization_id: Any, project_id: Any = None
 ) -> QuerySet[ApiKey]:
-    """Newest first, revoked keys included; creator loaded in the same query."""
+    """Newest first, revoked keys included; creator loaded in the same query, and whether
+    each was rolled (`has_successor`: a key has at most one)."""
     return (
         ApiKey.objects.filter(
             **collection_filter(kind, organization_id=organization_id, project_id=project_id)
         )
+        .annotate(has_successor=Exists(ApiKey.objects.filter(replaces_id=OuterRef("pk"))))
         .select_related("created_by", "last_used_project")
         .order_by("-created_at", "-id")
     )

@@ -289,8 +289,9 @@ def roll_key(
     organization's lifetime policy, as at mint. An SDK key's `allowed_origins` may be
     set at roll (SPEC §4.7), validated as at mint; by default the old key's. So may
     `permissions`: a key's own never change (SPEC §4.10), its successor's may, validated
-    exactly as at mint (an SDK key's: only the locked set). A refused roll changes
-    nothing, the old key's expiry included.
+    exactly as at mint (an SDK key's: only the locked set). A key has one successor: a
+    second roll (a retry, a second tab) is a VALIDATION_ERROR on `keyId`. A refused roll
+    changes nothing, the old key's expiry included.
     """
     if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int):
         raise ValidationFailed({"graceSeconds": ["A whole number of seconds is required."]})
@@ -306,6 +307,12 @@ def roll_key(
         locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
         if locked.status_at(now) != KeyStatus.ACTIVE:
             raise ValidationFailed({"keyId": ["Only an active key can be rolled."]})
+        if ApiKey.objects.filter(replaces_id=locked.pk).exists():
+            # A second successor would inherit the grace's end as its expiry and die with
+            # the old key (a retried or double-submitted roll): one successor per key.
+            raise ValidationFailed(
+                {"keyId": ["This key already has a successor: roll or revoke that one instead."]}
+            )
         if permissions is INHERIT:  # an SDK key's: the locked set, whatever the row holds
             permissions = list(locked.permissions) if kind is not KeyKind.PUBLIC else None
         minted = mint_key(

@@ -105,3 +105,26 @@ def test_head_needs_the_permission_of_get(api_client, credential, world, path, r
     assert refused.data["error"]["code"] == "PERMISSION_DENIED"
     assert refused.data["error"]["details"] == {"required": required}
     assert allowed.status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: e.name)
+@pytest.mark.parametrize("kind", ["secret", "org"])
+def test_options_describes_an_endpoint_only_to_a_key_that_may_call_it(
+    api_client, credential, world, kind, endpoint
+):
+    """OPTIONS (DRF's description of a view; CORS preflights never reach a view) needs the
+    view's GET permission, or a write-only view's: not a way past the permission step."""
+    path = endpoint.path.format(**world)
+    methods = [e for e in ENDPOINTS if e.path == endpoint.path]
+    needed = next((e.permission for e in methods if e.method == "GET"), methods[0].permission)
+    others = [p for p in ALL_PERMISSIONS if p != needed]
+    for permissions, allowed in (([needed], True), (others, False)):
+        cred = credential(kind, permissions=permissions)
+        response = send(
+            api_client, "OPTIONS", path, credential=cred.token, project_id=cred.project_header
+        )
+        if allowed:
+            assert response.status_code == 200, response.content
+        else:
+            error = assert_error(response, 403, "PERMISSION_DENIED")
+            assert error["details"] == {"required": needed}

@@ -200,6 +200,27 @@ def test_only_an_active_key_can_be_rolled(owner, project, state):
     assert ApiKey.objects.count() == 1
 
 
+@pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
+def test_a_key_in_its_grace_is_not_rolled_again(owner, project, kind):
+    """A retried or double-submitted roll: a second successor would inherit the grace's end
+    as its expiry and die with the old key."""
+    old, old_plaintext = make_key(kind, project=project)
+    client = user_client(owner)
+    first = roll(client, kind, project, old, 3600)
+    assert first.status_code == 201 and first.json()["expiresAt"] is None
+    old.refresh_from_db()
+    grace_ends = old.expires_at
+
+    again = roll(client, kind, project, old, 3600)
+
+    assert again.status_code == 400 and error_code(again) == "VALIDATION_ERROR"
+    assert "successor" in error_fields(again)["keyId"][0]
+    assert ApiKey.objects.count() == 2
+    old.refresh_from_db()
+    assert old.expires_at == grace_ends
+    assert works(old_plaintext, project) and works(first.json()["key"], project)
+
+
 # Leaked-key reports
 
 

@@ -400,6 +400,13 @@ def test_roll_shows_the_successor_once_and_expires_the_old_key(owner, project):
     page = html(client.get(url))
     assert "Expiring" in page
     assert f"replaces <code>{old.prefix}…</code>" in page
+    # rolled once: its row offers no second roll, and a second form post is refused
+    assert f'action="{url}{old.id}/roll/"' not in page and ">Rolled</span>" in page
+    again = client.post(
+        f"{url}{old.id}/roll/", {"grace_seconds": "3600", "nonce": nonce_of(client, url)}
+    )
+    assert "already has a successor" in html(again)
+    assert ApiKey.objects.filter(replaces=old).count() == 1
 
 
 def test_roll_now_expires_the_old_key_at_once(owner, project):

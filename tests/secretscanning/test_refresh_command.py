@@ -15,13 +15,16 @@ from tests.secretscanning.keys import SigningKey, keys_document
 
 @pytest.fixture
 def github_api():
-    state = {"body": b"", "status": 200, "paths": []}
+    state = {"body": b"", "status": 200, "paths": [], "authorization": [], "location": None}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             state["paths"].append(self.path)
+            state["authorization"].append(self.headers.get("Authorization"))
             self.send_response(state["status"])
             self.send_header("Content-Type", "application/json")
+            if state["location"]:
+                self.send_header("Location", state["location"])
             self.end_headers()
             self.wfile.write(state["body"])
 
@@ -85,3 +88,27 @@ def test_a_p384_key_is_refused(github_api, tmp_path):
         call_command(
             "refresh_github_keys", "--url", github_api["url"], "--output", str(tmp_path / "k")
         )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://192.0.2.10/meta/public_keys/secret_scanning", "ftp://127.0.0.1/keys", "https:///x"],
+)
+def test_the_keys_come_over_https_only(url, tmp_path):
+    with pytest.raises(CommandError, match="https"):
+        call_command("refresh_github_keys", "--url", url, "--output", str(tmp_path / "k"))
+    assert not (tmp_path / "k").exists()
+
+
+def test_a_redirect_is_not_followed_and_the_token_not_sent_on(github_api, tmp_path, monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_token_for_github_only")
+    elsewhere = github_api["url"].replace("/meta/", "/elsewhere/")
+    github_api["status"], github_api["location"] = 302, elsewhere
+    target = tmp_path / "k"
+
+    with pytest.raises(CommandError, match="Could not fetch"):
+        call_command("refresh_github_keys", "--url", github_api["url"], "--output", str(target))
+
+    assert github_api["paths"] == ["/meta/public_keys/secret_scanning"]  # not followed
+    assert github_api["authorization"] == ["Bearer ghp_token_for_github_only"]
+    assert not target.exists()

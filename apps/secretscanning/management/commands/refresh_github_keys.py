@@ -4,6 +4,10 @@ Writes GitHub's JSON document to `GITHUB_SECRET_SCANNING_KEYS` (or `--output`)
 after checking that every key is an ECDSA P-256 public key; the file is
 replaced atomically, and a bad answer leaves the old file in place. Run it from
 cron (daily is plenty: GitHub announces rotations in advance).
+
+These keys are what every leak report is verified with, so they come over HTTPS
+only (plain HTTP just from this machine, a local mirror), redirects are not
+followed, and `GITHUB_TOKEN` is sent to the URL's own host and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import tempfile
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -20,6 +25,13 @@ from apps.secretscanning.github import parse_keys_document
 
 GITHUB_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
 MAX_DOCUMENT_BYTES = 1024 * 1024
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: the keys come from the URL asked for, or not at all."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
 
 
 class Command(BaseCommand):
@@ -36,17 +48,22 @@ class Command(BaseCommand):
         output = output or settings.GITHUB_SECRET_SCANNING_KEYS
         if not output:
             raise CommandError("Set GITHUB_SECRET_SCANNING_KEYS or pass --output.")
-        if not url.startswith(("https://", "http://")):
-            raise CommandError("--url must be an http(s) URL.")
+        parts = urlsplit(url)
+        loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+        if not parts.hostname or not (
+            parts.scheme == "https" or (parts.scheme == "http" and loopback)
+        ):
+            raise CommandError("--url must be an https URL (http only for this machine).")
         request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
             url,
             headers={"Accept": "application/json", "User-Agent": "SigSentry-refresh-github-keys"},
         )
         token = os.environ.get("GITHUB_TOKEN")
         if token:
-            request.add_header("Authorization", f"Bearer {token}")
+            request.add_unredirected_header("Authorization", f"Bearer {token}")
+        opener = urllib.request.build_opener(_NoRedirects)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            with opener.open(request, timeout=timeout) as response:
                 raw = response.read(MAX_DOCUMENT_BYTES + 1)
         except OSError as exc:
             raise CommandError(f"Could not fetch the keys: {exc}") from exc

@@ -111,6 +111,14 @@ def parse_url(url: object) -> tuple[str, str, int, str]:
     return scheme, host, port or (443 if scheme == "https" else 80), path
 
 
+#: One answer for a name that does not resolve and one that resolves inside: different
+#: answers would let an organization owner map the server's internal DNS names.
+NOT_PUBLIC = (
+    "The host name must resolve, and only to public addresses (not loopback, private, "
+    "link-local or multicast)."
+)
+
+
 def resolve(url: object) -> Target:
     """Parse, resolve and check every address; UnsafeUrl if any is not allowed.
 
@@ -120,15 +128,12 @@ def resolve(url: object) -> Target:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise UnsafeUrl("The host name does not resolve.") from exc
+        raise UnsafeUrl(NOT_PUBLIC) from exc
     addresses = tuple(dict.fromkeys(info[4][0] for info in infos))
     if not addresses:
-        raise UnsafeUrl("The host name does not resolve.")
+        raise UnsafeUrl(NOT_PUBLIC)
     if not allow_private():
         for address in addresses:
             if not is_public_address(address):
-                raise UnsafeUrl(
-                    "The URL must point to a public address (not loopback, private, "
-                    "link-local or multicast)."
-                )
+                raise UnsafeUrl(NOT_PUBLIC)
     return Target(scheme=scheme, host=host, port=port, path=path, addresses=addresses)

@@ -63,8 +63,19 @@ def test_public_addresses_are_allowed(address):
     ],
 )
 def test_urls_resolving_to_private_addresses_are_refused(url):
-    with pytest.raises(UnsafeUrl, match="public address"):
+    with pytest.raises(UnsafeUrl, match="public addresses"):
         resolve(url)
+
+
+@override_settings(WEBHOOKS_ALLOW_PRIVATE=False)
+def test_an_internal_name_and_a_name_that_does_not_exist_get_one_answer():
+    """Otherwise an organization owner could map the server's internal DNS names."""
+    answers = []
+    for url in ("https://localhost/hook", "https://no-such-host.invalid/hook"):
+        with pytest.raises(UnsafeUrl) as refused:
+            resolve(url)
+        answers.append(str(refused.value))
+    assert answers[0] == answers[1]
 
 
 @override_settings(WEBHOOKS_ALLOW_PRIVATE=False)

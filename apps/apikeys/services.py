@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -78,7 +78,30 @@ def validate_permissions(kind: KeyKind, permissions: Any) -> list[str]:
     return normalize_permissions(permissions)
 
 
-def validate_expires_at(expires_at: datetime | None, now: datetime) -> datetime | None:
+def parse_expires_at(value: Any) -> datetime | None:
+    """`expiresAt` as a JSON body sends it: an ISO 8601 time with a time zone, or null."""
+    if value is None:
+        return None
+    message = "An ISO 8601 time with a time zone (for example 2030-01-31T12:00:00Z), or null."
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValidationFailed({"expiresAt": [message]})
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise ValidationFailed({"expiresAt": [message]}) from exc
+    if moment.tzinfo is None:
+        raise ValidationFailed({"expiresAt": ["Give a time zone (for example ...Z)."]})
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:59:59-14:00 is past the last representable time
+        raise ValidationFailed({"expiresAt": [message]}) from exc
+
+
+def validate_expires_at(expires_at: Any, now: datetime) -> datetime | None:
+    """A future, zone-aware time: a datetime (the dashboard's forms), or the API's ISO 8601
+    text, parsed here so that a bad one is reported with the other fields' errors."""
+    if not isinstance(expires_at, datetime):
+        expires_at = parse_expires_at(expires_at)
     if expires_at is None:
         return None
     if timezone.is_naive(expires_at):

@@ -221,6 +221,22 @@ def test_mint_with_a_bad_expiry_is_a_validation_error(owner, project, expires_at
     assert not ApiKey.objects.exists()
 
 
+def test_mint_reports_every_bad_field_at_once_the_expiry_included(owner, project):
+    response = mint(
+        user_client(owner),
+        KeyKind.SECRET,
+        project,
+        name="",
+        permissions=[],
+        expiresAt="next tuesday",
+        allowedIps=["not-an-address"],
+    )
+
+    assert response.status_code == 400
+    assert set(error_fields(response)) == {"name", "permissions", "expiresAt", "allowedIps"}
+    assert not ApiKey.objects.exists()
+
+
 def test_sdk_key_is_minted_with_normalised_allowed_origins(owner, project):
     response = mint(
         user_client(owner),

@@ -15,6 +15,7 @@ key app's middleware.
 from __future__ import annotations
 
 import functools
+import re
 from datetime import UTC
 from types import ModuleType
 from typing import Any
@@ -53,9 +54,10 @@ class JsonParser(JSONParser):
 
     The decoder raises RecursionError (not a ValueError) there, which DRF would let
     through as a 500. Body size is bounded by DATA_UPLOAD_MAX_MEMORY_SIZE, since DRF
-    reads JSON through `request.body`. A NUL character in any string is a
-    VALIDATION_ERROR naming the top-level field: PostgreSQL text cannot store it, and
-    it must not surface as a database error.
+    reads JSON through `request.body`. A NUL character or a lone surrogate (`"\\ud800"`,
+    which JSON allows and UTF-8 cannot encode) in any string is a VALIDATION_ERROR
+    naming the top-level field: no database can store either, and neither may surface
+    as a 500.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
@@ -63,31 +65,37 @@ class JsonParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:
             raise ParseError("The JSON is nested too deeply.") from exc
-        field = _nul_field(data)
+        field = _unstorable_field(data)
         if field is not None:
-            raise ValidationFailed({field: ["Null characters are not allowed."]})
+            raise ValidationFailed(
+                {field: ["Null characters and unpaired surrogates are not allowed."]}
+            )
         return data
 
 
-def _nul_field(data: Any) -> str | None:
-    """The top-level field whose value holds a NUL character; `body` for anywhere else."""
+def _unstorable_field(data: Any) -> str | None:
+    """The top-level field whose value holds a NUL or a lone surrogate; `body` for anywhere
+    else."""
     if isinstance(data, dict):
         for key, value in data.items():
-            if _has_nul(key):
+            if _unstorable(key):
                 return "body"
-            if _has_nul(value):
+            if _unstorable(value):
                 return key
         return None
-    return "body" if _has_nul(data) else None
+    return "body" if _unstorable(data) else None
 
 
-def _has_nul(value: Any) -> bool:
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: Any) -> bool:
     if isinstance(value, str):
-        return "\x00" in value
+        return _UNSTORABLE.search(value) is not None
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
+        return any(_unstorable(item) for item in value)
     return False
 
 

@@ -328,29 +328,32 @@ def test_every_api_endpoint_is_fuzzed():
 # Values the database cannot store -------------------------------------------------------
 
 
-def _nul_cases(world) -> list[tuple[str, dict]]:
+def _unstorable_cases(world, bad: str) -> list[tuple[str, dict]]:
     org, project = world["ids"]["organization"], world["ids"]["project"]
     return [
         (
             "/v1/auth/signup",
-            {"email": "n@example.com", "password": "a-long-pw-123", "organizationName": "a\x00b"},
+            {"email": "n@example.com", "password": "a-long-pw-123", "organizationName": f"a{bad}b"},
         ),
-        ("/v1/auth/login", {"email": "a\x00@example.com", "password": "a-long-pw-123"}),
-        (f"/v1/projects/{project}/api-keys", {"name": "a\x00", "permissions": ["analysis:read"]}),
-        ("/v1/organizations", {"name": "a\x00"}),
-        (f"/v1/organizations/{org}/projects", {"name": "a\x00"}),
-        (f"/v1/organizations/{org}/members", {"email": "a\x00@example.com", "role": "member"}),
-        ("/v1/analyses", {"title": "t", "input": "i", "extra\x00": 1}),
+        ("/v1/auth/login", {"email": f"a{bad}@example.com", "password": "a-long-pw-123"}),
+        (f"/v1/projects/{project}/api-keys", {"name": f"a{bad}", "permissions": ["analysis:read"]}),
+        ("/v1/organizations", {"name": f"a{bad}"}),
+        (f"/v1/organizations/{org}/projects", {"name": f"a{bad}"}),
+        (f"/v1/organizations/{org}/members", {"email": f"a{bad}@example.com", "role": "member"}),
+        ("/v1/analyses", {"title": "t", "input": "i", f"extra{bad}": 1}),
     ]
 
 
-def test_nul_characters_in_json_are_a_validation_error_not_an_outage(world, api_client):
+@pytest.mark.parametrize("bad", ["\x00", "\ud800", "\udfff"], ids=["nul", "surrogate", "low"])
+def test_unstorable_characters_in_json_are_a_validation_error_not_an_outage(world, api_client, bad):
+    """NUL, or a lone surrogate (`"\\ud800"` is valid JSON; UTF-8 cannot encode it)."""
     auth = {
         "HTTP_AUTHORIZATION": f"Bearer {world['credentials']['access']}",
         "HTTP_X_PROJECT_ID": world["ids"]["project"],
     }
-    for path, body in _nul_cases(world):
-        response = api_client.post(path, body, format="json", **auth)
+    for path, body in _unstorable_cases(world, bad):
+        raw = json.dumps(body)  # ASCII: the character travels as its JSON escape
+        response = api_client.post(path, raw, content_type="application/json", **auth)
         assert response.status_code == 400, (path, response.content[:200])
         assert response.json()["error"]["code"] == "VALIDATION_ERROR"
 

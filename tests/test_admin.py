@@ -544,6 +544,67 @@ def test_deleting_the_only_owner_user_is_refused(ops, owner):
     assert Membership.objects.filter(user=owner).exists()
 
 
+def test_deleting_a_user_audits_each_membership_removed(ops, superuser, owner, member):
+    organization = Organization.objects.get(memberships__user=owner)
+    AuditEvent.objects.filter(organization_id=organization.pk).delete()
+
+    response = ops.post(delete_url(member), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Membership.objects.filter(user_id=member.pk).exists()
+    assert actions_on(organization) == [(Action.MEMBER_REMOVED, {"role": "member"})]
+    event = AuditEvent.objects.get(organization_id=organization.pk)
+    assert event.actor_user_id == superuser.pk
+
+
+def _inline_forms(*prefixes: str, total: int = 0) -> dict:
+    return {
+        f"{prefix}-{field}": value
+        for prefix in prefixes
+        for field, value in (
+            ("TOTAL_FORMS", str(total)),
+            ("INITIAL_FORMS", "0"),
+            ("MIN_NUM_FORMS", "0"),
+            ("MAX_NUM_FORMS", "1000"),
+        )
+    }
+
+
+def test_a_project_added_in_the_admin_is_audited_like_the_apis(ops, superuser, owner):
+    organization = Organization.objects.get(memberships__user=owner)
+    AuditEvent.objects.filter(organization_id=organization.pk).delete()
+
+    added = ops.post(
+        reverse("admin:projects_project_add"),
+        {
+            "name": "From the admin",
+            "organization": str(organization.pk),
+            **_inline_forms("log_sources", "channels"),
+        },
+    )
+    inline = ops.post(
+        change_url(organization),
+        {
+            **membership_inline_data(organization, {}),
+            **_inline_forms("projects", total=1),
+            "projects-0-name": "From the inline",
+            "projects-0-organization": str(organization.pk),
+        },
+    )
+
+    assert (added.status_code, inline.status_code) == (302, 302)
+    events = AuditEvent.objects.filter(
+        organization_id=organization.pk, action=Action.PROJECT_CREATED
+    )
+    assert sorted(events.values_list("target_label", flat=True)) == [
+        "From the admin",
+        "From the inline",
+    ]
+    assert {e.actor_user_id for e in events} == {superuser.pk}
+    created = organization.projects.filter(name__startswith="From the")
+    assert {e.project_id for e in events} == set(created.values_list("id", flat=True))
+
+
 def test_a_project_never_moves_to_another_organization(ops, project, outsider):
     elsewhere = Organization.objects.get(memberships__user=outsider)
 

@@ -19,6 +19,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from apps.accounts import twofactor
@@ -26,7 +27,7 @@ from apps.accounts.admin_site import ThrottledAdminLoginForm
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import AuthSession, User
 from apps.accounts.services import deactivate_user, end_session, end_user_sessions
-from apps.orgs.admin import protect_last_owners
+from apps.orgs.admin import delete_membership, protect_last_owners
 from apps.orgs.models import Membership
 from core.admin import ReadOnlyAdminMixin
 from core.errors import InvalidCredentials, RateLimited
@@ -178,6 +179,18 @@ class UserAdmin(DjangoUserAdmin):
         self.message_user(
             request, f"Two-factor turned off for {len(users)} user(s).", messages.SUCCESS
         )
+
+    def delete_model(self, request, obj: User) -> None:
+        self.delete_queryset(request, User.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset) -> None:
+        """Each membership leaves its organization's audit log a `member.removed` first."""
+        with transaction.atomic():
+            for membership in Membership.objects.filter(user__in=queryset).select_related(
+                "user"
+            ):
+                delete_membership(request, membership)
+            queryset.delete()
 
     def get_deleted_objects(self, objs, request):
         users = list(objs)

@@ -4,8 +4,9 @@ The product rule "an organization always keeps an owner" holds here too: the
 member forms and every delete that would remove an organization's last owner
 are refused. Every membership an operator adds, changes or removes here is in the
 organization's audit log as the API's are (`member.added`, `member.role_changed`,
-`member.removed`, the operator as actor), in the same transaction; a membership
-never moves to another user.
+`member.removed`, the operator as actor), in the same transaction (also when a
+user is deleted, `apps.accounts.admin`), and so is every project added
+(`project.created`); a membership never moves to another user.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization
 from apps.orgs.services import record_membership_event
 from apps.projects.models import Project
+from apps.projects.services import record_project_created
 from core.permissions import Role
 
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner."
@@ -125,6 +127,11 @@ class OrganizationAdmin(admin.ModelAdmin):
     ordering = ("name",)
 
     def save_formset(self, request, form, formset, change):
+        if formset.model is Project:
+            super().save_formset(request, form, formset, change)
+            for project in formset.new_objects:
+                record_project_created(project, actor=request.user, request=request)
+            return None
         if formset.model is not Membership:
             return super().save_formset(request, form, formset, change)
         formset.save(commit=False)  # sets each new membership's organization

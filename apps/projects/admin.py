@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from apps.projects.models import Channel, LogSource, Project
+from apps.projects.services import record_project_created
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -51,3 +52,8 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         return ("id", "name", "organization", "created_at") if obj else ("name", "organization")
+
+    def save_model(self, request, obj: Project, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)  # the admin's view is one transaction
+        if not change:
+            record_project_created(obj, actor=request.user, request=request)

@@ -191,14 +191,20 @@ def create_project(
     name = clean_name(name)
     with transaction.atomic():
         project = Project.objects.create(organization=organization, name=name)
-        record_event(
-            action=Action.PROJECT_CREATED,
-            organization_id=organization.id,
-            project_id=project.id,
-            actor_user=actor,
-            target_type="project",
-            target_id=project.id,
-            target_label=name,
-            request=request,
-        )
+        record_project_created(project, actor=actor, request=request)
     return project
+
+
+def record_project_created(project: Project, *, actor: Any, request: HttpRequest | None) -> None:
+    """The `project.created` audit event, in the caller's transaction (the API, the
+    dashboard and the operators' admin)."""
+    record_event(
+        action=Action.PROJECT_CREATED,
+        organization_id=project.organization_id,
+        project_id=project.id,
+        actor_user=actor,
+        target_type="project",
+        target_id=project.id,
+        target_label=project.name,
+        request=request,
+    )

@@ -152,14 +152,19 @@ def disable_webhook(*, webhook: Webhook, now: datetime) -> None:
 def requeue_overdue(now: datetime | None = None) -> int:
     """Queue again the pending deliveries whose task was lost; a duplicate attempt is a no-op."""
     now = now or timezone.now()
-    overdue = list(
-        Delivery.objects.filter(
-            Q(locked_until__isnull=True) | Q(locked_until__lt=now),
-            status=DeliveryStatus.PENDING,
-            next_attempt_at__lt=now - OVERDUE,
-        ).values_list("pk", flat=True)[:1000]
-    )
     with transaction.atomic():
+        # Locked and read in one step: a worker that meanwhile recorded a failed attempt
+        # (and its backoff) holds the row or moved it out of the conditions, so its delay
+        # stands. Locked rows are skipped: a worker has them now.
+        overdue = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(
+                Q(locked_until__isnull=True) | Q(locked_until__lt=now),
+                status=DeliveryStatus.PENDING,
+                next_attempt_at__lt=now - OVERDUE,
+            )
+            .values_list("pk", flat=True)[:1000]
+        )
         # Due now, so the next sweep does not queue them again while this task waits.
         Delivery.objects.filter(pk__in=overdue).update(next_attempt_at=now)
         for delivery_id in overdue:

@@ -186,9 +186,7 @@ class UserAdmin(DjangoUserAdmin):
     def delete_queryset(self, request, queryset) -> None:
         """Each membership leaves its organization's audit log a `member.removed` first."""
         with transaction.atomic():
-            for membership in Membership.objects.filter(user__in=queryset).select_related(
-                "user"
-            ):
+            for membership in Membership.objects.filter(user__in=queryset).select_related("user"):
                 delete_membership(request, membership)
             queryset.delete()
 

@@ -41,6 +41,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.signals import request_finished, request_started
+from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django_tasks import TaskResult, TaskResultStatus, task
@@ -191,6 +192,33 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
         queued = _queue_retry(kind, ids, attempt=attempts + 1, since=first_failed)
         return "retry queued" if queued is not None else "given up"
     return "sent"
+
+
+#: A try takes at most a few EMAIL_TIMEOUTs: a retry claimed this long ago and not finished
+#: lost its worker (killed mid-try, or its database gone before it could record the end).
+STALLED_AFTER = timedelta(minutes=10)
+
+
+def requeue_stalled_retries(now: datetime | None = None) -> int:
+    """Make the retries whose worker is gone ready again (the scheduled checks run this);
+    django-tasks leaves such a row RUNNING for good. The number made ready."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        stalled = list(
+            DBTaskResult.objects.select_for_update(skip_locked=True)
+            .filter(
+                task_path=resend_email.module_path,
+                status=TaskResultStatus.RUNNING,
+                started_at__lt=now - STALLED_AFTER,
+            )
+            .values_list("pk", flat=True)
+        )
+        DBTaskResult.objects.filter(pk__in=stalled).update(
+            status=TaskResultStatus.READY, run_after=now, started_at=None
+        )
+    for _ in stalled:
+        logger.warning("email retry requeued: its worker stopped mid-try")
+    return len(stalled)
 
 
 def retry_queue_state() -> metrics.QueueState:

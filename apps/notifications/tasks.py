@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_tasks import task
 
+from apps.accounts.mail import requeue_stalled_retries
 from apps.apikeys.usage import flush_usage, prune_usage
 from apps.notifications import checks
 from apps.notifications.models import Schedule
@@ -48,6 +49,7 @@ def scheduled_checks() -> str:
     requeued = requeue_overdue()
     if requeued:
         logger.warning("requeued %d overdue webhook deliveries", requeued)
+    requeue_stalled_retries()  # account emails whose worker died mid-try
     return str(report)
 
 

@@ -239,3 +239,25 @@ def test_an_acceptance_racing_a_retried_invitation_finds_the_old_link_dead(
 
     new_token = invitation_token_from(mailbox.messages(invitee.email)[1])
     assert accept(invitee, new_token).status_code == 200
+
+
+def test_a_retry_whose_worker_died_mid_try_is_made_ready_again(api_client, mailbox, owner):
+    mailbox.refusing = 1
+    assert ask_reset(api_client, owner.email).status_code == 202
+    [row] = queued_retries()
+    now = timezone.now()
+    # claimed by a worker that was then killed (or lost its database) before finishing
+    DBTaskResult.objects.filter(pk=row.pk).update(
+        status="RUNNING", started_at=now - mail.STALLED_AFTER - timedelta(seconds=1)
+    )
+    recent = mail.resend_email.enqueue("password_changed", {"user_id": str(owner.pk)}, 1, "x")
+    DBTaskResult.objects.filter(pk=recent.id).update(status="RUNNING", started_at=now)
+
+    assert mail.requeue_stalled_retries(now) == 1
+
+    [ready] = queued_retries()
+    assert ready.pk == row.pk and ready.run_after <= now
+    assert DBTaskResult.objects.get(pk=recent.id).status == "RUNNING"  # maybe still trying
+    assert run_retry(ready) == "sent"
+    token = token_from(mailbox.messages(owner.email)[0])
+    assert confirm(api_client, token).status_code == 204

@@ -30,9 +30,11 @@ def client_ip(request: HttpRequest) -> str | None:
 
 @functools.lru_cache(maxsize=1024)
 def _ip(value: str | None) -> str | None:
-    """The normalized address, or None. Cached: runs on every request, for few distinct values."""
+    """The normalized address, or None. Cached: runs on every request, for few distinct values.
+    An IPv6 zone (`fe80::1%eth0`, a link-local peer) names the server's interface, not the
+    client: dropped, so one client is one address everywhere (PostgreSQL's inet drops it)."""
     try:
-        return str(ipaddress.ip_address(value.strip())) if value else None
+        return str(ipaddress.ip_address(value.strip().split("%", 1)[0])) if value else None
     except ValueError:
         return None
 

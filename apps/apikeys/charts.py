@@ -167,13 +167,12 @@ def _counts(bucket: Bucket) -> str:
     return text
 
 
-def _summary(series: list[Bucket], span: str) -> str:
+def _summary(series: list[Bucket], span: str, granularity: str) -> str:
     requests = sum(b["requests"] for b in series)
     refused = sum(b["refused"] for b in series)
     if not requests:
         return f"No requests in the last {span}."
     busiest = max(series, key=lambda b: b["requests"])
-    granularity = "hour" if len(series) <= 49 else "day"
     text = f"{plural(requests, 'request')} in the last {span}"
     text += f", {refused:,} refused" if refused else ", none refused"
     return f"{text}. Busiest: {_period(busiest['start'], granularity)} ({busiest['requests']:,})."
@@ -254,7 +253,7 @@ def sparkline(series: list[Bucket], now: datetime | None = None) -> Chart:
         y_ticks=(),
         x_ticks=(),
         title=f"Requests per day, last {span}",
-        summary=_summary(series, span),
+        summary=_summary(series, span, "day"),
         requests=sum(b["requests"] for b in series),
         refused=sum(b["refused"] for b in series),
     )
@@ -311,7 +310,7 @@ def bar_chart(
         y_ticks=y_ticks,
         x_ticks=tuple(x_ticks),
         title=f"Requests per {what}, last {span} (UTC)",
-        summary=_summary(series, span),
+        summary=_summary(series, span, granularity),
         requests=sum(b["requests"] for b in series),
         refused=sum(b["refused"] for b in series),
     )

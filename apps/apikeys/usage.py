@@ -39,6 +39,7 @@ from apps.apikeys.gate import (
     send_pending_counts,
 )
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
+from core import failopen
 
 logger = logging.getLogger("sigsentry.usage")
 
@@ -110,7 +111,12 @@ def flush_usage() -> int:
             gone = {k: dict(store.gone.get(k, {})) for k in ips}
         entries = [(store.epoch, *d, buckets[d]) for d in dirty if d[1] != "ip"]
         ip_entries = [(key_id, seen | gone[key_id]) for key_id, seen in ips.items()]
-        _store(entries, ip_entries)
+        try:
+            _store(entries, ip_entries)
+        except BaseException:
+            with store.lock:  # not stored: copied by the next copy, never pruned before
+                store.dirty.update(dirty)
+            raise
         with store.lock:  # pushed-out IPs now stored: forgotten unless counted since
             for key_id, stored in gone.items():
                 waiting = store.gone.get(key_id, {})
@@ -306,6 +312,13 @@ def _open(start: datetime, granularity: str, now: datetime) -> bool:
     return bucket_end(start, granularity) + timedelta(seconds=BUCKET_GRACE_SECONDS + 60) > now
 
 
+def _copied_only() -> None:
+    """Redis did not answer a usage read: the answer shows copied counts, and the request's
+    other reads do not wait for it again (250 ms once, not per read)."""
+    logger.warning("usage store unavailable: the usage answer shows copied counts only")
+    failopen.gave_up("key_usage")
+
+
 def _live_counts(key_ids: list[str], granularity: str, starts: list[datetime], now: datetime):
     """The current epoch and the counters not yet copied: {(key id, start): {"r", "f"}}."""
     client = redis_client()
@@ -320,6 +333,8 @@ def _live_counts(key_ids: list[str], granularity: str, starts: list[datetime], n
             }
         return store.epoch, live
     wanted = [(key_id, s) for key_id in key_ids for s in starts if _open(s, granularity, now)]
+    if failopen.given_up():
+        return None, {}  # Redis did not answer earlier in this request: not waited for again
     try:
         epoch = client.get("ss:u:epoch")
         if epoch is None:
@@ -330,7 +345,7 @@ def _live_counts(key_ids: list[str], granularity: str, starts: list[datetime], n
             pipe.hgetall(f"ss:u:{epoch}:{key_id}:{granularity}:{int(s.timestamp())}")
         hashes = pipe.execute()
     except redis.RedisError:
-        logger.warning("usage store unavailable: the usage answer shows copied counts only")
+        _copied_only()
         return None, {}
     live = {
         bucket: {k.decode(): int(v) for k, v in h.items()}
@@ -404,6 +419,8 @@ def _live_ips(key_id: str) -> dict[str, tuple[int, int, str]]:
         store = local_store()
         with store.lock:
             return {**store.gone.get(key_id, {}), **store.ips.get(key_id, {})}
+    if failopen.given_up():
+        return {}
     try:
         epoch = client.get("ss:u:epoch")
         if epoch is None:
@@ -415,7 +432,7 @@ def _live_ips(key_id: str) -> dict[str, tuple[int, int, str]]:
         pipe.zrange(base + ":gone", 0, -1, withscores=True)
         counts, seen, gone = pipe.execute()
     except redis.RedisError:
-        logger.warning("usage store unavailable: the usage answer shows copied counts only")
+        _copied_only()
         return {}
     return _ips_of(counts, [*seen, *gone], epoch.decode())
 

@@ -20,12 +20,14 @@ import pytest
 import redis
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import DatabaseError
 from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from apps.apikeys import keyformat
+from apps.apikeys import usage as usage_module
 from apps.apikeys.gate import RECENT_IPS_KEPT, bucket_start, redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
@@ -547,6 +549,39 @@ def test_a_refused_key_waits_for_a_hanging_redis_once_not_at_each_step(project, 
         assert len(silent.connections) - before == 2
     finally:
         silent.close()
+
+
+def test_a_usage_read_waits_for_a_hanging_redis_once_not_at_each_read(project, settings):
+    api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    silent = SilentRedis()
+    try:
+        settings.REDIS_URL = silent.url
+        usage = key_usage(api_key, "hour")
+        assert usage["total"] == {"requests": 0, "refused": 0}  # copied counts only
+        assert len(silent.connections) == 1, "the IP read skipped after the counts' wait"
+    finally:
+        silent.close()
+
+
+def test_without_redis_a_copy_that_failed_is_made_again(project, settings, monkeypatch):
+    settings.REDIS_URL = ""
+    api_key, plaintext = reader(project)
+    flush_usage()  # earlier tests' counters out of the way
+    for _ in range(3):
+        assert use(plaintext) == 200
+    store = usage_module._store
+
+    def database_down(*args, **kwargs):
+        raise DatabaseError("connection lost")
+
+    monkeypatch.setattr(usage_module, "_store", database_down)
+    with pytest.raises(DatabaseError):
+        flush_usage()
+    monkeypatch.setattr(usage_module, "_store", store)
+
+    assert flush_usage() >= 1  # the counters the failed copy held are copied now
+    stored = KeyUsage.objects.filter(key=api_key, granularity=Granularity.HOUR)
+    assert sum(stored.values_list("requests", flat=True)) == 3
 
 
 # Random sequences

@@ -343,3 +343,16 @@ def test_hourly_labels_name_midnight_by_its_date():
     assert all(re.fullmatch(r"\d\d:00|\d{1,2} [A-Z][a-z]{2}", label) for label in labels)
     assert chart.columns[-1].current and chart.columns[-1].label.endswith("(so far)")
     assert chart.summary == "No requests in the last 48 hours."
+
+
+def test_the_row_chart_names_its_busiest_day_as_a_day():
+    """The 30-day sparkline has 30 buckets, fewer than an hourly chart's 48: its
+    description must still read as days."""
+    now = timezone.now()
+    days = [bucket_start(now, "day") - timedelta(days=i) for i in range(29, -1, -1)]
+    series = [
+        {"start": d, "requests": 5 if i == 10 else 1, "refused": 0} for i, d in enumerate(days)
+    ]
+    summary = charts.sparkline(series, now).summary
+    assert summary.endswith(f"Busiest: {days[10]:%a %-d %b %Y} (5).")
+    assert " to " not in summary

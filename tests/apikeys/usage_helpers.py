@@ -33,7 +33,7 @@ def counted_key_ids() -> set[str]:
     ids = set()
     for name in client.scan_iter("ss:*"):
         parts = name.decode().split(":")
-        if parts[1] == "rl":
+        if parts[1] == "rlog":
             ids.add(parts[2])
         elif parts[1] == "u" and len(parts) > 3:
             ids.add(parts[3])

@@ -105,3 +105,14 @@ def test_logins_from_addresses_rotating_inside_a_slash_64_meet_429(db, api_clien
     ]
 
     assert codes == [200] * LIMIT + [429]
+
+
+@pytest.mark.parametrize("remote", ["fe80::1%eth0", "fe80::1%2", " fe80::1%eth0 "])
+def test_an_ipv6_zone_is_not_part_of_the_client_address(remote):
+    """The zone names the server's interface: one link-local client is one address in the
+    usage counters, the allowlists and the database (whose inet drops the zone)."""
+    from django.test import RequestFactory
+
+    from core.net import client_ip
+
+    assert client_ip(RequestFactory().get("/", REMOTE_ADDR=remote)) == "fe80::1"

@@ -27,7 +27,9 @@ Two Lua scripts, each atomic:
   copy can keep the largest value seen and never count twice. A Redis that comes back
   from a snapshot, or a replica promoted in its place, holds counters older than what
   was copied: the epoch is tied to the server's `run_id` (`ss:u:run`), so a new server
-  lifetime starts a new epoch (each batch checks it first, `_EPOCH_SCRIPT`). An IP's
+  lifetime starts a new epoch (each batch checks it first, `_EPOCH_SCRIPT`); the one
+  before stays readable (`ss:u:prev`) until its counters expire, so the usage answer
+  keeps what waits for a copy there. An IP's
   count can start again within an epoch (expired for a key used weekly, or back after
   its count was stored and forgotten), so each IP carries its own epoch (field
   `e:<ip>`), set when it enters.
@@ -114,11 +116,17 @@ return {allowed, limit_n - used, reset_ms, now_ms}
 _EPOCH_SCRIPT = """
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 if redis.call('GET', 'ss:u:run') ~= run or redis.call('EXISTS', 'ss:u:epoch') == 0 then
+  local old = redis.call('GET', 'ss:u:epoch')
+  if old then  -- its counters may wait for a copy: the usage answer reads them too
+    redis.call('SET', 'ss:u:prev', old, 'EX', ARGV[2])
+  end
   redis.call('SET', 'ss:u:epoch', ARGV[1])
   redis.call('SET', 'ss:u:run', run)
 end
 return redis.call('GET', 'ss:u:epoch')
 """
+#: The previous epoch is read until its last counters have expired (a day's bucket + grace).
+PREVIOUS_EPOCH_SECONDS = 86_400 + 3_600 + BUCKET_GRACE_SECONDS
 
 _COUNT_SCRIPT = """
 local key_id = ARGV[1]
@@ -300,7 +308,7 @@ def add_counts(key_id: str, *, ip: str | None, requests: int, refused: int) -> N
         return  # Redis did not answer earlier in this request: this use is not counted
     _limit, count, epoch = _scripts(client)
     pipe = client.pipeline(transaction=False)
-    epoch(args=[secrets.token_hex(16)], client=pipe)
+    epoch(args=[secrets.token_hex(16), PREVIOUS_EPOCH_SECONDS], client=pipe)
     count(args=args, client=pipe)
     try:
         pipe.execute()
@@ -410,7 +418,9 @@ class UsageBatch:
             return
         pipe = client.pipeline(transaction=False)
         _limit, script, epoch = _scripts(client)
-        epoch(args=[secrets.token_hex(16)], client=pipe)  # a new server lifetime: a new epoch
+        epoch(
+            args=[secrets.token_hex(16), PREVIOUS_EPOCH_SECONDS], client=pipe
+        )  # a new server lifetime: a new epoch
         for (key_id, _hour), (requests, refused, last, ips) in pending.items():
             args = _count_args(
                 key_id, ip=None, requests=requests, refused=refused, now=last, ip_count=0

@@ -319,40 +319,45 @@ def _copied_only() -> None:
     failopen.gave_up("key_usage")
 
 
+def _live_epochs(client: redis.Redis) -> list[str]:
+    """The Redis epochs whose counters may wait for a copy: the current one, and the one
+    before it while its counters live (a restart from a snapshot, a promoted replica)."""
+    return [e.decode() for e in client.mget("ss:u:epoch", "ss:u:prev") if e is not None]
+
+
 def _live_counts(key_ids: list[str], granularity: str, starts: list[datetime], now: datetime):
-    """The current epoch and the counters not yet copied: {(key id, start): {"r", "f"}}."""
+    """The live epochs and their counters not yet copied: {(key id, start): {epoch: {"r",
+    "f"}}}."""
     client = redis_client()
     if client is None:
         store = local_store()
         with store.lock:
             live = {
-                (key_id, s): dict(store.buckets[bucket])
+                (key_id, s): {store.epoch: dict(store.buckets[bucket])}
                 for key_id in key_ids
                 for s in starts
                 if (bucket := (key_id, granularity, str(int(s.timestamp())))) in store.buckets
             }
-        return store.epoch, live
+        return [store.epoch], live
     wanted = [(key_id, s) for key_id in key_ids for s in starts if _open(s, granularity, now)]
     if failopen.given_up():
-        return None, {}  # Redis did not answer earlier in this request: not waited for again
+        return [], {}  # Redis did not answer earlier in this request: not waited for again
     try:
-        epoch = client.get("ss:u:epoch")
-        if epoch is None:
-            return None, {}
-        epoch = epoch.decode()
+        epochs = _live_epochs(client)
         pipe = client.pipeline(transaction=False)
-        for key_id, s in wanted:
-            pipe.hgetall(f"ss:u:{epoch}:{key_id}:{granularity}:{int(s.timestamp())}")
-        hashes = pipe.execute()
+        for epoch in epochs:
+            for key_id, s in wanted:
+                pipe.hgetall(f"ss:u:{epoch}:{key_id}:{granularity}:{int(s.timestamp())}")
+        hashes = iter(pipe.execute())
     except redis.RedisError:
         _copied_only()
-        return None, {}
-    live = {
-        bucket: {k.decode(): int(v) for k, v in h.items()}
-        for bucket, h in zip(wanted, hashes, strict=True)
-        if h
-    }
-    return epoch, live
+        return [], {}
+    live: dict[tuple[str, datetime], dict[str, dict[str, int]]] = defaultdict(dict)
+    for epoch in epochs:
+        for bucket in wanted:
+            if counts := next(hashes):
+                live[bucket][epoch] = {k.decode(): int(v) for k, v in counts.items()}
+    return epochs, live
 
 
 def usage_series(
@@ -361,36 +366,35 @@ def usage_series(
     """Per key id (text): `{"start", "requests", "refused"}` for each of `starts` (oldest
     first, zero buckets included), copied rows merged with the counters not yet copied.
 
-    Rows of past epochs add up; for the current epoch the larger of the copy and the
-    live counter wins (the copy may be older, never larger).
+    Rows of other epochs add up; for an epoch Redis still holds, the larger of the copy
+    and the live counter wins (the copy may be older, never larger).
     """
     now = now or timezone.now()
     ids = [str(key_id) for key_id in key_ids]
-    epoch, live = _live_counts(ids, granularity, starts, now)
+    epochs, live = _live_counts(ids, granularity, starts, now)
     past: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
-    current: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
+    copied: dict[tuple[str, datetime, str], list[int]] = defaultdict(lambda: [0, 0])
     rows = KeyUsage.objects.filter(
         key_id__in=ids, granularity=granularity, start__gte=starts[0], start__lte=starts[-1]
     ).values_list("key_id", "start", "epoch", "requests", "refused")
     for key_id, start, row_epoch, requests, refused in rows:
-        target = current if row_epoch == epoch else past
-        counts = target[(str(key_id), start)]
+        if row_epoch in epochs:
+            counts = copied[(str(key_id), start, row_epoch)]
+        else:
+            counts = past[(str(key_id), start)]
         counts[0] += requests
         counts[1] += refused
     series: dict[str, list[dict[str, Any]]] = {}
     for key_id in ids:
         buckets = []
         for start in starts:
-            bucket = (key_id, start)
-            counts = live.get(bucket, {})
-            stored, copied = past.get(bucket, (0, 0)), current.get(bucket, (0, 0))
-            buckets.append(
-                {
-                    "start": start,
-                    "requests": stored[0] + max(copied[0], counts.get("r", 0)),
-                    "refused": stored[1] + max(copied[1], counts.get("f", 0)),
-                }
-            )
+            total = list(past.get((key_id, start), (0, 0)))
+            for epoch in epochs:
+                counts = live.get((key_id, start), {}).get(epoch, {})
+                stored = copied.get((key_id, start, epoch), (0, 0))
+                total[0] += max(stored[0], counts.get("r", 0))
+                total[1] += max(stored[1], counts.get("f", 0))
+            buckets.append({"start": start, "requests": total[0], "refused": total[1]})
         series[key_id] = buckets
     return series
 
@@ -412,29 +416,35 @@ def key_usage(api_key: ApiKey, granularity: str, now: datetime | None = None) ->
     }
 
 
-def _live_ips(key_id: str) -> dict[str, tuple[int, int, str]]:
-    """The key's IP counters not yet copied: per IP, (requests, last seen in ms, epoch)."""
+def _live_ips(key_id: str) -> dict[str, dict[str, tuple[int, int]]]:
+    """The key's IP counters not yet copied: per IP, per IP epoch, (requests, last seen in
+    ms), from every live Redis epoch."""
     client = redis_client()
     if client is None:
         store = local_store()
         with store.lock:
-            return {**store.gone.get(key_id, {}), **store.ips.get(key_id, {})}
+            kept = {**store.gone.get(key_id, {}), **store.ips.get(key_id, {})}
+        return {ip: {epoch: (count, last)} for ip, (count, last, epoch) in kept.items()}
     if failopen.given_up():
         return {}
     try:
-        epoch = client.get("ss:u:epoch")
-        if epoch is None:
-            return {}
-        base = f"ss:u:{epoch.decode()}:{key_id}"
+        epochs = _live_epochs(client)
         pipe = client.pipeline(transaction=False)
-        pipe.hgetall(base + ":ip")
-        pipe.zrange(base + ":seen", 0, -1, withscores=True)
-        pipe.zrange(base + ":gone", 0, -1, withscores=True)
-        counts, seen, gone = pipe.execute()
+        for epoch in epochs:
+            base = f"ss:u:{epoch}:{key_id}"
+            pipe.hgetall(base + ":ip")
+            pipe.zrange(base + ":seen", 0, -1, withscores=True)
+            pipe.zrange(base + ":gone", 0, -1, withscores=True)
+        answers = pipe.execute()
     except redis.RedisError:
         _copied_only()
         return {}
-    return _ips_of(counts, [*seen, *gone], epoch.decode())
+    live: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+    for i, epoch in enumerate(epochs):
+        counts, seen, gone = answers[3 * i : 3 * i + 3]
+        for ip, (count, last, ip_epoch) in _ips_of(counts, [*seen, *gone], epoch).items():
+            live[ip][ip_epoch] = (count, last)
+    return live
 
 
 def recent_ips(api_key: ApiKey) -> list[dict[str, Any]]:
@@ -444,20 +454,20 @@ def recent_ips(api_key: ApiKey) -> list[dict[str, Any]]:
     and the live counter wins (the copy may be older, never larger)."""
     live = _live_ips(str(api_key.id))
     requests: dict[str, int] = defaultdict(int)
-    current: dict[str, int] = defaultdict(int)
+    copied: dict[tuple[str, str], int] = defaultdict(int)
     last_seen: dict[str, datetime] = {}
     for ip, row_epoch, count, seen_at in KeyUsageIp.objects.filter(key=api_key).values_list(
         "ip", "epoch", "requests", "last_seen_at"
     ):
-        live_epoch = live[ip][2] if ip in live else None
-        (current if row_epoch == live_epoch else requests)[ip] += count
+        if row_epoch in live.get(ip, {}):
+            copied[(ip, row_epoch)] += count
+        else:
+            requests[ip] += count
         last_seen[ip] = max(last_seen.get(ip, seen_at), seen_at)
-    for ip, (count, last_ms, _epoch) in live.items():
-        current[ip] = max(current[ip], count)
-        moment = datetime.fromtimestamp(last_ms / 1000, tz=UTC)
-        last_seen[ip] = max(last_seen.get(ip, moment), moment)
+    for ip, per_epoch in live.items():
+        for ip_epoch, (count, last_ms) in per_epoch.items():
+            requests[ip] += max(copied[(ip, ip_epoch)], count)
+            moment = datetime.fromtimestamp(last_ms / 1000, tz=UTC)
+            last_seen[ip] = max(last_seen.get(ip, moment), moment)
     newest = sorted(last_seen, key=last_seen.__getitem__, reverse=True)[:RECENT_IPS_SHOWN]
-    return [
-        {"ip": ip, "lastSeenAt": last_seen[ip], "requests": requests[ip] + current[ip]}
-        for ip in newest
-    ]
+    return [{"ip": ip, "lastSeenAt": last_seen[ip], "requests": requests[ip]} for ip in newest]

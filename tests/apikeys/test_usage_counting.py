@@ -343,6 +343,33 @@ def test_foreign_names_in_the_copy_list_are_dropped_and_never_block_the_copy(pro
 
 
 @requires_redis
+def test_counts_waiting_in_the_previous_epoch_show_before_and_after_the_copy(project, settings):
+    """A Redis restarted from a snapshot, or a replica promoted in its place, starts a new
+    epoch: what the old one counted and no copy has stored yet still shows."""
+    settings.NUM_PROXIES = 1
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    for _ in range(5):
+        use(plaintext, HTTP_X_FORWARDED_FOR="198.51.100.20")
+    redis_client().set("ss:u:run", "another-server-lifetime")  # what a new server shows
+    use(plaintext, HTTP_X_FORWARDED_FOR="198.51.100.20")
+
+    for _copy in ("before", "after"):
+        usage = key_usage(api_key, "hour")
+        assert usage["total"]["requests"] == 6, _copy
+        assert [ip["requests"] for ip in usage["recentIps"]] == [6], _copy
+        assert totals(api_key, "day")["requests"] == 6, _copy
+        flush_usage()
+    assert (
+        sum(
+            KeyUsage.objects.filter(key=api_key, granularity="hour").values_list(
+                "requests", flat=True
+            )
+        )
+        == 6
+    )
+
+
+@requires_redis
 def test_ip_counts_that_expired_in_redis_start_again_without_losing_the_copy(project, settings):
     """A key used every few days: its IP counters expire in between, then count from 1 again."""
     settings.NUM_PROXIES = 1

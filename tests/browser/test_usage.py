@@ -59,8 +59,21 @@ def page_width(ui) -> int:
     return ui.page.evaluate("document.documentElement.scrollWidth")
 
 
+def table_overflow(ui) -> int:
+    """How far the key table runs past its box: its actions would hide behind a scroll."""
+    return ui.page.evaluate(
+        "(() => { const w = document.querySelector('.table-wrap');"
+        " return w.scrollWidth - w.clientWidth; })()"
+    )
+
+
 def test_row_chart_unused_filter_and_usage_page(ui_factory, owner, project):
-    busy, _ = make_key(KeyKind.SECRET, project=project, name="Busy deploy key")
+    busy, _ = make_key(
+        KeyKind.SECRET,
+        project=project,
+        name="Busy deploy key",
+        expires_at=timezone.now() + timedelta(days=3),  # a full expiry time, and "Expiring"
+    )
     usage_history(busy)
     forgotten, _ = make_key(KeyKind.SECRET, project=project, name="Forgotten key")
     ApiKey.objects.filter(id=forgotten.id).update(created_at=timezone.now() - timedelta(days=60))
@@ -79,6 +92,7 @@ def test_row_chart_unused_filter_and_usage_page(ui_factory, owner, project):
     assert "203.0.113.5" in row.inner_text()
     assert AGENT[:10] in row.inner_text()
     assert page_width(ui) <= 1280
+    assert table_overflow(ui) <= 0, "the row actions must not hide behind a scroll at 1280 px"
     ui.shot("usage-list-1280")
 
     page.get_by_role("link", name="Unused for 30 days").click()

@@ -216,8 +216,8 @@ def requeue_stalled_retries(now: datetime | None = None) -> int:
         DBTaskResult.objects.filter(pk__in=stalled).update(
             status=TaskResultStatus.READY, run_after=now, started_at=None
         )
-    for _ in stalled:
-        logger.warning("email retry requeued: its worker stopped mid-try")
+    if stalled:
+        logger.warning("%d email retries requeued: their worker stopped mid-try", len(stalled))
     return len(stalled)
 
 
@@ -235,7 +235,8 @@ def link(path: str) -> str:
     return f"{settings.SITE_URL}{path}"
 
 
-def _active_user(ids: dict) -> User | None:
+def active_user(ids: dict) -> User | None:
+    """The active user a queued retry names (`ids["user_id"]`), or None."""
     return User.objects.filter(pk=ids["user_id"], is_active=True).first()
 
 
@@ -275,7 +276,7 @@ def send_password_changed(*, user: User, when: datetime, ip: str | None) -> None
 
 @rebuilds("password_changed", retry_for=NOTICE_RETRY_FOR)
 def _password_changed_again(ids: dict) -> Letter | None:
-    user = _active_user(ids)
+    user = active_user(ids)
     if user is None:
         return None
     return _password_changed_letter(
@@ -300,7 +301,7 @@ def send_two_factor_changed(*, user: User, enabled: bool, when: datetime, ip: st
 
 
 def _two_factor_again(ids: dict) -> Letter | None:
-    user = _active_user(ids)
+    user = active_user(ids)
     if user is None:
         return None
     return _two_factor_letter(

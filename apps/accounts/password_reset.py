@@ -55,7 +55,7 @@ def make_reset_token(user: User) -> str:
 def _reset_letter_again(ids: dict) -> mail.Letter | None:
     """A retry mints a new link (nothing about the first one was kept); none once the password
     changed or the user logged in since the request (the first link would have died too)."""
-    user = User.objects.filter(pk=ids["user_id"], is_active=True).first()
+    user = mail.active_user(ids)
     if user is None or not user.has_usable_password() or _state_mark(user) != ids["mark"]:
         return None
     return mail.password_reset_letter(to=user.email, token=make_reset_token(user))

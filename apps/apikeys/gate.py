@@ -295,6 +295,15 @@ def check_limit(key_id: str, limit: tuple[int, int], *, peek: bool = False) -> L
     return LimitState(bool(allowed), limit_n, int(remaining), int(reset_ms), int(now_ms))
 
 
+def _counting_pipeline(client: redis.Redis):
+    """A pipeline that checks the epoch first (a new server lifetime: a new epoch, the one
+    before kept readable), and the counting script to queue on it."""
+    _limit, count, epoch = _scripts(client)
+    pipe = client.pipeline(transaction=False)
+    epoch(args=[secrets.token_hex(16), PREVIOUS_EPOCH_SECONDS], client=pipe)
+    return pipe, count
+
+
 def add_counts(key_id: str, *, ip: str | None, requests: int, refused: int) -> None:
     """Add one use to the key's counters at once (one round trip to Redis, or this process)."""
     args = _count_args(
@@ -306,9 +315,7 @@ def add_counts(key_id: str, *, ip: str | None, requests: int, refused: int) -> N
         return
     if failopen.given_up():
         return  # Redis did not answer earlier in this request: this use is not counted
-    _limit, count, epoch = _scripts(client)
-    pipe = client.pipeline(transaction=False)
-    epoch(args=[secrets.token_hex(16), PREVIOUS_EPOCH_SECONDS], client=pipe)
+    pipe, count = _counting_pipeline(client)
     count(args=args, client=pipe)
     try:
         pipe.execute()
@@ -416,11 +423,7 @@ class UsageBatch:
         client = redis_client()
         if not pending or client is None:
             return
-        pipe = client.pipeline(transaction=False)
-        _limit, script, epoch = _scripts(client)
-        epoch(
-            args=[secrets.token_hex(16), PREVIOUS_EPOCH_SECONDS], client=pipe
-        )  # a new server lifetime: a new epoch
+        pipe, script = _counting_pipeline(client)
         for (key_id, _hour), (requests, refused, last, ips) in pending.items():
             args = _count_args(
                 key_id, ip=None, requests=requests, refused=refused, now=last, ip_count=0

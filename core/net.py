@@ -39,6 +39,22 @@ def _ip(value: str | None) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _networks(allowed_ips: tuple[str, ...]) -> tuple:
+    """Parsed once per distinct list (records are immutable, so the tuple is a fine key)."""
+    return tuple(ipaddress.ip_network(cidr) for cidr in allowed_ips)
+
+
+def ip_allowed(ip: str | None, allowed_ips: tuple[str, ...]) -> bool:
+    """Whether the client IP (per NUM_PROXIES) is in a key's allowlist (SPEC §4.10)."""
+    if ip is None:
+        return False
+    address = ipaddress.ip_address(ip)
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in _networks(allowed_ips))
+
+
 def user_agent(request: HttpRequest) -> str:
     return request.META.get("HTTP_USER_AGENT", "")[:256]
 

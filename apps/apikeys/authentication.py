@@ -25,8 +25,6 @@ header is sent, and then unsafe methods must pass Django's CSRF check.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import re
 
 from django.conf import settings
@@ -37,7 +35,7 @@ from apps.accounts import tokens
 from apps.accounts.cookies import ACCESS_COOKIE, enforce_csrf
 from apps.accounts.services import touch_session
 from apps.accounts.tokens import MAX_CREDENTIAL_LENGTH
-from apps.apikeys import keyformat
+from apps.apikeys import gate, keyformat
 from apps.apikeys.keyformat import Shape
 from apps.apikeys.selectors import KeyRecord, key_by_digest
 from core import throttling
@@ -54,7 +52,7 @@ from core.errors import (
     RateLimited,
     TokenInvalid,
 )
-from core.net import client_ip
+from core.net import client_ip, ip_allowed
 from core.principal import AUTH_DECISION, AuthDecision, Principal
 
 # RFC 6750 §2.1: "Bearer" 1*SP b64token; the scheme is case-insensitive.
@@ -81,9 +79,15 @@ def authenticate_key(credential: str, shape: Shape, request) -> Principal:
     elif not keyformat.is_valid_key(credential):
         raise KeyInvalid()
     digest = keyformat.digest(credential)
-    api_key = key_by_digest(digest)
+    gate.reserve_limit(request, digest)  # overlaps the lookup: see gate
+    try:
+        api_key = key_by_digest(digest)
+    finally:
+        gate.collect_reservation(request)
     if api_key is None or not keyformat.digests_match(api_key.digest, digest):
+        gate.remember_limit(digest, None)
         raise KeyInvalid()
+    gate.remember_limit(digest, api_key)
     if api_key.revoked_at is not None:
         raise _refusing(KeyRevoked(), api_key)
     if api_key.expires_at is not None and api_key.expires_at <= timezone.now():
@@ -96,22 +100,6 @@ def authenticate_key(credential: str, shape: Shape, request) -> Principal:
     if api_key.allowed_ips and not ip_allowed(client_ip(request), api_key.allowed_ips):
         raise _refusing(IpNotAllowed(), api_key)
     return Principal(key=api_key)
-
-
-@functools.lru_cache(maxsize=4096)
-def _networks(allowed_ips: tuple[str, ...]) -> tuple:
-    """Parsed once per distinct list (records are immutable, so the tuple is a fine key)."""
-    return tuple(ipaddress.ip_network(cidr) for cidr in allowed_ips)
-
-
-def ip_allowed(ip: str | None, allowed_ips: tuple[str, ...]) -> bool:
-    """Whether the client IP (per NUM_PROXIES) is in a key's allowlist (SPEC §4.10)."""
-    if ip is None:
-        return False
-    address = ipaddress.ip_address(ip)
-    if address.version == 6 and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in _networks(allowed_ips))
 
 
 def _refusing(err: ApiError, api_key: KeyRecord) -> ApiError:

@@ -2,13 +2,14 @@
 
 Two Lua scripts, each atomic:
 
-* **Rate limit** (keys with `rateLimit`, one round trip at the limit's step of a
-  request): a sliding-window log (a list of the accepted requests' times in ms,
-  oldest first, `ss:rlog:<key id>`), so "at most n in any s-second window" holds at
-  the window's edges too, across every process, on Redis's clock. A refused request
-  is not logged, so it consumes no budget. A list, not a sorted set: the times arrive
-  in order, and a list holds one in ~10 bytes where a sorted set of more than 128
-  takes ~115 (`MEMORY USAGE`), so a key at 100,000 a day holds 1 MB, not 11.
+* **Rate limit** (keys with `rateLimit`, one round trip per request, overlapping the
+  key's lookup: `reserve_limit`): a sliding-window log (a list of the accepted
+  requests' times in ms, oldest first, `ss:rlog:<key id>`), so "at most n in any
+  s-second window" holds at the window's edges too, across every process, on Redis's
+  clock. A refused request is not logged, so it consumes no budget. A list, not a
+  sorted set: the times arrive in order, and a list holds one in ~10 bytes where a
+  sorted set of more than 128 takes ~115 (`MEMORY USAGE`), so a key at 100,000 a day
+  holds 1 MB, not 11.
 * **Counting** (every request that presented a known key, rate-limited or not;
   batched per process, `UsageBatch`, so no round trip on the request), per key:
 
@@ -60,7 +61,7 @@ from django.core.signals import setting_changed
 from rest_framework.throttling import BaseThrottle
 
 from core import failopen
-from core.net import client_ip
+from core.net import client_ip, ip_allowed
 from core.principal import AUTH_DECISION
 
 logger = logging.getLogger("sigsentry.usage")
@@ -83,6 +84,10 @@ local limit_n, limit_ms, peek = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] ==
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local log, cutoff = KEYS[1], now_ms - limit_ms
+if ARGV[4] ~= '0' then
+  -- a time this script added for a request that never reached the limit's step: given back
+  redis.call('LREM', log, -1, ARGV[4])
+end
 local used = redis.call('LLEN', log)
 if used > 0 and tonumber(redis.call('LINDEX', log, 0)) <= cutoff then
   -- times in order: find the first one still in the window (gallop from the oldest, then
@@ -98,19 +103,20 @@ if used > 0 and tonumber(redis.call('LINDEX', log, 0)) <= cutoff then
   redis.call('LTRIM', log, live, -1)
   used = used - live
 end
-local allowed = 1
+local allowed, taken = 1, 0
 if peek then
   -- refused before the limit's step: the window as it is, no budget used
 elseif used < limit_n then
   -- never before the newest time kept, so the log stays in order should the clock step back
-  redis.call('RPUSH', log, math.max(now_ms, tonumber(redis.call('LINDEX', log, -1)) or 0))
+  taken = math.max(now_ms, tonumber(redis.call('LINDEX', log, -1)) or 0)
+  redis.call('RPUSH', log, taken)
   used = used + 1
 else
   allowed = 0
 end
 local reset_ms = (tonumber(redis.call('LINDEX', log, 0)) or now_ms) + limit_ms
 redis.call('PEXPIRE', log, limit_ms)
-return {allowed, limit_n - used, reset_ms, now_ms}
+return {allowed, limit_n - used, reset_ms, now_ms, taken}
 """
 
 _EPOCH_SCRIPT = """
@@ -272,27 +278,171 @@ def _count_args(
     ]
 
 
-def check_limit(key_id: str, limit: tuple[int, int], *, peek: bool = False) -> LimitState | None:
+def check_limit(
+    key_id: str, limit: tuple[int, int], *, peek: bool = False, give_back: int = 0
+) -> LimitState | None:
     """Use one request of the key's window of `limit` (requests, per seconds), or with `peek`
-    only read it (a request refused before the limit's step uses no budget). One round trip;
-    None when Redis is unreachable (the limit is then not enforced)."""
+    only read it (a request refused before the limit's step uses no budget); `give_back`
+    first returns a time a `Reservation` took. One round trip; None when Redis is
+    unreachable (the limit is then not enforced)."""
     limit_n, limit_s = limit
     client = redis_client()
     if client is None:
-        allowed, remaining, reset_ms, now_ms = local_store().limit(
-            key_id, limit_n, limit_s * 1000, peek, int(time.time() * 1000)
+        reply = local_store().limit(
+            key_id, limit_n, limit_s * 1000, peek, int(time.time() * 1000), give_back
         )
     elif failopen.given_up():
         return None  # Redis did not answer earlier in this request: not waited for again
     else:
         try:
-            allowed, remaining, reset_ms, now_ms = _scripts(client)[0](
-                keys=[f"ss:rlog:{key_id}"], args=[limit_n, limit_s * 1000, int(peek)]
+            reply = _scripts(client)[0](
+                keys=[_window_name(key_id)], args=[limit_n, limit_s * 1000, int(peek), give_back]
             )
         except redis.RedisError:
             _fail_open("rate limit not enforced, key use not counted")
             return None
+    return _limit_state(limit_n, reply)
+
+
+def _window_name(key_id: str) -> str:
+    return f"ss:rlog:{key_id}"
+
+
+def _limit_state(limit_n: int, reply: list) -> LimitState:
+    allowed, remaining, reset_ms, now_ms, _taken = reply
     return LimitState(bool(allowed), limit_n, int(remaining), int(reset_ms), int(now_ms))
+
+
+# ------------------------------------------------------------ the overlapped check
+#
+# The check is sent before the key's lookup and read after it, so the two round trips
+# overlap (bench/README.md: +342 µs -> +137-160). Its key and limit are those this process
+# last read for the credential: a guess, held against the row before use, and given back
+# (`give_back`) when the request never reaches the limit's step. A client the guessed
+# IP list or origins refuse reserves nothing, so it cannot hold the key's budget.
+
+
+@dataclass(frozen=True, slots=True)
+class _Guess:
+    key_id: str
+    limit: tuple[int, int]
+    allowed_ips: tuple[str, ...]
+    allowed_origins: tuple[str, ...]
+
+
+#: credential digest -> what this process last read of an active rate-limited key
+_limits_seen: dict[str, _Guess] = {}
+_limits_seen_lock = threading.Lock()
+LIMITS_SEEN_KEPT = 10_000
+RESERVATION = "sigsentry.rate_limit_reservation"
+
+
+@dataclass(slots=True)
+class Reservation:
+    """A rate-limit check sent before the key's lookup (see above)."""
+
+    key_id: str
+    limit: tuple[int, int]
+    pool: redis.ConnectionPool
+    connection: redis.connection.Connection | None
+    state: LimitState | None = None  # Redis's answer, once read
+    taken_ms: int = 0  # the time it added to the key's window (0: none)
+    settled: bool = False  # used at the limit's step, or given back
+
+    def answers(self, key) -> bool:
+        """Whether Redis's answer is this key's check with the key's current limit."""
+        return (
+            self.state is not None and self.key_id == str(key.id) and self.limit == key_limit(key)
+        )
+
+
+def remember_limit(digest: str, key) -> None:
+    """After the lookup (`key` None when there is no such key): the guess for the
+    credential's next request on this process. Only active rate-limited keys are guessed."""
+    limit = key_limit(key)
+    if limit is None and digest not in _limits_seen:
+        return  # the common case, without the lock
+    with _limits_seen_lock:
+        if (
+            limit is None
+            or key.revoked_at is not None
+            or (key.expires_at is not None and key.expires_at <= datetime.now(UTC))
+        ):
+            _limits_seen.pop(digest, None)
+            return
+        if digest not in _limits_seen and len(_limits_seen) >= LIMITS_SEEN_KEPT:
+            del _limits_seen[next(iter(_limits_seen))]  # the oldest guess
+        _limits_seen[digest] = _Guess(
+            str(key.id), limit, tuple(key.allowed_ips), tuple(key.allowed_origins)
+        )
+
+
+def reserve_limit(request, digest: str) -> None:
+    """Before the lookup: send the rate-limit check of the key this credential named last
+    time (a guess), to be read by `collect_reservation` after the lookup."""
+    guess = _limits_seen.get(digest)
+    client = redis_client()
+    if guess is None or client is None or failopen.given_up():
+        return
+    if guess.allowed_ips and not ip_allowed(client_ip(request), guess.allowed_ips):
+        return
+    origin = request.META.get("HTTP_ORIGIN")
+    if guess.allowed_origins and (origin is None or origin.lower() not in guess.allowed_origins):
+        return
+    key_id, (limit_n, limit_s) = guess.key_id, guess.limit
+    pool = client.connection_pool
+    try:
+        connection = pool.get_connection()
+    except redis.RedisError:
+        _fail_open("rate limit not enforced, key use not counted")
+        return
+    try:
+        connection.send_command(
+            "EVALSHA",
+            _scripts(client)[0].sha,
+            1,
+            _window_name(key_id),
+            limit_n,
+            limit_s * 1000,
+            0,
+            0,
+        )
+    except redis.RedisError:
+        pool.release(connection)
+        _fail_open("rate limit not enforced, key use not counted")
+        return
+    request.META[RESERVATION] = Reservation(key_id, (limit_n, limit_s), pool, connection)
+
+
+def collect_reservation(request) -> None:
+    """After the lookup (even a failed one): read Redis's answer to `reserve_limit`."""
+    reservation = request.META.get(RESERVATION)
+    if reservation is None or reservation.connection is None:
+        return
+    connection, reservation.connection = reservation.connection, None
+    try:
+        reply = connection.read_response()
+    except redis.exceptions.NoScriptError:
+        return  # a Redis without the script (restarted): the limit's step loads it
+    except redis.RedisError:
+        _fail_open("rate limit not enforced, key use not counted")
+        return
+    except BaseException:
+        connection.disconnect()  # its answer unread: never handed to another command
+        raise
+    finally:
+        reservation.pool.release(connection)
+    reservation.state = _limit_state(reservation.limit[0], reply)
+    reservation.taken_ms = int(reply[4])
+
+
+def _settle(request) -> Reservation | None:
+    """The request's reservation, now settled, or None when there is none left to settle."""
+    reservation = request.META.get(RESERVATION)
+    if reservation is None or reservation.settled:
+        return None
+    reservation.settled = True
+    return reservation
 
 
 def _counting_pipeline(client: redis.Redis):
@@ -338,18 +488,24 @@ class LocalStore:
         self.dirty: set[tuple[str, str, str]] = set()
 
     def limit(
-        self, key_id: str, limit_n: int, limit_ms: int, peek: bool, now_ms: int
-    ) -> tuple[int, int, int, int]:
-        allowed = 1
+        self, key_id: str, limit_n: int, limit_ms: int, peek: bool, now_ms: int, give_back: int = 0
+    ) -> tuple[int, int, int, int, int]:
+        allowed, taken = 1, 0
         with self.lock:
-            window = [t for t in self.windows.get(key_id, []) if t > now_ms - limit_ms]
+            window = self.windows.get(key_id, [])
+            if give_back in window:
+                window.reverse()
+                window.remove(give_back)  # the newest such time, as LREM -1 does
+                window.reverse()
+            window = [t for t in window if t > now_ms - limit_ms]
             if not peek and len(window) < limit_n:
-                window.append(now_ms)
+                taken = max(now_ms, window[-1] if window else 0)
+                window.append(taken)
             elif not peek:
                 allowed = 0
             self.windows[key_id] = window
             reset_ms = (window[0] if window else now_ms) + limit_ms
-        return allowed, limit_n - len(window), reset_ms, now_ms
+        return allowed, limit_n - len(window), reset_ms, now_ms, taken
 
     def count(self, args: list) -> None:
         key_id, count_req, count_ref, ip = args[0], args[1], args[2], args[3]
@@ -485,7 +641,12 @@ class KeyRateLimit(BaseThrottle):
         limit = key_limit(key)
         if limit is None:
             return True
-        state = check_limit(str(key.id), limit)
+        reservation = _settle(request)
+        if reservation is not None and reservation.answers(key):
+            state = reservation.state  # checked while the key was looked up
+        else:  # no guess, or a limit changed since: checked now, the guess's time given back
+            mine = reservation is not None and reservation.key_id == str(key.id)
+            state = check_limit(str(key.id), limit, give_back=reservation.taken_ms if mine else 0)
         request.META[LIMIT_CHECKED] = True
         if state is None:
             return True
@@ -498,12 +659,26 @@ class KeyRateLimit(BaseThrottle):
 
 def record_use_counts(request, refused: bool) -> None:
     """After the response: count the request on its key. A rate-limited key refused before
-    the limit's step reads its window without using it, for the X-RateLimit-* headers."""
+    the limit's step reads its window without using it, for the X-RateLimit-* headers,
+    giving back what a reservation took."""
     key = decision_key(request)
+    limit = key_limit(key)
+    reservation = _settle(request)
+    if reservation is not None and reservation.taken_ms:
+        same = key is not None and reservation.key_id == str(key.id) and limit is not None
+        state = check_limit(
+            reservation.key_id,
+            limit if same else reservation.limit,
+            peek=True,
+            give_back=reservation.taken_ms,
+        )
+        if same and state is not None:
+            request.META[RATE_LIMIT] = state
+    elif reservation is not None and key is not None and reservation.answers(key):
+        request.META[RATE_LIMIT] = reservation.state  # nothing taken: the window as it is
     if key is None:
         return
-    limit = key_limit(key)
-    if request.META.get(LIMIT_CHECKED):
+    if request.META.get(LIMIT_CHECKED) or RATE_LIMIT in request.META:
         if request.META.get(RATE_LIMIT) is None:
             return  # Redis unreachable at the limit's step: no second wait in this request
     elif limit is not None:

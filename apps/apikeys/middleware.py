@@ -67,10 +67,11 @@ class KeyUseMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         decision = request.META.get(AUTH_DECISION)
+        # before the early return: a rate-limit reservation of a failed lookup is given back
+        record_use_counts(request, refused=decision is None or decision.outcome != "ok")
         if decision is None or decision.key is None:
             return response
         key = decision.key
-        record_use_counts(request, refused=decision.outcome != "ok")
         limit_state = request.META.get(RATE_LIMIT)
         if limit_state is not None:
             for name, value in limit_state.headers().items():

@@ -1,0 +1,236 @@
+"""The overlapped rate-limit check (apps.apikeys.gate): a rate-limited key's check is sent to
+Redis before the key's lookup, for the key and limit this process saw last with the same
+credential, and read after it. The guess decides nothing: it is held against the row, a
+changed limit is checked again, and a request that never reaches the limit's step gives
+back what the check took (SPEC §4.10: no budget used before the limit's step).
+
+The behaviour of limits as clients see it is in test_guardrails_enforcement (in process)
+and test_guardrails_servers (two gunicorn servers)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import OperationalError, connection
+
+from apps.apikeys import gate
+from apps.apikeys.keyformat import KeyKind, digest
+from apps.apikeys.services import revoke_key, update_key
+from tests.apikeys.usage_helpers import requires_redis
+from tests.factories import make_key
+from tests.orgs.helpers import bearer_client, error_code
+
+pytestmark = [pytest.mark.django_db, requires_redis]
+
+ALLOWED = ["203.0.113.0/24"]
+INSIDE, OUTSIDE = "203.0.113.9", "198.51.100.7"
+
+
+def analyses(credential, project, ip=INSIDE):
+    client = bearer_client(credential)
+    return client.get("/v1/analyses", HTTP_X_PROJECT_ID=str(project.id), REMOTE_ADDR=ip)
+
+
+def window_length(api_key) -> int:
+    """How many admitted requests the key's window holds in Redis."""
+    return gate.redis_client().llen(f"ss:rlog:{api_key.id}")
+
+
+def limited_key(project, requests=10, *, confined=False, **kwargs):
+    """A secret key with a limit of `requests` a minute; `confined`: an org key confined to
+    `project`, so a request for another project is refused before the limit's step."""
+    if confined:
+        kwargs.update(kind=KeyKind.ORGANIZATION, project_ids=[str(project.id)])
+    return make_key(
+        kwargs.pop("kind", KeyKind.SECRET),
+        project=project,
+        rate_limit={"requests": requests, "perSeconds": 60},
+        **kwargs,
+    )
+
+
+class DuringLookup:
+    """A database execute wrapper that runs `then` when the key's lookup is executed."""
+
+    def __init__(self, plaintext: str, then) -> None:
+        self.digest, self.then = digest(plaintext), then
+
+    def __call__(self, execute, sql, params, many, context):
+        if params and list(params) == [self.digest]:
+            self.then()
+        return execute(sql, params, many, context)
+
+
+def test_the_check_reaches_redis_while_the_key_is_looked_up(project):
+    api_key, plaintext = limited_key(project)
+    assert analyses(plaintext, project).status_code == 200  # this process learns the limit
+    seen = []
+
+    def wait_for_the_check():
+        deadline = time.monotonic() + 2
+        while window_length(api_key) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        seen.append(window_length(api_key))
+
+    with connection.execute_wrapper(DuringLookup(plaintext, wait_for_the_check)):
+        second = analyses(plaintext, project)
+
+    assert seen == [2]  # the second request was in the window before its lookup ran
+    assert second.status_code == 200
+    assert second["X-RateLimit-Remaining"] == "8"
+
+
+def test_a_request_refused_before_the_limit_gives_back_what_its_check_took(project, other_project):
+    api_key, plaintext = limited_key(project, requests=3, confined=True)
+    assert analyses(plaintext, project).status_code == 200
+
+    refused = [analyses(plaintext, other_project) for _ in range(4)]
+
+    assert {(r.status_code, error_code(r), r["X-RateLimit-Remaining"]) for r in refused} == {
+        (403, "PROJECT_MISMATCH", "2")
+    }
+    assert all(r.wsgi_request.META[gate.RESERVATION].taken_ms for r in refused)
+    assert window_length(api_key) == 1
+    assert [analyses(plaintext, project).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_a_key_revoked_since_the_guess_uses_no_budget(owner, project):
+    api_key, plaintext = limited_key(project, requests=3)
+    assert analyses(plaintext, project).status_code == 200
+    revoke_key(actor=owner, api_key=api_key)
+
+    revoked = [analyses(plaintext, project) for _ in range(2)]
+
+    assert [error_code(r) for r in revoked] == ["KEY_REVOKED"] * 2
+    assert window_length(api_key) == 1
+
+
+def test_a_limit_lowered_since_the_guess_is_checked_with_the_new_limit(owner, project):
+    api_key, plaintext = limited_key(project, requests=100)
+    assert analyses(plaintext, project).status_code == 200
+    update_key(
+        actor=owner, api_key=api_key, changes={"rateLimit": {"requests": 2, "perSeconds": 60}}
+    )
+
+    after = [analyses(plaintext, project) for _ in range(3)]
+
+    # The guess (100 a minute) took a place; checking again with 2 gave it back first.
+    assert [r.status_code for r in after] == [200, 429, 429]
+    assert after[0]["X-RateLimit-Limit"] == "2"
+    assert after[0]["X-RateLimit-Remaining"] == "0"
+    assert window_length(api_key) == 2
+
+
+def test_a_limit_lifted_since_the_guess_gives_back_its_place(owner, project):
+    api_key, plaintext = limited_key(project)
+    assert analyses(plaintext, project).status_code == 200
+    update_key(actor=owner, api_key=api_key, changes={"rateLimit": None})
+
+    lifted = analyses(plaintext, project)
+
+    assert lifted.status_code == 200
+    assert "X-RateLimit-Limit" not in lifted
+    assert window_length(api_key) == 1
+
+
+def test_a_failed_lookup_answers_503_gives_back_and_leaves_the_connection_clean(project):
+    api_key, plaintext = limited_key(project, requests=3)
+    assert analyses(plaintext, project).status_code == 200
+
+    def outage():
+        raise OperationalError("connection refused")
+
+    with connection.execute_wrapper(DuringLookup(plaintext, outage)):
+        failed = analyses(plaintext, project)
+
+    assert (failed.status_code, error_code(failed)) == (503, "SERVICE_UNAVAILABLE")
+    assert window_length(api_key) == 1
+    # Redis's answer to the check was read: the pooled connection answers what it is asked.
+    client = gate.redis_client()
+    assert [client.echo(f"probe {i}") for i in range(5)] == [
+        f"probe {i}".encode() for i in range(5)
+    ]
+    assert [analyses(plaintext, project)["X-RateLimit-Remaining"] for _ in range(2)] == ["1", "0"]
+
+
+def test_a_redis_without_the_script_still_counts_the_request_once(project):
+    api_key, plaintext = limited_key(project, requests=3)
+    assert analyses(plaintext, project).status_code == 200
+    gate.redis_client().script_flush()
+
+    second = analyses(plaintext, project)
+
+    assert second.status_code == 200
+    assert second["X-RateLimit-Remaining"] == "1"
+    assert window_length(api_key) == 2
+
+
+def test_an_exhausted_window_answers_a_refusal_before_the_limit_without_a_second_check(
+    project, other_project, monkeypatch
+):
+    api_key, plaintext = limited_key(project, requests=1, confined=True)
+    assert analyses(plaintext, project).status_code == 200
+    checks, check_limit = [], gate.check_limit
+
+    def count_checks(*args, **kwargs):
+        checks.append(args)
+        return check_limit(*args, **kwargs)
+
+    monkeypatch.setattr(gate, "check_limit", count_checks)
+    refused = analyses(plaintext, other_project)
+
+    assert error_code(refused) == "PROJECT_MISMATCH"
+    assert refused["X-RateLimit-Remaining"] == "0"
+    assert checks == []  # the overlapped check took nothing and told the window
+    assert window_length(api_key) == 1
+
+
+def test_the_guesses_a_process_keeps_are_bounded(project, monkeypatch):
+    monkeypatch.setattr(gate, "LIMITS_SEEN_KEPT", 3)
+    monkeypatch.setattr(gate, "_limits_seen", {})
+    keys = [limited_key(project) for _ in range(5)]
+
+    for _api_key, plaintext in keys:
+        assert analyses(plaintext, project).status_code == 200
+
+    assert list(gate._limits_seen) == [digest(plaintext) for _k, plaintext in keys[2:]]
+
+
+@pytest.mark.parametrize(
+    ("guardrail", "headers"),
+    [
+        ({"allowed_ips": ALLOWED}, {"REMOTE_ADDR": OUTSIDE}),
+        (
+            {"allowed_origins": ["https://app.example.com"]},
+            {"HTTP_ORIGIN": "https://evil.example.net"},
+        ),
+    ],
+    ids=["ip", "origin"],
+)
+def test_a_client_its_guardrails_refuse_never_holds_the_keys_budget(project, guardrail, headers):
+    """A stolen key used from outside its allowlist cannot keep the budget of its owner
+    busy with checks in flight: nothing is reserved for such a request."""
+    kind = KeyKind.PUBLIC if "allowed_origins" in guardrail else KeyKind.SECRET
+    api_key, plaintext = make_key(
+        kind, project=project, rate_limit={"requests": 3, "perSeconds": 60}, **guardrail
+    )
+    allowed = {"REMOTE_ADDR": INSIDE, "HTTP_ORIGIN": "https://app.example.com"}
+    client = bearer_client(plaintext)
+    url, project_header = "/v1/analyses", {"HTTP_X_PROJECT_ID": str(project.id)}
+    assert client.get(url, **project_header, **allowed).status_code == 200
+    seen = []
+
+    def look_at_the_window():
+        time.sleep(0.05)  # long enough for a check sent before the lookup to land
+        seen.append(window_length(api_key))
+
+    with connection.execute_wrapper(DuringLookup(plaintext, look_at_the_window)):
+        refused = client.get(url, **project_header, **{**allowed, **headers})
+
+    assert refused.status_code == 403
+    assert refused.wsgi_request.META.get(gate.RESERVATION) is None
+    assert seen == [1]
+    assert refused["X-RateLimit-Remaining"] == "2"
+    allowed_again = client.get(url, **project_header, **allowed)
+    assert allowed_again.wsgi_request.META.get(gate.RESERVATION) is not None

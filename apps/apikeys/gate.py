@@ -9,7 +9,8 @@ Two Lua scripts, each atomic:
   clock. A refused request is not logged, so it consumes no budget. A list, not a
   sorted set: the times arrive in order, and a list holds one in ~10 bytes where a
   sorted set of more than 128 takes ~115 (`MEMORY USAGE`), so a key at 100,000 a day
-  holds 1 MB, not 11.
+  holds 1 MB, not 11. Beside it `ss:rlog:<key id>:kept`, the window last set from the
+  key's row, which a check made on a guess (`reserve_limit`) never trims below.
 * **Counting** (every request that presented a known key, rate-limited or not;
   batched per process, `UsageBatch`, so no round trip on the request), per key:
 
@@ -81,28 +82,41 @@ REDIS_TIMEOUT_SECONDS = 0.25
 
 _LIMIT_SCRIPT = """
 local limit_n, limit_ms, peek = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
+local guess = ARGV[5] == '1'
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local log, cutoff = KEYS[1], now_ms - limit_ms
+local log, kept = KEYS[1], KEYS[2]
 if ARGV[4] ~= '0' then
   -- a time this script added for a request that never reached the limit's step: given back
   redis.call('LREM', log, -1, ARGV[4])
 end
-local used = redis.call('LLEN', log)
-if used > 0 and tonumber(redis.call('LINDEX', log, 0)) <= cutoff then
-  -- times in order: find the first one still in the window (gallop from the oldest, then
-  -- bisect: O(log k) reads for k gone) and drop those before it
+-- The window the log keeps: the key's limit as its row says. A guess (a limit a process
+-- read earlier, maybe changed since) keeps at least the one last set from a row, so a
+-- stale guess never drops times a longer window still counts.
+local keep_ms = limit_ms
+if guess then keep_ms = math.max(limit_ms, tonumber(redis.call('GET', kept)) or 0) end
+local function first_after(cutoff, len)
+  -- times in order: the first one after `cutoff` (gallop from the oldest, then bisect:
+  -- O(log k) reads for k before it)
+  if len == 0 or tonumber(redis.call('LINDEX', log, 0)) > cutoff then return 0 end
   local gone, live = 0, 1
-  while live < used and tonumber(redis.call('LINDEX', log, live)) <= cutoff do
-    gone, live = live, math.min(live * 2, used)
+  while live < len and tonumber(redis.call('LINDEX', log, live)) <= cutoff do
+    gone, live = live, math.min(live * 2, len)
   end
   while live - gone > 1 do
     local mid = math.floor((gone + live) / 2)
     if tonumber(redis.call('LINDEX', log, mid)) <= cutoff then gone = mid else live = mid end
   end
-  redis.call('LTRIM', log, live, -1)
-  used = used - live
+  return live
 end
+local len = redis.call('LLEN', log)
+local gone = first_after(now_ms - keep_ms, len)
+if gone > 0 then
+  redis.call('LTRIM', log, gone, -1)
+  len = len - gone
+end
+local first = keep_ms > limit_ms and first_after(now_ms - limit_ms, len) or 0
+local used = len - first
 local allowed, taken = 1, 0
 if peek then
   -- refused before the limit's step: the window as it is, no budget used
@@ -114,8 +128,16 @@ elseif used < limit_n then
 else
   allowed = 0
 end
-local reset_ms = (tonumber(redis.call('LINDEX', log, 0)) or now_ms) + limit_ms
-redis.call('PEXPIRE', log, limit_ms)
+local reset_ms = (tonumber(redis.call('LINDEX', log, first)) or now_ms) + limit_ms
+if not guess then
+  redis.call('PEXPIRE', log, limit_ms)
+  redis.call('SET', kept, limit_ms, 'PX', limit_ms)
+else
+  for _, name in ipairs({log, kept}) do  -- a guess only ever lengthens what is kept
+    local ttl = redis.call('PTTL', name)
+    if ttl ~= -2 and ttl < keep_ms then redis.call('PEXPIRE', name, keep_ms) end
+  end
+end
 return {allowed, limit_n - used, reset_ms, now_ms, taken}
 """
 
@@ -279,12 +301,18 @@ def _count_args(
 
 
 def check_limit(
-    key_id: str, limit: tuple[int, int], *, peek: bool = False, give_back: int = 0
+    key_id: str,
+    limit: tuple[int, int],
+    *,
+    peek: bool = False,
+    give_back: int = 0,
+    guess: bool = False,
 ) -> LimitState | None:
     """Use one request of the key's window of `limit` (requests, per seconds), or with `peek`
     only read it (a request refused before the limit's step uses no budget); `give_back`
-    first returns a time a `Reservation` took. One round trip; None when Redis is
-    unreachable (the limit is then not enforced)."""
+    first returns a time a `Reservation` took. `guess`: `limit` may not be the row's (see
+    the script). One round trip; None when Redis is unreachable (the limit is then not
+    enforced)."""
     limit_n, limit_s = limit
     client = redis_client()
     if client is None:
@@ -296,7 +324,8 @@ def check_limit(
     else:
         try:
             reply = _scripts(client)[0](
-                keys=[_window_name(key_id)], args=[limit_n, limit_s * 1000, int(peek), give_back]
+                keys=_window_keys(key_id),
+                args=[limit_n, limit_s * 1000, int(peek), give_back, int(guess)],
             )
         except redis.RedisError:
             _fail_open("rate limit not enforced, key use not counted")
@@ -304,8 +333,9 @@ def check_limit(
     return _limit_state(limit_n, reply)
 
 
-def _window_name(key_id: str) -> str:
-    return f"ss:rlog:{key_id}"
+def _window_keys(key_id: str) -> list[str]:
+    """The key's window: its log, and the window it keeps (see the script)."""
+    return [f"ss:rlog:{key_id}", f"ss:rlog:{key_id}:kept"]
 
 
 def _limit_state(limit_n: int, reply: list) -> LimitState:
@@ -398,17 +428,13 @@ def reserve_limit(request, digest: str) -> None:
         return
     try:
         connection.send_command(
-            "EVALSHA",
-            _scripts(client)[0].sha,
-            1,
-            _window_name(key_id),
-            limit_n,
-            limit_s * 1000,
-            0,
-            0,
-        )
-    except redis.RedisError:
-        pool.release(connection)
+            "EVALSHA", _scripts(client)[0].sha, 2, *_window_keys(key_id),
+            limit_n, limit_s * 1000, 0, 0, 1,
+        )  # fmt: skip
+    except BaseException as exc:
+        pool.release(connection)  # disconnected by redis-py: nothing left unread
+        if not isinstance(exc, redis.RedisError):
+            raise
         _fail_open("rate limit not enforced, key use not counted")
         return
     request.META[RESERVATION] = Reservation(key_id, (limit_n, limit_s), pool, connection)
@@ -434,6 +460,22 @@ def collect_reservation(request) -> None:
         reservation.pool.release(connection)
     reservation.state = _limit_state(reservation.limit[0], reply)
     reservation.taken_ms = int(reply[4])
+
+
+def _give_back(reservation: Reservation, limit: tuple[int, int] | None = None) -> LimitState | None:
+    """Return the time `reservation` took to its key's window, answering the window under
+    `limit` (the row's; None: read under the guess). When Redis already failed this
+    request, this process's next batch sends it instead, so the request does not wait."""
+    if failopen.given_up():
+        _batch.give_back(reservation.key_id, reservation.limit, reservation.taken_ms)
+        return None
+    return check_limit(
+        reservation.key_id,
+        limit or reservation.limit,
+        peek=True,
+        give_back=reservation.taken_ms,
+        guess=limit is None,
+    )
 
 
 def _settle(request) -> Reservation | None:
@@ -543,20 +585,33 @@ class UsageBatch:
     Counts reach Redis (and so every process's usage answer) within that interval. A
     process that exits normally sends what it holds (atexit); one killed hard loses at
     most one interval's counts, as does one whose send finds Redis unreachable (logged).
+    The times reservations took, when their request could not wait for Redis to give
+    them back, go with the same send.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         #: (key id, hour start) -> [requests, refused, last seen, {ip: [count, last seen]}]
         self.pending: dict[tuple[str, int], list] = {}
+        #: (key id, the guessed limit, the time taken) of reservations to give back
+        self.give_backs: list[tuple[str, tuple[int, int], int]] = []
         self.pid = 0
+
+    def _start(self) -> None:
+        """Under the lock: the sending thread, on first use in this process (or a fork)."""
+        if self.pid != os.getpid():
+            self.pid, self.pending, self.give_backs = os.getpid(), {}, []
+            threading.Thread(target=self._run, daemon=True, name="usage-batch").start()
+
+    def give_back(self, key_id: str, limit: tuple[int, int], taken_ms: int) -> None:
+        with self.lock:
+            self._start()
+            self.give_backs.append((key_id, limit, taken_ms))
 
     def add(self, key_id: str, ip: str | None, requests: int, refused: int) -> None:
         now = time.time()
         with self.lock:
-            if self.pid != os.getpid():  # first use in this process (or a forked child)
-                self.pid, self.pending = os.getpid(), {}
-                threading.Thread(target=self._run, daemon=True, name="usage-batch").start()
+            self._start()
             entry = self.pending.get((key_id, int(now // 3600)))
             if entry is None:
                 entry = self.pending[key_id, int(now // 3600)] = [0, 0, now, {}]
@@ -570,16 +625,23 @@ class UsageBatch:
 
     def _run(self) -> None:
         while True:
-            time.sleep(settings.USAGE_BATCH_SECONDS)
+            time.sleep(settings.USAGE_BATCH_SECONDS or 1)  # 0: only give-backs come here
             self.send()
 
     def send(self) -> None:
         with self.lock:
             pending, self.pending = self.pending, {}
+            give_backs, self.give_backs = self.give_backs, []
         client = redis_client()
-        if not pending or client is None:
+        if not (pending or give_backs) or client is None:
             return
         pipe, script = _counting_pipeline(client)
+        for key_id, (limit_n, limit_s), taken_ms in give_backs:
+            _scripts(client)[0](
+                keys=_window_keys(key_id),
+                args=[limit_n, limit_s * 1000, 1, taken_ms, 1],
+                client=pipe,
+            )
         for (key_id, _hour), (requests, refused, last, ips) in pending.items():
             args = _count_args(
                 key_id, ip=None, requests=requests, refused=refused, now=last, ip_count=0
@@ -593,7 +655,10 @@ class UsageBatch:
         try:
             pipe.execute()
         except redis.RedisError:
-            _fail_open(f"{len(pending)} key counters not counted")
+            _fail_open(
+                f"{len(pending)} key counters not counted, {len(give_backs)} rate-limit "
+                "reservations not given back"
+            )
 
 
 _batch = UsageBatch()
@@ -644,9 +709,12 @@ class KeyRateLimit(BaseThrottle):
         reservation = _settle(request)
         if reservation is not None and reservation.answers(key):
             state = reservation.state  # checked while the key was looked up
-        else:  # no guess, or a limit changed since: checked now, the guess's time given back
-            mine = reservation is not None and reservation.key_id == str(key.id)
-            state = check_limit(str(key.id), limit, give_back=reservation.taken_ms if mine else 0)
+        else:  # no guess, or a limit changed since: checked now, what the guess took given back
+            taken = reservation.taken_ms if reservation is not None else 0
+            if taken and (failopen.given_up() or reservation.key_id != str(key.id)):
+                _give_back(reservation)  # with the next batch, or to the window it came from
+                taken = 0
+            state = check_limit(str(key.id), limit, give_back=taken)
         request.META[LIMIT_CHECKED] = True
         if state is None:
             return True
@@ -666,12 +734,7 @@ def record_use_counts(request, refused: bool) -> None:
     reservation = _settle(request)
     if reservation is not None and reservation.taken_ms:
         same = key is not None and reservation.key_id == str(key.id) and limit is not None
-        state = check_limit(
-            reservation.key_id,
-            limit if same else reservation.limit,
-            peek=True,
-            give_back=reservation.taken_ms,
-        )
+        state = _give_back(reservation, limit if same else None)
         if same and state is not None:
             request.META[RATE_LIMIT] = state
     elif reservation is not None and key is not None and reservation.answers(key):

@@ -10,6 +10,7 @@ and test_guardrails_servers (two gunicorn servers)."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 from django.db import OperationalError, connection
@@ -17,6 +18,7 @@ from django.db import OperationalError, connection
 from apps.apikeys import gate
 from apps.apikeys.keyformat import KeyKind, digest
 from apps.apikeys.services import revoke_key, update_key
+from core import failopen
 from tests.apikeys.usage_helpers import requires_redis
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, error_code
@@ -154,16 +156,60 @@ def test_a_failed_lookup_answers_503_gives_back_and_leaves_the_connection_clean(
     assert [analyses(plaintext, project)["X-RateLimit-Remaining"] for _ in range(2)] == ["1", "0"]
 
 
-def test_a_redis_without_the_script_still_counts_the_request_once(project):
+def test_a_redis_without_the_script_still_counts_the_request_once(project, monkeypatch):
     api_key, plaintext = limited_key(project, requests=3)
     assert analyses(plaintext, project).status_code == 200
-    gate.redis_client().script_flush()
+    # A script Redis has never seen (as after a restart), without flushing the server's
+    # scripts under other tests: the same script with a comment of its own.
+    scripts = gate._scripts(gate.redis_client())
+    unseen = gate.redis_client().register_script(f"{gate._LIMIT_SCRIPT}-- {uuid.uuid4()}\n")
+    monkeypatch.setattr(gate, "_scripts", lambda client: (unseen, *scripts[1:]))
 
     second = analyses(plaintext, project)
 
+    assert second.wsgi_request.META[gate.RESERVATION].state is None  # NOSCRIPT
     assert second.status_code == 200
     assert second["X-RateLimit-Remaining"] == "1"
     assert window_length(api_key) == 2
+
+
+def test_a_stale_guess_never_drops_times_a_longer_window_still_counts(owner, project):
+    """Another process already checks the key's new, longer window; this one still guesses
+    the old, shorter one: its check must not trim the times only the longer one counts."""
+    api_key, plaintext = limited_key(project, requests=3)  # 3 a minute, guessed from here on
+    assert analyses(plaintext, project).status_code == 200
+    update_key(
+        actor=owner, api_key=api_key, changes={"rateLimit": {"requests": 3, "perSeconds": 3600}}
+    )
+    gate.check_limit(str(api_key.id), (3, 3600), peek=True)  # the other process's check
+    two_minutes_ago = int(time.time() * 1000) - 120_000
+    gate.redis_client().lpush(f"ss:rlog:{api_key.id}", two_minutes_ago, two_minutes_ago)
+
+    third_in_the_hour = analyses(plaintext, project)
+
+    assert (third_in_the_hour.status_code, error_code(third_in_the_hour)) == (429, "RATE_LIMITED")
+    assert window_length(api_key) == 3
+
+
+def test_a_give_back_after_redis_failed_the_request_goes_with_the_next_batch(
+    project, other_project
+):
+    api_key, plaintext = limited_key(project, requests=3, confined=True)
+    assert analyses(plaintext, project).status_code == 200
+
+    def redis_gave_up():  # as a 250 ms timeout at another Redis step of the request does
+        failopen.gave_up("test")
+
+    try:
+        with connection.execute_wrapper(DuringLookup(plaintext, redis_gave_up)):
+            refused = analyses(plaintext, other_project)
+    finally:
+        failopen.new_request()
+
+    assert error_code(refused) == "PROJECT_MISMATCH"
+    assert refused.wsgi_request.META[gate.RESERVATION].taken_ms
+    gate.send_pending_counts()
+    assert window_length(api_key) == 1
 
 
 def test_an_exhausted_window_answers_a_refusal_before_the_limit_without_a_second_check(

@@ -176,19 +176,21 @@ def mint_key(
     replaces: ApiKey | None = None,
     request: HttpRequest | None = None,
     audit_action: str = Action.KEY_MINTED,
+    errors: FieldErrors | None = None,
 ) -> MintedKey:
     """Mint a key of `kind` (the collection decides the kind; there is no type parameter).
 
-    Every invalid field is reported at once (VALIDATION_ERROR, `details.fields`); the
-    guardrails follow `apps.apikeys.guardrails`, and a secret or org key must expire
-    within its organization's `keyMaxLifetimeDays`.
+    Every invalid field is reported at once (VALIDATION_ERROR, `details.fields`), with
+    those a caller already found (`errors`: a roll's `graceSeconds`); the guardrails
+    follow `apps.apikeys.guardrails`, and a secret or org key must expire within its
+    organization's `keyMaxLifetimeDays`.
     """
     now = timezone.now()
     if (kind.scope == KeyScope.PROJECT) != (project is not None):
         raise ValueError("project keys need a project; organization keys must not have one")
     if project is not None and project.organization_id != organization.id:
         raise ValueError("the project belongs to another organization")
-    errors = FieldErrors()
+    errors = FieldErrors() if errors is None else errors
     name = errors.check(clean_name, name)
     permissions = errors.check(validate_permissions, kind, permissions)
     expires_at = errors.check(validate_expires_at, expires_at, now)
@@ -294,6 +296,15 @@ def revoke_key(
 INHERIT = object()
 
 
+def validate_grace_seconds(grace_seconds: Any) -> int:
+    """How long a rolled key keeps working: whole seconds, 0 to a week."""
+    if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int):
+        raise ValidationFailed({"graceSeconds": ["A whole number of seconds is required."]})
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise ValidationFailed({"graceSeconds": [f"Between 0 and {MAX_GRACE_SECONDS}."]})
+    return grace_seconds
+
+
 def roll_key(
     *,
     actor: Any,
@@ -314,12 +325,10 @@ def roll_key(
     `permissions`: a key's own never change (SPEC §4.10), its successor's may, validated
     exactly as at mint (an SDK key's: only the locked set). A key has one successor: a
     second roll (a retry, a second tab) is a VALIDATION_ERROR on `keyId`. A refused roll
-    changes nothing, the old key's expiry included.
+    changes nothing, the old key's expiry included. Its invalid fields are reported at once.
     """
-    if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int):
-        raise ValidationFailed({"graceSeconds": ["A whole number of seconds is required."]})
-    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
-        raise ValidationFailed({"graceSeconds": [f"Between 0 and {MAX_GRACE_SECONDS}."]})
+    errors = FieldErrors()
+    grace_seconds = errors.check(validate_grace_seconds, grace_seconds)
     now = timezone.now()
     if api_key.status_at(now) != KeyStatus.ACTIVE:
         raise ValidationFailed({"keyId": ["Only an active key can be rolled."]})
@@ -355,6 +364,7 @@ def roll_key(
             replaces=api_key,
             request=request,
             audit_action=Action.KEY_ROLLED,
+            errors=errors,
         )
         old_expiry = now + timedelta(seconds=grace_seconds)
         if locked.expires_at is None or locked.expires_at > old_expiry:

@@ -181,6 +181,21 @@ def test_roll_needs_a_grace_of_0_to_604800_seconds(owner, project, grace):
     assert ApiKey.objects.count() == 1
 
 
+def test_a_roll_reports_every_invalid_field_at_once(owner, project):
+    old, _ = make_key(KeyKind.SECRET, project=project)
+    body = {"graceSeconds": -1, "expiresAt": "2001-01-01T00:00:00Z", "permissions": ["nope"]}
+
+    response = user_client(owner).post(
+        key_url(KeyKind.SECRET, project, old, "roll"), body, format="json"
+    )
+
+    assert response.status_code == 400
+    assert set(error_fields(response)) == {"graceSeconds", "expiresAt", "permissions"}
+    old.refresh_from_db()
+    assert old.expires_at is None
+    assert ApiKey.objects.count() == 1
+
+
 def test_a_week_of_grace_is_allowed(owner, project):
     old, _ = make_key(KeyKind.SECRET, project=project)
 

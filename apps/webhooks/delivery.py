@@ -79,6 +79,8 @@ def attempt_delivery(delivery_id: str) -> str:
     try:
         target = urlsafety.resolve(webhook.url)  # DNS may have changed since creation
         secret = crypto.decrypt_secret(webhook.secret_ciphertext)
+    except urlsafety.LookupTimedOut:
+        outcome = outbound.Outcome(None, "host lookup timed out")
     except urlsafety.UnsafeUrl:
         outcome = outbound.Outcome(None, "address not allowed")
     except InvalidToken:

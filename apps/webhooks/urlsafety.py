@@ -6,7 +6,8 @@ host resolves to must be public: no loopback, private (RFC 1918), link-local
 reserved, unspecified or IPv6 unique-local address, nor an IPv6 form that embeds
 one (IPv4-mapped, NAT64, 6to4). Deliveries connect to the very address that was
 checked (no second resolution an attacker's DNS could answer differently) and
-never follow redirects.
+never follow redirects. A lookup waits at most LOOKUP_TIMEOUT_SECONDS, so a slow or
+silent resolver holds neither a web worker nor the delivery worker.
 
 `WEBHOOKS_ALLOW_PRIVATE=true` (development and tests only) lifts the address
 rule and allows `http://`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -29,6 +31,15 @@ _TEREDO = ipaddress.ip_network("2001::/32")
 
 class UnsafeUrl(ValueError):
     """The URL may not be used; the message is safe to show to the webhook's owner."""
+
+
+class LookupTimedOut(UnsafeUrl):
+    """The host name did not resolve within LOOKUP_TIMEOUT_SECONDS."""
+
+
+#: How long a host name may take to resolve, at creation (in a web request) and at each
+#: delivery: the system resolver's own limits (resolv.conf) can add up to far more.
+LOOKUP_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +137,7 @@ def resolve(url: object) -> Target:
     """
     scheme, host, port, path = parse_url(url)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _lookup(host, port)
     except (OSError, UnicodeError) as exc:
         raise UnsafeUrl(NOT_PUBLIC) from exc
     addresses = tuple(dict.fromkeys(info[4][0] for info in infos))
@@ -137,3 +148,24 @@ def resolve(url: object) -> Target:
             if not is_public_address(address):
                 raise UnsafeUrl(NOT_PUBLIC)
     return Target(scheme=scheme, host=host, port=port, path=path, addresses=addresses)
+
+
+def _lookup(host: str, port: int) -> list:
+    """`getaddrinfo` in a thread of its own, waited for at most LOOKUP_TIMEOUT_SECONDS
+    (it takes no timeout); a lookup still hanging then ends with its thread, unused."""
+    answer: list = []
+
+    def run() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except Exception as exc:  # handed to the caller below
+            answer.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True, name="webhook-host-lookup")
+    thread.start()
+    thread.join(LOOKUP_TIMEOUT_SECONDS)
+    if not answer:
+        raise LookupTimedOut(NOT_PUBLIC)
+    if isinstance(answer[0], Exception):
+        raise answer[0]
+    return answer[0]

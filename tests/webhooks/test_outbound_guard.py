@@ -2,20 +2,24 @@
 to, a name that resolves elsewhere since creation is refused, and a redirect goes nowhere.
 
 Real receivers on 127.0.0.1; only DNS answers are faked (a public name resolving to a private
-address cannot be had otherwise), and no connection ever leaves this machine.
+address, or a resolver that never answers, cannot be had otherwise), and no connection ever
+leaves this machine.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 
 from apps.apikeys.keyformat import KeyKind
 from apps.webhooks import delivery as deliveries
-from apps.webhooks import outbound, services
-from apps.webhooks.models import Delivery, EventType
+from apps.webhooks import outbound, services, urlsafety
+from apps.webhooks.models import Delivery, EventType, Webhook
 from apps.webhooks.urlsafety import Target
+from core.errors import ValidationFailed
 from tests.factories import make_key
 from tests.outbound import Receiver
 
@@ -42,6 +46,15 @@ def dns(monkeypatch):
     return answers
 
 
+def create_webhook(owner, organization):
+    return services.create_webhook(
+        actor=owner,
+        organization=organization,
+        url=f"https://{HOST}/hooks/sigsentry",
+        events=list(EventType.values),
+    )
+
+
 def only_delivery() -> Delivery:
     return Delivery.objects.get()
 
@@ -54,12 +67,7 @@ def test_a_name_resolving_to_a_private_address_at_delivery_is_refused_without_co
     refused before any connection, recorded as such, and tried again later."""
     settings.WEBHOOKS_ALLOW_PRIVATE = False
     dns[HOST] = "93.184.216.34"
-    services.create_webhook(
-        actor=owner,
-        organization=organization,
-        url=f"https://{HOST}/hooks/sigsentry",
-        events=list(EventType.values),
-    )
+    create_webhook(owner, organization)
     make_key(KeyKind.SECRET, project=project)
     dns[HOST] = private
     connections = []
@@ -119,3 +127,61 @@ def test_a_redirect_with_a_location_is_a_failed_attempt_and_is_not_followed(
     finally:
         redirecting.stop()
         elsewhere.stop()
+
+
+@pytest.fixture
+def hanging_dns(monkeypatch):
+    """`HOST` resolves only once the test ends (a resolver that does not answer); the wait
+    for a lookup is cut to 0.2 s. Other names resolve as usual."""
+    monkeypatch.setattr(urlsafety, "LOOKUP_TIMEOUT_SECONDS", 0.2)
+    released, real = threading.Event(), socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == HOST:
+            released.wait(30)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield
+    released.set()
+
+
+def test_a_host_that_does_not_resolve_in_time_is_refused_at_creation(
+    hanging_dns, settings, owner, organization
+):
+    settings.WEBHOOKS_ALLOW_PRIVATE = False
+    started = time.monotonic()
+
+    with pytest.raises(ValidationFailed) as refused:
+        create_webhook(owner, organization)
+
+    assert time.monotonic() - started < 5  # the web worker is not held by the resolver
+    assert refused.value.details["fields"]["url"] == [urlsafety.NOT_PUBLIC]
+    assert not Webhook.objects.exists()
+
+
+def test_a_host_lookup_that_hangs_at_delivery_is_a_failed_attempt_tried_again(
+    dns, settings, owner, organization, project, monkeypatch
+):
+    settings.WEBHOOKS_ALLOW_PRIVATE = False
+    dns[HOST] = "93.184.216.34"
+    create_webhook(owner, organization)
+    make_key(KeyKind.SECRET, project=project)
+    released = threading.Event()
+    monkeypatch.setattr(urlsafety, "LOOKUP_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: released.wait(30))
+    started = time.monotonic()
+    try:
+        outcome = deliveries.attempt_delivery(str(only_delivery().pk))
+    finally:
+        released.set()
+
+    assert time.monotonic() - started < 5
+    assert outcome == "host lookup timed out"
+    delivery = only_delivery()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (
+        "pending",
+        1,
+        "host lookup timed out",
+    )

@@ -346,7 +346,7 @@ def _limit_state(limit_n: int, reply: list) -> LimitState:
 # ------------------------------------------------------------ the overlapped check
 #
 # The check is sent before the key's lookup and read after it, so the two round trips
-# overlap (bench/README.md: +342 µs -> +137-160). Its key and limit are those this process
+# overlap (bench/README.md: +342 µs -> +93-160). Its key and limit are those this process
 # last read for the credential: a guess, held against the row before use, and given back
 # (`give_back`) when the request never reaches the limit's step. A client the guessed
 # IP list or origins refuse reserves nothing, so it cannot hold the key's budget.

@@ -8,6 +8,8 @@ import ipaddress
 from django.conf import settings
 from django.http import HttpRequest
 
+from core.errors import ApiError, IpNotAllowed, OriginNotAllowed
+
 
 def client_ip(request: HttpRequest) -> str | None:
     """REMOTE_ADDR, or with N trusted proxies the N-th address from the right of X-Forwarded-For.
@@ -53,6 +55,19 @@ def ip_allowed(ip: str | None, allowed_ips: tuple[str, ...]) -> bool:
     if address.version == 6 and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in _networks(allowed_ips))
+
+
+def client_refusal(
+    request: HttpRequest, allowed_origins: tuple[str, ...], allowed_ips: tuple[str, ...]
+) -> type[ApiError] | None:
+    """What a key's origin and IP lists refuse this request for, in SPEC §4.10's order
+    (origin, then IP), or None when they let it through (an empty list allows any)."""
+    origin = request.META.get("HTTP_ORIGIN")
+    if allowed_origins and (origin is None or origin.lower() not in allowed_origins):
+        return OriginNotAllowed
+    if allowed_ips and not ip_allowed(client_ip(request), allowed_ips):
+        return IpNotAllowed
+    return None
 
 
 def user_agent(request: HttpRequest) -> str:

@@ -52,7 +52,7 @@ from core.errors import (
     RateLimited,
     TokenInvalid,
 )
-from core.net import client_ip, ip_allowed
+from core.net import client_ip, client_refusal
 from core.principal import AUTH_DECISION, AuthDecision, Principal
 
 # RFC 6750 §2.1: "Bearer" 1*SP b64token; the scheme is case-insensitive.
@@ -92,13 +92,9 @@ def authenticate_key(credential: str, shape: Shape, request) -> Principal:
         raise _refusing(KeyRevoked(), api_key)
     if api_key.expires_at is not None and api_key.expires_at <= timezone.now():
         raise _refusing(KeyExpired(), api_key)
-    origin = request.META.get("HTTP_ORIGIN")
-    if api_key.allowed_origins and (
-        origin is None or origin.lower() not in api_key.allowed_origins
-    ):
-        raise _refusing(OriginNotAllowed(), api_key)
-    if api_key.allowed_ips and not ip_allowed(client_ip(request), api_key.allowed_ips):
-        raise _refusing(IpNotAllowed(), api_key)
+    refusal = client_refusal(request, api_key.allowed_origins, api_key.allowed_ips)
+    if refusal is not None:
+        raise _refusing(refusal(), api_key)
     return Principal(key=api_key)
 
 

@@ -62,7 +62,7 @@ from django.core.signals import setting_changed
 from rest_framework.throttling import BaseThrottle
 
 from core import failopen
-from core.net import client_ip, ip_allowed
+from core.net import client_ip, client_refusal
 from core.principal import AUTH_DECISION
 
 logger = logging.getLogger("sigsentry.usage")
@@ -325,12 +325,18 @@ def check_limit(
         try:
             reply = _scripts(client)[0](
                 keys=_window_keys(key_id),
-                args=[limit_n, limit_s * 1000, int(peek), give_back, int(guess)],
+                args=_limit_args(limit, peek=peek, give_back=give_back, guess=guess),
             )
         except redis.RedisError:
             _fail_open("rate limit not enforced, key use not counted")
             return None
     return _limit_state(limit_n, reply)
+
+
+def _limit_args(limit: tuple[int, int], *, peek: bool, give_back: int, guess: bool) -> list:
+    """The window script's ARGV[1] to ARGV[5], in order."""
+    limit_n, limit_s = limit
+    return [limit_n, limit_s * 1000, int(peek), give_back, int(guess)]
 
 
 def _window_keys(key_id: str) -> list[str]:
@@ -414,12 +420,8 @@ def reserve_limit(request, digest: str) -> None:
     client = redis_client()
     if guess is None or client is None or failopen.given_up():
         return
-    if guess.allowed_ips and not ip_allowed(client_ip(request), guess.allowed_ips):
+    if client_refusal(request, guess.allowed_origins, guess.allowed_ips) is not None:
         return
-    origin = request.META.get("HTTP_ORIGIN")
-    if guess.allowed_origins and (origin is None or origin.lower() not in guess.allowed_origins):
-        return
-    key_id, (limit_n, limit_s) = guess.key_id, guess.limit
     pool = client.connection_pool
     try:
         connection = pool.get_connection()
@@ -428,16 +430,19 @@ def reserve_limit(request, digest: str) -> None:
         return
     try:
         connection.send_command(
-            "EVALSHA", _scripts(client)[0].sha, 2, *_window_keys(key_id),
-            limit_n, limit_s * 1000, 0, 0, 1,
-        )  # fmt: skip
+            "EVALSHA",
+            _scripts(client)[0].sha,
+            2,
+            *_window_keys(guess.key_id),
+            *_limit_args(guess.limit, peek=False, give_back=0, guess=True),
+        )
     except BaseException as exc:
         pool.release(connection)  # disconnected by redis-py: nothing left unread
         if not isinstance(exc, redis.RedisError):
             raise
         _fail_open("rate limit not enforced, key use not counted")
         return
-    request.META[RESERVATION] = Reservation(key_id, (limit_n, limit_s), pool, connection)
+    request.META[RESERVATION] = Reservation(guess.key_id, guess.limit, pool, connection)
 
 
 def collect_reservation(request) -> None:
@@ -636,10 +641,10 @@ class UsageBatch:
         if not (pending or give_backs) or client is None:
             return
         pipe, script = _counting_pipeline(client)
-        for key_id, (limit_n, limit_s), taken_ms in give_backs:
+        for key_id, limit, taken_ms in give_backs:
             _scripts(client)[0](
                 keys=_window_keys(key_id),
-                args=[limit_n, limit_s * 1000, 1, taken_ms, 1],
+                args=_limit_args(limit, peek=True, give_back=taken_ms, guess=True),
                 client=pipe,
             )
         for (key_id, _hour), (requests, refused, last, ips) in pending.items():

@@ -70,9 +70,10 @@ django.setup()
 
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
+from django.db import OperationalError, connection, transaction  # noqa: E402
 from django.test.utils import CaptureQueriesContext, override_settings  # noqa: E402
 from knox.models import AuthToken  # noqa: E402
+from psycopg.errors import DeadlockDetected  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 from rest_framework_api_key.models import APIKey  # noqa: E402
 from rest_framework_simplejwt.tokens import AccessToken  # noqa: E402
@@ -612,11 +613,22 @@ def hundred_thousand_keys(call: Caller, creds: Credentials, baseline: Variant) -
 
     def set_rows(rows: int) -> None:
         sources = ["bench_small_keys"] + (["bench_filler_keys"] if rows == BIG_TABLE_ROWS else [])
-        sql(
-            f"TRUNCATE {table} CASCADE",
-            *(f"INSERT INTO {table} SELECT * FROM {source}" for source in sources),
-            f"VACUUM ANALYZE {table}",
-        )
+        for attempt in range(1, 4):
+            try:
+                with transaction.atomic():
+                    sql(
+                        f"TRUNCATE {table} CASCADE",
+                        *(f"INSERT INTO {table} SELECT * FROM {source}" for source in sources),
+                    )
+                break
+            except OperationalError as exc:
+                # The usage copy (a background thread of this process, once a minute) inserts
+                # counts that reference the key table: it locks the two tables in the order
+                # opposite to TRUNCATE ... CASCADE, and PostgreSQL cancels one of the two.
+                # Rolled back whole, so the truncate is simply run again.
+                if attempt == 3 or not isinstance(exc.__cause__, DeadlockDetected):
+                    raise
+        sql(f"VACUUM ANALYZE {table}")
         assert ApiKey.objects.count() == rows
 
     sql(

@@ -8,14 +8,17 @@
 # * Server: gunicorn sigsentry.wsgi with the bench settings (production settings plus the
 #   /v1/bench/* trivial views), DEBUG=false, HTTPS_ONLY=false, a random SECRET_KEY, on a free
 #   127.0.0.1 port; stopped and the temporary files removed on exit, whatever happens.
+#   Usage is counted in Redis as in production (LOAD_REDIS_URL, default db 12, emptied).
 # * Runs (LOAD_DURATION each, default 10s; LOAD_CONNECTIONS, default 8; one wrk thread):
 #   the no-auth view, our authentication on the same trivial view, DRF's TokenAuthentication
 #   on it, GET /v1/me with a secret key and with a JWT, and a mixed run rotating a valid, a
 #   revoked and a garbage key.
 # * Checks (exit status 1 if one fails): no non-2xx answer for a valid credential, no 5xx in
-#   the mixed run (its 429s are failed-credential throttling, reported separately), and at
-#   most one lastUsedAt write per key per minute (UPDATEs of the key table, from PostgreSQL's
-#   statistics after the server stopped).
+#   the mixed run (its 429s are failed-credential throttling, reported separately), at most
+#   one lastUsedAt write per key per minute (UPDATEs of the key table, from PostgreSQL's
+#   statistics after the server stopped), and no count lost: the requests the usage API
+#   counts on the valid and revoked keys equal those wrk sent with them, less at most the
+#   requests still in flight when each wrk run stopped (wrk.lua counts what it sends).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,6 +26,7 @@ PY="${PY:-.venv/bin/python}"
 DURATION="${LOAD_DURATION:-10s}"
 CONNECTIONS="${LOAD_CONNECTIONS:-8}"
 DATABASE_URL="${LOAD_DATABASE_URL:-postgres://root@127.0.0.1:5432/sigsentry_bench_load}"
+LOAD_REDIS="${LOAD_REDIS_URL:-redis://127.0.0.1:6379/12}"
 RESULTS=bench/results/load-latest.json
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 2; }
@@ -58,10 +62,17 @@ EOF
 }
 UPDATES_BEFORE="$(updates)"
 
+usage_total() {  # requests counted on the load's two keys (valid, revoked), as the usage API says
+  DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL="$DATABASE_URL" REDIS_URL="$LOAD_REDIS" \
+    "$PY" bench/usage_total.py "$CREDENTIALS"
+}
+
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 URL="http://127.0.0.1:$PORT"
+redis-cli -u "$LOAD_REDIS" flushdb >/dev/null
+USAGE_BEFORE="$(usage_total)"
 env DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL="$DATABASE_URL" DEBUG=false \
-  HTTPS_ONLY=false "$PY" -m gunicorn sigsentry.wsgi:application --bind "127.0.0.1:$PORT" --workers 2 \
+  REDIS_URL="$LOAD_REDIS" HTTPS_ONLY=false "$PY" -m gunicorn sigsentry.wsgi:application --bind "127.0.0.1:$PORT" --workers 2 \
   --timeout 30 >"$WORKDIR/gunicorn.log" 2>&1 &
 SERVER_PID=$!
 
@@ -96,6 +107,8 @@ run "GET /v1/me, secret key" /v1/me bearer:valid
 run "GET /v1/me, JWT" /v1/me bearer:jwt
 run "GET /v1/me, mixed valid/revoked/garbage" /v1/me mixed
 ELAPSED=$((SECONDS - STARTED))
+sleep 2  # the last usage batches reach Redis (USAGE_BATCH_SECONDS=1)
+USAGE=$(($(usage_total) - USAGE_BEFORE))
 
 kill "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null || true
@@ -106,11 +119,17 @@ UPDATES=$(($(updates) - UPDATES_BEFORE))
 results_json="{"
 for label in "${!RESULT[@]}"; do results_json+="\"$label\": ${RESULT[$label]},"; done
 results_json="${results_json%,}}"
-"$PY" - "$results_json" "$UPDATES" "$ELAPSED" "$RESULTS" "$DURATION" "$CONNECTIONS" <<'EOF'
+"$PY" - "$results_json" "$UPDATES" "$ELAPSED" "$RESULTS" "$DURATION" "$CONNECTIONS" "$USAGE" <<'EOF'
 import json, os, sys
 from datetime import UTC, datetime
 
 results, updates, elapsed = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+usage_counted = int(sys.argv[7])
+# Sent with the two keys whose use is counted; a run's requests still in flight when wrk
+# stopped (generated, never answered) may or may not have reached the server.
+keyed = [r for r in results.values() if {"valid", "revoked"} & set(r["sent"])]
+sent_with_keys = sum(r["sent"].get("valid", 0) + r["sent"].get("revoked", 0) for r in keyed)
+in_flight = sum(sum(r["sent"].values()) - r["requests"] for r in keyed)
 valid = [label for label in results if "mixed" not in label]
 # One valid key and one JWT session; only the key has lastUsedAt. One write per 60 s at most.
 allowed_updates = 1 + elapsed // 60
@@ -123,21 +142,29 @@ checks = {
     ),
     f"lastUsedAt writes <= {allowed_updates} (one key, {elapsed} s)": updates <= allowed_updates,
     "no socket errors": all(r["socket_errors"] == 0 for r in results.values()),
+    "usage counted = requests sent with a key (- in flight)": (
+        sent_with_keys - in_flight <= usage_counted <= sent_with_keys
+    ),
 }
 mixed = results["GET /v1/me, mixed valid/revoked/garbage"]["statuses"]
 print(f"\nmixed run: {mixed.get('200', 0)} ok, {mixed.get('401', 0)} 401 (revoked, garbage), "
       f"{mixed.get('429', 0)} 429 (failed-credential throttling)")
-print(f"UPDATEs of the key table during the runs: {updates}\n")
+print(f"UPDATEs of the key table during the runs: {updates}")
+print(f"requests sent with a key (wrk): {sent_with_keys}, of which {in_flight} in flight at "
+      f"the stop; counted by the keys' usage: {usage_counted}\n")
 for name, ok in checks.items():
     print(f"  {'PASS' if ok else 'FAIL'}  {name}")
 with open(sys.argv[4], "w") as out:
     json.dump({
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "setup": f"wrk -t1 -c{sys.argv[6]} -d{sys.argv[5]}; gunicorn 2 sync workers; "
-                 f"PostgreSQL on loopback; {os.cpu_count()} cores",
+                 f"PostgreSQL and Redis on loopback; {os.cpu_count()} cores",
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "runs": results,
         "key_table_updates": updates,
+        "requests_sent_with_keys": sent_with_keys,
+        "requests_in_flight_at_stop": in_flight,
+        "usage_counted_requests": usage_counted,
         "checks": checks,
     }, out, indent=1)
     out.write("\n")

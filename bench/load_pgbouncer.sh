@@ -102,20 +102,7 @@ print(int(sum(
 
 usage_total() {  # requests counted on the load's two keys (valid, revoked), as the usage API says
   DJANGO_SETTINGS_MODULE=bench.settings DATABASE_URL="$DATABASE_URL" REDIS_URL="$LOAD_REDIS" \
-    "$PY" - "$CREDENTIALS" <<'EOF3'
-import sys
-import django
-sys.path.insert(0, ".")
-django.setup()
-from apps.apikeys import keyformat
-from apps.apikeys.models import ApiKey
-from apps.apikeys.usage import key_usage
-credentials = dict(line.split("=", 1) for line in open(sys.argv[1]).read().split())
-print(sum(
-    key_usage(ApiKey.objects.get(digest=keyformat.digest(credentials[name])), "hour")["total"]["requests"]
-    for name in ("valid", "revoked")
-))
-EOF3
+    "$PY" bench/usage_total.py "$CREDENTIALS"
 }
 
 cpu_seconds() {  # cpu_seconds <pid>...: user + system CPU time those processes have used

@@ -1,4 +1,5 @@
--- wrk script for bench/load.sh: sets the credential, counts status codes, prints one RESULT line.
+-- wrk script for bench/load.sh: sets the credential, counts status codes and the requests sent
+-- with each credential, prints one RESULT line.
 --
 -- wrk ... -s bench/wrk.lua <url> -- <mode> <credentials file> <label>
 --   mode: none | bearer:<name> | token:<name> | mixed
@@ -23,27 +24,31 @@ local function read_credentials(path)
 end
 
 local headers_cycle = {}
+local names = {}  -- the credential name of each entry of headers_cycle ("" for none)
 local turn = 0
 counts = {}
+sent = {}  -- requests generated per credential name: answered, or in flight at the stop
 
 function init(args)
   local mode, path = args[1], args[2]
   local creds = read_credentials(path)
   if mode == "none" then
-    headers_cycle = { {} }
+    headers_cycle, names = { {} }, { "" }
   elseif mode == "mixed" then
     for _, name in ipairs({ "valid", "revoked", "garbage" }) do
       table.insert(headers_cycle, { ["Authorization"] = "Bearer " .. creds[name] })
+      table.insert(names, name)
     end
   else
     local scheme, name = mode:match("^(%a+):([%w_]+)$")
     local prefix = scheme == "token" and "Token " or "Bearer "
-    headers_cycle = { { ["Authorization"] = prefix .. creds[name] } }
+    headers_cycle, names = { { ["Authorization"] = prefix .. creds[name] } }, { name }
   end
 end
 
 function request()
   turn = turn % #headers_cycle + 1
+  sent[names[turn]] = (sent[names[turn]] or 0) + 1
   return wrk.format("GET", nil, headers_cycle[turn])
 end
 
@@ -51,27 +56,33 @@ function response(status, headers, body)
   counts[status] = (counts[status] or 0) + 1
 end
 
-function done(summary, latency, requests)
+-- A JSON object of one per-thread table (`counts` or `sent`) added up over the threads.
+local function json_totals(global)
   local totals = {}
   for _, thread in ipairs(threads) do
-    for status, n in pairs(thread:get("counts")) do
-      totals[status] = (totals[status] or 0) + n
+    for key, n in pairs(thread:get(global)) do
+      totals[key] = (totals[key] or 0) + n
     end
   end
   local parts = {}
-  for status, n in pairs(totals) do
-    table.insert(parts, string.format('"%d": %d', status, n))
+  for key, n in pairs(totals) do
+    if key ~= "" then table.insert(parts, string.format('"%s": %d', key, n)) end
   end
   table.sort(parts)
+  return table.concat(parts, ", ")
+end
+
+function done(summary, latency, requests)
   io.write(string.format(
     'RESULT {"requests": %d, "seconds": %.2f, "rps": %.1f, "p50_ms": %.2f, "p99_ms": %.2f, ' ..
-    '"socket_errors": %d, "statuses": {%s}}\n',
+    '"socket_errors": %d, "statuses": {%s}, "sent": {%s}}\n',
     summary.requests,
     summary.duration / 1e6,
     summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1000,
     latency:percentile(99) / 1000,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    table.concat(parts, ", ")
+    json_totals("counts"),
+    json_totals("sent")
   ))
 end

@@ -55,6 +55,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -354,20 +355,15 @@ def _limit_state(limit_n: int, reply: list) -> LimitState:
 # The check is sent before the key's lookup and read after it, so the two round trips
 # overlap (bench/README.md: +342 µs -> +93-160). Its key and limit are those this process
 # last read for the credential: a guess, held against the row before use, and given back
-# (`give_back`) when the request never reaches the limit's step. A client the guessed
-# IP list or origins refuse reserves nothing, so it cannot hold the key's budget.
+# (`give_back`) when the request never reaches the limit's step. A request the guess
+# says will be refused before that step (by the key's origins or IPs, its projects, or a
+# view no key may use) reserves nothing: a stolen key cannot hold its owner's budget, and
+# the refusal costs one round trip (the window read for its headers), not two. Two remain
+# only where the guess cannot know: a key changed since, an org key naming a project that
+# is not its organization's (a query tells).
 
-
-@dataclass(frozen=True, slots=True)
-class _Guess:
-    key_id: str
-    limit: tuple[int, int]
-    allowed_ips: tuple[str, ...]
-    allowed_origins: tuple[str, ...]
-
-
-#: credential digest -> what this process last read of an active rate-limited key
-_limits_seen: dict[str, _Guess] = {}
+#: credential digest -> the record this process last read of an active rate-limited key
+_limits_seen: dict[str, Any] = {}
 _limits_seen_lock = threading.Lock()
 LIMITS_SEEN_KEPT = 10_000
 RESERVATION = "sigsentry.rate_limit_reservation"
@@ -392,6 +388,10 @@ class Reservation:
         )
 
 
+def _active(key) -> bool:
+    return key.revoked_at is None and (key.expires_at is None or key.expires_at > datetime.now(UTC))
+
+
 def remember_limit(digest: str, key) -> None:
     """After the lookup (`key` None when there is no such key): the guess for the
     credential's next request on this process. Only active rate-limited keys are guessed."""
@@ -399,18 +399,24 @@ def remember_limit(digest: str, key) -> None:
     if limit is None and digest not in _limits_seen:
         return  # the common case, without the lock
     with _limits_seen_lock:
-        if (
-            limit is None
-            or key.revoked_at is not None
-            or (key.expires_at is not None and key.expires_at <= datetime.now(UTC))
-        ):
+        if limit is None or not _active(key):
             _limits_seen.pop(digest, None)
             return
         if digest not in _limits_seen and len(_limits_seen) >= LIMITS_SEEN_KEPT:
             del _limits_seen[next(iter(_limits_seen))]  # the oldest guess
-        _limits_seen[digest] = _Guess(
-            str(key.id), limit, tuple(key.allowed_ips), tuple(key.allowed_origins)
-        )
+        _limits_seen[digest] = key
+
+
+def _refused_early(request, guess) -> bool:
+    """Whether the guess says this request stops before the limit's step (SPEC §4.10's
+    order: expired, origin, IP, project; and views no key may use)."""
+    if not _active(guess):
+        return True
+    if client_refusal(request, guess.allowed_origins, guess.allowed_ips) is not None:
+        return True
+    view = (getattr(request, "parser_context", None) or {}).get("view")
+    refuses = getattr(view, "refuses_key_early", None)  # core.api.ApiView's
+    return refuses is not None and refuses(guess)
 
 
 def reserve_limit(request, digest: str) -> None:
@@ -418,9 +424,7 @@ def reserve_limit(request, digest: str) -> None:
     time (a guess), to be read by `collect_reservation` after the lookup."""
     guess = _limits_seen.get(digest)
     client = redis_client()
-    if guess is None or client is None or failopen.given_up():
-        return
-    if client_refusal(request, guess.allowed_origins, guess.allowed_ips) is not None:
+    if guess is None or client is None or failopen.given_up() or _refused_early(request, guess):
         return
     pool = client.connection_pool
     try:
@@ -428,13 +432,14 @@ def reserve_limit(request, digest: str) -> None:
     except redis.RedisError:
         _fail_open("rate limit not enforced, key use not counted")
         return
+    key_id, limit = str(guess.id), key_limit(guess)
     try:
         connection.send_command(
             "EVALSHA",
             _scripts(client)[0].sha,
             2,
-            *_window_keys(guess.key_id),
-            *_limit_args(guess.limit, peek=False, give_back=0, guess=True),
+            *_window_keys(key_id),
+            *_limit_args(limit, peek=False, give_back=0, guess=True),
         )
     except BaseException as exc:
         pool.release(connection)  # disconnected by redis-py: nothing left unread
@@ -442,7 +447,7 @@ def reserve_limit(request, digest: str) -> None:
             raise
         _fail_open("rate limit not enforced, key use not counted")
         return
-    request.META[RESERVATION] = Reservation(guess.key_id, guess.limit, pool, connection)
+    request.META[RESERVATION] = Reservation(key_id, limit, pool, connection)
 
 
 def collect_reservation(request) -> None:

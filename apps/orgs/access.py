@@ -81,26 +81,36 @@ def project_for_member(user_id: uuid.UUID, project_id: uuid.UUID) -> tuple[Proje
     return ProjectRecord(as_uuid(row[0]), row[1], as_uuid(row[2])), row[3]
 
 
-def resolve_project(principal: Principal, header_value: str | None) -> ProjectRecord:
-    """The project a project-scoped request acts on (SPEC §2.1, §2.2)."""
-    key = principal.key
-    if key is not None and key.is_project_key:
+def project_id_for_key(key, header_value: str | None) -> uuid.UUID:
+    """The id of the project a key's project-scoped request acts on, or its refusal
+    (SPEC §2.1, §4.10), decided without a query. `key`: a key's record, or what a
+    process last read of it (the rate limit's guess, `apps.apikeys.gate`)."""
+    if key.is_project_key:
         named = header_value is not None and header_value.strip()
         if named and parse_project_id(header_value) != key.project_id:
             raise ProjectMismatch()
-        return key.project
+        return key.project_id
     project_id = parse_project_id(header_value)
+    if key.project_ids and str(project_id) not in key.project_ids:
+        # An org key confined to other projects (SPEC §4.10), whether or not the named
+        # project exists: the answer must not tell a confined key which ids do.
+        raise ProjectMismatch()
+    return project_id
+
+
+def resolve_project(principal: Principal, header_value: str | None) -> ProjectRecord:
+    """The project a project-scoped request acts on (SPEC §2.1, §2.2)."""
+    key = principal.key
     if key is not None:
-        if key.project_ids and str(project_id) not in key.project_ids:
-            # An org key confined to other projects (SPEC §4.10), whether or not the named
-            # project exists: the answer must not tell a confined key which ids do.
-            raise ProjectMismatch()
+        project_id = project_id_for_key(key, header_value)
+        if key.is_project_key:
+            return key.project
         # Organization keys name a project on every request; the tenant check is on the row.
         project = project_by_id(project_id)
         if project is None or project.organization_id != key.organization_id:
             raise ProjectNotFound()
         return project
-    project, role = project_for_member(principal.user.pk, project_id)
+    project, role = project_for_member(principal.user.pk, parse_project_id(header_value))
     principal.roles[project.organization_id] = role
     return project
 

@@ -20,7 +20,7 @@ from apps.apikeys.keyformat import KeyKind, digest
 from apps.apikeys.services import revoke_key, update_key
 from core import failopen
 from tests.apikeys.usage_helpers import requires_redis
-from tests.factories import make_key
+from tests.factories import ProjectFactory, make_key
 from tests.orgs.helpers import bearer_client, error_code
 
 pytestmark = [pytest.mark.django_db, requires_redis]
@@ -50,6 +50,12 @@ def limited_key(project, requests=10, *, confined=False, **kwargs):
         rate_limit={"requests": requests, "perSeconds": 60},
         **kwargs,
     )
+
+
+def org_key(project, requests=10):
+    """An organization key with a limit of `requests` a minute, for every project of its
+    organization: one it names elsewhere is refused only once a query has read it."""
+    return limited_key(project, requests, kind=KeyKind.ORGANIZATION)
 
 
 class DuringLookup:
@@ -83,14 +89,15 @@ def test_the_check_reaches_redis_while_the_key_is_looked_up(project):
     assert second["X-RateLimit-Remaining"] == "8"
 
 
-def test_a_request_refused_before_the_limit_gives_back_what_its_check_took(project, other_project):
-    api_key, plaintext = limited_key(project, requests=3, confined=True)
+def test_a_request_refused_before_the_limit_gives_back_what_its_check_took(project):
+    api_key, plaintext = org_key(project, requests=3)
     assert analyses(plaintext, project).status_code == 200
+    elsewhere = ProjectFactory()  # another organization's: only its row tells
 
-    refused = [analyses(plaintext, other_project) for _ in range(4)]
+    refused = [analyses(plaintext, elsewhere) for _ in range(4)]
 
     assert {(r.status_code, error_code(r), r["X-RateLimit-Remaining"]) for r in refused} == {
-        (403, "PROJECT_MISMATCH", "2")
+        (404, "PROJECT_NOT_FOUND", "2")
     }
     assert all(r.wsgi_request.META[gate.RESERVATION].taken_ms for r in refused)
     assert window_length(api_key) == 1
@@ -191,10 +198,8 @@ def test_a_stale_guess_never_drops_times_a_longer_window_still_counts(owner, pro
     assert window_length(api_key) == 3
 
 
-def test_a_give_back_after_redis_failed_the_request_goes_with_the_next_batch(
-    project, other_project
-):
-    api_key, plaintext = limited_key(project, requests=3, confined=True)
+def test_a_give_back_after_redis_failed_the_request_goes_with_the_next_batch(project):
+    api_key, plaintext = org_key(project, requests=3)
     assert analyses(plaintext, project).status_code == 200
 
     def redis_gave_up():  # as a 250 ms timeout at another Redis step of the request does
@@ -202,31 +207,38 @@ def test_a_give_back_after_redis_failed_the_request_goes_with_the_next_batch(
 
     try:
         with connection.execute_wrapper(DuringLookup(plaintext, redis_gave_up)):
-            refused = analyses(plaintext, other_project)
+            refused = analyses(plaintext, ProjectFactory())
     finally:
         failopen.new_request()
 
-    assert error_code(refused) == "PROJECT_MISMATCH"
+    assert error_code(refused) == "PROJECT_NOT_FOUND"
     assert refused.wsgi_request.META[gate.RESERVATION].taken_ms
     gate.send_pending_counts()
     assert window_length(api_key) == 1
 
 
-def test_an_exhausted_window_answers_a_refusal_before_the_limit_without_a_second_check(
-    project, other_project, monkeypatch
-):
-    api_key, plaintext = limited_key(project, requests=1, confined=True)
-    assert analyses(plaintext, project).status_code == 200
+def count_checks(monkeypatch) -> list:
+    """The window checks made after the lookup (each one round trip), from now on."""
     checks, check_limit = [], gate.check_limit
 
-    def count_checks(*args, **kwargs):
+    def counted(*args, **kwargs):
         checks.append(args)
         return check_limit(*args, **kwargs)
 
-    monkeypatch.setattr(gate, "check_limit", count_checks)
-    refused = analyses(plaintext, other_project)
+    monkeypatch.setattr(gate, "check_limit", counted)
+    return checks
 
-    assert error_code(refused) == "PROJECT_MISMATCH"
+
+def test_an_exhausted_window_answers_a_refusal_before_the_limit_without_a_second_check(
+    project, monkeypatch
+):
+    api_key, plaintext = org_key(project, requests=1)
+    assert analyses(plaintext, project).status_code == 200
+    checks = count_checks(monkeypatch)
+
+    refused = analyses(plaintext, ProjectFactory())
+
+    assert error_code(refused) == "PROJECT_NOT_FOUND"
     assert refused["X-RateLimit-Remaining"] == "0"
     assert checks == []  # the overlapped check took nothing and told the window
     assert window_length(api_key) == 1
@@ -280,3 +292,49 @@ def test_a_client_its_guardrails_refuse_never_holds_the_keys_budget(project, gua
     assert refused["X-RateLimit-Remaining"] == "2"
     allowed_again = client.get(url, **project_header, **allowed)
     assert allowed_again.wsgi_request.META.get(gate.RESERVATION) is not None
+
+
+@pytest.mark.parametrize(
+    ("request_for", "code"),
+    [
+        ("confined org key, another project", "PROJECT_MISMATCH"),
+        ("project key, another project", "PROJECT_MISMATCH"),
+        ("org key, no project", "PROJECT_ID_REQUIRED"),
+        ("org key, malformed project", "PROJECT_ID_INVALID"),
+        ("key management", "KEY_MANAGEMENT_FORBIDDEN"),
+    ],
+)
+def test_a_refusal_the_guess_foresees_reserves_nothing_and_reads_the_window_once(
+    project, other_project, monkeypatch, request_for, code
+):
+    """SPEC §4.10's order puts the project and a view's refusal of keys before the limit:
+    the guess tells them apart before the lookup, so one round trip answers the window for
+    the X-RateLimit-* headers and nothing is reserved or given back."""
+    if request_for.startswith("confined"):
+        api_key, plaintext = limited_key(project, requests=3, confined=True)
+    elif request_for.startswith("org"):
+        api_key, plaintext = org_key(project, requests=3)
+    else:
+        api_key, plaintext = limited_key(project, requests=3)
+    assert analyses(plaintext, project).status_code == 200  # the guess is this key's
+    client = bearer_client(plaintext)
+    header = {
+        "confined org key, another project": str(other_project.id),
+        "project key, another project": str(other_project.id),
+        "org key, malformed project": "not-a-uuid",
+    }.get(request_for)
+    project_header = {} if header is None else {"HTTP_X_PROJECT_ID": header}
+    url = (
+        f"/v1/projects/{project.id}/api-keys"
+        if request_for == "key management"
+        else ("/v1/analyses")
+    )
+    checks = count_checks(monkeypatch)
+
+    refused = client.get(url, REMOTE_ADDR=INSIDE, **project_header)
+
+    assert error_code(refused) == code
+    assert gate.RESERVATION not in refused.wsgi_request.META
+    assert len(checks) == 1  # the window read for the headers: one round trip in all
+    assert refused["X-RateLimit-Remaining"] == "2"
+    assert window_length(api_key) == 1

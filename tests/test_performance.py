@@ -20,8 +20,9 @@ from django.urls import path
 from django.utils import timezone
 from rest_framework.response import Response
 
-from apps.accounts import tokens
+from apps.accounts import services, tokens
 from apps.accounts.models import AuthSession
+from apps.accounts.selectors import session_with_user
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
@@ -334,6 +335,39 @@ def test_session_lookup_reads_the_session_and_its_user(owner, user_token):
     session = tokens.session_for_claims(claims)
     assert session == AuthSession.objects.get(id=claims["sid"])
     assert session.user == owner
+
+
+@pytest.mark.parametrize("seen", [False, True], ids=["fresh", "seen, refreshed and logged in"])
+def test_session_with_user_equals_the_orm_in_one_query(owner, seen):
+    """The session and user the JWT check reads (`session_with_user`): every value the
+    ORM reads, of the same type, in one query; the session's other columns deferred."""
+    session_id = uuid.UUID(tokens.decode(services.start_session(owner).access, "access")["sid"])
+    if seen:  # every nullable timestamp set, with microseconds, and a non-UTC input
+        moment = datetime(2026, 12, 4, 9, 30, 1, 123456, tzinfo=timezone.get_fixed_timezone(90))
+        AuthSession.objects.filter(id=session_id).update(
+            last_seen_at=moment, last_refreshed_at=moment, ended_at=moment
+        )
+        type(owner).objects.filter(pk=owner.pk).update(last_login=moment, is_staff=True)
+    orm = AuthSession.objects.select_related("user").get(id=session_id)
+
+    with CaptureQueriesContext(connection) as queries:
+        session = session_with_user(session_id)
+        user = session.user
+        deferred = session.get_deferred_fields()
+        read = {f.attname: getattr(session, f.attname) for f in AuthSession._meta.concrete_fields
+                if f.attname not in deferred}  # fmt: skip
+        user_read = {f.attname: getattr(user, f.attname) for f in user._meta.concrete_fields}
+
+    assert len(queries) == 1
+    checked = {"id", "user_id", "expires_at", "ended_at", "refresh_jti", "password_fingerprint"}
+    assert set(read) == checked | {"last_refreshed_at", "last_seen_at"}
+    for name in read:
+        assert (read[name], type(read[name])) == (getattr(orm, name), type(getattr(orm, name)))
+    for name, value in user_read.items():
+        assert (value, type(value)) == (getattr(orm.user, name), type(getattr(orm.user, name)))
+    assert deferred == {"created_at", "end_reason", "ip", "user_agent"}
+    assert session.created_at == orm.created_at  # a deferred column, read when asked for
+    assert session_with_user(uuid.uuid4()) is None
 
 
 POSTGRESQL_ONLY = pytest.mark.skipif(

@@ -25,6 +25,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from apps.accounts.models import AuthSession, User
+from apps.accounts.selectors import session_with_user
 from core.errors import TokenExpired, TokenInvalid
 
 ACCESS_LIFETIME = timedelta(hours=24)
@@ -113,11 +114,9 @@ def session_for_claims(claims: dict, now: datetime | None = None) -> AuthSession
         session_id = uuid.UUID(str(claims["sid"]))
     except ValueError as exc:
         raise TokenInvalid() from exc
-    try:
-        # get(), not filter().first(): no ORDER BY to build and run for a primary key.
-        session = AuthSession.objects.select_related("user").get(id=session_id)
-    except AuthSession.DoesNotExist as exc:
-        raise TokenInvalid() from exc
+    session = session_with_user(session_id)
+    if session is None:
+        raise TokenInvalid()
     if not session_is_valid(session, str(claims["sub"]), now):
         raise TokenInvalid()
     return session

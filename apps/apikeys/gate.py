@@ -55,7 +55,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 import redis
 from django.conf import settings
@@ -65,6 +65,9 @@ from rest_framework.throttling import BaseThrottle
 from core import failopen
 from core.net import client_ip, client_refusal
 from core.principal import AUTH_DECISION
+
+if TYPE_CHECKING:
+    from apps.apikeys.selectors import KeyRecord
 
 logger = logging.getLogger("sigsentry.usage")
 
@@ -363,7 +366,7 @@ def _limit_state(limit_n: int, reply: list) -> LimitState:
 # is not its organization's (a query tells).
 
 #: credential digest -> the record this process last read of an active rate-limited key
-_limits_seen: dict[str, Any] = {}
+_limits_seen: dict[str, KeyRecord] = {}
 _limits_seen_lock = threading.Lock()
 LIMITS_SEEN_KEPT = 10_000
 RESERVATION = "sigsentry.rate_limit_reservation"
@@ -388,11 +391,11 @@ class Reservation:
         )
 
 
-def _active(key) -> bool:
+def _active(key: KeyRecord) -> bool:
     return key.revoked_at is None and (key.expires_at is None or key.expires_at > datetime.now(UTC))
 
 
-def remember_limit(digest: str, key) -> None:
+def remember_limit(digest: str, key: KeyRecord | None) -> None:
     """After the lookup (`key` None when there is no such key): the guess for the
     credential's next request on this process. Only active rate-limited keys are guessed."""
     limit = key_limit(key)
@@ -407,7 +410,7 @@ def remember_limit(digest: str, key) -> None:
         _limits_seen[digest] = key
 
 
-def _refused_early(request, guess) -> bool:
+def _refused_early(request, guess: KeyRecord) -> bool:
     """Whether the guess says this request stops before the limit's step (SPEC §4.10's
     order: expired, origin, IP, project; and views no key may use)."""
     if not _active(guess):

@@ -47,8 +47,10 @@ def _networks(allowed_ips: tuple[str, ...]) -> tuple:
     return tuple(ipaddress.ip_network(cidr) for cidr in allowed_ips)
 
 
+@functools.lru_cache(maxsize=4096)
 def ip_allowed(ip: str | None, allowed_ips: tuple[str, ...]) -> bool:
-    """Whether the client IP (per NUM_PROXIES) is in a key's allowlist (SPEC §4.10)."""
+    """Whether the client IP (per NUM_PROXIES) is in a key's allowlist (SPEC §4.10).
+    Cached: a pure answer, asked twice a request for a rate-limited key (the guess, the row)."""
     if ip is None:
         return False
     address = ipaddress.ip_address(ip)

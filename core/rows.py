@@ -1,10 +1,11 @@
-"""One parameterized statement, one row: the read layer of the authentication path.
+"""One parameterized statement each: the read layer of the authentication path.
 
-The hot lookups (an API key by digest, a project by id) run on every request,
-where building a queryset and a model instance costs more than the database
-round trip itself. Each is one explicit statement through `connection.cursor()`
-with its values as bound parameters, returning a small frozen record. A test
-holds every record field for field equal to what the ORM reads.
+The hot lookups (an API key by digest, a project by id, and for `GET /v1/me` the
+caller's memberships) run on every request, where building a queryset and a model
+instance costs more than the database round trip itself. Each is one explicit
+statement through `connection.cursor()` with its values as bound parameters,
+returning small frozen records. A test holds every record field for field equal to
+what the ORM reads.
 
 Straight to PostgreSQL the values are bound by the server and psycopg prepares a
 statement its connection has run five times (settings: Django's
@@ -40,6 +41,12 @@ def fetch_one(sql: str, params: Sequence[Any]) -> tuple | None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
+
+
+def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def bind(field: Field, value: Any) -> Any:

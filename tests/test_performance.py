@@ -29,6 +29,7 @@ from apps.apikeys.models import ApiKey
 from apps.apikeys.selectors import KeyRecord, key_by_digest
 from apps.apikeys.services import revoke_key
 from apps.orgs.access import project_for_member
+from apps.orgs.selectors import MembershipRef, membership_refs, memberships_of
 from apps.projects.models import Project
 from apps.projects.selectors import ProjectRecord, project_by_id
 from core.api import ApiView, ProjectScopedView
@@ -36,7 +37,12 @@ from core.errors import ProjectNotFound
 from core.permissions import Permission
 from sigsentry.urls import urlpatterns as product_urlpatterns
 from tests.conftest import bearer
-from tests.factories import make_key, make_legacy_key
+from tests.factories import (
+    MembershipFactory,
+    OrganizationFactory,
+    make_key,
+    make_legacy_key,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
@@ -328,6 +334,34 @@ def test_project_lookup_for_members_equals_the_orm(project, member, outsider):
     assert role == "member"
     with pytest.raises(ProjectNotFound):
         project_for_member(outsider.pk, project.id)
+
+
+def test_membership_refs_equal_the_orm_in_order_in_one_query(owner, outsider):
+    """What `GET /v1/me` lists (`membership_refs`): the ORM's memberships, in its order
+    (organization name, then id, for equal names), values and types alike; nobody else's."""
+    for name, role in [
+        ("Zeta", "viewer"),
+        ("Acme", "member"),
+        ("Acme", "admin"),
+        ("Émile", "owner"),
+    ]:
+        MembershipFactory(organization=OrganizationFactory(name=name), user=owner, role=role)
+    MembershipFactory(organization=OrganizationFactory(name="Acme"), user=outsider, role="owner")
+    orm = [
+        MembershipRef(m.organization_id, m.organization.name, m.role) for m in memberships_of(owner)
+    ]
+
+    with CaptureQueriesContext(connection) as queries:
+        refs = membership_refs(owner.id)
+
+    assert len(queries) == 1
+    assert len(refs) == 5
+    assert refs == orm
+    assert [type(value) for value in (refs[0].organization_id, refs[0].organization_name)] == [
+        uuid.UUID,
+        str,
+    ]
+    assert membership_refs(uuid.uuid4()) == []
 
 
 def test_session_lookup_reads_the_session_and_its_user(owner, user_token):

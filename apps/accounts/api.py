@@ -31,7 +31,7 @@ from apps.accounts.cookies import (
     set_session_cookies,
 )
 from apps.accounts.tokens import TokenPair
-from apps.orgs.selectors import memberships_of
+from apps.orgs.selectors import membership_refs
 from apps.orgs.serializers import UserRefSerializer
 from core import throttling
 from core.api import ApiView, JsonOnlyNegotiation, iso, json_object
@@ -68,10 +68,10 @@ def me_payload(principal: Principal) -> dict:
         "user": {"id": str(user.id), "email": user.email},
         "memberships": [
             {
-                "organization": {"id": str(m.organization_id), "name": m.organization.name},
+                "organization": {"id": str(m.organization_id), "name": m.organization_name},
                 "role": m.role,
             }
-            for m in memberships_of(user)
+            for m in membership_refs(user.id)
         ],
     }
 

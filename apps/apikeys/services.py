@@ -22,6 +22,7 @@ from django.utils import timezone
 from apps.apikeys import guardrails, keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, KeyType
+from apps.apikeys.representation import key_json
 from apps.apikeys.selectors import KeyRecord
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
@@ -142,9 +143,6 @@ def validate_allowed_origins(kind: KeyKind, origins: Any) -> list[str]:
 
 def key_event(event_type: str, api_key: ApiKey, now: datetime | None = None) -> KeyEvent:
     """A webhook event about `api_key`, carrying the key object of SPEC §4.3 (never the key)."""
-    # Imported here: the serializers import core.api, which imports this module.
-    from apps.apikeys.serializers import key_json
-
     return KeyEvent(event_type, api_key.organization_id, key_json(api_key, now or timezone.now()))
 
 

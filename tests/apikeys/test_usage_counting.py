@@ -31,7 +31,7 @@ from apps.apikeys import usage as usage_module
 from apps.apikeys.gate import RECENT_IPS_KEPT, bucket_start, redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
-from apps.apikeys.serializers import key_json
+from apps.apikeys.representation import key_json
 from apps.apikeys.services import revoke_key
 from apps.apikeys.usage import flush_usage, key_usage, prune_usage
 from tests.apikeys.usage_helpers import counted_key_ids, requires_redis, set_rate_limit

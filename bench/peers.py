@@ -18,7 +18,7 @@ from rest_framework_api_key.permissions import HasAPIKey
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from apps.apikeys.authentication import BearerAuthentication
-from apps.apikeys.gate import redis_client
+from apps.apikeys.gate.store import redis_client
 from core.api import ApiView, ProjectScopedView
 from core.permissions import IsAuthenticatedPrincipal, Permission
 

@@ -122,7 +122,7 @@ class ApiView(APIView):
     def refuses_key_early(self, key) -> bool:
         """Whether a request with `key` is refused before DRF's throttle step, known
         without a query. `key`: what a process last read of the key (a guess): its rate
-        limit's check is not sent ahead of the lookup then (`apps.apikeys.gate`)."""
+        limit's check is not sent ahead of the lookup then (`apps.apikeys.gate.reservation`)."""
         return False
 
     def finalize_response(self, request, response, *args, **kwargs):

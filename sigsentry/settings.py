@@ -302,7 +302,7 @@ USAGE_BATCH_SECONDS = env.float("USAGE_BATCH_SECONDS", default=1.0)
 
 REST_FRAMEWORK = {
     # A key's own rate limit (SPEC §4.10), at DRF's throttle step.
-    "DEFAULT_THROTTLE_CLASSES": ["apps.apikeys.gate.KeyRateLimit"],
+    "DEFAULT_THROTTLE_CLASSES": ["apps.apikeys.gate.steps.KeyRateLimit"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.apikeys.authentication.BearerAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["core.permissions.IsAuthenticatedPrincipal"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

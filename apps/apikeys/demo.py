@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from apps.apikeys.gate import bucket_start
+from apps.apikeys.gate.counters import bucket_start
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 from apps.apikeys.usage import SPAN
 

@@ -19,7 +19,7 @@ from email.utils import format_datetime
 
 from django.conf import settings
 
-from apps.apikeys.gate import RATE_LIMIT, record_use_counts
+from apps.apikeys.gate.steps import RATE_LIMIT, record_use_counts
 from apps.apikeys.services import record_key_use
 from apps.apikeys.usage import maybe_flush
 from core.api import PROJECT_ID

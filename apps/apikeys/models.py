@@ -191,7 +191,7 @@ class KeyUsage(models.Model):
 class KeyUsageIp(models.Model):
     """A client IP seen with a key: cumulative requests per epoch, and when it was last seen.
 
-    The epoch of IP counts is their Redis hash's own (`#`, `apps.apikeys.gate`): it
+    The epoch of IP counts is their Redis hash's own (`#`, `apps.apikeys.gate.counters`): it
     expires after two idle days and starts again from zero under a new epoch.
     """
 

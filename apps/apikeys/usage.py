@@ -30,14 +30,9 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from apps.apikeys.gate import (
-    BUCKET_GRACE_SECONDS,
-    bucket_end,
-    bucket_start,
-    local_store,
-    redis_client,
-    send_pending_counts,
-)
+from apps.apikeys.gate.batch import send_pending_counts
+from apps.apikeys.gate.counters import BUCKET_GRACE_SECONDS, bucket_end, bucket_start
+from apps.apikeys.gate.store import local_store, redis_client
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 from core import failopen
 
@@ -179,7 +174,7 @@ def _ips_of(counts: dict, seen: list, epoch: str) -> dict[str, tuple[int, int, s
     """Per IP of a key's Redis counters (`seen`: the kept and pushed-out IPs with their
     last-seen scores): (requests, last seen in ms, the IP's epoch).
 
-    Each IP has its own epoch, set when it entered the hash (`e:<ip>`, see gate); a hash
+    Each IP has its own epoch, set when it entered the hash (`e:<ip>`, see gate.counters); a hash
     written before that has one for all its IPs (`#`), and before that the Redis epoch."""
     shared = counts.get(b"#")
     shared = shared.decode() if shared else epoch

@@ -84,7 +84,7 @@ def project_for_member(user_id: uuid.UUID, project_id: uuid.UUID) -> tuple[Proje
 def project_id_for_key(key, header_value: str | None) -> uuid.UUID:
     """The id of the project a key's project-scoped request acts on, or its refusal
     (SPEC §2.1, §4.10), decided without a query. `key`: a key's record, or what a
-    process last read of it (the rate limit's guess, `apps.apikeys.gate`)."""
+    process last read of it (the rate limit's guess, `apps.apikeys.gate.reservation`)."""
     if key.is_project_key:
         named = header_value is not None and header_value.strip()
         if named and parse_project_id(header_value) != key.project_id:

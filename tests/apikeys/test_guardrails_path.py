@@ -8,8 +8,8 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from apps.apikeys import gate
-from apps.apikeys.gate import local_store, redis_client
+from apps.apikeys.gate.batch import send_pending_counts
+from apps.apikeys.gate.store import local_store, redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyUsage
 from apps.apikeys.services import revoke_key
@@ -210,8 +210,8 @@ def test_batched_counts_reach_the_shared_store_in_one_send(api_client, project, 
     api_client.get("/v1/config", **bearer(key))  # PERMISSION_DENIED
     assert totals(api_key) == (0, 0)  # still in this process's batch
 
-    gate._batch.send()
-    gate._batch.send()  # nothing left: sending again adds nothing
+    send_pending_counts()
+    send_pending_counts()  # nothing left: sending again adds nothing
 
     usage = key_usage(api_key, "hour")
     assert usage["total"] == {"requests": 4, "refused": 1}

@@ -1,8 +1,8 @@
-"""The overlapped rate-limit check (apps.apikeys.gate): a rate-limited key's check is sent to
-Redis before the key's lookup, for the key and limit this process saw last with the same
-credential, and read after it. The guess decides nothing: it is held against the row, a
-changed limit is checked again, and a request that never reaches the limit's step gives
-back what the check took (SPEC §4.10: no budget used before the limit's step).
+"""The overlapped rate-limit check (apps.apikeys.gate.reservation): a rate-limited key's
+check is sent to Redis before the key's lookup, for the key and limit this process saw last
+with the same credential, and read after it. The guess decides nothing: it is held against
+the row, a changed limit is checked again, and a request that never reaches the limit's step
+gives back what the check took (SPEC §4.10: no budget used before the limit's step).
 
 The behaviour of limits as clients see it is in test_guardrails_enforcement (in process)
 and test_guardrails_servers (two gunicorn servers)."""
@@ -15,7 +15,9 @@ import uuid
 import pytest
 from django.db import OperationalError, connection
 
-from apps.apikeys import gate
+from apps.apikeys.gate import reservation, window
+from apps.apikeys.gate.batch import send_pending_counts
+from apps.apikeys.gate.store import redis_client
 from apps.apikeys.keyformat import KeyKind, digest
 from apps.apikeys.services import revoke_key, update_key
 from core import failopen
@@ -36,7 +38,7 @@ def analyses(credential, project, ip=INSIDE):
 
 def window_length(api_key) -> int:
     """How many admitted requests the key's window holds in Redis."""
-    return gate.redis_client().llen(f"ss:rlog:{api_key.id}")
+    return redis_client().llen(f"ss:rlog:{api_key.id}")
 
 
 def limited_key(project, requests=10, *, confined=False, **kwargs):
@@ -99,7 +101,7 @@ def test_a_request_refused_before_the_limit_gives_back_what_its_check_took(proje
     assert {(r.status_code, error_code(r), r["X-RateLimit-Remaining"]) for r in refused} == {
         (404, "PROJECT_NOT_FOUND", "2")
     }
-    assert all(r.wsgi_request.META[gate.RESERVATION].taken_ms for r in refused)
+    assert all(r.wsgi_request.META[reservation.RESERVATION].taken_ms for r in refused)
     assert window_length(api_key) == 1
     assert [analyses(plaintext, project).status_code for _ in range(3)] == [200, 200, 429]
 
@@ -156,7 +158,7 @@ def test_a_failed_lookup_answers_503_gives_back_and_leaves_the_connection_clean(
     assert (failed.status_code, error_code(failed)) == (503, "SERVICE_UNAVAILABLE")
     assert window_length(api_key) == 1
     # Redis's answer to the check was read: the pooled connection answers what it is asked.
-    client = gate.redis_client()
+    client = redis_client()
     assert [client.echo(f"probe {i}") for i in range(5)] == [
         f"probe {i}".encode() for i in range(5)
     ]
@@ -168,13 +170,12 @@ def test_a_redis_without_the_script_still_counts_the_request_once(project, monke
     assert analyses(plaintext, project).status_code == 200
     # A script Redis has never seen (as after a restart), without flushing the server's
     # scripts under other tests: the same script with a comment of its own.
-    scripts = gate._scripts(gate.redis_client())
-    unseen = gate.redis_client().register_script(f"{gate._LIMIT_SCRIPT}-- {uuid.uuid4()}\n")
-    monkeypatch.setattr(gate, "_scripts", lambda client: (unseen, *scripts[1:]))
+    unseen = redis_client().register_script(f"{window._LIMIT_SCRIPT}-- {uuid.uuid4()}\n")
+    monkeypatch.setattr(window, "limit_script", lambda client: unseen)
 
     second = analyses(plaintext, project)
 
-    assert second.wsgi_request.META[gate.RESERVATION].state is None  # NOSCRIPT
+    assert second.wsgi_request.META[reservation.RESERVATION].state is None  # NOSCRIPT
     assert second.status_code == 200
     assert second["X-RateLimit-Remaining"] == "1"
     assert window_length(api_key) == 2
@@ -188,9 +189,9 @@ def test_a_stale_guess_never_drops_times_a_longer_window_still_counts(owner, pro
     update_key(
         actor=owner, api_key=api_key, changes={"rateLimit": {"requests": 3, "perSeconds": 3600}}
     )
-    gate.check_limit(str(api_key.id), (3, 3600), peek=True)  # the other process's check
+    window.check_limit(str(api_key.id), (3, 3600), peek=True)  # the other process's check
     two_minutes_ago = int(time.time() * 1000) - 120_000
-    gate.redis_client().lpush(f"ss:rlog:{api_key.id}", two_minutes_ago, two_minutes_ago)
+    redis_client().lpush(f"ss:rlog:{api_key.id}", two_minutes_ago, two_minutes_ago)
 
     third_in_the_hour = analyses(plaintext, project)
 
@@ -212,20 +213,20 @@ def test_a_give_back_after_redis_failed_the_request_goes_with_the_next_batch(pro
         failopen.new_request()
 
     assert error_code(refused) == "PROJECT_NOT_FOUND"
-    assert refused.wsgi_request.META[gate.RESERVATION].taken_ms
-    gate.send_pending_counts()
+    assert refused.wsgi_request.META[reservation.RESERVATION].taken_ms
+    send_pending_counts()
     assert window_length(api_key) == 1
 
 
 def count_checks(monkeypatch) -> list:
     """The window checks made after the lookup (each one round trip), from now on."""
-    checks, check_limit = [], gate.check_limit
+    checks, check_limit = [], window.check_limit
 
     def counted(*args, **kwargs):
         checks.append(args)
         return check_limit(*args, **kwargs)
 
-    monkeypatch.setattr(gate, "check_limit", counted)
+    monkeypatch.setattr(window, "check_limit", counted)
     return checks
 
 
@@ -245,14 +246,14 @@ def test_an_exhausted_window_answers_a_refusal_before_the_limit_without_a_second
 
 
 def test_the_guesses_a_process_keeps_are_bounded(project, monkeypatch):
-    monkeypatch.setattr(gate, "LIMITS_SEEN_KEPT", 3)
-    monkeypatch.setattr(gate, "_limits_seen", {})
+    monkeypatch.setattr(reservation, "LIMITS_SEEN_KEPT", 3)
+    monkeypatch.setattr(reservation, "_limits_seen", {})
     keys = [limited_key(project) for _ in range(5)]
 
     for _api_key, plaintext in keys:
         assert analyses(plaintext, project).status_code == 200
 
-    assert list(gate._limits_seen) == [digest(plaintext) for _k, plaintext in keys[2:]]
+    assert list(reservation._limits_seen) == [digest(plaintext) for _k, plaintext in keys[2:]]
 
 
 @pytest.mark.parametrize(
@@ -287,11 +288,11 @@ def test_a_client_its_guardrails_refuse_never_holds_the_keys_budget(project, gua
         refused = client.get(url, **project_header, **{**allowed, **headers})
 
     assert refused.status_code == 403
-    assert refused.wsgi_request.META.get(gate.RESERVATION) is None
+    assert refused.wsgi_request.META.get(reservation.RESERVATION) is None
     assert seen == [1]
     assert refused["X-RateLimit-Remaining"] == "2"
     allowed_again = client.get(url, **project_header, **allowed)
-    assert allowed_again.wsgi_request.META.get(gate.RESERVATION) is not None
+    assert allowed_again.wsgi_request.META.get(reservation.RESERVATION) is not None
 
 
 @pytest.mark.parametrize(
@@ -334,7 +335,7 @@ def test_a_refusal_the_guess_foresees_reserves_nothing_and_reads_the_window_once
     refused = client.get(url, REMOTE_ADDR=INSIDE, **project_header)
 
     assert error_code(refused) == code
-    assert gate.RESERVATION not in refused.wsgi_request.META
+    assert reservation.RESERVATION not in refused.wsgi_request.META
     assert len(checks) == 1  # the window read for the headers: one round trip in all
     assert refused["X-RateLimit-Remaining"] == "2"
     assert window_length(api_key) == 1

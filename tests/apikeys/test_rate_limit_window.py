@@ -15,7 +15,8 @@ import uuid
 
 import pytest
 
-from apps.apikeys.gate import LimitState, check_limit, local_store, redis_client
+from apps.apikeys.gate.store import local_store, redis_client
+from apps.apikeys.gate.window import LimitState, check_limit
 
 LIMIT_N = 3
 

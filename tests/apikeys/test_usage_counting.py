@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from apps.apikeys import keyformat
 from apps.apikeys import usage as usage_module
-from apps.apikeys.gate import RECENT_IPS_KEPT, bucket_start, redis_client
+from apps.apikeys.gate.counters import RECENT_IPS_KEPT, bucket_start
+from apps.apikeys.gate.store import redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 from apps.apikeys.representation import key_json

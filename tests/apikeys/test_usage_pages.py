@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.apikeys import charts
-from apps.apikeys.gate import bucket_start
+from apps.apikeys.gate.counters import bucket_start
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage
 from apps.apikeys.services import revoke_key

@@ -14,8 +14,10 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from apps.apikeys import gate, usage
-from apps.apikeys.gate import RECENT_IPS_KEPT, add_counts, local_store, redis_client
+from apps.apikeys import usage
+from apps.apikeys.gate import counters
+from apps.apikeys.gate.counters import RECENT_IPS_KEPT, add_counts
+from apps.apikeys.gate.store import local_store, redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import KeyUsageIp
 from apps.apikeys.usage import flush_usage, key_usage
@@ -136,7 +138,7 @@ def test_a_pushed_out_ip_counted_during_the_copy_is_kept_for_the_next(project, c
 
 def test_pushed_out_ips_beyond_the_cap_are_dropped_oldest_first(project, count, monkeypatch):
     """The bound on memory: at most EVICTED_IPS_KEPT pushed-out IPs wait for a copy per key."""
-    monkeypatch.setattr(gate, "EVICTED_IPS_KEPT", 3)
+    monkeypatch.setattr(counters, "EVICTED_IPS_KEPT", 3)
     api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
     key_id = str(api_key.id)
     waiting = [f"192.0.2.{number + 1}" for number in range(5)]

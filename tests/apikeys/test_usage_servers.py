@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from apps.accounts import services as account_services
 from apps.apikeys import keyformat
-from apps.apikeys.gate import redis_client
+from apps.apikeys.gate.store import redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import KeyUsage
 from apps.apikeys.services import revoke_key

@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from apps.apikeys.gate import local_store, redis_client
+from apps.apikeys.gate.store import local_store, redis_client
 from apps.apikeys.models import ApiKey
 
 requires_redis = pytest.mark.skipif(

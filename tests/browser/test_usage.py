@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from apps.apikeys.gate import bucket_start
+from apps.apikeys.gate.counters import bucket_start
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 from tests.factories import PASSWORD, make_key

@@ -1,0 +1,89 @@
+"""A key's limit and counts at their places on the request path.
+
+The limit's check at its step of SPEC §4.10's order (`KeyRateLimit`, a DRF throttle),
+and after the response the request's count on its key (`record_use_counts`, called by
+`KeyUseMiddleware`).
+"""
+
+from __future__ import annotations
+
+from rest_framework.throttling import BaseThrottle
+
+from apps.apikeys.gate import batch, window
+from apps.apikeys.gate.reservation import give_back, settle
+from apps.apikeys.gate.window import LimitState
+from core import failopen
+from core.net import client_ip
+from core.principal import AUTH_DECISION
+
+#: The `request.META` keys: the rate-limit state (for the X-RateLimit-* headers) and
+#: whether this request's limit was checked (Redis answering or not).
+RATE_LIMIT = "sigsentry.rate_limit"
+LIMIT_CHECKED = "sigsentry.limit_checked"
+
+
+def decision_key(request):
+    """The key a request was accepted or refused with (after its lookup), or None."""
+    decision = request.META.get(AUTH_DECISION)
+    return None if decision is None else decision.key
+
+
+class KeyRateLimit(BaseThrottle):
+    """DRF throttle: a key's own rate limit, at its place in SPEC §4.10's order.
+
+    DRF runs throttles after authentication and `check_permissions`, where a
+    project-scoped view resolves and checks the project, and before the view's
+    permission check. The request is counted after the response, like any other.
+    """
+
+    state: LimitState | None = None
+
+    def allow_request(self, request, view) -> bool:
+        key = decision_key(request)
+        limit = window.key_limit(key)
+        if limit is None:
+            return True
+        reservation = settle(request)
+        if reservation is not None and reservation.answers(key):
+            state = reservation.state  # checked while the key was looked up
+        else:  # no guess, or a limit changed since: checked now, what the guess took given back
+            taken = reservation.taken_ms if reservation is not None else 0
+            if taken and (failopen.given_up() or reservation.key_id != str(key.id)):
+                give_back(reservation)  # with the next batch, or to the window it came from
+                taken = 0
+            state = window.check_limit(str(key.id), limit, give_back=taken)
+        request.META[LIMIT_CHECKED] = True
+        if state is None:
+            return True
+        request.META[RATE_LIMIT] = self.state = state
+        return state.allowed
+
+    def wait(self) -> float | None:
+        return None if self.state is None else self.state.retry_after
+
+
+def record_use_counts(request, refused: bool) -> None:
+    """After the response: count the request on its key. A rate-limited key refused before
+    the limit's step reads its window without using it, for the X-RateLimit-* headers,
+    giving back what a reservation took."""
+    key = decision_key(request)
+    limit = window.key_limit(key)
+    reservation = settle(request)
+    if reservation is not None and reservation.taken_ms:
+        same = key is not None and reservation.key_id == str(key.id) and limit is not None
+        state = give_back(reservation, limit if same else None)
+        if same and state is not None:
+            request.META[RATE_LIMIT] = state
+    elif reservation is not None and key is not None and reservation.answers(key):
+        request.META[RATE_LIMIT] = reservation.state  # nothing taken: the window as it is
+    if key is None:
+        return
+    if request.META.get(LIMIT_CHECKED) or RATE_LIMIT in request.META:
+        if request.META.get(RATE_LIMIT) is None:
+            return  # Redis unreachable at the limit's step: no second wait in this request
+    elif limit is not None:
+        state = window.check_limit(str(key.id), limit, peek=True)
+        if state is None:
+            return
+        request.META[RATE_LIMIT] = state
+    batch.count_use(str(key.id), client_ip(request), requests=1, refused=int(refused))

@@ -25,7 +25,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
-from apps.apikeys import services
+from apps.apikeys import leaks, services
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.representation import key_json
 from apps.apikeys.selectors import Collection, collection_for
@@ -241,11 +241,11 @@ class LeakedKeysView(ApiView):
         candidates = json_object(request).get("keys")
         if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
             raise ValidationFailed({"keys": ["A list of strings is required."]})
-        if len(candidates) > services.MAX_LEAK_REPORT_KEYS:
+        if len(candidates) > leaks.MAX_LEAK_REPORT_KEYS:
             raise ValidationFailed(
-                {"keys": [f"At most {services.MAX_LEAK_REPORT_KEYS} keys per report."]}
+                {"keys": [f"At most {leaks.MAX_LEAK_REPORT_KEYS} keys per report."]}
             )
-        services.report_leaked_keys(candidates=candidates, request=request)
+        leaks.report_leaked_keys(candidates=candidates, request=request)
         remaining = LEAK_REPORT_MIN_SECONDS - (time.monotonic() - started)
         if remaining > 0:
             time.sleep(remaining)

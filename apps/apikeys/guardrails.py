@@ -10,6 +10,7 @@ raises VALIDATION_ERROR naming the SPEC field (`details.fields.<camelCase>`):
   compares a mapped client address as IPv4). Secret and org keys only.
 * `validate_project_ids`: projects of the key's own organization; org keys only.
 * `validate_lifetime`: the organization's `keyMaxLifetimeDays` for secret and org keys.
+* `validate_allowed_origins`: at most 20 `https://host[:port]` origins; SDK keys only.
 
 A field that does not apply to a kind of key may be sent empty (`[]` or null, the
 defaults); a value is a VALIDATION_ERROR.
@@ -18,6 +19,7 @@ defaults); a value is a VALIDATION_ERROR.
 from __future__ import annotations
 
 import ipaddress
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +36,11 @@ MAX_RATE_LIMIT_REQUESTS = 100_000
 MAX_RATE_LIMIT_SECONDS = 86_400
 MAX_ALLOWED_IPS = 50
 MAX_PROJECT_IDS = 100
+MAX_ALLOWED_ORIGINS = 20
+_ORIGIN_RE = re.compile(
+    r"https://(?P<host>[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)*)"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
 
 _MAPPED_V4 = ipaddress.ip_network("::ffff:0:0/96")
 
@@ -146,6 +153,35 @@ def validate_project_ids(kind: KeyKind, organization: Organization, value: Any) 
             {"projectIds": [f"No project {pid} in this organization." for pid in missing]}
         )
     return ids
+
+
+def validate_allowed_origins(kind: KeyKind, origins: Any) -> list[str]:
+    """`https://host[:port]` origins, lower-cased and de-duplicated; SDK keys only."""
+    if origins is None:
+        return []
+    if kind is not KeyKind.PUBLIC and origins:
+        raise ValidationFailed({"allowedOrigins": ["Only SDK keys can be bound to origins."]})
+    if not isinstance(origins, list | tuple):
+        raise ValidationFailed({"allowedOrigins": ["Must be a list of origins."]})
+    if len(origins) > MAX_ALLOWED_ORIGINS:
+        raise ValidationFailed({"allowedOrigins": [f"At most {MAX_ALLOWED_ORIGINS} origins."]})
+    cleaned: list[str] = []
+    for origin in origins:
+        text = origin.strip().lower() if isinstance(origin, str) else ""
+        match = _ORIGIN_RE.fullmatch(text)
+        if not match or (match.group("port") and not 0 < int(match.group("port")) < 65536):
+            raise ValidationFailed(
+                {
+                    "allowedOrigins": [
+                        f"Not an origin of the form https://host[:port]: {str(origin)[:100]}"
+                    ]
+                }
+            )
+        if match.group("port") == "443":
+            text = f"https://{match.group('host')}"
+        if text not in cleaned:
+            cleaned.append(text)
+    return cleaned
 
 
 def latest_expiry(organization: Organization, now: datetime) -> datetime | None:

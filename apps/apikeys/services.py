@@ -1,5 +1,5 @@
-"""Writes on API keys: mint, revoke, roll, replace, update (name and guardrails), leak
-reports, last use.
+"""Writes on API keys: mint, revoke, roll, replace, update (name and guardrails), last
+use. Leak reports are in `leaks`.
 
 Invariant: the plaintext key exists only in the `MintedKey` these functions
 return; the row holds its SHA-256 digest and display prefix, nothing more.
@@ -8,8 +8,6 @@ return; the row holds its SHA-256 digest and display prefix, nothing more.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +22,6 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, KeyType
 from apps.apikeys.representation import key_json
 from apps.apikeys.selectors import KeyRecord
-from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Organization
 from apps.projects.models import Project
@@ -32,7 +29,6 @@ from apps.webhooks.models import EventType
 from apps.webhooks.services import KeyEvent, record_key_events
 from core import throttling
 from core.errors import PermissionsLocked, ValidationFailed
-from core.net import client_ip, user_agent
 from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS, normalize_permissions
 from core.validation import FieldErrors, clean_name
 
@@ -40,12 +36,6 @@ logger = logging.getLogger("sigsentry.apikeys")
 
 LAST_USED_INTERVAL = timedelta(seconds=60)
 MAX_GRACE_SECONDS = 7 * 24 * 3600
-MAX_ALLOWED_ORIGINS = 20
-MAX_LEAK_REPORT_KEYS = 100
-_ORIGIN_RE = re.compile(
-    r"https://(?P<host>[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?)*)"
-    r"(?::(?P<port>[0-9]{1,5}))?"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,35 +102,6 @@ def validate_expires_at(expires_at: Any, now: datetime) -> datetime | None:
     return expires_at
 
 
-def validate_allowed_origins(kind: KeyKind, origins: Any) -> list[str]:
-    """`https://host[:port]` origins, lower-cased and de-duplicated; SDK keys only."""
-    if origins is None:
-        return []
-    if kind is not KeyKind.PUBLIC and origins:
-        raise ValidationFailed({"allowedOrigins": ["Only SDK keys can be bound to origins."]})
-    if not isinstance(origins, list | tuple):
-        raise ValidationFailed({"allowedOrigins": ["Must be a list of origins."]})
-    if len(origins) > MAX_ALLOWED_ORIGINS:
-        raise ValidationFailed({"allowedOrigins": [f"At most {MAX_ALLOWED_ORIGINS} origins."]})
-    cleaned: list[str] = []
-    for origin in origins:
-        text = origin.strip().lower() if isinstance(origin, str) else ""
-        match = _ORIGIN_RE.fullmatch(text)
-        if not match or (match.group("port") and not 0 < int(match.group("port")) < 65536):
-            raise ValidationFailed(
-                {
-                    "allowedOrigins": [
-                        f"Not an origin of the form https://host[:port]: {str(origin)[:100]}"
-                    ]
-                }
-            )
-        if match.group("port") == "443":
-            text = f"https://{match.group('host')}"
-        if text not in cleaned:
-            cleaned.append(text)
-    return cleaned
-
-
 def key_event(event_type: str, api_key: ApiKey, now: datetime | None = None) -> KeyEvent:
     """A webhook event about `api_key`, carrying the key object of SPEC §4.3 (never the key)."""
     return KeyEvent(event_type, api_key.organization_id, key_json(api_key, now or timezone.now()))
@@ -194,7 +155,7 @@ def mint_key(
     expires_at = errors.check(validate_expires_at, expires_at, now)
     if not errors.failed("expiresAt"):
         errors.check(guardrails.validate_lifetime, kind, organization, expires_at, now)
-    allowed_origins = errors.check(validate_allowed_origins, kind, allowed_origins)
+    allowed_origins = errors.check(guardrails.validate_allowed_origins, kind, allowed_origins)
     limit = errors.check(guardrails.validate_rate_limit, rate_limit)
     allowed_ips = errors.check(guardrails.validate_allowed_ips, kind, allowed_ips)
     project_ids = errors.check(guardrails.validate_project_ids, kind, organization, project_ids)
@@ -446,7 +407,7 @@ def update_key(
         )
     if "allowedOrigins" in changes:
         cleaned["allowedOrigins"] = errors.check(
-            validate_allowed_origins, kind, changes["allowedOrigins"]
+            guardrails.validate_allowed_origins, kind, changes["allowedOrigins"]
         )
     if "projectIds" in changes:
         cleaned["projectIds"] = errors.check(
@@ -488,134 +449,6 @@ def update_key(
             record_key_updated(api_key=locked)  # the webhook event, in this transaction
     api_key.refresh_from_db()
     return api_key
-
-
-def candidate_digest(candidate: Any) -> str | None:
-    if not isinstance(candidate, str) or len(candidate) > 512:
-        return None
-    candidate = candidate.strip()
-    if keyformat.is_valid_key(candidate) or keyformat.is_legacy_key(candidate):
-        return keyformat.digest(candidate)
-    return None
-
-
-#: An SDK key is flagged (audit, webhook, email) at most once per this interval:
-#: anyone can report a public key, so reports must not flood its owners.
-LEAK_FLAG_INTERVAL = timedelta(hours=24)
-
-
-@dataclass(frozen=True, slots=True)
-class LeakCandidate:
-    candidate: Any
-    url: str = ""  # where the key was found, when the reporter says (GitHub does)
-
-
-@dataclass(frozen=True, slots=True)
-class LeakReport:
-    """What a leak report did, for the audit and tests only: the API never tells the reporter."""
-
-    revoked: int
-    flagged: int
-
-
-@dataclass(frozen=True, slots=True)
-class LeakOutcome:
-    known_digests: frozenset[str]  # existing SigSentry keys among the candidates, any status
-    revoked: int
-    flagged: int
-
-
-def handle_leak_reports(
-    *, reports: Iterable[LeakCandidate], reporter: str = "leak report", request=None
-) -> LeakOutcome:
-    """Act on leaked-key reports (SPEC §4.7, §4.12), one query for all candidates.
-
-    Active secret keys (`ss_secret_`, `ss_org_`, legacy) are revoked with a
-    `key.revoked_by_leak_report` event. SDK keys are public by design, so a report
-    never revokes one — anyone could break a customer's site — it records
-    `key.leak_reported` (at most once a day per key) and the organization is
-    notified. Strings that are not well-formed keys cost no query.
-    """
-    urls: dict[str, str] = {}
-    for report in reports:
-        digest = candidate_digest(report.candidate)
-        if digest is not None:
-            urls.setdefault(digest, report.url if isinstance(report.url, str) else "")
-    if not urls:
-        return LeakOutcome(frozenset(), 0, 0)
-    now = timezone.now()
-    ip, agent = (client_ip(request), user_agent(request)) if request is not None else (None, "")
-    with transaction.atomic():
-        found = list(ApiKey.objects.select_for_update().filter(digest__in=urls))
-        live = [k for k in found if k.revoked_at is None]
-        to_revoke = [k for k in live if k.type != KeyType.PUBLIC]
-        public = [k for k in live if k.type == KeyType.PUBLIC]
-        recently_flagged = set()
-        if public:
-            recently_flagged = set(
-                AuditEvent.objects.filter(  # the (organization, action, time) index
-                    organization_id__in={k.organization_id for k in public},
-                    action=Action.KEY_LEAK_REPORTED,
-                    target_type="key",
-                    target_id__in=[str(k.id) for k in public],
-                    created_at__gte=now - LEAK_FLAG_INTERVAL,
-                ).values_list("target_id", flat=True)
-            )
-        to_flag = [k for k in public if str(k.id) not in recently_flagged]
-        if to_revoke:
-            ApiKey.objects.filter(pk__in=[k.pk for k in to_revoke]).update(
-                revoked_at=now, revoked_reason="leak_report"
-            )
-
-        def audit(key: ApiKey, action: str, reason: str) -> AuditEvent:
-            url = urls[key.digest][:500]
-            return AuditEvent(
-                action=action,
-                organization_id=key.organization_id,
-                project_id=key.project_id,
-                actor_type=AuditEvent.ActorType.ANONYMOUS,
-                actor_label=reporter,
-                target_type="key",
-                target_id=str(key.id),
-                target_label=key.prefix,
-                ip=ip,
-                user_agent=agent,
-                details={"name": key.name, "reason": reason} | ({"url": url} if url else {}),
-                created_at=now,
-            )
-
-        AuditEvent.objects.bulk_create(
-            [
-                audit(k, Action.KEY_REVOKED_BY_LEAK_REPORT, "revoked by leak report")
-                for k in to_revoke
-            ]
-            + [audit(k, Action.KEY_LEAK_REPORTED, "flagged by leak report") for k in to_flag]
-        )
-        changed = {k.pk for k in to_revoke} | {k.pk for k in to_flag}
-        if changed:
-            event_types = {k.pk: EventType.KEY_REVOKED_BY_LEAK_REPORT for k in to_revoke} | {
-                k.pk: EventType.KEY_LEAK_REPORTED for k in to_flag
-            }
-            record_key_events(
-                key_event(event_types[k.pk], k, now)
-                for k in ApiKey.objects.filter(pk__in=changed).select_related("created_by")
-            )
-    if changed:
-        logger.warning(
-            "%s: %d key(s) revoked, %d SDK key(s) flagged", reporter, len(to_revoke), len(to_flag)
-        )
-    return LeakOutcome(frozenset(k.digest for k in found), len(to_revoke), len(to_flag))
-
-
-def report_leaked_keys(
-    *, candidates: Iterable[Any], request: HttpRequest | None = None
-) -> LeakReport:
-    """The public leak report (SPEC §4.7): what it did, for the audit and tests only; the
-    API never tells the reporter."""
-    outcome = handle_leak_reports(
-        reports=[LeakCandidate(candidate) for candidate in candidates], request=request
-    )
-    return LeakReport(revoked=outcome.revoked, flagged=outcome.flagged)
 
 
 def record_key_use(

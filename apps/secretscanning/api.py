@@ -19,7 +19,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from apps.apikeys.services import LeakCandidate, candidate_digest, handle_leak_reports
+from apps.apikeys.leaks import LeakCandidate, candidate_digest, handle_leak_reports
 from apps.secretscanning import github
 from core.api import ApiView
 from core.errors import SignatureInvalid, ValidationFailed

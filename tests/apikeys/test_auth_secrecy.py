@@ -10,8 +10,9 @@ import pytest
 from django.db import connection
 
 from apps.apikeys import keyformat
+from apps.apikeys.leaks import report_leaked_keys
 from apps.apikeys.models import ApiKey
-from apps.apikeys.services import report_leaked_keys, revoke_key, roll_key
+from apps.apikeys.services import revoke_key, roll_key
 from core.logging import JsonFormatter
 from tests.analyses.helpers import send
 from tests.apikeys.auth_helpers import ENDPOINTS, call, mutate

@@ -12,13 +12,12 @@ from django.utils import timezone
 
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.leaks import LeakReport, report_leaked_keys
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import (
     LAST_USED_INTERVAL,
-    LeakReport,
     mint_key,
     record_key_use,
-    report_leaked_keys,
     revoke_key,
     roll_key,
     update_key,

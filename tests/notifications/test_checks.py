@@ -9,8 +9,9 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.leaks import report_leaked_keys
 from apps.apikeys.models import ApiKey
-from apps.apikeys.services import report_leaked_keys, roll_key
+from apps.apikeys.services import roll_key
 from apps.notifications import checks, mail
 from apps.notifications.models import Reminder
 from apps.webhooks.models import Event, Webhook

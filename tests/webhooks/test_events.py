@@ -8,9 +8,9 @@ import pytest
 from django.utils import timezone
 
 from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.leaks import report_leaked_keys
 from apps.apikeys.services import (
     record_key_updated,
-    report_leaked_keys,
     revoke_key,
     roll_key,
     update_key,

@@ -20,7 +20,7 @@ django.setup()
 
 from apps.apikeys import keyformat  # noqa: E402
 from apps.apikeys.models import ApiKey  # noqa: E402
-from apps.apikeys.usage import key_usage  # noqa: E402
+from apps.apikeys.usage.answer import key_usage  # noqa: E402
 
 credentials = dict(line.split("=", 1) for line in Path(sys.argv[1]).read_text().split())
 print(

@@ -16,7 +16,7 @@ from apps.analyses.models import Analysis
 from apps.apikeys import keyformat
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.apikeys.selectors import legacy_keys_in_scope
-from apps.apikeys.usage import key_usage
+from apps.apikeys.usage.answer import key_usage
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization

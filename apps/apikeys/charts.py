@@ -1,7 +1,7 @@
 """Request charts for the key pages: geometry for server-rendered SVG, no chart library.
 
 A chart is a list of usage buckets (`{"start", "requests", "refused"}`, oldest
-first, as `apps.apikeys.usage` answers) turned into numbers in SVG user units;
+first, as `apps.apikeys.usage.answer` gives them) turned into numbers in SVG user units;
 the templates (`templates/apikeys/_usage_*.html`) draw them, so every piece of
 text goes through Django's escaping. Each bucket's column carries a tooltip
 (`<title>`), each chart an accessible name and a one-sentence summary.

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from apps.apikeys.gate.counters import bucket_start
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
-from apps.apikeys.usage import SPAN
+from apps.apikeys.usage.answer import SPAN
 
 EPOCH = "demo"
 DAYS = SPAN[Granularity.DAY]

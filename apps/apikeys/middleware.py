@@ -21,7 +21,7 @@ from django.conf import settings
 
 from apps.apikeys.gate.steps import RATE_LIMIT, record_use_counts
 from apps.apikeys.services import record_key_use
-from apps.apikeys.usage import maybe_flush
+from apps.apikeys.usage.flush import maybe_flush
 from core.api import PROJECT_ID
 from core.errors import OriginNotAllowed
 from core.net import client_ip

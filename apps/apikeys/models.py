@@ -163,7 +163,7 @@ class KeyUsage(models.Model):
     """Requests and refusals of one key in one UTC hour or day (SPEC §4.9).
 
     Counted in Redis on the request path and copied here at least once a minute
-    (`apps.apikeys.usage`). Redis counters are cumulative within an `epoch` (the id
+    (`apps.apikeys.usage.flush`). Redis counters are cumulative within an `epoch` (the id
     of one Redis lifetime); a row holds the largest value seen for its epoch, so a
     copy can be repeated or run concurrently without counting twice, and a Redis
     restart starts a new epoch instead of lowering a count.

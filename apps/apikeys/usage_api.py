@@ -19,7 +19,7 @@ from rest_framework.response import Response
 
 from apps.apikeys.api import KeyManagementView
 from apps.apikeys.models import Granularity
-from apps.apikeys.usage import key_usage
+from apps.apikeys.usage.answer import key_usage
 from core.api import iso
 from core.errors import ValidationFailed
 from core.openapi import IdPathAutoSchema, error_responses

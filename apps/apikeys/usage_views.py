@@ -25,7 +25,7 @@ from apps.apikeys import charts
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import Granularity
 from apps.apikeys.selectors import Collection, collection_for
-from apps.apikeys.usage import bucket_starts, recent_ips, usage_series
+from apps.apikeys.usage.answer import bucket_starts, recent_ips, usage_series
 from core.decorators import dashboard_page
 
 ROW_DAYS = 30

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django_tasks import task
 
 from apps.accounts.mail import requeue_stalled_retries
-from apps.apikeys.usage import flush_usage, prune_usage
+from apps.apikeys.usage.flush import flush_usage, prune_usage
 from apps.notifications import checks
 from apps.notifications.models import Schedule
 from apps.webhooks.delivery import prune_events, requeue_overdue

@@ -13,7 +13,8 @@ from apps.apikeys.gate.store import local_store, redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyUsage
 from apps.apikeys.services import revoke_key
-from apps.apikeys.usage import flush_usage, key_usage
+from apps.apikeys.usage.answer import key_usage
+from apps.apikeys.usage.flush import flush_usage
 from tests.conftest import bearer
 from tests.factories import make_key
 

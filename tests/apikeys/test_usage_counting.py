@@ -27,14 +27,15 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from apps.apikeys import keyformat
-from apps.apikeys import usage as usage_module
 from apps.apikeys.gate.counters import RECENT_IPS_KEPT, bucket_start
 from apps.apikeys.gate.store import redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 from apps.apikeys.representation import key_json
 from apps.apikeys.services import revoke_key
-from apps.apikeys.usage import flush_usage, key_usage, prune_usage
+from apps.apikeys.usage import flush
+from apps.apikeys.usage.answer import key_usage
+from apps.apikeys.usage.flush import flush_usage, prune_usage
 from tests.apikeys.usage_helpers import counted_key_ids, requires_redis, set_rate_limit
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, user_client
@@ -597,15 +598,15 @@ def test_without_redis_a_copy_that_failed_is_made_again(project, settings, monke
     flush_usage()  # earlier tests' counters out of the way
     for _ in range(3):
         assert use(plaintext) == 200
-    store = usage_module._store
+    store = flush._store
 
     def database_down(*args, **kwargs):
         raise DatabaseError("connection lost")
 
-    monkeypatch.setattr(usage_module, "_store", database_down)
+    monkeypatch.setattr(flush, "_store", database_down)
     with pytest.raises(DatabaseError):
         flush_usage()
-    monkeypatch.setattr(usage_module, "_store", store)
+    monkeypatch.setattr(flush, "_store", store)
 
     assert flush_usage() >= 1  # the counters the failed copy held are copied now
     stored = KeyUsage.objects.filter(key=api_key, granularity=Granularity.HOUR)

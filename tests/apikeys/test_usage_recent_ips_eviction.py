@@ -14,13 +14,14 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from apps.apikeys import usage
 from apps.apikeys.gate import counters
 from apps.apikeys.gate.counters import RECENT_IPS_KEPT, add_counts
 from apps.apikeys.gate.store import local_store, redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import KeyUsageIp
-from apps.apikeys.usage import flush_usage, key_usage
+from apps.apikeys.usage import flush
+from apps.apikeys.usage.answer import key_usage
+from apps.apikeys.usage.flush import flush_usage
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, collection_url, user_client
 
@@ -114,7 +115,7 @@ def test_a_pushed_out_ip_counted_during_the_copy_is_kept_for_the_next(project, c
     count(key_id, RETURNING)
     for ip in OTHERS:
         count(key_id, ip)
-    real_store, during = usage._store, []
+    real_store, during = flush._store, []
 
     def store_then_count(*args):
         real_store(*args)
@@ -124,7 +125,7 @@ def test_a_pushed_out_ip_counted_during_the_copy_is_kept_for_the_next(project, c
             for number in range(RECENT_IPS_KEPT):  # and pushed out again
                 count(key_id, f"192.0.2.{number + 1}")
 
-    monkeypatch.setattr(usage, "_store", store_then_count)
+    monkeypatch.setattr(flush, "_store", store_then_count)
     flush_usage()
     assert during
     assert stored_requests(api_key, RETURNING) == 1

@@ -5,7 +5,7 @@ process, `batch`, so no round trip on the request). Per key:
 
 * cumulative `r` (requests) and `f` (refused) fields in its UTC hour and day hashes,
   which expire a few minutes after their period ends (they are copied to the database
-  at least once a minute, `apps.apikeys.usage`);
+  at least once a minute, `apps.apikeys.usage.flush`);
 * per client IP a count (hash `:ip`) and a last-seen time (sorted set `:seen`) for the
   `RECENT_IPS_KEPT` most recent IPs; one pushed out of those keeps its count until the
   next copy has stored it (sorted set `:gone`, at most `EVICTED_IPS_KEPT`, the oldest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.apikeys.usage import flush_usage, prune_usage
+from apps.apikeys.usage.flush import flush_usage, prune_usage
 
 
 class Command(BaseCommand):

@@ -4,7 +4,6 @@ a request shows within a moment, on every process.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,12 +12,13 @@ import redis
 from django.utils import timezone
 
 from apps.apikeys.gate.counters import BUCKET_GRACE_SECONDS, bucket_end, bucket_start
-from apps.apikeys.gate.store import local_store, redis_client
+from apps.apikeys.gate.store import fail_open, local_store, redis_client
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 from core import failopen
 
-logger = logging.getLogger("sigsentry.usage")
-
+#: Redis did not answer a usage read: the answer shows copied counts, and the request's
+#: other reads do not wait for it again (`fail_open`: 250 ms once, not per read).
+COPIED_ONLY = "the usage answer shows copied counts only"
 #: How many buckets the answer shows, and how long the copies keep them (`prune_usage`).
 SPAN = {Granularity.HOUR: 48, Granularity.DAY: 90}
 STEP = {Granularity.HOUR: timedelta(hours=1), Granularity.DAY: timedelta(days=1)}
@@ -56,13 +56,6 @@ def _open(start: datetime, granularity: str, now: datetime) -> bool:
     return bucket_end(start, granularity) + timedelta(seconds=BUCKET_GRACE_SECONDS + 60) > now
 
 
-def _copied_only() -> None:
-    """Redis did not answer a usage read: the answer shows copied counts, and the request's
-    other reads do not wait for it again (250 ms once, not per read)."""
-    logger.warning("usage store unavailable: the usage answer shows copied counts only")
-    failopen.gave_up("key_usage")
-
-
 def _live_epochs(client: redis.Redis) -> list[str]:
     """The Redis epochs whose counters may wait for a copy: the current one, and the one
     before it while its counters live (a restart from a snapshot, a promoted replica)."""
@@ -94,7 +87,7 @@ def _live_counts(key_ids: list[str], granularity: str, starts: list[datetime], n
                 pipe.hgetall(f"ss:u:{epoch}:{key_id}:{granularity}:{int(s.timestamp())}")
         hashes = iter(pipe.execute())
     except redis.RedisError:
-        _copied_only()
+        fail_open(COPIED_ONLY)
         return [], {}
     live: dict[tuple[str, datetime], dict[str, dict[str, int]]] = defaultdict(dict)
     for epoch in epochs:
@@ -181,7 +174,7 @@ def _live_ips(key_id: str) -> dict[str, dict[str, tuple[int, int]]]:
             pipe.zrange(base + ":gone", 0, -1, withscores=True)
         answers = pipe.execute()
     except redis.RedisError:
-        _copied_only()
+        fail_open(COPIED_ONLY)
         return {}
     live: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
     for i, epoch in enumerate(epochs):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -22,84 +22,29 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, KeyType
 from apps.apikeys.representation import key_json
 from apps.apikeys.selectors import KeyRecord
+from apps.apikeys.validators import (
+    validate_expires_at,
+    validate_grace_seconds,
+    validate_permissions,
+)
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Organization
 from apps.projects.models import Project
 from apps.webhooks.models import EventType
 from apps.webhooks.services import KeyEvent, record_key_events
 from core import throttling
-from core.errors import PermissionsLocked, ValidationFailed
-from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS, normalize_permissions
+from core.errors import ValidationFailed
 from core.validation import FieldErrors, clean_name
 
 logger = logging.getLogger("sigsentry.apikeys")
 
 LAST_USED_INTERVAL = timedelta(seconds=60)
-MAX_GRACE_SECONDS = 7 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
 class MintedKey:
     api_key: ApiKey
     key: str  # shown once, never stored
-
-
-def validate_permissions(kind: KeyKind, permissions: Any) -> list[str]:
-    """The key's permissions in canonical order. None: not given (an SDK key gets the
-    locked set, other kinds have no default); an SDK key takes nothing but the locked set
-    (PERMISSIONS_LOCKED), other kinds a non-empty list of known permissions."""
-    if kind is KeyKind.PUBLIC:
-        if permissions is None:
-            return list(SDK_LOCKED_PERMISSIONS)
-        if (
-            not isinstance(permissions, list | tuple)
-            or not all(isinstance(p, str) for p in permissions)
-            or len(permissions) != len(SDK_LOCKED_PERMISSIONS)
-            or set(permissions) != set(SDK_LOCKED_PERMISSIONS)
-        ):
-            raise PermissionsLocked()
-        return list(SDK_LOCKED_PERMISSIONS)
-    if not isinstance(permissions, list | tuple) or not permissions:
-        raise ValidationFailed({"permissions": ["Choose at least one permission."]})
-    unknown = [p for p in permissions if not isinstance(p, str) or p not in ALL_PERMISSIONS]
-    if unknown:
-        raise ValidationFailed(
-            {"permissions": [f"Unknown permission: {str(p)[:40]}" for p in unknown]}
-        )
-    return normalize_permissions(permissions)
-
-
-def parse_expires_at(value: Any) -> datetime | None:
-    """`expiresAt` as a JSON body sends it: an ISO 8601 time with a time zone, or null."""
-    if value is None:
-        return None
-    message = "An ISO 8601 time with a time zone (for example 2030-01-31T12:00:00Z), or null."
-    if not isinstance(value, str) or len(value) > 64:
-        raise ValidationFailed({"expiresAt": [message]})
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError as exc:
-        raise ValidationFailed({"expiresAt": [message]}) from exc
-    if moment.tzinfo is None:
-        raise ValidationFailed({"expiresAt": ["Give a time zone (for example ...Z)."]})
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as exc:  # 9999-12-31T23:59:59-14:00 is past the last representable time
-        raise ValidationFailed({"expiresAt": [message]}) from exc
-
-
-def validate_expires_at(expires_at: Any, now: datetime) -> datetime | None:
-    """A future, zone-aware time: a datetime (the dashboard's forms), or the API's ISO 8601
-    text, parsed here so that a bad one is reported with the other fields' errors."""
-    if not isinstance(expires_at, datetime):
-        expires_at = parse_expires_at(expires_at)
-    if expires_at is None:
-        return None
-    if timezone.is_naive(expires_at):
-        raise ValidationFailed({"expiresAt": ["Give a time zone (for example ...Z)."]})
-    if expires_at <= now:
-        raise ValidationFailed({"expiresAt": ["Must be in the future."]})
-    return expires_at
 
 
 def key_event(event_type: str, api_key: ApiKey, now: datetime | None = None) -> KeyEvent:
@@ -253,15 +198,6 @@ def revoke_key(
 
 #: `roll_key`'s default for a field: the old key's (for the expiry, only if still ahead).
 INHERIT = object()
-
-
-def validate_grace_seconds(grace_seconds: Any) -> int:
-    """How long a rolled key keeps working: whole seconds, 0 to a week."""
-    if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int):
-        raise ValidationFailed({"graceSeconds": ["A whole number of seconds is required."]})
-    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
-        raise ValidationFailed({"graceSeconds": [f"Between 0 and {MAX_GRACE_SECONDS}."]})
-    return grace_seconds
 
 
 def roll_key(

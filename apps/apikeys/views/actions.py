@@ -1,0 +1,238 @@
+"""The key pages' views: Project → SDK Keys, Project → API Keys, Organization → API Keys.
+
+Invariant: a plaintext key is only ever written into the body of the one POST
+response that minted it (mint, roll or legacy replacement) — never into the
+session, a message, a cookie, a redirect or a log — and that response is
+`Cache-Control: no-store`. Each secret-producing form carries a one-time
+nonce, so a resubmitted POST (reload, back button, double click) never mints
+a second key: it is redirected to the list instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib import messages
+from django.http import HttpRequest
+from django.shortcuts import redirect
+from django.views.decorators.http import require_http_methods, require_POST
+
+from apps.apikeys import services
+from apps.apikeys.forms import (
+    SERVICE_FIELDS,
+    KeyCreateForm,
+    LimitsForm,
+    OriginsForm,
+    PolicyForm,
+    RollForm,
+    origins_from_text,
+)
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.selectors import Collection
+from apps.apikeys.views.page import (
+    already_submitted,
+    confinable_projects,
+    first_message,
+    managed_key,
+    page_collection,
+    render_page,
+)
+from apps.orgs import services as org_services
+from apps.orgs.access import membership_for
+from core.decorators import dashboard_page
+from core.errors import PermissionsLocked, RateLimited, ValidationFailed
+from core.nonce import consume_nonce
+
+
+@dashboard_page
+@require_http_methods(["GET", "POST"])
+def key_collection(request: HttpRequest, kind: KeyKind, project_id=None, org_id=None):
+    """GET: the list (and the create form for owners/admins). POST: mint a key."""
+    collection = page_collection(request, kind, project_id, org_id)
+    if request.method == "GET":
+        return render_page(request, collection)
+    collection.require_manager()
+    form = KeyCreateForm(request.POST, kind=kind, projects=confinable_projects(collection))
+    nonce = consume_nonce(request)
+    if nonce == "used":
+        return already_submitted(request, collection)
+    if nonce == "invalid":
+        form.add_error(None, "This form expired. Check the details and submit it again.")
+    if nonce == "fresh" and form.is_valid():
+        try:
+            minted = services.mint_key(
+                actor=request.principal.user,
+                kind=kind,
+                organization=collection.organization,
+                project=collection.project,
+                request=request,
+                **form.service_arguments(),
+            )
+        except ValidationFailed as exc:
+            form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
+        except (PermissionsLocked, RateLimited) as exc:
+            form.add_error(None, exc.message)
+        else:
+            return render_page(request, collection, minted=minted)
+    return render_page(request, collection, form=form)
+
+
+@dashboard_page
+@require_POST
+def key_revoke(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
+    collection, api_key = managed_key(request, kind, key_id, project_id, org_id)
+    api_key = services.revoke_key(actor=request.principal.user, api_key=api_key, request=request)
+    messages.success(request, f"Revoked “{api_key.name}” ({api_key.prefix}…). It stopped working.")
+    return redirect(collection.url)
+
+
+def _mint_from_row(
+    request: HttpRequest,
+    collection: Collection,
+    api_key,
+    *,
+    how: str,
+    mint: Callable[[], services.MintedKey],
+    form_error: str | None = None,
+):
+    """A row action that mints a successor (roll, replace): one-time nonce, errors on
+    the key's row, the new key shown once."""
+    nonce = consume_nonce(request)
+    if nonce == "used":
+        return already_submitted(request, collection)
+    error = "This form expired; try again." if nonce == "invalid" else form_error
+    if error:
+        return render_page(request, collection, row_errors={api_key.id: error})
+    try:
+        minted = mint()
+    except (ValidationFailed, RateLimited) as exc:
+        return render_page(request, collection, row_errors={api_key.id: first_message(exc)})
+    return render_page(request, collection, minted=minted, minted_how=how, previous=api_key)
+
+
+@dashboard_page
+@require_POST
+def key_roll(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
+    """Mint a successor and show it once; the old key expires after the chosen grace."""
+    collection, api_key = managed_key(request, kind, key_id, project_id, org_id)
+    form = RollForm(request.POST)
+    error = None
+    if not form.is_valid():
+        error = next(iter(form.errors.values()))[0]
+        if "grace_seconds" in form.errors:
+            error = "Choose when the old key stops working."
+    return _mint_from_row(
+        request,
+        collection,
+        api_key,
+        how="rolled",
+        form_error=error,
+        mint=lambda: services.roll_key(
+            actor=request.principal.user,
+            api_key=api_key,
+            grace_seconds=form.cleaned_data["grace_seconds"],
+            # Secret and org keys' roll forms send the new key's expiry (empty: none).
+            expires_at=form.cleaned_data["expires_at"]
+            if "expires_at" in request.POST
+            else services.INHERIT,
+            request=request,
+        ),
+    )
+
+
+@dashboard_page
+@require_POST
+def key_replace(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
+    """A legacy key gets an `ss_secret_` successor, shown once; the legacy key keeps working."""
+    collection, api_key = managed_key(request, kind, key_id, project_id, org_id)
+    return _mint_from_row(
+        request,
+        collection,
+        api_key,
+        how="replaced",
+        mint=lambda: services.replace_legacy_key(
+            actor=request.principal.user, api_key=api_key, request=request
+        ),
+    )
+
+
+@dashboard_page
+@require_POST
+def key_origins(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
+    collection, api_key = managed_key(request, kind, key_id, project_id, org_id)
+    form = OriginsForm(request.POST)
+    if not form.is_valid():
+        return render_page(
+            request, collection, row_errors={api_key.id: form.errors["allowed_origins"][0]}
+        )
+    origins = origins_from_text(form.cleaned_data["allowed_origins"])
+    try:
+        services.update_key(
+            actor=request.principal.user,
+            api_key=api_key,
+            changes={"allowedOrigins": origins},
+            request=request,
+        )
+    except ValidationFailed as exc:
+        return render_page(request, collection, row_errors={api_key.id: first_message(exc)})
+    if origins:
+        messages.success(
+            request, f"“{api_key.name}” now works only from {', '.join(api_key.allowed_origins)}."
+        )
+    else:
+        messages.success(request, f"“{api_key.name}” now works from any origin.")
+    return redirect(collection.url)
+
+
+@dashboard_page
+@require_POST
+def key_limits(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
+    """The "Edit limits" dialog: a key's rate limit, allowed IPs and projects."""
+    collection, api_key = managed_key(request, kind, key_id, project_id, org_id)
+    form = LimitsForm.for_key(api_key, kind, confinable_projects(collection), data=request.POST)
+    if form.is_valid():
+        try:
+            services.update_key(
+                actor=request.principal.user,
+                api_key=api_key,
+                changes=form.guardrail_changes(),
+                request=request,
+            )
+        except ValidationFailed as exc:
+            if "keyId" in exc.details["fields"]:  # revoked or expired meanwhile: no dialog left
+                return render_page(request, collection, row_errors={api_key.id: first_message(exc)})
+            form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
+        else:
+            messages.success(request, f"Saved the limits of “{api_key.name}”.")
+            return redirect(collection.url)
+    return render_page(request, collection, failed_limits=(api_key.id, form))
+
+
+@dashboard_page
+@require_POST
+def key_policy(request: HttpRequest, org_id):
+    """Owners set the organization's key lifetime policy (Organization → API Keys)."""
+    collection = page_collection(request, KeyKind.ORGANIZATION, org_id=org_id)
+    membership = membership_for(request.principal.user, org_id)
+    org_services.require_owner(membership)
+    form = PolicyForm(request.POST)
+    if form.is_valid():
+        days = form.cleaned_data["key_max_lifetime_days"]
+        try:
+            org_services.set_key_lifetime_policy(
+                actor_membership=membership, days=days, request=request
+            )
+        except ValidationFailed as exc:
+            form.add_service_errors(
+                exc.details["fields"], {"keyMaxLifetimeDays": "key_max_lifetime_days"}
+            )
+        else:
+            if days:
+                messages.success(
+                    request,
+                    f"New secret and organization keys must now expire within {days} days.",
+                )
+            else:
+                messages.success(request, "Keys may again be created without an expiry.")
+            return redirect(collection.url)
+    return render_page(request, collection, policy_form=form)

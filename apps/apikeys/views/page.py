@@ -1,0 +1,240 @@
+"""The key collection page, and what its views share: the collection named by the URL,
+a row action's key, and the page rendered with a minted key, a form's errors or a row's.
+
+A minted key is rendered into this one response only, `Cache-Control: no-store`
+(see `apps.apikeys.views.actions`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+
+from apps.apikeys import guardrails, services, usage_views
+from apps.apikeys.charts import Chart
+from apps.apikeys.forms import GRACE_CHOICES, KeyCreateForm, LimitsForm, PolicyForm
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey, KeyStatus
+from apps.apikeys.selectors import Collection, collection_for, legacy_keys_in_scope
+from core.errors import ApiError
+from core.nonce import issue_nonce
+from core.permissions import Role
+
+PER_PAGE = 50
+POLICY_KEYS_SHOWN = 20
+EXPIRING_WITHIN = timedelta(days=7)
+RECENT_LEGACY_SHOWN = 5
+
+
+def page_collection(
+    request: HttpRequest, kind: KeyKind, project_id=None, org_id=None
+) -> Collection:
+    """The collection named by the URL (404 for anyone outside its organization); the
+    page's sidebar shows where it is."""
+    collection = collection_for(request.principal.user, kind, project_id=project_id, org_id=org_id)
+    request.dashboard_org = collection.organization
+    request.dashboard_project = collection.project
+    return collection
+
+
+def managed_key(
+    request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None
+) -> tuple[Collection, ApiKey]:
+    """For a row action: the collection (404 outside it), a manager's role (403), the key (404)."""
+    collection = page_collection(request, kind, project_id, org_id).require_manager()
+    return collection, collection.key(key_id)
+
+
+def already_submitted(request: HttpRequest, collection: Collection) -> HttpResponse:
+    messages.info(
+        request,
+        "That form was already submitted, so nothing new was created. "
+        "A key is shown only once; if you did not copy it, revoke it and create another.",
+    )
+    return redirect(collection.url)
+
+
+# Rendering --------------------------------------------------------------------
+
+
+@dataclass
+class KeyRow:
+    key: ApiKey
+    status: str
+    expiring: bool
+    manageable: bool
+    #: Guardrails (SPEC §4.10): the "Edit limits" form, the roll form's default expiry,
+    #: whether the key outlives its organization's lifetime policy.
+    limits: LimitsForm | None = None
+    roll_expiry: str = ""
+    outlives_policy: bool = False
+    rate_label: str = ""
+    project_labels: list[str] = field(default_factory=list)
+    #: Its 30-day request chart (`usage_views.add_row_usage`).
+    usage: Chart | None = None
+
+
+def _rows(keys, now, collection: Collection, projects=(), failed_limits=None) -> list[KeyRow]:
+    rows = []
+    organization = collection.organization
+    project_names = {str(p.id): p.name for p in projects}
+    for key in keys:
+        status = key.status_at(now)
+        row = KeyRow(
+            key=key,
+            status=status,
+            expiring=status == KeyStatus.ACTIVE
+            and key.expires_at is not None
+            and key.expires_at - now <= EXPIRING_WITHIN,
+            manageable=collection.can_manage and status == KeyStatus.ACTIVE,
+            project_labels=[project_names.get(pid, "a deleted project") for pid in key.project_ids],
+        )
+        if key.rate_limit_requests is not None:
+            row.rate_label = guardrails.rate_limit_label(
+                key.rate_limit_requests, key.rate_limit_seconds
+            )
+        if status == KeyStatus.ACTIVE and collection.kind is not KeyKind.PUBLIC:
+            row.outlives_policy = guardrails.exceeds_lifetime(
+                key.expires_at, organization, key.created_at
+            )
+        if row.manageable:
+            if failed_limits is not None and failed_limits[0] == key.id:
+                row.limits = failed_limits[1]
+            else:
+                row.limits = LimitsForm.for_key(key, collection.kind, projects)
+            row.roll_expiry = _roll_expiry(key, collection, now)
+        rows.append(row)
+    return rows
+
+
+def _roll_expiry(key: ApiKey, collection: Collection, now) -> str:
+    """The roll form's suggested expiry for the successor (datetime-local text, UTC): the old
+    key's, or under a lifetime policy the latest the policy allows when that is sooner."""
+    expiry = key.expires_at if key.expires_at and key.expires_at > now else None
+    latest = guardrails.latest_expiry(collection.organization, now)
+    if collection.kind is not KeyKind.PUBLIC and latest and (expiry is None or expiry > latest):
+        expiry = latest
+    return expiry.strftime("%Y-%m-%dT%H:%M") if expiry else ""
+
+
+def confinable_projects(collection: Collection) -> list:
+    """The projects an org key can be confined to (the organization's), by name."""
+    if collection.kind is not KeyKind.ORGANIZATION:
+        return []
+    return list(collection.organization.projects.order_by("name", "id"))
+
+
+def _policy(collection: Collection, now, form: PolicyForm | None = None) -> dict | None:
+    """The organization's key lifetime policy and the keys that outlive it (org page only)."""
+    if collection.kind is not KeyKind.ORGANIZATION:
+        return None
+    organization = collection.organization
+    outliving = guardrails.keys_outliving_policy(organization, now)
+    shown = list(outliving[:POLICY_KEYS_SHOWN])
+    count = outliving.count() if len(shown) == POLICY_KEYS_SHOWN else len(shown)
+    return {
+        "days": organization.key_max_lifetime_days,
+        "can_set": collection.role == Role.OWNER,
+        "form": form
+        or PolicyForm(initial={"key_max_lifetime_days": organization.key_max_lifetime_days}),
+        "outliving": shown,
+        "outliving_count": count,
+        "outliving_more": count - len(shown),
+    }
+
+
+def _legacy_banner(collection: Collection) -> dict | None:
+    if collection.kind is KeyKind.PUBLIC:
+        return None
+    legacy = legacy_keys_in_scope(**collection.scope_ids)
+    count = legacy.count()
+    if not count:
+        return None
+    recent = list(legacy.filter(last_used_at__isnull=False)[:RECENT_LEGACY_SHOWN])
+    return {
+        "count": count,
+        "sunset_at": settings.LEGACY_KEYS_SUNSET_AT,
+        "sunset_passed": timezone.now() >= settings.LEGACY_KEYS_SUNSET_AT,
+        "recent": recent,
+    }
+
+
+PAGE_TEXT = {
+    KeyKind.PUBLIC: {
+        "title": "SDK Keys",
+        "singular": "SDK key",
+        "lead": "Public keys for the browser SDK. They can only create and read analyses, "
+        "and you can restrict each one to your sites' origins.",
+    },
+    KeyKind.SECRET: {
+        "title": "API Keys",
+        "singular": "API key",
+        "lead": "Secret keys for servers, scripts and CI, bound to this project. "
+        "Keep them out of browsers and source code.",
+    },
+    KeyKind.ORGANIZATION: {
+        "title": "Organization API Keys",
+        "singular": "organization key",
+        "lead": "Secret keys that act on any project of the organization. "
+        "Send X-Project-Id with every project request.",
+    },
+}
+
+
+def render_page(
+    request: HttpRequest,
+    collection: Collection,
+    *,
+    form: KeyCreateForm | None = None,
+    minted: services.MintedKey | None = None,
+    minted_how: str = "created",
+    previous: ApiKey | None = None,
+    row_errors: dict | None = None,
+    failed_limits: tuple | None = None,
+    policy_form: PolicyForm | None = None,
+) -> HttpResponse:
+    now = timezone.now()
+    unused = usage_views.unused_days(request)
+    keys = usage_views.only_unused(collection.keys(), unused, now)
+    page = Paginator(keys.select_related("replaces"), PER_PAGE).get_page(request.GET.get("page"))
+    projects = confinable_projects(collection)
+    rows = _rows(page, now, collection, projects, failed_limits)
+    usage_views.add_row_usage(rows, now)
+    context = {
+        "collection": collection,
+        "kind": collection.kind.name.lower(),
+        "text": PAGE_TEXT[collection.kind],
+        "page": page,
+        "rows": rows,
+        "unused": unused,
+        "unused_choices": usage_views.filter_choices(unused),
+        "unused_query": f"unused={unused}" if unused else "",
+        "policy": _policy(collection, now, policy_form),
+        "form": form or KeyCreateForm(kind=collection.kind, projects=projects),
+        "roll_choices": GRACE_CHOICES,
+        "banner": _legacy_banner(collection),
+        "minted": minted,
+        "minted_how": minted_how,
+        "previous": previous,
+        "sunset_at": settings.LEGACY_KEYS_SUNSET_AT,
+        "row_errors": row_errors or {},
+        "nonce": issue_nonce(request) if collection.can_manage else "",
+    }
+    response = render(request, "apikeys/keys.html", context)
+    if minted is not None:
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+def first_message(exc: ApiError) -> str:
+    fields = exc.details.get("fields") if isinstance(exc.details, dict) else None
+    if fields:
+        return next(iter(fields.values()))[0]
+    return exc.message

@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apps.accounts import mail, tokens, twofactor
+from apps.accounts import mail, mfa_login, tokens, twofactor
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import AuthSession, User
 from apps.accounts.selectors import open_session_of
@@ -202,7 +202,7 @@ def login(
         raise ValidationFailed(fields)
     user = authenticate_login(email=email, password=password, request=request)
     if twofactor.is_enabled(user):
-        return MfaChallenge(mfa_token=twofactor.issue_mfa_token(user))
+        return MfaChallenge(mfa_token=mfa_login.issue_mfa_token(user))
     return start_session(user, request)
 
 
@@ -221,10 +221,10 @@ def login_with_second_factor(
         fields["code"] = ["A code from the authenticator app, or a recovery code, is required."]
     if fields:
         raise ValidationFailed(fields)
-    user, nonce = twofactor.user_for_mfa_token(mfa_token)
+    user, nonce = mfa_login.user_for_mfa_token(mfa_token)
     twofactor.check_second_factor(user=user, code=code, request=request)
-    if not twofactor.mark_mfa_token_used(nonce):
-        raise twofactor.MfaTokenInvalid()
+    if not mfa_login.mark_mfa_token_used(nonce):
+        raise mfa_login.MfaTokenInvalid()
     return start_session(user, request)
 
 

@@ -18,10 +18,7 @@ Rules:
   UPDATE, so one code never logs in twice, even from two concurrent requests;
 * a recovery code is used by a conditional UPDATE of its row: once only;
 * the `mfaToken` that a password login answers when a second factor is
-  needed is signed (django.core.signing: HMAC-SHA256 under SECRET_KEY),
-  carries the user id, a random nonce and a fingerprint of the password hash,
-  is valid 5 minutes, dies when the password changes, and finishes one login
-  only (its nonce is recorded in the cache);
+  needed finishes one login only (`apps.accounts.mfa_login`);
 * wrong codes count like wrong passwords: per account (`mfa_account`) and per
   client (`login_ip`), answered 429 past the limit.
 """
@@ -32,11 +29,9 @@ import base64
 import functools
 import hashlib
 import hmac
-import logging
 import secrets
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pyotp
@@ -45,8 +40,6 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
-from django.core import signing
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest
@@ -55,11 +48,9 @@ from django.utils import timezone
 from apps.accounts import mail
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import RecoveryCode, TotpDevice, User
-from core import failopen, throttling
+from core import throttling
 from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 from core.net import client_ip
-
-logger = logging.getLogger("sigsentry.accounts")
 
 ISSUER = "SigSentry"
 STEP_SECONDS = 30
@@ -69,21 +60,11 @@ DRIFT_STEPS = 1
 RECOVERY_CODE_COUNT = 10
 RECOVERY_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lower case
 RECOVERY_CODE_LENGTH = 16
-MFA_TOKEN_MAX_AGE = timedelta(minutes=5)
-_MFA_TOKEN_SALT = "sigsentry.accounts.mfa-login"
 _SECRET_KEY_INFO = b"sigsentry.accounts.totp-secret"
 #: Longest code or token text looked at; anything longer is simply wrong.
 MAX_INPUT_LENGTH = 64
-MAX_MFA_TOKEN_LENGTH = 512
 
 WRONG_CODE = "The code is not valid."
-EXPIRED_LOGIN = "The login has expired. Log in again."
-
-
-class MfaTokenInvalid(InvalidCredentials):
-    """An mfaToken that is forged, expired, used or outdated: the login starts over."""
-
-    message = EXPIRED_LOGIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,72 +242,6 @@ def check_second_factor(*, user: User, code: Any, request: HttpRequest | None = 
                 accepted = _use_recovery_code(user, cleaned, now)
         if not accepted:
             raise InvalidCredentials(WRONG_CODE)
-
-
-# The login's second step --------------------------------------------------------------
-
-
-def _password_mark(user: User) -> str:
-    """Changes with the password; a hash of Django's session hash, not the hash itself."""
-    return hashlib.sha256(user.get_session_auth_hash().encode()).hexdigest()[:16]
-
-
-def issue_mfa_token(user: User) -> str:
-    payload = {"u": str(user.pk), "n": secrets.token_urlsafe(16), "p": _password_mark(user)}
-    return signing.dumps(payload, salt=_MFA_TOKEN_SALT)
-
-
-def _used_key(nonce: str) -> str:
-    return f"mfa-token-used:{hashlib.sha256(nonce.encode()).hexdigest()[:32]}"
-
-
-def user_for_mfa_token(token: Any) -> tuple[User, str]:
-    """The user an unexpired, unused mfaToken names, and its nonce; else INVALID_CREDENTIALS."""
-    if not isinstance(token, str) or not token or len(token) > MAX_MFA_TOKEN_LENGTH:
-        raise MfaTokenInvalid()
-    try:
-        payload = signing.loads(
-            token, salt=_MFA_TOKEN_SALT, max_age=MFA_TOKEN_MAX_AGE.total_seconds()
-        )
-        user_id = uuid.UUID(str(payload["u"]))
-        nonce, mark = str(payload["n"]), str(payload["p"])
-    except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
-        raise MfaTokenInvalid() from exc
-    user = User.objects.filter(pk=user_id, is_active=True).first()
-    if user is None or not hmac.compare_digest(mark, _password_mark(user)) or _was_used(nonce):
-        raise MfaTokenInvalid()
-    return user, nonce
-
-
-# With the cache down a code is still accepted once per time step (`_accept_totp`, in the
-# database), so these marks fail open, and are not waited for again once a Redis step has
-# given up in the request (`core.failopen`).
-
-
-def _was_used(nonce: str) -> bool:
-    if failopen.given_up():
-        return False
-    try:
-        return cache.get(_used_key(nonce)) is not None
-    except Exception:
-        _mark_unavailable()
-        return False
-
-
-def mark_mfa_token_used(nonce: str) -> bool:
-    """Record the nonce; False if another request used this token first."""
-    if failopen.given_up():
-        return True
-    try:
-        return cache.add(_used_key(nonce), 1, timeout=int(MFA_TOKEN_MAX_AGE.total_seconds()) + 1)
-    except Exception:
-        _mark_unavailable()
-        return True
-
-
-def _mark_unavailable() -> None:
-    logger.warning("two-factor token cache unavailable; the code stays single use")
-    failopen.gave_up("mfa_token")
 
 
 # Services -----------------------------------------------------------------------------

@@ -22,8 +22,8 @@ from apps.accounts.forms import (
     SecondFactorForm,
     SignupForm,
 )
+from apps.accounts.mfa_login import MfaTokenInvalid
 from apps.accounts.tokens import TokenPair
-from apps.accounts.twofactor import MfaTokenInvalid
 from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 
 

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core import mail as django_mail
 from django.test import Client, override_settings
 
-from apps.accounts import twofactor
+from apps.accounts import mfa_login, twofactor
 from apps.accounts.cookies import ACCESS_COOKIE
 from apps.accounts.models import RecoveryCode, TotpDevice
 from apps.accounts.services import change_password
@@ -210,14 +210,14 @@ def test_wrong_codes_are_throttled_per_account_even_across_clients(api_client, o
 def test_an_expired_mfa_token_is_refused(api_client, owner, monkeypatch):
     secret, _codes = enable_two_factor(owner)
     token = mfa_token(api_client, owner)
-    monkeypatch.setattr(twofactor, "MFA_TOKEN_MAX_AGE", timedelta(seconds=-1))
+    monkeypatch.setattr(mfa_login, "MFA_TOKEN_MAX_AGE", timedelta(seconds=-1))
     fresh_step()
     response = second_step(api_client, token, code_at(secret))
     assert response.status_code == 401 and error_code(response) == "INVALID_CREDENTIALS"
 
 
 def test_the_mfa_token_lives_five_minutes():
-    assert timedelta(minutes=5) == twofactor.MFA_TOKEN_MAX_AGE
+    assert timedelta(minutes=5) == mfa_login.MFA_TOKEN_MAX_AGE
 
 
 @pytest.mark.parametrize(
@@ -334,7 +334,7 @@ def test_an_expired_login_on_the_code_page_starts_over(owner):
 
 def test_the_code_page_needs_the_csrf_token(owner):
     _secret, codes = enable_two_factor(owner)
-    token = twofactor.issue_mfa_token(owner)
+    token = mfa_login.issue_mfa_token(owner)
     client = Client(enforce_csrf_checks=True)
     assert client.post("/login/2fa/", {"mfa_token": token, "code": codes[0]}).status_code == 403
     assert twofactor.recovery_codes_left(owner) == 10

@@ -26,8 +26,8 @@ from django.db import (
 )
 
 from apps.accounts import services as account_services
+from apps.accounts.mfa_login import issue_mfa_token
 from apps.accounts.password_reset import make_reset_token
-from apps.accounts.twofactor import issue_mfa_token
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import record_key_use, revoke_key

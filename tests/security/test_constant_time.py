@@ -15,7 +15,7 @@ import secrets
 
 import pytest
 
-from apps.accounts import tokens, twofactor
+from apps.accounts import mfa_login, tokens, twofactor
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from core import ops
@@ -105,8 +105,8 @@ def test_a_totp_code_is_compared_in_constant_time_against_each_step(api_client, 
 def test_the_mfa_tokens_password_mark_is_compared_in_constant_time(api_client, owner, witness):
     _secret, codes = enable_two_factor(owner)
     token = mfa_token(api_client, owner)
-    mark = twofactor._password_mark(owner)
-    spy = witness(twofactor)
+    mark = mfa_login._password_mark(owner)
+    spy = witness(mfa_login)
 
     assert second_step(api_client, token, codes[0]).status_code == 200
 

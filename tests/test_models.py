@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from apps.accounts.models import User
 from apps.analyses.models import Analysis, Feedback
@@ -102,3 +102,12 @@ def test_unknown_feedback_rating_is_refused(project):
 def test_unknown_configuration_kinds_are_refused(project):
     refused(lambda: LogSource.objects.create(project=project, name="n", kind="kafka"))
     refused(lambda: Channel.objects.create(project=project, name="n", kind="sms", target="+1"))
+
+
+def test_the_digest_has_one_index_and_it_is_unique(organization):
+    """One B-tree of the digests, the unique one the lookup reads: no second copy of every
+    digest (such as the LIKE index PostgreSQL gets for a `unique=True` CharField)."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, ApiKey._meta.db_table)
+    over_digest = [info for info in constraints.values() if "digest" in info["columns"]]
+    assert [(info["columns"], info["unique"]) for info in over_digest] == [(["digest"], True)]

@@ -48,7 +48,9 @@ class ApiKey(models.Model):
     scope = models.CharField(max_length=16, choices=KeyScope.choices)
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=32, db_index=True)
-    digest = models.CharField(max_length=64, unique=True, editable=False)
+    # Unique by the constraint below: `unique=True` would also give PostgreSQL a second,
+    # `varchar_pattern_ops` index of every digest, for LIKE queries no digest ever meets.
+    digest = models.CharField(max_length=64, editable=False)
     permissions = models.JSONField(default=list)
     legacy = models.BooleanField(default=False)
     allowed_origins = models.JSONField(default=list, blank=True)
@@ -103,6 +105,7 @@ class ApiKey(models.Model):
             ),
         ]
         constraints = [
+            models.UniqueConstraint(fields=["digest"], name="apikeys_digest_unique"),
             models.CheckConstraint(
                 condition=(Q(scope=KeyScope.PROJECT) & Q(project__isnull=False))
                 | (Q(scope=KeyScope.ORGANIZATION) & Q(project__isnull=True)),

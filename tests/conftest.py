@@ -218,9 +218,14 @@ def gunicorn_server(django_db_setup, django_db_blocker, smtp_server):
     that use it must commit their data: depend on `live_url`, which brings
     `transactional_db` (and `mailbox` to read what it sent).
     """
+    from django.conf import settings
+
     from tests.servers import GunicornServer
 
-    server = GunicornServer(env={"EMAIL_URL": smtp_server.url})
+    env = {"EMAIL_URL": smtp_server.url}
+    if not settings.REDIS_URL:  # its counters outlive the tests: tests/session_server_settings.py
+        env["DJANGO_SETTINGS_MODULE"] = "tests.session_server_settings"
+    server = GunicornServer(env=env)
     server.env["SITE_URL"] = server.url
     with django_db_blocker.unblock():
         server.start()

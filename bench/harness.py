@@ -156,17 +156,22 @@ def median_us(rounds: list[list[int]]) -> float:
     return statistics.median(ns for batch in rounds for ns in batch) / 1000
 
 
+def round_medians_us(rounds: list[list[int]]) -> list[float]:
+    """The median request of each round, in µs."""
+    return [statistics.median(batch) / 1000 for batch in rounds]
+
+
 def per_round_overhead(samples: Samples, baseline: str) -> dict[str, list[float]]:
-    """Each variant's overhead in each round: its median minus the baseline's, same round."""
-    base = [statistics.median(batch) for batch in samples.wall[baseline]]
+    """Each variant's overhead in each round, in µs: its median minus the baseline's."""
+    base = round_medians_us(samples.wall[baseline])
     return {
-        name: [statistics.median(batch) - b for batch, b in zip(rounds, base, strict=True)]
+        name: [us - b for us, b in zip(round_medians_us(rounds), base, strict=True)]
         for name, rounds in samples.wall.items()
     }
 
 
 def round_spread_us(rounds: list[list[int]]) -> tuple[float, float]:
-    medians = [statistics.median(batch) / 1000 for batch in rounds]
+    medians = round_medians_us(rounds)
     return min(medians), max(medians)
 
 

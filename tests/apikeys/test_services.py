@@ -138,9 +138,14 @@ class TestMint:
                 "https://App.Example.com",
                 "https://app.example.com:443",
                 "https://b.io:8443",
+                "https://c.io:65535",
             ],
         )
-        assert minted.api_key.allowed_origins == ["https://app.example.com", "https://b.io:8443"]
+        assert minted.api_key.allowed_origins == [
+            "https://app.example.com",
+            "https://b.io:8443",
+            "https://c.io:65535",
+        ]
 
     @pytest.mark.parametrize(
         "origins",
@@ -149,6 +154,9 @@ class TestMint:
             ["https://app.example.com/path"],
             ["*"],
             ["https://app.example.com:99999"],
+            ["https://app.example.com:65536"],
+            ["https://app.example.com:0"],
+            ["https://app.example.com:0443"],  # no browser sends a port with a leading zero
             "https://app.example.com",
             [f"https://a{i}.example.com" for i in range(21)],
         ],

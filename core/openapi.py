@@ -4,6 +4,9 @@
   to the statuses an operation can answer.
 * `IdPathAutoSchema` types the `*_id` path variables as UUIDs; `paginated()` and
   `PAGE_PARAMETERS` describe the `{results, next}` lists.
+* `request_keywords()` adds to a request body what drf-spectacular cannot read from
+  the fields (`additionalProperties: false` for a body whose unknown fields are
+  refused, `minProperties`); the `add_request_keywords` hook writes them in.
 * `SchemaView` (`/v1/schema`) and `DocsView` (`/v1/docs`) serve the document and its
   page to anyone (SPEC §4.8; `SERVE_AUTHENTICATION` reads no credential) and answer
   their errors with the SPEC §3 body.
@@ -14,7 +17,12 @@ from __future__ import annotations
 import uritemplate
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework import serializers
 from rest_framework.exceptions import NotAcceptable
@@ -77,6 +85,28 @@ def paginated(serializer_class: type[serializers.Serializer], name: str):
             "next": serializers.URLField(allow_null=True, help_text="The next page, or null."),
         },
     )
+
+
+#: The specification extension that carries `request_keywords` to the hook.
+REQUEST_KEYWORDS = "x-request-keywords"
+
+
+def request_keywords(**keywords):
+    """A serializer decorator: JSON Schema keywords for its request body that no field can
+    say, e.g. `additionalProperties=False` where the view refuses unknown fields, or
+    `minProperties=1` where it refuses an empty object. Subclasses inherit them."""
+    return extend_schema_serializer(extensions={REQUEST_KEYWORDS: keywords})
+
+
+def add_request_keywords(result, generator, request, public):
+    """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS): writes each
+    `request_keywords` into its serializer's request component (`...Request`), and drops
+    the carrier from every component (a response keeps its shape open, for new fields)."""
+    for name, schema in result.get("components", {}).get("schemas", {}).items():
+        keywords = schema.pop(REQUEST_KEYWORDS, None)
+        if keywords and name.endswith("Request"):
+            schema.update(keywords)
+    return result
 
 
 class IdPathAutoSchema(AutoSchema):

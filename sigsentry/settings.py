@@ -326,6 +326,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.openapi.add_request_keywords",
+    ],
     "SCHEMA_PATH_PREFIX": r"/v1",
     "ENUM_NAME_OVERRIDES": {
         "LogSourceKindEnum": "apps.projects.models.LogSource.Kind",
@@ -333,6 +337,8 @@ SPECTACULAR_SETTINGS = {
         "WebhookEventTypeEnum": "apps.webhooks.models.EventType",
         "DeliveryStatusEnum": "apps.webhooks.models.DeliveryStatus",
         "WebhookStatusEnum": ["enabled", "disabled"],
+        "PermissionsEnum": "core.permissions.ALL_PERMISSIONS",
+        "SdkPermissionsEnum": "core.permissions.SDK_LOCKED_PERMISSIONS",
     },
 }
 

@@ -28,22 +28,23 @@ from rest_framework.response import Response
 from apps.apikeys import leaks, services
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.representation import key_json
+from apps.apikeys.schema import KeyKindAutoSchema
 from apps.apikeys.selectors import Collection, collection_for
 from apps.apikeys.serializers import (
+    MINT_INPUTS,
+    ROLL_INPUTS,
+    UPDATE_INPUTS,
     KeySerializer,
     LeakReportInputSerializer,
     LeakReportResponseSerializer,
     MintedKeySerializer,
-    MintKeyInputSerializer,
-    RollKeyInputSerializer,
-    UpdateKeyInputSerializer,
     minted_key_json,
 )
 from core import throttling
 from core.api import ApiView, ManagementView, json_object, paginate
 from core.errors import ValidationFailed
 from core.net import client_ip
-from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
+from core.openapi import PAGE_PARAMETERS, error_responses, paginated
 
 #: Every accepted leak report takes at least this long, matched keys or not.
 LEAK_REPORT_MIN_SECONDS = 0.15
@@ -60,9 +61,11 @@ def body_permissions(body: dict[str, Any], omitted: Any) -> Any:
 class KeyManagementView(ManagementView):
     """Base of the key collection views; `kind` is set per URL pattern."""
 
-    schema = IdPathAutoSchema()
+    schema = KeyKindAutoSchema()
     #: Set by each URL pattern (apps.apikeys.api_urls).
     kind: KeyKind | None = None
+    #: The request body's serializer by kind, for the OpenAPI document (KeyKindAutoSchema).
+    inputs: dict[KeyKind, type] = {}
 
     def collection(self) -> Collection:
         """The URL's collection, if the caller is a member of its organization."""
@@ -79,6 +82,8 @@ class KeyManagementView(ManagementView):
 
 
 class KeysView(KeyManagementView):
+    inputs = MINT_INPUTS
+
     @extend_schema(
         summary="List keys",
         parameters=PAGE_PARAMETERS,
@@ -100,7 +105,6 @@ class KeysView(KeyManagementView):
             "once and cannot be retrieved again. Throttled per organization."
         ),
         tags=["keys"],
-        request=MintKeyInputSerializer,
         responses={201: MintedKeySerializer, **error_responses(400, 401, 403, 404, 429)},
     )
     def post(self, request, **kwargs):
@@ -124,6 +128,8 @@ class KeysView(KeyManagementView):
 
 
 class KeyView(KeyManagementView):
+    inputs = UPDATE_INPUTS
+
     @extend_schema(
         summary="One key",
         description="Any member of the organization.",
@@ -145,7 +151,6 @@ class KeyView(KeyManagementView):
             "request; audited as `key.updated` with the values before and after."
         ),
         tags=["keys"],
-        request=UpdateKeyInputSerializer,
         responses={200: KeySerializer, **error_responses(400, 401, 403, 404)},
     )
     def patch(self, request, key_id, **kwargs):
@@ -178,6 +183,8 @@ class KeyRevokeView(KeyManagementView):
 
 
 class KeyRollView(KeyManagementView):
+    inputs = ROLL_INPUTS
+
     @extend_schema(
         summary="Roll a key",
         description=(
@@ -191,7 +198,6 @@ class KeyRollView(KeyManagementView):
             "refused roll changes nothing."
         ),
         tags=["keys"],
-        request=RollKeyInputSerializer,
         responses={201: MintedKeySerializer, **error_responses(400, 401, 403, 404, 429)},
     )
     def post(self, request, key_id, **kwargs):

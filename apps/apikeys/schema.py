@@ -6,6 +6,8 @@
   may call (`ManagementView`s, and views marked `session_only`) list the JWT
   and cookie schemes only.
 * `MintedKeySchema` documents the mint/roll response as the Key object plus `key`.
+* `KeyKindAutoSchema` documents each collection's request bodies: one view class
+  serves the three collections, and the body depends on the kind its URL names.
 
 The shared helpers (error bodies, pagination, path ids) are in `core.openapi`.
 Imported by `ApikeysConfig.ready()` so the extensions are registered before any
@@ -22,6 +24,7 @@ from drf_spectacular.extensions import (
 from apps.accounts.cookies import ACCESS_COOKIE
 from apps.apikeys.serializers import KeySerializer
 from core.api import ManagementView
+from core.openapi import IdPathAutoSchema
 
 API_KEY_SCHEME = "apiKeyAuth"
 JWT_SCHEME = "jwtAuth"
@@ -96,3 +99,12 @@ class MintedKeySchema(OpenApiSerializerExtension):
             },
         }
         return {"allOf": [key.ref, plaintext]}
+
+
+class KeyKindAutoSchema(IdPathAutoSchema):
+    """The request body of a key view's POST or PATCH: `view.inputs[view.kind]`, the
+    serializer of the kind of key the URL pattern gave the view (apps.apikeys.api_urls)."""
+
+    def get_request_serializer(self):
+        serializer = self.view.inputs.get(self.view.kind)
+        return serializer if serializer is not None else super().get_request_serializer()

@@ -12,11 +12,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.apikeys.guardrails import (
+    MAX_ALLOWED_IPS,
+    MAX_ALLOWED_ORIGINS,
+    MAX_PROJECT_IDS,
+    ORIGIN_PATTERN,
+)
+from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import KeyScope, KeyStatus, KeyType
 from apps.apikeys.representation import key_json
-from core.permissions import ALL_PERMISSIONS
+from apps.apikeys.validators import MAX_GRACE_SECONDS
+from core.openapi import request_keywords
+from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS
 
 if TYPE_CHECKING:
     from apps.apikeys.services import MintedKey
@@ -32,6 +42,7 @@ class KeyCreatorSerializer(serializers.Serializer):
     email = serializers.EmailField()
 
 
+@request_keywords(additionalProperties=False)
 class RateLimitSerializer(serializers.Serializer):
     """At most `requests` requests with the key succeed in any `perSeconds`-second window."""
 
@@ -74,106 +85,248 @@ class MintedKeySerializer(serializers.Serializer):
     """A key object plus `key`; documented as `allOf: [Key, {key}]` (apps.apikeys.schema)."""
 
 
-def _allowed_ips_field(**kwargs) -> serializers.ListField:
-    return serializers.ListField(
-        child=serializers.CharField(max_length=64),
-        max_length=50,
-        help_text=(
-            "Secret and organization keys: CIDRs or addresses, IPv4 or IPv6 (at most 50), "
-            "stored normalized (`203.0.113.7` → `203.0.113.7/32`). A request from any "
-            "other client IP is 403 IP_NOT_ALLOWED. Empty means any IP. On an SDK key a "
-            "non-empty list is a VALIDATION_ERROR."
-        ),
-        **kwargs,
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+
+# Request bodies, one per collection (SPEC §4.3, §4.10): each documents what its kind of
+# key takes. A guardrail of another kind is listed as an empty list (`maxItems: 0`): the
+# API accepts it empty or null, the defaults, and refuses a value (VALIDATION_ERROR).
+
+#: A CIDR or an address, IPv4 or IPv6, as `guardrails.normalize_network` reads it.
+_NETWORK_SCHEMA = {
+    "type": "string",
+    "anyOf": [
+        {"format": "ipv4"},
+        {"format": "ipv6"},
+        {"pattern": rf"^{_OCTET}(\.{_OCTET}){{3}}/(3[0-2]|[12]?[0-9])$"},
+        {"pattern": r"^[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$"},
+    ],
+}
+
+
+@extend_schema_field(_NETWORK_SCHEMA)
+class NetworkField(serializers.CharField):
+    """One `allowedIps` entry."""
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "enum": list(SDK_LOCKED_PERMISSIONS)},
+        "minItems": len(SDK_LOCKED_PERMISSIONS),
+        "maxItems": len(SDK_LOCKED_PERMISSIONS),
+        "uniqueItems": True,
+    }
+)
+class LockedPermissionsField(serializers.ListField):
+    """An SDK key's permissions: exactly the locked set, in any order."""
+
+
+def _name(**kwargs) -> serializers.RegexField:
+    return serializers.RegexField(
+        r"\S", max_length=100, help_text="1 to 100 characters once stripped.", **kwargs
     )
 
 
-def _project_ids_field(**kwargs) -> serializers.ListField:
-    return serializers.ListField(
-        child=serializers.UUIDField(),
-        max_length=100,
-        help_text=(
-            "Organization keys: projects of the key's organization it is confined to "
-            "(any other X-Project-Id is 403 PROJECT_MISMATCH). Empty means every project. "
-            "On other keys, or with another organization's project: VALIDATION_ERROR."
-        ),
-        **kwargs,
-    )
+def _expires_at(help_text: str) -> serializers.DateTimeField:
+    return serializers.DateTimeField(allow_null=True, required=False, help_text=help_text)
 
 
-def _allowed_origins_field(**kwargs) -> serializers.ListField:
-    return serializers.ListField(
-        child=serializers.CharField(),
-        help_text="SDK keys only: `https://host[:port]` origins; empty means any origin.",
-        **kwargs,
-    )
-
-
-def _rate_limit_field(**kwargs) -> RateLimitSerializer:
+def _rate_limit() -> RateLimitSerializer:
     return RateLimitSerializer(
         allow_null=True,
+        required=False,
         help_text="The key's own rate limit, across every server process; null for none.",
-        **kwargs,
     )
 
 
-def _permissions_field(help_text: str) -> serializers.ListField:
+def _allowed_origins(help_text: str = "") -> serializers.ListField:
     return serializers.ListField(
-        child=serializers.ChoiceField(choices=ALL_PERMISSIONS), required=False, help_text=help_text
-    )
-
-
-class MintKeyInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    permissions = _permissions_field(
-        "A non-empty list of permissions. SDK keys: omit it or send exactly "
-        "`analysis:create` and `analysis:read` (anything else: PERMISSIONS_LOCKED)."
-    )
-    expiresAt = serializers.DateTimeField(
-        allow_null=True,
+        child=serializers.RegexField(rf"^{ORIGIN_PATTERN}$"),
+        max_length=MAX_ALLOWED_ORIGINS,
         required=False,
         help_text=(
-            "A future time with a time zone, or null. Under the organization's "
-            "`keyMaxLifetimeDays`, secret and organization keys need one within it."
+            "`https://host[:port]` origins the key is bound to (stored lower-cased, without "
+            "`:443`); a request with another `Origin` is 403 ORIGIN_NOT_ALLOWED. Empty means "
+            "any origin." + help_text
         ),
     )
-    allowedOrigins = _allowed_origins_field(required=False)
-    rateLimit = _rate_limit_field(required=False)
-    allowedIps = _allowed_ips_field(required=False)
-    projectIds = _project_ids_field(required=False)
 
 
+def _allowed_ips() -> serializers.ListField:
+    return serializers.ListField(
+        child=NetworkField(max_length=64),
+        max_length=MAX_ALLOWED_IPS,
+        required=False,
+        help_text=(
+            "CIDRs or addresses, IPv4 or IPv6, stored normalized (`203.0.113.7` → "
+            "`203.0.113.7/32`). A request from any other client IP is 403 IP_NOT_ALLOWED. "
+            "Empty means any IP."
+        ),
+    )
+
+
+def _project_ids() -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.UUIDField(),
+        max_length=MAX_PROJECT_IDS,
+        required=False,
+        help_text=(
+            "Projects of the key's organization it is confined to (any other X-Project-Id is "
+            "403 PROJECT_MISMATCH); another organization's project is a VALIDATION_ERROR. "
+            "Empty means every project."
+        ),
+    )
+
+
+def _not_for_this_kind(reason: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(),
+        max_length=0,
+        allow_null=True,
+        required=False,
+        help_text=f"{reason} Omit it, or send it empty.",
+    )
+
+
+_NO_IPS = "SDK keys run in browsers, which have no fixed IP: bind them to origins instead."
+_NO_ORIGINS = "Only SDK keys are bound to origins."
+_NO_PROJECTS = "Only organization keys are confined to projects."
+
+
+def _permissions(**kwargs) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.ChoiceField(choices=ALL_PERMISSIONS), min_length=1, **kwargs
+    )
+
+
+def _locked_permissions(help_text: str) -> LockedPermissionsField:
+    return LockedPermissionsField(
+        child=serializers.CharField(),
+        required=False,
+        help_text=help_text + " Omit it, or send exactly `analysis:create` and `analysis:read` "
+        "(anything else: PERMISSIONS_LOCKED).",
+    )
+
+
+_NEVER = "A future time with a time zone, or null (the default: never)."
+_POLICY = (
+    " Under the organization's `keyMaxLifetimeDays` one within it is required (else "
+    "VALIDATION_ERROR)."
+)
+
+
+class MintSdkKeyInputSerializer(serializers.Serializer):
+    """`POST /v1/projects/{project_id}/sdk-keys`."""
+
+    name = _name()
+    permissions = _locked_permissions("The SDK key's locked permissions.")
+    expiresAt = _expires_at(_NEVER)
+    allowedOrigins = _allowed_origins()
+    rateLimit = _rate_limit()
+    allowedIps = _not_for_this_kind(_NO_IPS)
+    projectIds = _not_for_this_kind(_NO_PROJECTS)
+
+
+class MintSecretKeyInputSerializer(serializers.Serializer):
+    """`POST /v1/projects/{project_id}/api-keys`."""
+
+    name = _name()
+    permissions = _permissions(help_text="At least one permission.")
+    expiresAt = _expires_at(_NEVER + _POLICY)
+    rateLimit = _rate_limit()
+    allowedIps = _allowed_ips()
+    allowedOrigins = _not_for_this_kind(_NO_ORIGINS)
+    projectIds = _not_for_this_kind(_NO_PROJECTS)
+
+
+class MintOrganizationKeyInputSerializer(MintSecretKeyInputSerializer):
+    """`POST /v1/organizations/{org_id}/api-keys`."""
+
+    projectIds = _project_ids()
+
+
+@request_keywords(additionalProperties=False, minProperties=1)
 class UpdateKeyInputSerializer(serializers.Serializer):
-    """`PATCH <collection>/{keyId}`: any of these; permissions never change (roll instead)."""
+    """What every `PATCH <collection>/{key_id}` body takes; any of the fields, nothing else.
+    Fields not sent keep their values. Permissions never change: roll the key."""
 
-    name = serializers.CharField(max_length=100, required=False)
-    rateLimit = _rate_limit_field(required=False)
-    allowedIps = _allowed_ips_field(required=False)
-    allowedOrigins = _allowed_origins_field(required=False)
-    projectIds = _project_ids_field(required=False)
+    name = _name(required=False)
+    rateLimit = _rate_limit()
 
 
-class RollKeyInputSerializer(serializers.Serializer):
+class UpdateSdkKeyInputSerializer(UpdateKeyInputSerializer):
+    """`PATCH /v1/projects/{project_id}/sdk-keys/{key_id}`: any of these, nothing else;
+    fields not sent keep their values. Permissions never change: roll the key."""
+
+    allowedOrigins = _allowed_origins()
+    allowedIps = _not_for_this_kind(_NO_IPS)
+    projectIds = _not_for_this_kind(_NO_PROJECTS)
+
+
+class UpdateSecretKeyInputSerializer(UpdateKeyInputSerializer):
+    """`PATCH /v1/projects/{project_id}/api-keys/{key_id}`: any of these, nothing else;
+    fields not sent keep their values. Permissions never change: roll the key."""
+
+    allowedIps = _allowed_ips()
+    allowedOrigins = _not_for_this_kind(_NO_ORIGINS)
+    projectIds = _not_for_this_kind(_NO_PROJECTS)
+
+
+class UpdateOrganizationKeyInputSerializer(UpdateSecretKeyInputSerializer):
+    """`PATCH /v1/organizations/{org_id}/api-keys/{key_id}`: any of these, nothing else;
+    fields not sent keep their values. Permissions never change: roll the key."""
+
+    projectIds = _project_ids()
+
+
+class RollSdkKeyInputSerializer(serializers.Serializer):
+    """`POST /v1/projects/{project_id}/sdk-keys/{key_id}/roll`: the successor keeps the
+    key's name, guardrails and (unless sent) origins and expiry."""
+
     graceSeconds = serializers.IntegerField(
         min_value=0,
-        max_value=604800,
+        max_value=MAX_GRACE_SECONDS,
         help_text="How long the old key keeps working (its new `expiresAt` is now + grace).",
     )
-    expiresAt = serializers.DateTimeField(
-        allow_null=True,
+    expiresAt = _expires_at("The successor's (null: never). Omitted: the old key's.")
+    allowedOrigins = _allowed_origins(" Omitted: the old key's.")
+    permissions = _locked_permissions("The successor's.")
+
+
+class RollSecretKeyInputSerializer(RollSdkKeyInputSerializer):
+    """`POST /v1/projects/{project_id}/api-keys/{key_id}/roll`: the successor keeps the
+    key's name, guardrails and (unless sent) permissions and expiry."""
+
+    expiresAt = _expires_at("The successor's (null: never). Omitted: the old key's." + _POLICY)
+    allowedOrigins = _not_for_this_kind(_NO_ORIGINS)
+    permissions = _permissions(
         required=False,
-        help_text=(
-            "When the new key expires (null: never). Omitted: when the old key would have. "
-            "Under the organization's `keyMaxLifetimeDays`, secret and organization keys "
-            "need one within it."
-        ),
+        help_text="The successor's, validated as at mint. Omitted: the old key's (which "
+        "never change).",
     )
-    allowedOrigins = _allowed_origins_field(required=False)
-    permissions = _permissions_field(
-        "The new key's permissions, validated as at mint (SDK keys: exactly "
-        "`analysis:create` and `analysis:read`, anything else PERMISSIONS_LOCKED). "
-        "Omitted: the old key's. The old key's own permissions never change."
-    )
+
+
+class RollOrganizationKeyInputSerializer(RollSecretKeyInputSerializer):
+    """`POST /v1/organizations/{org_id}/api-keys/{key_id}/roll`: the successor keeps the
+    key's name, guardrails and (unless sent) permissions and expiry."""
+
+
+#: Each collection's request bodies, by the kind of key its URL names.
+MINT_INPUTS = {
+    KeyKind.PUBLIC: MintSdkKeyInputSerializer,
+    KeyKind.SECRET: MintSecretKeyInputSerializer,
+    KeyKind.ORGANIZATION: MintOrganizationKeyInputSerializer,
+}
+UPDATE_INPUTS = {
+    KeyKind.PUBLIC: UpdateSdkKeyInputSerializer,
+    KeyKind.SECRET: UpdateSecretKeyInputSerializer,
+    KeyKind.ORGANIZATION: UpdateOrganizationKeyInputSerializer,
+}
+ROLL_INPUTS = {
+    KeyKind.PUBLIC: RollSdkKeyInputSerializer,
+    KeyKind.SECRET: RollSecretKeyInputSerializer,
+    KeyKind.ORGANIZATION: RollOrganizationKeyInputSerializer,
+}
 
 
 class LeakReportInputSerializer(serializers.Serializer):

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from jsonschema import Draft202012Validator
 from rest_framework.test import APIClient
 
 from apps.accounts import services as account_services
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.services import Action, record_event
+from tests.apikeys.openapi_helpers import validator
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, collection_url, cookie_client, key_url, user_client
 
@@ -62,21 +62,6 @@ def document(django_db_blocker) -> dict[str, Any]:
     return response.json()
 
 
-def json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 schema → JSON Schema: `nullable: true` becomes a null alternative."""
-    if isinstance(node, list):
-        return [json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {k: json_schema(v) for k, v in node.items() if k != "nullable"}
-    if not node.get("nullable"):
-        return converted
-    if "type" in converted:
-        converted["type"] = [converted["type"], "null"]
-        return converted
-    return {"anyOf": [converted, {"type": "null"}]}
-
-
 def assert_matches(document: dict, response, status: int | None = None) -> None:
     """The response body is valid against the schema the document gives for it."""
     path, method = response.wsgi_request.resolver_match.route, response.wsgi_request.method
@@ -84,9 +69,7 @@ def assert_matches(document: dict, response, status: int | None = None) -> None:
     operation = document["paths"][template][method.lower()]
     content = operation["responses"][str(status or response.status_code)]["content"]
     schema = content["application/json"]["schema"]
-    root = {"$defs": {}, "components": json_schema(document["components"])}
-    validator = Draft202012Validator(root | json_schema(schema))
-    errors = [error.message for error in validator.iter_errors(response.json())]
+    errors = [error.message for error in validator(document, schema).iter_errors(response.json())]
     assert not errors, (template, method, errors)
 
 

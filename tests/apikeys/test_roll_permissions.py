@@ -159,9 +159,13 @@ def test_patching_permissions_points_at_rolling(owner, project, kind):
 def test_the_roll_body_documents_permissions(client):
     schemas = client.get("/v1/schema", {"format": "json"}).json()["components"]["schemas"]
 
-    permissions = schemas["RollKeyInputRequest"]["properties"]["permissions"]
-    assert permissions["type"] == "array"
-    assert "permissions" not in schemas["RollKeyInputRequest"].get("required", [])
+    for kind in ("Sdk", "Secret", "Organization"):
+        body = schemas[f"Roll{kind}KeyInputRequest"]
+        assert body["properties"]["permissions"]["type"] == "array"
+        assert "permissions" not in body.get("required", [])
+    locked = schemas["RollSdkKeyInputRequest"]["properties"]["permissions"]
+    assert locked["items"] == {"$ref": "#/components/schemas/SdkPermissionsEnum"}
+    assert schemas["SdkPermissionsEnum"]["enum"] == ["analysis:create", "analysis:read"]
 
 
 # An explicit null at mint

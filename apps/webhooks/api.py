@@ -22,6 +22,7 @@ from apps.orgs.models import Organization
 from apps.webhooks import services
 from apps.webhooks.models import Delivery, DeliveryStatus, EventType, Webhook
 from apps.webhooks.selectors import deliveries_of, webhook_of, webhooks_of
+from apps.webhooks.urlsafety import MAX_URL_LENGTH
 from core.api import ManagementView, iso, json_object, paginate
 from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
 
@@ -67,10 +68,17 @@ class CreatedWebhookSerializer(WebhookSerializer):
 
 
 class CreateWebhookInputSerializer(serializers.Serializer):
-    url = serializers.CharField(
-        help_text="An https:// URL that resolves to public addresses only (SSRF guard)."
+    url = serializers.RegexField(
+        r"^https://[^\s#]+$",
+        max_length=MAX_URL_LENGTH,
+        help_text=(
+            "An https:// URL without user name, password or #fragment, whose host resolves to "
+            "public addresses only (SSRF guard)."
+        ),
     )
-    events = serializers.ListField(child=serializers.ChoiceField(choices=EventType.choices))
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=EventType.choices), min_length=1
+    )
 
 
 class DeliverySerializer(serializers.Serializer):

@@ -9,17 +9,19 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from apps.accounts.emails import normalize_email
 from apps.accounts.models import AuthSession, User
 from core.rows import as_datetime, as_uuid, bind, fetch_one
 
 
 def user_by_email(account: str) -> User | None:
-    """The user whose normalized email is `account` (already normalized), or None."""
-    for user in User.objects.filter(email__iexact=account):
-        if normalize_email(user.email) == account:
-            return user
-    return None
+    """The user whose email is `account` (already normalized), or None.
+
+    Stored emails are normalized, so an exact match is the whole lookup, on the unique
+    index, as the login's (`UserManager.get_by_natural_key`). A look-alike row that the
+    0002 migration left to the operator is never the answer: it cannot log in, and it
+    gets no reset mail either.
+    """
+    return User.objects.filter(email=account).first()
 
 
 def open_sessions_of(user: User) -> QuerySet[AuthSession]:

@@ -71,10 +71,8 @@ def _clean_role(value: Any, actor_role: str) -> str:
 
 
 def _is_member(organization_id: Any, email: str) -> bool:
-    candidates = Membership.objects.filter(
-        organization_id=organization_id, user__email__iexact=email
-    ).select_related("user")
-    return any(normalize_email(m.user.email) == email for m in candidates)
+    """Whether the account of `email` (normalized, as stored) is a member already."""
+    return Membership.objects.filter(organization_id=organization_id, user__email=email).exists()
 
 
 def invite_member(

@@ -14,7 +14,9 @@ import importlib
 import pytest
 from django.apps import apps
 from django.conf import settings
+from django.db import connection
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -207,6 +209,45 @@ def test_the_migration_leaves_a_colliding_look_alike_to_the_operator(capsys):
     assert str(twin.pk) in capsys.readouterr().out
     # Whatever spelling is typed, the login reaches the holder's account only.
     assert User.objects.get_by_natural_key(twin.email) == holder
+
+
+def test_a_reset_for_any_spelling_mails_the_holder_never_the_left_alone_twin(api_client, mailbox):
+    # The twin is the older row: a case-insensitive SQL match (PostgreSQL's UPPER() makes
+    # the long s an S) would find it first, and the holder would never get the mail.
+    twin = User.objects.create(email=f"{LONG_S}am@example.com")
+    holder = User.objects.create(email="sam@example.com")
+    normalize_emails_migration.normalize_stored_emails(apps, None)
+    for user in (twin, holder):
+        user.set_password(PASSWORD)
+        user.save(update_fields=["password"])
+
+    for spelling in ("sam@example.com", twin.email, "SAM@example.com"):
+        response = api_client.post("/v1/auth/password-reset", {"email": spelling}, format="json")
+        assert response.status_code == 202
+
+    assert len(mailbox.messages("sam@example.com")) == 3
+    assert mailbox.messages(twin.email) == []
+
+
+def test_every_email_lookup_is_an_exact_match_on_the_unique_index(api_client, owner, organization):
+    """Stored emails are normalized: no lookup needs the database's own case folding, which
+    cannot use the unique index (a sequential scan of every user on PostgreSQL)."""
+    member = UserFactory(email=ADDRESS)
+    Membership.objects.create(organization=organization, user=member, role="member")
+
+    with CaptureQueriesContext(connection) as queries:
+        api_client.post("/v1/auth/login", {"email": ADDRESS, "password": PASSWORD}, format="json")
+        api_client.post("/v1/auth/password-reset", {"email": ADDRESS}, format="json")
+        invited = user_client(owner).post(
+            f"/v1/organizations/{organization.id}/invitations",
+            {"email": ADDRESS.upper(), "role": "viewer"},
+            format="json",
+        )
+
+    assert error_fields(invited) == {"email": ["This person is already a member."]}
+    lookups = [q["sql"] for q in queries.captured_queries if '"email"' in q["sql"]]
+    assert len(lookups) >= 3
+    assert not [sql for sql in lookups if "UPPER(" in sql.upper() or " LIKE " in sql.upper()]
 
 
 # The admin's user forms ------------------------------------------------------------------------

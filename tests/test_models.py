@@ -10,6 +10,8 @@ from apps.analyses.models import Analysis, Feedback
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
+from apps.invitations.models import Invitation
+from apps.notifications.models import Reminder
 from apps.orgs.models import Membership
 from apps.projects.models import Channel, LogSource
 from tests.factories import MembershipFactory, make_key
@@ -104,10 +106,25 @@ def test_unknown_configuration_kinds_are_refused(project):
     refused(lambda: Channel.objects.create(project=project, name="n", kind="sms", target="+1"))
 
 
-def test_the_digest_has_one_index_and_it_is_unique(organization):
-    """One B-tree of the digests, the unique one the lookup reads: no second copy of every
-    digest (such as the LIKE index PostgreSQL gets for a `unique=True` CharField)."""
+@pytest.mark.parametrize(
+    ("model", "column"),
+    [(ApiKey, "digest"), (Invitation, "token_digest"), (Reminder, "dedupe_key")],
+    ids=["key digest", "invitation token digest", "reminder dedupe key"],
+)
+def test_a_value_compared_whole_has_one_index_and_it_is_unique(db, model, column):
+    """One B-tree of the values, the unique one lookups (and a second writer) meet: no second
+    copy of every value, such as the LIKE index PostgreSQL gets for a `unique=True`
+    CharField, kept up to date on every write and read by no query."""
     with connection.cursor() as cursor:
-        constraints = connection.introspection.get_constraints(cursor, ApiKey._meta.db_table)
-    over_digest = [info for info in constraints.values() if "digest" in info["columns"]]
-    assert [(info["columns"], info["unique"]) for info in over_digest] == [(["digest"], True)]
+        constraints = connection.introspection.get_constraints(cursor, model._meta.db_table)
+    over_column = [info for info in constraints.values() if column in info["columns"]]
+    assert [(info["columns"], info["unique"]) for info in over_column] == [([column], True)]
+
+
+def test_a_second_reminder_with_the_same_dedupe_key_is_refused(organization):
+    Reminder.objects.create(kind="key_expiring_7d", dedupe_key="k:1", organization=organization)
+    refused(
+        lambda: Reminder.objects.create(
+            kind="key_expiring_1d", dedupe_key="k:1", organization=organization
+        )
+    )

@@ -28,7 +28,9 @@ class Invitation(models.Model):
     email = models.CharField(max_length=254)
     normalized_email = models.CharField(max_length=254)
     role = models.CharField(max_length=16, choices=Role.choices)
-    token_digest = models.CharField(max_length=64, unique=True)
+    # Unique by the constraint below: `unique=True` would also give PostgreSQL a second,
+    # `varchar_pattern_ops` index of every digest, for LIKE queries no digest ever meets.
+    token_digest = models.CharField(max_length=64)
     invited_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -48,6 +50,9 @@ class Invitation(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(role__in=Role.values), name="invitations_role_known"
+            ),
+            models.UniqueConstraint(
+                fields=["token_digest"], name="invitations_token_digest_unique"
             ),
         ]
 

@@ -31,7 +31,9 @@ class Reminder(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=32, choices=ReminderKind.choices)
-    dedupe_key = models.CharField(max_length=200, unique=True)
+    # Unique by the constraint below: `unique=True` would also give PostgreSQL a second,
+    # `varchar_pattern_ops` index of every key, for LIKE queries no key ever meets.
+    dedupe_key = models.CharField(max_length=200)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     api_key = models.ForeignKey(
         "apikeys.ApiKey", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
@@ -49,6 +51,9 @@ class Reminder(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["emailed_at", "next_email_at"], name="notif_reminder_unsent"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["dedupe_key"], name="notif_reminder_dedupe_unique"),
         ]
 
     def __str__(self) -> str:

@@ -99,9 +99,21 @@ class ApiKey(models.Model):
     class Meta:
         verbose_name = "API key"
         indexes = [
-            models.Index(fields=["project", "-created_at"], name="apikeys_project_created"),
+            # A project's two collections (SDK keys, API keys) are told apart by `type`:
+            # with it in the index, a page of either is a range scan, however many keys
+            # of the other kind the project holds.
+            models.Index(
+                fields=["project", "type", "-created_at"], name="apikeys_project_type_created"
+            ),
             models.Index(
                 fields=["organization", "scope", "-created_at"], name="apikeys_org_scope_created"
+            ),
+            # The key pages' legacy banner counts these on every view: a few rows, not a
+            # walk through every key of the organization.
+            models.Index(
+                fields=["organization", "project"],
+                condition=Q(legacy=True, revoked_at__isnull=True),
+                name="apikeys_legacy_unrevoked",
             ),
         ]
         constraints = [

@@ -22,7 +22,12 @@ from apps.apikeys.charts import Chart
 from apps.apikeys.forms import GRACE_CHOICES, KeyCreateForm, LimitsForm, PolicyForm
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyStatus
-from apps.apikeys.selectors import Collection, collection_for, legacy_keys_in_scope
+from apps.apikeys.selectors import (
+    Collection,
+    collection_for,
+    legacy_keys_in_scope,
+    rolled_key_ids,
+)
 from core.errors import ApiError
 from core.nonce import issue_nonce
 from core.permissions import Role
@@ -79,17 +84,21 @@ class KeyRow:
     project_labels: list[str] = field(default_factory=list)
     #: Its 30-day request chart (`usage_views.add_row_usage`).
     usage: Chart | None = None
+    #: Rolled: it has a successor (its row then offers no second roll).
+    rolled: bool = False
 
 
 def _rows(keys, now, collection: Collection, projects=(), failed_limits=None) -> list[KeyRow]:
     rows = []
     organization = collection.organization
     project_names = {str(p.id): p.name for p in projects}
+    rolled = rolled_key_ids(keys)
     for key in keys:
         status = key.status_at(now)
         row = KeyRow(
             key=key,
             status=status,
+            rolled=key.id in rolled,
             expiring=status == KeyStatus.ACTIVE
             and key.expires_at is not None
             and key.expires_at - now <= EXPIRING_WITHIN,

@@ -27,6 +27,7 @@ from apps.apikeys.representation import key_json
 from apps.apikeys.validators import MAX_GRACE_SECONDS
 from core.openapi import request_keywords
 from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS
+from core.validation import MAX_NAME_LENGTH
 
 if TYPE_CHECKING:
     from apps.apikeys.services import MintedKey
@@ -123,7 +124,10 @@ class LockedPermissionsField(serializers.ListField):
 
 def _name(**kwargs) -> serializers.RegexField:
     return serializers.RegexField(
-        r"\S", max_length=100, help_text="1 to 100 characters once stripped.", **kwargs
+        r"\S",
+        max_length=MAX_NAME_LENGTH,
+        help_text=f"1 to {MAX_NAME_LENGTH} characters once stripped.",
+        **kwargs,
     )
 
 

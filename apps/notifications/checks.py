@@ -16,10 +16,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import DateTimeField, Exists, ExpressionWrapper, OuterRef, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.apikeys.models import ApiKey
@@ -39,6 +41,8 @@ DISABLED_WEBHOOKS_WITHIN = timedelta(days=7)
 EMAIL_LEASE = timedelta(minutes=5)
 EMAIL_GIVE_UP_AFTER = timedelta(days=3)
 EMAIL_BATCH = 500
+#: Findings claimed per query of the reminders already written.
+CLAIM_BATCH = 1000
 
 
 @dataclass
@@ -77,14 +81,30 @@ def _active_keys(now: datetime):
     )
 
 
+def _told(kind: str, *, days: int) -> Exists:
+    """Whether the key got its `kind` expiry notice for its current expiry: one written at
+    most `days` before it (a notice is due then, and an expiry is only ever moved by a
+    roll, which ends the notices, or by an operator in the admin)."""
+    window_opens = ExpressionWrapper(
+        OuterRef("expires_at") - timedelta(days=days), output_field=DateTimeField()
+    )
+    return Exists(
+        Reminder.objects.filter(api_key=OuterRef("pk"), kind=kind, created_at__gte=window_opens)
+    )
+
+
 def expiring_keys(now: datetime) -> Iterable[Found]:
     """Active keys expiring within 7 days: the 7-day notice, then the 1-day notice.
 
     A key already inside its last day gets only the 1-day notice; a rolled key
     (whose successor exists) gets none: its expiry is the grace period chosen.
     """
-    keys = _active_keys(now).filter(
-        expires_at__lte=now + timedelta(days=7), replaced_by__isnull=True
+    last_day = now + timedelta(days=1)
+    keys = (
+        _active_keys(now)
+        .filter(expires_at__lte=now + timedelta(days=7), replaced_by__isnull=True)
+        .exclude(Q(expires_at__gt=last_day) & _told(ReminderKind.KEY_EXPIRING_7D, days=7))
+        .exclude(Q(expires_at__lte=last_day) & _told(ReminderKind.KEY_EXPIRING_1D, days=1))
     )
     for key in keys.select_related("project", "organization"):
         last_day = key.expires_at <= now + timedelta(days=1)
@@ -101,8 +121,22 @@ def expiring_keys(now: datetime) -> Iterable[Found]:
 def unused_keys(now: datetime) -> Iterable[Found]:
     """Active keys unused for 90 days (or never used in 90 days); once per idle spell."""
     cutoff = now - UNUSED_AFTER
-    keys = _active_keys(now).filter(
-        Q(last_used_at__lte=cutoff) | Q(last_used_at__isnull=True, created_at__lte=cutoff)
+    # Told already in this idle spell: a notice written at least 90 days after the last
+    # use (or the creation, if never used), which is when this spell's notice is due.
+    spell_started = Coalesce(OuterRef("last_used_at"), OuterRef("created_at"))
+    told = Exists(
+        Reminder.objects.filter(
+            api_key=OuterRef("pk"),
+            kind=ReminderKind.KEY_UNUSED,
+            created_at__gte=ExpressionWrapper(
+                spell_started + UNUSED_AFTER, output_field=DateTimeField()
+            ),
+        )
+    )
+    keys = (
+        _active_keys(now)
+        .filter(Q(last_used_at__lte=cutoff) | Q(last_used_at__isnull=True, created_at__lte=cutoff))
+        .exclude(told)
     )
     for key in keys.select_related("project", "organization"):
         kind = ReminderKind.KEY_UNUSED
@@ -164,10 +198,15 @@ def disabled_webhooks(now: datetime) -> Iterable[Found]:
 
 
 def claim(found: Iterable[Found], now: datetime, report: Report) -> None:
-    """Write each reminder not written yet (and its webhook event) in its own transaction."""
-    found = list(found)
-    if not found:
-        return
+    """Write each reminder not written yet (and its webhook event) in its own transaction,
+    CLAIM_BATCH findings at a time (each batch's `IN` list stays far below PostgreSQL's
+    65,535 bound parameters, however many keys are due at once)."""
+    found = iter(found)
+    while batch := list(islice(found, CLAIM_BATCH)):
+        _claim_batch(batch, now, report)
+
+
+def _claim_batch(found: list[Found], now: datetime, report: Report) -> None:
     known = set(
         Reminder.objects.filter(dedupe_key__in=[f.dedupe_key for f in found]).values_list(
             "dedupe_key", flat=True

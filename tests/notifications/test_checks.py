@@ -88,9 +88,51 @@ def test_unused_keys_are_announced_once_per_idle_spell(smtp, owner, project):
     assert "Busy" not in text_of(smtp.messages[0])[0]
     assert Event.objects.filter(type="key.unused").count() == 1
 
-    ApiKey.objects.filter(pk=idle.pk).update(last_used_at=now - timedelta(days=91))
-    checks.run_all_checks(now)
+    # Used the next day, then idle again for 90 days: a new spell, a new notice.
+    ApiKey.objects.filter(pk=idle.pk).update(last_used_at=now + timedelta(days=1))
+    ApiKey.objects.filter(pk=used.pk).update(last_used_at=now + timedelta(days=89))
+    checks.run_all_checks(now + timedelta(days=90))
+    assert len(smtp.messages) == 1
+    checks.run_all_checks(now + timedelta(days=91, minutes=1))
+    checks.run_all_checks(now + timedelta(days=92))
     assert len(smtp.messages) == 2
+    assert Event.objects.filter(type="key.unused").count() == 2
+
+
+def test_a_key_told_already_is_not_read_again(smtp, owner, project):
+    """The checks run every 5 minutes: after a key's notice they do not load it again (the
+    database leaves it out), so a run costs the keys newly due, not every idle key."""
+    now = timezone.now()
+    idle, _ = make_key(KeyKind.SECRET, project=project, name="Idle")
+    ApiKey.objects.filter(pk=idle.pk).update(created_at=now - timedelta(days=200))
+    make_key(KeyKind.SECRET, project=project, name="Weekly", expires_at=now + timedelta(days=5))
+    make_key(KeyKind.SECRET, project=project, name="Nightly", expires_at=now + timedelta(hours=9))
+    assert len(list(checks.unused_keys(now))) == 1
+    assert len(list(checks.expiring_keys(now))) == 2
+
+    checks.run_all_checks(now)
+
+    assert list(checks.unused_keys(now + timedelta(minutes=5))) == []
+    assert list(checks.expiring_keys(now + timedelta(minutes=5))) == []
+    # The weekly key's last day is a new notice, due then and read then.
+    [last_day] = checks.expiring_keys(now + timedelta(days=4, hours=6))
+    assert last_day.api_key.name == "Weekly" and last_day.kind == "key_expiring_1d"
+
+
+def test_many_due_keys_are_claimed_in_batches_each_once(smtp, owner, project, monkeypatch):
+    """However many keys are due at once, each batch asks about CLAIM_BATCH of them (a
+    bounded IN list: PostgreSQL binds at most 65,535 parameters a statement)."""
+    monkeypatch.setattr(checks, "CLAIM_BATCH", 2)
+    now = timezone.now()
+    for n in range(5):
+        key, _ = make_key(KeyKind.SECRET, project=project, name=f"Idle {n}")
+        ApiKey.objects.filter(pk=key.pk).update(created_at=now - timedelta(days=200))
+
+    checks.run_all_checks(now)
+    checks.run_all_checks(now)
+
+    assert Reminder.objects.filter(kind="key_unused").count() == 5
+    assert Event.objects.filter(type="key.unused").count() == 5
 
 
 def test_legacy_sunset_is_announced_30_and_7_days_before_once_per_organization(

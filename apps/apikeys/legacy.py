@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.apikeys import keyformat
@@ -42,6 +41,7 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
 from apps.projects.models import Project
 from core.permissions import ALL_PERMISSIONS, normalize_permissions
+from core.queries import filter_in_chunks
 
 logger = logging.getLogger("sigsentry.apikeys")
 
@@ -49,7 +49,6 @@ HEADER = ("key", "project_id", "name", "permissions")
 MAX_NAME_LENGTH = 100
 #: Bad rows listed in one error; the count of the rest is given.
 MAX_REPORTED_ERRORS = 20
-LOOKUP_CHUNK = 500
 _PERMISSION_SHAPE = re.compile(r"[a-z_]{1,20}:[a-z_]{1,20}")
 
 
@@ -156,15 +155,6 @@ def _permissions_error(words: Sequence[str]) -> str | None:
     return cleaned if isinstance(cleaned, str) else None
 
 
-def _in_chunks(queryset: QuerySet, field_name: str, values: list) -> list:
-    """`queryset.filter(<field_name>__in=values)`, in chunks: SQLite bounds query parameters."""
-    found: list = []
-    for start in range(0, len(values), LOOKUP_CHUNK):
-        chunk = values[start : start + LOOKUP_CHUNK]
-        found.extend(queryset.filter(**{f"{field_name}__in": chunk}))
-    return found
-
-
 def _rows(text: str) -> list[tuple[int, list[str]]]:
     """(first line of the record, cells) for every non-blank record after the header."""
     if not text.strip():
@@ -198,7 +188,7 @@ def parse_legacy_csv(text: str) -> list[LegacyKeySpec]:
     records = _rows(text)
     wanted = {_as_uuid(cells[1]) for _, cells in records if len(cells) == len(HEADER)}
     wanted.discard(None)
-    projects = {p.id: p for p in _in_chunks(Project.objects.all(), "id", list(wanted))}
+    projects = {p.id: p for p in filter_in_chunks(Project.objects.all(), "id", list(wanted))}
 
     errors: list[tuple[int | None, str]] = []
     specs: list[LegacyKeySpec] = []
@@ -266,7 +256,7 @@ def import_legacy_keys(*, specs: Sequence[LegacyKeySpec]) -> ImportResult:
     try:
         with transaction.atomic():
             stored = {
-                k.digest for k in _in_chunks(ApiKey.objects.only("digest"), "digest", digests)
+                k.digest for k in filter_in_chunks(ApiKey.objects.only("digest"), "digest", digests)
             }
             new_rows: list[ApiKey] = []
             by_org: dict[Any, dict[str, Any]] = defaultdict(

@@ -29,6 +29,7 @@ from apps.apikeys.gate.counters import bucket_start
 from apps.apikeys.gate.store import local_store, redis_client
 from apps.apikeys.models import ApiKey, KeyUsage, KeyUsageIp
 from apps.apikeys.usage.answer import SPAN, STEP, ips_of
+from core.queries import filter_in_chunks
 
 logger = logging.getLogger("sigsentry.usage")
 
@@ -175,7 +176,7 @@ def _key_uuid(text: str) -> uuid.UUID | None:
 
 def _store(entries: list, ip_entries: list) -> None:
     key_ids = {uuid.UUID(e[1]) for e in entries} | {uuid.UUID(e[0]) for e in ip_entries}
-    known = {str(k) for k in ApiKey.objects.filter(id__in=key_ids).values_list("id", flat=True)}
+    known = {str(k.id) for k in filter_in_chunks(ApiKey.objects.only("id"), "id", key_ids)}
     for epoch, key_id, kind, start, values in entries:
         if key_id in known and values:
             _keep_largest(

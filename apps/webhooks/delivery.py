@@ -38,6 +38,8 @@ OVERDUE = timedelta(minutes=5)
 #: Events and their deliveries are kept this long (the deliveries list, the leak-report
 #: emails' two-day look-back), then deleted by the worker's daily housekeeping.
 EVENT_RETENTION = timedelta(days=30)
+#: Events deleted per statement (with their deliveries) by prune_events.
+PRUNE_BATCH = 1000
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -176,13 +178,22 @@ def requeue_overdue(now: datetime | None = None) -> int:
 
 def prune_events(now: datetime | None = None) -> int:
     """Delete events older than EVENT_RETENTION, with their deliveries; an event with a
-    delivery still pending is kept until that delivery is done. The number of events."""
+    delivery still pending is kept until that delivery is done. The number of events.
+
+    PRUNE_BATCH events at a time: Django deletes the deliveries of the events it collected
+    by an `IN` list of their ids, so one delete of a day's events would hold them all in
+    memory, lock them all in one transaction, and bind more parameters than PostgreSQL
+    takes (65,535) once a day has that many.
+    """
     now = now or timezone.now()
     old = Event.objects.filter(created_at__lt=now - EVENT_RETENTION).exclude(
         deliveries__status=DeliveryStatus.PENDING
     )
-    _total, by_model = old.delete()
-    return by_model.get(Event._meta.label, 0)
+    pruned = 0
+    while batch := list(old.values_list("pk", flat=True)[:PRUNE_BATCH]):
+        _total, by_model = old.filter(pk__in=batch).delete()
+        pruned += by_model.get(Event._meta.label, 0)
+    return pruned
 
 
 @task()

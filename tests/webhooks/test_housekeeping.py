@@ -11,6 +11,7 @@ from django_tasks_db.models import DBTaskResult
 from apps.apikeys.keyformat import KeyKind
 from apps.notifications import tasks
 from apps.notifications.models import Schedule
+from apps.webhooks import delivery
 from apps.webhooks.delivery import EVENT_RETENTION, prune_events
 from apps.webhooks.models import Delivery, DeliveryStatus, Event
 from tests.factories import make_key
@@ -26,7 +27,11 @@ def event_aged(project, age: timedelta, status: str) -> Event:
     return event
 
 
-def test_events_past_retention_go_with_their_deliveries(make_webhook, receiver, project):
+@pytest.mark.parametrize("batch", [1000, 1], ids=["one batch", "one event a batch"])
+def test_events_past_retention_go_with_their_deliveries(
+    make_webhook, receiver, project, monkeypatch, batch
+):
+    monkeypatch.setattr(delivery, "PRUNE_BATCH", batch)
     make_webhook(receiver.url)
     old = EVENT_RETENTION + timedelta(hours=1)
     gone = event_aged(project, old, DeliveryStatus.DELIVERED)

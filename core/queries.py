@@ -1,18 +1,22 @@
-"""Bounded `IN` lists: a lookup by many values, asked in chunks.
+"""Statements over many rows, bounded: lookups by a list of values, and upserts.
 
 SQLite bounds the parameters of one statement, and so does PostgreSQL once values are
 bound by the server (DATABASE_POOLER=none: 65,535). A lookup whose values come from the
-data (every key counted in the last minute, every row of an import) is asked
-`IN_CHUNK` values at a time, however many there are.
+data (every key counted in the last minute, every row of an import) is asked `IN_CHUNK`
+values at a time, and an upsert writes `UPSERT_CHUNK` rows a statement, however many
+there are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import Model, QuerySet
 
 IN_CHUNK = 500
+UPSERT_CHUNK = 500
 
 
 def filter_in_chunks(queryset: QuerySet, field_name: str, values: Iterable) -> list:
@@ -23,3 +27,42 @@ def filter_in_chunks(queryset: QuerySet, field_name: str, values: Iterable) -> l
         chunk = values[start : start + IN_CHUNK]
         found.extend(queryset.filter(**{f"{field_name}__in": chunk}))
     return found
+
+
+def upsert_largest(
+    model: type[Model], unique: Sequence[str], largest: Sequence[str], rows: list[dict[str, Any]]
+) -> None:
+    """Insert `rows` (field name → value), or raise an existing row's `largest` fields to at
+    least the given values: `INSERT … ON CONFLICT (<unique>) DO UPDATE SET f = GREATEST(f,
+    EXCLUDED.f)`, one explicit statement per UPSERT_CHUNK rows, every value bound.
+
+    `unique` must be the fields of a unique constraint of `model`. The rows go in the
+    order of their unique fields, so two upserts that meet lock their rows in the same
+    order. PostgreSQL and SQLite (3.24+) take the same statement; SQLite spells GREATEST
+    as the two-argument MAX.
+    """
+    meta = model._meta
+    fields = [meta.get_field(name) for name in (*unique, *largest)]
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    columns = ", ".join(quote(field.column) for field in fields)
+    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    conflict = ", ".join(quote(meta.get_field(name).column) for name in unique)
+    updates = ", ".join(
+        f"{quote(c)} = {greatest}({table}.{quote(c)}, EXCLUDED.{quote(c)})"
+        for c in (meta.get_field(name).column for name in largest)
+    )
+    # Names from the model (quoted), values bound: nothing from a caller enters the text.
+    insert = f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
+    on_conflict = f" ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+    ordered = sorted(rows, key=lambda row: tuple(str(row[name]) for name in unique))
+    with connection.cursor() as cursor:
+        for start in range(0, len(ordered), UPSERT_CHUNK):
+            chunk = ordered[start : start + UPSERT_CHUNK]
+            params = [
+                field.get_db_prep_save(row[field.name], connection)
+                for row in chunk
+                for field in fields
+            ]
+            cursor.execute(insert + ", ".join([placeholders] * len(chunk)) + on_conflict, params)

@@ -1,13 +1,15 @@
-"""Bounded IN lists (core.queries): a lookup by more values than one statement may bind."""
+"""Bounded statements (core.queries): lookups by more values than one statement may bind,
+and upserts that keep the largest value."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
+from django.utils import timezone
 
 from apps.apikeys.keyformat import KeyKind
-from apps.apikeys.models import ApiKey
+from apps.apikeys.models import ApiKey, KeyUsage
 from core import queries
 from tests.factories import make_key
 
@@ -33,3 +35,33 @@ def test_every_chunk_is_asked(project, monkeypatch, django_assert_num_queries):
         found = queries.filter_in_chunks(ApiKey.objects.all(), "id", [k.id for k in keys])
 
     assert sorted(key.id for key in found) == sorted(key.id for key in keys)
+
+
+def test_an_upsert_inserts_and_keeps_the_largest_value(project, monkeypatch):
+    monkeypatch.setattr(queries, "UPSERT_CHUNK", 2)
+    keys = [make_key(KeyKind.SECRET, project=project)[0] for _ in range(3)]
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    unique, largest = ("key", "granularity", "start", "epoch"), ("requests", "refused")
+
+    def rows(requests, refused):
+        return [
+            {
+                "key": str(k.id),
+                "granularity": "hour",
+                "start": hour,
+                "epoch": "e1",
+                "requests": requests,
+                "refused": refused,
+            }
+            for k in keys
+        ]
+
+    queries.upsert_largest(KeyUsage, unique, largest, rows(5, 1))
+    queries.upsert_largest(KeyUsage, unique, largest, rows(3, 2))  # an older copy, then newer
+
+    stored = KeyUsage.objects.filter(key__in=keys).values_list(
+        "key_id", "start", "requests", "refused"
+    )
+    assert sorted((r[2], r[3]) for r in stored) == [(5, 2)] * 3
+    assert {r[1] for r in stored} == {hour}
+    assert KeyUsage.objects.count() == 3

@@ -19,9 +19,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import chain
 
 from django.conf import settings
-from django.db import IntegrityError, connections, transaction
-from django.db.models import F
-from django.db.models.functions import Greatest
+from django.db import connections
 from django.utils import timezone
 
 from apps.apikeys.gate.batch import send_pending_counts
@@ -29,7 +27,7 @@ from apps.apikeys.gate.counters import bucket_start
 from apps.apikeys.gate.store import local_store, redis_client
 from apps.apikeys.models import ApiKey, KeyUsage, KeyUsageIp
 from apps.apikeys.usage.answer import SPAN, STEP, ips_of
-from core.queries import filter_in_chunks
+from core.queries import filter_in_chunks, upsert_largest
 
 logger = logging.getLogger("sigsentry.usage")
 
@@ -66,20 +64,6 @@ return same and 1 or 0
 
 def _epoch_moment(seconds: str) -> datetime:
     return datetime.fromtimestamp(int(seconds), tz=UTC)
-
-
-def _keep_largest(model, lookup: dict, values: dict) -> None:
-    """Raise each of `values` to at least the given number (create the row if missing)."""
-    largest = {name: Greatest(F(name), value) for name, value in values.items()}
-    for _attempt in range(2):
-        if model.objects.filter(**lookup).update(**largest):
-            return
-        try:
-            with transaction.atomic():
-                model.objects.create(**lookup, **values)
-            return
-        except IntegrityError:
-            continue  # created meanwhile by another copy: raise it instead
 
 
 def flush_usage() -> int:
@@ -175,32 +159,38 @@ def _key_uuid(text: str) -> uuid.UUID | None:
 
 
 def _store(entries: list, ip_entries: list) -> None:
+    """Each counter's value into its row, the larger of the two kept: two upserts (in
+    chunks), however many keys were counted."""
     key_ids = {uuid.UUID(e[1]) for e in entries} | {uuid.UUID(e[0]) for e in ip_entries}
     known = {str(k.id) for k in filter_in_chunks(ApiKey.objects.only("id"), "id", key_ids)}
-    for epoch, key_id, kind, start, values in entries:
-        if key_id in known and values:
-            _keep_largest(
-                KeyUsage,
-                {
-                    "key_id": key_id,
-                    "granularity": kind,
-                    "start": _epoch_moment(start),
-                    "epoch": epoch,
-                },
-                {"requests": values.get("r", 0), "refused": values.get("f", 0)},
-            )
-    for key_id, by_ip in ip_entries:
-        if key_id not in known:
-            continue
-        for ip, (count, last_ms, ip_epoch) in by_ip.items():
-            _keep_largest(
-                KeyUsageIp,
-                {"key_id": key_id, "ip": ip, "epoch": ip_epoch},
-                {
-                    "requests": count,
-                    "last_seen_at": datetime.fromtimestamp(last_ms / 1000, tz=UTC),
-                },
-            )
+    buckets = [
+        {
+            "key": key_id,
+            "granularity": kind,
+            "start": _epoch_moment(start),
+            "epoch": epoch,
+            "requests": values.get("r", 0),
+            "refused": values.get("f", 0),
+        }
+        for epoch, key_id, kind, start, values in entries
+        if key_id in known and values
+    ]
+    ips = [
+        {
+            "key": key_id,
+            "ip": ip,
+            "epoch": ip_epoch,
+            "requests": count,
+            "last_seen_at": datetime.fromtimestamp(last_ms / 1000, tz=UTC),
+        }
+        for key_id, by_ip in ip_entries
+        if key_id in known
+        for ip, (count, last_ms, ip_epoch) in by_ip.items()
+    ]
+    upsert_largest(
+        KeyUsage, ("key", "granularity", "start", "epoch"), ("requests", "refused"), buckets
+    )
+    upsert_largest(KeyUsageIp, ("key", "ip", "epoch"), ("requests", "last_seen_at"), ips)
 
 
 def prune_usage(now: datetime | None = None) -> int:

@@ -36,27 +36,34 @@ def upsert_largest(
     least the given values: `INSERT … ON CONFLICT (<unique>) DO UPDATE SET f = GREATEST(f,
     EXCLUDED.f)`, one explicit statement per UPSERT_CHUNK rows, every value bound.
 
-    `unique` must be the fields of a unique constraint of `model`. The rows go in the
-    order of their unique fields, so two upserts that meet lock their rows in the same
-    order. PostgreSQL and SQLite (3.24+) take the same statement; SQLite spells GREATEST
-    as the two-argument MAX.
+    `unique` must be the fields of a unique constraint of `model`. Rows with the same
+    unique fields are merged first (the largest of each value), and go in the order of
+    their unique fields, so two upserts that meet lock their rows in the same order.
+    PostgreSQL and SQLite (3.24+) take the same statement; SQLite spells GREATEST as the
+    two-argument MAX.
     """
     meta = model._meta
     fields = [meta.get_field(name) for name in (*unique, *largest)]
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
-    columns = ", ".join(quote(field.column) for field in fields)
+    columns = [quote(field.column) for field in fields]
     placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    conflict = ", ".join(quote(meta.get_field(name).column) for name in unique)
+    conflict = ", ".join(columns[: len(unique)])
     updates = ", ".join(
-        f"{quote(c)} = {greatest}({table}.{quote(c)}, EXCLUDED.{quote(c)})"
-        for c in (meta.get_field(name).column for name in largest)
+        f"{c} = {greatest}({table}.{c}, EXCLUDED.{c})" for c in columns[len(unique) :]
     )
     # Names from the model (quoted), values bound: nothing from a caller enters the text.
-    insert = f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
     on_conflict = f" ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
-    ordered = sorted(rows, key=lambda row: tuple(str(row[name]) for name in unique))
+    # One row per unique tuple, the largest of each value: a statement may not update the
+    # same row twice (PostgreSQL refuses it), and the largest is what the table keeps anyway.
+    merged: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        same = merged.setdefault(tuple(str(row[name]) for name in unique), dict(row))
+        for name in largest:
+            same[name] = max(same[name], row[name])
+    ordered = [merged[tuple_] for tuple_ in sorted(merged)]
     with connection.cursor() as cursor:
         for start in range(0, len(ordered), UPSERT_CHUNK):
             chunk = ordered[start : start + UPSERT_CHUNK]

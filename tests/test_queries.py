@@ -65,3 +65,19 @@ def test_an_upsert_inserts_and_keeps_the_largest_value(project, monkeypatch):
     assert sorted((r[2], r[3]) for r in stored) == [(5, 2)] * 3
     assert {r[1] for r in stored} == {hour}
     assert KeyUsage.objects.count() == 3
+
+
+def test_rows_with_the_same_unique_fields_in_one_upsert_keep_the_largest(project):
+    """PostgreSQL refuses a statement that updates one row twice: such rows are merged."""
+    key, _ = make_key(KeyKind.SECRET, project=project)
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    bucket = {"key": str(key.id), "granularity": "hour", "start": hour, "epoch": "e1"}
+
+    queries.upsert_largest(
+        KeyUsage,
+        ("key", "granularity", "start", "epoch"),
+        ("requests", "refused"),
+        [bucket | {"requests": 7, "refused": 0}, bucket | {"requests": 4, "refused": 2}],
+    )
+
+    assert list(KeyUsage.objects.values_list("requests", "refused")) == [(7, 2)]

@@ -81,15 +81,15 @@ def _active_keys(now: datetime):
     )
 
 
-def _told(kind: str, *, days: int) -> Exists:
-    """Whether the key got its `kind` expiry notice for its current expiry: one written at
-    most `days` before it (a notice is due then, and an expiry is only ever moved by a
-    roll, which ends the notices, or by an operator in the admin)."""
-    window_opens = ExpressionWrapper(
-        OuterRef("expires_at") - timedelta(days=days), output_field=DateTimeField()
-    )
+def _told(kind: str, since) -> Exists:
+    """Whether the key has a `kind` reminder written at or after `since`, an expression
+    over the key's own fields: the moment its current notice of that kind fell due."""
     return Exists(
-        Reminder.objects.filter(api_key=OuterRef("pk"), kind=kind, created_at__gte=window_opens)
+        Reminder.objects.filter(
+            api_key=OuterRef("pk"),
+            kind=kind,
+            created_at__gte=ExpressionWrapper(since, output_field=DateTimeField()),
+        )
     )
 
 
@@ -99,15 +99,19 @@ def expiring_keys(now: datetime) -> Iterable[Found]:
     A key already inside its last day gets only the 1-day notice; a rolled key
     (whose successor exists) gets none: its expiry is the grace period chosen.
     """
-    last_day = now + timedelta(days=1)
+    # Told already: a notice written since it fell due, 7 days or 1 day before the expiry
+    # (an expiry moves only by a roll, which ends the notices, or by an operator).
+    week_due = OuterRef("expires_at") - timedelta(days=7)
+    day_due = OuterRef("expires_at") - timedelta(days=1)
+    last_day_from = now + timedelta(days=1)
     keys = (
         _active_keys(now)
         .filter(expires_at__lte=now + timedelta(days=7), replaced_by__isnull=True)
-        .exclude(Q(expires_at__gt=last_day) & _told(ReminderKind.KEY_EXPIRING_7D, days=7))
-        .exclude(Q(expires_at__lte=last_day) & _told(ReminderKind.KEY_EXPIRING_1D, days=1))
+        .exclude(Q(expires_at__gt=last_day_from) & _told(ReminderKind.KEY_EXPIRING_7D, week_due))
+        .exclude(Q(expires_at__lte=last_day_from) & _told(ReminderKind.KEY_EXPIRING_1D, day_due))
     )
     for key in keys.select_related("project", "organization"):
-        last_day = key.expires_at <= now + timedelta(days=1)
+        last_day = key.expires_at <= last_day_from
         kind = ReminderKind.KEY_EXPIRING_1D if last_day else ReminderKind.KEY_EXPIRING_7D
         yield Found(
             kind,
@@ -123,20 +127,11 @@ def unused_keys(now: datetime) -> Iterable[Found]:
     cutoff = now - UNUSED_AFTER
     # Told already in this idle spell: a notice written at least 90 days after the last
     # use (or the creation, if never used), which is when this spell's notice is due.
-    spell_started = Coalesce(OuterRef("last_used_at"), OuterRef("created_at"))
-    told = Exists(
-        Reminder.objects.filter(
-            api_key=OuterRef("pk"),
-            kind=ReminderKind.KEY_UNUSED,
-            created_at__gte=ExpressionWrapper(
-                spell_started + UNUSED_AFTER, output_field=DateTimeField()
-            ),
-        )
-    )
+    spell_due = Coalesce(OuterRef("last_used_at"), OuterRef("created_at")) + UNUSED_AFTER
     keys = (
         _active_keys(now)
         .filter(Q(last_used_at__lte=cutoff) | Q(last_used_at__isnull=True, created_at__lte=cutoff))
-        .exclude(told)
+        .exclude(_told(ReminderKind.KEY_UNUSED, spell_due))
     )
     for key in keys.select_related("project", "organization"):
         kind = ReminderKind.KEY_UNUSED

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Collection
 from datetime import UTC
 from types import ModuleType
 from typing import Any
@@ -33,6 +34,7 @@ from rest_framework.views import APIView
 
 from core.errors import ApiError, KeyManagementForbidden, PermissionDenied, ValidationFailed
 from core.principal import Principal
+from core.validation import refuse_near_misses
 
 
 class JsonOnlyNegotiation(BaseContentNegotiation):
@@ -229,13 +231,22 @@ class Pagination(CursorPagination):
         }
 
 
-def json_object(request) -> dict[str, Any]:
-    """The JSON object body of a request (an empty body counts as `{}`); else VALIDATION_ERROR."""
+def json_object(request, fields: Collection[str] = ()) -> dict[str, Any]:
+    """The JSON object body of a request (an empty body counts as `{}`); else VALIDATION_ERROR.
+    With `fields`, the body's fields: a member that looks like a misspelling of one is a
+    VALIDATION_ERROR too (`core.validation.near_misses`), other members are ignored, and
+    a body of more members than a form may have (DATA_UPLOAD_MAX_NUMBER_FIELDS) is
+    refused before they are compared."""
     data = request.data
     if not isinstance(data, dict):
         raise ValidationFailed(
             {"body": ["Send a JSON object."]}, "The request body must be a JSON object."
         )
+    if fields and len(data) > settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:
+        raise ValidationFailed(
+            {"body": [f"At most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields."]}
+        )
+    refuse_near_misses(data, fields)
     return data
 
 

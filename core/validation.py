@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from core.errors import ValidationFailed
 
 MAX_NAME_LENGTH = 100
+
+#: How alike (difflib's ratio, spelling folded) a sent name and a field must be for the
+#: name to count as a misspelling of the field: `expiresat` 0.94, `projectId` 0.95,
+#: `expires` 0.88, `project` 0.82; `description`, `type` and `scope` are below 0.6.
+NEAR_MISS_RATIO = 0.8
 
 T = TypeVar("T")
 
@@ -44,3 +50,39 @@ class FieldErrors:
     def raise_any(self) -> None:
         if self.fields:
             raise ValidationFailed(self.fields)
+
+
+def _folded(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+def near_misses(body: Mapping[str, Any], fields: Collection[str]) -> dict[str, str]:
+    """The members of `body` that are not among `fields` but look like a misspelling of
+    one, each with the field it resembles: another case or separator (`expires_at`,
+    `allowedIPs`), a letter off (`projectId`, `expireAt`) or a part of the name
+    (`expires`, `origin`, `ips`, `limit`: 3 characters or more). Other unknown members
+    are not named: a client may send more than a body takes, but a guardrail it meant to
+    set and misspelled must not be silently dropped (a key that never expires, or takes
+    any IP). A name twice as long as the longest field is nothing like one (and is not
+    compared: the cost stays linear in the body)."""
+    known = {_folded(field): field for field in fields}
+    longest = max(map(len, known), default=0)
+    misses = {}
+    for name in body:
+        if name in fields or len(name) > 2 * longest:
+            continue
+        folded = _folded(str(name))
+        close = difflib.get_close_matches(folded, known, n=1, cutoff=NEAR_MISS_RATIO)
+        part = [k for k in known if len(folded) >= 3 and folded in k]
+        if close or part:
+            misses[str(name)[:64]] = known[(close or part)[0]]
+    return misses
+
+
+def refuse_near_misses(body: Mapping[str, Any], fields: Collection[str]) -> None:
+    """VALIDATION_ERROR naming each misspelled field (`near_misses`) and what it resembles."""
+    misses = near_misses(body, fields)
+    if misses:
+        raise ValidationFailed(
+            {name: [f"Unknown field: did you mean {field}?"] for name, field in misses.items()}
+        )

@@ -102,14 +102,17 @@ class KeysView(KeyManagementView):
         summary="Mint a key",
         description=(
             "Owners and admins. The response carries the full key in `key`: it is shown this "
-            "once and cannot be retrieved again. Throttled per organization."
+            "once and cannot be retrieved again. Throttled per organization. Fields the "
+            "collection does not take are ignored, except one that looks like a misspelling "
+            "of a field (`expires_at`, `allowedIPs`, `projectId`): a VALIDATION_ERROR naming "
+            "it, and nothing is minted."
         ),
         tags=["keys"],
         responses={201: MintedKeySerializer, **error_responses(400, 401, 403, 404, 429)},
     )
     def post(self, request, **kwargs):
         collection = self.managed_collection()
-        body = json_object(request)
+        body = json_object(request, fields=services.MINT_FIELDS)
         minted = services.mint_key(
             actor=self.principal.user,
             kind=self.kind,
@@ -195,6 +198,7 @@ class KeyRollView(KeyManagementView):
             "key expires after `graceSeconds`. The successor expires at `expiresAt` when sent "
             "(null: never), else when the old key would have; under an organization's "
             "`keyMaxLifetimeDays` a secret or organization key's must fall within it. A "
+            "field that looks like a misspelling of one of these is a VALIDATION_ERROR. A "
             "refused roll changes nothing."
         ),
         tags=["keys"],
@@ -203,7 +207,7 @@ class KeyRollView(KeyManagementView):
     def post(self, request, key_id, **kwargs):
         collection = self.managed_collection()
         api_key = collection.key(key_id)
-        body = json_object(request)
+        body = json_object(request, fields=services.ROLL_FIELDS)
         minted = services.roll_key(
             actor=self.principal.user,
             api_key=api_key,

@@ -1,0 +1,127 @@
+"""A misspelled field in a mint or roll body is refused, never dropped.
+
+Mint and roll ignore fields they do not take (a client may send more than a body
+takes), but a guardrail sent under a near-miss name (`expires_at`, `allowedIPs`,
+`projectId`) used to be ignored too: the key was minted without it, never expiring or
+open to any IP, with a 201 that looked like success. Such a body is now a
+VALIDATION_ERROR naming the field sent and the one it resembles, and nothing is minted
+or rolled.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from apps.apikeys import services
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey
+from apps.apikeys.serializers import MINT_INPUTS, ROLL_INPUTS
+from apps.audit.models import AuditEvent
+from tests.factories import make_key
+from tests.orgs.helpers import collection_url, error_fields, key_url, user_client
+
+pytestmark = pytest.mark.django_db
+
+LATER = "2999-01-31T12:00:00Z"
+
+
+def mint(client, kind, project, **fields):
+    body = {"name": "Deploys"}
+    if kind is not KeyKind.PUBLIC:
+        body["permissions"] = ["analysis:read"]
+    return client.post(collection_url(kind, project), body | fields, format="json")
+
+
+@pytest.mark.parametrize(
+    ("kind", "sent", "value", "meant"),
+    [
+        (KeyKind.SECRET, "expires_at", LATER, "expiresAt"),
+        (KeyKind.SECRET, "expiresat", LATER, "expiresAt"),
+        (KeyKind.SECRET, "expires", LATER, "expiresAt"),
+        (KeyKind.SECRET, "allowedIPs", ["203.0.113.0/24"], "allowedIps"),
+        (KeyKind.SECRET, "allowed_ips", ["203.0.113.0/24"], "allowedIps"),
+        (KeyKind.SECRET, "ips", ["203.0.113.0/24"], "allowedIps"),
+        (KeyKind.SECRET, "rate_limit", {"requests": 5, "perSeconds": 60}, "rateLimit"),
+        (KeyKind.ORGANIZATION, "projectId", "<project>", "projectIds"),
+        (KeyKind.ORGANIZATION, "project_ids", ["<project>"], "projectIds"),
+        (KeyKind.PUBLIC, "allowed_origins", ["https://app.example.com"], "allowedOrigins"),
+        (KeyKind.PUBLIC, "origins", ["https://app.example.com"], "allowedOrigins"),
+    ],
+)
+def test_a_misspelled_guardrail_mints_nothing(owner, project, kind, sent, value, meant):
+    value = str(project.id) if value == "<project>" else value
+    value = [str(project.id)] if value == ["<project>"] else value
+
+    response = mint(user_client(owner), kind, project, **{sent: value})
+
+    assert response.status_code == 400
+    assert error_fields(response) == {sent: [f"Unknown field: did you mean {meant}?"]}
+    assert not ApiKey.objects.exists()
+    assert not AuditEvent.objects.filter(action="key.created").exists()
+
+
+def test_the_same_guardrail_spelled_right_is_taken(owner, project):
+    response = mint(user_client(owner), KeyKind.SECRET, project, expiresAt=LATER)
+
+    assert response.status_code == 201
+    assert response.json()["expiresAt"] == LATER
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"type": "public"}, {"description": "CI deploys"}, {"scope": "organization"}, {"id": "x"}],
+    ids=["type", "description", "scope", "id"],
+)
+def test_other_unknown_fields_are_still_ignored(owner, project, extra):
+    response = mint(user_client(owner), KeyKind.SECRET, project, **extra)
+
+    assert response.status_code == 201
+    assert response.json()["type"] == "secret"  # the URL decides the kind, never the body
+
+
+def test_every_misspelling_is_reported_with_the_other_fields_left_unread(owner, project):
+    response = mint(
+        user_client(owner), KeyKind.SECRET, project, expires_at=LATER, allowed_ips=["10.0.0.1"]
+    )
+
+    assert set(error_fields(response)) == {"expires_at", "allowed_ips"}
+    assert not ApiKey.objects.exists()
+
+
+def test_a_body_of_more_members_than_a_form_may_have_is_refused(owner, project):
+    extras = {f"x{n}": n for n in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS)}
+
+    response = mint(user_client(owner), KeyKind.SECRET, project, **extras)
+
+    assert error_fields(response) == {
+        "body": [f"At most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields."]
+    }
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.parametrize("sent", ["expires_at", "grace_seconds", "allowedorigins"])
+def test_a_misspelled_roll_field_rolls_nothing(owner, project, sent):
+    kind = KeyKind.PUBLIC if sent == "allowedorigins" else KeyKind.SECRET
+    api_key, _ = make_key(kind, project=project)
+    value = ["https://app.example.com"] if sent == "allowedorigins" else LATER
+    body = {"graceSeconds": 60, sent: value}
+
+    response = user_client(owner).post(key_url(kind, project, api_key, "roll"), body, format="json")
+
+    assert response.status_code == 400
+    assert sent in error_fields(response)
+    assert ApiKey.objects.get() == api_key  # no successor
+    api_key.refresh_from_db()
+    assert api_key.expires_at is None
+
+
+@pytest.mark.parametrize(
+    ("names", "inputs"),
+    [(services.MINT_FIELDS, MINT_INPUTS), (services.ROLL_FIELDS, ROLL_INPUTS)],
+    ids=["mint", "roll"],
+)
+def test_the_fields_compared_are_those_the_api_document_gives(names, inputs):
+    documented = {name for serializer in inputs.values() for name in serializer().fields}
+
+    assert set(names) == documented

@@ -3,8 +3,9 @@
 SQLite bounds the parameters of one statement, and so does PostgreSQL once values are
 bound by the server (DATABASE_POOLER=none: 65,535). A lookup whose values come from the
 data (every key counted in the last minute, every row of an import) is asked `IN_CHUNK`
-values at a time, and an upsert writes `UPSERT_CHUNK` rows a statement, however many
-there are.
+values at a time, and an upsert or a bulk insert writes `ROWS_PER_STATEMENT` rows a
+statement, however many there are (Django bounds a bulk insert's statement on SQLite
+only: `bulk_create(..., batch_size=ROWS_PER_STATEMENT)`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from django.db import connection
 from django.db.models import Model, QuerySet
 
 IN_CHUNK = 500
-UPSERT_CHUNK = 500
+ROWS_PER_STATEMENT = 500
 
 
 def filter_in_chunks(queryset: QuerySet, field_name: str, values: Iterable) -> list:
@@ -34,7 +35,7 @@ def upsert_largest(
 ) -> None:
     """Insert `rows` (field name → value), or raise an existing row's `largest` fields to at
     least the given values: `INSERT … ON CONFLICT (<unique>) DO UPDATE SET f = GREATEST(f,
-    EXCLUDED.f)`, one explicit statement per UPSERT_CHUNK rows, every value bound.
+    EXCLUDED.f)`, one explicit statement per ROWS_PER_STATEMENT rows, every value bound.
 
     `unique` must be the fields of a unique constraint of `model`. Rows with the same
     unique fields are merged first (the largest of each value), and go in the order of
@@ -65,8 +66,8 @@ def upsert_largest(
             same[name] = max(same[name], row[name])
     ordered = [merged[tuple_] for tuple_ in sorted(merged)]
     with connection.cursor() as cursor:
-        for start in range(0, len(ordered), UPSERT_CHUNK):
-            chunk = ordered[start : start + UPSERT_CHUNK]
+        for start in range(0, len(ordered), ROWS_PER_STATEMENT):
+            chunk = ordered[start : start + ROWS_PER_STATEMENT]
             params = [
                 field.get_db_prep_save(row[field.name], connection)
                 for row in chunk

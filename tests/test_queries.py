@@ -38,7 +38,7 @@ def test_every_chunk_is_asked(project, monkeypatch, django_assert_num_queries):
 
 
 def test_an_upsert_inserts_and_keeps_the_largest_value(project, monkeypatch):
-    monkeypatch.setattr(queries, "UPSERT_CHUNK", 2)
+    monkeypatch.setattr(queries, "ROWS_PER_STATEMENT", 2)
     keys = [make_key(KeyKind.SECRET, project=project)[0] for _ in range(3)]
     hour = timezone.now().replace(minute=0, second=0, microsecond=0)
     unique, largest = ("key", "granularity", "start", "epoch"), ("requests", "refused")

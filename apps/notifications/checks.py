@@ -32,6 +32,7 @@ from apps.orgs.models import Organization
 from apps.webhooks.models import Event, EventType, Webhook
 from apps.webhooks.services import record_key_events
 from core import metrics
+from core.queries import ROWS_PER_STATEMENT
 
 logger = logging.getLogger("sigsentry.notifications")
 
@@ -110,7 +111,7 @@ def expiring_keys(now: datetime) -> Iterable[Found]:
         .exclude(Q(expires_at__gt=last_day_from) & _told(ReminderKind.KEY_EXPIRING_7D, week_due))
         .exclude(Q(expires_at__lte=last_day_from) & _told(ReminderKind.KEY_EXPIRING_1D, day_due))
     )
-    for key in keys.select_related("project", "organization"):
+    for key in keys.select_related("project", "organization").iterator(CLAIM_BATCH):
         last_day = key.expires_at <= last_day_from
         kind = ReminderKind.KEY_EXPIRING_1D if last_day else ReminderKind.KEY_EXPIRING_7D
         yield Found(
@@ -133,7 +134,7 @@ def unused_keys(now: datetime) -> Iterable[Found]:
         .filter(Q(last_used_at__lte=cutoff) | Q(last_used_at__isnull=True, created_at__lte=cutoff))
         .exclude(_told(ReminderKind.KEY_UNUSED, spell_due))
     )
-    for key in keys.select_related("project", "organization"):
+    for key in keys.select_related("project", "organization").iterator(CLAIM_BATCH):
         kind = ReminderKind.KEY_UNUSED
         yield Found(
             kind,
@@ -193,26 +194,40 @@ def disabled_webhooks(now: datetime) -> Iterable[Found]:
 
 
 def claim(found: Iterable[Found], now: datetime, report: Report) -> None:
-    """Write each reminder not written yet (and its webhook event) in its own transaction,
-    CLAIM_BATCH findings at a time (each batch's `IN` list stays far below PostgreSQL's
-    65,535 bound parameters, however many keys are due at once)."""
+    """Write each reminder not written yet, with its webhook event, CLAIM_BATCH findings
+    at a time: the findings are read that many at a time too, and each batch's `IN` list
+    stays far below PostgreSQL's 65,535 bound parameters, however many keys are due."""
     found = iter(found)
     while batch := list(islice(found, CLAIM_BATCH)):
         _claim_batch(batch, now, report)
 
 
 def _claim_batch(found: list[Found], now: datetime, report: Report) -> None:
+    """One transaction for the batch's new reminders and their events. When another worker
+    wrote one of them meanwhile, the batch is rolled back whole and written one reminder
+    at a time, so that each of the others is still written once."""
     known = set(
         Reminder.objects.filter(dedupe_key__in=[f.dedupe_key for f in found]).values_list(
             "dedupe_key", flat=True
         )
     )
-    for item in found:
-        if item.dedupe_key in known:
-            continue
-        try:
-            with transaction.atomic():
-                Reminder.objects.create(
+    fresh = list({f.dedupe_key: f for f in found if f.dedupe_key not in known}.values())
+    if not fresh:
+        return
+    try:
+        _write(fresh, now)
+    except IntegrityError:
+        fresh = [item for item in fresh if _written_alone(item, now)]
+    for item in fresh:
+        report.created[item.kind] += 1
+
+
+def _write(found: list[Found], now: datetime) -> None:
+    """The reminders and their webhook events, in one transaction."""
+    with transaction.atomic():
+        Reminder.objects.bulk_create(
+            (
+                Reminder(
                     kind=item.kind,
                     dedupe_key=item.dedupe_key,
                     organization_id=item.organization_id,
@@ -221,11 +236,23 @@ def _claim_batch(found: list[Found], now: datetime, report: Report) -> None:
                     created_at=now,
                     next_email_at=now,
                 )
-                if item.event_type and item.api_key is not None:
-                    record_key_events([key_event(item.event_type, item.api_key, now)])
-        except IntegrityError:
-            continue  # another worker wrote it first
-        report.created[item.kind] += 1
+                for item in found
+            ),
+            batch_size=ROWS_PER_STATEMENT,
+        )
+        record_key_events(
+            key_event(item.event_type, item.api_key, now)
+            for item in found
+            if item.event_type and item.api_key is not None
+        )
+
+
+def _written_alone(item: Found, now: datetime) -> bool:
+    try:
+        _write([item], now)
+    except IntegrityError:
+        return False  # another worker wrote it first
+    return True
 
 
 def find_urgent(now: datetime, report: Report) -> None:

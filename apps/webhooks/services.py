@@ -28,6 +28,7 @@ from apps.webhooks import crypto, urlsafety
 from apps.webhooks.delivery import enqueue_delivery
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from core.errors import ValidationFailed
+from core.queries import ROWS_PER_STATEMENT
 
 MAX_WEBHOOKS_PER_ORGANIZATION = 20
 
@@ -139,13 +140,16 @@ def record_key_events(events: Iterable[KeyEvent], now: datetime | None = None) -
     now = now or timezone.now()
     with transaction.atomic():
         rows = Event.objects.bulk_create(
-            Event(
-                organization_id=uuid.UUID(str(e.organization_id)),
-                type=e.type,
-                data={"key": e.key},
-                created_at=now,
-            )
-            for e in events
+            (
+                Event(
+                    organization_id=uuid.UUID(str(e.organization_id)),
+                    type=e.type,
+                    data={"key": e.key},
+                    created_at=now,
+                )
+                for e in events
+            ),
+            batch_size=ROWS_PER_STATEMENT,
         )
         # Locked (in one order), so a webhook deleted meanwhile waits for this transaction
         # or is not read: a revocation never fails on a delivery to a deleted webhook.
@@ -159,10 +163,13 @@ def record_key_events(events: Iterable[KeyEvent], now: datetime | None = None) -
             .order_by("id")
         )
         deliveries = Delivery.objects.bulk_create(
-            Delivery(event=row, webhook=webhook, next_attempt_at=now, created_at=now)
-            for row in rows
-            for webhook in webhooks
-            if webhook.organization_id == row.organization_id and row.type in webhook.events
+            (
+                Delivery(event=row, webhook=webhook, next_attempt_at=now, created_at=now)
+                for row in rows
+                for webhook in webhooks
+                if webhook.organization_id == row.organization_id and row.type in webhook.events
+            ),
+            batch_size=ROWS_PER_STATEMENT,
         )
         for delivery in deliveries:
             enqueue_delivery(delivery.pk)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from apps.apikeys.keyformat import KeyKind
@@ -133,6 +135,95 @@ def test_many_due_keys_are_claimed_in_batches_each_once(smtp, owner, project, mo
 
     assert Reminder.objects.filter(kind="key_unused").count() == 5
     assert Event.objects.filter(type="key.unused").count() == 5
+
+
+def _idle_keys(project, now, count):
+    for n in range(count):
+        key, _ = make_key(KeyKind.SECRET, project=project, name=f"Idle {n}")
+        ApiKey.objects.filter(pk=key.pk).update(created_at=now - timedelta(days=200))
+
+
+def test_a_batch_is_written_in_one_transaction(owner, project, django_assert_max_num_queries):
+    """A batch's reminders and events are a few statements, not some per reminder (10,000
+    newly idle keys took 28 s on PostgreSQL one transaction each, 2.3 s a batch each)."""
+    now = timezone.now()
+    _idle_keys(project, now, 30)
+
+    with django_assert_max_num_queries(12):
+        checks.claim(checks.unused_keys(now), now, checks.Report())
+
+    assert Reminder.objects.filter(kind="key_unused").count() == 30
+    assert Event.objects.filter(type="key.unused").count() == 30
+
+
+def test_a_reminder_written_meanwhile_by_another_worker_leaves_the_others_written_once(
+    owner, project, monkeypatch
+):
+    """Between a batch's read of the reminders written and its write, another worker wrote
+    one of them: the batch's transaction fails whole and is redone a reminder at a time,
+    so every other reminder and its event are written once and that one is not again."""
+    now = timezone.now()
+    _idle_keys(project, now, 4)
+    found = list(checks.unused_keys(now))
+    write = checks._write
+
+    def another_worker_first(batch, moment):
+        if len(batch) > 1:  # the batch's own attempt: the other worker got there before it
+            Reminder.objects.create(
+                kind=found[2].kind,
+                dedupe_key=found[2].dedupe_key,
+                organization_id=found[2].organization_id,
+                api_key=found[2].api_key,
+                created_at=moment,
+                next_email_at=moment,
+            )
+        write(batch, moment)
+
+    monkeypatch.setattr(checks, "_write", another_worker_first)
+    report = checks.Report()
+
+    checks.claim(found, now, report)
+
+    assert report.created == {"key_unused": 3}
+    assert Reminder.objects.filter(kind="key_unused").count() == 4
+    unused = Event.objects.filter(type="key.unused")
+    assert sorted(unused.values_list("data__key__id", flat=True)) == sorted(
+        str(f.api_key.id) for f in found if f is not found[2]
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_checking_at_once_write_each_reminder_once(owner, project, monkeypatch):
+    """Two processes' checks race over the same due keys (PostgreSQL: each worker has its
+    own connection; the unique `dedupe_key` decides)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("two connections writing at once need PostgreSQL")
+    monkeypatch.setattr(checks, "CLAIM_BATCH", 7)
+    now = timezone.now()
+    _idle_keys(project, now, 60)
+    reports = [checks.Report(), checks.Report()]
+    start = threading.Barrier(2)
+    failures = []
+
+    def worker(report):
+        try:
+            start.wait()
+            checks.find_scheduled(now, report)
+        except Exception as exc:  # reported by the assertion below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in reports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    assert sum(r.created["key_unused"] for r in reports) == 60
+    assert Reminder.objects.filter(kind="key_unused").count() == 60
+    assert Event.objects.filter(type="key.unused").count() == 60
 
 
 def test_legacy_sunset_is_announced_30_and_7_days_before_once_per_organization(

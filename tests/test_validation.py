@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apps.apikeys.services import MINT_FIELDS as FIELDS
+from apps.apikeys.api import MINT_FIELDS as FIELDS
 from core.validation import near_misses
 
 

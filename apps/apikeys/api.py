@@ -46,6 +46,20 @@ from core.errors import ValidationFailed
 from core.net import client_ip
 from core.openapi import PAGE_PARAMETERS, error_responses, paginated
 
+#: What `POST <collection>` takes (SPEC §4.3, §4.10), and `POST <collection>/{keyId}/roll`
+#: (§4.7): other fields are ignored, unless they look like a misspelling of one of these
+#: (`core.validation.near_misses`: a guardrail misspelled must not mint an unguarded key).
+MINT_FIELDS = (
+    "name",
+    "permissions",
+    "expiresAt",
+    "allowedOrigins",
+    "rateLimit",
+    "allowedIps",
+    "projectIds",
+)
+ROLL_FIELDS = ("graceSeconds", "expiresAt", "allowedOrigins", "permissions")
+
 #: Every accepted leak report takes at least this long, matched keys or not.
 LEAK_REPORT_MIN_SECONDS = 0.15
 
@@ -112,7 +126,7 @@ class KeysView(KeyManagementView):
     )
     def post(self, request, **kwargs):
         collection = self.managed_collection()
-        body = json_object(request, fields=services.MINT_FIELDS)
+        body = json_object(request, fields=MINT_FIELDS)
         minted = services.mint_key(
             actor=self.principal.user,
             kind=self.kind,
@@ -207,7 +221,7 @@ class KeyRollView(KeyManagementView):
     def post(self, request, key_id, **kwargs):
         collection = self.managed_collection()
         api_key = collection.key(key_id)
-        body = json_object(request, fields=services.ROLL_FIELDS)
+        body = json_object(request, fields=ROLL_FIELDS)
         minted = services.roll_key(
             actor=self.principal.user,
             api_key=api_key,

@@ -293,20 +293,6 @@ def replace_legacy_key(
     )
 
 
-#: What `POST <collection>` takes (SPEC §4.3, §4.10), and `POST <collection>/{keyId}/roll`
-#: (§4.7): other fields are ignored, unless they look like a misspelling of one of these
-#: (`core.validation.near_misses`: a guardrail misspelled must not mint an unguarded key).
-MINT_FIELDS = (
-    "name",
-    "permissions",
-    "expiresAt",
-    "allowedOrigins",
-    "rateLimit",
-    "allowedIps",
-    "projectIds",
-)
-ROLL_FIELDS = ("graceSeconds", "expiresAt", "allowedOrigins", "permissions")
-
 #: What `PATCH <collection>/{keyId}` may change (SPEC §4.10); permissions never change.
 UPDATABLE_FIELDS = ("name", "rateLimit", "allowedIps", "allowedOrigins", "projectIds")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from apps.apikeys import services
+from apps.apikeys.api import MINT_FIELDS, ROLL_FIELDS
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.serializers import MINT_INPUTS, ROLL_INPUTS
@@ -118,7 +118,7 @@ def test_a_misspelled_roll_field_rolls_nothing(owner, project, sent):
 
 @pytest.mark.parametrize(
     ("names", "inputs"),
-    [(services.MINT_FIELDS, MINT_INPUTS), (services.ROLL_FIELDS, ROLL_INPUTS)],
+    [(MINT_FIELDS, MINT_INPUTS), (ROLL_FIELDS, ROLL_INPUTS)],
     ids=["mint", "roll"],
 )
 def test_the_fields_compared_are_those_the_api_document_gives(names, inputs):

@@ -125,3 +125,15 @@ def test_the_fields_compared_are_those_the_api_document_gives(names, inputs):
     documented = {name for serializer in inputs.values() for name in serializer().fields}
 
     assert set(names) == documented
+
+
+def test_a_misspelled_patch_field_names_the_field_it_resembles(owner, project):
+    api_key, _ = make_key(KeyKind.SECRET, project=project)
+
+    response = user_client(owner).patch(
+        key_url(KeyKind.SECRET, project, api_key), {"allowed_ips": ["10.0.0.1"]}, format="json"
+    )
+
+    assert error_fields(response) == {"allowed_ips": ["Unknown field: did you mean allowedIps?"]}
+    api_key.refresh_from_db()
+    assert api_key.allowed_ips == []

@@ -164,7 +164,7 @@ class OrganizationView(OrgManagementView):
     def patch(self, request, org_id):
         membership = membership_for(self.principal.user, org_id)
         services.require_owner(membership)
-        body = json_object(request)
+        body = json_object(request, fields=("keyMaxLifetimeDays",))
         unknown = sorted(str(field)[:64] for field in body if field != "keyMaxLifetimeDays")
         if unknown or "keyMaxLifetimeDays" not in body:
             raise ValidationFailed(

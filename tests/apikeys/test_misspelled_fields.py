@@ -1,4 +1,5 @@
-"""A misspelled field in a mint or roll body is refused, never dropped.
+"""A misspelled field in a mint or roll body is refused, never dropped; PATCH says what
+a misspelled field resembles.
 
 Mint and roll ignore fields they do not take (a client may send more than a body
 takes), but a guardrail sent under a near-miss name (`expires_at`, `allowedIPs`,
@@ -137,3 +138,15 @@ def test_a_misspelled_patch_field_names_the_field_it_resembles(owner, project):
     assert error_fields(response) == {"allowed_ips": ["Unknown field: did you mean allowedIps?"]}
     api_key.refresh_from_db()
     assert api_key.allowed_ips == []
+
+
+def test_a_misspelled_policy_field_sets_no_policy(owner, organization):
+    response = user_client(owner).patch(
+        f"/v1/organizations/{organization.id}", {"key_max_lifetime_days": 30}, format="json"
+    )
+
+    assert error_fields(response) == {
+        "key_max_lifetime_days": ["Unknown field: did you mean keyMaxLifetimeDays?"]
+    }
+    organization.refresh_from_db()
+    assert organization.key_max_lifetime_days is None

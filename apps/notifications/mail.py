@@ -26,6 +26,11 @@ from core.permissions import MANAGER_ROLES
 
 logger = logging.getLogger("sigsentry.notifications")
 
+#: Keys named in one message; the rest are counted ("…and 475 more"): the first run after
+#: an upgrade may find hundreds of idle keys in one organization.
+KEYS_LISTED = 25
+ORGANIZATION_KEY = "All projects (organization key)"
+
 #: Email failures in this process, by reason; `count_email_failure` is the one writer.
 email_failures: Counter[str] = Counter()
 
@@ -144,17 +149,20 @@ def compose(kind: str, organization: Organization, reminders: list[Reminder]) ->
         action_url = f"{settings.SITE_URL}/orgs/{organization.id}/webhooks/"
     else:
         action_url = key_page_url(keys[0]) if keys else settings.SITE_URL + "/"
-    rows = [
-        {
-            "name": key.name,
-            "prefix": key.prefix,
-            "project": key.project.name if key.project_id else "All projects (organization key)",
-            "expires_at": key.expires_at,
-            "last_used_at": key.last_used_at,
-            "url": key_page_url(key),
-        }
-        for key in keys
-    ]
+    rows = sorted(
+        (
+            {
+                "name": key.name,
+                "prefix": key.prefix,
+                "project": key.project.name if key.project_id else ORGANIZATION_KEY,
+                "expires_at": key.expires_at,
+                "last_used_at": key.last_used_at,
+                "url": key_page_url(key),
+            }
+            for key in keys
+        ),
+        key=lambda row: (row["project"] != ORGANIZATION_KEY, row["project"], row["name"]),
+    )
     return {
         "subject": subject,
         "organization": organization,
@@ -162,10 +170,21 @@ def compose(kind: str, organization: Organization, reminders: list[Reminder]) ->
         "next_steps": copy.next_steps,
         "action": copy.action,
         "action_url": action_url,
-        "keys": rows,
+        "keys": rows[:KEYS_LISTED],
+        "more": _counted(rows[KEYS_LISTED:]),
         "webhooks": [{"host": w.url_host, "created_at": w.created_at} for w in webhooks],
         "site_url": settings.SITE_URL,
     }
+
+
+def _counted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The keys not named, counted by the page that lists them (a project's SDK or API
+    keys, the organization's keys), most first."""
+    pages = Counter((row["project"], row["url"]) for row in rows)
+    return [
+        {"project": project, "url": url, "count": count}
+        for (project, url), count in sorted(pages.items(), key=lambda item: (-item[1], item[0]))
+    ]
 
 
 def send_reminder_email(

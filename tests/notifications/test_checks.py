@@ -226,6 +226,30 @@ def test_two_workers_checking_at_once_write_each_reminder_once(owner, project, m
     assert Event.objects.filter(type="key.unused").count() == 60
 
 
+def test_a_message_names_25_keys_and_counts_the_rest_by_page(smtp, owner, project, other_project):
+    """The first run after an upgrade may find hundreds of idle keys in one organization:
+    one message names the first 25 (by project and name) and counts the others by the page
+    that lists them, most first, with its link."""
+    now = timezone.now()
+    for name, where, count in (("Alpha", other_project, 30), ("Beta", project, 12)):
+        for n in range(count):
+            key, _ = make_key(KeyKind.SECRET, project=where, name=f"{name} {n:02}")
+            ApiKey.objects.filter(pk=key.pk).update(created_at=now - timedelta(days=200))
+
+    checks.run_all_checks(now)
+
+    [message] = smtp.messages
+    assert str(message["Subject"]) == "42 API keys of Acme unused for 90 days"
+    plain, html = text_of(message)
+    named = [line.split(" (")[0][2:] for line in plain.splitlines() if " (ss_secret_" in line]
+    assert named == [f"Alpha {n:02}" for n in range(25)]  # Billing's, before Checkout's
+    counted = [line for line in plain.splitlines() if line.startswith("* …and")]
+    assert counted == ["* …and 12 more in Checkout", "* …and 5 more in Billing"]
+    assert f"https://sigsentry.test/projects/{project.id}/api-keys/" in plain
+    assert html.count("ss_secret_") == 25
+    assert "12 more in Checkout</a>" in html and "5 more in Billing</a>" in html
+
+
 def test_legacy_sunset_is_announced_30_and_7_days_before_once_per_organization(
     smtp, settings, owner, project, other_project
 ):

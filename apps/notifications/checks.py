@@ -20,7 +20,7 @@ from itertools import islice
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import DateTimeField, Exists, ExpressionWrapper, OuterRef, Q
+from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -41,7 +41,9 @@ LEAK_EVENTS_WITHIN = timedelta(days=2)
 DISABLED_WEBHOOKS_WITHIN = timedelta(days=7)
 EMAIL_LEASE = timedelta(minutes=5)
 EMAIL_GIVE_UP_AFTER = timedelta(days=3)
-EMAIL_BATCH = 500
+#: Messages claimed per run (one per organization and kind), and reminders per message.
+EMAIL_GROUPS = 50
+EMAIL_PER_MESSAGE = 5000
 #: Findings claimed per query of the reminders already written.
 CLAIM_BATCH = 1000
 
@@ -275,31 +277,44 @@ def email_queue_state() -> metrics.QueueState:
     return metrics.queue_state_of(waiting, "created_at")
 
 
-def _claim_unsent(now: datetime) -> list[Reminder]:
-    due = list(
-        Reminder.objects.filter(
-            Q(locked_until__isnull=True) | Q(locked_until__lt=now),
-            emailed_at__isnull=True,
-            next_email_at__lte=now,
-            created_at__gte=now - EMAIL_GIVE_UP_AFTER,
-        ).values_list("pk", flat=True)[:EMAIL_BATCH]
+def _unsent(now: datetime):
+    """Reminders whose email is due and not held by another worker's claim."""
+    return Reminder.objects.filter(
+        Q(locked_until__isnull=True) | Q(locked_until__lt=now),
+        emailed_at__isnull=True,
+        next_email_at__lte=now,
+        created_at__gte=now - EMAIL_GIVE_UP_AFTER,
     )
-    if not due:
-        return []
+
+
+def _claim_messages(now: datetime) -> list[tuple[uuid.UUID, list[Reminder]]]:
+    """Up to EMAIL_GROUPS messages' reminders, one message per organization and kind, each
+    claimed whole (up to EMAIL_PER_MESSAGE reminders) until `now + EMAIL_LEASE`.
+
+    A claim is one UPDATE that marks the rows it takes with its own token, re-checking
+    that each is still unclaimed (PostgreSQL re-reads a row another worker changed
+    meanwhile), so two workers never hold the same reminder. A whole group per message:
+    400 keys falling idle together make one message, not one per batch of rows.
+    """
+    groups = list(
+        _unsent(now).order_by().values_list("organization_id", "kind").distinct()[:EMAIL_GROUPS]
+    )
     lease = now + EMAIL_LEASE
-    claimed = []
-    for pk in due:
-        if (
-            Reminder.objects.filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now), pk=pk)
-            .filter(emailed_at__isnull=True)
-            .update(locked_until=lease)
-        ):
-            claimed.append(pk)
-    return list(
-        Reminder.objects.filter(pk__in=claimed).select_related(
-            "organization", "api_key__project", "webhook"
+    messages = []
+    for organization_id, kind in groups:
+        claim = uuid.uuid4()
+        oldest = (
+            _unsent(now)
+            .filter(organization_id=organization_id, kind=kind)
+            .order_by("created_at")
+            .values("pk")[:EMAIL_PER_MESSAGE]
         )
-    )
+        if _unsent(now).filter(pk__in=oldest).update(locked_until=lease, claim=claim):
+            reminders = Reminder.objects.filter(claim=claim).select_related(
+                "organization", "api_key__project", "webhook"
+            )
+            messages.append((claim, list(reminders)))
+    return messages
 
 
 def email_retry_delay(attempts: int) -> timedelta:
@@ -307,14 +322,12 @@ def email_retry_delay(attempts: int) -> timedelta:
 
 
 def send_pending_emails(now: datetime, report: Report) -> None:
-    groups: dict[tuple[object, str], list[Reminder]] = defaultdict(list)
-    for reminder in _claim_unsent(now):
-        groups[reminder.organization_id, reminder.kind].append(reminder)
-    for (_org_id, kind), reminders in groups.items():
+    for claim, reminders in _claim_messages(now):
         organization: Organization = reminders[0].organization
+        kind = reminders[0].kind
         creators = {r.api_key.created_by_id for r in reminders if r.api_key is not None}
         to = mail.recipients(organization.id, {c for c in creators if c})
-        ids = [r.pk for r in reminders]
+        claimed = Reminder.objects.filter(claim=claim)
         try:
             if to:
                 mail.send_reminder_email(kind, organization, reminders, to)
@@ -325,18 +338,15 @@ def send_pending_emails(now: datetime, report: Report) -> None:
             logger.warning(
                 "reminder email failed: %s", reason, extra={"organization_id": str(organization.id)}
             )
-            for reminder in reminders:
-                attempts = reminder.email_attempts + 1
-                Reminder.objects.filter(pk=reminder.pk).update(
-                    email_attempts=attempts,
-                    next_email_at=timezone.now() + email_retry_delay(attempts),
-                    locked_until=None,
-                    last_error=reason[:200],
-                )
+            attempts = max(r.email_attempts for r in reminders) + 1
+            claimed.update(
+                email_attempts=F("email_attempts") + 1,
+                next_email_at=timezone.now() + email_retry_delay(attempts),
+                locked_until=None,
+                last_error=reason[:200],
+            )
             continue
-        Reminder.objects.filter(pk__in=ids).update(
-            emailed_at=timezone.now(), locked_until=None, last_error=""
-        )
+        claimed.update(emailed_at=timezone.now(), locked_until=None, last_error="")
         report.emails_sent += len(to)
 
 

@@ -46,11 +46,14 @@ class Reminder(models.Model):
     email_attempts = models.PositiveIntegerField(default=0)
     next_email_at = models.DateTimeField(default=timezone.now)
     locked_until = models.DateTimeField(null=True, blank=True)
+    #: The email claim that holds it until `locked_until` (one per message being sent).
+    claim = models.UUIDField(null=True, blank=True, editable=False)
     last_error = models.CharField(max_length=200, blank=True)
 
     class Meta:
         indexes = [
             models.Index(fields=["emailed_at", "next_email_at"], name="notif_reminder_unsent"),
+            models.Index(fields=["claim"], name="notif_reminder_claim"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["dedupe_key"], name="notif_reminder_dedupe_unique"),

@@ -12,15 +12,13 @@ had no index of its own.
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
-from tests.factories import make_key
+from tests.factories import bulk_secret_keys, make_key
 from tests.orgs.helpers import collection_url, key_url, user_client
 from tests.pages import logged_in
 
@@ -38,19 +36,7 @@ PAGE_ROWS = 200
 @pytest.fixture
 def crowded_project(project):
     """`project` with MANY secret keys (one of them rolled) and no SDK key."""
-    ApiKey.objects.bulk_create(
-        ApiKey(
-            organization=project.organization,
-            project=project,
-            type="secret",
-            scope="project",
-            name=f"key {n}",
-            prefix=f"ss_secret_{secrets.token_hex(4)}",
-            digest=secrets.token_hex(32),
-            permissions=["analysis:read"],
-        )
-        for n in range(MANY)
-    )
+    bulk_secret_keys(project, MANY)
     old, _ = make_key(KeyKind.SECRET, project=project)
     make_key(KeyKind.SECRET, project=project, replaces=old)
     with connection.cursor() as cursor:

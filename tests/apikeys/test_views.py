@@ -75,23 +75,16 @@ make_legacy_key = functools.partial(
 
 
 def bulk_secret_keys(project, count: int, actor=None) -> list[ApiKey]:
-    """Many key rows at once (the mint service is throttled per organization)."""
+    """Keys created a second apart, every other one used a minute apart."""
     now = timezone.now()
-    return ApiKey.objects.bulk_create(
-        ApiKey(
-            organization=project.organization,
-            project=project,
-            type=KeyType.SECRET,
-            scope=KeyScope.PROJECT,
-            name=f"bulk {i:03d}",
-            prefix=f"ss_secret_{i:08d}",
-            digest=keyformat.digest(f"bulk-{project.id}-{i}"),
-            permissions=["analysis:read"],
-            created_by=actor,
-            created_at=now - timedelta(seconds=i),
-            last_used_at=now - timedelta(minutes=i) if i % 2 else None,
-        )
-        for i in range(count)
+    return factories.bulk_secret_keys(
+        project,
+        count,
+        created_by=actor,
+        each=lambda i: {
+            "created_at": now - timedelta(seconds=i),
+            "last_used_at": now - timedelta(minutes=i) if i % 2 else None,
+        },
     )
 
 

@@ -19,7 +19,7 @@ from apps.notifications.models import Reminder
 from apps.webhooks.models import Event, Webhook
 from core import counters
 from core.permissions import Role
-from tests.factories import MembershipFactory, make_key, make_legacy_key
+from tests.factories import MembershipFactory, bulk_secret_keys, make_key, make_legacy_key
 from tests.outbound import text_of
 
 pytestmark = pytest.mark.django_db
@@ -192,6 +192,29 @@ def test_a_reminder_written_meanwhile_by_another_worker_leaves_the_others_writte
     )
 
 
+def _at_once(job, now, reports) -> list[Exception]:
+    """`job(now, report)` for each report, each in its own thread and database connection
+    (a worker each), released together; what they raised."""
+    start = threading.Barrier(len(reports))
+    failures = []
+
+    def worker(report):
+        try:
+            start.wait()
+            job(now, report)
+        except Exception as exc:  # returned to the test, which asserts there is none
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in reports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_checking_at_once_write_each_reminder_once(owner, project, monkeypatch):
     """Two processes' checks race over the same due keys (PostgreSQL: each worker has its
@@ -202,25 +225,8 @@ def test_two_workers_checking_at_once_write_each_reminder_once(owner, project, m
     now = timezone.now()
     _idle_keys(project, now, 60)
     reports = [checks.Report(), checks.Report()]
-    start = threading.Barrier(2)
-    failures = []
 
-    def worker(report):
-        try:
-            start.wait()
-            checks.find_scheduled(now, report)
-        except Exception as exc:  # reported by the assertion below
-            failures.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(r,)) for r in reports]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert failures == []
+    assert _at_once(checks.find_scheduled, now, reports) == []
     assert sum(r.created["key_unused"] for r in reports) == 60
     assert Reminder.objects.filter(kind="key_unused").count() == 60
     assert Event.objects.filter(type="key.unused").count() == 60
@@ -340,6 +346,55 @@ def test_an_smtp_outage_loses_no_reminder(smtp, settings, owner, project):
     assert len(smtp.messages) == 1
     reminder.refresh_from_db()
     assert reminder.emailed_at is not None
+
+
+def _bulk_idle_keys(project, now, count):
+    bulk_secret_keys(project, count, created_at=now - timedelta(days=200))
+
+
+def test_many_reminders_of_one_kind_make_one_message(smtp, owner, admin, project):
+    """1,200 keys falling idle together: one message to each manager, not one per batch of
+    rows (500 a run before, so three messages of 500, 500 and 200 keys each)."""
+    now = timezone.now()
+    _bulk_idle_keys(project, now, 1200)
+
+    checks.run_all_checks(now)
+    checks.run_all_checks(now + timedelta(minutes=5))
+
+    assert sorted(str(m["To"]) for m in smtp.messages) == sorted([owner.email, admin.email])
+    assert {str(m["Subject"]) for m in smtp.messages} == {
+        "1200 API keys of Acme unused for 90 days"
+    }
+    assert not Reminder.objects.filter(emailed_at__isnull=True).exists()
+
+
+def test_a_message_holds_at_most_email_per_message_reminders(smtp, owner, project, monkeypatch):
+    monkeypatch.setattr(checks, "EMAIL_PER_MESSAGE", 10)
+    now = timezone.now()
+    _bulk_idle_keys(project, now, 25)
+
+    for run in range(4):
+        checks.run_all_checks(now + timedelta(seconds=15 * run))
+
+    assert [str(m["Subject"]).split(" API")[0] for m in smtp.messages] == ["10", "10", "5"]
+    assert not Reminder.objects.filter(emailed_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_sending_at_once_send_each_message_once(smtp, owner, project):
+    """Both claim the same due reminders at the same moment: one claim takes them (its
+    UPDATE re-checks each row), the other finds nothing left."""
+    if connection.vendor != "postgresql":
+        pytest.skip("two connections writing at once need PostgreSQL")
+    now = timezone.now()
+    _bulk_idle_keys(project, now, 300)
+    checks.find_scheduled(now, checks.Report())
+    reports = [checks.Report(), checks.Report()]
+
+    assert _at_once(checks.send_pending_emails, now, reports) == []
+    assert sorted(r.emails_sent for r in reports) == [0, 1]
+    assert [str(m["Subject"]) for m in smtp.messages] == ["300 API keys of Acme unused for 90 days"]
+    assert not Reminder.objects.filter(emailed_at__isnull=True).exists()
 
 
 def test_owners_are_emailed_when_a_webhook_is_disabled(smtp, settings, owner, organization):

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import Granularity, KeyUsage
+from apps.apikeys.usage.flush import flush_usage
 from tests.apikeys.test_openapi import assert_matches
 from tests.factories import ProjectFactory, make_key
 from tests.orgs.helpers import (
@@ -116,6 +117,27 @@ def test_recent_ips_are_listed_with_their_requests(member, project, settings, ti
         ("198.51.100.7", 2),
     ]
     assert all(parse(ip["lastSeenAt"]) <= timezone.now() for ip in body["recentIps"])
+
+
+def test_ips_seen_in_the_same_millisecond_are_listed_by_address_before_and_after_the_copy(
+    member, project, settings, time_machine
+):
+    """The copy to the database must not reorder the list: ties in `lastSeenAt` (kept to the
+    millisecond) are broken by address, from the live counters and from the copied rows."""
+    settings.NUM_PROXIES = 1
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    caller = bearer_client(plaintext)
+    time_machine.move_to(timezone.now(), tick=False)
+    for ip in ("198.51.100.9", "2001:db8::1", "198.51.100.10", "203.0.113.5"):
+        caller.get("/v1/me", HTTP_X_FORWARDED_FOR=f"10.0.0.1, {ip}")
+    listed = ["198.51.100.10", "198.51.100.9", "2001:db8::1", "203.0.113.5"]
+    url = usage_url(KeyKind.SECRET, project, api_key)
+
+    live = [ip["ip"] for ip in user_client(member).get(url).json()["recentIps"]]
+    flush_usage()
+    copied = [ip["ip"] for ip in user_client(member).get(url).json()["recentIps"]]
+
+    assert live == copied == listed
 
 
 @pytest.mark.parametrize("granularity", ["minute", "HOUR", "", "hour,day", "d"])

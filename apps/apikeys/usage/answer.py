@@ -206,5 +206,8 @@ def recent_ips(api_key: ApiKey) -> list[dict[str, Any]]:
             requests[ip] += max(copied[(ip, ip_epoch)], count)
             moment = datetime.fromtimestamp(last_ms / 1000, tz=UTC)
             last_seen[ip] = max(last_seen.get(ip, moment), moment)
-    newest = sorted(last_seen, key=last_seen.__getitem__, reverse=True)[:RECENT_IPS_SHOWN]
+    # Newest first; IPs seen in the same millisecond by address, so the answer (and which
+    # IPs make the cut) is the same from the live counters and from the copy.
+    newest = sorted(last_seen, key=lambda ip: (-last_seen[ip].timestamp(), ip))
+    newest = newest[:RECENT_IPS_SHOWN]
     return [{"ip": ip, "lastSeenAt": last_seen[ip], "requests": requests[ip]} for ip in newest]

@@ -293,8 +293,11 @@ def _claim_messages(now: datetime) -> list[tuple[uuid.UUID, list[Reminder]]]:
 
     A claim is one UPDATE that marks the rows it takes with its own token, re-checking
     that each is still unclaimed (PostgreSQL re-reads a row another worker changed
-    meanwhile), so two workers never hold the same reminder. A whole group per message:
-    400 keys falling idle together make one message, not one per batch of rows.
+    meanwhile), so two workers never hold the same reminder. The rows a claim wants are
+    chosen in a total order (creation, then id: a batch of reminders shares its creation
+    time), so two claims of a group at the same moment want the same rows and the second
+    finds them taken. A whole group per message: 400 keys falling idle together make one
+    message, not one per batch of rows.
     """
     groups = list(
         _unsent(now).order_by().values_list("organization_id", "kind").distinct()[:EMAIL_GROUPS]
@@ -306,7 +309,7 @@ def _claim_messages(now: datetime) -> list[tuple[uuid.UUID, list[Reminder]]]:
         oldest = (
             _unsent(now)
             .filter(organization_id=organization_id, kind=kind)
-            .order_by("created_at")
+            .order_by("created_at", "pk")
             .values("pk")[:EMAIL_PER_MESSAGE]
         )
         if _unsent(now).filter(pk__in=oldest).update(locked_until=lease, claim=claim):

@@ -34,7 +34,7 @@ from rest_framework.views import APIView
 
 from core.errors import ApiError, KeyManagementForbidden, PermissionDenied, ValidationFailed
 from core.principal import Principal
-from core.validation import refuse_near_misses
+from core.validation import check_fields
 
 
 class JsonOnlyNegotiation(BaseContentNegotiation):
@@ -231,22 +231,18 @@ class Pagination(CursorPagination):
         }
 
 
-def json_object(request, fields: Collection[str] = ()) -> dict[str, Any]:
+def json_object(request, fields: Collection[str] = (), *, closed: bool = False) -> dict[str, Any]:
     """The JSON object body of a request (an empty body counts as `{}`); else VALIDATION_ERROR.
-    With `fields`, the body's fields: a member that looks like a misspelling of one is a
-    VALIDATION_ERROR too (`core.validation.near_misses`), other members are ignored, and
-    a body of more members than a form may have (DATA_UPLOAD_MAX_NUMBER_FIELDS) is
-    refused before they are compared."""
+    With `fields`, the body's fields, checked by `core.validation.check_fields`: a member
+    that looks like a misspelling of one is a VALIDATION_ERROR, and so is any other unknown
+    member of a `closed` body."""
     data = request.data
     if not isinstance(data, dict):
         raise ValidationFailed(
             {"body": ["Send a JSON object."]}, "The request body must be a JSON object."
         )
-    if fields and len(data) > settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:
-        raise ValidationFailed(
-            {"body": [f"At most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields."]}
-        )
-    refuse_near_misses(data, fields)
+    if fields:
+        check_fields(data, fields, closed=closed)
     return data
 
 

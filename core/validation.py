@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
+from django.conf import settings
+
 from core.errors import ValidationFailed
 
 MAX_NAME_LENGTH = 100
@@ -79,10 +81,23 @@ def near_misses(body: Mapping[str, Any], fields: Collection[str]) -> dict[str, s
     return misses
 
 
-def refuse_near_misses(body: Mapping[str, Any], fields: Collection[str]) -> None:
-    """VALIDATION_ERROR naming each misspelled field (`near_misses`) and what it resembles."""
-    misses = near_misses(body, fields)
-    if misses:
+def check_fields(body: Mapping[str, Any], fields: Collection[str], *, closed: bool = False) -> None:
+    """VALIDATION_ERROR for the members of `body` that are not among `fields`: each that
+    looks like a misspelling of one names the field it resembles (`near_misses`); with
+    `closed`, every other one is refused too ("Unknown field."), else it is ignored. A body
+    of more members than a form may have (DATA_UPLOAD_MAX_NUMBER_FIELDS) is refused before
+    any is compared."""
+    if len(body) > settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:
         raise ValidationFailed(
-            {name: [f"Unknown field: did you mean {field}?"] for name, field in misses.items()}
+            {"body": [f"At most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields."]}
         )
+    errors = {
+        name: [f"Unknown field: did you mean {field}?"]
+        for name, field in near_misses(body, fields).items()
+    }
+    if closed:
+        for name in body:
+            if name not in fields:
+                errors.setdefault(str(name)[:64], ["Unknown field."])
+    if errors:
+        raise ValidationFailed(errors)

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apps.apikeys.api import MINT_FIELDS as FIELDS
-from core.validation import near_misses
+from core.errors import ValidationFailed
+from core.validation import check_fields, near_misses
 
 
 @pytest.mark.parametrize(
@@ -58,3 +59,17 @@ def test_any_case_or_separator_of_a_field_is_a_misspelling_of_it(field, separato
 @given(st.lists(st.sampled_from(FIELDS), unique=True))
 def test_the_fields_themselves_are_never_misses(sent):
     assert near_misses(dict.fromkeys(sent, 1), FIELDS) == {}
+
+
+def test_a_closed_body_refuses_every_unknown_member_and_names_the_misspelled_one():
+    with pytest.raises(ValidationFailed) as refused:
+        check_fields({"name": "x", "colour": "red", "expires_at": 1}, FIELDS, closed=True)
+
+    assert refused.value.details["fields"] == {
+        "colour": ["Unknown field."],
+        "expires_at": ["Unknown field: did you mean expiresAt?"],
+    }
+
+
+def test_an_open_body_ignores_an_unrelated_member():
+    check_fields({"name": "x", "colour": "red"}, FIELDS)

@@ -175,7 +175,7 @@ class KeyView(KeyManagementView):
         api_key = services.update_key(
             actor=self.principal.user,
             api_key=collection.key(key_id),
-            changes=json_object(request, fields=services.UPDATABLE_FIELDS),
+            changes=json_object(request),
             request=request,
         )
         return Response(key_json(api_key, timezone.now()))

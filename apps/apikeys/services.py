@@ -34,7 +34,7 @@ from apps.webhooks.models import EventType
 from apps.webhooks.services import KeyEvent, record_key_events
 from core import throttling
 from core.errors import ValidationFailed
-from core.validation import FieldErrors, clean_name
+from core.validation import FieldErrors, check_fields, clean_name
 
 logger = logging.getLogger("sigsentry.apikeys")
 
@@ -313,7 +313,8 @@ def update_key(
     """Change a key's name and guardrails; in force from the next request on every process.
 
     `changes` maps API field names (`UPDATABLE_FIELDS`) to their new values; fields not
-    named keep their values. `permissions` or any other field is a VALIDATION_ERROR, as
+    named keep their values. `permissions` or any other field is a VALIDATION_ERROR (a
+    misspelled one names the field it resembles: `core.validation.check_fields`), as
     is a revoked or expired key (a dead key has nothing left to guard). Nothing about a
     key is cached, so the authentication of the next request reads the new values.
     Records `key.updated` with the changed fields and their values before and after;
@@ -322,13 +323,12 @@ def update_key(
     if not isinstance(changes, dict) or not changes:
         raise ValidationFailed({"body": [f"Send at least one of: {', '.join(UPDATABLE_FIELDS)}."]})
     errors = FieldErrors()
-    for field in changes:
-        if field == "permissions":
-            errors.fields["permissions"] = [
-                "Permissions never change: roll the key to give its successor other permissions."
-            ]
-        elif field not in UPDATABLE_FIELDS:
-            errors.fields[str(field)[:64]] = ["Unknown field."]
+    if "permissions" in changes:
+        errors.fields["permissions"] = [
+            "Permissions never change: roll the key to give its successor other permissions."
+        ]
+    others = {field: value for field, value in changes.items() if field != "permissions"}
+    errors.check(check_fields, others, UPDATABLE_FIELDS, closed=True)
     errors.raise_any()
     kind = kind_of(api_key)
     cleaned: dict[str, Any] = {}

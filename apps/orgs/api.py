@@ -164,13 +164,9 @@ class OrganizationView(OrgManagementView):
     def patch(self, request, org_id):
         membership = membership_for(self.principal.user, org_id)
         services.require_owner(membership)
-        body = json_object(request, fields=("keyMaxLifetimeDays",))
-        unknown = sorted(str(field)[:64] for field in body if field != "keyMaxLifetimeDays")
-        if unknown or "keyMaxLifetimeDays" not in body:
-            raise ValidationFailed(
-                {field: ["Unknown field."] for field in unknown}
-                or {"keyMaxLifetimeDays": ["Required: a number of days, or null."]}
-            )
+        body = json_object(request, fields=("keyMaxLifetimeDays",), closed=True)
+        if "keyMaxLifetimeDays" not in body:
+            raise ValidationFailed({"keyMaxLifetimeDays": ["Required: a number of days, or null."]})
         services.set_key_lifetime_policy(
             actor_membership=membership, days=body["keyMaxLifetimeDays"], request=request
         )

@@ -19,19 +19,13 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.serializers import MINT_INPUTS, ROLL_INPUTS
 from apps.audit.models import AuditEvent
+from tests.apikeys.test_guardrails_api import mint
 from tests.factories import make_key
-from tests.orgs.helpers import collection_url, error_fields, key_url, user_client
+from tests.orgs.helpers import error_fields, key_url, user_client
 
 pytestmark = pytest.mark.django_db
 
 LATER = "2999-01-31T12:00:00Z"
-
-
-def mint(client, kind, project, **fields):
-    body = {"name": "Deploys"}
-    if kind is not KeyKind.PUBLIC:
-        body["permissions"] = ["analysis:read"]
-    return client.post(collection_url(kind, project), body | fields, format="json")
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ class Command(BaseCommand):
             "checks_every": timedelta(seconds=checks_every),
             "urgent_every": timedelta(seconds=urgent_every),
         }
-        logger.warning("worker %s started", worker_id)
+        logger.info("worker %s started", worker_id)
         looked_at = float("-inf")
         while True:
             worker = Worker(
@@ -98,4 +98,4 @@ class Command(BaseCommand):
                 break
             if not more:
                 time.sleep(poll_interval)
-        logger.warning("worker %s stopped", worker_id)
+        logger.info("worker %s stopped", worker_id)

@@ -49,13 +49,22 @@ class StrictJsonObjectField(serializers.Field):
 class LogSourceInputSerializer(serializers.Serializer):
     name = StrictCharField(max_length=100)
     kind = serializers.ChoiceField(choices=LogSource.Kind.choices)
-    settings = StrictJsonObjectField(required=False)
+    settings = StrictJsonObjectField(
+        required=False,
+        help_text="A JSON object: at most 50 keys and 10 KB as compact UTF-8 JSON, nested at "
+        "most 8 levels, no NUL characters. Defaults to {}.",
+    )
 
 
 class ChannelInputSerializer(serializers.Serializer):
     name = StrictCharField(max_length=100)
     kind = serializers.ChoiceField(choices=Channel.Kind.choices)
-    target = StrictCharField(max_length=500)
+    target = StrictCharField(
+        max_length=500,
+        help_text="Checked for the kind: `email`, one email address; `slack`, an incoming-webhook "
+        "URL on https://hooks.slack.com/ or a #channel-name; `webhook`, an https:// URL without "
+        "a user name or password, not aimed at a loopback, private or link-local address.",
+    )
 
 
 class LogSourceSerializer(serializers.Serializer):

@@ -3,7 +3,7 @@
 A URL must be `https://`, carry no user name or password, and every address its
 host resolves to must be public: no loopback, private (RFC 1918), link-local
 (cloud metadata at 169.254.169.254 included), CGNAT (100.64.0.0/10), multicast,
-reserved, unspecified or IPv6 unique-local address, nor an IPv6 form that embeds
+reserved, unspecified, documentation or IPv6 unique-local address, nor an IPv6 form that embeds
 one (IPv4-mapped, NAT64, 6to4). Deliveries connect to the very address that was
 checked (no second resolution an attacker's DNS could answer differently) and
 never follow redirects. A lookup waits at most LOOKUP_TIMEOUT_SECONDS, so a slow or
@@ -24,7 +24,14 @@ from urllib.parse import quote, urlsplit
 from django.conf import settings
 
 MAX_URL_LENGTH = 2048
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+#: Not globally reachable (IANA's special-purpose registries) though the `ipaddress` tables
+#: of some Python releases call them global: CGNAT, the IETF protocol block (192.0.0.192 is
+#: a cloud metadata address; 3.11 before 3.11.10 lists only parts of it), the deprecated
+#: 6to4 relay anycast, and IPv6 documentation (RFC 9637, newer than every 3.11).
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(block)
+    for block in ("100.64.0.0/10", "192.0.0.0/24", "192.88.99.0/24", "3fff::/20")
+)
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _TEREDO = ipaddress.ip_network("2001::/32")
 
@@ -65,7 +72,7 @@ def is_public_address(text: str) -> bool:
                 return False
         elif ip in _TEREDO or any(ip in net for net in _NAT64):
             return False
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
+    if any(ip in block for block in _NOT_GLOBAL):
         return False
     return (
         ip.is_global

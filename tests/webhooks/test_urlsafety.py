@@ -35,6 +35,12 @@ REFUSED_ADDRESSES = [
     "2001::1",  # Teredo
     "192.0.2.1",  # documentation
     "198.18.0.1",  # benchmarking
+    # Not global, though Python 3.11's tables before 3.11.10 say so:
+    "192.0.0.192",  # IETF protocol assignments; Oracle Cloud's metadata service
+    "192.0.0.254",
+    "192.88.99.1",  # deprecated 6to4 relay anycast
+    "3fff::1",  # IPv6 documentation (RFC 9637)
+    "::ffff:192.0.0.192",
 ]
 
 

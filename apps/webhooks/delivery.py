@@ -35,6 +35,10 @@ MAX_RETRY_SECONDS = 3600
 DISABLE_AFTER_FAILED_EVENTS = 100
 #: A pending delivery this far past due has lost its queued task (a worker died mid-attempt).
 OVERDUE = timedelta(minutes=5)
+#: A delivery due at most this far ahead of a worker's clock was stamped by a host whose
+#: clock runs ahead: its task is queued again for that moment. Below the shortest retry
+#: delay (7.5 s), so a duplicate task of an attempt already made does not live on.
+CLOCK_SKEW = timedelta(seconds=5)
 #: Events and their deliveries are kept this long (the deliveries list, the leak-report
 #: emails' two-day look-back), then deleted by the worker's daily housekeeping.
 EVENT_RETENTION = timedelta(days=30)
@@ -54,23 +58,46 @@ def enqueue_delivery(delivery_id: uuid.UUID | str, run_after: datetime | None = 
     runner.enqueue(str(delivery_id))
 
 
+def _unclaimed(delivery_id: str, now: datetime):
+    return Delivery.objects.filter(
+        Q(locked_until__isnull=True) | Q(locked_until__lt=now),
+        pk=delivery_id,
+        status=DeliveryStatus.PENDING,
+    )
+
+
 def _claim(delivery_id: str, now: datetime) -> bool:
     return bool(
-        Delivery.objects.filter(
-            Q(locked_until__isnull=True) | Q(locked_until__lt=now),
-            pk=delivery_id,
-            status=DeliveryStatus.PENDING,
-            next_attempt_at__lte=now,
-        ).update(locked_until=now + LEASE)
+        _unclaimed(delivery_id, now)
+        .filter(next_attempt_at__lte=now)
+        .update(locked_until=now + LEASE)
     )
+
+
+def _queue_if_nearly_due(delivery_id: str, now: datetime) -> bool:
+    """Queue the attempt again for its due time if it is due within CLOCK_SKEW: the web
+    process that stamped it runs ahead of this worker, and nothing else would queue it
+    before the overdue sweep, minutes later."""
+    due = (
+        _unclaimed(delivery_id, now)
+        .filter(next_attempt_at__gt=now, next_attempt_at__lte=now + CLOCK_SKEW)
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+    if due is None:
+        return False
+    enqueue_delivery(delivery_id, run_after=due)
+    return True
 
 
 def attempt_delivery(delivery_id: str) -> str:
     """One attempt if the delivery is due and unclaimed; returns what happened (for logs)."""
     now = timezone.now()
     if not _claim(delivery_id, now):
-        return "skipped"
-    delivery = Delivery.objects.select_related("event", "webhook").get(pk=delivery_id)
+        return "not due: queued again" if _queue_if_nearly_due(delivery_id, now) else "skipped"
+    delivery = Delivery.objects.select_related("event", "webhook").filter(pk=delivery_id).first()
+    if delivery is None:
+        return "skipped"  # deleted with its webhook since the claim
     webhook = delivery.webhook
     if not webhook.is_enabled:
         Delivery.objects.filter(pk=delivery.pk).update(
@@ -103,12 +130,13 @@ def _record(delivery: Delivery, outcome: outbound.Outcome, now: datetime) -> Non
         "locked_until": None,
     }
     rows = Delivery.objects.filter(pk=delivery.pk)
+    webhooks = Webhook.objects.filter(pk=delivery.webhook_id)
+    # The webhook's row is written before the delivery's, in the order disable_webhook
+    # locks them, so a success beside the failure that disables the webhook cannot deadlock.
     with transaction.atomic():
         if outcome.ok:
+            webhooks.filter(consecutive_failures__gt=0).update(consecutive_failures=0)
             rows.update(status=DeliveryStatus.DELIVERED, **attempt)
-            Webhook.objects.filter(pk=delivery.webhook_id, consecutive_failures__gt=0).update(
-                consecutive_failures=0
-            )
             return
         reason = outcome.error or f"http {outcome.status_code}"
         count_delivery_failure(reason)
@@ -118,17 +146,19 @@ def _record(delivery: Delivery, outcome: outbound.Outcome, now: datetime) -> Non
             extra={"webhook_id": str(delivery.webhook_id), "event_id": str(delivery.event_id)},
         )
         if now - delivery.event.created_at >= RETRY_FOR:
+            webhooks.update(consecutive_failures=F("consecutive_failures") + 1)
             rows.update(status=DeliveryStatus.FAILED, **attempt)
-            Webhook.objects.filter(pk=delivery.webhook_id).update(
-                consecutive_failures=F("consecutive_failures") + 1
-            )
-            webhook = Webhook.objects.select_for_update().get(pk=delivery.webhook_id)
-            if webhook.is_enabled and webhook.consecutive_failures >= DISABLE_AFTER_FAILED_EVENTS:
+            webhook = webhooks.select_for_update().first()  # None: deleted during the attempt
+            if (
+                webhook is not None
+                and webhook.is_enabled
+                and webhook.consecutive_failures >= DISABLE_AFTER_FAILED_EVENTS
+            ):
                 disable_webhook(webhook=webhook, now=now)
             return
         next_attempt_at = now + retry_delay(delivery.attempts + 1)
-        rows.update(next_attempt_at=next_attempt_at, **attempt)
-        enqueue_delivery(delivery.pk, run_after=next_attempt_at)
+        if rows.update(next_attempt_at=next_attempt_at, **attempt):  # 0: deleted meanwhile
+            enqueue_delivery(delivery.pk, run_after=next_attempt_at)
 
 
 def disable_webhook(*, webhook: Webhook, now: datetime) -> None:

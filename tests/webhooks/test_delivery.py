@@ -20,6 +20,7 @@ from apps.apikeys.services import revoke_key
 from apps.audit.models import AuditEvent
 from apps.webhooks import delivery as deliveries
 from apps.webhooks import outbound
+from apps.webhooks import services as webhook_services
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from apps.webhooks.urlsafety import Target
 from tests.factories import make_key
@@ -399,3 +400,69 @@ def test_a_lost_task_is_queued_again_and_a_duplicate_sends_once(make_webhook, re
     for _ in range(2):
         deliveries.attempt_delivery(str(delivery.pk))
     assert len(receiver.requests) == 1
+
+
+def test_a_delivery_stamped_by_a_clock_ahead_of_the_worker_is_queued_again_for_when_it_is_due(
+    make_webhook, receiver, project
+):
+    make_webhook(receiver.url)
+    make_key(KeyKind.SECRET, project=project)
+    delivery = only_delivery()
+    # The web process's clock ran 300 ms ahead of this worker's when it stamped the delivery.
+    due = timezone.now() + timedelta(milliseconds=300)
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=due)
+    tasks = DBTaskResult.objects.filter(task_path__endswith="deliver_webhook")
+    tasks.delete()
+
+    assert deliveries.attempt_delivery(str(delivery.pk)) == "not due: queued again"
+    assert list(tasks.values_list("run_after", flat=True)) == [due]
+
+    while timezone.now() < due:
+        time.sleep(0.05)
+    assert deliveries.attempt_delivery(str(delivery.pk)) == "delivered"
+    assert len(receiver.requests) == 1
+
+
+def test_a_task_of_an_attempt_already_made_is_not_queued_again(make_webhook, project):
+    failing = Receiver(status=500)
+    try:
+        make_webhook(failing.url)
+        make_key(KeyKind.SECRET, project=project)
+        delivery = only_delivery()
+        assert deliveries.attempt_delivery(str(delivery.pk)) == "http 500"  # retry in 7.5 s+
+        tasks = DBTaskResult.objects.filter(task_path__endswith="deliver_webhook")
+        queued = tasks.count()
+
+        assert deliveries.attempt_delivery(str(delivery.pk)) == "skipped"  # a duplicate task
+        assert tasks.count() == queued
+    finally:
+        failing.stop()
+
+
+@pytest.mark.parametrize("final", [False, True], ids=["retried", "final attempt"])
+def test_a_webhook_deleted_during_an_attempt_ends_it_quietly(
+    make_webhook, project, monkeypatch, final
+):
+    failing = Receiver(status=500)
+    try:
+        created = make_webhook(failing.url)
+        make_key(KeyKind.SECRET, project=project)
+        delivery = only_delivery()
+        if final:
+            Event.objects.update(created_at=timezone.now() - timedelta(days=2))
+        tasks = DBTaskResult.objects.filter(task_path__endswith="deliver_webhook")
+        queued = tasks.count()
+        post = outbound.post
+
+        def post_then_delete(*args, **kwargs):
+            outcome = post(*args, **kwargs)
+            webhook_services.delete_webhook(actor=None, webhook=created.webhook)
+            return outcome
+
+        monkeypatch.setattr(outbound, "post", post_then_delete)
+
+        assert deliveries.attempt_delivery(str(delivery.pk)) == "http 500"
+        assert not Delivery.objects.exists()
+        assert tasks.count() == queued  # no retry queued for what is gone
+    finally:
+        failing.stop()

@@ -24,7 +24,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from apps.accounts import twofactor
 from apps.accounts.admin_site import ThrottledAdminLoginForm
-from apps.accounts.emails import normalize_email
+from apps.accounts.emails import FOLDS_TO_ANOTHER_ADDRESS, changes_when_folded, normalize_email
 from apps.accounts.models import AuthSession, User
 from apps.accounts.services import deactivate_user, end_session, end_user_sessions
 from apps.orgs.admin import delete_membership, protect_last_owners
@@ -33,13 +33,19 @@ from core.admin import ReadOnlyAdminMixin
 from core.errors import InvalidCredentials, RateLimited
 
 
+def refuse_folding(email: str) -> str:
+    if changes_when_folded(email):
+        raise ValidationError(FOLDS_TO_ANOTHER_ADDRESS)
+    return email
+
+
 class UserCreationForm(AdminUserCreationForm):
     class Meta:
         model = User
         fields = ("email",)
 
     def clean_email(self) -> str:
-        email = normalize_email(self.cleaned_data.get("email") or "")
+        email = normalize_email(refuse_folding(self.cleaned_data.get("email") or ""))
         if User.objects.filter(email=email).exists():
             raise ValidationError("A user with this email already exists.")
         return email
@@ -51,7 +57,7 @@ class UserChangeForm(DjangoUserChangeForm):
         fields = "__all__"
 
     def clean_email(self) -> str:
-        email = normalize_email(self.cleaned_data.get("email") or "")
+        email = normalize_email(refuse_folding(self.cleaned_data.get("email") or ""))
         if User.objects.filter(email=email).exclude(pk=self.instance.pk).exists():
             raise ValidationError("A user with this email already exists.")
         return email

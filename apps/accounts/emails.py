@@ -30,3 +30,21 @@ def normalize_email(value: str) -> str:
     """
     text = unicodedata.normalize("NFKC", value).strip()
     return unicodedata.normalize("NFKC", text.casefold().replace("\u0131", "i"))
+
+
+#: Why an address that folding would change is refused (`changes_when_folded`).
+FOLDS_TO_ANOTHER_ADDRESS = (
+    "This address changes when letters are compared without case (sharp s, final sigma, "
+    "dotless i): mail for the account could go to another mailbox. Use its plain spelling."
+)
+
+
+def changes_when_folded(value: str) -> bool:
+    """True when the stored spelling (`normalize_email`) is not the address merely in lower
+    case: sharp s → `ss`, final sigma → sigma, dotless i → `i` (U+00DF, U+03C2, U+0131) name
+    other mailboxes and domains, and every mail (reset links, security notices) goes to the
+    stored spelling. Such an address is refused wherever an account or invitation is given
+    one; look-alikes that fold to the same letters (full-width, long s, Kelvin sign) are not
+    affected."""
+    text = unicodedata.normalize("NFKC", value).strip()
+    return normalize_email(text) != unicodedata.normalize("NFKC", text.lower())

@@ -76,6 +76,15 @@ def test_the_token_lives_only_in_the_email(owner, organization, mailbox, caplog)
     assert token not in caplog.text
 
 
+def test_an_invitation_to_an_address_that_folds_to_another_is_refused(owner, organization, mailbox):
+    response = invite(user_client(owner), organization, "anna@stra\u00dfe.de")
+
+    assert response.status_code == 400
+    assert "Use its plain spelling" in error_fields(response)["email"][0]
+    assert not Invitation.objects.exists()
+    assert mailbox.messages("anna@strasse.de") == []
+
+
 def test_invitations_are_valid_seven_days(owner, organization):
     body = invite(user_client(owner), organization).json()
     invitation = Invitation.objects.get(id=body["id"])

@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apps.accounts.emails import normalize_email
+from apps.accounts.emails import FOLDS_TO_ANOTHER_ADDRESS, changes_when_folded, normalize_email
 from apps.accounts.models import User
 from apps.accounts.services import authenticate_login
 from apps.orgs.models import Membership
@@ -76,6 +76,48 @@ def test_every_look_alike_spelling_normalizes_to_the_one_address(spelling):
 def test_normalizing_folds_sharp_s_and_ligatures():
     assert normalize_email("Stra\u00dfe@Example.com") == "strasse@example.com"
     assert normalize_email("\ufb01nance@example.com") == "finance@example.com"  # the fi ligature
+
+
+#: Addresses whose folded spelling names another mailbox or domain (IDNA 2008 keeps the sharp
+#: s, final sigma and dotless i apart): storing it would send the account's mail elsewhere.
+FOLDED_ELSEWHERE = {
+    "sharp-s domain": "anna@stra\u00dfe.de",
+    "capital sharp s": "anna@STRA\u1e9eE.DE",
+    "final sigma": "eleni@\u03c3\u03b1\u03c2.gr",
+    "dotless-i domain": "ayse@\u0131stanbul.example",
+    "sharp-s mailbox": "stra\u00dfe@example.de",
+}
+FOLDED = pytest.mark.parametrize("address", FOLDED_ELSEWHERE.values(), ids=FOLDED_ELSEWHERE.keys())
+
+
+@FOLDED
+def test_an_address_that_folds_to_another_is_recognised(address):
+    assert changes_when_folded(address)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [v for k, v in LOOK_ALIKES.items() if k != "dotless-i"],
+    ids=[k for k in LOOK_ALIKES if k != "dotless-i"],
+)
+def test_a_look_alike_that_folds_to_the_same_letters_is_not_refused(spelling):
+    assert not changes_when_folded(spelling)
+
+
+@FOLDED
+def test_signup_refuses_an_address_that_folds_to_another(api_client, mailbox, address):
+    response = api_client.post(
+        "/v1/auth/signup",
+        {"email": address, "password": "a-long-enough-passphrase", "organizationName": "V"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert error_fields(response)["email"] == [FOLDS_TO_ANOTHER_ADDRESS]
+    assert not User.objects.exists()
+    # the owner of the folded domain cannot reset an account that was never made
+    api_client.post("/v1/auth/password-reset", {"email": normalize_email(address)}, format="json")
+    assert mailbox.messages(normalize_email(address)) == []
 
 
 @given(st.text(max_size=40))
@@ -288,3 +330,20 @@ def test_an_email_changed_in_the_admin_is_stored_normalized(ops_client):
     assert response.status_code == 302
     user.refresh_from_db()
     assert user.email == ADDRESS
+
+
+def test_the_admin_refuses_an_address_that_folds_to_another(ops_client):
+    password = "a-brand-new-passphrase-42"
+    response = ops_client.post(
+        "/admin/accounts/user/add/",
+        {
+            "email": FOLDED_ELSEWHERE["sharp-s domain"],
+            "usable_password": "true",
+            "password1": password,
+            "password2": password,
+        },
+    )
+
+    assert response.status_code == 200
+    assert "Use its plain spelling" in response.content.decode()
+    assert User.objects.filter(is_staff=False).count() == 0

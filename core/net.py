@@ -33,12 +33,22 @@ def client_ip(request: HttpRequest) -> str | None:
 @functools.lru_cache(maxsize=1024)
 def _ip(value: str | None) -> str | None:
     """The normalized address, or None. Cached: runs on every request, for few distinct values.
-    An IPv6 zone (`fe80::1%eth0`, a link-local peer) names the server's interface, not the
-    client: dropped, so one client is one address everywhere (PostgreSQL's inet drops it)."""
+
+    One client is one spelling everywhere (usage counts, `lastUsedIp`, sessions, audit):
+    an IPv6 zone (`fe80::1%eth0`, a link-local peer) names the server's interface, not the
+    client, and is dropped (PostgreSQL's inet drops it too); an IPv4 client of a dual-stack
+    socket (`::ffff:203.0.113.7`) is its IPv4 address, which Python 3.11 would otherwise
+    write `::ffff:cb00:7107` and the databases `::ffff:203.0.113.7`.
+    """
+    if not value:
+        return None
     try:
-        return str(ipaddress.ip_address(value.strip().split("%", 1)[0])) if value else None
+        address = ipaddress.ip_address(value.strip().split("%", 1)[0])
     except ValueError:
         return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -140,6 +140,26 @@ def test_ips_seen_in_the_same_millisecond_are_listed_by_address_before_and_after
     assert live == copied == listed
 
 
+def test_an_ipv4_client_of_a_dual_stack_server_is_one_address_before_and_after_the_copy(
+    member, project
+):
+    """A server listening on `[::]` sees an IPv4 client as `::ffff:203.0.113.7`: counted,
+    copied and shown as 203.0.113.7, never as two addresses with the same requests."""
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    caller = bearer_client(plaintext)
+    url = usage_url(KeyKind.SECRET, project, api_key)
+    seen = []
+    for _ in range(2):
+        caller.get("/v1/me", REMOTE_ADDR="::ffff:203.0.113.7")
+        flush_usage()
+        body = user_client(member).get(url).json()
+        seen.append([(ip["ip"], ip["requests"]) for ip in body["recentIps"]])
+
+    assert seen == [[("203.0.113.7", 1)], [("203.0.113.7", 2)]]
+    api_key.refresh_from_db()
+    assert api_key.last_used_ip == "203.0.113.7"
+
+
 @pytest.mark.parametrize("granularity", ["minute", "HOUR", "", "hour,day", "d"])
 def test_a_bad_granularity_is_a_validation_error(member, project, granularity):
     api_key, _ = make_key(KeyKind.SECRET, project=project)

@@ -55,5 +55,11 @@ def test_ipv6_addresses_are_normalised():
 
 
 @override_settings(NUM_PROXIES=0)
+@pytest.mark.parametrize("peer", ["::ffff:203.0.113.7", "::FFFF:CB00:7107"])
+def test_an_ipv4_client_of_a_dual_stack_socket_is_its_ipv4_address(peer):
+    assert client_ip(_request(peer)) == "203.0.113.7"
+
+
+@override_settings(NUM_PROXIES=0)
 def test_no_usable_address_at_all_is_none():
     assert client_ip(_request("")) is None

@@ -231,15 +231,7 @@ def roll_key(
     if expires_at is INHERIT:
         expires_at = api_key.expires_at if api_key.expires_at and api_key.expires_at > now else None
     with transaction.atomic():
-        locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
-        if locked.status_at(now) != KeyStatus.ACTIVE:
-            raise ValidationFailed({"keyId": ["Only an active key can be rolled."]})
-        if ApiKey.objects.filter(replaces_id=locked.pk).exists():
-            # A second successor would inherit the grace's end as its expiry and die with
-            # the old key (a retried or double-submitted roll): one successor per key.
-            raise ValidationFailed(
-                {"keyId": ["This key already has a successor: roll or revoke that one instead."]}
-            )
+        locked = _locked_without_successor(api_key, now, "rolled")
         if permissions is INHERIT:  # an SDK key's: the locked set, whatever the row holds
             permissions = list(locked.permissions) if kind is not KeyKind.PUBLIC else None
         minted = mint_key(
@@ -268,29 +260,45 @@ def roll_key(
     return minted
 
 
+def _locked_without_successor(api_key: ApiKey, now: datetime, verb: str) -> ApiKey:
+    """The key's row, locked, if it is active and has no successor yet; else VALIDATION_ERROR
+    on `keyId`. One successor per key: a retried or double-submitted roll or replace would
+    otherwise mint a second live key (a rolled one's would also die with the grace)."""
+    locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+    if locked.status_at(now) != KeyStatus.ACTIVE:
+        raise ValidationFailed({"keyId": [f"Only an active key can be {verb}."]})
+    if ApiKey.objects.filter(replaces_id=locked.pk).exists():
+        raise ValidationFailed(
+            {"keyId": ["This key already has a successor: roll or revoke that one instead."]}
+        )
+    return locked
+
+
 def replace_legacy_key(
     *, actor: Any, api_key: ApiKey, request: HttpRequest | None = None
 ) -> MintedKey:
     """Mint an `ss_secret_` key for the legacy key's project, permissions and name.
 
     The legacy key keeps working until someone revokes it (or the sunset). Under an
-    organization lifetime policy the new key gets the longest expiry it allows.
+    organization lifetime policy the new key gets the longest expiry it allows. Only an
+    active legacy key without a successor (rolled or replaced before) is replaced.
     """
     if not api_key.legacy:
         raise ValidationFailed({"keyId": ["Only legacy keys are replaced this way."]})
-    if api_key.revoked_at is not None:
-        raise ValidationFailed({"keyId": ["This key was revoked."]})
-    return mint_key(
-        actor=actor,
-        kind=KeyKind.SECRET,
-        organization=api_key.organization,
-        project=api_key.project,
-        name=api_key.name,
-        permissions=list(api_key.permissions),
-        expires_at=guardrails.latest_expiry(api_key.organization, timezone.now()),
-        replaces=api_key,
-        request=request,
-    )
+    now = timezone.now()
+    with transaction.atomic():
+        _locked_without_successor(api_key, now, "replaced")
+        return mint_key(
+            actor=actor,
+            kind=KeyKind.SECRET,
+            organization=api_key.organization,
+            project=api_key.project,
+            name=api_key.name,
+            permissions=list(api_key.permissions),
+            expires_at=guardrails.latest_expiry(api_key.organization, now),
+            replaces=api_key,
+            request=request,
+        )
 
 
 #: What `PATCH <collection>/{keyId}` may change (SPEC §4.10); permissions never change.

@@ -18,13 +18,14 @@ from apps.apikeys.services import (
     LAST_USED_INTERVAL,
     mint_key,
     record_key_use,
+    replace_legacy_key,
     revoke_key,
     roll_key,
     update_key,
 )
 from apps.audit.models import AuditEvent
 from core.errors import PermissionsLocked, RateLimited, ValidationFailed
-from tests.factories import ProjectFactory, make_key
+from tests.factories import ProjectFactory, make_key, make_legacy_key
 
 pytestmark = pytest.mark.django_db
 
@@ -359,3 +360,39 @@ class TestRecordKeyUse:
         record_key_use(api_key, None, now=later)
         api_key.refresh_from_db()
         assert api_key.last_used_at == later
+
+
+def test_a_legacy_key_is_replaced_once(owner, project):
+    legacy, _ = make_legacy_key(project)
+    replace_legacy_key(actor=owner, api_key=legacy)
+
+    with pytest.raises(ValidationFailed) as refused:
+        replace_legacy_key(actor=owner, api_key=legacy)  # a reload, a second tab
+
+    assert "already has a successor" in refused.value.details["fields"]["keyId"][0]
+    assert ApiKey.objects.filter(replaces=legacy).count() == 1
+
+
+def test_a_rolled_legacy_key_is_not_replaced_as_well(owner, project):
+    legacy, _ = make_legacy_key(project)
+    roll_key(actor=owner, api_key=legacy, grace_seconds=60)
+
+    with pytest.raises(ValidationFailed):
+        replace_legacy_key(actor=owner, api_key=legacy)
+    assert ApiKey.objects.filter(replaces=legacy).count() == 1
+
+
+@pytest.mark.parametrize("ended", ["revoked", "expired"])
+def test_only_an_active_legacy_key_is_replaced(owner, project, ended):
+    legacy, _ = make_legacy_key(project)
+    if ended == "revoked":
+        revoke_key(actor=owner, api_key=legacy)
+    else:
+        ApiKey.objects.filter(pk=legacy.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    legacy.refresh_from_db()
+
+    with pytest.raises(ValidationFailed) as refused:
+        replace_legacy_key(actor=owner, api_key=legacy)
+
+    assert refused.value.details["fields"]["keyId"] == ["Only an active key can be replaced."]
+    assert not ApiKey.objects.filter(replaces=legacy).exists()

@@ -90,7 +90,12 @@ def _clean_org_name(name: Any) -> str:
 
 
 def start_session(user: User, request: HttpRequest | None = None) -> TokenPair:
+    """A new session: a log-in (sign-up, password, code step, invitation). It sets the
+    user's `last_login`, which password-reset tokens are signed over, so a reset link
+    requested before the log-in dies with it, as Django intends (refreshing does not)."""
     now = timezone.now()
+    User.objects.filter(pk=user.pk).update(last_login=now)
+    user.last_login = now
     jti = tokens.new_jti()
     session = AuthSession.objects.create(
         user=user,

@@ -152,6 +152,22 @@ def test_a_token_cannot_be_moved_to_another_user(api_client, owner, member):
     assert member.check_password(PASSWORD)
 
 
+def test_logging_in_ends_a_link_asked_for_before(api_client, owner):
+    token = make_reset_token(owner)
+    login = api_client.post(
+        "/v1/auth/login", {"email": owner.email, "password": PASSWORD}, format="json"
+    )
+    assert login.status_code == 200
+    owner.refresh_from_db()
+    assert owner.last_login is not None
+
+    response = confirm(api_client, token)
+
+    assert response.status_code == 400 and "token" in error_fields(response)
+    owner.refresh_from_db()
+    assert owner.check_password(PASSWORD)
+
+
 def test_a_weak_password_is_refused_and_the_link_still_works(api_client, owner):
     token = make_reset_token(owner)
     weak = confirm(api_client, token, "password")

@@ -75,6 +75,7 @@ def clean_log_source_settings(value: Any) -> dict[str, Any]:
 
 
 def _is_private_host(host: str) -> bool:
+    host = host.rstrip(".")  # the root label: `localhost.` and `127.0.0.1.` are the same hosts
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:

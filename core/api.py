@@ -24,8 +24,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.module_loading import import_module
+from rest_framework.exceptions import MethodNotAllowed, ParseError
 from rest_framework.exceptions import NotFound as DrfNotFound
-from rest_framework.exceptions import ParseError
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import JSONParser
@@ -125,7 +125,19 @@ class ApiView(APIView):
         """Whether a request with `key` is refused before DRF's throttle step, known
         without a query. `key`: what a process last read of the key (a guess): its rate
         limit's check is not sent ahead of the lookup then (`apps.apikeys.gate.reservation`)."""
-        return False
+        return not self.handles(self.request.method)
+
+    def handles(self, method: str) -> bool:
+        """Whether this view has a handler for `method` (HEAD: GET's, set up by Django)."""
+        name = method.lower()
+        return name in self.http_method_names and hasattr(self, name)
+
+    def check_throttles(self, request):
+        # A method the view has no handler for is 405 whatever the limits say: refused
+        # before them, it spends none of a key's rate limit (DRF would throttle, then 405).
+        if not self.handles(request.method):
+            raise MethodNotAllowed(request.method)
+        super().check_throttles(request)
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -157,7 +169,7 @@ class ProjectScopedView(ApiView):
             access_policy().project_id_for_key(key, self.request.META.get("HTTP_X_PROJECT_ID"))
         except ApiError:
             return True
-        return False
+        return super().refuses_key_early(key)
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

@@ -264,3 +264,22 @@ def test_key_management_is_refused_before_the_rate_limit_and_spends_none(project
     assert error_code(after) == "KEY_MANAGEMENT_FORBIDDEN"
     api_key.refresh_from_db()
     assert api_key.rate_limit_requests == 1
+
+
+@pytest.mark.parametrize("redis", [False, True], ids=["per process", "redis"])
+def test_a_method_the_endpoint_lacks_is_405_and_spends_no_budget(project, settings, redis):
+    if redis and not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL")
+    if not redis:
+        settings.REDIS_URL = ""
+    _api_key, plaintext = make_key(
+        KeyKind.SECRET, project=project, rate_limit={"requests": 2, "perSeconds": 60}
+    )
+    client = bearer_client(plaintext)
+
+    for _ in range(3):  # the first also seeds this process's guess of the key's limit
+        refused = client.put("/v1/analyses", {}, format="json", HTTP_X_PROJECT_ID=str(project.id))
+        assert (refused.status_code, error_code(refused)) == (405, "METHOD_NOT_ALLOWED")
+        assert refused["X-RateLimit-Remaining"] == "2"
+
+    assert [analyses(plaintext, project).status_code for _ in range(3)] == [200, 200, 429]

@@ -11,12 +11,47 @@ from django.utils import timezone
 
 from apps.invitations.models import Invitation
 from apps.orgs.models import Membership
+from core.permissions import MANAGER_ROLES, Role
 
 MAX_TOKEN_LENGTH = 128
 
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def roles_grantable_by(role: str | None) -> frozenset[str]:
+    """The roles a member with `role` may invite people as (None: not a member).
+
+    Owners and admins invite, only owners invite owners (SPEC §4.13). The one rule
+    for sending an invitation and for keeping one alive: an invitation grants its
+    role only while its inviter may still grant it (`inviter_may_still_grant`).
+    """
+    if role not in MANAGER_ROLES:
+        return frozenset()
+    if role == Role.OWNER:
+        return frozenset(Role.values)
+    return frozenset(Role.values) - {Role.OWNER}
+
+
+def inviter_may_still_grant(invitation: Invitation, *, lock: bool = False) -> bool:
+    """Whether the invitation's inviter is still a member who may invite as its role.
+
+    An invitation acts with its inviter's authority, so it lapses with it: left to
+    an owner being removed, it would let them invite their own second address and
+    come back. An inviter whose account was deleted (`invited_by` null) has no
+    authority left either. `lock` locks their membership row (inside a transaction),
+    so a removal or demotion running at the same time is either seen or waits.
+    """
+    if invitation.invited_by_id is None:
+        return False
+    memberships = Membership.objects.filter(
+        organization_id=invitation.organization_id, user_id=invitation.invited_by_id
+    )
+    if lock:
+        memberships = memberships.select_for_update()
+    role = memberships.values_list("role", flat=True).first()
+    return invitation.role in roles_grantable_by(role)
 
 
 def pending_invitations(membership: Membership) -> QuerySet[Invitation]:

@@ -10,6 +10,11 @@
   normalized email (NFKC, case-folded) equals the invited one's; to anyone else
   it does not exist (404). Inviting an address again replaces its pending
   invitation (the old link dies).
+* An invitation grants its role only while its inviter may still grant it
+  (`selectors.roles_grantable_by`): removing or demoting the inviter cancels
+  the ones they no longer could send (`_cancel_what_the_inviter_may_no_longer_send`,
+  run by `apps.orgs.services.membership_changed`), and accepting checks it
+  again, so one left pending some other way dies too (404, as a cancelled one).
 * Audit events: `member.invited`, `member.invitation_cancelled`, and
   `member.added` when the invitee joins.
 """
@@ -36,8 +41,14 @@ from apps.accounts.services import create_account, start_session
 from apps.accounts.tokens import TokenPair
 from apps.audit.services import Action, record_event
 from apps.invitations.models import Invitation
-from apps.invitations.selectors import invitation_for_token, token_digest
+from apps.invitations.selectors import (
+    invitation_for_token,
+    inviter_may_still_grant,
+    roles_grantable_by,
+    token_digest,
+)
 from apps.orgs.models import Membership
+from apps.orgs.services import on_membership_change
 from core import throttling
 from core.errors import NotFound, PermissionDenied, ValidationFailed
 from core.permissions import MANAGER_ROLES, Role
@@ -67,7 +78,7 @@ def _clean_email(value: Any) -> str:
 def _clean_role(value: Any, actor_role: str) -> str:
     if value not in Role.values:
         raise ValidationFailed({"role": [f"One of: {', '.join(Role.values)}."]})
-    if value == Role.OWNER and actor_role != Role.OWNER:
+    if value not in roles_grantable_by(actor_role):
         raise PermissionDenied(message="Only owners can invite owners.")
     return value
 
@@ -194,16 +205,62 @@ def cancel_invitation(
             raise NotFound()
         invitation.cancelled_at = now
         invitation.save(update_fields=["cancelled_at"])
-        record_event(
-            action=Action.MEMBER_INVITATION_CANCELLED,
-            organization_id=invitation.organization_id,
-            actor_user=actor_membership.user,
-            target_type="invitation",
-            target_id=invitation.id,
-            target_label=invitation.email,
-            request=request,
-            details={"role": invitation.role},
+        _record_cancelled(invitation, actor_membership.user, request, {})
+
+
+def _record_cancelled(
+    invitation: Invitation,
+    actor_user: Any,
+    request: HttpRequest | None,
+    details: dict[str, Any],
+) -> None:
+    record_event(
+        action=Action.MEMBER_INVITATION_CANCELLED,
+        organization_id=invitation.organization_id,
+        actor_user=actor_user,
+        target_type="invitation",
+        target_id=invitation.id,
+        target_label=invitation.email,
+        request=request,
+        details={"role": invitation.role} | details,
+    )
+
+
+@on_membership_change
+def _cancel_what_the_inviter_may_no_longer_send(
+    *,
+    membership: Membership,
+    role: str | None,
+    actor_user: Any,
+    request: HttpRequest | None = None,
+) -> None:
+    """Cancel the pending invitations `membership`'s user sent that `role` may not send
+    (None: they are no longer a member), in the transaction that removes or demotes them.
+
+    An invitation acts with its inviter's authority: left pending after they lose it, it
+    would still grant the role (an owner about to be removed invites their own second
+    address, which accepts and is owner again). Each is audited as a cancel by hand is,
+    with whoever removed or demoted them as actor and the reason in the details.
+    """
+    now = timezone.now()
+    invitations = list(
+        Invitation.objects.select_for_update()
+        .filter(
+            organization_id=membership.organization_id,
+            invited_by_id=membership.user_id,
+            accepted_at__isnull=True,
+            cancelled_at__isnull=True,
+            expires_at__gt=now,
         )
+        .exclude(role__in=sorted(roles_grantable_by(role)))
+        .order_by("created_at", "id")
+    )
+    if not invitations:
+        return
+    Invitation.objects.filter(pk__in=[i.pk for i in invitations]).update(cancelled_at=now)
+    reason = "inviter_removed" if role is None else "inviter_role_changed"
+    for invitation in invitations:
+        _record_cancelled(invitation, actor_user, request, {"reason": reason})
 
 
 def _uuid_or_404(value: Any) -> uuid.UUID:
@@ -233,7 +290,10 @@ def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = N
     """Join the organization with the invited role; the invitation is used up.
 
     Accepting twice is harmless (the second answer is the same membership).
-    Someone who already belongs to the organization keeps their role.
+    Someone who already belongs to the organization keeps their role. An
+    invitation whose inviter may no longer grant its role (removed, demoted, or
+    their account deleted) is refused as a cancelled one is: removing them
+    cancels it, and this also covers one left pending by any other write.
     """
     invitation = invitation_for_token(token)
     if (
@@ -249,11 +309,17 @@ def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = N
     invitation = invitation_for_user(token, user)
     now = timezone.now()
     with transaction.atomic():
+        # The inviter's membership is locked before the invitation, in the order removing
+        # or demoting them takes (membership, then their invitations): a concurrent change
+        # either commits first and is seen here, or waits until this accept is done.
+        inviter_may_grant = inviter_may_still_grant(invitation, lock=True)
         locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
         # Under the lock, the token must still be the invitation's: a retried email may
         # have replaced it (`_invitation_letter_again`) since the lookup.
-        if not locked.is_pending(now) or not hmac.compare_digest(
-            locked.token_digest, invitation.token_digest
+        if (
+            not inviter_may_grant
+            or not locked.is_pending(now)
+            or not hmac.compare_digest(locked.token_digest, invitation.token_digest)
         ):
             raise NotFound("This invitation does not exist, has expired or was already used.")
         membership, created = Membership.objects.get_or_create(
@@ -282,7 +348,9 @@ def sign_up_and_accept(
 ) -> tuple[Membership, TokenPair]:
     """A new account for the invited email, in the organization at once, logged in."""
     invitation = invitation_for_token(token)
-    if invitation is None or not invitation.is_pending():
+    # An inviter's lapsed authority is checked before the account is made, so such an
+    # invitation answers as a cancelled one does (`accept_invitation` checks it again).
+    if invitation is None or not invitation.is_pending() or not inviter_may_still_grant(invitation):
         raise NotFound("This invitation does not exist, has expired or was already used.")
     with transaction.atomic():
         user = create_account(email=invitation.email, password=password, request=request)

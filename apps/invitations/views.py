@@ -21,7 +21,7 @@ from apps.accounts.emails import normalize_email
 from apps.accounts.views import start_page_session, throttled_message
 from apps.invitations import services
 from apps.invitations.forms import InvitationSignupForm, InviteForm
-from apps.invitations.selectors import invitation_for_token
+from apps.invitations.selectors import invitation_for_token, inviter_may_still_grant
 from apps.orgs.access import membership_for, require_manager
 from apps.orgs.views import members_page
 from core.decorators import dashboard_page
@@ -84,7 +84,7 @@ def _invalid(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
     invitation = invitation_for_token(token)
-    if invitation is None or not invitation.is_pending():
+    if invitation is None or not invitation.is_pending() or not inviter_may_still_grant(invitation):
         return _invalid(request)
     principal = request.principal
     if principal is not None:

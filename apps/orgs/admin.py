@@ -21,7 +21,7 @@ from django.forms.models import BaseInlineFormSet
 
 from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization
-from apps.orgs.services import record_membership_event
+from apps.orgs.services import membership_changed, record_membership_event
 from apps.projects.models import Project
 from apps.projects.services import record_project_created
 from core.permissions import Role
@@ -70,12 +70,16 @@ def save_membership(request, membership: Membership, previous_role: str | None) 
         record_membership_event(
             Action.MEMBER_ROLE_CHANGED, membership, request.user, request, details
         )
+        membership_changed(
+            membership=membership, role=membership.role, actor_user=request.user, request=request
+        )
 
 
 def delete_membership(request, membership: Membership) -> None:
     membership.delete()
     details = {"role": membership.role}
     record_membership_event(Action.MEMBER_REMOVED, membership, request.user, request, details)
+    membership_changed(membership=membership, role=None, actor_user=request.user, request=request)
 
 
 class MembershipInlineFormSet(BaseInlineFormSet):

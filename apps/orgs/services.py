@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -77,6 +78,36 @@ def record_membership_event(
         request=request,
         details=details,
     )
+
+
+#: name -> what an app above does when a member is removed or their role changes (see
+#: `on_membership_change`); apps/orgs cannot import them (imports run one way).
+_membership_hooks: dict[str, Callable[..., None]] = {}
+
+
+def on_membership_change(hook: Callable[..., None]) -> Callable[..., None]:
+    """Register `hook(*, membership, role, actor_user, request)`, run by `membership_changed`.
+
+    For what an app above holds on a member's authority and must not outlive it
+    (`apps.invitations`: the invitations they sent). `role` is their role from now
+    on, None once they are no longer a member.
+    """
+    _membership_hooks[f"{hook.__module__}.{hook.__qualname__}"] = hook
+    return hook
+
+
+def membership_changed(
+    *,
+    membership: Membership,
+    role: str | None,
+    actor_user: Any,
+    request: HttpRequest | None = None,
+) -> None:
+    """Run the `on_membership_change` hooks; call it in the transaction that removes the
+    member (`role` None) or changes their role, after its audit event, so what the hooks
+    undo goes with the change or not at all."""
+    for hook in _membership_hooks.values():
+        hook(membership=membership, role=role, actor_user=actor_user, request=request)
 
 
 def _lock_for_change(
@@ -162,6 +193,9 @@ def change_member_role(
             request,
             {"from": previous, "to": role},
         )
+        membership_changed(
+            membership=target, role=role, actor_user=actor_membership.user, request=request
+        )
     return target
 
 
@@ -176,6 +210,10 @@ def remove_member(
         target.delete()
         record_membership_event(
             Action.MEMBER_REMOVED, target, actor_membership.user, request, {"role": target.role}
+        )
+        # Leaving (removing oneself) is a removal too.
+        membership_changed(
+            membership=target, role=None, actor_user=actor_membership.user, request=request
         )
 
 

@@ -13,11 +13,15 @@ from core.errors import NotFound, PermissionDenied, ProjectNotFound
 
 
 def login_required_page(view):
-    """Dashboard pages need a session; otherwise /login/ with the way back remembered."""
+    """Dashboard pages need a session; otherwise /login/ with the way back remembered.
+    Only a page's way back: a form's action URL answers POST only, and after the log-in
+    the browser would GET it (405)."""
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         if request.principal is None:
+            if request.method not in ("GET", "HEAD"):
+                return redirect("/login/")
             return redirect("/login/?" + urlencode({"next": request.get_full_path()}))
         return view(request, *args, **kwargs)
 

@@ -234,6 +234,25 @@ def test_anonymous_home_redirects_to_login():
     assert response["Location"] == "/login/?next=%2F"
 
 
+def test_an_anonymous_form_post_logs_in_without_a_way_back_to_the_post_only_url(project):
+    key, _ = make_key(KeyKind.SECRET, project=project)
+
+    response = Client().post(f"/projects/{project.id}/api-keys/{key.id}/revoke/")
+
+    assert response.status_code == 302 and response["Location"] == "/login/"
+
+
+def test_a_page_answering_a_form_offers_log_in_again_without_its_action_url(owner, project):
+    key, _ = make_key(KeyKind.SECRET, project=project)
+    client = logged_in(owner)
+
+    page = html(client.post(f"/projects/{project.id}/api-keys/{key.id}/roll/", {"nonce": "x"}))
+    shown = html(client.get(f"/projects/{project.id}/api-keys/"))
+
+    assert 'href="/login/">Log in again' in page
+    assert f'href="/login/?next=/projects/{project.id}/api-keys/">Log in again' in shown
+
+
 def test_missing_access_cookie_is_silently_refreshed(owner):
     client = logged_in(owner)
     del client.cookies[ACCESS_COOKIE]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -64,6 +64,21 @@ class User(AbstractBaseUser, PermissionsMixin):
         # Model forms (the admin's) store the normalized spelling too.
         super().clean()
         self.email = normalize_email(self.email or "")
+
+    def check_password(self, raw_password: str | None) -> bool:
+        """Django's check, which re-hashes a right password stored with an older hasher or
+        older parameters. A session is tied to the hash (`password_fingerprint`), so that
+        upgrade, not a change of password, would end every session of the user at their
+        next log-in anywhere: the open sessions are moved to the new hash with it."""
+        fingerprint = self.get_session_auth_hash()
+        with transaction.atomic():
+            matches = super().check_password(raw_password)
+            upgraded = self.get_session_auth_hash()
+            if matches and upgraded != fingerprint:
+                AuthSession.objects.filter(
+                    user=self, ended_at__isnull=True, password_fingerprint=fingerprint
+                ).update(password_fingerprint=upgraded)
+        return matches
 
 
 class AuthSession(models.Model):

@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.hashers import make_password
 from django.core import mail as django_mail
 from django.test import Client
 from django.utils import timezone
@@ -221,6 +222,37 @@ def test_changing_the_password_logs_out_other_sessions_and_keeps_this_one(owner)
     assert client.get("/account/").status_code == 200
     assert AuthSession.objects.filter(user=owner, ended_at__isnull=True).count() == 1
     assert [m.subject for m in django_mail.outbox] == ["Your SigSentry password was changed"]
+
+
+def test_a_password_hash_upgraded_at_log_in_keeps_the_other_sessions(api_client, owner):
+    """Django re-hashes a right password stored with a hasher it no longer prefers (here
+    PBKDF2); the password did not change, so no session ends."""
+    owner.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    owner.save(update_fields=["password"])
+    other = services.start_session(owner)
+
+    login = api_client.post(
+        "/v1/auth/login", {"email": owner.email, "password": PASSWORD}, format="json"
+    )
+
+    assert login.status_code == 200
+    owner.refresh_from_db()
+    assert not owner.password.startswith("pbkdf2_sha256")  # the preferred hasher now
+    assert bearer_client(other.access).get("/v1/me").status_code == 200
+    assert bearer_client(login.json()["access"]).get("/v1/me").status_code == 200
+    assert AuthSession.objects.filter(user=owner, ended_at__isnull=True).count() == 2
+
+
+def test_a_wrong_password_upgrades_nothing(owner):
+    owner.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    owner.save(update_fields=["password"])
+    other = services.start_session(owner)
+
+    assert not owner.check_password("not-the-password")
+
+    owner.refresh_from_db()
+    assert owner.password.startswith("pbkdf2_sha256")
+    assert bearer_client(other.access).get("/v1/me").status_code == 200
 
 
 def test_a_wrong_current_password_changes_nothing(owner):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, QueryDict
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -32,9 +32,10 @@ ROW_DAYS = 30
 UNUSED_CHOICES = (30, 90)
 
 
-def unused_days(request: HttpRequest) -> int | None:
-    """The list's `?unused=` filter: 30 or 90 days, or None (every key)."""
-    raw = request.GET.get("unused", "")
+def unused_days(params: QueryDict) -> int | None:
+    """The list's `unused` filter (its query, or a row form's hidden field): 30 or 90 days,
+    or None (every key)."""
+    raw = params.get("unused", "")
     return int(raw) if raw in {str(days) for days in UNUSED_CHOICES} else None
 
 

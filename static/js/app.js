@@ -97,6 +97,14 @@
     });
   }
 
+  /* A key list re-drawn by a failed row action (the error on the key's row) is served at
+     the action's address: show the list's own (data-list-url), so that its relative links
+     (pagination) lead somewhere and a reload shows the list instead of posting again. */
+  var listed = document.querySelector("[data-list-url]");
+  if (listed && window.history && window.history.replaceState) {
+    window.history.replaceState(null, "", listed.getAttribute("data-list-url"));
+  }
+
   /* Form dialogs ("Edit limits"): <button data-dialog-open="dialog-id"> opens a native
      <dialog> as a modal; one rendered with server-side errors (data-dialog-autoopen) opens
      at once, so the errors show next to their fields. Cancel is formmethod="dialog". */

@@ -36,6 +36,7 @@ from apps.apikeys.views.page import (
     managed_key,
     page_collection,
     render_page,
+    row_failed,
 )
 from apps.orgs import services as org_services
 from apps.orgs.access import membership_for
@@ -102,11 +103,11 @@ def _mint_from_row(
         return already_submitted(request, collection)
     error = "This form expired; try again." if nonce == "invalid" else form_error
     if error:
-        return render_page(request, collection, row_errors={api_key.id: error})
+        return row_failed(request, collection, api_key, error)
     try:
         minted = mint()
     except (ValidationFailed, RateLimited) as exc:
-        return render_page(request, collection, row_errors={api_key.id: first_message(exc)})
+        return row_failed(request, collection, api_key, first_message(exc))
     return render_page(request, collection, minted=minted, minted_how=how, previous=api_key)
 
 
@@ -162,9 +163,7 @@ def key_origins(request: HttpRequest, kind: KeyKind, key_id, project_id=None, or
     collection, api_key = managed_key(request, kind, key_id, project_id, org_id)
     form = OriginsForm(request.POST)
     if not form.is_valid():
-        return render_page(
-            request, collection, row_errors={api_key.id: form.errors["allowed_origins"][0]}
-        )
+        return row_failed(request, collection, api_key, form.errors["allowed_origins"][0])
     origins = origins_from_text(form.cleaned_data["allowed_origins"])
     try:
         services.update_key(
@@ -174,7 +173,7 @@ def key_origins(request: HttpRequest, kind: KeyKind, key_id, project_id=None, or
             request=request,
         )
     except ValidationFailed as exc:
-        return render_page(request, collection, row_errors={api_key.id: first_message(exc)})
+        return row_failed(request, collection, api_key, first_message(exc))
     if origins:
         messages.success(
             request, f"“{api_key.name}” now works only from {', '.join(api_key.allowed_origins)}."
@@ -200,12 +199,12 @@ def key_limits(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
             )
         except ValidationFailed as exc:
             if "keyId" in exc.details["fields"]:  # revoked or expired meanwhile: no dialog left
-                return render_page(request, collection, row_errors={api_key.id: first_message(exc)})
+                return row_failed(request, collection, api_key, first_message(exc))
             form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
         else:
             messages.success(request, f"Saved the limits of “{api_key.name}”.")
             return redirect(collection.url)
-    return render_page(request, collection, failed_limits=(api_key.id, form))
+    return row_failed(request, collection, api_key, limits=form)
 
 
 @dashboard_page

@@ -3,17 +3,22 @@ a row action's key, and the page rendered with a minted key, a form's errors or 
 
 A minted key is rendered into this one response only, `Cache-Control: no-store`
 (see `apps.apikeys.views.actions`).
+
+A row's form carries the list it was drawn on (hidden `page` and `unused`): a failed row
+action re-renders that list, so that the key's row, with its error, is on the page.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.core.paginator import Page, Paginator
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
@@ -84,11 +89,35 @@ class KeyRow:
     project_labels: list[str] = field(default_factory=list)
     #: Its 30-day request chart (`usage_views.add_row_usage`).
     usage: Chart | None = None
-    #: Rolled: it has a successor (its row then offers no second roll).
+    #: Rolled: it has a successor (its row then offers no second roll or replacement).
     rolled: bool = False
+    #: The message of a failed row action on this key.
+    error: str = ""
 
 
-def _rows(keys, now, collection: Collection, projects=(), failed_limits=None) -> list[KeyRow]:
+@dataclass
+class RowFailure:
+    """A row action that failed: its key, and the message for its row or the "Edit limits"
+    form with its errors (the row's dialog reopens with them)."""
+
+    key: ApiKey
+    message: str = ""
+    limits: LimitsForm | None = None
+
+    def shown_on(self, rows: list[KeyRow]) -> bool:
+        """Whether its row is drawn and can show it: a dialog only on a manageable row."""
+        row = next((row for row in rows if row.key.id == self.key.id), None)
+        return row is not None and (self.limits is None or row.limits is self.limits)
+
+    def summary(self) -> str:
+        """One line naming the key and the problem, for the page when its row cannot."""
+        problem = self.message
+        if self.limits is not None and self.limits.errors:
+            problem = next(iter(self.limits.errors.values()))[0]
+        return f"“{self.key.name}” ({self.key.prefix}…): {problem or 'nothing was changed.'}"
+
+
+def _rows(keys, now, collection: Collection, projects=(), failure=None) -> list[KeyRow]:
     rows = []
     organization = collection.organization
     project_names = {str(p.id): p.name for p in projects}
@@ -105,6 +134,9 @@ def _rows(keys, now, collection: Collection, projects=(), failed_limits=None) ->
             manageable=collection.can_manage and status == KeyStatus.ACTIVE,
             project_labels=[project_names.get(pid, "a deleted project") for pid in key.project_ids],
         )
+        failed = failure is not None and failure.key.id == key.id
+        if failed:
+            row.error = failure.message
         if key.rate_limit_requests is not None:
             row.rate_label = guardrails.rate_limit_label(
                 key.rate_limit_requests, key.rate_limit_seconds
@@ -114,8 +146,8 @@ def _rows(keys, now, collection: Collection, projects=(), failed_limits=None) ->
                 key.expires_at, organization, key.created_at
             )
         if row.manageable:
-            if failed_limits is not None and failed_limits[0] == key.id:
-                row.limits = failed_limits[1]
+            if failed and failure.limits is not None:
+                row.limits = failure.limits
             else:
                 row.limits = LimitsForm.for_key(key, collection.kind, projects)
             row.roll_expiry = _roll_expiry(key, collection, now)
@@ -197,6 +229,61 @@ PAGE_TEXT = {
 }
 
 
+@dataclass(frozen=True)
+class ListState:
+    """Which list the page shows: a page number as sent (the paginator reads it: anything
+    but a page number is page 1, past the end the last page) and the unused filter."""
+
+    page: str | None = None
+    unused: int | None = None
+
+
+def list_state(params: QueryDict) -> ListState:
+    """The list named by the page's query, or by a row form's hidden fields."""
+    return ListState(params.get("page"), usage_views.unused_days(params))
+
+
+def _paginator(collection: Collection, unused: int | None, now) -> Paginator:
+    keys = usage_views.only_unused(collection.keys(), unused, now)
+    return Paginator(keys.select_related("replaces"), PER_PAGE)
+
+
+def _page_number_of(keys: QuerySet, key: ApiKey) -> int | None:
+    """The page of `keys` (newest first, as `keys_in_collection` orders them) holding `key`;
+    None if it is not among them."""
+    if not keys.filter(pk=key.pk).exists():
+        return None
+    newer = keys.filter(
+        Q(created_at__gt=key.created_at) | Q(created_at=key.created_at, id__gt=key.id)
+    ).count()
+    return newer // PER_PAGE + 1
+
+
+def _list_page(
+    collection: Collection, state: ListState, now, failure: RowFailure | None
+) -> tuple[int | None, Page]:
+    """The filter and page to draw. For a failed row action, one holding its key, for the
+    error to show on its row: the page its form was on, or, if the key is no longer there
+    (newer keys pushed it on, or it left the filter: revoked, used), the page that holds it
+    now, under the filter or else among all keys."""
+    page = _paginator(collection, state.unused, now).get_page(state.page)
+    if failure is None or any(key.id == failure.key.id for key in page):
+        return state.unused, page
+    for unused in dict.fromkeys((state.unused, None)):
+        paginator = _paginator(collection, unused, now)
+        number = _page_number_of(paginator.object_list, failure.key)
+        if number is not None:
+            return unused, paginator.page(number)
+    return state.unused, page
+
+
+def _list_url(collection: Collection, unused: int | None, page: Page) -> str:
+    """The address of the list drawn, for the page to show instead of a row action's
+    (static/js/app.js): its relative links (pagination) and a reload then work."""
+    query = ({"unused": unused} if unused else {}) | {"page": page.number}
+    return f"{collection.url}?{urlencode(query)}"
+
+
 def render_page(
     request: HttpRequest,
     collection: Collection,
@@ -205,17 +292,18 @@ def render_page(
     minted: services.MintedKey | None = None,
     minted_how: str = "created",
     previous: ApiKey | None = None,
-    row_errors: dict | None = None,
-    failed_limits: tuple | None = None,
+    failure: RowFailure | None = None,
     policy_form: PolicyForm | None = None,
 ) -> HttpResponse:
     now = timezone.now()
-    unused = usage_views.unused_days(request)
-    keys = usage_views.only_unused(collection.keys(), unused, now)
-    page = Paginator(keys.select_related("replaces"), PER_PAGE).get_page(request.GET.get("page"))
+    # Other renders keep today's list: the URL's (page 1 after a POST to the collection).
+    state = list_state(request.POST if failure else request.GET)
+    unused, page = _list_page(collection, state, now, failure)
     projects = confinable_projects(collection)
-    rows = _rows(page, now, collection, projects, failed_limits)
+    rows = _rows(page, now, collection, projects, failure)
     usage_views.add_row_usage(rows, now)
+    if failure is not None and not failure.shown_on(rows):
+        messages.error(request, failure.summary())
     context = {
         "collection": collection,
         "kind": collection.kind.name.lower(),
@@ -233,13 +321,25 @@ def render_page(
         "minted_how": minted_how,
         "previous": previous,
         "sunset_at": settings.LEGACY_KEYS_SUNSET_AT,
-        "row_errors": row_errors or {},
+        "list_url": _list_url(collection, unused, page) if failure else "",
         "nonce": issue_nonce(request) if collection.can_manage else "",
     }
     response = render(request, "apikeys/keys.html", context)
     if minted is not None:
         response["Cache-Control"] = "no-store"
     return response
+
+
+def row_failed(
+    request: HttpRequest,
+    collection: Collection,
+    api_key: ApiKey,
+    message: str = "",
+    *,
+    limits: LimitsForm | None = None,
+) -> HttpResponse:
+    """A row action's failure, shown on the key's row of the list its form was on."""
+    return render_page(request, collection, failure=RowFailure(api_key, message, limits))
 
 
 def first_message(exc: ApiError) -> str:

@@ -39,17 +39,19 @@ def inviter_may_still_grant(invitation: Invitation, *, lock: bool = False) -> bo
 
     An invitation acts with its inviter's authority, so it lapses with it: left to
     an owner being removed, it would let them invite their own second address and
-    come back. An inviter whose account was deleted (`invited_by` null) has no
-    authority left either. `lock` locks their membership row (inside a transaction),
+    come back. An inviter whose account was deleted (`invited_by` null) or deactivated
+    has no authority left either. `lock` locks their membership row (inside a transaction),
     so a removal or demotion running at the same time is either seen or waits.
     """
     if invitation.invited_by_id is None:
         return False
     memberships = Membership.objects.filter(
-        organization_id=invitation.organization_id, user_id=invitation.invited_by_id
+        organization_id=invitation.organization_id,
+        user_id=invitation.invited_by_id,
+        user__is_active=True,
     )
     if lock:
-        memberships = memberships.select_for_update()
+        memberships = memberships.select_for_update(of=("self",))  # not the user row
     role = memberships.values_list("role", flat=True).first()
     return invitation.role in roles_grantable_by(role)
 

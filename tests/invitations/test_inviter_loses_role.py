@@ -183,7 +183,7 @@ def test_accepting_refuses_what_a_demoted_inviter_may_no_longer_send(owner, orga
     assert accept(UserFactory(email="staff@example.com"), member_token).json()["role"] == "member"
 
 
-@pytest.mark.parametrize("lapse", ["removed", "account_deleted"])
+@pytest.mark.parametrize("lapse", ["removed", "account_deleted", "account_deactivated"])
 def test_accepting_refuses_an_invitation_whose_inviter_is_gone(lapse, owner, organization, mailbox):
     co_owner = another(organization, Role.OWNER)
     reference = cancelled_answer(co_owner, organization, mailbox)
@@ -193,6 +193,8 @@ def test_accepting_refuses_an_invitation_whose_inviter_is_gone(lapse, owner, org
     # Around the service: nothing cancels the invitation.
     if lapse == "removed":
         Membership.objects.filter(organization=organization, user=owner).delete()
+    elif lapse == "account_deactivated":
+        User.objects.filter(pk=owner.pk).update(is_active=False)
     else:
         owner.delete()  # the invitation stays, `invited_by` set to null
         assert Invitation.objects.get(id=invitation_id).invited_by is None

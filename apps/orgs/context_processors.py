@@ -31,12 +31,27 @@ class OrgEntry:
         return f"/orgs/{self.organization.id}/api-keys/"
 
 
+#: A key page's own URL names (a key's detail page, its actions) and the sidebar entry of
+#: its collection; the most specific prefix first (`apps/apikeys/urls.py`).
+_KEY_SECTIONS = (("org-api-key", "org-api-keys"), ("sdk-key", "sdk-keys"), ("api-key", "api-keys"))
+
+
+def section_of(url_name: str) -> str:
+    """The sidebar entry a page belongs to: a key's page or a row action's answer is
+    under its collection."""
+    for prefix, section in _KEY_SECTIONS:
+        if url_name.startswith(prefix):
+            return section
+    return url_name
+
+
 @dataclass
 class Nav:
     email: str
     orgs: list[OrgEntry]
     current: OrgEntry | None
     project: Project | None
+    #: The sidebar entry of the page (`section_of` its URL name).
     url_name: str
 
 
@@ -64,7 +79,7 @@ def dashboard_nav(request) -> Nav:
         orgs=list(orgs.values()),
         current=current,
         project=project,
-        url_name=match.url_name if match else "",
+        url_name=section_of(match.url_name or "") if match else "",
     )
     request.dashboard_nav_cache = nav
     return nav

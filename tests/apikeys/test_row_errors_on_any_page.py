@@ -276,3 +276,22 @@ def test_a_replaced_legacy_key_offers_no_second_replacement(client, project):
     assert ">Replace<" not in row
     assert ">Replaced<" in row
     assert ">Edit limits<" in row and ">Revoke<" in row
+
+
+@pytest.mark.parametrize("kind", list(KeyKind), ids=[kind.name.lower() for kind in KeyKind])
+def test_a_keys_own_page_and_a_refused_action_keep_the_collection_current_in_the_sidebar(
+    owner, project, organization, kind
+):
+    api_key, _ = make_key(kind, project=project)
+    collection = (
+        f"/orgs/{organization.id}/api-keys/"
+        if kind is KeyKind.ORGANIZATION
+        else f"/projects/{project.id}/{'sdk-keys' if kind is KeyKind.PUBLIC else 'api-keys'}/"
+    )
+    client = logged_in(owner)
+    current = rf'<a href="{re.escape(collection)}" aria-current="page">'
+
+    detail = html(client.get(f"{collection}{api_key.id}/"))
+    refused = html(client.post(f"{collection}{api_key.id}/roll/", {"grace_seconds": "12345"}))
+
+    assert re.search(current, detail) and re.search(current, refused)

@@ -370,6 +370,16 @@ CORS_ALLOW_CREDENTIALS = False
 CORS_ALLOW_HEADERS = ["authorization", "content-type", "x-project-id"]
 CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
 CORS_PREFLIGHT_MAX_AGE = 600
+# What a browser script may read of an answer (a rate-limited SDK key's budget, when to retry,
+# a legacy key's end), as GitHub's API exposes them.
+CORS_EXPOSE_HEADERS = [
+    "Retry-After",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "Deprecation",
+    "Sunset",
+]
 
 # Throttle rates: (requests, seconds).
 THROTTLE_RATES = {

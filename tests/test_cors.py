@@ -131,3 +131,23 @@ def test_create_from_an_allowed_origin_works_across_origins(api_client, sdk_key,
     )
     assert response.status_code == 201
     assert response[ACAO] == APP
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["any origin", "origin-bound"])
+def test_a_browser_script_may_read_the_rate_limit_and_retry_headers(api_client, project, bound):
+    """Without Access-Control-Expose-Headers a browser hides them from the page's script."""
+    _api_key, key = make_key(
+        KeyKind.PUBLIC,
+        project=project,
+        allowed_origins=[APP] if bound else [],
+        rate_limit={"requests": 1, "perSeconds": 60},
+    )
+
+    answers = [get_analyses(api_client, key, APP) for _ in range(2)]
+
+    assert [answer.status_code for answer in answers] == [200, 429]
+    for answer in answers:
+        assert answer[ACAO] == (APP if bound else "*")
+        exposed = listed(answer["Access-Control-Expose-Headers"])
+        assert {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"} <= exposed
+        assert {"retry-after", "deprecation", "sunset"} <= exposed

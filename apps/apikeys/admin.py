@@ -79,7 +79,7 @@ class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
     readonly_fields = fields
     exclude = ("digest",)
-    actions = ("revoke_keys",)
+    actions = ("revoke",)  # SPEC §6: "a `Revoke` action"
 
     @admin.display(description="Status")
     def status(self, obj: ApiKey) -> str:
@@ -88,8 +88,8 @@ class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def has_revoke_permission(self, request) -> bool:
         return request.user.has_perm("apikeys.change_apikey")
 
-    @admin.action(description="Revoke selected keys", permissions=["revoke"])
-    def revoke_keys(self, request, queryset) -> None:
+    @admin.action(description="Revoke", permissions=["revoke"])
+    def revoke(self, request, queryset) -> None:
         revoked = 0
         for api_key in queryset.filter(revoked_at__isnull=True):
             revoke_key(actor=request.user, api_key=api_key, request=request, reason="admin")

@@ -272,7 +272,7 @@ def run_scenario(run: Run) -> None:
     admin_client.get("/admin/apikeys/apikey/")
     admin_client.get(f"/admin/apikeys/apikey/{org_key_id}/change/")
     admin_client.post(
-        "/admin/apikeys/apikey/", {"action": "revoke_keys", "_selected_action": [org_key_id]}
+        "/admin/apikeys/apikey/", {"action": "revoke", "_selected_action": [org_key_id]}
     )
     assert ApiKey.objects.get(id=org_key_id).revoked_at is not None
     assert run.api("get", "/v1/me", token=org_key).status_code == 401

@@ -2,8 +2,9 @@
 
 * `ErrorSerializer` is the SPEC §3 error body; `error_responses()` attaches it
   to the statuses an operation can answer.
-* `IdPathAutoSchema` types the `*_id` path variables as UUIDs; `paginated()` and
-  `PAGE_PARAMETERS` describe the `{results, next}` lists.
+* `IdPathAutoSchema` types the `*_id` path variables as UUIDs, and the
+  `name_path_variables_as_spec` hook names them as SPEC.md does (`{projectId}`, `{id}`);
+  `paginated()` and `PAGE_PARAMETERS` describe the `{results, next}` lists.
 * `request_keywords()` adds to a request body what drf-spectacular cannot read from
   the fields (`additionalProperties: false` for a body whose unknown fields are
   refused, `minProperties`); the `add_request_keywords` hook writes them in.
@@ -106,6 +107,39 @@ def add_request_keywords(result, generator, request, public):
         keywords = schema.pop(REQUEST_KEYWORDS, None)
         if keywords and name.endswith("Request"):
             schema.update(keywords)
+    return result
+
+
+#: Path variables as SPEC.md writes them; the URL patterns name them for the views' keyword
+#: arguments (`org_id`). Any other `*_id` is the path's own object, `{id}` in SPEC.md.
+SPEC_PATH_VARIABLES = {
+    "org_id": "orgId",
+    "project_id": "projectId",
+    "key_id": "keyId",
+    "user_id": "userId",
+}
+
+
+def name_path_variables_as_spec(result, generator, request, public):
+    """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS): the document's path
+    templates and path parameters named as in SPEC.md (`/v1/projects/{projectId}/sdk-keys`,
+    `.../webhooks/{id}`), the names clients and their generated code look up."""
+    paths = {}
+    for template, item in result.get("paths", {}).items():
+        names = {
+            name: SPEC_PATH_VARIABLES.get(name, "id")
+            for name in uritemplate.variables(template)
+            if name.endswith("_id")
+        }
+        assert len(set(names.values())) == len(names), f"two path variables named alike: {template}"
+        for name, spec_name in names.items():
+            template = template.replace(f"{{{name}}}", f"{{{spec_name}}}")
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter["name"] in names:
+                    parameter["name"] = names[parameter["name"]]
+        paths[template] = item
+    result["paths"] = paths
     return result
 
 

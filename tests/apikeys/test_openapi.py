@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 from apps.accounts import services as account_services
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.services import Action, record_event
+from core.openapi import SPEC_PATH_VARIABLES
 from tests.apikeys.openapi_helpers import validator
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, collection_url, cookie_client, key_url, user_client
@@ -31,23 +32,23 @@ MANAGEMENT_AND_AUTH_OPERATIONS = {
     "/v1/auth/logout": {"post"},
     "/v1/me": {"get"},
     "/v1/organizations": {"get", "post"},
-    "/v1/organizations/{org_id}": {"patch"},
-    "/v1/organizations/{org_id}/projects": {"get", "post"},
-    "/v1/organizations/{org_id}/members": {"get", "post"},
-    "/v1/organizations/{org_id}/members/{user_id}": {"patch", "delete"},
-    "/v1/projects/{project_id}/sdk-keys": {"get", "post"},
-    "/v1/projects/{project_id}/sdk-keys/{key_id}": {"get", "patch"},
-    "/v1/projects/{project_id}/sdk-keys/{key_id}/revoke": {"post"},
-    "/v1/projects/{project_id}/sdk-keys/{key_id}/roll": {"post"},
-    "/v1/projects/{project_id}/api-keys": {"get", "post"},
-    "/v1/projects/{project_id}/api-keys/{key_id}": {"get", "patch"},
-    "/v1/projects/{project_id}/api-keys/{key_id}/revoke": {"post"},
-    "/v1/projects/{project_id}/api-keys/{key_id}/roll": {"post"},
-    "/v1/organizations/{org_id}/api-keys": {"get", "post"},
-    "/v1/organizations/{org_id}/api-keys/{key_id}": {"get", "patch"},
-    "/v1/organizations/{org_id}/api-keys/{key_id}/revoke": {"post"},
-    "/v1/organizations/{org_id}/api-keys/{key_id}/roll": {"post"},
-    "/v1/organizations/{org_id}/audit-events": {"get"},
+    "/v1/organizations/{orgId}": {"patch"},
+    "/v1/organizations/{orgId}/projects": {"get", "post"},
+    "/v1/organizations/{orgId}/members": {"get", "post"},
+    "/v1/organizations/{orgId}/members/{userId}": {"patch", "delete"},
+    "/v1/projects/{projectId}/sdk-keys": {"get", "post"},
+    "/v1/projects/{projectId}/sdk-keys/{keyId}": {"get", "patch"},
+    "/v1/projects/{projectId}/sdk-keys/{keyId}/revoke": {"post"},
+    "/v1/projects/{projectId}/sdk-keys/{keyId}/roll": {"post"},
+    "/v1/projects/{projectId}/api-keys": {"get", "post"},
+    "/v1/projects/{projectId}/api-keys/{keyId}": {"get", "patch"},
+    "/v1/projects/{projectId}/api-keys/{keyId}/revoke": {"post"},
+    "/v1/projects/{projectId}/api-keys/{keyId}/roll": {"post"},
+    "/v1/organizations/{orgId}/api-keys": {"get", "post"},
+    "/v1/organizations/{orgId}/api-keys/{keyId}": {"get", "patch"},
+    "/v1/organizations/{orgId}/api-keys/{keyId}/revoke": {"post"},
+    "/v1/organizations/{orgId}/api-keys/{keyId}/roll": {"post"},
+    "/v1/organizations/{orgId}/audit-events": {"get"},
     "/v1/leaked-keys": {"post"},
 }
 CREDENTIAL_FREE = {"/v1/auth/signup", "/v1/auth/login", "/v1/auth/refresh", "/v1/leaked-keys"}
@@ -62,10 +63,17 @@ def document(django_db_blocker) -> dict[str, Any]:
     return response.json()
 
 
+def spec_name(variable: str) -> str:
+    """A URL pattern's variable as the document (and SPEC.md) names it."""
+    if variable.endswith("_id"):
+        return SPEC_PATH_VARIABLES.get(variable, "id")
+    return variable
+
+
 def assert_matches(document: dict, response, status: int | None = None) -> None:
     """The response body is valid against the schema the document gives for it."""
     path, method = response.wsgi_request.resolver_match.route, response.wsgi_request.method
-    template = "/" + re.sub(r"<str:(\w+)>", r"{\1}", path)
+    template = "/" + re.sub(r"<str:(\w+)>", lambda m: "{" + spec_name(m[1]) + "}", path)
     operation = document["paths"][template][method.lower()]
     content = operation["responses"][str(status or response.status_code)]["content"]
     schema = content["application/json"]["schema"]
@@ -88,13 +96,13 @@ def test_schema_describes_every_auth_and_management_endpoint(document):
 
 
 def test_schema_types_path_ids_as_uuids(document):
-    parameters = document["paths"]["/v1/projects/{project_id}/sdk-keys/{key_id}/roll"]["post"][
+    parameters = document["paths"]["/v1/projects/{projectId}/sdk-keys/{keyId}/roll"]["post"][
         "parameters"
     ]
 
     assert {p["name"]: p["schema"] for p in parameters if p["in"] == "path"} == {
-        "project_id": {"type": "string", "format": "uuid"},
-        "key_id": {"type": "string", "format": "uuid"},
+        "projectId": {"type": "string", "format": "uuid"},
+        "keyId": {"type": "string", "format": "uuid"},
     }
 
 
@@ -376,3 +384,29 @@ def test_an_ended_dashboard_session_still_gets_the_docs_page(owner):
     assert "/v1/schema" in script.content.decode()
     assert schema.status_code == 200
     assert schema["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+
+
+def test_path_variables_are_named_as_spec_md_writes_them(document):
+    """`/v1/projects/{projectId}/sdk-keys`, `.../webhooks/{id}`: the names clients and their
+    generated code look up (SPEC.md: everything named there must match exactly)."""
+    variables = {
+        name for template in document["paths"] for name in re.findall(r"{(\w+)}", template)
+    }
+    parameters = {
+        parameter["name"]
+        for item in document["paths"].values()
+        for operation in item.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "path"
+    }
+
+    assert variables == parameters == {"orgId", "projectId", "keyId", "userId", "id", "token"}
+    for template in (
+        "/v1/organizations/{orgId}/members/{userId}",
+        "/v1/organizations/{orgId}/webhooks/{id}/deliveries",
+        "/v1/auth/sessions/{id}/end",
+        "/v1/config/log-sources/{id}",
+        "/v1/analyses/{id}/follow-ups",
+        "/v1/invitations/{token}/accept",
+    ):
+        assert template in document["paths"], template

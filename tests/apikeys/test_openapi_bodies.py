@@ -28,9 +28,9 @@ pytestmark = pytest.mark.django_db
 
 SDK, SECRET, ORG = KeyKind.PUBLIC, KeyKind.SECRET, KeyKind.ORGANIZATION
 COLLECTION = {
-    SDK: "/v1/projects/{project_id}/sdk-keys",
-    SECRET: "/v1/projects/{project_id}/api-keys",
-    ORG: "/v1/organizations/{org_id}/api-keys",
+    SDK: "/v1/projects/{projectId}/sdk-keys",
+    SECRET: "/v1/projects/{projectId}/api-keys",
+    ORG: "/v1/organizations/{orgId}/api-keys",
 }
 LOCKED = ["analysis:read", "analysis:create"]
 LIMIT = {"requests": 5, "perSeconds": 60}
@@ -179,7 +179,7 @@ def test_the_document_and_the_api_agree_on_patch_bodies(document, owner, project
 
     response = user_client(owner).patch(key_url(kind, project, api_key), body, format="json")
 
-    template = COLLECTION[kind] + "/{key_id}"
+    template = COLLECTION[kind] + "/{keyId}"
     verdict, why = verdicts(document, template, "patch", body, response, 200)
     assert verdict == (accepted, accepted), why
 
@@ -191,7 +191,7 @@ def test_the_document_and_the_api_agree_on_roll_bodies(document, owner, project,
 
     response = user_client(owner).post(key_url(kind, project, api_key, "roll"), body, format="json")
 
-    template = COLLECTION[kind] + "/{key_id}/roll"
+    template = COLLECTION[kind] + "/{keyId}/roll"
     verdict, why = verdicts(document, template, "post", body, response, 201)
     assert verdict == (accepted, accepted), why
 

@@ -252,11 +252,11 @@ def document(django_db_blocker):
 @pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
 def test_usage_is_documented_for_people_only(document, kind):
     base = {
-        KeyKind.PUBLIC: "/v1/projects/{project_id}/sdk-keys",
-        KeyKind.SECRET: "/v1/projects/{project_id}/api-keys",
-        KeyKind.ORGANIZATION: "/v1/organizations/{org_id}/api-keys",
+        KeyKind.PUBLIC: "/v1/projects/{projectId}/sdk-keys",
+        KeyKind.SECRET: "/v1/projects/{projectId}/api-keys",
+        KeyKind.ORGANIZATION: "/v1/organizations/{orgId}/api-keys",
     }[kind]
-    operation = document["paths"][base + "/{key_id}/usage"]["get"]
+    operation = document["paths"][base + "/{keyId}/usage"]["get"]
 
     assert operation["security"] == [{"jwtAuth": []}, {"sessionCookie": []}]
     (granularity,) = [p for p in operation["parameters"] if p["in"] == "query"]

@@ -99,8 +99,10 @@ def _told(kind: str, since) -> Exists:
 def expiring_keys(now: datetime) -> Iterable[Found]:
     """Active keys expiring within 7 days: the 7-day notice, then the 1-day notice.
 
-    A key already inside its last day gets only the 1-day notice; a rolled key
-    (whose successor exists) gets none: its expiry is the grace period chosen.
+    A key already inside its last day gets only the 1-day notice. A rolled key (whose
+    successor exists) expires at the end of the grace period chosen, so it gets no 7-day
+    notice, and the 1-day notice only if it was used after the roll: something still
+    depends on it and stops working tomorrow (as Stripe warns of a rolled key in use).
     """
     # Told already: a notice written since it fell due, 7 days or 1 day before the expiry
     # (an expiry moves only by a roll, which ends the notices, or by an operator).
@@ -109,7 +111,11 @@ def expiring_keys(now: datetime) -> Iterable[Found]:
     last_day_from = now + timedelta(days=1)
     keys = (
         _active_keys(now)
-        .filter(expires_at__lte=now + timedelta(days=7), replaced_by__isnull=True)
+        .filter(
+            Q(replaced_by__isnull=True)
+            | Q(last_used_at__gt=F("replaced_by__created_at"), expires_at__lte=last_day_from),
+            expires_at__lte=now + timedelta(days=7),
+        )
         .exclude(Q(expires_at__gt=last_day_from) & _told(ReminderKind.KEY_EXPIRING_7D, week_due))
         .exclude(Q(expires_at__lte=last_day_from) & _told(ReminderKind.KEY_EXPIRING_1D, day_due))
     )

@@ -73,6 +73,24 @@ def test_a_rolled_keys_grace_expiry_is_not_announced(smtp, owner, project):
     assert smtp.messages == []
 
 
+def test_a_rolled_key_still_used_is_announced_once_on_its_last_day(smtp, owner, project):
+    now = timezone.now()
+    old, _ = make_key(KeyKind.SECRET, project=project, name="Deploy bot")
+    roll_key(actor=owner, api_key=old, grace_seconds=3 * 24 * 3600)
+    ApiKey.objects.filter(pk=old.pk).update(last_used_at=now + timedelta(minutes=5))
+
+    checks.run_all_checks(now + timedelta(hours=1))  # in use, but days from its end
+    assert smtp.messages == []
+
+    last_day = now + timedelta(days=2, hours=6)
+    checks.run_all_checks(last_day)
+    checks.run_all_checks(last_day + timedelta(hours=1))
+
+    assert subjects(smtp) == ["An API key of Acme expires tomorrow"]
+    assert "Deploy bot" in text_of(smtp.messages[0])[0]
+    assert Event.objects.filter(type="key.expiring").count() == 1
+
+
 def test_unused_keys_are_announced_once_per_idle_spell(smtp, owner, project):
     now = timezone.now()
     idle, _ = make_key(KeyKind.SECRET, project=project, name="Idle")

@@ -330,8 +330,23 @@ def email_retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(30 * 2 ** max(0, attempts - 1), 3600))
 
 
+def _still_held(claim: uuid.UUID, reminders: list[Reminder]) -> list[Reminder]:
+    """The claim's reminders, its lease renewed, just before its message goes out: the ones
+    another worker took once the lease ran out (messages before this one were slow to
+    send) are left to it, so no reminder is mailed twice. A renewal and another worker's
+    claim of a row are both conditional UPDATEs of it: one of them finds it changed."""
+    claimed = Reminder.objects.filter(claim=claim)
+    renewed = claimed.update(locked_until=timezone.now() + EMAIL_LEASE)
+    if renewed == len(reminders):
+        return reminders
+    return list(claimed.select_related("organization", "api_key__project", "webhook"))
+
+
 def send_pending_emails(now: datetime, report: Report) -> None:
-    for claim, reminders in _claim_messages(now):
+    for claim, claimed_reminders in _claim_messages(now):
+        reminders = _still_held(claim, claimed_reminders)
+        if not reminders:
+            continue
         organization: Organization = reminders[0].organization
         kind = reminders[0].kind
         creators = {r.api_key.created_by_id for r in reminders if r.api_key is not None}

@@ -19,7 +19,13 @@ from apps.notifications.models import Reminder
 from apps.webhooks.models import Event, Webhook
 from core import counters
 from core.permissions import Role
-from tests.factories import MembershipFactory, bulk_secret_keys, make_key, make_legacy_key
+from tests.factories import (
+    MembershipFactory,
+    ProjectFactory,
+    bulk_secret_keys,
+    make_key,
+    make_legacy_key,
+)
 from tests.outbound import text_of
 
 pytestmark = pytest.mark.django_db
@@ -412,6 +418,36 @@ def test_two_workers_sending_at_once_send_each_message_once(smtp, owner, project
     assert _at_once(checks.send_pending_emails, now, reports) == []
     assert sorted(r.emails_sent for r in reports) == [0, 1]
     assert [str(m["Subject"]) for m in smtp.messages] == ["300 API keys of Acme unused for 90 days"]
+    assert not Reminder.objects.filter(emailed_at__isnull=True).exists()
+
+
+def test_a_worker_whose_lease_ran_out_leaves_the_rest_to_the_worker_that_took_them(
+    smtp, monkeypatch
+):
+    """Worker A claimed three messages six minutes ago and is only now sending the first
+    (a mail server timing out on the ones before): its lease on the other two has run out,
+    and worker B claims and sends them meanwhile. A then sends neither again."""
+    claimed_at = timezone.now() - timedelta(minutes=6)
+    for name in ("North", "South", "West"):
+        member = MembershipFactory(role=Role.OWNER, organization__name=name)
+        project = ProjectFactory(organization=member.organization)
+        make_key(KeyKind.SECRET, project=project, expires_at=claimed_at + timedelta(days=5))
+    checks.find_scheduled(claimed_at, checks.Report())
+    send = mail.send_reminder_email
+    worker_b = checks.Report()
+
+    def slow_first_send(*args, **kwargs):
+        monkeypatch.setattr(mail, "send_reminder_email", send)
+        send(*args, **kwargs)
+        checks.send_pending_emails(timezone.now(), worker_b)
+
+    monkeypatch.setattr(mail, "send_reminder_email", slow_first_send)
+    worker_a = checks.Report()
+    checks.send_pending_emails(claimed_at, worker_a)
+
+    recipients = sorted(str(m["To"]) for m in smtp.messages)
+    assert len(recipients) == len(set(recipients)) == 3
+    assert (worker_a.emails_sent, worker_b.emails_sent) == (1, 2)
     assert not Reminder.objects.filter(emailed_at__isnull=True).exists()
 
 

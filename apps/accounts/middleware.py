@@ -13,6 +13,8 @@ A view that writes the cookies itself marks its response: `sets_session`
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
@@ -25,8 +27,12 @@ from apps.accounts.cookies import (
     set_session_cookies,
 )
 from apps.accounts.tokens import MAX_CREDENTIAL_LENGTH
-from core.errors import AuthError
+from core.errors import AuthError, end_refusing_session, is_outage
+from core.logging import request_route
+from core.middleware import unavailable_response
 from core.principal import Principal
+
+logger = logging.getLogger("core.errors")  # where every 503 is logged
 
 REFRESH_AHEAD = timedelta(hours=1)
 _SKIP_PREFIXES = ("/v1/", "/static/", "/admin/")
@@ -64,7 +70,6 @@ class DashboardSessionMiddleware:
         if refresh and needs_refresh:
             try:
                 pair = services.refresh(refresh_token=refresh)
-                request.principal, request.session_expires_at = _principal_from_access(pair.access)
             except services.RefreshRaced:
                 # Another tab's request just rotated the pair and is setting the new
                 # cookies: clearing them here would log the user out of every tab.
@@ -73,9 +78,16 @@ class DashboardSessionMiddleware:
                 stale = stale or request.principal is None
         elif refresh and request.principal is None:
             stale = True
-        if request.principal is not None:
-            services.touch_session(request.principal.session, request)
-        response = self.get_response(request)
+        try:
+            response = self._page(request, pair)
+        except Exception as exc:
+            if pair is None or not is_outage(exc):
+                raise
+            # The rotation is committed: its cookies go out with the 503. Without them the
+            # browser would send the old refresh token again, and reuse ends the session.
+            logger.error("database unavailable while serving %s", request_route(request))
+            end_refusing_session(exc)
+            response = unavailable_response(request)
         if getattr(response, "sets_session", False) or getattr(response, "ends_session", False):
             return response
         if pair is not None:
@@ -83,3 +95,12 @@ class DashboardSessionMiddleware:
         elif stale:
             clear_session_cookies(response)
         return response
+
+    def _page(self, request, pair):
+        if pair is not None:
+            # Ended meanwhile: the page is the one without it, the cookies still rotate.
+            with contextlib.suppress(AuthError):
+                request.principal, request.session_expires_at = _principal_from_access(pair.access)
+        if request.principal is not None:
+            services.touch_session(request.principal.session, request)
+        return self.get_response(request)

@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.db import OperationalError, connection
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -261,6 +262,34 @@ def test_missing_access_cookie_is_silently_refreshed(owner):
     assert response.status_code == 200
     assert session_cookies_set(response)
     assert response.cookies[REFRESH_COOKIE].value != old_refresh
+
+
+def test_an_outage_right_after_a_silent_refresh_still_sends_the_new_cookies(owner):
+    """The rotation commits, then the database fails: the 503 carries the new pair, so the
+    next page refreshes with it instead of replaying the old token (which is reuse and
+    would end the session)."""
+    client = logged_in(owner)
+    del client.cookies[ACCESS_COOKIE]
+    old_refresh = client.cookies[REFRESH_COOKIE].value
+    rotated = []
+
+    def fail_after_the_rotation(execute, sql, params, many, context):
+        if rotated and sql.lstrip().startswith("SELECT"):  # the rotation's transaction is over
+            raise OperationalError("server closed the connection unexpectedly")
+        result = execute(sql, params, many, context)
+        if sql.startswith("INSERT") and "outstandingtoken" in sql:  # the new pair, last
+            rotated.append(sql)
+        return result
+
+    with connection.execute_wrapper(fail_after_the_rotation):
+        outage = client.get("/")
+
+    assert outage.status_code == 503
+    assert session_cookies_set(outage)
+    assert outage.cookies[REFRESH_COOKIE].value != old_refresh
+    del client.cookies[ACCESS_COOKIE]
+    assert client.get("/").status_code == 200  # the new refresh token works
+    assert AuthSession.objects.get().ended_at is None
 
 
 def test_a_tab_that_lost_a_refresh_race_leaves_the_winners_cookies_alone(owner):

@@ -53,11 +53,13 @@ def _json(status: int, body: dict) -> HttpResponse:
 
 
 def _check_database() -> None:
-    """A fresh connection and `SELECT 1`: what the next request would need after an outage."""
+    """A fresh connection and a read of a table: what the next request would need after an
+    outage. A table, not `SELECT 1`: that also answers on a database without the schema
+    (migrations not run, a damaged SQLite file) where every request fails."""
     connection = connections["default"]
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+            cursor.execute("SELECT 1 FROM django_migrations LIMIT 1")
             cursor.fetchone()
     finally:
         connection.close()

@@ -88,6 +88,17 @@ def test_a_server_whose_database_is_unreachable_is_live_but_not_ready(start_serv
     assert call(server.url, "GET", "/v1/me", headers=bearer(generate(KeyKind.SECRET))).status == 503
 
 
+def test_a_server_whose_database_has_no_schema_is_not_ready(start_server, tmp_path):
+    empty = tmp_path / "empty.sqlite3"
+    empty.touch()  # answers `SELECT 1`, but holds none of the tables a request reads
+    server = start_server(env={"DATABASE_URL": f"sqlite:///{empty}"})
+
+    ready = call(server.url, "GET", "/readyz")
+
+    assert ready.status == 503
+    assert ready.json["failed"] == ["database"]
+
+
 def test_a_server_whose_redis_is_unreachable_is_not_ready(transactional_db, start_server):
     port = closed_port()
     server = start_server(env={"REDIS_URL": f"redis://127.0.0.1:{port}/0"})

@@ -3,7 +3,7 @@
 A worker process is not scraped (it may not even run on the web server's host), so
 its failures are added to a row of `WorkerCounter`, in the transaction that records
 the failure, and every web process reads the rows at scrape time
-(`core.metrics.WorkerCounterCollector`).
+(`core.metrics.DatabaseFiguresCollector`).
 """
 
 from __future__ import annotations

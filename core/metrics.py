@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import DatabaseError, InterfaceError
 from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -189,10 +190,15 @@ def unregister_queue_probe(queue: str) -> None:
         _queue_probes.pop(queue, None)
 
 
-class QueueCollector(Collector):
-    """The registered probes' figures, read at scrape time (a probe that fails is left out)."""
+class DatabaseFiguresCollector(Collector):
+    """The registered queue probes' figures and the worker's counters, read from the
+    database at scrape time. A probe that fails is left out; once one fails because the
+    database cannot be reached, the rest are not tried: each would wait out the connect
+    timeout again, and a scrape during an outage would outlast Prometheus's (10 s)."""
 
     def collect(self) -> Iterator[Metric]:
+        from core import counters  # a model: importable once the app registry is ready
+
         depth = GaugeMetricFamily(
             "sigsentry_worker_queue_depth", "Items waiting in a worker queue.", labels=["queue"]
         )
@@ -206,6 +212,11 @@ class QueueCollector(Collector):
         for queue, probe in probes:
             try:
                 state = probe()
+            except (DatabaseError, InterfaceError):
+                logger.warning("queue probe %s failed: database unavailable", queue)
+                yield depth
+                yield age
+                return
             except Exception:  # a scrape must still answer when one probe cannot
                 logger.warning("queue probe %s failed", queue, exc_info=True)
                 continue
@@ -213,15 +224,6 @@ class QueueCollector(Collector):
             age.add_metric([queue], state.oldest_age_seconds or 0.0)
         yield depth
         yield age
-
-
-class WorkerCounterCollector(Collector):
-    """The worker's counters, read from the database at scrape time (left out if it cannot
-    be read: the scrape still answers)."""
-
-    def collect(self) -> Iterator[Metric]:
-        from core import counters  # a model: importable once the app registry is ready
-
         try:
             stored = counters.values()
         except Exception:
@@ -234,8 +236,7 @@ class WorkerCounterCollector(Collector):
 
 
 _QUEUE_REGISTRY = CollectorRegistry(auto_describe=False)
-_QUEUE_REGISTRY.register(QueueCollector())
-_QUEUE_REGISTRY.register(WorkerCounterCollector())
+_QUEUE_REGISTRY.register(DatabaseFiguresCollector())
 
 
 def multiprocess_dir() -> str | None:

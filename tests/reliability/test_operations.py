@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -110,6 +111,29 @@ def test_a_server_whose_redis_is_unreachable_is_not_ready(transactional_db, star
         "failed": ["redis"],
     }
     assert str(port).encode() not in ready.body
+
+
+def test_a_scrape_while_the_database_does_not_answer_waits_for_it_once(start_server):
+    """A port that takes connections and never answers: each database-backed figure would
+    wait out the 3 s connect timeout (four of them: longer than Prometheus's 10 s scrape
+    timeout). The first failure leaves the rest out."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # never accepted: the handshake completes, nothing is ever said
+    try:
+        port = silent.getsockname()[1]
+        server = start_server(
+            env={"METRICS_TOKEN": TOKEN, "DATABASE_URL": f"postgres://root@127.0.0.1:{port}/x"}
+        )
+        started = time.monotonic()
+        scrape = call(server.url, "GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+
+    assert scrape.status == 200
+    assert took < 6, took
+    assert b"sigsentry_http_requests_total" in scrape.body
 
 
 def test_metrics_need_the_token(server):

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from django import forms
+from collections.abc import Callable
+from typing import Any
 
+from django import forms
+from django.utils import timezone
+
+from apps.apikeys.guardrails import validate_allowed_ips, validate_allowed_origins
 from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.validators import validate_expires_at, validate_permissions
+from core.errors import ValidationFailed
 from core.forms import DashboardForm
 from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS
 
@@ -38,6 +45,18 @@ def origins_from_text(text: str) -> list[str]:
 def lines_from_text(text: str) -> list[str]:
     """One entry per line (commas and spaces tolerated); blank lines ignored."""
     return text.replace(",", " ").split()
+
+
+def check_with(validate: Callable[..., Any], *args: Any) -> None:
+    """Run one of the services' own validators (apps.apikeys.guardrails, .validators) on a
+    field, so that a form already invalid elsewhere (a rate limit missing its window, no name)
+    shows that field's errors too, all at once; the service checks the same again."""
+    try:
+        validate(*args)
+    except ValidationFailed as exc:
+        raise forms.ValidationError(
+            [message for messages in exc.details["fields"].values() for message in messages]
+        ) from exc
 
 
 class GuardrailsForm(DashboardForm):
@@ -77,6 +96,11 @@ class GuardrailsForm(DashboardForm):
                 "rate_limit_requests", "Give both numbers, or leave both empty for no limit."
             )
         return data
+
+    def clean_allowed_ips(self) -> str:
+        text = self.cleaned_data["allowed_ips"]
+        check_with(validate_allowed_ips, self.kind, lines_from_text(text))
+        return text
 
     @property
     def rate_limit_errors(self) -> list[str]:
@@ -124,6 +148,22 @@ class KeyCreateForm(GuardrailsForm):
             self.fields["permissions"].initial = list(SDK_LOCKED_PERMISSIONS)
         else:
             del self.fields["allowed_origins"]
+
+    def clean_permissions(self) -> list[str]:
+        permissions = self.cleaned_data["permissions"]
+        if not self.locked:
+            check_with(validate_permissions, self.kind, list(permissions))
+        return permissions
+
+    def clean_expires_at(self):
+        expires_at = self.cleaned_data["expires_at"]
+        check_with(validate_expires_at, expires_at, timezone.now())
+        return expires_at
+
+    def clean_allowed_origins(self) -> str:
+        text = self.cleaned_data["allowed_origins"]
+        check_with(validate_allowed_origins, self.kind, origins_from_text(text))
+        return text
 
     @property
     def locked(self) -> bool:

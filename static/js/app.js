@@ -105,9 +105,10 @@
     window.history.replaceState(null, "", listed.getAttribute("data-list-url"));
   }
 
-  /* Form dialogs ("Edit limits"): <button data-dialog-open="dialog-id"> opens a native
-     <dialog> as a modal; one rendered with server-side errors (data-dialog-autoopen) opens
-     at once, so the errors show next to their fields. Cancel is formmethod="dialog". */
+  /* Form dialogs (a key row's Roll, Origins and Edit limits): <button data-dialog-open="dialog-id">
+     opens a native <dialog> as a modal, in the top layer, so no scroll box clips it; one rendered
+     with server-side errors (data-dialog-autoopen) opens at once, so the errors show next to
+     their fields. Cancel is formmethod="dialog". */
   function openModal(dialog) {
     if (typeof dialog.showModal !== "function") {
       dialog.setAttribute("open", "");
@@ -116,7 +117,9 @@
     if (dialog.open) dialog.close();
     dialog.showModal();
     var invalid = dialog.querySelector("[aria-invalid=true]");
-    var first = invalid || dialog.querySelector("input:not([type=hidden]), textarea, select");
+    /* A choice starts on the option already chosen (Roll's grace), as a radio group's Tab does. */
+    var first = invalid ||
+      dialog.querySelector("input[type=radio]:checked, input:not([type=hidden]):not([type=radio]), textarea, select");
     if (first) first.focus();
   }
   document.addEventListener("click", function (event) {

@@ -165,7 +165,7 @@ def test_the_unused_filter_lists_only_active_keys_unused_that_long(
     listed = {name for name, api_key in aged_keys.items() if str(api_key.id) in rows(page)}
     assert listed == (expected if expected is not None else set(aged_keys))
     selected = re.findall(r'<a class="segment" href="([^"]*)" aria-current="page">', page)
-    assert selected == [page_url(KeyKind.SECRET, project) + (query if expected else "")]
+    assert selected == [page_url(KeyKind.SECRET, project) + (query if expected else "") + "#keys"]
 
 
 def test_the_unused_filter_says_when_nothing_is_unused(member, project):
@@ -184,7 +184,7 @@ def test_pages_of_a_filtered_list_keep_the_filter(owner, project):
 
     page = html(logged_in(owner).get(page_url(KeyKind.SECRET, project) + "?unused=30"))
 
-    assert 'href="?unused=30&amp;page=2"' in page
+    assert 'href="?unused=30&amp;page=2#keys"' in page
 
 
 # A key's usage page

@@ -111,7 +111,7 @@ def test_managers_see_the_create_form_and_key_buttons(request, role, project, pa
         assert "Create key" in page
         assert 'name="name"' in page
         assert ">Revoke</button>" in page
-        assert ">Roll</summary>" in page
+        assert ">Roll</button>" in page
 
 
 @pytest.mark.parametrize("role", ["member", "viewer"])

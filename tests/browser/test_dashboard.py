@@ -130,7 +130,7 @@ def test_signup_to_revoked_key(ui):
     status, body, _ = call_api(ui.base, "/v1/me", org_key)
     assert status == 200 and body["key"]["scope"] == "organization"
     close_dialog(ui)
-    row_for(ui, "Reporting").locator("summary", has_text="Roll").click()
+    row_for(ui, "Reporting").get_by_role("button", name="Roll Reporting").click()
     ui.shot("org-key-roll-choices")
     page.get_by_label("24 hours").check()
     page.get_by_role("button", name="Roll key").click()

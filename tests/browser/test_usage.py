@@ -96,7 +96,7 @@ def test_row_chart_unused_filter_and_usage_page(ui_factory, owner, project):
     ui.shot("usage-list-1280")
 
     page.get_by_role("link", name="Unused for 30 days").click()
-    page.wait_for_url(ui.url(keys_page + "?unused=30"))
+    page.wait_for_url(ui.url(keys_page + "?unused=30#keys"))
     assert page.locator("tr.key-row", has_text="Forgotten key").is_visible()
     assert page.locator("tr.key-row", has_text="Busy deploy key").count() == 0
     ui.shot("usage-list-unused-1280")

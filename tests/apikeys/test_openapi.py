@@ -84,6 +84,26 @@ def assert_matches(document: dict, response, status: int | None = None) -> None:
 # The document
 
 
+@pytest.mark.parametrize(
+    ("accept", "query", "starts"),
+    [
+        (None, {}, b"{"),
+        ("*/*", {}, b"{"),
+        ("application/json", {}, b"{"),
+        ("application/vnd.oai.openapi", {}, b"openapi: 3"),
+        (None, {"format": "yaml"}, b"openapi: 3"),
+        (None, {"format": "json"}, b"{"),
+    ],
+)
+def test_the_document_is_json_unless_yaml_is_asked_for(accept, query, starts):
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+
+    response = APIClient().get("/v1/schema", query, **headers)
+
+    assert response.status_code == 200
+    assert response.content.startswith(starts)
+
+
 def test_schema_is_an_openapi_3_document(document):
     assert document["openapi"].startswith("3.")
     assert document["info"]["title"] == "SigSentry API"
@@ -332,8 +352,8 @@ def test_schema_and_docs_errors_are_the_error_body(method, url, status, code):
 @pytest.mark.parametrize(
     ("url", "accept", "content_type"),
     [
-        ("/v1/schema", "text/html", "application/vnd.oai.openapi"),
-        ("/v1/schema", "application/xml", "application/vnd.oai.openapi"),
+        ("/v1/schema", "text/html", "application/vnd.oai.openapi+json"),
+        ("/v1/schema", "application/xml", "application/vnd.oai.openapi+json"),
         ("/v1/docs", "application/json", "text/html"),
         ("/v1/docs?script", "application/json", "application/javascript"),
     ],
@@ -355,15 +375,14 @@ def test_a_bad_bearer_credential_still_gets_the_schema_and_the_docs(credential):
     client = bearer_client(credential)
 
     schema = client.get("/v1/schema")
-    as_json = client.get("/v1/schema", {"format": "json"})
+    as_yaml = client.get("/v1/schema", {"format": "yaml"})
     page = client.get("/v1/docs")
     script = client.get("/v1/docs", {"script": ""})
 
     assert schema.status_code == 200
-    assert schema["Content-Type"].startswith("application/vnd.oai.openapi")
-    assert schema.content.startswith(b"openapi: 3")
-    assert as_json.status_code == 200
-    assert as_json.json()["openapi"].startswith("3.")
+    assert schema.json()["openapi"].startswith("3.")
+    assert as_yaml.status_code == 200
+    assert as_yaml.content.startswith(b"openapi: 3")
     assert (page.status_code, page["Content-Type"]) == (200, "text/html; charset=utf-8")
     assert b"swagger-ui" in page.content
     assert (script.status_code, script["Content-Type"]) == (200, "application/javascript")

@@ -92,7 +92,8 @@ def test_a_server_whose_database_is_unreachable_is_live_but_not_ready(start_serv
 def test_a_server_whose_database_has_no_schema_is_not_ready(start_server, tmp_path):
     empty = tmp_path / "empty.sqlite3"
     empty.touch()  # answers `SELECT 1`, but holds none of the tables a request reads
-    server = start_server(env={"DATABASE_URL": f"sqlite:///{empty}"})
+    # (DATABASE_POOLER names a PostgreSQL deployment: not this one's)
+    server = start_server(env={"DATABASE_URL": f"sqlite:///{empty}", "DATABASE_POOLER": ""})
 
     ready = call(server.url, "GET", "/readyz")
 

@@ -319,11 +319,17 @@ def _claim_messages(now: datetime) -> list[tuple[uuid.UUID, list[Reminder]]]:
             .values("pk")[:EMAIL_PER_MESSAGE]
         )
         if _unsent(now).filter(pk__in=oldest).update(locked_until=lease, claim=claim):
-            reminders = Reminder.objects.filter(claim=claim).select_related(
-                "organization", "api_key__project", "webhook"
-            )
-            messages.append((claim, list(reminders)))
+            messages.append((claim, _held_by(claim)))
     return messages
+
+
+def _held_by(claim: uuid.UUID) -> list[Reminder]:
+    """The reminders a claim holds, with what their message names."""
+    return list(
+        Reminder.objects.filter(claim=claim).select_related(
+            "organization", "api_key__project", "webhook"
+        )
+    )
 
 
 def email_retry_delay(attempts: int) -> timedelta:
@@ -335,11 +341,8 @@ def _still_held(claim: uuid.UUID, reminders: list[Reminder]) -> list[Reminder]:
     another worker took once the lease ran out (messages before this one were slow to
     send) are left to it, so no reminder is mailed twice. A renewal and another worker's
     claim of a row are both conditional UPDATEs of it: one of them finds it changed."""
-    claimed = Reminder.objects.filter(claim=claim)
-    renewed = claimed.update(locked_until=timezone.now() + EMAIL_LEASE)
-    if renewed == len(reminders):
-        return reminders
-    return list(claimed.select_related("organization", "api_key__project", "webhook"))
+    renewed = Reminder.objects.filter(claim=claim).update(locked_until=timezone.now() + EMAIL_LEASE)
+    return reminders if renewed == len(reminders) else _held_by(claim)
 
 
 def send_pending_emails(now: datetime, report: Report) -> None:

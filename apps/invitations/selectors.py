@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from apps.invitations.models import Invitation
@@ -56,14 +56,17 @@ def inviter_may_still_grant(invitation: Invitation, *, lock: bool = False) -> bo
     return invitation.role in roles_grantable_by(role)
 
 
+def pending_at(now) -> Q:
+    """The invitations `Invitation.is_pending(now)` holds for, as a filter: not yet
+    accepted, cancelled or expired."""
+    return Q(accepted_at__isnull=True, cancelled_at__isnull=True, expires_at__gt=now)
+
+
 def pending_invitations(membership: Membership) -> QuerySet[Invitation]:
     """The caller's organization's invitations not yet accepted, cancelled or expired."""
     return (
         Invitation.objects.filter(
-            organization_id=membership.organization_id,
-            accepted_at__isnull=True,
-            cancelled_at__isnull=True,
-            expires_at__gt=timezone.now(),
+            pending_at(timezone.now()), organization_id=membership.organization_id
         )
         .select_related("invited_by")
         .order_by("-created_at", "-id")

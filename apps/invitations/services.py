@@ -44,6 +44,7 @@ from apps.invitations.models import Invitation
 from apps.invitations.selectors import (
     invitation_for_token,
     inviter_may_still_grant,
+    pending_at,
     roles_grantable_by,
     token_digest,
 )
@@ -193,11 +194,9 @@ def cancel_invitation(
         invitation = (
             Invitation.objects.select_for_update()
             .filter(
+                pending_at(now),
                 organization_id=actor_membership.organization_id,
                 pk=_uuid_or_404(invitation_id),
-                accepted_at__isnull=True,
-                cancelled_at__isnull=True,
-                expires_at__gt=now,
             )
             .first()
         )
@@ -246,11 +245,9 @@ def _cancel_what_the_inviter_may_no_longer_send(
     invitations = list(
         Invitation.objects.select_for_update()
         .filter(
+            pending_at(now),
             organization_id=membership.organization_id,
             invited_by_id=membership.user_id,
-            accepted_at__isnull=True,
-            cancelled_at__isnull=True,
-            expires_at__gt=now,
         )
         .exclude(role__in=sorted(roles_grantable_by(role)))
         .order_by("created_at", "id")

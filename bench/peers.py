@@ -18,9 +18,9 @@ from rest_framework_api_key.permissions import HasAPIKey
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from apps.apikeys.authentication import BearerAuthentication
-from apps.apikeys.gate.store import redis_client
 from core.api import ApiView, ProjectScopedView
 from core.permissions import IsAuthenticatedPrincipal, Permission
+from core.sharedredis import redis_client
 
 
 class _TrivialView(ApiView):

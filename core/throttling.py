@@ -1,6 +1,7 @@
-"""Fixed-window counters in the shared cache (Redis when REDIS_URL is set).
+"""Fixed-window counters in the shared Redis (`REDIS_URL`), one round trip to count an
+event; without it in Django's cache, this process's memory.
 
-Throttling fails open: if the cache is unreachable the counter is skipped, a
+Throttling fails open: if Redis is unreachable the counter is skipped, a
 warning is logged and `sigsentry_redis_fail_open_total` counts it, so an
 outage of Redis never blocks authentication. Keys are
 hashed, so no email or IP address is written to the cache in clear.
@@ -17,11 +18,12 @@ is the time left in it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.cache import cache
@@ -29,6 +31,7 @@ from django.core.cache import cache
 from core import failopen
 from core.errors import RateLimited
 from core.net import throttle_subject
+from core.sharedredis import redis_client
 
 logger = logging.getLogger("core.throttling")
 
@@ -57,6 +60,59 @@ def _window(scope: str) -> tuple[int, int, int, int]:
     return limit, period, window, retry_after
 
 
+class _RedisCounters:
+    """The windows' counters in the shared Redis: one round trip to count an event, so a
+    failed credential costs one, as a key's rate limit and counts do."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        #: DECR only a counter that is still there: one that expired stays gone
+        self.decr_live = client.register_script(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end"
+        )
+
+    def count(self, key: str, ttl: int) -> int:
+        pipe = self.client.pipeline()  # MULTI/EXEC: the window's counter never lacks its expiry
+        pipe.set(key, 0, ex=ttl, nx=True)
+        pipe.incr(key)
+        return pipe.execute()[1]
+
+    def read(self, key: str) -> int:
+        return int(self.client.get(key) or 0)
+
+    def give_back(self, key: str) -> None:
+        self.decr_live(keys=[key])
+
+    def forget(self, key: str) -> None:
+        self.client.delete(key)
+
+
+class _CacheCounters:
+    """The same through Django's cache: this process's memory when there is no Redis."""
+
+    def count(self, key: str, ttl: int) -> int:
+        return 1 if cache.add(key, 1, timeout=ttl) else cache.incr(key)
+
+    def read(self, key: str) -> int:
+        return cache.get(key) or 0
+
+    def give_back(self, key: str) -> None:
+        with contextlib.suppress(ValueError):  # the window ended and its count expired
+            cache.decr(key)
+
+    def forget(self, key: str) -> None:
+        cache.delete(key)
+
+
+@functools.lru_cache(maxsize=1)
+def _counters_for(client) -> _RedisCounters | _CacheCounters:
+    return _CacheCounters() if client is None else _RedisCounters(client)
+
+
+def _counters() -> _RedisCounters | _CacheCounters:
+    return _counters_for(redis_client())
+
+
 def _fail_open(what: str, scope: str) -> None:
     """The cache did not answer: logged, counted, and not waited for again in this request."""
     logger.warning("throttle cache unavailable; %s %s", scope, what)
@@ -73,7 +129,7 @@ def _count(scope: str, ident: str | None) -> tuple[int, int, str, int] | None:
     if failopen.given_up():
         return None  # the cache did not answer earlier in this request: not waited for again
     try:
-        count = 1 if cache.add(key, 1, timeout=period + 1) else cache.incr(key)
+        count = _counters().count(key, period + 1)
     except Exception:  # the cache is down: degrade to no throttling, never to an error
         _fail_open("not counted", scope)
         return None
@@ -108,9 +164,7 @@ def attempt(scope: str, ident: str | None) -> Callable[[], None]:
         if failopen.given_up():
             return
         try:
-            cache.decr(key)
-        except ValueError:
-            pass  # the window ended and its count expired
+            _counters().give_back(key)
         except Exception:
             _fail_open("not given back", scope)
 
@@ -121,7 +175,7 @@ def _nothing() -> None:
     return None
 
 
-@contextmanager
+@contextlib.contextmanager
 def counting_failures(
     failures: tuple[str, str | None], *, every: tuple[str, str | None] | None = None
 ):
@@ -149,7 +203,7 @@ def is_limited(scope: str, ident: str | None) -> int | None:
     if failopen.given_up():
         return None
     try:
-        count = cache.get(_cache_key(scope, ident, window)) or 0
+        count = _counters().read(_cache_key(scope, ident, window))
     except Exception:
         _fail_open("not checked", scope)
         return None
@@ -168,6 +222,6 @@ def reset(scope: str, ident: str) -> None:
     if failopen.given_up():
         return
     try:
-        cache.delete(_cache_key(scope, ident, window))
+        _counters().forget(_cache_key(scope, ident, window))
     except Exception:
         _fail_open("not reset", scope)

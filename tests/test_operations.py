@@ -8,7 +8,7 @@ import secrets
 import time
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from apps.apikeys.keyformat import KeyKind
@@ -19,7 +19,7 @@ from core import metrics, ops
 from core.errors import RateLimited
 from tests.apikeys.usage_helpers import set_rate_limit
 from tests.factories import make_key
-from tests.reliability.helpers import closed_port, unreachable_cache
+from tests.reliability.helpers import closed_port, unreachable_redis
 
 TOKEN = secrets.token_urlsafe(32)
 
@@ -189,11 +189,11 @@ def test_rate_limit_refusals_are_counted(db, metrics_on, settings):
     ) == codes.count("RATE_LIMITED")
 
 
-def test_redis_fail_open_events_are_counted(db, metrics_on, settings):
-    settings.CACHES = unreachable_cache(timeout=0.1)
+def test_redis_fail_open_events_are_counted(db, metrics_on):
     client = Client()
     before = scrape(client)
-    reply = client.get("/v1/me", HTTP_AUTHORIZATION="Bearer not-a-key")
+    with override_settings(**unreachable_redis(timeout=0.1)):
+        reply = client.get("/v1/me", HTTP_AUTHORIZATION="Bearer not-a-key")
     assert reply.json()["error"]["code"] == "KEY_INVALID"  # not throttled, not an error
     after = scrape(client)
     name = "sigsentry_redis_fail_open_total"

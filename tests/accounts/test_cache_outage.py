@@ -16,7 +16,7 @@ from apps.accounts.password_reset import make_reset_token
 from tests.accounts.test_two_factor import code_at, enable_two_factor, fresh_step
 from tests.factories import PASSWORD
 from tests.orgs.helpers import bearer_client
-from tests.reliability.helpers import hung_cache, unreachable_cache
+from tests.reliability.helpers import hung_redis, unreachable_redis
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +27,7 @@ CONFIRM = "/v1/auth/password-reset/confirm"
 
 @contextlib.contextmanager
 def cache_down(caplog):
-    with override_settings(CACHES=unreachable_cache()):
+    with override_settings(**unreachable_redis()):
         yield
     assert "cache unavailable" in caplog.text  # the outage was real (a throttle's or a mark's)
 
@@ -75,7 +75,7 @@ def test_a_two_factor_login_waits_for_a_hung_cache_once(api_client, owner):
     first = login(api_client, owner)
     fresh_step()
     body = {"mfaToken": first.json()["mfaToken"], "code": code_at(secret)}
-    with hung_cache() as (caches, tried), override_settings(CACHES=caches):
+    with hung_redis() as (redis_down, tried), override_settings(**redis_down):
         second = api_client.post(LOGIN_2FA, body, format="json")
         assert len(tried) == 1
 

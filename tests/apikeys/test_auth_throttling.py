@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import threading
 
+import pytest
+import redis
+from django.utils import timezone
+
+from apps.apikeys.keyformat import KeyKind
+from core.sharedredis import redis_client
 from tests.analyses.helpers import send
 from tests.apikeys.auth_helpers import assert_error, fresh_ip, mutate
+from tests.factories import make_key
 
 pytestmark = pytest.mark.django_db
 
@@ -25,3 +32,47 @@ def test_repeated_failures_from_one_address_are_rate_limited_but_valid_keys_are_
     assert send(api_client, "GET", "/v1/analyses", credential=cred.token).status_code == 200
     elsewhere = send(api_client, "GET", "/v1/analyses", credential=bad, **fresh_ip())
     assert_error(elsewhere, 401, "KEY_INVALID")
+
+
+@pytest.mark.parametrize(
+    ("case", "round_trips"),
+    [
+        ("unknown key", 1),
+        ("revoked key", 1),
+        ("malformed header", 1),
+        ("limited key", 1),
+        # the failure's count, and the window read for the X-RateLimit-* headers
+        ("limited key, revoked", 2),
+    ],
+)
+def test_a_request_costs_one_redis_round_trip(
+    api_client, project, settings, monkeypatch, case, round_trips
+):
+    """SPEC §4.10: one Redis round trip per request. A failed credential's count in its
+    throttle window is one command batch (it was three), so a flood of bad keys costs
+    Redis one each; a rate-limited key's window is one (its use goes with the batch)."""
+    if redis_client() is None:
+        pytest.skip("the throttle's counters are in Redis only with REDIS_URL")
+    settings.USAGE_BATCH_SECONDS = 3600  # batched as in production; never sent in the test
+    limit = {"requests": 5, "perSeconds": 60} if case.startswith("limited") else None
+    api_key, token = make_key(KeyKind.SECRET, project=project, rate_limit=limit)
+    if case.endswith("revoked") or case == "revoked key":
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    elif case == "unknown key":
+        token = mutate(token, 20)
+    header = "Basic Zm9vOmJhcg==" if case == "malformed header" else f"Bearer {token}"
+    api_client.get("/v1/analyses", HTTP_AUTHORIZATION=header)  # Redis has the scripts now
+    sends, send_packed = [], redis.connection.Connection.send_packed_command
+    request_thread = threading.get_ident()
+
+    def counted(connection, command, *args, **kwargs):
+        if threading.get_ident() == request_thread:  # not the usage batch's thread
+            sends.append(command)
+        return send_packed(connection, command, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    response = api_client.get("/v1/analyses", HTTP_AUTHORIZATION=header)
+
+    assert response.status_code == (200 if case == "limited key" else 401)
+    assert len(sends) == round_trips

@@ -9,12 +9,13 @@ from django.test import override_settings
 from django.utils import timezone
 
 from apps.apikeys.gate.batch import send_pending_counts
-from apps.apikeys.gate.store import local_store, redis_client
+from apps.apikeys.gate.store import local_store
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyUsage
 from apps.apikeys.services import revoke_key
 from apps.apikeys.usage.answer import key_usage
 from apps.apikeys.usage.flush import flush_usage
+from core.sharedredis import redis_client
 from tests.conftest import bearer
 from tests.factories import make_key
 

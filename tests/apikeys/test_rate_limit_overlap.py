@@ -17,10 +17,10 @@ from django.db import OperationalError, connection
 
 from apps.apikeys.gate import reservation, window
 from apps.apikeys.gate.batch import send_pending_counts
-from apps.apikeys.gate.store import redis_client
 from apps.apikeys.keyformat import KeyKind, digest
 from apps.apikeys.services import revoke_key, update_key
 from core import failopen
+from core.sharedredis import redis_client
 from tests.apikeys.usage_helpers import requires_redis
 from tests.factories import ProjectFactory, make_key
 from tests.orgs.helpers import bearer_client, error_code

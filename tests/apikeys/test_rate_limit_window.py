@@ -15,8 +15,9 @@ import uuid
 
 import pytest
 
-from apps.apikeys.gate.store import local_store, redis_client
+from apps.apikeys.gate.store import local_store
 from apps.apikeys.gate.window import LimitState, check_limit
+from core.sharedredis import redis_client
 
 LIMIT_N = 3
 

@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 
 from apps.apikeys import keyformat
 from apps.apikeys.gate.counters import RECENT_IPS_KEPT, bucket_start
-from apps.apikeys.gate.store import redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 from apps.apikeys.representation import key_json
@@ -36,6 +35,7 @@ from apps.apikeys.services import revoke_key
 from apps.apikeys.usage import flush
 from apps.apikeys.usage.answer import key_usage
 from apps.apikeys.usage.flush import flush_usage, prune_usage
+from core.sharedredis import redis_client
 from tests.apikeys.usage_helpers import counted_key_ids, requires_redis, set_rate_limit
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, user_client

@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 
 from apps.apikeys.gate import counters
 from apps.apikeys.gate.counters import RECENT_IPS_KEPT, add_counts
-from apps.apikeys.gate.store import local_store, redis_client
+from apps.apikeys.gate.store import local_store
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import KeyUsageIp
 from apps.apikeys.usage import flush
 from apps.apikeys.usage.answer import key_usage
 from apps.apikeys.usage.flush import flush_usage
+from core.sharedredis import redis_client
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, collection_url, user_client
 

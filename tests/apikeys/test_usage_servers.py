@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from apps.accounts import services as account_services
 from apps.apikeys import keyformat
-from apps.apikeys.gate.store import redis_client
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import KeyUsage
 from apps.apikeys.services import revoke_key
+from core.sharedredis import redis_client
 from tests.apikeys.usage_helpers import requires_postgres_and_redis, set_rate_limit
 from tests.factories import make_key
 from tests.reliability.helpers import bearer, call, closed_port

@@ -19,7 +19,7 @@ from apps.audit.models import AuditEvent
 from tests import factories
 from tests.factories import make_key
 from tests.pages import assert_no_inline_code, html, logged_in
-from tests.reliability.helpers import hung_cache
+from tests.reliability.helpers import hung_redis
 
 pytestmark = pytest.mark.django_db
 
@@ -598,12 +598,12 @@ def test_expiry_input_is_labelled_as_utc(owner, project):
     assert 'type="datetime-local"' in page
 
 
-def test_minting_with_a_hung_cache_waits_for_it_once_and_mints_once(owner, project):
+def test_minting_with_a_hung_redis_waits_for_it_once_and_mints_once(owner, project):
     """The form's nonce and the mint throttle are two Redis steps: once one has waited its
     250 ms, the other goes on without (`core.failopen`); the key is minted and shown once."""
     client, url = logged_in(owner), api_url(project)
     nonce = nonce_of(client, url)
-    with hung_cache() as (caches, tried), override_settings(CACHES=caches):
+    with hung_redis() as (redis_down, tried), override_settings(**redis_down):
         response = mint(client, url, nonce=nonce)
         assert len(tried) == 1
 

@@ -6,8 +6,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from apps.apikeys.gate.store import local_store, redis_client
+from apps.apikeys.gate.store import local_store
 from apps.apikeys.models import ApiKey
+from core.sharedredis import redis_client
 
 requires_redis = pytest.mark.skipif(
     not settings.REDIS_URL, reason="counts are shared across processes only through REDIS_URL"

@@ -115,21 +115,23 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def unreachable_cache(timeout: float = 0.25) -> dict:
-    """CACHES whose Redis is a closed port: every cache call fails (an outage)."""
-    return {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
-            "OPTIONS": {"socket_connect_timeout": timeout, "socket_timeout": timeout},
-        }
-    }
+def redis_at(url: str, timeout: float) -> dict:
+    """The settings of a Redis at `url`, for both its users: Django's cache (a mark, a
+    nonce) and the steps that talk to it directly (throttles, a key's limit and counts)."""
+    options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    return {"CACHES": {"default": cache | {"OPTIONS": options}}, "REDIS_URL": url}
+
+
+def unreachable_redis(timeout: float = 0.25) -> dict:
+    """Settings whose Redis is a closed port: every Redis call fails (an outage)."""
+    return redis_at(f"redis://127.0.0.1:{closed_port()}/0", timeout)
 
 
 @contextlib.contextmanager
-def hung_cache(timeout: float = 0.25):
-    """CACHES whose Redis accepts connections and never answers (a hung server): every
-    cache call waits its `timeout`. Yields (the settings, the connections it accepted):
+def hung_redis(timeout: float = 0.25):
+    """Settings whose Redis accepts connections and never answers (a hung server): every
+    Redis call waits its `timeout`. Yields (the settings, the connections it accepted):
     one connection per Redis step tried, since a timed-out connection is dropped."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.05)
@@ -143,16 +145,8 @@ def hung_cache(timeout: float = 0.25):
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    port = listener.getsockname()[1]
-    caches = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{port}/0",
-            "OPTIONS": {"socket_connect_timeout": timeout, "socket_timeout": timeout},
-        }
-    }
     try:
-        yield caches, accepted
+        yield redis_at(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", timeout), accepted
     finally:
         stopping.set()
         thread.join()

@@ -20,6 +20,7 @@ from apps.apikeys.keyformat import KeyKind, generate
 from core import throttling
 from core.errors import RateLimited
 from core.permissions import ALL_PERMISSIONS
+from core.sharedredis import redis_client
 from tests.conftest import WINDOW_START
 from tests.conftest import bearer as api_bearer
 from tests.factories import PASSWORD, OrganizationFactory, UserFactory, make_key
@@ -28,7 +29,7 @@ from tests.reliability.helpers import (
     bearer,
     call,
     recording_key_function,
-    unreachable_cache,
+    unreachable_redis,
 )
 from tests.reliability.low_rate_settings import LOW_LIMIT
 
@@ -249,12 +250,18 @@ def test_counters_are_stored_under_hashed_keys(db):
         }
     }
     RECORDED_CACHE_KEYS.clear()
+    redis = redis_client()  # the counters' store with REDIS_URL, the cache's without
     with override_settings(CACHES=recording):
         for _ in range(LIMIT):
             throttling.hit("failed_auth_ip", "198.51.100.60")
         assert throttling.is_limited("failed_auth_ip", "198.51.100.60") == WINDOW
-        (key,) = set(RECORDED_CACHE_KEYS)  # one counter for one client in one window
-        assert cache.get(key) == LIMIT
+        if redis is None:
+            (key,) = set(RECORDED_CACHE_KEYS)  # one counter for one client in one window
+            assert cache.get(key) == LIMIT
+        else:
+            (key,) = {name.decode() for name in redis.scan_iter("throttle:*")}
+            assert int(redis.get(key)) == LIMIT
+            assert 0 < redis.ttl(key) <= WINDOW + 1  # it expires with its window
     assert "198.51.100.60" not in key and "198-51-100-60" not in key
 
 
@@ -275,8 +282,8 @@ def test_retry_after_is_what_is_left_of_the_window_and_the_next_window_starts_af
 
 
 @rates(failed_auth_ip=1)
-def test_an_unreachable_cache_means_no_throttling_not_an_error(db, api_client, caplog):
-    with override_settings(CACHES=unreachable_cache()):
+def test_an_unreachable_redis_means_no_throttling_not_an_error(db, api_client, caplog):
+    with override_settings(**unreachable_redis()):
         codes = [_fail(api_client).json()["error"]["code"] for _ in range(3)]
     assert codes == ["KEY_INVALID"] * 3
     assert "throttle cache unavailable" in caplog.text

@@ -11,7 +11,8 @@ import redis
 from django.conf import settings
 
 from apps.apikeys.gate import counters, window
-from apps.apikeys.gate.store import fail_open, redis_client
+from apps.apikeys.gate.store import fail_open
+from core.sharedredis import redis_client
 
 
 class UsageBatch:

@@ -34,8 +34,9 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from apps.apikeys.gate.store import fail_open, local_store, redis_client
+from apps.apikeys.gate.store import fail_open, local_store
 from core import failopen
+from core.sharedredis import redis_client
 
 RECENT_IPS_KEPT = 10
 #: Per key, IPs pushed out of the kept ones whose counts wait for a copy (the oldest

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 import redis
 
 from apps.apikeys.gate import batch, window
-from apps.apikeys.gate.store import fail_open, redis_client
+from apps.apikeys.gate.store import fail_open
 from apps.apikeys.gate.window import LimitState
 from core import failopen
 from core.net import client_refusal
+from core.sharedredis import redis_client
 
 if TYPE_CHECKING:
     from apps.apikeys.selectors import KeyRecord

@@ -15,35 +15,9 @@ import logging
 import secrets
 import threading
 
-import redis
-from django.conf import settings
-from django.core.signals import setting_changed
-
 from core import failopen
 
 logger = logging.getLogger("sigsentry.usage")
-
-REDIS_TIMEOUT_SECONDS = 0.25
-
-
-@functools.cache
-def redis_client() -> redis.Redis | None:
-    """The shared Redis of `REDIS_URL` (one connection pool per process), or None."""
-    if not settings.REDIS_URL:
-        return None
-    return redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-    )
-
-
-def _forget_client(*, setting, **kwargs) -> None:
-    if setting == "REDIS_URL":
-        redis_client.cache_clear()
-
-
-setting_changed.connect(_forget_client)
 
 
 def fail_open(what: str) -> None:

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import redis
 
-from apps.apikeys.gate.store import fail_open, local_store, redis_client
+from apps.apikeys.gate.store import fail_open, local_store
 from core import failopen
+from core.sharedredis import redis_client
 
 _LIMIT_SCRIPT = """
 local limit_n, limit_ms, peek = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'

@@ -12,9 +12,10 @@ import redis
 from django.utils import timezone
 
 from apps.apikeys.gate.counters import BUCKET_GRACE_SECONDS, bucket_end, bucket_start
-from apps.apikeys.gate.store import fail_open, local_store, redis_client
+from apps.apikeys.gate.store import fail_open, local_store
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 from core import failopen
+from core.sharedredis import redis_client
 
 #: Redis did not answer a usage read: the answer shows copied counts, and the request's
 #: other reads do not wait for it again (`fail_open`: 250 ms once, not per read).

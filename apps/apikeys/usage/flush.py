@@ -24,10 +24,11 @@ from django.utils import timezone
 
 from apps.apikeys.gate.batch import send_pending_counts
 from apps.apikeys.gate.counters import bucket_start
-from apps.apikeys.gate.store import local_store, redis_client
+from apps.apikeys.gate.store import local_store
 from apps.apikeys.models import ApiKey, KeyUsage, KeyUsageIp
 from apps.apikeys.usage.answer import SPAN, STEP, ips_of
 from core.queries import filter_in_chunks, upsert_largest
+from core.sharedredis import redis_client
 
 logger = logging.getLogger("sigsentry.usage")
 

@@ -302,6 +302,14 @@ def test_switchers_and_narrow_screen(ui_factory, owner, project, other_project):
     width = narrow.page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, "nothing may overflow the viewport sideways"
 
+    make_key(KeyKind.ORGANIZATION, organization=project.organization, actor=owner)
+    narrow.goto(f"/orgs/{project.organization_id}/audit-log/")
+    narrow.shot("audit-log-narrow")
+    assert narrow.page.locator(".audit-table td[data-label='Details']").first.is_visible()
+    for box in (".table-wrap", "html"):  # each event a card: no table to scroll sideways
+        width = narrow.page.eval_on_selector(box, "element => element.scrollWidth")
+        assert width <= 390, f"{box} overflows the viewport sideways"
+
 
 def test_open_tab_refreshes_its_session_before_expiry(ui, owner):
     ui.page.clock.install()

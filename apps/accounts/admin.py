@@ -27,7 +27,7 @@ from apps.accounts.admin_site import ThrottledAdminLoginForm
 from apps.accounts.emails import FOLDS_TO_ANOTHER_ADDRESS, changes_when_folded, normalize_email
 from apps.accounts.models import AuthSession, User
 from apps.accounts.services import deactivate_user, end_session, end_user_sessions
-from apps.orgs.admin import delete_membership, protect_last_owners
+from apps.orgs.admin import delete_membership, protect_last_owners, refuse_if_last_owners
 from apps.orgs.models import Membership
 from core.admin import ReadOnlyAdminMixin
 from core.errors import InvalidCredentials, RateLimited
@@ -192,7 +192,9 @@ class UserAdmin(DjangoUserAdmin):
     def delete_queryset(self, request, queryset) -> None:
         """Each membership leaves its organization's audit log a `member.removed` first."""
         with transaction.atomic():
-            for membership in Membership.objects.filter(user__in=queryset).select_related("user"):
+            memberships = list(Membership.objects.filter(user__in=queryset).select_related("user"))
+            refuse_if_last_owners(memberships)
+            for membership in memberships:
                 delete_membership(request, membership)
             queryset.delete()
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.contrib import admin
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 
 from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization
-from apps.orgs.services import membership_changed, record_membership_event
+from apps.orgs.services import lock_owners, membership_changed, record_membership_event
 from apps.projects.models import Project
 from apps.projects.services import record_project_created
 from core.permissions import Role
@@ -30,21 +30,29 @@ LAST_OWNER_MESSAGE = "An organization must keep at least one owner."
 
 
 def organizations_left_without_owner(removed: Iterable[Membership]) -> list[Organization]:
-    """Organizations whose every owner membership is among `removed`."""
+    """Organizations whose every owner is among `removed` (memberships deleted or demoted).
+
+    The owners are read under the lock the API's member changes take (`lock_owners`), so
+    a demotion made through the API a moment ago is seen, and one in flight is waited
+    for: the admin's forms and deletes run in a transaction that keeps the lock to the end.
+    """
     removed_ids_by_org: dict = {}
     for membership in removed:
-        if membership.role == Role.OWNER:
-            removed_ids_by_org.setdefault(membership.organization_id, set()).add(membership.pk)
+        removed_ids_by_org.setdefault(membership.organization_id, set()).add(membership.pk)
     orphaned = []
-    for organization_id, removed_ids in removed_ids_by_org.items():
-        remaining = (
-            Membership.objects.filter(organization_id=organization_id, role=Role.OWNER)
-            .exclude(pk__in=removed_ids)
-            .exists()
-        )
-        if not remaining:
-            orphaned.append(Organization.objects.get(pk=organization_id))
+    with transaction.atomic():
+        for organization_id, removed_ids in removed_ids_by_org.items():
+            owner_ids = {owner.pk for owner in lock_owners(organization_id)}
+            if owner_ids & removed_ids and owner_ids <= removed_ids:
+                orphaned.append(Organization.objects.get(pk=organization_id))
     return orphaned
+
+
+def refuse_if_last_owners(removed: Iterable[Membership]) -> None:
+    """At the delete itself: the confirmation page checked before, without the lock held
+    since (Django's bulk delete action runs outside a transaction until here)."""
+    if organizations_left_without_owner(removed):
+        raise PermissionDenied(LAST_OWNER_MESSAGE)
 
 
 def protect_last_owners(
@@ -98,6 +106,17 @@ class MembershipInlineFormSet(BaseInlineFormSet):
             and form.cleaned_data.get("role") == Role.OWNER
         ]
         if not owners:
+            raise ValidationError(LAST_OWNER_MESSAGE)
+        # Owners this form takes away and makes none: checked against the owners as they
+        # are now (another may have been demoted elsewhere since the form was drawn).
+        taken = [
+            form.instance
+            for form in self.initial_forms
+            if form.initial.get("role") == Role.OWNER
+            and (form.cleaned_data.get("DELETE") or form.cleaned_data.get("role") != Role.OWNER)
+        ]
+        made = [form for form in owners if form.initial.get("role") != Role.OWNER]
+        if taken and not made and organizations_left_without_owner(taken):
             raise ValidationError(LAST_OWNER_MESSAGE)
 
 
@@ -209,5 +228,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
-            for membership in queryset.select_related("user"):
+            memberships = list(queryset.select_related("user"))
+            refuse_if_last_owners(memberships)
+            for membership in memberships:
                 delete_membership(request, membership)

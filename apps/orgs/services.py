@@ -45,7 +45,7 @@ def create_organization(
     return organization
 
 
-def _lock_owners(organization_id: Any) -> list[Membership]:
+def lock_owners(organization_id: Any) -> list[Membership]:
     """Lock the organization's owner rows, serialising changes that could remove the last one."""
     return list(
         Membership.objects.select_for_update()
@@ -118,7 +118,7 @@ def _lock_for_change(
     Roles are checked on the locked rows, not on what the caller read earlier, so
     an actor demoted a moment ago cannot still demote or remove an owner.
     """
-    owners = _lock_owners(target.organization_id)
+    owners = lock_owners(target.organization_id)
     rows = {
         m.pk: m
         for m in Membership.objects.select_for_update()

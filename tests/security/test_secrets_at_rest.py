@@ -13,7 +13,9 @@ found elsewhere), and the leak report of a secret key, a revoke and the deliveri
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.db import connection
+from django.test import Client
 from rest_framework.test import APIClient
 
 from apps.apikeys import keyformat
@@ -24,6 +26,7 @@ from apps.webhooks import crypto
 from apps.webhooks import delivery as deliveries
 from apps.webhooks.models import Delivery, EventType, Webhook
 from tests.apikeys.test_auth_secrecy import _hidden_parts
+from tests.factories import PASSWORD, UserFactory
 from tests.orgs.helpers import bearer_client, collection_url, key_url, user_client
 from tests.outbound import Receiver, verify_signature
 
@@ -139,3 +142,20 @@ def test_no_webhook_secret_key_or_digest_is_stored_outside_the_digest_column(
         if digest[:32] in text  # half a digest (128 bits) still names the key
     ]
     assert leaks == []
+
+
+def test_an_operators_admin_session_is_not_in_the_database(client):
+    """The admin's login is a Django session: its id alone logs in, so the database (and
+    its backups) must not hold it, as it holds no dashboard session token."""
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    response = client.post(
+        "/admin/login/", {"username": staff.email, "password": PASSWORD, "next": "/admin/"}
+    )
+    assert response.status_code == 302
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME]
+    assert int(cookie["max-age"]) <= 12 * 3600  # a copy of it is good for a working day
+
+    assert not [cell for cell in database_cells() if cookie.value in cell[2]]
+    elsewhere = Client()
+    elsewhere.cookies[settings.SESSION_COOKIE_NAME] = cookie.value
+    assert elsewhere.get("/admin/apikeys/apikey/").status_code == 200  # it is the session

@@ -15,10 +15,13 @@ otherwise be added in), created in the temporary directory when the variable
 is unset (and removed at exit), and an exited worker is marked dead.
 
 The operations endpoints (/healthz, /readyz, /metrics) are left out of the
-access log: a load balancer probing every few seconds would drown it.
+access log: a load balancer probing every few seconds would drown it. A token
+link's secret (a password reset, an invitation) is masked wherever a line would
+show it.
 """
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,11 +35,25 @@ _OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _created_metrics_dir = None
 
 
+#: The secret part of a token link (/reset/<token>/, /invitations/<token>/), as a path,
+#: a URL in a Referer, or URL-encoded in a query (/login/?next=%2Finvitations%2F<token>%2F).
+_TOKEN_IN_URL = re.compile(r"((?:/|%2F)(?:reset|invitations)(?:/|%2F))[^/?&#\s\"%]+", re.I)
+
+
 class AccessLogWithoutProbes(Logger):
     def access(self, resp, req, environ, request_time):
         if environ.get("PATH_INFO") in _OPERATIONS_PATHS:
             return
         super().access(resp, req, environ, request_time)
+
+    def atoms(self, resp, req, environ, request_time):
+        """Every value a line may show (request line, path, query, Referer, any header),
+        with token links' secrets masked, so a link opened is not a link logged."""
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {
+            name: _TOKEN_IN_URL.sub("\\1…", value) if isinstance(value, str) else value
+            for name, value in atoms.items()
+        }
 
 
 logger_class = AccessLogWithoutProbes

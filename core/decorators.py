@@ -48,3 +48,19 @@ def dashboard_page(view):
             raise DjangoPermissionDenied(exc.message) from exc
 
     return wrapper
+
+
+def origin_only_referrer(view):
+    """For a page whose URL holds a secret (a token link, or a way back to one): the
+    browser sends only the site's origin as `Referer` with the page's own requests (its
+    CSS and scripts), which would otherwise write the URL into the access logs of every
+    server and proxy on the way. Not `no-referrer`: a form posted from the page would
+    then carry `Origin: null`, which Django's CSRF check refuses."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        response["Referrer-Policy"] = "strict-origin"
+        return response
+
+    return wrapper

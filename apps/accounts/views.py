@@ -24,6 +24,7 @@ from apps.accounts.forms import (
 )
 from apps.accounts.mfa_login import MfaTokenInvalid
 from apps.accounts.tokens import TokenPair
+from core.decorators import origin_only_referrer
 from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 
 
@@ -62,6 +63,7 @@ def start_page_session(pair: TokenPair, target: str) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@origin_only_referrer  # its `next` may be the way back to an invitation link
 def login_page(request: HttpRequest) -> HttpResponse:
     if request.principal is not None:
         return redirect("/")
@@ -174,6 +176,7 @@ def password_reset_page(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@origin_only_referrer
 def password_reset_confirm_page(request: HttpRequest, token: str) -> HttpResponse:
     """The emailed link: choose a new password. Every session ends; log in again after."""
     try:

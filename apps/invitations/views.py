@@ -24,7 +24,7 @@ from apps.invitations.forms import InvitationSignupForm, InviteForm
 from apps.invitations.selectors import invitation_for_token, inviter_may_still_grant
 from apps.orgs.access import membership_for, require_manager
 from apps.orgs.views import members_page
-from core.decorators import dashboard_page
+from core.decorators import dashboard_page, origin_only_referrer
 from core.errors import NotFound, PermissionDenied, RateLimited, ValidationFailed
 
 
@@ -82,6 +82,7 @@ def _invalid(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@origin_only_referrer
 def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
     invitation = invitation_for_token(token)
     if invitation is None or not invitation.is_pending() or not inviter_may_still_grant(invitation):

@@ -14,6 +14,8 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from secrets import token_urlsafe
+from urllib.parse import urlencode
 
 import pytest
 from django.apps import apps
@@ -352,6 +354,7 @@ def test_gunicorn_access_and_error_logs_hold_no_secret(
     transactional_db, project, owner, start_server
 ):
     from apps.accounts import services as account_services
+    from apps.accounts.password_reset import make_reset_token
     from tests.factories import PASSWORD, make_key
 
     server = start_server(env={"GUNICORN_CMD_ARGS": "--access-logfile - --error-logfile -"})
@@ -383,6 +386,14 @@ def test_gunicorn_access_and_error_logs_hold_no_secret(
     assert page.status in (200, 302, 403)
     call(server.url, "POST", "/v1/leaked-keys", body={"keys": [plaintext]})
     call(server.url, "GET", "/v1/me", headers={"Authorization": f"Bearer {plaintext}"})
+    # Token links opened, as a browser does: the page, a Referer naming it, the way back.
+    reset, invitation = make_reset_token(owner), token_urlsafe(32)
+    secrets.values |= {"reset token": reset, "invitation token": invitation}
+    for link in (f"/reset/{reset}/", f"/invitations/{invitation}/"):
+        opened = call(server.url, "GET", link)
+        assert opened.header("Referrer-Policy") == "strict-origin"  # its CSS gets no path
+        call(server.url, "GET", "/static/css/app.css", headers={"Referer": server.url + link})
+        call(server.url, "GET", "/login/?" + urlencode({"next": link}))
     server.stop()
 
     log = server.log_path.read_text()

@@ -290,7 +290,12 @@ def enable(*, user: User, code: Any, request: HttpRequest | None = None) -> list
                 {"code": ["That code is not right. Enter the 6 digits your app shows now."]}
             )
     with transaction.atomic():
-        TotpDevice.objects.filter(pk=device.pk).update(confirmed_at=now)
+        # Once: of two enables in flight (two tabs, two codes a step apart), the second
+        # would replace the recovery codes the first has just shown.
+        if not TotpDevice.objects.filter(pk=device.pk, confirmed_at__isnull=True).update(
+            confirmed_at=now
+        ):
+            raise ValidationFailed({"code": ["Two-factor authentication is already on."]})
         codes = _new_recovery_codes(user, now)
     mail.send_two_factor_changed(user=user, enabled=True, when=now, ip=ip)
     return codes

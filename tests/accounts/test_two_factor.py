@@ -453,3 +453,28 @@ def test_account_forms_need_the_csrf_token(owner):
     for path in ("/account/2fa/setup/", "/account/2fa/enable/", "/account/2fa/disable/"):
         assert client.post(path, {"code": "000000", "password": PASSWORD}).status_code == 403
     assert not TotpDevice.objects.filter(user=owner).exists()
+
+
+def test_two_enables_in_flight_turn_it_on_once_and_keep_the_codes_shown(owner, monkeypatch):
+    """Two tabs enable with codes a step apart: the one that commits second is refused, so
+    the recovery codes the first showed are the ones that work."""
+    client = user_client(owner)
+    secret = client.post(SETUP).json()["secret"]
+    fresh_step()
+    accept, shown = twofactor._accept_totp, []
+
+    def the_other_tab_finishes_first(device, code, now):
+        monkeypatch.setattr(twofactor, "_accept_totp", accept)
+        shown.extend(twofactor.enable(user=owner, code=code_at(secret, -1)))
+        return accept(device, code, now)
+
+    monkeypatch.setattr(twofactor, "_accept_totp", the_other_tab_finishes_first)
+    second = client.post(ENABLE, {"code": code_at(secret)}, format="json")
+
+    assert second.status_code == 400
+    assert second.json()["error"]["details"]["fields"]["code"] == [
+        "Two-factor authentication is already on."
+    ]
+    stored = set(RecoveryCode.objects.filter(user=owner).values_list("digest", flat=True))
+    shown_digests = {hashlib.sha256(code.replace("-", "").encode()).hexdigest() for code in shown}
+    assert len(shown) == 10 and stored == shown_digests

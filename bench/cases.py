@@ -4,9 +4,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+import time
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 from psycopg.errors import DeadlockDetected
@@ -16,6 +19,7 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from bench.credentials import SMALL_TABLE_ROWS, Credentials, filler_keys
 from bench.harness import (
+    REQUESTS_PER_ROUND,
     ROUNDS,
     Caller,
     Variant,
@@ -34,7 +38,7 @@ BURST = 500
 
 
 def failure_paths(call: Caller, creds: Credentials) -> dict[str, dict[str, int]]:
-    """Status and queries of rejected credentials (and an org key on a project view)."""
+    """Status, queries and median µs of rejected credentials."""
     good = creds.secret
     bad_checksum = good[:-1] + ("A" if good[-1] != "A" else "B")
     unknown = keyformat.generate(KeyKind.SECRET)
@@ -45,17 +49,36 @@ def failure_paths(call: Caller, creds: Credentials) -> dict[str, dict[str, int]]
         "unknown key": build_environ("/v1/me", bearer(unknown), {}),
         "revoked key": build_environ("/v1/me", bearer(creds.revoked), {}),
     }
-    results = {
-        name: dict(zip(("status", "queries"), status_and_queries(call, environ), strict=True))
-        for name, environ in cases.items()
-    }
     past = datetime.now(UTC) - timedelta(days=1)
-    with override_settings(
+    after_sunset = override_settings(
         LEGACY_KEYS_SUNSET_AT=past, LEGACY_KEYS_DEPRECATED_AT=past - timedelta(days=180)
-    ):
-        status, count = status_and_queries(call, build_environ("/v1/me", bearer(creds.legacy), {}))
-    results["legacy after sunset"] = {"status": status, "queries": count}
+    )
+    cases["legacy after sunset"] = build_environ("/v1/me", bearer(creds.legacy), {})
+    # Timed with the failed-credentials limit raised, so each request is the real refusal
+    # (its failure counted in its throttle window, one Redis round trip), never a 429.
+    raised = settings.THROTTLE_RATES | {"failed_auth_ip": (10**9, 60)}
+    results = {}
+    for timing in (False, True):  # every status first: the timed ones count failures
+        for name, environ in cases.items():
+            with after_sunset if name == "legacy after sunset" else contextlib.nullcontext():
+                if not timing:
+                    status, count = status_and_queries(call, environ)
+                    results[name] = {"status": status, "queries": count}
+                    continue
+                with override_settings(THROTTLE_RATES=raised):
+                    rounds = [timed(call, environ) for _ in range(3)]
+                results[name]["us"] = round(median_us(rounds))
     return results
+
+
+def timed(call: Caller, environ: dict) -> list[int]:
+    """One round of a request's wall-clock times, ns."""
+    times = []
+    for _ in range(REQUESTS_PER_ROUND):
+        start = time.perf_counter_ns()
+        call(environ)
+        times.append(time.perf_counter_ns() - start)
+    return times
 
 
 def hundred_thousand_keys(call: Caller, creds: Credentials, baseline: Variant) -> dict:

@@ -55,9 +55,9 @@ def print_report(results: Results, load_before, load_after):
     print("\ncost of each check, µs over the same key without it: wall clock, CPU")
     for name, cost in results.checks.items():
         print(f"  {cost['wall_us']:>6.0f}  {cost['cpu_us']:>6.0f}  {name}")
-    print("\nrejected credentials (status, queries):")
+    print("\nrejected credentials (status, queries, median µs per request):")
     for name, result in failures.items():
-        print(f"  {result['status']}  {result['queries']} queries  {name}")
+        print(f"  {result['status']}  {result['queries']} queries  {result['us']:>5} µs  {name}")
     print(
         f"\n100,000 keys: overhead {big_table[f'overhead_us_{SMALL_TABLE_ROWS}_keys']} µs with "
         f"{SMALL_TABLE_ROWS} keys, "

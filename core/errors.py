@@ -8,6 +8,7 @@ bodies never echo the credential that was sent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -197,8 +198,43 @@ class ServiceUnavailable(ApiError):
     message = "The service is temporarily unavailable. Try again shortly."
 
 
+#: Credential maskers (text in, text with every credential of one shape replaced out). The
+#: apps that know a credential's shape register theirs from AppConfig.ready(): core knows none.
+_MASKERS: list[Callable[[str], str]] = []
+
+
+def never_echo(mask: Callable[[str], str]) -> None:
+    """Run `mask` over every text of every error body from now on (`error_body`)."""
+    if mask not in _MASKERS:
+        _MASKERS.append(mask)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        for mask in _MASKERS:
+            value = mask(value)
+        return value
+    if isinstance(value, dict):
+        return {_masked(key): _masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(item) for item in value]
+    return value
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
+    """The SPEC §3 body, and the only place one is built.
+
+    Invariant: no credential is echoed. Validators quote what they refuse, and a client
+    may put its key in the wrong field, so the message and every string of `details`
+    (keys too: a misspelled member's name is input) go through the registered maskers.
+    """
+    return {
+        "error": {
+            "code": code,
+            "message": _masked(message),
+            "details": _masked(details) if details else {},
+        }
+    }
 
 
 def _camel(name: str) -> str:

@@ -13,6 +13,7 @@ token text itself is never written to the database (it is a credential).
 from __future__ import annotations
 
 import hmac
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,16 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from apps.accounts.models import AuthSession, User
 from apps.accounts.selectors import session_with_user
 from core.errors import TokenExpired, TokenInvalid
+
+#: A JWT (three base64url segments, the header's JSON starting `{"`), or one cut short after
+#: its header. "…" too: a key masker that ran first may have cut a `tb_…` out of the token.
+_JWT_IN_TEXT = re.compile(r"eyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_.\-…]*")
+
+
+def mask_tokens(text: str) -> str:
+    """`text` with every session token (access, refresh, MFA) in it replaced by "eyJ…"."""
+    return _JWT_IN_TEXT.sub("eyJ…", text) if "eyJ" in text else text
+
 
 ACCESS_LIFETIME = timedelta(hours=24)
 #: The longest bearer credential (API key or JWT) the service reads; longer is refused unread.

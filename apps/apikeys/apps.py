@@ -9,3 +9,7 @@ class ApikeysConfig(AppConfig):
     def ready(self) -> None:
         # Registers the OpenAPI description of the /v1 authentication class.
         from apps.apikeys import schema  # noqa: F401
+        from apps.apikeys.keyformat import mask_keys
+        from core.errors import never_echo
+
+        never_echo(mask_keys)  # error bodies never quote a key sent in the wrong field

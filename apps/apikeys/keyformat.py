@@ -35,8 +35,11 @@ RANDOM_LENGTH = 32
 CHECKSUM_LENGTH = 6
 DISPLAY_RANDOM_LENGTH = 8
 LEGACY_PREFIXES: tuple[str, ...] = ("tb_", "ss_live_")
+_BASE62_CHARACTER = "[0-9A-Za-z]"
+_LEGACY_PREFIX = "|".join(LEGACY_PREFIXES)
+_LEGACY_CHARACTER = r"[0-9A-Za-z_\-]"
 # Legacy keys were free-form; bound them so garbage cannot pass as one.
-LEGACY_KEY_PATTERN = re.compile(r"(?:tb_|ss_live_)[0-9A-Za-z_\-]{8,200}")
+LEGACY_KEY_PATTERN = re.compile(rf"(?:{_LEGACY_PREFIX}){_LEGACY_CHARACTER}{{8,200}}")
 #: The import refuses a legacy key with a shorter secret part (after its prefix):
 #: too weak to keep, and a display prefix of it would give away too much of it.
 #: Keys imported before this rule still authenticate (LEGACY_KEY_PATTERN).
@@ -57,9 +60,29 @@ class KeyKind(Enum):
 
 
 KIND_BY_PREFIX: dict[str, KeyKind] = {kind.prefix: kind for kind in KeyKind}
+_PREFIX = "|".join(KIND_BY_PREFIX)
 KEY_PATTERN = re.compile(
-    rf"(ss_pub_|ss_secret_|ss_org_)([0-9A-Za-z]{{{RANDOM_LENGTH}}})([0-9A-Za-z]{{{CHECKSUM_LENGTH}}})"
+    rf"({_PREFIX})({_BASE62_CHARACTER}{{{RANDOM_LENGTH}}})({_BASE62_CHARACTER}{{{CHECKSUM_LENGTH}}})"
 )
+#: A key of any format, whole or cut short, anywhere in a text (`mask_keys`).
+KEY_IN_TEXT = re.compile(rf"({_PREFIX}){_BASE62_CHARACTER}+|({_LEGACY_PREFIX}){_LEGACY_CHARACTER}+")
+
+
+def mask_keys(text: str) -> str:
+    """`text` with every key in it replaced by its type prefix and "…" (`ss_secret_…`).
+
+    Registered with `core.errors.never_echo`, so no error body quotes a key that a client
+    sent in the wrong field. A key is found anywhere, also glued to other text (the tail
+    of "https://ss_secret_…") and also cut short: validators quote at most 40 to 100
+    characters, and 40 are enough to rebuild an `ss_org_` key (its checksum is a CRC).
+    """
+    if "_" not in text:  # every key has one: most texts are done without the regex
+        return text
+    return KEY_IN_TEXT.sub(_prefix_and_ellipsis, text)
+
+
+def _prefix_and_ellipsis(match: re.Match[str]) -> str:
+    return (match[1] or match[2]) + "…"
 
 
 class Shape(Enum):

@@ -1,0 +1,203 @@
+"""No error body echoes a credential (SPEC §3), wherever a client puts it.
+
+A client that sends its key (or session token) in the wrong JSON field gets the usual
+400 VALIDATION_ERROR, naming the same field, but the body quotes the credential only as
+its type prefix and "…": neither the credential nor any 12 characters of it come back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from apps.accounts.tokens import mask_tokens
+from apps.apikeys import keyformat
+from apps.apikeys.keyformat import KeyKind, mask_keys
+from core.errors import error_body
+from tests.conftest import access_token_for
+from tests.factories import PASSWORD, make_key, make_legacy_key
+from tests.orgs.helpers import error_fields, user_client
+
+pytestmark = pytest.mark.django_db
+
+#: The shortest run of a credential's characters that counts as echoing it.
+SLICE = 12
+CREDENTIALS = ("sdk-key", "secret-key", "org-key", "legacy-key", "jwt")
+#: What the body may show of each credential instead.
+MASKED = {
+    "sdk-key": "ss_pub_…",
+    "secret-key": "ss_secret_…",
+    "org-key": "ss_org_…",
+    "legacy-key": "tb_…",
+    "jwt": "eyJ…",
+}
+
+
+def echoed_slices(credential: str, text: str) -> list[str]:
+    """Every `SLICE`-character run of `credential` that `text` contains."""
+    runs = (credential[i : i + SLICE] for i in range(len(credential) - SLICE + 1))
+    return [run for run in runs if run in text]
+
+
+@dataclass(frozen=True)
+class WrongField:
+    """A request that puts the credential `sent` where the API expects something else."""
+
+    field: str  # as the error names it
+    message: str  # how the field's message starts
+    path: Callable[[Any], str]
+    body: Callable[[str], dict[str, Any]]
+
+
+WRONG_FIELDS = {
+    "sdk-key-allowedOrigins": WrongField(
+        "allowedOrigins",
+        "Not an origin of the form https://host[:port]: ",
+        lambda project: f"/v1/projects/{project.id}/sdk-keys",
+        lambda sent: {"name": "Web", "allowedOrigins": [sent]},
+    ),
+    "secret-key-allowedIps": WrongField(
+        "allowedIps",
+        "Not a CIDR or IP address: ",
+        lambda project: f"/v1/projects/{project.id}/api-keys",
+        lambda sent: {"name": "CI", "permissions": ["analysis:read"], "allowedIps": [sent]},
+    ),
+    "secret-key-permissions": WrongField(
+        "permissions",
+        "Unknown permission: ",
+        lambda project: f"/v1/projects/{project.id}/api-keys",
+        lambda sent: {"name": "CI", "permissions": [sent]},
+    ),
+    "org-key-projectIds": WrongField(
+        "projectIds",
+        "Not a project id: ",
+        lambda project: f"/v1/organizations/{project.organization_id}/api-keys",
+        lambda sent: {"name": "CI", "permissions": ["analysis:read"], "projectIds": [sent]},
+    ),
+    "webhook-events": WrongField(
+        "events",
+        "Unknown event: ",
+        lambda project: f"/v1/organizations/{project.organization_id}/webhooks",
+        lambda sent: {"url": "https://8.8.8.8/hooks/sigsentry", "events": [sent]},
+    ),
+    "channel-kind": WrongField(
+        "kind",
+        '"',
+        lambda project: "/v1/config/channels",
+        lambda sent: {"name": "on-call", "kind": sent, "target": "#ops"},
+    ),
+    "log-source-kind": WrongField(
+        "kind",
+        '"',
+        lambda project: "/v1/config/log-sources",
+        lambda sent: {"name": "edge", "kind": sent},
+    ),
+}
+
+
+@pytest.fixture
+def credential(api_client, project, organization, owner):
+    """`credential(who)`: the plaintext of a real credential of kind `who` (CREDENTIALS)."""
+
+    def make(who: str) -> str:
+        if who == "sdk-key":
+            return make_key(KeyKind.PUBLIC, project=project)[1]
+        if who == "secret-key":
+            return make_key(KeyKind.SECRET, project=project)[1]
+        if who == "org-key":
+            return make_key(KeyKind.ORGANIZATION, organization=organization)[1]
+        if who == "legacy-key":
+            return make_legacy_key(project)[1]
+        response = api_client.post(
+            "/v1/auth/login", {"email": owner.email, "password": PASSWORD}, format="json"
+        )
+        assert response.status_code == 200, response.json()
+        return response.json()["access"]
+
+    return make
+
+
+@pytest.mark.parametrize("who", CREDENTIALS)
+@pytest.mark.parametrize("case", list(WRONG_FIELDS.values()), ids=list(WRONG_FIELDS))
+def test_a_credential_in_the_wrong_field_is_refused_without_being_echoed(
+    case, who, credential, project, owner
+):
+    sent = credential(who)
+
+    response = user_client(owner).post(
+        case.path(project), case.body(sent), format="json", HTTP_X_PROJECT_ID=str(project.id)
+    )
+
+    assert response.status_code == 400
+    fields = error_fields(response)
+    assert list(fields) == [case.field]
+    assert fields[case.field][0].startswith(case.message), fields
+    assert echoed_slices(sent, response.content.decode()) == []
+    assert MASKED[who] in fields[case.field][0]
+
+
+def test_a_credential_in_a_message_or_a_field_name_is_masked_and_nothing_else():
+    key = keyformat.generate(KeyKind.ORGANIZATION)
+    legacy = "ss_live_" + "Ab3dE6gH" * 4
+    fields = {key: [f"see ({legacy})"], "allowedIps": ["Not a CIDR or IP address: 10.0.0.300"]}
+
+    body = error_body(
+        "VALIDATION_ERROR",
+        f"Refused {key}.",
+        {"fields": fields, "tried": [(key[:40], 3, None)], "required": "config:write"},
+    )
+
+    assert body == {
+        "error": {
+            "code": "VALIDATION_ERROR",
+            "message": "Refused ss_org_….",
+            "details": {
+                "fields": {
+                    "ss_org_…": ["see (ss_live_…)"],
+                    "allowedIps": ["Not a CIDR or IP address: 10.0.0.300"],
+                },
+                "tried": [["ss_org_…", 3, None]],
+                "required": "config:write",
+            },
+        }
+    }
+
+
+@pytest.mark.parametrize("kind", list(KeyKind))
+def test_every_key_in_a_text_is_masked_in_a_url_and_next_to_punctuation(kind):
+    key = keyformat.generate(kind)
+    text = (
+        f"Not an origin: https://{key}, nor http://x.io/?k={key}&a=1; "
+        f"('{key}'), {key[:40]}… and xx{key}. Also tb_{key[3:20]}-x_y/ss_live_Q, not ss_pub."
+    )
+
+    masked = mask_keys(text)
+
+    assert masked == (
+        f"Not an origin: https://{kind.prefix}…, nor http://x.io/?k={kind.prefix}…&a=1; "
+        f"('{kind.prefix}…'), {kind.prefix}…… and xx{kind.prefix}…. Also tb_…/ss_live_…, "
+        "not ss_pub."
+    )
+    assert echoed_slices(key, masked) == []
+
+
+def test_every_session_token_in_a_text_is_masked_whole_or_cut_short(owner):
+    token = access_token_for(owner)
+    assert re.fullmatch(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", token)
+    text = f"Unknown permission: {token[:40]}; Not an origin: https://{token}, ok"
+
+    masked = mask_tokens(text)
+
+    assert masked == "Unknown permission: eyJ…; Not an origin: https://eyJ…, ok"
+    assert echoed_slices(token, masked) == []
+
+
+def test_a_token_that_the_key_masker_cut_into_is_still_masked_whole():
+    # Either masker may run first; `tb_` can occur inside a token's payload.
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4tb_In0.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+
+    assert mask_tokens(mask_keys(f"[{token}]")) == "[eyJ…]"

@@ -108,6 +108,15 @@ def mint_key(
     throttling.enforce("mint_org", str(organization.id))
     key = keyformat.generate(kind)
     with transaction.atomic():
+        if kind is not KeyKind.PUBLIC:
+            # The policy again, under the lock `set_key_lifetime_policy` takes: one set since
+            # the check above has committed (and refuses this key) or waits for this mint.
+            # NO KEY: rows that merely refer to the organization are not held up.
+            organization.refresh_from_db(
+                fields=["key_max_lifetime_days"],
+                from_queryset=Organization.objects.select_for_update(no_key=True),
+            )
+            guardrails.validate_lifetime(kind, organization, expires_at, now)
         api_key = ApiKey.objects.create(
             organization=organization,
             project=project,

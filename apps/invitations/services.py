@@ -48,7 +48,7 @@ from apps.invitations.selectors import (
     roles_grantable_by,
     token_digest,
 )
-from apps.orgs.models import Membership
+from apps.orgs.models import Membership, Organization
 from apps.orgs.services import on_membership_change
 from core import throttling
 from core.errors import NotFound, PermissionDenied, ValidationFailed
@@ -120,6 +120,10 @@ def invite_member(
     token = secrets.token_urlsafe(32)
     now = timezone.now()
     with transaction.atomic():
+        # Invitations of one organization wait for each other here, so a second one to
+        # the same address sees the first committed and cancels it. NO KEY: this lock does
+        # not hold up rows that merely refer to the organization (an accepted membership).
+        Organization.objects.select_for_update(no_key=True).filter(pk=organization.pk).exists()
         Invitation.objects.filter(
             organization=organization,
             normalized_email=normalized,
@@ -283,24 +287,26 @@ def invitation_for_user(token: Any, user: User) -> Invitation:
     return invitation
 
 
+def _membership_from_accepting(invitation: Invitation, user: User) -> Membership | None:
+    """`user`'s membership, if they accepted `invitation` already and still belong."""
+    if invitation.accepted_at is None or invitation.accepted_by_id != user.pk:
+        return None
+    return Membership.objects.filter(organization_id=invitation.organization_id, user=user).first()
+
+
 def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = None) -> Membership:
     """Join the organization with the invited role; the invitation is used up.
 
-    Accepting twice is harmless (the second answer is the same membership).
+    Accepting twice is harmless, one after the other or at the same moment (the
+    second answer is the same membership).
     Someone who already belongs to the organization keeps their role. An
     invitation whose inviter may no longer grant its role (removed, demoted, or
     their account deleted) is refused as a cancelled one is: removing them
     cancels it, and this also covers one left pending by any other write.
     """
     invitation = invitation_for_token(token)
-    if (
-        invitation is not None
-        and invitation.accepted_by_id == user.pk
-        and normalize_email(user.email) == invitation.normalized_email
-    ):
-        membership = Membership.objects.filter(
-            organization_id=invitation.organization_id, user=user
-        ).first()
+    if invitation is not None and normalize_email(user.email) == invitation.normalized_email:
+        membership = _membership_from_accepting(invitation, user)
         if membership is not None:
             return membership
     invitation = invitation_for_user(token, user)
@@ -313,11 +319,13 @@ def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = N
         locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
         # Under the lock, the token must still be the invitation's: a retried email may
         # have replaced it (`_invitation_letter_again`) since the lookup.
-        if (
-            not inviter_may_grant
-            or not locked.is_pending(now)
-            or not hmac.compare_digest(locked.token_digest, invitation.token_digest)
-        ):
+        same_token = hmac.compare_digest(locked.token_digest, invitation.token_digest)
+        # The same user's simultaneous accept got here first: answer as a repeat does.
+        membership = _membership_from_accepting(locked, user) if same_token else None
+        if membership is not None:
+            membership.organization = invitation.organization
+            return membership
+        if not inviter_may_grant or not locked.is_pending(now) or not same_token:
             raise NotFound("This invitation does not exist, has expired or was already used.")
         membership, created = Membership.objects.get_or_create(
             organization_id=locked.organization_id, user=user, defaults={"role": locked.role}

@@ -77,6 +77,14 @@ _SYSTEMS = (
 
 
 @register.filter
+def breakable_email(email: str) -> str:
+    """An address that may wrap before its `@` (a table column stays as narrow as its
+    parts, not as the whole address); escaped."""
+    local, at, domain = (email or "").rpartition("@")
+    return format_html("{}<wbr>@{}", local, domain) if at else email
+
+
+@register.filter
 def device(user_agent: str) -> str:
     """`Firefox on Linux` from a user agent; `Unknown device` when there is none."""
     if not user_agent:

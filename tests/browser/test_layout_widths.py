@@ -1,0 +1,189 @@
+"""Nothing scrolls sideways: the dashboard's pages and tables fit 1280 px and 390 px.
+
+SPEC §5 allows a 100-character key name without a space; SDK keys with origins have four
+row actions (Roll, Origins, Edit limits, Revoke); a leak report leaves the audit log's
+longest action chip. Each page and each table's scroll box must fit its width, and on a
+phone every row action must stay on screen.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.accounts.templatetags.dashboard import breakable_email
+from apps.analyses.models import Analysis
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.leaks import LeakCandidate, handle_leak_reports
+from apps.audit.models import AuditEvent
+from apps.webhooks.models import Delivery
+from apps.webhooks.services import create_webhook
+from core.permissions import Role
+from tests.factories import PASSWORD, MembershipFactory, UserFactory, make_key
+
+pytestmark = pytest.mark.browser
+
+LONG_NAME = "K" * 100  # the longest name SPEC §5 allows, and no space to wrap at
+WIDTHS = (1280, 390)
+
+#: Every sideways overflow on the page: the document itself, and each table's scroll box.
+OVERFLOWS = """() => {
+  const found = [];
+  const root = document.documentElement;
+  if (root.scrollWidth > root.clientWidth) {
+    found.push(`page: ${root.scrollWidth} > ${root.clientWidth}`);
+  }
+  document.querySelectorAll(".table-wrap").forEach((box, index) => {
+    if (box.offsetParent !== null && box.scrollWidth > box.clientWidth) {
+      const table = box.querySelector("table").className;
+      found.push(`table ${index} (${table}): ${box.scrollWidth} > ${box.clientWidth}`);
+    }
+  });
+  return found;
+}"""
+
+#: Row buttons of the tables whose right edge is beyond the viewport (a phone cannot reach them).
+OFF_SCREEN_BUTTONS = """() => [...document.querySelectorAll(".table-wrap button")]
+  .filter(button => button.offsetParent !== null)
+  .filter(button => button.getBoundingClientRect().right > document.documentElement.clientWidth)
+  .map(button => button.getAttribute("aria-label") || button.textContent.trim())"""
+
+
+@pytest.fixture
+def crowded(owner, organization, project):
+    """An organization with every long thing at once; returns the key pages' paths."""
+    create_webhook(
+        actor=owner,
+        organization=organization,
+        url="https://8.8.8.8/hooks/sigsentry",
+        events=["key.minted", "key.revoked", "key.revoked_by_leak_report"],
+    )
+    admin = UserFactory(email="a-rather-long-address-for-an-admin@subdomain.example-company.com")
+    MembershipFactory(organization=organization, role=Role.ADMIN, user=admin)
+    long_key, _ = make_key(KeyKind.SECRET, project=project, name=LONG_NAME, actor=owner)
+    for kind, where in (
+        (KeyKind.SECRET, {"project": project}),
+        (KeyKind.PUBLIC, {"project": project}),
+        (KeyKind.ORGANIZATION, {"organization": organization}),
+    ):
+        make_key(kind, name="Nightly export", actor=admin, **where)  # "by <a long email>"
+    make_key(KeyKind.SECRET, project=project, name="CI deploy pipeline", actor=owner)
+    make_key(
+        KeyKind.PUBLIC,
+        project=project,
+        name="Storefront widget",
+        actor=owner,
+        allowed_origins=["https://checkout.storefront-of-a-long-company-name.example.com"],
+    )
+    make_key(KeyKind.PUBLIC, project=project, name="S" * 100, actor=owner)
+    make_key(KeyKind.ORGANIZATION, organization=organization, name="O" * 100, actor=owner)
+    _, leaked = make_key(KeyKind.SECRET, project=project, name="Leaked CI key", actor=owner)
+    handle_leak_reports(
+        reports=[
+            LeakCandidate(
+                candidate=leaked,
+                url="https://github.com/example/repository/blob/main/config/production.py",
+            )
+        ],
+        reporter="GitHub secret scanning",
+    )
+    AuditEvent.objects.update(ip="203.0.113.250")
+    AuditEvent.objects.filter(action="key.revoked_by_leak_report").update(
+        ip="2001:db8:85a3:1234:5678:8a2e:370:7334"
+    )
+    now = timezone.now()
+    Delivery.objects.update(
+        status="delivered", attempts=1, last_status_code=200, last_attempt_at=now
+    )
+    first = Delivery.objects.order_by("created_at", "id").first()
+    Delivery.objects.filter(pk=first.pk).update(
+        status="pending",
+        attempts=3,
+        last_status_code=None,
+        last_error="connection refused: the endpoint did not answer within 10 seconds",
+        last_attempt_at=now,
+        next_attempt_at=now + timedelta(seconds=80),
+    )
+    assert Delivery.objects.count() >= 2
+    for title in ("Checkout 502s after deploy", "Slow cart queries"):
+        Analysis.objects.create(
+            project=project,
+            title=title,
+            input="logs",
+            created_by_user=owner,
+            created_by_type="user",
+            created_by_label=owner.email,
+        )
+    return {
+        "api": f"/projects/{project.id}/api-keys/",
+        "sdk": f"/projects/{project.id}/sdk-keys/",
+        "org": f"/orgs/{organization.id}/api-keys/",
+        "key": f"/projects/{project.id}/api-keys/{long_key.id}/",
+    }
+
+
+def test_pages_and_tables_fit_1280_and_390(ui_factory, owner, organization, project, crowded):
+    # One tab per width, both logged in first: the account page then lists two sessions.
+    tabs = {}
+    for width in WIDTHS:
+        tabs[width] = ui_factory(viewport={"width": width, "height": 900})
+        tabs[width].login(owner.email, PASSWORD)
+    pages = {
+        "api-keys": crowded["api"],
+        "sdk-keys": crowded["sdk"],
+        "org-api-keys": crowded["org"],
+        "key-usage": crowded["key"],
+        "members": f"/orgs/{organization.id}/members/",
+        "account": "/account/",
+        "audit-log": f"/orgs/{organization.id}/audit-log/",
+        "webhooks": f"/orgs/{organization.id}/webhooks/",
+        "overview": f"/projects/{project.id}/",
+    }
+    problems = []
+    for width, ui in tabs.items():
+        for name, path in pages.items():
+            ui.goto(path)
+            if name == "overview":  # its analyses are rows static/js/overview.js adds
+                ui.page.locator("[data-analyses-body] tr").first.wait_for()
+            ui.shot(f"layout-{name}-{width}")
+            problems += [f"{name} at {width} px: {found}" for found in ui.page.evaluate(OVERFLOWS)]
+            if width < 700:
+                off = ui.page.evaluate(OFF_SCREEN_BUTTONS)
+                problems += [f"{name} at {width} px: {label!r} off screen" for label in off]
+
+        # What the data was for: it is on the pages checked above.
+        ui.goto(crowded["sdk"])
+        row = ui.page.locator("tr.key-row", has_text="Storefront widget")
+        for action in ("Roll", "Origins", "Edit limits", "Revoke"):
+            assert row.get_by_role("button", name=action).first.is_visible(), action
+        ui.goto(f"/orgs/{organization.id}/audit-log/")
+        assert ui.page.locator("code.action", has_text="key.revoked_by_leak_report").is_visible()
+        ui.goto("/account/")
+        assert ui.page.locator("tr[data-session]").count() == 2
+        ui.goto(f"/orgs/{organization.id}/webhooks/")
+        assert ui.page.locator(".deliveries-table tbody tr").count() >= 2
+
+    assert not problems, "sideways overflow:\n" + "\n".join(problems)
+
+
+def test_a_long_key_name_wraps_on_its_page(ui_factory, owner, crowded):
+    for width in WIDTHS:
+        ui = ui_factory(viewport={"width": width, "height": 900})
+        ui.login(owner.email, PASSWORD)
+        ui.goto(crowded["key"])
+        heading = ui.page.get_by_role("heading", level=1, name=LONG_NAME)
+        box = heading.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= width
+        assert box["height"] > 60, "a 100-character heading takes more than one line"
+        ui.goto(crowded["api"])
+        name = ui.page.locator("a.key-name", has_text=LONG_NAME)
+        assert name.evaluate("name => name.scrollWidth <= name.clientWidth"), "the name wraps"
+        assert name.bounding_box()["height"] > 40, "over more than one line"
+
+
+def test_an_address_breaks_before_its_at_and_stays_escaped():
+    assert breakable_email("ops@example.com") == "ops<wbr>@example.com"
+    assert breakable_email('<b>"x"@example.com') == "&lt;b&gt;&quot;x&quot;<wbr>@example.com"
+    assert breakable_email("") == ""

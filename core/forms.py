@@ -3,6 +3,45 @@
 from __future__ import annotations
 
 from django import forms
+from django.forms.boundfield import BoundField
+
+
+class DashboardBoundField(BoundField):
+    """A field as the dashboard draws it. After a failed submit the first invalid field
+    takes the focus (`autofocus`, moved there from whichever field has it by default, as
+    sign-up's email), so keyboard and screen reader users land on the problem. Each of its
+    errors has its own id, `<auto_id>_error` then `_error_2`, … (includes/field.html), and
+    the input is described by all of them."""
+
+    @property
+    def error_items(self) -> list[tuple[str, str]]:
+        """(id, message) of each error, for a template to draw: `<p id="{{ id }}">`."""
+        if not self.auto_id:
+            return [("", message) for message in self.errors]
+        return [
+            (f"{self.auto_id}_error" + (f"_{n}" if n > 1 else ""), message)
+            for n, message in enumerate(self.errors, 1)
+        ]
+
+    @property
+    def error_ids(self) -> str:
+        """The ids of its errors, for the `aria-describedby` of an input drawn by hand."""
+        return " ".join(error_id for error_id, _ in self.error_items if error_id)
+
+    @property
+    def aria_describedby(self):
+        described = super().aria_describedby
+        if described is None or not self.errors:
+            return described
+        # Django names the first error's id only.
+        return " ".join([*described.split(), *self.error_ids.split()[1:]])
+
+    def build_widget_attrs(self, attrs, widget=None):
+        attrs = super().build_widget_attrs(attrs, widget)
+        first = self.form.first_invalid
+        if first is not None:
+            attrs["autofocus"] = self.name == first
+        return attrs
 
 
 class DashboardForm(forms.Form):
@@ -10,6 +49,7 @@ class DashboardForm(forms.Form):
 
     #: Whether field.html marks fields that are not required as "optional".
     mark_optional = True
+    bound_field_class = DashboardBoundField
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("label_suffix", "")
@@ -20,3 +60,12 @@ class DashboardForm(forms.Form):
             field = mapping.get(name)
             for message in messages:
                 self.add_error(field if field in self.fields else None, message)
+
+    @property
+    def first_invalid(self) -> str | None:
+        """The name of the first field with an error, in the order the page shows them (the
+        form's field order); None before a submit or when only the form as a whole failed.
+        Templates that draw a field by hand put `autofocus` on it when it is this one."""
+        if not self.is_bound:
+            return None
+        return next((name for name in self.fields if self.errors.get(name)), None)

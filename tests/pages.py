@@ -8,6 +8,11 @@ from django.test import Client
 
 from apps.accounts.cookies import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.accounts.services import start_session
+from core.confirm import CONFIRM_FIELD, CONFIRM_VALUE
+
+#: The marker of a confirmed destructive form (core/confirm.py): posted with it, the
+#: action happens; without it, the view only asks.
+CONFIRMED = {CONFIRM_FIELD: CONFIRM_VALUE}
 
 # A <script> without src that has content, a style= attribute, a <style> element or an
 # inline event handler: all forbidden by the dashboard's CSP (script-src/style-src 'self').

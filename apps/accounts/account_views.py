@@ -17,6 +17,7 @@ from apps.accounts.cookies import clear_session_cookies
 from apps.accounts.forms import PasswordChangeForm, TwoFactorDisableForm, TwoFactorEnableForm
 from apps.accounts.selectors import open_sessions_of
 from apps.accounts.views import start_page_session, throttled_message
+from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page
 from core.errors import InvalidCredentials, NotFound, RateLimited, ValidationFailed
 
@@ -160,6 +161,19 @@ def end_session(request: HttpRequest, session_id) -> HttpResponse:
 @require_POST
 def end_other_sessions(request: HttpRequest) -> HttpResponse:
     principal = request.principal
+    if not is_confirmed(request):
+        return confirmation_page(
+            request,
+            Confirmation(
+                question="Log out every other session?",
+                consequence="Every other browser and API client logged in as you must log in "
+                "again. Only this browser stays logged in.",
+                action="Log out everywhere else",
+                cancel_url=f"{ACCOUNT_URL}#sessions",
+                back_label="Account",
+                irreversible=False,
+            ),
+        )
     ended = services.end_other_sessions(user=principal.user, keep=principal.session)
     messages.success(
         request,

@@ -64,11 +64,28 @@ class GuardrailsForm(DashboardForm):
     "Edit limits" dialog: a rate limit (both numbers or neither), allowed IPs (secret
     and org keys) and projects (org keys; `projects` are the organization's)."""
 
+    # The two inputs of one setting show their errors together: each message names its input.
     rate_limit_requests = forms.IntegerField(
-        label="Requests", required=False, min_value=1, max_value=100_000
+        label="Requests",
+        required=False,
+        min_value=1,
+        max_value=100_000,
+        error_messages={
+            "invalid": "Enter the number of requests as a whole number.",
+            "min_value": "The number of requests must be at least %(limit_value)s.",
+            "max_value": "The number of requests must be at most %(limit_value)s.",
+        },
     )
     rate_limit_seconds = forms.IntegerField(
-        label="per seconds", required=False, min_value=1, max_value=86_400
+        label="per seconds",
+        required=False,
+        min_value=1,
+        max_value=86_400,
+        error_messages={
+            "invalid": "Enter the window as a whole number of seconds.",
+            "min_value": "The window must be at least %(limit_value)s second.",
+            "max_value": "The window must be at most %(limit_value)s seconds (one day).",
+        },
     )
     allowed_ips = forms.CharField(
         label="Allowed IPs", required=False, max_length=4000, widget=forms.Textarea
@@ -103,9 +120,14 @@ class GuardrailsForm(DashboardForm):
         return text
 
     @property
-    def rate_limit_errors(self) -> list[str]:
-        """The rate limit is one setting in two inputs: its errors show under both."""
-        return [*self["rate_limit_requests"].errors, *self["rate_limit_seconds"].errors]
+    def rate_limit_errors(self) -> list[tuple[str, str]]:
+        """The rate limit is one setting in two inputs: its errors, (id, message), show under
+        both, and both inputs are described by all of them (`rate_limit_error_ids`)."""
+        return [*self["rate_limit_requests"].error_items, *self["rate_limit_seconds"].error_items]
+
+    @property
+    def rate_limit_error_ids(self) -> str:
+        return " ".join(error_id for error_id, _ in self.rate_limit_errors)
 
     def guardrail_changes(self) -> dict:
         """The guardrails as `update_key` (and, renamed, `mint_key`) take them."""
@@ -122,6 +144,9 @@ class GuardrailsForm(DashboardForm):
 
 
 class KeyCreateForm(GuardrailsForm):
+    #: As the page shows them: the first invalid one takes the focus (core.forms).
+    field_order = ["name", "expires_at", "permissions", "allowed_origins"]
+
     name = forms.CharField(label="Name", max_length=100)
     permissions = forms.MultipleChoiceField(
         label="Permissions",
@@ -133,6 +158,9 @@ class KeyCreateForm(GuardrailsForm):
     expires_at = forms.DateTimeField(
         label="Expires (UTC)",
         required=False,
+        # Shown by _create_form.html unless a lifetime policy applies; with it Django
+        # describes the input by the help (`<auto_id>_helptext`) as well as its errors.
+        help_text="Date and time in UTC. Leave empty for a key that does not expire.",
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )

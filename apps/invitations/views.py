@@ -21,9 +21,14 @@ from apps.accounts.emails import normalize_email
 from apps.accounts.views import start_page_session, throttled_message
 from apps.invitations import services
 from apps.invitations.forms import InvitationSignupForm, InviteForm
-from apps.invitations.selectors import invitation_for_token, inviter_may_still_grant
+from apps.invitations.selectors import (
+    invitation_for_token,
+    inviter_may_still_grant,
+    pending_invitations,
+)
 from apps.orgs.access import membership_for, require_manager
 from apps.orgs.views import members_page
+from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page, origin_only_referrer
 from core.errors import NotFound, PermissionDenied, RateLimited, ValidationFailed
 
@@ -66,6 +71,23 @@ def invite(request: HttpRequest, org_id) -> HttpResponse:
 def cancel(request: HttpRequest, org_id, invitation_id) -> HttpResponse:
     membership = membership_for(request.principal.user, org_id)
     require_manager(membership)
+    if not is_confirmed(request):
+        invitation = pending_invitations(membership).filter(pk=invitation_id).first()
+        if invitation is None:
+            messages.info(request, "That invitation was no longer pending.")
+            return redirect(_members_url(membership))
+        request.dashboard_org = membership.organization
+        return confirmation_page(
+            request,
+            Confirmation(
+                question=f"Cancel the invitation of {invitation.email}?",
+                consequence="Its link stops working. You can invite them again later.",
+                action="Cancel invitation",
+                cancel_url=_members_url(membership),
+                back_label="Members",
+                irreversible=False,
+            ),
+        )
     try:
         services.cancel_invitation(
             actor_membership=membership, invitation_id=invitation_id, request=request

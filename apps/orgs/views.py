@@ -13,6 +13,7 @@ from apps.orgs.context_processors import dashboard_nav
 from apps.orgs.forms import MemberRoleForm, ProjectForm, role_choices
 from apps.orgs.models import Membership
 from apps.projects import services as project_services
+from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page
 from core.errors import ApiError, NotFound, ValidationFailed
 from core.permissions import Role
@@ -137,12 +138,35 @@ def member_role(request: HttpRequest, org_id, user_id) -> HttpResponse:
     return redirect(f"/orgs/{membership.organization_id}/members/")
 
 
+def _removal(membership: Membership, target: Membership) -> Confirmation:
+    organization = membership.organization
+    if target.user_id == membership.user_id:
+        question = f"Leave {organization.name}?"
+        consequence = "You will lose access to its projects and keys."
+        action = "Leave organization"
+    else:
+        question = f"Remove {target.user.email} from {organization.name}?"
+        consequence = "They lose access to its projects and keys at once."
+        action = "Remove member"
+    return Confirmation(
+        question=question,
+        consequence=consequence,
+        action=action,
+        cancel_url=f"/orgs/{organization.id}/members/",
+        back_label="Members",
+        irreversible=False,
+    )
+
+
 @dashboard_page
 @require_POST
 def remove_member(request: HttpRequest, org_id, user_id) -> HttpResponse:
     membership = membership_for(request.principal.user, org_id)
     require_manager(membership)
     target = _target(membership, user_id)
+    if not is_confirmed(request):
+        request.dashboard_org = membership.organization
+        return confirmation_page(request, _removal(membership, target))
     try:
         services.remove_member(actor_membership=membership, target=target, request=request)
     except ApiError as exc:

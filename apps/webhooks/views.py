@@ -17,6 +17,7 @@ from apps.orgs.models import Organization
 from apps.webhooks import services
 from apps.webhooks.models import EventType
 from apps.webhooks.selectors import deliveries_of, webhook_of, webhooks_of
+from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page
 from core.errors import ValidationFailed
 from core.nonce import consume_nonce, issue_nonce
@@ -46,7 +47,6 @@ def _page(request: HttpRequest, organization: Organization, **context) -> HttpRe
     hooks = list(webhooks_of(organization.id))
     rows = [(hook, list(deliveries_of(hook)[:RECENT_DELIVERIES])) for hook in hooks]
     chosen = context.pop("chosen_events", list(EventType.values))
-    status = context.pop("status", 200)
     response = render(
         request,
         "webhooks/webhooks.html",
@@ -58,7 +58,6 @@ def _page(request: HttpRequest, organization: Organization, **context) -> HttpRe
             "base_url": f"/orgs/{organization.id}/webhooks/",
             **context,
         },
-        status=status,
     )
     response["Cache-Control"] = "no-store"
     return response
@@ -97,7 +96,6 @@ def webhooks_page(request: HttpRequest, org_id) -> HttpResponse:
             chosen_events=events,
             url_errors=fields.get("url", []),
             event_errors=fields.get("events", []),
-            status=400,
         )
     return _page(request, organization, created=created)
 
@@ -107,6 +105,18 @@ def webhooks_page(request: HttpRequest, org_id) -> HttpResponse:
 def delete_webhook(request: HttpRequest, org_id, webhook_id) -> HttpResponse:
     organization = _organization(request, org_id)
     webhook = webhook_of(organization.id, webhook_id)
+    if not is_confirmed(request):
+        return confirmation_page(
+            request,
+            Confirmation(
+                question=f"Remove the webhook to {webhook.url_host}?",
+                consequence=f"Nothing more will be sent to {webhook.url}, "
+                "and its signing secret and recent deliveries are deleted.",
+                action="Remove webhook",
+                cancel_url=f"/orgs/{organization.id}/webhooks/",
+                back_label="Webhooks",
+            ),
+        )
     services.delete_webhook(actor=request.principal.user, webhook=webhook, request=request)
     messages.success(request, f"The webhook to {webhook.url_host} was removed.")
     return redirect(f"/orgs/{organization.id}/webhooks/")

@@ -2,16 +2,28 @@
 (function () {
   "use strict";
 
-  /* Forms that destroy something ask first: <form data-confirm="Revoke …?"> */
+  /* Forms that destroy something ask first: <form data-confirm="Revoke …?">. Confirmed, the
+     form carries the marker that lets the server act at once; without it (no JavaScript) the
+     server answers a confirmation page instead (core/confirm.py). */
+  var CONFIRM_FIELD = "confirmed";
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement)) return;
     /* A dialog's Cancel (formmethod="dialog") only closes it: nothing is sent. */
     if (event.submitter && event.submitter.getAttribute("formmethod") === "dialog") return;
     var question = form.getAttribute("data-confirm");
-    if (question && !window.confirm(question)) {
-      event.preventDefault();
-      return;
+    if (question) {
+      if (!window.confirm(question)) {
+        event.preventDefault();
+        return;
+      }
+      if (!form.querySelector("input[name=" + CONFIRM_FIELD + "]")) {
+        var marker = document.createElement("input");
+        marker.type = "hidden";
+        marker.name = CONFIRM_FIELD;
+        marker.value = "yes";
+        form.appendChild(marker);
+      }
     }
     /* One click, one request: a double click must not send the form twice. */
     if (form.method.toLowerCase() === "post") {
@@ -89,11 +101,44 @@
       if (secretValue) secretValue.textContent = "";
       secretDialog.remove();
     });
+    /* Escape must not lose the secret by accident: it closes the dialog only after Copy, or
+       once the user confirms. Its keydown is handled here, since Chromium lets a page refuse
+       a dialog's "cancel" only after a click, and a dialog that closes all the same reopens. */
+    var mayClose = false;
+    var warning = secretDialog.getAttribute("data-close-warning") ||
+      "Close without copying? You will not see this again.";
+    var closeIfConfirmed = function () {
+      if (!mayClose) mayClose = window.confirm(warning);
+      if (mayClose) secretDialog.close();
+    };
+    secretDialog.addEventListener("click", function (event) {
+      if (event.target.closest && event.target.closest("[data-copy-target]")) mayClose = true;
+    });
+    secretDialog.addEventListener("submit", function () { mayClose = true; });
+    secretDialog.addEventListener("keydown", function (event) {
+      if (event.key !== "Escape") return;
+      event.preventDefault();
+      closeIfConfirmed();
+    });
+    secretDialog.addEventListener("cancel", function (event) {
+      event.preventDefault();
+      closeIfConfirmed();
+    });
     secretDialog.addEventListener("close", function () {
       /* close() above (to reopen as modal) fires a late "close" event: ignore it. */
       if (secretDialog.open) return;
+      if (!mayClose && typeof secretDialog.showModal === "function") {
+        secretDialog.showModal();
+        return;
+      }
       if (secretValue) secretValue.textContent = "";
       secretDialog.remove();
+      /* Focus goes back to the page (the list the new key is on), not to <body>. */
+      var next = document.getElementById(secretDialog.getAttribute("data-return-focus") || "main");
+      if (next) {
+        if (!next.hasAttribute("tabindex")) next.setAttribute("tabindex", "-1");
+        next.focus();
+      }
     });
   }
 
@@ -153,6 +198,7 @@
         details.open = false;
         var summary = details.querySelector("summary");
         if (summary) summary.focus();
+        event.preventDefault();  /* this Escape is spent: the menu around it stays open */
       }
     });
   });
@@ -173,20 +219,23 @@
         nav.classList.remove("is-collapsed");
       }
     };
-    toggle.addEventListener("click", function () {
-      var open = toggle.getAttribute("aria-expanded") !== "true";
+    var setOpen = function (open) {
       toggle.setAttribute("aria-expanded", open ? "true" : "false");
       nav.classList.toggle("is-open", open);
       nav.classList.toggle("is-collapsed", !open);
+    };
+    toggle.addEventListener("click", function () {
+      setOpen(toggle.getAttribute("aria-expanded") !== "true");
+    });
+    /* Escape closes the open menu and returns to its button (a switcher open in it closes first). */
+    document.addEventListener("keydown", function (event) {
+      if (event.key !== "Escape" || event.defaultPrevented) return;
+      if (toggle.hidden || toggle.getAttribute("aria-expanded") !== "true") return;
+      if (document.querySelector("dialog[open]")) return;
+      setOpen(false);
+      toggle.focus();
     });
     if (narrow.addEventListener) narrow.addEventListener("change", apply);
     apply();
   }
-
-  /* Filters that apply as soon as they change. */
-  document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
-    select.addEventListener("change", function () {
-      if (select.form) select.form.requestSubmit ? select.form.requestSubmit() : select.form.submit();
-    });
-  });
 })();

@@ -16,7 +16,7 @@ from apps.accounts.cookies import ACCESS_COOKIE
 from apps.accounts.models import AuthSession
 from tests.factories import PASSWORD
 from tests.orgs.helpers import bearer_client, cookie_client, error_code, with_csrf
-from tests.pages import assert_no_inline_code, html, logged_in
+from tests.pages import CONFIRMED, assert_no_inline_code, html, logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -180,7 +180,7 @@ def test_log_out_everywhere_else_keeps_this_browser(owner, member):
     theirs = services.start_session(member)
     client = logged_in(owner)
 
-    response = client.post("/account/sessions/others/end/", follow=True)
+    response = client.post("/account/sessions/others/end/", CONFIRMED, follow=True)
 
     assert "Logged out 2 other sessions." in html(response)
     for pair in others:
@@ -193,7 +193,7 @@ def test_session_forms_need_the_csrf_token(owner):
     other = services.start_session(owner)
     client = logged_in(owner, Client(enforce_csrf_checks=True))
     assert client.post(f"/account/sessions/{session_of(other.access).id}/end/").status_code == 403
-    assert client.post("/account/sessions/others/end/").status_code == 403
+    assert client.post("/account/sessions/others/end/", CONFIRMED).status_code == 403
     assert bearer_client(other.access).get("/v1/me").status_code == 200
 
 

@@ -101,7 +101,11 @@ def test_the_org_form_offers_only_the_organizations_projects(
         ({"allowed_ips": "10.0.0.0/8\nfloor 3"}, "Not a CIDR or IP address: floor"),
         ({"rate_limit_requests": "5"}, "Give both numbers, or leave both empty for no limit."),
         ({"rate_limit_requests": "5", "rate_limit_seconds": "86401"}, "86400"),
-        ({"rate_limit_requests": "0", "rate_limit_seconds": "60"}, "greater than or equal to 1"),
+        ({"rate_limit_requests": "0", "rate_limit_seconds": "60"}, "number of requests must be at"),
+        (
+            {"rate_limit_requests": "5", "rate_limit_seconds": "0"},
+            "window must be at least 1 second",
+        ),
     ],
 )
 def test_guardrail_errors_show_next_to_their_fields(owner, project, data, message):

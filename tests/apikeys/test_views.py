@@ -5,21 +5,24 @@ from __future__ import annotations
 import functools
 import re
 from datetime import UTC, timedelta
+from html.parser import HTMLParser
 
 import pytest
 from django.db import connection
+from django.template.loader import render_to_string
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.accounts.templatetags.dashboard import breakable_email
 from apps.apikeys import keyformat
+from apps.apikeys.forms import KeyCreateForm
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.audit.models import AuditEvent
 from tests import factories
 from tests.factories import make_key
-from tests.pages import assert_no_inline_code, html, logged_in
+from tests.pages import CONFIRMED, assert_no_inline_code, html, logged_in
 from tests.reliability.helpers import hung_redis
 
 pytestmark = pytest.mark.django_db
@@ -149,7 +152,7 @@ def test_outsider_gets_404_on_every_key_page_and_action(outsider, project):
         f"{org_url(project.organization)}{org_key.id}/roll/",
     ]
     for url in actions:
-        assert client.post(url, {"grace_seconds": "0"}).status_code == 404, url
+        assert client.post(url, {"grace_seconds": "0", **CONFIRMED}).status_code == 404, url
     assert not ApiKey.objects.filter(revoked_at__isnull=False).exists()
     assert ApiKey.objects.count() == 3
 
@@ -181,7 +184,7 @@ def test_members_and_viewers_cannot_mint_revoke_roll_or_replace(request, role, p
         assert response.status_code == 403, url
         key_id = keys[kind].id
         for action in ("revoke", "roll"):
-            response = client.post(f"{url}{key_id}/{action}/", {"grace_seconds": "0"})
+            response = client.post(f"{url}{key_id}/{action}/", {"grace_seconds": "0", **CONFIRMED})
             assert response.status_code == 403, (url, action)
     assert client.post(f"{api_url(project)}{legacy.id}/replace/").status_code == 403
     origins = client.post(
@@ -339,7 +342,7 @@ def test_key_name_is_escaped(owner, project):
 def test_revoke_from_the_page_kills_the_key(owner, project):
     api_key, _ = make_key(KeyKind.SECRET, project=project, name="Doomed")
     client = logged_in(owner)
-    response = client.post(f"{api_url(project)}{api_key.id}/revoke/")
+    response = client.post(f"{api_url(project)}{api_key.id}/revoke/", CONFIRMED)
     assert response.status_code == 302 and response["Location"] == api_url(project)
     api_key.refresh_from_db()
     assert api_key.revoked_at is not None and api_key.revoked_by == owner
@@ -358,9 +361,12 @@ def test_key_of_another_collection_is_404(owner, project, other_project):
     public, _ = make_key(KeyKind.PUBLIC, project=project)
     foreign, _ = make_key(KeyKind.SECRET, project=other_project)
     client = logged_in(owner)
-    assert client.post(f"{api_url(project)}{public.id}/revoke/").status_code == 404
-    assert client.post(f"{api_url(project)}{foreign.id}/revoke/").status_code == 404
-    assert client.post(f"{org_url(project.organization)}{public.id}/revoke/").status_code == 404
+    assert client.post(f"{api_url(project)}{public.id}/revoke/", CONFIRMED).status_code == 404
+    assert client.post(f"{api_url(project)}{foreign.id}/revoke/", CONFIRMED).status_code == 404
+    assert (
+        client.post(f"{org_url(project.organization)}{public.id}/revoke/", CONFIRMED).status_code
+        == 404
+    )
     assert not ApiKey.objects.filter(revoked_at__isnull=False).exists()
 
 
@@ -587,7 +593,7 @@ def test_key_forms_need_the_csrf_token(owner, project):
         api_url(project), {"name": "x", "permissions": ["analysis:read"], "nonce": nonce}
     )
     assert mint_response.status_code == 403
-    assert client.post(f"{api_url(project)}{api_key.id}/revoke/").status_code == 403
+    assert client.post(f"{api_url(project)}{api_key.id}/revoke/", CONFIRMED).status_code == 403
     assert ApiKey.objects.count() == 1
     api_key.refresh_from_db()
     assert api_key.revoked_at is None
@@ -610,3 +616,85 @@ def test_minting_with_a_hung_redis_waits_for_it_once_and_mints_once(owner, proje
 
     minted_key_of(response)
     assert ApiKey.objects.filter(name="CI deploys").count() == 1
+
+
+# Errors tied to their fields -----------------------------------------------------------
+
+
+class Elements(HTMLParser):
+    """Every element of a page: (tag, attributes), in document order."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.all: list[tuple[str, dict]] = []
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        self.all.append((tag, dict(attrs)))
+
+    def by_id(self, element_id: str) -> tuple[str, dict]:
+        [element] = [(tag, a) for tag, a in self.all if a.get("id") == element_id]
+        return element
+
+    def described_by(self, element_id: str) -> list[str]:
+        """The ids named by an element's aria-describedby; each must name one element."""
+        ids = self.by_id(element_id)[1].get("aria-describedby", "").split()
+        for described in ids:
+            self.by_id(described)
+        return ids
+
+
+def test_each_create_form_error_is_tied_to_its_input_and_the_first_takes_the_focus(owner, project):
+    response = mint(
+        logged_in(owner),
+        org_url(project.organization),
+        name="",
+        permissions=[],
+        rate_limit_requests="0",
+        rate_limit_seconds="60",
+        allowed_ips="floor 3",
+    )
+
+    page = html(response)
+    elements = Elements(page)
+    assert response.status_code == 200 and not ApiKey.objects.exists()
+    ids = [a["id"] for _tag, a in elements.all if "id" in a]
+    assert len(ids) == len(set(ids)), "an id is used twice"
+    assert "id_name_error" in elements.described_by("id_name")
+    permissions = next(
+        a for tag, a in elements.all if tag == "fieldset" and "permissions" in a["class"]
+    )
+    assert permissions["aria-invalid"] == "true"
+    assert permissions["aria-describedby"] == "id_permissions_error"
+    for rate_input in ("id_rate_limit_requests", "id_rate_limit_seconds"):
+        assert elements.described_by(rate_input) == ["id_rate_limit_requests_error"]
+    assert re.search(
+        r'id="id_rate_limit_requests_error">The number of requests must be at least 1\.<', page
+    )
+    assert elements.described_by("id_allowed_ips") == [  # two bad lines, two errors
+        "id_allowed_ips_help",
+        "id_allowed_ips_error",
+        "id_allowed_ips_error_2",
+    ]
+    focused = [a.get("id") for _tag, a in elements.all if "autofocus" in a]
+    assert focused == ["id_name"], "after a failed submit the first invalid field has the focus"
+
+
+def test_the_focus_goes_to_the_first_invalid_field_in_page_order(owner, project):
+    page = html(mint(logged_in(owner), api_url(project), permissions=[], allowed_ips="floor"))
+
+    focused = [a.get("id") for _tag, a in Elements(page).all if "autofocus" in a]
+
+    assert focused == ["perm-1"]  # the permissions come before the allowed IPs
+
+
+def test_a_field_with_two_errors_gives_each_its_own_id():
+    form = KeyCreateForm({"name": ""}, kind=KeyKind.SECRET)
+    form.is_valid()
+    form.add_error("name", "A second problem.")
+
+    rendered = render_to_string("includes/field.html", {"field": form["name"]})
+
+    elements = Elements(rendered)
+    assert elements.described_by("id_name") == ["id_name_error", "id_name_error_2"]
+    assert 'id="id_name_error_2">A second problem.<' in rendered

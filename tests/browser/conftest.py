@@ -113,11 +113,12 @@ def ui_factory(browser, live_url):
     contexts = []
     tabs: list[Ui] = []
 
-    def make(viewport=None) -> Ui:
+    def make(viewport=None, *, javascript: bool = True) -> Ui:
         context = browser.new_context(
             viewport=viewport or {"width": 1366, "height": 900},
             permissions=["clipboard-read", "clipboard-write"],
             base_url=live_url,
+            java_script_enabled=javascript,
         )
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)

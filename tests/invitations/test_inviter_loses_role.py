@@ -20,7 +20,7 @@ from core.permissions import Role
 from tests.factories import MembershipFactory, UserFactory
 from tests.invitations.test_api import accept, invitations_url, invite, token_from
 from tests.orgs.helpers import error_code, user_client
-from tests.pages import html, logged_in
+from tests.pages import CONFIRMED, html, logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -89,7 +89,7 @@ def test_the_members_page_no_longer_lists_a_removed_inviters_invitation(
     members_page = f"/orgs/{organization.id}/members/"
     assert '<tr data-invitation="me-again@example.com">' in html(page.get(members_page))
 
-    response = page.post(f"/orgs/{organization.id}/members/{owner.id}/remove/")
+    response = page.post(f"/orgs/{organization.id}/members/{owner.id}/remove/", CONFIRMED)
 
     assert response.status_code == 302
     assert "me-again@example.com" not in html(page.get(members_page))

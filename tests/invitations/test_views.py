@@ -13,7 +13,7 @@ from apps.invitations.models import Invitation
 from apps.orgs.models import Membership
 from core.permissions import Role
 from tests.factories import UserFactory
-from tests.pages import assert_no_inline_code, html, logged_in
+from tests.pages import CONFIRMED, assert_no_inline_code, html, logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -84,7 +84,9 @@ def test_cancelling_from_the_page(owner, organization, mailbox):
     path = invite(owner, organization, mailbox)
     invitation = Invitation.objects.get()
     client = logged_in(owner)
-    response = client.post(f"{invite_url(organization)}{invitation.id}/cancel/", follow=True)
+    response = client.post(
+        f"{invite_url(organization)}{invitation.id}/cancel/", CONFIRMED, follow=True
+    )
     assert "Invitation cancelled." in html(response)
     assert Client().get(path).status_code == 404
 
@@ -95,7 +97,10 @@ def test_outsiders_get_404_on_the_invitation_actions(owner, organization, outsid
     client = logged_in(outsider)
     body = {"email": "a@example.com", "role": "member"}
     assert client.post(invite_url(organization), body).status_code == 404
-    assert client.post(f"{invite_url(organization)}{invitation.id}/cancel/").status_code == 404
+    assert (
+        client.post(f"{invite_url(organization)}{invitation.id}/cancel/", CONFIRMED).status_code
+        == 404
+    )
     invitation.refresh_from_db()
     assert invitation.cancelled_at is None and Invitation.objects.count() == 1
 

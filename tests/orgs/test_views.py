@@ -9,7 +9,7 @@ from apps.orgs.models import Membership
 from apps.projects.models import Project
 from core.permissions import Role
 from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory, UserFactory
-from tests.pages import assert_no_inline_code, html, logged_in
+from tests.pages import CONFIRMED, assert_no_inline_code, html, logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -145,7 +145,9 @@ def test_outsider_gets_404_on_the_members_page_and_actions(outsider, organizatio
     assert invite.status_code == 404
     role_url = f"{members_url(organization)}{member.id}/role/"
     assert client.post(role_url, {"role": "viewer"}).status_code == 404
-    assert client.post(f"{members_url(organization)}{member.id}/remove/").status_code == 404
+    assert (
+        client.post(f"{members_url(organization)}{member.id}/remove/", CONFIRMED).status_code == 404
+    )
     assert not Membership.objects.filter(organization=organization, user=outsider).exists()
     assert Membership.objects.get(organization=organization, user=member).role == Role.MEMBER
 
@@ -181,7 +183,7 @@ def test_last_owner_cannot_be_demoted_and_the_error_shows_on_the_row(owner, orga
 
 
 def test_last_owner_cannot_leave(owner, organization):
-    response = logged_in(owner).post(f"{members_url(organization)}{owner.id}/remove/")
+    response = logged_in(owner).post(f"{members_url(organization)}{owner.id}/remove/", CONFIRMED)
     assert "An organization must keep at least one owner." in html(response)
     assert Membership.objects.filter(organization=organization, user=owner).exists()
 
@@ -192,7 +194,7 @@ def test_admin_cannot_change_or_remove_an_owner(admin, owner, organization):
     assert f"/members/{owner.id}/role/" not in page and f"/members/{owner.id}/remove/" not in page
     response = client.post(f"{members_url(organization)}{owner.id}/role/", {"role": "viewer"})
     assert "Only owners can change or remove owners." in html(response)
-    response = client.post(f"{members_url(organization)}{owner.id}/remove/")
+    response = client.post(f"{members_url(organization)}{owner.id}/remove/", CONFIRMED)
     assert "Only owners can change or remove owners." in html(response)
     assert Membership.objects.get(organization=organization, user=owner).role == Role.OWNER
 
@@ -204,13 +206,13 @@ def test_owner_removes_a_member_after_confirming(owner, member, organization):
         f'/members/{member.id}/remove/" class="inline-form" data-confirm="Remove {member.email}'
         in page
     )
-    response = client.post(f"{members_url(organization)}{member.id}/remove/")
+    response = client.post(f"{members_url(organization)}{member.id}/remove/", CONFIRMED)
     assert response.status_code == 302
     assert not Membership.objects.filter(organization=organization, user=member).exists()
 
 
 def test_member_leaving_goes_home(owner, admin, organization):
-    response = logged_in(admin).post(f"{members_url(organization)}{admin.id}/remove/")
+    response = logged_in(admin).post(f"{members_url(organization)}{admin.id}/remove/", CONFIRMED)
     assert response.status_code == 302 and response["Location"] == "/"
     assert not Membership.objects.filter(organization=organization, user=admin).exists()
 
@@ -225,19 +227,23 @@ def test_members_and_viewers_cannot_manage_members(request, role, organization, 
         client.post(f"{members_url(organization)}{owner.id}/role/", {"role": "viewer"}).status_code
         == 403
     )
-    assert client.post(f"{members_url(organization)}{owner.id}/remove/").status_code == 403
+    assert (
+        client.post(f"{members_url(organization)}{owner.id}/remove/", CONFIRMED).status_code == 403
+    )
     assert not Membership.objects.filter(user=newcomer).exists()
     assert Membership.objects.get(organization=organization, user=owner).role == Role.OWNER
 
 
 def test_member_of_another_organization_is_404_as_a_target(owner, organization, outsider):
     client = logged_in(owner)
-    response = client.post(f"{members_url(organization)}{outsider.id}/remove/")
+    response = client.post(f"{members_url(organization)}{outsider.id}/remove/", CONFIRMED)
     assert response.status_code == 404
     assert Membership.objects.filter(user=outsider).exists()
 
 
 def test_member_forms_need_the_csrf_token(owner, member, organization):
     client = logged_in(owner, Client(enforce_csrf_checks=True))
-    assert client.post(f"{members_url(organization)}{member.id}/remove/").status_code == 403
+    assert (
+        client.post(f"{members_url(organization)}{member.id}/remove/", CONFIRMED).status_code == 403
+    )
     assert Membership.objects.filter(organization=organization, user=member).exists()

@@ -11,7 +11,7 @@ from django.utils import timezone
 from apps.apikeys.keyformat import KeyKind
 from apps.webhooks.models import Delivery, Webhook
 from tests.factories import make_key
-from tests.pages import assert_no_inline_code, html, logged_in
+from tests.pages import CONFIRMED, assert_no_inline_code, html, logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -66,7 +66,7 @@ def test_an_unsafe_url_is_refused_with_the_reason(owner, organization, settings)
 
     response = add(logged_in(owner), organization, url="https://169.254.169.254/latest")
 
-    assert response.status_code == 400
+    assert response.status_code == 200
     assert "public address" in html(response)
     assert not Webhook.objects.exists()
 
@@ -84,10 +84,12 @@ def test_outsiders_get_404_for_the_page_and_its_actions(outsider, owner, organiz
     client = logged_in(outsider)
 
     assert client.get(page_url(organization)).status_code == 404
-    assert client.post(f"{page_url(organization)}{webhook.id}/delete/").status_code == 404
+    assert (
+        client.post(f"{page_url(organization)}{webhook.id}/delete/", CONFIRMED).status_code == 404
+    )
     assert client.post(f"{page_url(organization)}{webhook.id}/enable/").status_code == 404
     theirs = outsider.memberships.get().organization
-    assert client.post(f"{page_url(theirs)}{webhook.id}/delete/").status_code == 404
+    assert client.post(f"{page_url(theirs)}{webhook.id}/delete/", CONFIRMED).status_code == 404
     assert Webhook.objects.count() == 1
 
 
@@ -96,7 +98,9 @@ def test_remove_and_enable_need_the_csrf_token(owner, organization):
     webhook = Webhook.objects.get()
     client = logged_in(owner, Client(enforce_csrf_checks=True))
 
-    assert client.post(f"{page_url(organization)}{webhook.id}/delete/").status_code == 403
+    assert (
+        client.post(f"{page_url(organization)}{webhook.id}/delete/", CONFIRMED).status_code == 403
+    )
     assert Webhook.objects.count() == 1
 
 
@@ -115,7 +119,7 @@ def test_recent_deliveries_and_re_enable(owner, organization, project, settings)
     response = client.post(f"{page_url(organization)}{Webhook.objects.get().id}/enable/")
     assert response.status_code == 302
     assert Webhook.objects.get().is_enabled
-    response = client.post(f"{page_url(organization)}{Webhook.objects.get().id}/delete/")
+    response = client.post(f"{page_url(organization)}{Webhook.objects.get().id}/delete/", CONFIRMED)
     assert response.status_code == 302
     assert not Webhook.objects.exists()
 
@@ -139,3 +143,24 @@ def test_the_page_lists_each_webhooks_newest_deliveries(
 
     assert str(newest_first.first().event_id) in page
     assert str(newest_first.last().event_id) not in page
+
+
+def test_a_refused_webhook_answers_200_with_each_error_tied_to_its_field(owner, organization):
+    """A form re-drawn with its errors is a page like any other (no 400 in the console)."""
+    client = logged_in(owner)
+
+    no_events = add(client, organization, events=())
+    bad_url = add(client, organization, url="http://example.com/hook")
+
+    assert no_events.status_code == 200 and bad_url.status_code == 200
+    assert not Webhook.objects.exists()
+    page = html(no_events)
+    events = re.search(r"<fieldset[^>]*>\s*<legend>Events</legend>", page).group(0)
+    assert 'aria-invalid="true"' in events and 'aria-describedby="events-error"' in events
+    assert re.search(r'<p class="field-error" id="events-error">[^<]+</p>', page)
+    assert re.search(r'<input type="checkbox" name="events"[^>]*autofocus', page)
+    page = html(bad_url)
+    url_input = re.search(r'<input type="url"[^>]*>', page).group(0)
+    assert 'aria-describedby="webhook-url-help webhook-url-error"' in url_input
+    assert 'aria-invalid="true"' in url_input and "autofocus" in url_input
+    assert re.search(r'<p class="field-error" id="webhook-url-error">[^<]+</p>', page)

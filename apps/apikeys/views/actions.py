@@ -30,9 +30,12 @@ from apps.apikeys.forms import (
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.selectors import Collection
 from apps.apikeys.views.page import (
+    PAGE_TEXT,
     already_submitted,
     confinable_projects,
     first_message,
+    list_address,
+    list_state,
     managed_key,
     page_collection,
     render_page,
@@ -40,6 +43,7 @@ from apps.apikeys.views.page import (
 )
 from apps.orgs import services as org_services
 from apps.orgs.access import membership_for
+from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page
 from core.errors import PermissionsLocked, RateLimited, ValidationFailed
 from core.nonce import consume_nonce
@@ -81,7 +85,19 @@ def key_collection(request: HttpRequest, kind: KeyKind, project_id=None, org_id=
 @dashboard_page
 @require_POST
 def key_revoke(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
+    """Revoke a key, once confirmed (core.confirm): a POST without the marker only asks."""
     collection, api_key = managed_key(request, kind, key_id, project_id, org_id)
+    if not is_confirmed(request):
+        return confirmation_page(
+            request,
+            Confirmation(
+                question=f"Revoke “{api_key.name}” ({api_key.prefix}…)?",
+                consequence="Anything using it stops working immediately.",
+                action="Revoke key",
+                cancel_url=list_address(collection, list_state(request.POST)) + "#keys",
+                back_label=PAGE_TEXT[kind]["title"],
+            ),
+        )
     api_key = services.revoke_key(actor=request.principal.user, api_key=api_key, request=request)
     messages.success(request, f"Revoked “{api_key.name}” ({api_key.prefix}…). It stopped working.")
     return redirect(collection.url)

@@ -243,6 +243,14 @@ def list_state(params: QueryDict) -> ListState:
     return ListState(params.get("page"), usage_views.unused_days(params))
 
 
+def list_address(collection: Collection, state: ListState) -> str:
+    """The address of the list a row form was on (its page and filter), for a way back."""
+    query = ({"unused": state.unused} if state.unused else {}) | (
+        {"page": state.page} if state.page else {}
+    )
+    return f"{collection.url}?{urlencode(query)}" if query else collection.url
+
+
 def _paginator(collection: Collection, unused: int | None, now) -> Paginator:
     keys = usage_views.only_unused(collection.keys(), unused, now)
     return Paginator(keys.select_related("replaces"), PER_PAGE)

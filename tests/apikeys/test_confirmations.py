@@ -1,0 +1,197 @@
+"""Destructive dashboard actions are confirmed before they act, even without JavaScript
+(SPEC §5, core/confirm.py): a POST without the marker changes nothing and answers a page
+that names what would be destroyed; the page's form, confirmed, acts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from html import unescape
+
+import pytest
+from django.test import Client
+
+from apps.accounts import services as account_services
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey
+from apps.audit.models import AuditEvent
+from apps.invitations.models import Invitation
+from apps.invitations.services import invite_member
+from apps.orgs.models import Membership
+from apps.webhooks import services as webhook_services
+from apps.webhooks.models import EventType, Webhook
+from core.confirm import CONFIRM_FIELD, CONFIRM_VALUE
+from tests.factories import make_key
+from tests.orgs.helpers import bearer_client
+from tests.pages import CONFIRMED, assert_no_inline_code, html, logged_in
+
+pytestmark = pytest.mark.django_db
+
+HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+CONFIRM_FORM = re.compile(r'<form method="post" action="([^"]+)">(.*?)</form>', re.S)
+
+
+def api_url(project) -> str:
+    return f"/projects/{project.id}/api-keys/"
+
+
+def confirmation_form(page: str) -> tuple[str, dict[str, list[str]]]:
+    """The action of the confirmation page's form and its hidden fields."""
+    [(action, body)] = CONFIRM_FORM.findall(page)
+    fields: dict[str, list[str]] = {}
+    for name, value in HIDDEN.findall(body):
+        fields.setdefault(name, []).append(unescape(value))
+    return action, fields
+
+
+def test_revoke_without_the_marker_changes_nothing_and_asks(owner, project):
+    api_key, _ = make_key(KeyKind.SECRET, project=project, name="Billing <CI>")
+    url = f"{api_url(project)}{api_key.id}/revoke/"
+    events = AuditEvent.objects.count()
+
+    response = logged_in(owner).post(url)
+
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    page = html(response)
+    assert f"Revoke “Billing &lt;CI&gt;” ({api_key.prefix}…)?" in page
+    assert "This cannot be undone." in page
+    action, fields = confirmation_form(page)
+    assert action == url
+    assert fields[CONFIRM_FIELD] == [CONFIRM_VALUE] and fields["csrfmiddlewaretoken"]
+    assert f'<a class="button" href="{api_url(project)}#keys">Cancel</a>' in page
+    assert_no_inline_code(page)
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is None
+    assert AuditEvent.objects.count() == events
+
+
+def test_the_confirmation_page_form_revokes_and_keeps_the_list_it_came_from(owner, project):
+    api_key, _ = make_key(KeyKind.SECRET, project=project)
+    url = f"{api_url(project)}{api_key.id}/revoke/"
+    client = logged_in(owner, Client(enforce_csrf_checks=True))
+    row_form = {
+        "csrfmiddlewaretoken": re.search(
+            r'name="csrfmiddlewaretoken" value="([^"]+)"', html(client.get(api_url(project)))
+        ).group(1),
+        "page": "1",
+        "unused": "30",
+    }
+
+    asked = html(client.post(url, row_form))
+
+    action, fields = confirmation_form(asked)
+    assert fields["page"] == ["1"] and fields["unused"] == ["30"]
+    assert f'href="{api_url(project)}?unused=30&amp;page=1#keys">Cancel</a>' in asked
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is None
+    confirmed = client.post(action, {name: values[0] for name, values in fields.items()})
+    assert confirmed.status_code == 302 and confirmed["Location"] == api_url(project)
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is not None and api_key.revoked_by == owner
+
+
+@pytest.mark.parametrize("kind", [KeyKind.PUBLIC, KeyKind.ORGANIZATION])
+def test_every_key_page_asks_before_revoking(owner, project, kind):
+    api_key, _ = make_key(kind, project=project)
+    base = (
+        f"/projects/{project.id}/sdk-keys/"
+        if kind is KeyKind.PUBLIC
+        else f"/orgs/{project.organization_id}/api-keys/"
+    )
+    client = logged_in(owner)
+
+    asked = client.post(f"{base}{api_key.id}/revoke/")
+
+    assert asked.status_code == 200 and "This cannot be undone." in html(asked)
+    assert ApiKey.objects.get(pk=api_key.pk).revoked_at is None
+    client.post(f"{base}{api_key.id}/revoke/", CONFIRMED)
+    assert ApiKey.objects.get(pk=api_key.pk).revoked_at is not None
+
+
+# The other destructive forms (those with data-confirm) ----------------------------------
+
+
+@dataclass
+class Destructive:
+    url: str
+    question: str
+    done: object  # () -> bool: whether the action happened
+
+
+@pytest.fixture
+def destructive(request, owner, member, organization, mailbox):
+    """Each destructive dashboard action but revoke, set up for the owner."""
+    name = request.param
+    if name == "remove member":
+        return Destructive(
+            f"/orgs/{organization.id}/members/{member.id}/remove/",
+            f"Remove {member.email} from {organization.name}?",
+            lambda: not Membership.objects.filter(user=member).exists(),
+        )
+    if name == "leave organization":
+        Membership.objects.filter(user=member).update(role="owner")  # not the last owner
+        return Destructive(
+            f"/orgs/{organization.id}/members/{owner.id}/remove/",
+            f"Leave {organization.name}?",
+            lambda: not Membership.objects.filter(user=owner).exists(),
+        )
+    if name == "cancel invitation":
+        invitation = invite_member(
+            actor_membership=Membership.objects.get(user=owner),
+            email="newcomer@example.com",
+            role="member",
+        )
+        return Destructive(
+            f"/orgs/{organization.id}/invitations/{invitation.id}/cancel/",
+            "Cancel the invitation of newcomer@example.com?",
+            lambda: Invitation.objects.get().cancelled_at is not None,
+        )
+    if name == "remove webhook":
+        webhook = webhook_services.create_webhook(
+            actor=owner,
+            organization=organization,
+            url="https://8.8.8.8/hooks/sigsentry",
+            events=list(EventType.values),
+        ).webhook
+        return Destructive(
+            f"/orgs/{organization.id}/webhooks/{webhook.id}/delete/",
+            "Remove the webhook to 8.8.8.8?",
+            lambda: not Webhook.objects.exists(),
+        )
+    assert name == "log out everywhere else"
+    other = account_services.start_session(owner)
+    return Destructive(
+        "/account/sessions/others/end/",
+        "Log out every other session?",
+        lambda: bearer_client(other.access).get("/v1/me").status_code == 401,
+    )
+
+
+@pytest.mark.parametrize(
+    "destructive",
+    [
+        "remove member",
+        "leave organization",
+        "cancel invitation",
+        "remove webhook",
+        "log out everywhere else",
+    ],
+    indirect=True,
+)
+def test_each_destructive_form_asks_without_the_marker_and_acts_with_it(owner, destructive):
+    client = logged_in(owner)
+
+    asked = client.post(destructive.url)
+
+    assert asked.status_code == 200
+    page = html(asked)
+    assert destructive.question in unescape(page)
+    action, fields = confirmation_form(page)
+    assert action == destructive.url and fields[CONFIRM_FIELD] == [CONFIRM_VALUE]
+    assert not destructive.done()
+
+    acted = client.post(destructive.url, CONFIRMED)
+
+    assert acted.status_code == 302
+    assert destructive.done()

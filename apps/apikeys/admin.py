@@ -75,6 +75,7 @@ class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "revoked_at",
         "revoked_by",
         "revoked_reason",
+        "leak_reported_at",
         "replaces",
     )
     readonly_fields = fields

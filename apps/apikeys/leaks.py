@@ -107,6 +107,8 @@ def handle_leak_reports(
             ApiKey.objects.filter(pk__in=[k.pk for k in to_revoke]).update(
                 revoked_at=now, revoked_reason="leak_report"
             )
+        if to_flag:
+            ApiKey.objects.filter(pk__in=[k.pk for k in to_flag]).update(leak_reported_at=now)
 
         def audit(key: ApiKey, action: str, reason: str) -> AuditEvent:
             url = urls[key.digest][:500]

@@ -72,6 +72,9 @@ class ApiKey(models.Model):
         related_name="+",
     )
     revoked_reason = models.CharField(max_length=32, blank=True)
+    #: When a leak report last flagged this SDK key (public by design: never revoked for
+    #: it); its owners see it on the key's row until they roll it.
+    leak_reported_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_project = models.ForeignKey(
         Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

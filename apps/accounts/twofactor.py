@@ -254,20 +254,25 @@ def start_setup(*, user: User) -> TotpSetup:
     it is refused (turn it off first), so a stolen session cannot swap the
     authenticator.
     """
-    if is_enabled(user):
-        raise ValidationFailed(
-            {"nonFieldErrors": ["Two-factor authentication is already on. Turn it off first."]}
-        )
     secret = pyotp.random_base32(length=32)
-    TotpDevice.objects.update_or_create(
-        user=user,
-        defaults={
-            "encrypted_secret": encrypt_secret(secret),
-            "created_at": timezone.now(),
-            "confirmed_at": None,
-            "last_used_step": None,
-        },
-    )
+    fields = {
+        "encrypted_secret": encrypt_secret(secret),
+        "created_at": timezone.now(),
+        "confirmed_at": None,
+        "last_used_step": None,
+    }
+    with transaction.atomic():
+        # Read under the row's lock: an enable committed a moment ago is seen (and not
+        # undone by a set-up that would silently turn two-factor off), one in flight waits.
+        device = TotpDevice.objects.select_for_update().filter(user=user).first()
+        if device is not None and device.confirmed_at is not None:
+            raise ValidationFailed(
+                {"nonFieldErrors": ["Two-factor authentication is already on. Turn it off first."]}
+            )
+        if device is None:
+            TotpDevice.objects.create(user=user, **fields)
+        else:
+            TotpDevice.objects.filter(pk=device.pk).update(**fields)
     return _setup_for(user, secret)
 
 
@@ -290,12 +295,18 @@ def enable(*, user: User, code: Any, request: HttpRequest | None = None) -> list
                 {"code": ["That code is not right. Enter the 6 digits your app shows now."]}
             )
     with transaction.atomic():
-        # Once: of two enables in flight (two tabs, two codes a step apart), the second
-        # would replace the recovery codes the first has just shown.
-        if not TotpDevice.objects.filter(pk=device.pk, confirmed_at__isnull=True).update(
-            confirmed_at=now
-        ):
-            raise ValidationFailed({"code": ["Two-factor authentication is already on."]})
+        # Once, and the set-up the code was checked against: of two enables in flight (two
+        # tabs, two codes a step apart) the second would replace the recovery codes the
+        # first has just shown, and a set-up started again meanwhile has a new secret.
+        confirmed = TotpDevice.objects.filter(
+            pk=device.pk, confirmed_at__isnull=True, encrypted_secret=device.encrypted_secret
+        ).update(confirmed_at=now)
+        if not confirmed:
+            if is_enabled(user):
+                raise ValidationFailed({"code": ["Two-factor authentication is already on."]})
+            raise ValidationFailed(
+                {"code": ["Set-up was started again: scan the new QR code and enter its code."]}
+            )
         codes = _new_recovery_codes(user, now)
     mail.send_two_factor_changed(user=user, enabled=True, when=now, ip=ip)
     return codes

@@ -17,6 +17,7 @@ from apps.accounts.cookies import ACCESS_COOKIE
 from apps.accounts.models import RecoveryCode, TotpDevice
 from apps.accounts.services import change_password
 from apps.apikeys.keyformat import KeyKind
+from core.errors import ValidationFailed
 from tests.factories import PASSWORD, UserFactory, make_key
 from tests.orgs.helpers import bearer_client, error_code, error_fields, user_client
 from tests.pages import assert_no_inline_code, html, logged_in
@@ -478,3 +479,34 @@ def test_two_enables_in_flight_turn_it_on_once_and_keep_the_codes_shown(owner, m
     stored = set(RecoveryCode.objects.filter(user=owner).values_list("digest", flat=True))
     shown_digests = {hashlib.sha256(code.replace("-", "").encode()).hexdigest() for code in shown}
     assert len(shown) == 10 and stored == shown_digests
+
+
+def test_an_enable_checked_against_a_set_up_started_again_meanwhile_is_refused(owner, monkeypatch):
+    """A code checked against the first secret must not confirm the second one, which a
+    set-up started again in another tab put in its place: the user never scanned it."""
+    client = user_client(owner)
+    secret = client.post(SETUP).json()["secret"]
+    fresh_step()
+    accept = twofactor._accept_totp
+
+    def another_tab_starts_again(device, code, now):
+        monkeypatch.setattr(twofactor, "_accept_totp", accept)
+        twofactor.start_setup(user=owner)
+        return accept(device, code, now)
+
+    monkeypatch.setattr(twofactor, "_accept_totp", another_tab_starts_again)
+    response = client.post(ENABLE, {"code": code_at(secret)}, format="json")
+
+    assert response.status_code == 400
+    assert "started again" in response.json()["error"]["details"]["fields"]["code"][0]
+    assert not twofactor.is_enabled(owner)
+
+
+def test_a_set_up_started_after_an_enable_committed_leaves_two_factor_on(owner):
+    enable_two_factor(owner)
+
+    with pytest.raises(ValidationFailed):
+        twofactor.start_setup(user=owner)
+
+    assert twofactor.is_enabled(owner)
+    assert TotpDevice.objects.get(user=owner).confirmed_at is not None

@@ -29,14 +29,16 @@ from apps.accounts.models import AuthSession, User
 from apps.accounts.selectors import session_with_user
 from core.errors import TokenExpired, TokenInvalid
 
-#: A JWT (three base64url segments, the header's JSON starting `{"`), or one cut short after
-#: its header. "…" too: a key masker that ran first may have cut a `tb_…` out of the token.
-_JWT_IN_TEXT = re.compile(r"eyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_.\-…]*")
+#: A JWT (base64url segments joined by dots, the first JSON starting `{"`) or an mfaToken
+#: (Django's signing: JSON, a timestamp and a signature joined by colons), or either cut
+#: short after its first part. "…" too: a key masker that ran first may have cut a `tb_…`
+#: out of the token.
+_TOKEN_IN_TEXT = re.compile(r"eyJ[A-Za-z0-9_\-]*[.:][A-Za-z0-9_.:\-…]*")
 
 
 def mask_tokens(text: str) -> str:
     """`text` with every session token (access, refresh, MFA) in it replaced by "eyJ…"."""
-    return _JWT_IN_TEXT.sub("eyJ…", text) if "eyJ" in text else text
+    return _TOKEN_IN_TEXT.sub("eyJ…", text) if "eyJ" in text else text
 
 
 ACCESS_LIFETIME = timedelta(hours=24)

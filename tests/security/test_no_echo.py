@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from apps.accounts.mfa_login import issue_mfa_token
 from apps.accounts.tokens import mask_tokens
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind, mask_keys
@@ -193,6 +194,16 @@ def test_every_session_token_in_a_text_is_masked_whole_or_cut_short(owner):
     masked = mask_tokens(text)
 
     assert masked == "Unknown permission: eyJ…; Not an origin: https://eyJ…, ok"
+    assert echoed_slices(token, masked) == []
+
+
+def test_an_mfa_token_in_a_text_is_masked(owner):
+    token = issue_mfa_token(owner)  # Django's signing: JSON:timestamp:signature, no dots
+    text = f'"{token}" is not a valid choice.'
+
+    masked = mask_tokens(text)
+
+    assert masked == '"eyJ…" is not a valid choice.'
     assert echoed_slices(token, masked) == []
 
 

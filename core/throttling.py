@@ -49,7 +49,7 @@ def _cache_key(scope: str, ident: str, window: int) -> str:
     if is_client_scope(scope):
         ident = throttle_subject(ident) or ident
     digest = hashlib.sha256(f"{scope}:{ident}".encode()).hexdigest()[:32]
-    return f"throttle:{scope}:{digest}:{window}"
+    return f"ss:throttle:{scope}:{digest}:{window}"
 
 
 def _window(scope: str) -> tuple[int, int, int, int]:

@@ -73,7 +73,7 @@ class ApiKey(models.Model):
     )
     revoked_reason = models.CharField(max_length=32, blank=True)
     #: When a leak report last flagged this SDK key (public by design: never revoked for
-    #: it); its owners see it on the key's row until they roll it.
+    #: it); its row and page say so while it is active (a rolled key, until its grace ends).
     leak_reported_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_project = models.ForeignKey(

@@ -41,7 +41,8 @@ def organizations_left_without_owner(removed: Iterable[Membership]) -> list[Orga
         removed_ids_by_org.setdefault(membership.organization_id, set()).add(membership.pk)
     orphaned = []
     with transaction.atomic():
-        for organization_id, removed_ids in removed_ids_by_org.items():
+        # In one order (by id), as every operator's delete takes these locks: no deadlock.
+        for organization_id, removed_ids in sorted(removed_ids_by_org.items(), key=str):
             owner_ids = {owner.pk for owner in lock_owners(organization_id)}
             if owner_ids & removed_ids and owner_ids <= removed_ids:
                 orphaned.append(Organization.objects.get(pk=organization_id))

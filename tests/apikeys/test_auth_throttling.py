@@ -48,8 +48,8 @@ def test_repeated_failures_from_one_address_are_rate_limited_but_valid_keys_are_
 def test_a_request_costs_one_redis_round_trip(
     api_client, project, settings, monkeypatch, case, round_trips
 ):
-    """SPEC §4.10: one Redis round trip per request. A failed credential's count in its
-    throttle window is one command batch (it was three), so a flood of bad keys costs
+    """Issue 16: one Redis round trip at most per request. A failed credential's count in
+    its throttle window is one command batch (it was three), so a flood of bad keys costs
     Redis one each; a rate-limited key's window is one (its use goes with the batch)."""
     if redis_client() is None:
         pytest.skip("the throttle's counters are in Redis only with REDIS_URL")

@@ -259,7 +259,7 @@ def test_counters_are_stored_under_hashed_keys(db):
             (key,) = set(RECORDED_CACHE_KEYS)  # one counter for one client in one window
             assert cache.get(key) == LIMIT
         else:
-            (key,) = {name.decode() for name in redis.scan_iter("throttle:*")}
+            (key,) = {name.decode() for name in redis.scan_iter("ss:throttle:*")}
             assert int(redis.get(key)) == LIMIT
             assert 0 < redis.ttl(key) <= WINDOW + 1  # it expires with its window
     assert "198.51.100.60" not in key and "198-51-100-60" not in key

@@ -86,3 +86,11 @@ def invitation_for_token(token: Any) -> Invitation | None:
     if invitation is None or not hmac.compare_digest(invitation.token_digest, digest):
         return None
     return invitation
+
+
+def membership_from_accepting(invitation: Invitation, user: Any) -> Membership | None:
+    """`user`'s membership, if they accepted `invitation` already and still belong: what a
+    repeated accept (a reload, a double submit) answers."""
+    if invitation.accepted_at is None or invitation.accepted_by_id != user.pk:
+        return None
+    return Membership.objects.filter(organization_id=invitation.organization_id, user=user).first()

@@ -44,6 +44,7 @@ from apps.invitations.models import Invitation
 from apps.invitations.selectors import (
     invitation_for_token,
     inviter_may_still_grant,
+    membership_from_accepting,
     pending_at,
     roles_grantable_by,
     token_digest,
@@ -287,13 +288,6 @@ def invitation_for_user(token: Any, user: User) -> Invitation:
     return invitation
 
 
-def _membership_from_accepting(invitation: Invitation, user: User) -> Membership | None:
-    """`user`'s membership, if they accepted `invitation` already and still belong."""
-    if invitation.accepted_at is None or invitation.accepted_by_id != user.pk:
-        return None
-    return Membership.objects.filter(organization_id=invitation.organization_id, user=user).first()
-
-
 def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = None) -> Membership:
     """Join the organization with the invited role; the invitation is used up.
 
@@ -306,7 +300,7 @@ def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = N
     """
     invitation = invitation_for_token(token)
     if invitation is not None and normalize_email(user.email) == invitation.normalized_email:
-        membership = _membership_from_accepting(invitation, user)
+        membership = membership_from_accepting(invitation, user)
         if membership is not None:
             return membership
     invitation = invitation_for_user(token, user)
@@ -321,7 +315,7 @@ def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = N
         # have replaced it (`_invitation_letter_again`) since the lookup.
         same_token = hmac.compare_digest(locked.token_digest, invitation.token_digest)
         # The same user's simultaneous accept got here first: answer as a repeat does.
-        membership = _membership_from_accepting(locked, user) if same_token else None
+        membership = membership_from_accepting(locked, user) if same_token else None
         if membership is not None:
             membership.organization = invitation.organization
             return membership

@@ -24,6 +24,7 @@ from apps.invitations.forms import InvitationSignupForm, InviteForm
 from apps.invitations.selectors import (
     invitation_for_token,
     inviter_may_still_grant,
+    membership_from_accepting,
     pending_invitations,
 )
 from apps.orgs.access import membership_for, require_manager
@@ -107,9 +108,17 @@ def _invalid(request: HttpRequest) -> HttpResponse:
 @origin_only_referrer
 def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
     invitation = invitation_for_token(token)
+    principal = request.principal
+    joined = (
+        membership_from_accepting(invitation, principal.user)
+        if invitation is not None and principal is not None
+        else None
+    )
+    if joined is not None:  # accepted already (a reload, a second click): not "invalid"
+        messages.info(request, f"You are a member of {invitation.organization.name}.")
+        return redirect("/")
     if invitation is None or not invitation.is_pending() or not inviter_may_still_grant(invitation):
         return _invalid(request)
-    principal = request.principal
     if principal is not None:
         if normalize_email(principal.user.email) != invitation.normalized_email:
             return render(request, "invitations/other_account.html", {"next": request.path})

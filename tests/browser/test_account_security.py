@@ -202,4 +202,5 @@ def test_invitation_from_the_members_page_to_a_new_account(
     admin_tab.page.reload()
     assert page.locator("tr[data-invitation]").count() == 0
     assert page.locator("tr[data-member='browser-invitee@example.com']").count() == 1
-    invitee.goto(path, status=404)
+    invitee.goto(path)  # the link again: they are a member now, and are told so
+    assert "You are a member of Acme." in invitee.page.inner_text("main")

@@ -132,7 +132,8 @@ def test_signing_up_from_the_link_lands_in_the_organization(owner, organization,
     assert Membership.objects.get(user=newcomer).role == Role.ADMIN
     home = html(client.get("/"))
     assert "You joined Acme as Admin." in home
-    assert client.get(path).status_code == 404  # used
+    assert client.get(path)["Location"] == "/"  # the invitee: already a member
+    assert Client().get(path).status_code == 404  # anyone else: used
 
 
 def test_an_existing_account_logs_in_then_accepts(owner, organization, mailbox):
@@ -147,6 +148,23 @@ def test_an_existing_account_logs_in_then_accepts(owner, organization, mailbox):
     response = client.post(path)
     assert response.status_code == 302 and response["Location"] == "/"
     assert Membership.objects.filter(organization=organization, user=newcomer).exists()
+
+
+def test_accepting_again_after_joining_says_so_not_invalid(owner, organization, mailbox):
+    """A reload of the accept, a second click, the link opened again: the invitee joined,
+    and is told so instead of "does not exist, has expired or was already used"."""
+    newcomer = UserFactory(email="newcomer@example.com")
+    path = invite(owner, organization, mailbox)
+    client = logged_in(newcomer)
+    assert client.post(path).status_code == 302
+
+    for again in (client.post(path), client.get(path)):
+        assert again.status_code == 302 and again["Location"] == "/"
+    home = html(client.get("/", follow=True))
+    assert f"You are a member of {organization.name}." in home
+    assert Membership.objects.filter(organization=organization, user=newcomer).count() == 1
+    elsewhere = logged_in(UserFactory(email="other@example.com")).get(path)
+    assert elsewhere.status_code == 404  # anyone else: the link is used up
 
 
 def test_signing_up_with_an_email_that_has_an_account_says_to_log_in(owner, organization, mailbox):

@@ -39,6 +39,9 @@ class Confirmation:
     #: That page's name, for the breadcrumb back to it.
     back_label: str
     irreversible: bool = True
+    #: The fields of the original form the confirmation posts again (a list's page and
+    #: filter): named, so no other value a form may hold is written into the page.
+    carry: tuple[str, ...] = ()
 
 
 def is_confirmed(request: HttpRequest) -> bool:
@@ -47,13 +50,8 @@ def is_confirmed(request: HttpRequest) -> bool:
 
 def confirmation_page(request: HttpRequest, confirmation: Confirmation) -> HttpResponse:
     """The page that asks before a destructive action: its form posts back to the same
-    URL with the fields the original form sent (a list's page and filter) and the marker."""
-    carried = [
-        (name, value)
-        for name, values in request.POST.lists()
-        if name not in (CONFIRM_FIELD, "csrfmiddlewaretoken")
-        for value in values
-    ]
+    URL with the marker and the original form's fields named in `carry`."""
+    carried = [(name, value) for name in confirmation.carry for value in request.POST.getlist(name)]
     response = render(
         request,
         "dashboard/confirm.html",

@@ -96,6 +96,7 @@ def key_revoke(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
                 action="Revoke key",
                 cancel_url=list_address(collection, list_state(request.POST)) + "#keys",
                 back_label=PAGE_TEXT[kind]["title"],
+                carry=("page", "unused"),  # the list it was on (_list_state.html)
             ),
         )
     api_key = services.revoke_key(actor=request.principal.user, api_key=api_key, request=request)

@@ -52,10 +52,33 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=base * random.uniform(0.75, 1.25))
 
 
-def enqueue_delivery(delivery_id: uuid.UUID | str, run_after: datetime | None = None) -> None:
-    """Queue an attempt; inside the caller's transaction, like the rows it belongs to."""
-    runner = deliver_webhook.using(run_after=run_after) if run_after else deliver_webhook
-    runner.enqueue(str(delivery_id))
+#: Where an attempt's task sits in the worker's queue (higher first; the scheduled checks
+#: are 10). A first attempt to an endpoint that answers goes ahead of retries and of first
+#: attempts to an endpoint failing now: one organization's dead or slow endpoints (an
+#: attempt may hold a worker 10 s, and is retried for a day) never hold up another's
+#: delivery behind their backlog.
+FIRST_ATTEMPT_PRIORITY = 5
+BEHIND_PRIORITY = 0
+
+
+def enqueue_delivery(
+    delivery_id: uuid.UUID | str, run_after: datetime | None = None, *, behind: bool = False
+) -> None:
+    """Queue an attempt; inside the caller's transaction, like the rows it belongs to.
+    `behind`: a retry, or a first attempt to a webhook with failing deliveries."""
+    priority = BEHIND_PRIORITY if behind else FIRST_ATTEMPT_PRIORITY
+    deliver_webhook.using(priority=priority, run_after=run_after).enqueue(str(delivery_id))
+
+
+def failing_webhooks(webhook_ids) -> set:
+    """The webhooks among `webhook_ids` with a delivery being retried now."""
+    return set(
+        Delivery.objects.filter(
+            webhook_id__in=webhook_ids, status=DeliveryStatus.PENDING, attempts__gt=0
+        )
+        .values_list("webhook_id", flat=True)
+        .distinct()
+    )
 
 
 def _unclaimed(delivery_id: str, now: datetime):
@@ -78,15 +101,16 @@ def _queue_if_nearly_due(delivery_id: str, now: datetime) -> bool:
     """Queue the attempt again for its due time if it is due within CLOCK_SKEW: the web
     process that stamped it runs ahead of this worker, and nothing else would queue it
     before the overdue sweep, minutes later."""
-    due = (
+    found = (
         _unclaimed(delivery_id, now)
         .filter(next_attempt_at__gt=now, next_attempt_at__lte=now + CLOCK_SKEW)
-        .values_list("next_attempt_at", flat=True)
+        .values_list("next_attempt_at", "attempts")
         .first()
     )
-    if due is None:
+    if found is None:
         return False
-    enqueue_delivery(delivery_id, run_after=due)
+    due, attempts = found
+    enqueue_delivery(delivery_id, run_after=due, behind=attempts > 0)
     return True
 
 
@@ -158,7 +182,7 @@ def _record(delivery: Delivery, outcome: outbound.Outcome, now: datetime) -> Non
             return
         next_attempt_at = now + retry_delay(delivery.attempts + 1)
         if rows.update(next_attempt_at=next_attempt_at, **attempt):  # 0: deleted meanwhile
-            enqueue_delivery(delivery.pk, run_after=next_attempt_at)
+            enqueue_delivery(delivery.pk, run_after=next_attempt_at, behind=True)
 
 
 def disable_webhook(*, webhook: Webhook, now: datetime) -> None:
@@ -202,7 +226,7 @@ def requeue_overdue(now: datetime | None = None) -> int:
         # Due now, so the next sweep does not queue them again while this task waits.
         Delivery.objects.filter(pk__in=overdue).update(next_attempt_at=now)
         for delivery_id in overdue:
-            enqueue_delivery(delivery_id)
+            enqueue_delivery(delivery_id, behind=True)  # lost by a worker: it was slow
     return len(overdue)
 
 

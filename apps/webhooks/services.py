@@ -25,7 +25,7 @@ from django.utils import timezone
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Organization
 from apps.webhooks import crypto, urlsafety
-from apps.webhooks.delivery import enqueue_delivery
+from apps.webhooks.delivery import enqueue_delivery, failing_webhooks
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from core.errors import ValidationFailed
 from core.queries import ROWS_PER_STATEMENT
@@ -171,8 +171,9 @@ def record_key_events(events: Iterable[KeyEvent], now: datetime | None = None) -
             ),
             batch_size=ROWS_PER_STATEMENT,
         )
+        failing = failing_webhooks([w.id for w in webhooks]) if deliveries else set()
         for delivery in deliveries:
-            enqueue_delivery(delivery.pk)
+            enqueue_delivery(delivery.pk, behind=delivery.webhook_id in failing)
     return rows
 
 

@@ -23,7 +23,7 @@ from apps.webhooks import outbound
 from apps.webhooks import services as webhook_services
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from apps.webhooks.urlsafety import Target
-from tests.factories import make_key
+from tests.factories import OrganizationFactory, make_key
 from tests.outbound import Receiver, verify_signature
 
 pytestmark = pytest.mark.django_db
@@ -466,3 +466,35 @@ def test_a_webhook_deleted_during_an_attempt_ends_it_quietly(
         assert tasks.count() == queued  # no retry queued for what is gone
     finally:
         failing.stop()
+
+
+def test_a_failing_endpoint_never_holds_up_another_organizations_delivery(
+    make_webhook, receiver, project, organization
+):
+    """The worker runs one task at a time, and an attempt may hold it 10 s: a first
+    attempt to an endpoint that answers is queued ahead of retries and of first attempts
+    to an endpoint failing now, so one organization's dead endpoints (retried for a day)
+    never keep another's delivery waiting behind their backlog."""
+    other = OrganizationFactory()
+    dead = make_webhook("http://127.0.0.1:9/never-answers").webhook
+    healthy = make_webhook(receiver.url, org=other).webhook
+    make_key(KeyKind.SECRET, project=project)  # A's first event: its endpoint still looks fine
+    first = Delivery.objects.get(webhook=dead)
+    first_task = DBTaskResult.objects.get(args_kwargs__args=[str(first.pk)])
+    assert first_task.priority == deliveries.FIRST_ATTEMPT_PRIORITY
+    first_task.delete()
+    deliveries.deliver_webhook.call(str(first.pk))  # refused: retried later, behind
+    Delivery.objects.filter(pk=first.pk).update(next_attempt_at=timezone.now())
+    DBTaskResult.objects.filter(args_kwargs__args=[str(first.pk)]).update(
+        run_after=timezone.now() - timedelta(seconds=1)  # the retry is due
+    )
+
+    make_key(KeyKind.SECRET, project=project)  # A again: to a failing endpoint, behind
+    make_key(KeyKind.ORGANIZATION, organization=other)  # B, after A's
+
+    ready = [task.args_kwargs["args"][0] for task in DBTaskResult.objects.ready()]
+    b_delivery = str(Delivery.objects.get(webhook=healthy).pk)
+    assert ready[0] == b_delivery  # B's first attempt runs first
+    assert len(ready) == 3 and set(ready[1:]) == {
+        str(d.pk) for d in Delivery.objects.filter(webhook=dead)
+    }

@@ -24,19 +24,13 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from apps.accounts import twofactor
 from apps.accounts.admin_site import ThrottledAdminLoginForm
-from apps.accounts.emails import FOLDS_TO_ANOTHER_ADDRESS, changes_when_folded, normalize_email
+from apps.accounts.emails import normalize_email, refuse_folding
 from apps.accounts.models import AuthSession, User
 from apps.accounts.services import deactivate_user, end_session, end_user_sessions
 from apps.orgs.admin import delete_membership, protect_last_owners, refuse_if_last_owners
 from apps.orgs.models import Membership
 from core.admin import ReadOnlyAdminMixin
 from core.errors import InvalidCredentials, RateLimited
-
-
-def refuse_folding(email: str) -> str:
-    if changes_when_folded(email):
-        raise ValidationError(FOLDS_TO_ANOTHER_ADDRESS)
-    return email
 
 
 class UserCreationForm(AdminUserCreationForm):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from django.core.exceptions import ValidationError
+
 
 def normalize_email(value: str) -> str:
     """`value` in its one canonical spelling: NFKC, trimmed, case-folded.
@@ -48,3 +50,11 @@ def changes_when_folded(value: str) -> bool:
     affected."""
     text = unicodedata.normalize("NFKC", value).strip()
     return normalize_email(text) != unicodedata.normalize("NFKC", text.lower())
+
+
+def refuse_folding(email: str) -> str:
+    """The validator of `changes_when_folded`: on the user model's email (the admin's forms,
+    `createsuperuser`) and wherever an address is cleaned."""
+    if changes_when_folded(email):
+        raise ValidationError(FOLDS_TO_ANOTHER_ADDRESS)
+    return email

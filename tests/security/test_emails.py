@@ -10,10 +10,13 @@ PostgreSQL alike (CI runs the suite on both).
 from __future__ import annotations
 
 import importlib
+import io
 
 import pytest
 from django.apps import apps
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
@@ -118,6 +121,19 @@ def test_signup_refuses_an_address_that_folds_to_another(api_client, mailbox, ad
     # the owner of the folded domain cannot reset an account that was never made
     api_client.post("/v1/auth/password-reset", {"email": normalize_email(address)}, format="json")
     assert mailbox.messages(normalize_email(address)) == []
+
+
+@FOLDED
+def test_createsuperuser_refuses_an_address_that_folds_to_another(db, monkeypatch, address):
+    """An operator's account gets the reset links and security mail too: no folded domain."""
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-enough-passphrase-2026")
+
+    with pytest.raises(CommandError, match="changes when letters are compared"):
+        call_command("createsuperuser", "--noinput", "--email", address, stdout=io.StringIO())
+    with pytest.raises(ValidationError):
+        User.objects.create_superuser(address, "a-long-enough-passphrase-2026")
+
+    assert not User.objects.exists()
 
 
 @given(st.text(max_size=40))

@@ -652,3 +652,17 @@ def test_non_staff_users_cannot_reach_the_admin(member):
 
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_a_user_who_has_logged_in_can_be_deleted_and_their_sessions_go_too(ops, member):
+    """The session admin is read-only; that must not make every user who ever logged in
+    undeletable (the delete answered 403)."""
+    start_session(member)
+    assert AuthSession.objects.filter(user=member).exists()
+
+    response = ops.post(delete_url(member), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not User.objects.filter(pk=member.pk).exists()
+    assert not AuthSession.objects.filter(user_id=member.pk).exists()
+    assert AuditEvent.objects.filter(action=Action.MEMBER_REMOVED).exists()

@@ -195,7 +195,14 @@ class UserAdmin(DjangoUserAdmin):
     def get_deleted_objects(self, objs, request):
         users = list(objs)
         memberships = Membership.objects.filter(user__in=users)
-        return protect_last_owners(memberships, super().get_deleted_objects(users, request))
+        to_delete, model_count, perms_needed, protected = super().get_deleted_objects(
+            users, request
+        )
+        # A user's sessions go with them: the session admin is read-only (no one deletes a
+        # session by hand), which must not make every user who ever logged in undeletable.
+        perms_needed = set(perms_needed) - {AuthSession._meta.verbose_name}
+        deleted = (to_delete, model_count, perms_needed, protected)
+        return protect_last_owners(memberships, deleted)
 
 
 @admin.register(AuthSession)

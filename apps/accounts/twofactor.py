@@ -324,10 +324,14 @@ def disable(*, user: User, password: Any, request: HttpRequest | None = None) ->
 
 
 def reset_for_operator(*, user: User) -> None:
-    """An operator turns two-factor off for a user who lost their device (the admin)."""
+    """An operator turns two-factor off for a user who lost their device (the admin). The
+    user is told by email, as when they turn it off themselves: an operator's mistake, or
+    a staff account used against them, is not silent."""
     with transaction.atomic():
-        TotpDevice.objects.filter(user=user).delete()
+        deleted, _ = TotpDevice.objects.filter(user=user).delete()
         RecoveryCode.objects.filter(user=user).delete()
+    if deleted:
+        mail.send_two_factor_changed(user=user, enabled=False, when=timezone.now(), ip=None)
 
 
 def check_password(*, user: User, password: Any, request: HttpRequest | None = None) -> None:

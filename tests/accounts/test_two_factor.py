@@ -408,6 +408,8 @@ def test_operators_can_turn_two_factor_off_for_a_user(staff, owner):
     )
     assert response.status_code == 302
     assert not twofactor.is_enabled(owner)
+    notices = [m for m in django_mail.outbox if m.to == [owner.email]]
+    assert [m.subject for m in notices][-1].startswith("Two-factor authentication turned off")
 
 
 # Account page ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ second signal stops it at once.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import socket
@@ -35,25 +36,36 @@ SCHEDULES_EVERY_SECONDS = 1.0
 OUTAGE_PAUSE_SECONDS = 5.0
 
 
+def seconds(text: str) -> float:
+    """A flag's number of seconds: more than zero (a typo must not crash the worker later)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
+
+
 class Command(BaseCommand):
     help = "Run the worker: webhook deliveries, notification emails and scheduled checks."
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--poll-interval",
-            type=float,
+            type=seconds,
             default=1.0,
             help="Seconds to wait when no task is ready (default 1).",
         )
         parser.add_argument(
             "--checks-every",
-            type=float,
+            type=seconds,
             default=CHECKS_EVERY.total_seconds(),
             help="Seconds between the expiry/unused/legacy checks (default 300).",
         )
         parser.add_argument(
             "--urgent-every",
-            type=float,
+            type=seconds,
             default=URGENT_EVERY.total_seconds(),
             help="Seconds between leak-report and disabled-webhook checks (default 15).",
         )

@@ -1,0 +1,14 @@
+"""`run_worker`'s flags: a number of seconds above zero, or the command stops at once."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+
+
+@pytest.mark.parametrize("flag", ["--poll-interval", "--checks-every", "--urgent-every"])
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "soon"])
+def test_a_flag_that_is_not_a_positive_number_of_seconds_is_refused_before_starting(flag, value):
+    # Before: --poll-interval -1 ran until the first idle loop, then crashed (time.sleep).
+    with pytest.raises(CommandError, match="seconds"):
+        call_command("run_worker", "--once", flag, value)

@@ -112,3 +112,39 @@ def test_a_redirect_is_not_followed_and_the_token_not_sent_on(github_api, tmp_pa
     assert github_api["paths"] == ["/meta/public_keys/secret_scanning"]  # not followed
     assert github_api["authorization"] == ["Bearer ghp_token_for_github_only"]
     assert not target.exists()
+
+
+def test_a_plain_http_mirror_is_fetched_directly_never_through_a_proxy(
+    github_api, tmp_path, monkeypatch
+):
+    """An HTTP proxy in the environment would read a plain request, the token with it."""
+    proxy = {"requests": []}
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_GET(self):
+            proxy["requests"].append((self.path, self.headers.get("Authorization")))
+            self.send_response(502)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_token_for_github_only")
+        github_api["body"] = keys_document(SigningKey.new("abc123")).encode()
+        target = tmp_path / "keys.json"
+
+        call_command("refresh_github_keys", "--url", github_api["url"], "--output", str(target))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert proxy["requests"] == []
+    assert github_api["authorization"] == ["Bearer ghp_token_for_github_only"]
+    assert target.exists()

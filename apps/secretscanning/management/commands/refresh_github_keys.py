@@ -61,7 +61,12 @@ class Command(BaseCommand):
         token = os.environ.get("GITHUB_TOKEN")
         if token:
             request.add_unredirected_header("Authorization", f"Bearer {token}")
-        opener = urllib.request.build_opener(_NoRedirects)
+        handlers: list = [_NoRedirects]
+        if parts.scheme == "http":
+            # A proxy from the environment would read this plain request, token included;
+            # over https a proxy only tunnels (CONNECT) and the token stays inside TLS.
+            handlers.append(urllib.request.ProxyHandler({}))
+        opener = urllib.request.build_opener(*handlers)
         try:
             with opener.open(request, timeout=timeout) as response:
                 raw = response.read(MAX_DOCUMENT_BYTES + 1)

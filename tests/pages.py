@@ -8,6 +8,7 @@ from django.test import Client
 
 from apps.accounts.cookies import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.accounts.services import start_session
+from apps.apikeys.keyformat import KeyKind
 from core.confirm import CONFIRM_FIELD, CONFIRM_VALUE
 
 #: The marker of a confirmed destructive form (core/confirm.py): posted with it, the
@@ -48,3 +49,10 @@ def assert_no_inline_code(html: str) -> None:
 
 def html(response) -> str:
     return response.content.decode()
+
+
+def key_page_url(kind: KeyKind, project) -> str:
+    """The dashboard page of `kind`'s keys for `project` (its organization's, for org keys)."""
+    if kind is KeyKind.ORGANIZATION:
+        return f"/orgs/{project.organization_id}/api-keys/"
+    return f"/projects/{project.id}/{'sdk-keys' if kind is KeyKind.PUBLIC else 'api-keys'}/"

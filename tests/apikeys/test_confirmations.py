@@ -23,7 +23,7 @@ from apps.webhooks.models import EventType, Webhook
 from core.confirm import CONFIRM_FIELD, CONFIRM_VALUE
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client
-from tests.pages import CONFIRMED, assert_no_inline_code, html, logged_in
+from tests.pages import CONFIRMED, assert_no_inline_code, html, key_page_url, logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -96,11 +96,7 @@ def test_the_confirmation_page_form_revokes_and_keeps_the_list_it_came_from(owne
 @pytest.mark.parametrize("kind", [KeyKind.PUBLIC, KeyKind.ORGANIZATION])
 def test_every_key_page_asks_before_revoking(owner, project, kind):
     api_key, _ = make_key(kind, project=project)
-    base = (
-        f"/projects/{project.id}/sdk-keys/"
-        if kind is KeyKind.PUBLIC
-        else f"/orgs/{project.organization_id}/api-keys/"
-    )
+    base = key_page_url(kind, project)
     client = logged_in(owner)
 
     asked = client.post(f"{base}{api_key.id}/revoke/")

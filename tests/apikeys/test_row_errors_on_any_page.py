@@ -17,7 +17,7 @@ from apps.apikeys.services import revoke_key
 from tests import factories
 from tests.apikeys.test_views import api_url, make_legacy_key, minted_key_of, nonce_of, sdk_url
 from tests.factories import make_key
-from tests.pages import assert_no_inline_code, html, logged_in
+from tests.pages import assert_no_inline_code, html, key_page_url, logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -283,11 +283,7 @@ def test_a_keys_own_page_and_a_refused_action_keep_the_collection_current_in_the
     owner, project, organization, kind
 ):
     api_key, _ = make_key(kind, project=project)
-    collection = (
-        f"/orgs/{organization.id}/api-keys/"
-        if kind is KeyKind.ORGANIZATION
-        else f"/projects/{project.id}/{'sdk-keys' if kind is KeyKind.PUBLIC else 'api-keys'}/"
-    )
+    collection = key_page_url(kind, project)
     client = logged_in(owner)
     current = rf'<a href="{re.escape(collection)}" aria-current="page">'
 

@@ -55,7 +55,8 @@ def test_a_secret_key_revoked_by_a_leak_report_says_why(owner, project):
     report(plaintext)
 
     page = html(logged_in(owner).get(api_url(project)))
-    assert "Revoked · leak report" in row_of(page, leaked)
+    assert "Revoked</span>" in row_of(page, leaked)
+    assert "Leak report</span>" in row_of(page, leaked)
     assert "Revoked</span>" in row_of(page, by_hand)
     assert "leak report" not in row_of(page, by_hand)
     assert "Leak reported" not in row_of(page, leaked)  # the flag is an SDK key's

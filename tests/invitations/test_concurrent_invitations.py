@@ -12,11 +12,7 @@ PostgreSQL only: SQLite serialises every writer, so the race cannot happen there
 from __future__ import annotations
 
 import re
-import threading
-import time
-from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import pytest
 from django.core import mail
@@ -29,6 +25,7 @@ from apps.orgs.models import Membership
 from core.errors import NotFound
 from core.permissions import Role
 from tests.factories import UserFactory
+from tests.races import Call, race
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,71 +38,6 @@ TOKEN = re.compile(r"/invitations/([A-Za-z0-9_-]+)/")
 def _concurrent_database():
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL: row locks and concurrent writers")
-
-
-def _backend_pid() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchone()[0]
-
-
-def _waits_for_a_lock(pid: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-        row = cursor.fetchone()
-    return row is not None and row[0] == "Lock"
-
-
-class Call(threading.Thread):
-    """`fn` on a connection of its own; with `held_after`, held inside its transaction just
-    after the first statement that starts with that text, until `let_go()`."""
-
-    def __init__(self, fn: Callable[[], Any], held_after: str | None = None) -> None:
-        super().__init__(daemon=True)
-        self.fn, self.held_after = fn, held_after
-        self.connected, self.held = threading.Event(), threading.Event()
-        self._go = threading.Event()
-        self.pid = 0
-        self.result: Any = None
-        self.error: Exception | None = None
-
-    def _hold(self, execute, sql, params, many, context):
-        result = execute(sql, params, many, context)
-        if self.held_after and sql.startswith(self.held_after) and not self.held.is_set():
-            self.held.set()
-            self._go.wait(timeout=5)
-        return result
-
-    def run(self) -> None:
-        try:
-            self.pid = _backend_pid()
-            self.connected.set()
-            with connection.execute_wrapper(self._hold):
-                self.result = self.fn()
-        except Exception as exc:
-            self.error = exc
-        finally:
-            connection.close()
-
-    def let_go(self) -> None:
-        self._go.set()
-
-
-def race(first: Call, second: Call) -> None:
-    """Hold `first` after its write, run `second` until it is done or waits for a lock,
-    then let `first` finish; both are done on return."""
-    first.start()
-    assert first.held.wait(timeout=5), first.error
-    second.start()
-    assert second.connected.wait(timeout=5)
-    deadline = time.monotonic() + 5
-    while second.is_alive() and not _waits_for_a_lock(second.pid):
-        assert time.monotonic() < deadline, "the second call neither finished nor waited"
-        time.sleep(0.01)
-    first.let_go()
-    first.join(timeout=5)
-    second.join(timeout=5)
-    assert not first.is_alive() and not second.is_alive()
 
 
 def pending(organization, address: str) -> list[Invitation]:

@@ -8,13 +8,11 @@ the owners as they are after it: B is no longer one, so taking A away is refused
 
 from __future__ import annotations
 
-import threading
-import time
+from functools import partial
 
 import pytest
 from django.contrib.admin import site
 from django.core.exceptions import PermissionDenied
-from django.db import connection, transaction
 from django.test import Client
 
 from apps.accounts.models import User
@@ -23,57 +21,30 @@ from apps.orgs.admin import LAST_OWNER_MESSAGE
 from apps.orgs.models import Membership
 from core.permissions import Role
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
+from tests.races import Call, race
 from tests.reliability.conftest import requires_postgres
 
 pytestmark = [requires_postgres, pytest.mark.slow]
 
-
-def waiting_on_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND datname = current_database()"
-        )
-        return cursor.fetchone()[0] > 0
+DEMOTION = 'UPDATE "orgs_membership" SET "role"'
 
 
 def while_the_api_demotes(owner_b: Membership, by: Membership, operator_action):
-    """Run `operator_action` (a thread) while the API's demotion of B holds its locks;
-    commit the demotion once the operator's request waits on them. The action's result."""
-    demoted, release = threading.Event(), threading.Event()
+    """Run `operator_action` while the API's demotion of B holds its locks (held just
+    after its write), and commit the demotion once the operator's request waits on them.
+    The action's result."""
+    demotion = Call(
+        partial(
+            org_services.change_member_role, actor_membership=by, target=owner_b, role=Role.ADMIN
+        ),
+        held_after=DEMOTION,
+    )
+    operator = Call(operator_action)
 
-    def demote() -> None:
-        try:
-            with transaction.atomic():
-                org_services.change_member_role(
-                    actor_membership=by, target=owner_b, role=Role.ADMIN
-                )
-                demoted.set()
-                release.wait(10)
-        finally:
-            connection.close()
+    race(demotion, operator, second_waits=True)
 
-    api = threading.Thread(target=demote)
-    api.start()
-    assert demoted.wait(10)
-    result: list = []
-
-    def act() -> None:
-        try:
-            result.append(operator_action())
-        finally:
-            connection.close()
-
-    operator = threading.Thread(target=act)
-    operator.start()
-    deadline = time.monotonic() + 10
-    while not waiting_on_a_lock():  # the operator's request reached the owners' lock
-        assert time.monotonic() < deadline, "the operator's request never waited for the lock"
-        time.sleep(0.02)
-    release.set()
-    api.join(10)
-    operator.join(10)
-    return result[0]
+    assert demotion.error is None and operator.error is None, (demotion.error, operator.error)
+    return operator.result
 
 
 @pytest.fixture

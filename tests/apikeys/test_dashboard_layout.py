@@ -92,6 +92,15 @@ def forms_of(markup: str) -> list[dict]:
     return parser.forms
 
 
+def assert_opens_a_dialog(row: str, label: str) -> None:
+    """The row's `label` button opens a form dialog of the same row (no <details>)."""
+    opener = re.search(
+        rf'<button type="button"[^>]*data-dialog-open="([^"]+)"[^>]*>{label}</button>', row
+    )
+    assert opener, f"a {label} button opening a dialog"
+    assert re.search(rf'<dialog class="form-dialog" id="{opener.group(1)}"', row)
+
+
 def form_posting_to(markup: str, action: str) -> dict:
     found = [form for form in forms_of(markup) if form["action"].endswith(f"/{action}/")]
     assert len(found) == 1, f"one {action} form expected, found {len(found)}"
@@ -271,11 +280,7 @@ def test_the_roll_form_is_in_a_dialog_and_posts_the_same_fields(owner, project, 
     assert_no_inline_code(page)
     row = row_of(page, api_key)
     assert "<details" not in row and "<summary" not in row
-    opener = re.search(
-        r'<button type="button"[^>]*data-dialog-open="([^"]+)"[^>]*>Roll</button>', row
-    )
-    assert opener, "a Roll button opening a dialog"
-    assert re.search(rf'<dialog class="form-dialog" id="{opener.group(1)}"', row)
+    assert_opens_a_dialog(row, "Roll")
 
     form = form_posting_to(row, "roll")
     assert form["action"] == f"{url}{api_key.id}/roll/" and form["method"] == "post"
@@ -324,11 +329,7 @@ def test_the_origins_form_is_in_a_dialog_and_posts_the_same_fields(owner, projec
     url = sdk_url(project)
 
     row = row_of(html(client.get(url)), api_key)
-    opener = re.search(
-        r'<button type="button"[^>]*data-dialog-open="([^"]+)"[^>]*>Origins</button>', row
-    )
-    assert opener, "an Origins button opening a dialog"
-    assert re.search(rf'<dialog class="form-dialog" id="{opener.group(1)}"', row)
+    assert_opens_a_dialog(row, "Origins")
     form = form_posting_to(row, "origins")
     assert form["action"] == f"{url}{api_key.id}/origins/" and form["method"] == "post"
     assert form["in"] == ["dialog"]

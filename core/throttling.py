@@ -24,6 +24,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from django.conf import settings
 from django.core.cache import cache
@@ -60,6 +61,18 @@ def _window(scope: str) -> tuple[int, int, int, int]:
     return limit, period, window, retry_after
 
 
+class Along(Protocol):
+    """Redis commands of a caller's own, sent in the round trip that counts an event (a
+    refused key's rate-limit window, read for its headers), so that the request costs
+    Redis one round trip, not two. Only with Redis: without it nothing is queued."""
+
+    def queue(self, pipe) -> None:
+        """Add the commands to `pipe` (a redis-py pipeline, after the counter's)."""
+
+    def answer(self, replies: list) -> None:
+        """Their replies, in order; a command that failed has its exception there."""
+
+
 class _RedisCounters:
     """The windows' counters in the shared Redis: one round trip to count an event, so a
     failed credential costs one, as a key's rate limit and counts do."""
@@ -71,11 +84,18 @@ class _RedisCounters:
             "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end"
         )
 
-    def count(self, key: str, ttl: int) -> int:
+    def count(self, key: str, ttl: int, along: Along | None = None) -> int:
         pipe = self.client.pipeline()  # MULTI/EXEC: the window's counter never lacks its expiry
         pipe.set(key, 0, ex=ttl, nx=True)
         pipe.incr(key)
-        return pipe.execute()[1]
+        if along is None:
+            return pipe.execute()[1]
+        along.queue(pipe)
+        replies = pipe.execute(raise_on_error=False)  # an error of the caller's is its own
+        if isinstance(replies[1], Exception):
+            raise replies[1]
+        along.answer(replies[2:])
+        return replies[1]
 
     def read(self, key: str) -> int:
         return int(self.client.get(key) or 0)
@@ -90,7 +110,7 @@ class _RedisCounters:
 class _CacheCounters:
     """The same through Django's cache: this process's memory when there is no Redis."""
 
-    def count(self, key: str, ttl: int) -> int:
+    def count(self, key: str, ttl: int, along: Along | None = None) -> int:
         return 1 if cache.add(key, 1, timeout=ttl) else cache.incr(key)
 
     def read(self, key: str) -> int:
@@ -119,9 +139,12 @@ def _fail_open(what: str, scope: str) -> None:
     failopen.gave_up(scope)
 
 
-def _count(scope: str, ident: str | None) -> tuple[int, int, str, int] | None:
+def _count(
+    scope: str, ident: str | None, along: Along | None = None
+) -> tuple[int, int, str, int] | None:
     """Count one event in `ident`'s current window: (count, limit, cache key, Retry-After),
-    or None when there is nothing to count or the cache does not answer (fail open)."""
+    or None when there is nothing to count or the cache does not answer (fail open).
+    `along`'s commands go in the same round trip, when there is one."""
     if not ident:
         return None
     limit, period, window, retry_after = _window(scope)
@@ -129,16 +152,17 @@ def _count(scope: str, ident: str | None) -> tuple[int, int, str, int] | None:
     if failopen.given_up():
         return None  # the cache did not answer earlier in this request: not waited for again
     try:
-        count = _counters().count(key, period + 1)
+        count = _counters().count(key, period + 1, along)
     except Exception:  # the cache is down: degrade to no throttling, never to an error
         _fail_open("not counted", scope)
         return None
     return count, limit, key, retry_after
 
 
-def hit(scope: str, ident: str | None) -> int | None:
-    """Count one event; return seconds to wait if the limit is now exceeded, else None."""
-    counted = _count(scope, ident)
+def hit(scope: str, ident: str | None, along: Along | None = None) -> int | None:
+    """Count one event; return seconds to wait if the limit is now exceeded, else None.
+    `along`: commands of the caller's for the same round trip (see `Along`)."""
+    counted = _count(scope, ident, along)
     if counted is None:
         return None
     count, limit, _key, retry_after = counted

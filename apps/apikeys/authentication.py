@@ -37,6 +37,7 @@ from apps.accounts.services import touch_session
 from apps.accounts.tokens import MAX_CREDENTIAL_LENGTH
 from apps.apikeys import keyformat
 from apps.apikeys.gate import reservation
+from apps.apikeys.gate.steps import refused_key_window
 from apps.apikeys.keyformat import Shape
 from apps.apikeys.selectors import KeyRecord, key_by_digest
 from core import throttling
@@ -127,7 +128,9 @@ class BearerAuthentication(BaseAuthentication):
         except (AuthError, OriginNotAllowed, IpNotAllowed) as err:
             decision = AuthDecision(err.code, key=getattr(err, "api_key", None))
             request.META[AUTH_DECISION] = decision
-            retry_after = throttling.hit("failed_auth_ip", client_ip(request))
+            # a refused rate-limited key's window (its headers) is read in the same round trip
+            along = None if decision.key is None else refused_key_window(request, decision.key)
+            retry_after = throttling.hit("failed_auth_ip", client_ip(request), along)
             if retry_after is not None:
                 # Failed credentials per client IP: only failures are counted and refused,
                 # so a valid key is never locked out by someone else's failures.

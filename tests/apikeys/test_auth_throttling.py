@@ -41,8 +41,9 @@ def test_repeated_failures_from_one_address_are_rate_limited_but_valid_keys_are_
         ("revoked key", 1),
         ("malformed header", 1),
         ("limited key", 1),
-        # the failure's count, and the window read for the X-RateLimit-* headers
-        ("limited key, revoked", 2),
+        # the failure's count and the window's read (its X-RateLimit-* headers) together
+        ("limited key, revoked", 1),
+        ("limited key, outside its IPs", 1),
     ],
 )
 def test_a_request_costs_one_redis_round_trip(
@@ -55,7 +56,8 @@ def test_a_request_costs_one_redis_round_trip(
         pytest.skip("the throttle's counters are in Redis only with REDIS_URL")
     settings.USAGE_BATCH_SECONDS = 3600  # batched as in production; never sent in the test
     limit = {"requests": 5, "perSeconds": 60} if case.startswith("limited") else None
-    api_key, token = make_key(KeyKind.SECRET, project=project, rate_limit=limit)
+    ips = ["192.0.2.0/24"] if case.endswith("IPs") else []
+    api_key, token = make_key(KeyKind.SECRET, project=project, rate_limit=limit, allowed_ips=ips)
     if case.endswith("revoked") or case == "revoked key":
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
@@ -74,5 +76,63 @@ def test_a_request_costs_one_redis_round_trip(
     monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
     response = api_client.get("/v1/analyses", HTTP_AUTHORIZATION=header)
 
-    assert response.status_code == (200 if case == "limited key" else 401)
+    assert response.status_code == {"limited key": 200, "limited key, outside its IPs": 403}.get(
+        case, 401
+    )
     assert len(sends) == round_trips
+    if limit is not None:  # the window as it is: nothing used by a refusal
+        expected = "3" if case == "limited key" else "5"  # after the warm-up's
+        assert response["X-RateLimit-Remaining"] == expected
+
+
+def test_a_refused_limited_key_has_its_headers_when_redis_lost_the_script(api_client, project):
+    """The window read along the failure's count fails alone when Redis lost its scripts
+    (restarted): the failure is still counted, and the window is read after the response."""
+    client = redis_client()
+    if client is None:
+        pytest.skip("the window is read along the failure's count with REDIS_URL only")
+    api_key, token = make_key(
+        KeyKind.SECRET, project=project, rate_limit={"requests": 5, "perSeconds": 60}
+    )
+    api_key.revoked_at = timezone.now()
+    api_key.save(update_fields=["revoked_at"])
+    client.script_flush()
+
+    response = api_client.get("/v1/analyses", HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    assert_error(response, 401, "KEY_REVOKED")
+    assert response["X-RateLimit-Limit"] == "5"
+    assert response["X-RateLimit-Remaining"] == "5"
+
+
+def test_a_key_revoked_since_its_last_use_gives_back_its_reservation_in_one_round_trip(
+    api_client, project, settings, monkeypatch
+):
+    """The process guessed the key's limit from its last request and checked it ahead of the
+    lookup (one round trip, overlapping it); the row says revoked: the time it took goes back
+    in the round trip that counts the failure and reads the window for the headers."""
+    if redis_client() is None:
+        pytest.skip("the throttle's counters are in Redis only with REDIS_URL")
+    settings.USAGE_BATCH_SECONDS = 3600  # batched as in production; never sent in the test
+    api_key, token = make_key(
+        KeyKind.SECRET, project=project, rate_limit={"requests": 5, "perSeconds": 60}
+    )
+    header = f"Bearer {token}"
+    assert api_client.get("/v1/analyses", HTTP_AUTHORIZATION=header).status_code == 200
+    api_key.revoked_at = timezone.now()
+    api_key.save(update_fields=["revoked_at"])
+    sends, send_packed = [], redis.connection.Connection.send_packed_command
+    request_thread = threading.get_ident()
+
+    def counted(connection, command, *args, **kwargs):
+        if threading.get_ident() == request_thread:
+            sends.append(command)
+        return send_packed(connection, command, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    response = api_client.get("/v1/analyses", HTTP_AUTHORIZATION=header)
+
+    assert_error(response, 401, "KEY_REVOKED")
+    assert len(sends) == 2  # the guess's check, then the failure's count with the window
+    assert response["X-RateLimit-Remaining"] == "4"  # the reservation given back
+    assert redis_client().llen(f"ss:rlog:{api_key.id}") == 1

@@ -6,9 +6,10 @@ last read for the credential: a guess, held against the row before use, and give
 (`give_back`) when the request never reaches the limit's step. A request the guess
 says will be refused before that step (by the key's origins or IPs, its projects, or a
 view no key may use) reserves nothing: a stolen key cannot hold its owner's budget, and
-the refusal costs one round trip (the window read for its headers), not two. Two remain
-only where the guess cannot know: a key changed since, an org key naming a project that
-is not its organization's (a query tells).
+the refusal costs one round trip (the window read for its headers, with the failure's
+count: `steps.RefusedKeyWindow`), not two. Two remain only where the guess cannot know: a
+key changed since, an org key naming a project that is not its organization's (a query
+tells).
 """
 
 from __future__ import annotations

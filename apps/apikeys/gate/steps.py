@@ -10,11 +10,12 @@ from __future__ import annotations
 from rest_framework.throttling import BaseThrottle
 
 from apps.apikeys.gate import batch, window
-from apps.apikeys.gate.reservation import give_back, settle
+from apps.apikeys.gate.reservation import RESERVATION, give_back, settle
 from apps.apikeys.gate.window import LimitState
 from core import failopen
 from core.net import client_ip
 from core.principal import AUTH_DECISION
+from core.sharedredis import redis_client
 
 #: The `request.META` keys: the rate-limit state (for the X-RateLimit-* headers) and
 #: whether this request's limit was checked (Redis answering or not).
@@ -60,6 +61,40 @@ class KeyRateLimit(BaseThrottle):
 
     def wait(self) -> float | None:
         return None if self.state is None else self.state.retry_after
+
+
+class RefusedKeyWindow:
+    """A rate-limited key refused by authentication (revoked, expired, origin, IP): its
+    window, read without using it for the X-RateLimit-* headers, in the round trip that
+    counts the failure (`core.throttling.Along`), giving back what a reservation took.
+    When the read does not happen there (no client IP to count, Redis failing, the script
+    not loaded), it happens after the response as for any refusal."""
+
+    def __init__(self, request, key_id: str, limit: tuple[int, int], taken_ms: int) -> None:
+        self.request, self.key_id, self.limit, self.taken_ms = request, key_id, limit, taken_ms
+
+    def queue(self, pipe) -> None:
+        args = window.limit_args(self.limit, peek=True, give_back=self.taken_ms, guess=False)
+        pipe.evalsha(
+            window.limit_script(redis_client()).sha, 2, *window.window_keys(self.key_id), *args
+        )
+
+    def answer(self, replies: list) -> None:
+        if not isinstance(replies[0], Exception):
+            settle(self.request)  # given back, if it took anything
+            self.request.META[RATE_LIMIT] = window.limit_state(self.limit[0], replies[0])
+
+
+def refused_key_window(request, key) -> RefusedKeyWindow | None:
+    """The window to read along the failure's count for a refused rate-limited key."""
+    limit = window.key_limit(key)
+    if limit is None or redis_client() is None:
+        return None
+    reservation = request.META.get(RESERVATION)
+    if reservation is not None and (reservation.settled or reservation.key_id != str(key.id)):
+        return None  # another key's window: given back after the response
+    taken_ms = 0 if reservation is None else reservation.taken_ms
+    return RefusedKeyWindow(request, str(key.id), limit, taken_ms)
 
 
 def record_use_counts(request, refused: bool) -> None:

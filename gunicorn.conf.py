@@ -16,15 +16,22 @@ is unset (and removed at exit), and an exited worker is marked dead.
 
 The operations endpoints (/healthz, /readyz, /metrics) are left out of the
 access log: a load balancer probing every few seconds would drown it. A token
-link's secret (a password reset, an invitation) is masked wherever a line would
-show it.
+link's secret (a password reset, an invitation) is masked wherever a line of the
+access or the error log would show it, however the link is written: characters
+of the token or of its path %-encoded, the whole link URL-encoded up to four
+times over (in a query's `next=`, in a Referer), an extra slash. A value holding
+such a link is written decoded, the secret masked and its non-printable
+characters %-encoded again; a value encoded more than four times over is written
+as "…".
 """
 
+import logging
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from gunicorn.glogging import Logger
 
@@ -35,12 +42,65 @@ _OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _created_metrics_dir = None
 
 
-#: The secret part of a token link (/reset/<token>/, /invitations/<token>/), as a path,
-#: a URL in a Referer, or URL-encoded in a query (/login/?next=%2Finvitations%2F<token>%2F).
-_TOKEN_IN_URL = re.compile(r"((?:/|%2F)(?:reset|invitations)(?:/|%2F))[^/?&#\s\"%]+", re.I)
+#: The secret part of a token link (/reset/<token>/, /invitations/<token>/) in a value
+#: URL-decoded first: a path, a URL in a Referer, a link in a query (/login/?next=...).
+_TOKEN_IN_URL = re.compile(r"(/(?:reset|invitations)/+)[^/?&#\s\"]+", re.I)
+#: %-encoded again in a decoded value, so that a decoded %0A or %22 cannot forge a line.
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]|\"")
+#: Browsers and mail clients encode a link once, a redirect chain maybe twice or three times.
+_MOST_DECODES = 4
+
+
+def _decoded(value: str) -> str | None:
+    """`value` URL-decoded until it no longer changes; None past _MOST_DECODES rounds."""
+    for _ in range(_MOST_DECODES + 1):
+        if "%" not in value:
+            return value
+        decoded = unquote(value)
+        if decoded == value:
+            return value
+        value = decoded
+    return None
+
+
+def _mask_token_links(value: str) -> str:
+    """`value` unchanged when no token link is in it, in any decoded form; else decoded,
+    with the secret masked (the encoded form would hide it from the pattern)."""
+    decoded = _decoded(value)
+    if decoded is None:
+        return "…"  # what it hides cannot be told, a token link included
+    if not _TOKEN_IN_URL.search(decoded):
+        return value
+    printable = _UNPRINTABLE.sub(lambda c: quote(c[0], safe=""), decoded)
+    return _TOKEN_IN_URL.sub("\\1…", printable)
+
+
+class _MaskTokenLinks(logging.Filter):
+    """gunicorn's error log names requests too ("Error handling request GET /reset/…/",
+    "Invalid request from ip=…: Invalid HTTP request line: '…'"), in its message and
+    perhaps in a traceback (masked line by line: it stays readable)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = _mask_lines(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _mask_lines(record.exc_text)
+        return True
+
+
+def _mask_lines(text: str) -> str:
+    return "\n".join(_mask_token_links(line) for line in text.split("\n"))
+
+
+_mask_error_log = _MaskTokenLinks()
 
 
 class AccessLogWithoutProbes(Logger):
+    def setup(self, cfg):
+        super().setup(cfg)
+        self.error_log.addFilter(_mask_error_log)  # once: the same filter is not added twice
+
     def access(self, resp, req, environ, request_time):
         if environ.get("PATH_INFO") in _OPERATIONS_PATHS:
             return
@@ -51,7 +111,7 @@ class AccessLogWithoutProbes(Logger):
         with token links' secrets masked, so a link opened is not a link logged."""
         atoms = super().atoms(resp, req, environ, request_time)
         return {
-            name: _TOKEN_IN_URL.sub("\\1…", value) if isinstance(value, str) else value
+            name: _mask_token_links(value) if isinstance(value, str) else value
             for name, value in atoms.items()
         }
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import runpy
+import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from secrets import token_urlsafe
 from urllib.parse import urlencode
 
@@ -21,6 +24,7 @@ import pytest
 from django.apps import apps
 from django.conf import settings as django_settings
 from django.test import Client, override_settings
+from gunicorn.config import Config
 
 from apps.accounts.models import User
 from apps.apikeys import keyformat
@@ -399,3 +403,103 @@ def test_gunicorn_access_and_error_logs_hold_no_secret(
     log = server.log_path.read_text()
     assert '"GET /v1/me HTTP/1.1" 200' in log  # the access log was written
     assert secrets.found_in(log) == []
+
+
+def _encoded(token: str) -> str:
+    """`token` with one of its letters %-encoded, as a client may send it (`Ab%43d...`)."""
+    at = next(i for i, c in enumerate(token) if c.isalpha() and i > 3)
+    return f"{token[:at]}%{ord(token[at]):02X}{token[at + 1 :]}"
+
+
+#: Ways a token link reaches gunicorn that once hid its secret from the mask, by name:
+#: (the request's target, extra headers) or the raw bytes of a request gunicorn refuses.
+_LINK_FORMS = {
+    "%-encoded letter of the token, in the path": lambda t: (f"/reset/{_encoded(t)}/", {}),
+    "%-encoded letter of the token, in a next= query": lambda t: (
+        f"/login/?next=%2Finvitations%2F{_encoded(t)}%2F",
+        {},
+    ),
+    "%-encoded letter of the token, in a Referer": lambda t: (
+        "/static/css/app.css",
+        {"Referer": f"https://sigsentry.example/reset/{_encoded(t)}/"},
+    ),
+    "twice-encoded link, in a next= query": lambda t: (
+        f"/login/?next=%252Freset%252F{t}%252F",
+        {},
+    ),
+    "twice-encoded link, in a Referer": lambda t: (
+        "/static/css/app.css",
+        {"Referer": f"https://sigsentry.example/login/?next=%252Finvitations%252F{t}%252F"},
+    ),
+    "%-encoded letters of the path's word": lambda t: (f"/%72eset/{t}/", {}),
+    "%-encoded letters of the path's word, mixed case": lambda t: (f"/%49nvi%74aTions/{t}/", {}),
+    "an extra slash before the token": lambda t: (f"/invitations//{t}/", {}),
+    # Refused before the application runs; gunicorn's error log quotes the request line.
+    "a link in a request line gunicorn refuses": lambda t: (
+        f"GET /reset/{t}/\x7f HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    ),
+}
+
+
+def _any_part_of(token: str, text: str) -> bool:
+    """Whether 10 characters of `token` in a row are in `text` (a token cut by a mask
+    or by a %-encoded character shows the rest of its secret)."""
+    return any(token[i : i + 10] in text for i in range(len(token) - 9))
+
+
+def _send(server, request: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(request)
+        while sock.recv(65536):
+            pass
+
+
+@pytest.mark.slow
+def test_gunicorn_logs_no_token_however_its_link_is_encoded(transactional_db, start_server):
+    server = start_server(env={"GUNICORN_CMD_ARGS": "--access-logfile - --error-logfile -"})
+    tokens = {name: token_urlsafe(32) for name in _LINK_FORMS}
+    for name, form in _LINK_FORMS.items():
+        request = form(tokens[name])
+        if isinstance(request, bytes):
+            _send(server, request)
+        else:
+            target, headers = request
+            call(server.url, "GET", target, headers=headers)
+    call(server.url, "GET", "/login/?next=%2Fv1%2Fme&note=100%25")
+    server.stop()
+
+    log = server.log_path.read_text()
+    assert [name for name, token in tokens.items() if _any_part_of(token, log)] == []
+    assert "GET /reset/…/ HTTP/1.1" in log  # the line is written, its secret masked
+    assert "Invalid request from ip=127.0.0.1: Invalid HTTP request line: 'GET /reset/…" in log
+    assert '"GET /login/?next=%2Fv1%2Fme&note=100%25 HTTP/1.1" 200' in log  # as it came
+
+
+@pytest.fixture
+def gunicorn_logger(tmp_path):
+    """gunicorn.conf.py's logger class, writing its error log to a file."""
+    conf = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
+    cfg = Config()
+    cfg.set("errorlog", str(tmp_path / "error.log"))
+    log = conf["logger_class"](cfg)
+    yield log, tmp_path / "error.log"
+    for handler in list(log.error_log.handlers):  # the logger is process-wide
+        log.error_log.removeHandler(handler)
+        handler.close()
+    for masker in list(log.error_log.filters):
+        log.error_log.removeFilter(masker)
+
+
+def test_gunicorn_error_log_masks_a_token_link_in_a_message_and_its_traceback(gunicorn_logger):
+    log, path = gunicorn_logger
+    token = token_urlsafe(32)
+    try:
+        raise ValueError(f"cannot answer /invitations/{token}/")
+    except ValueError:
+        log.exception("Error handling request %s %s", "GET", f"/reset/{_encoded(token)}/")
+
+    text = path.read_text()
+    assert not _any_part_of(token, text)
+    assert "Error handling request GET /reset/…/" in text
+    assert "ValueError: cannot answer /invitations/…/" in text
+    assert text.count("\n") > 3  # the traceback keeps its lines

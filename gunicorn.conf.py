@@ -37,6 +37,10 @@ from gunicorn.glogging import Logger
 
 limit_request_field_size = 16 * 1024
 graceful_timeout = 30
+# gunicorn 25.1+ opens a control socket at a fixed path in $HOME, which every instance on a
+# host replaces and every one that exits deletes; nothing here uses it (older releases
+# ignore the name).
+control_socket_disable = True
 
 _OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _created_metrics_dir = None

@@ -23,24 +23,24 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 ## make run: install, migrate the SQLite default, seed the demo, serve on http://$(HOST):$(PORT)
-## with one worker beside the web server
+## with one worker beside the web server (scripts/run-demo.sh stops both together)
+# The demo's own database, whatever DATABASE_URL / REDIS_URL the shell or .env name (the
+# demo seeds accounts with a published password): RUN_DATABASE_URL / RUN_REDIS_URL opt in.
+RUN_DATABASE_URL ?= sqlite:///$(CURDIR)/db.sqlite3
+RUN_REDIS_URL ?=
 # Links in the demo's emails and output point at this server unless SITE_URL says otherwise.
 run: export SITE_URL ?= http://$(HOST):$(PORT)
+run: export ALLOWED_HOSTS ?= localhost,127.0.0.1,$(HOST)
+run: export DATABASE_URL = $(RUN_DATABASE_URL)
+run: export REDIS_URL = $(RUN_REDIS_URL)
 run: install
+	@echo "  database: $(RUN_DATABASE_URL)"
 	DEBUG=true $(PY) manage.py migrate --noinput
 	DEBUG=true $(PY) manage.py seed_demo
-	@echo ""
-	@echo "  SigSentry is running at http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
-	@echo ""
-	@# One worker (webhook deliveries, emails, scheduled checks) beside the web server.
-	@# Ctrl+C reaches both (the worker finishes its task); if the server stops by itself,
-	@# the worker gets one SIGTERM (a second signal would cut its task short).
-	DEBUG=true HTTPS_ONLY=false WEBHOOKS_ALLOW_PRIVATE=$${WEBHOOKS_ALLOW_PRIVATE:-true} sh -c '\
-		$(PY) manage.py run_worker & worker=$$!; \
-		trap "interrupted=1" INT; \
-		trap "[ -n \"\$$interrupted\" ] || kill -TERM $$worker 2>/dev/null; wait $$worker" EXIT; \
-		$(VENV)/bin/gunicorn sigsentry.wsgi:application \
-			--bind $(HOST):$(PORT) --workers 2'
+	@# The URL is printed by gunicorn.conf.py once the server listens (SIGSENTRY_RUN_URL).
+	@DEBUG=true HTTPS_ONLY=false WEBHOOKS_ALLOW_PRIVATE=$${WEBHOOKS_ALLOW_PRIVATE:-true} \
+		SIGSENTRY_RUN_URL=http://$(HOST):$(PORT)/ PY=$(PY) GUNICORN=$(VENV)/bin/gunicorn \
+		BIND=$(HOST):$(PORT) exec bash scripts/run-demo.sh
 
 ## make test: install with the dev extra and run the whole suite (PostgreSQL when DATABASE_URL names one)
 test: install-dev

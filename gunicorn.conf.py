@@ -136,6 +136,18 @@ def on_starting(server):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = _created_metrics_dir
 
 
+def when_ready(server):
+    """`make run` names its URL once the server listens, not before (a port in use would
+    otherwise follow a URL that answers nothing)."""
+    url = os.environ.get("SIGSENTRY_RUN_URL")
+    if url:
+        print(
+            f"\n  SigSentry is running at {url}  (admin: {url}admin/ for staff users:"
+            " manage.py createsuperuser)\n",
+            flush=True,
+        )
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

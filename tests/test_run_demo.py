@@ -1,0 +1,142 @@
+"""`make run`'s server and worker (`scripts/run-demo.sh`) stop together, however the run
+ends: nothing is left serving with nobody to stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_env(tmp_path_factory) -> dict[str, str]:
+    database = tmp_path_factory.mktemp("run-demo") / "db.sqlite3"
+    env = {  # as `make run` sets it, nothing of the test run's own (its database, pooler)
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", str(tmp_path_factory.getbasetemp())),
+        "DATABASE_URL": f"sqlite:///{database}",
+        "REDIS_URL": "",
+        "DEBUG": "true",
+        "HTTPS_ONLY": "false",
+        "PY": sys.executable,
+        "GUNICORN": str(BIN / "gunicorn"),
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return env
+
+
+def _start(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    run = subprocess.Popen(
+        ["bash", "scripts/run-demo.sh"],
+        cwd=ROOT,
+        env=env | {"BIND": f"127.0.0.1:{port}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own group, as a terminal gives it
+        preexec_fn=_as_in_a_terminal,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            return run, port
+        except OSError:
+            time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGKILL)
+    pytest.fail("the demo server did not start")
+
+
+def _as_in_a_terminal() -> None:
+    """SIGINT as a terminal leaves it (this test may run where it is ignored, and a shell
+    cannot trap a signal ignored when it started: `make run &` in a script)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _group_left(group: int) -> list[str]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=,args=", "-g", str(group)], capture_output=True, text=True
+    )
+    return out.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("sent", "to_group"),
+    [
+        (signal.SIGINT, True),  # Ctrl+C in a terminal
+        (signal.SIGHUP, True),  # the terminal closed: gunicorn alone would reload, not stop
+        (signal.SIGTERM, False),  # `make` (exec'ing the script) told to stop
+        (signal.SIGTERM, True),  # a supervisor stopping the group
+    ],
+    ids=["ctrl-c", "terminal closed", "sigterm to the script", "sigterm to the group"],
+)
+def test_the_demo_server_and_worker_stop_together(demo_env, sent, to_group):
+    run, port = _start(demo_env)
+    if to_group:
+        os.killpg(run.pid, sent)
+    else:
+        run.send_signal(sent)
+    try:
+        run.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _group_left(run.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _group_left(run.pid) == []
+    finally:
+        if _group_left(run.pid):
+            os.killpg(run.pid, signal.SIGKILL)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_a_server_that_cannot_start_stops_the_worker(demo_env):
+    with socket_in_use() as port:
+        run = subprocess.Popen(
+            ["bash", "scripts/run-demo.sh"],
+            cwd=ROOT,
+            env=demo_env | {"BIND": f"127.0.0.1:{port}"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            assert run.wait(timeout=60) != 0
+            time.sleep(1)
+            assert _group_left(run.pid) == []
+        finally:
+            if _group_left(run.pid):
+                os.killpg(run.pid, signal.SIGKILL)
+
+
+class socket_in_use:
+    """A port something else listens on."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()

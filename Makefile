@@ -5,7 +5,12 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev lint format bench load load-scale clean
+.PHONY: help run test install install-dev lint format bench load load-scale clean
+.DEFAULT_GOAL := help
+
+## make help: this list
+help:
+	@sed -n 's/^## \(make .*\)/\1/p; s/^##  */     /p' $(MAKEFILE_LIST)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +27,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-## make run: install, migrate the SQLite default, seed the demo, serve on http://$(HOST):$(PORT)
-## with one worker beside the web server (scripts/run-demo.sh stops both together)
+## make run: install, migrate the SQLite default, seed the demo, serve on http://127.0.0.1:8000
+##   (HOST=, PORT= elsewhere),
+##   with one worker beside the web server (scripts/run-demo.sh stops both together)
 # The demo's own database, whatever DATABASE_URL / REDIS_URL the shell or .env name (the
 # demo seeds accounts with a published password): RUN_DATABASE_URL / RUN_REDIS_URL opt in.
 RUN_DATABASE_URL ?= sqlite:///$(CURDIR)/db.sqlite3
@@ -46,6 +52,7 @@ run: install
 test: install-dev
 	$(VENV)/bin/pytest
 
+## make lint: ruff check and format check; make format: fix what they can
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -54,10 +61,12 @@ format: install-dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+## make bench: the cost of authentication per request, ours and the peers' (~4 min, PostgreSQL)
 bench: install-dev
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) bench/auth_overhead.py
 
+## make load: wrk against gunicorn (2 workers), checked for lost usage counts
 load: install-dev
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	PY=$(PY) bash bench/load.sh
@@ -67,5 +76,6 @@ load-scale: install-dev
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	PY=$(PY) bash bench/load_pgbouncer.sh
 
+## make clean: remove the virtualenv and caches
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

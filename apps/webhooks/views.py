@@ -17,6 +17,7 @@ from apps.orgs.models import Organization
 from apps.webhooks import services
 from apps.webhooks.models import EventType
 from apps.webhooks.selectors import deliveries_of, webhook_of, webhooks_of
+from apps.webhooks.urlsafety import allow_private
 from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page
 from core.errors import ValidationFailed
@@ -56,6 +57,7 @@ def _page(request: HttpRequest, organization: Organization, **context) -> HttpRe
             "events": [(e, EVENT_HELP[e], e in chosen) for e in EventType.values],
             "nonce": issue_nonce(request),
             "base_url": f"/orgs/{organization.id}/webhooks/",
+            "private_allowed": allow_private(),  # development: say so, not the production rule
             **context,
         },
     )

@@ -164,3 +164,15 @@ def test_a_refused_webhook_answers_200_with_each_error_tied_to_its_field(owner, 
     assert 'aria-describedby="webhook-url-help webhook-url-error"' in url_input
     assert 'aria-invalid="true"' in url_input and "autofocus" in url_input
     assert re.search(r'<p class="field-error" id="webhook-url-error">[^<]+</p>', page)
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_the_form_says_which_urls_this_server_takes(owner, organization, settings, allowed):
+    """`make run` allows http:// and private addresses for a local receiver: the form says
+    so there, and the production rule everywhere else."""
+    settings.WEBHOOKS_ALLOW_PRIVATE = allowed
+
+    page = html(logged_in(owner).get(page_url(organization)))
+
+    assert ("WEBHOOKS_ALLOW_PRIVATE" in page) is allowed
+    assert "must be <code>https://</code> and reach a public address" in page

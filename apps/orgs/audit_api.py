@@ -2,6 +2,9 @@
 
 There is no write, update or delete endpoint: other methods answer 405, and
 no code path outside apps.audit.services touches an event.
+
+Besides SPEC §4.7's fields each event carries `details` (what the dashboard's audit log
+shows): §4.10 has `key.updated` name the changed fields, and only `details` holds them.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def event_json(event: AuditEvent) -> dict[str, Any]:
         "projectId": str(event.project_id) if event.project_id else None,
         "ip": event.ip,
         "createdAt": iso(event.created_at),
+        "details": event.details or {},
     }
 
 
@@ -75,6 +79,14 @@ class AuditEventSerializer(serializers.Serializer):
     projectId = serializers.UUIDField(allow_null=True)
     ip = serializers.IPAddressField(allow_null=True)
     createdAt = serializers.DateTimeField()
+    details = serializers.DictField(
+        help_text=(
+            "What the event changed, by action: `key.updated` and `organization.updated` "
+            "name the changed `fields` with their `before` and `after` values; `key.minted` "
+            "the name, kind and permissions; a revocation its reason; `{}` when there is "
+            "nothing more to say. Never a secret."
+        )
+    )
 
 
 class AuditEventsView(ManagementView):

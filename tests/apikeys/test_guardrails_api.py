@@ -511,6 +511,7 @@ def test_a_change_is_audited_with_the_fields_and_their_values(owner, project, ot
         f"/v1/organizations/{project.organization_id}/audit-events?action=key.updated"
     )
     assert [e["action"] for e in listed.json()["results"]] == ["key.updated"]
+    assert listed.json()["results"][0]["details"] == event.details  # the API names the fields
 
 
 def test_a_change_to_the_same_values_records_nothing(owner, project):

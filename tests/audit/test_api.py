@@ -56,6 +56,7 @@ def test_events_are_listed_newest_first_with_their_fields(owner, admin, organiza
         target_type="user",
         target_id=admin.id,
         target_label=admin.email,
+        details={"from": "member", "to": "admin"},
     )
 
     response = user_client(admin).get(events_url(organization))
@@ -72,6 +73,7 @@ def test_events_are_listed_newest_first_with_their_fields(owner, admin, organiza
                 "projectId": None,
                 "ip": None,
                 "createdAt": newer.created_at.isoformat().replace("+00:00", "Z"),
+                "details": {"from": "member", "to": "admin"},
             },
             {
                 "id": str(older.id),
@@ -81,6 +83,7 @@ def test_events_are_listed_newest_first_with_their_fields(owner, admin, organiza
                 "projectId": str(project.id),
                 "ip": None,
                 "createdAt": older.created_at.isoformat().replace("+00:00", "Z"),
+                "details": {},
             },
         ],
         "next": None,

@@ -5,7 +5,8 @@ core.middleware.RequestSizeLimitMiddleware), and so is one whose headers name no
 configured key or carry no signature (401 SIGNATURE_INVALID); the signature over
 the raw body is checked before anything else reads it (401, nothing happens);
 then the body must be a JSON list of at most 1000 `{token, type, url, source}`
-objects (400); then every token is handled as a leak report (secret keys
+objects (400; an odd item within it is made the best of, `parse_report`); then every
+token is handled as a leak report (secret keys
 revoked, SDK keys flagged, the `url` in the audit event, owners emailed by the
 worker) in one query, and the answer labels each token for GitHub.
 """
@@ -27,6 +28,7 @@ from core.openapi import error_responses
 
 MAX_TOKENS = 1000
 FIELD_LIMITS = {"token": 512, "type": 100, "url": 2048, "source": 100}
+FIELDS = [(name, limit) for name, limit in FIELD_LIMITS.items() if name != "token"]
 REPORTER = "GitHub secret scanning"
 
 #: The endpoint's body limit. A full report (MAX_TOKENS items, every field at its limit,
@@ -38,6 +40,16 @@ MAX_REPORT_BYTES = 4 * 1024 * 1024
 
 
 def parse_report(body: bytes) -> list[dict[str, str]]:
+    """A signed report's items, each `{token, type, url, source}` as text.
+
+    Only a body that is not a JSON list of at most MAX_TOKENS is refused (400). Within it,
+    an odd item never costs the others their handling: GitHub answers a refusal by sending
+    the same report again, so one item with a null `url` or a long percent-encoded path
+    would leave every real key in the batch live. An item with no text `token` is skipped
+    (there is nothing to label); a field that is not text is empty; one over its limit is
+    cut there (a token over it is no SigSentry key: labelled false_positive); NUL, which
+    PostgreSQL cannot store, is dropped.
+    """
     try:
         items = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -46,18 +58,15 @@ def parse_report(body: bytes) -> list[dict[str, str]]:
         raise ValidationFailed({"body": ["Send a JSON array."]})
     if len(items) > MAX_TOKENS:
         raise ValidationFailed({"body": [f"At most {MAX_TOKENS} tokens per report."]})
-    cleaned = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("token"), str):
-            raise ValidationFailed({"body": [f"Item {index} needs a string `token`."]})
-        for name, limit in FIELD_LIMITS.items():
-            value = item.get(name, "")
-            if not isinstance(value, str) or len(value) > limit or "\x00" in value:
-                raise ValidationFailed(
-                    {"body": [f"Item {index}: `{name}` must be a string of at most {limit}."]}
-                )
-        cleaned.append({name: item.get(name, "") for name in FIELD_LIMITS})
-    return cleaned
+    return [
+        {"token": item["token"]} | {name: _text(item.get(name), limit) for name, limit in FIELDS}
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("token"), str)
+    ]
+
+
+def _text(value: Any, limit: int) -> str:
+    return value.replace("\x00", "")[:limit] if isinstance(value, str) else ""
 
 
 class ReportItemSerializer(serializers.Serializer):

@@ -111,7 +111,7 @@ def handle_leak_reports(
             ApiKey.objects.filter(pk__in=[k.pk for k in to_flag]).update(leak_reported_at=now)
 
         def audit(key: ApiKey, action: str, reason: str) -> AuditEvent:
-            url = urls[key.digest][:500]
+            url = keyformat.mask_keys(urls[key.digest])[:500]  # a link may quote a key
             return AuditEvent(
                 action=action,
                 organization_id=key.organization_id,

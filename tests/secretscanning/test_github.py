@@ -236,6 +236,18 @@ def test_odd_items_never_cost_a_real_leak_its_revocation(github_key, project):
     assert event.details["url"] == long_path[:500]
 
 
+def test_a_key_quoted_in_the_url_is_not_stored(github_key, project):
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    _other, other = make_key(KeyKind.ORGANIZATION, organization=project.organization)
+    url = f"https://gist.github.com/someone/{text}?k={other}"
+    body = json.dumps([{"token": text, "type": "t", "url": url, "source": "gist"}]).encode()
+
+    assert post(body, github_key.headers(body)).status_code == 200
+
+    event = AuditEvent.objects.get(action="key.revoked_by_leak_report")
+    assert event.details["url"] == "https://gist.github.com/someone/ss_secret_…?k=ss_org_…"
+
+
 def test_a_malformed_body_without_a_valid_signature_is_401(github_key):
     response = post(b"not json", {"HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": github_key.identifier})
 

@@ -1,7 +1,8 @@
 """`POST /v1/secret-scanning/github`: GitHub reports SigSentry keys found in public code.
 
 Order: a body over MAX_REPORT_BYTES is refused unread (400, by
-core.middleware.RequestSizeLimitMiddleware), and so is one whose headers name no
+core.middleware.RequestSizeLimitMiddleware), so is a client past its failed
+credentials (429, `failed_auth_ip`: a bad signature counts), and so is one whose headers name no
 configured key or carry no signature (401 SIGNATURE_INVALID); the signature over
 the raw body is checked before anything else reads it (401, nothing happens);
 then the body must be a JSON list of at most 1000 `{token, type, url, source}`
@@ -22,8 +23,10 @@ from rest_framework.response import Response
 
 from apps.apikeys.leaks import LeakCandidate, candidate_digest, handle_leak_reports
 from apps.secretscanning import github
+from core import throttling
 from core.api import ApiView
 from core.errors import SignatureInvalid, ValidationFailed
+from core.net import client_ip
 from core.openapi import error_responses
 
 MAX_TOKENS = 1000
@@ -108,19 +111,23 @@ class GitHubSecretScanningView(ApiView):
             ),
         ],
         request=ReportItemSerializer(many=True),
-        responses={200: LabelSerializer(many=True), **error_responses(400, 401)},
+        responses={200: LabelSerializer(many=True), **error_responses(400, 401, 429)},
     )
     def post(self, request):
-        claim = github.claim_of(
-            request.headers.get(github.KEY_ID_HEADER), request.headers.get(github.SIGNATURE_HEADER)
-        )
-        if claim is None:
-            raise SignatureInvalid()  # no configured key could have signed: refused unread
-        # Not `request.body`: Django refuses it over DATA_UPLOAD_MAX_MEMORY_SIZE. The
-        # middleware has held this body to max_body_size (Content-Length bounds the read).
-        body = request.read()
-        if not claim.signed(body):
-            raise SignatureInvalid()
+        # A bad signature is a failed credential: counted per client IP before the check, as
+        # GitHub's key identifiers are public and anyone can have 4 MiB read and verified.
+        with throttling.counting_failures(("failed_auth_ip", client_ip(request))):
+            claim = github.claim_of(
+                request.headers.get(github.KEY_ID_HEADER),
+                request.headers.get(github.SIGNATURE_HEADER),
+            )
+            if claim is None:
+                raise SignatureInvalid()  # no configured key could have signed: refused unread
+            # Not `request.body`: Django refuses it over DATA_UPLOAD_MAX_MEMORY_SIZE. The
+            # middleware has held this body to max_body_size (Content-Length bounds the read).
+            body = request.read()
+            if not claim.signed(body):
+                raise SignatureInvalid()
         items = parse_report(body)
         outcome = handle_leak_reports(
             reports=[LeakCandidate(item["token"], item["url"]) for item in items],

@@ -248,6 +248,23 @@ def test_a_key_quoted_in_the_url_is_not_stored(github_key, project):
     assert event.details["url"] == "https://gist.github.com/someone/ss_secret_…?k=ss_org_…"
 
 
+@pytest.mark.usefixtures("throttle_clock")
+def test_bad_signatures_are_throttled_per_client_and_github_is_not(github_key, project, settings):
+    """GitHub's key identifiers are public: anyone can have a 4 MiB body read and verified.
+    Bad signatures count as failed credentials of their client; a good one costs nothing."""
+    settings.THROTTLE_RATES = settings.THROTTLE_RATES | {"failed_auth_ip": (3, 60)}
+    forged = SigningKey.new(github_key.identifier)  # the real identifier, another key
+    body = report_body(keyformat.generate(KeyKind.SECRET))
+    github = {"REMOTE_ADDR": "192.0.2.10"}
+    for _ in range(3):
+        assert post(body, github_key.headers(body) | github).status_code == 200
+
+    refused = [post(body, forged.headers(body)).status_code for _ in range(4)]
+
+    assert refused == [401, 401, 401, 429]
+    assert post(body, github_key.headers(body) | github).status_code == 200
+
+
 def test_a_malformed_body_without_a_valid_signature_is_401(github_key):
     response = post(b"not json", {"HTTP_GITHUB_PUBLIC_KEY_IDENTIFIER": github_key.identifier})
 

@@ -117,7 +117,8 @@ def test_a_signature_by_another_key_is_refused_and_changes_nothing(github_key, p
     assert nothing_changed()
 
 
-def test_an_unknown_key_identifier_is_refused(github_key, project):
+def test_an_unknown_key_identifier_is_refused_and_logged(github_key, project, caplog):
+    """A key GitHub rotated in since the last refresh: refused, and the log says what to do."""
     _key, text = make_key(KeyKind.SECRET, project=project)
     body = report_body(text)
     stranger = SigningKey.new("not-in-the-file")
@@ -126,6 +127,7 @@ def test_an_unknown_key_identifier_is_refused(github_key, project):
 
     assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
     assert nothing_changed()
+    assert "unknown key identifier 'not-in-the-file'; run refresh_github_keys" in caplog.text
 
 
 def test_a_tampered_body_is_refused(github_key, project):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,9 +45,8 @@ def demo_env(tmp_path_factory) -> dict[str, str]:
     return env
 
 
-def _start(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    run = subprocess.Popen(
+def _spawn(env: dict[str, str], port: int) -> subprocess.Popen:
+    return subprocess.Popen(
         ["bash", "scripts/run-demo.sh"],
         cwd=ROOT,
         env=env | {"BIND": f"127.0.0.1:{port}"},
@@ -55,6 +55,11 @@ def _start(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
         start_new_session=True,  # its own group, as a terminal gives it
         preexec_fn=_as_in_a_terminal,
     )
+
+
+def _start(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    run = _spawn(env, port)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -110,14 +115,7 @@ def test_the_demo_server_and_worker_stop_together(demo_env, sent, to_group):
 
 def test_a_server_that_cannot_start_stops_the_worker(demo_env):
     with socket_in_use() as port:
-        run = subprocess.Popen(
-            ["bash", "scripts/run-demo.sh"],
-            cwd=ROOT,
-            env=demo_env | {"BIND": f"127.0.0.1:{port}"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        run = _spawn(demo_env, port)
         try:
             assert run.wait(timeout=60) != 0
             time.sleep(1)
@@ -131,8 +129,6 @@ class socket_in_use:
     """A port something else listens on."""
 
     def __enter__(self) -> int:
-        import socket
-
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()

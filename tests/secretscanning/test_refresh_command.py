@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -11,6 +15,18 @@ from django.core.management import CommandError, call_command
 
 from apps.secretscanning import github
 from tests.secretscanning.keys import SigningKey, keys_document
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]):
+    """A local HTTP server for `handler`; yields the URL GitHub's keys would be at."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/meta/public_keys/secret_scanning"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
@@ -31,12 +47,8 @@ def github_api():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/meta/public_keys/secret_scanning"
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as state["url"]:
+        yield state
 
 
 def test_the_keys_are_fetched_checked_and_written(github_api, tmp_path, settings):
@@ -148,3 +160,204 @@ def test_a_plain_http_mirror_is_fetched_directly_never_through_a_proxy(
     assert proxy["requests"] == []
     assert github_api["authorization"] == ["Bearer ghp_token_for_github_only"]
     assert target.exists()
+
+
+@pytest.fixture
+def dripping_server():
+    """Sends `at_once`, then `dripped` a byte every 0.3 s, then `rest`: a socket timeout
+    of 1 s never fires, only a deadline for the whole fetch does."""
+    stop = threading.Event()
+    state: dict = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.wfile.write(state["at_once"])
+            for byte in state["dripped"]:
+                if stop.wait(0.3):
+                    return
+                self.wfile.write(bytes([byte]))
+            self.wfile.write(state["rest"])
+
+        def log_message(self, *args):
+            pass
+
+    with serving(Handler) as state["url"]:
+        yield state
+        stop.set()  # the dripping handler's thread ends before the server stops
+
+
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_timeout_bounds_the_whole_fetch_not_each_read(dripping_server, tmp_path, where):
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    if where == "body":
+        dripping_server["at_once"], dripping_server["rest"] = head + b"\r\n", b""
+        dripping_server["dripped"] = b" " * 20  # JSON whitespace, never a whole document
+    else:
+        dripping_server["at_once"], dripping_server["rest"] = head, b"\r\n{}"
+        dripping_server["dripped"] = b"X-Drip: 123456789\r\n"
+    target = tmp_path / "keys.json"
+    target.write_text("previous")
+
+    started = time.monotonic()
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "refresh_github_keys",
+            "--url",
+            dripping_server["url"],
+            "--output",
+            str(target),
+            "--timeout",
+            "1",
+        )
+
+    assert time.monotonic() - started < 2
+    assert "within 1 s" in str(refused.value)
+    assert target.read_text() == "previous"
+
+
+def test_timeout_bounds_the_name_lookup(tmp_path, monkeypatch):
+    """getaddrinfo takes no timeout: a silent resolver could hold the job too."""
+    released = threading.Event()
+
+    def silent_resolver(*args, **kwargs):
+        released.wait(5)
+        raise socket.gaierror("no answer")
+
+    monkeypatch.setattr(socket, "getaddrinfo", silent_resolver)
+    started = time.monotonic()
+    try:
+        with pytest.raises(CommandError) as refused:
+            call_command("refresh_github_keys", "--output", str(tmp_path / "k"), "--timeout", "1")
+    finally:
+        released.set()
+    assert time.monotonic() - started < 2
+    assert "within 1 s" in str(refused.value)
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """Every connection attempted (none is made: no test reaches the network)."""
+    attempts = []
+
+    def create_connection(address, *args, **kwargs):
+        attempts.append(address)
+        raise ConnectionRefusedError("no network in tests")
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    return attempts
+
+
+def resolving_to(monkeypatch, *addresses):
+    def getaddrinfo(host, port, *args, **kwargs):
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in addresses
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.1/meta/public_keys/secret_scanning",
+        "https://[::1]/meta/public_keys/secret_scanning",
+        "https://127.0.0.1:8443/meta/public_keys/secret_scanning",
+        "https://[::ffff:192.168.1.1]/keys",
+    ],
+)
+def test_an_https_url_to_a_non_public_address_is_refused_before_connecting(
+    url, tmp_path, monkeypatch, connections
+):
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_token_for_github_only")
+    with pytest.raises(CommandError) as refused:
+        call_command("refresh_github_keys", "--url", url, "--output", str(tmp_path / "k"))
+    assert connections == []
+    assert "non-public" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "addresses", [("10.1.2.3",), ("140.82.112.6", "192.168.0.7"), ("fd00::1",)]
+)
+def test_a_host_name_resolving_inside_is_refused_before_connecting(
+    addresses, tmp_path, monkeypatch, connections
+):
+    resolving_to(monkeypatch, *addresses)
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "refresh_github_keys",
+            "--url",
+            "https://keys.example.com/meta/public_keys/secret_scanning",
+            "--output",
+            str(tmp_path / "k"),
+        )
+    assert connections == []
+    assert "non-public" in str(refused.value)
+
+
+def test_a_host_name_resolving_to_public_addresses_is_fetched(tmp_path, monkeypatch, connections):
+    resolving_to(monkeypatch, "140.82.112.6")
+    with pytest.raises(CommandError, match="Could not fetch"):  # `connections` refuses it
+        call_command("refresh_github_keys", "--output", str(tmp_path / "k"))
+    assert connections == [("api.github.com", 443)]
+
+
+@pytest.mark.parametrize("failing", ["replace", "chmod", "fsync"])
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(
+    github_api, tmp_path, monkeypatch, failing
+):
+    """Tests run as root, which writes into a read-only directory: the failure is made up."""
+    github_api["body"] = keys_document(SigningKey.new("abc123")).encode()
+    target = tmp_path / "github-keys.json"
+    target.write_text("previous")
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, failing, fail)
+    with pytest.raises(CommandError, match=r"Could not write .*No space left"):
+        call_command("refresh_github_keys", "--url", github_api["url"], "--output", str(target))
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["github-keys.json"]
+    assert target.read_text() == "previous"
+
+
+def _no_key_current(document: str) -> str:
+    parsed = json.loads(document)
+    for entry in parsed["public_keys"]:
+        entry["is_current"] = False
+    return json.dumps(parsed)
+
+
+def _is_current_left_out(document: str) -> str:
+    parsed = json.loads(document)
+    for entry in parsed["public_keys"]:
+        del entry["is_current"]
+    return json.dumps(parsed)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (lambda: keys_document(SigningKey.new("abc"), SigningKey.new("abc")), "abc appears"),
+        (
+            lambda: keys_document(SigningKey.new("a"), SigningKey.new("b"), SigningKey.new("a")),
+            "a appears",
+        ),
+        (lambda: _no_key_current(keys_document(SigningKey.new("a"))), "is_current"),
+        (lambda: _is_current_left_out(keys_document(SigningKey.new("a"))), "is_current"),
+    ],
+    ids=["duplicate", "duplicate-not-adjacent", "none-current", "is-current-missing"],
+)
+def test_duplicate_identifiers_or_no_current_key_keep_the_old_file(
+    github_api, tmp_path, document, message
+):
+    target = tmp_path / "github-keys.json"
+    target.write_text("previous")
+    github_api["body"] = document().encode()
+
+    with pytest.raises(CommandError, match=message):
+        call_command("refresh_github_keys", "--url", github_api["url"], "--output", str(target))
+
+    assert target.read_text() == "previous"

@@ -4,48 +4,19 @@ Writes GitHub's JSON document to `GITHUB_SECRET_SCANNING_KEYS` (or `--output`)
 after checking that every key is an ECDSA P-256 public key, that no two share a
 `key_identifier` and that one is marked `is_current`; the file is replaced
 atomically, and a bad answer (or a failed write) leaves the old file in place.
-Run it from cron hourly: a report signed with a key not fetched yet is refused
-until the next run.
-
-These keys are what every leak report is verified with, so they come over HTTPS
-only (plain HTTP just from this machine, a local mirror), from a host that
-resolves to public addresses only, redirects are not followed, and
-`GITHUB_TOKEN` is sent to the URL's own host and nowhere else. `--timeout`
-bounds the whole fetch, so a server answering a byte at a time cannot hold the
-job.
+Run it from cron hourly; the endpoint also fetches the keys itself when a report
+names a key the file does not have yet (`apps.secretscanning.keysource`, where
+the fetch's safeguards are described).
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import json
-import os
-import socket
-import tempfile
-import threading
-import time
-import urllib.request
-from collections import Counter
 from pathlib import Path
-from urllib.parse import SplitResult, urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.secretscanning.github import parse_keys_document
-from apps.webhooks.urlsafety import is_public_address
-
-GITHUB_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
-MAX_DOCUMENT_BYTES = 1024 * 1024
-CHUNK_BYTES = 64 * 1024
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an error: the keys come from the URL asked for, or not at all."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
+from apps.secretscanning.keysource import GITHUB_KEYS_URL, KeySourceError, refresh
 
 
 class Command(BaseCommand):
@@ -67,141 +38,9 @@ class Command(BaseCommand):
         output = output or settings.GITHUB_SECRET_SCANNING_KEYS
         if not output:
             raise CommandError("Set GITHUB_SECRET_SCANNING_KEYS or pass --output.")
-        parts = urlsplit(url)
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError as exc:
-            raise CommandError(f"--url has a bad port: {exc}") from exc
-        loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
-        if not parts.hostname or not (
-            parts.scheme == "https" or (parts.scheme == "http" and loopback)
-        ):
-            raise CommandError("--url must be an https URL (http only for this machine).")
-        request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
-            url,
-            headers={"Accept": "application/json", "User-Agent": "SigSentry-refresh-github-keys"},
-        )
-        token = os.environ.get("GITHUB_TOKEN")
-        if token:
-            request.add_unredirected_header("Authorization", f"Bearer {token}")
-        handlers: list = [_NoRedirects]
-        if parts.scheme == "http":
-            # A proxy from the environment would read this plain request, token included;
-            # over https a proxy only tunnels (CONNECT) and the token stays inside TLS.
-            handlers.append(urllib.request.ProxyHandler({}))
-        opener = urllib.request.build_opener(*handlers)
-        raw = _within(timeout, lambda: _fetch(opener, request, parts, port, timeout))
-        count = _check_keys(raw)
         target = Path(output)
-        _write_atomically(target, raw)
-        self.stdout.write(f"{count} key(s) written to {target}")
-
-
-def _within(seconds: float, fetch):
-    """fetch()'s result, or CommandError once `seconds` have passed.
-
-    A socket timeout bounds each read only and a name lookup has none, so a server
-    sending its TLS handshake, headers or body a byte at a time could hold a cron job
-    for days. The fetch runs in a daemon thread of its own; one still running at the
-    deadline is abandoned: it stops at its next chunk of body, or ends with the process.
-    """
-    outcome: list = []
-
-    def run() -> None:
         try:
-            outcome.append(fetch())
-        except Exception as exc:  # raised again below, in the command's thread
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True, name="refresh-github-keys")
-    thread.start()
-    thread.join(seconds)
-    if not outcome:
-        raise _too_slow(seconds)
-    if isinstance(outcome[0], Exception):
-        raise outcome[0]
-    return outcome[0]
-
-
-def _too_slow(seconds: float) -> CommandError:
-    return CommandError(f"Could not fetch the keys within {seconds:g} s (--timeout).")
-
-
-def _fetch(opener, request, parts: SplitResult, port: int, timeout: float) -> bytes:
-    deadline = time.monotonic() + timeout
-    if parts.scheme == "https":
-        _refuse_non_public(parts.hostname, port)
-    body = bytearray()
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            # read1: at most one socket read per chunk, so the deadline is checked between.
-            while chunk := response.read1(CHUNK_BYTES):
-                body += chunk
-                if len(body) > MAX_DOCUMENT_BYTES:
-                    raise CommandError("The answer is too large to be GitHub's key list.")
-                if time.monotonic() > deadline:  # the command has given up on this fetch
-                    raise _too_slow(timeout)
-    except (OSError, http.client.HTTPException) as exc:
-        raise CommandError(f"Could not fetch the keys: {exc}") from exc
-    return bytes(body)
-
-
-def _refuse_non_public(host: str, port: int) -> None:
-    """An https URL may not lead inside (loopback, private, link-local such as the cloud
-    metadata address, reserved...): GITHUB_TOKEN would go there, and an internal answer
-    would become the keys leak reports are verified with.
-
-    urllib resolves the name again to connect, so DNS answering differently then
-    (rebinding) is not guarded against: the URL is the operator's, not a user's, and
-    pinning the address would take a connection class of our own. Behind an https proxy
-    the proxy resolves the name; this machine's answer is still checked.
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise CommandError(f"Could not resolve {host}: {exc}") from exc
-    if not infos or not all(is_public_address(info[4][0]) for info in infos):
-        raise CommandError(
-            f"--url's host {host} resolves to a non-public address (loopback, private, "
-            "link-local, reserved...): https is for GitHub, plain http for this machine."
-        )
-
-
-def _check_keys(raw: bytes) -> int:
-    """How many keys the document has; CommandError unless it is a sane GitHub answer."""
-    try:
-        keys = parse_keys_document(raw)
-    except ValueError as exc:
-        raise CommandError(f"Not GitHub's public_keys document: {exc}") from exc
-    # parse_keys_document (also the web process's reader) lets the last of two entries
-    # with one identifier win; GitHub never sends that, so one of them is not GitHub's key.
-    entries = json.loads(raw)["public_keys"]
-    counts = Counter(entry["key_identifier"] for entry in entries)
-    duplicated = [identifier[:80] for identifier, n in counts.items() if n > 1]
-    if duplicated:
-        raise CommandError(f"key_identifier {duplicated[0]} appears more than once.")
-    # GitHub always marks the key it signs with now; without one this is a stale or
-    # made-up list.
-    if not any(entry.get("is_current") is True for entry in entries):
-        raise CommandError("No key is marked is_current: true.")
-    return len(keys)
-
-
-def _write_atomically(target: Path, raw: bytes) -> None:
-    """Replace `target` with `raw` in one step; on failure the old file stays, no temp file."""
-    tmp_name = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".tmp") as tmp:
-            tmp_name = tmp.name
-            tmp.write(raw)
-            tmp.flush()
-            # On disk before the rename: after a crash, the new file whole or the old one.
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except OSError as exc:
-        if tmp_name:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-        raise CommandError(f"Could not write {target}: {exc}") from exc
+            count = refresh(url, target, timeout)
+        except KeySourceError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"{count} key(s) written to {target}")

@@ -431,6 +431,12 @@ WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
 
 # GitHub secret scanning (SPEC §4.12): path of GitHub's public keys (JSON); unset → 401.
 GITHUB_SECRET_SCANNING_KEYS = env.str("GITHUB_SECRET_SCANNING_KEYS", default="")
+# Where the endpoint fetches the keys itself when a report names one the file lacks (GitHub
+# rotated its key since the last refresh_github_keys), at most every 5 minutes; "" never.
+GITHUB_SECRET_SCANNING_KEYS_URL = env.str(
+    "GITHUB_SECRET_SCANNING_KEYS_URL",
+    default="https://api.github.com/meta/public_keys/secret_scanning",
+)
 
 # Structured logs (core.logging.JsonFormatter): one JSON object per line, with the
 # authentication decision's fields (auth_outcome, client_ip, key_id, key_prefix, user_id)

@@ -35,3 +35,5 @@ USAGE_FLUSH_SECONDS = int(os.environ.get("USAGE_FLUSH_SECONDS", "0"))
 # In-process tests read usage right after their requests: counted in the request, unless a
 # server started by a test asks for batches.
 USAGE_BATCH_SECONDS = float(os.environ.get("USAGE_BATCH_SECONDS", "0"))
+# No test reaches GitHub: those that fetch keys on demand name a local server.
+GITHUB_SECRET_SCANNING_KEYS_URL = os.environ.get("GITHUB_SECRET_SCANNING_KEYS_URL", "")

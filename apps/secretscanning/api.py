@@ -2,19 +2,21 @@
 
 Order: a body over MAX_REPORT_BYTES is refused unread (400, by
 core.middleware.RequestSizeLimitMiddleware), so is a client past its failed
-credentials (429, `failed_auth_ip`: a bad signature counts), and so is one whose headers name no
-configured key or carry no signature (401 SIGNATURE_INVALID); the signature over
-the raw body is checked before anything else reads it (401, nothing happens);
-then the body must be a JSON list of at most 1000 `{token, type, url, source}`
-objects (400; an odd item within it is made the best of, `parse_report`); then every
-token is handled as a leak report (secret keys
-revoked, SDK keys flagged, the `url` in the audit event, owners emailed by the
-worker) in one query, and the answer labels each token for GitHub.
+credentials (429, `failed_auth_ip`: a bad signature counts), and so is one whose
+headers carry no signature or name no configured key (401 SIGNATURE_INVALID) once
+the keys were fetched again if GitHub may have rotated its key (`_claim`); the
+signature over the raw body is checked before anything else reads it (401, nothing
+happens); then the body must be a JSON list of at most 1000 `{token, type, url,
+source}` objects (400; an odd item within it is made the best of, `parse_report`);
+then every token is handled as a leak report (secret keys revoked, SDK keys flagged,
+the `url` in the audit event, owners emailed by the worker) in one query, and the
+answer labels each token for GitHub.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -22,7 +24,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from apps.apikeys.leaks import LeakCandidate, candidate_digest, handle_leak_reports
-from apps.secretscanning import github
+from apps.secretscanning import github, keysource
 from core import throttling
 from core.api import ApiView
 from core.errors import SignatureInvalid, ValidationFailed
@@ -33,6 +35,8 @@ MAX_TOKENS = 1000
 FIELD_LIMITS = {"token": 512, "type": 100, "url": 2048, "source": 100}
 FIELDS = [(name, limit) for name, limit in FIELD_LIMITS.items() if name != "token"]
 REPORTER = "GitHub secret scanning"
+
+logger = logging.getLogger("sigsentry.secretscanning")
 
 #: The endpoint's body limit. A full report (MAX_TOKENS items, every field at its limit,
 #: in ASCII as GitHub sends it: tokens, types and sources are ASCII, URLs percent-encoded)
@@ -117,10 +121,7 @@ class GitHubSecretScanningView(ApiView):
         # A bad signature is a failed credential: counted per client IP before the check, as
         # GitHub's key identifiers are public and anyone can have 4 MiB read and verified.
         with throttling.counting_failures(("failed_auth_ip", client_ip(request))):
-            claim = github.claim_of(
-                request.headers.get(github.KEY_ID_HEADER),
-                request.headers.get(github.SIGNATURE_HEADER),
-            )
+            claim = _claim(request)
             if claim is None:
                 raise SignatureInvalid()  # no configured key could have signed: refused unread
             # Not `request.body`: Django refuses it over DATA_UPLOAD_MAX_MEMORY_SIZE. The
@@ -135,6 +136,24 @@ class GitHubSecretScanningView(ApiView):
             request=request,
         )
         return Response([_label(item, outcome.known_digests) for item in items])
+
+
+def _claim(request) -> github.Claim | None:
+    """The request's claim; for a key identifier not among the configured keys (GitHub may
+    have rotated its key since the last refresh), after fetching the keys if allowed now."""
+    key_id = request.headers.get(github.KEY_ID_HEADER)
+    signature = request.headers.get(github.SIGNATURE_HEADER)
+    claim = github.claim_of(key_id, signature)
+    if claim is not None or not key_id or not signature or github.knows(key_id):
+        return claim
+    if keysource.refresh_on_demand():
+        claim = github.claim_of(key_id, signature)
+    if claim is None:  # the identifier is public; what to do about it is the operator's
+        logger.warning(
+            "GitHub secret scanning: unknown key identifier %r; run refresh_github_keys",
+            key_id[:80],
+        )
+    return claim
 
 
 def _label(item: dict[str, Any], known: frozenset[str]) -> dict[str, str]:

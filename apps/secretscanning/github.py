@@ -107,14 +107,13 @@ def claim_of(key_id: str | None, signature_b64: str | None) -> Claim | None:
         return None
     key = current_keys().get(key_id)
     if key is None:
-        # GitHub may have rotated its keys since the last refresh: reports are refused until
-        # `refresh_github_keys` runs again, so say so (the identifier is public).
-        logger.warning(
-            "GitHub secret scanning: unknown key identifier %r; run refresh_github_keys",
-            key_id[:80],
-        )
         return None
     try:
         return Claim(key, base64.b64decode(signature_b64, validate=True))
     except (binascii.Error, ValueError):
         return None
+
+
+def knows(key_id: str) -> bool:
+    """Whether the configured keys include `key_id`."""
+    return key_id in current_keys()

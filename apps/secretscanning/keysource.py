@@ -2,7 +2,8 @@
 
 `refresh` fetches the document, checks it and replaces the file atomically: used by
 `manage.py refresh_github_keys` (cron, hourly) and by the endpoint when a report names a
-key identifier the file does not have yet (GitHub rotated its key since the last run).
+key identifier the file does not have yet (GitHub rotated its key since the last run:
+`refresh_on_demand`, at most once every 5 minutes, from GITHUB_SECRET_SCANNING_KEYS_URL).
 
 These keys are what every leak report is verified with, so they come over HTTPS
 only (plain HTTP just from this machine, a local mirror), from a host that
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -27,12 +29,26 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
+from django.conf import settings
+from django.core.cache import cache
+
 from apps.secretscanning.github import parse_keys_document
 from apps.webhooks.urlsafety import is_public_address
 
 GITHUB_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
 MAX_DOCUMENT_BYTES = 1024 * 1024
 CHUNK_BYTES = 64 * 1024
+
+
+#: The endpoint's own fetch (`refresh_on_demand`): at most one per this many seconds, across
+#: every process when the cache is shared (Redis), so made-up key identifiers cannot have
+#: GitHub's API called more often (and this host rate-limited there); each within this
+#: many seconds, as GitHub waits for the answer.
+ON_DEMAND_EVERY = 300
+ON_DEMAND_TIMEOUT = 5.0
+_ON_DEMAND_MARK = "ss:github-keys:fetched-on-demand"
+
+logger = logging.getLogger("sigsentry.secretscanning")
 
 
 class KeySourceError(Exception):
@@ -66,6 +82,28 @@ def refresh(url: str, target: Path, timeout: float) -> int:
     count = _check_keys(raw)
     _write_atomically(target, raw)
     return count
+
+
+def refresh_on_demand() -> bool:
+    """A report names a key identifier the file lacks: fetch the keys now, unless that was
+    done in the last ON_DEMAND_EVERY seconds (or no file or URL is configured). Whether
+    the file was replaced; a failure is logged and the file stays as it was."""
+    url, path = settings.GITHUB_SECRET_SCANNING_KEYS_URL, settings.GITHUB_SECRET_SCANNING_KEYS
+    if not url or not path:
+        return False
+    try:
+        if not cache.add(_ON_DEMAND_MARK, 1, timeout=ON_DEMAND_EVERY):
+            return False
+    except Exception:  # the cache is down: nothing bounds the fetches, so none
+        logger.warning("GitHub secret scanning: cache unavailable, keys not fetched on demand")
+        return False
+    try:
+        count = refresh(url, Path(path), ON_DEMAND_TIMEOUT)
+    except KeySourceError as exc:
+        logger.error("GitHub secret scanning: fetching the keys on demand failed: %s", exc)
+        return False
+    logger.warning("GitHub secret scanning: %d key(s) fetched on demand", count)
+    return True
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

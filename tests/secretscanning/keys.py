@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -53,3 +56,15 @@ def keys_document(*keys: SigningKey) -> str:
 def write_keys(path: Path, *keys: SigningKey) -> Path:
     path.write_text(keys_document(*keys))
     return path
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]):
+    """A local HTTP server for `handler`; yields the URL GitHub's keys would be at."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/meta/public_keys/secret_scanning"
+    finally:
+        server.shutdown()
+        server.server_close()

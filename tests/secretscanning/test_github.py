@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -21,7 +23,7 @@ from apps.secretscanning.api import FIELD_LIMITS, MAX_REPORT_BYTES, MAX_TOKENS
 from apps.webhooks.models import Event
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, error_code, error_fields
-from tests.secretscanning.keys import SigningKey, write_keys
+from tests.secretscanning.keys import SigningKey, keys_document, serving, write_keys
 
 pytestmark = pytest.mark.django_db
 
@@ -392,3 +394,68 @@ def test_every_other_endpoint_keeps_the_default_limit(path):
     assert response.status_code == 400
     if path.startswith("/v1/"):
         assert error_fields(response) == {"body": [f"At most {limit} bytes."]}
+
+
+# GitHub rotated its key since the last refresh: the endpoint fetches the keys itself
+
+
+@pytest.fixture
+def github_api(settings, github_key):
+    """GitHub's keys endpoint on this machine, now listing a new key first."""
+    state = {"document": b"", "status": 200, "hits": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            state["hits"] += 1
+            self.send_response(state["status"])
+            self.end_headers()
+            self.wfile.write(state["document"])
+
+        def log_message(self, *args):
+            pass
+
+    state["key"] = SigningKey.new("f0e1d2c3b4a59687786950000000000000112233445566778899aabbccddee")
+    state["document"] = keys_document(state["key"], github_key).encode()
+    with serving(Handler) as settings.GITHUB_SECRET_SCANNING_KEYS_URL:
+        yield state
+
+
+def test_a_report_signed_with_a_key_rotated_in_fetches_the_keys_and_acts(github_api, project):
+    key, text = make_key(KeyKind.SECRET, project=project)
+    body = report_body(text)
+
+    response = post(body, github_api["key"].headers(body))
+
+    assert response.status_code == 200
+    assert response.json()[0]["label"] == "true_positive"
+    key.refresh_from_db()
+    assert key.revoked_reason == "leak_report"
+    assert github.knows(github_api["key"].identifier)  # the file now has it
+    assert github_api["hits"] == 1
+
+
+def test_keys_are_fetched_on_demand_at_most_every_five_minutes(github_api, project, caplog):
+    """Made-up identifiers cannot have GitHub's API called on every request."""
+    body = report_body(keyformat.generate(KeyKind.SECRET))
+    for n in range(3):
+        made_up = SigningKey.new(f"made-up-{n}")
+        response = post(body, made_up.headers(body) | {"REMOTE_ADDR": f"192.0.2.{n + 1}"})
+        assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
+
+    assert github_api["hits"] == 1
+    assert "unknown key identifier 'made-up-2'; run refresh_github_keys" in caplog.text
+
+
+@pytest.mark.parametrize("answer", [(500, b"oops"), (200, b'{"public_keys": []}')])
+def test_a_failed_fetch_on_demand_keeps_the_file_and_refuses(github_api, project, answer):
+    github_api["status"], github_api["document"] = answer
+    path = Path(django_settings.GITHUB_SECRET_SCANNING_KEYS)
+    before = path.read_text()
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    body = report_body(text)
+
+    response = post(body, github_api["key"].headers(body))
+
+    assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
+    assert nothing_changed()
+    assert path.read_text() == before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -14,19 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apps.secretscanning import github
-from tests.secretscanning.keys import SigningKey, keys_document
-
-
-@contextlib.contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]):
-    """A local HTTP server for `handler`; yields the URL GitHub's keys would be at."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/meta/public_keys/secret_scanning"
-    finally:
-        server.shutdown()
-        server.server_close()
+from tests.secretscanning.keys import SigningKey, keys_document, serving
 
 
 @pytest.fixture

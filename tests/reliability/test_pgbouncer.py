@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import psycopg
 import pytest
 from django.db import connection
 
@@ -141,6 +142,32 @@ def test_postgresql_restart_behind_pgbouncer_is_503_then_recovers(rig):
     assert_only_right_decisions_or_503(load)
     assert load.tally()[("valid", 200, None)], load.tally()
     assert call(server.url, "GET", "/readyz").status == 200
+
+
+def test_a_query_that_never_ends_is_a_503_not_a_killed_worker(rig):
+    """A database that accepts the query and never answers (a lock held, a stalled server)
+    acknowledges every packet, so no TCP timeout fires: without PgBouncer's query_timeout
+    the request waited for gunicorn to kill its worker at 30 s (an empty reply or a 500)."""
+    server, _proxy, _bouncer, (valid, _revoked) = rig
+    wait_for(server.url, valid, 200)
+    settings = connection.settings_dict
+    holder = psycopg.connect(
+        host=settings.get("HOST") or "127.0.0.1",
+        port=int(settings.get("PORT") or 5432),
+        user=settings.get("USER") or "root",
+        dbname=settings["NAME"],
+    )
+    try:
+        holder.execute("LOCK TABLE apikeys_apikey IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        reply = call(server.url, "GET", "/v1/me", headers=bearer(valid), timeout=40)
+        waited = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert (reply.status, reply.code) == (503, "SERVICE_UNAVAILABLE")
+    assert waited < 15  # .ci/pgbouncer's query_timeout is 5 s
+    wait_for(server.url, valid, 200)
 
 
 def test_pgbouncer_restart_is_503_then_recovers(rig):

@@ -89,6 +89,13 @@ class _SmtpHandler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        refusal = self.sink.refusing.get(address)
+        if refusal:
+            return refusal  # e.g. "550 5.1.1 No such user" (for good) or "450 ..." (for now)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.sink.messages.append(message)
@@ -100,6 +107,8 @@ class SmtpSink:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        #: address -> the reply the server gives it at RCPT instead of accepting it
+        self.refusing: dict[str, str] = {}
         self.port = free_port()
         self.controller = Controller(_SmtpHandler(self), hostname="127.0.0.1", port=self.port)
         self.controller.start()

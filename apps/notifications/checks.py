@@ -346,35 +346,57 @@ def _still_held(claim: uuid.UUID, reminders: list[Reminder]) -> list[Reminder]:
 
 
 def send_pending_emails(now: datetime, report: Report) -> None:
-    for claim, claimed_reminders in _claim_messages(now):
+    """One message per claimed group, to each recipient not yet done with. A copy the mail
+    server refuses (or a server that fails) leaves the others' alone: they are recorded
+    as done, and a retry sends only what is left. A server that fails (unreachable, hung)
+    is not tried again in this run: the remaining groups wait for their next try, so a
+    dead mail server holds the worker (and the deliveries behind it) once, not per group."""
+    messages = _claim_messages(now)
+    for index, (claim, claimed_reminders) in enumerate(messages):
         reminders = _still_held(claim, claimed_reminders)
         if not reminders:
             continue
         organization: Organization = reminders[0].organization
-        kind = reminders[0].kind
         creators = {r.api_key.created_by_id for r in reminders if r.api_key is not None}
-        to = mail.recipients(organization.id, {c for c in creators if c})
-        claimed = Reminder.objects.filter(claim=claim)
-        try:
-            if to:
-                mail.send_reminder_email(kind, organization, reminders, to)
-        except Exception as exc:
-            reason = type(exc).__name__
-            mail.count_email_failure(reason)
-            report.email_failures += 1
-            logger.warning(
-                "reminder email failed: %s", reason, extra={"organization_id": str(organization.id)}
-            )
-            attempts = max(r.email_attempts for r in reminders) + 1
-            claimed.update(
-                email_attempts=F("email_attempts") + 1,
-                next_email_at=timezone.now() + email_retry_delay(attempts),
-                locked_until=None,
-                last_error=reason[:200],
+        done_before = set.intersection(*(set(r.emailed_to) for r in reminders))
+        recipients = mail.recipients(organization.id, {c for c in creators if c})
+        to = [address for address in recipients if address not in done_before]
+        sent = mail.Sent()
+        if to:
+            sent = mail.send_reminder_email(reminders[0].kind, organization, reminders, to)
+        if sent.done:
+            for reminder in reminders:
+                reminder.emailed_to = sorted(set(reminder.emailed_to) | set(sent.done))
+            Reminder.objects.bulk_update(reminders, ["emailed_to"])
+        report.emails_sent += len(sent.accepted)
+        if sent.failure is None:
+            Reminder.objects.filter(claim=claim).update(
+                emailed_at=timezone.now(), locked_until=None, last_error=""
             )
             continue
-        claimed.update(emailed_at=timezone.now(), locked_until=None, last_error="")
-        report.emails_sent += len(to)
+        _retry_later(claim, reminders, sent.failure, report)
+        if sent.server_failed:
+            for later_claim, later_reminders in messages[index + 1 :]:
+                _retry_later(later_claim, later_reminders, sent.failure, report)
+            return
+
+
+def _retry_later(claim, reminders: list[Reminder], failure: Exception, report: Report) -> None:
+    reason = type(failure).__name__
+    mail.count_email_failure(reason)
+    report.email_failures += 1
+    logger.warning(
+        "reminder email failed: %s",
+        reason,
+        extra={"organization_id": str(reminders[0].organization_id)},
+    )
+    attempts = max(r.email_attempts for r in reminders) + 1
+    Reminder.objects.filter(claim=claim).update(
+        email_attempts=F("email_attempts") + 1,
+        next_email_at=timezone.now() + email_retry_delay(attempts),
+        locked_until=None,
+        last_error=reason[:200],
+    )
 
 
 def run_urgent_checks(now: datetime | None = None) -> Report:

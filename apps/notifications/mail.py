@@ -9,8 +9,9 @@ each gets their own message.
 from __future__ import annotations
 
 import logging
+import smtplib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -187,22 +188,68 @@ def _counted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass
+class Sent:
+    """What became of a message's copies: `done` the addresses the mail server took, or
+    refused for good (a 5xx to RCPT: that address can never be mailed, and waiting for it
+    would hold everyone else's copy); `failure` what stopped the others (the server down
+    or slow, a temporary refusal), to be tried again."""
+
+    accepted: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    failure: Exception | None = None
+
+    @property
+    def done(self) -> list[str]:
+        return self.accepted + self.refused
+
+    @property
+    def server_failed(self) -> bool:
+        """Whether the server itself failed (unreachable, silent, hung up), not one copy."""
+        return isinstance(self.failure, _SERVER_FAILURES)
+
+
+#: Failures of the mail server itself, as opposed to an answer about one message.
+_SERVER_FAILURES = (
+    OSError,  # refused, unreachable, timed out
+    smtplib.SMTPServerDisconnected,
+    smtplib.SMTPConnectError,
+    smtplib.SMTPHeloError,
+)
+
+
 def send_reminder_email(
     kind: str, organization: Organization, reminders: list[Reminder], to: list[str]
-) -> None:
-    """Send one message per recipient over one connection; raises on failure."""
+) -> Sent:
+    """Send one message per recipient over one connection, each on its own: a refused
+    address never costs the others their copy."""
     context = compose(kind, organization, reminders)
     text = render_to_string("notifications/email.txt", context)
     html = render_to_string("notifications/email.html", context)
-    messages = []
-    for address in to:
-        message = EmailMultiAlternatives(
-            subject=context["subject"],
-            body=text,
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            to=[address],
-        )
-        message.attach_alternative(html, "text/html")
-        messages.append(message)
-    with get_connection(fail_silently=False) as connection:
-        connection.send_messages(messages)
+    sent = Sent()
+    try:
+        with get_connection(fail_silently=False) as connection:
+            for address in to:
+                message = EmailMultiAlternatives(
+                    subject=context["subject"],
+                    body=text,
+                    from_email=settings.DEFAULT_FROM_EMAIL,
+                    to=[address],
+                )
+                message.attach_alternative(html, "text/html")
+                try:
+                    connection.send_messages([message])
+                except smtplib.SMTPRecipientsRefused as exc:
+                    if not all(code >= 500 for code, _ in exc.recipients.values()):
+                        raise  # a temporary refusal: this copy is tried again
+                    count_email_failure(type(exc).__name__)
+                    logger.warning(
+                        "reminder email refused for one recipient for good",
+                        extra={"organization_id": str(organization.id)},
+                    )
+                    sent.refused.append(address)
+                else:
+                    sent.accepted.append(address)
+    except Exception as exc:
+        sent.failure = exc
+    return sent

@@ -26,7 +26,8 @@ class Reminder(models.Model):
 
     Several workers may find the same due reminder; only one INSERT succeeds, and
     only its email and webhook event go out. `emailed_at` stays empty until the
-    mail server accepted the message; failures are retried from `next_email_at`.
+    mail server took every recipient's copy; failures are retried from
+    `next_email_at`, for the recipients not yet done (`emailed_to`).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -43,6 +44,9 @@ class Reminder(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     emailed_at = models.DateTimeField(null=True, blank=True)
+    #: The addresses done with while the rest were retried: the mail server took their copy,
+    #: or refused the address for good (a 5xx). A retry never sends them a second copy.
+    emailed_to = models.JSONField(default=list, blank=True)
     email_attempts = models.PositiveIntegerField(default=0)
     next_email_at = models.DateTimeField(default=timezone.now)
     locked_until = models.DateTimeField(null=True, blank=True)

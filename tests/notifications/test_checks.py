@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -438,8 +440,9 @@ def test_a_worker_whose_lease_ran_out_leaves_the_rest_to_the_worker_that_took_th
 
     def slow_first_send(*args, **kwargs):
         monkeypatch.setattr(mail, "send_reminder_email", send)
-        send(*args, **kwargs)
+        sent = send(*args, **kwargs)
         checks.send_pending_emails(timezone.now(), worker_b)
+        return sent
 
     monkeypatch.setattr(mail, "send_reminder_email", slow_first_send)
     worker_a = checks.Report()
@@ -469,3 +472,73 @@ def test_owners_are_emailed_when_a_webhook_is_disabled(smtp, settings, owner, or
     assert f"https://sigsentry.test/orgs/{organization.id}/webhooks/" in plain
     assert "127.0.0.1" in plain and "/x" not in plain.split("127.0.0.1")[1][:3]
     assert Webhook.objects.get().disabled_at is not None
+
+
+# A recipient the mail server refuses never costs the others their copy
+
+
+@pytest.mark.parametrize("first", ["owner", "admin"])
+def test_an_address_refused_for_good_costs_no_one_else_their_copy(
+    smtp, request, owner, admin, project, first
+):
+    """The audit's case: one refused address held the leak email from everyone after it, and
+    re-sent it to everyone before it at every retry, for three days."""
+    refused = request.getfixturevalue("admin" if first == "owner" else "owner")
+    kept = admin if refused is owner else owner
+    smtp.refusing[refused.email] = "550 5.1.1 No such user here"
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    report_leaked_keys(candidates=[text])
+
+    report = checks.run_urgent_checks()
+    later = checks.run_urgent_checks(timezone.now() + timedelta(days=1))
+
+    assert [str(m["To"]) for m in smtp.messages] == [kept.email]  # once, and only once
+    assert (report.emails_sent, later.emails_sent) == (1, 0)  # the refused one is done with
+    assert report.email_failures == 0 and mail.email_failures["SMTPRecipientsRefused"]
+    assert not Reminder.objects.filter(emailed_at__isnull=True).exists()
+
+
+def test_a_copy_refused_for_now_is_sent_again_alone(smtp, owner, admin, project):
+    smtp.refusing[admin.email] = "450 4.2.1 Mailbox busy, try again"
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    report_leaked_keys(candidates=[text])
+
+    checks.run_urgent_checks()
+    assert [str(m["To"]) for m in smtp.messages] == [owner.email]
+    reminder = Reminder.objects.get()
+    assert (reminder.emailed_at, reminder.emailed_to) == (None, [owner.email])
+
+    del smtp.refusing[admin.email]
+    checks.run_urgent_checks(timezone.now() + timedelta(hours=1))
+
+    assert sorted(str(m["To"]) for m in smtp.messages) == sorted([owner.email, admin.email])
+    assert Reminder.objects.get().emailed_at is not None
+
+
+def test_a_mail_server_that_hangs_is_waited_for_once_per_run_not_per_message(settings):
+    """Each organization's message waited the mail server's full timeout in turn, holding
+    the worker (and the webhook deliveries behind it) for a minute and a half."""
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    connections = []
+    threading.Thread(
+        target=lambda: [connections.append(silent.accept()) for _ in range(5)], daemon=True
+    ).start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = silent.getsockname()
+    settings.EMAIL_TIMEOUT = 0.5
+    for name in ("North", "South", "West"):
+        member = MembershipFactory(role=Role.OWNER, organization__name=name)
+        _key, text = make_key(
+            KeyKind.SECRET, project=ProjectFactory(organization=member.organization)
+        )
+        report_leaked_keys(candidates=[text])
+    try:
+        started = time.monotonic()
+        report = checks.run_urgent_checks()
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+
+    assert len(connections) == 1 and took < 1.5
+    assert report.email_failures == 3  # every message waits for its next try
+    assert Reminder.objects.filter(emailed_at__isnull=True, email_attempts=1).count() == 3

@@ -29,6 +29,7 @@ from apps.webhooks.delivery import enqueue_delivery, failing_webhooks
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from core.errors import ValidationFailed
 from core.queries import ROWS_PER_STATEMENT
+from core.validation import FieldErrors
 
 MAX_WEBHOOKS_PER_ORGANIZATION = 20
 
@@ -73,8 +74,10 @@ def create_webhook(
     events: Any,
     request: HttpRequest | None = None,
 ) -> CreatedWebhook:
-    events = validate_events(events)
-    url = validate_url(url)
+    errors = FieldErrors()  # every failing field at once, as a form shows them
+    events = errors.check(validate_events, events)
+    url = errors.check(validate_url, url)
+    errors.raise_any()
     secret = crypto.generate_secret()
     with transaction.atomic():
         Organization.objects.select_for_update().filter(pk=organization.pk).first()

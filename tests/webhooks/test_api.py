@@ -155,6 +155,14 @@ def test_events_must_be_a_non_empty_list_of_known_types(owner, organization, eve
     assert "events" in error_fields(response)
 
 
+def test_every_failing_field_is_reported_at_once(owner, organization):
+    response = user_client(owner).post(hooks_url(organization), {}, format="json")
+
+    assert response.status_code == 400
+    assert set(error_fields(response)) == {"url", "events"}
+    assert not Webhook.objects.exists()
+
+
 def test_an_organization_has_at_most_20_webhooks(owner, organization):
     client = user_client(owner)
     for _ in range(20):

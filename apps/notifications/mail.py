@@ -52,7 +52,7 @@ class Copy:
 
 COPY: dict[str, Copy] = {
     ReminderKind.KEY_EXPIRING_7D: Copy(
-        "{what} of {org} expire{s} in 7 days",
+        "{what} of {org} expire{s} within 7 days",
         "These API keys expire within 7 days. Requests made with them will then fail "
         "with 401 KEY_EXPIRED.",
         "Roll each key that is still in use (the new key works at once and the old one keeps "

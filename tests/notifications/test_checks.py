@@ -51,8 +51,8 @@ def test_7_day_and_1_day_reminders_go_out_once_each(smtp, owner, project):
     call_command("send_notifications")
 
     assert subjects(smtp) == [
-        "An API key of Acme expires in 7 days",
         "An API key of Acme expires tomorrow",
+        "An API key of Acme expires within 7 days",
     ]
     [week] = [m for m in smtp.messages if "7 days" in str(m["Subject"])]
     plain, html = text_of(week)

@@ -9,40 +9,129 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from redis.connection import parse_url as parse_redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-DEBUG = env.bool("DEBUG", default=False)
+# Every variable is checked here, once: a bad value stops start-up with an error that names
+# it, rather than being read as something else (django-environ's `env.bool` takes any unknown
+# word for false) or failing later, per request, with an error that does not.
 
-_DEV_SECRET_KEY = "django-insecure-dev-only-key-never-use-in-production-0123456789"
-SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY:
-    if not DEBUG:
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _read_bool(name: str, default: bool) -> bool:
+    """true/false, 1/0, yes/no, on/off in any case; empty or unset is the default."""
+    raw = env.str(name, default="")
+    value = raw.strip().lower()
+    if not value:
+        return default
+    if value not in _TRUE + _FALSE:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set the SECRET_KEY environment variable "
-            "(or DEBUG=true for a local development run)."
+            f"{name} must be true or false (or 1/0, yes/no, on/off), not {raw!r}."
         )
-    SECRET_KEY = _DEV_SECRET_KEY
+    return value in _TRUE
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
-if not ALLOWED_HOSTS:
-    raise ImproperlyConfigured(
-        "ALLOWED_HOSTS is empty: every request would be refused. Set ALLOWED_HOSTS to the "
-        "host names the service answers to (for example sigsentry.example.com)."
+
+def _read_number(
+    name: str, default: float, kind: type[int] | type[float] = int, most: float = math.inf
+) -> float:
+    """A count or an interval: a plain number, 0 or more (what 0 means is each setting's),
+    at most `most`. Not `env.int`/`env.float`: their errors name no variable, and
+    `env.float` drops letters ("1s" reads 1, "nan" fails bare)."""
+    raw = env.str(name, default="")
+    if not raw.strip():
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = math.nan  # refused below, as "nan" is
+    # NaN, inf or a negative interval would crash the usage threads (time.sleep, Timer).
+    if not math.isfinite(value) or not 0 <= value <= most:
+        what = "a whole number" if kind is int else "a number of seconds"
+        bound = "" if most == math.inf else f" and at most {most:g}"
+        raise ImproperlyConfigured(f"{name} must be {what}, 0 or more{bound}, not {raw!r}.")
+    return value
+
+
+def _require_long_secret(name: str, value: str) -> None:
+    # Session JWTs are signed with an HMAC key derived from SECRET_KEY (or JWT_SIGNING_KEY):
+    # a short one can be guessed offline from any token. The message never quotes the value.
+    if not value.strip() or len(value) < 32:
+        problem = "only whitespace" if not value.strip() else "too short"
+        raise ImproperlyConfigured(
+            f"{name} is {problem}: use at least 32 random characters, for example "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+        )
+
+
+def _hide_password(detail: str, url: str) -> str:
+    """A URL parser's error, without what it quotes from the URL's user info: a password
+    with an unescaped `/` or `#` is cut there, and its first part read (and quoted) as a
+    port."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    return re.sub(
+        r"'([^']*)'",
+        lambda quoted: "'…'" if userinfo and quoted[1] in userinfo else quoted[0],
+        detail,
     )
-HTTPS_ONLY = env.bool("HTTPS_ONLY", default=not DEBUG)
-NUM_PROXIES = env.int("NUM_PROXIES", default=0)
-if NUM_PROXIES < 0:
-    raise ImproperlyConfigured("NUM_PROXIES must be 0 or a positive integer.")
+
+
+def _what_url(url: str) -> str:
+    """What a refused URL is, for a message: its scheme only (the rest may carry a password)."""
+    if not url.strip():
+        return "empty"
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    return f"a {scheme}:// URL" if scheme else "not a URL"
+
+
+def _check_redis_url(url: str) -> None:
+    """As redis-py reads it (core.sharedredis, the cache), and stricter: a URL it cannot read
+    would fail every API-key request (and turn the login throttles off), and a database that
+    is not a number (`/notadb`) it silently reads as db 0."""
+    try:
+        options = parse_redis_url(url)
+    except ValueError as exc:  # `from None`: its message may quote a piece of the URL
+        raise ImproperlyConfigured(
+            f"REDIS_URL cannot be read: {_hide_password(str(exc), url)} "
+            "(for example redis://127.0.0.1:6379/0)."
+        ) from None
+    parts = urlsplit(url)
+    if parts.scheme == "unix" and not parts.path:
+        raise ImproperlyConfigured("REDIS_URL names no socket: unix:///path/to/redis.sock.")
+    path_db = "" if parts.scheme == "unix" else unquote(parts.path).strip("/")
+    if not re.fullmatch(r"[0-9]*", path_db) or options.get("db", 0) < 0:
+        raise ImproperlyConfigured(
+            "REDIS_URL's database must be a number, 0 or more (redis://host:6379/0)."
+        )
+
+
+def _is_link_base(url: str) -> bool:
+    """Whether links can be made by appending a path: http(s)://host[:port][/path], nothing
+    after."""
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number, or out of range
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and port_ok
+        and not (parts.query or parts.fragment)
+    )
 
 
 def _parse_duration(value: str, name: str) -> timedelta:
@@ -63,8 +152,34 @@ def _parse_instant(value: str, name: str) -> datetime:
     return instant.astimezone(UTC)  # HTTP dates (Sunset) and the emails say it in UTC
 
 
+DEBUG = _read_bool("DEBUG", default=False)
+
+_DEV_SECRET_KEY = "django-insecure-dev-only-key-never-use-in-production-0123456789"
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set the SECRET_KEY environment variable "
+            "(or DEBUG=true for a local development run)."
+        )
+    SECRET_KEY = _DEV_SECRET_KEY
+elif not DEBUG:
+    _require_long_secret("SECRET_KEY", SECRET_KEY)
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS is empty: every request would be refused. Set ALLOWED_HOSTS to the "
+        "host names the service answers to (for example sigsentry.example.com)."
+    )
+HTTPS_ONLY = _read_bool("HTTPS_ONLY", default=not DEBUG)
+NUM_PROXIES = _read_number("NUM_PROXIES", default=0)  # 0: X-Forwarded-For is not trusted
+
+JWT_SIGNING_KEY = env.str("JWT_SIGNING_KEY", default="")
+if JWT_SIGNING_KEY and not DEBUG:
+    _require_long_secret("JWT_SIGNING_KEY", JWT_SIGNING_KEY)
 JWT_SIGNING_KEY = (
-    env.str("JWT_SIGNING_KEY", default="")
+    JWT_SIGNING_KEY
     or hmac.new(SECRET_KEY.encode(), b"sigsentry.jwt.signing-key", hashlib.sha256).hexdigest()
 )
 JWT_SESSION_MAX_AGE = _parse_duration(
@@ -77,6 +192,11 @@ LEGACY_KEYS_DEPRECATED_AT = _parse_instant(
 LEGACY_KEYS_SUNSET_AT = _parse_instant(
     env.str("LEGACY_KEYS_SUNSET_AT", default="2027-05-26T00:00:00Z"), "LEGACY_KEYS_SUNSET_AT"
 )
+if LEGACY_KEYS_SUNSET_AT < LEGACY_KEYS_DEPRECATED_AT:
+    raise ImproperlyConfigured(
+        "LEGACY_KEYS_SUNSET_AT is earlier than LEGACY_KEYS_DEPRECATED_AT: legacy keys would "
+        "stop authenticating before their deprecation is announced."
+    )
 # /metrics (core.ops) answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is off.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
@@ -155,15 +275,34 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-}
+_database_url = env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+try:
+    with warnings.catch_warnings():
+        # django-environ's warning for an unknown engine prints the parsed URL, password too.
+        warnings.filterwarnings("ignore", message="Engine not recognized")
+        DATABASES = {"default": env.db_url_config(_database_url)}
+except Exception as exc:  # a bad port, say; `from None`: its message may quote the URL
+    raise ImproperlyConfigured(
+        f"DATABASE_URL cannot be read: {_hide_password(str(exc), _database_url)}"
+    ) from None
+# The service runs on PostgreSQL or SQLite only (core.queries); anything else, empty or
+# garbage would fail at the first query (or as a bare KeyError here).
+if DATABASES["default"].get("ENGINE") not in (
+    "django.db.backends.postgresql",
+    "django.db.backends.sqlite3",
+):
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be postgres://user@host:5432/name or sqlite:///path "
+        f"(it is {_what_url(_database_url)})."
+    )
 DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
 # A persistent connection broken by a database or pooler restart is replaced before a
 # request uses it, instead of failing that request (on PostgreSQL, checked by polling the
 # socket rather than with a `SELECT 1`: core/postgres/base.py).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 _POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+if _POSTGRES and not DATABASES["default"]["NAME"]:
+    raise ImproperlyConfigured("DATABASE_URL names no database: postgres://user@host:5432/name.")
 if _POSTGRES:
     # Django's backend, with a health check that costs no round trip (core/postgres/base.py).
     DATABASES["default"]["ENGINE"] = "core.postgres"
@@ -218,6 +357,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
+    _check_redis_url(REDIS_URL)
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -301,10 +441,10 @@ ACCESS_POLICY = "apps.orgs.access"
 
 # Key usage counters are copied to the database this often per process (0: only by
 # the worker and `manage.py flush_usage`).
-USAGE_FLUSH_SECONDS = env.int("USAGE_FLUSH_SECONDS", default=60)
+USAGE_FLUSH_SECONDS = _read_number("USAGE_FLUSH_SECONDS", default=60, most=86400)
 # Each web process sends its key use counts to Redis this often, in one round trip (0: in
 # the request itself). Keys with a rate limit always check it in the request.
-USAGE_BATCH_SECONDS = env.float("USAGE_BATCH_SECONDS", default=1.0)
+USAGE_BATCH_SECONDS = _read_number("USAGE_BATCH_SECONDS", default=1.0, kind=float, most=3600)
 
 REST_FRAMEWORK = {
     # A key's own rate limit (SPEC §4.10), at DRF's throttle step.
@@ -413,8 +553,16 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["d
 # Email (SPEC §4.11): django-environ's EMAIL_URL, e.g. smtp+tls://user:pass@host:587.
 # Without it, DEBUG prints mail to the console; otherwise mail fails (and is retried)
 # until it is set: the worker logs "EMAIL_URL is not set".
-if env.str("EMAIL_URL", default=""):
-    globals().update(env.email_url("EMAIL_URL"))
+_email_url = env.str("EMAIL_URL", default="")
+if _email_url:
+    try:
+        _email = env.email_url_config(_email_url)
+    except Exception as exc:  # an unknown scheme, a bad port; `from None`, as DATABASE_URL's
+        raise ImproperlyConfigured(
+            f"EMAIL_URL cannot be read: {_hide_password(str(exc).strip(), _email_url)} "
+            "(for example smtp+tls://user:pass@host:587)."
+        ) from None
+    globals().update(_email)
 elif DEBUG:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 else:
@@ -424,10 +572,15 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="SigSentry <no-reply@
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 #: The base of every link in an email.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+if not _is_link_base(SITE_URL):
+    raise ImproperlyConfigured(
+        f"SITE_URL must be an absolute http(s) URL such as https://sigsentry.example.com, "
+        f"not {SITE_URL!r}."
+    )
 
 # Webhooks (SPEC §4.11): only https:// URLs resolving to public addresses, unless this
 # development/test switch is on.
-WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
+WEBHOOKS_ALLOW_PRIVATE = _read_bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
 
 # GitHub secret scanning (SPEC §4.12): path of GitHub's public keys (JSON); unset → 401.
 GITHUB_SECRET_SCANNING_KEYS = env.str("GITHUB_SECRET_SCANNING_KEYS", default="")

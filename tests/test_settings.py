@@ -54,13 +54,15 @@ def read_settings(env: dict[str, str], *names: str) -> dict:
     return json.loads(result.stdout)
 
 
-def refused(env: dict[str, str], *mentions: str) -> str:
+def refused(env: dict[str, str], *mentions: str, hidden: str = "") -> str:
     result = run_settings(env, "DEBUG")
     assert result.returncode != 0
     assert "django.core.exceptions.ImproperlyConfigured" in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
     for mention in mentions:
         assert mention in last_line
+    if hidden:  # a password in a URL: nowhere in the output, not even in a traceback
+        assert hidden not in result.stderr
     return last_line
 
 
@@ -229,7 +231,8 @@ def test_hosts_and_proxies_have_safe_defaults():
 
 def test_jwt_signing_key_is_derived_from_the_secret_key_unless_set():
     derived = read_settings(SECRET, "JWT_SIGNING_KEY")["JWT_SIGNING_KEY"]
-    other = read_settings({"SECRET_KEY": "another-secret"}, "JWT_SIGNING_KEY")["JWT_SIGNING_KEY"]
+    other_secret = {"SECRET_KEY": "another-production-secret-key-0123456789"}
+    other = read_settings(other_secret, "JWT_SIGNING_KEY")["JWT_SIGNING_KEY"]
     assert derived != other and SECRET["SECRET_KEY"] not in derived
     explicit = read_settings(SECRET | {"JWT_SIGNING_KEY": "k" * 40}, "JWT_SIGNING_KEY")
     assert explicit["JWT_SIGNING_KEY"] == "k" * 40
@@ -289,3 +292,154 @@ def test_an_unknown_pooler_or_pgbouncer_without_postgresql_is_a_clear_error():
     refused(SECRET | POSTGRES | {"DATABASE_POOLER": "pgpool"}, "DATABASE_POOLER")
     refused(SECRET | {"DATABASE_POOLER": "pgbouncer"}, "DATABASE_POOLER", "PostgreSQL")
     refused(SECRET | {"DATABASE_POOLER": "none"}, "DATABASE_POOLER", "PostgreSQL")
+
+
+# Bad values are refused at start, naming the variable (not read as something else, and not a
+# bare ValueError or a failure on every request later).
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "127.0.0.1:6379/12",
+        "garbage",
+        "http://127.0.0.1:6379/0",
+        "redis://127.0.0.1:6379/notadb",
+        "redis://127.0.0.1:port/0",
+        "redis://127.0.0.1:6379/0?db=-1",
+        "unix://",
+        "redis://:hunter2/x@127.0.0.1:6379/0",  # an unescaped `/` cuts the password
+    ],
+)
+def test_a_malformed_redis_url_is_refused(value):
+    refused(SECRET | {"REDIS_URL": value}, "REDIS_URL", hidden="hunter2")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HTTPS_ONLY", "sure"),
+        ("HTTPS_ONLY", "ture"),
+        ("DEBUG", "maybe"),
+        ("WEBHOOKS_ALLOW_PRIVATE", "2"),
+        ("WEBHOOKS_ALLOW_PRIVATE", "enabled"),
+    ],
+)
+def test_a_boolean_that_is_neither_true_nor_false_is_refused(name, value):
+    refused(SECRET | {name: value}, name, repr(value))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("NUM_PROXIES", "abc"),
+        ("NUM_PROXIES", "1.5"),
+        ("NUM_PROXIES", "-1"),
+        ("USAGE_FLUSH_SECONDS", "-1"),
+        ("USAGE_FLUSH_SECONDS", "abc"),
+        ("USAGE_BATCH_SECONDS", "-1"),
+        ("USAGE_BATCH_SECONDS", "nan"),
+        ("USAGE_BATCH_SECONDS", "inf"),
+        ("USAGE_BATCH_SECONDS", "1s"),
+        ("USAGE_BATCH_SECONDS", "1e10"),
+        ("USAGE_FLUSH_SECONDS", "100000"),
+    ],
+)
+def test_a_number_that_is_not_a_count_or_an_interval_is_refused(name, value):
+    refused(SECRET | {name: value}, name, repr(value))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "garbage",
+        "",
+        "postgres://sigsentry:hunter2@db.internal:port/sigsentry",
+        "postgres://sigsentry:hunter2/x@db.internal:5432/sigsentry",
+        "mongodb://sigsentry:hunter2@db.internal/sigsentry",
+        "postgres://sigsentry:hunter2@db.internal:5432/",
+    ],
+)
+def test_an_unusable_database_url_is_refused_without_its_password(value):
+    refused(SECRET | {"DATABASE_URL": value}, "DATABASE_URL", hidden="hunter2")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["garbage", "mail://user:hunter2@smtp.internal:587", "smtp://user:hunter2@smtp.internal:tls"],
+)
+def test_an_unreadable_email_url_is_refused_without_its_password(value):
+    refused(SECRET | {"EMAIL_URL": value}, "EMAIL_URL", hidden="hunter2")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SECRET_KEY", "changeme"),
+        ("SECRET_KEY", "x" * 31),
+        ("SECRET_KEY", " " * 40),
+        ("JWT_SIGNING_KEY", "short-signing-key"),
+        ("JWT_SIGNING_KEY", "\t" * 40),
+    ],
+)
+def test_a_short_or_blank_signing_secret_is_refused_without_debug(name, value):
+    refused(SECRET | {name: value}, name, hidden=value.strip())
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LEGACY_KEYS_DEPRECATED_AT": "2027-06-01T00:00:00Z"},
+        {"LEGACY_KEYS_SUNSET_AT": "2026-11-25T23:59:59Z"},
+        {"SITE_URL": "sigsentry.example.com"},
+        {"SITE_URL": "ftp://sigsentry.example.com"},
+        {"SITE_URL": ""},
+        {"SITE_URL": "https://"},
+        {"SITE_URL": "https://sigsentry.example.com:port"},
+        {"SITE_URL": "https://sigsentry.example.com/?next=1"},
+    ],
+)
+def test_a_sunset_before_the_deprecation_or_a_relative_site_url_is_refused(env):
+    refused(SECRET | env, *env)
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "expected"),
+    [
+        ({"REDIS_URL": "redis://127.0.0.1:6379/13"}, "REDIS_URL", "redis://127.0.0.1:6379/13"),
+        ({"REDIS_URL": "rediss://:pw@redis:6380/"}, "REDIS_URL", "rediss://:pw@redis:6380/"),
+        ({"REDIS_URL": "unix:///run/redis.sock?db=2"}, "REDIS_URL", "unix:///run/redis.sock?db=2"),
+        ({"REDIS_URL": ""}, "REDIS_URL", ""),
+        ({"HTTPS_ONLY": "TRUE"}, "HTTPS_ONLY", True),
+        ({"HTTPS_ONLY": " Yes "}, "HTTPS_ONLY", True),
+        ({"HTTPS_ONLY": "on"}, "HTTPS_ONLY", True),
+        ({"HTTPS_ONLY": "0"}, "HTTPS_ONLY", False),
+        ({"HTTPS_ONLY": "No"}, "HTTPS_ONLY", False),
+        ({"HTTPS_ONLY": "OFF"}, "HTTPS_ONLY", False),
+        ({"DEBUG": "1"}, "DEBUG", True),
+        ({"WEBHOOKS_ALLOW_PRIVATE": "true"}, "WEBHOOKS_ALLOW_PRIVATE", True),
+        ({}, "WEBHOOKS_ALLOW_PRIVATE", False),
+        ({"NUM_PROXIES": "2"}, "NUM_PROXIES", 2),
+        ({}, "USAGE_FLUSH_SECONDS", 60),
+        ({"USAGE_FLUSH_SECONDS": "0"}, "USAGE_FLUSH_SECONDS", 0),
+        ({}, "USAGE_BATCH_SECONDS", 1.0),
+        ({"USAGE_BATCH_SECONDS": "0"}, "USAGE_BATCH_SECONDS", 0.0),
+        ({"USAGE_BATCH_SECONDS": "0.25"}, "USAGE_BATCH_SECONDS", 0.25),
+        ({"EMAIL_URL": "smtp+tls://user:pw@smtp.internal:587"}, "EMAIL_HOST", "smtp.internal"),
+        ({"JWT_SIGNING_KEY": "k" * 32}, "JWT_SIGNING_KEY", "k" * 32),
+        ({"DEBUG": "true", "SECRET_KEY": "dev", "JWT_SIGNING_KEY": "dev"}, "DEBUG", True),
+        (
+            {"LEGACY_KEYS_SUNSET_AT": "2026-11-26T00:00:00Z"},  # the same moment: not earlier
+            "LEGACY_KEYS_SUNSET_AT",
+            "2026-11-26T00:00:00+00:00",
+        ),
+        ({}, "SITE_URL", "http://127.0.0.1:8000"),
+        (
+            {"SITE_URL": "https://example.com/sigsentry/"},
+            "SITE_URL",
+            "https://example.com/sigsentry",
+        ),
+    ],
+)
+def test_valid_values_are_still_read_as_before(env, name, expected):
+    assert read_settings(SECRET | env, name)[name] == expected

@@ -286,7 +286,13 @@ def test_real_server_past_the_sunset_refuses_known_and_unknown_legacy_keys(
     transactional_db, project
 ):
     import_key(project, TB_KEY, [Permission.ANALYSIS_READ])
-    server = GunicornServer(env={"LEGACY_KEYS_SUNSET_AT": "2020-01-01T00:00:00Z"}, workers=1)
+    server = GunicornServer(
+        env={
+            "LEGACY_KEYS_DEPRECATED_AT": "2019-01-01T00:00:00Z",
+            "LEGACY_KEYS_SUNSET_AT": "2020-01-01T00:00:00Z",
+        },
+        workers=1,
+    )
     server.start()
     try:
         answers = {

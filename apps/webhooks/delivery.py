@@ -56,18 +56,42 @@ def retry_delay(attempts: int) -> timedelta:
 #: are 10). A first attempt to an endpoint that answers goes ahead of retries and of first
 #: attempts to an endpoint failing now: one organization's dead or slow endpoints (an
 #: attempt may hold a worker 10 s, and is retried for a day) never hold up another's
-#: delivery behind their backlog.
+#: delivery behind their backlog. And an organization's other first attempts, while one
+#: waits, go behind another organization's next one: many webhooks of one organization (up
+#: to 20), or a burst of its events, to endpoints that time out would otherwise hold
+#: another's delivery for 10 s each.
 FIRST_ATTEMPT_PRIORITY = 5
+QUEUED_PRIORITY = 3
 BEHIND_PRIORITY = 0
 
 
 def enqueue_delivery(
-    delivery_id: uuid.UUID | str, run_after: datetime | None = None, *, behind: bool = False
+    delivery_id: uuid.UUID | str,
+    run_after: datetime | None = None,
+    *,
+    behind: bool = False,
+    queued: bool = False,
 ) -> None:
     """Queue an attempt; inside the caller's transaction, like the rows it belongs to.
-    `behind`: a retry, or a first attempt to a webhook with failing deliveries."""
-    priority = BEHIND_PRIORITY if behind else FIRST_ATTEMPT_PRIORITY
+    `behind`: a retry, or a first attempt to a webhook with failing deliveries; `queued`:
+    a first attempt of an organization with another one already waiting."""
+    priority = BEHIND_PRIORITY if behind else QUEUED_PRIORITY if queued else FIRST_ATTEMPT_PRIORITY
     deliver_webhook.using(priority=priority, run_after=run_after).enqueue(str(delivery_id))
+
+
+def organizations_waiting(organization_ids, besides) -> set:
+    """The organizations among `organization_ids` with a first attempt not yet made, other
+    than the deliveries `besides` (being queued now)."""
+    return set(
+        Delivery.objects.filter(
+            webhook__organization_id__in=organization_ids,
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+        )
+        .exclude(pk__in=besides)
+        .values_list("webhook__organization_id", flat=True)
+        .distinct()
+    )
 
 
 def failing_webhooks(webhook_ids) -> set:

@@ -25,7 +25,7 @@ from django.utils import timezone
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Organization
 from apps.webhooks import crypto, urlsafety
-from apps.webhooks.delivery import enqueue_delivery, failing_webhooks
+from apps.webhooks.delivery import enqueue_delivery, failing_webhooks, organizations_waiting
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from core.errors import ValidationFailed
 from core.queries import ROWS_PER_STATEMENT
@@ -174,10 +174,27 @@ def record_key_events(events: Iterable[KeyEvent], now: datetime | None = None) -
             ),
             batch_size=ROWS_PER_STATEMENT,
         )
-        failing = failing_webhooks([w.id for w in webhooks]) if deliveries else set()
-        for delivery in deliveries:
-            enqueue_delivery(delivery.pk, behind=delivery.webhook_id in failing)
+        if deliveries:
+            _enqueue_fairly(deliveries, {w.id: w.organization_id for w in webhooks})
     return rows
+
+
+def _enqueue_fairly(deliveries: list[Delivery], organization_of: dict) -> None:
+    """Each organization's first new attempt ahead, the rest of it (and of an organization
+    with attempts already waiting) behind another's next one, and endpoints failing now
+    behind all: one worker runs one attempt at a time, up to 10 s each."""
+    failing = failing_webhooks(list(organization_of))
+    waiting = organizations_waiting(
+        set(organization_of.values()), besides=[d.pk for d in deliveries]
+    )
+    for delivery in deliveries:
+        organization_id = organization_of[delivery.webhook_id]
+        enqueue_delivery(
+            delivery.pk,
+            behind=delivery.webhook_id in failing,
+            queued=organization_id in waiting,
+        )
+        waiting.add(organization_id)
 
 
 def record_key_event(*, event_type: str, organization_id: Any, key: dict[str, Any]) -> Event:

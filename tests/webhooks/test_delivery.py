@@ -498,3 +498,27 @@ def test_a_failing_endpoint_never_holds_up_another_organizations_delivery(
     assert len(ready) == 3 and set(ready[1:]) == {
         str(d.pk) for d in Delivery.objects.filter(webhook=dead)
     }
+
+
+def test_many_new_endpoints_of_one_organization_wait_behind_anothers_next_delivery(
+    make_webhook, receiver, project, organization
+):
+    """The audit's case: four fresh endpoints of one organization that accept and never
+    answer (10 s each) held another organization's delivery for 40 s. Only an
+    organization's first new attempt goes ahead; the rest of its attempts wait behind
+    another organization's next one, so that one waits for one attempt at most."""
+    other = OrganizationFactory()
+    for n in range(4):
+        make_webhook(f"http://127.0.0.1:9/silent-{n}")
+    healthy = make_webhook(receiver.url, org=other).webhook
+
+    make_key(KeyKind.SECRET, project=project)  # A: four deliveries
+    make_key(KeyKind.SECRET, project=project)  # A again, its first attempts still waiting
+    make_key(KeyKind.ORGANIZATION, organization=other)  # B, last
+
+    ready = [task.args_kwargs["args"][0] for task in DBTaskResult.objects.ready()]
+    b_delivery = str(Delivery.objects.get(webhook=healthy).pk)
+    assert len(ready) == 9
+    assert ready.index(b_delivery) == 1  # behind A's first attempt only
+    priorities = sorted(task.priority for task in DBTaskResult.objects.ready())
+    assert priorities == [deliveries.QUEUED_PRIORITY] * 7 + [deliveries.FIRST_ATTEMPT_PRIORITY] * 2

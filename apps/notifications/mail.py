@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db.models import Q
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.notifications.models import Reminder, ReminderKind
@@ -139,6 +140,8 @@ def compose(kind: str, organization: Organization, reminders: list[Reminder]) ->
     """Subject and template context for one organization's reminders of one kind."""
     copy = COPY[kind]
     keys = [r.api_key for r in reminders if r.api_key is not None]
+    if kind in (ReminderKind.LEGACY_SUNSET_30D, ReminderKind.LEGACY_SUNSET_7D):
+        keys = _legacy_keys_of(organization)  # one notice for the organization: its keys now
     webhooks = [r.webhook for r in reminders if r.webhook is not None]
     sunset = settings.LEGACY_KEYS_SUNSET_AT.strftime("%d %B %Y, %H:%M UTC")
     what = f"{len(keys)} API keys" if len(keys) != 1 else "An API key"
@@ -176,6 +179,15 @@ def compose(kind: str, organization: Organization, reminders: list[Reminder]) ->
         "webhooks": [{"host": w.url_host, "created_at": w.created_at} for w in webhooks],
         "site_url": settings.SITE_URL,
     }
+
+
+def _legacy_keys_of(organization: Organization) -> list[ApiKey]:
+    """The organization's legacy keys that still work: the ones to replace."""
+    return list(
+        ApiKey.objects.filter(organization=organization, legacy=True, revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+        .select_related("project")
+    )
 
 
 def _counted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -287,8 +287,8 @@ def test_legacy_sunset_is_announced_30_and_7_days_before_once_per_organization(
 ):
     sunset = settings.LEGACY_KEYS_SUNSET_AT
     in_use = {"last_used_at": sunset - timedelta(days=1)}  # no "unused" notice in this test
-    make_legacy_key(project, plaintext="tb_" + "a" * 30, **in_use)
-    make_legacy_key(other_project, plaintext="tb_" + "b" * 30, **in_use)
+    first, _ = make_legacy_key(project, plaintext="tb_" + "a" * 30, **in_use)
+    second, _ = make_legacy_key(other_project, plaintext="tb_" + "b" * 30, **in_use)
 
     checks.run_all_checks(sunset - timedelta(days=40))
     assert smtp.messages == []
@@ -303,6 +303,8 @@ def test_legacy_sunset_is_announced_30_and_7_days_before_once_per_organization(
     ]
     plain, _ = text_of(smtp.messages[0])
     assert f"https://sigsentry.test/orgs/{project.organization_id}/api-keys/" in plain
+    for key in (first, second):  # which keys to replace, and where
+        assert key.prefix in plain and key.project.name in plain
 
 
 def test_a_leak_report_emails_about_the_revoked_and_the_flagged_key(smtp, owner, member, project):

@@ -22,7 +22,6 @@ import logging
 import os
 import socket
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -34,6 +33,7 @@ from django.core.cache import cache
 
 from apps.secretscanning.github import parse_keys_document
 from apps.webhooks.urlsafety import is_public_address
+from core.deadline import DeadlinePassed, call_within
 
 GITHUB_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
 MAX_DOCUMENT_BYTES = 1024 * 1024
@@ -121,22 +121,10 @@ def _within(seconds: float, fetch):
     for days. The fetch runs in a daemon thread of its own; one still running at the
     deadline is abandoned: it stops at its next chunk of body, or ends with the process.
     """
-    outcome: list = []
-
-    def run() -> None:
-        try:
-            outcome.append(fetch())
-        except Exception as exc:  # raised again below, in the command's thread
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True, name="refresh-github-keys")
-    thread.start()
-    thread.join(seconds)
-    if not outcome:
-        raise _too_slow(seconds)
-    if isinstance(outcome[0], Exception):
-        raise outcome[0]
-    return outcome[0]
+    try:
+        return call_within(seconds, fetch, "refresh-github-keys")
+    except DeadlinePassed:
+        raise _too_slow(seconds) from None
 
 
 def _too_slow(seconds: float) -> KeySourceError:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import threading
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from django.conf import settings
+
+from core.deadline import DeadlinePassed, call_within
 
 MAX_URL_LENGTH = 2048
 #: Not globally reachable (IANA's special-purpose registries) though the `ipaddress` tables
@@ -160,19 +161,11 @@ def resolve(url: object) -> Target:
 def _lookup(host: str, port: int) -> list:
     """`getaddrinfo` in a thread of its own, waited for at most LOOKUP_TIMEOUT_SECONDS
     (it takes no timeout); a lookup still hanging then ends with its thread, unused."""
-    answer: list = []
-
-    def run() -> None:
-        try:
-            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except Exception as exc:  # handed to the caller below
-            answer.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True, name="webhook-host-lookup")
-    thread.start()
-    thread.join(LOOKUP_TIMEOUT_SECONDS)
-    if not answer:
-        raise LookupTimedOut(NOT_PUBLIC)
-    if isinstance(answer[0], Exception):
-        raise answer[0]
-    return answer[0]
+    try:
+        return call_within(
+            LOOKUP_TIMEOUT_SECONDS,
+            lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM),
+            "webhook-host-lookup",
+        )
+    except DeadlinePassed:
+        raise LookupTimedOut(NOT_PUBLIC) from None

@@ -50,6 +50,7 @@ def failure_paths(call: Caller, creds: Credentials) -> dict[str, dict[str, int]]
         "bad checksum": build_environ("/v1/me", bearer(bad_checksum), {}),
         "unknown key": build_environ("/v1/me", bearer(unknown), {}),
         "revoked key": build_environ("/v1/me", bearer(creds.revoked), {}),
+        "revoked key with a rate limit": build_environ("/v1/me", bearer(creds.revoked_limited), {}),
     }
     past = datetime.now(UTC) - timedelta(days=1)
     after_sunset = override_settings(

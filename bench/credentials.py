@@ -44,6 +44,7 @@ class Credentials:
     org: str
     legacy: str
     revoked: str
+    revoked_limited: str
     burst: str
     jwt: str
     drf_token: str
@@ -107,6 +108,9 @@ def make_credentials() -> Credentials:
 
     revoked = mint(KeyKind.SECRET)
     revoke_key(actor=user, api_key=ApiKey.objects.get(digest=keyformat.digest(revoked)))
+    # Its refusal carries X-RateLimit-* headers: the window is read with the failure's count.
+    revoked_limited = mint(KeyKind.SECRET, rate_limit={"requests": 100_000, "perSeconds": 86_400})
+    revoke_key(actor=user, api_key=ApiKey.objects.get(digest=keyformat.digest(revoked_limited)))
     creds = Credentials(
         organization=organization,
         project=project,
@@ -128,6 +132,7 @@ def make_credentials() -> Credentials:
         org=mint(KeyKind.ORGANIZATION),
         legacy=make_legacy_key(project),
         revoked=revoked,
+        revoked_limited=revoked_limited,
         burst=mint(KeyKind.SECRET),
         jwt=start_session(user).access,
         drf_token=Token.objects.create(user=user).key,

@@ -202,10 +202,10 @@ def _counted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @dataclass
 class Sent:
-    """What became of a message's copies: `done` the addresses the mail server took, or
-    refused for good (a 5xx to RCPT: that address can never be mailed, and waiting for it
-    would hold everyone else's copy); `failure` what stopped the others (the server down
-    or slow, a temporary refusal), to be tried again."""
+    """What became of a message's copies: `accepted` the addresses the mail server took,
+    `refused` those it refused for good (a 5xx to RCPT: never mailable, and waiting for
+    them would hold everyone else's copy); `failure` the first thing that stopped a copy
+    (a temporary refusal, the server down or slow), those copies to be tried again."""
 
     accepted: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -218,28 +218,30 @@ class Sent:
     @property
     def server_failed(self) -> bool:
         """Whether the server itself failed (unreachable, silent, hung up), not one copy."""
-        return isinstance(self.failure, _SERVER_FAILURES)
+        return is_server_failure(self.failure)
 
 
-#: Failures of the mail server itself, as opposed to an answer about one message.
-_SERVER_FAILURES = (
-    OSError,  # refused, unreachable, timed out
-    smtplib.SMTPServerDisconnected,
-    smtplib.SMTPConnectError,
-    smtplib.SMTPHeloError,
-)
+def is_server_failure(exc: BaseException | None) -> bool:
+    """A failure of the mail server itself, as opposed to its answer about one message
+    (smtplib's errors are OSErrors too: an answer is not a socket failure)."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError):
+        return True
+    if isinstance(exc, smtplib.SMTPHeloError):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
 
 
 def send_reminder_email(
     kind: str, organization: Organization, reminders: list[Reminder], to: list[str]
 ) -> Sent:
-    """Send one message per recipient over one connection, each on its own: a refused
-    address never costs the others their copy."""
-    context = compose(kind, organization, reminders)
-    text = render_to_string("notifications/email.txt", context)
-    html = render_to_string("notifications/email.html", context)
+    """Send one message per recipient over one connection, each on its own: an address
+    refused (for good or for now) never costs the others their copy; a server that fails
+    stops the rest."""
     sent = Sent()
     try:
+        context = compose(kind, organization, reminders)
+        text = render_to_string("notifications/email.txt", context)
+        html = render_to_string("notifications/email.html", context)
         with get_connection(fail_silently=False) as connection:
             for address in to:
                 message = EmailMultiAlternatives(
@@ -253,15 +255,20 @@ def send_reminder_email(
                     connection.send_messages([message])
                 except smtplib.SMTPRecipientsRefused as exc:
                     if not all(code >= 500 for code, _ in exc.recipients.values()):
-                        raise  # a temporary refusal: this copy is tried again
+                        sent.failure = sent.failure or exc  # for now: this copy tried again
+                        continue
                     count_email_failure(type(exc).__name__)
                     logger.warning(
                         "reminder email refused for one recipient for good",
                         extra={"organization_id": str(organization.id)},
                     )
                     sent.refused.append(address)
+                except smtplib.SMTPResponseException as exc:
+                    if is_server_failure(exc):
+                        raise
+                    sent.failure = sent.failure or exc  # this message refused: tried again
                 else:
                     sent.accepted.append(address)
-    except Exception as exc:
+    except Exception as exc:  # the server, or composing the message: the rest tried again
         sent.failure = exc
     return sent

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -500,21 +499,58 @@ def test_an_address_refused_for_good_costs_no_one_else_their_copy(
     assert not Reminder.objects.filter(emailed_at__isnull=True).exists()
 
 
-def test_a_copy_refused_for_now_is_sent_again_alone(smtp, owner, admin, project):
-    smtp.refusing[admin.email] = "450 4.2.1 Mailbox busy, try again"
+@pytest.mark.parametrize("refused_role", ["owner", "admin"])
+def test_a_copy_refused_for_now_is_sent_again_alone(
+    smtp, request, owner, admin, project, refused_role
+):
+    """Whichever address comes first: a temporary refusal (452) costs the others nothing."""
+    refused = request.getfixturevalue(refused_role)
+    kept = admin if refused is owner else owner
+    smtp.refusing[refused.email] = "452 4.2.2 Mailbox full, try again"
     _key, text = make_key(KeyKind.SECRET, project=project)
     report_leaked_keys(candidates=[text])
 
     checks.run_urgent_checks()
-    assert [str(m["To"]) for m in smtp.messages] == [owner.email]
+    assert [str(m["To"]) for m in smtp.messages] == [kept.email]
     reminder = Reminder.objects.get()
-    assert (reminder.emailed_at, reminder.emailed_to) == (None, [owner.email])
+    assert (reminder.emailed_at, reminder.emailed_to) == (None, [kept.email])
 
-    del smtp.refusing[admin.email]
+    del smtp.refusing[refused.email]
     checks.run_urgent_checks(timezone.now() + timedelta(hours=1))
 
     assert sorted(str(m["To"]) for m in smtp.messages) == sorted([owner.email, admin.email])
     assert Reminder.objects.get().emailed_at is not None
+
+
+def test_a_refused_address_of_one_organization_never_holds_anothers_email(smtp, owner, project):
+    """An answer about one message is not the server failing: the run goes on."""
+    smtp.refusing[owner.email] = "452 4.2.2 Mailbox full, try again"
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    other = MembershipFactory(role=Role.OWNER, organization__name="Zeta")
+    _other_key, other_text = make_key(
+        KeyKind.SECRET, project=ProjectFactory(organization=other.organization)
+    )
+    report_leaked_keys(candidates=[text, other_text])
+
+    checks.run_urgent_checks()
+
+    assert [str(m["To"]) for m in smtp.messages] == [other.user.email]
+    assert Reminder.objects.filter(emailed_at__isnull=False).count() == 1
+
+
+def test_a_message_that_cannot_be_composed_is_tried_again_later(smtp, owner, project, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away while composing")
+
+    monkeypatch.setattr(mail, "compose", broken)
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    report_leaked_keys(candidates=[text])
+
+    report = checks.run_urgent_checks()
+
+    reminder = Reminder.objects.get()
+    assert (reminder.email_attempts, reminder.locked_until) == (1, None)
+    assert reminder.last_error == "RuntimeError" and report.email_failures == 1
 
 
 def test_a_mail_server_that_hangs_is_waited_for_once_per_run_not_per_message(settings):
@@ -535,12 +571,10 @@ def test_a_mail_server_that_hangs_is_waited_for_once_per_run_not_per_message(set
         )
         report_leaked_keys(candidates=[text])
     try:
-        started = time.monotonic()
         report = checks.run_urgent_checks()
-        took = time.monotonic() - started
     finally:
         silent.close()
 
-    assert len(connections) == 1 and took < 1.5
+    assert len(connections) == 1  # not one wait per message
     assert report.email_failures == 3  # every message waits for its next try
     assert Reminder.objects.filter(emailed_at__isnull=True, email_attempts=1).count() == 3

@@ -17,7 +17,8 @@ worker=$!
 web=$!
 
 stop() {
-	trap 'kill -TERM "$web" "$worker" 2>/dev/null' INT TERM HUP # a second signal: at once
+	# A second signal: at once (gunicorn's quick shutdown; the worker's second signal).
+	trap 'kill -QUIT "$web" 2>/dev/null; kill -TERM "$worker" 2>/dev/null' INT TERM HUP
 	kill -TERM "$web" "$worker" 2>/dev/null
 	until wait; do :; done # interrupted by a signal: wait again
 }

@@ -3,6 +3,7 @@ ends: nothing is left serving with nobody to stop it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -67,7 +68,7 @@ def _start(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
             return run, port
         except OSError:
             time.sleep(0.2)
-    os.killpg(run.pid, signal.SIGKILL)
+    _kill_left(run.pid)
     pytest.fail("the demo server did not start")
 
 
@@ -77,11 +78,26 @@ def _as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _group_left(group: int) -> list[str]:
+def _left(session: int) -> list[str]:
+    """The processes still running in the run's session (`ps -g`: by session; the server
+    and the worker have process groups of their own)."""
     out = subprocess.run(
-        ["ps", "-o", "pid=,args=", "-g", str(group)], capture_output=True, text=True
+        ["ps", "-o", "pid=,args=", "-g", str(session)], capture_output=True, text=True
     )
     return out.stdout.splitlines()
+
+
+def _gone(session: int, within: float = 10) -> bool:
+    deadline = time.monotonic() + within
+    while _left(session) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not _left(session)
+
+
+def _kill_left(session: int) -> None:
+    for line in _left(session):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
 
 
 @pytest.mark.parametrize(
@@ -102,13 +118,9 @@ def test_the_demo_server_and_worker_stop_together(demo_env, sent, to_group):
         run.send_signal(sent)
     try:
         run.wait(timeout=30)
-        deadline = time.monotonic() + 10
-        while _group_left(run.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _group_left(run.pid) == []
+        assert _gone(run.pid)
     finally:
-        if _group_left(run.pid):
-            os.killpg(run.pid, signal.SIGKILL)
+        _kill_left(run.pid)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
@@ -118,11 +130,9 @@ def test_a_server_that_cannot_start_stops_the_worker(demo_env):
         run = _spawn(demo_env, port)
         try:
             assert run.wait(timeout=60) != 0
-            time.sleep(1)
-            assert _group_left(run.pid) == []
+            assert _gone(run.pid)
         finally:
-            if _group_left(run.pid):
-                os.killpg(run.pid, signal.SIGKILL)
+            _kill_left(run.pid)
 
 
 class socket_in_use:
@@ -136,3 +146,22 @@ class socket_in_use:
 
     def __exit__(self, *exc) -> None:
         self.sock.close()
+
+
+def test_a_second_ctrl_c_stops_at_once(demo_env):
+    """The first asks gunicorn to finish its requests in flight (up to 30 s); a request
+    that never finishes arriving holds it. The second stops everything now."""
+    run, port = _start(demo_env)
+    slow = socket.create_connection(("127.0.0.1", port))
+    try:
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never ends
+        time.sleep(0.5)
+        os.killpg(run.pid, signal.SIGINT)
+        time.sleep(1)
+        os.killpg(run.pid, signal.SIGINT)
+        started = time.monotonic()
+        run.wait(timeout=20)
+        assert time.monotonic() - started < 10 and _gone(run.pid)
+    finally:
+        slow.close()
+        _kill_left(run.pid)

@@ -29,7 +29,9 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 # it, rather than being read as something else (django-environ's `env.bool` takes any unknown
 # word for false) or failing later, per request, with an error that does not.
 
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+# django-environ's own true words (ok, y included), and their opposites.
+_TRUE = ("true", "t", "1", "yes", "y", "on", "ok")
+_FALSE = ("false", "f", "0", "no", "n", "off")
 
 
 def _read_bool(name: str, default: bool) -> bool:

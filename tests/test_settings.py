@@ -416,6 +416,8 @@ def test_a_sunset_before_the_deprecation_or_a_relative_site_url_is_refused(env):
         ({"HTTPS_ONLY": "0"}, "HTTPS_ONLY", False),
         ({"HTTPS_ONLY": "No"}, "HTTPS_ONLY", False),
         ({"HTTPS_ONLY": "OFF"}, "HTTPS_ONLY", False),
+        ({"HTTPS_ONLY": "y"}, "HTTPS_ONLY", True),  # django-environ's true words stay true
+        ({"HTTPS_ONLY": "ok"}, "HTTPS_ONLY", True),
         ({"DEBUG": "1"}, "DEBUG", True),
         ({"WEBHOOKS_ALLOW_PRIVATE": "true"}, "WEBHOOKS_ALLOW_PRIVATE", True),
         ({}, "WEBHOOKS_ALLOW_PRIVATE", False),

@@ -22,7 +22,8 @@ of the token or of its path %-encoded, the whole link URL-encoded up to four
 times over (in a query's `next=`, in a Referer), an extra slash. A value holding
 such a link is written decoded, the secret masked and its non-printable
 characters %-encoded again; a value encoded more than four times over is written
-as "…".
+as it came, any link in it masked as it is (never blanked: a client could
+otherwise hide its own request line). Other values are written unchanged.
 """
 
 import logging
@@ -46,9 +47,20 @@ _OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _created_metrics_dir = None
 
 
-#: The secret part of a token link (/reset/<token>/, /invitations/<token>/) in a value
-#: URL-decoded first: a path, a URL in a Referer, a link in a query (/login/?next=...).
-_TOKEN_IN_URL = re.compile(r"(/(?:reset|invitations)/+)[^/?&#\s\"]+", re.I)
+#: The secret part of a token link (/reset/<token>/, /invitations/<token>/, the API's
+#: /v1/invitations/<token>/accept) in a value URL-decoded first: a path where a path starts
+#: (a request line, a URL in a Referer, a link in a query: /login/?next=...), so that
+#: /orgs/<id>/invitations/<id>/cancel/, which holds no secret, is written as it is.
+_TOKEN_IN_URL = re.compile(
+    r"((?:^|[\s\"'=?&]|//[^/\s\"]*)(?:/v1)?/+(?:reset|invitations)/+)[^/?&#\s\"]+", re.I
+)
+#: The same in a value encoded more times over than is ever sent for real (crafted), read
+#: as it is: separators %-encoded at any depth, the secret's own escapes included.
+_TOKEN_IN_ENCODED_URL = re.compile(
+    r"((?:/|%(?:25)*2F)(?:reset|invitations)(?:/|%(?:25)*2F)+)"
+    r"(?:[^/?&#\s\"%]|%(?:25)*+(?!2[Ff])[0-9A-Fa-f]{2})+",
+    re.I,
+)
 #: %-encoded again in a decoded value, so that a decoded %0A or %22 cannot forge a line.
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]|\"")
 #: Browsers and mail clients encode a link once, a redirect chain maybe twice or three times.
@@ -71,8 +83,8 @@ def _mask_token_links(value: str) -> str:
     """`value` unchanged when no token link is in it, in any decoded form; else decoded,
     with the secret masked (the encoded form would hide it from the pattern)."""
     decoded = _decoded(value)
-    if decoded is None:
-        return "…"  # what it hides cannot be told, a token link included
+    if decoded is None:  # over-encoded: masked as it is, never blanked (a request's own line)
+        return _TOKEN_IN_ENCODED_URL.sub("\\1…", value)
     if not _TOKEN_IN_URL.search(decoded):
         return value
     printable = _UNPRINTABLE.sub(lambda c: quote(c[0], safe=""), decoded)

@@ -503,3 +503,28 @@ def test_gunicorn_error_log_masks_a_token_link_in_a_message_and_its_traceback(gu
     assert "Error handling request GET /reset/…/" in text
     assert "ValueError: cannot answer /invitations/…/" in text
     assert text.count("\n") > 3  # the traceback keeps its lines
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        # a link where a path starts: masked
+        (
+            "GET /v1/invitations/s3cretT0ken/accept HTTP/1.1",
+            "GET /v1/invitations/…/accept HTTP/1.1",
+        ),
+        ("/reset/s3cretT0ken/", "/reset/…/"),
+        # no secret in it: written as it came
+        ("GET /orgs/0b1c/invitations/9f2e/cancel/ HTTP/1.1", None),
+        ("GET /v1/keys?x=%2525252541 HTTP/1.1", None),  # over-encoded, no link: not blanked
+        # over-encoded with a link: masked as it is, not blanked
+        (
+            "GET /login/?next=%25252525252Freset%25252525252Fs3cretT0ken%25252525252F HTTP/1.1",
+            "GET /login/?next=%25252525252Freset%25252525252F…%25252525252F HTTP/1.1",
+        ),
+    ],
+)
+def test_gunicorn_masks_token_links_and_nothing_else(value, written):
+    conf = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
+
+    assert conf["_mask_token_links"](value) == (value if written is None else written)

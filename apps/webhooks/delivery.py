@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from cryptography.fernet import InvalidToken
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import BooleanField, ExpressionWrapper, F, Q
 from django.utils import timezone
 from django_tasks import task
 
@@ -79,30 +79,21 @@ def enqueue_delivery(
     deliver_webhook.using(priority=priority, run_after=run_after).enqueue(str(delivery_id))
 
 
-def organizations_waiting(organization_ids, besides) -> set:
-    """The organizations among `organization_ids` with a first attempt not yet made, other
-    than the deliveries `besides` (being queued now)."""
-    return set(
-        Delivery.objects.filter(
-            webhook__organization_id__in=organization_ids,
-            status=DeliveryStatus.PENDING,
-            attempts=0,
-        )
+def pending_attempts(webhook_ids, besides) -> tuple[set, set]:
+    """Of the webhooks `webhook_ids`, in one query over their pending deliveries (but
+    `besides`, being queued now): those with a delivery being retried (failing now), and
+    those with a first attempt not yet made (waiting)."""
+    rows = (
+        Delivery.objects.filter(webhook_id__in=webhook_ids, status=DeliveryStatus.PENDING)
         .exclude(pk__in=besides)
-        .values_list("webhook__organization_id", flat=True)
+        .annotate(retried=ExpressionWrapper(Q(attempts__gt=0), output_field=BooleanField()))
+        .values_list("webhook_id", "retried")
         .distinct()
     )
-
-
-def failing_webhooks(webhook_ids) -> set:
-    """The webhooks among `webhook_ids` with a delivery being retried now."""
-    return set(
-        Delivery.objects.filter(
-            webhook_id__in=webhook_ids, status=DeliveryStatus.PENDING, attempts__gt=0
-        )
-        .values_list("webhook_id", flat=True)
-        .distinct()
-    )
+    failing, waiting = set(), set()
+    for webhook_id, retried in rows:
+        (failing if retried else waiting).add(webhook_id)
+    return failing, waiting
 
 
 def _unclaimed(delivery_id: str, now: datetime):

@@ -25,7 +25,7 @@ from django.utils import timezone
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Organization
 from apps.webhooks import crypto, urlsafety
-from apps.webhooks.delivery import enqueue_delivery, failing_webhooks, organizations_waiting
+from apps.webhooks.delivery import enqueue_delivery, pending_attempts
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from core.errors import ValidationFailed
 from core.queries import ROWS_PER_STATEMENT
@@ -183,10 +183,10 @@ def _enqueue_fairly(deliveries: list[Delivery], organization_of: dict) -> None:
     """Each organization's first new attempt ahead, the rest of it (and of an organization
     with attempts already waiting) behind another's next one, and endpoints failing now
     behind all: one worker runs one attempt at a time, up to 10 s each."""
-    failing = failing_webhooks(list(organization_of))
-    waiting = organizations_waiting(
-        set(organization_of.values()), besides=[d.pk for d in deliveries]
+    failing, webhooks_waiting = pending_attempts(
+        list(organization_of), besides=[d.pk for d in deliveries]
     )
+    waiting = {organization_of[webhook_id] for webhook_id in webhooks_waiting}
     for delivery in deliveries:
         organization_id = organization_of[delivery.webhook_id]
         enqueue_delivery(

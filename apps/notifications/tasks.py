@@ -3,6 +3,9 @@
 `enqueue_due` is called by every `run_worker` loop. Each schedule is one row
 whose `next_run_at` a conditional UPDATE moves forward: the worker whose UPDATE
 changed the row queues the run (in the same transaction), the others do nothing.
+The time is the database's, one clock for every worker: a worker whose own clock
+ran ahead would otherwise push `next_run_at` into its future, and every other
+worker would skip the job until then.
 Running the job as a task means SIGTERM lets it finish, like any other task.
 """
 
@@ -13,7 +16,7 @@ from datetime import datetime, timedelta
 
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db.models.functions import Now
 from django_tasks import task
 
 from apps.accounts.mail import requeue_stalled_retries
@@ -90,18 +93,21 @@ def enqueue_due(
     checks_every: timedelta = CHECKS_EVERY,
     urgent_every: timedelta = URGENT_EVERY,
 ) -> list[str]:
-    """Queue each schedule whose time has come, once across all workers; names queued."""
-    now = now or timezone.now()
+    """Queue each schedule whose time has come, once across all workers; names queued.
+
+    `now` is the database's clock unless a caller (a test) names a time.
+    """
+    clock = Now() if now is None else now
     queued = []
     for name, every, job in schedules(checks_every, urgent_every):
         try:
             with transaction.atomic():
-                Schedule.objects.get_or_create(name=name, defaults={"next_run_at": now})
+                Schedule.objects.get_or_create(name=name, defaults={"next_run_at": clock})
         except IntegrityError:
             pass  # another worker created it at the same moment
         with transaction.atomic():
-            if Schedule.objects.filter(name=name, next_run_at__lte=now).update(
-                next_run_at=now + every
+            if Schedule.objects.filter(name=name, next_run_at__lte=clock).update(
+                next_run_at=clock + every
             ):
                 job.enqueue()
                 queued.append(name)

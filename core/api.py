@@ -32,7 +32,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.errors import ApiError, KeyManagementForbidden, PermissionDenied, ValidationFailed
+from core.errors import KeyManagementForbidden, PermissionDenied, ValidationFailed
 from core.principal import Principal
 from core.validation import check_fields
 
@@ -121,10 +121,11 @@ class ApiView(APIView):
     def principal(self) -> Principal:
         return self.request.user
 
-    def refuses_key_early(self, key) -> bool:
-        """Whether a request with `key` is refused before DRF's throttle step, known
-        without a query. `key`: what a process last read of the key (a guess): its rate
-        limit's check is not sent ahead of the lookup then (`apps.apikeys.gate.reservation`)."""
+    def may_refuse_key_early(self, key) -> bool:
+        """Whether a request with `key` may be refused before DRF's throttle step: False
+        only when it is known without a query that it is not. `key`: what a process last
+        read of the key (a guess); its rate limit's check is sent ahead of the lookup only
+        then (`apps.apikeys.gate.reservation`), so a refused request never holds budget."""
         return not self.handles(self.request.method)
 
     def handles(self, method: str) -> bool:
@@ -164,12 +165,9 @@ class ProjectScopedView(ApiView):
         # For what runs after the response (an org key's last use names its project).
         request.META[PROJECT_ID] = self.project.id
 
-    def refuses_key_early(self, key) -> bool:
-        try:
-            access_policy().project_id_for_key(key, self.request.META.get("HTTP_X_PROJECT_ID"))
-        except ApiError:
-            return True
-        return super().refuses_key_early(key)
+    def may_refuse_key_early(self, key) -> bool:
+        header = self.request.META.get("HTTP_X_PROJECT_ID")
+        return access_policy().may_refuse_key(key, header) or super().may_refuse_key_early(key)
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -201,7 +199,7 @@ class ManagementView(ApiView):
         if self.principal.key is not None:
             raise KeyManagementForbidden()
 
-    def refuses_key_early(self, key) -> bool:
+    def may_refuse_key_early(self, key) -> bool:
         return True
 
 

@@ -91,19 +91,65 @@ def test_the_check_reaches_redis_while_the_key_is_looked_up(project):
     assert second["X-RateLimit-Remaining"] == "8"
 
 
-def test_a_request_refused_before_the_limit_gives_back_what_its_check_took(project):
+def deleted_since_seen(plaintext, other_project):
+    """A project of the org key's organization this process read for the key (one request),
+    deleted since: the guess cannot tell, only the row does (a reservation is taken and
+    given back)."""
+    assert analyses(plaintext, other_project).status_code == 200
+    project_id = other_project.id
+    other_project.delete()
+    other_project.id = project_id  # delete() clears it; requests still name it
+    return other_project
+
+
+def test_a_request_refused_before_the_limit_gives_back_what_its_check_took(project, other_project):
+    api_key, plaintext = org_key(project, requests=3)
+    assert analyses(plaintext, project).status_code == 200
+    gone = deleted_since_seen(plaintext, other_project)
+
+    refused = [analyses(plaintext, gone) for _ in range(4)]
+
+    assert {(r.status_code, error_code(r), r["X-RateLimit-Remaining"]) for r in refused} == {
+        (404, "PROJECT_NOT_FOUND", "1")
+    }
+    assert all(r.wsgi_request.META[reservation.RESERVATION].taken_ms for r in refused)
+    assert window_length(api_key) == 2
+    assert [analyses(plaintext, project).status_code for _ in range(2)] == [200, 429]
+
+
+def test_an_org_key_naming_foreign_projects_never_holds_its_budget(project):
+    """Found by an audit: 300 requests of a 20-an-hour org key naming another organization's
+    project, mixed with its 20 valid ones, got one of those a 429 in about half the runs:
+    each refused request held a place in the window from before its lookup to its response.
+    A project this process has not seen in the key's organization reserves nothing."""
     api_key, plaintext = org_key(project, requests=3)
     assert analyses(plaintext, project).status_code == 200
     elsewhere = ProjectFactory()  # another organization's: only its row tells
+    seen = []
 
-    refused = [analyses(plaintext, elsewhere) for _ in range(4)]
+    def look_at_the_window():
+        time.sleep(0.05)  # long enough for a check sent before the lookup to land
+        seen.append(window_length(api_key))
 
-    assert {(r.status_code, error_code(r), r["X-RateLimit-Remaining"]) for r in refused} == {
-        (404, "PROJECT_NOT_FOUND", "2")
-    }
-    assert all(r.wsgi_request.META[reservation.RESERVATION].taken_ms for r in refused)
-    assert window_length(api_key) == 1
-    assert [analyses(plaintext, project).status_code for _ in range(3)] == [200, 200, 429]
+    with connection.execute_wrapper(DuringLookup(plaintext, look_at_the_window)):
+        refused = analyses(plaintext, elsewhere)
+
+    assert error_code(refused) == "PROJECT_NOT_FOUND"
+    assert reservation.RESERVATION not in refused.wsgi_request.META
+    assert seen == [1]
+    assert refused["X-RateLimit-Remaining"] == "2"
+
+
+def test_an_org_keys_check_goes_ahead_once_the_process_has_seen_the_project(project, other_project):
+    _api_key, plaintext = org_key(project, requests=5)
+    assert analyses(plaintext, project).status_code == 200
+
+    first, second = analyses(plaintext, other_project), analyses(plaintext, other_project)
+
+    assert [first.status_code, second.status_code] == [200, 200]
+    assert reservation.RESERVATION not in first.wsgi_request.META  # checked after the lookup
+    assert second.wsgi_request.META[reservation.RESERVATION].taken_ms  # ahead of it
+    assert [first["X-RateLimit-Remaining"], second["X-RateLimit-Remaining"]] == ["3", "2"]
 
 
 def test_a_key_revoked_since_the_guess_uses_no_budget(owner, project):
@@ -199,23 +245,26 @@ def test_a_stale_guess_never_drops_times_a_longer_window_still_counts(owner, pro
     assert window_length(api_key) == 3
 
 
-def test_a_give_back_after_redis_failed_the_request_goes_with_the_next_batch(project):
+def test_a_give_back_after_redis_failed_the_request_goes_with_the_next_batch(
+    project, other_project
+):
     api_key, plaintext = org_key(project, requests=3)
     assert analyses(plaintext, project).status_code == 200
+    gone = deleted_since_seen(plaintext, other_project)
 
     def redis_gave_up():  # as a 250 ms timeout at another Redis step of the request does
         failopen.gave_up("test")
 
     try:
         with connection.execute_wrapper(DuringLookup(plaintext, redis_gave_up)):
-            refused = analyses(plaintext, ProjectFactory())
+            refused = analyses(plaintext, gone)
     finally:
         failopen.new_request()
 
     assert error_code(refused) == "PROJECT_NOT_FOUND"
     assert refused.wsgi_request.META[reservation.RESERVATION].taken_ms
     send_pending_counts()
-    assert window_length(api_key) == 1
+    assert window_length(api_key) == 2
 
 
 def count_checks(monkeypatch) -> list:
@@ -231,18 +280,19 @@ def count_checks(monkeypatch) -> list:
 
 
 def test_an_exhausted_window_answers_a_refusal_before_the_limit_without_a_second_check(
-    project, monkeypatch
+    project, other_project, monkeypatch
 ):
-    api_key, plaintext = org_key(project, requests=1)
+    api_key, plaintext = org_key(project, requests=2)
     assert analyses(plaintext, project).status_code == 200
+    gone = deleted_since_seen(plaintext, other_project)
     checks = count_checks(monkeypatch)
 
-    refused = analyses(plaintext, ProjectFactory())
+    refused = analyses(plaintext, gone)
 
     assert error_code(refused) == "PROJECT_NOT_FOUND"
     assert refused["X-RateLimit-Remaining"] == "0"
     assert checks == []  # the overlapped check took nothing and told the window
-    assert window_length(api_key) == 1
+    assert window_length(api_key) == 2
 
 
 def test_the_guesses_a_process_keeps_are_bounded(project, monkeypatch):

@@ -4,12 +4,15 @@ The check is sent before the key's lookup and read after it, so the two round tr
 overlap (bench/README.md: +342 µs -> +93-160). Its key and limit are those this process
 last read for the credential: a guess, held against the row before use, and given back
 (`give_back`) when the request never reaches the limit's step. A request the guess
-says will be refused before that step (by the key's origins or IPs, its projects, or a
-view no key may use) reserves nothing: a stolen key cannot hold its owner's budget, and
-the refusal costs one round trip (the window read for its headers, with the failure's
-count: `steps.RefusedKeyWindow`), not two. Two remain only where the guess cannot know: a
-key changed since, an org key naming a project that is not its organization's (a query
-tells).
+says may be refused before that step (by the key's origins or IPs, its projects, a view
+no key may use, or, for an org key, a project this process has not yet seen in the key's
+organization: only a query tells) reserves nothing. A reservation held by a request that
+is then refused would, until given back, count against the key's concurrent requests:
+one of them could get a 429 with budget left (SPEC §4.10: a refused request uses none),
+and a stolen key could do that on purpose with foreign project ids. Such a request costs
+one round trip (the window read for its headers, with the failure's count where
+authentication refused it: `steps.RefusedKeyWindow`), not two. What the guess cannot
+know: a key changed on another process since this one read it.
 """
 
 from __future__ import annotations
@@ -78,16 +81,16 @@ def remember_limit(digest: str, key: KeyRecord | None) -> None:
         _limits_seen[digest] = key
 
 
-def _refused_early(request, guess: KeyRecord) -> bool:
-    """Whether the guess says this request stops before the limit's step (SPEC §4.10's
+def _may_be_refused_early(request, guess: KeyRecord) -> bool:
+    """Whether the guess says this request may stop before the limit's step (SPEC §4.10's
     order: expired, origin, IP, project; and views no key may use)."""
     if not _active(guess):
         return True
     if client_refusal(request, guess.allowed_origins, guess.allowed_ips) is not None:
         return True
     view = (getattr(request, "parser_context", None) or {}).get("view")
-    refuses = getattr(view, "refuses_key_early", None)  # core.api.ApiView's
-    return refuses is not None and refuses(guess)
+    may_refuse = getattr(view, "may_refuse_key_early", None)  # core.api.ApiView's
+    return may_refuse is not None and may_refuse(guess)
 
 
 def reserve_limit(request, digest: str) -> None:
@@ -95,7 +98,12 @@ def reserve_limit(request, digest: str) -> None:
     time (a guess), to be read by `collect_reservation` after the lookup."""
     guess = _limits_seen.get(digest)
     client = redis_client()
-    if guess is None or client is None or failopen.given_up() or _refused_early(request, guess):
+    if (
+        guess is None
+        or client is None
+        or failopen.given_up()
+        or _may_be_refused_early(request, guess)
+    ):
         return
     pool = client.connection_pool
     try:

@@ -5,10 +5,12 @@ and `.html` with `SITE_URL` as the base of its links; the sender is
 `DEFAULT_FROM_EMAIL` and the transport `EMAIL_URL` (Django's mail).
 
 During a request a message is rendered and sent after the response has gone out
-(Django's `request_finished`, which the server sends once the body is written), so
-an answer takes the same time whether or not an email was sent: the password
-reset answer cannot tell whether an account exists by its timing. Outside a
-request (a management command, a shell) it is sent at once. A failed send (SMTP
+(Django's `request_finished`, which the server sends once the body is written): the
+answer does not wait for the mail server. The connection and the server's process
+do, though, so a message whose sending must say nothing (the password reset's, which
+would tell whether an account exists) is queued for the worker instead
+(`apps.accounts.password_reset`). Outside a request (a management command, a shell,
+the worker) it is sent at once. A failed send (SMTP
 down, a refused recipient) is logged with the kind of message and the error's
 class only, never the address, link or token, and never reaches the user.
 
@@ -52,6 +54,8 @@ from core import metrics
 
 logger = logging.getLogger("sigsentry.mail")
 
+#: A first try the worker makes goes ahead of webhook deliveries, as the notifications do.
+FIRST_TRY_PRIORITY = 10
 FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 1800
 NOTICE_RETRY_FOR = timedelta(days=1)

@@ -10,8 +10,14 @@ password changes the hash it signs. It appears only in the emailed link
 A send that failed is retried by the worker with a newly minted link (the queued
 task holds the user id only).
 
-Asking for a reset answers the same whether or not an account uses the email
-(the mail itself goes out after the response, apps.accounts.mail), and is
+Asking for a reset answers the same whether or not an account uses the email, and
+takes the same time to the end of the connection: the request only queues the ask
+(`mail_reset_link`, holding the normalized address) for the worker, which looks the
+address up and mails the link, within its poll interval (a second). Sent by the web
+process after its answer, as the other account emails are, the mail held the
+connection and the server's process for as long as the mail server took: an
+audit told existing accounts from unknown ones by when the connection closed
+(10.7 vs 3.0 ms with a local mail server, 1 s vs 4 ms with a slow one). It is
 throttled per client and per normalized address so nobody can flood an inbox.
 """
 
@@ -27,6 +33,7 @@ from django.contrib.auth.tokens import PasswordResetTokenGenerator
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
+from django_tasks import task
 
 from apps.accounts import mail, services
 from apps.accounts.emails import normalize_email
@@ -100,6 +107,14 @@ def request_password_reset(*, email: Any, request: HttpRequest | None = None) ->
     ip = client_ip(request) if request is not None else None
     throttling.enforce("password_reset_ip", ip)
     throttling.enforce("password_reset_account", account)
+    mail_reset_link.enqueue(account)  # the same one INSERT whether or not the account exists
+
+
+@task(priority=mail.FIRST_TRY_PRIORITY)
+def mail_reset_link(account: str) -> None:
+    """The worker's side of a reset ask: the link, if an active account with a password uses
+    the normalized address `account` (its tries and retries: apps.accounts.mail). Returns
+    nothing: the task's stored result must not say whether the account exists."""
     user = user_by_email(account)
     if user is None or not user.is_active or not user.has_usable_password():
         return

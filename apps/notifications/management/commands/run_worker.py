@@ -47,6 +47,20 @@ def seconds(text: str) -> float:
     return value
 
 
+def task_worker(worker_id: str, *, max_tasks: int | None) -> Worker:
+    """django-tasks' worker for the default queue: runs what is ready, then returns."""
+    return Worker(
+        queue_names=["default"],
+        interval=0,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=max_tasks,
+        worker_id=worker_id,
+        excluded_queue_names=[],
+    )
+
+
 class Command(BaseCommand):
     help = "Run the worker: webhook deliveries, notification emails and scheduled checks."
 
@@ -84,16 +98,7 @@ class Command(BaseCommand):
         logger.info("worker %s started", worker_id)
         looked_at = float("-inf")
         while True:
-            worker = Worker(
-                queue_names=["default"],
-                interval=0,
-                batch=True,
-                backend_name="default",
-                startup_delay=False,
-                max_tasks=1,
-                worker_id=worker_id,
-                excluded_queue_names=[],
-            )
+            worker = task_worker(worker_id, max_tasks=1)
             worker.configure_signals()
             try:
                 if time.monotonic() - looked_at >= SCHEDULES_EVERY_SECONDS:

@@ -23,7 +23,11 @@ times over (in a query's `next=`, in a Referer), an extra slash. A value holding
 such a link is written decoded, the secret masked and its non-printable
 characters %-encoded again; a value encoded more than four times over is written
 as it came, any link in it masked as it is (never blanked: a client could
-otherwise hide its own request line). Other values are written unchanged.
+otherwise hide its own request line). A credential a client put in a URL or a header
+the line shows (an API key after its prefix, a JWT, the value of a query parameter
+named for a secret: `?token=`, `?api_key=`, `?password=`) is masked the same way: the
+API reads credentials from `Authorization` only, but a client's mistake must not
+become a secret in the log. Other values are written unchanged.
 """
 
 import logging
@@ -61,6 +65,18 @@ _TOKEN_IN_ENCODED_URL = re.compile(
     r"(?:[^/?&#\s\"%]|%(?:25)*+(?!2[Ff])[0-9A-Fa-f]{2})+",
     re.I,
 )
+#: An API key (its prefix kept: apps.apikeys.keyformat's prefixes, legacy ones included)
+#: or a JWT (three base64url parts, the first a JSON object: `eyJ`).
+_CREDENTIAL = re.compile(
+    r"(?<![A-Za-z0-9])((?:ss_pub|ss_secret|ss_org|ss_live|tb)_)[A-Za-z0-9_\-]+"
+    r"|(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+)
+#: The value of a query parameter named for a secret (`token`, `access_token`, `api_key`,
+#: `apikey`, `password`, `secret`, `code`, `signature`, ...).
+_SECRET_PARAMETER = re.compile(
+    r"([?&;][\w.\-\[\]]*(?:token|key|password|passwd|secret|code|signature|auth)=)[^&;#\s\"]+",
+    re.I,
+)
 #: %-encoded again in a decoded value, so that a decoded %0A or %22 cannot forge a line.
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]|\"")
 #: Browsers and mail clients encode a link once, a redirect chain maybe twice or three times.
@@ -79,16 +95,25 @@ def _decoded(value: str) -> str | None:
     return None
 
 
+def _masked(text: str) -> str:
+    text = _TOKEN_IN_URL.sub("\\1…", text)
+    text = _CREDENTIAL.sub(lambda m: f"{m[1]}…" if m[1] else "…", text)
+    return _SECRET_PARAMETER.sub("\\1…", text)
+
+
 def _mask_token_links(value: str) -> str:
-    """`value` unchanged when no token link is in it, in any decoded form; else decoded,
-    with the secret masked (the encoded form would hide it from the pattern)."""
+    """`value` unchanged when no token link or credential is in it, in any decoded form;
+    else decoded, with the secrets masked (the encoded form would hide them from the
+    patterns)."""
     decoded = _decoded(value)
     if decoded is None:  # over-encoded: masked as it is, never blanked (a request's own line)
-        return _TOKEN_IN_ENCODED_URL.sub("\\1…", value)
-    if not _TOKEN_IN_URL.search(decoded):
+        return _CREDENTIAL.sub(
+            lambda m: f"{m[1]}…" if m[1] else "…", _TOKEN_IN_ENCODED_URL.sub("\\1…", value)
+        )
+    if _masked(decoded) == decoded:
         return value
     printable = _UNPRINTABLE.sub(lambda c: quote(c[0], safe=""), decoded)
-    return _TOKEN_IN_URL.sub("\\1…", printable)
+    return _masked(printable)
 
 
 class _MaskTokenLinks(logging.Filter):
@@ -116,6 +141,12 @@ class AccessLogWithoutProbes(Logger):
     def setup(self, cfg):
         super().setup(cfg)
         self.error_log.addFilter(_mask_error_log)  # once: the same filter is not added twice
+        # The atoms the access line's format names (header atoms as gunicorn looks them up,
+        # lower case): only those are written, so only those are masked (a few µs each).
+        self.written_atoms = {
+            name.lower() if name.startswith("{") else name
+            for name in re.findall(r"%\(([^)]*)\)", cfg.access_log_format)
+        }
 
     def access(self, resp, req, environ, request_time):
         if environ.get("PATH_INFO") in _OPERATIONS_PATHS:
@@ -126,10 +157,10 @@ class AccessLogWithoutProbes(Logger):
         """Every value a line may show (request line, path, query, Referer, any header),
         with token links' secrets masked, so a link opened is not a link logged."""
         atoms = super().atoms(resp, req, environ, request_time)
-        return {
-            name: _mask_token_links(value) if isinstance(value, str) else value
-            for name, value in atoms.items()
-        }
+        for name in self.written_atoms.intersection(atoms):
+            if isinstance(atoms[name], str):
+                atoms[name] = _mask_token_links(atoms[name])
+        return atoms
 
 
 logger_class = AccessLogWithoutProbes

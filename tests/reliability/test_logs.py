@@ -522,9 +522,62 @@ def test_gunicorn_error_log_masks_a_token_link_in_a_message_and_its_traceback(gu
             "GET /login/?next=%25252525252Freset%25252525252Fs3cretT0ken%25252525252F HTTP/1.1",
             "GET /login/?next=%25252525252Freset%25252525252F…%25252525252F HTTP/1.1",
         ),
+        # a credential a client put in a URL: its prefix kept, the rest masked
+        (
+            f"GET /v1/me?api_key={'ss_secret_' + 'A1' * 19} HTTP/1.1",
+            "GET /v1/me?api_key=… HTTP/1.1",
+        ),
+        (f"GET /v1/x/{'ss_org_' + 'b2' * 19}/y HTTP/1.1", "GET /v1/x/ss_org_…/y HTTP/1.1"),
+        (f"GET /v1/me?k=%73s_pub_{'C3' * 19} HTTP/1.1", "GET /v1/me?k=ss_pub_… HTTP/1.1"),
+        (
+            "https://app.example/?t=eyJhbGciOiJI.eyJzdWIiOiIx.c2lnbmF0dXJl",
+            "https://app.example/?t=…",
+        ),
+        (
+            "GET /v1/auth/password-reset/confirm?token=abc.def HTTP/1.1",
+            "GET /v1/auth/password-reset/confirm?token=… HTTP/1.1",
+        ),
+        (
+            "GET /x?user=a&password=hunter2&next=%2Fv1 HTTP/1.1",
+            "GET /x?user=a&password=…&next=/v1 HTTP/1.1",
+        ),
+        ("GET /v1/keys?granularity=hour&limit=5 HTTP/1.1", None),
+        ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0", None),
     ],
 )
 def test_gunicorn_masks_token_links_and_nothing_else(value, written):
     conf = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
 
     assert conf["_mask_token_links"](value) == (value if written is None else written)
+
+
+@pytest.mark.slow
+def test_gunicorn_logs_no_credential_a_client_put_in_a_url(transactional_db, start_server, project):
+    """The API reads credentials from `Authorization` only; a client that put its key or
+    token in a query, or a page whose URL held one (a Referer), must not put it in the log."""
+    from apps.apikeys.keyformat import KeyKind
+    from tests.factories import make_key
+
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJsb2ctdGVzdCJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+    fmt = '%(h)s "%(r)s" %(s)s "%(f)s" "%(a)s" "%({x-api-key}i)s"'
+    server = start_server(
+        env={
+            "GUNICORN_CMD_ARGS": f"--access-logfile - --error-logfile - --access-logformat '{fmt}'"
+        }
+    )
+    call(server.url, "GET", f"/v1/me?api_key={plaintext}")
+    call(server.url, "GET", "/v1/me?access_token=" + jwt)
+    call(
+        server.url,
+        "GET",
+        "/static/css/app.css",
+        headers={"Referer": f"https://x.example/?token={jwt}"},
+    )
+    call(server.url, "GET", "/v1/me", headers={"X-Api-Key": plaintext, "User-Agent": plaintext})
+    server.stop()
+
+    log = server.log_path.read_text()
+    assert '"GET /v1/me?api_key=… HTTP/1.1" 401' in log  # the line is written, its secret masked
+    assert not _any_part_of(plaintext.removeprefix("ss_secret_"), log)
+    assert not _any_part_of(jwt.removeprefix("eyJ"), log)

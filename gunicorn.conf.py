@@ -95,6 +95,11 @@ def _decoded(value: str) -> str | None:
     return None
 
 
+#: What every secret the patterns mask holds (lower case): a value without any is written
+#: as it is, without running them (most values: addresses, times, sizes, user agents).
+_HINTS = ("reset", "invitations", "ss_", "tb_", "eyj", "=")
+
+
 def _masked(text: str) -> str:
     text = _TOKEN_IN_URL.sub("\\1…", text)
     text = _CREDENTIAL.sub(lambda m: f"{m[1]}…" if m[1] else "…", text)
@@ -110,7 +115,8 @@ def _mask_token_links(value: str) -> str:
         return _CREDENTIAL.sub(
             lambda m: f"{m[1]}…" if m[1] else "…", _TOKEN_IN_ENCODED_URL.sub("\\1…", value)
         )
-    if _masked(decoded) == decoded:
+    lowered = decoded.lower()
+    if not any(hint in lowered for hint in _HINTS) or _masked(decoded) == decoded:
         return value
     printable = _UNPRINTABLE.sub(lambda c: quote(c[0], safe=""), decoded)
     return _masked(printable)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 
@@ -52,7 +53,9 @@ from core.errors import (
     KeyRevoked,
     OriginNotAllowed,
     RateLimited,
+    ServiceUnavailable,
     TokenInvalid,
+    is_outage,
 )
 from core.net import client_ip, client_refusal
 from core.principal import AUTH_DECISION, AuthDecision, Principal
@@ -117,6 +120,14 @@ class BearerAuthentication(BaseAuthentication):
 
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION")
+        try:
+            return self._authenticate(request, header)
+        except DatabaseError as err:
+            if is_outage(err):  # the 503's log line and metrics say the credential was unread
+                request.META[AUTH_DECISION] = AuthDecision(ServiceUnavailable.code)
+            raise
+
+    def _authenticate(self, request, header: str | None):
         try:
             if header is None:
                 cookie = request.COOKIES.get(ACCESS_COOKIE)

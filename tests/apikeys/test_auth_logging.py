@@ -4,6 +4,7 @@ import json
 import logging
 
 import pytest
+from django.db import OperationalError, connection
 from django.test import override_settings
 
 from apps.apikeys.keyformat import KeyKind
@@ -45,3 +46,24 @@ def test_a_throttled_failure_is_still_logged(api_client, project, auth_log):
 
     outcomes = [r.auth_outcome for r in _decisions(auth_log)]
     assert outcomes == ["KEY_INVALID", "RATE_LIMITED", "RATE_LIMITED"]
+
+
+@pytest.mark.parametrize("credential", ["key", "jwt"])
+def test_a_credential_the_database_could_not_check_is_logged_as_unavailable(
+    api_client, project, owner, user_token, auth_log, credential
+):
+    """The 503 of an outage during the lookup names what happened to the credential in its
+    access line (and the metrics' decisions): it was sent, and never checked."""
+    _api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    token = plaintext if credential == "key" else user_token(owner)
+
+    def outage(execute, sql, params, many, context):
+        raise OperationalError("connection refused")
+
+    with connection.execute_wrapper(outage):
+        response = api_client.get("/v1/me", **bearer(token))
+
+    assert response.status_code == 503
+    (record,) = _decisions(auth_log)
+    assert record.auth_outcome == "SERVICE_UNAVAILABLE"
+    assert not hasattr(record, "key_id") and not hasattr(record, "user_id")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
@@ -20,13 +21,25 @@ NEAR_MISS_RATIO = 0.8
 T = TypeVar("T")
 
 
+#: What a name never holds: control characters (C0 with tab and line feed, since a name
+#: is one line, DEL, C1), line and paragraph separators, and the bidirectional embeddings,
+#: overrides and isolates (U+202A-U+202E, U+2066-U+2069) that show text in another order
+#: than it is stored, so a name in a list or the audit log reads as what it is.
+_UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
 def clean_name(value: Any, field: str = "name", missing: str = "A name is required.") -> str:
-    """A display name (organization, project, key): 1 to 100 characters once stripped."""
+    """A display name (organization, project, key): 1 to 100 characters once stripped,
+    with no control, line-break or text-direction character."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationFailed({field: [missing]})
     value = value.strip()
     if len(value) > MAX_NAME_LENGTH:
         raise ValidationFailed({field: [f"At most {MAX_NAME_LENGTH} characters."]})
+    if _UNSHOWN.search(value):
+        raise ValidationFailed(
+            {field: ["Names cannot contain control or text-direction characters."]}
+        )
     return value
 
 

@@ -1,4 +1,5 @@
-"""`core.validation.near_misses`: which unknown body members count as a misspelled field."""
+"""`core.validation`: which unknown body members count as a misspelled field
+(`near_misses`), and which display names are kept (`clean_name`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from hypothesis import strategies as st
 
 from apps.apikeys.api import MINT_FIELDS as FIELDS
 from core.errors import ValidationFailed
-from core.validation import check_fields, near_misses
+from core.validation import MAX_NAME_LENGTH, check_fields, clean_name, near_misses
+from tests.orgs.helpers import UNSHOWN_IN_NAMES
+
+REFUSED_CHARACTERS = "Names cannot contain control or text-direction characters."
+#: The bidirectional embeddings, overrides and isolates. The marks (U+200E, U+200F,
+#: U+061C) are kept: they only give a direction to the punctuation next to them, which
+#: a mixed-direction name may need.
+BIDI_REORDERING = "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
 
 
 @pytest.mark.parametrize(
@@ -73,3 +81,60 @@ def test_a_closed_body_refuses_every_unknown_member_and_names_the_misspelled_one
 
 def test_an_open_body_ignores_an_unrelated_member():
     check_fields({"name": "x", "colour": "red"}, FIELDS)
+
+
+# Display names
+
+
+@pytest.mark.parametrize("char", UNSHOWN_IN_NAMES.values(), ids=UNSHOWN_IN_NAMES.keys())
+def test_a_name_with_a_control_or_text_direction_character_is_refused(char):
+    with pytest.raises(ValidationFailed) as refused:
+        clean_name(f"CI{char}prod", "organizationName")
+
+    assert refused.value.details["fields"] == {"organizationName": [REFUSED_CHARACTERS]}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Café Zürich",
+        "תשלומים",
+        "مدفوعات (prod)",
+        "שלום\u200f prod",
+        "👩\u200d💻 ops",
+        "ci/cd",
+    ],
+)
+def test_names_in_any_script_with_emoji_and_direction_marks_are_kept(name):
+    assert clean_name(name) == name
+
+
+def test_surrounding_white_space_and_line_breaks_are_stripped_not_refused():
+    assert clean_name(" \t Deploys\r\n") == "Deploys"
+
+
+@given(
+    st.text(max_size=40),
+    st.sampled_from(sorted(set(UNSHOWN_IN_NAMES.values()) | set(BIDI_REORDERING))),
+    st.text(max_size=40),
+)
+def test_a_control_or_text_direction_character_anywhere_inside_is_refused(before, char, after):
+    with pytest.raises(ValidationFailed) as refused:
+        clean_name(f"a{before}{char}{after}z")
+
+    assert list(refused.value.details["fields"]) == ["name"]
+
+
+_shown = st.characters(
+    exclude_categories=("Cc", "Cs", "Zl", "Zp"), exclude_characters=BIDI_REORDERING
+)
+
+
+@given(st.text(_shown, max_size=MAX_NAME_LENGTH + 20))
+def test_any_other_name_is_kept_stripped_when_1_to_100_characters(name):
+    stripped = name.strip()
+    if 1 <= len(stripped) <= MAX_NAME_LENGTH:
+        assert clean_name(name) == stripped
+    else:
+        with pytest.raises(ValidationFailed):
+            clean_name(name)

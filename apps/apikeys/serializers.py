@@ -126,7 +126,10 @@ def _name(**kwargs) -> serializers.RegexField:
     return serializers.RegexField(
         r"\S",
         max_length=MAX_NAME_LENGTH,
-        help_text=f"1 to {MAX_NAME_LENGTH} characters once stripped.",
+        help_text=(
+            f"1 to {MAX_NAME_LENGTH} characters once stripped; "
+            "no control or text-direction characters."
+        ),
         **kwargs,
     )
 

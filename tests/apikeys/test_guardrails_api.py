@@ -15,6 +15,7 @@ from tests.factories import ProjectFactory, make_key
 from tests.orgs.helpers import (
     MANAGERS,
     ROLES,
+    UNSHOWN_IN_NAMES,
     bearer_client,
     collection_url,
     error_code,
@@ -391,6 +392,22 @@ def test_patch_validates_like_mint_and_changes_nothing_on_error(owner, project, 
 
     assert response.status_code == 400
     assert list(error_fields(response)) == [field]
+    assert ApiKey.objects.filter(pk=api_key.pk).values().get() == before
+    assert not AuditEvent.objects.filter(action="key.updated").exists()
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
+@pytest.mark.parametrize("char", UNSHOWN_IN_NAMES.values(), ids=UNSHOWN_IN_NAMES.keys())
+def test_patch_refuses_a_name_with_a_control_or_text_direction_character(
+    owner, project, kind, char
+):
+    api_key, _ = make_key(kind, project=project)
+    before = ApiKey.objects.filter(pk=api_key.pk).values().get()
+
+    response = patch(user_client(owner), kind, project, api_key, {"name": f"CI{char}prod"})
+
+    assert response.status_code == 400
+    assert list(error_fields(response)) == ["name"]
     assert ApiKey.objects.filter(pk=api_key.pk).values().get() == before
     assert not AuditEvent.objects.filter(action="key.updated").exists()
 

@@ -20,6 +20,7 @@ from tests.orgs.helpers import (
     LEGACY_KEY,
     MANAGERS,
     ROLES,
+    UNSHOWN_IN_NAMES,
     bearer_client,
     collection_url,
     cookie_client,
@@ -183,6 +184,17 @@ def test_mint_needs_a_name_of_1_to_100_characters(owner, project, name):
     response = mint(user_client(owner), KeyKind.SECRET, project, name=name)
 
     assert "name" in error_fields(response)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
+@pytest.mark.parametrize("char", UNSHOWN_IN_NAMES.values(), ids=UNSHOWN_IN_NAMES.keys())
+def test_mint_refuses_a_name_with_a_control_or_text_direction_character(owner, project, kind, char):
+    response = mint(user_client(owner), kind, project, name=f"CI{char}prod")
+
+    assert response.status_code == 400
+    assert list(error_fields(response)) == ["name"]
+    assert not ApiKey.objects.exists()
+    assert not AuditEvent.objects.filter(action="key.minted").exists()
 
 
 def test_mint_with_a_future_expiry_stores_it(owner, project):

@@ -680,6 +680,17 @@ def test_each_create_form_error_is_tied_to_its_input_and_the_first_takes_the_foc
     assert focused == ["id_name"], "after a failed submit the first invalid field has the focus"
 
 
+def test_a_name_with_a_text_direction_character_is_refused_next_to_the_field(owner, project):
+    response = mint(logged_in(owner), api_url(project), name="CI\u202eprod")
+
+    page = html(response)
+    assert response.status_code == 200 and not ApiKey.objects.exists()
+    assert "id_name_error" in Elements(page).described_by("id_name")
+    assert re.search(
+        r'id="id_name_error">Names cannot contain control or text-direction characters\.<', page
+    )
+
+
 def test_the_focus_goes_to_the_first_invalid_field_in_page_order(owner, project):
     page = html(mint(logged_in(owner), api_url(project), permissions=[], allowed_ips="floor"))
 

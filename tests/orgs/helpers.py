@@ -19,6 +19,20 @@ MANAGERS = frozenset({"owner", "admin"})
 CSRF_TOKEN = "Csrf0123456789abcdefghijklmnopqr"
 #: A legacy (Traceback) key, as operators import them.
 LEGACY_KEY = "tb_LegacyKey0123456789abcdef"
+#: One character of each class a display name may not hold, by class (core.validation).
+UNSHOWN_IN_NAMES = {
+    "c0-control": "\x01",
+    "tab": "\t",
+    "line-feed": "\n",
+    "carriage-return": "\r",
+    "del": "\x7f",
+    "c1-control": "\x9b",
+    "line-separator": "\u2028",
+    "bidi-embedding": "\u202a",
+    "bidi-override": "\u202e",
+    "bidi-isolate": "\u2066",
+    "bidi-pop-isolate": "\u2069",
+}
 
 
 def error_code(response) -> str:

@@ -87,7 +87,7 @@ def test_any_user_creates_an_organization_and_owns_it(outsider):
     assert body in client.get(ORGS).json()["results"]
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 101, 7, None])
+@pytest.mark.parametrize("name", ["", "   ", "x" * 101, 7, None, "Acme\x01", "Acme\u202eCorp"])
 def test_creating_an_organization_needs_a_valid_name(outsider, name):
     response = user_client(outsider).post(ORGS, {"name": name}, format="json")
 
@@ -159,10 +159,12 @@ def test_admin_creates_a_project_and_it_is_audited(admin, organization):
     assert event.project_id == project.id
 
 
-def test_creating_a_project_needs_a_name(owner, organization):
-    response = user_client(owner).post(projects_url(organization), {}, format="json")
+@pytest.mark.parametrize("body", [{}, {"name": "Pay\nments"}, {"name": "Pay\u2066ments"}])
+def test_creating_a_project_needs_a_valid_name(owner, organization, project, body):
+    response = user_client(owner).post(projects_url(organization), body, format="json")
 
     assert "name" in error_fields(response)
+    assert list(organization.projects.all()) == [project]
 
 
 # Members

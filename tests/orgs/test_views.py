@@ -66,8 +66,9 @@ def test_owner_creates_a_project_and_lands_on_it(owner, organization):
     assert response.status_code == 302 and response["Location"] == f"/projects/{project.id}/"
 
 
-def test_project_name_errors_show_next_to_the_field(owner, organization):
-    response = logged_in(owner).post(f"/orgs/{organization.id}/projects/", {"name": "  "})
+@pytest.mark.parametrize("name", ["  ", "Pay\u202ements"])
+def test_project_name_errors_show_next_to_the_field(owner, organization, name):
+    response = logged_in(owner).post(f"/orgs/{organization.id}/projects/", {"name": name})
     assert response.status_code == 200
     assert f'id="project-name-{organization.id}-error"' in html(response)
     assert not Project.objects.filter(organization=organization).exists()

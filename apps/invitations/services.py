@@ -9,7 +9,7 @@
 * An invitation is valid seven days and accepted once, by a user whose
   normalized email (NFKC, case-folded) equals the invited one's; to anyone else
   it does not exist (404). Inviting an address again replaces its pending
-  invitation (the old link dies).
+  invitation (the old link dies; audited as a cancel with reason `replaced`).
 * An invitation grants its role only while its inviter may still grant it
   (`selectors.roles_grantable_by`): removing or demoting the inviter cancels
   the ones they no longer could send (`_cancel_what_the_inviter_may_no_longer_send`,
@@ -125,12 +125,14 @@ def invite_member(
         # the same address sees the first committed and cancels it. NO KEY: this lock does
         # not hold up rows that merely refer to the organization (an accepted membership).
         Organization.objects.select_for_update(no_key=True).filter(pk=organization.pk).exists()
-        Invitation.objects.filter(
-            organization=organization,
-            normalized_email=normalized,
-            accepted_at__isnull=True,
-            cancelled_at__isnull=True,
-        ).update(cancelled_at=now)
+        # Locked: a cancel by hand or by the inviter's removal at the same moment waits,
+        # then finds it no longer pending, so each replaced invitation is cancelled once.
+        replaced = list(
+            Invitation.objects.select_for_update()
+            .filter(pending_at(now), organization=organization, normalized_email=normalized)
+            .order_by("created_at", "id")
+        )
+        Invitation.objects.filter(pk__in=[old.pk for old in replaced]).update(cancelled_at=now)
         invitation = Invitation.objects.create(
             organization=organization,
             email=address,
@@ -141,6 +143,13 @@ def invite_member(
             created_at=now,
             expires_at=now + INVITATION_LIFETIME,
         )
+        for old in replaced:
+            _record_cancelled(
+                old,
+                actor_membership.user,
+                request,
+                {"reason": "replaced", "replacedBy": str(invitation.id)},
+            )
         record_event(
             action=Action.MEMBER_INVITED,
             organization_id=organization.id,

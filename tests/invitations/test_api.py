@@ -15,6 +15,7 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.models import AuditEvent
+from apps.invitations import services
 from apps.invitations.models import Invitation
 from apps.orgs.models import Membership
 from core.permissions import Role
@@ -152,6 +153,57 @@ def test_inviting_again_replaces_the_pending_invitation(owner, organization, mai
 
     assert accept(newcomer, first_token).status_code == 404
     assert accept(newcomer, second_token).json()["role"] == "viewer"
+
+
+def test_inviting_again_audits_the_replaced_invitation_as_cancelled(owner, organization):
+    client = user_client(owner)
+    first = invite(client, organization, "newcomer@example.com", "member").json()
+    second = invite(client, organization, "Newcomer@Example.com", "viewer").json()
+
+    [event] = AuditEvent.objects.filter(action="member.invitation_cancelled")
+    assert (event.target_type, event.target_id, event.target_label) == (
+        "invitation",
+        first["id"],
+        "newcomer@example.com",
+    )
+    assert event.actor_user == owner
+    assert event.details == {"role": "member", "reason": "replaced", "replacedBy": second["id"]}
+    cancelled = Invitation.objects.filter(cancelled_at__isnull=False)
+    assert [str(i.id) for i in cancelled] == [first["id"]]
+    assert AuditEvent.objects.filter(action="member.invited").count() == 2
+
+
+def test_a_replaced_invitation_and_its_audit_event_are_written_together(
+    owner, organization, monkeypatch
+):
+    inviter = Membership.objects.get(organization=organization, user=owner)
+    first = services.invite_member(
+        actor_membership=inviter, email="newcomer@example.com", role="member"
+    )
+
+    def audit_fails(*args, **kwargs):
+        raise RuntimeError("audit log unavailable")
+
+    monkeypatch.setattr(services, "_record_cancelled", audit_fails)
+    with pytest.raises(RuntimeError):
+        services.invite_member(
+            actor_membership=inviter, email="newcomer@example.com", role="viewer"
+        )
+
+    assert [i.id for i in Invitation.objects.all()] == [first.id]
+    assert Invitation.objects.get().cancelled_at is None
+    assert not AuditEvent.objects.filter(action="member.invitation_cancelled").exists()
+
+
+def test_inviting_again_after_an_invitation_expired_cancels_nothing(owner, organization):
+    client = user_client(owner)
+    first = invite(client, organization).json()
+    Invitation.objects.filter(id=first["id"]).update(expires_at=timezone.now())
+
+    assert invite(client, organization).status_code == 201
+
+    assert Invitation.objects.get(id=first["id"]).cancelled_at is None
+    assert not AuditEvent.objects.filter(action="member.invitation_cancelled").exists()
 
 
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"invite_org": (2, 3600)})

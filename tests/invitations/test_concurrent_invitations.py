@@ -64,6 +64,10 @@ def test_two_simultaneous_invitations_of_one_address_leave_one_pending(organizat
     replaced = Invitation.objects.get(pk=first.result.id)
     assert replaced.cancelled_at is not None and replaced.accepted_at is None
     assert AuditEvent.objects.filter(action="member.invited").count() == 2
+    cancellations = AuditEvent.objects.filter(action="member.invitation_cancelled")
+    assert [(e.target_id, e.details["reason"]) for e in cancellations] == [
+        (str(first.result.id), "replaced")
+    ]
 
 
 def test_a_replaced_invitations_link_dies_when_both_were_sent_at_once(organization, owner):

@@ -125,7 +125,8 @@ class ApiView(APIView):
         """Whether a request with `key` may be refused before DRF's throttle step: False
         only when it is known without a query that it is not. `key`: what a process last
         read of the key (a guess); its rate limit's check is sent ahead of the lookup only
-        then (`apps.apikeys.gate.reservation`), so a refused request never holds budget."""
+        then (`apps.apikeys.gate.reservation`), so a request this can refuse never holds
+        budget it would give back."""
         return not self.handles(self.request.method)
 
     def handles(self, method: str) -> bool:

@@ -36,11 +36,17 @@ def clean_name(value: Any, field: str = "name", missing: str = "A name is requir
     value = value.strip()
     if len(value) > MAX_NAME_LENGTH:
         raise ValidationFailed({field: [f"At most {MAX_NAME_LENGTH} characters."]})
-    if _UNSHOWN.search(value):
-        raise ValidationFailed(
-            {field: ["Names cannot contain control or text-direction characters."]}
-        )
+    if has_unshown_characters(value):
+        raise ValidationFailed({field: [UNSHOWN_MESSAGE]})
     return value
+
+
+UNSHOWN_MESSAGE = "Names cannot contain control or text-direction characters."
+
+
+def has_unshown_characters(value: str) -> bool:
+    """Whether a one-line text (a name, a title) holds a character it must not (`_UNSHOWN`)."""
+    return _UNSHOWN.search(value) is not None
 
 
 class FieldErrors:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.analyses.models import Feedback
-from apps.projects.serializers import StrictCharField
+from apps.projects.serializers import OneLineTextField, StrictCharField
 
 
 class AnalysisInputSerializer(serializers.Serializer):
-    title = StrictCharField(max_length=200)
+    title = OneLineTextField(max_length=200)
     input = StrictCharField(max_length=100_000, trim_whitespace=False)
 
 

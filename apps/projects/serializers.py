@@ -14,6 +14,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.projects.models import Channel, LogSource
+from core.errors import ValidationFailed
+from core.validation import UNSHOWN_MESSAGE, check_fields, has_unshown_characters
 
 
 class StrictCharField(serializers.CharField):
@@ -29,6 +31,19 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("not_a_string")
         return super().to_internal_value(data)
+
+
+class OneLineTextField(StrictCharField):
+    """A name or a title: one line, shown as stored (no control or text-direction
+    character: `core.validation.has_unshown_characters`, as names of keys and projects)."""
+
+    default_error_messages = {"unshown": UNSHOWN_MESSAGE}
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        if has_unshown_characters(value):
+            self.fail("unshown")
+        return value
 
 
 @extend_schema_field(OpenApiTypes.OBJECT)
@@ -47,7 +62,7 @@ class StrictJsonObjectField(serializers.Field):
 
 
 class LogSourceInputSerializer(serializers.Serializer):
-    name = StrictCharField(max_length=100)
+    name = OneLineTextField(max_length=100)
     kind = serializers.ChoiceField(choices=LogSource.Kind.choices)
     settings = StrictJsonObjectField(
         required=False,
@@ -57,7 +72,7 @@ class LogSourceInputSerializer(serializers.Serializer):
 
 
 class ChannelInputSerializer(serializers.Serializer):
-    name = StrictCharField(max_length=100)
+    name = OneLineTextField(max_length=100)
     kind = serializers.ChoiceField(choices=Channel.Kind.choices)
     target = StrictCharField(
         max_length=500,
@@ -91,7 +106,14 @@ class ConfigSerializer(serializers.Serializer):
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any, *, partial=False) -> dict:
-    """The validated body, or 400 VALIDATION_ERROR with `details.fields` (camelCase)."""
+    """The validated body, or 400 VALIDATION_ERROR with `details.fields` (camelCase): a body
+    that is not a JSON object on `body`, a member that looks like a misspelling of a field
+    (`setting`, `coment`) on that member, as the key endpoints do (`core.validation`)."""
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            {"body": ["Send a JSON object."]}, "The request body must be a JSON object."
+        )
+    check_fields(data, serializer_class().fields)
     serializer = serializer_class(data=data, partial=partial)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)

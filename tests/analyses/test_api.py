@@ -88,6 +88,9 @@ class TestCreate:
             ({"title": {"t": 1}, "input": "x"}, "title"),
             ({"title": "t", "input": 42}, "input"),
             ({"title": "nul \x00 byte", "input": "x"}, "title"),
+            ({"title": "rev\u202eersed", "input": "x"}, "title"),  # shown in another order
+            ({"title": "two\nlines", "input": "x"}, "title"),
+            ({"titel": "t", "input": "x"}, "titel"),  # misspelled: named, not dropped
         ],
     )
     def test_invalid_body_is_a_validation_error_naming_the_field(
@@ -118,7 +121,7 @@ class TestCreate:
     def test_body_that_is_not_an_object_is_a_validation_error(self, api_client, secret_key, body):
         response = send(api_client, "POST", "/v1/analyses", credential=secret_key[1], body=body)
         assert response.status_code == 400
-        assert "nonFieldErrors" in validation_fields(response)
+        assert validation_fields(response) == {"body": ["Send a JSON object."]}  # as key bodies
 
     @pytest.mark.parametrize(
         "raw",
@@ -380,6 +383,7 @@ class TestFeedback:
             ({"rating": 1}, "rating"),
             ({"rating": "up", "comment": "c" * 10_001}, "comment"),
             ({"rating": "up", "comment": 3}, "comment"),
+            ({"rating": "down", "coment": "wrong answer"}, "coment"),  # was dropped, 201
         ],
     )
     def test_invalid_feedback_is_a_validation_error(

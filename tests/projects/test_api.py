@@ -121,6 +121,9 @@ class TestLogSources:
             ({"name": "n", "kind": "http", "settings": {"x": "y" * 10240}}, "settings"),
             ({"name": "n", "kind": "http", "settings": {str(i): i for i in range(51)}}, "settings"),
             ({"name": "n", "kind": "http", "settings": {"x": "\x00"}}, "settings"),
+            ({"name": "prod\u202egnp.exe", "kind": "http"}, "name"),  # shown reversed
+            ({"name": "a\nb", "kind": "http"}, "name"),
+            ({"name": "n", "kind": "http", "setting": {"path": "/x"}}, "setting"),  # misspelled
         ],
     )
     def test_invalid_log_source_is_a_validation_error(self, api_client, key, body, field):
@@ -153,6 +156,24 @@ class TestLogSources:
         assert datetime.fromisoformat(body["updatedAt"]) > datetime.fromisoformat(body["createdAt"])
         log_source.refresh_from_db()
         assert log_source.settings == {"path": "/v2"}
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"setting": {"url": "https://logs.example.com"}}, "setting"),
+            ({"name": "a\x1b[31m"}, "name"),
+        ],
+    )
+    def test_a_misspelled_field_or_a_control_character_changes_nothing(
+        self, api_client, key, log_source, body, field
+    ):
+        """Found by an audit: a misspelled `setting` answered 200 and changed nothing."""
+        path = f"/v1/config/log-sources/{log_source.id}"
+        response = send(api_client, "PATCH", path, credential=key, body=body)
+        assert response.status_code == 400
+        assert list(validation_fields(response)) == [field]
+        log_source.refresh_from_db()
+        assert (log_source.name, log_source.settings) == ("edge", {"path": "/ingest"})
 
     def test_invalid_patch_changes_nothing(self, api_client, key, log_source):
         response = send(

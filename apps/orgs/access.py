@@ -13,6 +13,7 @@ The same functions serve API keys, JWT users and dashboard pages:
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from typing import TYPE_CHECKING
@@ -42,13 +43,19 @@ if TYPE_CHECKING:
     from apps.orgs.models import Organization
 
 
+#: A UUID as SPEC and every answer write it (8-4-4-4-12 hex digits). `uuid.UUID` alone
+#: would also take `urn:uuid:…`, braces, no dashes, and `_` between digits (it parses the
+#: hex with `int`).
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def parse_project_id(value: str | None) -> uuid.UUID:
     if value is None or not value.strip():
         raise ProjectIdRequired()
-    try:
-        return uuid.UUID(value.strip())
-    except ValueError as exc:
-        raise ProjectIdInvalid() from exc
+    value = value.strip()
+    if _UUID.fullmatch(value) is None:
+        raise ProjectIdInvalid()
+    return uuid.UUID(value)
 
 
 def project_for_user(user: User, project_id: uuid.UUID) -> tuple[Project, str]:

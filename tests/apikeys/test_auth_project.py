@@ -29,6 +29,29 @@ def test_project_id_that_is_not_a_uuid_is_project_id_invalid(api_client, credent
     assert_error(response, 400, "PROJECT_ID_INVALID")
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda id_: f"urn:uuid:{id_}",
+        lambda id_: f"{{{id_}}}",
+        lambda id_: id_.hex,
+        lambda id_: f"{id_.hex[:8]}_{id_.hex[8:31]}",  # int() takes `_` between digits
+    ],
+    ids=["urn", "braces", "no-dashes", "underscore"],
+)
+@pytest.mark.parametrize("who", ["secret", "org", "member"])
+def test_only_the_canonical_uuid_names_a_project(api_client, credential, project, who, spelling):
+    """Found by an audit: `uuid.UUID` took each of these for the project's id (urn: → 200)."""
+    cred = credential(who)
+    header = spelling(project.id)
+    response = send(api_client, "GET", "/v1/analyses", credential=cred.token, project_id=header)
+    assert_error(response, 400, "PROJECT_ID_INVALID")
+    upper = send(
+        api_client, "GET", "/v1/analyses", credential=cred.token, project_id=str(project.id).upper()
+    )
+    assert upper.status_code == 200
+
+
 @pytest.mark.parametrize("target", ["sibling", "foreign", "nonexistent"])
 @pytest.mark.parametrize("who", ["pub", "secret"])
 def test_project_key_naming_any_other_project_is_project_mismatch(

@@ -90,6 +90,9 @@ def project_for_member(user_id: uuid.UUID, project_id: uuid.UUID) -> tuple[Proje
     return ProjectRecord(as_uuid(row[0]), row[1], as_uuid(row[2])), row[3]
 
 
+CONFINED_ELSEWHERE = "This organization key is confined to other projects (its projectIds)."
+
+
 def project_id_for_key(key, header_value: str | None) -> uuid.UUID:
     """The id of the project a key's project-scoped request acts on, or its refusal
     (SPEC §2.1, §4.10), decided without a query. `key`: a key's record, or what a
@@ -103,7 +106,7 @@ def project_id_for_key(key, header_value: str | None) -> uuid.UUID:
     if key.project_ids and str(project_id) not in key.project_ids:
         # An org key confined to other projects (SPEC §4.10), whether or not the named
         # project exists: the answer must not tell a confined key which ids do.
-        raise ProjectMismatch()
+        raise ProjectMismatch(CONFINED_ELSEWHERE)
     return project_id
 
 

@@ -129,8 +129,13 @@ def test_a_confined_org_key_gets_one_answer_for_every_project_outside_its_list(
         for response in (analyses(plaintext, p) for p in (other_project, foreign, unknown))
     }
 
-    assert len(answers) == 1
-    assert next(iter(answers))[:2] == (403, "PROJECT_MISMATCH")
+    assert answers == {
+        (
+            403,
+            "PROJECT_MISMATCH",
+            "This organization key is confined to other projects (its projectIds).",
+        )
+    }  # not "This key belongs to another project", which an org key does not
 
 
 def test_an_unconfined_org_key_still_needs_a_project_of_its_organization(project, outsider):

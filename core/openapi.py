@@ -2,9 +2,10 @@
 
 * `ErrorSerializer` is the SPEC §3 error body; `error_responses()` attaches it
   to the statuses an operation can answer.
-* `IdPathAutoSchema` types the `*_id` path variables as UUIDs, and the
+* `core.openapi_schema` types the `*_id` path variables as UUIDs (every view's schema), the
   `name_path_variables_as_spec` hook names them as SPEC.md does (`{projectId}`, `{id}`);
-  `paginated()` and `PAGE_PARAMETERS` describe the `{results, next}` lists.
+  `paginated()` and `PAGE_PARAMETERS` describe the `{results, next}` lists, and the
+  `declare_response_headers` hook the headers responses carry.
 * `request_keywords()` adds to a request body what drf-spectacular cannot read from
   the fields (`additionalProperties: false` for a body whose unknown fields are
   refused, `minProperties`); the `add_request_keywords` hook writes them in.
@@ -16,7 +17,6 @@
 from __future__ import annotations
 
 import uritemplate
-from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.renderers import (
     OpenApiJsonRenderer,
     OpenApiJsonRenderer2,
@@ -116,6 +116,56 @@ def add_request_keywords(result, generator, request, public):
     return result
 
 
+#: Response headers (SPEC §3, §2.3, §4.10), as components the responses refer to.
+RESPONSE_HEADERS = {
+    "WWW-Authenticate": (
+        "string",
+        'The RFC 6750 challenge: `Bearer realm="sigsentry"`, with `error="invalid_token"` for '
+        'a refused credential or `error="invalid_request"` for a malformed header.',
+    ),
+    "Retry-After": ("integer", "Seconds to wait before trying again."),
+    "X-RateLimit-Limit": ("integer", "A key with a `rateLimit`: its requests per window."),
+    "X-RateLimit-Remaining": ("integer", "A key with a `rateLimit`: requests left in the window."),
+    "X-RateLimit-Reset": (
+        "integer",
+        "A key with a `rateLimit`: when the oldest request leaves the window (Unix seconds).",
+    ),
+    "Deprecation": ("string", "A legacy key (RFC 9745): `@<Unix seconds>` of its deprecation."),
+    "Sunset": ("string", "A legacy key (RFC 8594): the HTTP date it stops working."),
+}
+_KEY_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+_LEGACY_HEADERS = ("Deprecation", "Sunset")
+
+
+def declare_response_headers(result, generator, request, public):
+    """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS): the headers each response
+    can carry, as `headers` a client generator reads (the descriptions say it in prose):
+    `WWW-Authenticate` on a 401, `Retry-After` on a 429 and a 503, and on every answer of an
+    operation an API key may call, a rate-limited key's `X-RateLimit-*` and a legacy key's
+    `Deprecation` and `Sunset`."""
+    components = result.setdefault("components", {}).setdefault("headers", {})
+    for name, (kind, description) in RESPONSE_HEADERS.items():
+        components[name] = {"schema": {"type": kind}, "description": description}
+
+    def ref(name: str) -> dict:
+        return {"$ref": f"#/components/headers/{name}"}
+
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            by_key = any("apiKeyAuth" in scheme for scheme in operation.get("security") or ())
+            for status, response in operation["responses"].items():
+                names = [*_KEY_HEADERS, *_LEGACY_HEADERS] if by_key else []
+                if status == "401":
+                    names.append("WWW-Authenticate")
+                if status in ("429", "503"):
+                    names.append("Retry-After")
+                if names:
+                    response.setdefault("headers", {}).update({n: ref(n) for n in names})
+    return result
+
+
 #: Path variables as SPEC.md writes them; the URL patterns name them for the views' keyword
 #: arguments (`org_id`). Any other `*_id` is the path's own object, `{id}` in SPEC.md.
 SPEC_PATH_VARIABLES = {
@@ -149,33 +199,11 @@ def name_path_variables_as_spec(result, generator, request, public):
     return result
 
 
-class IdPathAutoSchema(AutoSchema):
-    """Path variables named `*_id` are UUIDs; a GET of a collection path is a `_list`.
-
-    The URL patterns accept any text there so that a malformed id gets the
-    resource's own 404 (PROJECT_NOT_FOUND or NOT_FOUND) from the view.
-    """
-
-    def get_operation_id(self):
-        operation_id = super().get_operation_id()
-        if self.method == "GET" and not self.path.endswith("}"):
-            operation_id = operation_id.removesuffix("_retrieve") + "_list"
-        return operation_id
-
-    def get_override_parameters(self):
-        ids = [
-            OpenApiParameter(name, OpenApiTypes.UUID, OpenApiParameter.PATH)
-            for name in uritemplate.variables(self.path)
-            if name.endswith("_id")
-        ]
-        return [*ids, *super().get_override_parameters()]
-
-
 #: The query parameters of a paginated list (core.api.Pagination).
 PAGE_PARAMETERS = [
     OpenApiParameter(
         "limit",
-        OpenApiTypes.INT,
+        {"type": "integer", "minimum": 1, "maximum": 100},
         OpenApiParameter.QUERY,
         description="Page size, 1 to 100 (default 50).",
     ),

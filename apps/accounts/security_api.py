@@ -21,7 +21,8 @@ from apps.accounts.models import AuthSession
 from apps.accounts.selectors import open_sessions_of
 from core.api import ApiView, iso, json_object, paginate
 from core.errors import PermissionDenied
-from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
+from core.openapi import PAGE_PARAMETERS, error_responses, paginated
+from core.openapi_schema import IdPathAutoSchema
 
 RESET_ACCEPTED = "If an account uses this email, a link to reset its password is on its way."
 

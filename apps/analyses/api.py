@@ -8,8 +8,7 @@ browser SDK (settings.CORS_URLS_REGEX).
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
 from apps.analyses import selectors, services
@@ -25,13 +24,10 @@ from apps.analyses.serializers import (
 from apps.projects.api import PROJECT_ERRORS, PROJECT_HEADER
 from apps.projects.serializers import validated
 from core.api import ProjectScopedView, paginate
+from core.openapi import PAGE_PARAMETERS
 from core.permissions import Permission
 
 CREATE_ONLY = {"POST": Permission.ANALYSIS_CREATE}
-PAGE_PARAMETERS = [
-    OpenApiParameter("limit", OpenApiTypes.INT, description="Page size, 1 to 100 (default 50)."),
-    OpenApiParameter("cursor", OpenApiTypes.STR, description="From the previous page's `next`."),
-]
 
 
 def _analysis_json(analysis) -> dict:

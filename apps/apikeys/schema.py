@@ -24,7 +24,7 @@ from drf_spectacular.extensions import (
 from apps.accounts.cookies import ACCESS_COOKIE
 from apps.apikeys.serializers import KeySerializer
 from core.api import ManagementView
-from core.openapi import IdPathAutoSchema
+from core.openapi_schema import IdPathAutoSchema
 
 API_KEY_SCHEME = "apiKeyAuth"
 JWT_SCHEME = "jwtAuth"

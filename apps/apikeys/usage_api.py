@@ -22,7 +22,8 @@ from apps.apikeys.models import Granularity
 from apps.apikeys.usage.answer import key_usage
 from core.api import iso
 from core.errors import ValidationFailed
-from core.openapi import IdPathAutoSchema, error_responses
+from core.openapi import error_responses
+from core.openapi_schema import IdPathAutoSchema
 
 
 def usage_json(usage: dict[str, Any]) -> dict[str, Any]:

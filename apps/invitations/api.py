@@ -17,7 +17,8 @@ from apps.invitations import selectors, services
 from apps.invitations.models import Invitation
 from apps.orgs.access import membership_for, require_manager
 from core.api import ManagementView, iso, json_object, paginate
-from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
+from core.openapi import PAGE_PARAMETERS, error_responses, paginated
+from core.openapi_schema import IdPathAutoSchema
 from core.permissions import Role
 
 

@@ -23,7 +23,8 @@ from apps.projects import services as project_services
 from apps.projects.models import Project
 from core.api import ManagementView, iso, json_object, paginate
 from core.errors import ValidationFailed
-from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
+from core.openapi import PAGE_PARAMETERS, error_responses, paginated
+from core.openapi_schema import IdPathAutoSchema
 from core.permissions import Role
 
 

@@ -21,7 +21,8 @@ from apps.orgs.access import membership_for, require_manager
 from apps.orgs.selectors import events_of
 from core.api import ManagementView, iso, paginate
 from core.errors import ValidationFailed
-from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
+from core.openapi import PAGE_PARAMETERS, error_responses, paginated
+from core.openapi_schema import IdPathAutoSchema
 
 
 def actor_json(event: AuditEvent) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from apps.webhooks.models import Delivery, DeliveryStatus, EventType, Webhook
 from apps.webhooks.selectors import deliveries_of, webhook_of, webhooks_of
 from apps.webhooks.urlsafety import MAX_URL_LENGTH
 from core.api import ManagementView, iso, json_object, paginate
-from core.openapi import PAGE_PARAMETERS, IdPathAutoSchema, error_responses, paginated
+from core.openapi import PAGE_PARAMETERS, error_responses, paginated
+from core.openapi_schema import IdPathAutoSchema
 
 
 def webhook_json(webhook: Webhook) -> dict[str, Any]:

@@ -126,6 +126,54 @@ def test_schema_types_path_ids_as_uuids(document):
     }
 
 
+def operations(document):
+    for template, item in document["paths"].items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "responses" in operation:
+                yield template, method, operation
+
+
+def test_every_path_id_is_a_uuid_and_every_page_size_bounded(document):
+    """Found by an audit: the analysis and configuration ids were plain strings and `limit`
+    had no bounds, so generated clients and schemathesis sent what the API refuses."""
+    parameters = [
+        (template, parameter)
+        for template, _method, operation in operations(document)
+        for parameter in operation.get("parameters", [])
+    ]
+    not_uuid = {
+        (template, p["name"])
+        for template, p in parameters
+        if p["in"] == "path" and p["schema"] != {"type": "string", "format": "uuid"}
+    }
+    assert not_uuid == {("/v1/invitations/{token}/accept", "token")}
+    limits = [p["schema"] for _template, p in parameters if p["name"] == "limit"]
+    assert limits and all(s == {"type": "integer", "minimum": 1, "maximum": 100} for s in limits)
+
+
+def test_responses_declare_their_headers(document):
+    headers = document["components"]["headers"]
+    for template, method, operation in operations(document):
+        by_key = any("apiKeyAuth" in scheme for scheme in operation.get("security") or ())
+        for status, response in operation["responses"].items():
+            declared = set(response.get("headers", {}))
+            assert all(headers[h] for h in declared)
+            if status == "401":
+                assert "WWW-Authenticate" in declared, (template, method)
+            if status in ("429", "503"):
+                assert "Retry-After" in declared, (template, method)
+            if by_key:
+                assert {"X-RateLimit-Remaining", "Sunset"} <= declared, (template, method, status)
+    analyses = document["paths"]["/v1/analyses"]["get"]["responses"]["200"]["headers"]
+    assert set(analyses) == {
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+        "Deprecation",
+        "Sunset",
+    }
+
+
 def test_schema_declares_both_bearer_credentials_and_the_session_cookie(document):
     schemes = document["components"]["securitySchemes"]
 

@@ -43,7 +43,6 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.signals import request_finished, request_started
-from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django_tasks import TaskResult, TaskResultStatus, task
@@ -51,6 +50,7 @@ from django_tasks_db.models import DBTaskResult
 
 from apps.accounts.models import User
 from core import metrics
+from core.tasks import requeue_stalled
 
 logger = logging.getLogger("sigsentry.mail")
 
@@ -204,25 +204,12 @@ STALLED_AFTER = timedelta(minutes=10)
 
 
 def requeue_stalled_retries(now: datetime | None = None) -> int:
-    """Make the retries whose worker is gone ready again (the scheduled checks run this);
-    django-tasks leaves such a row RUNNING for good. The number made ready."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        stalled = list(
-            DBTaskResult.objects.select_for_update(skip_locked=True)
-            .filter(
-                task_path=resend_email.module_path,
-                status=TaskResultStatus.RUNNING,
-                started_at__lt=now - STALLED_AFTER,
-            )
-            .values_list("pk", flat=True)
-        )
-        DBTaskResult.objects.filter(pk__in=stalled).update(
-            status=TaskResultStatus.READY, run_after=now, started_at=None
-        )
+    """Make the retries whose worker is gone ready again (the scheduled checks run this).
+    The number made ready."""
+    stalled = requeue_stalled(resend_email, after=STALLED_AFTER, now=now)
     if stalled:
-        logger.warning("%d email retries requeued: their worker stopped mid-try", len(stalled))
-    return len(stalled)
+        logger.warning("%d email retries requeued: their worker stopped mid-try", stalled)
+    return stalled
 
 
 def retry_queue_state() -> metrics.QueueState:

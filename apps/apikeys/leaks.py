@@ -139,9 +139,12 @@ def handle_leak_reports(
             event_types = {k.pk: EventType.KEY_REVOKED_BY_LEAK_REPORT for k in to_revoke} | {
                 k.pk: EventType.KEY_LEAK_REPORTED for k in to_flag
             }
-            record_key_events(
-                key_event(event_types[k.pk], k, now)
-                for k in ApiKey.objects.filter(pk__in=changed).select_related("created_by")
+            record_key_events(  # deliveries by the worker: the same time, matched or not
+                (
+                    key_event(event_types[k.pk], k, now)
+                    for k in ApiKey.objects.filter(pk__in=changed).select_related("created_by")
+                ),
+                fan_out_now=False,
             )
     if changed:
         logger.warning(

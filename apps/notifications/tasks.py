@@ -24,6 +24,7 @@ from apps.apikeys.usage.flush import flush_usage, prune_usage
 from apps.notifications import checks
 from apps.notifications.models import Schedule
 from apps.webhooks.delivery import prune_events, requeue_overdue
+from apps.webhooks.services import requeue_stalled_fan_outs
 
 logger = logging.getLogger("sigsentry.notifications")
 
@@ -53,6 +54,7 @@ def scheduled_checks() -> str:
     if requeued:
         logger.warning("requeued %d overdue webhook deliveries", requeued)
     requeue_stalled_retries()  # account emails whose worker died mid-try
+    requeue_stalled_fan_outs()  # webhook deliveries of leak reports, likewise
     return str(report)
 
 

@@ -12,24 +12,29 @@ task per delivery, all in that same transaction.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
+from django_tasks import task
 
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Organization
 from apps.webhooks import crypto, urlsafety
-from apps.webhooks.delivery import enqueue_delivery, pending_attempts
+from apps.webhooks.delivery import FIRST_ATTEMPT_PRIORITY, enqueue_delivery, pending_attempts
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from core.errors import ValidationFailed
 from core.queries import ROWS_PER_STATEMENT
+from core.tasks import requeue_stalled
 from core.validation import FieldErrors
+
+logger = logging.getLogger("sigsentry.webhooks")
 
 MAX_WEBHOOKS_PER_ORGANIZATION = 20
 
@@ -122,6 +127,12 @@ def enable_webhook(*, actor: Any, webhook: Webhook, request: HttpRequest | None 
     return webhook
 
 
+#: A fan-out goes ahead of the attempts it queues (and behind the scheduled checks).
+FAN_OUT_PRIORITY = FIRST_ATTEMPT_PRIORITY + 1
+#: A fan-out takes seconds at most: one started this long ago and not finished lost its worker.
+STALLED_AFTER = timedelta(minutes=10)
+
+
 def _audit(action: str, webhook: Webhook, actor: Any, request, details: dict) -> None:
     record_event(
         action=action,
@@ -135,8 +146,16 @@ def _audit(action: str, webhook: Webhook, actor: Any, request, details: dict) ->
     )
 
 
-def record_key_events(events: Iterable[KeyEvent], now: datetime | None = None) -> list[Event]:
-    """The outbox write: events, their deliveries and the queued attempts, in one transaction."""
+def record_key_events(
+    events: Iterable[KeyEvent], now: datetime | None = None, *, fan_out_now: bool = True
+) -> list[Event]:
+    """The outbox write: events, their deliveries and the queued attempts, in one transaction.
+
+    With `fan_out_now` False, the deliveries and their attempts are left to one queued task
+    (`fan_out_events`, in the same transaction): the caller's time then does not grow with
+    the organizations' webhooks. A leak report must take the same time whether or not its
+    keys existed, and a GitHub report may name 1,000 of them: one attempt queued per key and
+    webhook took ~25 ms a key with 20 webhooks, in the request."""
     events = list(events)
     if not events:
         return []
@@ -154,29 +173,60 @@ def record_key_events(events: Iterable[KeyEvent], now: datetime | None = None) -
             ),
             batch_size=ROWS_PER_STATEMENT,
         )
-        # Locked (in one order), so a webhook deleted meanwhile waits for this transaction
-        # or is not read: a revocation never fails on a delivery to a deleted webhook.
-        webhooks = list(
-            Webhook.objects.select_for_update(no_key=True)
-            .filter(
-                organization_id__in={row.organization_id for row in rows},
-                disabled_at__isnull=True,
-            )
-            .only("id", "organization_id", "events")
-            .order_by("id")
-        )
-        deliveries = Delivery.objects.bulk_create(
-            (
-                Delivery(event=row, webhook=webhook, next_attempt_at=now, created_at=now)
-                for row in rows
-                for webhook in webhooks
-                if webhook.organization_id == row.organization_id and row.type in webhook.events
-            ),
-            batch_size=ROWS_PER_STATEMENT,
-        )
-        if deliveries:
-            _enqueue_fairly(deliveries, {w.id: w.organization_id for w in webhooks})
+        if fan_out_now:
+            _fan_out(rows, now, again=False)
+        else:
+            fan_out_events.enqueue([str(row.pk) for row in rows])
     return rows
+
+
+def _fan_out(rows: list[Event], now: datetime, *, again: bool) -> None:
+    """Each event's deliveries (one per enabled webhook that takes its type) and their first
+    attempts, queued fairly; `again`: some may exist already (made once only)."""
+    # Locked (in one order), so a webhook deleted meanwhile waits for this transaction
+    # or is not read: a revocation never fails on a delivery to a deleted webhook.
+    webhooks = list(
+        Webhook.objects.select_for_update(no_key=True)
+        .filter(
+            organization_id__in={row.organization_id for row in rows},
+            disabled_at__isnull=True,
+        )
+        .only("id", "organization_id", "events")
+        .order_by("id")
+    )
+    made = set(Delivery.objects.filter(event__in=rows).values_list("event_id", "webhook_id"))
+    deliveries = Delivery.objects.bulk_create(
+        (
+            Delivery(event=row, webhook=webhook, next_attempt_at=now, created_at=now)
+            for row in rows
+            for webhook in webhooks
+            if webhook.organization_id == row.organization_id
+            and row.type in webhook.events
+            and (row.pk, webhook.pk) not in made
+        ),
+        batch_size=ROWS_PER_STATEMENT,
+    )
+    if deliveries:
+        _enqueue_fairly(deliveries, {w.id: w.organization_id for w in webhooks})
+
+
+@task(priority=FAN_OUT_PRIORITY)
+def fan_out_events(event_ids: list[str]) -> str:
+    """The deliveries of events recorded without them (`record_key_events`), in one
+    transaction: run again (a worker stopped mid-task, `requeue_stalled`), it makes only the
+    ones missing."""
+    with transaction.atomic():
+        rows = list(Event.objects.filter(pk__in=event_ids).order_by("created_at", "id"))
+        _fan_out(rows, timezone.now(), again=True)
+    return f"{len(rows)} events"
+
+
+def requeue_stalled_fan_outs() -> int:
+    """The fan-outs whose worker stopped mid-task, ready again (the scheduled checks)."""
+    requeued = requeue_stalled(fan_out_events, after=STALLED_AFTER)
+    if requeued:
+        logger.warning("%d webhook fan-outs requeued: their worker stopped mid-task", requeued)
+    return requeued
 
 
 def _enqueue_fairly(deliveries: list[Delivery], organization_of: dict) -> None:

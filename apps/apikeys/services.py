@@ -222,8 +222,10 @@ def roll_key(
     """Mint a successor (same name, permissions, origins and guardrails); the old key
     expires after the grace.
 
-    The successor's `expires_at` is the one given (None: no expiry), by default the
-    old key's when still in the future; a secret or org key's must fit its
+    The successor's `expires_at` is the one given (None: no expiry), by default as long
+    from now as the old key was given at its mint (none when it had none): the successor
+    of a key about to expire, rolled as the expiry emails advise, must not die with it
+    (it did when it took the old key's moment). A secret or org key's must fit its
     organization's lifetime policy, as at mint. An SDK key's `allowed_origins` may be
     set at roll (SPEC §4.7), validated as at mint; by default the old key's. So may
     `permissions`: a key's own never change (SPEC §4.10), its successor's may, validated
@@ -238,7 +240,8 @@ def roll_key(
         raise ValidationFailed({"keyId": ["Only an active key can be rolled."]})
     kind = kind_of(api_key)
     if expires_at is INHERIT:
-        expires_at = api_key.expires_at if api_key.expires_at and api_key.expires_at > now else None
+        lifetime = api_key.expires_at and api_key.expires_at - api_key.created_at
+        expires_at = now + lifetime if lifetime else None
     with transaction.atomic():
         locked = _locked_without_successor(api_key, now, "rolled")
         if permissions is INHERIT:  # an SDK key's: the locked set, whatever the row holds

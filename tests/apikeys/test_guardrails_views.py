@@ -323,9 +323,17 @@ def test_roll_from_the_page_under_a_policy(owner, project, organization):
     assert successor.expires_at.strftime("%Y-%m-%dT%H:%M") == within
 
 
-def test_an_sdk_roll_form_has_no_expiry_and_keeps_the_old_one(owner, project):
-    expiry = timezone.now() + timedelta(days=3)
-    api_key, _ = make_key(KeyKind.PUBLIC, project=project, expires_at=expiry)
+DAY = timedelta(days=1)
+
+
+def test_an_sdk_roll_form_has_no_expiry_and_keeps_the_old_keys_lifetime(
+    owner, project, time_machine
+):
+    """Found by an audit: the successor took the old key's moment, so a key rolled a day
+    before it expired, as the expiry emails advise, gave a successor dying with it."""
+    time_machine.move_to(timezone.now(), tick=False)
+    api_key, _ = make_key(KeyKind.PUBLIC, project=project, expires_at=timezone.now() + DAY * 3)
+    time_machine.shift(DAY * 2)  # a day before it expires
     client = logged_in(owner)
     assert f"roll-expiry-{api_key.id}" not in html(client.get(sdk_url(project)))
 
@@ -334,7 +342,8 @@ def test_an_sdk_roll_form_has_no_expiry_and_keeps_the_old_one(owner, project):
         {"grace_seconds": "0", "nonce": nonce_of(client, sdk_url(project))},
     )
 
-    assert ApiKey.objects.get(replaces=api_key).expires_at == expiry
+    lifetime = api_key.expires_at - api_key.created_at
+    assert ApiKey.objects.get(replaces=api_key).expires_at == timezone.now() + lifetime
 
 
 # The lifetime policy card (Organization → API Keys)

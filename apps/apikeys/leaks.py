@@ -18,7 +18,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.apikeys import keyformat
-from apps.apikeys.models import ApiKey, KeyType
+from apps.apikeys.models import ApiKey, KeyStatus, KeyType
 from apps.apikeys.services import key_event
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
@@ -88,7 +88,8 @@ def handle_leak_reports(
     ip, agent = (client_ip(request), user_agent(request)) if request is not None else (None, "")
     with transaction.atomic():
         found = list(ApiKey.objects.select_for_update().filter(digest__in=urls))
-        live = [k for k in found if k.revoked_at is None]
+        # SPEC §4.7: active keys; one expired already is dead (no revocation, no email)
+        live = [k for k in found if k.status_at(now) == KeyStatus.ACTIVE]
         to_revoke = [k for k in live if k.type != KeyType.PUBLIC]
         public = [k for k in live if k.type == KeyType.PUBLIC]
         recently_flagged = set()

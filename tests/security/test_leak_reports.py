@@ -9,7 +9,10 @@ and leaves it working; secret, organization and legacy keys are still revoked
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
@@ -21,6 +24,7 @@ from tests.orgs.helpers import bearer_client
 pytestmark = pytest.mark.django_db
 
 LEAKED = "/v1/leaked-keys"
+HOUR = timedelta(hours=1)
 
 
 def report(client, keys: list[str]):
@@ -107,4 +111,21 @@ def test_a_revoked_or_unknown_sdk_key_is_not_flagged(api_client, project, owner)
 
     report(api_client, [plaintext])
 
+    assert actions() == []
+
+
+@pytest.mark.parametrize("kind", [KeyKind.SECRET, KeyKind.PUBLIC])
+def test_an_expired_key_is_neither_revoked_nor_flagged(api_client, project, time_machine, kind):
+    """SPEC §4.7 acts on active keys. Found by an audit: an expired key was revoked, with an
+    audit event, a webhook event and an email saying its requests 'now fail with 401
+    KEY_REVOKED' about a key that was already dead."""
+    time_machine.move_to(timezone.now(), tick=False)
+    expired, plaintext = make_key(kind, project=project, expires_at=timezone.now() + HOUR)
+    time_machine.shift(HOUR * 2)
+    AuditEvent.objects.all().delete()
+
+    assert report(api_client, [plaintext]).status_code == 202
+
+    expired.refresh_from_db()
+    assert (expired.revoked_at, expired.leak_reported_at) == (None, None)
     assert actions() == []

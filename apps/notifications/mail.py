@@ -64,7 +64,8 @@ COPY: dict[str, Copy] = {
         "{what} of {org} expire{s} tomorrow",
         "These API keys expire within 24 hours. Requests made with them will then fail "
         "with 401 KEY_EXPIRED.",
-        "Roll each key that is still in use now and deploy the new key.",
+        "Roll each key that is still in use now and deploy the new key. A key already "
+        "rolled (its grace period ends) cannot be rolled again: deploy its successor.",
         "Roll the key",
     ),
     ReminderKind.KEY_UNUSED: Copy(

@@ -194,7 +194,9 @@ def _fan_out(rows: list[Event], now: datetime, *, again: bool) -> None:
         .only("id", "organization_id", "events")
         .order_by("id")
     )
-    made = set(Delivery.objects.filter(event__in=rows).values_list("event_id", "webhook_id"))
+    made = set()
+    if again:
+        made = set(Delivery.objects.filter(event__in=rows).values_list("event_id", "webhook_id"))
     deliveries = Delivery.objects.bulk_create(
         (
             Delivery(event=row, webhook=webhook, next_attempt_at=now, created_at=now)

@@ -81,3 +81,18 @@ def test_a_fan_out_whose_worker_stopped_is_ready_again(make_webhook, project):
     assert fan_outs.get().status == "READY"
     run_ready_tasks()
     assert Delivery.objects.count() == 1
+
+
+def test_an_event_fanned_out_at_once_reads_no_deliveries_first(make_webhook, project):
+    """Only a fan-out run by the worker may find some made already; a mint's does not ask."""
+    make_webhook("http://127.0.0.1:9/hook", events=["key.minted"])
+    with CaptureQueriesContext(connection) as queries:
+        make_key(KeyKind.SECRET, project=project)
+
+    made_already = [
+        q["sql"]
+        for q in queries
+        if q["sql"].startswith("SELECT") and '"webhooks_delivery"."event_id" IN' in q["sql"]
+    ]
+    assert made_already == []
+    assert Delivery.objects.count() == 1

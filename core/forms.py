@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.forms.boundfield import BoundField
+
+from core.validation import UNSHOWN_MESSAGE, has_unshown_characters
 
 
 class DashboardBoundField(BoundField):
@@ -69,3 +72,19 @@ class DashboardForm(forms.Form):
         if not self.is_bound:
             return None
         return next((name for name in self.fields if self.errors.get(name)), None)
+
+
+def _one_line(value: str) -> None:
+    if has_unshown_characters(value):
+        raise ValidationError(UNSHOWN_MESSAGE)
+
+
+class NameField(forms.CharField):
+    """A display name: the services' rule (`core.validation.clean_name`) checked with the
+    form's own, so a form with another error shows the name's too, in one submit."""
+
+    default_validators = [_one_line]
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 100)
+        super().__init__(**kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from core.forms import DashboardForm
+from core.forms import DashboardForm, NameField
 
 #: Service error fields (SPEC camelCase) → form field names.
 SERVICE_FIELDS = {"email": "email", "password": "password", "organizationName": "organization_name"}
@@ -49,9 +49,8 @@ class SignupForm(DashboardForm):
         help_text="At least 10 characters; not a common password.",
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password", "required": True}),
     )
-    organization_name = forms.CharField(
+    organization_name = NameField(
         label="Organization name",
-        max_length=100,
         required=False,
         widget=forms.TextInput(attrs={"autocomplete": "organization", "required": True}),
     )

@@ -12,7 +12,7 @@ from apps.apikeys.guardrails import validate_allowed_ips, validate_allowed_origi
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.validators import validate_expires_at, validate_permissions
 from core.errors import ValidationFailed
-from core.forms import DashboardForm
+from core.forms import DashboardForm, NameField
 from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS
 
 #: Service error fields (SPEC camelCase) → form fields.
@@ -147,7 +147,7 @@ class KeyCreateForm(GuardrailsForm):
     #: As the page shows them: the first invalid one takes the focus (core.forms).
     field_order = ["name", "expires_at", "permissions", "allowed_origins"]
 
-    name = forms.CharField(label="Name", max_length=100)
+    name = NameField(label="Name")
     permissions = forms.MultipleChoiceField(
         label="Permissions",
         choices=[(p, p) for p in ALL_PERMISSIONS],

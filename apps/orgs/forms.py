@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from django import forms
 
-from core.forms import DashboardForm
+from core.forms import DashboardForm, NameField
 from core.permissions import Role
 
 
 class ProjectForm(DashboardForm):
-    name = forms.CharField(label="Project name", max_length=100)
+    name = NameField(label="Project name")
 
 
 def role_choices(actor_role: str) -> list[tuple[str, str]]:

@@ -691,6 +691,18 @@ def test_a_name_with_a_text_direction_character_is_refused_next_to_the_field(own
     )
 
 
+def test_a_text_direction_name_is_shown_with_the_forms_other_errors(owner, project):
+    """Seen in Chromium: with no permission ticked, only "Choose at least one permission"
+    showed, and the name field drew the spoof ("deploy\u202egnp.exe" reads "deployexe.png")."""
+    page = html(
+        mint(logged_in(owner), api_url(project), name="deploy\u202egnp.exe", permissions=[])
+    )
+
+    assert re.search(r'id="id_name_error">Names cannot contain control', page)
+    assert "Choose at least one permission." in page
+    assert not ApiKey.objects.exists()
+
+
 def test_the_focus_goes_to_the_first_invalid_field_in_page_order(owner, project):
     page = html(mint(logged_in(owner), api_url(project), permissions=[], allowed_ips="floor"))
 

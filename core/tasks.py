@@ -1,33 +1,40 @@
 """What the worker's queue (django-tasks' database backend) lacks: taking back a task whose
-worker stopped while running it."""
+run was lost."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.db import transaction
-from django.utils import timezone
+from django.db.models import Q
+from django.db.models.functions import Now
 from django_tasks import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
+#: A task that takes seconds at most (a few EMAIL_TIMEOUTs, one fan-out): one started this
+#: long ago and not finished lost its worker.
+STALLED_AFTER = timedelta(minutes=10)
 
-def requeue_stalled(task, *, after: timedelta, now: datetime | None = None) -> int:
+
+def requeue_stalled(
+    task, *, after: timedelta = STALLED_AFTER, failed_within: timedelta | None = None
+) -> int:
     """Make `task`'s runs started more than `after` ago and not finished ready again: their
     worker was killed, or lost its database before it could record the end, and django-tasks
-    leaves such a row RUNNING for good. The task must be safe to run twice. The number made
-    ready."""
-    now = now or timezone.now()
+    leaves such a row RUNNING for good. With `failed_within`, its runs that raised (a
+    deadlock, a timeout, a worker's second SIGTERM) within that time too: django-tasks
+    records them FAILED, for good. The task must be safe to run again. Times are the
+    database's, one clock for every worker. The number made ready."""
+    lost = Q(status=TaskResultStatus.RUNNING, started_at__lt=Now() - after)
+    if failed_within is not None:
+        lost |= Q(status=TaskResultStatus.FAILED, finished_at__gte=Now() - failed_within)
     with transaction.atomic():
         stalled = list(
             DBTaskResult.objects.select_for_update(skip_locked=True)
-            .filter(
-                task_path=task.module_path,
-                status=TaskResultStatus.RUNNING,
-                started_at__lt=now - after,
-            )
+            .filter(lost, task_path=task.module_path)
             .values_list("pk", flat=True)
         )
         DBTaskResult.objects.filter(pk__in=stalled).update(
-            status=TaskResultStatus.READY, run_after=now, started_at=None
+            status=TaskResultStatus.READY, run_after=Now(), started_at=None, finished_at=None
         )
     return len(stalled)

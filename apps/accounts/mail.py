@@ -198,15 +198,10 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
     return "sent"
 
 
-#: A try takes at most a few EMAIL_TIMEOUTs: a retry claimed this long ago and not finished
-#: lost its worker (killed mid-try, or its database gone before it could record the end).
-STALLED_AFTER = timedelta(minutes=10)
-
-
-def requeue_stalled_retries(now: datetime | None = None) -> int:
+def requeue_stalled_retries() -> int:
     """Make the retries whose worker is gone ready again (the scheduled checks run this).
     The number made ready."""
-    stalled = requeue_stalled(resend_email, after=STALLED_AFTER, now=now)
+    stalled = requeue_stalled(resend_email)  # a try takes at most a few EMAIL_TIMEOUTs
     if stalled:
         logger.warning("%d email retries requeued: their worker stopped mid-try", stalled)
     return stalled

@@ -129,8 +129,9 @@ def enable_webhook(*, actor: Any, webhook: Webhook, request: HttpRequest | None 
 
 #: A fan-out goes ahead of the attempts it queues (and behind the scheduled checks).
 FAN_OUT_PRIORITY = FIRST_ATTEMPT_PRIORITY + 1
-#: A fan-out takes seconds at most: one started this long ago and not finished lost its worker.
-STALLED_AFTER = timedelta(minutes=10)
+#: A fan-out that failed (a deadlock, a timeout, a worker stopped at once) is run again by the
+#: five-minute checks for as long as its deliveries would be retried.
+FAN_OUT_RETRIED_FOR = timedelta(hours=24)
 
 
 def _audit(action: str, webhook: Webhook, actor: Any, request, details: dict) -> None:
@@ -224,10 +225,11 @@ def fan_out_events(event_ids: list[str]) -> str:
 
 
 def requeue_stalled_fan_outs() -> int:
-    """The fan-outs whose worker stopped mid-task, ready again (the scheduled checks)."""
-    requeued = requeue_stalled(fan_out_events, after=STALLED_AFTER)
+    """The fan-outs that raised or whose worker stopped mid-task, ready again (the scheduled
+    checks): before them, the events of a failed one were never delivered."""
+    requeued = requeue_stalled(fan_out_events, failed_within=FAN_OUT_RETRIED_FOR)
     if requeued:
-        logger.warning("%d webhook fan-outs requeued: their worker stopped mid-task", requeued)
+        logger.warning("%d webhook fan-outs requeued: failed, or their worker stopped", requeued)
     return requeued
 
 

@@ -11,6 +11,8 @@ import logging
 from datetime import timedelta
 
 import pytest
+import time_machine
+from django.db.models.functions import Now
 from django.test import Client
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -20,6 +22,7 @@ from apps.accounts.password_reset import make_reset_token
 from apps.invitations.models import Invitation
 from apps.invitations.selectors import token_digest
 from core import counters
+from core.tasks import STALLED_AFTER
 from tests.accounts.test_password_reset import ask_reset, confirm, token_from
 from tests.factories import UserFactory
 from tests.invitations.test_api import accept, invite
@@ -248,16 +251,28 @@ def test_a_retry_whose_worker_died_mid_try_is_made_ready_again(api_client, mailb
     now = timezone.now()
     # claimed by a worker that was then killed (or lost its database) before finishing
     DBTaskResult.objects.filter(pk=row.pk).update(
-        status="RUNNING", started_at=now - mail.STALLED_AFTER - timedelta(seconds=1)
+        status="RUNNING", started_at=now - STALLED_AFTER - timedelta(seconds=1)
     )
     recent = mail.resend_email.enqueue("password_changed", {"user_id": str(owner.pk)}, 1, "x")
     DBTaskResult.objects.filter(pk=recent.id).update(status="RUNNING", started_at=now)
 
-    assert mail.requeue_stalled_retries(now) == 1
+    assert mail.requeue_stalled_retries() == 1
 
     [ready] = queued_retries()
-    assert ready.pk == row.pk and ready.run_after <= now
+    assert ready.pk == row.pk and ready.run_after <= timezone.now()
     assert DBTaskResult.objects.get(pk=recent.id).status == "RUNNING"  # maybe still trying
     assert run_retry(ready) == "sent"
     token = token_from(mailbox.messages(owner.email)[0])
     assert confirm(api_client, token).status_code == 204
+
+
+def test_a_worker_whose_clock_runs_ahead_takes_back_no_retry_still_running(owner):
+    """Found by a review: the sweep compared its own clock with the claiming worker's; one
+    ahead by a day made every retry in flight ready again (sent twice). The database's
+    clock decides."""
+    running = mail.resend_email.enqueue("password_changed", {"user_id": str(owner.pk)}, 1, "x")
+    DBTaskResult.objects.filter(pk=running.id).update(status="RUNNING", started_at=Now())
+
+    with time_machine.travel(timedelta(days=92)):
+        assert mail.requeue_stalled_retries() == 0
+    assert DBTaskResult.objects.get(pk=running.id).status == "RUNNING"

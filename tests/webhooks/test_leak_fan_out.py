@@ -11,15 +11,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import report_leaked_keys
+from apps.webhooks import services
 from apps.webhooks.models import Delivery, DeliveryStatus, Event
-from apps.webhooks.services import STALLED_AFTER, fan_out_events, requeue_stalled_fan_outs
+from apps.webhooks.services import fan_out_events, requeue_stalled_fan_outs
+from core.tasks import STALLED_AFTER
 from tests.factories import make_key
 from tests.tasks import run_ready_tasks
 
@@ -96,3 +98,27 @@ def test_an_event_fanned_out_at_once_reads_no_deliveries_first(make_webhook, pro
     ]
     assert made_already == []
     assert Delivery.objects.count() == 1
+
+
+@pytest.mark.parametrize("stop", [OperationalError("deadlock detected"), SystemExit(1)])
+def test_a_fan_out_that_failed_is_run_again_by_the_checks(make_webhook, project, monkeypatch, stop):
+    """Found by a review: django-tasks records a task that raised (a deadlock, a timeout, a
+    worker's second SIGTERM inside it) FAILED for good, and its events were never
+    delivered. The five-minute checks now make it ready again."""
+    make_webhook("http://127.0.0.1:9/hook", events=["key.revoked_by_leak_report"])
+    report_leaked_keys(candidates=[make_key(KeyKind.SECRET, project=project)[1]])
+    fan_out = services._fan_out
+
+    def failing_once(*args, **kwargs):
+        monkeypatch.setattr(services, "_fan_out", fan_out)
+        raise stop
+
+    monkeypatch.setattr(services, "_fan_out", failing_once)
+    run_ready_tasks()
+    fan_outs = DBTaskResult.objects.filter(task_path=fan_out_events.module_path)
+    assert fan_outs.get().status == "FAILED" and Delivery.objects.count() == 0
+
+    assert requeue_stalled_fan_outs() == 1
+    run_ready_tasks()
+    assert Delivery.objects.count() == 1
+    assert fan_outs.get().status == "SUCCESSFUL"

@@ -252,7 +252,8 @@ class RollForm(DashboardForm):
     grace_seconds = forms.TypedChoiceField(
         label="Old key stops working", choices=GRACE_CHOICES, coerce=int, initial=3600
     )
-    # Sent by secret and org keys' roll forms (empty: no expiry); SDK keys keep the old expiry.
+    # Sent by secret and org keys' roll forms (empty: no expiry); an SDK key's successor gets
+    # the old key's lifetime from now.
     expires_at = forms.DateTimeField(
         label="New key expires (UTC)",
         required=False,

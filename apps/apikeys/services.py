@@ -205,7 +205,7 @@ def revoke_key(
     return api_key
 
 
-#: `roll_key`'s default for a field: the old key's (for the expiry, only if still ahead).
+#: `roll_key`'s default for a field: the old key's (for the expiry, its lifetime from now).
 INHERIT = object()
 
 
@@ -223,9 +223,11 @@ def roll_key(
     expires after the grace.
 
     The successor's `expires_at` is the one given (None: no expiry), by default as long
-    from now as the old key was given at its mint (none when it had none): the successor
-    of a key about to expire, rolled as the expiry emails advise, must not die with it
-    (it did when it took the old key's moment). A secret or org key's must fit its
+    from now as the old key was given at its mint (none when it had none), at most what
+    the organization's lifetime policy allows: the successor of a key about to expire,
+    rolled as the expiry emails advise, must not die with it (it did when it took the old
+    key's moment), and a key minted for longer before a policy is rolled into one that
+    fits it. A secret or org key's must fit its
     organization's lifetime policy, as at mint. An SDK key's `allowed_origins` may be
     set at roll (SPEC §4.7), validated as at mint; by default the old key's. So may
     `permissions`: a key's own never change (SPEC §4.10), its successor's may, validated
@@ -242,6 +244,9 @@ def roll_key(
     if expires_at is INHERIT:
         lifetime = api_key.expires_at and api_key.expires_at - api_key.created_at
         expires_at = now + lifetime if lifetime else None
+        latest = guardrails.latest_expiry(api_key.organization, now)
+        if expires_at is not None and latest is not None and kind is not KeyKind.PUBLIC:
+            expires_at = min(expires_at, latest)  # no expiry stays none: refused (SPEC §4.10)
     with transaction.atomic():
         locked = _locked_without_successor(api_key, now, "rolled")
         if permissions is INHERIT:  # an SDK key's: the locked set, whatever the row holds

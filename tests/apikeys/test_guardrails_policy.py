@@ -214,6 +214,27 @@ def test_existing_keys_are_not_touched(owner, project, organization):
 
 
 @pytest.mark.parametrize("kind", SECRET_KINDS, ids=SECRET_IDS)
+def test_a_key_minted_for_longer_before_the_policy_rolls_into_one_that_fits(
+    owner, project, organization, kind
+):
+    """Found by a review: the successor's default expiry, the old key's lifetime from now
+    (365 days), outgrew a 90-day policy set since, and the roll was refused; these are the
+    keys the page lists for rolling. The default is capped at the policy."""
+    old, _ = make_key(kind, project=project, expires_at=timezone.now() + timedelta(days=365))
+    organization.key_max_lifetime_days = 90
+    organization.save()
+
+    rolled = user_client(owner).post(
+        key_url(kind, project, old, "roll"), {"graceSeconds": 60}, format="json"
+    )
+
+    assert rolled.status_code == 201, rolled.content
+    successor = ApiKey.objects.get(replaces=old)
+    latest = timezone.now() + timedelta(days=90)
+    assert latest - timedelta(minutes=1) < successor.expires_at <= latest
+
+
+@pytest.mark.parametrize("kind", SECRET_KINDS, ids=SECRET_IDS)
 def test_a_roll_needs_an_expiry_within_the_policy(owner, project, organization, kind):
     old, _ = make_key(kind, project=project)  # minted before the policy: no expiry
     organization.key_max_lifetime_days = 30

@@ -24,14 +24,16 @@ throttled per client and per normalized address so nobody can flood an inbox.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.tokens import PasswordResetTokenGenerator
 from django.db import transaction
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
 from django_tasks import task
 
@@ -42,6 +44,8 @@ from apps.accounts.selectors import user_by_email
 from core import throttling
 from core.errors import ValidationFailed
 from core.net import client_ip
+
+logger = logging.getLogger("sigsentry.mail")
 
 MAX_TOKEN_LENGTH = 128
 INVALID_TOKEN = "This reset link is invalid, was already used or has expired. Ask for a new one."
@@ -107,14 +111,22 @@ def request_password_reset(*, email: Any, request: HttpRequest | None = None) ->
     ip = client_ip(request) if request is not None else None
     throttling.enforce("password_reset_ip", ip)
     throttling.enforce("password_reset_account", account)
-    mail_reset_link.enqueue(account)  # the same one INSERT whether or not the account exists
+    # the same one INSERT whether or not the account exists
+    mail_reset_link.enqueue(account, timezone.now().isoformat())
 
 
 @task(priority=mail.FIRST_TRY_PRIORITY)
-def mail_reset_link(account: str) -> None:
+def mail_reset_link(account: str, asked_at: str | None = None) -> None:
     """The worker's side of a reset ask: the link, if an active account with a password uses
-    the normalized address `account` (its tries and retries: apps.accounts.mail). Returns
-    nothing: the task's stored result must not say whether the account exists."""
+    the normalized address `account` (its tries and retries: apps.accounts.mail). An ask
+    older than a link's life is dropped: a worker down or behind for hours must not mail
+    links nobody waits for any more, as the retries never do. Returns nothing: the task's
+    stored result must not say whether the account exists."""
+    # (`asked_at` None: an ask queued by the release before, during a deploy)
+    waited = timezone.now() - datetime.fromisoformat(asked_at) if asked_at else timedelta(0)
+    if waited > timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT):
+        logger.warning("password reset ask dropped: the worker took %d s", waited.total_seconds())
+        return
     user = user_by_email(account)
     if user is None or not user.is_active or not user.has_usable_password():
         return

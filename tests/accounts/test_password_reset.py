@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from apps.accounts.models import AuthSession
 from apps.accounts.password_reset import make_reset_token
@@ -306,3 +308,19 @@ def test_a_good_reset_link_gives_its_count_back(owner, throttle_clock):
     client = Client(REMOTE_ADDR="198.51.100.11")
     good = make_reset_token(owner)
     assert [client.get(f"/reset/{good}/").status_code for _ in range(5)] == [200] * 5
+
+
+def test_an_ask_the_worker_reaches_after_a_links_life_is_dropped(
+    api_client, mailbox, owner, time_machine, caplog
+):
+    """Found by a review: a worker down or behind for hours mailed every queued ask then,
+    each with a fresh link (the retries already refuse to be that late)."""
+    time_machine.move_to(timezone.now(), tick=False)
+    assert api_client.post(RESET, {"email": owner.email}, format="json").status_code == 202
+    time_machine.shift(timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT + 1))
+
+    with caplog.at_level(logging.WARNING, logger="sigsentry.mail"):
+        run_ready_tasks()
+
+    assert mailbox.messages() == []
+    assert "password reset ask dropped" in caplog.text and owner.email not in caplog.text

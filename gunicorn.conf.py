@@ -56,29 +56,35 @@ _created_metrics_dir = None
 #: (a request line, a URL in a Referer, a link in a query: /login/?next=...), so that
 #: /orgs/<id>/invitations/<id>/cancel/, which holds no secret, is written as it is.
 _TOKEN_IN_URL = re.compile(
-    r"((?:^|[\s\"'=?&]|//[^/\s\"]*)(?:/v1)?/+(?:reset|invitations)/+)[^/?&#\s\"]+", re.I
+    r"((?:^|[\s\"'=?&]|//[^/\s\"]*)(?:/v1)?/+(?:reset|invitations)/+)[^/?&#\s\"]+",
+    re.I | re.A,  # ASCII case folding only, as `_HINTS` compares
 )
 #: The same in a value encoded more times over than is ever sent for real (crafted), read
 #: as it is: separators %-encoded at any depth, the secret's own escapes included.
 _TOKEN_IN_ENCODED_URL = re.compile(
     r"((?:/|%(?:25)*2F)(?:reset|invitations)(?:/|%(?:25)*2F)+)"
     r"(?:[^/?&#\s\"%]|%(?:25)*+(?!2[Ff])[0-9A-Fa-f]{2})+",
-    re.I,
+    re.I | re.A,
 )
-#: An API key (its prefix kept: apps.apikeys.keyformat's prefixes, legacy ones included)
-#: or a JWT (three base64url parts, the first a JSON object: `eyJ`).
+#: An API key (its prefix kept: apps.apikeys.keyformat's prefixes, legacy ones included,
+#: as long as one: a key's 38 characters, a legacy key's at least 8, so `tb_logo.png` or a
+#: traceback's `tb_frame` stay) or a JWT (three base64url parts, the first a JSON object).
 _CREDENTIAL = re.compile(
-    r"(?<![A-Za-z0-9])((?:ss_pub|ss_secret|ss_org|ss_live|tb)_)[A-Za-z0-9_\-]+"
-    r"|(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+    r"(?<![A-Za-z0-9])(?:((?:ss_pub|ss_secret|ss_org)_)[A-Za-z0-9]{20,}"
+    r"|((?:ss_live|tb)_)[A-Za-z0-9_\-]{8,})"
+    r"|(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
+    re.A,
 )
 #: The value of a query parameter named for a secret (`token`, `access_token`, `api_key`,
 #: `apikey`, `password`, `secret`, `code`, `signature`, ...).
 _SECRET_PARAMETER = re.compile(
-    r"([?&;][\w.\-\[\]]*(?:token|key|password|passwd|secret|code|signature|auth)=)[^&;#\s\"]+",
-    re.I,
+    r"((?:^|[?&;])[\w.\-\[\]]*(?:token|key|password|passwd|secret|code|signature|auth)=)"
+    r"[^&;#\s\"]+",
+    re.I | re.A,
 )
-#: %-encoded again in a decoded value, so that a decoded %0A or %22 cannot forge a line.
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]|\"")
+#: %-encoded again in a decoded value once masked, so that a decoded %0A or %22 cannot forge
+#: a line (the masks' "…" stays).
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e…]|\"")
 #: Browsers and mail clients encode a link once, a redirect chain maybe twice or three times.
 _MOST_DECODES = 4
 
@@ -100,10 +106,13 @@ def _decoded(value: str) -> str | None:
 _HINTS = ("reset", "invitations", "ss_", "tb_", "eyj", "=")
 
 
-def _masked(text: str) -> str:
-    text = _TOKEN_IN_URL.sub("\\1…", text)
-    text = _CREDENTIAL.sub(lambda m: f"{m[1]}…" if m[1] else "…", text)
+def _mask_credentials(text: str) -> str:
+    text = _CREDENTIAL.sub(lambda m: f"{m[1] or m[2] or ''}…", text)
     return _SECRET_PARAMETER.sub("\\1…", text)
+
+
+def _masked(text: str) -> str:
+    return _mask_credentials(_TOKEN_IN_URL.sub("\\1…", text))
 
 
 def _mask_token_links(value: str) -> str:
@@ -112,14 +121,14 @@ def _mask_token_links(value: str) -> str:
     patterns)."""
     decoded = _decoded(value)
     if decoded is None:  # over-encoded: masked as it is, never blanked (a request's own line)
-        return _CREDENTIAL.sub(
-            lambda m: f"{m[1]}…" if m[1] else "…", _TOKEN_IN_ENCODED_URL.sub("\\1…", value)
-        )
+        return _mask_credentials(_TOKEN_IN_ENCODED_URL.sub("\\1…", value))
     lowered = decoded.lower()
-    if not any(hint in lowered for hint in _HINTS) or _masked(decoded) == decoded:
+    if not any(hint in lowered for hint in _HINTS):
         return value
-    printable = _UNPRINTABLE.sub(lambda c: quote(c[0], safe=""), decoded)
-    return _masked(printable)
+    masked = _masked(decoded)  # before %-encoding: an escape must not hide a secret's start
+    if masked == decoded:
+        return value
+    return _UNPRINTABLE.sub(lambda c: quote(c[0], safe=""), masked)
 
 
 class _MaskTokenLinks(logging.Filter):

@@ -19,6 +19,7 @@ from apps.apikeys.gate import reservation, window
 from apps.apikeys.gate.batch import send_pending_counts
 from apps.apikeys.keyformat import KeyKind, digest
 from apps.apikeys.services import revoke_key, update_key
+from apps.orgs import access
 from core import failopen
 from core.sharedredis import redis_client
 from tests.apikeys.usage_helpers import requires_redis
@@ -304,6 +305,18 @@ def test_the_guesses_a_process_keeps_are_bounded(project, monkeypatch):
         assert analyses(plaintext, project).status_code == 200
 
     assert list(reservation._limits_seen) == [digest(plaintext) for _k, plaintext in keys[2:]]
+
+
+def test_the_projects_a_process_remembers_for_org_keys_are_bounded(organization, monkeypatch):
+    monkeypatch.setattr(access, "PROJECT_ORGS_KEPT", 3)
+    monkeypatch.setattr(access, "_project_orgs", {})
+    projects = [ProjectFactory(organization=organization) for _ in range(5)]
+    _api_key, plaintext = org_key(projects[0])
+
+    for project in projects:
+        assert analyses(plaintext, project).status_code == 200
+
+    assert list(access._project_orgs) == [p.id for p in projects[2:]]
 
 
 @pytest.mark.parametrize(

@@ -22,12 +22,13 @@ def requeue_stalled(
     """Make `task`'s runs started more than `after` ago and not finished ready again: their
     worker was killed, or lost its database before it could record the end, and django-tasks
     leaves such a row RUNNING for good. With `failed_within`, its runs that raised (a
-    deadlock, a timeout, a worker's second SIGTERM) within that time too: django-tasks
-    records them FAILED, for good. The task must be safe to run again. Times are the
+    deadlock, a timeout, a worker's second SIGTERM) and were first queued within that time
+    too: django-tasks records them FAILED, for good (one failing every time is given up
+    once its first queuing is that old). The task must be safe to run again. Times are the
     database's, one clock for every worker. The number made ready."""
     lost = Q(status=TaskResultStatus.RUNNING, started_at__lt=Now() - after)
     if failed_within is not None:
-        lost |= Q(status=TaskResultStatus.FAILED, finished_at__gte=Now() - failed_within)
+        lost |= Q(status=TaskResultStatus.FAILED, enqueued_at__gte=Now() - failed_within)
     with transaction.atomic():
         stalled = list(
             DBTaskResult.objects.select_for_update(skip_locked=True)

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import OperationalError, connection
+from django.db.models.functions import Now
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -20,7 +21,11 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import report_leaked_keys
 from apps.webhooks import services
 from apps.webhooks.models import Delivery, DeliveryStatus, Event
-from apps.webhooks.services import fan_out_events, requeue_stalled_fan_outs
+from apps.webhooks.services import (
+    FAN_OUT_RETRIED_FOR,
+    fan_out_events,
+    requeue_stalled_fan_outs,
+)
 from core.tasks import STALLED_AFTER
 from tests.factories import make_key
 from tests.tasks import run_ready_tasks
@@ -122,3 +127,19 @@ def test_a_fan_out_that_failed_is_run_again_by_the_checks(make_webhook, project,
     run_ready_tasks()
     assert Delivery.objects.count() == 1
     assert fan_outs.get().status == "SUCCESSFUL"
+
+
+def test_a_fan_out_failing_every_time_is_given_up_a_day_after_it_was_queued(make_webhook, project):
+    """Each failure stamps a new end: counted from it, a broken fan-out would be run again
+    every five minutes for ever. Counted from its first queuing, it stops after a day."""
+    make_webhook("http://127.0.0.1:9/hook", events=["key.revoked_by_leak_report"])
+    report_leaked_keys(candidates=[make_key(KeyKind.SECRET, project=project)[1]])
+    fan_outs = DBTaskResult.objects.filter(task_path=fan_out_events.module_path)
+    fan_outs.update(
+        status="FAILED",
+        enqueued_at=Now() - FAN_OUT_RETRIED_FOR - timedelta(minutes=1),
+        finished_at=Now(),
+    )
+
+    assert requeue_stalled_fan_outs() == 0
+    assert fan_outs.get().status == "FAILED"

@@ -243,11 +243,15 @@ class Pagination(CursorPagination):
 
 
 def json_object(request, fields: Collection[str] = (), *, closed: bool = False) -> dict[str, Any]:
-    """The JSON object body of a request (an empty body counts as `{}`); else VALIDATION_ERROR.
-    With `fields`, the body's fields, checked by `core.validation.check_fields`: a member
-    that looks like a misspelling of one is a VALIDATION_ERROR, and so is any other unknown
-    member of a `closed` body."""
-    data = request.data
+    """The JSON object body of a request (an empty body counts as `{}`): `object_body`."""
+    return object_body(request.data, fields, closed=closed)
+
+
+def object_body(data: Any, fields: Collection[str] = (), *, closed: bool = False) -> dict:
+    """`data` (a parsed request body) if it is a JSON object; else VALIDATION_ERROR on
+    `body`. With `fields`, the body's fields, checked by `core.validation.check_fields`: a
+    member that looks like a misspelling of one is a VALIDATION_ERROR, and so is any other
+    unknown member of a `closed` body."""
     if not isinstance(data, dict):
         raise ValidationFailed(
             {"body": ["Send a JSON object."]}, "The request body must be a JSON object."

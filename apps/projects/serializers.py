@@ -14,8 +14,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.projects.models import Channel, LogSource
-from core.errors import ValidationFailed
-from core.validation import UNSHOWN_MESSAGE, check_fields, has_unshown_characters
+from core.api import object_body
+from core.validation import UNSHOWN_MESSAGE, has_unshown_characters
 
 
 class StrictCharField(serializers.CharField):
@@ -109,11 +109,7 @@ def validated(serializer_class: type[serializers.Serializer], data: Any, *, part
     """The validated body, or 400 VALIDATION_ERROR with `details.fields` (camelCase): a body
     that is not a JSON object on `body`, a member that looks like a misspelling of a field
     (`setting`, `coment`) on that member, as the key endpoints do (`core.validation`)."""
-    if not isinstance(data, dict):
-        raise ValidationFailed(
-            {"body": ["Send a JSON object."]}, "The request body must be a JSON object."
-        )
-    check_fields(data, serializer_class().fields)
+    object_body(data, serializer_class().fields)
     serializer = serializer_class(data=data, partial=partial)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)

@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -27,7 +27,12 @@ from django_tasks import task
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Organization
 from apps.webhooks import crypto, urlsafety
-from apps.webhooks.delivery import FIRST_ATTEMPT_PRIORITY, enqueue_delivery, pending_attempts
+from apps.webhooks.delivery import (
+    FIRST_ATTEMPT_PRIORITY,
+    RETRY_FOR,
+    enqueue_delivery,
+    pending_attempts,
+)
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from core.errors import ValidationFailed
 from core.queries import ROWS_PER_STATEMENT
@@ -129,9 +134,6 @@ def enable_webhook(*, actor: Any, webhook: Webhook, request: HttpRequest | None 
 
 #: A fan-out goes ahead of the attempts it queues (and behind the scheduled checks).
 FAN_OUT_PRIORITY = FIRST_ATTEMPT_PRIORITY + 1
-#: A fan-out that failed (a deadlock, a timeout, a worker stopped at once) is run again by the
-#: five-minute checks for as long as its deliveries would be retried.
-FAN_OUT_RETRIED_FOR = timedelta(hours=24)
 
 
 def _audit(action: str, webhook: Webhook, actor: Any, request, details: dict) -> None:
@@ -227,7 +229,9 @@ def fan_out_events(event_ids: list[str]) -> str:
 def requeue_stalled_fan_outs() -> int:
     """The fan-outs that raised or whose worker stopped mid-task, ready again (the scheduled
     checks): before them, the events of a failed one were never delivered."""
-    requeued = requeue_stalled(fan_out_events, failed_within=FAN_OUT_RETRIED_FOR)
+    # one that failed (a deadlock, a timeout, a worker stopped at once): for as long as its
+    # deliveries would be retried
+    requeued = requeue_stalled(fan_out_events, failed_within=RETRY_FOR)
     if requeued:
         logger.warning("%d webhook fan-outs requeued: failed, or their worker stopped", requeued)
     return requeued

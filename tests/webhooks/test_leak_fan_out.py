@@ -20,12 +20,9 @@ from django_tasks_db.models import DBTaskResult
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import report_leaked_keys
 from apps.webhooks import services
+from apps.webhooks.delivery import RETRY_FOR
 from apps.webhooks.models import Delivery, DeliveryStatus, Event
-from apps.webhooks.services import (
-    FAN_OUT_RETRIED_FOR,
-    fan_out_events,
-    requeue_stalled_fan_outs,
-)
+from apps.webhooks.services import fan_out_events, requeue_stalled_fan_outs
 from core.tasks import STALLED_AFTER
 from tests.factories import make_key
 from tests.tasks import run_ready_tasks
@@ -137,7 +134,7 @@ def test_a_fan_out_failing_every_time_is_given_up_a_day_after_it_was_queued(make
     fan_outs = DBTaskResult.objects.filter(task_path=fan_out_events.module_path)
     fan_outs.update(
         status="FAILED",
-        enqueued_at=Now() - FAN_OUT_RETRIED_FOR - timedelta(minutes=1),
+        enqueued_at=Now() - RETRY_FOR - timedelta(minutes=1),
         finished_at=Now(),
     )
 

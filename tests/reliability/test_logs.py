@@ -601,3 +601,16 @@ def test_gunicorn_logs_no_credential_a_client_put_in_a_url(transactional_db, sta
     assert '"GET /v1/me?api_key=… HTTP/1.1" 401' in log  # the line is written, its secret masked
     assert not _any_part_of(plaintext.removeprefix("ss_secret_"), log)
     assert not _any_part_of(jwt.removeprefix("eyJ"), log)
+
+
+def test_gunicorn_masks_every_key_prefix_the_service_knows():
+    """gunicorn.conf.py runs before Django and cannot import apps.apikeys.keyformat, so it
+    writes the prefixes again: a prefix added there must be masked here too."""
+    mask = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))[
+        "_mask_token_links"
+    ]
+    keys = [(kind.prefix, keyformat.generate(kind)) for kind in KeyKind]
+    keys += [(p, f"{p}{token_urlsafe(24)}") for p in keyformat.LEGACY_PREFIXES]
+
+    for prefix, key in keys:
+        assert mask(f"GET /v1/me?k={key} HTTP/1.1") == f"GET /v1/me?k={prefix}… HTTP/1.1"

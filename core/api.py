@@ -121,14 +121,6 @@ class ApiView(APIView):
     def principal(self) -> Principal:
         return self.request.user
 
-    def may_refuse_key_early(self, key) -> bool:
-        """Whether a request with `key` may be refused before DRF's throttle step: False
-        only when it is known without a query that it is not. `key`: what a process last
-        read of the key (a guess); its rate limit's check is sent ahead of the lookup only
-        then (`apps.apikeys.gate.reservation`), so a request this can refuse never holds
-        budget it would give back."""
-        return not self.handles(self.request.method)
-
     def handles(self, method: str) -> bool:
         """Whether this view has a handler for `method` (HEAD: GET's, set up by Django)."""
         name = method.lower()
@@ -166,10 +158,6 @@ class ProjectScopedView(ApiView):
         # For what runs after the response (an org key's last use names its project).
         request.META[PROJECT_ID] = self.project.id
 
-    def may_refuse_key_early(self, key) -> bool:
-        header = self.request.META.get("HTTP_X_PROJECT_ID")
-        return access_policy().may_refuse_key(key, header) or super().may_refuse_key_early(key)
-
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         required = self._permission_for(request.method)
@@ -199,9 +187,6 @@ class ManagementView(ApiView):
         super().check_permissions(request)
         if self.principal.key is not None:
             raise KeyManagementForbidden()
-
-    def may_refuse_key_early(self, key) -> bool:
-        return True
 
 
 class Pagination(CursorPagination):

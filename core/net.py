@@ -60,7 +60,7 @@ def _networks(allowed_ips: tuple[str, ...]) -> tuple:
 @functools.lru_cache(maxsize=4096)
 def ip_allowed(ip: str | None, allowed_ips: tuple[str, ...]) -> bool:
     """Whether the client IP (per NUM_PROXIES) is in a key's allowlist (SPEC §4.10).
-    Cached: a pure answer, asked twice a request for a rate-limited key (the guess, the row)."""
+    Cached: a pure answer, and a client keeps its IP from request to request (6d557f5)."""
     if ip is None:
         return False
     address = ipaddress.ip_address(ip)

@@ -37,7 +37,6 @@ from apps.accounts.cookies import ACCESS_COOKIE, enforce_csrf
 from apps.accounts.services import touch_session
 from apps.accounts.tokens import MAX_CREDENTIAL_LENGTH
 from apps.apikeys import keyformat
-from apps.apikeys.gate import reservation
 from apps.apikeys.gate.steps import refused_key_window
 from apps.apikeys.keyformat import Shape
 from apps.apikeys.selectors import KeyRecord, key_by_digest
@@ -84,15 +83,9 @@ def authenticate_key(credential: str, shape: Shape, request) -> Principal:
     elif not keyformat.is_valid_key(credential):
         raise KeyInvalid()
     digest = keyformat.digest(credential)
-    reservation.reserve_limit(request, digest)  # overlaps the lookup
-    try:
-        api_key = key_by_digest(digest)
-    finally:
-        reservation.collect_reservation(request)
+    api_key = key_by_digest(digest)
     if api_key is None or not keyformat.digests_match(api_key.digest, digest):
-        reservation.remember_limit(digest, None)
         raise KeyInvalid()
-    reservation.remember_limit(digest, api_key)
     if api_key.revoked_at is not None:
         raise _refusing(KeyRevoked(), api_key)
     if api_key.expires_at is not None and api_key.expires_at <= timezone.now():

@@ -67,7 +67,6 @@ class KeyUseMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         decision = request.META.get(AUTH_DECISION)
-        # before the early return: a rate-limit reservation of a failed lookup is given back
         record_use_counts(request, refused=decision is None or decision.outcome != "ok")
         if decision is None or decision.key is None:
             return response

@@ -14,7 +14,6 @@ The same functions serve API keys, JWT users and dashboard pages:
 from __future__ import annotations
 
 import re
-import threading
 import uuid
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,6 @@ from apps.orgs.models import Membership
 from apps.projects.models import Project
 from apps.projects.selectors import ProjectRecord, project_by_id
 from core.errors import (
-    ApiError,
     KeyManagementForbidden,
     NotFound,
     PermissionDenied,
@@ -95,8 +93,7 @@ CONFINED_ELSEWHERE = "This organization key is confined to other projects (its p
 
 def project_id_for_key(key, header_value: str | None) -> uuid.UUID:
     """The id of the project a key's project-scoped request acts on, or its refusal
-    (SPEC §2.1, §4.10), decided without a query. `key`: a key's record, or what a
-    process last read of it (the rate limit's guess, `apps.apikeys.gate.reservation`)."""
+    (SPEC §2.1, §4.10), decided without a query."""
     if key.is_project_key:
         named = header_value is not None and header_value.strip()
         if named and parse_project_id(header_value) != key.project_id:
@@ -110,35 +107,6 @@ def project_id_for_key(key, header_value: str | None) -> uuid.UUID:
     return project_id
 
 
-#: project id -> its organization's id, for projects this process read for an org key (a
-#: project never moves to another organization)
-_project_orgs: dict[uuid.UUID, uuid.UUID] = {}
-_project_orgs_lock = threading.Lock()
-PROJECT_ORGS_KEPT = 10_000
-
-
-def may_refuse_key(key, header_value: str | None) -> bool:
-    """Whether a project-scoped request with `key` may be refused at its project (SPEC §4.10):
-    False only when it is known without a query that it is not. `key`: what a process last
-    read of the key (the rate limit's guess, `apps.apikeys.gate.reservation`). An org key
-    naming a project this process has not yet seen in the key's organization may be: only
-    the project's row tells."""
-    try:
-        project_id = project_id_for_key(key, header_value)
-    except ApiError:
-        return True
-    return not key.is_project_key and _project_orgs.get(project_id) != key.organization_id
-
-
-def _remember_project(project: ProjectRecord) -> None:
-    if project.id in _project_orgs:
-        return
-    with _project_orgs_lock:
-        if len(_project_orgs) >= PROJECT_ORGS_KEPT:
-            del _project_orgs[next(iter(_project_orgs))]  # the oldest
-        _project_orgs[project.id] = project.organization_id
-
-
 def resolve_project(principal: Principal, header_value: str | None) -> ProjectRecord:
     """The project a project-scoped request acts on (SPEC §2.1, §2.2)."""
     key = principal.key
@@ -150,7 +118,6 @@ def resolve_project(principal: Principal, header_value: str | None) -> ProjectRe
         project = project_by_id(project_id)
         if project is None or project.organization_id != key.organization_id:
             raise ProjectNotFound()
-        _remember_project(project)
         return project
     project, role = project_for_member(principal.user.pk, parse_project_id(header_value))
     principal.roles[project.organization_id] = role

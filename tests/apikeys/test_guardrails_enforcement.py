@@ -282,7 +282,7 @@ def test_a_method_the_endpoint_lacks_is_405_and_spends_no_budget(project, settin
     )
     client = bearer_client(plaintext)
 
-    for _ in range(3):  # the first also seeds this process's guess of the key's limit
+    for _ in range(3):
         refused = client.put("/v1/analyses", {}, format="json", HTTP_X_PROJECT_ID=str(project.id))
         assert (refused.status_code, error_code(refused)) == (405, "METHOD_NOT_ALLOWED")
         assert refused["X-RateLimit-Remaining"] == "2"

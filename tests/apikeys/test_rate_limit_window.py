@@ -95,9 +95,7 @@ def test_the_local_window_admits_exactly_n_in_any_window_at_its_edges(seed):
     window, now_ms = Window(LIMIT_N, limit_ms), 1_700_000_000_000
     for _ in range(200):
         peek = rng.random() < 0.2
-        allowed, remaining, reset_ms, at, _taken = store.limit(
-            key_id, LIMIT_N, limit_ms, peek, now_ms
-        )
+        allowed, remaining, reset_ms, at = store.limit(key_id, LIMIT_N, limit_ms, peek, now_ms)
         window.check(LimitState(bool(allowed), LIMIT_N, remaining, reset_ms, at), peek=peek)
         now_ms = rng.choice((now_ms, now_ms + 1, reset_ms - 1, reset_ms, reset_ms + 1))
 

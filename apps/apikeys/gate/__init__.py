@@ -7,8 +7,6 @@ From the bottom up:
 * `window`: a key's rate-limit window, one atomic Lua script per check;
 * `counters`: a key's hour and day counters and recent IPs, one Lua script per count;
 * `batch`: key uses gathered per process and sent once a second, pipelined;
-* `reservation`: the rate-limit check sent ahead of the key's lookup, so the two round
-  trips overlap;
 * `steps`: the limit at its place in SPEC §4.10's order (a DRF throttle) and the count
   after the response.
 """

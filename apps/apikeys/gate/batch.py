@@ -10,7 +10,7 @@ import time
 import redis
 from django.conf import settings
 
-from apps.apikeys.gate import counters, window
+from apps.apikeys.gate import counters
 from apps.apikeys.gate.store import fail_open
 from core.sharedredis import redis_client
 
@@ -23,28 +23,19 @@ class UsageBatch:
     Counts reach Redis (and so every process's usage answer) within that interval. A
     process that exits normally sends what it holds (atexit); one killed hard loses at
     most one interval's counts, as does one whose send finds Redis unreachable (logged).
-    The times reservations took, when their request could not wait for Redis to give
-    them back, go with the same send.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         #: (key id, hour start) -> [requests, refused, last seen, {ip: [count, last seen]}]
         self.pending: dict[tuple[str, int], list] = {}
-        #: (key id, the guessed limit, the time taken) of reservations to give back
-        self.give_backs: list[tuple[str, tuple[int, int], int]] = []
         self.pid = 0
 
     def _start(self) -> None:
         """Under the lock: the sending thread, on first use in this process (or a fork)."""
         if self.pid != os.getpid():
-            self.pid, self.pending, self.give_backs = os.getpid(), {}, []
+            self.pid, self.pending = os.getpid(), {}
             threading.Thread(target=self._run, daemon=True, name="usage-batch").start()
-
-    def give_back(self, key_id: str, limit: tuple[int, int], taken_ms: int) -> None:
-        with self.lock:
-            self._start()
-            self.give_backs.append((key_id, limit, taken_ms))
 
     def add(self, key_id: str, ip: str | None, requests: int, refused: int) -> None:
         now = time.time()
@@ -63,23 +54,16 @@ class UsageBatch:
 
     def _run(self) -> None:
         while True:
-            time.sleep(settings.USAGE_BATCH_SECONDS or 1)  # 0: only give-backs come here
+            time.sleep(settings.USAGE_BATCH_SECONDS or 1)  # 0 since started: counted at once
             self.send()
 
     def send(self) -> None:
         with self.lock:
             pending, self.pending = self.pending, {}
-            give_backs, self.give_backs = self.give_backs, []
         client = redis_client()
-        if not (pending or give_backs) or client is None:
+        if not pending or client is None:
             return
         pipe, script = counters.counting_pipeline(client)
-        for key_id, limit, taken_ms in give_backs:
-            window.limit_script(client)(
-                keys=window.window_keys(key_id),
-                args=window.limit_args(limit, peek=True, give_back=taken_ms, guess=True),
-                client=pipe,
-            )
         for (key_id, _hour), (requests, refused, last, ips) in pending.items():
             args = counters.count_args(
                 key_id, ip=None, requests=requests, refused=refused, now=last, ip_count=0
@@ -93,10 +77,7 @@ class UsageBatch:
         try:
             pipe.execute()
         except redis.RedisError:
-            fail_open(
-                f"{len(pending)} key counters not counted, {len(give_backs)} rate-limit "
-                "reservations not given back"
-            )
+            fail_open(f"{len(pending)} key counters not counted")
 
 
 _batch = UsageBatch()
@@ -115,8 +96,3 @@ def count_use(key_id: str, ip: str | None, requests: int, refused: int) -> None:
         _batch.add(key_id, ip, requests, refused)
     else:
         counters.add_counts(key_id, ip=ip, requests=requests, refused=refused)
-
-
-def give_back_later(key_id: str, limit: tuple[int, int], taken_ms: int) -> None:
-    """Give a reservation's time back to its key's window with this process's next batch."""
-    _batch.give_back(key_id, limit, taken_ms)

@@ -10,9 +10,7 @@ from __future__ import annotations
 from rest_framework.throttling import BaseThrottle
 
 from apps.apikeys.gate import batch, window
-from apps.apikeys.gate.reservation import RESERVATION, give_back, settle
 from apps.apikeys.gate.window import LimitState
-from core import failopen
 from core.net import client_ip
 from core.principal import AUTH_DECISION
 from core.sharedredis import redis_client
@@ -44,15 +42,7 @@ class KeyRateLimit(BaseThrottle):
         limit = window.key_limit(key)
         if limit is None:
             return True
-        reservation = settle(request)
-        if reservation is not None and reservation.answers(key):
-            state = reservation.state  # checked while the key was looked up
-        else:  # no guess, or a limit changed since: checked now, what the guess took given back
-            taken = reservation.taken_ms if reservation is not None else 0
-            if taken and (failopen.given_up() or reservation.key_id != str(key.id)):
-                give_back(reservation)  # with the next batch, or to the window it came from
-                taken = 0
-            state = window.check_limit(str(key.id), limit, give_back=taken)
+        state = window.check_limit(str(key.id), limit)
         request.META[LIMIT_CHECKED] = True
         if state is None:
             return True
@@ -66,22 +56,20 @@ class KeyRateLimit(BaseThrottle):
 class RefusedKeyWindow:
     """A rate-limited key refused by authentication (revoked, expired, origin, IP): its
     window, read without using it for the X-RateLimit-* headers, in the round trip that
-    counts the failure (`core.throttling.Along`), giving back what a reservation took.
-    When the read does not happen there (no client IP to count, Redis failing, the script
-    not loaded), it happens after the response as for any refusal."""
+    counts the failure (`core.throttling.Along`). When the read does not happen there (no
+    client IP to count, Redis failing, the script not loaded), it happens after the
+    response as for any refusal."""
 
-    def __init__(self, request, key_id: str, limit: tuple[int, int], taken_ms: int) -> None:
-        self.request, self.key_id, self.limit, self.taken_ms = request, key_id, limit, taken_ms
+    def __init__(self, request, key_id: str, limit: tuple[int, int]) -> None:
+        self.request, self.key_id, self.limit = request, key_id, limit
 
     def queue(self, pipe) -> None:
-        args = window.limit_args(self.limit, peek=True, give_back=self.taken_ms, guess=False)
-        pipe.evalsha(
-            window.limit_script(redis_client()).sha, 2, *window.window_keys(self.key_id), *args
-        )
+        keys = window.window_keys(self.key_id)
+        args = window.limit_args(self.limit, peek=True)
+        pipe.evalsha(window.limit_script(redis_client()).sha, len(keys), *keys, *args)
 
     def answer(self, replies: list) -> None:
         if not isinstance(replies[0], Exception):
-            settle(self.request)  # given back, if it took anything
             self.request.META[RATE_LIMIT] = window.limit_state(self.limit[0], replies[0])
 
 
@@ -90,29 +78,16 @@ def refused_key_window(request, key) -> RefusedKeyWindow | None:
     limit = window.key_limit(key)
     if limit is None or redis_client() is None:
         return None
-    reservation = request.META.get(RESERVATION)
-    if reservation is not None and (reservation.settled or reservation.key_id != str(key.id)):
-        return None  # another key's window: given back after the response
-    taken_ms = 0 if reservation is None else reservation.taken_ms
-    return RefusedKeyWindow(request, str(key.id), limit, taken_ms)
+    return RefusedKeyWindow(request, str(key.id), limit)
 
 
 def record_use_counts(request, refused: bool) -> None:
     """After the response: count the request on its key. A rate-limited key refused before
-    the limit's step reads its window without using it, for the X-RateLimit-* headers,
-    giving back what a reservation took."""
+    the limit's step reads its window without using it, for the X-RateLimit-* headers."""
     key = decision_key(request)
-    limit = window.key_limit(key)
-    reservation = settle(request)
-    if reservation is not None and reservation.taken_ms:
-        same = key is not None and reservation.key_id == str(key.id) and limit is not None
-        state = give_back(reservation, limit if same else None)
-        if same and state is not None:
-            request.META[RATE_LIMIT] = state
-    elif reservation is not None and key is not None and reservation.answers(key):
-        request.META[RATE_LIMIT] = reservation.state  # nothing taken: the window as it is
     if key is None:
         return
+    limit = window.key_limit(key)
     if request.META.get(LIMIT_CHECKED) or RATE_LIMIT in request.META:
         if request.META.get(RATE_LIMIT) is None:
             return  # Redis unreachable at the limit's step: no second wait in this request

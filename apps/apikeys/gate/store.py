@@ -41,24 +41,18 @@ class LocalStore:
         self.dirty: set[tuple[str, str, str]] = set()
 
     def limit(
-        self, key_id: str, limit_n: int, limit_ms: int, peek: bool, now_ms: int, give_back: int = 0
-    ) -> tuple[int, int, int, int, int]:
-        allowed, taken = 1, 0
+        self, key_id: str, limit_n: int, limit_ms: int, peek: bool, now_ms: int
+    ) -> tuple[int, int, int, int]:
+        allowed = 1
         with self.lock:
-            window = self.windows.get(key_id, [])
-            if give_back in window:
-                window.reverse()
-                window.remove(give_back)  # the newest such time, as LREM -1 does
-                window.reverse()
-            window = [t for t in window if t > now_ms - limit_ms]
+            window = [t for t in self.windows.get(key_id, []) if t > now_ms - limit_ms]
             if not peek and len(window) < limit_n:
-                taken = max(now_ms, window[-1] if window else 0)
-                window.append(taken)
+                window.append(max(now_ms, window[-1] if window else 0))
             elif not peek:
                 allowed = 0
             self.windows[key_id] = window
             reset_ms = (window[0] if window else now_ms) + limit_ms
-        return allowed, limit_n - len(window), reset_ms, now_ms, taken
+        return allowed, limit_n - len(window), reset_ms, now_ms
 
     def count(self, args: list) -> None:
         key_id, count_req, count_ref, ip = args[0], args[1], args[2], args[3]

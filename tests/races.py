@@ -30,9 +30,12 @@ def waits_for_a_lock(pid: int) -> bool:
 
 class Call(threading.Thread):
     """`fn` on a connection of its own; with `held_after`, held inside its transaction just
-    after the first statement that starts with that text, until `let_go()`."""
+    after the first statement that starts with that text (or that it accepts, when it is a
+    function of the SQL), until `let_go()`."""
 
-    def __init__(self, fn: Callable[[], Any], held_after: str | None = None) -> None:
+    def __init__(
+        self, fn: Callable[[], Any], held_after: str | Callable[[str], bool] | None = None
+    ) -> None:
         super().__init__(daemon=True)
         self.fn, self.held_after = fn, held_after
         self.connected, self.held = threading.Event(), threading.Event()
@@ -43,10 +46,15 @@ class Call(threading.Thread):
 
     def _hold(self, execute, sql, params, many, context):
         result = execute(sql, params, many, context)
-        if self.held_after and sql.startswith(self.held_after) and not self.held.is_set():
+        if self.held_after and not self.held.is_set() and self._holds_after(sql):
             self.held.set()
             self._go.wait(timeout=5)
         return result
+
+    def _holds_after(self, sql: str) -> bool:
+        if callable(self.held_after):
+            return self.held_after(sql)
+        return sql.startswith(self.held_after)
 
     def run(self) -> None:
         try:

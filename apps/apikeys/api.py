@@ -127,20 +127,21 @@ class KeysView(KeyManagementView):
     def post(self, request, **kwargs):
         collection = self.managed_collection()
         body = json_object(request, fields=MINT_FIELDS)
-        minted = services.mint_key(
-            actor=self.principal.user,
-            kind=self.kind,
-            organization=collection.organization,
-            project=collection.project,
-            name=body.get("name"),
-            permissions=body_permissions(body, omitted=None),
-            expires_at=body.get("expiresAt"),
-            allowed_origins=body.get("allowedOrigins"),
-            rate_limit=body.get("rateLimit"),
-            allowed_ips=body.get("allowedIps"),
-            project_ids=body.get("projectIds"),
-            request=request,
-        )
+        with collection.managing(self.principal.user):
+            minted = services.mint_key(
+                actor=self.principal.user,
+                kind=self.kind,
+                organization=collection.organization,
+                project=collection.project,
+                name=body.get("name"),
+                permissions=body_permissions(body, omitted=None),
+                expires_at=body.get("expiresAt"),
+                allowed_origins=body.get("allowedOrigins"),
+                rate_limit=body.get("rateLimit"),
+                allowed_ips=body.get("allowedIps"),
+                project_ids=body.get("projectIds"),
+                request=request,
+            )
         return Response(minted_key_json(minted, timezone.now()), status=201)
 
 
@@ -172,12 +173,11 @@ class KeyView(KeyManagementView):
     )
     def patch(self, request, key_id, **kwargs):
         collection = self.managed_collection()
-        api_key = services.update_key(
-            actor=self.principal.user,
-            api_key=collection.key(key_id),
-            changes=json_object(request),
-            request=request,
-        )
+        api_key, changes = collection.key(key_id), json_object(request)
+        with collection.managing(self.principal.user):
+            api_key = services.update_key(
+                actor=self.principal.user, api_key=api_key, changes=changes, request=request
+            )
         return Response(key_json(api_key, timezone.now()))
 
 
@@ -193,9 +193,11 @@ class KeyRevokeView(KeyManagementView):
     )
     def post(self, request, key_id, **kwargs):
         collection = self.managed_collection()
-        api_key = services.revoke_key(
-            actor=self.principal.user, api_key=collection.key(key_id), request=request
-        )
+        api_key = collection.key(key_id)
+        with collection.managing(self.principal.user):
+            api_key = services.revoke_key(
+                actor=self.principal.user, api_key=api_key, request=request
+            )
         return Response(key_json(api_key, timezone.now()))
 
 
@@ -222,15 +224,16 @@ class KeyRollView(KeyManagementView):
         collection = self.managed_collection()
         api_key = collection.key(key_id)
         body = json_object(request, fields=ROLL_FIELDS)
-        minted = services.roll_key(
-            actor=self.principal.user,
-            api_key=api_key,
-            grace_seconds=body.get("graceSeconds"),
-            expires_at=body.get("expiresAt", services.INHERIT),
-            allowed_origins=body.get("allowedOrigins", services.INHERIT),
-            permissions=body_permissions(body, omitted=services.INHERIT),
-            request=request,
-        )
+        with collection.managing(self.principal.user):
+            minted = services.roll_key(
+                actor=self.principal.user,
+                api_key=api_key,
+                grace_seconds=body.get("graceSeconds"),
+                expires_at=body.get("expiresAt", services.INHERIT),
+                allowed_origins=body.get("allowedOrigins", services.INHERIT),
+                permissions=body_permissions(body, omitted=services.INHERIT),
+                request=request,
+            )
         return Response(minted_key_json(minted, timezone.now()), status=201)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,7 @@ from django.db.models import QuerySet
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
-from apps.orgs.access import can_manage, membership_for, project_for_user
+from apps.orgs.access import as_manager, can_manage, membership_for, project_for_user
 from apps.orgs.models import Organization
 from apps.projects.models import Project
 from apps.projects.selectors import ProjectRecord
@@ -209,6 +210,12 @@ class Collection:
         if not self.can_manage:
             raise PermissionDenied(message="Only owners and admins can manage keys.")
         return self
+
+    def managing(self, user: Any) -> AbstractContextManager[None]:
+        """The transaction of a key change by `user`, who must still be an owner or admin
+        when it commits (`apps.orgs.access.as_manager`)."""
+        outsider = ProjectNotFound if self.project is not None else NotFound
+        return as_manager(user, self.organization.id, outsider)
 
 
 def collection_for(

@@ -9,20 +9,26 @@ The same functions serve API keys, JWT users and dashboard pages:
 * `has_permission` / `require_permission` answer from the key's explicit
   permissions or the user's current role (read on every request, so role
   changes apply at once).
+* `as_manager` holds an owner's or admin's change (keys, webhooks, projects)
+  to the role they still have when it commits.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from django.db import transaction
 from django.db.models import F
 
 from apps.orgs.models import Membership
 from apps.projects.models import Project
 from apps.projects.selectors import ProjectRecord, project_by_id
 from core.errors import (
+    ApiError,
     KeyManagementForbidden,
     NotFound,
     PermissionDenied,
@@ -165,6 +171,37 @@ def membership_for(user: User, organization_id: uuid.UUID | str) -> Membership:
 
 def can_manage(role: str) -> bool:
     return role in MANAGER_ROLES
+
+
+def locked_role(user: User, organization_id: uuid.UUID) -> str | None:
+    """Inside a transaction: the user's role in the organization (None: not a member), read
+    under a lock on their membership row until the transaction ends. NO KEY: rows that
+    merely refer to the membership are not held up."""
+    return (
+        Membership.objects.select_for_update(no_key=True)
+        .filter(user=user, organization_id=organization_id)
+        .values_list("role", flat=True)
+        .first()
+    )
+
+
+@contextmanager
+def as_manager(
+    user: User, organization_id: uuid.UUID, outsider: type[ApiError] = NotFound
+) -> Iterator[None]:
+    """The transaction of a change only owners and admins make. The role the request read
+    when it began is read again under a lock on the caller's membership row (`locked_role`),
+    which a demotion or removal (`apps.orgs.services`) must take to change it: one that
+    committed meanwhile refuses the change (403, or `outsider` once no longer a member), one
+    that comes later waits for the change to commit. So nothing commits on a role that is
+    gone."""
+    with transaction.atomic():
+        role = locked_role(user, organization_id)
+        if role is None:
+            raise outsider()
+        if not can_manage(role):
+            raise PermissionDenied(message="Only owners and admins can do this.")
+        yield
 
 
 def require_manager(membership: Membership) -> Organization:

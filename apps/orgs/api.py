@@ -15,7 +15,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from apps.orgs import selectors, services
-from apps.orgs.access import membership_for, require_manager
+from apps.orgs.access import as_manager, membership_for, require_manager
 from apps.orgs.models import Membership
 from apps.orgs.serializers import UserRefSerializer
 from apps.projects import selectors as project_selectors
@@ -202,12 +202,13 @@ class ProjectsView(OrgManagementView):
         membership = membership_for(self.principal.user, org_id)
         organization = require_manager(membership)
         body = json_object(request)
-        project = project_services.create_project(
-            actor=self.principal.user,
-            organization=organization,
-            name=body.get("name"),
-            request=request,
-        )
+        with as_manager(self.principal.user, organization.id):
+            project = project_services.create_project(
+                actor=self.principal.user,
+                organization=organization,
+                name=body.get("name"),
+                request=request,
+            )
         return Response(project_json(project), status=201)
 
 

@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.orgs import services
-from apps.orgs.access import can_manage, membership_for, require_manager
+from apps.orgs.access import as_manager, can_manage, membership_for, require_manager
 from apps.orgs.context_processors import dashboard_nav
 from apps.orgs.forms import MemberRoleForm, ProjectForm, role_choices
 from apps.orgs.models import Membership
@@ -48,12 +48,13 @@ def create_project(request: HttpRequest, org_id) -> HttpResponse:
     form = ProjectForm(request.POST)
     if form.is_valid():
         try:
-            project = project_services.create_project(
-                actor=request.principal.user,
-                organization=organization,
-                name=form.cleaned_data["name"],
-                request=request,
-            )
+            with as_manager(request.principal.user, organization.id):
+                project = project_services.create_project(
+                    actor=request.principal.user,
+                    organization=organization,
+                    name=form.cleaned_data["name"],
+                    request=request,
+                )
         except ValidationFailed as exc:
             form.add_service_errors(exc.details["fields"], {"name": "name"})
         else:

@@ -17,7 +17,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from apps.orgs.access import membership_for, require_manager
+from apps.orgs.access import as_manager, membership_for, require_manager
 from apps.orgs.models import Organization
 from apps.webhooks import services
 from apps.webhooks.models import Delivery, DeliveryStatus, EventType, Webhook
@@ -136,13 +136,14 @@ class WebhooksView(OrgWebhookView):
     def post(self, request, **kwargs):
         organization = self.managed_organization()
         body = json_object(request)
-        created = services.create_webhook(
-            actor=self.principal.user,
-            organization=organization,
-            url=body.get("url"),
-            events=body.get("events"),
-            request=request,
-        )
+        with as_manager(self.principal.user, organization.id):
+            created = services.create_webhook(
+                actor=self.principal.user,
+                organization=organization,
+                url=body.get("url"),
+                events=body.get("events"),
+                request=request,
+            )
         return Response(webhook_json(created.webhook) | {"secret": created.secret}, status=201)
 
 
@@ -166,7 +167,9 @@ class WebhookView(OrgWebhookView):
         responses={204: None, **error_responses(401, 403, 404)},
     )
     def delete(self, request, **kwargs):
-        services.delete_webhook(actor=self.principal.user, webhook=self.webhook(), request=request)
+        webhook = self.webhook()
+        with as_manager(self.principal.user, webhook.organization_id):
+            services.delete_webhook(actor=self.principal.user, webhook=webhook, request=request)
         return Response(status=204)
 
 
@@ -183,9 +186,11 @@ class WebhookEnableView(OrgWebhookView):
         responses={200: WebhookSerializer, **error_responses(401, 403, 404)},
     )
     def post(self, request, **kwargs):
-        webhook = services.enable_webhook(
-            actor=self.principal.user, webhook=self.webhook(), request=request
-        )
+        webhook = self.webhook()
+        with as_manager(self.principal.user, webhook.organization_id):
+            webhook = services.enable_webhook(
+                actor=self.principal.user, webhook=webhook, request=request
+            )
         return Response(webhook_json(webhook))
 
 

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.orgs.access import membership_for, require_manager
+from apps.orgs.access import as_manager, membership_for, require_manager
 from apps.orgs.models import Organization
 from apps.webhooks import services
 from apps.webhooks.models import EventType
@@ -82,13 +82,14 @@ def webhooks_page(request: HttpRequest, org_id) -> HttpResponse:
             request, organization, url=url, chosen_events=events, errors=["This form expired."]
         )
     try:
-        created = services.create_webhook(
-            actor=request.principal.user,
-            organization=organization,
-            url=url,
-            events=events,
-            request=request,
-        )
+        with as_manager(request.principal.user, organization.id):
+            created = services.create_webhook(
+                actor=request.principal.user,
+                organization=organization,
+                url=url,
+                events=events,
+                request=request,
+            )
     except ValidationFailed as exc:
         fields = exc.details.get("fields", {})
         return _page(
@@ -119,7 +120,8 @@ def delete_webhook(request: HttpRequest, org_id, webhook_id) -> HttpResponse:
                 back_label="Webhooks",
             ),
         )
-    services.delete_webhook(actor=request.principal.user, webhook=webhook, request=request)
+    with as_manager(request.principal.user, organization.id):
+        services.delete_webhook(actor=request.principal.user, webhook=webhook, request=request)
     messages.success(request, f"The webhook to {webhook.url_host} was removed.")
     return redirect(f"/orgs/{organization.id}/webhooks/")
 
@@ -129,6 +131,7 @@ def delete_webhook(request: HttpRequest, org_id, webhook_id) -> HttpResponse:
 def enable_webhook(request: HttpRequest, org_id, webhook_id) -> HttpResponse:
     organization = _organization(request, org_id)
     webhook = webhook_of(organization.id, webhook_id)
-    services.enable_webhook(actor=request.principal.user, webhook=webhook, request=request)
+    with as_manager(request.principal.user, organization.id):
+        services.enable_webhook(actor=request.principal.user, webhook=webhook, request=request)
     messages.success(request, f"The webhook to {webhook.url_host} is enabled again.")
     return redirect(f"/orgs/{organization.id}/webhooks/")

@@ -65,14 +65,15 @@ def key_collection(request: HttpRequest, kind: KeyKind, project_id=None, org_id=
         form.add_error(None, "This form expired. Check the details and submit it again.")
     if nonce == "fresh" and form.is_valid():
         try:
-            minted = services.mint_key(
-                actor=request.principal.user,
-                kind=kind,
-                organization=collection.organization,
-                project=collection.project,
-                request=request,
-                **form.service_arguments(),
-            )
+            with collection.managing(request.principal.user):
+                minted = services.mint_key(
+                    actor=request.principal.user,
+                    kind=kind,
+                    organization=collection.organization,
+                    project=collection.project,
+                    request=request,
+                    **form.service_arguments(),
+                )
         except ValidationFailed as exc:
             form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
         except (PermissionsLocked, RateLimited) as exc:
@@ -99,7 +100,10 @@ def key_revoke(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
                 carry=("page", "unused"),  # the list it was on (_list_state.html)
             ),
         )
-    api_key = services.revoke_key(actor=request.principal.user, api_key=api_key, request=request)
+    with collection.managing(request.principal.user):
+        api_key = services.revoke_key(
+            actor=request.principal.user, api_key=api_key, request=request
+        )
     messages.success(request, f"Revoked “{api_key.name}” ({api_key.prefix}…). It stopped working.")
     return redirect(collection.url)
 
@@ -122,7 +126,8 @@ def _mint_from_row(
     if error:
         return row_failed(request, collection, api_key, error)
     try:
-        minted = mint()
+        with collection.managing(request.principal.user):
+            minted = mint()
     except (ValidationFailed, RateLimited) as exc:
         return row_failed(request, collection, api_key, first_message(exc))
     return render_page(request, collection, minted=minted, minted_how=how, previous=api_key)
@@ -183,12 +188,13 @@ def key_origins(request: HttpRequest, kind: KeyKind, key_id, project_id=None, or
         return row_failed(request, collection, api_key, form.errors["allowed_origins"][0])
     origins = origins_from_text(form.cleaned_data["allowed_origins"])
     try:
-        services.update_key(
-            actor=request.principal.user,
-            api_key=api_key,
-            changes={"allowedOrigins": origins},
-            request=request,
-        )
+        with collection.managing(request.principal.user):
+            services.update_key(
+                actor=request.principal.user,
+                api_key=api_key,
+                changes={"allowedOrigins": origins},
+                request=request,
+            )
     except ValidationFailed as exc:
         return row_failed(request, collection, api_key, first_message(exc))
     if origins:
@@ -208,12 +214,13 @@ def key_limits(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
     form = LimitsForm.for_key(api_key, kind, confinable_projects(collection), data=request.POST)
     if form.is_valid():
         try:
-            services.update_key(
-                actor=request.principal.user,
-                api_key=api_key,
-                changes=form.guardrail_changes(),
-                request=request,
-            )
+            with collection.managing(request.principal.user):
+                services.update_key(
+                    actor=request.principal.user,
+                    api_key=api_key,
+                    changes=form.guardrail_changes(),
+                    request=request,
+                )
         except ValidationFailed as exc:
             if "keyId" in exc.details["fields"]:  # revoked or expired meanwhile: no dialog left
                 return row_failed(request, collection, api_key, first_message(exc))

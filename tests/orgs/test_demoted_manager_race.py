@@ -1,0 +1,226 @@
+"""An admin demoted or removed while their change to keys, webhooks or projects is in
+flight (found and left alone by earlier audits: the change was made on the role read when
+the request began).
+
+The role is read again under a lock on the caller's membership row, in the change's own
+transaction (`apps.orgs.access.as_manager`): a demotion or removal that committed meanwhile
+refuses the change, and one that comes while the change holds the lock waits for its
+commit. The races are staged, not hoped for: the request is held after a chosen statement
+while the owner acts, then let go.
+
+PostgreSQL only: SQLite serialises every writer, so the race cannot happen there.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey
+from apps.audit.models import AuditEvent
+from apps.orgs import services as org_services
+from apps.orgs.models import Membership
+from apps.projects.models import Project
+from apps.webhooks import services as webhook_services
+from apps.webhooks.models import EventType, Webhook
+from tests.factories import make_key
+from tests.orgs.helpers import collection_url, error_code, key_url, user_client
+from tests.pages import CONFIRMED, logged_in
+from tests.races import Call, waits_for_a_lock
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MEMBERSHIP_TABLE = Membership._meta.db_table
+
+
+@pytest.fixture(autouse=True)
+def _concurrent_database(settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: row locks and concurrent writers")
+    settings.WEBHOOKS_ALLOW_PRIVATE = True  # a loopback URL, as in development
+
+
+def held(send, held_after) -> Call:
+    """The request `send` on a connection of its own, started and held just after the first
+    statement `held_after` accepts."""
+    request = Call(send, held_after=held_after)
+    request.start()
+    assert request.held.wait(timeout=5), request.error
+    return request
+
+
+def response_of(request: Call):
+    """Let the held request go; its response."""
+    request.let_go()
+    request.join(timeout=10)
+    assert not request.is_alive() and request.error is None, request.error
+    return request.result
+
+
+def role_read(sql: str) -> bool:
+    """The request's first read of the caller's role (its collection, 404 to outsiders)."""
+    return MEMBERSHIP_TABLE in sql
+
+
+def role_locked(sql: str) -> bool:
+    """The change's read of the role again, under the lock."""
+    return MEMBERSHIP_TABLE in sql and "FOR NO KEY UPDATE" in sql
+
+
+def as_owner(organization, owner, admin, change: str) -> None:
+    """The owner demotes the admin to member, or removes them."""
+    actor = Membership.objects.get(organization=organization, user=owner)
+    target = Membership.objects.get(organization=organization, user=admin)
+    if change == "demoted":
+        org_services.change_member_role(actor_membership=actor, target=target, role="member")
+    else:
+        org_services.remove_member(actor_membership=actor, target=target)
+
+
+OPERATIONS = [
+    "mint",
+    "mint org key",
+    "patch",
+    "revoke",
+    "roll",
+    "create webhook",
+    "delete webhook",
+    "enable webhook",
+    "create project",
+]
+HOOK_URL = "http://127.0.0.1:9/sigsentry"  # nothing is delivered in these tests
+
+
+def webhook_change(operation: str, client, owner, organization):
+    """What the admin sends about webhooks, and the webhook it concerns (None: a new one)."""
+    hooks = f"/v1/organizations/{organization.id}/webhooks"
+    if operation == "create webhook":
+        body = {"url": HOOK_URL, "events": list(EventType.values)}
+        return None, lambda: client.post(hooks, body, format="json")
+    webhook = webhook_services.create_webhook(
+        actor=owner, organization=organization, url=HOOK_URL, events=list(EventType.values)
+    ).webhook
+    if operation == "delete webhook":
+        return webhook, lambda: client.delete(f"{hooks}/{webhook.id}")
+    Webhook.objects.filter(pk=webhook.pk).update(disabled_at=timezone.now())
+    webhook.refresh_from_db()
+    return webhook, lambda: client.post(f"{hooks}/{webhook.id}/enable")
+
+
+def admin_change(operation: str, owner, admin, organization, project):
+    """What the admin sends, and the key or webhook it concerns (None: a new one)."""
+    client = user_client(admin)
+    if operation == "create project":
+        url = f"/v1/organizations/{organization.id}/projects"
+        return None, lambda: client.post(url, {"name": "Payments"}, format="json")
+    if operation.endswith("webhook"):
+        return webhook_change(operation, client, owner, organization)
+    kind = KeyKind.ORGANIZATION if operation == "mint org key" else KeyKind.SECRET
+    if operation.startswith("mint"):
+        body = {"name": "Deploys", "permissions": ["analysis:read"]}
+        return None, lambda: client.post(collection_url(kind, project), body, format="json")
+    api_key, _plaintext = make_key(kind, project=project)
+    if operation == "patch":
+        body = {"rateLimit": {"requests": 5, "perSeconds": 60}}
+        return api_key, lambda: client.patch(key_url(kind, project, api_key), body, format="json")
+    body = {"graceSeconds": 60} if operation == "roll" else {}
+    url = key_url(kind, project, api_key, operation)
+    return api_key, lambda: client.post(url, body, format="json")
+
+
+def unchanged(operation: str, target, admin) -> bool:
+    """Nothing the change would have written: no key or webhook made, the one it concerns as
+    it was, no event in the admin's name."""
+    model = Webhook if "webhook" in operation else Project if "project" in operation else ApiKey
+    if target is None:
+        untouched = (
+            not model.objects.filter(name="Payments").exists()
+            if model is Project
+            else (not model.objects.exists())
+        )
+    else:
+        before = model.objects.filter(pk=target.pk).values().first()
+        untouched = list(model.objects.all()) == [target] and before == target_values(target)
+    return untouched and not AuditEvent.objects.filter(actor_user=admin).exists()
+
+
+def target_values(target) -> dict:
+    """The key's or webhook's row as the test made it."""
+    return {field.attname: getattr(target, field.attname) for field in target._meta.concrete_fields}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        ("demoted", 403, "PERMISSION_DENIED"),
+        ("removed", 404, None),
+    ],
+)
+def test_a_change_by_an_admin_demoted_or_removed_meanwhile_is_refused(
+    owner, admin, organization, project, operation, change, status, code
+):
+    target, send = admin_change(operation, owner, admin, organization, project)
+    request = held(send, role_read)  # the role read: admin
+
+    as_owner(organization, owner, admin, change)
+    response = response_of(request)
+
+    assert response.status_code == status, response.content
+    if code is not None:
+        assert error_code(response) == code
+    assert unchanged(operation, target, admin)
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_a_demotion_during_the_change_waits_for_it(owner, admin, organization, project, operation):
+    """The change holds the admin's membership row from its second read of the role to its
+    commit: the owner's demotion meets that lock, waits, and comes after the change."""
+    _target, send = admin_change(operation, owner, admin, organization, project)
+    request = held(send, role_locked)
+    demotion = Call(lambda: as_owner(organization, owner, admin, "demoted"))
+    demotion.start()
+    deadline = time.monotonic() + 5
+    while not (demotion.pid and waits_for_a_lock(demotion.pid)):
+        assert demotion.is_alive() and time.monotonic() < deadline, "the demotion never waited"
+        time.sleep(0.01)
+
+    response = response_of(request)
+    demotion.join(timeout=5)
+
+    assert response.status_code in (200, 201, 204), response.content
+    assert demotion.error is None and not demotion.is_alive()
+    assert Membership.objects.get(organization=organization, user=admin).role == "member"
+    demoted = AuditEvent.objects.get(action="member.role_changed")
+    by_admin = AuditEvent.objects.filter(actor_user=admin)
+    assert by_admin.exists() and all(e.created_at <= demoted.created_at for e in by_admin)
+
+
+PAGE_OPERATIONS = ["revoke from the page", "delete webhook from the page"]
+
+
+@pytest.mark.parametrize("operation", PAGE_OPERATIONS)
+def test_a_page_action_of_an_admin_demoted_meanwhile_is_refused(
+    owner, admin, organization, project, operation
+):
+    """The dashboard's key and webhook actions take the same lock as the API's."""
+    client = logged_in(admin)
+    if operation.startswith("revoke"):
+        target, _plaintext = make_key(KeyKind.SECRET, project=project)
+        url = f"/projects/{project.id}/api-keys/{target.id}/revoke/"
+    else:
+        target = webhook_services.create_webhook(
+            actor=owner, organization=organization, url=HOOK_URL, events=list(EventType.values)
+        ).webhook
+        url = f"/orgs/{organization.id}/webhooks/{target.id}/delete/"
+    request = held(lambda: client.post(url, CONFIRMED), role_read)
+
+    as_owner(organization, owner, admin, "demoted")
+    response = response_of(request)
+
+    assert response.status_code == 403
+    assert unchanged(operation, target, admin)

@@ -606,6 +606,56 @@ def test_a_project_added_in_the_admin_is_audited_like_the_apis(ops, superuser, o
     assert {e.project_id for e in events} == set(created.values_list("id", flat=True))
 
 
+def test_renames_in_the_admin_are_audited_with_the_names_before_and_after(
+    ops, superuser, owner, project, other_project
+):
+    """Organizations and projects are renamed only here (the API and pages cannot): each
+    rename is an `organization.updated` / `project.updated` event in the organization's
+    log, the operator as actor, in the admin's transaction; saving unchanged writes none."""
+    organization = Organization.objects.get(memberships__user=owner)
+    AuditEvent.objects.filter(organization_id=organization.pk).delete()
+    empty_inlines = _inline_forms("log_sources", "channels")
+
+    renamed_project = ops.post(change_url(project), {"name": "Checkout v2", **empty_inlines})
+    unchanged = ops.post(change_url(project), {"name": "Checkout v2", **empty_inlines})
+    projects = list(organization.projects.order_by("created_at"))
+    inline = membership_inline_data(organization, {})
+    inline.update(
+        {
+            "name": "Acme Corp",
+            "projects-TOTAL_FORMS": str(len(projects)),
+            "projects-INITIAL_FORMS": str(len(projects)),
+        }
+    )
+    for index, each in enumerate(projects):
+        inline[f"projects-{index}-id"] = str(each.pk)
+        inline[f"projects-{index}-organization"] = str(organization.pk)
+        inline[f"projects-{index}-name"] = "Billing v2" if each == other_project else each.name
+    renamed_organization = ops.post(change_url(organization), inline)
+
+    assert [r.status_code for r in (renamed_project, unchanged, renamed_organization)] == [302] * 3
+    events = AuditEvent.objects.filter(organization_id=organization.pk).order_by("created_at")
+    assert [(e.action, e.target_label, e.details) for e in events] == [
+        (
+            Action.PROJECT_UPDATED,
+            "Checkout v2",
+            {"fields": ["name"], "before": {"name": "Checkout"}, "after": {"name": "Checkout v2"}},
+        ),
+        (
+            Action.ORGANIZATION_UPDATED,
+            "Acme Corp",
+            {"fields": ["name"], "before": {"name": "Acme"}, "after": {"name": "Acme Corp"}},
+        ),
+        (
+            Action.PROJECT_UPDATED,
+            "Billing v2",
+            {"fields": ["name"], "before": {"name": "Billing"}, "after": {"name": "Billing v2"}},
+        ),
+    ]
+    assert {e.actor_user_id for e in events} == {superuser.pk}
+    assert [e.project_id for e in events] == [project.id, None, other_project.id]
+
+
 def test_a_project_never_moves_to_another_organization(ops, project, outsider):
     elsewhere = Organization.objects.get(memberships__user=outsider)
 

@@ -26,6 +26,7 @@ class Action:
     MEMBER_ROLE_CHANGED = "member.role_changed"
     MEMBER_REMOVED = "member.removed"
     PROJECT_CREATED = "project.created"
+    PROJECT_UPDATED = "project.updated"
     ORGANIZATION_CREATED = "organization.created"
     WEBHOOK_CREATED = "webhook.created"
     WEBHOOK_DELETED = "webhook.deleted"
@@ -48,6 +49,7 @@ class Action:
         MEMBER_ROLE_CHANGED,
         MEMBER_REMOVED,
         PROJECT_CREATED,
+        PROJECT_UPDATED,
         ORGANIZATION_CREATED,
         WEBHOOK_CREATED,
         WEBHOOK_DELETED,

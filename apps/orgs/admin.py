@@ -21,9 +21,14 @@ from django.forms.models import BaseInlineFormSet
 
 from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization
-from apps.orgs.services import lock_owners, membership_changed, record_membership_event
+from apps.orgs.services import (
+    lock_owners,
+    membership_changed,
+    record_membership_event,
+    record_organization_updated,
+)
 from apps.projects.models import Project
-from apps.projects.services import record_project_created
+from apps.projects.services import record_project_created, record_project_renamed
 from core.permissions import Role
 
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner."
@@ -150,11 +155,24 @@ class OrganizationAdmin(admin.ModelAdmin):
     inlines = (MembershipInline, ProjectInline)
     ordering = ("name",)
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)  # the admin's view is one transaction
+        if change and "name" in form.changed_data:
+            renamed = (form.initial["name"], obj.name)
+            record_organization_updated(obj, "name", renamed, actor=request.user, request=request)
+
     def save_formset(self, request, form, formset, change):
         if formset.model is Project:
             super().save_formset(request, form, formset, change)
             for project in formset.new_objects:
                 record_project_created(project, actor=request.user, request=request)
+            for inline_form in formset.initial_forms:
+                if inline_form.instance.pk and "name" in inline_form.changed_data:
+                    before = inline_form.initial["name"]
+                    project = inline_form.instance
+                    record_project_renamed(
+                        project, before=before, actor=request.user, request=request
+                    )
             return None
         if formset.model is not Membership:
             return super().save_formset(request, form, formset, change)

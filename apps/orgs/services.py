@@ -45,6 +45,33 @@ def create_organization(
     return organization
 
 
+def record_organization_updated(
+    organization: Organization,
+    field: str,
+    change: tuple[Any, Any],
+    *,
+    actor: Any,
+    request: HttpRequest | None,
+) -> None:
+    """The `organization.updated` audit event of one field's change (its settings by an
+    owner, its name by an operator in the admin): `change` is (before, after), in the
+    caller's transaction."""
+    record_event(
+        action=Action.ORGANIZATION_UPDATED,
+        organization_id=organization.id,
+        actor_user=actor,
+        target_type="organization",
+        target_id=organization.id,
+        target_label=organization.name,
+        request=request,
+        details={
+            "fields": [field],
+            "before": {field: change[0]},
+            "after": {field: change[1]},
+        },
+    )
+
+
 def lock_owners(organization_id: Any) -> list[Membership]:
     """Lock the organization's owner rows, serialising changes that could remove the last one."""
     return list(
@@ -260,19 +287,12 @@ def set_key_lifetime_policy(
         if before != days:
             organization.key_max_lifetime_days = days
             organization.save(update_fields=["key_max_lifetime_days"])
-            record_event(
-                action=Action.ORGANIZATION_UPDATED,
-                organization_id=organization.id,
-                actor_user=actor_membership.user,
-                target_type="organization",
-                target_id=organization.id,
-                target_label=organization.name,
+            record_organization_updated(
+                organization,
+                "keyMaxLifetimeDays",
+                (before, days),
+                actor=actor_membership.user,
                 request=request,
-                details={
-                    "fields": ["keyMaxLifetimeDays"],
-                    "before": {"keyMaxLifetimeDays": before},
-                    "after": {"keyMaxLifetimeDays": days},
-                },
             )
     actor_membership.organization = organization
     return organization

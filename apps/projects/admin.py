@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from apps.projects.models import Channel, LogSource, Project
-from apps.projects.services import record_project_created
+from apps.projects.services import record_project_created, record_project_renamed
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -57,3 +57,6 @@ class ProjectAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)  # the admin's view is one transaction
         if not change:
             record_project_created(obj, actor=request.user, request=request)
+        elif "name" in form.changed_data:
+            before = form.initial["name"]
+            record_project_renamed(obj, before=before, actor=request.user, request=request)

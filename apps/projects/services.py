@@ -199,8 +199,23 @@ def create_project(
 def record_project_created(project: Project, *, actor: Any, request: HttpRequest | None) -> None:
     """The `project.created` audit event, in the caller's transaction (the API, the
     dashboard and the operators' admin)."""
+    _record_project_event(Action.PROJECT_CREATED, project, actor, request, {})
+
+
+def record_project_renamed(
+    project: Project, *, before: str, actor: Any, request: HttpRequest | None
+) -> None:
+    """The `project.updated` audit event of a rename, in the caller's transaction (only
+    the operators' admin renames projects)."""
+    details = {"fields": ["name"], "before": {"name": before}, "after": {"name": project.name}}
+    _record_project_event(Action.PROJECT_UPDATED, project, actor, request, details)
+
+
+def _record_project_event(
+    action: str, project: Project, actor: Any, request: HttpRequest | None, details: dict
+) -> None:
     record_event(
-        action=Action.PROJECT_CREATED,
+        action=action,
         organization_id=project.organization_id,
         project_id=project.id,
         actor_user=actor,
@@ -208,4 +223,5 @@ def record_project_created(project: Project, *, actor: Any, request: HttpRequest
         target_id=project.id,
         target_label=project.name,
         request=request,
+        details=details,
     )

@@ -24,6 +24,7 @@ from apps.projects.models import Channel, LogSource
 from core.permissions import Role
 from tests.conftest import bearer
 from tests.factories import PASSWORD, MembershipFactory, UserFactory, make_key
+from tests.orgs.helpers import membership_inline_data
 
 LEGACY_KEY = "tb_AdminLegacyKey1234567890"
 NEW_PASSWORD = "a-brand-new-passphrase-42"
@@ -405,27 +406,6 @@ def test_a_duplicate_email_in_another_case_is_refused(ops, member):
 
     assert response.status_code == 200
     assert "already exists" in response.content.decode()
-
-
-def membership_inline_data(organization, roles: dict) -> dict:
-    memberships = list(Membership.objects.filter(organization=organization).order_by("created_at"))
-    data = {
-        "name": organization.name,
-        "memberships-TOTAL_FORMS": str(len(memberships)),
-        "memberships-INITIAL_FORMS": str(len(memberships)),
-        "memberships-MIN_NUM_FORMS": "0",
-        "memberships-MAX_NUM_FORMS": "1000",
-        "projects-TOTAL_FORMS": "0",
-        "projects-INITIAL_FORMS": "0",
-        "projects-MIN_NUM_FORMS": "0",
-        "projects-MAX_NUM_FORMS": "1000",
-    }
-    for index, membership in enumerate(memberships):
-        data[f"memberships-{index}-id"] = str(membership.pk)
-        data[f"memberships-{index}-organization"] = str(organization.pk)
-        data[f"memberships-{index}-user"] = str(membership.user_id)
-        data[f"memberships-{index}-role"] = roles.get(membership.user_id, membership.role)
-    return data
 
 
 def test_organization_inline_refuses_to_demote_the_last_owner(ops, owner, member):

@@ -50,7 +50,7 @@ from apps.invitations.selectors import (
     token_digest,
 )
 from apps.orgs.models import Membership, Organization
-from apps.orgs.services import on_membership_change
+from apps.orgs.services import on_membership_change, require_manager_now
 from core import throttling
 from core.errors import NotFound, PermissionDenied, ValidationFailed
 from core.permissions import MANAGER_ROLES, Role
@@ -125,6 +125,8 @@ def invite_member(
         # the same address sees the first committed and cancels it. NO KEY: this lock does
         # not hold up rows that merely refer to the organization (an accepted membership).
         Organization.objects.select_for_update(no_key=True).filter(pk=organization.pk).exists()
+        # The inviter's role as it is now (a demotion a moment ago counts).
+        _clean_role(role, require_manager_now(actor_membership))
         # Locked: a cancel by hand or by the inviter's removal at the same moment waits,
         # then finds it no longer pending, so each replaced invitation is cancelled once.
         replaced = list(
@@ -205,6 +207,7 @@ def cancel_invitation(
         raise PermissionDenied(message="Only owners and admins can do this.")
     now = timezone.now()
     with transaction.atomic():
+        require_manager_now(actor_membership)  # the role as it is now
         invitation = (
             Invitation.objects.select_for_update()
             .filter(

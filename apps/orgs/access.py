@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.db.models import F
 
-from apps.orgs.models import Membership
+from apps.orgs.models import Membership, Organization
 from apps.projects.models import Project
 from apps.projects.selectors import ProjectRecord, project_by_id
 from core.errors import (
@@ -43,8 +43,6 @@ from core.rows import as_uuid, bind, fetch_one
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser as User
-
-    from apps.orgs.models import Organization
 
 
 #: A UUID as SPEC and every answer write it (8-4-4-4-12 hex digits). `uuid.UUID` alone
@@ -175,8 +173,12 @@ def can_manage(role: str) -> bool:
 
 def locked_role(user: User, organization_id: uuid.UUID) -> str | None:
     """Inside a transaction: the user's role in the organization (None: not a member), read
-    under a lock on their membership row until the transaction ends. NO KEY: rows that
-    merely refer to the membership are not held up."""
+    under locks held to the transaction's end: the organization's row, then the
+    membership's. Every writer of an organization's memberships, or of what belongs to it,
+    locks in that order (organization, memberships, then the rest; a demotion or removal
+    takes memberships only), so none waits on another in a circle. NO KEY: rows that merely
+    refer to them are not held up."""
+    Organization.objects.select_for_update(no_key=True).filter(pk=organization_id).exists()
     return (
         Membership.objects.select_for_update(no_key=True)
         .filter(user=user, organization_id=organization_id)
@@ -194,7 +196,7 @@ def as_manager(
     which a demotion or removal (`apps.orgs.services`) must take to change it: one that
     committed meanwhile refuses the change (403, or `outsider` once no longer a member), one
     that comes later waits for the change to commit. So nothing commits on a role that is
-    gone."""
+    gone. The locks are taken first, before anything the change locks itself."""
     with transaction.atomic():
         role = locked_role(user, organization_id)
         if role is None:

@@ -155,6 +155,22 @@ class OrganizationAdmin(admin.ModelAdmin):
     inlines = (MembershipInline, ProjectInline)
     ordering = ("name",)
 
+    def get_object(self, request, object_id, from_field=None):
+        organization = super().get_object(request, object_id, from_field)
+        if organization is not None and request.method == "POST":
+            # The change and delete pages' transaction locks the organization's row first,
+            # before its forms lock owners and save memberships: the order every writer of
+            # an organization's memberships takes (`apps.orgs.access.locked_role`).
+            Organization.objects.select_for_update(no_key=True).filter(pk=organization.pk).exists()
+        return organization
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            ids = sorted(queryset.values_list("pk", flat=True), key=str)
+            for organization_id in ids:  # first, in one order, as `get_object` above
+                Organization.objects.select_for_update().filter(pk=organization_id).exists()
+            super().delete_queryset(request, Organization.objects.filter(pk__in=ids))
+
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)  # the admin's view is one transaction
         if change and "name" in form.changed_data:

@@ -3,8 +3,8 @@
 Either the policy commits first and the mint is refused (400 VALIDATION_ERROR on
 `expiresAt`, nothing written), or the mint commits first and is allowed: never a key
 minted after the policy that breaks it. The race is staged, not hoped for: the mint
-is held after its checks (at its throttle, just before its transaction writes) while
-the owner sets the policy, then let go.
+is held after the request's checks (as its transaction begins, before it locks
+anything) while the owner sets the policy, then let go.
 
 PostgreSQL only: SQLite serialises every writer, so the race cannot happen there.
 """
@@ -21,10 +21,10 @@ from django.utils import timezone
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
+from apps.orgs import access
 from apps.orgs import services as org_services
 from apps.orgs.models import Membership
 from apps.webhooks.models import Event
-from core import throttling
 from core.api import iso
 from tests.factories import make_key
 from tests.orgs.helpers import collection_url, error_fields, key_url, user_client
@@ -42,22 +42,22 @@ def _concurrent_database():
 
 
 class HeldMint:
-    """Holds the next mint at its throttle (after its checks, before it writes) until
+    """Holds the next mint as its transaction begins (`access.as_manager`, before it locks
+    and reads the role again; the request's checks done, the organization read) until
     `let_go()`; `call` runs the request in a thread, on a connection of its own."""
 
     def __init__(self, monkeypatch) -> None:
         self.reached, self._go = threading.Event(), threading.Event()
         self.response = None
         self.error: Exception | None = None
-        enforce = throttling.enforce
+        locked_role = access.locked_role
 
-        def held(scope: str, ident: str | None) -> None:
-            enforce(scope, ident)
-            if scope == "mint_org":
-                self.reached.set()
-                self._go.wait(timeout=5)
+        def held(user, organization_id):
+            self.reached.set()
+            self._go.wait(timeout=5)
+            return locked_role(user, organization_id)
 
-        monkeypatch.setattr(throttling, "enforce", held)
+        monkeypatch.setattr(access, "locked_role", held)
 
     def call(self, request) -> threading.Thread:
         def run() -> None:

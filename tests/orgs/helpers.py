@@ -10,6 +10,7 @@ from apps.accounts import services as account_services
 from apps.accounts.cookies import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
+from apps.orgs.models import Membership
 from tests.factories import make_legacy_key
 
 #: Every caller a role-matrix test tries, as fixture names of tests/conftest.py.
@@ -95,3 +96,26 @@ def key_url(kind: KeyKind, project, api_key, action: str = "") -> str:
 def legacy_key(project, plaintext: str = LEGACY_KEY) -> ApiKey:
     """A legacy key row as the import command writes it (digest and prefix only)."""
     return make_legacy_key(project, plaintext=plaintext, name="Old CI")[0]
+
+
+def membership_inline_data(organization, roles: dict) -> dict:
+    """The admin's organization change form as drawn, every membership's role as in `roles`
+    (user id -> role) or as it is; no project rows."""
+    memberships = list(Membership.objects.filter(organization=organization).order_by("created_at"))
+    data = {
+        "name": organization.name,
+        "memberships-TOTAL_FORMS": str(len(memberships)),
+        "memberships-INITIAL_FORMS": str(len(memberships)),
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+        "projects-TOTAL_FORMS": "0",
+        "projects-INITIAL_FORMS": "0",
+        "projects-MIN_NUM_FORMS": "0",
+        "projects-MAX_NUM_FORMS": "1000",
+    }
+    for index, membership in enumerate(memberships):
+        data[f"memberships-{index}-id"] = str(membership.pk)
+        data[f"memberships-{index}-organization"] = str(organization.pk)
+        data[f"memberships-{index}-user"] = str(membership.user_id)
+        data[f"memberships-{index}-role"] = roles.get(membership.user_id, membership.role)
+    return data

@@ -1,6 +1,6 @@
-"""An admin demoted or removed while their change to keys, webhooks or projects is in
-flight (found and left alone by earlier audits: the change was made on the role read when
-the request began).
+"""An admin demoted or removed while their change to keys, webhooks, projects, members or
+invitations is in flight (found and left alone by earlier audits: the change was made on
+the role read when the request began).
 
 The role is read again under a lock on the caller's membership row, in the change's own
 transaction (`apps.orgs.access.as_manager`): a demotion or removal that committed meanwhile
@@ -17,24 +17,35 @@ import time
 
 import pytest
 from django.db import connection
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
+from apps.invitations import services as invitation_services
+from apps.invitations.models import Invitation
 from apps.orgs import services as org_services
-from apps.orgs.models import Membership
+from apps.orgs.models import Membership, Organization
 from apps.projects.models import Project
 from apps.webhooks import services as webhook_services
 from apps.webhooks.models import EventType, Webhook
-from tests.factories import make_key
-from tests.orgs.helpers import collection_url, error_code, key_url, user_client
+from tests.factories import MembershipFactory, UserFactory, make_key
+from tests.orgs.helpers import (
+    collection_url,
+    error_code,
+    key_url,
+    membership_inline_data,
+    user_client,
+)
 from tests.pages import CONFIRMED, logged_in
-from tests.races import Call, waits_for_a_lock
+from tests.races import Call, race, waits_for_a_lock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MEMBERSHIP_TABLE = Membership._meta.db_table
+ORGANIZATION_TABLE = Organization._meta.db_table
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +77,11 @@ def role_read(sql: str) -> bool:
     return MEMBERSHIP_TABLE in sql
 
 
+def organization_locked(sql: str) -> bool:
+    """A change's lock on the organization's row, taken before the role's."""
+    return ORGANIZATION_TABLE in sql and "FOR NO KEY UPDATE" in sql
+
+
 def role_locked(sql: str) -> bool:
     """The change's read of the role again, under the lock."""
     return MEMBERSHIP_TABLE in sql and "FOR NO KEY UPDATE" in sql
@@ -91,7 +107,11 @@ OPERATIONS = [
     "delete webhook",
     "enable webhook",
     "create project",
+    "add member",
+    "invite",
+    "cancel invitation",
 ]
+NEWCOMER = "newcomer@example.com"
 HOOK_URL = "http://127.0.0.1:9/sigsentry"  # nothing is delivered in these tests
 
 
@@ -111,9 +131,29 @@ def webhook_change(operation: str, client, owner, organization):
     return webhook, lambda: client.post(f"{hooks}/{webhook.id}/enable")
 
 
+def member_change(operation: str, client, owner, organization):
+    """What the admin sends about members, and the invitation it concerns (None: a new one)."""
+    url = f"/v1/organizations/{organization.id}"
+    if operation == "add member":
+        UserFactory(email=NEWCOMER)
+        body = {"email": NEWCOMER, "role": "member"}
+        return None, lambda: client.post(f"{url}/members", body, format="json")
+    if operation == "invite":
+        body = {"email": NEWCOMER, "role": "member"}
+        return None, lambda: client.post(f"{url}/invitations", body, format="json")
+    actor = Membership.objects.get(organization=organization, user=owner)
+    invitation = invitation_services.invite_member(
+        actor_membership=actor, email=NEWCOMER, role="member"
+    )
+    return invitation, lambda: client.delete(f"{url}/invitations/{invitation.id}")
+
+
 def admin_change(operation: str, owner, admin, organization, project):
-    """What the admin sends, and the key or webhook it concerns (None: a new one)."""
+    """What the admin sends, and the key, webhook or invitation it concerns (None: a new
+    one)."""
     client = user_client(admin)
+    if operation in ("add member", "invite", "cancel invitation"):
+        return member_change(operation, client, owner, organization)
     if operation == "create project":
         url = f"/v1/organizations/{organization.id}/projects"
         return None, lambda: client.post(url, {"name": "Payments"}, format="json")
@@ -133,15 +173,19 @@ def admin_change(operation: str, owner, admin, organization, project):
 
 
 def unchanged(operation: str, target, admin) -> bool:
-    """Nothing the change would have written: no key or webhook made, the one it concerns as
-    it was, no event in the admin's name."""
-    model = Webhook if "webhook" in operation else Project if "project" in operation else ApiKey
-    if target is None:
-        untouched = (
-            not model.objects.filter(name="Payments").exists()
-            if model is Project
-            else (not model.objects.exists())
-        )
+    """Nothing the change would have written: no key, webhook, project, member or invitation
+    made, the one it concerns as it was, no event in the admin's name."""
+    made = {
+        "create project": Project.objects.filter(name="Payments"),
+        "add member": Membership.objects.filter(user__email=NEWCOMER),
+        "invite": Invitation.objects.filter(email=NEWCOMER),
+    }
+    model = Webhook if "webhook" in operation else ApiKey
+    model = Invitation if operation == "cancel invitation" else model
+    if operation in made:
+        untouched = not made[operation].exists()
+    elif target is None:
+        untouched = not model.objects.exists()
     else:
         before = model.objects.filter(pk=target.pk).values().first()
         untouched = list(model.objects.all()) == [target] and before == target_values(target)
@@ -149,7 +193,7 @@ def unchanged(operation: str, target, admin) -> bool:
 
 
 def target_values(target) -> dict:
-    """The key's or webhook's row as the test made it."""
+    """The key's, webhook's or invitation's row as the test made it."""
     return {field.attname: getattr(target, field.attname) for field in target._meta.concrete_fields}
 
 
@@ -224,3 +268,61 @@ def test_a_page_action_of_an_admin_demoted_meanwhile_is_refused(
 
     assert response.status_code == 403
     assert unchanged(operation, target, admin)
+
+
+def test_an_operator_demoting_an_owner_in_the_admin_waits_for_their_mint(
+    owner, organization, project
+):
+    """The admin's organization page locks the organization's row before anything else, as
+    a key change does: found by a review, an owner's mint holding the organization's row
+    while the operator's form held the owners' rows (to keep an owner) and waited for the
+    organization's was a deadlock, and one of the two got a 503."""
+    MembershipFactory(organization=organization, role="owner")  # one stays an owner
+    operator = UserFactory(is_staff=True, is_superuser=True)
+    ops = Client()
+    ops.force_login(operator)
+    client = user_client(owner)
+    body = {"name": "Deploys", "permissions": ["analysis:read"]}
+    mint = Call(
+        lambda: client.post(collection_url(KeyKind.ORGANIZATION, project), body, format="json"),
+        held_after=organization_locked,
+    )
+    page = reverse("admin:orgs_organization_change", args=[organization.pk])
+    demote = Call(lambda: ops.post(page, membership_inline_data(organization, {owner.pk: "admin"})))
+
+    race(mint, demote, second_waits=True)
+
+    assert mint.error is None and demote.error is None, (mint.error, demote.error)
+    assert (mint.result.status_code, demote.result.status_code) == (201, 302)
+    assert Membership.objects.get(organization=organization, user=owner).role == "admin"
+    minted = AuditEvent.objects.get(action="key.minted")
+    demoted = AuditEvent.objects.get(action="member.role_changed")
+    assert minted.created_at <= demoted.created_at
+
+
+def test_a_demotion_while_an_owner_sets_the_key_policy_waits_for_it(owner, organization):
+    """The policy is the owners': the owner's role is read under the membership's lock, so
+    another owner's demotion of them comes after the policy, not between its read and its
+    commit (the organization's lock alone never held a demotion back)."""
+    other = MembershipFactory(organization=organization, role="owner").user
+    client = user_client(owner)
+    url = f"/v1/organizations/{organization.id}"
+    request = held(
+        lambda: client.patch(url, {"keyMaxLifetimeDays": 30}, format="json"), role_locked
+    )
+    demotion = Call(lambda: as_owner(organization, other, owner, "demoted"))
+    demotion.start()
+    deadline = time.monotonic() + 5
+    while not (demotion.pid and waits_for_a_lock(demotion.pid)):
+        assert demotion.is_alive() and time.monotonic() < deadline, "the demotion never waited"
+        time.sleep(0.01)
+
+    response = response_of(request)
+    demotion.join(timeout=5)
+
+    assert response.status_code == 200, response.content
+    assert demotion.error is None
+    organization.refresh_from_db()
+    assert organization.key_max_lifetime_days == 30
+    policy = AuditEvent.objects.get(action="organization.updated")
+    assert policy.created_at <= AuditEvent.objects.get(action="member.role_changed").created_at

@@ -74,6 +74,7 @@ def test_a_lowered_limit_applies_to_the_next_request(owner, project):
 
 
 def test_a_failed_lookup_answers_503_and_uses_no_budget(project):
+    """A guard: nothing of the limit may happen before the key's row is read."""
     api_key, plaintext = limited_key(project, requests=3)
     assert analyses(plaintext, project).status_code == 200
     key_digest = digest(plaintext)
@@ -122,7 +123,7 @@ def test_a_refusal_before_the_limit_reads_the_window_once_and_uses_none(
     project, other_project, monkeypatch, request_for, code
 ):
     """SPEC §4.10's order puts the project and a view's refusal of keys before the limit:
-    such a request uses no budget, and one round trip reads the window for its
+    such a request uses no budget, and one window check reads the window for its
     X-RateLimit-* headers."""
     if request_for.startswith("confined"):
         kind, kwargs = KeyKind.ORGANIZATION, {"project_ids": [str(project.id)]}
@@ -149,7 +150,7 @@ def test_a_refusal_before_the_limit_reads_the_window_once_and_uses_none(
     refused = bearer_client(plaintext).get(url, REMOTE_ADDR=INSIDE, **project_header)
 
     assert error_code(refused) == code
-    assert len(checks) == 1  # the window read for the headers: one round trip in all
+    assert len(checks) == 1  # the window read once, for the headers
     assert refused["X-RateLimit-Remaining"] == "2"
     assert window_length(api_key) == 1
 

@@ -37,7 +37,8 @@ class Window:
             self.admitted.append(state.now_ms)
         assert peek or state.allowed is expect_allowed, (state, live)  # a peek uses none
         assert state.remaining == self.limit_n - len(live), (state, live)
-        assert state.reset_ms == (live[0] if live else state.now_ms) + self.limit_ms, (state, live)
+        frees = live[max(0, len(live) - self.limit_n)] if live else state.now_ms
+        assert state.reset_ms == frees + self.limit_ms, (state, live)
 
 
 def test_the_redis_window_admits_exactly_n_in_any_window_at_its_edges(settings):
@@ -110,3 +111,23 @@ def test_the_redis_window_holds_an_admitted_request_in_about_ten_bytes(settings)
 
     assert all(state.allowed for state in states)
     assert redis_client().memory_usage(f"ss:rlog:{key_id}") < 16 * 1000
+
+
+def test_a_lowered_limit_tells_when_a_place_frees_not_when_the_oldest_leaves(settings):
+    """Five times in the log and the limit lowered to two: a place frees when the fourth
+    oldest leaves (found by a review: Retry-After named the oldest's, and a client that
+    waited for it was refused again)."""
+    store, key_id, start = local_store(), str(uuid.uuid4()), 1_700_000_000_000
+    for i in range(5):
+        assert store.limit(key_id, 5, 60_000, False, start + i * 1000)[0] == 1
+    allowed, _remaining, reset_ms, _now = store.limit(key_id, 2, 60_000, False, start + 10_000)
+    assert (allowed, reset_ms) == (0, start + 3000 + 60_000)
+    assert store.limit(key_id, 2, 60_000, False, reset_ms - 1)[0] == 0
+    assert store.limit(key_id, 2, 60_000, False, reset_ms)[0] == 1
+    if not settings.REDIS_URL:
+        return
+    times = [check_limit(key_id, (5, 60)) for _ in range(5)]
+    assert all(state.allowed for state in times)
+    refused = check_limit(key_id, (2, 60))
+    fourth = int(redis_client().lindex(f"ss:rlog:{key_id}", 3))
+    assert (refused.allowed, refused.reset_ms) == (False, fourth + 60_000)

@@ -51,7 +51,8 @@ class LocalStore:
             elif not peek:
                 allowed = 0
             self.windows[key_id] = window
-            reset_ms = (window[0] if window else now_ms) + limit_ms
+            # as the script: when a place frees, also under a lowered limit
+            reset_ms = (window[max(0, len(window) - limit_n)] if window else now_ms) + limit_ms
         return allowed, limit_n - len(window), reset_ms, now_ms
 
     def count(self, args: list) -> None:

@@ -55,7 +55,10 @@ elseif len < limit_n then
 else
   allowed = 0
 end
-local reset_ms = (tonumber(redis.call('LINDEX', log, 0)) or now_ms) + limit_ms
+-- when a place frees: the oldest time leaves, or, with more times than a lowered limit
+-- admits, the one whose leaving brings the log under it
+local reset_ms = (tonumber(redis.call('LINDEX', log, math.max(0, len - limit_n))) or now_ms)
+  + limit_ms
 redis.call('PEXPIRE', log, limit_ms)
 return {allowed, limit_n - len, reset_ms, now_ms}
 """

@@ -87,7 +87,8 @@ def handle_leak_reports(
     now = timezone.now()
     ip, agent = (client_ip(request), user_agent(request)) if request is not None else (None, "")
     with transaction.atomic():
-        found = list(ApiKey.objects.select_for_update().filter(digest__in=urls))
+        # In one order: two reports naming the same keys lock them alike.
+        found = list(ApiKey.objects.select_for_update().filter(digest__in=urls).order_by("pk"))
         # SPEC §4.7: active keys; one expired already is dead (no revocation, no email)
         live = [k for k in found if k.status_at(now) == KeyStatus.ACTIVE]
         to_revoke = [k for k in live if k.type != KeyType.PUBLIC]

@@ -167,8 +167,11 @@ class OrganizationAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
             ids = sorted(queryset.values_list("pk", flat=True), key=str)
-            for organization_id in ids:  # first, in one order, as `get_object` above
-                Organization.objects.select_for_update().filter(pk=organization_id).exists()
+            for organization_id in ids:  # first, in one order, as `get_object` above (NO KEY:
+                # the DELETE itself takes the rest at the end, after the rows that refer to them)
+                Organization.objects.select_for_update(no_key=True).filter(
+                    pk=organization_id
+                ).exists()
             super().delete_queryset(request, Organization.objects.filter(pk__in=ids))
 
     def save_model(self, request, obj, form, change):

@@ -291,11 +291,16 @@ def set_key_lifetime_policy(
             }
         )
     with transaction.atomic():
-        organization = Organization.objects.select_for_update().get(
+        # NO KEY: a mint's lock still waits for this (and this for it); rows that merely
+        # refer to the organization (another change's audit event) do not, or a demotion
+        # holding the owners' rows would wait on us while we wait on it.
+        organization = Organization.objects.select_for_update(no_key=True).get(
             pk=actor_membership.organization_id
         )
         # The role is read again under the lock: an owner demoted a moment ago cannot.
         role = locked_role(actor_membership.user, organization.id)
+        if role is None:
+            raise NotFound()  # no longer a member: an outsider
         if role != Role.OWNER:
             raise PermissionDenied(message="Only owners can change the organization's settings.")
         before = organization.key_max_lifetime_days

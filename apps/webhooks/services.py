@@ -90,7 +90,9 @@ def create_webhook(
     errors.raise_any()
     secret = crypto.generate_secret()
     with transaction.atomic():
-        Organization.objects.select_for_update().filter(pk=organization.pk).first()
+        # NO KEY: creations wait for each other (the count below), rows that merely refer to
+        # the organization (audit events) do not.
+        Organization.objects.select_for_update(no_key=True).filter(pk=organization.pk).first()
         if Webhook.objects.filter(organization=organization).count() >= (
             MAX_WEBHOOKS_PER_ORGANIZATION
         ):

@@ -326,3 +326,28 @@ def test_a_demotion_while_an_owner_sets_the_key_policy_waits_for_it(owner, organ
     assert organization.key_max_lifetime_days == 30
     policy = AuditEvent.objects.get(action="organization.updated")
     assert policy.created_at <= AuditEvent.objects.get(action="member.role_changed").created_at
+
+
+def test_a_policy_set_while_another_member_is_demoted_waits_and_both_commit(
+    owner, admin, organization
+):
+    """Found by a review: the policy locked the organization's row FOR UPDATE, then the
+    owner's membership; a demotion elsewhere in the organization held the owners' rows and
+    then needed the organization's row for its audit event's reference. The policy's lock
+    is NO KEY now: the demotion's event goes through, and the policy waits for it."""
+    other_owner = MembershipFactory(organization=organization, role="owner").user
+    demotion = Call(
+        lambda: as_owner(organization, other_owner, admin, "demoted"),
+        held_after=lambda sql: MEMBERSHIP_TABLE in sql and sql.rstrip().endswith("FOR UPDATE"),
+    )
+    client = user_client(owner)
+    url = f"/v1/organizations/{organization.id}"
+    policy = Call(lambda: client.patch(url, {"keyMaxLifetimeDays": 30}, format="json"))
+
+    race(demotion, policy, second_waits=True)
+
+    assert demotion.error is None and policy.error is None, (demotion.error, policy.error)
+    assert policy.result.status_code == 200, policy.result.content
+    assert Membership.objects.get(organization=organization, user=admin).role == "member"
+    organization.refresh_from_db()
+    assert organization.key_max_lifetime_days == 30

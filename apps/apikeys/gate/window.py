@@ -71,7 +71,7 @@ class LimitState:
     allowed: bool
     limit: int
     remaining: int
-    reset_ms: int  # Unix milliseconds when the oldest request leaves the window
+    reset_ms: int  # Unix milliseconds when a place frees (the script says which time)
     now_ms: int  # the window's clock when it was read
 
     @property

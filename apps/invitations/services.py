@@ -49,8 +49,9 @@ from apps.invitations.selectors import (
     roles_grantable_by,
     token_digest,
 )
+from apps.orgs.access import manager_role_now
 from apps.orgs.models import Membership, Organization
-from apps.orgs.services import on_membership_change, require_manager_now
+from apps.orgs.services import on_membership_change
 from core import throttling
 from core.errors import NotFound, PermissionDenied, ValidationFailed
 from core.permissions import MANAGER_ROLES, Role
@@ -126,7 +127,7 @@ def invite_member(
         # not hold up rows that merely refer to the organization (an accepted membership).
         Organization.objects.select_for_update(no_key=True).filter(pk=organization.pk).exists()
         # The inviter's role as it is now (a demotion a moment ago counts).
-        _clean_role(role, require_manager_now(actor_membership))
+        _clean_role(role, manager_role_now(actor_membership.user, organization.id))
         # Locked: a cancel by hand or by the inviter's removal at the same moment waits,
         # then finds it no longer pending, so each replaced invitation is cancelled once.
         replaced = list(
@@ -207,7 +208,7 @@ def cancel_invitation(
         raise PermissionDenied(message="Only owners and admins can do this.")
     now = timezone.now()
     with transaction.atomic():
-        require_manager_now(actor_membership)  # the role as it is now
+        manager_role_now(actor_membership.user, actor_membership.organization_id)
         invitation = (
             Invitation.objects.select_for_update()
             .filter(

@@ -9,8 +9,9 @@ The same functions serve API keys, JWT users and dashboard pages:
 * `has_permission` / `require_permission` answer from the key's explicit
   permissions or the user's current role (read on every request, so role
   changes apply at once).
-* `as_manager` holds an owner's or admin's change (keys, webhooks, projects)
-  to the role they still have when it commits.
+* `manager_role_now` / `as_manager` hold an owner's or admin's change (keys,
+  webhooks, projects, members, invitations, settings) to the role they still
+  have when it commits.
 """
 
 from __future__ import annotations
@@ -187,22 +188,32 @@ def locked_role(user: User, organization_id: uuid.UUID) -> str | None:
     )
 
 
+def manager_role_now(
+    user: User, organization_id: uuid.UUID, outsider: type[ApiError] = NotFound
+) -> str:
+    """Inside a transaction: the role of a caller who must still be an owner or admin, read
+    again under the locks of `locked_role`, which a demotion or removal
+    (`apps.orgs.services`) must wait for to change it: one that committed meanwhile
+    refuses the change (403, or `outsider` once no longer a member), one that comes later
+    waits for the transaction. So nothing commits on a role that is gone. Called first,
+    before anything the change locks itself."""
+    role = locked_role(user, organization_id)
+    if role is None:
+        raise outsider()
+    if not can_manage(role):
+        raise PermissionDenied(message="Only owners and admins can do this.")
+    return role
+
+
 @contextmanager
 def as_manager(
     user: User, organization_id: uuid.UUID, outsider: type[ApiError] = NotFound
 ) -> Iterator[None]:
-    """The transaction of a change only owners and admins make. The role the request read
-    when it began is read again under a lock on the caller's membership row (`locked_role`),
-    which a demotion or removal (`apps.orgs.services`) must take to change it: one that
-    committed meanwhile refuses the change (403, or `outsider` once no longer a member), one
-    that comes later waits for the change to commit. So nothing commits on a role that is
-    gone. The locks are taken first, before anything the change locks itself."""
+    """The transaction of a change only owners and admins make (`manager_role_now`), for
+    the views of services whose actor is a user, not a membership (keys, webhooks,
+    projects: the admin site and commands call them as staff)."""
     with transaction.atomic():
-        role = locked_role(user, organization_id)
-        if role is None:
-            raise outsider()
-        if not can_manage(role):
-            raise PermissionDenied(message="Only owners and admins can do this.")
+        manager_role_now(user, organization_id, outsider)
         yield
 
 

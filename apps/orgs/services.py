@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
 from apps.audit.services import Action, record_event
-from apps.orgs.access import locked_role
+from apps.orgs.access import manager_role_now
 from apps.orgs.models import Membership, Organization
 from core.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
 from core.permissions import MANAGER_ROLES, Role
@@ -183,7 +183,7 @@ def add_member(
     organization = actor_membership.organization
     try:
         with transaction.atomic():
-            actor_role = require_manager_now(actor_membership)
+            actor_role = manager_role_now(actor_membership.user, organization.id)
             if role == Role.OWNER and actor_role != Role.OWNER:
                 raise PermissionDenied(message="Only owners can add owners.")
             membership = Membership.objects.create(organization=organization, user=user, role=role)
@@ -248,19 +248,6 @@ def remove_member(
         )
 
 
-def require_manager_now(actor_membership: Membership) -> str:
-    """Inside a transaction: the actor's role as it is now, under the locks of
-    `apps.orgs.access.locked_role`; 403 unless they still are an owner or admin. For
-    changes whose actor is a member (the API and the pages), made on the role read when
-    the request began."""
-    role = locked_role(actor_membership.user, actor_membership.organization_id)
-    if role is None:
-        raise NotFound()  # no longer a member: an outsider
-    if role not in MANAGER_ROLES:
-        raise PermissionDenied(message="Only owners and admins can do this.")
-    return role
-
-
 def require_owner(membership: Membership) -> None:
     """Organization settings are the owners' (admins manage keys, projects and members)."""
     if membership.role != Role.OWNER:
@@ -298,10 +285,7 @@ def set_key_lifetime_policy(
             pk=actor_membership.organization_id
         )
         # The role is read again under the lock: an owner demoted a moment ago cannot.
-        role = locked_role(actor_membership.user, organization.id)
-        if role is None:
-            raise NotFound()  # no longer a member: an outsider
-        if role != Role.OWNER:
+        if manager_role_now(actor_membership.user, organization.id) != Role.OWNER:
             raise PermissionDenied(message="Only owners can change the organization's settings.")
         before = organization.key_max_lifetime_days
         if before != days:

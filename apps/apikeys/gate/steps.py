@@ -15,10 +15,8 @@ from core.net import client_ip
 from core.principal import AUTH_DECISION
 from core.sharedredis import redis_client
 
-#: The `request.META` keys: the rate-limit state (for the X-RateLimit-* headers) and
-#: whether this request's limit was checked (Redis answering or not).
+#: The `request.META` key of the rate-limit state (for the X-RateLimit-* headers).
 RATE_LIMIT = "sigsentry.rate_limit"
-LIMIT_CHECKED = "sigsentry.limit_checked"
 
 
 def decision_key(request):
@@ -43,7 +41,6 @@ class KeyRateLimit(BaseThrottle):
         if limit is None:
             return True
         state = window.check_limit(str(key.id), limit)
-        request.META[LIMIT_CHECKED] = True
         if state is None:
             return True
         request.META[RATE_LIMIT] = self.state = state
@@ -88,10 +85,9 @@ def record_use_counts(request, refused: bool) -> None:
     if key is None:
         return
     limit = window.key_limit(key)
-    if request.META.get(LIMIT_CHECKED) or RATE_LIMIT in request.META:
-        if request.META.get(RATE_LIMIT) is None:
-            return  # Redis unreachable at the limit's step: no second wait in this request
-    elif limit is not None:
+    if limit is not None and RATE_LIMIT not in request.META:
+        # not read yet (refused before the limit's step); None when Redis did not answer,
+        # in this read or at the limit's step (then not waited for again: core.failopen)
         state = window.check_limit(str(key.id), limit, peek=True)
         if state is None:
             return

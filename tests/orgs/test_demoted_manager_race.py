@@ -13,8 +13,6 @@ PostgreSQL only: SQLite serialises every writer, so the race cannot happen there
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.db import connection
 from django.test import Client
@@ -40,7 +38,7 @@ from tests.orgs.helpers import (
     user_client,
 )
 from tests.pages import CONFIRMED, logged_in
-from tests.races import Call, race, waits_for_a_lock
+from tests.races import Call, race
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -225,19 +223,13 @@ def test_a_demotion_during_the_change_waits_for_it(owner, admin, organization, p
     """The change holds the admin's membership row from its second read of the role to its
     commit: the owner's demotion meets that lock, waits, and comes after the change."""
     _target, send = admin_change(operation, owner, admin, organization, project)
-    request = held(send, role_locked)
+    request = Call(send, held_after=role_locked)
     demotion = Call(lambda: as_owner(organization, owner, admin, "demoted"))
-    demotion.start()
-    deadline = time.monotonic() + 5
-    while not (demotion.pid and waits_for_a_lock(demotion.pid)):
-        assert demotion.is_alive() and time.monotonic() < deadline, "the demotion never waited"
-        time.sleep(0.01)
 
-    response = response_of(request)
-    demotion.join(timeout=5)
+    race(request, demotion, second_waits=True)
 
-    assert response.status_code in (200, 201, 204), response.content
-    assert demotion.error is None and not demotion.is_alive()
+    assert request.error is None and demotion.error is None, (request.error, demotion.error)
+    assert request.result.status_code in (200, 201, 204), request.result.content
     assert Membership.objects.get(organization=organization, user=admin).role == "member"
     demoted = AuditEvent.objects.get(action="member.role_changed")
     by_admin = AuditEvent.objects.filter(actor_user=admin)
@@ -307,25 +299,20 @@ def test_a_demotion_while_an_owner_sets_the_key_policy_waits_for_it(owner, organ
     other = MembershipFactory(organization=organization, role="owner").user
     client = user_client(owner)
     url = f"/v1/organizations/{organization.id}"
-    request = held(
-        lambda: client.patch(url, {"keyMaxLifetimeDays": 30}, format="json"), role_locked
+    policy = Call(
+        lambda: client.patch(url, {"keyMaxLifetimeDays": 30}, format="json"),
+        held_after=role_locked,
     )
     demotion = Call(lambda: as_owner(organization, other, owner, "demoted"))
-    demotion.start()
-    deadline = time.monotonic() + 5
-    while not (demotion.pid and waits_for_a_lock(demotion.pid)):
-        assert demotion.is_alive() and time.monotonic() < deadline, "the demotion never waited"
-        time.sleep(0.01)
 
-    response = response_of(request)
-    demotion.join(timeout=5)
+    race(policy, demotion, second_waits=True)
 
-    assert response.status_code == 200, response.content
-    assert demotion.error is None
+    assert policy.error is None and demotion.error is None, (policy.error, demotion.error)
+    assert policy.result.status_code == 200, policy.result.content
     organization.refresh_from_db()
     assert organization.key_max_lifetime_days == 30
-    policy = AuditEvent.objects.get(action="organization.updated")
-    assert policy.created_at <= AuditEvent.objects.get(action="member.role_changed").created_at
+    updated = AuditEvent.objects.get(action="organization.updated")
+    assert updated.created_at <= AuditEvent.objects.get(action="member.role_changed").created_at
 
 
 def test_a_policy_set_while_another_member_is_demoted_waits_and_both_commit(

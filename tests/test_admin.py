@@ -20,7 +20,7 @@ from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization
-from apps.projects.models import Channel, LogSource
+from apps.projects.models import Channel, LogSource, Project
 from core.permissions import Role
 from tests.conftest import bearer
 from tests.factories import PASSWORD, MembershipFactory, UserFactory, make_key
@@ -634,6 +634,23 @@ def test_renames_in_the_admin_are_audited_with_the_names_before_and_after(
     ]
     assert {e.actor_user_id for e in events} == {superuser.pk}
     assert [e.project_id for e in events] == [project.id, None, other_project.id]
+
+
+def test_organizations_are_deleted_in_bulk_with_what_belongs_to_them(ops, owner, project):
+    """The changelist's delete action locks the organizations first (their queryset counts
+    members and projects: the lock is taken on a plain one) and deletes them."""
+    doomed = Organization.objects.get(memberships__user=owner)
+    other = Organization.objects.create(name="Also doomed")
+    kept = Organization.objects.create(name="Kept")
+
+    response = ops.post(
+        changelist(Organization),
+        {"action": "delete_selected", "_selected_action": [doomed.pk, other.pk], "post": "yes"},
+    )
+
+    assert response.status_code == 302
+    assert list(Organization.objects.all()) == [kept]
+    assert not Project.objects.filter(pk=project.pk).exists()
 
 
 def test_a_project_never_moves_to_another_organization(ops, project, outsider):

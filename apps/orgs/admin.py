@@ -166,12 +166,15 @@ class OrganizationAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
-            ids = sorted(queryset.values_list("pk", flat=True), key=str)
-            for organization_id in ids:  # first, in one order, as `get_object` above (NO KEY:
-                # the DELETE itself takes the rest at the end, after the rows that refer to them)
-                Organization.objects.select_for_update(no_key=True).filter(
-                    pk=organization_id
-                ).exists()
+            # First, in one order, as `get_object` above (NO KEY: the DELETE itself takes the
+            # rest at the end, after the rows that refer to them).
+            # (The changelist's queryset counts members and projects: no FOR with GROUP BY.)
+            ids = list(
+                Organization.objects.select_for_update(no_key=True)
+                .filter(pk__in=queryset.values("pk"))
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
             super().delete_queryset(request, Organization.objects.filter(pk__in=ids))
 
     def save_model(self, request, obj, form, change):

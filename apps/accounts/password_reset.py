@@ -13,7 +13,8 @@ task holds the user id only).
 Asking for a reset answers the same whether or not an account uses the email, and
 takes the same time to the end of the connection: the request only queues the ask
 (`mail_reset_link`, holding the normalized address) for the worker, which looks the
-address up and mails the link, within its poll interval (a second). Sent by the web
+address up and mails the link, within its poll interval (a second); the finished ask is
+deleted within 15 s (`forget_finished_reset_asks`). Sent by the web
 process after its answer, as the other account emails are, the mail held the
 connection and the server's process for as long as the mail server took: an
 audit told existing accounts from unknown ones by when the connection closed
@@ -35,7 +36,8 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
-from django_tasks import task
+from django_tasks import TaskResultStatus, task
+from django_tasks_db.models import DBTaskResult
 
 from apps.accounts import mail, services
 from apps.accounts.emails import normalize_email
@@ -131,6 +133,17 @@ def mail_reset_link(account: str, asked_at: str | None = None) -> None:
     if user is None or not user.is_active or not user.has_usable_password():
         return
     mail.send_password_reset(user=user, token=make_reset_token(user), mark=_state_mark(user))
+
+
+def forget_finished_reset_asks() -> int:
+    """Delete the reset asks the worker has finished (the urgent checks run this, every 15
+    s): each holds an address, whether or not an account uses it, which nothing needs once
+    its link went out or was dropped (a retry holds the user id only). The number deleted."""
+    finished = [TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED]
+    deleted, _ = DBTaskResult.objects.filter(
+        task_path=mail_reset_link.module_path, status__in=finished
+    ).delete()
+    return deleted
 
 
 def checked_reset_token(token: Any, request: HttpRequest | None) -> User:

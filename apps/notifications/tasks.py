@@ -20,6 +20,7 @@ from django.db.models.functions import Now
 from django_tasks import task
 
 from apps.accounts.mail import requeue_stalled_retries
+from apps.accounts.password_reset import forget_finished_reset_asks
 from apps.apikeys.usage.flush import flush_usage, prune_usage
 from apps.notifications import checks
 from apps.notifications.models import Schedule
@@ -60,6 +61,7 @@ def scheduled_checks() -> str:
 
 @task(priority=PRIORITY)
 def urgent_checks() -> str:
+    forget_finished_reset_asks()
     return str(checks.run_urgent_checks())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import timedelta
@@ -13,9 +14,11 @@ from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from apps.accounts.models import AuthSession
 from apps.accounts.password_reset import make_reset_token
+from apps.notifications.tasks import urgent_checks
 from tests.factories import PASSWORD, UserFactory
 from tests.orgs.helpers import bearer_client, error_code, error_fields
 from tests.pages import assert_no_inline_code, html, logged_in
@@ -324,3 +327,29 @@ def test_an_ask_the_worker_reaches_after_a_links_life_is_dropped(
 
     assert mailbox.messages() == []
     assert "password reset ask dropped" in caplog.text and owner.email not in caplog.text
+
+
+def stored_task_arguments() -> str:
+    return " ".join(json.dumps(args) for args in DBTaskResult.objects.values_list("args_kwargs"))
+
+
+def test_the_worker_forgets_an_ask_once_it_is_done_and_keeps_one_still_waiting(
+    api_client, mailbox, owner
+):
+    """A reset ask holds the address it names, an account's or not: kept with the task
+    results, the database told for 7 days who had asked about which address. The urgent
+    checks (every 15 s) delete the finished ones; one not yet run stays, to be mailed."""
+    ask_reset(api_client, owner.email)
+    ask_reset(api_client, "nobody@example.com")
+    assert api_client.post(RESET, {"email": "later@example.com"}, format="json").status_code == 202
+    assert "nobody@example.com" in stored_task_arguments()
+
+    urgent_checks.call()
+
+    stored = stored_task_arguments()
+    assert owner.email not in stored and "nobody@example.com" not in stored
+    assert "later@example.com" in stored
+    run_ready_tasks()
+    assert len(mailbox.messages(owner.email)) == 1
+    urgent_checks.call()
+    assert "later@example.com" not in stored_task_arguments()

@@ -21,7 +21,7 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import KeyUsageIp
 from apps.apikeys.usage import flush
 from apps.apikeys.usage.answer import key_usage
-from apps.apikeys.usage.flush import flush_usage
+from apps.apikeys.usage.flush import IPS_STORED, flush_usage
 from core.sharedredis import redis_client
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, collection_url, user_client
@@ -151,6 +151,24 @@ def test_pushed_out_ips_beyond_the_cap_are_dropped_oldest_first(project, count, 
     flush_usage()
     assert {ip for ip in waiting if stored_requests(api_key, ip)} == set(waiting[2:])
     assert counted_ips(key_id) == set(OTHERS)
+
+
+def test_the_database_keeps_only_a_keys_most_recent_ips(project, count):
+    """Found by a privacy audit: every client IP of a key was stored for 90 days (an SDK
+    key's are its website's visitors: 40 visitors, 40 rows). A key holds IPS_STORED at
+    most, the most recently seen, with their counts."""
+    api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    key_id = str(api_key.id)
+    ips = [f"203.0.113.{number + 1}" for number in range(IPS_STORED + 5)]
+    for number, ip in enumerate(ips):
+        count(key_id, ip)
+        if number % RECENT_IPS_KEPT == RECENT_IPS_KEPT - 1:
+            flush_usage()
+    count(key_id, ips[-1])
+    flush_usage()
+
+    assert set(KeyUsageIp.objects.filter(key=api_key).values_list("ip", flat=True)) == set(ips[5:])
+    assert stored_requests(api_key, ips[-1]) == requests_by_ip(api_key)[ips[-1]] == 2
 
 
 @hypothesis_settings(

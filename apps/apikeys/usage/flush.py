@@ -12,27 +12,34 @@ A Redis restart therefore loses at most the last minute.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from functools import reduce
 from itertools import chain
 
 from django.conf import settings
 from django.db import connections
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from apps.apikeys.gate.batch import send_pending_counts
-from apps.apikeys.gate.counters import bucket_start
+from apps.apikeys.gate.counters import EVICTED_IPS_KEPT, RECENT_IPS_KEPT, bucket_start
 from apps.apikeys.gate.store import local_store
 from apps.apikeys.models import ApiKey, KeyUsage, KeyUsageIp
 from apps.apikeys.usage.answer import SPAN, STEP, ips_of
-from core.queries import filter_in_chunks, upsert_largest
+from core.queries import IN_CHUNK, filter_in_chunks, upsert_largest
 from core.sharedredis import redis_client
 
 logger = logging.getLogger("sigsentry.usage")
 
 IP_HISTORY = timedelta(days=90)
+#: Client IPs stored per key, the most recently seen: as many as the live store can count
+#: for a key (kept and pushed out), so an IP it still counts keeps its copied requests.
+IPS_STORED = RECENT_IPS_KEPT + EVICTED_IPS_KEPT
 
 # Forget what a copy stored, unless it moved since the copy read it. ARGV: 1 the dirty
 # marker, 2 the counters' name, 3 the kind ('ip', 'hour', 'day'), 4-5 what the copy read
@@ -192,6 +199,25 @@ def _store(entries: list, ip_entries: list) -> None:
         KeyUsage, ("key", "granularity", "start", "epoch"), ("requests", "refused"), buckets
     )
     upsert_largest(KeyUsageIp, ("key", "ip", "epoch"), ("requests", "last_seen_at"), ips)
+    _forget_older_ips({row["key"] for row in ips})
+
+
+def _forget_older_ips(key_ids: set[str]) -> None:
+    """Delete the rows of each key's IPs beyond its IPS_STORED most recently seen: the
+    table holds at most that many addresses a key, not one for every client it ever had
+    (an SDK key's are its website's visitors). An IP that returns from beyond them counts
+    again from zero."""
+    seen_by_key: dict[str, list] = defaultdict(list)
+    latest = KeyUsageIp.objects.values("key_id", "ip").annotate(seen=Max("last_seen_at"))
+    for row in filter_in_chunks(latest, "key_id", key_ids):
+        seen_by_key[row["key_id"]].append((row["seen"], row["ip"]))
+    older = [
+        Q(key_id=key_id, ip__in=[ip for _, ip in sorted(seen, reverse=True)[IPS_STORED:]])
+        for key_id, seen in seen_by_key.items()
+        if len(seen) > IPS_STORED
+    ]
+    for start in range(0, len(older), IN_CHUNK):
+        KeyUsageIp.objects.filter(reduce(operator.or_, older[start : start + IN_CHUNK])).delete()
 
 
 def prune_usage(now: datetime | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.apps import apps
+
 
 class ReadOnlyAdminMixin:
     """Operators see these rows but never add, edit or delete them in the admin.
@@ -18,6 +20,20 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+def without_read_only(perms_needed, admin_site) -> set:
+    """A delete's `perms_needed` (the admin's `get_deleted_objects`) without the models
+    `admin_site` shows read-only: no one deletes those rows by hand, but they go with
+    what owns them (a deleted organization's keys, audit events and analyses), so they
+    must not make their owner undeletable."""
+    read_only = {
+        model._meta.verbose_name
+        for model in apps.get_models()
+        if admin_site.is_registered(model)
+        and isinstance(admin_site.get_model_admin(model), ReadOnlyAdminMixin)
+    }
+    return set(perms_needed) - read_only
 
 
 #: Names of fields whose values are secrets or stand in for one: key digests, token ids

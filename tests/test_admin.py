@@ -6,7 +6,9 @@ from datetime import timedelta
 
 import pytest
 from django.apps import apps
+from django.contrib.admin import site as admin_site
 from django.contrib.auth.models import Permission as AuthPermission
+from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -651,6 +653,75 @@ def test_organizations_are_deleted_in_bulk_with_what_belongs_to_them(ops, owner,
     assert response.status_code == 302
     assert list(Organization.objects.all()) == [kept]
     assert not Project.objects.filter(pk=project.pk).exists()
+
+
+def test_an_organization_is_deleted_with_its_keys_events_and_analyses(ops, populated, keys):
+    """Found by a privacy audit: the admin answered 403 to deleting any organization with a
+    key or an audit event (the admin shows those read-only), so none could be deleted."""
+    organization = populated.project.organization
+    assert AuditEvent.objects.filter(organization=organization).exists()
+
+    page = ops.get(delete_url(organization))
+    response = ops.post(delete_url(organization), {"post": "yes"})
+
+    assert page.status_code == 200 and "permission to delete" not in page.content.decode()
+    assert response.status_code == 302
+    assert not Organization.objects.filter(pk=organization.pk).exists()
+    assert not ApiKey.objects.filter(organization=organization.pk).exists()
+    assert not AuditEvent.objects.filter(organization=organization.pk).exists()
+    assert not Analysis.objects.filter(pk=populated.pk).exists()
+    api = Client()
+    assert api.get("/v1/me", **bearer(keys["secret"][1])).status_code == 401
+
+
+def test_a_project_with_an_active_key_is_not_deleted(ops, project, owner):
+    _api_key, plaintext = make_key(KeyKind.SECRET, project=project, actor=owner)
+
+    page = ops.get(delete_url(project))
+    response = ops.post(delete_url(project), {"post": "yes"})
+
+    assert f"{project.name}: 1 active API key(s), revoke them first" in page.content.decode()
+    assert response.status_code == 200  # the admin's "cannot delete" page again
+    assert Project.objects.filter(pk=project.pk).exists()
+    assert Client().get("/v1/me", **bearer(plaintext)).status_code == 200
+
+
+def test_a_project_whose_keys_are_revoked_or_expired_is_deleted_and_audited(
+    ops, populated, keys, superuser
+):
+    """Its revoked and expired keys, analyses and configuration go with it (the admin
+    shows them read-only); the organization's log records it."""
+    project = populated.project
+    ApiKey.objects.filter(project=project, revoked_at=None).update(revoked_at=timezone.now())
+
+    response = ops.post(delete_url(project), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Project.objects.filter(pk=project.pk).exists()
+    assert not ApiKey.objects.filter(project=project.pk).exists()
+    assert ApiKey.objects.filter(pk=keys["org"][0].pk).exists()  # the organization's own
+    event = AuditEvent.objects.get(action=Action.PROJECT_DELETED)
+    assert (event.organization_id, event.target_id, event.target_label) == (
+        project.organization_id,
+        str(project.pk),
+        project.name,
+    )
+    assert event.actor_user == superuser
+
+
+def test_a_key_minted_after_the_confirmation_keeps_its_project(project, owner, superuser, rf):
+    """The delete locks the projects and checks their keys again: what the confirmation
+    page saw may have changed."""
+    make_key(KeyKind.SECRET, project=project, actor=owner)
+    request = rf.post(delete_url(project))
+    request.user = superuser
+    project_admin = admin_site.get_model_admin(Project)
+
+    with pytest.raises(PermissionDenied):
+        project_admin.delete_queryset(request, Project.objects.filter(pk=project.pk))
+
+    assert Project.objects.filter(pk=project.pk).exists()
+    assert not AuditEvent.objects.filter(action=Action.PROJECT_DELETED).exists()
 
 
 def test_a_project_never_moves_to_another_organization(ops, project, outsider):

@@ -9,12 +9,35 @@ field is read-only; the only write is the `Revoke` action, which goes through
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from apps.apikeys.models import ApiKey, KeyStatus
 from apps.apikeys.services import revoke_key
+from apps.projects.admin import deletion_blockers
+from apps.projects.models import Project
 from core.admin import ReadOnlyAdminMixin
+
+
+def unexpired() -> Q:
+    return Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+
+
+def projects_with_active_keys(projects: list[Project]) -> list[str]:
+    """Projects that still have an active key: not deleted (apps.projects.admin)."""
+    counts = (
+        ApiKey.objects.filter(unexpired(), project__in=projects, revoked_at__isnull=True)
+        .values("project_id")
+        .annotate(active=Count("pk"))
+    )
+    names = {project.pk: project.name for project in projects}
+    return [
+        f"{names[row['project_id']]}: {row['active']} active API key(s), revoke them first"
+        for row in counts
+    ]
+
+
+deletion_blockers.append(projects_with_active_keys)
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -26,9 +49,8 @@ class StatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         now = timezone.now()
-        unexpired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
         if self.value() == KeyStatus.ACTIVE:
-            return queryset.filter(unexpired, revoked_at__isnull=True)
+            return queryset.filter(unexpired(), revoked_at__isnull=True)
         if self.value() == KeyStatus.REVOKED:
             return queryset.filter(revoked_at__isnull=False)
         if self.value() == KeyStatus.EXPIRED:

@@ -27,6 +27,7 @@ class Action:
     MEMBER_REMOVED = "member.removed"
     PROJECT_CREATED = "project.created"
     PROJECT_UPDATED = "project.updated"
+    PROJECT_DELETED = "project.deleted"
     ORGANIZATION_CREATED = "organization.created"
     WEBHOOK_CREATED = "webhook.created"
     WEBHOOK_DELETED = "webhook.deleted"
@@ -50,6 +51,7 @@ class Action:
         MEMBER_REMOVED,
         PROJECT_CREATED,
         PROJECT_UPDATED,
+        PROJECT_DELETED,
         ORGANIZATION_CREATED,
         WEBHOOK_CREATED,
         WEBHOOK_DELETED,

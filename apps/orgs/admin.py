@@ -29,6 +29,7 @@ from apps.orgs.services import (
 )
 from apps.projects.models import Project
 from apps.projects.services import record_project_created, record_project_renamed
+from core.admin import without_read_only
 from core.permissions import Role
 
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner."
@@ -163,6 +164,12 @@ class OrganizationAdmin(admin.ModelAdmin):
             # an organization's memberships takes (`apps.orgs.access.locked_role`).
             Organization.objects.select_for_update(no_key=True).filter(pk=organization.pk).exists()
         return organization
+
+    def get_deleted_objects(self, objs, request):
+        """Everything the organization holds goes with it: its keys, audit events and
+        analyses too, which the admin shows read-only (no one is left to tell)."""
+        to_delete, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        return to_delete, model_count, without_read_only(perms_needed, self.admin_site), protected
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():

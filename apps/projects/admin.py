@@ -8,10 +8,27 @@ settings and targets (which can hold credentials).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 
 from apps.projects.models import Channel, LogSource, Project
-from apps.projects.services import record_project_created, record_project_renamed
+from apps.projects.services import (
+    record_project_created,
+    record_project_deleted,
+    record_project_renamed,
+)
+from core.admin import without_read_only
+
+#: What keeps projects from being deleted, registered by the apps above this one (their
+#: active keys): each is given the projects and names what blocks, one line per project.
+deletion_blockers: list[Callable[[list[Project]], list[str]]] = []
+
+
+def deletion_blocked(projects: list[Project]) -> list[str]:
+    return [reason for blocker in deletion_blockers for reason in blocker(projects)]
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -60,3 +77,34 @@ class ProjectAdmin(admin.ModelAdmin):
         elif "name" in form.changed_data:
             before = form.initial["name"]
             record_project_renamed(obj, before=before, actor=request.user, request=request)
+
+    def get_deleted_objects(self, objs, request):
+        """Its analyses, configuration and revoked or expired keys go with it; a project
+        with an active key is not deleted (the key would stop working unannounced: revoke
+        it first, which audits it, mails and calls the organization's webhooks)."""
+        projects = list(objs)
+        to_delete, model_count, perms_needed, protected = super().get_deleted_objects(
+            projects, request
+        )
+        protected = [*protected, *deletion_blocked(projects)]
+        return to_delete, model_count, without_read_only(perms_needed, self.admin_site), protected
+
+    def delete_model(self, request, obj: Project) -> None:
+        self.delete_queryset(request, Project.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset) -> None:
+        with transaction.atomic():
+            # Locked, then checked again: a key minted since the confirmation page would
+            # otherwise go with its project. (A mint now waits, then finds it gone.)
+            projects = list(
+                Project.objects.select_for_update()
+                .filter(pk__in=queryset.values("pk"))
+                .order_by("pk")
+            )
+            if deletion_blocked(projects):
+                raise PermissionDenied("A project with an active key is not deleted.")
+            for project in projects:
+                record_project_deleted(project, actor=request.user, request=request)
+            super().delete_queryset(
+                request, Project.objects.filter(pk__in=[p.pk for p in projects])
+            )

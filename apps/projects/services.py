@@ -211,6 +211,12 @@ def record_project_renamed(
     _record_project_event(Action.PROJECT_UPDATED, project, actor, request, details)
 
 
+def record_project_deleted(project: Project, *, actor: Any, request: HttpRequest | None) -> None:
+    """The `project.deleted` audit event, in the transaction that deletes the project (only
+    the operators' admin deletes projects): the organization's log keeps it."""
+    _record_project_event(Action.PROJECT_DELETED, project, actor, request, {})
+
+
 def _record_project_event(
     action: str, project: Project, actor: Any, request: HttpRequest | None, details: dict
 ) -> None:

@@ -26,10 +26,6 @@ class Principal:
     is_anonymous = False
 
     @property
-    def is_key(self) -> bool:
-        return self.key is not None
-
-    @property
     def pk(self) -> uuid.UUID:
         return self.key.id if self.key is not None else self.user.pk  # type: ignore[union-attr]
 

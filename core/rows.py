@@ -77,8 +77,3 @@ def as_strings(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = json.loads(value)
     return tuple(value or ())
-
-
-def as_json(value: Any) -> Any:
-    """A JSON object or array column (or null) as Python values."""
-    return json.loads(value) if isinstance(value, str) else value

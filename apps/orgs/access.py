@@ -30,7 +30,6 @@ from apps.projects.models import Project
 from apps.projects.selectors import ProjectRecord, project_by_id
 from core.errors import (
     ApiError,
-    KeyManagementForbidden,
     NotFound,
     PermissionDenied,
     ProjectIdInvalid,
@@ -144,12 +143,6 @@ def has_permission(principal: Principal, project: ProjectRecord, permission: str
 def require_permission(principal: Principal, project: ProjectRecord, permission: str) -> None:
     if not has_permission(principal, project, permission):
         raise PermissionDenied(required=permission)
-
-
-def forbid_keys(principal: Principal) -> None:
-    """Programmatic keys never manage keys, organizations, projects or members."""
-    if principal.key is not None:
-        raise KeyManagementForbidden()
 
 
 def membership_for(user: User, organization_id: uuid.UUID | str) -> Membership:

@@ -255,7 +255,3 @@ def _enqueue_fairly(deliveries: list[Delivery], organization_of: dict) -> None:
             queued=organization_id in waiting,
         )
         waiting.add(organization_id)
-
-
-def record_key_event(*, event_type: str, organization_id: Any, key: dict[str, Any]) -> Event:
-    return record_key_events([KeyEvent(event_type, organization_id, key)])[0]

@@ -2,8 +2,9 @@
 invitations is in flight (found and left alone by earlier audits: the change was made on
 the role read when the request began).
 
-The role is read again under a lock on the caller's membership row, in the change's own
-transaction (`apps.orgs.access.as_manager`): a demotion or removal that committed meanwhile
+The role is read again under locks on the organization's row, then the caller's
+membership, in the change's own transaction (`apps.orgs.access.manager_role_now`, which
+`as_manager` wraps): a demotion or removal that committed meanwhile
 refuses the change, and one that comes while the change holds the lock waits for its
 commit. The races are staged, not hoped for: the request is held after a chosen statement
 while the owner acts, then let go.

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from cryptography.fernet import InvalidToken
 from django.db import transaction
-from django.db.models import BooleanField, ExpressionWrapper, F, Q
+from django.db.models import BooleanField, Exists, ExpressionWrapper, F, OuterRef, Q
 from django.utils import timezone
 from django_tasks import task
 
@@ -42,6 +42,10 @@ CLOCK_SKEW = timedelta(seconds=5)
 #: Events and their deliveries are kept this long (the deliveries list, the leak-report
 #: emails' two-day look-back), then deleted by the worker's daily housekeeping.
 EVENT_RETENTION = timedelta(days=30)
+#: Events no webhook took (their organization has none for their type) serve only the
+#: leak-report emails' look-back (apps.notifications.checks), then are deleted: each holds
+#: the key object (its creator's email, last IP and user agent).
+UNDELIVERED_EVENT_RETENTION = timedelta(days=2)
 #: Events deleted per statement (with their deliveries) by prune_events.
 PRUNE_BATCH = 1000
 
@@ -246,8 +250,9 @@ def requeue_overdue(now: datetime | None = None) -> int:
 
 
 def prune_events(now: datetime | None = None) -> int:
-    """Delete events older than EVENT_RETENTION, with their deliveries; an event with a
-    delivery still pending is kept until that delivery is done. The number of events.
+    """Delete events older than EVENT_RETENTION, with their deliveries, and those without
+    any delivery older than UNDELIVERED_EVENT_RETENTION; an event with a delivery still
+    pending is kept until that delivery is done. The number of events.
 
     PRUNE_BATCH events at a time: Django deletes the deliveries of the events it collected
     by an `IN` list of their ids, so one delete of a day's events would hold them all in
@@ -255,9 +260,11 @@ def prune_events(now: datetime | None = None) -> int:
     takes (65,535) once a day has that many.
     """
     now = now or timezone.now()
-    old = Event.objects.filter(created_at__lt=now - EVENT_RETENTION).exclude(
-        deliveries__status=DeliveryStatus.PENDING
-    )
+    undelivered = ~Exists(Delivery.objects.filter(event=OuterRef("pk")))
+    old = Event.objects.filter(
+        Q(created_at__lt=now - EVENT_RETENTION)
+        | Q(undelivered, created_at__lt=now - UNDELIVERED_EVENT_RETENTION)
+    ).exclude(deliveries__status=DeliveryStatus.PENDING)
     pruned = 0
     while batch := list(old.values_list("pk", flat=True)[:PRUNE_BATCH]):
         _total, by_model = old.filter(pk__in=batch).delete()

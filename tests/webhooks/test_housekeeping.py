@@ -10,9 +10,10 @@ from django_tasks_db.models import DBTaskResult
 
 from apps.apikeys.keyformat import KeyKind
 from apps.notifications import tasks
+from apps.notifications.checks import LEAK_EVENTS_WITHIN
 from apps.notifications.models import Schedule
 from apps.webhooks import delivery
-from apps.webhooks.delivery import EVENT_RETENTION, prune_events
+from apps.webhooks.delivery import EVENT_RETENTION, UNDELIVERED_EVENT_RETENTION, prune_events
 from apps.webhooks.models import Delivery, DeliveryStatus, Event
 from tests.factories import make_key
 
@@ -45,6 +46,19 @@ def test_events_past_retention_go_with_their_deliveries(
     assert not Delivery.objects.filter(event_id__in=[gone.pk, gone_failed.pk]).exists()
     assert Delivery.objects.filter(event=still_pending).exists()
     assert prune_events() == 0  # repeatable
+
+
+def test_events_no_webhook_took_go_after_the_leak_emails_look_back(project):
+    """Found by a privacy audit: every key change of an organization without webhooks left
+    an event (the key object: its creator's email, last IP and user agent) for 30 days."""
+    event_aged(project, UNDELIVERED_EVENT_RETENTION + timedelta(hours=1), "")
+    recent = event_aged(project, UNDELIVERED_EVENT_RETENTION - timedelta(hours=1), "")
+    assert not Delivery.objects.exists()
+
+    assert prune_events() == 1
+
+    assert list(Event.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert LEAK_EVENTS_WITHIN <= UNDELIVERED_EVENT_RETENTION  # what the emails read is kept
 
 
 def finished_task_result(age: timedelta) -> DBTaskResult:

@@ -21,6 +21,7 @@ from apps.apikeys.legacy import LegacyKeySpec, import_legacy_keys
 from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
+from apps.invitations.services import invite_member
 from apps.orgs.models import Membership, Organization
 from apps.projects.models import Channel, LogSource, Project
 from core.permissions import Role
@@ -360,6 +361,21 @@ def test_deactivate_action_ends_sessions(ops, member, viewer, api_client):
     assert member.is_active is False
     assert api_client.get("/v1/me", **bearer(token)).json()["error"]["code"] == "TOKEN_INVALID"
     assert api_client.get("/v1/me", **bearer(other)).status_code == 200
+
+
+def test_deactivating_an_inviter_cancels_their_invitations_with_the_operator_as_actor(
+    ops, admin, superuser
+):
+    membership = Membership.objects.get(user=admin)
+    invitation = invite_member(actor_membership=membership, email="new@example.com", role="member")
+
+    ops.post(changelist(User), {"action": "deactivate_users", "_selected_action": [admin.pk]})
+
+    invitation.refresh_from_db()
+    assert invitation.cancelled_at is not None
+    event = AuditEvent.objects.get(action=Action.MEMBER_INVITATION_CANCELLED)
+    assert event.actor_user == superuser
+    assert event.details["reason"] == "inviter_deactivated"
 
 
 def test_setting_a_password_in_the_admin_ends_the_users_sessions(ops, member, api_client):

@@ -156,7 +156,7 @@ class UserAdmin(DjangoUserAdmin):
     def save_model(self, request, obj: User, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if change and "is_active" in form.changed_data and not obj.is_active:
-            deactivate_user(user=obj)
+            deactivate_user(user=obj, actor_user=request.user, request=request)
 
     @admin.action(
         description="Deactivate selected users (ends their sessions)", permissions=["change"]
@@ -164,7 +164,7 @@ class UserAdmin(DjangoUserAdmin):
     def deactivate_users(self, request, queryset) -> None:
         users = list(queryset)
         for user in users:
-            deactivate_user(user=user)
+            deactivate_user(user=user, actor_user=request.user, request=request)
         self.message_user(
             request, f"Deactivated {len(users)} user(s); their sessions ended.", messages.SUCCESS
         )

@@ -22,11 +22,13 @@ backing off from 30 s to 30 minutes, until it goes out or its kind's time is up 
 reset link's hour, an invitation's seven days, a day for the notices). A try that
 takes longer than the first delay (at least 22 s) and still succeeds can be sent
 twice (a second link replaces the first): a duplicate beats a loss. The queued
-task holds the kind and ids only, never a link: a one-time link must never be
-written to the database, so each kind registers how its message is built again from
-those ids at send time (`rebuilds`), minting a new link where it has one, or building
-nothing once the message has lost its point (the account gone, the invitation
-accepted or cancelled).
+task holds the kind, ids and, for the password-changed and two-factor notices, the
+time and client IP the message shows (a failed first try leaves them in its retry's
+row, kept like every finished task for 7 days after its last try); never a link: a
+one-time link must never be written to the database, so each kind registers how its
+message is built again from those values at send time (`rebuilds`), minting a new link
+where it has one, or building nothing once the message has lost its point (the account
+gone, the invitation accepted or cancelled).
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ _rebuilds: dict[str, tuple[Callable[[dict], Letter | None], timedelta]] = {}
 
 
 def rebuilds(kind: str, *, retry_for: timedelta):
-    """Register how a failed `kind` is built again at send time, from ids only (no secret)."""
+    """Register how a failed `kind` is built again at send time, from what its retry queued:
+    ids, and a notice's time and client IP (never a secret)."""
 
     def register(rebuild: Callable[[dict], Letter | None]) -> Callable[[dict], Letter | None]:
         _rebuilds[kind] = (rebuild, retry_for)

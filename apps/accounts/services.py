@@ -6,7 +6,7 @@ Shared by the API (`/v1/auth/*`) and the dashboard pages.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -24,8 +24,8 @@ from apps.accounts.emails import FOLDS_TO_ANOTHER_ADDRESS, changes_when_folded, 
 from apps.accounts.models import AuthSession, User
 from apps.accounts.selectors import open_session_of
 from apps.accounts.tokens import TokenPair
-from apps.orgs.models import Organization
-from apps.orgs.services import create_organization
+from apps.orgs.models import Membership, Organization
+from apps.orgs.services import create_organization, membership_changed
 from core import throttling
 from core.errors import (
     AuthError,
@@ -42,6 +42,10 @@ from core.validation import clean_name
 REUSE_RACE_WINDOW = timedelta(seconds=10)
 #: A session's `last_seen_at` (and IP, user agent) is written at most this often.
 LAST_SEEN_INTERVAL = timedelta(seconds=60)
+#: How long a session that ended or passed its cap is kept, with the IP and user agent it
+#: was seen from: long enough to look into a login its user does not recognize; after
+#: that they would only tell where a person was.
+ENDED_SESSION_RETENTION = timedelta(days=90)
 
 
 class RefreshRaced(TokenInvalid):
@@ -297,6 +301,22 @@ def end_user_sessions(user: User, reason: str) -> int:
     )
 
 
+def prune_ended_sessions(*, now: datetime | None = None) -> int:
+    """Delete the sessions that ended (logout, password change, deactivation, reused
+    refresh token) or passed their cap more than ENDED_SESSION_RETENTION ago; the number
+    deleted. The worker's daily housekeeping runs it.
+
+    Safe to delete: no table refers to a session (audit events and the refresh-token
+    records do not), and a token of it, should one be presented, finds no session and is
+    refused as one of an ended session is (TOKEN_INVALID).
+    """
+    cutoff = (now or timezone.now()) - ENDED_SESSION_RETENTION
+    deleted, _ = AuthSession.objects.filter(
+        Q(ended_at__lte=cutoff) | Q(expires_at__lte=cutoff)
+    ).delete()
+    return deleted
+
+
 def touch_session(session: AuthSession, request: HttpRequest | None = None) -> None:
     """Record that `session` is in use: `last_seen_at`, IP and user agent, at most once a minute.
 
@@ -370,7 +390,29 @@ def change_own_password(
     return start_session(user, request)
 
 
-def deactivate_user(*, user: User) -> None:
+def deactivate_user(
+    *, user: User, actor_user: User | None = None, request: HttpRequest | None = None
+) -> None:
+    """The account can no longer log in or act: every session ends, and what the apps
+    above hold on its authority in each organization goes with it, as when a member is
+    removed (`membership_changed`: the invitations they sent are cancelled, audited with
+    `actor_user` as actor, the system when None).
+
+    Their memberships are locked first, as removing or demoting a member locks theirs
+    before their invitations, so an acceptance of one of those at the same moment either
+    finishes first or finds it cancelled.
+    """
     with transaction.atomic():
+        memberships = list(
+            Membership.objects.select_for_update(no_key=True).filter(user_id=user.pk).order_by("id")
+        )
         User.objects.filter(pk=user.pk).update(is_active=False)
         end_user_sessions(user, AuthSession.EndReason.DEACTIVATED)
+        for membership in memberships:
+            membership_changed(
+                membership=membership,
+                role=None,
+                actor_user=actor_user,
+                request=request,
+                deactivated=True,
+            )

@@ -11,12 +11,15 @@
   it does not exist (404). Inviting an address again replaces its pending
   invitation (the old link dies; audited as a cancel with reason `replaced`).
 * An invitation grants its role only while its inviter may still grant it
-  (`selectors.roles_grantable_by`): removing or demoting the inviter cancels
-  the ones they no longer could send (`_cancel_what_the_inviter_may_no_longer_send`,
+  (`selectors.roles_grantable_by`): removing, demoting or deactivating the inviter
+  cancels the ones they no longer could send (`_cancel_what_the_inviter_may_no_longer_send`,
   run by `apps.orgs.services.membership_changed`), and accepting checks it
-  again, so one left pending some other way dies too (404, as a cancelled one).
+  again, so one left pending some other way dies too (404, as a cancelled one);
+  a retry of its email then builds nothing.
 * Audit events: `member.invited`, `member.invitation_cancelled`, and
-  `member.added` when the invitee joins.
+  `member.added` when the invitee joins. They stay; the invitation itself (the
+  invitee's address) is deleted 30 days after it was accepted, cancelled or expired
+  (`prune_finished_invitations`, the worker's daily housekeeping).
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ import hmac
 import secrets
 import unicodedata
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -57,6 +61,9 @@ from core.errors import NotFound, PermissionDenied, ValidationFailed
 from core.permissions import MANAGER_ROLES, Role
 
 INVITATION_LIFETIME = timedelta(days=7)
+#: How long an invitation that stopped being pending (accepted, cancelled, expired) is
+#: kept with the invitee's address; the audit events about it stay.
+FINISHED_INVITATION_RETENTION = timedelta(days=30)
 MAX_EMAIL_LENGTH = 254
 
 
@@ -182,13 +189,14 @@ def _letter(invitation: Invitation, token: str) -> mail.Letter:
 def _invitation_letter_again(ids: dict) -> mail.Letter | None:
     """A retry issues a new link: the token was never stored, so the pending invitation's
     digest is replaced (the link of an earlier try, should it have arrived after all, dies);
-    nothing once the invitation was accepted, cancelled or has expired."""
+    nothing once the invitation was accepted, cancelled or has expired, or once its inviter
+    may no longer send it (the accept would refuse it: the link would not work)."""
     invitation = (
         Invitation.objects.select_related("organization", "invited_by")
         .filter(pk=ids["invitation_id"])
         .first()
     )
-    if invitation is None or not invitation.is_pending():
+    if invitation is None or not invitation.is_pending() or not inviter_may_still_grant(invitation):
         return None
     token = secrets.token_urlsafe(32)
     replaced = Invitation.objects.filter(
@@ -250,14 +258,18 @@ def _cancel_what_the_inviter_may_no_longer_send(
     role: str | None,
     actor_user: Any,
     request: HttpRequest | None = None,
+    deactivated: bool = False,
 ) -> None:
     """Cancel the pending invitations `membership`'s user sent that `role` may not send
-    (None: they are no longer a member), in the transaction that removes or demotes them.
+    (None: they are no longer a member, or their account was deactivated), in the
+    transaction that removes, demotes or deactivates them.
 
     An invitation acts with its inviter's authority: left pending after they lose it, it
     would still grant the role (an owner about to be removed invites their own second
-    address, which accepts and is owner again). Each is audited as a cancel by hand is,
-    with whoever removed or demoted them as actor and the reason in the details.
+    address, which accepts and is owner again), and a retry of its email would mail a new
+    link. Each is audited as a cancel by hand is, with whoever removed, demoted or
+    deactivated them as actor (the system, for a deactivation without one) and the
+    reason in the details.
     """
     now = timezone.now()
     invitations = list(
@@ -273,9 +285,29 @@ def _cancel_what_the_inviter_may_no_longer_send(
     if not invitations:
         return
     Invitation.objects.filter(pk__in=[i.pk for i in invitations]).update(cancelled_at=now)
-    reason = "inviter_removed" if role is None else "inviter_role_changed"
+    if deactivated:
+        reason = "inviter_deactivated"
+    else:
+        reason = "inviter_removed" if role is None else "inviter_role_changed"
     for invitation in invitations:
         _record_cancelled(invitation, actor_user, request, {"reason": reason})
+
+
+def prune_finished_invitations(*, now: datetime | None = None) -> int:
+    """Delete the invitations accepted, cancelled or expired more than
+    FINISHED_INVITATION_RETENTION ago, with the address each holds; the number deleted.
+    The worker's daily housekeeping runs it.
+
+    Nothing refers to an invitation row (the audit events name it by id and address in
+    their own columns) and no page lists one that is no longer pending. Its link, opened
+    later, gets the page of a dead link (an accepted one's invitee is then no longer told
+    they joined already).
+    """
+    cutoff = (now or timezone.now()) - FINISHED_INVITATION_RETENTION
+    deleted, _ = Invitation.objects.filter(
+        Q(accepted_at__lte=cutoff) | Q(cancelled_at__lte=cutoff) | Q(expires_at__lte=cutoff)
+    ).delete()
+    return deleted
 
 
 def _uuid_or_404(value: Any) -> uuid.UUID:

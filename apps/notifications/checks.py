@@ -370,8 +370,9 @@ def send_pending_emails(now: datetime, report: Report) -> None:
             Reminder.objects.bulk_update(reminders, ["emailed_to"])
         report.emails_sent += len(sent.accepted)
         if sent.failure is None:
+            # The addresses only kept a retry from sending twice: none is coming.
             Reminder.objects.filter(claim=claim).update(
-                emailed_at=timezone.now(), locked_until=None, last_error=""
+                emailed_at=timezone.now(), emailed_to=[], locked_until=None, last_error=""
             )
             continue
         _retry_later(claim, reminders, sent.failure, report)
@@ -379,6 +380,20 @@ def send_pending_emails(now: datetime, report: Report) -> None:
             for later_claim, later_reminders in messages[index + 1 :]:
                 _retry_later(later_claim, later_reminders, sent.failure, report)
             return
+
+
+def forget_given_up_recipients(*, now: datetime | None = None) -> int:
+    """Empty `emailed_to` of the reminders whose email was given up (EMAIL_GIVE_UP_AFTER,
+    and a lease for a send still under way): no retry will read it again. One sent in the
+    end emptied it itself. The number emptied; the worker's daily housekeeping runs it."""
+    now = now or timezone.now()
+    return (
+        Reminder.objects.filter(
+            emailed_at__isnull=True, created_at__lt=now - EMAIL_GIVE_UP_AFTER - EMAIL_LEASE
+        )
+        .exclude(emailed_to=[])
+        .update(emailed_to=[])
+    )
 
 
 def _retry_later(claim, reminders: list[Reminder], failure: Exception, report: Report) -> None:

@@ -46,6 +46,7 @@ class Reminder(models.Model):
     emailed_at = models.DateTimeField(null=True, blank=True)
     #: The addresses done with while the rest were retried: the mail server took their copy,
     #: or refused the address for good (a 5xx). A retry never sends them a second copy.
+    #: Emptied with `emailed_at` being set, or once the email is given up: no retry follows.
     emailed_to = models.JSONField(default=list, blank=True)
     email_attempts = models.PositiveIntegerField(default=0)
     next_email_at = models.DateTimeField(default=timezone.now)

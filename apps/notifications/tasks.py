@@ -21,7 +21,9 @@ from django_tasks import task
 
 from apps.accounts.mail import requeue_stalled_retries
 from apps.accounts.password_reset import forget_finished_reset_asks
+from apps.accounts.services import prune_ended_sessions
 from apps.apikeys.usage.flush import flush_usage, prune_usage
+from apps.invitations.services import prune_finished_invitations
 from apps.notifications import checks
 from apps.notifications.models import Schedule
 from apps.webhooks.delivery import prune_events, requeue_overdue
@@ -40,7 +42,8 @@ URGENT_EVERY = timedelta(seconds=15)
 USAGE_EVERY = timedelta(seconds=30)
 
 
-#: Old webhook events and finished task results are deleted once a day.
+#: Old webhook events, finished task results, ended sessions, expired refresh-token
+#: records and finished invitations are deleted once a day.
 HOUSEKEEPING_EVERY = timedelta(days=1)
 TASK_RESULTS_KEPT_DAYS = 7
 
@@ -73,13 +76,24 @@ def copy_usage() -> str:
 @task(priority=PRIORITY)
 def housekeeping() -> str:
     """Without it the event and task tables grow by every delivery and every scheduled run
-    (about 9,000 task rows a day from the schedules alone)."""
+    (about 9,000 task rows a day from the schedules alone), and sessions (with the IP and
+    user agent of each login), refresh-token records (one per login and refresh) and
+    invitations (with the invitee's address) are kept for ever."""
     events = prune_events()
     call_command(
         "prune_db_task_results", "--min-age-days", str(TASK_RESULTS_KEPT_DAYS), verbosity=0
     )
+    sessions = prune_ended_sessions()
+    # simplejwt's: expired refresh-token records and their blacklist rows. A token past
+    # its `exp` is refused before its record is ever looked up.
+    call_command("flushexpiredtokens", verbosity=0)
+    invitations = prune_finished_invitations()
+    checks.forget_given_up_recipients()
     kept = TASK_RESULTS_KEPT_DAYS
-    return f"pruned {events} webhook events and task results older than {kept} days"
+    return (
+        f"pruned {events} webhook events and task results older than {kept} days, "
+        f"{sessions} ended sessions, expired refresh tokens and {invitations} invitations"
+    )
 
 
 def schedules(checks_every: timedelta, urgent_every: timedelta):

@@ -114,11 +114,13 @@ _membership_hooks: dict[str, Callable[..., None]] = {}
 
 
 def on_membership_change(hook: Callable[..., None]) -> Callable[..., None]:
-    """Register `hook(*, membership, role, actor_user, request)`, run by `membership_changed`.
+    """Register `hook(*, membership, role, actor_user, request, deactivated)`, run by
+    `membership_changed`.
 
     For what an app above holds on a member's authority and must not outlive it
     (`apps.invitations`: the invitations they sent). `role` is their role from now
-    on, None once they are no longer a member.
+    on, None once they are no longer a member or their account was deactivated
+    (`deactivated` true: the membership stays, but nobody can act with it).
     """
     _membership_hooks[f"{hook.__module__}.{hook.__qualname__}"] = hook
     return hook
@@ -130,12 +132,20 @@ def membership_changed(
     role: str | None,
     actor_user: Any,
     request: HttpRequest | None = None,
+    deactivated: bool = False,
 ) -> None:
     """Run the `on_membership_change` hooks; call it in the transaction that removes the
-    member (`role` None) or changes their role, after its audit event, so what the hooks
-    undo goes with the change or not at all."""
+    member (`role` None), changes their role or deactivates their account (`role` None,
+    `deactivated`), after its audit event, so what the hooks undo goes with the change or
+    not at all."""
     for hook in _membership_hooks.values():
-        hook(membership=membership, role=role, actor_user=actor_user, request=request)
+        hook(
+            membership=membership,
+            role=role,
+            actor_user=actor_user,
+            request=request,
+            deactivated=deactivated,
+        )
 
 
 def _lock_for_change(

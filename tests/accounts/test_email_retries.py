@@ -18,13 +18,16 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from apps.accounts import mail
+from apps.accounts.models import User
 from apps.accounts.password_reset import make_reset_token
 from apps.invitations.models import Invitation
 from apps.invitations.selectors import token_digest
+from apps.orgs.models import Membership
 from core import counters
+from core.permissions import Role
 from core.tasks import STALLED_AFTER
 from tests.accounts.test_password_reset import ask_reset, confirm, token_from
-from tests.factories import UserFactory
+from tests.factories import MembershipFactory, UserFactory
 from tests.invitations.test_api import accept, invite
 from tests.invitations.test_api import token_from as invitation_token_from
 from tests.orgs.helpers import user_client
@@ -153,6 +156,28 @@ def test_no_invitation_retry_once_it_is_cancelled_or_accepted(change, owner, org
 
     assert run_retry(queued_retries()[0]) == "no longer needed"
     assert mailbox.messages() == []
+
+
+@pytest.mark.parametrize("lapse", ["removed", "demoted", "deactivated"])
+def test_no_invitation_retry_once_its_inviter_may_no_longer_send_it(
+    lapse, owner, organization, mailbox
+):
+    MembershipFactory(organization=organization, role=Role.OWNER)  # someone else runs it
+    mailbox.refusing = 1
+    invite(user_client(owner), organization, email="lapsed@example.com", role="owner")
+    digest = Invitation.objects.get().token_digest
+    # Around the services: nothing cancels the invitation, as the accept's check assumes.
+    inviter = Membership.objects.filter(organization=organization, user=owner)
+    if lapse == "removed":
+        inviter.delete()
+    elif lapse == "demoted":
+        inviter.update(role=Role.ADMIN)  # admins may not invite owners
+    else:
+        User.objects.filter(pk=owner.pk).update(is_active=False)
+
+    assert run_retry(queued_retries()[0]) == "no longer needed"
+    assert mailbox.messages() == []
+    assert Invitation.objects.get().token_digest == digest  # no new link was minted
 
 
 def test_a_refused_password_changed_notice_is_sent_again_with_its_time_and_ip(

@@ -6,14 +6,17 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.core import mail as django_mail
 from django.test import Client
 from django.utils import timezone
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from apps.accounts import services, tokens
 from apps.accounts.cookies import ACCESS_COOKIE
 from apps.accounts.models import AuthSession
+from apps.notifications import tasks
 from tests.factories import PASSWORD
 from tests.orgs.helpers import bearer_client, cookie_client, error_code, with_csrf
 from tests.pages import CONFIRMED, assert_no_inline_code, html, logged_in
@@ -273,3 +276,56 @@ def test_a_weak_new_password_is_refused_next_to_its_field(owner):
     assert response.status_code == 200 and 'id="id_new_password_error"' in html(response)
     owner.refresh_from_db()
     assert owner.check_password(PASSWORD)
+
+
+# Retention (the worker's daily housekeeping) -------------------------------------------------
+
+
+def test_housekeeping_deletes_sessions_90_days_after_they_ended_or_passed_their_cap(
+    owner, time_machine
+):
+    """With the IP and user agent each holds."""
+    time_machine.move_to(timezone.now(), tick=False)
+    logged_out = session_of(services.start_session(owner).access)
+    services.logout(session=logged_out)
+    left_open = session_of(services.start_session(owner).access)  # ends by its cap
+    retention = services.ENDED_SESSION_RETENTION
+
+    def sessions_after_housekeeping() -> set:
+        tasks.housekeeping.call()
+        return set(AuthSession.objects.values_list("id", flat=True))
+
+    time_machine.shift(retention - timedelta(hours=1))
+    assert sessions_after_housekeeping() == {logged_out.id, left_open.id}
+
+    time_machine.shift(timedelta(hours=2))
+    assert sessions_after_housekeeping() == {left_open.id}
+
+    time_machine.shift(settings.JWT_SESSION_MAX_AGE - timedelta(hours=2))
+    current = session_of(services.start_session(owner).access)
+    assert sessions_after_housekeeping() == {left_open.id, current.id}
+
+    time_machine.shift(timedelta(hours=2))
+    assert sessions_after_housekeeping() == {current.id}
+
+
+def test_housekeeping_deletes_refresh_token_records_once_their_token_expired(owner, time_machine):
+    time_machine.move_to(timezone.now(), tick=False)
+    first = services.start_session(owner)
+    services.refresh(refresh_token=first.refresh)  # the first refresh token is blacklisted
+    services.logout(session=session_of(first.access))  # and so is the second
+    assert (OutstandingToken.objects.count(), BlacklistedToken.objects.count()) == (2, 2)
+
+    time_machine.shift(settings.JWT_SESSION_MAX_AGE - timedelta(minutes=1))
+    later = services.start_session(owner)
+    tasks.housekeeping.call()
+    assert (OutstandingToken.objects.count(), BlacklistedToken.objects.count()) == (3, 2)
+
+    time_machine.shift(timedelta(minutes=2))
+    tasks.housekeeping.call()
+
+    assert list(OutstandingToken.objects.values_list("jti", flat=True)) == [
+        tokens.decode(later.refresh, "refresh")["jti"]
+    ]
+    assert not BlacklistedToken.objects.exists()
+    assert bearer_client(later.access).get("/v1/me").status_code == 200

@@ -17,6 +17,7 @@ from apps.apikeys.keyformat import KeyKind
 from apps.audit.models import AuditEvent
 from apps.invitations import services
 from apps.invitations.models import Invitation
+from apps.notifications import tasks
 from apps.orgs.models import Membership
 from core.permissions import Role
 from tests.factories import UserFactory, make_key
@@ -335,3 +336,45 @@ def test_signing_up_then_accepting_over_the_api(owner, organization, mailbox, ap
     assert response.status_code == 200
     fresh = User.objects.get(email="fresh@example.com")
     assert Membership.objects.get(organization=organization, user=fresh).role == Role.MEMBER
+
+
+# Retention (the worker's daily housekeeping) -------------------------------------------------
+
+
+def test_housekeeping_deletes_invitations_30_days_after_they_stopped_being_pending(
+    owner, organization, mailbox, time_machine
+):
+    time_machine.move_to(timezone.now(), tick=False)
+    client = user_client(owner)
+    cancelled = invite(client, organization, "cancelled@example.com").json()["id"]
+    cancelled_token = token_from(mailbox.messages("cancelled@example.com")[0])
+    client.delete(f"{invitations_url(organization)}/{cancelled}")
+    accepted = invite(client, organization, "accepted@example.com").json()["id"]
+    accepted_token = token_from(mailbox.messages("accepted@example.com")[0])
+    assert accept(UserFactory(email="accepted@example.com"), accepted_token).status_code == 200
+    expired = invite(client, organization, "expired@example.com").json()["id"]
+    audited = list(AuditEvent.objects.values_list("id", flat=True))
+    retention = services.FINISHED_INVITATION_RETENTION
+    invitee = UserFactory(email="cancelled@example.com")
+    dead_link = accept(invitee, cancelled_token)
+    assert dead_link.status_code == 404
+
+    def invitations_after_housekeeping() -> set[str]:
+        tasks.housekeeping.call()
+        return {str(i) for i in Invitation.objects.values_list("id", flat=True)}
+
+    time_machine.shift(retention - timedelta(hours=1))
+    client = user_client(owner)  # a month on: a new login
+    newer = invite(client, organization, "newer@example.com").json()["id"]
+    assert invitations_after_housekeeping() == {cancelled, accepted, expired, newer}
+
+    time_machine.shift(timedelta(hours=2))
+    assert invitations_after_housekeeping() == {expired, newer}
+    listed = client.get(invitations_url(organization)).json()["results"]
+    assert [r["id"] for r in listed] == [newer]
+    again = accept(invitee, cancelled_token)  # the row is gone: the same answer
+    assert (again.status_code, again.json()) == (404, dead_link.json())
+
+    time_machine.shift(services.INVITATION_LIFETIME)  # `expired` expired 30 days ago
+    assert invitations_after_housekeeping() == {newer}  # expired 2 hours ago
+    assert set(audited) <= set(AuditEvent.objects.values_list("id", flat=True))

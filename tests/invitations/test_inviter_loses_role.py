@@ -1,9 +1,9 @@
 """An invitation grants its role only while its inviter may still grant it.
 
 An owner about to be removed could otherwise invite their own second address as
-owner and, once removed, accept and be owner again. Removing or demoting the
-inviter cancels the invitations they could no longer send (audited, in the same
-transaction), and accepting checks the inviter again for any left pending.
+owner and, once removed, accept and be owner again. Removing, demoting or
+deactivating the inviter cancels the invitations they could no longer send (audited,
+in the same transaction), and accepting checks the inviter again for any left pending.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from apps.accounts import services as account_services
 from apps.accounts.models import User
 from apps.audit.models import AuditEvent
+from apps.invitations import services as invitation_services
 from apps.invitations.models import Invitation
 from apps.orgs.admin import delete_membership, save_membership
 from apps.orgs.models import Membership
@@ -158,6 +160,53 @@ def test_a_demotion_keeps_the_invitations_the_new_role_may_still_send(owner, org
     assert accept(UserFactory(email="boss@example.com"), owner_token).status_code == 404
     staff = UserFactory(email="staff@example.com")
     assert accept(staff, member_token).json()["role"] == "member"
+
+
+def test_deactivating_an_inviter_cancels_their_pending_invitations(
+    owner, admin, organization, mailbox
+):
+    reference = cancelled_answer(owner, organization, mailbox)
+    theirs_id, theirs_token = sent(
+        user_client(admin), organization, mailbox, "staff@example.com", "member"
+    )
+    kept_id, kept_token = sent(
+        user_client(owner), organization, mailbox, "kept@example.com", "member"
+    )
+    operator = UserFactory(is_staff=True)
+
+    account_services.deactivate_user(user=admin, actor_user=operator)
+
+    assert Invitation.objects.get(id=theirs_id).cancelled_at is not None
+    [event] = cancellations(theirs_id)
+    assert event.actor_user == operator and event.target_label == "staff@example.com"
+    assert event.details == {"role": "member", "reason": "inviter_deactivated"}
+    listed = user_client(owner).get(invitations_url(organization)).json()["results"]
+    assert [r["id"] for r in listed] == [kept_id]
+    response = accept(UserFactory(email="staff@example.com"), theirs_token)
+    assert response.status_code == 404 and response.json() == reference
+    # Another manager's invitation is theirs to keep.
+    assert cancellations(kept_id) == []
+    assert accept(UserFactory(email="kept@example.com"), kept_token).status_code == 200
+
+
+def test_a_deactivation_and_its_cancellations_are_written_together(
+    owner, admin, organization, mailbox, monkeypatch
+):
+    invitation_id, _token = sent(
+        user_client(admin), organization, mailbox, "staff@example.com", "member"
+    )
+
+    def audit_fails(*args, **kwargs):
+        raise RuntimeError("audit log unavailable")
+
+    monkeypatch.setattr(invitation_services, "_record_cancelled", audit_fails)
+    with pytest.raises(RuntimeError):
+        account_services.deactivate_user(user=admin)
+
+    admin.refresh_from_db()
+    assert admin.is_active
+    assert Invitation.objects.get(id=invitation_id).cancelled_at is None
+    assert not AuditEvent.objects.filter(action="member.invitation_cancelled").exists()
 
 
 # Accepting checks the inviter again, whatever left the invitation pending ------------------

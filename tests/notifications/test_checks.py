@@ -15,7 +15,7 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import report_leaked_keys
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import roll_key
-from apps.notifications import checks, mail
+from apps.notifications import checks, mail, tasks
 from apps.notifications.models import Reminder
 from apps.webhooks.models import Event, Webhook
 from core import counters
@@ -520,6 +520,43 @@ def test_a_copy_refused_for_now_is_sent_again_alone(
 
     assert sorted(str(m["To"]) for m in smtp.messages) == sorted([owner.email, admin.email])
     assert Reminder.objects.get().emailed_at is not None
+
+
+def test_a_reminder_keeps_its_recipients_only_until_its_email_went_out(smtp, owner, admin, project):
+    smtp.refusing[admin.email] = "452 4.2.2 Mailbox full, try again"
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    report_leaked_keys(candidates=[text])
+    checks.run_urgent_checks()
+    assert Reminder.objects.get().emailed_to == [owner.email]  # the retry skips them
+
+    del smtp.refusing[admin.email]
+    checks.run_urgent_checks(timezone.now() + timedelta(hours=1))
+
+    reminder = Reminder.objects.get()
+    assert reminder.emailed_at is not None and reminder.emailed_to == []
+
+
+def test_housekeeping_empties_the_recipients_of_a_reminder_given_up(
+    smtp, owner, admin, project, time_machine
+):
+    time_machine.move_to(timezone.now(), tick=False)
+    smtp.refusing[admin.email] = "452 4.2.2 Mailbox full, try again"
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    report_leaked_keys(candidates=[text])
+    checks.run_urgent_checks()
+
+    time_machine.shift(checks.EMAIL_GIVE_UP_AFTER - timedelta(minutes=1))
+    checks.run_urgent_checks()  # the last try: refused again
+    tasks.housekeeping.call()
+    assert Reminder.objects.get().emailed_to == [owner.email]
+
+    time_machine.shift(checks.EMAIL_LEASE + timedelta(minutes=2))
+    tasks.housekeeping.call()
+
+    reminder = Reminder.objects.get()
+    assert reminder.emailed_at is None and reminder.emailed_to == []
+    checks.run_urgent_checks()
+    assert [str(m["To"]) for m in smtp.messages] == [owner.email]  # given up: no retry
 
 
 def test_a_refused_address_of_one_organization_never_holds_anothers_email(smtp, owner, project):

@@ -35,6 +35,7 @@ from apps.apikeys.services import revoke_key
 from apps.apikeys.usage import flush
 from apps.apikeys.usage.answer import key_usage
 from apps.apikeys.usage.flush import flush_usage, prune_usage
+from apps.notifications.tasks import housekeeping
 from core.sharedredis import redis_client
 from tests.apikeys.usage_helpers import counted_key_ids, requires_redis, set_rate_limit
 from tests.factories import make_key
@@ -164,6 +165,29 @@ def test_last_use_records_ip_and_user_agent_cut_to_200_characters(project):
     assert body["lastUsedIp"] == "192.0.2.44"
     assert body["lastUsedUserAgent"] == agent[:200]
     assert body["lastUsedAt"] is not None
+
+
+def test_the_last_ip_and_user_agent_go_90_days_after_the_last_use(project):
+    """Found by a privacy audit: kept for ever, revoked keys' too, while the usage IPs go
+    after 90 days. `lastUsedAt` stays."""
+    used, _plaintext = make_key(KeyKind.SECRET, project=project)
+    recent, _plaintext = make_key(KeyKind.SECRET, project=project)
+    now = timezone.now()
+    ApiKey.objects.filter(pk=used.pk).update(
+        last_used_at=now - timedelta(days=91), last_used_ip="192.0.2.44", last_used_user_agent="a"
+    )
+    ApiKey.objects.filter(pk=recent.pk).update(
+        last_used_at=now - timedelta(days=89), last_used_ip="192.0.2.45", last_used_user_agent="b"
+    )
+
+    assert housekeeping.call()
+
+    used.refresh_from_db()
+    recent.refresh_from_db()
+    body = key_json(used, timezone.now())
+    assert (body["lastUsedIp"], body["lastUsedUserAgent"]) == (None, None)
+    assert body["lastUsedAt"] is not None
+    assert (recent.last_used_ip, recent.last_used_user_agent) == ("192.0.2.45", "b")
 
 
 def test_a_refused_request_does_not_move_last_use(owner, project):

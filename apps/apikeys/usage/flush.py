@@ -240,6 +240,18 @@ def prune_usage(now: datetime | None = None) -> int:
     return deleted
 
 
+def forget_old_last_use(now: datetime | None = None) -> int:
+    """Clear `lastUsedIp` and `lastUsedUserAgent` of the keys unused for IP_HISTORY, as the
+    usage IPs go: `lastUsedAt` stays. The worker's daily housekeeping runs it. The number
+    of keys cleared."""
+    unused = (now or timezone.now()) - IP_HISTORY
+    return (
+        ApiKey.objects.filter(last_used_at__lt=unused)
+        .exclude(last_used_ip=None, last_used_user_agent="")
+        .update(last_used_ip=None, last_used_user_agent="")
+    )
+
+
 _flush_lock = threading.Lock()
 _last_flush = [0.0]
 _flush_pending = [False]

@@ -23,7 +23,7 @@ from itertools import chain
 
 from django.conf import settings
 from django.db import connections
-from django.db.models import Max, Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from apps.apikeys.gate.batch import send_pending_counts
@@ -207,9 +207,16 @@ def _forget_older_ips(key_ids: set[str]) -> None:
     table holds at most that many addresses a key, not one for every client it ever had
     (an SDK key's are its website's visitors). An IP that returns from beyond them counts
     again from zero."""
+    # Counted in the database: only the keys past the bound come back, not their rows.
+    crowded = (
+        KeyUsageIp.objects.values("key_id")
+        .annotate(ips=Count("ip", distinct=True))
+        .filter(ips__gt=IPS_STORED)
+    )
+    over = [row["key_id"] for row in filter_in_chunks(crowded, "key_id", key_ids)]
     seen_by_key: dict[str, list] = defaultdict(list)
     latest = KeyUsageIp.objects.values("key_id", "ip").annotate(seen=Max("last_seen_at"))
-    for row in filter_in_chunks(latest, "key_id", key_ids):
+    for row in filter_in_chunks(latest, "key_id", over):
         seen_by_key[row["key_id"]].append((row["seen"], row["ip"]))
     older = [
         Q(key_id=key_id, ip__in=[ip for _, ip in sorted(seen, reverse=True)[IPS_STORED:]])

@@ -119,7 +119,7 @@ def expiring_keys(now: datetime) -> Iterable[Found]:
         .exclude(Q(expires_at__gt=last_day_from) & _told(ReminderKind.KEY_EXPIRING_7D, week_due))
         .exclude(Q(expires_at__lte=last_day_from) & _told(ReminderKind.KEY_EXPIRING_1D, day_due))
     )
-    for key in keys.select_related("project", "organization").iterator(CLAIM_BATCH):
+    for key in keys.select_related("project", "organization", "created_by").iterator(CLAIM_BATCH):
         last_day = key.expires_at <= last_day_from
         kind = ReminderKind.KEY_EXPIRING_1D if last_day else ReminderKind.KEY_EXPIRING_7D
         yield Found(
@@ -142,7 +142,7 @@ def unused_keys(now: datetime) -> Iterable[Found]:
         .filter(Q(last_used_at__lte=cutoff) | Q(last_used_at__isnull=True, created_at__lte=cutoff))
         .exclude(_told(ReminderKind.KEY_UNUSED, spell_due))
     )
-    for key in keys.select_related("project", "organization").iterator(CLAIM_BATCH):
+    for key in keys.select_related("project", "organization", "created_by").iterator(CLAIM_BATCH):
         kind = ReminderKind.KEY_UNUSED
         yield Found(
             kind,
@@ -178,7 +178,7 @@ def leak_reports(now: datetime) -> Iterable[Found]:
             "id", "type", "organization_id", "data"
         )
     )
-    keys = ApiKey.objects.select_related("project", "organization").in_bulk(
+    keys = ApiKey.objects.select_related("project", "organization", "created_by").in_bulk(
         {data["key"]["id"] for _id, _type, _org, data in events}
     )
     for event_id, event_type, org_id, data in events:
@@ -248,10 +248,15 @@ def _write(found: list[Found], now: datetime) -> None:
             ),
             batch_size=ROWS_PER_STATEMENT,
         )
+        # The deliveries by one queued task: one attempt is queued per delivery, so many
+        # keys falling due at once would hold this transaction and the worker's checks.
         record_key_events(
-            key_event(item.event_type, item.api_key, now)
-            for item in found
-            if item.event_type and item.api_key is not None
+            (
+                key_event(item.event_type, item.api_key, now)
+                for item in found
+                if item.event_type and item.api_key is not None
+            ),
+            fan_out_now=False,
         )
 
 

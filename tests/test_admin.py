@@ -690,37 +690,66 @@ def test_an_organization_is_deleted_with_its_keys_events_and_analyses(ops, popul
     assert api.get("/v1/me", **bearer(keys["secret"][1])).status_code == 401
 
 
-def test_a_project_with_an_active_key_is_not_deleted(ops, project, owner):
-    _api_key, plaintext = make_key(KeyKind.SECRET, project=project, actor=owner)
+@pytest.mark.parametrize("revoked", [False, True], ids=["active key", "revoked key"])
+def test_a_project_with_keys_is_not_deleted(ops, project, owner, revoked):
+    """A key's row stays for the audit, revoked ones too (SPEC §2.1): its project with it."""
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project, actor=owner)
+    if revoked:
+        ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
 
     page = ops.get(delete_url(project))
     response = ops.post(delete_url(project), {"post": "yes"})
 
-    assert f"{project.name}: 1 active API key(s), revoke them first" in page.content.decode()
+    reason = f"{project.name}: 1 API key(s); keys stay for the organization&#x27;s audit"
+    assert reason in page.content.decode()
     assert response.status_code == 200  # the admin's "cannot delete" page again
     assert Project.objects.filter(pk=project.pk).exists()
-    assert Client().get("/v1/me", **bearer(plaintext)).status_code == 200
+    assert ApiKey.objects.filter(pk=api_key.pk).exists()
+    if not revoked:
+        assert Client().get("/v1/me", **bearer(plaintext)).status_code == 200
 
 
-def test_a_project_whose_keys_are_revoked_or_expired_is_deleted_and_audited(
-    ops, populated, keys, superuser
+def test_a_project_an_organization_key_is_confined_to_is_not_deleted(ops, project, other_project):
+    """Found by a review: once its project was gone, the key named no project, and an edit
+    of its other limits saved an empty list: every project of the organization."""
+    make_key(
+        KeyKind.ORGANIZATION, organization=project.organization, project_ids=[str(other_project.pk)]
+    )
+
+    response = ops.post(delete_url(other_project), {"post": "yes"})
+
+    assert response.status_code == 200
+    assert "1 active organization key(s) confined to it" in response.content.decode()
+    assert Project.objects.filter(pk=other_project.pk).exists()
+
+
+def test_a_project_without_keys_is_deleted_with_its_analyses_and_audited(
+    ops, owner, project, superuser
 ):
-    """Its revoked and expired keys, analyses and configuration go with it (the admin
-    shows them read-only); the organization's log records it."""
-    project = populated.project
-    ApiKey.objects.filter(project=project, revoked_at=None).update(revoked_at=timezone.now())
+    """Its analyses and configuration go with it (the admin shows analyses read-only); the
+    organization's log records it."""
+    doomed = Project.objects.create(organization=project.organization, name="Doomed")
+    analysis = Analysis.objects.create(
+        project=doomed,
+        title="t",
+        input="i",
+        created_by_type="user",
+        created_by_user=owner,
+        created_by_label=owner.email,
+    )
+    LogSource.objects.create(project=doomed, name="HTTP intake", kind="http")
 
-    response = ops.post(delete_url(project), {"post": "yes"})
+    response = ops.post(delete_url(doomed), {"post": "yes"})
 
     assert response.status_code == 302
-    assert not Project.objects.filter(pk=project.pk).exists()
-    assert not ApiKey.objects.filter(project=project.pk).exists()
-    assert ApiKey.objects.filter(pk=keys["org"][0].pk).exists()  # the organization's own
+    assert not Project.objects.filter(pk=doomed.pk).exists()
+    assert not Analysis.objects.filter(pk=analysis.pk).exists()
+    assert Project.objects.filter(pk=project.pk).exists()
     event = AuditEvent.objects.get(action=Action.PROJECT_DELETED)
     assert (event.organization_id, event.target_id, event.target_label) == (
-        project.organization_id,
-        str(project.pk),
-        project.name,
+        doomed.organization_id,
+        str(doomed.pk),
+        "Doomed",
     )
     assert event.actor_user == superuser
 

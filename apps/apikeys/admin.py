@@ -8,11 +8,13 @@ field is read-only; the only write is the `Revoke` action, which goes through
 
 from __future__ import annotations
 
+from collections import Counter
+
 from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from apps.apikeys.models import ApiKey, KeyStatus
+from apps.apikeys.models import ApiKey, KeyScope, KeyStatus
 from apps.apikeys.services import revoke_key
 from apps.projects.admin import deletion_blockers
 from apps.projects.models import Project
@@ -23,21 +25,44 @@ def unexpired() -> Q:
     return Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
 
 
-def projects_with_active_keys(projects: list[Project]) -> list[str]:
-    """Projects that still have an active key: not deleted (apps.projects.admin)."""
-    counts = (
-        ApiKey.objects.filter(unexpired(), project__in=projects, revoked_at__isnull=True)
+def projects_keys_hold(projects: list[Project]) -> list[str]:
+    """Projects not deleted (apps.projects.admin) because of their keys: a project's own
+    keys, revoked ones too, whose rows stay for the audit (SPEC §2.1), and an active
+    organization key confined to it, which would be left naming no project (and an edit of
+    its other limits would then save an empty list: every project)."""
+    own = (
+        ApiKey.objects.filter(project__in=projects)
         .values("project_id")
-        .annotate(active=Count("pk"))
+        .annotate(keys=Count("pk"))
+        .order_by()
     )
-    names = {project.pk: project.name for project in projects}
-    return [
-        f"{names[row['project_id']]}: {row['active']} active API key(s), revoke them first"
-        for row in counts
-    ]
+    keys_of = {row["project_id"]: row["keys"] for row in own}
+    confined = Counter(
+        project_id
+        for project_ids in ApiKey.objects.filter(
+            unexpired(),
+            scope=KeyScope.ORGANIZATION,
+            revoked_at__isnull=True,
+            organization_id__in={project.organization_id for project in projects},
+        ).values_list("project_ids", flat=True)
+        for project_id in project_ids
+    )
+    reasons = []
+    for project in projects:
+        if keys_of.get(project.pk):
+            reasons.append(
+                f"{project.name}: {keys_of[project.pk]} API key(s); keys stay for the "
+                "organization's audit, revoked ones too"
+            )
+        if confined[str(project.pk)]:
+            reasons.append(
+                f"{project.name}: {confined[str(project.pk)]} active organization key(s) "
+                "confined to it; change their projects first"
+            )
+    return reasons
 
 
-deletion_blockers.append(projects_with_active_keys)
+deletion_blockers.append(projects_keys_hold)
 
 
 class StatusFilter(admin.SimpleListFilter):

@@ -23,7 +23,7 @@ from apps.projects.services import (
 from core.admin import without_read_only
 
 #: What keeps projects from being deleted, registered by the apps above this one (their
-#: active keys): each is given the projects and names what blocks, one line per project.
+#: keys): each is given the projects and names what blocks, a line per project and reason.
 deletion_blockers: list[Callable[[list[Project]], list[str]]] = []
 
 
@@ -79,9 +79,8 @@ class ProjectAdmin(admin.ModelAdmin):
             record_project_renamed(obj, before=before, actor=request.user, request=request)
 
     def get_deleted_objects(self, objs, request):
-        """Its analyses, configuration and revoked or expired keys go with it; a project
-        with an active key is not deleted (the key would stop working unannounced: revoke
-        it first, which audits it, mails and calls the organization's webhooks)."""
+        """Its analyses and configuration go with it; a project with keys (their rows stay
+        for the audit) or named by an active organization key is not deleted."""
         projects = list(objs)
         to_delete, model_count, perms_needed, protected = super().get_deleted_objects(
             projects, request
@@ -94,15 +93,21 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset) -> None:
         with transaction.atomic():
-            # Locked, then checked again: a key minted since the confirmation page would
-            # otherwise go with its project. (A mint now waits, then finds it gone.)
-            projects = list(
-                Project.objects.select_for_update()
-                .filter(pk__in=queryset.values("pk"))
+            # Locked, then checked again: a key minted or confined to a project since the
+            # confirmation page would otherwise be left to it. Their organizations' rows
+            # first, as every writer of what belongs to one (`apps.orgs.access.locked_role`):
+            # a mint or key change now waits, then finds the project gone.
+            ids = list(queryset.values_list("pk", flat=True))
+            organization = Project._meta.get_field("organization").related_model
+            list(
+                organization.objects.select_for_update(no_key=True)
+                .filter(pk__in=Project.objects.filter(pk__in=ids).values("organization_id"))
                 .order_by("pk")
+                .values_list("pk", flat=True)
             )
+            projects = list(Project.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
             if deletion_blocked(projects):
-                raise PermissionDenied("A project with an active key is not deleted.")
+                raise PermissionDenied("A project with keys is not deleted.")
             for project in projects:
                 record_project_deleted(project, actor=request.user, request=request)
             super().delete_queryset(

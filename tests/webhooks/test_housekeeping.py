@@ -61,6 +61,19 @@ def test_events_no_webhook_took_go_after_the_leak_emails_look_back(project):
     assert LEAK_EVENTS_WITHIN <= UNDELIVERED_EVENT_RETENTION  # what the emails read is kept
 
 
+def test_an_event_waiting_for_its_fan_out_is_kept(make_webhook, receiver, project):
+    """Found by a review: an event whose deliveries a queued task makes (the scheduled
+    checks', a leak report's) has none until it runs; a worker back after two days ran
+    the housekeeping first and deleted it as one no webhook took."""
+    make_webhook(receiver.url)
+    waiting = event_aged(project, UNDELIVERED_EVENT_RETENTION + timedelta(hours=1), "delivered")
+    Delivery.objects.filter(event=waiting).delete()  # its fan-out not run yet
+
+    assert prune_events() == 0
+
+    assert Event.objects.filter(pk=waiting.pk).exists()
+
+
 def finished_task_result(age: timedelta) -> DBTaskResult:
     result = DBTaskResult.objects.get(pk=tasks.copy_usage.enqueue().id)
     DBTaskResult.objects.filter(pk=result.pk).update(

@@ -7,6 +7,9 @@ suite), this process's memory otherwise (CI's SQLite suite).
 
 from __future__ import annotations
 
+import ipaddress
+from datetime import datetime, timedelta
+
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
@@ -169,6 +172,55 @@ def test_the_database_keeps_only_a_keys_most_recent_ips(project, count):
 
     assert set(KeyUsageIp.objects.filter(key=api_key).values_list("ip", flat=True)) == set(ips[5:])
     assert stored_requests(api_key, ips[-1]) == requests_by_ip(api_key)[ips[-1]] == 2
+
+
+def stored_ip_rows(api_key, count: int, start: datetime) -> list[KeyUsageIp]:
+    """`count` stored IPs of the key, one a second from `start` (the first the oldest)."""
+    return KeyUsageIp.objects.bulk_create(
+        KeyUsageIp(
+            key=api_key,
+            ip=str(ipaddress.IPv4Address("10.0.0.0") + number),
+            epoch="e",
+            requests=1,
+            last_seen_at=start + timedelta(seconds=number),
+        )
+        for number in range(count)
+    )
+
+
+def test_a_key_with_more_stored_ips_than_a_statement_binds_is_trimmed(project):
+    """Found by a review: a key of the days before the bound held every IP it had seen; one
+    statement named all those past the bound, past PostgreSQL's 65,535 bound parameters,
+    and every copy failed."""
+    api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    rows = stored_ip_rows(api_key, 66_000, timezone.now() - timedelta(days=1))
+
+    flush._forget_older_ips({str(api_key.id)})
+
+    kept = set(KeyUsageIp.objects.filter(key=api_key).values_list("ip", flat=True))
+    assert kept == {row.ip for row in rows[-IPS_STORED:]}
+
+
+def test_an_ip_seen_again_while_the_copy_trims_keeps_its_rows(project, monkeypatch):
+    """Found by a review: a copy in another process may see an IP again between this copy's
+    read of the last-seen times and its delete; that IP is no longer among the oldest."""
+    api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    rows = stored_ip_rows(api_key, IPS_STORED + 2, timezone.now() - timedelta(days=1))
+    returning = rows[0].ip
+    read, reads = flush.filter_in_chunks, []
+
+    def read_then_seen_again(queryset, field, values):
+        found = read(queryset, field, values)
+        reads.append(queryset)
+        if len(reads) == 2:  # the last-seen times (the first read counts the keys' IPs)
+            KeyUsageIp.objects.filter(key=api_key, ip=returning).update(last_seen_at=timezone.now())
+        return found
+
+    monkeypatch.setattr(flush, "filter_in_chunks", read_then_seen_again)
+    flush._forget_older_ips({str(api_key.id)})
+
+    kept = set(KeyUsageIp.objects.filter(key=api_key).values_list("ip", flat=True))
+    assert kept == {returning} | {row.ip for row in rows[-IPS_STORED:]}
 
 
 @hypothesis_settings(

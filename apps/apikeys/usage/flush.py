@@ -12,18 +12,16 @@ A Redis restart therefore loses at most the last minute.
 from __future__ import annotations
 
 import logging
-import operator
 import threading
 import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from functools import reduce
 from itertools import chain
 
 from django.conf import settings
 from django.db import connections
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Exists, Max, OuterRef
 from django.utils import timezone
 
 from apps.apikeys.gate.batch import send_pending_counts
@@ -218,13 +216,17 @@ def _forget_older_ips(key_ids: set[str]) -> None:
     latest = KeyUsageIp.objects.values("key_id", "ip").annotate(seen=Max("last_seen_at"))
     for row in filter_in_chunks(latest, "key_id", over):
         seen_by_key[row["key_id"]].append((row["seen"], row["ip"]))
-    older = [
-        Q(key_id=key_id, ip__in=[ip for _, ip in sorted(seen, reverse=True)[IPS_STORED:]])
-        for key_id, seen in seen_by_key.items()
-        if len(seen) > IPS_STORED
-    ]
-    for start in range(0, len(older), IN_CHUNK):
-        KeyUsageIp.objects.filter(reduce(operator.or_, older[start : start + IN_CHUNK])).delete()
+    for key_id, seen in seen_by_key.items():
+        older = sorted(seen, reverse=True)[IPS_STORED:]
+        # Unless seen since they were read (a copy in another process): that IP stays whole.
+        seen_since = KeyUsageIp.objects.filter(
+            key_id=OuterRef("key_id"), ip=OuterRef("ip"), last_seen_at__gt=older[0][0]
+        )
+        ips = [ip for _, ip in older]
+        for start in range(0, len(ips), IN_CHUNK):  # bound parameters: at most 65,535
+            KeyUsageIp.objects.filter(
+                ~Exists(seen_since), key_id=key_id, ip__in=ips[start : start + IN_CHUNK]
+            ).delete()
 
 
 def prune_usage(now: datetime | None = None) -> int:

@@ -96,7 +96,7 @@ class ProjectAdmin(admin.ModelAdmin):
             # Locked, then checked again: a key minted or confined to a project since the
             # confirmation page would otherwise be left to it. Their organizations' rows
             # first, as every writer of what belongs to one (`apps.orgs.access.locked_role`):
-            # a mint or key change now waits, then finds the project gone.
+            # a mint or key change now waits, then fails on the project gone.
             ids = list(queryset.values_list("pk", flat=True))
             organization = Project._meta.get_field("organization").related_model
             list(

@@ -8,7 +8,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from apps.apikeys.models import ApiKey, KeyType
+from apps.apikeys.models import ApiKey, KeyType, active_at
 from apps.orgs.access import can_manage, project_for_user
 from core.decorators import dashboard_page
 from core.permissions import ROLE_PERMISSIONS, Permission
@@ -21,7 +21,7 @@ def overview(request: HttpRequest, project_id) -> HttpResponse:
     request.dashboard_project = project
     request.dashboard_org = project.organization
     now = timezone.now()
-    active = Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    active = active_at(now)
     counts = ApiKey.objects.filter(project=project).aggregate(
         sdk=Count("id", filter=active & Q(type=KeyType.PUBLIC)),
         secret=Count("id", filter=active & Q(type=KeyType.SECRET, legacy=False)),

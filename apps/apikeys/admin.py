@@ -11,18 +11,14 @@ from __future__ import annotations
 from collections import Counter
 
 from django.contrib import admin, messages
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.utils import timezone
 
-from apps.apikeys.models import ApiKey, KeyScope, KeyStatus
+from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, active_at
 from apps.apikeys.services import revoke_key
 from apps.projects.admin import deletion_blockers
 from apps.projects.models import Project
 from core.admin import ReadOnlyAdminMixin
-
-
-def unexpired() -> Q:
-    return Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
 
 
 def projects_keys_hold(projects: list[Project]) -> list[str]:
@@ -40,9 +36,8 @@ def projects_keys_hold(projects: list[Project]) -> list[str]:
     confined = Counter(
         project_id
         for project_ids in ApiKey.objects.filter(
-            unexpired(),
+            active_at(timezone.now()),
             scope=KeyScope.ORGANIZATION,
-            revoked_at__isnull=True,
             organization_id__in={project.organization_id for project in projects},
         ).values_list("project_ids", flat=True)
         for project_id in project_ids
@@ -75,7 +70,7 @@ class StatusFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         now = timezone.now()
         if self.value() == KeyStatus.ACTIVE:
-            return queryset.filter(unexpired(), revoked_at__isnull=True)
+            return queryset.filter(active_at(now))
         if self.value() == KeyStatus.REVOKED:
             return queryset.filter(revoked_at__isnull=False)
         if self.value() == KeyStatus.EXPIRED:

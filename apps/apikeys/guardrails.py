@@ -27,7 +27,7 @@ from typing import Any
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, QuerySet
 
 from apps.apikeys.keyformat import KeyKind
-from apps.apikeys.models import ApiKey, KeyType
+from apps.apikeys.models import ApiKey, KeyType, active_at
 from apps.orgs.models import Organization
 from apps.projects.models import Project
 from core.errors import ValidationFailed
@@ -244,7 +244,7 @@ def keys_outliving_policy(organization: Organization, now: datetime) -> QuerySet
     return (
         ApiKey.objects.filter(organization_id=organization.id, type=KeyType.SECRET)
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=longest))
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), revoked_at__isnull=True)
+        .filter(active_at(now))
         .select_related("project")
         .order_by("created_at", "id")
     )

@@ -28,6 +28,11 @@ class KeyStatus(models.TextChoices):
     EXPIRED = "expired", "Expired"
 
 
+def active_at(now: datetime) -> Q:
+    """The keys `ApiKey.status_at(now)` calls active, as a filter: not revoked, not expired."""
+    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
 class ApiKey(models.Model):
     """An API key. Stores only the SHA-256 digest of the key and a display prefix.
 

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET
 
 from apps.apikeys import charts
 from apps.apikeys.keyformat import KeyKind
-from apps.apikeys.models import Granularity
+from apps.apikeys.models import Granularity, active_at
 from apps.apikeys.selectors import Collection, collection_for
 from apps.apikeys.usage.answer import bucket_starts, recent_ips, usage_series
 from core.decorators import dashboard_page
@@ -46,8 +46,7 @@ def only_unused(keys: QuerySet, days: int | None, now: datetime) -> QuerySet:
     cutoff = now - timedelta(days=days)
     return keys.filter(
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=cutoff),
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now),
-        revoked_at__isnull=True,
+        active_at(now),
         created_at__lte=cutoff,
     )
 

@@ -24,7 +24,7 @@ from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterR
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from apps.apikeys.models import ApiKey
+from apps.apikeys.models import ApiKey, active_at
 from apps.apikeys.services import key_event
 from apps.notifications import mail
 from apps.notifications.models import Reminder, ReminderKind
@@ -79,9 +79,7 @@ def _stamp(moment: datetime | None) -> str:
 
 
 def _active_keys(now: datetime):
-    return ApiKey.objects.filter(revoked_at__isnull=True).filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-    )
+    return ApiKey.objects.filter(active_at(now))
 
 
 def _told(kind: str, since) -> Exists:

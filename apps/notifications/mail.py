@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from apps.apikeys.models import ApiKey, KeyScope, KeyType
+from apps.apikeys.models import ApiKey, KeyScope, KeyType, active_at
 from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Membership, Organization
 from core import metrics
@@ -185,9 +185,9 @@ def compose(kind: str, organization: Organization, reminders: list[Reminder]) ->
 def _legacy_keys_of(organization: Organization) -> list[ApiKey]:
     """The organization's legacy keys that still work: the ones to replace."""
     return list(
-        ApiKey.objects.filter(organization=organization, legacy=True, revoked_at__isnull=True)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
-        .select_related("project")
+        ApiKey.objects.filter(
+            active_at(timezone.now()), organization=organization, legacy=True
+        ).select_related("project")
     )
 
 

@@ -29,7 +29,7 @@ from apps.accounts.models import AuthSession, User
 from apps.accounts.services import deactivate_user, end_session, end_user_sessions
 from apps.orgs.admin import delete_membership, protect_last_owners, refuse_if_last_owners
 from apps.orgs.models import Membership
-from core.admin import ReadOnlyAdminMixin
+from core.admin import ReadOnlyAdminMixin, without_read_only
 from core.errors import InvalidCredentials, RateLimited
 
 
@@ -200,7 +200,7 @@ class UserAdmin(DjangoUserAdmin):
         )
         # A user's sessions go with them: the session admin is read-only (no one deletes a
         # session by hand), which must not make every user who ever logged in undeletable.
-        perms_needed = set(perms_needed) - {AuthSession._meta.verbose_name}
+        perms_needed = without_read_only(perms_needed, self.admin_site)
         deleted = (to_delete, model_count, perms_needed, protected)
         return protect_last_owners(memberships, deleted)
 

@@ -46,7 +46,7 @@ EVENT_RETENTION = timedelta(days=30)
 #: (apps.notifications.checks), then are deleted: each holds the key object (its creator's
 #: email, last IP and user agent). With a webhook, an event without deliveries may wait for
 #: its fan-out (a worker down for days): kept as the others are.
-UNDELIVERED_EVENT_RETENTION = timedelta(days=2)
+WEBHOOKLESS_EVENT_RETENTION = timedelta(days=2)
 #: Events deleted per statement (with their deliveries) by prune_events.
 PRUNE_BATCH = 1000
 
@@ -252,7 +252,7 @@ def requeue_overdue(now: datetime | None = None) -> int:
 
 def prune_events(now: datetime | None = None) -> int:
     """Delete events older than EVENT_RETENTION, with their deliveries, and those of an
-    organization without webhooks older than UNDELIVERED_EVENT_RETENTION; an event with a
+    organization without webhooks older than WEBHOOKLESS_EVENT_RETENTION; an event with a
     delivery still pending is kept until that delivery is done. The number of events.
 
     PRUNE_BATCH events at a time: Django deletes the deliveries of the events it collected
@@ -261,10 +261,10 @@ def prune_events(now: datetime | None = None) -> int:
     takes (65,535) once a day has that many.
     """
     now = now or timezone.now()
-    unheard = ~Exists(Webhook.objects.filter(organization=OuterRef("organization")))
+    without_webhooks = ~Exists(Webhook.objects.filter(organization=OuterRef("organization")))
     old = Event.objects.filter(
         Q(created_at__lt=now - EVENT_RETENTION)
-        | Q(unheard, created_at__lt=now - UNDELIVERED_EVENT_RETENTION)
+        | Q(without_webhooks, created_at__lt=now - WEBHOOKLESS_EVENT_RETENTION)
     ).exclude(deliveries__status=DeliveryStatus.PENDING)
     pruned = 0
     while batch := list(old.values_list("pk", flat=True)[:PRUNE_BATCH]):

@@ -13,7 +13,7 @@ from apps.notifications import tasks
 from apps.notifications.checks import LEAK_EVENTS_WITHIN
 from apps.notifications.models import Schedule
 from apps.webhooks import delivery
-from apps.webhooks.delivery import EVENT_RETENTION, UNDELIVERED_EVENT_RETENTION, prune_events
+from apps.webhooks.delivery import EVENT_RETENTION, WEBHOOKLESS_EVENT_RETENTION, prune_events
 from apps.webhooks.models import Delivery, DeliveryStatus, Event
 from tests.factories import make_key
 
@@ -51,14 +51,14 @@ def test_events_past_retention_go_with_their_deliveries(
 def test_events_no_webhook_took_go_after_the_leak_emails_look_back(project):
     """Found by a privacy audit: every key change of an organization without webhooks left
     an event (the key object: its creator's email, last IP and user agent) for 30 days."""
-    event_aged(project, UNDELIVERED_EVENT_RETENTION + timedelta(hours=1), "")
-    recent = event_aged(project, UNDELIVERED_EVENT_RETENTION - timedelta(hours=1), "")
+    event_aged(project, WEBHOOKLESS_EVENT_RETENTION + timedelta(hours=1), "")
+    recent = event_aged(project, WEBHOOKLESS_EVENT_RETENTION - timedelta(hours=1), "")
     assert not Delivery.objects.exists()
 
     assert prune_events() == 1
 
     assert list(Event.objects.values_list("pk", flat=True)) == [recent.pk]
-    assert LEAK_EVENTS_WITHIN <= UNDELIVERED_EVENT_RETENTION  # what the emails read is kept
+    assert LEAK_EVENTS_WITHIN <= WEBHOOKLESS_EVENT_RETENTION  # what the emails read is kept
 
 
 def test_an_event_waiting_for_its_fan_out_is_kept(make_webhook, receiver, project):
@@ -66,7 +66,7 @@ def test_an_event_waiting_for_its_fan_out_is_kept(make_webhook, receiver, projec
     checks', a leak report's) has none until it runs; a worker back after two days ran
     the housekeeping first and deleted it as one no webhook took."""
     make_webhook(receiver.url)
-    waiting = event_aged(project, UNDELIVERED_EVENT_RETENTION + timedelta(hours=1), "delivered")
+    waiting = event_aged(project, WEBHOOKLESS_EVENT_RETENTION + timedelta(hours=1), "delivered")
     Delivery.objects.filter(event=waiting).delete()  # its fan-out not run yet
 
     assert prune_events() == 0

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F
 
@@ -166,19 +167,27 @@ def can_manage(role: str) -> bool:
 
 
 def locked_role(user: User, organization_id: uuid.UUID) -> str | None:
-    """Inside a transaction: the user's role in the organization (None: not a member), read
-    under locks held to the transaction's end: the organization's row, then the
-    membership's. Every writer of an organization's memberships, or of what belongs to it,
-    locks in that order (organization, memberships, then the rest; a demotion or removal
-    takes memberships only), so none waits on another in a circle. NO KEY: rows that merely
-    refer to them are not held up."""
+    """Inside a transaction: the user's role in the organization (None: not a member, or
+    the account is deactivated), read under locks held to the transaction's end: the
+    organization's row, then the membership's. Every writer of an organization's
+    memberships, or of what belongs to it, locks in that order (organization, memberships,
+    then the rest; a demotion, removal or deactivation takes memberships only), so none
+    waits on another in a circle. NO KEY: rows that merely refer to them are not held up."""
     Organization.objects.select_for_update(no_key=True).filter(pk=organization_id).exists()
-    return (
+    role = (
         Membership.objects.select_for_update(no_key=True)
         .filter(user=user, organization_id=organization_id)
         .values_list("role", flat=True)
         .first()
     )
+    # A deactivation holds the memberships until it commits; a statement that waited for
+    # them still sees the account as it began, so the account is read after the lock.
+    if (
+        role is not None
+        and not get_user_model().objects.filter(pk=user.pk, is_active=True).exists()
+    ):
+        return None
+    return role
 
 
 def manager_role_now(

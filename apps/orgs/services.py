@@ -165,7 +165,8 @@ def _lock_for_change(
         .order_by("id")
     }
     actor, current = rows.get(actor_membership.pk), rows.get(target.pk)
-    if actor is None or actor.role not in MANAGER_ROLES:
+    # The account is locked with its membership: a deactivation meanwhile is seen.
+    if actor is None or actor.role not in MANAGER_ROLES or not actor.user.is_active:
         raise PermissionDenied(message="Only owners and admins can do this.")
     if current is None:
         raise NotFound()

@@ -1,13 +1,13 @@
-"""An admin demoted or removed while their change to keys, webhooks, projects, members or
-invitations is in flight (found and left alone by earlier audits: the change was made on
-the role read when the request began).
+"""An admin demoted, removed or deactivated while their change to keys, webhooks, projects,
+members or invitations is in flight (found and left alone by earlier audits: the change was
+made on the role read when the request began).
 
 The role is read again under locks on the organization's row, then the caller's
-membership, in the change's own transaction (`apps.orgs.access.manager_role_now`, which
-`as_manager` wraps): a demotion or removal that committed meanwhile
-refuses the change, and one that comes while the change holds the lock waits for its
-commit. The races are staged, not hoped for: the request is held after a chosen statement
-while the owner acts, then let go.
+membership, and the account after them, in the change's own transaction
+(`apps.orgs.access.manager_role_now`, which `as_manager` wraps): a demotion, removal or
+deactivation that committed meanwhile refuses the change, and one that comes while the
+change holds the lock waits for its commit. The races are staged, not hoped for: the
+request is held after a chosen statement while the owner acts, then let go.
 
 PostgreSQL only: SQLite serialises every writer, so the race cannot happen there.
 """
@@ -20,6 +20,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.accounts.services import deactivate_user
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
@@ -87,7 +88,11 @@ def role_locked(sql: str) -> bool:
 
 
 def as_owner(organization, owner, admin, change: str) -> None:
-    """The owner demotes the admin to member, or removes them."""
+    """The owner demotes the admin to member or removes them, or an operator deactivates
+    the admin's account."""
+    if change == "deactivated":
+        deactivate_user(user=admin, actor_user=UserFactory(is_staff=True))
+        return
     actor = Membership.objects.get(organization=organization, user=owner)
     target = Membership.objects.get(organization=organization, user=admin)
     if change == "demoted":
@@ -202,9 +207,10 @@ def target_values(target) -> dict:
     [
         ("demoted", 403, "PERMISSION_DENIED"),
         ("removed", 404, None),
+        ("deactivated", 404, None),
     ],
 )
-def test_a_change_by_an_admin_demoted_or_removed_meanwhile_is_refused(
+def test_a_change_by_an_admin_demoted_removed_or_deactivated_meanwhile_is_refused(
     owner, admin, organization, project, operation, change, status, code
 ):
     target, send = admin_change(operation, owner, admin, organization, project)
@@ -235,6 +241,51 @@ def test_a_demotion_during_the_change_waits_for_it(owner, admin, organization, p
     demoted = AuditEvent.objects.get(action="member.role_changed")
     by_admin = AuditEvent.objects.filter(actor_user=admin)
     assert by_admin.exists() and all(e.created_at <= demoted.created_at for e in by_admin)
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_a_change_waiting_for_a_deactivation_of_its_admin_is_refused(
+    owner, admin, organization, project, operation
+):
+    """Found by an audit: the deactivation holds the admin's memberships until it commits,
+    and a change waiting for them read the account as its statement had found it before
+    the wait, active, and went through on the authority of a deactivated account (an
+    invitation sent after the deactivation had cancelled theirs). The account is read
+    after the lock now."""
+    target, send = admin_change(operation, owner, admin, organization, project)
+    deactivation = Call(
+        lambda: as_owner(organization, owner, admin, "deactivated"),
+        held_after=lambda sql: sql.startswith("UPDATE") and 'SET "is_active"' in sql,
+    )
+    request = Call(send)
+
+    race(deactivation, request, second_waits=True)
+
+    assert deactivation.error is None and request.error is None, (deactivation.error, request.error)
+    assert request.result.status_code == 404, request.result.content
+    assert unchanged(operation, target, admin)
+
+
+@pytest.mark.parametrize("change", ["demote", "remove"])
+def test_a_member_change_by_an_admin_deactivated_meanwhile_is_refused(
+    owner, admin, organization, change
+):
+    """Members are changed under the locks of `_lock_for_change`, which read the actor's
+    account with their membership."""
+    target = MembershipFactory(organization=organization, role="member")
+    client = user_client(admin)
+    url = f"/v1/organizations/{organization.id}/members/{target.user_id}"
+    if change == "demote":
+        request = held(lambda: client.patch(url, {"role": "viewer"}, format="json"), role_read)
+    else:
+        request = held(lambda: client.delete(url), role_read)
+
+    as_owner(organization, owner, admin, "deactivated")
+    response = response_of(request)
+
+    assert response.status_code == 403, response.content
+    assert Membership.objects.get(pk=target.pk).role == "member"
+    assert not AuditEvent.objects.filter(actor_user=admin).exists()
 
 
 PAGE_OPERATIONS = ["revoke from the page", "delete webhook from the page"]

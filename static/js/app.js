@@ -154,7 +154,25 @@
      opens a native <dialog> as a modal, in the top layer, so no scroll box clips it; one rendered
      with server-side errors (data-dialog-autoopen) opens at once, so the errors show next to
      their fields. Cancel is formmethod="dialog". */
+  /* An org key's "Edit limits" lists the organization's projects: the page holds that list
+     once (<template id="project-choices">), and each dialog copies it when it first opens,
+     checking the key's (data-checked) and naming each box after the dialog's field. */
+  function fillProjectChoices(dialog) {
+    var source = document.getElementById("project-choices");
+    if (!source) return;
+    dialog.querySelectorAll("ul[data-project-choices]:empty").forEach(function (list) {
+      var prefix = list.getAttribute("data-project-choices");
+      var checked = (list.getAttribute("data-checked") || "").split(" ");
+      list.appendChild(source.content.cloneNode(true));
+      list.querySelectorAll("input[type=checkbox]").forEach(function (box, i) {
+        box.id = prefix + "_" + i;
+        box.checked = checked.indexOf(box.value) !== -1;
+        box.nextElementSibling.htmlFor = box.id;
+      });
+    });
+  }
   function openModal(dialog) {
+    fillProjectChoices(dialog);
     if (typeof dialog.showModal !== "function") {
       dialog.setAttribute("open", "");
       return;

@@ -158,6 +158,53 @@ def test_rows_show_their_guardrails(owner, project, other_project):
     assert_no_inline_code(page)
 
 
+def test_the_org_page_lists_the_projects_once_whatever_the_number_of_keys(
+    owner, project, other_project
+):
+    """Each row's "Edit limits" copies the page's one list of projects when it opens
+    (static/js/app.js): one list per row made a page of 50 keys in an organization of 200
+    projects 3.3 MB."""
+    confined, _ = make_key(KeyKind.ORGANIZATION, project=project, project_ids=[str(project.id)])
+    for _ in range(3):
+        make_key(KeyKind.ORGANIZATION, project=project)
+
+    page = html(logged_in(owner).get(org_url(project.organization)))
+
+    template = re.search(r'<template id="project-choices">(.*?)</template>', page, re.S)
+    listed = re.findall(r'<input type="checkbox" name="project_ids" value="([^"]+)"', template[1])
+    assert sorted(listed) == sorted([str(project.id), str(other_project.id)])
+    # The create form's list and the template's: none in the four rows.
+    assert page.count('name="project_ids"') == 4
+    lists = dict(
+        re.findall(
+            r'data-project-choices="limits-([^"]+)-project_ids" data-checked="([^"]*)"></ul>', page
+        )
+    )
+    assert len(lists) == 4 and lists[str(confined.id)] == str(project.id)
+    assert set(lists.values()) == {str(project.id), ""}
+
+
+def test_an_edit_limits_error_draws_its_own_project_list(owner, project, other_project):
+    api_key, _ = make_key(KeyKind.ORGANIZATION, project=project)
+
+    response = logged_in(owner).post(
+        limits_url(org_url(project.organization), api_key),
+        {"allowed_ips": "10.0.0.0/40", "project_ids": [str(other_project.id)]},
+    )
+
+    dialog = re.search(
+        rf'<dialog class="form-dialog" id="limits-{api_key.id}"[^>]*>(.*?)</dialog>',
+        html(response),
+        re.S,
+    )[1]
+    boxes = re.findall(r'<input type="checkbox" name="project_ids" value="([^"]+)"([^>]*)>', dialog)
+    assert {value: "checked" in rest for value, rest in boxes} == {
+        str(project.id): False,
+        str(other_project.id): True,
+    }
+    assert "data-project-choices" not in dialog
+
+
 def test_edit_limits_saves_and_is_audited(admin, project, other_project):
     api_key, _ = make_key(KeyKind.ORGANIZATION, project=project, project_ids=[str(project.id)])
     url = limits_url(org_url(project.organization), api_key)

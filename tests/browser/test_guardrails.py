@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
 from tests.browser.conftest import SCREENSHOTS, call_api
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, make_key
 
 pytestmark = pytest.mark.browser
 
@@ -126,3 +127,44 @@ def test_create_form_and_edit_limits_dialog(ui_factory, owner, project, other_pr
     narrow.page.locator("dialog.form-dialog[open]").wait_for(state="visible")
     # The modal as seen (a full-page shot would draw it over the top of a long page).
     narrow.page.screenshot(path=str(SCREENSHOTS / "guardrails-edit-limits-narrow.png"))
+
+
+def test_edit_limits_lists_the_projects_with_the_keys_checked(
+    ui_factory, owner, project, other_project
+):
+    """The dialog copies the page's one list of projects when it opens: each key's own boxes
+    checked, each box labelled, and what is sent is what the box says."""
+    confined, _ = make_key(
+        KeyKind.ORGANIZATION, project=project, name="Confined", project_ids=[str(project.id)]
+    )
+    make_key(KeyKind.ORGANIZATION, project=project, name="Everywhere")
+    ui = ui_factory()
+    page = ui.page
+    ui.login(owner.email, PASSWORD)
+    ui.goto(f"/orgs/{project.organization_id}/api-keys/")
+
+    page.locator("tr.key-row", has_text="Everywhere").get_by_role(
+        "button", name="Edit limits"
+    ).click()
+    limits = page.locator("dialog.form-dialog[open]")
+    assert not limits.get_by_label(project.name, exact=True).is_checked()
+    assert not limits.get_by_label(other_project.name, exact=True).is_checked()
+    limits.get_by_role("button", name="Cancel").click()
+    limits.wait_for(state="hidden")
+
+    page.locator("tr.key-row", has_text="Confined").get_by_role(
+        "button", name="Edit limits"
+    ).click()
+    limits = page.locator("dialog.form-dialog[open]")
+    assert limits.get_by_label(project.name, exact=True).is_checked()
+    assert not limits.get_by_label(other_project.name, exact=True).is_checked()
+    limits.locator("label", has_text=other_project.name).click()  # the label toggles its box
+    assert limits.get_by_label(other_project.name, exact=True).is_checked()
+    ui.shot("guardrails-edit-limits-projects")
+    limits.get_by_role("button", name="Save limits").click()
+    page.get_by_text("Saved the limits of “Confined”.").wait_for()
+
+    confined.refresh_from_db()
+    assert sorted(confined.project_ids) == sorted([str(project.id), str(other_project.id)])
+    event = AuditEvent.objects.get(action="key.updated")
+    assert event.details["fields"] == ["projectIds"]

@@ -323,6 +323,8 @@ def render_page(
         "unused_query": f"unused={unused}" if unused else "",
         "policy": _policy(collection, now, policy_form),
         "form": form or KeyCreateForm(kind=collection.kind, projects=projects),
+        # Copied into an "Edit limits" dialog when it opens (`LimitsForm`).
+        "project_choices": [(p.id, p.name) for p in projects] if collection.can_manage else [],
         "roll_choices": GRACE_CHOICES,
         "banner": _legacy_banner(collection),
         "minted": minted,

@@ -24,7 +24,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from apps.accounts import twofactor
 from apps.accounts.admin_site import ThrottledAdminLoginForm
-from apps.accounts.emails import normalize_email, refuse_folding
+from apps.accounts.emails import normalize_email, refuse_ambiguous
 from apps.accounts.models import AuthSession, User
 from apps.accounts.services import deactivate_user, end_session, end_user_sessions
 from apps.orgs.admin import delete_membership, protect_last_owners, refuse_if_last_owners
@@ -39,7 +39,7 @@ class UserCreationForm(AdminUserCreationForm):
         fields = ("email",)
 
     def clean_email(self) -> str:
-        email = normalize_email(refuse_folding(self.cleaned_data.get("email") or ""))
+        email = normalize_email(refuse_ambiguous(self.cleaned_data.get("email") or ""))
         if User.objects.filter(email=email).exists():
             raise ValidationError("A user with this email already exists.")
         return email
@@ -51,7 +51,7 @@ class UserChangeForm(DjangoUserChangeForm):
         fields = "__all__"
 
     def clean_email(self) -> str:
-        email = normalize_email(refuse_folding(self.cleaned_data.get("email") or ""))
+        email = normalize_email(refuse_ambiguous(self.cleaned_data.get("email") or ""))
         if User.objects.filter(email=email).exclude(pk=self.instance.pk).exists():
             raise ValidationError("A user with this email already exists.")
         return email

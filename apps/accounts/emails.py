@@ -52,9 +52,42 @@ def changes_when_folded(value: str) -> bool:
     return normalize_email(text) != unicodedata.normalize("NFKC", text.lower())
 
 
-def refuse_folding(email: str) -> str:
-    """The validator of `changes_when_folded`: on the user model's email (the admin's forms,
+#: Why an address that mail would reach under other text is refused (`sent_as_another`).
+SENT_AS_ANOTHER_ADDRESS = (
+    "Mail to this address would go out spelled differently (quotes, invisible or non-ASCII "
+    "characters, an internationalized domain): use its plain ASCII spelling, with an "
+    "internationalized domain in its xn-- form."
+)
+
+
+def sent_as_another(value: str) -> bool:
+    """True when mail to the stored spelling (`normalize_email`) would leave under other
+    text, so that several stored spellings share one mailbox: Django's mail backend
+    unquotes a quoted local part (`"demo"@` is `demo@`), encodes the domain as IDNA, which
+    drops invisible characters (soft hyphen, zero-width space, variation selectors) and
+    writes `bücher` as `xn--bcher-kva`, and cannot address a non-ASCII local part at all
+    (it sends an encoded word). So the stored spelling is plain ASCII, unquoted; a
+    full-width letter that NFKC turns into ASCII is still one address with its plain
+    spelling."""
+    email = normalize_email(value)
+    return not email.isascii() or '"' in email or "\\" in email
+
+
+def address_refusal(value: str) -> str | None:
+    """Why `value` may not be given to an account or an invitation, or None: it folds to
+    another address (`changes_when_folded`) or mail would reach it under other text
+    (`sent_as_another`)."""
+    if changes_when_folded(value):
+        return FOLDS_TO_ANOTHER_ADDRESS
+    if sent_as_another(value):
+        return SENT_AS_ANOTHER_ADDRESS
+    return None
+
+
+def refuse_ambiguous(email: str) -> str:
+    """The validator of `address_refusal`: on the user model's email (the admin's forms,
     `createsuperuser`) and wherever an address is cleaned."""
-    if changes_when_folded(email):
-        raise ValidationError(FOLDS_TO_ANOTHER_ADDRESS)
+    reason = address_refusal(email)
+    if reason is not None:
+        raise ValidationError(reason)
     return email

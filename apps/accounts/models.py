@@ -7,7 +7,7 @@ from django.db import models, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from apps.accounts.emails import normalize_email, refuse_folding
+from apps.accounts.emails import normalize_email, refuse_ambiguous
 
 
 class UserManager(BaseUserManager["User"]):
@@ -26,7 +26,7 @@ class UserManager(BaseUserManager["User"]):
     def create_user(self, email: str, password: str | None = None, **extra) -> User:
         if not email:
             raise ValueError("An email address is required.")
-        refuse_folding(email)  # every path that makes an account (createsuperuser too)
+        refuse_ambiguous(email)  # every path that makes an account (createsuperuser too)
         user = self.model(email=self.normalize_email(email), **extra)
         user.set_password(password)
         user.save(using=self._db)
@@ -42,7 +42,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     """A person. Logs in with their email, stored normalized (`normalize_email`) and unique."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    email = models.EmailField(max_length=254, unique=True, validators=[refuse_folding])
+    email = models.EmailField(max_length=254, unique=True, validators=[refuse_ambiguous])
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)

@@ -20,7 +20,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.accounts import mail, mfa_login, tokens, twofactor
-from apps.accounts.emails import FOLDS_TO_ANOTHER_ADDRESS, changes_when_folded, normalize_email
+from apps.accounts.emails import address_refusal, normalize_email
 from apps.accounts.models import AuthSession, User
 from apps.accounts.selectors import open_session_of
 from apps.accounts.tokens import TokenPair
@@ -77,8 +77,8 @@ def _clean_email(email: Any) -> str:
     """The normalized address (`normalize_email`), checked for shape and length."""
     if not isinstance(email, str) or not email.strip():
         raise ValidationFailed({"email": ["An email address is required."]})
-    if changes_when_folded(email):
-        raise ValidationFailed({"email": [FOLDS_TO_ANOTHER_ADDRESS]})
+    if refusal := address_refusal(email):
+        raise ValidationFailed({"email": [refusal]})
     email = normalize_email(email)
     if len(email) > User._meta.get_field("email").max_length:
         raise ValidationFailed({"email": ["Enter a valid email address."]})

@@ -39,7 +39,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from apps.accounts import mail
-from apps.accounts.emails import FOLDS_TO_ANOTHER_ADDRESS, changes_when_folded, normalize_email
+from apps.accounts.emails import address_refusal, normalize_email
 from apps.accounts.models import User
 from apps.accounts.services import create_account, start_session
 from apps.accounts.tokens import TokenPair
@@ -69,12 +69,13 @@ MAX_EMAIL_LENGTH = 254
 
 def _clean_email(value: Any) -> str:
     """The address as typed, in NFKC (full-width letters become ASCII) but not case-folded;
-    one that folding would change (`ß` becomes `ss`) is refused, as at sign-up."""
+    one that folding would change (`ß` becomes `ss`) or mail would reach under other text
+    is refused, as at sign-up (`address_refusal`)."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationFailed({"email": ["An email address is required."]})
     email = unicodedata.normalize("NFKC", value.strip())
-    if changes_when_folded(email):
-        raise ValidationFailed({"email": [FOLDS_TO_ANOTHER_ADDRESS]})
+    if refusal := address_refusal(email):
+        raise ValidationFailed({"email": [refusal]})
     if len(email) > MAX_EMAIL_LENGTH or len(normalize_email(email)) > MAX_EMAIL_LENGTH:
         raise ValidationFailed({"email": ["Enter a valid email address."]})
     try:

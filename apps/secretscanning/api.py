@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -55,7 +56,7 @@ def parse_report(body: bytes) -> list[dict[str, str]]:
     would leave every real key in the batch live. An item with no text `token` is skipped
     (there is nothing to label); a field that is not text is empty; one over its limit is
     cut there (a token over it is no SigSentry key: labelled false_positive); NUL, which
-    PostgreSQL cannot store, is dropped.
+    PostgreSQL cannot store, and lone surrogates, which UTF-8 cannot encode, are dropped.
     """
     try:
         items = json.loads(body)
@@ -68,12 +69,19 @@ def parse_report(body: bytes) -> list[dict[str, str]]:
     return [
         {"token": item["token"]} | {name: _text(item.get(name), limit) for name, limit in FIELDS}
         for item in items
-        if isinstance(item, dict) and isinstance(item.get("token"), str)
+        if isinstance(item, dict)
+        and isinstance(item.get("token"), str)
+        and not _SURROGATE.search(item["token"])
     ]
 
 
+#: A lone surrogate (`"\ud800"` is valid JSON): UTF-8 cannot encode it, so it can neither be
+#: stored nor echoed back in a label. A token holding one is no key and is skipped.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _text(value: Any, limit: int) -> str:
-    return value.replace("\x00", "")[:limit] if isinstance(value, str) else ""
+    return _SURROGATE.sub("", value.replace("\x00", ""))[:limit] if isinstance(value, str) else ""
 
 
 class ReportItemSerializer(serializers.Serializer):

@@ -215,6 +215,7 @@ def test_odd_items_never_cost_a_real_leak_its_revocation(github_key, project):
     """GitHub answers a refusal by sending the same report again: one odd item refused with
     the whole report would leave every real key in it live for good."""
     key, text = make_key(KeyKind.SECRET, project=project)
+    second, second_text = make_key(KeyKind.SECRET, project=project)
     long_path = "https://github.com/o/r/blob/main/" + "%E6%96%87" * 300  # 2,730 characters
     items = [
         {"token": text, "type": "sigsentry_api_key", "url": long_path, "source": "content"},
@@ -223,21 +224,29 @@ def test_odd_items_never_cost_a_real_leak_its_revocation(github_key, project):
         {"token": 42},
         "ss_secret_x",
         {"type": "no token"},
+        # Lone surrogates (found by an audit: a 400 or a 500, every key in the report live).
+        {"token": second_text, "type": "sigsentry\ud800", "url": "https://x/\udfff"},
+        {"token": "ss_secret_\ud800", "type": "t"},
     ]
     body = json.dumps(items).encode()
 
     response = post(body, github_key.headers(body))
 
     assert response.status_code == 200
-    assert [(i["token_raw"][:20], i["token_type"][:5], i["label"]) for i in response.json()] == [
-        (text[:20], "sigse", "true_positive"),
+    assert [(i["token_raw"][:20], i["token_type"][:9], i["label"]) for i in response.json()] == [
+        (text[:20], "sigsentry", "true_positive"),
         ("ss_secret_other", "", "false_positive"),
-        ("x" * 20, "t" * 5, "false_positive"),
+        ("x" * 20, "t" * 9, "false_positive"),
+        (second_text[:20], "sigsentry", "true_positive"),
     ]
-    key.refresh_from_db()
-    assert key.revoked_reason == "leak_report"
-    event = AuditEvent.objects.get(action="key.revoked_by_leak_report")
-    assert event.details["url"] == long_path[:500]
+    for revoked in (key, second):
+        revoked.refresh_from_db()
+        assert revoked.revoked_reason == "leak_report"
+    urls = {
+        e.target_id: e.details["url"]
+        for e in AuditEvent.objects.filter(action="key.revoked_by_leak_report")
+    }
+    assert urls == {str(key.id): long_path[:500], str(second.id): "https://x/"}
 
 
 def test_a_key_quoted_in_the_url_is_not_stored(github_key, project):

@@ -13,10 +13,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts import services, twofactor
-from apps.accounts.cookies import clear_session_cookies
 from apps.accounts.forms import PasswordChangeForm, TwoFactorDisableForm, TwoFactorEnableForm
 from apps.accounts.selectors import open_sessions_of
-from apps.accounts.views import start_page_session, throttled_message
+from apps.accounts.views import end_page_session, start_page_session, throttled_message
 from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page
 from core.errors import InvalidCredentials, NotFound, RateLimited, ValidationFailed
@@ -82,7 +81,7 @@ def change_password(request: HttpRequest) -> HttpResponse:
             messages.success(
                 request, "Password changed. Every other session was logged out; this one goes on."
             )
-            return start_page_session(pair, ACCOUNT_URL)
+            return start_page_session(request, pair, ACCOUNT_URL)
     return _account_page(request, password_form=form)
 
 
@@ -149,10 +148,7 @@ def end_session(request: HttpRequest, session_id) -> HttpResponse:
         messages.info(request, "That session had already ended.")
         return redirect(f"{ACCOUNT_URL}#sessions")
     if principal.session is not None and principal.session.id == session_id:
-        response = redirect("/login/")
-        clear_session_cookies(response)
-        response.ends_session = True
-        return response
+        return end_page_session(request)
     messages.success(request, "That session was logged out.")
     return redirect(f"{ACCOUNT_URL}#sessions")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import rotate_token
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
@@ -54,20 +55,32 @@ def throttled_message(exc: RateLimited) -> str:
     return f"Too many attempts. Please wait about {minutes} {unit} and try again."
 
 
-def start_page_session(pair: TokenPair, target: str) -> HttpResponse:
-    """Redirect to `target` with the new session's cookies (they win over a silent refresh)."""
+def start_page_session(request: HttpRequest, pair: TokenPair, target: str) -> HttpResponse:
+    """Redirect to `target` with the new session's cookies (they win over a silent refresh)
+    and a new CSRF token, as Django's `login()` rotates it: one planted before the login
+    (a sibling subdomain's cookie) is worth nothing after it."""
+    rotate_token(request)
     response = redirect(target)
     set_session_cookies(response, pair)
     response.sets_session = True
     return response
 
 
+def end_page_session(request: HttpRequest) -> HttpResponse:
+    """To the login page without the session's cookies, with a new CSRF token."""
+    rotate_token(request)
+    response = redirect("/login/")
+    clear_session_cookies(response)
+    response.ends_session = True
+    return response
+
+
 @require_http_methods(["GET", "POST"])
 @origin_only_referrer  # its `next` may be the way back to an invitation link
 def login_page(request: HttpRequest) -> HttpResponse:
-    if request.principal is not None:
-        return redirect("/")
     next_url = safe_next(request)
+    if request.principal is not None:  # a tab that took a refresh race for a logout
+        return redirect(next_url)
     form = LoginForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -85,7 +98,7 @@ def login_page(request: HttpRequest) -> HttpResponse:
         else:
             if isinstance(pair, services.MfaChallenge):
                 return _second_factor_page(request, pair.mfa_token, next_url, SecondFactorForm())
-            return start_page_session(pair, next_url)
+            return start_page_session(request, pair, next_url)
     return render(request, "accounts/login.html", {"form": form, "next": next_url})
 
 
@@ -117,7 +130,7 @@ def login_second_factor_page(request: HttpRequest) -> HttpResponse:
         except ValidationFailed as exc:
             form.add_service_errors(exc.details["fields"], {"code": "code"})
         else:
-            return start_page_session(pair, next_url)
+            return start_page_session(request, pair, next_url)
     return _second_factor_page(request, mfa_token, next_url, form)
 
 
@@ -139,7 +152,7 @@ def signup_page(request: HttpRequest) -> HttpResponse:
         except ValidationFailed as exc:
             form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
         else:
-            return start_page_session(result.tokens, "/")
+            return start_page_session(request, result.tokens, "/")
     return render(request, "accounts/signup.html", {"form": form})
 
 
@@ -148,10 +161,7 @@ def logout_page(request: HttpRequest) -> HttpResponse:
     """End the session server-side (its tokens die at once), then drop the cookies."""
     if request.principal is not None and request.principal.session is not None:
         services.logout(session=request.principal.session)
-    response = redirect("/login/")
-    clear_session_cookies(response)
-    response.ends_session = True
-    return response
+    return end_page_session(request)
 
 
 @require_http_methods(["GET", "POST"])
@@ -200,8 +210,5 @@ def password_reset_confirm_page(request: HttpRequest, token: str) -> HttpRespons
             form.add_service_errors(exc.details["fields"], {"password": "password"})
         else:
             messages.success(request, "Your password was changed. Log in with the new one.")
-            response = redirect("/login/")
-            clear_session_cookies(response)
-            response.ends_session = True
-            return response
+            return end_page_session(request)
     return render(request, "accounts/password_reset_confirm.html", {"form": form})

@@ -158,7 +158,7 @@ def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
                 f"Welcome! You joined {membership.organization.name} "
                 f"as {membership.get_role_display()}.",
             )
-            return start_page_session(pair, "/")
+            return start_page_session(request, pair, "/")
     context = {
         "invitation": invitation,
         "form": form,

@@ -2,7 +2,11 @@
    expires, POST /v1/auth/refresh (the refresh cookie authenticates it; the CSRF
    token proves the page is ours). The tokens stay in HttpOnly cookies: this
    script never sees them. When the session cannot be extended any more, the
-   page says so instead of failing on the next click. */
+   page says so instead of failing on the next click.
+   Every tab of a session plans its refresh for the same moment: one wins, and the
+   others' refresh tokens were rotated a moment before (401). The winner's new cookies
+   are every tab's, so a tab refused tries again a few seconds later (spread, so that
+   it does not race the next one) before it says the session has ended. */
 (function () {
   "use strict";
 
@@ -12,6 +16,10 @@
   var lifetimeMs = 1000 * parseInt(body.getAttribute("data-session-lifetime") || "0", 10);
   var AHEAD_MS = 5 * 60 * 1000;
   var RETRY_MS = 60 * 1000;
+  /* Within the server's race window (accounts.services.REUSE_RACE_WINDOW, 10 s): a
+     stale token presented again later than that ends the session as stolen. */
+  var RACE_RETRIES = 2;
+  var RACE_RETRY_MS = 1500;
   var MAX_TIMER_MS = 0x7fffffff;
   if (isNaN(expiresAt)) return;
 
@@ -32,7 +40,8 @@
     window.setTimeout(refresh, delay);
   }
 
-  function refresh() {
+  function refresh(racesLeft) {
+    if (racesLeft === undefined) racesLeft = RACE_RETRIES;
     fetch("/v1/auth/refresh", {
       method: "POST",
       credentials: "same-origin",
@@ -54,7 +63,12 @@
         }
         return;
       }
-      if (response.status === 401 || response.status === 403) {
+      if (response.status === 401 && racesLeft > 0) {
+        window.setTimeout(function () {
+          refresh(racesLeft - 1);
+        }, RACE_RETRY_MS * (1 + Math.random()));
+      } else if (response.status === 400 || response.status === 401 || response.status === 403) {
+        /* 400: no refresh cookie any more (a logout in another tab deleted it). */
         sessionEnded();
       } else {
         window.setTimeout(refresh, RETRY_MS);

@@ -158,6 +158,33 @@ def test_login_redirects_to_a_same_site_next(owner, project):
     assert response["Location"] == target
 
 
+@pytest.mark.parametrize(("target", "lands_on"), [("{project}", "{project}"), ("//evil.com", "/")])
+def test_the_login_page_sends_someone_logged_in_on_to_next(owner, project, target, lands_on):
+    """A tab that thought its session had ended links to the login page with the page it
+    was on: a session that goes on lands there, not on the home page (found by an audit)."""
+    path = f"/projects/{project.id}/"
+    response = logged_in(owner).get("/login/", {"next": target.format(project=path)})
+
+    assert response.status_code == 302
+    assert response["Location"] == lands_on.format(project=path)
+
+
+def test_logging_in_and_out_each_give_a_new_csrf_token(owner):
+    """Found by an audit: a CSRF token planted before the login (a sibling subdomain's
+    cookie, a network attacker before HSTS) stayed valid after it and after the logout;
+    Django's own `login()` rotates it."""
+    client = Client()
+    client.get("/login/")
+    planted = client.cookies["csrftoken"].value
+
+    client.post("/login/", {"email": owner.email, "password": PASSWORD})
+    after_login = client.cookies["csrftoken"].value
+    client.post("/logout/")
+
+    assert after_login != planted
+    assert client.cookies["csrftoken"].value not in (planted, after_login)
+
+
 def test_login_form_carries_next_from_the_query_string(project):
     page = html(Client().get(f"/login/?next=/projects/{project.id}/"))
     assert f'name="next" value="/projects/{project.id}/"' in page

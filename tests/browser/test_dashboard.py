@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.accounts import services as account_services
 from apps.accounts.cookies import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.accounts.models import User
 from apps.apikeys import keyformat
@@ -325,16 +326,68 @@ def test_open_tab_refreshes_its_session_before_expiry(ui, owner):
     assert call_api(ui.base, "/v1/me", ui.cookie(ACCESS_COOKIE))[0] == 200
     assert User.objects.get(pk=owner.pk).auth_sessions.get().last_refreshed_at is not None
 
-    # A session ended elsewhere (password change, logout in another tab): the tab says so.
+    # A session ended elsewhere (password change, logout in another tab): the tab says so,
+    # once it has tried again twice (another tab may have just rotated the pair).
     User.objects.get(pk=owner.pk).auth_sessions.update(ended_at=timezone.now())
-    with ui.page.expect_response(lambda response: "/v1/auth/refresh" in response.url) as failed:
-        ui.page.clock.fast_forward("24:00:00")
-    assert failed.value.status == 401
+    for wait in ("24:00:00", "00:05", "00:05"):
+        with ui.page.expect_response(lambda response: "/v1/auth/refresh" in response.url) as failed:
+            ui.page.clock.fast_forward(wait)
+        assert failed.value.status == 401
     notice = ui.page.locator("[data-session-notice]")
     notice.wait_for(state="visible")
     assert "Your session has ended." in notice.inner_text()
     ui.expect_console_error("status of 401")
     ui.shot("session-ended-notice")
+
+
+def test_a_tab_that_loses_a_refresh_race_tries_again_and_stays_logged_in(ui, owner):
+    """Every tab of a session plans its refresh for the same moment: one wins, and the
+    others present the refresh token it rotated a moment before (401). Found by an audit:
+    those tabs said "Your session has ended" while it went on. The winner's cookies are
+    every tab's, so the loser tries again with them."""
+    ui.page.clock.install()
+    ui.login(owner.email, PASSWORD)
+    stale = ui.cookie(REFRESH_COOKIE)
+    # Another tab's refresh wins; this tab sends its own before the winner's answer lands.
+    won = account_services.refresh(refresh_token=stale)
+    with ui.page.expect_response(lambda response: "/v1/auth/refresh" in response.url) as lost:
+        ui.page.clock.fast_forward("23:56:00")
+    assert lost.value.status == 401
+    ui.page.context.add_cookies(  # the winner's answer: its cookies are this tab's too
+        [
+            {"name": name, "value": value, "url": ui.base, "httpOnly": True, "sameSite": "Lax"}
+            for name, value in ((ACCESS_COOKIE, won.access), (REFRESH_COOKIE, won.refresh))
+        ]
+    )
+    with ui.page.expect_response(lambda response: "/v1/auth/refresh" in response.url) as again:
+        ui.page.clock.fast_forward("00:05")
+
+    assert again.value.status == 200
+    assert ui.page.locator("[data-session-notice]").is_hidden()
+    assert ui.cookie(REFRESH_COOKIE) not in (stale, won.refresh)
+    assert call_api(ui.base, "/v1/me", ui.cookie(ACCESS_COOKIE))[0] == 200
+    assert User.objects.get(pk=owner.pk).auth_sessions.get().ended_at is None
+    ui.expect_console_error("status of 401")
+
+
+def test_a_tab_left_open_after_a_logout_in_another_says_the_session_ended(ui_factory, owner):
+    """Found by an audit: with the refresh cookie gone (the other tab's logout deleted it)
+    the refresh answers 400, which the tab retried every minute without a word."""
+    ui = ui_factory()
+    ui.page.clock.install()
+    ui.login(owner.email, PASSWORD)
+    other = ui.page.context.new_page()
+    other.goto(ui.url("/"))
+    other.get_by_role("button", name="Log out").click()
+    other.wait_for_url(re.compile(r".*/login/"))
+    assert ui.cookie(REFRESH_COOKIE) is None
+
+    with ui.page.expect_response(lambda response: "/v1/auth/refresh" in response.url) as failed:
+        ui.page.clock.fast_forward("23:56:00")
+
+    assert failed.value.status == 400
+    ui.page.locator("[data-session-notice]").wait_for(state="visible")
+    ui.expect_console_error("status of 400")
 
 
 def test_overview_lists_analyses_and_shows_load_errors(ui, owner, project):

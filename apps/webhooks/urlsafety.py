@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -103,8 +104,10 @@ def parse_url(url: object) -> tuple[str, str, int, str]:
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeUrl(f"At most {MAX_URL_LENGTH} characters.")
-    if any(ord(c) < 33 or ord(c) == 127 for c in url):
-        raise UnsafeUrl("The URL may not contain spaces or control characters.")
+    # Spaces, controls and the invisible: a bidirectional override or a zero-width space
+    # shows the URL on the webhooks page (and its confirmation) as another than it is.
+    if any(unicodedata.category(c)[0] in "CZ" for c in url):
+        raise UnsafeUrl("The URL may not contain spaces, control or invisible characters.")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -97,6 +97,13 @@ def test_an_internal_name_and_a_name_that_does_not_exist_get_one_answer():
         ("https:///nohost", "host"),
         ("https://8.8.8.8:99999/", "valid URL"),
         ("https://8.8.8.8/a b", "spaces"),
+        # Shown as another URL than it is (found by an audit): a right-to-left override,
+        # a zero-width space, a soft hyphen, a no-break space, a line separator.
+        ("https://8.8.8.8/invoice\u202egnp.exe", "invisible"),
+        ("https://8.8.8.8/pay\u200bments", "invisible"),
+        ("https://exam\u00adple.com/hook", "invisible"),
+        ("https://8.8.8.8/a\u00a0b", "spaces"),
+        ("https://8.8.8.8/a\u2028b", "spaces"),
         ("", "required"),
         ("https://8.8.8.8/" + "a" * 3000, "2048"),
     ],

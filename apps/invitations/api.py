@@ -86,7 +86,7 @@ class InvitationsView(InvitationManagementView):
             "Owners and admins; only owners invite owners. The same answer whether or not an "
             "account uses the email; the email carries a link to `/invitations/<token>/`, "
             "valid 7 days, single use. Inviting an address again replaces its pending "
-            "invitation. Throttled per organization."
+            "invitation. Throttled per organization and per inviter."
         ),
         tags=["organizations"],
         request=InvitationInputSerializer,

@@ -127,6 +127,7 @@ def invite_member(
     if _is_member(organization.id, normalized):
         raise ValidationFailed({"email": ["This person is already a member."]})
     throttling.enforce("invite_org", str(organization.id))
+    throttling.enforce("invite_user", str(actor_membership.user_id))
     token = secrets.token_urlsafe(32)
     now = timezone.now()
     with transaction.atomic():

@@ -131,10 +131,10 @@ class OrganizationsView(OrgManagementView):
     @extend_schema(
         operation_id="organizations_create",
         summary="Create an organization",
-        description="The caller becomes its owner.",
+        description=("The caller becomes its owner. At most 20 a day per user (429 RATE_LIMITED)."),
         tags=["organizations"],
         request=NameInputSerializer,
-        responses={201: OrganizationSerializer, **error_responses(400, 401, 403)},
+        responses={201: OrganizationSerializer, **error_responses(400, 401, 403, 429)},
     )
     def post(self, request):
         body = json_object(request)

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from apps.audit.services import Action, record_event
 from apps.orgs.access import manager_role_now
 from apps.orgs.models import Membership, Organization
+from core import throttling
 from core.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
 from core.permissions import MANAGER_ROLES, Role
 from core.validation import clean_name
@@ -29,8 +30,10 @@ def _clean_role(value: Any) -> str:
 def create_organization(
     *, actor: Any, name: Any, request: HttpRequest | None = None
 ) -> Organization:
-    """A new organization owned by `actor`."""
+    """A new organization owned by `actor`; 429 RATE_LIMITED past `create_org_user` a day
+    (each organization may send its own invitations)."""
     name = clean_name(name)
+    throttling.enforce("create_org_user", str(actor.pk))
     with transaction.atomic():
         organization = Organization.objects.create(name=name)
         Membership.objects.create(organization=organization, user=actor, role=Role.OWNER)

@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import OperationalError, connection
 from django.test import Client, override_settings
 from django.utils import timezone
@@ -94,7 +95,7 @@ def test_signup_errors_are_shown_next_to_their_fields():
 
 
 @pytest.mark.usefixtures("throttle_clock")
-@override_settings(THROTTLE_RATES={"signup_ip": (1, 3600)})
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"signup_ip": (1, 3600)})
 def test_signup_throttle_shows_a_friendly_message():
     client = Client()
     client.post(

@@ -214,6 +214,26 @@ def test_invitations_are_throttled_per_organization(owner, organization):
     assert statuses == [201, 201, 429]
 
 
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"invite_user": (2, 3600)})
+def test_invitations_are_throttled_per_inviter_across_organizations(owner, organization):
+    """Found by an audit: each new organization had its own 50 invitations an hour, mail
+    carrying a name its creator chose to any address."""
+    client = user_client(owner)
+    second = client.post("/v1/organizations", {"name": "Second"}, format="json").json()
+    sent = [
+        invite(client, organization, "a@example.com").status_code,
+        client.post(
+            f"/v1/organizations/{second['id']}/invitations",
+            {"email": "b@example.com", "role": "member"},
+            format="json",
+        ).status_code,
+        invite(client, organization, "c@example.com").status_code,
+    ]
+
+    assert sent == [201, 201, 429]
+    assert Invitation.objects.count() == 2
+
+
 def test_list_shows_pending_invitations_only(owner, organization):
     client = user_client(owner)
     kept = invite(client, organization, "kept@example.com").json()

@@ -6,6 +6,8 @@ import base64
 import uuid
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.models import AuditEvent
@@ -157,6 +159,19 @@ def test_admin_creates_a_project_and_it_is_audited(admin, organization):
     event = AuditEvent.objects.get(action="project.created")
     assert event.actor_user == admin
     assert event.project_id == project.id
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"create_org_user": (2, 86400)})
+def test_organizations_created_are_throttled_per_user(outsider):
+    client = user_client(outsider)
+    before = Membership.objects.filter(user=outsider).count()
+    made = [
+        client.post("/v1/organizations", {"name": f"Org {n}"}, format="json").status_code
+        for n in range(3)
+    ]
+
+    assert made == [201, 201, 429]
+    assert Membership.objects.filter(user=outsider).count() == before + 2
 
 
 @pytest.mark.parametrize("body", [{}, {"name": "Pay\nments"}, {"name": "Pay\u2066ments"}])

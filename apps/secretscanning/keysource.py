@@ -33,6 +33,7 @@ from django.core.cache import cache
 
 from apps.secretscanning.github import parse_keys_document
 from apps.webhooks.urlsafety import is_public_address
+from core import failopen
 from core.deadline import DeadlinePassed, call_within
 
 GITHUB_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
@@ -91,10 +92,13 @@ def refresh_on_demand() -> bool:
     url, path = settings.GITHUB_SECRET_SCANNING_KEYS_URL, settings.GITHUB_SECRET_SCANNING_KEYS
     if not url or not path:
         return False
+    if failopen.given_up():  # this request already waited for Redis once
+        return False
     try:
         if not cache.add(_ON_DEMAND_MARK, 1, timeout=ON_DEMAND_EVERY):
             return False
     except Exception:  # the cache is down: nothing bounds the fetches, so none
+        failopen.gave_up("github_keys_mark")
         logger.warning("GitHub secret scanning: cache unavailable, keys not fetched on demand")
         return False
     try:

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings as django_settings
 from django.db import connection
 from django.http import HttpRequest
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
@@ -23,6 +24,7 @@ from apps.secretscanning.api import FIELD_LIMITS, MAX_REPORT_BYTES, MAX_TOKENS
 from apps.webhooks.models import Event
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, error_code, error_fields
+from tests.reliability.helpers import hung_redis
 from tests.secretscanning.keys import SigningKey, keys_document, serving, write_keys
 
 pytestmark = pytest.mark.django_db
@@ -441,6 +443,21 @@ def test_a_report_signed_with_a_key_rotated_in_fetches_the_keys_and_acts(github_
     assert key.revoked_reason == "leak_report"
     assert github.knows(github_api["key"].identifier)  # the file now has it
     assert github_api["hits"] == 1
+
+
+def test_with_redis_hung_a_report_waits_for_it_once(github_api, project, caplog):
+    """Found by an audit: the on-demand fetch's mark waited for a hung Redis after the
+    failure throttle had (or before it), 0.5 s a request, and was not counted as failing
+    open: a request waits for Redis at most once (core.failopen)."""
+    body = report_body(keyformat.generate(KeyKind.SECRET))
+    made_up = SigningKey.new("made-up")
+
+    with hung_redis() as (redis_down, tried), override_settings(**redis_down):
+        response = post(body, made_up.headers(body))
+        assert len(tried) == 1
+
+    assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
+    assert github_api["hits"] == 0  # nothing bounds the fetches without the mark: none
 
 
 def test_keys_are_fetched_on_demand_at_most_every_five_minutes(github_api, project, caplog):

@@ -39,3 +39,24 @@ def requeue_stalled(
             status=TaskResultStatus.READY, run_after=Now(), started_at=None, finished_at=None
         )
     return len(stalled)
+
+
+#: Longer than any task's run and any `requeue_stalled` wait: a run started this long ago
+#: and still RUNNING will never be finished or taken back.
+ABANDONED_AFTER = timedelta(days=1)
+
+
+def fail_abandoned(*, after: timedelta = ABANDONED_AFTER) -> int:
+    """Record as FAILED every task run still RUNNING `after` its start. Its worker was killed
+    or lost its database mid-run, and a task nothing takes back (`requeue_stalled`: what it
+    did is redone another way, as a delivery's own row schedules its next try) stayed
+    RUNNING for good, past the pruning of finished results, with its arguments. The number
+    recorded; the daily housekeeping runs it before pruning."""
+    return DBTaskResult.objects.filter(
+        status=TaskResultStatus.RUNNING, started_at__lt=Now() - after
+    ).update(
+        status=TaskResultStatus.FAILED,
+        finished_at=Now(),
+        exception_class_path="core.tasks.Abandoned",
+        traceback="The worker stopped during the run; nothing finished or took it back.",
+    )

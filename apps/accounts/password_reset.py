@@ -46,6 +46,7 @@ from apps.accounts.selectors import user_by_email
 from core import throttling
 from core.errors import ValidationFailed
 from core.net import client_ip
+from core.tasks import requeue_stalled
 
 logger = logging.getLogger("sigsentry.mail")
 
@@ -138,7 +139,10 @@ def mail_reset_link(account: str, asked_at: str | None = None) -> None:
 def forget_finished_reset_asks() -> int:
     """Delete the reset asks the worker has finished (the urgent checks run this, every 15
     s): each holds an address, whether or not an account uses it, which nothing needs once
-    its link went out or was dropped (a retry holds the user id only). The number deleted."""
+    its link went out or was dropped (a retry holds the user id only). One whose worker
+    died mid-run is run again first, then deleted once finished: left RUNNING, it kept the
+    address for good (found by an audit). The number deleted."""
+    requeue_stalled(mail_reset_link)
     finished = [TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED]
     deleted, _ = DBTaskResult.objects.filter(
         task_path=mail_reset_link.module_path, status__in=finished

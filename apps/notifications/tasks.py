@@ -28,6 +28,7 @@ from apps.notifications import checks
 from apps.notifications.models import Schedule
 from apps.webhooks.delivery import prune_events, requeue_overdue
 from apps.webhooks.services import requeue_stalled_fan_outs
+from core.tasks import fail_abandoned
 
 logger = logging.getLogger("sigsentry.notifications")
 
@@ -80,6 +81,7 @@ def housekeeping() -> str:
     user agent of each login), refresh-token records (one per login and refresh) and
     invitations (with the invitee's address) are kept for ever."""
     events = prune_events()
+    fail_abandoned()  # runs whose worker died: finished, so pruned like the others
     call_command(
         "prune_db_task_results", "--min-age-days", str(TASK_RESULTS_KEPT_DAYS), verbosity=0
     )

@@ -19,6 +19,7 @@ from django_tasks_db.models import DBTaskResult
 from apps.accounts.models import AuthSession
 from apps.accounts.password_reset import make_reset_token
 from apps.notifications.tasks import urgent_checks
+from core.tasks import STALLED_AFTER
 from tests.factories import PASSWORD, UserFactory
 from tests.orgs.helpers import bearer_client, error_code, error_fields
 from tests.pages import assert_no_inline_code, html, logged_in
@@ -353,3 +354,20 @@ def test_the_worker_forgets_an_ask_once_it_is_done_and_keeps_one_still_waiting(
     assert len(mailbox.messages(owner.email)) == 1
     urgent_checks.call()
     assert "later@example.com" not in stored_task_arguments()
+
+
+def test_an_ask_whose_worker_died_is_run_again_then_forgotten(api_client, mailbox, owner):
+    """Found by an audit: a worker killed mid-ask left its row RUNNING, with the address,
+    for good. The urgent checks take it back once stalled; it runs, and goes."""
+    assert api_client.post(RESET, {"email": owner.email}, format="json").status_code == 202
+    ask = DBTaskResult.objects.get()
+    stalled = timezone.now() - STALLED_AFTER - timedelta(seconds=1)
+    DBTaskResult.objects.filter(pk=ask.pk).update(status="RUNNING", started_at=stalled)
+
+    urgent_checks.call()  # taken back
+    assert owner.email in stored_task_arguments()
+    run_ready_tasks()
+    urgent_checks.call()
+
+    assert len(mailbox.messages(owner.email)) == 1
+    assert owner.email not in stored_task_arguments()

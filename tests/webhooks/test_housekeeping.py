@@ -15,6 +15,7 @@ from apps.notifications.models import Schedule
 from apps.webhooks import delivery
 from apps.webhooks.delivery import EVENT_RETENTION, WEBHOOKLESS_EVENT_RETENTION, prune_events
 from apps.webhooks.models import Delivery, DeliveryStatus, Event
+from core.tasks import ABANDONED_AFTER, STALLED_AFTER
 from tests.factories import make_key
 
 pytestmark = pytest.mark.django_db
@@ -95,6 +96,30 @@ def test_housekeeping_prunes_events_and_week_old_task_results(make_webhook, rece
     remaining = set(DBTaskResult.objects.values_list("pk", flat=True))
     assert old_result.pk not in remaining
     assert {kept_result.pk, waiting.pk} <= remaining
+
+
+def test_housekeeping_records_runs_abandoned_for_a_day_as_failed_then_prunes_them():
+    """Found by an audit: a run whose worker was killed (a delivery, the urgent checks)
+    stayed RUNNING for good, with its arguments, past every pruning."""
+    abandoned, recent = (
+        DBTaskResult.objects.get(pk=tasks.urgent_checks.enqueue().id) for _ in range(2)
+    )
+    ages = ((abandoned, ABANDONED_AFTER + timedelta(minutes=1)), (recent, STALLED_AFTER))
+    for result, age in ages:
+        DBTaskResult.objects.filter(pk=result.pk).update(
+            status="RUNNING", started_at=timezone.now() - age
+        )
+
+    tasks.housekeeping.call()
+
+    abandoned.refresh_from_db()
+    assert abandoned.status == "FAILED" and abandoned.exception_class_path.endswith("Abandoned")
+    assert DBTaskResult.objects.get(pk=recent.pk).status == "RUNNING"
+    DBTaskResult.objects.filter(pk=abandoned.pk).update(
+        finished_at=timezone.now() - timedelta(days=tasks.TASK_RESULTS_KEPT_DAYS, hours=1)
+    )
+    tasks.housekeeping.call()
+    assert not DBTaskResult.objects.filter(pk=abandoned.pk).exists()
 
 
 def test_housekeeping_is_queued_once_a_day_across_workers():

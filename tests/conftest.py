@@ -14,7 +14,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from apps.accounts import services as account_services
-from core import failopen, throttling
+from core import failopen, mailserver, throttling
 from core.permissions import Role
 from tests.factories import MembershipFactory, OrganizationFactory, ProjectFactory
 
@@ -93,6 +93,8 @@ def _clear_cache():
     # A test that ran Redis steps outside a request may leave this thread's "gave up on
     # Redis" mark set (core.failopen; a request clears it when it starts): not the next test.
     failopen.new_request()
+    # Nor a mail server one test made fail (core.mailserver): the next test's sends try.
+    mailserver.forget()
     yield
     cache.clear()
 

@@ -51,7 +51,7 @@ from django_tasks import TaskResult, TaskResultStatus, task
 from django_tasks_db.models import DBTaskResult
 
 from apps.accounts.models import User
-from core import metrics
+from core import mailserver, metrics
 from core.tasks import requeue_stalled
 
 logger = logging.getLogger("sigsentry.mail")
@@ -127,8 +127,10 @@ def _send(kind: str, letter: Letter, ids: dict) -> None:
     """Queue the retry, try, and withdraw the retry once the message went out."""
     retry = _queue_retry(kind, ids, attempt=1, since=timezone.now())
     try:
+        mailserver.check()
         letter.compose().send()
     except Exception as exc:  # the answer is already given: log; the queued retry stands
+        mailserver.note(exc)
         _failed(kind, exc)
         if retry is None:
             logger.error("email lost: %s (no retry could be queued)", kind)
@@ -193,8 +195,10 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
         letter = _rebuilds[kind][0](ids)
         if letter is None:
             return "no longer needed"
+        mailserver.check()
         letter.compose().send()
     except Exception as exc:  # the database or the mail server: this try failed, not the email
+        mailserver.note(exc)
         _failed(kind, exc)
         queued = _queue_retry(kind, ids, attempt=attempts + 1, since=first_failed)
         return "retry queued" if queued is not None else "given up"

@@ -23,7 +23,8 @@ from django.utils import timezone
 from apps.apikeys.models import ApiKey, KeyScope, KeyType, active_at
 from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Membership, Organization
-from core import metrics
+from core import mailserver, metrics
+from core.mailserver import is_server_failure
 from core.permissions import MANAGER_ROLES
 
 logger = logging.getLogger("sigsentry.notifications")
@@ -222,16 +223,6 @@ class Sent:
         return is_server_failure(self.failure)
 
 
-def is_server_failure(exc: BaseException | None) -> bool:
-    """A failure of the mail server itself, as opposed to its answer about one message
-    (smtplib's errors are OSErrors too: an answer is not a socket failure)."""
-    if isinstance(exc, smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError):
-        return True
-    if isinstance(exc, smtplib.SMTPHeloError):
-        return True
-    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
-
-
 def send_reminder_email(
     kind: str, organization: Organization, reminders: list[Reminder], to: list[str]
 ) -> Sent:
@@ -240,6 +231,7 @@ def send_reminder_email(
     stops the rest."""
     sent = Sent()
     try:
+        mailserver.check()
         context = compose(kind, organization, reminders)
         text = render_to_string("notifications/email.txt", context)
         html = render_to_string("notifications/email.html", context)
@@ -271,5 +263,6 @@ def send_reminder_email(
                 else:
                     sent.accepted.append(address)
     except Exception as exc:  # the server, or composing the message: the rest tried again
+        mailserver.note(exc)
         sent.failure = exc
     return sent

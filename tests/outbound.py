@@ -7,12 +7,14 @@ validation of literal addresses, which needs no traffic.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import hashlib
 import hmac
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -213,3 +215,21 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def hung_smtp(settings, timeout: float = 0.5):
+    """`settings` sending mail to a server that accepts connections and never answers (a
+    hung server): every send waits `timeout`. Yields the connections it accepted."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    connections: list = []
+    threading.Thread(
+        target=lambda: [connections.append(silent.accept()) for _ in range(5)], daemon=True
+    ).start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = silent.getsockname()
+    settings.EMAIL_TIMEOUT = timeout
+    try:
+        yield connections
+    finally:
+        silent.close()

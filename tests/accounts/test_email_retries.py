@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
 from datetime import timedelta
 
 import pytest
@@ -33,6 +31,7 @@ from tests.factories import MembershipFactory, UserFactory
 from tests.invitations.test_api import accept, invite
 from tests.invitations.test_api import token_from as invitation_token_from
 from tests.orgs.helpers import user_client
+from tests.outbound import hung_smtp
 from tests.tasks import run_ready_tasks
 from tests.test_operations import TOKEN, scrape, value
 
@@ -310,21 +309,11 @@ def test_a_hung_mail_server_is_waited_for_once_not_once_per_email(api_client, se
     """Found by an audit: each reset ask's first try waited the hung server's whole timeout
     in turn, holding the worker, and the webhook deliveries behind it, 56 s. Once one send
     found the server failing, the process's next sends wait for their retry instead."""
-    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
-    connections = []
-    threading.Thread(
-        target=lambda: [connections.append(silent.accept()) for _ in range(5)], daemon=True
-    ).start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = silent.getsockname()
-    settings.EMAIL_TIMEOUT = 0.5
     users = [UserFactory() for _ in range(3)]
     for user in users:
         assert api_client.post(RESET, {"email": user.email}, format="json").status_code == 202
-    try:
+    with hung_smtp(settings) as connections:
         run_ready_tasks()
-    finally:
-        silent.close()
 
     assert len(connections) == 1  # not one wait per email
     retries = queued_retries()

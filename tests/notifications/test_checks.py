@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from datetime import timedelta
 
@@ -28,7 +27,7 @@ from tests.factories import (
     make_key,
     make_legacy_key,
 )
-from tests.outbound import text_of
+from tests.outbound import hung_smtp, text_of
 from tests.tasks import run_ready_tasks
 
 pytestmark = pytest.mark.django_db
@@ -620,24 +619,14 @@ def test_a_message_that_cannot_be_composed_is_tried_again_later(smtp, owner, pro
 def test_a_mail_server_that_hangs_is_waited_for_once_per_run_not_per_message(settings):
     """Each organization's message waited the mail server's full timeout in turn, holding
     the worker (and the webhook deliveries behind it) for a minute and a half."""
-    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
-    connections = []
-    threading.Thread(
-        target=lambda: [connections.append(silent.accept()) for _ in range(5)], daemon=True
-    ).start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = silent.getsockname()
-    settings.EMAIL_TIMEOUT = 0.5
     for name in ("North", "South", "West"):
         member = MembershipFactory(role=Role.OWNER, organization__name=name)
         _key, text = make_key(
             KeyKind.SECRET, project=ProjectFactory(organization=member.organization)
         )
         report_leaked_keys(candidates=[text])
-    try:
+    with hung_smtp(settings) as connections:
         report = checks.run_urgent_checks()
-    finally:
-        silent.close()
 
     assert len(connections) == 1  # not one wait per message
     assert report.email_failures == 3  # every message waits for its next try

@@ -207,6 +207,15 @@ if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
         "python -c 'import secrets; print(secrets.token_urlsafe(32))'."
     )
 
+# prometheus-client's multiprocess mode (core.metrics; gunicorn.conf.py creates it for the
+# server): a name that is no directory failed every command with a logging-filter error.
+_metrics_dir = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if _metrics_dir and not Path(_metrics_dir).is_dir():
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR is {_metrics_dir!r}, which is not a directory: create it "
+        "(every web and worker process writes its counts there), or unset it."
+    )
+
 INSTALLED_APPS = [
     "apps.accounts.apps.SigSentryAdminConfig",  # django.contrib.admin, with our site
     "django.contrib.auth",

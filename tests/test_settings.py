@@ -72,6 +72,12 @@ def test_without_debug_a_missing_secret_key_is_a_clear_error():
     refused({"DEBUG": "false"}, "SECRET_KEY")
 
 
+def test_a_metrics_directory_that_does_not_exist_is_a_clear_error(tmp_path):
+    """Found by an audit: every command failed with "Unable to configure filter"."""
+    refused(SECRET | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "gone")}, "not a directory")
+    assert read_settings(SECRET | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}, "DEBUG")
+
+
 def test_debug_runs_with_a_development_secret_key():
     values = read_settings({"DEBUG": "true"}, "DEBUG", "SECRET_KEY")
     assert values["DEBUG"] is True

@@ -14,6 +14,7 @@ from __future__ import annotations
 import unicodedata
 
 from django.core.exceptions import ValidationError
+from django.core.mail.message import sanitize_address
 
 
 def normalize_email(value: str) -> str:
@@ -54,23 +55,27 @@ def changes_when_folded(value: str) -> bool:
 
 #: Why an address that mail would reach under other text is refused (`sent_as_another`).
 SENT_AS_ANOTHER_ADDRESS = (
-    "Mail to this address would go out spelled differently (quotes, invisible or non-ASCII "
-    "characters, an internationalized domain): use its plain ASCII spelling, with an "
-    "internationalized domain in its xn-- form."
+    "Mail to this address would go out spelled differently (quotes, encoded words, invisible "
+    "or non-ASCII characters, an internationalized domain): use its plain ASCII spelling, "
+    "with an internationalized domain in its xn-- form."
 )
 
 
 def sent_as_another(value: str) -> bool:
     """True when mail to the stored spelling (`normalize_email`) would leave under other
-    text, so that several stored spellings share one mailbox: Django's mail backend
-    unquotes a quoted local part (`"demo"@` is `demo@`), encodes the domain as IDNA, which
-    drops invisible characters (soft hyphen, zero-width space, variation selectors) and
-    writes `bücher` as `xn--bcher-kva`, and cannot address a non-ASCII local part at all
-    (it sends an encoded word). So the stored spelling is plain ASCII, unquoted; a
-    full-width letter that NFKC turns into ASCII is still one address with its plain
+    text, so that several stored spellings share one mailbox, or could not leave at all:
+    asked of Django's mail backend itself (`sanitize_address`, what it puts in the message
+    and the envelope). It unquotes a quoted local part (`"demo"@` is `demo@`), decodes an
+    encoded word (`=?utf-8?q?demo?=@`), encodes the domain as IDNA, which drops invisible
+    characters (soft hyphen, zero-width space, variation selectors) and writes `bücher` as
+    `xn--bcher-kva`, and cannot address a non-ASCII local part (it sends an encoded word).
+    A full-width letter that NFKC turns into ASCII is still one address with its plain
     spelling."""
     email = normalize_email(value)
-    return not email.isascii() or '"' in email or "\\" in email
+    try:
+        return sanitize_address(email, "utf-8") != email
+    except (ValueError, UnicodeError):  # an address the backend cannot send to at all
+        return True
 
 
 def address_refusal(value: str) -> str | None:

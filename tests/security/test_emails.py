@@ -127,6 +127,9 @@ SENT_ELSEWHERE = {
     "quoted escapes": '"\\d\\emo"@sigsentry.dev',
     "unicode domain": "ana@b\u00fccher.example",
     "non-ASCII mailbox": "jos\u00e9@example.com",
+    # Found by the review: an encoded word is decoded by the backend.
+    "encoded word": "=?utf-8?q?demo?=@sigsentry.dev",
+    "encoded word, base64": "=?utf-8?b?ZGVtbw==?=@sigsentry.dev",
 }
 ELSEWHERE = pytest.mark.parametrize("address", SENT_ELSEWHERE.values(), ids=SENT_ELSEWHERE.keys())
 
@@ -175,7 +178,9 @@ def test_createsuperuser_refuses_an_address_whose_mail_could_go_elsewhere(
 
 #: Characters that change what the mail backend sends, and plain ones, for addresses to try.
 ODD = ["\u00ad", "\u200b", "\ufe0f", '"', "\\", "\u00e9", "\uff44", "\u212a", "\u0131"]
-PIECE = st.sampled_from(["demo", "a.b", "x-y", "sigsentry", "dev", "bücher", *ODD])
+PIECE = st.sampled_from(
+    ["demo", "a.b", "x-y", "sigsentry", "dev", "bücher", "=?utf-8?q?", "?=", "=?", *ODD]
+)
 
 
 @ELSEWHERE

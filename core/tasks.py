@@ -46,6 +46,10 @@ def requeue_stalled(
 ABANDONED_AFTER = timedelta(days=1)
 
 
+class Abandoned(Exception):
+    """What `fail_abandoned` records as a run's error: its worker stopped during it."""
+
+
 def fail_abandoned(*, after: timedelta = ABANDONED_AFTER) -> int:
     """Record as FAILED every task run still RUNNING `after` its start. Its worker was killed
     or lost its database mid-run, and a task nothing takes back (`requeue_stalled`: what it
@@ -57,6 +61,6 @@ def fail_abandoned(*, after: timedelta = ABANDONED_AFTER) -> int:
     ).update(
         status=TaskResultStatus.FAILED,
         finished_at=Now(),
-        exception_class_path="core.tasks.Abandoned",
+        exception_class_path=f"{Abandoned.__module__}.{Abandoned.__qualname__}",
         traceback="The worker stopped during the run; nothing finished or took it back.",
     )

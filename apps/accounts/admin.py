@@ -154,9 +154,11 @@ class UserAdmin(DjangoUserAdmin):
         return super().get_queryset(request).select_related("totp_device")
 
     def save_model(self, request, obj: User, form, change: bool) -> None:
-        super().save_model(request, obj, form, change)
+        # The deactivation first: it locks the memberships, then the account, the order of
+        # every other writer (a member change waiting for them then sees the account gone).
         if change and "is_active" in form.changed_data and not obj.is_active:
             deactivate_user(user=obj, actor_user=request.user, request=request)
+        super().save_model(request, obj, form, change)
 
     @admin.action(
         description="Deactivate selected users (ends their sessions)", permissions=["change"]

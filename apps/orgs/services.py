@@ -151,6 +151,14 @@ def membership_changed(
         )
 
 
+def _still_active(user_id) -> bool:
+    """The account read after the memberships' locks (as `locked_role` does): a
+    deactivation holds them until it commits, and a statement that waited for them still
+    sees the account as it began. Its row is not locked: the admin's user page updates it
+    before the deactivation takes the memberships, and the two orders would deadlock."""
+    return get_user_model().objects.filter(pk=user_id, is_active=True).exists()
+
+
 def _lock_for_change(
     actor_membership: Membership, target: Membership
 ) -> tuple[list[Membership], Membership, Membership]:
@@ -162,14 +170,13 @@ def _lock_for_change(
     owners = lock_owners(target.organization_id)
     rows = {
         m.pk: m
-        for m in Membership.objects.select_for_update()
+        for m in Membership.objects.select_for_update(of=("self",))  # not the users' rows
         .select_related("user")
         .filter(pk__in=[actor_membership.pk, target.pk])
         .order_by("id")
     }
     actor, current = rows.get(actor_membership.pk), rows.get(target.pk)
-    # The account is locked with its membership: a deactivation meanwhile is seen.
-    if actor is None or actor.role not in MANAGER_ROLES or not actor.user.is_active:
+    if actor is None or actor.role not in MANAGER_ROLES or not _still_active(actor.user_id):
         raise PermissionDenied(message="Only owners and admins can do this.")
     if current is None:
         raise NotFound()

@@ -14,12 +14,17 @@ PostgreSQL only: SQLite serialises every writer, so the race cannot happen there
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
-from django.db import connection
-from django.test import Client
+from django.contrib.admin import site as admin_site
+from django.db import connection, transaction
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.accounts.admin import UserAdmin
+from apps.accounts.models import User
 from apps.accounts.services import deactivate_user
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
@@ -286,6 +291,44 @@ def test_a_member_change_by_an_admin_deactivated_meanwhile_is_refused(
     assert response.status_code == 403, response.content
     assert Membership.objects.get(pk=target.pk).role == "member"
     assert not AuditEvent.objects.filter(actor_user=admin).exists()
+
+
+@pytest.mark.parametrize("held_after", ["the memberships' lock", "the account's update"])
+def test_an_operator_deactivating_an_admin_on_their_user_page_and_their_member_change(
+    owner, admin, organization, held_after
+):
+    """Found by the review: the admin's user page updated the account, then the
+    deactivation locked the memberships, while a member change locked the memberships,
+    then the account's row with them: a deadlock, and one of the two got a 503. The
+    deactivation now comes first on that page, and a member change reads the account
+    after its lock without locking it: the change waits, then finds the account gone."""
+    target = MembershipFactory(organization=organization, role="member")
+    operator = UserFactory(is_staff=True, is_superuser=True)
+    request = RequestFactory().post("/admin/")
+    request.user = operator
+
+    def deactivate_on_the_user_page():
+        with transaction.atomic():  # as the admin's change view
+            user = User.objects.get(pk=admin.pk)
+            user.is_active = False
+            form = SimpleNamespace(changed_data=["is_active"])
+            UserAdmin(User, admin_site).save_model(request, user, form, change=True)
+
+    statement = {
+        "the memberships' lock": role_locked,
+        "the account's update": lambda sql: sql.startswith(f'UPDATE "{User._meta.db_table}"'),
+    }[held_after]
+    page = Call(deactivate_on_the_user_page, held_after=statement)
+    url = f"/v1/organizations/{organization.id}/members/{target.user_id}"
+    client = user_client(admin)  # logged in before: a login would wait for the account's row
+    change = Call(lambda: client.patch(url, {"role": "viewer"}, format="json"))
+
+    race(page, change, second_waits=True)
+
+    assert page.error is None and change.error is None, (page.error, change.error)
+    assert change.result.status_code == 403, change.result.content
+    assert Membership.objects.get(pk=target.pk).role == "member"
+    assert not User.objects.get(pk=admin.pk).is_active
 
 
 PAGE_OPERATIONS = ["revoke from the page", "delete webhook from the page"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
@@ -47,6 +48,13 @@ UNSHOWN_MESSAGE = "Names cannot contain control or text-direction characters."
 def has_unshown_characters(value: str) -> bool:
     """Whether a one-line text (a name, a title) holds a character it must not (`_UNSHOWN`)."""
     return _UNSHOWN.search(value) is not None
+
+
+def has_hidden_characters(value: str) -> bool:
+    """Whether a URL or an address holds a space, control or invisible character: any
+    Unicode control, format, surrogate, private-use or separator character (a
+    right-to-left override or a zero-width space shows it as another than it is)."""
+    return any(unicodedata.category(c)[0] in "CZ" for c in value)
 
 
 class FieldErrors:

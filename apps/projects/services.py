@@ -25,7 +25,7 @@ from apps.audit.services import Action, record_event
 from apps.projects.models import Channel, LogSource, Project
 from apps.projects.selectors import ProjectLike
 from core.errors import NotFound, ValidationFailed
-from core.validation import clean_name
+from core.validation import clean_name, has_hidden_characters
 
 MAX_SETTINGS_BYTES = 10 * 1024
 MAX_SETTINGS_KEYS = 50
@@ -98,6 +98,10 @@ def clean_channel_target(kind: str, target: Any) -> str:
     target = target.strip()
     if len(target) > MAX_TARGET_LENGTH:
         raise ValidationFailed({"target": [f"At most {MAX_TARGET_LENGTH} characters."]})
+    if has_hidden_characters(target):  # shown in the configuration as it is
+        raise ValidationFailed(
+            {"target": ["Must not contain spaces, control or invisible characters."]}
+        )
     if kind == Channel.Kind.EMAIL:
         try:
             _validate_email(target)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
 from core.deadline import DeadlinePassed, call_within
+from core.validation import has_hidden_characters
 
 MAX_URL_LENGTH = 2048
 #: Not globally reachable (IANA's special-purpose registries) though the `ipaddress` tables
@@ -104,9 +104,8 @@ def parse_url(url: object) -> tuple[str, str, int, str]:
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeUrl(f"At most {MAX_URL_LENGTH} characters.")
-    # Spaces, controls and the invisible: a bidirectional override or a zero-width space
-    # shows the URL on the webhooks page (and its confirmation) as another than it is.
-    if any(unicodedata.category(c)[0] in "CZ" for c in url):
+    # Shown on the webhooks page and its confirmation: as it is, not as another URL.
+    if has_hidden_characters(url):
         raise UnsafeUrl("The URL may not contain spaces, control or invisible characters.")
     try:
         parts = urlsplit(url)

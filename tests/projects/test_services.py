@@ -64,6 +64,11 @@ def test_valid_targets_are_accepted(kind, target):
         ("webhook", "https://example.com/" + "a" * 500),
         ("webhook", 42),
         ("webhook", None),
+        # Shown as another target than they are (found by the review): a right-to-left
+        # override, a zero-width space.
+        ("webhook", "https://example.com/invoice\u202egnp.exe"),
+        ("webhook", "https://exa\u200bmple.com/x"),
+        ("slack", "https://hooks.slack.com/services/T000/B000/X\u202eY"),
     ],
 )
 def test_invalid_targets_are_refused(kind, target):

@@ -6,11 +6,20 @@
      form carries the marker that lets the server act at once; without it (no JavaScript) the
      server answers a confirmation page instead (core/confirm.py). */
   var CONFIRM_FIELD = "confirmed";
+  /* A login or logout in another tab gives the browser a new CSRF token (as Django's login
+     does); a form this tab drew before carries the old one. Its token is the cookie's at
+     the moment it is sent (Django accepts the cookie's secret as the form's token). */
+  function currentCsrfToken(form) {
+    var field = form.querySelector("input[name=csrfmiddlewaretoken]");
+    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    if (field && match) field.value = decodeURIComponent(match[1]);
+  }
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement)) return;
     /* A dialog's Cancel (formmethod="dialog") only closes it: nothing is sent. */
     if (event.submitter && event.submitter.getAttribute("formmethod") === "dialog") return;
+    currentCsrfToken(form);
     var question = form.getAttribute("data-confirm");
     if (question) {
       if (!window.confirm(question)) {

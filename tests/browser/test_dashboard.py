@@ -390,6 +390,28 @@ def test_a_tab_left_open_after_a_logout_in_another_says_the_session_ended(ui_fac
     ui.expect_console_error("status of 400")
 
 
+def test_a_form_drawn_before_a_login_in_another_tab_still_submits(ui_factory, owner):
+    """Logging in and out gives the browser a new CSRF token; found by the review: a form
+    another tab drew before (its Log out, its login form) then got 403 "Form expired", and
+    the session went on. The form sends the cookie's token."""
+    ui = ui_factory()
+    ui.login(owner.email, PASSWORD)
+    other = ui.page.context.new_page()
+    other.goto(ui.url("/login/"))  # drawn logged in: sent on to the home page
+    other.get_by_role("button", name="Log out").click()
+    other.wait_for_url(re.compile(r".*/login/"))
+    other.get_by_label("Email", exact=True).fill(owner.email)
+    other.get_by_label("Password", exact=True).fill(PASSWORD)
+    other.get_by_role("button", name="Log in").click()
+    other.wait_for_url(ui.url("/"))
+
+    ui.page.get_by_role("button", name="Log out").click()  # drawn two tokens ago
+
+    ui.page.wait_for_url(re.compile(r".*/login/"))
+    assert ui.cookie(REFRESH_COOKIE) is None
+    assert not User.objects.get(pk=owner.pk).auth_sessions.filter(ended_at__isnull=True)
+
+
 def test_overview_lists_analyses_and_shows_load_errors(ui, owner, project):
     _, key = make_key(KeyKind.SECRET, project=project, permissions=["analysis:create"])
     for title in ("Checkout 502s after deploy", "Payment webhook retries"):

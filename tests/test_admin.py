@@ -340,6 +340,22 @@ def test_unticking_active_ends_every_session_of_the_user(ops, member, api_client
     }
 
 
+def test_a_user_whose_address_a_later_rule_refuses_can_still_be_deactivated(ops, member):
+    """Found by the review: an address stored before a rule (an IDN domain, now given in
+    its xn-- form) failed the form's and the model's check on every save, deactivation
+    included. Only an address being changed is checked."""
+    User.objects.filter(pk=member.pk).update(email="ana@b\u00fccher.example")
+    member.refresh_from_db()
+
+    response = ops.post(change_url(member), user_form(member, is_active=""))
+
+    assert response.status_code == 302
+    member.refresh_from_db()
+    assert member.is_active is False and member.email == "ana@b\u00fccher.example"
+    changed = ops.post(change_url(member), user_form(member, email="ana@b\u00fccher.example.org"))
+    assert changed.status_code == 200 and "spelled differently" in changed.content.decode()
+
+
 def test_saving_a_user_without_deactivating_keeps_their_sessions(ops, member, api_client):
     token = start_session(member).access
 

@@ -51,7 +51,10 @@ class UserChangeForm(DjangoUserChangeForm):
         fields = "__all__"
 
     def clean_email(self) -> str:
-        email = normalize_email(refuse_ambiguous(self.cleaned_data.get("email") or ""))
+        email = self.cleaned_data.get("email") or ""
+        if "email" in self.changed_data:  # an address stored before a rule stays editable
+            refuse_ambiguous(email)
+        email = normalize_email(email)
         if User.objects.filter(email=email).exclude(pk=self.instance.pk).exists():
             raise ValidationError("A user with this email already exists.")
         return email

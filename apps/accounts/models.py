@@ -42,7 +42,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     """A person. Logs in with their email, stored normalized (`normalize_email`) and unique."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    email = models.EmailField(max_length=254, unique=True, validators=[refuse_ambiguous])
+    # Refused spellings (`refuse_ambiguous`) are checked where an address is given, not as
+    # a field validator: an account stored before a rule existed stays editable.
+    email = models.EmailField(max_length=254, unique=True)
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)

@@ -168,9 +168,9 @@ def test_createsuperuser_refuses_an_address_whose_mail_could_go_elsewhere(
     """An operator's account gets the reset links and security mail too: no folded domain."""
     monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-enough-passphrase-2026")
 
-    with pytest.raises(CommandError, match=re.escape(reason[:40])):
+    with pytest.raises(CommandError):  # ours, or Django's "Enter a valid email address."
         call_command("createsuperuser", "--noinput", "--email", address, stdout=io.StringIO())
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match=re.escape(reason[:40])):
         User.objects.create_superuser(address, "a-long-enough-passphrase-2026")
 
     assert not User.objects.exists()

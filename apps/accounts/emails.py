@@ -90,8 +90,10 @@ def address_refusal(value: str) -> str | None:
 
 
 def refuse_ambiguous(email: str) -> str:
-    """The validator of `address_refusal`: on the user model's email (the admin's forms,
-    `createsuperuser`) and wherever an address is cleaned."""
+    """`address_refusal` as a validator (ValidationError): where an address is given to an
+    account outside the API's services, the admin's forms and `create_user` (so
+    `createsuperuser`); not on the model field, so an address stored before a rule stays
+    editable."""
     reason = address_refusal(email)
     if reason is not None:
         raise ValidationError(reason)

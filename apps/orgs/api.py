@@ -131,7 +131,7 @@ class OrganizationsView(OrgManagementView):
     @extend_schema(
         operation_id="organizations_create",
         summary="Create an organization",
-        description=("The caller becomes its owner. At most 20 a day per user (429 RATE_LIMITED)."),
+        description="The caller becomes its owner. At most 20 a day per user (429 RATE_LIMITED).",
         tags=["organizations"],
         request=NameInputSerializer,
         responses={201: OrganizationSerializer, **error_responses(400, 401, 403, 429)},

@@ -208,6 +208,27 @@ def test_wrong_codes_are_throttled_per_account_even_across_clients(api_client, o
     assert int(right["Retry-After"]) > 0
 
 
+@override_settings(
+    THROTTLE_RATES=settings.THROTTLE_RATES
+    | {"mfa_account": (2, 300), "mfa_account_day": (3, 86400)}
+)
+def test_wrong_codes_are_throttled_per_account_over_a_day_too(api_client, owner, throttle_clock):
+    """Found by an audit: 10 wrong codes every 5 minutes, with no daily bound, let someone
+    who has the password try 2,880 codes a day (three accepted each time)."""
+    secret, _codes = enable_two_factor(owner)
+    token = mfa_token(api_client, owner)
+    statuses = [second_step(api_client, token, "000000").status_code for _ in range(2)]
+    throttle_clock.advance(300)  # a new 5-minute window
+    statuses.append(second_step(api_client, token, "000000").status_code)
+    fresh_step()
+
+    right = second_step(api_client, token, code_at(secret))
+
+    assert statuses == [401, 401, 401]
+    assert right.status_code == 429 and error_code(right) == "RATE_LIMITED"
+    assert int(right["Retry-After"]) > 300
+
+
 def test_an_expired_mfa_token_is_refused(api_client, owner, monkeypatch):
     secret, _codes = enable_two_factor(owner)
     token = mfa_token(api_client, owner)

@@ -180,14 +180,16 @@ def locked_role(user: User, organization_id: uuid.UUID) -> str | None:
         .values_list("role", flat=True)
         .first()
     )
-    # A deactivation holds the memberships until it commits; a statement that waited for
-    # them still sees the account as it began, so the account is read after the lock.
-    if (
-        role is not None
-        and not get_user_model().objects.filter(pk=user.pk, is_active=True).exists()
-    ):
-        return None
-    return role
+    return role if role is not None and account_active_now(user.pk) else None
+
+
+def account_active_now(user_id) -> bool:
+    """Inside a transaction, after the memberships' locks: whether the account is still
+    active. A deactivation holds the memberships until it commits, and a statement that
+    waited for them still sees the account as it began, so it is read in a statement of its
+    own. Its row is not locked: the admin's user page may update it before the deactivation
+    takes the memberships, and the two orders would deadlock."""
+    return get_user_model().objects.filter(pk=user_id, is_active=True).exists()
 
 
 def manager_role_now(

@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
 from apps.audit.services import Action, record_event
-from apps.orgs.access import manager_role_now
+from apps.orgs.access import account_active_now, manager_role_now
 from apps.orgs.models import Membership, Organization
 from core import throttling
 from core.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
@@ -151,14 +151,6 @@ def membership_changed(
         )
 
 
-def _still_active(user_id) -> bool:
-    """The account read after the memberships' locks (as `locked_role` does): a
-    deactivation holds them until it commits, and a statement that waited for them still
-    sees the account as it began. Its row is not locked: the admin's user page updates it
-    before the deactivation takes the memberships, and the two orders would deadlock."""
-    return get_user_model().objects.filter(pk=user_id, is_active=True).exists()
-
-
 def _lock_for_change(
     actor_membership: Membership, target: Membership
 ) -> tuple[list[Membership], Membership, Membership]:
@@ -176,7 +168,7 @@ def _lock_for_change(
         .order_by("id")
     }
     actor, current = rows.get(actor_membership.pk), rows.get(target.pk)
-    if actor is None or actor.role not in MANAGER_ROLES or not _still_active(actor.user_id):
+    if actor is None or actor.role not in MANAGER_ROLES or not account_active_now(actor.user_id):
         raise PermissionDenied(message="Only owners and admins can do this.")
     if current is None:
         raise NotFound()

@@ -167,6 +167,15 @@ if not SECRET_KEY:
     SECRET_KEY = _DEV_SECRET_KEY
 elif not DEBUG:
     _require_long_secret("SECRET_KEY", SECRET_KEY)
+# Earlier SECRET_KEYs, comma-separated: what they signed or sealed is still accepted (reset
+# links, the admin's cookies, TOTP and webhook secrets) while `reseal_secrets` moves the
+# sealed secrets to the new key (README → Production → Rotating SECRET_KEY).
+SECRET_KEY_FALLBACKS = [
+    key.strip() for key in env.list("SECRET_KEY_FALLBACKS", default=[]) if key.strip()
+]
+if not DEBUG:
+    for _fallback in SECRET_KEY_FALLBACKS:
+        _require_long_secret("SECRET_KEY_FALLBACKS", _fallback)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 if not ALLOWED_HOSTS:

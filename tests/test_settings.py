@@ -451,3 +451,14 @@ def test_a_sunset_before_the_deprecation_or_a_relative_site_url_is_refused(env):
 )
 def test_valid_values_are_still_read_as_before(env, name, expected):
     assert read_settings(SECRET | env, name)[name] == expected
+
+
+def test_earlier_secret_keys_are_read_as_fallbacks_and_must_be_long():
+    old = ["an-earlier-production-secret-key-0123456789", "an-even-older-secret-key-0123456789ab"]
+    values = read_settings(
+        SECRET | {"SECRET_KEY_FALLBACKS": f"{old[0]}, {old[1]},"}, "SECRET_KEY_FALLBACKS"
+    )
+    assert values == {"SECRET_KEY_FALLBACKS": old}
+    assert read_settings(SECRET, "SECRET_KEY_FALLBACKS") == {"SECRET_KEY_FALLBACKS": []}
+    message = refused(SECRET | {"SECRET_KEY_FALLBACKS": f"{old[0]},short"}, "SECRET_KEY_FALLBACKS")
+    assert old[0] not in message

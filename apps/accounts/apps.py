@@ -10,13 +10,16 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         # System checks, the mail signal receivers, and how a failed reset email is rebuilt.
-        from apps.accounts import checks, mail, password_reset  # noqa: F401
+        from apps.accounts import checks, mail, password_reset, twofactor  # noqa: F401
+        from apps.accounts.models import TotpDevice
         from apps.accounts.tokens import mask_tokens
         from core.errors import never_echo
         from core.metrics import register_queue_probe
+        from core.sealed import register_column
 
         register_queue_probe("account_emails", mail.retry_queue_state)  # read at scrape time
         never_echo(mask_tokens)  # error bodies never quote a token sent in the wrong field
+        register_column(TotpDevice, "encrypted_secret", twofactor.SECRET_PURPOSE)
 
 
 class SigSentryAdminConfig(admin_apps.AdminConfig):

@@ -3,8 +3,8 @@
 What is stored, and what never is:
 
 * the shared secret (32 base32 characters, 160 bits, from `secrets`) only
-  encrypted: Fernet under a key derived with HKDF-SHA256 from SECRET_KEY
-  (SECRET_KEY_FALLBACKS still decrypt, so rotating the key keeps every
+  sealed (`core.sealed`: Fernet under a key derived from SECRET_KEY; those sealed
+  under a key of SECRET_KEY_FALLBACKS still open, so rotating the key keeps every
   authenticator working);
 * recovery codes only as SHA-256 digests: 16 characters of a 32-letter
   alphabet (80 random bits) each, shown once when made;
@@ -26,8 +26,6 @@ Rules:
 
 from __future__ import annotations
 
-import base64
-import functools
 import hashlib
 import hmac
 import secrets
@@ -37,10 +35,6 @@ from typing import Any
 
 import pyotp
 import segno
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest
@@ -49,7 +43,7 @@ from django.utils import timezone
 from apps.accounts import mail
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import RecoveryCode, TotpDevice, User
-from core import throttling
+from core import sealed, throttling
 from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 from core.net import client_ip
 
@@ -61,7 +55,8 @@ DRIFT_STEPS = 1
 RECOVERY_CODE_COUNT = 10
 RECOVERY_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lower case
 RECOVERY_CODE_LENGTH = 16
-_SECRET_KEY_INFO = b"sigsentry.accounts.totp-secret"
+#: The HKDF label of the TOTP secrets' key (`core.sealed`).
+SECRET_PURPOSE = b"sigsentry.accounts.totp-secret"
 #: Longest code or token text looked at; anything longer is simply wrong.
 MAX_INPUT_LENGTH = 64
 
@@ -96,25 +91,12 @@ class TotpSetup:
 # Secret encryption -----------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def _fernet(secret_keys: tuple[str, ...]) -> MultiFernet:
-    def derive(secret_key: str) -> Fernet:
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SECRET_KEY_INFO)
-        return Fernet(base64.urlsafe_b64encode(hkdf.derive(secret_key.encode())))
-
-    return MultiFernet([derive(key) for key in secret_keys])
-
-
-def _cipher() -> MultiFernet:
-    return _fernet((settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())))
-
-
 def encrypt_secret(secret: str) -> str:
-    return _cipher().encrypt(secret.encode()).decode()
+    return sealed.seal(SECRET_PURPOSE, secret)
 
 
 def decrypt_secret(encrypted: str) -> str:
-    return _cipher().decrypt(encrypted.encode()).decode()
+    return sealed.unseal(SECRET_PURPOSE, encrypted)
 
 
 # Reads --------------------------------------------------------------------------------
@@ -135,7 +117,7 @@ def pending_setup(user: User) -> TotpSetup | None:
         return None
     try:
         return _setup_for(user, decrypt_secret(device.encrypted_secret))
-    except InvalidToken:
+    except sealed.Unreadable:
         return None  # encrypted under a key that is gone: start again
 
 
@@ -181,7 +163,7 @@ def _accept_totp(device: TotpDevice, code: str, now: datetime) -> bool:
     """True once per step: the step is recorded only if it is later than the last one used."""
     try:
         secret = decrypt_secret(device.encrypted_secret)
-    except InvalidToken:
+    except sealed.Unreadable:
         return False
     step = _matching_step(secret, code, now)
     if step is None:

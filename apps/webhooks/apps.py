@@ -7,7 +7,11 @@ class WebhooksConfig(AppConfig):
     verbose_name = "Webhooks"
 
     def ready(self) -> None:
+        from apps.webhooks.crypto import SECRET_PURPOSE
         from apps.webhooks.metrics import queue_state
+        from apps.webhooks.models import Webhook
         from core.metrics import register_queue_probe
+        from core.sealed import register_column
 
         register_queue_probe("webhooks", queue_state)  # /metrics: read at scrape time
+        register_column(Webhook, "secret_ciphertext", SECRET_PURPOSE)  # reseal_secrets

@@ -14,7 +14,6 @@ import time
 import uuid
 from datetime import datetime, timedelta
 
-from cryptography.fernet import InvalidToken
 from django.db import transaction
 from django.db.models import BooleanField, Exists, ExpressionWrapper, F, OuterRef, Q
 from django.utils import timezone
@@ -25,6 +24,7 @@ from apps.audit.services import Action, record_event
 from apps.webhooks import crypto, outbound, urlsafety
 from apps.webhooks.metrics import count_delivery_failure
 from apps.webhooks.models import Delivery, DeliveryStatus, Event, Webhook
+from core import sealed
 
 logger = logging.getLogger("sigsentry.webhooks")
 
@@ -156,7 +156,7 @@ def attempt_delivery(delivery_id: str) -> str:
         outcome = outbound.Outcome(None, "host lookup timed out")
     except urlsafety.UnsafeUrl:
         outcome = outbound.Outcome(None, "address not allowed")
-    except InvalidToken:
+    except sealed.Unreadable:
         outcome = outbound.Outcome(None, "secret unreadable (SECRET_KEY changed)")
     else:
         header = crypto.signature(secret, int(time.time()), body)

@@ -310,13 +310,25 @@ def test_wrong_passwords_to_disable_are_throttled(owner):
 # Secret at rest ----------------------------------------------------------------------------
 
 
-def test_the_secret_survives_a_secret_key_rotation(owner, settings):
+def test_the_secret_survives_a_secret_key_rotation(api_client, owner, settings):
     secret, _codes = enable_two_factor(owner)
-    old_key = settings.SECRET_KEY
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
     settings.SECRET_KEY = "a-new-secret-key-after-rotation-0123456789abcdefghij"
-    settings.SECRET_KEY_FALLBACKS = [old_key]
     device = TotpDevice.objects.get(user=owner)
     assert twofactor.decrypt_secret(device.encrypted_secret) == secret
+    fresh_step()
+    response = second_step(api_client, mfa_token(api_client, owner), code_at(secret))
+    assert response.status_code == 200 and set(response.json()) == {"access", "refresh"}
+
+
+def test_without_its_key_among_the_fallbacks_the_secret_takes_no_code(api_client, owner, settings):
+    secret, codes = enable_two_factor(owner)
+    settings.SECRET_KEY = "a-new-secret-key-after-rotation-0123456789abcdefghij"
+    fresh_step()
+    refused = second_step(api_client, mfa_token(api_client, owner), code_at(secret))
+    assert (refused.status_code, error_code(refused)) == (401, "INVALID_CREDENTIALS")
+    recovered = second_step(api_client, mfa_token(api_client, owner), codes[0])
+    assert recovered.status_code == 200
 
 
 # Dashboard login ---------------------------------------------------------------------------

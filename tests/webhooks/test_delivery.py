@@ -94,6 +94,31 @@ def test_a_signature_with_another_secret_does_not_verify(make_webhook, receiver,
     )
 
 
+def test_a_webhook_made_before_a_secret_key_rotation_signs_with_its_secret(
+    make_webhook, receiver, project, settings
+):
+    created = make_webhook(receiver.url)
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-new-secret-key-after-rotation-0123456789abcdefghij"
+    make_key(KeyKind.SECRET, project=project)
+
+    assert deliveries.attempt_delivery(str(only_delivery().pk)) == "delivered"
+    [request] = receiver.requests
+    assert verify_signature(request.headers["SigSentry-Signature"], request.body, created.secret)
+
+
+def test_a_secret_sealed_under_a_key_no_longer_configured_fails_the_attempt_unsent(
+    make_webhook, receiver, project, settings
+):
+    make_webhook(receiver.url)
+    settings.SECRET_KEY = "a-new-secret-key-after-rotation-0123456789abcdefghij"
+    make_key(KeyKind.SECRET, project=project)
+
+    outcome = deliveries.attempt_delivery(str(only_delivery().pk))
+    assert outcome == "secret unreadable (SECRET_KEY changed)"
+    assert receiver.requests == []
+
+
 def test_a_failed_attempt_is_recorded_and_retried_later_with_the_same_event_id(
     make_webhook, project
 ):

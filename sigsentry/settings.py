@@ -259,6 +259,7 @@ MIDDLEWARE = [
     "core.ops.OperationsMiddleware",  # /healthz, /readyz, /metrics: before everything else
     "core.middleware.AccessLogMiddleware",
     "core.middleware.ServiceUnavailableMiddleware",
+    "core.middleware.HttpsRedirectKeepsMethodMiddleware",  # 308, not 301, for a POST
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "apps.apikeys.middleware.KeyUseMiddleware",

@@ -150,6 +150,16 @@ def test_plain_http_is_redirected_to_https(production, db):
     assert response.status_code == 301
 
 
+@pytest.mark.parametrize("method", ["post", "patch", "delete"])
+def test_the_https_redirect_of_a_write_keeps_its_method_and_body(production, db, method):
+    """308: a 301 lets HTTP clients (curl -L, requests, browsers) resend a POST as a GET."""
+    response = getattr(production, method)("/v1/analyses?x=1", {"title": "t"}, "application/json")
+    assert response.status_code == 308
+    assert response["Location"] == f"https://{HOST}/v1/analyses?x=1"
+    assert production.post("/login/", {"email": "a@example.com"}).status_code == 308
+    assert production.head("/login/").status_code == 301
+
+
 def test_api_login_sets_secure_httponly_cookies_and_no_store(production, owner):
     response = production.post(
         "/v1/auth/login",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from apps.accounts import services, twofactor
 from apps.accounts.forms import PasswordChangeForm, TwoFactorDisableForm, TwoFactorEnableForm
@@ -54,7 +54,7 @@ def _account_page(
 
 
 @dashboard_page
-@require_GET
+@require_safe
 def account(request: HttpRequest) -> HttpResponse:
     return _account_page(request)
 

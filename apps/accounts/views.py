@@ -75,7 +75,7 @@ def end_page_session(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @origin_only_referrer  # its `next` may be the way back to an invitation link
 def login_page(request: HttpRequest) -> HttpResponse:
     next_url = safe_next(request)
@@ -134,7 +134,7 @@ def login_second_factor_page(request: HttpRequest) -> HttpResponse:
     return _second_factor_page(request, mfa_token, next_url, form)
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def signup_page(request: HttpRequest) -> HttpResponse:
     if request.principal is not None:
         return redirect("/")
@@ -164,7 +164,7 @@ def logout_page(request: HttpRequest) -> HttpResponse:
     return end_page_session(request)
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def password_reset_page(request: HttpRequest) -> HttpResponse:
     """ "Forgot password?": the same answer whether or not an account uses the email."""
     form = PasswordResetRequestForm(request.POST if request.method == "POST" else None)
@@ -185,7 +185,7 @@ def password_reset_page(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/password_reset.html", {"form": form})
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @origin_only_referrer
 def password_reset_confirm_page(request: HttpRequest, token: str) -> HttpResponse:
     """The emailed link: choose a new password. Every session ends; log in again after."""

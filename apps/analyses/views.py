@@ -6,7 +6,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_safe
 
 from apps.apikeys.models import ApiKey, KeyType, active_at
 from apps.orgs.access import can_manage, project_for_user
@@ -15,7 +15,7 @@ from core.permissions import ROLE_PERMISSIONS, Permission
 
 
 @dashboard_page
-@require_http_methods(["GET"])
+@require_safe
 def overview(request: HttpRequest, project_id) -> HttpResponse:
     project, role = project_for_user(request.principal.user, project_id)
     request.dashboard_project = project

@@ -19,7 +19,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, QueryDict
 from django.shortcuts import render
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from apps.apikeys import charts
 from apps.apikeys.keyformat import KeyKind
@@ -91,7 +91,7 @@ PAGE_TITLES = {
 
 
 @dashboard_page
-@require_GET
+@require_safe
 def key_detail(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
     collection = _collection(request, kind, project_id, org_id)
     api_key = collection.key(key_id)

@@ -104,7 +104,7 @@ def _invalid(request: HttpRequest) -> HttpResponse:
     return render(request, "invitations/invalid.html", status=404)
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @origin_only_referrer
 def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
     invitation = invitation_for_token(token)

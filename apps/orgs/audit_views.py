@@ -7,7 +7,7 @@ import json
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_safe
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
@@ -34,7 +34,7 @@ def _readable(value) -> str:
 
 
 @dashboard_page
-@require_http_methods(["GET"])
+@require_safe
 def audit_log(request: HttpRequest, org_id) -> HttpResponse:
     """404 for outsiders (as every organization page); 403 for members without rights."""
     membership = membership_for(request.principal.user, org_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from apps.orgs import services
 from apps.orgs.access import as_manager, can_manage, membership_for, require_manager
@@ -23,7 +23,7 @@ ROLE_ORDER = {Role.OWNER: 0, Role.ADMIN: 1, Role.MEMBER: 2, Role.VIEWER: 3}
 
 
 @dashboard_page
-@require_http_methods(["GET"])
+@require_safe
 def home(request: HttpRequest) -> HttpResponse:
     return _render_home(request)
 
@@ -101,7 +101,7 @@ def members_page(
 
 
 @dashboard_page
-@require_http_methods(["GET"])
+@require_safe
 def members(request: HttpRequest, org_id) -> HttpResponse:
     return members_page(request, membership_for(request.principal.user, org_id))
 

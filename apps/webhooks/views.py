@@ -66,10 +66,10 @@ def _page(request: HttpRequest, organization: Organization, **context) -> HttpRe
 
 
 @dashboard_page
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def webhooks_page(request: HttpRequest, org_id) -> HttpResponse:
     organization = _organization(request, org_id)
-    if request.method == "GET":
+    if request.method != "POST":
         return _page(request, organization)
     url = request.POST.get("url", "")
     events = request.POST.getlist("events")

@@ -50,11 +50,11 @@ from core.nonce import consume_nonce
 
 
 @dashboard_page
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def key_collection(request: HttpRequest, kind: KeyKind, project_id=None, org_id=None):
     """GET: the list (and the create form for owners/admins). POST: mint a key."""
     collection = page_collection(request, kind, project_id, org_id)
-    if request.method == "GET":
+    if request.method != "POST":
         return render_page(request, collection)
     collection.require_manager()
     form = KeyCreateForm(request.POST, kind=kind, projects=confinable_projects(collection))

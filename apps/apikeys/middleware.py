@@ -10,7 +10,8 @@
   key's response carries `X-RateLimit-*`; a request accepted with a key records
   `lastUsedAt` with its IP and user agent (at most one write per key per minute,
   never failing the request), and a legacy key's response carries the RFC 9745
-  `Deprecation` and RFC 8594 `Sunset` headers.
+  `Deprecation` and RFC 8594 `Sunset` headers (also when its IP list or origins refuse it:
+  the key works, from elsewhere).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from apps.apikeys.gate.steps import RATE_LIMIT, record_use_counts
 from apps.apikeys.services import record_key_use
 from apps.apikeys.usage.flush import maybe_flush
 from core.api import PROJECT_ID
-from core.errors import OriginNotAllowed
+from core.errors import IpNotAllowed, OriginNotAllowed
 from core.net import client_ip
 from core.principal import AUTH_DECISION
 
 ACAO = "Access-Control-Allow-Origin"
+#: Refusals of a key that still works, by its own guardrails (SPEC §4.10): a legacy key's
+#: answer carries its Deprecation and Sunset all the same (SPEC §2.3, "while they work").
+GUARDRAIL_REFUSALS = frozenset({IpNotAllowed.code, OriginNotAllowed.code})
 
 
 class KeyOriginCorsMiddleware:
@@ -75,10 +79,10 @@ class KeyUseMiddleware:
         if limit_state is not None:
             for name, value in limit_state.headers().items():
                 response[name] = value
+        if key.legacy and (decision.accepted or decision.outcome in GUARDRAIL_REFUSALS):
+            for name, value in legacy_headers().items():
+                response[name] = value
         if decision.accepted:
-            if key.legacy:
-                for name, value in legacy_headers().items():
-                    response[name] = value
             record_key_use(
                 key,
                 request.META.get(PROJECT_ID),

@@ -2,8 +2,9 @@
 
 Deprecation/Sunset headers: on every response to a request that a legacy key
 authenticated — successes and errors raised after authentication (403, 404)
-alike. A legacy key that fails authentication (unknown, revoked, sunset) is
-not an authenticated legacy key, so its 401 carries no such headers.
+alike — and to one its own IP list refused (the key works, from elsewhere). A
+legacy key that fails authentication (unknown, revoked, sunset) is not a
+working legacy key, so its 401 carries no such headers.
 """
 
 from __future__ import annotations
@@ -164,6 +165,19 @@ def test_legacy_key_on_key_management_gets_forbidden_with_the_headers(
 
     assert response.status_code == 403
     assert error_code(response) == "KEY_MANAGEMENT_FORBIDDEN"
+    assert_legacy_headers(response)
+
+
+def test_legacy_key_refused_by_its_ip_list_gets_ip_not_allowed_with_the_headers(
+    api_client, read_only_legacy_key
+):
+    """It still works, from its listed networks: its owner is told of the sunset too."""
+    ApiKey.objects.filter(pk=read_only_legacy_key.pk).update(allowed_ips=["203.0.113.0/24"])
+
+    response = api_client.get("/v1/me", **bearer(TB_KEY))
+
+    assert response.status_code == 403
+    assert error_code(response) == "IP_NOT_ALLOWED"
     assert_legacy_headers(response)
 
 

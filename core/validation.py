@@ -5,12 +5,18 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+import uuid
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from django.conf import settings
 
 from core.errors import ValidationFailed
+
+#: A UUID as SPEC and every answer write it (8-4-4-4-12 hex digits, either case).
+#: `uuid.UUID` alone also takes `urn:uuid:…`, braces, no dashes, and `_` between digits
+#: (it parses the hex with `int`).
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 MAX_NAME_LENGTH = 100
 
@@ -128,3 +134,14 @@ def check_fields(body: Mapping[str, Any], fields: Collection[str], *, closed: bo
                 errors.setdefault(str(name)[:64], ["Unknown field."])
     if errors:
         raise ValidationFailed(errors)
+
+
+def parse_uuid(value: Any) -> uuid.UUID:
+    """An id from a URL or header, written as the answers write ids; ValueError otherwise.
+
+    One resource has one URL: a proxy's or WAF's path rule cannot be dodged by spelling an
+    id as `urn:uuid:…`, in braces or without its dashes."""
+    text = str(value)
+    if _UUID.fullmatch(text) is None:
+        raise ValueError("not a UUID in its 8-4-4-4-12 form")
+    return uuid.UUID(text)

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.accounts.models import AuthSession, User
 from core.rows import as_datetime, as_uuid, bind, fetch_one
+from core.validation import parse_uuid
 
 
 def user_by_email(account: str) -> User | None:
@@ -34,7 +35,7 @@ def open_sessions_of(user: User) -> QuerySet[AuthSession]:
 def open_session_of(user: User, session_id: Any) -> AuthSession | None:
     """One open session of `user` by id; None for another user's, an ended one or garbage."""
     try:
-        session_uuid = uuid.UUID(str(session_id))
+        session_uuid = parse_uuid(session_id)
     except ValueError:
         return None
     return open_sessions_of(user).filter(id=session_uuid).first()

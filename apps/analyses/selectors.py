@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.db.models import QuerySet
@@ -10,6 +9,7 @@ from django.db.models import QuerySet
 from apps.analyses.models import Analysis
 from apps.projects.selectors import ProjectLike
 from core.errors import NotFound
+from core.validation import parse_uuid
 
 
 def analyses_of(*, project: ProjectLike) -> QuerySet[Analysis]:
@@ -30,7 +30,7 @@ def analysis_in_project(
     only need the analysis to exist in the project).
     """
     try:
-        analysis_uuid = uuid.UUID(str(analysis_id))
+        analysis_uuid = parse_uuid(analysis_id)
     except ValueError as exc:
         raise NotFound() from exc
     queryset = Analysis.objects.filter(project_id=project.id)

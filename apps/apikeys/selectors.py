@@ -19,6 +19,7 @@ from apps.projects.models import Project
 from apps.projects.selectors import ProjectRecord
 from core.errors import NotFound, PermissionDenied, ProjectNotFound
 from core.rows import as_datetime, as_strings, as_uuid, fetch_one
+from core.validation import parse_uuid
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ def key_in_collection(
 ) -> ApiKey:
     """One key of the collection; a key of any other collection is 404 NOT_FOUND."""
     try:
-        key_uuid = uuid.UUID(str(key_id))
+        key_uuid = parse_uuid(key_id)
     except ValueError as exc:
         raise NotFound() from exc
     api_key = (
@@ -231,7 +232,7 @@ def collection_for(
         membership = membership_for(user, org_id)
         return Collection(kind, membership.organization, None, membership.role)
     try:
-        project_uuid = uuid.UUID(str(project_id))
+        project_uuid = parse_uuid(project_id)
     except ValueError as exc:
         raise ProjectNotFound() from exc
     project, role = project_for_user(user, project_uuid)

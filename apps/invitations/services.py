@@ -59,6 +59,7 @@ from apps.orgs.services import on_membership_change
 from core import throttling
 from core.errors import NotFound, PermissionDenied, ValidationFailed
 from core.permissions import MANAGER_ROLES, Role
+from core.validation import parse_uuid
 
 INVITATION_LIFETIME = timedelta(days=7)
 #: How long an invitation that stopped being pending (accepted, cancelled, expired) is
@@ -314,7 +315,7 @@ def prune_finished_invitations(*, now: datetime | None = None) -> int:
 
 def _uuid_or_404(value: Any) -> uuid.UUID:
     try:
-        return uuid.UUID(str(value))
+        return parse_uuid(value)
     except ValueError as exc:
         raise NotFound() from exc
 

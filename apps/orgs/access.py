@@ -16,7 +16,6 @@ The same functions serve API keys, JWT users and dashboard pages:
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,24 +40,19 @@ from core.errors import (
 from core.permissions import MANAGER_ROLES, ROLE_PERMISSIONS
 from core.principal import Principal
 from core.rows import as_uuid, bind, fetch_one
+from core.validation import parse_uuid
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser as User
 
 
-#: A UUID as SPEC and every answer write it (8-4-4-4-12 hex digits). `uuid.UUID` alone
-#: would also take `urn:uuid:…`, braces, no dashes, and `_` between digits (it parses the
-#: hex with `int`).
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
 def parse_project_id(value: str | None) -> uuid.UUID:
     if value is None or not value.strip():
         raise ProjectIdRequired()
-    value = value.strip()
-    if _UUID.fullmatch(value) is None:
-        raise ProjectIdInvalid()
-    return uuid.UUID(value)
+    try:
+        return parse_uuid(value.strip())
+    except ValueError as exc:
+        raise ProjectIdInvalid() from exc
 
 
 def project_for_user(user: User, project_id: uuid.UUID) -> tuple[Project, str]:
@@ -149,7 +143,7 @@ def require_permission(principal: Principal, project: ProjectRecord, permission:
 def membership_for(user: User, organization_id: uuid.UUID | str) -> Membership:
     """The caller's membership in an organization; 404 NOT_FOUND for outsiders."""
     try:
-        org_uuid = uuid.UUID(str(organization_id))
+        org_uuid = parse_uuid(organization_id)
     except ValueError as exc:
         raise NotFound() from exc
     membership = (

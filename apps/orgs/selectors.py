@@ -17,6 +17,7 @@ from apps.audit.models import AuditEvent
 from apps.orgs.models import Membership, Organization
 from core.errors import NotFound
 from core.rows import as_uuid, bind, fetch_all
+from core.validation import parse_uuid
 
 #: The order of `memberships_of` and `members_of`, as a cursor paginator takes it.
 BY_ORGANIZATION_NAME = ("organization_name", "id")
@@ -72,7 +73,7 @@ def members_of(membership: Membership) -> QuerySet[Membership]:
 def member_of(membership: Membership, user_id: Any) -> Membership:
     """One member of the caller's organization by user id; 404 NOT_FOUND otherwise."""
     try:
-        user_uuid = uuid.UUID(str(user_id))
+        user_uuid = parse_uuid(user_id)
     except ValueError as exc:
         raise NotFound() from exc
     target = members_of(membership).filter(user_id=user_uuid).first()

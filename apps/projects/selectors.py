@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from apps.projects.models import Channel, LogSource, Project
 from core.errors import NotFound
 from core.rows import as_uuid, bind, fetch_one
+from core.validation import parse_uuid
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ def channels_of(*, project: ProjectLike) -> QuerySet[Channel]:
 def _one_in_project(queryset: QuerySet, row_id: Any):
     """One row of the project; a malformed id or another project's row is 404 NOT_FOUND."""
     try:
-        row_uuid = uuid.UUID(str(row_id))
+        row_uuid = parse_uuid(row_id)
     except ValueError as exc:
         raise NotFound() from exc
     row = queryset.filter(id=row_uuid).first()

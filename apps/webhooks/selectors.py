@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.db.models import QuerySet
 
 from apps.webhooks.models import Delivery, Webhook
 from core.errors import NotFound
+from core.validation import parse_uuid
 
 
 def webhooks_of(organization_id: Any) -> QuerySet[Webhook]:
@@ -17,7 +17,7 @@ def webhooks_of(organization_id: Any) -> QuerySet[Webhook]:
 
 def webhook_of(organization_id: Any, webhook_id: Any) -> Webhook:
     try:
-        pk = uuid.UUID(str(webhook_id))
+        pk = parse_uuid(webhook_id)
     except ValueError as exc:
         raise NotFound() from exc
     webhook = Webhook.objects.filter(organization_id=organization_id, pk=pk).first()

@@ -19,7 +19,7 @@ from apps.accounts import services
 from apps.accounts.models import AuthSession
 from apps.accounts.services import REUSE_RACE_WINDOW
 from tests.factories import UserFactory
-from tests.orgs.helpers import bearer_client, error_code
+from tests.orgs.helpers import bearer_client, cookie_client, error_code
 
 pytestmark = pytest.mark.django_db
 
@@ -102,6 +102,21 @@ def test_expired_access_token_is_token_expired(pair):
     expired = claims_of(pair.access) | {"exp": int(timezone.now().timestamp()) - 5}
 
     assert_rejected(me(sign(expired)), code="TOKEN_EXPIRED")
+
+
+def test_a_pair_from_a_host_whose_clock_runs_ahead_works_here(owner, time_machine):
+    """Any number of web hosts (SPEC §4.14): one a second ahead issued the pair, so its
+    `iat` is later than this host's clock. The dashboard was logged out by it."""
+    issued = timezone.now().replace(microsecond=1000)
+    time_machine.move_to(issued, tick=False)
+    pair = services.start_session(owner)
+    time_machine.move_to(issued - timedelta(milliseconds=1300), tick=False)
+
+    assert me(pair.access).status_code == 200
+    assert refresh(pair.refresh).status_code == 200
+    page = cookie_client(owner)  # issued here, then presented to the host behind
+    time_machine.move_to(issued - timedelta(milliseconds=2600), tick=False)
+    assert page.get("/").status_code == 200
 
 
 @pytest.mark.parametrize(

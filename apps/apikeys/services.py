@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -39,6 +39,9 @@ from core.validation import FieldErrors, check_fields, clean_name
 logger = logging.getLogger("sigsentry.apikeys")
 
 LAST_USED_INTERVAL = timedelta(seconds=60)
+
+#: The latest instant Python's datetime holds.
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +246,8 @@ def roll_key(
     kind = kind_of(api_key)
     if expires_at is INHERIT:
         lifetime = api_key.expires_at and api_key.expires_at - api_key.created_at
-        expires_at = now + lifetime if lifetime else None
+        # a "never" spelled 9999-12-31 stays the latest instant, never past year 9999
+        expires_at = now + min(lifetime, _LATEST - now) if lifetime else None
         latest = guardrails.latest_expiry(api_key.organization, now)
         if expires_at is not None and latest is not None and kind is not KeyKind.PUBLIC:
             expires_at = min(expires_at, latest)  # no expiry stays none: refused (SPEC §4.10)

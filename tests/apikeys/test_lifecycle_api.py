@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
@@ -31,6 +31,7 @@ pytestmark = pytest.mark.django_db
 LEAKED = "/v1/leaked-keys"
 KINDS = list(KeyKind)
 KIND_IDS = ["sdk-keys", "project-api-keys", "org-api-keys"]
+LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def works(plaintext: str, project) -> bool:
@@ -82,6 +83,20 @@ def test_roll_mints_a_successor_and_the_old_key_works_until_the_grace_ends(owner
     assert rejected.status_code == 401
     assert error_code(rejected) == "KEY_EXPIRED"
     assert works(new["key"], project)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
+def test_a_key_whose_never_is_the_last_instant_of_9999_rolls(owner, project, kind, time_machine):
+    """The successor inherits the old key's lifetime from now: capped at the last instant a
+    timestamp holds (it overflowed, a 500, from the next second on)."""
+    old, _ = make_key(kind, project=project, expires_at=LAST_INSTANT)
+    time_machine.move_to(timezone.now() + timedelta(days=1))
+
+    response = roll(user_client(owner), kind, project, old, 60)
+
+    assert response.status_code == 201, response.content
+    successor = ApiKey.objects.get(pk=response.json()["id"])
+    assert successor.expires_at == LAST_INSTANT
 
 
 def test_roll_with_no_grace_retires_the_old_key_at_once(owner, project):

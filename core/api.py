@@ -17,12 +17,14 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Collection
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import DateTimeField
 from django.utils.module_loading import import_module
 from rest_framework.exceptions import MethodNotAllowed, ParseError
 from rest_framework.exceptions import NotFound as DrfNotFound
@@ -207,11 +209,31 @@ class Pagination(CursorPagination):
         return int(raw)
 
     def paginate_queryset(self, queryset, request, view=None):
+        self.model = queryset.model
         try:
             return super().paginate_queryset(queryset, request, view)
         except (DrfNotFound, DjangoValidationError) as exc:
             # Not base64, or a position that is not a time: both are a cursor we never made.
             raise ValidationFailed({"cursor": ["Invalid cursor."]}) from exc
+
+    def decode_cursor(self, request):
+        """DRF's cursor, refused (as not base64 is) when its position is what no column
+        holds: a NUL, or a time with an offset beyond ±14:00 (PostgreSQL refused the query)
+        or outside years 1 to 9999 in UTC (SQLite's conversion overflowed: a 500)."""
+        cursor = super().decode_cursor(request)
+        position = cursor.position if cursor is not None else None
+        if position is not None and (
+            "\x00" in position or (self._ordered_by_time() and not _storable_instant(position))
+        ):
+            raise DrfNotFound(self.invalid_cursor_message)
+        return cursor
+
+    def _ordered_by_time(self) -> bool:
+        try:
+            field = self.model._meta.get_field(self.ordering[0].lstrip("-"))
+        except FieldDoesNotExist:  # an annotation (a member's email, an organization's name)
+            return False
+        return isinstance(field, DateTimeField)
 
     def get_paginated_response(self, data: Any) -> Response:
         return Response({"results": data, "next": self.get_next_link()})
@@ -225,6 +247,25 @@ class Pagination(CursorPagination):
                 "next": {"type": "string", "format": "uri", "nullable": True},
             },
         }
+
+
+def _storable_instant(text: str) -> bool:
+    """False for a time with an offset beyond ±14:00 or outside years 1 to 9999 in UTC; True
+    for any other text (Django's own parse refuses what is not a time)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return True
+    offset = moment.utcoffset()
+    if offset is None:
+        return True
+    if abs(offset) > timedelta(hours=14):
+        return False
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 def json_object(request, fields: Collection[str] = (), *, closed: bool = False) -> dict[str, Any]:

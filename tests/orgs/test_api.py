@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
@@ -145,6 +146,28 @@ def test_a_cursor_whose_position_is_not_a_time_is_a_validation_error(
 ):
     cursor = base64.b64encode(f"p={position}".encode()).decode()
     response = user_client(member).get(projects_url(organization), {"cursor": cursor})
+
+    assert "cursor" in error_fields(response)
+
+
+@pytest.mark.parametrize(
+    "position",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2030-01-01T00:00:00+16:00"],
+)
+def test_a_cursor_at_a_time_no_column_holds_is_a_validation_error(member, organization, position):
+    """Not a 500 (SQLite's conversion to UTC overflowed) nor a 400 on `body` (PostgreSQL
+    refused an offset beyond ±15:59 in the query)."""
+    cursor = base64.b64encode(urlencode({"p": position}).encode()).decode()
+    response = user_client(member).get(projects_url(organization), {"cursor": cursor})
+
+    assert "cursor" in error_fields(response)
+
+
+@pytest.mark.parametrize("url", ["/v1/organizations", "/v1/organizations/{}/members"])
+def test_a_cursor_holding_a_nul_is_a_validation_error(member, organization, url):
+    """A NUL no text column holds: PostgreSQL refused it in the query (a 400 on `body`)."""
+    cursor = base64.b64encode(urlencode({"p": "a\x00b"}).encode()).decode()
+    response = user_client(member).get(url.format(organization.id), {"cursor": cursor})
 
     assert "cursor" in error_fields(response)
 

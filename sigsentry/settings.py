@@ -137,11 +137,16 @@ def _is_link_base(url: str) -> bool:
 
 
 def _parse_duration(value: str, name: str) -> timedelta:
+    """A duration from 1 minute to 10 years: 0 issued sessions already over, and one that a
+    login's time plus it overflows answered every login with a 500."""
     match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", value)
     if not match:
         raise ImproperlyConfigured(f"{name} must look like 30d, 12h, 45m or 3600s, not {value!r}.")
     amount, unit = int(match.group(1)), match.group(2) or "s"
-    return timedelta(seconds=amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+    seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    if not 60 <= seconds <= 3650 * 86400:
+        raise ImproperlyConfigured(f"{name} must be from 1 minute to 3650 days, not {value!r}.")
+    return timedelta(seconds=seconds)
 
 
 def _parse_instant(value: str, name: str) -> datetime:

@@ -181,7 +181,9 @@ def test_session_max_age_is_parsed(value, expected):
     assert values["SIMPLE_JWT"]["REFRESH_TOKEN_LIFETIME"] == str(expected)
 
 
-@pytest.mark.parametrize("value", ["forever", "30 days", "-1d", "1.5h", "d"])
+@pytest.mark.parametrize(
+    "value", ["forever", "30 days", "-1d", "1.5h", "d", "0", "59s", "3651d", "99999999999d"]
+)
 def test_unreadable_session_max_age_is_a_clear_error(value):
     refused(SECRET | {"JWT_SESSION_MAX_AGE": value}, "JWT_SESSION_MAX_AGE")
 

@@ -1,4 +1,5 @@
-"""`run_worker`'s flags: a number of seconds above zero, or the command stops at once."""
+"""`run_worker`'s flags: a number of seconds above zero and at most a year, or the command
+stops at once."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 
 @pytest.mark.parametrize("flag", ["--poll-interval", "--checks-every", "--urgent-every"])
-@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "soon"])
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "soon", "1e308", "31708801"])
 def test_a_flag_that_is_not_a_positive_number_of_seconds_is_refused_before_starting(flag, value):
     # Before: --poll-interval -1 ran until the first idle loop, then crashed (time.sleep).
     with pytest.raises(CommandError, match="seconds"):

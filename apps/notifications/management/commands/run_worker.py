@@ -37,13 +37,14 @@ OUTAGE_PAUSE_SECONDS = 5.0
 
 
 def seconds(text: str) -> float:
-    """A flag's number of seconds: more than zero (a typo must not crash the worker later)."""
+    """A flag's number of seconds: more than zero, at most a year (a typo must not crash the
+    worker later: 1e308 overflowed the first schedule's time)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    if not 0 < value <= 366 * 86400:
+        raise argparse.ArgumentTypeError(f"must be from 0 to a year of seconds: {text!r}")
     return value
 
 

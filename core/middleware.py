@@ -22,6 +22,7 @@ from core.errors import (
 from core.logging import request_route
 from core.net import client_ip
 from core.principal import AUTH_DECISION
+from core.wsgi import CHUNKED_BODY_TOO_LARGE
 
 logger = logging.getLogger("core.errors")
 access_logger = logging.getLogger("sigsentry.access")
@@ -218,6 +219,8 @@ class RequestSizeLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if CHUNKED_BODY_TOO_LARGE in request.META:  # core.wsgi read no more than this limit
+            return self.refusal(request, limit)
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -228,14 +231,18 @@ class RequestSizeLimitMiddleware:
                 if length <= limit + self.LINGER_BYTES:
                     while request.read(self.CHUNK_BYTES):
                         pass
-                if is_api_path(request.path):
-                    return json_error_response(
-                        ValidationFailed(
-                            {"body": [f"At most {limit} bytes."]}, "The request body is too large."
-                        )
-                    )
-                return HttpResponse(render_to_string("errors/400.html"), status=400)
+                return self.refusal(request, limit)
         return self.get_response(request)
+
+    @staticmethod
+    def refusal(request: HttpRequest, limit: int) -> HttpResponse:
+        if is_api_path(request.path):
+            return json_error_response(
+                ValidationFailed(
+                    {"body": [f"At most {limit} bytes."]}, "The request body is too large."
+                )
+            )
+        return HttpResponse(render_to_string("errors/400.html"), status=400)
 
     @staticmethod
     def view_limit(request: HttpRequest) -> int | None:

@@ -11,6 +11,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -187,13 +188,14 @@ def call(
     body: Any = None,
     timeout: float = 15,
 ) -> Reply:
-    """One HTTP request on a fresh connection (so each one may land on any worker)."""
+    """One HTTP request on a fresh connection (so each one may land on any worker). A body
+    given as an iterator of bytes is sent chunked (`Transfer-Encoding: chunked`, no length)."""
     parts = urlsplit(base_url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     payload = None
     headers = dict(headers or {})
     if body is not None:
-        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        payload = body if isinstance(body, bytes | Iterator) else json.dumps(body).encode()
         headers.setdefault("Content-Type", "application/json")
     started_at = time.monotonic()
     try:

@@ -28,7 +28,7 @@ from apps.accounts import services as account_services
 from apps.analyses.models import Analysis
 from apps.apikeys.keyformat import KeyKind, generate
 from apps.projects.models import Channel, LogSource
-from tests.factories import make_key
+from tests.factories import PASSWORD, make_key
 from tests.reliability.endpoints import PARAM, api_endpoints, param_values
 from tests.reliability.helpers import bearer, call
 
@@ -428,6 +428,23 @@ def test_oversized_input_through_gunicorn_is_rejected_cleanly(live_url, project,
     # Beyond what even the server accepts: refused before the application, still a 4xx.
     reply = call(live_url, "GET", "/v1/me", headers={"Authorization": "Bearer " + "a" * 40_000})
     assert 400 <= reply.status < 500
+
+
+@pytest.mark.slow
+def test_a_body_sent_chunked_is_read_and_one_too_large_refused(live_url, owner):
+    """Without a Content-Length (a Go or Node client streaming its JSON) Django read the
+    body as empty: "an email address is required" for a body that held one."""
+    login = json.dumps({"email": owner.email, "password": PASSWORD}).encode()
+    reply = call(live_url, "POST", "/v1/auth/login", body=iter([login[:9], login[9:]]))
+    assert reply.status == 200, reply.body
+    assert set(reply.json) >= {"access", "refresh"}
+
+    big = _big_json()
+    reply = call(live_url, "POST", "/v1/auth/login", body=iter([big[:400_000], big[400_000:]]))
+    assert (reply.status, reply.code) == (400, "VALIDATION_ERROR")
+    assert reply.json["error"]["details"]["fields"] == {
+        "body": [f"At most {django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."]
+    }
 
 
 @pytest.mark.slow

@@ -13,6 +13,8 @@ from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.apikeys.services import mint_key
 from apps.orgs.models import Membership, Organization
 from apps.projects.models import Project
+from apps.webhooks.models import EventType
+from apps.webhooks.services import CreatedWebhook, create_webhook
 from core.permissions import ALL_PERMISSIONS, Role
 
 PASSWORD = "correct-horse-battery-staple"
@@ -132,3 +134,12 @@ def make_legacy_key(
         **fields,
     )
     return api_key, plaintext
+
+
+def make_webhook(
+    organization: Organization, actor: User, url: str = "https://8.8.8.8/hooks/sigsentry"
+) -> CreatedWebhook:
+    """A webhook for every event, through the real service (a public address: no setting)."""
+    return create_webhook(
+        actor=actor, organization=organization, url=url, events=list(EventType.values)
+    )

@@ -9,9 +9,7 @@ import pytest
 
 from apps.analyses.models import Analysis
 from apps.apikeys.keyformat import KeyKind
-from apps.webhooks import services as webhook_services
-from apps.webhooks.models import EventType
-from tests.factories import make_key
+from tests.factories import make_key, make_webhook
 from tests.orgs.helpers import error_code, user_client
 
 pytestmark = pytest.mark.django_db
@@ -25,19 +23,13 @@ SPELLINGS = {
 
 
 @pytest.fixture
-def paths(owner, member, organization, project, settings):
+def paths(owner, organization, project):
     """Paths with one id each in its place, as `{}`, and that id."""
-    settings.WEBHOOKS_ALLOW_PRIVATE = True
     api_key, _ = make_key(KeyKind.SECRET, project=project)
     analysis = Analysis.objects.create(
         project=project, title="t", input="i", created_by_type="user", created_by_label="x"
     )
-    webhook = webhook_services.create_webhook(
-        actor=owner,
-        organization=organization,
-        url="http://127.0.0.1:9/hook",
-        events=list(EventType.values),
-    ).webhook
+    webhook = make_webhook(organization, owner).webhook
     org = f"/v1/organizations/{organization.id}"
     keys = f"/v1/projects/{project.id}/api-keys"
     return [

@@ -18,10 +18,9 @@ from apps.audit.models import AuditEvent
 from apps.invitations.models import Invitation
 from apps.invitations.services import invite_member
 from apps.orgs.models import Membership
-from apps.webhooks import services as webhook_services
-from apps.webhooks.models import EventType, Webhook
+from apps.webhooks.models import Webhook
 from core.confirm import CONFIRM_FIELD, CONFIRM_VALUE
-from tests.factories import make_key
+from tests.factories import make_key, make_webhook
 from tests.orgs.helpers import bearer_client
 from tests.pages import CONFIRMED, assert_no_inline_code, html, key_page_url, logged_in
 
@@ -146,12 +145,7 @@ def destructive(request, owner, member, organization, mailbox):
             lambda: Invitation.objects.get().cancelled_at is not None,
         )
     if name == "remove webhook":
-        webhook = webhook_services.create_webhook(
-            actor=owner,
-            organization=organization,
-            url="https://8.8.8.8/hooks/sigsentry",
-            events=list(EventType.values),
-        ).webhook
+        webhook = make_webhook(organization, owner).webhook
         return Destructive(
             f"/orgs/{organization.id}/webhooks/{webhook.id}/delete/",
             "Remove the webhook to 8.8.8.8?",

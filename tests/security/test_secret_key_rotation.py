@@ -12,9 +12,9 @@ from apps.accounts import twofactor
 from apps.accounts.models import TotpDevice
 from apps.accounts.password_reset import make_reset_token
 from apps.webhooks import crypto
-from apps.webhooks import services as webhook_services
-from apps.webhooks.models import EventType, Webhook
+from apps.webhooks.models import Webhook
 from core import sealed
+from tests.factories import make_webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -22,20 +22,10 @@ NEW_KEY = "a-new-secret-key-after-rotation-0123456789abcdefghij"
 UNKNOWN_KEY = "a-key-this-deployment-never-had-0123456789abcdefghij"
 
 
-def add_webhook(owner, organization, path: str):
-    return webhook_services.create_webhook(
-        actor=owner,
-        organization=organization,
-        url=f"http://127.0.0.1:9/{path}",
-        events=list(EventType.values),
-    )
-
-
 @pytest.fixture
 def stored(owner, organization, settings):
     """A webhook and a two-factor set-up, their secrets sealed under the old SECRET_KEY."""
-    settings.WEBHOOKS_ALLOW_PRIVATE = True
-    webhook = add_webhook(owner, organization, "hook")
+    webhook = make_webhook(organization, owner)
     setup = twofactor.start_setup(user=owner)
     return webhook.secret, setup.secret
 
@@ -71,7 +61,7 @@ def test_a_secret_no_configured_key_opens_is_named_and_left_as_it_is(
     stored, owner, organization, settings
 ):
     settings.SECRET_KEY = UNKNOWN_KEY
-    lost = add_webhook(owner, organization, "other")
+    lost = make_webhook(organization, owner, "https://8.8.8.8/other")
     lost_token = Webhook.objects.get(pk=lost.webhook.pk).secret_ciphertext
     settings.SECRET_KEY = NEW_KEY  # the fixture's key is gone too, and nothing names UNKNOWN_KEY
     settings.SECRET_KEY_FALLBACKS = []

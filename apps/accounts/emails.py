@@ -12,6 +12,7 @@ rotate spellings past the limit.
 from __future__ import annotations
 
 import unicodedata
+from email.errors import HeaderParseError
 
 from django.core.exceptions import ValidationError
 from django.core.mail.message import sanitize_address
@@ -74,7 +75,9 @@ def sent_as_another(value: str) -> bool:
     email = normalize_email(value)
     try:
         return sanitize_address(email, "utf-8") != email
-    except (ValueError, UnicodeError):  # an address the backend cannot send to at all
+    # an address the backend cannot send to at all; its parser (the standard library's)
+    # raises IndexError on some, such as an empty encoded word
+    except (ValueError, UnicodeError, IndexError, HeaderParseError):
         return True
 
 

@@ -16,13 +16,15 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from apps.accounts.models import AuthSession
-from apps.accounts.password_reset import make_reset_token
+from apps.accounts.models import AuthSession, User
+from apps.accounts.password_reset import confirm_password_reset, make_reset_token
 from apps.notifications.tasks import urgent_checks
+from core.errors import ValidationFailed
 from core.tasks import STALLED_AFTER
 from tests.factories import PASSWORD, UserFactory
 from tests.orgs.helpers import bearer_client, error_code, error_fields
 from tests.pages import assert_no_inline_code, html, logged_in
+from tests.races import Call, race
 from tests.tasks import run_ready_tasks
 
 pytestmark = pytest.mark.django_db
@@ -123,6 +125,37 @@ def test_an_expired_token_is_refused_and_changes_nothing(api_client, owner):
     assert response.status_code == 400 and "token" in error_fields(response)
     owner.refresh_from_db()
     assert owner.check_password(PASSWORD)
+
+
+def test_a_link_of_an_account_deactivated_since_changes_nothing(api_client, owner):
+    token = make_reset_token(owner)
+    User.objects.filter(pk=owner.pk).update(is_active=False)
+
+    response = confirm(api_client, token)
+
+    assert response.status_code == 400 and "token" in error_fields(response)
+    owner.refresh_from_db()
+    assert owner.check_password(PASSWORD)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's row locks")
+def test_one_link_used_twice_at_once_sets_one_password(owner):
+    """The token is checked again under the user row's lock: the second confirm, waiting
+    for the first's commit, finds it spent."""
+    token = make_reset_token(owner)
+    first = Call(
+        lambda: confirm_password_reset(token=token, password="first-Pa55phrase-2026"),
+        held_after=lambda sql: sql.startswith("UPDATE") and 'SET "password"' in sql,
+    )
+    second = Call(lambda: confirm_password_reset(token=token, password="second-Pa55phrase-2026"))
+
+    race(first, second, second_waits=True)
+
+    assert first.error is None
+    assert isinstance(second.error, ValidationFailed), second.error
+    owner.refresh_from_db()
+    assert owner.check_password("first-Pa55phrase-2026")
 
 
 @pytest.mark.parametrize(

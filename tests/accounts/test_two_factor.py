@@ -14,7 +14,7 @@ from django.test import Client, override_settings
 
 from apps.accounts import mfa_login, twofactor
 from apps.accounts.cookies import ACCESS_COOKIE
-from apps.accounts.models import RecoveryCode, TotpDevice
+from apps.accounts.models import AuthSession, RecoveryCode, TotpDevice, User
 from apps.accounts.services import change_password
 from apps.apikeys.keyformat import KeyKind
 from core.errors import ValidationFailed
@@ -186,6 +186,15 @@ def test_a_recovery_code_logs_in_once(api_client, owner):
     assert twofactor.recovery_codes_left(owner) == 8
 
 
+def test_a_recovery_code_of_another_account_does_not_finish_a_login(api_client, owner):
+    enable_two_factor(owner)
+    _secret, others_codes = enable_two_factor(UserFactory())
+
+    response = second_step(api_client, mfa_token(api_client, owner), others_codes[0])
+
+    assert response.status_code == 401 and error_code(response) == "INVALID_CREDENTIALS"
+
+
 def test_a_wrong_code_is_invalid_credentials(api_client, owner):
     enable_two_factor(owner)
     token = mfa_token(api_client, owner)
@@ -229,6 +238,35 @@ def test_wrong_codes_are_throttled_per_account_over_a_day_too(api_client, owner,
     assert int(right["Retry-After"]) > 300
 
 
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"login_ip": (3, 300)})
+def test_wrong_codes_count_against_the_client_too(api_client, owner, throttle_clock):
+    """Per client as well as per account: someone holding many accounts' passwords gets no
+    more guesses by spreading them."""
+    secret, _codes = enable_two_factor(owner)
+    token = mfa_token(api_client, owner)  # the password step counts one attempt
+    statuses = [second_step(api_client, token, "000000").status_code for _ in range(2)]
+    fresh_step()
+
+    right = second_step(api_client, token, code_at(secret))
+
+    assert statuses == [401, 401]
+    assert right.status_code == 429 and error_code(right) == "RATE_LIMITED"
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"login_ip": (2, 300)})
+def test_enable_is_refused_from_a_client_past_its_login_limit(api_client, owner, throttle_clock):
+    for _ in range(2):
+        api_client.post(LOGIN, {"email": owner.email, "password": "wrong-one"}, format="json")
+    client = user_client(owner)
+    secret = client.post(SETUP).json()["secret"]
+    fresh_step()
+
+    response = client.post(ENABLE, {"code": code_at(secret)}, format="json")
+
+    assert response.status_code == 429 and error_code(response) == "RATE_LIMITED"
+    assert not twofactor.is_enabled(owner)
+
+
 def test_an_expired_mfa_token_is_refused(api_client, owner, monkeypatch):
     secret, _codes = enable_two_factor(owner)
     token = mfa_token(api_client, owner)
@@ -261,6 +299,19 @@ def test_an_mfa_token_finishes_one_login_only(api_client, owner):
     reused = second_step(api_client, token, codes[1])
     assert reused.status_code == 401
     assert twofactor.recovery_codes_left(owner) == 9  # the second code was not spent
+
+
+def test_an_mfa_token_of_an_account_deactivated_since_does_not_log_in(api_client, owner):
+    secret, _codes = enable_two_factor(owner)
+    token = mfa_token(api_client, owner)
+    User.objects.filter(pk=owner.pk).update(is_active=False)
+    sessions = AuthSession.objects.filter(user=owner).count()
+    fresh_step()
+
+    response = second_step(api_client, token, code_at(secret))
+
+    assert response.status_code == 401
+    assert AuthSession.objects.filter(user=owner).count() == sessions
 
 
 def test_a_password_change_kills_outstanding_mfa_tokens(api_client, owner):

@@ -17,9 +17,12 @@ from apps.apikeys.keyformat import KeyKind
 from apps.invitations import services as invitations
 from apps.invitations import views as invitation_views
 from apps.orgs.models import Membership
-from core.logging import JsonFormatter, request_route
+from core.logging import JsonFormatter, RedactRequestPath, request_route
 from tests.conftest import bearer
 from tests.factories import make_key
+
+#: A token-like segment of 20 characters, the length from which paths are masked.
+TOKEN_20 = "Ab3dEf6hIj9kLm2nOp5q"
 
 
 @pytest.mark.parametrize(
@@ -189,3 +192,25 @@ def test_a_path_that_matched_nothing_is_written_with_its_long_segments_masked(rf
     request = rf.get("/v1/nothing/here")
     request.resolver_match = None
     assert request_route(request) == "/v1/nothing/here"
+
+
+def test_a_segment_of_twenty_characters_is_masked_too(rf):
+    """The threshold the masking promises: a token of 20 characters is one."""
+    request = rf.get(f"/reset/{TOKEN_20}/")
+    request.resolver_match = None
+    assert TOKEN_20 not in request_route(request)
+
+
+def test_the_escaped_path_django_writes_for_a_non_ascii_url_is_redacted_too(rf):
+    """Django's per-response lines carry a non-ASCII path escaped (`unicode_escape`)."""
+    request = rf.get(f"/caf\u00e9/{TOKEN_20}{TOKEN_20}/")
+    request.resolver_match = None
+    escaped = request.path.encode("unicode_escape").decode("ascii")
+    record = logging.LogRecord(
+        "django.request", logging.WARNING, __file__, 1, "Not Found: %s", (escaped,), None
+    )
+    record.request = request
+
+    RedactRequestPath().filter(record)
+
+    assert escaped != request.path and TOKEN_20 not in record.getMessage()

@@ -89,6 +89,19 @@ def test_ending_anything_but_an_own_open_session_is_404(owner, member, which):
     assert bearer_client(theirs.access).get("/v1/me").status_code == 200
 
 
+def test_a_session_past_its_cap_is_not_listed_and_ending_it_is_404(owner):
+    current = services.start_session(owner)
+    old_id = session_of(services.start_session(owner).access).id
+    AuthSession.objects.filter(id=old_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    client = bearer_client(current.access)
+
+    listed = {row["id"] for row in client.get(SESSIONS).json()["results"]}
+    ended = client.post(f"{SESSIONS}/{old_id}/end")
+
+    assert str(old_id) not in listed
+    assert ended.status_code == 404
+
+
 def test_the_cookie_session_needs_the_csrf_token_to_end_a_session(owner):
     other = services.start_session(owner)
     client = cookie_client(owner)

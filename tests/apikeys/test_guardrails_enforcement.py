@@ -77,6 +77,16 @@ def test_the_client_ip_comes_from_the_trusted_proxy(project):
     assert error_code(outside) == error_code(spoofed) == "IP_NOT_ALLOWED"
 
 
+@pytest.mark.parametrize("remote", ["", "unix:/run/gunicorn.sock", "not-an-ip"])
+def test_without_a_client_ip_an_ip_bound_key_is_refused(project, remote):
+    """A server on a Unix socket, or behind a proxy that sends no address: never let through."""
+    _api_key, plaintext = make_key(KeyKind.SECRET, project=project, allowed_ips=ALLOWED)
+
+    response = analyses(plaintext, project, remote)
+
+    assert response.status_code == 403 and error_code(response) == "IP_NOT_ALLOWED"
+
+
 def test_an_allowlist_change_applies_to_the_next_request(owner, project):
     api_key, plaintext = make_key(KeyKind.SECRET, project=project, allowed_ips=ALLOWED)
     assert analyses(plaintext, project, "198.51.100.7").status_code == 403

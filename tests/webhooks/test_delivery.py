@@ -493,6 +493,20 @@ def test_a_webhook_deleted_during_an_attempt_ends_it_quietly(
         failing.stop()
 
 
+def test_a_delivery_of_a_webhook_disabled_since_it_was_queued_is_not_sent(
+    make_webhook, receiver, project
+):
+    created = make_webhook(receiver.url)
+    make_key(KeyKind.SECRET, project=project)
+    # disabled without its pending deliveries failed: what a disable racing the claim leaves
+    Webhook.objects.filter(pk=created.webhook.pk).update(disabled_at=timezone.now())
+
+    deliveries.attempt_delivery(str(only_delivery().pk))
+
+    assert receiver.requests == []
+    assert only_delivery().status == "failed"
+
+
 def test_a_failing_endpoint_never_holds_up_another_organizations_delivery(
     make_webhook, receiver, project, organization
 ):

@@ -21,7 +21,7 @@ from apps.webhooks.models import Delivery, EventType, Webhook
 from apps.webhooks.urlsafety import Target
 from core.errors import ValidationFailed
 from tests.factories import make_key
-from tests.outbound import Receiver
+from tests.outbound import Receiver, self_signed_certificate
 
 pytestmark = pytest.mark.django_db
 
@@ -30,17 +30,21 @@ HOST = "hooks.example.com"
 
 @pytest.fixture
 def dns(monkeypatch):
-    """Faked answers for the names set in the returned dict; every other name resolves as usual."""
-    answers: dict[str, str] = {}
+    """Faked answers for the names set in the returned dict (an address, or a list of them);
+    every other name resolves as usual."""
+    answers: dict[str, str | list[str]] = {}
     real = socket.getaddrinfo
 
     def getaddrinfo(host, port, *args, **kwargs):
         if host not in answers:
             return real(host, port, *args, **kwargs)
-        address = answers[host]
-        if ":" in address:
-            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))]
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        addresses = answers[host]
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))
+            if ":" in address
+            else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))
+            for address in ([addresses] if isinstance(addresses, str) else addresses)
+        ]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return answers
@@ -89,6 +93,38 @@ def test_a_name_resolving_to_a_private_address_at_delivery_is_refused_without_co
         "address not allowed",
     )
     assert delivery.last_status_code is None
+
+
+@pytest.mark.parametrize("private", ["10.0.0.1", "169.254.169.254", "::1"])
+def test_a_name_with_one_private_address_among_public_ones_is_refused(dns, settings, private):
+    """Every address the name resolves to is checked, not the first: the connection may go
+    to any of them."""
+    settings.WEBHOOKS_ALLOW_PRIVATE = False
+    dns[HOST] = ["8.8.8.8", private]
+
+    with pytest.raises(urlsafety.UnsafeUrl):
+        urlsafety.resolve(f"https://{HOST}/hooks/sigsentry")
+
+
+def test_a_receiver_whose_certificate_no_authority_signed_is_a_tls_error(tmp_path, monkeypatch):
+    """The receiver's certificate is verified: one that is not trusted gets nothing, and the
+    same receiver, its certificate trusted (OpenSSL's SSL_CERT_FILE), gets the delivery."""
+    certificate, key = self_signed_certificate(tmp_path, "localhost")
+    receiver = Receiver(tls=(certificate, key))
+    target = Target(
+        "https", "localhost", receiver.server.server_address[1], "/hooks/sigsentry", ("127.0.0.1",)
+    )
+    try:
+        untrusted = outbound.post(target, b"{}", {})
+        requests_then = list(receiver.requests)
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+        trusted = outbound.post(target, b"{}", {})
+    finally:
+        receiver.stop()
+
+    assert untrusted == outbound.Outcome(None, "TLS error")
+    assert requests_then == []
+    assert trusted == outbound.Outcome(200, "")
 
 
 def test_plain_http_connects_to_the_checked_address_not_the_host_name(receiver):

@@ -181,6 +181,23 @@ def test_a_key_expiring_beyond_the_policy_is_refused(owner, project, policy, kin
 
 
 @pytest.mark.parametrize("kind", SECRET_KINDS, ids=SECRET_IDS)
+def test_a_key_beyond_the_policy_and_with_another_bad_field_is_told_both(
+    owner, project, policy, kind
+):
+    """Every invalid field at once (SPEC §3), the policy's included."""
+    body = {
+        "name": "Deploys",
+        "permissions": ["analysis:read"],
+        "expiresAt": iso(timezone.now() + timedelta(days=31)),
+        "rateLimit": {"requests": 0, "perSeconds": 60},
+    }
+    response = user_client(owner).post(collection_url(kind, project), body, format="json")
+
+    assert set(error_fields(response)) == {"expiresAt", "rateLimit"}
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.parametrize("kind", SECRET_KINDS, ids=SECRET_IDS)
 def test_a_key_expiring_within_the_policy_is_minted(owner, project, policy, kind):
     response = mint(
         user_client(owner), kind, project, timezone.now() + timedelta(days=29, hours=23)

@@ -18,6 +18,7 @@ from apps.invitations import services as invitation_services
 from apps.invitations.models import Invitation
 from apps.orgs.admin import delete_membership, save_membership
 from apps.orgs.models import Membership
+from core.errors import ApiError
 from core.permissions import Role
 from tests.factories import MembershipFactory, UserFactory
 from tests.invitations.test_api import accept, invitations_url, invite, token_from
@@ -210,6 +211,37 @@ def test_a_deactivation_and_its_cancellations_are_written_together(
 
 
 # Accepting checks the inviter again, whatever left the invitation pending ------------------
+
+
+def test_an_admin_demoted_since_their_membership_was_read_cannot_invite(admin, organization):
+    """The role is read again under the organization's lock: a demotion committed after the
+    request read the membership counts (the object stands for that read)."""
+    read_before = Membership.objects.get(organization=organization, user=admin)
+    Membership.objects.filter(pk=read_before.pk).update(role=Role.MEMBER)
+
+    with pytest.raises(ApiError):
+        invitation_services.invite_member(
+            actor_membership=read_before, email="new@example.com", role=Role.ADMIN
+        )
+
+    assert not Invitation.objects.exists()
+
+
+def test_an_admin_demoted_since_their_membership_was_read_cannot_cancel(owner, admin, organization):
+    invitation_services.invite_member(
+        actor_membership=Membership.objects.get(organization=organization, user=owner),
+        email="new@example.com",
+        role=Role.VIEWER,
+    )
+    read_before = Membership.objects.get(organization=organization, user=admin)
+    Membership.objects.filter(pk=read_before.pk).update(role=Role.MEMBER)
+
+    with pytest.raises(ApiError):
+        invitation_services.cancel_invitation(
+            actor_membership=read_before, invitation_id=Invitation.objects.get().pk
+        )
+
+    assert Invitation.objects.get().cancelled_at is None
 
 
 def test_accepting_refuses_what_a_demoted_inviter_may_no_longer_send(owner, organization, mailbox):

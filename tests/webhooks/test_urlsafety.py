@@ -49,7 +49,11 @@ def test_non_public_addresses_are_refused(address):
     assert is_public_address(address) is False
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address",
+    # the last: a public IPv4 address as an IPv6 socket writes it (read as the IPv4 one)
+    ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"],
+)
 def test_public_addresses_are_allowed(address):
     assert is_public_address(address) is True
 

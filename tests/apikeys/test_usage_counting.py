@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from datetime import UTC, timedelta
 from io import StringIO
 
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 
 from apps.apikeys import keyformat
 from apps.apikeys.gate.counters import RECENT_IPS_KEPT, bucket_start
+from apps.apikeys.gate.store import local_store
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 from apps.apikeys.representation import key_json
@@ -521,6 +523,32 @@ def test_prune_keeps_48_hours_of_hourly_and_90_days_of_daily_usage(owner, projec
     assert set(KeyUsage.objects.filter(key=api_key)) == set(kept)
     assert not KeyUsage.objects.filter(id__in=[r.id for r in gone]).exists()
     assert list(KeyUsageIp.objects.filter(key=api_key)) == [recent_ip]
+
+
+def test_a_process_drops_its_counters_of_closed_periods_once_they_are_copied():
+    """Without REDIS_URL each process keeps its own counters: those of periods over a day
+    old that were copied go at the daily prune, so the process's memory stays bounded."""
+    store, key_id, now = local_store(), str(uuid.uuid4()), timezone.now()
+    old, recent = (str(int((now - age).timestamp())) for age in (timedelta(days=2), timedelta()))
+    copied_old, copied_recent, pending_old = (
+        (key_id, "hour", old),
+        (key_id, "hour", recent),
+        (key_id, "day", old),
+    )
+    with store.lock:
+        for bucket in (copied_old, copied_recent, pending_old):
+            store.buckets[bucket] = {"r": 1, "f": 0}
+        store.dirty.add(pending_old)  # not copied yet
+    try:
+        prune_usage(now)
+
+        assert copied_old not in store.buckets
+        assert {copied_recent, pending_old} <= set(store.buckets)
+    finally:
+        with store.lock:
+            for bucket in (copied_old, copied_recent, pending_old):
+                store.buckets.pop(bucket, None)
+            store.dirty.discard(pending_old)
 
 
 def test_a_revoked_key_keeps_its_history(owner, project):

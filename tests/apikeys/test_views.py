@@ -286,6 +286,18 @@ def test_replayed_mint_post_mints_nothing_and_redirects_to_the_list(owner, proje
     assert not KEY_IN_CODE.search(html(followed))
 
 
+def test_a_mint_form_older_than_its_nonces_life_asks_again(owner, project, time_machine):
+    """A form's nonce lives 12 hours (a page left open overnight asks again)."""
+    client = logged_in(owner)
+    nonce = nonce_of(client, api_url(project))
+    time_machine.move_to(timezone.now() + timedelta(hours=12, minutes=1))
+
+    response = mint(logged_in(owner), api_url(project), nonce=nonce)
+
+    assert response.status_code == 200 and "This form expired" in html(response)
+    assert not ApiKey.objects.exists()
+
+
 @pytest.mark.parametrize("nonce", ["", "forged", None])
 def test_mint_without_a_valid_nonce_asks_again_and_mints_nothing(owner, project, nonce):
     client = logged_in(owner)

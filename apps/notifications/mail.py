@@ -24,7 +24,6 @@ from apps.apikeys.models import ApiKey, KeyScope, KeyType, active_at
 from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Membership, Organization
 from core import mailserver, metrics
-from core.mailserver import is_server_failure
 from core.permissions import MANAGER_ROLES
 
 logger = logging.getLogger("sigsentry.notifications")
@@ -220,7 +219,7 @@ class Sent:
     @property
     def server_failed(self) -> bool:
         """Whether the server itself failed (unreachable, silent, hung up), not one copy."""
-        return is_server_failure(self.failure)
+        return mailserver.is_server_failure(self.failure)
 
 
 def send_reminder_email(
@@ -257,7 +256,7 @@ def send_reminder_email(
                     )
                     sent.refused.append(address)
                 except smtplib.SMTPResponseException as exc:
-                    if is_server_failure(exc):
+                    if mailserver.is_server_failure(exc):
                         raise
                     sent.failure = sent.failure or exc  # this message refused: tried again
                 else:

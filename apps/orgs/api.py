@@ -256,7 +256,7 @@ class MemberView(OrgManagementView):
         summary="Change a member's role",
         description=(
             "Owners and admins; admins cannot change owners or make owners. Demoting the "
-            "last owner is 409 LAST_OWNER."
+            "last owner whose account is active is 409 LAST_OWNER."
         ),
         tags=["organizations"],
         request=MemberRoleInputSerializer,
@@ -279,8 +279,8 @@ class MemberView(OrgManagementView):
         operation_id="members_remove",
         summary="Remove a member",
         description=(
-            "Owners and admins; admins cannot remove owners. Removing the last owner is "
-            "409 LAST_OWNER."
+            "Owners and admins; admins cannot remove owners. Removing the last owner whose "
+            "account is active is 409 LAST_OWNER."
         ),
         tags=["organizations"],
         responses={

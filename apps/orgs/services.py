@@ -85,6 +85,26 @@ def lock_owners(organization_id: Any) -> list[Membership]:
     )
 
 
+def _leaves_no_active_owner(owners: list[Membership], target: Membership) -> bool:
+    """Whether demoting or removing `target` leaves no owner whose account is active. Under
+    the owners' locks (`lock_owners`), read in a statement of its own as
+    `account_active_now` is: an owner deactivated meanwhile is no owner to keep, since a
+    deactivated account cannot act and nobody else may make owners."""
+    if target.role != Role.OWNER:
+        return False
+    others = [owner.user_id for owner in owners if owner.pk != target.pk]
+    return not get_user_model().objects.filter(pk__in=others, is_active=True).exists()
+
+
+def _last_owner(owners: list[Membership]) -> LastOwner:
+    if len(owners) <= 1:
+        return LastOwner()
+    return LastOwner(
+        message="An organization must keep at least one owner who can act: "
+        "the other owners' accounts are deactivated."
+    )
+
+
 def _guard_target(actor_membership: Membership, target: Membership) -> None:
     # Admins manage members and admins, never owners.
     if actor_membership.role != Role.OWNER and target.role == Role.OWNER:
@@ -225,8 +245,8 @@ def change_member_role(
             raise PermissionDenied(message="Only owners can make owners.")
         if target.role == role:
             return target
-        if target.role == Role.OWNER and len(owners) <= 1:
-            raise LastOwner()
+        if _leaves_no_active_owner(owners, target):
+            raise _last_owner(owners)
         previous = target.role
         target.role = role
         target.save(update_fields=["role"])
@@ -249,8 +269,8 @@ def remove_member(
     _guard_target(actor_membership, target)
     with transaction.atomic():
         owners, _actor, target = _lock_for_change(actor_membership, target)
-        if target.role == Role.OWNER and len(owners) <= 1:
-            raise LastOwner()
+        if _leaves_no_active_owner(owners, target):
+            raise _last_owner(owners)
         target.delete()
         record_membership_event(
             Action.MEMBER_REMOVED, target, actor_membership.user, request, {"role": target.role}

@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
+from apps.accounts.services import deactivate_user
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.models import AuditEvent
 from apps.orgs.models import Membership
@@ -409,6 +410,39 @@ def test_an_owner_may_leave_while_another_owner_remains(owner, admin, organizati
 
     assert response.status_code == 204
     assert role_of(owner, organization) is None
+
+
+@pytest.mark.parametrize(
+    "method, body",
+    [("patch", {"role": "admin"}), ("delete", None)],
+    ids=["demote", "remove"],
+)
+def test_the_last_active_owner_cannot_leave_beside_deactivated_owners(
+    owner, admin, organization, method, body
+):
+    # A deactivated owner cannot act, and an admin may not make owners: leaving them as the
+    # only owners would leave the organization's settings to nobody.
+    former = MembershipFactory(organization=organization, role=Role.OWNER).user
+    deactivate_user(user=former)
+
+    response = send(user_client(owner), method, member_url(organization, owner), body)
+
+    assert response.status_code == 409
+    assert error_code(response) == "LAST_OWNER"
+    assert "deactivated" in response.json()["error"]["message"]
+    assert role_of(owner, organization) == Role.OWNER
+    assert not AuditEvent.objects.filter(action__startswith="member.").exists()
+
+
+def test_an_active_owner_may_remove_a_deactivated_owner(owner, organization):
+    former = MembershipFactory(organization=organization, role=Role.OWNER).user
+    deactivate_user(user=former)
+
+    response = user_client(owner).delete(member_url(organization, former))
+
+    assert response.status_code == 204
+    assert role_of(former, organization) is None
+    assert role_of(owner, organization) == Role.OWNER
 
 
 @pytest.mark.parametrize("user_id", ["not-a-uuid", str(uuid.uuid4())])

@@ -433,3 +433,30 @@ def test_a_policy_set_while_another_member_is_demoted_waits_and_both_commit(
     assert Membership.objects.get(organization=organization, user=admin).role == "member"
     organization.refresh_from_db()
     assert organization.key_max_lifetime_days == 30
+
+
+@pytest.mark.parametrize("change", ["demote", "remove"])
+def test_an_owner_leaving_while_the_other_owner_is_deactivated_is_refused(
+    owner, organization, change
+):
+    """Found by the authorization audit: the last owner whose account is active could leave
+    or step down beside deactivated owners, leaving the organization's settings to nobody.
+    The deactivation holds the co-owner's membership until it commits; the owner's change
+    waits for it on the owners' locks, then reads the accounts in a statement of its own."""
+    other = MembershipFactory(organization=organization, role="owner").user
+    client = user_client(owner)
+    url = f"/v1/organizations/{organization.id}/members/{owner.id}"
+    deactivation = Call(
+        lambda: deactivate_user(user=other),
+        held_after=lambda sql: sql.startswith("UPDATE") and 'SET "is_active"' in sql,
+    )
+    if change == "demote":
+        request = Call(lambda: client.patch(url, {"role": "admin"}, format="json"))
+    else:
+        request = Call(lambda: client.delete(url))
+
+    race(deactivation, request, second_waits=True)
+
+    assert deactivation.error is None and request.error is None, (deactivation.error, request.error)
+    assert request.result.status_code == 409, request.result.content
+    assert Membership.objects.get(organization=organization, user=owner).role == "owner"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from apps.accounts.services import deactivate_user
 from apps.orgs.models import Membership
 from apps.projects.models import Project
 from core.permissions import Role
@@ -187,6 +188,26 @@ def test_last_owner_cannot_leave(owner, organization):
     response = logged_in(owner).post(f"{members_url(organization)}{owner.id}/remove/", CONFIRMED)
     assert "An organization must keep at least one owner." in html(response)
     assert Membership.objects.filter(organization=organization, user=owner).exists()
+
+
+def test_a_deactivated_owner_is_marked_and_the_last_active_owner_cannot_step_down(
+    owner, organization
+):
+    former = MembershipFactory(organization=organization, role=Role.OWNER).user
+    deactivate_user(user=former)
+    client = logged_in(owner)
+
+    page = html(client.get(members_url(organization)))
+
+    def row(user) -> str:
+        return page.split(f'data-member="{user.email}"')[1].split("</tr>")[0]
+
+    assert ">Deactivated</span>" in row(former)
+    assert ">Deactivated</span>" not in row(owner)
+
+    response = client.post(f"{members_url(organization)}{owner.id}/role/", {"role": "admin"})
+    assert "the other owners&#x27; accounts are deactivated" in html(response)
+    assert Membership.objects.get(organization=organization, user=owner).role == Role.OWNER
 
 
 def test_admin_cannot_change_or_remove_an_owner(admin, owner, organization):

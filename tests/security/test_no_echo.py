@@ -8,11 +8,14 @@ its type prefix and "…": neither the credential nor any 12 characters of it co
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apps.accounts.mfa_login import issue_mfa_token
 from apps.accounts.tokens import mask_tokens
@@ -212,3 +215,39 @@ def test_a_token_that_the_key_masker_cut_into_is_still_masked_whole():
     token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4tb_In0.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
 
     assert mask_tokens(mask_keys(f"[{token}]")) == "[eyJ…]"
+
+
+#: What `mask_tokens` masks, as the one pattern it was before it read runs and segments: from
+#: the first `eyJ` whose segment ends in a dot or colon to the end of the token characters.
+TOKEN_AS_ONE_PATTERN = re.compile(r"eyJ[A-Za-z0-9_\-]*[.:][A-Za-z0-9_.:\-…]*")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["eyJ", "e", "y", "J", "a", "0", ".", ":", "…", "-", "_", " ", "/", '"']),
+        max_size=16,
+    ).map("".join)
+)
+def test_session_tokens_are_masked_as_the_one_pattern_masks_them(text):
+    assert mask_tokens(text) == TOKEN_AS_ONE_PATTERN.sub("eyJ…", text)
+
+
+@pytest.mark.parametrize("text", ["eyJ" * 300_000, "eyJ." * 250_000, "eyJ…" * 250_000])
+def test_masking_a_megabyte_of_token_lookalikes_reads_it_once(text):
+    """Found by the DoS audit: the one pattern scanned to the end of the run from every
+    `eyJ` in it, so a 16 KB `Content-Type: eyJeyJ…` held a worker 0.4 s in the masking of
+    an unauthenticated request's error body, and an SDK key's 330 KB feedback `rating` until
+    gunicorn killed the worker. A megabyte that took it about half an hour takes
+    milliseconds now; the bound leaves a thousandfold margin for a slow host."""
+    started = time.process_time()
+    mask_tokens(text)
+    assert time.process_time() - started < 2
+
+
+def test_an_unauthenticated_error_echoing_a_long_header_answers_at_once(client):
+    started = time.process_time()
+    response = client.post("/v1/auth/login", b"{}", content_type="eyJ" * 5300)
+    assert response.status_code == 400
+    assert "eyJeyJ" in str(error_fields(response))  # not a token: echoed as it is
+    assert time.process_time() - started < 0.2  # 0.4 s before, for this 16 KB header alone

@@ -15,6 +15,7 @@ import logging
 import re
 import runpy
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_urlsafe
@@ -25,6 +26,8 @@ from django.apps import apps
 from django.conf import settings as django_settings
 from django.test import Client, override_settings
 from gunicorn.config import Config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apps.accounts.models import User
 from apps.apikeys import keyformat
@@ -569,6 +572,40 @@ def test_gunicorn_masks_token_links_and_nothing_else(value, written):
     conf = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
 
     assert conf["_mask_token_links"](value) == (value if written is None else written)
+
+
+#: What `_TOKEN_IN_URL` masks, as it was before a `//host` was looked for only where a run
+#: of slashes begins.
+TOKEN_LINK_FROM_EVERY_SLASH = re.compile(
+    r"((?:^|[\s\"'=?&]|//[^/\s\"]*)(?:/v1)?/+(?:reset|invitations)/+)[^/?&#\s\"]+",
+    re.I | re.A,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["/", "//", "reset", "invitations", "v1", "h", " ", "=", "?", '"', "."]),
+        max_size=12,
+    ).map("".join)
+)
+def test_gunicorn_masks_token_links_as_it_did_from_every_slash(value):
+    conf = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
+
+    assert conf["_TOKEN_IN_URL"].sub("\\1…", value) == TOKEN_LINK_FROM_EVERY_SLASH.sub(
+        "\\1…", value
+    )
+
+
+@pytest.mark.parametrize("line", ["/" * 16_000, "=" + "/" * 16_000, "//h" * 6_000])
+def test_gunicorn_masks_a_long_run_of_slashes_reading_it_once(line):
+    """Found by the DoS audit: gunicorn logs an invalid request's header name, and every
+    such line names `ip=`, which turns the masking on; 16,000 slashes took 1.7 s of CPU
+    before the 400 went out, a thousand times the bound."""
+    conf = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
+    started = time.process_time()
+    conf["_mask_lines"](f"Invalid request from ip=192.0.2.1: Invalid header name '{line}'")
+    assert time.process_time() - started < 0.5
 
 
 @pytest.mark.slow

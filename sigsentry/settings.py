@@ -566,15 +566,17 @@ THROTTLE_RATES = {
     "refresh_ip": (120, 60),
     # Account security (SPEC §4.13): reset mails per client and per normalized address,
     # wrong second-factor codes per account (as wrong passwords, and 100 a day: NIST
-    # 800-63B's bound on consecutive failures), invitations per org and
-    # per inviter, and organizations per creator: each new organization had 50 fresh
-    # invitations an hour, mail with a name its creator chose, to any address.
+    # 800-63B's bound on consecutive failures), invitations per org, per inviter and per
+    # invited address (a day, across organizations), and organizations per creator: each
+    # new organization had 50 fresh invitations an hour, mail with a name its creator
+    # chose, to any address.
     "password_reset_ip": (20, 3600),
     "password_reset_account": (5, 3600),
     "mfa_account": (10, 300),
     "mfa_account_day": (100, 86400),
     "invite_org": (50, 3600),
     "invite_user": (50, 3600),
+    "invite_address": (10, 86400),
     "create_org_user": (20, 86400),
 }
 

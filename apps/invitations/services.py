@@ -129,6 +129,9 @@ def invite_member(
         raise ValidationFailed({"email": ["This person is already a member."]})
     throttling.enforce("invite_org", str(organization.id))
     throttling.enforce("invite_user", str(actor_membership.user_id))
+    # Per address, whoever invites: free accounts, each with its own hourly budget, mailed
+    # one address 150 invitations in 5 s (found by the DoS audit).
+    throttling.enforce("invite_address", normalized)
     token = secrets.token_urlsafe(32)
     now = timezone.now()
     with transaction.atomic():

@@ -234,6 +234,30 @@ def test_invitations_are_throttled_per_inviter_across_organizations(owner, organ
     assert Invitation.objects.count() == 2
 
 
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"invite_address": (2, 86400)})
+def test_invitations_to_one_address_are_throttled_whoever_sends_them(owner, organization):
+    """Found by the DoS audit: free accounts, each with its own 50 an hour, mailed one
+    address 150 invitations in 5 s, their organization's name a subject of their choosing."""
+    strangers = [user_client(UserFactory()) for _ in range(3)]
+    organizations = [
+        client.post("/v1/organizations", {"name": "FREE PRIZE"}, format="json").json()["id"]
+        for client in strangers
+    ]
+    sent = [
+        client.post(
+            f"/v1/organizations/{org_id}/invitations",
+            {"email": "Victim@Example.com", "role": "viewer"},
+            format="json",
+        ).status_code
+        for client, org_id in zip(strangers, organizations, strict=True)
+    ]
+
+    assert sent == [201, 201, 429]
+    assert Invitation.objects.count() == 2
+    assert invite(user_client(owner), organization, "victim@example.com").status_code == 429
+    assert invite(user_client(owner), organization, "someone@example.com").status_code == 201
+
+
 def test_list_shows_pending_invitations_only(owner, organization):
     client = user_client(owner)
     kept = invite(client, organization, "kept@example.com").json()

@@ -578,6 +578,8 @@ THROTTLE_RATES = {
     "invite_user": (50, 3600),
     "invite_address": (10, 86400),
     "create_org_user": (20, 86400),
+    # Webhooks created per user: each waits up to 5 s for its URL's host lookup.
+    "webhook_create_user": (30, 3600),
 }
 
 # Outbound work (webhook deliveries, emails, scheduled checks) runs in `manage.py run_worker`.

@@ -20,7 +20,7 @@ from apps.webhooks.selectors import deliveries_of, webhook_of, webhooks_of
 from apps.webhooks.urlsafety import allow_private
 from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page
-from core.errors import ValidationFailed
+from core.errors import RateLimited, ValidationFailed
 from core.nonce import consume_nonce, issue_nonce
 
 RECENT_DELIVERIES = 10
@@ -90,6 +90,8 @@ def webhooks_page(request: HttpRequest, org_id) -> HttpResponse:
                 events=events,
                 request=request,
             )
+    except RateLimited as exc:
+        return _page(request, organization, url=url, chosen_events=events, errors=[exc.message])
     except ValidationFailed as exc:
         fields = exc.details.get("fields", {})
         return _page(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from apps.apikeys.keyformat import KeyKind
@@ -13,7 +14,7 @@ from apps.webhooks import crypto
 from apps.webhooks.models import Delivery, EventType, Webhook
 from tests.apikeys.test_openapi import assert_matches
 from tests.apikeys.test_openapi import document as openapi_document
-from tests.factories import make_key
+from tests.factories import UserFactory, make_key
 from tests.orgs.helpers import bearer_client, error_code, error_fields, user_client
 
 pytestmark = pytest.mark.django_db
@@ -47,6 +48,25 @@ def test_an_owner_creates_a_webhook_and_sees_the_secret_once(owner, organization
     webhook = Webhook.objects.get()
     assert body["secret"] not in webhook.secret_ciphertext
     assert crypto.decrypt_secret(webhook.secret_ciphertext) == body["secret"]
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"webhook_create_user": (2, 3600)})
+def test_webhook_creations_are_throttled_per_user_across_organizations(owner, organization):
+    """Found by the DoS audit: each creation waits up to 5 s for its URL's host lookup, in
+    the request, and a free account could ask again and again. Refused ones count too."""
+    client = user_client(owner)
+    second = client.post("/v1/organizations", {"name": "Second"}, format="json").json()
+    second_org = type(organization).objects.get(pk=second["id"])
+
+    sent = [
+        create(client, organization, "https://10.0.0.1/private").status_code,
+        create(client, second_org).status_code,
+        create(client, organization).status_code,
+    ]
+
+    assert sent == [400, 201, 429]
+    assert Webhook.objects.count() == 1
+    assert create(user_client(UserFactory()), organization).status_code == 404
 
 
 def test_creation_is_audited_by_host_never_by_full_url(owner, organization):

@@ -71,6 +71,19 @@ def test_an_unsafe_url_is_refused_with_the_reason(owner, organization, settings)
     assert not Webhook.objects.exists()
 
 
+def test_a_throttled_creation_says_so_on_the_form(owner, organization, settings):
+    settings.THROTTLE_RATES = settings.THROTTLE_RATES | {"webhook_create_user": (1, 3600)}
+    client = logged_in(owner)
+    add(client, organization)
+
+    response = add(client, organization, url="https://8.8.4.4/hooks")
+
+    assert response.status_code == 200
+    assert "Too many requests" in html(response)
+    assert 'value="https://8.8.4.4/hooks"' in html(response)
+    assert Webhook.objects.count() == 1
+
+
 @pytest.mark.parametrize("role", ["member", "viewer"])
 def test_members_and_viewers_get_403(request, role, organization):
     response = logged_in(request.getfixturevalue(role)).get(page_url(organization))

@@ -127,11 +127,12 @@ class WebhooksView(OrgWebhookView):
         description=(
             "Owners and admins. The response carries the signing secret in `secret`: it is "
             "shown this once. Deliveries are signed `SigSentry-Signature: t=<unix>,v1=<hex "
-            'HMAC-SHA256 of "<t>.<body>">`.'
+            'HMAC-SHA256 of "<t>.<body>">`. At most 30 creations an hour per user (429 '
+            "`RATE_LIMITED`), refused ones included: each resolves the URL's host."
         ),
         tags=["webhooks"],
         request=CreateWebhookInputSerializer,
-        responses={201: CreatedWebhookSerializer, **error_responses(400, 401, 403, 404)},
+        responses={201: CreatedWebhookSerializer, **error_responses(400, 401, 403, 404, 429)},
     )
     def post(self, request, **kwargs):
         organization = self.managed_organization()

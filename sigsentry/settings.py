@@ -578,6 +578,11 @@ THROTTLE_RATES = {
     "invite_user": (50, 3600),
     "invite_address": (10, 86400),
     "create_org_user": (20, 86400),
+    # Email confirmation codes (apps.accounts.email_confirmation): mailed per account, and
+    # wrong ones per account, as second-factor codes.
+    "email_code_account": (5, 3600),
+    "email_code_wrong": (10, 300),
+    "email_code_wrong_day": (100, 86400),
     # Webhooks created per user: each waits up to 5 s for its URL's host lookup.
     "webhook_create_user": (30, 3600),
 }

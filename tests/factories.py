@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 import factory
+from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.apikeys import keyformat
@@ -26,6 +27,9 @@ class UserFactory(factory.django.DjangoModelFactory):
         skip_postgeneration_save = True
 
     email = factory.Sequence(lambda n: f"user{n}@example.com")
+    # An account whose owner confirmed its address, as most are; `email_confirmed_at=None`
+    # for one that signed up a moment ago.
+    email_confirmed_at = factory.LazyFunction(timezone.now)
     password = factory.PostGenerationMethodCall("set_password", PASSWORD)
 
     @factory.post_generation

@@ -1,4 +1,5 @@
-"""`/account/`: the password, two-factor set-up (QR code) and the active sessions (SPEC §5).
+"""`/account/`: the email address's confirmation, the password, two-factor set-up (QR code)
+and the active sessions (SPEC §5).
 
 One page; each form posts to its own small view, which redirects back (or
 renders the page again with its errors). Turning two-factor on shows the
@@ -12,8 +13,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
-from apps.accounts import services, twofactor
-from apps.accounts.forms import PasswordChangeForm, TwoFactorDisableForm, TwoFactorEnableForm
+from apps.accounts import email_confirmation, services, twofactor
+from apps.accounts.forms import (
+    EmailCodeForm,
+    PasswordChangeForm,
+    TwoFactorDisableForm,
+    TwoFactorEnableForm,
+)
 from apps.accounts.selectors import open_sessions_of
 from apps.accounts.views import end_page_session, start_page_session, throttled_message
 from core.confirm import Confirmation, confirmation_page, is_confirmed
@@ -26,6 +32,7 @@ ACCOUNT_URL = "/account/"
 def _account_page(
     request: HttpRequest,
     *,
+    email_form: EmailCodeForm | None = None,
     password_form: PasswordChangeForm | None = None,
     enable_form: TwoFactorEnableForm | None = None,
     disable_form: TwoFactorDisableForm | None = None,
@@ -38,6 +45,8 @@ def _account_page(
     # This browser first, then the others, newest first.
     sessions = sorted(open_sessions_of(user), key=lambda s: s.id != current_id)
     context = {
+        "email_confirmed_at": user.email_confirmed_at,
+        "email_form": email_form or EmailCodeForm(),
         "password_form": password_form or PasswordChangeForm(),
         "two_factor_on": device is not None,
         "two_factor_since": device.confirmed_at if device is not None else None,
@@ -57,6 +66,37 @@ def _account_page(
 @require_safe
 def account(request: HttpRequest) -> HttpResponse:
     return _account_page(request)
+
+
+@dashboard_page
+@require_POST
+def confirm_email(request: HttpRequest) -> HttpResponse:
+    form = EmailCodeForm(request.POST)
+    if form.is_valid():
+        try:
+            email_confirmation.confirm(user=request.principal.user, code=form.cleaned_data["code"])
+        except RateLimited as exc:
+            form.add_error(None, throttled_message(exc))
+        except ValidationFailed as exc:
+            form.add_service_errors(exc.details["fields"], {"code": "code"})
+        else:
+            messages.success(request, "Email address confirmed.")
+            return redirect(f"{ACCOUNT_URL}#email")
+    return _account_page(request, email_form=form)
+
+
+@dashboard_page
+@require_POST
+def send_email_code(request: HttpRequest) -> HttpResponse:
+    user = request.principal.user
+    try:
+        email_confirmation.mail_code(user=user)
+    except RateLimited as exc:
+        messages.error(request, throttled_message(exc))
+    else:
+        if not email_confirmation.is_confirmed(user):
+            messages.success(request, f"A new code is on its way to {user.email}.")
+    return redirect(f"{ACCOUNT_URL}#email")
 
 
 @dashboard_page

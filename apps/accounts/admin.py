@@ -57,6 +57,9 @@ class UserChangeForm(DjangoUserChangeForm):
         email = normalize_email(email)
         if User.objects.filter(email=email).exclude(pk=self.instance.pk).exists():
             raise ValidationError("A user with this email already exists.")
+        if "email" in self.changed_data:  # nobody has shown the new address is theirs
+            self.instance.email_confirmed_at = None
+            self.instance.email_code_digest, self.instance.email_code_expires_at = "", None
         return email
 
 
@@ -128,14 +131,14 @@ class UserAdmin(DjangoUserAdmin):
     list_filter = ("is_active", "is_staff", "is_superuser")
     search_fields = ("email",)
     ordering = ("email",)
-    readonly_fields = ("last_login", "date_joined")
+    readonly_fields = ("last_login", "date_joined", "email_confirmed_at")
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         (
             "Permissions",
             {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
         ),
-        ("Important dates", {"fields": ("last_login", "date_joined")}),
+        ("Important dates", {"fields": ("last_login", "date_joined", "email_confirmed_at")}),
     )
     add_fieldsets = (
         (

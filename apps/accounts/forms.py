@@ -120,6 +120,14 @@ class TwoFactorEnableForm(DashboardForm):
     )
 
 
+class EmailCodeForm(DashboardForm):
+    code = forms.CharField(
+        label="Code from the email",
+        max_length=64,
+        widget=_code_widget(inputmode="numeric", pattern="[0-9 ]*"),
+    )
+
+
 class TwoFactorDisableForm(DashboardForm):
     password = forms.CharField(
         label="Password",

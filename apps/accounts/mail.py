@@ -253,6 +253,23 @@ def send_password_reset(*, user: User, token: str, mark: str) -> None:
     )
 
 
+def email_code_letter(*, to: str, code: str) -> Letter:
+    """The code that confirms the address (apps.accounts.email_confirmation). The code
+    appears only in this message."""
+    return Letter(
+        to,
+        "Your SigSentry confirmation code",
+        "email_code",
+        {"code": code, "email": to, "account_url": link("/account/#email")},
+    )
+
+
+def send_email_code(*, user: User, code: str) -> None:
+    """Retried with a new code while the address is unconfirmed
+    (apps.accounts.email_confirmation registers how)."""
+    _deliver("email_code", email_code_letter(to=user.email, code=code), {"user_id": str(user.pk)})
+
+
 def _password_changed_letter(*, to: str, when: datetime, ip: str | None) -> Letter:
     return Letter(
         to,

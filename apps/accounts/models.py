@@ -48,6 +48,12 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # When the owner of the address showed they read it (`apps.accounts.email_confirmation`):
+    # a code mailed to it typed back, a password reset or an invitation sent to it used.
+    email_confirmed_at = models.DateTimeField(null=True, blank=True)
+    # The code mailed last, as a keyed digest (never the code), and until when it holds.
+    email_code_digest = models.CharField(max_length=64, blank=True, default="")
+    email_code_expires_at = models.DateTimeField(null=True, blank=True)
 
     objects = UserManager()
 

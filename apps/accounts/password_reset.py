@@ -39,7 +39,7 @@ from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
 from django_tasks import TaskResultStatus, task
 from django_tasks_db.models import DBTaskResult
 
-from apps.accounts import mail, services
+from apps.accounts import email_confirmation, mail, services
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import User
 from apps.accounts.selectors import user_by_email
@@ -179,4 +179,6 @@ def confirm_password_reset(
         if not reset_tokens.check_token(locked, signed):
             raise ValidationFailed({"token": [INVALID_TOKEN]})
         services.change_password(user=locked, new_password=password, request=request)
+        # The link reached the address's mailbox: its owner is the account's.
+        email_confirmation.mark_confirmed(locked)
     return locked

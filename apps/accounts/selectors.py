@@ -47,13 +47,14 @@ def open_session_of(user: User, session_id: Any) -> AuthSession | None:
 # that take models (a logout, an actor), so they are built by Django's documented
 # `Model.from_db`, the ORM's own constructor for a loaded row. Values in each model's
 # field order, as `from_db` takes them; the session's other columns (created_at,
-# end_reason, ip, user_agent) are deferred and read if ever asked for.
+# end_reason, ip, user_agent) and the user's pending email code are deferred and read if
+# ever asked for.
 _SESSION_WITH_USER = f"""
     SELECT s.id, s.user_id, CAST(s.expires_at AS TEXT), CAST(s.ended_at AS TEXT),
            s.refresh_jti, s.password_fingerprint, CAST(s.last_refreshed_at AS TEXT),
            CAST(s.last_seen_at AS TEXT),
            u.password, CAST(u.last_login AS TEXT), u.is_superuser, u.email, u.is_active,
-           u.is_staff, CAST(u.date_joined AS TEXT)
+           u.is_staff, CAST(u.date_joined AS TEXT), CAST(u.email_confirmed_at AS TEXT)
     FROM {AuthSession._meta.db_table} s
     JOIN {User._meta.db_table} u ON u.id = s.user_id
     WHERE s.id = %s
@@ -64,7 +65,7 @@ _SESSION_FIELDS = (
 )  # fmt: skip
 _USER_FIELDS = (
     "password", "last_login", "is_superuser", "id", "email", "is_active", "is_staff",
-    "date_joined",
+    "date_joined", "email_confirmed_at",
 )  # fmt: skip
 
 
@@ -81,10 +82,8 @@ def session_with_user(session_id: uuid.UUID) -> AuthSession | None:
         _SESSION_FIELDS,
         [as_uuid(row[0]), user_id, expires_at, ended_at, row[4], row[5], refreshed_at, seen_at],
     )
-    last_login, joined = as_datetime(row[9]), as_datetime(row[14])
-    session.user = User.from_db(
-        connection.alias,
-        _USER_FIELDS,
-        [row[8], last_login, bool(row[10]), user_id, row[11], bool(row[12]), bool(row[13]), joined],
-    )
+    last_login, joined, confirmed = (as_datetime(v) for v in (row[9], row[14], row[15]))
+    flags = bool(row[10]), bool(row[12]), bool(row[13])  # superuser, active, staff
+    values = [row[8], last_login, flags[0], user_id, row[11], *flags[1:], joined, confirmed]
+    session.user = User.from_db(connection.alias, _USER_FIELDS, values)
     return session

@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apps.accounts import mail, mfa_login, tokens, twofactor
+from apps.accounts import email_confirmation, mail, mfa_login, tokens, twofactor
 from apps.accounts.emails import address_refusal, normalize_email
 from apps.accounts.models import AuthSession, User
 from apps.accounts.selectors import open_session_of
@@ -150,6 +150,7 @@ def signup(
             pair = start_session(user, request)
     except IntegrityError as exc:
         raise ValidationFailed({"email": ["An account with this email already exists."]}) from exc
+    email_confirmation.mail_code(user=user)
     return SignupResult(user=user, organization=organization, tokens=pair)
 
 

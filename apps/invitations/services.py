@@ -38,7 +38,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apps.accounts import mail
+from apps.accounts import email_confirmation, mail
 from apps.accounts.emails import address_refusal, normalize_email
 from apps.accounts.models import User
 from apps.accounts.services import create_account, start_session
@@ -378,6 +378,8 @@ def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = N
         locked.accepted_at = now
         locked.accepted_by = user
         locked.save(update_fields=["accepted_at", "accepted_by"])
+        # The invitation's link reached the address's mailbox: its owner is the account's.
+        email_confirmation.mark_confirmed(user, now)
         if created:
             record_event(
                 action=Action.MEMBER_ADDED,

@@ -211,8 +211,12 @@ def add_member(
     # Emails are stored normalized: match the normalized spelling exactly.
     users = get_user_model().objects
     user = users.filter(email=users.normalize_email(email)).first()
-    if user is None:
-        raise NotFound("No user with this email.")
+    # Only an address its owner confirmed (apps.accounts.email_confirmation): whoever signed
+    # up first with a colleague's address would otherwise be added in the colleague's place.
+    if user is None or user.email_confirmed_at is None:
+        raise NotFound(
+            "No account with a confirmed email address uses this email: invite them instead."
+        )
     organization = actor_membership.organization
     try:
         with transaction.atomic():

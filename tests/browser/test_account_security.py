@@ -4,6 +4,7 @@ scan) and login, the sessions list, and accepting an invitation from its email."
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -209,3 +210,29 @@ def test_invitation_from_the_members_page_to_a_new_account(
     assert page.locator("tr[data-member='browser-invitee@example.com']").count() == 1
     invitee.goto(path)  # the link again: they are a member now, and are told so
     assert "You are a member of Acme." in invitee.page.inner_text("main")
+
+
+def test_sign_up_then_confirm_the_address_with_the_mailed_code(ui, mailbox):
+    page = ui.page
+    ui.goto("/signup/")
+    page.get_by_label("Email", exact=True).fill("browser-signup@example.com")
+    page.get_by_label("Password", exact=True).fill("browser-signup-passphrase")
+    page.get_by_label("Organization name", exact=True).fill("Browser Co")
+    page.get_by_role("button", name="Sign up").click()
+    page.wait_for_url(ui.url("/"))
+    notice = page.locator(".email-notice")
+    assert "Confirm your email address" in notice.inner_text()
+
+    [mail] = mailbox.wait_for("browser-signup@example.com")
+    [code] = re.findall(r"\b\d{6}\b", mail.text)
+    notice.get_by_role("link", name="account page").click()
+    page.wait_for_url(ui.url("/account/#email"))
+    assert page.locator(".email-notice").count() == 0  # the page itself asks
+    page.get_by_label("Code from the email", exact=True).fill(code)
+    ui.shot("account-email-code")
+    page.get_by_role("button", name="Confirm", exact=True).click()
+
+    page.get_by_text("Email address confirmed.").wait_for()
+    assert "Confirmed" in page.locator("#email-heading").inner_text()
+    ui.goto("/")
+    assert page.locator(".email-notice").count() == 0

@@ -1,0 +1,116 @@
+"""Confirming that an account's email address is its owner's.
+
+Sign-up takes any address and logs the account in at once (SPEC §4.1), so an account's
+address proves nothing until its owner shows they read mail sent to it: they type back the
+6-digit code mailed at sign-up (the account page, `/account/#email`), or they use a
+password-reset link or an invitation mailed to it. Until then the account cannot be added
+to an organization directly (`POST /v1/organizations/{orgId}/members` answers as for no
+account; an invitation still reaches the mailbox): otherwise whoever signed up first with a
+colleague's address would be added in the colleague's place (found by the authorization
+audit).
+
+The code is stored as an HMAC under SECRET_KEY of the account and address (a copy of the
+database alone does not give it back, and a changed address voids it), for 24 hours. It is
+checked in constant time; wrong codes count per account (10 in 5 minutes, 100 a day) before
+they are checked, as two-factor codes do. Mailing one is throttled per account (5 an hour);
+a send that failed is retried by the worker with a new code, while the address is still
+unconfirmed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from apps.accounts import mail
+from apps.accounts.models import User
+from core import throttling
+from core.errors import ValidationFailed
+
+CODE_LIFETIME = timedelta(hours=24)
+CODE_DIGITS = 6
+WRONG_CODE = "That code is wrong or has expired. Send a new one and use the newest."
+_SALT = "sigsentry.accounts.email_confirmation"
+
+
+def is_confirmed(user: User) -> bool:
+    return user.email_confirmed_at is not None
+
+
+def _digest(user: User, code: str) -> str:
+    return salted_hmac(_SALT, f"{user.pk}:{user.email}:{code}", algorithm="sha256").hexdigest()
+
+
+def _new_code(user: User, now: datetime) -> str:
+    """A new code for `user`, replacing any earlier one; returned once, stored as a digest."""
+    code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+    User.objects.filter(pk=user.pk).update(
+        email_code_digest=_digest(user, code), email_code_expires_at=now + CODE_LIFETIME
+    )
+    return code
+
+
+def mail_code(*, user: User) -> None:
+    """Mail `user` a new code (after the response, in a request), unless already confirmed.
+    429 RATE_LIMITED past 5 an hour for the account."""
+    if is_confirmed(user):
+        return
+    throttling.enforce("email_code_account", str(user.pk))
+    mail.send_email_code(user=user, code=_new_code(user, timezone.now()))
+
+
+@mail.rebuilds("email_code", retry_for=timedelta(hours=1))
+def _code_again(ids: dict) -> mail.Letter | None:
+    user = mail.active_user(ids)
+    if user is None or is_confirmed(user):
+        return None
+    return mail.email_code_letter(to=user.email, code=_new_code(user, timezone.now()))
+
+
+def _clean(code: Any) -> str | None:
+    if not isinstance(code, str):
+        return None
+    digits = "".join(code.split())
+    return digits if len(digits) == CODE_DIGITS and digits.isascii() and digits.isdigit() else None
+
+
+def confirm(*, user: User, code: Any) -> None:
+    """Confirm `user`'s address with the code mailed to it, or raise 400 on `code`.
+
+    Wrong codes count per account before they are checked (`counting_failures`): a burst of
+    simultaneous guesses cannot pass before any is counted. An address confirmed already
+    stays confirmed, whatever the code.
+    """
+    account = str(user.pk)
+    with (
+        throttling.counting_failures(("email_code_wrong_day", account)),
+        throttling.counting_failures(("email_code_wrong", account)),
+    ):
+        current = User.objects.filter(pk=user.pk).first()
+        if current is None or is_confirmed(current):
+            return
+        cleaned = _clean(code)
+        if (
+            cleaned is None
+            or not current.email_code_digest
+            or current.email_code_expires_at is None
+            or current.email_code_expires_at <= timezone.now()
+            or not constant_time_compare(current.email_code_digest, _digest(current, cleaned))
+        ):
+            raise ValidationFailed({"code": [WRONG_CODE]})
+        mark_confirmed(current)
+
+
+def mark_confirmed(user: User, now: datetime | None = None) -> None:
+    """The owner of `user`'s address read mail sent to it: a code typed back, a password-reset
+    link or an invitation to that address used. Any code still out is void."""
+    now = now or timezone.now()
+    User.objects.filter(pk=user.pk, email_confirmed_at__isnull=True).update(
+        email_confirmed_at=now, email_code_digest="", email_code_expires_at=None
+    )
+    if user.email_confirmed_at is None:
+        user.email_confirmed_at = now

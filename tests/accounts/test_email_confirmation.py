@@ -1,0 +1,244 @@
+"""Confirming an account's email address (apps.accounts.email_confirmation).
+
+Found by the authorization audit: sign-up proves nothing about its address, and `POST
+/members` added whichever account held an address, so whoever signed up first with a
+colleague's address was added in the colleague's place. Now an account confirms its address
+by typing back a code mailed to it (or by using a reset link or an invitation mailed to it),
+and only a confirmed account can be added directly. Mail goes through a real SMTP server.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.test import Client, override_settings
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from apps.accounts import email_confirmation
+from apps.accounts.models import User
+from apps.accounts.password_reset import confirm_password_reset, make_reset_token
+from apps.invitations import services as invitations
+from apps.orgs.models import Membership
+from core.errors import ValidationFailed
+from tests.factories import UserFactory
+from tests.orgs.helpers import error_code, user_client
+from tests.pages import html, logged_in
+
+pytestmark = pytest.mark.django_db
+
+SIGNUP = {"password": "a-long-unusual-passphrase-9", "organizationName": "Acme"}
+
+
+def code_in(message) -> str:
+    [code] = re.findall(r"\b\d{6}\b", message.text)
+    assert code in message.html
+    return code
+
+
+def sign_up(email: str) -> User:
+    response = APIClient().post("/v1/auth/signup", {"email": email, **SIGNUP}, format="json")
+    assert response.status_code == 201, response.json()
+    return User.objects.get(email=email)
+
+
+def confirm_on_page(client: Client, code: str):
+    return client.post("/account/email/confirm/", {"code": code})
+
+
+def test_sign_up_mails_a_code_that_confirms_the_address_on_the_account_page(mailbox):
+    user = sign_up("ana@example.com")
+    [message] = mailbox.wait_for("ana@example.com")
+    code = code_in(message)
+
+    assert message.subject == "Your SigSentry confirmation code"
+    assert code not in message.subject
+    assert user.email_confirmed_at is None
+    stored = User.objects.filter(pk=user.pk).values().get()
+    assert not any(code in str(value) for value in stored.values())  # a keyed digest only
+
+    client = logged_in(user)
+    page = html(client.get("/account/"))
+    assert "Not confirmed" in page and 'action="/account/email/confirm/"' in page
+    assert "Confirm your email address" in html(client.get("/"))
+
+    response = confirm_on_page(client, f"{code[:3]} {code[3:]}")  # as a person types it
+
+    assert response.status_code == 302 and response["Location"] == "/account/#email"
+    user.refresh_from_db()
+    assert user.email_confirmed_at is not None and user.email_code_digest == ""
+    assert "Confirm your email address" not in html(client.get("/"))
+    assert ">Confirmed</span>" in html(client.get("/account/"))
+
+
+@pytest.mark.parametrize("code", ["000000", "12345", "1234567", "abcdef", "١٢٣٤٥٦"])
+def test_a_wrong_code_is_refused_on_its_field_and_confirms_nothing(mailbox, code):
+    user = sign_up("ana@example.com")
+    if code == "000000" and code_in(mailbox.wait_for(user.email)[0]) == code:
+        code = "000001"
+
+    response = confirm_on_page(logged_in(user), code)
+
+    assert response.status_code == 200
+    assert "That code is wrong or has expired" in html(response)
+    assert 'aria-invalid="true"' in html(response)
+    user.refresh_from_db()
+    assert user.email_confirmed_at is None
+
+
+def test_a_code_lives_24_hours_and_a_new_one_replaces_it(mailbox, time_machine):
+    user = sign_up("ana@example.com")
+    first = code_in(mailbox.wait_for(user.email)[0])
+    mailbox.clear()
+    client = logged_in(user)
+
+    sent = client.post("/account/email/send/")
+    second = code_in(mailbox.wait_for(user.email)[0])
+
+    assert sent.status_code == 302
+    if first != second:
+        assert "wrong or has expired" in html(confirm_on_page(client, first))
+    time_machine.move_to(timezone.now() + email_confirmation.CODE_LIFETIME + timedelta(seconds=1))
+    client = logged_in(user)
+    assert "wrong or has expired" in html(confirm_on_page(client, second))
+    user.refresh_from_db()
+    assert user.email_confirmed_at is None
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"email_code_wrong": (3, 300)})
+def test_wrong_codes_are_limited_per_account_and_then_even_the_right_one_waits(mailbox):
+    user = sign_up("ana@example.com")
+    code = code_in(mailbox.wait_for(user.email)[0])
+    wrong = "111111" if code != "111111" else "222222"
+    client = logged_in(user)
+
+    for _ in range(3):
+        assert "wrong or has expired" in html(confirm_on_page(client, wrong))
+    throttled = confirm_on_page(client, code)
+
+    assert "Too many attempts" in html(throttled)
+    user.refresh_from_db()
+    assert user.email_confirmed_at is None
+
+
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"email_code_account": (2, 3600)})
+def test_new_codes_are_limited_per_account(mailbox):
+    user = sign_up("ana@example.com")  # the first
+    client = logged_in(user)
+
+    client.post("/account/email/send/")
+    refused = client.get(client.post("/account/email/send/")["Location"])
+
+    assert "Too many attempts" in html(refused)
+    assert len(mailbox.wait_for(user.email, count=2)) == 2
+
+
+def test_the_account_forms_need_the_csrf_token(mailbox):
+    user = sign_up("ana@example.com")
+    code = code_in(mailbox.wait_for(user.email)[0])
+    client = logged_in(user, Client(enforce_csrf_checks=True))
+
+    assert confirm_on_page(client, code).status_code == 403
+    assert client.post("/account/email/send/").status_code == 403
+    user.refresh_from_db()
+    assert user.email_confirmed_at is None
+
+
+def test_only_a_confirmed_account_is_added_to_an_organization_directly(
+    mailbox, owner, organization
+):
+    squatter = sign_up("colleague@example.com")  # someone else's address, signed up first
+    url = f"/v1/organizations/{organization.id}/members"
+    body = {"email": "colleague@example.com", "role": "admin"}
+
+    refused = user_client(owner).post(url, body, format="json")
+
+    assert refused.status_code == 404 and error_code(refused) == "NOT_FOUND"
+    assert "invite them instead" in refused.json()["error"]["message"]
+    assert not Membership.objects.filter(user=squatter, organization=organization).exists()
+
+    email_confirmation.mark_confirmed(squatter)
+    assert user_client(owner).post(url, body, format="json").status_code == 201
+
+
+def test_a_used_reset_link_confirms_the_address():
+    user = UserFactory(email_confirmed_at=None)
+
+    confirm_password_reset(token=make_reset_token(user), password="a-brand-new-passphrase-26")
+
+    user.refresh_from_db()
+    assert user.email_confirmed_at is not None
+
+
+def test_an_accepted_invitation_confirms_the_address(owner, organization):
+    owner_membership = Membership.objects.get(user=owner, organization=organization)
+    invitee = UserFactory(email="invitee@example.com", email_confirmed_at=None)
+    invitations.invite_member(
+        actor_membership=owner_membership, email="invitee@example.com", role="member"
+    )
+    token = invitations_token_of(invitee)
+
+    invitations.accept_invitation(user=invitee, token=token)
+
+    invitee.refresh_from_db()
+    assert invitee.email_confirmed_at is not None
+
+
+def invitations_token_of(user: User) -> str:
+    from django.core import mail
+
+    [message] = [m for m in mail.outbox if m.to == [user.email]]
+    return re.search(r"/invitations/([^/\s]+)/", message.body).group(1)
+
+
+def test_a_failed_code_mail_is_sent_again_with_a_new_code_while_unconfirmed():
+    user = UserFactory(email_confirmed_at=None)
+    first = email_confirmation._new_code(user, timezone.now())
+
+    letter = email_confirmation._code_again({"user_id": str(user.pk)})
+
+    [second] = re.findall(r"\b\d{6}\b", letter.compose().body)
+    if first != second:
+        with pytest.raises(ValidationFailed) as refused:
+            email_confirmation.confirm(user=user, code=first)
+        assert refused.value.details["fields"] == {"code": [email_confirmation.WRONG_CODE]}
+    email_confirmation.confirm(user=user, code=second)
+    user.refresh_from_db()
+    assert user.email_confirmed_at is not None
+    assert email_confirmation._code_again({"user_id": str(user.pk)}) is None
+
+
+def test_an_operator_changing_an_address_unconfirms_it_and_voids_its_code():
+    operator = UserFactory(is_staff=True, is_superuser=True)
+    user = UserFactory()
+    kept = UserFactory()
+    ops = Client()
+    ops.force_login(operator)
+    email_confirmation._new_code(user, timezone.now())
+
+    for account, email in ((user, "renamed@example.com"), (kept, kept.email)):
+        response = ops.post(
+            reverse("admin:accounts_user_change", args=[account.pk]),
+            {"email": email, "is_active": "on"},
+        )
+        assert response.status_code == 302, html(response)
+
+    user.refresh_from_db()
+    kept.refresh_from_db()
+    assert user.email == "renamed@example.com"
+    assert (user.email_confirmed_at, user.email_code_digest) == (None, "")
+    assert kept.email_confirmed_at is not None  # saved with its address unchanged
+
+
+def test_factories_and_the_demo_hold_confirmed_accounts(settings):
+    from django.core.management import call_command
+
+    settings.DEBUG = True
+    call_command("seed_demo", verbosity=0)
+
+    assert UserFactory().email_confirmed_at is not None
+    assert not User.objects.filter(email_confirmed_at__isnull=True).exists()

@@ -25,7 +25,7 @@ from tests.conftest import access_token_for
 from tests.orgs.helpers import collection_url, key_url
 from tests.servers import GunicornServer
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]  # real servers
 
 INSIDE_V4, INSIDE_V6 = "203.0.113.77", "2001:db8:5::1"
 OUTSIDE_V4, OUTSIDE_V6 = "198.51.100.77", "2001:db9::1"

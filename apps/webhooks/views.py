@@ -16,7 +16,7 @@ from apps.orgs.access import as_manager, membership_for, require_manager
 from apps.orgs.models import Organization
 from apps.webhooks import services
 from apps.webhooks.models import EventType
-from apps.webhooks.selectors import deliveries_of, webhook_of, webhooks_of
+from apps.webhooks.selectors import recent_deliveries_of, webhook_of, webhooks_of
 from apps.webhooks.urlsafety import allow_private
 from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page
@@ -46,7 +46,8 @@ def _organization(request: HttpRequest, org_id) -> Organization:
 
 def _page(request: HttpRequest, organization: Organization, **context) -> HttpResponse:
     hooks = list(webhooks_of(organization.id))
-    rows = [(hook, list(deliveries_of(hook)[:RECENT_DELIVERIES])) for hook in hooks]
+    recent = recent_deliveries_of(hooks, RECENT_DELIVERIES)
+    rows = [(hook, recent[hook.pk]) for hook in hooks]
     chosen = context.pop("chosen_events", list(EventType.values))
     response = render(
         request,

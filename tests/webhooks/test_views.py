@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.apikeys.keyformat import KeyKind
@@ -156,6 +158,29 @@ def test_the_page_lists_each_webhooks_newest_deliveries(
 
     assert str(newest_first.first().event_id) in page
     assert str(newest_first.last().event_id) not in page
+
+
+def test_the_page_reads_every_webhooks_deliveries_in_one_query(
+    make_webhook, owner, organization, project
+):
+    """Found by the DoS audit: two queries more per webhook (its deliveries, its creator)."""
+    client = logged_in(owner)
+    client.get(page_url(organization))  # the session's first-request writes
+    counts = []
+    for hooks in (1, 4):
+        while Webhook.objects.count() < hooks:
+            make_webhook(f"https://8.8.8.{Webhook.objects.count() + 1}/hook", actor=owner)
+        for number in range(12):  # more than the page shows, for every webhook
+            make_key(KeyKind.SECRET, project=project, name=f"key {hooks}-{number}")
+        with CaptureQueriesContext(connection) as queries:
+            page = html(client.get(page_url(organization)))
+        counts.append(len(queries))
+        for hook in Webhook.objects.all():
+            shown = Delivery.objects.filter(webhook=hook).order_by("-created_at", "-id")
+            assert str(shown[0].event_id) in page and str(shown[9].event_id) in page
+            assert str(shown[10].event_id) not in page
+
+    assert counts[0] == counts[1], counts
 
 
 def test_a_refused_webhook_answers_200_with_each_error_tied_to_its_field(owner, organization):

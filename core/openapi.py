@@ -20,9 +20,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import uritemplate
+from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django.utils.translation import get_language
+from django.utils import translation
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import (
     OpenApiJsonRenderer,
@@ -254,48 +255,65 @@ class JsonErrorsMixin:
 
 class DocumentOncePerProcess(SchemaGenerator):
     """The document is the code's alone: no credential is read (`SERVE_AUTHENTICATION`) and
-    every operation is listed (`SERVE_PUBLIC`), so it is built once per process (per API
-    version and language) rather than on every request: found by the DoS audit, 65 to 100 ms of
-    CPU per anonymous, unthrottled GET. A setting changed (tests) builds it again."""
+    every operation is listed (`SERVE_PUBLIC`), so it is built once per process rather than on
+    every request (found by the DoS audit: 65 to 100 ms of CPU per anonymous, unthrottled
+    GET). Once, whatever the request asks: a `?version=` (drf-spectacular takes any, and only
+    relabels `info.version` with it) and a `?lang=` name no other document here, and keeping
+    one per value let anyone grow a worker by 1.2 MB a request (found by the review). A
+    setting changed (tests) builds it again."""
 
-    documents: ClassVar[dict[tuple[Any, ...], dict]] = {}
+    documents: ClassVar[dict[bool, dict]] = {}
 
     def get_schema(self, request=None, public=False):
-        key = (self.api_version or getattr(request, "version", None), public, get_language())
-        document = self.documents.get(key)
+        document = self.documents.get(public)
         if document is None:
-            document = self.documents[key] = super().get_schema(request=request, public=public)
+            self.api_version = None
+            with translation.override(settings.LANGUAGE_CODE):
+                document = super().get_schema(request=request, public=public)
+            self.documents[public] = document
         return document
 
 
 @receiver(setting_changed)
 def _build_the_document_again(**kwargs) -> None:
     DocumentOncePerProcess.documents.clear()
+    _renderings.clear()
+
+
+#: (renderer class, variant) → (the document rendered, its bytes): a few entries at most.
+_renderings: dict[tuple[type, Any], tuple[Any, bytes]] = {}
 
 
 class _RenderedOnce:
-    """A renderer of the document that keeps its bytes for the document it rendered last, in
-    its own media type (YAML took 57 ms of CPU a request); one asked for with parameters
-    (`; indent=4`) is rendered each time, so no client can grow what is kept."""
+    """A renderer of the document that keeps the bytes of the document it rendered last, per
+    variant of its output (YAML took 57 ms of CPU a request). A variant is what changes the
+    bytes, not what the client wrote: JSON's indent (DRF bounds it to 0 to 8), none for YAML;
+    so `;q=0.9` or any other parameter is served from what is kept, and nothing a client
+    sends grows it."""
 
-    _last: ClassVar[tuple[Any, bytes] | None] = None
+    def variant(self, accepted_media_type, renderer_context) -> Any:
+        return None
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
-        plain = accepted_media_type in (None, self.media_type)
-        last = type(self)._last
-        if plain and last is not None and last[0] is data:
-            return last[1]
+        key = (type(self), self.variant(accepted_media_type, renderer_context or {}))
+        kept = _renderings.get(key)
+        if kept is not None and kept[0] is data:
+            return kept[1]
         rendered = super().render(data, accepted_media_type, renderer_context)
-        if plain:
-            type(self)._last = (data, rendered)
+        _renderings[key] = (data, rendered)
         return rendered
 
 
-class JsonDocument(_RenderedOnce, OpenApiJsonRenderer):
+class _IndentedJson(_RenderedOnce):
+    def variant(self, accepted_media_type, renderer_context) -> Any:
+        return self.get_indent(accepted_media_type, renderer_context)
+
+
+class JsonDocument(_IndentedJson, OpenApiJsonRenderer):
     pass
 
 
-class JsonDocument2(_RenderedOnce, OpenApiJsonRenderer2):
+class JsonDocument2(_IndentedJson, OpenApiJsonRenderer2):
     pass
 
 

@@ -131,14 +131,44 @@ def test_the_document_is_built_and_rendered_once_per_process(monkeypatch, query,
     assert again == answers[0]
 
 
-def test_a_rendering_asked_for_with_parameters_is_not_kept():
+def test_no_query_or_header_grows_what_is_kept_or_builds_the_document_again(monkeypatch):
+    """Found by the review: `?version=` and `?lang=` (drf-spectacular takes any value) each
+    built and kept one more document, 1.2 MB a request; an `Accept` with `;q=0.9` rendered
+    the YAML again every time."""
+    built, rendered = [], []
+    monkeypatch.setattr(SchemaGenerator, "get_schema", counted(SchemaGenerator.get_schema, built))
+    monkeypatch.setattr(
+        OpenApiYamlRenderer, "render", counted(OpenApiYamlRenderer.render, rendered)
+    )
+    DocumentOncePerProcess.documents.clear()
+    client = APIClient()
+
+    versions = {
+        client.get("/v1/schema", {"version": f"x{n}"}).json()["info"]["version"] for n in range(5)
+    }
+    languages = {client.get("/v1/schema", {"lang": f"x{n}"}).content for n in range(5)}
+    yaml_answers = {
+        client.get("/v1/schema", HTTP_ACCEPT=f"application/vnd.oai.openapi;q=0.{n};x{n}=1").content
+        for n in range(1, 6)
+    }
+
+    assert len(built) == 1 and list(DocumentOncePerProcess.documents) == [True]
+    assert versions == {"1.0.0"} and len(languages) == 1
+    assert len(rendered) == 1 and len(yaml_answers) == 1
+
+
+def test_an_indent_asked_for_is_honoured_and_kept_with_the_others():
     media_type = "application/vnd.oai.openapi+json"
     plain = APIClient().get("/v1/schema", HTTP_ACCEPT=media_type)
-    indented = APIClient().get("/v1/schema", HTTP_ACCEPT=f"{media_type}; indent=2")
-    after = APIClient().get("/v1/schema", HTTP_ACCEPT=media_type)
+    indented = [
+        APIClient().get("/v1/schema", HTTP_ACCEPT=f"{media_type}; indent={n}").content
+        for n in (2, 2, 99, 8)
+    ]
+    after = APIClient().get("/v1/schema", HTTP_ACCEPT=f"{media_type}; q=0.5")
 
-    assert indented.content.startswith(b'{\n  "openapi"')
-    assert plain.content == after.content and plain.content.startswith(b'{\n    "openapi"')
+    assert plain.content.startswith(b'{\n    "openapi"') and plain.content == after.content
+    assert indented[0].startswith(b'{\n  "openapi"') and indented[0] == indented[1]
+    assert indented[2] == indented[3] and indented[2].startswith(b'{\n        "openapi"')
 
 
 def counted(function, calls: list):

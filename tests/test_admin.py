@@ -477,6 +477,24 @@ def test_membership_admin_refuses_to_demote_or_delete_the_last_owner(ops, owner)
     assert Membership.objects.get(pk=membership.pk).role == Role.OWNER
 
 
+def test_membership_admin_counts_only_owners_who_can_act(ops, owner):
+    """Found by the review: beside a deactivated owner, the admin let an operator demote or
+    delete the last owner whose account is active, as the API no longer does."""
+    membership = Membership.objects.get(user=owner)
+    former = MembershipFactory(organization=membership.organization, role=Role.OWNER).user
+    User.objects.filter(pk=former.pk).update(is_active=False)
+
+    demoted = ops.post(change_url(membership), {"role": Role.MEMBER})
+    deleted = ops.post(delete_url(membership), {"post": "yes"})
+
+    assert "must keep at least one owner" in demoted.content.decode()
+    assert deleted.status_code == 200
+    assert Membership.objects.get(pk=membership.pk).role == Role.OWNER
+    deactivated = Membership.objects.get(user=former)
+    assert ops.post(delete_url(deactivated), {"post": "yes"}).status_code == 302
+    assert not Membership.objects.filter(pk=deactivated.pk).exists()
+
+
 def test_membership_admin_changes_roles_when_an_owner_remains(ops, owner, member):
     MembershipFactory(organization=Membership.objects.get(user=owner).organization, role="owner")
     membership = Membership.objects.get(user=owner)

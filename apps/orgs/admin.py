@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count
@@ -49,8 +50,16 @@ def organizations_left_without_owner(removed: Iterable[Membership]) -> list[Orga
     with transaction.atomic():
         # In one order (by id), as every operator's delete takes these locks: no deadlock.
         for organization_id, removed_ids in sorted(removed_ids_by_org.items(), key=str):
-            owner_ids = {owner.pk for owner in lock_owners(organization_id)}
-            if owner_ids & removed_ids and owner_ids <= removed_ids:
+            owners = lock_owners(organization_id)
+            # Owners whose account is active, read after the locks, as the API's member
+            # changes read them: a deactivated owner keeps no organization (the review).
+            active = set(
+                get_user_model()
+                .objects.filter(pk__in=[owner.user_id for owner in owners], is_active=True)
+                .values_list("pk", flat=True)
+            )
+            keeping = {owner.pk for owner in owners if owner.user_id in active}
+            if {owner.pk for owner in owners} & removed_ids and keeping <= removed_ids:
                 orphaned.append(Organization.objects.get(pk=organization_id))
     return orphaned
 

@@ -582,7 +582,8 @@ THROTTLE_RATES = {
     # wrong ones per account, as second-factor codes.
     "email_code_account": (5, 3600),
     "email_code_wrong": (10, 300),
-    "email_code_wrong_day": (100, 86400),
+    # A day's budget is a squatter's chance at a million codes: 20 give 0.7 % a year.
+    "email_code_wrong_day": (20, 86400),
     # Webhooks created per user: each waits up to 5 s for its URL's host lookup.
     "webhook_create_user": (30, 3600),
 }

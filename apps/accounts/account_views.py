@@ -46,6 +46,7 @@ def _account_page(
     sessions = sorted(open_sessions_of(user), key=lambda s: s.id != current_id)
     context = {
         "email_confirmed_at": user.email_confirmed_at,
+        "email_code_out": email_confirmation.code_out(user),
         "email_form": email_form or EmailCodeForm(),
         "password_form": password_form or PasswordChangeForm(),
         "two_factor_on": device is not None,

@@ -57,7 +57,8 @@ class UserChangeForm(DjangoUserChangeForm):
         email = normalize_email(email)
         if User.objects.filter(email=email).exclude(pk=self.instance.pk).exists():
             raise ValidationError("A user with this email already exists.")
-        if "email" in self.changed_data:  # nobody has shown the new address is theirs
+        if email != self.instance.email:  # a new address (not another case of the same)
+            # Nobody has shown it is theirs.
             self.instance.email_confirmed_at = None
             self.instance.email_code_digest, self.instance.email_code_expires_at = "", None
         return email

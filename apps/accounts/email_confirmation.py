@@ -41,6 +41,13 @@ def is_confirmed(user: User) -> bool:
     return user.email_confirmed_at is not None
 
 
+def code_out(user: User) -> bool:
+    """Whether a code mailed to `user` still holds (none for an account an operator made,
+    or one made before confirmation existed: it asks for one)."""
+    expires_at = user.email_code_expires_at
+    return bool(user.email_code_digest) and expires_at is not None and expires_at > timezone.now()
+
+
 def _digest(user: User, code: str) -> str:
     return salted_hmac(_SALT, f"{user.pk}:{user.email}:{code}", algorithm="sha256").hexdigest()
 
@@ -102,15 +109,22 @@ def confirm(*, user: User, code: Any) -> None:
             or not constant_time_compare(current.email_code_digest, _digest(current, cleaned))
         ):
             raise ValidationFailed({"code": [WRONG_CODE]})
-        mark_confirmed(current)
+        # Only if the row still holds the address and code just checked: an operator may
+        # have changed the address meanwhile (found by the review).
+        mark_confirmed(current, digest=current.email_code_digest)
 
 
-def mark_confirmed(user: User, now: datetime | None = None) -> None:
-    """The owner of `user`'s address read mail sent to it: a code typed back, a password-reset
-    link or an invitation to that address used. Any code still out is void."""
+def mark_confirmed(user: User, now: datetime | None = None, *, digest: str | None = None) -> None:
+    """The owner of `user.email` read mail sent to it: a code typed back (its `digest`), a
+    password-reset link or an invitation to that address used. Any code still out is void.
+
+    Only while the account still holds that address (and that code): an operator who
+    changed the address meanwhile unconfirmed the new one, which no mail reached.
+    """
     now = now or timezone.now()
-    User.objects.filter(pk=user.pk, email_confirmed_at__isnull=True).update(
+    holding = {"email": user.email} | ({"email_code_digest": digest} if digest else {})
+    confirmed = User.objects.filter(pk=user.pk, email_confirmed_at__isnull=True, **holding).update(
         email_confirmed_at=now, email_code_digest="", email_code_expires_at=None
     )
-    if user.email_confirmed_at is None:
+    if confirmed and user.email_confirmed_at is None:
         user.email_confirmed_at = now

@@ -51,8 +51,10 @@ class User(AbstractBaseUser, PermissionsMixin):
     # When the owner of the address showed they read it (`apps.accounts.email_confirmation`):
     # a code mailed to it typed back, a password reset or an invitation sent to it used.
     email_confirmed_at = models.DateTimeField(null=True, blank=True)
-    # The code mailed last, as a keyed digest (never the code), and until when it holds.
-    email_code_digest = models.CharField(max_length=64, blank=True, default="")
+    # The code mailed last, as a keyed digest (never the code), and until when it holds. The
+    # empty default is the database's too: the release before these columns, still running
+    # while they are added, inserts users without them (found by the upgrade audit).
+    email_code_digest = models.CharField(max_length=64, blank=True, default="", db_default="")
     email_code_expires_at = models.DateTimeField(null=True, blank=True)
 
     objects = UserManager()

@@ -149,9 +149,19 @@ def signup(
             )
             pair = start_session(user, request)
     except IntegrityError as exc:
+        _unless_the_address_is_taken(clean["email"], exc)
         raise ValidationFailed({"email": ["An account with this email already exists."]}) from exc
     email_confirmation.mail_code(user=user)
     return SignupResult(user=user, organization=organization, tokens=pair)
+
+
+def _unless_the_address_is_taken(email: str, error: IntegrityError) -> None:
+    """In the `except IntegrityError` of an account's creation: re-raise the error unless
+    another account holds the address (a concurrent sign-up). Any other broken constraint is
+    no "already exists" (found by the upgrade audit: a release that did not fill a new column
+    answered every sign-up that way)."""
+    if not User.objects.filter(email=email).exists():
+        raise error
 
 
 def create_account(*, email: Any, password: Any, request: HttpRequest | None = None) -> User:
@@ -176,6 +186,7 @@ def create_account(*, email: Any, password: Any, request: HttpRequest | None = N
         with transaction.atomic():
             return User.objects.create_user(clean_email, password)
     except IntegrityError as exc:
+        _unless_the_address_is_taken(clean_email, exc)
         raise taken from exc
 
 

@@ -74,8 +74,14 @@ ANALYSES = (
 
 def _get_user(email: str) -> User:
     user = User.objects.filter(email=User.objects.normalize_email(email)).first()
-    # The demo's own addresses (example domains): nobody's mailbox to confirm them through.
-    return user or User.objects.create_user(email, DEMO_PASSWORD, email_confirmed_at=timezone.now())
+    # The demo's own addresses (example domains): nobody's mailbox to confirm them through,
+    # so confirmed here, those seeded before confirmation existed too.
+    if user is None:
+        return User.objects.create_user(email, DEMO_PASSWORD, email_confirmed_at=timezone.now())
+    if user.email_confirmed_at is None:
+        user.email_confirmed_at = timezone.now()
+        user.save(update_fields=["email_confirmed_at"])
+    return user
 
 
 class Command(BaseCommand):

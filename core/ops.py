@@ -11,6 +11,10 @@ and gunicorn's access log leaves them out (gunicorn.conf.py).
 * `/readyz`: 200 when the database, and Redis when `REDIS_URL` is set, each
   answer within `READINESS_TIMEOUT` seconds; else 503. The body names the
   failed dependency ("database", "redis"), never a host, port or credential.
+  The database must hold every migration of this release: a release started
+  before `migrate` ran reads columns that are not there yet, so it is kept out
+  of the load balancer rather than answering its logins with 503s (found by the
+  upgrade audit). Checked until it holds, then no more in this process.
 * `/metrics`: Prometheus text, only with `Authorization: Bearer
   <METRICS_TOKEN>` (compared in constant time); 401 without it or with a
   wrong one, 404 when `METRICS_TOKEN` is unset.
@@ -27,6 +31,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
+from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, HttpResponse
 
 from core import metrics
@@ -52,15 +57,30 @@ def _json(status: int, body: dict) -> HttpResponse:
     return _response(status, json.dumps(body).encode(), "application/json")
 
 
+class MigrationsNotApplied(Exception):
+    """The database lacks migrations this release's code relies on."""
+
+
+#: Set once the database held every migration of this release (they cannot go missing
+#: while this code runs, short of an operator migrating backwards).
+_schema_current = threading.Event()
+
+
 def _check_database() -> None:
     """A fresh connection and a read of a table: what the next request would need after an
     outage. A table, not `SELECT 1`: that also answers on a database without the schema
-    (migrations not run, a damaged SQLite file) where every request fails."""
+    (migrations not run, a damaged SQLite file) where every request fails. Then, until it
+    holds once, that every migration of this release is applied."""
     connection = connections["default"]
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1 FROM django_migrations LIMIT 1")
             cursor.fetchone()
+        if not _schema_current.is_set():
+            executor = MigrationExecutor(connection)
+            if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+                raise MigrationsNotApplied()
+            _schema_current.set()
     finally:
         connection.close()
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 
 import pytest
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
 from django.test import Client, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -86,6 +90,25 @@ def test_readyz_answers_503_within_the_deadline_when_a_check_hangs(db, client, m
     assert (body["status"], body["failed"]) == ("unavailable", ["database"])
     assert body["checks"]["database"] == "unavailable"
     assert response["Retry-After"]
+
+
+def test_readyz_is_503_until_every_migration_of_this_release_is_applied(
+    transactional_db, client, monkeypatch
+):
+    """Found by the upgrade audit: a release started before `migrate` was ready, and its
+    logins answered 503 (its session lookup reads a column only its migration adds)."""
+    monkeypatch.setattr(ops, "_schema_current", threading.Event())
+    recorder = MigrationRecorder(connection)
+    app, name = sorted(MigrationLoader(connection).graph.leaf_nodes())[0]
+    recorder.record_unapplied(app, name)
+    try:
+        behind = client.get("/readyz")
+    finally:
+        recorder.record_applied(app, name)
+
+    assert behind.status_code == 503 and behind.json()["failed"] == ["database"]
+    assert client.get("/readyz").status_code == 200
+    assert ops._schema_current.is_set()  # not looked at again in this process
 
 
 def test_probes_refuse_other_methods(client):

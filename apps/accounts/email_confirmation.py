@@ -11,7 +11,7 @@ audit).
 
 The code is stored as an HMAC under SECRET_KEY of the account and address (a copy of the
 database alone does not give it back, and a changed address voids it), for 24 hours. It is
-checked in constant time; wrong codes count per account (10 in 5 minutes, 100 a day) before
+checked in constant time; wrong codes count per account (10 in 5 minutes, 20 a day) before
 they are checked, as two-factor codes do. Mailing one is throttled per account (5 an hour);
 a send that failed is retried by the worker with a new code, while the address is still
 unconfirmed.

@@ -3,11 +3,10 @@
 Sign-up takes any address and logs the account in at once (SPEC §4.1), so an account's
 address proves nothing until its owner shows they read mail sent to it: they type back the
 6-digit code mailed at sign-up (the account page, `/account/#email`), or they use a
-password-reset link or an invitation mailed to it. Until then the account cannot be added
-to an organization directly (`POST /v1/organizations/{orgId}/members` answers as for no
-account; an invitation still reaches the mailbox): otherwise whoever signed up first with a
-colleague's address would be added in the colleague's place (found by the authorization
-audit).
+password-reset link or an invitation mailed to it. The members page marks the members who
+have not (found by the authorization audit: an account may be someone's sign-up with a
+colleague's address, and `POST /v1/organizations/{orgId}/members` adds any account of an
+address, as SPEC §4.2 says; the dashboard invites instead, which reaches the mailbox).
 
 The code is stored as an HMAC under SECRET_KEY of the account and address (a copy of the
 database alone does not give it back, and a changed address voids it), for 24 hours. It is

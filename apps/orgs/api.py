@@ -232,10 +232,7 @@ class MembersView(OrgManagementView):
     @extend_schema(
         operation_id="members_add",
         summary="Add a member",
-        description=(
-            "Owners and admins; only owners add owners. The user must already exist and have "
-            "confirmed their email address (404 otherwise: invite them instead)."
-        ),
+        description="Owners and admins; only owners add owners. The user must already exist.",
         tags=["organizations"],
         request=MemberAddInputSerializer,
         responses={201: MemberSerializer, **error_responses(400, 401, 403, 404)},

@@ -211,12 +211,11 @@ def add_member(
     # Emails are stored normalized: match the normalized spelling exactly.
     users = get_user_model().objects
     user = users.filter(email=users.normalize_email(email)).first()
-    # Only an address its owner confirmed (apps.accounts.email_confirmation): whoever signed
-    # up first with a colleague's address would otherwise be added in the colleague's place.
-    if user is None or user.email_confirmed_at is None:
-        raise NotFound(
-            "No account with a confirmed email address uses this email: invite them instead."
-        )
+    # SPEC §4.2: any account of that address, confirmed or not (the members page says which:
+    # an unconfirmed one may be someone else's sign-up with a colleague's address, which is
+    # why the dashboard invites rather than adds).
+    if user is None:
+        raise NotFound("No user with this email.")
     organization = actor_membership.organization
     try:
         with transaction.atomic():

@@ -1,10 +1,9 @@
 """Confirming an account's email address (apps.accounts.email_confirmation).
 
-Found by the authorization audit: sign-up proves nothing about its address, and `POST
-/members` added whichever account held an address, so whoever signed up first with a
-colleague's address was added in the colleague's place. Now an account confirms its address
-by typing back a code mailed to it (or by using a reset link or an invitation mailed to it),
-and only a confirmed account can be added directly. Mail goes through a real SMTP server.
+Found by the authorization audit: sign-up proves nothing about its address, so an account
+may be someone else's sign-up with a colleague's address. An account confirms its address
+by typing back a code mailed to it (or by using a reset link or an invitation mailed to
+it), and the members page says which members have not. Mail goes through a real SMTP server.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from apps.invitations import services as invitations
 from apps.orgs.models import Membership
 from core.errors import ValidationFailed
 from tests.factories import UserFactory
-from tests.orgs.helpers import error_code, user_client
+from tests.orgs.helpers import user_client
 from tests.pages import html, logged_in
 
 pytestmark = pytest.mark.django_db
@@ -149,21 +148,29 @@ def test_the_account_forms_need_the_csrf_token(mailbox):
     assert user.email_confirmed_at is None
 
 
-def test_only_a_confirmed_account_is_added_to_an_organization_directly(
+def test_an_unconfirmed_account_is_added_as_the_spec_says_and_marked_on_the_members_page(
     mailbox, owner, organization
 ):
-    squatter = sign_up("colleague@example.com")  # someone else's address, signed up first
+    """SPEC §4.2 adds any account of the address; the members page says which accounts have
+    not shown their address is theirs (someone may have signed up with a colleague's)."""
+    squatter = sign_up("colleague@example.com")
     url = f"/v1/organizations/{organization.id}/members"
-    body = {"email": "colleague@example.com", "role": "admin"}
+    body = {"email": "colleague@example.com", "role": "member"}
 
-    refused = user_client(owner).post(url, body, format="json")
+    added = user_client(owner).post(url, body, format="json")
 
-    assert refused.status_code == 404 and error_code(refused) == "NOT_FOUND"
-    assert "invite them instead" in refused.json()["error"]["message"]
-    assert not Membership.objects.filter(user=squatter, organization=organization).exists()
+    assert added.status_code == 201
+    page = html(logged_in(owner).get(f"/orgs/{organization.id}/members/"))
+
+    def row(email: str) -> str:
+        return page.split(f'data-member="{email}"')[1].split("</tr>")[0]
+
+    assert ">Email not confirmed</span>" in row("colleague@example.com")
+    assert ">Email not confirmed</span>" not in row(owner.email)
 
     email_confirmation.mark_confirmed(squatter)
-    assert user_client(owner).post(url, body, format="json").status_code == 201
+    page = html(logged_in(owner).get(f"/orgs/{organization.id}/members/"))
+    assert ">Email not confirmed</span>" not in page
 
 
 def test_a_used_reset_link_confirms_the_address():

@@ -96,7 +96,7 @@ def send_email_code(request: HttpRequest) -> HttpResponse:
         messages.error(request, throttled_message(exc))
     else:
         if not email_confirmation.is_confirmed(user):
-            messages.success(request, f"A new code is on its way to {user.email}.")
+            messages.success(request, f"A code is on its way to {user.email}.")
     return redirect(f"{ACCOUNT_URL}#email")
 
 

@@ -1,9 +1,10 @@
 """Confirming that an account's email address is its owner's.
 
 Sign-up takes any address and logs the account in at once (SPEC §4.1), so an account's
-address proves nothing until its owner shows they read mail sent to it: they type back the
-6-digit code mailed at sign-up (the account page, `/account/#email`), or they use a
-password-reset link or an invitation mailed to it. The members page marks the members who
+address proves nothing until its owner shows they read mail sent to it: they type back a
+6-digit code the account page (`/account/#email`) mails on request (sign-up mails nothing,
+so SPEC §4.13's flows mail as they did), or they use a password-reset link or an invitation
+mailed to it. The members page marks the members who
 have not (found by the authorization audit: an account may be someone's sign-up with a
 colleague's address, and `POST /v1/organizations/{orgId}/members` adds any account of an
 address, as SPEC §4.2 says; the dashboard invites instead, which reaches the mailbox).

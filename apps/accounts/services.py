@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apps.accounts import email_confirmation, mail, mfa_login, tokens, twofactor
+from apps.accounts import mail, mfa_login, tokens, twofactor
 from apps.accounts.emails import address_refusal, normalize_email
 from apps.accounts.models import AuthSession, User
 from apps.accounts.selectors import open_session_of
@@ -151,7 +151,8 @@ def signup(
     except IntegrityError as exc:
         _unless_the_address_is_taken(clean["email"], exc)
         raise ValidationFailed({"email": ["An account with this email already exists."]}) from exc
-    email_confirmation.mail_code(user=user)
+    # No confirmation code is mailed here: the dashboard asks for one (the account page), so
+    # sign-up and what is built on it mail as SPEC §4.13's flows always did.
     return SignupResult(user=user, organization=organization, tokens=pair)
 
 

@@ -40,18 +40,29 @@ def code_in(message) -> str:
     return code
 
 
-def sign_up(email: str) -> User:
+def sign_up(email: str, *, ask_for_a_code: bool = True) -> User:
+    """An account signed up through the API; then, as its owner would on the account page,
+    a code asked for (sign-up itself mails nothing)."""
     response = APIClient().post("/v1/auth/signup", {"email": email, **SIGNUP}, format="json")
     assert response.status_code == 201, response.json()
-    return User.objects.get(email=email)
+    user = User.objects.get(email=email)
+    if ask_for_a_code:
+        assert logged_in(user).post("/account/email/send/").status_code == 302
+    return user
 
 
 def confirm_on_page(client: Client, code: str):
     return client.post("/account/email/confirm/", {"code": code})
 
 
-def test_sign_up_mails_a_code_that_confirms_the_address_on_the_account_page(mailbox):
-    user = sign_up("ana@example.com")
+def test_the_account_page_mails_a_code_that_confirms_the_address(mailbox):
+    user = sign_up("ana@example.com", ask_for_a_code=False)
+    client = logged_in(user)
+    assert mailbox.messages("ana@example.com") == []  # sign-up mails as it always did
+    assert "Confirm your email address" in html(client.get("/"))
+    assert ">Send a code</button>" in html(client.get("/account/"))
+
+    assert client.post("/account/email/send/")["Location"] == "/account/#email"
     [message] = mailbox.wait_for("ana@example.com")
     code = code_in(message)
 
@@ -61,10 +72,9 @@ def test_sign_up_mails_a_code_that_confirms_the_address_on_the_account_page(mail
     stored = User.objects.filter(pk=user.pk).values().get()
     assert not any(code in str(value) for value in stored.values())  # a keyed digest only
 
-    client = logged_in(user)
     page = html(client.get("/account/"))
     assert "Not confirmed" in page and 'action="/account/email/confirm/"' in page
-    assert "Confirm your email address" in html(client.get("/"))
+    assert "Enter the 6-digit code we mailed" in page
 
     response = confirm_on_page(client, f"{code[:3]} {code[3:]}")  # as a person types it
 
@@ -127,7 +137,7 @@ def test_wrong_codes_are_limited_per_account_and_then_even_the_right_one_waits(m
 
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"email_code_account": (2, 3600)})
 def test_new_codes_are_limited_per_account(mailbox):
-    user = sign_up("ana@example.com")  # the first
+    user = sign_up("ana@example.com")  # asks for the first
     client = logged_in(user)
 
     client.post("/account/email/send/")
@@ -153,7 +163,7 @@ def test_an_unconfirmed_account_is_added_as_the_spec_says_and_marked_on_the_memb
 ):
     """SPEC §4.2 adds any account of the address; the members page says which accounts have
     not shown their address is theirs (someone may have signed up with a colleague's)."""
-    squatter = sign_up("colleague@example.com")
+    squatter = sign_up("colleague@example.com", ask_for_a_code=False)
     url = f"/v1/organizations/{organization.id}/members"
     body = {"email": "colleague@example.com", "role": "member"}
 

@@ -351,6 +351,7 @@ def test_an_account_never_mailed_a_code_is_asked_to_send_itself_one(mailbox):
     client.post("/account/email/send/")
     after = html(client.get("/account/"))
 
-    assert "Send yourself a code below" in before and ">Send a code</button>" in before
+    assert "We will mail a 6-digit code" in before and ">Send a code</button>" in before
+    assert 'action="/account/email/confirm/"' not in before  # nothing to enter yet
     assert "Enter the 6-digit code we mailed" in after and ">Send a new code</button>" in after
     assert code_in(mailbox.wait_for(user.email)[0])

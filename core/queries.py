@@ -1,4 +1,5 @@
-"""Statements over many rows, bounded: lookups by a list of values, and upserts.
+"""Statements over many rows, bounded: lookups by a list of values, upserts, and lists
+whose length is bounded (`refuse_when_full`).
 
 SQLite bounds the parameters of one statement, and so does PostgreSQL once values are
 bound by the server (DATABASE_POOLER=none: 65,535). A lookup whose values come from the
@@ -15,6 +16,8 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Model, QuerySet
+
+from core.errors import ValidationFailed
 
 IN_CHUNK = 500
 ROWS_PER_STATEMENT = 500
@@ -74,3 +77,15 @@ def upsert_largest(
                 for field in fields
             ]
             cursor.execute(insert + ", ".join([placeholders] * len(chunk)) + on_conflict, params)
+
+
+def refuse_when_full(
+    parent: QuerySet, children: QuerySet, most: int, field: str, message: str
+) -> None:
+    """Inside a transaction, before adding to a bounded list: lock its parent row (NO KEY:
+    rows that merely refer to it do not wait), so additions to one list wait for each other
+    and each counts the others, then 400 VALIDATION_ERROR on `field` once `children` holds
+    `most` rows. PostgreSQL only waits: SQLite takes its write lock at the first write."""
+    parent.select_for_update(no_key=True).exists()
+    if children.count() >= most:
+        raise ValidationFailed({field: [message]})

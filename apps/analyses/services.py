@@ -13,8 +13,8 @@ from django.db import transaction
 
 from apps.analyses.models import Analysis, Feedback, FollowUp
 from apps.projects.selectors import ProjectLike
-from core.errors import ValidationFailed
 from core.principal import Principal
+from core.queries import refuse_when_full
 
 #: An analysis carries all its follow-ups and feedback (SPEC §4.4), on its own and in every
 #: page of the list, so each is bounded: a public SDK key added a 10 KB follow-up in 5 ms,
@@ -46,19 +46,15 @@ def create_analysis(
     )
 
 
-def _make_room(
-    analysis: Analysis, model: type[FollowUp | Feedback], most: int, field: str, what: str
-) -> None:
-    """Inside a transaction: refuse a thread that is full, its additions waiting for each
-    other on the analysis (NO KEY: nothing else that refers to it waits)."""
-    Analysis.objects.select_for_update(no_key=True).filter(pk=analysis.pk).first()
-    if model.objects.filter(analysis_id=analysis.pk).count() >= most:
-        raise ValidationFailed({field: [f"At most {most} {what} per analysis."]})
-
-
 def create_follow_up(*, principal: Principal, analysis: Analysis, question: str) -> FollowUp:
     with transaction.atomic():
-        _make_room(analysis, FollowUp, MAX_FOLLOW_UPS, "question", "follow-ups")
+        refuse_when_full(
+            Analysis.objects.filter(pk=analysis.pk),
+            FollowUp.objects.filter(analysis_id=analysis.pk),
+            MAX_FOLLOW_UPS,
+            "question",
+            f"At most {MAX_FOLLOW_UPS} follow-ups per analysis.",
+        )
         return FollowUp.objects.create(
             analysis=analysis, question=question, **_authored_by(principal)
         )
@@ -68,7 +64,13 @@ def create_feedback(
     *, principal: Principal, analysis: Analysis, rating: str, comment: str = ""
 ) -> Feedback:
     with transaction.atomic():
-        _make_room(analysis, Feedback, MAX_FEEDBACK, "rating", "feedback entries")
+        refuse_when_full(
+            Analysis.objects.filter(pk=analysis.pk),
+            Feedback.objects.filter(analysis_id=analysis.pk),
+            MAX_FEEDBACK,
+            "rating",
+            f"At most {MAX_FEEDBACK} feedback entries per analysis.",
+        )
         return Feedback.objects.create(
             analysis=analysis, rating=rating, comment=comment, **_authored_by(principal)
         )

@@ -25,6 +25,7 @@ from apps.audit.services import Action, record_event
 from apps.projects.models import Channel, LogSource, Project
 from apps.projects.selectors import ProjectLike
 from core.errors import NotFound, ValidationFailed
+from core.queries import refuse_when_full
 from core.validation import clean_name, has_hidden_characters
 
 MAX_SETTINGS_BYTES = 10 * 1024
@@ -132,14 +133,6 @@ def clean_channel_target(kind: str, target: Any) -> str:
     return target
 
 
-def _make_room(project: ProjectLike, model: type[LogSource | Channel], most: int, what: str):
-    """Inside a transaction: refuse a full list, its additions waiting for each other on the
-    project (NO KEY: nothing else that refers to it waits)."""
-    Project.objects.select_for_update(no_key=True).filter(pk=project.id).first()
-    if model.objects.filter(project_id=project.id).count() >= most:
-        raise ValidationFailed({"name": [f"At most {most} {what} per project."]})
-
-
 def _locked(model: type[LogSource] | type[Channel], pk: Any) -> Any:
     """The row, locked for this transaction; NOT_FOUND if it was deleted meanwhile."""
     row = model.objects.select_for_update().filter(pk=pk).first()
@@ -160,7 +153,13 @@ def create_log_source(
 ) -> LogSource:
     settings = clean_log_source_settings({} if settings is None else settings)
     with transaction.atomic():
-        _make_room(project, LogSource, MAX_LOG_SOURCES, "log sources")
+        refuse_when_full(
+            Project.objects.filter(pk=project.id),
+            LogSource.objects.filter(project_id=project.id),
+            MAX_LOG_SOURCES,
+            "name",
+            f"At most {MAX_LOG_SOURCES} log sources per project.",
+        )
         return LogSource.objects.create(
             project_id=project.id, name=name, kind=kind, settings=settings
         )
@@ -183,7 +182,13 @@ def delete_log_source(*, log_source: LogSource) -> None:
 def create_channel(*, project: ProjectLike, name: str, kind: str, target: Any) -> Channel:
     target = clean_channel_target(kind, target)
     with transaction.atomic():
-        _make_room(project, Channel, MAX_CHANNELS, "channels")
+        refuse_when_full(
+            Project.objects.filter(pk=project.id),
+            Channel.objects.filter(project_id=project.id),
+            MAX_CHANNELS,
+            "name",
+            f"At most {MAX_CHANNELS} channels per project.",
+        )
         return Channel.objects.create(project_id=project.id, name=name, kind=kind, target=target)
 
 

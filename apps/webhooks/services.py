@@ -36,7 +36,7 @@ from apps.webhooks.delivery import (
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from core import throttling
 from core.errors import ValidationFailed
-from core.queries import ROWS_PER_STATEMENT
+from core.queries import ROWS_PER_STATEMENT, refuse_when_full
 from core.tasks import requeue_stalled
 from core.validation import FieldErrors
 
@@ -94,15 +94,13 @@ def create_webhook(
     errors.raise_any()
     secret = crypto.generate_secret()
     with transaction.atomic():
-        # NO KEY: creations wait for each other (the count below), rows that merely refer to
-        # the organization (audit events) do not.
-        Organization.objects.select_for_update(no_key=True).filter(pk=organization.pk).first()
-        if Webhook.objects.filter(organization=organization).count() >= (
-            MAX_WEBHOOKS_PER_ORGANIZATION
-        ):
-            raise ValidationFailed(
-                {"url": [f"At most {MAX_WEBHOOKS_PER_ORGANIZATION} webhooks per organization."]}
-            )
+        refuse_when_full(
+            Organization.objects.filter(pk=organization.pk),
+            Webhook.objects.filter(organization=organization),
+            MAX_WEBHOOKS_PER_ORGANIZATION,
+            "url",
+            f"At most {MAX_WEBHOOKS_PER_ORGANIZATION} webhooks per organization.",
+        )
         webhook = Webhook.objects.create(
             organization=organization,
             url=url,

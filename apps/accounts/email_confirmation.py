@@ -103,9 +103,7 @@ def confirm(*, user: User, code: Any) -> None:
         cleaned = _clean(code)
         if (
             cleaned is None
-            or not current.email_code_digest
-            or current.email_code_expires_at is None
-            or current.email_code_expires_at <= timezone.now()
+            or not code_out(current)
             or not constant_time_compare(current.email_code_digest, _digest(current, cleaned))
         ):
             raise ValidationFailed({"code": [WRONG_CODE]})

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.contrib import admin
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 
 from apps.audit.services import Action
+from apps.orgs.access import accounts_active_now
 from apps.orgs.models import Membership, Organization
 from apps.orgs.services import (
     lock_owners,
@@ -53,11 +53,7 @@ def organizations_left_without_owner(removed: Iterable[Membership]) -> list[Orga
             owners = lock_owners(organization_id)
             # Owners whose account is active, read after the locks, as the API's member
             # changes read them: a deactivated owner keeps no organization (the review).
-            active = set(
-                get_user_model()
-                .objects.filter(pk__in=[owner.user_id for owner in owners], is_active=True)
-                .values_list("pk", flat=True)
-            )
+            active = accounts_active_now(owner.user_id for owner in owners)
             keeping = {owner.pk for owner in owners if owner.user_id in active}
             if {owner.pk for owner in owners} & removed_ids and keeping <= removed_ids:
                 orphaned.append(Organization.objects.get(pk=organization_id))

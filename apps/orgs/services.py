@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
 from apps.audit.services import Action, record_event
-from apps.orgs.access import account_active_now, manager_role_now
+from apps.orgs.access import account_active_now, accounts_active_now, manager_role_now
 from apps.orgs.models import Membership, Organization
 from core import throttling
 from core.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
@@ -92,8 +92,7 @@ def _leaves_no_active_owner(owners: list[Membership], target: Membership) -> boo
     deactivated account cannot act and nobody else may make owners."""
     if target.role != Role.OWNER:
         return False
-    others = [owner.user_id for owner in owners if owner.pk != target.pk]
-    return not get_user_model().objects.filter(pk__in=others, is_active=True).exists()
+    return not accounts_active_now(owner.user_id for owner in owners if owner.pk != target.pk)
 
 
 def _last_owner(owners: list[Membership]) -> LastOwner:

@@ -291,7 +291,9 @@ class TestDetail:
         assert error_code(response) == "NOT_FOUND"
         assert not FollowUp.objects.exists() and not Feedback.objects.exists()
 
-    @pytest.mark.parametrize("analysis_id", ["not-a-uuid", "1", str(uuid.uuid4())])
+    @pytest.mark.parametrize(
+        "analysis_id", ["not-a-uuid", "1", pytest.param(str(uuid.uuid4()), id="unknown")]
+    )
     def test_unknown_or_malformed_id_is_not_found(self, api_client, secret_key, analysis_id):
         response = send(api_client, "GET", f"/v1/analyses/{analysis_id}", credential=secret_key[1])
         assert response.status_code == 404

@@ -537,7 +537,7 @@ def test_a_project_key_is_not_in_the_organization_collection(owner, project):
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
-@pytest.mark.parametrize("key_id", ["not-a-uuid", str(uuid.uuid4())])
+@pytest.mark.parametrize("key_id", ["not-a-uuid", pytest.param(str(uuid.uuid4()), id="unknown")])
 def test_an_unknown_key_id_is_not_found(owner, project, kind, key_id):
     response = user_client(owner).get(key_url(kind, project, key_id))
 
@@ -546,7 +546,9 @@ def test_an_unknown_key_id_is_not_found(owner, project, kind, key_id):
 
 
 @pytest.mark.parametrize("suffix", ["sdk-keys", "api-keys"])
-@pytest.mark.parametrize("project_id", ["not-a-uuid", str(uuid.uuid4())])
+@pytest.mark.parametrize(
+    "project_id", ["not-a-uuid", pytest.param(str(uuid.uuid4()), id="unknown")]
+)
 def test_an_unknown_project_is_project_not_found(owner, suffix, project_id):
     response = user_client(owner).get(f"/v1/projects/{project_id}/{suffix}")
 

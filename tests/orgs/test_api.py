@@ -445,7 +445,7 @@ def test_an_active_owner_may_remove_a_deactivated_owner(owner, organization):
     assert role_of(owner, organization) == Role.OWNER
 
 
-@pytest.mark.parametrize("user_id", ["not-a-uuid", str(uuid.uuid4())])
+@pytest.mark.parametrize("user_id", ["not-a-uuid", pytest.param(str(uuid.uuid4()), id="unknown")])
 def test_changing_someone_who_is_not_a_member_is_not_found(owner, organization, user_id):
     response = user_client(owner).patch(
         f"{members_url(organization)}/{user_id}", {"role": "member"}, format="json"

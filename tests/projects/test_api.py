@@ -276,7 +276,9 @@ def test_rows_of_another_project_are_not_found_and_untouched(
     assert row.name == "theirs"
 
 
-@pytest.mark.parametrize("row_id", ["not-a-uuid", "0", str(uuid.uuid4())])
+@pytest.mark.parametrize(
+    "row_id", ["not-a-uuid", "0", pytest.param(str(uuid.uuid4()), id="unknown")]
+)
 @pytest.mark.parametrize("collection", ["log-sources", "channels"])
 def test_unknown_or_malformed_ids_are_not_found(api_client, key, row_id, collection):
     response = send(api_client, "DELETE", f"/v1/config/{collection}/{row_id}", credential=key)

@@ -48,9 +48,10 @@ run: install
 		SIGSENTRY_RUN_URL=http://$(HOST):$(PORT)/ PY=$(PY) GUNICORN=$(VENV)/bin/gunicorn \
 		BIND=$(HOST):$(PORT) exec bash scripts/run-demo.sh
 
-## make test: install with the dev extra and run the whole suite (PostgreSQL when DATABASE_URL names one)
+## make test: install with the dev extra and run the whole suite (PostgreSQL when DATABASE_URL names one),
+## one pytest-xdist worker per core, at most 4 (each on its own Redis database: sigsentry/test_settings.py)
 test: install-dev
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n auto --maxprocesses 4
 
 ## make lint: ruff check and format check; make format: fix what they can
 lint: install-dev

@@ -9,8 +9,30 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789abcdef")
 os.environ.setdefault("HTTPS_ONLY", "false")
 
-from sigsentry.settings import *  # noqa: F403
-from sigsentry.settings import BASE_DIR, DATABASES, PASSWORD_HASHERS
+
+def _redis_url_of_worker(url: str, worker: str) -> str:
+    """REDIS_URL with its database moved up by the pytest-xdist worker's number (gw1: +1)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    from redis.connection import parse_url
+
+    db = parse_url(url).get("db", 0) + int(worker.removeprefix("gw"))
+    base, _, query = url.partition("?")
+    pairs = [(k, v) for k, v in parse_qsl(query) if k != "db"] + [("db", str(db))]
+    return f"{base}?{urlencode(pairs)}"  # redis-py: ?db= wins over the path's
+
+
+# Each test empties its Redis database (tests/conftest.py), so with pytest-xdist (`-n 2`)
+# each worker has one of its own. Moved once, in the worker: the servers and workers it
+# starts inherit the moved URL (and the mark that it was moved).
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker and os.environ.get("REDIS_URL") and not os.environ.get("SIGSENTRY_TEST_REDIS_OF"):
+    os.environ["REDIS_URL"] = _redis_url_of_worker(os.environ["REDIS_URL"], _worker)
+    os.environ["SIGSENTRY_TEST_REDIS_OF"] = _worker
+
+# After the environment above: the settings read it as they are imported.
+from sigsentry.settings import *  # noqa: E402, F403
+from sigsentry.settings import BASE_DIR, DATABASES, PASSWORD_HASHERS  # noqa: E402
 
 # Argon2 stays in the list (stored hashes still verify); new hashes in tests are fast.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *PASSWORD_HASHERS]

@@ -39,6 +39,21 @@ def pytest_configure(config):
         config.add_cleanup(traveller.stop)
 
 
+# pytest-django's ways into the database: its marker, or one of these fixtures.
+_DATABASE_FIXTURES = frozenset(
+    {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"}
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Mark `database` the tests that may reach the database (pytest-django blocks it for the
+    rest): CI's DATABASE_POOLER=none step, which changes nothing else, runs only those."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if item.get_closest_marker("django_db") or _DATABASE_FIXTURES.intersection(fixtures):
+            item.add_marker("database")
+
+
 #: LEGACY_KEYS_DEPRECATED_AT and LEGACY_KEYS_SUNSET_AT as SPEC §8 sets them, written out.
 LEGACY_DEPRECATED_AT = datetime(2026, 11, 26, tzinfo=UTC)
 LEGACY_SUNSET_AT = datetime(2027, 5, 26, tzinfo=UTC)

@@ -464,3 +464,22 @@ def test_earlier_secret_keys_are_read_as_fallbacks_and_must_be_long():
     assert read_settings(SECRET, "SECRET_KEY_FALLBACKS") == {"SECRET_KEY_FALLBACKS": []}
     message = refused(SECRET | {"SECRET_KEY_FALLBACKS": f"{old[0]},short"}, "SECRET_KEY_FALLBACKS")
     assert old[0] not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "worker", "db"),
+    [
+        ("redis://127.0.0.1:6379/1", "gw0", 1),
+        ("redis://127.0.0.1:6379/1", "gw3", 4),
+        ("rediss://:pw@redis:6380", "gw1", 1),
+        ("unix:///run/redis.sock?db=2", "gw2", 4),
+    ],
+)
+def test_each_pytest_xdist_worker_empties_a_redis_database_of_its_own(url, worker, db):
+    from redis.connection import parse_url
+
+    from sigsentry.test_settings import _redis_url_of_worker
+
+    moved = parse_url(_redis_url_of_worker(url, worker))
+    assert moved.get("db") == db
+    assert moved | {"db": None} == parse_url(url) | {"db": None}  # nothing else moves

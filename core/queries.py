@@ -85,7 +85,7 @@ def refuse_when_full(
     """Inside a transaction, before adding to a bounded list: lock its parent row (NO KEY:
     rows that merely refer to it do not wait), so additions to one list wait for each other
     and each counts the others, then 400 VALIDATION_ERROR on `field` once `children` holds
-    `most` rows. PostgreSQL only waits: SQLite takes its write lock at the first write."""
+    `most` rows. (On SQLite every transaction takes the write lock as it begins: settings.)"""
     parent.select_for_update(no_key=True).exists()
     if children.count() >= most:
         raise ValidationFailed({field: [message]})

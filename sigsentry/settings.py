@@ -327,6 +327,11 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
 # socket rather than with a `SELECT 1`: core/postgres/base.py).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 _POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+if not _POSTGRES:
+    # SQLite (the demo): a transaction takes the write lock as it begins (Django's documented
+    # `transaction_mode`), so a second writer waits for the first (up to the 5 s timeout)
+    # instead of failing with "database is locked" when both read before they wrote.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("transaction_mode", "IMMEDIATE")
 if _POSTGRES and not DATABASES["default"]["NAME"]:
     raise ImproperlyConfigured("DATABASE_URL names no database: postgres://user@host:5432/name.")
 if _POSTGRES:

@@ -19,7 +19,7 @@ from core.errors import (
     is_outage,
     json_error_response,
 )
-from core.logging import request_route
+from core.logging import current_request_id, new_request_id, request_route
 from core.net import client_ip
 from core.principal import AUTH_DECISION
 from core.wsgi import CHUNKED_BODY_TOO_LARGE
@@ -28,6 +28,7 @@ logger = logging.getLogger("core.errors")
 access_logger = logging.getLogger("sigsentry.access")
 
 API_PREFIX = "/v1/"
+REQUEST_ID_HEADER = "X-Request-Id"
 
 # Dashboard pages: scripts and styles only from our own origin, no inline code.
 DASHBOARD_CSP = (
@@ -69,11 +70,15 @@ class AccessLogMiddleware:
     `/reset/<token>/` are never written; when nothing matched, the path with its long
     segments masked: `core.logging.request_route`),
     `status`, `duration_ms`, `client_ip`, and for `/v1` requests the decision:
-    `auth_outcome` with `key_id` + `key_prefix` or `user_id`. Never a
+    `auth_outcome` with `key_id` + `key_prefix` or `user_id`, and `request_id`. Never a
     credential, digest or query string. It replaces a separate decision line and
     the server's own access line: nothing on the request path is written twice.
     The metrics take the route pattern (or `static` / `unmatched`) and the
     decision's outcome, never a key, user, path or IP.
+
+    Every answer carries its request's id in `X-Request-Id`, and every line written while
+    it is served its `request_id` (`core.logging.RequestIdFilter`). The id is always ours:
+    one a client sends is not taken, it would let it write what it likes into the logs.
     """
 
     def __init__(self, get_response):
@@ -83,14 +88,20 @@ class AccessLogMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         failopen.new_request()  # a Redis that gave up on the last request is tried again
-        response = self.get_response(request)
-        if metrics.enabled():
-            self.record_metrics(request, response, time.perf_counter() - started)
-        if access_logger.isEnabledFor(logging.INFO):
-            fields = access_fields(request, response, started)
-            access_logger.info(
-                "%s %s %s", fields["method"], fields["route"], fields["status"], extra=fields
-            )
+        request_id = new_request_id()
+        context = current_request_id.set(request_id)
+        try:
+            response = self.get_response(request)
+            response[REQUEST_ID_HEADER] = request_id
+            if metrics.enabled():
+                self.record_metrics(request, response, time.perf_counter() - started)
+            if access_logger.isEnabledFor(logging.INFO):
+                fields = access_fields(request, response, started) | {"request_id": request_id}
+                access_logger.info(
+                    "%s %s %s", fields["method"], fields["route"], fields["status"], extra=fields
+                )
+        finally:
+            current_request_id.reset(context)
         return response
 
     def record_metrics(self, request: HttpRequest, response: HttpResponse, seconds: float) -> None:

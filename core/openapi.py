@@ -140,6 +140,11 @@ RESPONSE_HEADERS = {
     ),
     "Deprecation": ("string", "A legacy key (RFC 9745): `@<Unix seconds>` of its deprecation."),
     "Sunset": ("string", "A legacy key (RFC 8594): the HTTP date it stops working."),
+    "X-Request-Id": (
+        "string",
+        "This request's id (`req_` and 24 hex digits): quote it to support; every log line "
+        "of the request carries it.",
+    ),
 }
 _KEY_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 _LEGACY_HEADERS = ("Deprecation", "Sunset")
@@ -148,9 +153,9 @@ _LEGACY_HEADERS = ("Deprecation", "Sunset")
 def declare_response_headers(result, generator, request, public):
     """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS): the headers each response
     can carry, as `headers` a client generator reads (the descriptions say it in prose):
-    `WWW-Authenticate` on a 401, `Retry-After` on a 429 and a 503, and on every answer of an
-    operation an API key may call, a rate-limited key's `X-RateLimit-*` and a legacy key's
-    `Deprecation` and `Sunset`."""
+    `X-Request-Id` on every answer, `WWW-Authenticate` on a 401, `Retry-After` on a 429 and
+    a 503, and on every answer of an operation an API key may call, a rate-limited key's
+    `X-RateLimit-*` and a legacy key's `Deprecation` and `Sunset`."""
     components = result.setdefault("components", {}).setdefault("headers", {})
     for name, (kind, description) in RESPONSE_HEADERS.items():
         components[name] = {"schema": {"type": kind}, "description": description}
@@ -164,13 +169,12 @@ def declare_response_headers(result, generator, request, public):
                 continue
             by_key = any("apiKeyAuth" in scheme for scheme in operation.get("security") or ())
             for status, response in operation["responses"].items():
-                names = [*_KEY_HEADERS, *_LEGACY_HEADERS] if by_key else []
+                names = ["X-Request-Id", *(_KEY_HEADERS + _LEGACY_HEADERS if by_key else ())]
                 if status == "401":
                     names.append("WWW-Authenticate")
                 if status in ("429", "503"):
                     names.append("Retry-After")
-                if names:
-                    response.setdefault("headers", {}).update({n: ref(n) for n in names})
+                response.setdefault("headers", {}).update({n: ref(n) for n in names})
     return result
 
 

@@ -15,11 +15,12 @@ from core.errors import (
     is_outage,
     json_error_response,
 )
+from core.logging import current_request_id
 from core.middleware import is_api_path, unavailable_response
 
 
-def _page(request, template: str, status: int):
-    return render(request, template, status=status)
+def _page(request, template: str, status: int, context: dict | None = None):
+    return render(request, template, context, status=status)
 
 
 def bad_request(request, exception=None):
@@ -51,7 +52,8 @@ def server_error(request):
         err = ApiError("Something went wrong on our side.")
         err.status_code, err.code = 500, "INTERNAL_ERROR"
         return json_error_response(err)
-    return _page(request, "errors/500.html", 500)
+    # Its reference, to quote to support: the id of the lines the error wrote.
+    return _page(request, "errors/500.html", 500, {"request_id": current_request_id.get()})
 
 
 def csrf_failure(request, reason: str = ""):

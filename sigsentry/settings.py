@@ -558,6 +558,7 @@ CORS_EXPOSE_HEADERS = [
     "X-RateLimit-Reset",
     "Deprecation",
     "Sunset",
+    "X-Request-Id",
 ]
 
 # Throttle rates: (requests, seconds).
@@ -651,12 +652,13 @@ LOGGING = {
         # A path can carry a live token (reset, invitation links): Django's own lines get the
         # URL pattern instead, at their loggers (before any handler) and at the console.
         "redact_request_path": {"()": "core.logging.RedactRequestPath"},
+        "request_id": {"()": "core.logging.RequestIdFilter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json",
-            "filters": ["redact_request_path"],
+            "filters": ["redact_request_path", "request_id"],
         }
     },
     "root": {"handlers": ["console"], "level": "WARNING"},

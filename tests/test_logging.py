@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 
 import pytest
 from django.core import mail
@@ -214,3 +215,55 @@ def test_the_escaped_path_django_writes_for_a_non_ascii_url_is_redacted_too(rf):
     RedactRequestPath().filter(record)
 
     assert escaped != request.path and TOKEN_20 not in record.getMessage()
+
+
+# Every answer names its request (X-Request-Id) and so does every line written for it.
+
+REQUEST_ID = re.compile(r"req_[0-9a-f]{24}")
+
+
+@pytest.mark.django_db
+def test_every_answer_carries_an_id_of_its_own_and_its_access_line_the_same(
+    api_client, project, access_log
+):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+    sent_by_the_client = "req_" + "0" * 24
+    responses = [
+        api_client.get("/v1/analyses", **bearer(plaintext)),
+        api_client.get("/v1/analyses", **bearer("ss_secret_" + "x" * 40)),
+        api_client.get("/v1/analyses", HTTP_X_REQUEST_ID=sent_by_the_client),
+        api_client.get("/login/"),
+        api_client.get("/no-such-page/"),
+    ]
+
+    assert [r.status_code for r in responses] == [200, 401, 401, 200, 404]
+    ids = [r["X-Request-Id"] for r in responses]
+    assert all(REQUEST_ID.fullmatch(request_id) for request_id in ids), ids
+    assert len(set(ids)) == len(ids) and sent_by_the_client not in ids
+    assert [record.request_id for record in access_log()] == ids
+
+
+@pytest.mark.django_db
+def test_a_500_page_shows_its_reference_and_each_line_of_the_request_carries_it(
+    owner, organization, caplog, console, settings, monkeypatch
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    path, _token = invitation_link(owner, organization)
+
+    def broken(_token):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(invitation_views, "invitation_for_token", broken)
+
+    response = Client(raise_request_exception=False).get(path)
+    logging.getLogger("sigsentry").warning("written after the request")
+
+    assert response.status_code == 500
+    request_id = response["X-Request-Id"]
+    assert f"Reference: <code>{request_id}</code>" in response.content.decode()
+    lines = [json.loads(line) for line in console.getvalue().splitlines()]
+    error = next(line for line in lines if line["logger"] == "django.request")
+    assert "RuntimeError: boom" in error["exception"]
+    access = next(line for line in lines if line["logger"] == "sigsentry.access")
+    assert error["request_id"] == access["request_id"] == request_id
+    assert "request_id" not in lines[-1]  # no request: no id

@@ -233,6 +233,7 @@ def test_responses_declare_their_headers(document):
         for status, response in operation["responses"].items():
             declared = set(response.get("headers", {}))
             assert all(headers[h] for h in declared)
+            assert "X-Request-Id" in declared, (template, method, status)
             if status == "401":
                 assert "WWW-Authenticate" in declared, (template, method)
             if status in ("429", "503"):
@@ -241,6 +242,7 @@ def test_responses_declare_their_headers(document):
                 assert {"X-RateLimit-Remaining", "Sunset"} <= declared, (template, method, status)
     analyses = document["paths"]["/v1/analyses"]["get"]["responses"]["200"]["headers"]
     assert set(analyses) == {
+        "X-Request-Id",
         "X-RateLimit-Limit",
         "X-RateLimit-Remaining",
         "X-RateLimit-Reset",

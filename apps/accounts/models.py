@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.auth import hashers
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models, transaction
 from django.db.models.functions import Lower
@@ -80,16 +81,23 @@ class User(AbstractBaseUser, PermissionsMixin):
         """Django's check, which re-hashes a right password stored with an older hasher or
         older parameters. A session is tied to the hash (`password_fingerprint`), so that
         upgrade, not a change of password, would end every session of the user at their
-        next log-in anywhere: the open sessions are moved to the new hash with it."""
+        next log-in anywhere: the open sessions are moved to the new hash with it.
+
+        Both hashings (the check, the upgrade's new hash) run outside any transaction: on
+        SQLite a transaction holds the database's write lock from its start, and an Argon2
+        hash takes ~180 ms, for every log-in attempt."""
         fingerprint = self.get_session_auth_hash()
-        with transaction.atomic():
-            matches = super().check_password(raw_password)
-            upgraded = self.get_session_auth_hash()
-            if matches and upgraded != fingerprint:
+
+        def upgrade(raw: str) -> None:
+            self.set_password(raw)  # hashed here, before the transaction
+            self._password = None
+            with transaction.atomic():
+                self.save(update_fields=["password"])
                 AuthSession.objects.filter(
                     user=self, ended_at__isnull=True, password_fingerprint=fingerprint
-                ).update(password_fingerprint=upgraded)
-        return matches
+                ).update(password_fingerprint=self.get_session_auth_hash())
+
+        return hashers.check_password(raw_password, self.password, upgrade)
 
 
 class AuthSession(models.Model):

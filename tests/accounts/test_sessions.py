@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.hashers import make_password
+from django.contrib.auth.hashers import MD5PasswordHasher, PBKDF2PasswordHasher, make_password
 from django.core import mail as django_mail
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -257,6 +258,31 @@ def test_a_password_hash_upgraded_at_log_in_keeps_the_other_sessions(api_client,
     assert bearer_client(other.access).get("/v1/me").status_code == 200
     assert bearer_client(login.json()["access"]).get("/v1/me").status_code == 200
     assert AuthSession.objects.filter(user=owner, ended_at__isnull=True).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_password_is_checked_and_upgraded_outside_any_transaction(owner, monkeypatch):
+    """On SQLite a transaction holds the write lock from its start (settings): a log-in's
+    Argon2 hashing (~180 ms) inside one made every other write of the demo wait."""
+    owner.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    owner.save(update_fields=["password"])
+    hashed_in_a_transaction = []
+
+    def watched(method):
+        def run(*args, **kwargs):
+            hashed_in_a_transaction.append((method.__name__, connection.in_atomic_block))
+            return method(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(PBKDF2PasswordHasher, "verify", watched(PBKDF2PasswordHasher.verify))
+    monkeypatch.setattr(MD5PasswordHasher, "encode", watched(MD5PasswordHasher.encode))
+
+    assert owner.check_password(PASSWORD)
+
+    assert hashed_in_a_transaction == [("verify", False), ("encode", False)]
+    owner.refresh_from_db()
+    assert owner.password.startswith("md5$")  # upgraded to the preferred hasher
 
 
 def test_a_wrong_password_upgrades_nothing(owner):

@@ -16,7 +16,6 @@ import pytest
 from apps.accounts import twofactor
 from apps.orgs.models import Membership
 from core.permissions import Role
-from tests.browser.conftest import SCREENSHOTS
 from tests.factories import PASSWORD
 from tests.outbound import WorkerProcess
 
@@ -74,7 +73,7 @@ def test_password_reset_from_the_login_page(ui, mailbox, owner):
     ui.shot("password-reset-used-link")
 
 
-def test_two_factor_setup_then_login_with_a_code(ui_factory, owner, project):
+def test_two_factor_setup_then_login_with_a_code(ui_factory, owner, project, tmp_path):
     ui = ui_factory(viewport={"width": 1280, "height": 900})
     page = ui.page
     ui.login(owner.email, PASSWORD)
@@ -88,7 +87,7 @@ def test_two_factor_setup_then_login_with_a_code(ui_factory, owner, project):
     secret = page.locator("[data-totp-secret]").inner_text().replace(" ", "")
     assert secret == twofactor.pending_setup(owner).secret
     if shutil.which("zbarimg") or os.environ.get("CI"):  # CI installs it (.ci/run)
-        qr_png = SCREENSHOTS / "account-2fa-qr.png"
+        qr_png = tmp_path / "account-2fa-qr.png"  # its own: other suites run beside this one
         page.locator("figure.qr-figure").screenshot(path=str(qr_png))
         assert pyotp.parse_uri(decode_qr(qr_png)).secret == secret
 

@@ -164,20 +164,27 @@ def test_a_refused_csrf_check_names_the_route_not_the_token(
     assert "/<str:token>/" in text
 
 
+def invitation_page_failing(owner, organization, settings, monkeypatch, error: Exception):
+    """An invitation link whose token lookup raises `error`: its page's response, its token."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    path, token = invitation_link(owner, organization)
+
+    def failing(_token):
+        raise error
+
+    monkeypatch.setattr(invitation_views, "invitation_for_token", failing)
+    return Client(raise_request_exception=False).get(path), token
+
+
 @pytest.mark.django_db
 def test_a_503_on_a_token_page_names_the_route_not_the_token(
     owner, organization, caplog, console, settings, monkeypatch
 ):
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    path, token = invitation_link(owner, organization)
-
-    def unreachable(_token):
-        raise OperationalError("the database is unreachable")
-
-    monkeypatch.setattr(invitation_views, "invitation_for_token", unreachable)
     caplog.set_level(logging.DEBUG)
 
-    response = Client(raise_request_exception=False).get(path)
+    response, token = invitation_page_failing(
+        owner, organization, settings, monkeypatch, OperationalError("the database is unreachable")
+    )
 
     assert response.status_code == 503
     text = logged(caplog, console)
@@ -247,15 +254,9 @@ def test_every_answer_carries_an_id_of_its_own_and_its_access_line_the_same(
 def test_a_500_page_shows_its_reference_and_each_line_of_the_request_carries_it(
     owner, organization, caplog, console, settings, monkeypatch
 ):
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    path, _token = invitation_link(owner, organization)
-
-    def broken(_token):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(invitation_views, "invitation_for_token", broken)
-
-    response = Client(raise_request_exception=False).get(path)
+    response, _token = invitation_page_failing(
+        owner, organization, settings, monkeypatch, RuntimeError("boom")
+    )
     logging.getLogger("sigsentry").warning("written after the request")
 
     assert response.status_code == 500

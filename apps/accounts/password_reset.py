@@ -174,11 +174,12 @@ def confirm_password_reset(
     """
     user = checked_reset_token(token, request)
     _user_id, signed = _split(token)
+    hashed = services.hashed_new_password(user=user, new_password=password)
     with transaction.atomic():
         locked = User.objects.select_for_update().get(pk=user.pk)
         if not reset_tokens.check_token(locked, signed):
             raise ValidationFailed({"token": [INVALID_TOKEN]})
-        services.change_password(user=locked, new_password=password, request=request)
+        services.store_password(user=locked, hashed=hashed, request=request)
         # The link reached the address's mailbox: its owner is the account's.
         email_confirmation.mark_confirmed(locked)
     return locked

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
@@ -71,6 +72,9 @@ class SignupResult:
     user: User
     organization: Organization
     tokens: TokenPair
+
+
+ADDRESS_TAKEN = "An account with this email already exists."
 
 
 def _clean_email(email: Any) -> str:
@@ -139,18 +143,19 @@ def signup(
         raise ValidationFailed(errors)
     if request is not None:
         throttling.enforce("signup_ip", client_ip(request))
+    user = _hashed_account(clean["email"], password)
     try:
         with transaction.atomic():
             if User.objects.filter(email=clean["email"]).exists():
-                raise ValidationFailed({"email": ["An account with this email already exists."]})
-            user = User.objects.create_user(clean["email"], password)
+                raise ValidationFailed({"email": [ADDRESS_TAKEN]})
+            user.save(force_insert=True)
             organization = create_organization(
                 actor=user, name=clean["organizationName"], request=request
             )
             pair = start_session(user, request)
     except IntegrityError as exc:
         _unless_the_address_is_taken(clean["email"], exc)
-        raise ValidationFailed({"email": ["An account with this email already exists."]}) from exc
+        raise ValidationFailed({"email": [ADDRESS_TAKEN]}) from exc
     # No confirmation code is mailed here: the dashboard asks for one (the account page), so
     # sign-up and what is built on it mail as SPEC §4.13's flows always did.
     return SignupResult(user=user, organization=organization, tokens=pair)
@@ -165,8 +170,18 @@ def _unless_the_address_is_taken(email: str, error: IntegrityError) -> None:
         raise error
 
 
-def create_account(*, email: Any, password: Any, request: HttpRequest | None = None) -> User:
-    """A user without an organization of their own (they join one by invitation).
+def _hashed_account(email: str, password: str) -> User:
+    """An account to insert, its password hashed now. Hashing (Argon2, ~180 ms) runs
+    outside any transaction: on SQLite a transaction holds the database's write lock from
+    its start (settings), so a hash inside one holds every other write of the demo."""
+    user = User(email=email)
+    user.set_password(password)
+    return user
+
+
+def account_to_create(*, email: Any, password: Any, request: HttpRequest | None = None) -> User:
+    """A user without an organization of their own (they join one by invitation), not yet
+    saved: `create_account` saves it, in the caller's transaction.
 
     The same rules as `signup`: a valid email no other account uses, a password
     that passes the validators, sign-ups throttled per client.
@@ -180,15 +195,20 @@ def create_account(*, email: Any, password: Any, request: HttpRequest | None = N
         raise ValidationFailed({"password": list(exc.messages)}) from exc
     if request is not None:
         throttling.enforce("signup_ip", client_ip(request))
-    taken = ValidationFailed({"email": ["An account with this email already exists."]})
     if User.objects.filter(email=clean_email).exists():
-        raise taken
+        raise ValidationFailed({"email": [ADDRESS_TAKEN]})
+    return _hashed_account(clean_email, password)
+
+
+def create_account(user: User) -> User:
+    """Insert an `account_to_create`; 400 on `email` if another took the address since."""
     try:
         with transaction.atomic():
-            return User.objects.create_user(clean_email, password)
+            user.save(force_insert=True)
     except IntegrityError as exc:
-        _unless_the_address_is_taken(clean_email, exc)
-        raise taken from exc
+        _unless_the_address_is_taken(user.email, exc)
+        raise ValidationFailed({"email": [ADDRESS_TAKEN]}) from exc
+    return user
 
 
 def authenticate_login(*, email: str, password: str, request: HttpRequest | None) -> User:
@@ -367,16 +387,22 @@ def end_other_sessions(*, user: User, keep: AuthSession) -> int:
     )
 
 
-def change_password(*, user: User, new_password: Any, request: HttpRequest | None = None) -> None:
-    """Set a new password: every session of the user ends, and an email says so."""
+def hashed_new_password(*, user: User, new_password: Any) -> str:
+    """`new_password` checked by the validators (400 on `password`) and hashed, before the
+    transaction that stores it (`store_password`): see `_hashed_account`."""
     if not isinstance(new_password, str) or not new_password:
         raise ValidationFailed({"password": ["A new password is required."]})
     try:
         validate_password(new_password, user)
     except DjangoValidationError as exc:
         raise ValidationFailed({"password": list(exc.messages)}) from exc
+    return make_password(new_password)
+
+
+def store_password(*, user: User, hashed: str, request: HttpRequest | None = None) -> None:
+    """Set a `hashed_new_password`: every session of the user ends, and an email says so."""
     with transaction.atomic():
-        user.set_password(new_password)
+        user.password = hashed
         user.save(update_fields=["password"])
         end_user_sessions(user, AuthSession.EndReason.PASSWORD_CHANGED)
     mail.send_password_changed(
@@ -384,6 +410,12 @@ def change_password(*, user: User, new_password: Any, request: HttpRequest | Non
         when=timezone.now(),
         ip=client_ip(request) if request is not None else None,
     )
+
+
+def change_password(*, user: User, new_password: Any, request: HttpRequest | None = None) -> None:
+    """Set a new password: every session of the user ends, and an email says so."""
+    hashed = hashed_new_password(user=user, new_password=new_password)
+    store_password(user=user, hashed=hashed, request=request)
 
 
 def change_own_password(

@@ -41,7 +41,7 @@ from django.utils import timezone
 from apps.accounts import email_confirmation, mail
 from apps.accounts.emails import address_refusal, normalize_email
 from apps.accounts.models import User
-from apps.accounts.services import create_account, start_session
+from apps.accounts.services import account_to_create, create_account, start_session
 from apps.accounts.tokens import TokenPair
 from apps.audit.services import Action, record_event
 from apps.invitations.models import Invitation
@@ -404,8 +404,9 @@ def sign_up_and_accept(
     # invitation answers as a cancelled one does (`accept_invitation` checks it again).
     if invitation is None or not invitation.is_pending() or not inviter_may_still_grant(invitation):
         raise NotFound("This invitation does not exist, has expired or was already used.")
+    account = account_to_create(email=invitation.email, password=password, request=request)
     with transaction.atomic():
-        user = create_account(email=invitation.email, password=password, request=request)
+        user = create_account(account)
         membership = accept_invitation(user=user, token=token, request=request)
         pair = start_session(user, request)
     return membership, pair

@@ -331,7 +331,7 @@ def test_a_sign_up_failing_on_another_constraint_is_not_called_a_taken_address(m
     def broken(*args, **kwargs):
         raise IntegrityError('null value in column "something_new"')
 
-    monkeypatch.setattr(User.objects, "create_user", broken)
+    monkeypatch.setattr(User, "save", broken)  # the insert
 
     response = APIClient().post(
         "/v1/auth/signup", {"email": "new@example.com", **SIGNUP}, format="json"

@@ -137,12 +137,14 @@ class WebhooksView(OrgWebhookView):
     def post(self, request, **kwargs):
         organization = self.managed_organization()
         body = json_object(request)
+        checked = services.checked_webhook_input(
+            actor=self.principal.user, url=body.get("url"), events=body.get("events")
+        )
         with as_manager(self.principal.user, organization.id):
-            created = services.create_webhook(
+            created = services.insert_webhook(
                 actor=self.principal.user,
                 organization=organization,
-                url=body.get("url"),
-                events=body.get("events"),
+                checked=checked,
                 request=request,
             )
         return Response(webhook_json(created.webhook) | {"secret": created.secret}, status=201)

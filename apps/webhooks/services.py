@@ -1,7 +1,7 @@
 """Writes on webhooks (SPEC §4.11): create, delete, re-enable, and the key-event outbox.
 
 Invariants: the plaintext secret exists only in the `CreatedWebhook` that
-`create_webhook` returns (the row holds a Fernet token); audit events and logs
+`insert_webhook` returns (the row holds a Fernet token); audit events and logs
 name a webhook by its host, never by its full URL (a path can hold a token).
 
 `record_key_events` is called by apps.apikeys inside the transaction that
@@ -77,6 +77,29 @@ def validate_events(events: Any) -> list[str]:
     return [e for e in EventType.values if e in events]
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookInput:
+    """A webhook's URL and events, checked (`checked_webhook_input`)."""
+
+    url: str
+    events: list[str]
+
+
+def checked_webhook_input(*, actor: Any, url: Any, events: Any) -> WebhookInput:
+    """The URL and events of a webhook to create, checked: 400 with every failing field at
+    once, as a form shows them. Called before the caller's transaction (`as_manager`): the
+    URL's check waits up to 5 s for its host's lookup, and a transaction held that long
+    keeps a demotion of the caller waiting, and on SQLite every other write."""
+    errors = FieldErrors()
+    events = errors.check(validate_events, events)
+    # The lookup runs in the request: a free account held a worker 5 s a request with a
+    # name whose server never answers (the DoS audit), hence the throttle.
+    throttling.enforce("webhook_create_user", str(actor.pk))
+    url = errors.check(validate_url, url)
+    errors.raise_any()
+    return WebhookInput(url=url, events=events)
+
+
 def create_webhook(
     *,
     actor: Any,
@@ -85,13 +108,19 @@ def create_webhook(
     events: Any,
     request: HttpRequest | None = None,
 ) -> CreatedWebhook:
-    errors = FieldErrors()  # every failing field at once, as a form shows them
-    events = errors.check(validate_events, events)
-    # The URL's check waits up to 5 s for its host's lookup, in the request: a free account
-    # held a worker 5 s a request with a name whose server never answers (the DoS audit).
-    throttling.enforce("webhook_create_user", str(actor.pk))
-    url = errors.check(validate_url, url)
-    errors.raise_any()
+    checked = checked_webhook_input(actor=actor, url=url, events=events)
+    return insert_webhook(actor=actor, organization=organization, checked=checked, request=request)
+
+
+def insert_webhook(
+    *,
+    actor: Any,
+    organization: Organization,
+    checked: WebhookInput,
+    request: HttpRequest | None = None,
+) -> CreatedWebhook:
+    """Store a `checked_webhook_input` with a new secret, audited; 400 when the
+    organization has its `MAX_WEBHOOKS_PER_ORGANIZATION`."""
     secret = crypto.generate_secret()
     with transaction.atomic():
         refuse_when_full(
@@ -103,12 +132,12 @@ def create_webhook(
         )
         webhook = Webhook.objects.create(
             organization=organization,
-            url=url,
-            events=events,
+            url=checked.url,
+            events=checked.events,
             secret_ciphertext=crypto.encrypt_secret(secret),
             created_by=actor,
         )
-        _audit(Action.WEBHOOK_CREATED, webhook, actor, request, {"events": events})
+        _audit(Action.WEBHOOK_CREATED, webhook, actor, request, {"events": checked.events})
     return CreatedWebhook(webhook=webhook, secret=secret)
 
 

@@ -83,12 +83,14 @@ def webhooks_page(request: HttpRequest, org_id) -> HttpResponse:
             request, organization, url=url, chosen_events=events, errors=["This form expired."]
         )
     try:
+        checked = services.checked_webhook_input(
+            actor=request.principal.user, url=url, events=events
+        )
         with as_manager(request.principal.user, organization.id):
-            created = services.create_webhook(
+            created = services.insert_webhook(
                 actor=request.principal.user,
                 organization=organization,
-                url=url,
-                events=events,
+                checked=checked,
                 request=request,
             )
     except RateLimited as exc:

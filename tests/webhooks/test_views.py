@@ -11,8 +11,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.apikeys.keyformat import KeyKind
+from apps.webhooks import urlsafety
 from apps.webhooks.models import Delivery, Webhook
 from tests.factories import make_key
+from tests.orgs.helpers import user_client
 from tests.pages import CONFIRMED, assert_no_inline_code, html, logged_in
 
 pytestmark = pytest.mark.django_db
@@ -214,3 +216,31 @@ def test_the_form_says_which_urls_this_server_takes(owner, organization, setting
 
     assert ("WEBHOOKS_ALLOW_PRIVATE" in page) is allowed
     assert "must be <code>https://</code> and reach a public address" in page
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("via", ["api", "page"])
+def test_the_urls_host_is_looked_up_outside_any_transaction(via, owner, organization, monkeypatch):
+    """The lookup waits up to 5 s: inside the manager's transaction it held the caller's
+    role locks (a demotion waited) and, on SQLite, every other write of the demo."""
+    looked_up_in_a_transaction = []
+    lookup = urlsafety._lookup
+
+    def watched(host, port):
+        looked_up_in_a_transaction.append(connection.in_atomic_block)
+        return lookup(host, port)
+
+    monkeypatch.setattr(urlsafety, "_lookup", watched)
+
+    if via == "api":
+        answer = user_client(owner).post(
+            f"/v1/organizations/{organization.id}/webhooks",
+            {"url": PUBLIC_URL, "events": ["key.minted"]},
+            format="json",
+        )
+        assert answer.status_code == 201
+    else:
+        assert add(logged_in(owner), organization).status_code == 200
+
+    assert looked_up_in_a_transaction == [False]
+    assert Webhook.objects.filter(organization=organization).count() == 1

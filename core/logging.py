@@ -21,6 +21,8 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -75,13 +77,36 @@ def new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
 
+#: Where the request's id is kept on the request itself (`request.META`), for the lines
+#: written about it after `AccessLogMiddleware` returned (Django's `log_response`).
+REQUEST_ID_META = "sigsentry.request_id"
+
+
+@contextmanager
+def serving(request_id: str | None) -> Iterator[None]:
+    """Lines written inside carry `request_id`: the request's own, or work it left to be
+    done after its response (its emails)."""
+    context = current_request_id.set(request_id)
+    try:
+        yield
+    finally:
+        current_request_id.reset(context)
+
+
 class RequestIdFilter(logging.Filter):
     """Every line written while a request is served carries its `request_id` (the access
-    line, a 500's traceback, a refused login's warning)."""
+    line, a 500's traceback, a refused login's warning), and so does a line about a request
+    written after the middleware returned: Django's "Internal Server Error" and "Service
+    Unavailable" lines of an API error (`log_response`, which passes the request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, "request_id"):
+            return True
         request_id = current_request_id.get()
-        if request_id is not None and not hasattr(record, "request_id"):
+        if request_id is None:
+            meta = getattr(getattr(record, "request", None), "META", None)
+            request_id = meta.get(REQUEST_ID_META) if isinstance(meta, dict) else None
+        if request_id is not None:
             record.request_id = request_id
         return True
 
@@ -103,4 +128,16 @@ class RedactRequestPath(logging.Filter):
                 record.args = tuple(
                     route if isinstance(arg, str) and arg in paths else arg for arg in record.args
                 )
+        return True
+
+
+class WithoutHostValue(logging.Filter):
+    """Django's refusal of a `Host` header (`django.security.DisallowedHost`) quotes the
+    client's text whole, up to 16 KB and whatever it holds (a key, found by an audit),
+    with a traceback: the line says a Host was refused, and its request id and the
+    access line which request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = "Invalid HTTP_HOST header (its value is not written)", ()
+        record.exc_info = record.exc_text = None
         return True

@@ -19,7 +19,7 @@ from core.errors import (
     is_outage,
     json_error_response,
 )
-from core.logging import current_request_id, new_request_id, request_route
+from core.logging import REQUEST_ID_META, current_request_id, new_request_id, request_route
 from core.net import client_ip
 from core.principal import AUTH_DECISION
 from core.wsgi import CHUNKED_BODY_TOO_LARGE
@@ -88,8 +88,8 @@ class AccessLogMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         failopen.new_request()  # a Redis that gave up on the last request is tried again
-        request_id = new_request_id()
-        context = current_request_id.set(request_id)
+        request_id = request.META[REQUEST_ID_META] = new_request_id()
+        context = current_request_id.set(request_id)  # not `serving`: ~1 µs a request less
         try:
             response = self.get_response(request)
             response[REQUEST_ID_HEADER] = request_id

@@ -653,6 +653,7 @@ LOGGING = {
         # URL pattern instead, at their loggers (before any handler) and at the console.
         "redact_request_path": {"()": "core.logging.RedactRequestPath"},
         "request_id": {"()": "core.logging.RequestIdFilter"},
+        "without_host_value": {"()": "core.logging.WithoutHostValue"},
     },
     "handlers": {
         "console": {
@@ -671,5 +672,6 @@ LOGGING = {
             "filters": ["skip_operations_paths", "redact_request_path"],
         },
         "django.security.csrf": {"level": "WARNING", "filters": ["redact_request_path"]},
+        "django.security.DisallowedHost": {"filters": ["without_host_value"]},
     },
 }

@@ -14,13 +14,16 @@ from django.db import OperationalError
 from django.test import Client
 
 from apps.accounts import password_reset
+from apps.apikeys import authentication
 from apps.apikeys.keyformat import KeyKind
 from apps.invitations import services as invitations
 from apps.invitations import views as invitation_views
 from apps.orgs.models import Membership
 from core.logging import JsonFormatter, RedactRequestPath, request_route
 from tests.conftest import bearer
-from tests.factories import make_key
+from tests.factories import PASSWORD, make_key
+from tests.pages import logged_in
+from tests.servers import free_port
 
 #: A token-like segment of 20 characters, the length from which paths are masked.
 TOKEN_20 = "Ab3dEf6hIj9kLm2nOp5q"
@@ -268,3 +271,73 @@ def test_a_500_page_shows_its_reference_and_each_line_of_the_request_carries_it(
     access = next(line for line in lines if line["logger"] == "sigsentry.access")
     assert error["request_id"] == access["request_id"] == request_id
     assert "request_id" not in lines[-1]  # no request: no id
+
+
+def console_lines(console) -> list[dict]:
+    return [json.loads(line) for line in console.getvalue().splitlines()]
+
+
+@pytest.mark.django_db
+def test_the_line_django_writes_after_an_api_error_carries_the_request_id(
+    api_client, project, console, monkeypatch
+):
+    """Django writes "Service Unavailable: …" once the middleware returned (`log_response`):
+    the id comes from the request it passes (found by the observability audit)."""
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+
+    def unreachable(_digest):
+        raise OperationalError("the database is unreachable")
+
+    monkeypatch.setattr(authentication, "key_by_digest", unreachable)
+
+    response = api_client.get("/v1/analyses", **bearer(plaintext))
+
+    assert response.status_code == 503
+    lines = console_lines(console)
+    django_line = next(line for line in lines if line["logger"] == "django.request")
+    assert django_line["message"] == "Service Unavailable: /v1/analyses"
+    assert {line.get("request_id") for line in lines} == {response["X-Request-Id"]}
+
+
+@pytest.mark.django_db
+def test_an_email_failing_after_the_response_is_logged_with_the_requests_id(
+    owner, console, settings
+):
+    """Account emails are sent once the response went out (`apps.accounts.mail`)."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()  # nothing listens
+
+    response = logged_in(owner).post(
+        "/account/password/",
+        {"current_password": PASSWORD, "new_password": "a-much-better-passphrase-7"},
+    )
+
+    assert response.status_code == 302
+    failed = next(line for line in console_lines(console) if "email not sent" in line["message"])
+    assert failed["request_id"] == response["X-Request-Id"]
+    assert (failed["email_kind"], failed["user_id"]) == ("password_changed", str(owner.pk))
+    assert owner.email not in console.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_refused_csrf_check_on_the_api_names_the_user_it_refused(owner, access_log):
+    client = logged_in(owner, Client(enforce_csrf_checks=True))
+
+    response = client.post("/v1/organizations", {"name": "X"}, content_type="application/json")
+
+    assert response.status_code == 403
+    (record,) = access_log()
+    assert (record.auth_outcome, record.user_id) == ("PERMISSION_DENIED", str(owner.pk))
+
+
+def test_a_refused_host_is_logged_without_its_value(console):
+    """Found by the observability audit: Django's line quoted the header whole, a key in it
+    too, with a traceback."""
+    key = "ss_secret_" + "A1" * 19
+
+    response = Client().get("/v1/me", HTTP_HOST=f"evil-{key}.example")
+
+    assert response.status_code == 400
+    text = console.getvalue()
+    assert "Invalid HTTP_HOST header (its value is not written)" in text
+    assert "A1A1" not in text and "Traceback" not in text

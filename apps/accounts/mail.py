@@ -52,6 +52,7 @@ from django_tasks_db.models import DBTaskResult
 
 from apps.accounts.models import User
 from core import mailserver, metrics
+from core.logging import current_request_id, serving
 from core.tasks import requeue_stalled
 
 logger = logging.getLogger("sigsentry.mail")
@@ -102,8 +103,9 @@ def rebuilds(kind: str, *, retry_for: timedelta):
     return register
 
 
-#: Messages waiting for the end of the current request; None outside a request.
-_pending: ContextVar[list[tuple[str, Letter, dict]] | None] = ContextVar(
+#: Messages waiting for the end of the current request, each with the request's id (its
+#: lines carry it: they are written after the response); None outside a request.
+_pending: ContextVar[list[tuple[str, Letter, dict, str | None]] | None] = ContextVar(
     "sigsentry_pending_mail", default=None
 )
 
@@ -115,8 +117,9 @@ def _request_started(**kwargs) -> None:
 def _request_finished(**kwargs) -> None:
     queued = _pending.get()
     _pending.set(None)
-    for kind, letter, ids in queued or ():
-        _send(kind, letter, ids)
+    for kind, letter, ids, request_id in queued or ():
+        with serving(request_id):
+            _send(kind, letter, ids)
 
 
 request_started.connect(_request_started, dispatch_uid="sigsentry.mail.request_started")
@@ -131,7 +134,7 @@ def _send(kind: str, letter: Letter, ids: dict) -> None:
         letter.compose().send()
     except Exception as exc:  # the answer is already given: log; the queued retry stands
         mailserver.note(exc)
-        _failed(kind, exc)
+        _failed(kind, exc, ids)
         if retry is None:
             logger.error("email lost: %s (no retry could be queued)", kind)
         return
@@ -140,9 +143,13 @@ def _send(kind: str, letter: Letter, ids: dict) -> None:
             DBTaskResult.objects.filter(id=retry.id, status=TaskResultStatus.READY).delete()
 
 
-def _failed(kind: str, exc: Exception) -> None:
-    """Logged (kind and error class, never an address or link) and counted for /metrics."""
-    logger.error("email not sent: %s (%s)", kind, type(exc).__name__)
+def _failed(kind: str, exc: Exception, ids: dict) -> None:
+    """Logged (kind, error class and the ids the message is about, never an address or
+    link) and counted for /metrics."""
+    about = {name: str(value) for name, value in ids.items() if name.endswith("_id")}
+    logger.error(
+        "email not sent: %s (%s)", kind, type(exc).__name__, extra={"email_kind": kind, **about}
+    )
     with contextlib.suppress(Exception):  # the database down too: queueing the retry says so
         metrics.record_email_failure()
 
@@ -153,7 +160,7 @@ def _deliver(kind: str, letter: Letter, ids: dict) -> None:
     if queued is None:
         _send(kind, letter, ids)
     else:
-        queued.append((kind, letter, ids))
+        queued.append((kind, letter, ids, current_request_id.get()))
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -199,7 +206,7 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
         letter.compose().send()
     except Exception as exc:  # the database or the mail server: this try failed, not the email
         mailserver.note(exc)
-        _failed(kind, exc)
+        _failed(kind, exc, ids)
         queued = _queue_retry(kind, ids, attempt=attempts + 1, since=first_failed)
         return "retry queued" if queued is not None else "given up"
     return "sent"

@@ -51,6 +51,7 @@ from core.errors import (
     KeyInvalid,
     KeyRevoked,
     OriginNotAllowed,
+    PermissionDenied,
     RateLimited,
     ServiceUnavailable,
     TokenInvalid,
@@ -163,7 +164,11 @@ class BearerAuthentication(BaseAuthentication):
             raise TokenInvalid()
         principal = authenticate_jwt(cookie)
         if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE"):
-            enforce_csrf(request)
+            try:
+                enforce_csrf(request)
+            except PermissionDenied as err:  # the decision names the user it refused
+                request.META[AUTH_DECISION] = AuthDecision(err.code, user=principal.user)
+                raise
         return principal
 
     def authenticate_header(self, request) -> str:

@@ -187,7 +187,12 @@ def _record(delivery: Delivery, outcome: outbound.Outcome, now: datetime) -> Non
         logger.info(
             "webhook delivery failed: %s",
             reason,
-            extra={"webhook_id": str(delivery.webhook_id), "event_id": str(delivery.event_id)},
+            extra={
+                "webhook_id": str(delivery.webhook_id),
+                "event_id": str(delivery.event_id),
+                "delivery_id": str(delivery.pk),
+                "attempt": delivery.attempts + 1,
+            },
         )
         if now - delivery.event.created_at >= RETRY_FOR:
             webhooks.update(consecutive_failures=F("consecutive_failures") + 1)

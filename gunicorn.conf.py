@@ -12,7 +12,10 @@ Metrics (core.metrics): each worker writes its counts to files in
 `PROMETHEUS_MULTIPROC_DIR`, and a scrape adds every process's files up. The
 directory is emptied when the server starts (counts from an earlier run would
 otherwise be added in), created in the temporary directory when the variable
-is unset (and removed at exit), and an exited worker is marked dead.
+is unset (and removed at exit), and an exited worker is marked dead. With `--preload`
+and metrics on (`METRICS_TOKEN`), the variable must be set before the server starts: the
+application is loaded before any hook could set it, so the server refuses to start
+without it.
 
 The operations endpoints (/healthz, /readyz, /metrics) are left out of the
 access log: a load balancer probing every few seconds would drown it. A token
@@ -34,6 +37,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -82,7 +86,9 @@ _CREDENTIAL = re.compile(
 #: The value of a query parameter named for a secret (`token`, `access_token`, `api_key`,
 #: `apikey`, `password`, `secret`, `code`, `signature`, ...).
 _SECRET_PARAMETER = re.compile(
-    r"((?:^|[?&;])[\w.\-\[\]]*(?:token|key|password|passwd|secret|code|signature|auth)=)"
+    r"((?:^|[?&;])[\w.\-\[\]]*"
+    r"(?:token|key|pass|password|passwd|pwd|secret|code|otp|mfa|sessionid|session|signature"
+    r"|sig|auth|credential|credentials)=)"
     r"[^&;#\s\"]+",
     re.I | re.A,
 )
@@ -185,9 +191,24 @@ class AccessLogWithoutProbes(Logger):
 logger_class = AccessLogWithoutProbes
 
 
+def _metrics_enabled() -> bool:
+    from core import metrics  # loaded already: only a preloaded application asks
+
+    return metrics.enabled()
+
+
 def on_starting(server):
     global _created_metrics_dir
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if server.cfg.preload_app and not directory and _metrics_enabled():
+        # The application, and prometheus-client with it, was loaded before this hook: its
+        # counts would stay in each worker's memory, and a scrape read an empty directory
+        # (found by the observability audit). Refused rather than silently counting nothing.
+        server.log.error(
+            "--preload needs PROMETHEUS_MULTIPROC_DIR set before the server starts "
+            "(a directory the metrics of every worker are written to)"
+        )
+        sys.exit(1)
     if directory:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)

@@ -562,6 +562,11 @@ def test_gunicorn_error_log_masks_a_token_link_in_a_message_and_its_traceback(gu
             "GET /login/?next=%22/reset/s3cretT0ken/ HTTP/1.1",
             "GET /login/?next=%22/reset/…/ HTTP/1.1",
         ),
+        # more names for a secret (found by the observability audit)
+        (
+            "GET /x?pass=a&pwd=b&otp=123456&mfa=c&sessionid=d&sig=e&q=f HTTP/1.1",
+            "GET /x?pass=…&pwd=…&otp=…&mfa=…&sessionid=…&sig=…&q=f HTTP/1.1",
+        ),
         ("GET /static/img/tb_logo.png HTTP/1.1", None),
         ("    frame = tb.tb_frame", None),
         ("GET /v1/keys?granularity=hour&limit=5 HTTP/1.1", None),

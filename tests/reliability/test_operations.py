@@ -214,3 +214,31 @@ def test_start_up_without_a_secret_key_fails_naming_the_variable(db):
         server.start()  # the master stops when its workers cannot boot, rather than retrying
     assert time.monotonic() - started < 20
     assert "ImproperlyConfigured: SECRET_KEY is not set" in server.log_path.read_text()
+
+
+def test_preload_with_metrics_on_refuses_to_start_without_the_metrics_directory(db):
+    """Found by the observability audit: a preloaded application had picked in-process
+    counting before any hook could name the directory, and every scrape read it empty."""
+    server = GunicornServer(env={"METRICS_TOKEN": TOKEN, "GUNICORN_CMD_ARGS": "--preload"})
+    server.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with pytest.raises(RuntimeError, match="gunicorn exited"):
+        server.start()
+    assert "--preload needs PROMETHEUS_MULTIPROC_DIR" in server.log_path.read_text()
+
+
+def test_preload_with_the_metrics_directory_adds_up_every_worker(transactional_db, tmp_path):
+    env = {
+        "METRICS_TOKEN": TOKEN,
+        "GUNICORN_CMD_ARGS": "--preload",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    server = GunicornServer(env=env).start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: call(server.url, "GET", "/v1/me").status, range(24)))
+        reply = call(server.url, "GET", "/metrics", headers=bearer(TOKEN))
+    finally:
+        server.stop()
+    assert statuses == [401] * REQUESTS
+    labels = (("method", "GET"), ("route", "v1/me"), ("status", "401"))
+    assert samples(reply.body.decode())[("sigsentry_http_requests_total", labels)] == REQUESTS

@@ -1,11 +1,18 @@
-"""System checks for the session rules that settings alone could break."""
+"""System checks for the session rules that settings alone could break, and (`check
+--deploy`) for the settings every emailed link rests on."""
 
 from __future__ import annotations
 
+import ipaddress
+from email.utils import parseaddr
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.core.checks import Error, Tags, register
+from django.http.request import validate_host
 
 BLACKLIST_APP = "rest_framework_simplejwt.token_blacklist"
+UNCONFIGURED_EMAIL_BACKEND = "core.mail.UnconfiguredEmailBackend"
 
 
 @register(Tags.security)
@@ -30,4 +37,71 @@ def check_session_tokens(app_configs=None, **kwargs) -> list[Error]:
         )
     if not settings.JWT_SIGNING_KEY or len(settings.JWT_SIGNING_KEY) < 32:
         errors.append(Error("JWT_SIGNING_KEY must be at least 32 characters.", id="sigsentry.E003"))
+    return errors
+
+
+def _names_this_machine(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+@register(Tags.security, deploy=True)
+def check_email_links(app_configs=None, **kwargs) -> list[Error]:
+    """`check --deploy`: what every emailed link and its sender rest on. Each default is
+    right for the demo and wrong for a deployment, and nothing else would say so: the
+    links of resets, invitations and notices would lead nowhere (found by an audit)."""
+    errors: list[Error] = []
+    site = urlsplit(settings.SITE_URL)
+    host = site.hostname or ""
+    if _names_this_machine(host):
+        errors.append(
+            Error(
+                f"SITE_URL ({settings.SITE_URL}) names this machine: every emailed link "
+                "(password resets, invitations, notices) would lead there.",
+                hint="Set SITE_URL to the dashboard's public address, "
+                "such as https://sigsentry.example.com.",
+                id="sigsentry.E004",
+            )
+        )
+    elif not validate_host(host, settings.ALLOWED_HOSTS):
+        errors.append(
+            Error(
+                f"SITE_URL's host ({host}) is not in ALLOWED_HOSTS: every emailed link "
+                "would be answered 400.",
+                id="sigsentry.E005",
+            )
+        )
+    if settings.HTTPS_ONLY and site.scheme != "https":
+        errors.append(
+            Error(
+                "SITE_URL is http:// while the site is served over HTTPS only: a reset or "
+                "invitation link would send its token in clear on its first click.",
+                hint="Use https:// in SITE_URL.",
+                id="sigsentry.E006",
+            )
+        )
+    _local, at, domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")
+    if not at or "." not in domain or _names_this_machine(domain.lower()):
+        errors.append(
+            Error(
+                f"DEFAULT_FROM_EMAIL ({settings.DEFAULT_FROM_EMAIL}) has no public domain: "
+                "receiving servers reject or flag its mail (SPF, DMARC).",
+                hint="Set DEFAULT_FROM_EMAIL to an address of your domain, "
+                "such as 'SigSentry <no-reply@sigsentry.example.com>'.",
+                id="sigsentry.E007",
+            )
+        )
+    if settings.EMAIL_BACKEND == UNCONFIGURED_EMAIL_BACKEND:
+        errors.append(
+            Error(
+                "EMAIL_URL is not set: no email goes out (each is retried until it is).",
+                hint="Set EMAIL_URL, such as smtp+tls://user:password@smtp.example.com:587.",
+                id="sigsentry.E008",
+            )
+        )
     return errors

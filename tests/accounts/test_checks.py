@@ -1,7 +1,14 @@
+import pytest
 from django.conf import settings
+from django.core.checks.registry import registry
 from django.test import override_settings
 
-from apps.accounts.checks import BLACKLIST_APP, check_session_tokens
+from apps.accounts.checks import (
+    BLACKLIST_APP,
+    UNCONFIGURED_EMAIL_BACKEND,
+    check_email_links,
+    check_session_tokens,
+)
 
 
 def _ids() -> set[str]:
@@ -26,3 +33,45 @@ def test_an_unpinned_algorithm_fails_the_system_check():
 def test_a_short_signing_key_fails_the_system_check():
     with override_settings(JWT_SIGNING_KEY="short"):
         assert "sigsentry.E003" in _ids()
+
+
+DEPLOYED = {
+    "SITE_URL": "https://sigsentry.example.com",
+    "ALLOWED_HOSTS": ["sigsentry.example.com"],
+    "HTTPS_ONLY": True,
+    "DEFAULT_FROM_EMAIL": "SigSentry <no-reply@sigsentry.example.com>",
+    "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+}
+
+
+def email_link_errors(settings, **changed) -> set[str]:
+    for name, value in (DEPLOYED | changed).items():
+        setattr(settings, name, value)
+    return {error.id for error in check_email_links()}
+
+
+def test_a_deployment_with_its_own_address_sender_and_mail_server_is_clean(settings):
+    assert email_link_errors(settings) == set()
+    assert email_link_errors(settings, ALLOWED_HOSTS=[".example.com"]) == set()
+
+
+@pytest.mark.parametrize(
+    ("changed", "error"),
+    [
+        ({"SITE_URL": "http://127.0.0.1:8000", "HTTPS_ONLY": False}, "sigsentry.E004"),
+        ({"SITE_URL": "https://localhost"}, "sigsentry.E004"),
+        ({"SITE_URL": "https://[::1]:8000"}, "sigsentry.E004"),
+        ({"SITE_URL": "https://app.example.org"}, "sigsentry.E005"),
+        ({"SITE_URL": "http://sigsentry.example.com"}, "sigsentry.E006"),
+        ({"DEFAULT_FROM_EMAIL": "SigSentry <no-reply@localhost>"}, "sigsentry.E007"),
+        ({"DEFAULT_FROM_EMAIL": "no-reply"}, "sigsentry.E007"),
+        ({"EMAIL_BACKEND": UNCONFIGURED_EMAIL_BACKEND}, "sigsentry.E008"),
+    ],
+)
+def test_the_deploy_check_names_a_setting_that_breaks_the_emailed_links(settings, changed, error):
+    assert email_link_errors(settings, **changed) == {error}
+
+
+def test_the_email_checks_run_with_check_deploy_only():
+    assert check_email_links in registry.get_checks(include_deployment_checks=True)
+    assert check_email_links not in registry.get_checks(include_deployment_checks=False)

@@ -28,6 +28,9 @@ PRODUCTION_ENV = {
     "SECRET_KEY": "production-like-secret-key-for-the-deploy-check-0123456789abcdef",
     "DEBUG": "false",
     "ALLOWED_HOSTS": "sigsentry.example.com",
+    "SITE_URL": "https://sigsentry.example.com",
+    "DEFAULT_FROM_EMAIL": "SigSentry <no-reply@sigsentry.example.com>",
+    "EMAIL_URL": "smtp+tls://sigsentry:password@smtp.example.com:587",
     "DJANGO_SETTINGS_MODULE": "sigsentry.settings",
 }
 SECURITY_SETTINGS = [

@@ -33,6 +33,14 @@ def is_server_failure(exc: BaseException | None) -> bool:
     return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
 
 
+def refused_for_good(exc: BaseException) -> bool:
+    """The server refused every recipient with a permanent (5xx) answer: the address does
+    not take mail, and trying again only repeats the refusal."""
+    return isinstance(exc, smtplib.SMTPRecipientsRefused) and all(
+        code >= 500 for code, _ in exc.recipients.values()
+    )
+
+
 def note(exc: BaseException) -> None:
     """What a send raised: a failure of the server itself marks it failing for a while."""
     global _failing_until

@@ -64,6 +64,9 @@ class _Handler:
             self.box.held += self.box.holding
         while self.box.holding:  # a server that hangs mid-conversation; others still served
             await asyncio.sleep(0.02)
+        refusal = self.box.refused_recipients.get(address)
+        if refusal:
+            return refusal  # e.g. "550 5.1.1 No such user" (for good) or "450 ..." (for now)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -91,6 +94,8 @@ class SmtpMailbox:
         self.delay = 0.0
         #: How many of the next messages it refuses with a temporary error (451).
         self.refusing = 0
+        #: address -> the reply the server gives it at RCPT instead of accepting it
+        self.refused_recipients: dict[str, str] = {}
         #: While true, the server answers no recipient (a hung server, before the message);
         #: `held` counts the conversations it stopped so.
         self.holding = False
@@ -114,6 +119,7 @@ class SmtpMailbox:
             self.received.clear()
         self.delay = 0.0
         self.refusing = 0
+        self.refused_recipients = {}
         self.holding = False
         self.held = 0
 

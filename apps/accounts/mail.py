@@ -127,7 +127,9 @@ request_finished.connect(_request_finished, dispatch_uid="sigsentry.mail.request
 
 
 def _send(kind: str, letter: Letter, ids: dict) -> None:
-    """Queue the retry, try, and withdraw the retry once the message went out."""
+    """Queue the retry, try, and withdraw the retry once the message went out, or once the
+    server refused its address for good (5xx: trying again for the kind's time, an
+    invitation's seven days, would only repeat the refusal, found by an audit)."""
     retry = _queue_retry(kind, ids, attempt=1, since=timezone.now())
     try:
         mailserver.check()
@@ -135,9 +137,12 @@ def _send(kind: str, letter: Letter, ids: dict) -> None:
     except Exception as exc:  # the answer is already given: log; the queued retry stands
         mailserver.note(exc)
         _failed(kind, exc, ids)
-        if retry is None:
-            logger.error("email lost: %s (no retry could be queued)", kind)
-        return
+        if not mailserver.refused_for_good(exc):
+            if retry is None:
+                logger.error("email lost: %s (no retry could be queued)", kind)
+            return
+        # the address takes no mail: its retry is withdrawn, as a sent message's is
+        logger.warning("email refused for good: %s (not tried again)", kind)
     if retry is not None:
         with contextlib.suppress(Exception):  # the database gone since: one message twice
             DBTaskResult.objects.filter(id=retry.id, status=TaskResultStatus.READY).delete()
@@ -207,6 +212,9 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
     except Exception as exc:  # the database or the mail server: this try failed, not the email
         mailserver.note(exc)
         _failed(kind, exc, ids)
+        if mailserver.refused_for_good(exc):
+            logger.warning("email refused for good: %s (not tried again)", kind)
+            return "refused for good"
         queued = _queue_retry(kind, ids, attempt=attempts + 1, since=first_failed)
         return "retry queued" if queued is not None else "given up"
     return "sent"

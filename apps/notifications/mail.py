@@ -246,7 +246,7 @@ def send_reminder_email(
                 try:
                     connection.send_messages([message])
                 except smtplib.SMTPRecipientsRefused as exc:
-                    if not all(code >= 500 for code, _ in exc.recipients.values()):
+                    if not mailserver.refused_for_good(exc):
                         sent.failure = sent.failure or exc  # for now: this copy tried again
                         continue
                     count_email_failure(type(exc).__name__)

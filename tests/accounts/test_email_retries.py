@@ -149,6 +149,37 @@ def test_a_refused_invitation_is_sent_again_and_only_the_new_link_works(
     assert accept(invitee, token).status_code == 200
 
 
+def test_an_address_refused_for_good_is_not_tried_again(owner, organization, mailbox, caplog):
+    """Found by an email audit: a 550 for an invitation's address was tried again for the
+    invitation's seven days (~340 tries, each with a new link)."""
+    mailbox.refused_recipients["gone@example.com"] = "550 5.1.1 No such user here"
+    assert invite(user_client(owner), organization, email="gone@example.com").status_code == 201
+
+    assert queued_retries() == [] and mailbox.messages() == []
+    assert "email refused for good: invitation (not tried again)" in caplog.text
+    assert counters.values().get("email_failures") == 1
+
+
+def test_an_address_refused_for_now_is_tried_again(owner, organization, mailbox):
+    mailbox.refused_recipients["full@example.com"] = "452 4.2.2 Mailbox full, try again"
+    assert invite(user_client(owner), organization, email="full@example.com").status_code == 201
+    [row] = queued_retries()
+
+    del mailbox.refused_recipients["full@example.com"]
+    assert run_retry(row) == "sent"
+    assert len(mailbox.messages("full@example.com")) == 1
+
+
+def test_a_retry_refused_for_good_queues_no_other(api_client, owner, mailbox):
+    mailbox.refusing = 1  # the first try fails for now
+    assert ask_reset(api_client, owner.email).status_code == 202
+    [row] = queued_retries()
+
+    mailbox.refused_recipients[owner.email] = "550 5.1.1 No such user here"
+    assert run_retry(row) == "refused for good"
+    assert queued_retries() == [] and mailbox.messages() == []
+
+
 @pytest.mark.parametrize("change", ["cancel", "accept"])
 def test_no_invitation_retry_once_it_is_cancelled_or_accepted(change, owner, organization, mailbox):
     mailbox.refusing = 1

@@ -3,8 +3,19 @@ the response)."""
 
 from __future__ import annotations
 
+from email.utils import make_msgid, parseaddr
+
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
+
+
+def automated_headers() -> dict[str, str]:
+    """The headers of every message the service sends by itself (RFC 3834): out-of-office
+    and other automatic replies are not sent back to it, and the Message-ID names the
+    sender's domain, not this host's name (a container's id, or `localhost`)."""
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or None
+    return {"Auto-Submitted": "auto-generated", "Message-ID": make_msgid(domain=domain)}
 
 
 class UnconfiguredEmailBackend(BaseEmailBackend):

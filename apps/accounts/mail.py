@@ -53,6 +53,7 @@ from django_tasks_db.models import DBTaskResult
 from apps.accounts.models import User
 from core import mailserver, metrics
 from core.logging import current_request_id, serving
+from core.mail import automated_headers
 from core.tasks import requeue_stalled
 
 logger = logging.getLogger("sigsentry.mail")
@@ -81,6 +82,7 @@ class Letter:
             body=render_to_string(f"emails/{self.template}.txt", context),
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=[self.to],
+            headers=automated_headers(),
         )
         message.attach_alternative(
             render_to_string(f"emails/{self.template}.html", context), "text/html"
@@ -315,7 +317,14 @@ def _two_factor_letter(*, to: str, enabled: bool, when: datetime, ip: str | None
         to,
         f"Two-factor authentication turned {state} for your SigSentry account",
         "two_factor_changed",
-        {"enabled": enabled, "when": when, "ip": ip, "email": to, "account_url": link("/account/")},
+        {
+            "enabled": enabled,
+            "when": when,
+            "ip": ip,
+            "email": to,
+            "account_url": link("/account/"),
+            "reset_url": link("/reset/"),
+        },
     )
 
 

@@ -24,6 +24,7 @@ from apps.apikeys.models import ApiKey, KeyScope, KeyType, active_at
 from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Membership, Organization
 from core import mailserver, metrics
+from core.mail import automated_headers
 from core.permissions import MANAGER_ROLES
 
 logger = logging.getLogger("sigsentry.notifications")
@@ -241,6 +242,7 @@ def send_reminder_email(
                     body=text,
                     from_email=settings.DEFAULT_FROM_EMAIL,
                     to=[address],
+                    headers=automated_headers(),
                 )
                 message.attach_alternative(html, "text/html")
                 try:

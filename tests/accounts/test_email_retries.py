@@ -78,6 +78,18 @@ def test_a_refused_reset_email_is_sent_again_with_a_new_working_link(api_client,
     assert confirm(api_client, token).status_code == 204
 
 
+def test_account_emails_are_marked_automatic_and_named_by_the_senders_domain(
+    api_client, mailbox, owner, settings
+):
+    """RFC 3834: no out-of-office reply comes back to the sender; the Message-ID names its
+    domain, not this host's name (found by an email audit)."""
+    settings.DEFAULT_FROM_EMAIL = "SigSentry <no-reply@sigsentry.example.com>"
+    assert ask_reset(api_client, owner.email).status_code == 202
+    [mail_] = mailbox.messages(owner.email)
+    assert mail_.message["Auto-Submitted"] == "auto-generated"
+    assert str(mail_.message["Message-ID"]).endswith("@sigsentry.example.com>")
+
+
 def test_a_sent_email_withdraws_the_retry_queued_before_its_try(
     api_client, mailbox, owner, monkeypatch
 ):

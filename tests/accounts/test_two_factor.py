@@ -110,6 +110,15 @@ def test_enable_needs_a_right_code_and_answers_ten_recovery_codes_stored_hashed(
     assert [m.subject for m in django_mail.outbox] == [
         "Two-factor authentication turned on for your SigSentry account"
     ]
+    # found by an email audit: a stolen session turning it on locks the owner out
+    [notice] = django_mail.outbox
+    html = notice.alternatives[0][0]
+    for part in (notice.body, html):
+        assert "If this was not you" in part and "turn two-factor authentication off" in part
+    assert (
+        f"{settings.SITE_URL}/reset/" in notice.body
+        and f'href="{settings.SITE_URL}/reset/"' in html
+    )
 
 
 def test_setup_is_refused_while_two_factor_is_on(owner):

@@ -37,7 +37,8 @@ def subjects(smtp) -> list[str]:
     return sorted(str(m["Subject"]) for m in smtp.messages)
 
 
-def test_7_day_and_1_day_reminders_go_out_once_each(smtp, owner, project):
+def test_7_day_and_1_day_reminders_go_out_once_each(smtp, owner, project, settings):
+    settings.DEFAULT_FROM_EMAIL = "SigSentry <no-reply@sigsentry.example.com>"
     now = timezone.now()
     soon, soon_text = make_key(
         KeyKind.SECRET, project=project, name="Weekly", expires_at=now + timedelta(days=5)
@@ -63,6 +64,9 @@ def test_7_day_and_1_day_reminders_go_out_once_each(smtp, owner, project):
         assert str(message["To"]) == owner.email
         raw = message.as_string()
         assert soon_text not in raw and tomorrow_text not in raw
+        # RFC 3834: no out-of-office reply comes back; the id names the sender's domain
+        assert message["Auto-Submitted"] == "auto-generated"
+        assert str(message["Message-ID"]).endswith("@sigsentry.example.com>")
     assert Event.objects.filter(type="key.expiring").count() == 2
 
     # Three days later the weekly key enters its last day: now the 1-day notice.

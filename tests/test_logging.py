@@ -341,3 +341,20 @@ def test_a_refused_host_is_logged_without_its_value(console):
     text = console.getvalue()
     assert "Invalid HTTP_HOST header (its value is not written)" in text
     assert "A1A1" not in text and "Traceback" not in text
+
+
+@pytest.mark.django_db
+def test_a_refused_log_in_or_refresh_is_the_requests_decision(api_client, owner, access_log):
+    """Found by the observability audit: credential stuffing showed only as bare 401s."""
+    login = api_client.post(
+        "/v1/auth/login", {"email": owner.email, "password": "not-the-password"}, format="json"
+    )
+    refresh = api_client.post("/v1/auth/refresh", {"refresh": "not-a-token"}, format="json")
+    signup = api_client.post("/v1/auth/signup", {}, format="json")
+
+    assert [login.status_code, refresh.status_code, signup.status_code] == [401, 401, 400]
+    login_line, refresh_line, signup_line = access_log()
+    assert login_line.auth_outcome == "INVALID_CREDENTIALS"
+    assert refresh_line.auth_outcome == "TOKEN_INVALID"
+    assert not hasattr(signup_line, "auth_outcome")  # no credential was checked
+    assert not hasattr(login_line, "user_id")  # an address is never written either

@@ -15,7 +15,12 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from apps.accounts import password_reset, services, twofactor
-from apps.accounts.api import CredentialFreeView, TokenPairSerializer, token_pair_json
+from apps.accounts.api import (
+    CredentialCheckView,
+    CredentialFreeView,
+    TokenPairSerializer,
+    token_pair_json,
+)
 from apps.accounts.cookies import set_session_cookies
 from apps.accounts.models import AuthSession
 from apps.accounts.selectors import open_sessions_of
@@ -127,7 +132,7 @@ class PasswordResetView(CredentialFreeView):
         return Response({"message": RESET_ACCEPTED}, status=202)
 
 
-class PasswordResetConfirmView(CredentialFreeView):
+class PasswordResetConfirmView(CredentialCheckView):
     @extend_schema(
         operation_id="auth_password_reset_confirm",
         summary="Set a new password with a reset token",
@@ -154,7 +159,7 @@ class PasswordResetConfirmView(CredentialFreeView):
 # Two-factor ------------------------------------------------------------------------------
 
 
-class LoginSecondFactorView(CredentialFreeView):
+class LoginSecondFactorView(CredentialCheckView):
     @extend_schema(
         operation_id="auth_login_2fa",
         summary="Finish a two-factor login",

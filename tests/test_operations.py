@@ -7,15 +7,19 @@ import logging
 import secrets
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
+from django.db.models.functions import Now
 from django.test import Client, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from apps.apikeys.keyformat import KeyKind
+from apps.notifications.models import Schedule
+from apps.notifications.tasks import enqueue_due
 from apps.webhooks import delivery as deliveries
 from apps.webhooks import services as webhook_services
 from apps.webhooks.models import Delivery
@@ -326,3 +330,23 @@ def test_a_failing_probe_writes_no_error_line(db, client, monkeypatch):
         request_logger.removeHandler(handler)
     # Django's line for the probe's 503 is dropped; other lines still pass the filter.
     assert [r.getMessage() for r in records] == ["Service Unavailable: /v1/me"]
+
+
+def test_the_schedules_queue_grows_only_while_no_worker_runs(db, metrics_on, client):
+    """Found by an audit: the deliveries' and emails' queues wait for their next tries even
+    beside a healthy worker, so nothing said that no worker ran."""
+    enqueue_due()  # what a running worker does every second: each schedule queued, due later
+    running = scrape(client)
+    age = "sigsentry_worker_oldest_undelivered_age_seconds"
+    assert value(running, "sigsentry_worker_queue_depth", queue="schedules") == 0
+    assert value(running, age, queue="schedules") == 0
+
+    # no worker for two minutes: the urgent checks came due and nobody queued them
+    urgent = Schedule.objects.filter(name="notifications.urgent")
+    urgent.update(next_run_at=Now() - timedelta(minutes=2))
+    stopped = scrape(client)
+    assert value(stopped, "sigsentry_worker_queue_depth", queue="schedules") == 1
+    assert 120 <= value(stopped, age, queue="schedules") < 180
+
+    enqueue_due()  # a worker again
+    assert value(scrape(client), "sigsentry_worker_queue_depth", queue="schedules") == 0

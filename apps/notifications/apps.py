@@ -8,6 +8,8 @@ class NotificationsConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.notifications.checks import email_queue_state
+        from apps.notifications.tasks import schedule_queue_state
         from core.metrics import register_queue_probe
 
         register_queue_probe("emails", email_queue_state)  # /metrics: read at scrape time
+        register_queue_probe("schedules", schedule_queue_state)  # a worker is running

@@ -28,6 +28,7 @@ from apps.notifications import checks
 from apps.notifications.models import Schedule
 from apps.webhooks.delivery import prune_events, requeue_overdue
 from apps.webhooks.services import requeue_stalled_fan_outs
+from core import metrics
 from core.tasks import fail_abandoned
 
 logger = logging.getLogger("sigsentry.notifications")
@@ -106,6 +107,16 @@ def schedules(checks_every: timedelta, urgent_every: timedelta):
         ("usage.copy", USAGE_EVERY, copy_usage),
         ("housekeeping", HOUSEKEEPING_EVERY, housekeeping),
     )
+
+
+def schedule_queue_state() -> metrics.QueueState:
+    """/metrics, queue `schedules`: the periodic checks whose time has come that no worker
+    has queued yet, aged from when the first came due. A running worker queues each within
+    about a second (`run_worker`), so an age that keeps growing says no worker runs, or
+    every one is stuck in a task: the queues of deliveries and emails cannot say it, their
+    items wait for their next try even with a healthy worker (found by an audit). Rows
+    exist once a worker has run."""
+    return metrics.queue_state_of(Schedule.objects.filter(next_run_at__lte=Now()), "next_run_at")
 
 
 def enqueue_due(

@@ -350,6 +350,39 @@ rebuilds("two_factor_on", retry_for=NOTICE_RETRY_FOR)(_two_factor_again)
 rebuilds("two_factor_off", retry_for=NOTICE_RETRY_FOR)(_two_factor_again)
 
 
+def _recovery_code_letter(*, to: str, left: int, when: datetime, ip: str | None) -> Letter:
+    return Letter(
+        to,
+        "A recovery code was used to log in to your SigSentry account",
+        "recovery_code_used",
+        {
+            "left": left,
+            "when": when,
+            "ip": ip,
+            "email": to,
+            "account_url": link("/account/"),
+            "reset_url": link("/reset/"),
+        },
+    )
+
+
+def send_recovery_code_used(*, user: User, left: int, when: datetime, ip: str | None) -> None:
+    """A recovery code stands in for the authenticator: its owner hears of each use, as a
+    password change (found by an email audit)."""
+    ids = {"user_id": str(user.pk), "left": left, "when": when.isoformat(), "ip": ip}
+    letter = _recovery_code_letter(to=user.email, left=left, when=when, ip=ip)
+    _deliver("recovery_code_used", letter, ids)
+
+
+@rebuilds("recovery_code_used", retry_for=NOTICE_RETRY_FOR)
+def _recovery_code_again(ids: dict) -> Letter | None:
+    user = active_user(ids)
+    if user is None:
+        return None
+    when = datetime.fromisoformat(ids["when"])
+    return _recovery_code_letter(to=user.email, left=ids["left"], when=when, ip=ids["ip"])
+
+
 def invitation_letter(
     *,
     to: str,

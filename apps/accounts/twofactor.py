@@ -223,14 +223,16 @@ def check_second_factor(*, user: User, code: Any, request: HttpRequest | None = 
         device = confirmed_device(user)
         cleaned = _clean_code(code)
         now = timezone.now()
-        accepted = False
+        accepted = recovery = False
         if device is not None and cleaned is not None:
             if _is_totp_shape(cleaned):
                 accepted = _accept_totp(device, cleaned, now)
             else:
-                accepted = _use_recovery_code(user, cleaned, now)
+                accepted = recovery = _use_recovery_code(user, cleaned, now)
         if not accepted:
             raise InvalidCredentials(WRONG_CODE)
+    if recovery:
+        mail.send_recovery_code_used(user=user, left=recovery_codes_left(user), when=now, ip=ip)
 
 
 # Services -----------------------------------------------------------------------------

@@ -195,6 +195,29 @@ def test_a_recovery_code_logs_in_once(api_client, owner):
     assert twofactor.recovery_codes_left(owner) == 8
 
 
+def test_each_use_of_a_recovery_code_is_mailed_to_the_owner(api_client, owner, settings):
+    """Found by an email audit: a recovery code stands in for the authenticator, and its
+    use went unnoticed. A TOTP code or a refused recovery code mails nothing."""
+    secret, codes = enable_two_factor(owner)
+    django_mail.outbox.clear()
+
+    fresh_step()
+    assert second_step(api_client, mfa_token(api_client, owner), code_at(secret)).status_code == 200
+    assert (
+        second_step(api_client, mfa_token(api_client, owner), "0000-0000-0000-0000").status_code
+        == 401
+    )
+    assert django_mail.outbox == []
+    assert second_step(api_client, mfa_token(api_client, owner), codes[0]).status_code == 200
+
+    [notice] = django_mail.outbox
+    assert notice.to == [owner.email]
+    assert notice.subject == "A recovery code was used to log in to your SigSentry account"
+    assert "9 of 10 recovery codes are left" in notice.body
+    assert f"{settings.SITE_URL}/reset/" in notice.body and "If this was not you" in notice.body
+    assert codes[0] not in notice.body and codes[0] not in notice.alternatives[0][0]
+
+
 def test_a_recovery_code_of_another_account_does_not_finish_a_login(api_client, owner):
     enable_two_factor(owner)
     _secret, others_codes = enable_two_factor(UserFactory())

@@ -186,9 +186,9 @@ class RateLimited(ApiError):
     code = "RATE_LIMITED"
     message = "Too many requests. Try again later."
 
-    def __init__(self, retry_after: int):
+    def __init__(self, retry_after: int, message: str | None = None):
         self.retry_after = max(1, int(retry_after))
-        super().__init__()
+        super().__init__(message)
         metrics.record_rate_limited()
 
 

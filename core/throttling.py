@@ -234,11 +234,12 @@ def is_limited(scope: str, ident: str | None) -> int | None:
     return retry_after if count >= limit else None
 
 
-def enforce(scope: str, ident: str | None) -> None:
-    """Count one event and raise 429 RATE_LIMITED when over the limit."""
+def enforce(scope: str, ident: str | None, message: str | None = None) -> None:
+    """Count one event and raise 429 RATE_LIMITED (with `message`, else the usual one)
+    when over the limit."""
     retry_after = hit(scope, ident)
     if retry_after is not None:
-        raise RateLimited(retry_after)
+        raise RateLimited(retry_after, message)
 
 
 def reset(scope: str, ident: str) -> None:

@@ -391,8 +391,11 @@ def invitation_letter(
     inviter_email: str | None,
     role_label: str,
     expires_at: datetime,
+    inviter_confirmed: bool = True,
 ) -> Letter:
-    """The invitation link (single use, seven days). The token appears only in this message."""
+    """The invitation link (single use, seven days). The token appears only in this message.
+    An inviter whose address is not confirmed is named as such: anyone can sign up with any
+    address, and the mail must not vouch for it (found by an email audit)."""
     return Letter(
         to,
         f"You are invited to join {organization_name} on SigSentry",
@@ -401,6 +404,7 @@ def invitation_letter(
             "invitation_url": link(f"/invitations/{token}/"),
             "organization_name": organization_name,
             "inviter_email": inviter_email,
+            "inviter_confirmed": inviter_confirmed,
             "role_label": role_label,
             "expires_at": expires_at,
             "email": to,

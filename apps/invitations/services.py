@@ -62,6 +62,9 @@ from core.permissions import MANAGER_ROLES, Role
 from core.validation import parse_uuid
 
 INVITATION_LIFETIME = timedelta(days=7)
+UNCONFIRMED_INVITER_LIMIT = (
+    "Confirm your email address (on your account page) to send more invitations today."
+)
 #: How long an invitation that stopped being pending (accepted, cancelled, expired) is
 #: kept with the invitee's address; the audit events about it stay.
 FINISHED_INVITATION_RETENTION = timedelta(days=30)
@@ -129,6 +132,10 @@ def invite_member(
         raise ValidationFailed({"email": ["This person is already a member."]})
     throttling.enforce("invite_org", str(organization.id))
     throttling.enforce("invite_user", str(actor_membership.user_id))
+    if not email_confirmation.is_confirmed(actor_membership.user):
+        throttling.enforce(
+            "invite_unconfirmed_user", str(actor_membership.user_id), UNCONFIRMED_INVITER_LIMIT
+        )
     # Per address, whoever invites: free accounts, each with its own hourly budget, mailed
     # one address 150 invitations in 5 s (found by the DoS audit).
     throttling.enforce("invite_address", normalized)
@@ -181,11 +188,13 @@ def invite_member(
 
 
 def _letter(invitation: Invitation, token: str) -> mail.Letter:
+    inviter = invitation.invited_by
     return mail.invitation_letter(
         to=invitation.email,
         token=token,
         organization_name=invitation.organization.name,
-        inviter_email=invitation.invited_by.email if invitation.invited_by else None,
+        inviter_email=inviter.email if inviter else None,
+        inviter_confirmed=inviter is not None and email_confirmation.is_confirmed(inviter),
         role_label=Role(invitation.role).label,
         expires_at=invitation.expires_at,
     )

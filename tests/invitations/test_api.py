@@ -234,6 +234,37 @@ def test_invitations_are_throttled_per_inviter_across_organizations(owner, organ
     assert Invitation.objects.count() == 2
 
 
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"invite_unconfirmed_user": (2, 86400)})
+def test_an_inviter_whose_address_is_unconfirmed_has_a_days_few_and_is_named_so(
+    owner, organization, mailbox
+):
+    """Found by an email audit: anyone can sign up with any address (a colleague's, a
+    CEO's) and have invitations mailed in its name, with an organization name they chose."""
+    owner.email_confirmed_at = None
+    owner.save(update_fields=["email_confirmed_at"])
+    client = user_client(owner)
+
+    statuses = [invite(client, organization, f"p{n}@example.com").status_code for n in range(3)]
+
+    assert statuses == [201, 201, 429]
+    refused = invite(client, organization, "p3@example.com")
+    assert "Confirm your email address" in refused.json()["error"]["message"]
+    [mail] = mailbox.messages("p0@example.com")
+    text = mail.message.get_body(preferencelist=("plain",)).get_content()
+    assert f"Someone signed up as {owner.email}, an address SigSentry has not confirmed" in text
+
+
+def test_a_confirmed_inviter_is_named_plainly_and_not_held_to_the_unconfirmed_few(
+    owner, organization, mailbox
+):
+    client = user_client(owner)
+    for n in range(11):
+        assert invite(client, organization, f"p{n}@example.com").status_code == 201
+    [mail] = mailbox.messages("p0@example.com")
+    text = mail.message.get_body(preferencelist=("plain",)).get_content()
+    assert f"{owner.email} invited you" in text and "not confirmed" not in text
+
+
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"invite_address": (2, 86400)})
 def test_invitations_to_one_address_are_throttled_whoever_sends_them(owner, organization):
     """Found by the DoS audit: free accounts, each with its own 50 an hour, mailed one

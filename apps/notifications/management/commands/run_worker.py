@@ -28,6 +28,7 @@ from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
 from apps.notifications.tasks import CHECKS_EVERY, URGENT_EVERY, enqueue_due
+from core import failopen
 
 logger = logging.getLogger("sigsentry.worker")
 
@@ -99,6 +100,7 @@ class Command(BaseCommand):
         logger.info("worker %s started", worker_id)
         looked_at = float("-inf")
         while True:
+            failopen.new_request()  # a Redis that gave up during the last task is tried again
             worker = task_worker(worker_id, max_tasks=1)
             worker.configure_signals()
             try:

@@ -164,15 +164,10 @@ def compose(kind: str, organization: Organization, reminders: list[Reminder]) ->
         keys = _legacy_keys_of(organization)  # one notice for the organization: its keys now
     webhooks = [r.webhook for r in reminders if r.webhook is not None]
     sunset = settings.LEGACY_KEYS_SUNSET_AT.strftime("%d %B %Y, %H:%M UTC")
-    what = f"{len(keys)} API keys" if len(keys) != 1 else "An API key"
+    noun = "SDK key" if kind == ReminderKind.KEY_LEAK_REPORTED else "API key"
+    what = f"{len(keys)} {noun}s" if len(keys) != 1 else f"An {noun}"
     subject = copy.subject.format(what=what, s="" if len(keys) != 1 else "s", org=organization.name)
     subject = " ".join(subject.split())  # one line, whatever the organization's name holds
-    if kind in (ReminderKind.LEGACY_SUNSET_30D, ReminderKind.LEGACY_SUNSET_7D):
-        action_url = f"{settings.SITE_URL}/orgs/{organization.id}/api-keys/"
-    elif kind == ReminderKind.WEBHOOK_DISABLED:
-        action_url = f"{settings.SITE_URL}/orgs/{organization.id}/webhooks/"
-    else:
-        action_url = key_page_url(keys[0]) if keys else settings.SITE_URL + "/"
     rows = sorted(
         (
             {
@@ -187,6 +182,12 @@ def compose(kind: str, organization: Organization, reminders: list[Reminder]) ->
         ),
         key=lambda row: (row["project"] != ORGANIZATION_KEY, row["project"], row["name"]),
     )
+    if kind in (ReminderKind.LEGACY_SUNSET_30D, ReminderKind.LEGACY_SUNSET_7D):
+        action_url = f"{settings.SITE_URL}/orgs/{organization.id}/api-keys/"
+    elif kind == ReminderKind.WEBHOOK_DISABLED:
+        action_url = f"{settings.SITE_URL}/orgs/{organization.id}/webhooks/"
+    else:  # the page of the first key listed
+        action_url = rows[0]["url"] if rows else settings.SITE_URL + "/"
     return {
         "subject": subject,
         "organization": organization,

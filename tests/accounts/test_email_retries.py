@@ -12,7 +12,9 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.conf import settings
 from django.db.models.functions import Now
+from django.template.loader import render_to_string
 from django.test import Client
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -362,3 +364,17 @@ def test_a_hung_mail_server_is_waited_for_once_not_once_per_email(api_client, se
     retries = queued_retries()
     assert len(retries) == 3  # every link waits for its next try
     assert {r.args_kwargs["args"][1]["user_id"] for r in retries} == {str(u.id) for u in users}
+
+
+@pytest.mark.parametrize(
+    "template",
+    sorted(path.stem for path in (settings.BASE_DIR / "templates" / "emails").glob("*.txt")),
+)
+def test_every_account_email_names_its_recipient_in_both_parts(template):
+    """Found by an email audit: the HTML parts said whom a message was sent to, the text
+    parts (what many clients and every filter read) did not."""
+    now = timezone.now()
+    context = {"email": "someone@example.com", "when": now, "expires_at": now, "left": 9}
+    for part in ("txt", "html"):
+        text = render_to_string(f"emails/{template}.{part}", context)
+        assert "This message was sent to someone@example.com by SigSentry." in text

@@ -346,11 +346,11 @@ def test_a_leak_report_emails_about_the_revoked_and_the_flagged_key(smtp, owner,
     by_subject = {str(m["Subject"]): m for m in smtp.to(owner.email)}
     assert set(by_subject) == {
         "An API key of Acme revoked after a leak report",
-        "An API key of Acme reported as leaked",
+        "An SDK key of Acme reported as leaked",
     }
     revoked_text, _ = text_of(by_subject["An API key of Acme revoked after a leak report"])
     assert "Server" in revoked_text and secret.prefix in revoked_text
-    flagged_text, _ = text_of(by_subject["An API key of Acme reported as leaked"])
+    flagged_text, _ = text_of(by_subject["An SDK key of Acme reported as leaked"])
     assert "Website" in flagged_text and "keep working" in flagged_text
     # The member created the revoked key: they hear about it, not about the SDK key.
     assert [str(m["Subject"]) for m in smtp.to(member.email)] == [
@@ -502,6 +502,7 @@ def test_owners_are_emailed_when_a_webhook_is_disabled(smtp, settings, owner, or
     plain, _ = text_of(message)
     assert f"https://sigsentry.test/orgs/{organization.id}/webhooks/" in plain
     assert "127.0.0.1" in plain and "/x" not in plain.split("127.0.0.1")[1][:3]
+    assert "creator of one of these keys" not in plain  # there are none (an email audit)
     assert Webhook.objects.get().disabled_at is not None
 
 
@@ -655,3 +656,32 @@ def test_an_unconfirmed_address_gets_a_days_few_notices_a_confirmed_one_every_on
     to = sorted(str(message["To"]) for message in smtp.messages)
     assert to == sorted([admin.email, admin.email, owner.email])
     assert Reminder.objects.filter(emailed_at__isnull=True).count() == 0  # nothing retried
+
+
+def test_a_notice_leads_to_the_first_key_it_lists_and_shows_its_last_use_in_both_parts(
+    smtp, owner, organization, project
+):
+    """Found by an email audit: the button led to the first key claimed (a project's page)
+    while the list showed the organization's key first, and the HTML part left out the
+    last-use dates the text part had."""
+    used = timezone.now() - timedelta(days=3)
+    make_key(
+        KeyKind.SECRET, project=project, name="A", expires_at=timezone.now() + timedelta(days=5)
+    )
+    org_key, _ = make_key(
+        KeyKind.ORGANIZATION,
+        organization=organization,
+        name="Z",
+        expires_at=timezone.now() + timedelta(days=5),
+    )
+    ApiKey.objects.filter(pk=org_key.pk).update(last_used_at=used)
+
+    call_command("send_notifications")
+
+    [message] = smtp.messages
+    plain, html = text_of(message)
+    org_page = f"https://sigsentry.test/orgs/{organization.id}/api-keys/"
+    assert plain.index("Z (") < plain.index("A (")
+    assert f"Open the key page: {org_page}" in plain
+    last_used = f"last used {used:%Y-%m-%d}"
+    assert last_used in plain and last_used in html

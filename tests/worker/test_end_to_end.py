@@ -190,8 +190,8 @@ def test_a_leak_report_emails_the_owner_and_never_the_key(server, workers, smtp,
     messages = smtp.wait_for(mine, timeout=1)
     subjects = sorted(str(m["Subject"]) for m in messages)
     assert subjects == [
-        "An API key of Acme reported as leaked",
         "An API key of Acme revoked after a leak report",
+        "An SDK key of Acme reported as leaked",
     ]
     text = "\n".join("\n".join(text_of(m)) for m in messages)
     assert "Payments server" in text and secret.prefix in text

@@ -256,8 +256,18 @@ class LimitsForm(GuardrailsForm):
 
 
 class RollForm(DashboardForm):
+    """A key row's Roll dialog. Sent back with errors, the dialog reopens with them; its
+    error ids are the key's (`for_key`), as a page has one dialog per row."""
+
     grace_seconds = forms.TypedChoiceField(
-        label="Old key stops working", choices=GRACE_CHOICES, coerce=int, initial=3600
+        label="Old key stops working",
+        choices=GRACE_CHOICES,
+        coerce=int,
+        initial=3600,
+        error_messages={
+            "required": "Choose when the old key stops working.",
+            "invalid_choice": "Choose when the old key stops working.",
+        },
     )
     # Sent by secret and org keys' roll forms (empty: no expiry); an SDK key's successor gets
     # the old key's lifetime from now.
@@ -267,6 +277,10 @@ class RollForm(DashboardForm):
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
     )
 
+    @classmethod
+    def for_key(cls, api_key, data=None) -> RollForm:
+        return cls(data, auto_id=f"roll-{api_key.id}-%s")
+
 
 class PolicyForm(DashboardForm):
     key_max_lifetime_days = forms.IntegerField(
@@ -275,6 +289,12 @@ class PolicyForm(DashboardForm):
 
 
 class OriginsForm(DashboardForm):
+    """An SDK key row's Origins dialog; sent back with errors, the dialog reopens with them."""
+
     allowed_origins = forms.CharField(
         label="Allowed origins", required=False, max_length=4000, widget=forms.Textarea
     )
+
+    @classmethod
+    def for_key(cls, api_key, data=None) -> OriginsForm:
+        return cls(data, auto_id=f"origins-{api_key.id}-%s")

@@ -61,10 +61,27 @@
     selection.addRange(range);
   }
 
+  /* A polite live region, made once, says what a Copy button did: a button's own new text
+     is not announced. Emptied first, so the same words twice are said twice. */
+  var liveRegion = null;
+  function announce(text) {
+    if (!liveRegion) {
+      liveRegion = document.createElement("div");
+      liveRegion.className = "visually-hidden";
+      liveRegion.setAttribute("role", "status");
+      liveRegion.setAttribute("aria-live", "polite");
+      liveRegion.setAttribute("data-live-region", "");
+      document.body.appendChild(liveRegion);
+    }
+    liveRegion.textContent = "";
+    window.setTimeout(function () { liveRegion.textContent = text; }, 100);
+  }
+
   function flash(button, label) {
     var original = button.getAttribute("data-label") || button.textContent;
     button.setAttribute("data-label", original);
     button.textContent = label;
+    announce(label);
     window.setTimeout(function () { button.textContent = original; }, 2000);
   }
 
@@ -101,6 +118,15 @@
       secretDialog.close();
       secretDialog.showModal();
     }
+    /* Focus starts on Copy (what to do first), inside the dialog, whatever took it on load. */
+    var focusInDialog = function () {
+      if (!secretDialog.isConnected || secretDialog.contains(document.activeElement)) return;
+      var start = secretDialog.querySelector("[data-copy-target]") ||
+        secretDialog.querySelector("button, [href], input, textarea, select");
+      if (start) start.focus();
+    };
+    focusInDialog();
+    window.addEventListener("load", focusInDialog);
     var secretValue = secretDialog.querySelector("[data-secret]");
     if (secretValue) {
       secretValue.addEventListener("dblclick", function () { selectText(secretValue); });
@@ -151,6 +177,21 @@
     });
   }
 
+  /* A page reached by a redirect after an action (revoke, invite, remove) says what
+     happened in a flash at its top: focus moves there, so a screen reader reads it (a live
+     region already present on load often is not) and Tab goes on from the top of the page.
+     Not over a dialog or a field that took the focus (autofocus) first. */
+  /* So does a failed key row action's message on its row (the key revoked or rolled
+     meanwhile), far down a long list. */
+  var message = document.querySelector(".flash-stack") ||
+    document.querySelector("[data-list-url] .key-row .field-error[role=alert]");
+  var active = document.activeElement;
+  if (message && !document.querySelector("dialog[open], [autofocus]") &&
+      (!active || active === document.body || active === document.documentElement)) {
+    message.setAttribute("tabindex", "-1");
+    message.focus();
+  }
+
   /* A key list re-drawn by a failed row action (the error on the key's row) is served at
      the action's address: show the list's own (data-list-url), so that its relative links
      (pagination) lead somewhere and a reload shows the list instead of posting again. */
@@ -188,10 +229,21 @@
     }
     if (dialog.open) dialog.close();
     dialog.showModal();
+    /* The first invalid field takes the focus (a group's first box: a fieldset takes none). */
     var invalid = dialog.querySelector("[aria-invalid=true]");
+    if (invalid && invalid.tagName === "FIELDSET") {
+      invalid = invalid.querySelector("input:not([type=hidden]), textarea, select") || invalid;
+    }
     /* A choice starts on the option already chosen (Roll's grace), as a radio group's Tab does. */
     var first = invalid ||
       dialog.querySelector("input[type=radio]:checked, input:not([type=hidden]):not([type=radio]), textarea, select");
+    /* An error about the whole form (an expired form) describes the dialog, so it is read out
+       as the dialog opens. */
+    var formAlert = dialog.querySelector(".form-alert");
+    if (formAlert) {
+      if (!formAlert.id) formAlert.id = dialog.id + "-alert";
+      dialog.setAttribute("aria-describedby", formAlert.id);
+    }
     if (first) first.focus();
   }
   document.addEventListener("click", function (event) {

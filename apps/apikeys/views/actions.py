@@ -108,6 +108,14 @@ def key_revoke(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
     return redirect(collection.url)
 
 
+FORM_EXPIRED = "This form expired; try again."
+
+
+def _error_fields(exc: ValidationFailed) -> dict[str, list[str]]:
+    fields = exc.details.get("fields") if isinstance(exc.details, dict) else None
+    return fields or {}
+
+
 def _mint_from_row(
     request: HttpRequest,
     collection: Collection,
@@ -115,21 +123,35 @@ def _mint_from_row(
     *,
     how: str,
     mint: Callable[[], services.MintedKey],
-    form_error: str | None = None,
+    form: RollForm | None = None,
 ):
-    """A row action that mints a successor (roll, replace): one-time nonce, errors on
-    the key's row, the new key shown once."""
+    """A row action that mints a successor (roll, replace): one-time nonce, the new key
+    shown once. Its errors go on the key's row, or, for a form (Roll), into its dialog,
+    reopened with the values as typed; the key itself refused (revoked, rolled meanwhile):
+    on the row, as the dialog is gone."""
     nonce = consume_nonce(request)
     if nonce == "used":
         return already_submitted(request, collection)
-    error = "This form expired; try again." if nonce == "invalid" else form_error
-    if error:
-        return row_failed(request, collection, api_key, error)
+    if nonce == "invalid":
+        if form is None:
+            return row_failed(request, collection, api_key, FORM_EXPIRED)
+        form.add_error(None, FORM_EXPIRED)
+    if form is not None and not form.is_valid():
+        return row_failed(request, collection, api_key, roll=form)
     try:
         with collection.managing(request.principal.user):
             minted = mint()
-    except (ValidationFailed, RateLimited) as exc:
-        return row_failed(request, collection, api_key, first_message(exc))
+    except ValidationFailed as exc:
+        fields = _error_fields(exc)
+        if form is None or not fields or "keyId" in fields:
+            return row_failed(request, collection, api_key, first_message(exc))
+        form.add_service_errors(fields, SERVICE_FIELDS)
+        return row_failed(request, collection, api_key, roll=form)
+    except RateLimited as exc:
+        if form is None:
+            return row_failed(request, collection, api_key, first_message(exc))
+        form.add_error(None, exc.message)
+        return row_failed(request, collection, api_key, roll=form)
     return render_page(request, collection, minted=minted, minted_how=how, previous=api_key)
 
 
@@ -138,18 +160,13 @@ def _mint_from_row(
 def key_roll(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
     """Mint a successor and show it once; the old key expires after the chosen grace."""
     collection, api_key = managed_key(request, kind, key_id, project_id, org_id)
-    form = RollForm(request.POST)
-    error = None
-    if not form.is_valid():
-        error = next(iter(form.errors.values()))[0]
-        if "grace_seconds" in form.errors:
-            error = "Choose when the old key stops working."
+    form = RollForm.for_key(api_key, data=request.POST)
     return _mint_from_row(
         request,
         collection,
         api_key,
         how="rolled",
-        form_error=error,
+        form=form,
         mint=lambda: services.roll_key(
             actor=request.principal.user,
             api_key=api_key,
@@ -182,28 +199,34 @@ def key_replace(request: HttpRequest, kind: KeyKind, key_id, project_id=None, or
 @dashboard_page
 @require_POST
 def key_origins(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org_id=None):
+    """An SDK key's allowed origins; refused, the Origins dialog reopens with the text as typed."""
     collection, api_key = managed_key(request, kind, key_id, project_id, org_id)
-    form = OriginsForm(request.POST)
-    if not form.is_valid():
-        return row_failed(request, collection, api_key, form.errors["allowed_origins"][0])
-    origins = origins_from_text(form.cleaned_data["allowed_origins"])
-    try:
-        with collection.managing(request.principal.user):
-            services.update_key(
-                actor=request.principal.user,
-                api_key=api_key,
-                changes={"allowedOrigins": origins},
-                request=request,
-            )
-    except ValidationFailed as exc:
-        return row_failed(request, collection, api_key, first_message(exc))
-    if origins:
-        messages.success(
-            request, f"“{api_key.name}” now works only from {', '.join(api_key.allowed_origins)}."
-        )
-    else:
-        messages.success(request, f"“{api_key.name}” now works from any origin.")
-    return redirect(collection.url)
+    form = OriginsForm.for_key(api_key, data=request.POST)
+    if form.is_valid():
+        origins = origins_from_text(form.cleaned_data["allowed_origins"])
+        try:
+            with collection.managing(request.principal.user):
+                services.update_key(
+                    actor=request.principal.user,
+                    api_key=api_key,
+                    changes={"allowedOrigins": origins},
+                    request=request,
+                )
+        except ValidationFailed as exc:
+            fields = _error_fields(exc)
+            if not fields or "keyId" in fields:  # revoked or expired meanwhile: no dialog left
+                return row_failed(request, collection, api_key, first_message(exc))
+            form.add_service_errors(fields, SERVICE_FIELDS)
+        else:
+            if origins:
+                messages.success(
+                    request,
+                    f"“{api_key.name}” now works only from {', '.join(api_key.allowed_origins)}.",
+                )
+            else:
+                messages.success(request, f"“{api_key.name}” now works from any origin.")
+            return redirect(collection.url)
+    return row_failed(request, collection, api_key, origins=form)
 
 
 @dashboard_page

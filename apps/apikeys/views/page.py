@@ -24,7 +24,14 @@ from django.utils import timezone
 
 from apps.apikeys import guardrails, services, usage_views
 from apps.apikeys.charts import Chart
-from apps.apikeys.forms import GRACE_CHOICES, KeyCreateForm, LimitsForm, PolicyForm
+from apps.apikeys.forms import (
+    GRACE_CHOICES,
+    KeyCreateForm,
+    LimitsForm,
+    OriginsForm,
+    PolicyForm,
+    RollForm,
+)
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyStatus
 from apps.apikeys.selectors import (
@@ -93,27 +100,49 @@ class KeyRow:
     rolled: bool = False
     #: The message of a failed row action on this key.
     error: str = ""
+    #: A failed Roll or Origins, sent back with its errors: its dialog reopens with the
+    #: values as typed (None: the dialog draws the key's own).
+    roll: RollForm | None = None
+    origins: OriginsForm | None = None
+
+    @property
+    def roll_grace(self) -> str:
+        """The grace checked in the Roll dialog: as sent back, else an hour."""
+        if self.roll is not None:
+            return str(self.roll["grace_seconds"].value() or "")
+        return "3600"
 
 
 @dataclass
 class RowFailure:
-    """A row action that failed: its key, and the message for its row or the "Edit limits"
-    form with its errors (the row's dialog reopens with them)."""
+    """A row action that failed: its key, and the message for its row or the form of its
+    dialog ("Edit limits", Roll, Origins) with its errors (the row's dialog reopens with
+    them, the values as typed)."""
 
     key: ApiKey
     message: str = ""
     limits: LimitsForm | None = None
+    roll: RollForm | None = None
+    origins: OriginsForm | None = None
+
+    @property
+    def form(self) -> LimitsForm | RollForm | OriginsForm | None:
+        return next((f for f in (self.limits, self.roll, self.origins) if f is not None), None)
 
     def shown_on(self, rows: list[KeyRow]) -> bool:
-        """Whether its row is drawn and can show it: a dialog only on a manageable row."""
+        """Whether its row is drawn and can show it: a dialog only on a row that has it."""
         row = next((row for row in rows if row.key.id == self.key.id), None)
-        return row is not None and (self.limits is None or row.limits is self.limits)
+        if row is None:
+            return False
+        form = self.form
+        return form is None or any(form is drawn for drawn in (row.limits, row.roll, row.origins))
 
     def summary(self) -> str:
         """One line naming the key and the problem, for the page when its row cannot."""
         problem = self.message
-        if self.limits is not None and self.limits.errors:
-            problem = next(iter(self.limits.errors.values()))[0]
+        form = self.form
+        if form is not None and form.errors:
+            problem = next(iter(form.errors.values()))[0]
         return f"“{self.key.name}” ({self.key.prefix}…): {problem or 'nothing was changed.'}"
 
 
@@ -151,8 +180,20 @@ def _rows(keys, now, collection: Collection, projects=(), failure=None) -> list[
             else:
                 row.limits = LimitsForm.for_key(key, collection.kind, projects)
             row.roll_expiry = _roll_expiry(key, collection, now)
+            if failed:
+                _reopen_dialog(row, failure, collection)
         rows.append(row)
     return rows
+
+
+def _reopen_dialog(row: KeyRow, failure: RowFailure, collection: Collection) -> None:
+    """A failed Roll or Origins: its form, with the values as typed, for the row's dialog to
+    reopen with, if the row draws that dialog (a rolled or legacy key has no Roll)."""
+    if failure.roll is not None and not row.rolled and not row.key.legacy:
+        row.roll = failure.roll
+        row.roll_expiry = failure.roll["expires_at"].value() or ""
+    if failure.origins is not None and collection.kind is KeyKind.PUBLIC:
+        row.origins = failure.origins
 
 
 def _roll_expiry(key: ApiKey, collection: Collection, now) -> str:
@@ -347,9 +388,13 @@ def row_failed(
     message: str = "",
     *,
     limits: LimitsForm | None = None,
+    roll: RollForm | None = None,
+    origins: OriginsForm | None = None,
 ) -> HttpResponse:
-    """A row action's failure, shown on the key's row of the list its form was on."""
-    return render_page(request, collection, failure=RowFailure(api_key, message, limits))
+    """A row action's failure, shown on the key's row of the list its form was on: the
+    message on the row, or the form in its reopened dialog."""
+    failure = RowFailure(api_key, message, limits=limits, roll=roll, origins=origins)
+    return render_page(request, collection, failure=failure)
 
 
 def first_message(exc: ApiError) -> str:

@@ -167,6 +167,9 @@ def test_requests_are_counted_by_route_template_and_status(
     assert client.get(f"/v1/projects/{project.id}/api-keys").status_code == 401
     assert client.get("/no-such-page/").status_code == 404
     assert client.generic("BREW", "/v1/me").status_code in (401, 405)
+    # answered before URL resolution: counted under its route all the same (an audit)
+    assert client.get("/v1/me", HTTP_HOST="not-ours.example").status_code == 400
+    assert client.get("/nothing/", HTTP_HOST="not-ours.example").status_code == 400
     after = scrape(client)
 
     def delta(name, **labels):
@@ -179,6 +182,8 @@ def test_requests_are_counted_by_route_template_and_status(
     route = "v1/projects/<str:project_id>/api-keys"
     assert delta(requests, route=route, method="GET", status="401") == 1
     assert delta(requests, route="unmatched", method="GET", status="404") == 1
+    assert delta(requests, route="v1/me", method="GET", status="400") == 1
+    assert delta(requests, route="unmatched", method="GET", status="400") == 1
     assert sum(
         delta(requests, route="v1/me", method="other", status=status) for status in ("401", "405")
     )

@@ -44,7 +44,18 @@ class DashboardBoundField(BoundField):
         first = self.form.first_invalid
         if first is not None:
             attrs["autofocus"] = self.name == first
+        elif (
+            self._takes_focus(attrs, widget) and self.form.is_bound and self.form.non_field_errors()
+        ):
+            # Only the form as a whole failed (a wrong password): the field that takes the
+            # focus is described by the form's error box, so it is read out with it.
+            described = attrs.get("aria-describedby", "")
+            attrs["aria-describedby"] = f"{self.form.alert_id} {described}".strip()
         return attrs
+
+    def _takes_focus(self, attrs, widget) -> bool:
+        """Whether the input is drawn with `autofocus` (by these attrs or its widget's)."""
+        return bool(attrs.get("autofocus", (widget or self.field.widget).attrs.get("autofocus")))
 
 
 class DashboardForm(forms.Form):
@@ -57,6 +68,11 @@ class DashboardForm(forms.Form):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
+
+    @property
+    def alert_id(self) -> str:
+        """The id of the form's own error box (includes/form_errors.html)."""
+        return f"{self.prefix}-form-alert" if self.prefix else "form-alert"
 
     def add_service_errors(self, fields: dict[str, list[str]], mapping: dict[str, str]) -> None:
         for name, messages in fields.items():

@@ -140,6 +140,18 @@ def test_wrong_password_and_unknown_email_show_the_same_error(owner, email):
     assert not AuthSession.objects.exists()
 
 
+def test_a_refused_log_in_describes_the_focused_field_with_its_error(owner):
+    """Found by a keyboard audit: focus landed on Email, which said nothing of the error a
+    screen reader may not announce (a role=alert already there when the page loads)."""
+    page = html(Client().post("/login/", {"email": owner.email, "password": "not-it"}))
+
+    assert re.search(r'<div class="form-alert" role="alert" id="form-alert">', page)
+    email = re.search(r'<input[^>]*name="email"[^>]*>', page).group(0)
+    assert "autofocus" in email and 'aria-describedby="form-alert' in email
+    password = re.search(r'<input[^>]*name="password"[^>]*>', page).group(0)
+    assert "form-alert" not in password
+
+
 @pytest.mark.usefixtures("throttle_clock")
 @override_settings(THROTTLE_RATES={"login_account": (2, 300), "login_ip": (30, 300)})
 def test_login_throttle_shows_a_friendly_message(owner):

@@ -586,8 +586,6 @@ THROTTLE_RATES = {
     # An inviter whose address is not confirmed (a day, across organizations): the mail
     # carries a name its creator chose to any address (found by an email audit).
     "invite_unconfirmed_user": (10, 86400),
-    # Key and webhook notices mailed to an address its owner has not confirmed, a day.
-    "notice_unconfirmed_address": (5, 86400),
     "create_org_user": (20, 86400),
     # Email confirmation codes (apps.accounts.email_confirmation): mailed per account, and
     # wrong ones per account, as second-factor codes.

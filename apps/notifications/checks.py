@@ -363,10 +363,7 @@ def send_pending_emails(now: datetime, report: Report) -> None:
         creators = {r.api_key.created_by_id for r in reminders if r.api_key is not None}
         done_before = set.intersection(*(set(r.emailed_to) for r in reminders))
         recipients = mail.recipients(organization.id, {c for c in creators if c})
-        to = mail.within_unconfirmed_cap(
-            {a: confirmed for a, confirmed in recipients.items() if a not in done_before},
-            organization.id,
-        )
+        to = [address for address in recipients if address not in done_before]
         sent = mail.Sent()
         if to:
             sent = mail.send_reminder_email(reminders[0].kind, organization, reminders, to)

@@ -23,7 +23,7 @@ from django.utils import timezone
 from apps.apikeys.models import ApiKey, KeyScope, KeyType, active_at
 from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Membership, Organization
-from core import mailserver, metrics, throttling
+from core import mailserver, metrics
 from core.mail import automated_headers
 from core.permissions import MANAGER_ROLES
 
@@ -127,33 +127,15 @@ def key_page_url(api_key: ApiKey) -> str:
     return f"{settings.SITE_URL}/projects/{api_key.project_id}/{segment}/"
 
 
-def recipients(organization_id: Any, creator_ids: set[Any]) -> dict[str, bool]:
-    """Owners and admins, and the keys' creators if they still belong to the organization:
-    each address, and whether its owner confirmed it."""
-    rows = (
-        Membership.objects.filter(organization_id=organization_id, user__is_active=True)
-        .filter(Q(role__in=MANAGER_ROLES) | Q(user_id__in=creator_ids))
-        .values_list("user__email", "user__email_confirmed_at")
+def recipients(organization_id: Any, creator_ids: set[Any]) -> list[str]:
+    """Owners and admins, and the keys' creators if they still belong to the organization."""
+    return sorted(
+        set(
+            Membership.objects.filter(organization_id=organization_id, user__is_active=True)
+            .filter(Q(role__in=MANAGER_ROLES) | Q(user_id__in=creator_ids))
+            .values_list("user__email", flat=True)
+        )
     )
-    return {email: confirmed_at is not None for email, confirmed_at in sorted(rows)}
-
-
-def within_unconfirmed_cap(recipients: dict[str, bool], organization_id: Any) -> list[str]:
-    """The addresses to mail now: every confirmed one, and an unconfirmed one while under
-    its daily cap (`notice_unconfirmed_address`). Anyone can sign up with any address, own
-    an organization and have its notices, with key and organization names they chose, mailed
-    to it: an email audit had eight in a minute sent to one such address. The confirmed
-    owners of an address hear of every event."""
-    to = []
-    for address, confirmed in recipients.items():
-        if not confirmed and throttling.hit("notice_unconfirmed_address", address) is not None:
-            logger.warning(
-                "notice not mailed: an unconfirmed address had its notices for the day",
-                extra={"organization_id": str(organization_id)},
-            )
-            continue
-        to.append(address)
-    return to
 
 
 def compose(kind: str, organization: Organization, reminders: list[Reminder]) -> dict[str, Any]:

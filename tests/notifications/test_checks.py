@@ -638,26 +638,6 @@ def test_a_mail_server_that_hangs_is_waited_for_once_per_run_not_per_message(set
     assert Reminder.objects.filter(emailed_at__isnull=True, email_attempts=1).count() == 3
 
 
-def test_an_unconfirmed_address_gets_a_days_few_notices_a_confirmed_one_every_one(
-    smtp, owner, admin, project, settings
-):
-    """Found by an email audit: anyone can sign up with any address, own an organization
-    and have its notices, with key and organization names of their choosing, mailed there
-    (eight in a minute). An address its owner confirmed hears of every event."""
-    settings.THROTTLE_RATES = settings.THROTTLE_RATES | {"notice_unconfirmed_address": (1, 86400)}
-    owner.email_confirmed_at = None
-    owner.save(update_fields=["email_confirmed_at"])
-    now = timezone.now()
-    make_key(KeyKind.SECRET, project=project, name="Weekly", expires_at=now + timedelta(days=5))
-    make_key(KeyKind.SECRET, project=project, name="Nightly", expires_at=now + timedelta(hours=20))
-
-    call_command("send_notifications")
-
-    to = sorted(str(message["To"]) for message in smtp.messages)
-    assert to == sorted([admin.email, admin.email, owner.email])
-    assert Reminder.objects.filter(emailed_at__isnull=True).count() == 0  # nothing retried
-
-
 def test_a_notice_leads_to_the_first_key_it_lists_and_shows_its_last_use_in_both_parts(
     smtp, owner, organization, project
 ):

@@ -10,6 +10,7 @@ process never waits on the server more than once in that time.
 
 from __future__ import annotations
 
+import re
 import smtplib
 import time
 
@@ -33,12 +34,29 @@ def is_server_failure(exc: BaseException | None) -> bool:
     return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
 
 
+#: An enhanced status code (RFC 3463) at the start of a reply's text: class.subject.detail.
+_ENHANCED = re.compile(rb"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def _mailbox_refused(code: int, reply: bytes) -> bool:
+    """Whether one recipient's reply says its mailbox does not take mail, for good: a
+    permanent addressing status (5.1.x: no such user, bad address) or a disabled mailbox
+    (5.2.1); without an enhanced status, 550, 551 or 553. Not a relay, policy or
+    authentication refusal (5.7.x, 530, 554): those are the sending side's to fix, and
+    the message goes out once they are."""
+    enhanced = _ENHANCED.match(reply or b"")
+    if enhanced is not None:
+        klass, subject, detail = (int(part) for part in enhanced.groups())
+        return klass == 5 and (subject == 1 or (subject, detail) == (2, 1))
+    return code in (550, 551, 553)
+
+
 def refused_for_good(exc: BaseException) -> bool:
-    """The server refused every recipient with a permanent (5xx) answer: the address does
-    not take mail, and trying again only repeats the refusal."""
-    return isinstance(exc, smtplib.SMTPRecipientsRefused) and all(
-        code >= 500 for code, _ in exc.recipients.values()
-    )
+    """The server refused every recipient because its mailbox does not take mail: trying
+    again only repeats the refusal."""
+    if not isinstance(exc, smtplib.SMTPRecipientsRefused) or not exc.recipients:
+        return False
+    return all(_mailbox_refused(code, reply) for code, reply in exc.recipients.values())
 
 
 def note(exc: BaseException) -> None:

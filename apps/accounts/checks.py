@@ -68,7 +68,7 @@ def check_email_links(app_configs=None, **kwargs) -> list[Error]:
                 id="sigsentry.E004",
             )
         )
-    elif not validate_host(host, settings.ALLOWED_HOSTS):
+    elif not validate_host(f"[{host}]" if ":" in host else host, settings.ALLOWED_HOSTS):
         errors.append(
             Error(
                 f"SITE_URL's host ({host}) is not in ALLOWED_HOSTS: every emailed link "

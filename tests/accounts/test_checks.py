@@ -53,6 +53,8 @@ def email_link_errors(settings, **changed) -> set[str]:
 def test_a_deployment_with_its_own_address_sender_and_mail_server_is_clean(settings):
     assert email_link_errors(settings) == set()
     assert email_link_errors(settings, ALLOWED_HOSTS=[".example.com"]) == set()
+    ipv6 = {"SITE_URL": "https://[2001:db8::1]", "ALLOWED_HOSTS": ["[2001:db8::1]"]}
+    assert email_link_errors(settings, **ipv6) == set()  # found by a review
 
 
 @pytest.mark.parametrize(

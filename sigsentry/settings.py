@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import os
 import re
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -161,8 +162,17 @@ def _parse_instant(value: str, name: str) -> datetime:
 
 DEBUG = _read_bool("DEBUG", default=False)
 
+
+def _read_secret(name: str) -> str:
+    """A secret exactly as set (the environment or `.env`). Not through django-environ:
+    it reads a value starting with `$` as the name of another variable, so a random key
+    beginning with `$` (2 % of Django's `get_random_secret_key()`) was "not set", and
+    `$PATH` became PATH's value, silently (found by an operator walkthrough)."""
+    return os.environ.get(name, "")
+
+
 _DEV_SECRET_KEY = "django-insecure-dev-only-key-never-use-in-production-0123456789"
-SECRET_KEY = env.str("SECRET_KEY", default="")
+SECRET_KEY = _read_secret("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -176,7 +186,7 @@ elif not DEBUG:
 # links, the admin's cookies, TOTP and webhook secrets) while `reseal_secrets` moves the
 # sealed secrets to the new key (README → Production → Rotating SECRET_KEY).
 SECRET_KEY_FALLBACKS = [
-    key.strip() for key in env.list("SECRET_KEY_FALLBACKS", default=[]) if key.strip()
+    key.strip() for key in _read_secret("SECRET_KEY_FALLBACKS").split(",") if key.strip()
 ]
 if not DEBUG:
     for _fallback in SECRET_KEY_FALLBACKS:
@@ -191,7 +201,7 @@ if not ALLOWED_HOSTS:
 HTTPS_ONLY = _read_bool("HTTPS_ONLY", default=not DEBUG)
 NUM_PROXIES = _read_number("NUM_PROXIES", default=0)  # 0: X-Forwarded-For is not trusted
 
-JWT_SIGNING_KEY = env.str("JWT_SIGNING_KEY", default="")
+JWT_SIGNING_KEY = _read_secret("JWT_SIGNING_KEY")
 if JWT_SIGNING_KEY and not DEBUG:
     _require_long_secret("JWT_SIGNING_KEY", JWT_SIGNING_KEY)
 JWT_SIGNING_KEY = (
@@ -214,7 +224,7 @@ if LEGACY_KEYS_SUNSET_AT < LEGACY_KEYS_DEPRECATED_AT:
         "stop authenticating before their deprecation is announced."
     )
 # /metrics (core.ops) answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is off.
-METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_TOKEN = _read_secret("METRICS_TOKEN")
 if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
     raise ImproperlyConfigured(
         "METRICS_TOKEN is too short: use at least 32 random characters, for example "

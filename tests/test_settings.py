@@ -483,3 +483,27 @@ def test_each_pytest_xdist_worker_empties_a_redis_database_of_its_own(url, worke
     moved = parse_url(_redis_url_of_worker(url, worker))
     assert moved.get("db") == db
     assert moved | {"db": None} == parse_url(url) | {"db": None}  # nothing else moves
+
+
+def test_secrets_are_read_exactly_as_set_even_starting_with_a_dollar():
+    """Found by an operator walkthrough: django-environ reads a value starting with `$` as
+    another variable's name, so 2 % of Django's random keys were "not set" and `$PATH`
+    became PATH's value."""
+    key = "$k9x!@#" + "a" * 50
+    fallback = "$" + "b" * 50
+    values = read_settings(
+        {
+            "SECRET_KEY": key,
+            "SECRET_KEY_FALLBACKS": f"{fallback}, $PATH{'c' * 50}",
+            "JWT_SIGNING_KEY": "$PATH" + "d" * 40,
+            "METRICS_TOKEN": "$HOME" + "e" * 40,
+        },
+        "SECRET_KEY",
+        "SECRET_KEY_FALLBACKS",
+        "JWT_SIGNING_KEY",
+        "METRICS_TOKEN",
+    )
+    assert values["SECRET_KEY"] == key
+    assert values["SECRET_KEY_FALLBACKS"] == [fallback, "$PATH" + "c" * 50]
+    assert values["JWT_SIGNING_KEY"] == "$PATH" + "d" * 40
+    assert values["METRICS_TOKEN"] == "$HOME" + "e" * 40

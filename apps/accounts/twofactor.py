@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +47,8 @@ from apps.accounts.models import RecoveryCode, TotpDevice, User
 from core import sealed, throttling
 from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 from core.net import client_ip
+
+logger = logging.getLogger("sigsentry.accounts")
 
 ISSUER = "SigSentry"
 STEP_SECONDS = 30
@@ -164,6 +167,13 @@ def _accept_totp(device: TotpDevice, code: str, now: datetime) -> bool:
     try:
         secret = decrypt_secret(device.encrypted_secret)
     except sealed.Unreadable:
+        # No code can be checked (a SECRET_KEY rotation under way, README): the answer is
+        # the wrong code's, but an operator must hear of it (an operator walkthrough did
+        # not: only the access line's 401).
+        logger.error(
+            "two-factor secret unreadable (SECRET_KEY changed?)",
+            extra={"user_id": str(device.user_id)},
+        )
         return False
     step = _matching_step(secret, code, now)
     if step is None:

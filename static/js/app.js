@@ -252,7 +252,17 @@
     var dialog = document.getElementById(opener.getAttribute("data-dialog-open"));
     if (dialog && dialog.tagName === "DIALOG") openModal(dialog);
   });
-  document.querySelectorAll("dialog[data-dialog-autoopen]").forEach(openModal);
+  document.querySelectorAll("dialog[data-dialog-autoopen]").forEach(function (dialog) {
+    openModal(dialog);
+    /* Opened by the page, not by its button: closed (Cancel, Escape), the focus goes to the
+       button that opens it, where it would have gone back to, not to the top of the page. */
+    dialog.addEventListener("close", function restore() {
+      if (dialog.open) return;  /* the close of openModal's reopening, dispatched late */
+      dialog.removeEventListener("close", restore);
+      var opener = document.querySelector('[data-dialog-open="' + dialog.id + '"]');
+      if (opener) opener.focus();
+    });
+  });
 
   /* Popovers and switchers built on <details data-dismissable>: one open at a time,
      closed by Escape or a click elsewhere. */

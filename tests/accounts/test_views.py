@@ -94,6 +94,18 @@ def test_signup_errors_are_shown_next_to_their_fields():
     assert User.objects.filter(email="taken@example.com").count() == 1
 
 
+def test_a_refused_email_and_a_weak_password_are_both_shown_at_once():
+    """Found by the keyboard audit: the password's errors came only once the email was
+    valid, one more round trip."""
+    page = html(
+        Client().post(
+            "/signup/", {"email": "not-an-email", "password": "short", "organization_name": "X"}
+        )
+    )
+    assert 'id="id_email_error">Enter a valid email address.' in page
+    assert 'id="id_password_error">This password is too short.' in page
+
+
 @pytest.mark.usefixtures("throttle_clock")
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"signup_ip": (1, 3600)})
 def test_signup_throttle_shows_a_friendly_message():

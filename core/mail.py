@@ -10,12 +10,20 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
 
 
+def sender_domain() -> str:
+    """The domain of `DEFAULT_FROM_EMAIL`'s address; empty when it has none."""
+    _local, at, domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")
+    return domain if at else ""
+
+
 def automated_headers() -> dict[str, str]:
     """The headers of every message the service sends by itself (RFC 3834): out-of-office
     and other automatic replies are not sent back to it, and the Message-ID names the
     sender's domain, not this host's name (a container's id, or `localhost`)."""
-    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or None
-    return {"Auto-Submitted": "auto-generated", "Message-ID": make_msgid(domain=domain)}
+    return {
+        "Auto-Submitted": "auto-generated",
+        "Message-ID": make_msgid(domain=sender_domain() or None),
+    }
 
 
 class UnconfiguredEmailBackend(BaseEmailBackend):

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import ipaddress
-from email.utils import parseaddr
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 from django.http.request import validate_host
+
+from core.mail import sender_domain
 
 BLACKLIST_APP = "rest_framework_simplejwt.token_blacklist"
 UNCONFIGURED_EMAIL_BACKEND = "core.mail.UnconfiguredEmailBackend"
@@ -85,8 +86,8 @@ def check_email_links(app_configs=None, **kwargs) -> list[Error]:
                 id="sigsentry.E006",
             )
         )
-    _local, at, domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")
-    if not at or "." not in domain or _names_this_machine(domain.lower()):
+    domain = sender_domain()
+    if "." not in domain or _names_this_machine(domain.lower()):
         errors.append(
             Error(
                 f"DEFAULT_FROM_EMAIL ({settings.DEFAULT_FROM_EMAIL}) has no public domain: "

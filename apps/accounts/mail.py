@@ -130,35 +130,38 @@ request_finished.connect(_request_finished, dispatch_uid="sigsentry.mail.request
 
 def _send(kind: str, letter: Letter, ids: dict) -> None:
     """Queue the retry, try, and withdraw the retry once the message went out, or once the
-    server refused its address for good (5xx: trying again for the kind's time, an
-    invitation's seven days, would only repeat the refusal, found by an audit)."""
+    server refused its mailbox for good (`core.mailserver.refused_for_good`: trying again
+    for the kind's time, an invitation's seven days, would only repeat the refusal, found
+    by an audit)."""
     retry = _queue_retry(kind, ids, attempt=1, since=timezone.now())
     try:
         mailserver.check()
         letter.compose().send()
     except Exception as exc:  # the answer is already given: log; the queued retry stands
         mailserver.note(exc)
-        _failed(kind, exc, ids)
-        if not mailserver.refused_for_good(exc):
+        if not _failed(kind, exc, ids):
             if retry is None:
                 logger.error("email lost: %s (no retry could be queued)", kind)
             return
         # the address takes no mail: its retry is withdrawn, as a sent message's is
-        logger.warning("email refused for good: %s (not tried again)", kind)
     if retry is not None:
         with contextlib.suppress(Exception):  # the database gone since: one message twice
             DBTaskResult.objects.filter(id=retry.id, status=TaskResultStatus.READY).delete()
 
 
-def _failed(kind: str, exc: Exception, ids: dict) -> None:
+def _failed(kind: str, exc: Exception, ids: dict) -> bool:
     """Logged (kind, error class and the ids the message is about, never an address or
-    link) and counted for /metrics."""
+    link) and counted for /metrics. Whether the refusal is final: then not tried again."""
     about = {name: str(value) for name, value in ids.items() if name.endswith("_id")}
     logger.error(
         "email not sent: %s (%s)", kind, type(exc).__name__, extra={"email_kind": kind, **about}
     )
     with contextlib.suppress(Exception):  # the database down too: queueing the retry says so
         metrics.record_email_failure()
+    if not mailserver.refused_for_good(exc):
+        return False
+    logger.warning("email refused for good: %s (not tried again)", kind)
+    return True
 
 
 def _deliver(kind: str, letter: Letter, ids: dict) -> None:
@@ -213,9 +216,7 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
         letter.compose().send()
     except Exception as exc:  # the database or the mail server: this try failed, not the email
         mailserver.note(exc)
-        _failed(kind, exc, ids)
-        if mailserver.refused_for_good(exc):
-            logger.warning("email refused for good: %s (not tried again)", kind)
+        if _failed(kind, exc, ids):
             return "refused for good"
         queued = _queue_retry(kind, ids, attempt=attempts + 1, since=first_failed)
         return "retry queued" if queued is not None else "given up"

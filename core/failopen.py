@@ -1,4 +1,4 @@
-"""Fail open, and wait for an unreachable Redis once per request.
+"""Fail open, and wait for an unreachable Redis once per request and once a second.
 
 Throttles (`core.throttling`), a key's rate limit and counts (`apps.apikeys.gate`), the
 dashboard's form nonces (`core.nonce`) and the two-factor token marks
@@ -7,27 +7,61 @@ Once one of them has given up, the request's later Redis steps are skipped, so a
 request waits at most 250 ms for Redis however many steps it has (a two-factor login
 has three). The mark lives in a context variable, cleared when a request starts
 (`core.middleware.AccessLogMiddleware`).
+
+The process then rests from Redis for `REST_SECONDS`: its other requests skip their Redis
+steps too, and the first to start after the rest tries again. A Redis that hangs (a
+failover, a partition: connections accepted, nothing answered) would otherwise cost every
+request its 250 ms and hold every thread of every worker, a throughput of a few requests
+a second per thread; with the rest, one request a second per process waits. Nothing is
+refused either way: while Redis is skipped, limits and counts are off, as when it times
+out. A change of `REDIS_URL` or of the cache (a new Redis) ends the rest.
 """
 
 from __future__ import annotations
 
+import time
 from contextvars import ContextVar
+
+from django.core.signals import setting_changed
 
 from core import metrics
 
+REST_SECONDS = 1.0
+
+#: What the rest is measured on (tests move it)
+clock = time.monotonic
+
 _gave_up: ContextVar[bool] = ContextVar("sigsentry_redis_gave_up", default=False)
+_resting_until = 0.0  # this process skips Redis until then (`clock`'s seconds)
 
 
 def gave_up(scope: str) -> None:
     """Redis did not answer in time in this request, at the step `scope`: counted in
-    `sigsentry_redis_fail_open_total`, and not waited for again."""
+    `sigsentry_redis_fail_open_total`, and not waited for again in this request, nor in
+    this process for `REST_SECONDS`."""
+    global _resting_until
     metrics.record_redis_fail_open(scope)
     _gave_up.set(True)
+    _resting_until = clock() + REST_SECONDS
 
 
 def given_up() -> bool:
-    return _gave_up.get()
+    """Whether to skip Redis: it gave up earlier in this request, or the process rests."""
+    return _gave_up.get() or clock() < _resting_until
 
 
 def new_request() -> None:
     _gave_up.set(False)
+
+
+def end_rest() -> None:
+    global _resting_until
+    _resting_until = 0.0
+
+
+def _end_rest_on_new_redis(*, setting, **kwargs) -> None:
+    if setting in ("REDIS_URL", "CACHES"):
+        end_rest()
+
+
+setting_changed.connect(_end_rest_on_new_redis)

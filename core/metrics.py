@@ -75,7 +75,8 @@ RATE_LIMITED = Counter(
 )
 REDIS_FAIL_OPEN = Counter(
     "sigsentry_redis_fail_open",
-    "Redis steps skipped (fail open) because the shared cache (Redis) was unreachable.",
+    "Redis steps that gave up (fail open): the shared cache (Redis) did not answer in time;"
+    " the steps skipped after it, in the request or the process's rest, are not counted.",
     ["scope"],
     registry=LOCAL_REGISTRY,
 )

@@ -106,8 +106,10 @@ def throttle_clock(monkeypatch) -> ThrottleClock:
 def _clear_cache():
     cache.clear()
     # A test that ran Redis steps outside a request may leave this thread's "gave up on
-    # Redis" mark set (core.failopen; a request clears it when it starts): not the next test.
+    # Redis" mark set (core.failopen; a request clears it when it starts), or the process
+    # resting from Redis after a step gave up: not the next test.
     failopen.new_request()
+    failopen.end_rest()
     # Nor a mail server one test made fail (core.mailserver): the next test's sends try.
     mailserver.forget()
     yield

@@ -38,6 +38,7 @@ from apps.apikeys.usage import flush
 from apps.apikeys.usage.answer import key_usage
 from apps.apikeys.usage.flush import flush_usage, prune_usage
 from apps.notifications.tasks import housekeeping
+from core import failopen
 from core.sharedredis import redis_client
 from tests.apikeys.usage_helpers import counted_key_ids, requires_redis, set_rate_limit
 from tests.factories import make_key
@@ -572,6 +573,8 @@ def test_with_redis_unreachable_requests_are_served_never_refused_and_a_warning_
     settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
     api_key, plaintext = reader(project)
     set_rate_limit(api_key, 1, 3600)
+    failopen.end_rest()  # minting met the outage too (its throttle): the process rests
+    caplog.clear()
 
     started = time.monotonic()
     statuses = [use(plaintext) for _ in range(3)]
@@ -579,8 +582,10 @@ def test_with_redis_unreachable_requests_are_served_never_refused_and_a_warning_
 
     assert statuses == [200, 200, 200]
     assert elapsed < 3 * 0.25 + 1
-    assert "usage store unavailable" in caplog.text
+    # One try, then the process rests from Redis (core.failopen): the others skip it.
+    assert caplog.text.count("usage store unavailable") == 1
     caplog.clear()
+    failopen.end_rest()
     assert create_analysis(plaintext) == 403
     assert caplog.text.count("usage store unavailable") == 1, "one try per request"
 
@@ -623,10 +628,14 @@ def test_a_refused_key_waits_for_a_hanging_redis_once_not_at_each_step(project, 
         set_rate_limit(api_key, 5, 60)
         ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
         before = len(silent.connections)  # minting met the hanging Redis too (its throttle)
+        failopen.end_rest()  # and the process rests from it since (core.failopen)
 
         assert use(plaintext) == 401
         assert len(silent.connections) - before == 1, "one step waited, the other skipped"
-        assert use(plaintext) == 401  # the next request tries Redis again
+        assert use(plaintext) == 401  # within the process's rest: not tried again
+        assert len(silent.connections) - before == 1
+        failopen.end_rest()
+        assert use(plaintext) == 401  # after it, the next request tries Redis again
         assert len(silent.connections) - before == 2
     finally:
         silent.close()

@@ -14,7 +14,7 @@ from django.test import Client, override_settings
 
 from apps.apikeys.keyformat import KeyKind
 from core import failopen
-from tests.apikeys.usage_helpers import set_rate_limit
+from tests.apikeys.usage_helpers import requires_redis, set_rate_limit
 from tests.factories import make_key
 from tests.reliability.helpers import hung_redis
 
@@ -46,6 +46,7 @@ def test_a_hung_redis_is_waited_for_once_while_the_process_rests(project, rest_c
         assert len(tried) == 2  # the rest is over: the next request tried (and waited) again
 
 
+@requires_redis
 def test_a_redis_answering_again_after_the_rest_enforces_the_limit(project, rest_clock):
     api_key, plaintext = make_key(KeyKind.SECRET, project=project)
     set_rate_limit(api_key, 1, 3600)

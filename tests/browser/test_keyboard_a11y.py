@@ -292,11 +292,14 @@ def test_a_usage_chart_has_its_numbers_as_text(ui_factory, owner, project):
 def test_each_sessions_log_out_button_names_its_session(ui_factory, owner):
     laptop = logged_in_ui(ui_factory, owner)
     logged_in_ui(ui_factory, owner, width=390)
+    logged_in_ui(ui_factory, owner, width=390)  # the same device, IP and minute as the last
     laptop.goto("/account/")
 
     buttons = laptop.page.locator("tr[data-session] button")
     labels = [buttons.nth(i).get_attribute("aria-label") for i in range(buttons.count())]
-    assert len(labels) == 2
-    this, other = sorted(labels, key=lambda label: "(this browser)" not in label)
+    assert len(labels) == 3
+    this, *others = sorted(labels, key=lambda label: "(this browser)" not in label)
     assert this.endswith("(this browser)")
-    assert "IP 127.0.0.1" in other and "last seen" in other, other
+    for other in others:
+        assert "IP 127.0.0.1" in other and "last seen" in other, other
+    assert len(set(labels)) == 3, labels  # each button names its own row

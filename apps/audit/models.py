@@ -54,3 +54,10 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.actor_label or self.actor_type}"
+
+    @property
+    def shown_ip(self) -> str | None:
+        """The IP the organization sees (API and page): none for an anonymous actor, the
+        sender of a leak report, a stranger whose address the key's owner has no claim to
+        (the admin shows it to operators)."""
+        return None if self.actor_type == self.ActorType.ANONYMOUS else self.ip

@@ -51,7 +51,7 @@ def event_json(event: AuditEvent) -> dict[str, Any]:
             else None
         ),
         "projectId": str(event.project_id) if event.project_id else None,
-        "ip": event.ip,
+        "ip": event.shown_ip,
         "createdAt": iso(event.created_at),
         "details": event.details or {},
     }

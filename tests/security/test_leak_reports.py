@@ -14,12 +14,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.accounts.services import start_session
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import revoke_key
 from apps.audit.models import AuditEvent
 from tests.factories import make_key, make_legacy_key
 from tests.orgs.helpers import bearer_client
+from tests.pages import logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -129,3 +131,23 @@ def test_an_expired_key_is_neither_revoked_nor_flagged(api_client, project, time
     expired.refresh_from_db()
     assert (expired.revoked_at, expired.leak_reported_at) == (None, None)
     assert actions() == []
+
+
+def test_the_reporters_ip_is_kept_for_operators_never_shown_to_the_organization(
+    api_client, project, owner
+):
+    """A privacy audit: the reporter (a researcher, a scanner) is a stranger to the key's
+    organization, which saw the reporter's IP in its audit log (API and page)."""
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+    assert report(api_client, [plaintext]).status_code == 202
+    event = AuditEvent.objects.get(action="key.revoked_by_leak_report")
+    assert event.ip == "203.0.113.50"  # kept: the admin shows it to operators
+
+    org_id = project.organization_id
+    api = bearer_client(start_session(owner).access)
+    events = api.get(f"/v1/organizations/{org_id}/audit-events").json()["results"]
+    [shown] = [e for e in events if e["action"] == "key.revoked_by_leak_report"]
+    assert shown["actor"] == {"type": "anonymous"} and shown["ip"] is None
+    page = logged_in(owner).get(f"/orgs/{org_id}/audit-log/").content.decode()
+    assert "key.revoked_by_leak_report" in page or "leak report" in page.lower()
+    assert "203.0.113.50" not in page

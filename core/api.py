@@ -250,8 +250,9 @@ class Pagination(CursorPagination):
 
 
 def _storable_instant(text: str) -> bool:
-    """False for a time with an offset beyond ±14:00 or outside years 1 to 9999 in UTC; True
-    for any other text (Django's own parse refuses what is not a time)."""
+    """False for a time with an offset beyond ±14:00 or not of whole minutes (PostgreSQL
+    refused `+05:30:15.5` in the query) or outside years 1 to 9999 in UTC; True for any
+    other text (Django's own parse refuses what is not a time)."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -259,7 +260,7 @@ def _storable_instant(text: str) -> bool:
     offset = moment.utcoffset()
     if offset is None:
         return True
-    if abs(offset) > timedelta(hours=14):
+    if abs(offset) > timedelta(hours=14) or offset % timedelta(minutes=1):
         return False
     try:
         moment.astimezone(UTC)

@@ -153,7 +153,13 @@ def test_a_cursor_whose_position_is_not_a_time_is_a_validation_error(
 
 @pytest.mark.parametrize(
     "position",
-    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2030-01-01T00:00:00+16:00"],
+    [
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        "2030-01-01T00:00:00+16:00",
+        "2030-01-31T12:00:00+05:30:15.5",  # PostgreSQL refused it in the query
+        "2030-01-31T12:00:00+05:30:15",
+    ],
 )
 def test_a_cursor_at_a_time_no_column_holds_is_a_validation_error(member, organization, position):
     """Not a 500 (SQLite's conversion to UTC overflowed) nor a 400 on `body` (PostgreSQL

@@ -14,7 +14,7 @@ from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from apps.accounts.templatetags.dashboard import breakable_email
+from apps.accounts.templatetags.dashboard import breakable_email, relative
 from apps.apikeys import keyformat
 from apps.apikeys.forms import KeyCreateForm
 from apps.apikeys.keyformat import KeyKind
@@ -429,6 +429,8 @@ def test_roll_now_expires_the_old_key_at_once(owner, project):
         f"{url}{old.id}/roll/", {"grace_seconds": "0", "nonce": nonce_of(client, url)}
     )
     minted_key_of(response)
+    assert f"<code>{old.prefix}…</code> stopped working when it was rolled" in html(response)
+    assert "keeps working until" not in html(response)  # it said so, "(just now)" (an audit)
     old.refresh_from_db()
     assert old.expires_at <= timezone.now()
     assert "Expired" in html(client.get(url))
@@ -564,7 +566,8 @@ def test_legacy_banner_on_project_api_keys_counts_keys_and_names_the_sunset(owne
     client = logged_in(owner)
     page = html(client.get(api_url(project)))
     banner = re.search(r"<section[^>]*data-legacy-banner.*?</section>", page, re.S).group(0)
-    assert "2 legacy keys stop working on 26 May 2027" in banner
+    # The moment, not a day: 25 May 17:00 in California (a time audit)
+    assert "2 legacy keys stop working on 26 May 2027, 00:00 UTC" in banner
     assert "Recent" in banner and "10 minutes ago" in banner
     assert "Dormant" not in banner
     assert "data-legacy-banner" not in html(client.get(sdk_url(project)))
@@ -733,3 +736,11 @@ def test_a_field_with_two_errors_gives_each_its_own_id():
     elements = Elements(rendered)
     assert elements.described_by("id_name") == ["id_name_error", "id_name_error_2"]
     assert 'id="id_name_error_2">A second problem.<' in rendered
+
+
+def test_a_time_less_than_a_minute_ahead_is_not_just_now():
+    """A time audit: a key expiring in 30 seconds read "Expiring just now"."""
+    now = timezone.now()
+    assert relative(now + timedelta(seconds=30)) == "in less than a minute"
+    assert relative(now - timedelta(seconds=30)) == "just now"
+    assert relative(now + timedelta(minutes=5, seconds=30)) == "in 5 minutes"

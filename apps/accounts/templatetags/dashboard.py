@@ -23,15 +23,22 @@ def utc_text(value: datetime) -> str:
 
 @register.filter
 def relative(value: datetime | None, never: str = "Never") -> str:
-    """`3 minutes ago`, `in 2 days`, `just now`; `never` when there is no time."""
+    """`3 minutes ago`, `in 2 days`, `just now` (`in less than a minute` ahead); `never`
+    when there is no time."""
     if value is None:
         return never
     now = timezone.now()
     if abs(now - value) < JUST_NOW:
-        return "just now"
+        return "in less than a minute" if value > now else "just now"
     if value > now:
         return f"in {timeuntil(value, now, depth=1)}".replace("\xa0", " ")
     return f"{timesince(value, now, depth=1)} ago".replace("\xa0", " ")
+
+
+@register.filter
+def passed(value: datetime | None) -> bool:
+    """Whether `value` is now or before (a key whose `expires_at` has passed has expired)."""
+    return value is not None and value <= timezone.now()
 
 
 @register.filter

@@ -62,7 +62,7 @@ COPY: dict[str, Copy] = {
         "Open the key page",
     ),
     ReminderKind.KEY_EXPIRING_1D: Copy(
-        "{what} of {org} expire{s} tomorrow",
+        "{what} of {org} expire{s} within 24 hours",
         "These API keys expire within 24 hours. Requests made with them will then fail "
         "with 401 KEY_EXPIRED.",
         "Roll each key that is still in use now and deploy the new key. A key already "

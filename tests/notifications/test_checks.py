@@ -52,7 +52,7 @@ def test_7_day_and_1_day_reminders_go_out_once_each(smtp, owner, project, settin
     call_command("send_notifications")
 
     assert subjects(smtp) == [
-        "An API key of Acme expires tomorrow",
+        "An API key of Acme expires within 24 hours",
         "An API key of Acme expires within 7 days",
     ]
     [week] = [m for m in smtp.messages if "7 days" in str(m["Subject"])]
@@ -71,7 +71,7 @@ def test_7_day_and_1_day_reminders_go_out_once_each(smtp, owner, project, settin
 
     # Three days later the weekly key enters its last day: now the 1-day notice.
     checks.run_all_checks(now + timedelta(days=4, hours=6))
-    assert subjects(smtp).count("An API key of Acme expires tomorrow") == 2
+    assert subjects(smtp).count("An API key of Acme expires within 24 hours") == 2
     checks.run_all_checks(now + timedelta(days=4, hours=7))
     assert len(smtp.messages) == 3
 
@@ -98,7 +98,7 @@ def test_a_rolled_key_still_used_is_announced_once_on_its_last_day(smtp, owner, 
     checks.run_all_checks(last_day)
     checks.run_all_checks(last_day + timedelta(hours=1))
 
-    assert subjects(smtp) == ["An API key of Acme expires tomorrow"]
+    assert subjects(smtp) == ["An API key of Acme expires within 24 hours"]
     assert "Deploy bot" in text_of(smtp.messages[0])[0]
     assert Event.objects.filter(type="key.expiring").count() == 1
 

@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from apps.accounts.cookies import ACCESS_COOKIE
 from apps.accounts.models import User
@@ -217,3 +218,18 @@ def test_operators_see_invitations_but_never_their_digest(owner, organization, m
         "/admin/invitations/invitation/", {"token_digest__startswith": invitation.token_digest[0]}
     )
     assert probe.status_code == 400
+
+
+def test_the_link_names_an_unconfirmed_inviter_as_the_email_does(owner, organization, mailbox):
+    """A privacy audit: the mail said "Someone signed up as …, an address SigSentry has not
+    confirmed" while the page it links to said "<address> invited you"."""
+    User.objects.filter(pk=owner.pk).update(email_confirmed_at=None)
+    path = invite(owner, organization, mailbox)
+    warning = f"Someone signed up as {owner.email}, an address SigSentry has not confirmed"
+    assert warning in html(Client().get(path))
+    newcomer = UserFactory(email="newcomer@example.com")
+    assert warning in html(logged_in(newcomer).get(path))  # the accept page
+
+    User.objects.filter(pk=owner.pk).update(email_confirmed_at=timezone.now())
+    page = html(Client().get(path))
+    assert f"{owner.email} invited you" in page and "not confirmed" not in page

@@ -568,6 +568,9 @@ def test_legacy_banner_on_project_api_keys_counts_keys_and_names_the_sunset(owne
     banner = re.search(r"<section[^>]*data-legacy-banner.*?</section>", page, re.S).group(0)
     # The moment, not a day: 25 May 17:00 in California (a time audit)
     assert "2 legacy keys stop working on 26 May 2027, 00:00 UTC" in banner
+    # and their rows, which said "Expires: Never"
+    assert page.count("26 May 2027, 00:00 UTC</span>") == 2
+    assert page.count("when legacy keys stop working") == 2
     assert "Recent" in banner and "10 minutes ago" in banner
     assert "Dormant" not in banner
     assert "data-legacy-banner" not in html(client.get(sdk_url(project)))

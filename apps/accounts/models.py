@@ -85,19 +85,29 @@ class User(AbstractBaseUser, PermissionsMixin):
 
         Both hashings (the check, the upgrade's new hash) run outside any transaction: on
         SQLite a transaction holds the database's write lock from its start, and an Argon2
-        hash takes ~180 ms, for every log-in attempt."""
-        fingerprint = self.get_session_auth_hash()
+        hash takes ~180 ms, for every log-in attempt. So the upgrade writes only over the
+        hash that was checked: a change or reset of the password committed meanwhile stays
+        (a race audit: the log-in wrote the old password back, and had a session of it),
+        and the check is then a failure, the password it checked being no longer the
+        account's."""
+        checked, fingerprint = self.password, self.get_session_auth_hash()
+        superseded = False
 
         def upgrade(raw: str) -> None:
-            self.set_password(raw)  # hashed here, before the transaction
-            self._password = None
+            nonlocal superseded
+            new = hashers.make_password(raw)  # hashed here, before the transaction
             with transaction.atomic():
-                self.save(update_fields=["password"])
+                stored = User.objects.filter(pk=self.pk, password=checked).update(password=new)
+                if not stored:
+                    superseded = True
+                    return
+                self.password = new
                 AuthSession.objects.filter(
                     user=self, ended_at__isnull=True, password_fingerprint=fingerprint
                 ).update(password_fingerprint=self.get_session_auth_hash())
 
-        return hashers.check_password(raw_password, self.password, upgrade)
+        right = hashers.check_password(raw_password, self.password, upgrade)
+        return right and not superseded
 
 
 class AuthSession(models.Model):

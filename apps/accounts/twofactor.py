@@ -263,8 +263,11 @@ def start_setup(*, user: User) -> TotpSetup:
         "last_used_step": None,
     }
     with transaction.atomic():
-        # Read under the row's lock: an enable committed a moment ago is seen (and not
-        # undone by a set-up that would silently turn two-factor off), one in flight waits.
+        # The user's row first: two set-ups at once (a double click) take turns, where both
+        # found no device and the second insert failed (a race audit: a 503). Then the
+        # device under its lock: an enable committed a moment ago is seen (and not undone
+        # by a set-up that would silently turn two-factor off), one in flight waits.
+        User.objects.select_for_update(no_key=True).only("pk").get(pk=user.pk)
         device = TotpDevice.objects.select_for_update().filter(user=user).first()
         if device is not None and device.confirmed_at is not None:
             raise ValidationFailed(

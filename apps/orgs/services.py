@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.http import HttpRequest
 
 from apps.audit.services import Action, record_event
@@ -173,19 +174,28 @@ def membership_changed(
 def _lock_for_change(
     actor_membership: Membership, target: Membership
 ) -> tuple[list[Membership], Membership, Membership]:
-    """Inside a transaction: lock the owners, then re-read actor and target under the lock.
+    """Inside a transaction: lock the owners, the actor and the target, and read them under
+    the lock.
 
     Roles are checked on the locked rows, not on what the caller read earlier, so
-    an actor demoted a moment ago cannot still demote or remove an owner.
+    an actor demoted a moment ago cannot still demote or remove an owner. One statement,
+    in id order: a change that locked the owners, then actor and target in a second
+    statement, could hold the owners of before a promotion it waited for, lock the new
+    owner after them, and deadlock with a change that had locked that one first (a race
+    audit: a 503). An owner made while this waits is not among `owners`: the last-owner
+    check is then only stricter.
     """
-    owners = lock_owners(target.organization_id)
     rows = {
         m.pk: m
         for m in Membership.objects.select_for_update(of=("self",))  # not the users' rows
         .select_related("user")
-        .filter(pk__in=[actor_membership.pk, target.pk])
+        .filter(
+            Q(organization_id=target.organization_id, role=Role.OWNER)
+            | Q(pk__in=[actor_membership.pk, target.pk])
+        )
         .order_by("id")
     }
+    owners = [m for m in rows.values() if m.role == Role.OWNER]
     actor, current = rows.get(actor_membership.pk), rows.get(target.pk)
     if actor is None or actor.role not in MANAGER_ROLES or not account_active_now(actor.user_id):
         raise PermissionDenied(message="Only owners and admins can do this.")

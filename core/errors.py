@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.db import DatabaseError, DataError, InterfaceError, connection
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, connection
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -266,6 +266,18 @@ def is_outage(exc: BaseException | None) -> bool:
 
 #: PostgreSQL's SQLSTATE for, among others, a prepared plan made stale by a migration.
 FEATURE_NOT_SUPPORTED = "0A000"
+#: PostgreSQL's SQLSTATEs of a transaction that lost to a concurrent one: a serialization
+#: failure, a deadlock.
+CONFLICT_STATES = frozenset({"40001", "40P01"})
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A database error that is a race lost to a concurrent change (a constraint violated
+    by a concurrent insert, a deadlock), not an outage: still a 503, since trying again
+    succeeds, but logged as what it is, so it does not page anyone for an outage and does
+    not hide the race (a race audit found two behind "database unavailable")."""
+    sqlstate = getattr(getattr(exc, "__cause__", None), "sqlstate", None)
+    return isinstance(exc, IntegrityError) or sqlstate in CONFLICT_STATES
 
 
 def end_refusing_session(exc: BaseException | None) -> None:
@@ -288,7 +300,10 @@ def _translate(exc: Exception) -> ApiError | None:
         logger.error("unvalidated input reached the database: %s", type(exc).__name__)
         return ValidationFailed({"body": ["A value cannot be stored."]})
     if is_outage(exc):
-        logger.error("database unavailable: %s", type(exc).__name__)
+        if is_conflict(exc):
+            logger.error("database conflict with a concurrent change: %s", type(exc).__name__)
+        else:
+            logger.error("database unavailable: %s", type(exc).__name__)
         end_refusing_session(exc)
         return ServiceUnavailable()
     if isinstance(exc, drf_exceptions.ValidationError):

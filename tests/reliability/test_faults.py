@@ -19,6 +19,7 @@ import pytest
 from django.db import (
     DatabaseError,
     DataError,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     connection,
@@ -320,3 +321,37 @@ def test_database_errors_are_outages_unless_a_value_was_refused(error, status, c
     response = api_exception_handler(error, {})
     assert (response.status_code, response.data["error"]["code"]) == (status, code)
     assert ("Retry-After" in response) == (status == 503)
+
+
+class _Sqlstate(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+def _with_sqlstate(error: Exception, sqlstate: str) -> Exception:
+    error.__cause__ = _Sqlstate(sqlstate)  # as Django wraps psycopg's error
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (IntegrityError("duplicate key value violates unique constraint"), "conflict"),
+        (_with_sqlstate(OperationalError("deadlock detected"), "40P01"), "conflict"),
+        (_with_sqlstate(OperationalError("could not serialize access"), "40001"), "conflict"),
+        (_with_sqlstate(OperationalError("connection refused"), "08001"), "unavailable"),
+        (OperationalError("connection refused"), "unavailable"),
+    ],
+)
+def test_a_race_lost_is_a_503_logged_as_a_conflict_not_an_outage(error, line, caplog):
+    """A race audit: two races' errors (a unique violation, a deadlock) were logged as
+    "database unavailable", paging for an outage and hiding the race."""
+    response = api_exception_handler(error, {})
+    assert response.status_code == 503 and "Retry-After" in response
+    expected = {
+        "conflict": "database conflict with a concurrent change",
+        "unavailable": ("database unavailable"),
+    }[line]
+    assert expected in caplog.text
+    assert ("database unavailable" in caplog.text) == (line == "unavailable")

@@ -32,6 +32,20 @@
     return "just now";
   }
 
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+  function two(n) {
+    return (n < 10 ? "0" : "") + n;
+  }
+
+  // "6 Dec 2026, 09:24 UTC", as the server writes a time's tooltip (`utc_text`).
+  function utcText(iso) {
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) return "";
+    return d.getUTCDate() + " " + MONTHS[d.getUTCMonth()] + " " + d.getUTCFullYear() + ", " +
+      two(d.getUTCHours()) + ":" + two(d.getUTCMinutes()) + " UTC";
+  }
+
   function cell(row, text, className) {
     var td = document.createElement("td");
     if (className) td.className = className;
@@ -60,7 +74,7 @@
       var created = cell(row, "", "cell-nowrap");
       var time = document.createElement("time");
       time.dateTime = analysis.createdAt || "";
-      time.title = analysis.createdAt || "";
+      time.title = utcText(analysis.createdAt);
       time.textContent = relative(analysis.createdAt);
       created.appendChild(time);
       cell(row, String((analysis.followUps || []).length), "num");

@@ -22,6 +22,12 @@
   var RACE_RETRY_MS = 1500;
   var MAX_TIMER_MS = 0x7fffffff;
   if (isNaN(expiresAt)) return;
+  /* The server's times on this tab's clock: planned on a clock minutes slow, the refresh
+     came after the access token had expired (a time audit). */
+  var serverNow = Date.parse(body.getAttribute("data-server-now") || "");
+  var skewMs = isNaN(serverNow) ? 0 : serverNow - Date.now();
+  expiresAt -= skewMs;
+  endsAt -= skewMs;
 
   function csrfToken() {
     var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);

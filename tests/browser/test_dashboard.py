@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -11,6 +11,8 @@ from django.utils import timezone
 from apps.accounts import services as account_services
 from apps.accounts.cookies import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.accounts.models import User
+from apps.accounts.templatetags.dashboard import utc_text
+from apps.analyses.models import Analysis
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.projects.models import Project
@@ -340,6 +342,20 @@ def test_open_tab_refreshes_its_session_before_expiry(ui, owner):
     ui.shot("session-ended-notice")
 
 
+def test_a_tab_whose_clock_is_slow_refreshes_before_the_token_expires(ui, owner):
+    """A time audit: the refresh was planned from the server's expiry on the tab's clock;
+    on a clock ten minutes slow it came five minutes after the access token expired."""
+    ui.page.clock.install(time=datetime.now(UTC) - timedelta(minutes=10))
+    ui.login(owner.email, PASSWORD)
+    with ui.page.expect_response(
+        lambda response: "/v1/auth/refresh" in response.url, timeout=15_000
+    ) as refreshed:
+        # Due 5 minutes before the expiry, 23:55 after the log-in; planned on the tab's own
+        # clock it came at 24:05
+        ui.page.clock.fast_forward("23:56:00")
+    assert refreshed.value.status == 200
+
+
 def test_a_tab_that_loses_a_refresh_race_tries_again_and_stays_logged_in(ui, owner):
     """Every tab of a session plans its refresh for the same moment: one wins, and the
     others present the refresh token it rotated a moment before (401). Found by an audit:
@@ -427,6 +443,9 @@ def test_overview_lists_analyses_and_shows_load_errors(ui, owner, project):
     assert "Payment webhook retries" in rows.first.inner_text()  # newest first
     assert "queued" in rows.first.inner_text()
     assert keyformat.display_prefix(key) in rows.first.inner_text()
+    # The time's tooltip is the UTC time as the server writes them, not the raw ISO text
+    newest = Analysis.objects.filter(project=project).latest("created_at").created_at
+    assert rows.first.locator("time").get_attribute("title") == utc_text(newest)
     ui.shot("project-overview-analyses")
 
     ui.page.route(

@@ -87,19 +87,19 @@ class User(AbstractBaseUser, PermissionsMixin):
         SQLite a transaction holds the database's write lock from its start, and an Argon2
         hash takes ~180 ms, for every log-in attempt. So the upgrade writes only over the
         hash that was checked: a change or reset of the password committed meanwhile stays
-        (a race audit: the log-in wrote the old password back, and had a session of it),
-        and the check is then a failure, the password it checked being no longer the
-        account's."""
+        (a race audit: the log-in wrote the old password back, and had a session of it).
+        When the hash is not the one checked any more, the password is checked again
+        against the stored one: right if another log-in upgraded it first, wrong after a
+        change or a reset."""
         checked, fingerprint = self.password, self.get_session_auth_hash()
-        superseded = False
+        replaced = False
 
         def upgrade(raw: str) -> None:
-            nonlocal superseded
+            nonlocal replaced
             new = hashers.make_password(raw)  # hashed here, before the transaction
             with transaction.atomic():
-                stored = User.objects.filter(pk=self.pk, password=checked).update(password=new)
-                if not stored:
-                    superseded = True
+                if not User.objects.filter(pk=self.pk, password=checked).update(password=new):
+                    replaced = True
                     return
                 self.password = new
                 AuthSession.objects.filter(
@@ -107,7 +107,12 @@ class User(AbstractBaseUser, PermissionsMixin):
                 ).update(password_fingerprint=self.get_session_auth_hash())
 
         right = hashers.check_password(raw_password, self.password, upgrade)
-        return right and not superseded
+        if right and replaced:
+            stored = User.objects.filter(pk=self.pk).values_list("password", flat=True).first()
+            right = stored is not None and hashers.check_password(raw_password, stored)
+            if right:
+                self.password = stored
+        return right
 
 
 class AuthSession(models.Model):

@@ -19,6 +19,7 @@ from apps.accounts import services
 from apps.accounts.models import AuthSession, User
 from apps.accounts.password_reset import confirm_password_reset, make_reset_token
 from core.errors import InvalidCredentials
+from tests.orgs.helpers import bearer_client
 from tests.races import Call, race
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,3 +61,18 @@ def test_an_upgrade_with_no_change_meanwhile_still_happens(owner):
     assert owner.password.startswith("md5$")  # upgraded to the first hasher
     assert owner.check_password(OLD)
     assert AuthSession.objects.filter(user=owner, ended_at__isnull=True).count() == 1
+
+
+def test_two_log_ins_upgrading_the_same_hash_at_once_both_succeed(owner):
+    """The second upgrade finds the hash already replaced, by the first's upgrade of the same
+    password: checked again against it, the password is right."""
+    User.objects.filter(pk=owner.pk).update(password=make_password(OLD, hasher="argon2"))
+    first = Call(lambda: services.login(email=owner.email, password=OLD), reads_the_user)
+    second = Call(lambda: services.login(email=owner.email, password=OLD))
+
+    race(first, second)
+
+    assert first.error is None and second.error is None, (first.error, second.error)
+    assert AuthSession.objects.filter(user=owner, ended_at__isnull=True).count() == 2
+    for pair in (first.result, second.result):
+        assert bearer_client(pair.access).get("/v1/me").status_code == 200

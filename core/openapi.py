@@ -178,6 +178,31 @@ def declare_response_headers(result, generator, request, public):
     return result
 
 
+def nullable_references_as_oas_30(result, generator, request, public):
+    """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS): a nullable reference (a
+    key's `rateLimit`, `createdBy`; `/v1/me`'s `project`) written as OpenAPI 3.0.3 allows it,
+    `oneOf` the object and null. drf-spectacular writes `allOf: [ref]` beside `nullable`,
+    which 3.0.3 ignores without a `type` there: strict validators (openapi-core's) refused
+    every key without a rate limit (an integration audit; drf-spectacular issue #925)."""
+
+    def rewrite(node):
+        if isinstance(node, dict):
+            if (
+                node.get("nullable") is True
+                and "type" not in node
+                and len(node.get("allOf", ())) == 1
+            ):
+                rest = {k: v for k, v in node.items() if k not in ("allOf", "nullable")}
+                null = {"type": "object", "nullable": True, "enum": [None]}
+                node = {"oneOf": [node["allOf"][0], null], **rest}
+            return {key: rewrite(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [rewrite(value) for value in node]
+        return node
+
+    return rewrite(result)
+
+
 #: Path variables as SPEC.md writes them; the URL patterns name them for the views' keyword
 #: arguments (`org_id`). Any other `*_id` is the path's own object, `{id}` in SPEC.md.
 SPEC_PATH_VARIABLES = {

@@ -518,6 +518,7 @@ SPECTACULAR_SETTINGS = {
         "core.openapi.add_request_keywords",
         "core.openapi.name_path_variables_as_spec",
         "core.openapi.declare_response_headers",
+        "core.openapi.nullable_references_as_oas_30",
     ],
     "SCHEMA_PATH_PREFIX": r"/v1",
     "ENUM_NAME_OVERRIDES": {

@@ -9,18 +9,19 @@ from jsonschema import Draft202012Validator
 
 
 def json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 schema → JSON Schema: `nullable: true` becomes a null alternative."""
+    """OpenAPI 3.0.3 schema → JSON Schema: `nullable: true` adds null to the `type` beside it,
+    and does nothing where there is none ("only if type is explicitly defined within the
+    same Schema Object"), as strict validators read it (openapi-core's). Read leniently,
+    an `allOf: [ref]` beside `nullable` hid that every key without a rate limit broke the
+    document for them (an integration audit)."""
     if isinstance(node, list):
         return [json_schema(item) for item in node]
     if not isinstance(node, dict):
         return node
     converted = {k: json_schema(v) for k, v in node.items() if k != "nullable"}
-    if not node.get("nullable"):
-        return converted
-    if "type" in converted:
+    if node.get("nullable") and "type" in converted:
         converted["type"] = [converted["type"], "null"]
-        return converted
-    return {"anyOf": [converted, {"type": "null"}]}
+    return converted
 
 
 def validator(document: dict, schema: dict) -> Draft202012Validator:

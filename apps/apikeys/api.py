@@ -212,8 +212,9 @@ class KeyRollView(KeyManagementView):
             "else PERMISSIONS_LOCKED), allowed origins (an SDK key's may be changed with "
             "`allowedOrigins`) and guardrails (its full key is in `key`, shown once); the old "
             "key expires after `graceSeconds`. The successor expires at `expiresAt` when sent "
-            "(null: never), else when the old key would have; under an organization's "
-            "`keyMaxLifetimeDays` a secret or organization key's must fall within it. A "
+            "(null: never), else as long from now as the old key was given at its mint (none "
+            "when it had none); under an organization's `keyMaxLifetimeDays` a secret or "
+            "organization key's is capped by it, and one sent must fall within it. A "
             "field that looks like a misspelling of one of these is a VALIDATION_ERROR. A "
             "refused roll changes nothing."
         ),

@@ -216,6 +216,10 @@ def _locked_permissions(help_text: str) -> LockedPermissionsField:
 
 
 _NEVER = "A future time with a time zone, or null (the default: never)."
+_INHERITED_EXPIRY = (
+    "The successor's (null: never). Omitted: as long from now as the old key was given at "
+    "its mint (none when it had none)."
+)
 _POLICY = (
     " Under the organization's `keyMaxLifetimeDays` one within it is required (else "
     "VALIDATION_ERROR)."
@@ -288,23 +292,23 @@ class UpdateOrganizationKeyInputSerializer(UpdateSecretKeyInputSerializer):
 
 class RollSdkKeyInputSerializer(serializers.Serializer):
     """`POST /v1/projects/{project_id}/sdk-keys/{key_id}/roll`: the successor keeps the
-    key's name, guardrails and (unless sent) origins and expiry."""
+    key's name, guardrails and (unless sent) origins, and the old key's lifetime."""
 
     graceSeconds = serializers.IntegerField(
         min_value=0,
         max_value=MAX_GRACE_SECONDS,
         help_text="How long the old key keeps working (its new `expiresAt` is now + grace).",
     )
-    expiresAt = _expires_at("The successor's (null: never). Omitted: the old key's.")
+    expiresAt = _expires_at(_INHERITED_EXPIRY)
     allowedOrigins = _allowed_origins(" Omitted: the old key's.")
     permissions = _locked_permissions("The successor's.")
 
 
 class RollSecretKeyInputSerializer(RollSdkKeyInputSerializer):
     """`POST /v1/projects/{project_id}/api-keys/{key_id}/roll`: the successor keeps the
-    key's name, guardrails and (unless sent) permissions and expiry."""
+    key's name, guardrails and (unless sent) permissions, and the old key's lifetime."""
 
-    expiresAt = _expires_at("The successor's (null: never). Omitted: the old key's." + _POLICY)
+    expiresAt = _expires_at(_INHERITED_EXPIRY + " Capped by the organization's policy." + _POLICY)
     allowedOrigins = _not_for_this_kind(_NO_ORIGINS)
     permissions = _permissions(
         required=False,
@@ -315,7 +319,7 @@ class RollSecretKeyInputSerializer(RollSdkKeyInputSerializer):
 
 class RollOrganizationKeyInputSerializer(RollSecretKeyInputSerializer):
     """`POST /v1/organizations/{org_id}/api-keys/{key_id}/roll`: the successor keeps the
-    key's name, guardrails and (unless sent) permissions and expiry."""
+    key's name, guardrails and (unless sent) permissions, and the old key's lifetime."""
 
 
 #: Each collection's request bodies, by the kind of key its URL names.

@@ -49,7 +49,7 @@ class AuthError(ApiError):
 
 class AuthenticationRequired(AuthError):
     code = "AUTHENTICATION_REQUIRED"
-    message = "Authentication credentials were not provided."
+    message = "Send a credential: an Authorization header of Bearer and an API key or access token."
     bearer_error = None
 
 
@@ -163,7 +163,9 @@ class NotFound(ApiError):
 class OriginNotAllowed(ApiError):
     status_code = 403
     code = "ORIGIN_NOT_ALLOWED"
-    message = "This key may not be used from this origin."
+    message = (
+        "This key works only from the origins in its allowedOrigins (the browser's Origin header)."
+    )
 
 
 class IpNotAllowed(ApiError):

@@ -204,11 +204,12 @@ def validate_lifetime(
     if kind is KeyKind.PUBLIC or latest is None:
         return
     days = organization.key_max_lifetime_days
+    days = f"{days} day{'' if days == 1 else 's'}"
     if expires_at is None:
         raise ValidationFailed(
             {
                 "expiresAt": [
-                    f"This organization requires keys to expire within {days} days: give an expiry."
+                    f"This organization requires keys to expire within {days}: give an expiry."
                 ]
             }
         )
@@ -216,7 +217,7 @@ def validate_lifetime(
         raise ValidationFailed(
             {
                 "expiresAt": [
-                    f"This organization requires keys to expire within {days} days "
+                    f"This organization requires keys to expire within {days} "
                     f"(no later than {latest:%Y-%m-%d %H:%M} UTC)."
                 ]
             }

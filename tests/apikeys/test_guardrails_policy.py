@@ -170,6 +170,14 @@ def test_a_key_without_an_expiry_is_refused(owner, project, policy, kind):
     assert not ApiKey.objects.exists()
 
 
+def test_a_one_day_policy_says_one_day(owner, project, organization):
+    """An integration audit: "within 1 days"."""
+    organization.key_max_lifetime_days = 1
+    organization.save()
+    response = mint(user_client(owner), KeyKind.SECRET, project)
+    assert "within 1 day:" in error_fields(response)["expiresAt"][0]
+
+
 @pytest.mark.parametrize("kind", SECRET_KINDS, ids=SECRET_IDS)
 def test_a_key_expiring_beyond_the_policy_is_refused(owner, project, policy, kind):
     response = mint(

@@ -276,7 +276,8 @@ def key_policy(request: HttpRequest, org_id):
             if days:
                 messages.success(
                     request,
-                    f"New secret and organization keys must now expire within {days} days.",
+                    f"New secret and organization keys must now expire within {days} "
+                    f"day{'' if days == 1 else 's'}.",
                 )
             else:
                 messages.success(request, "Keys may again be created without an expiry.")

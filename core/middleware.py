@@ -13,6 +13,7 @@ from django.urls import Resolver404, resolve
 
 from core import failopen, metrics
 from core.errors import (
+    NotFound,
     ServiceUnavailable,
     ValidationFailed,
     end_refusing_session,
@@ -92,6 +93,8 @@ class AccessLogMiddleware:
         context = current_request_id.set(request_id)  # not `serving`: ~1 µs a request less
         try:
             response = self.get_response(request)
+            if response.status_code == 404 and settings.DEBUG and _debug_page(request, response):
+                response = json_error_response(NotFound())
             response[REQUEST_ID_HEADER] = request_id
             if metrics.enabled():
                 self.record_metrics(request, response, time.perf_counter() - started)
@@ -129,6 +132,13 @@ class AccessLogMiddleware:
             return resolve(request.path_info, getattr(request, "urlconf", None))
         except Resolver404:
             return None
+
+
+def _debug_page(request: HttpRequest, response: HttpResponse) -> bool:
+    """Django's HTML page of a /v1 path that matched nothing, in DEBUG (`make run`): every
+    /v1 answer is SPEC §3 JSON, as without DEBUG (an integration audit: a typo in a path,
+    or a trailing slash, answered the demo's user with HTML)."""
+    return is_api_path(request.path) and response.get("Content-Type", "").startswith("text/html")
 
 
 def access_fields(request: HttpRequest, response: HttpResponse, started: float) -> dict:

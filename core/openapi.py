@@ -70,7 +70,9 @@ _ERROR_DESCRIPTIONS = {
     'Carries `WWW-Authenticate: Bearer realm="sigsentry"`, with '
     '`error="invalid_request"` for a malformed Authorization header and '
     '`error="invalid_token"` for a credential that was refused.',
-    403: "`PERMISSION_DENIED` (`details.required`), `KEY_MANAGEMENT_FORBIDDEN`, "
+    403: "`PERMISSION_DENIED` (`details.required` names the permission a key or role lacks; "
+    "a refusal for the caller's role, such as a member managing keys, says in `message` "
+    "which roles may), `KEY_MANAGEMENT_FORBIDDEN`, "
     "`PROJECT_MISMATCH` (also an organization key outside its `projectIds`), "
     "`ORIGIN_NOT_ALLOWED`, `IP_NOT_ALLOWED` (a client IP outside the key's `allowedIps`).",
     404: "`NOT_FOUND`, or `PROJECT_NOT_FOUND` for a project outside the caller's reach.",

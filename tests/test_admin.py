@@ -863,3 +863,44 @@ def test_a_user_who_has_logged_in_can_be_deleted_and_their_sessions_go_too(ops, 
     assert not User.objects.filter(pk=member.pk).exists()
     assert not AuthSession.objects.filter(user_id=member.pk).exists()
     assert AuditEvent.objects.filter(action=Action.MEMBER_REMOVED).exists()
+
+
+def test_a_large_organizations_page_links_its_members_and_projects_and_saves(ops, owner):
+    """A pages audit: the page edited every member and project in place; at 40 members its
+    form posted more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS (a 400: it could not be
+    saved) and read one user per row. Past 25 rows it links to their own lists."""
+    from apps.orgs.admin import INLINE_ROWS_AT_MOST
+
+    organization = Organization.objects.get(memberships__user=owner)
+    for _ in range(INLINE_ROWS_AT_MOST + 15):
+        MembershipFactory(organization=organization, role=Role.MEMBER)
+    members = INLINE_ROWS_AT_MOST + 16
+
+    page = ops.get(change_url(organization)).content.decode()
+    assert f"{members} members" in page
+    members_list = f"{reverse('admin:orgs_membership_changelist')}?organization__id__exact="
+    assert f'{members_list}{organization.pk}"' in page
+    assert "memberships-TOTAL_FORMS" not in page  # no row is edited in place
+
+    response = ops.post(change_url(organization), {"name": "Renamed", "_save": "1"})
+    assert response.status_code == 302, response.content.decode()[:500]
+    organization.refresh_from_db()
+    assert organization.name == "Renamed"
+    listed = ops.get(f"{members_list}{organization.pk}")
+    assert listed.status_code == 200 and f"{members} memberships" in listed.content.decode()
+
+
+def test_a_small_organizations_page_still_edits_members_in_place(ops, owner):
+    organization = Organization.objects.get(memberships__user=owner)
+    page = ops.get(change_url(organization)).content.decode()
+    assert "memberships-TOTAL_FORMS" in page and "1 member" in page
+
+
+def test_the_organization_list_counts_members_and_projects(ops, owner, project):
+    MembershipFactory(organization=project.organization, role=Role.MEMBER)
+    Project.objects.create(organization=project.organization, name="Second")
+    page = ops.get(reverse("admin:orgs_organization_changelist")).content.decode()
+    name = project.organization.name
+    row = page[page.index(name) :][:2000]
+    assert '<td class="field-member_count">2</td>' in row
+    assert '<td class="field-project_count">2</td>' in row

@@ -16,8 +16,11 @@ from collections.abc import Iterable
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.forms.models import BaseInlineFormSet
+from django.urls import reverse
+from django.utils.html import format_html
 
 from apps.audit.services import Action
 from apps.orgs.access import accounts_active_now
@@ -152,14 +155,48 @@ class ProjectInline(admin.TabularInline):
     extra = 0
 
 
+#: Members and projects an organization's page edits in place; past it, the page links to
+#: their own (paginated) lists. Each row posts its fields and reads its user: an
+#: organization of 40 members posted more than DATA_UPLOAD_MAX_NUMBER_FIELDS (a 400, the
+#: page could not be saved) and read one user per row (a pages audit).
+INLINE_ROWS_AT_MOST = 25
+
+
+def _count_of(model) -> Coalesce:
+    """The organization's rows of `model`, counted in a subquery of their own: two joined
+    COUNT(DISTINCT) counted members times projects rows (0.7 s for 3,000 members and 330
+    projects, a pages audit)."""
+    rows = (
+        model.objects.filter(organization=OuterRef("pk"))
+        .order_by()
+        .values("organization")
+        .annotate(total=Count("pk"))
+        .values("total")
+    )
+    return Coalesce(Subquery(rows, output_field=IntegerField()), 0)
+
+
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = ("name", "id", "member_count", "project_count", "created_at")
     search_fields = ("name", "=id")
-    readonly_fields = ("id", "created_at")
-    fields = ("id", "name", "created_at")
+    readonly_fields = ("id", "created_at", "members", "projects")
+    fields = ("id", "name", "created_at", "members", "projects")
     inlines = (MembershipInline, ProjectInline)
     ordering = ("name",)
+
+    def get_inlines(self, request, obj):
+        if obj is not None and _too_many_rows(obj):
+            return ()
+        return self.inlines
+
+    @admin.display(description="Members")
+    def members(self, obj: Organization) -> str:
+        return _rows_link(obj, "membership", getattr(obj, "member_total", None), "member")
+
+    @admin.display(description="Projects")
+    def projects(self, obj: Organization) -> str:
+        return _rows_link(obj, "project", getattr(obj, "project_total", None), "project")
 
     def get_object(self, request, object_id, from_field=None):
         organization = super().get_object(request, object_id, from_field)
@@ -224,10 +261,7 @@ class OrganizationAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(
-                member_total=Count("memberships", distinct=True),
-                project_total=Count("projects", distinct=True),
-            )
+            .annotate(member_total=_count_of(Membership), project_total=_count_of(Project))
         )
 
     @admin.display(description="Members", ordering="member_total")
@@ -285,3 +319,27 @@ class MembershipAdmin(admin.ModelAdmin):
             refuse_if_last_owners(memberships)
             for membership in memberships:
                 delete_membership(request, membership)
+
+
+def _too_many_rows(organization: Organization) -> bool:
+    totals = (
+        getattr(organization, "member_total", None),
+        getattr(organization, "project_total", None),
+    )
+    if None in totals:  # an organization not read through the admin's queryset
+        totals = (organization.memberships.count(), organization.projects.count())
+    return max(totals) > INLINE_ROWS_AT_MOST
+
+
+def _rows_link(organization: Organization, model: str, total: int | None, noun: str) -> str:
+    """`total` rows and, when the page does not list them, a link to their own list."""
+    if organization.pk is None or total is None:
+        return "—"
+    url = reverse(f"admin:{'orgs' if model == 'membership' else 'projects'}_{model}_changelist")
+    label = f"{total} {noun}{'' if total == 1 else 's'}"
+    return format_html(
+        '{} — <a href="{}?organization__id__exact={}">open the list</a>',
+        label,
+        url,
+        organization.pk,
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Case, Value, When
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
@@ -20,6 +22,19 @@ from core.permissions import Role
 
 #: Owners first, then by decreasing rights.
 ROLE_ORDER = {Role.OWNER: 0, Role.ADMIN: 1, Role.MEMBER: 2, Role.VIEWER: 3}
+MEMBERS_PER_PAGE = 50
+
+
+def _page_number(request: HttpRequest) -> str | None:
+    """The members page a request is on: its query's, or its form's (a role change or a
+    removal posts the page it was on, and comes back to it)."""
+    return request.POST.get("page") or request.GET.get("page")
+
+
+def _members_url(organization_id, request: HttpRequest) -> str:
+    number = request.POST.get("page", "")
+    query = f"?page={number}" if number.isascii() and number.isdigit() and number != "1" else ""
+    return f"/orgs/{organization_id}/members/{query}"
 
 
 @dashboard_page
@@ -73,10 +88,20 @@ def members_page(
     """The members page. Apps above this one add to it through `extra_context`
     (the invitations panel reads its failed form from there)."""
     request.dashboard_org = membership.organization
-    members = sorted(
-        Membership.objects.filter(organization=membership.organization).select_related("user"),
-        key=lambda m: (ROLE_ORDER.get(m.role, 9), m.user.email),
+    # A page of them, in the database's order (owners first, then by address): an
+    # organization of 3,000 members was a 6.6 MB page (a pages audit). A refused change
+    # shows the page its form was on.
+    by_role = Case(
+        *(When(role=role, then=Value(rank)) for role, rank in ROLE_ORDER.items()),
+        default=Value(len(ROLE_ORDER)),
     )
+    ordered = (
+        Membership.objects.filter(organization=membership.organization)
+        .select_related("user")
+        .order_by(by_role, "user__email", "pk")
+    )
+    page = Paginator(ordered, MEMBERS_PER_PAGE).get_page(_page_number(request))
+    members = list(page)
     manager = can_manage(membership.role)
     rows = [
         {
@@ -94,6 +119,7 @@ def members_page(
         "my_role": membership.role,
         "can_manage": manager,
         "rows": rows,
+        "page": page,
         "role_choices": role_choices(membership.role),
         **(extra_context or {}),
     }
@@ -136,7 +162,7 @@ def member_role(request: HttpRequest, org_id, user_id) -> HttpResponse:
     except ApiError as exc:
         return members_page(request, membership, row_errors={target.user_id: exc.message})
     messages.success(request, f"{changed.user.email} is now {changed.get_role_display()}.")
-    return redirect(f"/orgs/{membership.organization_id}/members/")
+    return redirect(_members_url(membership.organization_id, request))
 
 
 def _removal(membership: Membership, target: Membership) -> Confirmation:
@@ -156,6 +182,7 @@ def _removal(membership: Membership, target: Membership) -> Confirmation:
         cancel_url=f"/orgs/{organization.id}/members/",
         back_label="Members",
         irreversible=False,
+        carry=("page",),  # back to the page the member was on
     )
 
 
@@ -176,4 +203,4 @@ def remove_member(request: HttpRequest, org_id, user_id) -> HttpResponse:
         messages.success(request, f"You left {membership.organization.name}.")
         return redirect("/")
     messages.success(request, f"{target.user.email} was removed.")
-    return redirect(f"/orgs/{membership.organization_id}/members/")
+    return redirect(_members_url(membership.organization_id, request))

@@ -29,18 +29,28 @@ T = TypeVar("T")
 
 
 #: What a name never holds: control characters (C0 with tab and line feed, since a name
-#: is one line, DEL, C1), line and paragraph separators, and the bidirectional embeddings,
+#: is one line, DEL, C1), line and paragraph separators, the bidirectional embeddings,
 #: overrides and isolates (U+202A-U+202E, U+2066-U+2069) that show text in another order
-#: than it is stored, so a name in a list or the audit log reads as what it is.
-_UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: than it is stored, and the characters that show as nothing (a soft hyphen, the zero-width
+#: space, the word joiner and invisible operators, the byte-order mark, the Hangul and
+#: Khmer fillers, the Mongolian vowel separator: "Prod\u200bduction" read as "Production",
+#: a pages audit), so a name in a list or the audit log reads as what it is. The
+#: joiners (U+200C, U+200D: Persian words, emoji sequences) and the direction marks
+#: (U+200E, U+200F, U+061C) stay: they shape or place what is shown.
+_UNSHOWN = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xad\u115f\u1160\u17b4\u17b5\u180e\u200b\u2028\u2029"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0]"
+)
 
 
 def clean_name(value: Any, field: str = "name", missing: str = "A name is required.") -> str:
-    """A display name (organization, project, key): 1 to 100 characters once stripped,
-    with no control, line-break or text-direction character."""
+    """A display name (organization, project, key): 1 to 100 characters once stripped, one
+    of them shown, with no control, line-break, invisible or text-direction character."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationFailed({field: [missing]})
     value = value.strip()
+    if not any(unicodedata.category(c)[0] not in "CZ" for c in value):
+        raise ValidationFailed({field: [missing]})  # only joiners or marks: nothing shows
     if len(value) > MAX_NAME_LENGTH:
         raise ValidationFailed({field: [f"At most {MAX_NAME_LENGTH} characters."]})
     if has_unshown_characters(value):
@@ -48,7 +58,7 @@ def clean_name(value: Any, field: str = "name", missing: str = "A name is requir
     return value
 
 
-UNSHOWN_MESSAGE = "Names cannot contain control or text-direction characters."
+UNSHOWN_MESSAGE = "Names cannot contain control, invisible or text-direction characters."
 
 
 def has_unshown_characters(value: str) -> bool:

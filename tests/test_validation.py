@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,11 +14,15 @@ from core.errors import ValidationFailed
 from core.validation import MAX_NAME_LENGTH, check_fields, clean_name, near_misses
 from tests.orgs.helpers import UNSHOWN_IN_NAMES
 
-REFUSED_CHARACTERS = "Names cannot contain control or text-direction characters."
+REFUSED_CHARACTERS = "Names cannot contain control, invisible or text-direction characters."
 #: The bidirectional embeddings, overrides and isolates. The marks (U+200E, U+200F,
 #: U+061C) are kept: they only give a direction to the punctuation next to them, which
 #: a mixed-direction name may need.
 BIDI_REORDERING = "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+#: What shows as nothing. The joiners (U+200C, U+200D) are kept: they shape what is shown.
+INVISIBLE = (
+    "\xad\u115f\u1160\u17b4\u17b5\u180e\u200b\u2060\u2061\u2062\u2063\u2064\u3164\ufeff\uffa0"
+)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +121,7 @@ def test_surrounding_white_space_and_line_breaks_are_stripped_not_refused():
 
 @given(
     st.text(max_size=40),
-    st.sampled_from(sorted(set(UNSHOWN_IN_NAMES.values()) | set(BIDI_REORDERING))),
+    st.sampled_from(sorted(set(UNSHOWN_IN_NAMES.values()) | set(BIDI_REORDERING + INVISIBLE))),
     st.text(max_size=40),
 )
 def test_a_control_or_text_direction_character_anywhere_inside_is_refused(before, char, after):
@@ -126,15 +132,28 @@ def test_a_control_or_text_direction_character_anywhere_inside_is_refused(before
 
 
 _shown = st.characters(
-    exclude_categories=("Cc", "Cs", "Zl", "Zp"), exclude_characters=BIDI_REORDERING
+    exclude_categories=("Cc", "Cs", "Zl", "Zp"), exclude_characters=BIDI_REORDERING + INVISIBLE
 )
 
 
+def _shows_something(name: str) -> bool:
+    return any(unicodedata.category(c)[0] not in "CZ" for c in name)
+
+
 @given(st.text(_shown, max_size=MAX_NAME_LENGTH + 20))
-def test_any_other_name_is_kept_stripped_when_1_to_100_characters(name):
+def test_any_other_name_is_kept_stripped_when_1_to_100_characters_one_shown(name):
     stripped = name.strip()
-    if 1 <= len(stripped) <= MAX_NAME_LENGTH:
+    if 1 <= len(stripped) <= MAX_NAME_LENGTH and _shows_something(stripped):
         assert clean_name(name) == stripped
     else:
         with pytest.raises(ValidationFailed):
             clean_name(name)
+
+
+@pytest.mark.parametrize("name", ["\u200d", "\u200f", " \u200c\u200d ", "\u061c"])
+def test_a_name_of_joiners_or_marks_only_shows_nothing_and_is_refused(name):
+    """A pages audit: an invisible name (a zero-width character alone) was kept."""
+    with pytest.raises(ValidationFailed) as refused:
+        clean_name(name)
+
+    assert refused.value.details["fields"] == {"name": ["A name is required."]}

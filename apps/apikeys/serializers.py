@@ -128,7 +128,7 @@ def _name(**kwargs) -> serializers.RegexField:
         max_length=MAX_NAME_LENGTH,
         help_text=(
             f"1 to {MAX_NAME_LENGTH} characters once stripped; "
-            "no control or text-direction characters."
+            "no control, invisible or text-direction characters."
         ),
         **kwargs,
     )

@@ -34,7 +34,7 @@ class StrictCharField(serializers.CharField):
 
 
 class OneLineTextField(StrictCharField):
-    """A name or a title: one line, shown as stored (no control or text-direction
+    """A name or a title: one line, shown as stored (no control, invisible or text-direction
     character: `core.validation.has_unshown_characters`, as names of keys and projects)."""
 
     default_error_messages = {"unshown": UNSHOWN_MESSAGE}

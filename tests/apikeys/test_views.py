@@ -705,7 +705,9 @@ def test_a_name_with_a_text_direction_character_is_refused_next_to_the_field(own
     assert response.status_code == 200 and not ApiKey.objects.exists()
     assert "id_name_error" in Elements(page).described_by("id_name")
     assert re.search(
-        r'id="id_name_error">Names cannot contain control or text-direction characters\.<', page
+        r'id="id_name_error">Names cannot contain control, invisible or text-direction'
+        r" characters\.<",
+        page,
     )
 
 

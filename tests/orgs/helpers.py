@@ -33,6 +33,11 @@ UNSHOWN_IN_NAMES = {
     "bidi-override": "\u202e",
     "bidi-isolate": "\u2066",
     "bidi-pop-isolate": "\u2069",
+    "zero-width-space": "\u200b",
+    "soft-hyphen": "\xad",
+    "word-joiner": "\u2060",
+    "byte-order-mark": "\ufeff",
+    "hangul-filler": "\u3164",
 }
 
 

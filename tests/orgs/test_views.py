@@ -294,12 +294,17 @@ def test_the_members_page_shows_50_at_a_time_owners_first_then_by_address(owner,
     assert second.count("<tr data-member=") == 11
 
 
-def test_a_change_on_a_later_page_comes_back_to_it(owner, organization):
+def on_the_second_page(organization) -> Membership:
+    """55 members more: the last of them is on the members page's second page."""
     for n in range(55):
         MembershipFactory(
             organization=organization, user=UserFactory(email=f"person{n:02}@example.com")
         )
-    target = Membership.objects.get(user__email="person54@example.com")
+    return Membership.objects.get(user__email="person54@example.com")
+
+
+def test_a_change_on_a_later_page_comes_back_to_it(owner, organization):
+    target = on_the_second_page(organization)
     client = logged_in(owner)
     page = html(client.get(members_url(organization), {"page": "2"}))
     assert 'name="page" value="2"' in page
@@ -315,11 +320,7 @@ def test_a_change_on_a_later_page_comes_back_to_it(owner, organization):
 
 
 def test_a_removal_confirmed_without_javascript_comes_back_to_its_page(owner, organization):
-    for n in range(55):
-        MembershipFactory(
-            organization=organization, user=UserFactory(email=f"person{n:02}@example.com")
-        )
-    target = Membership.objects.get(user__email="person54@example.com")
+    target = on_the_second_page(organization)
     client = logged_in(owner)
     url = f"{members_url(organization)}{target.user_id}/remove/"
 

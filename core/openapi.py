@@ -65,8 +65,7 @@ _ERROR_DESCRIPTIONS = {
     400: "`VALIDATION_ERROR` (bad body or query; `details.fields`), `PERMISSIONS_LOCKED`, "
     "`PROJECT_ID_REQUIRED`, `PROJECT_ID_INVALID`.",
     401: "`AUTHENTICATION_REQUIRED`, `AUTHORIZATION_MALFORMED`, `KEY_INVALID`, `KEY_REVOKED`, "
-    "`KEY_EXPIRED`, `KEY_FORMAT_DEPRECATED`, `TOKEN_INVALID`, `TOKEN_EXPIRED`, "
-    "`INVALID_CREDENTIALS`, `SIGNATURE_INVALID`. "
+    "`KEY_EXPIRED`, `KEY_FORMAT_DEPRECATED`, `TOKEN_INVALID`, `TOKEN_EXPIRED`. "
     'Carries `WWW-Authenticate: Bearer realm="sigsentry"`, with '
     '`error="invalid_request"` for a malformed Authorization header and '
     '`error="invalid_token"` for a credential that was refused.',
@@ -85,10 +84,40 @@ _ERROR_DESCRIPTIONS = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
-    """The SPEC §3 error body for each status (plus 503, which any endpoint can answer)."""
+def usual_description(status: int) -> str:
+    """The codes `status` carries on most operations, for an operation that adds its own."""
+    return _ERROR_DESCRIPTIONS[status]
+
+
+#: The 401s of the operations that check a credential in their body, not in Authorization.
+WRONG_PASSWORD_OR_CODE = (
+    "`INVALID_CREDENTIALS`: the email and password, or the code and mfaToken, were not "
+    "right (one answer whether or not the account exists)."
+)
+WRONG_REFRESH_TOKEN = (
+    "`TOKEN_INVALID`, `TOKEN_EXPIRED`: the refresh token sent (in the body, or the cookie) "
+    "is not one, was used already (which ends its session) or has expired."
+)
+WRONG_SIGNATURE = (
+    "`SIGNATURE_INVALID`: the report's signature headers are missing, or do not verify "
+    "with a configured GitHub key."
+)
+#: The 401 of an operation that also checks the current password in its body.
+AND_WRONG_PASSWORD = " `INVALID_CREDENTIALS`: the current password sent was not right."
+#: The 429 of an operation no API key calls: its throttles only.
+THROTTLED = "`RATE_LIMITED`: throttled; `Retry-After` says when to try again."
+
+
+def error_responses(
+    *statuses: int, described: dict[int, str] | None = None
+) -> dict[int, OpenApiResponse]:
+    """The SPEC §3 error body for each status (plus 503, which any endpoint can answer),
+    described with the codes it may carry: `described` gives an operation's own, where the
+    usual ones would name codes it never answers (an integration audit: the login's 401
+    listed every key code)."""
+    descriptions = _ERROR_DESCRIPTIONS | (described or {})
     return {
-        status: OpenApiResponse(ErrorSerializer, description=_ERROR_DESCRIPTIONS[status])
+        status: OpenApiResponse(ErrorSerializer, description=descriptions[status])
         for status in (*statuses, 503)
     }
 

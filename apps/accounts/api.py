@@ -37,7 +37,7 @@ from core import throttling
 from core.api import ApiView, JsonOnlyNegotiation, iso, json_object
 from core.errors import AuthError, PermissionDenied, RateLimited, ValidationFailed
 from core.net import client_ip
-from core.openapi import error_responses
+from core.openapi import THROTTLED, WRONG_PASSWORD_OR_CODE, WRONG_REFRESH_TOKEN, error_responses
 from core.permissions import Role
 from core.principal import AUTH_DECISION, AuthDecision, Principal
 
@@ -233,7 +233,10 @@ class SignupView(CredentialFreeView):
         description="The new user owns the new organization. Also sets the session cookies.",
         tags=["auth"],
         request=SignupInputSerializer,
-        responses={201: SignupResponseSerializer, **error_responses(400, 429)},
+        responses={
+            201: SignupResponseSerializer,
+            **error_responses(400, 429, described={429: THROTTLED}),
+        },
     )
     def post(self, request):
         body = json_object(request)
@@ -283,7 +286,9 @@ class LoginView(CredentialCheckView):
                 serializers=[TokenPairSerializer, MfaRequiredSerializer],
                 resource_type_field_name=None,
             ),
-            **error_responses(400, 401, 429),
+            **error_responses(
+                400, 401, 429, described={401: WRONG_PASSWORD_OR_CODE, 429: THROTTLED}
+            ),
         },
     )
     def post(self, request):
@@ -315,7 +320,12 @@ class RefreshView(CredentialCheckView):
         ),
         tags=["auth"],
         request=RefreshInputSerializer,
-        responses={200: TokenPairSerializer, **error_responses(400, 401, 403, 429)},
+        responses={
+            200: TokenPairSerializer,
+            **error_responses(
+                400, 401, 403, 429, described={401: WRONG_REFRESH_TOKEN, 429: THROTTLED}
+            ),
+        },
     )
     def post(self, request):
         throttling.enforce("refresh_ip", client_ip(request))

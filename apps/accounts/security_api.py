@@ -26,9 +26,18 @@ from apps.accounts.models import AuthSession
 from apps.accounts.selectors import open_sessions_of
 from core.api import ApiView, iso, json_object, paginate
 from core.errors import PermissionDenied
-from core.openapi import PAGE_PARAMETERS, error_responses, paginated
+from core.openapi import (
+    AND_WRONG_PASSWORD,
+    PAGE_PARAMETERS,
+    THROTTLED,
+    WRONG_PASSWORD_OR_CODE,
+    error_responses,
+    paginated,
+    usual_description,
+)
 from core.openapi_schema import IdPathAutoSchema
 
+_ERROR_401 = usual_description(401)
 RESET_ACCEPTED = "If an account uses this email, a link to reset its password is on its way."
 
 
@@ -124,7 +133,10 @@ class PasswordResetView(CredentialFreeView):
         ),
         tags=["auth"],
         request=PasswordResetInputSerializer,
-        responses={202: AcceptedSerializer, **error_responses(400, 429)},
+        responses={
+            202: AcceptedSerializer,
+            **error_responses(400, 429, described={429: THROTTLED}),
+        },
     )
     def post(self, request):
         body = json_object(request)
@@ -145,7 +157,7 @@ class PasswordResetConfirmView(CredentialCheckView):
         request=PasswordResetConfirmInputSerializer,
         responses={
             204: OpenApiResponse(description="Password changed."),
-            **error_responses(400, 429),
+            **error_responses(400, 429, described={429: THROTTLED}),
         },
     )
     def post(self, request):
@@ -171,7 +183,12 @@ class LoginSecondFactorView(CredentialCheckView):
         ),
         tags=["auth"],
         request=SecondFactorInputSerializer,
-        responses={200: TokenPairSerializer, **error_responses(400, 401, 429)},
+        responses={
+            200: TokenPairSerializer,
+            **error_responses(
+                400, 401, 429, described={401: WRONG_PASSWORD_OR_CODE, 429: THROTTLED}
+            ),
+        },
     )
     def post(self, request):
         body = json_object(request)
@@ -231,7 +248,13 @@ class TwoFactorDisableView(AccountView):
         request=PasswordInputSerializer,
         responses={
             204: OpenApiResponse(description="Two-factor is off."),
-            **error_responses(400, 401, 403, 429),
+            **error_responses(
+                400,
+                401,
+                403,
+                429,
+                described={401: _ERROR_401 + AND_WRONG_PASSWORD, 429: THROTTLED},
+            ),
         },
     )
     def post(self, request):

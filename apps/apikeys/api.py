@@ -44,7 +44,7 @@ from core import throttling
 from core.api import ApiView, ManagementView, json_object, paginate
 from core.errors import ValidationFailed
 from core.net import client_ip
-from core.openapi import PAGE_PARAMETERS, error_responses, paginated
+from core.openapi import PAGE_PARAMETERS, THROTTLED, error_responses, paginated
 
 #: What `POST <collection>` takes (SPEC §4.3, §4.10), and `POST <collection>/{keyId}/roll`
 #: (§4.7): other fields are ignored, unless they look like a misspelling of one of these
@@ -261,7 +261,10 @@ class LeakedKeysView(ApiView):
         ),
         tags=["keys"],
         request=LeakReportInputSerializer,
-        responses={202: LeakReportResponseSerializer, **error_responses(400, 429)},
+        responses={
+            202: LeakReportResponseSerializer,
+            **error_responses(400, 429, described={429: THROTTLED}),
+        },
     )
     def post(self, request):
         started = time.monotonic()

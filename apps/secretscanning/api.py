@@ -30,7 +30,7 @@ from core import throttling
 from core.api import ApiView
 from core.errors import SignatureInvalid, ValidationFailed
 from core.net import client_ip
-from core.openapi import error_responses
+from core.openapi import THROTTLED, WRONG_SIGNATURE, error_responses
 
 MAX_TOKENS = 1000
 FIELD_LIMITS = {"token": 512, "type": 100, "url": 2048, "source": 100}
@@ -123,7 +123,10 @@ class GitHubSecretScanningView(ApiView):
             ),
         ],
         request=ReportItemSerializer(many=True),
-        responses={200: LabelSerializer(many=True), **error_responses(400, 401, 429)},
+        responses={
+            200: LabelSerializer(many=True),
+            **error_responses(400, 401, 429, described={401: WRONG_SIGNATURE, 429: THROTTLED}),
+        },
     )
     def post(self, request):
         # A bad signature is a failed credential: counted per client IP before the check, as

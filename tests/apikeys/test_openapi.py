@@ -554,3 +554,24 @@ def test_path_variables_are_named_as_spec_md_writes_them(document):
         "/v1/invitations/{token}/accept",
     ):
         assert template in document["paths"], template
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status", "named", "not_named"),
+    [
+        ("/v1/auth/login", "post", "401", "INVALID_CREDENTIALS", "KEY_REVOKED"),
+        ("/v1/auth/login/2fa", "post", "401", "INVALID_CREDENTIALS", "SIGNATURE_INVALID"),
+        ("/v1/auth/refresh", "post", "401", "TOKEN_EXPIRED", "KEY_INVALID"),
+        ("/v1/auth/2fa/disable", "post", "401", "INVALID_CREDENTIALS", "SIGNATURE_INVALID"),
+        ("/v1/me", "get", "401", "KEY_REVOKED", "INVALID_CREDENTIALS"),
+        ("/v1/me", "get", "401", "TOKEN_EXPIRED", "SIGNATURE_INVALID"),
+        ("/v1/leaked-keys", "post", "429", "RATE_LIMITED", "rateLimit"),
+    ],
+)
+def test_each_operation_names_the_codes_it_can_answer(
+    document, path, method, status, named, not_named
+):
+    """An integration audit: every operation's 401 listed every code (the login's the key
+    codes, /v1/me's SIGNATURE_INVALID), so a client could not tell which it may meet."""
+    description = document["paths"][path][method]["responses"][status]["description"]
+    assert named in description and not_named not in description, description

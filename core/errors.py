@@ -273,13 +273,17 @@ FEATURE_NOT_SUPPORTED = "0A000"
 CONFLICT_STATES = frozenset({"40001", "40P01"})
 
 
+def _sqlstate(exc: BaseException | None) -> str | None:
+    """The SQLSTATE of the driver's error Django's wraps (psycopg's, as `__cause__`)."""
+    return getattr(getattr(exc, "__cause__", None), "sqlstate", None)
+
+
 def is_conflict(exc: BaseException) -> bool:
     """A database error that is a race lost to a concurrent change (a constraint violated
     by a concurrent insert, a deadlock), not an outage: still a 503, since trying again
     succeeds, but logged as what it is, so it does not page anyone for an outage and does
     not hide the race (a race audit found two behind "database unavailable")."""
-    sqlstate = getattr(getattr(exc, "__cause__", None), "sqlstate", None)
-    return isinstance(exc, IntegrityError) or sqlstate in CONFLICT_STATES
+    return isinstance(exc, IntegrityError) or _sqlstate(exc) in CONFLICT_STATES
 
 
 def end_refusing_session(exc: BaseException | None) -> None:
@@ -290,7 +294,7 @@ def end_refusing_session(exc: BaseException | None) -> None:
     lives: every request on that connection would fail until CONN_MAX_AGE. Closing the
     connection drops its plans; the next request connects and prepares afresh.
     """
-    if getattr(getattr(exc, "__cause__", None), "sqlstate", None) == FEATURE_NOT_SUPPORTED:
+    if _sqlstate(exc) == FEATURE_NOT_SUPPORTED:
         logger.warning("the database session refused a prepared plan: reconnecting")
         connection.close()
 

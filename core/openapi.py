@@ -84,11 +84,6 @@ _ERROR_DESCRIPTIONS = {
 }
 
 
-def usual_description(status: int) -> str:
-    """The codes `status` carries on most operations, for an operation that adds its own."""
-    return _ERROR_DESCRIPTIONS[status]
-
-
 #: The 401s of the operations that check a credential in their body, not in Authorization.
 WRONG_PASSWORD_OR_CODE = (
     "`INVALID_CREDENTIALS`: the email and password, or the code and mfaToken, were not "
@@ -103,7 +98,9 @@ WRONG_SIGNATURE = (
     "with a configured GitHub key."
 )
 #: The 401 of an operation that also checks the current password in its body.
-AND_WRONG_PASSWORD = " `INVALID_CREDENTIALS`: the current password sent was not right."
+OR_WRONG_PASSWORD = (
+    _ERROR_DESCRIPTIONS[401] + " `INVALID_CREDENTIALS`: the current password sent was not right."
+)
 #: The 429 of an operation no API key calls: its throttles only.
 THROTTLED = "`RATE_LIMITED`: throttled; `Retry-After` says when to try again."
 

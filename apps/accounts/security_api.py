@@ -27,17 +27,15 @@ from apps.accounts.selectors import open_sessions_of
 from core.api import ApiView, iso, json_object, paginate
 from core.errors import PermissionDenied
 from core.openapi import (
-    AND_WRONG_PASSWORD,
+    OR_WRONG_PASSWORD,
     PAGE_PARAMETERS,
     THROTTLED,
     WRONG_PASSWORD_OR_CODE,
     error_responses,
     paginated,
-    usual_description,
 )
 from core.openapi_schema import IdPathAutoSchema
 
-_ERROR_401 = usual_description(401)
 RESET_ACCEPTED = "If an account uses this email, a link to reset its password is on its way."
 
 
@@ -253,7 +251,7 @@ class TwoFactorDisableView(AccountView):
                 401,
                 403,
                 429,
-                described={401: _ERROR_401 + AND_WRONG_PASSWORD, 429: THROTTLED},
+                described={401: OR_WRONG_PASSWORD, 429: THROTTLED},
             ),
         },
     )

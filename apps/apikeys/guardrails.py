@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, QuerySet
+from django.template.defaultfilters import pluralize
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyType, active_at
@@ -204,12 +205,12 @@ def validate_lifetime(
     if kind is KeyKind.PUBLIC or latest is None:
         return
     days = organization.key_max_lifetime_days
-    days = f"{days} day{'' if days == 1 else 's'}"
+    within = f"{days} day{pluralize(days)}"
     if expires_at is None:
         raise ValidationFailed(
             {
                 "expiresAt": [
-                    f"This organization requires keys to expire within {days}: give an expiry."
+                    f"This organization requires keys to expire within {within}: give an expiry."
                 ]
             }
         )
@@ -217,7 +218,7 @@ def validate_lifetime(
         raise ValidationFailed(
             {
                 "expiresAt": [
-                    f"This organization requires keys to expire within {days} "
+                    f"This organization requires keys to expire within {within} "
                     f"(no later than {latest:%Y-%m-%d %H:%M} UTC)."
                 ]
             }

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.forms.models import BaseInlineFormSet
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -192,11 +193,11 @@ class OrganizationAdmin(admin.ModelAdmin):
 
     @admin.display(description="Members")
     def members(self, obj: Organization) -> str:
-        return _rows_link(obj, "membership", getattr(obj, "member_total", None), "member")
+        return _rows_link(obj, Membership, getattr(obj, "member_total", None), "member")
 
     @admin.display(description="Projects")
     def projects(self, obj: Organization) -> str:
-        return _rows_link(obj, "project", getattr(obj, "project_total", None), "project")
+        return _rows_link(obj, Project, getattr(obj, "project_total", None), "project")
 
     def get_object(self, request, object_id, from_field=None):
         organization = super().get_object(request, object_id, from_field)
@@ -331,12 +332,13 @@ def _too_many_rows(organization: Organization) -> bool:
     return max(totals) > INLINE_ROWS_AT_MOST
 
 
-def _rows_link(organization: Organization, model: str, total: int | None, noun: str) -> str:
-    """`total` rows and, when the page does not list them, a link to their own list."""
+def _rows_link(organization: Organization, model, total: int | None, noun: str) -> str:
+    """The organization's `total` rows of `model` and a link to their own list, filtered."""
     if organization.pk is None or total is None:
         return "—"
-    url = reverse(f"admin:{'orgs' if model == 'membership' else 'projects'}_{model}_changelist")
-    label = f"{total} {noun}{'' if total == 1 else 's'}"
+    meta = model._meta
+    url = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+    label = f"{total} {noun}{pluralize(total)}"
     return format_html(
         '{} — <a href="{}?organization__id__exact={}">open the list</a>',
         label,

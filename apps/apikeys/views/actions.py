@@ -15,6 +15,7 @@ from collections.abc import Callable
 from django.contrib import messages
 from django.http import HttpRequest
 from django.shortcuts import redirect
+from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.apikeys import services
@@ -277,7 +278,7 @@ def key_policy(request: HttpRequest, org_id):
                 messages.success(
                     request,
                     f"New secret and organization keys must now expire within {days} "
-                    f"day{'' if days == 1 else 's'}.",
+                    f"day{pluralize(days)}.",
                 )
             else:
                 messages.success(request, "Keys may again be created without an expiry.")

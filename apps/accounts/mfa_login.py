@@ -4,7 +4,8 @@ A password login of a user with two-factor on answers an `mfaToken` instead of a
 session. The token is signed (django.core.signing: HMAC-SHA256 under SECRET_KEY),
 carries the user id, a random nonce and a fingerprint of the password hash (never the
 hash itself), is valid 5 minutes, dies when the password changes, and finishes one
-login only: its nonce is recorded in the cache, by its SHA-256, when it is used.
+login only: its nonce is recorded in the cache, by its SHA-256, before its code is checked
+(and removed again when the code is wrong).
 """
 
 from __future__ import annotations
@@ -94,6 +95,16 @@ def mark_mfa_token_used(nonce: str) -> bool:
     except Exception:
         _mark_unavailable()
         return True
+
+
+def give_back_mfa_token(nonce: str) -> None:
+    """Unused after all (a wrong or throttled code): the login may go on with it."""
+    if failopen.given_up():
+        return
+    try:
+        cache.delete(_used_key(nonce))
+    except Exception:
+        _mark_unavailable()  # the token stays used: the login starts over
 
 
 def _mark_unavailable() -> None:

@@ -266,9 +266,16 @@ def login_with_second_factor(
     if fields:
         raise ValidationFailed(fields)
     user, nonce = mfa_login.user_for_mfa_token(mfa_token)
-    twofactor.check_second_factor(user=user, code=code, request=request)
+    # The token is claimed before its code is checked, and given back when the check fails:
+    # of two requests with one token at once, the second's recovery code was spent on a
+    # login that could not finish (found by a race audit).
     if not mfa_login.mark_mfa_token_used(nonce):
         raise mfa_login.MfaTokenInvalid()
+    try:
+        twofactor.check_second_factor(user=user, code=code, request=request)
+    except Exception:
+        mfa_login.give_back_mfa_token(nonce)
+        raise
     return start_session(user, request)
 
 

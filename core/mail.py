@@ -3,6 +3,7 @@ the response)."""
 
 from __future__ import annotations
 
+from email.header import Header
 from email.utils import make_msgid, parseaddr
 
 from django.conf import settings
@@ -14,6 +15,19 @@ def sender_domain() -> str:
     """The domain of `DEFAULT_FROM_EMAIL`'s address; empty when it has none."""
     _local, at, domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")
     return domain if at else ""
+
+
+def subject_line(text: str) -> str:
+    """A subject on one line, whatever the names in it hold. A name may read as an RFC 2047
+    encoded word (`=?utf-8?q?=E2=80=AE?=`: plain ASCII, so Django sends it as it is), which
+    mail clients decode into what the name rules refuse: a text-direction override, a line
+    break, another sentence (found by a Unicode audit). Such a subject is encoded whole, so
+    the client shows it as written. Its encoded words are joined by a space, not a folded
+    line (Django refuses a line break in a header); readers join adjacent words again."""
+    line = " ".join(text.split())
+    if "=?" not in line:
+        return line
+    return " ".join(Header(line, "utf-8", header_name="Subject").encode().split())
 
 
 def automated_headers() -> dict[str, str]:

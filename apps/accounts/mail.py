@@ -53,7 +53,7 @@ from django_tasks_db.models import DBTaskResult
 from apps.accounts.models import User
 from core import mailserver, metrics
 from core.logging import current_request_id, serving
-from core.mail import automated_headers
+from core.mail import automated_headers, subject_line
 from core.tasks import requeue_stalled
 
 logger = logging.getLogger("sigsentry.mail")
@@ -77,8 +77,7 @@ class Letter:
     def compose(self) -> EmailMultiAlternatives:
         context = {"site_url": settings.SITE_URL, **self.context}
         message = EmailMultiAlternatives(
-            # Names come from users: a line break must not reach a header.
-            subject=" ".join(self.subject.split()),
+            subject=subject_line(self.subject),  # names in it come from users
             body=render_to_string(f"emails/{self.template}.txt", context),
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=[self.to],

@@ -24,7 +24,7 @@ from apps.apikeys.models import ApiKey, KeyScope, KeyType, active_at
 from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Membership, Organization
 from core import mailserver, metrics
-from core.mail import automated_headers
+from core.mail import automated_headers, subject_line
 from core.permissions import MANAGER_ROLES
 
 logger = logging.getLogger("sigsentry.notifications")
@@ -239,7 +239,7 @@ def send_reminder_email(
         with get_connection(fail_silently=False) as connection:
             for address in to:
                 message = EmailMultiAlternatives(
-                    subject=context["subject"],
+                    subject=subject_line(context["subject"]),
                     body=text,
                     from_email=settings.DEFAULT_FROM_EMAIL,
                     to=[address],

@@ -108,6 +108,11 @@ def test_an_internal_name_and_a_name_that_does_not_exist_get_one_answer():
         ("https://exam\u00adple.com/hook", "invisible"),
         ("https://8.8.8.8/a\u00a0b", "spaces"),
         ("https://8.8.8.8/a\u2028b", "spaces"),
+        # Looked up by IDNA 2003 as strasse.example, another domain than browsers reach
+        # (found by a Unicode audit); a full-width dot, the same.
+        ("https://straße.example/hook", "xn--"),
+        ("https://bücher.example/hook", "xn--"),
+        ("https://example\uff0ecom/hook", "xn--"),
         ("", "required"),
         ("https://8.8.8.8/" + "a" * 3000, "2048"),
     ],

@@ -14,6 +14,7 @@ key app's middleware.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import re
 from collections.abc import Collection
@@ -65,6 +66,12 @@ class JsonParser(JSONParser):
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
+        # JSON is UTF-8 (RFC 8259 §8.1). DRF decodes by the charset the Content-Type names:
+        # UTF-7 ("+ADw-script+AD4-" is "<script>") and EBCDIC bodies got past filters that
+        # read the bytes (found by a Unicode audit).
+        charset = (parser_context or {}).get("encoding") or "utf-8"
+        if codecs.lookup(charset).name != "utf-8":
+            raise ParseError("JSON is read as UTF-8 only: send charset=utf-8, or no charset.")
         try:
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:

@@ -20,6 +20,7 @@ unconfirmed.
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -81,7 +82,7 @@ def _code_again(ids: dict) -> mail.Letter | None:
 def _clean(code: Any) -> str | None:
     if not isinstance(code, str):
         return None
-    digits = "".join(code.split())
+    digits = "".join(unicodedata.normalize("NFKC", code).split())  # full-width digits too
     return digits if len(digits) == CODE_DIGITS and digits.isascii() and digits.isdigit() else None
 
 

@@ -74,6 +74,10 @@ class NewPasswordForm(DashboardForm):
     )
 
 
+#: Digits and spaces, full-width ones too (a CJK input method's; the server reads them by NFKC).
+DIGITS_PATTERN = "[0-9\uff10-\uff19 \u3000]*"
+
+
 def _code_widget(**attrs) -> forms.TextInput:
     return forms.TextInput(
         attrs={
@@ -116,7 +120,7 @@ class TwoFactorEnableForm(DashboardForm):
     code = forms.CharField(
         label="Code from the app",
         max_length=64,
-        widget=_code_widget(inputmode="numeric", pattern="[0-9 ]*"),
+        widget=_code_widget(inputmode="numeric", pattern=DIGITS_PATTERN),
     )
 
 
@@ -124,7 +128,7 @@ class EmailCodeForm(DashboardForm):
     code = forms.CharField(
         label="Code from the email",
         max_length=64,
-        widget=_code_widget(inputmode="numeric", pattern="[0-9 ]*"),
+        widget=_code_widget(inputmode="numeric", pattern=DIGITS_PATTERN),
     )
 
 

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -141,7 +142,8 @@ def _setup_for(user: User, secret: str) -> TotpSetup:
 def _clean_code(code: Any) -> str | None:
     if not isinstance(code, str):
         return None
-    cleaned = "".join(code.split()).replace("-", "").lower()
+    # NFKC: full-width digits and letters, as a CJK input method types them, are the codes.
+    cleaned = "".join(unicodedata.normalize("NFKC", code).split()).replace("-", "").lower()
     if not cleaned or len(cleaned) > MAX_INPUT_LENGTH:
         return None
     return cleaned

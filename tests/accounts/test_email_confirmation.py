@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from apps.accounts import email_confirmation
+from apps.accounts import email_confirmation, forms
 from apps.accounts.models import User
 from apps.accounts.password_reset import confirm_password_reset, make_reset_token
 from apps.invitations import services as invitations
@@ -83,6 +83,21 @@ def test_the_account_page_mails_a_code_that_confirms_the_address(mailbox):
     assert user.email_confirmed_at is not None and user.email_code_digest == ""
     assert "Confirm your email address" not in html(client.get("/"))
     assert ">Confirmed</span>" in html(client.get("/account/"))
+
+
+def test_a_code_typed_in_full_width_digits_confirms(mailbox):
+    """As a CJK input method types them (found by a Unicode audit): the page's pattern
+    lets them through, and the server reads them by NFKC."""
+    user = sign_up("ana@example.com")
+    code = code_in(mailbox.wait_for(user.email)[0])
+    full_width = "".join(chr(ord(digit) - ord("0") + 0xFF10) for digit in code)
+
+    response = confirm_on_page(logged_in(user), full_width[:3] + "\u3000" + full_width[3:])
+
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.email_confirmed_at is not None
+    assert re.fullmatch(forms.DIGITS_PATTERN, full_width)
 
 
 @pytest.mark.parametrize("code", ["000000", "12345", "1234567", "abcdef", "١٢٣٤٥٦"])

@@ -218,6 +218,20 @@ def test_each_use_of_a_recovery_code_is_mailed_to_the_owner(api_client, owner, s
     assert codes[0] not in notice.body and codes[0] not in notice.alternatives[0][0]
 
 
+def test_codes_typed_in_full_width_characters_are_read(api_client, owner):
+    """As a CJK input method types them (found by a Unicode audit)."""
+    secret, codes = enable_two_factor(owner)
+    full_width = str.maketrans(
+        {c: chr(ord(c) - 0x21 + 0xFF01) for c in "0123456789abcdefghijklmnopqrstuvwxyz-"}
+    )
+    fresh_step()
+    totp = code_at(secret).translate(full_width)
+    assert second_step(api_client, mfa_token(api_client, owner), totp).status_code == 200
+    recovery = codes[0].translate(full_width)
+    assert second_step(api_client, mfa_token(api_client, owner), recovery).status_code == 200
+    assert twofactor.recovery_codes_left(owner) == 9
+
+
 def test_a_recovery_code_of_another_account_does_not_finish_a_login(api_client, owner):
     enable_two_factor(owner)
     _secret, others_codes = enable_two_factor(UserFactory())

@@ -394,3 +394,5 @@ class SchemaView(JsonErrorsMixin, SpectacularAPIView):
 
 class DocsView(JsonErrorsMixin, SpectacularSwaggerSplitView):
     """`GET /v1/docs`: Swagger UI for the document; `?script` serves its init script."""
+
+    template_name = "api/swagger_ui.html"  # no inline style: the dashboard's CSP holds

@@ -306,3 +306,56 @@ def test_no_key_is_ever_in_a_redirect(client, project, owner):
     assert key.encode() not in client.get(again["Location"]).content
     _api_key, other = make_key(KeyKind.SECRET, project=project)
     assert other.encode() not in client.get(f"/projects/{project.id}/api-keys/").content
+
+
+# Found by a headers audit ------------------------------------------------------------------
+
+
+def test_every_answer_to_a_token_link_keeps_the_referrer_origin_only(
+    production, owner, monkeypatch
+):
+    """A CSRF refusal and a 503 page, which the view never returns, load the same CSS and
+    scripts: with Django's `same-origin` they sent the link's token as `Referer`."""
+    from django.db import OperationalError
+
+    from apps.accounts import password_reset
+
+    url = f"/reset/{password_reset.make_reset_token(owner)}/"
+    strict = Client(HTTP_HOST=HOST, enforce_csrf_checks=True)
+    refused = strict.post(url, {"new_password": "a-long-new-password-1"}, secure=True)
+    assert refused.status_code == 403 and b"/static/" in refused.content
+    assert refused["Referrer-Policy"] == "strict-origin"
+
+    def database_down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(password_reset, "checked_reset_token", database_down)
+    unavailable = production.get(url, secure=True)
+    assert unavailable.status_code == 503 and b"/static/" in unavailable.content
+    assert unavailable["Referrer-Policy"] == "strict-origin"
+    assert (
+        production.get("/login/?next=/invitations/x/", secure=True)["Referrer-Policy"]
+        == "strict-origin"
+    )
+    assert production.get("/signup/", secure=True)["Referrer-Policy"] == "same-origin"
+
+
+@pytest.mark.parametrize("path", ["/admin/login/", "/v1/docs"])
+def test_the_admin_and_the_docs_have_no_inline_style_either(production, db, path):
+    """Django 5.2's admin has no inline style; the docs page's one is a file now."""
+    response = production.get(path, secure=True)
+    assert response.status_code == 200
+    assert "unsafe-inline" not in response["Content-Security-Policy"]
+    assert _STYLE_ELEMENT.search(response.content) is None
+    assert _INLINE_SCRIPT.search(response.content) is None
+
+
+def test_a_body_refused_as_too_large_still_forbids_framing(production, db, settings):
+    response = production.post(
+        "/login/",
+        b"x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1),
+        content_type="application/x-www-form-urlencoded",
+        secure=True,
+    )
+    assert response.status_code == 400
+    assert response["X-Frame-Options"] == "DENY"

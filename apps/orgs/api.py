@@ -119,7 +119,7 @@ class OrganizationsView(OrgManagementView):
         parameters=PAGE_PARAMETERS,
         responses={
             200: paginated(OrganizationSerializer, "OrganizationList"),
-            **error_responses(401, 403),
+            **error_responses(400, 401, 403),
         },
     )
     def get(self, request):
@@ -221,7 +221,7 @@ class MembersView(OrgManagementView):
         parameters=PAGE_PARAMETERS,
         responses={
             200: paginated(MemberSerializer, "MemberList"),
-            **error_responses(401, 403, 404),
+            **error_responses(400, 401, 403, 404),
         },
     )
     def get(self, request, org_id):

@@ -115,7 +115,7 @@ class WebhooksView(OrgWebhookView):
         parameters=PAGE_PARAMETERS,
         responses={
             200: paginated(WebhookSerializer, "WebhookList"),
-            **error_responses(401, 403, 404),
+            **error_responses(400, 401, 403, 404),
         },
     )
     def get(self, request, **kwargs):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import unicodedata
 import uuid
 
 from django.contrib.auth import hashers
@@ -9,6 +10,15 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from apps.accounts.emails import normalize_email, refuse_ambiguous
+
+
+def stabilized(raw_password: str | None) -> str | None:
+    """A password as NFKC (NIST SP 800-63B §5.1.1.2): one typed with a composed "é" on one
+    device and "e" plus a combining accent on another, or in full-width characters by a
+    CJK input method, is the same password (found by a Unicode audit)."""
+    if not isinstance(raw_password, str):
+        return raw_password
+    return unicodedata.normalize("NFKC", raw_password)
 
 
 class UserManager(BaseUserManager["User"]):
@@ -77,6 +87,10 @@ class User(AbstractBaseUser, PermissionsMixin):
         super().clean()
         self.email = normalize_email(self.email or "")
 
+    def set_password(self, raw_password: str | None) -> None:
+        """Hashed as typed in any Unicode form (`stabilized`)."""
+        super().set_password(stabilized(raw_password))
+
     def check_password(self, raw_password: str | None) -> bool:
         """Django's check, which re-hashes a right password stored with an older hasher or
         older parameters. A session is tied to the hash (`password_fingerprint`), so that
@@ -90,7 +104,10 @@ class User(AbstractBaseUser, PermissionsMixin):
         (a race audit: the log-in wrote the old password back, and had a session of it).
         When the hash is not the one checked any more, the password is checked again
         against the stored one: right if another log-in upgraded it first, wrong after a
-        change or a reset."""
+        change or a reset.
+
+        A password hashed before passwords were stabilized is checked as typed too, and
+        stored stabilized when right."""
         checked, fingerprint = self.password, self.get_session_auth_hash()
         replaced = False
 
@@ -106,7 +123,11 @@ class User(AbstractBaseUser, PermissionsMixin):
                     user=self, ended_at__isnull=True, password_fingerprint=fingerprint
                 ).update(password_fingerprint=self.get_session_auth_hash())
 
+        typed, raw_password = raw_password, stabilized(raw_password)
         right = hashers.check_password(raw_password, self.password, upgrade)
+        if not right and typed != raw_password and hashers.check_password(typed, checked):
+            right = True
+            upgrade(raw_password)
         if right and replaced:
             stored = User.objects.filter(pk=self.pk).values_list("password", flat=True).first()
             right = stored is not None and hashers.check_password(raw_password, stored)

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from apps.accounts import mail, mfa_login, tokens, twofactor
 from apps.accounts.emails import address_refusal, normalize_email
-from apps.accounts.models import AuthSession, User
+from apps.accounts.models import AuthSession, User, stabilized
 from apps.accounts.selectors import open_session_of
 from apps.accounts.tokens import TokenPair
 from apps.orgs.models import Membership, Organization
@@ -403,7 +403,7 @@ def hashed_new_password(*, user: User, new_password: Any) -> str:
         validate_password(new_password, user)
     except DjangoValidationError as exc:
         raise ValidationFailed({"password": list(exc.messages)}) from exc
-    return make_password(new_password)
+    return make_password(stabilized(new_password))
 
 
 def store_password(*, user: User, hashed: str, request: HttpRequest | None = None) -> None:

@@ -260,14 +260,22 @@ def password_reset_letter(*, to: str, token: str) -> Letter:
     )
 
 
-def send_password_reset(*, user: User, token: str, mark: str) -> None:
+def send_password_reset(*, user: User, token: str, mark: str, ask: str) -> None:
     """Retried with a new link while `mark` (the account's state the link is signed over,
-    hashed) is unchanged (apps.accounts.password_reset registers how)."""
+    hashed) is unchanged (apps.accounts.password_reset registers how). `ask` (the queued
+    ask's id) is kept with the retry: `retry_queued_for`."""
     _deliver(
         "password_reset",
         password_reset_letter(to=user.email, token=token),
-        {"user_id": str(user.pk), "mark": mark},
+        {"user_id": str(user.pk), "mark": mark, "ask": ask},
     )
+
+
+def retry_queued_for(ask: str) -> bool:
+    """Whether a try of the reset ask `ask` queued its retry (sent, or to be sent)."""
+    return DBTaskResult.objects.filter(
+        task_path=resend_email.module_path, args_kwargs__args__1__ask=ask
+    ).exists()
 
 
 def email_code_letter(*, to: str, code: str) -> Letter:

@@ -36,7 +36,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
-from django_tasks import TaskResultStatus, task
+from django_tasks import TaskContext, TaskResultStatus, task
 from django_tasks_db.models import DBTaskResult
 
 from apps.accounts import email_confirmation, mail, services
@@ -118,8 +118,8 @@ def request_password_reset(*, email: Any, request: HttpRequest | None = None) ->
     mail_reset_link.enqueue(account, timezone.now().isoformat())
 
 
-@task(priority=mail.FIRST_TRY_PRIORITY)
-def mail_reset_link(account: str, asked_at: str | None = None) -> None:
+@task(priority=mail.FIRST_TRY_PRIORITY, takes_context=True)
+def mail_reset_link(context: TaskContext, account: str, asked_at: str | None = None) -> None:
     """The worker's side of a reset ask: the link, if an active account with a password uses
     the normalized address `account` (its tries and retries: apps.accounts.mail). An ask
     older than a link's life is dropped: a worker down or behind for hours must not mail
@@ -130,10 +130,18 @@ def mail_reset_link(account: str, asked_at: str | None = None) -> None:
     if waited > timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT):
         logger.warning("password reset ask dropped: the worker took %d s", waited.total_seconds())
         return
+    ask = str(context.task_result.id)
+    if mail.retry_queued_for(ask):
+        # A run of this ask before was killed mid-try (`forget_finished_reset_asks` runs it
+        # again): the retry it queued first sends the link, a second one would be twice
+        # (found by a fault-injection audit).
+        return
     user = user_by_email(account)
     if user is None or not user.is_active or not user.has_usable_password():
         return
-    mail.send_password_reset(user=user, token=make_reset_token(user), mark=_state_mark(user))
+    mail.send_password_reset(
+        user=user, token=make_reset_token(user), mark=_state_mark(user), ask=ask
+    )
 
 
 def forget_finished_reset_asks() -> int:

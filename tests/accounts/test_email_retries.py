@@ -68,7 +68,7 @@ def test_a_refused_reset_email_is_sent_again_with_a_new_working_link(api_client,
     [row] = queued_retries()
     kind, ids, attempts, _since = row.args_kwargs["args"]
     assert (kind, attempts) == ("password_reset", 1)
-    assert set(ids) == {"user_id", "mark"} and ids["user_id"] == str(owner.pk)
+    assert set(ids) == {"user_id", "mark", "ask"} and ids["user_id"] == str(owner.pk)
     assert before + timedelta(seconds=22) <= row.run_after <= timezone.now() + timedelta(seconds=38)
     assert "reset" not in json.dumps(row.args_kwargs["args"][1])
 

@@ -404,3 +404,26 @@ def test_an_ask_whose_worker_died_is_run_again_then_forgotten(api_client, mailbo
 
     assert len(mailbox.messages(owner.email)) == 1
     assert owner.email not in stored_task_arguments()
+
+
+def test_an_ask_killed_mid_try_is_mailed_once_by_its_retry_not_again(api_client, mailbox, owner):
+    """Found by a fault-injection audit (kill -9 of the worker while the SMTP server was in
+    DATA): the try's queued retry sent the link, then the urgent checks ran the stalled ask
+    again and it mailed a second link. Staged: the try fails with its retry queued, and the
+    ask's row is left as a killed worker leaves it (django-tasks records any exception)."""
+    from apps.accounts import mail
+
+    mailbox.refusing = 1
+    assert ask_reset(api_client, owner.email).status_code == 202
+    [retry] = DBTaskResult.objects.filter(task_path=mail.resend_email.module_path)
+    stalled = timezone.now() - STALLED_AFTER - timedelta(seconds=1)
+    DBTaskResult.objects.exclude(pk=retry.pk).update(status="RUNNING", started_at=stalled)
+    assert mail.resend_email.call(*retry.args_kwargs["args"]) == "sent"
+    DBTaskResult.objects.filter(pk=retry.pk).update(status="SUCCESSFUL")
+
+    urgent_checks.call()  # the ask taken back, run again
+    run_ready_tasks()
+    urgent_checks.call()
+
+    assert len(mailbox.messages(owner.email)) == 1
+    assert owner.email not in stored_task_arguments()

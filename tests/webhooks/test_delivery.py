@@ -561,3 +561,13 @@ def test_many_new_endpoints_of_one_organization_wait_behind_anothers_next_delive
     assert ready.index(b_delivery) == 1  # behind A's first attempt only
     priorities = sorted(task.priority for task in DBTaskResult.objects.ready())
     assert priorities == [deliveries.QUEUED_PRIORITY] * 7 + [deliveries.FIRST_ATTEMPT_PRIORITY] * 2
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "garbage", "t=1", "v1=ab", "t=abc,v1=ab", "t=1,v1=é", "t=,v1=", "t=1;v1=2"],
+)
+def test_the_readmes_verification_refuses_a_malformed_header_without_raising(header):
+    """Found by a fault-injection audit: the README's example raised on a missing or
+    malformed header (a receiver's 500) instead of answering False."""
+    assert verify_signature(header, b"{}", "whsec_x") is False

@@ -103,6 +103,23 @@ def test_a_session_past_its_cap_is_not_listed_and_ending_it_is_404(owner):
     assert ended.status_code == 404
 
 
+def test_sessions_of_a_password_set_outside_the_services_are_not_listed(owner):
+    """Found by a session audit: `manage.py changepassword` (Django's `set_password` and
+    `save`) ends no session row, but their tokens stop working (the fingerprint), and
+    the list showed them open."""
+    before = services.start_session(owner)
+    owner.set_password("an-operator-set-passphrase-1")
+    owner.save()
+    after = services.start_session(owner)
+    assert bearer_client(before.access).get("/v1/me").status_code == 401
+
+    listed = bearer_client(after.access).get(SESSIONS).json()["results"]
+
+    assert [row["id"] for row in listed] == [str(session_of(after.access).id)]
+    ended = bearer_client(after.access).post(f"{SESSIONS}/{session_of(before.access).id}/end")
+    assert ended.status_code == 404
+
+
 def test_the_cookie_session_needs_the_csrf_token_to_end_a_session(owner):
     other = services.start_session(owner)
     client = cookie_client(owner)

@@ -443,6 +443,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 
 LOGIN_URL = "/login/"
+# Where Django's own login (the admin's) goes when its `next` is refused as off-site: not
+# Django's default /accounts/profile/, a 404 (found by a session audit).
+LOGIN_REDIRECT_URL = "/admin/"
 
 # Reset links die after an hour, and at once when the password changes (SPEC §4.13).
 PASSWORD_RESET_TIMEOUT = 3600

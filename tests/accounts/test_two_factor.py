@@ -522,6 +522,15 @@ def test_admin_login_without_two_factor_needs_no_code(staff):
     assert client.get("/admin/").status_code == 200
 
 
+@pytest.mark.parametrize("unsafe", ["//evil.example", "/\\evil.example", "https://evil.example/"])
+def test_an_admin_login_with_an_off_site_next_lands_on_the_admin(staff, unsafe):
+    """Found by a session audit: Django refused the `next` and fell back to its default
+    /accounts/profile/, a 404."""
+    data = {"username": staff.email, "password": PASSWORD, "next": unsafe}
+    response = Client().post("/admin/login/", data)
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+
+
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"mfa_account": (2, 300)})
 def test_admin_login_codes_are_throttled_like_the_dashboards(staff):
     secret, _codes = enable_two_factor(staff)

@@ -904,3 +904,32 @@ def test_the_organization_list_counts_members_and_projects(ops, owner, project):
     row = page[page.index(name) :][:2000]
     assert '<td class="field-member_count">2</td>' in row
     assert '<td class="field-project_count">2</td>' in row
+
+
+@pytest.mark.parametrize("bad", ["Acme\u202egnp.exe", "x\u200b", "\u200b"])
+def test_the_admin_refuses_the_names_the_api_refuses(ops, owner, project, bad):
+    """Found by an integrity audit: the admin's forms saved a right-to-left override or a
+    zero-width space into an organization's or a project's name, which then reached the
+    dashboard and the notices' subjects."""
+    organization = Organization.objects.get(memberships__user=owner)
+    empty_inlines = _inline_forms("log_sources", "channels")
+
+    renamed_project = ops.post(change_url(project), {"name": bad, **empty_inlines})
+    added_project = ops.post(
+        reverse("admin:projects_project_add"),
+        {"name": bad, "organization": str(organization.pk), **empty_inlines},
+    )
+    inline = membership_inline_data(organization, {}) | _inline_forms("projects", total=1)
+    inline |= {"name": bad, "projects-0-name": "Fine", "projects-0-organization": organization.pk}
+    renamed_organization = ops.post(change_url(organization), inline)
+    inline |= {"name": "Acme", "projects-0-name": bad}
+    added_in_line = ops.post(change_url(organization), inline)
+
+    for response in (renamed_project, added_project, renamed_organization, added_in_line):
+        assert response.status_code == 200  # the form again, with its error
+        assert "errorlist" in response.content.decode()
+    organization.refresh_from_db()
+    project.refresh_from_db()
+    assert (organization.name, project.name) == ("Acme", "Checkout")
+    assert not Project.objects.exclude(pk=project.pk).filter(organization=organization).exists()
+

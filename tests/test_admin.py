@@ -933,3 +933,27 @@ def test_the_admin_refuses_the_names_the_api_refuses(ops, owner, project, bad):
     assert (organization.name, project.name) == ("Acme", "Checkout")
     assert not Project.objects.exclude(pk=project.pk).filter(organization=organization).exists()
 
+
+def test_an_operator_with_a_history_in_the_admin_is_deactivated_not_deleted(ops, superuser, member):
+    """Found by an integrity audit: Django's LogEntry goes with its user (CASCADE), so one
+    operator deleting another erased the other's trail, which README says stays."""
+    from django.contrib.admin.models import LogEntry
+
+    other = UserFactory(is_staff=True, is_superuser=True)
+    other_ops = Client()
+    other_ops.force_login(other)
+    assert other_ops.post(delete_url(member), {"post": "yes"}).status_code == 302  # one change
+    assert LogEntry.objects.filter(user=other).count() == 1
+
+    single = ops.post(delete_url(other), {"post": "yes"})
+    bulk = ops.post(
+        changelist(User),
+        {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"},
+    )
+
+    assert single.status_code == 200 and "deactivate instead" in single.content.decode()
+    assert bulk.status_code == 200 and "deactivate instead" in bulk.content.decode()
+    assert User.objects.filter(pk=other.pk).exists()
+    assert LogEntry.objects.filter(user=other).count() == 1
+    plain = UserFactory()
+    assert ops.post(delete_url(plain), {"post": "yes"}).status_code == 302  # no history: goes

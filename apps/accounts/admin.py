@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
@@ -210,6 +211,14 @@ class UserAdmin(DjangoUserAdmin):
         # A user's sessions go with them: the session admin is read-only (no one deletes a
         # session by hand), which must not make every user who ever logged in undeletable.
         perms_needed = without_read_only(perms_needed, self.admin_site)
+        # An operator's history in the admin (Django's LogEntry) would go with them, and one
+        # operator could erase another's trail (found by an integrity audit): deactivate.
+        acted = set(LogEntry.objects.filter(user__in=users).values_list("user_id", flat=True))
+        protected = list(protected) + [
+            f"{user} (made changes in the admin, whose history stays: deactivate instead)"
+            for user in users
+            if user.pk in acted
+        ]
         deleted = (to_delete, model_count, perms_needed, protected)
         return protect_last_owners(memberships, deleted)
 

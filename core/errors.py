@@ -299,6 +299,17 @@ def end_refusing_session(exc: BaseException | None) -> None:
         connection.close()
 
 
+def log_outage(exc: BaseException, route: str | None = None) -> None:
+    """One ERROR line for a database error answered 503: a conflict (`is_conflict`) or an
+    outage, with the route when a page served it (the pages logged conflicts as outages
+    too: found by an integrity audit)."""
+    what = "conflict with a concurrent change" if is_conflict(exc) else "unavailable"
+    if route is None:
+        logger.error("database %s: %s", what, type(exc).__name__)
+    else:
+        logger.error("database %s while serving %s", what, route)
+
+
 def _translate(exc: Exception) -> ApiError | None:
     if isinstance(exc, ApiError):
         return exc
@@ -306,10 +317,7 @@ def _translate(exc: Exception) -> ApiError | None:
         logger.error("unvalidated input reached the database: %s", type(exc).__name__)
         return ValidationFailed({"body": ["A value cannot be stored."]})
     if is_outage(exc):
-        if is_conflict(exc):
-            logger.error("database conflict with a concurrent change: %s", type(exc).__name__)
-        else:
-            logger.error("database unavailable: %s", type(exc).__name__)
+        log_outage(exc)
         end_refusing_session(exc)
         return ServiceUnavailable()
     if isinstance(exc, drf_exceptions.ValidationError):

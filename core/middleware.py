@@ -19,6 +19,7 @@ from core.errors import (
     end_refusing_session,
     is_outage,
     json_error_response,
+    log_outage,
 )
 from core.logging import REQUEST_ID_META, current_request_id, new_request_id, request_route
 from core.net import client_ip
@@ -172,7 +173,7 @@ class ServiceUnavailableMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception):
         if is_outage(exception):
-            logger.error("database unavailable while serving %s", request_route(request))
+            log_outage(exception, request_route(request))
             end_refusing_session(exception)
             return unavailable_response(request)
         return None

@@ -10,7 +10,7 @@ import re
 
 import pytest
 from django.core import mail
-from django.db import OperationalError
+from django.db import IntegrityError, OperationalError
 from django.test import Client
 
 from apps.accounts import password_reset
@@ -194,6 +194,25 @@ def test_a_503_on_a_token_page_names_the_route_not_the_token(
     assert "Service Unavailable" in console.getvalue()
     assert "database unavailable while serving /invitations/<str:token>/" in text
     assert token not in text
+
+
+@pytest.mark.django_db
+def test_a_race_lost_on_a_page_is_logged_as_a_conflict_not_an_outage(
+    owner, organization, caplog, console, settings, monkeypatch
+):
+    """Found by an integrity audit: the API told a conflict from an outage, the pages did
+    not (an organization deleted in the admin while its usage was copied: a page for an
+    outage)."""
+    caplog.set_level(logging.DEBUG)
+
+    response, _token = invitation_page_failing(
+        owner, organization, settings, monkeypatch, IntegrityError("violates foreign key")
+    )
+
+    assert response.status_code == 503
+    text = logged(caplog, console)
+    assert "database conflict with a concurrent change while serving /invitations/" in text
+    assert "database unavailable" not in text
 
 
 def test_a_path_that_matched_nothing_is_written_with_its_long_segments_masked(rf):

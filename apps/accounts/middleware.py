@@ -27,7 +27,7 @@ from apps.accounts.cookies import (
     set_session_cookies,
 )
 from apps.accounts.tokens import MAX_CREDENTIAL_LENGTH
-from core.errors import AuthError, end_refusing_session, is_outage
+from core.errors import AuthError, end_refusing_session, is_outage, log_outage
 from core.logging import request_route
 from core.middleware import unavailable_response
 from core.principal import Principal
@@ -85,7 +85,7 @@ class DashboardSessionMiddleware:
                 raise
             # The rotation is committed: its cookies go out with the 503. Without them the
             # browser would send the old refresh token again, and reuse ends the session.
-            logger.error("database unavailable while serving %s", request_route(request))
+            log_outage(exc, request_route(request))
             end_refusing_session(exc)
             response = unavailable_response(request)
         if getattr(response, "sets_session", False) or getattr(response, "ends_session", False):

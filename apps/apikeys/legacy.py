@@ -302,6 +302,12 @@ def import_legacy_keys(*, specs: Sequence[LegacyKeySpec]) -> ImportResult:
                     },
                 )
     except IntegrityError as exc:
+        wanted = {spec.project.pk for spec in specs}
+        gone = wanted - set(Project.objects.filter(pk__in=wanted).values_list("pk", flat=True))
+        if gone:  # deleted since the file was read (found by an integrity audit)
+            raise LegacyImportError(
+                [(None, f"project {pk} was deleted during the import") for pk in sorted(gone)]
+            ) from exc
         raise LegacyImportError(
             [(None, "another import stored one of these keys at the same time; run it again")]
         ) from exc

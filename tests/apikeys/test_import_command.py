@@ -14,6 +14,7 @@ from apps.apikeys.legacy import LegacyImportError, LegacyKeySpec, import_legacy_
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
+from apps.projects.models import Project
 from core.permissions import ALL_PERMISSIONS
 from tests.factories import ProjectFactory
 
@@ -335,6 +336,23 @@ def test_the_import_service_refuses_the_same_key_twice(project):
         import_legacy_keys(specs=[spec, spec])
 
     assert ApiKey.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_project_deleted_during_the_import_is_named_and_nothing_is_imported(project):
+    """Found by an integrity audit: the foreign key's violation at commit was reported as
+    another import storing the same keys ("run it again", which failed again)."""
+    gone = ProjectFactory(organization=project.organization)
+    specs = [
+        LegacyKeySpec(key=TB_KEY, project=project, name="A", permissions=[]),
+        LegacyKeySpec(key=LIVE_KEY, project=gone, name="B", permissions=[]),
+    ]
+    Project.objects.filter(pk=gone.pk).delete()  # after the file was read
+
+    with pytest.raises(LegacyImportError, match=f"project {gone.pk} was deleted during the import"):
+        import_legacy_keys(specs=specs)
+
+    assert not ApiKey.objects.filter(legacy=True).exists()
 
 
 def test_a_spec_never_shows_its_key_in_its_repr(project):

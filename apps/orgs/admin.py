@@ -225,6 +225,19 @@ class OrganizationAdmin(admin.ModelAdmin):
                 .order_by("pk")
                 .values_list("pk", flat=True)
             )
+            # Then their keys and projects, for good (FOR UPDATE): a row inserted meanwhile
+            # that refers to one (the worker's usage copy, an analysis) waits for the delete
+            # and then fails its own foreign key. The delete removed the rows referring to
+            # a key first and the key last: one committed in between failed the delete, a
+            # 503 (found by an integrity audit).
+            for held in ("api_keys", "projects"):  # the rows the organization holds
+                model = Organization._meta.get_field(held).related_model
+                list(
+                    model.objects.select_for_update()
+                    .filter(organization_id__in=ids)
+                    .order_by("pk")
+                    .values_list("pk", flat=True)
+                )
             super().delete_queryset(request, Organization.objects.filter(pk__in=ids))
 
     def save_model(self, request, obj, form, change):

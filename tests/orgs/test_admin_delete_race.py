@@ -1,0 +1,56 @@
+"""An organization deleted in the admin while a row that refers to its key is written.
+
+Found by an integrity audit: the delete removes the rows that refer to a key first and the
+key last; the worker's usage copy (a `KeyUsage` row every 30-60 s for a live key) committed
+in between, and the key's DELETE then broke the foreign key: a 503, the organization
+kept. The operator's delete is held just after it removed the usage rows; the copy must
+wait for it and then fail, the organization must be gone. (PostgreSQL: SQLite serialises
+writers, so the race cannot happen there.)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.contrib.admin import site
+from django.db import IntegrityError
+from django.test import RequestFactory
+
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey, KeyUsage
+from apps.orgs.models import Organization
+from tests.factories import UserFactory, make_key
+from tests.races import Call, race
+from tests.reliability.conftest import requires_postgres
+
+pytestmark = [requires_postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+DELETES_THE_USAGE = 'DELETE FROM "apikeys_keyusage"'
+
+
+def test_a_usage_copy_during_the_delete_waits_and_the_organization_goes(project):
+    organization = project.organization
+    api_key, _ = make_key(KeyKind.SECRET, project=project)
+    hour = datetime(2026, 12, 6, 10, tzinfo=UTC)
+    KeyUsage.objects.create(key=api_key, granularity="hour", start=hour, epoch="e", requests=1)
+    request = RequestFactory().post("/admin/")
+    request.user = UserFactory(is_staff=True, is_superuser=True)
+    admin = site._registry[Organization]
+
+    delete = Call(
+        lambda: admin.delete_queryset(request, Organization.objects.filter(pk=organization.pk)),
+        held_after=DELETES_THE_USAGE,
+    )
+    copy = Call(
+        lambda: KeyUsage.objects.create(
+            key_id=api_key.pk, granularity="day", start=hour, epoch="e", requests=2
+        )
+    )
+
+    race(delete, copy, second_waits=True)
+
+    assert delete.error is None, delete.error
+    assert isinstance(copy.error, IntegrityError), copy.error
+    assert not Organization.objects.filter(pk=organization.pk).exists()
+    assert not ApiKey.objects.filter(pk=api_key.pk).exists()

@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import rotate_token
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts import password_reset, services
@@ -122,7 +122,9 @@ def login_second_factor_page(request: HttpRequest) -> HttpResponse:
             )
         except MfaTokenInvalid as exc:
             messages.error(request, exc.message)
-            return redirect("/login/")
+            # with the way back: a login on the way to an invitation link (a session audit)
+            again = "?" + urlencode({"next": next_url}) if next_url != "/" else ""
+            return redirect("/login/" + again)
         except InvalidCredentials as exc:
             form.add_error("code", exc.message)
         except RateLimited as exc:

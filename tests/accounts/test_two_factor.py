@@ -466,6 +466,10 @@ def test_an_expired_login_on_the_code_page_starts_over(owner):
     response = Client().post("/login/2fa/", {"mfa_token": "forged", "code": codes[0]})
     assert response.status_code == 302 and response["Location"] == "/login/"
     assert twofactor.recovery_codes_left(owner) == 10
+    # the way back is kept (found by a session audit: a login on the way to an invitation)
+    data = {"mfa_token": "forged", "code": codes[0], "next": "/invitations/abc/"}
+    response = Client().post("/login/2fa/", data)
+    assert response["Location"] == "/login/?next=%2Finvitations%2Fabc%2F"
 
 
 def test_the_code_page_needs_the_csrf_token(owner):

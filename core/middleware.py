@@ -217,13 +217,15 @@ class SecurityHeadersMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         path = request.path
-        api = is_api_path(path) and not path.startswith("/v1/docs")
-        response.setdefault("Content-Security-Policy", API_CSP if api else DASHBOARD_CSP)
+        if is_api_path(path) and not path.startswith("/v1/docs"):
+            response.setdefault("Content-Security-Policy", API_CSP)  # JSON: framed by none
+        else:
+            response.setdefault("Content-Security-Policy", DASHBOARD_CSP)
+            # Also on pages that end before XFrameOptionsMiddleware (a body too large).
+            response.setdefault("X-Frame-Options", "DENY")
+            if _holds_a_secret(request):
+                response["Referrer-Policy"] = "strict-origin"
         response.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-        # Also on answers that end before XFrameOptionsMiddleware (a body too large).
-        response.setdefault("X-Frame-Options", "DENY")
-        if _holds_a_secret(request):
-            response["Referrer-Policy"] = "strict-origin"
         if not path.startswith("/static/"):
             response.setdefault("Cache-Control", "no-store")
         return response

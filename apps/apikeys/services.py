@@ -298,7 +298,9 @@ def _locked_without_successor(api_key: ApiKey, now: datetime, verb: str) -> ApiK
 def replace_legacy_key(
     *, actor: Any, api_key: ApiKey, request: HttpRequest | None = None
 ) -> MintedKey:
-    """Mint an `ss_secret_` key for the legacy key's project, permissions and name.
+    """Mint an `ss_secret_` key for the legacy key's project, permissions, name and
+    guardrails (its rate limit and allowed IPs, as a roll keeps them: the replacement
+    worked from any address, unlimited, found by a threat-model audit).
 
     The legacy key keeps working until someone revokes it (or the sunset). Under an
     organization lifetime policy the new key gets the longest expiry it allows. Only an
@@ -308,15 +310,17 @@ def replace_legacy_key(
         raise ValidationFailed({"keyId": ["Only legacy keys are replaced this way."]})
     now = timezone.now()
     with transaction.atomic():
-        _locked_without_successor(api_key, now, "replaced")
+        locked = _locked_without_successor(api_key, now, "replaced")
         return mint_key(
             actor=actor,
             kind=KeyKind.SECRET,
             organization=api_key.organization,
             project=api_key.project,
-            name=api_key.name,
-            permissions=list(api_key.permissions),
+            name=locked.name,
+            permissions=list(locked.permissions),
             expires_at=guardrails.latest_expiry(api_key.organization, now),
+            rate_limit=locked.rate_limit,
+            allowed_ips=list(locked.allowed_ips),
             replaces=api_key,
             request=request,
         )

@@ -373,6 +373,25 @@ def test_a_legacy_key_is_replaced_once(owner, project):
     assert ApiKey.objects.filter(replaces=legacy).count() == 1
 
 
+def test_a_legacy_keys_replacement_keeps_its_guardrails(owner, project, api_client):
+    """Found by a threat-model audit: the banner tells owners to Replace legacy keys, and
+    the replacement worked from any address with no limit, where the legacy key was
+    refused (a roll kept them)."""
+    legacy, _ = make_legacy_key(
+        project, allowed_ips=["203.0.113.0/24"], rate_limit_requests=5, rate_limit_seconds=60
+    )
+
+    minted = replace_legacy_key(actor=owner, api_key=legacy)
+
+    successor = ApiKey.objects.get(replaces=legacy)
+    assert successor.allowed_ips == ["203.0.113.0/24"]
+    assert successor.rate_limit == {"requests": 5, "perSeconds": 60}
+    response = api_client.get(
+        "/v1/me", HTTP_AUTHORIZATION=f"Bearer {minted.key}", REMOTE_ADDR="198.51.100.1"
+    )
+    assert response.status_code == 403 and response.json()["error"]["code"] == "IP_NOT_ALLOWED"
+
+
 def test_a_rolled_legacy_key_is_not_replaced_as_well(owner, project):
     legacy, _ = make_legacy_key(project)
     roll_key(actor=owner, api_key=legacy, grace_seconds=60)

@@ -33,6 +33,7 @@ from apps.projects.models import Project
 from apps.webhooks.models import EventType
 from apps.webhooks.services import KeyEvent, record_key_events
 from core import throttling
+from core.api import iso
 from core.errors import ValidationFailed
 from core.validation import FieldErrors, check_fields, clean_name
 
@@ -83,6 +84,7 @@ def mint_key(
     replaces: ApiKey | None = None,
     request: HttpRequest | None = None,
     audit_action: str = Action.KEY_MINTED,
+    audit_details: dict[str, Any] | None = None,
     errors: FieldErrors | None = None,
 ) -> MintedKey:
     """Mint a key of `kind` (the collection decides the kind; there is no type parameter).
@@ -149,9 +151,11 @@ def mint_key(
             target_label=api_key.prefix,
             request=request,
             details={"name": name, "kind": kind.name.lower(), "permissions": permissions}
+            | ({"expiresAt": iso(expires_at)} if expires_at else {})
             | _guardrail_values(api_key)
             | ({"replaces": str(replaces.id)} if replaces else {})
-            | _previous_permissions(replaces, permissions),
+            | _previous_permissions(replaces, permissions)
+            | (audit_details or {}),
         )
         rolled = audit_action == Action.KEY_ROLLED
         event_type = EventType.KEY_ROLLED if rolled else EventType.KEY_MINTED
@@ -272,13 +276,27 @@ def roll_key(
             replaces=api_key,
             request=request,
             audit_action=Action.KEY_ROLLED,
+            # what the roll did to the old key too (a threat-model audit: a roll with no
+            # grace that broke a deploy recorded who, not what)
+            audit_details={
+                "graceSeconds": grace_seconds,
+                "replacedKeyExpiresAt": iso(_expiry_after_grace(locked, now, grace_seconds)),
+            },
             errors=errors,
         )
-        old_expiry = now + timedelta(seconds=grace_seconds)
-        if locked.expires_at is None or locked.expires_at > old_expiry:
-            ApiKey.objects.filter(pk=api_key.pk).update(expires_at=old_expiry)
+        ApiKey.objects.filter(pk=api_key.pk).update(
+            expires_at=_expiry_after_grace(locked, now, grace_seconds)
+        )
     api_key.refresh_from_db()
     return minted
+
+
+def _expiry_after_grace(old: ApiKey, now: datetime, grace_seconds: int | None) -> datetime | None:
+    """When a rolled key stops working: after the grace, or sooner if it expired sooner."""
+    if grace_seconds is None:  # refused: the roll's mint reports it
+        return old.expires_at
+    after_grace = now + timedelta(seconds=grace_seconds)
+    return after_grace if old.expires_at is None else min(old.expires_at, after_grace)
 
 
 def _locked_without_successor(api_key: ApiKey, now: datetime, verb: str) -> ApiKey:

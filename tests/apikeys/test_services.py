@@ -24,6 +24,7 @@ from apps.apikeys.services import (
     update_key,
 )
 from apps.audit.models import AuditEvent
+from core.api import iso
 from core.errors import PermissionsLocked, RateLimited, ValidationFailed
 from tests.factories import ProjectFactory, make_key, make_legacy_key
 
@@ -415,3 +416,42 @@ def test_only_an_active_legacy_key_is_replaced(owner, project, ended):
 
     assert refused.value.details["fields"]["keyId"] == ["Only an active key can be replaced."]
     assert not ApiKey.objects.filter(replaces=legacy).exists()
+
+
+def test_the_audit_records_what_a_mint_and_a_roll_set(owner, project):
+    """Found by a threat-model audit: `key.minted` and `key.rolled` named who, not the
+    expiry set nor what the roll did to the old key (a roll with no grace that broke a
+    deploy was not told apart from one with a week)."""
+    expires_at = timezone.now() + timedelta(days=30)
+    minted = mint_key(
+        actor=owner,
+        kind=KeyKind.SECRET,
+        organization=project.organization,
+        project=project,
+        name="Deploy",
+        permissions=["analysis:read"],
+        expires_at=expires_at,
+    )
+    minted_event = AuditEvent.objects.get(action="key.minted", target_id=minted.api_key.id)
+    assert minted_event.details["expiresAt"] == iso(expires_at)
+
+    roll_key(actor=owner, api_key=minted.api_key, grace_seconds=3600)
+
+    minted.api_key.refresh_from_db()
+    successor = ApiKey.objects.get(replaces=minted.api_key)
+    rolled = AuditEvent.objects.get(action="key.rolled").details
+    assert rolled["graceSeconds"] == 3600
+    assert rolled["replacedKeyExpiresAt"] == iso(minted.api_key.expires_at)
+    assert rolled["expiresAt"] == iso(successor.expires_at)
+    assert minted.api_key.expires_at < expires_at
+
+
+def test_a_roll_never_lengthens_the_old_keys_life(owner, project):
+    soon = timezone.now() + timedelta(minutes=5)
+    old, _ = make_key(KeyKind.SECRET, project=project, expires_at=soon)
+
+    roll_key(actor=owner, api_key=old, grace_seconds=3600)
+
+    old.refresh_from_db()
+    assert old.expires_at == soon
+    assert AuditEvent.objects.get(action="key.rolled").details["replacedKeyExpiresAt"] == iso(soon)

@@ -95,6 +95,9 @@
       selectText(target);
       var copied = false;
       try { copied = document.execCommand("copy"); } catch (e) { copied = false; }
+      /* Copied: the secret does not stay selected (on Linux a selection is also the PRIMARY
+         one, pasted by a middle click). Left selected only for Ctrl+C. */
+      if (copied && window.getSelection) window.getSelection().removeAllRanges();
       flash(button, copied ? (button.getAttribute("data-copied-label") || "Copied") : "Press Ctrl+C");
     };
     if (navigator.clipboard && window.isSecureContext) {

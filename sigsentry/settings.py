@@ -414,15 +414,22 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
+# Django's rules, run on the password as it is hashed (NFKC: apps.accounts.passwords).
+_RULES = "django.contrib.auth.password_validation"
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
-        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
-        "OPTIONS": {"min_length": 10},
-    },
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
-    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+        "NAME": "apps.accounts.passwords.StabilizedPasswordRules",
+        "OPTIONS": {
+            "validators": [
+                {"NAME": f"{_RULES}.UserAttributeSimilarityValidator"},
+                {"NAME": f"{_RULES}.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+                {"NAME": f"{_RULES}.CommonPasswordValidator"},
+                {"NAME": f"{_RULES}.NumericPasswordValidator"},
+            ]
+        },
+    }
 ]
+AUTHENTICATION_BACKENDS = ["apps.accounts.passwords.AccountBackend"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -215,10 +215,11 @@ def authenticate_login(*, email: str, password: str, request: HttpRequest | None
     """The user these credentials belong to, behind the login throttles; else 401 or 429.
 
     One answer (INVALID_CREDENTIALS) for an unknown email and a wrong password;
-    Django's ModelBackend runs the password hasher for unknown emails too, so
-    the two cases also take the same time. Throttled per account (failed
-    attempts, counted by the normalized email, so look-alike spellings share
-    one counter) and per client (every attempt; an IPv6 client by its /64).
+    the login backend (`apps.accounts.passwords.AccountBackend`) runs the password
+    hasher as often for unknown emails, so the two cases also take the same time.
+    Throttled per account (failed attempts, counted by the normalized email, so
+    look-alike spellings share one counter) and per client (every attempt; an IPv6
+    client by its /64).
     Shared by `/v1/auth/login`, the login page and the Django admin's login.
     """
     account = normalize_email(email)[:254]

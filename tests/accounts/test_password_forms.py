@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from django.contrib.auth.hashers import make_password
+from django.contrib.auth.hashers import MD5PasswordHasher, make_password
 from rest_framework.test import APIClient
 
 from apps.accounts import services
@@ -61,3 +61,50 @@ def test_a_hash_made_before_is_right_as_typed_and_then_stored_stabilized():
     assert user.check_password(NFC) and log_in(user.email, NFC) == 200
     # re-stored, not changed: the sessions open before stay open
     assert bearer_client(open_session.access).get("/v1/me").status_code == 200
+
+
+# Found by a review of the change above ---------------------------------------------------
+
+
+def full_width(text: str) -> str:
+    return "".join(chr(ord(c) - 0x21 + 0xFF01) if "!" <= c <= "~" else c for c in text)
+
+
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        (full_width("password123"), "too common"),  # stored as "password123"
+        ("e\u0301" * 5 + "Zq!", "too short"),  # 13 characters typed, 8 stored
+    ],
+)
+def test_the_password_rules_judge_the_password_as_it_is_stored(password, rule):
+    body = {"email": "ana@example.com", "password": password, "organizationName": "Acme"}
+    response = APIClient().post("/v1/auth/signup", body, format="json")
+
+    assert response.status_code == 400
+    assert rule in " ".join(response.json()["error"]["details"]["fields"]["password"])
+    assert not User.objects.filter(email="ana@example.com").exists()
+
+
+def test_an_unknown_email_takes_as_many_hashes_as_a_known_one(monkeypatch):
+    """A wrong password that NFKC changes is checked twice for a known account (as stored,
+    then as typed, for hashes made before); an unknown email must do the same work, or
+    its quicker answer tells which addresses have accounts (~420 against ~240 ms)."""
+    user = UserFactory()
+    hasher = MD5PasswordHasher
+    calls = []
+    original = hasher.encode  # the tests' hasher: its verify encodes too, one hash each
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(hasher, "encode", counting)
+
+    hashes = {}
+    for email in (user.email, "nobody@example.com"):
+        calls.clear()
+        assert log_in(email, full_width("wrong-guess")) == 401
+        hashes[email] = len(calls)
+
+    assert hashes[user.email] == hashes["nobody@example.com"] == 2

@@ -205,7 +205,12 @@ def _holds_a_secret(request: HttpRequest) -> bool:
     """Whether the request's URL holds a secret (`core.decorators.origin_only_referrer`):
     every answer to it, a CSRF refusal or a 503 page too, keeps its Referer origin-only."""
     match = request.resolver_match
-    return match is not None and getattr(match.func, "origin_only_referrer", False)
+    if match is None:  # answered before the URL was matched (a body too large, a 503)
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:
+            return False
+    return getattr(match.func, "origin_only_referrer", False)
 
 
 class SecurityHeadersMiddleware:

@@ -350,6 +350,21 @@ def test_the_admin_and_the_docs_have_no_inline_style_either(production, db, path
     assert _INLINE_SCRIPT.search(response.content) is None
 
 
+def test_a_token_link_refused_before_its_view_still_keeps_the_referrer_origin_only(
+    production, db, settings
+):
+    """Found by a review: a body too large is answered before the URL is matched, and
+    its 400 page loads the same CSS and scripts."""
+    response = production.post(
+        "/reset/abc.def/",
+        b"x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1),
+        content_type="application/x-www-form-urlencoded",
+        secure=True,
+    )
+    assert response.status_code == 400 and b"/static/" in response.content
+    assert response["Referrer-Policy"] == "strict-origin"
+
+
 def test_a_body_refused_as_too_large_still_forbids_framing(production, db, settings):
     response = production.post(
         "/login/",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.apps import apps
+
+from core.errors import ValidationFailed
+from core.validation import clean_name
 
 
 class ReadOnlyAdminMixin:
@@ -20,6 +24,23 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class NamedModelForm(forms.ModelForm):
+    """An admin form of a model with a display `name` (organizations, projects): a name
+    typed here follows the API's rules (`clean_name`): the admin saved a right-to-left
+    override or a zero-width space that reached the dashboard and the notices' subjects
+    (found by an integrity audit). A name left as it was is not judged again: a row
+    stored before the rules must not block the rest of its page."""
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if "name" not in self.changed_data:
+            return name
+        try:
+            return clean_name(name)
+        except ValidationFailed as exc:
+            raise forms.ValidationError(exc.details["fields"]["name"]) from exc
 
 
 def without_read_only(perms_needed, admin_site) -> set:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
 
 from core.errors import ValidationFailed
 
@@ -60,15 +59,6 @@ def clean_name(value: Any, field: str = "name", missing: str = "A name is requir
 
 
 UNSHOWN_MESSAGE = "Names cannot contain control, invisible or text-direction characters."
-
-
-def clean_model_name(instance: Any) -> None:
-    """`clean_name` in a model's `clean()`, for the model forms that skip the services (the
-    admin's, which saved names the API refuses: found by an integrity audit)."""
-    try:
-        instance.name = clean_name(instance.name)
-    except ValidationFailed as exc:
-        raise DjangoValidationError(exc.details["fields"]) from exc
 
 
 def has_unshown_characters(value: str) -> bool:

@@ -934,6 +934,23 @@ def test_the_admin_refuses_the_names_the_api_refuses(ops, owner, project, bad):
     assert not Project.objects.exclude(pk=project.pk).filter(organization=organization).exists()
 
 
+def test_a_name_stored_before_the_rules_does_not_block_its_page(ops, owner, project):
+    """Found by a review: the organization's page validated every project row shown, so
+    a name stored before the rules kept its members from being edited."""
+    organization = Organization.objects.get(memberships__user=owner)
+    Project.objects.filter(pk=project.pk).update(name="Old\u202ename")
+    inline = membership_inline_data(organization, {}) | _inline_forms("projects", total=1)
+    inline |= {
+        "name": "Acme",
+        "projects-INITIAL_FORMS": "1",
+        "projects-0-id": str(project.pk),
+        "projects-0-organization": str(organization.pk),
+        "projects-0-name": "Old\u202ename",
+    }
+
+    assert ops.post(change_url(organization), inline).status_code == 302
+
+
 def test_an_operator_with_a_history_in_the_admin_is_deactivated_not_deleted(ops, superuser, member):
     """Found by an integrity audit: Django's LogEntry goes with its user (CASCADE), so one
     operator deleting another erased the other's trail, which README says stays."""

@@ -34,7 +34,7 @@ from apps.orgs.services import (
 )
 from apps.projects.models import Project
 from apps.projects.services import record_project_created, record_project_renamed
-from core.admin import without_read_only
+from core.admin import NamedModelForm, without_read_only
 from core.permissions import Role
 
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner."
@@ -147,6 +147,7 @@ class MembershipInline(admin.TabularInline):
 
 class ProjectInline(admin.TabularInline):
     model = Project
+    form = NamedModelForm
     fields = ("name", "created_at")
     readonly_fields = ("created_at",)
     show_change_link = True
@@ -179,6 +180,7 @@ def _count_of(model) -> Coalesce:
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
+    form = NamedModelForm
     list_display = ("name", "id", "member_count", "project_count", "created_at")
     search_fields = ("name", "=id")
     readonly_fields = ("id", "created_at", "members", "projects")

@@ -7,7 +7,6 @@ from django.db import models
 from django.utils import timezone
 
 from core.permissions import Role
-from core.validation import clean_model_name
 
 
 class Organization(models.Model):
@@ -30,9 +29,6 @@ class Organization(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    def clean(self) -> None:
-        clean_model_name(self)
 
 
 class Membership(models.Model):

@@ -20,7 +20,7 @@ from apps.projects.services import (
     record_project_deleted,
     record_project_renamed,
 )
-from core.admin import without_read_only
+from core.admin import NamedModelForm, without_read_only
 
 #: What keeps projects from being deleted, registered by the apps above this one (their
 #: keys): each is given the projects and names what blocks, a line per project and reason.
@@ -57,6 +57,7 @@ class ChannelInline(ReadOnlyInline):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
+    form = NamedModelForm
     list_display = ("name", "organization", "id", "created_at")
     search_fields = ("name", "=id", "organization__name")
     list_select_related = ("organization",)

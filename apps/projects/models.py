@@ -5,8 +5,6 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-from core.validation import clean_model_name
-
 
 class Project(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -21,9 +19,6 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    def clean(self) -> None:
-        clean_model_name(self)
 
 
 class LogSource(models.Model):

@@ -302,7 +302,12 @@ def _expiry_after_grace(old: ApiKey, now: datetime, grace_seconds: int | None) -
 def _locked_without_successor(api_key: ApiKey, now: datetime, verb: str) -> ApiKey:
     """The key's row, locked, if it is active and has no successor yet; else VALIDATION_ERROR
     on `keyId`. One successor per key: a retried or double-submitted roll or replace would
-    otherwise mint a second live key (a rolled one's would also die with the grace)."""
+    otherwise mint a second live key (a rolled one's would also die with the grace).
+
+    Its organization's row is locked first (NO KEY, as the mint does after), the order of
+    every writer of an organization: the admin's delete locks it, then its keys, and a
+    roll locking the key first could deadlock with it (found by a review)."""
+    Organization.objects.select_for_update(no_key=True).filter(pk=api_key.organization_id).exists()
     locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
     if locked.status_at(now) != KeyStatus.ACTIVE:
         raise ValidationFailed({"keyId": [f"Only an active key can be {verb}."]})

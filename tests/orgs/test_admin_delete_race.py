@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django.contrib.admin import site
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.test import RequestFactory
 
 from apps.apikeys.keyformat import KeyKind
@@ -54,3 +54,32 @@ def test_a_usage_copy_during_the_delete_waits_and_the_organization_goes(project)
     assert isinstance(copy.error, IntegrityError), copy.error
     assert not Organization.objects.filter(pk=organization.pk).exists()
     assert not ApiKey.objects.filter(pk=api_key.pk).exists()
+
+
+LOCKS_THE_ORGANIZATION = 'SELECT %s AS "a" FROM "orgs_organization"'
+
+
+def test_a_roll_during_the_delete_waits_for_it_without_a_deadlock(project, owner):
+    """Found by a review: the delete locks the organization, then its keys; a roll locked
+    its key, then the organization (to mint): each waited for the other, and PostgreSQL
+    broke the deadlock by failing one. A roll now locks the organization first."""
+    from apps.apikeys.services import roll_key
+
+    organization = project.organization
+    api_key, _ = make_key(KeyKind.SECRET, project=project)
+    request = RequestFactory().post("/admin/")
+    request.user = UserFactory(is_staff=True, is_superuser=True)
+    admin = site._registry[Organization]
+
+    def delete():
+        admin.get_object(request, str(organization.pk))  # the delete page locks it first
+        admin.delete_queryset(request, Organization.objects.filter(pk=organization.pk))
+
+    deleting = Call(lambda: transaction.atomic()(delete)(), held_after=LOCKS_THE_ORGANIZATION)
+    rolling = Call(lambda: roll_key(actor=owner, api_key=api_key, grace_seconds=60))
+
+    race(deleting, rolling, second_waits=True)
+
+    assert deleting.error is None, deleting.error
+    assert not Organization.objects.filter(pk=organization.pk).exists()
+    assert isinstance(rolling.error, ApiKey.DoesNotExist), rolling.error  # not a deadlock

@@ -21,7 +21,7 @@ import socket
 import time
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, close_old_connections
 from django.utils.crypto import get_random_string
 from django_tasks_db.management.commands.db_worker import Worker
@@ -109,7 +109,10 @@ class Command(BaseCommand):
                     looked_at = time.monotonic()
                 worker.run()
                 more = worker.running and DBTaskResult.objects.ready().exists()
-            except DatabaseError:
+            except DatabaseError as exc:
+                if once:  # cron's run must end, and say it failed (a commands audit: it
+                    # retried for ever, and runs piled up)
+                    raise CommandError(f"database unavailable: {type(exc).__name__}") from exc
                 logger.exception("worker: database unavailable; retrying")
                 close_old_connections()
                 time.sleep(OUTAGE_PAUSE_SECONDS)

@@ -359,3 +359,25 @@ def test_a_spec_never_shows_its_key_in_its_repr(project):
     spec = LegacyKeySpec(key=TB_KEY, project=project, name="A", permissions=[])
 
     assert TB_KEY not in repr(spec)
+
+
+def test_a_large_import_inserts_in_batches_in_one_transaction(project, monkeypatch):
+    """Found by a commands audit: one INSERT of 200,000 rows took ~1 GB on PostgreSQL; a
+    container with less was killed part-way (nothing written, nothing said)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.apikeys import legacy
+
+    monkeypatch.setattr(legacy, "IMPORT_BATCH_ROWS", 10)
+    specs = [
+        LegacyKeySpec(key=f"tb_{n:020d}", project=project, name=f"K{n}", permissions=[])
+        for n in range(25)
+    ]
+
+    with CaptureQueriesContext(connection) as queries:
+        import_legacy_keys(specs=specs)
+
+    inserts = [q for q in queries if q["sql"].startswith('INSERT INTO "apikeys_apikey"')]
+    assert len(inserts) == 3
+    assert ApiKey.objects.filter(legacy=True).count() == 25

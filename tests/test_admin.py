@@ -974,3 +974,18 @@ def test_an_operator_with_a_history_in_the_admin_is_deactivated_not_deleted(ops,
     assert LogEntry.objects.filter(user=other).count() == 1
     plain = UserFactory()
     assert ops.post(delete_url(plain), {"post": "yes"}).status_code == 302  # no history: goes
+
+
+def test_createsuperuser_without_prompts_keeps_the_password_rules(db, monkeypatch):
+    """Found by a commands audit: `DJANGO_SUPERUSER_PASSWORD=short createsuperuser
+    --noinput` made an operator who can revoke any key, with a password the rules refuse."""
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "short")
+    with pytest.raises(CommandError, match="too short"):
+        call_command("createsuperuser", "--noinput", email="ops2@example.com")
+    assert not User.objects.filter(email="ops2@example.com").exists()
+
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-operator-passphrase-2026")
+    call_command("createsuperuser", "--noinput", email="ops2@example.com")
+    assert User.objects.get(email="ops2@example.com").is_superuser

@@ -348,3 +348,11 @@ def test_duplicate_identifiers_or_no_current_key_keep_the_old_file(
         call_command("refresh_github_keys", "--url", github_api["url"], "--output", str(target))
 
     assert target.read_text() == "previous"
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "0", "inf", "301", "soon"])
+def test_a_timeout_that_is_not_a_sensible_number_of_seconds_is_refused(tmp_path, value):
+    """Found by a commands audit: `--timeout nan` reached the HTTP client (a 31-line
+    traceback), `--timeout -1` an odd "could not fetch within -1 s"."""
+    with pytest.raises(CommandError, match="seconds"):
+        call_command("refresh_github_keys", "--output", str(tmp_path / "k"), "--timeout", value)

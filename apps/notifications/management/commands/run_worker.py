@@ -14,7 +14,6 @@ second signal stops it at once.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import socket
@@ -29,6 +28,7 @@ from django_tasks_db.models import DBTaskResult
 
 from apps.notifications.tasks import CHECKS_EVERY, URGENT_EVERY, enqueue_due
 from core import failopen
+from core.management.flags import YEAR_SECONDS, seconds_at_most
 
 logger = logging.getLogger("sigsentry.worker")
 
@@ -37,16 +37,7 @@ SCHEDULES_EVERY_SECONDS = 1.0
 OUTAGE_PAUSE_SECONDS = 5.0
 
 
-def seconds(text: str) -> float:
-    """A flag's number of seconds: more than zero, at most a year (a typo must not crash the
-    worker later: 1e308 overflowed the first schedule's time)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= 366 * 86400:
-        raise argparse.ArgumentTypeError(f"must be from 0 to a year of seconds: {text!r}")
-    return value
+seconds = seconds_at_most(YEAR_SECONDS)
 
 
 def task_worker(worker_id: str, *, max_tasks: int | None) -> Worker:

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.secretscanning.keysource import GITHUB_KEYS_URL, KeySourceError, refresh
+from core.management.flags import seconds_at_most
 
 
 class Command(BaseCommand):
@@ -29,7 +30,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--timeout",
-            type=float,
+            type=seconds_at_most(300),
             default=10.0,
             help="Seconds for the whole fetch, name lookup to last byte (default: 10).",
         )

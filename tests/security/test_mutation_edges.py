@@ -27,6 +27,19 @@ EXPIRY = datetime(2031, 3, 4, 5, 6, 7, tzinfo=UTC)
 JUST_BEFORE = timedelta(milliseconds=1)
 
 
+def assert_refused_from_the_instant(time_machine, key: str, instant, code: str) -> None:
+    """The key works a millisecond before `instant` and gets `code` at it (clock pinned)."""
+    client = bearer_client(key)
+    time_machine.move_to(instant - JUST_BEFORE, tick=False)
+    before = client.get("/v1/me")
+    time_machine.move_to(instant, tick=False)
+    at = client.get("/v1/me")
+
+    assert before.status_code == 200, before.content
+    assert at.status_code == 401
+    assert error_code(at) == code
+
+
 def test_an_account_deactivated_in_the_database_alone_ends_its_access_tokens(owner):
     """Found by a mutation audit: `session_is_valid` without its `user.is_active` went
     unnoticed, since every test deactivates through `deactivate_user`, which also ends the
@@ -53,16 +66,7 @@ def test_a_key_is_expired_from_the_exact_moment_of_its_expiry(project, time_mach
     time_machine.move_to(EXPIRY - timedelta(days=1), tick=False)
     api_key, plaintext = make_key(KeyKind.SECRET, project=project)
     ApiKey.objects.filter(pk=api_key.pk).update(expires_at=EXPIRY)
-    client = bearer_client(plaintext)
-
-    time_machine.move_to(EXPIRY - JUST_BEFORE, tick=False)
-    before = client.get("/v1/me")
-    time_machine.move_to(EXPIRY, tick=False)
-    at = client.get("/v1/me")
-
-    assert before.status_code == 200, before.content
-    assert at.status_code == 401
-    assert error_code(at) == "KEY_EXPIRED"
+    assert_refused_from_the_instant(time_machine, plaintext, EXPIRY, "KEY_EXPIRED")
 
 
 def test_a_legacy_key_is_deprecated_from_the_exact_moment_of_the_sunset(
@@ -77,16 +81,9 @@ def test_a_legacy_key_is_deprecated_from_the_exact_moment_of_the_sunset(
     settings.LEGACY_KEYS_SUNSET_AT = LEGACY_SUNSET_AT
     time_machine.move_to(LEGACY_SUNSET_AT - timedelta(days=1), tick=False)
     _api_key, plaintext = make_legacy_key(project)
-    client = bearer_client(plaintext)
-
-    time_machine.move_to(LEGACY_SUNSET_AT - JUST_BEFORE, tick=False)
-    before = client.get("/v1/me")
-    time_machine.move_to(LEGACY_SUNSET_AT, tick=False)
-    at = client.get("/v1/me")
-
-    assert before.status_code == 200, before.content
-    assert at.status_code == 401
-    assert error_code(at) == "KEY_FORMAT_DEPRECATED"
+    assert_refused_from_the_instant(
+        time_machine, plaintext, LEGACY_SUNSET_AT, "KEY_FORMAT_DEPRECATED"
+    )
 
 
 @pytest.mark.parametrize("kind", [KeyKind.ORGANIZATION, KeyKind.SECRET])

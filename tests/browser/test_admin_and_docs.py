@@ -34,12 +34,13 @@ def test_every_admin_list_add_and_change_page_renders_without_a_csp_violation(
         row = examples.get(model) or model.objects.first()
         if row is not None:
             ui.goto(reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[row.pk]))
+            if model is ApiKey:
+                ui.shot("admin-api-key-change")
         add = f"admin:{meta.app_label}_{meta.model_name}_add"
         response = ui.page.goto(ui.url(reverse(add)))
         assert response.status in (200, 403), (add, response.status)
         if response.status == 403:  # read-only models: Chromium logs the status itself
             ui.errors[:] = [e for e in ui.errors if "status of 403" not in e]
-    ui.shot("admin-api-key-change")
 
 
 def test_the_api_docs_render_every_operation(ui, live_url):

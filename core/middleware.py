@@ -124,10 +124,16 @@ class AccessLogMiddleware:
         such errors; a 404 there matched nothing."""
         if response.status_code < 400 or response.status_code == 404:
             return None
-        try:
-            return resolve(request.path_info, getattr(request, "urlconf", None))
-        except Resolver404:
-            return None
+        return _path_match(request)
+
+
+def _path_match(request: HttpRequest):
+    """The URL pattern the request's path matches (its view), or None; for a middleware
+    that looks at a request before its URL was resolved (`request.resolver_match`)."""
+    try:
+        return resolve(request.path_info, getattr(request, "urlconf", None))
+    except Resolver404:
+        return None
 
 
 def _debug_page(request: HttpRequest, response: HttpResponse) -> bool:
@@ -204,13 +210,9 @@ class HttpsRedirectKeepsMethodMiddleware:
 def _holds_a_secret(request: HttpRequest) -> bool:
     """Whether the request's URL holds a secret (`core.decorators.origin_only_referrer`):
     every answer to it, a CSRF refusal or a 503 page too, keeps its Referer origin-only."""
-    match = request.resolver_match
-    if match is None:  # answered before the URL was matched (a body too large, a 503)
-        try:
-            match = resolve(request.path_info)
-        except Resolver404:
-            return False
-    return getattr(match.func, "origin_only_referrer", False)
+    # answered before the URL was matched too (a body too large, a 503)
+    match = request.resolver_match or _path_match(request)
+    return match is not None and getattr(match.func, "origin_only_referrer", False)
 
 
 class SecurityHeadersMiddleware:
@@ -290,8 +292,7 @@ class RequestSizeLimitMiddleware:
     @staticmethod
     def view_limit(request: HttpRequest) -> int | None:
         """The `max_body_size` the view at this path declares, if any."""
-        try:
-            match = resolve(request.path_info, getattr(request, "urlconf", None))
-        except Resolver404:
+        match = _path_match(request)
+        if match is None:
             return None
         return getattr(getattr(match.func, "view_class", None), "max_body_size", None)

@@ -257,6 +257,7 @@ def roll_key(
             expires_at = min(expires_at, latest)  # no expiry stays none: refused (SPEC §4.10)
     with transaction.atomic():
         locked = _locked_without_successor(api_key, now, "rolled")
+        old_expiry = _expiry_after_grace(locked, now, grace_seconds)
         if permissions is INHERIT:  # an SDK key's: the locked set, whatever the row holds
             permissions = list(locked.permissions) if kind is not KeyKind.PUBLIC else None
         minted = mint_key(
@@ -280,13 +281,11 @@ def roll_key(
             # grace that broke a deploy recorded who, not what)
             audit_details={
                 "graceSeconds": grace_seconds,
-                "replacedKeyExpiresAt": iso(_expiry_after_grace(locked, now, grace_seconds)),
+                "replacedKeyExpiresAt": iso(old_expiry),
             },
             errors=errors,
         )
-        ApiKey.objects.filter(pk=api_key.pk).update(
-            expires_at=_expiry_after_grace(locked, now, grace_seconds)
-        )
+        ApiKey.objects.filter(pk=api_key.pk).update(expires_at=old_expiry)
     api_key.refresh_from_db()
     return minted
 

@@ -233,13 +233,14 @@ def parse_legacy_csv(text: str) -> list[LegacyKeySpec]:
     return specs
 
 
-def import_legacy_keys(*, specs: Sequence[LegacyKeySpec]) -> ImportResult:
+def import_legacy_keys(*, specs: Sequence[LegacyKeySpec], dry_run: bool = False) -> ImportResult:
     """Store the legacy keys in one transaction; keys already stored are skipped and counted.
 
     Each row: `legacy=True`, `type=secret`, `scope=project`, the project's
     organization, no creator, only the digest and display prefix of the key.
     One audit event (actor `system`) per organization that received keys.
     A concurrent import of the same key aborts this one (nothing written).
+    `dry_run` counts what would be imported and skipped, and writes nothing.
     """
     errors = [
         (spec.line, reason)
@@ -287,6 +288,8 @@ def import_legacy_keys(*, specs: Sequence[LegacyKeySpec]) -> ImportResult:
                         created_at=now,
                     )
                 )
+            if dry_run:
+                return ImportResult(imported=len(new_rows), skipped=len(specs) - len(new_rows))
             # In batches (one transaction still: all or nothing): one INSERT of 200,000 rows
             # took ~1 GB on PostgreSQL (found by a commands audit).
             ApiKey.objects.bulk_create(new_rows, batch_size=IMPORT_BATCH_ROWS)

@@ -381,3 +381,39 @@ def test_a_large_import_inserts_in_batches_in_one_transaction(project, monkeypat
     inserts = [q for q in queries if q["sql"].startswith('INSERT INTO "apikeys_apikey"')]
     assert len(inserts) == 3
     assert ApiKey.objects.filter(legacy=True).count() == 25
+
+
+def test_a_dry_run_counts_what_would_be_imported_and_writes_nothing(tmp_path, project):
+    run_import(write_csv(tmp_path, csv_text(f"{TB_KEY},{project.id},A,"), name="first.csv"))
+    before = row_counts()
+    path = write_csv(tmp_path, csv_text(f"{TB_KEY},{project.id},A,", f"{LIVE_KEY},{project.id},B,"))
+
+    out = io.StringIO()
+    call_command("import_legacy_keys", str(path), "--dry-run", stdout=out)
+
+    assert out.getvalue().strip() == (
+        "Dry run, nothing written: would import 1, skip 1 (already imported)."
+    )
+    assert row_counts() == before
+    assert not ApiKey.objects.filter(digest=keyformat.digest(LIVE_KEY)).exists()
+    assert run_import(path).strip() == "Imported 1, skipped 1 (already imported)."
+
+
+def test_a_dry_run_refuses_a_bad_row_as_the_import_does(tmp_path, project):
+    path = write_csv(tmp_path, csv_text(f"{TB_KEY},{project.id},A,", f"tb_short,{project.id},B,"))
+
+    with pytest.raises(CommandError, match=r"Nothing was imported\. line 3: "):
+        call_command("import_legacy_keys", str(path), "--dry-run", stdout=io.StringIO())
+    assert row_counts() == (0, 0)
+
+
+def test_a_dash_reads_the_csv_from_standard_input(project, monkeypatch, tmp_path):
+    text = csv_text(f"{TB_KEY},{project.id},Piped,config:read")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
+    monkeypatch.chdir(tmp_path)  # a file named "-" here would be read by the code before
+
+    output = run_import("-")
+
+    assert output.strip() == "Imported 1, skipped 0 (already imported)."
+    assert ApiKey.objects.get(digest=keyformat.digest(TB_KEY)).name == "Piped"
+    assert TB_KEY not in output

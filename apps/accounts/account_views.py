@@ -148,6 +148,15 @@ def enable_two_factor(request: HttpRequest) -> HttpResponse:
         except RateLimited as exc:
             form.add_error(None, throttled_message(exc))
         except ValidationFailed as exc:
+            if twofactor.is_enabled(request.principal.user):
+                # A reload of the answer that showed the codes, or another tab: the page
+                # has no enable form left to show the error beside, so say it on top.
+                messages.info(
+                    request,
+                    "Two-factor authentication is already on. Its recovery codes were "
+                    "shown once, when it was turned on.",
+                )
+                return redirect(f"{ACCOUNT_URL}#two-factor")
             form.add_service_errors(exc.details["fields"], {"code": "code"})
         else:
             messages.success(request, "Two-factor authentication is on.")

@@ -589,6 +589,25 @@ def test_account_page_sets_up_two_factor_with_a_qr_code(owner):
     assert "10</strong> of 10 recovery codes left" in again
 
 
+def test_a_reloaded_enable_says_two_factor_is_already_on_and_shows_no_codes(owner):
+    """A reload re-POSTs the code that turned it on: no second codes, and the page says why."""
+    client = logged_in(owner)
+    client.post("/account/2fa/setup/")
+    setup = twofactor.pending_setup(owner)
+    fresh_step()
+    form = {"code": code_at(setup.secret)}
+    first = client.post("/account/2fa/enable/", form)
+    assert html(first).count("<li><code>") == 10
+
+    reloaded = client.post("/account/2fa/enable/", form, follow=True)
+
+    assert reloaded.redirect_chain == [("/account/#two-factor", 302)]
+    page = html(reloaded)
+    assert "Two-factor authentication is already on." in page
+    assert "<li><code>" not in page
+    assert RecoveryCode.objects.filter(user=owner).count() == 10
+
+
 def test_account_page_turns_two_factor_off_with_the_password(owner):
     enable_two_factor(owner)
     client = logged_in(owner)

@@ -55,14 +55,16 @@ class JsonOnlyNegotiation(BaseContentNegotiation):
 
 
 class JsonParser(JSONParser):
-    """DRF's JSON parser, but JSON nested deeper than Python's decoder follows is a 400.
+    """DRF's JSON parser, but JSON nested deeper than `MAX_JSON_DEPTH` is a 400.
 
-    The decoder raises RecursionError (not a ValueError) there, which DRF would let
-    through as a 500. Body size is bounded by DATA_UPLOAD_MAX_MEMORY_SIZE, since DRF
-    reads JSON through `request.body`. A NUL character or a lone surrogate (`"\\ud800"`,
-    which JSON allows and UTF-8 cannot encode) in any string is a VALIDATION_ERROR
-    naming the top-level field: no database can store either, and neither may surface
-    as a 500.
+    No body of the API nests more than a few levels. Deeper than Python's decoder follows,
+    it raises RecursionError (not a ValueError), which DRF would let through as a 500; and
+    a body the decoder took (~300 levels and more) overflowed the recursive walk below
+    (found by an HTTP audit: a 500 on every JSON endpoint, login included). Body size is
+    bounded by DATA_UPLOAD_MAX_MEMORY_SIZE, since DRF reads JSON through `request.body`.
+    A NUL character or a lone surrogate (`"\\ud800"`, which JSON allows and UTF-8 cannot
+    encode) in any string is a VALIDATION_ERROR naming the top-level field: no database
+    can store either, and neither may surface as a 500.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
@@ -76,7 +78,10 @@ class JsonParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:
             raise ParseError("The JSON is nested too deeply.") from exc
-        field = _unstorable_field(data)
+        try:
+            field = _unstorable_field(data)
+        except _TooDeep:
+            raise ParseError("The JSON is nested too deeply.") from None
         if field is not None:
             raise ValidationFailed(
                 {field: ["Null characters and unpaired surrogates are not allowed."]}
@@ -84,29 +89,47 @@ class JsonParser(JSONParser):
         return data
 
 
+#: Arrays and objects inside one another, at most: the API's bodies nest two or three.
+MAX_JSON_DEPTH = 32
+
+
+class _TooDeep(Exception):
+    pass
+
+
 def _unstorable_field(data: Any) -> str | None:
     """The top-level field whose value holds a NUL or a lone surrogate; `body` for anywhere
-    else."""
+    else. _TooDeep past `MAX_JSON_DEPTH`."""
     if isinstance(data, dict):
         for key, value in data.items():
-            if _unstorable(key):
+            if _unstorable(key, 1):
                 return "body"
-            if _unstorable(value):
+            if _unstorable(value, 1):
                 return key
         return None
-    return "body" if _unstorable(data) else None
+    return "body" if _unstorable(data, 0) else None
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def _unstorable(value: Any) -> bool:
-    if isinstance(value, str):
-        return _UNSTORABLE.search(value) is not None
-    if isinstance(value, dict):
-        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_unstorable(item) for item in value)
+def _unstorable(value: Any, depth: int) -> bool:
+    """Whether a string anywhere in `value` holds a NUL or a lone surrogate. A loop, not
+    recursion: the walk cannot run out of stack, whatever the decoder accepted."""
+    pending = [(value, depth)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item) is not None:
+                return True
+        elif isinstance(item, dict | list):
+            if level >= MAX_JSON_DEPTH:
+                raise _TooDeep
+            if isinstance(item, dict):
+                if any(_UNSTORABLE.search(key) is not None for key in item):
+                    return True
+                item = item.values()
+            pending.extend((child, level + 1) for child in item)
     return False
 
 

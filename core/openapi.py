@@ -390,9 +390,18 @@ class SchemaView(JsonErrorsMixin, SpectacularAPIView):
 
     generator_class = DocumentOncePerProcess
     renderer_classes = [JsonDocument, JsonDocument2, YamlDocument, YamlDocument2]
+    # The one version there is. drf-spectacular writes the version into the answer's
+    # `Content-Disposition` filename, and took it from `?version=` as sent: a control
+    # character was a 500, a quote chose the name of a download from this site (found by
+    # an HTTP audit). Set here, the query parameter is never read.
+    api_version = settings.SPECTACULAR_SETTINGS["VERSION"]
+    # No OPTIONS: DRF's description of a view, labelled as an OpenAPI document.
+    http_method_names = ["get", "head"]
 
 
 class DocsView(JsonErrorsMixin, SpectacularSwaggerSplitView):
     """`GET /v1/docs`: Swagger UI for the document; `?script` serves its init script."""
 
     template_name = "api/swagger_ui.html"  # no inline style: the dashboard's CSP holds
+    # No OPTIONS: DRF's description of a view has no template here (it was a 500).
+    http_method_names = ["get", "head"]

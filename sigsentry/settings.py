@@ -505,6 +505,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
+    "DEFAULT_METADATA_CLASS": "core.metadata.ApiMetadata",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "core.openapi_schema.UuidPathAutoSchema",
     "DEFAULT_PAGINATION_CLASS": None,

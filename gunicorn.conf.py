@@ -199,6 +199,11 @@ def _metrics_enabled() -> bool:
 
 def on_starting(server):
     global _created_metrics_dir
+    if server.cfg.workers < 1:
+        # `--workers 0` (or WEB_CONCURRENCY=0) listened with no worker: every request hung
+        # (found by a configuration audit).
+        server.log.error("--workers (WEB_CONCURRENCY) must be 1 or more")
+        sys.exit(1)
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if server.cfg.preload_app and not directory and _metrics_enabled():
         # The application, and prometheus-client with it, was loaded before this hook: its

@@ -14,7 +14,10 @@ and gunicorn's access log leaves them out (gunicorn.conf.py).
   The database must hold every migration of this release: a release started
   before `migrate` ran reads columns that are not there yet, so it is kept out
   of the load balancer rather than answering its logins with 503s (found by the
-  upgrade audit). Checked until it holds, then no more in this process.
+  upgrade audit). Checked until it holds, then no more in this process. With
+  hashed static files (production), the manifest `collectstatic` writes must have
+  been there when the process started: without it every page is a 500 (found by a
+  configuration audit), so the instance is not ready ("static").
 * `/metrics`: Prometheus text, only with `Authorization: Bearer
   <METRICS_TOKEN>` (compared in constant time); 401 without it or with a
   wrong one, 404 when `METRICS_TOKEN` is unset.
@@ -29,6 +32,7 @@ import threading
 from collections.abc import Callable
 
 from django.conf import settings
+from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
 from django.core.cache import cache
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
@@ -85,6 +89,21 @@ def _check_database() -> None:
         connection.close()
 
 
+#: A file every page links to (templates/base.html).
+STATIC_PROBE = "css/app.css"
+
+
+def static_files_collected() -> bool:
+    """Whether pages can name their hashed static files: the manifest read at start lacks
+    them when `collectstatic` had not run."""
+    try:
+        staticfiles_storage.url(STATIC_PROBE)
+    except ValueError:  # "Missing staticfiles manifest entry" (Django's manifest_strict)
+        logger.warning("readiness check failed: static files are not collected")
+        return False
+    return True
+
+
 def _check_redis() -> None:
     cache.get("readyz")  # a miss is an answer; an unreachable server raises
 
@@ -127,6 +146,8 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 def readyz(request: HttpRequest) -> HttpResponse:
     results = readiness()
+    if isinstance(staticfiles_storage, ManifestFilesMixin):  # production: hashed names
+        results["static"] = static_files_collected()
     failed = [name for name, ok in results.items() if not ok]
     body = {
         "status": "unavailable" if failed else "ok",

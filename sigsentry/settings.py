@@ -14,6 +14,7 @@ import os
 import re
 import warnings
 from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -71,13 +72,24 @@ def _read_number(
 
 def _require_long_secret(name: str, value: str) -> None:
     # Session JWTs are signed with an HMAC key derived from SECRET_KEY (or JWT_SIGNING_KEY):
-    # a short one can be guessed offline from any token. The message never quotes the value.
-    if not value.strip() or len(value) < 32:
-        problem = "only whitespace" if not value.strip() else "too short"
-        raise ImproperlyConfigured(
-            f"{name} is {problem}: use at least 32 random characters, for example "
-            "python -c 'import secrets; print(secrets.token_urlsafe(50))'."
-        )
+    # a short one can be guessed offline from any token, a published one (this file's
+    # development key, Django's `django-insecure-` keys of a new project) read by anyone,
+    # and both started production with no word but `check --deploy`'s W009 (found by a
+    # configuration audit). The message never quotes the value.
+    if not value.strip():
+        problem = "only whitespace"
+    elif len(value) < 32:
+        problem = "too short"
+    elif value == _DEV_SECRET_KEY or value.startswith("django-insecure-"):
+        problem = "a published development key"
+    elif len(set(value)) < 5:
+        problem = "too simple (fewer than 5 different characters)"
+    else:
+        return
+    raise ImproperlyConfigured(
+        f"{name} is {problem}: use at least 32 random characters, for example "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    )
 
 
 def _hide_password(detail: str, url: str) -> str:
@@ -123,7 +135,12 @@ def _check_redis_url(url: str) -> None:
 
 def _is_link_base(url: str) -> bool:
     """Whether links can be made by appending a path: http(s)://host[:port][/path], nothing
-    after."""
+    after. Nothing `urlsplit` would pass over: a space or line break (a value read from a
+    file), an empty `?` or `#`, which made every emailed link `https://host\n/reset/...`
+    or `https://host#/reset/...`; and no user or password, which every email would carry
+    (found by a configuration audit)."""
+    if re.search(r"[\s\x00-\x1f\x7f?#]", url):
+        return False
     try:
         parts = urlsplit(url)
         port_ok = parts.port is None or parts.port > 0
@@ -133,7 +150,7 @@ def _is_link_base(url: str) -> bool:
         parts.scheme in ("http", "https")
         and bool(parts.hostname)
         and port_ok
-        and not (parts.query or parts.fragment)
+        and "@" not in parts.netloc
     )
 
 
@@ -191,8 +208,29 @@ SECRET_KEY_FALLBACKS = [
 if not DEBUG:
     for _fallback in SECRET_KEY_FALLBACKS:
         _require_long_secret("SECRET_KEY_FALLBACKS", _fallback)
+if any(re.search(r"\s", key) for key in SECRET_KEY_FALLBACKS):
+    # "old1 old2" was read as one key that opens nothing.
+    raise ImproperlyConfigured(
+        "SECRET_KEY_FALLBACKS holds a space inside a key: separate the keys with commas."
+    )
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+ALLOWED_HOSTS = [
+    host.strip() for host in env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+]
+ALLOWED_HOSTS = [host for host in ALLOWED_HOSTS if host]
+for _host in ALLOWED_HOSTS:
+    # A URL or a port never matches a request's host: every request was a 400 while
+    # /readyz answered 200 (found by a configuration audit). `[::1]` is an IPv6 address.
+    if re.search(r"[\s/@]", _host) or ":" in _host.removeprefix("[").partition("]")[2]:
+        raise ImproperlyConfigured(
+            f"ALLOWED_HOSTS holds {_host!r}: name hosts only, comma-separated, without a "
+            "scheme, port or path (sigsentry.example.com,api.sigsentry.example.com)."
+        )
+    if ":" in _host and not _host.startswith("["):
+        raise ImproperlyConfigured(
+            f"ALLOWED_HOSTS holds {_host!r}: name hosts only, without a port "
+            "(an IPv6 address in brackets: [2001:db8::1])."
+        )
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured(
         "ALLOWED_HOSTS is empty: every request would be refused. Set ALLOWED_HOSTS to the "
@@ -225,10 +263,12 @@ if LEGACY_KEYS_SUNSET_AT < LEGACY_KEYS_DEPRECATED_AT:
     )
 # /metrics (core.ops) answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is off.
 METRICS_TOKEN = _read_secret("METRICS_TOKEN")
-if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+if METRICS_TOKEN and (len(METRICS_TOKEN.strip()) < 32 or METRICS_TOKEN.strip() != METRICS_TOKEN):
+    # A space at either end never matched (the header's token is read stripped), and 32
+    # spaces were a token.
     raise ImproperlyConfigured(
-        "METRICS_TOKEN is too short: use at least 32 random characters, for example "
-        "python -c 'import secrets; print(secrets.token_urlsafe(32))'."
+        "METRICS_TOKEN is too short or has spaces at its ends: use at least 32 random "
+        "characters, for example python -c 'import secrets; print(secrets.token_urlsafe(32))'."
     )
 
 # prometheus-client's multiprocess mode (core.metrics; gunicorn.conf.py creates it for the
@@ -311,7 +351,19 @@ TEMPLATES = [
     },
 ]
 
-_database_url = env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+_database_url = env.str("DATABASE_URL", default="")
+if not _database_url.strip():
+    # The demo's default only for a development run: in production a variable that did not
+    # reach the process (a `.env` line written `DATABASE_URL = ...`, a unit without it) ran
+    # every process on its own new SQLite file, and `migrate` made one too (found by a
+    # configuration audit).
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DATABASE_URL is not set. Set it to postgres://user@host:5432/name (or "
+            "sqlite:////path/to/db.sqlite3 for SQLite), or DEBUG=true for a local "
+            "development run on db.sqlite3."
+        )
+    _database_url = f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
 try:
     with warnings.catch_warnings():
         # django-environ's warning for an unknown engine prints the parsed URL, password too.
@@ -486,6 +538,9 @@ if NUM_PROXIES:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = False
 CSRF_FAILURE_VIEW = "core.views.csrf_failure"
+# Django's error reports (the DEBUG page, mails to ADMINS) hide settings named for secrets;
+# these also hide URLs, whose user info holds a password (REDIS_URL, the cache's LOCATION).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "core.reporting.ReportFilterHidingUrls"
 
 # The module that decides access (core.api loads it by name: the core imports no app).
 ACCESS_POLICY = "apps.orgs.access"
@@ -496,6 +551,12 @@ USAGE_FLUSH_SECONDS = _read_number("USAGE_FLUSH_SECONDS", default=60, most=86400
 # Each web process sends its key use counts to Redis this often, in one round trip (0: in
 # the request itself). Keys with a rate limit always check it in the request.
 USAGE_BATCH_SECONDS = _read_number("USAGE_BATCH_SECONDS", default=1.0, kind=float, most=3600)
+if 0 < USAGE_BATCH_SECONDS < 0.05:
+    # Each process's sender wakes this often: 0.0001 was a loop on a core.
+    raise ImproperlyConfigured(
+        f"USAGE_BATCH_SECONDS must be 0 (in the request) or at least 0.05, "
+        f"not {USAGE_BATCH_SECONDS:g}."
+    )
 
 REST_FRAMEWORK = {
     # A key's own rate limit (SPEC §4.10), at DRF's throttle step.
@@ -637,19 +698,46 @@ if _email_url:
             "(for example smtp+tls://user:pass@host:587)."
         ) from None
     globals().update(_email)
+    if not DEBUG and _email["EMAIL_BACKEND"] in (
+        "django.core.mail.backends.console.EmailBackend",
+        "django.core.mail.backends.filebased.EmailBackend",
+    ):
+        # Every reset and invitation link, into the log or onto the disk (found by a
+        # configuration audit).
+        raise ImproperlyConfigured(
+            "EMAIL_URL writes every email (password-reset and invitation links included) "
+            "to the console or to files: only with DEBUG=true. Use an SMTP URL such as "
+            "smtp+tls://user:password@smtp.example.com:587."
+        )
+    if _email.get("EMAIL_PORT") == 465 and not _email.get("EMAIL_USE_SSL"):
+        # smtps:// and smtp+tls:// start in clear and upgrade (STARTTLS): against port 465's
+        # TLS from the first byte every send waited 10 s and failed.
+        raise ImproperlyConfigured(
+            "EMAIL_URL names port 465, which speaks TLS from the first byte: use "
+            "smtp+ssl://user:password@host:465 (or smtp+tls:// on port 587)."
+        )
 elif DEBUG:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 else:
     EMAIL_BACKEND = "core.mail.UnconfiguredEmailBackend"
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="SigSentry <no-reply@localhost>")
+if (
+    re.search(r"[\x00-\x1f\x7f]", DEFAULT_FROM_EMAIL)
+    or "@" not in (parseaddr(DEFAULT_FROM_EMAIL)[1])
+):
+    # A line break (a value read from a file) failed every send with BadHeaderError.
+    raise ImproperlyConfigured(
+        "DEFAULT_FROM_EMAIL must be one address on one line, such as "
+        "'SigSentry <no-reply@sigsentry.example.com>'."
+    )
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 #: The base of every link in an email.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 if not _is_link_base(SITE_URL):
+    _shown = f"not {SITE_URL!r}" if "@" not in SITE_URL else "and without a user or password"
     raise ImproperlyConfigured(
-        f"SITE_URL must be an absolute http(s) URL such as https://sigsentry.example.com, "
-        f"not {SITE_URL!r}."
+        f"SITE_URL must be an absolute http(s) URL such as https://sigsentry.example.com, {_shown}."
     )
 
 # Webhooks (SPEC §4.11): only https:// URLs resolving to public addresses, unless this

@@ -5,9 +5,13 @@ loopback runs) comes from the same environment variables as production.
 """
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789abcdef")
 os.environ.setdefault("HTTPS_ONLY", "false")
+# The production settings name no database without DEBUG; the suite's default is SQLite
+# (its test database is a file of its own, below).
+os.environ.setdefault("DATABASE_URL", f"sqlite:///{Path(__file__).resolve().parents[1]}/db.sqlite3")
 
 
 def _redis_url_of_worker(url: str, worker: str) -> str:

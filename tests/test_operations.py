@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
@@ -113,6 +114,31 @@ def test_readyz_is_503_until_every_migration_of_this_release_is_applied(
     assert behind.status_code == 503 and behind.json()["failed"] == ["database"]
     assert client.get("/readyz").status_code == 200
     assert ops._schema_current.is_set()  # not looked at again in this process
+
+
+MANIFEST_STORAGE = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+
+def test_readyz_is_503_while_hashed_static_files_were_never_collected(db, tmp_path):
+    """Found by a configuration audit: without `collectstatic`, every page of a production
+    process was a 500 (its static files have no hashed names) and /readyz answered 200, so
+    the load balancer kept it."""
+    with override_settings(STORAGES=MANIFEST_STORAGE, STATIC_ROOT=tmp_path / "empty"):
+        missing = Client().get("/readyz")
+    assert missing.status_code == 503
+    assert missing.json()["failed"] == ["static"]
+    assert missing.json()["checks"]["static"] == "unavailable"
+
+    collected = tmp_path / "collected"
+    with override_settings(STORAGES=MANIFEST_STORAGE, STATIC_ROOT=collected):
+        call_command("collectstatic", "--noinput", verbosity=0)
+    with override_settings(STORAGES=MANIFEST_STORAGE, STATIC_ROOT=collected):
+        ready = Client().get("/readyz")  # a process started after collectstatic
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["static"] == "ok"
 
 
 def test_probes_refuse_other_methods(client):

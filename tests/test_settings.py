@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = {"SECRET_KEY": "a-production-secret-key-for-the-settings-tests-0123456789"}
+SQLITE_URL = f"sqlite:///{ROOT / 'db.sqlite3'}"
+#: What production needs at the least: a secret and a database.
+SECRET = {
+    "SECRET_KEY": "a-production-secret-key-for-the-settings-tests-0123456789",
+    "DATABASE_URL": SQLITE_URL,
+}
 
 _PROBE = """
 import json, os, sys
@@ -88,10 +93,18 @@ def test_debug_defaults_to_false():
     assert read_settings(SECRET, "DEBUG")["DEBUG"] is False
 
 
-def test_default_database_is_sqlite_in_the_project_directory():
-    database = read_settings(SECRET, "DATABASES")["DATABASES"]["default"]
+def test_default_database_is_sqlite_in_the_project_directory_for_development_only():
+    """Found by a configuration audit: without DEBUG, a DATABASE_URL that did not reach the
+    process ran it on a new SQLite file of its own (and `migrate` made one)."""
+    debug = {"DEBUG": "true"}
+    database = read_settings(debug, "DATABASES")["DATABASES"]["default"]
     assert database["ENGINE"] == "django.db.backends.sqlite3"
     assert Path(database["NAME"]) == ROOT / "db.sqlite3"
+    without = {k: v for k, v in SECRET.items() if k != "DATABASE_URL"}
+    refused(without, "DATABASE_URL is not set")
+    refused(without | {"DATABASE_URL": "  "}, "DATABASE_URL is not set")
+    explicit = read_settings(SECRET, "DATABASES")["DATABASES"]["default"]
+    assert Path(explicit["NAME"]) == ROOT / "db.sqlite3"
 
 
 def test_postgres_url_uses_the_postgresql_engine_with_psycopg_3():
@@ -239,11 +252,12 @@ def test_hosts_and_proxies_have_safe_defaults():
 
 def test_jwt_signing_key_is_derived_from_the_secret_key_unless_set():
     derived = read_settings(SECRET, "JWT_SIGNING_KEY")["JWT_SIGNING_KEY"]
-    other_secret = {"SECRET_KEY": "another-production-secret-key-0123456789"}
+    other_secret = SECRET | {"SECRET_KEY": "another-production-secret-key-0123456789"}
     other = read_settings(other_secret, "JWT_SIGNING_KEY")["JWT_SIGNING_KEY"]
     assert derived != other and SECRET["SECRET_KEY"] not in derived
-    explicit = read_settings(SECRET | {"JWT_SIGNING_KEY": "k" * 40}, "JWT_SIGNING_KEY")
-    assert explicit["JWT_SIGNING_KEY"] == "k" * 40
+    key = "jwt-signing-key-of-its-own-0123456789abcdef"
+    explicit = read_settings(SECRET | {"JWT_SIGNING_KEY": key}, "JWT_SIGNING_KEY")
+    assert explicit["JWT_SIGNING_KEY"] == key
 
 
 def test_an_empty_allowed_hosts_is_a_clear_error():
@@ -436,7 +450,7 @@ def test_a_sunset_before_the_deprecation_or_a_relative_site_url_is_refused(env):
         ({"USAGE_BATCH_SECONDS": "0"}, "USAGE_BATCH_SECONDS", 0.0),
         ({"USAGE_BATCH_SECONDS": "0.25"}, "USAGE_BATCH_SECONDS", 0.25),
         ({"EMAIL_URL": "smtp+tls://user:pw@smtp.internal:587"}, "EMAIL_HOST", "smtp.internal"),
-        ({"JWT_SIGNING_KEY": "k" * 32}, "JWT_SIGNING_KEY", "k" * 32),
+        ({"JWT_SIGNING_KEY": "k1234" * 7}, "JWT_SIGNING_KEY", "k1234" * 7),
         ({"DEBUG": "true", "SECRET_KEY": "dev", "JWT_SIGNING_KEY": "dev"}, "DEBUG", True),
         (
             {"LEGACY_KEYS_SUNSET_AT": "2026-11-26T00:00:00Z"},  # the same moment: not earlier
@@ -490,9 +504,10 @@ def test_secrets_are_read_exactly_as_set_even_starting_with_a_dollar():
     another variable's name, so 2 % of Django's random keys were "not set" and `$PATH`
     became PATH's value."""
     key = "$k9x!@#" + "a" * 50
-    fallback = "$" + "b" * 50
+    fallback = "$bcdef" + "b" * 45
     values = read_settings(
-        {
+        SECRET
+        | {
             "SECRET_KEY": key,
             "SECRET_KEY_FALLBACKS": f"{fallback}, $PATH{'c' * 50}",
             "JWT_SIGNING_KEY": "$PATH" + "d" * 40,
@@ -507,3 +522,121 @@ def test_secrets_are_read_exactly_as_set_even_starting_with_a_dollar():
     assert values["SECRET_KEY_FALLBACKS"] == [fallback, "$PATH" + "c" * 50]
     assert values["JWT_SIGNING_KEY"] == "$PATH" + "d" * 40
     assert values["METRICS_TOKEN"] == "$HOME" + "e" * 40
+
+
+# Found by a configuration audit: each of these started production without a word ------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        (
+            "SECRET_KEY",
+            "django-insecure-dev-only-key-never-use-in-production-0123456789",
+            "published",
+        ),
+        ("SECRET_KEY", "django-insecure-" + "q8#x!0pz" * 6, "published"),
+        ("SECRET_KEY", "a" * 50, "too simple"),
+        ("JWT_SIGNING_KEY", "abab" * 10, "too simple"),
+        ("SECRET_KEY_FALLBACKS", "django-insecure-" + "q8#x!0pz" * 6, "published"),
+    ],
+)
+def test_a_published_or_trivial_secret_is_refused_without_debug(name, value, problem):
+    line = refused(SECRET | {name: value}, name, problem)
+    assert value not in line
+    assert read_settings({"DEBUG": "true", name: value}, "DEBUG")["DEBUG"] is True
+
+
+def test_fallback_keys_separated_by_spaces_are_refused():
+    keys = "first-old-secret-key-0123456789abcdef second-old-secret-key-0123456789abcdef"
+    refused(SECRET | {"SECRET_KEY_FALLBACKS": keys}, "SECRET_KEY_FALLBACKS", "commas")
+
+
+def test_allowed_hosts_are_read_without_the_spaces_around_them():
+    values = read_settings(
+        SECRET | {"ALLOWED_HOSTS": "a.example.com, b.example.com ,[::1]"}, "ALLOWED_HOSTS"
+    )
+    assert values["ALLOWED_HOSTS"] == ["a.example.com", "b.example.com", "[::1]"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://sigsentry.example.com",
+        "sigsentry.example.com:443",
+        "sigsentry.example.com/",
+        "[::1]:8000",
+        "user@sigsentry.example.com",
+        "sigsentry .example.com",
+    ],
+)
+def test_an_allowed_host_with_a_scheme_port_or_path_is_refused(value):
+    refused(SECRET | {"ALLOWED_HOSTS": f"ok.example.com,{value}"}, "ALLOWED_HOSTS")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://sigsentry.example.com\n",
+        " https://sigsentry.example.com",
+        "https://sigsentry.example.com/ ",
+        "https://sigsentry.example.com#",
+        "https://sigsentry.example.com?",
+        "https://sigsentry.example.com/\tx",
+    ],
+)
+def test_a_site_url_that_would_break_every_emailed_link_is_refused(value):
+    refused(SECRET | {"SITE_URL": value}, "SITE_URL")
+
+
+def test_a_site_url_with_a_user_and_password_is_refused_without_showing_them():
+    value = "https://ops:hunter2@sigsentry.example.com"
+    refused(
+        SECRET | {"SITE_URL": value}, "SITE_URL", "without a user or password", hidden="hunter2"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["SigSentry <no-reply@sigsentry.example.com>\n", "no-reply", "a@b.example\r\nBcc: x@y.example"],
+)
+def test_a_sender_that_is_not_one_address_on_one_line_is_refused(value):
+    refused(SECRET | {"DEFAULT_FROM_EMAIL": value}, "DEFAULT_FROM_EMAIL")
+
+
+@pytest.mark.parametrize("url", ["consolemail://", "filemail:///tmp/sigsentry-mail"])
+def test_mail_to_the_console_or_to_files_is_refused_without_debug(url):
+    refused(SECRET | {"EMAIL_URL": url}, "EMAIL_URL", "DEBUG=true")
+    assert read_settings({"DEBUG": "true", "EMAIL_URL": url}, "DEBUG")["DEBUG"] is True
+
+
+@pytest.mark.parametrize("scheme", ["smtps", "smtp+tls", "smtp"])
+def test_port_465_without_implicit_tls_is_refused(scheme):
+    refused(
+        SECRET | {"EMAIL_URL": f"{scheme}://u:hunter2@smtp.example.com:465"},
+        "smtp+ssl",
+        hidden="hunter2",
+    )
+    values = read_settings(
+        SECRET | {"EMAIL_URL": "smtp+ssl://u:hunter2@smtp.example.com:465"}, "EMAIL_USE_SSL"
+    )
+    assert values["EMAIL_USE_SSL"] is True
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        " " * 40,
+        " " + "t0ken-of-forty-characters-0123456789abc",
+        "t0ken-of-forty-characters-0123456789abc\n",
+    ],
+)
+def test_a_metrics_token_of_spaces_or_with_spaces_at_its_ends_is_refused(token):
+    refused(SECRET | {"METRICS_TOKEN": token}, "METRICS_TOKEN")
+
+
+def test_a_usage_batch_interval_that_would_spin_is_refused():
+    refused(SECRET | {"USAGE_BATCH_SECONDS": "0.0001"}, "USAGE_BATCH_SECONDS", "0.05")
+    assert read_settings(SECRET | {"USAGE_BATCH_SECONDS": "0"}, "USAGE_BATCH_SECONDS") == {
+        "USAGE_BATCH_SECONDS": 0
+    }

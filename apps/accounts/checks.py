@@ -14,6 +14,7 @@ from core.mail import sender_domain
 
 BLACKLIST_APP = "rest_framework_simplejwt.token_blacklist"
 UNCONFIGURED_EMAIL_BACKEND = "core.mail.UnconfiguredEmailBackend"
+SMTP_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
 
 @register(Tags.security)
@@ -95,6 +96,20 @@ def check_email_links(app_configs=None, **kwargs) -> list[Error]:
                 hint="Set DEFAULT_FROM_EMAIL to an address of your domain, "
                 "such as 'SigSentry <no-reply@sigsentry.example.com>'.",
                 id="sigsentry.E007",
+            )
+        )
+    if (
+        settings.EMAIL_BACKEND == SMTP_EMAIL_BACKEND
+        and settings.EMAIL_HOST_PASSWORD
+        and not (settings.EMAIL_USE_TLS or settings.EMAIL_USE_SSL)
+        and not _names_this_machine(settings.EMAIL_HOST.lower())
+    ):
+        errors.append(
+            Error(
+                "EMAIL_URL sends its password, and every reset and invitation link, "
+                "in clear (smtp:// to another machine).",
+                hint="Use smtp+tls://user:password@host:587 or smtp+ssl://...:465.",
+                id="sigsentry.E010",
             )
         )
     if settings.EMAIL_BACKEND == UNCONFIGURED_EMAIL_BACKEND:

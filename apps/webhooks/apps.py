@@ -7,6 +7,7 @@ class WebhooksConfig(AppConfig):
     verbose_name = "Webhooks"
 
     def ready(self) -> None:
+        from apps.webhooks import checks  # noqa: F401  (check --deploy)
         from apps.webhooks.crypto import SECRET_PURPOSE
         from apps.webhooks.metrics import queue_state
         from apps.webhooks.models import Webhook

@@ -9,6 +9,7 @@ from apps.accounts.checks import (
     check_email_links,
     check_session_tokens,
 )
+from apps.webhooks.checks import check_private_webhooks
 
 
 def _ids() -> set[str]:
@@ -68,6 +69,10 @@ def test_a_deployment_with_its_own_address_sender_and_mail_server_is_clean(setti
         ({"DEFAULT_FROM_EMAIL": "SigSentry <no-reply@localhost>"}, "sigsentry.E007"),
         ({"DEFAULT_FROM_EMAIL": "no-reply"}, "sigsentry.E007"),
         ({"EMAIL_BACKEND": UNCONFIGURED_EMAIL_BACKEND}, "sigsentry.E008"),
+        (
+            {"EMAIL_HOST": "smtp.example.com", "EMAIL_HOST_PASSWORD": "pw"},
+            "sigsentry.E010",
+        ),
     ],
 )
 def test_the_deploy_check_names_a_setting_that_breaks_the_emailed_links(settings, changed, error):
@@ -77,3 +82,26 @@ def test_the_deploy_check_names_a_setting_that_breaks_the_emailed_links(settings
 def test_the_email_checks_run_with_check_deploy_only():
     assert check_email_links in registry.get_checks(include_deployment_checks=True)
     assert check_email_links not in registry.get_checks(include_deployment_checks=False)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"EMAIL_HOST": "smtp.example.com", "EMAIL_HOST_PASSWORD": "pw", "EMAIL_USE_TLS": True},
+        {"EMAIL_HOST": "smtp.example.com", "EMAIL_HOST_PASSWORD": "pw", "EMAIL_USE_SSL": True},
+        {"EMAIL_HOST": "smtp.example.com", "EMAIL_HOST_PASSWORD": ""},  # an open relay's
+        {"EMAIL_HOST": "127.0.0.1", "EMAIL_HOST_PASSWORD": "pw"},  # a relay on this machine
+    ],
+)
+def test_smtp_with_tls_without_a_password_or_on_this_machine_is_clean(settings, changed):
+    defaults = {"EMAIL_USE_TLS": False, "EMAIL_USE_SSL": False}
+    assert email_link_errors(settings, **(defaults | changed)) == set()
+
+
+def test_webhooks_to_private_addresses_fail_the_deploy_check(settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE = False
+    assert check_private_webhooks() == []
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    assert [error.id for error in check_private_webhooks()] == ["sigsentry.E009"]
+    assert check_private_webhooks in registry.get_checks(include_deployment_checks=True)
+    assert check_private_webhooks not in registry.get_checks(include_deployment_checks=False)

@@ -216,6 +216,14 @@ def test_start_up_without_a_secret_key_fails_naming_the_variable(db):
     assert "ImproperlyConfigured: SECRET_KEY is not set" in server.log_path.read_text()
 
 
+def test_no_worker_at_all_refuses_to_start(db):
+    """Found by a configuration audit: `--workers 0` listened and every request hung."""
+    server = GunicornServer(workers=0)
+    with pytest.raises(RuntimeError, match="gunicorn exited"):
+        server.start()
+    assert "must be 1 or more" in server.log_path.read_text()
+
+
 def test_preload_with_metrics_on_refuses_to_start_without_the_metrics_directory(db):
     """Found by the observability audit: a preloaded application had picked in-process
     counting before any hook could name the directory, and every scrape read it empty."""

@@ -21,7 +21,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.utils.mediatypes import media_type_matches
 
 from apps.accounts import services
 from apps.accounts.cookies import (
@@ -34,7 +33,7 @@ from apps.accounts.tokens import TokenPair
 from apps.orgs.selectors import membership_refs
 from apps.orgs.serializers import UserRefSerializer
 from core import throttling
-from core.api import ApiView, JsonOnlyNegotiation, iso, json_object
+from core.api import ApiView, iso, json_object
 from core.errors import AuthError, PermissionDenied, RateLimited, ValidationFailed
 from core.net import client_ip
 from core.openapi import THROTTLED, WRONG_PASSWORD_OR_CODE, WRONG_REFRESH_TOKEN, error_responses
@@ -80,28 +79,18 @@ def token_pair_json(pair: TokenPair) -> dict[str, str]:
     return {"access": pair.access, "refresh": pair.refresh}
 
 
-class JsonBodyNegotiation(JsonOnlyNegotiation):
-    """Parse a body only when it is declared `application/json`.
-
-    An HTML form on another site can post `text/plain` that happens to be valid
-    JSON, but it cannot send `application/json` without a CORS preflight, which
-    `/v1/auth` never grants. So no other site can sign a browser in to an
-    account of its choosing (login CSRF).
-    """
-
-    def select_parser(self, request, parsers):
-        for parser in parsers:
-            if media_type_matches(parser.media_type, request.content_type):
-                return parser
-        return None
-
-
 class CredentialFreeView(ApiView):
-    """Needs no credential; a stale Authorization header or cookie is ignored."""
+    """Needs no credential; a stale Authorization header or cookie is ignored.
+
+    A body is parsed only when it is declared `application/json` (the API's negotiation,
+    DRF's own parser choice): an HTML form on another site can post `text/plain` that
+    happens to be valid JSON, but it cannot send `application/json` without a CORS
+    preflight, which `/v1/auth` never grants. So no other site can sign a browser in to
+    an account of its choosing (login CSRF).
+    """
 
     authentication_classes = []
     permission_classes = []
-    content_negotiation_class = JsonBodyNegotiation
 
 
 class CredentialCheckView(CredentialFreeView):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -471,7 +471,7 @@ def record_key_use(
         changes["last_used_project_id"] = project_id
     stale = Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_INTERVAL)
     try:
-        if connection.in_atomic_block:
+        if not transaction.get_autocommit():  # in a transaction: a savepoint keeps it usable
             with transaction.atomic():
                 ApiKey.objects.filter(stale, pk=api_key.id).update(**changes)
         else:

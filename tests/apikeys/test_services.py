@@ -6,7 +6,7 @@ import hashlib
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -361,6 +361,20 @@ class TestRecordKeyUse:
         record_key_use(api_key, None, now=later)
         api_key.refresh_from_db()
         assert api_key.last_used_at == later
+
+    @pytest.mark.skipif(
+        connection.vendor != "postgresql", reason="SQLite stores any text as an address"
+    )
+    def test_a_failed_write_inside_a_transaction_leaves_it_usable(self, project):
+        """Tracking never poisons the caller's transaction: a write refused by the database
+        is rolled back to a savepoint of its own (PostgreSQL refuses any later query of an
+        aborted transaction)."""
+        api_key, _ = make_key(KeyKind.SECRET, project=project)
+        with transaction.atomic():
+            record_key_use(api_key, None, ip="not an address")  # inet refuses it
+            assert ApiKey.objects.filter(pk=api_key.pk).exists()
+        api_key.refresh_from_db()
+        assert api_key.last_used_at is None
 
 
 def test_a_legacy_key_is_replaced_once(owner, project):

@@ -28,7 +28,11 @@ def enforce_csrf(request) -> None:
     check = CsrfViewMiddleware(lambda req: None)
     check.process_request(request)
     if check.process_view(request, None, (), {}) is not None:
-        raise PermissionDenied(message="CSRF check failed: send the X-CSRFToken header.")
+        # Not only a missing token: a wrong Origin or Referer is refused the same way (an
+        # HTTP audit found the message blamed the header it had sent).
+        raise PermissionDenied(
+            message="CSRF check failed: send the X-CSRFToken header, from this site's pages."
+        )
 
 
 def set_session_cookies(response: HttpResponse, pair: TokenPair) -> None:

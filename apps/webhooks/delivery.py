@@ -205,7 +205,10 @@ def _record(delivery: Delivery, outcome: outbound.Outcome, now: datetime) -> Non
             ):
                 disable_webhook(webhook=webhook, now=now)
             return
-        next_attempt_at = now + retry_delay(delivery.attempts + 1)
+        # A receiver that asks for time (429 or 503 with Retry-After) gets it, up to the
+        # longest backoff; never sooner than the backoff.
+        asked = timedelta(seconds=min(outcome.retry_after or 0, MAX_RETRY_SECONDS))
+        next_attempt_at = now + max(retry_delay(delivery.attempts + 1), asked)
         if rows.update(next_attempt_at=next_attempt_at, **attempt):  # 0: deleted meanwhile
             enqueue_delivery(delivery.pk, run_after=next_attempt_at, behind=True)
 

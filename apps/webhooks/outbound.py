@@ -20,6 +20,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from django.utils.http import parse_http_date_safe
+
 from apps.webhooks.urlsafety import Target
 
 TIMEOUT_SECONDS = 10.0
@@ -31,6 +33,8 @@ MAX_RESPONSE_BYTES = 4096
 class Outcome:
     status_code: int | None
     error: str  # empty on an HTTP answer; a short reason otherwise ("timeout", ...)
+    #: Seconds a 429 or 503 asked to be left alone (`Retry-After`), if it said.
+    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -109,7 +113,7 @@ def post(target: Target, body: bytes, headers: dict[str, str]) -> Outcome:
             response = connection.getresponse()
             response.read(MAX_RESPONSE_BYTES)
             if not fired.is_set():  # a cut answer can parse as a whole one
-                return Outcome(response.status, "")
+                return Outcome(response.status, "", _retry_after(response))
         except TimeoutError:
             return Outcome(None, "timeout")
         except ssl.SSLError:
@@ -124,3 +128,15 @@ def post(target: Target, body: bytes, headers: dict[str, str]) -> Outcome:
         if fired.is_set():
             return Outcome(None, "timeout")
     return Outcome(None, error)
+
+
+def _retry_after(response: http.client.HTTPResponse) -> float | None:
+    """A 429's or 503's `Retry-After` (RFC 9110 §10.2.3) in seconds from now: a number of
+    seconds or an HTTP date; None for anything else."""
+    if response.status not in (429, 503):
+        return None
+    value = (response.getheader("Retry-After") or "").strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    when = parse_http_date_safe(value)
+    return None if when is None else max(0.0, when - time.time())

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 from django.db import transaction
 from django.utils import timezone
+from django.utils.http import http_date
 from django_tasks_db.models import DBTaskResult
 
 from apps.apikeys.keyformat import KeyKind
@@ -147,6 +148,41 @@ def test_a_failed_attempt_is_recorded_and_retried_later_with_the_same_event_id(
         deliveries.attempt_delivery(str(delivery.pk))
         ids = {json.loads(r.body)["id"] for r in failing.requests}
         assert ids == {str(delivery.event_id)} and len(failing.requests) == 2
+    finally:
+        failing.stop()
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "least", "most"),
+    [
+        (503, "600", 600, 601),
+        (429, "http-date 900", 898, 901),
+        (429, "999999999", 3600, 3600),  # an hour at most, the longest backoff
+        (503, "0", 7.5, 12.5),  # never sooner than the backoff
+        (500, "600", 7.5, 12.5),  # only a 429 or 503 asks for time
+        (503, "soon", 7.5, 12.5),
+    ],
+)
+def test_a_receiver_that_asks_for_time_gets_it(
+    make_webhook, project, status, retry_after, least, most
+):
+    """Retry-After on a 429 or 503 (RFC 9110 §10.2.3) is honoured, up to an hour."""
+    if retry_after.startswith("http-date "):
+        seconds = int(retry_after.split()[1])
+        retry_after = http_date(time.time() + seconds)
+    failing = Receiver(status=status, headers={"Retry-After": retry_after})
+    try:
+        make_webhook(failing.url)
+        make_key(KeyKind.SECRET, project=project)
+        delivery = only_delivery()
+        before = timezone.now()
+
+        deliveries.attempt_delivery(str(delivery.pk))
+
+        delivery.refresh_from_db()
+        assert delivery.status == "pending" and delivery.last_status_code == status
+        waited = (delivery.next_attempt_at - before).total_seconds()
+        assert least <= waited <= most + 1
     finally:
         failing.stop()
 

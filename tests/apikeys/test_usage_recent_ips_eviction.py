@@ -247,3 +247,53 @@ def test_every_shown_ip_count_is_exact_whatever_the_order_of_uses_and_copies(pro
     copied = requests_by_ip(api_key)
     assert live == copied == {ip: expected[ip] for ip in copied}
     assert len(counted_ips(key_id)) <= RECENT_IPS_KEPT
+
+
+def test_ips_that_keep_coming_back_keep_a_bounded_number_of_rows(project, count, time_machine):
+    """Found by a soak audit: an IP pushed out and copied counts again under a new epoch, so
+    a key used from 24 addresses in turn stored a new row per address at every copy (192,000
+    rows took its usage answer from 20 ms to 1.9 s). Rows of epochs that ended over
+    FOLD_AFTER ago are added up into one per IP; the counts stay exact."""
+    api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    key_id = str(api_key.id)
+    ips = [f"203.0.113.{number + 1}" for number in range(RECENT_IPS_KEPT + 2)]
+    rounds, pause = 40, 60
+    for _ in range(rounds):  # each round, the two least recent are out at the copy: new epochs
+        for ip in ips:
+            count(key_id, ip)
+        flush_usage()
+        time_machine.shift(pause)
+
+    rows = {ip: KeyUsageIp.objects.filter(key=api_key, ip=ip).count() for ip in ips}
+    round_seconds = len(ips) + pause
+    recent = flush.FOLD_AFTER.total_seconds() / round_seconds
+    assert max(rows.values()) <= recent + 3, rows  # the last FOLD_AFTER's, one, the folded
+    assert KeyUsageIp.objects.filter(key=api_key, epoch=flush.FOLDED).exists()
+    assert {ip: stored_requests(api_key, ip) for ip in ips} == dict.fromkeys(ips, rounds)
+    shown = requests_by_ip(api_key)
+    assert shown and all(shown[ip] == rounds for ip in shown)
+
+
+def test_only_epochs_that_ended_long_ago_are_folded_and_a_second_fold_changes_nothing(project):
+    """Each of an IP's rows last seen over FOLD_AFTER ago is folded but the newest of those:
+    the epoch after a folded one is that old too, so no copy can still write it."""
+    api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    now = timezone.now()
+    minutes = {"e1": 40, "e2": 30, "e3": 20, "e4": 15, "e5": 1}
+    KeyUsageIp.objects.bulk_create(
+        KeyUsageIp(
+            key=api_key,
+            ip=RETURNING,
+            epoch=epoch,
+            requests=number + 1,
+            last_seen_at=now - timedelta(minutes=ago),
+        )
+        for number, (epoch, ago) in enumerate(minutes.items())
+    )
+
+    for _ in range(2):
+        flush._fold_ended_epochs({str(api_key.id)}, now=now)
+        rows = dict(KeyUsageIp.objects.filter(key=api_key).values_list("epoch", "requests"))
+        assert rows == {flush.FOLDED: 1 + 2 + 3, "e4": 4, "e5": 5}
+    folded = KeyUsageIp.objects.get(key=api_key, epoch=flush.FOLDED)
+    assert folded.last_seen_at == now - timedelta(minutes=20)

@@ -114,22 +114,34 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _unstorable(value: Any, depth: int) -> bool:
-    """Whether a string anywhere in `value` holds a NUL or a lone surrogate. A loop, not
-    recursion: the walk cannot run out of stack, whatever the decoder accepted."""
+    """Whether a string anywhere in `value` (at `depth`) holds a NUL or a lone surrogate;
+    _TooDeep for a container deeper than MAX_JSON_DEPTH. A loop, not recursion: the walk
+    cannot run out of stack, whatever the decoder accepted. Strings are checked where they
+    are met and only non-empty containers wait their turn: a review measured the first loop,
+    which queued every element, at six times the decoder's time on a body of empty objects."""
+    search = _UNSTORABLE.search
+    if isinstance(value, str):
+        return search(value) is not None
+    if not isinstance(value, dict | list):
+        return False
+    if depth >= MAX_JSON_DEPTH:
+        raise _TooDeep
     pending = [(value, depth)]
     while pending:
-        item, level = pending.pop()
-        if isinstance(item, str):
-            if _UNSTORABLE.search(item) is not None:
+        container, level = pending.pop()
+        if isinstance(container, dict):
+            if any(search(key) is not None for key in container):
                 return True
-        elif isinstance(item, dict | list):
-            if level >= MAX_JSON_DEPTH:
-                raise _TooDeep
-            if isinstance(item, dict):
-                if any(_UNSTORABLE.search(key) is not None for key in item):
+            container = container.values()
+        for child in container:
+            if isinstance(child, str):
+                if search(child) is not None:
                     return True
-                item = item.values()
-            pending.extend((child, level + 1) for child in item)
+            elif isinstance(child, dict | list):
+                if level + 1 >= MAX_JSON_DEPTH:
+                    raise _TooDeep
+                if child:
+                    pending.append((child, level + 1))
     return False
 
 

@@ -14,7 +14,7 @@ import os
 import re
 import warnings
 from datetime import UTC, datetime, timedelta
-from email.utils import parseaddr
+from email.utils import getaddresses
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -70,7 +70,7 @@ def _read_number(
     return value
 
 
-def _require_long_secret(name: str, value: str) -> None:
+def _require_long_secret(name: str, value: str, *, published_ok: bool = False) -> None:
     # Session JWTs are signed with an HMAC key derived from SECRET_KEY (or JWT_SIGNING_KEY):
     # a short one can be guessed offline from any token, a published one (this file's
     # development key, Django's `django-insecure-` keys of a new project) read by anyone,
@@ -80,7 +80,9 @@ def _require_long_secret(name: str, value: str) -> None:
         problem = "only whitespace"
     elif len(value) < 32:
         problem = "too short"
-    elif value == _DEV_SECRET_KEY or value.startswith("django-insecure-"):
+    elif not published_ok and (
+        value == DEVELOPMENT_SECRET_KEY or value.startswith("django-insecure-")
+    ):
         problem = "a published development key"
     elif len(set(value)) < 5:
         problem = "too simple (fewer than 5 different characters)"
@@ -188,7 +190,8 @@ def _read_secret(name: str) -> str:
     return os.environ.get(name, "")
 
 
-_DEV_SECRET_KEY = "django-insecure-dev-only-key-never-use-in-production-0123456789"
+#: `DEBUG`'s key when none is set; published here, so refused without `DEBUG`.
+DEVELOPMENT_SECRET_KEY = "django-insecure-dev-only-key-never-use-in-production-0123456789"
 SECRET_KEY = _read_secret("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
@@ -196,7 +199,7 @@ if not SECRET_KEY:
             "SECRET_KEY is not set. Set the SECRET_KEY environment variable "
             "(or DEBUG=true for a local development run)."
         )
-    SECRET_KEY = _DEV_SECRET_KEY
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 elif not DEBUG:
     _require_long_secret("SECRET_KEY", SECRET_KEY)
 # Earlier SECRET_KEYs, comma-separated: what they signed or sealed is still accepted (reset
@@ -207,7 +210,10 @@ SECRET_KEY_FALLBACKS = [
 ]
 if not DEBUG:
     for _fallback in SECRET_KEY_FALLBACKS:
-        _require_long_secret("SECRET_KEY_FALLBACKS", _fallback)
+        # A published key may be an earlier one: moving off it is what rotation is for (its
+        # sealed secrets open only with it until `reseal_secrets`). `check --deploy` warns
+        # while it stays (sigsentry.W001: reset links can be forged with it).
+        _require_long_secret("SECRET_KEY_FALLBACKS", _fallback, published_ok=True)
 if any(re.search(r"\s", key) for key in SECRET_KEY_FALLBACKS):
     # "old1 old2" was read as one key that opens nothing.
     raise ImproperlyConfigured(
@@ -360,8 +366,8 @@ if not _database_url.strip():
     if not DEBUG:
         raise ImproperlyConfigured(
             "DATABASE_URL is not set. Set it to postgres://user@host:5432/name (or "
-            "sqlite:////path/to/db.sqlite3 for SQLite), or DEBUG=true for a local "
-            "development run on db.sqlite3."
+            "sqlite:////path/to/db.sqlite3 for SQLite; a build step that opens no database, "
+            "such as collectstatic, may give sqlite://:memory:)."
         )
     _database_url = f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
 try:
@@ -722,9 +728,11 @@ else:
     EMAIL_BACKEND = "core.mail.UnconfiguredEmailBackend"
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="SigSentry <no-reply@localhost>")
+_senders = getaddresses([DEFAULT_FROM_EMAIL])
 if (
     re.search(r"[\x00-\x1f\x7f]", DEFAULT_FROM_EMAIL)
-    or "@" not in (parseaddr(DEFAULT_FROM_EMAIL)[1])
+    or len(_senders) != 1
+    or "@" not in _senders[0][1]
 ):
     # A line break (a value read from a file) failed every send with BadHeaderError.
     raise ImproperlyConfigured(

@@ -7,7 +7,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 from django.http.request import validate_host
 
 from core.mail import sender_domain
@@ -53,11 +53,13 @@ def _names_this_machine(host: str) -> bool:
 
 
 @register(Tags.security, deploy=True)
-def check_email_links(app_configs=None, **kwargs) -> list[Error]:
+def check_email_links(app_configs=None, **kwargs) -> list[Error | Warning]:
     """`check --deploy`: what every emailed link and its sender rest on. Each default is
     right for the demo and wrong for a deployment, and nothing else would say so: the
-    links of resets, invitations and notices would lead nowhere (found by an audit)."""
-    errors: list[Error] = []
+    links of resets, invitations and notices would lead nowhere (found by an audit). And
+    warnings: an SMTP password in clear, a published key still among the fallbacks (reset
+    links can be forged with it)."""
+    errors: list[Error | Warning] = []
     site = urlsplit(settings.SITE_URL)
     host = site.hostname or ""
     if _names_this_machine(host):
@@ -104,12 +106,27 @@ def check_email_links(app_configs=None, **kwargs) -> list[Error]:
         and not (settings.EMAIL_USE_TLS or settings.EMAIL_USE_SSL)
         and not _names_this_machine(settings.EMAIL_HOST.lower())
     ):
+        # A warning: a relay on a private network may be meant (a review: an error stopped
+        # the release step of such a deployment, with no way to silence it).
         errors.append(
-            Error(
+            Warning(
                 "EMAIL_URL sends its password, and every reset and invitation link, "
                 "in clear (smtp:// to another machine).",
                 hint="Use smtp+tls://user:password@host:587 or smtp+ssl://...:465.",
-                id="sigsentry.E010",
+                id="sigsentry.W002",
+            )
+        )
+    if any(
+        key == settings.DEVELOPMENT_SECRET_KEY or key.startswith("django-insecure-")
+        for key in settings.SECRET_KEY_FALLBACKS
+    ):
+        errors.append(
+            Warning(
+                "SECRET_KEY_FALLBACKS holds a published key: password-reset links and "
+                "admin sessions can be forged with it while it stays.",
+                hint="Run python manage.py reseal_secrets, then remove it "
+                "(README: Rotating SECRET_KEY).",
+                id="sigsentry.W001",
             )
         )
     if settings.EMAIL_BACKEND == UNCONFIGURED_EMAIL_BACKEND:

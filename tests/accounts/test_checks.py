@@ -71,7 +71,11 @@ def test_a_deployment_with_its_own_address_sender_and_mail_server_is_clean(setti
         ({"EMAIL_BACKEND": UNCONFIGURED_EMAIL_BACKEND}, "sigsentry.E008"),
         (
             {"EMAIL_HOST": "smtp.example.com", "EMAIL_HOST_PASSWORD": "pw"},
-            "sigsentry.E010",
+            "sigsentry.W002",
+        ),
+        (
+            {"SECRET_KEY_FALLBACKS": ["django-insecure-" + "q8#x!0pz" * 6]},
+            "sigsentry.W001",
         ),
     ],
 )

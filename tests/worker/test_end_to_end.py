@@ -4,6 +4,7 @@ and HTTP receivers, all on 127.0.0.1 (SPEC §4.11, §4.12)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -241,6 +242,20 @@ def test_sigterm_lets_the_current_delivery_finish(
 
     assert len(slow.requests) == 1
     assert Delivery.objects.get().status == "delivered"
+
+
+def test_sigterm_between_tasks_stops_the_worker_and_says_so(workers):
+    """Found by a soak audit: django-tasks' handler ends an idle worker with SystemExit,
+    and its "stopped" line was never written."""
+    [worker] = workers(1)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "started" not in worker.log():
+        time.sleep(0.05)
+    time.sleep(0.5)  # idle: between tasks, waiting for the next
+
+    assert worker.terminate(timeout=20) == 0
+
+    assert re.search(r"worker \S+ stopped", worker.log()), worker.log()
 
 
 def test_github_reports_over_http(server, github_key, project):

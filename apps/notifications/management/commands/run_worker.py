@@ -89,27 +89,31 @@ class Command(BaseCommand):
             "urgent_every": timedelta(seconds=urgent_every),
         }
         logger.info("worker %s started", worker_id)
-        looked_at = float("-inf")
-        while True:
-            failopen.new_request()  # a Redis that gave up during the last task is tried again
-            worker = task_worker(worker_id, max_tasks=1)
-            worker.configure_signals()
-            try:
-                if time.monotonic() - looked_at >= SCHEDULES_EVERY_SECONDS:
-                    enqueue_due(**every)
-                    looked_at = time.monotonic()
-                worker.run()
-                more = worker.running and DBTaskResult.objects.ready().exists()
-            except DatabaseError as exc:
-                if once:  # cron's run must end, and say it failed (a commands audit: it
-                    # retried for ever, and runs piled up)
-                    raise CommandError(f"database unavailable: {type(exc).__name__}") from exc
-                logger.exception("worker: database unavailable; retrying")
-                close_old_connections()
-                time.sleep(OUTAGE_PAUSE_SECONDS)
-                continue
-            if not worker.running or (once and not more):
-                break
-            if not more:
-                time.sleep(poll_interval)
-        logger.info("worker %s stopped", worker_id)
+        try:
+            looked_at = float("-inf")
+            while True:
+                failopen.new_request()  # a Redis that gave up during the last task is tried again
+                worker = task_worker(worker_id, max_tasks=1)
+                worker.configure_signals()
+                try:
+                    if time.monotonic() - looked_at >= SCHEDULES_EVERY_SECONDS:
+                        enqueue_due(**every)
+                        looked_at = time.monotonic()
+                    worker.run()
+                    more = worker.running and DBTaskResult.objects.ready().exists()
+                except DatabaseError as exc:
+                    if once:  # cron's run must end, and say it failed (a commands audit: it
+                        # retried for ever, and runs piled up)
+                        raise CommandError(f"database unavailable: {type(exc).__name__}") from exc
+                    logger.exception("worker: database unavailable; retrying")
+                    close_old_connections()
+                    time.sleep(OUTAGE_PAUSE_SECONDS)
+                    continue
+                if not worker.running or (once and not more):
+                    break
+                if not more:
+                    time.sleep(poll_interval)
+        finally:
+            # Also when django-tasks' signal handler ends an idle worker with SystemExit (a
+            # soak audit: the line never appeared after a SIGTERM between tasks).
+            logger.info("worker %s stopped", worker_id)

@@ -411,7 +411,7 @@ def update_key(
             raise ValidationFailed({"keyId": ["Only an active key can be changed."]})
         before = _key_values(locked)
         changed = [field for field in UPDATABLE_FIELDS if field in cleaned]
-        changed = [field for field in changed if cleaned[field] != before[field]]
+        changed = [field for field in changed if not _same(field, cleaned[field], before[field])]
         if changed:
             limit = cleaned.get("rateLimit", before["rateLimit"])
             ApiKey.objects.filter(pk=locked.pk).update(
@@ -440,6 +440,17 @@ def update_key(
             record_key_updated(api_key=locked)  # the webhook event, in this transaction
     api_key.refresh_from_db()
     return api_key
+
+
+#: Fields whose lists are sets: another order is no change (an audit: the Edit limits
+#: dialog, saved unchanged, posted projects in name order and recorded `key.updated`).
+UNORDERED_FIELDS = frozenset({"allowedIps", "allowedOrigins", "projectIds"})
+
+
+def _same(field: str, new: Any, old: Any) -> bool:
+    if field in UNORDERED_FIELDS and new is not None and old is not None:
+        return sorted(map(str, new)) == sorted(map(str, old))
+    return new == old
 
 
 def record_key_use(

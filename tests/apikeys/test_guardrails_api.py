@@ -353,6 +353,31 @@ def test_patch_widens_and_narrows_an_org_keys_projects(owner, project, other_pro
     assert moved.json()["projectIds"] == [str(other_project.id)]
 
 
+@pytest.mark.parametrize(
+    ("kind", "field", "stored"),
+    [
+        (KeyKind.SECRET, "allowedIps", ["10.0.0.1/32", "10.0.0.2/32"]),
+        (KeyKind.PUBLIC, "allowedOrigins", ["https://a.example.com", "https://b.example.com"]),
+        (KeyKind.ORGANIZATION, "projectIds", None),  # the two projects', below
+    ],
+)
+def test_a_list_sent_in_another_order_is_no_change(
+    owner, project, other_project, kind, field, stored
+):
+    """Found by an audit-log audit: the Edit limits dialog, saved unchanged, posts an org
+    key's projects in name order; another order than the stored one recorded `key.updated`
+    (and sent its webhook) with the same ids before and after."""
+    stored = stored or sorted([str(project.id), str(other_project.id)])
+    column = {"allowedIps": "allowed_ips", "allowedOrigins": "allowed_origins"}
+    api_key, _ = make_key(kind, project=project, **{column.get(field, "project_ids"): stored})
+
+    response = patch(user_client(owner), kind, project, api_key, {field: stored[::-1]})
+
+    assert response.status_code == 200
+    assert response.json()[field] == stored
+    assert not AuditEvent.objects.filter(action="key.updated").exists()
+
+
 def test_patch_changes_an_sdk_keys_origins(owner, project):
     api_key, _ = make_key(KeyKind.PUBLIC, project=project)
 

@@ -638,6 +638,30 @@ def test_a_project_added_in_the_admin_is_audited_like_the_apis(ops, superuser, o
     assert {e.project_id for e in events} == set(created.values_list("id", flat=True))
 
 
+def test_an_organization_added_in_the_admin_is_audited_like_a_sign_ups(ops, superuser, owner):
+    """Found by an audit-log audit: its members and projects were recorded, not itself."""
+    added = ops.post(
+        reverse("admin:orgs_organization_add"),
+        {
+            "name": "Made by an operator",
+            **_inline_forms("memberships", total=1),
+            "memberships-0-user": str(owner.pk),
+            "memberships-0-role": "owner",
+            **_inline_forms("projects"),
+        },
+    )
+
+    assert added.status_code == 302, added.content
+    organization = Organization.objects.get(name="Made by an operator")
+    created = AuditEvent.objects.get(
+        organization_id=organization.pk, action=Action.ORGANIZATION_CREATED
+    )
+    assert (created.actor_user_id, created.target_label) == (superuser.pk, organization.name)
+    assert AuditEvent.objects.filter(
+        organization_id=organization.pk, action=Action.MEMBER_ADDED
+    ).exists()
+
+
 def test_renames_in_the_admin_are_audited_with_the_names_before_and_after(
     ops, superuser, owner, project, other_project
 ):

@@ -30,6 +30,7 @@ from apps.orgs.services import (
     lock_owners,
     membership_changed,
     record_membership_event,
+    record_organization_created,
     record_organization_updated,
 )
 from apps.projects.models import Project
@@ -244,7 +245,9 @@ class OrganizationAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)  # the admin's view is one transaction
-        if change and "name" in form.changed_data:
+        if not change:
+            record_organization_created(obj, actor=request.user, request=request)
+        elif "name" in form.changed_data:
             renamed = (form.initial["name"], obj.name)
             record_organization_updated(obj, "name", renamed, actor=request.user, request=request)
 

@@ -38,16 +38,25 @@ def create_organization(
     with transaction.atomic():
         organization = Organization.objects.create(name=name)
         Membership.objects.create(organization=organization, user=actor, role=Role.OWNER)
-        record_event(
-            action=Action.ORGANIZATION_CREATED,
-            organization_id=organization.id,
-            actor_user=actor,
-            target_type="organization",
-            target_id=organization.id,
-            target_label=name,
-            request=request,
-        )
+        record_organization_created(organization, actor=actor, request=request)
     return organization
+
+
+def record_organization_created(
+    organization: Organization, *, actor: Any, request: HttpRequest | None
+) -> None:
+    """The `organization.created` audit event, in the caller's transaction: a sign-up's or
+    a member's new organization, or an operator's in the admin (found by an audit-log
+    audit: the admin's recorded its members and projects, not itself)."""
+    record_event(
+        action=Action.ORGANIZATION_CREATED,
+        organization_id=organization.id,
+        actor_user=actor,
+        target_type="organization",
+        target_id=organization.id,
+        target_label=organization.name,
+        request=request,
+    )
 
 
 def record_organization_updated(

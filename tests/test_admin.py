@@ -25,8 +25,15 @@ from apps.invitations.services import invite_member
 from apps.orgs.models import Membership, Organization
 from apps.projects.models import Channel, LogSource, Project
 from core.permissions import Role
+from tests.accounts.test_two_factor import enable_two_factor
 from tests.conftest import bearer
-from tests.factories import PASSWORD, MembershipFactory, UserFactory, make_key
+from tests.factories import (
+    PASSWORD,
+    MembershipFactory,
+    OrganizationFactory,
+    UserFactory,
+    make_key,
+)
 from tests.orgs.helpers import membership_inline_data
 
 LEGACY_KEY = "tb_AdminLegacyKey1234567890"
@@ -317,6 +324,48 @@ def test_end_sessions_action_logs_the_user_out(ops, owner, api_client):
     assert api_client.get("/v1/me", **bearer(token)).json()["error"]["code"] == "TOKEN_INVALID"
     session.refresh_from_db()
     assert session.end_reason == AuthSession.EndReason.LOGOUT
+
+
+def operator_events(action: str, user) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(action=action, target_id=str(user.pk)))
+
+
+def test_an_operators_changes_to_a_members_account_are_in_its_organizations_log(
+    ops, superuser, member, organization
+):
+    """Found by an audit-log audit: deactivating, reactivating, turning two-factor off or
+    ending sessions of a member in the admin changed their access with no event anywhere."""
+    other_organization = OrganizationFactory()
+    MembershipFactory(organization=other_organization, user=member, role=Role.VIEWER)
+    enable_two_factor(member)
+    start_session(member)
+    start_session(member)
+    sessions = list(AuthSession.objects.filter(user=member).values_list("pk", flat=True))
+
+    ops.post(changelist(AuthSession), {"action": "end_sessions", "_selected_action": sessions})
+    ops.post(changelist(User), {"action": "turn_off_two_factor", "_selected_action": [member.pk]})
+    ops.post(changelist(User), {"action": "deactivate_users", "_selected_action": [member.pk]})
+    member.refresh_from_db()
+    reactivated = ops.post(change_url(member), user_form(member, is_active="on"))
+
+    assert reactivated.status_code == 302
+    for action, details in (
+        (Action.MEMBER_SESSIONS_ENDED, {"sessions": len(sessions)}),
+        (Action.MEMBER_TWO_FACTOR_RESET, {}),
+        (Action.MEMBER_DEACTIVATED, {}),
+        (Action.MEMBER_REACTIVATED, {}),
+    ):
+        events = operator_events(action, member)
+        assert {e.organization_id for e in events} == {organization.id, other_organization.id}
+        assert {e.actor_user_id for e in events} == {superuser.pk}, action
+        assert all(e.details == {"role": e.details["role"], **details} for e in events), [
+            e.details for e in events
+        ]
+    # Nothing recorded when nothing changed: no session left, two-factor already off.
+    ops.post(changelist(AuthSession), {"action": "end_sessions", "_selected_action": sessions})
+    ops.post(changelist(User), {"action": "turn_off_two_factor", "_selected_action": [member.pk]})
+    assert len(operator_events(Action.MEMBER_SESSIONS_ENDED, member)) == 2
+    assert len(operator_events(Action.MEMBER_TWO_FACTOR_RESET, member)) == 2
 
 
 def user_form(user, **overrides) -> dict:

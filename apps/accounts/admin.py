@@ -27,7 +27,13 @@ from apps.accounts import twofactor
 from apps.accounts.admin_site import ThrottledAdminLoginForm
 from apps.accounts.emails import normalize_email, refuse_ambiguous
 from apps.accounts.models import AuthSession, User
-from apps.accounts.services import deactivate_user, end_session, end_user_sessions
+from apps.accounts.services import (
+    deactivate_user,
+    end_session,
+    end_user_sessions,
+    record_operator_change,
+)
+from apps.audit.services import Action
 from apps.orgs.admin import delete_membership, protect_last_owners, refuse_if_last_owners
 from apps.orgs.models import Membership
 from core.admin import ReadOnlyAdminMixin, without_read_only
@@ -167,6 +173,10 @@ class UserAdmin(DjangoUserAdmin):
         if change and "is_active" in form.changed_data and not obj.is_active:
             deactivate_user(user=obj, actor_user=request.user, request=request)
         super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and obj.is_active:
+            record_operator_change(
+                Action.MEMBER_REACTIVATED, obj, actor_user=request.user, request=request
+            )
 
     @admin.action(
         description="Deactivate selected users (ends their sessions)", permissions=["change"]
@@ -185,7 +195,12 @@ class UserAdmin(DjangoUserAdmin):
     def turn_off_two_factor(self, request, queryset) -> None:
         users = list(queryset)
         for user in users:
-            twofactor.reset_for_operator(user=user)
+            twofactor.reset_for_operator(
+                user=user,
+                record=lambda user=user: record_operator_change(
+                    Action.MEMBER_TWO_FACTOR_RESET, user, actor_user=request.user, request=request
+                ),
+            )
         self.message_user(
             request, f"Two-factor turned off for {len(users)} user(s).", messages.SUCCESS
         )
@@ -261,9 +276,21 @@ class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="End selected sessions (log them out)", permissions=["end"])
     def end_sessions(self, request, queryset) -> None:
-        sessions = list(queryset.filter(ended_at__isnull=True))
+        sessions = list(queryset.filter(ended_at__isnull=True).select_related("user"))
+        by_user: dict[int, list[AuthSession]] = {}
         for session in sessions:
-            end_session(session, AuthSession.EndReason.LOGOUT)
+            by_user.setdefault(session.user_id, []).append(session)
+        for of_user in by_user.values():
+            with transaction.atomic():
+                for session in of_user:
+                    end_session(session, AuthSession.EndReason.LOGOUT)
+                record_operator_change(
+                    Action.MEMBER_SESSIONS_ENDED,
+                    of_user[0].user,
+                    actor_user=request.user,
+                    request=request,
+                    details={"sessions": len(of_user)},
+                )
         self.message_user(request, f"Ended {len(sessions)} session(s).", messages.SUCCESS)
 
 

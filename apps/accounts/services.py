@@ -25,8 +25,9 @@ from apps.accounts.emails import address_refusal, normalize_email
 from apps.accounts.models import AuthSession, User, stabilized
 from apps.accounts.selectors import open_session_of
 from apps.accounts.tokens import TokenPair
+from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization
-from apps.orgs.services import create_organization, membership_changed
+from apps.orgs.services import create_organization, membership_changed, record_membership_event
 from core import throttling
 from core.errors import (
     AuthError,
@@ -462,6 +463,14 @@ def deactivate_user(
         User.objects.filter(pk=user.pk).update(is_active=False)
         end_user_sessions(user, AuthSession.EndReason.DEACTIVATED)
         for membership in memberships:
+            membership.user = user
+            record_membership_event(
+                Action.MEMBER_DEACTIVATED,
+                membership,
+                actor_user,
+                request,
+                {"role": membership.role},
+            )
             membership_changed(
                 membership=membership,
                 role=None,
@@ -469,3 +478,22 @@ def deactivate_user(
                 request=request,
                 deactivated=True,
             )
+
+
+def record_operator_change(
+    action: str,
+    user: User,
+    *,
+    actor_user: User,
+    request: HttpRequest | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """An operator's change to a member's account (reactivated, two-factor reset, sessions
+    ended) in the audit log of each organization it belongs to, in the caller's
+    transaction. Found by an audit-log audit: an owner's security team could not see that
+    an operator had turned their two-factor off or brought a deactivated account back."""
+    for membership in Membership.objects.filter(user_id=user.pk).order_by("id"):
+        membership.user = user
+        record_membership_event(
+            action, membership, actor_user, request, {"role": membership.role, **(details or {})}
+        )

@@ -31,6 +31,7 @@ import hmac
 import logging
 import secrets
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -329,13 +330,16 @@ def disable(*, user: User, password: Any, request: HttpRequest | None = None) ->
         mail.send_two_factor_changed(user=user, enabled=False, when=timezone.now(), ip=ip)
 
 
-def reset_for_operator(*, user: User) -> None:
+def reset_for_operator(*, user: User, record: Callable[[], None] = lambda: None) -> None:
     """An operator turns two-factor off for a user who lost their device (the admin). The
     user is told by email, as when they turn it off themselves: an operator's mistake, or
-    a staff account used against them, is not silent."""
+    a staff account used against them, is not silent. `record` writes the audit events,
+    in the transaction, when it was on."""
     with transaction.atomic():
         deleted, _ = TotpDevice.objects.filter(user=user).delete()
         RecoveryCode.objects.filter(user=user).delete()
+        if deleted:
+            record()
     if deleted:
         mail.send_two_factor_changed(user=user, enabled=False, when=timezone.now(), ip=None)
 

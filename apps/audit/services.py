@@ -25,6 +25,11 @@ class Action:
     MEMBER_INVITATION_CANCELLED = "member.invitation_cancelled"
     MEMBER_ROLE_CHANGED = "member.role_changed"
     MEMBER_REMOVED = "member.removed"
+    #: An operator's change to a member's account (the admin), in each of its organizations.
+    MEMBER_DEACTIVATED = "member.deactivated"
+    MEMBER_REACTIVATED = "member.reactivated"
+    MEMBER_TWO_FACTOR_RESET = "member.two_factor_reset"
+    MEMBER_SESSIONS_ENDED = "member.sessions_ended"
     PROJECT_CREATED = "project.created"
     PROJECT_UPDATED = "project.updated"
     PROJECT_DELETED = "project.deleted"
@@ -49,6 +54,10 @@ class Action:
         MEMBER_INVITATION_CANCELLED,
         MEMBER_ROLE_CHANGED,
         MEMBER_REMOVED,
+        MEMBER_DEACTIVATED,
+        MEMBER_REACTIVATED,
+        MEMBER_TWO_FACTOR_RESET,
+        MEMBER_SESSIONS_ENDED,
         PROJECT_CREATED,
         PROJECT_UPDATED,
         PROJECT_DELETED,

@@ -91,6 +91,8 @@ def test_row_chart_unused_filter_and_usage_page(ui_factory, owner, project):
     assert "requests" in spark.locator("g.spark-column title").last.text_content()
     assert "203.0.113.5" in row.inner_text()
     assert AGENT[:10] in row.inner_text()
+    # Its link names the key it is for (WCAG 2.4.4: the links' list read the same for each).
+    assert row.get_by_role("link", name="Usage of Busy deploy key:").count() == 1
     assert page_width(ui) <= 1280
     assert table_overflow(ui) <= 0, "the row actions must not hide behind a scroll at 1280 px"
     ui.shot("usage-list-1280")
@@ -102,7 +104,7 @@ def test_row_chart_unused_filter_and_usage_page(ui_factory, owner, project):
     ui.shot("usage-list-unused-1280")
 
     page.get_by_role("link", name="All keys").click()
-    page.get_by_role("link", name="Busy deploy key").click()
+    page.get_by_role("link", name="Busy deploy key", exact=True).click()
     page.wait_for_url(ui.url(f"{keys_page}{busy.id}/"))
     assert page.get_by_role("heading", level=1).inner_text() == "Busy deploy key"
     hourly = page.locator("svg.chart-wide").first
@@ -111,6 +113,14 @@ def test_row_chart_unused_filter_and_usage_page(ui_factory, owner, project):
     # Drawn twice (wide and narrow), announced once: the hidden one is out of the a11y tree.
     assert page.get_by_role("img", name="Requests per hour, last 48 hours (UTC)").count() == 1
     assert hourly.locator("rect.bar-refused").count() > 0
+    # Refusals by more than colour (WCAG 1.4.1): hatched, as their legend swatch is.
+    refused = hourly.locator("rect.bar-refused").first
+    assert refused.evaluate("bar => getComputedStyle(bar).fill") == 'url("#refused-hatch")'
+    assert page.locator("svg.svg-defs pattern#refused-hatch").count() == 1
+    swatch = page.locator(".swatch-refused").first
+    assert "repeating-linear-gradient" in swatch.evaluate(
+        "swatch => getComputedStyle(swatch).backgroundImage"
+    )
     assert hourly.locator("g.chart-x-labels text").count() == 8
     assert "203.0.113.5" in page.locator("table.ips-table").inner_text()
     assert AGENT in page.locator("code.user-agent").inner_text()

@@ -85,7 +85,14 @@ def protect_last_owners(
 
 
 def save_membership(request, membership: Membership, previous_role: str | None) -> None:
-    """Save an added (`previous_role` None) or changed membership, with its audit event."""
+    """Save an added (`previous_role` None) or changed membership, with its audit event.
+
+    A changed one's role before is read again under a lock, not taken from the form (read
+    without one): a change by the API committed in between made a second, identical
+    `member.role_changed`, or one whose `from` was stale (found by an audit-log audit)."""
+    if previous_role is not None:
+        locked = Membership.objects.select_for_update().filter(pk=membership.pk)
+        previous_role = locked.values_list("role", flat=True).first() or previous_role
     membership.save()
     if previous_role is None:
         details = {"role": membership.role}

@@ -21,11 +21,12 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from apps.apikeys import charts
+from apps.apikeys import charts, guardrails
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import Granularity, active_at
 from apps.apikeys.selectors import Collection, collection_for
 from apps.apikeys.usage.answer import bucket_starts, recent_ips, usage_series
+from apps.projects.models import Project
 from core.decorators import dashboard_page
 
 ROW_DAYS = 30
@@ -116,5 +117,25 @@ def key_detail(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
             "narrow": charts.bar_chart(daily, Granularity.DAY, charts.NARROW, now),
         },
         "recent_ips": [ip | {"requests_text": f"{ip['requests']:,}"} for ip in recent_ips(api_key)],
+        "limits": _limits(api_key, collection),
     }
     return render(request, "apikeys/key_usage.html", context)
+
+
+def _limits(api_key, collection: Collection) -> dict:
+    """The key's guardrails in full: its row shows the first IP and project with "+n", the
+    rest only in a mouse tooltip (an accessibility audit: a viewer, who has no Edit limits,
+    could not read them by keyboard or touch)."""
+    names = dict(
+        Project.objects.filter(
+            organization=collection.organization, id__in=api_key.project_ids
+        ).values_list("id", "name")
+    )
+    return {
+        "rate": guardrails.rate_limit_label(api_key.rate_limit_requests, api_key.rate_limit_seconds)
+        if api_key.rate_limit_requests is not None
+        else "",
+        "ips": list(api_key.allowed_ips),
+        "origins": list(api_key.allowed_origins or []),
+        "projects": [names.get(pid, "a deleted project") for pid in api_key.project_ids],
+    }

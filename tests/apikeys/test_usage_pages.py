@@ -212,6 +212,28 @@ def test_any_member_opens_a_keys_usage_page(request, project, kind, role, settin
     assert "6.6.6.6" not in page
 
 
+def test_a_viewer_reads_every_limit_of_a_key_on_its_page(viewer, project, other_project):
+    """Found by an accessibility audit: a row shows a key's first IP and project with "+n",
+    the rest only in a mouse tooltip, and a viewer has no Edit limits to read them in."""
+    ips = ["198.51.100.23/32", "203.0.113.0/24", "10.0.0.0/8"]
+    secret, _ = make_key(KeyKind.SECRET, project=project, allowed_ips=ips)
+    confined, _ = make_key(
+        KeyKind.ORGANIZATION,
+        project=project,
+        project_ids=[str(project.id), str(other_project.id)],
+        rate_limit={"requests": 5, "perSeconds": 60},
+    )
+    client = logged_in(viewer)
+
+    secret_page = html(client.get(detail_url(KeyKind.SECRET, project, secret)))
+    org_page = html(client.get(detail_url(KeyKind.ORGANIZATION, project, confined)))
+
+    assert all(f"<code>{network}</code>" in secret_page for network in ips)
+    assert "<dt>Projects</dt>" not in secret_page
+    assert project.name in org_page and other_project.name in org_page
+    assert "5 / minute" in org_page
+
+
 def test_the_usage_page_draws_refusals_in_their_own_bars(member, project, owner):
     api_key, plaintext = make_key(KeyKind.SECRET, project=project, permissions=["analysis:read"])
     use(KeyKind.SECRET, project, plaintext)

@@ -176,6 +176,13 @@ def is_valid_key(candidate: str) -> bool:
     return hmac.compare_digest(checksum(candidate[:body_end]), candidate[body_end:])
 
 
+def holds_a_key(text: str) -> bool:
+    """Whether a key with a valid checksum is anywhere in `text`, glued to other text or
+    not. Legacy keys have no checksum to tell them from ordinary words, so they are not
+    looked for."""
+    return "_" in text and any(is_valid_key(match[0]) for match in KEY_PATTERN.finditer(text))
+
+
 def parse(candidate: str) -> ParsedKey | None:
     """A well-formed key with a valid checksum, and its kind; None otherwise."""
     if not is_valid_key(candidate):

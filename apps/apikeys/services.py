@@ -23,6 +23,7 @@ from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, KeyType
 from apps.apikeys.representation import key_json
 from apps.apikeys.selectors import KeyRecord
 from apps.apikeys.validators import (
+    clean_key_name,
     validate_expires_at,
     validate_grace_seconds,
     validate_permissions,
@@ -35,7 +36,7 @@ from apps.webhooks.services import KeyEvent, record_key_events
 from core import throttling
 from core.api import iso
 from core.errors import ValidationFailed
-from core.validation import FieldErrors, check_fields, clean_name
+from core.validation import FieldErrors, check_fields
 
 logger = logging.getLogger("sigsentry.apikeys")
 
@@ -100,7 +101,7 @@ def mint_key(
     if project is not None and project.organization_id != organization.id:
         raise ValueError("the project belongs to another organization")
     errors = FieldErrors() if errors is None else errors
-    name = errors.check(clean_name, name)
+    name = errors.check(clean_key_name, name)
     permissions = errors.check(validate_permissions, kind, permissions)
     expires_at = errors.check(validate_expires_at, expires_at, now)
     if not errors.failed("expiresAt"):
@@ -388,7 +389,7 @@ def update_key(
     kind = kind_of(api_key)
     cleaned: dict[str, Any] = {}
     if "name" in changes:
-        cleaned["name"] = errors.check(clean_name, changes["name"])
+        cleaned["name"] = errors.check(clean_key_name, changes["name"])
     if "rateLimit" in changes:
         limit = errors.check(guardrails.validate_rate_limit, changes["rateLimit"])
         cleaned["rateLimit"] = guardrails.rate_limit_json(limit)

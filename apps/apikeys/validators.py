@@ -12,11 +12,29 @@ from typing import Any
 
 from django.utils import timezone
 
-from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.keyformat import KeyKind, holds_a_key
 from core.errors import PermissionsLocked, ValidationFailed
 from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS, normalize_permissions
+from core.validation import clean_name
 
 MAX_GRACE_SECONDS = 7 * 24 * 3600
+
+
+def clean_key_name(value: Any) -> str:
+    """A key's name (`clean_name`), without a key in it: a name is shown to every member and
+    sent in the audit log, webhooks and emails, none of which may carry a key (an audit-log
+    audit: a key pasted into a name stayed in its audit events for good)."""
+    name = clean_name(value)
+    if holds_a_key(name):
+        raise ValidationFailed(
+            {
+                "name": [
+                    "A name cannot hold an API key: it is shown to every member and sent in "
+                    "webhooks and emails."
+                ]
+            }
+        )
+    return name
 
 
 def validate_permissions(kind: KeyKind, permissions: Any) -> list[str]:

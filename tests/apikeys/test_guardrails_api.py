@@ -437,6 +437,30 @@ def test_patch_refuses_a_name_with_a_control_or_text_direction_character(
     assert not AuditEvent.objects.filter(action="key.updated").exists()
 
 
+@pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
+def test_a_name_holding_a_key_is_refused_at_mint_and_patch(owner, project, kind):
+    """Found by an audit-log audit: a key pasted into a name was stored in every audit event
+    of the key for good, and sent in its webhooks and emails."""
+    _other, pasted = make_key(KeyKind.SECRET, project=project)
+    client = user_client(owner)
+    before = ApiKey.objects.count()
+
+    minted = mint(client, kind, project, name=f"CI {pasted}")
+    api_key, _ = make_key(kind, project=project, name="CI")
+    patched = patch(client, kind, project, api_key, {"name": f"prod:{pasted}"})
+
+    for response in (minted, patched):
+        assert response.status_code == 400 and list(error_fields(response)) == ["name"]
+        assert pasted not in response.content.decode()
+    assert ApiKey.objects.count() == before + 1
+    assert ApiKey.objects.get(pk=api_key.pk).name == "CI"
+    assert not AuditEvent.objects.filter(action="key.updated").exists()
+    # What only looks like one stays a name: a prefix, or the shape with a wrong checksum.
+    almost = pasted[:-1] + ("A" if pasted[-1] != "A" else "B")
+    for name in ("Rotates ss_secret_ keys", f"old {almost}"):
+        assert patch(client, kind, project, api_key, {"name": name}).status_code == 200
+
+
 def test_patch_of_a_foreign_project_is_a_validation_error(owner, project, outsider):
     api_key, _ = make_key(KeyKind.ORGANIZATION, project=project)
     foreign = outsider.memberships.get().organization.projects.get()

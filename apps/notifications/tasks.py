@@ -22,7 +22,12 @@ from django_tasks import task
 from apps.accounts.mail import requeue_stalled_retries
 from apps.accounts.password_reset import forget_finished_reset_asks
 from apps.accounts.services import prune_ended_sessions
-from apps.apikeys.usage.flush import flush_usage, forget_old_last_use, prune_usage
+from apps.apikeys.usage.flush import (
+    flush_usage,
+    fold_idle_keys,
+    forget_old_last_use,
+    prune_usage,
+)
 from apps.invitations.services import prune_finished_invitations
 from apps.notifications import checks
 from apps.notifications.models import Schedule
@@ -92,6 +97,7 @@ def housekeeping() -> str:
     call_command("flushexpiredtokens", verbosity=0)
     invitations = prune_finished_invitations()
     forget_old_last_use()
+    fold_idle_keys()
     checks.forget_given_up_recipients()
     kept = TASK_RESULTS_KEPT_DAYS
     return (

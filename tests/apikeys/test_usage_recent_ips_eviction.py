@@ -25,6 +25,7 @@ from apps.apikeys.models import KeyUsageIp
 from apps.apikeys.usage import flush
 from apps.apikeys.usage.answer import key_usage
 from apps.apikeys.usage.flush import IPS_STORED, flush_usage
+from apps.notifications.tasks import housekeeping
 from core.sharedredis import redis_client
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, collection_url, user_client
@@ -297,3 +298,25 @@ def test_only_epochs_that_ended_long_ago_are_folded_and_a_second_fold_changes_no
         assert rows == {flush.FOLDED: 1 + 2 + 3, "e4": 4, "e5": 5}
     folded = KeyUsageIp.objects.get(key=api_key, epoch=flush.FOLDED)
     assert folded.last_seen_at == now - timedelta(minutes=20)
+
+
+def test_the_daily_housekeeping_folds_the_rows_of_keys_no_copy_touches(project):
+    """Found by a second soak: folding ran in the copies of keys in use, so an idle key kept
+    its last ten minutes' rows (~20 per IP) until its next use."""
+    api_key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    now = timezone.now() - timedelta(seconds=5)
+    KeyUsageIp.objects.bulk_create(
+        KeyUsageIp(
+            key=api_key,
+            ip=RETURNING,
+            epoch=f"e{number}",
+            requests=1,
+            last_seen_at=now - timedelta(minutes=60 - number),
+        )
+        for number in range(20)
+    )
+
+    housekeeping.call()  # the worker's, once a day
+
+    rows = dict(KeyUsageIp.objects.filter(key=api_key).values_list("epoch", "requests"))
+    assert rows == {flush.FOLDED: 19, "e19": 1}

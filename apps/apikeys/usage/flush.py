@@ -235,7 +235,7 @@ def _forget_older_ips(key_ids: set[str]) -> None:
             ).delete()
 
 
-def _fold_ended_epochs(key_ids: set[str], now: datetime | None = None) -> None:
+def _fold_ended_epochs(key_ids: set[str] | None, now: datetime | None = None) -> None:
     """Add up each IP's rows of epochs long ended into its one `FOLDED` row.
 
     An IP pushed out of the live counters and copied is forgotten there; seen again, it
@@ -248,7 +248,8 @@ def _fold_ended_epochs(key_ids: set[str], now: datetime | None = None) -> None:
     was last seen, is over `FOLD_AFTER` old too. No copy can still be writing a folded
     epoch (one that had read it before it was forgotten would have stalled that long), and
     a row written again would be counted twice. The rows are locked as they are folded:
-    two copies fold a row once. Bound: per IP, its rows of the last `FOLD_AFTER` and two."""
+    two copies fold a row once. Bound: per IP, its rows of the last `FOLD_AFTER` and two.
+    `key_ids` None: every key's (`fold_idle_keys`)."""
     horizon = (now or timezone.now()) - FOLD_AFTER
     ended = (
         KeyUsageIp.objects.filter(last_seen_at__lt=horizon)
@@ -257,7 +258,8 @@ def _fold_ended_epochs(key_ids: set[str], now: datetime | None = None) -> None:
         .annotate(rows=Count("id"))
         .filter(rows__gt=1)
     )
-    for pair in filter_in_chunks(ended, "key_id", key_ids):
+    pairs = ended if key_ids is None else filter_in_chunks(ended, "key_id", key_ids)
+    for pair in pairs:
         with transaction.atomic():
             rows = list(
                 KeyUsageIp.objects.select_for_update()
@@ -282,6 +284,14 @@ def _fold_ended_epochs(key_ids: set[str], now: datetime | None = None) -> None:
                     requests=requests,
                     last_seen_at=seen,
                 )
+
+
+def fold_idle_keys(now: datetime | None = None) -> None:
+    """`_fold_ended_epochs` for every key, once a day (the worker's housekeeping): the copies
+    fold only the keys they copy, so an idle key kept its last ten minutes' rows until its
+    next use (found by a second soak). A scan of the table's ended rows: not after every
+    copy."""
+    _fold_ended_epochs(None, now)
 
 
 def prune_usage(now: datetime | None = None) -> int:

@@ -364,8 +364,11 @@ def test_an_operators_changes_to_a_members_account_are_in_its_organizations_log(
     # Nothing recorded when nothing changed: no session left, two-factor already off.
     ops.post(changelist(AuthSession), {"action": "end_sessions", "_selected_action": sessions})
     ops.post(changelist(User), {"action": "turn_off_two_factor", "_selected_action": [member.pk]})
+    ops.post(changelist(User), {"action": "deactivate_users", "_selected_action": [member.pk]})
+    ops.post(changelist(User), {"action": "deactivate_users", "_selected_action": [member.pk]})
     assert len(operator_events(Action.MEMBER_SESSIONS_ENDED, member)) == 2
     assert len(operator_events(Action.MEMBER_TWO_FACTOR_RESET, member)) == 2
+    assert len(operator_events(Action.MEMBER_DEACTIVATED, member)) == 4  # twice, two orgs
 
 
 def user_form(user, **overrides) -> dict:

@@ -460,17 +460,18 @@ def deactivate_user(
         memberships = list(
             Membership.objects.select_for_update(no_key=True).filter(user_id=user.pk).order_by("id")
         )
-        User.objects.filter(pk=user.pk).update(is_active=False)
+        was_active = User.objects.filter(pk=user.pk, is_active=True).update(is_active=False)
         end_user_sessions(user, AuthSession.EndReason.DEACTIVATED)
         for membership in memberships:
             membership.user = user
-            record_membership_event(
-                Action.MEMBER_DEACTIVATED,
-                membership,
-                actor_user,
-                request,
-                {"role": membership.role},
-            )
+            if was_active:  # an account deactivated again changes no one's access
+                record_membership_event(
+                    Action.MEMBER_DEACTIVATED,
+                    membership,
+                    actor_user,
+                    request,
+                    {"role": membership.role},
+                )
             membership_changed(
                 membership=membership,
                 role=None,

@@ -266,3 +266,16 @@ def rate_limit_label(requests: int, seconds: int) -> str:
     else:
         window = f"{seconds} s"
     return f"{requests} / {window}"
+
+
+def key_rate_label(api_key: ApiKey) -> str:
+    """`rate_limit_label` of a key's limit; empty without one."""
+    if api_key.rate_limit_requests is None:
+        return ""
+    return rate_limit_label(api_key.rate_limit_requests, api_key.rate_limit_seconds)
+
+
+def project_labels(project_ids: list[str], names: dict[str, str]) -> list[str]:
+    """The names of an org key's projects (`names`: a project's id as text → its name),
+    in the key's order; "a deleted project" for one gone."""
+    return [names.get(str(project_id), "a deleted project") for project_id in project_ids]

@@ -126,16 +126,14 @@ def _limits(api_key, collection: Collection) -> dict:
     """The key's guardrails in full: its row shows the first IP and project with "+n", the
     rest only in a mouse tooltip (an accessibility audit: a viewer, who has no Edit limits,
     could not read them by keyboard or touch)."""
-    names = dict(
-        Project.objects.filter(
-            organization=collection.organization, id__in=api_key.project_ids
-        ).values_list("id", "name")
-    )
+    projects = Project.objects.filter(
+        organization=collection.organization, id__in=api_key.project_ids
+    ).values_list("id", "name")
     return {
-        "rate": guardrails.rate_limit_label(api_key.rate_limit_requests, api_key.rate_limit_seconds)
-        if api_key.rate_limit_requests is not None
-        else "",
+        "rate": guardrails.key_rate_label(api_key),
         "ips": list(api_key.allowed_ips),
         "origins": list(api_key.allowed_origins or []),
-        "projects": [names.get(pid, "a deleted project") for pid in api_key.project_ids],
+        "projects": guardrails.project_labels(
+            api_key.project_ids, {str(pid): name for pid, name in projects}
+        ),
     }

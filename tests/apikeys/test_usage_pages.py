@@ -212,6 +212,10 @@ def test_any_member_opens_a_keys_usage_page(request, project, kind, role, settin
     assert "6.6.6.6" not in page
 
 
+def limits_card(page: str) -> str:
+    return re.search(r'<section class="card usage-limits".*?</section>', page, re.S)[0]
+
+
 def test_a_viewer_reads_every_limit_of_a_key_on_its_page(viewer, project, other_project):
     """Found by an accessibility audit: a row shows a key's first IP and project with "+n",
     the rest only in a mouse tooltip, and a viewer has no Edit limits to read them in."""
@@ -228,10 +232,13 @@ def test_a_viewer_reads_every_limit_of_a_key_on_its_page(viewer, project, other_
     secret_page = html(client.get(detail_url(KeyKind.SECRET, project, secret)))
     org_page = html(client.get(detail_url(KeyKind.ORGANIZATION, project, confined)))
 
-    assert all(f"<code>{network}</code>" in secret_page for network in ips)
-    assert "<dt>Projects</dt>" not in secret_page
-    assert project.name in org_page and other_project.name in org_page
-    assert "5 / minute" in org_page
+    secret_limits, org_limits = limits_card(secret_page), limits_card(org_page)
+    assert all(f"<code>{network}</code>" in secret_limits for network in ips)
+    assert "<dt>Projects</dt>" not in secret_limits
+    # The names themselves (the sidebar names every project too): none read as deleted.
+    assert f"<dd>{project.name}, {other_project.name}</dd>" in org_limits
+    assert "a deleted project" not in org_limits
+    assert "5 / minute" in org_limits
 
 
 def test_the_usage_page_draws_refusals_in_their_own_bars(member, project, owner):

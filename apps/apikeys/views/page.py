@@ -161,15 +161,12 @@ def _rows(keys, now, collection: Collection, projects=(), failure=None) -> list[
             and key.expires_at is not None
             and key.expires_at - now <= EXPIRING_WITHIN,
             manageable=collection.can_manage and status == KeyStatus.ACTIVE,
-            project_labels=[project_names.get(pid, "a deleted project") for pid in key.project_ids],
+            project_labels=guardrails.project_labels(key.project_ids, project_names),
+            rate_label=guardrails.key_rate_label(key),
         )
         failed = failure is not None and failure.key.id == key.id
         if failed:
             row.error = failure.message
-        if key.rate_limit_requests is not None:
-            row.rate_label = guardrails.rate_limit_label(
-                key.rate_limit_requests, key.rate_limit_seconds
-            )
         if status == KeyStatus.ACTIVE and collection.kind is not KeyKind.PUBLIC:
             row.outlives_policy = guardrails.exceeds_lifetime(
                 key.expires_at, organization, key.created_at

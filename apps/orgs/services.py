@@ -48,15 +48,7 @@ def record_organization_created(
     """The `organization.created` audit event, in the caller's transaction: a sign-up's or
     a member's new organization, or an operator's in the admin (found by an audit-log
     audit: the admin's recorded its members and projects, not itself)."""
-    record_event(
-        action=Action.ORGANIZATION_CREATED,
-        organization_id=organization.id,
-        actor_user=actor,
-        target_type="organization",
-        target_id=organization.id,
-        target_label=organization.name,
-        request=request,
-    )
+    _record_organization_event(Action.ORGANIZATION_CREATED, organization, actor, request)
 
 
 def record_organization_updated(
@@ -70,19 +62,27 @@ def record_organization_updated(
     """The `organization.updated` audit event of one field's change (its settings by an
     owner, its name by an operator in the admin): `change` is (before, after), in the
     caller's transaction."""
+    details = {"fields": [field], "before": {field: change[0]}, "after": {field: change[1]}}
+    _record_organization_event(Action.ORGANIZATION_UPDATED, organization, actor, request, details)
+
+
+def _record_organization_event(
+    action: str,
+    organization: Organization,
+    actor: Any,
+    request: HttpRequest | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """An event whose target is the organization itself."""
     record_event(
-        action=Action.ORGANIZATION_UPDATED,
+        action=action,
         organization_id=organization.id,
         actor_user=actor,
         target_type="organization",
         target_id=organization.id,
         target_label=organization.name,
         request=request,
-        details={
-            "fields": [field],
-            "before": {field: change[0]},
-            "after": {field: change[1]},
-        },
+        details=details,
     )
 
 

@@ -80,9 +80,7 @@ def _require_long_secret(name: str, value: str, *, published_ok: bool = False) -
         problem = "only whitespace"
     elif len(value) < 32:
         problem = "too short"
-    elif not published_ok and (
-        value == DEVELOPMENT_SECRET_KEY or value.startswith("django-insecure-")
-    ):
+    elif not published_ok and value.startswith("django-insecure-"):  # _DEV_SECRET_KEY too
         problem = "a published development key"
     elif len(set(value)) < 5:
         problem = "too simple (fewer than 5 different characters)"
@@ -191,7 +189,7 @@ def _read_secret(name: str) -> str:
 
 
 #: `DEBUG`'s key when none is set; published here, so refused without `DEBUG`.
-DEVELOPMENT_SECRET_KEY = "django-insecure-dev-only-key-never-use-in-production-0123456789"
+_DEV_SECRET_KEY = "django-insecure-dev-only-key-never-use-in-production-0123456789"
 SECRET_KEY = _read_secret("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
@@ -199,7 +197,7 @@ if not SECRET_KEY:
             "SECRET_KEY is not set. Set the SECRET_KEY environment variable "
             "(or DEBUG=true for a local development run)."
         )
-    SECRET_KEY = DEVELOPMENT_SECRET_KEY
+    SECRET_KEY = _DEV_SECRET_KEY
 elif not DEBUG:
     _require_long_secret("SECRET_KEY", SECRET_KEY)
 # Earlier SECRET_KEYs, comma-separated: what they signed or sealed is still accepted (reset

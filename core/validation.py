@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import unicodedata
 import uuid
@@ -59,6 +60,15 @@ def clean_name(value: Any, field: str = "name", missing: str = "A name is requir
 
 
 UNSHOWN_MESSAGE = "Names cannot contain control, invisible or text-direction characters."
+
+
+def as_sent(value: Any, limit: int) -> str:
+    """A list entry as the client wrote it, for a message naming what was refused: text as
+    it is, anything else as its JSON (`null`, `true`, `{"a":1}`, never Python's `None`),
+    cut to `limit` characters."""
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return value[:limit]
 
 
 def has_unshown_characters(value: str) -> bool:

@@ -32,6 +32,7 @@ from apps.apikeys.models import ApiKey, KeyType, active_at
 from apps.orgs.models import Organization
 from apps.projects.models import Project
 from core.errors import ValidationFailed
+from core.validation import as_sent
 
 MAX_RATE_LIMIT_REQUESTS = 100_000
 MAX_RATE_LIMIT_SECONDS = 86_400
@@ -113,7 +114,7 @@ def validate_allowed_ips(kind: KeyKind, value: Any) -> list[str]:
                 raise ValueError(entry)
             network = normalize_network(entry)
         except ValueError:
-            bad.append(f"Not a CIDR or IP address: {str(entry)[:64]}")
+            bad.append(f"Not a CIDR or IP address: {as_sent(entry, 64)}")
             continue
         if network not in cleaned:
             cleaned.append(network)
@@ -142,7 +143,7 @@ def validate_project_ids(kind: KeyKind, organization: Organization, value: Any) 
         except ValueError:
             text = None
         if text is None:
-            raise ValidationFailed({"projectIds": [f"Not a project id: {str(entry)[:64]}"]})
+            raise ValidationFailed({"projectIds": [f"Not a project id: {as_sent(entry, 64)}"]})
         if text not in ids:
             ids.append(text)
     found = {
@@ -178,7 +179,7 @@ def validate_allowed_origins(kind: KeyKind, origins: Any) -> list[str]:
             raise ValidationFailed(
                 {
                     "allowedOrigins": [
-                        f"Not an origin of the form https://host[:port]: {str(origin)[:100]}"
+                        f"Not an origin of the form https://host[:port]: {as_sent(origin, 100)}"
                     ]
                 }
             )

@@ -15,7 +15,7 @@ from django.utils import timezone
 from apps.apikeys.keyformat import KeyKind, holds_a_key
 from core.errors import PermissionsLocked, ValidationFailed
 from core.permissions import ALL_PERMISSIONS, SDK_LOCKED_PERMISSIONS, normalize_permissions
-from core.validation import clean_name
+from core.validation import as_sent, clean_name
 
 MAX_GRACE_SECONDS = 7 * 24 * 3600
 
@@ -57,7 +57,7 @@ def validate_permissions(kind: KeyKind, permissions: Any) -> list[str]:
     unknown = [p for p in permissions if not isinstance(p, str) or p not in ALL_PERMISSIONS]
     if unknown:
         raise ValidationFailed(
-            {"permissions": [f"Unknown permission: {str(p)[:40]}" for p in unknown]}
+            {"permissions": [f"Unknown permission: {as_sent(p, 40)}" for p in unknown]}
         )
     return normalize_permissions(permissions)
 

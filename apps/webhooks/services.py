@@ -38,7 +38,7 @@ from core import throttling
 from core.errors import ValidationFailed
 from core.queries import ROWS_PER_STATEMENT, refuse_when_full
 from core.tasks import requeue_stalled
-from core.validation import FieldErrors
+from core.validation import FieldErrors, as_sent
 
 logger = logging.getLogger("sigsentry.webhooks")
 
@@ -73,7 +73,9 @@ def validate_events(events: Any) -> list[str]:
         raise ValidationFailed({"events": ["Choose at least one event."]})
     unknown = [e for e in events if not isinstance(e, str) or e not in EventType.values]
     if unknown:
-        raise ValidationFailed({"events": [f"Unknown event: {str(e)[:60]}" for e in unknown[:5]]})
+        raise ValidationFailed(
+            {"events": [f"Unknown event: {as_sent(e, 60)}" for e in unknown[:5]]}
+        )
     return [e for e in EventType.values if e in events]
 
 

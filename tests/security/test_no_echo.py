@@ -144,6 +144,26 @@ def test_a_credential_in_the_wrong_field_is_refused_without_being_echoed(
     assert MASKED[who] in fields[case.field][0]
 
 
+#: The list fields whose message names the refused entry after its prefix.
+LIST_ENTRY_FIELDS = [name for name, case in WRONG_FIELDS.items() if case.message != '"']
+
+
+@pytest.mark.parametrize(("sent", "shown"), [(None, "null"), (True, "true"), ({"a": 1}, '{"a":1}')])
+@pytest.mark.parametrize("name", LIST_ENTRY_FIELDS)
+def test_an_entry_that_is_not_text_is_named_as_the_client_wrote_it(
+    name, sent, shown, project, owner
+):
+    """`null`, not Python's `None`: the message quotes the JSON the client sent."""
+    case = WRONG_FIELDS[name]
+
+    response = user_client(owner).post(
+        case.path(project), case.body(sent), format="json", HTTP_X_PROJECT_ID=str(project.id)
+    )
+
+    assert response.status_code == 400
+    assert error_fields(response) == {case.field: [case.message + shown]}
+
+
 def test_a_credential_in_a_message_or_a_field_name_is_masked_and_nothing_else():
     key = keyformat.generate(KeyKind.ORGANIZATION)
     legacy = "ss_live_" + "Ab3dE6gH" * 4

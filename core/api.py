@@ -30,7 +30,7 @@ from django.utils.module_loading import import_module
 from rest_framework.exceptions import MethodNotAllowed, ParseError
 from rest_framework.exceptions import NotFound as DrfNotFound
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -259,13 +259,20 @@ class Pagination(CursorPagination):
             raise ValidationFailed({"cursor": ["Invalid cursor."]}) from exc
 
     def decode_cursor(self, request):
-        """DRF's cursor, refused (as not base64 is) when its position is what no column
-        holds: a NUL, or a time with an offset beyond ±14:00 (PostgreSQL refused the query)
-        or outside years 1 to 9999 in UTC (SQLite's conversion overflowed: a 500)."""
+        """DRF's cursor, refused (as not base64 is) when it says nothing (`?cursor=`, or
+        what decodes to no field, `!!!!`: no link of ours is the first page's) or its
+        position is what no column holds: a NUL, or a time with an offset beyond ±14:00
+        (PostgreSQL refused the query) or outside years 1 to 9999 in UTC (SQLite's
+        conversion overflowed: a 500)."""
         cursor = super().decode_cursor(request)
-        position = cursor.position if cursor is not None else None
-        if position is not None and (
-            "\x00" in position or (self._ordered_by_time() and not _storable_instant(position))
+        if cursor is None:
+            return None
+        position = cursor.position
+        if cursor == Cursor(offset=0, reverse=False, position=None) or (
+            position is not None
+            and (
+                "\x00" in position or (self._ordered_by_time() and not _storable_instant(position))
+            )
         ):
             raise DrfNotFound(self.invalid_cursor_message)
         return cursor

@@ -214,6 +214,10 @@ class TestList:
             "cursor=bogus",
             "cursor=cD1nYXJiYWdl",  # base64 of "p=garbage": decodes, holds no time
             "cursor=cD0yMDI3LTEzLTQ1VDAwOjAwOjAw",  # "p=2027-13-45T00:00:00"
+            "cursor=",  # says nothing: no link of ours is the first page's
+            "cursor=%21%21%21%21",  # "!!!!": base64 of nothing
+            "cursor=%00",
+            "cursor=eD0x",  # "x=1": no field of a cursor
         ],
     )
     def test_bad_paging_parameters_are_validation_errors(self, api_client, secret_key, query):

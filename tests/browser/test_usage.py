@@ -111,7 +111,11 @@ def test_row_chart_unused_filter_and_usage_page(ui_factory, owner, project):
     assert hourly.is_visible()
     assert not page.locator("svg.chart-narrow").first.is_visible()
     # Drawn twice (wide and narrow), announced once: the hidden one is out of the a11y tree.
-    assert page.get_by_role("img", name="Requests per hour, last 48 hours (UTC)").count() == 1
+    # Named by its title alone: the summary is the figure's caption, read once.
+    chart_name = "Requests per hour, last 48 hours (UTC)"
+    assert page.get_by_role("img", name=chart_name, exact=True).count() == 1
+    caption = page.locator("figure.usage-chart figcaption").first
+    assert caption.is_visible() and "requests" in caption.inner_text()
     assert hourly.locator("rect.bar-refused").count() > 0
     # Refusals by more than colour (WCAG 1.4.1): hatched, as their legend swatch is.
     refused = hourly.locator("rect.bar-refused").first

@@ -159,3 +159,15 @@ def call_api(base: str, path: str, credential: str, headers: dict | None = None,
             return response.status, json.loads(response.read()), dict(response.headers)
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read()), dict(error.headers)
+
+
+def contrast_ratio(first: str, second: str) -> float:
+    """WCAG's contrast ratio of two computed colours, `rgb(r, g, b)`."""
+
+    def luminance(rgb: str) -> float:
+        channels = [int(part) / 255 for part in rgb[rgb.index("(") + 1 : -1].split(",")[:3]]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    darker, lighter = sorted((luminance(first), luminance(second)))
+    return (lighter + 0.05) / (darker + 0.05)

@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import roll_key
+from tests.browser.conftest import contrast_ratio
 from tests.factories import PASSWORD, make_key
 
 pytestmark = pytest.mark.browser
@@ -191,14 +192,6 @@ def test_form_errors_take_the_focus_new_project_and_lifetime_policy(
     assert "greater than or equal to 1" in focus["described"][1]
 
 
-def _contrast_on_white(rgb: str) -> float:
-    """WCAG's contrast ratio of a computed `rgb(r, g, b)` against white."""
-    channels = [int(part) / 255 for part in rgb[rgb.index("(") + 1 : -1].split(",")[:3]]
-    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
-    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-    return 1.05 / (luminance + 0.05)
-
-
 def _style(page, prop: str) -> str:
     return page.evaluate(f"getComputedStyle(document.activeElement).{prop}")
 
@@ -244,7 +237,7 @@ def test_focus_rings_show_in_forced_colors_and_boxes_get_a_solid_ring(
             edge = page.locator("input[name=expires_at]").first.evaluate(
                 "e => getComputedStyle(e).borderTopColor"
             )
-            assert _contrast_on_white(edge) >= 3, edge
+            assert contrast_ratio(edge, "rgb(255, 255, 255)") >= 3, edge
     finally:
         context.close()
 

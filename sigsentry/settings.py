@@ -524,8 +524,9 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Django sessions are the operators' admin only (the dashboard's are JWT `AuthSession`s).
 # Signed cookies: nothing in the database a reader of it or of a backup could log in with
-# (the database backend keeps each live session id in clear); a copy of a cookie stays
-# valid until it expires, so it lives a working day, and a password change ends it.
+# (the database backend keeps each live session id in clear). A cookie lives a working
+# day; a logout or any ending of the user's sessions ends every copy of it
+# (`User.session_epoch`, which `get_session_auth_hash` signs over).
 SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 SESSION_COOKIE_AGE = 12 * 3600
 SESSION_COOKIE_HTTPONLY = True

@@ -13,25 +13,33 @@ The admin's login asks staff with two-factor on for their code too
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
+from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm
 from django.contrib.auth.forms import UserChangeForm as DjangoUserChangeForm
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from apps.accounts import twofactor
+from apps.accounts import mail, twofactor
 from apps.accounts.admin_site import ThrottledAdminLoginForm
 from apps.accounts.emails import normalize_email, refuse_ambiguous
 from apps.accounts.models import AuthSession, User
 from apps.accounts.services import (
     deactivate_user,
+    end_admin_sessions,
     end_session,
-    end_user_sessions,
     record_operator_change,
+    store_password,
 )
 from apps.audit.services import Action
 from apps.orgs.admin import delete_membership, protect_last_owners, refuse_if_last_owners
@@ -72,12 +80,13 @@ class UserChangeForm(DjangoUserChangeForm):
 
 
 class PasswordChangeEndsSessionsForm(AdminPasswordChangeForm):
-    """The admin's "set password" form, closing the user's sessions when it saves."""
+    """The admin's "set password" form, saving as the account page does (`store_password`):
+    every session of the user ends, and they are told by email. `UserAdmin` records it."""
 
     def save(self, commit: bool = True) -> User:
-        user = super().save(commit=commit)
+        user = super().save(commit=False)
         if commit:
-            end_user_sessions(user, AuthSession.EndReason.PASSWORD_CHANGED)
+            store_password(user=user, hashed=user.password)
         return user
 
 
@@ -116,6 +125,32 @@ class TwoFactorAdminLoginForm(ThrottledAdminLoginForm):
         except InvalidCredentials as exc:
             raise ValidationError("The two-factor code is not valid.", code="invalid_code") from exc
         return cleaned
+
+
+#: What only a superuser grants, to anyone: staff and superuser status, groups and
+#: permissions. Found by an admin audit: staff allowed to change users made themselves
+#: superusers.
+GRANTS = ("is_staff", "is_superuser", "groups", "user_permissions")
+
+
+def _guarded(request, user: User | None) -> bool:
+    """Whether `user` is another operator than the one asking, who is no superuser: such
+    staff change and help members, never an operator (they could set a superuser's
+    password or turn off their two-factor, and log in as them)."""
+    return (
+        user is not None
+        and not request.user.is_superuser
+        and (user.is_staff or user.is_superuser)
+        and user.pk != request.user.pk
+    )
+
+
+def _user_pk(quoted: str) -> Any:
+    """The user id of an admin URL, or None when it is no id (the page answers 404)."""
+    try:
+        return uuid.UUID(unquote(quoted))
+    except ValueError:
+        return None
 
 
 admin.site.login_form = TwoFactorAdminLoginForm
@@ -159,6 +194,30 @@ class UserAdmin(DjangoUserAdmin):
     )
     actions = ("deactivate_users", "turn_off_two_factor")
 
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return fields if request.user.is_superuser else (*fields, *GRANTS)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return super().has_change_permission(request, obj) and not _guarded(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return super().has_delete_permission(request, obj) and not _guarded(request, obj)
+
+    def user_change_password(self, request, id, form_url=""):
+        """Django's page, in one transaction with the event of a password it set: the user
+        is told by email (the form), their organizations in their audit logs."""
+        with transaction.atomic():
+            before = User.objects.filter(pk=_user_pk(id)).values_list("password", flat=True)
+            before = before.first()
+            response = super().user_change_password(request, id, form_url)
+            user = User.objects.filter(pk=_user_pk(id)).first()
+            if user is not None and before is not None and user.password != before:
+                record_operator_change(
+                    Action.MEMBER_PASSWORD_SET, user, actor_user=request.user, request=request
+                )
+        return response
+
     @admin.display(boolean=True, description="Two-factor")
     def two_factor(self, obj: User) -> bool:
         device = getattr(obj, "totp_device", None)  # a missing row raises an AttributeError
@@ -172,17 +231,28 @@ class UserAdmin(DjangoUserAdmin):
         # every other writer (a member change waiting for them then sees the account gone).
         if change and "is_active" in form.changed_data and not obj.is_active:
             deactivate_user(user=obj, actor_user=request.user, request=request)
+        old_email = User.objects.filter(pk=obj.pk).values_list("email", flat=True).first()
         super().save_model(request, obj, form, change)
         if change and "is_active" in form.changed_data and obj.is_active:
             record_operator_change(
                 Action.MEMBER_REACTIVATED, obj, actor_user=request.user, request=request
             )
+        if change and old_email is not None and old_email != obj.email:
+            # Whoever reads the new address can reset the password: not silent (an audit).
+            record_operator_change(
+                Action.MEMBER_EMAIL_CHANGED,
+                obj,
+                actor_user=request.user,
+                request=request,
+                details={"from": old_email, "to": obj.email},
+            )
+            mail.send_email_changed(user=obj, old=old_email, when=timezone.now())
 
     @admin.action(
         description="Deactivate selected users (ends their sessions)", permissions=["change"]
     )
     def deactivate_users(self, request, queryset) -> None:
-        users = list(queryset)
+        users = self._members_only(request, queryset)
         for user in users:
             deactivate_user(user=user, actor_user=request.user, request=request)
         self.message_user(
@@ -193,7 +263,7 @@ class UserAdmin(DjangoUserAdmin):
         description="Turn off two-factor (the user lost their device)", permissions=["change"]
     )
     def turn_off_two_factor(self, request, queryset) -> None:
-        users = list(queryset)
+        users = self._members_only(request, queryset)
         for user in users:
             twofactor.reset_for_operator(
                 user=user,
@@ -204,6 +274,19 @@ class UserAdmin(DjangoUserAdmin):
         self.message_user(
             request, f"Two-factor turned off for {len(users)} user(s).", messages.SUCCESS
         )
+
+    def _members_only(self, request, queryset) -> list[User]:
+        """The selected users this operator may act on (`_guarded`), naming the others."""
+        users = list(queryset)
+        kept = [user for user in users if not _guarded(request, user)]
+        if len(kept) < len(users):
+            skipped = ", ".join(user.email for user in users if user not in kept)
+            self.message_user(
+                request,
+                f"Only a superuser acts on other operators: skipped {skipped}.",
+                messages.ERROR,
+            )
+        return kept
 
     def delete_model(self, request, obj: User) -> None:
         self.delete_queryset(request, User.objects.filter(pk=obj.pk))
@@ -284,6 +367,7 @@ class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             with transaction.atomic():
                 for session in of_user:
                     end_session(session, AuthSession.EndReason.LOGOUT)
+                end_admin_sessions(of_user[0].user)
                 record_operator_change(
                     Action.MEMBER_SESSIONS_ENDED,
                     of_user[0].user,
@@ -297,3 +381,28 @@ class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 for token_model in (OutstandingToken, BlacklistedToken):
     if admin.site.is_registered(token_model):
         admin.site.unregister(token_model)
+
+
+if admin.site.is_registered(Group):
+    admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(DjangoGroupAdmin):
+    """Groups hold permissions, so only superusers see or change them: staff allowed to
+    change groups joined one that held every permission (an admin audit)."""
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
+
+    def has_add_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser

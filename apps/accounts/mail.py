@@ -319,6 +319,32 @@ def _password_changed_again(ids: dict) -> Letter | None:
     )
 
 
+def _email_changed_letter(*, to: str, new: str, when: datetime) -> Letter:
+    return Letter(
+        to,
+        "The email address of your SigSentry account was changed",
+        "email_changed",
+        {"email": to, "new": new, "when": when},
+    )
+
+
+def send_email_changed(*, user: User, old: str, when: datetime) -> None:
+    """To the address the account had, which an operator changed to `user.email` (the
+    admin): whoever holds the new one can reset the password, so the owner of the old one
+    must hear of it there (found by an admin audit: the change was silent)."""
+    ids = {"user_id": str(user.pk), "old": old, "new": user.email, "when": when.isoformat()}
+    _deliver("email_changed", _email_changed_letter(to=old, new=user.email, when=when), ids)
+
+
+@rebuilds("email_changed", retry_for=NOTICE_RETRY_FOR)
+def _email_changed_again(ids: dict) -> Letter | None:
+    if active_user(ids) is None:
+        return None
+    return _email_changed_letter(
+        to=ids["old"], new=ids["new"], when=datetime.fromisoformat(ids["when"])
+    )
+
+
 def _two_factor_letter(*, to: str, enabled: bool, when: datetime, ip: str | None) -> Letter:
     state = "on" if enabled else "off"
     return Letter(

@@ -40,8 +40,8 @@ class MfaTokenInvalid(InvalidCredentials):
 
 
 def _password_mark(user: User) -> str:
-    """Changes with the password; a hash of Django's session hash, not the hash itself."""
-    return hashlib.sha256(user.get_session_auth_hash().encode()).hexdigest()[:16]
+    """Changes with the password; a hash of its fingerprint, not the fingerprint itself."""
+    return hashlib.sha256(user.password_fingerprint().encode()).hexdigest()[:16]
 
 
 def issue_mfa_token(user: User) -> str:

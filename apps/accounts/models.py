@@ -3,11 +3,13 @@ from __future__ import annotations
 import unicodedata
 import uuid
 
+from django.conf import settings
 from django.contrib.auth import hashers, password_validation
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from apps.accounts.emails import normalize_email, refuse_ambiguous
 
@@ -19,6 +21,9 @@ def stabilized(raw_password: str | None) -> str | None:
     if not isinstance(raw_password, str):
         return raw_password
     return unicodedata.normalize("NFKC", raw_password)
+
+
+SESSION_HASH_SALT = "sigsentry.accounts.User.get_session_auth_hash"
 
 
 class UserManager(BaseUserManager["User"]):
@@ -72,6 +77,11 @@ class User(AbstractBaseUser, PermissionsMixin):
     # while they are added, inserts users without them (found by the upgrade audit).
     email_code_digest = models.CharField(max_length=64, blank=True, default="", db_default="")
     email_code_expires_at = models.DateTimeField(null=True, blank=True)
+    # Counted up to end every admin session of the user (`end_admin_sessions`): they are
+    # signed cookies, held nowhere but in browsers, and this is part of what they are
+    # signed over (`get_session_auth_hash`). The database default lets the release before
+    # the column insert users while it is added.
+    session_epoch = models.PositiveIntegerField(default=0, db_default=0, editable=False)
 
     objects = UserManager()
 
@@ -86,6 +96,26 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return self.email
+
+    def password_fingerprint(self) -> str:
+        """Changes whenever the password does: Django's own session auth hash (an HMAC of
+        the password hash). The dashboard's and API's sessions, reset links and login
+        tokens are bound to it."""
+        return super().get_session_auth_hash()
+
+    def get_session_auth_hash(self) -> str:
+        """What an admin session is bound to (Django checks it on every request): the
+        password hash, as Django's own, and `session_epoch`, so a logout, "log out
+        everywhere" or an operator's ending of sessions ends a copied cookie too."""
+        return self._session_hash(settings.SECRET_KEY)
+
+    def get_session_auth_fallback_hash(self):
+        for secret in settings.SECRET_KEY_FALLBACKS:
+            yield self._session_hash(secret)
+
+    def _session_hash(self, secret: str) -> str:
+        value = f"{self.password}:{self.session_epoch}"
+        return salted_hmac(SESSION_HASH_SALT, value, secret=secret, algorithm="sha256").hexdigest()
 
     def clean(self) -> None:
         # Model forms (the admin's) store the normalized spelling too.
@@ -113,7 +143,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
         A password hashed before passwords were stabilized is checked as typed too, and
         stored stabilized when right."""
-        checked, fingerprint = self.password, self.get_session_auth_hash()
+        checked, fingerprint = self.password, self.password_fingerprint()
         replaced = False
 
         def upgrade(raw: str) -> None:
@@ -126,7 +156,7 @@ class User(AbstractBaseUser, PermissionsMixin):
                 self.password = new
                 AuthSession.objects.filter(
                     user=self, ended_at__isnull=True, password_fingerprint=fingerprint
-                ).update(password_fingerprint=self.get_session_auth_hash())
+                ).update(password_fingerprint=self.password_fingerprint())
 
         typed, raw_password = raw_password, stabilized(raw_password)
         right = hashers.check_password(raw_password, self.password, upgrade)

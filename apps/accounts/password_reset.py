@@ -78,7 +78,7 @@ def _reset_letter_again(ids: dict) -> mail.Letter | None:
 def _state_mark(user: User) -> str:
     """Changes with the password and the last login, which a reset token is signed over; a
     hash of Django's session hash (an HMAC of the password hash), never the hash itself."""
-    state = f"{user.get_session_auth_hash()}|{user.last_login}"
+    state = f"{user.password_fingerprint()}|{user.last_login}"
     return hashlib.sha256(state.encode()).hexdigest()[:16]
 
 

@@ -34,7 +34,7 @@ def open_sessions_of(user: User) -> QuerySet[AuthSession]:
         user=user,
         ended_at__isnull=True,
         expires_at__gt=timezone.now(),
-        password_fingerprint=user.get_session_auth_hash(),
+        password_fingerprint=user.password_fingerprint(),
     ).order_by("-created_at", "-id")
 
 

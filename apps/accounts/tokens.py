@@ -168,8 +168,8 @@ def session_is_valid(session: AuthSession, subject: str, now: datetime | None = 
 
 
 def session_fingerprint(user: User) -> str:
-    """Changes whenever the password does (Django's session auth hash)."""
-    return user.get_session_auth_hash()
+    """Changes whenever the password does (`User.password_fingerprint`)."""
+    return user.password_fingerprint()
 
 
 def session_fingerprint_matches(session: AuthSession, user: User) -> bool:

@@ -30,6 +30,8 @@ class Action:
     MEMBER_REACTIVATED = "member.reactivated"
     MEMBER_TWO_FACTOR_RESET = "member.two_factor_reset"
     MEMBER_SESSIONS_ENDED = "member.sessions_ended"
+    MEMBER_PASSWORD_SET = "member.password_set"
+    MEMBER_EMAIL_CHANGED = "member.email_changed"
     PROJECT_CREATED = "project.created"
     PROJECT_UPDATED = "project.updated"
     PROJECT_DELETED = "project.deleted"
@@ -58,6 +60,8 @@ class Action:
         MEMBER_REACTIVATED,
         MEMBER_TWO_FACTOR_RESET,
         MEMBER_SESSIONS_ENDED,
+        MEMBER_PASSWORD_SET,
+        MEMBER_EMAIL_CHANGED,
         PROJECT_CREATED,
         PROJECT_UPDATED,
         PROJECT_DELETED,

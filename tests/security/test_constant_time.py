@@ -133,7 +133,7 @@ def test_the_metrics_token_is_compared_in_constant_time(client, settings, witnes
 
 def test_a_jwt_request_compares_the_password_fingerprint_in_constant_time(owner, witness):
     client = user_client(owner)
-    fingerprint = owner.get_session_auth_hash()
+    fingerprint = owner.password_fingerprint()
     spy = witness(tokens)
 
     assert client.get(ME).status_code == 200

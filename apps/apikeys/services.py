@@ -217,6 +217,19 @@ def revoke_key(
 INHERIT = object()
 
 
+def successor_expiry(api_key: ApiKey, organization: Organization, now: datetime) -> datetime | None:
+    """A successor's expiry unless another is given (`roll_key`, the dashboard's roll form):
+    as long from now as the old key was given at its mint, none when it had none, at most
+    what `organization`'s lifetime policy allows a secret or org key."""
+    lifetime = api_key.expires_at and api_key.expires_at - api_key.created_at
+    # a "never" spelled 9999-12-31 stays the latest instant, never past year 9999
+    expires_at = now + min(lifetime, _LATEST - now) if lifetime else None
+    latest = guardrails.latest_expiry(organization, now)
+    if expires_at is not None and latest is not None and kind_of(api_key) is not KeyKind.PUBLIC:
+        expires_at = min(expires_at, latest)  # no expiry stays none: refused (SPEC §4.10)
+    return expires_at
+
+
 def roll_key(
     *,
     actor: Any,
@@ -250,12 +263,7 @@ def roll_key(
         raise ValidationFailed({"keyId": ["Only an active key can be rolled."]})
     kind = kind_of(api_key)
     if expires_at is INHERIT:
-        lifetime = api_key.expires_at and api_key.expires_at - api_key.created_at
-        # a "never" spelled 9999-12-31 stays the latest instant, never past year 9999
-        expires_at = now + min(lifetime, _LATEST - now) if lifetime else None
-        latest = guardrails.latest_expiry(api_key.organization, now)
-        if expires_at is not None and latest is not None and kind is not KeyKind.PUBLIC:
-            expires_at = min(expires_at, latest)  # no expiry stays none: refused (SPEC §4.10)
+        expires_at = successor_expiry(api_key, api_key.organization, now)
     with transaction.atomic():
         locked = _locked_without_successor(api_key, now, "rolled")
         old_expiry = _expiry_after_grace(locked, now, grace_seconds)

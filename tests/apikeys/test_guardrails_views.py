@@ -393,6 +393,29 @@ def test_an_sdk_roll_form_has_no_expiry_and_keeps_the_old_keys_lifetime(
     assert ApiKey.objects.get(replaces=api_key).expires_at == timezone.now() + lifetime
 
 
+@pytest.mark.parametrize("kind", [KeyKind.SECRET, KeyKind.ORGANIZATION])
+def test_a_roll_form_suggests_the_old_keys_lifetime_from_now(
+    owner, project, organization, time_machine, kind
+):
+    """Found by a dates audit: the secret and org key forms suggested the old key's moment,
+    so a key rolled as its expiry email advises, the form sent as it came, died with it."""
+    time_machine.move_to(timezone.now().replace(second=0, microsecond=0), tick=False)
+    api_key, _ = make_key(kind, project=project, expires_at=timezone.now() + DAY * 3)
+    time_machine.shift(DAY * 2)  # a day before it expires
+    url = org_url(organization) if kind is KeyKind.ORGANIZATION else api_url(project)
+    client = logged_in(owner)
+
+    page = html(client.get(url))
+    suggested = re.search(rf'id="roll-expiry-{api_key.id}" value="([^"]+)"', page).group(1)
+    client.post(
+        f"{url}{api_key.id}/roll/",
+        {"grace_seconds": "0", "expires_at": suggested, "nonce": nonce_of(client, url)},
+    )
+
+    assert suggested == (timezone.now() + DAY * 3).strftime("%Y-%m-%dT%H:%M")
+    assert ApiKey.objects.get(replaces=api_key).expires_at == timezone.now() + DAY * 3
+
+
 # The lifetime policy card (Organization → API Keys)
 
 

@@ -194,11 +194,14 @@ def _reopen_dialog(row: KeyRow, failure: RowFailure, collection: Collection) -> 
 
 
 def _roll_expiry(key: ApiKey, collection: Collection, now) -> str:
-    """The roll form's suggested expiry for the successor (datetime-local text, UTC): the old
-    key's, or under a lifetime policy the latest the policy allows when that is sooner."""
-    expiry = key.expires_at if key.expires_at and key.expires_at > now else None
+    """The roll form's suggested expiry for the successor (datetime-local text, UTC): what
+    the API gives it (`services.successor_expiry`: the old key's lifetime from now, within
+    the lifetime policy), or for a key that never expired, under a policy, the latest the
+    policy allows. Not the old key's moment: a key rolled as its expiry email advises
+    then died with it (a dates audit)."""
+    expiry = services.successor_expiry(key, collection.organization, now)
     latest = guardrails.latest_expiry(collection.organization, now)
-    if collection.kind is not KeyKind.PUBLIC and latest and (expiry is None or expiry > latest):
+    if expiry is None and latest is not None and collection.kind is not KeyKind.PUBLIC:
         expiry = latest
     return expiry.strftime("%Y-%m-%dT%H:%M") if expiry else ""
 

@@ -28,6 +28,12 @@ from core import sealed
 
 logger = logging.getLogger("sigsentry.webhooks")
 
+#: The failure of an attempt whose webhook secret this server cannot open (SECRET_KEY
+#: changed without the old one kept as a fallback, or a restore under another key): an
+#: ERROR, retried as any other, but never counted against the endpoint (a restore audit:
+#: a hundred of them disabled a healthy webhook and emailed its owners that it was dead).
+UNREADABLE = "secret unreadable (SECRET_KEY changed)"
+
 RETRY_FOR = timedelta(hours=24)
 LEASE = timedelta(seconds=60)
 FIRST_RETRY_SECONDS = 10
@@ -157,7 +163,12 @@ def attempt_delivery(delivery_id: str) -> str:
     except urlsafety.UnsafeUrl:
         outcome = outbound.Outcome(None, "address not allowed")
     except sealed.Unreadable:
-        outcome = outbound.Outcome(None, "secret unreadable (SECRET_KEY changed)")
+        logger.error(
+            "webhook secret unreadable: SECRET_KEY changed without the old one in "
+            "SECRET_KEY_FALLBACKS (manage.py reseal_secrets names what it cannot open)",
+            extra={"webhook_id": str(webhook.pk), "delivery_id": str(delivery.pk)},
+        )
+        outcome = outbound.Outcome(None, UNREADABLE)
     else:
         header = crypto.signature(secret, int(time.time()), body)
         outcome = outbound.post(target, body, {crypto.SIGNATURE_HEADER: header})
@@ -195,8 +206,10 @@ def _record(delivery: Delivery, outcome: outbound.Outcome, now: datetime) -> Non
             },
         )
         if now - delivery.event.created_at >= RETRY_FOR:
-            webhooks.update(consecutive_failures=F("consecutive_failures") + 1)
             rows.update(status=DeliveryStatus.FAILED, **attempt)
+            if outcome.error == UNREADABLE:
+                return  # this server's fault, not the endpoint's: it never disables a webhook
+            webhooks.update(consecutive_failures=F("consecutive_failures") + 1)
             webhook = webhooks.select_for_update().first()  # None: deleted during the attempt
             if (
                 webhook is not None

@@ -120,6 +120,30 @@ def test_a_secret_sealed_under_a_key_no_longer_configured_fails_the_attempt_unse
     assert receiver.requests == []
 
 
+def test_an_unreadable_secret_is_an_error_of_ours_and_never_disables_the_webhook(
+    make_webhook, receiver, project, settings, caplog
+):
+    """Found by a restore drill under another SECRET_KEY: the hundredth such failure
+    disabled a healthy webhook, logged at INFO, and its owners were told it was dead."""
+    webhook = make_webhook(receiver.url).webhook
+    Webhook.objects.filter(pk=webhook.pk).update(consecutive_failures=99)
+    settings.SECRET_KEY = "a-new-secret-key-after-rotation-0123456789abcdefghij"
+    make_key(KeyKind.SECRET, project=project)
+    delivery = only_delivery()
+    Event.objects.filter(pk=delivery.event_id).update(created_at=timezone.now() - timedelta(days=2))
+
+    with caplog.at_level("INFO", logger="sigsentry.webhooks"):
+        deliveries.attempt_delivery(str(delivery.pk))
+
+    webhook.refresh_from_db()
+    assert webhook.is_enabled and webhook.consecutive_failures == 99
+    assert only_delivery().status == "failed"
+    assert not AuditEvent.objects.filter(action="webhook.disabled").exists()
+    [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "unreadable" in error and "reseal_secrets" in error
+    assert receiver.requests == []
+
+
 def test_a_failed_attempt_is_recorded_and_retried_later_with_the_same_event_id(
     make_webhook, project
 ):

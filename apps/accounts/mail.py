@@ -21,7 +21,8 @@ message is lost with the process that was sending it. The worker tries again,
 backing off from 30 s to 30 minutes, until it goes out or its kind's time is up (a
 reset link's hour, an invitation's seven days, a day for the notices). A try that
 takes longer than the first delay (at least 22 s) and still succeeds can be sent
-twice (a second link replaces the first): a duplicate beats a loss. The queued
+twice (a second invitation link replaces the first; two reset links both work until
+either is used): a duplicate beats a loss. The queued
 task holds the kind, ids and, for the password-changed and two-factor notices, the
 time and client IP the message shows (a failed first try leaves them in its retry's
 row, kept like every finished task for 7 days after its last try); never a link: a

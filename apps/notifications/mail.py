@@ -12,6 +12,7 @@ import logging
 import smtplib
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from django.conf import settings
@@ -95,7 +96,7 @@ COPY: dict[str, Copy] = {
         "Review the SDK keys",
     ),
     ReminderKind.LEGACY_SUNSET_30D: Copy(
-        "Legacy API keys of {org} stop working in 30 days",
+        "Legacy API keys of {org} stop working on {sunset_day}",
         "Your organization still has active legacy keys (tb_ or ss_live_). They stop "
         "working on {sunset}, with 401 KEY_FORMAT_DEPRECATED.",
         "Replace each legacy key with a new key (one click on the API Keys page keeps its "
@@ -103,7 +104,7 @@ COPY: dict[str, Copy] = {
         "Replace legacy keys",
     ),
     ReminderKind.LEGACY_SUNSET_7D: Copy(
-        "Legacy API keys of {org} stop working in 7 days",
+        "Reminder: legacy API keys of {org} stop working on {sunset_day}",
         "Your organization still has active legacy keys (tb_ or ss_live_). They stop "
         "working on {sunset}, with 401 KEY_FORMAT_DEPRECATED.",
         "Replace each legacy key with a new key now and deploy it before the sunset.",
@@ -145,10 +146,18 @@ def compose(kind: str, organization: Organization, reminders: list[Reminder]) ->
     if kind in (ReminderKind.LEGACY_SUNSET_30D, ReminderKind.LEGACY_SUNSET_7D):
         keys = _legacy_keys_of(organization)  # one notice for the organization: its keys now
     webhooks = [r.webhook for r in reminders if r.webhook is not None]
-    sunset = settings.LEGACY_KEYS_SUNSET_AT.strftime("%d %B %Y, %H:%M UTC")
+    # The day, not "in 30 days": a notice is sent any time in its window (an organization
+    # that imports legacy keys 12 days before), and read later still (a dates audit).
+    sunset_at = settings.LEGACY_KEYS_SUNSET_AT.astimezone(UTC)
+    sunset = sunset_at.strftime("%-d %B %Y, %H:%M UTC")
     noun = "SDK key" if kind == ReminderKind.KEY_LEAK_REPORTED else "API key"
     what = f"{len(keys)} {noun}s" if len(keys) != 1 else f"An {noun}"
-    subject = copy.subject.format(what=what, s="" if len(keys) != 1 else "s", org=organization.name)
+    subject = copy.subject.format(
+        what=what,
+        s="" if len(keys) != 1 else "s",
+        org=organization.name,
+        sunset_day=sunset_at.strftime("%-d %B %Y"),
+    )
     subject = " ".join(subject.split())  # one line, whatever the organization's name holds
     rows = sorted(
         (

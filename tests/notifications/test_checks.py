@@ -326,11 +326,14 @@ def test_legacy_sunset_is_announced_30_and_7_days_before_once_per_organization(
     checks.run_all_checks(sunset - timedelta(days=5))
 
     assert subjects(smtp) == [
-        "Legacy API keys of Acme stop working in 30 days",
-        "Legacy API keys of Acme stop working in 7 days",
-    ]
-    plain, _ = text_of(smtp.messages[0])
+        "Legacy API keys of Acme stop working on 26 May 2027",
+        "Reminder: legacy API keys of Acme stop working on 26 May 2027",
+    ]  # the day, not "in 30 days": sent on day 29 and day 6 (a dates audit)
+    plain, html = text_of(smtp.messages[0])
     assert f"https://sigsentry.test/orgs/{project.organization_id}/api-keys/" in plain
+    assert "stop working on 26 May 2027, 00:00 UTC" in plain
+    assert "last used 2027-05-25 (UTC)" in plain  # every date says its zone
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
     for key in (first, second):  # which keys to replace, and where
         assert key.prefix in plain and key.project.name in plain
 

@@ -220,7 +220,7 @@ def validate_lifetime(
             {
                 "expiresAt": [
                     f"This organization requires keys to expire within {within} "
-                    f"(no later than {latest:%Y-%m-%d %H:%M} UTC)."
+                    f"(no later than {latest:%Y-%m-%d %H:%M:%S} UTC)."
                 ]
             }
         )

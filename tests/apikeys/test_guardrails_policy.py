@@ -188,6 +188,19 @@ def test_a_key_expiring_beyond_the_policy_is_refused(owner, project, policy, kin
     assert not ApiKey.objects.exists()
 
 
+def test_the_refusal_names_the_latest_second_it_takes(owner, project, policy, time_machine):
+    """A dates audit: one second beyond was refused with the limit's minute, which the
+    refused time was inside of."""
+    time_machine.move_to(timezone.now().replace(microsecond=0), tick=False)
+    latest = timezone.now() + timedelta(days=30)
+
+    response = mint(user_client(owner), KeyKind.SECRET, project, latest + timedelta(seconds=1))
+
+    [message] = error_fields(response)["expiresAt"]
+    assert f"no later than {latest:%Y-%m-%d %H:%M:%S} UTC" in message
+    assert mint(user_client(owner), KeyKind.SECRET, project, latest).status_code == 201
+
+
 @pytest.mark.parametrize("kind", SECRET_KINDS, ids=SECRET_IDS)
 def test_a_key_beyond_the_policy_and_with_another_bad_field_is_told_both(
     owner, project, policy, kind

@@ -26,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import logging
@@ -167,6 +168,19 @@ def _matching_step(secret: str, code: str, now: datetime) -> int | None:
 
 def _accept_totp(device: TotpDevice, code: str, now: datetime) -> bool:
     """True once per step: the step is recorded only if it is later than the last one used."""
+    return _check_totp(device, code, now) is TotpCheck.ACCEPTED
+
+
+class TotpCheck(enum.Enum):
+    ACCEPTED = "accepted"
+    #: The app's code for a step already used: right, but once only.
+    USED = "used"
+    WRONG = "wrong"
+
+
+def _check_totp(device: TotpDevice, code: str, now: datetime) -> TotpCheck:
+    """A TOTP code against the device: accepted once per step (the step is recorded only
+    if it is later than the last one used), used when right for a step used already."""
     try:
         secret = decrypt_secret(device.encrypted_secret)
     except sealed.Unreadable:
@@ -177,16 +191,16 @@ def _accept_totp(device: TotpDevice, code: str, now: datetime) -> bool:
             "two-factor secret unreadable (SECRET_KEY changed?)",
             extra={"user_id": str(device.user_id)},
         )
-        return False
+        return TotpCheck.WRONG
     step = _matching_step(secret, code, now)
     if step is None:
-        return False
-    return (
+        return TotpCheck.WRONG
+    recorded = (
         TotpDevice.objects.filter(pk=device.pk)
         .filter(Q(last_used_step__isnull=True) | Q(last_used_step__lt=step))
         .update(last_used_step=step)
-        == 1
     )
+    return TotpCheck.ACCEPTED if recorded == 1 else TotpCheck.USED
 
 
 def _recovery_digest(code: str) -> str:
@@ -295,12 +309,24 @@ def enable(*, user: User, code: Any, request: HttpRequest | None = None) -> list
     if retry_after is not None:
         raise RateLimited(retry_after)
     now = timezone.now()
+    check = TotpCheck.WRONG
     with throttling.counting_failures(("mfa_account", str(user.pk))):
         cleaned = _clean_code(code)
-        if cleaned is None or not _is_totp_shape(cleaned) or not _accept_totp(device, cleaned, now):
+        if cleaned is not None and _is_totp_shape(cleaned):
+            check = _check_totp(device, cleaned, now)
+        if check is TotpCheck.WRONG:
             raise ValidationFailed(
                 {"code": ["That code is not right. Enter the 6 digits your app shows now."]}
             )
+    if check is TotpCheck.USED:
+        # The right code, sent twice (a retry, a double submit): the first turned two-factor
+        # on or is doing so. Not a guess, so not counted (a retry audit: four of five
+        # parallel enables with one code were told it was wrong, and counted).
+        if is_enabled(user):
+            raise ValidationFailed({"code": ["Two-factor authentication is already on."]})
+        raise ValidationFailed(
+            {"code": ["That code was just used. Enter the next code your app shows."]}
+        )
     with transaction.atomic():
         # Once, and the set-up the code was checked against: of two enables in flight (two
         # tabs, two codes a step apart) the second would replace the recovery codes the

@@ -631,14 +631,14 @@ def test_two_enables_in_flight_turn_it_on_once_and_keep_the_codes_shown(owner, m
     client = user_client(owner)
     secret = client.post(SETUP).json()["secret"]
     fresh_step()
-    accept, shown = twofactor._accept_totp, []
+    check, shown = twofactor._check_totp, []
 
     def the_other_tab_finishes_first(device, code, now):
-        monkeypatch.setattr(twofactor, "_accept_totp", accept)
+        monkeypatch.setattr(twofactor, "_check_totp", check)
         shown.extend(twofactor.enable(user=owner, code=code_at(secret, -1)))
-        return accept(device, code, now)
+        return check(device, code, now)
 
-    monkeypatch.setattr(twofactor, "_accept_totp", the_other_tab_finishes_first)
+    monkeypatch.setattr(twofactor, "_check_totp", the_other_tab_finishes_first)
     second = client.post(ENABLE, {"code": code_at(secret)}, format="json")
 
     assert second.status_code == 400
@@ -650,20 +650,48 @@ def test_two_enables_in_flight_turn_it_on_once_and_keep_the_codes_shown(owner, m
     assert len(shown) == 10 and stored == shown_digests
 
 
+@override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"mfa_account": (2, 300)})
+def test_the_right_code_sent_twice_to_enable_is_not_counted_as_a_guess(
+    api_client, owner, monkeypatch
+):
+    """A retry or a double submit of the enable: the second request checks its code after
+    the first used it. Found by a retry audit: told the code was wrong, and counted toward
+    the limit a login's codes share."""
+    client = user_client(owner)
+    secret = client.post(SETUP).json()["secret"]
+    fresh_step()
+    code, check = code_at(secret), twofactor._check_totp
+
+    def the_first_request_finishes_first(device, sent, now):
+        monkeypatch.setattr(twofactor, "_check_totp", check)
+        twofactor.enable(user=owner, code=code)
+        return check(device, sent, now)
+
+    monkeypatch.setattr(twofactor, "_check_totp", the_first_request_finishes_first)
+    second = client.post(ENABLE, {"code": code}, format="json")
+
+    assert second.status_code == 400
+    assert error_fields(second)["code"] == ["Two-factor authentication is already on."]
+    # Not counted: two failures allowed, and a login's two wrong codes are still checked.
+    token = mfa_token(api_client, owner)
+    statuses = [second_step(api_client, token, "000000").status_code for _ in range(2)]
+    assert statuses == [401, 401]
+
+
 def test_an_enable_checked_against_a_set_up_started_again_meanwhile_is_refused(owner, monkeypatch):
     """A code checked against the first secret must not confirm the second one, which a
     set-up started again in another tab put in its place: the user never scanned it."""
     client = user_client(owner)
     secret = client.post(SETUP).json()["secret"]
     fresh_step()
-    accept = twofactor._accept_totp
+    check = twofactor._check_totp
 
     def another_tab_starts_again(device, code, now):
-        monkeypatch.setattr(twofactor, "_accept_totp", accept)
+        monkeypatch.setattr(twofactor, "_check_totp", check)
         twofactor.start_setup(user=owner)
-        return accept(device, code, now)
+        return check(device, code, now)
 
-    monkeypatch.setattr(twofactor, "_accept_totp", another_tab_starts_again)
+    monkeypatch.setattr(twofactor, "_check_totp", another_tab_starts_again)
     response = client.post(ENABLE, {"code": code_at(secret)}, format="json")
 
     assert response.status_code == 400

@@ -579,7 +579,11 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "SigSentry API",
-    "DESCRIPTION": "Identity and access for the SigSentry log-analysis API.",
+    "DESCRIPTION": (
+        "Identity and access for the SigSentry log-analysis API. Every time is ISO 8601 "
+        "UTC with six fractional digits and a Z (`2030-01-31T12:00:00.000000Z`); times "
+        "sent may carry any offset."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # The document and its page are public: no credential is read, so a stale

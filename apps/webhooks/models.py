@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -19,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.orgs.models import Organization
+from core.api import iso
 
 
 class EventType(models.TextChoices):
@@ -102,7 +102,7 @@ class Event(models.Model):
             {
                 "id": str(self.id),
                 "type": self.type,
-                "createdAt": self.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "createdAt": iso(self.created_at),
                 "organizationId": str(self.organization_id),
                 "data": self.data,
             },

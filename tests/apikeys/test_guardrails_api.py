@@ -276,7 +276,7 @@ def test_roll_takes_the_new_keys_expiry(owner, project):
         format="json",
     )
 
-    assert later.json()["expiresAt"] == "2030-01-31T12:00:00Z"
+    assert later.json()["expiresAt"] == "2030-01-31T12:00:00.000000Z"
     assert never.status_code == 201
     assert never.json()["expiresAt"] is None
 

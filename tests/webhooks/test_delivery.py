@@ -69,6 +69,7 @@ def test_a_delivery_is_signed_and_carries_the_key_object_but_never_the_key(
     body = json.loads(request.body)
     assert set(body) == {"id", "type", "createdAt", "organizationId", "data"}
     assert (body["type"], body["organizationId"]) == ("key.minted", str(organization.id))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", body["createdAt"])
     assert body["data"]["key"]["id"] == str(api_key.id)
     assert body["data"]["key"]["prefix"] == api_key.prefix
     assert body["data"]["key"]["name"] == "Deploy bot"

@@ -53,8 +53,8 @@ def open_session_of(user: User, session_id: Any) -> AuthSession | None:
 # that take models (a logout, an actor), so they are built by Django's documented
 # `Model.from_db`, the ORM's own constructor for a loaded row. Values in each model's
 # field order, as `from_db` takes them; the session's other columns (created_at,
-# end_reason, ip, user_agent) and the user's pending email code are deferred and read if
-# ever asked for.
+# end_reason, ip, user_agent) and the user's pending email code and admin session counter
+# (`session_epoch`, the admin's only) are deferred and read if ever asked for.
 _SESSION_WITH_USER = f"""
     SELECT s.id, s.user_id, CAST(s.expires_at AS TEXT), CAST(s.ended_at AS TEXT),
            s.refresh_jti, s.password_fingerprint, CAST(s.last_refreshed_at AS TEXT),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime
 
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -17,20 +19,31 @@ from core.decorators import dashboard_page
 PER_PAGE = 50
 
 
-def _details(details: dict) -> list[tuple[str, str]]:
-    """Event details as readable pairs (they hold names, roles, prefixes — never secrets)."""
+def _details(details: dict) -> list[tuple[str, str | datetime]]:
+    """Event details as readable pairs (they hold names, roles, prefixes — never secrets);
+    a time as a datetime, which the page shows as every time (`7 Dec 2026, 13:02 UTC`, not
+    `2026-12-07T13:02:23.627068Z`, a dates audit)."""
     if not isinstance(details, dict):
         return []
     return [(name, _readable(value)) for name, value in details.items()]
 
 
-def _readable(value) -> str:
-    """Lists as `a, b`; objects (a key.updated's before and after) as compact JSON."""
+def _readable(value) -> str | datetime:
+    """Lists as `a, b`; objects (a key.updated's before and after) as compact JSON; a time
+    as a datetime; nothing as "none" (not Python's `None`)."""
     if isinstance(value, list):
         return ", ".join(_readable(item) for item in value)
     if isinstance(value, dict):
         return json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
+    if value is None:
+        return "none"
+    if isinstance(value, str) and _API_TIME.fullmatch(value):
+        return datetime.fromisoformat(value)
     return str(value)
+
+
+#: A time as the API writes it into details (`core.api.iso`, with or without a fraction).
+_API_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 
 
 @dashboard_page

@@ -87,3 +87,21 @@ def test_outsider_gets_404(outsider, organization):
     response = logged_in(outsider).get(log_url(organization))
     assert response.status_code == 404
     assert "secretive" not in html(response)
+
+
+def test_times_in_details_read_as_every_time_on_the_pages(owner, organization):
+    """A dates audit: `expiresAt 2026-12-07T13:02:23.627068Z` and `None` in the Details."""
+    event(
+        organization,
+        Action.KEY_ROLLED,
+        1,
+        "rolled-key",
+        actor_user=owner,
+        details={"expiresAt": "2026-12-07T13:02:23.627068Z", "replacedKeyExpiresAt": None},
+    )
+
+    page = html(logged_in(owner).get(log_url(organization)))
+
+    assert '<span class="detail-name">expiresAt</span> 7 Dec 2026, 13:02 UTC' in page
+    assert '<span class="detail-name">replacedKeyExpiresAt</span> none' in page
+    assert "2026-12-07T13:02" not in page

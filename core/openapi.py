@@ -145,10 +145,21 @@ def add_request_keywords(result, generator, request, public):
     """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS): writes each
     `request_keywords` into its serializer's request component (`...Request`), and drops
     the carrier from every component (a response keeps its shape open, for new fields)."""
-    for name, schema in result.get("components", {}).get("schemas", {}).items():
+    schemas = result.get("components", {}).get("schemas", {})
+    for name, schema in schemas.items():
         keywords = schema.pop(REQUEST_KEYWORDS, None)
         if keywords and name.endswith("Request"):
             schema.update(keywords)
+    # A body that must name something is a body that must be sent: drf-spectacular makes
+    # every PATCH body optional, and generated clients let it be left out (an SDK audit).
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            for media in (body or {}).get("content", {}).values():
+                ref = media.get("schema", {}).get("$ref", "")
+                component = schemas.get(ref.rsplit("/", 1)[-1], {})
+                if component.get("required") or component.get("minProperties"):
+                    body["required"] = True
     return result
 
 
@@ -182,8 +193,8 @@ def declare_response_headers(result, generator, request, public):
     """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS): the headers each response
     can carry, as `headers` a client generator reads (the descriptions say it in prose):
     `X-Request-Id` on every answer, `WWW-Authenticate` on a 401, `Retry-After` on a 429 and
-    a 503, and on every answer of an operation an API key may call, a rate-limited key's
-    `X-RateLimit-*` and a legacy key's `Deprecation` and `Sunset`."""
+    a 503, and on every answer of an operation that reads a credential, a rate-limited
+    key's `X-RateLimit-*` and a legacy key's `Deprecation` and `Sunset`."""
     components = result.setdefault("components", {}).setdefault("headers", {})
     for name, (kind, description) in RESPONSE_HEADERS.items():
         components[name] = {"schema": {"type": kind}, "description": description}
@@ -195,7 +206,9 @@ def declare_response_headers(result, generator, request, public):
         for operation in item.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
-            by_key = any("apiKeyAuth" in scheme for scheme in operation.get("security") or ())
+            # Any operation that reads a credential: an API key calling one a key may not (a
+            # JWT-only one) is answered too, its headers on the refusal (an SDK audit).
+            by_key = bool(operation.get("security"))
             for status, response in operation["responses"].items():
                 names = ["X-Request-Id", *(_KEY_HEADERS + _LEGACY_HEADERS if by_key else ())]
                 if status == "401":
@@ -203,6 +216,26 @@ def declare_response_headers(result, generator, request, public):
                 if status in ("429", "503"):
                     names.append("Retry-After")
                 response.setdefault("headers", {}).update({n: ref(n) for n in names})
+    return result
+
+
+def throttled_wherever_a_credential_is_read(result, generator, request, public):
+    """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS): a `429` on every
+    operation that reads a credential, which its view may not name: refused credentials
+    are throttled per client on every one of them, and a key's own `rateLimit` applies
+    wherever it calls (an SDK audit: 36 operations answered a 429 their schema did not
+    list, which generated clients raised as unexpected)."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict) and operation.get("security"):
+                responses = operation.setdefault("responses", {})
+                if "429" not in responses:
+                    responses["429"] = {
+                        "content": error,
+                        "description": _ERROR_DESCRIPTIONS[429]
+                        + " Refused credentials are throttled per client too.",
+                    }
     return result
 
 
@@ -221,7 +254,9 @@ def nullable_references_as_oas_30(result, generator, request, public):
                 and len(node.get("allOf", ())) == 1
             ):
                 rest = {k: v for k, v in node.items() if k not in ("allOf", "nullable")}
-                null = {"type": "object", "nullable": True, "enum": [None]}
+                # No `type`: with `object` there, generators typed the field `RateLimit |
+                # dict` and refused every key without one (an SDK audit, datamodel-codegen).
+                null = {"nullable": True, "enum": [None]}
                 node = {"oneOf": [node["allOf"][0], null], **rest}
             return {key: rewrite(value) for key, value in node.items()}
         if isinstance(node, list):

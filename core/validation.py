@@ -18,6 +18,8 @@ from core.errors import ValidationFailed
 #: `uuid.UUID` alone also takes `urn:uuid:…`, braces, no dashes, and `_` between digits
 #: (it parses the hex with `int`).
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+#: The same, as a JSON Schema `pattern` (anchored) for a UUID sent as text.
+UUID_PATTERN = f"^{_UUID.pattern}$"
 
 MAX_NAME_LENGTH = 100
 

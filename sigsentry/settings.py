@@ -598,6 +598,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.openapi.add_request_keywords",
         "core.openapi.name_path_variables_as_spec",
+        "core.openapi.throttled_wherever_a_credential_is_read",
         "core.openapi.declare_response_headers",
         "core.openapi.nullable_references_as_oas_30",
     ],

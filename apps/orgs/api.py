@@ -23,7 +23,7 @@ from apps.projects import services as project_services
 from apps.projects.models import Project
 from core.api import ManagementView, iso, json_object, paginate
 from core.errors import ValidationFailed
-from core.openapi import PAGE_PARAMETERS, error_responses, paginated
+from core.openapi import PAGE_PARAMETERS, error_responses, paginated, request_keywords
 from core.openapi_schema import IdPathAutoSchema
 from core.permissions import Role
 
@@ -70,6 +70,7 @@ class OrganizationSerializer(serializers.Serializer):
     )
 
 
+@request_keywords(required=["keyMaxLifetimeDays"])  # a PATCH body, which the schema calls partial
 class OrganizationUpdateInputSerializer(serializers.Serializer):
     keyMaxLifetimeDays = serializers.IntegerField(
         allow_null=True,
@@ -100,6 +101,7 @@ class MemberAddInputSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
+@request_keywords(required=["role"])  # a PATCH body, which the schema calls partial
 class MemberRoleInputSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 
@@ -25,12 +24,15 @@ from apps.projects.serializers import (
 from core.api import ProjectScopedView
 from core.openapi import error_responses
 from core.permissions import Permission
+from core.validation import UUID_PATTERN
 
 PROJECT_HEADER = OpenApiParameter(
     "X-Project-Id",
-    OpenApiTypes.UUID,
+    # Text with a UUID's pattern, not `format: uuid`: a header is text, and a generated
+    # client typed it `UUID` and refused to send one (an SDK audit: openapi-python-client).
+    {"type": "string", "pattern": UUID_PATTERN, "example": "0b7c9f1e-4d2a-4c8e-9a51-2f3b6d7e8a90"},
     OpenApiParameter.HEADER,
-    description="The project; required for organization keys and dashboard sessions.",
+    description="The project's id; required for organization keys and dashboard sessions.",
 )
 #: What any project-scoped operation can answer besides success (SPEC §3).
 PROJECT_ERRORS = error_responses(400, 401, 403, 404, 429)

@@ -29,8 +29,12 @@ class KeyStatus(models.TextChoices):
 
 
 def active_at(now: datetime) -> Q:
-    """The keys `ApiKey.status_at(now)` calls active, as a filter: not revoked, not expired."""
-    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    """The keys `ApiKey.status_at(now)` calls active, as a filter: not revoked, not expired,
+    and no legacy key once legacy keys stopped working."""
+    active = Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    if now >= settings.LEGACY_KEYS_SUNSET_AT:
+        active &= Q(legacy=False)
+    return active
 
 
 class ApiKey(models.Model):
@@ -169,9 +173,13 @@ class ApiKey(models.Model):
         return {"requests": self.rate_limit_requests, "perSeconds": self.rate_limit_seconds}
 
     def status_at(self, now: datetime) -> str:
+        """`expired` too for a legacy key once legacy keys stopped working (the sunset): it
+        was listed `active` while every request with it failed (SPEC §2.3)."""
         if self.revoked_at is not None:
             return KeyStatus.REVOKED
         if self.expires_at is not None and self.expires_at <= now:
+            return KeyStatus.EXPIRED
+        if self.legacy and now >= settings.LEGACY_KEYS_SUNSET_AT:
             return KeyStatus.EXPIRED
         return KeyStatus.ACTIVE
 

@@ -19,11 +19,13 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
+from rest_framework.test import APIClient
 
+from apps.accounts.services import start_session
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.legacy import LegacyKeySpec, import_legacy_keys
-from apps.apikeys.models import ApiKey
+from apps.apikeys.models import ApiKey, active_at
 from apps.apikeys.services import revoke_key
 from apps.orgs.access import has_permission, resolve_project
 from core.permissions import Permission
@@ -249,6 +251,26 @@ def test_the_sunset_takes_effect_at_its_exact_moment(api_client, read_only_legac
 
     assert before.status_code == 200
     assert error_code(at) == "KEY_FORMAT_DEPRECATED"
+
+
+def test_after_the_sunset_a_legacy_key_is_listed_expired_and_no_longer_active(
+    owner, project, read_only_legacy_key
+):
+    """It was listed `active` while every request with it failed (a left-over of an
+    earlier review): the list, the key page's filters and the notices' "active keys"."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {start_session(owner).access}")
+    url = f"/v1/projects/{project.id}/api-keys"
+    before = client.get(url).json()["results"]
+
+    with override_settings(LEGACY_KEYS_SUNSET_AT=timezone.now()):
+        after = client.get(url).json()["results"]
+        active = ApiKey.objects.filter(active_at(timezone.now()))
+
+        assert [k["status"] for k in before] == ["active"]
+        assert [(k["legacy"], k["status"]) for k in after] == [(True, "expired")]
+        assert not active.filter(pk=read_only_legacy_key.pk).exists()
+        assert read_only_legacy_key.status_at(timezone.now()) == "expired"
 
 
 def test_headers_follow_the_configured_moments(api_client, read_only_legacy_key):

@@ -18,6 +18,20 @@ class UuidPathAutoSchema(AutoSchema):
     resource's own 404 (PROJECT_NOT_FOUND or NOT_FOUND) from the view.
     """
 
+    #: Last path segments that are verbs on the item before them, not collections in it: a
+    #: POST there is the verb (`projects_api_keys_revoke`), not `..._revoke_create`.
+    ACTIONS = ("revoke", "roll")
+
+    def get_operation_id(self):
+        """drf-spectacular's, but a verb's POST named by the verb and a PATCH `_update`
+        (an SDK audit: generated clients had `..._revoke_create`, `..._partial_update`)."""
+        operation_id = super().get_operation_id()
+        if self.method == "POST" and self.path.rstrip("/").rsplit("/", 1)[-1] in self.ACTIONS:
+            return operation_id.removesuffix("_create")
+        if self.method == "PATCH":
+            return operation_id.removesuffix("_partial_update") + "_update"
+        return operation_id
+
     def get_override_parameters(self):
         ids = [
             OpenApiParameter(name, OpenApiTypes.UUID, OpenApiParameter.PATH)

@@ -81,10 +81,10 @@ class KeyUsageSerializer(serializers.Serializer):
 
 
 class UsageAutoSchema(IdPathAutoSchema):
-    """One resource, not a list: drf-spectacular's own operation id (`..._retrieve`)."""
+    """One resource, not a list: named for it (`projects_api_keys_usage`)."""
 
     def get_operation_id(self):
-        return AutoSchema.get_operation_id(self)
+        return AutoSchema.get_operation_id(self).removesuffix("_retrieve")
 
 
 class KeyUsageView(KeyManagementView):

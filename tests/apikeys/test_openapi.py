@@ -286,6 +286,16 @@ def test_what_generated_clients_read_is_declared(document):
     assert schemas["PatchedOrganizationUpdateInputRequest"]["required"] == ["keyMaxLifetimeDays"]
     for template in ("/v1/organizations/{orgId}/members/{userId}", "/v1/organizations/{orgId}"):
         assert document["paths"][template]["patch"]["requestBody"]["required"] is True
+    # operations named as a developer would call them, each once
+    named = {f"{m.upper()} {t}": o["operationId"] for t, m, o in operations(document)}
+    assert len(set(named.values())) == len(named)
+    keys = "/v1/projects/{projectId}/api-keys/{keyId}"
+    assert [named[f"POST {keys}/revoke"], named[f"POST {keys}/roll"]] == [
+        "projects_api_keys_revoke",
+        "projects_api_keys_roll",
+    ]
+    assert named[f"GET {keys}/usage"] == "projects_api_keys_usage"
+    assert named[f"PATCH {keys}"] == "projects_api_keys_update"
     # every allowedIps branch is typed: a generator reads a branch alone (`list[Any]`)
     mint = schemas["MintSecretKeyInputRequest"]["properties"]["allowedIps"]["items"]
     assert mint["anyOf"] and all(b["type"] == "string" for b in mint["anyOf"])

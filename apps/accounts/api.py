@@ -37,7 +37,7 @@ from core.api import ApiView, iso, json_object
 from core.errors import AuthError, PermissionDenied, RateLimited, ValidationFailed
 from core.net import client_ip
 from core.openapi import THROTTLED, WRONG_PASSWORD_OR_CODE, WRONG_REFRESH_TOKEN, error_responses
-from core.permissions import Role
+from core.permissions import ALL_PERMISSIONS, Role
 from core.principal import AUTH_DECISION, AuthDecision, Principal
 
 
@@ -179,9 +179,10 @@ class MeKeyDetailSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
     prefix = serializers.CharField()
-    type = serializers.CharField(help_text='"public" or "secret".')
-    scope = serializers.CharField(help_text='"project" or "organization".')
-    permissions = serializers.ListField(child=serializers.CharField())
+    # The key object's enums (an SDK audit: plain text here, `KeyTypeEnum` there).
+    type = serializers.ChoiceField(choices=["public", "secret"])
+    scope = serializers.ChoiceField(choices=["project", "organization"])
+    permissions = serializers.ListField(child=serializers.ChoiceField(choices=ALL_PERMISSIONS))
     legacy = serializers.BooleanField()
 
 

@@ -296,6 +296,10 @@ def test_what_generated_clients_read_is_declared(document):
     ]
     assert named[f"GET {keys}/usage"] == "projects_api_keys_usage"
     assert named[f"PATCH {keys}"] == "projects_api_keys_update"
+    # /v1/me's key names its type, scope and permissions as the key object does: as enums
+    detail = schemas["MeKeyDetail"]["properties"]
+    assert all("$ref" in detail[f] for f in ("type", "scope")), detail
+    assert detail["permissions"]["items"] == {"$ref": "#/components/schemas/PermissionsEnum"}
     # every allowedIps branch is typed: a generator reads a branch alone (`list[Any]`)
     mint = schemas["MintSecretKeyInputRequest"]["properties"]["allowedIps"]["items"]
     assert mint["anyOf"] and all(b["type"] == "string" for b in mint["anyOf"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -279,12 +280,14 @@ def _enqueue_fairly(deliveries: list[Delivery], organization_of: dict) -> None:
     failing, webhooks_waiting = pending_attempts(
         list(organization_of), besides=[d.pk for d in deliveries]
     )
-    waiting = {organization_of[webhook_id] for webhook_id in webhooks_waiting}
+    waiting = Counter()  # first attempts waiting, per organization: the next one's turn
+    for webhook_id, count in webhooks_waiting.items():
+        waiting[organization_of[webhook_id]] += count
     for delivery in deliveries:
         organization_id = organization_of[delivery.webhook_id]
         enqueue_delivery(
             delivery.pk,
             behind=delivery.webhook_id in failing,
-            queued=organization_id in waiting,
+            turn=waiting[organization_id],
         )
-        waiting.add(organization_id)
+        waiting[organization_id] += 1

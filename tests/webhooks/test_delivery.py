@@ -624,6 +624,29 @@ def test_many_new_endpoints_of_one_organization_wait_behind_anothers_next_delive
     assert priorities == [deliveries.QUEUED_PRIORITY] * 7 + [deliveries.FIRST_ATTEMPT_PRIORITY] * 2
 
 
+def test_queued_first_attempts_take_turns_between_organizations(
+    make_webhook, receiver, project, organization
+):
+    """A fairness audit: past each organization's first, attempts ran first in, first
+    out, and another organization's second webhook waited 8 minutes behind one
+    organization's backlog. The n-th waiting attempt of each runs before the n+1-th of any."""
+    other = OrganizationFactory()
+    for n in range(4):
+        make_webhook(f"http://127.0.0.1:9/silent-{n}")
+    for _ in range(2):
+        make_webhook(receiver.url, org=other)
+
+    make_key(KeyKind.SECRET, project=project)  # A: four deliveries
+    make_key(KeyKind.SECRET, project=project)  # A again: four more, queued behind
+    make_key(KeyKind.ORGANIZATION, organization=other)  # B: two, the second queued
+
+    ready = [task.args_kwargs["args"][0] for task in DBTaskResult.objects.ready()]
+    b_deliveries = {str(d.pk) for d in Delivery.objects.filter(webhook__organization=other)}
+    assert len(ready) == 10
+    # A's first, B's first (ahead), then turn 1: A's second, B's second; then A's rest
+    assert [n for n, task in enumerate(ready) if task in b_deliveries] == [1, 3]
+
+
 @pytest.mark.parametrize(
     "header",
     [None, "", "garbage", "t=1", "v1=ab", "t=abc,v1=ab", "t=1,v1=é", "t=,v1=", "t=1;v1=2"],

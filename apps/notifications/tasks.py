@@ -77,7 +77,9 @@ def urgent_checks() -> str:
 
 @task(priority=PRIORITY)
 def copy_usage() -> str:
-    return f"copied {flush_usage()} counters, pruned {prune_usage()} rows"
+    copied = flush_usage(wait=False)  # None: a web process was copying; the next run copies
+    copied_text = "no (another copy was running)" if copied is None else str(copied)
+    return f"copied {copied_text} counters, pruned {prune_usage()} rows"
 
 
 @task(priority=PRIORITY)

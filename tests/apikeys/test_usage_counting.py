@@ -372,6 +372,27 @@ def test_foreign_names_in_the_copy_list_are_dropped_and_never_block_the_copy(pro
 
 
 @requires_redis
+def test_one_copy_at_a_time_across_processes(project):
+    """A fairness audit: the worker's and every web process's copies of the same counters
+    ran at once. A copy waiting or skipping while another holds the lock copies nothing
+    twice, and what it skipped is copied by the next one."""
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    use(plaintext)
+    other = redis_client().lock(flush.COPY_LOCK, timeout=30)
+    assert other.acquire(blocking=False)  # another process is copying
+
+    try:
+        assert flush_usage(wait=False) is None  # the timers and the worker skip
+    finally:
+        other.release()
+
+    assert not KeyUsage.objects.filter(key=api_key).exists()
+    assert flush_usage() == 3  # hour, day and the IP, once the lock is free
+    assert KeyUsage.objects.get(key=api_key, granularity="hour").requests == 1
+    assert redis_client().get(flush.COPY_LOCK) is None  # released
+
+
+@requires_redis
 def test_counts_waiting_in_the_previous_epoch_show_before_and_after_the_copy(project, settings):
     """A Redis restarted from a snapshot, or a replica promoted in its place, starts a new
     epoch: what the old one counted and no copy has stored yet still shows."""

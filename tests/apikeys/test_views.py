@@ -14,7 +14,7 @@ from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from apps.accounts.templatetags.dashboard import breakable_email, relative
+from apps.accounts.templatetags.dashboard import breakable_email, relative, utc_text
 from apps.apikeys import keyformat
 from apps.apikeys.forms import KeyCreateForm
 from apps.apikeys.keyformat import KeyKind
@@ -413,7 +413,10 @@ def test_roll_shows_the_successor_once_and_expires_the_old_key(owner, project):
     assert "Expiring" in page
     assert f"replaces <code>{old.prefix}…</code>" in page
     # rolled once: its row offers no second roll, and a second form post is refused
-    assert f'action="{url}{old.id}/roll/"' not in page and ">Rolled</span>" in page
+    assert (
+        f'action="{url}{old.id}/roll/"' not in page
+        and '>Rolled<span class="visually-hidden">:' in page
+    )
     again = client.post(
         f"{url}{old.id}/roll/", {"grace_seconds": "3600", "nonce": nonce_of(client, url)}
     )
@@ -749,3 +752,14 @@ def test_a_time_less_than_a_minute_ahead_is_not_just_now():
     assert relative(now + timedelta(seconds=30)) == "in less than a minute"
     assert relative(now - timedelta(seconds=30)) == "just now"
     assert relative(now + timedelta(minutes=5, seconds=30)) == "in 5 minutes"
+
+
+def test_exact_times_are_text_for_screen_readers_too(owner, project):
+    """An accessibility audit: a row's exact creation and last-use times were only in a
+    tooltip (`title`), which keyboards, touch screens and screen readers do not reach."""
+    api_key, _ = make_key(KeyKind.SECRET, project=project)
+
+    page = html(logged_in(owner).get(f"/projects/{project.id}/api-keys/"))
+
+    exact = utc_text(api_key.created_at)
+    assert f'title="{exact}">just now<span class="visually-hidden"> ({exact})</span></time>' in page

@@ -48,14 +48,17 @@ def utc(value: datetime | None) -> str:
 
 @register.simple_tag
 def when(value: datetime | None, never: str = "Never"):
-    """A relative time with the exact UTC time as its machine value and tooltip."""
+    """A relative time with the exact UTC time as its machine value and tooltip, and as
+    text for screen readers (an accessibility audit: a tooltip is a mouse's only)."""
     if value is None:
         return never
+    exact = utc_text(value)
     return format_html(
-        '<time datetime="{}" title="{}">{}</time>',
+        '<time datetime="{}" title="{}">{}<span class="visually-hidden"> ({})</span></time>',
         iso(value),
-        utc_text(value),
+        exact,
         relative(value),
+        exact,
     )
 
 

@@ -12,10 +12,11 @@ import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
 from django.utils import timezone
 from django_tasks import task
 
@@ -77,10 +78,10 @@ BEHIND_PRIORITY = 0
 
 #: The queued first attempts (QUEUED_PRIORITY) take turns between organizations: the
 #: worker takes ready tasks of a priority by `run_after`, then by when they were queued,
-#: so the n-th attempt an organization has waiting is given `run_after` = this moment +
-#: n seconds, long past (ready at once), and runs after every other organization's n-th.
-#: Found by a fairness audit: they ran first in, first out, and another organization's
-#: second webhook waited 8 minutes behind one organization's backlog of 60 attempts.
+#: so an attempt of turn n is given `run_after` = this moment + n seconds, long past
+#: (ready at once), and runs after every turn before it. Found by a fairness audit: they
+#: ran first in, first out, and another organization's second webhook waited 8 minutes
+#: behind one organization's backlog of 60 attempts.
 TURNS_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -93,7 +94,7 @@ def enqueue_delivery(
 ) -> None:
     """Queue an attempt; inside the caller's transaction, like the rows it belongs to.
     `behind`: a retry, or a first attempt to a webhook with failing deliveries; `turn`:
-    how many first attempts of its organization are already waiting (0: it goes ahead)."""
+    its turn among the queued first attempts (`services`; 0: it goes ahead of them)."""
     if behind:
         priority = BEHIND_PRIORITY
     elif turn:
@@ -103,22 +104,45 @@ def enqueue_delivery(
     deliver_webhook.using(priority=priority, run_after=run_after).enqueue(str(delivery_id))
 
 
-def pending_attempts(webhook_ids, besides) -> tuple[set, dict]:
+@dataclass(frozen=True)
+class Pending:
+    """What waits for the webhooks of a fan-out (`pending_attempts`)."""
+
+    failing: set  # webhooks with a delivery being retried
+    waiting: dict  # webhook → its first attempts not yet made
+    last_turn: dict  # webhook → the latest turn among them
+
+
+def pending_attempts(webhook_ids, besides) -> Pending:
     """Of the webhooks `webhook_ids`, in one query over their pending deliveries (but
-    `besides`, being queued now): those with a delivery being retried (failing now), and
-    how many first attempts not yet made (waiting) each has."""
+    `besides`, being queued now): those with a delivery being retried (failing now), how
+    many first attempts not yet made (waiting) each has, and the latest turn of those."""
+    first = Q(attempts=0)
     rows = list(
         Delivery.objects.filter(webhook_id__in=webhook_ids, status=DeliveryStatus.PENDING)
         .exclude(pk__in=besides)
         .values("webhook_id")
         .annotate(
-            retried=Count("pk", filter=Q(attempts__gt=0)), waiting=Count("pk", filter=Q(attempts=0))
+            retried=Count("pk", filter=Q(attempts__gt=0)),
+            waiting=Count("pk", filter=first),
+            last_turn=Max("turn", filter=first),
         )
-        .values_list("webhook_id", "retried", "waiting")
+        .values_list("webhook_id", "retried", "waiting", "last_turn")
     )
-    failing = {webhook_id for webhook_id, retried, _waiting in rows if retried}
-    waiting = {webhook_id: count for webhook_id, _retried, count in rows if count}
-    return failing, waiting
+    return Pending(
+        failing={webhook for webhook, retried, _waiting, _turn in rows if retried},
+        waiting={webhook: waiting for webhook, _retried, waiting, _turn in rows if waiting},
+        last_turn={webhook: turn for webhook, _retried, _waiting, turn in rows if turn},
+    )
+
+
+def serving_turn() -> int:
+    """The earliest turn of the first attempts still waiting, of any organization (1 when
+    none waits): where an organization joining the queue takes its place."""
+    earliest = Delivery.objects.filter(
+        status=DeliveryStatus.PENDING, attempts=0, turn__isnull=False
+    ).aggregate(earliest=Min("turn"))["earliest"]
+    return earliest or 1
 
 
 def _unclaimed(delivery_id: str, now: datetime):

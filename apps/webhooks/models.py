@@ -137,6 +137,9 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     locked_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Its place among its organization's first attempts waiting behind another of them
+    # (`apps.webhooks.services`: organizations take turns); none when it went ahead.
+    turn = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "deliveries"

@@ -33,6 +33,7 @@ from apps.webhooks.delivery import (
     RETRY_FOR,
     enqueue_delivery,
     pending_attempts,
+    serving_turn,
 )
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from core import throttling
@@ -277,17 +278,27 @@ def _enqueue_fairly(deliveries: list[Delivery], organization_of: dict) -> None:
     """Each organization's first new attempt ahead, the rest of it (and of an organization
     with attempts already waiting) behind another's next one, and endpoints failing now
     behind all: one worker runs one attempt at a time, up to 10 s each."""
-    failing, webhooks_waiting = pending_attempts(
-        list(organization_of), besides=[d.pk for d in deliveries]
-    )
-    waiting = Counter()  # first attempts waiting, per organization: the next one's turn
-    for webhook_id, count in webhooks_waiting.items():
+    pending = pending_attempts(list(organization_of), besides=[d.pk for d in deliveries])
+    waiting, last_turn = Counter(), Counter()  # per organization
+    for webhook_id, count in pending.waiting.items():
         waiting[organization_of[webhook_id]] += count
+    for webhook_id, turn in pending.last_turn.items():
+        organization_id = organization_of[webhook_id]
+        last_turn[organization_id] = max(last_turn[organization_id], turn)
+    serving, turned = None, []
     for delivery in deliveries:
         organization_id = organization_of[delivery.webhook_id]
-        enqueue_delivery(
-            delivery.pk,
-            behind=delivery.webhook_id in failing,
-            turn=waiting[organization_id],
-        )
+        if delivery.webhook_id in pending.failing:
+            enqueue_delivery(delivery.pk, behind=True)
+        elif not waiting[organization_id]:
+            enqueue_delivery(delivery.pk)  # its organization's first: ahead
+        else:
+            # After its organization's last queued turn (first in, first out within it),
+            # and not before the turn being served (one joining the queue waits its turn).
+            serving = serving or serving_turn()
+            delivery.turn = max(last_turn[organization_id] + 1, serving)
+            last_turn[organization_id] = delivery.turn
+            turned.append(delivery)
+            enqueue_delivery(delivery.pk, turn=delivery.turn)
         waiting[organization_id] += 1
+    Delivery.objects.bulk_update(turned, ["turn"], batch_size=ROWS_PER_STATEMENT)

@@ -647,6 +647,31 @@ def test_queued_first_attempts_take_turns_between_organizations(
     assert [n for n, task in enumerate(ready) if task in b_deliveries] == [1, 3]
 
 
+def test_an_organizations_queued_attempts_keep_their_order_as_the_queue_drains(
+    make_webhook, project
+):
+    """A review of the turns: numbered by how many waited, a new event took a turn freed
+    by attempts made since and overtook older ones of its own organization (which could
+    starve). Turns follow the organization's last one."""
+    webhook = make_webhook("http://127.0.0.1:9/silent").webhook
+    for _ in range(4):
+        make_key(KeyKind.SECRET, project=project)  # one ahead, turns 1, 2 and 3 queued
+    made = list(Delivery.objects.filter(webhook=webhook).order_by("created_at", "id")[:2])
+    Delivery.objects.filter(pk__in=[d.pk for d in made]).update(
+        attempts=1, status="delivered"
+    )  # the first two were delivered
+    DBTaskResult.objects.filter(args_kwargs__args__0__in=[str(d.pk) for d in made]).delete()
+
+    make_key(KeyKind.SECRET, project=project)  # a fifth event
+
+    ready = [task.args_kwargs["args"][0] for task in DBTaskResult.objects.ready()]
+    oldest_first = Delivery.objects.filter(webhook=webhook, status="pending").order_by(
+        "created_at", "id"
+    )
+    assert ready == [str(d.pk) for d in oldest_first]
+    assert [d.turn for d in oldest_first] == [2, 3, 4]
+
+
 @pytest.mark.parametrize(
     "header",
     [None, "", "garbage", "t=1", "v1=ab", "t=abc,v1=ab", "t=1,v1=é", "t=,v1=", "t=1;v1=2"],

@@ -21,24 +21,34 @@ PER_PAGE = 50
 
 def _details(details: dict) -> list[tuple[str, str | datetime]]:
     """Event details as readable pairs (they hold names, roles, prefixes — never secrets);
-    a time as a datetime, which the page shows as every time (`7 Dec 2026, 13:02 UTC`, not
-    `2026-12-07T13:02:23.627068Z`, a dates audit)."""
+    a time (a field named `…At`, `expiresAt`) as a datetime, which the page shows as every
+    time (`7 Dec 2026, 13:02 UTC`, not `2026-12-07T13:02:23.627068Z`, a dates audit)."""
     if not isinstance(details, dict):
         return []
-    return [(name, _readable(value)) for name, value in details.items()]
+    return [(name, _time(name, value) or _readable(value)) for name, value in details.items()]
 
 
-def _readable(value) -> str | datetime:
-    """Lists as `a, b`; objects (a key.updated's before and after) as compact JSON; a time
-    as a datetime; nothing as "none" (not Python's `None`)."""
+def _time(name: str, value) -> datetime | None:
+    """The time a `…At` field holds, as the API writes it; None for anything else: a name
+    that looks like one stays a name, and an impossible date (`2026-02-30T…Z`) is text,
+    never a 500 (a review found a key named so broke its organization's log)."""
+    if not (name.endswith("At") and isinstance(value, str) and _API_TIME.fullmatch(value)):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _readable(value) -> str:
+    """Lists as `a, b`; objects (a key.updated's before and after) as compact JSON;
+    nothing as "none" (not Python's `None`)."""
     if isinstance(value, list):
         return ", ".join(_readable(item) for item in value)
     if isinstance(value, dict):
         return json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
     if value is None:
         return "none"
-    if isinstance(value, str) and _API_TIME.fullmatch(value):
-        return datetime.fromisoformat(value)
     return str(value)
 
 

@@ -105,3 +105,24 @@ def test_times_in_details_read_as_every_time_on_the_pages(owner, organization):
     assert '<span class="detail-name">expiresAt</span> 7 Dec 2026, 13:02 UTC' in page
     assert '<span class="detail-name">replacedKeyExpiresAt</span> none' in page
     assert "2026-12-07T13:02" not in page
+
+
+@pytest.mark.parametrize("name", ["2026-02-30T10:00:00Z", "2026-12-07T13:02:23Z"])
+def test_a_key_named_like_a_time_stays_a_name_and_never_breaks_the_log(owner, organization, name):
+    """A review: a key named `2026-02-30T10:00:00Z` (an impossible date) made every page of
+    its organization's log a 500; a possible one was shown as a date."""
+    event(organization, Action.KEY_MINTED, 1, "named-key", actor_user=owner, details={"name": name})
+    event(
+        organization,
+        Action.KEY_UPDATED,
+        2,
+        "listed",
+        actor_user=owner,
+        details={"windows": ["2026-12-07T13:02:23Z", "2026-12-08T13:02:23Z"]},
+    )
+
+    response = logged_in(owner).get(log_url(organization))
+
+    assert response.status_code == 200
+    assert f'<span class="detail-name">name</span> {name}' in html(response)
+    assert "2026-12-07T13:02:23Z, 2026-12-08T13:02:23Z" in html(response)

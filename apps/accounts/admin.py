@@ -133,6 +133,13 @@ class TwoFactorAdminLoginForm(ThrottledAdminLoginForm):
 GRANTS = ("is_staff", "is_superuser", "groups", "user_permissions")
 
 
+#: What the user form saves: every column but the admin session counter, which only
+#: `end_admin_sessions` moves. A save of the whole row wrote the count read with the form
+#: back over the deactivation's (a review: a copied admin cookie worked again after the
+#: account was reactivated).
+FORM_SAVED = [f.name for f in User._meta.concrete_fields if f.name not in ("id", "session_epoch")]
+
+
 def _guarded(request, user: User | None) -> bool:
     """Whether `user` is another operator than the one asking, who is no superuser: such
     staff change and help members, never an operator (they could set a superuser's
@@ -232,7 +239,10 @@ class UserAdmin(DjangoUserAdmin):
         if change and "is_active" in form.changed_data and not obj.is_active:
             deactivate_user(user=obj, actor_user=request.user, request=request)
         old_email = User.objects.filter(pk=obj.pk).values_list("email", flat=True).first()
-        super().save_model(request, obj, form, change)
+        if change:
+            obj.save(update_fields=FORM_SAVED)
+        else:
+            super().save_model(request, obj, form, change)
         if change and "is_active" in form.changed_data and obj.is_active:
             record_operator_change(
                 Action.MEMBER_REACTIVATED, obj, actor_user=request.user, request=request

@@ -181,6 +181,26 @@ def test_ending_a_users_sessions_ends_their_admin_sessions(superuser, ending):
     assert admin_page(copied) == 302
 
 
+def test_deactivating_on_the_change_form_ends_admin_sessions_for_good(superuser):
+    """A review: the form's save wrote back the session counter it had read, so the
+    deactivation's ending of admin sessions was undone, and a copied cookie worked again
+    once the account was reactivated."""
+    operator = UserFactory(is_staff=True, is_superuser=True)
+    copied = dict(logged_in_with_password(operator).cookies)
+    client = logged_in(superuser)
+
+    client.post(change_url(operator), user_form(operator, is_active="", is_staff="on"))
+    operator.refresh_from_db()
+    assert not operator.is_active
+    client.post(
+        change_url(operator), user_form(operator, is_staff="on", is_superuser="on")
+    )  # reactivated
+
+    operator.refresh_from_db()
+    assert operator.is_active
+    assert admin_page(copied) == 302
+
+
 def test_an_admin_session_of_another_operator_stays_at_a_logout(superuser):
     other = UserFactory(is_staff=True, is_superuser=True)
     theirs = dict(logged_in_with_password(other).cookies)

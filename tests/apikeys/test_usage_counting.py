@@ -393,6 +393,24 @@ def test_one_copy_at_a_time_across_processes(project):
 
 
 @requires_redis
+def test_the_command_fails_when_another_copy_holds_the_lock_for_its_whole_time(
+    project, monkeypatch
+):
+    """A review: it printed "Copied None usage counter(s)" and succeeded, before a Redis
+    restart that then lost the counts."""
+    _api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    use(plaintext)
+    monkeypatch.setattr(flush, "COPY_LOCK_SECONDS", 1)
+    other = redis_client().lock(flush.COPY_LOCK, timeout=30)
+    assert other.acquire(blocking=False)
+    try:
+        with pytest.raises(CommandError, match="nothing was copied"):
+            call_command("flush_usage", stdout=StringIO())
+    finally:
+        other.release()
+
+
+@requires_redis
 def test_counts_waiting_in_the_previous_epoch_show_before_and_after_the_copy(project, settings):
     """A Redis restarted from a snapshot, or a replica promoted in its place, starts a new
     epoch: what the old one counted and no copy has stored yet still shows."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.apikeys.usage.flush import flush_usage, prune_usage
+from apps.apikeys.usage.flush import COPY_LOCK_SECONDS, flush_usage, prune_usage
 
 
 class Command(BaseCommand):
@@ -23,5 +23,10 @@ class Command(BaseCommand):
             copied = flush_usage()
         except redis.RedisError as exc:
             raise CommandError(f"The usage store (REDIS_URL) is unreachable: {exc}") from exc
+        if copied is None:  # waited the lock's whole time: never "Copied None" and success
+            raise CommandError(
+                "Another copy held the usage copy lock (ss:u:copying) for "
+                f"{COPY_LOCK_SECONDS} s; nothing was copied. Run it again."
+            )
         pruned = prune_usage()
         self.stdout.write(f"Copied {copied} usage counter(s); pruned {pruned} old usage row(s).")

@@ -14,7 +14,7 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.utils import timezone
 
-from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, active_at
+from apps.apikeys.models import ApiKey, KeyScope, KeyStatus, active_at, expired_at
 from apps.apikeys.services import revoke_key
 from apps.projects.admin import deletion_blockers
 from apps.projects.models import Project
@@ -74,7 +74,7 @@ class StatusFilter(admin.SimpleListFilter):
         if self.value() == KeyStatus.REVOKED:
             return queryset.filter(revoked_at__isnull=False)
         if self.value() == KeyStatus.EXPIRED:
-            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+            return queryset.filter(expired_at(now))
         return queryset
 
 

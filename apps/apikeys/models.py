@@ -37,6 +37,11 @@ def active_at(now: datetime) -> Q:
     return active
 
 
+def expired_at(now: datetime) -> Q:
+    """The keys `ApiKey.status_at(now)` calls expired, as a filter: not revoked, not active."""
+    return Q(revoked_at__isnull=True) & ~active_at(now)
+
+
 class ApiKey(models.Model):
     """An API key. Stores only the SHA-256 digest of the key and a display prefix.
 

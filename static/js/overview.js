@@ -73,9 +73,17 @@
       cell(row, creator(analysis.createdBy));
       var created = cell(row, "", "cell-nowrap");
       var time = document.createElement("time");
-      time.dateTime = analysis.createdAt || "";
+      /* HTML's date-time takes at most three fractional digits (the API writes six). */
+      var moment = new Date(analysis.createdAt || "");
+      time.dateTime = isNaN(moment.getTime()) ? "" : moment.toISOString();
       time.title = utcText(analysis.createdAt);
       time.textContent = relative(analysis.createdAt);
+      /* The exact time as text too, as the server's `when` tag writes it: a tooltip is a
+         mouse's only. */
+      var exact = document.createElement("span");
+      exact.className = "visually-hidden";
+      exact.textContent = " (" + time.title + ")";
+      time.appendChild(exact);
       created.appendChild(time);
       cell(row, String((analysis.followUps || []).length), "num");
       body.appendChild(row);

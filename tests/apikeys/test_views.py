@@ -763,3 +763,6 @@ def test_exact_times_are_text_for_screen_readers_too(owner, project):
 
     exact = utc_text(api_key.created_at)
     assert f'title="{exact}">just now<span class="visually-hidden"> ({exact})</span></time>' in page
+    # a valid HTML date-time: three fractional digits at most (the API's iso writes six)
+    machine = re.search(r'<time datetime="([^"]+)"', page).group(1)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", machine), machine

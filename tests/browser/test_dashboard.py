@@ -455,6 +455,11 @@ def test_overview_lists_analyses_and_shows_load_errors(ui, owner, project):
     # The time's tooltip is the UTC time as the server writes them, not the raw ISO text
     newest = Analysis.objects.filter(project=project).latest("created_at").created_at
     assert rows.first.locator("time").get_attribute("title") == utc_text(newest)
+    # and as text, for screen readers (a review: a tooltip only, unlike the server's pages)
+    hidden = rows.first.locator("time .visually-hidden")
+    assert hidden.text_content() == f" ({utc_text(newest)})"
+    machine = rows.first.locator("time").get_attribute("datetime")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", machine), machine
     ui.shot("project-overview-analyses")
 
     ui.page.route(

@@ -9,8 +9,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince, timeuntil
 
-from core.api import iso
-
 register = template.Library()
 
 JUST_NOW = timedelta(seconds=60)
@@ -53,9 +51,11 @@ def when(value: datetime | None, never: str = "Never"):
     if value is None:
         return never
     exact = utc_text(value)
+    # HTML's date-time takes at most three fractional digits (the API writes six).
+    machine = value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return format_html(
         '<time datetime="{}" title="{}">{}<span class="visually-hidden"> ({})</span></time>',
-        iso(value),
+        machine,
         exact,
         relative(value),
         exact,

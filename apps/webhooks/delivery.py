@@ -65,43 +65,50 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 #: Where an attempt's task sits in the worker's queue (higher first; the scheduled checks
-#: are 10). A first attempt to an endpoint that answers goes ahead of retries and of first
-#: attempts to an endpoint failing now: one organization's dead or slow endpoints (an
-#: attempt may hold a worker 10 s, and is retried for a day) never hold up another's
-#: delivery behind their backlog. And an organization's other first attempts, while one
-#: waits, go behind another organization's next one: many webhooks of one organization (up
-#: to 20), or a burst of its events, to endpoints that time out would otherwise hold
-#: another's delivery for 10 s each.
+#: and account emails are 10). An organization's first attempt while none of its others
+#: waits goes ahead (5); every other attempt, retries and attempts to an endpoint failing
+#: now included, waits in its organization's turn (3): one organization's dead or slow
+#: endpoints (an attempt may hold a worker 10 s, and is retried for a day), or a burst of
+#: its events, take its own turns, one attempt of each organization in turn, never
+#: another's. Found by a fairness audit: past an organization's first, attempts ran first
+#: in, first out, and another organization's second webhook waited 8 minutes, its retry 6,
+#: its next event to an endpoint that had failed once 22, behind one organization's backlog.
 FIRST_ATTEMPT_PRIORITY = 5
 QUEUED_PRIORITY = 3
-BEHIND_PRIORITY = 0
+#: A due retry's wake-up (`wake_delivery`): a moment's work that queues its attempt in its
+#: organization's turn, ahead of the attempts themselves.
+WAKE_PRIORITY = FIRST_ATTEMPT_PRIORITY + 1
 
-#: The queued first attempts (QUEUED_PRIORITY) take turns between organizations: the
-#: worker takes ready tasks of a priority by `run_after`, then by when they were queued,
-#: so an attempt of turn n is given `run_after` = this moment + n seconds, long past
-#: (ready at once), and runs after every turn before it. Found by a fairness audit: they
-#: ran first in, first out, and another organization's second webhook waited 8 minutes
-#: behind one organization's backlog of 60 attempts.
+#: A turn n is queued with `run_after` = this moment + n seconds, long past (ready at
+#: once): the worker takes a priority's ready tasks by `run_after`, then by when they were
+#: queued, so it runs after every turn before it.
 TURNS_FROM = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def enqueue_delivery(
-    delivery_id: uuid.UUID | str,
-    run_after: datetime | None = None,
-    *,
-    behind: bool = False,
-    turn: int = 0,
+    delivery_id: uuid.UUID | str, run_after: datetime | None = None, *, turn: int = 0
 ) -> None:
     """Queue an attempt; inside the caller's transaction, like the rows it belongs to.
-    `behind`: a retry, or a first attempt to a webhook with failing deliveries; `turn`:
-    its turn among the queued first attempts (`services`; 0: it goes ahead of them)."""
-    if behind:
-        priority = BEHIND_PRIORITY
-    elif turn:
+    `turn`: its turn among the queued attempts (`next_turn`; 0: it goes ahead of them)."""
+    if turn:
         priority, run_after = QUEUED_PRIORITY, TURNS_FROM + timedelta(seconds=turn)
     else:
         priority = FIRST_ATTEMPT_PRIORITY
     deliver_webhook.using(priority=priority, run_after=run_after).enqueue(str(delivery_id))
+
+
+def enqueue_retry(delivery_id: uuid.UUID | str, due: datetime) -> None:
+    """Wake the delivery when its next attempt is due (`wake_delivery`), which queues the
+    attempt in its organization's turn: queued at once for its due time, the retries of
+    every organization ran first in, first out behind every queued first attempt (a
+    fairness audit: a retry due in 10 s ran after 350 s behind another organization's
+    backlog)."""
+    wake_delivery.using(priority=WAKE_PRIORITY, run_after=due).enqueue(str(delivery_id))
+
+
+#: A delivery waiting for a worker: a first attempt not yet made, or a retry queued in
+#: its turn (the turn is cleared when an attempt is made).
+WAITING = Q(attempts=0) | Q(turn__isnull=False)
 
 
 @dataclass(frozen=True)
@@ -109,23 +116,22 @@ class Pending:
     """What waits for the webhooks of a fan-out (`pending_attempts`)."""
 
     failing: set  # webhooks with a delivery being retried
-    waiting: dict  # webhook → its first attempts not yet made
+    waiting: dict  # webhook → its deliveries waiting for a worker
     last_turn: dict  # webhook → the latest turn among them
 
 
 def pending_attempts(webhook_ids, besides) -> Pending:
     """Of the webhooks `webhook_ids`, in one query over their pending deliveries (but
     `besides`, being queued now): those with a delivery being retried (failing now), how
-    many first attempts not yet made (waiting) each has, and the latest turn of those."""
-    first = Q(attempts=0)
+    many wait for a worker, and their latest turn."""
     rows = list(
         Delivery.objects.filter(webhook_id__in=webhook_ids, status=DeliveryStatus.PENDING)
         .exclude(pk__in=besides)
         .values("webhook_id")
         .annotate(
             retried=Count("pk", filter=Q(attempts__gt=0)),
-            waiting=Count("pk", filter=first),
-            last_turn=Max("turn", filter=first),
+            waiting=Count("pk", filter=WAITING),
+            last_turn=Max("turn"),
         )
         .values_list("webhook_id", "retried", "waiting", "last_turn")
     )
@@ -137,12 +143,19 @@ def pending_attempts(webhook_ids, besides) -> Pending:
 
 
 def serving_turn() -> int:
-    """The earliest turn of the first attempts still waiting, of any organization (1 when
-    none waits): where an organization joining the queue takes its place."""
-    earliest = Delivery.objects.filter(
-        status=DeliveryStatus.PENDING, attempts=0, turn__isnull=False
-    ).aggregate(earliest=Min("turn"))["earliest"]
+    """The earliest turn still waiting, of any organization (1 when none waits): where an
+    organization joining the queue takes its place."""
+    earliest = Delivery.objects.filter(status=DeliveryStatus.PENDING, turn__isnull=False).aggregate(
+        earliest=Min("turn")
+    )["earliest"]
     return earliest or 1
+
+
+def next_turn(last: int, serving: int | None = None) -> int:
+    """The turn after an organization's `last` queued one (first in, first out within
+    it), and not before the turn being served (`serving_turn`, read when not given: one
+    joining the queue waits its turn)."""
+    return max(last + 1, serving if serving is not None else serving_turn())
 
 
 def _unclaimed(delivery_id: str, now: datetime):
@@ -174,7 +187,10 @@ def _queue_if_nearly_due(delivery_id: str, now: datetime) -> bool:
     if found is None:
         return False
     due, attempts = found
-    enqueue_delivery(delivery_id, run_after=due, behind=attempts > 0)
+    if attempts:
+        enqueue_retry(delivery_id, due)
+    else:
+        enqueue_delivery(delivery_id, run_after=due)
     return True
 
 
@@ -217,6 +233,7 @@ def attempt_delivery(delivery_id: str) -> str:
 def _record(delivery: Delivery, outcome: outbound.Outcome, now: datetime) -> None:
     attempt = {
         "attempts": F("attempts") + 1,
+        "turn": None,  # taken: the next attempt, if any, waits for a new one
         "last_status_code": outcome.status_code,
         "last_error": outcome.error[:200],
         "last_attempt_at": now,
@@ -261,7 +278,7 @@ def _record(delivery: Delivery, outcome: outbound.Outcome, now: datetime) -> Non
         asked = timedelta(seconds=min(outcome.retry_after or 0, MAX_RETRY_SECONDS))
         next_attempt_at = now + max(retry_delay(delivery.attempts + 1), asked)
         if rows.update(next_attempt_at=next_attempt_at, **attempt):  # 0: deleted meanwhile
-            enqueue_delivery(delivery.pk, run_after=next_attempt_at, behind=True)
+            enqueue_retry(delivery.pk, next_attempt_at)
 
 
 def disable_webhook(*, webhook: Webhook, now: datetime) -> None:
@@ -305,7 +322,7 @@ def requeue_overdue(now: datetime | None = None) -> int:
         # Due now, so the next sweep does not queue them again while this task waits.
         Delivery.objects.filter(pk__in=overdue).update(next_attempt_at=now)
         for delivery_id in overdue:
-            enqueue_delivery(delivery_id, behind=True)  # lost by a worker: it was slow
+            enqueue_retry(delivery_id, now)  # lost by a worker: it was slow
     return len(overdue)
 
 
@@ -335,3 +352,27 @@ def prune_events(now: datetime | None = None) -> int:
 @task()
 def deliver_webhook(delivery_id: str) -> str:
     return attempt_delivery(delivery_id)
+
+
+@task(priority=WAKE_PRIORITY)
+def wake_delivery(delivery_id: str) -> str:
+    """A retry is due (`enqueue_retry`): queue its attempt in its organization's turn."""
+    with transaction.atomic():
+        found = (
+            Delivery.objects.select_for_update()
+            .filter(pk=delivery_id, status=DeliveryStatus.PENDING, turn__isnull=True)
+            .values_list("webhook__organization_id", flat=True)
+            .first()
+        )
+        if found is None:
+            return "skipped"  # made, deleted, or queued in turn already
+        last = (
+            Delivery.objects.filter(
+                webhook__organization_id=found, status=DeliveryStatus.PENDING
+            ).aggregate(last=Max("turn"))["last"]
+            or 0
+        )
+        turn = next_turn(last)
+        Delivery.objects.filter(pk=delivery_id).update(turn=turn)
+        enqueue_delivery(delivery_id, turn=turn)
+    return f"queued at turn {turn}"

@@ -32,6 +32,7 @@ from apps.webhooks.delivery import (
     FIRST_ATTEMPT_PRIORITY,
     RETRY_FOR,
     enqueue_delivery,
+    next_turn,
     pending_attempts,
     serving_turn,
 )
@@ -275,9 +276,9 @@ def requeue_stalled_fan_outs() -> int:
 
 
 def _enqueue_fairly(deliveries: list[Delivery], organization_of: dict) -> None:
-    """Each organization's first new attempt ahead, the rest of it (and of an organization
-    with attempts already waiting) behind another's next one, and endpoints failing now
-    behind all: one worker runs one attempt at a time, up to 10 s each."""
+    """Each organization's first attempt while none of its others waits ahead, the rest in
+    its organization's turn (`apps.webhooks.delivery`): one worker runs one attempt at a
+    time, up to 10 s each."""
     pending = pending_attempts(list(organization_of), besides=[d.pk for d in deliveries])
     waiting, last_turn = Counter(), Counter()  # per organization
     for webhook_id, count in pending.waiting.items():
@@ -288,17 +289,13 @@ def _enqueue_fairly(deliveries: list[Delivery], organization_of: dict) -> None:
     serving, turned = None, []
     for delivery in deliveries:
         organization_id = organization_of[delivery.webhook_id]
-        if delivery.webhook_id in pending.failing:
-            enqueue_delivery(delivery.pk, behind=True)
-        elif not waiting[organization_id]:
+        if not waiting[organization_id] and delivery.webhook_id not in pending.failing:
             enqueue_delivery(delivery.pk)  # its organization's first: ahead
-        else:
-            # After its organization's last queued turn (first in, first out within it),
-            # and not before the turn being served (one joining the queue waits its turn).
+        else:  # in its organization's turn, as an endpoint failing now always is
             serving = serving or serving_turn()
-            delivery.turn = max(last_turn[organization_id] + 1, serving)
-            last_turn[organization_id] = delivery.turn
+            turn = next_turn(last_turn[organization_id], serving)
+            delivery.turn = last_turn[organization_id] = turn
             turned.append(delivery)
-            enqueue_delivery(delivery.pk, turn=delivery.turn)
+            enqueue_delivery(delivery.pk, turn=turn)
         waiting[organization_id] += 1
     Delivery.objects.bulk_update(turned, ["turn"], batch_size=ROWS_PER_STATEMENT)

@@ -162,15 +162,21 @@ def test_a_failed_attempt_is_recorded_and_retried_later_with_the_same_event_id(
             500,
         )
         assert delivery.next_attempt_at > timezone.now() + timedelta(seconds=5)
-        retry = DBTaskResult.objects.filter(task_path__endswith="deliver_webhook").latest(
-            "enqueued_at"
-        )
-        assert retry.run_after == delivery.next_attempt_at
+        # woken when due, to be queued in its organization's turn
+        wake = DBTaskResult.objects.get(task_path__endswith="wake_delivery")
+        assert wake.run_after == delivery.next_attempt_at
         # Not due yet: a duplicate task does nothing.
         assert deliveries.attempt_delivery(str(delivery.pk)) == "skipped"
 
         Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+        assert deliveries.wake_delivery.call(str(delivery.pk)) == "queued at turn 1"
+        assert deliveries.wake_delivery.call(str(delivery.pk)) == "skipped"  # queued already
+        queued = DBTaskResult.objects.filter(task_path__endswith="deliver_webhook").latest(
+            "enqueued_at"
+        )
+        assert queued.priority == deliveries.QUEUED_PRIORITY
         deliveries.attempt_delivery(str(delivery.pk))
+        assert only_delivery().turn is None  # taken with the attempt
         ids = {json.loads(r.body)["id"] for r in failing.requests}
         assert ids == {str(delivery.event_id)} and len(failing.requests) == 2
     finally:
@@ -573,8 +579,9 @@ def test_a_failing_endpoint_never_holds_up_another_organizations_delivery(
 ):
     """The worker runs one task at a time, and an attempt may hold it 10 s: a first
     attempt to an endpoint that answers is queued ahead of retries and of first attempts
-    to an endpoint failing now, so one organization's dead endpoints (retried for a day)
-    never keep another's delivery waiting behind their backlog."""
+    to an endpoint failing now, which wait in their organization's turns, so one
+    organization's dead endpoints (retried for a day) never keep another's delivery
+    waiting behind their backlog."""
     other = OrganizationFactory()
     dead = make_webhook("http://127.0.0.1:9/never-answers").webhook
     healthy = make_webhook(receiver.url, org=other).webhook
@@ -583,11 +590,10 @@ def test_a_failing_endpoint_never_holds_up_another_organizations_delivery(
     first_task = DBTaskResult.objects.get(args_kwargs__args=[str(first.pk)])
     assert first_task.priority == deliveries.FIRST_ATTEMPT_PRIORITY
     first_task.delete()
-    deliveries.deliver_webhook.call(str(first.pk))  # refused: retried later, behind
-    Delivery.objects.filter(pk=first.pk).update(next_attempt_at=timezone.now())
-    DBTaskResult.objects.filter(args_kwargs__args=[str(first.pk)]).update(
-        run_after=timezone.now() - timedelta(seconds=1)  # the retry is due
-    )
+    deliveries.deliver_webhook.call(str(first.pk))  # refused: retried later, in its turn
+    Delivery.objects.filter(pk=first.pk).update(next_attempt_at=timezone.now())  # now due
+    deliveries.wake_delivery.call(str(first.pk))
+    DBTaskResult.objects.filter(task_path__endswith="wake_delivery").delete()
 
     make_key(KeyKind.SECRET, project=project)  # A again: to a failing endpoint, behind
     make_key(KeyKind.ORGANIZATION, organization=other)  # B, after A's
@@ -645,6 +651,34 @@ def test_queued_first_attempts_take_turns_between_organizations(
     assert len(ready) == 10
     # A's first, B's first (ahead), then turn 1: A's second, B's second; then A's rest
     assert [n for n, task in enumerate(ready) if task in b_deliveries] == [1, 3]
+
+
+def test_a_retry_and_the_next_event_to_a_failing_endpoint_take_turns_too(
+    make_webhook, project, organization
+):
+    """A fairness audit: another organization's endpoint failed once; its retry, due in
+    10 s, ran after 350 s and its next event after 22 minutes, both first in, first out
+    behind one organization's backlog. Both wait in their organization's turn now."""
+    other = OrganizationFactory()
+    for n in range(4):
+        make_webhook(f"http://127.0.0.1:9/silent-{n}")
+    blip = make_webhook("http://127.0.0.1:9/blip", org=other).webhook
+    make_key(KeyKind.ORGANIZATION, organization=other)  # B's event, ahead
+    [b_first] = Delivery.objects.filter(webhook=blip)
+    deliveries.attempt_delivery(str(b_first.pk))  # refused once: retried later
+    DBTaskResult.objects.all().delete()  # its task, and its wake-up, run below by hand
+    for _ in range(3):
+        make_key(KeyKind.SECRET, project=project)  # A: 12 deliveries, 11 in turns 1 to 11
+    Delivery.objects.filter(pk=b_first.pk).update(next_attempt_at=timezone.now())
+
+    deliveries.wake_delivery.call(str(b_first.pk))  # B's retry is due
+    make_key(KeyKind.ORGANIZATION, organization=other)  # B's next event, to the same endpoint
+
+    ready = [task.args_kwargs["args"][0] for task in DBTaskResult.objects.ready()]
+    b_ids = [str(d.pk) for d in Delivery.objects.filter(webhook=blip).order_by("created_at")]
+    assert len(ready) == 14
+    # A's first ahead; then turn 1: A's, B's retry; turn 2: A's, B's next event
+    assert [ready.index(b) for b in b_ids] == [2, 4]
 
 
 def test_an_organizations_queued_attempts_keep_their_order_as_the_queue_drains(

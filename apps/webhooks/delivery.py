@@ -359,7 +359,8 @@ def wake_delivery(delivery_id: str) -> str:
     """A retry is due (`enqueue_retry`): queue its attempt in its organization's turn."""
     with transaction.atomic():
         found = (
-            Delivery.objects.select_for_update()
+            # the delivery's row only: the webhook's is locked before it elsewhere
+            Delivery.objects.select_for_update(of=("self",))
             .filter(pk=delivery_id, status=DeliveryStatus.PENDING, turn__isnull=True)
             .values_list("webhook__organization_id", flat=True)
             .first()

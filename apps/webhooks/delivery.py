@@ -144,7 +144,8 @@ def pending_attempts(webhook_ids, besides) -> Pending:
 
 def serving_turn() -> int:
     """The earliest turn still waiting, of any organization (1 when none waits): where an
-    organization joining the queue takes its place."""
+    organization joining the queue takes its place (`webhooks_delivery_turn`, an index of
+    the deliveries waiting in turn only)."""
     earliest = Delivery.objects.filter(status=DeliveryStatus.PENDING, turn__isnull=False).aggregate(
         earliest=Min("turn")
     )["earliest"]
@@ -181,13 +182,13 @@ def _queue_if_nearly_due(delivery_id: str, now: datetime) -> bool:
     found = (
         _unclaimed(delivery_id, now)
         .filter(next_attempt_at__gt=now, next_attempt_at__lte=now + CLOCK_SKEW)
-        .values_list("next_attempt_at", "attempts")
+        .values_list("next_attempt_at", "attempts", "turn")
         .first()
     )
     if found is None:
         return False
-    due, attempts = found
-    if attempts:
+    due, attempts, turn = found
+    if attempts or turn:  # a retry, or an attempt in its turn: woken at its due time
         enqueue_retry(delivery_id, due)
     else:
         enqueue_delivery(delivery_id, run_after=due)
@@ -356,24 +357,28 @@ def deliver_webhook(delivery_id: str) -> str:
 
 @task(priority=WAKE_PRIORITY)
 def wake_delivery(delivery_id: str) -> str:
-    """A retry is due (`enqueue_retry`): queue its attempt in its organization's turn."""
+    """A retry is due, or an attempt was lost (`enqueue_retry`): queue the attempt in its
+    organization's turn, or again in the turn it has (its task was lost with a worker, or
+    came to a worker whose clock runs behind): never "queued already" (a review found such
+    a delivery pending for good, neither attempted nor failed)."""
     with transaction.atomic():
         found = (
             # the delivery's row only: the webhook's is locked before it elsewhere
             Delivery.objects.select_for_update(of=("self",))
-            .filter(pk=delivery_id, status=DeliveryStatus.PENDING, turn__isnull=True)
-            .values_list("webhook__organization_id", flat=True)
+            .filter(pk=delivery_id, status=DeliveryStatus.PENDING)
+            .values_list("webhook__organization_id", "turn")
             .first()
         )
         if found is None:
-            return "skipped"  # made, deleted, or queued in turn already
-        last = (
-            Delivery.objects.filter(
-                webhook__organization_id=found, status=DeliveryStatus.PENDING
+            return "skipped"  # made or deleted
+        organization_id, turn = found
+        if turn is None:
+            last = Delivery.objects.filter(
+                webhook__organization_id=organization_id,
+                status=DeliveryStatus.PENDING,
+                turn__isnull=False,
             ).aggregate(last=Max("turn"))["last"]
-            or 0
-        )
-        turn = next_turn(last)
-        Delivery.objects.filter(pk=delivery_id).update(turn=turn)
-        enqueue_delivery(delivery_id, turn=turn)
+            turn = next_turn(last or 0)
+            Delivery.objects.filter(pk=delivery_id).update(turn=turn)
+        enqueue_delivery(delivery_id, turn=turn)  # a duplicate finds it made or not due
     return f"queued at turn {turn}"

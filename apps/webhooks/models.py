@@ -137,8 +137,9 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     locked_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    # Its place among its organization's first attempts waiting behind another of them
-    # (`apps.webhooks.services`: organizations take turns); none when it went ahead.
+    # Its place in the queue while its next attempt waits in its organization's turn
+    # (`apps.webhooks.delivery`: organizations take turns); none once the attempt is made,
+    # and for an organization's first attempt, which goes ahead.
     turn = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
@@ -152,6 +153,14 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["webhook", "-created_at"], name="webhooks_delivery_webhook"),
             models.Index(fields=["status", "next_attempt_at"], name="webhooks_delivery_due"),
+            # The deliveries waiting in turn, and no other: the earliest turn and an
+            # organization's last are read among them (a review: every pending delivery
+            # was read, 45 ms a wake-up behind 100,000 retries in backoff).
+            models.Index(
+                fields=["turn"],
+                name="webhooks_delivery_turn",
+                condition=Q(status="pending", turn__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -170,7 +170,8 @@ def test_a_failed_attempt_is_recorded_and_retried_later_with_the_same_event_id(
 
         Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
         assert deliveries.wake_delivery.call(str(delivery.pk)) == "queued at turn 1"
-        assert deliveries.wake_delivery.call(str(delivery.pk)) == "skipped"  # queued already
+        # woken again (a sweep, a lost task): queued again in the same turn, not lost
+        assert deliveries.wake_delivery.call(str(delivery.pk)) == "queued at turn 1"
         queued = DBTaskResult.objects.filter(task_path__endswith="deliver_webhook").latest(
             "enqueued_at"
         )
@@ -679,6 +680,36 @@ def test_a_retry_and_the_next_event_to_a_failing_endpoint_take_turns_too(
     assert len(ready) == 14
     # A's first ahead; then turn 1: A's, B's retry; turn 2: A's, B's next event
     assert [ready.index(b) for b in b_ids] == [2, 4]
+
+
+def test_a_lost_attempt_in_its_turn_is_queued_again_in_that_turn(make_webhook, project):
+    """A review of the wake-ups: one that found a turn set skipped, so an attempt lost with
+    a worker (or come to a worker whose clock runs behind) stayed pending for good."""
+    webhook = make_webhook("http://127.0.0.1:9/never").webhook
+    make_key(KeyKind.SECRET, project=project)
+    make_key(KeyKind.SECRET, project=project)  # the second waits in turn 1
+    second = Delivery.objects.filter(webhook=webhook).latest("created_at")
+    assert second.turn == 1
+    DBTaskResult.objects.all().delete()  # the tasks lost with a worker
+    Delivery.objects.update(next_attempt_at=timezone.now() - timedelta(minutes=10))
+
+    assert deliveries.requeue_overdue() == 2
+    for wake in DBTaskResult.objects.filter(task_path__endswith="wake_delivery"):
+        deliveries.wake_delivery.call(*wake.args_kwargs["args"])
+
+    queued = DBTaskResult.objects.filter(
+        task_path__endswith="deliver_webhook", args_kwargs__args=[str(second.pk)]
+    ).get()
+    assert queued.priority == deliveries.QUEUED_PRIORITY
+    assert queued.run_after == deliveries.TURNS_FROM + timedelta(seconds=1)
+
+    # and one come to a worker whose clock runs behind is woken when due, in its turn
+    due = timezone.now() + timedelta(milliseconds=300)
+    Delivery.objects.filter(pk=second.pk).update(next_attempt_at=due)
+    assert deliveries.attempt_delivery(str(second.pk)) == "not due: queued again"
+    wake = DBTaskResult.objects.filter(task_path__endswith="wake_delivery").latest("enqueued_at")
+    assert wake.run_after == due
+    assert deliveries.wake_delivery.call(str(second.pk)) == "queued at turn 1"
 
 
 def test_an_organizations_queued_attempts_keep_their_order_as_the_queue_drains(

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import uritemplate
@@ -152,15 +153,20 @@ def add_request_keywords(result, generator, request, public):
             schema.update(keywords)
     # A body that must name something is a body that must be sent: drf-spectacular makes
     # every PATCH body optional, and generated clients let it be left out (an SDK audit).
-    for item in result.get("paths", {}).values():
-        for operation in item.values():
-            body = operation.get("requestBody") if isinstance(operation, dict) else None
-            for media in (body or {}).get("content", {}).values():
-                ref = media.get("schema", {}).get("$ref", "")
-                component = schemas.get(ref.rsplit("/", 1)[-1], {})
-                if component.get("required") or component.get("minProperties"):
-                    body["required"] = True
+    for operation in _operations(result):
+        body = operation.get("requestBody")
+        for media in (body or {}).get("content", {}).values():
+            ref = media.get("schema", {}).get("$ref", "")
+            component = schemas.get(ref.rsplit("/", 1)[-1], {})
+            if component.get("required") or component.get("minProperties"):
+                body["required"] = True
     return result
+
+
+def _operations(result) -> Iterator[dict]:
+    """Every operation of the document (an item's other members, its `parameters`, are not)."""
+    for item in result.get("paths", {}).values():
+        yield from (operation for operation in item.values() if isinstance(operation, dict))
 
 
 #: Response headers (SPEC §3, §2.3, §4.10), as components the responses refer to.
@@ -202,20 +208,17 @@ def declare_response_headers(result, generator, request, public):
     def ref(name: str) -> dict:
         return {"$ref": f"#/components/headers/{name}"}
 
-    for item in result.get("paths", {}).values():
-        for operation in item.values():
-            if not isinstance(operation, dict) or "responses" not in operation:
-                continue
-            # Any operation that reads a credential: an API key calling one a key may not (a
-            # JWT-only one) is answered too, its headers on the refusal (an SDK audit).
-            by_key = bool(operation.get("security"))
-            for status, response in operation["responses"].items():
-                names = ["X-Request-Id", *(_KEY_HEADERS + _LEGACY_HEADERS if by_key else ())]
-                if status == "401":
-                    names.append("WWW-Authenticate")
-                if status in ("429", "503"):
-                    names.append("Retry-After")
-                response.setdefault("headers", {}).update({n: ref(n) for n in names})
+    for operation in _operations(result):
+        # Any operation that reads a credential: an API key calling one a key may not (a
+        # JWT-only one) is answered too, its headers on the refusal (an SDK audit).
+        by_key = bool(operation.get("security"))
+        for status, response in operation.get("responses", {}).items():
+            names = ["X-Request-Id", *(_KEY_HEADERS + _LEGACY_HEADERS if by_key else ())]
+            if status == "401":
+                names.append("WWW-Authenticate")
+            if status in ("429", "503"):
+                names.append("Retry-After")
+            response.setdefault("headers", {}).update({n: ref(n) for n in names})
     return result
 
 
@@ -226,16 +229,16 @@ def throttled_wherever_a_credential_is_read(result, generator, request, public):
     wherever it calls (an SDK audit: 36 operations answered a 429 their schema did not
     list, which generated clients raised as unexpected)."""
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    for item in result.get("paths", {}).values():
-        for operation in item.values():
-            if isinstance(operation, dict) and operation.get("security"):
-                responses = operation.setdefault("responses", {})
-                if "429" not in responses:
-                    responses["429"] = {
-                        "content": error,
-                        "description": _ERROR_DESCRIPTIONS[429]
-                        + " Refused credentials are throttled per client too.",
-                    }
+    for operation in _operations(result):
+        if not operation.get("security"):
+            continue
+        responses = operation.setdefault("responses", {})
+        if "429" not in responses:
+            responses["429"] = {
+                "content": error,
+                "description": _ERROR_DESCRIPTIONS[429]
+                + " Refused credentials are throttled per client too.",
+            }
     return result
 
 

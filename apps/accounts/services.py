@@ -5,6 +5,7 @@ Shared by the API (`/v1/auth/*`) and the dashboard pages.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -475,16 +476,10 @@ def deactivate_user(
         )
         was_active = User.objects.filter(pk=user.pk, is_active=True).update(is_active=False)
         end_user_sessions(user, AuthSession.EndReason.DEACTIVATED)
+        if was_active:  # an account deactivated again changes no one's access
+            _record_in_each(Action.MEMBER_DEACTIVATED, memberships, user, actor_user, request)
         for membership in memberships:
             membership.user = user
-            if was_active:  # an account deactivated again changes no one's access
-                record_membership_event(
-                    Action.MEMBER_DEACTIVATED,
-                    membership,
-                    actor_user,
-                    request,
-                    {"role": membership.role},
-                )
             membership_changed(
                 membership=membership,
                 role=None,
@@ -506,7 +501,20 @@ def record_operator_change(
     ended) in the audit log of each organization it belongs to, in the caller's
     transaction. Found by an audit-log audit: an owner's security team could not see that
     an operator had turned their two-factor off or brought a deactivated account back."""
-    for membership in Membership.objects.filter(user_id=user.pk).order_by("id"):
+    memberships = Membership.objects.filter(user_id=user.pk).order_by("id")
+    _record_in_each(action, memberships, user, actor_user, request, details)
+
+
+def _record_in_each(
+    action: str,
+    memberships: Iterable[Membership],
+    user: User,
+    actor_user: User | None,
+    request: HttpRequest | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """`action` on `user`'s account in the audit log of each of their `memberships`."""
+    for membership in memberships:
         membership.user = user
         record_membership_event(
             action, membership, actor_user, request, {"role": membership.role, **(details or {})}

@@ -9,6 +9,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince, timeuntil
 
+from core.api import iso
+
 register = template.Library()
 
 JUST_NOW = timedelta(seconds=60)
@@ -52,7 +54,7 @@ def when(value: datetime | None, never: str = "Never"):
         return never
     exact = utc_text(value)
     # HTML's date-time takes at most three fractional digits (the API writes six).
-    machine = value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    machine = iso(value, timespec="milliseconds")
     return format_html(
         '<time datetime="{}" title="{}">{}<span class="visually-hidden"> ({})</span></time>',
         machine,

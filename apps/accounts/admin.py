@@ -214,11 +214,11 @@ class UserAdmin(DjangoUserAdmin):
     def user_change_password(self, request, id, form_url=""):
         """Django's page, in one transaction with the event of a password it set: the user
         is told by email (the form), their organizations in their audit logs."""
+        target = User.objects.filter(pk=_user_pk(id))
         with transaction.atomic():
-            before = User.objects.filter(pk=_user_pk(id)).values_list("password", flat=True)
-            before = before.first()
+            before = target.values_list("password", flat=True).first()
             response = super().user_change_password(request, id, form_url)
-            user = User.objects.filter(pk=_user_pk(id)).first()
+            user = target.first()
             if user is not None and before is not None and user.password != before:
                 record_operator_change(
                     Action.MEMBER_PASSWORD_SET, user, actor_user=request.user, request=request

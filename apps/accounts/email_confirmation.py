@@ -10,7 +10,8 @@ colleague's address, and `POST /v1/organizations/{orgId}/members` adds any accou
 address, as SPEC §4.2 says; the dashboard invites instead, which reaches the mailbox).
 
 The code is stored as an HMAC under SECRET_KEY of the account and address (a copy of the
-database alone does not give it back, and a changed address voids it), for 24 hours. It is
+database alone does not give it back, and a changed address voids it), for 24 hours; one
+made under a key now in SECRET_KEY_FALLBACKS still checks. It is
 checked in constant time; wrong codes count per account (10 in 5 minutes, 20 a day) before
 they are checked, as two-factor codes do. Mailing one is throttled per account (5 an hour);
 a send that failed is retried by the worker with a new code, while the address is still
@@ -24,6 +25,7 @@ import unicodedata
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
@@ -49,8 +51,19 @@ def code_out(user: User) -> bool:
     return bool(user.email_code_digest) and expires_at is not None and expires_at > timezone.now()
 
 
-def _digest(user: User, code: str) -> str:
-    return salted_hmac(_SALT, f"{user.pk}:{user.email}:{code}", algorithm="sha256").hexdigest()
+def _digest(user: User, code: str, secret: str | None = None) -> str:
+    value = f"{user.pk}:{user.email}:{code}"
+    return salted_hmac(_SALT, value, secret=secret, algorithm="sha256").hexdigest()
+
+
+def _matches(user: User, code: str) -> bool:
+    """Whether `code` is the one stored for `user`, under SECRET_KEY or a key of
+    SECRET_KEY_FALLBACKS (a code mailed before a rotation holds its 24 hours, as reset links
+    and sealed secrets do). Each compared in constant time."""
+    return any(
+        constant_time_compare(user.email_code_digest, _digest(user, code, secret))
+        for secret in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
+    )
 
 
 def _new_code(user: User, now: datetime) -> str:
@@ -102,11 +115,7 @@ def confirm(*, user: User, code: Any) -> None:
         if current is None or is_confirmed(current):
             return
         cleaned = _clean(code)
-        if (
-            cleaned is None
-            or not code_out(current)
-            or not constant_time_compare(current.email_code_digest, _digest(current, cleaned))
-        ):
+        if cleaned is None or not code_out(current) or not _matches(current, cleaned):
             raise ValidationFailed({"code": [WRONG_CODE]})
         # Only if the row still holds the address and code just checked: an operator may
         # have changed the address meanwhile (found by the review).

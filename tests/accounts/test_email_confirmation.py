@@ -370,3 +370,23 @@ def test_an_account_never_mailed_a_code_is_asked_to_send_itself_one(mailbox):
     assert 'action="/account/email/confirm/"' not in before  # nothing to enter yet
     assert "Enter the 6-digit code we mailed" in after and ">Send a new code</button>" in after
     assert code_in(mailbox.wait_for(user.email)[0])
+
+
+@pytest.mark.parametrize("old_key_kept", [True, False])
+def test_a_code_mailed_before_a_secret_key_rotation_holds_while_the_old_key_is_a_fallback(
+    mailbox, settings, old_key_kept
+):
+    """As reset links and sealed secrets do (README → Rotating SECRET_KEY; found by the
+    cryptography audit: the code was checked under the current key alone)."""
+    user = sign_up("ana@example.com")
+    code = code_in(mailbox.wait_for(user.email)[0])
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY] if old_key_kept else []
+    settings.SECRET_KEY = "a-new-secret-key-after-rotation-0123456789abcdefghij"
+
+    response = confirm_on_page(logged_in(user), code)
+
+    user.refresh_from_db()
+    if old_key_kept:
+        assert response.status_code == 302 and user.email_confirmed_at is not None
+    else:
+        assert "wrong or has expired" in html(response) and user.email_confirmed_at is None

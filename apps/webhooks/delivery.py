@@ -210,6 +210,7 @@ def attempt_delivery(delivery_id: str) -> str:
         )
         return "webhook disabled"
     body = delivery.event.body()
+    started = time.monotonic()  # the lookup and the POST share one deadline
     try:
         target = urlsafety.resolve(webhook.url)  # DNS may have changed since creation
         secret = crypto.decrypt_secret(webhook.secret_ciphertext)
@@ -226,7 +227,7 @@ def attempt_delivery(delivery_id: str) -> str:
         outcome = outbound.Outcome(None, UNREADABLE)
     else:
         header = crypto.signature(secret, int(time.time()), body)
-        outcome = outbound.post(target, body, {crypto.SIGNATURE_HEADER: header})
+        outcome = outbound.post(target, body, {crypto.SIGNATURE_HEADER: header}, started=started)
     _record(delivery, outcome, timezone.now())
     return "delivered" if outcome.ok else (outcome.error or f"http {outcome.status_code}")
 

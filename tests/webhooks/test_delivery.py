@@ -20,7 +20,7 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.services import revoke_key
 from apps.audit.models import AuditEvent
 from apps.webhooks import delivery as deliveries
-from apps.webhooks import outbound
+from apps.webhooks import outbound, urlsafety
 from apps.webhooks import services as webhook_services
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from apps.webhooks.urlsafety import Target
@@ -339,6 +339,31 @@ def test_a_receiver_answering_a_byte_at_a_time_is_cut_off_at_the_timeout(
         assert deliveries.attempt_delivery(str(only_delivery().pk)) == "timeout"
         assert time.monotonic() - started < 3
         assert only_delivery().last_error == "timeout"
+    finally:
+        trickling.stop()
+
+
+def test_a_slow_host_lookup_comes_out_of_the_attempts_one_deadline(
+    make_webhook, project, monkeypatch
+):
+    """A webhook's owner may run its DNS server: an answer just inside the lookup's 5 s,
+    then a trickling receiver, held the worker 15 s (found by the SSRF audit)."""
+    trickling = TricklingReceiver(seconds=8)
+    monkeypatch.setattr(outbound, "TIMEOUT_SECONDS", 2.0)
+    lookup = urlsafety._lookup
+
+    def slow_lookup(host, port):
+        time.sleep(1.8)
+        return lookup(host, port)
+
+    monkeypatch.setattr(urlsafety, "_lookup", slow_lookup)
+    try:
+        make_webhook(trickling.url)
+        make_key(KeyKind.SECRET, project=project)
+
+        started = time.monotonic()
+        assert deliveries.attempt_delivery(str(only_delivery().pk)) == "timeout"
+        assert time.monotonic() - started < 3  # 2 s in all, not 1.8 + 2
     finally:
         trickling.stop()
 

@@ -8,7 +8,8 @@ key identifier the file does not have yet (GitHub rotated its key since the last
 These keys are what every leak report is verified with, so they come over HTTPS
 only (plain HTTP just from this machine, a local mirror), from a host that
 resolves to public addresses only, redirects are not followed, and
-`GITHUB_TOKEN` is sent to the URL's own host and nowhere else. The timeout
+`GITHUB_TOKEN` is sent to GitHub's API (https://api.github.com) and nowhere else, a
+mirror included. The timeout
 bounds the whole fetch, so a server answering a byte at a time cannot hold it.
 A bad answer, or a failed write, leaves the old file in place.
 """
@@ -36,7 +37,8 @@ from apps.webhooks.urlsafety import is_public_address
 from core import failopen
 from core.deadline import DeadlinePassed, call_within
 
-GITHUB_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
+GITHUB_API_HOST = "api.github.com"
+GITHUB_KEYS_URL = f"https://{GITHUB_API_HOST}/meta/public_keys/secret_scanning"
 MAX_DOCUMENT_BYTES = 1024 * 1024
 CHUNK_BYTES = 64 * 1024
 
@@ -66,13 +68,7 @@ def refresh(url: str, target: Path, timeout: float) -> int:
     loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
     if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
         raise KeySourceError("--url must be an https URL (http only for this machine).")
-    request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
-        url,
-        headers={"Accept": "application/json", "User-Agent": "SigSentry-refresh-github-keys"},
-    )
-    token = os.environ.get("GITHUB_TOKEN")
-    if token:
-        request.add_unredirected_header("Authorization", f"Bearer {token}")
+    request = _request(url, parts)
     handlers: list = [_NoRedirects]
     if parts.scheme == "http":
         # A proxy from the environment would read this plain request, token included;
@@ -83,6 +79,20 @@ def refresh(url: str, target: Path, timeout: float) -> int:
     count = _check_keys(raw)
     _write_atomically(target, raw)
     return count
+
+
+def _request(url: str, parts: SplitResult) -> urllib.request.Request:
+    """The GET for `url`, with `GITHUB_TOKEN` only if it goes to GitHub's API over HTTPS:
+    never to a mirror, whoever runs it (found by the SSRF audit: any https URL, and plain
+    http to this machine, got the token)."""
+    request = urllib.request.Request(  # noqa: S310 (the scheme is checked by the caller)
+        url,
+        headers={"Accept": "application/json", "User-Agent": "SigSentry-refresh-github-keys"},
+    )
+    token = os.environ.get("GITHUB_TOKEN")
+    if token and parts.scheme == "https" and parts.hostname == GITHUB_API_HOST:
+        request.add_unredirected_header("Authorization", f"Bearer {token}")
+    return request
 
 
 def refresh_on_demand() -> bool:

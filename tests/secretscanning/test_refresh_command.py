@@ -8,11 +8,12 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from apps.secretscanning import github
+from apps.secretscanning import github, keysource
 from tests.secretscanning.keys import SigningKey, keys_document, serving
 
 
@@ -109,8 +110,38 @@ def test_a_redirect_is_not_followed_and_the_token_not_sent_on(github_api, tmp_pa
         call_command("refresh_github_keys", "--url", github_api["url"], "--output", str(target))
 
     assert github_api["paths"] == ["/meta/public_keys/secret_scanning"]  # not followed
-    assert github_api["authorization"] == ["Bearer ghp_token_for_github_only"]
+    assert github_api["authorization"] == [None]  # a mirror, not GitHub's API
     assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "sent"),
+    [
+        ("https://api.github.com/meta/public_keys/secret_scanning", True),
+        ("https://API.GitHub.com./meta/public_keys/secret_scanning", False),
+        ("https://keys-mirror.example.com/meta/public_keys/secret_scanning", False),
+        ("https://api.github.com.evil.example/meta/public_keys/secret_scanning", False),
+        ("http://127.0.0.1:8080/meta/public_keys/secret_scanning", False),
+    ],
+)
+def test_the_token_goes_to_githubs_api_only(url, sent, monkeypatch):
+    """Found by the SSRF audit: any https host, and a plain-http mirror on this machine,
+    got `GITHUB_TOKEN`."""
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_token_for_github_only")
+
+    request = keysource._request(url, urlsplit(url))
+
+    expected = "Bearer ghp_token_for_github_only" if sent else None
+    assert request.get_header("Authorization") == expected
+
+
+def test_a_mirror_gets_no_token(github_api, tmp_path, monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_token_for_github_only")
+    github_api["body"] = keys_document(SigningKey.new("abc123")).encode()
+
+    call_command("refresh_github_keys", "--url", github_api["url"], "--output", str(tmp_path / "k"))
+
+    assert github_api["authorization"] == [None]
 
 
 def test_a_plain_http_mirror_is_fetched_directly_never_through_a_proxy(
@@ -145,7 +176,7 @@ def test_a_plain_http_mirror_is_fetched_directly_never_through_a_proxy(
         server.server_close()
 
     assert proxy["requests"] == []
-    assert github_api["authorization"] == ["Bearer ghp_token_for_github_only"]
+    assert github_api["authorization"] == [None]
     assert target.exists()
 
 

@@ -1,4 +1,6 @@
-"""The client's IP address, trusting `X-Forwarded-For` only as far as NUM_PROXIES says."""
+"""The client's IP address, trusting `X-Forwarded-For` only as far as NUM_PROXIES says;
+and whether an address is public, for every check of where this service, or a client it
+configures, sends requests (webhooks, GitHub's keys, notification channels)."""
 
 from __future__ import annotations
 
@@ -110,3 +112,43 @@ def throttle_subject(ip: str | None) -> str | None:
     if address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False))
+
+
+#: Not globally reachable (IANA's special-purpose registries) though the `ipaddress` tables
+#: of some Python releases call them global: CGNAT, the IETF protocol block (192.0.0.192 is
+#: a cloud metadata address; 3.11 before 3.11.10 lists only parts of it), the deprecated
+#: 6to4 relay anycast, and IPv6 documentation (RFC 9637, newer than every 3.11).
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(block)
+    for block in ("100.64.0.0/10", "192.0.0.0/24", "192.88.99.0/24", "3fff::/20")
+)
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_TEREDO = ipaddress.ip_network("2001::/32")
+
+
+def is_public_address(text: str) -> bool:
+    """True only for a globally routable unicast address."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            if not is_public_address(str(ip.sixtofour)):
+                return False
+        elif ip in _TEREDO or any(ip in net for net in _NAT64):
+            return False
+    if any(ip in block for block in _NOT_GLOBAL):
+        return False
+    return (
+        ip.is_global
+        and not ip.is_private
+        and not ip.is_loopback
+        and not ip.is_link_local
+        and not ip.is_multicast
+        and not ip.is_reserved
+        and not ip.is_unspecified
+        and not (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
+    )

@@ -78,7 +78,9 @@ class ChannelInputSerializer(serializers.Serializer):
         max_length=500,
         help_text="Checked for the kind: `email`, one email address; `slack`, an incoming-webhook "
         "URL on https://hooks.slack.com/ or a #channel-name; `webhook`, an https:// URL without "
-        "a user name or password, not aimed at a loopback, private or link-local address.",
+        "a user name or password, whose host is not a non-public address (loopback, private, "
+        "link-local, or one embedded in an IPv6 form) nor a name for a network's inside "
+        "(`localhost`, `.local`, `.internal`, `home.arpa`); names are not resolved.",
     )
 
 

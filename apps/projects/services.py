@@ -25,6 +25,7 @@ from apps.audit.services import Action, record_event
 from apps.projects.models import Channel, LogSource, Project
 from apps.projects.selectors import ProjectLike
 from core.errors import NotFound, ValidationFailed
+from core.net import is_public_address
 from core.queries import refuse_when_full
 from core.validation import clean_name, has_hidden_characters
 
@@ -80,15 +81,26 @@ def clean_log_source_settings(value: Any) -> dict[str, Any]:
     return value
 
 
+#: Names for a network's inside (RFC 6761 `localhost`, RFC 6762 `.local`, RFC 8375
+#: `home.arpa`, ICANN's private-use `.internal`, and the customary `localdomain`).
+_INSIDE_NAMES = ("localhost", "localdomain", "local", "internal", "home.arpa")
+
+
 def _is_private_host(host: str) -> bool:
+    """Whether `host` names the inside of a network: a non-public address, in any of its
+    spellings (the webhooks' SSRF guard's own test, `core.net.is_public_address`: NAT64,
+    6to4 and IPv4-mapped forms included, found by the SSRF audit), or an inside name. A name
+    is not resolved: SigSentry never sends to a channel, and what it resolves to where the
+    configuration is used is that network's own answer."""
     host = host.rstrip(".")  # the root label: `localhost.` and `127.0.0.1.` are the same hosts
-    if host == "localhost" or host.endswith(".localhost"):
+    if any(host == name or host.endswith("." + name) for name in _INSIDE_NAMES):
         return True
+    literal = host.strip("[]")
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        ipaddress.ip_address(literal.split("%", 1)[0])
     except ValueError:
-        return False
-    return not address.is_global
+        return False  # a name (`2130706433`, `0x7f.1` and `127.1` never pass as URLs)
+    return not is_public_address(literal)
 
 
 def clean_channel_target(kind: str, target: Any) -> str:
@@ -97,7 +109,7 @@ def clean_channel_target(kind: str, target: Any) -> str:
     * email: one email address;
     * slack: an incoming-webhook URL on `https://hooks.slack.com/` or a `#channel-name`;
     * webhook: an `https://` URL without credentials and not aimed at a
-      loopback, private or link-local address.
+      non-public address nor a name for a network's inside (`_is_private_host`).
     """
     if not isinstance(target, str) or not target.strip():
         raise ValidationFailed({"target": ["A target is required."]})

@@ -33,9 +33,9 @@ from django.conf import settings
 from django.core.cache import cache
 
 from apps.secretscanning.github import parse_keys_document
-from apps.webhooks.urlsafety import is_public_address
 from core import failopen
 from core.deadline import DeadlinePassed, call_within
+from core.net import is_public_address
 
 GITHUB_API_HOST = "api.github.com"
 GITHUB_KEYS_URL = f"https://{GITHUB_API_HOST}/meta/public_keys/secret_scanning"

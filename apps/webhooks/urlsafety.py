@@ -15,7 +15,6 @@ rule and allows `http://`.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
@@ -23,19 +22,10 @@ from urllib.parse import quote, urlsplit
 from django.conf import settings
 
 from core.deadline import DeadlinePassed, call_within
+from core.net import is_public_address
 from core.validation import has_hidden_characters
 
 MAX_URL_LENGTH = 2048
-#: Not globally reachable (IANA's special-purpose registries) though the `ipaddress` tables
-#: of some Python releases call them global: CGNAT, the IETF protocol block (192.0.0.192 is
-#: a cloud metadata address; 3.11 before 3.11.10 lists only parts of it), the deprecated
-#: 6to4 relay anycast, and IPv6 documentation (RFC 9637, newer than every 3.11).
-_NOT_GLOBAL = tuple(
-    ipaddress.ip_network(block)
-    for block in ("100.64.0.0/10", "192.0.0.0/24", "192.88.99.0/24", "3fff::/20")
-)
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-_TEREDO = ipaddress.ip_network("2001::/32")
 
 
 class UnsafeUrl(ValueError):
@@ -58,34 +48,6 @@ class Target:
     port: int
     path: str  # path and query, what goes on the request line
     addresses: tuple[str, ...]
-
-
-def is_public_address(text: str) -> bool:
-    """True only for a globally routable unicast address."""
-    try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        elif ip.sixtofour is not None:
-            if not is_public_address(str(ip.sixtofour)):
-                return False
-        elif ip in _TEREDO or any(ip in net for net in _NAT64):
-            return False
-    if any(ip in block for block in _NOT_GLOBAL):
-        return False
-    return (
-        ip.is_global
-        and not ip.is_private
-        and not ip.is_loopback
-        and not ip.is_link_local
-        and not ip.is_multicast
-        and not ip.is_reserved
-        and not ip.is_unspecified
-        and not (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
-    )
 
 
 #: What `quote` leaves as it is in a path and query besides letters, digits and "_.-~":

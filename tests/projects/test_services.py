@@ -9,6 +9,7 @@ import pytest
 from apps.projects import selectors, services
 from apps.projects.models import Channel, LogSource
 from core.errors import NotFound, ValidationFailed
+from tests.webhooks.test_urlsafety import REFUSED_ADDRESSES
 
 pytestmark = pytest.mark.django_db
 
@@ -31,6 +32,44 @@ def fields(exc_info) -> dict:
 )
 def test_valid_targets_are_accepted(kind, target):
     assert services.clean_channel_target(kind, target) == target.strip()
+
+
+def _in_url(address: str) -> str:
+    return f"https://[{address}]/hook" if ":" in address else f"https://{address}/hook"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [_in_url(address) for address in REFUSED_ADDRESSES]
+    + [
+        # What C resolvers read as 127.0.0.1: not URLs to Django's validator (the NAT64,
+        # 6to4 and site-local forms above were accepted, found by the SSRF audit: the
+        # check was `ipaddress`'s `is_global` alone).
+        "https://2130706433/hook",
+        "https://0x7f.1/hook",
+        "https://0177.0.0.1/hook",
+        "https://127.1/hook",
+        "https://[fe80::1%25lo]/hook",
+        # Names for a network's inside.
+        "https://metadata.google.internal/computeMetadata/v1/",
+        "https://localhost.localdomain/hook",
+        "https://printer.local/hook",
+        "https://router.home.arpa/hook",
+    ],
+)
+def test_a_webhook_channel_aimed_inside_is_refused_as_the_webhooks_guard_refuses(target):
+    with pytest.raises(ValidationFailed) as exc_info:
+        services.clean_channel_target("webhook", target)
+    assert list(fields(exc_info)) == ["target"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [_in_url(address) for address in ("8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8")]
+    + ["https://hooks.internal-tools.example.com/x", "https://local.example/x"],
+)
+def test_a_webhook_channel_aimed_at_public_addresses_and_names_is_accepted(target):
+    assert services.clean_channel_target("webhook", target) == target
 
 
 @pytest.mark.parametrize(

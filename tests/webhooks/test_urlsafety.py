@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from apps.webhooks.urlsafety import UnsafeUrl, is_public_address, resolve
+from apps.webhooks.urlsafety import UnsafeUrl, resolve
+from core.net import is_public_address
 
 REFUSED_ADDRESSES = [
     "127.0.0.1",

@@ -16,11 +16,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from apps.accounts.models import AuthSession, User
+from apps.accounts.models import AuthSession, RecoveryCode, TotpDevice, User
 from apps.accounts.password_reset import confirm_password_reset, make_reset_token
 from apps.notifications.tasks import urgent_checks
 from core.errors import ValidationFailed
 from core.tasks import STALLED_AFTER
+from tests.accounts.test_two_factor import enable_two_factor
 from tests.factories import PASSWORD, UserFactory
 from tests.orgs.helpers import bearer_client, error_code, error_fields
 from tests.pages import assert_no_inline_code, html, logged_in
@@ -427,3 +428,45 @@ def test_an_ask_killed_mid_try_is_mailed_once_by_its_retry_not_again(api_client,
 
     assert len(mailbox.messages(owner.email)) == 1
     assert owner.email not in stored_task_arguments()
+
+
+@pytest.mark.parametrize("confirmed_before", [False, True])
+def test_a_reset_that_first_confirms_the_address_turns_off_the_two_factor_set_before_it(
+    api_client, mailbox, confirmed_before
+):
+    """Found by an authentication audit: someone signs up with another's address and turns
+    two-factor on; the address's owner resets the password and still cannot log in. Once
+    the address was confirmed, two-factor is its owner's and a reset keeps it."""
+    user = UserFactory(email_confirmed_at=timezone.now() if confirmed_before else None)
+    enable_two_factor(user)
+    mailbox.clear()
+    ask_reset(api_client, user.email)
+    token = token_from(mailbox.wait_for(user.email)[0])
+    mailbox.clear()
+
+    assert confirm(api_client, token).status_code == 204
+
+    login = api_client.post(
+        "/v1/auth/login", {"email": user.email, "password": NEW_PASSWORD}, format="json"
+    )
+    user.refresh_from_db()
+    assert user.email_confirmed_at is not None
+    subjects = sorted(message.subject for message in mailbox.wait_for(user.email))
+    if confirmed_before:
+        assert login.json()["mfaRequired"] is True
+        assert TotpDevice.objects.filter(user=user).exists()
+        assert RecoveryCode.objects.filter(user=user).count() == 10
+        assert subjects == ["Your SigSentry password was changed"]
+    else:
+        assert login.status_code == 200 and set(login.json()) >= {"access", "refresh"}
+        assert not TotpDevice.objects.filter(user=user).exists()
+        assert not RecoveryCode.objects.filter(user=user).exists()
+        mailbox.wait_for(user.email, count=2)
+        subjects = sorted(message.subject for message in mailbox.messages(user.email))
+        assert subjects == [
+            "Two-factor authentication turned off for your SigSentry account",
+            "Your SigSentry password was changed",
+        ]
+        [notice] = [m for m in mailbox.messages(user.email) if "Two-factor" in m.subject]
+        assert "no one had confirmed the address before" in notice.text
+        assert "no one had confirmed the address before" in notice.html

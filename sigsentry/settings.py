@@ -688,6 +688,10 @@ THROTTLE_RATES = {
     "email_code_wrong_day": (20, 86400),
     # Webhooks created per user: each waits up to 5 s for its URL's host lookup.
     "webhook_create_user": (30, 3600),
+    # Members added by an address that has no account (a 404 says so): per client as
+    # sign-ups (which tell it too), and per adder a day.
+    "member_add_miss_ip": (20, 3600),
+    "member_add_miss_user": (20, 86400),
 }
 
 # Outbound work (webhook deliveries, emails, scheduled checks) runs in `manage.py run_worker`.

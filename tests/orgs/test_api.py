@@ -297,6 +297,47 @@ def test_adding_an_unknown_email_is_not_found(owner, organization):
     assert error_code(response) == "NOT_FOUND"
 
 
+def test_probing_addresses_by_adding_members_is_throttled_per_adder_and_client(
+    owner, organization, throttle_clock
+):
+    """A 404 tells whether an address has an account (SPEC §4.2), which login, reset and
+    invitations never do: found by an authentication audit, 200 probes in a second. A hit
+    gives its count back; misses stop at the limit, and then even a hit waits."""
+    client = user_client(owner)
+    limit, _seconds = settings.THROTTLE_RATES["member_add_miss_ip"]
+    add = lambda email: client.post(  # noqa: E731
+        members_url(organization), {"email": email, "role": "viewer"}, format="json"
+    )
+    first = UserFactory()
+    assert add(first.email).status_code == 201  # not counted
+
+    answers = [add(f"probe-{n}@example.com").status_code for n in range(limit + 1)]
+
+    assert answers == [404] * limit + [429]
+    later = UserFactory()
+    refused = add(later.email)
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert role_of(later, organization) is None
+    throttle_clock.advance(3600)
+    assert add(later.email).status_code == 429  # the adder's budget is a day's
+    throttle_clock.advance(86400)
+    assert add(later.email).status_code == 201
+
+
+def test_the_per_adder_miss_budget_holds_across_clients(owner, organization, throttle_clock):
+    limit, _seconds = settings.THROTTLE_RATES["member_add_miss_user"]
+    client = user_client(owner)
+
+    def add_from(address: str, email: str):
+        body = {"email": email, "role": "viewer"}
+        return client.post(members_url(organization), body, format="json", REMOTE_ADDR=address)
+
+    answers = [add_from(f"203.0.113.{n + 1}", f"p{n}@example.com") for n in range(limit)]
+
+    assert [answer.status_code for answer in answers] == [404] * limit
+    assert add_from("198.51.100.7", "last@example.com").status_code == 429
+
+
 def test_adding_someone_who_is_already_a_member_is_a_validation_error(owner, member, organization):
     response = user_client(owner).post(
         members_url(organization), {"email": member.email, "role": "viewer"}, format="json"

@@ -64,8 +64,12 @@ _PREFIX = "|".join(KIND_BY_PREFIX)
 KEY_PATTERN = re.compile(
     rf"({_PREFIX})({_BASE62_CHARACTER}{{{RANDOM_LENGTH}}})({_BASE62_CHARACTER}{{{CHECKSUM_LENGTH}}})"
 )
-#: A key of any format, whole or cut short, anywhere in a text (`mask_keys`).
-KEY_IN_TEXT = re.compile(rf"({_PREFIX}){_BASE62_CHARACTER}+|({_LEGACY_PREFIX}){_LEGACY_CHARACTER}+")
+#: A key of any format, whole or cut short, anywhere in a text (`mask_keys`). The run after
+#: a prefix takes "_" and "-" too, so a key glued behind another prefix ("ss_pub_ss_secret_…")
+#: is inside the run masked, not left after it (found by a fuzzing audit).
+KEY_IN_TEXT = re.compile(rf"({_PREFIX}|{_LEGACY_PREFIX}){_LEGACY_CHARACTER}+")
+#: Where a key-shaped run starts, every start, overlapping ones included (`holds_a_key`).
+_KEY_STARTS = re.compile(rf"(?=({KEY_PATTERN.pattern}))")
 
 
 def mask_keys(text: str) -> str:
@@ -82,7 +86,7 @@ def mask_keys(text: str) -> str:
 
 
 def _prefix_and_ellipsis(match: re.Match[str]) -> str:
-    return (match[1] or match[2]) + "…"
+    return match[1] + "…"
 
 
 class Shape(Enum):
@@ -178,9 +182,10 @@ def is_valid_key(candidate: str) -> bool:
 
 def holds_a_key(text: str) -> bool:
     """Whether a key with a valid checksum is anywhere in `text`, glued to other text or
-    not. Legacy keys have no checksum to tell them from ordinary words, so they are not
-    looked for."""
-    return "_" in text and any(is_valid_key(match[0]) for match in KEY_PATTERN.finditer(text))
+    not, behind another key's prefix too ("ss_pub_" + 36 characters + a key: a scan by
+    whole matches took the key's "ss" into the first, found by a fuzzing audit). Legacy keys
+    have no checksum to tell them from ordinary words, so they are not looked for."""
+    return "_" in text and any(is_valid_key(match[1]) for match in _KEY_STARTS.finditer(text))
 
 
 def parse(candidate: str) -> ParsedKey | None:

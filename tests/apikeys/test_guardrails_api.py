@@ -448,8 +448,10 @@ def test_a_name_holding_a_key_is_refused_at_mint_and_patch(owner, project, kind)
     minted = mint(client, kind, project, name=f"CI {pasted}")
     api_key, _ = make_key(kind, project=project, name="CI")
     patched = patch(client, kind, project, api_key, {"name": f"prod:{pasted}"})
+    # Behind another key's prefix and a key-long run (found by a fuzzing audit: accepted).
+    glued = patch(client, kind, project, api_key, {"name": f"ss_org_{'A' * 36}{pasted}"})
 
-    for response in (minted, patched):
+    for response in (minted, patched, glued):
         assert response.status_code == 400 and list(error_fields(response)) == ["name"]
         assert pasted not in response.content.decode()
     assert ApiKey.objects.count() == before + 1

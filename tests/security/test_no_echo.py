@@ -209,6 +209,25 @@ def test_every_key_in_a_text_is_masked_in_a_url_and_next_to_punctuation(kind):
     assert echoed_slices(key, masked) == []
 
 
+#: What stood before a key and hid it from the scans (found by a fuzzing audit: a scan by
+#: whole matches took the key's own "ss" into a match starting at an earlier prefix).
+GLUE = ["ss_pub_", "ss_org_", "ss_secret_", "tb_", "ss_live_", "ss_pub_" + "0" * 36, "ss_org_-"]
+
+
+@given(
+    kind=st.sampled_from(list(KeyKind)),
+    glue=st.lists(st.sampled_from(GLUE), min_size=1, max_size=3).map("".join),
+    after=st.sampled_from(["", ".", "_", "ss_pub_", " tail"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_key_glued_behind_other_key_prefixes_is_found_and_masked(kind, glue, after):
+    key = keyformat.generate(kind)
+    text = f"{glue}{key}{after}"
+
+    assert keyformat.holds_a_key(text)
+    assert echoed_slices(key, mask_keys(text)) == []
+
+
 def test_every_session_token_in_a_text_is_masked_whole_or_cut_short(owner):
     token = access_token_for(owner)
     assert re.fullmatch(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", token)

@@ -159,6 +159,10 @@ def test_a_cursor_whose_position_is_not_a_time_is_a_validation_error(
         "2030-01-01T00:00:00+16:00",
         "2030-01-31T12:00:00+05:30:15.5",  # PostgreSQL refused it in the query
         "2030-01-31T12:00:00+05:30:15",
+        # Spellings Django's parse reads and `fromisoformat` does not (a fuzzing audit).
+        "0001-1-01T00:00:00+14:00",
+        "9999-12-31T23:59:9-14:00",
+        "0002-01-6 17:32:51-21:53",
     ],
 )
 def test_a_cursor_at_a_time_no_column_holds_is_a_validation_error(member, organization, position):

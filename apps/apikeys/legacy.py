@@ -37,9 +37,11 @@ from django.utils import timezone
 
 from apps.apikeys import keyformat
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
+from apps.apikeys.validators import clean_key_name
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
 from apps.projects.models import Project
+from core.errors import ValidationFailed
 from core.permissions import ALL_PERMISSIONS, normalize_permissions
 from core.queries import filter_in_chunks
 
@@ -139,6 +141,13 @@ def _name_error(name: str) -> str | None:
         return f"name is longer than {MAX_NAME_LENGTH} characters"
     if any(unicodedata.category(char) == "Cc" for char in name):
         return "name contains control characters"
+    # What the API refuses too (found by a fuzzing audit: a right-to-left override, a
+    # zero-width space and a key in a name were imported, shown to every member as they are).
+    try:
+        clean_key_name(name)
+    except ValidationFailed as exc:
+        [message] = exc.details["fields"]["name"]
+        return f"name refused: {message}"
     return None
 
 

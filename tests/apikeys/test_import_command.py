@@ -10,6 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apps.apikeys import keyformat
+from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.legacy import LegacyImportError, LegacyKeySpec, import_legacy_keys
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.audit.models import AuditEvent
@@ -186,6 +187,10 @@ BAD_ROWS = {
     "empty name": ("{key},{project},  ,", "name is empty"),
     "name too long": ("{key},{project}," + "n" * 101 + ",", "longer than 100"),
     "control character in name": ("{key},{project},a\x00b,", "control characters"),
+    # As the API refuses them (found by a fuzzing audit: imported, shown as they are).
+    "text-direction override in name": ("{key},{project},Prod\u202eyek,", "text-direction"),
+    "zero-width space in name": ("{key},{project},Prod\u200bduction,", "invisible"),
+    "key in name": ("{key},{project},CI {valid},", "cannot hold an API key"),
 }
 
 
@@ -200,6 +205,7 @@ def test_a_bad_row_aborts_the_import_names_its_line_and_writes_nothing(
         project=project.id,
         unknown=uuid.uuid4(),
         new="ss_secret_" + "A" * 38,
+        valid=keyformat.generate(KeyKind.SECRET),
     )
     path = write_csv(tmp_path, csv_text(valid_row, bad, f"{LIVE_KEY},{project.id},Fine,"))
     before = row_counts()

@@ -74,6 +74,8 @@ def parse_url(url: object) -> tuple[str, str, int, str]:
         port = parts.port
     except ValueError as exc:
         raise UnsafeUrl("Not a valid URL.") from exc
+    if port == 0:  # stored as written, it was delivered to the scheme's port (a fuzzing audit)
+        raise UnsafeUrl("Not a valid URL: port 0 is no port.")
     scheme = parts.scheme.lower()
     allowed = ("https", "http") if allow_private() else ("https",)
     if scheme not in allowed:
@@ -99,7 +101,7 @@ def parse_url(url: object) -> tuple[str, str, int, str]:
     # The request line is ASCII: other characters are percent-encoded as a browser does
     # ("/café" → "/caf%C3%A9"); escapes already there and the URL's delimiters stay.
     path = quote(path, safe=_PATH_SAFE)
-    return scheme, host, port or (443 if scheme == "https" else 80), path
+    return scheme, host, (443 if scheme == "https" else 80) if port is None else port, path
 
 
 #: One answer for a name that does not resolve and one that resolves inside: different

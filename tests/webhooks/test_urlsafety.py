@@ -101,6 +101,8 @@ def test_an_internal_name_and_a_name_that_does_not_exist_get_one_answer():
         ("https://8.8.8.8/#frag", "fragment"),
         ("https:///nohost", "host"),
         ("https://8.8.8.8:99999/", "valid URL"),
+        ("https://8.8.8.8:0/hook", "port 0"),  # was stored as such and sent to 443
+        ("https://8.8.8.8:00/hook", "port 0"),
         ("https://8.8.8.8/a b", "spaces"),
         # Shown as another URL than it is (found by an audit): a right-to-left override,
         # a zero-width space, a soft hyphen, a no-break space, a line separator.

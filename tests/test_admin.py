@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.apps import apps
+from django.conf import settings
 from django.contrib.admin import site as admin_site
 from django.contrib.auth.models import Permission as AuthPermission
 from django.core.exceptions import PermissionDenied
@@ -1065,3 +1066,32 @@ def test_createsuperuser_without_prompts_keeps_the_password_rules(db, monkeypatc
     monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-operator-passphrase-2026")
     call_command("createsuperuser", "--noinput", email="ops2@example.com")
     assert User.objects.get(email="ops2@example.com").is_superuser
+
+
+def test_an_operator_lifts_the_limits_others_failures_put_on_an_account(
+    ops, member, api_client, throttle_clock
+):
+    """Past `login_account` the right password is refused too, so anyone who knows an
+    address can lock its account out (an authentication audit); an operator ends that."""
+    login_limit, _ = settings.THROTTLE_RATES["login_account"]
+    reset_limit, _ = settings.THROTTLE_RATES["password_reset_account"]
+    for n in range(login_limit):
+        wrong = {"email": member.email, "password": "not-the-password"}
+        api_client.post("/v1/auth/login", wrong, format="json", REMOTE_ADDR=f"203.0.113.{n + 1}")
+    for n in range(reset_limit):
+        api_client.post(
+            "/v1/auth/password-reset",
+            {"email": member.email},
+            format="json",
+            REMOTE_ADDR=f"203.0.113.{n + 1}",
+        )
+    right = {"email": member.email, "password": PASSWORD}
+    owner_ip = {"format": "json", "REMOTE_ADDR": "198.51.100.9"}
+    assert api_client.post("/v1/auth/login", right, **owner_ip).status_code == 429
+    ask = {"email": member.email}
+    assert api_client.post("/v1/auth/password-reset", ask, **owner_ip).status_code == 429
+
+    ops.post(changelist(User), {"action": "lift_limits", "_selected_action": [member.pk]})
+
+    assert api_client.post("/v1/auth/login", right, **owner_ip).status_code == 200
+    assert api_client.post("/v1/auth/password-reset", ask, **owner_ip).status_code == 202

@@ -38,6 +38,7 @@ from apps.accounts.services import (
     deactivate_user,
     end_admin_sessions,
     end_session,
+    lift_account_limits,
     record_operator_change,
     store_password,
 )
@@ -199,7 +200,7 @@ class UserAdmin(DjangoUserAdmin):
             },
         ),
     )
-    actions = ("deactivate_users", "turn_off_two_factor")
+    actions = ("deactivate_users", "turn_off_two_factor", "lift_limits")
 
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
@@ -283,6 +284,21 @@ class UserAdmin(DjangoUserAdmin):
             )
         self.message_user(
             request, f"Two-factor turned off for {len(users)} user(s).", messages.SUCCESS
+        )
+
+    @admin.action(
+        description="Lift login and reset limits (locked out by others' failed attempts)",
+        permissions=["change"],
+    )
+    def lift_limits(self, request, queryset) -> None:
+        users = self._members_only(request, queryset)
+        for user in users:
+            lift_account_limits(user)
+        self.message_user(
+            request,
+            f"Login, two-factor and reset limits lifted for {len(users)} user(s); the limits "
+            "of the clients that tried stay.",
+            messages.SUCCESS,
         )
 
     def _members_only(self, request, queryset) -> list[User]:

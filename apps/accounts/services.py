@@ -233,6 +233,22 @@ def authenticate_login(*, email: str, password: str, request: HttpRequest | None
     return user
 
 
+def lift_account_limits(user: User) -> None:
+    """End the windows that lock `user` out after others' failed attempts: wrong passwords
+    (`login_account`, which refuses the right one too), wrong second-factor codes
+    (`mfa_account`, `mfa_account_day`) and reset asks (`password_reset_account`). For an
+    operator (the admin's action) whose user someone keeps locked out; the per-client
+    limits of whoever did it stay."""
+    account = normalize_email(user.email)
+    for scope, ident in (
+        ("login_account", account[:254]),
+        ("password_reset_account", account),
+        ("mfa_account", str(user.pk)),
+        ("mfa_account_day", str(user.pk)),
+    ):
+        throttling.reset(scope, ident)
+
+
 def login(
     *, email: Any, password: Any, request: HttpRequest | None = None
 ) -> TokenPair | MfaChallenge:

@@ -42,11 +42,12 @@ class DashboardBoundField(BoundField):
     def build_widget_attrs(self, attrs, widget=None):
         attrs = super().build_widget_attrs(attrs, widget)
         first = self.form.first_invalid
+        failed_whole = first is None and self.form.is_bound and bool(self.form.non_field_errors())
         if first is not None:
             attrs["autofocus"] = self.name == first
-        elif (
-            self._takes_focus(attrs, widget) and self.form.is_bound and self.form.non_field_errors()
-        ):
+        elif failed_whole and self.form.focus_after_failure is not None:
+            attrs["autofocus"] = self.name == self.form.focus_after_failure
+        if failed_whole and self._takes_focus(attrs, widget):
             # Only the form as a whole failed (a wrong password): the field that takes the
             # focus is described by the form's error box, so it is read out with it.
             described = attrs.get("aria-describedby", "")
@@ -63,6 +64,9 @@ class DashboardForm(forms.Form):
 
     #: Whether field.html marks fields that are not required as "optional".
     mark_optional = True
+    #: The field that takes the focus when only the form as a whole failed; None keeps the
+    #: one its widget names.
+    focus_after_failure: str | None = None
     bound_field_class = DashboardBoundField
 
     def __init__(self, *args, **kwargs):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, QueryDict
 from django.shortcuts import render
@@ -118,6 +119,7 @@ def key_detail(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
         },
         "recent_ips": [ip | {"requests_text": f"{ip['requests']:,}"} for ip in recent_ips(api_key)],
         "limits": _limits(api_key, collection),
+        "sunset_at": settings.LEGACY_KEYS_SUNSET_AT,
     }
     return render(request, "apikeys/key_usage.html", context)
 

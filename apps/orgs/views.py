@@ -103,12 +103,26 @@ def members_page(
     page = Paginator(ordered, MEMBERS_PER_PAGE).get_page(_page_number(request))
     members = list(page)
     manager = can_manage(membership.role)
+    # The one owner who keeps the organization can neither leave nor change role (409
+    # LAST_OWNER): their row says so instead of offering both (found by a UX review: a new
+    # sign-up's Leave failed, its error under the role). Counted only when a page shows one.
+    sole_owner = None
+    if manager and any(m.role == Role.OWNER and m.user.is_active for m in members):
+        owners = list(
+            Membership.objects.filter(
+                organization=membership.organization, role=Role.OWNER, user__is_active=True
+            ).values_list("user_id", flat=True)[:2]
+        )
+        sole_owner = owners[0] if len(owners) == 1 else None
     rows = [
         {
             "membership": m,
             "is_self": m.user_id == membership.user_id,
+            "sole_owner": m.user_id == sole_owner,
             # Admins manage members and admins, never owners.
-            "editable": manager and (membership.role == Role.OWNER or m.role != Role.OWNER),
+            "editable": manager
+            and m.user_id != sole_owner
+            and (membership.role == Role.OWNER or m.role != Role.OWNER),
             "error": (row_errors or {}).get(m.user_id),
         }
         for m in members

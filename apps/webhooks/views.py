@@ -117,7 +117,7 @@ def delete_webhook(request: HttpRequest, org_id, webhook_id) -> HttpResponse:
         return confirmation_page(
             request,
             Confirmation(
-                question=f"Remove the webhook to {webhook.url_host}?",
+                question=f"Remove the webhook to {webhook.url}?",
                 consequence=f"Nothing more will be sent to {webhook.url}, "
                 "and its signing secret and recent deliveries are deleted.",
                 action="Remove webhook",

@@ -154,14 +154,17 @@ def test_wrong_password_and_unknown_email_show_the_same_error(owner, email):
 
 def test_a_refused_log_in_describes_the_focused_field_with_its_error(owner):
     """Found by a keyboard audit: focus landed on Email, which said nothing of the error a
-    screen reader may not announce (a role=alert already there when the page loads)."""
+    screen reader may not announce (a role=alert already there when the page loads). The
+    focus is on the emptied password, where the typing goes (a UX review), the email kept."""
     page = html(Client().post("/login/", {"email": owner.email, "password": "not-it"}))
 
     assert re.search(r'<div class="form-alert" role="alert" id="form-alert">', page)
-    email = re.search(r'<input[^>]*name="email"[^>]*>', page).group(0)
-    assert "autofocus" in email and 'aria-describedby="form-alert' in email
     password = re.search(r'<input[^>]*name="password"[^>]*>', page).group(0)
-    assert "form-alert" not in password
+    assert "autofocus" in password and 'aria-describedby="form-alert' in password
+    assert 'value="' not in password
+    email = re.search(r'<input[^>]*name="email"[^>]*>', page).group(0)
+    assert "autofocus" not in email and "form-alert" not in email
+    assert f'value="{owner.email}"' in email
 
 
 @pytest.mark.usefixtures("throttle_clock")

@@ -148,7 +148,7 @@ def destructive(request, owner, member, organization, mailbox):
         webhook = make_webhook(organization, owner).webhook
         return Destructive(
             f"/orgs/{organization.id}/webhooks/{webhook.id}/delete/",
-            "Remove the webhook to 8.8.8.8?",
+            f"Remove the webhook to {webhook.url}?",
             lambda: not Webhook.objects.exists(),
         )
     assert name == "log out everywhere else"

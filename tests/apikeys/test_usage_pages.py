@@ -10,12 +10,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from apps.accounts.templatetags.dashboard import utc
 from apps.apikeys import charts
 from apps.apikeys.gate.counters import bucket_start
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage
 from apps.apikeys.services import revoke_key
-from tests.factories import ProjectFactory, make_key
+from tests.factories import ProjectFactory, make_key, make_legacy_key
 from tests.orgs.helpers import bearer_client
 from tests.pages import assert_no_inline_code, html, logged_in
 
@@ -243,6 +244,33 @@ def test_a_viewer_reads_every_limit_of_a_key_on_its_page(viewer, project, other_
     assert f"<dd>{project.name}, {other_project.name}</dd>" in org_limits
     assert "a deleted project" not in org_limits
     assert "5 / minute" in org_limits
+
+
+def test_a_keys_page_names_its_permissions_and_expiry(viewer, project, settings):
+    """Found by a UX review: the card said "besides its permissions" and named none."""
+    expires_at = timezone.now() + timedelta(days=30)
+    expiring, _ = make_key(
+        KeyKind.SECRET, project=project, permissions=["analysis:read"], expires_at=expires_at
+    )
+    forever, _ = make_key(KeyKind.ORGANIZATION, project=project)
+    legacy, _ = make_legacy_key(project=project)
+    client = logged_in(viewer)
+
+    pages = {
+        key: limits_card(html(client.get(detail_url(kind, project, key))))
+        for key, kind in (
+            (expiring, KeyKind.SECRET),
+            (forever, KeyKind.ORGANIZATION),
+            (legacy, KeyKind.SECRET),
+        )
+    }
+
+    assert "<li><code>analysis:read</code></li>" in pages[expiring]
+    assert "<code>config:write</code>" not in pages[expiring]
+    assert f"<dt>Expires</dt><dd>{utc(expires_at)}</dd>" in pages[expiring]
+    assert all(f"<code>{p}</code>" in pages[forever] for p in forever.permissions)
+    assert '<dt>Expires</dt><dd><span class="muted">Never</span></dd>' in pages[forever]
+    assert f"{utc(settings.LEGACY_KEYS_SUNSET_AT)}, when legacy keys stop" in pages[legacy]
 
 
 def test_the_usage_page_draws_refusals_in_their_own_bars(member, project, owner):

@@ -754,6 +754,14 @@ def test_a_time_less_than_a_minute_ahead_is_not_just_now():
     assert relative(now + timedelta(minutes=5, seconds=30)) == "in 5 minutes"
 
 
+def test_a_time_ahead_is_not_cut_down_to_its_first_unit():
+    """A UX review: an invitation "valid for 7 days" read "Expires in 6 days" at once."""
+    now = timezone.now()
+    assert relative(now + timedelta(days=7, seconds=-5)) == "in 6 days, 23 hours"
+    assert relative(now + timedelta(days=7, minutes=5)) == "in 1 week"
+    assert relative(now - timedelta(days=6, hours=23)) == "6 days ago"
+
+
 def test_exact_times_are_text_for_screen_readers_too(owner, project):
     """An accessibility audit: a row's exact creation and last-use times were only in a
     tooltip (`title`), which keyboards, touch screens and screen readers do not reach."""

@@ -75,7 +75,7 @@ def test_add_see_deliveries_enable_and_remove_a_webhook(ui_factory, owner, organ
     assert width <= 390, "nothing may overflow the viewport sideways"
 
     page.once("dialog", lambda confirm: confirm.accept())
-    page.get_by_role("button", name="Remove the webhook to 8.8.8.8").click()
+    page.get_by_role("button", name="Remove the webhook to https://8.8.8.8").click()
     page.wait_for_url(ui.url(path))
     assert "was removed" in page.inner_text("main")
     assert not Webhook.objects.exists()

@@ -184,6 +184,28 @@ def test_last_owner_cannot_be_demoted_and_the_error_shows_on_the_row(owner, orga
     assert Membership.objects.get(organization=organization, user=owner).role == Role.OWNER
 
 
+def test_the_only_owners_row_offers_no_leave_or_role_change_and_says_why(
+    owner, member, organization
+):
+    """Found by a UX review: a new sign-up's Leave and Change role always failed (409
+    LAST_OWNER), the Leave error under the role select. A second owner brings both back."""
+    client = logged_in(owner)
+
+    def row(user) -> str:
+        page = html(client.get(members_url(organization)))
+        return page.split(f'data-member="{user.email}"')[1].split("</tr>")[0]
+
+    alone = row(owner)
+    assert "Leave" not in alone and "Change role" not in alone
+    assert "The only owner: make someone else an owner before you leave" in alone
+    assert "Change role" in row(member) and "Remove" in row(member)
+
+    Membership.objects.filter(user=member).update(role=Role.OWNER)
+
+    assert "Leave" in row(owner) and "Change role" in row(owner)
+    assert "The only owner" not in row(owner)
+
+
 def test_last_owner_cannot_leave(owner, organization):
     response = logged_in(owner).post(f"{members_url(organization)}{owner.id}/remove/", CONFIRMED)
     assert "An organization must keep at least one owner." in html(response)

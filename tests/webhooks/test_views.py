@@ -55,6 +55,23 @@ def test_managers_add_a_webhook_and_see_its_secret_once(request, role, organizat
     assert re.search(r'<input type="url" name="url"[^>]* autocomplete="off"', page)
 
 
+def test_the_secret_and_the_remove_button_name_the_whole_url(owner, organization):
+    """Found by a UX review: two webhooks on one host read the same ("For 8.8.8.8") where
+    the secret is shown once. The page shows its managers each URL anyway; logs, audit
+    events and the messages kept in a cookie name the host alone."""
+    client = logged_in(owner)
+    add(client, organization, url="https://8.8.8.8/hooks/a")
+
+    page = html(add(client, organization, url="https://8.8.8.8/hooks/b"))
+
+    assert (
+        '<p class="secret-meta">For <code class="webhook-url">https://8.8.8.8/hooks/b</code>'
+        in page
+    )
+    assert 'aria-label="Remove the webhook to https://8.8.8.8/hooks/a"' in page
+    assert 'aria-label="Remove the webhook to https://8.8.8.8/hooks/b"' in page
+
+
 def test_a_resubmitted_form_creates_nothing_new(owner, organization):
     client = logged_in(owner)
     nonce = nonce_of(html(client.get(page_url(organization))))

@@ -23,15 +23,16 @@ def utc_text(value: datetime) -> str:
 
 @register.filter
 def relative(value: datetime | None, never: str = "Never") -> str:
-    """`3 minutes ago`, `in 2 days`, `just now` (`in less than a minute` ahead); `never`
-    when there is no time."""
+    """`3 minutes ago`, `in 2 days, 5 hours`, `just now` (`in less than a minute` ahead);
+    `never` when there is no time. A time ahead takes two units: one, cut down, read "in 6
+    days" for an invitation made a moment ago "valid for 7 days" (a UX review)."""
     if value is None:
         return never
     now = timezone.now()
     if abs(now - value) < JUST_NOW:
         return "in less than a minute" if value > now else "just now"
     if value > now:
-        return f"in {timeuntil(value, now, depth=1)}".replace("\xa0", " ")
+        return f"in {timeuntil(value, now, depth=2)}".replace("\xa0", " ")
     return f"{timesince(value, now, depth=1)} ago".replace("\xa0", " ")
 
 

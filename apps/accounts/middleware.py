@@ -70,10 +70,12 @@ class DashboardSessionMiddleware:
         if refresh and needs_refresh:
             try:
                 pair = services.refresh(refresh_token=refresh)
-            except services.RefreshRaced:
-                # Another tab's request just rotated the pair and is setting the new
-                # cookies: clearing them here would log the user out of every tab.
-                stale = False
+            except services.RefreshRaced as raced:
+                # Another tab's request just rotated the pair: this one gets the same
+                # generation (the winner's answer may never reach the browser), never a
+                # cleared cookie, which would log the user out of every tab.
+                pair = services.rejoin_rotation(raced)
+                stale = pair is None and request.principal is None
             except AuthError:
                 stale = stale or request.principal is None
         elif refresh and request.principal is None:

@@ -55,8 +55,13 @@ class RefreshRaced(TokenInvalid):
     """Another request rotated this refresh token a moment ago: a benign race (two tabs).
 
     Still a 401 for the caller, but the session lives on, so whoever holds the
-    winner's new tokens must keep them (nobody clears the cookies over it).
+    winner's new tokens must keep them (nobody clears the cookies over it). `session` is
+    the one the token belongs to (`rejoin_rotation`).
     """
+
+    def __init__(self, session: AuthSession) -> None:
+        super().__init__()
+        self.session = session
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,20 +317,48 @@ def refresh(*, refresh_token: Any) -> TokenPair:
     session = tokens.session_for_claims(claims, now)
     jti = str(claims["jti"])
     if session.refresh_jti != jti:
-        raced = session.last_refreshed_at and now - session.last_refreshed_at < REUSE_RACE_WINDOW
+        # A race is this token's own rotation a moment ago (its successor's answer still on
+        # its way, or dropped), not any rotation: a token two generations old, sent just
+        # after the latest, is a reuse.
+        rotated_at = tokens.rotated_out_at(jti)
+        raced = rotated_at is not None and now - rotated_at < REUSE_RACE_WINDOW
         if not raced:
             end_session(session, AuthSession.EndReason.REFRESH_REUSED)
             raise TokenInvalid()
-        raise RefreshRaced()
+        raise RefreshRaced(session)
     new_jti = tokens.new_jti()
     with transaction.atomic():
         won = AuthSession.objects.filter(
             id=session.id, refresh_jti=jti, ended_at__isnull=True
         ).update(refresh_jti=new_jti, last_refreshed_at=now)
         if not won:
-            raise RefreshRaced()
+            raise RefreshRaced(session)
         tokens.blacklist_jti(jti)
         return tokens.issue_pair(session, new_jti, now)
+
+
+def rejoin_rotation(raced: RefreshRaced) -> TokenPair | None:
+    """The session's current pair for a dashboard request whose refresh cookie another
+    request rotated a moment ago (within REUSE_RACE_WINDOW): signed anew on the winner's
+    refresh jti, nothing rotated. None if the session ended meanwhile.
+
+    For the dashboard's cookies only (`/v1/auth/refresh` answers a race 401, SPEC §4.1).
+    Tabs of one browser share its cookies: the tab that lost the race showed the login
+    page, and a winner whose answer the browser dropped (a navigation aborted by the next
+    click) left the old token in the cookie, which ended the session as stolen 10 s later
+    (both found by a multi-tab audit). Whoever sends the rotated token within the window
+    gets what its winner got, as OAuth's reuse interval gives, and no more: a later reuse
+    still ends the session.
+    """
+    now = timezone.now()
+    session = (
+        AuthSession.objects.select_related("user")
+        .filter(id=raced.session.id, ended_at__isnull=True, expires_at__gt=now)
+        .first()
+    )
+    if session is None or not session.user.is_active:
+        return None
+    return tokens.issue_pair(session, session.refresh_jti, now, record=False)
 
 
 def end_session(session: AuthSession, reason: str) -> None:

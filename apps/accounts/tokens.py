@@ -77,8 +77,11 @@ def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def issue_pair(session: AuthSession, refresh_jti: str, now: datetime | None = None) -> TokenPair:
-    """Sign a new access/refresh pair for `session`; neither outlives the session's cap."""
+def issue_pair(
+    session: AuthSession, refresh_jti: str, now: datetime | None = None, *, record: bool = True
+) -> TokenPair:
+    """Sign a new access/refresh pair for `session`; neither outlives the session's cap.
+    `record=False`: the refresh jti is one already issued (its outstanding row exists)."""
     now = now or timezone.now()
     refresh = RefreshToken()
     refresh[jwt_settings.JTI_CLAIM] = refresh_jti
@@ -95,13 +98,14 @@ def issue_pair(session: AuthSession, refresh_jti: str, now: datetime | None = No
     access["sub"] = str(session.user_id)
     access["sid"] = str(session.id)
 
-    OutstandingToken.objects.create(
-        user_id=session.user_id,
-        jti=refresh_jti,
-        token="",  # the token is a credential: keep only its jti
-        created_at=now,
-        expires_at=refresh_expires_at,
-    )
+    if record:
+        OutstandingToken.objects.create(
+            user_id=session.user_id,
+            jti=refresh_jti,
+            token="",  # the token is a credential: keep only its jti
+            created_at=now,
+            expires_at=refresh_expires_at,
+        )
     return TokenPair(
         access=str(access),
         refresh=str(refresh),
@@ -174,6 +178,15 @@ def session_fingerprint(user: User) -> str:
 
 def session_fingerprint_matches(session: AuthSession, user: User) -> bool:
     return hmac.compare_digest(session.password_fingerprint, session_fingerprint(user))
+
+
+def rotated_out_at(jti: str) -> datetime | None:
+    """When the refresh token `jti` was rotated out (blacklisted); None if it never was."""
+    return (
+        BlacklistedToken.objects.filter(token__jti=jti)
+        .values_list("blacklisted_at", flat=True)
+        .first()
+    )
 
 
 def blacklist_jti(jti: str) -> None:

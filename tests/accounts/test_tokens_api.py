@@ -14,6 +14,7 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
 from apps.accounts import services
 from apps.accounts.models import AuthSession
@@ -168,14 +169,27 @@ def test_reuse_within_the_race_window_keeps_the_session(pair):
 
 def test_reuse_after_the_race_window_ends_the_whole_session(pair, owner):
     rotated = refresh(pair.refresh).json()
-    AuthSession.objects.filter(user=owner).update(
-        last_refreshed_at=timezone.now() - REUSE_RACE_WINDOW - timedelta(seconds=1)
+    BlacklistedToken.objects.update(
+        blacklisted_at=timezone.now() - REUSE_RACE_WINDOW - timedelta(seconds=1)
     )
 
     assert_rejected(refresh(pair.refresh))
 
     assert_rejected(me(rotated["access"]))
     assert_rejected(refresh(rotated["refresh"]))
+    session = AuthSession.objects.get(user=owner)
+    assert session.end_reason == AuthSession.EndReason.REFRESH_REUSED
+
+
+def test_a_token_two_rotations_old_is_a_reuse_even_right_after_the_latest(pair, owner):
+    """The window is the presented token's own rotation, not the session's latest: a race
+    is a successor's answer on its way, and a token two generations back has none."""
+    second = refresh(pair.refresh).json()
+    BlacklistedToken.objects.update(blacklisted_at=timezone.now() - timedelta(minutes=5))
+    refresh(second["refresh"])  # the latest rotation, a moment ago
+
+    assert_rejected(refresh(pair.refresh))
+
     session = AuthSession.objects.get(user=owner)
     assert session.end_reason == AuthSession.EndReason.REFRESH_REUSED
 

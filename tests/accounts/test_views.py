@@ -347,7 +347,13 @@ def test_an_outage_right_after_a_silent_refresh_still_sends_the_new_cookies(owne
     assert AuthSession.objects.get().ended_at is None
 
 
-def test_a_tab_that_lost_a_refresh_race_leaves_the_winners_cookies_alone(owner):
+def refresh_jti_of(refresh_cookie: str) -> str:
+    return str(tokens.decode(refresh_cookie, "refresh")["jti"])
+
+
+def test_a_tab_that_lost_a_refresh_race_gets_the_winners_generation_not_the_login_page(owner):
+    """Found by a multi-tab audit: of ten tabs reloaded after the access token expired,
+    nine showed the login page (a form posted there was lost) while the session lived."""
     first_tab = logged_in(owner)
     del first_tab.cookies[ACCESS_COOKIE]
     second_tab = Client()
@@ -356,11 +362,54 @@ def test_a_tab_that_lost_a_refresh_race_leaves_the_winners_cookies_alone(owner):
 
     loser = second_tab.get("/")
 
-    assert loser.status_code == 302
-    assert ACCESS_COOKIE not in loser.cookies
-    assert REFRESH_COOKIE not in loser.cookies
-    assert AuthSession.objects.get().ended_at is None
+    assert loser.status_code == 200
+    session = AuthSession.objects.get()
+    assert session.ended_at is None
+    assert refresh_jti_of(loser.cookies[REFRESH_COOKIE].value) == session.refresh_jti
+    assert refresh_jti_of(first_tab.cookies[REFRESH_COOKIE].value) == session.refresh_jti
     assert first_tab.get("/").status_code == 200
+
+
+def test_a_rotation_whose_answer_the_browser_dropped_is_healed_by_the_next_request(
+    owner, time_machine
+):
+    """A multi-tab audit: a click rotated the pair, the browser aborted that navigation for
+    the next click, kept the old refresh cookie, and 10 s later the reuse ended the session
+    as stolen. The next request, within the race window, gets the winner's generation."""
+    browser = logged_in(owner)
+    old = {REFRESH_COOKIE: browser.cookies[REFRESH_COOKIE].value}
+    del browser.cookies[ACCESS_COOKIE]
+    assert session_cookies_set(browser.get("/"))  # the answer the browser never read
+    browser.cookies[REFRESH_COOKIE] = old[REFRESH_COOKIE]
+    del browser.cookies[ACCESS_COOKIE]
+
+    healed = browser.get("/")
+
+    assert healed.status_code == 200 and session_cookies_set(healed)
+    time_machine.move_to(timezone.now() + timedelta(seconds=30))
+    del browser.cookies[ACCESS_COOKIE]
+    assert browser.get("/").status_code == 200  # a rotation from the healed cookie
+    assert AuthSession.objects.get().ended_at is None
+    # The old token once more, past the window: a reuse, as before.
+    thief = Client()
+    thief.cookies[REFRESH_COOKIE] = old[REFRESH_COOKIE]
+    assert thief.get("/").status_code == 302
+    assert AuthSession.objects.get().end_reason == AuthSession.EndReason.REFRESH_REUSED
+
+
+def test_the_api_still_answers_a_raced_refresh_401(owner):
+    """SPEC §4.1: a used refresh token is dead; the window only spares the session."""
+    browser = logged_in(owner)
+    old_refresh = browser.cookies[REFRESH_COOKIE].value
+    del browser.cookies[ACCESS_COOKIE]
+    assert session_cookies_set(browser.get("/"))
+
+    raced = Client().post(
+        "/v1/auth/refresh", {"refresh": old_refresh}, content_type="application/json"
+    )
+
+    assert raced.status_code == 401
+    assert AuthSession.objects.get().ended_at is None
 
 
 def test_dead_session_clears_cookies_and_asks_to_log_in(owner):

@@ -97,13 +97,26 @@
     return (error && error.message) || "The server answered " + response.status + ". Try again.";
   }
 
-  function load() {
+  /* A 401 may be an access token that expired while the computer slept (its tab's timers
+     stopped): the session refreshes once, then the list is asked for again (found by a
+     multi-tab audit: "Your session has ended" while it went on). */
+  function load(refreshed) {
     show("loading");
     fetch(endpoint + "?limit=50", {
       method: "GET",
       credentials: "same-origin",
       headers: { "Accept": "application/json", "X-Project-Id": projectId }
     }).then(function (response) {
+      if (response.status === 401 && !refreshed && window.sigsentrySession) {
+        return window.sigsentrySession.refresh().then(function (alive) {
+          if (alive) {
+            load(true);
+          } else {
+            errorMessage.textContent = describe(response, null);
+            show("error");
+          }
+        });
+      }
       return response.json().catch(function () { return null; }).then(function (payload) {
         if (!response.ok || !payload || !Array.isArray(payload.results)) {
           errorMessage.textContent = describe(response, payload);
@@ -125,7 +138,9 @@
   }
 
   root.querySelectorAll("[data-analyses-reload]").forEach(function (button) {
-    button.addEventListener("click", load);
+    button.addEventListener("click", function () {
+      load(false);
+    });
   });
-  load();
+  load(false);
 })();

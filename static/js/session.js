@@ -3,10 +3,16 @@
    token proves the page is ours). The tokens stay in HttpOnly cookies: this
    script never sees them. When the session cannot be extended any more, the
    page says so instead of failing on the next click.
-   Every tab of a session plans its refresh for the same moment: one wins, and the
-   others' refresh tokens were rotated a moment before (401). The winner's new cookies
-   are every tab's, so a tab refused tries again a few seconds later (spread, so that
-   it does not race the next one) before it says the session has ended. */
+   Every tab of a session plans its refresh for the same moment. They take turns (a Web
+   Lock), and a tab whose turn comes just after another tab refreshed takes that refresh
+   as its own (the cookies are every tab's) instead of presenting the token it rotated,
+   which the server refuses (401, an error in the console: found by a multi-tab audit).
+   A tab refused all the same (a browser without Web Locks, another window) tries again a
+   few seconds later, spread, before it says the session has ended.
+   A timer does not run while the computer sleeps: when the tab is seen again (shown,
+   focused, back online, restored from the history), a refresh that is due is made then.
+   Other scripts ask for one with `window.sigsentrySession.refresh()` (a Promise of
+   whether the session goes on): an API call answered 401 tries once more after it. */
 (function () {
   "use strict";
 
@@ -21,6 +27,10 @@
   var RACE_RETRIES = 2;
   var RACE_RETRY_MS = 1500;
   var MAX_TIMER_MS = 0x7fffffff;
+  /* A refresh another tab made less than this long ago is this tab's too. */
+  var SHARED_FOR_MS = 30 * 1000;
+  var LOCK_NAME = "sigsentry-session-refresh";
+  var SHARED_KEY = "sigsentry.session.refreshedAt";
   if (isNaN(expiresAt)) return;
   /* The server's times on this tab's clock: planned on a clock minutes slow, the refresh
      came after the access token had expired (a time audit). */
@@ -28,6 +38,9 @@
   var skewMs = isNaN(serverNow) ? 0 : serverNow - Date.now();
   expiresAt -= skewMs;
   endsAt -= skewMs;
+  var timer = null;
+  var inFlight = null;
+  var ended = false;
 
   function csrfToken() {
     var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -37,18 +50,59 @@
   }
 
   function sessionEnded() {
+    ended = true;
     var notice = document.querySelector("[data-session-notice]");
     if (notice) notice.hidden = false;
   }
 
-  function schedule(at) {
-    var delay = Math.max(0, Math.min(at - AHEAD_MS - Date.now(), MAX_TIMER_MS));
-    window.setTimeout(refresh, delay);
+  function later(work, delay) {
+    window.clearTimeout(timer);
+    timer = window.setTimeout(work, Math.max(0, Math.min(delay, MAX_TIMER_MS)));
   }
 
-  function refresh(racesLeft) {
-    if (racesLeft === undefined) racesLeft = RACE_RETRIES;
-    fetch("/v1/auth/refresh", {
+  function due() {
+    return !ended && Date.now() >= expiresAt - AHEAD_MS;
+  }
+
+  /* The session was extended at `refreshedAt` (by this tab or another): plan the next. */
+  function extended(refreshedAt) {
+    var next = refreshedAt + lifetimeMs;
+    expiresAt = isNaN(endsAt) ? next : Math.min(next, endsAt);
+    if (expiresAt - AHEAD_MS > Date.now()) {
+      later(refresh, expiresAt - AHEAD_MS - Date.now());
+    } else {
+      /* The session's 30-day cap: it cannot be extended, so say so when it ends. */
+      later(sessionEnded, expiresAt - Date.now());
+    }
+  }
+
+  function sharedRefreshedAt() {
+    try {
+      return parseInt(window.localStorage.getItem(SHARED_KEY) || "", 10);
+    } catch (error) {
+      return NaN; /* storage turned off: every tab refreshes for itself */
+    }
+  }
+
+  function share(refreshedAt) {
+    try {
+      window.localStorage.setItem(SHARED_KEY, String(refreshedAt));
+    } catch (error) {
+      /* storage turned off or full: the other tabs retry after a 401, as before */
+    }
+  }
+
+  function inTurn(work) {
+    if (navigator.locks && navigator.locks.request) {
+      return navigator.locks.request(LOCK_NAME, work);
+    }
+    return work();
+  }
+
+  /* One POST; resolves to "ok", "raced" (401: another request rotated the token a moment
+     ago), "ended" (400, 401 or 403 for good) or "failed" (to try again later). */
+  function post() {
+    return fetch("/v1/auth/refresh", {
       method: "POST",
       credentials: "same-origin",
       headers: {
@@ -58,31 +112,74 @@
       },
       body: "{}"
     }).then(function (response) {
-      if (response.ok) {
-        var next = Date.now() + lifetimeMs;
-        expiresAt = isNaN(endsAt) ? next : Math.min(next, endsAt);
-        if (expiresAt - AHEAD_MS > Date.now()) {
-          schedule(expiresAt);
-        } else {
-          /* The session's 30-day cap: it cannot be extended, so say so when it ends. */
-          window.setTimeout(sessionEnded, Math.max(0, Math.min(expiresAt - Date.now(), MAX_TIMER_MS)));
-        }
-        return;
-      }
-      if (response.status === 401 && racesLeft > 0) {
-        window.setTimeout(function () {
-          refresh(racesLeft - 1);
-        }, RACE_RETRY_MS * (1 + Math.random()));
-      } else if (response.status === 400 || response.status === 401 || response.status === 403) {
-        /* 400: no refresh cookie any more (a logout in another tab deleted it). */
-        sessionEnded();
-      } else {
-        window.setTimeout(refresh, RETRY_MS);
-      }
+      if (response.ok) return "ok";
+      if (response.status === 401) return "raced";
+      /* 400: no refresh cookie any more (a logout in another tab deleted it). */
+      if (response.status === 400 || response.status === 403) return "ended";
+      return "failed";
     }, function () {
-      window.setTimeout(refresh, RETRY_MS);
+      return "failed";
     });
   }
 
-  schedule(expiresAt);
+  function attempt(racesLeft) {
+    return inTurn(function () {
+      var shared = sharedRefreshedAt();
+      if (!isNaN(shared) && Date.now() - shared < SHARED_FOR_MS && shared + lifetimeMs > expiresAt) {
+        extended(shared);
+        return "ok";
+      }
+      return post().then(function (outcome) {
+        if (outcome === "ok") {
+          var now = Date.now();
+          share(now);
+          extended(now);
+        }
+        return outcome;
+      });
+    }).then(function (outcome) {
+      if (outcome === "raced" && racesLeft > 0) {
+        return new Promise(function (resolve) {
+          window.setTimeout(resolve, RACE_RETRY_MS * (1 + Math.random()));
+        }).then(function () {
+          return attempt(racesLeft - 1);
+        });
+      }
+      if (outcome === "raced" || outcome === "ended") {
+        sessionEnded();
+        return false;
+      }
+      if (outcome === "failed") {
+        later(refresh, RETRY_MS);
+        return false;
+      }
+      return true;
+    });
+  }
+
+  /* A refresh now, or the one this tab has in flight. */
+  function refresh() {
+    if (ended) return Promise.resolve(false);
+    if (!inFlight) {
+      inFlight = attempt(RACE_RETRIES).then(function (alive) {
+        inFlight = null;
+        return alive;
+      });
+    }
+    return inFlight;
+  }
+
+  function refreshIfDue() {
+    if (due() && !inFlight) refresh();
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") refreshIfDue();
+  });
+  window.addEventListener("focus", refreshIfDue);
+  window.addEventListener("online", refreshIfDue);
+  window.addEventListener("pageshow", refreshIfDue);
+
+  window.sigsentrySession = { refresh: refresh };
+  later(refresh, expiresAt - AHEAD_MS - Date.now());
 })();

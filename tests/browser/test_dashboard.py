@@ -476,3 +476,57 @@ def test_overview_lists_analyses_and_shows_load_errors(ui, owner, project):
     assert "Try again shortly." in error.inner_text()
     ui.expect_console_error("status of 503")
     ui.shot("project-overview-error")
+
+
+def test_tabs_due_together_refresh_once_and_log_no_error(ui, owner):
+    """Found by a multi-tab audit: every tab refreshed at the same moment, the losers got
+    401 (an error in the console each) and tried again. They take turns now, and a tab
+    whose turn comes just after another's refresh takes it as its own."""
+    ui.page.clock.install()
+    ui.login(owner.email, PASSWORD)
+    tabs = [ui.page] + [ui.page.context.new_page() for _ in range(3)]
+    for tab in tabs[1:]:
+        tab.goto(ui.url("/"))
+    refreshes = []
+    ui.page.context.on(
+        "response", lambda r: refreshes.append(r.status) if "/v1/auth/refresh" in r.url else None
+    )
+
+    ui.page.clock.fast_forward("23:56:00")
+    tabs[0].wait_for_timeout(1500)
+
+    assert refreshes == [200]
+    assert User.objects.get(pk=owner.pk).auth_sessions.get().ended_at is None
+    for tab in tabs:
+        assert tab.locator("[data-session-notice]").is_hidden()
+
+
+def test_a_tab_seen_again_after_sleeping_refreshes_at_once(ui, owner):
+    """A timer does not run while the computer sleeps: found by a multi-tab audit, a page
+    woken a day later planned nothing and its next API call said the session had ended."""
+    ui.page.clock.install()
+    ui.login(owner.email, PASSWORD)
+    # The wall clock moves on; the tab's timers did not run (its planned refresh is not due).
+    ui.page.clock.set_system_time(datetime.now(UTC) + timedelta(hours=23, minutes=57))
+
+    with ui.page.expect_response(lambda response: "/v1/auth/refresh" in response.url) as woke:
+        ui.page.evaluate("window.dispatchEvent(new Event('focus'))")
+
+    assert woke.value.status == 200
+
+
+def test_the_overview_refreshes_the_session_once_when_its_api_call_is_refused(ui, owner, project):
+    """A multi-tab audit: after a sleep, the analyses said "Your session has ended" while
+    a refresh (and a reload) would have gone on."""
+    ui.login(owner.email, PASSWORD)
+    ui.goto(f"/projects/{project.id}/")
+    ui.page.get_by_text("No analyses yet").wait_for()
+    ui.page.context.clear_cookies(name=ACCESS_COOKIE)  # expired while the tab slept
+
+    with ui.page.expect_response(lambda response: "/v1/auth/refresh" in response.url) as renewed:
+        ui.page.get_by_role("button", name="Refresh").click()
+
+    assert renewed.value.status == 200
+    ui.page.get_by_text("No analyses yet").wait_for()
+    assert ui.page.locator('[data-state="error"]').is_hidden()
+    ui.expect_console_error("status of 401")  # the refused call itself

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 
 from core.errors import NotFound, PermissionDenied, ProjectNotFound
 
@@ -40,6 +40,8 @@ def dashboard_page(view):
     @login_required_page
     @wraps(view)
     def wrapper(request, *args, **kwargs):
+        if _opened_by_another_account(request):
+            return render(request, "errors/409_account_changed.html", status=409)
         try:
             return view(request, *args, **kwargs)
         except (ProjectNotFound, NotFound) as exc:
@@ -48,6 +50,22 @@ def dashboard_page(view):
             raise DjangoPermissionDenied(exc.message) from exc
 
     return wrapper
+
+
+#: The account a page was drawn for, which its script sends with each form (`app.js`).
+OPENED_AS_FIELD = "opened_as"
+
+
+def _opened_by_another_account(request) -> bool:
+    """A form drawn for one account and sent after another logged in in the same browser
+    (another tab or window): cookies are the browser's, so it would act as the new one,
+    on the old page (found by a multi-tab audit: a key revoked as another admin). The page
+    says so and does nothing. Without JavaScript the form carries no such field; the CSRF
+    token, renewed at each log-in, refuses it then."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    opened_as = request.POST.get(OPENED_AS_FIELD)
+    return opened_as is not None and opened_as != str(request.principal.user.pk)
 
 
 def origin_only_referrer(view):

@@ -14,12 +14,28 @@
     var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
     if (field && match) field.value = decodeURIComponent(match[1]);
   }
+  /* The new token is the browser's, whoever logged in: the form says which account its
+     page was drawn for, and the server does nothing if another is logged in now
+     (core.decorators: OPENED_AS_FIELD). */
+  var ACCOUNT = document.body.getAttribute("data-account") || "";
+  function openedAs(form) {
+    if (!ACCOUNT || form.method.toLowerCase() !== "post") return;
+    var field = form.querySelector("input[name=opened_as]");
+    if (!field) {
+      field = document.createElement("input");
+      field.type = "hidden";
+      field.name = "opened_as";
+      form.appendChild(field);
+    }
+    field.value = ACCOUNT;
+  }
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement)) return;
     /* A dialog's Cancel (formmethod="dialog") only closes it: nothing is sent. */
     if (event.submitter && event.submitter.getAttribute("formmethod") === "dialog") return;
     currentCsrfToken(form);
+    openedAs(form);
     var question = form.getAttribute("data-confirm");
     if (question) {
       if (!window.confirm(question)) {

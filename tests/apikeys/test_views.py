@@ -774,3 +774,25 @@ def test_exact_times_are_text_for_screen_readers_too(owner, project):
     # a valid HTML date-time: three fractional digits at most (the API's iso writes six)
     machine = re.search(r'<time datetime="([^"]+)"', page).group(1)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", machine), machine
+
+
+def test_a_form_drawn_for_another_account_than_the_one_logged_in_now_does_nothing(
+    owner, admin, project
+):
+    """Found by a multi-tab audit: a page drawn for one account, another logged in in the
+    same browser (another window), and the page's Revoke revoked as the other account. The
+    page's script sends which account it was drawn for (`opened_as`)."""
+    api_key, _ = make_key(KeyKind.SECRET, project=project)
+    url = f"{api_url(project)}{api_key.id}/revoke/"
+    page = html(logged_in(owner).get(api_url(project)))
+    assert f'data-account="{owner.pk}"' in page
+    now_admin = logged_in(admin)  # the browser's cookies after the other window's log-in
+
+    refused = now_admin.post(url, {"opened_as": str(owner.pk), **CONFIRMED})
+
+    assert refused.status_code == 409
+    assert "This browser is logged in as someone else now" in html(refused)
+    assert f"carry on as {admin.email}" in html(refused)
+    assert ApiKey.objects.get(pk=api_key.pk).revoked_at is None
+    assert now_admin.post(url, {"opened_as": str(admin.pk), **CONFIRMED}).status_code == 302
+    assert ApiKey.objects.get(pk=api_key.pk).revoked_at is not None

@@ -15,6 +15,7 @@ from apps.accounts.templatetags.dashboard import utc_text
 from apps.analyses.models import Analysis
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey
 from apps.projects.models import Project
 from core.permissions import Role
 from tests.browser.conftest import call_api, contrast_ratio
@@ -530,3 +531,30 @@ def test_the_overview_refreshes_the_session_once_when_its_api_call_is_refused(ui
     ui.page.get_by_text("No analyses yet").wait_for()
     assert ui.page.locator('[data-state="error"]').is_hidden()
     ui.expect_console_error("status of 401")  # the refused call itself
+
+
+def test_a_page_drawn_before_another_account_logged_in_acts_as_nobody(
+    ui_factory, owner, admin, project
+):
+    """A multi-tab audit: another window logged in as an admin, and this tab's Revoke
+    revoked the key as that admin, from a page that named the owner."""
+    api_key, _ = make_key(KeyKind.SECRET, project=project, name="Deploy bot")
+    ui = ui_factory()
+    ui.login(owner.email, PASSWORD)
+    ui.goto(f"/projects/{project.id}/api-keys/")
+    other = ui.page.context.new_page()
+    other.goto(ui.url("/"))
+    other.get_by_role("button", name="Log out").click()
+    other.wait_for_url(re.compile(r".*/login/"))
+    other.get_by_label("Email", exact=True).fill(admin.email)
+    other.get_by_label("Password", exact=True).fill(PASSWORD)
+    other.get_by_role("button", name="Log in").click()
+    other.wait_for_url(ui.url("/"))
+
+    ui.page.once("dialog", lambda confirm: confirm.accept())
+    ui.page.get_by_role("button", name="Revoke Deploy bot").click()
+
+    ui.page.get_by_role("heading", name="This browser is logged in as someone else now").wait_for()
+    assert ApiKey.objects.get(pk=api_key.pk).revoked_at is None
+    ui.expect_console_error("status of 409")  # the error page's own status
+    ui.shot("account-changed")

@@ -416,20 +416,26 @@ def test_a_tab_left_open_after_a_logout_in_another_says_the_session_ended(ui_fac
     ui.expect_console_error("status of 400")
 
 
+def log_out_and_in_in_another_tab(ui, email: str) -> None:
+    """Another tab of the same browser logs out, then in as `email` (new cookies, a new
+    CSRF token: the browser's, every tab's)."""
+    other = ui.page.context.new_page()
+    other.goto(ui.url("/login/"))  # drawn logged in: sent on to the home page
+    other.get_by_role("button", name="Log out").click()
+    other.wait_for_url(re.compile(r".*/login/"))
+    other.get_by_label("Email", exact=True).fill(email)
+    other.get_by_label("Password", exact=True).fill(PASSWORD)
+    other.get_by_role("button", name="Log in").click()
+    other.wait_for_url(ui.url("/"))
+
+
 def test_a_form_drawn_before_a_login_in_another_tab_still_submits(ui_factory, owner):
     """Logging in and out gives the browser a new CSRF token; found by the review: a form
     another tab drew before (its Log out, its login form) then got 403 "Form expired", and
     the session went on. The form sends the cookie's token."""
     ui = ui_factory()
     ui.login(owner.email, PASSWORD)
-    other = ui.page.context.new_page()
-    other.goto(ui.url("/login/"))  # drawn logged in: sent on to the home page
-    other.get_by_role("button", name="Log out").click()
-    other.wait_for_url(re.compile(r".*/login/"))
-    other.get_by_label("Email", exact=True).fill(owner.email)
-    other.get_by_label("Password", exact=True).fill(PASSWORD)
-    other.get_by_role("button", name="Log in").click()
-    other.wait_for_url(ui.url("/"))
+    log_out_and_in_in_another_tab(ui, owner.email)
 
     ui.page.get_by_role("button", name="Log out").click()  # drawn two tokens ago
 
@@ -542,14 +548,7 @@ def test_a_page_drawn_before_another_account_logged_in_acts_as_nobody(
     ui = ui_factory()
     ui.login(owner.email, PASSWORD)
     ui.goto(f"/projects/{project.id}/api-keys/")
-    other = ui.page.context.new_page()
-    other.goto(ui.url("/"))
-    other.get_by_role("button", name="Log out").click()
-    other.wait_for_url(re.compile(r".*/login/"))
-    other.get_by_label("Email", exact=True).fill(admin.email)
-    other.get_by_label("Password", exact=True).fill(PASSWORD)
-    other.get_by_role("button", name="Log in").click()
-    other.wait_for_url(ui.url("/"))
+    log_out_and_in_in_another_tab(ui, admin.email)
 
     ui.page.once("dialog", lambda confirm: confirm.accept())
     ui.page.get_by_role("button", name="Revoke Deploy bot").click()

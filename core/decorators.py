@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from functools import wraps
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from core.errors import NotFound, PermissionDenied, ProjectNotFound
 
@@ -15,17 +17,32 @@ from core.errors import NotFound, PermissionDenied, ProjectNotFound
 def login_required_page(view):
     """Dashboard pages need a session; otherwise /login/ with the way back remembered.
     Only a page's way back: a form's action URL answers POST only, and after the log-in
-    the browser would GET it (405)."""
+    the browser would GET it (405). A form sent after the session ended goes back to the
+    page it was sent from (its `Referer`, on this site only), saying it was not sent
+    (found by a multi-tab audit: a bare login page, then the home page)."""
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         if request.principal is None:
-            if request.method not in ("GET", "HEAD"):
-                return redirect("/login/")
-            return redirect("/login/?" + urlencode({"next": request.get_full_path()}))
+            if request.method in ("GET", "HEAD"):
+                return redirect("/login/?" + urlencode({"next": request.get_full_path()}))
+            messages.info(request, "You were logged out, so that form was not sent.")
+            page = _referring_page(request)
+            return redirect("/login/?" + urlencode({"next": page}) if page else "/login/")
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def _referring_page(request) -> str | None:
+    """The path of the page a form was sent from, if it is one of this site's."""
+    referer = request.META.get("HTTP_REFERER", "")
+    if not url_has_allowed_host_and_scheme(
+        referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return None
+    parts = urlsplit(referer)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def dashboard_page(view):

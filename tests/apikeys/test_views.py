@@ -6,6 +6,7 @@ import functools
 import re
 from datetime import UTC, timedelta
 from html.parser import HTMLParser
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
@@ -161,6 +162,35 @@ def test_anonymous_visitor_is_sent_to_login_with_the_way_back(project):
     response = Client().get(sdk_url(project))
     assert response.status_code == 302
     assert response["Location"] == f"/login/?next=%2Fprojects%2F{project.id}%2Fsdk-keys%2F"
+
+
+@pytest.mark.parametrize(
+    ("referer", "back_to"),
+    [
+        (
+            "http://testserver/projects/{id}/sdk-keys/?unused=30",
+            "/projects/{id}/sdk-keys/?unused=30",
+        ),
+        ("https://evil.example/projects/{id}/sdk-keys/", None),
+        (None, None),
+    ],
+)
+def test_a_form_sent_after_the_session_ended_says_so_and_goes_back_to_its_page(
+    project, referer, back_to
+):
+    """Found by a multi-tab audit: a bare login page, then the home page; the form's own
+    URL answers POST only, so the way back is the page it was sent from (this site's)."""
+    client = Client()
+    extra = {"HTTP_REFERER": referer.format(id=project.id)} if referer else {}
+
+    response = client.post(sdk_url(project), {"name": "CI", **CONFIRMED}, **extra)
+
+    expected = "/login/"
+    if back_to:
+        expected += "?" + urlencode({"next": back_to.format(id=project.id)})
+    assert response.status_code == 302 and response["Location"] == expected
+    assert "You were logged out, so that form was not sent." in html(client.get("/login/"))
+    assert not ApiKey.objects.exists()
 
 
 def test_unknown_project_is_404(owner):

@@ -826,3 +826,19 @@ def test_a_form_drawn_for_another_account_than_the_one_logged_in_now_does_nothin
     assert ApiKey.objects.get(pk=api_key.pk).revoked_at is None
     assert now_admin.post(url, {"opened_as": str(admin.pk), **CONFIRMED}).status_code == 302
     assert ApiKey.objects.get(pk=api_key.pk).revoked_at is not None
+
+
+@pytest.mark.parametrize(
+    ("kind", "heading"),
+    [
+        (KeyKind.PUBLIC, "Create SDK key"),
+        (KeyKind.SECRET, "Create API key"),
+        (KeyKind.ORGANIZATION, "Create organization key"),
+    ],
+)
+def test_each_create_form_is_headed_in_the_pages_words(owner, project, kind, heading):
+    """A UX review: "Create Organization key", a capital the other pages do not write."""
+    url = {KeyKind.PUBLIC: sdk_url(project), KeyKind.SECRET: api_url(project)}.get(
+        kind, org_url(project.organization)
+    )
+    assert f'<h2 id="create-heading">{heading}</h2>' in html(logged_in(owner).get(url))

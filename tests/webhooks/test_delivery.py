@@ -300,13 +300,14 @@ def test_a_timeout_is_recorded_as_such(make_webhook, project, monkeypatch):
 
 
 class TricklingReceiver:
-    """Answers a POST one header byte every 0.1 s for `seconds`: each read is quick, the
-    answer never ends."""
+    """Answers a POST with `head`, then one byte every 0.1 s for `seconds`: each read is
+    quick, the answer never ends. By default the bytes are the header's."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, head: bytes = b"HTTP/1.1 200 OK\r\n") -> None:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hooks/sigsentry"
         self.seconds = seconds
+        self.head = head
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -314,7 +315,7 @@ class TricklingReceiver:
         connection, _ = self.server.accept()
         with connection:
             connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            connection.sendall(self.head)
             end = time.monotonic() + self.seconds
             with contextlib.suppress(OSError):
                 while time.monotonic() < end:
@@ -339,6 +340,34 @@ def test_a_receiver_answering_a_byte_at_a_time_is_cut_off_at_the_timeout(
         assert deliveries.attempt_delivery(str(only_delivery().pk)) == "timeout"
         assert time.monotonic() - started < 3
         assert only_delivery().last_error == "timeout"
+    finally:
+        trickling.stop()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 1000\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+    ],
+    ids=["connection-close", "http-1.0", "keep-alive"],
+)
+def test_a_body_trickled_after_the_headers_is_cut_at_the_timeout(
+    make_webhook, project, monkeypatch, head
+):
+    """Found by a workers audit: an answer that closes the connection takes the socket from
+    http.client's connection, which the timer cut; its body, a byte at a time, held a
+    worker 16 minutes, and two other workers sent the same delivery meanwhile."""
+    trickling = TricklingReceiver(seconds=8, head=head)
+    monkeypatch.setattr(outbound, "TIMEOUT_SECONDS", 1.0)
+    try:
+        make_webhook(trickling.url)
+        make_key(KeyKind.SECRET, project=project)
+
+        started = time.monotonic()
+        assert deliveries.attempt_delivery(str(only_delivery().pk)) == "timeout"
+        assert time.monotonic() - started < 3
     finally:
         trickling.stop()
 

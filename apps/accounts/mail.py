@@ -350,9 +350,7 @@ def _email_changed_again(ids: dict) -> Letter | None:
     )
 
 
-def _two_factor_letter(
-    *, to: str, enabled: bool, when: datetime, ip: str | None, by_reset: bool = False
-) -> Letter:
+def _two_factor_letter(*, to: str, enabled: bool, when: datetime, ip: str | None) -> Letter:
     state = "on" if enabled else "off"
     return Letter(
         to,
@@ -362,7 +360,6 @@ def _two_factor_letter(
             "enabled": enabled,
             "when": when,
             "ip": ip,
-            "by_reset": by_reset,
             "email": to,
             "account_url": link("/account/"),
             "reset_url": link("/reset/"),
@@ -370,19 +367,9 @@ def _two_factor_letter(
     )
 
 
-def send_two_factor_changed(
-    *, user: User, enabled: bool, when: datetime, ip: str | None, by_reset: bool = False
-) -> None:
-    """Two-factor turned on or off; `by_reset`: off because a password reset confirmed an
-    address no one had confirmed (`password_reset.confirm_password_reset`)."""
-    ids = {
-        "user_id": str(user.pk),
-        "enabled": enabled,
-        "when": when.isoformat(),
-        "ip": ip,
-        "by_reset": by_reset,
-    }
-    letter = _two_factor_letter(to=user.email, enabled=enabled, when=when, ip=ip, by_reset=by_reset)
+def send_two_factor_changed(*, user: User, enabled: bool, when: datetime, ip: str | None) -> None:
+    ids = {"user_id": str(user.pk), "enabled": enabled, "when": when.isoformat(), "ip": ip}
+    letter = _two_factor_letter(to=user.email, enabled=enabled, when=when, ip=ip)
     _deliver(f"two_factor_{'on' if enabled else 'off'}", letter, ids)
 
 
@@ -395,7 +382,6 @@ def _two_factor_again(ids: dict) -> Letter | None:
         enabled=ids["enabled"],
         when=datetime.fromisoformat(ids["when"]),
         ip=ids["ip"],
-        by_reset=ids.get("by_reset", False),  # a retry queued by the release before
     )
 
 

@@ -8,9 +8,7 @@ PASSWORD_RESET_TIMEOUT (one hour), and single use because setting the
 password changes the hash it signs. It appears only in the emailed link
 (`/reset/<token>/`) and in the confirm request, never in a log or an error.
 A send that failed is retried by the worker with a newly minted link (the queued
-task holds the user id only). Using the link confirms the address; if no one had, it
-also turns off two-factor authentication, which whoever turned it on set up without
-showing they read the mailbox (the owner is mailed).
+task holds the user id only).
 
 Asking for a reset answers the same whether or not an account uses the email, and
 takes the same time to the end of the connection: the request only queues the ask
@@ -41,7 +39,7 @@ from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
 from django_tasks import TaskContext, TaskResultStatus, task
 from django_tasks_db.models import DBTaskResult
 
-from apps.accounts import email_confirmation, mail, services, twofactor
+from apps.accounts import email_confirmation, mail, services
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import User
 from apps.accounts.selectors import user_by_email
@@ -190,17 +188,6 @@ def confirm_password_reset(
         if not reset_tokens.check_token(locked, signed):
             raise ValidationFailed({"token": [INVALID_TOKEN]})
         services.store_password(user=locked, hashed=hashed, request=request)
-        # The link reached the address's mailbox: its owner is the account's. Two-factor
-        # turned on before anyone had shown they read that mailbox was not the owner's to
-        # turn on: left, it kept them out of the account they just took back (found by an
-        # authentication audit: sign up with someone's address, turn two-factor on).
-        second_factor_voided = not email_confirmation.is_confirmed(
-            locked
-        ) and twofactor.turn_off_unconfirmed(locked)
+        # The link reached the address's mailbox: its owner is the account's.
         email_confirmation.mark_confirmed(locked)
-    if second_factor_voided:
-        ip = client_ip(request) if request is not None else None
-        mail.send_two_factor_changed(
-            user=locked, enabled=False, when=timezone.now(), ip=ip, by_reset=True
-        )
     return locked

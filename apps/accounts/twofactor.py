@@ -356,16 +356,6 @@ def disable(*, user: User, password: Any, request: HttpRequest | None = None) ->
         mail.send_two_factor_changed(user=user, enabled=False, when=timezone.now(), ip=ip)
 
 
-def turn_off_unconfirmed(user: User) -> bool:
-    """Delete `user`'s device and recovery codes, in the caller's transaction: a password
-    reset has just shown whose the address is, and no one had before (`password_reset`).
-    Whether two-factor was on; the caller mails the owner."""
-    deleted, _ = TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).delete()
-    TotpDevice.objects.filter(user=user).delete()  # a set-up left half done: the same hands
-    RecoveryCode.objects.filter(user=user).delete()
-    return bool(deleted)
-
-
 def reset_for_operator(*, user: User, record: Callable[[], None] = lambda: None) -> None:
     """An operator turns two-factor off for a user who lost their device (the admin). The
     user is told by email, as when they turn it off themselves: an operator's mistake, or

@@ -29,6 +29,10 @@
   var MAX_TIMER_MS = 0x7fffffff;
   /* A refresh another tab made less than this long ago is this tab's too. */
   var SHARED_FOR_MS = 30 * 1000;
+  /* A refresh waits this long for its answer, then counts as failed (tried again in a
+     minute): it holds every tab's turn meanwhile (a review: on a stalled network one
+     tab's refresh kept the others waiting for good). */
+  var ANSWER_WITHIN_MS = 15 * 1000;
   var LOCK_NAME = "sigsentry-session-refresh";
   var SHARED_KEY = "sigsentry.session.refreshedAt";
   if (isNaN(expiresAt)) return;
@@ -60,20 +64,32 @@
     timer = window.setTimeout(work, Math.max(0, Math.min(delay, MAX_TIMER_MS)));
   }
 
+  /* Not once the session's 30-day cap is reached: nothing is left to extend (a review:
+     every focus then rotated the refresh token for nothing). */
   function due() {
-    return !ended && Date.now() >= expiresAt - AHEAD_MS;
+    return !ended && !capped() && Date.now() >= expiresAt - AHEAD_MS;
+  }
+
+  /* Within a second: the access token's expiry is written in whole seconds. */
+  function capped() {
+    return !isNaN(endsAt) && expiresAt >= endsAt - 1000;
+  }
+
+  /* The next refresh, or at the session's 30-day cap, which it cannot pass, the notice
+     when it ends. */
+  function plan() {
+    if (capped()) {
+      later(sessionEnded, expiresAt - Date.now());
+    } else {
+      later(refresh, expiresAt - AHEAD_MS - Date.now());
+    }
   }
 
   /* The session was extended at `refreshedAt` (by this tab or another): plan the next. */
   function extended(refreshedAt) {
     var next = refreshedAt + lifetimeMs;
     expiresAt = isNaN(endsAt) ? next : Math.min(next, endsAt);
-    if (expiresAt - AHEAD_MS > Date.now()) {
-      later(refresh, expiresAt - AHEAD_MS - Date.now());
-    } else {
-      /* The session's 30-day cap: it cannot be extended, so say so when it ends. */
-      later(sessionEnded, expiresAt - Date.now());
-    }
+    plan();
   }
 
   function sharedRefreshedAt() {
@@ -102,9 +118,14 @@
   /* One POST; resolves to "ok", "raced" (401: another request rotated the token a moment
      ago), "ended" (400, 401 or 403 for good) or "failed" (to try again later). */
   function post() {
+    var abort = window.AbortController ? new AbortController() : null;
+    var giveUp = abort && window.setTimeout(function () {
+      abort.abort();
+    }, ANSWER_WITHIN_MS);
     return fetch("/v1/auth/refresh", {
       method: "POST",
       credentials: "same-origin",
+      signal: abort ? abort.signal : undefined,
       headers: {
         "Content-Type": "application/json",
         "Accept": "application/json",
@@ -112,12 +133,14 @@
       },
       body: "{}"
     }).then(function (response) {
+      window.clearTimeout(giveUp);
       if (response.ok) return "ok";
       if (response.status === 401) return "raced";
       /* 400: no refresh cookie any more (a logout in another tab deleted it). */
       if (response.status === 400 || response.status === 403) return "ended";
       return "failed";
     }, function () {
+      window.clearTimeout(giveUp);
       return "failed";
     });
   }
@@ -181,5 +204,5 @@
   window.addEventListener("pageshow", refreshIfDue);
 
   window.sigsentrySession = { refresh: refresh };
-  later(refresh, expiresAt - AHEAD_MS - Date.now());
+  plan();
 })();

@@ -557,3 +557,41 @@ def test_a_page_drawn_before_another_account_logged_in_acts_as_nobody(
     assert ApiKey.objects.get(pk=api_key.pk).revoked_at is None
     ui.expect_console_error("status of 409")  # the error page's own status
     ui.shot("account-changed")
+
+
+def test_a_tab_at_the_sessions_cap_never_refreshes_for_nothing(ui, owner):
+    """A review: at the 30-day cap nothing can be extended, yet every focus rotated the
+    refresh token (a database write each). The notice comes when the session ends."""
+    ui.page.clock.install()
+    ui.login(owner.email, PASSWORD)
+    owner.auth_sessions.update(expires_at=timezone.now() + timedelta(minutes=4))
+    ui.page.context.clear_cookies(name=ACCESS_COOKIE)
+    refreshes = []
+    ui.page.on("request", lambda r: refreshes.append(r) if "/v1/auth/refresh" in r.url else None)
+    ui.goto("/")  # the page rotates the pair: its expiry is the session's cap now
+
+    for _ in range(3):
+        ui.page.clock.fast_forward("00:31")
+        ui.page.evaluate("window.dispatchEvent(new Event('focus'))")
+    ui.page.clock.fast_forward("04:00")
+
+    assert refreshes == []
+    ui.page.locator("[data-session-notice]").wait_for(state="visible")
+
+
+def test_a_refresh_without_an_answer_does_not_hold_the_other_tabs(ui, owner):
+    """A review: on a stalled network one tab's refresh held the turn (a Web Lock) and
+    every other tab's refresh waited for good. A refresh waits 15 s for its answer."""
+    ui.page.clock.install()
+    ui.login(owner.email, PASSWORD)
+    stalled = ui.page
+    stalled.route("**/v1/auth/refresh", lambda route: None)  # never answered
+    other = ui.page.context.new_page()
+    other.goto(ui.url("/"))
+
+    stalled.evaluate("window.sigsentrySession.refresh()")
+    with other.expect_response(lambda r: "/v1/auth/refresh" in r.url, timeout=20_000) as done:
+        other.evaluate("window.sigsentrySession.refresh()")
+        ui.page.clock.fast_forward("00:16")
+
+    assert done.value.status == 200

@@ -645,3 +645,26 @@ def test_bearer_requests_need_no_csrf_token(owner, organization):
     response = client.post(projects_url(organization), {"name": "Scripted"}, format="json")
 
     assert response.status_code == 201
+
+
+def test_an_adder_past_their_days_misses_spends_nothing_of_their_clients(
+    owner, admin, organization, throttle_clock
+):
+    """A review: the per-client count was taken before the adder's own was refused, so an
+    adder past their day's misses used up a shared office IP's hour for everyone."""
+    user_limit, _ = settings.THROTTLE_RATES["member_add_miss_user"]
+    ip_limit, _ = settings.THROTTLE_RATES["member_add_miss_ip"]
+    client = user_client(owner)
+
+    def add_from(client, address: str, email: str):
+        body = {"email": email, "role": "viewer"}
+        return client.post(members_url(organization), body, format="json", REMOTE_ADDR=address)
+
+    for n in range(user_limit):
+        assert add_from(client, f"203.0.113.{n + 1}", f"p{n}@example.com").status_code == 404
+    office = "198.51.100.7"
+    refused = [add_from(client, office, f"q{n}@example.com") for n in range(ip_limit)]
+    assert {answer.status_code for answer in refused} == {429}
+
+    colleague = UserFactory()
+    assert add_from(user_client(admin), office, colleague.email).status_code == 201

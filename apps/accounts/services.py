@@ -24,7 +24,7 @@ from django.utils import timezone
 from apps.accounts import mail, mfa_login, tokens, twofactor
 from apps.accounts.emails import address_refusal, normalize_email
 from apps.accounts.models import AuthSession, User, stabilized
-from apps.accounts.selectors import open_session_of
+from apps.accounts.selectors import open_session_of, session_with_user
 from apps.accounts.tokens import TokenPair
 from apps.audit.services import Action
 from apps.orgs.models import Membership, Organization
@@ -342,22 +342,21 @@ def rejoin_rotation(raced: RefreshRaced) -> TokenPair | None:
     request rotated a moment ago (within REUSE_RACE_WINDOW): signed anew on the winner's
     refresh jti, nothing rotated. None if the session ended meanwhile.
 
-    For the dashboard's cookies only (`/v1/auth/refresh` answers a race 401, SPEC §4.1).
+    For the dashboard's cookies only (`/v1/auth/refresh` answers a race 401, SPEC §2.4).
     Tabs of one browser share its cookies: the tab that lost the race showed the login
     page, and a winner whose answer the browser dropped (a navigation aborted by the next
     click) left the old token in the cookie, which ended the session as stolen 10 s later
     (both found by a multi-tab audit). Whoever sends the rotated token within the window
     gets what its winner got, as OAuth's reuse interval gives, and no more: a later reuse
-    still ends the session.
+    still ends the session. The price, for a thief who holds a refresh token and sends it
+    within 10 s of its rotation: the live generation, until either side's next rotation
+    (then the other's reuse ends the session); sent before the rotation it gave them as
+    much.
     """
     now = timezone.now()
-    session = (
-        AuthSession.objects.select_related("user")
-        .filter(id=raced.session.id, ended_at__isnull=True, expires_at__gt=now)
-        .first()
-    )
-    if session is None or not session.user.is_active:
-        return None
+    session = session_with_user(raced.session.id)
+    if session is None or not tokens.session_is_valid(session, str(session.user_id), now):
+        return None  # ended, capped, its user deactivated or its password changed meanwhile
     return tokens.issue_pair(session, session.refresh_jti, now, record=False)
 
 

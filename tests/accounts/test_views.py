@@ -398,7 +398,7 @@ def test_a_rotation_whose_answer_the_browser_dropped_is_healed_by_the_next_reque
 
 
 def test_the_api_still_answers_a_raced_refresh_401(owner):
-    """SPEC §4.1: a used refresh token is dead; the window only spares the session."""
+    """SPEC §2.4: a used refresh token is dead; the window only spares the session."""
     browser = logged_in(owner)
     old_refresh = browser.cookies[REFRESH_COOKIE].value
     del browser.cookies[ACCESS_COOKIE]

@@ -533,6 +533,31 @@ def test_only_subscribed_enabled_webhooks_of_the_organization_get_an_event(
     assert not Delivery.objects.filter(webhook__in=[disabled, elsewhere]).exists()
 
 
+def test_an_attempt_whose_lease_ran_out_is_queued_again_at_the_next_sweep(
+    make_webhook, receiver, project
+):
+    """A workers audit: a worker killed mid-attempt left its delivery leased and due two
+    minutes before; the sweep waited until it was 5 minutes past due (6 min 21 s in all).
+    An attempt still in its lease is left to its worker."""
+    webhook = make_webhook(receiver.url).webhook
+    make_key(KeyKind.SECRET, project=project)
+    make_key(KeyKind.SECRET, project=project)
+    lost, running = Delivery.objects.filter(webhook=webhook).order_by("created_at")
+    now = timezone.now()
+    Delivery.objects.filter(pk=lost.pk).update(
+        next_attempt_at=now - timedelta(minutes=2), locked_until=now - timedelta(minutes=1)
+    )
+    Delivery.objects.filter(pk=running.pk).update(
+        next_attempt_at=now - timedelta(minutes=2), locked_until=now + timedelta(seconds=50)
+    )
+
+    assert deliveries.requeue_overdue() == 1
+    assert deliveries.requeue_overdue() == 0  # due now and unleased: not queued twice
+    assert Delivery.objects.get(pk=lost.pk).locked_until is None
+    assert deliveries.attempt_delivery(str(lost.pk)) == "delivered"
+    assert deliveries.attempt_delivery(str(running.pk)) == "skipped"  # its worker's still
+
+
 def test_a_lost_task_is_queued_again_and_a_duplicate_sends_once(make_webhook, receiver, project):
     make_webhook(receiver.url)
     make_key(KeyKind.SECRET, project=project)

@@ -115,8 +115,27 @@
     return work();
   }
 
+  /* A refresh whose answer never came (the connection dropped, or 15 s passed) may have
+     rotated the pair on the server: sent again a minute later, the old token would end the
+     session as stolen. A request for this page at once, within the server's race window,
+     brings the session's current cookies (the dashboard's rejoin, accounts.services), or
+     a rotation if there was none. Resolves to "ok" when the server answered it, "ended"
+     when it sent the page to the login (the session is over). */
+  function heal() {
+    return fetch(window.location.pathname, {
+      method: "HEAD",
+      credentials: "same-origin",
+      redirect: "manual"
+    }).then(function (response) {
+      return response.type === "opaqueredirect" ? "ended" : "ok";
+    }, function () {
+      return "failed";
+    });
+  }
+
   /* One POST; resolves to "ok", "raced" (401: another request rotated the token a moment
-     ago), "ended" (400, 401 or 403 for good) or "failed" (to try again later). */
+     ago), "ended" (400, 401 or 403 for good), "lost" (no answer: `heal`) or "failed" (an
+     error answer: to try again later). */
   function post() {
     var abort = window.AbortController ? new AbortController() : null;
     var giveUp = abort && window.setTimeout(function () {
@@ -141,7 +160,7 @@
       return "failed";
     }, function () {
       window.clearTimeout(giveUp);
-      return "failed";
+      return "lost";
     });
   }
 
@@ -153,6 +172,8 @@
         return "ok";
       }
       return post().then(function (outcome) {
+        return outcome === "lost" ? heal() : outcome;
+      }).then(function (outcome) {
         if (outcome === "ok") {
           var now = Date.now();
           share(now);

@@ -206,16 +206,17 @@ def counting_failures(
     """Around a credential check: `every` counts each attempt, `failures` each one the block
     ends with an exception (a wrong password or code), both counted before the check runs,
     so a burst of simultaneous guesses cannot pass before any is counted; a block that
-    ends normally gives its `failures` count back. 429 RATE_LIMITED past either limit.
+    ends normally, or in 429 RATE_LIMITED (a nested limit refused it unchecked), gives its
+    `failures` count back. 429 RATE_LIMITED past either limit.
     """
     give_back = attempt(*failures)
     try:
         if every is not None:
             enforce(*every)
+        yield
     except RateLimited:
         give_back()  # not checked: not a failure
         raise
-    yield
     give_back()
 
 

@@ -14,7 +14,7 @@ from apps.audit.services import Action, record_event
 from apps.orgs.access import account_active_now, accounts_active_now, manager_role_now
 from apps.orgs.models import Membership, Organization
 from core import throttling
-from core.errors import LastOwner, NotFound, PermissionDenied, RateLimited, ValidationFailed
+from core.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
 from core.net import client_ip
 from core.permissions import MANAGER_ROLES, Role
 from core.validation import clean_name
@@ -234,14 +234,10 @@ def add_member(
     # a probe than a sign-up (found by an authentication audit: 200 probes a second, for
     # anyone who signed up once; counted before the lookup, a hit's count given back).
     ip = client_ip(request) if request is not None else None
-    scopes = (("member_add_miss_ip", ip), ("member_add_miss_user", str(actor_membership.user_id)))
-    # Both checked before either counts: one over its limit must not spend the other's (the
-    # review: an adder past their day's misses kept counting against their office's IP).
-    for scope, ident in scopes:
-        retry_after = throttling.is_limited(scope, ident)
-        if retry_after is not None:
-            raise RateLimited(retry_after)
-    with throttling.counting_failures(scopes[0]), throttling.counting_failures(scopes[1]):
+    with (
+        throttling.counting_failures(("member_add_miss_ip", ip)),
+        throttling.counting_failures(("member_add_miss_user", str(actor_membership.user_id))),
+    ):
         user = users.filter(email=users.normalize_email(email)).first()
         # SPEC §4.2: any account of that address, confirmed or not (the members page says
         # which: an unconfirmed one may be someone else's sign-up with a colleague's

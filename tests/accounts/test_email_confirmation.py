@@ -150,6 +150,28 @@ def test_wrong_codes_are_limited_per_account_and_then_even_the_right_one_waits(m
     assert user.email_confirmed_at is None
 
 
+@override_settings(
+    THROTTLE_RATES=settings.THROTTLE_RATES
+    | {"email_code_wrong": (2, 300), "email_code_wrong_day": (4, 86400)}
+)
+def test_codes_refused_by_the_five_minute_limit_do_not_spend_the_days(mailbox, throttle_clock):
+    """A code refused unchecked is no guess: it used to count against the day's limit too."""
+    user = sign_up("ana@example.com")
+    code = code_in(mailbox.wait_for(user.email)[0])
+    wrong = "111111" if code != "111111" else "222222"
+    client = logged_in(user)
+    for _ in range(2):
+        assert "wrong or has expired" in html(confirm_on_page(client, wrong))
+    for _ in range(3):
+        assert "Too many attempts" in html(confirm_on_page(client, wrong))
+    throttle_clock.advance(300)  # a new 5-minute window, the same day
+
+    confirm_on_page(client, code)
+
+    user.refresh_from_db()
+    assert user.email_confirmed_at is not None
+
+
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"email_code_account": (2, 3600)})
 def test_new_codes_are_limited_per_account(mailbox):
     user = sign_up("ana@example.com")  # asks for the first

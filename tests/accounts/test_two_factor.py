@@ -284,6 +284,28 @@ def test_wrong_codes_are_throttled_per_account_over_a_day_too(api_client, owner,
     assert int(right["Retry-After"]) > 300
 
 
+@override_settings(
+    THROTTLE_RATES=settings.THROTTLE_RATES
+    | {"mfa_account": (2, 300), "mfa_account_day": (4, 86400)}
+)
+def test_codes_refused_by_the_five_minute_limit_do_not_spend_the_days(
+    api_client, owner, throttle_clock
+):
+    """A code refused unchecked (the 5-minute limit) is no guess: it used to count against
+    the day's limit all the same, so waiting out the 5 minutes met a day already spent."""
+    secret, _codes = enable_two_factor(owner)
+    token = mfa_token(api_client, owner)
+    wrong = [second_step(api_client, token, "000000").status_code for _ in range(2)]
+    refused = [second_step(api_client, token, "000000").status_code for _ in range(3)]
+    throttle_clock.advance(300)  # a new 5-minute window, the same day
+    fresh_step()
+
+    right = second_step(api_client, token, code_at(secret))
+
+    assert wrong == [401, 401] and refused == [429, 429, 429]
+    assert right.status_code == 200, right.content
+
+
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"login_ip": (3, 300)})
 def test_wrong_codes_count_against_the_client_too(api_client, owner, throttle_clock):
     """Per client as well as per account: someone holding many accounts' passwords gets no

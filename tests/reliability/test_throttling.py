@@ -241,6 +241,28 @@ def test_leak_reports_per_client_are_throttled(db, api_client):
 # The counter itself --------------------------------------------------------------------------
 
 
+@rates(email_code_wrong_day=LIMIT, email_code_wrong=1)
+def test_a_check_refused_by_a_nested_limit_gives_the_outer_count_back(db):
+    """Nested scopes (a day around five minutes): the inner limit refusing the check
+    unchecked is not a failure of the outer one."""
+
+    def wrong_guess():
+        with (
+            throttling.counting_failures(("email_code_wrong_day", "account")),
+            throttling.counting_failures(("email_code_wrong", "account")),
+        ):
+            raise ValueError("a wrong code")
+
+    with pytest.raises(ValueError):
+        wrong_guess()
+    for _ in range(LIMIT):
+        with pytest.raises(RateLimited):
+            wrong_guess()
+
+    assert throttling.is_limited("email_code_wrong", "account") is not None
+    assert throttling.is_limited("email_code_wrong_day", "account") is None
+
+
 @rates(failed_auth_ip=LIMIT)
 def test_counters_are_stored_under_hashed_keys(db):
     recording = {

@@ -759,6 +759,11 @@ if not _is_link_base(SITE_URL):
 # Webhooks (SPEC §4.11): only https:// URLs resolving to public addresses, unless this
 # development/test switch is on.
 WEBHOOKS_ALLOW_PRIVATE = _read_bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
+# At most this many webhook attempts of one organization at once, across every worker: one
+# organization's hanging endpoints hold that many workers, never all of them.
+WEBHOOK_ATTEMPTS_PER_ORGANIZATION = (
+    _read_number("WEBHOOK_ATTEMPTS_PER_ORGANIZATION", default=1, most=1000) or 1
+)
 
 # GitHub secret scanning (SPEC §4.12): path of GitHub's public keys (JSON); unset → 401.
 GITHUB_SECRET_SCANNING_KEYS = env.str("GITHUB_SECRET_SCANNING_KEYS", default="")

@@ -365,6 +365,8 @@ def test_a_boolean_that_is_neither_true_nor_false_is_refused(name, value):
         ("USAGE_BATCH_SECONDS", "1s"),
         ("USAGE_BATCH_SECONDS", "1e10"),
         ("USAGE_FLUSH_SECONDS", "100000"),
+        ("WEBHOOK_ATTEMPTS_PER_ORGANIZATION", "-1"),
+        ("WEBHOOK_ATTEMPTS_PER_ORGANIZATION", "2.5"),
     ],
 )
 def test_a_number_that_is_not_a_count_or_an_interval_is_refused(name, value):

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
 from django.utils import timezone
@@ -22,6 +23,7 @@ from django_tasks import task
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
+from apps.orgs.models import Organization
 from apps.webhooks import crypto, outbound, urlsafety
 from apps.webhooks.metrics import count_delivery_failure
 from apps.webhooks.models import Delivery, DeliveryStatus, Event, Webhook
@@ -169,12 +171,77 @@ def _unclaimed(delivery_id: str, now: datetime):
     )
 
 
-def _claim(delivery_id: str, now: datetime) -> bool:
-    return bool(
-        _unclaimed(delivery_id, now)
-        .filter(next_attempt_at__lte=now)
-        .update(locked_until=now + LEASE)
+def _lock_organization(organization_id) -> None:
+    """Taken before an organization's attempts in flight are counted, so that two workers
+    counting at once cannot both take the last place, nor one park a delivery while the
+    attempt it waits for ends unseen. The organization's row first, as every writer of
+    what it holds (`apps.orgs.access.locked_role`); NO KEY: rows referring to it are not held."""
+    Organization.objects.select_for_update(no_key=True).filter(pk=organization_id).exists()
+
+
+def _in_flight(organization_id, now: datetime) -> int:
+    return Delivery.objects.filter(
+        webhook__organization_id=organization_id,
+        status=DeliveryStatus.PENDING,
+        locked_until__gte=now,
+    ).count()
+
+
+def _last_turn(organization_id) -> int:
+    return (
+        Delivery.objects.filter(
+            webhook__organization_id=organization_id,
+            status=DeliveryStatus.PENDING,
+            turn__isnull=False,
+        ).aggregate(last=Max("turn"))["last"]
+        or 0
     )
+
+
+def _claim(delivery_id: str, organization_id, now: datetime) -> bool | None:
+    """Take the delivery's lease if it is due and unclaimed (True; False if not), unless
+    its organization has WEBHOOK_ATTEMPTS_PER_ORGANIZATION attempts in flight already:
+    then it is parked in its turn (None), and the first of them to end queues it
+    (`_hand_on`). Turns count attempts and an attempt may hold a worker 10 s, so without
+    this one organization's hanging endpoints held every worker (a workers audit: another
+    organization's single event waited 8 s with three workers)."""
+    due = _unclaimed(delivery_id, now).filter(next_attempt_at__lte=now)
+    with transaction.atomic():
+        _lock_organization(organization_id)
+        if _in_flight(organization_id, now) < settings.WEBHOOK_ATTEMPTS_PER_ORGANIZATION:
+            return bool(due.update(locked_until=now + LEASE, parked_at=None))
+        found = due.values_list("pk", "turn").first()
+        if found is None:
+            return False
+        turn = found[1]
+        if turn is None:  # a first attempt, which went ahead: it waits in turn now
+            turn = next_turn(_last_turn(organization_id))
+        due.update(parked_at=now, turn=turn)
+        return None
+
+
+def _hand_on(organization_id) -> None:
+    """An attempt of the organization ended: queue its earliest parked deliveries, as many
+    as it has places free, in their turns."""
+    with transaction.atomic():
+        _lock_organization(organization_id)
+        free = settings.WEBHOOK_ATTEMPTS_PER_ORGANIZATION - _in_flight(
+            organization_id, timezone.now()
+        )
+        if free <= 0:
+            return
+        parked = list(
+            Delivery.objects.filter(
+                webhook__organization_id=organization_id,
+                status=DeliveryStatus.PENDING,
+                parked_at__isnull=False,
+            )
+            .order_by("turn", "created_at")
+            .values_list("pk", "turn")[:free]
+        )
+        Delivery.objects.filter(pk__in=[pk for pk, _turn in parked]).update(parked_at=None)
+        for pk, turn in parked:
+            enqueue_delivery(pk, turn=turn)
 
 
 def _queue_if_nearly_due(delivery_id: str, now: datetime) -> bool:
@@ -200,8 +267,26 @@ def _queue_if_nearly_due(delivery_id: str, now: datetime) -> bool:
 def attempt_delivery(delivery_id: str) -> str:
     """One attempt if the delivery is due and unclaimed; returns what happened (for logs)."""
     now = timezone.now()
-    if not _claim(delivery_id, now):
+    organization_id = (
+        Delivery.objects.filter(pk=delivery_id)
+        .values_list("webhook__organization_id", flat=True)
+        .first()
+    )
+    if organization_id is None:
+        return "skipped"  # deleted with its webhook
+    claimed = _claim(delivery_id, organization_id, now)
+    if claimed is None:
+        return "parked: its organization's attempts are in flight"
+    if not claimed:
         return "not due: queued again" if _queue_if_nearly_due(delivery_id, now) else "skipped"
+    # An attempt that raises keeps its lease until it runs out; the sweep queues it again,
+    # and it hands on when it ends.
+    outcome = _attempt(delivery_id)
+    _hand_on(organization_id)
+    return outcome
+
+
+def _attempt(delivery_id: str) -> str:
     delivery = Delivery.objects.select_related("event", "webhook").filter(pk=delivery_id).first()
     if delivery is None:
         return "skipped"  # deleted with its webhook since the claim
@@ -293,7 +378,10 @@ def disable_webhook(*, webhook: Webhook, now: datetime) -> None:
         ):
             return
         Delivery.objects.filter(webhook=webhook, status=DeliveryStatus.PENDING).update(
-            status=DeliveryStatus.FAILED, last_error="webhook disabled", locked_until=None
+            status=DeliveryStatus.FAILED,
+            last_error="webhook disabled",
+            locked_until=None,
+            parked_at=None,
         )
         record_event(
             action=Action.WEBHOOK_DISABLED,
@@ -317,18 +405,28 @@ def requeue_overdue(now: datetime | None = None) -> int:
         # A lease run out is an attempt lost with its worker (killed mid-attempt): queued
         # again at once, not 5 minutes after its due time (a workers audit: a kill -9's
         # delivery waited 6 min 21 s, one answered while PostgreSQL was down ~9.5 min).
+        # A parked delivery waits for its organization's attempts in flight, which queue it
+        # when they end: lost only once none is.
+        in_flight = Delivery.objects.filter(
+            webhook__organization_id=OuterRef("webhook__organization_id"),
+            status=DeliveryStatus.PENDING,
+            locked_until__gte=now,
+        )
         overdue = list(
-            Delivery.objects.select_for_update(skip_locked=True)
+            Delivery.objects.select_for_update(of=("self",), skip_locked=True)
             .filter(
                 Q(locked_until__lt=now)
                 | Q(locked_until__isnull=True, next_attempt_at__lt=now - OVERDUE),
                 status=DeliveryStatus.PENDING,
             )
+            .exclude(Q(parked_at__isnull=False) & Exists(in_flight))
             .values_list("pk", flat=True)[:1000]
         )
         # Due now and unleased, so the next sweep does not queue them again while this task
         # waits.
-        Delivery.objects.filter(pk__in=overdue).update(next_attempt_at=now, locked_until=None)
+        Delivery.objects.filter(pk__in=overdue).update(
+            next_attempt_at=now, locked_until=None, parked_at=None
+        )
         for delivery_id in overdue:
             enqueue_retry(delivery_id, now)  # lost by a worker: it was slow
     return len(overdue)
@@ -380,12 +478,7 @@ def wake_delivery(delivery_id: str) -> str:
             return "skipped"  # made or deleted
         organization_id, turn = found
         if turn is None:
-            last = Delivery.objects.filter(
-                webhook__organization_id=organization_id,
-                status=DeliveryStatus.PENDING,
-                turn__isnull=False,
-            ).aggregate(last=Max("turn"))["last"]
-            turn = next_turn(last or 0)
+            turn = next_turn(_last_turn(organization_id))
             Delivery.objects.filter(pk=delivery_id).update(turn=turn)
         enqueue_delivery(delivery_id, turn=turn)  # a duplicate finds it made or not due
     return f"queued at turn {turn}"

@@ -141,6 +141,9 @@ class Delivery(models.Model):
     # (`apps.webhooks.delivery`: organizations take turns); none once the attempt is made,
     # and for an organization's first attempt, which goes ahead.
     turn = models.PositiveIntegerField(null=True, blank=True)
+    # Set while the delivery waits for one of its organization's attempts in flight to end
+    # (WEBHOOK_ATTEMPTS_PER_ORGANIZATION): that attempt queues it when it ends.
+    parked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -160,6 +163,18 @@ class Delivery(models.Model):
                 fields=["turn"],
                 name="webhooks_delivery_turn",
                 condition=Q(status="pending", turn__isnull=False),
+            ),
+            # The attempts in flight (a few, one per busy worker), counted per organization
+            # before each attempt, and the deliveries waiting for them, in turn.
+            models.Index(
+                fields=["locked_until"],
+                name="webhooks_delivery_leased",
+                condition=Q(locked_until__isnull=False),
+            ),
+            models.Index(
+                fields=["turn"],
+                name="webhooks_delivery_parked",
+                condition=Q(status="pending", parked_at__isnull=False),
             ),
         ]
 

@@ -484,11 +484,12 @@ def test_the_address_is_checked_again_at_delivery(make_webhook, receiver, projec
 def test_only_one_worker_wins_the_lease(make_webhook, receiver, project):
     make_webhook(receiver.url)
     make_key(KeyKind.SECRET, project=project)
-    delivery_id = str(only_delivery().pk)
+    delivery = only_delivery()
+    delivery_id, organization_id = str(delivery.pk), delivery.event.organization_id
     now = timezone.now()
 
-    assert deliveries._claim(delivery_id, now) is True
-    assert deliveries._claim(delivery_id, now) is False
+    assert deliveries._claim(delivery_id, organization_id, now) is True
+    assert deliveries._claim(delivery_id, organization_id, now) is False
     assert deliveries.attempt_delivery(delivery_id) == "skipped"
     assert receiver.requests == []
 
@@ -519,11 +520,12 @@ def test_only_subscribed_enabled_webhooks_of_the_organization_get_an_event(
 
 
 def test_an_attempt_whose_lease_ran_out_is_queued_again_at_the_next_sweep(
-    make_webhook, receiver, project
+    make_webhook, receiver, project, settings
 ):
     """A workers audit: a worker killed mid-attempt left its delivery leased and due two
     minutes before; the sweep waited until it was 5 minutes past due (6 min 21 s in all).
     An attempt still in its lease is left to its worker."""
+    settings.WEBHOOK_ATTEMPTS_PER_ORGANIZATION = 2  # the one running beside takes one place
     webhook = make_webhook(receiver.url).webhook
     make_key(KeyKind.SECRET, project=project)
     make_key(KeyKind.SECRET, project=project)
@@ -799,6 +801,89 @@ def test_an_organizations_queued_attempts_keep_their_order_as_the_queue_drains(
     )
     assert ready == [str(d.pk) for d in oldest_first]
     assert [d.turn for d in oldest_first] == [2, 3, 4]
+
+
+def test_an_organizations_attempts_wait_while_its_places_are_in_flight_and_are_handed_on(
+    make_webhook, receiver, project, organization
+):
+    """A workers audit: turns count attempts, not their time, so an organization whose
+    endpoints hang held every worker, 10 s an attempt, and another organization's single
+    event waited 8 s. One organization has at most WEBHOOK_ATTEMPTS_PER_ORGANIZATION (1)
+    attempts in flight; the rest wait, without a task, until one of them ends."""
+    other = OrganizationFactory()
+    make_webhook(receiver.url)
+    b_endpoint = Receiver()
+    try:
+        make_webhook(b_endpoint.url, org=other)
+        make_key(KeyKind.SECRET, project=project)
+        make_key(KeyKind.SECRET, project=project)  # A's second waits in turn 1
+        make_key(KeyKind.ORGANIZATION, organization=other)
+        first, second = Delivery.objects.filter(webhook__organization=organization).order_by(
+            "created_at"
+        )
+        b_delivery = Delivery.objects.get(webhook__organization=other)
+        DBTaskResult.objects.all().delete()  # run by hand below
+        # A's first attempt is in flight on another worker
+        Delivery.objects.filter(pk=first.pk).update(locked_until=timezone.now() + deliveries.LEASE)
+
+        assert deliveries.attempt_delivery(str(second.pk)).startswith("parked")
+        assert deliveries.attempt_delivery(str(b_delivery.pk)) == "delivered"
+        assert receiver.requests == [] and len(b_endpoint.requests) == 1
+        parked = Delivery.objects.get(pk=second.pk)
+        assert parked.parked_at is not None and parked.turn == 1 and parked.attempts == 0
+        assert not DBTaskResult.objects.exists()
+        # the sweep leaves it to the attempt in flight, however long it waited
+        Delivery.objects.filter(pk=second.pk).update(
+            next_attempt_at=timezone.now() - timedelta(minutes=10)
+        )
+        assert deliveries.requeue_overdue() == 0
+
+        Delivery.objects.filter(pk=first.pk).update(locked_until=None)  # it ended elsewhere:
+        assert deliveries.attempt_delivery(str(first.pk)) == "delivered"  # this one hands on
+
+        [task] = DBTaskResult.objects.ready()
+        assert task.args_kwargs["args"] == [str(second.pk)]
+        assert task.priority == deliveries.QUEUED_PRIORITY
+        assert task.run_after == deliveries.TURNS_FROM + timedelta(seconds=1)
+        assert Delivery.objects.get(pk=second.pk).parked_at is None
+        assert deliveries.attempt_delivery(str(second.pk)) == "delivered"
+        assert len(receiver.requests) == 2
+    finally:
+        b_endpoint.stop()
+
+
+def test_a_parked_delivery_is_queued_again_once_no_attempt_of_its_organization_is_in_flight(
+    make_webhook, project, organization
+):
+    """The attempt a parked delivery waits for may die with its worker: its lease runs out,
+    and the sweep queues both."""
+    make_webhook("http://127.0.0.1:9/never")
+    make_key(KeyKind.SECRET, project=project)
+    make_key(KeyKind.SECRET, project=project)
+    first, second = Delivery.objects.order_by("created_at")
+    now = timezone.now()
+    Delivery.objects.filter(pk=first.pk).update(locked_until=now + deliveries.LEASE)
+    assert deliveries.attempt_delivery(str(second.pk)).startswith("parked")
+    Delivery.objects.filter(pk=second.pk).update(next_attempt_at=now - timedelta(minutes=10))
+    assert deliveries.requeue_overdue() == 0
+
+    Delivery.objects.filter(pk=first.pk).update(locked_until=now - timedelta(seconds=1))
+
+    assert deliveries.requeue_overdue() == 2
+    assert Delivery.objects.get(pk=second.pk).parked_at is None
+
+
+def test_more_places_in_flight_per_organization_can_be_allowed(
+    make_webhook, receiver, project, settings
+):
+    settings.WEBHOOK_ATTEMPTS_PER_ORGANIZATION = 2
+    make_webhook(receiver.url)
+    make_key(KeyKind.SECRET, project=project)
+    make_key(KeyKind.SECRET, project=project)
+    first, second = Delivery.objects.order_by("created_at")
+    Delivery.objects.filter(pk=first.pk).update(locked_until=timezone.now() + deliveries.LEASE)
+
+    assert deliveries.attempt_delivery(str(second.pk)) == "delivered"
 
 
 @pytest.mark.parametrize(

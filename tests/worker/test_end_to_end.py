@@ -16,7 +16,7 @@ from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
 from apps.webhooks import services as webhook_services
 from apps.webhooks.models import Delivery
-from tests.factories import make_key
+from tests.factories import OrganizationFactory, make_key
 from tests.outbound import Receiver, SmtpSink, WorkerProcess, text_of, verify_signature
 from tests.reliability.helpers import bearer, call
 from tests.secretscanning.keys import SigningKey, write_keys
@@ -242,6 +242,43 @@ def test_sigterm_lets_the_current_delivery_finish(
 
     assert len(slow.requests) == 1
     assert Delivery.objects.get().status == "delivered"
+
+
+def test_an_organizations_hanging_endpoints_hold_one_worker_not_all(
+    receivers, workers, owner, organization, settings
+):
+    """A workers audit: turns count attempts, not their time, so one organization's slow
+    endpoints held every worker and another organization's single event waited for them.
+    At most one attempt of an organization is in flight (WEBHOOK_ATTEMPTS_PER_ORGANIZATION)."""
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    slow = [receivers(delay=5), receivers(delay=5)]
+    healthy = receivers()
+    other = OrganizationFactory()
+    for endpoint in slow:
+        webhook_services.create_webhook(
+            actor=owner, organization=organization, url=endpoint.url, events=ALL_EVENTS
+        )
+    webhook_services.create_webhook(
+        actor=owner, organization=other, url=healthy.url, events=ALL_EVENTS
+    )
+    first, second = workers(2)
+    make_key(KeyKind.ORGANIZATION, organization=organization)  # two slow attempts
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not any(endpoint.in_flight for endpoint in slow):
+        time.sleep(0.05)
+    time.sleep(1)  # the other worker has had time to take the second one, were it allowed
+    assert sum(endpoint.in_flight for endpoint in slow) == 1, first.log() + second.log()
+
+    make_key(KeyKind.ORGANIZATION, organization=other)
+    started = time.monotonic()
+
+    assert len(healthy.wait_for(1, timeout=10)) == 1
+    assert time.monotonic() - started < 2.5
+    assert sum(len(endpoint.wait_for(1, timeout=15)) for endpoint in slow) == 2
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Delivery.objects.exclude(status="delivered").exists():
+        time.sleep(0.1)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"delivered"}
 
 
 def test_sigterm_between_tasks_stops_the_worker_and_says_so(workers):

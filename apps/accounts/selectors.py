@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import DEFERRED, Model, QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import AuthSession, User
@@ -50,11 +50,9 @@ def open_session_of(user: User, session_id: Any) -> AuthSession | None:
 # The session a JWT names, with its user: read on every request a person makes (API and
 # dashboard), so one explicit statement, not a queryset (the ORM built and compiled its
 # join for ~450 µs of the JWT check's ~940, bench/README.md). The two go on into services
-# that take models (a logout, an actor), so they are built by Django's documented
-# `Model.from_db`, the ORM's own constructor for a loaded row. Values in each model's
-# field order, as `from_db` takes them; the session's other columns (created_at,
-# end_reason, ip, user_agent) and the user's pending email code and admin session counter
-# (`session_epoch`, the admin's only) are deferred and read if ever asked for.
+# that take models (a logout, an actor), so each is made by `Model.from_db`, the ORM's
+# documented constructor for a loaded row, in its documented form: every concrete field,
+# by name, `DEFERRED` for those not selected (read if ever asked for).
 _SESSION_WITH_USER = f"""
     SELECT s.id, s.user_id, CAST(s.expires_at AS TEXT), CAST(s.ended_at AS TEXT),
            s.refresh_jti, s.password_fingerprint, CAST(s.last_refreshed_at AS TEXT),
@@ -65,14 +63,16 @@ _SESSION_WITH_USER = f"""
     JOIN {User._meta.db_table} u ON u.id = s.user_id
     WHERE s.id = %s
 """  # noqa: S608 (table names from the models; the id is a bound parameter)
-_SESSION_FIELDS = (
-    "id", "user_id", "expires_at", "ended_at", "refresh_jti", "password_fingerprint",
-    "last_refreshed_at", "last_seen_at",
-)  # fmt: skip
-_USER_FIELDS = (
-    "password", "last_login", "is_superuser", "id", "email", "is_active", "is_staff",
-    "date_joined", "email_confirmed_at",
-)  # fmt: skip
+
+
+def _loaded(model: type[Model], values: dict[str, Any]) -> Model:
+    """`model` as the ORM makes it from a row holding `values` (by attname)."""
+    fields = model._meta.concrete_fields
+    return model.from_db(
+        connection.alias,
+        [field.attname for field in fields if field.attname in values],
+        [values.get(field.attname, DEFERRED) for field in fields],
+    )
 
 
 def session_with_user(session_id: uuid.UUID) -> AuthSession | None:
@@ -81,15 +81,34 @@ def session_with_user(session_id: uuid.UUID) -> AuthSession | None:
     row = fetch_one(_SESSION_WITH_USER, [bind(AuthSession._meta.pk, session_id)])
     if row is None:
         return None
-    user_id = as_uuid(row[1])
-    expires_at, ended_at, refreshed_at, seen_at = (as_datetime(v) for v in (*row[2:4], *row[6:8]))
-    session = AuthSession.from_db(
-        connection.alias,
-        _SESSION_FIELDS,
-        [as_uuid(row[0]), user_id, expires_at, ended_at, row[4], row[5], refreshed_at, seen_at],
+    (id_, user_id, expires, ended, jti, fingerprint, refreshed, seen,
+     password, last_login, superuser, email, active, staff, joined, confirmed) = row  # fmt: skip
+    user_id = as_uuid(user_id)
+    session = _loaded(
+        AuthSession,
+        {
+            "id": as_uuid(id_),
+            "user_id": user_id,
+            "expires_at": as_datetime(expires),
+            "ended_at": as_datetime(ended),
+            "refresh_jti": jti,
+            "password_fingerprint": fingerprint,
+            "last_refreshed_at": as_datetime(refreshed),
+            "last_seen_at": as_datetime(seen),
+        },
     )
-    last_login, joined, confirmed = (as_datetime(v) for v in (row[9], row[14], row[15]))
-    flags = bool(row[10]), bool(row[12]), bool(row[13])  # superuser, active, staff
-    values = [row[8], last_login, flags[0], user_id, row[11], *flags[1:], joined, confirmed]
-    session.user = User.from_db(connection.alias, _USER_FIELDS, values)
+    session.user = _loaded(
+        User,
+        {
+            "id": user_id,
+            "password": password,
+            "last_login": as_datetime(last_login),
+            "is_superuser": bool(superuser),  # SQLite answers 0 and 1
+            "email": email,
+            "is_active": bool(active),
+            "is_staff": bool(staff),
+            "date_joined": as_datetime(joined),
+            "email_confirmed_at": as_datetime(confirmed),
+        },
+    )
     return session

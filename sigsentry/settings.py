@@ -429,8 +429,8 @@ if _POSTGRES:
 # session on another, where another client may hold that name for other SQL), so values are
 # bound client-side as Django does by default.
 #
-# DATABASE_POOLER=none declares that DATABASE_URL is PostgreSQL itself (or a session-mode
-# pooler): values are then bound by the server and psycopg prepares a statement once a
+# DATABASE_POOLER=none declares that DATABASE_URL is PostgreSQL itself (a connection that
+# finds a pooler in between is refused: core/postgres/base.py): values are then bound by the server and psycopg prepares a statement once a
 # connection has run it five times (Django's documented `server_side_binding`, psycopg's
 # `prepare_threshold`), so the key lookup is planned once per connection, not per request.
 # See README "Production".

@@ -9,19 +9,53 @@ non-blocking poll of the socket. A connection psycopg found broken, or left busy
 a failed transaction, is not usable either. Subclassing the built-in backend is
 Django's documented way to change its behaviour (docs: "Subclassing the built-in
 database backends").
+
+With prepared statements on (DATABASE_POOLER=none), a new connection is refused unless it
+reaches PostgreSQL itself (`_require_postgresql_itself`).
 """
 
 from __future__ import annotations
 
+import logging
 import select
 
+import psycopg
 from django.db.backends.postgresql import base
 from psycopg.pq import TransactionStatus
 
 _READY = (TransactionStatus.IDLE, TransactionStatus.INTRANS)
 
+logger = logging.getLogger("core.errors")
+
+BEHIND_A_POOLER = (
+    "DATABASE_POOLER=none, but DATABASE_URL leads to a pooler, not to PostgreSQL itself: "
+    "prepared statements would run on server sessions other clients share. Unset "
+    "DATABASE_POOLER (README: Production, PgBouncer)."
+)
+
+
+def _require_postgresql_itself(connection: psycopg.Connection) -> None:
+    """Prepared statements (DATABASE_POOLER=none) are safe only on a session of PostgreSQL's
+    own: behind PgBouncer psycopg ran its statements under names another client had
+    prepared for other SQL, and answered with that SQL's rows (a PgBouncer audit). A pooler
+    gives its client a process id of its own, never the server session's."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (server_pid,) = cursor.fetchone()
+    connection.rollback()
+    if server_pid != connection.info.backend_pid:
+        connection.close()
+        logger.error(BEHIND_A_POOLER)
+        raise psycopg.OperationalError(BEHIND_A_POOLER)  # Django's: a 503, not an answer
+
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def get_new_connection(self, conn_params):
+        connection = super().get_new_connection(conn_params)
+        if self.settings_dict["OPTIONS"].get("prepare_threshold") is not None:
+            _require_postgresql_itself(connection)
+        return connection
+
     def is_usable(self) -> bool:
         connection = self.connection
         if connection is None or connection.closed:

@@ -216,9 +216,10 @@ print("ok")
 """
 
 
-def run_behind_pgbouncer(script: str) -> subprocess.CompletedProcess:
+def run_behind_pgbouncer(script: str, pooler: str | None = None) -> subprocess.CompletedProcess:
     """`script` in a process with the default settings (no DATABASE_POOLER: SPEC §4.14 says
-    the service runs unchanged) whose DATABASE_URL is a private PgBouncer."""
+    the service runs unchanged), or DATABASE_POOLER=`pooler`, whose DATABASE_URL is a
+    private PgBouncer."""
     settings = connection.settings_dict
     bouncer = pgbouncer.PgBouncer(
         (settings.get("HOST") or "127.0.0.1", int(settings.get("PORT") or 5432))
@@ -230,6 +231,8 @@ def run_behind_pgbouncer(script: str) -> subprocess.CompletedProcess:
             "DATABASE_URL": bouncer.database_url(settings.get("USER") or "root", settings["NAME"]),
         }
         env.pop("DATABASE_POOLER", None)
+        if pooler is not None:
+            env["DATABASE_POOLER"] = pooler
         return subprocess.run(
             [sys.executable, "-c", script],
             cwd=pgbouncer.ROOT,
@@ -283,3 +286,31 @@ def test_default_settings_run_unchanged_behind_pgbouncer(transactional_db):
     result = run_behind_pgbouncer(_CONNECTIONS_IN_TURN)
     assert result.returncode == 0, result.stderr[-1500:]
     assert result.stdout.strip() == "ok"
+
+
+_FIRST_QUERY = """
+import django
+django.setup()
+from django.db import OperationalError
+from apps.apikeys.selectors import key_by_digest
+
+for _ in range(2):  # and again: the refused connection is not kept
+    try:
+        key_by_digest("0" * 64)
+    except OperationalError as exc:
+        print(exc)
+    else:
+        print("answered")
+"""
+
+
+def test_prepared_statements_declared_behind_pgbouncer_are_refused_at_connect():
+    """A PgBouncer audit: DATABASE_POOLER=none behind PgBouncer was taken at its word, and
+    psycopg ran its statements under names another client had prepared for other SQL:
+    503s, 400s for valid keys, 401s for live sessions, and rows of another query. Such a
+    connection is refused when it opens: a 503, never an answer."""
+    result = run_behind_pgbouncer(_FIRST_QUERY, pooler="none")
+
+    assert result.returncode == 0, result.stderr[-1500:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and all("leads to a pooler" in line for line in lines), lines

@@ -21,7 +21,7 @@ from apps.apikeys import keyformat
 from apps.apikeys.models import ApiKey, KeyStatus, KeyType
 from apps.apikeys.services import key_event
 from apps.audit.models import AuditEvent
-from apps.audit.services import Action, log_when_committed
+from apps.audit.services import Action, record_events
 from apps.webhooks.models import EventType
 from apps.webhooks.services import record_key_events
 from core.net import client_ip, user_agent
@@ -129,14 +129,13 @@ def handle_leak_reports(
                 created_at=now,
             )
 
-        audit_events = AuditEvent.objects.bulk_create(
+        record_events(
             [
                 audit(k, Action.KEY_REVOKED_BY_LEAK_REPORT, "revoked by leak report")
                 for k in to_revoke
             ]
             + [audit(k, Action.KEY_LEAK_REPORTED, "flagged by leak report") for k in to_flag]
         )
-        log_when_committed(audit_events)
         changed = {k.pk for k in to_revoke} | {k.pk for k in to_flag}
         if changed:
             event_types = {k.pk: EventType.KEY_REVOKED_BY_LEAK_REPORT for k in to_revoke} | {

@@ -43,7 +43,8 @@ from apps.accounts.emails import address_refusal, normalize_email
 from apps.accounts.models import User
 from apps.accounts.services import account_to_create, create_account, start_session
 from apps.accounts.tokens import TokenPair
-from apps.audit.services import Action, record_event
+from apps.audit.models import AuditEvent
+from apps.audit.services import Action, audit_event, record_event, record_events
 from apps.invitations.models import Invitation
 from apps.invitations.selectors import (
     invitation_for_token,
@@ -166,13 +167,10 @@ def invite_member(
             created_at=now,
             expires_at=now + INVITATION_LIFETIME,
         )
-        for old in replaced:
-            _record_cancelled(
-                old,
-                actor_membership.user,
-                request,
-                {"reason": "replaced", "replacedBy": str(invitation.id)},
-            )
+        replaced_by = {"reason": "replaced", "replacedBy": str(invitation.id)}
+        record_events(
+            [_cancelled_event(old, actor_membership.user, request, replaced_by) for old in replaced]
+        )
         record_event(
             action=Action.MEMBER_INVITED,
             organization_id=organization.id,
@@ -245,16 +243,16 @@ def cancel_invitation(
             raise NotFound()
         invitation.cancelled_at = now
         invitation.save(update_fields=["cancelled_at"])
-        _record_cancelled(invitation, actor_membership.user, request, {})
+        record_events([_cancelled_event(invitation, actor_membership.user, request, {})])
 
 
-def _record_cancelled(
+def _cancelled_event(
     invitation: Invitation,
     actor_user: Any,
     request: HttpRequest | None,
     details: dict[str, Any],
-) -> None:
-    record_event(
+) -> AuditEvent:
+    return audit_event(
         action=Action.MEMBER_INVITATION_CANCELLED,
         organization_id=invitation.organization_id,
         actor_user=actor_user,
@@ -304,8 +302,9 @@ def _cancel_what_the_inviter_may_no_longer_send(
         reason = "inviter_deactivated"
     else:
         reason = "inviter_removed" if role is None else "inviter_role_changed"
-    for invitation in invitations:
-        _record_cancelled(invitation, actor_user, request, {"reason": reason})
+    record_events(
+        [_cancelled_event(i, actor_user, request, {"reason": reason}) for i in invitations]
+    )
 
 
 def prune_finished_invitations(*, now: datetime | None = None) -> int:

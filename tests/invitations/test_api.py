@@ -185,7 +185,7 @@ def test_a_replaced_invitation_and_its_audit_event_are_written_together(
     def audit_fails(*args, **kwargs):
         raise RuntimeError("audit log unavailable")
 
-    monkeypatch.setattr(services, "_record_cancelled", audit_fails)
+    monkeypatch.setattr(services, "record_events", audit_fails)
     with pytest.raises(RuntimeError):
         services.invite_member(
             actor_membership=inviter, email="newcomer@example.com", role="viewer"

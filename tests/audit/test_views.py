@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
@@ -63,15 +66,53 @@ def test_unknown_action_filter_shows_everything(owner, organization):
     assert "&lt;script&gt;" not in page and "<script>" not in page
 
 
+def link(page: str, rel: str) -> str:
+    [href] = re.findall(rf'href="([^"]*)" rel="{rel}"', page)
+    return href.replace("&amp;", "&")
+
+
 def test_log_is_paginated(owner, organization):
     for i in range(55):
         event(organization, Action.KEY_MINTED, i, f"evt-{i:02d}")
     client = logged_in(owner)
     first = html(client.get(log_url(organization)))
     assert "evt-00" in first and "evt-49" in first and "evt-50" not in first
-    assert "Page 1 of 2" in first
-    second = html(client.get(log_url(organization) + "?page=2"))
-    assert "evt-54" in second and "evt-00" not in second
+    assert "55 events" in first and 'rel="prev"' not in first
+    second = html(client.get(log_url(organization) + link(first, "next")))
+    assert "evt-50" in second and "evt-54" in second and "evt-49" not in second
+    assert 'rel="next"' not in second
+    back = html(client.get(log_url(organization) + link(second, "prev")))
+    assert "evt-00" in back and "evt-49" in back and "evt-50" not in back
+    assert 'rel="prev"' not in back  # the newest page again
+
+
+def test_pages_go_by_position_not_by_offset(owner, organization):
+    """A large-tenant audit: OFFSET pages took 87 ms first and 434 ms last at 200,000
+    events, and the heading counted every event of the log on every page."""
+    for i in range(55):
+        event(organization, Action.KEY_MINTED, i, f"evt-{i:02d}")
+    client = logged_in(owner)
+    first = html(client.get(log_url(organization)))
+
+    with CaptureQueriesContext(connection) as queries:
+        client.get(log_url(organization) + link(first, "next"))
+
+    reads = [q["sql"] for q in queries if "audit" in q["sql"] and q["sql"].startswith("SELECT")]
+    assert reads and not any("OFFSET" in sql for sql in reads), reads
+    assert all("LIMIT" in sql for sql in reads), reads
+
+
+def test_a_position_of_another_log_or_garbage_is_the_newest_page(owner, organization, outsider):
+    other = outsider.memberships.get().organization
+    foreign = event(other, Action.KEY_MINTED, 1, "foreign-event")
+    own = event(organization, Action.KEY_MINTED, 1, "own-event")
+    client = logged_in(owner)
+
+    for query in (f"?before={foreign.id}", f"?after={foreign.id}", "?before=x", f"?after={own.id}"):
+        response = client.get(log_url(organization) + query)
+        assert response.status_code == 200
+        page = html(response)
+        assert "own-event" in page and "foreign-event" not in page
 
 
 @pytest.mark.parametrize("role", ["member", "viewer"])

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import F, QuerySet, Window
-from django.db.models.functions import RowNumber
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 
 from apps.webhooks.models import Delivery, Webhook
 from core.errors import NotFound
@@ -41,17 +40,26 @@ def deliveries_of(webhook: Webhook) -> QuerySet[Delivery]:
 
 
 def recent_deliveries_of(webhooks: list[Webhook], count: int) -> dict[Any, list[Delivery]]:
-    """The newest `count` deliveries of each webhook (id → newest first), in one query: a
-    row number per webhook, rather than a query per webhook on the dashboard's page."""
-    newest_first = [F("created_at").desc(), F("id").desc()]
-    rows = (
-        Delivery.objects.filter(webhook__in=webhooks)
-        .select_related("event")
-        .annotate(place=Window(RowNumber(), partition_by=[F("webhook_id")], order_by=newest_first))
-        .filter(place__lte=count)
-        .order_by("webhook_id", "place")
+    """The newest `count` deliveries of each webhook (id → newest first), in two queries
+    whatever the number of webhooks: the time of each webhook's `count`-th newest delivery
+    (read from its index), then the deliveries since, of each. A row number per webhook in
+    one query ranked every delivery of the organization's 30 days: 130 to 290 ms at 60,000
+    (a large-tenant audit)."""
+    newest_first = ("-created_at", "-id")
+    nth = Delivery.objects.filter(webhook=OuterRef("pk")).order_by(*newest_first)
+    since = dict(
+        Webhook.objects.filter(pk__in=[webhook.pk for webhook in webhooks])
+        .annotate(since=Subquery(nth.values("created_at")[count - 1 : count]))
+        .values_list("pk", "since")
     )
     found: dict[Any, list[Delivery]] = {webhook.pk: [] for webhook in webhooks}
-    for delivery in rows:
-        found[delivery.webhook_id].append(delivery)
+    if not since:  # no webhook (or deleted meanwhile): no condition, so no query
+        return found
+    recent = Q()
+    for pk, moment in since.items():  # fewer than `count`: all of the webhook's
+        recent |= Q(webhook_id=pk) if moment is None else Q(webhook_id=pk, created_at__gte=moment)
+    for delivery in Delivery.objects.filter(recent).select_related("event").order_by(*newest_first):
+        shown = found[delivery.webhook_id]
+        if len(shown) < count:  # deliveries made at the same instant as the n-th
+            shown.append(delivery)
     return found

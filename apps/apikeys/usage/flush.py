@@ -17,14 +17,14 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 
 import redis
 from django.conf import settings
-from django.db import connections, transaction
-from django.db.models import Count, Exists, F, Max, OuterRef, Value
-from django.db.models.functions import Greatest
+from django.db import connection, connections, transaction
+from django.db.models import Count, Exists, Max, OuterRef
 from django.utils import timezone
 
 from apps.apikeys.gate.batch import send_pending_counts
@@ -32,7 +32,7 @@ from apps.apikeys.gate.counters import EVICTED_IPS_KEPT, RECENT_IPS_KEPT, bucket
 from apps.apikeys.gate.store import local_store
 from apps.apikeys.models import ApiKey, KeyUsage, KeyUsageIp
 from apps.apikeys.usage.answer import SPAN, STEP, ips_of
-from core.queries import IN_CHUNK, filter_in_chunks, upsert_largest
+from core.queries import IN_CHUNK, ROWS_PER_STATEMENT, filter_in_chunks, upsert_largest
 from core.sharedredis import redis_client
 
 logger = logging.getLogger("sigsentry.usage")
@@ -45,6 +45,8 @@ FOLDED = "folded"
 #: Client IPs stored per key, the most recently seen: as many as the live store can count
 #: for a key (kept and pushed out), so an IP it still counts keeps its copied requests.
 IPS_STORED = RECENT_IPS_KEPT + EVICTED_IPS_KEPT
+#: (key, IP) pairs folded per transaction, in a few statements.
+FOLD_BATCH = 1000
 
 # Forget what a copy stored, unless it moved since the copy read it. ARGV: 1 the dirty
 # marker, 2 the counters' name, 3 the kind ('ip', 'hour', 'day'), 4-5 what the copy read
@@ -129,14 +131,21 @@ def flush_usage(*, wait: bool = True) -> int | None:
     )
     if not lock.acquire():
         return None
+
+    def renew() -> None:
+        """Hold the lock another COPY_LOCK_SECONDS: a long copy keeps it to its end (one of
+        15,990 counters and 15,000 IPs to fold took 173 s, and another copy began)."""
+        with contextlib.suppress(redis.exceptions.LockError):  # lost: overlaps, as before
+            lock.reacquire()
+
     try:
-        return _copy_from_redis(client)
+        return _copy_from_redis(client, renew)
     finally:
         with contextlib.suppress(redis.exceptions.LockError):  # held past its time
             lock.release()
 
 
-def _copy_from_redis(client: redis.Redis) -> int:
+def _copy_from_redis(client: redis.Redis, renew: Callable[[], None]) -> int:
     members, foreign = [], []
     for member in client.smembers("ss:u:dirty"):
         text = member.decode(errors="replace")
@@ -178,7 +187,8 @@ def _copy_from_redis(client: redis.Redis) -> int:
             entries.append((epoch, key_id, kind, start, values))
             r, f = values.get("r", 0), values.get("f", 0)
             checks.append((member, f"{name}:{kind}:{start}", kind, [str(r), str(f)]))
-    _store(entries, ip_entries)
+    _store(entries, ip_entries, renew)
+    renew()
     # Forget each counter only if it did not move since it was read: one round trip for all.
     clean, pipe = client.register_script(_CLEAN), client.pipeline(transaction=False)
     for member, name, kind, read in checks:
@@ -199,7 +209,7 @@ def _key_uuid(text: str) -> uuid.UUID | None:
         return None
 
 
-def _store(entries: list, ip_entries: list) -> None:
+def _store(entries: list, ip_entries: list, renew: Callable[[], None] | None = None) -> None:
     """Each counter's value into its row, the larger of the two kept: two upserts (in
     chunks), however many keys were counted."""
     key_ids = {uuid.UUID(e[1]) for e in entries} | {uuid.UUID(e[0]) for e in ip_entries}
@@ -233,7 +243,9 @@ def _store(entries: list, ip_entries: list) -> None:
     )
     upsert_largest(KeyUsageIp, ("key", "ip", "epoch"), ("requests", "last_seen_at"), ips)
     _forget_older_ips({row["key"] for row in ips})
-    _fold_ended_epochs({row["key"] for row in ips})
+    if renew is not None:
+        renew()
+    _fold_ended_epochs({row["key"] for row in ips}, renew=renew)
 
 
 def _forget_older_ips(key_ids: set[str]) -> None:
@@ -265,7 +277,9 @@ def _forget_older_ips(key_ids: set[str]) -> None:
             ).delete()
 
 
-def _fold_ended_epochs(key_ids: set[str] | None, now: datetime | None = None) -> None:
+def _fold_ended_epochs(
+    key_ids: set[str] | None, now: datetime | None = None, renew: Callable[[], None] | None = None
+) -> None:
     """Add up each IP's rows of epochs long ended into its one `FOLDED` row.
 
     An IP pushed out of the live counters and copied is forgotten there; seen again, it
@@ -279,41 +293,84 @@ def _fold_ended_epochs(key_ids: set[str] | None, now: datetime | None = None) ->
     epoch (one that had read it before it was forgotten would have stalled that long), and
     a row written again would be counted twice. The rows are locked as they are folded:
     two copies fold a row once. Bound: per IP, its rows of the last `FOLD_AFTER` and two.
-    `key_ids` None: every key's (`fold_idle_keys`)."""
+    `key_ids` None: every key's (`fold_idle_keys`). FOLD_BATCH pairs a transaction, `renew`
+    called after each (a copy's: it holds the copy lock on)."""
     horizon = (now or timezone.now()) - FOLD_AFTER
     ended = (
         KeyUsageIp.objects.filter(last_seen_at__lt=horizon)
         .exclude(epoch=FOLDED)
-        .values("key_id", "ip")
+        .values_list("key_id", "ip")
         .annotate(rows=Count("id"))
         .filter(rows__gt=1)
     )
-    pairs = ended if key_ids is None else filter_in_chunks(ended, "key_id", key_ids)
-    for pair in pairs:
-        with transaction.atomic():
-            rows = list(
-                KeyUsageIp.objects.select_for_update()
-                .filter(key_id=pair["key_id"], ip=pair["ip"], last_seen_at__lt=horizon)
-                .exclude(epoch=FOLDED)
-                .order_by("last_seen_at", "pk")
-            )[:-1]
-            if not rows:  # folded by another copy meanwhile
+    found = ended if key_ids is None else filter_in_chunks(ended, "key_id", key_ids)
+    pairs = sorted((str(key_id), str(ip)) for key_id, ip, _rows in found)
+    for start in range(0, len(pairs), FOLD_BATCH):
+        _fold_pairs(set(pairs[start : start + FOLD_BATCH]), horizon)
+        if renew is not None:
+            renew()
+
+
+def _fold_pairs(pairs: set[tuple[str, str]], horizon: datetime) -> None:
+    """Fold `pairs` (key id, IP) in one transaction of a few statements, whatever their
+    number: one per pair took 22.9 s for 3,000 pairs (7.6 ms each, six statements)."""
+    ended = (
+        KeyUsageIp.objects.select_for_update()
+        .filter(last_seen_at__lt=horizon)
+        .exclude(epoch=FOLDED)
+        .order_by("key_id", "ip", "last_seen_at", "pk")
+        .only("key_id", "ip", "requests", "last_seen_at")
+    )
+    with transaction.atomic():
+        # Locked in one order (the keys' ended rows: a key's other IPs too, left as they are).
+        rows_by_pair: dict[tuple[str, str], list[KeyUsageIp]] = defaultdict(list)
+        for row in filter_in_chunks(ended, "key_id", sorted({key for key, _ip in pairs})):
+            rows_by_pair[(str(row.key_id), str(row.ip))].append(row)
+        gone, totals = [], {}
+        for pair, rows in rows_by_pair.items():
+            rows = rows[:-1]  # the newest stays: its epoch may be the one still counted
+            if pair not in pairs or not rows:  # not asked, or folded by another copy meanwhile
                 continue
-            KeyUsageIp.objects.filter(pk__in=[row.pk for row in rows]).delete()
-            requests = sum(row.requests for row in rows)
-            seen = max(row.last_seen_at for row in rows)
-            folded = KeyUsageIp.objects.filter(key_id=pair["key_id"], ip=pair["ip"], epoch=FOLDED)
-            if not folded.update(
-                requests=F("requests") + requests,
-                last_seen_at=Greatest("last_seen_at", Value(seen)),
-            ):
-                KeyUsageIp.objects.create(
-                    key_id=pair["key_id"],
-                    ip=pair["ip"],
-                    epoch=FOLDED,
-                    requests=requests,
-                    last_seen_at=seen,
-                )
+            gone.extend(row.pk for row in rows)
+            totals[pair] = (
+                sum(row.requests for row in rows),
+                max(row.last_seen_at for row in rows),
+            )
+        for start in range(0, len(gone), IN_CHUNK):  # bound parameters: at most 65,535
+            KeyUsageIp.objects.filter(pk__in=gone[start : start + IN_CHUNK]).delete()
+        _add_to_folded(totals)
+
+
+def _add_to_folded(totals: dict[tuple[str, str], tuple[int, datetime]]) -> None:
+    """Add (requests, last seen) to each pair's `FOLDED` row, made if it has none: `INSERT …
+    ON CONFLICT DO UPDATE SET requests = requests + EXCLUDED.requests, last_seen_at =
+    GREATEST(…)`, ROWS_PER_STATEMENT rows a statement. (`upsert_largest` keeps the larger
+    value; a fold adds.) PostgreSQL and SQLite take the same statement but for GREATEST."""
+    meta = KeyUsageIp._meta
+    fields = [meta.get_field(name) for name in ("key", "ip", "epoch", "requests", "last_seen_at")]
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    key, ip, epoch, requests, seen = (quote(field.column) for field in fields)
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    # Names from the model (quoted), values bound: nothing from a caller enters the text.
+    insert = f"INSERT INTO {table} ({key}, {ip}, {epoch}, {requests}, {seen}) VALUES "  # noqa: S608
+    on_conflict = (
+        f" ON CONFLICT ({key}, {ip}, {epoch}) DO UPDATE SET"
+        f" {requests} = {table}.{requests} + EXCLUDED.{requests},"
+        f" {seen} = {greatest}({table}.{seen}, EXCLUDED.{seen})"
+    )
+    rows = [(*pair, FOLDED, *totals[pair]) for pair in sorted(totals)]
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start : start + ROWS_PER_STATEMENT]
+            params = [
+                field.get_db_prep_save(value, connection)
+                for row in chunk
+                for field, value in zip(fields, row, strict=True)
+            ]
+            cursor.execute(
+                insert + ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk)) + on_conflict, params
+            )
 
 
 def fold_idle_keys(now: datetime | None = None) -> None:

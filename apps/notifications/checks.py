@@ -20,8 +20,20 @@ from itertools import islice
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import DateTimeField, Exists, ExpressionWrapper, F, OuterRef, Q
-from django.db.models.functions import Coalesce
+from django.db.models import (
+    Case,
+    CharField,
+    DateTimeField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Func,
+    OuterRef,
+    Q,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
 from apps.apikeys.models import ApiKey, active_at
@@ -165,16 +177,42 @@ def legacy_sunset(now: datetime) -> Iterable[Found]:
         yield Found(kind, f"{kind}:{org_id}:{_stamp(sunset)}", org_id)
 
 
+class _UuidText(Func):
+    """A UUID column as `str(uuid)` spells it: PostgreSQL's text form; SQLite stores 32 hex
+    digits, given the dashes here."""
+
+    output_field = CharField()
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"({sql})::text", params
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        sql, params = compiler.compile(self.source_expressions[0])
+        parts = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+        text = " || '-' || ".join(f"substr({sql}, {start}, {length})" for start, length in parts)
+        return f"({text})", [*params] * len(parts)
+
+
 def leak_reports(now: datetime) -> Iterable[Found]:
     """Keys revoked or SDK keys flagged by a leak report (the outbox holds each report)."""
     kinds = {
         EventType.KEY_REVOKED_BY_LEAK_REPORT: ReminderKind.KEY_REVOKED_BY_LEAK_REPORT,
         EventType.KEY_LEAK_REPORTED: ReminderKind.KEY_LEAK_REPORTED,
     }
+    # The reminder an event makes, by its dedupe key: only the events without one are read,
+    # so the run every 15 s reads nothing once each has its reminder (it read every leak
+    # event of two days, and their keys: 20,000 events, 2 s and 25 queries a run).
+    dedupe_key = Concat(
+        Case(*(When(type=event, then=Value(f"{kind}:")) for event, kind in kinds.items())),
+        _UuidText("id"),
+        output_field=CharField(),
+    )
     events = list(
-        Event.objects.filter(type__in=kinds, created_at__gte=now - LEAK_EVENTS_WITHIN).values_list(
-            "id", "type", "organization_id", "data"
-        )
+        Event.objects.filter(type__in=kinds, created_at__gte=now - LEAK_EVENTS_WITHIN)
+        .annotate(dedupe_key=dedupe_key)
+        .exclude(Exists(Reminder.objects.filter(dedupe_key=OuterRef("dedupe_key"))))
+        .values_list("id", "type", "organization_id", "data")
     )
     keys = ApiKey.objects.select_related("project", "organization", "created_by").in_bulk(
         {data["key"]["id"] for _id, _type, _org, data in events}

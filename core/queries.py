@@ -34,39 +34,54 @@ def filter_in_chunks(queryset: QuerySet, field_name: str, values: Iterable) -> l
 
 
 def upsert_largest(
-    model: type[Model], unique: Sequence[str], largest: Sequence[str], rows: list[dict[str, Any]]
+    model: type[Model],
+    unique: Sequence[str],
+    largest: Sequence[str],
+    rows: list[dict[str, Any]],
+    *,
+    added: Sequence[str] = (),
 ) -> None:
     """Insert `rows` (field name → value), or raise an existing row's `largest` fields to at
-    least the given values: `INSERT … ON CONFLICT (<unique>) DO UPDATE SET f = GREATEST(f,
-    EXCLUDED.f)`, one explicit statement per ROWS_PER_STATEMENT rows, every value bound.
+    least the given values and add to its `added` fields: `INSERT … ON CONFLICT (<unique>)
+    DO UPDATE SET f = GREATEST(f, EXCLUDED.f), g = g + EXCLUDED.g`, one explicit statement
+    per ROWS_PER_STATEMENT rows, every value bound.
 
     `unique` must be the fields of a unique constraint of `model`. Rows with the same
-    unique fields are merged first (the largest of each value), and go in the order of
-    their unique fields, so two upserts that meet lock their rows in the same order.
-    PostgreSQL and SQLite (3.24+) take the same statement; SQLite spells GREATEST as the
-    two-argument MAX.
+    unique fields are merged first (the largest of each `largest` value, the sum of each
+    `added` one), and go in the order of their unique fields, so two upserts that meet lock
+    their rows in the same order. PostgreSQL and SQLite (3.24+) take the same statement;
+    SQLite spells GREATEST as the two-argument MAX.
     """
     meta = model._meta
-    fields = [meta.get_field(name) for name in (*unique, *largest)]
+    fields = [meta.get_field(name) for name in (*unique, *largest, *added)]
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
     columns = [quote(field.column) for field in fields]
     placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
     conflict = ", ".join(columns[: len(unique)])
+    kept = columns[len(unique) : len(unique) + len(largest)]
+    summed = columns[len(unique) + len(largest) :]
     updates = ", ".join(
-        f"{c} = {greatest}({table}.{c}, EXCLUDED.{c})" for c in columns[len(unique) :]
+        [f"{c} = {greatest}({table}.{c}, EXCLUDED.{c})" for c in kept]
+        + [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in summed]
     )
     # Names from the model (quoted), values bound: nothing from a caller enters the text.
     insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
     on_conflict = f" ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
-    # One row per unique tuple, the largest of each value: a statement may not update the
-    # same row twice (PostgreSQL refuses it), and the largest is what the table keeps anyway.
+    # One row per unique tuple: a statement may not update the same row twice (PostgreSQL
+    # refuses it).
     merged: dict[tuple, dict[str, Any]] = {}
     for row in rows:
-        same = merged.setdefault(tuple(str(row[name]) for name in unique), dict(row))
+        key = tuple(str(row[name]) for name in unique)
+        same = merged.get(key)
+        if same is None:
+            merged[key] = dict(row)
+            continue
         for name in largest:
             same[name] = max(same[name], row[name])
+        for name in added:
+            same[name] += row[name]
     ordered = [merged[tuple_] for tuple_ in sorted(merged)]
     with connection.cursor() as cursor:
         for start in range(0, len(ordered), ROWS_PER_STATEMENT):

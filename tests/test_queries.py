@@ -81,3 +81,24 @@ def test_rows_with_the_same_unique_fields_in_one_upsert_keep_the_largest(project
     )
 
     assert list(KeyUsage.objects.values_list("requests", "refused")) == [(7, 2)]
+
+
+def test_an_upsert_adds_to_its_added_fields(project):
+    """A fold adds its rows' requests to a FOLDED row, and keeps the latest time seen."""
+    key, _ = make_key(KeyKind.SECRET, project=project)
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    bucket = {"key": str(key.id), "granularity": "hour", "start": hour, "epoch": "e1"}
+
+    def upsert(rows):
+        queries.upsert_largest(
+            KeyUsage,
+            ("key", "granularity", "start", "epoch"),
+            ("refused",),
+            rows,
+            added=("requests",),
+        )
+
+    upsert([bucket | {"requests": 7, "refused": 1}, bucket | {"requests": 4, "refused": 3}])
+    upsert([bucket | {"requests": 5, "refused": 2}])
+
+    assert list(KeyUsage.objects.values_list("requests", "refused")) == [(16, 3)]

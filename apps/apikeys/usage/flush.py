@@ -23,7 +23,7 @@ from itertools import chain
 
 import redis
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 from django.db.models import Count, Exists, Max, OuterRef
 from django.utils import timezone
 
@@ -32,7 +32,7 @@ from apps.apikeys.gate.counters import EVICTED_IPS_KEPT, RECENT_IPS_KEPT, bucket
 from apps.apikeys.gate.store import local_store
 from apps.apikeys.models import ApiKey, KeyUsage, KeyUsageIp
 from apps.apikeys.usage.answer import SPAN, STEP, ips_of
-from core.queries import IN_CHUNK, ROWS_PER_STATEMENT, filter_in_chunks, upsert_largest
+from core.queries import IN_CHUNK, filter_in_chunks, upsert_largest
 from core.sharedredis import redis_client
 
 logger = logging.getLogger("sigsentry.usage")
@@ -342,35 +342,12 @@ def _fold_pairs(pairs: set[tuple[str, str]], horizon: datetime) -> None:
 
 
 def _add_to_folded(totals: dict[tuple[str, str], tuple[int, datetime]]) -> None:
-    """Add (requests, last seen) to each pair's `FOLDED` row, made if it has none: `INSERT …
-    ON CONFLICT DO UPDATE SET requests = requests + EXCLUDED.requests, last_seen_at =
-    GREATEST(…)`, ROWS_PER_STATEMENT rows a statement. (`upsert_largest` keeps the larger
-    value; a fold adds.) PostgreSQL and SQLite take the same statement but for GREATEST."""
-    meta = KeyUsageIp._meta
-    fields = [meta.get_field(name) for name in ("key", "ip", "epoch", "requests", "last_seen_at")]
-    quote = connection.ops.quote_name
-    table = quote(meta.db_table)
-    key, ip, epoch, requests, seen = (quote(field.column) for field in fields)
-    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
-    # Names from the model (quoted), values bound: nothing from a caller enters the text.
-    insert = f"INSERT INTO {table} ({key}, {ip}, {epoch}, {requests}, {seen}) VALUES "  # noqa: S608
-    on_conflict = (
-        f" ON CONFLICT ({key}, {ip}, {epoch}) DO UPDATE SET"
-        f" {requests} = {table}.{requests} + EXCLUDED.{requests},"
-        f" {seen} = {greatest}({table}.{seen}, EXCLUDED.{seen})"
-    )
-    rows = [(*pair, FOLDED, *totals[pair]) for pair in sorted(totals)]
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), ROWS_PER_STATEMENT):
-            chunk = rows[start : start + ROWS_PER_STATEMENT]
-            params = [
-                field.get_db_prep_save(value, connection)
-                for row in chunk
-                for field, value in zip(fields, row, strict=True)
-            ]
-            cursor.execute(
-                insert + ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk)) + on_conflict, params
-            )
+    """Add (requests, last seen) to each pair's `FOLDED` row, made if it has none."""
+    rows = [
+        {"key": key, "ip": ip, "epoch": FOLDED, "requests": requests, "last_seen_at": seen}
+        for (key, ip), (requests, seen) in totals.items()
+    ]
+    upsert_largest(KeyUsageIp, ("key", "ip", "epoch"), ("last_seen_at",), rows, added=("requests",))
 
 
 def fold_idle_keys(now: datetime | None = None) -> None:

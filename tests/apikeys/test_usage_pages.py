@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import timedelta
 
@@ -417,3 +418,25 @@ def test_the_row_chart_names_its_busiest_day_as_a_day():
     summary = charts.sparkline(series, now).summary
     assert summary.endswith(f"Busiest: {days[10]:%a %-d %b %Y} (5).")
     assert " to " not in summary
+
+
+def test_the_row_chart_is_drawn_with_its_texts_escaped():
+    """Drawn in Python (a template took 3 ms a row, a third of a key page of 50 rows): every
+    text goes through escaping, as it did in the template."""
+    now = timezone.now()
+    days = [bucket_start(now, "day") - timedelta(days=i) for i in range(29, -1, -1)]
+    series = [{"start": d, "requests": i % 4, "refused": i % 2} for i, d in enumerate(days)]
+    chart = charts.sparkline(series, now)
+    hostile = dataclasses.replace(
+        chart,
+        title='<script>"x"</script>',
+        columns=(dataclasses.replace(chart.columns[0], label="<b>&"), *chart.columns[1:]),
+    )
+
+    svg = charts.sparkline_svg(hostile)
+
+    assert "<script>" not in svg and "&lt;script&gt;&quot;x&quot;" in svg
+    assert "<title>&lt;b&gt;&amp;</title>" in svg
+    assert svg.count('<g class="spark-column') == 30
+    assert svg.count('class="spark-bar"') == sum(1 for b in series if b["requests"] > b["refused"])
+    assert svg.count('class="spark-refused"') == sum(1 for b in series if b["refused"])

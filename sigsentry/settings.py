@@ -430,9 +430,10 @@ if _POSTGRES:
 # bound client-side as Django does by default.
 #
 # DATABASE_POOLER=none declares that DATABASE_URL is PostgreSQL itself (a connection that
-# finds a pooler in between is refused: core/postgres/base.py): values are then bound by the server and psycopg prepares a statement once a
-# connection has run it five times (Django's documented `server_side_binding`, psycopg's
-# `prepare_threshold`), so the key lookup is planned once per connection, not per request.
+# finds a pooler in between is refused: core/postgres/base.py): values are then bound by
+# the server and psycopg prepares a statement once a connection has run it five times
+# (Django's documented `server_side_binding`, psycopg's `prepare_threshold`), so the key
+# lookup is planned once per connection, not per request.
 # See README "Production".
 DATABASE_POOLER = env.str("DATABASE_POOLER", default="")
 if DATABASE_POOLER not in ("", "pgbouncer", "none"):
@@ -759,8 +760,8 @@ if not _is_link_base(SITE_URL):
 # Webhooks (SPEC §4.11): only https:// URLs resolving to public addresses, unless this
 # development/test switch is on.
 WEBHOOKS_ALLOW_PRIVATE = _read_bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
-# At most this many webhook attempts of one organization at once, across every worker: one
-# organization's hanging endpoints hold that many workers, never all of them.
+# At most this many webhook attempts of one organization to endpoints failing now at once,
+# across every worker: one organization's dead endpoints hold that many workers, never all.
 WEBHOOK_ATTEMPTS_PER_ORGANIZATION = (
     _read_number("WEBHOOK_ATTEMPTS_PER_ORGANIZATION", default=1, most=1000) or 1
 )

@@ -520,12 +520,11 @@ def test_only_subscribed_enabled_webhooks_of_the_organization_get_an_event(
 
 
 def test_an_attempt_whose_lease_ran_out_is_queued_again_at_the_next_sweep(
-    make_webhook, receiver, project, settings
+    make_webhook, receiver, project
 ):
     """A workers audit: a worker killed mid-attempt left its delivery leased and due two
     minutes before; the sweep waited until it was 5 minutes past due (6 min 21 s in all).
     An attempt still in its lease is left to its worker."""
-    settings.WEBHOOK_ATTEMPTS_PER_ORGANIZATION = 2  # the one running beside takes one place
     webhook = make_webhook(receiver.url).webhook
     make_key(KeyKind.SECRET, project=project)
     make_key(KeyKind.SECRET, project=project)
@@ -803,13 +802,21 @@ def test_an_organizations_queued_attempts_keep_their_order_as_the_queue_drains(
     assert [d.turn for d in oldest_first] == [2, 3, 4]
 
 
-def test_an_organizations_attempts_wait_while_its_places_are_in_flight_and_are_handed_on(
+def failing_now(delivery: Delivery) -> None:
+    """In flight on another worker, as a retry: its endpoint is failing now."""
+    Delivery.objects.filter(pk=delivery.pk).update(
+        attempts=1, locked_until=timezone.now() + deliveries.LEASE
+    )
+
+
+def test_an_organizations_attempts_to_failing_endpoints_wait_for_its_one_in_flight(
     make_webhook, receiver, project, organization
 ):
     """A workers audit: turns count attempts, not their time, so an organization whose
-    endpoints hang held every worker, 10 s an attempt, and another organization's single
-    event waited 8 s. One organization has at most WEBHOOK_ATTEMPTS_PER_ORGANIZATION (1)
-    attempts in flight; the rest wait, without a task, until one of them ends."""
+    endpoints were dead held every worker, 10 s an attempt retried for a day, and another
+    organization's single event waited 8 s. One organization has at most
+    WEBHOOK_ATTEMPTS_PER_ORGANIZATION (1) attempts to endpoints failing now in flight; the
+    rest wait, without a task, until one of them ends."""
     other = OrganizationFactory()
     make_webhook(receiver.url)
     b_endpoint = Receiver()
@@ -823,8 +830,7 @@ def test_an_organizations_attempts_wait_while_its_places_are_in_flight_and_are_h
         )
         b_delivery = Delivery.objects.get(webhook__organization=other)
         DBTaskResult.objects.all().delete()  # run by hand below
-        # A's first attempt is in flight on another worker
-        Delivery.objects.filter(pk=first.pk).update(locked_until=timezone.now() + deliveries.LEASE)
+        failing_now(first)
 
         assert deliveries.attempt_delivery(str(second.pk)).startswith("parked")
         assert deliveries.attempt_delivery(str(b_delivery.pk)) == "delivered"
@@ -852,6 +858,20 @@ def test_an_organizations_attempts_wait_while_its_places_are_in_flight_and_are_h
         b_endpoint.stop()
 
 
+def test_an_endpoint_that_answers_is_never_held_back_by_its_organizations_failing_one(
+    make_webhook, receiver, project
+):
+    """A review: with every attempt of an organization counted, a healthy webhook waited
+    for its sibling's dead endpoint, past SPEC §4.11's 10 seconds."""
+    dead = make_webhook("http://127.0.0.1:9/hangs").webhook
+    make_webhook(receiver.url)
+    make_key(KeyKind.SECRET, project=project)
+    failing_now(Delivery.objects.get(webhook=dead))
+    healthy = Delivery.objects.exclude(webhook=dead).get()
+
+    assert deliveries.attempt_delivery(str(healthy.pk)) == "delivered"
+
+
 def test_a_parked_delivery_is_queued_again_once_no_attempt_of_its_organization_is_in_flight(
     make_webhook, project, organization
 ):
@@ -862,7 +882,7 @@ def test_a_parked_delivery_is_queued_again_once_no_attempt_of_its_organization_i
     make_key(KeyKind.SECRET, project=project)
     first, second = Delivery.objects.order_by("created_at")
     now = timezone.now()
-    Delivery.objects.filter(pk=first.pk).update(locked_until=now + deliveries.LEASE)
+    failing_now(first)
     assert deliveries.attempt_delivery(str(second.pk)).startswith("parked")
     Delivery.objects.filter(pk=second.pk).update(next_attempt_at=now - timedelta(minutes=10))
     assert deliveries.requeue_overdue() == 0
@@ -881,7 +901,7 @@ def test_more_places_in_flight_per_organization_can_be_allowed(
     make_key(KeyKind.SECRET, project=project)
     make_key(KeyKind.SECRET, project=project)
     first, second = Delivery.objects.order_by("created_at")
-    Delivery.objects.filter(pk=first.pk).update(locked_until=timezone.now() + deliveries.LEASE)
+    failing_now(first)
 
     assert deliveries.attempt_delivery(str(second.pk)) == "delivered"
 

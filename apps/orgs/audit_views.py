@@ -102,11 +102,14 @@ def _page_of(events: QuerySet[AuditEvent], query) -> LogPage:
     """PER_PAGE events before (`?before=`) or after (`?after=`) the event of that id, newest
     first; the newest without either, or with an id this log does not hold. By position,
     not by page number: a large tenant's last page (OFFSET 200,000) took 434 ms, its first
-    87 (a large-tenant audit); every page now reads PER_PAGE + 1 rows of the index."""
+    87 (a large-tenant audit). The position's plain bound on `created_at` beside the exact
+    condition makes it a range of the index: with the OR alone PostgreSQL read every newer
+    event and dropped it (220 ms at the 190,000th, a review; 0.2 ms with it)."""
     before, after = _event_in(events, query.get("before")), _event_in(events, query.get("after"))
     if after is not None:
-        newer_first = events.filter(
-            Q(created_at__gt=after.created_at) | Q(created_at=after.created_at, id__gt=after.id)
+        newer_first = events.filter(  # the plain bound first: the index's range (an OR is not)
+            Q(created_at__gt=after.created_at) | Q(created_at=after.created_at, id__gt=after.id),
+            created_at__gte=after.created_at,
         ).order_by("created_at", "id")
         rows = list(newer_first[: PER_PAGE + 1])
         shown = rows[:PER_PAGE][::-1]
@@ -114,7 +117,8 @@ def _page_of(events: QuerySet[AuditEvent], query) -> LogPage:
             return LogPage(shown, shown[0].id if len(rows) > PER_PAGE else None, shown[-1].id)
     elif before is not None:
         events = events.filter(
-            Q(created_at__lt=before.created_at) | Q(created_at=before.created_at, id__lt=before.id)
+            Q(created_at__lt=before.created_at) | Q(created_at=before.created_at, id__lt=before.id),
+            created_at__lte=before.created_at,
         )
     rows = list(events.order_by("-created_at", "-id")[: PER_PAGE + 1])
     shown = rows[:PER_PAGE]

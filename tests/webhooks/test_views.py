@@ -264,3 +264,36 @@ def test_the_urls_host_is_looked_up_outside_any_transaction(via, owner, organiza
 
     assert looked_up_in_a_transaction == [False]
     assert Webhook.objects.filter(organization=organization).count() == 1
+
+
+def test_deliveries_made_at_one_instant_are_read_ten_not_all(
+    make_webhook, organization, monkeypatch
+):
+    """A review: a fan-out stamps its deliveries with one instant, and reading every
+    delivery at the tenth's instant read a leak report's thousand to show ten."""
+    from apps.webhooks.models import Event
+    from apps.webhooks.selectors import recent_deliveries_of
+
+    webhook = make_webhook("https://8.8.8.8/hook").webhook
+    moment = timezone.now()
+    events = Event.objects.bulk_create(
+        Event(organization=organization, type="key.minted", data={}, created_at=moment)
+        for _ in range(40)
+    )
+    Delivery.objects.bulk_create(
+        Delivery(event=event, webhook=webhook, created_at=moment) for event in events
+    )
+    newest = list(Delivery.objects.filter(webhook=webhook).order_by("-created_at", "-id")[:10])
+    built = []
+    original = Delivery.from_db.__func__
+
+    def counting(cls, db, field_names, values):
+        built.append(values)
+        return original(cls, db, field_names, values)
+
+    monkeypatch.setattr(Delivery, "from_db", classmethod(counting))
+
+    shown = recent_deliveries_of([webhook], 10)[webhook.pk]
+
+    assert [d.pk for d in shown] == [d.pk for d in newest]
+    assert len(built) == 10

@@ -147,3 +147,37 @@ def test_a_copy_longer_than_the_lock_time_keeps_the_lock_to_its_end(project, mon
     assert held == [True, True]
     assert client.get(flush.COPY_LOCK) is None  # released at the end
     assert KeyUsageIp.objects.filter(key=key, epoch=flush.FOLDED).count() == 2
+
+
+@requires_redis
+def test_the_daily_fold_waits_for_a_copy_and_holds_the_lock_itself(project, monkeypatch, caplog):
+    """A review: the batch fold locks a key's ended rows in the database's order of IPs and
+    a copy's upsert in their text order, so the worker's daily fold and a web process's copy
+    could deadlock. The fold takes the copy lock: never both at once."""
+    monkeypatch.setattr(flush, "COPY_LOCK_SECONDS", 1)
+    [key] = bulk_secret_keys(project, 1)
+    now = timezone.now()
+    _rows([key], ["9.0.0.1", "10.0.0.2"], now, folded_before=False)
+    client = redis_client()
+    copying = client.lock(flush.COPY_LOCK, timeout=5)
+    assert copying.acquire(blocking=False)
+    try:
+        flush.fold_idle_keys(now=now)  # waits the lock's time, then leaves it for tomorrow
+    finally:
+        copying.release()
+    assert not KeyUsageIp.objects.filter(key=key, epoch=flush.FOLDED).exists()
+    assert "usage fold skipped" in caplog.text
+    held = []
+    real = flush._fold_ended_epochs
+
+    def watched(*args, **kwargs):
+        held.append(client.get(flush.COPY_LOCK) is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flush, "_fold_ended_epochs", watched)
+
+    flush.fold_idle_keys(now=now)
+
+    assert held == [True]
+    assert KeyUsageIp.objects.filter(key=key, epoch=flush.FOLDED).count() == 2
+    assert client.get(flush.COPY_LOCK) is None

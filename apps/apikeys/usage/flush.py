@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 
@@ -123,6 +123,15 @@ def flush_usage(*, wait: bool = True) -> int | None:
                         del waiting[ip]
         return len(dirty)
     send_pending_counts()
+    with _copy_lock(client, wait=wait) as renew:
+        return None if renew is None else _copy_from_redis(client, renew)
+
+
+@contextlib.contextmanager
+def _copy_lock(client: redis.Redis, *, wait: bool = True) -> Iterator[Callable[[], None] | None]:
+    """The copy lock (one copy or fold at a time, across processes), held while the block
+    runs; the block gets what renews it, or None when another holder kept it past
+    COPY_LOCK_SECONDS (or at once, `wait` off)."""
     lock = client.lock(
         COPY_LOCK,
         timeout=COPY_LOCK_SECONDS,
@@ -130,7 +139,8 @@ def flush_usage(*, wait: bool = True) -> int | None:
         blocking_timeout=COPY_LOCK_SECONDS if wait else None,
     )
     if not lock.acquire():
-        return None
+        yield None
+        return
 
     def renew() -> None:
         """Hold the lock another COPY_LOCK_SECONDS: a long copy keeps it to its end (one of
@@ -139,7 +149,7 @@ def flush_usage(*, wait: bool = True) -> int | None:
             lock.reacquire()
 
     try:
-        return _copy_from_redis(client, renew)
+        yield renew
     finally:
         with contextlib.suppress(redis.exceptions.LockError):  # held past its time
             lock.release()
@@ -354,8 +364,21 @@ def fold_idle_keys(now: datetime | None = None) -> None:
     """`_fold_ended_epochs` for every key, once a day (the worker's housekeeping): the copies
     fold only the keys they copy, so an idle key kept its last ten minutes' rows until its
     next use (found by a second soak). A scan of the table's ended rows: not after every
-    copy."""
-    _fold_ended_epochs(None, now)
+    copy. Under the copy lock: a batch locks its keys' ended rows in the database's order
+    of IPs, a copy's upsert in the text order, so the two could deadlock (a review)."""
+    client = redis_client()
+    if client is None:  # one process counts and copies: nothing to wait for
+        _fold_ended_epochs(None, now)
+        return
+    try:
+        with _copy_lock(client) as renew:
+            if renew is None:
+                logger.warning("usage fold skipped: a copy held the lock; the next day's folds")
+                return
+            _fold_ended_epochs(None, now, renew=renew)
+    except redis.exceptions.RedisError:  # no copy runs without Redis either
+        logger.warning("usage fold without the copy lock: Redis did not answer")
+        _fold_ended_epochs(None, now)
 
 
 def prune_usage(now: datetime | None = None) -> int:

@@ -20,13 +20,15 @@ from apps.accounts.forms import (
     TwoFactorDisableForm,
     TwoFactorEnableForm,
 )
-from apps.accounts.selectors import open_sessions_of
+from apps.accounts.selectors import sessions_shown
 from apps.accounts.views import end_page_session, start_page_session, throttled_message
 from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page
 from core.errors import InvalidCredentials, NotFound, RateLimited, ValidationFailed
 
 ACCOUNT_URL = "/account/"
+#: Other sessions the page lists, most recently seen first (Log out everywhere else ends all).
+OTHER_SESSIONS_SHOWN = 20
 
 
 def _account_page(
@@ -42,8 +44,8 @@ def _account_page(
     user = principal.user
     device = twofactor.confirmed_device(user)
     current_id = principal.session.id if principal.session else None
-    # This browser first, then the others, newest first.
-    sessions = sorted(open_sessions_of(user), key=lambda s: s.id != current_id)
+    # This browser first, then the others most recently seen, a bounded number of them.
+    sessions = sessions_shown(user, current_id, others=OTHER_SESSIONS_SHOWN)
     context = {
         "email_confirmed_at": user.email_confirmed_at,
         "email_code_out": email_confirmation.code_out(user),
@@ -56,9 +58,12 @@ def _account_page(
         "enable_form": enable_form or TwoFactorEnableForm(),
         "disable_form": disable_form or TwoFactorDisableForm(),
         "recovery_codes": recovery_codes,
-        "sessions": sessions,
+        "sessions": sessions.rows,
+        "sessions_total": sessions.total,
+        "sessions_not_shown": sessions.not_shown,
+        "others_shown": len(sessions.others),
         "current_session_id": current_id,
-        "other_sessions": sum(1 for s in sessions if s.id != current_id),
+        "other_sessions": sessions.total - (sessions.current is not None),
     }
     return render(request, "accounts/account.html", context)
 

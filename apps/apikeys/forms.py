@@ -240,6 +240,8 @@ class LimitsForm(GuardrailsForm):
 
     @classmethod
     def for_key(cls, api_key, kind: KeyKind, projects=(), data=None) -> LimitsForm:
+        """The dialog's form for `api_key`. Its project choices are needed only bound (to
+        validate a POST and draw its errors): unbound, `projects` is not read."""
         initial = {
             "rate_limit_requests": api_key.rate_limit_requests,
             "rate_limit_seconds": api_key.rate_limit_seconds,
@@ -249,7 +251,7 @@ class LimitsForm(GuardrailsForm):
         return cls(
             data,
             kind=kind,
-            projects=projects,
+            projects=projects if data is not None else (),
             initial=initial,
             auto_id=f"limits-{api_key.id}-%s",
         )

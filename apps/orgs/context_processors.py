@@ -2,23 +2,38 @@
 
 Built lazily (only when a template reads `nav`) and at most once per request,
 in two queries whatever the number of organizations and projects, so error
-pages that never show a sidebar touch no database at all.
+pages that never show a sidebar touch no database at all. Only the current
+organization's projects are read, the first `NAV_PROJECTS` by name; of the others
+only what their switcher link needs, their first project (loading every project of
+every organization cost 23 ms on every page with 1,346 of them, a large-tenant audit).
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+
+from django.db.models import OuterRef, Subquery
 
 from apps.orgs.access import can_manage
 from apps.orgs.models import Membership, Organization
 from apps.projects.models import Project
+
+#: The current organization's projects the project switcher lists, by name; a link to the
+#: organization's list on the home page (`/?org=`) leads to the rest.
+NAV_PROJECTS = 50
 
 
 @dataclass
 class OrgEntry:
     organization: Organization
     role: str
+    #: Its first project by name (None: it has none yet), where its switcher link lands.
+    first_project_id: uuid.UUID | None = None
+    #: The current organization's first `NAV_PROJECTS` projects by name; empty for the others.
     projects: list[Project] = field(default_factory=list)
+    #: Whether it has projects past `projects` (read for the current organization only).
+    more_projects: bool = False
 
     @property
     def can_manage(self) -> bool:
@@ -26,9 +41,14 @@ class OrgEntry:
 
     @property
     def landing_url(self) -> str:
-        if self.projects:
-            return f"/projects/{self.projects[0].id}/"
+        if self.first_project_id is not None:
+            return f"/projects/{self.first_project_id}/"
         return f"/orgs/{self.organization.id}/api-keys/"
+
+    @property
+    def projects_url(self) -> str:
+        """The organization's whole list of projects, a page at a time (the home page)."""
+        return f"/?org={self.organization.id}"
 
 
 #: A key page's own URL names (a key's detail page, its actions) and the sidebar entry of
@@ -56,23 +76,36 @@ class Nav:
 
 
 def dashboard_nav(request) -> Nav:
-    """The caller's organizations with their projects, and what the page is about."""
+    """The caller's organizations, the current one's first projects, and what the page is
+    about."""
     cached = getattr(request, "dashboard_nav_cache", None)
     if cached is not None:
         return cached
     user = request.principal.user
+    first_project = Project.objects.filter(organization_id=OuterRef("organization_id")).order_by(
+        "name", "id"
+    )
     memberships = (
         Membership.objects.filter(user=user)
         .select_related("organization")
+        .annotate(first_project_id=Subquery(first_project.values("id")[:1]))
         .order_by("organization__name", "organization__id")
     )
-    orgs = {m.organization_id: OrgEntry(m.organization, m.role) for m in memberships}
-    for project in Project.objects.filter(organization_id__in=list(orgs)).order_by("name", "id"):
-        orgs[project.organization_id].projects.append(project)
+    orgs = {
+        m.organization_id: OrgEntry(m.organization, m.role, m.first_project_id) for m in memberships
+    }
     project = getattr(request, "dashboard_project", None)
     org = getattr(request, "dashboard_org", None)
     current_id = org.id if org is not None else (project.organization_id if project else None)
     current = orgs.get(current_id) if current_id else next(iter(orgs.values()), None)
+    if current is not None and current.first_project_id is not None:
+        listed = list(
+            Project.objects.filter(organization_id=current.organization.id).order_by("name", "id")[
+                : NAV_PROJECTS + 1
+            ]
+        )
+        current.projects = listed[:NAV_PROJECTS]
+        current.more_projects = len(listed) > NAV_PROJECTS
     match = getattr(request, "resolver_match", None)
     nav = Nav(
         email=user.email,

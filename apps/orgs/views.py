@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Case, Value, When
+from django.db.models import Case, Count, F, Value, When, Window
+from django.db.models.functions import RowNumber
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
@@ -15,6 +16,7 @@ from apps.orgs.context_processors import dashboard_nav
 from apps.orgs.forms import MemberRoleForm, ProjectForm, role_choices
 from apps.orgs.models import Membership
 from apps.projects import services as project_services
+from apps.projects.models import Project
 from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page
 from core.errors import ApiError, NotFound, ValidationFailed
@@ -23,6 +25,9 @@ from core.permissions import Role
 #: Owners first, then by decreasing rights.
 ROLE_ORDER = {Role.OWNER: 0, Role.ADMIN: 1, Role.MEMBER: 2, Role.VIEWER: 3}
 MEMBERS_PER_PAGE = 50
+#: Projects of each organization the home page shows; its "All … projects" link pages the rest.
+HOME_PROJECTS_PER_ORG = 12
+HOME_PROJECTS_PER_PAGE = 50
 
 
 def _page_number(request: HttpRequest) -> str | None:
@@ -44,15 +49,60 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def _render_home(request: HttpRequest, failed_org=None, failed_form=None) -> HttpResponse:
+    """Every organization of the caller with its first `HOME_PROJECTS_PER_ORG` projects and
+    their number; `?org=` one organization with all its projects, a page at a time. Listing
+    every project of every organization made a page of 50 organizations and 1,344 projects
+    669 KB (a large-tenant audit)."""
+    only = request.GET.get("org") if failed_org is None else None
+    if only:
+        request.dashboard_org = membership_for(request.principal.user, only).organization
     nav = dashboard_nav(request)
+    entries = [nav.current] if only else nav.orgs
+    org_ids = [entry.organization.id for entry in entries]
+    page = None
+    if only:
+        projects = Project.objects.filter(organization_id=org_ids[0]).order_by("name", "id")
+        page = Paginator(projects, HOME_PROJECTS_PER_PAGE).get_page(request.GET.get("page"))
+        shown = {org_ids[0]: list(page)}
+        counts = {org_ids[0]: page.paginator.count}
+    else:
+        shown = _first_projects(org_ids, HOME_PROJECTS_PER_ORG)
+        counts = dict(
+            Project.objects.filter(organization_id__in=org_ids)
+            .values_list("organization_id")
+            .annotate(count=Count("id"))
+            .order_by()
+        )
     sections = [
         {
             "entry": entry,
+            "projects": shown.get(entry.organization.id, []),
+            "project_count": counts.get(entry.organization.id, 0),
             "form": failed_form if entry.organization == failed_org else ProjectForm(),
         }
-        for entry in nav.orgs
+        for entry in entries
     ]
-    return render(request, "orgs/home.html", {"sections": sections})
+    context = {"sections": sections, "only": nav.current if only else None, "page": page}
+    return render(request, "orgs/home.html", context)
+
+
+def _first_projects(org_ids: list, per_org: int) -> dict:
+    """The first `per_org` projects by name of each organization, in one query."""
+    rank = Window(
+        RowNumber(),
+        partition_by=[F("organization_id")],
+        order_by=[F("name").asc(), F("id").asc()],
+    )
+    shown: dict = {}
+    ranked = (
+        Project.objects.filter(organization_id__in=org_ids)
+        .annotate(rank=rank)
+        .filter(rank__lte=per_org)
+        .order_by("organization_id", "name", "id")
+    )
+    for project in ranked:
+        shown.setdefault(project.organization_id, []).append(project)
+    return shown
 
 
 @dashboard_page

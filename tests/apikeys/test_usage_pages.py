@@ -430,6 +430,7 @@ def test_the_row_chart_is_drawn_with_its_texts_escaped():
     hostile = dataclasses.replace(
         chart,
         title='<script>"x"</script>',
+        summary="<i>busy</i> & more",
         columns=(dataclasses.replace(chart.columns[0], label="<b>&"), *chart.columns[1:]),
     )
 
@@ -437,6 +438,7 @@ def test_the_row_chart_is_drawn_with_its_texts_escaped():
 
     assert "<script>" not in svg and "&lt;script&gt;&quot;x&quot;" in svg
     assert "<title>&lt;b&gt;&amp;</title>" in svg
+    assert "&lt;i&gt;busy&lt;/i&gt; &amp; more" in svg and "<i>" not in svg
     assert svg.count('<g class="spark-column') == 30
     assert svg.count('class="spark-bar"') == sum(1 for b in series if b["requests"] > b["refused"])
     assert svg.count('class="spark-refused"') == sum(1 for b in series if b["refused"])

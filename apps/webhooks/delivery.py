@@ -8,6 +8,7 @@ UPDATE (`locked_until`), which exactly one worker wins.
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import time
@@ -211,36 +212,55 @@ def _last_turn(organization_id) -> int:
     )
 
 
-def _claim(delivery_id: str, organization_id, now: datetime) -> bool | None:
-    """Take the delivery's lease if it is due and unclaimed (True; False if not), unless it
-    goes to an endpoint failing now and its organization has
-    WEBHOOK_ATTEMPTS_PER_ORGANIZATION such attempts in flight already: then it is parked in
-    its turn (None), and the first of them to end queues it (`_hand_on`). Turns count
-    attempts and one to a dead endpoint holds a worker 10 s, retried for a day, so without
-    this one organization's dead endpoints held every worker (a workers audit: another
-    organization's single event waited 8 s with three workers). An endpoint that answers
-    is never held back by its organization's dead ones (SPEC §4.11: within 10 s)."""
+class Claim(enum.Enum):
+    TAKEN = "taken"  # the lease, for an endpoint that answers
+    TAKEN_IN_PLACE = "taken in place"  # the lease, one of its organization's places
+    PARKED = "parked"
+    MISSED = "missed"  # not due, or another worker's
+
+
+def _claim(delivery_id: str, organization_id, now: datetime) -> Claim:
+    """Take the delivery's lease if it is due and unclaimed, unless it goes to an endpoint
+    failing now and its organization has WEBHOOK_ATTEMPTS_PER_ORGANIZATION such attempts
+    in flight already: then it is parked in its turn, and the first of them to end queues
+    it (`_hand_on`). Turns count attempts and one to a dead endpoint holds a worker 10 s,
+    retried for a day, so without this one organization's dead endpoints held every worker
+    (a workers audit: another organization's single event waited 8 s with three workers).
+    An endpoint that answers is never held back by its organization's dead ones (SPEC
+    §4.11: within 10 s), and pays one read for them, no lock (on SQLite every transaction
+    takes the write lock)."""
     due = _unclaimed(delivery_id, now).filter(next_attempt_at__lte=now)
+    if not due.filter(FAILING).exists():
+        taken = due.update(locked_until=now + LEASE, parked_at=None)
+        return Claim.TAKEN if taken else Claim.MISSED
     with transaction.atomic():
         _lock_organization(organization_id)
-        if (
-            not due.filter(FAILING).exists()
-            or _in_flight(organization_id, now) < settings.WEBHOOK_ATTEMPTS_PER_ORGANIZATION
-        ):
-            return bool(due.update(locked_until=now + LEASE, parked_at=None))
+        if _in_flight(organization_id, now) < settings.WEBHOOK_ATTEMPTS_PER_ORGANIZATION:
+            taken = due.update(locked_until=now + LEASE, parked_at=None)
+            return Claim.TAKEN_IN_PLACE if taken else Claim.MISSED
         found = due.values_list("pk", "turn").first()
         if found is None:
-            return False
+            return Claim.MISSED
         turn = found[1]
         if turn is None:  # a first attempt, which went ahead: it waits in turn now
             turn = next_turn(_last_turn(organization_id))
         due.update(parked_at=now, turn=turn)
-        return None
+        return Claim.PARKED
 
 
-def _hand_on(organization_id) -> None:
+def _hand_on(organization_id, *, held_a_place: bool) -> None:
     """An attempt of the organization ended: queue its earliest parked deliveries, as many
-    as it has places free, in their turns."""
+    as it has places free, in their turns. One that held no place (its endpoint answered
+    when it began) looks for parked ones first, without a lock: its endpoint may have
+    begun failing meanwhile, and then others counted it (one parked after that look waits
+    for the sweep, once no attempt of its organization is in flight)."""
+    parked_ones = Delivery.objects.filter(
+        webhook__organization_id=organization_id,
+        status=DeliveryStatus.PENDING,
+        parked_at__isnull=False,
+    )
+    if not held_a_place and not parked_ones.exists():
+        return
     with transaction.atomic():
         _lock_organization(organization_id)
         free = settings.WEBHOOK_ATTEMPTS_PER_ORGANIZATION - _in_flight(
@@ -248,15 +268,7 @@ def _hand_on(organization_id) -> None:
         )
         if free <= 0:
             return
-        parked = list(
-            Delivery.objects.filter(
-                webhook__organization_id=organization_id,
-                status=DeliveryStatus.PENDING,
-                parked_at__isnull=False,
-            )
-            .order_by("turn", "created_at")
-            .values_list("pk", "turn")[:free]
-        )
+        parked = list(parked_ones.order_by("turn", "created_at").values_list("pk", "turn")[:free])
         Delivery.objects.filter(pk__in=[pk for pk, _turn in parked]).update(parked_at=None)
         for pk, turn in parked:
             enqueue_delivery(pk, turn=turn)
@@ -292,15 +304,15 @@ def attempt_delivery(delivery_id: str) -> str:
     )
     if organization_id is None:
         return "skipped"  # deleted with its webhook
-    claimed = _claim(delivery_id, organization_id, now)
-    if claimed is None:
+    claim = _claim(delivery_id, organization_id, now)
+    if claim is Claim.PARKED:
         return "parked: its organization's attempts are in flight"
-    if not claimed:
+    if claim is Claim.MISSED:
         return "not due: queued again" if _queue_if_nearly_due(delivery_id, now) else "skipped"
     # An attempt that raises keeps its lease until it runs out; the sweep queues it again,
     # and it hands on when it ends.
     outcome = _attempt(delivery_id)
-    _hand_on(organization_id)
+    _hand_on(organization_id, held_a_place=claim is Claim.TAKEN_IN_PLACE)
     return outcome
 
 

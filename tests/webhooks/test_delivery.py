@@ -488,8 +488,8 @@ def test_only_one_worker_wins_the_lease(make_webhook, receiver, project):
     delivery_id, organization_id = str(delivery.pk), delivery.event.organization_id
     now = timezone.now()
 
-    assert deliveries._claim(delivery_id, organization_id, now) is True
-    assert deliveries._claim(delivery_id, organization_id, now) is False
+    assert deliveries._claim(delivery_id, organization_id, now) is deliveries.Claim.TAKEN
+    assert deliveries._claim(delivery_id, organization_id, now) is deliveries.Claim.MISSED
     assert deliveries.attempt_delivery(delivery_id) == "skipped"
     assert receiver.requests == []
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 from django_tasks import task
 
@@ -188,17 +188,18 @@ FAILING = Q(attempts__gt=0) | Exists(
 )
 
 
+def _failing_leases(organization_id, now: datetime) -> QuerySet[Delivery]:
+    """The organization's attempts in flight to endpoints failing now; `organization_id`
+    may be an `OuterRef`, for the sweep's subquery."""
+    return Delivery.objects.filter(
+        webhook__organization_id=organization_id,
+        status=DeliveryStatus.PENDING,
+        locked_until__gte=now,
+    ).filter(FAILING)
+
+
 def _in_flight(organization_id, now: datetime) -> int:
-    """The organization's attempts in flight to endpoints failing now."""
-    return (
-        Delivery.objects.filter(
-            webhook__organization_id=organization_id,
-            status=DeliveryStatus.PENDING,
-            locked_until__gte=now,
-        )
-        .filter(FAILING)
-        .count()
-    )
+    return _failing_leases(organization_id, now).count()
 
 
 def _last_turn(organization_id) -> int:
@@ -437,11 +438,7 @@ def requeue_overdue(now: datetime | None = None) -> int:
         # delivery waited 6 min 21 s, one answered while PostgreSQL was down ~9.5 min).
         # A parked delivery waits for its organization's attempts in flight, which queue it
         # when they end: lost only once none is.
-        in_flight = Delivery.objects.filter(
-            webhook__organization_id=OuterRef("webhook__organization_id"),
-            status=DeliveryStatus.PENDING,
-            locked_until__gte=now,
-        ).filter(FAILING)
+        in_flight = _failing_leases(OuterRef("webhook__organization_id"), now)
         overdue = list(
             Delivery.objects.select_for_update(of=("self",), skip_locked=True)
             .filter(

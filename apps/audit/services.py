@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec
 
 from django.db import transaction
 from django.http import HttpRequest
@@ -12,6 +13,7 @@ from apps.audit.models import AuditEvent
 from core.net import client_ip, user_agent
 
 audit_log = logging.getLogger("sigsentry.audit")
+P = ParamSpec("P")
 
 
 class Action:
@@ -123,12 +125,21 @@ def audit_event(
     )
 
 
-def record_event(**fields: Any) -> AuditEvent:
-    """Append one event (`audit_event`'s fields)."""
-    event = audit_event(**fields)
-    event.save(force_insert=True)
-    log_when_committed([event])
-    return event
+def _appended(build: Callable[P, AuditEvent]) -> Callable[P, AuditEvent]:
+    """`build`, its event stored: `record_event` takes `audit_event`'s typed keywords
+    without a second copy of them."""
+
+    def append(*args: P.args, **fields: P.kwargs) -> AuditEvent:
+        event = build(*args, **fields)
+        event.save(force_insert=True)
+        log_when_committed([event])
+        return event
+
+    return append
+
+
+#: Append one event (`audit_event`'s fields).
+record_event = _appended(audit_event)
 
 
 def record_events(events: list[AuditEvent]) -> list[AuditEvent]:

@@ -22,6 +22,7 @@ from core.errors import ApiError
 from core.permissions import Role
 from tests.factories import MembershipFactory, UserFactory
 from tests.invitations.test_api import accept, invitations_url, invite, token_from
+from tests.invitations.test_pending_page import pending
 from tests.orgs.helpers import error_code, user_client
 from tests.pages import CONFIRMED, html, logged_in
 
@@ -336,26 +337,10 @@ def test_an_operator_removing_or_demoting_an_inviter_in_the_admin_cancels_too(
 def test_many_cancellations_are_audited_in_one_statement(owner, admin, organization):
     """A large-tenant audit: demoting an admin with 1,900 pending invitations wrote 1,900
     audit INSERTs, 1.8 s inside the transaction that holds the organization's locks."""
-    from datetime import timedelta
-
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
-    from django.utils import timezone
 
-    now = timezone.now()
-    Invitation.objects.bulk_create(
-        Invitation(
-            organization=organization,
-            email=f"invitee-{n}@example.com",
-            normalized_email=f"invitee-{n}@example.com",
-            role=Role.MEMBER,
-            token_digest=f"{n:064x}",
-            invited_by=admin,
-            created_at=now,
-            expires_at=now + timedelta(days=7),
-        )
-        for n in range(30)
-    )
+    pending(organization, admin, 30)
 
     with CaptureQueriesContext(connection) as queries:
         response = user_client(owner).patch(

@@ -35,7 +35,8 @@ from tests.factories import (
     UserFactory,
     make_key,
 )
-from tests.orgs.helpers import membership_inline_data
+from tests.orgs.helpers import membership_inline_data, user_client
+from tests.pages import logged_in
 
 LEGACY_KEY = "tb_AdminLegacyKey1234567890"
 NEW_PASSWORD = "a-brand-new-passphrase-42"
@@ -1095,3 +1096,40 @@ def test_an_operator_lifts_the_limits_others_failures_put_on_an_account(
 
     assert api_client.post("/v1/auth/login", right, **owner_ip).status_code == 200
     assert api_client.post("/v1/auth/password-reset", ask, **owner_ip).status_code == 202
+
+
+def test_an_operators_address_never_reaches_an_organizations_log(
+    ops, superuser, owner, member, keys, organization
+):
+    """A privacy audit: an operator's change lands in every organization its target belongs
+    to, and each one's owners read the event's IP (API and page). Through the admin the
+    event names the operator, never their address or browser."""
+    client = {"REMOTE_ADDR": "10.20.30.40", "HTTP_USER_AGENT": "OperatorBrowser/1.0"}
+    secret, _ = keys["secret"]
+    ops.post(changelist(ApiKey), {"action": "revoke", "_selected_action": [secret.pk]}, **client)
+    ops.post(
+        changelist(User), {"action": "deactivate_users", "_selected_action": [member.pk]}, **client
+    )
+
+    events = list(AuditEvent.objects.filter(actor_user=superuser))
+    assert {e.action for e in events} == {Action.KEY_REVOKED, Action.MEMBER_DEACTIVATED}
+    assert [(e.ip, e.user_agent) for e in events] == [(None, "")] * len(events)
+    page = logged_in(owner).get(f"/orgs/{organization.id}/audit-log/")
+    assert page.status_code == 200
+    assert superuser.email in page.content.decode()
+    assert "10.20.30.40" not in page.content.decode()
+
+
+def test_a_members_own_change_keeps_its_address(owner, project, api_client):
+    """The rule above is the admin's alone: a member's change records where it came from."""
+    response = user_client(owner).post(
+        f"/v1/projects/{project.id}/api-keys",
+        {"name": "ci", "permissions": ["analysis:read"]},
+        format="json",
+        REMOTE_ADDR="203.0.113.9",
+        HTTP_USER_AGENT="curl/8.5",
+    )
+
+    assert response.status_code == 201, response.content
+    event = AuditEvent.objects.get(action=Action.KEY_MINTED, target_id=response.json()["id"])
+    assert (event.ip, event.user_agent) == ("203.0.113.9", "curl/8.5")

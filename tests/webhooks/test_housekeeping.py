@@ -131,3 +131,26 @@ def test_housekeeping_is_queued_once_a_day_across_workers():
     assert Schedule.objects.get(name="housekeeping").next_run_at > now + timedelta(days=1)
     queued = DBTaskResult.objects.filter(task_path="apps.notifications.tasks.housekeeping")
     assert queued.count() == 2
+
+
+def test_cron_users_prune_with_the_housekeeping_command(owner, project):
+    """A privacy audit: without a worker nothing pruned ended sessions (their IPs and user
+    agents), finished invitations or old events; the command runs the worker's step once."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from apps.accounts.models import AuthSession
+    from apps.accounts.services import ENDED_SESSION_RETENTION, start_session
+
+    old = event_aged(project, EVENT_RETENTION + timedelta(hours=1), DeliveryStatus.DELIVERED)
+    start_session(owner)
+    ended = timezone.now() - ENDED_SESSION_RETENTION - timedelta(hours=1)
+    AuthSession.objects.filter(user=owner).update(ended_at=ended)
+    out = StringIO()
+
+    call_command("housekeeping", stdout=out)
+
+    assert not Event.objects.filter(pk=old.pk).exists()
+    assert not AuthSession.objects.filter(user=owner).exists()
+    assert out.getvalue().startswith("pruned 1 webhook events")

@@ -1,0 +1,23 @@
+"""`python manage.py housekeeping`: the worker's daily housekeeping, once (for cron).
+
+Without a worker nothing else prunes ended sessions (their IPs and user agents),
+finished invitations (the invitee's address), old webhook events or task results:
+run it daily from cron then. Beside running workers it is safe: each step deletes
+what is past its age and may run twice.
+"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from apps.notifications.tasks import housekeeping
+
+
+class Command(BaseCommand):
+    help = (
+        "Prune what is past its retention (webhook events, task results, ended sessions, "
+        "invitations), as the worker does daily."
+    )
+
+    def handle(self, *args, **options):
+        self.stdout.write(housekeeping.call())

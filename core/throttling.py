@@ -4,7 +4,8 @@ event; without it in Django's cache, this process's memory.
 Throttling fails open: if Redis is unreachable the counter is skipped, a
 warning is logged and `sigsentry_redis_fail_open_total` counts it, so an
 outage of Redis never blocks authentication. Keys are
-hashed, so no email or IP address is written to the cache in clear.
+keyed hashes (HMAC with `SECRET_KEY`), so no email or IP address is written to the
+cache, nor can one be found again from it by guessing.
 
 Scopes named `*_ip` count clients: their ident is a client IP address, and it
 is counted as `core.net.throttle_subject` says (an IPv6 client by its /64), so
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +28,7 @@ from typing import Protocol
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.crypto import salted_hmac
 
 from core import failopen
 from core.errors import RateLimited
@@ -46,10 +47,15 @@ def is_client_scope(scope: str) -> bool:
     return scope.endswith("_ip")
 
 
+_NAMES = "core.throttling.counter-name"
+
+
 def _cache_key(scope: str, ident: str, window: int) -> str:
     if is_client_scope(scope):
         ident = throttle_subject(ident) or ident
-    digest = hashlib.sha256(f"{scope}:{ident}".encode()).hexdigest()[:32]
+    # Keyed (SECRET_KEY): a plain hash of an email or IP is reversed by guessing them (a
+    # privacy audit swept a /24 and a list of addresses against the names in Redis).
+    digest = salted_hmac(_NAMES, f"{scope}:{ident}", algorithm="sha256").hexdigest()[:32]
     return f"ss:throttle:{scope}:{digest}:{window}"
 
 

@@ -8,6 +8,7 @@ at the first second of an hour. So no window boundary passes mid-test.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import pytest
@@ -285,6 +286,10 @@ def test_counters_are_stored_under_hashed_keys(db):
             assert int(redis.get(key)) == LIMIT
             assert 0 < redis.ttl(key) <= WINDOW + 1  # it expires with its window
     assert "198.51.100.60" not in key and "198-51-100-60" not in key
+    # Nor found again by guessing the address: a privacy audit reversed plain SHA-256 names.
+    for spelling in ("198.51.100.60", "198.51.100.0/24"):
+        guess = hashlib.sha256(f"failed_auth_ip:{spelling}".encode()).hexdigest()[:32]
+        assert guess not in key
 
 
 @rates(failed_auth_ip=LIMIT)

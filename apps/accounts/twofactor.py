@@ -34,7 +34,7 @@ import secrets
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyotp
@@ -65,6 +65,10 @@ RECOVERY_CODE_LENGTH = 16
 SECRET_PURPOSE = b"sigsentry.accounts.totp-secret"
 #: Longest code or token text looked at; anything longer is simply wrong.
 MAX_INPUT_LENGTH = 64
+#: How long a set-up waits for its first code. The account page shows a set-up's secret
+#: until then; one left for good was shown on every later visit (a first-hour audit), to
+#: anyone who had the session a moment, and a code from it later turned two-factor on.
+SETUP_LIFETIME = timedelta(minutes=15)
 
 WRONG_CODE = "The code is not valid."
 
@@ -116,9 +120,16 @@ def is_enabled(user: User) -> bool:
     return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).exists()
 
 
+def _in_progress(user: User, now: datetime):
+    """The user's set-up waiting for its first code, started within SETUP_LIFETIME."""
+    return TotpDevice.objects.filter(
+        user=user, confirmed_at__isnull=True, created_at__gt=now - SETUP_LIFETIME
+    )
+
+
 def pending_setup(user: User) -> TotpSetup | None:
     """The set-up in progress (a secret without a first code yet), if any."""
-    device = TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).first()
+    device = _in_progress(user, timezone.now()).first()
     if device is None:
         return None
     try:
@@ -299,10 +310,14 @@ def start_setup(*, user: User) -> TotpSetup:
 
 def enable(*, user: User, code: Any, request: HttpRequest | None = None) -> list[str]:
     """Turn two-factor on with a first code from the app; returns the 10 recovery codes (once)."""
-    device = TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).first()
+    device = _in_progress(user, timezone.now()).first()
     if device is None:
         if is_enabled(user):
             raise ValidationFailed({"code": ["Two-factor authentication is already on."]})
+        if TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).exists():
+            raise ValidationFailed(
+                {"code": ["The set-up expired. Start it again and scan the new QR code."]}
+            )
         raise ValidationFailed({"code": ["Start the set-up first: POST /v1/auth/2fa/setup."]})
     ip = client_ip(request) if request is not None else None
     retry_after = throttling.is_limited("login_ip", ip)  # checked, not counted: not a login

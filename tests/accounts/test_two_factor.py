@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 from django.core import mail as django_mail
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from apps.accounts import mfa_login, twofactor
 from apps.accounts.cookies import ACCESS_COOKIE
@@ -119,6 +120,29 @@ def test_enable_needs_a_right_code_and_answers_ten_recovery_codes_stored_hashed(
         f"{settings.SITE_URL}/reset/" in notice.body
         and f'href="{settings.SITE_URL}/reset/"' in html
     )
+
+
+def test_a_set_up_left_unfinished_expires(owner):
+    """A first-hour audit: a set-up never finished showed its secret on every later visit to
+    the account page, and a code from it turned two-factor on any time after."""
+    client = user_client(owner)
+    secret = client.post(SETUP).json()["secret"]
+    started = timezone.now() - twofactor.SETUP_LIFETIME - timedelta(seconds=1)
+    TotpDevice.objects.filter(user=owner).update(created_at=started)
+
+    assert twofactor.pending_setup(owner) is None
+    assert secret.lower() not in html(logged_in(owner).get("/account/")).replace(" ", "").lower()
+    fresh_step()
+    response = client.post(ENABLE, {"code": code_at(secret)}, format="json")
+    assert response.status_code == 400
+    assert error_fields(response) == {
+        "code": ["The set-up expired. Start it again and scan the new QR code."]
+    }
+    assert not twofactor.is_enabled(owner)
+
+    again = client.post(SETUP).json()["secret"]  # starting again works, with a new secret
+    fresh_step()
+    assert client.post(ENABLE, {"code": code_at(again)}, format="json").status_code == 200
 
 
 def test_setup_is_refused_while_two_factor_is_on(owner):

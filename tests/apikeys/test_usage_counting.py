@@ -28,8 +28,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from apps.apikeys import keyformat
-from apps.apikeys.gate.counters import RECENT_IPS_KEPT, bucket_start
-from apps.apikeys.gate.store import local_store
+from apps.apikeys.gate.counters import RECENT_IPS_KEPT, bucket_start, count_args
+from apps.apikeys.gate.store import LocalStore
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
 from apps.apikeys.representation import key_json
@@ -565,30 +565,29 @@ def test_prune_keeps_48_hours_of_hourly_and_90_days_of_daily_usage(owner, projec
     assert list(KeyUsageIp.objects.filter(key=api_key)) == [recent_ip]
 
 
-def test_a_process_drops_its_counters_of_closed_periods_once_they_are_copied():
+def test_a_process_drops_its_counters_of_closed_periods_once_they_are_copied(monkeypatch):
     """Without REDIS_URL each process keeps its own counters: those of periods over a day
     old that were copied go at the daily prune, so the process's memory stays bounded."""
-    store, key_id, now = local_store(), str(uuid.uuid4()), timezone.now()
-    old, recent = (str(int((now - age).timestamp())) for age in (timedelta(days=2), timedelta()))
-    copied_old, copied_recent, pending_old = (
-        (key_id, "hour", old),
-        (key_id, "hour", recent),
-        (key_id, "day", old),
-    )
-    with store.lock:
-        for bucket in (copied_old, copied_recent, pending_old):
-            store.buckets[bucket] = {"r": 1, "f": 0}
-        store.dirty.add(pending_old)  # not copied yet
-    try:
-        prune_usage(now)
+    store, now = LocalStore(), timezone.now()
+    monkeypatch.setattr(flush, "local_store", lambda: store)  # this process's, alone
+    copied, pending = str(uuid.uuid4()), str(uuid.uuid4())
+    old, recent = (now - timedelta(days=2), now)
 
-        assert copied_old not in store.buckets
-        assert {copied_recent, pending_old} <= set(store.buckets)
-    finally:
-        with store.lock:
-            for bucket in (copied_old, copied_recent, pending_old):
-                store.buckets.pop(bucket, None)
-            store.dirty.discard(pending_old)
+    def count(key_id: str, moment) -> list[tuple[str, str, str]]:
+        store.count(
+            count_args(key_id, ip=None, requests=1, refused=0, now=moment.timestamp(), ip_count=0)
+        )
+        return [(key_id, g, str(int(bucket_start(moment, g).timestamp()))) for g in ("hour", "day")]
+
+    copied_old, copied_recent = count(copied, old), count(copied, recent)
+    with store.pending_copy():
+        pass  # stored
+    pending_old = count(pending, old)  # not copied yet
+
+    prune_usage(now)
+
+    held = store.bucket_counts([*copied_old, *copied_recent, *pending_old])
+    assert set(held) == {*copied_recent, *pending_old}
 
 
 def test_a_revoked_key_keeps_its_history(owner, project):

@@ -48,9 +48,7 @@ def counted_ips(key_id: str) -> set[str]:
     """The IPs whose counts the live store holds for the key, kept or pushed out."""
     client = redis_client()
     if client is None:
-        store = local_store()
-        with store.lock:
-            return set(store.ips.get(key_id, {})) | set(store.gone.get(key_id, {}))
+        return set(local_store().ip_counts(key_id))
     epoch = client.get("ss:u:epoch")
     fields = client.hkeys(f"ss:u:{epoch.decode()}:{key_id}:ip") if epoch else []
     return {f.decode() for f in fields if not f.startswith((b"e:", b"#"))}

@@ -23,14 +23,7 @@ def counted_key_ids() -> set[str]:
     """Every key id that has a counter, a rate-limit window or a pending copy, anywhere."""
     client = redis_client()
     if client is None:
-        store = local_store()
-        with store.lock:
-            return (
-                {bucket[0] for bucket in store.buckets}
-                | set(store.ips)
-                | set(store.windows)
-                | {bucket[0] for bucket in store.dirty}
-            )
+        return local_store().key_ids()
     ids = set()
     for name in client.scan_iter("ss:*"):
         parts = name.decode().split(":")

@@ -69,13 +69,13 @@ def _live_counts(key_ids: list[str], granularity: str, starts: list[datetime], n
     client = redis_client()
     if client is None:
         store = local_store()
-        with store.lock:
-            live = {
-                (key_id, s): {store.epoch: dict(store.buckets[bucket])}
-                for key_id in key_ids
-                for s in starts
-                if (bucket := (key_id, granularity, str(int(s.timestamp())))) in store.buckets
-            }
+        wanted = {
+            (key_id, s): (key_id, granularity, str(int(s.timestamp())))
+            for key_id in key_ids
+            for s in starts
+        }
+        counts = store.bucket_counts(wanted.values())
+        live = {at: {store.epoch: counts[b]} for at, b in wanted.items() if b in counts}
         return [store.epoch], live
     wanted = [(key_id, s) for key_id in key_ids for s in starts if _open(s, granularity, now)]
     if failopen.given_up():
@@ -159,9 +159,7 @@ def _live_ips(key_id: str) -> dict[str, dict[str, tuple[int, int]]]:
     ms), from every live Redis epoch."""
     client = redis_client()
     if client is None:
-        store = local_store()
-        with store.lock:
-            kept = {**store.gone.get(key_id, {}), **store.ips.get(key_id, {})}
+        kept = local_store().ip_counts(key_id)
         return {ip: {epoch: (count, last)} for ip, (count, last, epoch) in kept.items()}
     if failopen.given_up():
         return {}

@@ -100,28 +100,9 @@ def flush_usage(*, wait: bool = True) -> int | None:
     copy never misses what the process that runs it has counted."""
     client = redis_client()
     if client is None:
-        store = local_store()
-        with store.lock:
-            dirty = list(store.dirty)
-            store.dirty.clear()
-            buckets = {d: dict(store.buckets.get(d, {})) for d in dirty}
-            ips = {k: dict(v) for k, v in store.ips.items() if (k, "ip", "") in dirty}
-            gone = {k: dict(store.gone.get(k, {})) for k in ips}
-        entries = [(store.epoch, *d, buckets[d]) for d in dirty if d[1] != "ip"]
-        ip_entries = [(key_id, seen | gone[key_id]) for key_id, seen in ips.items()]
-        try:
-            _store(entries, ip_entries)
-        except BaseException:
-            with store.lock:  # not stored: copied by the next copy, never pruned before
-                store.dirty.update(dirty)
-            raise
-        with store.lock:  # pushed-out IPs now stored: forgotten unless counted since
-            for key_id, stored in gone.items():
-                waiting = store.gone.get(key_id, {})
-                for ip, value in stored.items():
-                    if waiting.get(ip) == value:
-                        del waiting[ip]
-        return len(dirty)
+        with local_store().pending_copy() as pending:
+            _store(pending.buckets, pending.ips)
+        return pending.touched
     send_pending_counts()
     with _copy_lock(client, wait=wait) as renew:
         return None if renew is None else _copy_from_redis(client, renew)
@@ -392,12 +373,8 @@ def prune_usage(now: datetime | None = None) -> int:
         oldest = bucket_start(now, granularity) - STEP[granularity] * span
         deleted += KeyUsage.objects.filter(granularity=granularity, start__lt=oldest).delete()[0]
     deleted += KeyUsageIp.objects.filter(last_seen_at__lt=now - IP_HISTORY).delete()[0]
-    store = local_store()
-    with store.lock:  # counters of closed periods already copied
-        horizon = (now - timedelta(days=1, hours=1)).timestamp()
-        for bucket in [b for b in store.buckets if b not in store.dirty]:
-            if int(bucket[2]) < horizon:
-                del store.buckets[bucket]
+    # this process's counters of closed periods, already copied
+    local_store().drop_copied(before=(now - timedelta(days=1, hours=1)).timestamp())
     return deleted
 
 

@@ -238,6 +238,20 @@ class WorkerProcess:
         )
         return self
 
+    def wait_started(self, timeout: float = 60.0) -> WorkerProcess:
+        """Return once this process has logged its "started" line: from then on it runs
+        (SPEC §4.11's promises hold "while the worker runs", not while Python and Django
+        load, which takes seconds on a loaded host). Its own line: the log file is appended
+        to, and a free port (its name) may have served an earlier worker."""
+        assert self.process is not None
+        line = re.compile(rf"worker \S+-{self.process.pid}-\S+ started")
+        deadline = time.monotonic() + timeout
+        while not line.search(self.log()):
+            assert self.process.poll() is None, f"the worker exited: {self.log()[-2000:]}"
+            assert time.monotonic() < deadline, f"no start in {timeout} s: {self.log()[-2000:]}"
+            time.sleep(0.05)
+        return self
+
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait: the exit code."""
         assert self.process is not None

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import pytest
 from django.utils import timezone
@@ -25,6 +26,19 @@ from tests.secretscanning.keys import SigningKey, write_keys
 from tests.servers import GunicornServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+#: SPEC §4.11: an event is delivered within 10 seconds while the worker runs. Measured on
+#: the product's own timestamps (the event's `createdAt`, the delivery's `lastAttemptAt`,
+#: written once the endpoint answered), not on the test's clock: that also counts the
+#: test's requests and the worker's start-up, which a loaded host (CI: two suites on two
+#: cores) stretches past the promise while the product keeps it.
+DELIVERED_WITHIN = timedelta(seconds=10)
+#: SPEC §4.11: leak-report emails within a minute, measured from the report's own record
+#: (the revoked key's `revoked_at`) to each email's Date (written when it is sent).
+EMAILED_WITHIN = timedelta(minutes=1)
+#: How long a test waits for something to happen at all: generous, for a loaded host. No
+#: promise is checked by it: a test that needs one measures it as above.
+AT_ALL = 60
 
 ALL_EVENTS = [
     "key.minted",
@@ -72,7 +86,7 @@ def workers(smtp):
     def start(count: int = 2) -> list[WorkerProcess]:
         new = [WorkerProcess({"EMAIL_URL": smtp.url}).start() for _ in range(count)]
         started.extend(new)
-        return new
+        return [worker.wait_started() for worker in new]
 
     yield start
     for worker in started:
@@ -108,6 +122,17 @@ def create_webhook(server, owner, organization, url):
     return reply.json
 
 
+def deliveries_of(server, organization, webhook, auth) -> list[dict]:
+    reply = call(
+        server.url,
+        "GET",
+        f"/v1/organizations/{organization.id}/webhooks/{webhook['id']}/deliveries",
+        headers=auth,
+    )
+    assert reply.status == 200, reply.body
+    return reply.json["results"]
+
+
 def test_four_mints_and_a_revoke_arrive_as_five_signed_deliveries(
     server, workers, receivers, owner, organization, project
 ):
@@ -117,7 +142,6 @@ def test_four_mints_and_a_revoke_arrive_as_five_signed_deliveries(
     workers(2)
     auth = token_for(owner)
     minted = []
-    started = time.monotonic()
     for path, body in [
         (f"/v1/projects/{project.id}/sdk-keys", {"name": "Web"}),
         (f"/v1/projects/{project.id}/api-keys", {"name": "CI", "permissions": ["analysis:read"]}),
@@ -138,8 +162,7 @@ def test_four_mints_and_a_revoke_arrive_as_five_signed_deliveries(
     )
     assert revoke.status == 200
 
-    arrived = ok.wait_for(5, timeout=10)
-    assert time.monotonic() - started < 10 + 2
+    arrived = ok.wait_for(5, timeout=AT_ALL)
     time.sleep(1.5)  # anything sent twice would arrive now
     assert len(ok.requests) == 5
     bodies = [json.loads(r.body) for r in ok.requests]
@@ -155,24 +178,32 @@ def test_four_mints_and_a_revoke_arrive_as_five_signed_deliveries(
     assert revoked["data"]["key"]["id"] == minted[1]["id"]
     assert revoked["data"]["key"]["status"] == "revoked"
 
-    log = call(
-        server.url,
-        "GET",
-        f"/v1/organizations/{organization.id}/webhooks/{hook['id']}/deliveries",
-        headers=auth,
-    ).json["results"]
+    log = deliveries_of(server, organization, hook, auth)
     assert sorted((d["eventId"], d["status"], d["lastStatusCode"]) for d in log) == sorted(
         (b["id"], "delivered", 200) for b in bodies
     )
-    failing_log = call(
-        server.url,
-        "GET",
-        f"/v1/organizations/{organization.id}/webhooks/{broken['id']}/deliveries",
-        headers=auth,
-    ).json["results"]
+    created = {b["id"]: datetime.fromisoformat(b["createdAt"]) for b in bodies}
+    took = {
+        d["eventId"]: datetime.fromisoformat(d["lastAttemptAt"]) - created[d["eventId"]]
+        for d in log
+    }
+    assert all(t < DELIVERED_WITHIN for t in took.values()), took
+
+    deadline = time.monotonic() + AT_ALL  # the failing endpoint's first attempts, at all
+    while any(d["attempts"] == 0 for d in deliveries_of(server, organization, broken, auth)):
+        assert time.monotonic() < deadline, "the failing endpoint was never attempted"
+        time.sleep(0.2)
+    failing_log = deliveries_of(server, organization, broken, auth)
     assert len(failing_log) == 5
     assert {(d["status"], d["lastStatusCode"]) for d in failing_log} == {("pending", 500)}
     assert all(d["attempts"] >= 1 for d in failing_log)
+
+
+def sent_at(message) -> datetime:
+    """The Date Django gives an email as it sends it: UTC, written `-0000` (RFC 5322:
+    no local time said), which Python reads as a naive time."""
+    date = parsedate_to_datetime(str(message["Date"]))
+    return date if date.tzinfo else date.replace(tzinfo=UTC)
 
 
 def test_a_leak_report_emails_the_owner_and_never_the_key(server, workers, smtp, owner, project):
@@ -187,10 +218,13 @@ def test_a_leak_report_emails_the_owner_and_never_the_key(server, workers, smtp,
     def mine(message):
         return owner.email in str(message["To"])
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 2 * AT_ALL  # past the promise: it is measured below
     while time.monotonic() < deadline and len(smtp.to(owner.email)) < 2:
         time.sleep(0.2)
     messages = smtp.wait_for(mine, timeout=1)
+    reported = ApiKey.objects.get(pk=secret.pk).revoked_at
+    sent = [sent_at(m) for m in messages]
+    assert all(at - reported < EMAILED_WITHIN for at in sent), (reported, sent)
     subjects = sorted(str(m["Subject"]) for m in messages)
     assert subjects == [
         "An API key of Acme revoked after a leak report",
@@ -221,7 +255,7 @@ def test_the_worker_being_down_loses_nothing(server, workers, receivers, owner, 
 
     workers(1)
 
-    [request] = endpoint.wait_for(1, timeout=15)
+    [request] = endpoint.wait_for(1, timeout=AT_ALL)
     assert json.loads(request.body)["data"]["key"]["id"] == reply.json["id"]
 
 
@@ -235,7 +269,7 @@ def test_sigterm_lets_the_current_delivery_finish(
     )
     make_key(KeyKind.ORGANIZATION, organization=organization)
     [worker] = workers(1)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + AT_ALL
     while time.monotonic() < deadline and not slow.in_flight:
         time.sleep(0.05)
     assert slow.in_flight, worker.log()
@@ -270,32 +304,36 @@ def test_an_organizations_failing_endpoints_hold_one_worker_not_all(
     Delivery.objects.update(attempts=1, next_attempt_at=timezone.now() + timedelta(hours=1))
     first, second = workers(2)
     make_key(KeyKind.ORGANIZATION, organization=organization)  # two attempts to them
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + AT_ALL
     while time.monotonic() < deadline and not any(endpoint.in_flight for endpoint in slow):
         time.sleep(0.05)
     time.sleep(1)  # the other worker has had time to take the second one, were it allowed
     assert sum(endpoint.in_flight for endpoint in slow) == 1, first.log() + second.log()
 
     make_key(KeyKind.ORGANIZATION, organization=other)
-    started = time.monotonic()
 
-    assert len(healthy.wait_for(1, timeout=10)) == 1
-    assert time.monotonic() - started < 2.5
-    assert sum(len(endpoint.wait_for(1, timeout=15)) for endpoint in slow) == 2
+    assert len(healthy.wait_for(1, timeout=AT_ALL)) == 1
+    assert sum(len(endpoint.wait_for(1, timeout=AT_ALL)) for endpoint in slow) == 2
     made = Delivery.objects.exclude(pk__in=retries)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + AT_ALL
     while time.monotonic() < deadline and made.exclude(status="delivered").exists():
         time.sleep(0.1)
     assert list(made.values_list("status", flat=True)) == ["delivered"] * 3
+    # Not held: the other organization's delivery ended before the slow attempt in flight
+    # when its event was made (the earlier of the two, 5 s long); held by it, it would have
+    # ended after it. On the product's timestamps (`last_attempt_at`: when an attempt
+    # ended), not a bound of 2.5 s from the event on the test's clock, which a loaded host
+    # may exceed while a worker is free.
+    mine = made.get(webhook__organization=other)
+    slow_ended = min(made.exclude(pk=mine.pk).values_list("last_attempt_at", flat=True))
+    assert mine.last_attempt_at < slow_ended, (mine.last_attempt_at, slow_ended)
+    assert mine.last_attempt_at - mine.event.created_at < DELIVERED_WITHIN
 
 
 def test_sigterm_between_tasks_stops_the_worker_and_says_so(workers):
     """Found by a soak audit: django-tasks' handler ends an idle worker with SystemExit,
     and its "stopped" line was never written."""
-    [worker] = workers(1)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and "started" not in worker.log():
-        time.sleep(0.05)
+    [worker] = workers(1)  # started: its log says so
     time.sleep(0.5)  # idle: between tasks, waiting for the next
 
     assert worker.terminate(timeout=20) == 0

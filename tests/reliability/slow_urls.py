@@ -1,6 +1,10 @@
-"""The product's URLs plus GET /slow, which answers after SLOW_SECONDS."""
+"""The product's URLs plus GET /slow, which answers after SLOW_SECONDS; on its way in it
+creates the file SLOW_STARTED_FILE names (when set), so a test knows the request is in a
+worker."""
 
+import os
 import time
+from pathlib import Path
 
 from django.http import HttpResponse
 from django.urls import path
@@ -12,6 +16,8 @@ SLOW_SECONDS = 2.0
 
 
 def slow(request):
+    if started := os.environ.get("SLOW_STARTED_FILE"):
+        Path(started).touch()
     time.sleep(SLOW_SECONDS)
     return HttpResponse("finished", content_type="text/plain")
 

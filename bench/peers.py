@@ -18,7 +18,8 @@ from rest_framework_api_key.permissions import HasAPIKey
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from apps.apikeys.authentication import BearerAuthentication
-from core.api import ApiView, ProjectScopedView
+from apps.orgs.scoped_api import ProjectScopedView
+from core.api import ApiView
 from core.permissions import IsAuthenticatedPrincipal, Permission
 from core.sharedredis import redis_client
 

@@ -1,13 +1,10 @@
-"""Base classes for `/v1` views: authentication, project scope, pagination, headers.
+"""Base classes for `/v1` views: authentication, pagination, headers.
 
 * `ApiView`: any authenticated endpoint (JSON only, errors through one handler).
-* `ProjectScopedView`: resolves the project from the credential and
-  `X-Project-Id`, then checks the method's permission — through
-  `apps.orgs.access`, the one place that decides.
 * `ManagementView`: JWT users only; API keys get KEY_MANAGEMENT_FORBIDDEN.
 
-The core imports no app: the module that decides access (`settings.ACCESS_POLICY`,
-`apps.orgs.access`) is loaded by name, as DRF loads its authentication classes.
+The core imports no app. The project-scoped base view, which needs the access
+policy, is `apps.orgs.scoped_api.ProjectScopedView`, beside the policy it uses.
 What happens after the response for a key (`lastUsedAt`, legacy headers) is the
 key app's middleware.
 """
@@ -15,19 +12,15 @@ key app's middleware.
 from __future__ import annotations
 
 import codecs
-import functools
 import re
 from collections.abc import Collection
 from datetime import UTC, timedelta
-from types import ModuleType
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import DateTimeField
 from django.utils.dateparse import parse_datetime
-from django.utils.module_loading import import_module
 from rest_framework.exceptions import MethodNotAllowed, ParseError
 from rest_framework.exceptions import NotFound as DrfNotFound
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
@@ -36,7 +29,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.errors import KeyManagementForbidden, PermissionDenied, ValidationFailed
+from core.errors import KeyManagementForbidden, ValidationFailed
 from core.principal import Principal
 from core.validation import check_fields
 
@@ -150,12 +143,6 @@ def _unstorable(value: Any, depth: int) -> bool:
 PROJECT_ID = "sigsentry.project_id"
 
 
-@functools.cache
-def access_policy() -> ModuleType:
-    """The module that decides (`resolve_project`, `require_permission`): ACCESS_POLICY."""
-    return import_module(settings.ACCESS_POLICY)
-
-
 class ApiView(APIView):
     content_negotiation_class = JsonOnlyNegotiation
     parser_classes = [JsonParser]
@@ -182,43 +169,6 @@ class ApiView(APIView):
         response = super().finalize_response(request, response, *args, **kwargs)
         response["Cache-Control"] = "no-store"
         return response
-
-
-class ProjectScopedView(ApiView):
-    """Subclasses map each method to the permission it needs (SPEC §2.2).
-
-    In SPEC §4.10's order: the project is resolved in `check_permissions` (which
-    DRF runs right after authentication), the key's own rate limit is DRF's
-    throttle step, and the method's permission is checked last.
-    HEAD runs the GET handler (Django), so it needs GET's permission; so does OPTIONS.
-    """
-
-    permission_by_method: dict[str, str] = {}
-
-    def check_permissions(self, request):
-        super().check_permissions(request)
-        self.project = access_policy().resolve_project(
-            self.principal, request.META.get("HTTP_X_PROJECT_ID")
-        )
-        # For what runs after the response (an org key's last use names its project).
-        request.META[PROJECT_ID] = self.project.id
-
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        required = self._permission_for(request.method)
-        if required is not None:
-            access_policy().require_permission(self.principal, self.project, required)
-        elif hasattr(self, request.method.lower()):
-            # Fail closed: a handler whose permission was never declared serves nobody.
-            raise PermissionDenied()
-
-    def _permission_for(self, method: str) -> str | None:
-        """HEAD runs GET; OPTIONS (a view's description, not a CORS preflight, which the
-        middleware answers) needs GET's permission, or a write-only view's first one."""
-        declared = self.permission_by_method
-        if method == "OPTIONS":
-            return declared.get("GET") or next(iter(declared.values()), None)
-        return declared.get("GET" if method == "HEAD" else method)
 
 
 class ManagementView(ApiView):

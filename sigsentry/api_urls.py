@@ -7,7 +7,6 @@ from apps.analyses import api_urls as analyses_urls
 from apps.apikeys import api_urls as apikeys_urls
 from apps.invitations import api_urls as invitations_urls
 from apps.orgs import api_urls as orgs_urls
-from apps.projects import api_urls as projects_urls
 from apps.secretscanning import api_urls as secretscanning_urls
 from apps.webhooks import api_urls as webhooks_urls
 from core.openapi import DocsView, SchemaView
@@ -19,7 +18,7 @@ from core.openapi import DocsView, SchemaView
 urlpatterns = [
     *analyses_urls.urlpatterns,
     *accounts_urls.urlpatterns,
-    *projects_urls.urlpatterns,
+    *orgs_urls.config_urlpatterns,
     *apikeys_urls.urlpatterns,
     *orgs_urls.urlpatterns,
     *webhooks_urls.urlpatterns,

@@ -548,9 +548,6 @@ CSRF_FAILURE_VIEW = "core.views.csrf_failure"
 # these also hide URLs, whose user info holds a password (REDIS_URL, the cache's LOCATION).
 DEFAULT_EXCEPTION_REPORTER_FILTER = "core.reporting.ReportFilterHidingUrls"
 
-# The module that decides access (core.api loads it by name: the core imports no app).
-ACCESS_POLICY = "apps.orgs.access"
-
 # Key usage counters are copied to the database this often per process (0: only by
 # the worker and `manage.py flush_usage`).
 USAGE_FLUSH_SECONDS = _read_number("USAGE_FLUSH_SECONDS", default=60, most=86400)

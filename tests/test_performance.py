@@ -29,10 +29,11 @@ from apps.apikeys.models import ApiKey
 from apps.apikeys.selectors import KeyRecord, key_by_digest
 from apps.apikeys.services import revoke_key
 from apps.orgs.access import project_for_member
+from apps.orgs.scoped_api import ProjectScopedView
 from apps.orgs.selectors import MembershipRef, membership_refs, memberships_of
 from apps.projects.models import Project
 from apps.projects.selectors import ProjectRecord, project_by_id
-from core.api import ApiView, ProjectScopedView
+from core.api import ApiView
 from core.errors import ProjectNotFound
 from core.permissions import Permission
 from sigsentry.urls import urlpatterns as product_urlpatterns

@@ -21,9 +21,9 @@ from apps.analyses.serializers import (
     FollowUpInputSerializer,
     FollowUpSerializer,
 )
-from apps.projects.api import PROJECT_ERRORS, PROJECT_HEADER
+from apps.orgs.scoped_api import PROJECT_ERRORS, PROJECT_HEADER, ProjectScopedView
 from apps.projects.serializers import validated
-from core.api import ProjectScopedView, paginate
+from core.api import paginate
 from core.openapi import PAGE_PARAMETERS
 from core.permissions import Permission
 

@@ -2,16 +2,19 @@
 
 Every view is project-scoped: the project comes from the credential and
 `X-Project-Id`, reading needs `config:read` and writing `config:write`, and a
-row of another project is 404 NOT_FOUND.
+row of another project is 404 NOT_FOUND. The configuration's models, services
+and selectors live in `apps.projects`; its views live here because they need the
+access policy (`apps.orgs.scoped_api`), and `apps/projects` sits below `apps/orgs`.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
+from apps.orgs.scoped_api import PROJECT_ERRORS, PROJECT_HEADER, ProjectScopedView
 from apps.projects import selectors, services
 from apps.projects.serializers import (
     ChannelInputSerializer,
@@ -21,21 +24,8 @@ from apps.projects.serializers import (
     LogSourceSerializer,
     validated,
 )
-from core.api import ProjectScopedView
-from core.openapi import error_responses
 from core.permissions import Permission
-from core.validation import UUID_PATTERN
 
-PROJECT_HEADER = OpenApiParameter(
-    "X-Project-Id",
-    # Text with a UUID's pattern, not `format: uuid`: a header is text, and a generated
-    # client typed it `UUID` and refused to send one (an SDK audit: openapi-python-client).
-    {"type": "string", "pattern": UUID_PATTERN, "example": "0b7c9f1e-4d2a-4c8e-9a51-2f3b6d7e8a90"},
-    OpenApiParameter.HEADER,
-    description="The project's id; required for organization keys and dashboard sessions.",
-)
-#: What any project-scoped operation can answer besides success (SPEC §3).
-PROJECT_ERRORS = error_responses(400, 401, 403, 404, 429)
 CONFIG_WRITE = {
     "POST": Permission.CONFIG_WRITE,
     "PATCH": Permission.CONFIG_WRITE,

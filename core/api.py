@@ -300,13 +300,3 @@ def paginate(view: ApiView, queryset, serialize, ordering: tuple[str, ...] = ())
         paginator.ordering = ordering
     page = paginator.paginate_queryset(queryset, view.request, view=view)
     return paginator.get_paginated_response([serialize(item) for item in page])
-
-
-def iso(moment, timespec: str = "microseconds") -> str | None:
-    """ISO 8601 UTC with a Z and always six fractional digits, as every time in the API
-    (`2030-01-31T12:00:00.000000Z`): Python's own drops the fraction of a whole second,
-    which broke fixed-format parsers once in a million rows (a dates audit). `timespec`
-    as `datetime.isoformat`'s: HTML's `<time>` takes three digits at most."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")

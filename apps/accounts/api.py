@@ -33,12 +33,13 @@ from apps.accounts.tokens import TokenPair
 from apps.orgs.selectors import membership_refs
 from apps.orgs.serializers import UserRefSerializer
 from core import throttling
-from core.api import ApiView, iso, json_object
+from core.api import ApiView, json_object
 from core.errors import AuthError, PermissionDenied, RateLimited, ValidationFailed
 from core.net import client_ip
 from core.openapi import THROTTLED, WRONG_PASSWORD_OR_CODE, WRONG_REFRESH_TOKEN, error_responses
 from core.permissions import ALL_PERMISSIONS, Role
 from core.principal import AUTH_DECISION, AuthDecision, Principal
+from core.times import iso
 
 
 def me_payload(principal: Principal) -> dict:

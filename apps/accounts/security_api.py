@@ -24,7 +24,7 @@ from apps.accounts.api import (
 from apps.accounts.cookies import set_session_cookies
 from apps.accounts.models import AuthSession
 from apps.accounts.selectors import open_sessions_of
-from core.api import ApiView, iso, json_object, paginate
+from core.api import ApiView, json_object, paginate
 from core.errors import PermissionDenied
 from core.openapi import (
     OR_WRONG_PASSWORD,
@@ -35,6 +35,7 @@ from core.openapi import (
     paginated,
 )
 from core.openapi_schema import IdPathAutoSchema
+from core.times import iso
 
 RESET_ACCEPTED = "If an account uses this email, a link to reset its password is on its way."
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from apps.apikeys.models import ApiKey, KeyScope
-from core.api import iso
+from core.times import iso
 
 
 def key_json(api_key: ApiKey, now: datetime) -> dict[str, Any]:

@@ -34,8 +34,8 @@ from apps.projects.models import Project
 from apps.webhooks.models import EventType
 from apps.webhooks.services import KeyEvent, record_key_events
 from core import throttling
-from core.api import iso
 from core.errors import ValidationFailed
+from core.times import iso
 from core.validation import FieldErrors, check_fields
 
 logger = logging.getLogger("sigsentry.apikeys")

@@ -20,10 +20,10 @@ from rest_framework.response import Response
 from apps.apikeys.api import KeyManagementView
 from apps.apikeys.models import Granularity
 from apps.apikeys.usage.answer import key_usage
-from core.api import iso
 from core.errors import ValidationFailed
 from core.openapi import error_responses
 from core.openapi_schema import IdPathAutoSchema
+from core.times import iso
 
 
 def usage_json(usage: dict[str, Any]) -> dict[str, Any]:

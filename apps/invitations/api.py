@@ -16,10 +16,11 @@ from apps.accounts.api import OrganizationRefSerializer
 from apps.invitations import selectors, services
 from apps.invitations.models import Invitation
 from apps.orgs.access import membership_for, require_manager
-from core.api import ManagementView, iso, json_object, paginate
+from core.api import ManagementView, json_object, paginate
 from core.openapi import PAGE_PARAMETERS, error_responses, paginated
 from core.openapi_schema import IdPathAutoSchema
 from core.permissions import Role
+from core.times import iso
 
 
 def invitation_json(invitation: Invitation) -> dict[str, Any]:

@@ -21,11 +21,12 @@ from apps.orgs.serializers import UserRefSerializer
 from apps.projects import selectors as project_selectors
 from apps.projects import services as project_services
 from apps.projects.models import Project
-from core.api import ManagementView, iso, json_object, paginate
+from core.api import ManagementView, json_object, paginate
 from core.errors import ValidationFailed
 from core.openapi import PAGE_PARAMETERS, error_responses, paginated, request_keywords
 from core.openapi_schema import IdPathAutoSchema
 from core.permissions import Role
+from core.times import iso
 
 
 def organization_json(membership: Membership) -> dict[str, Any]:

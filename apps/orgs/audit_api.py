@@ -19,10 +19,11 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import Action
 from apps.orgs.access import membership_for, require_manager
 from apps.orgs.selectors import events_of
-from core.api import ManagementView, iso, paginate
+from core.api import ManagementView, paginate
 from core.errors import ValidationFailed
 from core.openapi import PAGE_PARAMETERS, error_responses, paginated
 from core.openapi_schema import IdPathAutoSchema
+from core.times import iso
 
 
 def actor_json(event: AuditEvent) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def _readable(value) -> str:
     return str(value)
 
 
-#: A time as the API writes it into details (`core.api.iso`, with or without a fraction).
+#: A time as the API writes it into details (`core.times.iso`, with or without a fraction).
 _API_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 
 

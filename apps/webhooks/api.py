@@ -23,9 +23,10 @@ from apps.webhooks import services
 from apps.webhooks.models import Delivery, DeliveryStatus, EventType, Webhook
 from apps.webhooks.selectors import deliveries_of, webhook_of, webhooks_of
 from apps.webhooks.urlsafety import MAX_URL_LENGTH
-from core.api import ManagementView, iso, json_object, paginate
+from core.api import ManagementView, json_object, paginate
 from core.openapi import PAGE_PARAMETERS, error_responses, paginated
 from core.openapi_schema import IdPathAutoSchema
+from core.times import iso
 
 
 def webhook_json(webhook: Webhook) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.orgs.models import Organization
-from core.api import iso
+from core.times import iso
 
 
 class EventType(models.TextChoices):

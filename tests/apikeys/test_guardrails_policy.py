@@ -12,7 +12,7 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import replace_legacy_key
 from apps.audit.models import AuditEvent
-from core.api import iso
+from core.times import iso
 from tests.factories import make_key, make_legacy_key
 from tests.orgs.helpers import (
     ROLES,

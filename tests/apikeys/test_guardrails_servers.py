@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.models import AuditEvent
-from core.api import iso
+from core.times import iso
 from tests.conftest import access_token_for
 from tests.orgs.helpers import collection_url, key_url
 from tests.servers import GunicornServer

@@ -25,7 +25,7 @@ from apps.orgs import access
 from apps.orgs import services as org_services
 from apps.orgs.models import Membership
 from apps.webhooks.models import Event
-from core.api import iso
+from core.times import iso
 from tests.factories import make_key
 from tests.orgs.helpers import collection_url, error_fields, key_url, user_client
 

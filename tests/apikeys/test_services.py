@@ -24,8 +24,8 @@ from apps.apikeys.services import (
     update_key,
 )
 from apps.audit.models import AuditEvent
-from core.api import iso
 from core.errors import PermissionsLocked, RateLimited, ValidationFailed
+from core.times import iso
 from tests.factories import ProjectFactory, make_key, make_legacy_key
 
 pytestmark = pytest.mark.django_db

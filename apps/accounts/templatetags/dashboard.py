@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince, timeuntil
 
-from core.api import iso
+from core.times import iso
 
 register = template.Library()
 

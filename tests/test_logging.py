@@ -349,6 +349,22 @@ def test_a_refused_csrf_check_on_the_api_names_the_user_it_refused(owner, access
     assert (record.auth_outcome, record.user_id) == ("PERMISSION_DENIED", str(owner.pk))
 
 
+@pytest.mark.django_db
+def test_a_refused_csrf_check_on_the_api_is_logged_as_the_pages_are(owner, console):
+    """The cookie session's check is Django's middleware itself (`enforce_csrf`), which logs
+    its refusals; DRF's SessionAuthentication check returns the reason and logs nothing."""
+    client = logged_in(owner, Client(enforce_csrf_checks=True))
+
+    response = client.post("/v1/organizations", {"name": "X"}, content_type="application/json")
+
+    assert response.status_code == 403
+    (line,) = [line for line in console_lines(console) if line["logger"] == "django.security.csrf"]
+    assert (line["level"], line["message"]) == (
+        "WARNING",
+        "Forbidden (CSRF cookie not set.): /v1/organizations",
+    )
+
+
 def test_a_refused_host_is_logged_without_its_value(console):
     """Found by the observability audit: Django's line quoted the header whole, a key in it
     too, with a traceback."""

@@ -24,6 +24,9 @@ def enforce_csrf(request) -> None:
     The cookies travel with any cross-site request, so an unsafe method sent
     with them must carry the CSRF token (`X-CSRFToken`), as a form would. The
     middleware answers a refusal with a response of its own; here it is an API error.
+    Not DRF's `SessionAuthentication.enforce_csrf`: its check overrides the middleware's
+    private `_reject` and so never logs a refusal (`django.security.csrf`, as the pages'
+    are); this one calls the middleware's public hooks and reads their return value.
     """
     check = CsrfViewMiddleware(lambda req: None)
     check.process_request(request)

@@ -2,10 +2,60 @@
 (function () {
   "use strict";
 
-  /* Forms that destroy something ask first: <form data-confirm="Revoke …?">. Confirmed, the
-     form carries the marker that lets the server act at once; without it (no JavaScript) the
-     server answers a confirmation page instead (core/confirm.py). */
+  /* Forms that destroy something ask first, in the page's own dialog
+     (templates/includes/confirm_dialog.html): <form data-confirm="Revoke …?"
+     data-confirm-detail="What happens then." data-confirm-action="Revoke key">. Not
+     window.confirm(): a browser told to stop this page's dialogs answers it "no" unseen, and
+     the action silently did nothing. Confirmed, the form carries the marker that lets the
+     server act at once; without it (no JavaScript, or no modal dialogs) the server answers a
+     confirmation page instead (core/confirm.py). */
   var CONFIRM_FIELD = "confirmed";
+  var confirmDialog = document.querySelector("dialog[data-confirm-dialog]");
+  /* The form the dialog just confirmed: its next submit goes through with the marker. */
+  var confirmedForm = null;
+  function addConfirmMarker(form) {
+    if (form.querySelector("input[name=" + CONFIRM_FIELD + "]")) return;
+    var marker = document.createElement("input");
+    marker.type = "hidden";
+    marker.name = CONFIRM_FIELD;
+    marker.value = "yes";
+    form.appendChild(marker);
+  }
+  /* Opens the dialog for `form`; false where it cannot (the server's page asks then). */
+  function askBefore(form, submitter) {
+    if (!confirmDialog || typeof confirmDialog.showModal !== "function" || confirmDialog.open) {
+      return false;
+    }
+    var accept = confirmDialog.querySelector("[data-confirm-accept]");
+    var cancel = confirmDialog.querySelector("[data-confirm-cancel]");
+    confirmDialog.querySelector("[data-confirm-question]").textContent = form.getAttribute("data-confirm");
+    var detail = confirmDialog.querySelector("[data-confirm-detail]");
+    detail.textContent = form.getAttribute("data-confirm-detail") || "";
+    detail.hidden = !detail.textContent;
+    accept.textContent = form.getAttribute("data-confirm-action") || "Confirm";
+    /* "Cancel" next to "Cancel invitation" is ambiguous: such a form names its safe answer. */
+    cancel.textContent = form.getAttribute("data-confirm-keep") || "Cancel";
+    confirmDialog.returnValue = "";
+    confirmDialog.showModal();
+    /* The safe answer has the focus: Enter or Space right away destroys nothing. */
+    cancel.focus();
+    confirmDialog.addEventListener("close", function answered() {
+      confirmDialog.removeEventListener("close", answered);
+      if (confirmDialog.returnValue !== "confirm") {
+        /* Cancel or Escape: back to the button that asked, not to the top of the page. */
+        if (submitter) submitter.focus();
+        return;
+      }
+      addConfirmMarker(form);
+      if (typeof form.requestSubmit === "function") {
+        confirmedForm = form;
+        form.requestSubmit(submitter && submitter.form === form ? submitter : undefined);
+      } else {
+        form.submit();
+      }
+    });
+    return true;
+  }
   /* A login or logout in another tab gives the browser a new CSRF token (as Django's login
      does); a form this tab drew before carries the old one. Its token is the cookie's at
      the moment it is sent (Django accepts the cookie's secret as the form's token). */
@@ -32,22 +82,18 @@
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement)) return;
-    /* A dialog's Cancel (formmethod="dialog") only closes it: nothing is sent. */
+    /* A dialog's Cancel (formmethod="dialog") or its own buttons (method="dialog") only
+       close it: nothing is sent. */
+    if (form.method.toLowerCase() === "dialog") return;
     if (event.submitter && event.submitter.getAttribute("formmethod") === "dialog") return;
     currentCsrfToken(form);
     openedAs(form);
-    var question = form.getAttribute("data-confirm");
-    if (question) {
-      if (!window.confirm(question)) {
+    if (form.hasAttribute("data-confirm")) {
+      if (form === confirmedForm) {
+        confirmedForm = null;
+      } else if (askBefore(form, event.submitter)) {
         event.preventDefault();
         return;
-      }
-      if (!form.querySelector("input[name=" + CONFIRM_FIELD + "]")) {
-        var marker = document.createElement("input");
-        marker.type = "hidden";
-        marker.name = CONFIRM_FIELD;
-        marker.value = "yes";
-        form.appendChild(marker);
       }
     }
     /* One click, one request: a double click must not send the form twice. */
@@ -66,6 +112,10 @@
     document.querySelectorAll("form[data-submitted]").forEach(function (form) {
       form.removeAttribute("data-submitted");
     });
+    /* A confirmed form brought back asks again. */
+    document.querySelectorAll("form[data-confirm] input[name=" + CONFIRM_FIELD + "]").forEach(
+      function (marker) { marker.remove(); }
+    );
   });
 
   /* Copy buttons: <button data-copy-target="element-id">. */

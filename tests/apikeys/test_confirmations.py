@@ -114,6 +114,7 @@ class Destructive:
     url: str
     question: str
     done: object  # () -> bool: whether the action happened
+    page: str  # where its form is
 
 
 @pytest.fixture
@@ -125,6 +126,7 @@ def destructive(request, owner, member, organization, mailbox):
             f"/orgs/{organization.id}/members/{member.id}/remove/",
             f"Remove {member.email} from {organization.name}?",
             lambda: not Membership.objects.filter(user=member).exists(),
+            f"/orgs/{organization.id}/members/",
         )
     if name == "leave organization":
         Membership.objects.filter(user=member).update(role="owner")  # not the last owner
@@ -132,6 +134,7 @@ def destructive(request, owner, member, organization, mailbox):
             f"/orgs/{organization.id}/members/{owner.id}/remove/",
             f"Leave {organization.name}?",
             lambda: not Membership.objects.filter(user=owner).exists(),
+            f"/orgs/{organization.id}/members/",
         )
     if name == "cancel invitation":
         invitation = invite_member(
@@ -143,6 +146,7 @@ def destructive(request, owner, member, organization, mailbox):
             f"/orgs/{organization.id}/invitations/{invitation.id}/cancel/",
             "Cancel the invitation of newcomer@example.com?",
             lambda: Invitation.objects.get().cancelled_at is not None,
+            f"/orgs/{organization.id}/members/",
         )
     if name == "remove webhook":
         webhook = make_webhook(organization, owner).webhook
@@ -150,6 +154,7 @@ def destructive(request, owner, member, organization, mailbox):
             f"/orgs/{organization.id}/webhooks/{webhook.id}/delete/",
             f"Remove the webhook to {webhook.url}?",
             lambda: not Webhook.objects.exists(),
+            f"/orgs/{organization.id}/webhooks/",
         )
     assert name == "log out everywhere else"
     other = account_services.start_session(owner)
@@ -157,20 +162,20 @@ def destructive(request, owner, member, organization, mailbox):
         "/account/sessions/others/end/",
         "Log out every other session?",
         lambda: bearer_client(other.access).get("/v1/me").status_code == 401,
+        "/account/",
     )
 
 
-@pytest.mark.parametrize(
-    "destructive",
-    [
-        "remove member",
-        "leave organization",
-        "cancel invitation",
-        "remove webhook",
-        "log out everywhere else",
-    ],
-    indirect=True,
-)
+DESTRUCTIVE = [
+    "remove member",
+    "leave organization",
+    "cancel invitation",
+    "remove webhook",
+    "log out everywhere else",
+]
+
+
+@pytest.mark.parametrize("destructive", DESTRUCTIVE, indirect=True)
 def test_each_destructive_form_asks_without_the_marker_and_acts_with_it(owner, destructive):
     client = logged_in(owner)
 
@@ -187,3 +192,45 @@ def test_each_destructive_form_asks_without_the_marker_and_acts_with_it(owner, d
 
     assert acted.status_code == 302
     assert destructive.done()
+
+
+def confirm_attributes(page: str, url: str) -> dict[str, str]:
+    """The data-confirm* attributes of the form that posts to `url`."""
+    [tag] = re.findall(rf'<form method="post" action="{re.escape(url)}"[^>]*>', page)
+    return {
+        name: unescape(value) for name, value in re.findall(r'(data-confirm[a-z-]*)="([^"]*)"', tag)
+    }
+
+
+def assert_page_dialog_asks_as_the_server_page(client, case: Destructive) -> None:
+    """With JavaScript the page's own dialog asks (templates/includes/confirm_dialog.html;
+    not window.confirm(), which a browser may answer "no" unseen): what it asks, filled in
+    from the form, is what the server's page asks without JavaScript, with the same button."""
+    page = html(client.get(case.page))
+    asked = html(client.post(case.url))
+
+    assert_no_inline_code(page)
+    assert page.count('<dialog class="form-dialog confirm-dialog"') == 1
+    attributes = confirm_attributes(page, case.url)
+    assert attributes["data-confirm"] == case.question
+    assert attributes["data-confirm-detail"]
+    [button] = re.findall(
+        r'<button type="submit" class="button button-danger">([^<]+)</button>', asked
+    )
+    assert attributes["data-confirm-action"] == unescape(button)
+
+
+@pytest.mark.parametrize("destructive", DESTRUCTIVE, indirect=True)
+def test_each_destructive_form_gives_the_page_dialog_what_the_server_page_asks(owner, destructive):
+    assert_page_dialog_asks_as_the_server_page(logged_in(owner), destructive)
+
+
+def test_the_revoke_form_gives_the_page_dialog_what_the_server_page_asks(owner, project):
+    api_key, _ = make_key(KeyKind.SECRET, project=project, actor=owner)
+    case = Destructive(
+        f"{api_url(project)}{api_key.id}/revoke/",
+        f"Revoke “{api_key.name}” ({api_key.prefix}…)?",
+        lambda: False,
+        api_url(project),
+    )
+    assert_page_dialog_asks_as_the_server_page(logged_in(owner), case)

@@ -160,8 +160,9 @@ def test_sessions_page_logs_out_another_browser(ui_factory, owner, project):
     logged_out[0].page.goto(logged_out[0].url(f"/projects/{project.id}/"))
     logged_out[0].page.wait_for_url(lambda url: "/login/" in url)
 
-    laptop.page.once("dialog", lambda dialog: dialog.accept())
     laptop.page.get_by_role("button", name="Log out everywhere else").click()
+    confirm = laptop.page.locator("dialog[data-confirm-dialog]")
+    confirm.get_by_role("button", name="Log out everywhere else").click()
     laptop.page.get_by_text("Logged out 1 other session.").wait_for()
     assert laptop.page.locator("tr[data-session]").count() == 1
     survivor = next(tab for tab in (phone, tablet) if tab is not logged_out[0])

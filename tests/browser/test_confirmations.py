@@ -4,9 +4,13 @@ JavaScript and without (SPEC §5: destructive actions are confirmed before they 
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
+from apps.invitations.models import Invitation
+from apps.invitations.services import invite_member
+from apps.orgs.models import Membership
 from core.confirm import CONFIRM_FIELD, CONFIRM_VALUE
 from tests.factories import PASSWORD, make_key
 
@@ -52,29 +56,60 @@ def test_without_javascript_revoke_asks_on_a_page_and_only_the_confirmed_post_re
     assert api_key.revoked_at is not None and api_key.revoked_by == owner
 
 
-def test_with_javascript_revoke_is_one_confirm_dialog_and_one_request(ui, owner, project):
+def confirm_dialog(page):
+    """The page's own confirmation dialog (templates/includes/confirm_dialog.html)."""
+    return page.locator("dialog[data-confirm-dialog]")
+
+
+def test_with_javascript_revoke_asks_in_the_page_dialog_and_sends_one_request(ui, owner, project):
+    """Not window.confirm(): a browser told to stop the page's dialogs answers it "no"
+    unseen, and Revoke silently did nothing."""
     api_key, _ = make_key(KeyKind.SECRET, project=project, name="Nightly export", actor=owner)
     page = ui.page
     ui.login(owner.email, PASSWORD)
     ui.goto(keys_path(project))
-    questions, posts = [], []
+    native, posts = [], []
+    page.on("dialog", lambda d: (native.append(d.message), d.dismiss()))
     page.on("request", lambda r: posts.append((r.url, r.post_data)) if r.method == "POST" else None)
+    revoke = page.get_by_role("button", name="Revoke Nightly export")
+    dialog = confirm_dialog(page)
 
-    def answer(dialog):
-        questions.append(dialog.message)
-        dialog.accept()
+    revoke.click()
+    dialog.wait_for(state="visible")
+    assert page.evaluate("document.querySelector('dialog[data-confirm-dialog]').matches(':modal')")
+    assert dialog.get_by_role("heading").inner_text() == (
+        f"Revoke “Nightly export” ({api_key.prefix}…)?"
+    )
+    assert "This cannot be undone." in dialog.inner_text()
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    ui.shot("revoke-dialog")
 
-    page.on("dialog", answer)
-    page.get_by_role("button", name="Revoke Nightly export").click()
+    # Cancel: nothing is sent, the key stays active, the focus is back on Revoke.
+    dialog.get_by_role("button", name="Cancel").click()
+    dialog.wait_for(state="hidden")
+    expect(revoke).to_be_focused()
+    # Escape cancels too.
+    revoke.click()
+    dialog.wait_for(state="visible")
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    expect(revoke).to_be_focused()
+    page.wait_for_timeout(300)
+    assert posts == []
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is None
+
+    # Confirm: one request, with the marker, and the key is revoked.
+    revoke.click()
+    dialog.get_by_role("button", name="Revoke key").click()
     page.get_by_text("It stopped working.").wait_for()
-
-    assert len(questions) == 1 and questions[0].startswith("Revoke “Nightly export”")
-    [(url, sent)] = posts  # the browser's confirm is the confirmation: no page in between
+    [(url, sent)] = posts  # the dialog is the confirmation: no page in between
     assert url == ui.url(f"{keys_path(project)}{api_key.id}/revoke/")
     assert f"{CONFIRM_FIELD}={CONFIRM_VALUE}" in sent.split("&")
     assert page.url == ui.url(keys_path(project))
     api_key.refresh_from_db()
-    assert api_key.revoked_at is not None
+    assert api_key.revoked_at is not None and api_key.revoked_by == owner
+    assert native == [], "no native dialog: a browser may refuse to show those"
 
 
 def mint(ui, project, name: str):
@@ -196,3 +231,29 @@ def test_the_audit_log_filter_waits_for_its_button(ui, owner, organization, proj
     chosen = page.get_by_label("Action").input_value()
     page.get_by_role("button", name="Filter").click()
     page.wait_for_url(f"**action={chosen}*")
+
+
+def test_on_a_phone_the_dialogs_long_answers_stay_inside_it(ui_factory, owner, organization):
+    """Found in a 390 px screenshot: "Keep invitation" beside "Cancel invitation" overflowed
+    the dialog's left edge, half cut off."""
+    invite_member(
+        actor_membership=Membership.objects.get(user=owner),
+        email="newcomer@example.com",
+        role="member",
+    )
+    phone = ui_factory(viewport={"width": 390, "height": 844})
+    phone.login(owner.email, PASSWORD)
+    page = phone.page
+    phone.goto(f"/orgs/{organization.id}/members/")
+
+    page.get_by_role("button", name="Cancel the invitation of newcomer@example.com").click()
+    dialog = confirm_dialog(page)
+    dialog.wait_for(state="visible")
+
+    frame = dialog.bounding_box()
+    for name in ("Keep invitation", "Cancel invitation"):
+        box = dialog.get_by_role("button", name=name).bounding_box()
+        assert frame["x"] <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"]
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    assert Invitation.objects.get().cancelled_at is None

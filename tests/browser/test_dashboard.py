@@ -106,11 +106,13 @@ def test_signup_to_revoked_key(ui):
     assert sdk_key not in page.content()
     ui.shot("sdk-keys")
 
-    page.once("dialog", lambda dialog: dialog.dismiss())
+    confirm = page.locator("dialog[data-confirm-dialog]")
     row_for(ui, "Web shop").get_by_role("button", name="Revoke").click()
-    assert call_api(ui.base, "/v1/me", sdk_key)[0] == 200  # dismissed: nothing happened
-    page.once("dialog", lambda dialog: dialog.accept())
+    confirm.get_by_role("button", name="Cancel").click()
+    confirm.wait_for(state="hidden")
+    assert call_api(ui.base, "/v1/me", sdk_key)[0] == 200  # cancelled: nothing happened
     row_for(ui, "Web shop").get_by_role("button", name="Revoke").click()
+    confirm.get_by_role("button", name="Revoke key").click()
     page.get_by_text("It stopped working.").wait_for()
     assert "Revoked" in row_for(ui, "Web shop").inner_text()
     status, body, _ = call_api(ui.base, "/v1/me", sdk_key)
@@ -550,8 +552,8 @@ def test_a_page_drawn_before_another_account_logged_in_acts_as_nobody(
     ui.goto(f"/projects/{project.id}/api-keys/")
     log_out_and_in_in_another_tab(ui, admin.email)
 
-    ui.page.once("dialog", lambda confirm: confirm.accept())
     ui.page.get_by_role("button", name="Revoke Deploy bot").click()
+    ui.page.locator("dialog[data-confirm-dialog]").get_by_role("button", name="Revoke key").click()
 
     ui.page.get_by_role("heading", name="This browser is logged in as someone else now").wait_for()
     assert ApiKey.objects.get(pk=api_key.pk).revoked_at is None

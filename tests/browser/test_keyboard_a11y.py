@@ -130,8 +130,14 @@ def test_after_a_revoke_the_focus_is_on_the_message(ui_factory, owner, project):
     page = ui.page
     ui.goto(f"/projects/{project.id}/api-keys/")
 
-    page.once("dialog", lambda confirm: confirm.accept())
-    page.get_by_role("button", name=f"Revoke Payments CI ({key.prefix})").click()
+    # By keyboard: the dialog opens on its safe answer; Tab reaches the one that acts.
+    page.get_by_role("button", name=f"Revoke Payments CI ({key.prefix})").focus()
+    page.keyboard.press("Enter")
+    confirm = page.locator("dialog[data-confirm-dialog]")
+    expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(confirm.get_by_role("button", name="Revoke key")).to_be_focused()
+    page.keyboard.press("Enter")
     page.get_by_text("Revoked “Payments CI”").wait_for()
 
     assert page.evaluate("document.activeElement.classList.contains('flash-stack')")

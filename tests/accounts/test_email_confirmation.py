@@ -85,6 +85,20 @@ def test_the_account_page_mails_a_code_that_confirms_the_address(mailbox):
     assert ">Confirmed</span>" in html(client.get("/account/"))
 
 
+def test_every_page_asks_for_the_address_in_plain_words_until_it_is_confirmed():
+    """Found by a first-hour audit: the notice said "until then, your organizations'
+    members pages say it is not confirmed", which a new customer could not act on."""
+    user = sign_up("ana@example.com", ask_for_a_code=False)
+
+    page = html(logged_in(user).get("/"))
+
+    [notice] = re.findall(r'<p class="flash flash-warning email-notice">(.*?)</p>', page)
+    assert re.sub(r"<[^>]+>", "", notice) == (
+        "Confirm your email address, ana@example.com: we'll send you a code from your account page."
+    )
+    assert '<a href="/account/#email">account page</a>' in notice
+
+
 def test_a_code_typed_in_full_width_digits_confirms(mailbox):
     """As a CJK input method types them (found by a Unicode audit): the page's pattern
     lets them through, and the server reads them by NFKC."""

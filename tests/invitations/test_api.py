@@ -250,8 +250,11 @@ def test_an_inviter_whose_address_is_unconfirmed_has_a_days_few_and_is_named_so(
     refused = invite(client, organization, "p3@example.com")
     assert "Confirm your email address" in refused.json()["error"]["message"]
     [mail] = mailbox.messages("p0@example.com")
-    text = mail.message.get_body(preferencelist=("plain",)).get_content()
-    assert f"Someone signed up as {owner.email}, an address SigSentry has not confirmed" in text
+    # Said before "invited you", in both parts: never "<address> invited you" as if shown.
+    for part in ("plain", "html"):
+        body = mail.message.get_body(preferencelist=(part,)).get_content()
+        assert f"{owner.email} (this address is not confirmed) invited you" in body, part
+        assert f"{owner.email} invited you" not in body, part
 
 
 def test_a_confirmed_inviter_is_named_plainly_and_not_held_to_the_unconfirmed_few(

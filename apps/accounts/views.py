@@ -163,6 +163,8 @@ def logout_page(request: HttpRequest) -> HttpResponse:
     """End the session server-side (its tokens die at once), then drop the cookies."""
     if request.principal is not None and request.principal.session is not None:
         services.logout(session=request.principal.session)
+    # The login page it lands on says why: without it a logout looked like a session lost.
+    messages.success(request, "You have been logged out.")
     return end_page_session(request)
 
 

@@ -271,6 +271,16 @@ def test_logout_ends_the_session_and_clears_the_cookies(owner, api_client):
     assert stale.get("/").status_code == 302
 
 
+def test_logout_lands_on_the_login_page_saying_so_once(owner):
+    client = logged_in(owner)
+
+    login = client.post("/logout/", follow=True)
+
+    assert login.redirect_chain == [("/login/", 302)]
+    assert '<p class="flash flash-success">You have been logged out.</p>' in html(login)
+    assert "You have been logged out." not in html(client.get("/login/"))
+
+
 def test_logout_after_a_silent_refresh_does_not_write_new_cookies(owner):
     client = logged_in(owner)
     del client.cookies[ACCESS_COOKIE]  # the middleware will rotate the pair first

@@ -181,6 +181,8 @@ def test_login_errors_logout_and_dead_cookies(ui, owner):
 
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url(ui.url("/login/"))
+    assert page.get_by_role("status").inner_text().strip() == "You have been logged out."
+    ui.shot("logged-out")
     assert ui.cookie(ACCESS_COOKIE) is None
     status, body, _ = call_api(ui.base, "/v1/me", access)
     assert status == 401 and body["error"]["code"] == "TOKEN_INVALID"

@@ -28,14 +28,6 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
-#: The operations endpoints (`core.ops` answers them). Here, below it, for the filter that
-#: leaves them out of the logs: the logging set-up loads it before the app registry is
-#: ready, when core.ops (and the metrics it serves, which read a model) cannot load yet.
-HEALTH_PATH = "/healthz"
-READY_PATH = "/readyz"
-METRICS_PATH = "/metrics"
-OPERATIONS_PATHS = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH})
-
 LINE_FORMAT = "{asctime}{levelname}{name}{message}"
 RENAMED = {"asctime": "time", "levelname": "level", "name": "logger", "exc_info": "exception"}
 
@@ -149,12 +141,3 @@ class WithoutHostValue(logging.Filter):
         record.msg, record.args = "Invalid HTTP_HOST header (its value is not written)", ()
         record.exc_info = record.exc_text = None
         return True
-
-
-class SkipOperationsPaths(logging.Filter):
-    """Leaves Django's per-response log lines for the operations paths out (a 503 from
-    /readyz every few seconds is the probe's job, not an error of the request)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        request = getattr(record, "request", None)
-        return getattr(request, "path_info", None) not in OPERATIONS_PATHS

@@ -38,8 +38,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from core import counters
-
 logger = logging.getLogger("core.metrics")
 
 #: Exposition format of `render()`.
@@ -148,6 +146,8 @@ def record_email_failure() -> None:
 
 
 def _count_in_database(name: str) -> None:
+    from core import counters  # a model: importable once the app registry is ready
+
     counters.add(name)
 
 
@@ -198,6 +198,8 @@ class DatabaseFiguresCollector(Collector):
     timeout again, and a scrape during an outage would outlast Prometheus's (10 s)."""
 
     def collect(self) -> Iterator[Metric]:
+        from core import counters  # a model: importable once the app registry is ready
+
         depth = GaugeMetricFamily(
             "sigsentry_worker_queue_depth", "Items waiting in a worker queue.", labels=["queue"]
         )

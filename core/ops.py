@@ -39,10 +39,13 @@ from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, HttpResponse
 
 from core import metrics
-from core.logging import HEALTH_PATH, METRICS_PATH, READY_PATH
 
 logger = logging.getLogger("core.ops")
 
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
+PATHS = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH})
 #: Seconds each dependency has to answer a readiness check.
 READINESS_TIMEOUT = 1.0
 
@@ -195,3 +198,12 @@ class OperationsMiddleware:
             response["Allow"] = "GET, HEAD"
             return response
         return view(request)
+
+
+class SkipOperationsPaths(logging.Filter):
+    """Leaves Django's per-response log lines for the operations paths out (a 503 from
+    /readyz every few seconds is the probe's job, not an error of the request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        return getattr(request, "path_info", None) not in PATHS

@@ -780,7 +780,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
     "filters": {
-        "skip_operations_paths": {"()": "core.logging.SkipOperationsPaths"},
+        "skip_operations_paths": {"()": "core.ops.SkipOperationsPaths"},
         # A path can carry a live token (reset, invitation links): Django's own lines get the
         # URL pattern instead, at their loggers (before any handler) and at the console.
         "redact_request_path": {"()": "core.logging.RedactRequestPath"},

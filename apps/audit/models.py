@@ -43,6 +43,9 @@ class AuditEvent(models.Model):
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=256, blank=True)
     details = models.JSONField(default=dict, blank=True)
+    #: Made by an operator in the Django admin: its IP is the operator's, for operators only.
+    #: A database default too: a process of the release before inserts events without it.
+    through_admin = models.BooleanField(default=False, db_default=False, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -58,6 +61,10 @@ class AuditEvent(models.Model):
     @property
     def shown_ip(self) -> str | None:
         """The IP the organization sees (API and page): none for an anonymous actor, the
-        sender of a leak report, a stranger whose address the key's owner has no claim to
-        (the admin shows it to operators)."""
-        return None if self.actor_type == self.ActorType.ANONYMOUS else self.ip
+        sender of a leak report, a stranger whose address the key's owner has no claim to,
+        nor for an operator's change through the admin, which lands in every organization
+        its user belongs to (a privacy audit; GitHub shows its staff without one). The
+        admin shows both to operators."""
+        if self.actor_type == self.ActorType.ANONYMOUS or self.through_admin:
+            return None
+        return self.ip

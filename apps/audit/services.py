@@ -119,21 +119,18 @@ def audit_event(
         target_type=target_type,
         target_id=str(target_id or ""),
         target_label=target_label,
-        ip=client_ip(request) if _tenants_may_see(request) else None,
-        user_agent=user_agent(request) if _tenants_may_see(request) else "",
+        ip=client_ip(request) if request is not None else None,
+        user_agent=user_agent(request) if request is not None else "",
+        through_admin=_through_admin(request),
         details=details or {},
     )
 
 
-def _tenants_may_see(request: HttpRequest | None) -> bool:
-    """Whether the request's client (IP, user agent) goes into the event. Not through the
-    Django admin: an operator's change lands in every organization its user belongs to,
-    and an operator's address is not theirs to read (a privacy audit; GitHub shows its
-    staff without one). The access log keeps it for operators, by request id."""
-    if request is None:
-        return False
-    match = getattr(request, "resolver_match", None)  # None for a request not yet routed
-    return match is None or match.app_name != "admin"  # every AdminSite's URLs' app_name
+def _through_admin(request: HttpRequest | None) -> bool:
+    """Whether the request is the Django admin's (every AdminSite's URLs have the app_name
+    "admin"); None for a request not yet routed."""
+    match = getattr(request, "resolver_match", None)
+    return match is not None and match.app_name == "admin"
 
 
 def _appended(build: Callable[P, AuditEvent]) -> Callable[P, AuditEvent]:

@@ -162,6 +162,11 @@ def enable_two_factor(request: HttpRequest) -> HttpResponse:
                     "shown once, when it was turned on.",
                 )
                 return redirect(f"{ACCOUNT_URL}#two-factor")
+            if twofactor.pending_setup(request.principal.user) is None:
+                # The set-up expired (or was never started): no enable form is left to show
+                # the error beside, so say it on top (a review: the code vanished unexplained).
+                messages.error(request, exc.details["fields"]["code"][0])
+                return redirect(f"{ACCOUNT_URL}#two-factor")
             form.add_service_errors(exc.details["fields"], {"code": "code"})
         else:
             messages.success(request, "Two-factor authentication is on.")

@@ -205,8 +205,8 @@ class TwoFactorSetupView(AccountView):
         summary="Start two-factor set-up",
         description=(
             "A new TOTP secret for an authenticator app (RFC 6238, 6 digits, 30 s). Two-factor "
-            "is on only after POST /v1/auth/2fa/enable with a first code. Refused (400) while "
-            "two-factor is on."
+            "is on only after POST /v1/auth/2fa/enable with a first code, within 15 minutes. "
+            "Refused (400) while two-factor is on."
         ),
         tags=["auth"],
         request=None,
@@ -222,8 +222,9 @@ class TwoFactorEnableView(AccountView):
         operation_id="auth_2fa_enable",
         summary="Turn two-factor on",
         description=(
-            "With a code from the app just set up. Answers the 10 recovery codes, the only time "
-            "they are shown. A wrong code is 400 VALIDATION_ERROR on `code`, throttled."
+            "With a code from the app just set up, within 15 minutes of the set-up (later: 400 "
+            "on `code`, start again). Answers the 10 recovery codes, the only time they are "
+            "shown. A wrong code is 400 VALIDATION_ERROR on `code`, throttled."
         ),
         tags=["auth"],
         request=CodeInputSerializer,

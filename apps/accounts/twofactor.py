@@ -69,6 +69,7 @@ MAX_INPUT_LENGTH = 64
 #: until then; one left for good was shown on every later visit (a first-hour audit), to
 #: anyone who had the session a moment, and a code from it later turned two-factor on.
 SETUP_LIFETIME = timedelta(minutes=15)
+SETUP_EXPIRED = "The set-up expired after 15 minutes. Start it again: it gives a new secret."
 
 WRONG_CODE = "The code is not valid."
 
@@ -315,9 +316,7 @@ def enable(*, user: User, code: Any, request: HttpRequest | None = None) -> list
         if is_enabled(user):
             raise ValidationFailed({"code": ["Two-factor authentication is already on."]})
         if TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).exists():
-            raise ValidationFailed(
-                {"code": ["The set-up expired. Start it again and scan the new QR code."]}
-            )
+            raise ValidationFailed({"code": [SETUP_EXPIRED]})
         raise ValidationFailed({"code": ["Start the set-up first: POST /v1/auth/2fa/setup."]})
     ip = client_ip(request) if request is not None else None
     retry_after = throttling.is_limited("login_ip", ip)  # checked, not counted: not a login

@@ -136,13 +136,30 @@ def test_a_set_up_left_unfinished_expires(owner):
     response = client.post(ENABLE, {"code": code_at(secret)}, format="json")
     assert response.status_code == 400
     assert error_fields(response) == {
-        "code": ["The set-up expired. Start it again and scan the new QR code."]
+        "code": ["The set-up expired after 15 minutes. Start it again: it gives a new secret."]
     }
     assert not twofactor.is_enabled(owner)
 
     again = client.post(SETUP).json()["secret"]  # starting again works, with a new secret
     fresh_step()
     assert client.post(ENABLE, {"code": code_at(again)}, format="json").status_code == 200
+
+
+def test_the_account_page_says_a_set_up_expired(owner):
+    """A review: past its 15 minutes the page had no enable form left, and a code sent from
+    it vanished with no word."""
+    client = logged_in(owner)
+    client.post("/account/2fa/setup/")
+    secret = twofactor.pending_setup(owner).secret
+    started = timezone.now() - twofactor.SETUP_LIFETIME - timedelta(seconds=1)
+    TotpDevice.objects.filter(user=owner).update(created_at=started)
+    fresh_step()
+
+    page = html(client.post("/account/2fa/enable/", {"code": code_at(secret)}, follow=True))
+
+    assert "The set-up expired after 15 minutes." in page
+    assert "Set up two-factor authentication" in page
+    assert not twofactor.is_enabled(owner)
 
 
 def test_setup_is_refused_while_two_factor_is_on(owner):

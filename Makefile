@@ -12,25 +12,27 @@ PORT ?= 8000
 help:
 	@sed -n 's/^## \(make .*\)/\1/p; s/^##  */     /p' $(MAKEFILE_LIST)
 
-# Python 3.11 or newer, asked before a virtualenv is made: one made by an older python3
-# stayed, and every later run, PYTHON= or not, failed on it (a first-hour audit).
-NEW_ENOUGH := import sys; sys.exit(sys.version_info < (3, 11))
+# Python 3.11 or newer, asked before a virtualenv is made and of one made before: one made
+# by an older python3 stayed, and every later run, PYTHON= or not, failed on it (a
+# first-hour audit). $(call new_enough,python,what it is) stops with what to type.
+define new_enough
+@$(1) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "SigSentry needs" \
+	"Python 3.11 or newer; $(2) is $$($(1) -V 2>&1). Name one: PYTHON=python3.11" \
+	"(with make clean first if .venv exists)"; exit 1; }
+endef
 
 $(VENV)/bin/python:
-	@$(PYTHON) -c '$(NEW_ENOUGH)' || { echo "SigSentry needs Python 3.11 or newer;" \
-		"$(PYTHON) is $$($(PYTHON) -V 2>&1). Name one: make run PYTHON=python3.11"; exit 1; }
-	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
+	$(call new_enough,$(PYTHON),$(PYTHON))
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
-	@$(PY) -c '$(NEW_ENOUGH)' || { echo "$(VENV) was made with $$($(PY) -V 2>&1);" \
-		"SigSentry needs 3.11 or newer: make clean, then make run PYTHON=python3.11"; exit 1; }
+	$(call new_enough,$(PY),$(VENV))
 	$(PY) -m pip install -q -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
-	@$(PY) -c '$(NEW_ENOUGH)' || { echo "$(VENV) was made with $$($(PY) -V 2>&1);" \
-		"SigSentry needs 3.11 or newer: make clean, then make test PYTHON=python3.11"; exit 1; }
+	$(call new_enough,$(PY),$(VENV))
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
@@ -51,7 +53,7 @@ run: export DATABASE_URL = $(RUN_DATABASE_URL)
 run: export REDIS_URL = $(RUN_REDIS_URL)
 run: install
 	@# Before the demo is seeded and its login URL printed: that URL would be another server's.
-	@$(PY) -c 'import socket; socket.create_server(("$(HOST)", $(PORT)), family=socket.AF_INET6 if ":" in "$(HOST)" else socket.AF_INET).close()' 2>/dev/null \
+	@$(PY) -c 'import socket; h = "$(HOST)".strip("[]"); socket.create_server((h, $(PORT)), family=socket.AF_INET6 if ":" in h else socket.AF_INET).close()' 2>/dev/null \
 		|| { echo "$(HOST):$(PORT) is in use (or not this machine's): make run PORT=8001"; exit 1; }
 	@echo "  database: $(RUN_DATABASE_URL)"
 	DEBUG=true $(PY) manage.py migrate --noinput

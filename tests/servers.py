@@ -24,6 +24,10 @@ from time_machine import escape_hatch
 from tests import pgbouncer
 
 ROOT = Path(__file__).resolve().parent.parent
+#: How long a test of real processes waits for something to happen at all: generous, for a
+#: loaded host (CI: two suites on two cores). No promise is checked by it: a test that needs
+#: one measures it on the product's own timestamps.
+AT_ALL = 60
 
 
 def free_port() -> int:

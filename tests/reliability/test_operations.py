@@ -24,15 +24,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from apps.apikeys.keyformat import KeyKind, generate
 from tests.factories import make_key
 from tests.reliability.helpers import bearer, call, closed_port
-from tests.servers import GunicornServer
+from tests.servers import AT_ALL, GunicornServer
 
 pytestmark = pytest.mark.slow
 
 TOKEN = secrets.token_urlsafe(32)
 REQUESTS = 24
-#: How long a test waits for something to happen at all: generous, for a loaded host (CI:
-#: two suites on two cores). No promise of SPEC §4.14 is checked by it.
-AT_ALL = 60
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

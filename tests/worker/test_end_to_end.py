@@ -23,7 +23,7 @@ from tests.factories import OrganizationFactory, make_key
 from tests.outbound import Receiver, SmtpSink, WorkerProcess, text_of, verify_signature
 from tests.reliability.helpers import bearer, call
 from tests.secretscanning.keys import SigningKey, write_keys
-from tests.servers import GunicornServer
+from tests.servers import AT_ALL, GunicornServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -36,9 +36,6 @@ DELIVERED_WITHIN = timedelta(seconds=10)
 #: SPEC §4.11: leak-report emails within a minute, measured from the report's own record
 #: (the revoked key's `revoked_at`) to each email's Date (written when it is sent).
 EMAILED_WITHIN = timedelta(minutes=1)
-#: How long a test waits for something to happen at all: generous, for a loaded host. No
-#: promise is checked by it: a test that needs one measures it as above.
-AT_ALL = 60
 
 ALL_EVENTS = [
     "key.minted",

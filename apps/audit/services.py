@@ -128,7 +128,7 @@ def audit_event(
 
 def _through_admin(request: HttpRequest | None) -> bool:
     """Whether the request is the Django admin's (every AdminSite's URLs have the app_name
-    "admin"); None for a request not yet routed."""
+    "admin"); not for no request, nor one not yet routed."""
     match = getattr(request, "resolver_match", None)
     return match is not None and match.app_name == "admin"
 

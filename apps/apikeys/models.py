@@ -75,6 +75,12 @@ class ApiKey(models.Model):
         blank=True,
         related_name="+",
     )
+    #: The creator's address when the key was made, as the organization knew them: not the
+    #: address an operator later gives a member who left (a privacy audit). Emptied when
+    #: the account is deleted (`apps.apikeys.apps.forget_creator`).
+    created_by_email = models.CharField(
+        max_length=254, blank=True, default="", db_default="", editable=False
+    )
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

@@ -15,7 +15,6 @@ from core.times import iso
 
 def key_json(api_key: ApiKey, now: datetime) -> dict[str, Any]:
     """A key as the API shows it (no plaintext, no digest); `status` as of `now`."""
-    created_by = api_key.created_by
     body: dict[str, Any] = {
         "id": str(api_key.id),
         "name": api_key.name,
@@ -26,8 +25,12 @@ def key_json(api_key: ApiKey, now: datetime) -> dict[str, Any]:
         "status": str(api_key.status_at(now)),
         "legacy": api_key.legacy,
         "createdAt": iso(api_key.created_at),
+        # The address as it was when the key was made (`created_by_email`); none once the
+        # account is deleted.
         "createdBy": (
-            {"id": str(created_by.id), "email": created_by.email} if created_by else None
+            {"id": str(api_key.created_by_id), "email": api_key.created_by_email}
+            if api_key.created_by_id
+            else None
         ),
         "expiresAt": iso(api_key.expires_at),
         "lastUsedAt": iso(api_key.last_used_at),

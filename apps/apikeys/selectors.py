@@ -117,12 +117,13 @@ def collection_filter(kind: KeyKind, *, organization_id: Any, project_id: Any = 
 def keys_in_collection(
     kind: KeyKind, *, organization_id: Any, project_id: Any = None
 ) -> QuerySet[ApiKey]:
-    """Newest first, revoked keys included; creator loaded in the same query."""
+    """Newest first, revoked keys included; the project an org key was last used on loaded
+    in the same query (the creator's address is the key's own, `created_by_email`)."""
     return (
         ApiKey.objects.filter(
             **collection_filter(kind, organization_id=organization_id, project_id=project_id)
         )
-        .select_related("created_by", "last_used_project")
+        .select_related("last_used_project")
         .order_by("-created_at", "-id")
     )
 

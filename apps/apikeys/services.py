@@ -138,6 +138,7 @@ def mint_key(
             allowed_ips=allowed_ips,
             project_ids=project_ids,
             created_by=actor,
+            created_by_email=actor.email if actor is not None else "",
             created_at=now,
             expires_at=expires_at,
             replaces=replaces,

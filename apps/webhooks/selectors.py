@@ -12,11 +12,7 @@ from core.validation import parse_uuid
 
 
 def webhooks_of(organization_id: Any) -> QuerySet[Webhook]:
-    return (
-        Webhook.objects.filter(organization_id=organization_id)
-        .select_related("created_by")
-        .order_by("-created_at", "-id")
-    )
+    return Webhook.objects.filter(organization_id=organization_id).order_by("-created_at", "-id")
 
 
 def webhook_of(organization_id: Any, webhook_id: Any) -> Webhook:

@@ -141,6 +141,7 @@ def insert_webhook(
             events=checked.events,
             secret_ciphertext=crypto.encrypt_secret(secret),
             created_by=actor,
+            created_by_email=actor.email if actor is not None else "",
         )
         _audit(Action.WEBHOOK_CREATED, webhook, actor, request, {"events": checked.events})
     return CreatedWebhook(webhook=webhook, secret=secret)

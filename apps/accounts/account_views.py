@@ -42,7 +42,8 @@ def _account_page(
 ) -> HttpResponse:
     principal = request.principal
     user = principal.user
-    device = twofactor.confirmed_device(user)
+    device = twofactor.device_of(user)
+    two_factor_on = device is not None and device.confirmed_at is not None
     current_id = principal.session.id if principal.session else None
     # This browser first, then the others most recently seen, a bounded number of them.
     sessions = sessions_shown(user, current_id, others=OTHER_SESSIONS_SHOWN)
@@ -51,10 +52,10 @@ def _account_page(
         "email_code_out": email_confirmation.code_out(user),
         "email_form": email_form or EmailCodeForm(),
         "password_form": password_form or PasswordChangeForm(),
-        "two_factor_on": device is not None,
-        "two_factor_since": device.confirmed_at if device is not None else None,
-        "recovery_codes_left": twofactor.recovery_codes_left(user) if device else 0,
-        "setup": None if device is not None else twofactor.pending_setup(user),
+        "two_factor_on": two_factor_on,
+        "two_factor_since": device.confirmed_at if two_factor_on else None,
+        "recovery_codes_left": twofactor.recovery_codes_left(user) if two_factor_on else 0,
+        "setup": None if two_factor_on else twofactor.shown_setup(user, device),
         "enable_form": enable_form or TwoFactorEnableForm(),
         "disable_form": disable_form or TwoFactorDisableForm(),
         "recovery_codes": recovery_codes,
@@ -153,7 +154,8 @@ def enable_two_factor(request: HttpRequest) -> HttpResponse:
         except RateLimited as exc:
             form.add_error(None, throttled_message(exc))
         except ValidationFailed as exc:
-            if twofactor.is_enabled(request.principal.user):
+            device = twofactor.device_of(request.principal.user)
+            if device is not None and device.confirmed_at is not None:
                 # A reload of the answer that showed the codes, or another tab: the page
                 # has no enable form left to show the error beside, so say it on top.
                 messages.info(
@@ -162,7 +164,7 @@ def enable_two_factor(request: HttpRequest) -> HttpResponse:
                     "shown once, when it was turned on.",
                 )
                 return redirect(f"{ACCOUNT_URL}#two-factor")
-            if twofactor.pending_setup(request.principal.user) is None:
+            if not twofactor.is_waiting(device):
                 # The set-up expired (or was never started): no enable form is left to show
                 # the error beside, so say it on top (a review: the code vanished unexplained).
                 messages.error(request, exc.details["fields"]["code"][0])

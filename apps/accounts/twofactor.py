@@ -121,22 +121,34 @@ def is_enabled(user: User) -> bool:
     return TotpDevice.objects.filter(user=user, confirmed_at__isnull=False).exists()
 
 
-def _in_progress(user: User, now: datetime):
-    """The user's set-up waiting for its first code, started within SETUP_LIFETIME."""
-    return TotpDevice.objects.filter(
-        user=user, confirmed_at__isnull=True, created_at__gt=now - SETUP_LIFETIME
-    )
+def device_of(user: User) -> TotpDevice | None:
+    """The user's one authenticator row: on, waiting for its first code, or expired."""
+    return TotpDevice.objects.filter(user=user).first()
 
 
-def pending_setup(user: User) -> TotpSetup | None:
-    """The set-up in progress (a secret without a first code yet), if any."""
-    device = _in_progress(user, timezone.now()).first()
-    if device is None:
+def is_waiting(device: TotpDevice | None, now: datetime | None = None) -> bool:
+    """Whether `device` is a set-up waiting for its first code, started within SETUP_LIFETIME."""
+    if device is None or device.confirmed_at is not None:
+        return False
+    return device.created_at > (now or timezone.now()) - SETUP_LIFETIME
+
+
+def shown_setup(user: User, device: TotpDevice | None) -> TotpSetup | None:
+    """The set-up `device` waits to confirm, for the user's app; None when there is none.
+
+    Only a waiting set-up's secret is decrypted (`device_of` reads the row once for a page).
+    """
+    if not is_waiting(device):
         return None
     try:
         return _setup_for(user, decrypt_secret(device.encrypted_secret))
     except sealed.Unreadable:
         return None  # encrypted under a key that is gone: start again
+
+
+def pending_setup(user: User) -> TotpSetup | None:
+    """The set-up in progress (a secret without a first code yet), if any."""
+    return shown_setup(user, device_of(user))
 
 
 def recovery_codes_left(user: User) -> int:
@@ -311,13 +323,13 @@ def start_setup(*, user: User) -> TotpSetup:
 
 def enable(*, user: User, code: Any, request: HttpRequest | None = None) -> list[str]:
     """Turn two-factor on with a first code from the app; returns the 10 recovery codes (once)."""
-    device = _in_progress(user, timezone.now()).first()
+    device = device_of(user)  # one read tells every refusal below apart
     if device is None:
-        if is_enabled(user):
-            raise ValidationFailed({"code": ["Two-factor authentication is already on."]})
-        if TotpDevice.objects.filter(user=user, confirmed_at__isnull=True).exists():
-            raise ValidationFailed({"code": [SETUP_EXPIRED]})
         raise ValidationFailed({"code": ["Start the set-up first: POST /v1/auth/2fa/setup."]})
+    if device.confirmed_at is not None:
+        raise ValidationFailed({"code": ["Two-factor authentication is already on."]})
+    if not is_waiting(device):
+        raise ValidationFailed({"code": [SETUP_EXPIRED]})
     ip = client_ip(request) if request is not None else None
     retry_after = throttling.is_limited("login_ip", ip)  # checked, not counted: not a login
     if retry_after is not None:

@@ -162,6 +162,29 @@ def test_the_account_page_says_a_set_up_expired(owner):
     assert not twofactor.is_enabled(owner)
 
 
+@pytest.mark.parametrize("state", ["never started", "expired", "on"])
+def test_enable_tells_its_refusals_apart_from_one_read(owner, state, django_assert_num_queries):
+    """A final read: an expired set-up cost three queries to refuse (the set-up, then two
+    more to tell "on" from "expired"); the one authenticator row tells all three apart."""
+    if state != "never started":
+        user_client(owner).post(SETUP)
+    if state == "expired":
+        started = timezone.now() - twofactor.SETUP_LIFETIME - timedelta(seconds=1)
+        TotpDevice.objects.filter(user=owner).update(created_at=started)
+    if state == "on":
+        TotpDevice.objects.filter(user=owner).update(confirmed_at=timezone.now())
+    expected = {
+        "never started": "Start the set-up first: POST /v1/auth/2fa/setup.",
+        "expired": twofactor.SETUP_EXPIRED,
+        "on": "Two-factor authentication is already on.",
+    }[state]
+
+    with django_assert_num_queries(1), pytest.raises(ValidationFailed) as refused:
+        twofactor.enable(user=owner, code="123456")
+
+    assert refused.value.details["fields"] == {"code": [expected]}
+
+
 def test_setup_is_refused_while_two_factor_is_on(owner):
     enable_two_factor(owner)
     response = user_client(owner).post(SETUP)

@@ -68,7 +68,10 @@ def test_password_reset_over_http(live_url, mailbox):
 
     link = mail.link("/reset/")
     assert link.startswith(live_url + "/reset/")
-    page = call(live_url, "GET", path_of(link))
+    opened = call(live_url, "GET", path_of(link))
+    assert opened.status == 302 and opened.headers["location"] == "/reset/set-password/"
+    cookie = f"ss_reset={opened.cookies['ss_reset']}"
+    page = call(live_url, "GET", "/reset/set-password/", headers={"Cookie": cookie})
     assert page.status == 200 and b"Choose a new password" in page.body
     token = path_of(link).removeprefix("/reset/").removesuffix("/")
     body = {"token": token, "password": NEW_PASSWORD}

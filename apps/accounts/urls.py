@@ -8,6 +8,8 @@ urlpatterns = [
     path("login/2fa/", views.login_second_factor_page, name="login-2fa"),
     path("logout/", views.logout_page, name="logout"),
     path("reset/", views.password_reset_page, name="password-reset"),
+    # before the link's pattern: "set-password" is not a token
+    path("reset/set-password/", views.password_reset_set_page, name="password-reset-set"),
     path("reset/<str:token>/", views.password_reset_confirm_page, name="password-reset-confirm"),
     path("account/", account_views.account, name="account"),
     path("account/email/confirm/", account_views.confirm_email, name="account-email-confirm"),

@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts import password_reset, services
+from apps.accounts import password_reset, reset_link, services
 from apps.accounts.cookies import clear_session_cookies, set_session_cookies
 from apps.accounts.forms import (
     SERVICE_FIELDS,
@@ -189,10 +189,20 @@ def password_reset_page(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/password_reset.html", {"form": form})
 
 
+def _invalid_link(request: HttpRequest) -> HttpResponse:
+    """The link is bad, used or expired: the page says so, and no reset cookie stays."""
+    response = render(request, "accounts/password_reset_invalid.html", status=400)
+    reset_link.forget_token(response)
+    return response
+
+
 @require_http_methods(["GET", "HEAD", "POST"])
 @origin_only_referrer
 def password_reset_confirm_page(request: HttpRequest, token: str) -> HttpResponse:
-    """The emailed link: choose a new password. Every session ends; log in again after."""
+    """The emailed link. A good token is kept in the reset cookie and the browser sent on
+    to `/reset/set-password/`, so the token leaves the address bar (apps.accounts.reset_link);
+    a bad one gets the invalid page, and nothing is kept. A POST here is a page served by the
+    release before (its form posted to its own URL), answered as the page after would."""
     try:
         password_reset.checked_reset_token(token, request)
     except RateLimited as exc:
@@ -200,6 +210,32 @@ def password_reset_confirm_page(request: HttpRequest, token: str) -> HttpRespons
         return render(request, "accounts/password_reset_invalid.html", context, status=429)
     except ValidationFailed:
         return render(request, "accounts/password_reset_invalid.html", status=400)
+    if request.method == "POST":
+        return _choose_password(request, token)
+    response = redirect(reset_link.SET_PASSWORD_PATH)
+    reset_link.keep_token(response, request, token)
+    return response
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def password_reset_set_page(request: HttpRequest) -> HttpResponse:
+    """Choose a new password, with the token the reset cookie holds; without a cookie, or
+    with one altered or holding a token no longer good, the invalid page (the cookie goes).
+    Every session ends; log in again after."""
+    token = reset_link.kept_token(request)
+    if token is None:
+        return _invalid_link(request)
+    try:
+        password_reset.checked_reset_token(token, request)
+    except RateLimited as exc:
+        context = {"throttled": throttled_message(exc)}
+        return render(request, "accounts/password_reset_invalid.html", context, status=429)
+    except ValidationFailed:
+        return _invalid_link(request)
+    return _choose_password(request, token)
+
+
+def _choose_password(request: HttpRequest, token: str) -> HttpResponse:
     form = NewPasswordForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -210,9 +246,11 @@ def password_reset_confirm_page(request: HttpRequest, token: str) -> HttpRespons
             form.add_error(None, throttled_message(exc))
         except ValidationFailed as exc:
             if "token" in exc.details["fields"]:
-                return render(request, "accounts/password_reset_invalid.html", status=400)
+                return _invalid_link(request)
             form.add_service_errors(exc.details["fields"], {"password": "password"})
         else:
             messages.success(request, "Your password was changed. Log in with the new one.")
-            return end_page_session(request)
+            response = end_page_session(request)
+            reset_link.forget_token(response)
+            return response
     return render(request, "accounts/password_reset_confirm.html", {"form": form})

@@ -95,8 +95,9 @@ def test_the_mailed_link_works_once_ends_every_session_and_changes_the_password(
     token = token_from(mailbox.wait_for(owner.email)[0])
     mailbox.clear()
 
-    page = Client().get(f"/reset/{token}/")
+    page = Client().get(f"/reset/{token}/", follow=True)
     assert page.status_code == 200 and "Choose a new password" in html(page)
+    assert page.redirect_chain == [("/reset/set-password/", 302)]
     response = confirm(api_client, token)
 
     assert response.status_code == 204
@@ -289,11 +290,11 @@ def test_reset_pages_ask_mail_and_set_the_password(mailbox, owner):
     run_ready_tasks()
     token = token_from(mailbox.wait_for(owner.email)[0])
 
-    page = client.get(f"/reset/{token}/")
+    page = client.get(f"/reset/{token}/", follow=True)
     assert_no_inline_code(html(page))
-    weak = client.post(f"/reset/{token}/", {"password": "short"})
+    weak = client.post("/reset/set-password/", {"password": "short"})
     assert weak.status_code == 200 and 'id="id_password_error"' in html(weak)
-    done = client.post(f"/reset/{token}/", {"password": NEW_PASSWORD})
+    done = client.post("/reset/set-password/", {"password": NEW_PASSWORD})
     assert done.status_code == 302 and done["Location"] == "/login/"
     owner.refresh_from_db()
     assert owner.check_password(NEW_PASSWORD)
@@ -338,14 +339,14 @@ def test_bad_links_on_the_reset_page_count_against_the_client_like_the_api(owner
         CONFIRM, {"token": good, "password": NEW_PASSWORD}, content_type="application/json"
     )
     assert answer.status_code == 429 and error_code(answer) == "RATE_LIMITED"
-    assert Client(REMOTE_ADDR="198.51.100.10").get(f"/reset/{good}/").status_code == 200
+    assert Client(REMOTE_ADDR="198.51.100.10").get(f"/reset/{good}/").status_code == 302
 
 
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"failed_auth_ip": (2, 300)})
 def test_a_good_reset_link_gives_its_count_back(owner, throttle_clock):
     client = Client(REMOTE_ADDR="198.51.100.11")
     good = make_reset_token(owner)
-    assert [client.get(f"/reset/{good}/").status_code for _ in range(5)] == [200] * 5
+    assert [client.get(f"/reset/{good}/").status_code for _ in range(5)] == [302] * 5
 
 
 def test_an_ask_the_worker_reaches_after_a_links_life_is_dropped(

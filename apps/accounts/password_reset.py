@@ -6,7 +6,9 @@ timestamp and an HMAC-SHA256 under SECRET_KEY of the user id, password hash,
 last login, email and timestamp). Nothing about it is stored: it is valid for
 PASSWORD_RESET_TIMEOUT (one hour), and single use because setting the
 password changes the hash it signs. It appears only in the emailed link
-(`/reset/<token>/`) and in the confirm request, never in a log or an error.
+(`/reset/<token>/`, which a browser leaves at once for `/reset/set-password/`, the token
+then sealed in a cookie: apps.accounts.reset_link) and in the confirm request, never in a
+log or an error.
 A send that failed is retried by the worker with a newly minted link (the queued
 task holds the user id only).
 

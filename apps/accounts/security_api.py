@@ -128,7 +128,9 @@ class PasswordResetView(CredentialFreeView):
         description=(
             "Always 202, whether or not an account uses the email: only an existing, active "
             "account gets the email, with a link to `/reset/<token>/` (single use, valid "
-            "1 hour). Throttled per client and per address."
+            "1 hour). Opened in a browser, the link keeps its token in an HttpOnly cookie of "
+            "the reset pages and redirects to `/reset/set-password/`, so the token leaves "
+            "the address bar. Throttled per client and per address."
         ),
         tags=["auth"],
         request=PasswordResetInputSerializer,

@@ -1,23 +1,8 @@
-"""The reset link's token, out of the address bar: kept in a cookie of the reset pages.
-
-The emailed link `/reset/<token>/`, opened with a good token, keeps the token in the
-`ss_reset` cookie and sends the browser on to `/reset/set-password/`, as Django's
-`PasswordResetConfirmView` does with its session: the page where the password is chosen,
-and the form it posts, never show the token, so it leaves the address bar, the history,
-screenshots, shared screens and any `Referer`.
-
-* Sealed (`core.sealed`, a purpose of its own): the cookie is the token encrypted and
-  authenticated under SECRET_KEY, so an altered value is refused and a copy of the
-  browser's cookies does not show the token itself. Not Django's session: its cookie
-  backend (the one this project uses) only signs, and goes with every request to the site.
-* `Path=/reset/`, `HttpOnly`, `Secure` over HTTPS, `SameSite=Lax`, and a `Max-Age` no longer
-  than the token has to live. Not `Strict`: a link clicked in a webmail is a cross-site
-  navigation, and Chromium withholds a `Strict` cookie from every request of a redirect
-  chain a cross-site page started, so the page after the redirect would never see it.
-  `Lax` is sent on that top-level GET and never with a cross-site POST; the form keeps
-  its CSRF token.
-* Dropped once the password is set, or when the token it holds turns out bad.
-"""
+"""The reset link's token, out of the address bar (core.token_cookie): the emailed link
+`/reset/<token>/`, opened with a good token, keeps it sealed in the `ss_reset` cookie
+(`Path=/reset/`, for no longer than the token lives) and redirects to
+`/reset/set-password/`, whose page and form never show it. The cookie goes once the
+password is set, or when the token it holds turns out bad."""
 
 from __future__ import annotations
 
@@ -27,15 +12,12 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.http import base36_to_int
 
-from core.sealed import Unreadable, seal, unseal
+from core.token_cookie import TokenCookie
 
 RESET_COOKIE = "ss_reset"
-RESET_COOKIE_PATH = "/reset/"
 #: Where the emailed link sends the browser: a fixed word, never a secret.
 SET_PASSWORD_PATH = "/reset/set-password/"
-_PURPOSE = b"sigsentry.accounts.reset-link-cookie"
-#: A sealed token is about 4 times the token's 128 characters at most; anything longer is junk.
-_MAX_COOKIE_LENGTH = 1024
+cookie = TokenCookie(RESET_COOKIE, "/reset/", b"sigsentry.accounts.reset-link-cookie")
 #: Django's reset tokens count seconds from here (`PasswordResetTokenGenerator`, local time).
 _TOKEN_EPOCH = datetime(2001, 1, 1)
 
@@ -55,28 +37,12 @@ def seconds_left(token: str) -> int:
 
 
 def keep_token(response: HttpResponse, request: HttpRequest, token: str) -> None:
-    response.set_cookie(
-        RESET_COOKIE,
-        seal(_PURPOSE, token),
-        max_age=seconds_left(token),
-        path=RESET_COOKIE_PATH,
-        secure=settings.HTTPS_ONLY or request.is_secure(),
-        httponly=True,
-        samesite="Lax",
-    )
+    cookie.keep(response, request, token, seconds_left(token))
 
 
 def kept_token(request: HttpRequest) -> str | None:
-    """The token the reset cookie holds; None without one, or with one altered or sealed
-    under a key that is no longer SECRET_KEY or one of its fallbacks."""
-    sealed = request.COOKIES.get(RESET_COOKIE, "")
-    if not sealed or len(sealed) > _MAX_COOKIE_LENGTH:
-        return None
-    try:
-        return unseal(_PURPOSE, sealed)
-    except Unreadable:
-        return None
+    return cookie.kept(request)
 
 
 def forget_token(response: HttpResponse) -> None:
-    response.delete_cookie(RESET_COOKIE, path=RESET_COOKIE_PATH, samesite="Lax")
+    cookie.forget(response)

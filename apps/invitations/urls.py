@@ -9,5 +9,7 @@ urlpatterns = [
         views.cancel,
         name="invitation-cancel",
     ),
+    # before the link's pattern: "open" is not a token
+    path("invitations/open/", views.invitation_open_page, name="invitation-open"),
     path("invitations/<str:token>/", views.invitation_page, name="invitation"),
 ]

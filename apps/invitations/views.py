@@ -1,4 +1,5 @@
-"""Pages: the Invite form of the members page, cancelling, and `/invitations/<token>/`.
+"""Pages: the Invite form of the members page, cancelling, and `/invitations/<token>/`
+(which keeps its token in a cookie and redirects to `/invitations/open/`).
 
 The invitation page serves whoever opens the emailed link:
 
@@ -15,6 +16,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.emails import normalize_email
@@ -32,6 +34,7 @@ from apps.orgs.views import members_page
 from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page, origin_only_referrer
 from core.errors import NotFound, PermissionDenied, RateLimited, ValidationFailed
+from core.token_cookie import TokenCookie
 
 
 def _members_url(membership) -> str:
@@ -104,10 +107,51 @@ def _invalid(request: HttpRequest) -> HttpResponse:
     return render(request, "invitations/invalid.html", status=404)
 
 
+#: Where the emailed link sends the browser, its token then in the cookie: a fixed word.
+OPEN_PATH = "/invitations/open/"
+INVITATION_COOKIE = "ss_invitation"
+link_cookie = TokenCookie(INVITATION_COOKIE, "/invitations/", b"sigsentry.invitations.link-cookie")
+
+
+def _still_open(invitation) -> bool:
+    return (
+        invitation is not None and invitation.is_pending() and inviter_may_still_grant(invitation)
+    )
+
+
 @require_http_methods(["GET", "HEAD", "POST"])
 @origin_only_referrer
 def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
+    """The emailed link. One that still works is kept in the invitation cookie
+    (core.token_cookie, for as long as the invitation lives) and the browser sent on to
+    `/invitations/open/`, so the token leaves the address bar, and the way back from
+    logging in (`next`) no longer names it. Any other answer is the page's own (joined
+    already, no longer valid). A POST here is a page served by the release before."""
     invitation = invitation_for_token(token)
+    if request.method == "POST" or not _still_open(invitation):
+        return _invitation(request, token, invitation)
+    response = redirect(OPEN_PATH)
+    life = (invitation.expires_at - timezone.now()).total_seconds()
+    link_cookie.keep(response, request, token, max(0, int(life)))
+    return response
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def invitation_open_page(request: HttpRequest) -> HttpResponse:
+    """The invitation the cookie holds, as its link showed it. Without a cookie (or with
+    one altered) the invalid page; the cookie goes once the page is no longer the
+    invitation's: joined (accepted, or signed up) or no longer valid."""
+    token = link_cookie.kept(request)
+    if token is None:
+        response = _invalid(request)
+    else:
+        response = _invitation(request, token, invitation_for_token(token))
+    if response.status_code != 200:
+        link_cookie.forget(response)
+    return response
+
+
+def _invitation(request: HttpRequest, token: str, invitation) -> HttpResponse:
     principal = request.principal
     joined = (
         membership_from_accepting(invitation, principal.user)
@@ -117,7 +161,7 @@ def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
     if joined is not None:  # accepted already (a reload, a second click): not "invalid"
         messages.info(request, f"You are a member of {invitation.organization.name}.")
         return redirect("/")
-    if invitation is None or not invitation.is_pending() or not inviter_may_still_grant(invitation):
+    if not _still_open(invitation):
         return _invalid(request)
     if principal is not None:
         if normalize_email(principal.user.email) != invitation.normalized_email:

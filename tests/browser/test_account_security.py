@@ -209,6 +209,9 @@ def test_invitation_from_the_members_page_to_a_new_account(
     path = urlsplit(mail.link("/invitations/")).path
     invitee = ui_factory(viewport={"width": 390, "height": 844})
     invitee.goto(path)
+    invitee.page.wait_for_url(invitee.url("/invitations/open/"))
+    token = path.removeprefix("/invitations/").removesuffix("/")
+    assert token not in invitee.page.url and token not in invitee.page.content()
     assert "Acme" in invitee.page.inner_text("h1")
     invitee.shot("invitation-join-narrow")
     invitee.page.get_by_label("Password", exact=True).fill("invitee-browser-passphrase")

@@ -86,7 +86,9 @@ class InvitationsView(InvitationManagementView):
         description=(
             "Owners and admins; only owners invite owners. The same answer whether or not an "
             "account uses the email; the email carries a link to `/invitations/<token>/`, "
-            "valid 7 days, single use. Inviting an address again replaces its pending "
+            "valid 7 days, single use (opened in a browser, it keeps its token in an HttpOnly "
+            "cookie and redirects to `/invitations/open/`, so the token leaves the address "
+            "bar). Inviting an address again replaces its pending "
             "invitation. Throttled per organization and per inviter."
         ),
         tags=["organizations"],

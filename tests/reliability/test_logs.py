@@ -401,6 +401,13 @@ def test_gunicorn_access_and_error_logs_hold_no_secret(
         assert opened.header("Referrer-Policy") == "strict-origin"  # its CSS gets no path
         call(server.url, "GET", "/static/css/app.css", headers={"Referer": server.url + link})
         call(server.url, "GET", "/login/?" + urlencode({"next": link}))
+        if opened.status == 302:  # kept in a sealed cookie: the page it redirects to, with it
+            [(name, value)] = opened.cookies.items()
+            secrets.values[f"{name} cookie"] = value
+            landed = call(
+                server.url, "GET", opened.header("Location"), headers={"Cookie": f"{name}={value}"}
+            )
+            assert landed.status == 200
     server.stop()
 
     log = server.log_path.read_text()

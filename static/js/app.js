@@ -206,33 +206,63 @@
       secretDialog.remove();
     });
     /* Escape must not lose the secret by accident: it closes the dialog only after Copy, or
-       once the user confirms. Its keydown is handled here, since Chromium lets a page refuse
-       a dialog's "cancel" only after a click, and a dialog that closes all the same reopens. */
+       once the user confirms, in the dialog itself (templates/includes/secret_close_confirm.html;
+       not window.confirm(), which a browser told to stop the page's dialogs answers "no"
+       unseen). Its keydown is handled here, since Chromium lets a page refuse a dialog's
+       "cancel" only after a click, and a dialog that closes all the same reopens. */
     var mayClose = false;
-    var warning = secretDialog.getAttribute("data-close-warning") ||
-      "Close without copying? You will not see this again.";
-    var closeIfConfirmed = function () {
-      if (!mayClose) mayClose = window.confirm(warning);
+    var question = secretDialog.querySelector("[data-secret-close-confirm]");
+    var footer = secretDialog.querySelector("form[method=dialog]");
+    var copyButton = secretDialog.querySelector("[data-copy-target]");
+    var asking = function () { return !!question && !question.hidden; };
+    /* The question takes the footer's place (its "I have copied it" would be a third answer);
+       the safe answer has the focus, and a screen reader reads the question (role=alertdialog). */
+    var askBeforeClosing = function () {
+      if (!question) return;
+      question.hidden = false;
+      if (footer) footer.hidden = true;
+      question.querySelector("[data-secret-close-keep]").focus();
+    };
+    /* "Keep it open", Escape again, or Copy: back to the secret, the focus on Copy. */
+    var backToSecret = function () {
+      if (!asking()) return;
+      question.hidden = true;
+      if (footer) footer.hidden = false;
+      if (copyButton) copyButton.focus();
+    };
+    var closeOrAsk = function () {
       if (mayClose) secretDialog.close();
+      else if (asking()) backToSecret();
+      else askBeforeClosing();
     };
     secretDialog.addEventListener("click", function (event) {
-      if (event.target.closest && event.target.closest("[data-copy-target]")) mayClose = true;
+      if (!event.target.closest) return;
+      if (event.target.closest("[data-copy-target]")) {
+        mayClose = true;
+        backToSecret();
+      } else if (event.target.closest("[data-secret-close-keep]")) {
+        backToSecret();
+      } else if (event.target.closest("[data-secret-close-accept]")) {
+        mayClose = true;
+        secretDialog.close();
+      }
     });
     secretDialog.addEventListener("submit", function () { mayClose = true; });
     secretDialog.addEventListener("keydown", function (event) {
       if (event.key !== "Escape") return;
       event.preventDefault();
-      closeIfConfirmed();
+      closeOrAsk();
     });
     secretDialog.addEventListener("cancel", function (event) {
       event.preventDefault();
-      closeIfConfirmed();
+      closeOrAsk();
     });
     secretDialog.addEventListener("close", function () {
       /* close() above (to reopen as modal) fires a late "close" event: ignore it. */
       if (secretDialog.open) return;
       if (!mayClose && typeof secretDialog.showModal === "function") {
         secretDialog.showModal();
+        askBeforeClosing();
         return;
       }
       if (secretValue) secretValue.textContent = "";

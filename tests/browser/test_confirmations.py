@@ -12,6 +12,7 @@ from apps.invitations.models import Invitation
 from apps.invitations.services import invite_member
 from apps.orgs.models import Membership
 from core.confirm import CONFIRM_FIELD, CONFIRM_VALUE
+from tests.browser.conftest import contrast_ratio
 from tests.factories import PASSWORD, make_key
 
 pytestmark = pytest.mark.browser
@@ -123,40 +124,163 @@ def mint(ui, project, name: str):
     return dialog, dialog.locator("code[data-secret]").inner_text().strip()
 
 
-def test_escape_on_the_new_key_dialog_asks_before_the_key_is_lost(ui, owner, project):
+#: An element's text colour and the background it is drawn on (its own, or its nearest
+#: ancestor's that is not transparent).
+COLOURS = """(e) => {
+  let b = e;
+  while (getComputedStyle(b).backgroundColor === "rgba(0, 0, 0, 0)") b = b.parentElement;
+  return [getComputedStyle(e).color, getComputedStyle(b).backgroundColor];
+}"""
+
+
+def close_question(dialog):
+    """What the new key's dialog asks before it closes uncopied, inside that dialog
+    (templates/includes/secret_close_confirm.html)."""
+    return dialog.get_by_role("alertdialog", name="Close without copying?")
+
+
+def test_escape_on_the_new_key_dialog_asks_in_it_before_the_key_is_lost(ui, owner, project):
+    """Not window.confirm(): a browser told to stop the page's dialogs answers it "no"
+    unseen, and the dialog could not be closed by Escape at all."""
     page = ui.page
     ui.login(owner.email, PASSWORD)
+    native = []
+    page.on("dialog", lambda d: (native.append(d.message), d.dismiss()))
     dialog, key = mint(ui, project, "Escape hatch")
-    questions = []
-    answers = iter([False, False, True])
+    question = close_question(dialog)
+    copy = dialog.get_by_role("button", name="Copy", exact=True)
+    expect(copy).to_be_focused()
 
-    def answer(confirm):
-        questions.append(confirm.message)
-        confirm.accept() if next(answers) else confirm.dismiss()
-
-    page.on("dialog", answer)
-
-    for _ in range(2):  # twice: Chromium lets a page keep a dialog open once per click
-        page.keyboard.press("Escape")
-        page.wait_for_timeout(200)
-        assert dialog.is_visible()
-        assert dialog.locator("code[data-secret]").inner_text().strip() == key
-    ui.shot("new-key-dialog-after-escape")
+    # Escape asks, in the dialog, the key still in view; the safe answer has the focus.
     page.keyboard.press("Escape")
-    dialog.wait_for(state="detached")
+    expect(question).to_be_visible()
+    assert question.get_attribute("aria-describedby") == "secret-close-detail"
+    assert question.locator("#secret-close-detail").inner_text() == (
+        "You will not see this key again."
+    )
+    expect(question.get_by_role("button", name="Keep it open")).to_be_focused()
+    expect(dialog.get_by_role("button", name="I have copied it")).to_be_hidden()
+    assert page.evaluate("document.querySelector('dialog[data-secret-dialog]').matches(':modal')")
+    assert dialog.locator("code[data-secret]").inner_text().strip() == key
+    ui.shot("new-key-dialog-asks-1280")
 
-    assert questions == ["Close without copying? You will not see this key again."] * 3
+    # Escape on the question: back to the key (not closed), the focus on Copy.
+    page.keyboard.press("Escape")
+    expect(question).to_be_hidden()
+    expect(copy).to_be_focused()
+    expect(dialog.get_by_role("button", name="I have copied it")).to_be_visible()
+    assert dialog.locator("code[data-secret]").inner_text().strip() == key
+
+    # "Keep it open", by keyboard: the same.
+    page.keyboard.press("Escape")
+    expect(question.get_by_role("button", name="Keep it open")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(question).to_be_hidden()
+    expect(copy).to_be_focused()
+    assert dialog.is_visible()
+
+    # "Close without copying", reached by Tab: closed, the key gone from the page.
+    page.keyboard.press("Escape")
+    page.keyboard.press("Tab")
+    expect(question.get_by_role("button", name="Close without copying")).to_be_focused()
+    page.keyboard.press("Enter")
+    dialog.wait_for(state="detached")
     assert key not in page.content()
     assert focused_id(page) == "keys-heading"
 
-    # After Copy, Escape closes at once.
+    # After Copy, Escape closes at once, without asking.
     dialog, key = mint(ui, project, "Copied first")
     page.get_by_role("button", name="Copy").click()
     page.keyboard.press("Escape")
     dialog.wait_for(state="detached")
-    assert len(questions) == 3
     assert page.evaluate("navigator.clipboard.readText()") == key
+    assert key not in page.content()
     assert focused_id(page) == "keys-heading"
+    assert native == [], "no native dialog: a browser may refuse to show those"
+
+
+def test_copy_while_the_dialog_asks_answers_the_question(ui, owner, project):
+    page = ui.page
+    ui.login(owner.email, PASSWORD)
+    dialog, key = mint(ui, project, "Second thoughts")
+    question = close_question(dialog)
+    page.keyboard.press("Escape")
+    expect(question).to_be_visible()
+
+    dialog.get_by_role("button", name="Copy", exact=True).click()
+    expect(question).to_be_hidden()
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="detached")
+    assert key not in page.content()
+
+
+def test_with_the_browsers_dialogs_suppressed_the_new_key_dialog_still_closes(ui, owner, project):
+    """A browser told to stop the page's dialogs answers window.confirm() "no" unseen: the
+    question in the page is still asked and answered."""
+    page = ui.page
+    page.add_init_script("window.confirm = () => false; window.alert = () => {};")
+    ui.login(owner.email, PASSWORD)
+    dialog, key = mint(ui, project, "Suppressed")
+
+    page.keyboard.press("Escape")
+    close_question(dialog).get_by_role("button", name="Close without copying").click(timeout=3000)
+    dialog.wait_for(state="detached")
+    assert key not in page.content()
+    assert focused_id(page) == "keys-heading"
+
+
+def test_without_javascript_the_new_key_dialog_never_asks(ui_factory, owner, project):
+    """The question is the script's: without it the dialog is a part of the page, which
+    Escape does not close, and its own button closes it, as before."""
+    ui = ui_factory(javascript=False)
+    page = ui.page
+    ui.login(owner.email, PASSWORD)
+    dialog, key = mint(ui, project, "No script")
+
+    page.keyboard.press("Escape")
+    assert dialog.is_visible() and dialog.locator("code[data-secret]").inner_text() == key
+    assert page.get_by_role("alertdialog").count() == 0
+    dialog.get_by_role("button", name="I have copied it").click()
+    dialog.wait_for(state="hidden")
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_new_key_dialogs_question_fits_and_reads_at_any_width(
+    ui_factory, owner, project, width
+):
+    """On a phone too: the rolled key's dialog is the tallest (the old key's note); its
+    question is scrolled into view, its answers inside the dialog, safe one first."""
+    key, _ = make_key(KeyKind.SECRET, project=project, name="Payments CI", actor=owner)
+    ui = ui_factory(viewport={"width": width, "height": 844})
+    page = ui.page
+    ui.login(owner.email, PASSWORD)
+    ui.goto(keys_path(project))
+    page.get_by_role("button", name=f"Roll Payments CI ({key.prefix})").click()
+    page.get_by_label("24 hours").check()
+    page.get_by_role("button", name="Roll key").click()
+    dialog = page.locator("dialog[data-secret-dialog]")
+    dialog.wait_for(state="visible")
+
+    page.keyboard.press("Escape")
+    question = close_question(dialog)
+    expect(question).to_be_visible()
+    keep = question.get_by_role("button", name="Keep it open")
+    close = question.get_by_role("button", name="Close without copying")
+    expect(keep).to_be_focused()
+    expect(keep).to_be_in_viewport()
+    expect(close).to_be_in_viewport()
+    frame, asked = dialog.bounding_box(), question.bounding_box()
+    assert frame["x"] <= asked["x"] and asked["x"] + asked["width"] <= frame["x"] + frame["width"]
+    first, second = keep.bounding_box(), close.bounding_box()
+    for box in (first, second):
+        assert asked["x"] <= box["x"] and box["x"] + box["width"] <= asked["x"] + asked["width"]
+    assert (first["y"], first["x"]) < (second["y"], second["x"]), "the safe answer first"
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    for element in (question.get_by_role("heading"), question.locator("p"), close):
+        colour, background = element.evaluate(COLOURS)
+        assert contrast_ratio(colour, background) >= 4.5, (colour, background)
+    ui.shot(f"rolled-key-dialog-asks-{width}")
 
 
 def test_errors_are_tied_to_their_fields_and_the_first_invalid_takes_the_focus(

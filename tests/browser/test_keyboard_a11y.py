@@ -118,6 +118,16 @@ def test_the_recovery_codes_dialog_starts_on_copy_and_copied_is_announced(ui_fac
     assert focus["tag"] == "BUTTON" and focus["inModal"], focus
     assert page.evaluate("document.activeElement.textContent.trim()") == "Copy"
 
+    # Escape asks, in the dialog (role=alertdialog, read out), on its safe answer; that
+    # answer leads back to Copy.
+    page.keyboard.press("Escape")
+    question = dialog.get_by_role("alertdialog", name="Close without saving them?")
+    expect(question).to_contain_text("You will not see these recovery codes again.")
+    expect(question.get_by_role("button", name="Keep it open")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(question).to_be_hidden()
+    expect(dialog.get_by_role("button", name="Copy", exact=True)).to_be_focused()
+
     page.keyboard.press("Enter")
     live = page.locator("[data-live-region]")
     expect(live).to_have_text("Copied")  # said by a polite live region, not only shown

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from apps.apikeys.keyformat import KeyKind
 from apps.webhooks.models import Delivery, Webhook
@@ -35,6 +36,13 @@ def test_add_see_deliveries_enable_and_remove_a_webhook(ui_factory, owner, organ
     assert re.fullmatch(r"whsec_[0-9A-Za-z]{32}", secret)
     assert page.url == ui.url(path)
     ui.shot("webhooks-secret-dialog")
+    # Escape asks first, in the dialog, in the secret's own words; Escape again goes back.
+    page.keyboard.press("Escape")
+    question = dialog.get_by_role("alertdialog", name="Close without copying?")
+    expect(question).to_contain_text("You will not see this signing secret again.")
+    expect(question.get_by_role("button", name="Keep it open")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(question).to_be_hidden()
     page.get_by_role("button", name="I have copied it").click()
     dialog.wait_for(state="detached")
     assert secret not in page.content()

@@ -203,13 +203,9 @@ def password_reset_confirm_page(request: HttpRequest, token: str) -> HttpRespons
     to `/reset/set-password/`, so the token leaves the address bar (apps.accounts.reset_link);
     a bad one gets the invalid page, and nothing is kept. A POST here is a page served by the
     release before (its form posted to its own URL), answered as the page after would."""
-    try:
-        password_reset.checked_reset_token(token, request)
-    except RateLimited as exc:
-        context = {"throttled": throttled_message(exc)}
-        return render(request, "accounts/password_reset_invalid.html", context, status=429)
-    except ValidationFailed:
-        return render(request, "accounts/password_reset_invalid.html", status=400)
+    refused = _refusal(request, token)
+    if refused is not None:
+        return refused
     if request.method == "POST":
         return _choose_password(request, token)
     response = redirect(reset_link.SET_PASSWORD_PATH)
@@ -225,6 +221,12 @@ def password_reset_set_page(request: HttpRequest) -> HttpResponse:
     token = reset_link.kept_token(request)
     if token is None:
         return _invalid_link(request)
+    return _refusal(request, token) or _choose_password(request, token)
+
+
+def _refusal(request: HttpRequest, token: str) -> HttpResponse | None:
+    """None for a good token; else the page that says why (429 throttled, 400 bad: the
+    check counts against the client as a credential's does)."""
     try:
         password_reset.checked_reset_token(token, request)
     except RateLimited as exc:
@@ -232,7 +234,7 @@ def password_reset_set_page(request: HttpRequest) -> HttpResponse:
         return render(request, "accounts/password_reset_invalid.html", context, status=429)
     except ValidationFailed:
         return _invalid_link(request)
-    return _choose_password(request, token)
+    return None
 
 
 def _choose_password(request: HttpRequest, token: str) -> HttpResponse:

@@ -147,6 +147,8 @@ def _copy_from_redis(client: redis.Redis, renew: Callable[[], None]) -> int:
             foreign.append(member)
     if foreign:
         # Not written by this code (a key id is a UUID): forgotten, never blocking the copy.
+        # So a release that changes the member format names a new set (`ss:u2:dirty`):
+        # the release beside it would drop its members here, and their counts with them.
         client.srem("ss:u:dirty", *foreign)
         logger.warning("usage copy: %d foreign counter names ignored", len(foreign))
     if not members:

@@ -16,28 +16,69 @@ from django_tasks_db.models import DBTaskResult
 STALLED_AFTER = timedelta(minutes=10)
 
 
+#: What django-tasks records when a worker of another release cannot run a task as it was
+#: queued (a rolling deploy: the two releases' workers share the queue). The arguments are
+#: not the shape its function takes (TypeError), or the task is not in that release under
+#: that name (ImportError, ModuleNotFoundError; AttributeError for a name that moved).
+DEPLOY_MISMATCH = (
+    "builtins.TypeError",
+    "builtins.ImportError",
+    "builtins.ModuleNotFoundError",
+    "builtins.AttributeError",
+)
+#: A mismatched run is made ready again this long after its first run, twice as long
+#: after each next one (its runs: its row's `worker_ids`), up to `MISMATCH_MAX_DELAY`:
+#: the deploy's old workers are gone within minutes, and a task that fails so for
+#: another reason is run a few times in its window, not every sweep.
+MISMATCH_FIRST_DELAY = timedelta(seconds=30)
+MISMATCH_MAX_DELAY = timedelta(minutes=30)
+
+
+def mismatch_delay(runs: int) -> timedelta:
+    """How long a run that failed as a deploy mismatch waits after its `runs`-th run."""
+    return min(MISMATCH_FIRST_DELAY * 2 ** max(0, min(runs, 20) - 1), MISMATCH_MAX_DELAY)
+
+
 def requeue_stalled(
-    task, *, after: timedelta = STALLED_AFTER, failed_within: timedelta | None = None
+    task,
+    *,
+    after: timedelta = STALLED_AFTER,
+    failed_within: timedelta | None = None,
+    mismatched_within: timedelta | None = None,
 ) -> int:
     """Make `task`'s runs started more than `after` ago and not finished ready again: their
     worker was killed, or lost its database before it could record the end, and django-tasks
     leaves such a row RUNNING for good. With `failed_within`, its runs that raised (a
     deadlock, a timeout, a worker's second SIGTERM) and were first queued within that time
     too: django-tasks records them FAILED, for good (one failing every time is given up
-    once its first queuing is that old). The task must be safe to run again. Times are the
-    database's, one clock for every worker. The number made ready."""
+    once its first queuing is that old). With `mismatched_within`, only its runs that failed
+    as a worker of another release fails them (`DEPLOY_MISMATCH`) and were first queued
+    within that time, each after `mismatch_delay` (found by a rolling-deploy audit: a reset
+    ask queued by the new release and run by the old one's worker ended FAILED with a
+    TypeError, and was forgotten with the link the user was told was sent). The task must
+    be safe to run again. Times are the database's, one clock for every worker. The number
+    made ready."""
     lost = Q(status=TaskResultStatus.RUNNING, started_at__lt=Now() - after)
     if failed_within is not None:
         lost |= Q(status=TaskResultStatus.FAILED, enqueued_at__gte=Now() - failed_within)
+    mismatched = Q(status=TaskResultStatus.FAILED, exception_class_path__in=DEPLOY_MISMATCH)
+    if mismatched_within is not None:
+        lost |= mismatched & Q(enqueued_at__gte=Now() - mismatched_within)
+    again = {"status": TaskResultStatus.READY, "started_at": None, "finished_at": None}
     with transaction.atomic():
         stalled = list(
             DBTaskResult.objects.select_for_update(skip_locked=True)
             .filter(lost, task_path=task.module_path)
-            .values_list("pk", flat=True)
+            .values_list("pk", "status", "worker_ids")
         )
-        DBTaskResult.objects.filter(pk__in=stalled).update(
-            status=TaskResultStatus.READY, run_after=Now(), started_at=None, finished_at=None
-        )
+        at_once = [
+            pk for pk, status, _ in stalled if failed_within or status != TaskResultStatus.FAILED
+        ]
+        DBTaskResult.objects.filter(pk__in=at_once).update(**again, run_after=Now())
+        for pk, _status, worker_ids in stalled:
+            if pk not in at_once:  # a deploy mismatch, after its wait
+                wait = mismatch_delay(len(worker_ids or ()))
+                DBTaskResult.objects.filter(pk=pk).update(**again, run_after=Now() + wait)
     return len(stalled)
 
 

@@ -207,8 +207,10 @@ def _queue_retry(kind: str, ids: dict, *, attempt: int, since: datetime) -> Task
 
 
 @task(priority=FIRST_TRY_PRIORITY)
-def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
-    """The worker's next try of an email whose last try failed (`attempts` so far)."""
+def resend_email(kind: str, ids: dict, attempts: int, since: str, **later: Any) -> str:
+    """The worker's next try of an email whose last try failed (`attempts` so far). `later`:
+    the keywords a later release adds, which this one does without (README, rolling
+    deploys)."""
     first_failed = datetime.fromisoformat(since)
     if _time_up(kind, first_failed, attempts):
         return "given up"  # a worker that was down or behind: no reset link hours late
@@ -228,11 +230,18 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str) -> str:
 
 
 def requeue_stalled_retries() -> int:
-    """Make the retries whose worker is gone ready again (the scheduled checks run this).
-    The number made ready."""
-    stalled = requeue_stalled(resend_email)  # a try takes at most a few EMAIL_TIMEOUTs
+    """Make the retries whose worker is gone ready again (the scheduled checks run this),
+    and those a worker of another release could not run (a rolling deploy:
+    `core.tasks.DEPLOY_MISMATCH`) within the longest time an email is tried (each gives
+    itself up once its own kind's time is up). The number made ready."""
+    tried_for = max((retry_for for _, retry_for in _rebuilds.values()), default=NOTICE_RETRY_FOR)
+    # a try takes at most a few EMAIL_TIMEOUTs
+    stalled = requeue_stalled(resend_email, mismatched_within=tried_for)
     if stalled:
-        logger.warning("%d email retries requeued: their worker stopped mid-try", stalled)
+        logger.warning(
+            "%d email retries requeued: their worker stopped mid-try, or was of another release",
+            stalled,
+        )
     return stalled
 
 

@@ -121,13 +121,16 @@ def request_password_reset(*, email: Any, request: HttpRequest | None = None) ->
 
 
 @task(priority=mail.FIRST_TRY_PRIORITY, takes_context=True)
-def mail_reset_link(context: TaskContext, account: str, asked_at: str | None = None) -> None:
+def mail_reset_link(
+    context: TaskContext, account: str, asked_at: str | None = None, **later: Any
+) -> None:
     """The worker's side of a reset ask: the link, if an active account with a password uses
     the normalized address `account` (its tries and retries: apps.accounts.mail). An ask
     older than a link's life is dropped: a worker down or behind for hours must not mail
     links nobody waits for any more, as the retries never do. Returns nothing: the task's
     stored result must not say whether the account exists."""
-    # (`asked_at` None: an ask queued by the release before, during a deploy)
+    # (`asked_at` None: an ask queued by the release before, during a deploy; `later`: the
+    # keywords a later release adds, which this one does without: README, rolling deploys)
     waited = timezone.now() - datetime.fromisoformat(asked_at) if asked_at else timedelta(0)
     if waited > timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT):
         logger.warning("password reset ask dropped: the worker took %d s", waited.total_seconds())
@@ -151,8 +154,12 @@ def forget_finished_reset_asks() -> int:
     s): each holds an address, whether or not an account uses it, which nothing needs once
     its link went out or was dropped (a retry holds the user id only). One whose worker
     died mid-run is run again first, then deleted once finished: left RUNNING, it kept the
-    address for good (found by an audit). The number deleted."""
-    requeue_stalled(mail_reset_link)
+    address for good (found by an audit). One a worker of another release could not run
+    (a rolling deploy: `core.tasks.DEPLOY_MISMATCH`) is run again while its link could
+    still be used, not forgotten with the link the user was told was sent (found by a
+    rolling-deploy audit). The number deleted."""
+    link_life = timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT)
+    requeue_stalled(mail_reset_link, mismatched_within=link_life)
     finished = [TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED]
     deleted, _ = DBTaskResult.objects.filter(
         task_path=mail_reset_link.module_path, status__in=finished

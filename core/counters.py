@@ -24,6 +24,8 @@ def add(name: str, amount: int = 1) -> None:
                 WorkerCounter.objects.create(name=name, value=amount)
             return
         except IntegrityError:
+            if not WorkerCounter.objects.filter(name=name).exists():
+                raise  # another broken constraint: the count would be lost silently
             continue  # created meanwhile by another process: add to it instead
 
 

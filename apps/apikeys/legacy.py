@@ -326,6 +326,8 @@ def import_legacy_keys(*, specs: Sequence[LegacyKeySpec], dry_run: bool = False)
             raise LegacyImportError(
                 [(None, f"project {pk} was deleted during the import") for pk in sorted(gone)]
             ) from exc
+        if not filter_in_chunks(ApiKey.objects.only("pk"), "digest", digests):
+            raise  # no key stored meanwhile: another broken constraint, not a concurrent import
         raise LegacyImportError(
             [(None, "another import stored one of these keys at the same time; run it again")]
         ) from exc

@@ -297,10 +297,16 @@ def _write(found: list[Found], now: datetime) -> None:
 
 
 def _written_alone(item: Found, now: datetime) -> bool:
+    """Whether `item` was written now; False when another worker wrote it first. Any other
+    broken constraint is raised: found by a rolling-deploy audit, a release that did not
+    fill a column added since (NOT NULL) wrote no reminder, reported "none" and logged
+    nothing."""
     try:
         _write([item], now)
     except IntegrityError:
-        return False  # another worker wrote it first
+        if Reminder.objects.filter(dedupe_key=item.dedupe_key).exists():
+            return False  # another worker wrote it first
+        raise
     return True
 
 

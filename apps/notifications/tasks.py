@@ -144,7 +144,9 @@ def enqueue_due(
             with transaction.atomic():
                 Schedule.objects.get_or_create(name=name, defaults={"next_run_at": clock})
         except IntegrityError:
-            pass  # another worker created it at the same moment
+            if not Schedule.objects.filter(name=name).exists():
+                raise  # not another worker's row: a broken constraint, never queued otherwise
+            # another worker created it at the same moment
         with transaction.atomic():
             if Schedule.objects.filter(name=name, next_run_at__lte=clock).update(
                 next_run_at=clock + every

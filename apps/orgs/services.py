@@ -255,6 +255,10 @@ def add_member(
                 Action.MEMBER_ADDED, membership, actor_membership.user, request, {"role": role}
             )
     except IntegrityError as exc:
+        # only a concurrent add of the same member: any other broken constraint (a column
+        # this release does not fill) is raised, not answered "already a member"
+        if not Membership.objects.filter(organization=organization, user=user).exists():
+            raise
         raise ValidationFailed({"email": ["This user is already a member."]}) from exc
     return membership
 

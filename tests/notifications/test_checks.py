@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.utils import timezone
 
 from apps.apikeys.keyformat import KeyKind
@@ -28,6 +28,7 @@ from tests.factories import (
     make_legacy_key,
 )
 from tests.outbound import hung_smtp, text_of
+from tests.schema import a_column_this_release_does_not_fill
 from tests.tasks import run_ready_tasks
 
 pytestmark = pytest.mark.django_db
@@ -244,6 +245,25 @@ def test_a_reminder_written_meanwhile_by_another_worker_leaves_the_others_writte
     assert sorted(unused.values_list("data__key__id", flat=True)) == sorted(
         str(f.api_key.id) for f in found if f is not found[2]
     )
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_reminder_the_database_refuses_otherwise_is_raised_not_counted_as_written_first(
+    owner, project, batch
+):
+    """Found by a rolling-deploy audit: the release before a column without a database
+    default (`Reminder.emailed_to`), run against the migrated database, wrote no reminder
+    and said "reminders created: none", logging nothing: any broken constraint was taken
+    for another worker's write of the same reminder."""
+    now = timezone.now()
+    _idle_keys(project, now, batch)
+    a_column_this_release_does_not_fill(Reminder)
+    report = checks.Report()
+
+    with pytest.raises(IntegrityError, match="next_release"):
+        checks.claim(checks.unused_keys(now), now, report)
+
+    assert report.created == {} and not Reminder.objects.exists()
 
 
 def _at_once(job, now, reports) -> list[Exception]:

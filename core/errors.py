@@ -271,6 +271,11 @@ FEATURE_NOT_SUPPORTED = "0A000"
 #: PostgreSQL's SQLSTATEs of a transaction that lost to a concurrent one: a serialization
 #: failure, a deadlock.
 CONFLICT_STATES = frozenset({"40001", "40P01"})
+#: Broken constraints no concurrent change causes: a NOT NULL or CHECK one is this
+#: release's write against a schema it does not match (a column a later release added
+#: without a database default), PostgreSQL's SQLSTATE or SQLite's message.
+SCHEMA_MISMATCH_STATES = frozenset({"23502", "23514"})
+SCHEMA_MISMATCH_MESSAGES = ("NOT NULL constraint failed", "CHECK constraint failed")
 
 
 def _sqlstate(exc: BaseException | None) -> str | None:
@@ -282,8 +287,13 @@ def is_conflict(exc: BaseException) -> bool:
     """A database error that is a race lost to a concurrent change (a constraint violated
     by a concurrent insert, a deadlock), not an outage: still a 503, since trying again
     succeeds, but logged as what it is, so it does not page anyone for an outage and does
-    not hide the race (a race audit found two behind "database unavailable")."""
-    return isinstance(exc, IntegrityError) or _sqlstate(exc) in CONFLICT_STATES
+    not hide the race (a race audit found two behind "database unavailable"). A NOT NULL or
+    CHECK violation is no race: logged as an outage (found by a rolling-deploy audit)."""
+    if isinstance(exc, IntegrityError):
+        return _sqlstate(exc) not in SCHEMA_MISMATCH_STATES and not str(exc).startswith(
+            SCHEMA_MISMATCH_MESSAGES
+        )
+    return _sqlstate(exc) in CONFLICT_STATES
 
 
 def end_refusing_session(exc: BaseException | None) -> None:

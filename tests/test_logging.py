@@ -10,7 +10,7 @@ import re
 
 import pytest
 from django.core import mail
-from django.db import IntegrityError, OperationalError
+from django.db import IntegrityError, OperationalError, transaction
 from django.test import Client
 
 from apps.accounts import password_reset
@@ -20,9 +20,11 @@ from apps.invitations import services as invitations
 from apps.invitations import views as invitation_views
 from apps.orgs.models import Membership
 from core.logging import JsonFormatter, RedactRequestPath, request_route
+from core.models import WorkerCounter
 from tests.conftest import bearer
 from tests.factories import PASSWORD, make_key
 from tests.pages import logged_in
+from tests.schema import a_column_this_release_does_not_fill
 from tests.servers import free_port
 
 #: A token-like segment of 20 characters, the length from which paths are masked.
@@ -213,6 +215,27 @@ def test_a_race_lost_on_a_page_is_logged_as_a_conflict_not_an_outage(
     text = logged(caplog, console)
     assert "database conflict with a concurrent change while serving /invitations/" in text
     assert "database unavailable" not in text
+
+
+@pytest.mark.django_db
+def test_a_write_the_schema_refuses_is_logged_as_an_outage_not_a_race(
+    owner, organization, caplog, console, settings, monkeypatch
+):
+    """Found by a rolling-deploy audit: a release's inserts refused by a column a later
+    release added (NOT NULL, no database default) were logged as races, which page no one."""
+    caplog.set_level(logging.DEBUG)
+    a_column_this_release_does_not_fill(WorkerCounter)
+    with pytest.raises(IntegrityError) as refused, transaction.atomic():
+        WorkerCounter.objects.create(name="refused", value=1)
+
+    response, _token = invitation_page_failing(
+        owner, organization, settings, monkeypatch, refused.value
+    )
+
+    assert response.status_code == 503
+    text = logged(caplog, console)
+    assert "database unavailable while serving /invitations/" in text
+    assert "conflict" not in text
 
 
 def test_a_path_that_matched_nothing_is_written_with_its_long_segments_masked(rf):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from core.management.base import BaseCommand
 from core.sealed import reseal_stored
 
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         for count in reseal_stored():
             column = count.column
             name = f"{column.model._meta.label}.{column.field}"
-            self.stdout.write(
+            self.say(
                 f"{name}: {count.resealed} sealed again, {count.current} already under "
                 f"SECRET_KEY, {len(count.unreadable)} unreadable."
             )

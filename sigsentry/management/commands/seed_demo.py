@@ -22,7 +22,7 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
@@ -39,6 +39,7 @@ from apps.orgs.models import Membership, Organization
 from apps.orgs.services import add_member, create_organization
 from apps.projects.models import Channel, LogSource, Project
 from apps.projects.services import create_channel, create_log_source, create_project
+from core.management.base import BaseCommand
 from core.permissions import Permission, Role
 from core.principal import Principal
 
@@ -121,7 +122,7 @@ class Command(BaseCommand):
             seed_demo_usage(list(keys.values()))
             self.ensure_analyses(user, projects[0], keys[RECENT_KEY_NAME])
             self.ensure_configuration(projects[0])
-        self.stdout.write(
+        self.say(
             self.style.SUCCESS("Demo data ready.")
             + f"\n  Log in at {settings.SITE_URL}/login/"
             + f"\n    email:    {DEMO_EMAIL}"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import redis
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from apps.apikeys.usage.flush import COPY_LOCK_SECONDS, flush_usage, prune_usage
+from core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
@@ -29,4 +30,4 @@ class Command(BaseCommand):
                 f"{COPY_LOCK_SECONDS} s; nothing was copied. Run it again."
             )
         pruned = prune_usage()
-        self.stdout.write(f"Copied {copied} usage counter(s); pruned {pruned} old usage row(s).")
+        self.say(f"Copied {copied} usage counter(s); pruned {pruned} old usage row(s).")

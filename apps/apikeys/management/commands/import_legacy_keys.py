@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from apps.apikeys.legacy import (
     HEADER,
@@ -14,6 +14,7 @@ from apps.apikeys.legacy import (
     import_legacy_keys,
     parse_legacy_csv,
 )
+from core.management.base import BaseCommand
 
 #: The path that means standard input: keys piped from a secret store never touch the disk.
 STDIN = "-"
@@ -44,14 +45,12 @@ class Command(BaseCommand):
         except LegacyImportError as exc:
             raise CommandError(exc.summary()) from exc
         if dry_run:
-            self.stdout.write(
+            self.say(
                 f"Dry run, nothing written: would import {result.imported}, "
                 f"skip {result.skipped} (already imported)."
             )
         else:
-            self.stdout.write(
-                f"Imported {result.imported}, skipped {result.skipped} (already imported)."
-            )
+            self.say(f"Imported {result.imported}, skipped {result.skipped} (already imported).")
 
     @staticmethod
     def _read(path: str) -> bytes:

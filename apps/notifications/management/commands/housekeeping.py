@@ -8,9 +8,8 @@ what is past its age and may run twice.
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
-
 from apps.notifications.tasks import housekeeping
+from core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
@@ -20,4 +19,4 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        self.stdout.write(housekeeping.call())
+        self.say(housekeeping.call())

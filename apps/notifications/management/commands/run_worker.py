@@ -20,7 +20,6 @@ import socket
 import time
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, close_old_connections
 from django.utils.crypto import get_random_string
 from django_tasks_db.management.commands.db_worker import Worker
@@ -28,6 +27,7 @@ from django_tasks_db.models import DBTaskResult
 
 from apps.notifications.tasks import CHECKS_EVERY, URGENT_EVERY, enqueue_due
 from core import failopen
+from core.management.base import BaseCommand
 from core.management.flags import YEAR_SECONDS, seconds_at_most
 
 logger = logging.getLogger("sigsentry.worker")
@@ -101,10 +101,10 @@ class Command(BaseCommand):
                         looked_at = time.monotonic()
                     worker.run()
                     more = worker.running and DBTaskResult.objects.ready().exists()
-                except DatabaseError as exc:
+                except DatabaseError:
                     if once:  # cron's run must end, and say it failed (a commands audit: it
-                        # retried for ever, and runs piled up)
-                        raise CommandError(f"database unavailable: {type(exc).__name__}") from exc
+                        # retried for ever, and runs piled up): one line, by the base
+                        raise
                     logger.exception("worker: database unavailable; retrying")
                     close_old_connections()
                     time.sleep(OUTAGE_PAUSE_SECONDS)

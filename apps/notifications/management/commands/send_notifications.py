@@ -6,13 +6,12 @@ so running it twice (or beside running workers) sends nothing twice.
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
-
 from apps.notifications.checks import run_all_checks
+from core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
     help = "Run the notification checks once: expiring, unused, leaked and legacy keys."
 
     def handle(self, *args, **options):
-        self.stdout.write(str(run_all_checks()))
+        self.say(str(run_all_checks()))

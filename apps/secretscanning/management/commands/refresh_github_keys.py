@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from apps.secretscanning.keysource import GITHUB_KEYS_URL, KeySourceError, refresh
+from core.management.base import BaseCommand
 from core.management.flags import seconds_at_most
 
 
@@ -44,4 +45,4 @@ class Command(BaseCommand):
             count = refresh(url, target, timeout)
         except KeySourceError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(f"{count} key(s) written to {target}")
+        self.say(f"{count} key(s) written to {target}")

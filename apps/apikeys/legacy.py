@@ -42,6 +42,7 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
 from apps.projects.models import Project
 from core.errors import ValidationFailed
+from core.listing import first_few
 from core.permissions import ALL_PERMISSIONS, normalize_permissions
 from core.queries import filter_in_chunks
 
@@ -67,10 +68,7 @@ class LegacyImportError(Exception):
 
     def summary(self) -> str:
         shown = [f"line {line}: {reason}" if line else reason for line, reason in self.errors]
-        hidden = len(shown) - MAX_REPORTED_ERRORS
-        shown = shown[:MAX_REPORTED_ERRORS]
-        if hidden > 0:
-            shown.append(f"... and {hidden} more bad row(s)")
+        shown = first_few(shown, MAX_REPORTED_ERRORS, more="more bad row(s)")
         return "Nothing was imported. " + "; ".join(shown)
 
 

@@ -14,7 +14,8 @@ from apps.accounts.password_reset import make_reset_token
 from apps.webhooks import crypto
 from apps.webhooks.models import Webhook
 from core import sealed
-from tests.factories import make_webhook
+from core.permissions import Role
+from tests.factories import MembershipFactory, make_webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -105,3 +106,38 @@ def test_a_reset_link_sent_before_a_rotation_still_sets_the_password(owner, sett
     assert response.status_code == 204
     owner.refresh_from_db()
     assert owner.check_password("a-new-password-after-the-rotation")
+
+
+def test_many_unreadable_secrets_are_named_twenty_at_most(owner, organization, settings):
+    """Found by a commands audit: a wrong key listed every row, one 165 KB line."""
+    settings.SECRET_KEY = UNKNOWN_KEY
+    other = MembershipFactory(role=Role.OWNER)  # 20 webhooks at most per organization
+    for n in range(22):
+        where, who = (organization, owner) if n % 2 else (other.organization, other.user)
+        make_webhook(where, who, f"https://8.8.8.8/hook-{n}")
+    settings.SECRET_KEY = NEW_KEY
+    settings.SECRET_KEY_FALLBACKS = []
+
+    with pytest.raises(CommandError) as refused:
+        call_command("reseal_secrets", verbosity=0)
+
+    message = str(refused.value)
+    assert message.count("webhooks.Webhook ") == 20
+    assert "... and 2 more." in message
+    assert message.endswith(
+        "None opens: SECRET_KEY / SECRET_KEY_FALLBACKS are probably not the ones these "
+        "were sealed under."
+    )
+
+
+def test_some_secrets_unreadable_is_not_blamed_on_the_keys(stored, owner, organization, settings):
+    rotate(settings)
+    settings.SECRET_KEY = UNKNOWN_KEY
+    make_webhook(organization, owner, "https://8.8.8.8/other")
+    settings.SECRET_KEY = NEW_KEY
+
+    with pytest.raises(CommandError) as refused:
+        call_command("reseal_secrets", verbosity=0)
+
+    assert "webhooks.Webhook " in str(refused.value)
+    assert "None opens" not in str(refused.value)

@@ -11,14 +11,22 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import OperationalError
+from django.db.models.functions import Now
+from django_tasks import task
 
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.leaks import report_leaked_keys
+from apps.notifications import tasks
+from apps.notifications.models import Schedule
 from core.management.base import database_error_line
+from tests.factories import make_key
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "hunter2-not-for-logs"
@@ -100,6 +108,21 @@ def test_the_line_for_a_database_error_never_holds_the_password(monkeypatch, set
 
 
 @pytest.mark.django_db
+def test_failed_emails_make_send_notifications_exit_1(
+    mailbox, closed_port, settings, owner, project
+):
+    _key, plaintext = make_key(KeyKind.SECRET, project=project)
+    report_leaked_keys(candidates=[plaintext])  # an email to the owner, due now
+    settings.EMAIL_PORT = closed_port  # the mail server is down
+    out = StringIO()
+
+    with pytest.raises(CommandError, match=r"^1 email\(s\) failed; they are retried later$"):
+        call_command("send_notifications", stdout=out)
+
+    assert "email failures: 1" in out.getvalue()  # the report is still written
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "command", [["housekeeping"], ["send_notifications"], ["reseal_secrets"], ["flush_usage"]]
 )
@@ -109,3 +132,40 @@ def test_verbosity_0_prints_nothing_on_success(command):
     call_command(*command, verbosity=0, stdout=out)
 
     assert out.getvalue() == ""
+
+
+@task()
+def fail_on_purpose() -> None:
+    raise ValueError("on purpose")
+
+
+@task()
+def succeed() -> str:
+    return "done"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_worker_once_exits_1_when_a_task_it_ran_failed():
+    for name, _every, _job in tasks.schedules(tasks.CHECKS_EVERY, tasks.URGENT_EVERY):
+        # no scheduled check due: the worker runs these tasks only
+        Schedule.objects.create(name=name, next_run_at=Now() + timedelta(hours=1))
+    succeed.enqueue()
+    fail_on_purpose.enqueue()
+    fail_on_purpose.enqueue()
+
+    with pytest.raises(CommandError) as failed:
+        call_command("run_worker", "--once")
+
+    assert str(failed.value) == (
+        "ran 3 task(s), 2 failed: tests.test_commands.fail_on_purpose (2) "
+        "(their tracebacks are in the task results)"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_worker_once_exits_0_when_every_task_succeeded():
+    for name, _every, _job in tasks.schedules(tasks.CHECKS_EVERY, tasks.URGENT_EVERY):
+        Schedule.objects.create(name=name, next_run_at=Now() + timedelta(hours=1))
+    succeed.enqueue()
+
+    call_command("run_worker", "--once")

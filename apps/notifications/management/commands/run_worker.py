@@ -18,15 +18,20 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from datetime import timedelta
 
+from django.core.management.base import CommandError
 from django.db import DatabaseError, close_old_connections
 from django.utils.crypto import get_random_string
+from django_tasks import TaskResultStatus
+from django_tasks.signals import task_finished
 from django_tasks_db.management.commands.db_worker import Worker
 from django_tasks_db.models import DBTaskResult
 
 from apps.notifications.tasks import CHECKS_EVERY, URGENT_EVERY, enqueue_due
 from core import failopen
+from core.listing import first_few
 from core.management.base import BaseCommand
 from core.management.flags import YEAR_SECONDS, seconds_at_most
 
@@ -54,6 +59,21 @@ def task_worker(worker_id: str, *, max_tasks: int | None) -> Worker:
     )
 
 
+class FinishedTasks:
+    """How many tasks this process finished, and how many failed by task path (django-tasks'
+    `task_finished` signal, sent by its worker after each task). A count per path: bounded
+    however long it runs."""
+
+    def __init__(self) -> None:
+        self.ran = 0
+        self.failed: Counter[str] = Counter()
+
+    def __call__(self, sender, task_result, **kwargs) -> None:
+        self.ran += 1
+        if task_result.status == TaskResultStatus.FAILED:
+            self.failed[task_result.task.module_path] += 1
+
+
 class Command(BaseCommand):
     help = "Run the worker: webhook deliveries, notification emails and scheduled checks."
 
@@ -79,7 +99,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--once",
             action="store_true",
-            help="Queue what is due, run every ready task, then exit (for cron and tests).",
+            help=(
+                "Queue what is due, run every ready task, then exit (for cron and tests); "
+                "exits 1 if a task failed."
+            ),
         )
 
     def handle(self, *args, poll_interval, checks_every, urgent_every, once, **options):
@@ -89,6 +112,8 @@ class Command(BaseCommand):
             "urgent_every": timedelta(seconds=urgent_every),
         }
         logger.info("worker %s started", worker_id)
+        finished = FinishedTasks()
+        task_finished.connect(finished, weak=False)
         try:
             looked_at = float("-inf")
             while True:
@@ -114,6 +139,15 @@ class Command(BaseCommand):
                 if not more:
                     time.sleep(poll_interval)
         finally:
+            task_finished.disconnect(finished)
             # Also when django-tasks' signal handler ends an idle worker with SystemExit (a
             # soak audit: the line never appeared after a SIGTERM between tasks).
             logger.info("worker %s stopped", worker_id)
+        if once and finished.failed:
+            # Exit 1, for cron: a failed task went unnoticed (a commands audit).
+            failed = sorted(finished.failed.items())
+            named = [f"{path} ({n})" if n > 1 else path for path, n in failed]
+            raise CommandError(
+                f"ran {finished.ran} task(s), {finished.failed.total()} failed: "
+                f"{', '.join(first_few(named))} (their tracebacks are in the task results)"
+            )

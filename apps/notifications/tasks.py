@@ -101,10 +101,12 @@ def housekeeping() -> str:
     forget_old_last_use()
     fold_idle_keys()
     checks.forget_given_up_recipients()
-    kept = TASK_RESULTS_KEPT_DAYS
+    # Each number next to what it counts; the two library commands give no count (a
+    # commands audit: "0 webhook events and task results" read as counting both).
     return (
-        f"pruned {events} webhook events and task results older than {kept} days, "
-        f"{sessions} ended sessions, expired refresh tokens and {invitations} invitations"
+        f"pruned {events} old webhook event(s) with their deliveries, {sessions} ended "
+        f"session(s) and {invitations} finished invitation(s); also task results older than "
+        f"{TASK_RESULTS_KEPT_DAYS} days and expired refresh tokens"
     )
 
 

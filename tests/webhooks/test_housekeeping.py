@@ -91,7 +91,7 @@ def test_housekeeping_prunes_events_and_week_old_task_results(make_webhook, rece
     kept_result = finished_task_result(week - timedelta(hours=1))
     waiting = DBTaskResult.objects.get(pk=tasks.copy_usage.enqueue().id)
 
-    assert tasks.housekeeping.call().startswith("pruned 1 webhook events")
+    assert tasks.housekeeping.call().startswith("pruned 1 old webhook event(s)")
 
     remaining = set(DBTaskResult.objects.values_list("pk", flat=True))
     assert old_result.pk not in remaining
@@ -153,4 +153,10 @@ def test_cron_users_prune_with_the_housekeeping_command(owner, project):
 
     assert not Event.objects.filter(pk=old.pk).exists()
     assert not AuthSession.objects.filter(user=owner).exists()
-    assert out.getvalue().startswith("pruned 1 webhook events")
+    # Each number names what it counts (a commands audit: "pruned 0 webhook events and task
+    # results older than 7 days" counted the events only).
+    assert out.getvalue() == (
+        "pruned 1 old webhook event(s) with their deliveries, 1 ended session(s) and 0 "
+        "finished invitation(s); also task results older than 7 days and expired refresh "
+        "tokens\n"
+    )

@@ -99,6 +99,31 @@ def test_traceback_still_shows_the_traceback(closed_port):
     assert "django.db.utils.OperationalError: connection failed" in result.stderr
 
 
+@pytest.mark.parametrize("args", [["housekeeping", "--help"], ["check"]])
+def test_a_missing_secret_key_is_one_line_and_exit_2(args):
+    result = manage(*args, DEBUG="false")
+
+    assert result.returncode == 2
+    assert the_one_line(result).startswith("Configuration error: SECRET_KEY is not set.")
+    assert "KeyError" not in result.stderr
+
+
+def test_a_bad_database_url_is_one_line_without_its_password():
+    result = manage("check", DATABASE_URL=f"postgres://sigsentry:{PASSWORD}@db:port/sigsentry")
+
+    assert result.returncode == 2
+    assert the_one_line(result).startswith("Configuration error: DATABASE_URL cannot be read")
+    assert PASSWORD not in result.stderr
+
+
+def test_a_configuration_error_with_traceback_is_the_traceback():
+    result = manage("check", "--traceback", DEBUG="false")
+
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ImproperlyConfigured: SECRET_KEY is not set" in result.stderr
+
+
 def test_the_line_for_a_database_error_never_holds_the_password(monkeypatch, settings):
     monkeypatch.setitem(settings.DATABASES["default"], "PASSWORD", PASSWORD)
 

@@ -9,11 +9,7 @@ the release before 0005 wrote no reminder against the migrated database.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-from django.conf import settings
 from django.db import migrations, models
 from django.db.migrations.loader import MigrationLoader
 
@@ -36,9 +32,9 @@ HISTORICAL = {
 
 
 def _ours(migration) -> bool:
-    """A migration of this project's apps, not of Django's or a library's."""
-    module = Path(sys.modules[migration.__module__].__file__).resolve()
-    return module.is_relative_to(Path(settings.BASE_DIR).resolve())
+    """A migration of this project's apps, not of Django's or a library's (by module, not
+    by file: CI's virtualenv, with the libraries' migrations, lies inside the checkout)."""
+    return migration.__module__.startswith(("apps.", "core."))
 
 
 def columns_the_release_before_cannot_leave_out() -> dict[tuple[str, str, str, str], str]:

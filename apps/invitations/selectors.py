@@ -56,6 +56,15 @@ def inviter_may_still_grant(invitation: Invitation, *, lock: bool = False) -> bo
     return invitation.role in roles_grantable_by(role)
 
 
+def still_open(invitation: Invitation | None) -> bool:
+    """Whether an invitation (as its token found it, or None) can still be accepted: pending,
+    and its inviter may still grant its role. What its link, its page and signing up by it
+    all ask first."""
+    return (
+        invitation is not None and invitation.is_pending() and inviter_may_still_grant(invitation)
+    )
+
+
 def pending_at(now) -> Q:
     """The invitations `Invitation.is_pending(now)` holds for, as a filter: not yet
     accepted, cancelled or expired."""

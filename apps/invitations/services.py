@@ -52,6 +52,7 @@ from apps.invitations.selectors import (
     membership_from_accepting,
     pending_at,
     roles_grantable_by,
+    still_open,
     token_digest,
 )
 from apps.orgs.access import manager_role_now
@@ -209,7 +210,7 @@ def _invitation_letter_again(ids: dict) -> mail.Letter | None:
         .filter(pk=ids["invitation_id"])
         .first()
     )
-    if invitation is None or not invitation.is_pending() or not inviter_may_still_grant(invitation):
+    if not still_open(invitation):
         return None
     token = secrets.token_urlsafe(32)
     replaced = Invitation.objects.filter(
@@ -410,7 +411,7 @@ def sign_up_and_accept(
     invitation = invitation_for_token(token)
     # An inviter's lapsed authority is checked before the account is made, so such an
     # invitation answers as a cancelled one does (`accept_invitation` checks it again).
-    if invitation is None or not invitation.is_pending() or not inviter_may_still_grant(invitation):
+    if not still_open(invitation):
         raise NotFound("This invitation does not exist, has expired or was already used.")
     account = account_to_create(email=invitation.email, password=password, request=request)
     with transaction.atomic():

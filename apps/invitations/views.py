@@ -25,9 +25,9 @@ from apps.invitations import services
 from apps.invitations.forms import InvitationSignupForm, InviteForm
 from apps.invitations.selectors import (
     invitation_for_token,
-    inviter_may_still_grant,
     membership_from_accepting,
     pending_invitations,
+    still_open,
 )
 from apps.orgs.access import membership_for, require_manager
 from apps.orgs.views import members_page
@@ -113,12 +113,6 @@ INVITATION_COOKIE = "ss_invitation"
 link_cookie = TokenCookie(INVITATION_COOKIE, "/invitations/", b"sigsentry.invitations.link-cookie")
 
 
-def _still_open(invitation) -> bool:
-    return (
-        invitation is not None and invitation.is_pending() and inviter_may_still_grant(invitation)
-    )
-
-
 @require_http_methods(["GET", "HEAD", "POST"])
 @origin_only_referrer
 def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
@@ -128,7 +122,7 @@ def invitation_page(request: HttpRequest, token: str) -> HttpResponse:
     logging in (`next`) no longer names it. Any other answer is the page's own (joined
     already, no longer valid). A POST here is a page served by the release before."""
     invitation = invitation_for_token(token)
-    if request.method == "POST" or not _still_open(invitation):
+    if request.method == "POST" or not still_open(invitation):
         return _invitation(request, token, invitation)
     response = redirect(OPEN_PATH)
     life = (invitation.expires_at - timezone.now()).total_seconds()
@@ -161,7 +155,7 @@ def _invitation(request: HttpRequest, token: str, invitation) -> HttpResponse:
     if joined is not None:  # accepted already (a reload, a second click): not "invalid"
         messages.info(request, f"You are a member of {invitation.organization.name}.")
         return redirect("/")
-    if not _still_open(invitation):
+    if not still_open(invitation):
         return _invalid(request)
     if principal is not None:
         if normalize_email(principal.user.email) != invitation.normalized_email:

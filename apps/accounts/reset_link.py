@@ -21,11 +21,3 @@ def keep_token(response: HttpResponse, request: HttpRequest, token: str) -> None
     # For the link's whole life: the token in it is checked again on every use, so a cookie
     # that outlives it opens only the invalid page (and is dropped there).
     cookie.keep(response, request, token, settings.PASSWORD_RESET_TIMEOUT)
-
-
-def kept_token(request: HttpRequest) -> str | None:
-    return cookie.kept(request)
-
-
-def forget_token(response: HttpResponse) -> None:
-    cookie.forget(response)

@@ -192,7 +192,7 @@ def password_reset_page(request: HttpRequest) -> HttpResponse:
 def _invalid_link(request: HttpRequest) -> HttpResponse:
     """The link is bad, used or expired: the page says so, and no reset cookie stays."""
     response = render(request, "accounts/password_reset_invalid.html", status=400)
-    reset_link.forget_token(response)
+    reset_link.cookie.forget(response)
     return response
 
 
@@ -218,7 +218,7 @@ def password_reset_set_page(request: HttpRequest) -> HttpResponse:
     """Choose a new password, with the token the reset cookie holds; without a cookie, or
     with one altered or holding a token no longer good, the invalid page (the cookie goes).
     Every session ends; log in again after."""
-    token = reset_link.kept_token(request)
+    token = reset_link.cookie.kept(request)
     if token is None:
         return _invalid_link(request)
     return _refusal(request, token) or _choose_password(request, token)
@@ -253,6 +253,6 @@ def _choose_password(request: HttpRequest, token: str) -> HttpResponse:
         else:
             messages.success(request, "Your password was changed. Log in with the new one.")
             response = end_page_session(request)
-            reset_link.forget_token(response)
+            reset_link.cookie.forget(response)
             return response
     return render(request, "accounts/password_reset_confirm.html", {"form": form})

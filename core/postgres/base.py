@@ -34,16 +34,25 @@ BEHIND_A_POOLER = (
 )
 
 
-def _require_postgresql_itself(connection: psycopg.Connection) -> None:
-    """Prepared statements (DATABASE_POOLER=none) are safe only on a session of PostgreSQL's
-    own: behind PgBouncer psycopg ran its statements under names another client had
-    prepared for other SQL, and answered with that SQL's rows (a PgBouncer audit). A pooler
-    gives its client a process id of its own, never the server session's."""
+def behind_a_pooler(connection: psycopg.Connection) -> bool:
+    """Whether `connection` leads to a pooler rather than to a session of PostgreSQL's own. A
+    pooler gives its client a process id of its own, never the server session's."""
+    opens_a_transaction = (
+        not connection.autocommit and connection.info.transaction_status == TransactionStatus.IDLE
+    )
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         (server_pid,) = cursor.fetchone()
-    connection.rollback()
-    if server_pid != connection.info.backend_pid:
+    if opens_a_transaction:
+        connection.rollback()  # only the transaction this read began
+    return server_pid != connection.info.backend_pid
+
+
+def _require_postgresql_itself(connection: psycopg.Connection) -> None:
+    """Prepared statements (DATABASE_POOLER=none) are safe only on a session of PostgreSQL's
+    own: behind PgBouncer psycopg ran its statements under names another client had
+    prepared for other SQL, and answered with that SQL's rows (a PgBouncer audit)."""
+    if behind_a_pooler(connection):
         connection.close()
         logger.error(BEHIND_A_POOLER)
         raise psycopg.OperationalError(BEHIND_A_POOLER)  # Django's: a 503, not an answer

@@ -3,6 +3,7 @@ run was lost."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import timedelta
 
 from django.db import transaction
@@ -71,14 +72,16 @@ def requeue_stalled(
             .filter(lost, task_path=task.module_path)
             .values_list("pk", "status", "worker_ids")
         )
-        at_once = [
-            pk for pk, status, _ in stalled if failed_within or status != TaskResultStatus.FAILED
-        ]
-        DBTaskResult.objects.filter(pk__in=at_once).update(**again, run_after=Now())
-        for pk, _status, worker_ids in stalled:
-            if pk not in at_once:  # a deploy mismatch, after its wait
-                wait = mismatch_delay(len(worker_ids or ()))
-                DBTaskResult.objects.filter(pk=pk).update(**again, run_after=Now() + wait)
+        by_wait: dict[timedelta, list] = defaultdict(list)
+        for pk, status, worker_ids in stalled:
+            if failed_within or status != TaskResultStatus.FAILED:
+                by_wait[timedelta(0)].append(pk)
+            else:  # a deploy mismatch, after its wait
+                by_wait[mismatch_delay(len(worker_ids or ()))].append(pk)
+        # One UPDATE per wait, not per row (a sweep after a deploy finds many).
+        for wait, pks in by_wait.items():
+            run_after = Now() + wait if wait else Now()
+            DBTaskResult.objects.filter(pk__in=pks).update(**again, run_after=run_after)
     return len(stalled)
 
 

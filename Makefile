@@ -36,6 +36,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
+## make install: make the virtualenv .venv (Python 3.11 or newer; PYTHON= names one) and install
+##   the service in it; make install-dev: with the dev extra too (pytest, ruff, Playwright)
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 

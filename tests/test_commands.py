@@ -8,6 +8,8 @@ SECRET_KEY a 52-line one opening on a KeyError, failed emails exited 0."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -194,3 +196,17 @@ def test_run_worker_once_exits_0_when_every_task_succeeded():
     succeed.enqueue()
 
     call_command("run_worker", "--once")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_help_lists_every_target_a_user_runs():
+    makefile = (ROOT / "Makefile").read_text()
+    [phony] = re.findall(r"^\.PHONY:(.*)$", makefile, flags=re.MULTILINE)
+
+    result = subprocess.run(
+        ["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    listed = set(re.findall(r"\bmake ([\w-]+):", result.stdout))
+    assert set(phony.split()) - listed == set()

@@ -17,9 +17,10 @@ from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import OperationalError
+from django.db import DatabaseError, OperationalError, connection
 from django.db.models.functions import Now
 from django_tasks import task
 
@@ -210,3 +211,60 @@ def test_make_help_lists_every_target_a_user_runs():
     assert result.returncode == 0, result.stderr
     listed = set(re.findall(r"\bmake ([\w-]+):", result.stdout))
     assert set(phony.split()) - listed == set()
+
+
+@pytest.fixture
+def unmigrated_postgres(settings):
+    """DATABASE_URL of a PostgreSQL database no `migrate` ever ran on, dropped afterwards."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the suite runs on SQLite")
+    database = settings.DATABASES["default"]
+    server = {k.lower(): database[k] for k in ("HOST", "PORT", "USER", "PASSWORD") if database[k]}
+    name = f"{database['NAME']}_unmigrated_{os.getpid()}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
+        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    user = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
+    yield f"postgres://{user}@{database['HOST']}:{database['PORT'] or 5432}/{name}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
+        admin.execute(
+            psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
+        )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["housekeeping"], ["flush_usage"], ["reseal_secrets"], ["run_worker", "--once"]],
+    ids=lambda command: command[0],
+)
+def test_an_unmigrated_sqlite_database_says_to_migrate_first(command, tmp_path):
+    result = manage(*command, DATABASE_URL=f"sqlite:///{tmp_path / 'never-migrated.sqlite3'}")
+
+    assert result.returncode == 1, result.stderr
+    assert re.fullmatch(
+        r"CommandError: database \(DATABASE_URL\) failed: no such table: \w+; "
+        r"run `python manage\.py migrate` first",
+        the_one_line(result),
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["housekeeping"], ["flush_usage"], ["reseal_secrets"], ["run_worker", "--once"]],
+    ids=lambda command: command[0],
+)
+def test_an_unmigrated_postgresql_database_says_to_migrate_first(command, unmigrated_postgres):
+    result = manage(*command, DATABASE_URL=unmigrated_postgres)
+
+    assert result.returncode == 1, result.stderr
+    assert re.fullmatch(
+        r'CommandError: database \(DATABASE_URL\) failed: relation "\w+" does not exist; '
+        r"run `python manage\.py migrate` first",
+        the_one_line(result),
+    )
+
+
+def test_another_database_error_gets_no_migrate_hint(db):
+    with pytest.raises(DatabaseError) as failed, connection.cursor() as cursor:
+        cursor.execute("SELECT no_such_column FROM django_migrations")
+
+    assert "migrate" not in database_error_line(failed.value)

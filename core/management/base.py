@@ -9,20 +9,41 @@ traceback.
 
 from __future__ import annotations
 
+import sqlite3
+
 from django.conf import settings
 from django.core.management import base
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+
+#: PostgreSQL's SQLSTATE for a table that does not exist (psycopg's `UndefinedTable`).
+UNDEFINED_TABLE = "42P01"
+MIGRATE_FIRST = "run `python manage.py migrate` first"
+
+
+def _is_missing_table(exc: DatabaseError) -> bool:
+    """Whether `exc` is a query on a table that does not exist: a database never migrated
+    (or migrated by an older release). PostgreSQL says so by its code; SQLite only in words."""
+    driver_error = exc.__cause__
+    if getattr(driver_error, "sqlstate", None) == UNDEFINED_TABLE:
+        return True
+    return isinstance(driver_error, sqlite3.OperationalError) and str(driver_error).startswith(
+        "no such table"
+    )
 
 
 def database_error_line(exc: DatabaseError) -> str:
     """One line for `exc`: "unreachable" when no connection could be opened, the first line
     of the driver's message, never the password (psycopg's messages name the host, port and
-    user, not the password; hidden all the same should a driver ever quote it)."""
+    user, not the password; hidden all the same should a driver ever quote it), and what to
+    do when a table is missing (a commands audit: a database never migrated was only a
+    "relation ... does not exist")."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     first = lines[0] if lines else type(exc).__name__
     password = settings.DATABASES[DEFAULT_DB_ALIAS].get("PASSWORD")
     if password:
         first = first.replace(password, "…")
+    if _is_missing_table(exc):
+        first += f"; {MIGRATE_FIRST}"
     connected = connections[DEFAULT_DB_ALIAS].connection is not None
     return f"database (DATABASE_URL) {'failed' if connected else 'unreachable'}: {first}"
 

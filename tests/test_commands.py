@@ -7,12 +7,14 @@ SECRET_KEY a 52-line one opening on a KeyError, failed emails exited 0."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -27,9 +29,12 @@ from django_tasks import task
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import report_leaked_keys
 from apps.notifications import tasks
+from apps.notifications.management.commands.run_worker import OUTAGE_PAUSE_SECONDS
 from apps.notifications.models import Schedule
 from core.management.base import database_error_line
 from tests.factories import make_key
+from tests.outbound import WorkerProcess
+from tests.reliability.helpers import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "hunter2-not-for-logs"
@@ -268,3 +273,56 @@ def test_another_database_error_gets_no_migrate_hint(db):
         cursor.execute("SELECT no_such_column FROM django_migrations")
 
     assert "migrate" not in database_error_line(failed.value)
+
+
+def no_check_due() -> None:
+    """Every scheduled check an hour away: a worker started now runs only what a test queues."""
+    for name, _every, _job in tasks.schedules(tasks.CHECKS_EVERY, tasks.URGENT_EVERY):
+        Schedule.objects.create(name=name, next_run_at=Now() + timedelta(hours=1))
+
+
+def wait_for_line(worker: WorkerProcess, pattern: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, worker.log()):
+        assert worker.process.poll() is None, f"the worker exited: {worker.log()[-2000:]}"
+        assert time.monotonic() < deadline, f"no {pattern!r} in {timeout} s: {worker.log()}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_run_worker_says_once_that_the_database_went_and_once_that_it_came_back():
+    """A real outage: the worker reaches PostgreSQL through a TCP proxy the test cuts."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL cut by a proxy; SQLite has no server to cut")
+    no_check_due()
+    database = connection.settings_dict
+    proxy = TcpProxy((database["HOST"] or "127.0.0.1", int(database["PORT"] or 5432))).start()
+    url = f"postgres://{database['USER']}:{PASSWORD}@127.0.0.1:{proxy.port}/{database['NAME']}"
+    worker = WorkerProcess({"DATABASE_URL": url}, "--poll-interval", "0.2")
+    try:
+        worker.log_path.parent.mkdir(exist_ok=True)
+        worker.log_path.write_text("")  # an earlier worker's lines, had it the same name
+        worker.start().wait_started()
+        deadline = time.monotonic() + 30
+        while proxy.connection_count < 1:  # it reached the database through the proxy
+            assert time.monotonic() < deadline, worker.log()
+            time.sleep(0.1)
+
+        proxy.stop()  # the database is gone: open connections broken, new ones refused
+        wait_for_line(worker, r"worker: database \(DATABASE_URL\) (unreachable|failed): ")
+        time.sleep(OUTAGE_PAUSE_SECONDS + 2)  # it tried again at least once, still down
+        proxy.start()
+        wait_for_line(worker, "worker: database reachable again")
+        assert worker.terminate() == 0
+    finally:
+        worker.stop()
+        proxy.stop()
+
+    records = [json.loads(line) for line in worker.log().splitlines()]
+    said = [r["message"] for r in records if r["message"].startswith("worker: database")]
+    assert len(said) == 2, records
+    assert said[0].endswith("; trying again every 5 s")
+    assert said[1] == "worker: database reachable again"
+    assert not [r for r in records if "exception" in r]  # no traceback
+    assert PASSWORD not in worker.log()

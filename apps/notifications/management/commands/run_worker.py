@@ -32,7 +32,7 @@ from django_tasks_db.models import DBTaskResult
 from apps.notifications.tasks import CHECKS_EVERY, URGENT_EVERY, enqueue_due
 from core import failopen
 from core.listing import first_few
-from core.management.base import BaseCommand
+from core.management.base import BaseCommand, database_error_line
 from core.management.flags import YEAR_SECONDS, seconds_at_most
 
 logger = logging.getLogger("sigsentry.worker")
@@ -72,6 +72,29 @@ class FinishedTasks:
         self.ran += 1
         if task_result.status == TaskResultStatus.FAILED:
             self.failed[task_result.task.module_path] += 1
+
+
+class Outage:
+    """Whether the database is down, said once when it goes (one line, without traceback)
+    and once when it is back: a commands audit found a traceback every OUTAGE_PAUSE_SECONDS
+    for as long as it was down."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def failed(self, exc: DatabaseError) -> None:
+        if not self.down:
+            self.down = True
+            logger.error(
+                "worker: %s; trying again every %g s",
+                database_error_line(exc),
+                OUTAGE_PAUSE_SECONDS,
+            )
+
+    def passed(self) -> None:
+        if self.down:
+            self.down = False
+            logger.info("worker: database reachable again")
 
 
 class Command(BaseCommand):
@@ -114,6 +137,7 @@ class Command(BaseCommand):
         logger.info("worker %s started", worker_id)
         finished = FinishedTasks()
         task_finished.connect(finished, weak=False)
+        outage = Outage()
         try:
             looked_at = float("-inf")
             while True:
@@ -126,14 +150,15 @@ class Command(BaseCommand):
                         looked_at = time.monotonic()
                     worker.run()
                     more = worker.running and DBTaskResult.objects.ready().exists()
-                except DatabaseError:
+                except DatabaseError as exc:
                     if once:  # cron's run must end, and say it failed (a commands audit: it
                         # retried for ever, and runs piled up): one line, by the base
                         raise
-                    logger.exception("worker: database unavailable; retrying")
+                    outage.failed(exc)  # before the connection is closed: it tells "unreachable"
                     close_old_connections()
                     time.sleep(OUTAGE_PAUSE_SECONDS)
                     continue
+                outage.passed()
                 if not worker.running or (once and not more):
                     break
                 if not more:

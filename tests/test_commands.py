@@ -28,10 +28,12 @@ from django_tasks import task
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import report_leaked_keys
+from apps.apikeys.usage.flush import COPY_LOCK, COPY_LOCK_SECONDS
 from apps.notifications import tasks
 from apps.notifications.management.commands.run_worker import OUTAGE_PAUSE_SECONDS
 from apps.notifications.models import Schedule
 from core.management.base import database_error_line
+from core.sharedredis import redis_client
 from tests.factories import make_key
 from tests.outbound import WorkerProcess
 from tests.reliability.helpers import TcpProxy
@@ -326,3 +328,38 @@ def test_run_worker_says_once_that_the_database_went_and_once_that_it_came_back(
     assert said[1] == "worker: database reachable again"
     assert not [r for r in records if "exception" in r]  # no traceback
     assert PASSWORD not in worker.log()
+
+
+@pytest.fixture
+def copy_lock_held():
+    """The usage copy lock held by "another copy" for a second and a half (then it expires)."""
+    client = redis_client()
+    if client is None:
+        pytest.skip("without REDIS_URL there is no copy lock")
+    assert client.lock(COPY_LOCK, timeout=1.5).acquire(blocking=False)
+    yield
+    client.delete(COPY_LOCK)
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("copy_lock_held")
+def test_flush_usage_says_once_that_it_waits_for_a_copy_already_running():
+    out = StringIO()
+
+    call_command("flush_usage", stdout=out)
+
+    assert out.getvalue().splitlines() == [
+        f"Waiting for a usage copy already running (lock ss:u:copying), at most "
+        f"{COPY_LOCK_SECONDS} s…",
+        "Copied 0 usage counter(s); pruned 0 old usage row(s).",
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("copy_lock_held")
+def test_flush_usage_waits_in_silence_at_verbosity_0():
+    out = StringIO()
+
+    call_command("flush_usage", verbosity=0, stdout=out)
+
+    assert out.getvalue() == ""

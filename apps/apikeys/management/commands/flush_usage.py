@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from django.core.management.base import CommandError
 
-from apps.apikeys.usage.flush import COPY_LOCK_SECONDS, flush_usage, prune_usage
+from apps.apikeys.usage.flush import COPY_LOCK, COPY_LOCK_SECONDS, flush_usage, prune_usage
 from core.management.base import BaseCommand
 
 
@@ -21,7 +21,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            copied = flush_usage()
+            copied = flush_usage(wait=False)
+            if copied is None:  # said before the wait, which was silent (a commands audit)
+                self.say(
+                    f"Waiting for a usage copy already running (lock {COPY_LOCK}), at most "
+                    f"{COPY_LOCK_SECONDS} s…"
+                )
+                self.stdout.flush()
+                copied = flush_usage()
         except redis.RedisError as exc:
             raise CommandError(f"The usage store (REDIS_URL) is unreachable: {exc}") from exc
         if copied is None:  # waited the lock's whole time: never "Copied None" and success

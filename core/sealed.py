@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -86,18 +87,27 @@ class ResealCount:
     current: int = 0
     #: Primary keys of rows no key of SECRET_KEY and its fallbacks opens (left as they are).
     unreadable: list = field(default_factory=list)
+    #: The column's rows when its turn began (rows added since are counted as they are read).
+    total: int = 0
+
+    @property
+    def checked(self) -> int:
+        return self.resealed + self.current + len(self.unreadable)
 
 
-def reseal_stored(batch: int = 500) -> list[ResealCount]:
+def reseal_stored(
+    batch: int = 500, progress: Callable[[ResealCount], None] | None = None
+) -> list[ResealCount]:
     """Seal every registered column's secrets again under the current SECRET_KEY.
 
     Row by row, each written by a conditional UPDATE naming the token it read, so a secret
     replaced meanwhile (a new two-factor set-up) is never overwritten with the old one. Safe
-    to repeat and to run beside the web processes and workers."""
+    to repeat and to run beside the web processes and workers. `progress` is given the
+    column's count after each `batch` rows."""
     counts = []
     for column in COLUMNS:
-        count = ResealCount(column)
         manager = column.model._default_manager
+        count = ResealCount(column, total=manager.count())
         last = None
         while True:
             rows = manager.order_by("pk")
@@ -117,5 +127,7 @@ def reseal_stored(batch: int = 500) -> list[ResealCount]:
                 elif manager.filter(pk=pk, **{column.field: token}).update(**{column.field: fresh}):
                     count.resealed += 1
             last = page[-1][0]
+            if progress is not None:
+                progress(count)
         counts.append(count)
     return counts

@@ -33,8 +33,9 @@ from apps.notifications import tasks
 from apps.notifications.management.commands.run_worker import OUTAGE_PAUSE_SECONDS
 from apps.notifications.models import Schedule
 from core.management.base import database_error_line
+from core.management.commands import reseal_secrets
 from core.sharedredis import redis_client
-from tests.factories import make_key
+from tests.factories import make_key, make_webhook
 from tests.outbound import WorkerProcess
 from tests.reliability.helpers import TcpProxy
 
@@ -361,5 +362,40 @@ def test_flush_usage_waits_in_silence_at_verbosity_0():
     out = StringIO()
 
     call_command("flush_usage", verbosity=0, stdout=out)
+
+    assert out.getvalue() == ""
+
+
+@pytest.mark.django_db
+def test_reseal_secrets_says_its_progress_after_each_batch(
+    owner, organization, settings, monkeypatch
+):
+    for n in range(5):
+        make_webhook(organization, owner, f"https://8.8.8.8/hooks/{n}")
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-new-secret-key-after-rotation-0123456789abcdefghij"
+    monkeypatch.setattr(reseal_secrets, "BATCH_ROWS", 2)
+    out = StringIO()
+
+    call_command("reseal_secrets", stdout=out)
+
+    webhooks = [line for line in out.getvalue().splitlines() if line.startswith("webhooks.")]
+    assert webhooks == [
+        "webhooks.Webhook.secret_ciphertext: 2 of 5 checked, 2 sealed again…",
+        "webhooks.Webhook.secret_ciphertext: 4 of 5 checked, 4 sealed again…",
+        "webhooks.Webhook.secret_ciphertext: 5 of 5 checked, 5 sealed again…",
+        "webhooks.Webhook.secret_ciphertext: 5 sealed again, 0 already under SECRET_KEY, "
+        "0 unreadable.",
+    ]
+
+
+@pytest.mark.django_db
+def test_reseal_secrets_says_no_progress_at_verbosity_0(owner, organization, monkeypatch):
+    for n in range(3):
+        make_webhook(organization, owner, f"https://8.8.8.8/hooks/{n}")
+    monkeypatch.setattr(reseal_secrets, "BATCH_ROWS", 2)
+    out = StringIO()
+
+    call_command("reseal_secrets", verbosity=0, stdout=out)
 
     assert out.getvalue() == ""

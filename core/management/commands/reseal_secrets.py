@@ -6,7 +6,14 @@ from django.core.management.base import CommandError
 
 from core.listing import first_few
 from core.management.base import BaseCommand
-from core.sealed import reseal_stored
+from core.sealed import ResealCount, reseal_stored
+
+#: Rows read and sealed again per batch, each followed by a line of progress.
+BATCH_ROWS = 500
+
+
+def column_name(count: ResealCount) -> str:
+    return f"{count.column.model._meta.label}.{count.column.field}"
 
 
 class Command(BaseCommand):
@@ -20,15 +27,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         unreadable, rows = [], 0
-        for count in reseal_stored():
+        for count in reseal_stored(batch=BATCH_ROWS, progress=self.say_progress):
             column = count.column
-            name = f"{column.model._meta.label}.{column.field}"
+            name = column_name(count)
             self.say(
                 f"{name}: {count.resealed} sealed again, {count.current} already under "
                 f"SECRET_KEY, {len(count.unreadable)} unreadable."
             )
             unreadable += [f"{column.model._meta.label} {pk}" for pk in count.unreadable]
-            rows += count.resealed + count.current + len(count.unreadable)
+            rows += count.checked
         if unreadable:
             # The first few rows only: every one was a 165 KB line (a commands audit).
             message = (
@@ -41,3 +48,12 @@ class Command(BaseCommand):
                     "ones these were sealed under."
                 )
             raise CommandError(message)
+
+    def say_progress(self, count: ResealCount) -> None:
+        """A line after each batch, at once: a large table took minutes, silent to its end
+        (a commands audit). Rows added since the column's count began are counted too."""
+        self.say(
+            f"{column_name(count)}: {count.checked} of {max(count.total, count.checked)} "
+            f"checked, {count.resealed} sealed again…"
+        )
+        self.stdout.flush()

@@ -28,6 +28,7 @@ from django_tasks import task
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import report_leaked_keys
+from apps.apikeys.models import ApiKey
 from apps.apikeys.usage.flush import COPY_LOCK, COPY_LOCK_SECONDS
 from apps.notifications import tasks
 from apps.notifications.management.commands.run_worker import OUTAGE_PAUSE_SECONDS
@@ -399,3 +400,44 @@ def test_reseal_secrets_says_no_progress_at_verbosity_0(owner, organization, mon
     call_command("reseal_secrets", verbosity=0, stdout=out)
 
     assert out.getvalue() == ""
+
+
+LEGACY_KEY = "tb_9fKq2LmN7xQwE4rT1yU8iO0p"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tb_AAAAbbbbCCCCdddd1234",  # another legacy key as the name
+        LEGACY_KEY,  # the row's own key pasted as its name
+        "old key ss_live_Zx81Ab_cD-efGh45IjKl",
+    ],
+    ids=["tb-key", "its-own-key", "ss_live-key-in-text"],
+)
+def test_import_legacy_keys_refuses_a_name_that_holds_a_legacy_key(tmp_path, project, name):
+    path = tmp_path / "keys.csv"
+    path.write_text(
+        "key,project_id,name,permissions\n"
+        f"tb_Zz0123456789abcdefghij,{project.id},Fine,\n"
+        f"{LEGACY_KEY},{project.id},{name},\n"
+    )
+
+    with pytest.raises(CommandError) as refused:
+        call_command("import_legacy_keys", str(path))
+
+    assert str(refused.value) == (
+        "Nothing was imported. line 3: name refused: it holds a legacy key (tb_... or "
+        "ss_live_...); a name is shown in the dashboard and the logs"
+    )
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.django_db
+def test_import_legacy_keys_takes_a_name_that_only_starts_like_one(tmp_path, project):
+    path = tmp_path / "keys.csv"
+    path.write_text(f"key,project_id,name,permissions\n{LEGACY_KEY},{project.id},tb_ci,\n")
+
+    call_command("import_legacy_keys", str(path), verbosity=0)
+
+    assert ApiKey.objects.get().name == "tb_ci"

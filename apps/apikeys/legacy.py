@@ -146,6 +146,13 @@ def _name_error(name: str) -> str | None:
     except ValidationFailed as exc:
         [message] = exc.details["fields"]["name"]
         return f"name refused: {message}"
+    # clean_key_name finds only keys with a checksum; in this file a legacy key is the
+    # likeliest thing to land in a name (a shifted column, a key pasted as its own name).
+    if keyformat.LEGACY_KEY_PATTERN.search(name):
+        return (
+            "name refused: it holds a legacy key (tb_... or ss_live_...); a name is shown in "
+            "the dashboard and the logs"
+        )
     return None
 
 

@@ -16,6 +16,8 @@ the release before 0005 wrote no reminder against the migrated database.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db import migrations, models
 from django.db.migrations.loader import MigrationLoader
@@ -185,6 +187,7 @@ HISTORICAL_LOCKS = {
     ("webhooks", "0002_delivery_turn", "delivery", "webhooks_delivery_turn"): _SHIPPED,
     ("webhooks", "0003_delivery_parked", "delivery", "webhooks_delivery_leased"): _SHIPPED,
     ("webhooks", "0003_delivery_parked", "delivery", "webhooks_delivery_parked"): _SHIPPED,
+    ("core", "0002_task_results_by_path", "(sql)", "operation 0"): _SHIPPED,
 }
 
 
@@ -260,7 +263,23 @@ def changes_built_under_a_held_lock() -> dict[tuple[str, str, str, str], str]:
             why = _offline_change(op, field_before, checked)
             if why is not None:
                 found[(app, name, op.model_name_lower, _named(op))] = why
+        for number, op in enumerate(migration.operations):
+            if isinstance(op, migrations.RunSQL) and _OFFLINE_SQL.search(str(op.sql)):
+                found[(app, name, "(sql)", f"operation {number}")] = (
+                    "raw SQL builds an index, a constraint or a NOT NULL offline: "
+                    "CREATE INDEX CONCURRENTLY (atomic = False), or core.online_schema"
+                )
     return found
+
+
+#: What raw SQL builds under a held lock: an index built without CONCURRENTLY, a constraint
+#: added neither NOT VALID nor USING INDEX, a NOT NULL set.
+_OFFLINE_SQL = re.compile(
+    r"CREATE\s+(UNIQUE\s+)?INDEX\s+(?!CONCURRENTLY)"
+    r"|ADD\s+CONSTRAINT\s+(?![^;]*(NOT\s+VALID|USING\s+INDEX))"
+    r"|SET\s+NOT\s+NULL",
+    re.IGNORECASE,
+)
 
 
 def test_no_index_or_constraint_is_built_under_a_held_lock():
@@ -301,6 +320,9 @@ def test_the_lock_check_finds_each_offline_change_and_passes_the_online_ones(mon
             models.CheckConstraint(condition=models.Q(claim__isnull=False), name="claim_not_null"),
         ),
         migrations.AlterField("reminder", "claim", models.UUIDField(editable=False)),
+        migrations.RunSQL("CREATE INDEX plain_sql ON t (a)"),
+        migrations.RunSQL("CREATE INDEX CONCURRENTLY online_sql ON t (a)"),
+        migrations.RunSQL("ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0) NOT VALID"),
     ]
 
     class WithANewMigration(MigrationLoader):
@@ -322,7 +344,7 @@ def test_the_lock_check_finds_each_offline_change_and_passes_the_online_ones(mon
         if name == "0099_next_release"
     }
 
-    assert set(found) == {"plain_idx", "plain_unique", "indexed", "emailed_at"}
+    assert set(found) == {"plain_idx", "plain_unique", "indexed", "emailed_at", "operation 10"}
     assert "AddIndexOnline" in found["plain_idx"]
     assert "NOT NULL" in found["emailed_at"]
     assert "AddUniqueConstraintOnline" in found["plain_unique"]

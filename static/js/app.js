@@ -127,27 +127,37 @@
     selection.addRange(range);
   }
 
-  /* A polite live region, made once, says what a Copy button did: a button's own new text
-     is not announced. Emptied first, so the same words twice are said twice. */
-  var liveRegion = null;
-  function announce(text) {
-    if (!liveRegion) {
-      liveRegion = document.createElement("div");
-      liveRegion.className = "visually-hidden";
-      liveRegion.setAttribute("role", "status");
-      liveRegion.setAttribute("aria-live", "polite");
-      liveRegion.setAttribute("data-live-region", "");
-      document.body.appendChild(liveRegion);
+  /* A polite live region says what a Copy button did: a button's own new text is not
+     announced. In an open dialog it is the dialog's own (templates/includes/live_region.html):
+     a modal dialog leaves the rest of the page out of the accessibility tree, and a region in
+     <body> was never said (an accessibility audit). Elsewhere, one made once in <body>.
+     Emptied first, so the same words twice are said twice. */
+  var pageLiveRegion = null;
+  function liveRegionFor(element) {
+    var dialog = element.closest("dialog");
+    var own = dialog && dialog.open ? dialog.querySelector("[data-live-region]") : null;
+    if (own) return own;
+    if (!pageLiveRegion) {
+      pageLiveRegion = document.createElement("div");
+      pageLiveRegion.className = "visually-hidden";
+      pageLiveRegion.setAttribute("role", "status");
+      pageLiveRegion.setAttribute("aria-live", "polite");
+      pageLiveRegion.setAttribute("data-live-region", "");
+      document.body.appendChild(pageLiveRegion);
     }
-    liveRegion.textContent = "";
-    window.setTimeout(function () { liveRegion.textContent = text; }, 100);
+    return pageLiveRegion;
+  }
+  function announce(text, from) {
+    var region = liveRegionFor(from);
+    region.textContent = "";
+    window.setTimeout(function () { region.textContent = text; }, 100);
   }
 
   function flash(button, label) {
     var original = button.getAttribute("data-label") || button.textContent;
     button.setAttribute("data-label", original);
     button.textContent = label;
-    announce(label);
+    announce(label, button);
     window.setTimeout(function () { button.textContent = original; }, 2000);
   }
 

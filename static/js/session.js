@@ -56,7 +56,30 @@
   function sessionEnded() {
     ended = true;
     var notice = document.querySelector("[data-session-notice]");
-    if (notice) notice.hidden = false;
+    if (!notice) return;
+    notice.hidden = false;
+    document.querySelectorAll("dialog[open]").forEach(function (dialog) {
+      if (isModal(dialog)) tellInDialog(dialog, notice);
+    });
+  }
+
+  /* An open modal dialog (a secret shown once, a key's Roll) leaves the page around it out
+     of the accessibility tree, the notice's alert too: nothing was said (an accessibility
+     audit). The dialog gets its own copy, an alert that is said and seen where the user is. */
+  function tellInDialog(dialog, notice) {
+    var copy = notice.cloneNode(true);
+    copy.removeAttribute("data-session-notice");
+    copy.classList.add("session-notice-in-dialog");
+    var inside = dialog.firstElementChild || dialog;
+    inside.insertBefore(copy, inside.firstChild);
+  }
+
+  function isModal(dialog) {
+    try {
+      return dialog.matches(":modal");
+    } catch (error) {
+      return false; /* a browser without :modal: its dialogs leave the page in the tree */
+    }
   }
 
   function later(work, delay) {

@@ -171,3 +171,33 @@ def contrast_ratio(first: str, second: str) -> float:
 
     darker, lighter = sorted((luminance(first), luminance(second)))
     return (lighter + 0.05) / (darker + 0.05)
+
+
+def live_regions_heard(page) -> list[tuple[str, str]]:
+    """(role, text) of each status or alert that Chromium's accessibility tree keeps.
+
+    What a screen reader can say, not what the DOM holds: a region outside an open modal
+    dialog is in the DOM, but the tree marks it ignored (and everything in it) and nothing
+    in it is said. Its text is that of the region's kept text nodes.
+    """
+    session = page.context.new_cdp_session(page)
+    try:
+        nodes = session.send("Accessibility.getFullAXTree")["nodes"]
+    finally:
+        session.detach()
+    by_id = {node["nodeId"]: node for node in nodes}
+
+    def kept_text(node) -> str:
+        if node.get("ignored"):
+            return ""
+        if node.get("role", {}).get("value") == "StaticText":
+            return node.get("name", {}).get("value", "")
+        return " ".join(
+            filter(None, (kept_text(by_id[c]) for c in node.get("childIds", []) if c in by_id))
+        )
+
+    return [
+        (node["role"]["value"], kept_text(node).strip())
+        for node in nodes
+        if not node.get("ignored") and node.get("role", {}).get("value") in ("status", "alert")
+    ]

@@ -11,12 +11,23 @@
   var body = root.querySelector("[data-analyses-body]");
   var more = root.querySelector("[data-analyses-more]");
   var errorMessage = root.querySelector("[data-error-message]");
+  var refreshButton = root.querySelector("[data-analyses-refresh]");
+  var status = document.querySelector("[data-analyses-status]");
 
+  /* A focused button in a block that hides (Try again) hands the focus to Refresh, the same
+     action: hidden, it dropped the focus to <body> (an accessibility audit, WCAG 2.4.3). */
   function show(state) {
     root.querySelectorAll("[data-state]").forEach(function (element) {
-      element.hidden = element.getAttribute("data-state") !== state;
+      var hide = element.getAttribute("data-state") !== state;
+      if (hide && element.contains(document.activeElement) && refreshButton) refreshButton.focus();
+      element.hidden = hide;
     });
     root.setAttribute("aria-busy", state === "loading" ? "true" : "false");
+  }
+
+  /* Said after a reload the user asked for, not on the page's own first load. */
+  function tell(text, asked) {
+    if (status && asked) status.textContent = text;
   }
 
   function relative(iso) {
@@ -99,8 +110,10 @@
 
   /* A 401 may be an access token that expired while the computer slept (its tab's timers
      stopped): the session refreshes once, then the list is asked for again (found by a
-     multi-tab audit: "Your session has ended" while it went on). */
-  function load(refreshed) {
+     multi-tab audit: "Your session has ended" while it went on). `asked`: a Refresh or Try
+     again, whose result is said. */
+  function load(refreshed, asked) {
+    if (status) status.textContent = "";
     show("loading");
     fetch(endpoint + "?limit=50", {
       method: "GET",
@@ -110,7 +123,7 @@
       if (response.status === 401 && !refreshed && window.sigsentrySession) {
         return window.sigsentrySession.refresh().then(function (alive) {
           if (alive) {
-            load(true);
+            load(true, asked);
           } else {
             errorMessage.textContent = describe(response, null);
             show("error");
@@ -125,11 +138,14 @@
         }
         if (payload.results.length === 0) {
           show("empty");
+          tell("No analyses in this project yet", asked);
           return;
         }
         render(payload.results);
         more.hidden = !payload.next;
         show("list");
+        var count = payload.results.length;
+        tell((payload.next ? "The latest " : "") + count + " analys" + (count === 1 ? "is" : "es") + " loaded", asked);
       });
     }, function () {
       errorMessage.textContent = "The network request failed. Check your connection and try again.";
@@ -139,8 +155,8 @@
 
   root.querySelectorAll("[data-analyses-reload]").forEach(function (button) {
     button.addEventListener("click", function () {
-      load(false);
+      load(false, true);
     });
   });
-  load(false);
+  load(false, false);
 })();

@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from apps.accounts.cookies import REFRESH_COOKIE
+from apps.analyses.models import Analysis
 from tests.browser.conftest import live_regions_heard
 from tests.factories import PASSWORD
 
@@ -91,3 +92,67 @@ def test_the_session_ending_under_an_open_dialog_is_said_in_it(ui, owner, projec
     # Its link works from inside the dialog (the page's own is behind it, inert).
     expect(notice.get_by_role("link", name="Log in again")).to_be_visible()
     ui.shot("a11y-session-ended-in-dialog")
+
+
+def focused(page) -> str:
+    return page.evaluate(
+        "(() => { const a = document.activeElement;"
+        " return a.tagName + ' ' + (a.textContent || '').trim(); })()"
+    )
+
+
+def test_try_again_keeps_the_focus_on_the_page(ui, owner, project):
+    """Found by the audit: Try again hid its own block (the loading state), and the focus
+    fell to <body>."""
+    ui.login(owner.email, PASSWORD)
+    page = ui.page
+    page.route(
+        "**/v1/analyses?*",
+        lambda route: route.fulfill(status=500, json={"error": {"message": "Try again."}}),
+    )
+    ui.goto(f"/projects/{project.id}/")
+    try_again = page.get_by_role("button", name="Try again")
+    try_again.focus()
+    page.keyboard.press("Enter")
+    page.get_by_role("alert").filter(has_text="could not be loaded").wait_for()
+
+    assert focused(page) == "BUTTON Refresh", "not <body>: Tab goes on from where it was"
+    ui.expect_console_error("status of 500")
+
+    page.unroute("**/v1/analyses?*")
+    page.keyboard.press("Enter")  # Refresh, which kept the focus
+    page.get_by_text("No analyses yet").wait_for()
+    assert focused(page) == "BUTTON Refresh"
+
+
+def test_a_refresh_says_what_it_found(ui, owner, project):
+    """Found by the audit: the result was said nowhere (the section is aria-busy while it
+    loads, which silences its own status)."""
+    ui.login(owner.email, PASSWORD)
+    page = ui.page
+    ui.goto(f"/projects/{project.id}/")
+    page.get_by_text("No analyses yet").wait_for()
+    page.get_by_role("button", name="Refresh").click()
+    wait_heard(page, "No analyses in this project yet")
+
+    for title in ("Checkout 502s after deploy", "Slow cart queries", "Login loop"):
+        Analysis.objects.create(
+            project=project,
+            title=title,
+            input="logs",
+            created_by_user=owner,
+            created_by_type="user",
+            created_by_label=owner.email,
+        )
+    page.get_by_role("button", name="Refresh").click()
+    page.get_by_text("Login loop").wait_for()
+    wait_heard(page, "3 analyses loaded")
+    ui.shot("a11y-overview-reloaded")
+
+
+def test_the_overviews_first_load_says_nothing_of_its_own(ui, owner, project):
+    """A page's own load is read with the page: only a reload someone asked for is said."""
+    ui.login(owner.email, PASSWORD)
+    ui.goto(f"/projects/{project.id}/")
+    ui.page.get_by_text("No analyses yet").wait_for()
+    assert ui.page.locator("[data-analyses-status]").text_content() == ""

@@ -27,6 +27,14 @@ class LoginForm(DashboardForm):
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
 
+    def __init__(self, *args, focus_email: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not focus_email:
+            # A page with a message (reset link sent, logged out, password changed) leaves the
+            # focus to it (static/js/app.js), so a screen reader reads it: with the email
+            # field's autofocus it was never said (an accessibility audit).
+            self.fields["email"].widget.attrs.pop("autofocus", None)
+
 
 class SignupForm(DashboardForm):
     """Every rule lives in `services.signup`, which reports all fields' errors at once.

@@ -81,7 +81,10 @@ def login_page(request: HttpRequest) -> HttpResponse:
     next_url = safe_next(request)
     if request.principal is not None:  # a tab that took a refresh race for a logout
         return redirect(next_url)
-    form = LoginForm(request.POST if request.method == "POST" else None)
+    form = LoginForm(
+        request.POST if request.method == "POST" else None,
+        focus_email=not messages.get_messages(request),
+    )
     if request.method == "POST" and form.is_valid():
         try:
             pair = services.login(

@@ -94,6 +94,33 @@ def test_the_session_ending_under_an_open_dialog_is_said_in_it(ui, owner, projec
     ui.shot("a11y-session-ended-in-dialog")
 
 
+IN_FLASH = "!!document.activeElement.closest('.flash-stack')"
+
+
+def test_a_message_on_the_login_page_takes_the_focus_from_the_email_field(ui, owner):
+    """Found by the audit: after a reset request or a logout the login page's flash (a
+    status present from load, which a screen reader does not read by itself) sat above the
+    email field, which took the focus by autofocus: the message was never said."""
+    page = ui.page
+    ui.goto("/reset/")
+    page.get_by_label("Email", exact=True).fill(owner.email)
+    page.get_by_role("button", name="Send reset link").click()
+    page.wait_for_url(ui.url("/login/"))
+    page.get_by_text("If an account uses this email").wait_for()
+    assert page.evaluate(IN_FLASH), focused(page)
+
+    ui.login(owner.email, PASSWORD)
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(ui.url("/login/"))
+    page.get_by_text("You have been logged out.").wait_for()
+    assert page.evaluate(IN_FLASH), focused(page)
+    ui.shot("a11y-login-flash-focused")
+
+    # Without a message the email field has the focus, as before.
+    ui.goto("/login/")
+    assert page.evaluate("document.activeElement.type") == "email"
+
+
 def focused(page) -> str:
     return page.evaluate(
         "(() => { const a = document.activeElement;"

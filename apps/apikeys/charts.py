@@ -121,6 +121,8 @@ NARROW = Layout(
     width=360, height=220, left=38, right=8, top=14, bottom=30, hour_step=12, day_step=30
 )
 SPARK_WIDTH, SPARK_HEIGHT, SPARK_GAP = 108, 26, 1.0
+#: Between a day's accepted bar and its refused cap: within the sparkline's 2-unit top margin.
+SPARK_CAP_GAP = 1.0
 MIN_BAR_HEIGHT = 1.5
 
 
@@ -279,9 +281,12 @@ def sparkline_svg(chart: Chart) -> SafeString:
             f'{escape(col.label)}</title><rect class="spark-hit" x="{col.slot_x}" y="0" '
             f'width="{col.slot_width}" height="{chart.height}"/>'
         )
+        # A day's refusals sit on its accepted bar as a cap apart from it, hatched (usage.css):
+        # told from it without colour (a WCAG 1.4.1 audit), even as a 1.5-unit sliver.
+        gap = SPARK_CAP_GAP if col.accepted_height else 0
         for css, y, height in (
             ("spark-bar", col.accepted_y, col.accepted_height),
-            ("spark-refused", col.refused_y, col.refused_height),
+            ("spark-refused", _round(col.refused_y - gap), col.refused_height),
         ):
             if height:
                 parts.append(

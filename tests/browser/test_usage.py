@@ -11,6 +11,7 @@ from django.utils import timezone
 from apps.apikeys.gate.counters import bucket_start
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
+from tests.browser.conftest import SCREENSHOTS
 from tests.factories import PASSWORD, make_key
 
 pytestmark = pytest.mark.browser
@@ -143,3 +144,51 @@ def test_row_chart_unused_filter_and_usage_page(ui_factory, owner, project):
     phone.goto(keys_page + "?unused=30")
     assert page_width(phone) <= 390
     phone.shot("usage-list-unused-390")
+
+
+def test_a_rows_refusals_are_told_from_its_requests_without_colour(
+    browser, live_url, owner, project
+):
+    """An audit (WCAG 1.4.1): a row's refused days were red on the violet bars, 1.1:1 in
+    grey. They are hatched, as the usage page's bars and the legend are: the one pattern,
+    defined once on the page. Looked at in Chromium's achromatopsia (no colour at all)."""
+    key, _ = make_key(KeyKind.SECRET, project=project, name="Busy deploy key")
+    usage_history(key)
+    context = browser.new_context(
+        base_url=live_url, viewport={"width": 1280, "height": 900}, device_scale_factor=4
+    )
+    try:
+        page = context.new_page()
+        page.goto("/login/")
+        page.get_by_label("Email", exact=True).fill(owner.email)
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{live_url}/")
+        page.goto(f"/projects/{project.id}/api-keys/")
+        spark = page.locator("tr.key-row", has_text="Busy deploy key").locator("svg.spark")
+        session = context.new_cdp_session(page)
+        session.send("Emulation.setEmulatedVisionDeficiency", {"type": "achromatopsia"})
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        spark.screenshot(path=str(SCREENSHOTS / "usage-spark-achromatopsia.png"))
+        page.locator("tr.key-row", has_text="Busy deploy key").screenshot(
+            path=str(SCREENSHOTS / "usage-row-achromatopsia.png")
+        )
+
+        refused = spark.locator("rect.spark-refused")
+        assert refused.count() == 8  # every fourth day of 30
+        fills = refused.evaluate_all("bars => bars.map(bar => getComputedStyle(bar).fill)")
+        assert set(fills) == {'url("#refused-hatch")'}, fills
+        assert page.locator("svg.svg-defs pattern#refused-hatch").count() == 1
+        accepted = spark.locator("rect.spark-bar").first.evaluate("b => getComputedStyle(b).fill")
+        assert accepted.startswith("rgb("), "the accepted bars stay plain"
+        # A cap apart from its bar: seen as two pieces even where the hatch is a sliver.
+        gaps = spark.locator("g.spark-column:has(rect.spark-refused)").evaluate_all(
+            """columns => columns.map(column => {
+                const bar = column.querySelector("rect.spark-bar").getBBox();
+                const cap = column.querySelector("rect.spark-refused").getBBox();
+                return bar.y - (cap.y + cap.height);
+            })"""
+        )
+        assert len(gaps) == 8 and all(gap > 0.99 for gap in gaps), gaps
+    finally:
+        context.close()

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import roll_key
-from tests.browser.conftest import contrast_ratio, live_regions_heard
+from tests.browser.conftest import SCREENSHOTS, contrast_ratio, live_regions_heard
 from tests.factories import PASSWORD, make_key
 
 pytestmark = pytest.mark.browser
@@ -315,3 +315,31 @@ def test_each_sessions_log_out_button_names_its_session(ui_factory, owner):
     for other in others:
         assert "IP 127.0.0.1" in other and "last seen" in other, other
     assert len(set(labels)) == 3, labels  # each button names its own row
+
+
+def test_a_date_time_field_keeps_its_ring_while_its_calendar_button_has_the_focus(
+    ui_factory, owner, project
+):
+    """An accessibility audit (WCAG 2.4.7): Tab reaches the field's calendar button, inside
+    the field; the field then matches :focus-within but not :focus, and its ring went."""
+    ui = logged_in_ui(ui_factory, owner)
+    page = ui.page
+    ui.goto(f"/projects/{project.id}/api-keys/")
+    field = page.locator("input[name=expires_at]").first
+    page.get_by_label("Name", exact=True).focus()
+    on_button = "e => document.activeElement === e && !e.matches(':focus')"
+    for _ in range(12):  # its date and time parts, then the button
+        page.keyboard.press("Tab")
+        if field.evaluate(on_button):
+            break
+    assert field.evaluate(on_button), "Tab never reached the calendar button"
+
+    page.wait_for_timeout(300)  # past the ring's 0.12 s transition
+    assert _style(page, "boxShadow") == "rgba(91, 79, 224, 0.35) 0px 0px 0px 3px"
+    assert _style(page, "borderTopColor") == "rgb(91, 79, 224)"
+    box = field.bounding_box()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(
+        path=str(SCREENSHOTS / "a11y-datetime-calendar-button-focus.png"),
+        clip={"x": box["x"] - 8, "y": box["y"] - 8, "width": box["width"] + 16, "height": 54},
+    )

@@ -155,7 +155,7 @@ def mint_key(
             details={"name": name, "kind": kind.name.lower(), "permissions": permissions}
             | ({"expiresAt": iso(expires_at)} if expires_at else {})
             | _guardrail_values(api_key)
-            | ({"replaces": str(replaces.id)} if replaces else {})
+            | _replaced(replaces)
             | _previous_permissions(replaces, permissions)
             | (audit_details or {}),
         )
@@ -163,6 +163,14 @@ def mint_key(
         event_type = EventType.KEY_ROLLED if rolled else EventType.KEY_MINTED
         record_key_events([key_event(event_type, api_key, now)])
     return MintedKey(api_key=api_key, key=key)
+
+
+def _replaced(replaces: ApiKey | None) -> dict[str, Any]:
+    """The key a roll or replacement succeeds, by id and prefix: its event's log line names
+    it (`sigsentry.audit`), as it comes back to life if a restore drops the successor."""
+    if replaces is None:
+        return {}
+    return {"replaces": str(replaces.id), "replacesPrefix": replaces.prefix}
 
 
 def _previous_permissions(replaces: ApiKey | None, permissions: list[str]) -> dict[str, Any]:

@@ -163,7 +163,8 @@ def log_when_committed(events: list[AuditEvent]) -> None:
     change rolled back): a copy of the log outside the database, shipped with the others.
     After a restore to an earlier point it says what to revoke again (found by a restore
     drill: nothing outside PostgreSQL named the keys revoked since the backup). Ids, the
-    action and a key's prefix only: no name, address or detail."""
+    action and a key's prefix only: no name, address or detail but the key a roll or
+    replacement succeeds (`_replaced_key`)."""
     lines = [
         {
             "event_id": str(event.id),
@@ -176,8 +177,22 @@ def log_when_committed(events: list[AuditEvent]) -> None:
             "target_id": event.target_id,
             "key_prefix": event.target_label if event.target_type == "key" else None,
         }
+        | _replaced_key(event)
         for event in events
     ]
     transaction.on_commit(
         lambda: [audit_log.info("audit %s", line["action"], extra=line) for line in lines]
     )
+
+
+def _replaced_key(event: AuditEvent) -> dict[str, Any]:
+    """The id and prefix of the key `event`'s key succeeds (a roll's predecessor, a replaced
+    legacy key): a restore that drops the successor brings it back, and a restore audit
+    found it only in the stored event, which the restore drops too."""
+    details = event.details if isinstance(event.details, dict) else {}
+    if event.target_type != "key" or not details.get("replaces"):
+        return {}
+    return {
+        "replaced_key_id": str(details["replaces"]),
+        "replaced_key_prefix": details.get("replacesPrefix"),
+    }

@@ -11,7 +11,7 @@ from django.db import transaction
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import report_leaked_keys
-from apps.apikeys.services import revoke_key
+from apps.apikeys.services import revoke_key, roll_key
 from apps.audit.models import AuditEvent
 from core.logging import JsonFormatter
 from tests.factories import make_key
@@ -96,3 +96,41 @@ def test_a_leak_report_logs_each_key_it_revoked_or_flagged(
         [("key.revoked_by_leak_report", str(secret.id)), ("key.leak_reported", str(sdk.id))]
     )
     assert secret_text not in json.dumps(lines) and sdk_text not in json.dumps(lines)
+
+
+def test_a_roll_logs_the_key_it_replaces(
+    project, owner, caplog, django_capture_on_commit_callbacks
+):
+    """The predecessor comes back to life when a restore drops the roll: its line names it."""
+    old, old_text = make_key(KeyKind.SECRET, project=project)
+    caplog.clear()
+
+    with (
+        caplog.at_level("INFO", logger="sigsentry.audit"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        minted = roll_key(actor=owner, api_key=old, grace_seconds=3600)
+
+    [line] = audit_lines(caplog)
+    assert (line["action"], line["target_id"], line["key_prefix"]) == (
+        "key.rolled",
+        str(minted.api_key.id),
+        minted.api_key.prefix,
+    )
+    assert (line["replaced_key_id"], line["replaced_key_prefix"]) == (str(old.id), old.prefix)
+    text = json.dumps(line)
+    for never in (old_text, old.digest, minted.key, minted.api_key.digest):
+        assert never not in text
+
+
+def test_a_mint_that_replaces_nothing_names_no_replaced_key(
+    project, caplog, django_capture_on_commit_callbacks
+):
+    with (
+        caplog.at_level("INFO", logger="sigsentry.audit"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        make_key(KeyKind.SECRET, project=project)
+
+    [line] = audit_lines(caplog)
+    assert "replaced_key_id" not in line

@@ -42,7 +42,7 @@ from apps.accounts.services import (
     record_operator_change,
     store_password,
 )
-from apps.audit.services import Action
+from apps.audit.services import Action, UserAction
 from apps.orgs.admin import delete_membership, protect_last_owners, refuse_if_last_owners
 from apps.orgs.models import Membership
 from core.admin import ReadOnlyAdminMixin, without_read_only
@@ -87,7 +87,7 @@ class PasswordChangeEndsSessionsForm(AdminPasswordChangeForm):
     def save(self, commit: bool = True) -> User:
         user = super().save(commit=False)
         if commit:
-            store_password(user=user, hashed=user.password)
+            store_password(user=user, hashed=user.password, action=UserAction.PASSWORD_SET)
         return user
 
 

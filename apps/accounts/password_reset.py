@@ -45,6 +45,7 @@ from apps.accounts import email_confirmation, mail, services
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import User
 from apps.accounts.selectors import user_by_email
+from apps.audit.services import UserAction
 from core import throttling
 from core.errors import ValidationFailed
 from core.net import client_ip
@@ -196,7 +197,9 @@ def confirm_password_reset(
         locked = User.objects.select_for_update().get(pk=user.pk)
         if not reset_tokens.check_token(locked, signed):
             raise ValidationFailed({"token": [INVALID_TOKEN]})
-        services.store_password(user=locked, hashed=hashed, request=request)
+        services.store_password(
+            user=locked, hashed=hashed, request=request, action=UserAction.PASSWORD_RESET
+        )
         # The link reached the address's mailbox: its owner is the account's.
         email_confirmation.mark_confirmed(locked)
     return locked

@@ -26,7 +26,7 @@ from apps.accounts.emails import address_refusal, normalize_email
 from apps.accounts.models import AuthSession, User, stabilized
 from apps.accounts.selectors import open_session_of, session_with_user
 from apps.accounts.tokens import TokenPair
-from apps.audit.services import Action
+from apps.audit.services import Action, UserAction, log_user_change
 from apps.orgs.models import Membership, Organization
 from apps.orgs.services import create_organization, membership_changed, record_membership_event
 from core import throttling
@@ -450,12 +450,15 @@ def end_own_session(*, user: User, session_id: Any) -> None:
 def end_other_sessions(*, user: User, keep: AuthSession) -> int:
     """ "Log out everywhere else": every open session of `user` but `keep`, and their admin
     sessions; returns how many of the others were open."""
-    end_admin_sessions(user)
-    return (
-        AuthSession.objects.filter(user=user, ended_at__isnull=True)
-        .exclude(id=keep.id)
-        .update(ended_at=timezone.now(), end_reason=AuthSession.EndReason.LOGOUT)
-    )
+    with transaction.atomic():
+        end_admin_sessions(user)
+        ended = (
+            AuthSession.objects.filter(user=user, ended_at__isnull=True)
+            .exclude(id=keep.id)
+            .update(ended_at=timezone.now(), end_reason=AuthSession.EndReason.LOGOUT)
+        )
+        log_user_change(UserAction.SESSIONS_ENDED, user.pk)
+    return ended
 
 
 def hashed_new_password(*, user: User, new_password: Any) -> str:
@@ -470,12 +473,20 @@ def hashed_new_password(*, user: User, new_password: Any) -> str:
     return make_password(stabilized(new_password))
 
 
-def store_password(*, user: User, hashed: str, request: HttpRequest | None = None) -> None:
-    """Set a `hashed_new_password`: every session of the user ends, and an email says so."""
+def store_password(
+    *,
+    user: User,
+    hashed: str,
+    request: HttpRequest | None = None,
+    action: str = UserAction.PASSWORD_CHANGED,
+) -> None:
+    """Set a `hashed_new_password`: every session of the user ends, and an email says so;
+    logged as `action` (changed by the user, reset by a link, set by an operator)."""
     with transaction.atomic():
         user.password = hashed
         user.save(update_fields=["password"])
         end_user_sessions(user, AuthSession.EndReason.PASSWORD_CHANGED)
+        log_user_change(action, user.pk)
     mail.send_password_changed(
         user=user,
         when=timezone.now(),

@@ -47,6 +47,7 @@ from django.utils import timezone
 from apps.accounts import mail
 from apps.accounts.emails import normalize_email
 from apps.accounts.models import RecoveryCode, TotpDevice, User
+from apps.audit.services import UserAction, log_user_change
 from core import sealed, throttling
 from core.errors import InvalidCredentials, RateLimited, ValidationFailed
 from core.net import client_ip
@@ -236,12 +237,12 @@ def _recovery_digest(code: str) -> str:
 def _use_recovery_code(user: User, code: str, now: datetime) -> bool:
     if len(code) != RECOVERY_CODE_LENGTH:
         return False
-    return (
-        RecoveryCode.objects.filter(
-            user=user, digest=_recovery_digest(code), used_at__isnull=True
-        ).update(used_at=now)
-        == 1
-    )
+    used = RecoveryCode.objects.filter(
+        user=user, digest=_recovery_digest(code), used_at__isnull=True
+    ).update(used_at=now)
+    if used:
+        log_user_change(UserAction.RECOVERY_CODE_USED, user.pk)
+    return used == 1
 
 
 def _new_recovery_codes(user: User, now: datetime) -> list[str]:
@@ -367,6 +368,7 @@ def enable(*, user: User, code: Any, request: HttpRequest | None = None) -> list
                 {"code": ["Set-up was started again: scan the new QR code and enter its code."]}
             )
         codes = _new_recovery_codes(user, now)
+        log_user_change(UserAction.TWO_FACTOR_ENABLED, user.pk)
     mail.send_two_factor_changed(user=user, enabled=True, when=now, ip=ip)
     return codes
 
@@ -377,6 +379,8 @@ def disable(*, user: User, password: Any, request: HttpRequest | None = None) ->
     with transaction.atomic():
         deleted, _ = TotpDevice.objects.filter(user=user).delete()
         RecoveryCode.objects.filter(user=user).delete()
+        if deleted:
+            log_user_change(UserAction.TWO_FACTOR_DISABLED, user.pk)
     if deleted:
         ip = client_ip(request) if request is not None else None
         mail.send_two_factor_changed(user=user, enabled=False, when=timezone.now(), ip=ip)
@@ -392,6 +396,7 @@ def reset_for_operator(*, user: User, record: Callable[[], None] = lambda: None)
         RecoveryCode.objects.filter(user=user).delete()
         if deleted:
             record()
+            log_user_change(UserAction.TWO_FACTOR_RESET, user.pk)
     if deleted:
         mail.send_two_factor_changed(user=user, enabled=False, when=timezone.now(), ip=None)
 

@@ -80,6 +80,45 @@ class Action:
     )
 
 
+class UserAction:
+    """A user's own security changes: no organization's event (an account belongs to any
+    number of organizations, or to none), one `sigsentry.audit` line each
+    (`log_user_change`), so that after a restore to an earlier point the operator can list
+    the users whose change it undid (a backup/restore audit: a password changed or
+    two-factor turned on since the backup was undone without a trace)."""
+
+    PASSWORD_CHANGED = "user.password_changed"
+    PASSWORD_RESET = "user.password_reset"
+    #: By an operator (the admin); the user's organizations record `member.password_set`.
+    PASSWORD_SET = "user.password_set"
+    TWO_FACTOR_ENABLED = "user.two_factor_enabled"
+    TWO_FACTOR_DISABLED = "user.two_factor_disabled"
+    #: By an operator (the admin); the user's organizations record `member.two_factor_reset`.
+    TWO_FACTOR_RESET = "user.two_factor_reset"
+    RECOVERY_CODE_USED = "user.recovery_code_used"
+    #: "Log out everywhere else".
+    SESSIONS_ENDED = "user.sessions_ended"
+
+    ALL = (
+        PASSWORD_CHANGED,
+        PASSWORD_RESET,
+        PASSWORD_SET,
+        TWO_FACTOR_ENABLED,
+        TWO_FACTOR_DISABLED,
+        TWO_FACTOR_RESET,
+        RECOVERY_CODE_USED,
+        SESSIONS_ENDED,
+    )
+
+
+def log_user_change(action: str, user_id: Any) -> None:
+    """One `sigsentry.audit` line for a `UserAction` on the account `user_id`, once the
+    caller's transaction commits (none for a change rolled back; at once outside one). The
+    action and the user's id only: no address, password, code or email text."""
+    line = {"action": action, "user_id": str(user_id)}
+    transaction.on_commit(lambda: audit_log.info("audit %s", action, extra=line))
+
+
 def audit_event(
     *,
     action: str,

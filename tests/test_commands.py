@@ -441,3 +441,43 @@ def test_import_legacy_keys_takes_a_name_that_only_starts_like_one(tmp_path, pro
     call_command("import_legacy_keys", str(path), verbosity=0)
 
     assert ApiKey.objects.get().name == "tb_ci"
+
+
+AUDIT_LINE = (
+    '{"time": "2026-12-07T09:00:00.000Z", "level": "INFO", "logger": "sigsentry.audit", '
+    '"message": "audit key.revoked", "action": "key.revoked", '
+    '"target_id": "4f6f1ad2-3b7e-4f4e-9a53-2b1f3c0a9d11", "key_prefix": "ss_secret_ab12"}\n'
+)
+
+
+def test_reapply_after_restore_reads_standard_input_and_a_database_down_is_one_line(
+    closed_port,
+):
+    url = f"postgres://sigsentry:{PASSWORD}@127.0.0.1:{closed_port}/sigsentry"
+
+    result = manage(
+        "reapply_after_restore",
+        "--since",
+        "2026-12-07T08:00Z",
+        "-",
+        stdin=AUDIT_LINE,
+        DATABASE_URL=url,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert the_one_line(result).startswith("CommandError: database (DATABASE_URL) unreachable")
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "line"),
+    [
+        (["--since", "2026-12-07T08:00Z", "-"], "not a log\n", "CommandError: No sigsentry.audit"),
+        (["--since", "2026-12-07T08:00Z", "/no/such/log"], "", "CommandError: Cannot read the log"),
+    ],
+)
+def test_reapply_after_restore_refuses_what_is_no_log_in_one_line(args, stdin, line):
+    result = manage("reapply_after_restore", *args, stdin=stdin)
+
+    assert result.returncode == 1, result.stderr
+    assert the_one_line(result).startswith(line)

@@ -147,17 +147,21 @@ def insert_webhook(
     return CreatedWebhook(webhook=webhook, secret=secret)
 
 
-def delete_webhook(*, actor: Any, webhook: Webhook, request: HttpRequest | None = None) -> None:
+def delete_webhook(
+    *, actor: Any, webhook: Webhook, request: HttpRequest | None = None, reason: str = ""
+) -> None:
     """Remove the webhook and its delivery log; queued attempts find nothing and stop.
 
     The row is locked before its deliveries are collected: a key change that has just
     read the webhook (`record_key_events`) commits its delivery first, and is deleted
-    with the rest, rather than left pointing at a deleted webhook.
+    with the rest, rather than left pointing at a deleted webhook. A `reason`, when given,
+    is in the event's details (the system's deletion again after a restore).
     """
     with transaction.atomic():
         if Webhook.objects.select_for_update().filter(pk=webhook.pk).exists():
             Webhook.objects.filter(pk=webhook.pk).delete()
-            _audit(Action.WEBHOOK_DELETED, webhook, actor, request, {})
+            details = {"reason": reason} if reason else {}
+            _audit(Action.WEBHOOK_DELETED, webhook, actor, request, details)
 
 
 def enable_webhook(*, actor: Any, webhook: Webhook, request: HttpRequest | None = None) -> Webhook:

@@ -108,6 +108,58 @@ def flush_usage(*, wait: bool = True) -> int | None:
         return None if renew is None else _copy_from_redis(client, renew)
 
 
+def resync_usage(*, wait: bool = True) -> int | None:
+    """Copy every live counter, not only those touched since the last copy (`flush_usage`
+    forgets a counter once copied): after a restore of the database to an earlier point,
+    the counts copied since were dropped with it and are in Redis still (a backup/restore
+    audit: they were never copied again). Safe: a copy keeps the largest value per bucket.
+    The number of counters copied, or None as `flush_usage`'s."""
+    client = redis_client()
+    if client is not None:
+        mark_live_counters(client)
+    return flush_usage(wait=wait)
+
+
+#: SADD at most this many names at once.
+_MARK_BATCH = 1000
+
+
+def mark_live_counters(client: redis.Redis) -> int:
+    """Put every live counter back among those to copy (`ss:u:dirty`), found by SCAN (never
+    KEYS: it would stop Redis while it walks every name); the number marked. Bucket counters
+    of any epoch; a key's IPs of the current epoch only: an IP's row of an ended epoch may
+    have been folded into its `FOLDED` row (`_fold_ended_epochs`), and copied again it would
+    count twice."""
+    current = client.get("ss:u:epoch")
+    current = current.decode() if current is not None else None
+    marked = 0
+    batch: set[str] = set()
+    for name in client.scan_iter(match="ss:u:*", count=_MARK_BATCH):
+        member = _dirty_member(name.decode(errors="replace"), current)
+        if member is not None:
+            batch.add(member)
+        if len(batch) >= _MARK_BATCH:
+            marked += client.sadd("ss:u:dirty", *batch)
+            batch.clear()
+    if batch:
+        marked += client.sadd("ss:u:dirty", *batch)
+    return marked
+
+
+def _dirty_member(name: str, current_epoch: str | None) -> str | None:
+    """The copy list's member (`epoch|key|kind|start`, as the counting script adds it) for a
+    counter's name, or None for any other name (the epoch, the lock, the list itself)."""
+    parts = name.split(":")
+    if len(parts) < 5 or _key_uuid(parts[3]) is None:
+        return None
+    epoch, key_id, kind = parts[2], parts[3], parts[4]
+    if len(parts) == 6 and kind in ("hour", "day") and parts[5].isdigit():
+        return f"{epoch}|{key_id}|{kind}|{parts[5]}"
+    if len(parts) == 5 and kind in ("ip", "seen", "gone") and epoch == current_epoch:
+        return f"{epoch}|{key_id}|ip|"
+    return None
+
+
 @contextlib.contextmanager
 def _copy_lock(client: redis.Redis, *, wait: bool = True) -> Iterator[Callable[[], None] | None]:
     """The copy lock (one copy or fold at a time, across processes), held while the block

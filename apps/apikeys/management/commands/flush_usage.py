@@ -5,7 +5,13 @@ from __future__ import annotations
 import redis
 from django.core.management.base import CommandError
 
-from apps.apikeys.usage.flush import COPY_LOCK, COPY_LOCK_SECONDS, flush_usage, prune_usage
+from apps.apikeys.usage.flush import (
+    COPY_LOCK,
+    COPY_LOCK_SECONDS,
+    flush_usage,
+    prune_usage,
+    resync_usage,
+)
 from core.management.base import BaseCommand
 
 
@@ -16,19 +22,30 @@ class Command(BaseCommand):
         "90 days and client IPs unseen for 90 days. Safe to repeat and to run alongside the "
         "web processes, which copy at least once a minute by themselves; for cron and "
         "operators (for example before restarting Redis). Without REDIS_URL only this "
-        "process's counters exist, so there is nothing to copy."
+        "process's counters exist, so there is nothing to copy. With --resync, every counter "
+        "still in Redis is copied (after a restore of the database to an earlier point)."
     )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--resync",
+            action="store_true",
+            help="copy every live counter, not only those touched since the last copy: after "
+            "restoring the database, the counts copied since the backup come back (a copy "
+            "keeps the largest count per bucket, so nothing counts twice)",
+        )
+
+    def handle(self, *args, resync: bool = False, **options):
+        copy = resync_usage if resync else flush_usage
         try:
-            copied = flush_usage(wait=False)
+            copied = copy(wait=False)
             if copied is None:  # said before the wait, which was silent (a commands audit)
                 self.say(
                     f"Waiting for a usage copy already running (lock {COPY_LOCK}), at most "
                     f"{COPY_LOCK_SECONDS} s…"
                 )
                 self.stdout.flush()
-                copied = flush_usage()
+                copied = flush_usage()  # what `copy` marked stays marked for this one
         except redis.RedisError as exc:
             raise CommandError(f"The usage store (REDIS_URL) is unreachable: {exc}") from exc
         if copied is None:  # waited the lock's whole time: never "Copied None" and success

@@ -350,11 +350,13 @@ def test_flush_usage_says_once_that_it_waits_for_a_copy_already_running():
 
     call_command("flush_usage", stdout=out)
 
-    assert out.getvalue().splitlines() == [
+    waiting, copied = out.getvalue().splitlines()
+    assert waiting == (
         f"Waiting for a usage copy already running (lock ss:u:copying), at most "
-        f"{COPY_LOCK_SECONDS} s…",
-        "Copied 0 usage counter(s); pruned 0 old usage row(s).",
-    ]
+        f"{COPY_LOCK_SECONDS} s…"
+    )
+    # what earlier tests of this process left in Redis is copied too: any number
+    assert re.fullmatch(r"Copied \d+ usage counter\(s\); pruned \d+ old usage row\(s\)\.", copied)
 
 
 @pytest.mark.django_db

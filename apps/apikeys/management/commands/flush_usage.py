@@ -5,13 +5,8 @@ from __future__ import annotations
 import redis
 from django.core.management.base import CommandError
 
-from apps.apikeys.usage.flush import (
-    COPY_LOCK,
-    COPY_LOCK_SECONDS,
-    flush_usage,
-    prune_usage,
-    resync_usage,
-)
+from apps.apikeys.usage import flush
+from apps.apikeys.usage.flush import COPY_LOCK, flush_usage, prune_usage, resync_usage
 from core.management.base import BaseCommand
 
 
@@ -42,7 +37,7 @@ class Command(BaseCommand):
             if copied is None:  # said before the wait, which was silent (a commands audit)
                 self.say(
                     f"Waiting for a usage copy already running (lock {COPY_LOCK}), at most "
-                    f"{COPY_LOCK_SECONDS} s…"
+                    f"{flush.COPY_LOCK_SECONDS} s…"
                 )
                 self.stdout.flush()
                 copied = flush_usage()  # what `copy` marked stays marked for this one
@@ -51,7 +46,7 @@ class Command(BaseCommand):
         if copied is None:  # waited the lock's whole time: never "Copied None" and success
             raise CommandError(
                 "Another copy held the usage copy lock (ss:u:copying) for "
-                f"{COPY_LOCK_SECONDS} s; nothing was copied. Run it again."
+                f"{flush.COPY_LOCK_SECONDS} s; nothing was copied. Run it again."
             )
         pruned = prune_usage()
         self.say(f"Copied {copied} usage counter(s); pruned {pruned} old usage row(s).")

@@ -273,22 +273,25 @@ def _storable_instant(text: str) -> bool:
     return True
 
 
-def json_object(request, fields: Collection[str] = (), *, closed: bool = False) -> dict[str, Any]:
-    """The JSON object body of a request (an empty body counts as `{}`): `object_body`."""
-    return object_body(request.data, fields, closed=closed)
+def json_object(request, fields: Collection[str]) -> dict[str, Any]:
+    """The JSON object body of a request (an empty body counts as `{}`), of `fields` only:
+    `object_body`; a PATCH must name at least one of them."""
+    return object_body(request.data, fields, at_least_one=request.method == "PATCH")
 
 
-def object_body(data: Any, fields: Collection[str] = (), *, closed: bool = False) -> dict:
-    """`data` (a parsed request body) if it is a JSON object; else VALIDATION_ERROR on
-    `body`. With `fields`, the body's fields, checked by `core.validation.check_fields`: a
-    member that looks like a misspelling of one is a VALIDATION_ERROR, and so is any other
-    unknown member of a `closed` body."""
+def object_body(data: Any, fields: Collection[str], *, at_least_one: bool = False) -> dict:
+    """`data` (a parsed request body) if it is a JSON object of `fields` only; else
+    VALIDATION_ERROR: on `body` for what is not an object, on each member that is not among
+    `fields` (`core.validation.check_fields`: every body that writes is closed, and the
+    OpenAPI document says so, `core.openapi.add_request_keywords`), and on `body` for an
+    empty one when `at_least_one` (a PATCH that names nothing changes nothing)."""
     if not isinstance(data, dict):
         raise ValidationFailed(
             {"body": ["Send a JSON object."]}, "The request body must be a JSON object."
         )
-    if fields:
-        check_fields(data, fields, closed=closed)
+    check_fields(data, fields)
+    if at_least_one and not data:
+        raise ValidationFailed({"body": [f"Send at least one of: {', '.join(fields)}."]})
     return data
 
 

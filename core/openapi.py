@@ -7,8 +7,9 @@
   `paginated()` and `PAGE_PARAMETERS` describe the `{results, next}` lists, and the
   `declare_response_headers` hook the headers responses carry.
 * `request_keywords()` adds to a request body what drf-spectacular cannot read from
-  the fields (`additionalProperties: false` for a body whose unknown fields are
-  refused, `minProperties`); the `add_request_keywords` hook writes them in.
+  the fields (`required` for a PATCH body); the `add_request_keywords` hook writes them
+  in, and closes every write body (`additionalProperties: false`, a PATCH's
+  `minProperties: 1`) as the API does (`core.api.object_body`).
 * `SchemaView` (`/v1/schema`) and `DocsView` (`/v1/docs`) serve the document and its
   page to anyone (SPEC §4.8; `SERVE_AUTHENTICATION` reads no credential) and answer
   their errors with the SPEC §3 body. The document is built once per process
@@ -137,36 +138,67 @@ REQUEST_KEYWORDS = "x-request-keywords"
 
 def request_keywords(**keywords):
     """A serializer decorator: JSON Schema keywords for its request body that no field can
-    say, e.g. `additionalProperties=False` where the view refuses unknown fields, or
-    `minProperties=1` where it refuses an empty object. Subclasses inherit them."""
+    say, e.g. `required` for a PATCH body (which the document calls partial) or
+    `additionalProperties=False` for a nested object. Subclasses inherit them."""
     return extend_schema_serializer(extensions={REQUEST_KEYWORDS: keywords})
+
+
+#: The methods whose bodies write: every one is closed (`core.api.json_object`).
+WRITE_METHODS = ("post", "put", "patch")
 
 
 def add_request_keywords(result, generator, request, public):
     """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS): writes each
     `request_keywords` into its serializer's request component (`...Request`), and drops
-    the carrier from every component (a response keeps its shape open, for new fields)."""
+    the carrier from every component (a response keeps its shape open, for new fields).
+    Then every object body of a POST, PUT or PATCH is closed as the API closes it
+    (`core.api.object_body`): `additionalProperties: false`, and a PATCH's
+    `minProperties: 1`, so that a client or a fuzzer reading the document never takes a
+    body with a member the endpoint refuses for valid, nor an empty PATCH."""
     schemas = result.get("components", {}).get("schemas", {})
     for name, schema in schemas.items():
         keywords = schema.pop(REQUEST_KEYWORDS, None)
         if keywords and name.endswith("Request"):
             schema.update(keywords)
-    # A body that must name something is a body that must be sent: drf-spectacular makes
-    # every PATCH body optional, and generated clients let it be left out (an SDK audit).
-    for operation in _operations(result):
+    for method, operation in _operations_by_method(result):
         body = operation.get("requestBody")
         for media in (body or {}).get("content", {}).values():
-            ref = media.get("schema", {}).get("$ref", "")
-            component = schemas.get(ref.rsplit("/", 1)[-1], {})
+            component = _object_component(schemas, media.get("schema", {}))
+            if component is None:
+                continue
+            if method in WRITE_METHODS:
+                component["additionalProperties"] = False
+            if method == "patch":
+                component.setdefault("minProperties", 1)
+            # A body that must name something is a body that must be sent: drf-spectacular
+            # makes every PATCH body optional, and generated clients let it be left out (an
+            # SDK audit).
             if component.get("required") or component.get("minProperties"):
                 body["required"] = True
     return result
 
 
-def _operations(result) -> Iterator[dict]:
-    """Every operation of the document (an item's other members, its `parameters`, are not)."""
+def _object_component(schemas: dict, schema: dict) -> dict | None:
+    """The object component a request body's schema refers to (not a list's items: the one
+    such body, GitHub's secret-scanning report, is GitHub's format), or None."""
+    component = schemas.get(schema.get("$ref", "").rsplit("/", 1)[-1])
+    if component is None or component.get("type") != "object":
+        return None
+    return component
+
+
+def _operations_by_method(result) -> Iterator[tuple[str, dict]]:
+    """Every operation of the document with its method (an item's other members, its
+    `parameters`, are not operations)."""
     for item in result.get("paths", {}).values():
-        yield from (operation for operation in item.values() if isinstance(operation, dict))
+        for method, operation in item.items():
+            if isinstance(operation, dict):
+                yield method, operation
+
+
+def _operations(result) -> Iterator[dict]:
+    """Every operation of the document."""
+    return (operation for _, operation in _operations_by_method(result))
 
 
 #: Response headers (SPEC §3, §2.3, §4.10), as components the responses refer to.

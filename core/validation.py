@@ -117,11 +117,9 @@ def near_misses(body: Mapping[str, Any], fields: Collection[str]) -> dict[str, s
     """The members of `body` that are not among `fields` but look like a misspelling of
     one, each with the field it resembles: another case or separator (`expires_at`,
     `allowedIPs`), a letter off (`projectId`, `expireAt`) or a part of the name
-    (`expires`, `origin`, `ips`, `limit`: 3 characters or more). Other unknown members
-    are not named: a client may send more than a body takes, but a guardrail it meant to
-    set and misspelled must not be silently dropped (a key that never expires, or takes
-    any IP). A name twice as long as the longest field is nothing like one (and is not
-    compared: the cost stays linear in the body)."""
+    (`expires`, `origin`, `ips`, `limit`: 3 characters or more), so that the refusal says
+    which field was meant. A name twice as long as the longest field is nothing like one
+    (and is not compared: the cost stays linear in the body)."""
     known = {_folded(field): field for field in fields}
     longest = max(map(len, known), default=0)
     misses = {}
@@ -136,10 +134,12 @@ def near_misses(body: Mapping[str, Any], fields: Collection[str]) -> dict[str, s
     return misses
 
 
-def check_fields(body: Mapping[str, Any], fields: Collection[str], *, closed: bool = False) -> None:
-    """VALIDATION_ERROR for the members of `body` that are not among `fields`: each that
-    looks like a misspelling of one names the field it resembles (`near_misses`); with
-    `closed`, every other one is refused too ("Unknown field."), else it is ignored. A body
+def check_fields(body: Mapping[str, Any], fields: Collection[str]) -> None:
+    """VALIDATION_ERROR for the members of `body` that are not among `fields`: every `/v1`
+    body that writes is closed, so a member the endpoint does not take is refused, never
+    dropped (a security policy or a guardrail sent to the wrong endpoint, or misspelled,
+    must not be silently ignored while the request succeeds). Each that looks like a
+    misspelling of a field names it ("did you mean"), any other is "Unknown field.". A body
     of more members than a form may have (DATA_UPLOAD_MAX_NUMBER_FIELDS) is refused before
     any is compared."""
     if len(body) > settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:
@@ -150,10 +150,9 @@ def check_fields(body: Mapping[str, Any], fields: Collection[str], *, closed: bo
         name: [f"Unknown field: did you mean {field}?"]
         for name, field in near_misses(body, fields).items()
     }
-    if closed:
-        for name in body:
-            if name not in fields:
-                errors.setdefault(str(name)[:64], ["Unknown field."])
+    for name in body:
+        if name not in fields:
+            errors.setdefault(str(name)[:64], ["Unknown field."])
     if errors:
         raise ValidationFailed(errors)
 

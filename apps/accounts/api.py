@@ -230,7 +230,7 @@ class SignupView(CredentialFreeView):
         },
     )
     def post(self, request):
-        body = json_object(request)
+        body = json_object(request, SignupInputSerializer().fields)
         result = services.signup(
             email=body.get("email"),
             password=body.get("password"),
@@ -283,7 +283,7 @@ class LoginView(CredentialCheckView):
         },
     )
     def post(self, request):
-        body = json_object(request)
+        body = json_object(request, LoginInputSerializer().fields)
         result = services.login(
             email=body.get("email"), password=body.get("password"), request=request
         )
@@ -320,7 +320,7 @@ class RefreshView(CredentialCheckView):
     )
     def post(self, request):
         throttling.enforce("refresh_ip", client_ip(request))
-        body = json_object(request)
+        body = json_object(request, RefreshInputSerializer().fields)
         token = body.get("refresh")
         from_cookie = False
         if token is None:
@@ -362,7 +362,7 @@ class LogoutView(ApiView):
     def post(self, request):
         if self.principal.key is not None:
             raise PermissionDenied(message="API keys have no session to end; revoke the key.")
-        body = json_object(request)
+        body = json_object(request, LogoutInputSerializer().fields)
         refresh_token = body.get("refresh")
         if refresh_token is not None and not isinstance(refresh_token, str):
             raise ValidationFailed({"refresh": ["Must be a refresh token."]})

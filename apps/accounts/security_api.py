@@ -140,7 +140,7 @@ class PasswordResetView(CredentialFreeView):
         },
     )
     def post(self, request):
-        body = json_object(request)
+        body = json_object(request, PasswordResetInputSerializer().fields)
         password_reset.request_password_reset(email=body.get("email"), request=request)
         return Response({"message": RESET_ACCEPTED}, status=202)
 
@@ -162,7 +162,7 @@ class PasswordResetConfirmView(CredentialCheckView):
         },
     )
     def post(self, request):
-        body = json_object(request)
+        body = json_object(request, PasswordResetConfirmInputSerializer().fields)
         password_reset.confirm_password_reset(
             token=body.get("token"), password=body.get("password"), request=request
         )
@@ -192,7 +192,7 @@ class LoginSecondFactorView(CredentialCheckView):
         },
     )
     def post(self, request):
-        body = json_object(request)
+        body = json_object(request, SecondFactorInputSerializer().fields)
         pair = services.login_with_second_factor(
             mfa_token=body.get("mfaToken"), code=body.get("code"), request=request
         )
@@ -233,7 +233,7 @@ class TwoFactorEnableView(AccountView):
         responses={200: RecoveryCodesSerializer, **error_responses(400, 401, 403, 429)},
     )
     def post(self, request):
-        body = json_object(request)
+        body = json_object(request, CodeInputSerializer().fields)
         codes = twofactor.enable(user=self.principal.user, code=body.get("code"), request=request)
         return Response({"recoveryCodes": codes})
 
@@ -260,7 +260,7 @@ class TwoFactorDisableView(AccountView):
         },
     )
     def post(self, request):
-        body = json_object(request)
+        body = json_object(request, PasswordInputSerializer().fields)
         twofactor.disable(user=self.principal.user, password=body.get("password"), request=request)
         return Response(status=204)
 

@@ -47,8 +47,9 @@ from core.net import client_ip
 from core.openapi import PAGE_PARAMETERS, THROTTLED, error_responses, paginated
 
 #: What `POST <collection>` takes (SPEC §4.3, §4.10), and `POST <collection>/{keyId}/roll`
-#: (§4.7): other fields are ignored, unless they look like a misspelling of one of these
-#: (`core.validation.near_misses`: a guardrail misspelled must not mint an unguarded key).
+#: (§4.7): any other field is refused (`core.api.json_object`), one that looks like a
+#: misspelling of one of these naming it (a guardrail misspelled must not mint an unguarded
+#: key).
 MINT_FIELDS = (
     "name",
     "permissions",
@@ -116,17 +117,17 @@ class KeysView(KeyManagementView):
         summary="Mint a key",
         description=(
             "Owners and admins. The response carries the full key in `key`: it is shown this "
-            "once and cannot be retrieved again. Throttled per organization. Fields the "
-            "collection does not take are ignored, except one that looks like a misspelling "
-            "of a field (`expires_at`, `allowedIPs`, `projectId`): a VALIDATION_ERROR naming "
-            "it, and nothing is minted."
+            "once and cannot be retrieved again. Throttled per organization. A field the "
+            "collection does not take is a VALIDATION_ERROR (one that looks like a "
+            "misspelling of a field, `expires_at`, `allowedIPs`, `projectId`, names it), and "
+            "nothing is minted."
         ),
         tags=["keys"],
         responses={201: MintedKeySerializer, **error_responses(400, 401, 403, 404, 429)},
     )
     def post(self, request, **kwargs):
         collection = self.managed_collection()
-        body = json_object(request, fields=MINT_FIELDS)
+        body = json_object(request, MINT_FIELDS)
         with collection.managing(self.principal.user):
             minted = services.mint_key(
                 actor=self.principal.user,
@@ -173,10 +174,12 @@ class KeyView(KeyManagementView):
     )
     def patch(self, request, key_id, **kwargs):
         collection = self.managed_collection()
-        api_key, changes = collection.key(key_id), json_object(request)
+        api_key = collection.key(key_id)
         with collection.managing(self.principal.user):
+            # The body as sent: `update_key` refuses what is not an object of its fields,
+            # or names none of them, for every caller (`core.validation.check_fields`).
             api_key = services.update_key(
-                actor=self.principal.user, api_key=api_key, changes=changes, request=request
+                actor=self.principal.user, api_key=api_key, changes=request.data, request=request
             )
         return Response(key_json(api_key, timezone.now()))
 
@@ -214,8 +217,8 @@ class KeyRollView(KeyManagementView):
             "key expires after `graceSeconds`. The successor expires at `expiresAt` when sent "
             "(null: never), else as long from now as the old key was given at its mint (none "
             "when it had none); under an organization's `keyMaxLifetimeDays` a secret or "
-            "organization key's is capped by it, and one sent must fall within it. A "
-            "field that looks like a misspelling of one of these is a VALIDATION_ERROR. A "
+            "organization key's is capped by it, and one sent must fall within it. Any "
+            "other field is a VALIDATION_ERROR (naming the field it resembles, if any). A "
             "refused roll changes nothing."
         ),
         tags=["keys"],
@@ -224,7 +227,7 @@ class KeyRollView(KeyManagementView):
     def post(self, request, key_id, **kwargs):
         collection = self.managed_collection()
         api_key = collection.key(key_id)
-        body = json_object(request, fields=ROLL_FIELDS)
+        body = json_object(request, ROLL_FIELDS)
         with collection.managing(self.principal.user):
             minted = services.roll_key(
                 actor=self.principal.user,
@@ -269,7 +272,7 @@ class LeakedKeysView(ApiView):
     def post(self, request):
         started = time.monotonic()
         throttling.enforce("leak_report_ip", client_ip(request))
-        candidates = json_object(request).get("keys")
+        candidates = json_object(request, LeakReportInputSerializer().fields).get("keys")
         if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
             raise ValidationFailed({"keys": ["A list of strings is required."]})
         if len(candidates) > leaks.MAX_LEAK_REPORT_KEYS:

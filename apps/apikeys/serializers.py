@@ -260,7 +260,6 @@ class MintOrganizationKeyInputSerializer(MintSecretKeyInputSerializer):
     projectIds = _project_ids()
 
 
-@request_keywords(additionalProperties=False, minProperties=1)
 class UpdateKeyInputSerializer(serializers.Serializer):
     """What every `PATCH <collection>/{key_id}` body takes; any of the fields, nothing else.
     Fields not sent keep their values. Permissions never change: roll the key."""

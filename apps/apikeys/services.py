@@ -401,7 +401,7 @@ def update_key(
             "Permissions never change: roll the key to give its successor other permissions."
         ]
     others = {field: value for field, value in changes.items() if field != "permissions"}
-    errors.check(check_fields, others, UPDATABLE_FIELDS, closed=True)
+    errors.check(check_fields, others, UPDATABLE_FIELDS)
     errors.raise_any()
     kind = kind_of(api_key)
     cleaned: dict[str, Any] = {}

@@ -98,7 +98,7 @@ class InvitationsView(InvitationManagementView):
     def post(self, request, org_id):
         membership = membership_for(self.principal.user, org_id)
         require_manager(membership)
-        body = json_object(request)
+        body = json_object(request, InvitationInputSerializer().fields)
         invitation = services.invite_member(
             actor_membership=membership,
             email=body.get("email"),

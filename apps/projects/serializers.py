@@ -109,9 +109,10 @@ class ConfigSerializer(serializers.Serializer):
 
 def validated(serializer_class: type[serializers.Serializer], data: Any, *, partial=False) -> dict:
     """The validated body, or 400 VALIDATION_ERROR with `details.fields` (camelCase): a body
-    that is not a JSON object on `body`, a member that looks like a misspelling of a field
-    (`setting`, `coment`) on that member, as the key endpoints do (`core.validation`)."""
-    object_body(data, serializer_class().fields)
+    that is not a JSON object, or (`partial`: a PATCH) names no field, on `body`; a member
+    that is not a field of the serializer on that member, naming the field it resembles
+    (`setting`, `coment`) as every body does (`core.api.object_body`)."""
+    object_body(data, serializer_class().fields, at_least_one=partial)
     serializer = serializer_class(data=data, partial=partial)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)

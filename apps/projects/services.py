@@ -154,10 +154,15 @@ def _locked(model: type[LogSource] | type[Channel], pk: Any) -> Any:
 
 
 def _apply(row: LogSource | Channel, changes: dict[str, Any]) -> None:
-    for field, value in changes.items():
-        setattr(row, field, value)
+    """Write the fields whose values `changes` changes, and `updated_at` with them; a
+    change to nothing writes nothing (`updatedAt` says when the row last changed)."""
+    changed = [field for field, value in changes.items() if getattr(row, field) != value]
+    if not changed:
+        return
+    for field in changed:
+        setattr(row, field, changes[field])
     row.updated_at = timezone.now()
-    row.save(update_fields=[*changes, "updated_at"])
+    row.save(update_fields=[*changed, "updated_at"])
 
 
 def create_log_source(
@@ -178,7 +183,7 @@ def create_log_source(
 
 
 def update_log_source(*, log_source: LogSource, changes: dict[str, Any]) -> LogSource:
-    """Apply `changes` (any of name, kind, settings) and bump `updated_at`."""
+    """Apply `changes` (any of name, kind, settings); `updated_at` moves if one changed."""
     if "settings" in changes:
         changes = changes | {"settings": clean_log_source_settings(changes["settings"])}
     with transaction.atomic():

@@ -137,7 +137,7 @@ class WebhooksView(OrgWebhookView):
     )
     def post(self, request, **kwargs):
         organization = self.managed_organization()
-        body = json_object(request)
+        body = json_object(request, CreateWebhookInputSerializer().fields)
         checked = services.checked_webhook_input(
             actor=self.principal.user, url=body.get("url"), events=body.get("events")
         )

@@ -134,7 +134,7 @@ def test_the_bounds_are_inclusive(owner, organization, days):
 
 @pytest.mark.parametrize(
     "body, fields",
-    [({}, ["keyMaxLifetimeDays"]), ({"name": "Renamed"}, ["name"])],
+    [({}, ["body"]), ({"name": "Renamed"}, ["name"])],  # {}: "Send at least one of"
 )
 def test_the_body_names_the_policy_and_nothing_else(owner, organization, body, fields):
     response = user_client(owner).patch(org_url(organization), body, format="json")

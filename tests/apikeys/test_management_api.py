@@ -282,12 +282,13 @@ def test_only_sdk_keys_take_allowed_origins(owner, project, kind):
     assert "allowedOrigins" in error_fields(response)
 
 
-def test_the_collection_decides_the_kind_whatever_the_body_says(owner, project):
+def test_the_collection_decides_the_kind_and_the_body_cannot_say_it(owner, project):
     response = mint(
         user_client(owner), KeyKind.PUBLIC, project, type="secret", scope="organization"
     )
 
-    assert response.json()["key"].startswith("ss_pub_")
+    assert error_fields(response) == {"type": ["Unknown field."], "scope": ["Unknown field."]}
+    assert mint(user_client(owner), KeyKind.PUBLIC, project).json()["key"].startswith("ss_pub_")
 
 
 def test_minting_is_audited(admin, project):

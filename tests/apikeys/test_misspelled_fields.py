@@ -1,12 +1,11 @@
-"""A misspelled field in a mint or roll body is refused, never dropped; PATCH says what
-a misspelled field resembles.
+"""A misspelled field in a mint, roll or PATCH body is refused, never dropped, and the
+refusal says which field it resembles.
 
-Mint and roll ignore fields they do not take (a client may send more than a body
-takes), but a guardrail sent under a near-miss name (`expires_at`, `allowedIPs`,
-`projectId`) used to be ignored too: the key was minted without it, never expiring or
-open to any IP, with a 201 that looked like success. Such a body is now a
-VALIDATION_ERROR naming the field sent and the one it resembles, and nothing is minted
-or rolled.
+A guardrail sent under a near-miss name (`expires_at`, `allowedIPs`, `projectId`) used to
+be ignored: the key was minted without it, never expiring or open to any IP, with a 201
+that looked like success. Such a body is a VALIDATION_ERROR naming the field sent and the
+one it resembles, and nothing is minted or rolled; any other field the body does not take
+is refused too ("Unknown field.": every body is closed, `tests/test_closed_bodies.py`).
 """
 
 from __future__ import annotations
@@ -68,11 +67,11 @@ def test_the_same_guardrail_spelled_right_is_taken(owner, project):
     [{"type": "public"}, {"description": "CI deploys"}, {"scope": "organization"}, {"id": "x"}],
     ids=["type", "description", "scope", "id"],
 )
-def test_other_unknown_fields_are_still_ignored(owner, project, extra):
+def test_other_unknown_fields_are_refused_and_mint_nothing(owner, project, extra):
     response = mint(user_client(owner), KeyKind.SECRET, project, **extra)
 
-    assert response.status_code == 201
-    assert response.json()["type"] == "secret"  # the URL decides the kind, never the body
+    assert error_fields(response) == {key: ["Unknown field."] for key in extra}
+    assert not ApiKey.objects.exists()  # the URL decides the kind, never the body
 
 
 def test_every_misspelling_is_reported_with_the_other_fields_left_unread(owner, project):

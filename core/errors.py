@@ -124,15 +124,27 @@ class ProjectNotFound(ApiError):
 
 
 class PermissionDenied(ApiError):
+    """A 403 whose `details.required` names what the caller lacks (SPEC §3): a permission
+    (`config:write`), the least role that may (`role:admin`, `role:owner`:
+    `core.permissions.REQUIRES_ADMIN`, `REQUIRES_OWNER`), a person's session (`SESSION`),
+    the CSRF header (`CSRF_HEADER`), or `UNDECLARED` when nothing grants it (a handler that
+    declared no permission, fail closed)."""
+
     status_code = 403
     code = "PERMISSION_DENIED"
     message = "You do not have permission to do this."
 
-    def __init__(self, required: str | None = None, message: str | None = None):
-        details = {"required": required} if required else {}
-        if required and message is None:
+    #: What an API key lacks on an endpoint only a person's session may call.
+    SESSION = "credential:session"
+    #: What a cookie-authenticated unsafe request lacks without the CSRF token.
+    CSRF_HEADER = "header:X-CSRFToken"
+    #: Nothing grants it: the refusal of a handler, or of a library, that names no need.
+    UNDECLARED = "undeclared"
+
+    def __init__(self, required: str, message: str | None = None):
+        if message is None:
             message = f"This needs the {required} permission."
-        super().__init__(message, details)
+        super().__init__(message, {"required": required})
 
 
 class KeyManagementForbidden(ApiError):
@@ -349,7 +361,7 @@ def _translate(exc: Exception) -> ApiError | None:
     if isinstance(exc, drf_exceptions.NotFound | Http404):
         return NotFound()
     if isinstance(exc, drf_exceptions.PermissionDenied | DjangoPermissionDenied):
-        return PermissionDenied()
+        return PermissionDenied(PermissionDenied.UNDECLARED, PermissionDenied.message)
     return None
 
 

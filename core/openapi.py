@@ -54,7 +54,7 @@ class ErrorDetailSerializer(serializers.Serializer):
         required=False,
         help_text=(
             "`fields` (field → messages) for VALIDATION_ERROR, `required` (the missing "
-            "permission) for PERMISSION_DENIED."
+            "permission, `role:admin` or `role:owner`, ...) for PERMISSION_DENIED."
         ),
     )
 
@@ -71,9 +71,11 @@ _ERROR_DESCRIPTIONS = {
     'Carries `WWW-Authenticate: Bearer realm="sigsentry"`, with '
     '`error="invalid_request"` for a malformed Authorization header and '
     '`error="invalid_token"` for a credential that was refused.',
-    403: "`PERMISSION_DENIED` (`details.required` names the permission a key or role lacks; "
-    "a refusal for the caller's role, such as a member managing keys, says in `message` "
-    "which roles may), `KEY_MANAGEMENT_FORBIDDEN`, "
+    403: "`PERMISSION_DENIED` (`details.required` names what the caller lacks: a permission "
+    "such as `config:write`, the least role that may (`role:admin`, `role:owner`) when the "
+    "caller's role is refused, `credential:session` for an API key where only a person's "
+    "session may call, `header:X-CSRFToken` for a cookie request without the CSRF token), "
+    "`KEY_MANAGEMENT_FORBIDDEN`, "
     "`PROJECT_MISMATCH` (also an organization key outside its `projectIds`), "
     "`ORIGIN_NOT_ALLOWED`, `IP_NOT_ALLOWED` (a client IP outside the key's `allowedIps`).",
     404: "`NOT_FOUND`, or `PROJECT_NOT_FOUND` for a project outside the caller's reach.",

@@ -38,6 +38,11 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 #: Roles that may manage keys, projects and members.
 MANAGER_ROLES: frozenset[str] = frozenset({Role.OWNER, Role.ADMIN})
 
+#: `details.required` of a PERMISSION_DENIED for the caller's role: the least role that may
+#: (an admin may what a member may not; an owner what an admin may not).
+REQUIRES_ADMIN = f"role:{Role.ADMIN.value}"
+REQUIRES_OWNER = f"role:{Role.OWNER.value}"
+
 
 def normalize_permissions(permissions: list[str] | tuple[str, ...]) -> list[str]:
     """Known permissions in canonical order, without duplicates."""

@@ -33,7 +33,9 @@ def bad_request(request, exception=None):
 
 def permission_denied(request, exception=None):
     if is_api_path(request.path):
-        return json_error_response(PermissionDenied())
+        return json_error_response(
+            PermissionDenied(PermissionDenied.UNDECLARED, PermissionDenied.message)
+        )
     return _page(request, "errors/403.html", 403)
 
 
@@ -58,5 +60,7 @@ def server_error(request):
 
 def csrf_failure(request, reason: str = ""):
     if is_api_path(request.path):
-        return json_error_response(PermissionDenied(message="CSRF check failed."))
+        return json_error_response(
+            PermissionDenied(PermissionDenied.CSRF_HEADER, "CSRF check failed.")
+        )
     return render(request, "errors/403_csrf.html", status=403)

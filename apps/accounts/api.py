@@ -361,7 +361,9 @@ class LogoutView(ApiView):
     )
     def post(self, request):
         if self.principal.key is not None:
-            raise PermissionDenied(message="API keys have no session to end; revoke the key.")
+            raise PermissionDenied(
+                PermissionDenied.SESSION, "API keys have no session to end; revoke the key."
+            )
         body = json_object(request, LogoutInputSerializer().fields)
         refresh_token = body.get("refresh")
         if refresh_token is not None and not isinstance(refresh_token, str):

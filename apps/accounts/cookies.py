@@ -34,7 +34,8 @@ def enforce_csrf(request) -> None:
         # Not only a missing token: a wrong Origin or Referer is refused the same way (an
         # HTTP audit found the message blamed the header it had sent).
         raise PermissionDenied(
-            message="CSRF check failed: send the X-CSRFToken header, from this site's pages."
+            PermissionDenied.CSRF_HEADER,
+            "CSRF check failed: send the X-CSRFToken header, from this site's pages.",
         )
 
 

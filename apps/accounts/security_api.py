@@ -50,7 +50,9 @@ class AccountView(ApiView):
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         if self.principal.key is not None:
-            raise PermissionDenied(message="API keys have no account; use a person's session.")
+            raise PermissionDenied(
+                PermissionDenied.SESSION, "API keys have no account; use a person's session."
+            )
 
 
 def session_json(session: AuthSession, current: AuthSession | None) -> dict:

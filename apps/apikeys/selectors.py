@@ -18,6 +18,7 @@ from apps.orgs.models import Organization
 from apps.projects.models import Project
 from apps.projects.selectors import ProjectRecord
 from core.errors import NotFound, PermissionDenied, ProjectNotFound
+from core.permissions import REQUIRES_ADMIN
 from core.rows import as_datetime, as_strings, as_uuid, fetch_one
 from core.validation import parse_uuid
 
@@ -210,7 +211,7 @@ class Collection:
     def require_manager(self) -> Collection:
         """Owners and admins mint, revoke, roll and change keys; others get 403."""
         if not self.can_manage:
-            raise PermissionDenied(message="Only owners and admins can manage keys.")
+            raise PermissionDenied(REQUIRES_ADMIN, "Only owners and admins can manage keys.")
         return self
 
     def managing(self, user: Any) -> AbstractContextManager[None]:

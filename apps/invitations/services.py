@@ -60,7 +60,7 @@ from apps.orgs.models import Membership, Organization
 from apps.orgs.services import on_membership_change
 from core import throttling
 from core.errors import NotFound, PermissionDenied, ValidationFailed
-from core.permissions import MANAGER_ROLES, Role
+from core.permissions import MANAGER_ROLES, REQUIRES_ADMIN, REQUIRES_OWNER, Role
 from core.validation import parse_uuid
 
 INVITATION_LIFETIME = timedelta(days=7)
@@ -96,7 +96,7 @@ def _clean_role(value: Any, actor_role: str) -> str:
     if value not in Role.values:
         raise ValidationFailed({"role": [f"One of: {', '.join(Role.values)}."]})
     if value not in roles_grantable_by(actor_role):
-        raise PermissionDenied(message="Only owners can invite owners.")
+        raise PermissionDenied(REQUIRES_OWNER, "Only owners can invite owners.")
     return value
 
 
@@ -114,7 +114,7 @@ def invite_member(
 ) -> Invitation:
     """Invite `email` as `role` and mail them the link. Owners and admins; owners by owners only."""
     if actor_membership.role not in MANAGER_ROLES:
-        raise PermissionDenied(message="Only owners and admins can do this.")
+        raise PermissionDenied(REQUIRES_ADMIN, "Only owners and admins can do this.")
     organization = actor_membership.organization
     errors: dict[str, list[str]] = {}
     clean: dict[str, str] = {}
@@ -227,7 +227,7 @@ def cancel_invitation(
 ) -> None:
     """Cancel a pending invitation of the caller's organization; its link dies. 404 otherwise."""
     if actor_membership.role not in MANAGER_ROLES:
-        raise PermissionDenied(message="Only owners and admins can do this.")
+        raise PermissionDenied(REQUIRES_ADMIN, "Only owners and admins can do this.")
     now = timezone.now()
     with transaction.atomic():
         manager_role_now(actor_membership.user, actor_membership.organization_id)

@@ -37,7 +37,7 @@ from core.errors import (
     ProjectMismatch,
     ProjectNotFound,
 )
-from core.permissions import MANAGER_ROLES, ROLE_PERMISSIONS
+from core.permissions import MANAGER_ROLES, REQUIRES_ADMIN, ROLE_PERMISSIONS
 from core.principal import Principal
 from core.rows import as_uuid, bind, fetch_one
 from core.validation import parse_uuid
@@ -209,7 +209,7 @@ def manager_role_now(
     if role is None:
         raise outsider()
     if not can_manage(role):
-        raise PermissionDenied(message="Only owners and admins can do this.")
+        raise PermissionDenied(REQUIRES_ADMIN, "Only owners and admins can do this.")
     return role
 
 
@@ -228,5 +228,5 @@ def as_manager(
 def require_manager(membership: Membership) -> Organization:
     """Owners and admins manage keys, projects and members; others get 403."""
     if not can_manage(membership.role):
-        raise PermissionDenied(message="Only owners and admins can do this.")
+        raise PermissionDenied(REQUIRES_ADMIN, "Only owners and admins can do this.")
     return membership.organization

@@ -53,7 +53,7 @@ class ProjectScopedView(ApiView):
             require_permission(self.principal, self.project, required)
         elif hasattr(self, request.method.lower()):
             # Fail closed: a handler whose permission was never declared serves nobody.
-            raise PermissionDenied()
+            raise PermissionDenied(PermissionDenied.UNDECLARED, PermissionDenied.message)
 
     def _permission_for(self, method: str) -> str | None:
         """HEAD runs GET; OPTIONS (a view's description, not a CORS preflight, which the

@@ -16,7 +16,7 @@ from apps.orgs.models import Membership, Organization
 from core import throttling
 from core.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
 from core.net import client_ip
-from core.permissions import MANAGER_ROLES, Role
+from core.permissions import MANAGER_ROLES, REQUIRES_ADMIN, REQUIRES_OWNER, Role
 from core.validation import clean_name
 
 MIN_KEY_LIFETIME_DAYS = 1
@@ -118,7 +118,7 @@ def _last_owner(owners: list[Membership]) -> LastOwner:
 def _guard_target(actor_membership: Membership, target: Membership) -> None:
     # Admins manage members and admins, never owners.
     if actor_membership.role != Role.OWNER and target.role == Role.OWNER:
-        raise PermissionDenied(message="Only owners can change or remove owners.")
+        raise PermissionDenied(REQUIRES_OWNER, "Only owners can change or remove owners.")
 
 
 def record_membership_event(
@@ -208,7 +208,7 @@ def _lock_for_change(
     owners = [m for m in rows.values() if m.role == Role.OWNER]
     actor, current = rows.get(actor_membership.pk), rows.get(target.pk)
     if actor is None or actor.role not in MANAGER_ROLES or not account_active_now(actor.user_id):
-        raise PermissionDenied(message="Only owners and admins can do this.")
+        raise PermissionDenied(REQUIRES_ADMIN, "Only owners and admins can do this.")
     if current is None:
         raise NotFound()
     _guard_target(actor, current)
@@ -226,7 +226,7 @@ def add_member(
     if not isinstance(email, str) or not email.strip():
         raise ValidationFailed({"email": ["An email address is required."]})
     if role == Role.OWNER and actor_membership.role != Role.OWNER:
-        raise PermissionDenied(message="Only owners can add owners.")
+        raise PermissionDenied(REQUIRES_OWNER, "Only owners can add owners.")
     # Emails are stored normalized: match the normalized spelling exactly.
     users = get_user_model().objects
     # A 404 tells whether an address has an account, which login, reset and invitations
@@ -249,7 +249,7 @@ def add_member(
         with transaction.atomic():
             actor_role = manager_role_now(actor_membership.user, organization.id)
             if role == Role.OWNER and actor_role != Role.OWNER:
-                raise PermissionDenied(message="Only owners can add owners.")
+                raise PermissionDenied(REQUIRES_OWNER, "Only owners can add owners.")
             membership = Membership.objects.create(organization=organization, user=user, role=role)
             record_membership_event(
                 Action.MEMBER_ADDED, membership, actor_membership.user, request, {"role": role}
@@ -273,11 +273,11 @@ def change_member_role(
     role = _clean_role(role)
     _guard_target(actor_membership, target)
     if role == Role.OWNER and actor_membership.role != Role.OWNER:
-        raise PermissionDenied(message="Only owners can make owners.")
+        raise PermissionDenied(REQUIRES_OWNER, "Only owners can make owners.")
     with transaction.atomic():
         owners, actor, target = _lock_for_change(actor_membership, target)
         if role == Role.OWNER and actor.role != Role.OWNER:
-            raise PermissionDenied(message="Only owners can make owners.")
+            raise PermissionDenied(REQUIRES_OWNER, "Only owners can make owners.")
         if target.role == role:
             return target
         if _leaves_no_active_owner(owners, target):
@@ -319,7 +319,9 @@ def remove_member(
 def require_owner(membership: Membership) -> None:
     """Organization settings are the owners' (admins manage keys, projects and members)."""
     if membership.role != Role.OWNER:
-        raise PermissionDenied(message="Only owners can change the organization's settings.")
+        raise PermissionDenied(
+            REQUIRES_OWNER, "Only owners can change the organization's settings."
+        )
 
 
 def set_key_lifetime_policy(
@@ -354,7 +356,9 @@ def set_key_lifetime_policy(
         )
         # The role is read again under the lock: an owner demoted a moment ago cannot.
         if manager_role_now(actor_membership.user, organization.id) != Role.OWNER:
-            raise PermissionDenied(message="Only owners can change the organization's settings.")
+            raise PermissionDenied(
+                REQUIRES_OWNER, "Only owners can change the organization's settings."
+            )
         before = organization.key_max_lifetime_days
         if before != days:
             organization.key_max_lifetime_days = days

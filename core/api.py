@@ -12,6 +12,7 @@ key app's middleware.
 from __future__ import annotations
 
 import codecs
+import json
 import re
 from collections.abc import Collection
 from datetime import UTC, timedelta
@@ -72,6 +73,11 @@ class JsonParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:
             raise ParseError("The JSON is nested too deeply.") from exc
+        except ParseError as exc:
+            # DRF's message is the decoder's text (`Expecting ',' delimiter: line 1 column
+            # 9 (char 8)`, `'utf-8' codec can't decode byte 0xff ...`): said for people.
+            cause = exc.__context__
+            raise ParseError(not_json_message(cause)) from cause
         try:
             field = _unstorable_field(data)
         except _TooDeep:
@@ -81,6 +87,16 @@ class JsonParser(JSONParser):
                 {field: ["Null characters and unpaired surrogates are not allowed."]}
             )
         return data
+
+
+def not_json_message(error: BaseException | None) -> str:
+    """Why a body is not JSON, for its sender: where the decoder stopped, or that its bytes
+    are not UTF-8; never the decoder's own words."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"The request body is not valid JSON (line {error.lineno}, column {error.colno})."
+    if isinstance(error, UnicodeDecodeError):
+        return "The request body is not valid UTF-8."
+    return "The request body is not valid JSON."
 
 
 #: Arrays and objects inside one another, at most: the API's bodies nest two or three.

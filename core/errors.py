@@ -166,6 +166,12 @@ class ValidationFailed(ApiError):
         super().__init__(message, {"fields": fields})
 
 
+#: A body sent as anything but JSON (a form post, text/plain, no Content-Type).
+NOT_SENT_AS_JSON = (
+    "The request body must be sent as application/json (Content-Type: application/json)."
+)
+
+
 class NotFound(ApiError):
     status_code = 404
     code = "NOT_FOUND"
@@ -344,10 +350,11 @@ def _translate(exc: Exception) -> ApiError | None:
         return ServiceUnavailable()
     if isinstance(exc, drf_exceptions.ValidationError):
         return ValidationFailed(validation_fields(exc.detail))
-    if isinstance(exc, drf_exceptions.ParseError | drf_exceptions.UnsupportedMediaType):
-        return ValidationFailed(
-            {"body": [str(exc.detail)]}, "The request body must be a JSON object."
-        )
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        # No 415 in SPEC §3: a 400 that says what to send, and on `body` what was sent.
+        return ValidationFailed({"body": [str(exc.detail)]}, NOT_SENT_AS_JSON)
+    if isinstance(exc, drf_exceptions.ParseError):
+        return ValidationFailed({"body": [str(exc.detail)]}, str(exc.detail))
     if isinstance(exc, drf_exceptions.NotAuthenticated):
         return AuthenticationRequired()
     if isinstance(exc, drf_exceptions.AuthenticationFailed):

@@ -13,8 +13,9 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, connection
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse
 from rest_framework import exceptions as drf_exceptions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from core import metrics
@@ -422,8 +423,16 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     )
 
 
-def json_error_response(err: ApiError) -> JsonResponse:
-    response = JsonResponse(error_body(err.code, err.message, err.details), status=err.status_code)
+def json_error_response(err: ApiError) -> HttpResponse:
+    """The SPEC §3 answer outside DRF's views (Django's 404 and 403 under `/v1`, the
+    middleware's refusals), rendered by the renderer DRF's views answer with: the same bytes
+    for the same error (compact, UTF-8), whichever layer refused (`JsonResponse` spaced
+    them: found by an API audit)."""
+    response = HttpResponse(
+        JSONRenderer().render(error_body(err.code, err.message, err.details)),
+        status=err.status_code,
+        content_type=JSONRenderer.media_type,
+    )
     for name, value in error_headers(err).items():
         response[name] = value
     response["Cache-Control"] = "no-store"

@@ -13,8 +13,13 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def intruders(foreign_project, outsider, user_token, project):
-    """Credentials of callers outside `project`, each aimed at it as directly as it can be."""
+def intruders(foreign_project, outsider, user_token, project, owner, member):
+    """Credentials of callers outside `project`, each aimed at it as directly as it can be.
+
+    `project`'s organization has an owner and a member: with no members, a join of the
+    project to its memberships finds no row whoever the caller is, and a tenant check that
+    forgot the caller (the outsider let in by someone else's membership) would go unseen.
+    """
     rival_org_key = make_key(KeyKind.ORGANIZATION, organization=foreign_project.organization)[1]
     rival_secret = make_key(KeyKind.SECRET, project=foreign_project)[1]
     return {

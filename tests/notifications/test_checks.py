@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.db import IntegrityError, connection
 from django.utils import timezone
 
+from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import report_leaked_keys
 from apps.apikeys.models import ApiKey
@@ -38,13 +39,42 @@ def subjects(smtp) -> list[str]:
     return sorted(str(m["Subject"]) for m in smtp.messages)
 
 
+def what_a_reader_sees(message) -> list[str]:
+    """Every header value (the subject too) and every part's decoded content: quoted-printable
+    or base64 may split a value in the raw message, so it is looked for in these."""
+    return [str(value) for value in message.values()] + [
+        part.get_content() for part in message.walk() if not part.is_multipart()
+    ]
+
+
+def assert_no_secret_of_these_keys(messages, *keys) -> None:
+    """No message shows anything of a key but its display prefix: not the key, its digest,
+    its secret part (after the type prefix) nor the rest after the display prefix.
+
+    `keys` are (api_key, plaintext) pairs."""
+    assert messages
+    for api_key, plaintext in keys:
+        legacy = keyformat.legacy_prefix_of(plaintext)
+        type_prefix = legacy or keyformat.parse(plaintext).kind.prefix
+        secrets = {
+            plaintext,
+            api_key.digest,
+            api_key.digest.upper(),
+            plaintext[len(type_prefix) :],
+            plaintext[len(api_key.prefix) :],
+        }
+        for message in messages:
+            for text in what_a_reader_sees(message):
+                assert not [secret for secret in secrets if secret in text], str(message["Subject"])
+
+
 def test_7_day_and_1_day_reminders_go_out_once_each(smtp, owner, project, settings):
     settings.DEFAULT_FROM_EMAIL = "SigSentry <no-reply@sigsentry.example.com>"
     now = timezone.now()
     soon, soon_text = make_key(
         KeyKind.SECRET, project=project, name="Weekly", expires_at=now + timedelta(days=5)
     )
-    _tomorrow, tomorrow_text = make_key(
+    tomorrow, tomorrow_text = make_key(
         KeyKind.SECRET, project=project, name="Nightly", expires_at=now + timedelta(hours=20)
     )
     make_key(KeyKind.SECRET, project=project, name="Far", expires_at=now + timedelta(days=30))
@@ -68,6 +98,7 @@ def test_7_day_and_1_day_reminders_go_out_once_each(smtp, owner, project, settin
         # RFC 3834: no out-of-office reply comes back; the id names the sender's domain
         assert message["Auto-Submitted"] == "auto-generated"
         assert str(message["Message-ID"]).endswith("@sigsentry.example.com>")
+    assert_no_secret_of_these_keys(smtp.messages, (soon, soon_text), (tomorrow, tomorrow_text))
     assert Event.objects.filter(type="key.expiring").count() == 2
 
     # Three days later the weekly key enters its last day: now the 1-day notice.
@@ -75,6 +106,7 @@ def test_7_day_and_1_day_reminders_go_out_once_each(smtp, owner, project, settin
     assert subjects(smtp).count("An API key of Acme expires within 24 hours") == 2
     checks.run_all_checks(now + timedelta(days=4, hours=7))
     assert len(smtp.messages) == 3
+    assert_no_secret_of_these_keys(smtp.messages, (soon, soon_text), (tomorrow, tomorrow_text))
 
 
 def test_a_rolled_keys_grace_expiry_is_not_announced(smtp, owner, project):
@@ -106,7 +138,7 @@ def test_a_rolled_key_still_used_is_announced_once_on_its_last_day(smtp, owner, 
 
 def test_unused_keys_are_announced_once_per_idle_spell(smtp, owner, project):
     now = timezone.now()
-    idle, _ = make_key(KeyKind.SECRET, project=project, name="Idle")
+    idle, idle_text = make_key(KeyKind.SECRET, project=project, name="Idle")
     ApiKey.objects.filter(pk=idle.pk).update(created_at=now - timedelta(days=200))
     used, _ = make_key(KeyKind.SECRET, project=project, name="Busy")
     ApiKey.objects.filter(pk=used.pk).update(
@@ -119,6 +151,7 @@ def test_unused_keys_are_announced_once_per_idle_spell(smtp, owner, project):
     assert subjects(smtp) == ["An API key of Acme unused for 90 days"]
     assert "Idle" in text_of(smtp.messages[0])[0]
     assert "Busy" not in text_of(smtp.messages[0])[0]
+    assert_no_secret_of_these_keys(smtp.messages, (idle, idle_text))
     assert Event.objects.filter(type="key.unused").count() == 1
 
     # Used the next day, then idle again for 90 days: a new spell, a new notice.
@@ -335,8 +368,8 @@ def test_legacy_sunset_is_announced_30_and_7_days_before_once_per_organization(
 ):
     sunset = settings.LEGACY_KEYS_SUNSET_AT
     in_use = {"last_used_at": sunset - timedelta(days=1)}  # no "unused" notice in this test
-    first, _ = make_legacy_key(project, plaintext="tb_" + "a" * 30, **in_use)
-    second, _ = make_legacy_key(other_project, plaintext="tb_" + "b" * 30, **in_use)
+    first, first_text = make_legacy_key(project, plaintext="tb_" + "a" * 30, **in_use)
+    second, second_text = make_legacy_key(other_project, plaintext="tb_" + "b" * 30, **in_use)
 
     checks.run_all_checks(sunset - timedelta(days=40))
     assert smtp.messages == []
@@ -356,11 +389,12 @@ def test_legacy_sunset_is_announced_30_and_7_days_before_once_per_organization(
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
     for key in (first, second):  # which keys to replace, and where
         assert key.prefix in plain and key.project.name in plain
+    assert_no_secret_of_these_keys(smtp.messages, (first, first_text), (second, second_text))
 
 
 def test_a_leak_report_emails_about_the_revoked_and_the_flagged_key(smtp, owner, member, project):
     secret, secret_text = make_key(KeyKind.SECRET, project=project, name="Server", actor=member)
-    _sdk, sdk_text = make_key(KeyKind.PUBLIC, project=project, name="Website")
+    sdk, sdk_text = make_key(KeyKind.PUBLIC, project=project, name="Website")
 
     report_leaked_keys(candidates=[secret_text, sdk_text])
     checks.run_urgent_checks()
@@ -381,6 +415,7 @@ def test_a_leak_report_emails_about_the_revoked_and_the_flagged_key(smtp, owner,
     ]
     for message in smtp.messages:
         assert secret_text not in message.as_string() and sdk_text not in message.as_string()
+    assert_no_secret_of_these_keys(smtp.messages, (secret, secret_text), (sdk, sdk_text))
     assert len(smtp.messages) == 3
 
 

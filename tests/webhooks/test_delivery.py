@@ -19,8 +19,8 @@ from django_tasks_db.models import DBTaskResult
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.services import revoke_key
 from apps.audit.models import AuditEvent
+from apps.webhooks import crypto, outbound, urlsafety
 from apps.webhooks import delivery as deliveries
-from apps.webhooks import outbound, urlsafety
 from apps.webhooks import services as webhook_services
 from apps.webhooks.models import Delivery, Event, EventType, Webhook
 from apps.webhooks.urlsafety import Target
@@ -66,6 +66,19 @@ def test_a_delivery_is_signed_and_carries_the_key_object_but_never_the_key(
     assert request.headers["Content-Type"] == "application/json"
     assert verify_signature(request.headers["SigSentry-Signature"], request.body, created.secret)
     assert re.fullmatch(r"t=\d+,v1=[0-9a-f]{64}", request.headers["SigSentry-Signature"])
+    # The signing secret signs; it never travels, whole or without its `whsec_`.
+    secret_part = created.secret.removeprefix(crypto.SECRET_PREFIX)
+    assert created.secret.startswith(crypto.SECRET_PREFIX) and len(secret_part) == 32
+    for sent in (request.body.decode(), *request.headers.values()):
+        assert created.secret not in sent and secret_part not in sent
+    assert set(request.headers) == {
+        "Host",
+        "Accept-Encoding",
+        "Content-Length",
+        "Content-Type",
+        "User-Agent",
+        "SigSentry-Signature",
+    }
     body = json.loads(request.body)
     assert set(body) == {"id", "type", "createdAt", "organizationId", "data"}
     assert (body["type"], body["organizationId"]) == ("key.minted", str(organization.id))

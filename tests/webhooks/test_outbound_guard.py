@@ -140,6 +140,33 @@ def test_plain_http_connects_to_the_checked_address_not_the_host_name(receiver):
     assert received.headers["Host"] == f"pinned.invalid:{port}"
 
 
+def test_https_connects_to_the_checked_address_and_names_the_host_in_sni_and_host(
+    tmp_path, monkeypatch
+):
+    """The HTTPS twin: the socket goes to the checked address, while the TLS handshake (SNI,
+    and the certificate verified against it) and the Host header name the URL's host, even
+    when that name would resolve to nothing (or elsewhere) now."""
+    certificate, key = self_signed_certificate(tmp_path, "pinned.invalid")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    receiver = Receiver(tls=(certificate, key))
+    server_names: list[str | None] = []
+    receiver.server.socket.context.sni_callback = lambda _sock, name, _ctx: server_names.append(
+        name
+    )
+    port = receiver.server.server_address[1]
+    target = Target("https", "pinned.invalid", port, "/hooks/sigsentry", ("127.0.0.1",))
+    try:
+        outcome = outbound.post(target, b"{}", {})
+    finally:
+        receiver.stop()
+
+    assert outcome == outbound.Outcome(200, "")
+    assert server_names == ["pinned.invalid"]
+    [received] = receiver.requests
+    assert received.path == "/hooks/sigsentry"
+    assert received.headers["Host"] == f"pinned.invalid:{port}"
+
+
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_a_redirect_with_a_location_is_a_failed_attempt_and_is_not_followed(
     make_webhook, project, status

@@ -15,10 +15,15 @@ import secrets
 
 import pytest
 
-from apps.accounts import mfa_login, tokens, twofactor
+from apps.accounts import email_confirmation, mfa_login, tokens, twofactor
+from apps.accounts.models import User
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
+from apps.invitations import selectors as invitation_selectors
+from apps.invitations import services as invitation_services
+from apps.orgs.models import Membership
 from core import ops
+from tests.accounts.test_email_confirmation import code_in, confirm_on_page, invitations_token_of
 from tests.accounts.test_two_factor import (
     code_at,
     enable_two_factor,
@@ -26,8 +31,9 @@ from tests.accounts.test_two_factor import (
     mfa_token,
     second_step,
 )
-from tests.factories import make_key
+from tests.factories import UserFactory, make_key
 from tests.orgs.helpers import bearer_client, user_client
+from tests.pages import logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +61,31 @@ def witness(monkeypatch):
     def install(module) -> HmacWitness:
         spy = HmacWitness()
         monkeypatch.setattr(module, "hmac", spy)
+        return spy
+
+    return install
+
+
+class CompareWitness:
+    """Stands in for a compare function a module imported by name (Django's
+    `constant_time_compare`): the real function, its operands noted."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.compared: list[tuple] = []
+
+    def __call__(self, a, b) -> bool:
+        self.compared.append((a, b))
+        return self.real(a, b)
+
+
+@pytest.fixture
+def compare_witness(monkeypatch):
+    """`compare_witness(module, name)`: a CompareWitness installed as `module.name`."""
+
+    def install(module, name: str) -> CompareWitness:
+        spy = CompareWitness(getattr(module, name))
+        monkeypatch.setattr(module, name, spy)
         return spy
 
     return install
@@ -111,6 +142,46 @@ def test_the_mfa_tokens_password_mark_is_compared_in_constant_time(api_client, o
     assert second_step(api_client, token, codes[0]).status_code == 200
 
     assert (mark, mark) in spy.compared
+
+
+# Email confirmation -------------------------------------------------------------------
+
+
+def test_an_email_confirmation_code_is_compared_in_constant_time(mailbox, compare_witness):
+    user = UserFactory(email="ana@example.com", email_confirmed_at=None)
+    client = logged_in(user)
+    assert client.post("/account/email/send/").status_code == 302
+    code = code_in(mailbox.wait_for(user.email)[0])
+    stored = User.objects.values_list("email_code_digest", flat=True).get(pk=user.pk)
+    spy = compare_witness(email_confirmation, "constant_time_compare")
+
+    assert confirm_on_page(client, code).status_code == 302
+
+    assert (stored, stored) in spy.compared
+    user.refresh_from_db()
+    assert user.email_confirmed_at is not None
+
+
+# Invitations --------------------------------------------------------------------------
+
+
+def test_an_invitation_token_is_compared_in_constant_time_at_lookup_and_under_the_lock(
+    owner, organization, witness
+):
+    invitee = UserFactory(email="invitee@example.com")
+    invitation_services.invite_member(
+        actor_membership=Membership.objects.get(user=owner, organization=organization),
+        email=invitee.email,
+        role="member",
+    )
+    token = invitations_token_of(invitee)
+    digest = invitation_selectors.token_digest(token)
+    at_lookup, under_the_lock = witness(invitation_selectors), witness(invitation_services)
+
+    assert user_client(invitee).post(f"/v1/invitations/{token}/accept").status_code == 200
+
+    assert (digest, digest) in at_lookup.compared  # the stored digest against the computed one
+    assert under_the_lock.compared == [(digest, digest)]  # still the invitation's token
 
 
 # Metrics ------------------------------------------------------------------------------

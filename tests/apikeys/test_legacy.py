@@ -243,13 +243,19 @@ def test_after_the_sunset_every_legacy_credential_is_deprecated_without_a_query(
     assert credential not in response.content.decode()
 
 
-def test_the_sunset_takes_effect_at_its_exact_moment(api_client, read_only_legacy_key):
-    with override_settings(LEGACY_KEYS_SUNSET_AT=timezone.now() + timedelta(minutes=1)):
-        before = api_client.get("/v1/me", **bearer(TB_KEY))
-    with override_settings(LEGACY_KEYS_SUNSET_AT=timezone.now()):
-        at = api_client.get("/v1/me", **bearer(TB_KEY))
+def test_the_sunset_takes_effect_at_its_exact_moment(
+    api_client, read_only_legacy_key, time_machine
+):
+    """The clock pinned (not ticking): a millisecond before LEGACY_KEYS_SUNSET_AT the key
+    works, and at that very instant it is KEY_FORMAT_DEPRECATED. On a ticking clock the
+    instant has always passed by the request, and `>` in place of `>=` went unseen."""
+    time_machine.move_to(LEGACY_SUNSET_AT - timedelta(milliseconds=1), tick=False)
+    before = api_client.get("/v1/me", **bearer(TB_KEY))
+    time_machine.move_to(LEGACY_SUNSET_AT, tick=False)
+    at = api_client.get("/v1/me", **bearer(TB_KEY))
 
-    assert before.status_code == 200
+    assert before.status_code == 200, before.content
+    assert at.status_code == 401
     assert error_code(at) == "KEY_FORMAT_DEPRECATED"
 
 

@@ -377,6 +377,7 @@ class TestRecordKeyUse:
         assert api_key.last_used_at is None
 
 
+@pytest.mark.usefixtures("before_the_sunset")  # legacy keys work on any day
 def test_a_legacy_key_is_replaced_once(owner, project):
     legacy, _ = make_legacy_key(project)
     replace_legacy_key(actor=owner, api_key=legacy)
@@ -388,6 +389,7 @@ def test_a_legacy_key_is_replaced_once(owner, project):
     assert ApiKey.objects.filter(replaces=legacy).count() == 1
 
 
+@pytest.mark.usefixtures("before_the_sunset")  # legacy keys work on any day
 def test_a_legacy_keys_replacement_keeps_its_guardrails(owner, project, api_client):
     """Found by a threat-model audit: the banner tells owners to Replace legacy keys, and
     the replacement worked from any address with no limit, where the legacy key was
@@ -407,6 +409,7 @@ def test_a_legacy_keys_replacement_keeps_its_guardrails(owner, project, api_clie
     assert response.status_code == 403 and response.json()["error"]["code"] == "IP_NOT_ALLOWED"
 
 
+@pytest.mark.usefixtures("before_the_sunset")  # legacy keys work on any day
 def test_a_rolled_legacy_key_is_not_replaced_as_well(owner, project):
     legacy, _ = make_legacy_key(project)
     roll_key(actor=owner, api_key=legacy, grace_seconds=60)

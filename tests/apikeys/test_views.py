@@ -483,6 +483,7 @@ def test_roll_with_an_unknown_grace_is_refused(owner, project):
     assert ApiKey.objects.count() == 1
 
 
+@pytest.mark.usefixtures("before_the_sunset")  # legacy keys work on any day
 def test_legacy_key_is_replaced_by_a_new_secret_key_and_keeps_working(owner, project):
     legacy, _ = make_legacy_key(project, name="Old integration")
     client = logged_in(owner)
@@ -626,6 +627,7 @@ def test_no_banner_once_legacy_keys_are_revoked(owner, project):
     assert "data-legacy-banner" not in html(logged_in(owner).get(api_url(project)))
 
 
+@pytest.mark.usefixtures("before_the_sunset")  # legacy keys work on any day
 def test_legacy_rows_show_the_legacy_badge_and_replace(owner, project):
     legacy, _ = make_legacy_key(project)
     page = html(logged_in(owner).get(api_url(project)))

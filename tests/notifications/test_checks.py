@@ -363,6 +363,7 @@ def test_a_message_names_25_keys_and_counts_the_rest_by_page(smtp, owner, projec
     assert "12 more in Checkout</a>" in html and "5 more in Billing</a>" in html
 
 
+@pytest.mark.usefixtures("before_the_sunset")  # legacy keys work on any day
 def test_legacy_sunset_is_announced_30_and_7_days_before_once_per_organization(
     smtp, settings, owner, project, other_project
 ):

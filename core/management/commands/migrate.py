@@ -48,10 +48,10 @@ class Command(migrate.Command):
             raise CommandError(THROUGH_A_POOLER)
         with connection.cursor() as cursor:
             cursor.execute("SHOW lock_timeout")
-            if cursor.fetchone()[0] in ("0", "0ms"):
-                cursor.execute("SELECT set_config('lock_timeout', %s, false)", [LOCK_TIMEOUT])
-            cursor.execute("SHOW lock_timeout")
             (bound,) = cursor.fetchone()
+            if bound in ("0", "0ms"):
+                cursor.execute("SELECT set_config('lock_timeout', %s, false)", [LOCK_TIMEOUT])
+                bound = LOCK_TIMEOUT
         try:
             return super().handle(*args, **options)
         except OperationalError as exc:

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.apikeys.services import roll_key
-from tests.browser.conftest import SCREENSHOTS, contrast_ratio, live_regions_heard
+from tests.browser.conftest import SCREENSHOTS, Ui, contrast_ratio, live_regions_heard
 from tests.factories import PASSWORD, make_key
 
 pytestmark = pytest.mark.browser
@@ -225,11 +225,7 @@ def test_focus_rings_show_in_forced_colors_and_boxes_get_a_solid_ring(
     )
     try:
         page = context.new_page()
-        page.goto("/login/")
-        page.get_by_label("Email", exact=True).fill(owner.email)
-        page.get_by_label("Password", exact=True).fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(f"{live_url}/")
+        Ui(page, live_url).login(owner.email, PASSWORD)
         page.goto(f"/projects/{project.id}/api-keys/")
         page.keyboard.press("Tab")  # keyboard use: focus() then shows :focus-visible
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from apps.apikeys.gate.counters import bucket_start
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, Granularity, KeyUsage, KeyUsageIp
-from tests.browser.conftest import SCREENSHOTS
+from tests.browser.conftest import SCREENSHOTS, Ui
 from tests.factories import PASSWORD, make_key
 
 pytestmark = pytest.mark.browser
@@ -159,11 +159,7 @@ def test_a_rows_refusals_are_told_from_its_requests_without_colour(
     )
     try:
         page = context.new_page()
-        page.goto("/login/")
-        page.get_by_label("Email", exact=True).fill(owner.email)
-        page.get_by_label("Password", exact=True).fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(f"{live_url}/")
+        Ui(page, live_url).login(owner.email, PASSWORD)
         page.goto(f"/projects/{project.id}/api-keys/")
         spark = page.locator("tr.key-row", has_text="Busy deploy key").locator("svg.spark")
         session = context.new_cdp_session(page)

@@ -8,6 +8,7 @@ import factory
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.analyses.models import Analysis
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
@@ -146,4 +147,18 @@ def make_webhook(
     """A webhook for every event, through the real service (a public address: no setting)."""
     return create_webhook(
         actor=actor, organization=organization, url=url, events=list(EventType.values)
+    )
+
+
+def make_analysis(
+    project: Project, *, author: User, title: str = "t", input: str = "i"
+) -> Analysis:
+    """An analysis in `project` created by the user `author`, recorded as the API records it."""
+    return Analysis.objects.create(
+        project=project,
+        title=title,
+        input=input,
+        created_by_type="user",
+        created_by_user=author,
+        created_by_label=author.email,
     )

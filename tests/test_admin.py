@@ -33,6 +33,7 @@ from tests.factories import (
     MembershipFactory,
     OrganizationFactory,
     UserFactory,
+    make_analysis,
     make_key,
 )
 from tests.orgs.helpers import membership_inline_data, user_client
@@ -81,14 +82,7 @@ def keys(project, owner) -> dict[str, tuple[ApiKey, str]]:
 @pytest.fixture
 def populated(project, owner, viewer, keys):
     """Rows of every model the admin shows."""
-    analysis = Analysis.objects.create(
-        project=project,
-        title="502s",
-        input="upstream timed out",
-        created_by_type="user",
-        created_by_user=owner,
-        created_by_label=owner.email,
-    )
+    analysis = make_analysis(project, author=owner, title="502s", input="upstream timed out")
     authored = {"created_by_type": "key", "created_by_label": keys["secret"][0].prefix}
     FollowUp.objects.create(analysis=analysis, question="Why?", **authored)
     Feedback.objects.create(analysis=analysis, rating="up", **authored)
@@ -842,14 +836,7 @@ def test_a_project_without_keys_is_deleted_with_its_analyses_and_audited(
     """Its analyses and configuration go with it (the admin shows analyses read-only); the
     organization's log records it."""
     doomed = Project.objects.create(organization=project.organization, name="Doomed")
-    analysis = Analysis.objects.create(
-        project=doomed,
-        title="t",
-        input="i",
-        created_by_type="user",
-        created_by_user=owner,
-        created_by_label=owner.email,
-    )
+    analysis = make_analysis(doomed, author=owner)
     LogSource.objects.create(project=doomed, name="HTTP intake", kind="http")
 
     response = ops.post(delete_url(doomed), {"post": "yes"})

@@ -9,9 +9,8 @@ import pytest
 from playwright.sync_api import expect
 
 from apps.accounts.cookies import REFRESH_COOKIE
-from apps.analyses.models import Analysis
 from tests.browser.conftest import live_regions_heard
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, make_analysis
 
 pytestmark = pytest.mark.browser
 
@@ -163,14 +162,7 @@ def test_a_refresh_says_what_it_found(ui, owner, project):
     wait_heard(page, "No analyses in this project yet")
 
     for title in ("Checkout 502s after deploy", "Slow cart queries", "Login loop"):
-        Analysis.objects.create(
-            project=project,
-            title=title,
-            input="logs",
-            created_by_user=owner,
-            created_by_type="user",
-            created_by_label=owner.email,
-        )
+        make_analysis(project, author=owner, title=title, input="logs")
     page.get_by_role("button", name="Refresh").click()
     page.get_by_text("Login loop").wait_for()
     wait_heard(page, "3 analyses loaded")

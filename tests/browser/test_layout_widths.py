@@ -14,14 +14,13 @@ import pytest
 from django.utils import timezone
 
 from apps.accounts.templatetags.dashboard import breakable_email
-from apps.analyses.models import Analysis
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import LeakCandidate, handle_leak_reports
 from apps.audit.models import AuditEvent
 from apps.webhooks.models import Delivery
 from apps.webhooks.services import create_webhook
 from core.permissions import Role
-from tests.factories import PASSWORD, MembershipFactory, UserFactory, make_key
+from tests.factories import PASSWORD, MembershipFactory, UserFactory, make_analysis, make_key
 
 pytestmark = pytest.mark.browser
 
@@ -112,14 +111,7 @@ def crowded(owner, organization, project):
     )
     assert Delivery.objects.count() >= 2
     for title in ("Checkout 502s after deploy", "Slow cart queries"):
-        Analysis.objects.create(
-            project=project,
-            title=title,
-            input="logs",
-            created_by_user=owner,
-            created_by_type="user",
-            created_by_label=owner.email,
-        )
+        make_analysis(project, author=owner, title=title, input="logs")
     return {
         "api": f"/projects/{project.id}/api-keys/",
         "sdk": f"/projects/{project.id}/sdk-keys/",

@@ -40,18 +40,28 @@ pytestmark = pytest.mark.django_db
 ME = "/v1/me"
 
 
+class CompareWitness:
+    """Stands in for a compare function (`hmac.compare_digest`, or Django's
+    `constant_time_compare` a module imported by name): the real one, its operands noted."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.compared: list[tuple] = []
+
+    def __call__(self, a, b) -> bool:
+        self.compared.append((a, b))
+        return self.real(a, b)
+
+
 class HmacWitness:
-    """Stands in for `hmac` in one module: the real functions, every `compare_digest` noted."""
+    """Stands in for `hmac` in one module: the real functions, `compare_digest` a witness."""
 
     def __init__(self) -> None:
-        self.compared: list[tuple] = []
+        self.compare_digest = CompareWitness(hmac.compare_digest)
+        self.compared = self.compare_digest.compared
 
     def __getattr__(self, name: str):
         return getattr(hmac, name)
-
-    def compare_digest(self, a, b) -> bool:
-        self.compared.append((a, b))
-        return hmac.compare_digest(a, b)
 
 
 @pytest.fixture
@@ -64,19 +74,6 @@ def witness(monkeypatch):
         return spy
 
     return install
-
-
-class CompareWitness:
-    """Stands in for a compare function a module imported by name (Django's
-    `constant_time_compare`): the real function, its operands noted."""
-
-    def __init__(self, real) -> None:
-        self.real = real
-        self.compared: list[tuple] = []
-
-    def __call__(self, a, b) -> bool:
-        self.compared.append((a, b))
-        return self.real(a, b)
 
 
 @pytest.fixture

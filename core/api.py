@@ -12,6 +12,7 @@ key app's middleware.
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import re
 from collections.abc import Collection
@@ -287,6 +288,14 @@ def _storable_instant(text: str) -> bool:
     except OverflowError:
         return False
     return True
+
+
+@functools.cache
+def field_names(serializer_class: type) -> tuple[str, ...]:
+    """The fields of a request body's serializer (the shape the OpenAPI document shows), as
+    `json_object` takes them: read once per class, not built again on every request (a
+    serializer's fields are deep copies, 20-50 µs a request)."""
+    return tuple(serializer_class().fields)
 
 
 def json_object(request, fields: Collection[str]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from apps.accounts.tokens import TokenPair
 from apps.orgs.selectors import membership_refs
 from apps.orgs.serializers import UserRefSerializer
 from core import throttling
-from core.api import ApiView, json_object
+from core.api import ApiView, field_names, json_object
 from core.errors import AuthError, PermissionDenied, RateLimited, ValidationFailed
 from core.net import client_ip
 from core.openapi import THROTTLED, WRONG_PASSWORD_OR_CODE, WRONG_REFRESH_TOKEN, error_responses
@@ -230,7 +230,7 @@ class SignupView(CredentialFreeView):
         },
     )
     def post(self, request):
-        body = json_object(request, SignupInputSerializer().fields)
+        body = json_object(request, field_names(SignupInputSerializer))
         result = services.signup(
             email=body.get("email"),
             password=body.get("password"),
@@ -283,7 +283,7 @@ class LoginView(CredentialCheckView):
         },
     )
     def post(self, request):
-        body = json_object(request, LoginInputSerializer().fields)
+        body = json_object(request, field_names(LoginInputSerializer))
         result = services.login(
             email=body.get("email"), password=body.get("password"), request=request
         )
@@ -320,7 +320,7 @@ class RefreshView(CredentialCheckView):
     )
     def post(self, request):
         throttling.enforce("refresh_ip", client_ip(request))
-        body = json_object(request, RefreshInputSerializer().fields)
+        body = json_object(request, field_names(RefreshInputSerializer))
         token = body.get("refresh")
         from_cookie = False
         if token is None:
@@ -364,7 +364,7 @@ class LogoutView(ApiView):
             raise PermissionDenied(
                 PermissionDenied.SESSION, "API keys have no session to end; revoke the key."
             )
-        body = json_object(request, LogoutInputSerializer().fields)
+        body = json_object(request, field_names(LogoutInputSerializer))
         refresh_token = body.get("refresh")
         if refresh_token is not None and not isinstance(refresh_token, str):
             raise ValidationFailed({"refresh": ["Must be a refresh token."]})

@@ -24,7 +24,7 @@ from apps.accounts.api import (
 from apps.accounts.cookies import set_session_cookies
 from apps.accounts.models import AuthSession
 from apps.accounts.selectors import open_sessions_of
-from core.api import ApiView, json_object, paginate
+from core.api import ApiView, field_names, json_object, paginate
 from core.errors import PermissionDenied
 from core.openapi import (
     OR_WRONG_PASSWORD,
@@ -142,7 +142,7 @@ class PasswordResetView(CredentialFreeView):
         },
     )
     def post(self, request):
-        body = json_object(request, PasswordResetInputSerializer().fields)
+        body = json_object(request, field_names(PasswordResetInputSerializer))
         password_reset.request_password_reset(email=body.get("email"), request=request)
         return Response({"message": RESET_ACCEPTED}, status=202)
 
@@ -164,7 +164,7 @@ class PasswordResetConfirmView(CredentialCheckView):
         },
     )
     def post(self, request):
-        body = json_object(request, PasswordResetConfirmInputSerializer().fields)
+        body = json_object(request, field_names(PasswordResetConfirmInputSerializer))
         password_reset.confirm_password_reset(
             token=body.get("token"), password=body.get("password"), request=request
         )
@@ -194,7 +194,7 @@ class LoginSecondFactorView(CredentialCheckView):
         },
     )
     def post(self, request):
-        body = json_object(request, SecondFactorInputSerializer().fields)
+        body = json_object(request, field_names(SecondFactorInputSerializer))
         pair = services.login_with_second_factor(
             mfa_token=body.get("mfaToken"), code=body.get("code"), request=request
         )
@@ -235,7 +235,7 @@ class TwoFactorEnableView(AccountView):
         responses={200: RecoveryCodesSerializer, **error_responses(400, 401, 403, 429)},
     )
     def post(self, request):
-        body = json_object(request, CodeInputSerializer().fields)
+        body = json_object(request, field_names(CodeInputSerializer))
         codes = twofactor.enable(user=self.principal.user, code=body.get("code"), request=request)
         return Response({"recoveryCodes": codes})
 
@@ -262,7 +262,7 @@ class TwoFactorDisableView(AccountView):
         },
     )
     def post(self, request):
-        body = json_object(request, PasswordInputSerializer().fields)
+        body = json_object(request, field_names(PasswordInputSerializer))
         twofactor.disable(user=self.principal.user, password=body.get("password"), request=request)
         return Response(status=204)
 

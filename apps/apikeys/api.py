@@ -41,7 +41,7 @@ from apps.apikeys.serializers import (
     minted_key_json,
 )
 from core import throttling
-from core.api import ApiView, ManagementView, json_object, paginate
+from core.api import ApiView, ManagementView, field_names, json_object, paginate
 from core.errors import ValidationFailed
 from core.net import client_ip
 from core.openapi import PAGE_PARAMETERS, THROTTLED, error_responses, paginated
@@ -272,7 +272,7 @@ class LeakedKeysView(ApiView):
     def post(self, request):
         started = time.monotonic()
         throttling.enforce("leak_report_ip", client_ip(request))
-        candidates = json_object(request, LeakReportInputSerializer().fields).get("keys")
+        candidates = json_object(request, field_names(LeakReportInputSerializer)).get("keys")
         if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
             raise ValidationFailed({"keys": ["A list of strings is required."]})
         if len(candidates) > leaks.MAX_LEAK_REPORT_KEYS:

@@ -16,7 +16,7 @@ from apps.accounts.api import OrganizationRefSerializer
 from apps.invitations import selectors, services
 from apps.invitations.models import Invitation
 from apps.orgs.access import membership_for, require_manager
-from core.api import ManagementView, json_object, paginate
+from core.api import ManagementView, field_names, json_object, paginate
 from core.openapi import PAGE_PARAMETERS, error_responses, paginated
 from core.openapi_schema import IdPathAutoSchema
 from core.permissions import Role
@@ -98,7 +98,7 @@ class InvitationsView(InvitationManagementView):
     def post(self, request, org_id):
         membership = membership_for(self.principal.user, org_id)
         require_manager(membership)
-        body = json_object(request, InvitationInputSerializer().fields)
+        body = json_object(request, field_names(InvitationInputSerializer))
         invitation = services.invite_member(
             actor_membership=membership,
             email=body.get("email"),

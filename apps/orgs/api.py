@@ -21,7 +21,7 @@ from apps.orgs.serializers import UserRefSerializer
 from apps.projects import selectors as project_selectors
 from apps.projects import services as project_services
 from apps.projects.models import Project
-from core.api import ManagementView, json_object, paginate
+from core.api import ManagementView, field_names, json_object, paginate
 from core.openapi import PAGE_PARAMETERS, error_responses, paginated, request_keywords
 from core.openapi_schema import IdPathAutoSchema
 from core.permissions import Role
@@ -139,7 +139,7 @@ class OrganizationsView(OrgManagementView):
         responses={201: OrganizationSerializer, **error_responses(400, 401, 403, 429)},
     )
     def post(self, request):
-        body = json_object(request, NameInputSerializer().fields)
+        body = json_object(request, field_names(NameInputSerializer))
         organization = services.create_organization(
             actor=self.principal.user, name=body.get("name"), request=request
         )
@@ -167,7 +167,7 @@ class OrganizationView(OrgManagementView):
     def patch(self, request, org_id):
         membership = membership_for(self.principal.user, org_id)
         services.require_owner(membership)
-        body = json_object(request, OrganizationUpdateInputSerializer().fields)
+        body = json_object(request, field_names(OrganizationUpdateInputSerializer))
         services.set_key_lifetime_policy(
             actor_membership=membership, days=body["keyMaxLifetimeDays"], request=request
         )
@@ -201,7 +201,7 @@ class ProjectsView(OrgManagementView):
     def post(self, request, org_id):
         membership = membership_for(self.principal.user, org_id)
         organization = require_manager(membership)
-        body = json_object(request, NameInputSerializer().fields)
+        body = json_object(request, field_names(NameInputSerializer))
         with as_manager(self.principal.user, organization.id):
             project = project_services.create_project(
                 actor=self.principal.user,
@@ -240,7 +240,7 @@ class MembersView(OrgManagementView):
     def post(self, request, org_id):
         membership = membership_for(self.principal.user, org_id)
         require_manager(membership)
-        body = json_object(request, MemberAddInputSerializer().fields)
+        body = json_object(request, field_names(MemberAddInputSerializer))
         added = services.add_member(
             actor_membership=membership,
             email=body.get("email"),
@@ -266,7 +266,7 @@ class MemberView(OrgManagementView):
         membership = membership_for(self.principal.user, org_id)
         require_manager(membership)
         target = selectors.member_of(membership, user_id)
-        body = json_object(request, MemberRoleInputSerializer().fields)
+        body = json_object(request, field_names(MemberRoleInputSerializer))
         changed = services.change_member_role(
             actor_membership=membership,
             target=target,

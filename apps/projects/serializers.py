@@ -14,7 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.projects.models import Channel, LogSource
-from core.api import object_body
+from core.api import field_names, object_body
 from core.validation import UNSHOWN_MESSAGE, has_unshown_characters
 
 
@@ -112,7 +112,7 @@ def validated(serializer_class: type[serializers.Serializer], data: Any, *, part
     that is not a JSON object, or (`partial`: a PATCH) names no field, on `body`; a member
     that is not a field of the serializer on that member, naming the field it resembles
     (`setting`, `coment`) as every body does (`core.api.object_body`)."""
-    object_body(data, serializer_class().fields, at_least_one=partial)
+    object_body(data, field_names(serializer_class), at_least_one=partial)
     serializer = serializer_class(data=data, partial=partial)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)

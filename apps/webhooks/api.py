@@ -23,7 +23,7 @@ from apps.webhooks import services
 from apps.webhooks.models import Delivery, DeliveryStatus, EventType, Webhook
 from apps.webhooks.selectors import deliveries_of, webhook_of, webhooks_of
 from apps.webhooks.urlsafety import MAX_URL_LENGTH
-from core.api import ManagementView, json_object, paginate
+from core.api import ManagementView, field_names, json_object, paginate
 from core.openapi import PAGE_PARAMETERS, error_responses, paginated
 from core.openapi_schema import IdPathAutoSchema
 from core.times import iso
@@ -137,7 +137,7 @@ class WebhooksView(OrgWebhookView):
     )
     def post(self, request, **kwargs):
         organization = self.managed_organization()
-        body = json_object(request, CreateWebhookInputSerializer().fields)
+        body = json_object(request, field_names(CreateWebhookInputSerializer))
         checked = services.checked_webhook_input(
             actor=self.principal.user, url=body.get("url"), events=body.get("events")
         )

@@ -251,6 +251,15 @@ def gunicorn_server(django_db_setup, django_db_blocker, smtp_server):
     that use it must commit their data: depend on `live_url`, which brings
     `transactional_db` (and `mailbox` to read what it sent).
     """
+    with django_db_blocker.unblock():
+        server = live_server(smtp_server)
+    yield server
+    server.stop()
+
+
+def live_server(smtp_server):
+    """A started gunicorn as the dashboard's tests use it: mailing through the session's
+    SMTP server, with links to itself, on the test process's clock (moved or not)."""
     from django.conf import settings
 
     from tests.servers import GunicornServer
@@ -260,10 +269,7 @@ def gunicorn_server(django_db_setup, django_db_blocker, smtp_server):
         env["DJANGO_SETTINGS_MODULE"] = "tests.session_server_settings"
     server = GunicornServer(env=env)
     server.env["SITE_URL"] = server.url
-    with django_db_blocker.unblock():
-        server.start()
-    yield server
-    server.stop()
+    return server.start()
 
 
 @pytest.fixture

@@ -185,3 +185,22 @@ def test_an_unreadable_log_is_one_error(tmp_path):
 def test_a_moment_that_is_not_iso_8601_is_refused(tmp_path):
     with pytest.raises(CommandError, match="not an ISO 8601 moment"):
         reapply("--since", "yesterday", str(tmp_path / "any.log"))
+
+
+def test_quiet_runs_still_print_what_needs_a_person_and_a_dry_runs_plan(
+    api_client, restored, audit_log, owner
+):
+    """`-v 0` silences what was done, as for cron; not what only a person can do, nor a dry
+    run's plan, which is all a dry run gives (the last read of the restore work: both were
+    hidden with the rest)."""
+    texts, webhook_id, backup_at = restored
+
+    planned = reapply("--since", backup_at.isoformat(), "--dry-run", "-v", "0", str(audit_log))
+    done = reapply("--since", backup_at.isoformat(), "-v", "0", str(audit_log))
+
+    assert planned.count("Would revoke key") == 2
+    assert f"Would delete webhook {webhook_id}" in planned
+    assert f"User {owner.email} ({owner.pk}): undone user.password_changed" in planned
+    assert f"User {owner.email} ({owner.pk}): undone user.password_changed" in done
+    assert "Revoked" not in done and "re-applied" not in done
+    assert status_of(api_client, texts["untouched"])[0] == 200

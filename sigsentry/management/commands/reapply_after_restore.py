@@ -62,12 +62,12 @@ class Command(BaseCommand):
         planned = steps(undone)
         for step in planned:
             if dry_run:
-                self.say(step.planned)
+                self.stdout.write(step.planned)  # a dry run's plan is all it gives: even -v 0
             else:
                 step.run()
                 self.say(step.done)
         for line in for_the_operator(undone):
-            self.say(line)
+            self.stdout.write(line)  # only a person can do it: printed even with -v 0
         verb = "would re-apply" if dry_run else "re-applied"
         self.say(
             f"{undone.lines} audit line(s) from {since.isoformat()} on in {source}; "

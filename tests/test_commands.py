@@ -436,13 +436,18 @@ def test_import_legacy_keys_refuses_a_name_that_holds_a_legacy_key(tmp_path, pro
 
 
 @pytest.mark.django_db
-def test_import_legacy_keys_takes_a_name_that_only_starts_like_one(tmp_path, project):
+@pytest.mark.parametrize(
+    # shorter after the prefix than any key the import takes (keyformat.LEGACY_MIN_SECRET_LENGTH)
+    "name",
+    ["tb_ci", "ss_live_dashboard", "ss_live_dashboard-2026", "tb_" + "x" * 19],
+)
+def test_import_legacy_keys_takes_a_name_that_only_starts_like_one(tmp_path, project, name):
     path = tmp_path / "keys.csv"
-    path.write_text(f"key,project_id,name,permissions\n{LEGACY_KEY},{project.id},tb_ci,\n")
+    path.write_text(f"key,project_id,name,permissions\n{LEGACY_KEY},{project.id},{name},\n")
 
     call_command("import_legacy_keys", str(path), verbosity=0)
 
-    assert ApiKey.objects.get().name == "tb_ci"
+    assert ApiKey.objects.get().name == name
 
 
 AUDIT_LINE = (

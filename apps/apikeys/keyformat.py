@@ -44,6 +44,11 @@ LEGACY_KEY_PATTERN = re.compile(rf"(?:{_LEGACY_PREFIX}){_LEGACY_CHARACTER}{{8,20
 #: too weak to keep, and a display prefix of it would give away too much of it.
 #: Keys imported before this rule still authenticate (LEGACY_KEY_PATTERN).
 LEGACY_MIN_SECRET_LENGTH = 20
+#: A run the import would take as a legacy key: one that must not land in a key's name.
+#: Shorter runs (`ss_live_dashboard`) are names, not keys this import can hold.
+IMPORTABLE_LEGACY_KEY = re.compile(
+    rf"(?:{_LEGACY_PREFIX}){_LEGACY_CHARACTER}{{{LEGACY_MIN_SECRET_LENGTH},}}"
+)
 
 
 class KeyKind(Enum):

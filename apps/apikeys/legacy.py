@@ -148,7 +148,8 @@ def _name_error(name: str) -> str | None:
         return f"name refused: {message}"
     # clean_key_name finds only keys with a checksum; in this file a legacy key is the
     # likeliest thing to land in a name (a shifted column, a key pasted as its own name).
-    if keyformat.LEGACY_KEY_PATTERN.search(name):
+    # Only a run as long as a key this import takes: `ss_live_dashboard` is a name.
+    if keyformat.IMPORTABLE_LEGACY_KEY.search(name):
         return (
             "name refused: it holds a legacy key (tb_... or ss_live_...); a name is shown in "
             "the dashboard and the logs"

@@ -6,6 +6,9 @@ pages that never show a sidebar touch no database at all. Only the current
 organization's projects are read, the first `NAV_PROJECTS` by name; of the others
 only what their switcher link needs, their first project (loading every project of
 every organization cost 23 ms on every page with 1,346 of them, a large-tenant audit).
+The organization switcher lists the first `NAV_ORGS` organizations by name and the current
+one; its "All organizations" link pages through the rest (a user in 200 organizations
+carried all 200 in every page, 35 KB, and the home page was 564 KB: a large-tenant audit).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 
 from apps.orgs.access import can_manage
 from apps.orgs.models import Membership, Organization
@@ -22,6 +25,11 @@ from apps.projects.models import Project
 #: The current organization's projects the project switcher lists, by name; a link to the
 #: organization's list on the home page (`/?org=`) leads to the rest.
 NAV_PROJECTS = 50
+#: The organizations the switcher lists, by name (and the current one, wherever it sorts);
+#: the home page lists them this many at a time too.
+NAV_ORGS = 20
+#: The order of the switcher and of the home page's organizations.
+BY_ORGANIZATION = ("organization__name", "organization__id")
 
 
 @dataclass
@@ -34,6 +42,8 @@ class OrgEntry:
     projects: list[Project] = field(default_factory=list)
     #: Whether it has projects past `projects` (read for the current organization only).
     more_projects: bool = False
+    #: Whether the caller's organizations fill more than one home page.
+    paged: bool = False
 
     @property
     def can_manage(self) -> bool:
@@ -49,6 +59,13 @@ class OrgEntry:
     def projects_url(self) -> str:
         """The organization's whole list of projects, a page at a time (the home page)."""
         return f"/?org={self.organization.id}"
+
+    @property
+    def new_project_url(self) -> str:
+        """The home page's form that creates a project here: on the one page that lists every
+        organization, else on this organization's own list."""
+        anchor = f"#new-project-{self.organization.id}"
+        return f"{self.projects_url}{anchor}" if self.paged else f"/{anchor}"
 
 
 #: A key page's own URL names (a key's detail page, its actions) and the sidebar entry of
@@ -68,6 +85,7 @@ def section_of(url_name: str) -> str:
 @dataclass
 class Nav:
     email: str
+    #: The first `NAV_ORGS` organizations by name, and the current one if it sorts later.
     orgs: list[OrgEntry]
     current: OrgEntry | None
     project: Project | None
@@ -82,22 +100,33 @@ def dashboard_nav(request) -> Nav:
     if cached is not None:
         return cached
     user = request.principal.user
-    first_project = Project.objects.filter(organization_id=OuterRef("organization_id")).order_by(
-        "name", "id"
-    )
-    memberships = (
-        Membership.objects.filter(user=user)
-        .select_related("organization")
-        .annotate(first_project_id=Subquery(first_project.values("id")[:1]))
-        .order_by("organization__name", "organization__id")
-    )
-    orgs = {
-        m.organization_id: OrgEntry(m.organization, m.role, m.first_project_id) for m in memberships
-    }
     project = getattr(request, "dashboard_project", None)
     org = getattr(request, "dashboard_org", None)
     current_id = org.id if org is not None else (project.organization_id if project else None)
+    first_project = Project.objects.filter(organization_id=OuterRef("organization_id")).order_by(
+        "name", "id"
+    )
+    # One query: the first NAV_ORGS + 1 (the last only tells that there are more) and the
+    # current one, which sorts after them if it is not among them.
+    first = Membership.objects.filter(user=user).order_by(*BY_ORGANIZATION).values("id")
+    listed = Q(id__in=first[: NAV_ORGS + 1])
+    if current_id is not None:
+        listed |= Q(organization_id=current_id)
+    memberships = list(
+        Membership.objects.filter(listed, user=user)
+        .select_related("organization")
+        .annotate(first_project_id=Subquery(first_project.values("id")[:1]))
+        .order_by(*BY_ORGANIZATION)
+    )
+    paged = len(memberships) > NAV_ORGS
+    orgs = {
+        m.organization_id: OrgEntry(m.organization, m.role, m.first_project_id, paged=paged)
+        for m in memberships
+    }
     current = orgs.get(current_id) if current_id else next(iter(orgs.values()), None)
+    shown = [entry for entry in orgs.values()][:NAV_ORGS]
+    if current is not None and current not in shown:
+        shown.append(current)
     if current is not None and current.first_project_id is not None:
         listed = list(
             Project.objects.filter(organization_id=current.organization.id).order_by("name", "id")[
@@ -109,7 +138,7 @@ def dashboard_nav(request) -> Nav:
     match = getattr(request, "resolver_match", None)
     nav = Nav(
         email=user.email,
-        orgs=list(orgs.values()),
+        orgs=shown,
         current=current,
         project=project,
         url_name=section_of(match.url_name or "") if match else "",

@@ -10,6 +10,7 @@ import pytest
 
 from apps.apikeys.forms import LimitsForm
 from apps.apikeys.keyformat import KeyKind
+from apps.projects.models import Project
 from tests.apikeys.test_views import org_url
 from tests.factories import make_key
 from tests.pages import html, logged_in
@@ -58,3 +59,24 @@ def test_an_org_without_projects_draws_no_empty_project_list(owner, organization
 
     assert "data-project-choices=" not in page
     assert not re.search(r'<ul class="check-list project-list"', page)
+
+
+def test_each_project_weighs_on_the_org_page_once(owner, organization):
+    """A project is one checkbox line of the create form (about 190 bytes), which the
+    dialogs copy: the page grows by one such line a project, not two (at 1,200 projects the
+    second copy was 200 KB)."""
+    make_key(KeyKind.ORGANIZATION, organization=organization)
+    client = logged_in(owner)
+    # Enough to fill the sidebar's project switcher (50), which the later ones do not enter.
+    Project.objects.bulk_create(
+        Project(organization=organization, name=f"A{n:03}") for n in range(60)
+    )
+    few = len(client.get(org_url(organization)).content)
+    Project.objects.bulk_create(
+        Project(organization=organization, name=f"Q{n:03}") for n in range(100)
+    )
+
+    page = html(client.get(org_url(organization)))
+
+    assert page.count('name="project_ids"') == 160
+    assert (len(page.encode()) - few) / 100 < 250

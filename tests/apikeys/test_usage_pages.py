@@ -73,6 +73,7 @@ def test_each_row_shows_30_days_of_requests_and_links_to_the_keys_page(member, p
     assert f'href="{detail_url(kind, project, api_key)}"' in busy_row
     assert "No requests in 30 days" in idle_row
     assert 'class="spark-bar"' not in idle_row
+    assert '<g class="spark-column' not in idle_row  # no 30 "0 requests" tooltips
 
 
 def test_a_row_shows_refusals_apart(member, project, owner):
@@ -405,6 +406,25 @@ def test_hourly_labels_name_midnight_by_its_date():
     assert all(re.fullmatch(r"\d\d:00|\d{1,2} [A-Z][a-z]{2}", label) for label in labels)
     assert chart.columns[-1].current and chart.columns[-1].label.endswith("(so far)")
     assert chart.summary == "No requests in the last 48 hours."
+
+
+def test_an_unused_keys_chart_is_its_baseline_and_its_name():
+    """No request in 30 days: no thirty "0 requests" columns (3.7 KB a row, which a list of
+    unused keys, ?unused=30, drew 50 times); the chart's name says it."""
+    now = timezone.now()
+    days = [bucket_start(now, "day") - timedelta(days=i) for i in range(29, -1, -1)]
+    idle = charts.sparkline([{"start": d, "requests": 0, "refused": 0} for d in days], now)
+    once = charts.sparkline(
+        [{"start": d, "requests": int(d == days[3]), "refused": 0} for d in days], now
+    )
+
+    svg = charts.sparkline_svg(idle)
+
+    assert "<g" not in svg and "<title>" not in svg
+    assert 'aria-label="Requests per day, last 30 days. No requests in the last 30 days."' in svg
+    assert '<line class="spark-base"' in svg
+    assert len(svg) < 400
+    assert charts.sparkline_svg(once).count('<g class="spark-column') == 30
 
 
 def test_the_row_chart_names_its_busiest_day_as_a_day():

@@ -52,6 +52,9 @@ class AuditEvent(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["organization", "-created_at"], name="audit_org_created"),
+            # The operators' list (the admin), newest first across organizations: without
+            # it, a sort of every event of every tenant for each page (48 ms at 100,000).
+            models.Index(fields=["-created_at", "-id"], name="audit_created"),
             models.Index(fields=["organization", "action", "-created_at"], name="audit_org_action"),
         ]
 

@@ -15,7 +15,9 @@ from core.management.base import BaseCommand
 class Command(BaseCommand):
     help = (
         "Prune what is past its retention (webhook events, task results, ended sessions, "
-        "invitations), as the worker does daily."
+        "expired refresh tokens, finished invitations, the last client IP and user agent of "
+        "keys unused for 90 days, reminders' recipients once given up) and fold idle keys' "
+        "per-IP usage rows, as the worker does daily."
     )
 
     def handle(self, *args, **options):

@@ -14,7 +14,10 @@ from core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = "Run the notification checks once: expiring, unused, leaked and legacy keys."
+    help = (
+        "Run the notification checks once: expiring, unused, leaked and legacy keys, and "
+        "disabled webhooks; then send the emails still pending."
+    )
 
     def handle(self, *args, **options):
         report = run_all_checks()

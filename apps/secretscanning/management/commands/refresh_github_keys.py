@@ -25,7 +25,12 @@ class Command(BaseCommand):
     help = "Fetch GitHub's secret-scanning public keys into GITHUB_SECRET_SCANNING_KEYS."
 
     def add_arguments(self, parser):
-        parser.add_argument("--url", default=GITHUB_KEYS_URL, help="Where to fetch the keys.")
+        parser.add_argument(
+            "--url",
+            default=GITHUB_KEYS_URL,
+            help="Where to fetch the keys: an https URL (plain http only on this machine, a "
+            "local mirror). Default: GitHub's API.",
+        )
         parser.add_argument(
             "--output", default="", help="File to write (default: GITHUB_SECRET_SCANNING_KEYS)."
         )

@@ -231,7 +231,7 @@ _POLICY = (
 
 
 class MintSdkKeyInputSerializer(serializers.Serializer):
-    """`POST /v1/projects/{project_id}/sdk-keys`."""
+    """`POST /v1/projects/{projectId}/sdk-keys`."""
 
     name = _name()
     permissions = _locked_permissions("The SDK key's locked permissions.")
@@ -243,7 +243,7 @@ class MintSdkKeyInputSerializer(serializers.Serializer):
 
 
 class MintSecretKeyInputSerializer(serializers.Serializer):
-    """`POST /v1/projects/{project_id}/api-keys`."""
+    """`POST /v1/projects/{projectId}/api-keys`."""
 
     name = _name()
     permissions = _permissions(help_text="At least one permission.")
@@ -255,13 +255,13 @@ class MintSecretKeyInputSerializer(serializers.Serializer):
 
 
 class MintOrganizationKeyInputSerializer(MintSecretKeyInputSerializer):
-    """`POST /v1/organizations/{org_id}/api-keys`."""
+    """`POST /v1/organizations/{orgId}/api-keys`."""
 
     projectIds = _project_ids()
 
 
 class UpdateKeyInputSerializer(serializers.Serializer):
-    """What every `PATCH <collection>/{key_id}` body takes; any of the fields, nothing else.
+    """What every `PATCH <collection>/{keyId}` body takes; any of the fields, nothing else.
     Fields not sent keep their values. Permissions never change: roll the key."""
 
     name = _name(required=False)
@@ -269,7 +269,7 @@ class UpdateKeyInputSerializer(serializers.Serializer):
 
 
 class UpdateSdkKeyInputSerializer(UpdateKeyInputSerializer):
-    """`PATCH /v1/projects/{project_id}/sdk-keys/{key_id}`: any of these, nothing else;
+    """`PATCH /v1/projects/{projectId}/sdk-keys/{keyId}`: any of these, nothing else;
     fields not sent keep their values. Permissions never change: roll the key."""
 
     allowedOrigins = _allowed_origins()
@@ -278,7 +278,7 @@ class UpdateSdkKeyInputSerializer(UpdateKeyInputSerializer):
 
 
 class UpdateSecretKeyInputSerializer(UpdateKeyInputSerializer):
-    """`PATCH /v1/projects/{project_id}/api-keys/{key_id}`: any of these, nothing else;
+    """`PATCH /v1/projects/{projectId}/api-keys/{keyId}`: any of these, nothing else;
     fields not sent keep their values. Permissions never change: roll the key."""
 
     allowedIps = _allowed_ips()
@@ -287,14 +287,14 @@ class UpdateSecretKeyInputSerializer(UpdateKeyInputSerializer):
 
 
 class UpdateOrganizationKeyInputSerializer(UpdateSecretKeyInputSerializer):
-    """`PATCH /v1/organizations/{org_id}/api-keys/{key_id}`: any of these, nothing else;
+    """`PATCH /v1/organizations/{orgId}/api-keys/{keyId}`: any of these, nothing else;
     fields not sent keep their values. Permissions never change: roll the key."""
 
     projectIds = _project_ids()
 
 
 class RollSdkKeyInputSerializer(serializers.Serializer):
-    """`POST /v1/projects/{project_id}/sdk-keys/{key_id}/roll`: the successor keeps the
+    """`POST /v1/projects/{projectId}/sdk-keys/{keyId}/roll`: the successor keeps the
     key's name, guardrails and (unless sent) origins, and the old key's lifetime."""
 
     graceSeconds = serializers.IntegerField(
@@ -308,7 +308,7 @@ class RollSdkKeyInputSerializer(serializers.Serializer):
 
 
 class RollSecretKeyInputSerializer(RollSdkKeyInputSerializer):
-    """`POST /v1/projects/{project_id}/api-keys/{key_id}/roll`: the successor keeps the
+    """`POST /v1/projects/{projectId}/api-keys/{keyId}/roll`: the successor keeps the
     key's name, guardrails and (unless sent) permissions, and the old key's lifetime."""
 
     expiresAt = _expires_at(_INHERITED_EXPIRY + " Capped by the organization's policy." + _POLICY)
@@ -321,7 +321,7 @@ class RollSecretKeyInputSerializer(RollSdkKeyInputSerializer):
 
 
 class RollOrganizationKeyInputSerializer(RollSecretKeyInputSerializer):
-    """`POST /v1/organizations/{org_id}/api-keys/{key_id}/roll`: the successor keeps the
+    """`POST /v1/organizations/{orgId}/api-keys/{keyId}/roll`: the successor keeps the
     key's name, guardrails and (unless sent) permissions, and the old key's lifetime."""
 
 

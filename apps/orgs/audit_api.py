@@ -68,9 +68,15 @@ class AuditActorSerializer(serializers.Serializer):
 
 
 class AuditTargetSerializer(serializers.Serializer):
-    type = serializers.CharField(help_text='"key", "user", "project" or "organization".')
+    type = serializers.CharField(
+        help_text='"key", "user", "project", "organization", "webhook", "invitation" or '
+        '"legacy_keys".'
+    )
     id = serializers.CharField(allow_null=True)
-    label = serializers.CharField(help_text="An email, key prefix or name; never a secret.")
+    label = serializers.CharField(
+        help_text="An email, key prefix or name, a webhook's host, or how many legacy keys were "
+        "imported; never a secret."
+    )
 
 
 class AuditEventSerializer(serializers.Serializer):

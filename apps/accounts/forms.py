@@ -58,7 +58,10 @@ class SignupForm(DashboardForm):
         max_length=4096,
         strip=False,
         required=False,
-        help_text="At least 10 characters; not a common password.",
+        help_text=(
+            "At least 10 characters, not all digits, not a common password and not too "
+            "similar to your email."
+        ),
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password", "required": True}),
     )
     organization_name = NameField(
@@ -81,7 +84,10 @@ class NewPasswordForm(DashboardForm):
         label="New password",
         max_length=4096,
         strip=False,
-        help_text="At least 10 characters; not a common password.",
+        help_text=(
+            "At least 10 characters, not all digits, not a common password and not too "
+            "similar to your email."
+        ),
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password", "autofocus": True}),
     )
 
@@ -123,7 +129,10 @@ class PasswordChangeForm(DashboardForm):
         label="New password",
         max_length=4096,
         strip=False,
-        help_text="At least 10 characters. Every other session is logged out.",
+        help_text=(
+            "At least 10 characters, not all digits, not a common password and not too "
+            "similar to your email. Every other session is logged out."
+        ),
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
 

@@ -25,6 +25,9 @@ class InvitationSignupForm(DashboardForm):
         label="Password",
         max_length=4096,
         strip=False,
-        help_text="At least 10 characters; not a common password.",
+        help_text=(
+            "At least 10 characters, not all digits, not a common password and not too "
+            "similar to your email."
+        ),
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )

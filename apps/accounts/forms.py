@@ -6,6 +6,12 @@ from django import forms
 
 from core.forms import DashboardForm, NameField
 
+#: What AUTH_PASSWORD_VALIDATORS ask of a new password, on every form that sets one.
+NEW_PASSWORD_HELP = (
+    "At least 10 characters, not all digits, not a common password and not too similar to "
+    "your email."
+)
+
 #: Service error fields (SPEC camelCase) → form field names.
 SERVICE_FIELDS = {"email": "email", "password": "password", "organizationName": "organization_name"}
 
@@ -58,10 +64,7 @@ class SignupForm(DashboardForm):
         max_length=4096,
         strip=False,
         required=False,
-        help_text=(
-            "At least 10 characters, not all digits, not a common password and not too "
-            "similar to your email."
-        ),
+        help_text=NEW_PASSWORD_HELP,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password", "required": True}),
     )
     organization_name = NameField(
@@ -84,10 +87,7 @@ class NewPasswordForm(DashboardForm):
         label="New password",
         max_length=4096,
         strip=False,
-        help_text=(
-            "At least 10 characters, not all digits, not a common password and not too "
-            "similar to your email."
-        ),
+        help_text=NEW_PASSWORD_HELP,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password", "autofocus": True}),
     )
 
@@ -129,10 +129,7 @@ class PasswordChangeForm(DashboardForm):
         label="New password",
         max_length=4096,
         strip=False,
-        help_text=(
-            "At least 10 characters, not all digits, not a common password and not too "
-            "similar to your email. Every other session is logged out."
-        ),
+        help_text=f"{NEW_PASSWORD_HELP} Every other session is logged out.",
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
 

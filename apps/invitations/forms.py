@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from apps.accounts.forms import DashboardForm
+from apps.accounts.forms import NEW_PASSWORD_HELP, DashboardForm
 from apps.orgs.forms import role_choices
 from core.permissions import Role
 
@@ -25,9 +25,6 @@ class InvitationSignupForm(DashboardForm):
         label="Password",
         max_length=4096,
         strip=False,
-        help_text=(
-            "At least 10 characters, not all digits, not a common password and not too "
-            "similar to your email."
-        ),
+        help_text=NEW_PASSWORD_HELP,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )

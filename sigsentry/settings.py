@@ -321,6 +321,8 @@ MIDDLEWARE = [
     "core.middleware.HttpsRedirectKeepsMethodMiddleware",  # 308, not 301, for a POST
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Inside WhiteNoise, which sends its own compressed copies of static files.
+    "core.middleware.CompressionMiddleware",
     "apps.apikeys.middleware.KeyUseMiddleware",
     "apps.apikeys.middleware.KeyOriginCorsMiddleware",
     "corsheaders.middleware.CorsMiddleware",

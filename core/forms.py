@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.boundfield import BoundField
 
-from core.validation import UNSHOWN_MESSAGE, has_unshown_characters
+from core.validation import MAX_NAME_LENGTH, UNSHOWN_MESSAGE, has_unshown_characters
 
 
 class DashboardBoundField(BoundField):
@@ -106,5 +108,9 @@ class NameField(forms.CharField):
     default_validators = [_one_line]
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("max_length", 100)
+        kwargs.setdefault("max_length", MAX_NAME_LENGTH)
         super().__init__(**kwargs)
+
+    def to_python(self, value):
+        """Stripped and in NFC, as the services store it, before the length is counted."""
+        return unicodedata.normalize("NFC", super().to_python(value))

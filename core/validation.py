@@ -37,25 +37,75 @@ T = TypeVar("T")
 #: than it is stored, and the characters that show as nothing (a soft hyphen, the zero-width
 #: space, the word joiner and invisible operators, the byte-order mark, the Hangul and
 #: Khmer fillers, the Mongolian vowel separator: "Prod\u200bduction" read as "Production",
-#: a pages audit), so a name in a list or the audit log reads as what it is. The
-#: joiners (U+200C, U+200D: Persian words, emoji sequences) and the direction marks
-#: (U+200E, U+200F, U+061C) stay: they shape or place what is shown.
+#: a pages audit), so a name in a list or the audit log reads as what it is. With them the
+#: rest of Unicode's default-ignorable characters (DerivedCoreProperties; PRECIS, RFC 8264
+#: §9.13, disallows them all): the combining grapheme joiner U+034F, the Mongolian free
+#: variation selectors U+180B-U+180F, the deprecated format characters U+206A-U+206F, the
+#: interlinear annotations and reserved U+FFF0-U+FFFB, the shorthand format controls
+#: U+1BCA0-U+1BCA3, the musical beam and phrase controls U+1D173-U+1D17A, and plane 14's
+#: tags and reserved ignorables (U+E0000-U+E00FF, U+E01F0-U+E0FFF): "Production" followed
+#: by tag letters reads as "Production" while it stores and sends on hidden ASCII text
+#: ("ASCII smuggling"; a Unicode audit). The joiners (U+200C, U+200D: Persian words, emoji
+#: sequences) and the direction marks (U+200E, U+200F, U+061C) stay: they shape or place
+#: what is shown; variation selectors stay where they vary something (`_VARIES_NOTHING`).
 _UNSHOWN = re.compile(
-    "[\x00-\x1f\x7f-\x9f\xad\u115f\u1160\u17b4\u17b5\u180e\u200b\u2028\u2029"
-    "\u202a-\u202e\u2060-\u2064\u2066-\u2069\u3164\ufeff\uffa0]"
+    "[\x00-\x1f\x7f-\x9f\xad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b\u2028"
+    "\u2029\u202a-\u202e\u2060-\u2064\u2066-\u206f\u3164\ufeff\uffa0\ufff0-\ufffb"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e00ff\U000e01f0-\U000e0fff]"
 )
+#: An emoji flag of a region (England, Scotland, Wales: U+1F3F4, its ISO 3166-2 code in
+#: tag letters, a cancel tag), the one use of tags a name may have: matched whole and short,
+#: so no other text hides in tags.
+_REGION_FLAG = re.compile(
+    "\U0001f3f4[\U000e0061-\U000e007a]{2}[\U000e0030-\U000e0039\U000e0061-\U000e007a]{1,4}"
+    "\U000e007f"
+)
+_VARIATION_SELECTOR = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+#: What shows as a blank although Unicode calls it a symbol (a name of it alone looks empty).
+_BLANK = frozenset("\u2800")
 
 
-def clean_name(value: Any, field: str = "name", missing: str = "A name is required.") -> str:
-    """A display name (organization, project, key): 1 to 100 characters once stripped, one
-    of them shown, with no control, line-break, invisible or text-direction character."""
+def _takes_a_variation(base: str) -> bool:
+    """Whether a variation selector after `base` can change how it is drawn: an emoji or other
+    symbol or punctuation beyond ASCII (U+2764 U+FE0F is the red heart), a keycap's digit,
+    `#` or `*`, a CJK ideograph (ideographic variation sequences). After a Latin letter it
+    changes nothing, and "Production\ufe0f" would read as "Production"."""
+    if base in "#*0123456789":
+        return True
+    category = unicodedata.category(base)
+    return (ord(base) > 0x7F and category[0] in "SP") or (ord(base) >= 0x2E80 and category == "Lo")
+
+
+def _varies_nothing(value: str) -> bool:
+    return any(
+        match.start() == 0 or not _takes_a_variation(value[match.start() - 1])
+        for match in _VARIATION_SELECTOR.finditer(value)
+    )
+
+
+def _shows(character: str) -> bool:
+    """A letter, digit, punctuation or symbol that is drawn (not a lone mark or joiner)."""
+    return unicodedata.category(character)[0] in "LNPS" and character not in _BLANK
+
+
+def clean_name(
+    value: Any,
+    field: str = "name",
+    missing: str = "A name is required.",
+    max_length: int = MAX_NAME_LENGTH,
+) -> str:
+    """A display name (organization, project, key, log source, channel; an analysis's title
+    with `max_length` 200): 1 to `max_length` characters once stripped and in Unicode's
+    composed form (NFC, so "é" typed as e and a combining accent is one character, and is
+    stored and found as the "é" every other keyboard sends), one of them shown, with no
+    control, line-break, invisible or text-direction character (`has_unshown_characters`)."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationFailed({field: [missing]})
-    value = value.strip()
-    if not any(unicodedata.category(c)[0] not in "CZ" for c in value):
-        raise ValidationFailed({field: [missing]})  # only joiners or marks: nothing shows
-    if len(value) > MAX_NAME_LENGTH:
-        raise ValidationFailed({field: [f"At most {MAX_NAME_LENGTH} characters."]})
+    value = unicodedata.normalize("NFC", value.strip())
+    if not any(map(_shows, value)):
+        raise ValidationFailed({field: [missing]})  # only joiners, marks or blanks: nothing shows
+    if len(value) > max_length:
+        raise ValidationFailed({field: [f"At most {max_length} characters."]})
     if has_unshown_characters(value):
         raise ValidationFailed({field: [UNSHOWN_MESSAGE]})
     return value
@@ -74,8 +124,9 @@ def as_sent(value: Any, limit: int) -> str:
 
 
 def has_unshown_characters(value: str) -> bool:
-    """Whether a one-line text (a name, a title) holds a character it must not (`_UNSHOWN`)."""
-    return _UNSHOWN.search(value) is not None
+    """Whether a one-line text (a name, a title) holds a character it must not (`_UNSHOWN`,
+    outside a region's flag; a variation selector after what it cannot vary)."""
+    return _UNSHOWN.search(_REGION_FLAG.sub("", value)) is not None or _varies_nothing(value)
 
 
 def has_hidden_characters(value: str) -> bool:

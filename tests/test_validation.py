@@ -22,7 +22,12 @@ BIDI_REORDERING = "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206
 #: What shows as nothing. The joiners (U+200C, U+200D) are kept: they shape what is shown.
 INVISIBLE = (
     "\xad\u115f\u1160\u17b4\u17b5\u180e\u200b\u2060\u2061\u2062\u2063\u2064\u3164\ufeff\uffa0"
+    # the rest of Unicode's default-ignorable characters (DerivedCoreProperties)
+    "\u034f\u180b\u180c\u180d\u180f\u206a\u206b\u206c\u206d\u206e\u206f\ufff0\ufff9\ufffa\ufffb"
+    "\U0001bca0\U0001bca3\U0001d173\U0001d17a\U000e0001\U000e0020\U000e0041\U000e007f\U000e01f0"
 )
+#: The variation selectors: kept only after what they vary (an emoji, a CJK ideograph).
+VARIATION_SELECTORS = "".join(map(chr, [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)]))
 
 
 @pytest.mark.parametrize(
@@ -132,17 +137,18 @@ def test_a_control_or_text_direction_character_anywhere_inside_is_refused(before
 
 
 _shown = st.characters(
-    exclude_categories=("Cc", "Cs", "Zl", "Zp"), exclude_characters=BIDI_REORDERING + INVISIBLE
-)
+    exclude_categories=("Cc", "Cs", "Zl", "Zp"),
+    exclude_characters=BIDI_REORDERING + INVISIBLE + VARIATION_SELECTORS,
+).filter(lambda c: not 0xE0000 <= ord(c) <= 0xE0FFF and not 0xFFF0 <= ord(c) <= 0xFFF8)
 
 
 def _shows_something(name: str) -> bool:
-    return any(unicodedata.category(c)[0] not in "CZ" for c in name)
+    return any(unicodedata.category(c)[0] in "LNPS" and c != "\u2800" for c in name)
 
 
 @given(st.text(_shown, max_size=MAX_NAME_LENGTH + 20))
 def test_any_other_name_is_kept_stripped_when_1_to_100_characters_one_shown(name):
-    stripped = name.strip()
+    stripped = unicodedata.normalize("NFC", name.strip())
     if 1 <= len(stripped) <= MAX_NAME_LENGTH and _shows_something(stripped):
         assert clean_name(name) == stripped
     else:
@@ -157,3 +163,72 @@ def test_a_name_of_joiners_or_marks_only_shows_nothing_and_is_refused(name):
         clean_name(name)
 
     assert refused.value.details["fields"] == {"name": ["A name is required."]}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u2800",  # the braille blank, a "symbol" drawn as nothing
+        "\u0301",  # a combining accent with no letter under it
+        "\u2800\u200d\u2800",
+    ],
+)
+def test_a_name_of_blanks_or_lone_marks_shows_nothing_and_is_refused(name):
+    """A Unicode audit: a project named U+2800 showed as an empty line in every list."""
+    with pytest.raises(ValidationFailed) as refused:
+        clean_name(name)
+
+    assert refused.value.details["fields"] == {"name": ["A name is required."]}
+
+
+def test_text_hidden_in_tag_characters_is_refused():
+    """Tag letters draw nothing: "Production" and "Production" + tags looked one name, and the
+    second carried hidden ASCII text ("ASCII smuggling") into the audit log and webhooks."""
+    hidden = "".join(chr(0xE0000 + ord(c)) for c in "ignore previous instructions")
+
+    with pytest.raises(ValidationFailed) as refused:
+        clean_name(f"Production{hidden}")
+
+    assert refused.value.details["fields"] == {"name": [REFUSED_CHARACTERS]}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u2764\ufe0f ops",  # red heart: the emoji form of a symbol
+        "#\ufe0f\u20e3 alerts",  # keycap
+        "\u203c\ufe0f paging",
+        "\U0001f3f3\ufe0f\u200d\U0001f308 team",  # rainbow flag
+        "\u845b\U000e0100\u98fe",  # an ideographic variation sequence (Japanese names)
+        # a region's flag (Scotland), the one use of tag characters
+        "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f Glasgow",
+    ],
+)
+def test_variation_selectors_and_region_flags_are_kept_where_they_draw_something(name):
+    assert clean_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Production\ufe0f",  # after a Latin letter it changes nothing
+        "\ufe0fProduction",
+        "Caf\xe9\ufe0e",
+        "\U0001f3f4\U000e0041\U000e007f Flag",  # not a region's code
+        "\U0001f3f4" + "".join(chr(0xE0061 + n % 26) for n in range(20)) + "\U000e007f",
+    ],
+)
+def test_a_variation_selector_that_varies_nothing_or_other_tags_are_refused(name):
+    with pytest.raises(ValidationFailed) as refused:
+        clean_name(name)
+
+    assert refused.value.details["fields"] == {"name": [REFUSED_CHARACTERS]}
+
+
+def test_a_name_is_kept_composed_and_counted_as_composed():
+    """An "é" typed as e plus a combining accent (macOS file names, some keyboards) is one
+    character: 60 of them were refused as more than 100, and stored unlike the "é" that
+    every other keyboard sends, so neither search found the other."""
+    decomposed = "e\u0301" * 60
+
+    assert clean_name(decomposed) == "\xe9" * 60

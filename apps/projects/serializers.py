@@ -15,7 +15,8 @@ from rest_framework import serializers
 
 from apps.projects.models import Channel, LogSource
 from core.api import field_names, object_body
-from core.validation import UNSHOWN_MESSAGE, has_unshown_characters
+from core.errors import ValidationFailed
+from core.validation import clean_name
 
 
 class StrictCharField(serializers.CharField):
@@ -34,16 +35,16 @@ class StrictCharField(serializers.CharField):
 
 
 class OneLineTextField(StrictCharField):
-    """A name or a title: one line, shown as stored (no control, invisible or text-direction
-    character: `core.validation.has_unshown_characters`, as names of keys and projects)."""
-
-    default_error_messages = {"unshown": UNSHOWN_MESSAGE}
+    """A name or a title, on the rule of every display name (`core.validation.clean_name`,
+    at this field's `max_length`): one line, in NFC, one character shown, no control,
+    invisible or text-direction character, as names of keys and projects."""
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
-        if has_unshown_characters(value):
-            self.fail("unshown")
-        return value
+        try:
+            return clean_name(value, "value", self.error_messages["blank"], self.max_length)
+        except ValidationFailed as exc:
+            raise serializers.ValidationError(exc.details["fields"]["value"]) from None
 
 
 @extend_schema_field(OpenApiTypes.OBJECT)

@@ -38,6 +38,15 @@ UNSHOWN_IN_NAMES = {
     "word-joiner": "\u2060",
     "byte-order-mark": "\ufeff",
     "hangul-filler": "\u3164",
+    # Unicode's other default-ignorable characters: drawn as nothing
+    "combining-grapheme-joiner": "\u034f",
+    "mongolian-variation-selector": "\u180b",
+    "deprecated-format": "\u206a",
+    "interlinear-annotation": "\ufff9",
+    "musical-format": "\U0001d173",
+    "tag-letter": "\U000e0041",
+    "language-tag": "\U000e0001",
+    "variation-selector-after-a-letter": "\ufe0f",
 }
 
 

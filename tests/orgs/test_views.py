@@ -75,6 +75,30 @@ def test_project_name_errors_show_next_to_the_field(owner, organization, name):
     assert not Project.objects.filter(organization=organization).exists()
 
 
+@pytest.mark.parametrize(
+    "name", ["\u2800", "Payments\U000e0041\U000e0042", "Payments\ufe0f", "Pay\u034fments"]
+)
+def test_a_project_name_that_shows_nothing_or_hides_characters_is_refused(
+    owner, organization, name
+):
+    response = logged_in(owner).post(f"/orgs/{organization.id}/projects/", {"name": name})
+
+    assert response.status_code == 200
+    assert f'id="project-name-{organization.id}-error"' in html(response)
+    assert not Project.objects.filter(organization=organization).exists()
+
+
+def test_a_decomposed_project_name_is_counted_and_stored_composed(owner, organization):
+    """60 accented letters typed decomposed (e + U+0301) are 120 code points: the form
+    refused them as over 100 characters, and stored NFD the name matched no NFC search."""
+    client = logged_in(owner)
+
+    response = client.post(f"/orgs/{organization.id}/projects/", {"name": "e\u0301" * 60})
+
+    assert response.status_code == 302
+    assert Project.objects.get(organization=organization).name == "\xe9" * 60
+
+
 @pytest.mark.parametrize("role", ["member", "viewer"])
 def test_members_and_viewers_cannot_create_projects(request, role, organization):
     client = logged_in(request.getfixturevalue(role))

@@ -132,6 +132,34 @@ class TestLogSources:
         assert list(validation_fields(response)) == [field]
         assert not LogSource.objects.exists()
 
+    @pytest.mark.parametrize(
+        "name",
+        ["\u200d", "\u2800", "\u200f", "prod\U000e0041\U000e0042", "prod\u034f", "prod\ufe0f"],
+    )
+    @pytest.mark.parametrize("collection", ["log-sources", "channels"])
+    def test_a_name_that_shows_nothing_or_hides_characters_is_refused_as_every_name(
+        self, api_client, key, collection, name
+    ):
+        """A Unicode audit: configuration names took a joiner or a braille blank alone (an
+        empty row) and tag letters (hidden text), which keys and projects refuse."""
+        body = {"name": name, "kind": "http" if collection == "log-sources" else "email"}
+        if collection == "channels":
+            body["target"] = "ops@example.com"
+
+        response = send(api_client, "POST", f"/v1/config/{collection}", credential=key, body=body)
+
+        assert response.status_code == 400
+        assert list(validation_fields(response)) == ["name"]
+        assert not LogSource.objects.exists() and not Channel.objects.exists()
+
+    def test_a_decomposed_name_is_stored_composed_and_counted_so(self, api_client, key):
+        body = {"name": "e\u0301" * 60, "kind": "http"}  # 120 code points, 60 characters
+
+        response = send(api_client, "POST", "/v1/config/log-sources", credential=key, body=body)
+
+        assert response.status_code == 201
+        assert response.json()["name"] == LogSource.objects.get().name == "\xe9" * 60
+
     def test_huge_number_in_settings_is_a_validation_error(self, api_client, key):
         response = api_client.post(
             "/v1/config/log-sources",

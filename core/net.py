@@ -4,8 +4,10 @@ configures, sends requests (webhooks, GitHub's keys, notification channels)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
+import unicodedata
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -84,8 +86,36 @@ def client_refusal(
     return None
 
 
+#: What a User-Agent may not carry into a page, a JSON answer or a webhook: control
+#: characters (a C1 CSI or OSC, U+009B / U+009D, drives a terminal that prints the API's
+#: answer), format characters (bidirectional overrides, zero-width characters) and line or
+#: paragraph separators.
+_NOT_SHOWN_AS_SENT = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
 def user_agent(request: HttpRequest) -> str:
-    return request.META.get("HTTP_USER_AGENT", "")[:256]
+    """The request's User-Agent, safe to show (`readable_agent`), at most 256 characters."""
+    return readable_agent(request.META.get("HTTP_USER_AGENT"))[:256]
+
+
+def readable_agent(raw: str | None) -> str:
+    """A User-Agent header as its sender wrote it, safe to show.
+
+    Whoever holds a key sets it, and SDK keys are public: it is shown on the key pages and
+    sent in the key object (API, webhooks). WSGI hands a header over as latin-1, so a
+    UTF-8 agent ("Café/1.0") is read back as UTF-8 where its bytes are UTF-8 (as Django
+    reads the path); then every control or format character (`_NOT_SHOWN_AS_SENT`) becomes
+    U+FFFD, which shows that something was there. Only the first 1024 characters are read.
+    """
+    text = (raw or "")[:1024]
+    # not UTF-8 bytes (or not from WSGI): kept as they came
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+        text = text.encode("latin-1").decode("utf-8")
+    shown = (
+        "\ufffd" if unicodedata.category(character) in _NOT_SHOWN_AS_SENT else character
+        for character in text
+    )
+    return "".join(shown)
 
 
 #: An IPv6 client is counted by its /64: one subscriber's LAN gets a whole /64

@@ -35,6 +35,7 @@ from apps.webhooks.models import EventType
 from apps.webhooks.services import KeyEvent, record_key_events
 from core import throttling
 from core.errors import ValidationFailed
+from core.net import readable_agent
 from core.times import iso
 from core.validation import FieldErrors, check_fields
 
@@ -485,8 +486,9 @@ def record_key_use(
     Called by `KeyUseMiddleware` once the response is ready. The in-memory check
     skips the write when the row read for authentication is fresh; the
     conditional UPDATE makes concurrent processes race for a single write. The
-    user agent is cut to 200 characters and stored as text. A failure is logged
-    and swallowed: tracking must never fail a request, nor poison a transaction.
+    user agent is stored readable (`core.net.readable_agent`), cut to 200 characters.
+    A failure is logged and swallowed: tracking must never fail a request, nor poison a
+    transaction.
     """
     now = now or timezone.now()
     if api_key.last_used_at is not None and now - api_key.last_used_at < LAST_USED_INTERVAL:
@@ -494,7 +496,7 @@ def record_key_use(
     changes: dict[str, Any] = {
         "last_used_at": now,
         "last_used_ip": ip,
-        "last_used_user_agent": (user_agent or "")[:200],
+        "last_used_user_agent": readable_agent(user_agent)[:200],
     }
     if api_key.scope == KeyScope.ORGANIZATION and project_id is not None:
         changes["last_used_project_id"] = project_id

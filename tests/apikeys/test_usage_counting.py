@@ -41,7 +41,7 @@ from apps.notifications.tasks import housekeeping
 from core import failopen
 from core.sharedredis import redis_client
 from tests.apikeys.usage_helpers import counted_key_ids, requires_redis, set_rate_limit
-from tests.factories import make_key
+from tests.factories import PASSWORD, make_key
 from tests.orgs.helpers import bearer_client, user_client
 from tests.reliability.helpers import closed_port
 
@@ -168,6 +168,55 @@ def test_last_use_records_ip_and_user_agent_cut_to_200_characters(project):
     assert body["lastUsedIp"] == "192.0.2.44"
     assert body["lastUsedUserAgent"] == agent[:200]
     assert body["lastUsedAt"] is not None
+
+
+def wsgi_header(text: str) -> str:
+    """`text` sent as UTF-8 bytes, as a WSGI server hands the header over (latin-1)."""
+    return text.encode().decode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        ("evil\x9b2J\x9d52;c;aGk=\x9c/1.0", "evil\ufffd2J\ufffd52;c;aGk=\ufffd/1.0"),  # C1
+        ("ok\t/1.0", "ok\ufffd/1.0"),
+        (wsgi_header("app/1.0 \u202eexe.gnp"), "app/1.0 \ufffdexe.gnp"),
+        (wsgi_header("Prod\u200bApp/2 \u2028x"), "Prod\ufffdApp/2 \ufffdx"),
+    ],
+)
+def test_an_agents_control_and_format_characters_are_shown_as_replaced(project, sent, shown):
+    """Anyone can set the agent of a public SDK key: a C1 CSI or OSC (U+009B, U+009D)
+    reached the key pages, the API's JSON and webhooks, and drives a terminal that prints
+    them; a right-to-left override shown reversed what followed it."""
+    api_key, plaintext = make_key(KeyKind.PUBLIC, project=project)
+
+    use(plaintext, HTTP_USER_AGENT=sent)
+
+    api_key.refresh_from_db()
+    assert key_json(api_key, timezone.now())["lastUsedUserAgent"] == shown
+
+
+def test_an_agent_in_utf_8_is_shown_as_written_not_as_latin_1(project):
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+
+    use(plaintext, HTTP_USER_AGENT=wsgi_header("Café-Sync/1.0 (東京)"))
+
+    api_key.refresh_from_db()
+    assert api_key.last_used_user_agent == "Café-Sync/1.0 (東京)"  # not "CafÃ©-Sync/1.0 (æ±..."
+
+
+def test_a_sessions_agent_is_kept_readable_too(owner):
+    client = user_client(owner)
+
+    client.post(
+        "/v1/auth/login",
+        {"email": owner.email, "password": PASSWORD},
+        format="json",
+        HTTP_USER_AGENT=wsgi_header("Café\u202e/1.0\x85"),
+    )
+
+    agents = {session.user_agent for session in owner.auth_sessions.all()}
+    assert "Café\ufffd/1.0\ufffd" in agents
 
 
 def test_the_last_ip_and_user_agent_go_90_days_after_the_last_use(project):

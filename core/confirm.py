@@ -19,6 +19,17 @@ from dataclasses import dataclass
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+
+def isolated(name: str) -> str:
+    """`name` between U+2068 FIRST STRONG ISOLATE and U+2069 POP DIRECTIONAL ISOLATE, for a
+    question that is plain text (a data-confirm attribute, which app.js shows as text; the
+    page's heading): what `<bdi>` does in markup. A right-to-left name keeps its own order
+    without pulling the prefix or the question mark into it, and a name stored before the
+    name rules with an unclosed override (U+202E) reverses nothing after it (UAX #9 §6.3).
+    The dashboard's templates write the same two characters as `&#x2068;` and `&#x2069;`."""
+    return f"\u2068{name}\u2069"
+
+
 #: The marker field of a confirmed destructive POST; static/js/app.js adds the same.
 CONFIRM_FIELD = "confirmed"
 CONFIRM_VALUE = "yes"

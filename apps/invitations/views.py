@@ -17,6 +17,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts.emails import normalize_email
@@ -153,7 +154,10 @@ def _invitation(request: HttpRequest, token: str, invitation) -> HttpResponse:
         else None
     )
     if joined is not None:  # accepted already (a reload, a second click): not "invalid"
-        messages.info(request, f"You are a member of {invitation.organization.name}.")
+        messages.info(
+            request,
+            format_html("You are a member of <bdi>{}</bdi>.", invitation.organization.name),
+        )
         return redirect("/")
     if not still_open(invitation):
         return _invalid(request)
@@ -169,7 +173,11 @@ def _invitation(request: HttpRequest, token: str, invitation) -> HttpResponse:
                 return _invalid(request)
             messages.success(
                 request,
-                f"You joined {membership.organization.name} as {membership.get_role_display()}.",
+                format_html(
+                    "You joined <bdi>{}</bdi> as {}.",
+                    membership.organization.name,
+                    membership.get_role_display(),
+                ),
             )
             return redirect("/")
         return render(request, "invitations/accept.html", {"invitation": invitation})
@@ -193,8 +201,11 @@ def _invitation(request: HttpRequest, token: str, invitation) -> HttpResponse:
         else:
             messages.success(
                 request,
-                f"Welcome! You joined {membership.organization.name} "
-                f"as {membership.get_role_display()}.",
+                format_html(
+                    "Welcome! You joined <bdi>{}</bdi> as {}.",
+                    membership.organization.name,
+                    membership.get_role_display(),
+                ),
             )
             return start_page_session(request, pair, "/")
     context = {

@@ -8,6 +8,7 @@ from django.db.models import Case, Count, F, Q, Value, When, Window
 from django.db.models.functions import RowNumber
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST, require_safe
 
 from apps.orgs import services
@@ -17,7 +18,7 @@ from apps.orgs.forms import MemberRoleForm, ProjectForm, role_choices
 from apps.orgs.models import Membership
 from apps.projects import services as project_services
 from apps.projects.models import Project
-from core.confirm import Confirmation, confirmation_page, is_confirmed
+from core.confirm import Confirmation, confirmation_page, is_confirmed, isolated
 from core.decorators import dashboard_page
 from core.errors import ApiError, NotFound, ValidationFailed
 from core.permissions import Role
@@ -154,7 +155,7 @@ def create_project(request: HttpRequest, org_id) -> HttpResponse:
         except ValidationFailed as exc:
             form.add_service_errors(exc.details["fields"], {"name": "name"})
         else:
-            messages.success(request, f"Project “{project.name}” created.")
+            messages.success(request, format_html("Project “<bdi>{}</bdi>” created.", project.name))
             return redirect(f"/projects/{project.id}/")
     return _render_home(request, failed_org=organization, failed_form=form)
 
@@ -263,11 +264,11 @@ def member_role(request: HttpRequest, org_id, user_id) -> HttpResponse:
 def _removal(membership: Membership, target: Membership) -> Confirmation:
     organization = membership.organization
     if target.user_id == membership.user_id:
-        question = f"Leave {organization.name}?"
+        question = f"Leave {isolated(organization.name)}?"
         consequence = "You will lose access to its projects and keys."
         action = "Leave organization"
     else:
-        question = f"Remove {target.user.email} from {organization.name}?"
+        question = f"Remove {target.user.email} from {isolated(organization.name)}?"
         consequence = "They lose access to its projects and keys at once."
         action = "Remove member"
     return Confirmation(
@@ -295,7 +296,9 @@ def remove_member(request: HttpRequest, org_id, user_id) -> HttpResponse:
     except ApiError as exc:
         return members_page(request, membership, row_errors={target.user_id: exc.message})
     if target.user_id == membership.user_id:
-        messages.success(request, f"You left {membership.organization.name}.")
+        messages.success(
+            request, format_html("You left <bdi>{}</bdi>.", membership.organization.name)
+        )
         return redirect("/")
     messages.success(request, f"{target.user.email} was removed.")
     return redirect(_members_url(membership.organization_id, request))

@@ -43,6 +43,29 @@ def confirmation_form(page: str) -> tuple[str, dict[str, list[str]]]:
     return action, fields
 
 
+def test_the_revoked_message_isolates_the_name_and_escapes_it(owner, project):
+    """The message draws the name in a <bdi>: a right-to-left name, or one stored before
+    the name rules with an unclosed override, cannot reorder the prefix after it."""
+    api_key, _ = make_key(KeyKind.SECRET, project=project, name="Billing <CI>")
+
+    response = logged_in(owner).post(
+        f"{api_url(project)}{api_key.id}/revoke/", CONFIRMED, follow=True
+    )
+
+    assert (
+        f"Revoked “<bdi>Billing &lt;CI&gt;</bdi>” ({api_key.prefix}…). It stopped working."
+        in html(response)
+    )
+
+
+def test_project_and_organization_names_in_messages_are_isolated(owner, organization):
+    client = logged_in(owner)
+
+    created = client.post(f"/orgs/{organization.id}/projects/", {"name": "شحن <v2>"}, follow=True)
+
+    assert "Project “<bdi>شحن &lt;v2&gt;</bdi>” created." in html(created)
+
+
 def test_revoke_without_the_marker_changes_nothing_and_asks(owner, project):
     api_key, _ = make_key(KeyKind.SECRET, project=project, name="Billing <CI>")
     url = f"{api_url(project)}{api_key.id}/revoke/"
@@ -53,7 +76,7 @@ def test_revoke_without_the_marker_changes_nothing_and_asks(owner, project):
     assert response.status_code == 200
     assert response["Cache-Control"] == "no-store"
     page = html(response)
-    assert f"Revoke “Billing &lt;CI&gt;” ({api_key.prefix}…)?" in page
+    assert f"Revoke “\u2068Billing &lt;CI&gt;\u2069” ({api_key.prefix}…)?" in page
     assert "This cannot be undone." in page
     action, fields = confirmation_form(page)
     assert action == url
@@ -124,7 +147,7 @@ def destructive(request, owner, member, organization, mailbox):
     if name == "remove member":
         return Destructive(
             f"/orgs/{organization.id}/members/{member.id}/remove/",
-            f"Remove {member.email} from {organization.name}?",
+            f"Remove {member.email} from \u2068{organization.name}\u2069?",
             lambda: not Membership.objects.filter(user=member).exists(),
             f"/orgs/{organization.id}/members/",
         )
@@ -132,7 +155,7 @@ def destructive(request, owner, member, organization, mailbox):
         Membership.objects.filter(user=member).update(role="owner")  # not the last owner
         return Destructive(
             f"/orgs/{organization.id}/members/{owner.id}/remove/",
-            f"Leave {organization.name}?",
+            f"Leave \u2068{organization.name}\u2069?",
             lambda: not Membership.objects.filter(user=owner).exists(),
             f"/orgs/{organization.id}/members/",
         )
@@ -229,7 +252,7 @@ def test_the_revoke_form_gives_the_page_dialog_what_the_server_page_asks(owner, 
     api_key, _ = make_key(KeyKind.SECRET, project=project, actor=owner)
     case = Destructive(
         f"{api_url(project)}{api_key.id}/revoke/",
-        f"Revoke “{api_key.name}” ({api_key.prefix}…)?",
+        f"Revoke “\u2068{api_key.name}\u2069” ({api_key.prefix}…)?",
         lambda: False,
         api_url(project),
     )

@@ -21,6 +21,8 @@ from apps.apikeys.forms import KeyCreateForm
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.audit.models import AuditEvent
+from apps.orgs.models import Organization
+from apps.projects.models import Project
 from tests import factories
 from tests.factories import make_key
 from tests.pages import CONFIRMED, assert_no_inline_code, html, logged_in
@@ -619,6 +621,38 @@ def test_legacy_banner_on_org_api_keys_covers_every_project(owner, project, othe
     page = html(logged_in(owner).get(org_url(project.organization)))
     assert "2 legacy keys stop working on 26 May 2027" in page
     assert f'href="/projects/{other_project.id}/api-keys/"' in page
+
+
+@pytest.mark.usefixtures("before_the_sunset")
+def test_names_inside_the_banners_sentences_are_isolated(owner, project, other_project):
+    """A name sits inside a sentence ("<prefix>… <name> in <project> — last used …"): drawn
+    in a <bdi>, a right-to-left name, or one stored before the name rules with an unclosed
+    override, cannot reorder the rest of the line."""
+    make_legacy_key(other_project, name="Billing ‮legacy", last_used_at=timezone.now())
+    Project.objects.filter(pk=other_project.pk).update(name="متجر 2")
+
+    page = html(logged_in(owner).get(org_url(project.organization)))
+
+    assert "<bdi>Billing ‮legacy</bdi> in " in page
+    assert "<bdi>متجر 2</bdi></a> — last used" in page
+    assert "The projects of <bdi>Acme</bdi> still hold" in page
+
+
+def test_names_in_the_key_dialogs_and_policy_list_are_isolated(owner, project):
+    api_key, _ = make_key(KeyKind.SECRET, project=project, name="شحن", actor=owner)
+    ApiKey.objects.filter(pk=api_key.pk).update(name="شحن‮")  # stored before the rules
+    client = logged_in(owner)
+
+    keys = html(client.get(api_url(project)))
+    minted = html(mint(client, api_url(project), name="ci \u05d1"))
+    Organization.objects.filter(pk=project.organization_id).update(key_max_lifetime_days=30)
+    policy = html(client.get(org_url(project.organization)))
+
+    assert "Roll “<bdi>شحن‮</bdi>”</h2>" in keys
+    assert "Limits of “<bdi>شحن‮</bdi>”</h2>" in keys
+    assert 'data-confirm="Revoke “&#x2068;شحن\u202e&#x2069;” (' in keys
+    assert "“<bdi>ci \u05d1</bdi>” ·" in minted
+    assert f"<code>{api_key.prefix}…</code> <bdi>شحن‮</bdi> — in <a" in policy
 
 
 def test_no_banner_once_legacy_keys_are_revoked(owner, project):

@@ -38,7 +38,7 @@ def test_without_javascript_revoke_asks_on_a_page_and_only_the_confirmed_post_re
     page.get_by_role("button", name="Revoke Nightly export").click()
     page.wait_for_url(ui.url(f"{keys_path(project)}{api_key.id}/revoke/"))
     heading = page.get_by_role("heading", level=1).inner_text()
-    assert heading == f"Revoke “Nightly export” ({api_key.prefix}…)?"
+    assert heading == f"Revoke “\u2068Nightly export\u2069” ({api_key.prefix}…)?"
     assert "This cannot be undone." in page.inner_text("main")
     ui.shot("revoke-confirmation-no-js")
     api_key.refresh_from_db()
@@ -79,7 +79,7 @@ def test_with_javascript_revoke_asks_in_the_page_dialog_and_sends_one_request(ui
     dialog.wait_for(state="visible")
     assert page.evaluate("document.querySelector('dialog[data-confirm-dialog]').matches(':modal')")
     assert dialog.get_by_role("heading").inner_text() == (
-        f"Revoke “Nightly export” ({api_key.prefix}…)?"
+        f"Revoke “\u2068Nightly export\u2069” ({api_key.prefix}…)?"
     )
     assert "This cannot be undone." in dialog.inner_text()
     expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
@@ -381,3 +381,46 @@ def test_on_a_phone_the_dialogs_long_answers_stay_inside_it(ui_factory, owner, o
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
     assert Invitation.objects.get().cancelled_at is None
+
+
+#: The left edge (px) of where `text` starts and where it ends in `selector`'s text, as drawn.
+DRAWN_EDGES = """([selector, text]) => {
+  const root = document.querySelector(selector);
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const at = node.data.indexOf(text);
+    if (at < 0) continue;
+    const edge = (offset) => {
+      const range = document.createRange();
+      range.setStart(node, offset);
+      range.setEnd(node, offset + 1);
+      return range.getBoundingClientRect().left;
+    };
+    return [edge(at), edge(at + text.length - 1)];
+  }
+  return null;
+}"""
+
+
+def test_a_name_with_an_unclosed_override_reverses_nothing_after_it(ui, owner, project):
+    """A Unicode audit: a name stored before the name rules (they refuse U+202E now, and
+    stored rows were not rewritten) drew the rest of the revoke question and of the message
+    after it backwards: "(ss_secret_…)?" read as ")…(" with the prefix reversed."""
+    api_key, _ = make_key(KeyKind.SECRET, project=project, name="Nightly", actor=owner)
+    ApiKey.objects.filter(pk=api_key.pk).update(name="Nightly\u202e")
+    prefix = api_key.prefix
+    ui.login(owner.email, PASSWORD)
+    ui.goto(keys_path(project))
+    page = ui.page
+
+    page.get_by_role("button", name=f"Revoke Nightly\u202e ({prefix})").click()
+    confirm_dialog(page).wait_for(state="visible")
+    start, end = page.evaluate(DRAWN_EDGES, ["#confirm-dialog-question", prefix])
+    assert start < end, "the prefix reads left to right in the question"
+    ui.shot("revoke-dialog-unclosed-override")
+
+    confirm_dialog(page).get_by_role("button", name="Revoke key").click()
+    page.locator(".flash-stack").wait_for()
+    start, end = page.evaluate(DRAWN_EDGES, [".flash-stack", "It stopped working."])
+    assert start < end, "the message after the name reads left to right"
+    ui.shot("revoked-message-unclosed-override")

@@ -133,7 +133,7 @@ def test_signing_up_from_the_link_lands_in_the_organization(owner, organization,
     assert Membership.objects.get(user=newcomer).organization == organization
     assert Membership.objects.get(user=newcomer).role == Role.ADMIN
     home = html(client.get("/"))
-    assert "You joined Acme as Admin." in home
+    assert "You joined <bdi>Acme</bdi> as Admin." in home
     assert client.get(path)["Location"] == "/"  # the invitee: already a member
     assert Client().get(path).status_code == 404  # anyone else: used
 
@@ -163,7 +163,7 @@ def test_accepting_again_after_joining_says_so_not_invalid(owner, organization, 
     for again in (client.post(path), client.get(path)):
         assert again.status_code == 302 and again["Location"] == "/"
     home = html(client.get("/", follow=True))
-    assert f"You are a member of {organization.name}." in home
+    assert f"You are a member of <bdi>{organization.name}</bdi>." in home
     assert Membership.objects.filter(organization=organization, user=newcomer).count() == 1
     elsewhere = logged_in(UserFactory(email="other@example.com")).get(path)
     assert elsewhere.status_code == 404  # anyone else: the link is used up

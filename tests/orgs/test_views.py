@@ -38,6 +38,17 @@ def test_home_lists_the_users_organizations_and_projects(request, role, project,
     assert_no_inline_code(page)
 
 
+def test_organization_names_in_the_home_pages_sentences_are_isolated(owner, organization):
+    """An organization's name inside a sentence is drawn in a <bdi>: a right-to-left
+    name, or one stored before the name rules with an unclosed override, cannot reorder
+    the words after it."""
+    page = html(logged_in(owner).get("/"))
+    only = html(logged_in(owner).get(f"/?org={organization.id}"))
+
+    assert "Create the first project of <bdi>Acme</bdi> below." in page
+    assert "Projects of <bdi>Acme</bdi>" in only
+
+
 def test_home_never_lists_other_organizations(outsider, project):
     page = html(logged_in(outsider).get("/"))
     assert "Elsewhere" in page

@@ -16,6 +16,7 @@ from django.contrib import messages
 from django.http import HttpRequest
 from django.shortcuts import redirect
 from django.template.defaultfilters import pluralize
+from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.apikeys import services
@@ -44,7 +45,7 @@ from apps.apikeys.views.page import (
 )
 from apps.orgs import services as org_services
 from apps.orgs.access import membership_for
-from core.confirm import Confirmation, confirmation_page, is_confirmed
+from core.confirm import Confirmation, confirmation_page, is_confirmed, isolated
 from core.decorators import dashboard_page
 from core.errors import PermissionsLocked, RateLimited, ValidationFailed
 from core.nonce import consume_nonce
@@ -93,7 +94,7 @@ def key_revoke(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
         return confirmation_page(
             request,
             Confirmation(
-                question=f"Revoke “{api_key.name}” ({api_key.prefix}…)?",
+                question=f"Revoke “{isolated(api_key.name)}” ({api_key.prefix}…)?",
                 consequence="Anything using it stops working immediately.",
                 action="Revoke key",
                 cancel_url=list_address(collection, list_state(request.POST)) + "#keys",
@@ -105,7 +106,12 @@ def key_revoke(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
         api_key = services.revoke_key(
             actor=request.principal.user, api_key=api_key, request=request
         )
-    messages.success(request, f"Revoked “{api_key.name}” ({api_key.prefix}…). It stopped working.")
+    messages.success(
+        request,
+        format_html(
+            "Revoked “<bdi>{}</bdi>” ({}…). It stopped working.", api_key.name, api_key.prefix
+        ),
+    )
     return redirect(collection.url)
 
 
@@ -222,10 +228,16 @@ def key_origins(request: HttpRequest, kind: KeyKind, key_id, project_id=None, or
             if origins:
                 messages.success(
                     request,
-                    f"“{api_key.name}” now works only from {', '.join(api_key.allowed_origins)}.",
+                    format_html(
+                        "“<bdi>{}</bdi>” now works only from {}.",
+                        api_key.name,
+                        ", ".join(api_key.allowed_origins),
+                    ),
                 )
             else:
-                messages.success(request, f"“{api_key.name}” now works from any origin.")
+                messages.success(
+                    request, format_html("“<bdi>{}</bdi>” now works from any origin.", api_key.name)
+                )
             return redirect(collection.url)
     return row_failed(request, collection, api_key, origins=form)
 
@@ -250,7 +262,9 @@ def key_limits(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
                 return row_failed(request, collection, api_key, first_message(exc))
             form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
         else:
-            messages.success(request, f"Saved the limits of “{api_key.name}”.")
+            messages.success(
+                request, format_html("Saved the limits of “<bdi>{}</bdi>”.", api_key.name)
+            )
             return redirect(collection.url)
     return row_failed(request, collection, api_key, limits=form)
 

@@ -103,13 +103,20 @@ def _is_private_host(host: str) -> bool:
     return not is_public_address(literal)
 
 
+#: Why a Unicode host name is refused: the webhooks' wording (apps.webhooks.urlsafety).
+ASCII_HOST_NAME = (
+    "Write an internationalized host name in its ASCII form (xn--…), as your DNS provider shows it."
+)
+
+
 def clean_channel_target(kind: str, target: Any) -> str:
     """The channel's destination, checked for its kind.
 
     * email: one email address;
     * slack: an incoming-webhook URL on `https://hooks.slack.com/` or a `#channel-name`;
-    * webhook: an `https://` URL without credentials and not aimed at a
-      non-public address nor a name for a network's inside (`_is_private_host`).
+    * webhook: an `https://` URL without credentials, whose host is ASCII (an
+      internationalized name in its xn-- form) and not a non-public address nor a name
+      for a network's inside (`_is_private_host`).
     """
     if not isinstance(target, str) or not target.strip():
         raise ValidationFailed({"target": ["A target is required."]})
@@ -138,6 +145,12 @@ def clean_channel_target(kind: str, target: Any) -> str:
         parts = urlsplit(target)
         if parts.username is not None or parts.password is not None:
             raise ValidationFailed({"target": ["Must not contain a user name or password."]})
+        # IDNA, which whoever sends to the channel applies, reads U+3002, U+FF0E and U+FF61
+        # as "." and folds full-width letters: "metadata.google\u3002internal" passed as a
+        # public name and is reached as metadata.google.internal (found by a Unicode
+        # audit); and IDNA 2003 and 2008 reach two domains for "straße". As webhooks ask.
+        if not (parts.hostname or "").isascii():
+            raise ValidationFailed({"target": [ASCII_HOST_NAME]})
         if _is_private_host((parts.hostname or "").lower()):
             raise ValidationFailed({"target": ["Must be a public address."]})
     else:

@@ -65,6 +65,36 @@ def test_a_webhook_channel_aimed_inside_is_refused_as_the_webhooks_guard_refuses
 
 @pytest.mark.parametrize(
     "target",
+    [
+        # IDNA (what requests, browsers and curl apply) reads these full stops as "." and
+        # folds the letters: the names above in other spellings (found by a Unicode audit)
+        "https://metadata.google\u3002internal/computeMetadata/v1/",
+        "https://metadata.google\uff0einternal/computeMetadata/v1/",
+        "https://printer.office\uff61local/hook",
+        "https://router.home\u3002arpa/hook",
+        "https://\uff4d\uff45\uff54\uff41\uff44\uff41\uff54\uff41.google.com/hook",
+        "https://stra\xdfe.example/hook",  # another domain under IDNA 2003 than 2008
+    ],
+)
+def test_a_webhook_channel_with_a_unicode_host_name_is_refused(target):
+    with pytest.raises(ValidationFailed) as exc_info:
+        services.clean_channel_target("webhook", target)
+    assert fields(exc_info) == {
+        "target": [
+            "Write an internationalized host name in its ASCII form (xn--…), "
+            "as your DNS provider shows it."
+        ]
+    }
+
+
+def test_a_webhook_channel_may_name_an_internationalized_host_in_its_ascii_form():
+    target = "https://xn--bcher-kva.example/hook"
+
+    assert services.clean_channel_target("webhook", target) == target
+
+
+@pytest.mark.parametrize(
+    "target",
     [_in_url(address) for address in ("8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8")]
     + ["https://hooks.internal-tools.example.com/x", "https://local.example/x"],
 )

@@ -114,3 +114,8 @@ class NameField(forms.CharField):
     def to_python(self, value):
         """Stripped and in NFC, as the services store it, before the length is counted."""
         return unicodedata.normalize("NFC", super().to_python(value))
+
+    def widget_attrs(self, widget):
+        """`dir="auto"`: a name typed in Arabic or Hebrew is shown right to left as it is
+        typed, as the pages show it (in a `<bdi>`), not in the page's left-to-right order."""
+        return {**super().widget_attrs(widget), "dir": "auto"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -47,6 +49,22 @@ def test_organization_names_in_the_home_pages_sentences_are_isolated(owner, orga
 
     assert "Create the first project of <bdi>Acme</bdi> below." in page
     assert "Projects of <bdi>Acme</bdi>" in only
+
+
+def test_every_name_input_takes_the_direction_of_what_is_typed(owner, organization):
+    """A name typed in Arabic or Hebrew showed in the page's left-to-right order while it
+    was typed, unlike everywhere it is shown afterwards (in a <bdi>)."""
+    client = logged_in(owner)
+    home = html(client.get("/"))
+    project = ProjectFactory(organization=organization)
+    keys = html(client.get(f"/projects/{project.id}/api-keys/"))
+    signup = html(Client().get("/signup/"))
+
+    assert re.search(
+        r'<input type="text" name="name" id="project-name-[^"]+"[^>]* dir="auto"', home
+    )
+    assert re.search(r'<input type="text" name="name"[^>]* dir="auto"', keys)
+    assert re.search(r'<input type="text" name="organization_name"[^>]* dir="auto"', signup)
 
 
 def test_home_never_lists_other_organizations(outsider, project):

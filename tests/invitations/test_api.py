@@ -18,7 +18,7 @@ from apps.audit.models import AuditEvent
 from apps.invitations import services
 from apps.invitations.models import Invitation
 from apps.notifications import tasks
-from apps.orgs.models import Membership
+from apps.orgs.models import Membership, Organization
 from core.permissions import Role
 from tests.factories import UserFactory, make_key
 from tests.orgs.helpers import ROLES, bearer_client, error_code, error_fields, user_client
@@ -62,6 +62,19 @@ def test_an_invitation_answers_the_same_whether_or_not_an_account_exists(
         assert mail.subject == "You are invited to join Acme on SigSentry"
         assert owner.email in mail.text
         assert mail.link("/invitations/") in mail.html
+
+
+def test_the_organizations_name_is_isolated_in_the_emails_sentences(owner, organization, mailbox):
+    """A name inside a sentence is drawn in a <bdi>, as on the dashboard: a right-to-left
+    name, or one stored before the name rules with an unclosed override, cannot reorder
+    the words after it ("on SigSentry", "as Member")."""
+    Organization.objects.filter(pk=organization.pk).update(name="شركة\u202e")
+
+    invite(user_client(owner), organization)
+
+    [mail] = mailbox.messages("newcomer@example.com")
+    assert "Join <bdi>شركة\u202e</bdi> on SigSentry</h1>" in mail.html
+    assert "the organization <strong><bdi>شركة\u202e</bdi></strong> as Member" in mail.html
 
 
 def test_the_token_lives_only_in_the_email(owner, organization, mailbox, caplog):

@@ -109,6 +109,21 @@ def test_7_day_and_1_day_reminders_go_out_once_each(smtp, owner, project, settin
     assert_no_secret_of_these_keys(smtp.messages, (soon, soon_text), (tomorrow, tomorrow_text))
 
 
+def test_the_organizations_name_is_isolated_in_the_emails_sentences(smtp, owner, project):
+    """As on the dashboard: in a <bdi>, a right-to-left name or one stored before the name
+    rules with an unclosed override cannot reorder the words after it."""
+    project.organization.name = "شركة\u202e"
+    project.organization.save(update_fields=["name"])
+    make_key(KeyKind.SECRET, project=project, expires_at=timezone.now() + timedelta(days=5))
+
+    call_command("send_notifications")
+
+    [message] = smtp.messages
+    _plain, html = text_of(message)
+    assert "SigSentry · <bdi>شركة\u202e</bdi></p>" in html
+    assert "an owner or admin of <bdi>شركة\u202e</bdi>, or as the creator" in html
+
+
 def test_a_rolled_keys_grace_expiry_is_not_announced(smtp, owner, project):
     old, _ = make_key(KeyKind.SECRET, project=project)
     roll_key(actor=owner, api_key=old, grace_seconds=3600)

@@ -26,7 +26,8 @@ times over (in a query's `next=`, in a Referer), an extra slash. A value holding
 such a link is written decoded, the secret masked and its non-printable
 characters %-encoded again; a value encoded more than four times over is written
 as it came, any link in it masked as it is (never blanked: a client could
-otherwise hide its own request line). A credential a client put in a URL or a header
+otherwise hide its own request line). Control characters (C0, DEL, C1: a terminal showing
+the log obeys them) are written as `\\xHH`. A credential a client put in a URL or a header
 the line shows (an API key after its prefix, a JWT, the value of a query parameter
 named for a secret: `?token=`, `?api_key=`, `?password=`) is masked the same way: the
 API reads credentials from `Authorization` only, but a client's mistake must not
@@ -141,6 +142,18 @@ def _mask_token_links(value: str) -> str:
     return _UNPRINTABLE.sub(lambda c: quote(c[0], safe=""), masked)
 
 
+#: A control character in a value a client chose (a User-Agent, a Referer, a header): C0
+#: with tab, DEL and C1. gunicorn hands header bytes 0x80-0x9F over as C1 characters (latin-1),
+#: and the line goes out as UTF-8, where a terminal showing the log reads U+009B as CSI and
+#: U+009D as OSC: a client could clear the screen, retitle it or plant a link in it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escape_controls(value: str) -> str:
+    """`value` with each control character written as `\\xHH`, as nginx writes them."""
+    return _CONTROL.sub(lambda c: f"\\x{ord(c[0]):02x}", value)
+
+
 class _MaskTokenLinks(logging.Filter):
     """gunicorn's error log names requests too ("Error handling request GET /reset/…/",
     "Invalid request from ip=…: Invalid HTTP request line: '…'"), in its message and
@@ -184,7 +197,7 @@ class AccessLogWithoutProbes(Logger):
         atoms = super().atoms(resp, req, environ, request_time)
         for name in self.written_atoms.intersection(atoms):
             if isinstance(atoms[name], str):
-                atoms[name] = _mask_token_links(atoms[name])
+                atoms[name] = _escape_controls(_mask_token_links(atoms[name]))
         return atoms
 
 

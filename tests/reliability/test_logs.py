@@ -485,6 +485,25 @@ def test_gunicorn_logs_no_token_however_its_link_is_encoded(transactional_db, st
     assert '"GET /login/?next=%2Fv1%2Fme&note=100%25 HTTP/1.1" 200' in log  # as it came
 
 
+@pytest.mark.slow
+def test_gunicorn_writes_a_clients_control_characters_escaped(transactional_db, start_server):
+    """gunicorn passes header bytes 0x80-0x9F as C1 characters and writes the line as UTF-8:
+    a User-Agent holding CSI (0x9B) or OSC (0x9D) drove the terminal that showed the log
+    (clear the screen, plant a link: found by a Unicode audit)."""
+    server = start_server(env={"GUNICORN_CMD_ARGS": "--access-logfile - --error-logfile -"})
+    agent = b"evil\x9b2J\x9d8;;https://x.example\x9c\tok"
+    _send(
+        server,
+        b"GET /healthz/nope HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: " + agent + b"\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    server.stop()
+
+    log = server.log_path.read_text()
+    assert '"evil\\x9b2J\\x9d8;;https://x.example\\x9c\\x09ok"' in log
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", log)
+
+
 @pytest.fixture
 def gunicorn_logger(tmp_path):
     """gunicorn.conf.py's logger class, writing its error log to a file."""

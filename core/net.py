@@ -156,6 +156,12 @@ _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1:
 _TEREDO = ipaddress.ip_network("2001::/32")
 
 
+#: Why a Unicode host name is refused in a URL the service will send to (webhooks, channels).
+ASCII_HOST_NAME = (
+    "Write an internationalized host name in its ASCII form (xn--…), as your DNS provider shows it."
+)
+
+
 def is_public_address(text: str) -> bool:
     """True only for a globally routable unicast address."""
     try:

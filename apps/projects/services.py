@@ -25,7 +25,7 @@ from apps.audit.services import Action, record_event
 from apps.projects.models import Channel, LogSource, Project
 from apps.projects.selectors import ProjectLike
 from core.errors import NotFound, ValidationFailed
-from core.net import is_public_address
+from core.net import ASCII_HOST_NAME, is_public_address
 from core.queries import refuse_when_full
 from core.validation import clean_name, has_hidden_characters
 
@@ -101,12 +101,6 @@ def _is_private_host(host: str) -> bool:
     except ValueError:
         return False  # a name (`2130706433`, `0x7f.1` and `127.1` never pass as URLs)
     return not is_public_address(literal)
-
-
-#: Why a Unicode host name is refused: the webhooks' wording (apps.webhooks.urlsafety).
-ASCII_HOST_NAME = (
-    "Write an internationalized host name in its ASCII form (xn--…), as your DNS provider shows it."
-)
 
 
 def clean_channel_target(kind: str, target: Any) -> str:

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 from django.conf import settings
 
 from core.deadline import DeadlinePassed, call_within
-from core.net import is_public_address
+from core.net import ASCII_HOST_NAME, is_public_address
 from core.validation import has_hidden_characters
 
 MAX_URL_LENGTH = 2048
@@ -91,10 +91,7 @@ def parse_url(url: object) -> tuple[str, str, int, str]:
     # is strasse.example, another domain than browsers and curl reach (IDNA 2008:
     # xn--strae-oqa.example), with its own owner (found by a Unicode audit).
     if not host.isascii():
-        raise UnsafeUrl(
-            "Write an internationalized host name in its ASCII form (xn--…), "
-            "as your DNS provider shows it."
-        )
+        raise UnsafeUrl(ASCII_HOST_NAME)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query

@@ -38,6 +38,11 @@ MAX_TARGET_LENGTH = 500
 #: 101 MB and its worker 560 MB (found by the DoS audit).
 MAX_LOG_SOURCES = 100
 MAX_CHANNELS = 100
+#: Per organization: nothing else bounded them (no throttle, and only operators delete a
+#: project), so one owner's script could add projects without end, each with its own 100
+#: log sources and channels and its keys. Ten times the largest tenant the tests model
+#: (1,346 projects in the large-tenant audit).
+MAX_PROJECTS_PER_ORGANIZATION = 10_000
 
 _SLACK_WEBHOOK = re.compile(r"https://hooks\.slack\.com/[A-Za-z0-9_\-/]+")
 _SLACK_CHANNEL = re.compile(r"#[a-z0-9][a-z0-9_\-]{0,79}")
@@ -240,9 +245,21 @@ def delete_channel(*, channel: Channel) -> None:
 def create_project(
     *, actor: Any, organization: Any, name: Any, request: HttpRequest | None = None
 ) -> Project:
-    """A new project of `organization`; the caller has checked that `actor` may manage it."""
+    """A new project of `organization`; the caller has checked that `actor` may manage it.
+    400 VALIDATION_ERROR on `name` once the organization has MAX_PROJECTS_PER_ORGANIZATION
+    (creations at the same moment wait for each other, so the bound is exact)."""
     name = clean_name(name)
     with transaction.atomic():
+        refuse_when_full(
+            # apps.orgs sits above this app (imports run one way): its model, by the relation
+            Project._meta.get_field("organization").related_model.objects.filter(
+                pk=organization.pk
+            ),
+            Project.objects.filter(organization_id=organization.pk),
+            MAX_PROJECTS_PER_ORGANIZATION,
+            "name",
+            f"At most {MAX_PROJECTS_PER_ORGANIZATION:,} projects per organization.",
+        )
         project = Project.objects.create(organization=organization, name=name)
         record_project_created(project, actor=actor, request=request)
     return project

@@ -17,10 +17,17 @@ from core import throttling
 from core.errors import LastOwner, NotFound, PermissionDenied, ValidationFailed
 from core.net import client_ip
 from core.permissions import MANAGER_ROLES, REQUIRES_ADMIN, REQUIRES_OWNER, Role
+from core.queries import refuse_when_full
 from core.validation import clean_name
 
 MIN_KEY_LIFETIME_DAYS = 1
 MAX_KEY_LIFETIME_DAYS = 3650
+#: Organizations a user may be in and still create another: `create_org_user` (20 a day)
+#: bounds a day, not a year (7,300), and each organization has its own projects, keys,
+#: webhooks and invitations. Five times the largest membership the tests model (a user in
+#: 200 organizations). Being added or accepting an invitation is not refused: those are
+#: other organizations' choices.
+MAX_ORGANIZATIONS_PER_USER = 1_000
 
 
 def _clean_role(value: Any) -> str:
@@ -33,10 +40,19 @@ def create_organization(
     *, actor: Any, name: Any, request: HttpRequest | None = None
 ) -> Organization:
     """A new organization owned by `actor`; 429 RATE_LIMITED past `create_org_user` a day
-    (each organization may send its own invitations)."""
+    (each organization may send its own invitations), 400 VALIDATION_ERROR on `name` once
+    `actor` is a member of MAX_ORGANIZATIONS_PER_USER (their creations at the same moment
+    wait for each other on their account's row, so the bound is exact)."""
     name = clean_name(name)
     throttling.enforce("create_org_user", str(actor.pk))
     with transaction.atomic():
+        refuse_when_full(
+            get_user_model().objects.filter(pk=actor.pk),
+            Membership.objects.filter(user_id=actor.pk),
+            MAX_ORGANIZATIONS_PER_USER,
+            "name",
+            f"At most {MAX_ORGANIZATIONS_PER_USER:,} organizations per user: leave one first.",
+        )
         organization = Organization.objects.create(name=name)
         Membership.objects.create(organization=organization, user=actor, role=Role.OWNER)
         record_organization_created(organization, actor=actor, request=request)

@@ -145,6 +145,13 @@ class ApiKey(models.Model):
                 condition=Q(revoked_at__isnull=True, expires_at__isnull=False),
                 name="apikeys_active_expiry",
             ),
+            # A mint counts the organization's active keys (MAX_ACTIVE_KEYS_PER_ORGANIZATION):
+            # the unrevoked ones, not every key it ever revoked.
+            models.Index(
+                fields=["organization", "expires_at"],
+                condition=Q(revoked_at__isnull=True),
+                name="apikeys_org_unrevoked",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["digest"], name="apikeys_digest_unique"),

@@ -36,12 +36,20 @@ from apps.webhooks.services import KeyEvent, record_key_events
 from core import throttling
 from core.errors import ValidationFailed
 from core.net import readable_agent
+from core.queries import refuse_when_full
 from core.times import iso
 from core.validation import FieldErrors, check_fields
 
 logger = logging.getLogger("sigsentry.apikeys")
 
 LAST_USED_INTERVAL = timedelta(seconds=60)
+#: Active keys (neither revoked nor expired) an organization holds, all kinds together: a
+#: mint past it is refused until one is revoked. `mint_org` allows 86,400 mints a day, and
+#: every active key is in the scheduled expiry and unused-key checks, the usage counters
+#: and the key lists. Twice the largest collection the tests model (10,000 keys in one
+#: project). Revoked and expired keys stay for good (SPEC §2.1) and do not count; a roll
+#: or a legacy key's replacement does not count the key it replaces.
+MAX_ACTIVE_KEYS_PER_ORGANIZATION = 20_000
 
 #: The latest instant Python's datetime holds.
 _LATEST = datetime.max.replace(tzinfo=UTC)
@@ -115,6 +123,14 @@ def mint_key(
     throttling.enforce("mint_org", str(organization.id))
     key = keyformat.generate(kind)
     with transaction.atomic():
+        refuse_when_full(
+            Organization.objects.filter(pk=organization.pk),
+            _active_keys(organization, now, besides=replaces),
+            MAX_ACTIVE_KEYS_PER_ORGANIZATION,
+            "name",
+            f"At most {MAX_ACTIVE_KEYS_PER_ORGANIZATION:,} active keys per organization: "
+            "revoke the keys nothing uses first.",
+        )
         if kind is not KeyKind.PUBLIC:
             # The policy again, under the lock `set_key_lifetime_policy` takes: one set since
             # the check above has committed (and refuses this key) or waits for this mint.
@@ -164,6 +180,16 @@ def mint_key(
         event_type = EventType.KEY_ROLLED if rolled else EventType.KEY_MINTED
         record_key_events([key_event(event_type, api_key, now)])
     return MintedKey(api_key=api_key, key=key)
+
+
+def _active_keys(organization: Organization, now: datetime, *, besides: ApiKey | None):
+    """The organization's keys neither revoked nor expired at `now` but `besides` (the key
+    a roll replaces), on the index `apikeys_org_unrevoked`: the revoked ones, kept for
+    good, are not read."""
+    active = ApiKey.objects.filter(organization=organization, revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+    return active if besides is None else active.exclude(pk=besides.pk)
 
 
 def _replaced(replaces: ApiKey | None) -> dict[str, Any]:

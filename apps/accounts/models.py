@@ -186,6 +186,7 @@ class AuthSession(models.Model):
         PASSWORD_CHANGED = "password_changed", "Password changed"
         DEACTIVATED = "deactivated", "User deactivated"
         REFRESH_REUSED = "refresh_reused", "A rotated refresh token was reused"
+        SESSION_LIMIT = "session_limit", "Ended for a newer log-in (too many open sessions)"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="auth_sessions")

@@ -49,6 +49,12 @@ LAST_SEEN_INTERVAL = timedelta(seconds=60)
 #: was seen from: long enough to look into a login its user does not recognize; after
 #: that they would only tell where a person was.
 ENDED_SESSION_RETENTION = timedelta(days=90)
+#: Open sessions a user keeps: a log-in past it ends the least recently seen (as GitHub
+#: revokes an application's oldest token past its ten), rather than refusing the log-in,
+#: which would let a runaway script lock its person out. Every log-in lives 30 days, and a
+#: script that logs in on every run (`login_ip` allows 360 an hour a client) left
+#: thousands open, each a credential that works.
+MAX_OPEN_SESSIONS_PER_USER = 100
 
 
 class RefreshRaced(TokenInvalid):
@@ -107,22 +113,42 @@ def _clean_org_name(name: Any) -> str:
 def start_session(user: User, request: HttpRequest | None = None) -> TokenPair:
     """A new session: a log-in (sign-up, password, code step, invitation). It sets the
     user's `last_login`, which password-reset tokens are signed over, so a reset link
-    requested before the log-in dies with it, as Django intends (refreshing does not)."""
+    requested before the log-in dies with it, as Django intends (refreshing does not).
+
+    Past MAX_OPEN_SESSIONS_PER_USER open sessions, the least recently seen end
+    (`session_limit`); the user's row, written first, makes their log-ins at the same
+    moment wait for each other, so the bound is exact."""
     now = timezone.now()
-    User.objects.filter(pk=user.pk).update(last_login=now)
-    user.last_login = now
     jti = tokens.new_jti()
-    session = AuthSession.objects.create(
-        user=user,
-        created_at=now,
-        expires_at=now + settings.JWT_SESSION_MAX_AGE,
-        refresh_jti=jti,
-        password_fingerprint=tokens.session_fingerprint(user),
-        last_seen_at=now,
-        ip=client_ip(request) if request is not None else None,
-        user_agent=user_agent(request) if request is not None else "",
-    )
+    with transaction.atomic():
+        User.objects.filter(pk=user.pk).update(last_login=now)
+        user.last_login = now
+        session = AuthSession.objects.create(
+            user=user,
+            created_at=now,
+            expires_at=now + settings.JWT_SESSION_MAX_AGE,
+            refresh_jti=jti,
+            password_fingerprint=tokens.session_fingerprint(user),
+            last_seen_at=now,
+            ip=client_ip(request) if request is not None else None,
+            user_agent=user_agent(request) if request is not None else "",
+        )
+        _end_sessions_past_the_limit(user, keep=session, now=now)
     return tokens.issue_pair(session, jti, now)
+
+
+def _end_sessions_past_the_limit(user: User, *, keep: AuthSession, now: datetime) -> int:
+    """End the user's open sessions but the MAX_OPEN_SESSIONS_PER_USER seen most recently
+    (`keep`, the log-in being made, always among them); how many ended."""
+    open_sessions = AuthSession.objects.filter(user=user, ended_at__isnull=True, expires_at__gt=now)
+    if open_sessions.count() <= MAX_OPEN_SESSIONS_PER_USER:
+        return 0
+    past = open_sessions.exclude(id=keep.id).order_by(
+        F("last_seen_at").desc(nulls_last=True), "-created_at", "-id"
+    )[MAX_OPEN_SESSIONS_PER_USER - 1 :]
+    return AuthSession.objects.filter(id__in=list(past.values_list("id", flat=True))).update(
+        ended_at=now, end_reason=AuthSession.EndReason.SESSION_LIMIT
+    )
 
 
 def signup(

@@ -120,7 +120,9 @@ class KeysView(KeyManagementView):
             "once and cannot be retrieved again. Throttled per organization. A field the "
             "collection does not take is a VALIDATION_ERROR (one that looks like a "
             "misspelling of a field, `expires_at`, `allowedIPs`, `projectId`, names it), and "
-            "nothing is minted."
+            "nothing is minted. An organization holds at most "
+            f"{services.MAX_ACTIVE_KEYS_PER_ORGANIZATION:,} active keys, all kinds "
+            "together (400 VALIDATION_ERROR on `name`; revoked and expired keys do not count)."
         ),
         tags=["keys"],
         responses={201: MintedKeySerializer, **error_responses(400, 401, 403, 404, 429)},

@@ -133,7 +133,11 @@ class OrganizationsView(OrgManagementView):
     @extend_schema(
         operation_id="organizations_create",
         summary="Create an organization",
-        description="The caller becomes its owner. At most 20 a day per user (429 RATE_LIMITED).",
+        description=(
+            "The caller becomes its owner. At most 20 a day per user (429 RATE_LIMITED), and "
+            f"none once the caller is in {services.MAX_ORGANIZATIONS_PER_USER:,} organizations "
+            "(400 VALIDATION_ERROR on `name`)."
+        ),
         tags=["organizations"],
         request=NameInputSerializer,
         responses={201: OrganizationSerializer, **error_responses(400, 401, 403, 429)},
@@ -193,7 +197,11 @@ class ProjectsView(OrgManagementView):
     @extend_schema(
         operation_id="projects_create",
         summary="Create a project",
-        description="Owners and admins.",
+        description=(
+            "Owners and admins. At most "
+            f"{project_services.MAX_PROJECTS_PER_ORGANIZATION:,} per organization "
+            "(400 VALIDATION_ERROR on `name`)."
+        ),
         tags=["organizations"],
         request=NameInputSerializer,
         responses={201: ProjectSerializer, **error_responses(400, 401, 403, 404)},

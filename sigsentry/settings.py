@@ -661,6 +661,10 @@ THROTTLE_RATES = {
     "login_ip": (30, 300),
     "signup_ip": (20, 3600),
     "mint_org": (60, 60),
+    # Mints per user across organizations (rolls included): `mint_org` is per organization,
+    # and a user creates 20 a day, each with its own 3,600 an hour; every key, revoked or
+    # not, is kept for good (SPEC §2.1) with its audit events.
+    "mint_user": (1000, 3600),
     "leak_report_ip": (20, 60),
     "refresh_ip": (120, 60),
     # Account security (SPEC §4.13): reset mails per client and per normalized address,

@@ -121,6 +121,8 @@ def mint_key(
     project_ids = errors.check(guardrails.validate_project_ids, kind, organization, project_ids)
     errors.raise_any()
     throttling.enforce("mint_org", str(organization.id))
+    if actor is not None:  # every mint of the dashboard and the API has one
+        throttling.enforce("mint_user", str(actor.pk))
     key = keyformat.generate(kind)
     with transaction.atomic():
         refuse_when_full(

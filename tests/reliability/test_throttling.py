@@ -224,6 +224,16 @@ def test_minting_through_the_api_answers_429_past_the_limit(db, api_client, proj
     )
 
 
+@rates(mint_user=LIMIT)
+def test_minting_is_throttled_per_user_across_organizations(db, owner, project):
+    elsewhere = OrganizationFactory()
+    for n in range(LIMIT):
+        make_key(KeyKind.SECRET, project=project if n % 2 else None, actor=owner)
+    with pytest.raises(RateLimited):
+        make_key(KeyKind.ORGANIZATION, organization=elsewhere, actor=owner)
+    make_key(KeyKind.ORGANIZATION, organization=elsewhere, actor=UserFactory())  # another user
+
+
 # Leak reports per client ---------------------------------------------------------------------
 
 

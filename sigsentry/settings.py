@@ -684,6 +684,10 @@ THROTTLE_RATES = {
     # carries a name its creator chose to any address (found by an email audit).
     "invite_unconfirmed_user": (10, 86400),
     "create_org_user": (20, 86400),
+    # Projects created per user across organizations: MAX_PROJECTS_PER_ORGANIZATION bounds
+    # one organization, and a user creates 20 of those a day (a bounds audit: 280,000
+    # projects an hour from one process, each with its own 100 log sources and channels).
+    "create_project_user": (300, 3600),
     # Email confirmation codes (apps.accounts.email_confirmation): mailed per account, and
     # wrong ones per account, as second-factor codes.
     "email_code_account": (5, 3600),

@@ -200,11 +200,11 @@ class ProjectsView(OrgManagementView):
         description=(
             "Owners and admins. At most "
             f"{project_services.MAX_PROJECTS_PER_ORGANIZATION:,} per organization "
-            "(400 VALIDATION_ERROR on `name`)."
+            "(400 VALIDATION_ERROR on `name`); throttled per user (429 RATE_LIMITED)."
         ),
         tags=["organizations"],
         request=NameInputSerializer,
-        responses={201: ProjectSerializer, **error_responses(400, 401, 403, 404)},
+        responses={201: ProjectSerializer, **error_responses(400, 401, 403, 404, 429)},
     )
     def post(self, request, org_id):
         membership = membership_for(self.principal.user, org_id)

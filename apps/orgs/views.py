@@ -20,7 +20,7 @@ from apps.projects import services as project_services
 from apps.projects.models import Project
 from core.confirm import Confirmation, confirmation_page, is_confirmed, isolated
 from core.decorators import dashboard_page
-from core.errors import ApiError, NotFound, ValidationFailed
+from core.errors import ApiError, NotFound, RateLimited, ValidationFailed
 from core.permissions import Role
 
 #: Owners first, then by decreasing rights.
@@ -154,6 +154,8 @@ def create_project(request: HttpRequest, org_id) -> HttpResponse:
                 )
         except ValidationFailed as exc:
             form.add_service_errors(exc.details["fields"], {"name": "name"})
+        except RateLimited as exc:
+            form.add_error("name", exc.message)
         else:
             messages.success(request, format_html("Project “<bdi>{}</bdi>” created.", project.name))
             return redirect(f"/projects/{project.id}/")

@@ -24,6 +24,7 @@ from django.utils import timezone
 from apps.audit.services import Action, record_event
 from apps.projects.models import Channel, LogSource, Project
 from apps.projects.selectors import ProjectLike
+from core import throttling
 from core.errors import NotFound, ValidationFailed
 from core.net import ASCII_HOST_NAME, is_public_address
 from core.queries import refuse_when_full
@@ -247,8 +248,10 @@ def create_project(
 ) -> Project:
     """A new project of `organization`; the caller has checked that `actor` may manage it.
     400 VALIDATION_ERROR on `name` once the organization has MAX_PROJECTS_PER_ORGANIZATION
-    (creations at the same moment wait for each other, so the bound is exact)."""
+    (creations at the same moment wait for each other, so the bound is exact); 429
+    RATE_LIMITED past `create_project_user` an hour, across organizations."""
     name = clean_name(name)
+    throttling.enforce("create_project_user", str(actor.pk))
     with transaction.atomic():
         refuse_when_full(
             # apps.orgs sits above this app (imports run one way): its model, by the relation

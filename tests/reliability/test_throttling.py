@@ -15,9 +15,13 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 from django.test import override_settings
+from rest_framework.test import APIClient
 
 from apps.accounts import services as account_services
 from apps.apikeys.keyformat import KeyKind, generate
+from apps.orgs import services as org_services
+from apps.projects import services as project_services
+from apps.projects.models import Project
 from core import throttling
 from core.errors import RateLimited
 from core.permissions import ALL_PERMISSIONS
@@ -25,6 +29,7 @@ from core.sharedredis import redis_client
 from tests.conftest import WINDOW_START
 from tests.conftest import bearer as api_bearer
 from tests.factories import PASSWORD, OrganizationFactory, UserFactory, make_key
+from tests.pages import logged_in
 from tests.reliability.helpers import (
     RECORDED_CACHE_KEYS,
     bearer,
@@ -232,6 +237,24 @@ def test_minting_is_throttled_per_user_across_organizations(db, owner, project):
     with pytest.raises(RateLimited):
         make_key(KeyKind.ORGANIZATION, organization=elsewhere, actor=owner)
     make_key(KeyKind.ORGANIZATION, organization=elsewhere, actor=UserFactory())  # another user
+
+
+@rates(create_project_user=LIMIT)
+def test_project_creation_is_throttled_per_user_across_organizations(db, owner, organization):
+    elsewhere = org_services.create_organization(actor=owner, name="Elsewhere")
+    for n in range(LIMIT):
+        project_services.create_project(
+            actor=owner, organization=organization if n % 2 else elsewhere, name=f"P{n}"
+        )
+    path = f"/v1/organizations/{organization.id}/projects"
+    client = APIClient()
+    client.credentials(**api_bearer(account_services.start_session(owner).access))
+    assert_rate_limited(client.post(path, {"name": "One more"}, format="json"))
+    page = logged_in(owner).post(f"/orgs/{organization.id}/projects/", {"name": "One more"})
+    assert page.status_code == 200 and "Too many requests" in page.content.decode()
+    assert not Project.objects.filter(name="One more").exists()
+    other = UserFactory()
+    project_services.create_project(actor=other, organization=organization, name="Theirs")
 
 
 # Leak reports per client ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ restore drill found nothing outside PostgreSQL naming the keys revoked since a b
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -28,16 +29,29 @@ def audit_lines(caplog) -> list[dict]:
     ]
 
 
+@pytest.fixture
+def logging_commits(caplog, django_capture_on_commit_callbacks):
+    """A block whose committed changes run their on-commit steps, the `sigsentry.audit`
+    lines written in it caught (those before it, of the test's setup, dropped)."""
+
+    @contextlib.contextmanager
+    def block():
+        caplog.clear()
+        with (
+            caplog.at_level("INFO", logger="sigsentry.audit"),
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            yield
+
+    return block
+
+
 def test_a_revocation_is_logged_with_the_key_once_committed(
-    project, owner, caplog, django_capture_on_commit_callbacks
+    project, owner, caplog, logging_commits
 ):
     api_key, plaintext = make_key(KeyKind.SECRET, project=project, name="Nightly export")
-    caplog.clear()
 
-    with (
-        caplog.at_level("INFO", logger="sigsentry.audit"),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
+    with logging_commits():
         revoke_key(actor=owner, api_key=api_key)
 
     [line] = audit_lines(caplog)
@@ -59,18 +73,10 @@ def test_a_revocation_is_logged_with_the_key_once_committed(
         assert never not in text
 
 
-def test_nothing_is_logged_for_a_change_rolled_back(
-    project, owner, caplog, django_capture_on_commit_callbacks
-):
+def test_nothing_is_logged_for_a_change_rolled_back(project, owner, caplog, logging_commits):
     api_key, _ = make_key(KeyKind.SECRET, project=project)
-    caplog.clear()
 
-    with (
-        caplog.at_level("INFO", logger="sigsentry.audit"),
-        django_capture_on_commit_callbacks(execute=True),
-        pytest.raises(RuntimeError),
-        transaction.atomic(),
-    ):
+    with logging_commits(), pytest.raises(RuntimeError), transaction.atomic():
         revoke_key(actor=owner, api_key=api_key)
         raise RuntimeError("rolled back")
 
@@ -78,17 +84,11 @@ def test_nothing_is_logged_for_a_change_rolled_back(
     assert not AuditEvent.objects.filter(action="key.revoked").exists()
 
 
-def test_a_leak_report_logs_each_key_it_revoked_or_flagged(
-    project, caplog, django_capture_on_commit_callbacks
-):
+def test_a_leak_report_logs_each_key_it_revoked_or_flagged(project, caplog, logging_commits):
     secret, secret_text = make_key(KeyKind.SECRET, project=project)
     sdk, sdk_text = make_key(KeyKind.PUBLIC, project=project)
-    caplog.clear()
 
-    with (
-        caplog.at_level("INFO", logger="sigsentry.audit"),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
+    with logging_commits():
         report_leaked_keys(candidates=[secret_text, sdk_text])
 
     lines = audit_lines(caplog)
@@ -98,17 +98,11 @@ def test_a_leak_report_logs_each_key_it_revoked_or_flagged(
     assert secret_text not in json.dumps(lines) and sdk_text not in json.dumps(lines)
 
 
-def test_a_roll_logs_the_key_it_replaces(
-    project, owner, caplog, django_capture_on_commit_callbacks
-):
+def test_a_roll_logs_the_key_it_replaces(project, owner, caplog, logging_commits):
     """The predecessor comes back to life when a restore drops the roll: its line names it."""
     old, old_text = make_key(KeyKind.SECRET, project=project)
-    caplog.clear()
 
-    with (
-        caplog.at_level("INFO", logger="sigsentry.audit"),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
+    with logging_commits():
         minted = roll_key(actor=owner, api_key=old, grace_seconds=3600)
 
     [line] = audit_lines(caplog)
@@ -123,13 +117,8 @@ def test_a_roll_logs_the_key_it_replaces(
         assert never not in text
 
 
-def test_a_mint_that_replaces_nothing_names_no_replaced_key(
-    project, caplog, django_capture_on_commit_callbacks
-):
-    with (
-        caplog.at_level("INFO", logger="sigsentry.audit"),
-        django_capture_on_commit_callbacks(execute=True),
-    ):
+def test_a_mint_that_replaces_nothing_names_no_replaced_key(project, caplog, logging_commits):
+    with logging_commits():
         make_key(KeyKind.SECRET, project=project)
 
     [line] = audit_lines(caplog)

@@ -100,3 +100,13 @@ def race(first: Call, second: Call, *, second_waits: bool = False) -> None:
     first.join(timeout=5)
     second.join(timeout=5)
     assert not first.is_alive() and not second.is_alive()
+
+
+def race_for_the_last_place(first_call, second_call, *, held_after: str) -> tuple:
+    """Two calls at once with room for one more: the first held after `held_after` (its
+    write) until the second waits for the bound's lock; both results (neither raised)."""
+    first = Call(first_call, held_after=held_after)
+    second = Call(second_call)
+    race(first, second, second_waits=True)
+    assert first.error is None and second.error is None, (first.error, second.error)
+    return first.result, second.result

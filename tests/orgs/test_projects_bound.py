@@ -13,7 +13,7 @@ from apps.projects import services as project_services
 from apps.projects.models import Project
 from tests.orgs.helpers import error_fields, user_client
 from tests.pages import html, logged_in
-from tests.races import Call, race
+from tests.races import race_for_the_last_place
 
 MAX_PROJECTS = project_services.MAX_PROJECTS_PER_ORGANIZATION
 
@@ -72,10 +72,9 @@ def test_two_projects_created_with_room_for_one_make_one(owner, organization):
     def create():
         return client.post(path, {"name": "Racing"}, format="json")
 
-    first = Call(create, held_after='INSERT INTO "projects_project"')
-    second = Call(create)
-    race(first, second, second_waits=True)
+    first, second = race_for_the_last_place(
+        create, create, held_after='INSERT INTO "projects_project"'
+    )
 
-    assert first.error is None and second.error is None, (first.error, second.error)
-    assert (first.result.status_code, second.result.status_code) == (201, 400)
+    assert (first.status_code, second.status_code) == (201, 400)
     assert Project.objects.filter(organization=organization).count() == MAX_PROJECTS

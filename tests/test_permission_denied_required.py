@@ -81,10 +81,13 @@ def _url(template: str, ids: dict) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), template)
 
 
-def _refusals(client: APIClient, ids: dict) -> dict[tuple[str, str], dict]:
-    """`error` of every operation of the document that answers PERMISSION_DENIED."""
+def _required(credential: str, project_id, ids: dict) -> dict[tuple[str, str], str]:
+    """`details.required` of every operation of the document that answers PERMISSION_DENIED
+    to `credential` (with `X-Project-Id: project_id`)."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {credential}", HTTP_X_PROJECT_ID=str(project_id))
     document = APIClient().get("/v1/schema").json()
-    refused = {}
+    required = {}
     for template, item in document["paths"].items():
         for method, operation in item.items():
             if not isinstance(operation, dict) or (method, template) in SKIPPED:
@@ -94,20 +97,13 @@ def _refusals(client: APIClient, ids: dict) -> dict[tuple[str, str], dict]:
             if response.status_code == 403 and response.json()["error"]["code"] == (
                 "PERMISSION_DENIED"
             ):
-                refused[method, template] = response.json()["error"]
-    return refused
+                required[method, template] = response.json()["error"]["details"].get("required")
+    return required
 
 
 def test_every_refusal_of_a_viewer_names_what_it_needs(ids, viewer):
-    client = APIClient()
-    client.credentials(
-        HTTP_AUTHORIZATION=f"Bearer {start_session(viewer).access}",
-        HTTP_X_PROJECT_ID=str(ids["projectId"]),
-    )
+    named = _required(start_session(viewer).access, ids["projectId"], ids)
 
-    refused = _refusals(client, ids)
-
-    named = {where: error["details"].get("required") for where, error in refused.items()}
     assert all(isinstance(v, str) and v for v in named.values()), named
     assert named["post", "/v1/projects/{projectId}/api-keys"] == "role:admin"
     assert named["post", "/v1/organizations/{orgId}/projects"] == "role:admin"
@@ -131,12 +127,9 @@ def test_an_admin_is_told_the_owner_role_is_needed(ids, admin):
 
 def test_every_refusal_of_a_key_names_what_it_needs(ids, project):
     key = make_key(KeyKind.SECRET, project=project, permissions=[Permission.ANALYSIS_READ])[1]
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_X_PROJECT_ID=str(project.id))
 
-    refused = _refusals(client, ids)
+    named = _required(key, project.id, ids)
 
-    named = {where: error["details"].get("required") for where, error in refused.items()}
     assert all(isinstance(v, str) and v for v in named.values()), named
     assert named["post", "/v1/analyses"] == "analysis:create"
     assert named["get", "/v1/config"] == "config:read"

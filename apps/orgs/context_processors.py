@@ -124,7 +124,7 @@ def dashboard_nav(request) -> Nav:
         for m in memberships
     }
     current = orgs.get(current_id) if current_id else next(iter(orgs.values()), None)
-    shown = [entry for entry in orgs.values()][:NAV_ORGS]
+    shown = list(orgs.values())[:NAV_ORGS]
     if current is not None and current not in shown:
         shown.append(current)
     if current is not None and current.first_project_id is not None:

@@ -124,11 +124,16 @@ def test_surrounding_white_space_and_line_breaks_are_stripped_not_refused():
     assert clean_name(" \t Deploys\r\n") == "Deploys"
 
 
-@given(
-    st.text(max_size=40),
-    st.sampled_from(sorted(set(UNSHOWN_IN_NAMES.values()) | set(BIDI_REORDERING + INVISIBLE))),
-    st.text(max_size=40),
-)
+#: Refused only where they vary or tag nothing (`core.validation`): a variation selector is
+#: kept after a digit, an emoji or an ideograph, tag characters inside a region's flag; their
+#: own tests hold where they are refused. The property below holds for the rest, wherever
+#: they stand (it drew "a0\ufe0fz", a digit's emoji presentation, which is kept).
+CONTEXTUAL = set(VARIATION_SELECTORS) | set(map(chr, range(0xE0020, 0xE0080)))
+REFUSED_ANYWHERE = sorted(set(UNSHOWN_IN_NAMES.values()) | set(BIDI_REORDERING + INVISIBLE))
+REFUSED_ANYWHERE = [char for char in REFUSED_ANYWHERE if char not in CONTEXTUAL]
+
+
+@given(st.text(max_size=40), st.sampled_from(REFUSED_ANYWHERE), st.text(max_size=40))
 def test_a_control_or_text_direction_character_anywhere_inside_is_refused(before, char, after):
     with pytest.raises(ValidationFailed) as refused:
         clean_name(f"a{before}{char}{after}z")

@@ -8,7 +8,13 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.boundfield import BoundField
 
-from core.validation import MAX_NAME_LENGTH, UNSHOWN_MESSAGE, has_unshown_characters
+from core.validation import (
+    MAX_NAME_LENGTH,
+    NAME_MISSING,
+    UNSHOWN_MESSAGE,
+    has_unshown_characters,
+    shows_something,
+)
 
 
 class DashboardBoundField(BoundField):
@@ -97,6 +103,8 @@ class DashboardForm(forms.Form):
 
 
 def _one_line(value: str) -> None:
+    if not shows_something(value):
+        raise ValidationError(NAME_MISSING)
     if has_unshown_characters(value):
         raise ValidationError(UNSHOWN_MESSAGE)
 

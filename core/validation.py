@@ -88,10 +88,19 @@ def _shows(character: str) -> bool:
     return unicodedata.category(character)[0] in "LNPS" and character not in _BLANK
 
 
+NAME_MISSING = "A name is required."
+
+
+def shows_something(value: str) -> bool:
+    """Whether a name has a character that is drawn: one of only joiners, marks or blanks
+    (a braille blank) is no name, as an empty one."""
+    return any(map(_shows, value))
+
+
 def clean_name(
     value: Any,
     field: str = "name",
-    missing: str = "A name is required.",
+    missing: str = NAME_MISSING,
     max_length: int = MAX_NAME_LENGTH,
 ) -> str:
     """A display name (organization, project, key, log source, channel; an analysis's title
@@ -102,8 +111,8 @@ def clean_name(
     if not isinstance(value, str) or not value.strip():
         raise ValidationFailed({field: [missing]})
     value = unicodedata.normalize("NFC", value.strip())
-    if not any(map(_shows, value)):
-        raise ValidationFailed({field: [missing]})  # only joiners, marks or blanks: nothing shows
+    if not shows_something(value):
+        raise ValidationFailed({field: [missing]})
     if len(value) > max_length:
         raise ValidationFailed({field: [f"At most {max_length} characters."]})
     if has_unshown_characters(value):

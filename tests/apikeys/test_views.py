@@ -794,6 +794,18 @@ def test_a_text_direction_name_is_shown_with_the_forms_other_errors(owner, proje
     assert not ApiKey.objects.exists()
 
 
+@pytest.mark.parametrize("name", ["\u2800", "\u200d", "\u0301"])
+def test_a_name_that_shows_nothing_is_shown_with_the_forms_other_errors(owner, project, name):
+    """A braille blank, a lone joiner or a lone mark is no name (`core.validation.clean_name`);
+    the form says so with its other errors, not only once they are mended (seen in
+    Chromium: only "Choose at least one permission" showed)."""
+    page = html(mint(logged_in(owner), api_url(project), name=name, permissions=[]))
+
+    assert re.search(r'id="id_name_error">A name is required\.<', page)
+    assert "Choose at least one permission." in page
+    assert not ApiKey.objects.exists()
+
+
 def test_the_focus_goes_to_the_first_invalid_field_in_page_order(owner, project):
     page = html(mint(logged_in(owner), api_url(project), permissions=[], allowed_ips="floor"))
 

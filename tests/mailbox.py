@@ -26,6 +26,9 @@ LINK = re.compile(r"https?://[^\s\"'<>]+")
 class Mail:
     to: tuple[str, ...]
     message: EmailMessage
+    #: The message as the server received it (after DATA's dot-unstuffing), line breaks
+    #: included: what a test of lines, encodings and headers reads.
+    raw: bytes = b""
 
     @property
     def subject(self) -> str:
@@ -79,7 +82,13 @@ class _Handler:
             time.sleep(self.box.delay)  # a slow mail server: the SMTP conversation waits
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.box.lock:
-            self.box.received.append(Mail(to=tuple(envelope.rcpt_tos), message=message))
+            self.box.received.append(
+                Mail(
+                    to=tuple(envelope.rcpt_tos),
+                    message=message,
+                    raw=envelope.original_content or envelope.content,
+                )
+            )
         return "250 Message accepted for delivery"
 
 

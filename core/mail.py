@@ -3,12 +3,15 @@ the response)."""
 
 from __future__ import annotations
 
+import unicodedata
 from email.header import Header
 from email.utils import make_msgid, parseaddr
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
+
+from core.confirm import isolated
 
 
 def sender_domain() -> str:
@@ -17,15 +20,42 @@ def sender_domain() -> str:
     return domain if at else ""
 
 
+#: Bidirectional classes that can move the words around a name (UAX #9): right-to-left
+#: letters and digits, and the embedding, override and isolate controls.
+_REORDERING = frozenset(
+    {"R", "AL", "AN", "LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}
+)
+
+
+def name_in_text(name: str) -> str:
+    """A user-chosen name (organization, project, key) for a subject or a plain-text part,
+    which have no `<bdi>`: isolated as the HTML part isolates it (`core.confirm.isolated`),
+    so a right-to-left name keeps its own order without taking the sentence's words with it,
+    a line that starts with it keeps the sentence's direction, and a name stored before the
+    name rules with an unclosed override (U+202E) reverses nothing after it. A name with no
+    right-to-left character nor direction control reads the same either way and is left
+    bare: subjects people filter their mail on stay as they were (found by an email
+    audit)."""
+    if any(unicodedata.bidirectional(character) in _REORDERING for character in name):
+        return isolated(name)
+    return name
+
+
 def subject_line(text: str) -> str:
     """A subject on one line, whatever the names in it hold. A name may read as an RFC 2047
     encoded word (`=?utf-8?q?=E2=80=AE?=`: plain ASCII, so Django sends it as it is), which
     mail clients decode into what the name rules refuse: a text-direction override, a line
     break, another sentence (found by a Unicode audit). Such a subject is encoded whole, so
     the client shows it as written. Its encoded words are joined by a space, not a folded
-    line (Django refuses a line break in a header); readers join adjacent words again."""
+    line (Django refuses a line break in a header); readers join adjacent words again.
+
+    A subject that is not ASCII (a name in another script, an isolated name:
+    `name_in_text`) is encoded here too, its first word sized to follow `Subject: `:
+    Django's own encoding left that line empty (`Subject: ` and the words on the next), and
+    readers that do not trim an unfolded value showed a subject starting with a space
+    (found by an email audit)."""
     line = " ".join(text.split())
-    if "=?" not in line:
+    if "=?" not in line and line.isascii():
         return line
     return " ".join(Header(line, "utf-8", header_name="Subject").encode().split())
 

@@ -54,7 +54,7 @@ from django_tasks_db.models import DBTaskResult
 from apps.accounts.models import User
 from core import mailserver, metrics
 from core.logging import current_request_id, serving
-from core.mail import automated_headers, subject_line
+from core.mail import automated_headers, name_in_text, subject_line
 from core.tasks import requeue_stalled
 
 logger = logging.getLogger("sigsentry.mail")
@@ -446,7 +446,7 @@ def invitation_letter(
     address, and the mail must not vouch for it (found by an email audit)."""
     return Letter(
         to,
-        f"You are invited to join {organization_name} on SigSentry",
+        f"You are invited to join {name_in_text(organization_name)} on SigSentry",
         "invitation",
         {
             "invitation_url": link(f"/invitations/{token}/"),

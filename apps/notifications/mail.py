@@ -25,7 +25,7 @@ from apps.apikeys.models import ApiKey, KeyScope, KeyType, active_at
 from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Membership, Organization
 from core import mailserver, metrics
-from core.mail import automated_headers, subject_line
+from core.mail import automated_headers, name_in_text, subject_line
 from core.permissions import MANAGER_ROLES
 
 logger = logging.getLogger("sigsentry.notifications")
@@ -155,7 +155,7 @@ def compose(kind: str, organization: Organization, reminders: list[Reminder]) ->
     subject = copy.subject.format(
         what=what,
         s="" if len(keys) != 1 else "s",
-        org=organization.name,
+        org=name_in_text(organization.name),  # isolated as the HTML part's <bdi>
         sunset_day=sunset_at.strftime("%-d %B %Y"),
     )
     subject = " ".join(subject.split())  # one line, whatever the organization's name holds

@@ -375,7 +375,8 @@ def test_a_message_names_25_keys_and_counts_the_rest_by_page(smtp, owner, projec
     assert counted == ["* …and 12 more in Checkout", "* …and 5 more in Billing"]
     assert f"https://sigsentry.test/projects/{project.id}/api-keys/" in plain
     assert html.count("ss_secret_") == 25
-    assert "12 more in Checkout</a>" in html and "5 more in Billing</a>" in html
+    assert "12 more in <bdi>Checkout</bdi></a>" in html
+    assert "5 more in <bdi>Billing</bdi></a>" in html
 
 
 @pytest.mark.usefixtures("before_the_sunset")  # legacy keys work on any day

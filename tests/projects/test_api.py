@@ -6,10 +6,12 @@ import uuid
 from datetime import datetime
 
 import pytest
+from django.core.mail.message import sanitize_address
 
 from apps.apikeys.keyformat import KeyKind
 from apps.projects import services
 from apps.projects.models import Channel, LogSource
+from core.net import ASCII_HOST_NAME
 from tests.analyses.helpers import error_code, send, validation_fields
 from tests.factories import make_key
 
@@ -269,6 +271,42 @@ class TestChannels:
         assert response.status_code == 400
         assert list(validation_fields(response)) == [field]
         assert not Channel.objects.exists()
+
+    @pytest.mark.parametrize(
+        ("target", "message"),
+        [
+            ("ana@b\u00fccher.example", ASCII_HOST_NAME),
+            ("ops@metadata.google\u3002internal", ASCII_HOST_NAME),  # IDNA reads U+3002 as "."
+            ("jos\u00e9@example.com", services.NON_ASCII_MAILBOX),
+            ("\u8fd0\u7ef4@\u4f8b\u5b50.\u4e2d\u56fd", services.NON_ASCII_MAILBOX),
+        ],
+    )
+    def test_an_email_channel_not_in_ascii_is_a_validation_error(
+        self, api_client, key, target, message
+    ):
+        """Found by an email audit: Django's validator took a domain in any script, whose
+        IDNA form depends on which IDNA (as the webhook targets' hosts), and refused a
+        non-ASCII mailbox as "Must be an email address." without saying why."""
+        body = {"name": "n", "kind": "email", "target": target}
+
+        response = send(api_client, "POST", "/v1/config/channels", credential=key, body=body)
+
+        assert (response.status_code, error_code(response)) == (400, "VALIDATION_ERROR")
+        assert validation_fields(response) == {"target": [message]}
+        assert not Channel.objects.exists()
+
+    def test_an_email_channel_with_an_internationalized_domain_in_its_xn_form_is_created(
+        self, api_client, key
+    ):
+        target = "ana@xn--bcher-kva.example"
+        body = {"name": "n", "kind": "email", "target": target}
+
+        response = send(api_client, "POST", "/v1/config/channels", credential=key, body=body)
+
+        assert response.status_code == 201
+        assert Channel.objects.get().target == target
+        # what a mail library puts in the message and the envelope: the address as stored
+        assert sanitize_address(target, "utf-8") == target
 
     def test_patching_the_target_checks_it_against_the_current_kind(self, api_client, key, channel):
         path = f"/v1/config/channels/{channel.id}"

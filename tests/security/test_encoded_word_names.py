@@ -19,6 +19,7 @@ from apps.apikeys.keyformat import KeyKind
 from apps.orgs.models import Organization
 from tests.factories import make_key
 from tests.invitations.test_views import invite
+from tests.orgs.helpers import error_fields, user_client
 
 pytestmark = pytest.mark.django_db
 
@@ -50,3 +51,38 @@ def test_a_notice_names_the_organization_as_written(mailbox, owner, project, nam
 
     [mail] = mailbox.messages(owner.email)
     assert mail.subject == f"An API key of {name} expires within 7 days"
+
+
+#: A line break in a name, as a header injection tries it (and an empty line: a new body).
+BROKEN = "Acme\r\nBcc: x@evil.example\r\n\r\nYour account is locked"
+
+
+def test_a_name_with_a_line_break_is_refused(owner):
+    response = user_client(owner).post("/v1/organizations", {"name": BROKEN}, format="json")
+
+    assert response.status_code == 400
+    assert list(error_fields(response)) == ["name"]
+    assert not Organization.objects.filter(name__startswith="Acme\r").exists()
+
+
+def test_a_stored_name_with_a_line_break_adds_no_header_nor_recipient(
+    owner, organization, project, mailbox
+):
+    """One stored before the name rules, or written by an operator: the subject keeps it on
+    one line, and nothing of it becomes a header or a recipient."""
+    Organization.objects.filter(pk=organization.pk).update(name=BROKEN)
+    invite(owner, organization, mailbox, "newcomer@example.com")
+    make_key(KeyKind.SECRET, project=project, expires_at=timezone.now() + timedelta(days=5))
+    call_command("send_notifications")
+
+    received = mailbox.messages()
+    assert {m.to for m in received} == {(owner.email,), ("newcomer@example.com",)}
+    for mail in received:
+        header_lines = mail.raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        assert not [line for line in header_lines if line.lower().startswith(b"bcc")]
+        assert mail.message["Bcc"] is None
+        assert set(mail.message.keys()) == {
+            "Content-Type", "MIME-Version", "Subject", "From", "To", "Date",
+            "Auto-Submitted", "Message-ID",
+        }  # fmt: skip
+        assert "Acme Bcc: x@evil.example Your account is locked" in mail.subject

@@ -106,6 +106,7 @@ def test_every_message_says_who_sent_it_when_and_that_it_was_automatic(messages)
         assert headers["Date"] is not None and headers["Date"].datetime is not None
         assert str(headers["Message-ID"]).endswith("@sigsentry.example.com>")
         assert headers["Auto-Submitted"] == "auto-generated"
+        assert headers["X-Auto-Response-Suppress"] == "OOF, AutoReply"  # Exchange's own
         assert headers["Subject"] is not None and not str(headers["Subject"]).startswith(" ")
 
 

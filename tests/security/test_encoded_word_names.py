@@ -83,6 +83,6 @@ def test_a_stored_name_with_a_line_break_adds_no_header_nor_recipient(
         assert mail.message["Bcc"] is None
         assert set(mail.message.keys()) == {
             "Content-Type", "MIME-Version", "Subject", "From", "To", "Date",
-            "Auto-Submitted", "Message-ID",
+            "Auto-Submitted", "X-Auto-Response-Suppress", "Message-ID",
         }  # fmt: skip
         assert "Acme Bcc: x@evil.example Your account is locked" in mail.subject

@@ -4,11 +4,13 @@ the response)."""
 from __future__ import annotations
 
 import unicodedata
+from email import charset
 from email.header import Header
 from email.utils import make_msgid, parseaddr
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
 
 from core.confirm import isolated
@@ -73,6 +75,23 @@ def automated_headers() -> dict[str, str]:
         "X-Auto-Response-Suppress": "OOF, AutoReply",
         "Message-ID": make_msgid(domain=sender_domain() or None),
     }
+
+
+#: UTF-8 with quoted-printable bodies: text that is not ASCII crosses any mail server.
+_SEVEN_BIT = charset.Charset("utf-8")
+_SEVEN_BIT.body_encoding = charset.QP
+
+
+def seven_bit(message: EmailMultiAlternatives) -> EmailMultiAlternatives:
+    """`message`, its parts quoted-printable when one is not ASCII. Django sends UTF-8 text
+    as 8bit, but without asking the server for it (RFC 6152's BODY=8BITMIME): a relay that
+    does not take 8-bit mail may refuse it, cut the eighth bit, or convert it; every reminder
+    holds an ellipsis, and names are in any script (found by an email audit). An ASCII
+    message is left 7bit, as it was."""
+    bodies = [message.body, *(alternative.content for alternative in message.alternatives)]
+    if not all(str(body).isascii() for body in bodies):
+        message.encoding = _SEVEN_BIT
+    return message
 
 
 class UnconfiguredEmailBackend(BaseEmailBackend):

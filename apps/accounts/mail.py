@@ -54,7 +54,7 @@ from django_tasks_db.models import DBTaskResult
 from apps.accounts.models import User
 from core import mailserver, metrics
 from core.logging import current_request_id, serving
-from core.mail import automated_headers, name_in_text, subject_line
+from core.mail import automated_headers, name_in_text, seven_bit, subject_line
 from core.tasks import requeue_stalled
 
 logger = logging.getLogger("sigsentry.mail")
@@ -90,7 +90,7 @@ class Letter:
         message.attach_alternative(
             render_to_string(f"emails/{self.template}.html", context), "text/html"
         )
-        return message
+        return seven_bit(message)
 
 
 #: kind -> (how the worker builds the letter again from the queued ids, how long it tries)

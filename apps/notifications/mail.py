@@ -25,7 +25,7 @@ from apps.apikeys.models import ApiKey, KeyScope, KeyType, active_at
 from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Membership, Organization
 from core import mailserver, metrics
-from core.mail import automated_headers, name_in_text, subject_line
+from core.mail import automated_headers, name_in_text, seven_bit, subject_line
 from core.permissions import MANAGER_ROLES
 
 logger = logging.getLogger("sigsentry.notifications")
@@ -256,7 +256,7 @@ def send_reminder_email(
                 )
                 message.attach_alternative(html, "text/html")
                 try:
-                    connection.send_messages([message])
+                    connection.send_messages([seven_bit(message)])
                 except smtplib.SMTPRecipientsRefused as exc:
                     if not mailserver.refused_for_good(exc):
                         sent.failure = sent.failure or exc  # for now: this copy tried again

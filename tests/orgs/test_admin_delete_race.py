@@ -29,7 +29,21 @@ pytestmark = [requires_postgres, pytest.mark.slow, pytest.mark.django_db(transac
 DELETES_THE_USAGE = 'DELETE FROM "apikeys_keyusage"'
 
 
-def test_a_usage_copy_during_the_delete_waits_and_the_organization_goes(project):
+def _on_its_page(admin, request, organization) -> None:
+    """The delete page's POST: Django's delete view, one transaction, reads the
+    organization (`get_object`) then deletes it with `delete_model`."""
+    with transaction.atomic():
+        admin.delete_model(request, admin.get_object(request, str(organization.pk)))
+
+
+def _by_the_action(admin, request, organization) -> None:
+    admin.delete_queryset(request, Organization.objects.filter(pk=organization.pk))
+
+
+@pytest.mark.parametrize("delete_it", [_by_the_action, _on_its_page], ids=["action", "page"])
+def test_a_usage_copy_during_the_delete_waits_and_the_organization_goes(project, delete_it):
+    """On its own page too (an admin audit: Django's `delete_model` skipped the locks the
+    bulk action takes, and the copy broke the delete there)."""
     organization = project.organization
     api_key, _ = make_key(KeyKind.SECRET, project=project)
     hour = datetime(2026, 12, 6, 10, tzinfo=UTC)
@@ -38,10 +52,7 @@ def test_a_usage_copy_during_the_delete_waits_and_the_organization_goes(project)
     request.user = UserFactory(is_staff=True, is_superuser=True)
     admin = site._registry[Organization]
 
-    delete = Call(
-        lambda: admin.delete_queryset(request, Organization.objects.filter(pk=organization.pk)),
-        held_after=DELETES_THE_USAGE,
-    )
+    delete = Call(lambda: delete_it(admin, request, organization), held_after=DELETES_THE_USAGE)
     copy = Call(
         lambda: KeyUsage.objects.create(
             key_id=api_key.pk, granularity="day", start=hour, epoch="e", requests=2

@@ -62,6 +62,9 @@ class UserCreationForm(AdminUserCreationForm):
 
 
 class UserChangeForm(DjangoUserChangeForm):
+    #: Whether the address given is another than the stored one (set by `clean_email`).
+    new_address = False
+
     class Meta:
         model = User
         fields = "__all__"
@@ -73,8 +76,8 @@ class UserChangeForm(DjangoUserChangeForm):
         email = normalize_email(email)
         if User.objects.filter(email=email).exclude(pk=self.instance.pk).exists():
             raise ValidationError("A user with this email already exists.")
-        if email != self.instance.email:  # a new address (not another case of the same)
-            # Nobody has shown it is theirs.
+        self.new_address = email != self.instance.email  # not another case of the same
+        if self.new_address:  # nobody has shown it is theirs
             self.instance.email_confirmed_at = None
             self.instance.email_code_digest, self.instance.email_code_expires_at = "", None
         return email
@@ -134,11 +137,21 @@ class TwoFactorAdminLoginForm(ThrottledAdminLoginForm):
 GRANTS = ("is_staff", "is_superuser", "groups", "user_permissions")
 
 
-#: What the user form saves: every column but the admin session counter, which only
-#: `end_admin_sessions` moves. A save of the whole row wrote the count read with the form
-#: back over the deactivation's (a review: a copied admin cookie worked again after the
-#: account was reactivated).
-FORM_SAVED = [f.name for f in User._meta.concrete_fields if f.name not in ("id", "session_epoch")]
+#: A new address and what it resets (`UserChangeForm.clean_email`): nobody showed it is
+#: theirs yet. The address is saved even when the field's text is as it was drawn: a stored
+#: spelling the normalization now writes otherwise (its change is audited and mailed).
+WITH_A_NEW_ADDRESS = ("email", "email_confirmed_at", "email_code_digest", "email_code_expires_at")
+
+
+def form_saved(form) -> list[str]:
+    """The columns the user form saves: those it changed, never the rest of the row read
+    with it. A save of the whole row wrote back what other writers had changed meanwhile:
+    the admin session counter over a deactivation's (a review: a copied admin cookie worked
+    again after the account was reactivated), the password hash over one the user had just
+    changed (an admin audit: the old password worked again), a confirmation or code."""
+    columns = {field.name for field in User._meta.concrete_fields}
+    saved = {name for name in form.changed_data if name in columns}
+    return sorted(saved | set(WITH_A_NEW_ADDRESS) if form.new_address else saved)
 
 
 def _guarded(request, user: User | None) -> bool:
@@ -241,7 +254,7 @@ class UserAdmin(DjangoUserAdmin):
             deactivate_user(user=obj, actor_user=request.user, request=request)
         old_email = User.objects.filter(pk=obj.pk).values_list("email", flat=True).first()
         if change:
-            obj.save(update_fields=FORM_SAVED)
+            obj.save(update_fields=form_saved(form))
         else:
             super().save_model(request, obj, form, change)
         if change and "is_active" in form.changed_data and obj.is_active:

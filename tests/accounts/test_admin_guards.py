@@ -6,12 +6,18 @@ a member is told to them and to their organizations' audit logs."""
 from __future__ import annotations
 
 import pytest
+from django.contrib.admin import site as admin_site
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django.urls import reverse
 
 from apps.accounts.models import AuthSession, User
-from apps.accounts.services import end_other_sessions, end_user_sessions, start_session
+from apps.accounts.services import (
+    change_password,
+    end_other_sessions,
+    end_user_sessions,
+    start_session,
+)
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from apps.audit.models import AuditEvent
@@ -199,6 +205,27 @@ def test_deactivating_on_the_change_form_ends_admin_sessions_for_good(superuser)
     operator.refresh_from_db()
     assert operator.is_active
     assert admin_page(copied) == 302
+
+
+def test_an_operators_save_keeps_a_password_the_user_changed_meanwhile(superuser, member, rf):
+    """An admin audit: the form's save wrote the whole row it had read back, so a password
+    the user changed between the page's read and its save was undone (the old one worked
+    again). The save writes only what the form changed."""
+    user_admin = admin_site.get_model_admin(User)
+    request = rf.post(change_url(member))
+    request.user = superuser
+    read = user_admin.get_object(request, str(member.pk))
+    form = user_admin.get_form(request, read, change=True)(
+        user_form(member, is_staff="on"), instance=read
+    )
+    assert form.is_valid(), form.errors
+
+    change_password(user=User.objects.get(pk=member.pk), new_password=NEW_PASSWORD)
+    user_admin.save_model(request, form.save(commit=False), form, change=True)
+
+    member.refresh_from_db()
+    assert member.is_staff
+    assert member.check_password(NEW_PASSWORD)
 
 
 def test_an_admin_session_of_another_operator_stays_at_a_logout(superuser):

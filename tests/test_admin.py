@@ -515,6 +515,35 @@ def test_organization_inline_may_hand_ownership_over(ops, owner, member):
     assert Membership.objects.get(user=member).role == Role.OWNER
 
 
+def test_organization_inline_counts_only_owners_who_can_act(ops, owner, member):
+    """An admin audit: handing ownership to a deactivated account on the organization's page
+    left it no owner who could act, which the API and the membership page refuse."""
+    organization = Organization.objects.get(memberships__user=owner)
+    User.objects.filter(pk=member.pk).update(is_active=False)
+
+    handed = ops.post(
+        change_url(organization),
+        membership_inline_data(organization, {owner.pk: Role.ADMIN, member.pk: Role.OWNER}),
+    )
+    added = ops.post(
+        reverse("admin:orgs_organization_add"),
+        {
+            "name": "Owned by nobody who can act",
+            **_inline_forms("memberships", total=1),
+            "memberships-0-user": str(member.pk),
+            "memberships-0-role": "owner",
+            **_inline_forms("projects"),
+        },
+    )
+
+    for refused in (handed, added):
+        assert refused.status_code == 200
+        assert "must keep at least one owner" in refused.content.decode()
+    assert Membership.objects.get(user=owner).role == Role.OWNER
+    assert Membership.objects.get(user=member).role == Role.MEMBER
+    assert not Organization.objects.filter(name="Owned by nobody who can act").exists()
+
+
 def test_membership_admin_refuses_to_demote_or_delete_the_last_owner(ops, owner):
     membership = Membership.objects.get(user=owner)
 

@@ -139,7 +139,16 @@ class MembershipInlineFormSet(BaseInlineFormSet):
             if form.initial.get("role") == Role.OWNER
             and (form.cleaned_data.get("DELETE") or form.cleaned_data.get("role") != Role.OWNER)
         ]
-        made = [form for form in owners if form.initial.get("role") != Role.OWNER]
+        # An owner made counts only with an account that can act, as the API's last-owner
+        # rule counts them: promoting a deactivated member while demoting the last active
+        # owner left an organization nobody could manage (an admin audit).
+        made = accounts_active_now(
+            form.cleaned_data["user"].pk
+            for form in owners
+            if form.initial.get("role") != Role.OWNER and form.cleaned_data.get("user")
+        )
+        if not self.initial_forms and not made:  # a new organization's first owners
+            raise ValidationError(LAST_OWNER_MESSAGE)
         if taken and not made and organizations_left_without_owner(taken):
             raise ValidationError(LAST_OWNER_MESSAGE)
 

@@ -45,6 +45,15 @@ class NamedModelForm(forms.ModelForm):
             raise forms.ValidationError(exc.details["fields"]["name"]) from exc
 
 
+def changed_columns(form) -> list[str]:
+    """The columns a change form changed: what its save writes (`update_fields`), never the
+    rest of the row it read, which another writer (the API, the account page) may have
+    changed since (an admin audit: an operator's rename undid the organization's key
+    policy an owner had just set, a user's save the password they had just changed)."""
+    columns = {field.name for field in form._meta.model._meta.concrete_fields}
+    return [name for name in form.changed_data if name in columns]
+
+
 def without_read_only(perms_needed, admin_site) -> set:
     """A delete's `perms_needed` (the admin's `get_deleted_objects`) without the models
     `admin_site` shows read-only: no one deletes those rows by hand, but they go with

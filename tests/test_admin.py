@@ -24,6 +24,7 @@ from apps.audit.models import AuditEvent
 from apps.audit.services import Action
 from apps.invitations.services import invite_member
 from apps.orgs.models import Membership, Organization
+from apps.orgs.services import set_key_lifetime_policy
 from apps.projects.models import Channel, LogSource, Project
 from core.permissions import Role
 from tests.accounts.test_two_factor import enable_two_factor
@@ -738,6 +739,26 @@ def test_an_organization_added_in_the_admin_is_audited_like_a_sign_ups(ops, supe
     assert AuditEvent.objects.filter(
         organization_id=organization.pk, action=Action.MEMBER_ADDED
     ).exists()
+
+
+def test_an_operators_rename_keeps_a_key_policy_an_owner_set_meanwhile(superuser, owner, rf):
+    """An admin audit: the organization's save wrote back the whole row read with its
+    request, so a key lifetime policy set through the API in between was undone."""
+    organization = Organization.objects.get(memberships__user=owner)
+    organization_admin = admin_site.get_model_admin(Organization)
+    request = rf.post(change_url(organization))
+    request.user = superuser
+    read = organization_admin.get_object(request, str(organization.pk))
+    form = organization_admin.get_form(request, read, change=True)(
+        {"name": "Renamed"}, instance=read
+    )
+    assert form.is_valid(), form.errors
+
+    set_key_lifetime_policy(actor_membership=Membership.objects.get(user=owner), days=30)
+    organization_admin.save_model(request, form.save(commit=False), form, change=True)
+
+    organization.refresh_from_db()
+    assert (organization.name, organization.key_max_lifetime_days) == ("Renamed", 30)
 
 
 def test_renames_in_the_admin_are_audited_with_the_names_before_and_after(

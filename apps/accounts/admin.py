@@ -45,7 +45,7 @@ from apps.accounts.services import (
 from apps.audit.services import Action, UserAction
 from apps.orgs.admin import delete_membership, protect_last_owners, refuse_if_last_owners
 from apps.orgs.models import Membership
-from core.admin import ReadOnlyAdminMixin, without_read_only
+from core.admin import ReadOnlyAdminMixin, changed_columns, without_read_only
 from core.errors import InvalidCredentials, RateLimited
 
 
@@ -144,13 +144,12 @@ WITH_A_NEW_ADDRESS = ("email", "email_confirmed_at", "email_code_digest", "email
 
 
 def form_saved(form) -> list[str]:
-    """The columns the user form saves: those it changed, never the rest of the row read
-    with it. A save of the whole row wrote back what other writers had changed meanwhile:
-    the admin session counter over a deactivation's (a review: a copied admin cookie worked
-    again after the account was reactivated), the password hash over one the user had just
+    """The columns the user form saves (`changed_columns`), a new address's resets with it.
+    A save of the whole row wrote back what other writers had changed meanwhile: the admin
+    session counter over a deactivation's (a review: a copied admin cookie worked again
+    after the account was reactivated), the password hash over one the user had just
     changed (an admin audit: the old password worked again), a confirmation or code."""
-    columns = {field.name for field in User._meta.concrete_fields}
-    saved = {name for name in form.changed_data if name in columns}
+    saved = set(changed_columns(form))
     return sorted(saved | set(WITH_A_NEW_ADDRESS) if form.new_address else saved)
 
 

@@ -35,7 +35,7 @@ from apps.orgs.services import (
 )
 from apps.projects.models import Project
 from apps.projects.services import record_project_created, record_project_renamed
-from core.admin import NamedModelForm, without_read_only
+from core.admin import NamedModelForm, changed_columns, without_read_only
 from core.permissions import Role
 
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner."
@@ -266,10 +266,15 @@ class OrganizationAdmin(admin.ModelAdmin):
             super().delete_queryset(request, Organization.objects.filter(pk__in=ids))
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)  # the admin's view is one transaction
+        # The admin's view is one transaction. A change writes only what the form changed:
+        # the row was read before the lock (`get_object`), and a key policy an owner set
+        # since was written back as it had been (an admin audit).
         if not change:
+            super().save_model(request, obj, form, change)
             record_organization_created(obj, actor=request.user, request=request)
-        elif "name" in form.changed_data:
+            return
+        obj.save(update_fields=changed_columns(form))
+        if "name" in form.changed_data:
             renamed = (form.initial["name"], obj.name)
             record_organization_updated(obj, "name", renamed, actor=request.user, request=request)
 

@@ -397,7 +397,18 @@ class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="End selected sessions (log them out)", permissions=["end"])
     def end_sessions(self, request, queryset) -> None:
-        sessions = list(queryset.filter(ended_at__isnull=True).select_related("user"))
+        """Of members, and of operators for a superuser only, as the user actions (`_guarded`):
+        staff allowed to end sessions logged every superuser out of the admin, over and over
+        (an admin audit)."""
+        selected = list(queryset.filter(ended_at__isnull=True).select_related("user"))
+        sessions = [session for session in selected if not _guarded(request, session.user)]
+        if len(sessions) < len(selected):
+            skipped = sorted({s.user.email for s in selected if _guarded(request, s.user)})
+            self.message_user(
+                request,
+                f"Only a superuser ends other operators' sessions: skipped {', '.join(skipped)}.",
+                messages.ERROR,
+            )
         by_user: dict[int, list[AuthSession]] = {}
         for session in sessions:
             by_user.setdefault(session.user_id, []).append(session)

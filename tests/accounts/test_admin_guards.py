@@ -146,6 +146,29 @@ def test_staff_actions_skip_other_operators_and_act_on_members(helpdesk, superus
     assert not hasattr(member, "totp_device") and not member.is_active
 
 
+def test_staff_end_members_sessions_never_other_operators(helpdesk, superuser, member):
+    """An admin audit: staff allowed to end sessions logged superusers out, their admin
+    sessions too, as often as they liked; the user actions already skipped operators."""
+    helpdesk.user_permissions.add(Permission.objects.get(codename="change_authsession"))
+    start_session(superuser)
+    start_session(member)
+    admins_cookies = dict(logged_in_with_password(superuser).cookies)
+
+    response = logged_in(helpdesk).post(
+        reverse("admin:accounts_authsession_changelist"),
+        {
+            "action": "end_sessions",
+            "_selected_action": list(AuthSession.objects.values_list("pk", flat=True)),
+        },
+        follow=True,
+    )
+
+    assert "skipped root@sigsentry.dev" in response.content.decode()
+    assert AuthSession.objects.get(user=superuser).ended_at is None
+    assert admin_page(admins_cookies) == 200
+    assert AuthSession.objects.get(user=member).ended_at is not None
+
+
 # Admin sessions
 
 

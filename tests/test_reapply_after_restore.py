@@ -15,9 +15,12 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
-from apps.accounts.services import change_password
+from apps.accounts.models import AuthSession
+from apps.accounts.services import change_password, start_session
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import report_leaked_keys
 from apps.apikeys.models import ApiKey
@@ -27,7 +30,7 @@ from apps.webhooks.models import Webhook
 from apps.webhooks.services import delete_webhook
 from core.logging import JsonFormatter
 from tests.conftest import bearer
-from tests.factories import make_key, make_webhook
+from tests.factories import UserFactory, make_key, make_webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -143,6 +146,45 @@ def test_keys_revoked_since_the_backup_are_refused_again_and_the_webhook_is_gone
     assert "re-applied 0 change(s)" in again
     assert AuditEvent.objects.filter(created_at__gte=backup_at).count() == 4
     assert f"User {owner.email}" in again  # still listed: it needs a person
+
+
+def test_an_operators_changes_to_accounts_since_the_backup_are_listed(
+    owner, audit_log, django_capture_on_commit_callbacks
+):
+    """An admin audit: a restore brought back an account an operator had deactivated, the
+    rights a superuser had taken, an address and sessions changed, and nothing said so: an
+    account in no organization (an operator's) left no line at all."""
+    former = UserFactory(email="former@sigsentry.dev", is_staff=True, is_superuser=True)
+    root = Client()
+    root.force_login(UserFactory(email="root@sigsentry.dev", is_staff=True, is_superuser=True))
+    start_session(owner)
+    backup_at = timezone.now()
+    time.sleep(0.01)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        change = reverse("admin:accounts_user_change", args=[former.pk])
+        root.post(change, {"email": former.email, "is_active": "on"})  # no staff, no superuser
+        root.post(
+            reverse("admin:accounts_user_changelist"),
+            {"action": "deactivate_users", "_selected_action": [former.pk]},
+        )
+        change = reverse("admin:accounts_user_change", args=[owner.pk])
+        root.post(change, {"email": "moved@example.com", "is_active": "on"})
+        root.post(
+            reverse("admin:accounts_authsession_changelist"),
+            {"action": "end_sessions", "_selected_action": [AuthSession.objects.get().pk]},
+        )
+
+    out = reapply("--since", backup_at.isoformat(), str(audit_log))
+
+    assert (
+        f"User former@sigsentry.dev ({former.pk}): undone user.deactivated, user.rights_changed"
+        in out
+    )
+    assert (
+        f"User moved@example.com ({owner.pk}): undone user.email_changed, user.sessions_ended"
+        in out
+    )
 
 
 def test_a_dry_run_says_what_it_would_do_and_changes_nothing(api_client, restored, audit_log):

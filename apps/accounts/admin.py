@@ -42,7 +42,7 @@ from apps.accounts.services import (
     record_operator_change,
     store_password,
 )
-from apps.audit.services import Action, UserAction
+from apps.audit.services import Action, UserAction, log_user_change
 from apps.orgs.admin import delete_membership, protect_last_owners, refuse_if_last_owners
 from apps.orgs.models import Membership
 from core.admin import ReadOnlyAdminMixin, changed_columns, without_read_only
@@ -256,6 +256,8 @@ class UserAdmin(DjangoUserAdmin):
             obj.save(update_fields=form_saved(form))
         else:
             super().save_model(request, obj, form, change)
+        if change and any(grant in form.changed_data for grant in GRANTS):
+            log_user_change(UserAction.RIGHTS_CHANGED, obj.pk)  # for a restore (`UserAction`)
         if change and "is_active" in form.changed_data and obj.is_active:
             record_operator_change(
                 Action.MEMBER_REACTIVATED, obj, actor_user=request.user, request=request

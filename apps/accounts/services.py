@@ -563,6 +563,7 @@ def deactivate_user(
         end_user_sessions(user, AuthSession.EndReason.DEACTIVATED)
         if was_active:  # an account deactivated again changes no one's access
             _record_in_each(Action.MEMBER_DEACTIVATED, memberships, user, actor_user, request)
+            log_user_change(UserAction.DEACTIVATED, user.pk)
         for membership in memberships:
             membership.user = user
             membership_changed(
@@ -572,6 +573,15 @@ def deactivate_user(
                 request=request,
                 deactivated=True,
             )
+
+
+#: The `sigsentry.audit` line of each operator's change no service below writes one for (a
+#: password set and a two-factor reset have theirs): the copy a restore needs (`UserAction`).
+OPERATOR_CHANGE_LINES = {
+    Action.MEMBER_REACTIVATED: UserAction.REACTIVATED,
+    Action.MEMBER_EMAIL_CHANGED: UserAction.EMAIL_CHANGED,
+    Action.MEMBER_SESSIONS_ENDED: UserAction.SESSIONS_ENDED,
+}
 
 
 def record_operator_change(
@@ -588,6 +598,8 @@ def record_operator_change(
     an operator had turned their two-factor off or brought a deactivated account back."""
     memberships = Membership.objects.filter(user_id=user.pk).order_by("id")
     _record_in_each(action, memberships, user, actor_user, request, details)
+    if action in OPERATOR_CHANGE_LINES:
+        log_user_change(OPERATOR_CHANGE_LINES[action], user.pk)
 
 
 def _record_in_each(

@@ -96,8 +96,18 @@ class UserAction:
     #: By an operator (the admin); the user's organizations record `member.two_factor_reset`.
     TWO_FACTOR_RESET = "user.two_factor_reset"
     RECOVERY_CODE_USED = "user.recovery_code_used"
-    #: "Log out everywhere else".
+    #: "Log out everywhere else", or an operator's ending of sessions (the admin).
     SESSIONS_ENDED = "user.sessions_ended"
+    #: By an operator (the admin), as their organizations' `member.deactivated`,
+    #: `member.reactivated` and `member.email_changed`; an account in no organization (an
+    #: operator's) has only this line (an admin audit: a restore brought a deactivated
+    #: account back, and nothing told the operator).
+    DEACTIVATED = "user.deactivated"
+    REACTIVATED = "user.reactivated"
+    EMAIL_CHANGED = "user.email_changed"
+    #: Staff or superuser status, groups or permissions given or taken (a superuser, in the
+    #: admin).
+    RIGHTS_CHANGED = "user.rights_changed"
 
     ALL = (
         PASSWORD_CHANGED,
@@ -108,6 +118,10 @@ class UserAction:
         TWO_FACTOR_RESET,
         RECOVERY_CODE_USED,
         SESSIONS_ENDED,
+        DEACTIVATED,
+        REACTIVATED,
+        EMAIL_CHANGED,
+        RIGHTS_CHANGED,
     )
 
 

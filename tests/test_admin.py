@@ -429,6 +429,26 @@ def test_deactivate_action_ends_sessions(ops, member, viewer, api_client):
     assert api_client.get("/v1/me", **bearer(other)).status_code == 200
 
 
+def test_deactivating_the_last_active_owner_names_the_organization_left_without_one(
+    ops, owner, member
+):
+    """An admin audit: the member pages refuse to leave an organization without an owner
+    who can act; a deactivation may (an emergency), and now says so."""
+    organization = Organization.objects.get(memberships__user=owner)
+    second = MembershipFactory(organization=organization, role=Role.OWNER).user
+
+    def deactivate(user) -> str:
+        data = {"action": "deactivate_users", "_selected_action": [user.pk]}
+        return ops.post(changelist(User), data, follow=True).content.decode()
+
+    assert "can act now" not in deactivate(member)
+    assert "can act now" not in deactivate(second)  # the owner still acts
+    warned = deactivate(owner)
+
+    assert f"No owner of {organization.name} can act now" in warned
+    assert not User.objects.get(pk=owner.pk).is_active  # told, not refused
+
+
 def test_deactivating_an_inviter_cancels_their_invitations_with_the_operator_as_actor(
     ops, admin, superuser
 ):

@@ -43,7 +43,12 @@ from apps.accounts.services import (
     store_password,
 )
 from apps.audit.services import Action, UserAction, log_user_change
-from apps.orgs.admin import delete_membership, protect_last_owners, refuse_if_last_owners
+from apps.orgs.admin import (
+    delete_membership,
+    owned_by_no_one_active,
+    protect_last_owners,
+    refuse_if_last_owners,
+)
 from apps.orgs.models import Membership
 from core.admin import ReadOnlyAdminMixin, changed_columns, without_read_only
 from core.errors import InvalidCredentials, RateLimited
@@ -251,6 +256,7 @@ class UserAdmin(DjangoUserAdmin):
         # every other writer (a member change waiting for them then sees the account gone).
         if change and "is_active" in form.changed_data and not obj.is_active:
             deactivate_user(user=obj, actor_user=request.user, request=request)
+            self._warn_of_ownerless(request, [obj])
         old_email = User.objects.filter(pk=obj.pk).values_list("email", flat=True).first()
         if change:
             obj.save(update_fields=form_saved(form))
@@ -283,6 +289,19 @@ class UserAdmin(DjangoUserAdmin):
         self.message_user(
             request, f"Deactivated {len(users)} user(s); their sessions ended.", messages.SUCCESS
         )
+        self._warn_of_ownerless(request, users)
+
+    def _warn_of_ownerless(self, request, users: list[User]) -> None:
+        """Name the organizations a deactivation left with no owner who can act (an admin
+        audit: the member pages refuse to leave one so, the deactivation said nothing)."""
+        ownerless = owned_by_no_one_active(user.pk for user in users)
+        if ownerless:
+            names = ", ".join(organization.name for organization in ownerless)
+            self.message_user(
+                request,
+                f"No owner of {names} can act now: add an owner there, or reactivate one.",
+                messages.WARNING,
+            )
 
     @admin.action(
         description="Turn off two-factor (the user lost their device)", permissions=["change"]

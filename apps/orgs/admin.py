@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.forms.models import BaseInlineFormSet
 from django.template.defaultfilters import pluralize
@@ -63,6 +63,25 @@ def organizations_left_without_owner(removed: Iterable[Membership]) -> list[Orga
             if {owner.pk for owner in owners} & removed_ids and keeping <= removed_ids:
                 orphaned.append(Organization.objects.get(pk=organization_id))
     return orphaned
+
+
+def owned_by_no_one_active(user_ids: Iterable) -> list[Organization]:
+    """The organizations these users own, read after their deactivation, where no owner's
+    account is active any more: nobody can manage them until an operator adds an owner or
+    reactivates one (a deactivation is the operators' emergency lever, so it is told, not
+    refused)."""
+    active_owner = Membership.objects.filter(
+        organization=OuterRef("pk"), role=Role.OWNER, user__is_active=True
+    )
+    return list(
+        Organization.objects.filter(
+            pk__in=Membership.objects.filter(user_id__in=list(user_ids), role=Role.OWNER).values(
+                "organization_id"
+            )
+        )
+        .exclude(Exists(active_owner))
+        .order_by("name")
+    )
 
 
 def refuse_if_last_owners(removed: Iterable[Membership]) -> None:

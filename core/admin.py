@@ -50,7 +50,7 @@ def changed_columns(form) -> list[str]:
     rest of the row it read, which another writer (the API, the account page) may have
     changed since (an admin audit: an operator's rename undid the organization's key
     policy an owner had just set, a user's save the password they had just changed)."""
-    columns = {field.name for field in form._meta.model._meta.concrete_fields}
+    columns = {field.name for field in form.instance._meta.concrete_fields}
     return [name for name in form.changed_data if name in columns]
 
 

@@ -162,7 +162,12 @@ class KeyCreateForm(GuardrailsForm):
         # describes the input by the help (`<auto_id>_helptext`) as well as its errors.
         help_text="Date and time in UTC. Leave empty for a key that does not expire.",
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        widget=forms.DateTimeInput(
+            # data-utc-datetime: static/js/app.js refuses a date without its time (the
+            # browser sends nothing for it: no expiry) and says the value in local time.
+            attrs={"type": "datetime-local", "data-utc-datetime": True},
+            format="%Y-%m-%dT%H:%M",
+        ),
     )
     allowed_origins = forms.CharField(
         label="Allowed origins", required=False, max_length=4000, widget=forms.Textarea

@@ -79,6 +79,91 @@
     }
     field.value = ACCOUNT;
   }
+  /* Date-time fields read in UTC (<input type="datetime-local" data-utc-datetime>: a key's
+     expiry). A date picked without its time leaves the input's value empty, and a form
+     without the browser's checks (novalidate: the server's errors are shown instead) sent
+     it as "no expiry": a key meant to expire never did (a dates audit). Such a form stops
+     with the error beside the field. A complete value is also said in the viewer's own
+     time zone, so that "UTC" is not a sum to do in UTC-8. */
+  var UTC_FIELDS = "input[type=datetime-local][data-utc-datetime]";
+  var INCOMPLETE = "Complete both the date and the time (UTC), or clear the field.";
+
+  function describedBy(input, id, add) {
+    var ids = (input.getAttribute("aria-describedby") || "").split(/\s+/).filter(function (x) {
+      return x && x !== id;
+    });
+    if (add) ids.push(id);
+    if (ids.length) input.setAttribute("aria-describedby", ids.join(" "));
+    else input.removeAttribute("aria-describedby");
+  }
+
+  function showIncomplete(input, incomplete) {
+    var id = input.id + "-incomplete";
+    var error = document.getElementById(id);
+    var field = input.closest(".field");
+    if (incomplete && !error) {
+      error = document.createElement("p");
+      error.className = "field-error";
+      error.id = id;
+      error.textContent = INCOMPLETE;
+      if (field) field.appendChild(error);  /* where the server puts a field's errors */
+      else input.insertAdjacentElement("afterend", error);
+    } else if (!incomplete && error) {
+      error.remove();
+    }
+    describedBy(input, id, incomplete);
+    if (incomplete) input.setAttribute("aria-invalid", "true");
+    else if (!(field && field.querySelector(".field-error"))) input.removeAttribute("aria-invalid");
+    if (field) field.classList.toggle("field-invalid", !!field.querySelector(".field-error"));
+  }
+
+  function stopIncomplete(form) {
+    var first = null;
+    form.querySelectorAll(UTC_FIELDS).forEach(function (input) {
+      var incomplete = input.validity.badInput;
+      showIncomplete(input, incomplete);
+      if (incomplete && !first) first = input;
+    });
+    if (first) first.focus();
+    return !!first;
+  }
+
+  var viewerZone = "";
+  try { viewerZone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { /* old browser */ }
+
+  function sayLocal(input) {
+    var id = input.id + "-local";
+    var echo = document.getElementById(id);
+    if (!echo) {
+      echo = document.createElement("p");
+      echo.className = "field-help field-local";
+      echo.id = id;
+      var field = input.closest(".field");
+      var help = field && field.querySelector(".field-help");
+      (help || input).insertAdjacentElement("afterend", echo);
+    }
+    var moment = input.value ? new Date(input.value + "Z") : null;
+    /* Nothing to say in UTC itself, or for an empty or unreadable value. */
+    var shown = moment && !isNaN(moment.getTime()) && moment.getTimezoneOffset() !== 0;
+    echo.hidden = !shown;
+    echo.textContent = shown ? "Your time" + (viewerZone ? " (" + viewerZone + ")" : "") + ": " +
+      moment.toLocaleString(undefined, {
+        weekday: "short", day: "numeric", month: "short", year: "numeric",
+        hour: "2-digit", minute: "2-digit", timeZoneName: "short"
+      }) + "." : "";
+    describedBy(input, id, shown);
+    if (input.id && document.getElementById(input.id + "-incomplete") && !input.validity.badInput) {
+      showIncomplete(input, false);
+    }
+  }
+
+  document.querySelectorAll(UTC_FIELDS).forEach(function (input) {
+    if (!input.id) return;
+    sayLocal(input);
+    input.addEventListener("input", function () { sayLocal(input); });
+    input.addEventListener("change", function () { sayLocal(input); });
+  });
+
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement)) return;
@@ -86,6 +171,10 @@
        close it: nothing is sent. */
     if (form.method.toLowerCase() === "dialog") return;
     if (event.submitter && event.submitter.getAttribute("formmethod") === "dialog") return;
+    if (stopIncomplete(form)) {
+      event.preventDefault();
+      return;
+    }
     currentCsrfToken(form);
     openedAs(form);
     if (form.hasAttribute("data-confirm")) {

@@ -113,12 +113,16 @@ def ui_factory(browser, live_url):
     contexts = []
     tabs: list[Ui] = []
 
-    def make(viewport=None, *, javascript: bool = True) -> Ui:
+    def make(viewport=None, *, javascript: bool = True, timezone_id=None, locale=None) -> Ui:
+        """A tab; `timezone_id` and `locale` the viewer's (America/Los_Angeles, de-DE), the
+        system's by default; the server's zone is always UTC."""
         context = browser.new_context(
             viewport=viewport or {"width": 1366, "height": 900},
             permissions=["clipboard-read", "clipboard-write"],
             base_url=live_url,
             java_script_enabled=javascript,
+            timezone_id=timezone_id,
+            locale=locale,
         )
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)

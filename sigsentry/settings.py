@@ -581,8 +581,13 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "SigSentry API",
     "DESCRIPTION": (
         "Identity and access for the SigSentry log-analysis API. Every time is ISO 8601 "
-        "UTC with six fractional digits and a Z (`2030-01-31T12:00:00.000000Z`); times "
-        "sent may carry any offset."
+        "UTC with six fractional digits and a Z (`2030-01-31T12:00:00.000000Z`). A time "
+        "sent carries `Z` or an offset (`2030-01-31T17:30:00+05:30`), is stored in UTC "
+        "and answered with `Z`; one without a zone (`2030-01-31T12:00:00`, a date alone) "
+        "is refused with VALIDATION_ERROR, never guessed to be UTC, as are a leap second "
+        "(`23:59:60`) and a date that does not exist. Fractions beyond microseconds are "
+        "cut. Headers: `Retry-After` in whole seconds (at least 1), `X-RateLimit-Reset` "
+        "in Unix seconds, `Sunset` an HTTP-date (RFC 9110)."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

@@ -219,7 +219,10 @@ def _locked_permissions(help_text: str) -> LockedPermissionsField:
     )
 
 
-_NEVER = "A future time with a time zone, or null (the default: never)."
+_NEVER = (
+    "A future time with `Z` or an offset (one without a zone is refused, not read as "
+    "UTC), or null (the default: never)."
+)
 _INHERITED_EXPIRY = (
     "The successor's (null: never). Omitted: as long from now as the old key was given at "
     "its mint (none when it had none)."

@@ -7,6 +7,7 @@ it and returns what is stored, or raises the SPEC error naming the field.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,13 +73,30 @@ def parse_expires_at(value: Any) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError as exc:
-        raise ValidationFailed({"expiresAt": [message]}) from exc
+        raise ValidationFailed({"expiresAt": [_not_a_time(value.strip()) or message]}) from exc
     if moment.tzinfo is None:
         raise ValidationFailed({"expiresAt": ["Give a time zone (for example ...Z)."]})
     try:
         return moment.astimezone(UTC)
     except OverflowError as exc:  # 9999-12-31T23:59:59-14:00 is past the last representable time
         raise ValidationFailed({"expiresAt": [message]}) from exc
+
+
+#: A time as ISO 8601 writes it, whatever its numbers: `2030-02-30T12:00:00Z` is one.
+_TIME_SHAPE = re.compile(
+    r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:(?P<second>\d\d))?(\.\d+)?(Z|[+-]\d\d:?\d\d)?"
+)
+
+
+def _not_a_time(value: str) -> str | None:
+    """Why a value written as an ISO 8601 time names none, or None for other text: the
+    general message told someone who sent a leap second to send ISO 8601 (a dates audit)."""
+    shape = _TIME_SHAPE.fullmatch(value)
+    if shape is None:
+        return None
+    if shape["second"] == "60":
+        return "A leap second (:60) is not a time here: give :59, or the next minute."
+    return f"No such date or time: {as_sent(value, 40)}."
 
 
 def validate_expires_at(expires_at: Any, now: datetime) -> datetime | None:

@@ -234,6 +234,36 @@ def test_mint_with_a_bad_expiry_is_a_validation_error(owner, project, expires_at
     assert not ApiKey.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("expires_at", "message"),
+    [
+        (
+            "2099-12-31T23:59:60Z",
+            "A leap second (:60) is not a time here: give :59, or the next minute.",
+        ),
+        ("2099-02-30T12:00:00Z", "No such date or time: 2099-02-30T12:00:00Z."),
+        ("2099-01-31T24:00:00+05:30", "No such date or time: 2099-01-31T24:00:00+05:30."),
+    ],
+    ids=["leap-second", "february-30", "hour-24"],
+)
+def test_an_expiry_written_as_a_time_that_does_not_exist_says_so(
+    owner, project, expires_at, message
+):
+    """Not "send ISO 8601 with a time zone", which it was."""
+    response = mint(user_client(owner), KeyKind.SECRET, project, expiresAt=expires_at)
+
+    assert response.status_code == 400
+    assert error_fields(response) == {"expiresAt": [message]}
+    assert not ApiKey.objects.exists()
+
+
+def test_an_expiry_far_in_the_future_is_kept_to_the_second(owner, project):
+    response = mint(user_client(owner), KeyKind.SECRET, project, expiresAt="9999-12-31T23:59:59Z")
+
+    assert response.status_code == 201
+    assert response.json()["expiresAt"] == "9999-12-31T23:59:59.000000Z"
+
+
 def test_mint_reports_every_bad_field_at_once_the_expiry_included(owner, project):
     response = mint(
         user_client(owner),

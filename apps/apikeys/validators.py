@@ -109,7 +109,11 @@ def validate_expires_at(expires_at: Any, now: datetime) -> datetime | None:
     if timezone.is_naive(expires_at):
         raise ValidationFailed({"expiresAt": ["Give a time zone (for example ...Z)."]})
     if expires_at <= now:
-        raise ValidationFailed({"expiresAt": ["Must be in the future."]})
+        # The time now, in the zone the value was read in: someone in UTC-8 who meant 09:00
+        # their time, at 05:00 there, saw "in the future" refused with no hint why.
+        raise ValidationFailed(
+            {"expiresAt": [f"Must be in the future: it is now {now:%-d %b %Y, %H:%M} UTC."]}
+        )
     return expires_at
 
 

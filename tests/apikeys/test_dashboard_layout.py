@@ -164,10 +164,10 @@ def test_the_create_form_shows_every_field_error_at_once(owner, project):
 
     assert response.status_code == 200
     errors = field_errors(html(response))
+    assert any(error.startswith("Must be in the future: it is now ") for error in errors)
     for expected in [
         "This field is required.",
         "Choose at least one permission.",
-        "Must be in the future.",
         RATE_ERROR,
         *IP_ERRORS,
     ]:

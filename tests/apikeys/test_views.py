@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from urllib.parse import urlencode
 
@@ -371,7 +371,18 @@ def test_expiry_is_read_as_utc_and_must_be_in_the_future(owner, project):
     api_key = ApiKey.objects.get(digest=keyformat.digest(minted_key_of(response)))
     assert api_key.expires_at == future
     past = mint(client, api_url(project), name="past", expires_at="2001-01-01T00:00")
-    assert "Must be in the future." in html(past)
+    assert "Must be in the future: it is now" in html(past)
+    assert not ApiKey.objects.filter(name="past").exists()
+
+
+def test_an_expiry_refused_as_past_says_the_time_now_in_utc(owner, project, time_machine):
+    """Someone in UTC-8 who meant 09:00 their time, at 05:00 there (13:00 UTC), learns why
+    "09:00" is not in the future: the field reads UTC, and it is 13:00 there."""
+    time_machine.move_to(datetime(2027, 3, 4, 13, 5, 30, tzinfo=UTC), tick=False)
+
+    past = mint(logged_in(owner), api_url(project), name="past", expires_at="2027-03-04T09:00")
+
+    assert "Must be in the future: it is now 4 Mar 2027, 13:05 UTC." in html(past)
     assert not ApiKey.objects.filter(name="past").exists()
 
 

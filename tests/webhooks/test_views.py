@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -159,6 +160,31 @@ def test_recent_deliveries_and_re_enable(owner, organization, project, settings)
     response = client.post(f"{page_url(organization)}{Webhook.objects.get().id}/delete/", CONFIRMED)
     assert response.status_code == 302
     assert not Webhook.objects.exists()
+
+
+def test_a_retry_whose_time_has_come_is_due_now_not_next_in_the_past(
+    owner, organization, project, settings
+):
+    """A worker behind or stopped leaves a retry's time behind: "next 3 minutes ago"."""
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    client = logged_in(owner)
+    add(client, organization, url="http://127.0.0.1:9/hook")
+    make_key(KeyKind.SECRET, project=project, name="first")
+    make_key(KeyKind.SECRET, project=project, name="second")
+    due, later = Delivery.objects.order_by("created_at", "id")
+    now = timezone.now()
+    Delivery.objects.filter(pk=due.pk).update(
+        attempts=2, next_attempt_at=now - timedelta(minutes=3)
+    )
+    Delivery.objects.filter(pk=later.pk).update(
+        attempts=1, next_attempt_at=now + timedelta(hours=2)
+    )
+
+    page = html(client.get(page_url(organization)))
+
+    assert "next try due now" in page
+    assert "ago" not in re.sub(r"<time.*?</time>", "", page)
+    assert "next in 1 hour" in page
 
 
 def test_the_organization_menu_links_the_page_for_managers_only(owner, member, organization):

@@ -11,12 +11,13 @@ from django.db import OperationalError, connection
 from django.test import Client, override_settings
 from django.utils import timezone
 
-from apps.accounts import tokens
+from apps.accounts import tokens, views
 from apps.accounts.cookies import ACCESS_COOKIE, REFRESH_COOKIE
 from apps.accounts.models import AuthSession, User
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.services import Action, record_event
 from apps.orgs.models import Membership
+from core.errors import RateLimited
 from tests.conftest import bearer
 from tests.factories import PASSWORD, UserFactory, make_key, make_legacy_key
 from tests.pages import assert_no_inline_code, html, logged_in
@@ -521,3 +522,24 @@ def test_no_page_has_inline_script_style_or_event_handler(owner, project, outsid
         response = Client().get(path)
         assert response.status_code == 200, path
         assert_no_inline_code(html(response))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        (1, "about 1 minute"),
+        (60, "about 1 minute"),
+        (61, "about 2 minutes"),
+        (89, "about 2 minutes"),
+        (299, "about 5 minutes"),
+        (3599, "about 1 hour"),
+        (3600, "about 1 hour"),
+        (86400, "about 24 hours"),
+    ],
+)
+def test_a_throttled_form_says_a_wait_never_shorter_than_the_real_one(seconds, said):
+    """ "About 1 minute" for 89 s sent people back too soon, refused again; 3,600 s was
+    "about 60 minutes"."""
+    message = views.throttled_message(RateLimited(seconds))
+
+    assert message == f"Too many attempts. Please wait {said} and try again."

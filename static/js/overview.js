@@ -35,9 +35,12 @@
     if (isNaN(then)) return "";
     var seconds = Math.round((Date.now() - then) / 1000);
     if (seconds < 60) return "just now";
-    var units = [["year", 31536000], ["month", 2592000], ["week", 604800], ["day", 86400], ["hour", 3600], ["minute", 60]];
+    /* As the server's `relative` says it (Django's timesince): a month is 30 days, at most
+       11 of them — 360 to 364 days ago read "12 months ago" (a dates audit). */
+    var units = [["year", 31536000, Infinity], ["month", 2592000, 11], ["week", 604800, Infinity],
+      ["day", 86400, Infinity], ["hour", 3600, Infinity], ["minute", 60, Infinity]];
     for (var i = 0; i < units.length; i++) {
-      var count = Math.floor(seconds / units[i][1]);
+      var count = Math.min(Math.floor(seconds / units[i][1]), units[i][2]);
       if (count >= 1) return count + " " + units[i][0] + (count === 1 ? "" : "s") + " ago";
     }
     return "just now";

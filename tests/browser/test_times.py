@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
 
+from apps.accounts.templatetags.dashboard import relative
 from apps.apikeys.models import ApiKey
+from core.times import iso
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -74,3 +78,59 @@ def test_the_expiry_is_said_in_the_viewers_zone_and_locale_and_not_in_utc(
     in_utc.goto(f"/projects/{project.id}/api-keys/")
     in_utc.page.get_by_label("Expires (UTC)").fill(f"{year}-12-31T23:59")
     assert in_utc.page.locator(".create-form .field-local").is_hidden()  # the same time
+
+
+def test_the_overviews_relative_times_read_as_the_servers_at_the_unit_boundaries(
+    ui, owner, project
+):
+    """The overview's script says "n ago" as the server's pages do: 360 days ago is
+    "11 months ago" there, and the script said "12 months ago"."""
+    now = timezone.now()
+    ages = {
+        "forty seconds": timedelta(seconds=40),
+        "ninety seconds": timedelta(seconds=90),
+        "360 days": timedelta(days=360),
+        "364 days": timedelta(days=364),
+        "366 days": timedelta(days=366),
+    }
+    results = [
+        {
+            "id": str(uuid.uuid4()),
+            "projectId": str(project.id),
+            "title": title,
+            "input": "",
+            "status": "queued",
+            "createdAt": iso(now - age),
+            "createdBy": {"type": "user", "email": owner.email},
+            "followUps": [],
+            "feedback": [],
+        }
+        for title, age in ages.items()
+    ]
+    ui.login(owner.email, PASSWORD)
+    ui.page.route(
+        "**/v1/analyses*",
+        lambda route: route.fulfill(
+            status=200,
+            content_type="application/json",
+            body=json.dumps({"results": results, "next": None}),
+        ),
+    )
+    ui.goto(f"/projects/{project.id}/")
+    rows = ui.page.locator("[data-analyses-body] tr")
+    rows.first.wait_for()
+    said = {
+        row.locator("td").first.inner_text(): row.locator("time").evaluate(
+            "time => time.firstChild.textContent"
+        )
+        for row in rows.all()
+    }
+    assert said == {
+        "forty seconds": "just now",
+        "ninety seconds": "1 minute ago",
+        "360 days": "11 months ago",
+        "364 days": "11 months ago",
+        "366 days": "1 year ago",
+    }
+    assert said["360 days"] == relative(now - ages["360 days"])
+    assert said["366 days"] == relative(now - ages["366 days"])

@@ -23,6 +23,7 @@ from apps.apikeys.models import ApiKey, KeyScope, KeyType
 from apps.audit.models import AuditEvent
 from apps.orgs.models import Organization
 from apps.projects.models import Project
+from core.times import iso
 from tests import factories
 from tests.factories import make_key
 from tests.pages import CONFIRMED, assert_no_inline_code, html, logged_in
@@ -563,6 +564,22 @@ def test_list_shows_prefix_permissions_creator_expiry_last_use_and_status(owner,
     assert "Expiring" in row(expiring)
     assert "Expiring" not in row(later)
     assert "Revoked" in row(revoked)
+
+
+def test_a_revoked_keys_row_says_when_it_was_revoked(owner, project):
+    """Its badge said Revoked, and only its own page said when (SPEC §2.1: the row stays,
+    with revokedAt, for audit)."""
+    revoked, _ = make_key(KeyKind.SECRET, project=project, name="Gone")
+    moment = timezone.now() - timedelta(days=3, hours=2)
+    ApiKey.objects.filter(pk=revoked.pk).update(revoked_at=moment)
+    page = html(logged_in(owner).get(api_url(project)))
+
+    row = re.search(rf'<tr[^>]*data-key-id="{revoked.id}".*?</tr>', page, re.S).group(0)
+    assert re.search(
+        rf'Revoked <time datetime="{re.escape(iso(moment, timespec="milliseconds"))}"'
+        rf' title="{re.escape(utc_text(moment))}">3 days ago',
+        row,
+    )
 
 
 def test_org_keys_show_their_last_used_project(owner, project):

@@ -421,7 +421,9 @@ def test_an_unused_keys_chart_is_its_baseline_and_its_name():
     svg = charts.sparkline_svg(idle)
 
     assert "<g" not in svg and "<title>" not in svg
-    assert 'aria-label="Requests per day, last 30 days. No requests in the last 30 days."' in svg
+    assert (
+        'aria-label="Requests per day (UTC), last 30 days. No requests in the last 30 days."' in svg
+    )
     assert '<line class="spark-base"' in svg
     assert len(svg) < 400
     assert charts.sparkline_svg(once).count('<g class="spark-column') == 30

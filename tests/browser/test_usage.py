@@ -87,7 +87,7 @@ def test_row_chart_unused_filter_and_usage_page(ui_factory, owner, project):
     row = page.locator("tr.key-row", has_text="Busy deploy key")
     spark = row.locator("svg.spark")
     assert spark.is_visible()
-    assert spark.get_attribute("aria-label").startswith("Requests per day, last 30 days.")
+    assert spark.get_attribute("aria-label").startswith("Requests per day (UTC), last 30 days.")
     assert spark.locator("g.spark-column").count() == 30
     assert "requests" in spark.locator("g.spark-column title").last.text_content()
     assert "203.0.113.5" in row.inner_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django import forms
@@ -143,6 +144,16 @@ class GuardrailsForm(DashboardForm):
         return changes
 
 
+def expiry_floor(now: datetime) -> str:
+    """The first minute an expiry picked now can take: the next one (this one has begun)."""
+    return datetime_local(now.replace(second=0, microsecond=0) + timedelta(minutes=1))
+
+
+def datetime_local(moment: datetime) -> str:
+    """A UTC moment as an `<input type="datetime-local">` value, to the minute (cut down)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+
+
 class KeyCreateForm(GuardrailsForm):
     #: As the page shows them: the first invalid one takes the focus (core.forms).
     field_order = ["name", "expires_at", "permissions", "allowed_origins"]
@@ -192,6 +203,15 @@ class KeyCreateForm(GuardrailsForm):
         expires_at = self.cleaned_data["expires_at"]
         check_with(validate_expires_at, expires_at, timezone.now())
         return expires_at
+
+    def bound_expiry(self, now: datetime, latest: datetime | None) -> None:
+        """The expiry's picker from the next minute to `latest` (the lifetime policy's, if
+        any), in the field's UTC: the calendar greys out the days the server refuses, not
+        only its message after the submit. The server still decides (a page left open)."""
+        attrs = self.fields["expires_at"].widget.attrs
+        attrs["min"] = expiry_floor(now)
+        if latest is not None and not self.locked:
+            attrs["max"] = datetime_local(latest)
 
     def clean_allowed_origins(self) -> str:
         text = self.cleaned_data["allowed_origins"]

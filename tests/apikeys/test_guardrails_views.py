@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import Client
@@ -133,6 +133,30 @@ def test_the_create_form_respects_the_lifetime_policy(owner, project, organizati
     assert any("within 30 days" in error for error in field_errors(html(refused)))
     minted_key_of(accepted)
     assert ApiKey.objects.count() == 1
+
+
+def test_the_expiry_pickers_offer_from_the_next_minute_to_the_policys_latest_in_utc(
+    owner, project, organization, time_machine
+):
+    """The calendar greys out what the server refuses: the past, and past the policy."""
+    api_key, _ = make_key(KeyKind.SECRET, project=project)
+    organization.key_max_lifetime_days = 30
+    organization.save()
+    time_machine.move_to(datetime(2027, 3, 4, 13, 5, 30, tzinfo=UTC), tick=False)
+
+    page = html(logged_in(owner).get(api_url(project)))
+
+    create = re.search(r'<input type="datetime-local" name="expires_at"[^>]*>', page).group(0)
+    assert 'min="2027-03-04T13:06"' in create and 'max="2027-04-03T13:05"' in create
+    roll = re.search(rf'<input[^>]*id="roll-expiry-{api_key.id}"[^>]*>', page).group(0)
+    assert 'min="2027-03-04T13:06"' in roll and 'max="2027-04-03T13:05"' in roll
+
+
+def test_without_a_policy_the_expiry_picker_has_no_latest(owner, project):
+    page = html(logged_in(owner).get(api_url(project)))
+
+    create = re.search(r'<input type="datetime-local" name="expires_at"[^>]*>', page).group(0)
+    assert "min=" in create and "max=" not in create
 
 
 # Row badges and "Edit limits"

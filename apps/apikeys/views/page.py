@@ -31,6 +31,8 @@ from apps.apikeys.forms import (
     OriginsForm,
     PolicyForm,
     RollForm,
+    datetime_local,
+    expiry_floor,
 )
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey, KeyStatus
@@ -206,7 +208,24 @@ def _roll_expiry(key: ApiKey, collection: Collection, now) -> str:
     latest = guardrails.latest_expiry(collection.organization, now)
     if expiry is None and latest is not None and collection.kind is not KeyKind.PUBLIC:
         expiry = latest
-    return expiry.strftime("%Y-%m-%dT%H:%M") if expiry else ""
+    return datetime_local(expiry) if expiry else ""
+
+
+def _create_form(
+    form: KeyCreateForm | None, collection: Collection, projects: list, now
+) -> KeyCreateForm | None:
+    """The create form (the one sent back, with its errors, or a new one), its expiry's
+    picker bounded by now and the lifetime policy."""
+    form = form or KeyCreateForm(kind=collection.kind, projects=projects)
+    form.bound_expiry(now, guardrails.latest_expiry(collection.organization, now))
+    return form
+
+
+def _roll_expiry_bounds(collection: Collection, now) -> dict[str, str]:
+    """The roll forms' expiry picker bounds (`KeyCreateForm.bound_expiry`'s); SDK keys' roll
+    has no expiry field."""
+    latest = guardrails.latest_expiry(collection.organization, now)
+    return {"min": expiry_floor(now)} | ({"max": datetime_local(latest)} if latest else {})
 
 
 def confinable_projects(collection: Collection) -> list:
@@ -366,7 +385,8 @@ def render_page(
         "unused_choices": usage_views.filter_choices(unused),
         "unused_query": f"unused={unused}" if unused else "",
         "policy": _policy(collection, now, policy_form),
-        "form": form or KeyCreateForm(kind=collection.kind, projects=projects),
+        "form": _create_form(form, collection, projects, now),
+        "roll_expiry_bounds": _roll_expiry_bounds(collection, now),
         # Copied into an "Edit limits" dialog when it opens (`LimitsForm`).
         "project_choices": [(p.id, p.name) for p in projects] if collection.can_manage else [],
         "roll_choices": GRACE_CHOICES,

@@ -10,9 +10,10 @@ import pytest
 from django.utils import timezone
 
 from apps.accounts.templatetags.dashboard import relative
+from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from core.times import iso
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, make_key
 
 pytestmark = pytest.mark.browser
 
@@ -134,3 +135,37 @@ def test_the_overviews_relative_times_read_as_the_servers_at_the_unit_boundaries
     }
     assert said["360 days"] == relative(now - ages["360 days"])
     assert said["366 days"] == relative(now - ages["366 days"])
+
+
+def test_a_roll_with_a_date_but_no_time_stays_open_with_the_error_beside_the_field(
+    ui_factory, owner, project
+):
+    """The roll form takes the server's errors (novalidate), so its expiry is checked as the
+    create form's: a date alone is not "no expiry"."""
+    key, _ = make_key(KeyKind.SECRET, project=project, name="Payments CI")
+    year = timezone.now().year + 2
+    ui = ui_factory(timezone_id="America/Los_Angeles", locale="en-US")
+    page = ui.page
+    ui.login(owner.email, PASSWORD)
+    ui.goto(f"/projects/{project.id}/api-keys/")
+    page.get_by_role("button", name=f"Roll Payments CI ({key.prefix})").click()
+    dialog = page.locator(f"dialog#roll-{key.id}")
+    dialog.wait_for(state="visible")
+    expiry = dialog.get_by_label("New key expires (UTC)")
+    expiry.focus()
+    page.keyboard.type(f"0630{year}")
+    dialog.get_by_role("button", name="Roll key").click()
+
+    error = dialog.locator(".field-error")
+    error.wait_for()
+    assert error.inner_text() == INCOMPLETE
+    assert dialog.is_visible()
+    assert not ApiKey.objects.filter(replaces=key).exists()
+
+    expiry.fill(f"{year}-06-30T12:00")
+    assert f"Jun 30, {year}, 05:00 AM PDT." in dialog.locator(".field-local").inner_text()
+    dialog.get_by_role("button", name="Roll key").click()
+    page.locator("dialog[data-secret-dialog]").wait_for(state="visible")
+    successor = ApiKey.objects.get(replaces=key)
+    assert successor.expires_at == datetime(year, 6, 30, 12, 0, tzinfo=UTC)
+    ui.shot("times-roll-expiry")

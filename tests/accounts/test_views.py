@@ -543,3 +543,13 @@ def test_a_throttled_form_says_a_wait_never_shorter_than_the_real_one(seconds, s
     message = views.throttled_message(RateLimited(seconds))
 
     assert message == f"Too many attempts. Please wait {said} and try again."
+
+
+def test_the_pages_times_for_scripts_are_in_ecmascripts_own_format(owner):
+    """Three fractional digits and a Z: ECMAScript's date format, which every engine reads;
+    six digits and `+00:00` (Django's `c`) are each engine's own choice."""
+    page = html(logged_in(owner).get("/"))
+
+    for name in ("data-session-expires-at", "data-session-ends-at", "data-server-now"):
+        value = re.search(rf'{name}="([^"]*)"', page).group(1)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", value), (name, value)

@@ -65,6 +65,18 @@ def when(value: datetime | None, never: str = "Never"):
     )
 
 
+@register.filter
+def machine(value: datetime | None) -> str:
+    """A time for a script (`2026-12-07T13:33:31.334Z`): ECMAScript's date format has three
+    fractional digits, and only some engines read Django's `c` (six, and `+00:00`)."""
+    return iso(value, timespec="milliseconds") if value is not None else ""
+
+
+@register.simple_tag
+def machine_now() -> str:
+    return machine(timezone.now())
+
+
 #: (marker in the user agent, name shown), first match wins: Edge and Opera also say Chrome.
 _BROWSERS = (
     ("Edg/", "Edge"),

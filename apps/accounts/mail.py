@@ -270,7 +270,12 @@ def password_reset_letter(*, to: str, token: str) -> Letter:
         to,
         "Reset your SigSentry password",
         "password_reset",
-        {"reset_url": link(f"/reset/{token}/"), "email": to},
+        {
+            "reset_url": link(f"/reset/{token}/"),
+            "email": to,
+            # the token's clock starts as it is made, just before this letter (make_reset_token)
+            "expires_at": timezone.now() + timedelta(seconds=settings.PASSWORD_RESET_TIMEOUT),
+        },
     )
 
 

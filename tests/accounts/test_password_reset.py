@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -68,6 +68,20 @@ def test_reset_answers_the_same_for_known_and_unknown_emails_and_mails_only_the_
     link = mail.link("/reset/")
     assert link.startswith("http://127.0.0.1:8000/reset/")
     assert link in mail.html  # the HTML part carries the same link
+
+
+def test_the_reset_email_says_when_its_link_expires_in_utc(
+    api_client, mailbox, owner, time_machine
+):
+    """ "Expires in one hour" read an hour later in another zone says nothing; the moment,
+    with its zone, does."""
+    time_machine.move_to(datetime(2027, 3, 4, 13, 5, 30, tzinfo=UTC), tick=False)
+
+    ask_reset(api_client, owner.email)
+
+    [mail] = mailbox.messages(owner.email)
+    said = "The link works once and expires in one hour, on 4 Mar 2027, 14:05 UTC."
+    assert said in mail.text and said in mail.html
 
 
 def test_a_reset_ask_does_the_same_work_for_known_and_unknown_emails(api_client, mailbox, owner):

@@ -311,7 +311,7 @@ def test_an_operator_deactivating_an_admin_on_their_user_page_and_their_member_c
         with transaction.atomic():  # as the admin's change view
             user = User.objects.get(pk=admin.pk)
             user.is_active = False
-            form = SimpleNamespace(changed_data=["is_active"])
+            form = SimpleNamespace(changed_data=["is_active"], instance=user, new_address=False)
             UserAdmin(User, admin_site).save_model(request, user, form, change=True)
 
     statement = {

@@ -13,15 +13,18 @@ from django.db import models
 from django.db.models.signals import pre_delete
 
 
-def forget_deleted_creators(model: type[models.Model]) -> None:
-    """Empty `model`'s `created_by_email` on the rows of an account being deleted.
+def forget_deleted_creators(
+    model: type[models.Model], by: str = "created_by", address: str = "created_by_email"
+) -> None:
+    """Empty `model`'s `address` (`created_by_email`) on the rows whose `by` is an account
+    being deleted.
 
     Call it from the app's `ready()`. One receiver per model, in the same transaction as
     the delete (pre_delete runs inside `Model.delete()`'s atomic block).
     """
 
     def forget(sender, instance, **kwargs) -> None:
-        model.objects.filter(created_by=instance).update(created_by_email="")
+        model.objects.filter(**{by: instance}).update(**{address: ""})
 
     pre_delete.connect(
         forget,

@@ -338,6 +338,59 @@ def _password_changed_again(ids: dict) -> Letter | None:
     )
 
 
+def _account_deleted_letter(
+    *, to: str, when: datetime, ip: str | None, two_factor: bool, organizations: int
+) -> Letter:
+    return Letter(
+        to,
+        "Your SigSentry account was deleted",
+        "account_deleted",
+        {
+            "email": to,
+            "when": when,
+            "ip": ip,
+            "two_factor": two_factor,
+            "organizations": organizations,
+        },
+    )
+
+
+def send_account_deleted(
+    *, to: str, when: datetime, ip: str | None, two_factor: bool, organizations: int
+) -> None:
+    """To the address of an account just deleted (`services.delete_account`): no link, and
+    nothing that works any more. The account is gone, so a retry holds the address itself,
+    in its queued row (kept 7 days after its last try, as every finished task): only when
+    the first try failed."""
+    ids = {
+        "to": to,
+        "when": when.isoformat(),
+        "ip": ip,
+        "two_factor": two_factor,
+        "organizations": organizations,
+    }
+    _deliver(
+        "account_deleted",
+        _account_deleted_letter(
+            to=to, when=when, ip=ip, two_factor=two_factor, organizations=organizations
+        ),
+        ids,
+    )
+
+
+@rebuilds("account_deleted", retry_for=NOTICE_RETRY_FOR)
+def _account_deleted_again(ids: dict) -> Letter | None:
+    if User.objects.filter(email=ids["to"]).exists():
+        return None  # the address signed up again meanwhile: that account was not deleted
+    return _account_deleted_letter(
+        to=ids["to"],
+        when=datetime.fromisoformat(ids["when"]),
+        ip=ids["ip"],
+        two_factor=bool(ids["two_factor"]),
+        organizations=int(ids["organizations"]),
+    )
+
+
 def _email_changed_letter(*, to: str, new: str, when: datetime) -> Letter:
     return Letter(
         to,

@@ -7,11 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import DEFERRED, Model, QuerySet
+from django.db.models import DEFERRED, Count, Model, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.accounts.models import AuthSession, User
+from apps.orgs.access import accounts_active_now
+from apps.orgs.models import Membership, Organization
+from apps.orgs.selectors import held_counts
+from core.permissions import Role
 from core.rows import as_datetime, as_uuid, bind, fetch_one
 from core.validation import parse_uuid
 
@@ -148,3 +152,68 @@ def sessions_shown(user: User, current_id: uuid.UUID | None, *, others: int) -> 
     # Fewer than asked for: they are all there, no need to count.
     total = len(shown) + (current is not None) if len(shown) < others else open_sessions.count()
     return SessionsShown(current=current, others=shown, total=total)
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedOrganization:
+    """An organization of which the user is the only member: it goes with their account."""
+
+    organization: Organization
+    projects: int
+    #: Keys not revoked: any that still works stops at once.
+    keys: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDeletionPlan:
+    """What deleting the user's account does to each of their organizations.
+
+    `blocking`: they are its last owner who can act and others are members (SPEC §4.2: an
+    organization always keeps one owner), so the account cannot go until they promote
+    someone. `deleted`: nobody else is a member, the organization goes with the account.
+    `left`: the organization lives on without them.
+    """
+
+    blocking: list[Organization]
+    deleted: list[DeletedOrganization]
+    left: list[Organization]
+
+
+def account_deletion_plan(
+    user: User, memberships: list[Membership] | None = None
+) -> AccountDeletionPlan:
+    """The plan for `user`'s memberships (read here, or the caller's, locked, with their
+    organizations): a fixed number of queries however many organizations they are in."""
+    if memberships is None:
+        memberships = list(
+            Membership.objects.filter(user_id=user.pk)
+            .select_related("organization")
+            .order_by("organization__name", "organization_id")
+        )
+    org_ids = [m.organization_id for m in memberships]
+    members = dict(
+        Membership.objects.filter(organization_id__in=org_ids)
+        .values("organization_id")
+        .annotate(n=Count("id"))
+        .values_list("organization_id", "n")
+    )
+    owned = [m.organization_id for m in memberships if m.role == Role.OWNER]
+    other_owners = list(
+        Membership.objects.filter(organization_id__in=owned, role=Role.OWNER)
+        .exclude(user_id=user.pk)
+        .values_list("organization_id", "user_id")
+    )
+    active = accounts_active_now(user_id for _, user_id in other_owners)
+    kept_owner = {org_id for org_id, user_id in other_owners if user_id in active}
+    blocking, alone, left = [], [], []
+    for membership in memberships:
+        org_id = membership.organization_id
+        if members.get(org_id, 1) <= 1:
+            alone.append(membership.organization)
+        elif membership.role == Role.OWNER and org_id not in kept_owner:
+            blocking.append(membership.organization)
+        else:
+            left.append(membership.organization)
+    held = held_counts([o.id for o in alone])
+    deleted = [DeletedOrganization(o, *held[o.id]) for o in alone]
+    return AccountDeletionPlan(blocking=blocking, deleted=deleted, left=left)

@@ -24,20 +24,34 @@ from django.utils import timezone
 from apps.accounts import mail, mfa_login, tokens, twofactor
 from apps.accounts.emails import address_refusal, normalize_email
 from apps.accounts.models import AuthSession, User, stabilized
-from apps.accounts.selectors import open_session_of, session_with_user
+from apps.accounts.selectors import (
+    AccountDeletionPlan,
+    account_deletion_plan,
+    open_session_of,
+    session_with_user,
+)
 from apps.accounts.tokens import TokenPair
-from apps.audit.services import Action, UserAction, log_user_change
+from apps.audit.services import Action, UserAction, forget_account, log_user_change
 from apps.orgs.models import Membership, Organization
-from apps.orgs.services import create_organization, membership_changed, record_membership_event
+from apps.orgs.services import (
+    create_organization,
+    delete_organizations,
+    lock_owners,
+    membership_changed,
+    record_membership_event,
+)
 from core import throttling
 from core.errors import (
     AuthError,
     InvalidCredentials,
+    LastOwner,
     NotFound,
+    PermissionDenied,
     TokenInvalid,
     ValidationFailed,
 )
 from core.net import client_ip, user_agent
+from core.permissions import REQUIRES_OWNER, Role
 from core.validation import clean_name
 
 #: A refresh token reused within this window lost a benign race (two tabs);
@@ -616,3 +630,111 @@ def _record_in_each(
         record_membership_event(
             action, membership, actor_user, request, {"role": membership.role, **(details or {})}
         )
+
+
+class AccountStillOwns(LastOwner):
+    """409 LAST_OWNER: the account is the last owner of organizations where others are
+    members. `organizations` are they, for the page to name and link."""
+
+    def __init__(self, organizations: list[Organization]) -> None:
+        super().__init__(
+            "Your account is the last owner of organizations with other members: make "
+            "another member an owner, or remove the others, first.",
+            {"organizations": [{"id": str(o.id), "name": o.name} for o in organizations]},
+        )
+        self.organizations = organizations
+
+
+def delete_account(
+    *,
+    actor: User,
+    password: Any,
+    code: Any = None,
+    request: HttpRequest | None = None,
+) -> AccountDeletionPlan | None:
+    """Delete `actor`'s own account, for good (GDPR Art. 17), after re-authentication: the
+    current password (401 INVALID_CREDENTIALS, throttled as logins), and with two-factor on
+    a TOTP or recovery code (throttled as the login's second step). A stolen session alone
+    deletes nothing.
+
+    Refused (409 LAST_OWNER, `AccountStillOwns`, nothing changed and no code spent) while
+    they are the last owner who can act of an organization with other members. Operators'
+    accounts are refused too (403): their history in the admin would go with them; another
+    operator deletes one there.
+
+    In one transaction, on the user's row locked first (a membership or session inserted
+    meanwhile waits, then fails its foreign key):
+    * each organization of which they are the only member is deleted with everything in it
+      (`delete_organizations`): its keys answer 401 from the next request on, and its
+      webhook deliveries and reminders go with it;
+    * from every other one they are removed (`member.removed`, they the actor, reason
+      `account_deleted`), with what `membership_changed` undoes (the invitations they
+      sent); the keys and webhooks they made stay the organization's (`createdBy` null);
+    * events keep no address of theirs (`forget_account`), nor do keys, webhooks and
+      analyses (`core.creators`, as the user's row goes);
+    * the user row goes, and with it every session (their access and refresh tokens are
+      TOKEN_INVALID on the next request), the two-factor device and recovery codes; the
+      address is free for a new sign-up.
+    Then an email to the address says so. Safe to repeat: an account already deleted
+    changes nothing (None); otherwise the plan that was carried out.
+    """
+    if actor.is_staff or actor.is_superuser:
+        raise PermissionDenied(
+            REQUIRES_OWNER,
+            "An operator's account is deleted by another operator, in the admin.",
+        )
+    plan = account_deletion_plan(actor)
+    if plan.blocking:  # before the codes: a refused deletion spends no recovery code
+        raise AccountStillOwns(plan.blocking)
+    two_factor = twofactor.is_enabled(actor)
+    if two_factor and (not isinstance(code, str) or not code.strip()):
+        twofactor.check_password(user=actor, password=password, request=request)
+        raise ValidationFailed(
+            {"code": ["A code from the authenticator app, or a recovery code, is required."]}
+        )
+    twofactor.check_password(user=actor, password=password, request=request)
+    if two_factor:
+        twofactor.check_second_factor(user=actor, code=code, request=request)
+    with transaction.atomic():
+        user = User.objects.select_for_update().filter(pk=actor.pk).first()
+        if user is None:
+            return None  # deleted by a request a moment ago (a double submit)
+        memberships = list(
+            Membership.objects.select_for_update(of=("self",))
+            .select_related("organization")
+            .filter(user_id=user.pk)
+            .order_by("id")
+        )
+        owned = [m.organization_id for m in memberships if m.role == Role.OWNER]
+        for organization_id in sorted(owned, key=str):
+            lock_owners(organization_id)  # a promotion or demotion meanwhile waits, or went first
+        plan = account_deletion_plan(user, memberships)
+        if plan.blocking:
+            raise AccountStillOwns(plan.blocking)
+        leaving = {o.id for o in plan.left}
+        for membership in memberships:
+            if membership.organization_id not in leaving:
+                continue
+            membership.user = user
+            membership.delete()
+            record_membership_event(
+                Action.MEMBER_REMOVED,
+                membership,
+                user,
+                request,
+                {"role": membership.role, "reason": "account_deleted"},
+            )
+            membership_changed(membership=membership, role=None, actor_user=user, request=request)
+        delete_organizations([d.organization.id for d in plan.deleted])
+        forget_account(user.pk)
+        address = user.email
+        user.delete()
+        log_user_change(UserAction.ACCOUNT_DELETED, actor.pk)
+    mail.send_account_deleted(
+        to=address,
+        when=timezone.now(),
+        ip=client_ip(request) if request is not None else None,
+        two_factor=two_factor,
+        organizations=len(plan.deleted),
+    )
+    return plan

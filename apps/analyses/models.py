@@ -12,7 +12,8 @@ from apps.projects.models import Project
 class Authored(models.Model):
     """Who created a record: a user or an API key, with a snapshot for display.
 
-    The label (email or key prefix) is kept even if the user or key is deleted.
+    A key's label (its prefix) is kept after the key is deleted; a user's (their address)
+    is emptied when the account is (`core.creators`, from `AnalysesConfig.ready`).
     """
 
     created_at = models.DateTimeField(default=timezone.now)

@@ -1,7 +1,8 @@
 """Writes on analyses, follow-ups and feedback (SPEC §4.4).
 
 Each record keeps who created it: the user (JWT) or the API key, with a
-snapshot label (email or key prefix, never a secret) that survives deletion.
+snapshot label (email or key prefix, never a secret): a key's survives the key's deletion,
+a user's address goes with their account (`core.creators`).
 Callers pass a project or analysis they resolved for the caller.
 """
 

@@ -108,6 +108,8 @@ class UserAction:
     #: Staff or superuser status, groups or permissions given or taken (a superuser, in the
     #: admin).
     RIGHTS_CHANGED = "user.rights_changed"
+    #: The user deleted their own account (the account page).
+    ACCOUNT_DELETED = "user.account_deleted"
 
     ALL = (
         PASSWORD_CHANGED,
@@ -122,6 +124,7 @@ class UserAction:
         REACTIVATED,
         EMAIL_CHANGED,
         RIGHTS_CHANGED,
+        ACCOUNT_DELETED,
     )
 
 
@@ -131,6 +134,23 @@ def log_user_change(action: str, user_id: Any) -> None:
     action and the user's id only: no address, password, code or email text."""
     line = {"action": action, "user_id": str(user_id)}
     transaction.on_commit(lambda: audit_log.info("audit %s", action, extra=line))
+
+
+def forget_account(user_id: Any) -> int:
+    """The one change an event ever gets: before an account is deleted (in its
+    transaction), the events of its organizations keep what happened and when, and drop
+    whom it identified. Its address goes from the events it acted in (`actor_label`; the
+    link `actor_user` goes with the row, SET_NULL) and from those about it as a member
+    (`target_label`, and the old and new addresses of `member.email_changed`); `target_id`
+    stays, a bare id that no row names any more, so the events of one former member still
+    read as one person's. Addresses an organization typed itself (an invitation's) are the
+    organization's and stay. How many events changed."""
+    acted = AuditEvent.objects.filter(actor_user_id=user_id).exclude(actor_label="")
+    changed = acted.update(actor_label="")
+    about = AuditEvent.objects.filter(target_type="user", target_id=str(user_id))
+    changed += about.filter(action=Action.MEMBER_EMAIL_CHANGED).update(target_label="", details={})
+    changed += about.exclude(target_label="").update(target_label="")
+    return changed
 
 
 def audit_event(

@@ -30,11 +30,10 @@ def actor_json(event: AuditEvent) -> dict[str, Any]:
     """Who acted, from the snapshot taken when the event was written."""
     if event.actor_type == AuditEvent.ActorType.USER:
         user_id = event.actor_user_id
-        return {
-            "type": "user",
-            "id": str(user_id) if user_id else None,
-            "email": event.actor_label,
-        }
+        actor = {"type": "user", "id": str(user_id) if user_id else None}
+        if event.actor_label:  # none once the account was deleted (`forget_account`)
+            actor["email"] = event.actor_label
+        return actor
     if event.actor_type == AuditEvent.ActorType.KEY:
         key_id = event.actor_key_id
         return {"type": "key", "id": str(key_id) if key_id else None, "prefix": event.actor_label}
@@ -63,7 +62,9 @@ class AuditActorSerializer(serializers.Serializer):
     id = serializers.UUIDField(
         required=False, allow_null=True, help_text="Users and keys; null once deleted."
     )
-    email = serializers.EmailField(required=False, help_text="Users only.")
+    email = serializers.EmailField(
+        required=False, help_text="Users only; absent once the account was deleted."
+    )
     prefix = serializers.CharField(required=False, help_text="Keys only.")
 
 

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import F, QuerySet
+from django.db.models import Count, F, QuerySet
 
 from apps.audit.models import AuditEvent
 from apps.orgs.models import Membership, Organization
@@ -88,3 +88,21 @@ def events_of(membership: Membership, *, action: str | None = None) -> QuerySet[
     if action is not None:
         events = events.filter(action=action)
     return events.order_by("-created_at", "-id")
+
+
+def held_counts(organization_ids: list[Any]) -> dict[Any, tuple[int, int]]:
+    """organization id -> (projects, unrevoked keys) for the organizations, in two queries.
+    The apps that hold them sit above this one: reached through the relations."""
+    counts: dict[str, dict[Any, int]] = {}
+    for held, rows in (("projects", {}), ("api_keys", {"revoked_at__isnull": True})):
+        model = Organization._meta.get_field(held).related_model
+        counts[held] = dict(
+            model.objects.filter(organization_id__in=organization_ids, **rows)
+            .values("organization_id")
+            .annotate(n=Count("id"))
+            .values_list("organization_id", "n")
+        )
+    return {
+        org_id: (counts["projects"].get(org_id, 0), counts["api_keys"].get(org_id, 0))
+        for org_id in organization_ids
+    }

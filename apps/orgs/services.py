@@ -388,3 +388,33 @@ def set_key_lifetime_policy(
             )
     actor_membership.organization = organization
     return organization
+
+
+def delete_organizations(organization_ids: list[Any]) -> None:
+    """Delete the organizations and everything they hold (projects, keys and their usage,
+    webhooks and their events and deliveries, reminders, invitations, audit events), in
+    the caller's transaction: a deleted key finds no row on its next request (401
+    KEY_INVALID), and no delivery or reminder of them is left to send.
+
+    Locked as the admin's delete locks them (`OrganizationAdmin.delete_queryset`): the
+    organizations first, then their keys and projects for good, so a row inserted meanwhile
+    that refers to one (the worker's usage copy, an analysis) waits for the delete and then
+    fails its own foreign key instead of failing the delete.
+    """
+    ids = list(
+        Organization.objects.select_for_update(no_key=True)
+        .filter(pk__in=organization_ids)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not ids:
+        return
+    for held in ("api_keys", "projects"):
+        model = Organization._meta.get_field(held).related_model
+        list(
+            model.objects.select_for_update()
+            .filter(organization_id__in=ids)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+    Organization.objects.filter(pk__in=ids).delete()

@@ -15,18 +15,27 @@ from django.views.decorators.http import require_POST, require_safe
 
 from apps.accounts import email_confirmation, services, twofactor
 from apps.accounts.forms import (
+    DeleteAccountForm,
     EmailCodeForm,
     PasswordChangeForm,
     TwoFactorDisableForm,
     TwoFactorEnableForm,
 )
-from apps.accounts.selectors import sessions_shown
+from apps.accounts.selectors import account_deletion_plan, sessions_shown
 from apps.accounts.views import end_page_session, start_page_session, throttled_message
 from core.confirm import Confirmation, confirmation_page, is_confirmed
 from core.decorators import dashboard_page
-from core.errors import InvalidCredentials, NotFound, RateLimited, ValidationFailed
+from core.errors import (
+    InvalidCredentials,
+    LastOwner,
+    NotFound,
+    RateLimited,
+    ValidationFailed,
+)
 
 ACCOUNT_URL = "/account/"
+#: Organizations each list of the account's deletion names (the rest are counted).
+DELETION_ORGANIZATIONS_LISTED = 20
 #: Other sessions the page lists, most recently seen first (Log out everywhere else ends all).
 OTHER_SESSIONS_SHOWN = 20
 
@@ -39,6 +48,7 @@ def _account_page(
     enable_form: TwoFactorEnableForm | None = None,
     disable_form: TwoFactorDisableForm | None = None,
     recovery_codes: list[str] | None = None,
+    delete_form: DeleteAccountForm | None = None,
 ) -> HttpResponse:
     principal = request.principal
     user = principal.user
@@ -65,6 +75,9 @@ def _account_page(
         "others_shown": len(sessions.others),
         "current_session_id": current_id,
         "other_sessions": sessions.total - (sessions.current is not None),
+        "deletion": account_deletion_plan(user),
+        "delete_form": delete_form or DeleteAccountForm(two_factor=two_factor_on),
+        "deletion_listed": DELETION_ORGANIZATIONS_LISTED,
     }
     return render(request, "accounts/account.html", context)
 
@@ -240,3 +253,33 @@ def end_other_sessions(request: HttpRequest) -> HttpResponse:
         else "There were no other sessions.",
     )
     return redirect(f"{ACCOUNT_URL}#sessions")
+
+
+@dashboard_page
+@require_POST
+def delete_account(request: HttpRequest) -> HttpResponse:
+    """Delete the account for good (`services.delete_account`), then log this browser out."""
+    user = request.principal.user
+    form = DeleteAccountForm(request.POST, two_factor=twofactor.is_enabled(user))
+    if form.is_valid():
+        try:
+            services.delete_account(
+                actor=user,
+                password=form.cleaned_data["password"],
+                code=form.cleaned_data.get("code"),
+                request=request,
+            )
+        except RateLimited as exc:
+            form.add_error(None, throttled_message(exc))
+        except (InvalidCredentials, LastOwner) as exc:
+            form.add_error(None, exc.message)
+        except ValidationFailed as exc:
+            form.add_service_errors(exc.details["fields"], {"password": "password", "code": "code"})
+        else:
+            messages.success(
+                request,
+                "Your account was deleted, and every session of it logged out. An email to "
+                "its address confirms it.",
+            )
+            return end_page_session(request)
+    return _account_page(request, delete_form=form)

@@ -158,3 +158,32 @@ class TwoFactorDisableForm(DashboardForm):
         help_text="Your current password, to turn two-factor authentication off.",
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
+
+
+class DeleteAccountForm(DashboardForm):
+    """The account's deletion: the password again (and, with two-factor on, a code), so a
+    session alone deletes nothing. Prefixed: the page's two-factor form has a `password`."""
+
+    password = forms.CharField(
+        label="Current password",
+        max_length=4096,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+    code = forms.CharField(
+        label="Authentication code",
+        max_length=64,
+        help_text="The 6 digits your authenticator app shows, or one of your recovery codes.",
+        widget=_code_widget(),
+    )
+    understand = forms.BooleanField(
+        label="I understand that my account, and the organizations listed above, are "
+        "deleted for good.",
+        error_messages={"required": "Tick the box to say you understand it cannot be undone."},
+    )
+
+    def __init__(self, *args, two_factor: bool, **kwargs):
+        kwargs.setdefault("prefix", "delete")
+        super().__init__(*args, **kwargs)
+        if not two_factor:
+            del self.fields["code"]

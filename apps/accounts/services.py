@@ -46,12 +46,11 @@ from core.errors import (
     InvalidCredentials,
     LastOwner,
     NotFound,
-    PermissionDenied,
     TokenInvalid,
     ValidationFailed,
 )
 from core.net import client_ip, user_agent
-from core.permissions import REQUIRES_OWNER, Role
+from core.permissions import Role
 from core.validation import clean_name
 
 #: A refresh token reused within this window lost a benign race (two tabs);
@@ -659,7 +658,7 @@ def delete_account(
 
     Refused (409 LAST_OWNER, `AccountStillOwns`, nothing changed and no code spent) while
     they are the last owner who can act of an organization with other members. Operators'
-    accounts are refused too (403): their history in the admin would go with them; another
+    accounts are refused too (400): their history in the admin would go with them; another
     operator deletes one there.
 
     In one transaction, on the user's row locked first (a membership or session inserted
@@ -679,9 +678,12 @@ def delete_account(
     changes nothing (None); otherwise the plan that was carried out.
     """
     if actor.is_staff or actor.is_superuser:
-        raise PermissionDenied(
-            REQUIRES_OWNER,
-            "An operator's account is deleted by another operator, in the admin.",
+        raise ValidationFailed(
+            {
+                "nonFieldErrors": [
+                    "An operator's account is deleted by another operator, in the admin."
+                ]
+            }
         )
     plan = account_deletion_plan(actor)
     if plan.blocking:  # before the codes: a refused deletion spends no recovery code

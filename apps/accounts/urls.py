@@ -18,6 +18,7 @@ urlpatterns = [
     path("account/2fa/setup/", account_views.start_two_factor, name="account-2fa-setup"),
     path("account/2fa/enable/", account_views.enable_two_factor, name="account-2fa-enable"),
     path("account/2fa/disable/", account_views.disable_two_factor, name="account-2fa-disable"),
+    path("account/delete/", account_views.delete_account, name="account-delete"),
     path(
         "account/sessions/others/end/",
         account_views.end_other_sessions,

@@ -18,7 +18,7 @@ from apps.notifications.models import Reminder
 from apps.orgs.models import Membership, Organization
 from apps.projects.models import Project
 from apps.webhooks.models import Delivery, Event, Webhook
-from core.errors import InvalidCredentials, LastOwner, PermissionDenied, ValidationFailed
+from core.errors import InvalidCredentials, LastOwner, ValidationFailed
 from core.permissions import Role
 from tests.accounts.test_two_factor import code_at, enable_two_factor, fresh_step
 from tests.conftest import bearer
@@ -222,7 +222,7 @@ def test_an_operators_account_is_refused(organization, member):
     User.objects.filter(pk=member.pk).update(is_staff=True)
     member.refresh_from_db()
 
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(ValidationFailed):
         services.delete_account(actor=member, password=PASSWORD)
 
     assert User.objects.filter(pk=member.pk).exists()

@@ -26,15 +26,21 @@ def test_analysis_created_with_a_key_is_credited_to_the_key_prefix(project):
     assert analysis.created_by == {"type": "key", "prefix": api_key.prefix}
 
 
-def test_creator_label_survives_the_deletion_of_the_user(project, member):
+def test_an_analysis_outlives_its_authors_account_without_their_address(project, member):
+    """As keys and webhooks keep no address behind a NULL creator (core.creators): the
+    deleted person's address is personal data the project no longer needs (GDPR Art. 17)."""
     analysis = services.create_analysis(
         principal=Principal(user=member), project=project, title="t", input="i"
     )
-    email = member.email
+    follow_up = services.create_follow_up(
+        principal=Principal(user=member), analysis=analysis, question="q"
+    )
     member.delete()
     analysis.refresh_from_db()
+    follow_up.refresh_from_db()
     assert analysis.created_by_user is None
-    assert analysis.created_by == {"type": "user", "email": email}
+    assert analysis.created_by == {"type": "user", "email": ""}
+    assert follow_up.created_by == {"type": "user", "email": ""}
 
 
 def test_follow_ups_and_feedback_record_their_own_author(project, member):

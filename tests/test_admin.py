@@ -689,6 +689,17 @@ def test_deleting_a_user_audits_each_membership_removed(ops, superuser, owner, m
     assert event.actor_user_id == superuser.pk
 
 
+def test_a_user_deleted_by_an_operator_leaves_no_address_in_the_audit_log(ops, owner, member):
+    organization = Organization.objects.get(memberships__user=owner)
+    address = member.email
+
+    ops.post(delete_url(member), {"post": "yes"})
+
+    removed = AuditEvent.objects.get(organization_id=organization.pk, action=Action.MEMBER_REMOVED)
+    assert removed.target_id == str(member.pk) and removed.target_label == ""
+    assert not AuditEvent.objects.filter(target_label=address).exists()
+
+
 def _inline_forms(*prefixes: str, total: int = 0) -> dict:
     return {
         f"{prefix}-{field}": value

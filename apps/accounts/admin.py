@@ -42,7 +42,7 @@ from apps.accounts.services import (
     record_operator_change,
     store_password,
 )
-from apps.audit.services import Action, UserAction, log_user_change
+from apps.audit.services import Action, UserAction, forget_account, log_user_change
 from apps.orgs.admin import (
     delete_membership,
     owned_by_no_one_active,
@@ -351,12 +351,15 @@ class UserAdmin(DjangoUserAdmin):
         self.delete_queryset(request, User.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset) -> None:
-        """Each membership leaves its organization's audit log a `member.removed` first."""
+        """Each membership leaves its organization's audit log a `member.removed` first; then
+        the events keep no address of the account (`forget_account`)."""
         with transaction.atomic():
             memberships = list(Membership.objects.filter(user__in=queryset).select_related("user"))
             refuse_if_last_owners(memberships)
             for membership in memberships:
                 delete_membership(request, membership)
+            for user_id in queryset.values_list("pk", flat=True):
+                forget_account(user_id)  # as a deletion on the account page does
             queryset.delete()
 
     def get_deleted_objects(self, objs, request):

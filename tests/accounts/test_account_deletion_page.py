@@ -130,3 +130,12 @@ def test_wrong_passwords_are_throttled_as_logins_are(organization, member):
 
     assert "Too many attempts" in html(response)
     assert User.objects.filter(pk=member.pk).exists()
+
+
+def test_an_operator_is_told_another_operator_deletes_their_account(organization, member):
+    User.objects.filter(pk=member.pk).update(is_staff=True)
+
+    page = html(logged_in(member).get("/account/"))
+
+    assert "deleted by another operator, in the admin" in page
+    assert 'action="/account/delete/"' not in page

@@ -36,7 +36,6 @@ from apps.orgs.models import Membership, Organization
 from apps.orgs.services import (
     create_organization,
     delete_organizations,
-    lock_owners,
     membership_changed,
     record_membership_event,
 )
@@ -698,18 +697,22 @@ def delete_account(
     if two_factor:
         twofactor.check_second_factor(user=actor, code=code, request=request)
     with transaction.atomic():
+        # Their memberships and the owners of each of their organizations, in one statement
+        # in id order, as a removal locks them (`_lock_for_change`): two owners of one
+        # organization deleting their accounts at once take turns (no deadlock), and the
+        # second's plan sees the first gone. Then the user's row: a membership or session
+        # inserted meanwhile waits for the delete, then fails its foreign key.
+        theirs = Membership.objects.filter(user_id=actor.pk).values("organization_id")
+        locked = list(
+            Membership.objects.select_for_update(of=("self",))
+            .select_related("organization")
+            .filter(Q(user_id=actor.pk) | Q(role=Role.OWNER, organization_id__in=theirs))
+            .order_by("id")
+        )
         user = User.objects.select_for_update().filter(pk=actor.pk).first()
         if user is None:
             return None  # deleted by a request a moment ago (a double submit)
-        memberships = list(
-            Membership.objects.select_for_update(of=("self",))
-            .select_related("organization")
-            .filter(user_id=user.pk)
-            .order_by("id")
-        )
-        owned = [m.organization_id for m in memberships if m.role == Role.OWNER]
-        for organization_id in sorted(owned, key=str):
-            lock_owners(organization_id)  # a promotion or demotion meanwhile waits, or went first
+        memberships = [m for m in locked if m.user_id == user.pk]
         plan = account_deletion_plan(user, memberships)
         if plan.blocking:
             raise AccountStillOwns(plan.blocking)

@@ -1,0 +1,64 @@
+"""Account deletions at the same moment as each other (PostgreSQL: row locks)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from apps.accounts import services
+from apps.accounts.models import User
+from apps.orgs.models import Membership
+from core.errors import LastOwner
+from core.permissions import Role
+from tests.factories import PASSWORD, MembershipFactory
+from tests.races import Call, race
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MEMBERSHIP_TABLE = Membership._meta.db_table
+
+
+@pytest.fixture(autouse=True)
+def _concurrent_database():
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: row locks and concurrent writers")
+
+
+def memberships_locked(sql: str) -> bool:
+    return sql.startswith("SELECT") and MEMBERSHIP_TABLE in sql and "FOR UPDATE" in sql
+
+
+def deletion_of(user, *, held: bool = False) -> Call:
+    """The deletion of `user`'s account on a connection of its own; `held`: stopped just
+    after its memberships are locked, until `race` lets it go."""
+    return Call(
+        lambda: services.delete_account(actor=user, password=PASSWORD),
+        memberships_locked if held else None,
+    )
+
+
+def test_two_owners_deleting_their_accounts_at_once_leave_the_organization_one(
+    organization, owner, member
+):
+    """Each saw the other as the owner who stays: both went, and the organization kept a
+    member and no owner (SPEC §4.2). The second waits for the first's locks, then finds
+    itself the last owner."""
+    other = MembershipFactory(organization=organization, role=Role.OWNER).user
+    first, second = deletion_of(owner, held=True), deletion_of(other)
+
+    race(first, second, second_waits=True)
+
+    assert first.error is None, first.error
+    assert isinstance(second.error, LastOwner), second.error
+    assert not User.objects.filter(pk=owner.pk).exists()
+    assert Membership.objects.filter(organization=organization, role=Role.OWNER).count() == 1
+
+
+def test_a_double_submit_deletes_once_and_the_second_changes_nothing(organization, member):
+    first, second = deletion_of(member, held=True), deletion_of(member)
+
+    race(first, second, second_waits=True)
+
+    assert first.error is None and second.error is None, (first.error, second.error)
+    assert first.result is not None and second.result is None
+    assert not User.objects.filter(pk=member.pk).exists()

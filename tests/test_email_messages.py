@@ -49,6 +49,9 @@ def every_account_email(user) -> None:
     mail.send_two_factor_changed(user=user, enabled=True, when=now, ip="203.0.113.9")
     mail.send_two_factor_changed(user=user, enabled=False, when=now, ip=None)
     mail.send_recovery_code_used(user=user, left=2, when=now, ip="203.0.113.9")
+    mail.send_account_deleted(
+        to=user.email, when=now, ip="203.0.113.9", two_factor=True, organizations=2
+    )
     letter = mail.invitation_letter(
         to="newcomer@example.com",
         token="invitation-token",
@@ -76,7 +79,7 @@ def messages(site, owner, project):
     every_account_email(owner)
     a_large_notice(project)
     received = site.messages()
-    assert len(received) == 9
+    assert len(received) == 10
     return received
 
 

@@ -27,6 +27,7 @@ from apps.audit.services import Action
 from apps.orgs.access import accounts_active_now
 from apps.orgs.models import Membership, Organization
 from apps.orgs.services import (
+    delete_organizations,
     lock_owners,
     membership_changed,
     record_membership_event,
@@ -260,29 +261,8 @@ class OrganizationAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
-            # First, in one order, as `get_object` above (NO KEY: the DELETE itself takes the
-            # rest at the end, after the rows that refer to them).
             # (The changelist's queryset counts members and projects: no FOR with GROUP BY.)
-            ids = list(
-                Organization.objects.select_for_update(no_key=True)
-                .filter(pk__in=queryset.values("pk"))
-                .order_by("pk")
-                .values_list("pk", flat=True)
-            )
-            # Then their keys and projects, for good (FOR UPDATE): a row inserted meanwhile
-            # that refers to one (the worker's usage copy, an analysis) waits for the delete
-            # and then fails its own foreign key. The delete removed the rows referring to
-            # a key first and the key last: one committed in between failed the delete, a
-            # 503 (found by an integrity audit).
-            for held in ("api_keys", "projects"):  # the rows the organization holds
-                model = Organization._meta.get_field(held).related_model
-                list(
-                    model.objects.select_for_update()
-                    .filter(organization_id__in=ids)
-                    .order_by("pk")
-                    .values_list("pk", flat=True)
-                )
-            super().delete_queryset(request, Organization.objects.filter(pk__in=ids))
+            delete_organizations(queryset.values("pk"))
 
     def save_model(self, request, obj, form, change):
         # The admin's view is one transaction. A change writes only what the form changed:

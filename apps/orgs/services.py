@@ -390,16 +390,19 @@ def set_key_lifetime_policy(
     return organization
 
 
-def delete_organizations(organization_ids: list[Any]) -> None:
-    """Delete the organizations and everything they hold (projects, keys and their usage,
-    webhooks and their events and deliveries, reminders, invitations, audit events), in
-    the caller's transaction: a deleted key finds no row on its next request (401
-    KEY_INVALID), and no delivery or reminder of them is left to send.
+def delete_organizations(organization_ids: Any) -> None:
+    """Delete the organizations (ids, or a query of them) and everything they hold
+    (projects, keys and their usage, webhooks and their events and deliveries, reminders,
+    invitations, audit events), in the caller's transaction: a deleted key finds no row on
+    its next request (401 KEY_INVALID), and no delivery or reminder of them is left to send.
+    The admin's delete and an account's deletion (`apps.accounts.services.delete_account`).
 
-    Locked as the admin's delete locks them (`OrganizationAdmin.delete_queryset`): the
-    organizations first, then their keys and projects for good, so a row inserted meanwhile
+    The organizations are locked first, in one order, as the admin's change page locks one
+    (NO KEY: the DELETE itself takes the rest at the end, after the rows that refer to
+    them). Then their keys and projects, for good (FOR UPDATE): a row inserted meanwhile
     that refers to one (the worker's usage copy, an analysis) waits for the delete and then
-    fails its own foreign key instead of failing the delete.
+    fails its own foreign key. The delete removes the rows referring to a key first and the
+    key last: one committed in between failed the delete, a 503 (an integrity audit).
     """
     ids = list(
         Organization.objects.select_for_update(no_key=True)
@@ -409,7 +412,7 @@ def delete_organizations(organization_ids: list[Any]) -> None:
     )
     if not ids:
         return
-    for held in ("api_keys", "projects"):
+    for held in ("api_keys", "projects"):  # the rows the organization holds
         model = Organization._meta.get_field(held).related_model
         list(
             model.objects.select_for_update()

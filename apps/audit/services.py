@@ -47,6 +47,8 @@ class Action:
     WEBHOOK_DISABLED = "webhook.disabled"
     WEBHOOK_ENABLED = "webhook.enabled"
     ORGANIZATION_UPDATED = "organization.updated"
+    #: The log itself downloaded as a file (CSV or JSON Lines) from the dashboard.
+    AUDIT_LOG_EXPORTED = "audit_log.exported"
 
     ALL = (
         KEY_MINTED,
@@ -77,6 +79,7 @@ class Action:
         WEBHOOK_DISABLED,
         WEBHOOK_ENABLED,
         ORGANIZATION_UPDATED,
+        AUDIT_LOG_EXPORTED,
     )
 
 

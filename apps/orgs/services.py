@@ -83,6 +83,22 @@ def record_organization_updated(
     _record_organization_event(Action.ORGANIZATION_UPDATED, organization, actor, request, details)
 
 
+def record_audit_log_exported(
+    organization: Organization,
+    *,
+    actor: Any,
+    request: HttpRequest | None,
+    file_format: str,
+    action: str | None,
+) -> None:
+    """The `audit_log.exported` event of a download of the log (`file_format` "csv" or
+    "jsonl", `action` the filter or None), in the caller's transaction: a download copies
+    every member's address and IPs out of the product at once, which the organization's
+    owners should be able to see was done, and by whom."""
+    details = {"format": file_format, "action": action}
+    _record_organization_event(Action.AUDIT_LOG_EXPORTED, organization, actor, request, details)
+
+
 def _record_organization_event(
     action: str,
     organization: Organization,

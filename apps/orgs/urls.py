@@ -13,4 +13,16 @@ urlpatterns = [
         name="member-remove",
     ),
     path("orgs/<uuid:org_id>/audit-log/", audit_views.audit_log, name="audit-log"),
+    path(
+        "orgs/<uuid:org_id>/audit-log/export.csv",
+        audit_views.audit_log_export,
+        {"file_format": "csv"},
+        name="audit-log-csv",
+    ),
+    path(
+        "orgs/<uuid:org_id>/audit-log/export.jsonl",
+        audit_views.audit_log_export,
+        {"file_format": "jsonl"},
+        name="audit-log-jsonl",
+    ),
 ]

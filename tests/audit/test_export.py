@@ -274,7 +274,7 @@ def test_a_download_holds_at_most_most_rows(owner, organization, monkeypatch):
 
     assert len(rows) == 5
     page = html(logged_in(owner).get(f"/orgs/{organization.id}/audit-log/"))
-    assert "A file holds the newest 5 events at most" in page
+    assert "newest first, at most 5 events a file;" in page
 
 
 def test_newest_first_reads_each_row_once_across_chunks_of_equal_times(organization, owner):

@@ -317,3 +317,20 @@ def test_csv_cell_keeps_other_text_and_writes_none_as_empty():
 def test_a_download_name_must_be_plain_ascii(name):
     with pytest.raises(ValueError):
         export.download(iter(()), filename=name, content_type="text/csv")
+
+
+def test_the_api_lists_and_filters_the_downloads(owner, organization, api_client):
+    body(logged_in(owner).get(export_url(organization, "csv")))
+    event(organization, Action.KEY_MINTED, 1, "minted-one")
+
+    response = api_client.get(
+        f"/v1/organizations/{organization.id}/audit-events?action=audit_log.exported",
+        **bearer(access_token_for(owner)),
+    )
+    schema = api_client.get("/v1/schema?format=json").json()
+
+    assert response.status_code == 200
+    [listed] = response.json()["results"]
+    assert listed["action"] == "audit_log.exported"
+    assert listed["target"]["type"] == "organization" and listed["actor"]["email"] == owner.email
+    assert "audit_log.exported" in json.dumps(schema)

@@ -334,3 +334,16 @@ def test_the_api_lists_and_filters_the_downloads(owner, organization, api_client
     assert listed["action"] == "audit_log.exported"
     assert listed["target"]["type"] == "organization" and listed["actor"]["email"] == owner.email
     assert "audit_log.exported" in json.dumps(schema)
+
+
+def test_the_first_chunk_is_read_before_the_answer_starts(owner, organization):
+    """So a database outage there is the 503 page, not a 200 cut short."""
+    event(organization, Action.KEY_MINTED, 1, "minted-one")
+    client = logged_in(owner)
+
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(export_url(organization, "csv"))
+    read = [q["sql"] for q in ctx.captured_queries if "ORDER BY" in q["sql"]]
+
+    assert any('FROM "audit_auditevent"' in sql for sql in read), read
+    assert "minted-one" in body(response).decode()

@@ -50,7 +50,7 @@ def key_collection_export(
 ) -> HttpResponse:
     collection = page_collection(request, kind, project_id, org_id)
     now = timezone.now()
-    keys = export.newest_first(collection.keys())
+    keys = export.read_ahead(export.newest_first(collection.keys()))
     owner = collection.project or collection.organization
     name = f"sigsentry-{_FILE_NAMES[kind]}-{owner.id}-{export.stamp(now)}.csv"
     content = export.csv_lines(COLUMNS, (_row(key_json(key, now)) for key in keys))

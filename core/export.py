@@ -34,6 +34,9 @@ CHUNK_ROWS = 1000
 #: Rows per download at most (100,000 events: 6 s of a worker on a loaded 2-core machine).
 MOST_ROWS = 100_000
 
+#: RFC 4180's media type; the first line names the columns.
+CSV_TYPE = "text/csv; charset=utf-8; header=present"
+
 #: First characters that make a spreadsheet read a cell as a formula (OWASP).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 

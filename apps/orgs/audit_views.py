@@ -109,7 +109,7 @@ CSV_COLUMNS = (
     "createdAt",
     "details",
 )
-EXPORT_TYPES = {"csv": "text/csv; charset=utf-8; header=present", "jsonl": "application/jsonl"}
+EXPORT_TYPES = {"csv": export.CSV_TYPE, "jsonl": "application/jsonl"}
 
 
 @dashboard_page

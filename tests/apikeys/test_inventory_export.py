@@ -58,7 +58,7 @@ def test_any_member_downloads_the_collection_as_the_api_lists_it(
     response = logged_in(user).get(export_url(kind, project))
 
     assert response.status_code == 200
-    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Type"] == "text/csv; charset=utf-8; header=present"
     assert response["Cache-Control"] == "no-store"
     assert response["X-Content-Type-Options"] == "nosniff"
     owner_id = project.organization_id if kind is KeyKind.ORGANIZATION else project.id

@@ -54,7 +54,7 @@ def key_collection_export(
     owner = collection.project or collection.organization
     name = f"sigsentry-{_FILE_NAMES[kind]}-{owner.id}-{export.stamp(now)}.csv"
     content = export.csv_lines(COLUMNS, (_row(key_json(key, now)) for key in keys))
-    return export.download(content, filename=name, content_type="text/csv; charset=utf-8")
+    return export.download(content, filename=name, content_type=export.CSV_TYPE)
 
 
 def _row(key: dict[str, Any]) -> list[Any]:

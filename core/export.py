@@ -25,8 +25,13 @@ from datetime import UTC, datetime
 from itertools import chain, islice
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Model, Q, QuerySet
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+
+from core import throttling
+from core.errors import RateLimited
 
 #: Rows per query: big enough that the round trips do not dominate, small enough that a
 #: chunk of model instances is a few MB at most.
@@ -120,6 +125,22 @@ def read_ahead(rows: Iterator[Model]) -> Iterator[Model]:
     the 503 page (`core.middleware`), not a 200 cut short once the answer has started."""
     first = list(islice(rows, CHUNK_ROWS))
     return chain(first, rows)
+
+
+def refused_download(request: HttpRequest) -> HttpResponse | None:
+    """The 429 page when the caller has had `download_user` files this hour (each holds a
+    worker for seconds); None, and one more counted, otherwise."""
+    try:
+        throttling.enforce("download_user", str(request.principal.user.pk))
+    except RateLimited as exc:
+        context = {
+            "most": settings.THROTTLE_RATES["download_user"][0],
+            "minutes": max(1, round(exc.retry_after / 60)),
+        }
+        response = render(request, "errors/429_downloads.html", context, status=429)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    return None
 
 
 def download(

@@ -705,6 +705,9 @@ THROTTLE_RATES = {
     # sign-ups (which tell it too), and per adder a day.
     "member_add_miss_ip": (20, 3600),
     "member_add_miss_user": (20, 86400),
+    # Dashboard downloads (audit log, key inventory) per user: each holds a sync worker for
+    # up to several seconds (100,000 rows), so one account cannot keep the workers busy.
+    "download_user": (30, 3600),
 }
 
 # Outbound work (webhook deliveries, emails, scheduled checks) runs in `manage.py run_worker`.

@@ -123,6 +123,9 @@ def audit_log_export(request: HttpRequest, org_id, file_format: str) -> HttpResp
     event when the filter lets it in."""
     membership = membership_for(request.principal.user, org_id)
     organization = require_manager(membership)
+    refused = export.refused_download(request)
+    if refused is not None:
+        return refused
     action = request.GET.get("action") or None
     if action not in Action.ALL:
         action = None  # as the page: everything

@@ -49,6 +49,9 @@ def key_collection_export(
     request: HttpRequest, kind: KeyKind, project_id=None, org_id=None
 ) -> HttpResponse:
     collection = page_collection(request, kind, project_id, org_id)
+    refused = export.refused_download(request)
+    if refused is not None:
+        return refused
     now = timezone.now()
     keys = export.read_ahead(export.newest_first(collection.keys()))
     owner = collection.project or collection.organization

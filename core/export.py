@@ -11,8 +11,8 @@ is busy for as long as the file streams, and is killed past its timeout (30 s).
 CSV cells are neutralized against formula injection (OWASP "CSV Injection"): names of
 keys, projects and organizations are chosen by users, and a spreadsheet runs a cell that
 starts with `=`, `+`, `-`, `@`, a tab or a carriage return as a formula (`=HYPERLINK(…)`
-sends what the sheet holds to another site). Such a cell gets a leading `'`, which
-spreadsheets read as "text" and do not show.
+sends what the sheet holds to another site). Such a cell gets a leading `'`: the cell is
+text, shown with that quote (OWASP's advice; the name itself is never changed elsewhere).
 """
 
 from __future__ import annotations

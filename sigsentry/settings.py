@@ -286,6 +286,8 @@ if _metrics_dir and not Path(_metrics_dir).is_dir():
 
 INSTALLED_APPS = [
     "apps.accounts.apps.SigSentryAdminConfig",  # django.contrib.admin, with our site
+    # Before django.contrib.auth: its `changepassword` is the accounts' (the services').
+    "apps.accounts.commands",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

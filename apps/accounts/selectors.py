@@ -34,8 +34,8 @@ def user_by_email(account: str) -> User | None:
 def open_sessions_of(user: User) -> QuerySet[AuthSession]:
     """The user's sessions that still work: not ended, not past their cap, made with the
     password the user has now (`tokens.session_fingerprint`): a password set outside the
-    services (`manage.py changepassword`) ends none, but their tokens stop working, and
-    the list showed them open (found by a session audit). Newest first."""
+    services (`set_password` and `save` in a shell) ends none, but their tokens stop
+    working, and the list showed them open (found by a session audit). Newest first."""
     return AuthSession.objects.filter(
         user=user,
         ended_at__isnull=True,

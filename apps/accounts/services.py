@@ -600,14 +600,15 @@ def record_operator_change(
     action: str,
     user: User,
     *,
-    actor_user: User,
+    actor_user: User | None,
     request: HttpRequest | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
     """An operator's change to a member's account (reactivated, two-factor reset, sessions
     ended) in the audit log of each organization it belongs to, in the caller's
-    transaction. Found by an audit-log audit: an owner's security team could not see that
-    an operator had turned their two-factor off or brought a deactivated account back."""
+    transaction (`actor_user` None: a management command's, the system's). Found by an
+    audit-log audit: an owner's security team could not see that an operator had turned
+    their two-factor off or brought a deactivated account back."""
     memberships = Membership.objects.filter(user_id=user.pk).order_by("id")
     _record_in_each(action, memberships, user, actor_user, request, details)
     if action in OPERATOR_CHANGE_LINES:

@@ -104,7 +104,7 @@ def test_a_session_past_its_cap_is_not_listed_and_ending_it_is_404(owner):
 
 
 def test_sessions_of_a_password_set_outside_the_services_are_not_listed(owner):
-    """Found by a session audit: `manage.py changepassword` (Django's `set_password` and
+    """Found by a session audit: a password set in a shell (`set_password` and
     `save`) ends no session row, but their tokens stop working (the fingerprint), and
     the list showed them open."""
     before = services.start_session(owner)

@@ -35,8 +35,13 @@ from apps.orgs.services import (
     record_organization_updated,
 )
 from apps.projects.models import Project
-from apps.projects.services import record_project_created, record_project_renamed
+from apps.projects.services import (
+    record_project_created,
+    record_project_renamed,
+    refuse_more_projects,
+)
 from core.admin import NamedModelForm, changed_columns, without_read_only
+from core.errors import ValidationFailed
 from core.permissions import Role
 
 LAST_OWNER_MESSAGE = "An organization must keep at least one owner."
@@ -182,9 +187,24 @@ class MembershipInline(admin.TabularInline):
     extra = 0
 
 
+class ProjectInlineFormSet(BaseInlineFormSet):
+    def clean(self) -> None:
+        """The projects added count against the organization's bound, as the API's
+        (`refuse_more_projects`), its row locked until they are saved (the page's
+        transaction)."""
+        super().clean()
+        adding = sum(1 for form in self.extra_forms if form.has_changed())
+        if adding:
+            try:
+                refuse_more_projects(self.instance.pk, adding=adding)
+            except ValidationFailed as exc:
+                raise ValidationError(exc.details["fields"]["name"]) from exc
+
+
 class ProjectInline(admin.TabularInline):
     model = Project
     form = NamedModelForm
+    formset = ProjectInlineFormSet
     fields = ("name", "created_at")
     readonly_fields = ("created_at",)
     show_change_link = True

@@ -19,8 +19,10 @@ from apps.projects.services import (
     record_project_created,
     record_project_deleted,
     record_project_renamed,
+    refuse_more_projects,
 )
 from core.admin import NamedModelForm, without_read_only
+from core.errors import ValidationFailed
 
 #: What keeps projects from being deleted, registered by the apps above this one (their
 #: keys): each is given the projects and names what blocks, a line per project and reason.
@@ -55,6 +57,22 @@ class ChannelInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class ProjectAddForm(NamedModelForm):
+    """A project added here counts against its organization's bound as the API's do
+    (`refuse_more_projects`): the admin's view is one transaction, so the organization's
+    row locked here stays locked until the project is saved."""
+
+    def clean(self):
+        cleaned = super().clean()
+        organization = cleaned.get("organization")
+        if organization is not None:
+            try:
+                refuse_more_projects(organization.pk, field="organization")
+            except ValidationFailed as exc:
+                self.add_error("organization", exc.details["fields"]["organization"])
+        return cleaned
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     form = NamedModelForm
@@ -70,6 +88,11 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         return ("id", "name", "organization", "created_at") if obj else ("name", "organization")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ProjectAddForm
+        return super().get_form(request, obj, change, **kwargs)
 
     def save_model(self, request, obj: Project, form, change: bool) -> None:
         super().save_model(request, obj, form, change)  # the admin's view is one transaction

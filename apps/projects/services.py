@@ -267,19 +267,26 @@ def create_project(
     name = clean_name(name)
     throttling.enforce("create_project_user", str(actor.pk))
     with transaction.atomic():
-        refuse_when_full(
-            # apps.orgs sits above this app (imports run one way): its model, by the relation
-            Project._meta.get_field("organization").related_model.objects.filter(
-                pk=organization.pk
-            ),
-            Project.objects.filter(organization_id=organization.pk),
-            MAX_PROJECTS_PER_ORGANIZATION,
-            "name",
-            f"At most {MAX_PROJECTS_PER_ORGANIZATION:,} projects per organization.",
-        )
+        refuse_more_projects(organization.pk)
         project = Project.objects.create(organization=organization, name=name)
         record_project_created(project, actor=actor, request=request)
     return project
+
+
+def refuse_more_projects(organization_id: Any, *, adding: int = 1, field: str = "name") -> None:
+    """Inside the transaction that adds `adding` projects to the organization: 400
+    VALIDATION_ERROR on `field` when they would pass MAX_PROJECTS_PER_ORGANIZATION. Its row
+    is locked (`refuse_when_full`) until the end of the transaction, so additions at the
+    same moment wait for each other and the bound is exact (the API, the dashboard and
+    the operators' admin)."""
+    refuse_when_full(
+        # apps.orgs sits above this app (imports run one way): its model, by the relation
+        Project._meta.get_field("organization").related_model.objects.filter(pk=organization_id),
+        Project.objects.filter(organization_id=organization_id),
+        MAX_PROJECTS_PER_ORGANIZATION - (adding - 1),  # full once `adding` more would pass it
+        field,
+        f"At most {MAX_PROJECTS_PER_ORGANIZATION:,} projects per organization.",
+    )
 
 
 def record_project_created(project: Project, *, actor: Any, request: HttpRequest | None) -> None:

@@ -3,6 +3,7 @@ the response)."""
 
 from __future__ import annotations
 
+import smtplib
 import unicodedata
 from email import charset
 from email.header import Header
@@ -10,7 +11,7 @@ from email.utils import make_msgid, parseaddr
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
 
 from core.confirm import isolated
@@ -75,6 +76,42 @@ def automated_headers() -> dict[str, str]:
         "X-Auto-Response-Suppress": "OOF, AutoReply",
         "Message-ID": make_msgid(domain=sender_domain() or None),
     }
+
+
+def addressed_elsewhere(address: str) -> bool:
+    """Whether mail to `address` would reach another mailbox than the one it names: its
+    local part (before @) is not ASCII. Django's mail backend (5.2) writes such a part as
+    an RFC 2047 encoded word, `RCPT TO:<=?utf-8?b?am9zw6k=?=@example.com>` for
+    `josé@example.com` and the same in the To header, and never asks for SMTPUTF8 (RFC
+    6531), even of a server that offers it: that is a mailbox of its own at the domain,
+    anyone's who takes that name, and the account's reset links would go there. The address
+    rules refuse such an address (`apps.accounts.emails`); accounts and invitations stored
+    before them may hold one. A domain that is not ASCII goes out as IDNA (`xn--`): the
+    same domain."""
+    local, at, _domain = parseaddr(address)[1].rpartition("@")
+    return bool(at) and not local.isascii()
+
+
+class RecipientAddressedElsewhere(smtplib.SMTPRecipientsRefused):
+    """A message not sent because a recipient is `addressed_elsewhere`: refused here for
+    good, before any server is asked, with the reply a server gives a mailbox it cannot
+    take (RFC 3463 5.1.3, bad mailbox address syntax), so the senders treat it as any
+    mailbox refused for good (`core.mailserver.refused_for_good`): logged, counted and not
+    tried again."""
+
+    REPLY = (553, b"5.1.3 Not sent: the mailbox is not ASCII, and mail to it needs SMTPUTF8")
+
+
+def refuse_addressed_elsewhere(message: EmailMessage) -> None:
+    """Before `message` is sent: RecipientAddressedElsewhere when one of its recipients is
+    `addressed_elsewhere` (the senders give each recipient a message of their own)."""
+    refused = {
+        address: RecipientAddressedElsewhere.REPLY
+        for address in message.recipients()
+        if addressed_elsewhere(address)
+    }
+    if refused:
+        raise RecipientAddressedElsewhere(refused)
 
 
 #: UTF-8 with quoted-printable bodies: text that is not ASCII crosses any mail server.

@@ -21,6 +21,7 @@ from django.utils import timezone
 from apps.accounts import mail
 from apps.orgs.models import Organization
 from apps.projects.models import Project
+from core.mail import addressed_elsewhere
 from tests.factories import bulk_secret_keys
 
 pytestmark = pytest.mark.django_db
@@ -146,3 +147,17 @@ def test_a_one_time_secret_appears_in_its_own_message_only(messages):
     for message, secret in ((reset[0], "reset-token"), (code[0], "482913")):
         assert secret in message.text and secret in message.html  # and not in a header
         assert secret not in message.raw.split(b"\r\n\r\n", 1)[0].decode()
+
+
+@pytest.mark.parametrize(
+    ("address", "elsewhere"),
+    [
+        ("jos\u00e9@example.com", True),  # sent as =?utf-8?b?am9zw6k=?=@example.com
+        ("\u7528\u6237@example.com", True),
+        ("jose@b\u00fccher.example", False),  # the domain as xn--bcher-kva: the same one
+        ("jose@example.com", False),
+        ("Jos\u00e9 <jose@example.com>", False),  # a display name is not the mailbox
+    ],
+)
+def test_only_a_mailbox_that_is_not_ascii_is_addressed_elsewhere(address, elsewhere):
+    assert addressed_elsewhere(address) is elsewhere

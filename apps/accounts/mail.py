@@ -54,7 +54,13 @@ from django_tasks_db.models import DBTaskResult
 from apps.accounts.models import User
 from core import mailserver, metrics
 from core.logging import current_request_id, serving
-from core.mail import automated_headers, name_in_text, seven_bit, subject_line
+from core.mail import (
+    automated_headers,
+    name_in_text,
+    refuse_addressed_elsewhere,
+    seven_bit,
+    subject_line,
+)
 from core.tasks import requeue_stalled
 
 logger = logging.getLogger("sigsentry.mail")
@@ -91,6 +97,14 @@ class Letter:
             render_to_string(f"emails/{self.template}.html", context), "text/html"
         )
         return seven_bit(message)
+
+    def send(self) -> None:
+        """Composed and sent; refused for good, unsent, to an address mail would reach
+        under another mailbox (`core.mail.addressed_elsewhere`: an account or invitation
+        stored before the address rules)."""
+        message = self.compose()
+        refuse_addressed_elsewhere(message)
+        message.send()
 
 
 #: kind -> (how the worker builds the letter again from the queued ids, how long it tries)
@@ -139,7 +153,7 @@ def _send(kind: str, letter: Letter, ids: dict) -> None:
     retry = _queue_retry(kind, ids, attempt=1, since=timezone.now())
     try:
         mailserver.check()
-        letter.compose().send()
+        letter.send()
     except Exception as exc:  # the answer is already given: log; the queued retry stands
         mailserver.note(exc)
         if not _failed(kind, exc, ids):
@@ -219,7 +233,7 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str, **later: Any) 
         if letter is None:
             return "no longer needed"
         mailserver.check()
-        letter.compose().send()
+        letter.send()
     except Exception as exc:  # the database or the mail server: this try failed, not the email
         mailserver.note(exc)
         if _failed(kind, exc, ids):

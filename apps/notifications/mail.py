@@ -25,7 +25,13 @@ from apps.apikeys.models import ApiKey, KeyScope, KeyType, active_at
 from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Membership, Organization
 from core import mailserver, metrics
-from core.mail import automated_headers, name_in_text, seven_bit, subject_line
+from core.mail import (
+    automated_headers,
+    name_in_text,
+    refuse_addressed_elsewhere,
+    seven_bit,
+    subject_line,
+)
 from core.permissions import MANAGER_ROLES
 
 logger = logging.getLogger("sigsentry.notifications")
@@ -256,6 +262,7 @@ def send_reminder_email(
                 )
                 message.attach_alternative(html, "text/html")
                 try:
+                    refuse_addressed_elsewhere(message)  # a copy for another mailbox: refused
                     connection.send_messages([seven_bit(message)])
                 except smtplib.SMTPRecipientsRefused as exc:
                     if not mailserver.refused_for_good(exc):

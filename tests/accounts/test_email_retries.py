@@ -209,6 +209,37 @@ def test_a_retry_refused_for_good_queues_no_other(api_client, owner, mailbox):
     assert queued_retries() == [] and mailbox.messages() == []
 
 
+#: A mailbox the address rules refuse, as an account or invitation stored before them holds.
+NOT_ASCII = "jos\u00e9@example.com"
+
+
+def test_mail_to_a_mailbox_that_is_not_ascii_is_refused_for_good_not_sent_elsewhere(
+    api_client, owner, mailbox, caplog
+):
+    """Found by an email audit: Django sends `josé@` as `RCPT TO:<=?utf-8?b?am9zw6k=?=@…>`, a
+    mailbox of its own that anyone may take, and the reset link went there."""
+    User.objects.filter(pk=owner.pk).update(email=NOT_ASCII)
+
+    assert ask_reset(api_client, NOT_ASCII).status_code == 202
+
+    assert mailbox.messages() == [] and queued_retries() == []
+    assert "email refused for good: password_reset (not tried again)" in caplog.text
+    assert "RecipientAddressedElsewhere" in caplog.text
+    assert counters.values().get("email_failures") == 1
+
+
+def test_an_invitation_stored_to_a_mailbox_that_is_not_ascii_is_not_retried_elsewhere(
+    owner, organization, mailbox
+):
+    mailbox.refusing = 1  # the first try fails for now
+    assert invite(user_client(owner), organization, email="later@example.com").status_code == 201
+    [row] = queued_retries()
+    Invitation.objects.update(email=NOT_ASCII)  # as one stored before the address rules
+
+    assert run_retry(row) == "refused for good"
+    assert queued_retries() == [] and mailbox.messages() == []
+
+
 @pytest.mark.parametrize("change", ["cancel", "accept"])
 def test_no_invitation_retry_once_it_is_cancelled_or_accepted(change, owner, organization, mailbox):
     mailbox.refusing = 1

@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.db import IntegrityError, connection
 from django.utils import timezone
 
+from apps.accounts.models import User
 from apps.apikeys import keyformat
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import report_leaked_keys
@@ -602,6 +603,22 @@ def test_an_address_refused_for_good_costs_no_one_else_their_copy(
     assert [str(m["To"]) for m in smtp.messages] == [kept.email]  # once, and only once
     assert (report.emails_sent, later.emails_sent) == (1, 0)  # the refused one is done with
     assert report.email_failures == 0 and mail.email_failures["SMTPRecipientsRefused"]
+    assert not Reminder.objects.filter(emailed_at__isnull=True).exists()
+
+
+def test_a_copy_for_a_mailbox_that_is_not_ascii_is_refused_for_good_not_sent_elsewhere(
+    smtp, owner, admin, project
+):
+    """An account stored before the address rules: Django would send its copy to an RFC 2047
+    encoded word (`=?utf-8?b?…?=@example.com`), another mailbox (found by an email audit)."""
+    User.objects.filter(pk=owner.pk).update(email="jos\u00e9@example.com")
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    report_leaked_keys(candidates=[text])
+
+    report = checks.run_urgent_checks()
+
+    assert [str(m["To"]) for m in smtp.messages] == [admin.email]
+    assert report.email_failures == 0 and mail.email_failures["RecipientAddressedElsewhere"]
     assert not Reminder.objects.filter(emailed_at__isnull=True).exists()
 
 

@@ -32,6 +32,7 @@ from django.shortcuts import render
 
 from core import throttling
 from core.errors import RateLimited
+from core.times import wait_phrase
 
 #: Rows per query: big enough that the round trips do not dominate, small enough that a
 #: chunk of model instances is a few MB at most.
@@ -135,7 +136,7 @@ def refused_download(request: HttpRequest) -> HttpResponse | None:
     except RateLimited as exc:
         context = {
             "most": settings.THROTTLE_RATES["download_user"][0],
-            "minutes": max(1, round(exc.retry_after / 60)),
+            "wait": wait_phrase(exc.retry_after),
         }
         response = render(request, "errors/429_downloads.html", context, status=429)
         response["Retry-After"] = str(exc.retry_after)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC
 
 
@@ -13,3 +14,12 @@ def iso(moment, timespec: str = "microseconds") -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def wait_phrase(seconds: int) -> str:
+    """A wait as people read it, never shorter than the real one: "about 2 minutes" for
+    89 s (rounded, "about 1 minute" sent people back too soon, to be refused again), and
+    a wait of an hour or more in hours, not "about 60 minutes"."""
+    minutes = max(1, math.ceil(seconds / 60))
+    count, unit = (math.ceil(minutes / 60), "hour") if minutes >= 60 else (minutes, "minute")
+    return f"about {count} {unit}{'' if count == 1 else 's'}"

@@ -6,13 +6,10 @@ mfaToken in a hidden field of the page it renders (never in a URL).
 
 from __future__ import annotations
 
-import math
-
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import rotate_token
 from django.shortcuts import redirect, render
-from django.template.defaultfilters import pluralize
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -30,6 +27,7 @@ from apps.accounts.mfa_login import MfaTokenInvalid
 from apps.accounts.tokens import TokenPair
 from core.decorators import origin_only_referrer
 from core.errors import InvalidCredentials, RateLimited, ValidationFailed
+from core.times import wait_phrase
 
 
 def safe_next(request: HttpRequest) -> str:
@@ -53,11 +51,8 @@ def safe_next(request: HttpRequest) -> str:
 
 
 def throttled_message(exc: RateLimited) -> str:
-    """The wait rounded up: "about 1 minute" for 89 s sent people back 29 s too soon, to be
-    refused again; a wait of an hour or more in hours, not "60 minutes"."""
-    minutes = max(1, math.ceil(exc.retry_after / 60))
-    count, unit = (math.ceil(minutes / 60), "hour") if minutes >= 60 else (minutes, "minute")
-    return f"Too many attempts. Please wait about {count} {unit}{pluralize(count)} and try again."
+    """The form's error for a throttled attempt, its wait rounded up (`wait_phrase`)."""
+    return f"Too many attempts. Please wait {wait_phrase(exc.retry_after)} and try again."
 
 
 def start_page_session(request: HttpRequest, pair: TokenPair, target: str) -> HttpResponse:

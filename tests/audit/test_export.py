@@ -363,6 +363,7 @@ def test_downloads_past_the_hours_budget_get_the_429_page(
     assert refused.status_code == 429 and not refused.streaming
     assert 0 < int(refused["Retry-After"]) <= 3600
     assert "Too many downloads" in html(refused) and "You downloaded 2 files" in html(refused)
+    assert "Please wait about 1 hour and try again" in html(refused)  # not "60 minutes"
     assert exports_recorded(organization) == 1
     assert client.get(f"/projects/{project.id}/sdk-keys/export.csv").status_code == 429
     throttle_clock.advance(3600)

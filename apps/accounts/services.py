@@ -661,8 +661,9 @@ def delete_account(
     accounts are refused too (400): their history in the admin would go with them; another
     operator deletes one there.
 
-    In one transaction, on the user's row locked first (a membership or session inserted
-    meanwhile waits, then fails its foreign key):
+    In one transaction, on their organizations' rows, memberships and user row locked in
+    that order (a membership or session inserted meanwhile waits, then fails its foreign
+    key):
     * each organization of which they are the only member is deleted with everything in it
       (`delete_organizations`): its keys answer 401 from the next request on, and its
       webhook deliveries and reminders go with it;
@@ -698,12 +699,23 @@ def delete_account(
     if two_factor:
         twofactor.check_second_factor(user=actor, code=code, request=request)
     with transaction.atomic():
-        # Their memberships and the owners of each of their organizations, in one statement
-        # in id order, as a removal locks them (`_lock_for_change`): two owners of one
-        # organization deleting their accounts at once take turns (no deadlock), and the
-        # second's plan sees the first gone. Then the user's row: a membership or session
-        # inserted meanwhile waits for the delete, then fails its foreign key.
+        # Their organizations first, in one order (NO KEY), as every writer of one locks it
+        # before its memberships (`apps.orgs.access.locked_role`) and the admin's delete
+        # before everything (`delete_organizations`): taken last, a manager's change of the
+        # same moment held one while waiting for the membership, a deadlock (a review).
+        # Two owners of one organization deleting their accounts at once take turns, and
+        # the second's plan sees the first gone.
         theirs = Membership.objects.filter(user_id=actor.pk).values("organization_id")
+        list(
+            Organization.objects.select_for_update(no_key=True)
+            .filter(pk__in=theirs)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        # Then their memberships and the owners of each of their organizations, in one
+        # statement in id order, as a removal locks them (`_lock_for_change`). Then the
+        # user's row: a membership or session inserted meanwhile waits for the delete, then
+        # fails its foreign key.
         locked = list(
             Membership.objects.select_for_update(of=("self",))
             .select_related("organization")

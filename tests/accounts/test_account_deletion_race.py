@@ -7,7 +7,9 @@ from django.db import connection
 
 from apps.accounts import services
 from apps.accounts.models import User
-from apps.orgs.models import Membership
+from apps.orgs.access import as_manager
+from apps.orgs.models import Membership, Organization
+from apps.orgs.services import record_audit_log_exported
 from core.errors import LastOwner
 from core.permissions import Role
 from tests.factories import PASSWORD, MembershipFactory
@@ -62,3 +64,30 @@ def test_a_double_submit_deletes_once_and_the_second_changes_nothing(organizatio
     assert first.error is None and second.error is None, (first.error, second.error)
     assert first.result is not None and second.result is None
     assert not User.objects.filter(pk=member.pk).exists()
+
+
+def organizations_locked(sql: str) -> bool:
+    return sql.startswith("SELECT") and Organization._meta.db_table in sql and "FOR NO KEY" in sql
+
+
+def test_a_manager_change_at_the_same_moment_waits_for_the_deletion_without_a_deadlock(
+    organization, owner
+):
+    """A manager's change locks the organization, then the membership (`locked_role`); the
+    deletion took the memberships first and the organization last, so each waited for the
+    other (PostgreSQL's deadlock error, a 503). It takes the organizations first too."""
+
+    def export_recorded():
+        with as_manager(owner, organization.id):
+            record_audit_log_exported(
+                organization, actor=owner, request=None, file_format="csv", action=None
+            )
+
+    change = Call(export_recorded, organizations_locked)
+    deletion = deletion_of(owner)
+
+    race(change, deletion, second_waits=True)
+
+    assert change.error is None, change.error
+    assert deletion.error is None, deletion.error
+    assert not Organization.objects.filter(pk=organization.pk).exists()

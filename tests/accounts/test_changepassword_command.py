@@ -119,6 +119,16 @@ def test_a_refused_password_says_why_and_the_next_try_is_taken(monkeypatch, memb
     assert User.objects.get(pk=member.pk).check_password(NEW_PASSWORD)
 
 
+def test_an_empty_password_aborts_and_changes_nothing(monkeypatch, member, mailbox):
+    typed(monkeypatch, "")
+
+    with pytest.raises(CommandError, match="aborted"):
+        change_password(member.email)
+
+    assert User.objects.get(pk=member.pk).check_password(PASSWORD)
+    assert mailbox.messages() == []
+
+
 def test_an_unknown_user_is_an_error(db):
     with pytest.raises(CommandError, match="does not exist"):
         change_password("nobody@example.com")

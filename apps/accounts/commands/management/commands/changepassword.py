@@ -51,8 +51,8 @@ class Command(changepassword.Command):
         """The new password, typed twice and checked by the validators (`hashed_new_password`),
         hashed; as Django's command, three tries."""
         for _ in range(MAX_TRIES):
-            first = self._get_pass()
-            second = self._get_pass("Password (again): ")
+            first = _typed("Password: ")
+            second = _typed("Password (again): ")
             if first != second:
                 self.stdout.write("Passwords do not match. Please try again.")
                 continue
@@ -61,3 +61,12 @@ class Command(changepassword.Command):
             except ValidationFailed as exc:
                 self.stderr.write("\n".join(exc.details["fields"]["password"]))
         raise CommandError(f"Aborting password change for user '{user}' after {MAX_TRIES} attempts")
+
+
+def _typed(prompt: str) -> str:
+    """A password typed at `prompt`, not echoed; an empty one aborts, as in Django's command
+    (whose own reader, `_get_pass`, is private: not relied on)."""
+    password = getpass.getpass(prompt=prompt)
+    if not password:
+        raise CommandError("aborted")
+    return password

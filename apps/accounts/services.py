@@ -671,7 +671,8 @@ def delete_account(
       `account_deleted`), with what `membership_changed` undoes (the invitations they
       sent); the keys and webhooks they made stay the organization's (`createdBy` null);
     * events keep no address of theirs (`forget_account`), nor do keys, webhooks and
-      analyses (`core.creators`, as the user's row goes);
+      analyses (`core.creators`, as the user's row goes), nor the webhooks' key events
+      (`apps.webhooks.services.forget_creator_in_events`);
     * the user row goes, and with it every session (their access and refresh tokens are
       TOKEN_INVALID on the next request), the two-factor device and recovery codes; the
       address is free for a new sign-up.

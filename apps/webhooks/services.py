@@ -304,3 +304,17 @@ def _enqueue_fairly(deliveries: list[Delivery], organization_of: dict) -> None:
             enqueue_delivery(delivery.pk, turn=turn)
         waiting[organization_id] += 1
     Delivery.objects.bulk_update(turned, ["turn"], batch_size=ROWS_PER_STATEMENT)
+
+
+def forget_creator_in_events(user_id: Any) -> int:
+    """Before an account is deleted (in its transaction): the key events that name it as
+    their key's creator (`data.key.createdBy`, the key as the API answered it) name no one
+    any more (null, as the API answers for that key from now on). Kept for
+    `EVENT_RETENTION`, listed to the organization and sent again by each retry of a
+    delivery, they held the address the keys themselves no longer do (`core.creators`).
+    How many events changed."""
+    events = list(Event.objects.filter(data__key__createdBy__id=str(user_id)).only("id", "data"))
+    for event in events:
+        event.data["key"]["createdBy"] = None
+    Event.objects.bulk_update(events, ["data"], batch_size=ROWS_PER_STATEMENT)
+    return len(events)

@@ -100,6 +100,23 @@ def test_in_an_organization_that_lives_on_only_the_membership_goes_and_its_keys_
         assert address not in str(event.details)
 
 
+def test_the_webhook_events_of_their_keys_keep_no_address(organization, project, owner, admin):
+    """A key event holds the key as the API answered it, its creator's address with it:
+    kept 30 days, shown to the organization and sent again by each retry of a delivery."""
+    make_webhook(organization, owner)
+    api_key, _ = make_key(KeyKind.SECRET, project=project, actor=admin)
+    other_key, _ = make_key(KeyKind.SECRET, project=project, actor=owner)
+    assert Event.objects.filter(data__key__id=str(api_key.id)).exists()
+
+    services.delete_account(actor=admin, password=PASSWORD)
+
+    for event in Event.objects.filter(data__key__id=str(api_key.id)):
+        assert event.data["key"]["createdBy"] is None, event.type
+        assert event.data["key"]["prefix"] == api_key.prefix
+    [kept] = Event.objects.filter(data__key__id=str(other_key.id))
+    assert kept.data["key"]["createdBy"] == {"id": str(owner.pk), "email": owner.email}
+
+
 def test_the_audit_api_shows_a_deleted_actor_without_an_address(
     organization, project, owner, admin
 ):

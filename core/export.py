@@ -112,13 +112,19 @@ def newest_first(
         left -= len(batch)
         if len(batch) < chunk:
             return
-        last = batch[-1]
-        # The plain bound beside the exact condition: a range of the index (as the log's
-        # pages, `apps.orgs.audit_views._page_of`).
-        query = ordered.filter(
-            Q(created_at__lt=last.created_at) | Q(created_at=last.created_at, id__lt=last.id),
-            created_at__lte=last.created_at,
-        )
+        query = older_than(ordered, batch[-1])
+
+
+def older_than(rows: QuerySet, position: Any) -> QuerySet:
+    """`rows` older than `position` (anything with `created_at` and `id`: a row, or its
+    values) in the order newest first: the pages and downloads read by position. The plain
+    bound on `created_at` beside the exact condition makes it a range of the index; with
+    the OR alone PostgreSQL read every newer row and dropped it (the audit log's pages)."""
+    return rows.filter(
+        Q(created_at__lt=position.created_at)
+        | Q(created_at=position.created_at, id__lt=position.id),
+        created_at__lte=position.created_at,
+    )
 
 
 def read_ahead(rows: Iterator[Model]) -> Iterator[Model]:

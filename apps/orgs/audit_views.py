@@ -140,10 +140,7 @@ def audit_log_export(request: HttpRequest, org_id, file_format: str) -> HttpResp
     events = events_of(membership, action=action)
     before = _event_in(events, request.GET.get("before"))
     if before is not None:
-        events = events.filter(
-            Q(created_at__lt=before.created_at) | Q(created_at=before.created_at, id__lt=before.id),
-            created_at__lte=before.created_at,
-        )
+        events = export.older_than(events, before)
     rows = export.read_ahead(export.newest_first(events))
     if file_format == "csv":
         content = export.csv_lines(CSV_COLUMNS, (_csv_row(event_json(e)) for e in rows))
@@ -207,10 +204,7 @@ def _page_of(events: QuerySet[AuditEvent], query) -> LogPage:
         if shown:  # none newer (a link from a page that was the newest): the newest page
             return LogPage(shown, shown[0].id if len(rows) > PER_PAGE else None, shown[-1].id)
     elif before is not None:
-        events = events.filter(
-            Q(created_at__lt=before.created_at) | Q(created_at=before.created_at, id__lt=before.id),
-            created_at__lte=before.created_at,
-        )
+        events = export.older_than(events, before)
     rows = list(events.order_by("-created_at", "-id")[: PER_PAGE + 1])
     shown = rows[:PER_PAGE]
     if not shown:

@@ -57,6 +57,7 @@ def _account_page(
     current_id = principal.session.id if principal.session else None
     # This browser first, then the others most recently seen, a bounded number of them.
     sessions = sessions_shown(user, current_id, others=OTHER_SESSIONS_SHOWN)
+    deletion = account_deletion_plan(user)
     context = {
         "email_confirmed_at": user.email_confirmed_at,
         "email_code_out": email_confirmation.code_out(user),
@@ -75,9 +76,14 @@ def _account_page(
         "others_shown": len(sessions.others),
         "current_session_id": current_id,
         "other_sessions": sessions.total - (sessions.current is not None),
-        "deletion": account_deletion_plan(user),
+        "deletion": deletion,
         "delete_form": delete_form or DeleteAccountForm(two_factor=two_factor_on),
         "deletion_listed": DELETION_ORGANIZATIONS_LISTED,
+        # Past those listed, each list's rest is counted ("And 3 more").
+        "deletion_unlisted": {
+            name: max(0, len(getattr(deletion, name)) - DELETION_ORGANIZATIONS_LISTED)
+            for name in ("blocking", "deleted", "left")
+        },
     }
     return render(request, "accounts/account.html", context)
 

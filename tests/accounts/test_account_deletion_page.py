@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from apps.accounts import account_views
 from apps.accounts.cookies import ACCESS_COOKIE
 from apps.accounts.models import User
 from apps.apikeys.keyformat import KeyKind
@@ -40,6 +41,19 @@ def test_the_page_lists_what_goes_and_what_stays(organization, project, owner, a
     assert "<bdi>Solo \u202eevil</bdi>: 1 project, 1 key (they stop working at once)" in page
     assert "You leave <bdi>Acme</bdi>." in page
     assert 'action="/account/delete/"' in page and 'name="delete-code"' not in page
+
+
+def test_past_the_listed_organizations_the_rest_are_counted(
+    monkeypatch, organization, owner, admin
+):
+    monkeypatch.setattr(account_views, "DELETION_ORGANIZATIONS_LISTED", 2)
+    for n in range(3):
+        MembershipFactory(organization=OrganizationFactory(name=f"Solo {n}"), user=admin)
+
+    page = html(logged_in(admin).get("/account/"))
+
+    assert page.count("<bdi>Solo ") == 2
+    assert "And 1 more." in page
 
 
 def test_a_last_owner_is_told_where_to_promote_someone_and_gets_no_form(

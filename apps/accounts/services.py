@@ -697,8 +697,6 @@ def delete_account(
             {"code": ["A code from the authenticator app, or a recovery code, is required."]}
         )
     twofactor.check_password(user=actor, password=password, request=request)
-    if two_factor:
-        twofactor.check_second_factor(user=actor, code=code, request=request)
     with transaction.atomic():
         # Their organizations first, in one order (NO KEY), as every writer of one locks it
         # before its memberships (`apps.orgs.access.locked_role`) and the admin's delete
@@ -730,6 +728,10 @@ def delete_account(
         plan = account_deletion_plan(user, memberships)
         if plan.blocking:
             raise AccountStillOwns(plan.blocking)
+        # The code last, under the locks: a deletion refused here (another owner's deletion
+        # committed meanwhile) spent a recovery code (a review); a wrong one rolls back.
+        if two_factor:
+            twofactor.check_second_factor(user=user, code=code, request=request)
         leaving = {o.id for o in plan.left}
         for membership in memberships:
             if membership.organization_id not in leaving:

@@ -6,12 +6,13 @@ import pytest
 from django.db import connection
 
 from apps.accounts import services
-from apps.accounts.models import User
+from apps.accounts.models import RecoveryCode, User
 from apps.orgs.access import as_manager
 from apps.orgs.models import Membership, Organization
 from apps.orgs.services import record_audit_log_exported
 from core.errors import LastOwner
 from core.permissions import Role
+from tests.accounts.test_two_factor import enable_two_factor
 from tests.factories import PASSWORD, MembershipFactory
 from tests.races import Call, race
 
@@ -91,3 +92,20 @@ def test_a_manager_change_at_the_same_moment_waits_for_the_deletion_without_a_de
     assert change.error is None, change.error
     assert deletion.error is None, deletion.error
     assert not Organization.objects.filter(pk=organization.pk).exists()
+
+
+def test_a_deletion_refused_by_another_owners_of_the_same_moment_spends_no_recovery_code(
+    organization, owner, member
+):
+    """Both saw the other as the owner who stays; the second, refused once the first
+    committed, had already spent its recovery code (and been mailed that it had)."""
+    other = MembershipFactory(organization=organization, role=Role.OWNER).user
+    _secret, codes = enable_two_factor(owner)
+    first = deletion_of(other, held=True)
+    second = Call(lambda: services.delete_account(actor=owner, password=PASSWORD, code=codes[0]))
+
+    race(first, second, second_waits=True)
+
+    assert first.error is None, first.error
+    assert isinstance(second.error, LastOwner), second.error
+    assert not RecoveryCode.objects.filter(user=owner, used_at__isnull=False).exists()

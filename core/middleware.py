@@ -7,8 +7,14 @@ import logging
 import time
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponsePermanentRedirect,
+)
 from django.middleware.gzip import GZipMiddleware
+from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.urls import Resolver404, resolve
 
@@ -236,6 +242,32 @@ class SecurityHeadersMiddleware:
         response.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         if not path.startswith("/static/"):
             response.setdefault("Cache-Control", "no-store")
+        return response
+
+
+class FormAddressPageMiddleware:
+    """A page address that only receives a form, opened (GET): a page that says so and
+    leads on, not Django's empty 405. A refused form is drawn again at its action's
+    address (a wrong two-factor code at /login/2fa/, a wrong password at
+    /account/password/), so Enter in the address bar or a restored tab opened it and
+    showed a blank page (found by a first-hour walkthrough). The status and `Allow` stay;
+    the API keeps its JSON 405."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            isinstance(response, HttpResponseNotAllowed)
+            and request.method in ("GET", "HEAD")
+            and not is_api_path(request.path)
+            and not response.content
+        ):
+            logged_in = getattr(request, "principal", None) is not None
+            page = render(request, "errors/405.html", {"logged_in": logged_in}, status=405)
+            page["Allow"] = response["Allow"]
+            return page
         return response
 
 

@@ -337,6 +337,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.accounts.middleware.DashboardSessionMiddleware",
+    "core.middleware.FormAddressPageMiddleware",  # after the session: it knows who asks
 ]
 
 ROOT_URLCONF = "sigsentry.urls"

@@ -553,3 +553,39 @@ def test_the_pages_times_for_scripts_are_in_ecmascripts_own_format(owner):
     for name in ("data-session-expires-at", "data-session-ends-at", "data-server-now"):
         value = re.search(rf'{name}="([^"]*)"', page).group(1)
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", value), (name, value)
+
+
+# A form's address opened in the address bar
+
+
+@pytest.mark.parametrize("path", ["/login/2fa/", "/logout/"])
+def test_a_form_address_opened_logged_out_says_what_to_do_not_a_blank_page(path):
+    """After a wrong two-factor code the address bar shows /login/2fa/: pressing Enter there,
+    or a restored tab, got an empty 405 (found by a first-hour walkthrough)."""
+    response = Client().get(path)
+
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    page = html(response)
+    assert "only receives a form" in page
+    assert 'href="/login/"' in page
+    assert_no_inline_code(page)
+
+
+@pytest.mark.parametrize(
+    "path", ["/account/email/confirm/", "/account/password/", "/account/2fa/enable/"]
+)
+def test_a_form_address_opened_logged_in_links_back_to_the_dashboard(owner, path):
+    """The account page's forms re-render at their own address when refused (a wrong code,
+    a wrong password): opening that address again was an empty page."""
+    response = logged_in(owner).get(path)
+
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    page = html(response)
+    assert "only receives a form" in page and 'href="/"' in page
+
+
+def test_an_api_405_stays_json(owner):
+    response = logged_in(owner).get("/v1/auth/logout")
+
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"

@@ -72,7 +72,13 @@ MAX_INPUT_LENGTH = 64
 SETUP_LIFETIME = timedelta(minutes=15)
 SETUP_EXPIRED = "The set-up expired after 15 minutes. Start it again: it gives a new secret."
 
-WRONG_CODE = "The code is not valid."
+#: Said of every refused code alike (a used code is not told from a wrong one). A code the app
+#: still shows, used a moment ago (turning two-factor on, then logging in to try it), is one:
+#: "not valid" alone said the app was wrong (a first-hour walkthrough).
+WRONG_CODE = (
+    "The code is not valid. Enter the code your app shows now (each code works once: after "
+    "using one, wait for the next) or an unused recovery code."
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core import mail as django_mail
 from django.test import Client, override_settings
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from apps.accounts import mfa_login, twofactor
 from apps.accounts.cookies import ACCESS_COOKIE
@@ -311,7 +312,7 @@ def test_a_wrong_code_is_invalid_credentials(api_client, owner):
     for code in ("123456", "abcd-efgh-jkmn-pqrs", "x" * 500):
         response = second_step(api_client, token, code)
         assert response.status_code == 401 and error_code(response) == "INVALID_CREDENTIALS"
-        assert response.json()["error"]["message"] == "The code is not valid."
+        assert response.json()["error"]["message"] == twofactor.WRONG_CODE
 
 
 @override_settings(THROTTLE_RATES=settings.THROTTLE_RATES | {"mfa_account": (3, 300)})
@@ -545,6 +546,28 @@ def test_dashboard_login_asks_for_the_code_on_a_second_page(owner):
     assert done.status_code == 302 and done["Location"] == "/account/"
     assert done.cookies[ACCESS_COOKIE].value
     assert client.get("/account/").status_code == 200
+
+
+def test_a_login_right_after_turning_it_on_says_to_wait_for_the_next_code(owner):
+    """Turn it on, log out and in to try it: within the same 30 seconds the app still shows
+    the code just used, which is refused once used. "The code is not valid." said the app
+    was wrong (found by a first-hour walkthrough); the answer now says what to do, for every
+    refused code alike (it tells no used code from a wrong one)."""
+    client = user_client(owner)
+    secret = client.post(SETUP).json()["secret"]
+    fresh_step(margin=8)
+    code = code_at(secret)
+    assert client.post(ENABLE, {"code": code}, format="json").status_code == 200
+    browser = Client()
+    page = html(browser.post("/login/", {"email": owner.email, "password": PASSWORD}))
+    token = page.split('name="mfa_token" value="')[1].split('"')[0]
+
+    again = browser.post("/login/2fa/", {"mfa_token": token, "code": code})
+
+    assert again.status_code == 200 and ACCESS_COOKIE not in again.cookies
+    assert "each code works once: after using one, wait for the next" in html(again)
+    api = second_step(APIClient(), mfa_token(APIClient(), owner), "000000")
+    assert api.json()["error"]["message"] == twofactor.WRONG_CODE
 
 
 def test_an_expired_login_on_the_code_page_starts_over(owner):

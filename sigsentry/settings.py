@@ -582,8 +582,22 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "SigSentry API",
+    # The first paragraph is a newcomer's first request: the page said only how times
+    # are written, and how to send a key was behind Authorize (a first-hour walkthrough).
     "DESCRIPTION": (
-        "Identity and access for the SigSentry log-analysis API. Every time is ISO 8601 "
+        "Identity and access for the SigSentry log-analysis API.\n\n"
+        "**Your first request.** Create a key on the dashboard: a project's *API Keys* "
+        "page for a server or script, its *SDK Keys* page for a web page (the full key is "
+        "shown once). Send it in the `Authorization` header as `Bearer <key>`; `GET /v1/me` "
+        "answers which key, project and organization it is, and `POST /v1/analyses` with "
+        '`{"title": "…", "input": "…"}` queues an analysis:\n\n'
+        "```\ncurl https://sigsentry.example.com/v1/me \\\n"
+        '  -H "Authorization: Bearer ss_secret_…"\n```\n\n'
+        "An organization key (`ss_org_`) also sends the project's id in `X-Project-Id`. "
+        "To try an operation on this page, give the key to *Authorize*. Every error is "
+        '`{"error": {"code", "message", "details"}}`: branch on `code`, show '
+        "`message`.\n\n"
+        "Every time is ISO 8601 "
         "UTC with six fractional digits and a Z (`2030-01-31T12:00:00.000000Z`). A time "
         "sent carries `Z` or an offset (`2030-01-31T17:30:00+05:30`), is stored in UTC "
         "and answered with `Z`; one without a zone (`2030-01-31T12:00:00`, a date alone) "

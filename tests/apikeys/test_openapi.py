@@ -305,6 +305,20 @@ def test_what_generated_clients_read_is_declared(document):
     assert mint["anyOf"] and all(b["type"] == "string" for b in mint["anyOf"])
 
 
+def test_the_document_opens_with_how_to_make_a_first_request(document):
+    """The docs page began with how times are written; how to send a key was only behind
+    Authorize, so a newcomer with a new key had no first request to copy (a first-hour
+    walkthrough)."""
+    description = document["info"]["description"]
+    first_request, _, rest = description.partition("Every time is ISO 8601")
+
+    assert rest, "the time rules are still described"
+    assert "Authorization" in first_request and "`Bearer <key>`" in first_request
+    assert "curl https://sigsentry.example.com/v1/me" in first_request
+    assert '-H "Authorization: Bearer ss_secret_' in first_request
+    assert "X-Project-Id" in first_request and "POST /v1/analyses" in first_request
+
+
 def test_schema_declares_both_bearer_credentials_and_the_session_cookie(document):
     schemes = document["components"]["securitySchemes"]
 

@@ -464,3 +464,20 @@ def test_the_row_chart_is_drawn_with_its_texts_escaped():
     assert svg.count('<g class="spark-column') == 30
     assert svg.count('class="spark-bar"') == sum(1 for b in series if b["requests"] > b["refused"])
     assert svg.count('class="spark-refused"') == sum(1 for b in series if b["refused"])
+
+
+def test_the_last_request_time_is_said_once_to_a_screen_reader(owner, project):
+    """ "When" showed the relative time with its exact time for screen readers, then the exact
+    time again for the eye: a screen reader said it twice (a first-hour walkthrough)."""
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    assert use(KeyKind.SECRET, project, plaintext) == 200
+    api_key.refresh_from_db()
+
+    page = html(logged_in(owner).get(detail_url(KeyKind.SECRET, project, api_key)))
+    when = re.search(r"<dt>When</dt><dd>(.*?)</dd>", page, re.DOTALL).group(1)
+    heard = re.sub(r'<(\w+)[^>]*aria-hidden="true"[^>]*>.*?</\1>', "", when, flags=re.DOTALL)
+    seen = re.sub(r'<span class="visually-hidden">.*?</span>', "", when, flags=re.DOTALL)
+
+    exact = utc(api_key.last_used_at)
+    assert re.sub(r"<[^>]+>", "", heard).count(exact) == 1
+    assert re.sub(r"<[^>]+>", "", seen).count(exact) == 1

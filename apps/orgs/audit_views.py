@@ -13,7 +13,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_safe
+from django.views.decorators.http import require_safe
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
@@ -113,22 +113,30 @@ EXPORT_TYPES = {"csv": export.CSV_TYPE, "jsonl": "application/jsonl"}
 
 
 @dashboard_page
-@require_GET  # not HEAD: every download is an audit event
+@require_safe
 def audit_log_export(request: HttpRequest, org_id, file_format: str) -> HttpResponse:
     """The log as a file (CSV, or JSON Lines of the API's events), as the page filters it
     (`?action=`; `?before=<event id>`: the events older than that one), newest first,
     `export.MOST_ROWS` at most. Owners and admins, as the page; 404 for outsiders.
 
     The download is recorded first (`audit_log.exported`), so the file begins with its own
-    event when the filter lets it in."""
+    event when the filter lets it in. A HEAD gets the headers a GET would, after the same
+    checks, and no file: nothing read, recorded or counted against the hour's downloads."""
     membership = membership_for(request.principal.user, org_id)
     organization = require_manager(membership)
-    refused = export.refused_download(request)
-    if refused is not None:
-        return refused
     action = request.GET.get("action") or None
     if action not in Action.ALL:
         action = None  # as the page: everything
+    filtered = [action] if action else []
+    name = "-".join(
+        ["sigsentry-audit-log", str(organization.id), *filtered, export.stamp(timezone.now())]
+    )
+    filename, content_type = f"{name}.{file_format}", EXPORT_TYPES[file_format]
+    if request.method == "HEAD":
+        return export.download(iter(()), filename=filename, content_type=content_type)
+    refused = export.refused_download(request)
+    if refused is not None:
+        return refused
     with as_manager(request.principal.user, organization.id):
         services.record_audit_log_exported(
             organization,
@@ -146,13 +154,7 @@ def audit_log_export(request: HttpRequest, org_id, file_format: str) -> HttpResp
         content = export.csv_lines(CSV_COLUMNS, (_csv_row(event_json(e)) for e in rows))
     else:
         content = export.json_lines(event_json(e) for e in rows)
-    filtered = [action] if action else []
-    name = "-".join(
-        ["sigsentry-audit-log", str(organization.id), *filtered, export.stamp(timezone.now())]
-    )
-    return export.download(
-        content, filename=f"{name}.{file_format}", content_type=EXPORT_TYPES[file_format]
-    )
+    return export.download(content, filename=filename, content_type=content_type)
 
 
 def _csv_row(event: dict[str, Any]) -> list[Any]:

@@ -211,16 +211,34 @@ def test_a_logged_out_download_goes_to_the_login(client, organization):
     assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
-def test_each_download_is_an_audit_event_and_head_is_refused(owner, organization):
-    client = logged_in(owner)
-
-    assert client.head(export_url(organization, "csv")).status_code == 405
-    body(client.get(export_url(organization, "jsonl", "?action=key.revoked")))
+def test_each_download_is_an_audit_event(owner, organization):
+    body(logged_in(owner).get(export_url(organization, "jsonl", "?action=key.revoked")))
 
     [recorded] = AuditEvent.objects.filter(action=Action.AUDIT_LOG_EXPORTED)
     assert recorded.organization_id == organization.id and recorded.actor_user_id == owner.id
     assert recorded.target_type == "organization" and recorded.target_label == organization.name
     assert recorded.details == {"format": "jsonl", "action": "key.revoked"}
+
+
+def test_head_answers_as_get_without_a_file_a_record_or_a_place_in_the_limit(
+    owner, member, outsider, organization, project, settings, throttle_clock
+):
+    """RFC 9110: a server that serves GET serves HEAD (monitors and link checkers send it;
+    `tests/security/test_head_everywhere.py`); it reads, records and counts nothing."""
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "download_user": (1, 3600)}
+    client = logged_in(owner)
+    urls = [export_url(organization, "csv"), f"/projects/{project.id}/api-keys/export.csv"]
+
+    heads = [client.head(url) for url in urls for _ in range(3)]
+
+    assert {head.status_code for head in heads} == {200}
+    assert all(head["Content-Disposition"].startswith("attachment;") for head in heads)
+    assert all(head["Cache-Control"] == "no-store" for head in heads)
+    assert exports_recorded(organization) == 0
+    assert logged_in(outsider).head(urls[0]).status_code == 404
+    assert logged_in(outsider).head(urls[1]).status_code == 404
+    assert logged_in(member).head(urls[0]).status_code == 403
+    assert client.get(urls[0]).status_code == 200  # the hour's one download still there
 
 
 def grow(organization, owner, count: int) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.representation import key_json
@@ -44,18 +44,22 @@ _FILE_NAMES = {
 
 
 @dashboard_page
-@require_GET
+@require_safe
 def key_collection_export(
     request: HttpRequest, kind: KeyKind, project_id=None, org_id=None
 ) -> HttpResponse:
+    """The file; a HEAD gets the headers a GET would, after the same checks, and no file
+    (nothing read, nor counted against the hour's downloads)."""
     collection = page_collection(request, kind, project_id, org_id)
+    now = timezone.now()
+    owner = collection.project or collection.organization
+    name = f"sigsentry-{_FILE_NAMES[kind]}-{owner.id}-{export.stamp(now)}.csv"
+    if request.method == "HEAD":
+        return export.download(iter(()), filename=name, content_type=export.CSV_TYPE)
     refused = export.refused_download(request)
     if refused is not None:
         return refused
-    now = timezone.now()
     keys = export.read_ahead(export.newest_first(collection.keys()))
-    owner = collection.project or collection.organization
-    name = f"sigsentry-{_FILE_NAMES[kind]}-{owner.id}-{export.stamp(now)}.csv"
     content = export.csv_lines(COLUMNS, (_row(key_json(key, now)) for key in keys))
     return export.download(content, filename=name, content_type=export.CSV_TYPE)
 

@@ -104,7 +104,7 @@ def test_row_chart_unused_filter_and_usage_page(ui_factory, owner, project):
     assert page.locator("tr.key-row", has_text="Busy deploy key").count() == 0
     ui.shot("usage-list-unused-1280")
 
-    page.get_by_role("link", name="All keys").click()
+    page.get_by_role("link", name="All keys", exact=True).click()
     page.get_by_role("link", name="Busy deploy key", exact=True).click()
     page.wait_for_url(ui.url(f"{keys_page}{busy.id}/"))
     assert page.get_by_role("heading", level=1).inner_text() == "Busy deploy key"

@@ -16,6 +16,18 @@ NEW_PASSWORD_HELP = (
 SERVICE_FIELDS = {"email": "email", "password": "password", "organizationName": "organization_name"}
 
 
+def _current_password(label: str = "Current password", help_text: str = "") -> forms.CharField:
+    """The account's password as its owner types it: never stripped; the browser offers the
+    saved one."""
+    return forms.CharField(
+        label=label,
+        max_length=4096,
+        strip=False,
+        help_text=help_text,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+
+
 class LoginForm(DashboardForm):
     # Wrong credentials keep the email and empty the password: the cursor goes where the
     # typing is (found by a UX review: it landed in the filled email).
@@ -26,12 +38,7 @@ class LoginForm(DashboardForm):
         max_length=254,
         widget=forms.EmailInput(attrs={"autocomplete": "username", "autofocus": True}),
     )
-    password = forms.CharField(
-        label="Password",
-        max_length=4096,
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-    )
+    password = _current_password("Password")
 
     def __init__(self, *args, focus_email: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -107,24 +114,25 @@ def _code_widget(**attrs) -> forms.TextInput:
     )
 
 
-class SecondFactorForm(DashboardForm):
-    """The login's second step: a code of the authenticator app, or a recovery code."""
-
-    code = forms.CharField(
+def _authentication_code(**attrs) -> forms.CharField:
+    """A code of the authenticator app, or a recovery code (the login's second step, the
+    account's deletion)."""
+    return forms.CharField(
         label="Authentication code",
         max_length=64,
         help_text="The 6 digits your authenticator app shows, or one of your recovery codes.",
-        widget=_code_widget(autofocus=True),
+        widget=_code_widget(**attrs),
     )
+
+
+class SecondFactorForm(DashboardForm):
+    """The login's second step: a code of the authenticator app, or a recovery code."""
+
+    code = _authentication_code(autofocus=True)
 
 
 class PasswordChangeForm(DashboardForm):
-    current_password = forms.CharField(
-        label="Current password",
-        max_length=4096,
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-    )
+    current_password = _current_password()
     new_password = forms.CharField(
         label="New password",
         max_length=4096,
@@ -151,12 +159,8 @@ class EmailCodeForm(DashboardForm):
 
 
 class TwoFactorDisableForm(DashboardForm):
-    password = forms.CharField(
-        label="Password",
-        max_length=4096,
-        strip=False,
-        help_text="Your current password, to turn two-factor authentication off.",
-        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    password = _current_password(
+        "Password", "Your current password, to turn two-factor authentication off."
     )
 
 
@@ -164,18 +168,8 @@ class DeleteAccountForm(DashboardForm):
     """The account's deletion: the password again (and, with two-factor on, a code), so a
     session alone deletes nothing. Prefixed: the page's two-factor form has a `password`."""
 
-    password = forms.CharField(
-        label="Current password",
-        max_length=4096,
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-    )
-    code = forms.CharField(
-        label="Authentication code",
-        max_length=64,
-        help_text="The 6 digits your authenticator app shows, or one of your recovery codes.",
-        widget=_code_widget(),
-    )
+    password = _current_password()
+    code = _authentication_code()
     understand = forms.BooleanField(
         label="I understand that my account, and the organizations listed above, are "
         "deleted for good.",

@@ -131,6 +131,33 @@ def seven_bit(message: EmailMultiAlternatives) -> EmailMultiAlternatives:
     return message
 
 
+def compose(*, to: str, subject: str, text: str, html: str) -> EmailMultiAlternatives:
+    """The one way the service builds a message: to one recipient (each gets a copy of
+    their own), the subject on one line with names encoded (`subject_line`), the automated
+    headers, text with an HTML alternative, seven-bit when not ASCII (`seven_bit`). Send it
+    with `send`."""
+    message = EmailMultiAlternatives(
+        subject=subject_line(subject),
+        body=text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[to],
+        headers=automated_headers(),
+    )
+    message.attach_alternative(html, "text/html")
+    return seven_bit(message)
+
+
+def send(message: EmailMessage, connection: BaseEmailBackend | None = None) -> None:
+    """`message` sent (over `connection`, else a connection of its own); refused for good,
+    unsent, when a recipient is `addressed_elsewhere`. The one way the service sends, so no
+    sender can forget the refusal."""
+    refuse_addressed_elsewhere(message)
+    if connection is None:
+        message.send()
+    else:
+        connection.send_messages([message])
+
+
 class UnconfiguredEmailBackend(BaseEmailBackend):
     """Production without `EMAIL_URL`: every send fails loudly, so nothing is marked sent.
 

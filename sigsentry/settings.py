@@ -768,6 +768,9 @@ elif DEBUG:
 else:
     EMAIL_BACKEND = "core.mail.UnconfiguredEmailBackend"
 EMAIL_TIMEOUT = 10
+# Date headers in TIME_ZONE (UTC): `+0000`; Django's default writes `-0000`, which RFC 5322
+# §3.3 reserves for a time whose zone is unknown.
+EMAIL_USE_LOCALTIME = True
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="SigSentry <no-reply@localhost>")
 _senders = getaddresses([DEFAULT_FROM_EMAIL])
 if (

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -108,6 +109,7 @@ def test_every_message_says_who_sent_it_when_and_that_it_was_automatic(messages)
         headers = message.message
         assert str(headers["From"]) == SENDER
         assert headers["Date"] is not None and headers["Date"].datetime is not None
+        assert str(headers["Date"]).endswith(" +0000"), headers["Date"]  # UTC, not "unknown"
         assert str(headers["Message-ID"]).endswith("@sigsentry.example.com>")
         assert headers["Auto-Submitted"] == "auto-generated"
         assert headers["X-Auto-Response-Suppress"] == "OOF, AutoReply"  # Exchange's own
@@ -161,3 +163,21 @@ def test_a_one_time_secret_appears_in_its_own_message_only(messages):
 )
 def test_only_a_mailbox_that_is_not_ascii_is_addressed_elsewhere(address, elsewhere):
     assert addressed_elsewhere(address) is elsewhere
+
+
+def test_only_core_mail_builds_or_sends_a_message():
+    """`core.mail.compose` and `core.mail.send` are the one way out: the seven-bit encoding
+    and the refusal of a mailbox named elsewhere (`addressed_elsewhere`) cannot be forgotten
+    by a sender of its own."""
+    root = Path(__file__).resolve().parent.parent
+    builds = re.compile(
+        r"\b(EmailMessage|EmailMultiAlternatives|send_mail|send_mass_mail)\(|"
+        r"\.send_messages\(|\bmail_(admins|managers)\("
+    )
+    senders = [
+        str(path.relative_to(root))
+        for package in ("apps", "core", "sigsentry")
+        for path in (root / package).rglob("*.py")
+        if builds.search(path.read_text()) and path != root / "core" / "mail.py"
+    ]
+    assert senders == []

@@ -52,15 +52,9 @@ from django_tasks import TaskResult, TaskResultStatus, task
 from django_tasks_db.models import DBTaskResult
 
 from apps.accounts.models import User
-from core import mailserver, metrics
+from core import mail, mailserver, metrics
 from core.logging import current_request_id, serving
-from core.mail import (
-    automated_headers,
-    name_in_text,
-    refuse_addressed_elsewhere,
-    seven_bit,
-    subject_line,
-)
+from core.mail import name_in_text
 from core.tasks import requeue_stalled
 
 logger = logging.getLogger("sigsentry.mail")
@@ -86,25 +80,18 @@ class Letter:
 
     def compose(self) -> EmailMultiAlternatives:
         context = {"site_url": settings.SITE_URL, **self.context}
-        message = EmailMultiAlternatives(
-            subject=subject_line(self.subject),  # names in it come from users
-            body=render_to_string(f"emails/{self.template}.txt", context),
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            to=[self.to],
-            headers=automated_headers(),
+        return mail.compose(
+            to=self.to,
+            subject=self.subject,  # names in it come from users
+            text=render_to_string(f"emails/{self.template}.txt", context),
+            html=render_to_string(f"emails/{self.template}.html", context),
         )
-        message.attach_alternative(
-            render_to_string(f"emails/{self.template}.html", context), "text/html"
-        )
-        return seven_bit(message)
 
     def send(self) -> None:
         """Composed and sent; refused for good, unsent, to an address mail would reach
         under another mailbox (`core.mail.addressed_elsewhere`: an account or invitation
         stored before the address rules)."""
-        message = self.compose()
-        refuse_addressed_elsewhere(message)
-        message.send()
+        mail.send(self.compose())
 
 
 #: kind -> (how the worker builds the letter again from the queued ids, how long it tries)

@@ -16,7 +16,7 @@ from datetime import UTC
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail import get_connection
 from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -24,14 +24,8 @@ from django.utils import timezone
 from apps.apikeys.models import ApiKey, KeyScope, KeyType, active_at
 from apps.notifications.models import Reminder, ReminderKind
 from apps.orgs.models import Membership, Organization
-from core import mailserver, metrics
-from core.mail import (
-    automated_headers,
-    name_in_text,
-    refuse_addressed_elsewhere,
-    seven_bit,
-    subject_line,
-)
+from core import mail, mailserver, metrics
+from core.mail import name_in_text
 from core.permissions import MANAGER_ROLES
 
 logger = logging.getLogger("sigsentry.notifications")
@@ -253,17 +247,9 @@ def send_reminder_email(
         html = render_to_string("notifications/email.html", context)
         with get_connection(fail_silently=False) as connection:
             for address in to:
-                message = EmailMultiAlternatives(
-                    subject=subject_line(context["subject"]),
-                    body=text,
-                    from_email=settings.DEFAULT_FROM_EMAIL,
-                    to=[address],
-                    headers=automated_headers(),
-                )
-                message.attach_alternative(html, "text/html")
+                message = mail.compose(to=address, subject=context["subject"], text=text, html=html)
                 try:
-                    refuse_addressed_elsewhere(message)  # a copy for another mailbox: refused
-                    connection.send_messages([seven_bit(message)])
+                    mail.send(message, connection)  # a copy for another mailbox: refused
                 except smtplib.SMTPRecipientsRefused as exc:
                     if not mailserver.refused_for_good(exc):
                         sent.failure = sent.failure or exc  # for now: this copy tried again

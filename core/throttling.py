@@ -1,5 +1,6 @@
 """Fixed-window counters in the shared Redis (`REDIS_URL`), one round trip to count an
-event; without it in Django's cache, this process's memory.
+event (in one window, or in several at once: `enforce_all`); without it in Django's
+cache, this process's memory.
 
 Throttling fails open: if Redis is unreachable the counter is skipped, a
 warning is logged and `sigsentry_redis_fail_open_total` counts it, so an
@@ -79,6 +80,25 @@ class Along(Protocol):
         """Their replies, in order; a command that failed has its exception there."""
 
 
+_COUNT_ALL_OR_NONE = """
+local full, any = {}, false
+for i, key in ipairs(KEYS) do
+  full[i] = 0
+  if tonumber(redis.call('GET', key) or '0') >= tonumber(ARGV[2 * i - 1]) then
+    full[i] = 1
+    any = true
+  end
+end
+if not any then
+  for i, key in ipairs(KEYS) do
+    redis.call('SET', key, 0, 'EX', ARGV[2 * i], 'NX')
+    redis.call('INCR', key)
+  end
+end
+return full
+"""
+
+
 class _RedisCounters:
     """The windows' counters in the shared Redis: one round trip to count an event, so a
     failed credential costs one, as a key's rate limit and counts do."""
@@ -89,6 +109,9 @@ class _RedisCounters:
         self.decr_live = client.register_script(
             "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end"
         )
+        #: Count one event in every window (ARGV: limit, ttl of each), or in none if one is
+        #: full; the reply says which are full (1) and which are not (0).
+        self.count_all_or_none = client.register_script(_COUNT_ALL_OR_NONE)
 
     def count(self, key: str, ttl: int, along: Along | None = None) -> int:
         pipe = self.client.pipeline()  # MULTI/EXEC: the window's counter never lacks its expiry
@@ -102,6 +125,13 @@ class _RedisCounters:
             raise replies[1]
         along.answer(replies[2:])
         return replies[1]
+
+    def count_if_room(self, windows: list[tuple[str, int, int]]) -> list[bool]:
+        # One EVALSHA: scripts run whole, so no other count comes between the check and
+        # the counts (EVAL once more if Redis has lost the script, after a restart).
+        keys = [key for key, _limit, _ttl in windows]
+        args = [n for _key, limit, ttl in windows for n in (limit, ttl)]
+        return [bool(full) for full in self.count_all_or_none(keys=keys, args=args)]
 
     def read(self, key: str) -> int:
         return int(self.client.get(key) or 0)
@@ -118,6 +148,17 @@ class _CacheCounters:
 
     def count(self, key: str, ttl: int, along: Along | None = None) -> int:
         return 1 if cache.add(key, 1, timeout=ttl) else cache.incr(key)
+
+    def count_if_room(self, windows: list[tuple[str, int, int]]) -> list[bool]:
+        # Counted first and given back if one is full, so two threads of this process
+        # never both take a window's last place (one may be refused while the other's
+        # count is given back: a refusal too many, never a count too many).
+        counted = [self.count(key, ttl) for key, _limit, ttl in windows]
+        full = [count > limit for count, (_key, limit, _ttl) in zip(counted, windows, strict=True)]
+        if any(full):
+            for key, _limit, _ttl in windows:
+                self.give_back(key)
+        return full
 
     def read(self, key: str) -> int:
         return cache.get(key) or 0
@@ -224,6 +265,49 @@ def counting_failures(
         give_back()  # not checked: not a failure
         raise
     give_back()
+
+
+def enforce_all(scopes: tuple[str, ...], ident: str | None) -> Callable[[], None]:
+    """Count one event in the window of each of `scopes` (the hour and the day of one
+    budget) if every one has room, in one Redis round trip; else count it in none and
+    raise 429 RATE_LIMITED, with Retry-After the longest wait among the full windows.
+    Returns what gives the counts back, for an event refused later (nothing stored).
+
+    For a budget of what is stored: a refusal is nothing stored, so it uses no window's
+    budget (an event the hour refuses takes none of the day's), unlike `enforce`, which
+    counts every event, refused ones too."""
+    if not ident:
+        return _nothing
+    windows = [(scope, *_window(scope)) for scope in scopes]
+    keys = [_cache_key(scope, ident, window) for scope, _limit, _period, window, _ in windows]
+    if failopen.given_up():
+        return _nothing
+    try:
+        full = _counters().count_if_room(
+            [
+                (key, limit, period + 1)
+                for key, (_scope, limit, period, _window_, _retry) in zip(
+                    keys, windows, strict=True
+                )
+            ]
+        )
+    except Exception:  # the cache is down: degrade to no throttling, never to an error
+        _fail_open("not counted", scopes[0])
+        return _nothing
+    waits = [retry for (*_, retry), refused in zip(windows, full, strict=True) if refused]
+    if waits:
+        raise RateLimited(max(waits))
+
+    def give_back() -> None:
+        for key in keys:
+            if failopen.given_up():
+                return
+            try:
+                _counters().give_back(key)
+            except Exception:
+                _fail_open("not given back", scopes[0])
+
+    return give_back
 
 
 def is_limited(scope: str, ident: str | None) -> int | None:

@@ -725,6 +725,17 @@ THROTTLE_RATES = {
     # Dashboard downloads (audit log, key inventory) per user: each holds a sync worker for
     # up to several seconds (100,000 rows), so one account cannot keep the workers busy.
     "download_user": (30, 3600),
+    # What one project's callers store as analyses, whatever the credential: an SDK key is
+    # public by design, and nothing bounded it (a bounds audit: ~27 GB an hour per web
+    # process into someone else's project). Creations per project an hour and a UTC day,
+    # and follow-ups and feedback together (each analysis holds at most 100 of each, but
+    # any old analysis of the project takes them). Worst case a project a UTC day: 5,000
+    # inputs of 100,000 characters and 5,000 replies of 10,000, 550 million characters:
+    # 0.55 GB of ASCII, at most 2.2 GB of UTF-8 (4 bytes a character), titles 4 MB more.
+    "analysis_create_project": (1000, 3600),
+    "analysis_create_project_day": (5000, 86400),
+    "analysis_reply_project": (1000, 3600),
+    "analysis_reply_project_day": (5000, 86400),
 }
 
 # Outbound work (webhook deliveries, emails, scheduled checks) runs in `manage.py run_worker`.

@@ -8,6 +8,7 @@ browser SDK (settings.CORS_URLS_REGEX).
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
@@ -30,6 +31,15 @@ from core.permissions import Permission
 CREATE_ONLY = {"POST": Permission.ANALYSIS_CREATE}
 
 
+def _per_project(budget: tuple[str, str]) -> str:
+    """What the description of a POST says of its budget (`THROTTLE_RATES`)."""
+    hour, day = (settings.THROTTLE_RATES[scope][0] for scope in budget)
+    return (
+        f"Throttled per project, whatever the credential: {hour:,} an hour and {day:,} a "
+        "UTC day (429 RATE_LIMITED with `Retry-After`; nothing is stored nor counted)"
+    )
+
+
 def _analysis_json(analysis) -> dict:
     return AnalysisSerializer(analysis).data
 
@@ -49,6 +59,10 @@ class AnalysisCollectionView(ProjectScopedView):
         return paginate(self, selectors.analyses_of(project=self.project), _analysis_json)
 
     @extend_schema(
+        description=(
+            "Queues an analysis of `input` (at most 100,000 characters). "
+            f"{_per_project(services.CREATE_BUDGET)}."
+        ),
         parameters=[PROJECT_HEADER],
         request=AnalysisInputSerializer,
         responses={201: AnalysisSerializer, **PROJECT_ERRORS},
@@ -78,6 +92,11 @@ class FollowUpCollectionView(ProjectScopedView):
     permission_by_method = CREATE_ONLY
 
     @extend_schema(
+        description=(
+            f"At most {services.MAX_FOLLOW_UPS} per analysis (400 VALIDATION_ERROR on "
+            f"`question`). {_per_project(services.REPLY_BUDGET)}, follow-ups and feedback "
+            "together."
+        ),
         parameters=[PROJECT_HEADER],
         request=FollowUpInputSerializer,
         responses={201: FollowUpSerializer, **PROJECT_ERRORS},
@@ -97,6 +116,11 @@ class FeedbackCollectionView(ProjectScopedView):
     permission_by_method = CREATE_ONLY
 
     @extend_schema(
+        description=(
+            f"At most {services.MAX_FEEDBACK} per analysis (400 VALIDATION_ERROR on "
+            f"`rating`). {_per_project(services.REPLY_BUDGET)}, follow-ups and feedback "
+            "together."
+        ),
         parameters=[PROJECT_HEADER],
         request=FeedbackInputSerializer,
         responses={201: FeedbackSerializer, **PROJECT_ERRORS},

@@ -8,12 +8,15 @@ Callers pass a project or analysis they resolved for the caller.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from django.db import transaction
 
 from apps.analyses.models import Analysis, Feedback, FollowUp
 from apps.projects.selectors import ProjectLike
+from core import throttling
 from core.principal import Principal
 from core.queries import refuse_when_full
 
@@ -22,6 +25,12 @@ from core.queries import refuse_when_full
 #: and 3,000 of them made every list page 30 MB (found by the DoS audit).
 MAX_FOLLOW_UPS = 100
 MAX_FEEDBACK = 100
+
+#: What a project's callers store, whatever the credential (an SDK key is public): creations,
+#: and follow-ups and feedback together, each an hour and a UTC day (`THROTTLE_RATES`). A
+#: follow-up is bounded per analysis, not per project: any old analysis takes 200 more.
+CREATE_BUDGET = ("analysis_create_project", "analysis_create_project_day")
+REPLY_BUDGET = ("analysis_reply_project", "analysis_reply_project_day")
 
 
 def _authored_by(principal: Principal) -> dict[str, Any]:
@@ -41,14 +50,32 @@ def _authored_by(principal: Principal) -> dict[str, Any]:
 def create_analysis(
     *, principal: Principal, project: ProjectLike, title: str, input: str
 ) -> Analysis:
-    """A new analysis, queued, with no follow-ups or feedback yet."""
-    return Analysis.objects.create(
-        project_id=project.id, title=title, input=input, **_authored_by(principal)
-    )
+    """A new analysis, queued, with no follow-ups or feedback yet; 429 RATE_LIMITED, nothing
+    stored nor counted, past the project's `CREATE_BUDGET`."""
+    with _within(CREATE_BUDGET, project.id):
+        return Analysis.objects.create(
+            project_id=project.id, title=title, input=input, **_authored_by(principal)
+        )
+
+
+@contextlib.contextmanager
+def _within(budget: tuple[str, ...], project_id: Any) -> Iterator[None]:
+    """A transaction that stores one record in the project, counted in `budget` first
+    (429 RATE_LIMITED past it, nothing counted); the count is given back if the
+    transaction fails (an analysis already full), so what is counted is what is stored."""
+    give_back = throttling.enforce_all(budget, str(project_id))
+    try:
+        with transaction.atomic():
+            yield
+    except Exception:
+        give_back()
+        raise
 
 
 def create_follow_up(*, principal: Principal, analysis: Analysis, question: str) -> FollowUp:
-    with transaction.atomic():
+    """400 VALIDATION_ERROR on `question` past MAX_FOLLOW_UPS; 429 RATE_LIMITED past the
+    project's `REPLY_BUDGET`."""
+    with _within(REPLY_BUDGET, analysis.project_id):
         refuse_when_full(
             Analysis.objects.filter(pk=analysis.pk),
             FollowUp.objects.filter(analysis_id=analysis.pk),
@@ -64,7 +91,9 @@ def create_follow_up(*, principal: Principal, analysis: Analysis, question: str)
 def create_feedback(
     *, principal: Principal, analysis: Analysis, rating: str, comment: str = ""
 ) -> Feedback:
-    with transaction.atomic():
+    """400 VALIDATION_ERROR on `rating` past MAX_FEEDBACK; 429 RATE_LIMITED past the
+    project's `REPLY_BUDGET`."""
+    with _within(REPLY_BUDGET, analysis.project_id):
         refuse_when_full(
             Analysis.objects.filter(pk=analysis.pk),
             Feedback.objects.filter(analysis_id=analysis.pk),

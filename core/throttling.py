@@ -278,25 +278,21 @@ def enforce_all(scopes: tuple[str, ...], ident: str | None) -> Callable[[], None
     counts every event, refused ones too."""
     if not ident:
         return _nothing
-    windows = [(scope, *_window(scope)) for scope in scopes]
-    keys = [_cache_key(scope, ident, window) for scope, _limit, _period, window, _ in windows]
+    windows, waits = [], []  # (cache key, limit, ttl) of each, and the wait past each
+    for scope in scopes:
+        limit, period, window, retry_after = _window(scope)
+        windows.append((_cache_key(scope, ident, window), limit, period + 1))
+        waits.append(retry_after)
+    keys = [key for key, _limit, _ttl in windows]
     if failopen.given_up():
         return _nothing
     try:
-        full = _counters().count_if_room(
-            [
-                (key, limit, period + 1)
-                for key, (_scope, limit, period, _window_, _retry) in zip(
-                    keys, windows, strict=True
-                )
-            ]
-        )
+        full = _counters().count_if_room(windows)
     except Exception:  # the cache is down: degrade to no throttling, never to an error
         _fail_open("not counted", scopes[0])
         return _nothing
-    waits = [retry for (*_, retry), refused in zip(windows, full, strict=True) if refused]
-    if waits:
-        raise RateLimited(max(waits))
+    if any(full):
+        raise RateLimited(max(wait for wait, no_room in zip(waits, full, strict=True) if no_room))
 
     def give_back() -> None:
         for key in keys:

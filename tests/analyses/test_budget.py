@@ -81,19 +81,22 @@ def test_the_budget_is_per_project(api_client, sdk_key, other_project):
     assert Analysis.objects.filter(project=other_project).count() == 1
 
 
-@budget(create=(3, 100))
-def test_an_sdk_key_a_secret_key_and_a_user_share_their_projects_budget(
+@budget(create=(4, 100))
+def test_every_kind_of_credential_shares_its_projects_budget(
     api_client, project, sdk_key, secret_key, member, user_token
 ):
     """The project is what is filled: one budget whatever the credential."""
     token = user_token(member)
+    org_key = make_key(KeyKind.ORGANIZATION, organization=project.organization)[1]
     assert create(api_client, sdk_key).status_code == 201
     assert create(api_client, token, project_id=project.id).status_code == 201
     assert create(api_client, secret_key[1]).status_code == 201
+    assert create(api_client, org_key, project_id=project.id).status_code == 201
 
     assert_refused(create(api_client, token, project_id=project.id), HOUR)
     assert_refused(create(api_client, sdk_key), HOUR)
-    assert Analysis.objects.filter(project=project).count() == 3
+    assert_refused(create(api_client, org_key, project_id=project.id), HOUR)
+    assert Analysis.objects.filter(project=project).count() == 4
 
 
 @budget(create=(2, 3))

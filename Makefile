@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help run test install install-dev lint format bench load load-scale clean
+.PHONY: help run test install install-dev lock lint format bench load load-scale clean
 .DEFAULT_GOAL := help
 
 ## make help: this list
@@ -21,25 +21,44 @@ define new_enough
 	"(with make clean first if .venv exists)"; exit 1; }
 endef
 
+# The venv's own pip (the one ensurepip ships) installs the lock, which pins a newer pip, by hash.
 $(VENV)/bin/python:
 	$(call new_enough,$(PYTHON),$(PYTHON))
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+# Everything comes from a lock (`make lock`): each package at one version, each file checked
+# against its sha256 (--require-hashes: a package the lock lacks is an error, not a download),
+# setuptools too, so that the project itself is built without fetching anything
+# (--no-build-isolation) and installed without its dependencies (--no-deps).
+define install_locked
 	$(call new_enough,$(PY),$(VENV))
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q --require-hashes -r $(1)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+endef
+
+$(VENV)/.installed: pyproject.toml requirements/runtime.txt | $(VENV)/bin/python
+	$(call install_locked,requirements/runtime.txt)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
-	$(call new_enough,$(PY),$(VENV))
-	$(PY) -m pip install -q -e ".[dev]"
+$(VENV)/.installed-dev: pyproject.toml requirements/dev.txt | $(VENV)/bin/python
+	$(call install_locked,requirements/dev.txt)
 	touch $@ $(VENV)/.installed
 
 ## make install: make the virtualenv .venv (Python 3.11 or newer; PYTHON= names one) and install
-##   the service in it; make install-dev: with the dev extra too (pytest, ruff, Playwright)
+##   the service in it from requirements/runtime.txt; make install-dev: from requirements/dev.txt,
+##   with the dev and bench extras too (pytest, ruff, Playwright, uv, the peers of make bench)
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+## make lock: regenerate both locks from pyproject.toml (after changing a dependency there);
+##   versions already locked stay. make lock UPGRADE=django moves one package (and what it
+##   needs) to its newest allowed version, UPGRADE=all every package
+LOCK = $(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --python-version 3.11 \
+	--python-platform linux --generate-hashes --custom-compile-command "make lock" --quiet \
+	$(if $(filter all,$(UPGRADE)),--upgrade,$(if $(UPGRADE),--upgrade-package $(UPGRADE)))
+lock: install-dev
+	$(LOCK) -o requirements/runtime.txt
+	$(LOCK) --extra dev --extra bench -c requirements/runtime.txt -o requirements/dev.txt
 
 ## make run: install, migrate the SQLite default, seed the demo, serve on http://127.0.0.1:8000
 ##   (HOST=, PORT= elsewhere),
@@ -81,17 +100,14 @@ format: install-dev
 
 ## make bench: the cost of authentication per request, ours and the peers' (~4 min, PostgreSQL)
 bench: install-dev
-	$(PY) -m pip install -q -e ".[dev,bench]"
 	$(PY) bench/auth_overhead.py
 
 ## make load: wrk against gunicorn (2 workers), checked for lost usage counts
 load: install-dev
-	$(PY) -m pip install -q -e ".[dev,bench]"
 	PY=$(PY) bash bench/load.sh
 
 ## make load-scale: 4 gunicorn workers behind PgBouncer (transaction mode), mixed keys, ~2 min
 load-scale: install-dev
-	$(PY) -m pip install -q -e ".[dev,bench]"
 	PY=$(PY) bash bench/load_pgbouncer.sh
 
 ## make clean: remove the virtualenv and caches

@@ -24,9 +24,11 @@ from typing import Any, ClassVar
 import uritemplate
 from django.conf import settings
 from django.core.signals import setting_changed
+from django.db.models import Choices
 from django.dispatch import receiver
 from django.utils import translation
 from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.plumbing import deep_import_string
 from drf_spectacular.renderers import (
     OpenApiJsonRenderer,
     OpenApiJsonRenderer2,
@@ -301,6 +303,70 @@ def nullable_references_as_oas_30(result, generator, request, public):
         return node
 
     return rewrite(result)
+
+
+def one_enum_per_value_set(result, generator, request, public):
+    """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS), after its enum hook, which
+    names the enums of components only, and apart when their labels differ: one component
+    per set of values, which generated clients make one enum class of (an SDK audit,
+    openapi-python-client).
+
+    * A parameter's enum is the component of its values (`granularity`: `GranularityEnum`,
+      the one `KeyUsage` answers), or the `ENUM_NAME_OVERRIDES` entry of them (`action`:
+      `AuditActionEnum`). Inline, the client had one class per operation
+      (`ProjectsApiKeysUsageGranularity`, `ProjectsSdkKeysUsageGranularity`, ...). An
+      inline enum no name covers fails the generation: name it there.
+    * Components of the same values are the one of the shortest name: `/v1/me`'s key had
+      `MeKeyDetailTypeEnum` beside the key object's `KeyTypeEnum` (their labels differ)."""
+    schemas = result["components"]["schemas"]
+    by_values: dict[frozenset, list[str]] = {}
+    for name, schema in schemas.items():
+        if "enum" in schema:
+            by_values.setdefault(frozenset(schema["enum"]), []).append(name)
+    kept = {values: min(names, key=lambda n: (len(n), n)) for values, names in by_values.items()}
+    for name, choices in settings.SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].items():
+        kept.setdefault(frozenset(_choice_values(choices)), name)
+    renamed = {
+        f"#/components/schemas/{name}": f"#/components/schemas/{kept[values]}"
+        for values, names in by_values.items()
+        for name in names
+        if name != kept[values]
+    }
+    for ref in renamed:
+        del schemas[ref.rpartition("/")[2]]
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", ()):
+                schema = parameter["schema"]
+                if "enum" not in schema:
+                    continue
+                name = kept.get(frozenset(schema["enum"]))
+                assert name, f"name parameter {parameter['name']!r}'s enum (ENUM_NAME_OVERRIDES)"
+                schemas.setdefault(name, {"enum": sorted(schema["enum"]), "type": schema["type"]})
+                rest = {k: v for k, v in schema.items() if k not in ("enum", "type")}
+                reference = {"$ref": f"#/components/schemas/{name}"}
+                # 3.0.3 ignores what stands beside a `$ref`: a default goes beside an `allOf`
+                parameter["schema"] = {"allOf": [reference], **rest} if rest else reference
+
+    def rewrite(node):
+        if isinstance(node, dict):
+            return {k: renamed.get(v, v) if k == "$ref" else rewrite(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(value) for value in node]
+        return node
+
+    result = rewrite(result)
+    result["components"]["schemas"] = dict(sorted(result["components"]["schemas"].items()))
+    return result
+
+
+def _choice_values(choices) -> list:
+    """The values of an `ENUM_NAME_OVERRIDES` entry: choices, or their import path."""
+    if isinstance(choices, str):
+        choices = deep_import_string(choices)
+    if isinstance(choices, type) and issubclass(choices, Choices):
+        return list(choices.values)
+    return [c if isinstance(c, str) else c[0] for c in choices]
 
 
 #: Path variables as SPEC.md writes them; the URL patterns name them for the views' keyword

@@ -180,7 +180,8 @@ class MeKeyDetailSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
     prefix = serializers.CharField()
-    # The key object's enums (an SDK audit: plain text here, `KeyTypeEnum` there).
+    # The key object's enums (an SDK audit: plain text here, `KeyTypeEnum` there); its
+    # components themselves (`core.openapi.one_enum_per_value_set`: the labels differ).
     type = serializers.ChoiceField(choices=["public", "secret"])
     scope = serializers.ChoiceField(choices=["project", "organization"])
     permissions = serializers.ListField(child=serializers.ChoiceField(choices=ALL_PERMISSIONS))

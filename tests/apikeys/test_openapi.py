@@ -305,6 +305,41 @@ def test_what_generated_clients_read_is_declared(document):
     assert mint["anyOf"] and all(b["type"] == "string" for b in mint["anyOf"])
 
 
+def test_each_enum_is_one_component_that_parameters_and_bodies_share(document):
+    """A client generated from the document (openapi-python-client) had one enum class per
+    usage operation for `granularity` (`ProjectsApiKeysUsageGranularity`,
+    `ProjectsSdkKeysUsageGranularity`, ...), none the `GranularityEnum` its answer carries,
+    an inline `AuditEventsListAction`, and `MeKeyDetailTypeEnum` / `MeKeyDetailScopeEnum`
+    beside the key object's `KeyTypeEnum` / `KeyScopeEnum` (an SDK audit)."""
+    schemas = document["components"]["schemas"]
+    inline = [
+        (template, method, p["name"])
+        for template, method, operation in operations(document)
+        for p in operation.get("parameters", ())
+        if "enum" in p["schema"]
+    ]
+    assert inline == []
+    value_sets = [frozenset(s["enum"]) for s in schemas.values() if "enum" in s]
+    assert len(value_sets) == len(set(value_sets))
+
+    usage = document["paths"]["/v1/projects/{projectId}/sdk-keys/{keyId}/usage"]["get"]
+    [granularity] = usage["parameters"][:1]
+    assert granularity["schema"] == {
+        "allOf": [{"$ref": "#/components/schemas/GranularityEnum"}],
+        "default": "hour",
+    }
+    assert schemas["KeyUsage"]["properties"]["granularity"] == granularity["schema"]["allOf"][0]
+    audit = document["paths"]["/v1/organizations/{orgId}/audit-events"]["get"]
+    [action] = [p for p in audit["parameters"] if p["name"] == "action"]
+    assert action["schema"] == {"$ref": "#/components/schemas/AuditActionEnum"}
+    assert sorted(schemas["AuditActionEnum"]["enum"]) == sorted(Action.ALL)
+    # an event's action stays text: a client built before a new action still reads the list
+    assert schemas["AuditEvent"]["properties"]["action"]["type"] == "string"
+    me_key = schemas["MeKeyDetail"]["properties"]
+    assert me_key["type"] == schemas["Key"]["properties"]["type"]
+    assert me_key["scope"] == schemas["Key"]["properties"]["scope"]
+
+
 def test_the_document_opens_with_how_to_make_a_first_request(document):
     """The docs page began with how times are written; how to send a key was only behind
     Authorize, so a newcomer with a new key had no first request to copy (a first-hour

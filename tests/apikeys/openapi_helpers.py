@@ -36,3 +36,47 @@ def validator(document: dict, schema: dict) -> Draft202012Validator:
 def request_body_validator(document: dict, template: str, method: str) -> Draft202012Validator:
     operation = document["paths"][template][method]
     return validator(document, operation["requestBody"]["content"]["application/json"]["schema"])
+
+
+def undeclared(document: dict, schema: dict, instance: Any, path: str = "$") -> list[str]:
+    """The members of `instance` (an answer's body) that `schema` does not declare: what a
+    generated client (openapi-python-client) drops into `additional_properties`, untyped,
+    while validation passes them (the document leaves answers open). A free-form object
+    (`additionalProperties` given: `details`, `settings`) declares any member."""
+    schema = _resolved(document, schema)
+    if isinstance(instance, list):
+        items = schema.get("items", {})
+        return [
+            m
+            for i, v in enumerate(instance)
+            for m in undeclared(document, items, v, f"{path}[{i}]")
+        ]
+    if not isinstance(instance, dict):
+        return []
+    branches = [_resolved(document, b) for b in schema.get("oneOf", schema.get("anyOf", ()))]
+    branches = [b for b in branches if b.get("enum") != [None]]
+    if branches:  # the branch the answer is (a discriminator's, or the one it fits best)
+        found = [undeclared(document, b, instance, path) for b in branches]
+        return min(found, key=len)
+    if "additionalProperties" in schema and schema["additionalProperties"] is not False:
+        return []
+    properties: dict[str, Any] = {}
+    for part in [schema, *(_resolved(document, s) for s in schema.get("allOf", ()))]:
+        properties |= part.get("properties", {})
+    if not properties and "allOf" not in schema and schema.get("type") != "object":
+        return []
+    missing = [f"{path}.{name}" for name in instance if name not in properties]
+    return missing + [
+        m
+        for name, value in instance.items()
+        if name in properties
+        for m in undeclared(document, properties[name], value, f"{path}.{name}")
+    ]
+
+
+def _resolved(document: dict, schema: dict) -> dict:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rpartition("/")[2]]
+    if len(schema.get("allOf", ())) == 1 and "properties" not in schema:
+        return _resolved(document, schema["allOf"][0])
+    return schema

@@ -23,7 +23,7 @@ from apps.accounts import services as account_services
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.services import Action, record_event
 from core.openapi import SPEC_PATH_VARIABLES, DocumentOncePerProcess
-from tests.apikeys.openapi_helpers import validator
+from tests.apikeys.openapi_helpers import undeclared, validator
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, collection_url, cookie_client, key_url, user_client
 
@@ -76,7 +76,8 @@ def spec_name(variable: str) -> str:
 
 
 def assert_matches(document: dict, response, status: int | None = None) -> None:
-    """The response body is valid against the schema the document gives for it."""
+    """The response body is valid against the schema the document gives for it, which
+    declares each of its members (a generated client types only those)."""
     path, method = response.wsgi_request.resolver_match.route, response.wsgi_request.method
     template = "/" + re.sub(r"<str:(\w+)>", lambda m: "{" + spec_name(m[1]) + "}", path)
     operation = document["paths"][template][method.lower()]
@@ -84,6 +85,7 @@ def assert_matches(document: dict, response, status: int | None = None) -> None:
     schema = content["application/json"]["schema"]
     errors = [error.message for error in validator(document, schema).iter_errors(response.json())]
     assert not errors, (template, method, errors)
+    assert undeclared(document, schema, response.json()) == [], (template, method)
 
 
 # The document

@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -108,28 +109,52 @@ def _check_redis() -> None:
     cache.get("readyz")  # a miss is an answer; an unreachable server raises
 
 
-def _answers_in_time(check: Callable[[], None], timeout: float) -> bool:
+class _Check:
+    """One run of a dependency's check in its own thread, and what it found."""
+
+    def __init__(self, name: str, check: Callable[[], None]) -> None:
+        self.outcome: list[bool] = []
+        self.started = time.monotonic()
+        self.thread = threading.Thread(
+            target=self._run, args=(check,), name=f"readyz-{name}", daemon=True
+        )
+
+    def _run(self, check: Callable[[], None]) -> None:
+        try:
+            check()
+            self.outcome.append(True)
+        except Exception as exc:
+            logger.warning("readiness check failed: %s", type(exc).__name__)
+            self.outcome.append(False)
+
+
+#: Dependency name → its latest check in this process (perhaps still running).
+_checks: dict[str, _Check] = {}
+_checks_lock = threading.Lock()
+
+
+def _answers_in_time(name: str, check: Callable[[], None], timeout: float) -> bool:
     """Run `check` in its own thread and wait at most `timeout` seconds for it.
 
     A thread, because a half-open TCP connection or a slow connect would
     otherwise hold the probe for the driver's own timeouts (3 s connect
     for PostgreSQL). A check still running after the deadline is abandoned;
-    the driver's timeouts end it.
+    the driver's timeouts end it. While it runs, later probes wait on it rather
+    than start another: a database that accepts connections but answers no query
+    (a lock held on the table read, a pool with no server connection free) ends
+    no check, and each probe of a load balancer left a thread and a database
+    connection behind, 15 after 15 probes (found by the observability audit), until
+    the probes alone held every connection the database allows.
     """
-    outcome: list[bool] = []
-
-    def run() -> None:
-        try:
-            check()
-            outcome.append(True)
-        except Exception as exc:
-            logger.warning("readiness check failed: %s", type(exc).__name__)
-            outcome.append(False)
-
-    thread = threading.Thread(target=run, name="readyz", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return outcome == [True]
+    with _checks_lock:
+        running = _checks.get(name)
+        if running is None or not running.thread.is_alive():
+            running = _checks[name] = _Check(name, check)
+            running.thread.start()
+        elif time.monotonic() - running.started >= timeout:
+            logger.warning("readiness check failed: %s has not answered an earlier check", name)
+    running.thread.join(timeout)
+    return running.outcome == [True]
 
 
 def readiness() -> dict[str, bool]:
@@ -137,7 +162,9 @@ def readiness() -> dict[str, bool]:
     checks = {"database": _check_database}
     if settings.REDIS_URL:
         checks["redis"] = _check_redis
-    return {name: _answers_in_time(check, READINESS_TIMEOUT) for name, check in checks.items()}
+    return {
+        name: _answers_in_time(name, check, READINESS_TIMEOUT) for name, check in checks.items()
+    }
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

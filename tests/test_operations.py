@@ -57,6 +57,12 @@ def value(samples: dict, name: str, **labels: str) -> float:
 # ------------------------------------------------------------------------ health
 
 
+@pytest.fixture(autouse=True)
+def fresh_readiness_checks(monkeypatch):
+    """No test waits on a check another test left running (`ops._checks`)."""
+    monkeypatch.setattr(ops, "_checks", {})
+
+
 def test_healthz_answers_without_touching_the_database(client):
     # No `db` fixture: pytest-django refuses any database access in this test.
     response = client.get("/healthz")
@@ -122,6 +128,38 @@ def test_readyz_answers_503_within_the_deadline_when_a_check_hangs(
     assert (body["status"], body["failed"]) == ("unavailable", ["database"])
     assert body["checks"]["database"] == "unavailable"
     assert response["Retry-After"]
+
+
+def test_probes_while_a_check_hangs_wait_on_it_and_start_no_other(
+    db, client, settings, monkeypatch
+):
+    """Found by the observability audit: with a lock held on the table the check reads,
+    each of 15 probes of a live gunicorn answered 503 in 1.0 s and left its thread and its
+    database connection waiting (15 in pg_stat_activity), until the probes alone would hold
+    every connection the database allows. Now one check runs at a time per dependency."""
+    settings.REDIS_URL = ""
+    assert client.get("/healthz").status_code == 200  # the client's middleware is loaded
+    release, started = threading.Event(), []
+
+    def hang():
+        started.append(time.monotonic())
+        if not release.wait(60):
+            raise TimeoutError
+
+    monkeypatch.setattr(ops, "_check_database", hang)
+    try:
+        for _ in range(3):
+            began = time.monotonic()
+            response = client.get("/readyz")
+            assert response.status_code == 503
+            assert response.json()["failed"] == ["database"]
+            assert time.monotonic() - began < READY_WITHIN + 0.5
+    finally:
+        release.set()
+    assert len(started) == 1  # one check for three probes
+    ops._checks["database"].thread.join(5)
+    monkeypatch.setattr(ops, "_check_database", lambda: None)
+    assert client.get("/readyz").status_code == 200  # once it ended, the next probe checks anew
 
 
 def test_readyz_is_503_until_every_migration_of_this_release_is_applied(

@@ -21,6 +21,7 @@ from pathlib import Path
 from secrets import token_urlsafe
 from urllib.parse import urlencode
 
+import pyotp
 import pytest
 from django.apps import apps
 from django.conf import settings as django_settings
@@ -28,6 +29,7 @@ from django.test import Client, override_settings
 from gunicorn.config import Config
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rest_framework.test import APIClient
 
 from apps.accounts.models import User
 from apps.apikeys import keyformat
@@ -35,7 +37,12 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
 from core.logging import JsonFormatter
 from core.permissions import ALL_PERMISSIONS
+from tests.conftest import access_token_for
+from tests.factories import PASSWORD
+from tests.outbound import Receiver
 from tests.reliability.helpers import call
+from tests.servers import free_port
+from tests.tasks import run_ready_tasks
 
 HIGH_RATES = override_settings(
     THROTTLE_RATES={scope: (10_000, 60) for scope in django_settings.THROTTLE_RATES}
@@ -682,3 +689,78 @@ def test_gunicorn_masks_every_key_prefix_the_service_knows():
 
     for prefix, key in keys:
         assert mask(f"GET /v1/me?k={key} HTTP/1.1") == f"GET /v1/me?k={prefix}… HTTP/1.1"
+
+
+URL_TOKEN = "query-secret-of-the-receiver-7Qx"
+REFUSED_URL_PASSWORD = "url-password-never-kept-3Zr"
+
+
+def test_webhook_failures_and_two_factor_logins_log_no_secret(
+    owner, organization, settings, every_log_record
+):
+    """What the full run leaves out (found by the observability audit): a webhook's signing
+    secret and a secret in its URL, through a refused URL with a password, its failing
+    deliveries in the worker (a closed port, a 500) and their retries; two-factor set-up and
+    logins with a wrong code, a right one and a recovery code (the TOTP secret, codes, the
+    mfaToken). No line of the web or the worker holds any of them. (`every_log_record` last:
+    the user factory logs the fixture's password at DEBUG.)"""
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    found = Secrets()
+    access = access_token_for(owner)
+    found.token(access)
+    found.password(URL_TOKEN)
+    found.password(REFUSED_URL_PASSWORD)
+    client = APIClient(REMOTE_ADDR="198.51.100.78")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    hooks = f"/v1/organizations/{organization.pk}/webhooks"
+    refused = client.post(
+        hooks,
+        {"url": f"http://u:{REFUSED_URL_PASSWORD}@127.0.0.1:9/h", "events": ["key.minted"]},
+        format="json",
+    )
+    assert refused.status_code == 400
+    failing = Receiver(status=500)
+    try:
+        for url in (f"http://127.0.0.1:{free_port()}/h?token={URL_TOKEN}", failing.url):
+            made = client.post(hooks, {"url": url, "events": ["key.minted"]}, format="json")
+            assert made.status_code == 201, made.content
+            found.values[f"webhook secret {url[-6:]}"] = made.json()["secret"]
+        minted = client.post(
+            f"/v1/organizations/{organization.pk}/api-keys",
+            {"name": "hooked", "permissions": ["analysis:read"]},
+            format="json",
+        )
+        assert minted.status_code == 201, minted.content
+        found.key(minted.json()["key"])
+        run_ready_tasks()  # both attempts fail, in the worker's code
+        assert len(failing.requests) == 1
+    finally:
+        failing.stop()
+
+    secret = client.post("/v1/auth/2fa/setup").json()["secret"]
+    found.values["totp secret"] = secret
+    totp = pyotp.TOTP(secret)
+    enabled = client.post("/v1/auth/2fa/enable", {"code": totp.now()}, format="json")
+    recovery = enabled.json()["recoveryCodes"]
+    found.values |= {f"recovery code {i}": code for i, code in enumerate(recovery)}
+    login = APIClient(REMOTE_ADDR="198.51.100.79")
+    wrong = f"{(int(totp.now()) + 1) % 1_000_000:06d}"
+    found.values["wrong totp code"] = wrong
+    for code in (wrong, recovery[0]):
+        step = login.post(
+            "/v1/auth/login", {"email": owner.email, "password": PASSWORD}, format="json"
+        )
+        token = step.json()["mfaToken"]
+        found.values[f"mfa token {code}"] = token
+        login.post("/v1/auth/login/2fa", {"mfaToken": token, "code": code}, format="json")
+    found.password(PASSWORD)
+
+    leaks = {
+        f"{record.name}: {record.getMessage()[:120]}": secrets_in
+        for record in every_log_record.values()
+        for secrets_in in [sorted({s for text in _texts_of(record) for s in found.found_in(text)})]
+        if secrets_in
+    }
+    assert leaks == {}
+    names = {record.name for record in every_log_record.values()}
+    assert {"sigsentry.webhooks", "sigsentry.access"} <= names  # the lines were written

@@ -56,8 +56,8 @@ REQUESTS = Counter(
 )
 LATENCY = Histogram(
     "sigsentry_http_request_duration_seconds",
-    "Time from the request entering Django to the response leaving it, by route template "
-    "and status.",
+    "Time from the request entering Django to the response leaving it, by route template, "
+    "method and status.",
     ["route", "method", "status"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=LOCAL_REGISTRY,
@@ -75,8 +75,8 @@ RATE_LIMITED = Counter(
 )
 REDIS_FAIL_OPEN = Counter(
     "sigsentry_redis_fail_open",
-    "Redis steps that gave up (fail open): the shared cache (Redis) did not answer in time;"
-    " the steps skipped after it, in the request or the process's rest, are not counted.",
+    "Redis steps that gave up (fail open), by scope: the shared cache (Redis) did not answer in"
+    " time; the steps skipped after it, in the request or the process's rest, are not counted.",
     ["scope"],
     registry=LOCAL_REGISTRY,
 )

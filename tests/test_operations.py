@@ -4,6 +4,7 @@ tests/reliability/test_operations.py."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
@@ -287,6 +288,49 @@ def test_requests_are_counted_by_route_template_and_status(
     assert plaintext not in text
     assert plaintext[:16] not in text
     assert str(project.id) not in text
+
+
+def test_each_series_help_says_what_its_labels_are(transactional_db, metrics_on, project, owner):
+    """Found by the observability audit: the latency histogram's HELP said "by route template
+    and status" over a `method` label too, and the fail-open counter's named no `scope`."""
+    _key, plaintext = make_key(KeyKind.SECRET, project=project, actor=owner)
+    client = Client()
+    client.get("/v1/me", HTTP_AUTHORIZATION=f"Bearer {plaintext}")
+    metrics.record_redis_fail_open("key_usage")
+    text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
+    unnamed = {
+        family.name: sorted(missing)
+        for family in text_string_to_metric_families(text)
+        for missing in [
+            {label for sample in family.samples for label in sample.labels if label != "le"}
+            - set(re.findall(r"\w+", family.documentation))
+        ]
+        if missing
+    }
+    assert unnamed == {}
+
+
+def test_random_paths_keys_and_clients_add_no_series(transactional_db, metrics_on, project):
+    """100,000 keys or an attacker's random paths must not grow the scrape: no label holds a
+    path, key, prefix, user agent or address (measured on gunicorn: 108 series before 6,000
+    such requests, 206 after the first 3,000, 206 after 3,000 more)."""
+    client = Client()
+
+    def noise(n: int) -> None:
+        for _ in range(n):
+            agent = {"HTTP_USER_AGENT": secrets.token_hex(8)}
+            client.get(f"/{secrets.token_hex(6)}/{secrets.token_hex(3)}", **agent)
+            client.get(f"/v1/analyses/{secrets.token_hex(16)}", **agent)
+            client.get(
+                f"/v1/projects/{project.pk}/api-keys",
+                HTTP_AUTHORIZATION=f"Bearer ss_secret_{secrets.token_urlsafe(28)}",
+                **agent,
+            )
+
+    noise(3)
+    series = len(scrape(client))
+    noise(30)
+    assert len(scrape(client)) == series
 
 
 def test_nothing_is_recorded_while_metrics_are_off(client, settings):

@@ -27,10 +27,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError
+from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -191,15 +192,39 @@ def unregister_queue_probe(queue: str) -> None:
         _queue_probes.pop(queue, None)
 
 
+#: How long one of a scrape's database reads may take (PostgreSQL's `statement_timeout`
+#: and `lock_timeout`, for the scrape's own transaction only).
+SCRAPE_QUERY_TIMEOUT_MS = 2000
+
+
+@contextmanager
+def _bounded_reads() -> Iterator[None]:
+    """The scrape's reads in one transaction whose statements give up after
+    SCRAPE_QUERY_TIMEOUT_MS on PostgreSQL (`SET LOCAL`: nothing outlives the transaction,
+    as PgBouncer's transaction pooling needs). SQLite has no such timeout."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('statement_timeout', %s, true),"
+                " set_config('lock_timeout', %s, true)",
+                [str(SCRAPE_QUERY_TIMEOUT_MS), str(SCRAPE_QUERY_TIMEOUT_MS)],
+            )
+        yield
+
+
 class DatabaseFiguresCollector(Collector):
     """The registered queue probes' figures and the worker's counters, read from the
     database at scrape time. A probe that fails is left out; once one fails because the
     database cannot be reached, the rest are not tried: each would wait out the connect
-    timeout again, and a scrape during an outage would outlast Prometheus's (10 s)."""
+    timeout again, and a scrape during an outage would outlast Prometheus's (10 s). A read
+    that waits on a lock or runs long gives up after SCRAPE_QUERY_TIMEOUT_MS, the same way:
+    a scrape while a table was locked held its gunicorn worker for as long as the lock,
+    19 s of a 20 s lock, past Prometheus's timeout (found by the observability audit)."""
 
     def collect(self) -> Iterator[Metric]:
-        from core import counters  # a model: importable once the app registry is ready
-
         depth = GaugeMetricFamily(
             "sigsentry_worker_queue_depth", "Items waiting in a worker queue.", labels=["queue"]
         )
@@ -208,32 +233,45 @@ class DatabaseFiguresCollector(Collector):
             "Age of the oldest item still waiting in a worker queue (0 when empty).",
             labels=["queue"],
         )
-        with _queue_probes_lock:
-            probes = sorted(_queue_probes.items())
-        for queue, probe in probes:
-            try:
-                state = probe()
-            except (DatabaseError, InterfaceError):
-                logger.warning("queue probe %s failed: database unavailable", queue)
-                yield depth
-                yield age
-                return
-            except Exception:  # a scrape must still answer when one probe cannot
-                logger.warning("queue probe %s failed", queue, exc_info=True)
-                continue
-            depth.add_metric([queue], state.depth)
-            age.add_metric([queue], state.oldest_age_seconds or 0.0)
+        try:
+            stored = self._read(depth, age)
+        except (DatabaseError, InterfaceError):  # the transaction could not begin or end
+            logger.warning("worker figures unreadable: database unavailable")
+            stored = None
         yield depth
         yield age
-        try:
-            stored = counters.values()
-        except Exception:
-            logger.warning("worker counters unreadable", exc_info=True)
+        if stored is None:
             return
         for name, documentation in WORKER_COUNTERS.items():
             yield CounterMetricFamily(
                 f"sigsentry_worker_{name}", documentation, value=stored.get(name, 0)
             )
+
+    @staticmethod
+    def _read(depth: GaugeMetricFamily, age: GaugeMetricFamily) -> dict[str, int] | None:
+        """Adds each probe's figures to `depth` and `age`; the worker's counters, or None
+        when they could not be read."""
+        from core import counters  # a model: importable once the app registry is ready
+
+        with _queue_probes_lock:
+            probes = sorted(_queue_probes.items())
+        with _bounded_reads():
+            for queue, probe in probes:
+                try:
+                    state = probe()
+                except (DatabaseError, InterfaceError):
+                    logger.warning("queue probe %s failed: database unavailable or slow", queue)
+                    return None
+                except Exception:  # a scrape must still answer when one probe cannot
+                    logger.warning("queue probe %s failed", queue, exc_info=True)
+                    continue
+                depth.add_metric([queue], state.depth)
+                age.add_metric([queue], state.oldest_age_seconds or 0.0)
+            try:
+                return counters.values()
+            except Exception:
+                logger.warning("worker counters unreadable", exc_info=True)
+                return None
 
 
 _QUEUE_REGISTRY = CollectorRegistry(auto_describe=False)

@@ -662,8 +662,9 @@ def delete_account(
     operator deletes one there.
 
     In one transaction, on their organizations' rows, memberships and user row locked in
-    that order (a membership or session inserted meanwhile waits, then fails its foreign
-    key):
+    that order (a membership or session inserted from then on waits, then fails its foreign
+    key; one that committed between the memberships' lock and the user row's starts the
+    transaction again, so that it is removed as the others are):
     * each organization of which they are the only member is deleted with everything in it
       (`delete_organizations`): its keys answer 401 from the next request on, and its
       webhook deliveries and reminders go with it;
@@ -697,6 +698,49 @@ def delete_account(
             {"code": ["A code from the authenticator app, or a recovery code, is required."]}
         )
     twofactor.check_password(user=actor, password=password, request=request)
+    for _attempt in range(DELETION_ATTEMPTS):
+        try:
+            deleted = _delete_account_locked(actor, code if two_factor else None, request)
+        except _JoinedMeanwhile:
+            continue
+        break
+    else:
+        raise ValidationFailed(
+            {
+                "nonFieldErrors": [
+                    "Your account kept being added to organizations while it was being "
+                    "deleted: try again."
+                ]
+            }
+        )
+    if deleted is None:
+        return None  # deleted by a request a moment ago (a double submit)
+    plan, address = deleted
+    mail.send_account_deleted(
+        to=address,
+        when=timezone.now(),
+        ip=client_ip(request) if request is not None else None,
+        two_factor=two_factor,
+        organizations=len(plan.deleted),
+    )
+    return plan
+
+
+#: Times the deletion starts again after finding the account added to an organization
+#: between its locks (`_JoinedMeanwhile`): each needs another add in those milliseconds.
+DELETION_ATTEMPTS = 3
+
+
+class _JoinedMeanwhile(Exception):
+    """A membership of the account committed after the deletion locked its memberships and
+    before it locked the user row: its transaction is rolled back and starts again."""
+
+
+def _delete_account_locked(
+    actor: User, code: Any, request: HttpRequest | None
+) -> tuple[AccountDeletionPlan, str] | None:
+    """`delete_account`'s transaction (`code`: with two-factor on, the one to check): the
+    plan carried out and the address it had, or None for an account already gone."""
     with transaction.atomic():
         # Their organizations first, in one order (NO KEY), as every writer of one locks it
         # before its memberships (`apps.orgs.access.locked_role`) and the admin's delete
@@ -713,8 +757,8 @@ def delete_account(
         )
         # Then their memberships and the owners of each of their organizations, in one
         # statement in id order, as a removal locks them (`_lock_for_change`). Then the
-        # user's row: a membership or session inserted meanwhile waits for the delete, then
-        # fails its foreign key.
+        # user's row: a membership or session inserted from then on waits for the delete,
+        # then fails its foreign key.
         locked = list(
             Membership.objects.select_for_update(of=("self",))
             .select_related("organization")
@@ -723,14 +767,23 @@ def delete_account(
         )
         user = User.objects.select_for_update().filter(pk=actor.pk).first()
         if user is None:
-            return None  # deleted by a request a moment ago (a double submit)
+            return None
         memberships = [m for m in locked if m.user_id == user.pk]
+        # One added between the two (an owner elsewhere adds them, they accept an
+        # invitation) would go with the user row, the cascade, and its organization's log
+        # would never say they left. Its organization is not locked, and locking it now,
+        # after the user row, could wait in a circle with the account's own action there
+        # (the organization, then the user row its event refers to): start again instead,
+        # which locks it in order.
+        now_theirs = Membership.objects.filter(user_id=user.pk).values_list("id", flat=True)
+        if not set(now_theirs) <= {m.id for m in memberships}:
+            raise _JoinedMeanwhile
         plan = account_deletion_plan(user, memberships)
         if plan.blocking:
             raise AccountStillOwns(plan.blocking)
         # The code last, under the locks: a deletion refused here (another owner's deletion
         # committed meanwhile) spent a recovery code (a review); a wrong one rolls back.
-        if two_factor:
+        if code is not None:
             twofactor.check_second_factor(user=user, code=code, request=request)
         leaving = {o.id for o in plan.left}
         for membership in memberships:
@@ -751,11 +804,4 @@ def delete_account(
         address = user.email
         user.delete()
         log_user_change(UserAction.ACCOUNT_DELETED, actor.pk)
-    mail.send_account_deleted(
-        to=address,
-        when=timezone.now(),
-        ip=client_ip(request) if request is not None else None,
-        two_factor=two_factor,
-        organizations=len(plan.deleted),
-    )
-    return plan
+    return plan, address

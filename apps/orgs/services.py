@@ -289,6 +289,9 @@ def add_member(
     except IntegrityError as exc:
         # only a concurrent add of the same member: any other broken constraint (a column
         # this release does not fill) is raised, not answered "already a member"
+        if not users.filter(pk=user.pk).exists():
+            # the account was deleted meanwhile: the insert waited for its row's lock
+            raise NotFound("No user with this email.") from exc
         if not Membership.objects.filter(organization=organization, user=user).exists():
             raise
         raise ValidationFailed({"email": ["This user is already a member."]}) from exc

@@ -7,13 +7,15 @@ from django.db import connection
 
 from apps.accounts import services
 from apps.accounts.models import RecoveryCode, User
+from apps.audit.models import AuditEvent
+from apps.audit.services import Action
 from apps.orgs.access import as_manager
 from apps.orgs.models import Membership, Organization
-from apps.orgs.services import record_audit_log_exported
-from core.errors import LastOwner
+from apps.orgs.services import add_member, record_audit_log_exported
+from core.errors import LastOwner, NotFound
 from core.permissions import Role
 from tests.accounts.test_two_factor import enable_two_factor
-from tests.factories import PASSWORD, MembershipFactory
+from tests.factories import PASSWORD, MembershipFactory, OrganizationFactory
 from tests.races import Call, race
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -109,3 +111,55 @@ def test_a_deletion_refused_by_another_owners_of_the_same_moment_spends_no_recov
     assert first.error is None, first.error
     assert isinstance(second.error, LastOwner), second.error
     assert not RecoveryCode.objects.filter(user=owner, used_at__isnull=False).exists()
+
+
+def user_row_locked(sql: str) -> bool:
+    return (
+        sql.startswith("SELECT") and f'FROM "{User._meta.db_table}"' in sql and "FOR UPDATE" in sql
+    )
+
+
+def membership_added_by_another_organization(user) -> tuple[Call, Organization]:
+    """An owner of another organization adds `user` to it, on a connection of its own."""
+    elsewhere = OrganizationFactory(name="Elsewhere")
+    adder = MembershipFactory(organization=elsewhere, role=Role.OWNER)
+    call = Call(lambda: add_member(actor_membership=adder, email=user.email, role=Role.MEMBER))
+    return call, elsewhere
+
+
+def test_a_membership_added_between_the_deletions_locks_is_removed_with_an_event(
+    organization, owner, member
+):
+    """Added after the deletion locked its memberships and before it locked the user row,
+    the membership went with the user row (the cascade), and that organization's log never
+    said the member left. The deletion starts again and removes it as the others."""
+    deletion = deletion_of(member, held=True)
+    adding, elsewhere = membership_added_by_another_organization(member)
+
+    race(deletion, adding)
+
+    assert adding.error is None, adding.error
+    assert deletion.error is None, deletion.error
+    assert not User.objects.filter(pk=member.pk).exists()
+    assert not Membership.objects.filter(organization=elsewhere).exclude(role=Role.OWNER)
+    removed = AuditEvent.objects.get(organization=elsewhere, action=Action.MEMBER_REMOVED)
+    assert removed.details["reason"] == "account_deleted"
+    assert removed.target_id == str(member.pk) and removed.target_label == ""
+
+
+def test_a_membership_added_after_the_deletion_locked_the_user_waits_and_finds_no_account(
+    organization, owner, member
+):
+    """The other order: the add waits for the deletion's lock on the user row, then finds
+    the account gone (404, as for an address with none), not a server error."""
+    deletion = Call(
+        lambda: services.delete_account(actor=member, password=PASSWORD), user_row_locked
+    )
+    adding, elsewhere = membership_added_by_another_organization(member)
+
+    race(deletion, adding, second_waits=True)
+
+    assert deletion.error is None, deletion.error
+    assert isinstance(adding.error, NotFound), adding.error
+    assert not User.objects.filter(pk=member.pk).exists()
+    assert not AuditEvent.objects.filter(organization=elsewhere, action=Action.MEMBER_ADDED)

@@ -8,14 +8,16 @@ import pytest
 from django.apps import apps
 from django.conf import settings
 from django.contrib.admin import site as admin_site
+from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth.models import Permission as AuthPermission
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import AuthSession, User
-from apps.accounts.services import start_session
+from apps.accounts.services import DELETED_ACCOUNT_LABEL, delete_account, start_session
 from apps.analyses.models import Analysis, Feedback, FollowUp
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.legacy import LegacyKeySpec, import_legacy_keys
@@ -698,6 +700,47 @@ def test_a_user_deleted_by_an_operator_leaves_no_address_in_the_audit_log(ops, o
     removed = AuditEvent.objects.get(organization_id=organization.pk, action=Action.MEMBER_REMOVED)
     assert removed.target_id == str(member.pk) and removed.target_label == ""
     assert not AuditEvent.objects.filter(target_label=address).exists()
+
+
+def admin_history_of(user) -> list[LogEntry]:
+    return list(
+        LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(User), object_id=str(user.pk)
+        ).order_by("action_time", "id")
+    )
+
+
+def holds_an_address(entries: list[LogEntry], *addresses: str) -> bool:
+    return any(a in e.object_repr or a in e.change_message for e in entries for a in addresses)
+
+
+def test_a_deleted_account_leaves_its_addresses_out_of_the_admins_history(ops, owner, member):
+    """Django's history of the user's page named the account by its address (`object_repr`)
+    after the account was deleted on the account page: it keeps the changes, under the id."""
+    old = member.email
+    response = ops.post(change_url(member), user_form(member, email="renamed@example.com"))
+    assert response.status_code == 302, response.content
+    assert holds_an_address(admin_history_of(member), "renamed@example.com")
+
+    delete_account(actor=User.objects.get(pk=member.pk), password=PASSWORD)
+
+    entries = admin_history_of(member)
+    assert [e.object_repr for e in entries] == [DELETED_ACCOUNT_LABEL]
+    assert entries[0].get_change_message() == "Changed Email."
+    assert not holds_an_address(list(LogEntry.objects.all()), old, "renamed@example.com")
+
+
+def test_an_account_deleted_by_an_operator_leaves_its_address_out_of_the_admins_history(
+    ops, owner, member
+):
+    """The deletion's own entry, written before the account goes, too."""
+    address = member.email
+
+    ops.post(delete_url(member), {"post": "yes"})
+
+    entries = admin_history_of(member)
+    assert [(e.action_flag, e.object_repr) for e in entries] == [(DELETION, DELETED_ACCOUNT_LABEL)]
+    assert not holds_an_address(list(LogEntry.objects.all()), address)
 
 
 def _inline_forms(*prefixes: str, total: int = 0) -> dict:

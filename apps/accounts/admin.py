@@ -38,6 +38,7 @@ from apps.accounts.services import (
     deactivate_user,
     end_admin_sessions,
     end_session,
+    forget_in_admin_history,
     lift_account_limits,
     record_operator_change,
     store_password,
@@ -352,14 +353,19 @@ class UserAdmin(DjangoUserAdmin):
 
     def delete_queryset(self, request, queryset) -> None:
         """Each membership leaves its organization's audit log a `member.removed` first; then
-        the events keep no address of the account (`forget_account`)."""
+        the events keep no address of the account (`forget_account`), nor the admin's
+        history (`forget_in_admin_history`) or its emails' retries."""
         with transaction.atomic():
             memberships = list(Membership.objects.filter(user__in=queryset).select_related("user"))
             refuse_if_last_owners(memberships)
             for membership in memberships:
                 delete_membership(request, membership)
-            for user_id in queryset.values_list("pk", flat=True):
+            user_ids = list(queryset.values_list("pk", flat=True))
+            for user_id in user_ids:
                 forget_account(user_id)  # as a deletion on the account page does
+            forget_in_admin_history(user_ids)  # this deletion's entry, written before, too
+            for user_id in user_ids:
+                mail.withdraw_retries_of(user_id)
             queryset.delete()
 
     def get_deleted_objects(self, objs, request):

@@ -230,6 +230,22 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str, **later: Any) 
     return "sent"
 
 
+def withdraw_retries_of(user_id: Any) -> int:
+    """Before the account `user_id` is deleted (in its transaction): the retries of its
+    emails go, waiting or finished (a finished task's row is kept 7 days). Each would find
+    no account and send nothing, and some hold what the account was: an `email_changed`
+    retry its old and new addresses, a notice's the client's IP. One a worker is trying
+    stays, the worker's row until it is done, and sends nothing. How many went."""
+    deleted, _ = (
+        DBTaskResult.objects.filter(
+            task_path=resend_email.module_path, args_kwargs__args__1__user_id=str(user_id)
+        )
+        .exclude(status=TaskResultStatus.RUNNING)
+        .delete()
+    )
+    return deleted
+
+
 def requeue_stalled_retries() -> int:
     """Make the retries whose worker is gone ready again (the scheduled checks run this),
     and those a worker of another release could not run (a rolling deploy:

@@ -11,9 +11,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import authenticate
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
@@ -673,7 +675,10 @@ def delete_account(
       sent); the keys and webhooks they made stay the organization's (`createdBy` null);
     * events keep no address of theirs (`forget_account`), nor do keys, webhooks and
       analyses (`core.creators`, as the user's row goes), nor the webhooks' key events
-      (`apps.webhooks.services.forget_creator_in_events`);
+      (`apps.webhooks.services.forget_creator_in_events`), nor the admin's history
+      (`forget_in_admin_history`), nor their emails' queued retries
+      (`mail.withdraw_retries_of`); invitations sent to their address are the inviting
+      organization's record and stay (pruned as every finished one);
     * the user row goes, and with it every session (their access and refresh tokens are
       TOKEN_INVALID on the next request), the two-factor device and recovery codes; the
       address is free for a new sign-up.
@@ -801,7 +806,26 @@ def _delete_account_locked(
             membership_changed(membership=membership, role=None, actor_user=user, request=request)
         delete_organizations([d.organization.id for d in plan.deleted])
         forget_account(user.pk)
+        forget_in_admin_history([user.pk])
+        mail.withdraw_retries_of(user.pk)
         address = user.email
         user.delete()
         log_user_change(UserAction.ACCOUNT_DELETED, actor.pk)
     return plan, address
+
+
+#: What the admin's history (Django's `LogEntry`) calls an account once it is deleted.
+DELETED_ACCOUNT_LABEL = "deleted account"
+
+
+def forget_in_admin_history(user_ids: Iterable[Any]) -> int:
+    """Before accounts are deleted (in their transaction): the admin's history of each
+    (its "Recent actions", the user's page's history) keeps what operators did and when,
+    under the account's bare id, and drops its address, which Django stored as the entry's
+    `object_repr` (the user's `__str__`). The `change_message` holds field names, never
+    values, and the entries of the other models name an account by id only (a membership,
+    a session). How many entries changed."""
+    return LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(User),
+        object_id__in=[str(user_id) for user_id in user_ids],
+    ).update(object_repr=DELETED_ACCOUNT_LABEL)

@@ -3,10 +3,14 @@ Sentry offer it. Re-authenticated, refused for a last owner, one transaction."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 from rest_framework.test import APIClient
 
-from apps.accounts import services
+from apps.accounts import mail, services
 from apps.accounts.models import AuthSession, RecoveryCode, TotpDevice, User
 from apps.analyses.models import Analysis
 from apps.apikeys.keyformat import KeyKind
@@ -271,6 +275,22 @@ def test_an_email_confirms_it_and_the_address_can_sign_up_again(organization, me
     assert address in message.text and "http" not in message.text
     again = services.signup(email=address, password=PASSWORD, organization_name="Again")
     assert again.user.email == address and again.user.pk != member.pk
+
+
+def test_no_queued_email_retry_keeps_an_address_of_the_account(organization, member, mailbox):
+    """A notice whose first try failed waited for the worker with the account's old and new
+    addresses, and its row stayed 7 days after the worker found the account gone."""
+    new = member.email
+    mailbox.refusing = 1
+    mail.send_email_changed(user=member, old="before@example.com", when=timezone.now())
+    retry = DBTaskResult.objects.get(task_path=mail.resend_email.module_path)
+    assert "before@example.com" in json.dumps(retry.args_kwargs)
+
+    services.delete_account(actor=member, password=PASSWORD)
+
+    assert mailbox.wait_for(new)  # the deletion's notice
+    held = json.dumps(list(DBTaskResult.objects.values_list("args_kwargs", flat=True)))
+    assert "before@example.com" not in held and new not in held
 
 
 def test_deleting_again_changes_nothing(organization, member):

@@ -567,6 +567,25 @@ def test_organization_inline_counts_only_owners_who_can_act(ops, owner, member):
     assert not Organization.objects.filter(name="Owned by nobody who can act").exists()
 
 
+@pytest.mark.parametrize("members", [(), (Role.MEMBER,)], ids=["no member", "no owner"])
+def test_an_organization_without_an_owner_can_still_be_renamed(ops, members):
+    """Every save of its page was refused ("must keep at least one owner") until an owner
+    was added, even a rename: only a change that takes the last owner away is."""
+    organization = OrganizationFactory(name="Orphaned")
+    for role in members:
+        MembershipFactory(organization=organization, role=role)
+    data = membership_inline_data(organization, {}) | {"name": "Orphaned, renamed"}
+
+    response = ops.post(change_url(organization), data)
+
+    assert response.status_code == 302, response.content.decode()
+    organization.refresh_from_db()
+    assert organization.name == "Orphaned, renamed"
+    assert AuditEvent.objects.filter(
+        organization=organization, action=Action.ORGANIZATION_UPDATED
+    ).exists()
+
+
 def test_membership_admin_refuses_to_demote_or_delete_the_last_owner(ops, owner):
     membership = Membership.objects.get(user=owner)
 

@@ -140,7 +140,14 @@ def delete_membership(request, membership: Membership) -> None:
 
 
 class MembershipInlineFormSet(BaseInlineFormSet):
+    #: Set by `MembershipInline.get_formset`: the organization's add page, not its change page.
+    organization_is_new = False
+
     def clean(self) -> None:
+        """Refuse what leaves the organization no owner who can act: a new organization
+        without one, or a change that demotes or removes the last. One that has no owner
+        already (no membership at all, or members and admins only) can still be renamed
+        or given members: every save of its page was refused until an owner was added."""
         super().clean()
         for form in self.initial_forms:
             if "user" in form.changed_data:
@@ -154,16 +161,6 @@ class MembershipInlineFormSet(BaseInlineFormSet):
             and not form.cleaned_data.get("DELETE")
             and form.cleaned_data.get("role") == Role.OWNER
         ]
-        if not owners:
-            raise ValidationError(LAST_OWNER_MESSAGE)
-        # Owners this form takes away and makes none: checked against the owners as they
-        # are now (another may have been demoted elsewhere since the form was drawn).
-        taken = [
-            form.instance
-            for form in self.initial_forms
-            if form.initial.get("role") == Role.OWNER
-            and (form.cleaned_data.get("DELETE") or form.cleaned_data.get("role") != Role.OWNER)
-        ]
         # An owner made counts only with an account that can act, as the API's last-owner
         # rule counts them: promoting a deactivated member while demoting the last active
         # owner left an organization nobody could manage (an admin audit).
@@ -172,8 +169,18 @@ class MembershipInlineFormSet(BaseInlineFormSet):
             for form in owners
             if form.initial.get("role") != Role.OWNER and form.cleaned_data.get("user")
         )
-        if not self.initial_forms and not made:  # a new organization's first owners
-            raise ValidationError(LAST_OWNER_MESSAGE)
+        if self.organization_is_new:
+            if not made:  # its first owners
+                raise ValidationError(LAST_OWNER_MESSAGE)
+            return
+        # Owners this form takes away and makes none: checked against the owners as they
+        # are now (another may have been demoted elsewhere since the form was drawn).
+        taken = [
+            form.instance
+            for form in self.initial_forms
+            if form.initial.get("role") == Role.OWNER
+            and (form.cleaned_data.get("DELETE") or form.cleaned_data.get("role") != Role.OWNER)
+        ]
         if taken and not made and organizations_left_without_owner(taken):
             raise ValidationError(LAST_OWNER_MESSAGE)
 
@@ -185,6 +192,11 @@ class MembershipInline(admin.TabularInline):
     readonly_fields = ("created_at",)
     raw_id_fields = ("user",)
     extra = 0
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        formset.organization_is_new = obj is None  # a class of its own for each page
+        return formset
 
 
 class ProjectInlineFormSet(BaseInlineFormSet):

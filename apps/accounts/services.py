@@ -664,9 +664,10 @@ def delete_account(
     operator deletes one there.
 
     In one transaction, on their organizations' rows, memberships and user row locked in
-    that order (a membership or session inserted from then on waits, then fails its foreign
-    key; one that committed between the memberships' lock and the user row's starts the
-    transaction again, so that it is removed as the others are):
+    that order (a membership or session inserted meanwhile fails its foreign key as it
+    commits, the check waiting for the user row; one that committed between the
+    memberships' lock and the user row's starts the transaction again, so that it is
+    removed as the others are):
     * each organization of which they are the only member is deleted with everything in it
       (`delete_organizations`): its keys answer 401 from the next request on, and its
       webhook deliveries and reminders go with it;
@@ -762,8 +763,8 @@ def _delete_account_locked(
         )
         # Then their memberships and the owners of each of their organizations, in one
         # statement in id order, as a removal locks them (`_lock_for_change`). Then the
-        # user's row: a membership or session inserted from then on waits for the delete,
-        # then fails its foreign key.
+        # user's row: a membership or session not committed by then fails its foreign key
+        # (checked as it commits, which waits for the delete).
         locked = list(
             Membership.objects.select_for_update(of=("self",))
             .select_related("organization")

@@ -33,7 +33,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -381,6 +381,20 @@ def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = N
         if membership is not None:
             return membership
     invitation = invitation_for_user(token, user)
+    try:
+        membership = _join(invitation, user, request)
+    except IntegrityError:
+        # Its foreign key, checked as it commits, found no account: deleted meanwhile (the
+        # deletion held the user row, which the check waited for). Their session went too.
+        if User.objects.filter(pk=user.pk).exists():
+            raise
+        raise NotFound("This invitation does not exist, has expired or was already used.") from None
+    membership.organization = invitation.organization
+    return membership
+
+
+def _join(invitation: Invitation, user: User, request: HttpRequest | None) -> Membership:
+    """`accept_invitation`'s transaction: the membership, made or found."""
     now = timezone.now()
     with transaction.atomic():
         # The inviter's membership is locked before the invitation, in the order removing
@@ -417,7 +431,6 @@ def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = N
                 request=request,
                 details={"role": locked.role, "invitationId": str(locked.pk)},
             )
-    membership.organization = invitation.organization
     return membership
 
 

@@ -290,7 +290,8 @@ def add_member(
         # only a concurrent add of the same member: any other broken constraint (a column
         # this release does not fill) is raised, not answered "already a member"
         if not users.filter(pk=user.pk).exists():
-            # the account was deleted meanwhile: the insert waited for its row's lock
+            # the account was deleted meanwhile: the foreign key's check at the commit
+            # waited for the deletion's lock on its row, then found none
             raise NotFound("No user with this email.") from exc
         if not Membership.objects.filter(organization=organization, user=user).exists():
             raise

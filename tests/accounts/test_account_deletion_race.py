@@ -9,11 +9,13 @@ from apps.accounts import services
 from apps.accounts.models import RecoveryCode, User
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
+from apps.invitations.services import accept_invitation, invite_member
 from apps.orgs.access import as_manager
 from apps.orgs.models import Membership, Organization
 from apps.orgs.services import add_member, record_audit_log_exported
 from core.errors import LastOwner, NotFound
 from core.permissions import Role
+from tests.accounts.test_email_confirmation import invitations_token_of
 from tests.accounts.test_two_factor import enable_two_factor
 from tests.factories import PASSWORD, MembershipFactory, OrganizationFactory
 from tests.races import Call, race
@@ -119,22 +121,29 @@ def user_row_locked(sql: str) -> bool:
     )
 
 
-def membership_added_by_another_organization(user) -> tuple[Call, Organization]:
-    """An owner of another organization adds `user` to it, on a connection of its own."""
+def membership_added_by_another_organization(user, how: str = "added") -> tuple[Call, Organization]:
+    """`user` joins another organization on a connection of its own: added by an owner of
+    it, or accepting its owner's invitation."""
     elsewhere = OrganizationFactory(name="Elsewhere")
     adder = MembershipFactory(organization=elsewhere, role=Role.OWNER)
-    call = Call(lambda: add_member(actor_membership=adder, email=user.email, role=Role.MEMBER))
-    return call, elsewhere
+    if how == "added":
+        return Call(
+            lambda: add_member(actor_membership=adder, email=user.email, role=Role.MEMBER)
+        ), elsewhere
+    invite_member(actor_membership=adder, email=user.email, role=Role.MEMBER)
+    token = invitations_token_of(user)
+    return Call(lambda: accept_invitation(user=user, token=token)), elsewhere
 
 
+@pytest.mark.parametrize("how", ["added", "invited"])
 def test_a_membership_added_between_the_deletions_locks_is_removed_with_an_event(
-    organization, owner, member
+    how, organization, owner, member
 ):
     """Added after the deletion locked its memberships and before it locked the user row,
     the membership went with the user row (the cascade), and that organization's log never
     said the member left. The deletion starts again and removes it as the others."""
     deletion = deletion_of(member, held=True)
-    adding, elsewhere = membership_added_by_another_organization(member)
+    adding, elsewhere = membership_added_by_another_organization(member, how)
 
     race(deletion, adding)
 
@@ -147,15 +156,16 @@ def test_a_membership_added_between_the_deletions_locks_is_removed_with_an_event
     assert removed.target_id == str(member.pk) and removed.target_label == ""
 
 
+@pytest.mark.parametrize("how", ["added", "invited"])
 def test_a_membership_added_after_the_deletion_locked_the_user_waits_and_finds_no_account(
-    organization, owner, member
+    how, organization, owner, member
 ):
     """The other order: the add waits for the deletion's lock on the user row, then finds
     the account gone (404, as for an address with none), not a server error."""
     deletion = Call(
         lambda: services.delete_account(actor=member, password=PASSWORD), user_row_locked
     )
-    adding, elsewhere = membership_added_by_another_organization(member)
+    adding, elsewhere = membership_added_by_another_organization(member, how)
 
     race(deletion, adding, second_waits=True)
 

@@ -13,7 +13,7 @@ from apps.invitations.services import accept_invitation, invite_member
 from apps.orgs.access import as_manager
 from apps.orgs.models import Membership, Organization
 from apps.orgs.services import add_member, record_audit_log_exported
-from core.errors import LastOwner, NotFound
+from core.errors import LastOwner, NotFound, ValidationFailed
 from core.permissions import Role
 from tests.accounts.test_email_confirmation import invitations_token_of
 from tests.accounts.test_two_factor import enable_two_factor
@@ -154,6 +154,27 @@ def test_a_membership_added_between_the_deletions_locks_is_removed_with_an_event
     removed = AuditEvent.objects.get(organization=elsewhere, action=Action.MEMBER_REMOVED)
     assert removed.details["reason"] == "account_deleted"
     assert removed.target_id == str(member.pk) and removed.target_label == ""
+
+
+def test_a_deletion_that_keeps_finding_new_memberships_gives_up_and_changes_nothing(
+    organization, owner, member, monkeypatch
+):
+    """Each start again needs another add in those milliseconds; past the bound, the page
+    says to try again and nothing is deleted."""
+    monkeypatch.setattr(services, "DELETION_ATTEMPTS", 1)
+    deletion = deletion_of(member, held=True)
+    adding, elsewhere = membership_added_by_another_organization(member)
+
+    race(deletion, adding)
+
+    assert adding.error is None, adding.error
+    assert isinstance(deletion.error, ValidationFailed), deletion.error
+    assert User.objects.filter(pk=member.pk).exists()
+    assert {m.organization_id for m in Membership.objects.filter(user=member)} == {
+        organization.pk,
+        elsewhere.pk,
+    }
+    assert not AuditEvent.objects.filter(action=Action.MEMBER_REMOVED).exists()
 
 
 @pytest.mark.parametrize("how", ["added", "invited"])

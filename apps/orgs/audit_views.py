@@ -8,12 +8,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_http_methods, require_safe
 
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action
@@ -89,6 +91,8 @@ def audit_log(request: HttpRequest, org_id) -> HttpResponse:
         "actions": Action.ALL,
         "action": action,
         "export_most": f"{export.MOST_ROWS:,}",
+        "export_before": page.since,
+        "downloads": [("export.csv", "Download CSV"), ("export.jsonl", "Download JSON Lines")],
     }
     return render(request, "audit/log.html", context)
 
@@ -113,18 +117,25 @@ EXPORT_TYPES = {"csv": export.CSV_TYPE, "jsonl": "application/jsonl"}
 
 
 @dashboard_page
-@require_safe
+@require_http_methods(["GET", "HEAD", "POST"])
 def audit_log_export(request: HttpRequest, org_id, file_format: str) -> HttpResponse:
     """The log as a file (CSV, or JSON Lines of the API's events), as the page filters it
-    (`?action=`; `?before=<event id>`: the events older than that one), newest first,
+    (`action`; `before=<event id>`: the events older than that one), newest first,
     `export.MOST_ROWS` at most. Owners and admins, as the page; 404 for outsiders.
 
+    A form's POST (with its CSRF token): a download records an event and takes a place
+    in the hour's downloads, and a GET is what another site can make a browser send (a
+    link, a top-level navigation carries the SameSite=Lax cookies). A GET or HEAD, after
+    the same checks, only leads to the page the download is on, with its filter and
+    position (an old bookmark); it reads, records and counts nothing.
+
     The download is recorded first (`audit_log.exported`), so the file begins with its own
-    event when the filter lets it in. A HEAD gets the headers a GET would, after the same
-    checks, and no file: nothing read, recorded or counted against the hour's downloads."""
+    event when the filter lets it in."""
     membership = membership_for(request.principal.user, org_id)
     organization = require_manager(membership)
-    action = request.GET.get("action") or None
+    if request.method != "POST":
+        return _to_the_page(organization.id, request.GET)
+    action = request.POST.get("action") or None
     if action not in Action.ALL:
         action = None  # as the page: everything
     filtered = [action] if action else []
@@ -132,8 +143,6 @@ def audit_log_export(request: HttpRequest, org_id, file_format: str) -> HttpResp
         ["sigsentry-audit-log", str(organization.id), *filtered, export.stamp(timezone.now())]
     )
     filename, content_type = f"{name}.{file_format}", EXPORT_TYPES[file_format]
-    if request.method == "HEAD":
-        return export.download(iter(()), filename=filename, content_type=content_type)
     refused = export.refused_download(request)
     if refused is not None:
         return refused
@@ -146,7 +155,7 @@ def audit_log_export(request: HttpRequest, org_id, file_format: str) -> HttpResp
             action=action,
         )
     events = events_of(membership, action=action)
-    before = _event_in(events, request.GET.get("before"))
+    before = _event_in(events, request.POST.get("before"))
     if before is not None:
         events = export.older_than(events, before)
     rows = export.read_ahead(export.newest_first(events))
@@ -155,6 +164,14 @@ def audit_log_export(request: HttpRequest, org_id, file_format: str) -> HttpResp
     else:
         content = export.json_lines(event_json(e) for e in rows)
     return export.download(content, filename=filename, content_type=content_type)
+
+
+def _to_the_page(org_id, query) -> HttpResponse:
+    """The audit log page, at the filter and position a download's address named (the page
+    reads them as it reads its own: anything unknown is everything, from the newest)."""
+    kept = {name: query[name] for name in ("action", "before") if query.get(name)}
+    address = reverse("audit-log", args=[org_id])
+    return redirect(f"{address}?{urlencode(kept)}" if kept else address)
 
 
 def _csv_row(event: dict[str, Any]) -> list[Any]:
@@ -186,6 +203,9 @@ class LogPage:
     events: list[AuditEvent]
     newer: uuid.UUID | None  # the first event shown, when newer ones exist
     older: uuid.UUID | None  # the last event shown, when older ones exist
+    #: The event this page shows the older ones of (`?before=`): a download from the page
+    #: starts there too.
+    since: uuid.UUID | None = None
 
 
 def _page_of(events: QuerySet[AuditEvent], query) -> LogPage:
@@ -210,11 +230,12 @@ def _page_of(events: QuerySet[AuditEvent], query) -> LogPage:
     rows = list(events.order_by("-created_at", "-id")[: PER_PAGE + 1])
     shown = rows[:PER_PAGE]
     if not shown:
-        return LogPage([], None, None)
+        return LogPage([], None, None, before.id if before is not None else None)
     return LogPage(
         shown,
         shown[0].id if before is not None else None,
         shown[-1].id if len(rows) > PER_PAGE else None,
+        before.id if before is not None else None,
     )
 
 

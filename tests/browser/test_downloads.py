@@ -20,10 +20,11 @@ pytestmark = pytest.mark.browser
 FORMULA = '=HYPERLINK("https://attacker.example/","Click")'
 
 
-def download(ui, link_name: str, tmp_path):
-    """(suggested file name, text) of the file the link downloads."""
+def download(ui, button_name: str, tmp_path):
+    """(suggested file name, text) of the file the button's form downloads (a POST with the
+    page's CSRF token: a download records and counts, so no link, which is a GET)."""
     with ui.page.expect_download() as started:
-        ui.page.get_by_role("link", name=link_name).click()
+        ui.page.get_by_role("button", name=button_name, exact=True).click()
     done = started.value
     assert done.failure() is None
     path = tmp_path / done.suggested_filename
@@ -54,3 +55,7 @@ def test_audit_log_and_keys_download_in_the_browser(ui, owner, organization, pro
     assert name.startswith(f"sigsentry-api-keys-{project.id}-")
     assert "Zürich ingest" in text
     assert AuditEvent.objects.filter(action=Action.AUDIT_LOG_EXPORTED).count() == 2
+    assert ui.page.get_by_role("link", name="Download all keys (CSV)").count() == 0
+    ui.page.wait_for_timeout(2100)  # a double click's lock (app.js) is over: a second copy
+    name, again = download(ui, "Download all keys (CSV)", tmp_path)
+    assert "Zürich ingest" in again

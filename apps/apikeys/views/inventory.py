@@ -3,6 +3,10 @@ and expired ones too, newest first, as the API lists them (`key_json`): never a 
 a key, which no page or answer holds either. Any member of the organization, as anyone who
 may see the list (SPEC §4.3); 404 for outsiders. Not an audit event: it holds what the
 page and `GET …/api-keys` show any member, who may read them without a trace too.
+
+Sent by the page's form (POST, with its CSRF token): each file takes a place in the hour's
+downloads, which a GET from another site's link must not spend. A GET or HEAD only leads
+to the key page.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.utils import timezone
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_http_methods
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.representation import key_json
@@ -44,18 +49,18 @@ _FILE_NAMES = {
 
 
 @dashboard_page
-@require_safe
+@require_http_methods(["GET", "HEAD", "POST"])
 def key_collection_export(
     request: HttpRequest, kind: KeyKind, project_id=None, org_id=None
 ) -> HttpResponse:
-    """The file; a HEAD gets the headers a GET would, after the same checks, and no file
+    """The file, for a POST; a GET or HEAD, after the same checks, leads to the key page
     (nothing read, nor counted against the hour's downloads)."""
     collection = page_collection(request, kind, project_id, org_id)
+    if request.method != "POST":
+        return redirect(collection.url)
     now = timezone.now()
     owner = collection.project or collection.organization
     name = f"sigsentry-{_FILE_NAMES[kind]}-{owner.id}-{export.stamp(now)}.csv"
-    if request.method == "HEAD":
-        return export.download(iter(()), filename=name, content_type=export.CSV_TYPE)
     refused = export.refused_download(request)
     if refused is not None:
         return refused

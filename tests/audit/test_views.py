@@ -10,6 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from apps.accounts.templatetags.dashboard import breakable_name
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
 from tests.pages import assert_no_inline_code, html, logged_in
@@ -170,3 +171,21 @@ def test_a_key_named_like_a_time_stays_a_name_and_never_breaks_the_log(owner, or
     assert response.status_code == 200
     assert f'<span class="detail-name">name</span> {name}' in html(response)
     assert "2026-12-07T13:02:23Z, 2026-12-08T13:02:23Z" in html(response)
+
+
+def test_an_action_chip_may_wrap_only_after_a_dot_or_underscore(owner, organization):
+    """`legacy_keys.import` / `ed` read as two names (tests/browser/test_layout_widths.py
+    draws it at 1280, 390 and 320 px)."""
+    event(organization, Action.LEGACY_KEYS_IMPORTED, 1, "Acme", actor_user=owner)
+    event(organization, Action.KEY_REVOKED_BY_LEAK_REPORT, 2, "leaked")
+
+    page = html(logged_in(owner).get(log_url(organization)))
+
+    assert ">legacy_<wbr>keys.<wbr>imported</code>" in page
+    assert ">key.<wbr>revoked_<wbr>by_<wbr>leak_<wbr>report</code>" in page
+
+
+def test_breakable_name_escapes_what_it_breaks():
+    assert breakable_name("a_<b>.c") == "a_<wbr>&lt;b&gt;.<wbr>c"
+    assert breakable_name("") == ""
+    assert breakable_name("plain") == "plain"

@@ -17,6 +17,7 @@ from apps.accounts.templatetags.dashboard import breakable_email
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import LeakCandidate, handle_leak_reports
 from apps.audit.models import AuditEvent
+from apps.audit.services import Action, record_event
 from apps.webhooks.models import Delivery
 from apps.webhooks.services import create_webhook
 from core.permissions import Role
@@ -247,3 +248,44 @@ def test_a_focused_link_of_a_key_row_is_never_under_its_pinned_actions(
         link.focus()
         shown = link.evaluate(SHOWN_WIDTH)
         assert shown >= 0.75, f"link {index} at {width} px: {shown:.0%} shown"
+
+
+#: Where an element's text goes onto a new line: the character before each break.
+CHARACTERS_BEFORE_BREAKS = """element => {
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  const tops = [];
+  for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+    for (let i = 0; i < text.data.length; i++) {
+      const range = document.createRange();
+      range.setStart(text, i);
+      range.setEnd(text, i + 1);
+      tops.push([text.data[i], Math.round(range.getBoundingClientRect().top)]);
+    }
+  }
+  return tops.filter((here, i) => i + 1 < tops.length && tops[i + 1][1] > here[1]).map(
+    (here) => here[0]
+  );
+}"""
+
+
+def test_an_action_chip_breaks_only_after_a_dot_or_underscore(ui_factory, owner, organization):
+    """At 390 px the audit log's chip broke inside a word (`legacy_keys.import|ed`, found by
+    a first-hour walkthrough); `overflow-wrap: break-word` squeezed the time column instead."""
+    record_event(
+        action=Action.LEGACY_KEYS_IMPORTED,
+        organization_id=organization.id,
+        actor_user=owner,
+        target_type="organization",
+        target_label=organization.name,
+    )
+    for width in (1280, 390, 320):
+        ui = ui_factory(viewport={"width": width, "height": 900})
+        ui.login(owner.email, PASSWORD)
+        ui.goto(f"/orgs/{organization.id}/audit-log/")
+        ui.shot(f"audit-log-action-chip-{width}")
+        chip = ui.page.locator("code.action", has_text="legacy_keys")
+        assert chip.inner_text() == "legacy_keys.imported"  # <wbr> adds no character
+        before_breaks = chip.evaluate(CHARACTERS_BEFORE_BREAKS)
+        assert set(before_breaks) <= {".", "_"}, (width, before_breaks)
+        when = ui.page.locator("td.cell-when .cell-main").first
+        assert when.bounding_box()["height"] < 70, "the time keeps its width (two lines)"

@@ -173,3 +173,24 @@ def test_a_download_costs_one_query_per_chunk_whatever_the_keys(project, owner, 
 
     monkeypatch.setattr(export, "CHUNK_ROWS", 10)
     assert queries_of(client, url) == few + 6  # 7 chunks of 63 keys instead of 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_key_list_offers_no_download_and_no_filter(kind, project, owner):
+    """Nothing to download or to filter until a key exists; a revoked key is listed and in
+    the file (for the record), so with only revoked keys both stay."""
+    client = logged_in(owner)
+    url = key_page_url(kind, project)
+    download = ">Download all keys (CSV)</button>"
+    filters = 'aria-label="Show keys"'
+
+    empty, filtered_empty = html(client.get(url)), html(client.get(url + "?unused=30"))
+    api_key, _ = make_key(kind, project=project, actor=owner)
+    revoke_key(actor=owner, api_key=api_key)
+    revoked_only = html(client.get(url))
+    revoked_filtered = html(client.get(url + "?unused=30"))
+
+    assert download not in empty and filters not in empty
+    assert download not in filtered_empty and filters not in filtered_empty
+    assert download in revoked_only and filters in revoked_only
+    assert download in revoked_filtered and filters in revoked_filtered  # a way back: All keys

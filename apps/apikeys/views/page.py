@@ -348,6 +348,13 @@ def _list_page(
     return state.unused, page
 
 
+def _has_keys(collection: Collection, unused: int | None, page: Page) -> bool:
+    """Whether the collection holds any key, revoked ones too (listed, and in the download,
+    for the record): without one, the download and the filters have nothing to act on. A
+    query only for a filtered list that shows none."""
+    return page.paginator.count > 0 or (unused is not None and collection.keys().exists())
+
+
 def _list_url(collection: Collection, unused: int | None, page: Page) -> str:
     """The address of the list drawn, for the page to show instead of a row action's
     (static/js/app.js): its relative links (pagination) and a reload then work."""
@@ -384,6 +391,7 @@ def render_page(
         "unused": unused,
         "unused_choices": usage_views.filter_choices(unused),
         "unused_query": f"unused={unused}" if unused else "",
+        "has_keys": _has_keys(collection, unused, page),
         "policy": _policy(collection, now, policy_form),
         "form": _create_form(form, collection, projects, now),
         "roll_expiry_bounds": _roll_expiry_bounds(collection, now),

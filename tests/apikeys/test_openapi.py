@@ -26,6 +26,7 @@ from core.openapi import SPEC_PATH_VARIABLES, DocumentOncePerProcess
 from tests.apikeys.openapi_helpers import undeclared, validator
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, collection_url, cookie_client, key_url, user_client
+from tests.pages import assert_no_inline_code
 
 pytestmark = pytest.mark.django_db
 
@@ -530,7 +531,7 @@ def test_docs_page_loads_every_asset_from_this_server(client):
 
     assert response.status_code == 200
     html = response.content.decode()
-    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assets = re.findall(r'<(?:link|script|img)\b[^>]*\b(?:src|href)="([^"]+)"', html)
     assert assets
     assert not [asset for asset in assets if not asset.startswith("/")]
     assert "//" not in "".join(assets)
@@ -538,6 +539,16 @@ def test_docs_page_loads_every_asset_from_this_server(client):
         assert client.get(asset).status_code == 200, asset
     policy = response["Content-Security-Policy"]
     assert "script-src 'self';" in policy
+
+
+def test_docs_page_leads_back_to_the_dashboard_without_inline_code(client):
+    """The API reference is opened from the dashboard's sidebar and had no way back."""
+    response = client.get("/v1/docs")
+
+    page = response.content.decode()
+    assert '<a href="/">← Back to the dashboard</a>' in page
+    assert_no_inline_code(page)  # the dashboard's CSP: no inline script or style
+    assert "script-src 'self';" in response["Content-Security-Policy"]
 
 
 def test_docs_page_script_loads_our_schema(client):

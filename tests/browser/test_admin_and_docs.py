@@ -49,3 +49,5 @@ def test_the_api_docs_render_every_operation(ui, live_url):
     assert ui.page.locator(".opblock").count() > 40
     assert ui.page.evaluate("getComputedStyle(document.body).margin") == "0px"  # docs.css
     ui.shot("api-docs")
+    ui.page.get_by_role("link", name="← Back to the dashboard").click()
+    ui.page.wait_for_url(ui.url("/login/?next=%2F"))  # the dashboard, once logged in

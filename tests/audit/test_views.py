@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from apps.accounts.templatetags.dashboard import breakable_name
+from apps.accounts.templatetags.dashboard import breakable_email, breakable_name
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
 from tests.pages import assert_no_inline_code, html, logged_in
@@ -40,7 +40,7 @@ def test_managers_see_events_newest_first(request, role, organization, owner):
     assert response.status_code == 200
     page = html(response)
     assert page.index("newer-event") < page.index("older-event")
-    assert owner.email in page
+    assert breakable_email(owner.email) in page  # may wrap before its @
     assert_no_inline_code(page)
 
 
@@ -183,6 +183,17 @@ def test_an_action_chip_may_wrap_only_after_a_dot_or_underscore(owner, organizat
 
     assert ">legacy_<wbr>keys.<wbr>imported</code>" in page
     assert ">key.<wbr>revoked_<wbr>by_<wbr>leak_<wbr>report</code>" in page
+
+
+def test_an_actors_address_may_wrap_before_its_at_sign(owner, organization):
+    """`user11@example.co` / `m` at 390 px: the address breaks before its `@` first, as the
+    key pages' "by" line does."""
+    event(organization, Action.LEGACY_KEYS_IMPORTED, 1, "Acme", actor_user=owner)
+
+    page = html(logged_in(owner).get(log_url(organization)))
+
+    local, _, domain = owner.email.rpartition("@")
+    assert f'<span class="cell-main">{local}<wbr>@{domain}</span>' in page
 
 
 def test_breakable_name_escapes_what_it_breaks():

@@ -12,10 +12,14 @@ import pytest
 from django.core import mail
 from django.db import IntegrityError, OperationalError, transaction
 from django.test import Client
+from django_tasks import TaskResultStatus, task
+from django_tasks_db.models import DBTaskResult
 
 from apps.accounts import password_reset
+from apps.accounts.models import User
 from apps.apikeys import authentication
 from apps.apikeys.keyformat import KeyKind
+from apps.apikeys.models import ApiKey
 from apps.invitations import services as invitations
 from apps.invitations import views as invitation_views
 from apps.orgs.models import Membership
@@ -26,6 +30,7 @@ from tests.factories import PASSWORD, make_key
 from tests.pages import logged_in
 from tests.schema import a_column_this_release_does_not_fill
 from tests.servers import free_port
+from tests.tasks import run_ready_tasks
 
 #: A token-like segment of 20 characters, the length from which paths are masked.
 TOKEN_20 = "Ab3dEf6hIj9kLm2nOp5q"
@@ -416,3 +421,43 @@ def test_a_refused_log_in_or_refresh_is_the_requests_decision(api_client, owner,
     assert refresh_line.auth_outcome == "TOKEN_INVALID"
     assert not hasattr(signup_line, "auth_outcome")  # no credential was checked
     assert not hasattr(login_line, "user_id")  # an address is never written either
+
+
+# No value of a row from a database error's DETAIL in any line, nor in a stored traceback.
+
+
+@task()
+def store_a_copy_of_key(key_id: str) -> None:
+    """A task that breaks a unique constraint on a digest (a race lost, a bug)."""
+    key = ApiKey.objects.get(pk=key_id)
+    with transaction.atomic():  # a savepoint: the test's transaction goes on
+        fields = [f.attname for f in ApiKey._meta.concrete_fields if not f.primary_key]
+        ApiKey.objects.create(**{name: getattr(key, name) for name in fields})
+
+
+@pytest.mark.django_db
+def test_a_task_failing_on_a_unique_digest_writes_no_digest_in_its_line_or_result(project, console):
+    key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    result = store_a_copy_of_key.enqueue(str(key.pk))
+
+    run_ready_tasks()
+
+    stored = DBTaskResult.objects.get(pk=result.id)
+    assert stored.status == TaskResultStatus.FAILED
+    assert "IntegrityError" in console.getvalue() and "IntegrityError" in stored.traceback
+    assert key.digest not in console.getvalue()
+    assert key.digest not in stored.traceback
+
+
+@pytest.mark.django_db
+def test_a_logged_unique_violation_on_an_email_does_not_write_the_address(owner, console):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        try:
+            User.objects.create(email=owner.email)
+        except IntegrityError:
+            logging.getLogger("sigsentry").exception("could not store")
+            raise
+
+    (line,) = console_lines(console)
+    assert "IntegrityError" in line["exception"]
+    assert owner.email not in console.getvalue()

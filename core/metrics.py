@@ -18,7 +18,9 @@ Queue figures (depth, age of the oldest undelivered item) are not counted but
 read when scraped: the app that owns a queue registers a probe at start-up
 with `register_queue_probe`. The worker's failures are counted in the database
 (`core.counters`: the worker is not the process a scrape reaches) and read when
-scraped too.
+scraped too. When they cannot be read (the database unreachable, a table locked past
+SCRAPE_QUERY_TIMEOUT_MS) their series are left out, and `sigsentry_worker_figures_readable`
+says so (0), so an alert on a queue does not go quiet unnoticed.
 """
 
 from __future__ import annotations
@@ -233,11 +235,20 @@ class DatabaseFiguresCollector(Collector):
             "Age of the oldest item still waiting in a worker queue (0 when empty).",
             labels=["queue"],
         )
+        readable = GaugeMetricFamily(
+            "sigsentry_worker_figures_readable",
+            "1 when this scrape read every worker figure (queues, worker counters) from the "
+            "database, 0 when some are left out (the database unreachable or slow, a read "
+            "that failed): their series are missing from this scrape then.",
+        )
+        probes_read: list[bool] = []
         try:
-            stored = self._read(depth, age)
+            stored = self._read(depth, age, probes_read)
         except (DatabaseError, InterfaceError):  # the transaction could not begin or end
             logger.warning("worker figures unreadable: database unavailable")
             stored = None
+        readable.add_metric([], 1 if stored is not None and all(probes_read) else 0)
+        yield readable
         yield depth
         yield age
         if stored is None:
@@ -248,9 +259,11 @@ class DatabaseFiguresCollector(Collector):
             )
 
     @staticmethod
-    def _read(depth: GaugeMetricFamily, age: GaugeMetricFamily) -> dict[str, int] | None:
-        """Adds each probe's figures to `depth` and `age`; the worker's counters, or None
-        when they could not be read."""
+    def _read(
+        depth: GaugeMetricFamily, age: GaugeMetricFamily, probes_read: list[bool]
+    ) -> dict[str, int] | None:
+        """Adds each probe's figures to `depth` and `age`, and to `probes_read` whether
+        each probe answered; the worker's counters, or None when they could not be read."""
         from core import counters  # a model: importable once the app registry is ready
 
         with _queue_probes_lock:
@@ -264,7 +277,9 @@ class DatabaseFiguresCollector(Collector):
                     return None
                 except Exception:  # a scrape must still answer when one probe cannot
                     logger.warning("queue probe %s failed", queue, exc_info=True)
+                    probes_read.append(False)
                     continue
+                probes_read.append(True)
                 depth.add_metric([queue], state.depth)
                 age.add_metric([queue], state.oldest_age_seconds or 0.0)
             try:

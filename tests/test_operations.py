@@ -404,6 +404,26 @@ def test_worker_failures_are_counted(metrics_on, db, client):
         assert value(after, name) - value(before, name) == expected
 
 
+READABLE = "sigsentry_worker_figures_readable"
+
+
+def test_a_scrape_that_read_every_worker_figure_says_so(metrics_on, db, client):
+    assert scrape(client)[READABLE, ()] == 1
+
+
+def test_a_scrape_whose_probe_failed_says_a_figure_is_missing(metrics_on, db, client):
+    def broken():
+        raise RuntimeError("a bug in a probe")
+
+    metrics.register_queue_probe("broken-test", broken)
+    try:
+        samples = scrape(client)
+    finally:
+        metrics.unregister_queue_probe("broken-test")
+    assert samples[READABLE, ()] == 0
+    assert value(samples, "sigsentry_worker_queue_depth", queue="webhooks") == 0  # still read
+
+
 def test_queue_probes_are_read_at_scrape_time(metrics_on, db, client):
     states = iter([metrics.QueueState(3, 42.5), metrics.QueueState(0, None)])
     metrics.register_queue_probe("probe-test", lambda: next(states))
@@ -482,8 +502,10 @@ def test_a_scrape_while_a_table_is_locked_gives_up_on_it_in_seconds(
     finally:
         holder.join()
     assert took < 3, took  # a probe that waited would end only with the lock (never here)
-    # The figures read from the database are left out rather than made up.
+    # The figures read from the database are left out rather than made up, and the scrape
+    # says so: an alert on a queue's depth sees no series (it goes quiet), this one sees 0.
     assert ("sigsentry_worker_queue_depth", (("queue", "webhooks"),)) not in samples
+    assert samples[READABLE, ()] == 0
     assert client.get("/readyz").status_code == 200  # the connection is fine afterwards
 
 

@@ -89,6 +89,21 @@ def test_a_server_whose_database_is_unreachable_is_live_but_not_ready(start_serv
     assert call(server.url, "GET", "/v1/me", headers=bearer(generate(KeyKind.SECRET))).status == 503
 
 
+def test_a_scrape_while_the_database_is_unreachable_says_the_worker_figures_are_missing(
+    start_server,
+):
+    """Found by an observability audit: the queue and worker series just disappeared from
+    the scrape (an alert on a queue's depth went quiet), with only a WARNING line."""
+    server = start_server(env={"METRICS_TOKEN": TOKEN, "DATABASE_URL": unreachable_database_url()})
+
+    scrape = call(server.url, "GET", "/metrics", headers=bearer(TOKEN))
+
+    assert scrape.status == 200
+    figures = samples(scrape.body.decode())
+    assert figures[("sigsentry_worker_figures_readable", ())] == 0
+    assert not any(name.startswith("sigsentry_worker_queue") for name, _ in figures)
+
+
 def test_a_server_whose_database_has_no_schema_is_not_ready(start_server, tmp_path):
     empty = tmp_path / "empty.sqlite3"
     empty.touch()  # answers `SELECT 1`, but holds none of the tables a request reads

@@ -15,11 +15,17 @@ request its 250 ms and hold every thread of every worker, a throughput of a few 
 a second per thread; with the rest, one request a second per process waits. Nothing is
 refused either way: while Redis is skipped, limits and counts are off, as when it times
 out. A change of `REDIS_URL` or of the cache (a new Redis) ends the rest.
+
+A give-up is counted in `sigsentry_redis_fail_open_total{scope}` in the web's processes, and
+in the database while a project command runs (`counted_in_database`): the worker's process is
+never scraped.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from django.core.signals import setting_changed
@@ -33,6 +39,21 @@ clock = time.monotonic
 
 _gave_up: ContextVar[bool] = ContextVar("sigsentry_redis_gave_up", default=False)
 _resting_until = 0.0  # this process skips Redis until then (`clock`'s seconds)
+#: Whether this process's give-ups are counted in the database rather than in its memory:
+#: while a project command runs (`core.management.base.BaseCommand`: the worker, cron's
+#: `flush_usage`), whose process no scrape reaches.
+_counted_in_database = False
+
+
+@contextmanager
+def counted_in_database() -> Iterator[None]:
+    """Give-ups meanwhile are counted in the database (`sigsentry_worker_redis_fail_open_total`)."""
+    global _counted_in_database
+    before, _counted_in_database = _counted_in_database, True
+    try:
+        yield
+    finally:
+        _counted_in_database = before
 
 
 def gave_up(scope: str) -> None:
@@ -40,7 +61,10 @@ def gave_up(scope: str) -> None:
     `sigsentry_redis_fail_open_total`, and not waited for again in this request, nor in
     this process for `REST_SECONDS`."""
     global _resting_until
-    metrics.record_redis_fail_open(scope)
+    if _counted_in_database:
+        metrics.record_worker_redis_fail_open()
+    else:
+        metrics.record_redis_fail_open(scope)
     _gave_up.set(True)
     _resting_until = clock() + REST_SECONDS
 

@@ -87,6 +87,8 @@ REDIS_FAIL_OPEN = Counter(
 WORKER_COUNTERS = {
     "delivery_failures": "Webhook delivery attempts that failed (each retry counts).",
     "email_failures": "Email sends that failed (each retry counts, the account emails' too).",
+    "redis_fail_open": "Redis steps that gave up (fail open) in the worker and the other "
+    "project commands (flush_usage, ...): the web's are sigsentry_redis_fail_open_total.",
 }
 
 
@@ -146,6 +148,17 @@ def record_delivery_failure() -> None:
 
 def record_email_failure() -> None:
     _count_in_database("email_failures")
+
+
+def record_worker_redis_fail_open() -> None:
+    """A Redis step gave up in a command's process (`core.failopen.counted_in_database`).
+    In a savepoint, and never raising: a database that fails too must not end the task
+    (or its transaction) that Redis let go on."""
+    try:
+        with transaction.atomic():
+            _count_in_database("redis_fail_open")
+    except (DatabaseError, InterfaceError):
+        logger.warning("Redis give-up not counted: database unavailable")
 
 
 def _count_in_database(name: str) -> None:

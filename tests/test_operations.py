@@ -18,9 +18,12 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models.functions import Now
 from django.test import Client, override_settings
+from django_tasks import task
 from prometheus_client.parser import text_string_to_metric_families
 
+from apps.apikeys.gate import store
 from apps.apikeys.keyformat import KeyKind
+from apps.notifications import tasks
 from apps.notifications.models import Schedule
 from apps.notifications.tasks import enqueue_due
 from apps.webhooks import delivery as deliveries
@@ -389,6 +392,30 @@ def test_a_key_rate_limit_skipped_for_an_unreachable_redis_is_counted(
     # The first request waited and is counted; the second skipped Redis (`core.failopen`
     # rests a second after a step gave up) and is not: the count is of Redis failures.
     assert value(after, name, scope="key_usage") - value(before, name, scope="key_usage") == 1
+
+
+@task()
+def count_a_key_use_without_redis() -> None:
+    store.fail_open("key use not counted")  # what a Redis step in a task does on a timeout
+
+
+def test_the_workers_redis_give_ups_are_counted_in_the_database(
+    metrics_on, transactional_db, client
+):
+    """The worker is its own process, with its own memory: a scrape of the web reads only
+    gunicorn's files, so its give-ups were never seen. They are counted in the database,
+    as its delivery failures are, and the web's own count is not touched."""
+    for name, _every, _job in tasks.schedules(tasks.CHECKS_EVERY, tasks.URGENT_EVERY):
+        Schedule.objects.create(name=name, next_run_at=Now() + timedelta(hours=1))
+    before = scrape(client)
+    count_a_key_use_without_redis.enqueue()
+
+    call_command("run_worker", "--once")
+
+    after = scrape(client)
+    worker, web = "sigsentry_worker_redis_fail_open_total", "sigsentry_redis_fail_open_total"
+    assert value(after, worker) - value(before, worker) == 1
+    assert value(after, web, scope="key_usage") == value(before, web, scope="key_usage")
 
 
 def test_worker_failures_are_counted(metrics_on, db, client):

@@ -151,6 +151,7 @@ def test_probes_while_a_check_hangs_wait_on_it_and_start_no_other(
         if not release.wait(60):
             raise TimeoutError
 
+    monkeypatch.setattr(ops, "_checks", {})  # no check of an earlier test still running
     monkeypatch.setattr(ops, "_check_database", hang)
     try:
         for _ in range(3):
@@ -158,7 +159,8 @@ def test_probes_while_a_check_hangs_wait_on_it_and_start_no_other(
             response = client.get("/readyz")
             assert response.status_code == 503
             assert response.json()["failed"] == ["database"]
-            assert time.monotonic() - began < READY_WITHIN + 0.5
+            # bounded, not the check's 60 s (a loaded machine's slack: CI runs two suites)
+            assert time.monotonic() - began < READY_WITHIN + 3
     finally:
         release.set()
     assert len(started) == 1  # one check for three probes

@@ -194,3 +194,5 @@ def test_an_empty_key_list_offers_no_download_and_no_filter(kind, project, owner
     assert download not in filtered_empty and filters not in filtered_empty
     assert download in revoked_only and filters in revoked_only
     assert download in revoked_filtered and filters in revoked_filtered  # a way back: All keys
+    # the empty state says there is none; no "0 keys, newest first" above it
+    assert "0 keys, newest first" not in empty and "1 key, newest first" in revoked_only

@@ -42,10 +42,13 @@ def _plain_only(value: Any) -> None:
 
 
 #: PostgreSQL's DETAIL, as psycopg writes it in an error's text (a line of its own, up to the
-#: HINT or CONTEXT line, a blank line or the end): it quotes values of the row, a digest or an
-#: address (found by an observability audit: a unique violation in a task logged the digest).
+#: HINT or CONTEXT line, the traceback's next chained exception or the end): it quotes values
+#: of the row, a digest or an address (found by an observability audit: a unique violation in
+#: a task logged the digest). Not up to a blank line: a value quoted may hold one ("Failing
+#: row contains (…)" with an analysis's input), and the rest of the row was written.
 _DETAIL = re.compile(
-    r"^DETAIL:  .*?(?=\n(?:HINT:  |CONTEXT:  |\n)|\n?\Z)", re.MULTILINE | re.DOTALL
+    r"^DETAIL:  .*?(?=\n(?:HINT:  |CONTEXT:  |\nThe above exception|\nDuring handling of)|\n?\Z)",
+    re.MULTILINE | re.DOTALL,
 )
 ROW_VALUES_NOT_WRITTEN = "DETAIL:  (not written: it quotes the row's values)"
 

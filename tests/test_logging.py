@@ -10,13 +10,14 @@ import re
 
 import pytest
 from django.core import mail
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.test import Client
 from django_tasks import TaskResultStatus, task
 from django_tasks_db.models import DBTaskResult
 
 from apps.accounts import password_reset
 from apps.accounts.models import User
+from apps.analyses.models import Analysis
 from apps.apikeys import authentication
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
@@ -461,3 +462,21 @@ def test_a_logged_unique_violation_on_an_email_does_not_write_the_address(owner,
     (line,) = console_lines(console)
     assert "IntegrityError" in line["exception"]
     assert owner.email not in console.getvalue()
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's DETAIL")
+def test_a_failing_row_with_a_blank_line_in_a_value_is_not_written_past_it(project, console):
+    """PostgreSQL's "Failing row contains (…)" quotes each value as stored: a blank line in
+    one (an analysis's input) ended the DETAIL there, and the rest of the row was written."""
+    rest = "-".join(["after", "the", "blank", "line"])  # not in this file's lines either
+    with pytest.raises(IntegrityError), transaction.atomic():
+        try:
+            Analysis.objects.create(project_id=project.id, title=None, input=f"one\n\n{rest}")
+        except IntegrityError:
+            logging.getLogger("sigsentry").exception("could not store")
+            raise
+
+    (line,) = console_lines(console)
+    assert "IntegrityError" in line["exception"]
+    assert rest not in console.getvalue()

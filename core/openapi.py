@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import uritemplate
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db.models import Choices
 from django.dispatch import receiver
@@ -341,7 +342,10 @@ def one_enum_per_value_set(result, generator, request, public):
                 if "enum" not in schema:
                     continue
                 name = kept.get(frozenset(schema["enum"]))
-                assert name, f"name parameter {parameter['name']!r}'s enum (ENUM_NAME_OVERRIDES)"
+                if not name:  # not an assert: `python -O` would write a component `None`
+                    raise ImproperlyConfigured(
+                        f"Name parameter {parameter['name']!r}'s enum (ENUM_NAME_OVERRIDES)."
+                    )
                 schemas.setdefault(name, {"enum": sorted(schema["enum"]), "type": schema["type"]})
                 rest = {k: v for k, v in schema.items() if k not in ("enum", "type")}
                 reference = {"$ref": f"#/components/schemas/{name}"}

@@ -1,8 +1,9 @@
-"""A user-chosen name in a page's `<title>` is isolated (U+2068 … U+2069), as the page's
-heading and confirmations isolate it: a title is plain text (no `<bdi>` there), shown in
-tabs, history and bookmarks. A name stored before the name rules with an unclosed override
-(U+202E) must not reverse the rest of the title ("· SigSentry"), and a right-to-left name
-must not take the words beside it."""
+"""A user-chosen name in a page's `<title>` is isolated (U+2068 … U+2069) where it could
+reorder the title, as emails' subjects isolate it (`core.mail.name_in_text`): a title is
+plain text (no `<bdi>` there), shown in tabs, history and bookmarks. A name stored before
+the name rules with an unclosed override (U+202E) must not reverse the rest of the title
+("· SigSentry"), and a right-to-left name must not take the words beside it; a name that
+reads the same either way is left bare."""
 
 from __future__ import annotations
 
@@ -53,5 +54,10 @@ def named(owner, organization, project):
 def test_a_name_in_a_page_title_is_isolated(owner, organization, project, named, page):
     text = title(logged_in(owner).get(page(organization, project, named)))
     assert "\u202e" in text  # the name is there, as stored
-    assert re.search(r"&#x2068;[^<]*\u202e[^<]*&#x2069;", text), text
+    assert re.search("\u2068[^<\u2069]*\u202e[^<\u2069]*\u2069", text), text
     assert text.endswith(" · SigSentry"), text
+
+
+def test_a_name_that_reads_the_same_either_way_is_left_bare_in_the_title(owner, project):
+    text = title(logged_in(owner).get(f"/projects/{project.id}/"))
+    assert text == f"{project.name} · SigSentry"

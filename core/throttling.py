@@ -230,14 +230,21 @@ def attempt(scope: str, ident: str | None) -> Callable[[], None]:
     count, limit, key, retry_after = counted
     if count > limit:
         raise RateLimited(retry_after)
+    return _giving_back(scope, [key])
+
+
+def _giving_back(scope: str, keys: list[str]) -> Callable[[], None]:
+    """What gives one count back in each window of `keys` (`attempt`, `enforce_all`); fails
+    open as the count did."""
 
     def give_back() -> None:
-        if failopen.given_up():
-            return
-        try:
-            _counters().give_back(key)
-        except Exception:
-            _fail_open("not given back", scope)
+        for key in keys:
+            if failopen.given_up():
+                return
+            try:
+                _counters().give_back(key)
+            except Exception:
+                _fail_open("not given back", scope)
 
     return give_back
 
@@ -283,7 +290,6 @@ def enforce_all(scopes: tuple[str, ...], ident: str | None) -> Callable[[], None
         limit, period, window, retry_after = _window(scope)
         windows.append((_cache_key(scope, ident, window), limit, period + 1))
         waits.append(retry_after)
-    keys = [key for key, _limit, _ttl in windows]
     if failopen.given_up():
         return _nothing
     try:
@@ -293,17 +299,7 @@ def enforce_all(scopes: tuple[str, ...], ident: str | None) -> Callable[[], None
         return _nothing
     if any(full):
         raise RateLimited(max(wait for wait, no_room in zip(waits, full, strict=True) if no_room))
-
-    def give_back() -> None:
-        for key in keys:
-            if failopen.given_up():
-                return
-            try:
-                _counters().give_back(key)
-            except Exception:
-                _fail_open("not given back", scopes[0])
-
-    return give_back
+    return _giving_back(scopes[0], [key for key, _limit, _ttl in windows])
 
 
 def is_limited(scope: str, ident: str | None) -> int | None:

@@ -26,14 +26,23 @@ from __future__ import annotations
 from django.contrib.postgres.operations import (
     AddConstraintNotValid,
     AddIndexConcurrently,
-    NotInTransactionMixin,
     RemoveIndexConcurrently,
 )
-from django.db import migrations, models
+from django.db import NotSupportedError, migrations, models, transaction
 
 
 def _online(schema_editor) -> bool:
     return schema_editor.connection.vendor == "postgresql"
+
+
+def _refuse_in_transaction(operation, schema_editor) -> None:
+    """Before the first statement: PostgreSQL builds concurrently only outside a
+    transaction, and the statements run before Django's operation would refuse it."""
+    if not transaction.get_autocommit(schema_editor.connection.alias):
+        raise NotSupportedError(
+            f"The {type(operation).__name__} operation cannot be executed inside a transaction "
+            "(set atomic = False on the migration)."
+        )
 
 
 def _index_state(schema_editor, name: str) -> bool | None:
@@ -74,7 +83,7 @@ class AddIndexOnline(AddIndexConcurrently):
             return migrations.AddIndex.database_forwards(
                 self, app_label, schema_editor, from_state, to_state
             )
-        self._ensure_not_in_transaction(schema_editor)
+        _refuse_in_transaction(self, schema_editor)
         if not _build_again_if_invalid(schema_editor, self.index.name):
             super().database_forwards(app_label, schema_editor, from_state, to_state)
 
@@ -101,12 +110,12 @@ class RemoveIndexOnline(RemoveIndexConcurrently):
             return migrations.RemoveIndex.database_backwards(
                 self, app_label, schema_editor, from_state, to_state
             )
-        self._ensure_not_in_transaction(schema_editor)
+        _refuse_in_transaction(self, schema_editor)
         if not _build_again_if_invalid(schema_editor, self.name):
             super().database_backwards(app_label, schema_editor, from_state, to_state)
 
 
-class AddUniqueConstraintOnline(NotInTransactionMixin, migrations.AddConstraint):
+class AddUniqueConstraintOnline(migrations.AddConstraint):
     """`AddConstraint` of a `UniqueConstraint` on plain fields: on PostgreSQL its index is
     built concurrently, then attached as the constraint (the same constraint, name and
     index as Django's own would make)."""
@@ -130,7 +139,7 @@ class AddUniqueConstraintOnline(NotInTransactionMixin, migrations.AddConstraint)
             schema_editor.connection.alias, model
         ):
             return super().database_forwards(app_label, schema_editor, from_state, to_state)
-        self._ensure_not_in_transaction(schema_editor)
+        _refuse_in_transaction(self, schema_editor)
         quote = schema_editor.quote_name
         table, name = quote(model._meta.db_table), quote(self.constraint.name)
         columns = ", ".join(quote(model._meta.get_field(f).column) for f in self.constraint.fields)
@@ -142,7 +151,7 @@ class AddUniqueConstraintOnline(NotInTransactionMixin, migrations.AddConstraint)
             )
 
 
-class AddCheckConstraintOnline(NotInTransactionMixin, AddConstraintNotValid):
+class AddCheckConstraintOnline(AddConstraintNotValid):
     """`AddConstraint` of a `CheckConstraint`: on PostgreSQL added `NOT VALID`, then
     validated in a transaction of its own (rows read under a lock that lets writes go on)."""
 
@@ -151,7 +160,7 @@ class AddCheckConstraintOnline(NotInTransactionMixin, AddConstraintNotValid):
             return migrations.AddConstraint.database_forwards(
                 self, app_label, schema_editor, from_state, to_state
             )
-        self._ensure_not_in_transaction(schema_editor)
+        _refuse_in_transaction(self, schema_editor)
         model = to_state.apps.get_model(app_label, self.model_name)
         if not self.allow_migrate_model(schema_editor.connection.alias, model):
             return None

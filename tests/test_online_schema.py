@@ -183,13 +183,31 @@ def test_running_it_again_after_it_succeeded_changes_nothing(widgets, operation)
 
 
 @only_postgres
-def test_it_refuses_to_run_inside_a_transaction(widgets):
+@pytest.mark.parametrize(
+    "operation",
+    [
+        AddIndexOnline("widget", INDEX),
+        AddUniqueConstraintOnline("widget", UNIQUE),
+        AddCheckConstraintOnline("widget", CHECK),
+    ],
+    ids=["index", "unique", "check"],
+)
+def test_it_refuses_to_run_inside_a_transaction(widgets, operation):
     with pytest.raises(NotSupportedError, match="atomic = False"), transaction.atomic():
         after = widgets.clone()
-        operation = AddIndexOnline("widget", INDEX)
         operation.state_forwards(APP, after)
         with connection.schema_editor(atomic=False) as editor:
             operation.database_forwards(APP, editor, widgets, after)
+    assert [name for name in constraints() if name.startswith("widget_")] == []
+
+
+@only_postgres
+def test_dropping_an_index_back_refuses_to_run_inside_a_transaction(widgets):
+    after = apply(AddIndexOnline("widget", INDEX), widgets)
+    dropped = apply(RemoveIndexOnline("widget", "widget_code_idx"), after)
+    with pytest.raises(NotSupportedError, match="atomic = False"), transaction.atomic():
+        unapply(RemoveIndexOnline("widget", "widget_code_idx"), after, dropped)
+    assert "widget_code_idx" not in constraints()
 
 
 def _meanwhile(

@@ -28,7 +28,7 @@ from core.errors import (
     json_error_response,
     log_outage,
 )
-from core.logging import REQUEST_ID_META, current_request_id, new_request_id, request_route
+from core.logging import REQUEST_ID_META, new_request_id, request_route, serving
 from core.net import client_ip
 from core.principal import AUTH_DECISION
 from core.wsgi import CHUNKED_BODY_TOO_LARGE
@@ -93,8 +93,7 @@ class AccessLogMiddleware:
         started = time.perf_counter()
         failopen.new_request()  # a Redis that gave up on the last request is tried again
         request_id = request.META[REQUEST_ID_META] = new_request_id()
-        context = current_request_id.set(request_id)  # not `serving`: ~1 µs a request less
-        try:
+        with serving(request_id):
             response = self.get_response(request)
             if response.status_code == 404 and settings.DEBUG and _debug_page(request, response):
                 response = json_error_response(NotFound())
@@ -106,8 +105,6 @@ class AccessLogMiddleware:
                 access_logger.info(
                     "%s %s %s", fields["method"], fields["route"], fields["status"], extra=fields
                 )
-        finally:
-            current_request_id.reset(context)
         return response
 
     def record_metrics(self, request: HttpRequest, response: HttpResponse, seconds: float) -> None:

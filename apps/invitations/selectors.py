@@ -9,8 +9,10 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from apps.accounts.emails import normalize_email
 from apps.invitations.models import Invitation
 from apps.orgs.models import Membership
+from core.errors import NotFound
 from core.permissions import MANAGER_ROLES, Role
 
 MAX_TOKEN_LENGTH = 128
@@ -94,6 +96,22 @@ def invitation_for_token(token: Any) -> Invitation | None:
     )
     if invitation is None or not hmac.compare_digest(invitation.token_digest, digest):
         return None
+    return invitation
+
+
+def invitation_for_user(token: Any, user: Any) -> Invitation:
+    """The pending invitation `token` names, if it was sent to `user`'s email; 404 otherwise.
+
+    An unknown, cancelled, expired or used token and another person's
+    invitation all look the same.
+    """
+    invitation = invitation_for_token(token)
+    if (
+        invitation is None
+        or not invitation.is_pending()
+        or normalize_email(user.email) != invitation.normalized_email
+    ):
+        raise NotFound("This invitation does not exist, has expired or was already used.")
     return invitation
 
 

@@ -48,6 +48,7 @@ from apps.audit.services import Action, audit_event, record_event, record_events
 from apps.invitations.models import Invitation
 from apps.invitations.selectors import (
     invitation_for_token,
+    invitation_for_user,
     inviter_may_still_grant,
     membership_from_accepting,
     pending_at,
@@ -347,22 +348,6 @@ def _uuid_or_404(value: Any) -> uuid.UUID:
         return parse_uuid(value)
     except ValueError as exc:
         raise NotFound() from exc
-
-
-def invitation_for_user(token: Any, user: User) -> Invitation:
-    """The pending invitation `token` names, if it was sent to `user`'s email; 404 otherwise.
-
-    An unknown, cancelled, expired or used token and another person's
-    invitation all look the same.
-    """
-    invitation = invitation_for_token(token)
-    if (
-        invitation is None
-        or not invitation.is_pending()
-        or normalize_email(user.email) != invitation.normalized_email
-    ):
-        raise NotFound("This invitation does not exist, has expired or was already used.")
-    return invitation
 
 
 def accept_invitation(*, user: User, token: Any, request: HttpRequest | None = None) -> Membership:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from apps.apikeys.keyformat import KeyKind
-from apps.apikeys.models import ApiKey, KeyScope, KeyType
+from apps.apikeys.models import ApiKey, KeyScope, KeyType, active_at
 from apps.orgs.access import as_manager, can_manage, membership_for, project_for_user
 from apps.orgs.models import Organization
 from apps.projects.models import Project
@@ -239,3 +239,14 @@ def collection_for(
         raise ProjectNotFound() from exc
     project, role = project_for_user(user, project_uuid)
     return Collection(kind, project.organization, project, role)
+
+
+def active_key_counts(project: Any, now: datetime) -> dict[str, int]:
+    """The project's active keys (`active_at`) by what its overview shows: `sdk` (public),
+    `secret` (secret, not legacy) and `legacy`, in one query."""
+    active = active_at(now)
+    return ApiKey.objects.filter(project=project).aggregate(
+        sdk=Count("id", filter=active & Q(type=KeyType.PUBLIC)),
+        secret=Count("id", filter=active & Q(type=KeyType.SECRET, legacy=False)),
+        legacy=Count("id", filter=active & Q(legacy=True)),
+    )

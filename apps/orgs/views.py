@@ -11,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST, require_safe
 
-from apps.orgs import services
+from apps.orgs import selectors, services
 from apps.orgs.access import as_manager, can_manage, membership_for, require_manager
 from apps.orgs.context_processors import BY_ORGANIZATION, NAV_ORGS, OrgEntry, dashboard_nav
 from apps.orgs.forms import MemberRoleForm, ProjectForm, role_choices
@@ -20,7 +20,7 @@ from apps.projects import services as project_services
 from apps.projects.models import Project
 from core.confirm import Confirmation, confirmation_page, is_confirmed, isolated
 from core.decorators import dashboard_page
-from core.errors import ApiError, NotFound, RateLimited, ValidationFailed
+from core.errors import ApiError, RateLimited, ValidationFailed
 from core.permissions import Role
 
 #: Owners first, then by decreasing rights.
@@ -230,23 +230,12 @@ def members(request: HttpRequest, org_id) -> HttpResponse:
     return members_page(request, membership_for(request.principal.user, org_id))
 
 
-def _target(membership: Membership, user_id) -> Membership:
-    target = (
-        Membership.objects.select_related("user", "organization")
-        .filter(organization_id=membership.organization_id, user_id=user_id)
-        .first()
-    )
-    if target is None:
-        raise NotFound()
-    return target
-
-
 @dashboard_page
 @require_POST
 def member_role(request: HttpRequest, org_id, user_id) -> HttpResponse:
     membership = membership_for(request.principal.user, org_id)
     require_manager(membership)
-    target = _target(membership, user_id)
+    target = selectors.member_of(membership, user_id)
     form = MemberRoleForm(request.POST)
     if not form.is_valid():
         return members_page(request, membership, row_errors={target.user_id: "Choose a role."})
@@ -289,7 +278,7 @@ def _removal(membership: Membership, target: Membership) -> Confirmation:
 def remove_member(request: HttpRequest, org_id, user_id) -> HttpResponse:
     membership = membership_for(request.principal.user, org_id)
     require_manager(membership)
-    target = _target(membership, user_id)
+    target = selectors.member_of(membership, user_id)
     if not is_confirmed(request):
         request.dashboard_org = membership.organization
         return confirmation_page(request, _removal(membership, target))

@@ -163,8 +163,6 @@ PROJECT_ID = "sigsentry.project_id"
 class ApiView(APIView):
     content_negotiation_class = JsonOnlyNegotiation
     parser_classes = [JsonParser]
-    #: The project the request acts on, for project-scoped views.
-    project = None
 
     @property
     def principal(self) -> Principal:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter
 
 from apps.orgs.access import require_permission, resolve_project
+from apps.projects.selectors import ProjectRecord
 from core.api import PROJECT_ID, ApiView
 from core.errors import PermissionDenied
 from core.openapi import error_responses
@@ -39,6 +40,8 @@ class ProjectScopedView(ApiView):
     """
 
     permission_by_method: dict[str, str] = {}
+    #: The project the request acts on, once `check_permissions` resolved it.
+    project: ProjectRecord | None = None
 
     def check_permissions(self, request):
         super().check_permissions(request)

@@ -21,6 +21,7 @@ from django.db.models import OuterRef, Q, Subquery
 from apps.orgs.access import can_manage
 from apps.orgs.models import Membership, Organization
 from apps.projects.models import Project
+from apps.projects.selectors import projects_by_name
 
 #: The current organization's projects the project switcher lists, by name; a link to the
 #: organization's list on the home page (`/?org=`) leads to the rest.
@@ -103,9 +104,7 @@ def dashboard_nav(request) -> Nav:
     project = getattr(request, "dashboard_project", None)
     org = getattr(request, "dashboard_org", None)
     current_id = org.id if org is not None else (project.organization_id if project else None)
-    first_project = Project.objects.filter(organization_id=OuterRef("organization_id")).order_by(
-        "name", "id"
-    )
+    first_project = projects_by_name(OuterRef("organization_id"))
     # One query: the first NAV_ORGS + 1 (the last only tells that there are more) and the
     # current one, which sorts after them if it is not among them.
     first = Membership.objects.filter(user=user).order_by(*BY_ORGANIZATION).values("id")
@@ -128,11 +127,7 @@ def dashboard_nav(request) -> Nav:
     if current is not None and current not in shown:
         shown.append(current)
     if current is not None and current.first_project_id is not None:
-        listed = list(
-            Project.objects.filter(organization_id=current.organization.id).order_by("name", "id")[
-                : NAV_PROJECTS + 1
-            ]
-        )
+        listed = list(projects_by_name(current.organization.id)[: NAV_PROJECTS + 1])
         current.projects = listed[:NAV_PROJECTS]
         current.more_projects = len(listed) > NAV_PROJECTS
     match = getattr(request, "resolver_match", None)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, F, Q, Value, When, Window
-from django.db.models.functions import RowNumber
+from django.db.models import Case, Q, Value, When
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.html import format_html
@@ -16,8 +15,8 @@ from apps.orgs.access import as_manager, can_manage, membership_for, require_man
 from apps.orgs.context_processors import BY_ORGANIZATION, NAV_ORGS, OrgEntry, dashboard_nav
 from apps.orgs.forms import MemberRoleForm, ProjectForm, role_choices
 from apps.orgs.models import Membership
+from apps.projects import selectors as project_selectors
 from apps.projects import services as project_services
-from apps.projects.models import Project
 from core.confirm import Confirmation, confirmation_page, is_confirmed, isolated
 from core.decorators import dashboard_page
 from core.errors import ApiError, RateLimited, ValidationFailed
@@ -79,18 +78,13 @@ def _render_home(request: HttpRequest, failed_org=None, failed_form=None) -> Htt
     org_ids = [entry.organization.id for entry in entries]
     page = None
     if only:
-        projects = Project.objects.filter(organization_id=org_ids[0]).order_by("name", "id")
+        projects = project_selectors.projects_by_name(org_ids[0])
         page = Paginator(projects, HOME_PROJECTS_PER_PAGE).get_page(request.GET.get("page"))
         shown = {org_ids[0]: list(page)}
         counts = {org_ids[0]: page.paginator.count}
     else:
-        shown = _first_projects(org_ids, HOME_PROJECTS_PER_ORG)
-        counts = dict(
-            Project.objects.filter(organization_id__in=org_ids)
-            .values_list("organization_id")
-            .annotate(count=Count("id"))
-            .order_by()
-        )
+        shown = project_selectors.first_projects_by_name(org_ids, HOME_PROJECTS_PER_ORG)
+        counts = project_selectors.project_counts(org_ids)
     sections = [
         {
             "entry": entry,
@@ -116,25 +110,6 @@ def _page_of_organization(memberships, organization) -> int:
         | Q(organization__name=organization.name, organization__id__lt=organization.id)
     ).count()
     return before // NAV_ORGS + 1
-
-
-def _first_projects(org_ids: list, per_org: int) -> dict:
-    """The first `per_org` projects by name of each organization, in one query."""
-    rank = Window(
-        RowNumber(),
-        partition_by=[F("organization_id")],
-        order_by=[F("name").asc(), F("id").asc()],
-    )
-    shown: dict = {}
-    ranked = (
-        Project.objects.filter(organization_id__in=org_ids)
-        .annotate(rank=rank)
-        .filter(rank__lte=per_org)
-        .order_by("organization_id", "name", "id")
-    )
-    for project in ranked:
-        shown.setdefault(project.organization_id, []).append(project)
-    return shown
 
 
 @dashboard_page

@@ -6,7 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, F, QuerySet, Window
+from django.db.models.functions import RowNumber
 
 from apps.projects.models import Channel, LogSource, Project
 from core.errors import NotFound
@@ -41,6 +42,40 @@ def projects_of(membership: Any) -> QuerySet[Project]:
     """The projects of the caller's organization, newest first."""
     return Project.objects.filter(organization_id=membership.organization_id).order_by(
         "-created_at", "-id"
+    )
+
+
+def projects_by_name(organization_id: Any) -> QuerySet[Project]:
+    """An organization's projects as the dashboard lists them: by name (then id)."""
+    return Project.objects.filter(organization_id=organization_id).order_by("name", "id")
+
+
+def first_projects_by_name(organization_ids: list, per_org: int) -> dict[Any, list[Project]]:
+    """organization id -> its first `per_org` projects by name, in one query."""
+    rank = Window(
+        RowNumber(),
+        partition_by=[F("organization_id")],
+        order_by=[F("name").asc(), F("id").asc()],
+    )
+    ranked = (
+        Project.objects.filter(organization_id__in=organization_ids)
+        .annotate(rank=rank)
+        .filter(rank__lte=per_org)
+        .order_by("organization_id", "name", "id")
+    )
+    shown: dict[Any, list[Project]] = {}
+    for project in ranked:
+        shown.setdefault(project.organization_id, []).append(project)
+    return shown
+
+
+def project_counts(organization_ids: list) -> dict[Any, int]:
+    """organization id -> how many projects it has (none: absent), in one query."""
+    return dict(
+        Project.objects.filter(organization_id__in=organization_ids)
+        .values_list("organization_id")
+        .annotate(count=Count("id"))
+        .order_by()
     )
 
 

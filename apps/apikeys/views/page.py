@@ -42,6 +42,7 @@ from apps.apikeys.selectors import (
     legacy_keys_in_scope,
     rolled_key_ids,
 )
+from apps.projects.selectors import projects_by_name
 from core.errors import ApiError
 from core.nonce import issue_nonce
 from core.permissions import Role
@@ -232,7 +233,7 @@ def confinable_projects(collection: Collection) -> list:
     """The projects an org key can be confined to (the organization's), by name."""
     if collection.kind is not KeyKind.ORGANIZATION:
         return []
-    return list(collection.organization.projects.order_by("name", "id"))
+    return list(projects_by_name(collection.organization.id))
 
 
 def _policy(collection: Collection, now, form: PolicyForm | None = None) -> dict | None:

@@ -202,6 +202,19 @@ def test_it_refuses_to_run_inside_a_transaction(widgets, operation):
 
 
 @only_postgres
+def test_it_refuses_a_session_whose_autocommit_was_turned_off(widgets):
+    """No atomic block, but no autocommit either: the driver would open a transaction."""
+    transaction.set_autocommit(False)
+    try:
+        with pytest.raises(NotSupportedError, match="atomic = False"):
+            apply(AddIndexOnline("widget", INDEX), widgets)
+    finally:
+        transaction.rollback()
+        transaction.set_autocommit(True)
+    assert "widget_code_idx" not in constraints()
+
+
+@only_postgres
 def test_dropping_an_index_back_refuses_to_run_inside_a_transaction(widgets):
     after = apply(AddIndexOnline("widget", INDEX), widgets)
     dropped = apply(RemoveIndexOnline("widget", "widget_code_idx"), after)

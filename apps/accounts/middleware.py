@@ -39,11 +39,8 @@ _SKIP_PREFIXES = ("/v1/", "/static/", "/admin/")
 
 
 def _principal_from_access(token: str) -> tuple[Principal, datetime]:
-    claims = tokens.decode(token, "access")
-    session = tokens.session_for_claims(claims)
-    return Principal(user=session.user, session=session), datetime.fromtimestamp(
-        claims["exp"], tz=UTC
-    )
+    principal, claims = tokens.principal_for_access(token)
+    return principal, datetime.fromtimestamp(claims["exp"], tz=UTC)
 
 
 class DashboardSessionMiddleware:

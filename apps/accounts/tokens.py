@@ -28,6 +28,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from apps.accounts.models import AuthSession, User
 from apps.accounts.selectors import session_with_user
 from core.errors import TokenExpired, TokenInvalid
+from core.principal import Principal
 
 #: A JWT (base64url segments joined by dots, the first JSON starting `{"`) or an mfaToken
 #: (Django's signing: JSON, a timestamp and a signature joined by colons), or either cut
@@ -157,6 +158,14 @@ def session_for_claims(claims: dict, now: datetime | None = None) -> AuthSession
     if not session_is_valid(session, str(claims["sub"]), now):
         raise TokenInvalid()
     return session
+
+
+def principal_for_access(token: str) -> tuple[Principal, dict]:
+    """The caller an access token names (its open session's user) and the token's claims:
+    the JWT check of the API's `Authorization` header, its cookie, and the dashboard's."""
+    claims = decode(token, "access")
+    session = session_for_claims(claims)
+    return Principal(user=session.user, session=session), claims
 
 
 def session_is_valid(session: AuthSession, subject: str, now: datetime | None = None) -> bool:

@@ -103,12 +103,6 @@ def _refusing(err: ApiError, api_key: KeyRecord) -> ApiError:
     return err
 
 
-def authenticate_jwt(credential: str) -> Principal:
-    claims = tokens.decode(credential, "access")
-    session = tokens.session_for_claims(claims)
-    return Principal(user=session.user, session=session)
-
-
 class BearerAuthentication(BaseAuthentication):
     """DRF authentication for every `/v1` view. See the module docstring."""
 
@@ -154,7 +148,7 @@ class BearerAuthentication(BaseAuthentication):
             raise AuthorizationMalformed()
         shape = keyformat.shape_of(credential)
         if shape is Shape.JWT:
-            return authenticate_jwt(credential)
+            return tokens.principal_for_access(credential)[0]
         if shape is Shape.NOT_A_CREDENTIAL:
             raise KeyInvalid()
         return authenticate_key(credential, shape, request)
@@ -162,7 +156,7 @@ class BearerAuthentication(BaseAuthentication):
     def _from_cookie(self, request, cookie: str) -> Principal:
         if len(cookie) > MAX_CREDENTIAL_LENGTH or keyformat.shape_of(cookie) is not Shape.JWT:
             raise TokenInvalid()
-        principal = authenticate_jwt(cookie)
+        principal = tokens.principal_for_access(cookie)[0]
         if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE"):
             try:
                 enforce_csrf(request)

@@ -204,12 +204,13 @@ def is_legacy_key(candidate: str) -> bool:
     return LEGACY_KEY_PATTERN.fullmatch(candidate) is not None
 
 
+_KEY_PREFIXES = tuple(KIND_BY_PREFIX)
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 
 
 def shape_of(credential: str) -> Shape:
     """Route a bearer credential by its shape: key prefixes first, then JWT, else garbage."""
-    if credential.startswith(("ss_pub_", "ss_secret_", "ss_org_")):
+    if credential.startswith(_KEY_PREFIXES):
         return Shape.KEY
     if legacy_prefix_of(credential):
         return Shape.LEGACY_KEY

@@ -8,6 +8,7 @@ return; the row holds its SHA-256 digest and display prefix, nothing more.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -530,10 +531,8 @@ def record_key_use(
         changes["last_used_project_id"] = project_id
     stale = Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_INTERVAL)
     try:
-        if not transaction.get_autocommit():  # in a transaction: a savepoint keeps it usable
-            with transaction.atomic():
-                ApiKey.objects.filter(stale, pk=api_key.id).update(**changes)
-        else:
+        # in a transaction: a savepoint keeps it usable
+        with nullcontext() if transaction.get_autocommit() else transaction.atomic():
             ApiKey.objects.filter(stale, pk=api_key.id).update(**changes)
     except Exception:
         logger.warning("could not record last use of key %s", api_key.id, exc_info=True)

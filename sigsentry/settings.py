@@ -691,6 +691,12 @@ THROTTLE_RATES = {
     # and a user creates 20 a day, each with its own 3,600 an hour; every key, revoked or
     # not, is kept for good (SPEC §2.1) with its audit events.
     "mint_user": (1000, 3600),
+    # Key changes (`PATCH` a key, the dashboard's Origins and Edit limits dialogs), as mints:
+    # each records an audit event and a `key.updated` event for every webhook of the
+    # organization (20), and nothing bounded them (a pentest: 100 renames in 19 s queued
+    # 2,000 POSTs to one URL).
+    "key_update_org": (60, 60),
+    "key_update_user": (1000, 3600),
     "leak_report_ip": (20, 60),
     "refresh_ip": (120, 60),
     # Account security (SPEC §4.13): reset mails per client and per normalized address,

@@ -172,7 +172,7 @@ class KeyView(KeyManagementView):
             "request; audited as `key.updated` with the values before and after."
         ),
         tags=["keys"],
-        responses={200: KeySerializer, **error_responses(400, 401, 403, 404)},
+        responses={200: KeySerializer, **error_responses(400, 401, 403, 404, 429)},
     )
     def patch(self, request, key_id, **kwargs):
         collection = self.managed_collection()

@@ -421,7 +421,8 @@ def update_key(
     is a revoked or expired key (a dead key has nothing left to guard). Nothing about a
     key is cached, so the authentication of the next request reads the new values.
     Records `key.updated` with the changed fields and their values before and after;
-    a change to nothing records nothing.
+    a change to nothing records nothing. Throttled per organization and per user as
+    mints are (`key_update_org`, `key_update_user`): each change is a webhook event.
     """
     if not isinstance(changes, dict) or not changes:
         raise ValidationFailed({"body": [f"Send at least one of: {', '.join(UPDATABLE_FIELDS)}."]})
@@ -453,6 +454,9 @@ def update_key(
             guardrails.validate_project_ids, kind, api_key.organization, changes["projectIds"]
         )
     errors.raise_any()
+    throttling.enforce("key_update_org", str(api_key.organization_id))
+    if actor is not None:
+        throttling.enforce("key_update_user", str(actor.pk))
     with transaction.atomic():
         locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
         if locked.status_at(timezone.now()) != KeyStatus.ACTIVE:

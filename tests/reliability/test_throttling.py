@@ -18,6 +18,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from apps.accounts import services as account_services
+from apps.apikeys import services as key_services
 from apps.apikeys.keyformat import KeyKind, generate
 from apps.orgs import services as org_services
 from apps.projects import services as project_services
@@ -255,6 +256,56 @@ def test_project_creation_is_throttled_per_user_across_organizations(db, owner, 
     assert not Project.objects.filter(name="One more").exists()
     other = UserFactory()
     project_services.create_project(actor=other, organization=organization, name="Theirs")
+
+
+# Key changes per organization and per user --------------------------------------------------
+
+
+@rates(key_update_org=LIMIT)
+def test_key_changes_are_throttled_per_organization(db, api_client, project, owner):
+    """Each change records an audit event and a `key.updated` event for each of the
+    organization's webhooks: unthrottled, 100 renames in 19 s queued 2,000 POSTs to one URL
+    (a pentest, 20 webhooks naming it). The dashboard's dialogs are no way around it."""
+    key, _text = make_key(KeyKind.SECRET, project=project, actor=owner)
+    token = account_services.start_session(owner).access
+    url = f"/v1/projects/{project.id}/api-keys/{key.id}"
+    renamed = [
+        api_client.patch(url, {"name": f"n{n}"}, format="json", **api_bearer(token))
+        for n in range(LIMIT)
+    ]
+    assert [r.status_code for r in renamed] == [200] * LIMIT
+    assert_rate_limited(
+        api_client.patch(url, {"name": "one more"}, format="json", **api_bearer(token))
+    )
+    page = logged_in(owner).post(
+        f"/projects/{project.id}/api-keys/{key.id}/limits/", {"allowed_ips": "203.0.113.0/24"}
+    )
+    assert page.status_code == 200 and "Too many requests" in page.content.decode()
+    sdk, _ = make_key(KeyKind.PUBLIC, project=project, actor=owner)
+    page = logged_in(owner).post(
+        f"/projects/{project.id}/sdk-keys/{sdk.id}/origins/",
+        {"allowed_origins": "https://shop.example"},
+    )
+    assert page.status_code == 200 and "Too many requests" in page.content.decode()
+    key.refresh_from_db()
+    sdk.refresh_from_db()
+    assert (key.name, key.allowed_ips, sdk.allowed_origins) == (f"n{LIMIT - 1}", [], [])
+    other, _ = make_key(KeyKind.SECRET, organization=OrganizationFactory())
+    key_services.update_key(actor=None, api_key=other, changes={"name": "elsewhere"})
+
+
+@rates(key_update_user=LIMIT)
+def test_key_changes_are_throttled_per_user_across_organizations(db, owner, project):
+    elsewhere = org_services.create_organization(actor=owner, name="Elsewhere")
+    here, _ = make_key(KeyKind.SECRET, project=project, actor=owner)
+    there, _ = make_key(KeyKind.ORGANIZATION, organization=elsewhere, actor=owner)
+    for n in range(LIMIT):
+        key_services.update_key(
+            actor=owner, api_key=here if n % 2 else there, changes={"name": f"n{n}"}
+        )
+    with pytest.raises(RateLimited):
+        key_services.update_key(actor=owner, api_key=there, changes={"name": "one more"})
+    key_services.update_key(actor=UserFactory(), api_key=there, changes={"name": "another user"})
 
 
 # Leak reports per client ---------------------------------------------------------------------

@@ -224,6 +224,8 @@ def key_origins(request: HttpRequest, kind: KeyKind, key_id, project_id=None, or
             if not fields or "keyId" in fields:  # revoked or expired meanwhile: no dialog left
                 return row_failed(request, collection, api_key, first_message(exc))
             form.add_service_errors(fields, SERVICE_FIELDS)
+        except RateLimited as exc:
+            form.add_error(None, exc.message)
         else:
             if origins:
                 messages.success(
@@ -261,6 +263,8 @@ def key_limits(request: HttpRequest, kind: KeyKind, key_id, project_id=None, org
             if "keyId" in exc.details["fields"]:  # revoked or expired meanwhile: no dialog left
                 return row_failed(request, collection, api_key, first_message(exc))
             form.add_service_errors(exc.details["fields"], SERVICE_FIELDS)
+        except RateLimited as exc:
+            form.add_error(None, exc.message)
         else:
             messages.success(
                 request, format_html("Saved the limits of “<bdi>{}</bdi>”.", api_key.name)

@@ -242,6 +242,12 @@ def _masked(value: Any) -> Any:
     return value
 
 
+def without_credentials(text: str) -> str:
+    """`text` with every credential of a registered shape masked, as error bodies are: for a
+    log line that quotes a value a client sent (a key or token sent in the wrong place)."""
+    return _masked(text)
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """The SPEC §3 body, and the only place one is built.
 

@@ -28,7 +28,7 @@ from apps.apikeys.leaks import LeakCandidate, candidate_digest, handle_leak_repo
 from apps.secretscanning import github, keysource
 from core import throttling
 from core.api import ApiView
-from core.errors import SignatureInvalid, ValidationFailed
+from core.errors import SignatureInvalid, ValidationFailed, without_credentials
 from core.net import client_ip
 from core.openapi import THROTTLED, WRONG_SIGNATURE, error_responses
 
@@ -162,7 +162,8 @@ def _claim(request) -> github.Claim | None:
     if claim is None:  # the identifier is public; what to do about it is the operator's
         logger.warning(
             "GitHub secret scanning: unknown key identifier %r; run refresh_github_keys",
-            key_id[:80],
+            # Whoever sends it chooses it: a key or a token there is still never logged.
+            without_credentials(key_id[:80]),
         )
     return claim
 

@@ -22,6 +22,7 @@ from apps.audit.models import AuditEvent
 from apps.secretscanning import github
 from apps.secretscanning.api import FIELD_LIMITS, MAX_REPORT_BYTES, MAX_TOKENS
 from apps.webhooks.models import Event
+from tests.conftest import access_token_for
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, error_code, error_fields
 from tests.reliability.helpers import hung_redis
@@ -132,6 +133,24 @@ def test_an_unknown_key_identifier_is_refused_and_logged(github_key, project, ca
     assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
     assert nothing_changed()
     assert "unknown key identifier 'not-in-the-file'; run refresh_github_keys" in caplog.text
+
+
+def test_a_credential_sent_as_the_key_identifier_is_not_logged(github_key, project, owner, caplog):
+    """The refused identifier is logged, its first 80 characters: a whole key or most of a
+    JWT, sent there by mistake (or by a prober), was written to the log as it came."""
+    _key, text = make_key(KeyKind.SECRET, project=project)
+    token = access_token_for(owner)
+    for identifier in (text, token):
+        stranger = SigningKey.new(identifier)
+        body = report_body(text)
+
+        response = post(body, stranger.headers(body))
+
+        assert (response.status_code, error_code(response)) == (401, "SIGNATURE_INVALID")
+    assert "unknown key identifier 'ss_secret_…'" in caplog.text
+    assert "unknown key identifier 'eyJ…" in caplog.text
+    assert text[len("ss_secret_") :][:8] not in caplog.text
+    assert token[3:40] not in caplog.text
 
 
 def test_a_tampered_body_is_refused(github_key, project):

@@ -12,9 +12,12 @@ from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth.models import Permission as AuthPermission
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from apps.accounts.models import AuthSession, User
 from apps.accounts.services import DELETED_ACCOUNT_LABEL, delete_account, start_session
@@ -30,6 +33,7 @@ from apps.orgs.models import Membership, Organization
 from apps.orgs.services import set_key_lifetime_policy
 from apps.projects.models import Channel, LogSource, Project
 from core.permissions import Role
+from tests.accounts.test_account_deletion import queue_a_retry_holding_addresses, retries_withdrawn
 from tests.accounts.test_two_factor import enable_two_factor
 from tests.conftest import bearer
 from tests.factories import (
@@ -761,6 +765,30 @@ def test_an_account_deleted_by_an_operator_leaves_its_address_out_of_the_admins_
     entries = admin_history_of(member)
     assert [(e.action_flag, e.object_repr) for e in entries] == [(DELETION, DELETED_ACCOUNT_LABEL)]
     assert not holds_an_address(list(LogEntry.objects.all()), address)
+
+
+def test_accounts_deleted_by_an_operator_lose_their_email_retries_once_it_commits(
+    ops, owner, member, mailbox, django_capture_on_commit_callbacks
+):
+    """Not under the deletion's locks: the queue's JSON path has no index."""
+    other = MembershipFactory(organization=Organization.objects.get(memberships__user=owner)).user
+    retries = [queue_a_retry_holding_addresses(user, mailbox).pk for user in (member, other)]
+
+    with (
+        django_capture_on_commit_callbacks() as after_commit,
+        CaptureQueriesContext(connection) as in_transaction,
+    ):
+        response = ops.post(
+            changelist(User),
+            {"action": "delete_selected", "_selected_action": [member.pk, other.pk], "post": "yes"},
+        )
+
+    assert response.status_code == 302
+    assert not User.objects.filter(pk__in=[member.pk, other.pk]).exists()
+    assert not retries_withdrawn(in_transaction)
+    for callback in after_commit:
+        callback()
+    assert not DBTaskResult.objects.filter(pk__in=retries).exists()
 
 
 def _inline_forms(*prefixes: str, total: int = 0) -> dict:

@@ -364,8 +364,7 @@ class UserAdmin(DjangoUserAdmin):
             for user_id in user_ids:
                 forget_account(user_id)  # as a deletion on the account page does
             forget_in_admin_history(user_ids)  # this deletion's entry, written before, too
-            for user_id in user_ids:
-                mail.withdraw_retries_of(user_id)
+            mail.withdraw_retries_once_deleted(user_ids)
             queryset.delete()
 
     def get_deleted_objects(self, objs, request):

@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +46,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.signals import request_finished, request_started
+from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django_tasks import TaskResult, TaskResultStatus, task
@@ -230,20 +231,26 @@ def resend_email(kind: str, ids: dict, attempts: int, since: str, **later: Any) 
     return "sent"
 
 
-def withdraw_retries_of(user_id: Any) -> int:
-    """Before the account `user_id` is deleted (in its transaction): the retries of its
-    emails go, waiting or finished (a finished task's row is kept 7 days). Each would find
-    no account and send nothing, and some hold what the account was: an `email_changed`
-    retry its old and new addresses, a notice's the client's IP. One a worker is trying
-    stays, the worker's row until it is done, and sends nothing. How many went."""
-    deleted, _ = (
+def withdraw_retries_once_deleted(user_ids: Iterable[Any]) -> None:
+    """In the transaction that deletes the accounts `user_ids`: once it commits, the retries
+    of their emails go, waiting or finished (a finished task's row is kept 7 days). Each
+    would find no account and send nothing, and some hold what the account was: an
+    `email_changed` retry its old and new addresses, a notice's the client's IP. One a worker
+    is trying stays, the worker's row until it is done, and sends nothing. After the commit,
+    not in the deletion's transaction: the query reads a JSON path no index covers, and the
+    deletion's locks would be held while it scanned the queue. Should it fail, the deletion
+    stands and the failure is logged by its class only."""
+    ids = [str(user_id) for user_id in user_ids]
+    transaction.on_commit(lambda: _withdraw_retries_of(ids))
+
+
+def _withdraw_retries_of(user_ids: list[str]) -> None:
+    try:
         DBTaskResult.objects.filter(
-            task_path=resend_email.module_path, args_kwargs__args__1__user_id=str(user_id)
-        )
-        .exclude(status=TaskResultStatus.RUNNING)
-        .delete()
-    )
-    return deleted
+            task_path=resend_email.module_path, args_kwargs__args__1__user_id__in=user_ids
+        ).exclude(status=TaskResultStatus.RUNNING).delete()
+    except Exception as exc:  # after the commit: the accounts are gone whatever happens here
+        logger.error("email retries of deleted accounts not withdrawn (%s)", type(exc).__name__)
 
 
 def requeue_stalled_retries() -> int:

@@ -678,7 +678,7 @@ def delete_account(
       analyses (`core.creators`, as the user's row goes), nor the webhooks' key events
       (`apps.webhooks.services.forget_creator_in_events`), nor the admin's history
       (`forget_in_admin_history`), nor their emails' queued retries
-      (`mail.withdraw_retries_of`); invitations sent to their address are the inviting
+      (`mail.withdraw_retries_once_deleted`); invitations sent to their address are the inviting
       organization's record and stay (pruned as every finished one);
     * the user row goes, and with it every session (their access and refresh tokens are
       TOKEN_INVALID on the next request), the two-factor device and recovery codes; the
@@ -808,7 +808,7 @@ def _delete_account_locked(
         delete_organizations([d.organization.id for d in plan.deleted])
         forget_account(user.pk)
         forget_in_admin_history([user.pk])
-        mail.withdraw_retries_of(user.pk)
+        mail.withdraw_retries_once_deleted([user.pk])
         address = user.email
         user.delete()
         log_user_change(UserAction.ACCOUNT_DELETED, actor.pk)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 from rest_framework.test import APIClient
@@ -277,20 +279,84 @@ def test_an_email_confirms_it_and_the_address_can_sign_up_again(organization, me
     assert again.user.email == address and again.user.pk != member.pk
 
 
-def test_no_queued_email_retry_keeps_an_address_of_the_account(organization, member, mailbox):
-    """A notice whose first try failed waited for the worker with the account's old and new
-    addresses, and its row stayed 7 days after the worker found the account gone."""
-    new = member.email
+def queue_a_retry_holding_addresses(member, mailbox) -> DBTaskResult:
+    """A notice whose first try failed: its retry waits for the worker with the account's
+    old and new addresses (its row kept 7 days after the worker found the account gone)."""
     mailbox.refusing = 1
     mail.send_email_changed(user=member, old="before@example.com", when=timezone.now())
-    retry = DBTaskResult.objects.get(task_path=mail.resend_email.module_path)
+    retry = DBTaskResult.objects.get(
+        task_path=mail.resend_email.module_path, args_kwargs__args__1__user_id=str(member.pk)
+    )
     assert "before@example.com" in json.dumps(retry.args_kwargs)
+    return retry
 
-    services.delete_account(actor=member, password=PASSWORD)
+
+def test_no_queued_email_retry_keeps_an_address_of_the_account(
+    organization, member, mailbox, django_capture_on_commit_callbacks
+):
+    new = member.email
+    queue_a_retry_holding_addresses(member, mailbox)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delete_account(actor=member, password=PASSWORD)
 
     assert mailbox.wait_for(new)  # the deletion's notice
     held = json.dumps(list(DBTaskResult.objects.values_list("args_kwargs", flat=True)))
     assert "before@example.com" not in held and new not in held
+
+
+def retries_withdrawn(queries) -> list[str]:
+    """The statements among `queries` that look the queue up by an account's id."""
+    table = DBTaskResult._meta.db_table
+    return [q["sql"] for q in queries if table in q["sql"] and "user_id" in q["sql"]]
+
+
+def test_the_retries_go_after_the_deletion_commits_not_under_its_locks(
+    organization, member, mailbox, django_capture_on_commit_callbacks
+):
+    """The queue's JSON path has no index: scanned in the deletion's transaction, it held
+    the account's, memberships' and organizations' locks meanwhile."""
+    retry = queue_a_retry_holding_addresses(member, mailbox)
+
+    with (
+        django_capture_on_commit_callbacks() as after_commit,
+        CaptureQueriesContext(connection) as in_transaction,
+    ):
+        services.delete_account(actor=member, password=PASSWORD)
+
+    assert not retries_withdrawn(in_transaction)
+    assert DBTaskResult.objects.filter(pk=retry.pk).exists()
+    with CaptureQueriesContext(connection) as committed:
+        for callback in after_commit:
+            callback()
+    assert len(retries_withdrawn(committed)) == 1
+    assert not DBTaskResult.objects.filter(pk=retry.pk).exists()
+
+
+def test_retries_not_withdrawn_leave_the_deletion_done_and_a_line_without_address(
+    organization, member, mailbox, django_capture_on_commit_callbacks, caplog
+):
+    retry = queue_a_retry_holding_addresses(member, mailbox)
+    address = member.email
+
+    def outage(execute, sql, params, many, context):
+        if DBTaskResult._meta.db_table in sql and "DELETE" in sql:
+            raise OperationalError("the database is unreachable")
+        return execute(sql, params, many, context)
+
+    with django_capture_on_commit_callbacks() as after_commit:
+        services.delete_account(actor=member, password=PASSWORD)
+    # A savepoint: after a real commit the failed statement ends nothing, here the test's
+    # transaction would be.
+    with connection.execute_wrapper(outage), transaction.atomic():
+        for callback in after_commit:
+            callback()  # raises nothing
+
+    assert not User.objects.filter(pk=member.pk).exists()
+    assert DBTaskResult.objects.filter(pk=retry.pk).exists()  # pruned with the finished ones
+    [line] = [r for r in caplog.records if "not withdrawn" in r.getMessage()]
+    assert line.getMessage() == "email retries of deleted accounts not withdrawn (OperationalError)"
+    assert address not in caplog.text and "before@example.com" not in caplog.text
 
 
 def test_deleting_again_changes_nothing(organization, member):

@@ -18,7 +18,9 @@ out. A change of `REDIS_URL` or of the cache (a new Redis) ends the rest.
 
 A give-up is counted in `sigsentry_redis_fail_open_total{scope}` in the web's processes, and
 in the database while a project command runs (`counted_in_database`): the worker's process is
-never scraped.
+never scraped. There, one given up in a transaction is written once its task ends (django-tasks'
+`task_finished`) or its command does, whatever the transaction's outcome: written in it, the
+count went with the task's rollback.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from django.core.signals import setting_changed
+from django.db import connection
+from django_tasks.signals import task_finished
 
 from core import metrics
 
@@ -43,6 +47,8 @@ _resting_until = 0.0  # this process skips Redis until then (`clock`'s seconds)
 #: while a project command runs (`core.management.base.BaseCommand`: the worker, cron's
 #: `flush_usage`), whose process no scrape reaches.
 _counted_in_database = False
+#: This command's give-ups not yet in the database (`write_counted`).
+_unwritten = 0
 
 
 @contextmanager
@@ -54,15 +60,28 @@ def counted_in_database() -> Iterator[None]:
         yield
     finally:
         _counted_in_database = before
+        write_counted()
+
+
+def write_counted(**_signal) -> None:
+    """Write this command's give-ups not yet in the database: at once outside a transaction,
+    else once the task or the command ends, out of the transactions that may roll back.
+    Kept for the next time when the database fails too (`metrics.record_worker_redis_fail_open`
+    logs it)."""
+    global _unwritten
+    if _unwritten and metrics.record_worker_redis_fail_open(_unwritten):
+        _unwritten = 0
 
 
 def gave_up(scope: str) -> None:
     """Redis did not answer in time in this request, at the step `scope`: counted in
     `sigsentry_redis_fail_open_total`, and not waited for again in this request, nor in
     this process for `REST_SECONDS`."""
-    global _resting_until
+    global _resting_until, _unwritten
     if _counted_in_database:
-        metrics.record_worker_redis_fail_open()
+        _unwritten += 1
+        if not connection.in_atomic_block:
+            write_counted()
     else:
         metrics.record_redis_fail_open(scope)
     _gave_up.set(True)
@@ -89,3 +108,4 @@ def _end_rest_on_new_redis(*, setting, **kwargs) -> None:
 
 
 setting_changed.connect(_end_rest_on_new_redis)
+task_finished.connect(write_counted, dispatch_uid="sigsentry.failopen.write_counted")

@@ -150,21 +150,23 @@ def record_email_failure() -> None:
     _count_in_database("email_failures")
 
 
-def record_worker_redis_fail_open() -> None:
-    """A Redis step gave up in a command's process (`core.failopen.counted_in_database`).
-    In a savepoint, and never raising: a database that fails too must not end the task
-    (or its transaction) that Redis let go on."""
+def record_worker_redis_fail_open(amount: int = 1) -> bool:
+    """`amount` Redis steps gave up in a command's process (`core.failopen.counted_in_database`,
+    which calls this out of the transactions of the steps). Never raising: a database that
+    fails too must not end the task or command that Redis let go on. Whether they were counted."""
     try:
         with transaction.atomic():
-            _count_in_database("redis_fail_open")
+            _count_in_database("redis_fail_open", amount)
     except (DatabaseError, InterfaceError):
         logger.warning("Redis give-up not counted: database unavailable")
+        return False
+    return True
 
 
-def _count_in_database(name: str) -> None:
+def _count_in_database(name: str, amount: int = 1) -> None:
     from core import counters  # a model: importable once the app registry is ready
 
-    counters.add(name)
+    counters.add(name, amount)
 
 
 # ------------------------------------------------------------------------ queue probes

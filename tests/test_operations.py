@@ -12,8 +12,8 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from django.core.management import call_command
-from django.db import connection
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models.functions import Now
@@ -29,7 +29,7 @@ from apps.notifications.tasks import enqueue_due
 from apps.webhooks import delivery as deliveries
 from apps.webhooks import services as webhook_services
 from apps.webhooks.models import Delivery
-from core import metrics, ops
+from core import failopen, metrics, ops
 from core.errors import RateLimited
 from tests.apikeys.usage_helpers import set_rate_limit
 from tests.factories import make_key
@@ -418,6 +418,43 @@ def test_the_workers_redis_give_ups_are_counted_in_the_database(
     worker, web = "sigsentry_worker_redis_fail_open_total", "sigsentry_redis_fail_open_total"
     assert value(after, worker) - value(before, worker) == 1
     assert value(after, web, scope="key_usage") == value(before, web, scope="key_usage")
+
+
+@task()
+def give_up_on_redis_then_fail() -> None:
+    with transaction.atomic():
+        store.fail_open("key use not counted")
+        raise RuntimeError("the task fails after Redis gave up")
+
+
+def test_a_workers_redis_give_up_is_counted_when_its_task_then_rolls_back(
+    metrics_on, transactional_db, client
+):
+    """Counted in the task's transaction, in a savepoint, the give-up went with its rollback."""
+    for name, _every, _job in tasks.schedules(tasks.CHECKS_EVERY, tasks.URGENT_EVERY):
+        Schedule.objects.create(name=name, next_run_at=Now() + timedelta(hours=1))
+    before = scrape(client)
+    give_up_on_redis_then_fail.enqueue()
+
+    with pytest.raises(CommandError, match="1 failed"):
+        call_command("run_worker", "--once")
+
+    worker = "sigsentry_worker_redis_fail_open_total"
+    assert value(scrape(client), worker) - value(before, worker) == 1
+
+
+def test_a_commands_redis_give_up_is_counted_when_its_transaction_rolls_back(
+    metrics_on, transactional_db, client
+):
+    """A command's step outside any task (cron's `flush_usage`): written as the command ends."""
+    before = scrape(client)
+
+    with failopen.counted_in_database(), pytest.raises(RuntimeError), transaction.atomic():
+        failopen.gave_up("key_usage")
+        raise RuntimeError("the command fails after Redis gave up")
+
+    worker = "sigsentry_worker_redis_fail_open_total"
+    assert value(scrape(client), worker) - value(before, worker) == 1
 
 
 def test_worker_failures_are_counted(metrics_on, db, client):

@@ -14,9 +14,12 @@ or invitation link carries a live token in its path, so lines name the URL patte
 not set.): /reset/…/", "Service Unavailable: /invitations/…/") have it replaced by
 the pattern (`RedactRequestPath`, on those loggers and on the console handler).
 
-A database error's traceback is written without PostgreSQL's DETAIL, which quotes the
-row (`Key (digest)=(…) already exists.`, `Failing row contains (…)`): `without_row_values`,
-in the formatter's `formatException`, so only lines with a traceback pay for it.
+A database error's traceback is written without the values PostgreSQL quotes: its DETAIL,
+which quotes the row (`Key (digest)=(…) already exists.`, `Failing row contains (…)`), the
+value a DataError's first line quotes (`invalid input syntax for type uuid: "…"`) and the
+statement's line it points at (`LINE 1: …`, the values in it as psycopg sent them):
+`without_row_values`, in the formatter's `formatException`, so only lines with a traceback
+pay for it.
 """
 
 from __future__ import annotations
@@ -51,13 +54,34 @@ _DETAIL = re.compile(
     re.MULTILINE | re.DOTALL,
 )
 ROW_VALUES_NOT_WRITTEN = "DETAIL:  (not written: it quotes the row's values)"
+#: The first line of PostgreSQL's message for a value it could not take (psycopg's DataError
+#: family: `invalid input syntax for type uuid: "…"`, `invalid input value for enum mood: "…"`)
+#: after the exception's name (psycopg's class, then Django's wrapper of it): the value, quoted
+#: as given, so up to the message's end (it may hold a quote or a line break), never past the
+#: traceback's next exception.
+_QUOTED_VALUE = re.compile(
+    r"^((?:psycopg\.errors\.\w+|django\.db\.utils\.\w+): [^\n]*?: )"
+    r'"(?:(?!\nTraceback \(most recent call last\)).)*?"'
+    r"(?=\nLINE \d+: |\n(?:DETAIL|HINT|CONTEXT):  |\n\n(?:The above|During handling)|\n?\Z)",
+    re.MULTILINE | re.DOTALL,
+)
+VALUE_NOT_WRITTEN = r"\1(value not written)"
+#: The statement's line PostgreSQL points at, and its caret: Django's psycopg 3 backend binds
+#: on the client, so it holds the values as sent (`LINE 1: SELECT '…'::uuid`).
+_STATEMENT_LINE = re.compile(r"^(LINE \d+: ).*(?:\n *\^)?$", re.MULTILINE)
+STATEMENT_NOT_WRITTEN = r"\1(not written: it holds the statement's values)"
 
 
 def without_row_values(text: str) -> str:
-    """`text` (a traceback) with every DETAIL of a PostgreSQL error replaced."""
-    if "DETAIL:  " not in text:
-        return text
-    return _DETAIL.sub(ROW_VALUES_NOT_WRITTEN, text)
+    """`text` (a traceback) without the values a PostgreSQL error quotes: every DETAIL, a
+    DataError's value on its first line and the statement's line an error points at."""
+    if ': "' in text:
+        text = _QUOTED_VALUE.sub(VALUE_NOT_WRITTEN, text)
+    if "LINE " in text:
+        text = _STATEMENT_LINE.sub(STATEMENT_NOT_WRITTEN, text)
+    if "DETAIL:  " in text:
+        text = _DETAIL.sub(ROW_VALUES_NOT_WRITTEN, text)
+    return text
 
 
 class JsonFormatter(_BaseJsonFormatter):

@@ -7,10 +7,11 @@ import io
 import json
 import logging
 import re
+import secrets
 
 import pytest
 from django.core import mail
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import DataError, IntegrityError, OperationalError, connection, transaction
 from django.test import Client
 from django_tasks import TaskResultStatus, task
 from django_tasks_db.models import DBTaskResult
@@ -480,3 +481,64 @@ def test_a_failing_row_with_a_blank_line_in_a_value_is_not_written_past_it(proje
     (line,) = console_lines(console)
     assert "IntegrityError" in line["exception"]
     assert rest not in console.getvalue()
+
+
+# Nor the value a DataError's first line quotes, nor the statement's line it points at (the
+# values in it: Django's psycopg 3 backend binds on the client).
+
+POSTGRESQL_ONLY = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's text")
+
+
+@pytest.mark.django_db
+@POSTGRESQL_ONLY
+@pytest.mark.parametrize(
+    ("setup", "statement", "kind"),
+    [
+        (None, "SELECT %s::uuid", "invalid input syntax for type uuid: (value not written)"),
+        (
+            "CREATE TYPE sigsentry_test_mood AS ENUM ('calm')",
+            "SELECT %s::sigsentry_test_mood",
+            "invalid input value for enum sigsentry_test_mood: (value not written)",
+        ),
+    ],
+)
+def test_a_logged_data_error_does_not_write_the_value_it_quotes(console, setup, statement, kind):
+    secret = f'{secrets.token_hex(8)}"\n{secrets.token_hex(8)}'  # a quote and a line break too
+    with connection.cursor() as cursor:
+        if setup:
+            cursor.execute(setup)
+        with pytest.raises(DataError), transaction.atomic():
+            try:
+                cursor.execute(statement, [secret])
+            except DataError:
+                logging.getLogger("sigsentry").exception("could not read")
+                raise
+
+    (line,) = console_lines(console)
+    assert f"DataError: {kind}\nLINE 1: (not written" in line["exception"]
+    for part in secret.split("\n"):
+        assert part not in console.getvalue()
+
+
+@task()
+def read_a_digest_as_a_uuid(key_id: str) -> None:
+    """A task whose query takes a value of the wrong type (a bug)."""
+    digest = ApiKey.objects.get(pk=key_id).digest
+    with transaction.atomic(), connection.cursor() as cursor:  # the test's transaction goes on
+        cursor.execute("SELECT %s::uuid", [digest])
+
+
+@pytest.mark.django_db
+@POSTGRESQL_ONLY
+def test_a_task_failing_on_a_data_error_keeps_no_value_in_its_line_or_result(project, console):
+    key, _plaintext = make_key(KeyKind.SECRET, project=project)
+    result = read_a_digest_as_a_uuid.enqueue(str(key.pk))
+
+    run_ready_tasks()
+
+    stored = DBTaskResult.objects.get(pk=result.id)
+    assert stored.status == TaskResultStatus.FAILED
+    assert "invalid input syntax for type uuid: (value not written)" in stored.traceback
+    assert "DataError" in console.getvalue()
+    assert key.digest not in console.getvalue()
+    assert key.digest not in stored.traceback

@@ -309,29 +309,38 @@ def nullable_references_as_oas_30(result, generator, request, public):
 def one_enum_per_value_set(result, generator, request, public):
     """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS), after its enum hook, which
     names the enums of components only, and apart when their labels differ: one component
-    per set of values, which generated clients make one enum class of (an SDK audit,
-    openapi-python-client).
+    per set of values of a field, which generated clients make one enum class of (an SDK
+    audit, openapi-python-client).
 
-    * A parameter's enum is the component of its values (`granularity`: `GranularityEnum`,
-      the one `KeyUsage` answers), or the `ENUM_NAME_OVERRIDES` entry of them (`action`:
-      `AuditActionEnum`). Inline, the client had one class per operation
-      (`ProjectsApiKeysUsageGranularity`, `ProjectsSdkKeysUsageGranularity`, ...). An
-      inline enum no name covers fails the generation: name it there.
-    * Components of the same values are the one of the shortest name: `/v1/me`'s key had
-      `MeKeyDetailTypeEnum` beside the key object's `KeyTypeEnum` (their labels differ)."""
+    * A parameter's enum is the component of its values typing a field of its name
+      (`granularity`: `GranularityEnum`, the one `KeyUsage` answers), or the
+      `ENUM_NAME_OVERRIDES` entry of them (`action`: `AuditActionEnum`). Inline, the client
+      had one class per operation (`ProjectsApiKeysUsageGranularity`,
+      `ProjectsSdkKeysUsageGranularity`, ...). An inline enum no name covers fails the
+      generation: name it there. A null among its values makes it nullable, as
+      drf-spectacular leaves null out of a field's enum component.
+    * Components of the same values typing fields of the same names are the one of the
+      shortest name: `/v1/me`'s key had `MeKeyDetailTypeEnum` beside the key object's
+      `KeyTypeEnum` (their labels differ). Of other fields they stay apart, as
+      drf-spectacular keeps them: one value added to either would rename the other's class
+      in every generated client (`ENUM_NAME_OVERRIDES` names one set for several fields)."""
     schemas = result["components"]["schemas"]
-    by_values: dict[frozenset, list[str]] = {}
+    fields = _enum_fields(schemas)
+    alike: dict[tuple[frozenset, frozenset], list[str]] = {}
     for name, schema in schemas.items():
         if "enum" in schema:
-            by_values.setdefault(frozenset(schema["enum"]), []).append(name)
-    kept = {values: min(names, key=lambda n: (len(n), n)) for values, names in by_values.items()}
-    for name, choices in settings.SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].items():
-        kept.setdefault(frozenset(_choice_values(choices)), name)
+            key = (frozenset(schema["enum"]), fields.get(name, frozenset()))
+            alike.setdefault(key, []).append(name)
+    kept = {key: _shortest(names) for key, names in alike.items()}
+    overridden = {
+        frozenset(v for v in _choice_values(choices) if v is not None): name
+        for name, choices in settings.SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"].items()
+    }
     renamed = {
-        f"#/components/schemas/{name}": f"#/components/schemas/{kept[values]}"
-        for values, names in by_values.items()
+        f"#/components/schemas/{name}": f"#/components/schemas/{kept[key]}"
+        for key, names in alike.items()
         for name in names
-        if name != kept[values]
+        if name != kept[key]
     }
     for ref in renamed:
         del schemas[ref.rpartition("/")[2]]
@@ -341,13 +350,19 @@ def one_enum_per_value_set(result, generator, request, public):
                 schema = parameter["schema"]
                 if "enum" not in schema:
                     continue
-                name = kept.get(frozenset(schema["enum"]))
+                values = frozenset(v for v in schema["enum"] if v is not None)
+                of_field = [
+                    n for (v, f), n in kept.items() if v == values and parameter["name"] in f
+                ]
+                name = _shortest(of_field) if of_field else overridden.get(values)
                 if not name:  # not an assert: `python -O` would write a component `None`
                     raise ImproperlyConfigured(
                         f"Name parameter {parameter['name']!r}'s enum (ENUM_NAME_OVERRIDES)."
                     )
-                schemas.setdefault(name, {"enum": sorted(schema["enum"]), "type": schema["type"]})
+                schemas.setdefault(name, {"enum": sorted(values), "type": schema["type"]})
                 rest = {k: v for k, v in schema.items() if k not in ("enum", "type")}
+                if None in schema["enum"]:
+                    rest["nullable"] = True  # `nullable_references_as_oas_30` writes it for 3.0.3
                 reference = {"$ref": f"#/components/schemas/{name}"}
                 # 3.0.3 ignores what stands beside a `$ref`: a default goes beside an `allOf`
                 parameter["schema"] = {"allOf": [reference], **rest} if rest else reference
@@ -362,6 +377,34 @@ def one_enum_per_value_set(result, generator, request, public):
     result = rewrite(result)
     result["components"]["schemas"] = dict(sorted(result["components"]["schemas"].items()))
     return result
+
+
+def _enum_fields(schemas: dict) -> dict[str, frozenset[str]]:
+    """The names of the properties each component types, directly, as their `items` or in
+    their `allOf` / `oneOf` (drf-spectacular names an enum after its field: `type` gives
+    `KeyTypeEnum` and `MeKeyDetailTypeEnum`)."""
+    fields: dict[str, set[str]] = {}
+
+    def walk(node):
+        if isinstance(node, list):
+            for value in node:
+                walk(value)
+        if not isinstance(node, dict):
+            return
+        for field, prop in (node.get("properties") or {}).items():
+            for typed in (prop, prop.get("items", {})) if isinstance(prop, dict) else ():
+                for part in (typed, *typed.get("allOf", ()), *typed.get("oneOf", ())):
+                    if "$ref" in part:
+                        fields.setdefault(part["$ref"].rpartition("/")[2], set()).add(field)
+        for value in node.values():
+            walk(value)
+
+    walk(schemas)
+    return {name: frozenset(names) for name, names in fields.items()}
+
+
+def _shortest(names: list[str]) -> str:
+    return min(names, key=lambda n: (len(n), n))
 
 
 def _choice_values(choices) -> list:

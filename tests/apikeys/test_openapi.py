@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.test import override_settings
 from drf_spectacular.generators import SchemaGenerator
@@ -22,7 +23,12 @@ from rest_framework.test import APIClient
 from apps.accounts import services as account_services
 from apps.apikeys.keyformat import KeyKind
 from apps.audit.services import Action, record_event
-from core.openapi import SPEC_PATH_VARIABLES, DocumentOncePerProcess
+from core.openapi import (
+    SPEC_PATH_VARIABLES,
+    DocumentOncePerProcess,
+    nullable_references_as_oas_30,
+    one_enum_per_value_set,
+)
 from tests.apikeys.openapi_helpers import undeclared, validator
 from tests.factories import make_key
 from tests.orgs.helpers import bearer_client, collection_url, cookie_client, key_url, user_client
@@ -341,6 +347,89 @@ def test_each_enum_is_one_component_that_parameters_and_bodies_share(document):
     me_key = schemas["MeKeyDetail"]["properties"]
     assert me_key["type"] == schemas["Key"]["properties"]["type"]
     assert me_key["scope"] == schemas["Key"]["properties"]["scope"]
+
+
+def enum_document(parameter_enum: list, **components: tuple[str, list]) -> dict:
+    """A small document: each component an enum of `values` typing the field `field` of an
+    object of its own, and one operation whose query parameter `granularity` is an enum."""
+    schemas: dict[str, Any] = {}
+    for name, (field, values) in components.items():
+        schemas[name] = {"enum": values, "type": "string"}
+        ref = {"$ref": f"#/components/schemas/{name}"}
+        schemas[f"Of{name}"] = {"type": "object", "properties": {field: ref}}
+    parameter = {
+        "in": "query",
+        "name": "granularity",
+        "schema": {"type": "string", "enum": parameter_enum},
+    }
+    return {
+        "components": {"schemas": schemas},
+        "paths": {"/v1/x": {"get": {"parameters": [parameter]}}},
+    }
+
+
+def test_a_parameter_enum_holding_null_is_the_fields_component_made_nullable():
+    document = enum_document(
+        ["day", "hour", None], GranularityEnum=("granularity", ["day", "hour"])
+    )
+
+    result = one_enum_per_value_set(document, None, None, True)
+
+    [parameter] = result["paths"]["/v1/x"]["get"]["parameters"]
+    ref = {"$ref": "#/components/schemas/GranularityEnum"}
+    assert parameter["schema"] == {"allOf": [ref], "nullable": True}
+    assert result["components"]["schemas"]["GranularityEnum"]["enum"] == ["day", "hour"]
+    written = nullable_references_as_oas_30(result, None, None, True)  # as 3.0.3 reads it
+    nullable = written["paths"]["/v1/x"]["get"]["parameters"][0]["schema"]
+    assert nullable == {"oneOf": [ref, {"nullable": True, "enum": [None]}]}
+
+
+def test_a_parameter_enum_named_with_a_null_choice_is_nullable(settings):
+    overrides = {"GranularityEnum": [(None, "Default"), ("day", "Day"), ("hour", "Hour")]}
+    settings.SPECTACULAR_SETTINGS = {
+        **settings.SPECTACULAR_SETTINGS,
+        "ENUM_NAME_OVERRIDES": overrides,
+    }
+
+    result = one_enum_per_value_set(enum_document(["hour", None, "day"]), None, None, True)
+
+    [parameter] = result["paths"]["/v1/x"]["get"]["parameters"]
+    ref = {"$ref": "#/components/schemas/GranularityEnum"}
+    assert parameter["schema"] == {"allOf": [ref], "nullable": True}
+    granularity = result["components"]["schemas"]["GranularityEnum"]
+    assert granularity == {"enum": ["day", "hour"], "type": "string"}
+
+
+def test_enums_of_the_same_values_are_one_only_for_fields_of_one_name():
+    """A `mode` and a `state` both `on`/`off` stay two: as one, a value added to either
+    would rename the other's class in every generated client."""
+    document = enum_document(
+        ["day", "hour"],
+        KeyTypeEnum=("type", ["public", "secret"]),
+        MeKeyDetailTypeEnum=("type", ["public", "secret"]),
+        ModeEnum=("mode", ["on", "off"]),
+        StateEnum=("state", ["on", "off"]),
+        GranularityEnum=("granularity", ["day", "hour"]),
+    )
+
+    result = one_enum_per_value_set(document, None, None, True)
+
+    schemas = result["components"]["schemas"]
+    assert {n for n, s in schemas.items() if "enum" in s} == {
+        "GranularityEnum",
+        "KeyTypeEnum",
+        "ModeEnum",
+        "StateEnum",
+    }
+    ref = "#/components/schemas/KeyTypeEnum"
+    assert schemas["OfMeKeyDetailTypeEnum"]["properties"]["type"] == {"$ref": ref}
+
+
+def test_a_parameter_enum_is_not_typed_by_another_fields_component():
+    document = enum_document(["off", "on"], ModeEnum=("mode", ["on", "off"]))
+
+    with pytest.raises(ImproperlyConfigured, match="'granularity'"):
+        one_enum_per_value_set(document, None, None, True)
 
 
 def test_the_document_opens_with_how_to_make_a_first_request(document):

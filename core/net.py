@@ -12,7 +12,7 @@ import unicodedata
 from django.conf import settings
 from django.http import HttpRequest
 
-from core.errors import ApiError, IpNotAllowed, OriginNotAllowed
+from core.errors import ApiError, IpNotAllowed, OriginNotAllowed, without_credentials
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -106,6 +106,7 @@ def readable_agent(raw: str | None) -> str:
     UTF-8 agent ("Café/1.0") is read back as UTF-8 where its bytes are UTF-8 (as Django
     reads the path); then every control or format character (`_NOT_SHOWN_AS_SENT`) becomes
     U+FFFD, which shows that something was there. Only the first 1024 characters are read.
+    A credential in it is masked (`core.errors.without_credentials`): an agent is stored.
     """
     text = (raw or "")[:1024]
     # not UTF-8 bytes (or not from WSGI): kept as they came
@@ -115,7 +116,7 @@ def readable_agent(raw: str | None) -> str:
         "\ufffd" if unicodedata.category(character) in _NOT_SHOWN_AS_SENT else character
         for character in text
     )
-    return "".join(shown)
+    return without_credentials("".join(shown))
 
 
 #: An IPv6 client is counted by its /64: one subscriber's LAN gets a whole /64

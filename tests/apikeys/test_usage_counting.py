@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from apps.accounts import services as account_services
 from apps.apikeys import keyformat
 from apps.apikeys.gate.counters import RECENT_IPS_KEPT, bucket_start, count_args
 from apps.apikeys.gate.store import LocalStore
@@ -829,3 +830,25 @@ def test_buckets_are_utc_hours(project):
     assert bucket["start"] == timezone.now().astimezone(UTC).replace(
         minute=0, second=0, microsecond=0
     )
+
+
+def test_a_credential_sent_as_the_agent_is_never_stored(project, owner):
+    """The agent is stored (the key's last use, a session, the audit log) and shown: a key
+    or token a client put there by mistake was written as it came (a log audit)."""
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+    _other, secret = make_key(KeyKind.SECRET, project=project)
+    token = account_services.start_session(owner).access
+
+    use(plaintext, HTTP_USER_AGENT=f"sync/1.0 {secret} {token}")
+    user_client(owner).post(
+        "/v1/auth/login",
+        {"email": owner.email, "password": PASSWORD},
+        format="json",
+        HTTP_USER_AGENT=f"cli {secret}",
+    )
+
+    api_key.refresh_from_db()
+    stored = [api_key.last_used_user_agent, *(s.user_agent for s in owner.auth_sessions.all())]
+    assert stored[0].startswith("sync/1.0 ")
+    assert not [agent for agent in stored if secret in agent or token in agent]
+    assert not [agent for agent in stored if secret[:20] in agent or token.split(".")[1] in agent]

@@ -242,10 +242,11 @@ def _masked(value: Any) -> Any:
     return value
 
 
-def without_credentials(text: str) -> str:
-    """`text` with every credential of a registered shape masked, as error bodies are: for a
-    log line that quotes a value a client sent (a key or token sent in the wrong place)."""
-    return _masked(text)
+def without_credentials(value: Any) -> Any:
+    """`value` (a text, or the texts of a dict or list) with every credential of a registered
+    shape masked, as error bodies are: for a log line that quotes a value a client sent (a
+    key or token sent in the wrong place)."""
+    return _masked(value)
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -19,7 +19,9 @@ which quotes the row (`Key (digest)=(…) already exists.`, `Failing row contain
 value a DataError's first line quotes (`invalid input syntax for type uuid: "…"`) and the
 statement's line it points at (`LINE 1: …`, the values in it as psycopg sent them):
 `without_row_values`, in the formatter's `formatException`, so only lines with a traceback
-pay for it.
+pay for it. Every line but the access line (built from the route pattern, ids and a key's
+prefix, never a client's text) is read for credentials, as error bodies are: a key or token
+a line quotes from what a client sent is masked (`core.errors.without_credentials`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from contextvars import ContextVar
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
+
+from core.errors import without_credentials
 
 LINE_FORMAT = "{asctime}{levelname}{name}{message}"
 RENAMED = {"asctime": "time", "levelname": "level", "name": "logger", "exc_info": "exception"}
@@ -84,6 +88,10 @@ def without_row_values(text: str) -> str:
     return text
 
 
+#: The one line per request (`core.middleware.AccessLogMiddleware`).
+ACCESS_LOGGER = "sigsentry.access"
+
+
 class JsonFormatter(_BaseJsonFormatter):
     converter = time.gmtime
     default_time_format = "%Y-%m-%dT%H:%M:%S"
@@ -98,6 +106,11 @@ class JsonFormatter(_BaseJsonFormatter):
 
     def formatException(self, ei) -> str:
         return without_row_values(super().formatException(ei))
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        if log_data.get("logger") == ACCESS_LOGGER:
+            return log_data  # no client text in it; skipped on every request's path
+        return without_credentials(log_data)
 
 
 #: A path segment of 20 characters or more: in an unmatched path, it may be a token.

@@ -28,13 +28,13 @@ from core.errors import (
     json_error_response,
     log_outage,
 )
-from core.logging import REQUEST_ID_META, new_request_id, request_route, serving
+from core.logging import ACCESS_LOGGER, REQUEST_ID_META, new_request_id, request_route, serving
 from core.net import client_ip
 from core.principal import AUTH_DECISION
 from core.wsgi import CHUNKED_BODY_TOO_LARGE
 
 logger = logging.getLogger("core.errors")
-access_logger = logging.getLogger("sigsentry.access")
+access_logger = logging.getLogger(ACCESS_LOGGER)
 
 API_PREFIX = "/v1/"
 REQUEST_ID_HEADER = "X-Request-Id"

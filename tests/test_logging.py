@@ -17,6 +17,7 @@ from django_tasks import TaskResultStatus, task
 from django_tasks_db.models import DBTaskResult
 
 from apps.accounts import password_reset
+from apps.accounts import services as account_services
 from apps.accounts.models import User
 from apps.analyses.models import Analysis
 from apps.apikeys import authentication
@@ -542,3 +543,26 @@ def test_a_task_failing_on_a_data_error_keeps_no_value_in_its_line_or_result(pro
     assert "DataError" in console.getvalue()
     assert key.digest not in console.getvalue()
     assert key.digest not in stored.traceback
+
+
+@pytest.mark.django_db
+def test_no_line_writes_a_credential_a_client_sent_whatever_quotes_it(project, owner, console):
+    """A line that quotes what a client sent (an identifier, an exception's message, a field)
+    masks every key and token in it, as error bodies do: a key sent as GitHub's key
+    identifier was written whole to the log (a pentest), and any new line could do the same."""
+    _key, secret = make_key(KeyKind.SECRET, project=project)
+    access = account_services.start_session(owner).access
+    logger = logging.getLogger("sigsentry.test")
+    logger.warning("unknown identifier %r", f"{secret}!")
+    logger.warning("with a field", extra={"sent": [f"Bearer {access}"], "n": 3})
+    try:
+        raise ValueError(f"cannot parse {secret}")
+    except ValueError:
+        logger.exception("failed")
+
+    written = console.getvalue()
+    lines = console_lines(console)
+    assert len(lines) == 3 and lines[1]["n"] == 3
+    assert secret not in written and secret[:24] not in written
+    assert access not in written and access.split(".")[1] not in written
+    assert "unknown identifier" in lines[0]["message"] and "ValueError" in lines[2]["exception"]

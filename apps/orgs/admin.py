@@ -24,6 +24,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from apps.audit.services import Action
+from apps.orgs import selectors
 from apps.orgs.access import accounts_active_now
 from apps.orgs.models import Membership, Organization
 from apps.orgs.services import (
@@ -76,9 +77,7 @@ def owned_by_no_one_active(user_ids: Iterable) -> list[Organization]:
     account is active any more: nobody can manage them until an operator adds an owner or
     reactivates one (a deactivation is the operators' emergency lever, so it is told, not
     refused)."""
-    active_owner = Membership.objects.filter(
-        organization=OuterRef("pk"), role=Role.OWNER, user__is_active=True
-    )
+    active_owner = selectors.active_owners(OuterRef("pk"))
     return list(
         Organization.objects.filter(
             pk__in=Membership.objects.filter(user_id__in=list(user_ids), role=Role.OWNER).values(

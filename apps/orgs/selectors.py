@@ -11,11 +11,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, F, QuerySet
+from django.db.models import Case, Count, F, QuerySet, Value, When
 
 from apps.audit.models import AuditEvent
 from apps.orgs.models import Membership, Organization
 from core.errors import NotFound
+from core.permissions import Role
 from core.rows import as_uuid, bind, fetch_all
 from core.validation import parse_uuid
 
@@ -67,6 +68,31 @@ def members_of(membership: Membership) -> QuerySet[Membership]:
         .select_related("user", "organization")
         .annotate(user_email=F("user__email"))
         .order_by(*BY_EMAIL)
+    )
+
+
+#: The members page's order: owners first, then admins, members and viewers.
+ROLE_ORDER = {Role.OWNER: 0, Role.ADMIN: 1, Role.MEMBER: 2, Role.VIEWER: 3}
+
+
+def members_by_role(membership: Membership) -> QuerySet[Membership]:
+    """Everyone in the caller's organization, with their user, owners first, then by email."""
+    by_role = Case(
+        *(When(role=role, then=Value(rank)) for role, rank in ROLE_ORDER.items()),
+        default=Value(len(ROLE_ORDER)),
+    )
+    return (
+        Membership.objects.filter(organization_id=membership.organization_id)
+        .select_related("user")
+        .order_by(by_role, "user__email", "pk")
+    )
+
+
+def active_owners(organization_id: Any) -> QuerySet[Membership]:
+    """The organization's owners whose accounts are active: who can still manage it
+    (`organization_id` may be an `OuterRef`)."""
+    return Membership.objects.filter(
+        organization_id=organization_id, role=Role.OWNER, user__is_active=True
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Case, Q, Value, When
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.html import format_html
@@ -23,7 +23,6 @@ from core.errors import ApiError, RateLimited, ValidationFailed
 from core.permissions import Role
 
 #: Owners first, then by decreasing rights.
-ROLE_ORDER = {Role.OWNER: 0, Role.ADMIN: 1, Role.MEMBER: 2, Role.VIEWER: 3}
 MEMBERS_PER_PAGE = 50
 #: Projects of each organization the home page shows; its "All … projects" link pages the rest.
 HOME_PROJECTS_PER_ORG = 12
@@ -150,15 +149,7 @@ def members_page(
     # A page of them, in the database's order (owners first, then by address): an
     # organization of 3,000 members was a 6.6 MB page (a pages audit). A refused change
     # shows the page its form was on.
-    by_role = Case(
-        *(When(role=role, then=Value(rank)) for role, rank in ROLE_ORDER.items()),
-        default=Value(len(ROLE_ORDER)),
-    )
-    ordered = (
-        Membership.objects.filter(organization=membership.organization)
-        .select_related("user")
-        .order_by(by_role, "user__email", "pk")
-    )
+    ordered = selectors.members_by_role(membership)
     page = Paginator(ordered, MEMBERS_PER_PAGE).get_page(_page_number(request))
     members = list(page)
     manager = can_manage(membership.role)
@@ -168,9 +159,9 @@ def members_page(
     sole_owner = None
     if manager and any(m.role == Role.OWNER and m.user.is_active for m in members):
         owners = list(
-            Membership.objects.filter(
-                organization=membership.organization, role=Role.OWNER, user__is_active=True
-            ).values_list("user_id", flat=True)[:2]
+            selectors.active_owners(membership.organization_id).values_list("user_id", flat=True)[
+                :2
+            ]
         )
         sole_owner = owners[0] if len(owners) == 1 else None
     rows = [

@@ -156,10 +156,6 @@ def _unstorable(value: Any, depth: int) -> bool:
     return False
 
 
-#: The `request.META` key (a WSGI environ extension) naming the project a request acted on.
-PROJECT_ID = "sigsentry.project_id"
-
-
 class ApiView(APIView):
     content_negotiation_class = JsonOnlyNegotiation
     parser_classes = [JsonParser]

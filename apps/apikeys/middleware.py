@@ -23,7 +23,7 @@ from django.conf import settings
 from apps.apikeys.gate.steps import RATE_LIMIT, record_use_counts
 from apps.apikeys.services import record_key_use
 from apps.apikeys.usage.flush import maybe_flush
-from core.api import PROJECT_ID
+from apps.orgs.scoped_api import PROJECT_ID
 from core.errors import IpNotAllowed, OriginNotAllowed
 from core.net import client_ip
 from core.principal import AUTH_DECISION

@@ -13,10 +13,14 @@ from drf_spectacular.utils import OpenApiParameter
 
 from apps.orgs.access import require_permission, resolve_project
 from apps.projects.selectors import ProjectRecord
-from core.api import PROJECT_ID, ApiView
+from core.api import ApiView
 from core.errors import PermissionDenied
 from core.openapi import error_responses
 from core.validation import UUID_PATTERN
+
+#: The `request.META` key (a WSGI environ extension) naming the project a request acted on
+#: (`apps.apikeys.middleware` records it as an organization key's last project).
+PROJECT_ID = "sigsentry.project_id"
 
 PROJECT_HEADER = OpenApiParameter(
     "X-Project-Id",

@@ -19,9 +19,10 @@ which quotes the row (`Key (digest)=(…) already exists.`, `Failing row contain
 value a DataError's first line quotes (`invalid input syntax for type uuid: "…"`) and the
 statement's line it points at (`LINE 1: …`, the values in it as psycopg sent them):
 `without_row_values`, in the formatter's `formatException`, so only lines with a traceback
-pay for it. Every line but the access line (built from the route pattern, ids and a key's
-prefix, never a client's text) is read for credentials, as error bodies are: a key or token
-a line quotes from what a client sent is masked (`core.errors.without_credentials`).
+pay for it. The message, exception and stack of every line but the access line (built from
+the route pattern, ids and a key's prefix, never a client's text) are read for credentials,
+as error bodies are: a key or token a line quotes from what a client sent is masked
+(`core.errors.without_credentials`). Named fields (`extra=`) are the caller's own values.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def without_row_values(text: str) -> str:
 
 #: The one line per request (`core.middleware.AccessLogMiddleware`).
 ACCESS_LOGGER = "sigsentry.access"
+#: A line's texts that quote what its caller passed: the message with its arguments, the
+#: exception and stack (after `RENAMED`).
+_FREE_TEXT = ("message", "exception", "stack_info")
 
 
 class JsonFormatter(_BaseJsonFormatter):
@@ -110,7 +114,10 @@ class JsonFormatter(_BaseJsonFormatter):
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         if log_data.get("logger") == ACCESS_LOGGER:
             return log_data  # no client text in it; skipped on every request's path
-        return without_credentials(log_data)
+        for name in _FREE_TEXT:  # the named fields (`extra=`, a key's prefix) are ours
+            if isinstance(log_data.get(name), str):
+                log_data[name] = without_credentials(log_data[name])
+        return log_data
 
 
 #: A path segment of 20 characters or more: in an unmatched path, it may be a token.

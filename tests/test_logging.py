@@ -547,14 +547,14 @@ def test_a_task_failing_on_a_data_error_keeps_no_value_in_its_line_or_result(pro
 
 @pytest.mark.django_db
 def test_no_line_writes_a_credential_a_client_sent_whatever_quotes_it(project, owner, console):
-    """A line that quotes what a client sent (an identifier, an exception's message, a field)
-    masks every key and token in it, as error bodies do: a key sent as GitHub's key
+    """A line that quotes what a client sent (an identifier, an exception's message) masks
+    every key and token in it, as error bodies do: a key sent as GitHub's key
     identifier was written whole to the log (a pentest), and any new line could do the same."""
     _key, secret = make_key(KeyKind.SECRET, project=project)
     access = account_services.start_session(owner).access
     logger = logging.getLogger("sigsentry.test")
     logger.warning("unknown identifier %r", f"{secret}!")
-    logger.warning("with a field", extra={"sent": [f"Bearer {access}"], "n": 3})
+    logger.warning("sent %s", f"Bearer {access}", extra={"key_prefix": secret[:14], "n": 3})
     try:
         raise ValueError(f"cannot parse {secret}")
     except ValueError:
@@ -563,6 +563,7 @@ def test_no_line_writes_a_credential_a_client_sent_whatever_quotes_it(project, o
     written = console.getvalue()
     lines = console_lines(console)
     assert len(lines) == 3 and lines[1]["n"] == 3
+    assert lines[1]["key_prefix"] == secret[:14]  # a named field, the caller's: kept
     assert secret not in written and secret[:24] not in written
     assert access not in written and access.split(".")[1] not in written
     assert "unknown identifier" in lines[0]["message"] and "ValueError" in lines[2]["exception"]

@@ -228,14 +228,15 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         Path(self.log_path).parent.mkdir(exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_worker", *self.args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        # The child has its own descriptor of the log; this process's is closed.
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "run_worker", *self.args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         return self
 
     def wait_started(self, timeout: float = 60.0) -> WorkerProcess:

@@ -82,7 +82,6 @@ class GunicornServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> GunicornServer:
-        log = self.log_path.open("wb")
         runner, env = "gunicorn", self.env
         if self.clock is not None or escape_hatch.is_travelling():
             # A moved clock (tests/clocked_gunicorn.py): this one's, or the one asked for.
@@ -91,24 +90,27 @@ class GunicornServer:
             runner = "tests.clocked_gunicorn"
             offset = now - real
             env = {**env, "SIGSENTRY_TEST_CLOCK_OFFSET": repr(offset)}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                runner,
-                "sigsentry.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(self.workers),
-                "--timeout",
-                "30",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        # The child has its own descriptor of the log; this process's is closed (left open,
+        # one per server, each a ResourceWarning when collected).
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    runner,
+                    "sigsentry.wsgi:application",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    str(self.workers),
+                    "--timeout",
+                    "30",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

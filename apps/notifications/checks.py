@@ -183,15 +183,16 @@ class _UuidText(Func):
 
     output_field = CharField()
 
+    # Params as a tuple, as Django's own expressions give them (a list is refused from 6.0).
     def as_postgresql(self, compiler, connection, **extra_context):
         sql, params = compiler.compile(self.source_expressions[0])
-        return f"({sql})::text", params
+        return f"({sql})::text", tuple(params)
 
     def as_sqlite(self, compiler, connection, **extra_context):
         sql, params = compiler.compile(self.source_expressions[0])
         parts = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
         text = " || '-' || ".join(f"substr({sql}, {start}, {length})" for start, length in parts)
-        return f"({text})", [*params] * len(parts)
+        return f"({text})", tuple(params) * len(parts)
 
 
 def leak_reports(now: datetime) -> Iterable[Found]:

@@ -757,3 +757,15 @@ def test_a_notice_leads_to_the_first_key_it_lists_and_shows_its_last_use_in_both
     assert f"Open the key page: {org_page}" in plain
     last_used = f"last used {used:%Y-%m-%d}"
     assert last_used in plain and last_used in html
+
+
+def test_the_uuid_text_expression_gives_its_params_as_a_tuple():
+    """Django 6.0 takes a custom expression's params as a tuple only (its release notes:
+    custom ORM expressions should return params as a tuple); Django's own give a tuple."""
+    query = Event.objects.all().query
+    expression = checks._UuidText("id").resolve_expression(query)
+
+    sql, params = query.get_compiler(using="default").compile(expression)
+
+    assert isinstance(params, tuple)
+    assert "id" in sql

@@ -241,6 +241,9 @@ def test_any_single_character_substitution_breaks_the_checksum(kind, data):
         ("ss_live_legacykey123", Shape.LEGACY_KEY),
         ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", Shape.JWT),
         ("a.b.", Shape.JWT),
+        # a JWT with text after it is not a JWT: garbage, not a token to verify
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln!", Shape.NOT_A_CREDENTIAL),
+        ("a.b.c/d", Shape.NOT_A_CREDENTIAL),
         ("ss_foo_abc", Shape.NOT_A_CREDENTIAL),
         ("ss_", Shape.NOT_A_CREDENTIAL),
         ("hello", Shape.NOT_A_CREDENTIAL),
@@ -266,3 +269,13 @@ def test_credentials_are_routed_by_shape(credential, shape):
 )
 def test_legacy_keys_are_recognised_by_prefix_and_bounded_shape(candidate, is_legacy):
     assert keyformat.is_legacy_key(candidate) is is_legacy
+
+
+@pytest.mark.parametrize("kind", list(KeyKind))
+def test_a_longer_text_whose_last_six_characters_check_out_is_no_key(kind):
+    # A key's shape followed by more: its last six characters are the checksum of all
+    # before them, so only the length says it is no key (SPEC §2.1: exactly 38 after the
+    # prefix). Anything read as a key goes on to the database.
+    body = kind.prefix + "A" * (keyformat.RANDOM_LENGTH + keyformat.CHECKSUM_LENGTH + 1)
+    candidate = body + keyformat.checksum(body)
+    assert keyformat.parse(candidate) is None

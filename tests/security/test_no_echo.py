@@ -228,6 +228,17 @@ def test_a_key_glued_behind_other_key_prefixes_is_found_and_masked(kind, glue, a
     assert echoed_slices(key, mask_keys(text)) == []
 
 
+@pytest.mark.parametrize("kind", list(KeyKind))
+def test_a_run_of_a_keys_shape_whose_checksum_fails_is_not_taken_for_a_key(kind):
+    """A key's name is refused only for a key (its checksum checks out): 38 letters and
+    digits after a prefix are a name like any other when they are no key."""
+    key = keyformat.generate(kind)
+    not_a_key = key[:-1] + ("1" if key[-1] == "0" else "0")
+
+    assert keyformat.holds_a_key(f"CI {key}")
+    assert not keyformat.holds_a_key(f"CI {not_a_key}")
+
+
 def test_every_session_token_in_a_text_is_masked_whole_or_cut_short(owner):
     token = access_token_for(owner)
     assert re.fullmatch(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", token)

@@ -183,6 +183,7 @@ def wsgi_header(text: str) -> str:
         ("ok\t/1.0", "ok\ufffd/1.0"),
         (wsgi_header("app/1.0 \u202eexe.gnp"), "app/1.0 \ufffdexe.gnp"),
         (wsgi_header("Prod\u200bApp/2 \u2028x"), "Prod\ufffdApp/2 \ufffdx"),
+        (wsgi_header("Prod/2 \u2029x"), "Prod/2 \ufffdx"),  # a paragraph separator
     ],
 )
 def test_an_agents_control_and_format_characters_are_shown_as_replaced(project, sent, shown):
@@ -218,6 +219,22 @@ def test_a_sessions_agent_is_kept_readable_too(owner):
 
     agents = {session.user_agent for session in owner.auth_sessions.all()}
     assert "Café\ufffd/1.0\ufffd" in agents
+
+
+def test_a_sessions_agent_longer_than_its_column_is_kept_to_its_first_256_characters(owner):
+    """A browser's agent has no length limit, its session's column has (256 characters):
+    a longer one still logs in, with its beginning kept."""
+    agent = "Browser/1.0 " + "x" * 1000
+
+    response = user_client(owner).post(
+        "/v1/auth/login",
+        {"email": owner.email, "password": PASSWORD},
+        format="json",
+        HTTP_USER_AGENT=agent,
+    )
+
+    assert response.status_code == 200, response.content
+    assert agent[:256] in {session.user_agent for session in owner.auth_sessions.all()}
 
 
 def test_the_last_ip_and_user_agent_go_90_days_after_the_last_use(project):

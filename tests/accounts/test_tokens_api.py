@@ -122,7 +122,12 @@ def test_a_pair_from_a_host_whose_clock_runs_ahead_works_here(owner, time_machin
 
 @pytest.mark.parametrize(
     "claim, value",
-    [("aud", "another-audience"), ("iss", "another-issuer"), ("typ", "id")],
+    [
+        ("aud", "another-audience"),
+        ("iss", "another-issuer"),
+        ("typ", "id"),
+        ("sid", "not-a-session-id"),  # signed, so only with the key: still 401, not a 500
+    ],
 )
 def test_token_with_a_wrong_claim_is_rejected(pair, claim, value):
     token = sign(claims_of(pair.access) | {claim: value})

@@ -57,6 +57,18 @@ def test_an_account_deactivated_in_the_database_alone_ends_its_access_tokens(own
     assert error_code(response) == "TOKEN_INVALID"
 
 
+def test_a_session_is_over_from_the_exact_moment_of_its_cap(owner, time_machine):
+    """Found by a mutation audit: `session_is_valid` with `>=` for `>` went unnoticed. An
+    access token never outlives its session's cap (its `exp` is the cap at most, and PyJWT
+    refuses it from that second), so only a cap brought forward behind the token's back
+    tells them apart: the session is over from its cap's instant, whatever the token says."""
+    time_machine.move_to(EXPIRY - timedelta(hours=2), tick=False)
+    token = access_token_for(owner)
+    AuthSession.objects.filter(user=owner, ended_at__isnull=True).update(expires_at=EXPIRY)
+
+    assert_refused_from_the_instant(time_machine, token, EXPIRY, "TOKEN_INVALID")
+
+
 def test_a_key_is_expired_from_the_exact_moment_of_its_expiry(project, time_machine):
     """Found by a mutation audit: the expiry check `expires_at <= now` weakened to
     `expires_at < now` went unnoticed, since the tests expire keys a second in the past on

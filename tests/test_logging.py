@@ -11,7 +11,14 @@ import secrets
 
 import pytest
 from django.core import mail
-from django.db import DataError, IntegrityError, OperationalError, connection, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.test import Client
 from django_tasks import TaskResultStatus, task
 from django_tasks_db.models import DBTaskResult
@@ -255,11 +262,14 @@ def test_a_path_that_matched_nothing_is_written_with_its_long_segments_masked(rf
     assert request_route(request) == "/v1/nothing/here"
 
 
-def test_a_segment_of_twenty_characters_is_masked_too(rf):
+def test_a_segment_of_twenty_characters_is_masked_and_one_of_nineteen_is_not(rf):
     """The threshold the masking promises: a token of 20 characters is one."""
     request = rf.get(f"/reset/{TOKEN_20}/")
     request.resolver_match = None
     assert TOKEN_20 not in request_route(request)
+    request = rf.get(f"/reset/{TOKEN_20[:19]}/")  # shorter: a word, written as it is
+    request.resolver_match = None
+    assert request_route(request) == f"/reset/{TOKEN_20[:19]}/"
 
 
 def test_the_escaped_path_django_writes_for_a_non_ascii_url_is_redacted_too(rf):
@@ -519,6 +529,35 @@ def test_a_logged_data_error_does_not_write_the_value_it_quotes(console, setup, 
     assert f"DataError: {kind}\nLINE 1: (not written" in line["exception"]
     for part in secret.split("\n"):
         assert part not in console.getvalue()
+
+
+@pytest.mark.django_db
+@POSTGRESQL_ONLY
+def test_a_logged_error_keeps_its_hint_and_no_caret_under_the_statement_not_written(console):
+    """Only the values go: the HINT after a DETAIL says what to do, and the caret under a
+    statement line not written points at a column of a line no one can read."""
+    secret = secrets.token_hex(8)
+    statements = [
+        f"DO $$ BEGIN RAISE EXCEPTION 'refused' USING DETAIL = '{secret}', HINT = 'try"
+        " again'; END $$",
+        "SELECT sigsentry_no_such_function(%s)",
+    ]
+    with connection.cursor() as cursor:
+        for statement in statements:
+            with pytest.raises(DatabaseError), transaction.atomic():
+                try:
+                    cursor.execute(statement, [secret] if "%s" in statement else None)
+                except DatabaseError:
+                    logging.getLogger("sigsentry").exception("could not run")
+                    raise
+
+    raised, undefined = (line["exception"] for line in console_lines(console))
+    assert "DETAIL:  (not written: it quotes the row's values)\nHINT:  try again" in raised
+    assert (
+        "LINE 1: (not written: it holds the statement's values)\nHINT:  No function matches"
+        in undefined
+    )
+    assert secret not in console.getvalue()
 
 
 @task()

@@ -392,6 +392,39 @@ def test_retry_after_is_what_is_left_of_the_window_and_the_next_window_starts_af
     assert throttling.hit("failed_auth_ip", "198.51.100.61") is None
 
 
+#: A budget of an hour and a UTC day (`core.throttling.enforce_all`), one event each: the
+#: clock stands at midnight, so the hour's wait is 3600 and the day's 86400.
+BUDGET = ("analysis_create_project", "analysis_create_project_day")
+ONE_EACH = override_settings(
+    THROTTLE_RATES={
+        **settings.THROTTLE_RATES,
+        "analysis_create_project": (1, 3600),
+        "analysis_create_project_day": (1, 86400),
+    }
+)
+
+
+@ONE_EACH
+def test_with_the_hour_and_the_day_both_full_retry_after_is_the_days_wait(db):
+    throttling.enforce_all(BUDGET, "project-a")
+
+    with pytest.raises(RateLimited) as refused:
+        throttling.enforce_all(BUDGET, "project-a")
+
+    assert refused.value.retry_after == 86400  # the hour's 3600 would be a retry refused
+
+
+@ONE_EACH
+def test_an_event_given_back_frees_its_place_in_every_window_of_the_budget(db):
+    give_back = throttling.enforce_all(BUDGET, "project-b")
+
+    give_back()
+
+    throttling.enforce_all(BUDGET, "project-b")  # room again in the hour and in the day
+    with pytest.raises(RateLimited):
+        throttling.enforce_all(BUDGET, "project-b")
+
+
 @rates(failed_auth_ip=1)
 def test_an_unreachable_redis_means_no_throttling_not_an_error(db, api_client, caplog):
     with override_settings(**unreachable_redis()):

@@ -66,3 +66,15 @@ def test_a_new_redis_ends_the_rest(settings):
     assert failopen.given_up()  # the process rests, whatever the request
     settings.REDIS_URL = "redis://127.0.0.1:6379/15"
     assert not failopen.given_up()
+
+
+def test_a_request_that_gave_up_skips_redis_to_its_end_even_after_the_rest(rest_clock):
+    """The rest spares the process's other requests; the request that gave up skips Redis
+    until it ends however long it runs (a slow one outlived the rest and waited again)."""
+    failopen.new_request()
+    failopen.gave_up("login_ip")
+    rest_clock[0] += failopen.REST_SECONDS + 5
+
+    assert failopen.given_up()
+    failopen.new_request()
+    assert not failopen.given_up()

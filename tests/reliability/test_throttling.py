@@ -426,6 +426,27 @@ def test_an_event_given_back_frees_its_place_in_every_window_of_the_budget(db):
 
 
 @rates(failed_auth_ip=1)
+def test_requests_without_a_client_address_are_not_counted_together(db):
+    """No address (no peer, an unusable forwarded one) is no client to count: one shared
+    count for all of them would let one such client lock out the rest."""
+    for _ in range(3):
+        assert throttling.hit("failed_auth_ip", None) is None
+        assert throttling.attempt("failed_auth_ip", "")() is None
+
+
+@ONE_EACH
+def test_every_window_a_budget_counts_in_redis_expires(db):
+    client = redis_client()
+    if client is None:
+        pytest.skip("the windows' expiry is Redis's")
+    throttling.enforce_all(BUDGET, "project-c")
+
+    keys = list(client.scan_iter("ss:throttle:analysis_create_project*"))
+    assert len(keys) == 2
+    assert all(0 < client.ttl(key) <= 86400 + 1 for key in keys)
+
+
+@rates(failed_auth_ip=1)
 def test_an_unreachable_redis_means_no_throttling_not_an_error(db, api_client, caplog):
     with override_settings(**unreachable_redis()):
         codes = [_fail(api_client).json()["error"]["code"] for _ in range(3)]

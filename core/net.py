@@ -4,6 +4,7 @@ configures, sends requests (webhooks, GitHub's keys, notification channels)."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import ipaddress
@@ -98,6 +99,9 @@ def user_agent(request: HttpRequest) -> str:
     return readable_agent(request.META.get("HTTP_USER_AGENT"))[:256]
 
 
+_utf_8 = codecs.getincrementaldecoder("utf-8")
+
+
 def readable_agent(raw: str | None) -> str:
     """A User-Agent header as its sender wrote it, safe to show.
 
@@ -109,9 +113,10 @@ def readable_agent(raw: str | None) -> str:
     A credential in it is masked (`core.errors.without_credentials`): an agent is stored.
     """
     text = (raw or "")[:1024]
-    # not UTF-8 bytes (or not from WSGI): kept as they came
+    # not UTF-8 bytes (or not from WSGI): kept as they came; not final, so a character the
+    # 1024th byte cuts in two is left out rather than the whole read as latin-1
     with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
-        text = text.encode("latin-1").decode("utf-8")
+        text = _utf_8().decode(text.encode("latin-1"))
     shown = (
         "\ufffd" if unicodedata.category(character) in _NOT_SHOWN_AS_SENT else character
         for character in text

@@ -869,3 +869,14 @@ def test_a_credential_sent_as_the_agent_is_never_stored(project, owner):
     assert stored[0].startswith("sync/1.0 ")
     assert not [agent for agent in stored if secret in agent or token in agent]
     assert not [agent for agent in stored if secret[:20] in agent or token.split(".")[1] in agent]
+
+
+def test_an_agent_cut_inside_a_character_is_still_read_as_utf_8(project):
+    """Only the first 1,024 bytes are read: a cut inside a character made the whole agent
+    read as latin-1 ("CafÃ©"), found by a mutation audit."""
+    api_key, plaintext = make_key(KeyKind.SECRET, project=project)
+
+    use(plaintext, HTTP_USER_AGENT=wsgi_header("Café/1.0 " + "x" * 1013 + "é"))
+
+    api_key.refresh_from_db()
+    assert api_key.last_used_user_agent == ("Café/1.0 " + "x" * 1013)[:200]

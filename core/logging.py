@@ -75,17 +75,28 @@ VALUE_NOT_WRITTEN = r"\1(value not written)"
 #: on the client, so it holds the values as sent (`LINE 1: SELECT '…'::uuid`).
 _STATEMENT_LINE = re.compile(r"^(LINE \d+: ).*(?:\n *\^)?$", re.MULTILINE)
 STATEMENT_NOT_WRITTEN = r"\1(not written: it holds the statement's values)"
+#: Bound by the server (DATABASE_POOLER=none), a value PostgreSQL could not take is quoted in
+#: the CONTEXT instead, up to `log_parameter_max_length_on_error` characters (a server's
+#: setting: whole at -1), as an SQL literal (`'…'`, a quote doubled).
+_PARAMETER_VALUE = re.compile(
+    r"^(CONTEXT:  (?:unnamed portal|portal \"[^\"\n]*\") parameter \$\d+) = '(?:[^']|'')*'",
+    re.MULTILINE,
+)
+PARAMETER_NOT_WRITTEN = r"\1 = (value not written)"
 
 
 def without_row_values(text: str) -> str:
     """`text` (a traceback) without the values a PostgreSQL error quotes: every DETAIL, a
-    DataError's value on its first line and the statement's line an error points at."""
+    DataError's value on its first line, the statement's line an error points at and the
+    parameter its CONTEXT quotes."""
     if ': "' in text:
         text = _QUOTED_VALUE.sub(VALUE_NOT_WRITTEN, text)
     if "LINE " in text:
         text = _STATEMENT_LINE.sub(STATEMENT_NOT_WRITTEN, text)
     if "DETAIL:  " in text:
         text = _DETAIL.sub(ROW_VALUES_NOT_WRITTEN, text)
+    if "portal" in text:
+        text = _PARAMETER_VALUE.sub(PARAMETER_NOT_WRITTEN, text)
     return text
 
 

@@ -22,7 +22,6 @@ from core.decorators import dashboard_page
 from core.errors import ApiError, RateLimited, ValidationFailed
 from core.permissions import Role
 
-#: Owners first, then by decreasing rights.
 MEMBERS_PER_PAGE = 50
 #: Projects of each organization the home page shows; its "All … projects" link pages the rest.
 HOME_PROJECTS_PER_ORG = 12

@@ -448,15 +448,21 @@ def store_a_copy_of_key(key_id: str) -> None:
         ApiKey.objects.create(**{name: getattr(key, name) for name in fields})
 
 
+def failed_run_of(failing_task, key) -> DBTaskResult:
+    """`failing_task` run on `key`'s id by the worker's code: its stored result, failed."""
+    result = failing_task.enqueue(str(key.pk))
+    run_ready_tasks()
+    stored = DBTaskResult.objects.get(pk=result.id)
+    assert stored.status == TaskResultStatus.FAILED
+    return stored
+
+
 @pytest.mark.django_db
 def test_a_task_failing_on_a_unique_digest_writes_no_digest_in_its_line_or_result(project, console):
     key, _plaintext = make_key(KeyKind.SECRET, project=project)
-    result = store_a_copy_of_key.enqueue(str(key.pk))
 
-    run_ready_tasks()
+    stored = failed_run_of(store_a_copy_of_key, key)
 
-    stored = DBTaskResult.objects.get(pk=result.id)
-    assert stored.status == TaskResultStatus.FAILED
     assert "IntegrityError" in console.getvalue() and "IntegrityError" in stored.traceback
     assert key.digest not in console.getvalue()
     assert key.digest not in stored.traceback
@@ -580,12 +586,9 @@ def read_a_digest_as_a_uuid(key_id: str) -> None:
 @POSTGRESQL_ONLY
 def test_a_task_failing_on_a_data_error_keeps_no_value_in_its_line_or_result(project, console):
     key, _plaintext = make_key(KeyKind.SECRET, project=project)
-    result = read_a_digest_as_a_uuid.enqueue(str(key.pk))
 
-    run_ready_tasks()
+    stored = failed_run_of(read_a_digest_as_a_uuid, key)
 
-    stored = DBTaskResult.objects.get(pk=result.id)
-    assert stored.status == TaskResultStatus.FAILED
     assert "invalid input syntax for type uuid: (value not written)" in stored.traceback
     assert "DataError" in console.getvalue()
     assert key.digest not in console.getvalue()

@@ -18,6 +18,8 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.leaks import LeakCandidate, handle_leak_reports
 from apps.audit.models import AuditEvent
 from apps.audit.services import Action, record_event
+from apps.invitations.services import invite_member
+from apps.orgs.models import Membership
 from apps.webhooks.models import Delivery
 from apps.webhooks.services import create_webhook
 from core.permissions import Role
@@ -214,8 +216,14 @@ def test_the_two_factor_secret_breaks_between_its_groups_at_320(ui_factory, owne
 
 
 def test_an_address_breaks_before_its_at_and_stays_escaped():
-    assert breakable_email("ops@example.com") == "ops<wbr>@example.com"
-    assert breakable_email('<b>"x"@example.com') == "&lt;b&gt;&quot;x&quot;<wbr>@example.com"
+    part = '<span class="email-part">{}</span>'
+    assert breakable_email("ops@example.com") == (
+        part.format("ops") + "<wbr>" + part.format("@example.com")
+    )
+    assert breakable_email('<b>"x"@example.com') == (
+        part.format("&lt;b&gt;&quot;x&quot;") + "<wbr>" + part.format("@example.com")
+    )
+    assert breakable_email("no-at-sign") == "no-at-sign"
     assert breakable_email("") == ""
 
 
@@ -289,3 +297,107 @@ def test_an_action_chip_breaks_only_after_a_dot_or_underscore(ui_factory, owner,
         assert set(before_breaks) <= {".", "_"}, (width, before_breaks)
         when = ui.page.locator("td.cell-when .cell-main").first
         assert when.bounding_box()["height"] < 70, "the time keeps its width (two lines)"
+
+
+#: How an address is laid out in `cell`: the text of each of its lines, the width of the
+#: cell's content box and how wide each part (local, @domain) would be on one line.
+ADDRESS_LINES = """(cell, address) => {
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  const characters = [];
+  for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+    for (let i = 0; i < text.data.length; i++) characters.push([text, i]);
+  }
+  const whole = characters.map(([text, i]) => text.data[i]).join("");
+  const start = whole.indexOf(address);
+  if (start < 0) return null;
+  const lines = [];
+  let top = null;
+  for (const [text, i] of characters.slice(start, start + address.length)) {
+    const range = document.createRange();
+    range.setStart(text, i);
+    range.setEnd(text, i + 1);
+    const here = range.getBoundingClientRect().top;
+    if (top === null || here > top + 2) {
+      lines.push("");
+      top = here;
+    }
+    lines[lines.length - 1] += text.data[i];
+  }
+  const context = document.createElement("canvas").getContext("2d");
+  context.font = getComputedStyle(characters[start][0].parentElement).font;
+  const at = address.lastIndexOf("@");
+  const style = getComputedStyle(cell);
+  return {
+    lines,
+    cell: cell.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight),
+    parts: [address.slice(0, at), address.slice(at)].map(
+      (part) => [part, context.measureText(part).width]
+    ),
+  };
+}"""
+
+
+def address_breaks_only_where_it_must(layout) -> bool:
+    """Each line inside one part (local, @domain); a part on more than one line only
+    when it alone is wider than its cell."""
+    lines, cell, parts = layout["lines"], layout["cell"], layout["parts"]
+    if len(lines) == 1:
+        return True
+    position = 0
+    for part, width in parts:
+        taken = []
+        while position < len(lines) and "".join(taken) != part:
+            taken.append(lines[position])
+            position += 1
+        if "".join(taken) != part or (len(taken) > 1 and width <= cell):
+            return False
+    return position == len(lines)
+
+
+#: Local part and domain each fit most columns and cards below, the whole address does not;
+#: the domain's hyphen is a break opportunity that must not come before the `@`'s.
+LONG_ADDRESS = "morgan.castellanos@eu-operations.example.com"
+INVITEE = "jordan.whitfield@eu-operations.example.com"
+
+
+def test_an_address_in_a_table_breaks_before_its_at_and_nowhere_else(
+    ui_factory, owner, organization, project
+):
+    """The Members page broke `demo@sigsentry.de` / `v`: its email column, free to wrap
+    anywhere, was squeezed below the width of the domain. An address breaks before its `@`
+    first, and inside a part only when that part alone is wider than its cell; in every
+    table that shows addresses, as a row at 1280 px and narrower, as a card on a phone."""
+    colleague = UserFactory(email=LONG_ADDRESS)
+    MembershipFactory(organization=organization, role=Role.ADMIN, user=colleague)
+    invite_member(
+        actor_membership=Membership.objects.get(organization=organization, user=colleague),
+        email=INVITEE,
+        role=Role.MEMBER,
+    )
+    make_key(KeyKind.SECRET, project=project, name="Nightly export", actor=colleague)
+    cells = {
+        f"/orgs/{organization.id}/members/": (
+            f"tr[data-member='{LONG_ADDRESS}'] td.cell-email",
+            "tr[data-invitation] td.cell-email",
+        ),
+        f"/orgs/{organization.id}/audit-log/": ("td[data-label='Actor']",),
+        f"/projects/{project.id}/api-keys/": ("td.cell-created",),
+    }
+    wrapped = set()
+    for width in (1280, 1000, 760, 390, 320):
+        ui = ui_factory(viewport={"width": width, "height": 900})
+        ui.login(owner.email, PASSWORD)
+        for path, selectors in cells.items():
+            ui.goto(path)
+            ui.shot(f"address-breaks-{path.split('/')[3]}-{width}")
+            for selector in selectors:
+                for cell in ui.page.locator(selector).all():
+                    for address in (LONG_ADDRESS, INVITEE):
+                        layout = cell.evaluate(ADDRESS_LINES, address)
+                        if layout is None:  # not in this cell
+                            continue
+                        assert address_breaks_only_where_it_must(layout), (
+                            f"{width} px, {path}, {selector}: {layout}"
+                        )
+                        wrapped.add(len(layout["lines"]) > 1)
+    assert True in wrapped, "the addresses do wrap (else this test proves nothing)"

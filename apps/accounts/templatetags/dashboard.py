@@ -105,10 +105,16 @@ _SYSTEMS = (
 
 @register.filter
 def breakable_email(email: str) -> str:
-    """An address that may wrap before its `@` (a table column stays as narrow as its
-    parts, not as the whole address); escaped."""
+    """An address that wraps before its `@` first: its local part and its `@domain` each in
+    a `.email-part` box (app.css) that breaks inside only when it alone is wider than its
+    column; escaped. A bare <wbr> was not enough: a column free to wrap anywhere was
+    squeezed below the domain's width (`demo@sigsentry.de` / `v` on the Members page)."""
     local, at, domain = (email or "").rpartition("@")
-    return format_html("{}<wbr>@{}", local, domain) if at else email
+    if not at:
+        return email
+    return format_html(
+        '<span class="email-part">{}</span><wbr><span class="email-part">@{}</span>', local, domain
+    )
 
 
 @register.filter

@@ -380,7 +380,10 @@ def test_an_address_in_a_table_breaks_before_its_at_and_nowhere_else(
             f"tr[data-member='{LONG_ADDRESS}'] td.cell-email",
             "tr[data-invitation] td.cell-email",
         ),
-        f"/orgs/{organization.id}/audit-log/": ("td[data-label='Actor']",),
+        f"/orgs/{organization.id}/audit-log/": (
+            "td[data-label='Actor']",
+            "td[data-label='Target']",  # the invitee of member.invited
+        ),
         f"/projects/{project.id}/api-keys/": ("td.cell-created",),
     }
     wrapped = set()

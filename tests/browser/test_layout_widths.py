@@ -404,3 +404,23 @@ def test_an_address_in_a_table_breaks_before_its_at_and_nowhere_else(
                         )
                         wrapped.add(len(layout["lines"]) > 1)
     assert True in wrapped, "the addresses do wrap (else this test proves nothing)"
+
+
+def test_the_sole_owners_note_leaves_the_email_column_its_room(
+    ui_factory, owner, member, organization
+):
+    """At 1280 px the demo's Members page put `demo` / `@sigsentry.dev` on two lines beside
+    a Role column half empty: the sole owner's note, one long line at its widest, took the
+    table's room."""
+    for user, address in ((owner, "demo@sigsentry.dev"), (member, "viewer@sigsentry.dev")):
+        user.email = address
+        user.save(update_fields=["email"])
+    ui = ui_factory(viewport={"width": 1280, "height": 900})
+    ui.login(owner.email, PASSWORD)
+    ui.goto(f"/orgs/{organization.id}/members/")
+    ui.shot("members-sole-owner-1280")
+    assert ui.page.get_by_text("The only owner").is_visible()
+
+    for user in (owner, member):
+        cell = ui.page.locator(f"tr[data-member='{user.email}'] td.cell-email")
+        assert cell.evaluate(ADDRESS_LINES, user.email)["lines"] == [user.email]

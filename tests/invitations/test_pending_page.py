@@ -86,3 +86,21 @@ def test_each_lists_links_keep_the_other_lists_page(owner, organization):
 
     assert 'href="?invitations_page=2&amp;page=1#members-heading"' in page
     assert 'href="?page=2&amp;invitations_page=1#pending-heading"' in page
+
+
+def test_on_a_phone_each_cell_of_an_invitation_says_what_it_is(owner, organization):
+    """Stacked as a card (app.css, .table-stack), a cell is named by its data-label: the
+    role's badge stood unnamed, a row above "Invited by", as if it were the address's."""
+    pending(organization, owner, 1)
+    page = html(logged_in(owner).get(f"/orgs/{organization.id}/members/"))
+    row = page.split('<tr data-invitation="waiting0000@example.com">')[1].split("</tr>")[0]
+    cells = re.findall(r"<td([^>]*)>", row)
+    assert len(cells) == 5
+    first, *others, actions = cells
+    assert "cell-wide" in first  # the address, the card's title
+    assert "cell-actions" in actions
+    assert [re.findall(r'data-label="([^"]+)"', cell) for cell in others] == [
+        ["Role"],
+        ["Invited by"],
+        ["Expires"],
+    ]

@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from datetime import timedelta
+from functools import partial
 
 import psycopg
 import pytest
@@ -29,8 +30,9 @@ from apps.notifications.tasks import enqueue_due
 from apps.webhooks import delivery as deliveries
 from apps.webhooks import services as webhook_services
 from apps.webhooks.models import Delivery
-from core import failopen, metrics, ops
+from core import counters, failopen, metrics, ops, throttling
 from core.errors import RateLimited
+from core.models import WorkerCounter
 from tests.apikeys.usage_helpers import set_rate_limit
 from tests.factories import make_key
 from tests.reliability.helpers import closed_port, unreachable_redis
@@ -396,6 +398,39 @@ def test_a_key_rate_limit_skipped_for_an_unreachable_redis_is_counted(
     assert value(after, name, scope="key_usage") - value(before, name, scope="key_usage") == 1
 
 
+#: A budget of two windows (`core.throttling.enforce_all`), counted while Redis answered.
+BUDGET = ("analysis_create_project", "analysis_create_project_day")
+
+#: Each throttle step that asks Redis, by what its warning says was skipped: made ready
+#: while Redis answers (a give-back is what a counted event returns), run once it is gone.
+THROTTLE_STEPS = {
+    "not counted": lambda: partial(throttling.enforce_all, BUDGET, "a-project"),
+    "not checked": lambda: partial(throttling.is_limited, BUDGET[0], "a-project"),
+    "not reset": lambda: partial(throttling.reset, BUDGET[0], "a-project"),
+    "not given back": lambda: throttling.enforce_all(BUDGET, "a-project"),
+}
+
+
+@pytest.mark.parametrize("skipped", THROTTLE_STEPS)
+def test_a_throttle_step_redis_fails_is_logged_and_counted_by_scope(
+    db, metrics_on, caplog, skipped
+):
+    """Redis lost mid-request, at whichever step (a count given back when an analysis is
+    refused after it was counted leaves its place taken until the window ends): an operator
+    sees which step of which scope was skipped, and the scope's fail-open count."""
+    client = Client()
+    step = THROTTLE_STEPS[skipped]()
+    before = scrape(client)
+
+    with override_settings(**unreachable_redis(timeout=0.1)):
+        step()
+
+    after = scrape(client)
+    name, scope = "sigsentry_redis_fail_open_total", BUDGET[0]
+    assert value(after, name, scope=scope) - value(before, name, scope=scope) == 1
+    assert f"throttle cache unavailable; {scope} {skipped}" in caplog.text
+
+
 @task()
 def count_a_key_use_without_redis() -> None:
     store.fail_open("key use not counted")  # what a Redis step in a task does on a timeout
@@ -443,6 +478,28 @@ def test_a_workers_redis_give_up_is_counted_when_its_task_then_rolls_back(
     assert value(scrape(client), worker) - value(before, worker) == 1
 
 
+@task(priority=-10)  # after the others
+def read_the_workers_redis_give_ups() -> int:
+    return counters.values().get("redis_fail_open", 0)
+
+
+def test_a_workers_redis_give_up_is_written_when_its_task_ends_not_when_the_worker_does(
+    transactional_db,
+):
+    """A worker runs for days: its give-ups are written as each task ends, so /metrics shows
+    them then, not at its next restart."""
+    for name, _every, _job in tasks.schedules(tasks.CHECKS_EVERY, tasks.URGENT_EVERY):
+        Schedule.objects.create(name=name, next_run_at=Now() + timedelta(hours=1))
+    give_up_on_redis_then_fail.enqueue()
+    read = read_the_workers_redis_give_ups.enqueue()
+
+    with pytest.raises(CommandError, match="1 failed"):
+        call_command("run_worker", "--once")
+
+    read.refresh()
+    assert read.return_value == 1  # seen by the next task, in the same worker run
+
+
 def test_a_commands_redis_give_up_is_counted_when_its_transaction_rolls_back(
     metrics_on, transactional_db, client
 ):
@@ -455,6 +512,65 @@ def test_a_commands_redis_give_up_is_counted_when_its_transaction_rolls_back(
 
     worker = "sigsentry_worker_redis_fail_open_total"
     assert value(scrape(client), worker) - value(before, worker) == 1
+
+
+def test_a_command_run_by_a_command_leaves_the_outer_ones_give_ups_in_the_database(db):
+    """`call_command` of a project command from another: the outer one's later give-ups
+    are still its process's, which no scrape reaches."""
+    with failopen.counted_in_database():
+        with failopen.counted_in_database():
+            pass
+        failopen.gave_up("key_usage")
+    assert counters.values()["redis_fail_open"] == 1
+
+
+def test_a_command_that_never_gave_up_on_redis_writes_no_count(db, django_assert_num_queries):
+    """Every task's end and every command's writes the count: nothing to count, no query."""
+    with django_assert_num_queries(0), failopen.counted_in_database():
+        failopen.write_counted()  # what a task's end does
+
+
+def _refuse_worker_counts() -> None:
+    """The database refuses every write of a worker counter (a real error, from a trigger)."""
+    table = WorkerCounter._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION operations_refuse() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'worker counters are read-only today'; END; $$ LANGUAGE plpgsql"
+            )
+            cursor.execute(
+                f"CREATE TRIGGER operations_refuse BEFORE INSERT OR UPDATE ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION operations_refuse()"
+            )
+        else:
+            cursor.execute(
+                f"CREATE TRIGGER operations_refuse BEFORE INSERT ON {table} "
+                "BEGIN SELECT RAISE(ABORT, 'worker counters are read-only today'); END"
+            )
+
+
+def _accept_worker_counts() -> None:
+    table = WorkerCounter._meta.db_table
+    with connection.cursor() as cursor:
+        on_table = f" ON {table}" if connection.vendor == "postgresql" else ""
+        cursor.execute(f"DROP TRIGGER operations_refuse{on_table}")
+
+
+def test_a_redis_give_up_the_database_failed_to_count_is_written_with_the_next_write(db, caplog):
+    """The database failing too (a task's end, Redis and PostgreSQL both down) logs the
+    give-up and keeps it for the next write, rather than dropping it: the count is of
+    outages, and an outage of both is the one an operator most needs to see."""
+    _refuse_worker_counts()
+    with failopen.counted_in_database():
+        failopen.gave_up("key_usage")
+        failopen.write_counted()  # what a task's end does; the database refuses it
+        assert "Redis give-up not counted: database unavailable" in caplog.text
+        assert "redis_fail_open" not in counters.values()
+
+        _accept_worker_counts()
+    # The command ends: what was kept is written.
+    assert counters.values()["redis_fail_open"] == 1
 
 
 def test_worker_failures_are_counted(metrics_on, db, client):

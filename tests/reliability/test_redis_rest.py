@@ -16,7 +16,7 @@ from apps.apikeys.keyformat import KeyKind
 from core import failopen
 from tests.apikeys.usage_helpers import requires_redis, set_rate_limit
 from tests.factories import make_key
-from tests.reliability.helpers import hung_redis
+from tests.reliability.helpers import hung_redis, redis_at
 
 pytestmark = pytest.mark.django_db
 
@@ -59,12 +59,14 @@ def test_a_redis_answering_again_after_the_rest_enforces_the_limit(project, rest
     assert statuses == [200, 429]  # Redis is asked again: the limit of 1 holds
 
 
-def test_a_new_redis_ends_the_rest(settings):
+@pytest.mark.parametrize("setting", ["REDIS_URL", "CACHES"])
+def test_a_new_redis_ends_the_rest(settings, setting):
+    """Either of its users' settings: the throttles' `REDIS_URL`, or the cache's (a nonce)."""
     failopen.gave_up("key_usage")
     assert failopen.given_up()
     failopen.new_request()
     assert failopen.given_up()  # the process rests, whatever the request
-    settings.REDIS_URL = "redis://127.0.0.1:6379/15"
+    setattr(settings, setting, redis_at("redis://127.0.0.1:6379/15", timeout=0.25)[setting])
     assert not failopen.given_up()
 
 

@@ -23,7 +23,7 @@ from apps.apikeys.keyformat import KeyKind, generate
 from apps.orgs import services as org_services
 from apps.projects import services as project_services
 from apps.projects.models import Project
-from core import throttling
+from core import failopen, throttling
 from core.errors import RateLimited
 from core.permissions import ALL_PERMISSIONS
 from core.sharedredis import redis_client
@@ -35,6 +35,7 @@ from tests.reliability.helpers import (
     RECORDED_CACHE_KEYS,
     bearer,
     call,
+    hung_redis,
     recording_key_function,
     unreachable_redis,
 )
@@ -392,6 +393,17 @@ def test_retry_after_is_what_is_left_of_the_window_and_the_next_window_starts_af
     assert throttling.hit("failed_auth_ip", "198.51.100.61") is None
 
 
+@rates(failed_auth_ip=1)
+def test_the_last_second_of_a_window_is_still_that_window(db, throttle_clock):
+    assert throttling.hit("failed_auth_ip", "198.51.100.62") is None  # the window's first second
+
+    throttle_clock.advance(WINDOW - 1)
+    assert throttling.hit("failed_auth_ip", "198.51.100.62") == 1  # its last: a second to wait
+
+    throttle_clock.advance(1)
+    assert throttling.hit("failed_auth_ip", "198.51.100.62") is None  # the next window
+
+
 #: A budget of an hour and a UTC day (`core.throttling.enforce_all`), one event each: the
 #: clock stands at midnight, so the hour's wait is 3600 and the day's 86400.
 BUDGET = ("analysis_create_project", "analysis_create_project_day")
@@ -452,6 +464,118 @@ def test_an_unreachable_redis_means_no_throttling_not_an_error(db, api_client, c
         codes = [_fail(api_client).json()["error"]["code"] for _ in range(3)]
     assert codes == ["KEY_INVALID"] * 3
     assert "throttle cache unavailable" in caplog.text
+
+
+@rates(failed_auth_ip=LIMIT)
+def test_a_count_given_back_after_its_window_ended_is_no_cache_failure(db, caplog):
+    """Without Redis (the cache's counters): the window's count expired before the attempt
+    ended, so there is nothing to give back, and that is no reason to give up on the cache."""
+    with override_settings(REDIS_URL=""):
+        give_back = throttling.attempt("failed_auth_ip", "198.51.100.73")
+        cache.clear()  # the window ended: its counter expired
+
+        give_back()
+
+    assert not failopen.given_up()
+    assert "throttle cache unavailable" not in caplog.text
+
+
+@rates(failed_auth_ip=LIMIT)
+def test_a_count_given_back_after_its_window_ended_leaves_no_counter_in_redis(db):
+    """A DECR of an expired counter would make it again, at -1 and with no expiry: one key
+    kept for ever per attempt that outlived its window."""
+    client = redis_client()
+    if client is None:
+        pytest.skip("the counters' expiry is Redis's")
+    give_back = throttling.attempt("failed_auth_ip", "198.51.100.74")
+    (key,) = client.scan_iter("ss:throttle:*")
+    client.delete(key)  # the window ended: its counter expired
+
+    give_back()
+
+    assert not client.exists(key)
+
+
+class ReadAlong:
+    """A caller's command in the counter's round trip (`core.throttling.Along`): one GET."""
+
+    def __init__(self, key: str) -> None:
+        self.key, self.replies = key, None
+
+    def queue(self, pipe) -> None:
+        pipe.get(self.key)
+
+    def answer(self, replies: list) -> None:
+        self.replies = replies
+
+
+@rates(failed_auth_ip=LIMIT)
+def test_a_counter_redis_refuses_in_a_shared_round_trip_fails_open(db, caplog):
+    """In the round trip shared with a caller's commands, replies are read without raising
+    (the caller's errors are its own): the counter's own error still fails open."""
+    client = redis_client()
+    if client is None:
+        pytest.skip("only Redis shares the round trip")
+    throttling.hit("failed_auth_ip", "198.51.100.76")
+    (key,) = client.scan_iter("ss:throttle:*")
+    client.set(key, "not a count", keepttl=True)  # INCR will fail: not an integer
+    along = ReadAlong("ss:another")
+
+    assert throttling.hit("failed_auth_ip", "198.51.100.76", along) is None
+
+    assert "throttle cache unavailable; failed_auth_ip not counted" in caplog.text
+
+
+#: Every throttle step that asks Redis, on a budget or on a client's failures.
+STEPS = {
+    "hit": lambda: throttling.hit("failed_auth_ip", "198.51.100.70"),
+    "attempt": lambda: throttling.attempt("failed_auth_ip", "198.51.100.70"),
+    "enforce_all": lambda: throttling.enforce_all(BUDGET, "project-e"),
+    "is_limited": lambda: throttling.is_limited("failed_auth_ip", "198.51.100.70"),
+    "reset": lambda: throttling.reset("failed_auth_ip", "198.51.100.70"),
+}
+
+
+#: The same steps with nothing to count: no client address, no project.
+NOTHING_TO_COUNT = {
+    "hit": lambda: throttling.hit("failed_auth_ip", None),
+    "attempt": lambda: throttling.attempt("failed_auth_ip", "")(),
+    "enforce_all": lambda: throttling.enforce_all(BUDGET, None)(),
+    "is_limited": lambda: throttling.is_limited("failed_auth_ip", None),
+}
+
+
+@pytest.mark.parametrize("step", NOTHING_TO_COUNT)
+def test_nothing_to_count_costs_no_redis_round_trip(db, step):
+    with hung_redis() as (redis_down, tried), override_settings(**redis_down):
+        assert NOTHING_TO_COUNT[step]() is None
+        assert tried == []
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_once_redis_gave_up_no_step_of_the_request_waits_for_it_again(db, step):
+    """A hung Redis costs a request one wait (`core.failopen`), whichever steps follow."""
+    with hung_redis() as (redis_down, tried), override_settings(**redis_down):
+        assert throttling.hit("failed_auth_ip", "198.51.100.71") is None  # waits, gives up
+        assert len(tried) == 1
+
+        STEPS[step]()
+
+        assert len(tried) == 1  # not asked again
+
+
+@ONE_EACH
+def test_a_give_back_after_redis_gave_up_does_not_wait_for_it(db):
+    """An event counted, then Redis hangs before it is refused: its give-back is skipped, as
+    the request's other steps are (the place stays taken until the window ends)."""
+    give_back = throttling.enforce_all(BUDGET, "project-f")
+    with hung_redis() as (redis_down, tried), override_settings(**redis_down):
+        throttling.hit("failed_auth_ip", "198.51.100.72")  # waits, gives up
+        assert len(tried) == 1
+
+        give_back()
+
+        assert len(tried) == 1
 
 
 # Real servers: sharing through Redis, X-Forwarded-For -----------------------------------------

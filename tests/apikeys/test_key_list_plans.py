@@ -1,8 +1,8 @@
 """A page of keys reads that page, not the collection (PostgreSQL's plans).
 
 A project with many keys of one kind: listing a page of them, or of the project's
-other collection, or opening its key page, must not walk every key. Each test seeds
-10,000 secret keys, lets PostgreSQL's planner see them (ANALYZE), and reads the plan of
+other collection, or opening its key page, must not walk every key. The module seeds
+10,000 secret keys once, lets PostgreSQL's planner see them (ANALYZE), and reads the plan of
 every query the request made: no node may touch more rows than a page holds. This
 failed when the list carried an EXISTS for "was it rolled" (planned as a hashed subplan
 over every key of every tenant), when the project index did not hold the key type (an
@@ -13,12 +13,19 @@ had no index of its own.
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.models import ApiKey
-from tests.factories import bulk_secret_keys, make_key
+from core.permissions import Role
+from tests.factories import (
+    MembershipFactory,
+    OrganizationFactory,
+    ProjectFactory,
+    bulk_secret_keys,
+    make_key,
+)
 from tests.orgs.helpers import collection_url, key_url, user_client
 from tests.pages import logged_in
 
@@ -36,15 +43,33 @@ MANY = 10_000
 PAGE_ROWS = 200
 
 
+@pytest.fixture(scope="module")
+def _crowded(django_db_setup, django_db_blocker):
+    """An owner's project with MANY secret keys (one of them rolled) and no SDK key, made
+    once for the module (~1.5 s of CPU each time) in a transaction around its tests, rolled
+    back after them: each test's own transaction (a savepoint in it) sees the rows and
+    takes back what the test wrote, and no other module ever sees them."""
+    with django_db_blocker.unblock(), transaction.atomic():
+        project = ProjectFactory(organization=OrganizationFactory(name="Acme"), name="Checkout")
+        owner = MembershipFactory(organization=project.organization, role=Role.OWNER).user
+        bulk_secret_keys(project, MANY)
+        old, _ = make_key(KeyKind.SECRET, project=project)
+        make_key(KeyKind.SECRET, project=project, replaces=old)
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE apikeys_apikey")
+        yield owner, project
+        transaction.set_rollback(True)
+
+
 @pytest.fixture
-def crowded_project(project):
-    """`project` with MANY secret keys (one of them rolled) and no SDK key."""
-    bulk_secret_keys(project, MANY)
-    old, _ = make_key(KeyKind.SECRET, project=project)
-    make_key(KeyKind.SECRET, project=project, replaces=old)
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE apikeys_apikey")
-    return project
+def owner(_crowded, db):
+    return _crowded[0]
+
+
+@pytest.fixture
+def crowded_project(_crowded, db):
+    """The module's project with MANY secret keys (one of them rolled) and no SDK key."""
+    return _crowded[1]
 
 
 def rows_touched(sql: str) -> list[tuple[str, int]]:

@@ -222,12 +222,15 @@ def test_make_help_lists_every_target_a_user_runs():
     assert set(phony.split()) - listed == set()
 
 
-@pytest.fixture
-def unmigrated_postgres(settings):
-    """DATABASE_URL of a PostgreSQL database no `migrate` ever ran on, dropped afterwards."""
+@pytest.fixture(scope="module")
+def unmigrated_postgres():
+    """DATABASE_URL of a PostgreSQL database no `migrate` ever ran on, dropped afterwards.
+
+    One for the module: the commands run on it only fail (they create nothing), and each
+    database made and dropped cost seconds of the suite's time (DROP DATABASE checkpoints)."""
     if connection.vendor != "postgresql":
         pytest.skip("the suite runs on SQLite")
-    database = settings.DATABASES["default"]
+    database = connection.settings_dict
     server = {k.lower(): database[k] for k in ("HOST", "PORT", "USER", "PASSWORD") if database[k]}
     name = f"{database['NAME']}_unmigrated_{os.getpid()}"
     with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:

@@ -24,6 +24,7 @@ import os
 import socket
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -159,6 +160,9 @@ def _fetch(opener, request, parts: SplitResult, port: int, timeout: float) -> by
                     raise KeySourceError("The answer is too large to be GitHub's key list.")
                 if time.monotonic() > deadline:  # the command has given up on this fetch
                     raise _too_slow(timeout)
+    except urllib.error.HTTPError as exc:  # an answer but 200 (a redirect too): body unread
+        exc.close()  # its connection, which the exception would hold until collected
+        raise KeySourceError(f"Could not fetch the keys: {exc}") from exc
     except (OSError, http.client.HTTPException) as exc:
         raise KeySourceError(f"Could not fetch the keys: {exc}") from exc
     return bytes(body)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
 import threading
 import time
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -77,6 +79,21 @@ def test_a_bad_answer_keeps_the_old_file(github_api, tmp_path, body, status):
         call_command("refresh_github_keys", "--url", github_api["url"], "--output", str(target))
 
     assert target.read_text() == "previous"
+
+
+@pytest.mark.parametrize("status", [403, 500, 302])
+def test_an_answer_but_200_leaves_no_connection_open(github_api, tmp_path, status):
+    """urllib hands the answer to the exception it raises, which held the connection until
+    collected: a socket left open, one ResourceWarning per refused fetch."""
+    github_api["body"], github_api["status"] = b"{}", status
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(keysource.KeySourceError, match=f"HTTP Error {status}"):
+            keysource.refresh(github_api["url"], tmp_path / "keys.json", 5)
+        gc.collect()
+
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 def test_a_p384_key_is_refused(github_api, tmp_path):

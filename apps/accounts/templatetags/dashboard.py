@@ -49,6 +49,18 @@ def utc(value: datetime | None) -> str:
     return utc_text(value) if value is not None else ""
 
 
+@register.filter
+def utc_lines(value: datetime | None) -> str:
+    """`utc` for a narrow column: its date and its time each one unbroken box, so the time
+    takes two lines at most ("7 Dec 2026," / "23:47 UTC"), never three; escaped."""
+    if value is None:
+        return ""
+    date, _, time = utc_text(value).rpartition(", ")
+    return format_html(
+        '<span class="nobreak">{},</span> <span class="nobreak">{}</span>', date, time
+    )
+
+
 @register.simple_tag
 def when(value: datetime | None, never: str = "Never"):
     """A relative time with the exact UTC time as its machine value and tooltip, and as

@@ -219,6 +219,17 @@ def call(
     )
 
 
+def until_ready(base_url: str, path: str = "/readyz", within: float = 10) -> Reply:
+    """`path` asked again until it answers 200 or `within` seconds pass; the last reply.
+    Readiness's database check has a 1 s deadline of its own, which a server that is fine
+    can pass on CI's loaded host (10-17 on 2 cores, the first check behind PgBouncer, or the
+    first after PostgreSQL came back): a 503 then, and a test that asked once failed."""
+    deadline = time.monotonic() + within
+    while (reply := call(base_url, "GET", path)).status != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return reply
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from apps.apikeys.keyformat import KeyKind, generate
 from tests.factories import make_key
-from tests.reliability.helpers import bearer, call, closed_port
+from tests.reliability.helpers import bearer, call, closed_port, until_ready
 from tests.servers import AT_ALL, GunicornServer
 
 pytestmark = pytest.mark.slow
@@ -202,14 +202,7 @@ def test_metrics_count_authentication_outcomes_and_show_no_key(server, project, 
 
 def test_probes_and_scrapes_stay_out_of_the_access_log(server):
     for path in ("/healthz", "/readyz"):
-        # Asked again for a few seconds: the server's first database check behind PgBouncer
-        # can pass readiness's 1 s deadline at CI's load (10-17 on 2 cores): a 503 then.
-        deadline = time.monotonic() + 10
-        while (status := call(server.url, "GET", path).status) != 200:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert status == 200
+        assert until_ready(server.url, path).status == 200
     call(server.url, "GET", "/metrics", headers=bearer(TOKEN))
     assert call(server.url, "GET", "/v1/me").status == 401
     deadline = time.monotonic() + 5

@@ -29,7 +29,7 @@ from apps.apikeys.keyformat import KeyKind
 from apps.apikeys.services import revoke_key
 from tests import pgbouncer
 from tests.factories import make_key
-from tests.reliability.helpers import TcpProxy, bearer, call
+from tests.reliability.helpers import TcpProxy, bearer, call, until_ready
 
 pytestmark = [
     pytest.mark.slow,
@@ -141,7 +141,7 @@ def test_postgresql_restart_behind_pgbouncer_is_503_then_recovers(rig):
     # the load need not see a 503 itself (wait_for did): it must only never see a wrong one.
     assert_only_right_decisions_or_503(load)
     assert load.tally()[("valid", 200, None)], load.tally()
-    assert call(server.url, "GET", "/readyz").status == 200
+    assert until_ready(server.url).status == 200
 
 
 def test_a_query_that_never_ends_is_a_503_not_a_killed_worker(rig):
@@ -183,7 +183,7 @@ def test_pgbouncer_restart_is_503_then_recovers(rig):
         time.sleep(0.5)
     assert_only_right_decisions_or_503(load)
     assert load.tally()[("valid", 503, "SERVICE_UNAVAILABLE")], load.tally()
-    assert call(server.url, "GET", "/readyz").status == 200
+    assert until_ready(server.url).status == 200
 
 
 @pytest.mark.skipif(
